@@ -1,0 +1,1 @@
+"""The `ferry` command line (typer); thin: parsing, rendering, exit codes."""

@@ -1,0 +1,34 @@
+"""The `ferry` command: every FerryError becomes `error: <message>` and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from engine import __version__
+from engine.cli.lab import app as lab_app
+from engine.errors import FerryError
+
+app = typer.Typer(
+    name="ferry",
+    help="Declarative plan-and-apply migration of VMware vSphere VMs to OpenStack.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(lab_app, name="lab")
+
+
+@app.command()
+def version() -> None:
+    """Print ferry's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except FerryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

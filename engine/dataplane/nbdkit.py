@@ -1,0 +1,157 @@
+"""nbdkit servers: one per source disk, on a unix socket in a private 0700 directory.
+
+The seam between "where the source disk's bytes come from" and the copy engine is `DiskSource`:
+in production nbdkit's vddk plugin reads a VM's disk at a snapshot from ESXi; in the lab the file
+plugin serves the snapshot's frozen raw file. Both are served read-only, exit with their parent,
+and are waited for properly (nbdkit writes its pidfile only once it accepts connections).
+Secrets reach nbdkit through a 0600 file (``password=+FILE``), never argv.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from engine.errors import DataplaneError
+
+READY_TIMEOUT = 30.0
+VDDK_MAX_REQUEST = 2 * 1024 * 1024  # VDDK rejects larger reads
+
+
+class DiskSource(Protocol):
+    """Where a source disk's bytes come from, as nbdkit plugin arguments."""
+
+    def plugin_args(self, private_dir: Path) -> list[str]:
+        """nbdkit arguments naming the plugin and its parameters; secrets go into private_dir."""
+        ...
+
+    def describe(self) -> str:
+        """A one-line, secret-free description for logs and errors."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileDiskSource:
+    """A raw disk image file (the lab: a snapshot's frozen copy of a disk)."""
+
+    path: Path
+
+    def plugin_args(self, private_dir: Path) -> list[str]:
+        if not self.path.is_file():
+            raise DataplaneError(f"disk image {self.path} does not exist")
+        return ["file", f"file={self.path}"]
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+
+@dataclass(frozen=True)
+class VddkDiskSource:
+    """A VM's disk at a snapshot, read from vSphere through VDDK (production)."""
+
+    server: str
+    user: str
+    password: str = field(repr=False)
+    thumbprint: str
+    vm_moref: str
+    snapshot_moref: str
+    disk_file: str  # "[datastore] path/disk.vmdk" as the snapshot's backing names it
+    libdir: Path
+    transports: str = "file:nbdssl:nbd"
+    compression: str = "skipz"
+
+    def plugin_args(self, private_dir: Path) -> list[str]:
+        secret = private_dir / "password"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.password)
+        return [
+            "vddk",
+            f"libdir={self.libdir}",
+            f"server={self.server}",
+            f"user={self.user}",
+            f"password=+{secret}",
+            f"thumbprint={self.thumbprint}",
+            f"vm=moref={self.vm_moref}",
+            f"snapshot={self.snapshot_moref}",
+            f"transports={self.transports}",
+            f"compression={self.compression}",
+            f"file={self.disk_file}",
+        ]
+
+    def describe(self) -> str:
+        return f"vddk {self.server} vm={self.vm_moref} snapshot={self.snapshot_moref} {self.disk_file}"
+
+
+class NbdkitServer:
+    """A running read-only nbdkit serving one DiskSource; use as a context manager."""
+
+    def __init__(self, source: DiskSource, filters: list[str] | None = None) -> None:
+        self.source = source
+        self.filters = filters or []
+        self._dir = Path(tempfile.mkdtemp(prefix="ferry-nbd-"))  # created 0700
+        self.socket = self._dir / "nbd.sock"
+        self._pidfile = self._dir / "nbdkit.pid"
+        self._log = self._dir / "nbdkit.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"nbd+unix:///?socket={self.socket}"
+
+    def argv(self) -> list[str]:
+        filters = [f"--filter={f}" for f in self.filters]
+        return [
+            "nbdkit", "--readonly", "--exit-with-parent", "--foreground",
+            "--unix", str(self.socket), "--pidfile", str(self._pidfile),
+            *filters, *self.source.plugin_args(self._dir),
+        ]  # fmt: skip
+
+    def start(self) -> NbdkitServer:
+        argv = self.argv()
+        with self._log.open("wb") as log:
+            try:
+                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            except FileNotFoundError as exc:
+                self.stop()
+                raise DataplaneError("nbdkit is not installed: run scripts/setup") from exc
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._pidfile.exists():
+            assert self._proc is not None
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                detail = self._log.read_text(errors="replace").strip().splitlines()[-3:]
+                self.stop()
+                raise DataplaneError(
+                    f"nbdkit did not start for {self.source.describe()}: " + " | ".join(detail)
+                )
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> NbdkitServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,42 @@
+"""The one exception hierarchy of ferry.
+
+Every failure ferry reports is one of these; SDK exceptions (vmodl faults, openstack.exceptions,
+nbd.Error, OSError from subprocesses) are mapped at the boundary with ``raise ... from exc``.
+The CLI prints ``error: <message>`` and exits 1 for any of them, without a traceback::
+
+    FerryError
+    ├── UserError          bad input from the user: arguments, names, offsets; nothing was changed
+    ├── LabError           the embedded lab: build, start, stop, state of its services
+    ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
+    │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
+    └── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
+"""
+
+from __future__ import annotations
+
+
+class FerryError(Exception):
+    """Base of every error ferry reports to its user."""
+
+
+class UserError(FerryError):
+    """The user asked for something invalid; nothing was changed."""
+
+
+class LabError(FerryError):
+    """The embedded lab could not do what was asked."""
+
+
+class VSphereError(FerryError):
+    """A vSphere API call failed."""
+
+
+class DataplaneError(FerryError):
+    """Serving or copying disk bytes failed."""
+
+
+class ChangeTrackingError(VSphereError):
+    """A CBT query faulted: tracking is off, was reset, or the changeId is not valid here.
+
+    The caller must fall back to a full copy; it must never treat this as "nothing changed".
+    """

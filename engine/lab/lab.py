@@ -1,0 +1,178 @@
+"""The embedded lab: `ferry lab up | down | status | env | write`.
+
+All lab data lives in one directory (default ./state/lab, or FERRY_LAB_DIR, or --dir)::
+
+    lab.json      what is running: each process's PID and start time, format_version
+    vcenter/      URL, password (0600), TLS certificate and log of the lab vCenter
+    disks/        live disks, change journals and frozen snapshots (engine/lab/disks.py)
+
+`up` refuses when the lab is already up; `down` stops only the processes lab.json records, by
+PID, and refuses when nothing is up. `status` checks every service through its real API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyVmomi import vim
+
+from engine.errors import FerryError, LabError, UserError
+from engine.lab import disks as lab_disks
+from engine.lab import vcenter
+from engine.lab.estate import ESTATE, LabVM, find_vm
+from engine.lab.processes import ProcessRecord, is_running, stop
+from engine.providers.vsphere.read import retrieve
+from engine.providers.vsphere.session import VCenterTarget, session
+
+FORMAT_VERSION = 1
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("FERRY_LAB_DIR") or Path.cwd() / "state" / "lab")
+
+
+def vcsim_binary() -> Path:
+    return Path(os.environ.get("FERRY_VCSIM") or Path(sys.prefix) / "bin" / "ferry-vcsim")
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    up: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Lab:
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "lab.json"
+
+    @property
+    def disks(self) -> Path:
+        return self.root / "disks"
+
+    @property
+    def vcenter_files(self) -> vcenter.VCenterFiles:
+        return vcenter.VCenterFiles(self.root / "vcenter")
+
+    # -- recorded state -------------------------------------------------------------------------
+
+    def processes(self) -> list[ProcessRecord]:
+        """The processes lab.json records; empty when the lab was never started or is down."""
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LabError(f"{self.state_file} is unreadable: {exc}") from exc
+        return [ProcessRecord.from_json(p) for p in data.get("processes", [])]
+
+    def _record(self, processes: list[ProcessRecord]) -> None:
+        data = {"format_version": FORMAT_VERSION, "started_at": time.time(),
+                "processes": [p.to_json() for p in processes]}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    def running(self) -> list[ProcessRecord]:
+        return [p for p in self.processes() if is_running(p)]
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def up(self) -> float:
+        """Start every lab service and create the estate; returns the seconds it took."""
+        began = time.monotonic()
+        alive = self.running()
+        if alive:
+            names = ", ".join(f"{p.name} (pid {p.pid})" for p in alive)
+            raise UserError(f"the lab in {self.root} is already up: {names}; "
+                            "run `ferry lab down` first")
+        self._clear_stale()
+        self.root.mkdir(parents=True, exist_ok=True)
+        started: list[ProcessRecord] = []
+        try:
+            started.append(vcenter.start(vcsim_binary(), self.vcenter_files, self.disks))
+            self._record(started)
+            with session(self.vcenter_target()) as si:
+                vcenter.populate(si, self.disks)
+        except BaseException:
+            for record in reversed(started):
+                stop(record)
+            self.state_file.unlink(missing_ok=True)
+            raise
+        return time.monotonic() - began
+
+    def _clear_stale(self) -> None:
+        self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.disks, ignore_errors=True)
+
+    def down(self) -> list[ProcessRecord]:
+        """Stop what lab.json records (by PID); returns what was stopped."""
+        records = self.processes()
+        if not records:
+            raise UserError(f"the lab in {self.root} is not up")
+        for record in reversed(records):
+            stop(record)
+        self.state_file.unlink()
+        return records
+
+    def vcenter_target(self) -> VCenterTarget:
+        return vcenter.target(self.vcenter_files)
+
+    def status(self) -> list[ServiceStatus]:
+        """Each service checked through its real API."""
+        records = {p.name: p for p in self.processes()}
+        return [self._vcenter_status(records.get("vcsim"))]
+
+    def _vcenter_status(self, record: ProcessRecord | None) -> ServiceStatus:
+        if record is None or not is_running(record):
+            return ServiceStatus("vcenter", False, "not running")
+        try:
+            target = self.vcenter_target()
+            with session(target) as si:
+                vms = retrieve(si, vim.VirtualMachine, ["name"])
+        except FerryError as exc:
+            return ServiceStatus("vcenter", False, str(exc))
+        return ServiceStatus("vcenter", True,
+                             f"https://{target.host}:{target.port}/sdk, {len(vms)} VMs")
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a shell (or a spec) at the lab."""
+        target = self.vcenter_target()
+        return {
+            "FERRY_LAB_DIR": str(self.root),
+            "FERRY_VCENTER_HOST": target.host,
+            "FERRY_VCENTER_PORT": str(target.port),
+            "FERRY_VCENTER_USER": target.user,
+            "FERRY_VCENTER_PASSWORD_FILE": str(self.vcenter_files.password),
+            "FERRY_VCENTER_CAFILE": str(self.vcenter_files.cert),
+        }
+
+    def write(self, vm_name: str, key: int, offset: int, length: int,
+              seed: int | None = None) -> lab_disks.WriteResult:
+        """A guest write to a lab VM's live disk."""
+        if not self.running():
+            raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
+        return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed)
+
+    def vm(self, name: str) -> LabVM:
+        vm = find_vm(name)
+        if vm is None:
+            known = ", ".join(repr(v.name) for v in ESTATE)
+            raise UserError(f"no lab VM named {name!r} (lab VMs: {known})")
+        return vm
+
+
+def status_json(statuses: list[ServiceStatus]) -> dict[str, Any]:
+    return {"up": all(s.up for s in statuses),
+            "services": [{"name": s.name, "up": s.up, "detail": s.detail} for s in statuses]}

@@ -1,0 +1,103 @@
+"""Processes the lab starts: started in their own session, recorded by PID and start time,
+stopped only by that PID (and its process group, which is theirs alone) — never by name.
+
+A record whose PID now belongs to another process (different start time) counts as dead, so a
+stale record can never make us signal someone else's process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import LabError
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_time: int  # clock ticks since boot, field 22 of /proc/<pid>/stat
+    log: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ProcessRecord:
+        return ProcessRecord(str(data["name"]), int(data["pid"]), int(data["start_time"]),
+                             str(data["log"]))
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks; None when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def is_running(record: ProcessRecord) -> bool:
+    """True while the recorded process itself (same PID and start time) is alive and not a zombie."""
+    if start_time(record.pid) != record.start_time:
+        return False
+    try:
+        state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> ProcessRecord:
+    """Start `argv` detached (own session, stdin closed, output to `log`) and record it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    env=env, cwd=cwd, start_new_session=True)
+        except OSError as exc:
+            raise LabError(f"cannot start {name} ({argv[0]}): {exc}") from exc
+    started = start_time(proc.pid)
+    if started is None:
+        raise LabError(f"{name} exited at once; see {log}")
+    return ProcessRecord(name, proc.pid, started, str(log))
+
+
+def stop(record: ProcessRecord, timeout: float = 15.0) -> None:
+    """SIGTERM the recorded process group, then SIGKILL after `timeout`; reap if it is our child."""
+    if not is_running(record):
+        _reap(record.pid)
+        return
+    _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not is_running(record):
+            return
+        time.sleep(0.05)
+    _signal_group(record.pid, signal.SIGKILL)
+    _reap(record.pid)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # spawn() made the process a session (and group) leader, so its group holds only what it started.
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,486 @@
+// ferry's changed block tracking for the lab vCenter (compiled into govmomi's package simulator).
+//
+// Disk bytes live outside the simulator, in one directory per VM (named by its instance UUID):
+//
+//	<disks>/<instanceUuid>/disk-<key>.raw        live disk: a sparse raw file the lab's guest writes change
+//	<disks>/<instanceUuid>/disk-<key>.journal    change journal: one "offset length" line per guest write
+//	<disks>/<instanceUuid>/disk-<key>.cbt        CBT epoch while tracking is on: "<uuid>\n<base sequence>\n"
+//	<disks>/<instanceUuid>/snapshots/<moref>/    a snapshot: frozen disk-<key>.raw copies and meta.json
+//
+// Writers (ferry lab write) and this extension take flock(2) on the journal, so a snapshot freezes
+// the disk bytes and the journal position together. A changeId is "<epoch uuid>/<sequence>", the
+// sequence being the journal length when the snapshot froze the disk. Turning tracking off or on
+// drops the epoch, so the next snapshot starts a new one and older changeIds fault, as on vSphere.
+package simulator
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+type ferryDiskMeta struct {
+	Seq      int64  `json:"seq"`
+	Epoch    string `json:"epoch,omitempty"`
+	Base     int64  `json:"base"`
+	Capacity int64  `json:"capacity"`
+	Thin     bool   `json:"thin"`
+	Frozen   bool   `json:"frozen"`
+}
+
+type ferrySnapshotMeta struct {
+	VM    string                   `json:"vm"`
+	Disks map[string]ferryDiskMeta `json:"disks"`
+}
+
+type ferryCBT struct {
+	self     types.ManagedObjectReference
+	dir      string
+	maxAreas int
+	window   int64
+
+	mu        sync.Mutex
+	snapshots map[types.ManagedObjectReference]string
+}
+
+// FerryCBT is the extension's single instance; main configures it after the model exists.
+var FerryCBT = &ferryCBT{
+	self:      types.ManagedObjectReference{Type: "FerryCBT", Value: "ferry-cbt"},
+	snapshots: make(map[types.ManagedObjectReference]string),
+}
+
+// Configure sets the disks directory and answer limits, and registers the registry handler.
+func (c *ferryCBT) Configure(dir string, maxAreas int, window int64) {
+	c.dir, c.maxAreas, c.window = dir, maxAreas, window
+	Map.AddHandler(c)
+}
+
+func (c *ferryCBT) Reference() types.ManagedObjectReference { return c.self }
+
+// PutObject freezes the disks of every new snapshot and stamps changeIds on its own disk copies.
+func (c *ferryCBT) PutObject(obj mo.Reference) {
+	if s, ok := obj.(*VirtualMachineSnapshot); ok && c.dir != "" {
+		if err := c.freeze(s); err != nil {
+			fmt.Fprintf(os.Stderr, "ferry-cbt: freeze %s: %v\n", s.Self.Value, err)
+		}
+	}
+}
+
+func (c *ferryCBT) UpdateObject(mo.Reference, []types.PropertyChange) {}
+
+// RemoveObject deletes a removed snapshot's frozen disks.
+func (c *ferryCBT) RemoveObject(ref types.ManagedObjectReference) {
+	c.mu.Lock()
+	dir, ok := c.snapshots[ref]
+	delete(c.snapshots, ref)
+	c.mu.Unlock()
+	if ok {
+		_ = os.RemoveAll(dir)
+	}
+}
+
+func (c *ferryCBT) vmDir(uuid string) string { return filepath.Join(c.dir, uuid) }
+
+func diskFile(vmDir string, key int32, ext string) string {
+	return filepath.Join(vmDir, fmt.Sprintf("disk-%d.%s", key, ext))
+}
+
+func cbtOn(cfg *types.VirtualMachineConfigInfo) bool {
+	return cfg.ChangeTrackingEnabled != nil && *cfg.ChangeTrackingEnabled
+}
+
+func diskCapacity(d *types.VirtualDisk) int64 {
+	if d.CapacityInBytes > 0 {
+		return d.CapacityInBytes
+	}
+	return d.CapacityInKB * 1024
+}
+
+func diskThin(d *types.VirtualDisk) bool {
+	if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+		return b.ThinProvisioned != nil && *b.ThinProvisioned
+	}
+	return true
+}
+
+// changeTrackingSet is called by VirtualMachine.configure (a patched line) after a reconfigure:
+// any transition of changeTrackingEnabled resets CBT, so existing changeIds become invalid.
+func (c *ferryCBT) changeTrackingSet(vm *VirtualMachine, before bool) {
+	if c.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" || cbtOn(vm.Config) == before {
+		return
+	}
+	epochs, _ := filepath.Glob(filepath.Join(c.vmDir(vm.Config.InstanceUuid), "disk-*.cbt"))
+	for _, e := range epochs {
+		_ = os.Remove(e)
+	}
+}
+
+func (c *ferryCBT) freeze(s *VirtualMachineSnapshot) error {
+	vm, ok := Map.Get(s.Vm).(*VirtualMachine)
+	if !ok {
+		return errors.New("snapshot of an unknown VM")
+	}
+	uuid := vm.Config.InstanceUuid
+	snapDir := filepath.Join(c.vmDir(uuid), "snapshots", s.Self.Value)
+	if err := os.MkdirAll(snapDir, 0o755); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.snapshots[s.Self] = snapDir
+	c.mu.Unlock()
+
+	meta := ferrySnapshotMeta{VM: uuid, Disks: map[string]ferryDiskMeta{}}
+	devices := make([]types.BaseVirtualDevice, len(s.Config.Hardware.Device))
+	copy(devices, s.Config.Hardware.Device)
+	for i, dev := range devices {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		copied, dm, err := c.freezeDisk(vm, s, snapDir, disk)
+		if err != nil {
+			return err
+		}
+		devices[i] = copied
+		meta.Disks[strconv.Itoa(int(disk.Key))] = dm
+	}
+	s.Config.Hardware.Device = devices
+	return writeJSON(filepath.Join(snapDir, "meta.json"), meta)
+}
+
+// freezeDisk copies the live disk into the snapshot and returns a deep copy of the device whose
+// backing carries the changeId (the snapshot's config initially shares devices with the live VM).
+func (c *ferryCBT) freezeDisk(vm *VirtualMachine, s *VirtualMachineSnapshot, snapDir string,
+	disk *types.VirtualDisk) (*types.VirtualDisk, ferryDiskMeta, error) {
+	vmDir := c.vmDir(vm.Config.InstanceUuid)
+	dm := ferryDiskMeta{Capacity: diskCapacity(disk), Thin: diskThin(disk)}
+	err := withJournal(diskFile(vmDir, disk.Key, "journal"), syscall.LOCK_EX, func(j *os.File) error {
+		seq, err := countLines(j)
+		if err != nil {
+			return err
+		}
+		dm.Seq = seq
+		live := diskFile(vmDir, disk.Key, "raw")
+		if _, err := os.Stat(live); err == nil {
+			dm.Frozen = true
+			return copySparse(live, filepath.Join(snapDir, fmt.Sprintf("disk-%d.raw", disk.Key)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, dm, err
+	}
+	copied := *disk
+	if cbtOn(&s.Config) {
+		epoch, base, err := c.epoch(vmDir, disk.Key, dm.Seq)
+		if err != nil {
+			return nil, dm, err
+		}
+		dm.Epoch, dm.Base = epoch, base
+		if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+			backing := *b
+			backing.ChangeId = fmt.Sprintf("%s/%d", epoch, dm.Seq)
+			copied.Backing = &backing
+		}
+	}
+	return &copied, dm, nil
+}
+
+// epoch returns the disk's CBT epoch, starting one at sequence seq when tracking has none.
+func (c *ferryCBT) epoch(vmDir string, key int32, seq int64) (string, int64, error) {
+	path := diskFile(vmDir, key, "cbt")
+	if data, err := os.ReadFile(path); err == nil {
+		parts := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(parts) == 2 {
+			base, err := strconv.ParseInt(parts[1], 10, 64)
+			return parts[0], base, err
+		}
+	}
+	id, err := vsphereUUID()
+	if err != nil {
+		return "", 0, err
+	}
+	if err := os.MkdirAll(vmDir, 0o755); err != nil {
+		return "", 0, err
+	}
+	return id, seq, os.WriteFile(path, []byte(fmt.Sprintf("%s\n%d\n", id, seq)), 0o644)
+}
+
+// vsphereUUID formats 16 random bytes the way vSphere prints a CBT uuid ("52 3c ... 0e-80 46 ... 4d").
+func vsphereUUID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	hex := make([]string, 16)
+	for i, v := range b {
+		hex[i] = fmt.Sprintf("%02x", v)
+	}
+	return strings.Join(hex[:8], " ") + "-" + strings.Join(hex[8:], " "), nil
+}
+
+func withJournal(path string, how int, f func(*os.File) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	j, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	if err := syscall.Flock(int(j.Fd()), how); err != nil {
+		return err
+	}
+	defer func() { _ = syscall.Flock(int(j.Fd()), syscall.LOCK_UN) }()
+	return f(j)
+}
+
+func countLines(f *os.File) (int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	var n int64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		n++
+	}
+	return n, sc.Err()
+}
+
+func copySparse(src, dst string) error {
+	out, err := exec.Command("cp", "--sparse=always", "--reflink=auto", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("cp: %v: %s", err, out)
+	}
+	return nil
+}
+
+func writeJSON(path string, v interface{}) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// QueryChangedDiskAreas answers like vSphere: areas of the disk at the snapshot that changed since
+// changeId ("*": all allocated areas), starting at startOffset and covering a bounded window; the
+// caller loops with startOffset = startOffset + length until the disk's capacity.
+func (vm *VirtualMachine) QueryChangedDiskAreas(ctx *Context, req *types.QueryChangedDiskAreas) soap.HasFault {
+	body := new(methods.QueryChangedDiskAreasBody)
+	info, fault := FerryCBT.query(vm, req)
+	if fault != nil {
+		body.Fault_ = Fault("", fault)
+		return body
+	}
+	body.Res = &types.QueryChangedDiskAreasResponse{Returnval: *info}
+	return body
+}
+
+func invalidArgument(prop string) types.BaseMethodFault {
+	return &types.InvalidArgument{InvalidProperty: prop}
+}
+
+func (c *ferryCBT) query(vm *VirtualMachine, req *types.QueryChangedDiskAreas) (*types.DiskChangeInfo, types.BaseMethodFault) {
+	if req.Snapshot == nil {
+		return nil, invalidArgument("snapshot")
+	}
+	s, ok := Map.Get(*req.Snapshot).(*VirtualMachineSnapshot)
+	if !ok || s.Vm != vm.Self {
+		return nil, &types.ManagedObjectNotFound{Obj: *req.Snapshot}
+	}
+	var disk *types.VirtualDisk
+	for _, dev := range s.Config.Hardware.Device {
+		if d, ok := dev.(*types.VirtualDisk); ok && d.Key == req.DeviceKey {
+			disk = d
+		}
+	}
+	if disk == nil {
+		return nil, invalidArgument("deviceKey")
+	}
+	capacity := diskCapacity(disk)
+	if req.StartOffset < 0 || req.StartOffset >= capacity {
+		return nil, invalidArgument("startOffset")
+	}
+	ctk := &types.FileFault{File: fmt.Sprintf("[%s] %s-ctk.vmdk", vm.Name, vm.Name)}
+	if !cbtOn(&s.Config) {
+		return nil, ctk
+	}
+	snapDir := filepath.Join(c.vmDir(vm.Config.InstanceUuid), "snapshots", s.Self.Value)
+	var meta ferrySnapshotMeta
+	data, err := os.ReadFile(filepath.Join(snapDir, "meta.json"))
+	if err != nil || json.Unmarshal(data, &meta) != nil {
+		return nil, ctk
+	}
+	dm, ok := meta.Disks[strconv.Itoa(int(disk.Key))]
+	if !ok || dm.Epoch == "" {
+		return nil, ctk
+	}
+	areas, fault := c.changedAreas(vm, snapDir, disk.Key, dm, req.ChangeId, ctk)
+	if fault != nil {
+		return nil, fault
+	}
+	return c.answer(mergeAreas(areas, capacity), req.StartOffset, capacity), nil
+}
+
+func (c *ferryCBT) changedAreas(vm *VirtualMachine, snapDir string, key int32, dm ferryDiskMeta,
+	changeID string, ctk types.BaseMethodFault) ([]types.DiskChangeExtent, types.BaseMethodFault) {
+	if changeID == "*" {
+		if !dm.Thin {
+			return []types.DiskChangeExtent{{Start: 0, Length: dm.Capacity}}, nil
+		}
+		if !dm.Frozen {
+			return nil, nil
+		}
+		areas, err := allocatedAreas(filepath.Join(snapDir, fmt.Sprintf("disk-%d.raw", key)))
+		if err != nil {
+			return nil, ctk
+		}
+		return areas, nil
+	}
+	slash := strings.LastIndex(changeID, "/")
+	if slash < 0 {
+		return nil, invalidArgument("changeId")
+	}
+	seq, err := strconv.ParseInt(changeID[slash+1:], 10, 64)
+	if err != nil {
+		return nil, invalidArgument("changeId")
+	}
+	if changeID[:slash] != dm.Epoch {
+		return nil, ctk
+	}
+	if seq < dm.Base || seq > dm.Seq {
+		return nil, invalidArgument("changeId")
+	}
+	areas, err := journalAreas(diskFile(c.vmDir(vm.Config.InstanceUuid), key, "journal"), seq, dm.Seq)
+	if err != nil {
+		return nil, ctk
+	}
+	return areas, nil
+}
+
+// journalAreas returns the extents of journal lines [from, to).
+func journalAreas(path string, from, to int64) ([]types.DiskChangeExtent, error) {
+	var areas []types.DiskChangeExtent
+	err := withJournal(path, syscall.LOCK_SH, func(j *os.File) error {
+		sc := bufio.NewScanner(j)
+		for n := int64(0); n < to && sc.Scan(); n++ {
+			if n < from {
+				continue
+			}
+			var off, length int64
+			if _, err := fmt.Sscanf(sc.Text(), "%d %d", &off, &length); err != nil {
+				return err
+			}
+			areas = append(areas, types.DiskChangeExtent{Start: off, Length: length})
+		}
+		return sc.Err()
+	})
+	return areas, err
+}
+
+// allocatedAreas lists the data extents of a sparse file (SEEK_DATA / SEEK_HOLE).
+func allocatedAreas(path string) ([]types.DiskChangeExtent, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var areas []types.DiskChangeExtent
+	for off := int64(0); off < st.Size(); {
+		data, err := f.Seek(off, seekData)
+		if err != nil {
+			if errors.Is(err, syscall.ENXIO) {
+				break
+			}
+			return nil, err
+		}
+		hole, err := f.Seek(data, seekHole)
+		if err != nil {
+			return nil, err
+		}
+		areas = append(areas, types.DiskChangeExtent{Start: data, Length: hole - data})
+		off = hole
+	}
+	return areas, nil
+}
+
+// mergeAreas sorts, clips to capacity and unites overlapping or adjacent extents.
+func mergeAreas(areas []types.DiskChangeExtent, capacity int64) []types.DiskChangeExtent {
+	sort.Slice(areas, func(i, j int) bool { return areas[i].Start < areas[j].Start })
+	var out []types.DiskChangeExtent
+	for _, a := range areas {
+		end := a.Start + a.Length
+		if end > capacity {
+			end = capacity
+		}
+		if a.Length <= 0 || a.Start >= end {
+			continue
+		}
+		if n := len(out); n > 0 && a.Start <= out[n-1].Start+out[n-1].Length {
+			if end > out[n-1].Start+out[n-1].Length {
+				out[n-1].Length = end - out[n-1].Start
+			}
+			continue
+		}
+		out = append(out, types.DiskChangeExtent{Start: a.Start, Length: end - a.Start})
+	}
+	return out
+}
+
+// answer cuts one answer out of the merged areas: from start, at most c.window bytes of disk and
+// c.maxAreas areas; an area crossing the window's end is split there.
+func (c *ferryCBT) answer(areas []types.DiskChangeExtent, start, capacity int64) *types.DiskChangeInfo {
+	limit := start + c.window
+	if limit > capacity {
+		limit = capacity
+	}
+	var out []types.DiskChangeExtent
+	for _, a := range areas {
+		s, e := a.Start, a.Start+a.Length
+		if e <= start || s >= limit {
+			continue
+		}
+		if s < start {
+			s = start
+		}
+		if e > limit {
+			e = limit
+		}
+		out = append(out, types.DiskChangeExtent{Start: s, Length: e - s})
+		if len(out) == c.maxAreas {
+			limit = e
+			break
+		}
+	}
+	return &types.DiskChangeInfo{StartOffset: start, Length: limit - start, ChangedArea: out}
+}

@@ -1,0 +1,1 @@
+"""The vSphere provider: sessions, inventory reads (one PropertyCollector pass), CBT queries."""
