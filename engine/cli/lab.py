@@ -13,11 +13,14 @@ import typer
 from engine.lab.lab import Lab, default_dir, status_json
 from engine.units import human, parse_size
 
-app = typer.Typer(help="The embedded lab: start, stop, inspect it, and write to its disks.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded lab: start, stop, inspect it, and write to its disks.", no_args_is_help=True
+)
 
-DirOption = Annotated[Path | None, typer.Option("--dir", help="Lab directory "
-                      "(default: $FERRY_LAB_DIR or ./state/lab).")]
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Lab directory (default: $FERRY_LAB_DIR or ./state/lab)."),
+]
 
 
 def _lab(directory: Path | None) -> Lab:
@@ -41,9 +44,10 @@ def down(directory: DirOption = None) -> None:
 
 
 @app.command()
-def status(directory: DirOption = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
-           ) -> None:
+def status(
+    directory: DirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
     """Check every lab service through its API; exit 1 unless all are up."""
     statuses = _lab(directory).status()
     report = status_json(statuses)
@@ -57,8 +61,10 @@ def status(directory: DirOption = None,
 
 
 @app.command()
-def env(directory: DirOption = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False) -> None:
+def env(
+    directory: DirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
     """Print shell exports pointing at the lab (no secrets: the password stays in its file)."""
     values = _lab(directory).env()
     if as_json:
@@ -78,6 +84,8 @@ def write(
     directory: DirOption = None,
 ) -> None:
     """A guest write: change a lab VM's live disk and record it in the change journal."""
-    result = _lab(directory).write(vm, disk, parse_size(offset), parse_size(length), seed)
-    typer.echo(f"wrote {human(result.length)} at offset {result.offset} of {result.vm!r} "
-               f"disk {result.disk} (journal entry {result.sequence})")
+    result = _lab(directory).write(vm, disk, parse_size(offset), parse_size(length), seed=seed)
+    typer.echo(
+        f"wrote {human(result.length)} at offset {result.offset} of {result.vm!r} "
+        f"disk {result.disk} (journal entry {result.sequence})"
+    )

@@ -87,7 +87,9 @@ class VddkDiskSource:
         ]
 
     def describe(self) -> str:
-        return f"vddk {self.server} vm={self.vm_moref} snapshot={self.snapshot_moref} {self.disk_file}"
+        return (
+            f"vddk {self.server} vm={self.vm_moref} snapshot={self.snapshot_moref} {self.disk_file}"
+        )
 
 
 class NbdkitServer:
@@ -118,7 +120,9 @@ class NbdkitServer:
         argv = self.argv()
         with self._log.open("wb") as log:
             try:
-                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                )
             except FileNotFoundError as exc:
                 self.stop()
                 raise DataplaneError("nbdkit is not installed: run scripts/setup") from exc
@@ -152,6 +156,9 @@ class NbdkitServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

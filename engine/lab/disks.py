@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.lab.estate import MiB, LabDisk, LabVM
+from engine.lab.estate import LabDisk, LabVM, MiB
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,9 @@ def check_extent(vm: LabVM, disk: LabDisk, offset: int, length: int) -> None:
         )
 
 
-def guest_write(disks: Path, vm: LabVM, key: int, offset: int, length: int,
-                seed: int | None = None) -> WriteResult:
+def guest_write(
+    disks: Path, vm: LabVM, key: int, offset: int, length: int, *, seed: int | None = None
+) -> WriteResult:
     """Write `length` deterministic bytes at `offset` of the live disk and journal the extent."""
     disk = vm.disk(key)
     if disk is None:
@@ -127,5 +128,7 @@ def create_disk(disks: Path, vm: LabVM, disk: LabDisk) -> None:
         if not disk.thin:
             os.posix_fallocate(out.fileno(), 0, disk.capacity)
     for i, (offset, length) in enumerate(initial_extents(vm, disk)):
-        _pwrite_all(live, offset, pattern(seed_of(vm.instance_uuid, disk.key, "initial", i), length))
+        _pwrite_all(
+            live, offset, pattern(seed_of(vm.instance_uuid, disk.key, "initial", i), length)
+        )
     journal_path(disks, vm, disk.key).write_text("")

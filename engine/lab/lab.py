@@ -78,8 +78,11 @@ class Lab:
         return [ProcessRecord.from_json(p) for p in data.get("processes", [])]
 
     def _record(self, processes: list[ProcessRecord]) -> None:
-        data = {"format_version": FORMAT_VERSION, "started_at": time.time(),
-                "processes": [p.to_json() for p in processes]}
+        data = {
+            "format_version": FORMAT_VERSION,
+            "started_at": time.time(),
+            "processes": [p.to_json() for p in processes],
+        }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(self.state_file)
@@ -95,8 +98,9 @@ class Lab:
         alive = self.running()
         if alive:
             names = ", ".join(f"{p.name} (pid {p.pid})" for p in alive)
-            raise UserError(f"the lab in {self.root} is already up: {names}; "
-                            "run `ferry lab down` first")
+            raise UserError(
+                f"the lab in {self.root} is already up: {names}; run `ferry lab down` first"
+            )
         self._clear_stale()
         self.root.mkdir(parents=True, exist_ok=True)
         started: list[ProcessRecord] = []
@@ -143,8 +147,9 @@ class Lab:
                 vms = retrieve(si, vim.VirtualMachine, ["name"])
         except FerryError as exc:
             return ServiceStatus("vcenter", False, str(exc))
-        return ServiceStatus("vcenter", True,
-                             f"https://{target.host}:{target.port}/sdk, {len(vms)} VMs")
+        return ServiceStatus(
+            "vcenter", True, f"https://{target.host}:{target.port}/sdk, {len(vms)} VMs"
+        )
 
     def env(self) -> dict[str, str]:
         """Environment variables that point a shell (or a spec) at the lab."""
@@ -158,12 +163,13 @@ class Lab:
             "FERRY_VCENTER_CAFILE": str(self.vcenter_files.cert),
         }
 
-    def write(self, vm_name: str, key: int, offset: int, length: int,
-              seed: int | None = None) -> lab_disks.WriteResult:
+    def write(
+        self, vm_name: str, key: int, offset: int, length: int, seed: int | None = None
+    ) -> lab_disks.WriteResult:
         """A guest write to a lab VM's live disk."""
         if not self.running():
             raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
-        return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed)
+        return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed=seed)
 
     def vm(self, name: str) -> LabVM:
         vm = find_vm(name)
@@ -174,5 +180,7 @@ class Lab:
 
 
 def status_json(statuses: list[ServiceStatus]) -> dict[str, Any]:
-    return {"up": all(s.up for s in statuses),
-            "services": [{"name": s.name, "up": s.up, "detail": s.detail} for s in statuses]}
+    return {
+        "up": all(s.up for s in statuses),
+        "services": [{"name": s.name, "up": s.up, "detail": s.detail} for s in statuses],
+    }

@@ -7,6 +7,7 @@ stale record can never make us signal someone else's process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,8 +31,9 @@ class ProcessRecord:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ProcessRecord:
-        return ProcessRecord(str(data["name"]), int(data["pid"]), int(data["start_time"]),
-                             str(data["log"]))
+        return ProcessRecord(
+            str(data["name"]), int(data["pid"]), int(data["start_time"]), str(data["log"])
+        )
 
 
 def start_time(pid: int) -> int | None:
@@ -46,7 +48,7 @@ def start_time(pid: int) -> int | None:
 
 
 def is_running(record: ProcessRecord) -> bool:
-    """True while the recorded process itself (same PID and start time) is alive and not a zombie."""
+    """True while the recorded process (same PID and start time) is alive and not a zombie."""
     if start_time(record.pid) != record.start_time:
         return False
     try:
@@ -56,14 +58,26 @@ def is_running(record: ProcessRecord) -> bool:
     return state != "Z"
 
 
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> ProcessRecord:
+def spawn(
+    name: str,
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessRecord:
     """Start `argv` detached (own session, stdin closed, output to `log`) and record it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    env=env, cwd=cwd, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise LabError(f"cannot start {name} ({argv[0]}): {exc}") from exc
     started = start_time(proc.pid)
@@ -89,15 +103,11 @@ def stop(record: ProcessRecord, timeout: float = 15.0) -> None:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    # spawn() made the process a session (and group) leader, so its group holds only what it started.
-    try:
+    # spawn() made the process a session (and group) leader: its group holds only what it started.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

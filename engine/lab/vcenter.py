@@ -25,6 +25,10 @@ from engine.providers.vsphere.tasks import wait_task
 
 USER = "administrator@vsphere.local"
 START_TIMEOUT = 20.0
+# QueryChangedDiskAreas answers at most this many areas / bytes of disk per call, so every client
+# must loop over windows (a 1 GiB disk takes at least four calls).
+CBT_MAX_AREAS = 64
+CBT_WINDOW = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,13 @@ def target(files: VCenterFiles) -> VCenterTarget:
         password = files.password.read_text().strip()
     except OSError as exc:
         raise LabError("the lab's vCenter is not up: run `ferry lab up`") from exc
-    return VCenterTarget(host=parts.hostname or "127.0.0.1", port=parts.port or 443, user=USER,
-                         password=password, cafile=files.cert)
+    return VCenterTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 443,
+        user=USER,
+        password=password,
+        cafile=files.cert,
+    )
 
 
 def start(binary: Path, files: VCenterFiles, disks: Path) -> ProcessRecord:
@@ -70,9 +79,25 @@ def start(binary: Path, files: VCenterFiles, disks: Path) -> ProcessRecord:
     files.password.touch(mode=0o600)
     files.password.chmod(0o600)
     files.password.write_text(secrets.token_urlsafe(24) + "\n")
-    argv = [str(binary), "-listen", "127.0.0.1:0", "-url-file", str(files.url),
-            "-cert-out", str(files.cert), "-user", USER, "-password-file", str(files.password),
-            "-disks", str(disks)]
+    argv = [
+        str(binary),
+        "-listen",
+        "127.0.0.1:0",
+        "-url-file",
+        str(files.url),
+        "-cert-out",
+        str(files.cert),
+        "-user",
+        USER,
+        "-password-file",
+        str(files.password),
+        "-disks",
+        str(disks),
+        "-cbt-max-areas",
+        str(CBT_MAX_AREAS),
+        "-cbt-window",
+        str(CBT_WINDOW),
+    ]
     record = spawn("vcsim", argv, files.log)
     deadline = time.monotonic() + START_TIMEOUT
     while not files.url.exists():
@@ -91,25 +116,38 @@ def _disk_spec(vm: LabVM, index: int) -> Any:
     disk = vm.disks[index]
     backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
         fileName=f"[{disk.datastore}] {vm.name}/{vm.name}_{index}.vmdk",
-        diskMode="persistent", thinProvisioned=disk.thin, eagerlyScrub=not disk.thin)
+        diskMode="persistent",
+        thinProvisioned=disk.thin,
+        eagerlyScrub=not disk.thin,
+    )
     device = vim.vm.device.VirtualDisk(
-        key=disk.key, controllerKey=1000, unitNumber=index, backing=backing,
-        capacityInKB=disk.capacity // 1024, capacityInBytes=disk.capacity)
+        key=disk.key,
+        controllerKey=1000,
+        unitNumber=index,
+        backing=backing,
+        capacityInKB=disk.capacity // 1024,
+        capacityInBytes=disk.capacity,
+    )
     return vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=device)
 
 
 def _nic_spec(nic_key: int, mac: str, backing: Any) -> Any:
     device = vim.vm.device.VirtualVmxnet3(
-        key=nic_key, addressType="manual", macAddress=mac, backing=backing,
-        connectable=vim.vm.device.VirtualDevice.ConnectInfo(startConnected=True, connected=True))
+        key=nic_key,
+        addressType="manual",
+        macAddress=mac,
+        backing=backing,
+        connectable=vim.vm.device.VirtualDevice.ConnectInfo(startConnected=True, connected=True),
+    )
     return vim.vm.device.VirtualDeviceSpec(operation="add", device=device)
 
 
 def _nic_backing(portgroup: str, networks: dict[str, Any]) -> Any:
     net = networks[portgroup]
     if portgroup in DISTRIBUTED_PORTGROUPS:
-        port = vim.dvs.PortConnection(switchUuid=net.config.distributedVirtualSwitch.uuid,
-                                      portgroupKey=net.key)
+        port = vim.dvs.PortConnection(
+            switchUuid=net.config.distributedVirtualSwitch.uuid, portgroupKey=net.key
+        )
         return vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(port=port)
     return vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=portgroup, network=net)
 
@@ -117,15 +155,24 @@ def _nic_backing(portgroup: str, networks: dict[str, Any]) -> Any:
 def _config_spec(vm: LabVM, networks: dict[str, Any]) -> Any:
     controller = vim.vm.device.VirtualDeviceSpec(
         operation="add",
-        device=vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0,
-                                                       sharedBus="noSharing"))
+        device=vim.vm.device.ParaVirtualSCSIController(
+            key=1000, busNumber=0, sharedBus="noSharing"
+        ),
+    )
     devices = [controller] + [_disk_spec(vm, i) for i in range(len(vm.disks))]
     devices += [_nic_spec(n.key, n.mac, _nic_backing(n.portgroup, networks)) for n in vm.nics]
     return vim.vm.ConfigSpec(
-        name=vm.name, guestId=vm.guest_id, numCPUs=vm.cpus, memoryMB=vm.memory_mb,
-        instanceUuid=vm.instance_uuid, uuid=vm.bios_uuid, firmware=vm.firmware,
-        changeTrackingEnabled=vm.cbt, files=vim.vm.FileInfo(vmPathName=f"[{vm.datastore}]"),
-        deviceChange=devices)
+        name=vm.name,
+        guestId=vm.guest_id,
+        numCPUs=vm.cpus,
+        memoryMB=vm.memory_mb,
+        instanceUuid=vm.instance_uuid,
+        uuid=vm.bios_uuid,
+        firmware=vm.firmware,
+        changeTrackingEnabled=vm.cbt,
+        files=vim.vm.FileInfo(vmPathName=f"[{vm.datastore}]"),
+        deviceChange=devices,
+    )
 
 
 def populate(si: Any, disks: Path) -> None:
@@ -138,15 +185,24 @@ def populate(si: Any, disks: Path) -> None:
         for disk in vm.disks:
             lab_disks.create_disk(disks, vm, disk)
         for datastore in {d.datastore for d in vm.disks} - {vm.datastore}:
-            content.fileManager.MakeDirectory(name=f"[{datastore}] {vm.name}",
-                                              datacenter=datacenter, createParentDirectories=True)
+            content.fileManager.MakeDirectory(
+                name=f"[{datastore}] {vm.name}", datacenter=datacenter, createParentDirectories=True
+            )
         host = hosts[vm.host]
-        ref = wait_task(si, datacenter.vmFolder.CreateVM_Task(
-            config=_config_spec(vm, networks), pool=host.parent.resourcePool, host=host),
-            f"creating lab VM {vm.name!r}")
+        ref = wait_task(
+            si,
+            datacenter.vmFolder.CreateVM_Task(
+                config=_config_spec(vm, networks), pool=host.parent.resourcePool, host=host
+            ),
+            f"creating lab VM {vm.name!r}",
+        )
         if vm.powered_on:
             wait_task(si, ref.PowerOnVM_Task(), f"powering on {vm.name!r}")
         if vm.existing_snapshot:
-            wait_task(si, ref.CreateSnapshot_Task(name=vm.existing_snapshot, description="",
-                                                  memory=False, quiesce=False),
-                      f"snapshotting {vm.name!r}")
+            wait_task(
+                si,
+                ref.CreateSnapshot_Task(
+                    name=vm.existing_snapshot, description="", memory=False, quiesce=False
+                ),
+                f"snapshotting {vm.name!r}",
+            )

@@ -103,7 +103,9 @@ def apply_edit(root: Path, edit: Edit) -> None:
 def build(output: Path) -> bool:
     """Build ferry-vcsim at `output` unless it is up to date; True when it was built."""
     if not GOVMOMI.is_dir():
-        raise LabError(f"{GOVMOMI} is missing: run scripts/setup (golang-github-vmware-govmomi-dev)")
+        raise LabError(
+            f"{GOVMOMI} is missing: run scripts/setup (golang-github-vmware-govmomi-dev)"
+        )
     want = stamp()
     stamp_file = output.with_name(output.name + ".stamp")
     if output.exists() and stamp_file.exists() and stamp_file.read_text() == want:
@@ -118,8 +120,13 @@ def build(output: Path) -> bool:
         main_dir = gopath / "src" / "ferry" / "vcsim"
         main_dir.mkdir(parents=True)
         shutil.copy(SOURCES / "main.go", main_dir / "main.go")
-        env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode",
-                   GOCACHE=str(output.parent / ".ferry-go-cache"), GOFLAGS="")
+        env = dict(
+            os.environ,
+            GO111MODULE="off",
+            GOPATH=f"{gopath}:/usr/share/gocode",
+            GOCACHE=str(output.parent / ".ferry-go-cache"),
+            GOFLAGS="",
+        )
         output.parent.mkdir(parents=True, exist_ok=True)
         _run(["go", "build", "-o", str(output), "ferry/vcsim"], env=env)
     stamp_file.write_text(want)

@@ -45,7 +45,9 @@ def retrieve(si: Any, obj_type: Any, paths: Sequence[str]) -> list[ObjectProps]:
                     ],
                 )
             ],
-            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths))],
+            propSet=[
+                vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths))
+            ],
         )
         return parse_object_contents(_retrieve_all(content.propertyCollector, spec))
     except vmodl.MethodFault as exc:
@@ -79,7 +81,9 @@ def parse_change_info(info: Any) -> tuple[int, int, list[Extent]]:
     return int(info.startOffset), int(info.length), areas
 
 
-def changed_areas(vm: Any, snapshot: Any, device_key: int, capacity: int, change_id: str) -> list[Extent]:
+def changed_areas(
+    vm: Any, snapshot: Any, device_key: int, capacity: int, change_id: str
+) -> list[Extent]:
     """Every area of disk `device_key` at `snapshot` changed since `change_id` ("*": allocated).
 
     vSphere answers in windows; this loops from offset 0 until the window reaches `capacity`
@@ -97,7 +101,9 @@ def changed_areas(vm: Any, snapshot: Any, device_key: int, capacity: int, change
                 f"faulted ({type(exc).__name__}): a full copy is needed"
             ) from exc
         except vmodl.MethodFault as exc:
-            raise VSphereError(f"QueryChangedDiskAreas failed: {exc.msg or type(exc).__name__}") from exc
+            raise VSphereError(
+                f"QueryChangedDiskAreas failed: {exc.msg or type(exc).__name__}"
+            ) from exc
         start, length, window = parse_change_info(info)
         if start != offset or length <= 0:
             raise VSphereError(

@@ -90,11 +90,13 @@ def connect(target: VCenterTarget) -> Any:
             connectionPoolTimeout=30,
         )
     except vim.fault.InvalidLogin as exc:
-        raise VSphereError(f"vCenter {target.host}:{target.port} rejected the login for "
-                           f"{target.user}") from exc
+        raise VSphereError(
+            f"vCenter {target.host}:{target.port} rejected the login for {target.user}"
+        ) from exc
     except ssl.SSLError as exc:
-        raise VSphereError(f"TLS verification of vCenter {target.host}:{target.port} failed: "
-                           f"{exc.reason}") from exc
+        raise VSphereError(
+            f"TLS verification of vCenter {target.host}:{target.port} failed: {exc.reason}"
+        ) from exc
     except (OSError, vim.fault.HostConnectFault) as exc:
         raise VSphereError(f"cannot connect to vCenter {target.host}:{target.port}: {exc}") from exc
 

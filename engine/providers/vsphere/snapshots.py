@@ -1,0 +1,81 @@
+"""Snapshots: create and remove (tasks waited through the PropertyCollector), and the disks a
+snapshot froze, with their changeIds, read in one collector call and parsed purely."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from engine.errors import VSphereError
+from engine.providers.vsphere.tasks import wait_task
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """A virtual disk as a VM or snapshot config describes it. `change_id` is None without CBT."""
+
+    key: int
+    capacity: int
+    file_name: str
+    thin: bool
+    change_id: str | None
+
+
+def parse_disks(devices: Iterable[Any]) -> list[DiskInfo]:
+    """Pure: the VirtualDisk entries of a device list, in device-key order."""
+    disks = []
+    for dev in devices:
+        if not isinstance(dev, vim.vm.device.VirtualDisk):
+            continue
+        backing = dev.backing
+        capacity = int(dev.capacityInBytes or 0) or int(dev.capacityInKB) * 1024
+        disks.append(
+            DiskInfo(
+                key=int(dev.key),
+                capacity=capacity,
+                file_name=str(getattr(backing, "fileName", "") or ""),
+                thin=bool(getattr(backing, "thinProvisioned", False)),
+                change_id=getattr(backing, "changeId", None) or None,
+            )
+        )
+    return sorted(disks, key=lambda d: d.key)
+
+
+def fetch_devices(si: Any, obj: Any) -> list[Any]:
+    """config.hardware.device of one VM or snapshot, in one PropertyCollector call."""
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj)],
+        propSet=[
+            vmodl.query.PropertyCollector.PropertySpec(
+                type=type(obj), pathSet=["config.hardware.device"]
+            )
+        ],
+    )
+    try:
+        contents = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
+    except vmodl.fault.ManagedObjectNotFound as exc:
+        raise VSphereError(f"{obj._moId} no longer exists") from exc
+    props = contents[0].propSet if contents else []
+    return list(props[0].val) if props else []
+
+
+def snapshot_disks(si: Any, snapshot: Any) -> list[DiskInfo]:
+    """The disks a snapshot froze, with the changeId each had at that instant."""
+    return parse_disks(fetch_devices(si, snapshot))
+
+
+def create_snapshot(si: Any, vm: Any, name: str, description: str = "") -> Any:
+    """A crash-consistent snapshot of all the VM's disks (no memory); returns its reference."""
+    task = vm.CreateSnapshot_Task(name=name, description=description, memory=False, quiesce=False)
+    return wait_task(si, task, f"snapshot {name!r} of {vm._moId}")
+
+
+def remove_snapshot(si: Any, snapshot: Any) -> None:
+    wait_task(
+        si,
+        snapshot.RemoveSnapshot_Task(removeChildren=False),
+        f"removing snapshot {snapshot._moId}",
+    )

@@ -1,0 +1,32 @@
+"""Shared fixtures. The lab is started once per test session (in a temporary directory, so a
+developer's own lab in ./state/lab is untouched) and stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine.lab.lab import Lab
+from engine.lab.processes import is_running
+from engine.providers.vsphere.session import session
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    lab.up()
+    records = lab.processes()
+    try:
+        yield lab
+    finally:
+        lab.down()
+        leftovers = [r for r in records if is_running(r)]
+        assert not leftovers, f"lab down left processes behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def si(lab: Lab) -> Iterator[Any]:
+    with session(lab.vcenter_target()) as service_instance:
+        yield service_instance
