@@ -25,9 +25,12 @@ from pyVmomi import vim
 
 from engine.errors import FerryError, LabError, UserError
 from engine.lab import disks as lab_disks
+from engine.lab import openstack as lab_openstack
 from engine.lab import vcenter
 from engine.lab.estate import ESTATE, LabVM, find_vm
-from engine.lab.processes import ProcessRecord, is_running, stop
+from engine.lab.openstack import health as openstack_health
+from engine.lab.processes import ProcessRecord, is_running, stop_all
+from engine.lab.status import ServiceStatus
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.session import VCenterTarget, session
 
@@ -43,13 +46,6 @@ def vcsim_binary() -> Path:
 
 
 @dataclass(frozen=True)
-class ServiceStatus:
-    name: str
-    up: bool
-    detail: str
-
-
-@dataclass(frozen=True)
 class Lab:
     root: Path
 
@@ -60,6 +56,10 @@ class Lab:
     @property
     def disks(self) -> Path:
         return self.root / "disks"
+
+    @property
+    def openstack_root(self) -> Path:
+        return self.root / "openstack"
 
     @property
     def vcenter_files(self) -> vcenter.VCenterFiles:
@@ -104,14 +104,18 @@ class Lab:
         self._clear_stale()
         self.root.mkdir(parents=True, exist_ok=True)
         started: list[ProcessRecord] = []
-        try:
-            started.append(vcenter.start(vcsim_binary(), self.vcenter_files, self.disks))
+
+        def record(process: ProcessRecord) -> None:
+            started.append(process)
             self._record(started)
+
+        try:
+            record(vcenter.start(vcsim_binary(), self.vcenter_files, self.disks))
             with session(self.vcenter_target()) as si:
                 vcenter.populate(si, self.disks)
+            lab_openstack.up(self.openstack_root, record)
         except BaseException:
-            for record in reversed(started):
-                stop(record)
+            stop_all(started)
             self.state_file.unlink(missing_ok=True)
             raise
         return time.monotonic() - began
@@ -119,14 +123,14 @@ class Lab:
     def _clear_stale(self) -> None:
         self.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.disks, ignore_errors=True)
+        shutil.rmtree(self.openstack_root, ignore_errors=True)
 
     def down(self) -> list[ProcessRecord]:
         """Stop what lab.json records (by PID); returns what was stopped."""
         records = self.processes()
         if not records:
             raise UserError(f"the lab in {self.root} is not up")
-        for record in reversed(records):
-            stop(record)
+        stop_all(records)
         self.state_file.unlink()
         return records
 
@@ -136,7 +140,16 @@ class Lab:
     def status(self) -> list[ServiceStatus]:
         """Each service checked through its real API."""
         records = {p.name: p for p in self.processes()}
-        return [self._vcenter_status(records.get("vcsim"))]
+        statuses = [self._vcenter_status(records.get("vcsim"))]
+        if not records:
+            return [*statuses, ServiceStatus("openstack", False, "not running")]
+        return statuses + openstack_health.check(
+            self.openstack_root, records, lambda: self.openstack("ferry-lab-admin")
+        )
+
+    def openstack(self, cloud: str = "ferry-lab") -> Any:
+        """An openstacksdk connection to the lab cloud."""
+        return lab_openstack.connect(self.openstack_root, cloud)
 
     def _vcenter_status(self, record: ProcessRecord | None) -> ServiceStatus:
         if record is None or not is_running(record):
@@ -161,6 +174,8 @@ class Lab:
             "FERRY_VCENTER_USER": target.user,
             "FERRY_VCENTER_PASSWORD_FILE": str(self.vcenter_files.password),
             "FERRY_VCENTER_CAFILE": str(self.vcenter_files.cert),
+            "OS_CLIENT_CONFIG_FILE": str(lab_openstack.clouds_file(self.openstack_root)),
+            "OS_CLOUD": "ferry-lab",
         }
 
     def write(

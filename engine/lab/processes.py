@@ -88,18 +88,24 @@ def spawn(
 
 def stop(record: ProcessRecord, timeout: float = 15.0) -> None:
     """SIGTERM the recorded process group, then SIGKILL after `timeout`; reap if it is our child."""
-    if not is_running(record):
-        _reap(record.pid)
-        return
-    _signal_group(record.pid, signal.SIGTERM)
+    stop_all([record], timeout)
+
+
+def stop_all(records: list[ProcessRecord], timeout: float = 15.0) -> None:
+    """Stop several recorded processes at once: SIGTERM all, SIGKILL those left at `timeout`."""
+    alive = [r for r in records if is_running(r)]
+    for record in alive:
+        _signal_group(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not is_running(record):
-            return
+    while alive and time.monotonic() < deadline:
+        for record in alive:
+            _reap(record.pid)
+        alive = [r for r in alive if is_running(r)]
         time.sleep(0.05)
-    _signal_group(record.pid, signal.SIGKILL)
-    _reap(record.pid)
+    for record in alive:
+        _signal_group(record.pid, signal.SIGKILL)
+    for record in records:
+        _reap(record.pid)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

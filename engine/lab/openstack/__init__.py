@@ -1,0 +1,96 @@
+"""The lab's OpenStack: real keystone, glance, placement, cinder, neutron and nova from PyPI (in
+their own venv, `.venv-openstack`), on MariaDB and RabbitMQ from Debian, all on 127.0.0.1.
+
+`up` starts everything and creates the lab project's resources, handing every process it starts
+to `record` at once, so a failure half-way can still stop exactly what was started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openstack
+import yaml
+
+from engine.errors import LabError
+from engine.lab.openstack import bootstrap, config, services
+from engine.lab.openstack.config import Layout, Ports, Secrets
+from engine.lab.processes import ProcessRecord
+
+
+def default_venv() -> Path:
+    """The OpenStack venv sits beside ferry's: <repo>/.venv-openstack."""
+    return Path(
+        os.environ.get("FERRY_OPENSTACK_VENV") or Path(sys.prefix).parent / ".venv-openstack"
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def up(root: Path, record: Callable[[ProcessRecord], None]) -> None:
+    """Start the lab cloud under `root` and create its resources."""
+    venv = default_venv()
+    if not (venv / "bin" / "nova-compute").exists():
+        raise LabError(f"the OpenStack venv {venv} is missing: run scripts/setup")
+    lay = Layout(root, venv)
+    lay.logs.mkdir(parents=True, exist_ok=True)
+    ports, sec = services.allocate_ports(), Secrets.new()
+    _write_private(root / "ports.json", json.dumps(ports.to_json(), indent=2))
+    _write_private(root / "secrets.json", json.dumps(sec.to_json(), indent=2))
+    services.write_configs(lay, ports, sec)
+    services.prepare_config_dirs(lay)
+    record(services.start_mariadb(lay, ports, sec))
+    for started in services.start_rabbitmq(lay, ports):
+        record(started)
+    services.db_syncs(lay, ports, sec)
+    _start_apis(lay, ports, record)
+    conn = bootstrap.admin(ports, sec)
+    bootstrap.wait_compute(conn)
+    services.run(lay, "nova-discover-hosts",
+                 [lay.bin("nova-manage"), "--config-file", str(lay.conf("nova")), "cell_v2",
+                  "discover_hosts"])  # fmt: skip
+    project = bootstrap.lab_project(conn, sec)
+    bootstrap.lab_resources(conn, project)
+    _write_private(lay.clouds_yaml, yaml.safe_dump(config.clouds_yaml(ports, sec)))
+    bootstrap.conversion_host(connect(root, "ferry-lab"))
+
+
+def _start_apis(lay: Layout, ports: Ports, record: Callable[[ProcessRecord], None]) -> None:
+    keystone, *others = services.APIS
+    started = {keystone.name: services.start_api(lay, ports, keystone)}
+    record(started[keystone.name])
+    services.wait_apis(ports, started, [keystone])
+    bootstrap.catalog(bootstrap.admin(ports, _secrets(lay.root)), ports, _secrets(lay.root))
+    for api in others:
+        started[api.name] = services.start_api(lay, ports, api)
+        record(started[api.name])
+    for name, conf in services.DAEMONS:
+        record(services.start_daemon(lay, name, conf))
+    services.wait_apis(ports, started, others)
+
+
+def _secrets(root: Path) -> Secrets:
+    return Secrets(**json.loads((root / "secrets.json").read_text()))
+
+
+def clouds_file(root: Path) -> Path:
+    return root / "clouds.yaml"
+
+
+def connect(root: Path, cloud: str) -> Any:
+    """An openstacksdk connection to the lab cloud (`ferry-lab` or `ferry-lab-admin`)."""
+    path = clouds_file(root)
+    if not path.exists():
+        raise LabError("the lab's OpenStack is not up: run `ferry lab up`")
+    loader = openstack.config.OpenStackConfig(config_files=[str(path)], load_envvars=False)
+    return openstack.connection.Connection(config=loader.get_one(cloud=cloud))

@@ -1,0 +1,146 @@
+"""Creating what the lab cloud holds, through its real APIs (openstacksdk as the lab admin):
+the service catalog and service users, then the lab project, its user, raised quotas, networks
+matching the lab portgroups, a security group, flavors, a volume type per lab datastore, an image,
+and the conversion host (a nova server)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openstack
+from openstack import exceptions as os_exc
+
+from engine.errors import LabError
+from engine.lab.estate import DATASTORES, DISTRIBUTED_PORTGROUPS, STANDARD_PORTGROUP
+from engine.lab.openstack import config
+from engine.lab.openstack.config import Ports, Secrets
+
+SERVICES = (  # (user, service type, name, url path)
+    ("glance", "image", "glance", ""),
+    ("cinder", "volumev3", "cinderv3", "/v3"),
+    ("neutron", "network", "neutron", ""),
+    ("nova", "compute", "nova", "/v2.1"),
+    ("placement", "placement", "placement", ""),
+)
+NETWORKS = {  # lab portgroup → (network name, subnet CIDR)
+    STANDARD_PORTGROUP: ("lab-vm-network", "10.77.0.0/24"),
+    DISTRIBUTED_PORTGROUPS[0]: ("lab-dvpg0", "10.77.1.0/24"),
+    DISTRIBUTED_PORTGROUPS[1]: ("lab-dvpg1", "10.77.2.0/24"),
+}
+FLAVORS = (("m1.small", 1, 2048), ("m1.medium", 2, 4096), ("m1.large", 4, 8192),
+           ("m1.xlarge", 8, 16384), ("ferry.conversion", 2, 4096))  # fmt: skip
+CONVERSION_HOST = "ferry-conversion-01"
+CONVERSION_IMAGE = "ferry-lab-conversion"
+SECURITY_GROUP = "ferry-lab"
+
+
+def volume_type_name(datastore: str) -> str:
+    return datastore.lower().replace("_", "-")
+
+
+def admin(ports: Ports, sec: Secrets) -> Any:
+    return openstack.connect(
+        auth_url=config.keystone_url(ports), username="admin", password=sec.admin,
+        project_name="admin", user_domain_name="Default", project_domain_name="Default",
+        region_name=config.REGION, identity_api_version="3")  # fmt: skip
+
+
+def catalog(conn: Any, ports: Ports, sec: Secrets) -> None:
+    """The service project, users and endpoints (public and internal) of every service."""
+    project = conn.identity.create_project(name=config.SERVICE_PROJECT, domain_id="default")
+    admin_role = conn.identity.find_role("admin")
+    service_role = conn.identity.find_role("service") or conn.identity.create_role(name="service")
+    port_of = {"glance": ports.glance, "cinder": ports.cinder, "neutron": ports.neutron,
+               "nova": ports.nova, "placement": ports.placement}  # fmt: skip
+    for user_name, kind, name, path in SERVICES:
+        user = conn.identity.create_user(name=user_name, password=sec.service, domain_id="default")
+        for role in (admin_role, service_role):
+            conn.identity.assign_project_role_to_user(project, user, role)
+        service = conn.identity.create_service(name=name, type=kind)
+        url = f"http://127.0.0.1:{port_of[user_name]}{path}"
+        for interface in ("public", "internal"):
+            conn.identity.create_endpoint(
+                service_id=service.id, interface=interface, url=url, region_id=config.REGION
+            )
+
+
+def lab_project(conn: Any, sec: Secrets) -> Any:
+    project = conn.identity.create_project(
+        name=config.LAB_PROJECT, domain_id="default", description="ferry's lab destination"
+    )
+    user = conn.identity.create_user(
+        name=config.LAB_USER, password=sec.user, domain_id="default", default_project_id=project.id
+    )
+    conn.identity.assign_project_role_to_user(project, user, conn.identity.find_role("member"))
+    conn.set_compute_quotas(project.id, instances=200, cores=2000, ram=4096000)
+    conn.set_volume_quotas(project.id, volumes=1000, gigabytes=100000, snapshots=1000)
+    conn.set_network_quotas(
+        project.id, port=2000, network=100, subnet=100, security_group=100, security_group_rule=1000
+    )
+    return project
+
+
+def lab_resources(conn: Any, project: Any) -> None:
+    for name, cidr in NETWORKS.values():
+        net = conn.network.create_network(name=name, project_id=project.id)
+        conn.network.create_subnet(
+            network_id=net.id, name=f"{name}-subnet", cidr=cidr, ip_version=4, project_id=project.id
+        )
+    group = conn.network.create_security_group(
+        name=SECURITY_GROUP, project_id=project.id, description="ferry lab: SSH from loopback"
+    )
+    conn.network.create_security_group_rule(
+        security_group_id=group.id, direction="ingress", protocol="tcp", port_range_min=22,
+        port_range_max=22, remote_ip_prefix="127.0.0.1/32", ethertype="IPv4",
+        project_id=project.id)  # fmt: skip
+    for name, vcpus, ram in FLAVORS:
+        conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=1 if "conversion" in name
+                                   else 0, is_public=True)  # fmt: skip
+    for datastore in DATASTORES:
+        vt = conn.block_storage.create_type(
+            name=volume_type_name(datastore),
+            extra_specs={"volume_backend_name": config.CINDER_BACKEND},
+        )
+        del vt
+    image = conn.image.create_image(
+        name=CONVERSION_IMAGE,
+        disk_format="raw",
+        container_format="bare",
+        visibility="public",
+        data=b"\0" * (1024 * 1024),
+    )
+    conn.image.wait_for_status(image, status="active", wait=120)
+
+
+def conversion_host(user_conn: Any) -> Any:
+    """Boot the conversion host in the lab project and wait for ACTIVE."""
+    image = user_conn.image.find_image(CONVERSION_IMAGE)
+    flavor = user_conn.compute.find_flavor("ferry.conversion")
+    net = user_conn.network.find_network(NETWORKS[STANDARD_PORTGROUP][0])
+    server = user_conn.compute.create_server(
+        name=CONVERSION_HOST, image_id=image.id, flavor_id=flavor.id,
+        networks=[{"uuid": net.id}], security_groups=[{"name": SECURITY_GROUP}],
+        metadata={"ferry_role": "conversion-host"})  # fmt: skip
+    try:
+        return user_conn.compute.wait_for_server(server, status="ACTIVE", wait=300)
+    except os_exc.ResourceFailure as exc:
+        fault = user_conn.compute.get_server(server.id).fault
+        raise LabError(f"conversion host went to ERROR: {fault}") from exc
+
+
+def wait_compute(conn: Any, timeout: float = 180.0) -> None:
+    """Until nova has discovered the fake compute host and cinder-volume reports up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hypervisors = list(conn.compute.hypervisors())
+        volume_up = any(s.binary == "cinder-volume" and s.state == "up"
+                        for s in conn.block_storage.services())  # fmt: skip
+        if hypervisors and volume_up:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"compute/volume services not ready after {timeout:.0f} s "
+                f"(hypervisors: {len(hypervisors)}, cinder-volume up: {volume_up})"
+            )
+        time.sleep(1)

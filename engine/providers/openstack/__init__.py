@@ -1,0 +1,1 @@
+"""The OpenStack provider (openstacksdk): volumes and their attachments so far."""

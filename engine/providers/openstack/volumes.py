@@ -1,0 +1,85 @@
+"""Cinder volumes on the conversion host: wait for a status, attach/detach through nova, and find
+the attached volume's device.
+
+Waits re-fetch the volume each time: openstacksdk's wait_for_status returns at once when the
+*local* object already shows the wanted status, which after a detach or revert it may.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from openstack import exceptions as os_exc
+
+from engine.errors import FerryError
+
+ATTACHMENT_MICROVERSION = "3.27"  # attachments API with connection_info
+
+
+class OpenStackError(FerryError):
+    """An OpenStack call failed or a resource did not reach the expected state."""
+
+
+def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) -> Any:
+    """Re-fetch the volume until it has `status`; an error status fails at once."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            volume = conn.block_storage.get_volume(volume_id)
+        except os_exc.SDKException as exc:
+            raise OpenStackError(f"volume {volume_id}: {exc}") from exc
+        if volume.status == status:
+            return volume
+        if volume.status in ("error", "error_attaching", "error_detaching", "error_extending"):
+            raise OpenStackError(
+                f"volume {volume_id} went to {volume.status} (waiting for {status})"
+            )
+        if time.monotonic() > deadline:
+            raise OpenStackError(
+                f"volume {volume_id} still {volume.status} after {timeout:.0f} s "
+                f"(waiting for {status})"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 3.0)
+
+
+def attach(conn: Any, server_id: str, volume_id: str) -> None:
+    """Attach through nova (which creates the cinder attachment) and wait for in-use."""
+    try:
+        conn.compute.create_volume_attachment(server_id, volume=volume_id)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"attaching volume {volume_id} to {server_id}: {exc}") from exc
+    wait_volume(conn, volume_id, "in-use")
+
+
+def detach(conn: Any, server_id: str, volume_id: str) -> None:
+    try:
+        conn.compute.delete_volume_attachment(server_id, volume_id)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"detaching volume {volume_id} from {server_id}: {exc}") from exc
+    wait_volume(conn, volume_id, "available")
+
+
+def attachment_id(conn: Any, volume_id: str, server_id: str) -> str:
+    """The cinder attachment of `volume_id` to `server_id`."""
+    volume = conn.block_storage.get_volume(volume_id)
+    for att in volume.attachments or []:
+        if att.get("server_id") == server_id:
+            return str(att["attachment_id"])
+    raise OpenStackError(f"volume {volume_id} is not attached to server {server_id}")
+
+
+def connection_info(conn: Any, volume_id: str, server_id: str) -> dict[str, Any]:
+    """The driver's connection info of an attachment (its `data` keys come flattened)."""
+    att_id = attachment_id(conn, volume_id, server_id)
+    try:
+        response = conn.block_storage.get(
+            f"/attachments/{att_id}", microversion=ATTACHMENT_MICROVERSION
+        )
+        response.raise_for_status()
+    except (os_exc.SDKException, OSError) as exc:
+        raise OpenStackError(f"reading attachment {att_id}: {exc}") from exc
+    info = response.json()["attachment"].get("connection_info") or {}
+    return dict(info)

@@ -1,0 +1,1 @@
+"""ferry's lab plugins for OpenStack services (see README.md)."""
