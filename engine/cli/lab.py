@@ -49,13 +49,17 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Check every lab service through its API; exit 1 unless all are up."""
-    statuses = _lab(directory).status()
-    report = status_json(statuses)
+    lab = _lab(directory)
+    statuses = lab.status()
+    report = status_json(statuses, lab.memory())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         for s in statuses:
             typer.echo(f"{'up  ' if s.up else 'DOWN'}  {s.name:<10} {s.detail}")
+        typer.echo(
+            f"memory: {human(report['resident_bytes'])} resident in {report['processes']} processes"
+        )
     if not report["up"]:
         raise typer.Exit(1)
 

@@ -23,13 +23,20 @@ from typing import Any
 
 from pyVmomi import vim
 
+from engine.dataplane.nbdkit import FileDiskSource
 from engine.errors import FerryError, LabError, UserError
 from engine.lab import disks as lab_disks
 from engine.lab import openstack as lab_openstack
 from engine.lab import vcenter
 from engine.lab.estate import ESTATE, LabVM, find_vm
 from engine.lab.openstack import health as openstack_health
-from engine.lab.processes import ProcessRecord, is_running, stop_all
+from engine.lab.processes import (
+    ProcessRecord,
+    group_members,
+    is_running,
+    resident_bytes,
+    stop_all,
+)
 from engine.lab.status import ServiceStatus
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.session import VCenterTarget, session
@@ -147,6 +154,19 @@ class Lab:
             self.openstack_root, records, lambda: self.openstack("ferry-lab-admin")
         )
 
+    def memory(self) -> tuple[int, int]:
+        """(resident bytes, process count) of everything the lab runs, workers included."""
+        members = group_members(self.processes())
+        return resident_bytes(members), len(members)
+
+    def snapshot_disk(self, vm_name: str, snapshot_moref: str, key: int) -> FileDiskSource:
+        """The lab side of the disk-access seam: a (VM, snapshot, disk) as nbdkit serves it.
+
+        Production serves the same triple with nbdkit's vddk plugin (VddkDiskSource)."""
+        return FileDiskSource(
+            lab_disks.snapshot_path(self.disks, self.vm(vm_name), snapshot_moref, key)
+        )
+
     def openstack(self, cloud: str = "ferry-lab") -> Any:
         """An openstacksdk connection to the lab cloud."""
         return lab_openstack.connect(self.openstack_root, cloud)
@@ -194,8 +214,10 @@ class Lab:
         return vm
 
 
-def status_json(statuses: list[ServiceStatus]) -> dict[str, Any]:
+def status_json(statuses: list[ServiceStatus], memory: tuple[int, int]) -> dict[str, Any]:
     return {
         "up": all(s.up for s in statuses),
+        "resident_bytes": memory[0],
+        "processes": memory[1],
         "services": [{"name": s.name, "up": s.up, "detail": s.detail} for s in statuses],
     }

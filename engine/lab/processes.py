@@ -117,3 +117,33 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def group_members(records: list[ProcessRecord]) -> list[int]:
+    """PIDs of every live process in the recorded processes' groups (their workers included)."""
+    groups = {r.pid for r in records if is_running(r)}
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            members.append(int(entry.name))
+    return members
+
+
+def resident_bytes(pids: list[int]) -> int:
+    """Memory of `pids` (those still alive): the sum of proportional set sizes, so pages that
+    forked workers share are counted once."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+    return total

@@ -43,7 +43,8 @@ def admin(ports: Ports, sec: Secrets) -> Any:
     return openstack.connect(
         auth_url=config.keystone_url(ports), username="admin", password=sec.admin,
         project_name="admin", user_domain_name="Default", project_domain_name="Default",
-        region_name=config.REGION, identity_api_version="3")  # fmt: skip
+        region_name=config.REGION, identity_api_version="3",
+        connect_retries=3)  # fmt: skip
 
 
 def catalog(conn: Any, ports: Ports, sec: Secrets) -> None:

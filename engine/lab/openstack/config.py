@@ -151,8 +151,12 @@ def keystone(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
 def glance(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
     images = lay.dir("glance")
     return {
-        "DEFAULT": {"log_dir": str(lay.logs), "enabled_backends": "fs:file",
-                    "bind_host": "127.0.0.1", "bind_port": str(ports.glance)},
+        "DEFAULT": {
+            "log_file": str(lay.logs / "glance.log"),
+            "enabled_backends": "fs:file",
+            "bind_host": "127.0.0.1",
+            "bind_port": str(ports.glance),
+        },
         "glance_store": {"default_backend": "fs"},
         "fs": {"filesystem_store_datadir": str(images / "images")},
         "os_glance_staging_store": {"filesystem_store_datadir": str(images / "staging")},
@@ -167,7 +171,7 @@ def glance(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
 
 def placement(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
     return {
-        "DEFAULT": {"log_dir": str(lay.logs)},
+        "DEFAULT": {"log_file": str(lay.logs / "placement.log")},
         "placement_database": {"connection": db_url(ports, sec, "placement")},
         "api": {"auth_strategy": "keystone"},
         "keystone_authtoken": authtoken(ports, sec, "placement"),
@@ -288,6 +292,7 @@ def clouds_yaml(ports: Ports, sec: Secrets) -> dict[str, Any]:
             "region_name": REGION,
             "identity_api_version": 3,
             "interface": "public",
+            "connect_retries": 3,
         }  # fmt: skip
 
     return {"clouds": {"ferry-lab": cloud(LAB_USER, sec.user, LAB_PROJECT),

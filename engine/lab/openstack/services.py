@@ -313,6 +313,7 @@ def api_env(lay: Layout, api: Api) -> dict[str, str]:
         "FERRY_LAB_WSGI_MODULE": api.wsgi,
         "FERRY_LAB_PROG": api.name,
         "FERRY_LAB_CONFIG_FILES": ";".join(str(lay.conf(c)) for c in api.confs),
+        "FERRY_LAB_LOG_FILE": str(lay.logs / f"{api.name}.log"),
         "OS_KEYSTONE_CONFIG_FILES": str(lay.conf("keystone")),
         "OS_GLANCE_CONFIG_DIR": str(lay.root / "etc" / "glance"),
         "OS_PLACEMENT_CONFIG_DIR": str(lay.root / "etc" / "placement"),
@@ -340,22 +341,12 @@ def prepare_config_dirs(lay: Layout) -> None:
 
 
 def start_api(lay: Layout, ports: Ports, api: Api) -> ProcessRecord:
-    argv = [
-        lay.bin("gunicorn"),
-        "--bind",
-        f"127.0.0.1:{api.port_of(ports)}",
-        "--workers",
-        "1",
-        "--threads",
-        "8",
-        "--worker-class",
-        "gthread",
-        "--timeout",
-        "600",
-        "--name",
-        f"ferry-lab-{api.name}",
-        "ferry_lab_plugins.wsgi:application",
-    ]
+    # keep-alive well above client poll intervals: at gunicorn's default (2 s) a client polling
+    # every 2 s reuses a connection the server is closing and gets "connection reset".
+    argv = [lay.bin("gunicorn"), "--bind", f"127.0.0.1:{api.port_of(ports)}", "--workers", "1",
+            "--threads", "8", "--worker-class", "gthread", "--timeout", "600",
+            "--keep-alive", "75", "--no-control-socket",
+            "--name", f"ferry-lab-{api.name}", "ferry_lab_plugins.wsgi:application"]  # fmt: skip
     return spawn(api.name, argv, lay.logs / f"{api.name}.out", env=api_env(lay, api))
 
 
