@@ -92,20 +92,29 @@ def stop(record: ProcessRecord, timeout: float = 15.0) -> None:
 
 
 def stop_all(records: list[ProcessRecord], timeout: float = 15.0) -> None:
-    """Stop several recorded processes at once: SIGTERM all, SIGKILL those left at `timeout`."""
-    alive = [r for r in records if is_running(r)]
-    for record in alive:
-        _signal_group(record.pid, signal.SIGTERM)
+    """Stop several recorded processes and everything in their groups (workers, helpers) at once:
+    SIGTERM to all, SIGKILL to what is left at `timeout`, then wait until nothing remains."""
+    groups = {r.pid for r in records if is_running(r)}
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    if not _wait_groups_gone(records, groups, timeout):
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+        if not _wait_groups_gone(records, groups, 10.0):
+            left = _members(groups)
+            raise LabError(f"processes {left} survived SIGKILL")
+
+
+def _wait_groups_gone(records: list[ProcessRecord], groups: set[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while alive and time.monotonic() < deadline:
-        for record in alive:
+    while True:
+        for record in records:
             _reap(record.pid)
-        alive = [r for r in alive if is_running(r)]
+        if not _members(groups):
+            return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    for record in alive:
-        _signal_group(record.pid, signal.SIGKILL)
-    for record in records:
-        _reap(record.pid)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -120,8 +129,12 @@ def _reap(pid: int) -> None:
 
 
 def group_members(records: list[ProcessRecord]) -> list[int]:
-    """PIDs of every live process in the recorded processes' groups (their workers included)."""
-    groups = {r.pid for r in records if is_running(r)}
+    """PIDs of every live process in the running recorded processes' groups (workers included)."""
+    return _members({r.pid for r in records if is_running(r)})
+
+
+def _members(groups: set[int]) -> list[int]:
+    """Live, non-zombie processes whose process group is one of `groups`."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -135,6 +135,7 @@ def _common(lay: Layout, ports: Ports, name: str) -> dict[str, str]:
         "log_dir": str(lay.logs),
         "state_path": str(lay.dir(name)),
         "debug": "false",
+        "graceful_shutdown_timeout": "5",
     }
 
 

@@ -11,9 +11,8 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from engine.dataplane.cbt import Extent, merge_extents
 from engine.errors import ChangeTrackingError, VSphereError
-
-Extent = tuple[int, int]  # (offset, length) in bytes
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,12 @@ def parse_change_info(info: Any) -> tuple[int, int, list[Extent]]:
 def changed_areas(
     vm: Any, snapshot: Any, device_key: int, capacity: int, change_id: str
 ) -> list[Extent]:
-    """Every area of disk `device_key` at `snapshot` changed since `change_id` ("*": allocated).
+    """Every area of disk `device_key` at `snapshot` changed since `change_id` ("*": allocated),
+    merged into sorted, disjoint extents.
 
     vSphere answers in windows; this loops from offset 0 until the window reaches `capacity`
-    (an empty window is not the end). A fault means the changeId cannot be trusted:
-    ChangeTrackingError, and the caller copies the disk in full.
+    (an empty window is not the end) and merges areas split at window ends. A fault means the
+    changeId cannot be trusted: ChangeTrackingError, and the caller copies the disk in full.
     """
     areas: list[Extent] = []
     offset = 0
@@ -111,4 +111,4 @@ def changed_areas(
             )
         areas.extend(window)
         offset = start + length
-    return areas
+    return merge_extents(areas)
