@@ -8,6 +8,7 @@ import typer
 
 from engine import __version__
 from engine.cli.lab import app as lab_app
+from engine.cli.spec import validate
 from engine.errors import FerryError
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_app, name="lab")
+app.command()(validate)
 
 
 @app.command()

@@ -1,0 +1,256 @@
+"""Validating a migration spec: JSON Schema (schemas/spec.v1.json) plus semantic checks, every
+problem reported at once as a Diagnostic with file:line:col and the JSON path."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from collections.abc import Callable, Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path as FsPath
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from engine.diagnostics import Diagnostic, Path, Severity, has_errors, sort_key
+from engine.spec.load import Loaded, load_text
+
+SELECTORS = ("name", "instance_uuid", "moref", "pattern")
+_PATTERN_NAMES = {
+    "^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$": "MAC address (00:50:56:aa:bb:cc)",
+    "^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$": "SHA-1 thumbprint (20 hex pairs joined by ':')",
+    "^vm-[0-9]+$": "VM moref (vm-123)",
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$": "UUID",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "environment variable name",
+}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The spec schema shipped with ferry."""
+    text = resources.files("engine").joinpath("schemas/spec.v1.json").read_text()
+    return dict(json.loads(text))
+
+
+def validate_file(path: FsPath, env: dict[str, str] | None = None) -> Loaded:
+    """Load and validate a spec file; `.diagnostics` holds every problem, sorted by place."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        loaded = Loaded(str(path))
+        loaded.diagnostics.append(Diagnostic(Severity.ERROR, f"cannot read spec: {exc}"))
+        return loaded
+    return validate_text(text, str(path), env)
+
+
+def validate_text(text: str, file: str, env: dict[str, str] | None = None) -> Loaded:
+    loaded = load_text(text, file, env)
+    if loaded.data is None and has_errors(loaded.diagnostics):
+        return loaded
+    for error in Draft202012Validator(schema()).iter_errors(loaded.data):
+        _schema_error(loaded, error)
+    if isinstance(loaded.data, dict):
+        _semantic(loaded, loaded.data)
+    unique = {(d.path, d.summary): d for d in loaded.diagnostics}
+    loaded.diagnostics = sorted(unique.values(), key=sort_key)
+    return loaded
+
+
+# -- schema errors → diagnostics -------------------------------------------------------------
+
+
+def _schema_error(loaded: Loaded, error: ValidationError) -> None:
+    path: Path = tuple(error.absolute_path)
+    if path in loaded.unresolved:
+        return  # already reported: the environment variable it names is not set
+    kind = error.validator
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(_dict(error.schema).get("properties", {}))
+        for key in error.instance:
+            if key not in known:
+                loaded.error(_unknown_key(key, known), (*path, key), key=True)
+        return
+    if kind in ("oneOf", "anyOf") and error.context:
+        if path and path[-1] == "flavor":
+            loaded.error("flavor must be 'auto', 'create' or {name: <flavor>}", path)
+            return
+        _schema_error(loaded, best_match(error.context))
+        return
+    loaded.error(_message(error), path)
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    if key == "password":
+        return "passwords are never written in the spec: use password_file or password_env"
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (expected one of: {', '.join(known)})"
+    return f"unknown key {key!r}{hint}"
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+             dict: "object", type(None): "null"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _missing(value: Any, expected: Any) -> str:
+    missing = [k for k in expected if k not in value]
+    return f"missing required key {missing[0]!r}" if missing else "missing required key"
+
+
+def _pattern(value: Any, expected: Any) -> str:
+    name = _PATTERN_NAMES.get(expected, f"value (pattern {expected})")
+    return f"{value!r} is not a valid {name}"
+
+
+_MESSAGES: dict[str, Callable[[Any, Any], str]] = {
+    "required": _missing,
+    "type": lambda v, e: f"expected {e}, got {_json_type(v)} {json.dumps(v, default=str)[:40]}",
+    "enum": lambda v, e: f"must be one of {', '.join(map(repr, e))}; got {v!r}",
+    "const": lambda v, e: f"must be {e!r}; got {v!r}",
+    "pattern": _pattern,
+}
+
+
+def _message(error: ValidationError) -> str:
+    """A one-line message for a schema error, plainer than jsonschema's for the common kinds."""
+    if error.validator == "minProperties" and error.validator_value == 1:
+        return "must not be empty"
+    render = _MESSAGES.get(str(error.validator))
+    return render(error.instance, error.validator_value) if render else str(error.message)
+
+
+# -- semantic checks ----------------------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a mapping, else {} (its type error is the schema's to report)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
+    vcenter = _dict(_dict(data.get("source")).get("vcenter"))
+    if vcenter:
+        _check_vcenter(loaded, vcenter)
+    _check_unique_hosts(loaded, data.get("conversion_hosts"))
+    for path, settings in _settings_blocks(data):
+        _check_settings(loaded, path, settings)
+    seen: dict[tuple[str, str], Path] = {}
+    for section in ("vms", "exclude"):
+        for i, entry in enumerate(_list(data.get(section))):
+            if isinstance(entry, dict):
+                _check_selector(loaded, (section, i), entry, seen if section == "vms" else {})
+
+
+def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
+    path: Path = ("source", "vcenter")
+    given = [k for k in ("password_file", "password_env") if k in vcenter]
+    if len(given) != 1:
+        loaded.error(
+            "give exactly one of password_file or password_env for the vCenter login", path
+        )
+    tls = vcenter.get("tls")
+    if (
+        isinstance(tls, dict)
+        and tls.get("insecure") is True
+        and ({"ca_file", "thumbprint"} & tls.keys())
+    ):
+        loaded.error("insecure: true disables verification: drop ca_file/thumbprint or insecure",
+                     (*path, "tls", "insecure"))  # fmt: skip
+
+
+def _check_unique_hosts(loaded: Loaded, hosts: Any) -> None:
+    if not isinstance(hosts, list):
+        return
+    seen: set[str] = set()
+    for i, host in enumerate(hosts):
+        name = host.get("name") if isinstance(host, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                loaded.error(
+                    f"conversion host {name!r} is listed twice", ("conversion_hosts", i, "name")
+                )
+            seen.add(name)
+
+
+def _settings_blocks(data: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    if isinstance(data.get("defaults"), dict):
+        yield ("defaults",), data["defaults"]
+    for i, vm in enumerate(_list(data.get("vms"))):
+        if isinstance(vm, dict):
+            yield ("vms", i), vm
+
+
+def _check_settings(loaded: Loaded, path: Path, settings: dict[str, Any]) -> None:
+    network_map = settings.get("network_map")
+    if isinstance(network_map, dict):
+        for portgroup, target in network_map.items():
+            create = target.get("create") if isinstance(target, dict) else None
+            if isinstance(create, dict):
+                _check_create(loaded, (*path, "network_map", portgroup, "create"), create)
+    nics = settings.get("nics")
+    if isinstance(nics, list):
+        _check_nics(loaded, (*path, "nics"), nics)
+
+
+def _check_create(loaded: Loaded, path: Path, create: dict[str, Any]) -> None:
+    cidr = create.get("cidr")
+    if not isinstance(cidr, str):
+        return
+    try:
+        network = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as exc:
+        loaded.error(f"{cidr!r} is not a valid CIDR: {exc}", (*path, "cidr"))
+        return
+    gateway = create.get("gateway")
+    if isinstance(gateway, str):
+        try:
+            if ipaddress.ip_address(gateway) not in network:
+                loaded.error(f"gateway {gateway} is outside {cidr}", (*path, "gateway"))
+        except ValueError:
+            loaded.error(f"{gateway!r} is not a valid IP address", (*path, "gateway"))
+
+
+def _check_nics(loaded: Loaded, path: Path, nics: list[Any]) -> None:
+    macs: set[str] = set()
+    for i, nic in enumerate(nics):
+        if not isinstance(nic, dict):
+            continue
+        mac = nic.get("mac")
+        if isinstance(mac, str):
+            if mac.lower() in macs:
+                loaded.error(f"MAC {mac} appears twice", (*path, i, "mac"))
+            macs.add(mac.lower())
+        ip = nic.get("ip")
+        if isinstance(ip, str):
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                loaded.error(f"{ip!r} is not a valid IP address", (*path, i, "ip"))
+
+
+def _check_selector(loaded: Loaded, path: Path, entry: dict[str, Any],
+                    seen: dict[tuple[str, str], Path]) -> None:  # fmt: skip
+    chosen = [k for k in SELECTORS if k in entry]
+    if len(chosen) != 1:
+        found = f"found {', '.join(chosen)}" if chosen else "found none"
+        loaded.error(f"each VM entry needs exactly one of {', '.join(SELECTORS)} ({found})", path)
+        return
+    kind = chosen[0]
+    value = entry[kind]
+    if kind == "pattern" or not isinstance(value, str):
+        return
+    ident = (kind, value.lower() if kind == "instance_uuid" else value)
+    if ident in seen:
+        first = loaded.where(seen[ident])
+        line = f" (first at line {first.line})" if first else ""
+        loaded.error(f"VM {kind} {value!r} is listed twice{line}", (*path, kind))
+        return
+    seen[ident] = (*path, kind)

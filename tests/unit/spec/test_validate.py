@@ -1,0 +1,228 @@
+"""Spec validation: every problem at once, each with its line; generated malformed specs never
+crash the validator and always point inside the file."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.diagnostics import Severity, has_errors
+from engine.spec.validate import validate_text
+
+VALID: dict[str, Any] = {
+    "version": 1,
+    "source": {"vcenter": {"host": "vc.example.com", "username": "svc", "password_env": "VC_PW",
+                           "tls": {"ca_file": "/etc/ssl/vc.pem"}}},
+    "destination": {"cloud": "prod", "region": "RegionOne"},
+    "conversion_hosts": [{"name": "conv-01", "max_parallel": 4}],
+    "defaults": {"mode": "replicate", "flavor": "auto",
+                 "network_map": {"VM Network": {"network": "net1"}},
+                 "volume_type_map": {"ds1": "ssd"}},
+    "vms": [{"name": "web01"}, {"instance_uuid": "4215a7a6-3b1f-4b8e-9c55-1e2f3a4b5c6d"},
+            {"pattern": {"name": "db-*"}, "mode": "cutover",
+             "nics": [{"mac": "00:50:56:aa:bb:cc", "ip": "10.0.0.5"}]}],
+    "exclude": [{"name": "db-old"}],
+}  # fmt: skip
+
+
+def errors(text: str, env: dict[str, str] | None = None) -> list[str]:
+    loaded = validate_text(text, "spec.yaml", env or {})
+    return [d.render() for d in loaded.diagnostics if d.severity is Severity.ERROR]
+
+
+def test_valid_spec_has_no_diagnostics() -> None:
+    assert errors(yaml.safe_dump(VALID)) == []
+
+
+def test_demo_spec_is_valid_with_the_lab_environment() -> None:
+    env = {
+        "FERRY_VCENTER_HOST": "127.0.0.1",
+        "FERRY_VCENTER_PORT": "41234",
+        "FERRY_VCENTER_USER": "administrator@vsphere.local",
+        "FERRY_VCENTER_PASSWORD_FILE": "/lab/password",
+        "FERRY_VCENTER_CAFILE": "/lab/cert.pem",
+    }
+    text = (Path(__file__).parents[3] / "plans" / "demo.yaml").read_text()
+    loaded = validate_text(text, "plans/demo.yaml", env)
+    assert loaded.diagnostics == []
+    assert loaded.data["source"]["vcenter"]["port"] == 41234
+
+
+def test_every_problem_is_reported_with_its_line() -> None:
+    text = """\
+version: 2
+source:
+  vcenter:
+    host: vc
+    username: admin
+    password: secret
+destinaton:
+  cloud: prod
+vms:
+  - name: web01
+  - name: web01
+  - {name: a, moref: vm-1}
+  - instance_uuid: 4215a7a6-3b1f-4b8e-9c55-1e2f3a4b5c6d
+    nics: [{mac: "zz:00:00:00:00:00"}, {mac: "00:50:56:00:00:01", ip: 10.0.0.999}]
+  - name: db01
+    name: db02
+"""
+    found = errors(text)
+    expected = [
+        "spec.yaml:1:1: error: missing required key 'destination'",
+        "spec.yaml:1:10: error: must be 1; got 2 (at version)",
+        "spec.yaml:4:5: error: give exactly one of password_file or password_env",
+        "spec.yaml:6:5: error: passwords are never written in the spec",
+        "spec.yaml:7:1: error: unknown key 'destinaton' (did you mean 'destination'?)",
+        "spec.yaml:11:11: error: VM name 'web01' is listed twice (first at line 10)",
+        "spec.yaml:12:5: error: each VM entry needs exactly one of",
+        "spec.yaml:14:18: error: 'zz:00:00:00:00:00' is not a valid MAC address",
+        "spec.yaml:14:71: error: '10.0.0.999' is not a valid IP address",
+        "spec.yaml:16:5: error: duplicate key 'name'",
+    ]
+    assert len(found) == len(expected), found
+    for line, prefix in zip(found, expected, strict=True):
+        assert line.startswith(prefix), (line, prefix)
+
+
+def test_unset_environment_variable_is_one_error_per_value() -> None:
+    spec = copy.deepcopy(VALID)
+    spec["source"]["vcenter"]["host"] = "${NOPE}"
+    assert errors(yaml.safe_dump(spec, sort_keys=False)) == [
+        "spec.yaml:4:11: error: environment variable NOPE is not set (at source.vcenter.host)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: 1\nsource: [\n", "invalid YAML"),
+        ("- just\n- a list\n", "expected object"),
+        ("", "expected object, got null"),
+        ("version: 1\n!!binary aGk=: x\n", "keys must be strings"),
+        ("version: !!python/object:os.system echo\n", "invalid YAML"),
+    ],
+)
+def test_not_a_spec(text: str, message: str) -> None:
+    found = errors(text)
+    assert found and any(message in f for f in found), found
+
+
+# -- generated malformed specs --------------------------------------------------------------------
+
+Mutation = tuple[str, Any]
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += _paths(item, (*prefix, i))
+    return out
+
+
+def _get(doc: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+REQUIRED = [("version",), ("source",), ("destination",), ("vms",), ("source", "vcenter"),
+            ("source", "vcenter", "host"), ("destination", "cloud")]  # fmt: skip
+WRONG_VALUES = [None, 3.5, -7, "", "x" * 300, [], {}, [1, 2], {"k": "v"}, True]
+
+
+@st.composite
+def broken_specs(draw: st.DrawFn) -> tuple[str, str]:
+    spec = copy.deepcopy(VALID)
+    kind = draw(st.sampled_from(["type", "unknown", "missing", "duplicate", "mac", "cidr",
+                                 "yaml", "selector", "uuid"]))  # fmt: skip
+    if kind == "type":
+        path = draw(st.sampled_from([p for p in _paths(spec) if not isinstance(p[-1], int)]))
+        old = _get(spec, path)
+        new = draw(st.sampled_from([v for v in WRONG_VALUES if type(v) is not type(old)]))
+        if path[-1] in ("ip", "mac") or (path[-1] in ("name",) and isinstance(new, str) and new):
+            new = 12345
+        _get(spec, path[:-1])[path[-1]] = new
+    elif kind == "unknown":
+        path = draw(
+            st.sampled_from(
+                [
+                    p
+                    for p in _paths(spec)
+                    if isinstance(_get(spec, p), dict)
+                    and p[-1] not in ("network_map", "volume_type_map")
+                ]
+            )
+        )
+        _get(spec, path)["zz_" + draw(st.text("abcdefgh", min_size=1, max_size=8))] = 1
+    elif kind == "missing":
+        path = draw(st.sampled_from(REQUIRED))
+        del _get(spec, path[:-1])[path[-1]]
+    elif kind == "duplicate":
+        spec["vms"].append({"name": "web01"})
+    elif kind == "mac":
+        spec["vms"][2]["nics"][0]["mac"] = draw(
+            st.sampled_from(
+                ["00:50:56:aa:bb", "00-50-56-aa-bb-cc", "zz:50:56:aa:bb:cc", "0050.56aa.bbcc", ""]
+            )
+        )
+    elif kind == "cidr":
+        spec["defaults"]["network_map"]["VM Network"]["create"] = {
+            "cidr": draw(
+                st.sampled_from(
+                    ["10.0.0.1/24", "10.0.0.0/33", "300.0.0.0/8", "fe80::1/200", "nonsense"]
+                )
+            )
+        }
+    elif kind == "selector":
+        spec["vms"][0]["moref"] = "vm-42"
+    elif kind == "uuid":
+        spec["vms"][1]["instance_uuid"] = draw(st.text(min_size=1, max_size=40))
+    text = yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
+    if kind == "yaml":
+        cut = draw(st.integers(1, len(text) - 1))
+        text = (
+            text[:cut]
+            + draw(st.sampled_from(["\n  - ]", ": : :", "\t\n", "{", "\n- [", "'"]))
+            + text[cut:]
+        )
+    return kind, text
+
+
+@settings(max_examples=250, deadline=None)
+@given(case=broken_specs())
+def test_malformed_specs_are_errors_with_lines_inside_the_file(case: tuple[str, str]) -> None:
+    kind, text = case
+    loaded = validate_text(text, "spec.yaml", {})
+    lines = text.count("\n") + 1
+    if kind == "yaml" and not has_errors(loaded.diagnostics):
+        return  # some corruptions still parse into a valid spec (e.g. a quote inside a value)
+    assert has_errors(loaded.diagnostics), text
+    for diagnostic in loaded.diagnostics:
+        assert diagnostic.location is not None, diagnostic
+        assert 1 <= diagnostic.location.line <= lines, (diagnostic, text)
+
+
+def test_cli_reports_and_exits_1_without_traceback(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("version: 1\nsource: {vcenter: {host: vc}}\ndestination: {cloud: c}\nvms: []\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(spec)],
+                          capture_output=True, text=True, check=False, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{spec}:2:" in done.stderr and "missing required key 'username'" in done.stderr
+    assert f"{spec}:4:6: error:" in done.stderr  # vms: [] should be non-empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
