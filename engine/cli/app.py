@@ -7,6 +7,7 @@ import sys
 import typer
 
 from engine import __version__
+from engine.cli.discover import discover
 from engine.cli.lab import app as lab_app
 from engine.cli.spec import validate
 from engine.errors import FerryError
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.command()(validate)
+app.command()(discover)
 
 
 @app.command()

@@ -111,10 +111,17 @@ class NbdkitServer:
     def argv(self) -> list[str]:
         filters = [f"--filter={f}" for f in self.filters]
         return [
-            "nbdkit", "--readonly", "--exit-with-parent", "--foreground",
-            "--unix", str(self.socket), "--pidfile", str(self._pidfile),
-            *filters, *self.source.plugin_args(self._dir),
-        ]  # fmt: skip
+            "nbdkit",
+            "--readonly",
+            "--exit-with-parent",
+            "--foreground",
+            "--unix",
+            str(self.socket),
+            "--pidfile",
+            str(self._pidfile),
+            *filters,
+            *self.source.plugin_args(self._dir),
+        ]
 
     def start(self) -> NbdkitServer:
         argv = self.argv()

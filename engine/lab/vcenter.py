@@ -70,8 +70,16 @@ def target(files: VCenterFiles) -> VCenterTarget:
     )
 
 
-def start(binary: Path, files: VCenterFiles, disks: Path) -> ProcessRecord:
-    """Start ferry-vcsim on loopback with a fresh password; return once it serves."""
+def start(
+    binary: Path,
+    files: VCenterFiles,
+    disks: Path,
+    extra: tuple[str, ...] = (),
+    timeout: float = START_TIMEOUT,
+) -> ProcessRecord:
+    """Start ferry-vcsim on loopback with a fresh password; return once it serves.
+
+    `extra` adds simulator flags (e.g. -machines 5000 for scale benchmarks)."""
     if not binary.exists():
         raise LabError(f"{binary} is missing: run scripts/setup")
     files.root.mkdir(parents=True, exist_ok=True)
@@ -97,9 +105,10 @@ def start(binary: Path, files: VCenterFiles, disks: Path) -> ProcessRecord:
         str(CBT_MAX_AREAS),
         "-cbt-window",
         str(CBT_WINDOW),
+        *extra,
     ]
     record = spawn("vcsim", argv, files.log)
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     while not files.url.exists():
         if not is_running(record) or time.monotonic() > deadline:
             tail = files.log.read_text(errors="replace").strip().splitlines()[-3:]

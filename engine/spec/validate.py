@@ -91,8 +91,15 @@ def _unknown_key(key: str, known: list[str]) -> str:
 
 
 def _json_type(value: Any) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-             dict: "object", type(None): "null"}  # fmt: skip
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -162,8 +169,10 @@ def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
         and tls.get("insecure") is True
         and ({"ca_file", "thumbprint"} & tls.keys())
     ):
-        loaded.error("insecure: true disables verification: drop ca_file/thumbprint or insecure",
-                     (*path, "tls", "insecure"))  # fmt: skip
+        loaded.error(
+            "insecure: true disables verification: drop ca_file/thumbprint or insecure",
+            (*path, "tls", "insecure"),
+        )
 
 
 def _check_unique_hosts(loaded: Loaded, hosts: Any) -> None:
@@ -236,8 +245,9 @@ def _check_nics(loaded: Loaded, path: Path, nics: list[Any]) -> None:
                 loaded.error(f"{ip!r} is not a valid IP address", (*path, i, "ip"))
 
 
-def _check_selector(loaded: Loaded, path: Path, entry: dict[str, Any],
-                    seen: dict[tuple[str, str], Path]) -> None:  # fmt: skip
+def _check_selector(
+    loaded: Loaded, path: Path, entry: dict[str, Any], seen: dict[tuple[str, str], Path]
+) -> None:
     chosen = [k for k in SELECTORS if k in entry]
     if len(chosen) != 1:
         found = f"found {', '.join(chosen)}" if chosen else "found none"

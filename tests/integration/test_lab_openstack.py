@@ -74,11 +74,19 @@ def test_volume_on_conversion_host_carries_bytes_to_a_booted_server(
 
     net = conn.network.find_network(bootstrap.NETWORKS[STANDARD_PORTGROUP][0])
     server = conn.compute.create_server(
-        name="seam-test", flavor_id=conn.compute.find_flavor("m1.small").id,
+        name="seam-test",
+        flavor_id=conn.compute.find_flavor("m1.small").id,
         networks=[{"uuid": net.id}],
-        block_device_mapping=[{"boot_index": 0, "uuid": volume.id, "source_type": "volume",
-                               "destination_type": "volume", "delete_on_termination": False}],
-    )  # fmt: skip
+        block_device_mapping=[
+            {
+                "boot_index": 0,
+                "uuid": volume.id,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "delete_on_termination": False,
+            }
+        ],
+    )
     cleanup.append(("server", server.id))
     server = conn.compute.wait_for_server(server, status="ACTIVE", wait=300)
     booted = volumes.connection_info(conn, volume.id, server.id)

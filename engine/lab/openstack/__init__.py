@@ -56,9 +56,17 @@ def up(root: Path, record: Callable[[ProcessRecord], None]) -> None:
     _start_apis(lay, ports, record)
     conn = bootstrap.admin(ports, sec)
     bootstrap.wait_compute(conn)
-    services.run(lay, "nova-discover-hosts",
-                 [lay.bin("nova-manage"), "--config-file", str(lay.conf("nova")), "cell_v2",
-                  "discover_hosts"])  # fmt: skip
+    services.run(
+        lay,
+        "nova-discover-hosts",
+        [
+            lay.bin("nova-manage"),
+            "--config-file",
+            str(lay.conf("nova")),
+            "cell_v2",
+            "discover_hosts",
+        ],
+    )
     project = bootstrap.lab_project(conn, sec)
     bootstrap.lab_resources(conn, project)
     _write_private(lay.clouds_yaml, yaml.safe_dump(config.clouds_yaml(ports, sec)))

@@ -28,8 +28,13 @@ NETWORKS = {  # lab portgroup → (network name, subnet CIDR)
     DISTRIBUTED_PORTGROUPS[0]: ("lab-dvpg0", "10.77.1.0/24"),
     DISTRIBUTED_PORTGROUPS[1]: ("lab-dvpg1", "10.77.2.0/24"),
 }
-FLAVORS = (("m1.small", 1, 2048), ("m1.medium", 2, 4096), ("m1.large", 4, 8192),
-           ("m1.xlarge", 8, 16384), ("ferry.conversion", 2, 4096))  # fmt: skip
+FLAVORS = (
+    ("m1.small", 1, 2048),
+    ("m1.medium", 2, 4096),
+    ("m1.large", 4, 8192),
+    ("m1.xlarge", 8, 16384),
+    ("ferry.conversion", 2, 4096),
+)
 CONVERSION_HOST = "ferry-conversion-01"
 CONVERSION_IMAGE = "ferry-lab-conversion"
 SECURITY_GROUP = "ferry-lab"
@@ -41,10 +46,16 @@ def volume_type_name(datastore: str) -> str:
 
 def admin(ports: Ports, sec: Secrets) -> Any:
     return openstack.connect(
-        auth_url=config.keystone_url(ports), username="admin", password=sec.admin,
-        project_name="admin", user_domain_name="Default", project_domain_name="Default",
-        region_name=config.REGION, identity_api_version="3",
-        connect_retries=3)  # fmt: skip
+        auth_url=config.keystone_url(ports),
+        username="admin",
+        password=sec.admin,
+        project_name="admin",
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name=config.REGION,
+        identity_api_version="3",
+        connect_retries=3,
+    )
 
 
 def catalog(conn: Any, ports: Ports, sec: Secrets) -> None:
@@ -52,8 +63,13 @@ def catalog(conn: Any, ports: Ports, sec: Secrets) -> None:
     project = conn.identity.create_project(name=config.SERVICE_PROJECT, domain_id="default")
     admin_role = conn.identity.find_role("admin")
     service_role = conn.identity.find_role("service") or conn.identity.create_role(name="service")
-    port_of = {"glance": ports.glance, "cinder": ports.cinder, "neutron": ports.neutron,
-               "nova": ports.nova, "placement": ports.placement}  # fmt: skip
+    port_of = {
+        "glance": ports.glance,
+        "cinder": ports.cinder,
+        "neutron": ports.neutron,
+        "nova": ports.nova,
+        "placement": ports.placement,
+    }
     for user_name, kind, name, path in SERVICES:
         user = conn.identity.create_user(name=user_name, password=sec.service, domain_id="default")
         for role in (admin_role, service_role):
@@ -92,12 +108,19 @@ def lab_resources(conn: Any, project: Any) -> None:
         name=SECURITY_GROUP, project_id=project.id, description="ferry lab: SSH from loopback"
     )
     conn.network.create_security_group_rule(
-        security_group_id=group.id, direction="ingress", protocol="tcp", port_range_min=22,
-        port_range_max=22, remote_ip_prefix="127.0.0.1/32", ethertype="IPv4",
-        project_id=project.id)  # fmt: skip
+        security_group_id=group.id,
+        direction="ingress",
+        protocol="tcp",
+        port_range_min=22,
+        port_range_max=22,
+        remote_ip_prefix="127.0.0.1/32",
+        ethertype="IPv4",
+        project_id=project.id,
+    )
     for name, vcpus, ram in FLAVORS:
-        conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=1 if "conversion" in name
-                                   else 0, is_public=True)  # fmt: skip
+        conn.compute.create_flavor(
+            name=name, vcpus=vcpus, ram=ram, disk=1 if "conversion" in name else 0, is_public=True
+        )
     for datastore in DATASTORES:
         vt = conn.block_storage.create_type(
             name=volume_type_name(datastore),
@@ -120,9 +143,13 @@ def conversion_host(user_conn: Any) -> Any:
     flavor = user_conn.compute.find_flavor("ferry.conversion")
     net = user_conn.network.find_network(NETWORKS[STANDARD_PORTGROUP][0])
     server = user_conn.compute.create_server(
-        name=CONVERSION_HOST, image_id=image.id, flavor_id=flavor.id,
-        networks=[{"uuid": net.id}], security_groups=[{"name": SECURITY_GROUP}],
-        metadata={"ferry_role": "conversion-host"})  # fmt: skip
+        name=CONVERSION_HOST,
+        image_id=image.id,
+        flavor_id=flavor.id,
+        networks=[{"uuid": net.id}],
+        security_groups=[{"name": SECURITY_GROUP}],
+        metadata={"ferry_role": "conversion-host"},
+    )
     try:
         return user_conn.compute.wait_for_server(server, status="ACTIVE", wait=300)
     except os_exc.ResourceFailure as exc:
@@ -135,8 +162,9 @@ def wait_compute(conn: Any, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         hypervisors = list(conn.compute.hypervisors())
-        volume_up = any(s.binary == "cinder-volume" and s.state == "up"
-                        for s in conn.block_storage.services())  # fmt: skip
+        volume_up = any(
+            s.binary == "cinder-volume" and s.state == "up" for s in conn.block_storage.services()
+        )
         if hypervisors and volume_up:
             return
         if time.monotonic() > deadline:

@@ -14,8 +14,16 @@ from typing import Any
 
 Sections = dict[str, dict[str, str]]
 
-DATABASES = ("keystone", "glance", "cinder", "neutron", "nova_api", "nova_cell0", "nova",
-             "placement")  # fmt: skip
+DATABASES = (
+    "keystone",
+    "glance",
+    "cinder",
+    "neutron",
+    "nova_api",
+    "nova_cell0",
+    "nova",
+    "placement",
+)
 REGION = "RegionOne"
 SERVICE_PROJECT = "service"
 LAB_PROJECT = "ferry-lab"
@@ -125,8 +133,11 @@ def service_auth(ports: Ports, sec: Secrets, user: str) -> dict[str, str]:
 
 
 def authtoken(ports: Ports, sec: Secrets, user: str) -> dict[str, str]:
-    return {"www_authenticate_uri": keystone_url(ports), **service_auth(ports, sec, user),
-            "service_token_roles_required": "true"}  # fmt: skip
+    return {
+        "www_authenticate_uri": keystone_url(ports),
+        **service_auth(ports, sec, user),
+        "service_token_roles_required": "true",
+    }
 
 
 def _common(lay: Layout, ports: Ports, name: str) -> dict[str, str]:
@@ -164,10 +175,12 @@ def glance(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
         "os_glance_tasks_store": {"filesystem_store_datadir": str(images / "tasks")},
         "database": {"connection": db_url(ports, sec, "glance")},
         "keystone_authtoken": authtoken(ports, sec, "glance"),
-        "paste_deploy": {"flavor": "keystone",
-                         "config_file": lay.paste("glance", "glance-api-paste.ini")},
+        "paste_deploy": {
+            "flavor": "keystone",
+            "config_file": lay.paste("glance", "glance-api-paste.ini"),
+        },
         "oslo_concurrency": {"lock_path": str(images / "locks")},
-    }  # fmt: skip
+    }
 
 
 def placement(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
@@ -287,14 +300,23 @@ def clouds_yaml(ports: Ports, sec: Secrets) -> dict[str, Any]:
 
     def cloud(user: str, password: str, project: str) -> dict[str, Any]:
         return {
-            "auth": {"auth_url": keystone_url(ports), "username": user, "password": password,
-                     "project_name": project, "user_domain_name": "Default",
-                     "project_domain_name": "Default"},
+            "auth": {
+                "auth_url": keystone_url(ports),
+                "username": user,
+                "password": password,
+                "project_name": project,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
             "region_name": REGION,
             "identity_api_version": 3,
             "interface": "public",
             "connect_retries": 3,
-        }  # fmt: skip
+        }
 
-    return {"clouds": {"ferry-lab": cloud(LAB_USER, sec.user, LAB_PROJECT),
-                       "ferry-lab-admin": cloud("admin", sec.admin, "admin")}}  # fmt: skip
+    return {
+        "clouds": {
+            "ferry-lab": cloud(LAB_USER, sec.user, LAB_PROJECT),
+            "ferry-lab-admin": cloud("admin", sec.admin, "admin"),
+        }
+    }

@@ -241,10 +241,16 @@ SETUP_CHAINS: tuple[tuple[Step, ...], ...] = (
     (
         Step("keystone-db-sync", "keystone-manage", "keystone", ("db_sync",)),
         Step("keystone-fernet", "keystone-manage", "keystone", ("fernet_setup", *_ROOT_OWNER)),
-        Step("keystone-credential", "keystone-manage", "keystone",
-             ("credential_setup", *_ROOT_OWNER)),
-        Step("keystone-bootstrap", "keystone-manage", "keystone",
-             ("bootstrap", "--bootstrap-region-id", config.REGION), secret_env=True),
+        Step(
+            "keystone-credential", "keystone-manage", "keystone", ("credential_setup", *_ROOT_OWNER)
+        ),
+        Step(
+            "keystone-bootstrap",
+            "keystone-manage",
+            "keystone",
+            ("bootstrap", "--bootstrap-region-id", config.REGION),
+            secret_env=True,
+        ),
     ),
     (Step("glance-db-sync", "glance-manage", "glance", ("db_sync",)),),
     (Step("cinder-db-sync", "cinder-manage", "cinder", ("db", "sync")),),
@@ -253,11 +259,15 @@ SETUP_CHAINS: tuple[tuple[Step, ...], ...] = (
     (
         Step("nova-api-db-sync", "nova-manage", "nova", ("api_db", "sync")),
         Step("nova-map-cell0", "nova-manage", "nova", ("cell_v2", "map_cell0")),
-        Step("nova-create-cell1", "nova-manage", "nova",
-             ("cell_v2", "create_cell", "--name", "cell1")),
+        Step(
+            "nova-create-cell1",
+            "nova-manage",
+            "nova",
+            ("cell_v2", "create_cell", "--name", "cell1"),
+        ),
         Step("nova-db-sync", "nova-manage", "nova", ("db", "sync")),
     ),
-)  # fmt: skip
+)
 
 
 def db_syncs(lay: Layout, ports: Ports, sec: Secrets) -> None:
@@ -274,8 +284,14 @@ def _run_chain(lay: Layout, ports: Ports, sec: Secrets, chain: tuple[Step, ...])
         env = None
         if step.secret_env:
             url = config.keystone_url(ports)
-            argv += ["--bootstrap-admin-url", url, "--bootstrap-public-url", url,
-                     "--bootstrap-internal-url", url]  # fmt: skip
+            argv += [
+                "--bootstrap-admin-url",
+                url,
+                "--bootstrap-public-url",
+                url,
+                "--bootstrap-internal-url",
+                url,
+            ]
             env = {**os.environ, "OS_BOOTSTRAP_PASSWORD": sec.admin}
         run(lay, step.name, argv, env=env)
 
@@ -343,10 +359,25 @@ def prepare_config_dirs(lay: Layout) -> None:
 def start_api(lay: Layout, ports: Ports, api: Api) -> ProcessRecord:
     # keep-alive well above client poll intervals: at gunicorn's default (2 s) a client polling
     # every 2 s reuses a connection the server is closing and gets "connection reset".
-    argv = [lay.bin("gunicorn"), "--bind", f"127.0.0.1:{api.port_of(ports)}", "--workers", "1",
-            "--threads", "8", "--worker-class", "gthread", "--timeout", "600",
-            "--keep-alive", "75", "--no-control-socket",
-            "--name", f"ferry-lab-{api.name}", "ferry_lab_plugins.wsgi:application"]  # fmt: skip
+    argv = [
+        lay.bin("gunicorn"),
+        "--bind",
+        f"127.0.0.1:{api.port_of(ports)}",
+        "--workers",
+        "1",
+        "--threads",
+        "8",
+        "--worker-class",
+        "gthread",
+        "--timeout",
+        "600",
+        "--keep-alive",
+        "75",
+        "--no-control-socket",
+        "--name",
+        f"ferry-lab-{api.name}",
+        "ferry_lab_plugins.wsgi:application",
+    ]
     return spawn(api.name, argv, lay.logs / f"{api.name}.out", env=api_env(lay, api))
 
 

@@ -40,6 +40,8 @@ func main() {
 	hosts := flag.Int("hosts", 2, "ESXi hosts in the cluster")
 	datastores := flag.Int("datastores", 2, "datastores shared by the hosts")
 	portgroups := flag.Int("portgroups", 2, "distributed portgroups")
+	machines := flag.Int("machines", 0, "extra simulator VMs (VM0, VM1, ...) for scale tests")
+	delay := flag.Int("delay-ms", 0, "delay every SOAP call (simulates a remote, loaded vCenter)")
 	maxAreas := flag.Int("cbt-max-areas", 64, "QueryChangedDiskAreas: most areas per answer")
 	window := flag.Int64("cbt-window", 1<<30, "QueryChangedDiskAreas: most bytes of disk covered per answer")
 	flag.Parse()
@@ -59,7 +61,8 @@ func main() {
 	model.Cluster = 1
 	model.ClusterHost = *hosts
 	model.Host = 0
-	model.Machine = 0
+	model.Machine = *machines
+	model.DelayConfig.Delay = *delay
 	model.Datastore = *datastores
 	model.Portgroup = *portgroups
 	if err := model.Create(); err != nil {

@@ -18,7 +18,7 @@ from typing import Any
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
-from engine.errors import VSphereError
+from engine.errors import UserError, VSphereError
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,58 @@ def session(target: VCenterTarget) -> Iterator[Any]:
         yield si
     finally:
         Disconnect(si)
+
+
+def read_secret(block: dict[str, Any], what: str, env: dict[str, str]) -> str:
+    """The password named by a spec block's password_file or password_env (never inline)."""
+    if "password_file" in block:
+        path = Path(str(block["password_file"]))
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise UserError(f"cannot read the {what} password file {path}: {exc.strerror}") from exc
+        if not lines or not lines[0]:
+            raise UserError(f"the {what} password file {path} is empty")
+        return lines[0]
+    name = str(block.get("password_env", ""))
+    if not env.get(name):
+        raise UserError(
+            f"environment variable {name or '(none)'} holding the {what} password is not set"
+        )
+    return env[name]
+
+
+def target_from_spec(vcenter: dict[str, Any], env: dict[str, str]) -> VCenterTarget:
+    """A VCenterTarget from a validated spec's source.vcenter block."""
+    tls = vcenter.get("tls") or {}
+    return VCenterTarget(
+        host=str(vcenter["host"]),
+        port=int(vcenter.get("port", 443)),
+        user=str(vcenter["username"]),
+        password=read_secret(vcenter, "vCenter", env),
+        cafile=Path(tls["ca_file"]) if "ca_file" in tls else None,
+        thumbprint=tls.get("thumbprint"),
+        insecure=bool(tls.get("insecure", False)),
+    )
+
+
+def target_from_env(env: dict[str, str]) -> VCenterTarget:
+    """A VCenterTarget from FERRY_VCENTER_* variables (what `ferry lab env` exports)."""
+    missing = [n for n in ("FERRY_VCENTER_HOST", "FERRY_VCENTER_USER") if not env.get(n)]
+    if missing:
+        raise UserError(
+            f"no spec given and {', '.join(missing)} not set: pass a spec, or "
+            '`eval "$(ferry lab env)"` for the lab'
+        )
+    block: dict[str, Any] = {
+        "host": env["FERRY_VCENTER_HOST"],
+        "port": env.get("FERRY_VCENTER_PORT", "443"),
+        "username": env["FERRY_VCENTER_USER"],
+    }
+    if env.get("FERRY_VCENTER_PASSWORD_FILE"):
+        block["password_file"] = env["FERRY_VCENTER_PASSWORD_FILE"]
+    else:
+        block["password_env"] = "FERRY_VCENTER_PASSWORD"
+    if env.get("FERRY_VCENTER_CAFILE"):
+        block["tls"] = {"ca_file": env["FERRY_VCENTER_CAFILE"]}
+    return target_from_spec(block, env)

@@ -19,18 +19,33 @@ from engine.spec.validate import validate_text
 
 VALID: dict[str, Any] = {
     "version": 1,
-    "source": {"vcenter": {"host": "vc.example.com", "username": "svc", "password_env": "VC_PW",
-                           "tls": {"ca_file": "/etc/ssl/vc.pem"}}},
+    "source": {
+        "vcenter": {
+            "host": "vc.example.com",
+            "username": "svc",
+            "password_env": "VC_PW",
+            "tls": {"ca_file": "/etc/ssl/vc.pem"},
+        }
+    },
     "destination": {"cloud": "prod", "region": "RegionOne"},
     "conversion_hosts": [{"name": "conv-01", "max_parallel": 4}],
-    "defaults": {"mode": "replicate", "flavor": "auto",
-                 "network_map": {"VM Network": {"network": "net1"}},
-                 "volume_type_map": {"ds1": "ssd"}},
-    "vms": [{"name": "web01"}, {"instance_uuid": "4215a7a6-3b1f-4b8e-9c55-1e2f3a4b5c6d"},
-            {"pattern": {"name": "db-*"}, "mode": "cutover",
-             "nics": [{"mac": "00:50:56:aa:bb:cc", "ip": "10.0.0.5"}]}],
+    "defaults": {
+        "mode": "replicate",
+        "flavor": "auto",
+        "network_map": {"VM Network": {"network": "net1"}},
+        "volume_type_map": {"ds1": "ssd"},
+    },
+    "vms": [
+        {"name": "web01"},
+        {"instance_uuid": "4215a7a6-3b1f-4b8e-9c55-1e2f3a4b5c6d"},
+        {
+            "pattern": {"name": "db-*"},
+            "mode": "cutover",
+            "nics": [{"mac": "00:50:56:aa:bb:cc", "ip": "10.0.0.5"}],
+        },
+    ],
     "exclude": [{"name": "db-old"}],
-}  # fmt: skip
+}
 
 
 def errors(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -138,16 +153,26 @@ def _get(doc: Any, path: tuple[Any, ...]) -> Any:
     return doc
 
 
-REQUIRED = [("version",), ("source",), ("destination",), ("vms",), ("source", "vcenter"),
-            ("source", "vcenter", "host"), ("destination", "cloud")]  # fmt: skip
+REQUIRED = [
+    ("version",),
+    ("source",),
+    ("destination",),
+    ("vms",),
+    ("source", "vcenter"),
+    ("source", "vcenter", "host"),
+    ("destination", "cloud"),
+]
 WRONG_VALUES = [None, 3.5, -7, "", "x" * 300, [], {}, [1, 2], {"k": "v"}, True]
 
 
 @st.composite
 def broken_specs(draw: st.DrawFn) -> tuple[str, str]:
     spec = copy.deepcopy(VALID)
-    kind = draw(st.sampled_from(["type", "unknown", "missing", "duplicate", "mac", "cidr",
-                                 "yaml", "selector", "uuid"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            ["type", "unknown", "missing", "duplicate", "mac", "cidr", "yaml", "selector", "uuid"]
+        )
+    )
     if kind == "type":
         path = draw(st.sampled_from([p for p in _paths(spec) if not isinstance(p[-1], int)]))
         old = _get(spec, path)
@@ -219,8 +244,13 @@ def test_cli_reports_and_exits_1_without_traceback(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("version: 1\nsource: {vcenter: {host: vc}}\ndestination: {cloud: c}\nvms: []\n")
     before = sorted(p.name for p in tmp_path.iterdir())
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(spec)],
-                          capture_output=True, text=True, check=False, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "validate", str(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"{spec}:2:" in done.stderr and "missing required key 'username'" in done.stderr

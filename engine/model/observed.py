@@ -1,0 +1,79 @@
+"""What exists at the source, as refresh observed it (pure data).
+
+`None` always means "absent" or "not reported by the source", never a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SourceDisk:
+    key: int
+    label: str
+    capacity: int  # bytes
+    datastore: str | None
+    file: str  # "[datastore] path/disk.vmdk"
+    thin: bool
+    mode: str  # persistent, independent_persistent, ...
+    sharing: str | None  # sharingNone / sharingMultiWriter
+    rdm: str | None  # compatibility mode of a raw device mapping; None for a virtual disk
+    controller_key: int
+    unit_number: int | None
+    change_id: str | None
+    encrypted: bool = False
+
+
+@dataclass(frozen=True)
+class SourceNic:
+    key: int
+    label: str
+    mac: str | None
+    adapter: str  # VirtualVmxnet3, VirtualE1000, ...
+    portgroup: str | None  # name; None when the backing names none
+    portgroup_key: str | None  # distributed portgroup key (dvportgroup-N)
+    distributed: bool
+    connected: bool
+
+
+@dataclass(frozen=True)
+class SourceSnapshot:
+    moref: str
+    name: str
+    created: str | None  # ISO 8601
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class SourceVM:
+    moref: str
+    name: str
+    instance_uuid: str | None
+    bios_uuid: str | None
+    folder: str | None  # inventory path, e.g. /DC0/vm/prod
+    host: str | None
+    guest_id: str | None
+    guest_name: str | None
+    firmware: str | None
+    cpus: int | None
+    memory_mb: int | None
+    power_state: str | None
+    tools: str | None  # guest.toolsRunningStatus
+    cbt: bool
+    template: bool
+    disks: tuple[SourceDisk, ...]
+    nics: tuple[SourceNic, ...]
+    snapshots: tuple[SourceSnapshot, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    vms: tuple[SourceVM, ...]
+    datastores: tuple[str, ...]
+    portgroups: tuple[str, ...]
+    hosts: tuple[str, ...]

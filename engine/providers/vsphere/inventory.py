@@ -1,0 +1,231 @@
+"""The vCenter inventory in one PropertyCollector pass (`fetch_inventory`) and its pure parse.
+
+One RetrievePropertiesEx over a ContainerView, with property specs for VMs, hosts, datastores,
+networks, folders and datacenters at once (paged by the server, continued by the client): the
+cost is a handful of round trips for any number of VMs, where per-VM property access costs
+several per VM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from engine.errors import VSphereError
+from engine.model.observed import Inventory, SourceDisk, SourceNic, SourceSnapshot, SourceVM
+from engine.providers.vsphere.read import ObjectProps, parse_object_contents
+
+VM_PATHS = (
+    "name",
+    "parent",
+    "config.instanceUuid",
+    "config.uuid",
+    "config.guestId",
+    "config.guestFullName",
+    "config.firmware",
+    "config.changeTrackingEnabled",
+    "config.template",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "config.hardware.device",
+    "runtime.powerState",
+    "runtime.host",
+    "guest.toolsRunningStatus",
+    "snapshot",
+    "datastore",
+)
+PATHS: dict[Any, tuple[str, ...]] = {
+    vim.VirtualMachine: VM_PATHS,
+    vim.HostSystem: ("name",),
+    vim.Datastore: ("name",),
+    vim.Network: ("name",),
+    vim.dvs.DistributedVirtualPortgroup: ("name", "key"),
+    vim.Folder: ("name", "parent"),
+    vim.Datacenter: ("name", "parent"),
+}
+
+
+def fetch_inventory(si: Any, page_size: int = 1000) -> list[ObjectProps]:
+    """Every object ferry needs, in one RetrievePropertiesEx (plus continuation pages)."""
+    pc = vmodl.query.PropertyCollector
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, list(PATHS), True)
+    try:
+        spec = pc.FilterSpec(
+            objectSet=[
+                pc.ObjectSpec(
+                    obj=view,
+                    skip=True,
+                    selectSet=[
+                        pc.TraversalSpec(
+                            name="view", path="view", skip=False, type=vim.view.ContainerView
+                        )
+                    ],
+                )
+            ],
+            propSet=[pc.PropertySpec(type=t, pathSet=list(p)) for t, p in PATHS.items()],
+        )
+        collector = content.propertyCollector
+        result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions(maxObjects=page_size))
+        objects: list[Any] = []
+        while result is not None:
+            objects.extend(result.objects or [])
+            result = collector.ContinueRetrievePropertiesEx(result.token) if result.token else None
+        return parse_object_contents(objects)
+    except vmodl.MethodFault as exc:
+        raise VSphereError(f"inventory read failed: {getattr(exc, 'msg', '') or exc}") from exc
+    finally:
+        view.Destroy()
+
+
+# -- pure parsing ---------------------------------------------------------------------------------
+
+
+def _moid(ref: Any) -> str:
+    return str(ref._moId)
+
+
+def parse_inventory(objects: Iterable[ObjectProps]) -> Inventory:
+    """Pure: fetched objects → Inventory (VMs sorted by name, then moref)."""
+    by_kind: dict[str, list[ObjectProps]] = {}
+    names: dict[str, str] = {}
+    parents: dict[str, str | None] = {}
+    dvpg_names: dict[str, str] = {}
+    for obj in objects:
+        kind = type(obj.ref).__name__.rsplit(".", 1)[-1]
+        by_kind.setdefault(kind, []).append(obj)
+        names[_moid(obj.ref)] = str(obj.props.get("name", ""))
+        parent = obj.props.get("parent")
+        parents[_moid(obj.ref)] = _moid(parent) if parent is not None else None
+        if "key" in obj.props:
+            dvpg_names[str(obj.props["key"])] = str(obj.props.get("name", ""))
+    vms = [parse_vm(o, names, parents, dvpg_names) for o in by_kind.get("VirtualMachine", [])]
+    networks = by_kind.get("Network", []) + by_kind.get("DistributedVirtualPortgroup", [])
+    return Inventory(
+        vms=tuple(sorted(vms, key=lambda v: (v.name, v.moref))),
+        datastores=tuple(sorted(names[_moid(o.ref)] for o in by_kind.get("Datastore", []))),
+        portgroups=tuple(sorted({names[_moid(o.ref)] for o in networks})),
+        hosts=tuple(sorted(names[_moid(o.ref)] for o in by_kind.get("HostSystem", []))),
+    )
+
+
+def folder_path(
+    moid: str | None, names: dict[str, str], parents: dict[str, str | None]
+) -> str | None:
+    """/DC0/vm/prod for a folder moref; None when the chain is unknown."""
+    parts: list[str] = []
+    seen: set[str] = set()
+    while moid is not None and moid in names and moid not in seen:
+        seen.add(moid)
+        if parents.get(moid) is None:  # the root folder ("Datacenters") is not shown
+            break
+        parts.append(names[moid])
+        moid = parents.get(moid)
+    return "/" + "/".join(reversed(parts)) if parts else None
+
+
+def parse_vm(
+    obj: ObjectProps,
+    names: dict[str, str],
+    parents: dict[str, str | None],
+    dvpg_names: dict[str, str],
+) -> SourceVM:
+    p = obj.props
+    devices = list(p.get("config.hardware.device") or [])
+    host = p.get("runtime.host")
+    parent = p.get("parent")
+    return SourceVM(
+        moref=_moid(obj.ref),
+        name=str(p.get("name", "")),
+        instance_uuid=p.get("config.instanceUuid"),
+        bios_uuid=p.get("config.uuid"),
+        folder=folder_path(_moid(parent), names, parents) if parent is not None else None,
+        host=names.get(_moid(host)) if host is not None else None,
+        guest_id=p.get("config.guestId"),
+        guest_name=p.get("config.guestFullName"),
+        firmware=p.get("config.firmware"),
+        cpus=p.get("config.hardware.numCPU"),
+        memory_mb=p.get("config.hardware.memoryMB"),
+        power_state=str(p["runtime.powerState"]) if "runtime.powerState" in p else None,
+        tools=str(p["guest.toolsRunningStatus"]) if "guest.toolsRunningStatus" in p else None,
+        cbt=bool(p.get("config.changeTrackingEnabled")),
+        template=bool(p.get("config.template")),
+        disks=tuple(
+            parse_disk(d, names) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)
+        ),
+        nics=tuple(
+            parse_nic(d, names, dvpg_names)
+            for d in devices
+            if isinstance(d, vim.vm.device.VirtualEthernetCard)
+        ),
+        snapshots=tuple(parse_snapshots(p.get("snapshot"))),
+    )
+
+
+def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:
+    backing = dev.backing
+    datastore = getattr(backing, "datastore", None)
+    file_name = str(getattr(backing, "fileName", "") or "")
+    ds_name = names.get(_moid(datastore)) if datastore is not None else None
+    if ds_name is None and file_name.startswith("["):
+        ds_name = file_name[1 : file_name.index("]")]
+    rdm = isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo)
+    label = dev.deviceInfo.label if dev.deviceInfo else f"disk {dev.key}"
+    return SourceDisk(
+        key=int(dev.key),
+        label=str(label),
+        capacity=int(dev.capacityInBytes or 0) or int(dev.capacityInKB or 0) * 1024,
+        datastore=ds_name,
+        file=file_name,
+        thin=bool(getattr(backing, "thinProvisioned", False)),
+        mode=str(getattr(backing, "diskMode", "") or "persistent"),
+        sharing=getattr(backing, "sharing", None),
+        rdm=str(getattr(backing, "compatibilityMode", "")) if rdm else None,
+        controller_key=int(dev.controllerKey or 0),
+        unit_number=dev.unitNumber,
+        change_id=getattr(backing, "changeId", None) or None,
+        encrypted=getattr(backing, "keyId", None) is not None,
+    )
+
+
+def parse_nic(dev: Any, names: dict[str, str], dvpg_names: dict[str, str]) -> SourceNic:
+    backing = dev.backing
+    distributed = isinstance(
+        backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo
+    )
+    key = str(backing.port.portgroupKey) if distributed and backing.port else None
+    if distributed:
+        portgroup = dvpg_names.get(key or "")
+    else:
+        network = getattr(backing, "network", None)
+        portgroup = getattr(backing, "deviceName", None) or (
+            names.get(_moid(network)) if network is not None else None
+        )
+    connectable = dev.connectable
+    return SourceNic(
+        key=int(dev.key),
+        label=str(dev.deviceInfo.label if dev.deviceInfo else f"nic {dev.key}"),
+        mac=dev.macAddress.lower() if dev.macAddress else None,
+        adapter=type(dev).__name__.rsplit(".", 1)[-1],
+        portgroup=portgroup,
+        portgroup_key=key,
+        distributed=distributed,
+        connected=bool(connectable.connected) if connectable else False,
+    )
+
+
+def parse_snapshots(info: Any) -> list[SourceSnapshot]:
+    out: list[SourceSnapshot] = []
+
+    def walk(trees: Any, parent: str | None) -> None:
+        for tree in trees or []:
+            moref = _moid(tree.snapshot)
+            created = tree.createTime.isoformat() if tree.createTime else None
+            out.append(SourceSnapshot(moref, str(tree.name), created, parent))
+            walk(tree.childSnapshotList, moref)
+
+    if info is not None:
+        walk(info.rootSnapshotList, None)
+    return out

@@ -1,0 +1,101 @@
+"""`ferry discover` on the lab: the whole estate in one PropertyCollector pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from engine.lab.estate import DISTRIBUTED_PORTGROUPS, ESTATE, HOSTS
+from engine.lab.lab import Lab
+from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
+
+pytestmark = pytest.mark.lab
+
+
+def test_fetch_is_one_retrieve_call(si: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    stub = si._stub
+    original = stub.InvokeMethod
+
+    def counting(mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:  # noqa: N803
+        calls.append(info.name)
+        return original(mo, info, args, outerStub) if outerStub else original(mo, info, args)
+
+    monkeypatch.setattr(stub, "InvokeMethod", counting)
+    objects = fetch_inventory(si)
+    assert calls.count("RetrievePropertiesEx") == 1
+    assert len(calls) <= 4, calls  # view create, retrieve, view destroy (+ content once)
+    assert len(parse_inventory(objects).vms) == len(ESTATE)
+
+
+def test_discover_json_describes_the_estate(lab: Lab) -> None:
+    env = {**os.environ, **lab.env()}
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "discover", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["format_version"] == 1
+    assert report["hosts"] == sorted(HOSTS)
+    vms = {vm["name"]: vm for vm in report["vms"]}
+    assert set(vms) == {vm.name for vm in ESTATE}
+    for lab_vm in ESTATE:
+        got = vms[lab_vm.name]
+        assert got["instance_uuid"] == lab_vm.instance_uuid
+        assert got["cbt"] is lab_vm.cbt
+        assert got["power_state"] == ("poweredOn" if lab_vm.powered_on else "poweredOff")
+        assert got["firmware"] == lab_vm.firmware
+        assert (got["cpus"], got["memory_mb"]) == (lab_vm.cpus, lab_vm.memory_mb)
+        assert got["host"] == lab_vm.host and got["folder"] == "/DC0/vm"
+        assert [(d["key"], d["capacity"], d["thin"], d["datastore"]) for d in got["disks"]] == [
+            (d.key, d.capacity, d.thin, d.datastore) for d in lab_vm.disks
+        ]
+        assert [(n["mac"], n["portgroup"], n["distributed"]) for n in got["nics"]] == [
+            (n.mac, n.portgroup, n.portgroup in DISTRIBUTED_PORTGROUPS) for n in lab_vm.nics
+        ]
+        assert [s["name"] for s in got["snapshots"]] == (
+            [lab_vm.existing_snapshot] if lab_vm.existing_snapshot else []
+        )
+
+
+def test_discover_with_the_demo_spec_and_a_table(lab: Lab) -> None:
+    env = {**os.environ, **lab.env(), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "discover", "plans/demo.yaml"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5 VMs on 2 hosts" in done.stdout
+    for vm in ESTATE:
+        assert vm.name in done.stdout
+
+
+def test_discover_wrong_password_is_one_clear_line(lab: Lab, tmp_path: Any) -> None:
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password\n")
+    env = {**os.environ, **lab.env(), "FERRY_VCENTER_PASSWORD_FILE": str(wrong)}
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "discover"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: vCenter") and "rejected the login" in done.stderr
+    assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
