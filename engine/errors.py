@@ -9,7 +9,9 @@ The CLI prints ``error: <message>`` and exits 1 for any of them, without a trace
     ├── LabError           the embedded lab: build, start, stop, state of its services
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
-    └── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
+    ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
+    └── StateError         the state store: unreadable, newer format, or locked
+        └── StateLockedError      another process holds the state lock
 """
 
 from __future__ import annotations
@@ -40,3 +42,11 @@ class ChangeTrackingError(VSphereError):
 
     The caller must fall back to a full copy; it must never treat this as "nothing changed".
     """
+
+
+class StateError(FerryError):
+    """The state store cannot be used as asked."""
+
+
+class StateLockedError(StateError):
+    """Another ferry process holds the state lock."""

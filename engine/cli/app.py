@@ -10,6 +10,7 @@ from engine import __version__
 from engine.cli.discover import discover
 from engine.cli.lab import app as lab_app
 from engine.cli.spec import validate
+from engine.cli.state import app as state_app
 from engine.errors import FerryError
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_app, name="lab")
+app.add_typer(state_app, name="state")
 app.command()(validate)
 app.command()(discover)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LabError
+from engine.proc import start_time
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,6 @@ class ProcessRecord:
         return ProcessRecord(
             str(data["name"]), int(data["pid"]), int(data["start_time"]), str(data["log"])
         )
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks; None when no such process exists."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
 
 
 def is_running(record: ProcessRecord) -> bool:

@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.lab.processes import ProcessRecord, is_running, spawn, start_time, stop
+from engine.lab.processes import ProcessRecord, is_running, spawn, stop
+from engine.proc import start_time
 
 
 def test_start_time_of_self_and_of_nothing() -> None:

@@ -1,0 +1,41 @@
+"""Recorded state, as plain data: what ferry created or copied, per address."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    READY = "ready"
+    TAINTED = "tainted"  # a partial failure: replaced on the next apply
+    IN_PROGRESS = "in_progress"  # started and not finished (a killed apply resumes it)
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    address: str
+    kind: str  # volume, port, server, flavor, snapshot, ...
+    status: Status
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    holder: str
+    pid: int
+    host: str
+    acquired_at: float
+    operation: str
+
+
+@dataclass(frozen=True)
+class State:
+    format_version: int
+    lineage: str
+    serial: int
+    resources: Mapping[str, ResourceRecord]
+    lock: LockInfo | None = None
