@@ -7,6 +7,7 @@ The CLI prints ``error: <message>`` and exits 1 for any of them, without a trace
     FerryError
     ├── UserError          bad input from the user: arguments, names, offsets; nothing was changed
     ├── LabError           the embedded lab: build, start, stop, state of its services
+    ├── OpenStackError     an OpenStack call failed or a resource did not reach its state
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
     ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
@@ -27,6 +28,10 @@ class UserError(FerryError):
 
 class LabError(FerryError):
     """The embedded lab could not do what was asked."""
+
+
+class OpenStackError(FerryError):
+    """An OpenStack call failed or a resource did not reach the expected state."""
 
 
 class VSphereError(FerryError):

@@ -9,6 +9,7 @@ import typer
 from engine import __version__
 from engine.cli.discover import discover
 from engine.cli.lab import app as lab_app
+from engine.cli.plan import plan
 from engine.cli.spec import validate
 from engine.cli.state import app as state_app
 from engine.errors import FerryError
@@ -24,6 +25,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(state_app, name="state")
 app.command()(validate)
 app.command()(discover)
+app.command()(plan)
 
 
 @app.command()

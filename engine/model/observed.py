@@ -77,3 +77,55 @@ class Inventory:
     datastores: tuple[str, ...]
     portgroups: tuple[str, ...]
     hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    vcpus: int
+    ram_mb: int
+
+
+@dataclass(frozen=True)
+class ObservedVolume:
+    """A Cinder volume carrying ferry's metadata (or os-migrate's, for adoption)."""
+
+    id: str
+    name: str
+    status: str
+    size_gib: int
+    vm_uuid: str
+    disk_key: int
+    change_id: str | None
+    converted: bool
+    origin: str = "ferry"  # ferry | os-migrate
+
+
+@dataclass(frozen=True)
+class ObservedPort:
+    id: str
+    name: str
+    mac: str
+    network: str | None
+    vm_uuid: str | None
+
+
+@dataclass(frozen=True)
+class ObservedServer:
+    id: str
+    name: str
+    status: str
+    vm_uuid: str | None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """What refresh found in the destination cloud."""
+
+    flavors: tuple[Flavor, ...] = ()
+    networks: frozenset[str] = frozenset()
+    volume_types: frozenset[str] = frozenset()
+    security_groups: frozenset[str] = frozenset()
+    volumes: tuple[ObservedVolume, ...] = ()
+    ports: tuple[ObservedPort, ...] = ()
+    servers: tuple[ObservedServer, ...] = ()

@@ -33,7 +33,7 @@ FLAVORS = (
     ("m1.medium", 2, 4096),
     ("m1.large", 4, 8192),
     ("m1.xlarge", 8, 16384),
-    ("ferry.conversion", 2, 4096),
+    ("ferry.conversion", 4, 6144),
 )
 CONVERSION_HOST = "ferry-conversion-01"
 CONVERSION_IMAGE = "ferry-lab-conversion"

@@ -12,13 +12,9 @@ from typing import Any
 
 from openstack import exceptions as os_exc
 
-from engine.errors import FerryError
+from engine.errors import OpenStackError
 
 ATTACHMENT_MICROVERSION = "3.27"  # attachments API with connection_info
-
-
-class OpenStackError(FerryError):
-    """An OpenStack call failed or a resource did not reach the expected state."""
 
 
 def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) -> Any:

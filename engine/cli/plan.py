@@ -1,0 +1,160 @@
+"""`ferry plan`: refresh, diff, show; save with --out; CI-friendly JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from engine.addresses import Address
+from engine.diagnostics import Severity, has_errors
+from engine.errors import UserError
+from engine.model.desired import ConcernLevel
+from engine.model.plan import SYMBOLS, Action, Change, Plan
+from engine.planner import planfile
+from engine.planner.make import make_plan
+from engine.planner.refresh import refresh
+from engine.spec.validate import validate_file
+from engine.statestore import default_path
+from engine.units import human
+
+COLORS = {
+    Action.CREATE: "green",
+    Action.UPDATE: "yellow",
+    Action.DELETE: "red",
+    Action.REPLACE: "magenta",
+    Action.READ: "cyan",
+    Action.FORGET: "blue",
+}
+LEVEL_COLORS = {ConcernLevel.ERROR: "red", ConcernLevel.WARNING: "yellow", ConcernLevel.INFO: "dim"}
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    loaded = validate_file(path)
+    if has_errors(loaded.diagnostics):
+        lines = [d.render() for d in loaded.diagnostics if d.severity is Severity.ERROR]
+        raise UserError("the spec is invalid:\n" + "\n".join(lines))
+    return dict(loaded.data)
+
+
+def state_path(spec: dict[str, Any], option: Path | None) -> Path:
+    if option is not None:
+        return option
+    configured = (spec.get("state") or {}).get("path")
+    return Path(configured) if configured else default_path()
+
+
+def plan(
+    spec: Annotated[Path, typer.Argument(help="Migration spec (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan (with its graph).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes.")
+    ] = False,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="Plan only this address (and what it depends on)."),
+    ] = None,
+    destroy: Annotated[
+        bool,
+        typer.Option(
+            "--destroy", help="Plan the teardown of what ferry created (never the source)."
+        ),
+    ] = False,
+    state: Annotated[Path | None, typer.Option("--state", help="State file.")] = None,
+) -> None:
+    """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
+    data = load_spec(spec)
+    targets = tuple(Address.parse(t) for t in target or [])
+    observed = refresh(data, state_path(data, state), dict(os.environ))
+    result = make_plan(
+        data,
+        observed.inventory,
+        observed.destination,
+        observed.state,
+        destroy=destroy,
+        targets=targets,
+    )
+    if out is not None:
+        planfile.save(result, out, str(spec))
+    if as_json:
+        typer.echo(json.dumps(planfile.to_json(result), indent=2, ensure_ascii=False))
+    else:
+        render(result, Console(highlight=False))
+        if out is not None:
+            typer.echo(f"Saved the plan to {out}: `ferry apply {out}` does exactly this.")
+    raise typer.Exit(exit_code(result, detailed_exitcode))
+
+
+def exit_code(result: Plan, detailed: bool) -> int:
+    if has_errors(result.diagnostics) or any(v.blocked for v in result.vms):
+        return 1
+    return 2 if detailed and result.has_changes else 0
+
+
+def _change_line(change: Change) -> str:
+    color = COLORS.get(change.action, "white")
+    size = ""
+    if change.bytes is not None and change.action is not Action.NOOP:
+        size = f" [bold]{'~' if change.estimate else ''}{human(change.bytes)}[/]"
+    symbol = escape(SYMBOLS[change.action])
+    return (
+        f"  [{color}]{symbol:>3} {escape(change.address)}[/] {change.action.value}{size}"
+        f"  [dim]{escape(change.reason)}[/]"
+    )
+
+
+def render(result: Plan, console: Console) -> None:
+    for diagnostic in result.diagnostics:
+        console.print(f"[red]{escape(diagnostic.render())}[/]")
+    by_vm: dict[str, list[Change]] = {}
+    for change in result.changes:
+        by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
+    for vm in result.vms:
+        flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
+        downtime = f", cutover downtime ~{vm.downtime_seconds:.0f} s" if vm.downtime_seconds else ""
+        console.print(
+            f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
+            f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"
+        )
+        for concern in vm.concerns:
+            console.print(
+                f"  [{LEVEL_COLORS[concern.level]}]{concern.level.value}: "
+                f"{escape(concern.message)}[/]"
+            )
+        if vm.blocked:
+            console.print(
+                "  [red]blocked: this VM's changes are not planned until its errors are fixed[/]"
+            )
+        for change in by_vm.pop(vm.address, []):
+            if change.action is not Action.NOOP:
+                console.print(_change_line(change))
+    for address, changes in by_vm.items():  # VMs that left the spec
+        console.print(f"\n[bold]{escape(address)}[/] [dim](no longer in the spec)[/]")
+        for change in changes:
+            console.print(_change_line(change))
+    console.print("\n" + summary(result))
+
+
+def summary(result: Plan) -> str:
+    counts = result.counts()
+    create = counts[Action.CREATE] + counts[Action.REPLACE]
+    destroy = counts[Action.DELETE] + counts[Action.REPLACE]
+    extra = "".join(
+        f", {counts[a]} to {a.value}" for a in (Action.READ, Action.FORGET) if counts[a]
+    )
+    blocked = sum(v.blocked for v in result.vms)
+    tail = f"; {blocked} VM(s) blocked by errors" if blocked else ""
+    if not result.has_changes and not blocked:
+        return "No changes: the destination matches the spec."
+    return (
+        f"Plan: {create} to create, {counts[Action.UPDATE]} to update, {destroy} to destroy"
+        f"{extra}; {human(result.bytes_to_copy)} to copy{tail}."
+    )

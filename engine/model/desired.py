@@ -1,0 +1,73 @@
+"""What the spec asks for, resolved against what exists: one DesiredVM per selected source VM.
+
+Pure data. `None` means "not mapped / not chosen" and always comes with a concern explaining it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from engine.model.observed import Flavor, SourceVM
+
+
+class ConcernLevel(StrEnum):
+    ERROR = "error"  # blocks this VM's changes
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Concern:
+    level: ConcernLevel
+    code: str  # cbt-off, existing-snapshot, unmapped-portgroup, no-flavor, name-collision, ...
+    message: str
+
+
+@dataclass(frozen=True)
+class FlavorChoice:
+    flavor: Flavor | None  # None: ferry creates one (spec `flavor: create`) or none fits
+    create: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class DesiredVolume:
+    disk_key: int
+    size_gib: int
+    capacity: int  # bytes of the source disk
+    volume_type: str | None
+    bootable: bool
+    datastore: str | None
+
+
+@dataclass(frozen=True)
+class DesiredPort:
+    index: int
+    mac: str
+    network: str | None
+    subnet: str | None
+    fixed_ip: str | None
+    portgroup: str | None
+
+
+@dataclass(frozen=True)
+class DesiredVM:
+    name: str  # the address name (the source VM's name)
+    source: SourceVM
+    mode: str  # replicate | cutover | cold
+    target_name: str  # sanitized, unique OpenStack name
+    flavor: FlavorChoice
+    volumes: tuple[DesiredVolume, ...]
+    ports: tuple[DesiredPort, ...]
+    security_groups: tuple[str, ...] = ()
+    key_pair: str | None = None
+    verify: bool = False
+    convert: bool = True
+    enable_cbt: bool = False
+    max_downtime: int | None = None
+    concerns: tuple[Concern, ...] = field(default_factory=tuple)
+
+    @property
+    def blocked(self) -> bool:
+        return any(c.level is ConcernLevel.ERROR for c in self.concerns)

@@ -1,0 +1,93 @@
+"""A plan: plain, serializable data. Changes per address with the action graph's edges, the
+concerns per VM, and what the plan was made against (spec digest, state lineage and serial)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.diagnostics import Diagnostic
+from engine.model.desired import Concern
+
+PLAN_FORMAT = 1
+
+
+class Action(StrEnum):
+    NOOP = "no-op"
+    CREATE = "create"
+    READ = "read"
+    UPDATE = "update"
+    DELETE = "delete"
+    REPLACE = "replace"
+    FORGET = "forget"
+
+
+SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.REPLACE: "-/+",
+           Action.READ: "<=", Action.FORGET: "x", Action.NOOP: " "}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Change:
+    address: str
+    kind: str  # source_snapshot | volume | port | flavor | conversion | server
+    action: Action
+    reason: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    bytes: int | None = None  # bytes to copy, for volume copies
+    estimate: bool = False  # `bytes` is an estimate (delta from the recorded change rate)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["action"] = self.action.value
+        return out
+
+
+@dataclass(frozen=True)
+class VMPlan:
+    address: str
+    name: str
+    instance_uuid: str | None
+    target_name: str
+    mode: str
+    flavor: str | None
+    flavor_reason: str
+    concerns: tuple[Concern, ...]
+    blocked: bool
+    downtime_seconds: float | None = None  # estimated cutover downtime
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["concerns"] = [{"level": c.level.value, "code": c.code, "message": c.message}
+                           for c in self.concerns]  # fmt: skip
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec_digest: str
+    state_lineage: str
+    state_serial: int
+    vms: tuple[VMPlan, ...]
+    changes: tuple[Change, ...]
+    edges: tuple[tuple[str, str], ...]
+    diagnostics: tuple[Diagnostic, ...] = ()
+    destroy: bool = False
+    targets: tuple[str, ...] = ()
+    created_at: str = ""
+    format_version: int = PLAN_FORMAT
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> Counter[Action]:
+        return Counter(c.action for c in self.changes)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NOOP for c in self.changes)
+
+    @property
+    def bytes_to_copy(self) -> int:
+        return sum(c.bytes or 0 for c in self.changes if c.action is not Action.NOOP)

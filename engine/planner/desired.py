@@ -1,0 +1,396 @@
+"""From a validated spec and what refresh observed to the desired model (pure: no I/O).
+
+Selects the spec's VMs in the source inventory, merges defaults with per-VM overrides, names
+the OpenStack objects (sanitized, unique), maps disks to volumes and NICs to ports, chooses
+flavors, and raises concerns: everything a reviewer must see before approving the plan.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.diagnostics import Diagnostic, Severity
+from engine.model.desired import (
+    Concern,
+    ConcernLevel,
+    DesiredPort,
+    DesiredVM,
+    DesiredVolume,
+    FlavorChoice,
+)
+from engine.model.observed import Destination, Flavor, Inventory, SourceDisk, SourceVM
+
+GiB = 1024**3
+MAX_NAME = 63
+FERRY_SNAPSHOT_PREFIX = "ferry-"
+KNOWN_GUESTS = (
+    "rhel",
+    "centos",
+    "rocky",
+    "alma",
+    "oracle",
+    "ubuntu",
+    "debian",
+    "sles",
+    "suse",
+    "windows",
+    "fedora",
+    "other3xLinux",
+    "other4xLinux",
+    "other5xLinux",
+)
+
+Spec = dict[str, Any]
+
+
+@dataclass
+class Selection:
+    """The spec's VMs found in the inventory, and problems selecting them."""
+
+    vms: list[tuple[SourceVM, dict[str, Any]]] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def _matches(entry: dict[str, Any], vm: SourceVM) -> bool:
+    if "name" in entry:
+        return vm.name == str(entry["name"])
+    if "instance_uuid" in entry:
+        return (vm.instance_uuid or "").lower() == str(entry["instance_uuid"]).lower()
+    if "moref" in entry:
+        return vm.moref == str(entry["moref"])
+    pattern = entry.get("pattern") or {}
+    if "name" in pattern and not fnmatch.fnmatchcase(vm.name, pattern["name"]):
+        return False
+    folder = pattern.get("folder")
+    if folder and not (vm.folder or "").rstrip("/").startswith(folder.rstrip("/")):
+        return False
+    return "tag" not in pattern  # tags are not read yet: a tag pattern matches nothing
+
+
+def select(spec: Spec, inventory: Inventory) -> Selection:
+    """Spec entries → (VM, entry) in spec order; an entry that selects nothing is an error."""
+    out = Selection()
+    excluded = [e for e in spec.get("exclude") or []]
+    taken: set[str] = set()
+    for i, entry in enumerate(spec.get("vms") or []):
+        found = [vm for vm in inventory.vms if _matches(entry, vm) and not vm.template]
+        if not found:
+            out.diagnostics.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"vms[{i}] selects no VM in the inventory: {_describe(entry)}",
+                    path=("vms", i),
+                )
+            )
+            continue
+        for vm in found:
+            if vm.moref in taken or any(_matches(x, vm) for x in excluded):
+                continue
+            taken.add(vm.moref)
+            out.vms.append((vm, entry))
+    return out
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    key = next(k for k in ("name", "instance_uuid", "moref", "pattern") if k in entry)
+    return f"{key} {entry[key]!r}"
+
+
+def settings_for(spec: Spec, entry: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by the VM entry; maps merge key by key."""
+    merged = dict(spec.get("defaults") or {})
+    for key, value in entry.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key.endswith("_map"):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+def sanitize(name: str) -> str:
+    """An OpenStack-friendly name: ASCII letters, digits, '.', '_', '-', at most 63 characters."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name)
+    cleaned = re.sub(r"-{2,}", "-", cleaned).strip("-._")
+    return cleaned[:MAX_NAME].rstrip("-._")
+
+
+def target_names(vms: Iterable[tuple[SourceVM, dict[str, Any]]]) -> dict[str, str]:
+    """moref → unique target name; colliding names get the instance UUID's last 8 hex digits."""
+    wanted = {}
+    for vm, entry in vms:
+        base = entry.get("target_name") or sanitize(vm.name) or "vm"
+        wanted[vm.moref] = (base, (vm.instance_uuid or vm.moref).replace("-", "")[-8:])
+    counts = Counter(base for base, _ in wanted.values())
+    return {
+        moref: (base if counts[base] == 1 else f"{base[: MAX_NAME - 9]}-{suffix}")
+        for moref, (base, suffix) in wanted.items()
+    }
+
+
+# -- flavors --------------------------------------------------------------------------------------
+
+
+def choose_flavor(
+    setting: Any, vm: SourceVM, target: str, flavors: Iterable[Flavor]
+) -> tuple[FlavorChoice, list[Concern]]:
+    cpus, ram = vm.cpus or 1, vm.memory_mb or 1
+    if setting == "create":
+        flavor = Flavor(f"ferry-{target}"[:MAX_NAME], cpus, ram)
+        return FlavorChoice(flavor, True, f"created for the VM: {cpus} vCPU, {ram} MiB"), []
+    available = list(flavors)
+    if isinstance(setting, dict):
+        named = next((f for f in available if f.name == setting["name"]), None)
+        if named is None:
+            return FlavorChoice(None, False, "named flavor missing"), [
+                _error("no-flavor", f"flavor {setting['name']!r} does not exist")
+            ]
+        concerns = []
+        if named.vcpus < cpus or named.ram_mb < ram:
+            concerns.append(
+                _warning(
+                    "small-flavor",
+                    f"flavor {named.name} ({named.vcpus} vCPU, "
+                    f"{named.ram_mb} MiB) is smaller than the VM ({cpus} vCPU, "
+                    f"{ram} MiB)",
+                )
+            )
+        return FlavorChoice(named, False, "named in the spec"), concerns
+    fitting = [f for f in available if f.vcpus >= cpus and f.ram_mb >= ram]
+    if not fitting:
+        return FlavorChoice(None, False, "none fits"), [
+            _error(
+                "no-flavor",
+                f"no flavor has ≥ {cpus} vCPU and ≥ {ram} MiB RAM (use flavor: create or name one)",
+            )
+        ]
+    best = min(fitting, key=lambda f: (f.vcpus - cpus, f.ram_mb - ram, f.name))
+    return FlavorChoice(
+        best,
+        False,
+        f"smallest flavor with ≥ {cpus} vCPU and ≥ {ram} MiB "
+        f"(spare: {best.vcpus - cpus} vCPU, {best.ram_mb - ram} MiB)",
+    ), []
+
+
+# -- disks and NICs -------------------------------------------------------------------------------
+
+
+def _error(code: str, message: str) -> Concern:
+    return Concern(ConcernLevel.ERROR, code, message)
+
+
+def _warning(code: str, message: str) -> Concern:
+    return Concern(ConcernLevel.WARNING, code, message)
+
+
+def _info(code: str, message: str) -> Concern:
+    return Concern(ConcernLevel.INFO, code, message)
+
+
+def disk_concerns(disk: SourceDisk) -> list[Concern]:
+    out = []
+    if disk.mode.startswith("independent"):
+        out.append(
+            _error(
+                "independent-disk",
+                f"disk {disk.key} is independent: snapshots do not "
+                "include it, so it cannot be copied consistently",
+            )
+        )
+    if disk.rdm is not None:
+        out.append(_error("rdm-disk", f"disk {disk.key} is a raw device mapping ({disk.rdm})"))
+    if disk.sharing not in (None, "sharingNone"):
+        out.append(_error("shared-disk", f"disk {disk.key} is shared ({disk.sharing})"))
+    if disk.encrypted:
+        out.append(_error("encrypted-disk", f"disk {disk.key} is encrypted by vSphere"))
+    if disk.capacity <= 0:
+        out.append(_error("empty-disk", f"disk {disk.key} reports no capacity"))
+    return out
+
+
+def volumes_for(
+    vm: SourceVM, settings: dict[str, Any], destination: Destination
+) -> tuple[list[DesiredVolume], list[Concern]]:
+    type_map: dict[str, str] = settings.get("volume_type_map") or {}
+    disks = sorted(vm.disks, key=lambda d: (d.controller_key, d.unit_number or 0, d.key))
+    volumes, concerns = [], []
+    for i, disk in enumerate(disks):
+        concerns += disk_concerns(disk)
+        vtype = type_map.get(disk.datastore or "")
+        if vtype is None:
+            concerns.append(
+                _warning(
+                    "unmapped-datastore",
+                    f"datastore {disk.datastore} of disk "
+                    f"{disk.key} is not in volume_type_map: default volume type",
+                )
+            )
+        elif vtype not in destination.volume_types:
+            concerns.append(_error("missing-volume-type", f"volume type {vtype!r} does not exist"))
+        volumes.append(
+            DesiredVolume(
+                disk.key,
+                max(1, math.ceil(disk.capacity / GiB)),
+                disk.capacity,
+                vtype,
+                i == 0,
+                disk.datastore,
+            )
+        )
+    return volumes, concerns
+
+
+def ports_for(
+    vm: SourceVM, settings: dict[str, Any], destination: Destination
+) -> tuple[list[DesiredPort], list[Concern]]:
+    network_map: dict[str, dict[str, Any]] = settings.get("network_map") or {}
+    overrides = {str(n["mac"]).lower(): n for n in settings.get("nics") or []}
+    ports, concerns = [], []
+    for i, nic in enumerate(sorted(vm.nics, key=lambda n: n.key)):
+        mac = nic.mac or ""
+        override = overrides.get(mac, {})
+        target = network_map.get(nic.portgroup or "") or network_map.get(nic.portgroup_key or "")
+        network = override.get("network") or (target or {}).get("network")
+        if network is None:
+            concerns.append(
+                _error(
+                    "unmapped-portgroup",
+                    f"NIC {i} ({mac}) is on portgroup "
+                    f"{nic.portgroup!r}, which network_map does not map",
+                )
+            )
+        elif network not in destination.networks and not (target or {}).get("create"):
+            concerns.append(
+                _error(
+                    "missing-network",
+                    f"network {network!r} (NIC {i}) does not exist and has no create: block",
+                )
+            )
+        if not mac:
+            concerns.append(_error("no-mac", f"NIC {i} has no MAC address"))
+        ports.append(
+            DesiredPort(
+                i,
+                mac,
+                network,
+                override.get("subnet") or (target or {}).get("subnet"),
+                override.get("ip"),
+                nic.portgroup,
+            )
+        )
+    return ports, concerns
+
+
+def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
+    out = []
+    mode = settings.get("mode", "replicate")
+    if not vm.cbt:
+        out.append(
+            _info("cbt-enable", "CBT is off: ferry will enable it (enable_cbt)")
+            if settings.get("enable_cbt")
+            else _warning("cbt-off", "CBT is off: every sync copies the whole disk")
+        )
+    own = [s for s in vm.snapshots if s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
+    other = [s for s in vm.snapshots if not s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
+    if other:
+        names = ", ".join(s.name for s in other)
+        out.append(
+            _warning(
+                "existing-snapshot",
+                f"has {len(other)} snapshot(s) of its own "
+                f"({names}): consolidate them before the cutover",
+            )
+        )
+    if own:
+        out.append(
+            _info("leftover-snapshot", f"{len(own)} leftover ferry snapshot(s) will be removed")
+        )
+    if not any(vm.guest_id and vm.guest_id.startswith(g) for g in KNOWN_GUESTS):
+        out.append(_warning("unknown-guest", f"guest {vm.guest_id!r} is not one virt-v2v converts"))
+    if vm.firmware == "efi":
+        out.append(_info("uefi", "UEFI firmware: volumes get hw_firmware_type=uefi, q35"))
+    if vm.power_state == "poweredOff" and mode == "replicate":
+        out.append(_info("powered-off", "powered off: the copy is already consistent"))
+    graceful = (settings.get("power_off") or {}).get("policy", "graceful") == "graceful"
+    if (
+        mode == "cutover"
+        and graceful
+        and vm.tools != "guestToolsRunning"
+        and vm.power_state == "poweredOn"
+    ):
+        out.append(
+            _warning(
+                "no-tools",
+                "VMware Tools not running: a graceful shutdown will "
+                "time out"
+                + (
+                    " then power off"
+                    if (settings.get("power_off") or {}).get("force_after")
+                    else ""
+                ),
+            )
+        )
+    return out
+
+
+def desired(
+    spec: Spec, inventory: Inventory, destination: Destination
+) -> tuple[list[DesiredVM], list[Diagnostic]]:
+    """Every selected VM's desired state with its concerns, plus selection errors."""
+    selection = select(spec, inventory)
+    names = target_names(selection.vms)
+    by_name = Counter(vm.name for vm in inventory.vms)
+    out = []
+    for vm, entry in selection.vms:
+        settings = settings_for(spec, entry)
+        target = names[vm.moref]
+        flavor, flavor_concerns = choose_flavor(
+            settings.get("flavor", "auto"), vm, target, destination.flavors
+        )
+        volumes, volume_concerns = volumes_for(vm, settings, destination)
+        ports, port_concerns = ports_for(vm, settings, destination)
+        concerns = vm_concerns(vm, settings) + flavor_concerns + volume_concerns + port_concerns
+        if by_name[vm.name] > 1 and "name" in entry:
+            concerns.append(
+                _error(
+                    "name-collision",
+                    f"{by_name[vm.name]} VMs are named "
+                    f"{vm.name!r}: select this one by instance_uuid",
+                )
+            )
+        out.append(
+            DesiredVM(
+                name=vm.name,
+                source=vm,
+                mode=settings.get("mode", "replicate"),
+                target_name=target,
+                flavor=flavor,
+                volumes=tuple(volumes),
+                ports=tuple(ports),
+                security_groups=tuple(settings.get("security_groups") or ()),
+                key_pair=settings.get("key_pair"),
+                verify=bool(settings.get("verify", False)),
+                convert=bool(settings.get("convert", True)),
+                enable_cbt=bool(settings.get("enable_cbt", False)),
+                max_downtime=(settings.get("limits") or {}).get("max_downtime"),
+                concerns=tuple(concerns),
+            )
+        )
+    return _unique_addresses(out), selection.diagnostics
+
+
+def _unique_addresses(vms: list[DesiredVM]) -> list[DesiredVM]:
+    """VMs sharing a name get their target name as address name, so addresses stay unique."""
+    counts = Counter(vm.name for vm in vms)
+    return [vm if counts[vm.name] == 1 else replace(vm, name=vm.target_name) for vm in vms]

@@ -1,0 +1,399 @@
+"""The diff: desired VMs against recorded state and observed destination → changes (pure).
+
+Volumes: create = full copy, update = delta sync (or a full re-copy when CBT is off or was
+reset, with the reason), replace = a tainted copy redone, read = adopt a volume found by its
+metadata. Ports, flavor, conversion and server exist only for cutover/cold. A VM that left the
+spec: its replicas are deleted; a VM already cut over is forgotten (its server stays in service).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.addresses import Address
+from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
+from engine.model.observed import Destination, ObservedVolume, SourceDisk
+from engine.model.plan import Action, Change, VMPlan
+from engine.model.state import ResourceRecord, State, Status
+
+DEFAULT_THROUGHPUT = 100 * 1024**2  # bytes/s assumed before any copy was measured
+CONVERSION_SECONDS = {"windows": 900.0, "linux": 300.0}
+BOOT_SECONDS = 60.0
+CUTOVER_MODES = ("cutover", "cold")
+
+
+@dataclass(frozen=True)
+class DiffInput:
+    desired: tuple[DesiredVM, ...]
+    state: State
+    destination: Destination
+    destroy: bool = False
+
+
+def epoch(change_id: str | None) -> str | None:
+    """The CBT epoch (uuid part) of a changeId '<uuid>/<sequence>'."""
+    return change_id.rsplit("/", 1)[0] if change_id and "/" in change_id else None
+
+
+def _records(state: State, vm: str) -> dict[str, ResourceRecord]:
+    prefix = str(Address("vm", vm))
+    return {a: r for a, r in state.resources.items() if a == prefix or a.startswith(prefix + ".")}
+
+
+# -- volumes ------------------------------------------------------------------------------------
+
+
+def _volume(
+    address: str,
+    action: Action,
+    reason: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    *,
+    size: int | None = None,
+) -> Change:
+    return Change(
+        address, "volume", action, reason, before, after, bytes=size, estimate=size is not None
+    )
+
+
+def volume_change(
+    vm: DesiredVM,
+    volume: DesiredVolume,
+    disk: SourceDisk,
+    record: ResourceRecord | None,
+    observed: ObservedVolume | None,
+) -> Change:
+    address = str(Address("vm", vm.name, "disk", volume.disk_key))
+    after = {
+        "size_gib": volume.size_gib,
+        "volume_type": volume.volume_type,
+        "bootable": volume.bootable,
+        "disk_key": volume.disk_key,
+    }
+    if record is None and observed is None:
+        return _volume(
+            address,
+            Action.CREATE,
+            "new volume: full copy from a snapshot",
+            None,
+            after,
+            size=disk.capacity,
+        )
+    if record is None:
+        assert observed is not None
+        return _volume(
+            address,
+            Action.READ,
+            f"found {observed.origin} volume {observed.id} for this disk: adopt it",
+            None,
+            {**after, "volume_id": observed.id, "change_id": observed.change_id},
+        )
+    before = dict(record.attributes)
+    if record.status is Status.TAINTED:
+        return _volume(
+            address,
+            Action.REPLACE,
+            "the last copy failed (tainted): copy again in full",
+            before,
+            after,
+            size=disk.capacity,
+        )
+    if record.status is Status.IN_PROGRESS:
+        done = int(before.get("copied_bytes", 0))
+        return _volume(
+            address,
+            Action.CREATE,
+            f"resume the interrupted copy ({done} bytes already written)",
+            before,
+            after,
+            size=max(disk.capacity - done, 0),
+        )
+    if observed is None and before.get("volume_id"):
+        return _volume(
+            address,
+            Action.CREATE,
+            f"recorded volume {before['volume_id']} no longer exists: full copy",
+            before,
+            after,
+            size=disk.capacity,
+        )
+    copy, reason = sync_reason(vm, disk, before)
+    if copy == "none":
+        return _volume(address, Action.NOOP, reason, before, before)
+    size = disk.capacity if copy == "full" else _delta_estimate(before)
+    return _volume(address, Action.UPDATE, reason, before, after, size=size)
+
+
+def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, str]:
+    """How a recorded, ready volume syncs: ('none' | 'delta' | 'full', why)."""
+    stored, live = before.get("change_id"), disk.change_id
+    if before.get("converted"):
+        return "none", "cut over"
+    if not vm.source.cbt and not vm.enable_cbt:
+        return "full", "CBT is off: full copy"
+    if not stored:
+        return "full", "no changeId recorded: full copy"
+    if live is not None and epoch(live) != epoch(stored):
+        return "full", f"CBT was reset (changeId epoch {epoch(stored)} → {epoch(live)}): full copy"
+    if vm.mode in CUTOVER_MODES:
+        return "delta", f"final delta since changeId {stored}, after the source is powered off"
+    if live is not None and live == stored:
+        return "none", f"in sync at changeId {stored}"
+    return "delta", f"delta sync since changeId {stored}"
+
+
+def _delta_estimate(before: Mapping[str, Any]) -> int:
+    """Bytes the next delta will likely move: what the last delta moved (0 before any delta)."""
+    last = before.get("last_sync") or {}
+    return int(last.get("bytes", 0)) if last.get("kind") == "delta" else 0
+
+
+# -- cutover objects ------------------------------------------------------------------------------
+
+
+def cutover_changes(
+    vm: DesiredVM, records: dict[str, ResourceRecord], everything: Mapping[str, ResourceRecord]
+) -> list[Change]:
+    out: list[Change] = []
+    for port in vm.ports:
+        address = str(Address("vm", vm.name, "port", port.index))
+        record = records.get(address)
+        after: dict[str, Any] = {
+            "mac": port.mac,
+            "network": port.network,
+            "subnet": port.subnet,
+            "fixed_ip": port.fixed_ip,
+        }
+        out.append(
+            _simple(
+                address,
+                "port",
+                record,
+                after,
+                f"port with MAC {port.mac} on {port.network}",
+                differs=lambda r, a: r.attributes.get("mac") != a["mac"],
+            )
+        )
+    wanted = {str(Address("vm", vm.name, "port", p.index)) for p in vm.ports}
+    for address, record in records.items():
+        if ".port[" in address and address not in wanted:
+            out.append(
+                Change(
+                    address,
+                    "port",
+                    Action.DELETE,
+                    "the source NIC is gone",
+                    dict(record.attributes),
+                    None,
+                )
+            )
+    if vm.flavor.create and vm.flavor.flavor is not None:
+        f = vm.flavor.flavor
+        address = str(Address("flavor", f.name))
+        out.append(
+            _simple(
+                address,
+                "flavor",
+                everything.get(address),
+                {"vcpus": f.vcpus, "ram_mb": f.ram_mb},
+                "flavor made for the VM",
+            )
+        )
+    if vm.convert:
+        address = str(Address("vm", vm.name, "conversion"))
+        out.append(
+            _simple(
+                address,
+                "conversion",
+                records.get(address),
+                {"tool": "virt-v2v-in-place"},
+                "convert the guest for KVM (virtio drivers, bootloader)",
+            )
+        )
+    address = str(Address("vm", vm.name, "server"))
+    after = {
+        "name": vm.target_name,
+        "flavor": vm.flavor.flavor.name if vm.flavor.flavor else None,
+        "volumes": [v.disk_key for v in vm.volumes],
+        "ports": len(vm.ports),
+    }
+    out.append(
+        _simple(
+            address,
+            "server",
+            records.get(address),
+            after,
+            "cutover: boot the server from the volumes",
+        )
+    )
+    return out
+
+
+def _simple(
+    address: str,
+    kind: str,
+    record: ResourceRecord | None,
+    after: dict[str, Any],
+    reason: str,
+    *,
+    differs: Any = None,
+) -> Change:
+    if record is None or record.status is Status.IN_PROGRESS:
+        return Change(address, kind, Action.CREATE, reason, None, after)
+    if record.status is Status.TAINTED:
+        return Change(
+            address, kind, Action.REPLACE, f"tainted: {reason}", dict(record.attributes), after
+        )
+    if differs is not None and differs(record, after):
+        return Change(
+            address, kind, Action.REPLACE, f"changed: {reason}", dict(record.attributes), after
+        )
+    return Change(
+        address, kind, Action.NOOP, "up to date", dict(record.attributes), dict(record.attributes)
+    )
+
+
+# -- per VM and whole plan -------------------------------------------------------------------------
+
+
+def vm_changes(vm: DesiredVM, state: State, destination: Destination) -> list[Change]:
+    records = _records(state, vm.name)
+    observed = {(v.vm_uuid, v.disk_key): v for v in destination.volumes}
+    disks = {d.key: d for d in vm.source.disks}
+    volumes = [
+        volume_change(
+            vm,
+            v,
+            disks[v.disk_key],
+            records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
+            observed.get((vm.source.instance_uuid or "", v.disk_key)),
+        )
+        for v in vm.volumes
+    ]
+    out: list[Change] = []
+    if any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes):
+        out.append(
+            Change(
+                str(Address("vm", vm.name, "snapshot")),
+                "source_snapshot",
+                Action.CREATE,
+                "power off the source, then one snapshot of all disks for the final sync"
+                if vm.mode in CUTOVER_MODES
+                else "one snapshot of all disks for this sync (removed after)",
+                None,
+                {"name": f"ferry-{vm.target_name}"},
+            )
+        )
+    out += volumes
+    if vm.mode in CUTOVER_MODES:
+        out += cutover_changes(vm, records, state.resources)
+    return out
+
+
+def destroy_changes(
+    name: str, records: dict[str, ResourceRecord], reason: str, forget_cut_over: bool
+) -> list[Change]:
+    """Changes for a VM whose objects go away; deletes come server first (graph orders them)."""
+    server = records.get(str(Address("vm", name, "server")))
+    cut_over = server is not None and server.status is Status.READY
+    action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
+    why = (
+        "cut over: the server stays in service, ferry forgets it (--destroy deletes it)"
+        if action is Action.FORGET
+        else reason
+    )
+    return [
+        Change(a, r.kind, action, why, dict(r.attributes), None)
+        for a, r in sorted(records.items())
+        if r.kind != "source_snapshot"
+    ]
+
+
+def downtime(vm: DesiredVM, changes: list[Change], throughput: float) -> float | None:
+    """Estimated cutover downtime: final delta / throughput + conversion + boot."""
+    if vm.mode not in CUTOVER_MODES:
+        return None
+    delta = sum(c.bytes or 0 for c in changes if c.kind == "volume" and c.action is not Action.NOOP)
+    family = "windows" if (vm.source.guest_id or "").startswith("windows") else "linux"
+    convert = CONVERSION_SECONDS[family] if vm.convert else 0.0
+    return round(delta / throughput + convert + BOOT_SECONDS, 1)
+
+
+def measured_throughput(state: State) -> float:
+    """Bytes/s over every recorded sync; the default before anything was copied."""
+    moved = seconds = 0.0
+    for record in state.resources.values():
+        last = record.attributes.get("last_sync") if record.kind == "volume" else None
+        if isinstance(last, dict) and last.get("seconds"):
+            moved += float(last.get("bytes", 0))
+            seconds += float(last["seconds"])
+    return moved / seconds if seconds > 0 and moved > 0 else float(DEFAULT_THROUGHPUT)
+
+
+def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
+    """Every VM's plan entry and every change (blocked VMs have no changes)."""
+    throughput = measured_throughput(data.state)
+    plans: list[VMPlan] = []
+    changes: list[Change] = []
+    for vm in data.desired:
+        records = _records(data.state, vm.name)
+        if data.destroy:
+            vm_list = destroy_changes(vm.name, records, "--destroy", forget_cut_over=False)
+            plans.append(_vm_plan(vm, vm.concerns, None))
+            changes += vm_list
+            continue
+        vm_list = vm_changes(vm, data.state, data.destination)
+        estimate = downtime(vm, vm_list, throughput)
+        concerns = vm.concerns + _budget(vm, estimate)
+        blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
+        plans.append(_vm_plan(vm, concerns, estimate))
+        if not blocked:
+            changes += vm_list
+    changes += _departed(data)
+    return plans, changes
+
+
+def _budget(vm: DesiredVM, estimate: float | None) -> tuple[Concern, ...]:
+    if estimate is None or vm.max_downtime is None or estimate <= vm.max_downtime:
+        return ()
+    return (
+        Concern(
+            ConcernLevel.ERROR,
+            "over-downtime-budget",
+            f"estimated cutover downtime {estimate:.0f} s exceeds max_downtime {vm.max_downtime} s",
+        ),
+    )
+
+
+def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | None) -> VMPlan:
+    return VMPlan(
+        address=str(Address("vm", vm.name)),
+        name=vm.name,
+        instance_uuid=vm.source.instance_uuid,
+        target_name=vm.target_name,
+        mode=vm.mode,
+        flavor=vm.flavor.flavor.name if vm.flavor.flavor else None,
+        flavor_reason=vm.flavor.reason,
+        concerns=concerns,
+        blocked=any(c.level is ConcernLevel.ERROR for c in concerns),
+        downtime_seconds=estimate,
+    )
+
+
+def _departed(data: DiffInput) -> list[Change]:
+    """Recorded VMs that are no longer in the spec."""
+    present = {str(Address("vm", vm.name)) for vm in data.desired}
+    names = {Address.parse(a).name for a in data.state.resources if a.startswith("vm")}
+    out: list[Change] = []
+    for name in sorted(names):
+        if str(Address("vm", name)) not in present:
+            out += destroy_changes(
+                name,
+                _records(data.state, name),
+                "no longer in the spec: delete ferry's objects (never the source)",
+                forget_cut_over=True,
+            )
+    return out

@@ -1,0 +1,93 @@
+"""The action graph: an ordered list of small transformers, each adding one kind of edge between
+changes (an edge u → v means u runs before v). No-ops are not nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
+
+import networkx as nx
+
+from engine.addresses import Address
+from engine.model.plan import Action, Change
+
+Graph: TypeAlias = Any  # networkx.DiGraph of address strings
+Transformer = Callable[[Graph, list[Change]], None]
+DESTRUCTIVE = (Action.DELETE, Action.FORGET)
+
+
+def _vm_of(change: Change) -> str:
+    return str(Address.parse(change.address).vm)
+
+
+def _by(changes: Iterable[Change], kind: str, destructive: bool) -> list[Change]:
+    return [c for c in changes if c.kind == kind and (c.action in DESTRUCTIVE) == destructive]
+
+
+def _same_vm_edges(
+    graph: Graph, changes: list[Change], first: str, then: str, destructive: bool = False
+) -> None:
+    for a in _by(changes, first, destructive):
+        for b in _by(changes, then, destructive):
+            if _vm_of(a) == _vm_of(b):
+                graph.add_edge(a.address, b.address)
+
+
+def snapshot_before_copies(graph: Graph, changes: list[Change]) -> None:
+    _same_vm_edges(graph, changes, "source_snapshot", "volume")
+
+
+def copies_before_conversion(graph: Graph, changes: list[Change]) -> None:
+    _same_vm_edges(graph, changes, "volume", "conversion")
+
+
+def conversion_ports_flavor_before_server(graph: Graph, changes: list[Change]) -> None:
+    for kind in ("conversion", "port", "volume"):
+        _same_vm_edges(graph, changes, kind, "server")
+    servers = _by(changes, "server", False)
+    for flavor in _by(changes, "flavor", False):
+        for server in servers:
+            if (
+                flavor.after
+                and server.after
+                and server.after.get("flavor") == Address.parse(flavor.address).name
+            ):
+                graph.add_edge(flavor.address, server.address)
+
+
+def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
+    """Teardown runs in reverse: the server goes before its ports, volumes and conversion."""
+    for kind in ("port", "volume", "conversion"):
+        _same_vm_edges(graph, changes, "server", kind, destructive=True)
+
+
+TRANSFORMERS: tuple[Transformer, ...] = (
+    snapshot_before_copies,
+    copies_before_conversion,
+    conversion_ports_flavor_before_server,
+    server_deleted_first,
+)
+
+
+def build(changes: list[Change]) -> Graph:
+    graph: Graph = nx.DiGraph()
+    actionable = [c for c in changes if c.action is not Action.NOOP]
+    graph.add_nodes_from(c.address for c in actionable)
+    for transform in TRANSFORMERS:
+        transform(graph, actionable)
+    if not nx.is_directed_acyclic_graph(graph):
+        raise AssertionError(f"plan graph has a cycle: {nx.find_cycle(graph)}")
+    return graph
+
+
+def targeted(changes: list[Change], graph: Graph, targets: list[Address]) -> set[str]:
+    """Addresses a --target selection keeps: the targets, their parts, and what they depend on."""
+    keep: set[str] = set()
+    for change in changes:
+        address = Address.parse(change.address)
+        if any(address == t or (t.part is None and address.vm == t) for t in targets):
+            keep.add(change.address)
+    for kept in list(keep):
+        if kept in graph:
+            keep |= nx.ancestors(graph, kept)
+    return keep

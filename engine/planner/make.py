@@ -1,0 +1,58 @@
+"""Making a plan from what refresh gathered (pure): desired → diff → graph → Plan."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from engine.addresses import Address
+from engine.diagnostics import Diagnostic
+from engine.model.observed import Destination, Inventory
+from engine.model.plan import Plan
+from engine.model.state import State
+from engine.planner import graph as plan_graph
+from engine.planner.desired import desired
+from engine.planner.diff import DiffInput, diff
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """sha256 of the validated spec (after ${NAME} interpolation), canonical JSON."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def make_plan(
+    spec: dict[str, Any],
+    inventory: Inventory,
+    destination: Destination,
+    state: State,
+    *,
+    destroy: bool = False,
+    targets: tuple[Address, ...] = (),
+    now: float | None = None,
+) -> Plan:
+    vms, diagnostics = desired(spec, inventory, destination)
+    vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy))
+    graph = plan_graph.build(changes)
+    if targets:
+        keep = plan_graph.targeted(changes, graph, list(targets))
+        changes = [c for c in changes if c.address in keep]
+        graph = graph.subgraph(keep).copy()
+    return Plan(
+        spec_digest=spec_digest(spec),
+        state_lineage=state.lineage,
+        state_serial=state.serial,
+        vms=tuple(vm_plans),
+        changes=tuple(changes),
+        edges=tuple(sorted((str(u), str(v)) for u, v in graph.edges)),
+        diagnostics=tuple(_located(diagnostics)),
+        destroy=destroy,
+        targets=tuple(str(t) for t in targets),
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+    )
+
+
+def _located(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    return diagnostics

@@ -1,0 +1,43 @@
+"""Refresh: the planner's only I/O. Reads the source inventory, the destination cloud and the
+recorded state; everything after this is pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.model.observed import Destination, Inventory
+from engine.model.state import State
+from engine.providers.openstack.read import connect, fetch_destination, parse_destination
+from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
+from engine.providers.vsphere.session import session, target_from_spec
+from engine.statestore.sqlite import SqliteStateStore
+
+EMPTY_STATE = State(format_version=1, lineage="", serial=0, resources={})
+
+
+@dataclass(frozen=True)
+class Observed:
+    inventory: Inventory
+    destination: Destination
+    state: State
+
+
+def read_state(path: Path) -> State:
+    """The recorded state; an empty one when there is none yet (plan never creates the file)."""
+    if not path.exists():
+        return EMPTY_STATE
+    store = SqliteStateStore(path, create=False)
+    try:
+        return store.read()
+    finally:
+        store.close()
+
+
+def refresh(spec: dict[str, Any], state_path: Path, env: dict[str, str]) -> Observed:
+    with session(target_from_spec(spec["source"]["vcenter"], env)) as si:
+        inventory = parse_inventory(fetch_inventory(si))
+    destination = spec["destination"]
+    conn = connect(destination["cloud"], destination.get("region"))
+    return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(state_path))

@@ -1,0 +1,80 @@
+"""Reading the destination cloud: flavors, networks, volume types, security groups, and the
+volumes, ports and servers ferry (or os-migrate's vmware-migration-kit) left, found by their
+metadata and tags, never by name alone. Fetch does the I/O; parse_* are pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import openstack
+from openstack import exceptions as os_exc
+
+from engine.errors import OpenStackError, UserError
+from engine.model.observed import Destination, Flavor, ObservedPort, ObservedServer, ObservedVolume
+
+TAG = "ferry"
+
+
+def connect(cloud: str, region: str | None = None) -> Any:
+    """A connection to `cloud` from clouds.yaml (OS_CLIENT_CONFIG_FILE or the usual places)."""
+    try:
+        conn = openstack.connect(cloud=cloud, region_name=region, connect_retries=3)
+        conn.authorize()
+    except os_exc.ConfigException as exc:
+        raise UserError(f"cloud {cloud!r} is not in clouds.yaml: {exc}") from exc
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"cannot log in to cloud {cloud!r}: {exc}") from exc
+    return conn
+
+
+def fetch_destination(conn: Any) -> dict[str, list[Any]]:
+    try:
+        return {
+            "flavors": list(conn.compute.flavors(details=True)),
+            "networks": list(conn.network.networks()),
+            "volume_types": list(conn.block_storage.types()),
+            "security_groups": list(conn.network.security_groups()),
+            "volumes": list(conn.block_storage.volumes(details=True)),
+            "ports": list(conn.network.ports(tags=[TAG])),
+            "servers": list(conn.compute.servers(details=True)),
+        }
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"reading the destination cloud failed: {exc}") from exc
+
+
+def parse_volume(volume: Any) -> ObservedVolume | None:
+    """A volume with ferry's metadata (or os-migrate's), else None."""
+    meta = dict(volume.metadata or {})
+    if "ferry_vm" in meta and "ferry_disk" in meta:
+        return ObservedVolume(
+            volume.id,
+            volume.name or "",
+            volume.status,
+            int(volume.size),
+            meta["ferry_vm"],
+            int(meta["ferry_disk"]),
+            meta.get("ferry_change_id") or None,
+            meta.get("ferry_converted") == "true",
+        )
+    return None
+
+
+def parse_destination(raw: Mapping[str, Iterable[Any]]) -> Destination:
+    volumes = [v for v in (parse_volume(x) for x in raw["volumes"]) if v is not None]
+    return Destination(
+        flavors=tuple(Flavor(f.name, int(f.vcpus), int(f.ram)) for f in raw["flavors"]),
+        networks=frozenset(n.name for n in raw["networks"]),
+        volume_types=frozenset(t.name for t in raw["volume_types"]),
+        security_groups=frozenset(g.name for g in raw["security_groups"]),
+        volumes=tuple(volumes),
+        ports=tuple(
+            ObservedPort(p.id, p.name or "", p.mac_address, p.network_id, None)
+            for p in raw["ports"]
+        ),
+        servers=tuple(
+            ObservedServer(s.id, s.name, s.status, (s.metadata or {}).get("ferry_vm"))
+            for s in raw["servers"]
+            if (s.metadata or {}).get("ferry_vm")
+        ),
+    )

@@ -1,0 +1,135 @@
+"""`ferry plan` on the lab: the demo spec against the real vCenter and cloud."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from pyVmomi import vim
+
+from engine.lab.estate import ESTATE
+from engine.lab.lab import Lab
+from engine.planner import planfile
+from engine.providers.vsphere.read import retrieve
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).parents[2]
+PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.v1.json").read_text())
+
+
+def ferry(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **lab.env(), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def counts(lab: Lab, si: Any) -> tuple[int, int]:
+    volumes = len(list(lab.openstack("ferry-lab-admin").block_storage.volumes(all_projects=True)))
+    snaps = sum(
+        len(o.props.get("snapshot").rootSnapshotList) if o.props.get("snapshot") else 0
+        for o in retrieve(si, vim.VirtualMachine, ["snapshot"])
+    )
+    return volumes, snaps
+
+
+def test_demo_plan_json(lab: Lab, si: Any, tmp_path: Path) -> None:
+    state = tmp_path / "ferry.db"
+    before = counts(lab, si)
+    done = ferry(
+        lab,
+        "plan",
+        "plans/demo.yaml",
+        "--json",
+        "--detailed-exitcode",
+        "--state",
+        str(state),
+        "--out",
+        str(tmp_path / "demo.plan"),
+    )
+    assert done.returncode == 2, done.stderr
+    plan = json.loads(done.stdout)
+    Draft202012Validator(PLAN_SCHEMA).validate(plan)
+    assert not state.exists(), "plan never creates state"
+    assert counts(lab, si) == before, "plan never changes the source or the destination"
+    vms = {v["name"]: v for v in plan["vms"]}
+    assert set(vms) == {vm.name for vm in ESTATE}
+    assert vms["web01"]["flavor"] == "m1.medium" and vms["db01"]["flavor"] == "m1.large"
+    codes = {name: {c["code"] for c in v["concerns"]} for name, v in vms.items()}
+    assert "cbt-off" in codes["win-app01"]
+    assert "existing-snapshot" in codes["Reporting Ünit 1"]
+    assert "powered-off" in codes["build-old"]
+    assert not any(v["blocked"] for v in vms.values())
+    volumes = {c["address"]: c for c in plan["changes"] if c["kind"] == "volume"}
+    for vm in ESTATE:
+        for disk in vm.disks:
+            address = (
+                f"vm.{vm.name}" if " " not in vm.name else f'vm["{vm.name}"]'
+            ) + f".disk[{disk.key}]"
+            change = volumes[address]
+            assert change["action"] == "create" and change["bytes"] == disk.capacity
+            assert change["after"]["volume_type"] == disk.datastore.lower().replace("_", "-")
+    assert plan["summary"]["bytes_to_copy"] == sum(d.capacity for vm in ESTATE for d in vm.disks)
+    saved, spec_file = planfile.load(tmp_path / "demo.plan")
+    assert spec_file == "plans/demo.yaml"
+    assert planfile.to_json(saved)["changes"] == plan["changes"]
+
+
+def test_demo_plan_human_view_and_target(lab: Lab, tmp_path: Path) -> None:
+    done = ferry(lab, "plan", "plans/demo.yaml", "--state", str(tmp_path / "s.db"))
+    assert done.returncode == 0, done.stderr
+    assert "+ vm.web01.disk[2000] create" in done.stdout
+    assert "warning: CBT is off" in done.stdout
+    assert "Plan: 13 to create, 0 to update, 0 to destroy; 15.0 GiB to copy." in done.stdout
+    targeted = ferry(
+        lab,
+        "plan",
+        "plans/demo.yaml",
+        "--json",
+        "--target",
+        "vm.db01",
+        "--state",
+        str(tmp_path / "s.db"),
+    )
+    addresses = {c["address"] for c in json.loads(targeted.stdout)["changes"]}
+    assert addresses == {
+        "vm.db01.snapshot",
+        "vm.db01.disk[2000]",
+        "vm.db01.disk[2001]",
+        "vm.db01.disk[2002]",
+    }
+
+
+def test_plan_errors_are_one_clear_report(lab: Lab, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    text = (
+        (ROOT / "plans" / "demo.yaml")
+        .read_text()
+        .replace("    DC0_DVPG1: {network: lab-dvpg1}\n", "")
+    )
+    spec.write_text(text)
+    done = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", str(tmp_path / "s.db"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "error: NIC 0 (00:50:56:8f:03:00) is on portgroup 'DC0_DVPG1'" in done.stdout
+    assert "blocked" in done.stdout
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("version: 1\nvms: 3\n")
+    done = ferry(lab, "plan", str(invalid))
+    assert (
+        done.returncode == 1
+        and "the spec is invalid" in done.stderr
+        and "Traceback" not in done.stderr
+    )

@@ -1,0 +1,141 @@
+"""Data-driven planner cases: each folder of tests/cases holds case.yaml (spec, source inventory,
+destination, prior state) and expected.json (the plan, minus volatile fields, and the exit code).
+
+UPDATE_CASES=1 rewrites expected.json from the current planner: review the diff before committing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+from engine.cli.plan import exit_code
+from engine.model.observed import (
+    Destination,
+    Flavor,
+    Inventory,
+    ObservedVolume,
+    SourceDisk,
+    SourceNic,
+    SourceSnapshot,
+    SourceVM,
+)
+from engine.model.state import ResourceRecord, State, Status
+from engine.planner.make import make_plan
+from engine.planner.planfile import to_json
+from engine.spec.validate import validate_text
+
+CASES = Path(__file__).parents[1] / "cases"
+GiB = 1024**3
+
+
+def hydrate_vm(v: dict[str, Any]) -> SourceVM:
+    digest = hashlib.sha256(v["name"].encode()).hexdigest()
+    made = f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
+    uuid = v.get("uuid", made)
+    disks = tuple(
+        SourceDisk(
+            key=d["key"],
+            label=f"Hard disk {i + 1}",
+            capacity=int(d["gib"] * GiB),
+            datastore=d.get("datastore", "ds1"),
+            file="[ds] x.vmdk",
+            thin=d.get("thin", True),
+            mode=d.get("mode", "persistent"),
+            sharing=d.get("sharing"),
+            rdm=d.get("rdm"),
+            controller_key=1000,
+            unit_number=i,
+            change_id=d.get("change_id"),
+        )
+        for i, d in enumerate(v.get("disks", []))
+    )
+    nics = tuple(
+        SourceNic(
+            key=4000 + i,
+            label=f"Network adapter {i + 1}",
+            mac=n["mac"],
+            adapter="VirtualVmxnet3",
+            portgroup=n.get("portgroup"),
+            portgroup_key=None,
+            distributed=n.get("distributed", False),
+            connected=True,
+        )
+        for i, n in enumerate(v.get("nics", []))
+    )
+    snaps = tuple(
+        SourceSnapshot(f"snapshot-{i}", s, None, None) for i, s in enumerate(v.get("snapshots", []))
+    )
+    return SourceVM(
+        moref=v.get("moref", f"vm-{int(digest[:6], 16) % 100000}"),
+        name=v["name"],
+        instance_uuid=uuid,
+        bios_uuid=None,
+        folder=v.get("folder", "/DC0/vm"),
+        host="esx1",
+        guest_id=v.get("guest_id", "rhel9_64Guest"),
+        guest_name=None,
+        firmware=v.get("firmware", "bios"),
+        cpus=v.get("cpus", 2),
+        memory_mb=v.get("memory_mb", 4096),
+        power_state=v.get("power", "poweredOn"),
+        tools=v.get("tools", "guestToolsRunning"),
+        cbt=v.get("cbt", True),
+        template=False,
+        disks=disks,
+        nics=nics,
+        snapshots=snaps,
+    )
+
+
+def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
+    inventory = Inventory(tuple(hydrate_vm(v) for v in case["inventory"]), (), (), ())
+    d = case.get("destination", {})
+    destination = Destination(
+        flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),
+        networks=frozenset(d.get("networks", [])),
+        volume_types=frozenset(d.get("volume_types", [])),
+        volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
+    )
+    s = case.get("state", {})
+    records = {
+        a: ResourceRecord(a, r["kind"], Status(r.get("status", "ready")), r.get("attributes", {}))
+        for a, r in (s.get("resources") or {}).items()
+    }
+    return inventory, destination, State(1, "case-lineage", s.get("serial", 0), records)
+
+
+def run_case(folder: Path) -> dict[str, Any]:
+    case = yaml.safe_load((folder / "case.yaml").read_text())
+    loaded = validate_text(yaml.safe_dump(case["spec"]), str(folder / "case.yaml"), {})
+    assert loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
+    inventory, destination, state = hydrate(case)
+    plan = make_plan(loaded.data, inventory, destination, state, destroy=case.get("destroy", False))
+    result = to_json(plan)
+    Draft202012Validator(PLAN_SCHEMA).validate(result)
+    for volatile in ("created_at", "spec_digest"):
+        result.pop(volatile)
+    result["exit_code"] = exit_code(plan, detailed=True)
+    return result
+
+
+@pytest.mark.parametrize(
+    "folder", sorted(p for p in CASES.iterdir() if p.is_dir()), ids=lambda p: p.name
+)
+def test_case(folder: Path) -> None:
+    got = run_case(folder)
+    expected_file = folder / "expected.json"
+    if os.environ.get("UPDATE_CASES"):
+        expected_file.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
+    assert expected_file.exists(), f"{expected_file} missing: UPDATE_CASES=1, then review it"
+    assert got == json.loads(expected_file.read_text())
+
+
+PLAN_SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "plan.v1.json").read_text())
