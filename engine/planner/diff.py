@@ -37,9 +37,14 @@ def epoch(change_id: str | None) -> str | None:
     return change_id.rsplit("/", 1)[0] if change_id and "/" in change_id else None
 
 
-def _records(state: State, vm: str) -> dict[str, ResourceRecord]:
-    prefix = str(Address("vm", vm))
-    return {a: r for a, r in state.resources.items() if a == prefix or a.startswith(prefix + ".")}
+def records_by_vm(state: State) -> dict[str, dict[str, ResourceRecord]]:
+    """Recorded resources grouped by the name of the VM they belong to (one pass)."""
+    out: dict[str, dict[str, ResourceRecord]] = {}
+    for address, record in state.resources.items():
+        parsed = Address.parse(address)
+        if parsed.kind == "vm":
+            out.setdefault(parsed.name, {})[address] = record
+    return out
 
 
 # -- volumes ------------------------------------------------------------------------------------
@@ -259,9 +264,12 @@ def _simple(
 # -- per VM and whole plan -------------------------------------------------------------------------
 
 
-def vm_changes(vm: DesiredVM, state: State, destination: Destination) -> list[Change]:
-    records = _records(state, vm.name)
-    observed = {(v.vm_uuid, v.disk_key): v for v in destination.volumes}
+def vm_changes(
+    vm: DesiredVM,
+    records: dict[str, ResourceRecord],
+    state: State,
+    observed: Mapping[tuple[str, int], ObservedVolume],
+) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     volumes = [
         volume_change(
@@ -336,23 +344,25 @@ def measured_throughput(state: State) -> float:
 def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
     """Every VM's plan entry and every change (blocked VMs have no changes)."""
     throughput = measured_throughput(data.state)
+    by_vm = records_by_vm(data.state)
+    observed = {(v.vm_uuid, v.disk_key): v for v in data.destination.volumes}
     plans: list[VMPlan] = []
     changes: list[Change] = []
     for vm in data.desired:
-        records = _records(data.state, vm.name)
+        records = by_vm.get(vm.name, {})
         if data.destroy:
             vm_list = destroy_changes(vm.name, records, "--destroy", forget_cut_over=False)
             plans.append(_vm_plan(vm, vm.concerns, None))
             changes += vm_list
             continue
-        vm_list = vm_changes(vm, data.state, data.destination)
+        vm_list = vm_changes(vm, records, data.state, observed)
         estimate = downtime(vm, vm_list, throughput)
         concerns = vm.concerns + _budget(vm, estimate)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate))
         if not blocked:
             changes += vm_list
-    changes += _departed(data)
+    changes += _departed(data, by_vm)
     return plans, changes
 
 
@@ -383,16 +393,15 @@ def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | Non
     )
 
 
-def _departed(data: DiffInput) -> list[Change]:
+def _departed(data: DiffInput, by_vm: dict[str, dict[str, ResourceRecord]]) -> list[Change]:
     """Recorded VMs that are no longer in the spec."""
-    present = {str(Address("vm", vm.name)) for vm in data.desired}
-    names = {Address.parse(a).name for a in data.state.resources if a.startswith("vm")}
+    present = {vm.name for vm in data.desired}
     out: list[Change] = []
-    for name in sorted(names):
-        if str(Address("vm", name)) not in present:
+    for name in sorted(by_vm):
+        if name not in present:
             out += destroy_changes(
                 name,
-                _records(data.state, name),
+                by_vm[name],
                 "no longer in the spec: delete ferry's objects (never the source)",
                 forget_cut_over=True,
             )

@@ -27,10 +27,13 @@ def _by(changes: Iterable[Change], kind: str, destructive: bool) -> list[Change]
 def _same_vm_edges(
     graph: Graph, changes: list[Change], first: str, then: str, destructive: bool = False
 ) -> None:
+    """u → v for every u of kind `first` and v of kind `then` of the same VM (grouped: linear)."""
+    later: dict[str, list[str]] = {}
+    for b in _by(changes, then, destructive):
+        later.setdefault(_vm_of(b), []).append(b.address)
     for a in _by(changes, first, destructive):
-        for b in _by(changes, then, destructive):
-            if _vm_of(a) == _vm_of(b):
-                graph.add_edge(a.address, b.address)
+        for address in later.get(_vm_of(a), []):
+            graph.add_edge(a.address, address)
 
 
 def snapshot_before_copies(graph: Graph, changes: list[Change]) -> None:
@@ -44,15 +47,13 @@ def copies_before_conversion(graph: Graph, changes: list[Change]) -> None:
 def conversion_ports_flavor_before_server(graph: Graph, changes: list[Change]) -> None:
     for kind in ("conversion", "port", "volume"):
         _same_vm_edges(graph, changes, kind, "server")
-    servers = _by(changes, "server", False)
+    by_flavor: dict[str, list[str]] = {}
+    for server in _by(changes, "server", False):
+        if server.after and server.after.get("flavor"):
+            by_flavor.setdefault(str(server.after["flavor"]), []).append(server.address)
     for flavor in _by(changes, "flavor", False):
-        for server in servers:
-            if (
-                flavor.after
-                and server.after
-                and server.after.get("flavor") == Address.parse(flavor.address).name
-            ):
-                graph.add_edge(flavor.address, server.address)
+        for server_address in by_flavor.get(Address.parse(flavor.address).name, []):
+            graph.add_edge(flavor.address, server_address)
 
 
 def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
