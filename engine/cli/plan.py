@@ -19,6 +19,7 @@ from engine.model.plan import SYMBOLS, Action, Change, Plan
 from engine.planner import planfile
 from engine.planner.make import make_plan
 from engine.planner.refresh import refresh
+from engine.spec.load import Loaded
 from engine.spec.validate import validate_file
 from engine.statestore import default_path
 from engine.units import human
@@ -34,12 +35,12 @@ COLORS = {
 LEVEL_COLORS = {ConcernLevel.ERROR: "red", ConcernLevel.WARNING: "yellow", ConcernLevel.INFO: "dim"}
 
 
-def load_spec(path: Path) -> dict[str, Any]:
+def load_spec(path: Path) -> Loaded:
     loaded = validate_file(path)
     if has_errors(loaded.diagnostics):
         lines = [d.render() for d in loaded.diagnostics if d.severity is Severity.ERROR]
         raise UserError("the spec is invalid:\n" + "\n".join(lines))
-    return dict(loaded.data)
+    return loaded
 
 
 def state_path(spec: dict[str, Any], option: Path | None) -> Path:
@@ -71,7 +72,8 @@ def plan(
     state: Annotated[Path | None, typer.Option("--state", help="State file.")] = None,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
-    data = load_spec(spec)
+    loaded = load_spec(spec)
+    data = dict(loaded.data)
     targets = tuple(Address.parse(t) for t in target or [])
     observed = refresh(data, state_path(data, state), dict(os.environ))
     result = make_plan(
@@ -81,6 +83,7 @@ def plan(
         observed.state,
         destroy=destroy,
         targets=targets,
+        locate=loaded.where,
     )
     if out is not None:
         planfile.save(result, out, str(spec))

@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from engine.addresses import Address
-from engine.diagnostics import Diagnostic
+from engine.diagnostics import Diagnostic, Location, Path
 from engine.model.observed import Destination, Inventory
 from engine.model.plan import Plan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
 from engine.planner.desired import desired
 from engine.planner.diff import DiffInput, diff
+
+Locator = Callable[[Path], Location | None]
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
@@ -32,6 +36,7 @@ def make_plan(
     destroy: bool = False,
     targets: tuple[Address, ...] = (),
     now: float | None = None,
+    locate: Locator | None = None,
 ) -> Plan:
     vms, diagnostics = desired(spec, inventory, destination)
     vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy))
@@ -47,12 +52,17 @@ def make_plan(
         vms=tuple(vm_plans),
         changes=tuple(changes),
         edges=tuple(sorted((str(u), str(v)) for u, v in graph.edges)),
-        diagnostics=tuple(_located(diagnostics)),
+        diagnostics=tuple(_located(diagnostics, locate)),
         destroy=destroy,
         targets=tuple(str(t) for t in targets),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     )
 
 
-def _located(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    return diagnostics
+def _located(diagnostics: list[Diagnostic], locate: Locator | None) -> list[Diagnostic]:
+    """Diagnostics with the spec file:line:col of their path, when a locator knows it."""
+    if locate is None:
+        return diagnostics
+    return [
+        d if d.location or not d.path else replace(d, location=locate(d.path)) for d in diagnostics
+    ]

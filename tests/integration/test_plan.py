@@ -133,3 +133,15 @@ def test_plan_errors_are_one_clear_report(lab: Lab, tmp_path: Path) -> None:
         and "the spec is invalid" in done.stderr
         and "Traceback" not in done.stderr
     )
+
+
+def test_a_vm_entry_that_selects_nothing_is_an_error_with_its_line(
+    lab: Lab, tmp_path: Path
+) -> None:
+    spec = tmp_path / "ghost.yaml"
+    spec.write_text((ROOT / "plans" / "demo.yaml").read_text() + "  - name: ghost01\n")
+    lines = spec.read_text().splitlines()
+    done = ferry(lab, "plan", str(spec), "--state", str(tmp_path / "s.db"))
+    assert done.returncode == 1
+    where = f"{spec}:{len(lines)}:5: error: vms[5] selects no VM in the inventory: name 'ghost01'"
+    assert where in done.stdout.replace("\n", "")
