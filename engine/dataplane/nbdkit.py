@@ -95,9 +95,15 @@ class VddkDiskSource:
 class NbdkitServer:
     """A running read-only nbdkit serving one DiskSource; use as a context manager."""
 
-    def __init__(self, source: DiskSource, filters: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        source: DiskSource,
+        filters: list[str] | None = None,
+        filter_args: list[str] | None = None,
+    ) -> None:
         self.source = source
         self.filters = filters or []
+        self.filter_args = filter_args or []  # key=value parameters of the filters
         self._dir = Path(tempfile.mkdtemp(prefix="ferry-nbd-"))  # created 0700
         self.socket = self._dir / "nbd.sock"
         self._pidfile = self._dir / "nbdkit.pid"
@@ -121,6 +127,7 @@ class NbdkitServer:
             str(self._pidfile),
             *filters,
             *self.source.plugin_args(self._dir),
+            *self.filter_args,
         ]
 
     def start(self) -> NbdkitServer:
