@@ -19,8 +19,10 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import math
 import os
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,7 +64,8 @@ class CopyStats:
 class CopyOptions:
     dst_is_zero: bool = False
     request_size: int = DEFAULT_REQUEST
-    in_flight: int = DEFAULT_IN_FLIGHT
+    in_flight: int = 8  # reads in flight per connection
+    connections: int = 4  # NBD connections, each on its own thread
     start_at: int = 0
     checkpoint: Callable[[int], None] | None = None
     checkpoint_interval: float = 2.0
@@ -129,39 +132,120 @@ def plan_requests(runs: Sequence[nbd_client.Run], request_size: int) -> list[tup
 def copy(
     uri: str, destination: Path, areas: Sequence[Extent] | None, options: CopyOptions
 ) -> CopyStats:
-    """Copy `areas` (None: the whole disk) of the NBD export at `uri` into `destination`."""
-    stats = CopyStats()
+    """Copy `areas` (None: the whole disk) of the NBD export at `uri` into `destination`.
+
+    Requests are dealt round-robin to `options.connections` connections, each pumped by its own
+    thread (libnbd and pwrite release the GIL), so reads and writes overlap.
+    """
     began = time.monotonic()
     dst = _Destination(destination)
     try:
         with nbd_client.connect(uri) as handle:
-            size = handle.get_size()
-            wanted = merge_extents(areas if areas is not None else [(0, size)])
-            wanted = [
-                (o, min(o + n, size) - max(o, options.start_at))
-                for o, n in wanted
-                if o + n > options.start_at and o < size
-            ]
-            wanted = [(max(o, options.start_at), n) for o, n in wanted if n > 0]
-            runs = [r for o, n in wanted for r in nbd_client.runs(handle, o, n)]
-            _pump(handle, dst, plan_requests(runs, options.request_size), options, stats)
+            requests = plan_requests(_runs(handle, areas, options.start_at), options.request_size)
+        shares = [requests[i :: options.connections] for i in range(options.connections)]
+        progress = _Progress(options, len(shares))
+        results = [CopyStats() for _ in shares]
+        errors: list[BaseException] = []
+        job = _Job(uri, dst, options, progress, errors)
+        threads = [
+            threading.Thread(target=_worker, args=(job, i, share, results[i]), daemon=True)
+            for i, share in enumerate(shares)
+            if share
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        if requests:
+            progress.emit(requests[-1][0] + requests[-1][1])
     finally:
         dst.close()
+    stats = _merge(results, progress.emitted)
     stats.seconds = time.monotonic() - began
     return stats
 
 
+def _runs(handle: Any, areas: Sequence[Extent] | None, start_at: int) -> list[nbd_client.Run]:
+    size = handle.get_size()
+    wanted = merge_extents(areas if areas is not None else [(0, size)])
+    clipped = [(max(o, start_at), min(o + n, size)) for o, n in wanted]
+    return [r for lo, hi in clipped if hi > lo for r in nbd_client.runs(handle, lo, hi - lo)]
+
+
+def _merge(results: list[CopyStats], checkpoints: list[int]) -> CopyStats:
+    total = CopyStats(checkpoints=checkpoints)
+    for r in results:
+        total.bytes_read += r.bytes_read
+        total.bytes_written += r.bytes_written
+        total.bytes_zeroed += r.bytes_zeroed
+        total.bytes_skipped += r.bytes_skipped
+        total.requests += r.requests
+    return total
+
+
+class _Progress:
+    """Each connection's lowest unfinished offset; their minimum is the copy's checkpoint."""
+
+    def __init__(self, options: CopyOptions, workers: int) -> None:
+        self.options = options
+        self.marks = [float(options.start_at)] * workers
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.emitted: list[int] = []
+
+    def update(self, worker: int, mark: float) -> None:
+        with self.lock:
+            self.marks[worker] = mark
+            now = time.monotonic()
+            if (
+                self.options.checkpoint is None
+                or now - self.last < self.options.checkpoint_interval
+            ):
+                return
+            self.last = now
+            low = min(self.marks)
+        if low != math.inf:
+            self.emit(int(low))
+
+    def emit(self, mark: int) -> None:
+        self.emitted.append(mark)
+        if self.options.checkpoint is not None:
+            self.options.checkpoint(mark)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every connection's thread shares."""
+
+    uri: str
+    dst: _Destination
+    options: CopyOptions
+    progress: _Progress
+    errors: list[BaseException]
+
+
+def _worker(job: _Job, index: int, requests: list[tuple[int, int, bool]], stats: CopyStats) -> None:
+    try:
+        with nbd_client.connect(job.uri) as handle:
+            _pump(handle, job, requests, stats, lambda mark: job.progress.update(index, mark))
+        job.progress.update(index, math.inf)
+    except BaseException as exc:  # handed to the main thread, which raises it
+        job.errors.append(exc)
+
+
 def _pump(
     handle: Any,
-    dst: _Destination,
+    job: _Job,
     requests: list[tuple[int, int, bool]],
-    options: CopyOptions,
     stats: CopyStats,
+    report: Callable[[float], None],
 ) -> None:
+    dst, options = job.dst, job.options
     queue = deque(requests)
     outstanding: dict[int, int] = {}  # offset → length of reads in flight
     failures: list[str] = []
-    last_checkpoint = time.monotonic()
 
     def completed(offset: int, buf: Any) -> Callable[[Any], int]:
         def done(err: Any) -> int:
@@ -174,7 +258,7 @@ def _pump(
                 stats.bytes_skipped += buf.size()
                 return 1
             try:
-                dst.write(buf.to_bytearray(), offset)
+                dst.write(buf.to_buffer(), offset)  # a view: no copy of the data
             except DataplaneError as exc:
                 failures.append(str(exc))
                 return 1
@@ -201,16 +285,10 @@ def _pump(
             raise DataplaneError("; ".join(failures[:3]))
         if outstanding:
             handle.poll(-1)
-        now = time.monotonic()
-        if options.checkpoint and now - last_checkpoint >= options.checkpoint_interval:
-            _checkpoint(outstanding, queue, options, stats)
-            last_checkpoint = now
+        # Everything below the lowest read in flight (or the next to issue) is written.
+        report(min([*outstanding, *([queue[0][0]] if queue else [])], default=math.inf))
     if failures:
         raise DataplaneError("; ".join(failures[:3]))
-    if options.checkpoint and requests:
-        end = requests[-1][0] + requests[-1][1]
-        stats.checkpoints.append(end)
-        options.checkpoint(end)
 
 
 def _zero_run(
@@ -221,21 +299,6 @@ def _zero_run(
     else:
         dst.zero(offset, length)
         stats.bytes_zeroed += length
-
-
-def _checkpoint(
-    outstanding: dict[int, int],
-    queue: deque[tuple[int, int, bool]],
-    options: CopyOptions,
-    stats: CopyStats,
-) -> None:
-    """Everything below the lowest read in flight (or the next to issue) is written."""
-    candidates = list(outstanding) + ([queue[0][0]] if queue else [])
-    if not candidates or options.checkpoint is None:
-        return
-    mark = min(candidates)
-    stats.checkpoints.append(mark)
-    options.checkpoint(mark)
 
 
 def _drain(handle: Any) -> None:
