@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -14,3 +15,28 @@ def start_time(pid: int) -> int | None:
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[19])
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    pgid: int
+    sid: int
+    name: str
+
+
+def live_processes() -> list[ProcInfo]:
+    """Every live, non-zombie process on this machine."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z":
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            out.append(ProcInfo(int(entry.name), int(fields[2]), int(fields[3]), name))
+    return out

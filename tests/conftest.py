@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from engine.lab.lab import Lab
+from engine.proc import live_processes
 from engine.providers.vsphere.session import session
 
 
@@ -30,25 +31,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     finally:
         lab.down()
         groups = {r.pid for r in records}
-        leftovers = [p for p in all_processes() if p[1] in groups or p[2] in groups]
-        assert not leftovers, f"lab down left processes behind (pid, pgid, sid, name): {leftovers}"
-
-
-def all_processes() -> list[tuple[int, int, int, str]]:
-    """(pid, process group, session, name) of every live, non-zombie process."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z":
-            out.append((int(entry.name), int(fields[2]), int(fields[3]), name))
-    return out
+        leftovers = [p for p in live_processes() if p.pgid in groups or p.sid in groups]
+        assert not leftovers, f"lab down left processes behind: {leftovers}"
 
 
 @pytest.fixture(scope="session")

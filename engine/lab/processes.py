@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LabError
-from engine.proc import start_time
+from engine.proc import live_processes, start_time
 
 
 @dataclass(frozen=True)
@@ -125,18 +125,7 @@ def group_members(records: list[ProcessRecord]) -> list[int]:
 
 def _members(groups: set[int]) -> list[int]:
     """Live, non-zombie processes whose process group is one of `groups`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) in groups:
-            members.append(int(entry.name))
-    return members
+    return [p.pid for p in live_processes() if p.pgid in groups]
 
 
 def resident_bytes(pids: list[int]) -> int:

@@ -33,16 +33,19 @@ def test_fetch_is_one_retrieve_call(si: Any, monkeypatch: pytest.MonkeyPatch) ->
     assert len(parse_inventory(objects).vms) == len(ESTATE)
 
 
-def test_discover_json_describes_the_estate(lab: Lab) -> None:
-    env = {**os.environ, **lab.env()}
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "discover", "--json"],
-        env=env,
+def discover(lab: Lab, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "discover", *args],
+        env={**os.environ, **lab.env(), "COLUMNS": "200", **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_discover_json_describes_the_estate(lab: Lab) -> None:
+    done = discover(lab, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["format_version"] == 1
@@ -69,15 +72,7 @@ def test_discover_json_describes_the_estate(lab: Lab) -> None:
 
 
 def test_discover_with_the_demo_spec_and_a_table(lab: Lab) -> None:
-    env = {**os.environ, **lab.env(), "COLUMNS": "200"}
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "discover", "plans/demo.yaml"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = discover(lab, "plans/demo.yaml")
     assert done.returncode == 0, done.stderr
     assert "5 VMs on 2 hosts" in done.stdout
     for vm in ESTATE:
@@ -87,15 +82,7 @@ def test_discover_with_the_demo_spec_and_a_table(lab: Lab) -> None:
 def test_discover_wrong_password_is_one_clear_line(lab: Lab, tmp_path: Any) -> None:
     wrong = tmp_path / "pw"
     wrong.write_text("not-the-password\n")
-    env = {**os.environ, **lab.env(), "FERRY_VCENTER_PASSWORD_FILE": str(wrong)}
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "discover"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = discover(lab, FERRY_VCENTER_PASSWORD_FILE=str(wrong))
     assert done.returncode == 1
     assert done.stderr.startswith("error: vCenter") and "rejected the login" in done.stderr
     assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
