@@ -1,0 +1,1 @@
+"""The executor: walks a plan's action graph with bounded parallelism and applies each change."""

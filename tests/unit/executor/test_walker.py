@@ -1,0 +1,96 @@
+"""The walker: order, bounded parallelism (global and per pool), failures skip only what is
+downstream, and stop() starts nothing new."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import networkx as nx
+import pytest
+
+from engine.executor.walker import Outcome, Walker
+
+
+def graph(*edges: tuple[str, str], nodes: tuple[str, ...] = ()) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from(edges)
+    return g
+
+
+class Recorder:
+    def __init__(self, fail: set[str] | None = None, delay: float = 0.02) -> None:
+        self.fail = fail or set()
+        self.delay = delay
+        self.order: list[str] = []
+        self.running = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, node: str) -> None:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(self.delay)
+        with self.lock:
+            self.running -= 1
+            self.order.append(node)
+        if node in self.fail:
+            raise RuntimeError(f"{node} broke")
+
+
+def test_dependencies_run_first() -> None:
+    g = graph(("snap", "d1"), ("snap", "d2"), ("d1", "server"), ("d2", "server"))
+    rec = Recorder()
+    result = Walker(g, rec, parallelism=4).walk()
+    assert result.ok
+    assert rec.order[0] == "snap" and rec.order[-1] == "server"
+
+
+def test_global_parallelism_bound() -> None:
+    g = graph(nodes=tuple(f"n{i}" for i in range(12)))
+    rec = Recorder()
+    Walker(g, rec, parallelism=3).walk()
+    assert rec.peak == 3
+
+
+def test_pool_limit_bounds_nodes_of_that_pool() -> None:
+    g = graph(nodes=tuple(f"esx1-{i}" for i in range(6)) + tuple(f"esx2-{i}" for i in range(6)))
+    rec = Recorder()
+    result = Walker(
+        g, rec, parallelism=8, pools={"esx1": 2, "esx2": 2}, pools_of=lambda n: [n.split("-")[0]]
+    ).walk()
+    assert result.ok and rec.peak <= 4
+
+
+def test_failure_skips_only_downstream() -> None:
+    g = graph(("a", "b"), ("b", "c"), ("x", "y"), ("a", "z"), ("x", "z"))
+    result = Walker(g, Recorder(fail={"a"}), parallelism=2).walk()
+    assert result.outcomes["a"] is Outcome.FAILED
+    assert {n: result.outcomes[n] for n in "bcz"} == {n: Outcome.SKIPPED for n in "bcz"}
+    assert result.outcomes["x"] is Outcome.DONE and result.outcomes["y"] is Outcome.DONE
+    assert result.skipped_because["c"] == "a"
+    assert str(result.errors["a"]) == "a broke"
+    assert not result.ok
+
+
+def test_stop_starts_nothing_new() -> None:
+    g = graph(*[(f"n{i}", f"n{i + 1}") for i in range(5)])
+    walker: Walker
+
+    def run(node: str) -> None:
+        if node == "n1":
+            walker.stop()
+
+    walker = Walker(g, run, parallelism=1)
+    result = walker.walk()
+    assert result.outcomes["n1"] is Outcome.DONE
+    assert result.outcomes["n2"] is Outcome.NOT_STARTED
+
+
+@pytest.mark.parametrize("limit", [0])
+def test_a_pool_that_cannot_fit_leaves_nodes_not_started(limit: int) -> None:
+    g = graph(nodes=("a",))
+    result = Walker(g, Recorder(), pools={"p": limit}, pools_of=lambda n: ["p"]).walk()
+    assert result.outcomes["a"] is Outcome.NOT_STARTED
