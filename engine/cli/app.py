@@ -7,6 +7,7 @@ import sys
 import typer
 
 from engine import __version__
+from engine.cli.apply import apply
 from engine.cli.discover import discover
 from engine.cli.lab import app as lab_app
 from engine.cli.plan import plan
@@ -26,6 +27,7 @@ app.add_typer(state_app, name="state")
 app.command()(validate)
 app.command()(discover)
 app.command()(plan)
+app.command()(apply)
 
 
 @app.command()

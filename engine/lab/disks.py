@@ -46,7 +46,7 @@ def journal_path(disks: Path, vm: LabVM, key: int) -> Path:
 
 def snapshot_path(disks: Path, vm: LabVM, snapshot_moref: str, key: int) -> Path:
     """The frozen copy of disk `key` in snapshot `snapshot_moref` (e.g. "snapshot-42")."""
-    return vm_dir(disks, vm) / "snapshots" / snapshot_moref / f"disk-{key}.raw"
+    return snapshot_file(disks, vm.instance_uuid, snapshot_moref, key)
 
 
 def seed_of(*parts: object) -> int:
@@ -132,3 +132,8 @@ def create_disk(disks: Path, vm: LabVM, disk: LabDisk) -> None:
             live, offset, pattern(seed_of(vm.instance_uuid, disk.key, "initial", i), length)
         )
     journal_path(disks, vm, disk.key).write_text("")
+
+
+def snapshot_file(disks: Path, instance_uuid: str, snapshot_moref: str, key: int) -> Path:
+    """The frozen copy of disk `key` in a snapshot, by the VM's instance UUID."""
+    return disks / instance_uuid / "snapshots" / snapshot_moref / f"disk-{key}.raw"

@@ -106,6 +106,15 @@ def volume_change(
             after,
             size=disk.capacity,
         )
+    if record.status is Status.IN_PROGRESS and before.get("copy") == "delta":
+        return _volume(
+            address,
+            Action.UPDATE,
+            f"redo the interrupted delta since changeId {before.get('change_id')}",
+            before,
+            after,
+            size=_delta_estimate(before),
+        )
     if record.status is Status.IN_PROGRESS:
         done = int(before.get("copied_bytes", 0))
         return _volume(

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,7 +41,11 @@ class SqliteStateStore:
             raise StateError(f"no state at {path}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            # One connection shared by apply's worker threads, serialized by self._lock.
+            self._db = sqlite3.connect(
+                path, isolation_level=None, timeout=30, check_same_thread=False
+            )
+            self._lock = threading.RLock()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             with self._tx():
@@ -70,13 +75,14 @@ class SqliteStateStore:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -84,6 +90,10 @@ class SqliteStateStore:
     # -- reading ----------------------------------------------------------------------------------
 
     def read(self) -> State:
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> State:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         rows = self._db.execute(
             "SELECT address, kind, status, attributes, updated_at FROM resources ORDER BY address"

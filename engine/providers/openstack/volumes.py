@@ -79,3 +79,33 @@ def connection_info(conn: Any, volume_id: str, server_id: str) -> dict[str, Any]
         raise OpenStackError(f"reading attachment {att_id}: {exc}") from exc
     info = response.json()["attachment"].get("connection_info") or {}
     return dict(info)
+
+
+def create_volume(
+    conn: Any, name: str, size_gib: int, volume_type: str | None, metadata: dict[str, str]
+) -> Any:
+    """A new volume carrying ferry's metadata, once available."""
+    try:
+        volume = conn.block_storage.create_volume(
+            name=name, size=size_gib, volume_type=volume_type, metadata=metadata
+        )
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"creating volume {name}: {exc}") from exc
+    return wait_volume(conn, volume.id, "available")
+
+
+def set_metadata(conn: Any, volume_id: str, metadata: dict[str, str]) -> None:
+    try:
+        conn.block_storage.set_volume_metadata(volume_id, **metadata)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"setting metadata of volume {volume_id}: {exc}") from exc
+
+
+def exists(conn: Any, volume_id: str) -> bool:
+    try:
+        conn.block_storage.get_volume(volume_id)
+    except os_exc.NotFoundException:
+        return False
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"reading volume {volume_id}: {exc}") from exc
+    return True

@@ -64,6 +64,7 @@ def test_demo_spec_is_valid_with_the_lab_environment() -> None:
         "FERRY_VCENTER_USER": "administrator@vsphere.local",
         "FERRY_VCENTER_PASSWORD_FILE": "/lab/password",
         "FERRY_VCENTER_CAFILE": "/lab/cert.pem",
+        "FERRY_LAB_DIR": "/lab",
     }
     text = (Path(__file__).parents[3] / "plans" / "demo.yaml").read_text()
     loaded = validate_text(text, "plans/demo.yaml", env)

@@ -1,0 +1,176 @@
+"""`ferry apply SPEC|PLANFILE`: do exactly the plan, under the state lock, persisting after
+every step; a saved plan is refused when the spec or the state changed since it was made."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import networkx as nx
+import typer
+from rich.console import Console
+
+from engine.addresses import Address
+from engine.cli.plan import load_spec, render, state_path
+from engine.errors import UserError
+from engine.executor.apply import Applier, Context, unsupported
+from engine.executor.seams import ByIdDevices, ConnectionInfoDevices, LabSources, VddkSources
+from engine.executor.walker import Outcome, Walker
+from engine.model.plan import Action, Plan
+from engine.planner import planfile
+from engine.planner.make import make_plan, spec_digest
+from engine.planner.refresh import read_state, refresh
+from engine.providers.openstack.read import connect
+from engine.providers.vsphere.session import session, target_from_spec
+from engine.statestore.sqlite import SqliteStateStore
+from engine.units import human
+
+
+def apply(
+    target: Annotated[Path, typer.Argument(help="A spec (plans and applies) or a saved plan.")],
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
+    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=256)] = 4,
+    state: Annotated[Path | None, typer.Option("--state", help="State file.")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target", help="With a spec: apply only this address (and what it depends on)."
+        ),
+    ] = None,
+) -> None:
+    """Apply a plan: snapshots and disk copies into Cinder volumes (replication)."""
+    console = Console(highlight=False)
+    plan, spec, saved = _plan_for(target, state, tuple(Address.parse(t) for t in only or []))
+    path = state_path(spec, state)
+    if saved:
+        _check_fresh(plan, spec, path)
+    _check_applicable(plan, console)
+    if not saved:
+        render(plan, console)
+    if not plan.has_changes:
+        console.print("No changes to apply.")
+        return
+    if not saved and not auto_approve:
+        if not sys.stdin.isatty():
+            raise UserError("apply needs --auto-approve when it cannot ask (no terminal)")
+        typer.confirm("Apply this plan?", abort=True)
+    ok = _run(plan, spec, path, parallelism, console)
+    raise typer.Exit(0 if ok else 1)
+
+
+def _plan_for(
+    target: Path, state: Path | None, targets: tuple[Address, ...]
+) -> tuple[Plan, dict[str, Any], bool]:
+    if target.suffix in (".yaml", ".yml"):
+        spec = dict(load_spec(target).data)
+        observed = refresh(spec, state_path(spec, state), dict(os.environ))
+        plan = make_plan(
+            spec, observed.inventory, observed.destination, observed.state, targets=targets
+        )
+        return plan, spec, False
+    if targets:
+        raise UserError("--target selects from a spec; a saved plan is applied whole")
+    plan, spec_file = planfile.load(target)
+    if not spec_file:
+        raise UserError(f"{target} does not name the spec it was made from")
+    return plan, dict(load_spec(Path(spec_file)).data), True
+
+
+def _check_fresh(plan: Plan, spec: dict[str, Any], path: Path) -> None:
+    if spec_digest(spec) != plan.spec_digest:
+        raise UserError("the spec changed since this plan was made: run `ferry plan` again")
+    current = read_state(path)
+    if (current.lineage, current.serial) != (plan.state_lineage, plan.state_serial):
+        raise UserError(
+            f"the state changed since this plan was made (serial {plan.state_serial} "
+            f"→ {current.serial}): run `ferry plan` again"
+        )
+
+
+def _check_applicable(plan: Plan, console: Console) -> None:
+    if any(d.severity.value == "error" for d in plan.diagnostics):
+        raise UserError("the plan has errors: fix them and plan again")
+    blocked = [v.address for v in plan.vms if v.blocked]
+    if blocked and not plan.targets:
+        console.print(f"[yellow]not applied (blocked by errors): {', '.join(blocked)}[/]")
+    missing = unsupported(plan)
+    if missing:
+        listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
+        raise UserError(f"this ferry applies replication only; not yet: {listed}")
+
+
+def _context(spec: dict[str, Any], si: Any, store: SqliteStateStore, console: Console) -> Context:
+    source, hosts = spec["source"], spec.get("conversion_hosts") or []
+    if not hosts:
+        raise UserError("the spec names no conversion_hosts: volumes are written on one")
+    target = target_from_spec(source["vcenter"], dict(os.environ))
+    if source.get("lab_dir"):
+        sources: Any = LabSources(Path(source["lab_dir"]))
+    elif source["vcenter"].get("vddk_libdir"):
+        sources = VddkSources(target, Path(source["vcenter"]["vddk_libdir"]))
+    else:
+        raise UserError("source.vcenter.vddk_libdir is needed to read disks (or source.lab_dir)")
+    conn = connect(spec["destination"]["cloud"], spec["destination"].get("region"))
+    host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
+    if host is None:
+        raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
+    devices: Any = (
+        ConnectionInfoDevices() if hosts[0].get("devices") == "connection-info" else ByIdDevices()
+    )
+    verify = bool((spec.get("defaults") or {}).get("verify", False))
+    return Context(
+        si,
+        conn,
+        store,
+        sources,
+        devices,
+        host.id,
+        verify,
+        progress=lambda line: console.print(f"  {line}"),
+    )
+
+
+def _graph(plan: Plan) -> Any:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(c.address for c in plan.changes if c.action is not Action.NOOP)
+    graph.add_edges_from(plan.edges)
+    return graph
+
+
+def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console: Console) -> bool:
+    store = SqliteStateStore(path)
+    with (
+        store.locked("apply"),
+        session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
+    ):
+        applier = Applier(plan, _context(spec, si, store, console))
+        host = (spec.get("conversion_hosts") or [{}])[0]
+        walker = Walker(
+            _graph(plan),
+            applier.run,
+            parallelism=parallelism,
+            pools={"conversion": int(host.get("max_parallel", 2))},
+            pools_of=lambda n: ["conversion"] if ".disk[" in str(n) else [],
+        )
+        previous = signal.signal(signal.SIGINT, lambda *_: walker.stop())
+        try:
+            result = walker.walk()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            applier.cleanup()
+    for node, error in result.errors.items():
+        console.print(f"[red]failed: {node}: {error}[/]")
+    for node, cause in result.skipped_because.items():
+        console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
+    moved = sum(s.bytes_read + s.bytes_zeroed for s in applier.ctx.copied.values())
+    seconds = sum(s.seconds for s in applier.ctx.copied.values())
+    done = sum(o is Outcome.DONE for o in result.outcomes.values())
+    console.print(
+        f"Apply {'complete' if result.ok else 'INCOMPLETE'}: {done} of "
+        f"{len(result.outcomes)} changes done; {human(moved)} copied"
+        + (f" ({human(moved / seconds)}/s per copy)" if seconds else "")
+    )
+    return result.ok

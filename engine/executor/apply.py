@@ -1,0 +1,331 @@
+"""Applying a plan's replication changes: one snapshot per VM, then each disk copied (full or
+CBT delta) into its Cinder volume through the conversion host, state persisted after each step.
+
+Correctness rules kept here (../shared/DESIGN.md §5): all disks of a VM come from one snapshot;
+a volume's stored changeId (state and `ferry_change_id` metadata) advances only after its copy
+completed and was flushed; a changeId that cannot be trusted means a full copy, never a skip.
+Cutover changes (ports, flavor, conversion, server) are not applied yet: apply refuses them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyVmomi import vim
+
+from engine.addresses import Address
+from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_digest
+from engine.dataplane.nbdkit import NbdkitServer
+from engine.errors import ChangeTrackingError, DataplaneError, UserError
+from engine.executor.seams import Devices, Sources
+from engine.model.plan import Action, Change, Plan
+from engine.model.state import ResourceRecord, Status
+from engine.providers.openstack import volumes
+from engine.providers.vsphere.read import changed_areas, retrieve
+from engine.providers.vsphere.snapshots import (
+    DiskInfo,
+    create_snapshot,
+    remove_snapshot,
+    snapshot_disks,
+)
+from engine.statestore.sqlite import SqliteStateStore
+
+SUPPORTED = {
+    ("source_snapshot", Action.CREATE),
+    ("volume", Action.CREATE),
+    ("volume", Action.UPDATE),
+    ("volume", Action.REPLACE),
+    ("volume", Action.READ),
+    ("volume", Action.DELETE),
+    ("volume", Action.FORGET),
+}
+SNAPSHOT_PREFIX = "ferry-"
+
+
+def unsupported(plan: Plan) -> list[Change]:
+    """Changes this executor cannot apply yet (the cutover: ports, flavor, conversion, server)."""
+    return [
+        c
+        for c in plan.changes
+        if c.action is not Action.NOOP and (c.kind, c.action) not in SUPPORTED
+    ]
+
+
+@dataclass
+class Context:
+    """Everything the nodes share during one apply."""
+
+    si: Any
+    conn: Any
+    store: SqliteStateStore
+    sources: Sources
+    devices: Devices
+    conversion_host_id: str
+    verify: bool = False
+    progress: Callable[[str], None] = lambda _: None
+    vm_refs: dict[str, Any] = field(default_factory=dict)  # VM name → vim.VirtualMachine
+    snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
+    copied: dict[str, CopyStats] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Applier:
+    def __init__(self, plan: Plan, ctx: Context) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.changes = {c.address: c for c in plan.changes}
+        self.uuids = {v.name: v.instance_uuid for v in plan.vms}
+        self.targets = {v.name: v.target_name for v in plan.vms}
+
+    # -- the walker's node function -----------------------------------------------------------
+
+    def run(self, address: Hashable) -> None:
+        change = self.changes[str(address)]
+        handler = {
+            "source_snapshot": self._snapshot,
+            "volume": self._volume,
+        }[change.kind]
+        handler(change)
+
+    def cleanup(self) -> None:
+        """Remove the snapshots this apply took (also after failures) and their records."""
+        for vm_name, (snapshot, _) in list(self.ctx.snapshots.items()):
+            remove_snapshot(self.ctx.si, snapshot)
+            self._write([], [str(Address("vm", vm_name, "snapshot"))])
+            del self.ctx.snapshots[vm_name]
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def _vm(self, name: str) -> Any:
+        if not self.ctx.vm_refs:
+            uuids = {u: n for n, u in self.uuids.items() if u}
+            for obj in retrieve(self.ctx.si, vim.VirtualMachine, ["config.instanceUuid"]):
+                uuid = obj.props.get("config.instanceUuid")
+                if uuid in uuids:
+                    self.ctx.vm_refs[uuids[uuid]] = obj.ref
+        if name not in self.ctx.vm_refs:
+            raise UserError(f"VM {name!r} ({self.uuids.get(name)}) is no longer in vCenter")
+        return self.ctx.vm_refs[name]
+
+    def _snapshot(self, change: Change) -> None:
+        name = Address.parse(change.address).name
+        vm = self._vm(name)
+        self._remove_leftovers(vm)
+        snapshot = create_snapshot(
+            self.ctx.si,
+            vm,
+            f"{SNAPSHOT_PREFIX}{self.targets[name]}",
+            "taken by ferry for a sync; removed when it ends",
+        )
+        disks = {d.key: d for d in snapshot_disks(self.ctx.si, snapshot)}
+        with self.ctx.lock:
+            self.ctx.snapshots[name] = (snapshot, disks)
+        self._write(
+            [
+                ResourceRecord(
+                    change.address, "source_snapshot", Status.IN_PROGRESS, {"moref": snapshot._moId}
+                )
+            ],
+            [],
+        )
+        self.ctx.progress(f"snapshot {snapshot._moId} of {name}")
+
+    def _remove_leftovers(self, vm: Any) -> None:
+        """Snapshots a killed apply left behind (named ferry-...)."""
+        props = retrieve_one(self.ctx.si, vm, "snapshot")
+        for tree in _walk_snapshots(props):
+            if str(tree.name).startswith(SNAPSHOT_PREFIX):
+                remove_snapshot(self.ctx.si, tree.snapshot)
+                self.ctx.progress(f"removed leftover snapshot {tree.snapshot._moId}")
+
+    # -- volumes --------------------------------------------------------------------------------
+
+    def _volume(self, change: Change) -> None:
+        address = Address.parse(change.address)
+        record = self.ctx.store.read().resources.get(change.address)
+        before = dict(record.attributes) if record else {}
+        if change.action is Action.READ:
+            self._write(
+                [ResourceRecord(change.address, "volume", Status.READY, dict(change.after or {}))],
+                [],
+            )
+            return
+        if change.action in (Action.DELETE, Action.FORGET):
+            if change.action is Action.DELETE and before.get("volume_id"):
+                self._delete_volume(str(before["volume_id"]))
+            self._write([], [change.address])
+            return
+        snapshot, disks = self.ctx.snapshots[address.name]
+        disk = disks[address.index or 0]
+        self._sync(change, address, before, snapshot, disk)
+
+    def _delete_volume(self, volume_id: str) -> None:
+        if volumes.exists(self.ctx.conn, volume_id):
+            volumes.wait_volume(self.ctx.conn, volume_id, "available")
+            self.ctx.conn.block_storage.delete_volume(volume_id)
+
+    def _sync(
+        self,
+        change: Change,
+        address: Address,
+        before: dict[str, Any],
+        snapshot: Any,
+        disk: DiskInfo,
+    ) -> None:
+        vm = self._vm(address.name)
+        kind, areas, start_at, fresh = self._what_to_copy(change, before, vm, snapshot, disk)
+        volume_id = self._ensure_volume(change, address, before)
+        attrs = {**before, "volume_id": volume_id, "copy": kind, "copied_bytes": start_at}
+        self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
+        volumes.attach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+        try:
+            device = self.ctx.devices.device(self.ctx.conn, volume_id, self.ctx.conversion_host_id)
+            source = self.ctx.sources.source(
+                vm._moId, self.uuids[address.name] or "", snapshot._moId, disk
+            )
+            stats = self._copy(
+                change.address,
+                attrs,
+                source,
+                device,
+                areas=areas,
+                options=CopyOptions(dst_is_zero=fresh, start_at=start_at),
+            )
+            if self.ctx.verify:
+                self._verify(source, device, disk)
+        finally:
+            volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+        self._synced(change, attrs, disk, kind=kind, stats=stats)
+
+    def _what_to_copy(
+        self, change: Change, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo
+    ) -> tuple[str, list[tuple[int, int]] | None, int, bool]:
+        """(full | delta, areas or None for all, resume offset, destination reads as zeros)."""
+        stored = before.get("change_id")
+        volume_known = bool(before.get("volume_id"))
+        if change.action is Action.UPDATE and stored and disk.change_id:
+            try:
+                areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
+            except ChangeTrackingError as exc:
+                self.ctx.progress(f"{change.address}: {exc}")
+                return "full", None, 0, False
+            return "delta", areas, 0, False
+        if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
+            return "full", None, int(before.get("copied_bytes", 0)), True  # resume
+        return "full", None, 0, not volume_known
+
+    def _ensure_volume(self, change: Change, address: Address, before: dict[str, Any]) -> str:
+        existing = before.get("volume_id")
+        if existing and volumes.exists(self.ctx.conn, str(existing)):
+            return str(existing)
+        after = change.after or {}
+        metadata = {
+            "ferry_vm": self.uuids[address.name] or "",
+            "ferry_disk": str(address.index),
+            "ferry_converted": "false",
+        }
+        volume = volumes.create_volume(
+            self.ctx.conn,
+            f"{self.targets[address.name]}-{address.index}",
+            int(after.get("size_gib", 1)),
+            after.get("volume_type"),
+            metadata,
+        )
+        if after.get("bootable"):
+            self.ctx.conn.block_storage.set_volume_bootable_status(volume, True)
+        return str(volume.id)
+
+    def _copy(
+        self,
+        address: str,
+        attrs: dict[str, Any],
+        source: Any,
+        device: Any,
+        *,
+        areas: list[tuple[int, int]] | None,
+        options: CopyOptions,
+    ) -> CopyStats:
+        def checkpoint(mark: int) -> None:
+            self._write(
+                [
+                    ResourceRecord(
+                        address, "volume", Status.IN_PROGRESS, {**attrs, "copied_bytes": mark}
+                    )
+                ],
+                [],
+            )
+
+        options = CopyOptions(
+            dst_is_zero=options.dst_is_zero, start_at=options.start_at, checkpoint=checkpoint
+        )
+        with NbdkitServer(source) as server:
+            stats = copy(server.uri, device, areas, options)
+        with self.ctx.lock:
+            self.ctx.copied[address] = stats
+        return stats
+
+    def _verify(self, source: Any, device: Any, disk: DiskInfo) -> None:
+        with NbdkitServer(source) as server:
+            want = digest(server.uri)
+        got = file_digest(device, disk.capacity)
+        if got != want:
+            raise DataplaneError(
+                f"verify: disk {disk.key} sha256 {got} differs from the source's {want}"
+            )
+
+    def _synced(
+        self,
+        change: Change,
+        attrs: dict[str, Any],
+        disk: DiskInfo,
+        *,
+        kind: str,
+        stats: CopyStats,
+    ) -> None:
+        """The copy is complete and flushed: only now does the changeId advance."""
+        volume_id = str(attrs["volume_id"])
+        if disk.change_id:
+            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": disk.change_id})
+        after = change.after or {}
+        record = {
+            "volume_id": volume_id,
+            "change_id": disk.change_id,
+            "size_gib": after.get("size_gib"),
+            "volume_type": after.get("volume_type"),
+            "bootable": after.get("bootable", False),
+            "last_sync": {
+                "kind": kind,
+                "bytes": stats.bytes_read + stats.bytes_zeroed,
+                "seconds": round(stats.seconds, 3),
+                "at": time.time(),
+            },
+        }
+        self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
+        self.ctx.progress(
+            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read in {stats.seconds:.1f} s"
+        )
+
+    def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:
+        self.ctx.store.write(puts, deletes)
+
+
+def retrieve_one(si: Any, obj: Any, path: str) -> Any:
+    """One property of one object through the PropertyCollector (None when unset)."""
+    for found in retrieve(si, type(obj), [path]):
+        if found.ref == obj:
+            return found.props.get(path)
+    return None
+
+
+def _walk_snapshots(info: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = list(info.rootSnapshotList) if info is not None else []
+    while stack:
+        tree = stack.pop()
+        out.append(tree)
+        stack.extend(tree.childSnapshotList or [])
+    return out

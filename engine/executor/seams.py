@@ -1,0 +1,94 @@
+"""The two seams apply goes through, each with a production and a lab implementation:
+
+- disk sources: where nbdkit reads a (VM, snapshot, disk) — VDDK in production, the lab's
+  frozen snapshot file (nbdkit's file plugin) in the lab;
+- devices: where an attached volume appears on the conversion host — /dev/disk/by-id (waited
+  for, with udev settle) in production, the attachment's connection info in the lab.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.dataplane.nbdkit import DiskSource, FileDiskSource, VddkDiskSource
+from engine.errors import DataplaneError
+from engine.lab.disks import snapshot_file
+from engine.providers.openstack import volumes
+from engine.providers.vsphere.session import VCenterTarget, server_thumbprint
+from engine.providers.vsphere.snapshots import DiskInfo
+
+DEVICE_TIMEOUT = 60.0
+
+
+class Sources(Protocol):
+    def source(
+        self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+    ) -> DiskSource: ...
+
+
+@dataclass(frozen=True)
+class LabSources:
+    lab_dir: Path
+
+    def source(
+        self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+    ) -> DiskSource:
+        return FileDiskSource(
+            snapshot_file(self.lab_dir / "disks", instance_uuid, snapshot_moref, disk.key)
+        )
+
+
+@dataclass(frozen=True)
+class VddkSources:
+    target: VCenterTarget
+    libdir: Path
+
+    def source(
+        self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+    ) -> DiskSource:
+        thumbprint = self.target.thumbprint or server_thumbprint(self.target.host, self.target.port)
+        return VddkDiskSource(
+            self.target.host,
+            self.target.user,
+            self.target.password,
+            thumbprint,
+            vm_moref,
+            snapshot_moref,
+            disk.file_name,
+            self.libdir,
+        )
+
+
+class Devices(Protocol):
+    def device(self, conn: Any, volume_id: str, server_id: str) -> Path: ...
+
+
+class ConnectionInfoDevices:
+    """The lab: the cinder attachment's connection info names the device (the volume's file)."""
+
+    def device(self, conn: Any, volume_id: str, server_id: str) -> Path:
+        info = volumes.connection_info(conn, volume_id, server_id)
+        path = info.get("device_path")
+        if not path or not Path(path).exists():
+            raise DataplaneError(f"attachment of volume {volume_id} names no device: {info}")
+        return Path(path)
+
+
+class ByIdDevices:
+    """Production: /dev/disk/by-id/virtio-<first 20 characters of the volume id>."""
+
+    def device(self, conn: Any, volume_id: str, server_id: str) -> Path:
+        link = Path("/dev/disk/by-id") / f"virtio-{volume_id[:20]}"
+        deadline = time.monotonic() + DEVICE_TIMEOUT
+        while not link.exists():
+            subprocess.run(["udevadm", "settle", "--timeout=5"], check=False)
+            if time.monotonic() > deadline:
+                raise DataplaneError(
+                    f"volume {volume_id} did not appear as {link} within {DEVICE_TIMEOUT:.0f} s"
+                )
+            time.sleep(0.5)
+        return link.resolve()

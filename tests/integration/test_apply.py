@@ -1,0 +1,177 @@
+"""`ferry apply` (replication) on the lab: a VM's disks land byte-exact in Cinder volumes through
+the conversion host; after guest writes a re-apply copies exactly the changed bytes and advances
+the changeId; a stale saved plan is refused."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.dataplane.cbt import merge_extents, total_bytes
+from engine.dataplane.copy import file_digest
+from engine.lab import disks as lab_disks
+from engine.lab.estate import find_vm
+from engine.lab.lab import Lab
+from engine.statestore.sqlite import SqliteStateStore
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).parents[2]
+MiB = 1024**2
+
+
+@pytest.fixture(autouse=True)
+def remove_new_volumes(lab: Lab) -> Iterator[None]:
+    """Volumes a test's apply created are deleted after it (other tests plan from scratch)."""
+    conn = lab.openstack("ferry-lab")
+    before = {v.id for v in conn.block_storage.volumes()}
+    yield
+    for volume in conn.block_storage.volumes():
+        if volume.id not in before:
+            conn.block_storage.delete_volume(volume.id)
+            conn.block_storage.wait_for_delete(volume, wait=120)
+
+
+def ferry(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **lab.env(), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def volume_file(lab: Lab, volume_id: str) -> Path:
+    return lab.openstack_root / "cinder" / "volumes" / f"volume-{volume_id}"
+
+
+def records(state: Path) -> dict[str, Any]:
+    return {a: dict(r.attributes) for a, r in SqliteStateStore(state).read().resources.items()}
+
+
+def assert_exact(lab: Lab, state: Path) -> dict[str, Any]:
+    vm = find_vm("web01")
+    assert vm is not None
+    found = records(state)
+    for disk in vm.disks:
+        attrs = found[f"vm.web01.disk[{disk.key}]"]
+        live = lab_disks.live_path(lab.disks, vm, disk.key)
+        assert file_digest(volume_file(lab, attrs["volume_id"]), disk.capacity) == file_digest(live)
+    return found
+
+
+def test_replicate_then_delta_syncs_are_exact(lab: Lab, si: Any, tmp_path: Path) -> None:
+    state = tmp_path / "ferry.db"
+    done = ferry(
+        lab,
+        "apply",
+        "plans/demo.yaml",
+        "--target",
+        "vm.web01",
+        "--auto-approve",
+        "--state",
+        str(state),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = assert_exact(lab, state)
+    conn = lab.openstack("ferry-lab")
+    for key in (2000, 2001):
+        volume = conn.block_storage.get_volume(first[f"vm.web01.disk[{key}]"]["volume_id"])
+        assert volume.metadata["ferry_disk"] == str(key)
+        assert volume.metadata["ferry_vm"] == find_vm("web01").instance_uuid  # type: ignore[union-attr]
+        assert volume.metadata["ferry_change_id"] == first[f"vm.web01.disk[{key}]"]["change_id"]
+    vm_snapshots = [s for s in lab_disks.vm_dir(lab.disks, find_vm("web01")).glob("snapshots/*")]  # type: ignore[arg-type]
+    assert vm_snapshots == [], "apply removes its snapshot"
+
+    rng = random.Random(5)
+    previous = first
+    for cycle in range(3):
+        writes = []
+        for _ in range(1000 if cycle == 0 else 200):
+            length = rng.choice([512, 4096, 65536, 300_000])
+            offset = rng.randrange(0, 2048 * MiB - length)
+            lab.write("web01", 2000, offset, length)
+            writes.append((offset, length))
+        done = ferry(
+            lab,
+            "apply",
+            "plans/demo.yaml",
+            "--target",
+            "vm.web01",
+            "--auto-approve",
+            "--state",
+            str(state),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        now = assert_exact(lab, state)
+        sync = now["vm.web01.disk[2000]"]["last_sync"]
+        assert sync["kind"] == "delta"
+        assert sync["bytes"] == total_bytes(merge_extents(writes)), "bytes copied = bytes changed"
+        assert now["vm.web01.disk[2001]"]["last_sync"]["bytes"] == 0
+        old, new = (
+            previous["vm.web01.disk[2000]"]["change_id"],
+            now["vm.web01.disk[2000]"]["change_id"],
+        )
+        assert old.rsplit("/", 1)[0] == new.rsplit("/", 1)[0]
+        assert int(new.rsplit("/", 1)[1]) > int(old.rsplit("/", 1)[1]), "the changeId advanced"
+        previous = now
+
+
+def test_a_stale_saved_plan_is_refused(lab: Lab, tmp_path: Path) -> None:
+    state = tmp_path / "ferry.db"
+    saved = tmp_path / "p.plan"
+    done = ferry(
+        lab,
+        "plan",
+        "plans/demo.yaml",
+        "--target",
+        "vm.build-old",
+        "--out",
+        str(saved),
+        "--state",
+        str(state),
+    )
+    assert done.returncode == 0, done.stderr
+    done = ferry(
+        lab,
+        "apply",
+        "plans/demo.yaml",
+        "--target",
+        "vm.build-old",
+        "--auto-approve",
+        "--state",
+        str(state),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    stale = ferry(lab, "apply", str(saved), "--state", str(state))
+    assert stale.returncode == 1 and "the state changed since this plan was made" in stale.stderr
+    assert "Traceback" not in stale.stderr
+
+
+def test_apply_refuses_the_cutover_it_cannot_do_yet(lab: Lab, tmp_path: Path) -> None:
+    spec = tmp_path / "cut.yaml"
+    spec.write_text(
+        (ROOT / "plans" / "demo.yaml").read_text().replace("  mode: replicate", "  mode: cutover")
+    )
+    done = ferry(
+        lab,
+        "apply",
+        str(spec),
+        "--target",
+        "vm.web01",
+        "--auto-approve",
+        "--state",
+        str(tmp_path / "s.db"),
+    )
+    assert done.returncode == 1 and "applies replication only" in done.stderr
+    assert not (tmp_path / "s.db").exists()
