@@ -25,7 +25,7 @@ from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import ResourceRecord, Status
 from engine.providers.openstack import volumes
-from engine.providers.vsphere.read import changed_areas, retrieve
+from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
     DiskInfo,
     create_snapshot,
@@ -136,7 +136,7 @@ class Applier:
 
     def _remove_leftovers(self, vm: Any) -> None:
         """Snapshots a killed apply left behind (named ferry-...)."""
-        props = retrieve_one(self.ctx.si, vm, "snapshot")
+        props = fetch_property(self.ctx.si, vm, "snapshot")
         for tree in _walk_snapshots(props):
             if str(tree.name).startswith(SNAPSHOT_PREFIX):
                 remove_snapshot(self.ctx.si, tree.snapshot)
@@ -311,14 +311,6 @@ class Applier:
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:
         self.ctx.store.write(puts, deletes)
-
-
-def retrieve_one(si: Any, obj: Any, path: str) -> Any:
-    """One property of one object through the PropertyCollector (None when unset)."""
-    for found in retrieve(si, type(obj), [path]):
-        if found.ref == obj:
-            return found.props.get(path)
-    return None
 
 
 def _walk_snapshots(info: Any) -> list[Any]:

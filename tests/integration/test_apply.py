@@ -4,10 +4,7 @@ the changeId; a stale saved plan is refused."""
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ from engine.lab import disks as lab_disks
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from engine.statestore.sqlite import SqliteStateStore
+from tests.integration.cli import ROOT, ferry
 
 pytestmark = pytest.mark.lab
-ROOT = Path(__file__).parents[2]
 MiB = 1024**2
 
 
@@ -38,17 +35,18 @@ def remove_new_volumes(lab: Lab) -> Iterator[None]:
             conn.block_storage.wait_for_delete(volume, wait=120)
 
 
-def ferry(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **lab.env(), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+def apply_web01(lab: Lab, state: Path) -> None:
+    done = ferry(
+        lab,
+        "apply",
+        "plans/demo.yaml",
+        "--target",
+        "vm.web01",
+        "--auto-approve",
+        "--state",
+        str(state),
     )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def volume_file(lab: Lab, volume_id: str) -> Path:
@@ -72,17 +70,7 @@ def assert_exact(lab: Lab, state: Path) -> dict[str, Any]:
 
 def test_replicate_then_delta_syncs_are_exact(lab: Lab, si: Any, tmp_path: Path) -> None:
     state = tmp_path / "ferry.db"
-    done = ferry(
-        lab,
-        "apply",
-        "plans/demo.yaml",
-        "--target",
-        "vm.web01",
-        "--auto-approve",
-        "--state",
-        str(state),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    apply_web01(lab, state)
     first = assert_exact(lab, state)
     conn = lab.openstack("ferry-lab")
     for key in (2000, 2001):
@@ -102,17 +90,7 @@ def test_replicate_then_delta_syncs_are_exact(lab: Lab, si: Any, tmp_path: Path)
             offset = rng.randrange(0, 2048 * MiB - length)
             lab.write("web01", 2000, offset, length)
             writes.append((offset, length))
-        done = ferry(
-            lab,
-            "apply",
-            "plans/demo.yaml",
-            "--target",
-            "vm.web01",
-            "--auto-approve",
-            "--state",
-            str(state),
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        apply_web01(lab, state)
         now = assert_exact(lab, state)
         sync = now["vm.web01.disk[2000]"]["last_sync"]
         assert sync["kind"] == "delta"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from engine.lab.estate import DISTRIBUTED_PORTGROUPS, ESTATE, HOSTS
 from engine.lab.lab import Lab
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
+from tests.integration.cli import ferry
 
 pytestmark = pytest.mark.lab
 
@@ -34,14 +33,7 @@ def test_fetch_is_one_retrieve_call(si: Any, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def discover(lab: Lab, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", "discover", *args],
-        env={**os.environ, **lab.env(), "COLUMNS": "200", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return ferry(lab, "discover", *args, **env)
 
 
 def test_discover_json_describes_the_estate(lab: Lab) -> None:

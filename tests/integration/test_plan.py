@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +14,10 @@ from engine.lab.estate import ESTATE
 from engine.lab.lab import Lab
 from engine.planner import planfile
 from engine.providers.vsphere.read import retrieve
+from tests.integration.cli import ROOT, ferry
 
 pytestmark = pytest.mark.lab
-ROOT = Path(__file__).parents[2]
 PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.v1.json").read_text())
-
-
-def ferry(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **lab.env(), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def counts(lab: Lab, si: Any) -> tuple[int, int]:

@@ -112,3 +112,18 @@ def changed_areas(
         areas.extend(window)
         offset = start + length
     return merge_extents(areas)
+
+
+def fetch_property(si: Any, obj: Any, path: str) -> Any:
+    """One property of one object in one PropertyCollector call; None when unset (absent)."""
+    pc = vmodl.query.PropertyCollector
+    spec = pc.FilterSpec(
+        objectSet=[pc.ObjectSpec(obj=obj)],
+        propSet=[pc.PropertySpec(type=type(obj), pathSet=[path])],
+    )
+    try:
+        contents = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
+    except vmodl.fault.ManagedObjectNotFound as exc:
+        raise VSphereError(f"{obj._moId} no longer exists") from exc
+    props = contents[0].propSet if contents else []
+    return props[0].val if props else None

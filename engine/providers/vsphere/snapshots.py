@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
-from engine.errors import VSphereError
+from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
 
 
@@ -46,20 +46,7 @@ def parse_disks(devices: Iterable[Any]) -> list[DiskInfo]:
 
 def fetch_devices(si: Any, obj: Any) -> list[Any]:
     """config.hardware.device of one VM or snapshot, in one PropertyCollector call."""
-    spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj)],
-        propSet=[
-            vmodl.query.PropertyCollector.PropertySpec(
-                type=type(obj), pathSet=["config.hardware.device"]
-            )
-        ],
-    )
-    try:
-        contents = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
-    except vmodl.fault.ManagedObjectNotFound as exc:
-        raise VSphereError(f"{obj._moId} no longer exists") from exc
-    props = contents[0].propSet if contents else []
-    return list(props[0].val) if props else []
+    return list(fetch_property(si, obj, "config.hardware.device") or [])
 
 
 def snapshot_disks(si: Any, snapshot: Any) -> list[DiskInfo]:

@@ -1,0 +1,25 @@
+"""Running the `ferry` command in the tests, pointed at the lab."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.lab.lab import Lab
+
+ROOT = Path(__file__).parents[2]
+
+
+def ferry(lab: Lab, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`ferry ARGS` from the repo root with the lab's environment (and `env`) set."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env={**os.environ, **lab.env(), "COLUMNS": "200", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
