@@ -4,7 +4,11 @@ the changeId; a stale saved plan is refused."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +157,50 @@ def test_apply_refuses_the_cutover_it_cannot_do_yet(lab: Lab, tmp_path: Path) ->
     )
     assert done.returncode == 1 and "applies replication only" in done.stderr
     assert not (tmp_path / "s.db").exists()
+
+
+def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> None:
+    state = tmp_path / "ferry.db"
+    apply_web01(lab, state)
+    before = records(state)["vm.web01.disk[2000]"]
+    writes = [(i * 24 * MiB, 4 * MiB) for i in range(80)]  # 320 MiB of new data
+    for offset, length in writes:
+        lab.write("web01", 2000, offset, length)
+    env = {**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "apply",
+            "plans/demo.yaml",
+            "--target",
+            "vm.web01",
+            "--auto-approve",
+            "--state",
+            str(state),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "snapshot" in line and "of web01" in line:
+            break
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    killed = records(state)["vm.web01.disk[2000]"]
+    assert killed["copy"] == "delta", "killed during the delta (its record is in progress)"
+    assert killed["change_id"] == before["change_id"], "the changeId did not advance early"
+    conn = lab.openstack("ferry-lab")
+    meta = conn.block_storage.get_volume(before["volume_id"]).metadata
+    assert meta["ferry_change_id"] == before["change_id"]
+    apply_web01(lab, state)  # the volume a killed apply left attached is reused
+    after = assert_exact(lab, state)["vm.web01.disk[2000]"]
+    assert after["last_sync"]["kind"] == "delta"
+    assert after["last_sync"]["bytes"] == total_bytes(merge_extents(writes))
+    assert int(after["change_id"].rsplit("/", 1)[1]) > int(before["change_id"].rsplit("/", 1)[1])

@@ -42,7 +42,12 @@ def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) 
 
 
 def attach(conn: Any, server_id: str, volume_id: str) -> None:
-    """Attach through nova (which creates the cinder attachment) and wait for in-use."""
+    """Attach through nova (which creates the cinder attachment) and wait for in-use; a volume
+    already attached to that server (left so by a killed apply) is used as it is."""
+    volume = conn.block_storage.get_volume(volume_id)
+    if any(a.get("server_id") == server_id for a in volume.attachments or []):
+        wait_volume(conn, volume_id, "in-use")
+        return
     try:
         conn.compute.create_volume_attachment(server_id, volume=volume_id)
     except os_exc.SDKException as exc:
