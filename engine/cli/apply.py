@@ -165,12 +165,12 @@ def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console
         console.print(f"[red]failed: {node}: {error}[/]")
     for node, cause in result.skipped_because.items():
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
-    moved = sum(s.bytes_read + s.bytes_zeroed for s in applier.ctx.copied.values())
-    seconds = sum(s.seconds for s in applier.ctx.copied.values())
+    stats = list(applier.ctx.copied.values())
+    read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
     console.print(
         f"Apply {'complete' if result.ok else 'INCOMPLETE'}: {done} of "
-        f"{len(result.outcomes)} changes done; {human(moved)} copied"
-        + (f" ({human(moved / seconds)}/s per copy)" if seconds else "")
+        f"{len(result.outcomes)} changes done; {human(read)} of data copied, "
+        f"{human(zeroed)} of zeros written"
     )
     return result.ok
