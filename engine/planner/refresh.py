@@ -9,8 +9,10 @@ from typing import Any
 
 from engine.model.observed import Destination, Inventory
 from engine.model.state import State
+from engine.planner.desired import select
 from engine.providers.openstack.read import connect, fetch_destination, parse_destination
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
+from engine.providers.vsphere.read import ObjectProps
 from engine.providers.vsphere.session import session, target_from_spec
 from engine.statestore.sqlite import SqliteStateStore
 
@@ -36,8 +38,14 @@ def read_state(path: Path) -> State:
 
 
 def refresh(spec: dict[str, Any], state_path: Path, env: dict[str, str]) -> Observed:
+    """Source inventory (devices only for the spec's VMs), destination and recorded state."""
+
+    def selected(objects: list[ObjectProps]) -> list[Any]:
+        chosen = {vm.moref for vm, _ in select(spec, parse_inventory(objects)).vms}
+        return [o.ref for o in objects if o.ref._moId in chosen]
+
     with session(target_from_spec(spec["source"]["vcenter"], env)) as si:
-        inventory = parse_inventory(fetch_inventory(si))
+        inventory = parse_inventory(fetch_inventory(si, devices_for=selected))
     destination = spec["destination"]
     conn = connect(destination["cloud"], destination.get("region"))
     return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(state_path))

@@ -78,3 +78,24 @@ def test_discover_wrong_password_is_one_clear_line(lab: Lab, tmp_path: Any) -> N
     assert done.returncode == 1
     assert done.stderr.startswith("error: vCenter") and "rejected the login" in done.stderr
     assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
+
+
+def test_devices_only_for_chosen_vms_in_a_second_call(
+    si: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    stub = si._stub
+    original = stub.InvokeMethod
+
+    def counting(mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:  # noqa: N803
+        calls.append(info.name)
+        return original(mo, info, args, outerStub) if outerStub else original(mo, info, args)
+
+    monkeypatch.setattr(stub, "InvokeMethod", counting)
+    objects = fetch_inventory(
+        si, devices_for=lambda objs: [o.ref for o in objs if o.props.get("name") == "web01"]
+    )
+    assert calls.count("RetrievePropertiesEx") == 2
+    vms = {vm.name: vm for vm in parse_inventory(objects).vms}
+    assert [d.key for d in vms["web01"].disks] == [2000, 2001] and len(vms["web01"].nics) == 2
+    assert all(not vm.disks and not vm.nics for name, vm in vms.items() if name != "web01")

@@ -8,14 +8,14 @@ several per VM.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyVmomi import vim, vmodl
 
 from engine.errors import VSphereError
 from engine.model.observed import Inventory, SourceDisk, SourceNic, SourceSnapshot, SourceVM
-from engine.providers.vsphere.read import ObjectProps, parse_object_contents
+from engine.providers.vsphere.read import ObjectProps, parse_object_contents, retrieve_all
 
 VM_PATHS = (
     "name",
@@ -47,11 +47,25 @@ PATHS: dict[Any, tuple[str, ...]] = {
 }
 
 
-def fetch_inventory(si: Any, page_size: int = 1000) -> list[ObjectProps]:
-    """Every object ferry needs, in one RetrievePropertiesEx (plus continuation pages)."""
+DEVICES = "config.hardware.device"
+Chooser = Callable[[list[ObjectProps]], Iterable[Any]]
+
+
+def fetch_inventory(
+    si: Any, page_size: int = 1000, *, devices_for: Chooser | None = None
+) -> list[ObjectProps]:
+    """Every object ferry needs, in one RetrievePropertiesEx (plus continuation pages).
+
+    Device lists are most of the bytes (and of pyVmomi's parsing time). With `devices_for`, the
+    first pass leaves them out, `devices_for` picks among the VMs read so (e.g. those a spec
+    selects) and a second single call reads their devices.
+    """
     pc = vmodl.query.PropertyCollector
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, list(PATHS), True)
+    paths = {
+        t: tuple(x for x in p if devices_for is None or x != DEVICES) for t, p in PATHS.items()
+    }
     try:
         spec = pc.FilterSpec(
             objectSet=[
@@ -65,19 +79,35 @@ def fetch_inventory(si: Any, page_size: int = 1000) -> list[ObjectProps]:
                     ],
                 )
             ],
-            propSet=[pc.PropertySpec(type=t, pathSet=list(p)) for t, p in PATHS.items()],
+            propSet=[pc.PropertySpec(type=t, pathSet=list(p)) for t, p in paths.items()],
         )
-        collector = content.propertyCollector
-        result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions(maxObjects=page_size))
-        objects: list[Any] = []
-        while result is not None:
-            objects.extend(result.objects or [])
-            result = collector.ContinueRetrievePropertiesEx(result.token) if result.token else None
-        return parse_object_contents(objects)
+        objects = parse_object_contents(retrieve_all(content.propertyCollector, spec, page_size))
+        if devices_for is not None:
+            _add_devices(content.propertyCollector, objects, list(devices_for(objects)), page_size)
+        return objects
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {getattr(exc, 'msg', '') or exc}") from exc
     finally:
         view.Destroy()
+
+
+def _add_devices(
+    collector: Any, objects: list[ObjectProps], chosen: list[Any], page_size: int
+) -> None:
+    if not chosen:
+        return
+    pc = vmodl.query.PropertyCollector
+    spec = pc.FilterSpec(
+        objectSet=[pc.ObjectSpec(obj=ref) for ref in chosen],
+        propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=[DEVICES])],
+    )
+    found = {
+        _moid(o.ref): o.props
+        for o in parse_object_contents(retrieve_all(collector, spec, page_size))
+    }
+    for obj in objects:
+        if _moid(obj.ref) in found:
+            obj.props.update(found[_moid(obj.ref)])
 
 
 # -- pure parsing ---------------------------------------------------------------------------------

@@ -48,15 +48,16 @@ def retrieve(si: Any, obj_type: Any, paths: Sequence[str]) -> list[ObjectProps]:
                 vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths))
             ],
         )
-        return parse_object_contents(_retrieve_all(content.propertyCollector, spec))
+        return parse_object_contents(retrieve_all(content.propertyCollector, spec))
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {exc.msg or type(exc).__name__}") from exc
     finally:
         view.Destroy()
 
 
-def _retrieve_all(collector: Any, spec: Any) -> list[Any]:
-    options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=500)
+def retrieve_all(collector: Any, spec: Any, page_size: int = 500) -> list[Any]:
+    """RetrievePropertiesEx, continued while the server pages its answer."""
+    options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
     result = collector.RetrievePropertiesEx([spec], options)
     objects: list[Any] = []
     while result is not None:
