@@ -28,6 +28,8 @@ from engine.providers.vsphere.session import session, target_from_spec
 from engine.statestore.sqlite import SqliteStateStore
 from engine.units import human
 
+ESXI_READS = 10  # concurrent disk reads per ESXi host (NFC connections are limited per host)
+
 
 def apply(
     target: Annotated[Path, typer.Argument(help="A spec (plans and applies) or a saved plan.")],
@@ -148,12 +150,19 @@ def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console
     ):
         applier = Applier(plan, _context(spec, si, store, console))
         host = (spec.get("conversion_hosts") or [{}])[0]
+        esxi = applier.hosts()
+        pools = {"conversion": int(host.get("max_parallel", 2))}
+        pools |= {f"esxi:{h}": ESXI_READS for h in esxi.values()}
+
+        def pools_of(node: Any) -> list[str]:
+            """A disk copy holds a conversion-host slot and one of its ESXi host's reads."""
+            if ".disk[" not in str(node):
+                return []
+            esxi_host = esxi.get(Address.parse(str(node)).name)
+            return ["conversion", *([f"esxi:{esxi_host}"] if esxi_host else [])]
+
         walker = Walker(
-            _graph(plan),
-            applier.run,
-            parallelism=parallelism,
-            pools={"conversion": int(host.get("max_parallel", 2))},
-            pools_of=lambda n: ["conversion"] if ".disk[" in str(n) else [],
+            _graph(plan), applier.run, parallelism=parallelism, pools=pools, pools_of=pools_of
         )
         previous = signal.signal(signal.SIGINT, lambda *_: walker.stop())
         try:

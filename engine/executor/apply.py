@@ -111,6 +111,15 @@ class Applier:
             raise UserError(f"VM {name!r} ({self.uuids.get(name)}) is no longer in vCenter")
         return self.ctx.vm_refs[name]
 
+    def hosts(self) -> dict[str, str]:
+        """VM name → the ESXi host (moref) it runs on, for per-host read limits."""
+        names = {self._vm(name)._moId: name for name in self.uuids if self.uuids[name]}
+        return {
+            names[o.ref._moId]: o.props["runtime.host"]._moId
+            for o in retrieve(self.ctx.si, vim.VirtualMachine, ["runtime.host"])
+            if o.ref._moId in names and "runtime.host" in o.props
+        }
+
     def _snapshot(self, change: Change) -> None:
         name = Address.parse(change.address).name
         vm = self._vm(name)
