@@ -158,10 +158,7 @@ class Applier:
         record = self.ctx.store.read().resources.get(change.address)
         before = dict(record.attributes) if record else {}
         if change.action is Action.READ:
-            self._write(
-                [ResourceRecord(change.address, "volume", Status.READY, dict(change.after or {}))],
-                [],
-            )
+            self._adopt(change, address)
             return
         if change.action in (Action.DELETE, Action.FORGET):
             if change.action is Action.DELETE and before.get("volume_id"):
@@ -171,6 +168,22 @@ class Applier:
         snapshot, disks = self.ctx.snapshots[address.name]
         disk = disks[address.index or 0]
         self._sync(change, address, before, snapshot, disk)
+
+    def _adopt(self, change: Change, address: Address) -> None:
+        """Take over a volume found by metadata (ferry's, or os-migrate's by name): stamp ferry's
+        keys on it so it is found by identity from now on; the next sync is a delta from its
+        changeId (or a full copy when it has none)."""
+        after = dict(change.after or {})
+        metadata = {
+            "ferry_vm": self.uuids[address.name] or "",
+            "ferry_disk": str(address.index),
+            "ferry_converted": "false",
+        }
+        if after.get("change_id"):
+            metadata["ferry_change_id"] = str(after["change_id"])
+        volumes.set_metadata(self.ctx.conn, str(after["volume_id"]), metadata)
+        self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
+        self.ctx.progress(f"{change.address}: adopted volume {after['volume_id']}")
 
     def _delete_volume(self, volume_id: str) -> None:
         if volumes.exists(self.ctx.conn, volume_id):

@@ -17,6 +17,7 @@ from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import Destination, ObservedVolume, SourceDisk
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State, Status
+from engine.planner import osmigrate
 
 DEFAULT_THROUGHPUT = 100 * 1024**2  # bytes/s assumed before any copy was measured
 CONVERSION_SECONDS = {"windows": 900.0, "linux": 300.0}
@@ -277,7 +278,7 @@ def vm_changes(
     vm: DesiredVM,
     records: dict[str, ResourceRecord],
     state: State,
-    observed: Mapping[tuple[str, int], ObservedVolume],
+    observed: Mapping[tuple[str, Any], ObservedVolume],
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     volumes = [
@@ -286,7 +287,8 @@ def vm_changes(
             v,
             disks[v.disk_key],
             records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
-            observed.get((vm.source.instance_uuid or "", v.disk_key)),
+            observed.get((vm.source.instance_uuid or "", v.disk_key))
+            or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
         )
         for v in vm.volumes
     ]
@@ -354,7 +356,12 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
     """Every VM's plan entry and every change (blocked VMs have no changes)."""
     throughput = measured_throughput(data.state)
     by_vm = records_by_vm(data.state)
-    observed = {(v.vm_uuid, v.disk_key): v for v in data.destination.volumes}
+    observed: dict[tuple[str, Any], ObservedVolume] = {
+        (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
+    }
+    observed |= {
+        ("os-migrate", v.name): v for v in data.destination.volumes if v.origin == "os-migrate"
+    }
     plans: list[VMPlan] = []
     changes: list[Change] = []
     for vm in data.desired:

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyVmomi import vim
 
 from engine.dataplane.cbt import merge_extents, total_bytes
 from engine.dataplane.copy import file_digest
 from engine.lab import disks as lab_disks
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
+from engine.providers.openstack import volumes
+from engine.providers.vsphere.read import retrieve
+from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot, snapshot_disks
 from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
 
@@ -204,3 +208,47 @@ def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> 
     assert after["last_sync"]["kind"] == "delta"
     assert after["last_sync"]["bytes"] == total_bytes(merge_extents(writes))
     assert int(after["change_id"].rsplit("/", 1)[1]) > int(before["change_id"].rsplit("/", 1)[1])
+
+
+def test_a_volume_os_migrate_left_is_adopted_and_synced_by_delta(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """os-migrate's vmware-migration-kit copied the disk at a snapshot and stored the changeId in
+    its own keys; ferry adopts that volume (no full copy) and syncs the delta since then."""
+    vm = find_vm("Reporting Ünit 1")
+    assert vm is not None
+    ref = next(
+        o.ref for o in retrieve(si, vim.VirtualMachine, ["name"]) if o.props["name"] == vm.name
+    )
+    snapshot = create_snapshot(si, ref, "osm-snap")
+    (disk,) = snapshot_disks(si, snapshot)
+    conn = lab.openstack("ferry-lab")
+    volume = volumes.create_volume(
+        conn,
+        "Reporting_Unit_1-2000",
+        1,
+        "localds-0",
+        {"osm": "true", "changeID": disk.change_id or "", "converted": "false"},
+    )
+    volume_file(lab, volume.id).write_bytes(
+        lab_disks.snapshot_path(lab.disks, vm, snapshot._moId, 2000).read_bytes()
+    )
+    remove_snapshot(si, snapshot)
+    lab.write(vm.name, 2000, 5 * MiB, 2 * MiB)
+    state = tmp_path / "ferry.db"
+    target = 'vm["Reporting Ünit 1"]'
+    first = ferry(
+        lab, "apply", "plans/demo.yaml", "--target", target, "--auto-approve", "--state", str(state)
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"adopted volume {volume.id}" in first.stdout
+    assert records(state)[f"{target}.disk[2000]"]["change_id"] == disk.change_id
+    second = ferry(
+        lab, "apply", "plans/demo.yaml", "--target", target, "--auto-approve", "--state", str(state)
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    synced = records(state)[f"{target}.disk[2000]"]
+    assert synced["last_sync"] == {**synced["last_sync"], "kind": "delta", "bytes": 2 * MiB}
+    live = lab_disks.live_path(lab.disks, vm, 2000)
+    assert file_digest(volume_file(lab, volume.id), 1024**3) == file_digest(live)
+    assert conn.block_storage.get_volume(volume.id).metadata["ferry_vm"] == vm.instance_uuid

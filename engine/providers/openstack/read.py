@@ -4,6 +4,7 @@ metadata and tags, never by name alone. Fetch does the I/O; parse_* are pure."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,6 +47,20 @@ def fetch_destination(conn: Any) -> dict[str, list[Any]]:
 def parse_volume(volume: Any) -> ObservedVolume | None:
     """A volume with ferry's metadata (or os-migrate's), else None."""
     meta = dict(volume.metadata or {})
+    osm_key = re.search(r"-(\d+)$", volume.name or "")
+    if meta.get("osm") == "true" and "ferry_vm" not in meta and osm_key:
+        # os-migrate records no VM identity: the planner matches it by its volume name.
+        return ObservedVolume(
+            volume.id,
+            volume.name,
+            volume.status,
+            int(volume.size),
+            "",
+            int(osm_key.group(1)),
+            meta.get("changeID") or None,
+            meta.get("converted") == "true",
+            origin="os-migrate",
+        )
     if "ferry_vm" in meta and "ferry_disk" in meta:
         return ObservedVolume(
             volume.id,
