@@ -9,6 +9,7 @@ import typer
 from engine import __version__
 from engine.cli.apply import apply
 from engine.cli.discover import discover
+from engine.cli.graph import graph
 from engine.cli.lab import app as lab_app
 from engine.cli.plan import plan
 from engine.cli.spec import validate
@@ -28,6 +29,7 @@ app.command()(validate)
 app.command()(discover)
 app.command()(plan)
 app.command()(apply)
+app.command()(graph)
 
 
 @app.command()
