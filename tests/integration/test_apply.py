@@ -62,7 +62,11 @@ def volume_file(lab: Lab, volume_id: str) -> Path:
 
 
 def records(state: Path) -> dict[str, Any]:
-    return {a: dict(r.attributes) for a, r in SqliteStateStore(state).read().resources.items()}
+    store = SqliteStateStore(state)
+    try:
+        return {a: dict(r.attributes) for a, r in store.read().resources.items()}
+    finally:
+        store.close()
 
 
 def assert_exact(lab: Lab, state: Path) -> dict[str, Any]:
@@ -194,7 +198,11 @@ def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> 
     for line in proc.stdout:
         if "snapshot" in line and "of web01" in line:
             break
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while records(state)["vm.web01.disk[2000]"].get("copy") != "delta":  # the delta has begun
+        assert time.monotonic() < deadline and proc.poll() is None, "the delta never started"
+        time.sleep(0.02)
+    time.sleep(0.1)
     proc.kill()
     proc.wait()
     killed = records(state)["vm.web01.disk[2000]"]
