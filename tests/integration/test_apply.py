@@ -43,17 +43,11 @@ def remove_new_volumes(lab: Lab) -> Iterator[None]:
             conn.block_storage.wait_for_delete(volume, wait=120)
 
 
+APPLY_WEB01 = ("apply", "plans/demo.yaml", "--target", "vm.web01", "--auto-approve")
+
+
 def apply_web01(lab: Lab, state: Path) -> None:
-    done = ferry(
-        lab,
-        "apply",
-        "plans/demo.yaml",
-        "--target",
-        "vm.web01",
-        "--auto-approve",
-        "--state",
-        str(state),
-    )
+    done = ferry(lab, *APPLY_WEB01, "--state", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -180,11 +174,7 @@ def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> 
             sys.executable,
             "-m",
             "engine.cli",
-            "apply",
-            "plans/demo.yaml",
-            "--target",
-            "vm.web01",
-            "--auto-approve",
+            *APPLY_WEB01,
             "--state",
             str(state),
         ],

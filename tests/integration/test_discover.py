@@ -16,16 +16,22 @@ from tests.integration.cli import ferry
 pytestmark = pytest.mark.lab
 
 
-def test_fetch_is_one_retrieve_call(si: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+@pytest.fixture
+def calls(si: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the SOAP methods the session calls from now on."""
+    names: list[str] = []
     stub = si._stub
     original = stub.InvokeMethod
 
     def counting(mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:  # noqa: N803
-        calls.append(info.name)
+        names.append(info.name)
         return original(mo, info, args, outerStub) if outerStub else original(mo, info, args)
 
     monkeypatch.setattr(stub, "InvokeMethod", counting)
+    return names
+
+
+def test_fetch_is_one_retrieve_call(si: Any, calls: list[str]) -> None:
     objects = fetch_inventory(si)
     assert calls.count("RetrievePropertiesEx") == 1
     assert len(calls) <= 4, calls  # view create, retrieve, view destroy (+ content once)
@@ -80,18 +86,7 @@ def test_discover_wrong_password_is_one_clear_line(lab: Lab, tmp_path: Any) -> N
     assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
 
 
-def test_devices_only_for_chosen_vms_in_a_second_call(
-    si: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[str] = []
-    stub = si._stub
-    original = stub.InvokeMethod
-
-    def counting(mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:  # noqa: N803
-        calls.append(info.name)
-        return original(mo, info, args, outerStub) if outerStub else original(mo, info, args)
-
-    monkeypatch.setattr(stub, "InvokeMethod", counting)
+def test_devices_only_for_chosen_vms_in_a_second_call(si: Any, calls: list[str]) -> None:
     objects = fetch_inventory(
         si, devices_for=lambda objs: [o.ref for o in objs if o.props.get("name") == "web01"]
     )
