@@ -38,7 +38,7 @@ from engine.errors import DataplaneError
 
 MiB = 1024**2
 DEFAULT_REQUEST = 2 * MiB
-DEFAULT_IN_FLIGHT = 16
+DEFAULT_IN_FLIGHT = 8
 _FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -64,7 +64,7 @@ class CopyStats:
 class CopyOptions:
     dst_is_zero: bool = False
     request_size: int = DEFAULT_REQUEST
-    in_flight: int = 8  # reads in flight per connection
+    in_flight: int = DEFAULT_IN_FLIGHT  # reads in flight per connection
     connections: int = 4  # NBD connections, each on its own thread
     start_at: int = 0
     checkpoint: Callable[[int], None] | None = None

@@ -13,7 +13,6 @@ import nbd
 
 from engine.errors import DataplaneError
 
-HOLE = 1  # NBD_STATE_HOLE
 ZERO = 2  # NBD_STATE_ZERO
 STATUS_CHUNK = 1 << 30  # ask block status at most 1 GiB at a time (servers may cap below 4 GiB)
 

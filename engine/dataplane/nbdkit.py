@@ -22,7 +22,6 @@ from typing import Protocol
 from engine.errors import DataplaneError
 
 READY_TIMEOUT = 30.0
-VDDK_MAX_REQUEST = 2 * 1024 * 1024  # VDDK rejects larger reads
 
 
 class DiskSource(Protocol):
