@@ -11,6 +11,7 @@ The CLI prints ``error: <message>`` and exits 1 for any of them, without a trace
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
     ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
+    ├── ConversionError    virt-v2v-in-place could not convert the guest
     └── StateError         the state store: unreadable, newer format, or locked
         └── StateLockedError      another process holds the state lock
 """
@@ -55,3 +56,7 @@ class StateError(FerryError):
 
 class StateLockedError(StateError):
     """Another ferry process holds the state lock."""
+
+
+class ConversionError(FerryError):
+    """Converting the guest for KVM (virt-v2v-in-place) failed; its log says why."""

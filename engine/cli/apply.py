@@ -43,7 +43,7 @@ def apply(
         ),
     ] = None,
 ) -> None:
-    """Apply a plan: snapshots and disk copies into Cinder volumes (replication)."""
+    """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = Console(highlight=False)
     plan, spec, saved = _plan_for(target, state, tuple(Address.parse(t) for t in only or []))
     path = state_path(spec, state)
@@ -101,10 +101,12 @@ def _check_applicable(plan: Plan, console: Console) -> None:
     missing = unsupported(plan)
     if missing:
         listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
-        raise UserError(f"this ferry applies replication only; not yet: {listed}")
+        raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
 
 
-def _context(spec: dict[str, Any], si: Any, store: SqliteStateStore, console: Console) -> Context:
+def _context(
+    spec: dict[str, Any], si: Any, store: SqliteStateStore, console: Console, path: Path
+) -> Context:
     source, hosts = spec["source"], spec.get("conversion_hosts") or []
     if not hosts:
         raise UserError("the spec names no conversion_hosts: volumes are written on one")
@@ -131,6 +133,7 @@ def _context(spec: dict[str, Any], si: Any, store: SqliteStateStore, console: Co
         devices,
         host.id,
         verify,
+        log_dir=path.parent / "logs",
         progress=lambda line: console.print(f"  {line}"),
     )
 
@@ -148,14 +151,17 @@ def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console
         store.locked("apply"),
         session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
     ):
-        applier = Applier(plan, _context(spec, si, store, console))
+        applier = Applier(plan, _context(spec, si, store, console, path))
         host = (spec.get("conversion_hosts") or [{}])[0]
         esxi = applier.hosts()
         pools = {"conversion": int(host.get("max_parallel", 2))}
         pools |= {f"esxi:{h}": ESXI_READS for h in esxi.values()}
 
         def pools_of(node: Any) -> list[str]:
-            """A disk copy holds a conversion-host slot and one of its ESXi host's reads."""
+            """A disk copy holds a conversion-host slot and one of its ESXi host's reads; a
+            conversion holds a slot."""
+            if str(node).endswith(".conversion"):
+                return ["conversion"]
             if ".disk[" not in str(node):
                 return []
             esxi_host = esxi.get(Address.parse(str(node)).name)

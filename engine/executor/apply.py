@@ -4,7 +4,7 @@ CBT delta) into its Cinder volume through the conversion host, state persisted a
 Correctness rules kept here (../shared/DESIGN.md §5): all disks of a VM come from one snapshot;
 a volume's stored changeId (state and `ferry_change_id` metadata) advances only after its copy
 completed and was flushed; a changeId that cannot be trusted means a full copy, never a skip.
-Cutover changes (ports, flavor, conversion, server) are not applied yet: apply refuses them.
+Cutover changes (ports, flavor, conversion, server) are applied by executor.cutover.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyVmomi import vim
@@ -21,6 +22,7 @@ from engine.addresses import Address
 from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_digest
 from engine.dataplane.nbdkit import NbdkitServer
 from engine.errors import ChangeTrackingError, DataplaneError, UserError
+from engine.executor.cutover import Cutover
 from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import ResourceRecord, Status
@@ -36,18 +38,18 @@ from engine.statestore.sqlite import SqliteStateStore
 
 SUPPORTED = {
     ("source_snapshot", Action.CREATE),
-    ("volume", Action.CREATE),
-    ("volume", Action.UPDATE),
-    ("volume", Action.REPLACE),
-    ("volume", Action.READ),
-    ("volume", Action.DELETE),
-    ("volume", Action.FORGET),
+    *(
+        (kind, action)
+        for kind in ("volume", "port", "flavor", "conversion", "server")
+        for action in Action
+        if action is not Action.NOOP
+    ),
 }
 SNAPSHOT_PREFIX = "ferry-"
 
 
 def unsupported(plan: Plan) -> list[Change]:
-    """Changes this executor cannot apply yet (the cutover: ports, flavor, conversion, server)."""
+    """Changes this executor has no handler for (a plan from a newer ferry)."""
     return [
         c
         for c in plan.changes
@@ -66,10 +68,12 @@ class Context:
     devices: Devices
     conversion_host_id: str
     verify: bool = False
+    log_dir: Path = Path("state/logs")
     progress: Callable[[str], None] = lambda _: None
     vm_refs: dict[str, Any] = field(default_factory=dict)  # VM name → vim.VirtualMachine
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
     copied: dict[str, CopyStats] = field(default_factory=dict)
+    snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -80,6 +84,7 @@ class Applier:
         self.changes = {c.address: c for c in plan.changes}
         self.uuids = {v.name: v.instance_uuid for v in plan.vms}
         self.targets = {v.name: v.target_name for v in plan.vms}
+        self.cutover = Cutover(self)
 
     # -- the walker's node function -----------------------------------------------------------
 
@@ -88,6 +93,10 @@ class Applier:
         handler = {
             "source_snapshot": self._snapshot,
             "volume": self._volume,
+            "port": self.cutover.port,
+            "flavor": self.cutover.flavor,
+            "conversion": self.cutover.conversion,
+            "server": self.cutover.server,
         }[change.kind]
         handler(change)
 
@@ -124,6 +133,9 @@ class Applier:
         name = Address.parse(change.address).name
         vm = self._vm(name)
         self._remove_leftovers(vm)
+        power = (change.after or {}).get("power_off")
+        if power is not None:  # cutover: the source goes off before its final snapshot
+            self.cutover.power_off_source(name, vm, power)
         snapshot = create_snapshot(
             self.ctx.si,
             vm,
@@ -131,8 +143,11 @@ class Applier:
             "taken by ferry for a sync; removed when it ends",
         )
         disks = {d.key: d for d in snapshot_disks(self.ctx.si, snapshot)}
+        trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
+        taken = next((t for t in trees if t.snapshot._moId == snapshot._moId), None)
         with self.ctx.lock:
             self.ctx.snapshots[name] = (snapshot, disks)
+            self.ctx.snapshot_power[name] = str(taken.state) if taken else "unknown"
         self._write(
             [
                 ResourceRecord(
@@ -156,7 +171,7 @@ class Applier:
     def _volume(self, change: Change) -> None:
         address = Address.parse(change.address)
         record = self.ctx.store.read().resources.get(change.address)
-        before = dict(record.attributes) if record else {}
+        before = dict(record.attributes) if record else dict(change.before or {})
         if change.action is Action.READ:
             self._adopt(change, address)
             return
@@ -310,8 +325,11 @@ class Applier:
     ) -> None:
         """The copy is complete and flushed: only now does the changeId advance."""
         volume_id = str(attrs["volume_id"])
+        address = Address.parse(change.address)
+        metadata = {"ferry_vm": self.uuids[address.name] or "", "ferry_disk": str(address.index)}
         if disk.change_id:
-            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": disk.change_id})
+            metadata["ferry_change_id"] = disk.change_id
+        volumes.set_metadata(self.ctx.conn, volume_id, metadata)
         after = change.after or {}
         record = {
             "volume_id": volume_id,
@@ -324,6 +342,7 @@ class Applier:
                 "bytes": stats.bytes_read + stats.bytes_zeroed,
                 "seconds": round(stats.seconds, 3),
                 "at": time.time(),
+                "source_power": self.ctx.snapshot_power.get(address.name),
             },
         }
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])

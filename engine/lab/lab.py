@@ -196,6 +196,9 @@ class Lab:
             "FERRY_VCENTER_CAFILE": str(self.vcenter_files.cert),
             "OS_CLIENT_CONFIG_FILE": str(lab_openstack.clouds_file(self.openstack_root)),
             "OS_CLOUD": "ferry-lab",
+            # /dev/kvm here cannot boot the libguestfs appliance: virt-v2v runs under TCG
+            "LIBGUESTFS_BACKEND": "direct",
+            "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg",
         }
 
     def write(

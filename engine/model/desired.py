@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from engine.model.observed import Flavor, SourceVM
 
@@ -66,6 +67,7 @@ class DesiredVM:
     convert: bool = True
     enable_cbt: bool = False
     max_downtime: int | None = None
+    power_off: dict[str, Any] = field(default_factory=dict)  # the spec's power_off block
     concerns: tuple[Concern, ...] = field(default_factory=tuple)
 
     @property

@@ -384,6 +384,7 @@ def desired(
                 convert=bool(settings.get("convert", True)),
                 enable_cbt=bool(settings.get("enable_cbt", False)),
                 max_downtime=(settings.get("limits") or {}).get("max_downtime"),
+                power_off=dict(settings.get("power_off") or {}),
                 concerns=tuple(concerns),
             )
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
-from engine.model.observed import Destination, ObservedVolume, SourceDisk
+from engine.model.observed import Destination, ObservedServer, ObservedVolume, SourceDisk
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State, Status
 from engine.planner import osmigrate
@@ -170,17 +170,22 @@ def _delta_estimate(before: Mapping[str, Any]) -> int:
 
 
 def cutover_changes(
-    vm: DesiredVM, records: dict[str, ResourceRecord], everything: Mapping[str, ResourceRecord]
+    vm: DesiredVM,
+    records: dict[str, ResourceRecord],
+    everything: Mapping[str, ResourceRecord],
+    observed_server: ObservedServer | None = None,
 ) -> list[Change]:
     out: list[Change] = []
     for port in vm.ports:
         address = str(Address("vm", vm.name, "port", port.index))
         record = records.get(address)
         after: dict[str, Any] = {
+            "name": f"{vm.target_name}-nic{port.index}",
             "mac": port.mac,
             "network": port.network,
             "subnet": port.subnet,
             "fixed_ip": port.fixed_ip,
+            "security_groups": list(vm.security_groups),
         }
         out.append(
             _simple(
@@ -217,34 +222,74 @@ def cutover_changes(
                 "flavor made for the VM",
             )
         )
-    if vm.convert:
-        address = str(Address("vm", vm.name, "conversion"))
-        out.append(
-            _simple(
-                address,
-                "conversion",
-                records.get(address),
-                {"tool": "virt-v2v-in-place"},
-                "convert the guest for KVM (virtio drivers, bootloader)",
-            )
+    address = str(Address("vm", vm.name, "conversion"))
+    out.append(
+        _simple(
+            address,
+            "conversion",
+            records.get(address),
+            conversion_after(vm),
+            "protect the volumes (Cinder snapshots), then convert the guest for KVM"
+            if vm.convert
+            else "protect the volumes (Cinder snapshots); no conversion (convert: false)",
         )
+    )
+    out.append(server_change(vm, records, observed_server))
+    return out
+
+
+def power_policy(vm: DesiredVM) -> dict[str, Any]:
+    """The spec's power_off block with its defaults made explicit (shown in the plan)."""
+    given = vm.power_off
+    return {
+        "policy": given.get("policy", "graceful"),
+        "timeout": int(given.get("timeout", 300)),
+        "force_after": bool(given.get("force_after", False)),
+        "on_failure": given.get("on_failure", "power_on"),
+    }
+
+
+def conversion_after(vm: DesiredVM) -> dict[str, Any]:
+    """What the conversion node needs: the disks in boot order with their controllers, the MACs
+    (virt-v2v keeps MAC-based interface names), the firmware and the guest's size."""
+    disks = {d.key: d for d in vm.source.disks}
+    return {
+        "tool": "virt-v2v-in-place" if vm.convert else None,
+        "guest_id": vm.source.guest_id,
+        "firmware": vm.source.firmware,
+        "disks": [
+            {"key": v.disk_key, "controller_key": disks[v.disk_key].controller_key}
+            for v in vm.volumes
+        ],
+        "macs": [p.mac for p in vm.ports],
+        "memory_mb": vm.source.memory_mb,
+        "vcpus": vm.source.cpus,
+        "on_failure": power_policy(vm)["on_failure"],
+    }
+
+
+def server_change(
+    vm: DesiredVM, records: dict[str, ResourceRecord], observed: ObservedServer | None
+) -> Change:
     address = str(Address("vm", vm.name, "server"))
     after = {
         "name": vm.target_name,
         "flavor": vm.flavor.flavor.name if vm.flavor.flavor else None,
         "volumes": [v.disk_key for v in vm.volumes],
         "ports": len(vm.ports),
+        "key_pair": vm.key_pair,
     }
-    out.append(
-        _simple(
+    record = records.get(address)
+    if record is None and observed is not None and observed.status == "ACTIVE":
+        return Change(
             address,
             "server",
-            records.get(address),
-            after,
-            "cutover: boot the server from the volumes",
+            Action.READ,
+            f"found server {observed.id} ferry booted for this VM: adopt it",
+            None,
+            {**after, "server_id": observed.id},
         )
-    )
-    return out
+    return _simple(address, "server", record, after, "cutover: boot the server from the volumes")
 
 
 def _simple(
@@ -279,18 +324,22 @@ def vm_changes(
     records: dict[str, ResourceRecord],
     state: State,
     observed: Mapping[tuple[str, Any], ObservedVolume],
+    servers: Mapping[str, ObservedServer] | None = None,
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     volumes = [
-        volume_change(
-            vm,
-            v,
-            disks[v.disk_key],
-            records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
-            observed.get((vm.source.instance_uuid or "", v.disk_key))
-            or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
+        _adopt_then_sync(vm, c)
+        for c in (
+            volume_change(
+                vm,
+                v,
+                disks[v.disk_key],
+                records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
+                observed.get((vm.source.instance_uuid or "", v.disk_key))
+                or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
+            )
+            for v in vm.volumes
         )
-        for v in vm.volumes
     ]
     out: list[Change] = []
     if any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes):
@@ -303,13 +352,37 @@ def vm_changes(
                 if vm.mode in CUTOVER_MODES
                 else "one snapshot of all disks for this sync (removed after)",
                 None,
-                {"name": f"ferry-{vm.target_name}"},
+                {"name": f"ferry-{vm.target_name}"}
+                | ({"power_off": power_policy(vm)} if vm.mode in CUTOVER_MODES else {}),
             )
         )
     out += volumes
     if vm.mode in CUTOVER_MODES:
-        out += cutover_changes(vm, records, state.resources)
+        server = (servers or {}).get(vm.source.instance_uuid or "")
+        out += cutover_changes(vm, records, state.resources, server)
     return out
+
+
+def _adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
+    """A cutover cannot boot from a volume adopted as it is: adopt it and copy the final delta
+    in the same step (a full copy when it carries no changeId)."""
+    if vm.mode not in CUTOVER_MODES or change.action is not Action.READ:
+        return change
+    found = dict(change.after or {})
+    since = found.get("change_id")
+    return Change(
+        change.address,
+        "volume",
+        Action.UPDATE,
+        f"{change.reason}, then "
+        + (f"the final delta since changeId {since}" if since else "a full copy (no changeId)"),
+        {k: found[k] for k in ("volume_id", "change_id") if found.get(k)},
+        {k: v for k, v in found.items() if k not in ("volume_id", "change_id")},
+        bytes=None
+        if since
+        else next(d.capacity for d in vm.source.disks if d.key == found["disk_key"]),
+        estimate=True,
+    )
 
 
 def destroy_changes(
@@ -362,6 +435,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
     observed |= {
         ("os-migrate", v.name): v for v in data.destination.volumes if v.origin == "os-migrate"
     }
+    servers = {s.vm_uuid: s for s in data.destination.servers if s.vm_uuid}
     plans: list[VMPlan] = []
     changes: list[Change] = []
     for vm in data.desired:
@@ -371,7 +445,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             plans.append(_vm_plan(vm, vm.concerns, None))
             changes += vm_list
             continue
-        vm_list = vm_changes(vm, records, data.state, observed)
+        vm_list = vm_changes(vm, records, data.state, observed, servers)
         estimate = downtime(vm, vm_list, throughput)
         concerns = vm.concerns + _budget(vm, estimate)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)

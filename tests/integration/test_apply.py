@@ -142,25 +142,6 @@ def test_a_stale_saved_plan_is_refused(lab: Lab, tmp_path: Path) -> None:
     assert "Traceback" not in stale.stderr
 
 
-def test_apply_refuses_the_cutover_it_cannot_do_yet(lab: Lab, tmp_path: Path) -> None:
-    spec = tmp_path / "cut.yaml"
-    spec.write_text(
-        (ROOT / "plans" / "demo.yaml").read_text().replace("  mode: replicate", "  mode: cutover")
-    )
-    done = ferry(
-        lab,
-        "apply",
-        str(spec),
-        "--target",
-        "vm.web01",
-        "--auto-approve",
-        "--state",
-        str(tmp_path / "s.db"),
-    )
-    assert done.returncode == 1 and "applies replication only" in done.stderr
-    assert not (tmp_path / "s.db").exists()
-
-
 def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> None:
     state = tmp_path / "ferry.db"
     apply_web01(lab, state)

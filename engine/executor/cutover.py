@@ -1,0 +1,323 @@
+"""Applying a plan's cutover changes: ports with the source MACs, a flavor when asked, the
+protection snapshots and the guest conversion, and the server booted from the volumes.
+
+Order (the plan's graph): the source was powered off before its final snapshot and the final
+delta was copied; then the volumes are protected (one Cinder snapshot each), converted in place
+on the conversion host, and the server boots from them. A failed conversion or boot deletes the
+half-made server, reverts every volume to its protection snapshot and (unless the spec says
+`on_failure: leave_off`) powers the source back on: the next apply syncs a delta and tries again.
+After the server is ACTIVE the volumes are marked converted and the protection snapshots go.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.addresses import Address
+from engine.conversion import v2v
+from engine.errors import FerryError
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.providers.openstack import compute, volumes
+from engine.providers.vsphere.power import (
+    POWERED_ON,
+    PowerOffPolicy,
+    power_off,
+    power_on,
+    power_state,
+)
+
+if TYPE_CHECKING:
+    from engine.executor.apply import Applier
+
+
+class Cutover:
+    def __init__(self, applier: Applier) -> None:
+        self.a = applier
+        self.ctx = applier.ctx
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _records(self) -> Mapping[str, ResourceRecord]:
+        return self.ctx.store.read().resources
+
+    def _attrs(self, address: str) -> dict[str, Any]:
+        record = self._records().get(address)
+        return dict(record.attributes) if record else {}
+
+    def _volume_ids(self, name: str, disks: list[int]) -> list[str]:
+        records = self._records()
+        out = []
+        for key in disks:
+            address = str(Address("vm", name, "disk", key))
+            record = records.get(address)
+            if record is None or record.status is not Status.READY:
+                raise FerryError(f"{address} is not copied: the cutover needs every volume")
+            out.append(str(record.attributes["volume_id"]))
+        return out
+
+    def _log(self, name: str) -> Path:
+        return self.ctx.log_dir / f"{self.a.targets.get(name, name)}.log"
+
+    # -- power (called by the snapshot node in cutover mode) -------------------------------
+
+    def power_off_source(self, name: str, vm: Any, settings: dict[str, Any]) -> str:
+        """Record the source's power state, then power it off; returns how it went off."""
+        address = str(Address("vm", name, "conversion"))
+        attrs = self._attrs(address)
+        if "source_power" not in attrs:
+            attrs["source_power"] = self._power_state(vm)
+            self.a._write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
+        self.a._write(
+            [
+                ResourceRecord(
+                    address, "conversion", Status.IN_PROGRESS, {**attrs, "powered_off": how}
+                )
+            ],
+            [],
+        )
+        self.ctx.progress(f"{name}: source powered off ({how})")
+        return how
+
+    def _power_state(self, vm: Any) -> str:
+        return power_state(self.ctx.si, vm)
+
+    # -- ports ----------------------------------------------------------------------------------
+
+    def port(self, change: Change) -> None:
+        address = Address.parse(change.address)
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.REPLACE) and before.get("port_id"):
+            compute.delete_port(self.ctx.conn, str(before["port_id"]))
+        if change.action in (Action.DELETE, Action.FORGET):
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        port, created = compute.ensure_port(
+            self.ctx.conn,
+            compute.PortSpec(
+                name=str(after["name"]),
+                vm_uuid=self.a.uuids[address.name] or "",
+                index=address.index or 0,
+                mac=str(after["mac"]),
+                network=str(after["network"]),
+                subnet=after.get("subnet"),
+                fixed_ip=after.get("fixed_ip"),
+                security_groups=tuple(after.get("security_groups") or ()),
+            ),
+        )
+        self.a._write(
+            [ResourceRecord(change.address, "port", Status.READY, {**after, "port_id": port.id})],
+            [],
+        )
+        self.ctx.progress(
+            f"{change.address}: port {port.id} with MAC {after['mac']} "
+            + ("created" if created else "found and reused")
+        )
+
+    # -- flavor ---------------------------------------------------------------------------------
+
+    def flavor(self, change: Change) -> None:
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.REPLACE) and before.get("flavor_id"):
+            compute.delete_flavor(self.ctx.conn, str(before["flavor_id"]))
+        if change.action in (Action.DELETE, Action.FORGET):
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        name = Address.parse(change.address).name
+        flavor_id, _ = compute.ensure_flavor(
+            self.ctx.conn, name, int(after["vcpus"]), int(after["ram_mb"])
+        )
+        self.a._write(
+            [
+                ResourceRecord(
+                    change.address, "flavor", Status.READY, {**after, "flavor_id": flavor_id}
+                )
+            ],
+            [],
+        )
+
+    # -- conversion -----------------------------------------------------------------------------
+
+    def conversion(self, change: Change) -> None:
+        address = Address.parse(change.address)
+        attrs = self._attrs(change.address)
+        if change.action in (Action.DELETE, Action.FORGET):
+            for snapshot_id in (attrs.get("protection") or {}).values():
+                compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        volume_ids = self._volume_ids(address.name, [d["key"] for d in after["disks"]])
+        protection = {
+            v: compute.protection_snapshot(self.ctx.conn, v, f"ferry-protect-{v[:8]}")
+            for v in volume_ids
+        }
+        attrs = {**attrs, **after, "protection": protection}
+        self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        self.ctx.progress(f"{change.address}: {len(protection)} volume(s) protected")
+        if not after.get("tool"):
+            self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
+            return
+        try:
+            seconds = self._convert(address.name, after, volume_ids)
+        except FerryError:
+            self.restore(address.name, after.get("on_failure", "power_on"))
+            raise
+        attrs["seconds"] = round(seconds, 1)
+        self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
+        self.ctx.progress(f"{change.address}: converted in {seconds:.0f} s")
+
+    def _convert(self, name: str, after: dict[str, Any], volume_ids: list[str]) -> float:
+        host = self.ctx.conversion_host_id
+        attached: list[str] = []
+        try:
+            paths = []
+            for volume_id in volume_ids:
+                volumes.attach(self.ctx.conn, host, volume_id)
+                attached.append(volume_id)
+                paths.append(self.ctx.devices.device(self.ctx.conn, volume_id, host))
+            guest = v2v.Guest(
+                name=self.a.targets.get(name, name),
+                disks=tuple(
+                    v2v.GuestDisk(path, v2v.bus_of(int(d["controller_key"])))
+                    for path, d in zip(paths, after["disks"], strict=True)
+                ),
+                macs=tuple(after.get("macs") or ()),
+                firmware=after.get("firmware"),
+                memory_mb=int(after.get("memory_mb") or 1024),
+                vcpus=int(after.get("vcpus") or 1),
+            )
+            self.ctx.progress(
+                f"vm.{name}: converting with virt-v2v-in-place (log {self._log(name)})"
+            )
+            return v2v.convert(guest, self._log(name))
+        finally:
+            for volume_id in attached:
+                volumes.detach(self.ctx.conn, host, volume_id)
+
+    def restore(self, name: str, on_failure: str) -> None:
+        """After a failed conversion or boot: volumes back to their protection snapshots, the
+        conversion to be redone, the source powered on again (unless the spec says leave_off)."""
+        address = str(Address("vm", name, "conversion"))
+        attrs = self._attrs(address)
+        for volume_id, snapshot_id in (attrs.get("protection") or {}).items():
+            compute.revert(self.ctx.conn, volume_id, str(snapshot_id))
+            compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+        self.a._write([], [address])
+        self.ctx.progress(f"vm.{name}: volumes restored from their protection snapshots")
+        if on_failure == "power_on" and attrs.get("source_power") == POWERED_ON:
+            power_on(self.ctx.si, self.a._vm(name))
+            self.ctx.progress(f"vm.{name}: source powered back on")
+
+    # -- server ---------------------------------------------------------------------------------
+
+    def server(self, change: Change) -> None:
+        address = Address.parse(change.address)
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.REPLACE) and before.get("server_id"):
+            compute.delete_server(self.ctx.conn, str(before["server_id"]))
+        if change.action in (Action.DELETE, Action.FORGET):
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        if change.action is Action.READ:
+            self._served(change, address.name, after, str(after["server_id"]))
+            return
+        server_id = self._boot(change, address.name, after)
+        self._served(change, address.name, after, server_id)
+
+    def _boot(self, change: Change, name: str, after: dict[str, Any]) -> str:
+        uuid = self.a.uuids[name] or ""
+        existing = compute.find_server(self.ctx.conn, uuid)
+        if existing is not None and existing.status == "ACTIVE":
+            self.ctx.progress(f"{change.address}: server {existing.id} found ACTIVE, reused")
+            return str(existing.id)
+        if existing is not None:
+            compute.delete_server(self.ctx.conn, str(existing.id))
+        ports = self._port_ids(name)
+        spec = compute.ServerSpec(
+            name=str(after["name"]),
+            vm_uuid=uuid,
+            flavor=str(after["flavor"]),
+            volume_ids=tuple(self._volume_ids(name, list(after["volumes"]))),
+            port_ids=tuple(ports),
+            key_pair=after.get("key_pair"),
+        )
+        conversion = self._attrs(str(Address("vm", name, "conversion")))
+        if conversion.get("firmware") == "efi":
+            compute.mark_uefi(self.ctx.conn, spec.volume_ids[0])
+        started = time.monotonic()
+        server_id = ""
+        try:
+            server_id = str(compute.create_server(self.ctx.conn, spec).id)
+            self.a._write(
+                [
+                    ResourceRecord(
+                        change.address,
+                        "server",
+                        Status.IN_PROGRESS,
+                        {**after, "server_id": server_id},
+                    )
+                ],
+                [],
+            )
+            compute.wait_active(self.ctx.conn, server_id)
+        except FerryError:
+            if server_id:
+                compute.delete_server(self.ctx.conn, server_id)
+            self.a._write([], [change.address])
+            self.restore(name, self._on_failure(name))
+            raise
+        self.ctx.progress(
+            f"{change.address}: server {server_id} ACTIVE in {time.monotonic() - started:.0f} s"
+        )
+        return server_id
+
+    def _port_ids(self, name: str) -> list[str]:
+        """The VM's ports in the source's NIC order."""
+        found = []
+        for address, record in self._records().items():
+            parsed = Address.parse(address)
+            if parsed.kind == "vm" and parsed.name == name and parsed.part == "port":
+                found.append((parsed.index or 0, str(record.attributes["port_id"])))
+        return [port_id for _, port_id in sorted(found)]
+
+    def _on_failure(self, name: str) -> str:
+        conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
+        return str(((conversion.after if conversion else None) or {}).get("on_failure", "power_on"))
+
+    def _served(self, change: Change, name: str, after: dict[str, Any], server_id: str) -> None:
+        """The server runs: the volumes are converted for good, the protection goes."""
+        records = self._records()
+        puts = []
+        for key in after["volumes"]:
+            address = str(Address("vm", name, "disk", key))
+            record = records[address]
+            volume_id = str(record.attributes["volume_id"])
+            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_converted": "true"})
+            puts.append(
+                ResourceRecord(
+                    address, "volume", Status.READY, {**record.attributes, "converted": True}
+                )
+            )
+        conversion = str(Address("vm", name, "conversion"))
+        attrs = self._attrs(conversion)
+        for snapshot_id in (attrs.pop("protection", None) or {}).values():
+            compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+        if conversion in records:
+            puts.append(ResourceRecord(conversion, "conversion", Status.READY, attrs))
+        puts.append(
+            ResourceRecord(
+                change.address,
+                "server",
+                Status.READY,
+                {**after, "server_id": server_id, "at": time.time()},
+            )
+        )
+        self.a._write(puts, [])

@@ -1,0 +1,305 @@
+"""What a cutover creates in the destination: ports carrying the source MACs, a flavor when the
+spec asks for one, Cinder protection snapshots, and the server booted from the volumes.
+
+Everything is found again without state: a port by its MAC on its network (neutron allows one),
+a server by its `ferry_vm` metadata (set atomically at create), a protection snapshot by its
+`ferry_protects` metadata. Tags are added for humans and for refresh's single listing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from openstack import exceptions as os_exc
+
+from engine.errors import OpenStackError, UserError
+from engine.providers.openstack.volumes import wait_volume
+
+TAG = "ferry"
+SERVER_FAILED = ("ERROR", "DELETED", "SOFT_DELETED", "SHELVED", "SHELVED_OFFLOADED")
+
+
+def vm_tag(vm_uuid: str) -> str:
+    return f"ferry_vm:{vm_uuid}"
+
+
+# -- ports ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    name: str
+    vm_uuid: str
+    index: int
+    mac: str
+    network: str
+    subnet: str | None
+    fixed_ip: str | None
+    security_groups: tuple[str, ...]
+
+
+def _network_id(conn: Any, name: str) -> str:
+    network = conn.network.find_network(name, ignore_missing=True)
+    if network is None:
+        raise UserError(f"network {name!r} does not exist in the destination")
+    return str(network.id)
+
+
+def _fixed_ips(conn: Any, spec: PortSpec, network_id: str) -> list[dict[str, str]] | None:
+    if spec.subnet is None and spec.fixed_ip is None:
+        return None
+    entry: dict[str, str] = {}
+    if spec.subnet is not None:
+        subnet = conn.network.find_subnet(spec.subnet, network_id=network_id, ignore_missing=True)
+        if subnet is None:
+            raise UserError(f"subnet {spec.subnet!r} is not on network {spec.network!r}")
+        entry["subnet_id"] = subnet.id
+    if spec.fixed_ip is not None:
+        entry["ip_address"] = spec.fixed_ip
+    return [entry]
+
+
+def _security_group_ids(conn: Any, names: tuple[str, ...]) -> list[str]:
+    ids = []
+    for name in names:
+        group = conn.network.find_security_group(name, ignore_missing=True)
+        if group is None:
+            raise UserError(f"security group {name!r} does not exist in the destination")
+        ids.append(str(group.id))
+    return ids
+
+
+def description(vm_uuid: str, index: int) -> str:
+    return f"ferry_vm={vm_uuid} nic={index}"
+
+
+def ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
+    """The port with the source MAC on its network: (port, created). One left by a killed apply
+    (ours by its description) is reused; a foreign port holding the MAC is an error."""
+    network_id = _network_id(conn, spec.network)
+    try:
+        found = list(conn.network.ports(mac_address=spec.mac, network_id=network_id))
+        if found:
+            port = found[0]
+            if port.description != description(spec.vm_uuid, spec.index):
+                raise OpenStackError(
+                    f"MAC {spec.mac} is already used on {spec.network!r} by port {port.id} "
+                    f"({port.name or 'unnamed'}), which ferry did not create"
+                )
+            _tag(conn, port, spec.vm_uuid)
+            return port, False
+        fields: dict[str, Any] = {
+            "name": spec.name,
+            "network_id": network_id,
+            "mac_address": spec.mac,
+            "security_group_ids": _security_group_ids(conn, spec.security_groups),
+            "description": description(spec.vm_uuid, spec.index),
+        }
+        fixed_ips = _fixed_ips(conn, spec, network_id)
+        if fixed_ips is not None:
+            fields["fixed_ips"] = fixed_ips
+        port = conn.network.create_port(**fields)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"port {spec.name} (MAC {spec.mac}): {exc}") from exc
+    _tag(conn, port, spec.vm_uuid)
+    return port, True
+
+
+def _tag(conn: Any, port: Any, vm_uuid: str) -> None:
+    wanted = {TAG, vm_tag(vm_uuid)}
+    if not wanted <= set(port.tags or []):
+        conn.network.set_tags(port, sorted(wanted | set(port.tags or [])))
+
+
+def delete_port(conn: Any, port_id: str) -> None:
+    try:
+        conn.network.delete_port(port_id, ignore_missing=True)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"deleting port {port_id}: {exc}") from exc
+
+
+def port_exists(conn: Any, port_id: str) -> bool:
+    return conn.network.find_port(port_id, ignore_missing=True) is not None
+
+
+# -- flavors --------------------------------------------------------------------------------------
+
+
+def ensure_flavor(conn: Any, name: str, vcpus: int, ram_mb: int) -> tuple[str, bool]:
+    """The flavor named `name` (made for one VM by `flavor: create`): (id, created)."""
+    try:
+        found = conn.compute.find_flavor(name, ignore_missing=True)
+        if found is not None:
+            if int(found.vcpus) < vcpus or int(found.ram) < ram_mb:
+                raise UserError(
+                    f"flavor {name!r} exists with {found.vcpus} vCPU / {found.ram} MB, "
+                    f"smaller than the {vcpus} vCPU / {ram_mb} MB wanted"
+                )
+            return str(found.id), False
+        flavor = conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram_mb, disk=0)
+        conn.compute.create_flavor_extra_specs(flavor, {"ferry:created": "true"})
+    except os_exc.ForbiddenException as exc:
+        raise OpenStackError(
+            f"creating flavor {name!r} needs an admin role in the destination: {exc}"
+        ) from exc
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"flavor {name!r}: {exc}") from exc
+    return str(flavor.id), True
+
+
+def delete_flavor(conn: Any, flavor_id: str) -> None:
+    try:
+        conn.compute.delete_flavor(flavor_id, ignore_missing=True)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"deleting flavor {flavor_id}: {exc}") from exc
+
+
+# -- protection snapshots -----------------------------------------------------------------------
+
+
+def _wait_snapshot(conn: Any, snapshot_id: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        snapshot = conn.block_storage.get_snapshot(snapshot_id)
+        if snapshot.status == "available":
+            return
+        if snapshot.status.startswith("error"):
+            raise OpenStackError(f"snapshot {snapshot_id} went to {snapshot.status}")
+        if time.monotonic() > deadline:
+            raise OpenStackError(f"snapshot {snapshot_id} still {snapshot.status}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 3.0)
+
+
+def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
+    """A Cinder snapshot of the volume before conversion touches it (one per volume, reused)."""
+    try:
+        for snapshot in conn.block_storage.snapshots(details=True):
+            if (snapshot.metadata or {}).get("ferry_protects") == volume_id:
+                _wait_snapshot(conn, snapshot.id)
+                return str(snapshot.id)
+        snapshot = conn.block_storage.create_snapshot(
+            volume_id=volume_id,
+            name=name,
+            force=True,
+            metadata={"ferry_protects": volume_id},
+        )
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"protecting volume {volume_id}: {exc}") from exc
+    _wait_snapshot(conn, snapshot.id)
+    return str(snapshot.id)
+
+
+def revert(conn: Any, volume_id: str, snapshot_id: str) -> None:
+    """Put the volume back to its protection snapshot (the volume must be detached)."""
+    wait_volume(conn, volume_id, "available")
+    try:
+        conn.block_storage.revert_volume_to_snapshot(volume_id, snapshot_id)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
+    wait_volume(conn, volume_id, "available")
+    _wait_snapshot(conn, snapshot_id)
+
+
+def delete_snapshot(conn: Any, snapshot_id: str) -> None:
+    try:
+        conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"deleting snapshot {snapshot_id}: {exc}") from exc
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    vm_uuid: str
+    flavor: str  # name or id
+    volume_ids: tuple[str, ...]  # boot volume first, then data volumes in order
+    port_ids: tuple[str, ...]  # in the source's NIC order
+    key_pair: str | None = None
+
+
+def mark_uefi(conn: Any, volume_id: str) -> None:
+    """Nova boots a volume with these image properties with UEFI firmware on q35."""
+    try:
+        conn.block_storage.set_volume_image_metadata(
+            volume_id, hw_firmware_type="uefi", hw_machine_type="q35"
+        )
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"setting UEFI properties on volume {volume_id}: {exc}") from exc
+
+
+def find_server(conn: Any, vm_uuid: str) -> Any | None:
+    """The server ferry booted for this source VM (by its metadata), if any."""
+    try:
+        for server in conn.compute.servers(details=True):
+            if (server.metadata or {}).get("ferry_vm") == vm_uuid:
+                return server
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"listing servers: {exc}") from exc
+    return None
+
+
+def create_server(conn: Any, spec: ServerSpec) -> Any:
+    flavor = conn.compute.find_flavor(spec.flavor, ignore_missing=True)
+    if flavor is None:
+        raise UserError(f"flavor {spec.flavor!r} does not exist in the destination")
+    mapping = [
+        {
+            "uuid": volume_id,
+            "source_type": "volume",
+            "destination_type": "volume",
+            "boot_index": 0 if index == 0 else -1,
+            "delete_on_termination": False,
+        }
+        for index, volume_id in enumerate(spec.volume_ids)
+    ]
+    fields: dict[str, Any] = {
+        "name": spec.name,
+        "flavor_id": flavor.id,
+        "block_device_mapping_v2": mapping,
+        "networks": [{"port": p} for p in spec.port_ids] or "none",
+        "metadata": {"ferry_vm": spec.vm_uuid},
+    }
+    if spec.key_pair:
+        fields["key_name"] = spec.key_pair
+    try:
+        return conn.compute.create_server(**fields)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"booting server {spec.name}: {exc}") from exc
+
+
+def wait_active(conn: Any, server_id: str, timeout: float = 600.0) -> Any:
+    """Re-fetch until ACTIVE; ERROR fails at once with nova's fault message."""
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        try:
+            server = conn.compute.get_server(server_id)
+        except os_exc.SDKException as exc:
+            raise OpenStackError(f"server {server_id}: {exc}") from exc
+        if server.status == "ACTIVE":
+            return server
+        if server.status in SERVER_FAILED:
+            fault = (server.fault or {}).get("message") or "no fault reported"
+            raise OpenStackError(f"server {server.name} ({server_id}) is {server.status}: {fault}")
+        if time.monotonic() > deadline:
+            raise OpenStackError(f"server {server_id} still {server.status} after {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+
+
+def delete_server(conn: Any, server_id: str, timeout: float = 300.0) -> None:
+    try:
+        server = conn.compute.get_server(server_id)
+        conn.compute.delete_server(server_id)
+        conn.compute.wait_for_delete(server, wait=int(timeout))
+    except os_exc.NotFoundException:
+        return
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"deleting server {server_id}: {exc}") from exc

@@ -1,0 +1,93 @@
+"""Powering the source VM off before its final snapshot (graceful through VMware Tools, hard
+only when the spec allows it) and back on after a failed cutover."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from engine.errors import VSphereError
+from engine.providers.vsphere.read import fetch_property
+from engine.providers.vsphere.tasks import describe_fault, wait_task
+
+POWERED_OFF = "poweredOff"
+POWERED_ON = "poweredOn"
+
+
+@dataclass(frozen=True)
+class PowerOffPolicy:
+    graceful: bool = True  # shut the guest down through VMware Tools first
+    timeout: float = 300.0  # seconds a graceful shutdown may take
+    force_after: bool = False  # then power off hard; without it a timeout is a failure
+
+    @staticmethod
+    def from_spec(settings: dict[str, Any] | None) -> PowerOffPolicy:
+        settings = settings or {}
+        return PowerOffPolicy(
+            graceful=settings.get("policy", "graceful") == "graceful",
+            timeout=float(settings.get("timeout", 300)),
+            force_after=bool(settings.get("force_after", False)),
+        )
+
+
+def power_state(si: Any, vm: Any) -> str:
+    return str(fetch_property(si, vm, "runtime.powerState"))
+
+
+def wait_power_state(si: Any, vm: Any, state: str, timeout: float) -> bool:
+    """Poll until the VM reports `state`; False when the timeout passed first."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while power_state(si, vm) != state:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    return True
+
+
+def power_off(si: Any, vm: Any, policy: PowerOffPolicy) -> str:
+    """Power the VM off; returns how: 'already', 'graceful' or 'hard'."""
+    if power_state(si, vm) == POWERED_OFF:
+        return "already"
+    if policy.graceful:
+        try:
+            vm.ShutdownGuest()
+        except vim.fault.ToolsUnavailable:
+            pass  # no tools: only a hard power-off can do it
+        except vim.fault.InvalidPowerState:
+            return "already"
+        except vmodl.MethodFault as exc:  # the guest or the server refused
+            if not policy.force_after:
+                raise VSphereError(f"graceful shutdown of {vm._moId} failed: {exc}") from exc
+        else:
+            if wait_power_state(si, vm, POWERED_OFF, policy.timeout):
+                return "graceful"
+        if not policy.force_after:
+            raise VSphereError(
+                f"{vm._moId} did not shut down within {policy.timeout:.0f} s and the spec "
+                "does not allow a hard power-off (power_off.force_after)"
+            )
+    _hard_off(si, vm)
+    return "hard"
+
+
+def _hard_off(si: Any, vm: Any) -> None:
+    try:
+        wait_task(si, vm.PowerOffVM_Task(), f"powering off {vm._moId}")
+    except VSphereError:
+        if power_state(si, vm) != POWERED_OFF:
+            raise
+
+
+def power_on(si: Any, vm: Any) -> None:
+    """Power the VM back on (after a failed cutover); already on is fine."""
+    if power_state(si, vm) == POWERED_ON:
+        return
+    try:
+        wait_task(si, vm.PowerOnVM_Task(), f"powering on {vm._moId}")
+    except vmodl.MethodFault as exc:
+        raise VSphereError(f"powering on {vm._moId}: {describe_fault(exc)}") from exc

@@ -1,0 +1,198 @@
+"""Cutover on the lab: the source is powered off before its final snapshot, the final delta is
+exact, the volumes are protected, and a server boots from them with the source MACs in NIC order
+and the disks in order. A failed conversion restores the volumes and powers the source back on;
+the next apply syncs a small delta and completes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyVmomi import vim
+
+from engine.dataplane.copy import file_digest
+from engine.lab import disks as lab_disks
+from engine.lab.estate import find_vm
+from engine.lab.lab import Lab
+from engine.providers.vsphere.power import power_on, power_state
+from engine.providers.vsphere.read import retrieve
+from engine.statestore.sqlite import SqliteStateStore
+from tests.integration.cli import ROOT, ferry
+
+pytestmark = pytest.mark.lab
+MiB = 1024**2
+
+
+@pytest.fixture(autouse=True)
+def clean_destination(lab: Lab, si: Any) -> Iterator[None]:
+    """What a test created in the cloud goes after it; its source VMs are powered on again."""
+    conn = lab.openstack("ferry-lab")
+    servers = {s.id for s in conn.compute.servers()}
+    ports = {p.id for p in conn.network.ports()}
+    vols = {v.id for v in conn.block_storage.volumes()}
+    yield
+    for server in conn.compute.servers():
+        if server.id not in servers:
+            conn.compute.delete_server(server.id)
+            conn.compute.wait_for_delete(server, wait=120)
+    for port in conn.network.ports():
+        if port.id not in ports:
+            conn.network.delete_port(port.id)
+    for snapshot in conn.block_storage.snapshots():
+        conn.block_storage.delete_snapshot(snapshot.id)
+        conn.block_storage.wait_for_delete(snapshot, wait=120)
+    for volume in conn.block_storage.volumes():
+        if volume.id not in vols:
+            conn.block_storage.delete_volume(volume.id)
+            conn.block_storage.wait_for_delete(volume, wait=120)
+    for name in ("db01", "Reporting Ünit 1"):
+        power_on(si, vm_ref(si, name))
+
+
+def vm_ref(si: Any, name: str) -> Any:
+    return next(
+        o.ref for o in retrieve(si, vim.VirtualMachine, ["name"]) if o.props["name"] == name
+    )
+
+
+def spec_with(tmp_path: Path, entry: str, settings: str) -> Path:
+    """plans/demo.yaml with one VM entry's settings extended."""
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    line = re.search(rf"^  - name: {re.escape(entry)}.*$", text, re.M)
+    assert line is not None
+    indent = "\n    "
+    extended = line.group(0).split("#")[0].rstrip() + indent + indent.join(settings.splitlines())
+    spec = tmp_path / f"{abs(hash(settings))}.yaml"
+    spec.write_text(text.replace(line.group(0), extended))
+    return spec
+
+
+def apply(lab: Lab, spec: Path, target: str, state: Path) -> Any:
+    return ferry(
+        lab, "apply", str(spec), "--target", target, "--auto-approve", "--state", str(state)
+    )
+
+
+def records(state: Path) -> dict[str, Any]:
+    store = SqliteStateStore(state)
+    try:
+        return {a: dict(r.attributes) for a, r in store.read().resources.items()}
+    finally:
+        store.close()
+
+
+def volume_file(lab: Lab, volume_id: str) -> Path:
+    return lab.openstack_root / "cinder" / "volumes" / f"volume-{volume_id}"
+
+
+def power_events(si: Any, ref: Any, since: Any) -> list[str]:
+    """The VM's events since a vCenter time, oldest first (vcsim answers one page of 10)."""
+    spec = vim.event.EventFilterSpec(
+        entity=vim.event.EventFilterSpec.ByEntity(entity=ref, recursion="self"),
+        time=vim.event.EventFilterSpec.ByTime(beginTime=since),
+    )
+    events = sorted(si.content.eventManager.QueryEvents(spec), key=lambda e: e.key)
+    return [type(e).__name__.rsplit(".", 1)[-1] for e in events]
+
+
+def test_cutover_boots_the_server_from_exact_volumes_with_the_source_macs(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    vm = find_vm("db01")
+    assert vm is not None
+    state = tmp_path / "ferry.db"
+    replicate = spec_with(tmp_path, "db01", "mode: replicate")
+    done = apply(lab, replicate, "vm.db01", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    writes = [(2000, 3 * MiB, MiB), (2001, 100 * MiB, 2 * MiB), (2002, 0, 512 * 1024)]
+    for key, offset, length in writes:
+        lab.write("db01", key, offset, length)
+    cutover = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false")
+    plan = ferry(lab, "plan", str(cutover), "--target", "vm.db01", "--state", str(state))
+    assert "power off the source" in plan.stdout and "vm.db01.server" in plan.stdout
+    started = si.CurrentTime()
+    done = apply(lab, cutover, "vm.db01", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    ref = vm_ref(si, "db01")
+    assert power_state(si, ref) == "poweredOff"
+    assert "VmGuestShutdownEvent" in power_events(si, ref, started)  # graceful, in the guest
+    found = records(state)
+    for disk in vm.disks:
+        attrs = found[f"vm.db01.disk[{disk.key}]"]
+        assert attrs["converted"] is True
+        assert attrs["last_sync"]["source_power"] == "poweredOff"  # snapshot taken when off
+        assert attrs["last_sync"]["kind"] == "delta"
+        changed = sum(length for key, _, length in writes if key == disk.key)
+        assert attrs["last_sync"]["bytes"] == changed
+        live = lab_disks.live_path(lab.disks, vm, disk.key)
+        assert file_digest(volume_file(lab, attrs["volume_id"]), disk.capacity) == file_digest(live)
+
+    conn = lab.openstack("ferry-lab")
+    server = conn.compute.get_server(found["vm.db01.server"]["server_id"])
+    assert server.status == "ACTIVE" and server.name == "db01"
+    assert server.metadata["ferry_vm"] == vm.instance_uuid
+    assert server.flavor["original_name"] == "m1.large"
+    interfaces = list(conn.compute.server_interfaces(server))
+    by_port = {i.port_id: i.mac_addr for i in interfaces}
+    port_ids = [found[f"vm.db01.port[{i}]"]["port_id"] for i in range(len(vm.nics))]
+    assert [by_port[p] for p in port_ids] == [nic.mac for nic in vm.nics]
+    attached = sorted(conn.compute.volume_attachments(server), key=lambda a: a.device)
+    assert [a.volume_id for a in attached] == [
+        found[f"vm.db01.disk[{d.key}]"]["volume_id"] for d in vm.disks
+    ]
+    for attrs in (found[f"vm.db01.disk[{d.key}]"] for d in vm.disks):
+        volume = conn.block_storage.get_volume(attrs["volume_id"])
+        assert volume.metadata["ferry_converted"] == "true"
+    assert list(conn.block_storage.snapshots()) == []  # the protection went with success
+
+    again = ferry(
+        lab, "plan", str(cutover), "--target", "vm.db01", "--state", str(state),
+        "--detailed-exitcode",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    rerun = apply(lab, cutover, "vm.db01", state)
+    assert rerun.returncode == 0 and "No changes" in rerun.stdout
+    assert len([s for s in conn.compute.servers() if s.name == "db01"]) == 1
+
+
+def test_a_failed_conversion_restores_then_the_next_apply_syncs_a_small_delta(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """virt-v2v-in-place really runs and really fails (the lab disk holds no operating system):
+    the volumes are reverted to their protection snapshots, the source is powered on again, and
+    the next apply copies only what the guest wrote since."""
+    name, target = "Reporting Ünit 1", 'vm["Reporting Ünit 1"]'
+    vm = find_vm(name)
+    assert vm is not None
+    state = tmp_path / "ferry.db"
+    failing = spec_with(tmp_path, name, "mode: cutover")
+    done = apply(lab, failing, target, state)
+    assert done.returncode == 1
+    assert "inspection could not detect the source guest" in done.stdout
+    assert "volumes restored from their protection snapshots" in done.stdout
+    assert power_state(si, vm_ref(si, name)) == "poweredOn"
+    found = records(state)
+    assert f"{target}.conversion" not in found and f"{target}.server" not in found
+    volume_id = found[f"{target}.disk[2000]"]["volume_id"]
+    live = lab_disks.live_path(lab.disks, vm, 2000)
+    assert file_digest(volume_file(lab, volume_id), 1024**3) == file_digest(live)
+    conn = lab.openstack("ferry-lab")
+    assert list(conn.block_storage.snapshots()) == []
+    log = (tmp_path / "logs" / "Reporting-Unit-1.log").read_text()
+    assert "virt-v2v-in-place -i libvirtxml" in log
+    assert lab.vcenter_files.password.read_text().strip() not in log
+
+    lab.write(name, 2000, 7 * MiB, MiB)
+    ready = spec_with(tmp_path, name, "mode: cutover\nconvert: false")
+    done = apply(lab, ready, target, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sync = records(state)[f"{target}.disk[2000]"]["last_sync"]
+    assert sync["kind"] == "delta" and sync["bytes"] == MiB
+    assert file_digest(volume_file(lab, volume_id), 1024**3) == file_digest(live)
+    assert conn.compute.get_server(records(state)[f"{target}.server"]["server_id"]).status == (
+        "ACTIVE"
+    )
