@@ -50,6 +50,7 @@ class CopyStats:
     bytes_zeroed: int = 0  # zero runs zeroed explicitly (destination not known zero)
     bytes_skipped: int = 0  # holes, zero runs and all-zero data left alone (zero destination)
     requests: int = 0
+    retries: int = 0  # reads that failed and were issued again
     seconds: float = 0.0
     checkpoints: list[int] = field(default_factory=list)
 
@@ -69,6 +70,8 @@ class CopyOptions:
     start_at: int = 0
     checkpoint: Callable[[int], None] | None = None
     checkpoint_interval: float = 2.0
+    retries: int = 5  # a failed read is issued again up to this many times, with backoff
+    backoff: float = 0.05  # seconds before the first retry; doubles each time, at most 2 s
 
 
 class _Destination:
@@ -182,6 +185,7 @@ def _merge(results: list[CopyStats], checkpoints: list[int]) -> CopyStats:
         total.bytes_zeroed += r.bytes_zeroed
         total.bytes_skipped += r.bytes_skipped
         total.requests += r.requests
+        total.retries += r.retries
     return total
 
 
@@ -246,12 +250,19 @@ def _pump(
     queue = deque(requests)
     outstanding: dict[int, int] = {}  # offset → length of reads in flight
     failures: list[str] = []
+    retry = _Retries(options)
 
     def completed(offset: int, buf: Any) -> Callable[[Any], int]:
         def done(err: Any) -> int:
             outstanding.pop(offset, None)
             if err.value:
-                failures.append(f"read at {offset} failed: {os.strerror(err.value)}")
+                if retry.again(offset, buf.size()):
+                    stats.retries += 1
+                else:
+                    failures.append(
+                        f"read at {offset} failed after {options.retries + 1} attempts: "
+                        f"{os.strerror(err.value)}"
+                    )
                 return 1
             stats.bytes_read += buf.size()
             if options.dst_is_zero and buf.is_zero():
@@ -267,9 +278,9 @@ def _pump(
 
         return done
 
-    while queue or outstanding:
-        while queue and len(outstanding) < options.in_flight and not failures:
-            offset, length, data = queue.popleft()
+    while queue or outstanding or retry.pending:
+        while (queue or retry.ready()) and len(outstanding) < options.in_flight and not failures:
+            offset, length, data = retry.pop() if retry.ready() else queue.popleft()
             if not data:
                 _zero_run(dst, offset, length, options, stats)
                 continue
@@ -285,10 +296,50 @@ def _pump(
             raise DataplaneError("; ".join(failures[:3]))
         if outstanding:
             handle.poll(-1)
-        # Everything below the lowest read in flight (or the next to issue) is written.
-        report(min([*outstanding, *([queue[0][0]] if queue else [])], default=math.inf))
+        elif retry.pending and not queue:
+            retry.wait()
+        # Everything below the lowest read in flight (or waiting) is written.
+        waiting = [*outstanding, *retry.offsets(), *([queue[0][0]] if queue else [])]
+        report(min(waiting, default=math.inf))
     if failures:
         raise DataplaneError("; ".join(failures[:3]))
+
+
+class _Retries:
+    """Failed reads waiting to be issued again, each after its own backoff."""
+
+    def __init__(self, options: CopyOptions) -> None:
+        self.options = options
+        self.attempts: dict[int, int] = {}
+        self.waiting: list[tuple[float, int, int]] = []  # (not before, offset, length)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.waiting)
+
+    def again(self, offset: int, length: int) -> bool:
+        """Schedule a failed read again; False when it has no attempts left."""
+        attempt = self.attempts.get(offset, 0) + 1
+        if attempt > self.options.retries:
+            return False
+        self.attempts[offset] = attempt
+        delay = min(self.options.backoff * 2 ** (attempt - 1), 2.0)
+        self.waiting.append((time.monotonic() + delay, offset, length))
+        self.waiting.sort()
+        return True
+
+    def ready(self) -> bool:
+        return bool(self.waiting) and self.waiting[0][0] <= time.monotonic()
+
+    def pop(self) -> tuple[int, int, bool]:
+        _, offset, length = self.waiting.pop(0)
+        return offset, length, True
+
+    def wait(self) -> None:
+        time.sleep(max(0.0, self.waiting[0][0] - time.monotonic()))
+
+    def offsets(self) -> list[int]:
+        return [offset for _, offset, _ in self.waiting]
 
 
 def _zero_run(

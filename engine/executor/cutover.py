@@ -235,8 +235,9 @@ class Cutover:
     def _boot(self, change: Change, name: str, after: dict[str, Any]) -> str:
         uuid = self.a.uuids[name] or ""
         existing = compute.find_server(self.ctx.conn, uuid)
-        if existing is not None and existing.status == "ACTIVE":
-            self.ctx.progress(f"{change.address}: server {existing.id} found ACTIVE, reused")
+        if existing is not None and existing.status not in compute.SERVER_FAILED:
+            compute.wait_active(self.ctx.conn, str(existing.id))
+            self.ctx.progress(f"{change.address}: server {existing.id} found, reused")
             return str(existing.id)
         if existing is not None:
             compute.delete_server(self.ctx.conn, str(existing.id))
@@ -254,6 +255,9 @@ class Cutover:
             compute.mark_uefi(self.ctx.conn, spec.volume_ids[0])
         started = time.monotonic()
         server_id = ""
+        self.a._write(  # before the boot: from here on the volumes are never synced again
+            [ResourceRecord(change.address, "server", Status.IN_PROGRESS, dict(after))], []
+        )
         try:
             server_id = str(compute.create_server(self.ctx.conn, spec).id)
             self.a._write(

@@ -94,6 +94,53 @@ def guest_write(
     return WriteResult(vm.name, key, offset, length, sequence)
 
 
+def data_extents(path: Path) -> list[tuple[int, int]]:
+    """Where a sparse file holds data (SEEK_DATA / SEEK_HOLE), as (offset, length)."""
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, offset = os.fstat(fd).st_size, 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            out.append((start, end - start))
+            offset = end
+    finally:
+        os.close(fd)
+    return out
+
+
+def install_image(disks: Path, vm: LabVM, key: int, image: Path) -> int:
+    """Replace a live disk's content with a raw image (a real guest), journaling every extent
+    that changed (the old data and the new), so CBT reports the swap like guest writes.
+    Returns the bytes of data the image holds."""
+    disk = vm.disk(key)
+    if disk is None:
+        raise UserError(f"VM {vm.name!r} has no disk {key}")
+    if image.stat().st_size > disk.capacity:
+        raise UserError(f"{image} is larger than disk {key} of {vm.name!r}")
+    live = live_path(disks, vm, key)
+    with journal_path(disks, vm, key).open("a+") as journal:
+        fcntl.flock(journal, fcntl.LOCK_EX)
+        old = data_extents(live)
+        new = data_extents(image)
+        with live.open("r+b") as out:
+            out.truncate(0)
+            out.truncate(disk.capacity)
+        with image.open("rb") as src:
+            for offset, length in new:
+                for at in range(offset, offset + length, 8 * MiB):
+                    src.seek(at)
+                    _pwrite_all(live, at, src.read(min(8 * MiB, offset + length - at)))
+        journal.seek(0, os.SEEK_END)
+        journal.writelines(f"{o} {n}\n" for o, n in sorted(old + new))
+        journal.flush()
+    return sum(n for _, n in new)
+
+
 def _pwrite_all(path: Path, offset: int, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:

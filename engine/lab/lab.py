@@ -209,6 +209,12 @@ class Lab:
             raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
         return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed=seed)
 
+    def install_guest(self, vm_name: str, key: int, image: Path) -> int:
+        """Put a real guest's raw image on a lab VM's disk (journaled as guest writes)."""
+        if not self.running():
+            raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
+        return lab_disks.install_image(self.disks, self.vm(vm_name), key, image)
+
     def vm(self, name: str) -> LabVM:
         vm = find_vm(name)
         if vm is None:

@@ -327,8 +327,10 @@ def vm_changes(
     servers: Mapping[str, ObservedServer] | None = None,
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
+    server = (servers or {}).get(vm.source.instance_uuid or "")
+    booted = _booted(vm, records, server)
     volumes = [
-        _adopt_then_sync(vm, c)
+        _settled(c) if booted else _adopt_then_sync(vm, c)
         for c in (
             volume_change(
                 vm,
@@ -358,9 +360,39 @@ def vm_changes(
         )
     out += volumes
     if vm.mode in CUTOVER_MODES:
-        server = (servers or {}).get(vm.source.instance_uuid or "")
-        out += cutover_changes(vm, records, state.resources, server)
+        cutover = cutover_changes(vm, records, state.resources, server)
+        out += (
+            [c for c in cutover if not (booted and c.kind == "conversion")] if booted else cutover
+        )
     return out
+
+
+def _booted(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], server: ObservedServer | None
+) -> bool:
+    """A server was (maybe) booted from the volumes: a killed apply's in-progress server, or
+    one found by metadata. Its volumes are never synced or converted again."""
+    if vm.mode not in CUTOVER_MODES:
+        return False
+    record = records.get(str(Address("vm", vm.name, "server")))
+    if record is not None:
+        return record.status is Status.IN_PROGRESS
+    return server is not None
+
+
+def _settled(change: Change) -> Change:
+    """A volume a server booted from: adopted as it is (found) or left alone (recorded)."""
+    if change.action in (Action.READ, Action.NOOP):
+        return change
+    before = dict(change.before or {})
+    return Change(
+        change.address,
+        "volume",
+        Action.NOOP,
+        "a server was booted from it: never synced again",
+        before,
+        before,
+    )
 
 
 def _adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
@@ -404,14 +436,35 @@ def destroy_changes(
     ]
 
 
-def downtime(vm: DesiredVM, changes: list[Change], throughput: float) -> float | None:
-    """Estimated cutover downtime: final delta / throughput + conversion + boot."""
+def family(guest_id: str | None) -> str:
+    return "windows" if (guest_id or "").startswith("windows") else "linux"
+
+
+def downtime(
+    vm: DesiredVM,
+    changes: list[Change],
+    throughput: float,
+    conversions: Mapping[str, float] | None = None,
+) -> float | None:
+    """Estimated cutover downtime: final delta / throughput + conversion (measured mean per guest
+    family, else a default) + boot."""
     if vm.mode not in CUTOVER_MODES:
         return None
     delta = sum(c.bytes or 0 for c in changes if c.kind == "volume" and c.action is not Action.NOOP)
-    family = "windows" if (vm.source.guest_id or "").startswith("windows") else "linux"
-    convert = CONVERSION_SECONDS[family] if vm.convert else 0.0
+    kind = family(vm.source.guest_id)
+    measured = (conversions or {}).get(kind)
+    convert = (measured or CONVERSION_SECONDS[kind]) if vm.convert else 0.0
     return round(delta / throughput + convert + BOOT_SECONDS, 1)
+
+
+def measured_conversions(state: State) -> dict[str, float]:
+    """Mean seconds of the conversions recorded so far, per guest family."""
+    runs: dict[str, list[float]] = {}
+    for record in state.resources.values():
+        seconds = record.attributes.get("seconds") if record.kind == "conversion" else None
+        if isinstance(seconds, int | float) and seconds > 0:
+            runs.setdefault(family(record.attributes.get("guest_id")), []).append(float(seconds))
+    return {kind: sum(v) / len(v) for kind, v in runs.items()}
 
 
 def measured_throughput(state: State) -> float:
@@ -428,6 +481,7 @@ def measured_throughput(state: State) -> float:
 def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
     """Every VM's plan entry and every change (blocked VMs have no changes)."""
     throughput = measured_throughput(data.state)
+    conversions = measured_conversions(data.state)
     by_vm = records_by_vm(data.state)
     observed: dict[tuple[str, Any], ObservedVolume] = {
         (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
@@ -446,7 +500,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             changes += vm_list
             continue
         vm_list = vm_changes(vm, records, data.state, observed, servers)
-        estimate = downtime(vm, vm_list, throughput)
+        estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = vm.concerns + _budget(vm, estimate)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate))

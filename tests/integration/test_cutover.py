@@ -5,7 +5,13 @@ the next apply syncs a small delta and completes."""
 
 from __future__ import annotations
 
+import os
+import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,3 +202,104 @@ def test_a_failed_conversion_restores_then_the_next_apply_syncs_a_small_delta(
     assert conn.compute.get_server(records(state)[f"{target}.server"]["server_id"]).status == (
         "ACTIVE"
     )
+
+
+def data_after(path: Path, mark: int) -> int:
+    """Bytes of data the file holds at or beyond `mark`."""
+    return sum(
+        max(0, offset + length - max(offset, mark))
+        for offset, length in lab_disks.data_extents(path)
+    )
+
+
+def start_apply(lab: Lab, spec: Path, target: str, state: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", target,
+         "--auto-approve", "--state", str(state)],
+        env={**os.environ, **lab.env(), "COLUMNS": "200"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+
+def kill_when(proc: subprocess.Popen[str], ready: Any, timeout: float = 120.0) -> bool:
+    """SIGKILL the apply once `ready()` holds; False when the apply ended first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            return True
+        time.sleep(0.02)
+    proc.communicate()
+    return False
+
+
+def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """The first kill lands mid full copy (its checkpoint is honoured: the resumed copy reads
+    only what lies beyond it); then ten more at random moments of the cutover. Each re-run
+    converges: one server, one port per NIC, one volume per disk, digests equal."""
+    vm = find_vm("db01")
+    assert vm is not None
+    for i in range(24):  # 1.5 GiB of data on the 4 GiB disk, so the full copy takes a while
+        lab.write("db01", 2001, 1024 * MiB + i * 64 * MiB, 64 * MiB)
+    state = tmp_path / "ferry.db"
+    spec = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false")
+
+    def mid_copy() -> bool:
+        attrs = records(state).get("vm.db01.disk[2001]", {}) if state.exists() else {}
+        return attrs.get("copy") == "full" and int(attrs.get("copied_bytes", 0)) > 0
+
+    assert kill_when(start_apply(lab, spec, "vm.db01", state), mid_copy), "no checkpoint seen"
+    mark = int(records(state)["vm.db01.disk[2001]"]["copied_bytes"])
+
+    def copied() -> bool:
+        return "last_sync" in records(state).get("vm.db01.disk[2001]", {})
+
+    resumed = start_apply(lab, spec, "vm.db01", state)
+    kill_when(resumed, copied)
+    sync = records(state)["vm.db01.disk[2001]"]["last_sync"]
+    live = lab_disks.live_path(lab.disks, vm, 2001)
+    assert 0 < sync["bytes"] <= data_after(live, mark) + 2 * MiB  # not re-read below the mark
+
+    rng = random.Random(20261127)
+    kills = 2
+    while kills < 12:
+        proc = start_apply(lab, spec, "vm.db01", state)
+        moment = time.monotonic() + rng.uniform(1.0, 9.0)
+        if not kill_when(proc, lambda m=moment: time.monotonic() >= m):  # type: ignore[misc]
+            break  # it finished: nothing left to interrupt
+        kills += 1
+    print(f"kills: {kills} (checkpoint {mark} bytes; resumed copy read {sync['bytes']})")
+    done = ferry(lab, "apply", str(spec), "--target", "vm.db01", "--auto-approve",
+                 "--state", str(state))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kills >= 10, f"only {kills} kills landed before the cutover finished"
+
+    conn = lab.openstack("ferry-lab")
+    servers = [
+        s for s in conn.compute.servers() if (s.metadata or {}).get("ferry_vm") == vm.instance_uuid
+    ]
+    assert len(servers) == 1 and servers[0].status == "ACTIVE"
+    macs = [
+        p.mac_address for p in conn.network.ports() if p.mac_address in {n.mac for n in vm.nics}
+    ]
+    assert sorted(macs) == sorted(n.mac for n in vm.nics)  # one port per NIC, none twice
+    found = records(state)
+    ours = [
+        v
+        for v in conn.block_storage.volumes(details=True)
+        if (v.metadata or {}).get("ferry_vm") == vm.instance_uuid
+    ]
+    assert sorted(v.id for v in ours) == sorted(
+        found[f"vm.db01.disk[{d.key}]"]["volume_id"] for d in vm.disks
+    )
+    for disk in vm.disks:
+        attrs = found[f"vm.db01.disk[{disk.key}]"]
+        live = lab_disks.live_path(lab.disks, vm, disk.key)
+        assert file_digest(volume_file(lab, attrs["volume_id"]), disk.capacity) == file_digest(live)
+    assert list(conn.block_storage.snapshots()) == []

@@ -21,6 +21,7 @@ from engine.model.observed import (
     Destination,
     Flavor,
     Inventory,
+    ObservedServer,
     ObservedVolume,
     SourceDisk,
     SourceNic,
@@ -103,6 +104,7 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
         networks=frozenset(d.get("networks", [])),
         volume_types=frozenset(d.get("volume_types", [])),
         volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
+        servers=tuple(ObservedServer(**v) for v in d.get("servers", [])),
     )
     s = case.get("state", {})
     records = {
