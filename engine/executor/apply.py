@@ -70,11 +70,21 @@ class Context:
     verify: bool = False
     log_dir: Path = Path("state/logs")
     progress: Callable[[str], None] = lambda _: None
+    log_names: dict[str, str] = field(default_factory=dict)  # VM name → its log file's name
     vm_refs: dict[str, Any] = field(default_factory=dict)  # VM name → vim.VirtualMachine
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
     copied: dict[str, CopyStats] = field(default_factory=dict)
     snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def say(self, vm: str, line: str) -> None:
+        """Report a step: on the console and in the VM's log file (never a secret in either)."""
+        self.progress(line)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with self.lock:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with (self.log_dir / f"{self.log_names.get(vm, vm)}.log").open("a") as log:
+                log.write(f"{stamp} {line}\n")
 
 
 class Applier:
@@ -84,6 +94,7 @@ class Applier:
         self.changes = {c.address: c for c in plan.changes}
         self.uuids = {v.name: v.instance_uuid for v in plan.vms}
         self.targets = {v.name: v.target_name for v in plan.vms}
+        self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
 
     # -- the walker's node function -----------------------------------------------------------
@@ -132,7 +143,7 @@ class Applier:
     def _snapshot(self, change: Change) -> None:
         name = Address.parse(change.address).name
         vm = self._vm(name)
-        self._remove_leftovers(vm)
+        self._remove_leftovers(name, vm)
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
             self.cutover.power_off_source(name, vm, power)
@@ -156,15 +167,15 @@ class Applier:
             ],
             [],
         )
-        self.ctx.progress(f"snapshot {snapshot._moId} of {name}")
+        self.ctx.say(name, f"vm.{name}: snapshot {snapshot._moId} taken")
 
-    def _remove_leftovers(self, vm: Any) -> None:
+    def _remove_leftovers(self, name: str, vm: Any) -> None:
         """Snapshots a killed apply left behind (named ferry-...)."""
         props = fetch_property(self.ctx.si, vm, "snapshot")
         for tree in _walk_snapshots(props):
             if str(tree.name).startswith(SNAPSHOT_PREFIX):
                 remove_snapshot(self.ctx.si, tree.snapshot)
-                self.ctx.progress(f"removed leftover snapshot {tree.snapshot._moId}")
+                self.ctx.say(name, f"vm.{name}: removed leftover snapshot {tree.snapshot._moId}")
 
     # -- volumes --------------------------------------------------------------------------------
 
@@ -198,7 +209,7 @@ class Applier:
             metadata["ferry_change_id"] = str(after["change_id"])
         volumes.set_metadata(self.ctx.conn, str(after["volume_id"]), metadata)
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
-        self.ctx.progress(f"{change.address}: adopted volume {after['volume_id']}")
+        self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
 
     def _delete_volume(self, volume_id: str) -> None:
         if volumes.exists(self.ctx.conn, volume_id):
@@ -248,7 +259,7 @@ class Applier:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
             except ChangeTrackingError as exc:
-                self.ctx.progress(f"{change.address}: {exc}")
+                self.ctx.say(Address.parse(change.address).name, f"{change.address}: {exc}")
                 return "full", None, 0, False
             return "delta", areas, 0, False
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
@@ -346,8 +357,10 @@ class Applier:
             },
         }
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
-        self.ctx.progress(
-            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read in {stats.seconds:.1f} s"
+        self.ctx.say(
+            address.name,
+            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read "
+            f"in {stats.seconds:.1f} s",
         )
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:

@@ -60,7 +60,7 @@ class Cutover:
         return out
 
     def _log(self, name: str) -> Path:
-        return self.ctx.log_dir / f"{self.a.targets.get(name, name)}.log"
+        return self.ctx.log_dir / f"{self.ctx.log_names.get(name, name)}.log"
 
     # -- power (called by the snapshot node in cutover mode) -------------------------------
 
@@ -80,7 +80,7 @@ class Cutover:
             ],
             [],
         )
-        self.ctx.progress(f"{name}: source powered off ({how})")
+        self.ctx.say(name, f"vm.{name}: source powered off ({how})")
         return how
 
     def _power_state(self, vm: Any) -> str:
@@ -114,9 +114,10 @@ class Cutover:
             [ResourceRecord(change.address, "port", Status.READY, {**after, "port_id": port.id})],
             [],
         )
-        self.ctx.progress(
+        self.ctx.say(
+            address.name,
             f"{change.address}: port {port.id} with MAC {after['mac']} "
-            + ("created" if created else "found and reused")
+            + ("created" if created else "found and reused"),
         )
 
     # -- flavor ---------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ class Cutover:
         }
         attrs = {**attrs, **after, "protection": protection}
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
-        self.ctx.progress(f"{change.address}: {len(protection)} volume(s) protected")
+        self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
         if not after.get("tool"):
             self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
             return
@@ -171,7 +172,7 @@ class Cutover:
             raise
         attrs["seconds"] = round(seconds, 1)
         self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
-        self.ctx.progress(f"{change.address}: converted in {seconds:.0f} s")
+        self.ctx.say(address.name, f"{change.address}: converted in {seconds:.0f} s")
 
     def _convert(self, name: str, after: dict[str, Any], volume_ids: list[str]) -> float:
         host = self.ctx.conversion_host_id
@@ -193,8 +194,8 @@ class Cutover:
                 memory_mb=int(after.get("memory_mb") or 1024),
                 vcpus=int(after.get("vcpus") or 1),
             )
-            self.ctx.progress(
-                f"vm.{name}: converting with virt-v2v-in-place (log {self._log(name)})"
+            self.ctx.say(
+                name, f"vm.{name}: converting with virt-v2v-in-place (log {self._log(name)})"
             )
             return v2v.convert(guest, self._log(name))
         finally:
@@ -210,10 +211,10 @@ class Cutover:
             compute.revert(self.ctx.conn, volume_id, str(snapshot_id))
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
         self.a._write([], [address])
-        self.ctx.progress(f"vm.{name}: volumes restored from their protection snapshots")
+        self.ctx.say(name, f"vm.{name}: volumes restored from their protection snapshots")
         if on_failure == "power_on" and attrs.get("source_power") == POWERED_ON:
             power_on(self.ctx.si, self.a._vm(name))
-            self.ctx.progress(f"vm.{name}: source powered back on")
+            self.ctx.say(name, f"vm.{name}: source powered back on")
 
     # -- server ---------------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class Cutover:
         existing = compute.find_server(self.ctx.conn, uuid)
         if existing is not None and existing.status not in compute.SERVER_FAILED:
             compute.wait_active(self.ctx.conn, str(existing.id))
-            self.ctx.progress(f"{change.address}: server {existing.id} found, reused")
+            self.ctx.say(name, f"{change.address}: server {existing.id} found, reused")
             return str(existing.id)
         if existing is not None:
             compute.delete_server(self.ctx.conn, str(existing.id))
@@ -278,8 +279,9 @@ class Cutover:
             self.a._write([], [change.address])
             self.restore(name, self._on_failure(name))
             raise
-        self.ctx.progress(
-            f"{change.address}: server {server_id} ACTIVE in {time.monotonic() - started:.0f} s"
+        self.ctx.say(
+            name,
+            f"{change.address}: server {server_id} ACTIVE in {time.monotonic() - started:.0f} s",
         )
         return server_id
 

@@ -154,6 +154,10 @@ def test_cutover_boots_the_server_from_exact_volumes_with_the_source_macs(
         volume = conn.block_storage.get_volume(attrs["volume_id"])
         assert volume.metadata["ferry_converted"] == "true"
     assert list(conn.block_storage.snapshots()) == []  # the protection went with success
+    log = (tmp_path / "logs" / "db01.log").read_text()  # the VM's own log: every step, no secret
+    for step in ("source powered off", "snapshot", "delta copy", "protected", "ACTIVE"):
+        assert step in log
+    assert lab.vcenter_files.password.read_text().strip() not in log
 
     again = ferry(
         lab, "plan", str(cutover), "--target", "vm.db01", "--state", str(state),
