@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from engine.errors import UserError
 
 KINDS = ("vm", "flavor")
-PARTS = ("snapshot", "disk", "port", "server", "conversion")
+PARTS = ("cbt", "snapshot", "disk", "port", "server", "conversion")
 INDEXED = ("disk", "port")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _ADDRESS = re.compile(

@@ -31,12 +31,14 @@ from engine.providers.vsphere.read import changed_areas, fetch_property, retriev
 from engine.providers.vsphere.snapshots import (
     DiskInfo,
     create_snapshot,
+    enable_cbt,
     remove_snapshot,
     snapshot_disks,
 )
 from engine.statestore.sqlite import SqliteStateStore
 
 SUPPORTED = {
+    ("source_cbt", Action.CREATE),
     ("source_snapshot", Action.CREATE),
     *(
         (kind, action)
@@ -102,6 +104,7 @@ class Applier:
     def run(self, address: Hashable) -> None:
         change = self.changes[str(address)]
         handler = {
+            "source_cbt": self._enable_cbt,
             "source_snapshot": self._snapshot,
             "volume": self._volume,
             "port": self.cutover.port,
@@ -139,6 +142,11 @@ class Applier:
             for o in retrieve(self.ctx.si, vim.VirtualMachine, ["runtime.host"])
             if o.ref._moId in names and "runtime.host" in o.props
         }
+
+    def _enable_cbt(self, change: Change) -> None:
+        name = Address.parse(change.address).name
+        enable_cbt(self.ctx.si, self._vm(name), f"{SNAPSHOT_PREFIX}cbt-{self.targets[name]}")
+        self.ctx.say(name, f"vm.{name}: changed block tracking enabled")
 
     def _snapshot(self, change: Change) -> None:
         name = Address.parse(change.address).name

@@ -344,7 +344,20 @@ def vm_changes(
         )
     ]
     out: list[Change] = []
-    if any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes):
+    syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
+    if syncing and vm.enable_cbt and not vm.source.cbt:
+        out.append(
+            Change(
+                str(Address("vm", vm.name, "cbt")),
+                "source_cbt",
+                Action.CREATE,
+                "enable changed block tracking (enable_cbt): reconfigure the VM, then a snapshot "
+                "create/remove cycle so it takes effect; later syncs copy only changes",
+                {"enabled": False},
+                {"enabled": True},
+            )
+        )
+    if syncing:
         out.append(
             Change(
                 str(Address("vm", vm.name, "snapshot")),

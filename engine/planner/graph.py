@@ -36,6 +36,10 @@ def _same_vm_edges(
             graph.add_edge(a.address, address)
 
 
+def cbt_before_snapshot(graph: Graph, changes: list[Change]) -> None:
+    _same_vm_edges(graph, changes, "source_cbt", "source_snapshot")
+
+
 def snapshot_before_copies(graph: Graph, changes: list[Change]) -> None:
     _same_vm_edges(graph, changes, "source_snapshot", "volume")
 
@@ -63,6 +67,7 @@ def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
 
 
 TRANSFORMERS: tuple[Transformer, ...] = (
+    cbt_before_snapshot,
     snapshot_before_copies,
     copies_before_conversion,
     conversion_ports_flavor_before_server,

@@ -156,10 +156,13 @@ def test_snapshot_stamps_change_ids_and_advances_with_writes(
         == int(CHANGE_ID.match(first[2000] or "")["seq"]) + 1
     )  # type: ignore[index]
     assert second[2001] == first[2001]  # no write to 2001: same sequence
-    live = [d for d in snapshot_disks(si, vm)]
-    assert all(d.change_id is None for d in live), (
-        "stamping must not leak into the live VM's devices"
-    )
+    live = {d.key: d.change_id for d in snapshot_disks(si, vm)}
+    assert live == second, "the live disks carry their current changeId: no write since"
+    lab.write(lab_vm.name, 2000, 0, 512)
+    now = {d.key: d.change_id for d in snapshot_disks(si, vm)}
+    assert now[2000] != second[2000] and now[2001] == second[2001]
+    frozen = {d.key: d.change_id for d in snapshot_disks(si, snapshots[-1])}
+    assert frozen == second, "a snapshot's changeIds never move"
 
 
 def test_cbt_off_vm_snapshots_have_no_change_id_and_queries_fault(

@@ -125,14 +125,34 @@ func diskThin(d *types.VirtualDisk) bool {
 }
 
 // changeTrackingSet is called by VirtualMachine.configure (a patched line) after a reconfigure:
-// any transition of changeTrackingEnabled resets CBT, so existing changeIds become invalid.
+// any transition of changeTrackingEnabled resets CBT, so existing changeIds become invalid; turning
+// it on starts a new epoch for every disk.
 func (c *ferryCBT) changeTrackingSet(vm *VirtualMachine, before bool) {
 	if c.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" || cbtOn(vm.Config) == before {
 		return
 	}
-	epochs, _ := filepath.Glob(filepath.Join(c.vmDir(vm.Config.InstanceUuid), "disk-*.cbt"))
+	vmDir := c.vmDir(vm.Config.InstanceUuid)
+	epochs, _ := filepath.Glob(filepath.Join(vmDir, "disk-*.cbt"))
 	for _, e := range epochs {
 		_ = os.Remove(e)
+	}
+	if !cbtOn(vm.Config) {
+		return
+	}
+	// Tracking starts now: each disk gets a new epoch at its journal's current length.
+	for _, dev := range vm.Config.Hardware.Device {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		_ = withJournal(diskFile(vmDir, disk.Key, "journal"), syscall.LOCK_EX, func(j *os.File) error {
+			seq, err := countLines(j)
+			if err != nil {
+				return err
+			}
+			_, _, err = c.epoch(vmDir, disk.Key, seq)
+			return err
+		})
 	}
 }
 
@@ -483,4 +503,56 @@ func (c *ferryCBT) answer(areas []types.DiskChangeExtent, start, capacity int64)
 		}
 	}
 	return &types.DiskChangeInfo{StartOffset: start, Length: limit - start, ChangedArea: out}
+}
+
+// Get is what the PropertyCollector reads for a VM: a copy whose live disks carry their current
+// changeId ("<epoch>/<journal length>"), as vSphere reports one for a CBT-enabled VM's disks. So a
+// refresh sees a VM whose disks did not change since a snapshot as in sync (same changeId), and a
+// CBT reset as a new epoch. Without tracking, disks carry none.
+func (vm *VirtualMachine) Get() mo.Reference {
+	live := vm.VirtualMachine
+	if FerryCBT.dir == "" || vm.Config == nil || !cbtOn(vm.Config) || vm.Config.InstanceUuid == "" {
+		return &live
+	}
+	vmDir := FerryCBT.vmDir(vm.Config.InstanceUuid)
+	config := *vm.Config
+	devices := make([]types.BaseVirtualDevice, len(config.Hardware.Device))
+	copy(devices, config.Hardware.Device)
+	for i, dev := range devices {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		if id, ok := liveChangeID(vmDir, disk.Key); ok {
+			if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+				backing := *b
+				backing.ChangeId = id
+				copied := *disk
+				copied.Backing = &backing
+				devices[i] = &copied
+			}
+		}
+	}
+	config.Hardware.Device = devices
+	live.Config = &config
+	return &live
+}
+
+// liveChangeID is the disk's changeId now: its epoch (begun now if tracking has none yet, as
+// vSphere begins one when tracking is enabled) and the journal's current length.
+func liveChangeID(vmDir string, key int32) (string, bool) {
+	if _, err := os.Stat(diskFile(vmDir, key, "raw")); err != nil {
+		return "", false // not a lab disk with content
+	}
+	var id string
+	err := withJournal(diskFile(vmDir, key, "journal"), syscall.LOCK_EX, func(j *os.File) error {
+		seq, err := countLines(j)
+		if err != nil {
+			return err
+		}
+		epoch, _, err := FerryCBT.epoch(vmDir, key, seq)
+		id = fmt.Sprintf("%s/%d", epoch, seq)
+		return err
+	})
+	return id, err == nil
 }

@@ -60,6 +60,17 @@ def create_snapshot(si: Any, vm: Any, name: str, description: str = "") -> Any:
     return wait_task(si, task, f"snapshot {name!r} of {vm._moId}")
 
 
+def enable_cbt(si: Any, vm: Any, cycle_name: str) -> None:
+    """Turn changed block tracking on; a snapshot create/remove cycle (a stun/unstun) makes it
+    take effect on a running VM, as VMware documents."""
+    wait_task(
+        si,
+        vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=True)),
+        f"enabling CBT on {vm._moId}",
+    )
+    remove_snapshot(si, create_snapshot(si, vm, cycle_name, "CBT activation cycle (ferry)"))
+
+
 def remove_snapshot(si: Any, snapshot: Any) -> None:
     wait_task(
         si,
