@@ -6,17 +6,21 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import networkx as nx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.plan import load_spec, render, state_path
+from engine.cli.progress import HumanView, JsonView
 from engine.errors import UserError
 from engine.executor.apply import Applier, Context, unsupported
+from engine.executor.events import Events, log_path
 from engine.executor.seams import ByIdDevices, ConnectionInfoDevices, LabSources, VddkSources
 from engine.executor.walker import Outcome, Walker
 from engine.model.plan import Action, Plan
@@ -42,24 +46,28 @@ def apply(
             "--target", help="With a spec: apply only this address (and what it depends on)."
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Events as JSON lines on stdout (for CI logs).")
+    ] = False,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, stderr=as_json)
     plan, spec, saved = _plan_for(target, state, tuple(Address.parse(t) for t in only or []))
     path = state_path(spec, state)
     if saved:
         _check_fresh(plan, spec, path)
     _check_applicable(plan, console)
-    if not saved:
+    if not saved and not as_json:
         render(plan, console)
     if not plan.has_changes:
         console.print("No changes to apply.")
         return
     if not saved and not auto_approve:
-        if not sys.stdin.isatty():
-            raise UserError("apply needs --auto-approve when it cannot ask (no terminal)")
+        if as_json or not sys.stdin.isatty():
+            raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
-    ok = _run(plan, spec, path, parallelism, console)
+    view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
+    ok = _run(plan, spec, path, parallelism, (console, view))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -104,8 +112,39 @@ def _check_applicable(plan: Plan, console: Console) -> None:
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
 
 
+def _observed(applier: Applier, events: Events) -> Any:
+    """The walker's node function: the applier's, framed by node_start / node_end events."""
+
+    def run(node: Any) -> None:
+        change = applier.changes[str(node)]
+        events.emit(
+            "node_start",
+            address=change.address,
+            kind=change.kind,
+            action=change.action.value,
+            vm=Address.parse(change.address).name,
+        )
+        began = time.monotonic()
+        try:
+            applier.run(node)
+        except BaseException as exc:
+            seconds = round(time.monotonic() - began, 3)
+            events.emit(
+                "node_end",
+                address=change.address,
+                outcome="failed",
+                error=str(exc),
+                seconds=seconds,
+            )
+            raise
+        seconds = round(time.monotonic() - began, 3)
+        events.emit("node_end", address=change.address, outcome="done", seconds=seconds)
+
+    return run
+
+
 def _context(
-    spec: dict[str, Any], si: Any, store: SqliteStateStore, console: Console, path: Path
+    spec: dict[str, Any], si: Any, store: SqliteStateStore, events: Events, path: Path
 ) -> Context:
     source, hosts = spec["source"], spec.get("conversion_hosts") or []
     if not hosts:
@@ -134,7 +173,7 @@ def _context(
         host.id,
         verify,
         log_dir=path.parent / "logs",
-        progress=lambda line: console.print(f"  {line}"),
+        events=events,
     )
 
 
@@ -145,13 +184,24 @@ def _graph(plan: Plan) -> Any:
     return graph
 
 
-def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console: Console) -> bool:
+def _run(
+    plan: Plan,
+    spec: dict[str, Any],
+    path: Path,
+    parallelism: int,
+    shown: tuple[Console, HumanView | JsonView],
+) -> bool:
+    console, view = shown
     store = SqliteStateStore(path)
+    events = Events(log_path(path.parent / "logs"), (view,))
+    began = time.monotonic()
     with (
         store.locked("apply"),
         session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
+        view,
     ):
-        applier = Applier(plan, _context(spec, si, store, console, path))
+        applier = Applier(plan, _context(spec, si, store, events, path))
+        events.emit("apply_start", summary=planfile.to_json(plan)["summary"])
         host = (spec.get("conversion_hosts") or [{}])[0]
         esxi = applier.hosts()
         pools = {"conversion": int(host.get("max_parallel", 2))}
@@ -168,7 +218,11 @@ def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console
             return ["conversion", *([f"esxi:{esxi_host}"] if esxi_host else [])]
 
         walker = Walker(
-            _graph(plan), applier.run, parallelism=parallelism, pools=pools, pools_of=pools_of
+            _graph(plan),
+            _observed(applier, events),
+            parallelism=parallelism,
+            pools=pools,
+            pools_of=pools_of,
         )
         previous = signal.signal(signal.SIGINT, lambda *_: walker.stop())
         try:
@@ -177,12 +231,24 @@ def _run(plan: Plan, spec: dict[str, Any], path: Path, parallelism: int, console
             signal.signal(signal.SIGINT, previous)
             applier.cleanup()
     for node, error in result.errors.items():
-        console.print(f"[red]failed: {node}: {error}[/]")
+        console.print(f"[red]failed: {node}: {escape(str(error))}[/]")
     for node, cause in result.skipped_because.items():
+        events.emit("node_skipped", address=str(node), after=str(cause))
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
     stats = list(applier.ctx.copied.values())
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
+    events.emit(
+        "apply_end",
+        ok=result.ok,
+        done=done,
+        failed=len(result.errors),
+        skipped=len(result.skipped_because),
+        bytes_read=read,
+        bytes_zeroed=zeroed,
+        seconds=round(time.monotonic() - began, 3),
+    )
+    events.close()
     console.print(
         f"Apply {'complete' if result.ok else 'INCOMPLETE'}: {done} of "
         f"{len(result.outcomes)} changes done; {human(read)} of data copied, "

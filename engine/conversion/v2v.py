@@ -9,6 +9,7 @@ terminal; a failure raises ConversionError with the log's last lines.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from xml.sax.saxutils import quoteattr
 from engine.errors import ConversionError
 
 TOOL = "virt-v2v-in-place"
+CUSTOMIZE = "virt-customize"
 DEFAULT_TIMEOUT = 7200.0
 BUSES = ("virtio", "scsi", "sata", "ide")
 
@@ -50,6 +52,40 @@ class Guest:
     firmware: str | None = None  # "efi" or "bios"
     memory_mb: int = 1024
     vcpus: int = 1
+
+
+VIRTIO_WIN_PLACES = (Path("/usr/share/virtio-win"), Path("/usr/share/virtio-win/virtio-win.iso"))
+VIRTIO_WIN_MINIMUM = (0, 1, 240)
+
+
+def virtio_win(env: dict[str, str] | None = None) -> tuple[Path, tuple[int, ...] | None] | None:
+    """Where virt-v2v will find the Windows virtio drivers (VIRTIO_WIN, else the usual place)
+    and their version when the name tells it (virtio-win-0.1.240.iso); None when absent."""
+    given = (env if env is not None else os.environ).get("VIRTIO_WIN")
+    for place in [Path(given)] if given else list(VIRTIO_WIN_PLACES):
+        if place.exists():
+            found = place.resolve()
+            match = re.search(r"virtio-win-(\d+(?:\.\d+)+)", str(found))
+            version = tuple(int(p) for p in match.group(1).split(".")) if match else None
+            return found, version
+    return None
+
+
+def check_windows_drivers(env: dict[str, str] | None = None) -> None:
+    """A Windows conversion needs virtio-win ≥ 0.1.240 on the conversion host."""
+    found = virtio_win(env)
+    if found is None:
+        raise ConversionError(
+            "converting a Windows guest needs virtio-win on the conversion host: install it "
+            "(/usr/share/virtio-win) or point VIRTIO_WIN at virtio-win.iso"
+        )
+    path, version = found
+    if version is not None and version < VIRTIO_WIN_MINIMUM:
+        wanted = ".".join(map(str, VIRTIO_WIN_MINIMUM))
+        raise ConversionError(
+            f"virtio-win at {path} is {'.'.join(map(str, version))}: "
+            f"Windows conversions need {wanted} or newer"
+        )
 
 
 def _target(bus: str, index: int) -> str:
@@ -111,8 +147,9 @@ class Options:
 def convert(guest: Guest, log: Path, options: Options | None = None) -> float:
     """Convert the guest in place; returns the seconds it took. Output appended to `log`."""
     options = options or Options()
-    if shutil.which(TOOL) is None:
-        raise ConversionError(f"{TOOL} is not installed on the conversion host")
+    for tool in (TOOL, *([CUSTOMIZE] if options.firstboot else [])):
+        if shutil.which(tool) is None:
+            raise ConversionError(f"{tool} is not installed on the conversion host")
     env = dict(os.environ)
     env.setdefault("LIBGUESTFS_BACKEND", "direct")
     if options.debug:
@@ -120,23 +157,44 @@ def convert(guest: Guest, log: Path, options: Options | None = None) -> float:
         env["LIBGUESTFS_TRACE"] = "1"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    debug = ["-v", "-x"] if options.debug else []
     with tempfile.TemporaryDirectory(prefix="ferry-v2v-") as tmp:
         xml = Path(tmp) / "domain.xml"
         xml.write_text(domain_xml(guest))
-        argv = [TOOL, "-i", "libvirtxml", str(xml)]
+        _step(
+            [TOOL, "-i", "libvirtxml", str(xml), *debug],
+            guest,
+            env,
+            log,
+            options=options,
+            started=started,
+        )
+    if options.firstboot:  # virt-v2v-in-place has no --firstboot: virt-customize adds them
+        argv = [CUSTOMIZE, "--format", "raw"]
+        argv += [a for disk in guest.disks for a in ("-a", str(disk.path))]
         argv += [a for script in options.firstboot for a in ("--firstboot", str(script))]
-        argv += ["-v", "-x"] if options.debug else []
-        with log.open("a") as out:
-            out.write(f"\n== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n")
-            out.flush()
-            code = _run(argv, env, out, options.timeout)
-    seconds = time.monotonic() - started
+        _step([*argv, *debug], guest, env, log, options=options, started=started)
+    return time.monotonic() - started
+
+
+def _step(
+    argv: list[str],
+    guest: Guest,
+    env: dict[str, str],
+    log: Path,
+    *,
+    options: Options,
+    started: float,
+) -> None:
+    with log.open("a") as out:
+        out.write(f"\n== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n")
+        out.flush()
+        code = _run(argv, env, out, options.timeout)
     if code != 0:
         raise ConversionError(
-            f"{TOOL} failed for {guest.name} (exit {code}) after {seconds:.0f} s: "
-            f"{_last_error(log)} (log: {log})"
+            f"{Path(argv[0]).name} failed for {guest.name} (exit {code}) after "
+            f"{time.monotonic() - started:.0f} s: {_last_error(log)} (log: {log})"
         )
-    return seconds
 
 
 def _run(argv: list[str], env: dict[str, str], out: IO[str], timeout: float) -> int:

@@ -70,6 +70,7 @@ class CopyOptions:
     start_at: int = 0
     checkpoint: Callable[[int], None] | None = None
     checkpoint_interval: float = 2.0
+    on_bytes: Callable[[int, int], None] | None = None  # (covered, total) about twice a second
     retries: int = 5  # a failed read is issued again up to this many times, with backoff
     backoff: float = 0.05  # seconds before the first retry; doubles each time, at most 2 s
 
@@ -146,7 +147,7 @@ def copy(
         with nbd_client.connect(uri) as handle:
             requests = plan_requests(_runs(handle, areas, options.start_at), options.request_size)
         shares = [requests[i :: options.connections] for i in range(options.connections)]
-        progress = _Progress(options, len(shares))
+        progress = _Progress(options, len(shares), sum(n for _, n, _ in requests))
         results = [CopyStats() for _ in shares]
         errors: list[BaseException] = []
         job = _Job(uri, dst, options, progress, errors)
@@ -163,6 +164,7 @@ def copy(
             raise errors[0]
         if requests:
             progress.emit(requests[-1][0] + requests[-1][1])
+        progress.add(0, final=True)
     finally:
         dst.close()
     stats = _merge(results, progress.emitted)
@@ -174,7 +176,7 @@ def _runs(handle: Any, areas: Sequence[Extent] | None, start_at: int) -> list[nb
     size = handle.get_size()
     wanted = merge_extents(areas if areas is not None else [(0, size)])
     clipped = [(max(o, start_at), min(o + n, size)) for o, n in wanted]
-    return [r for lo, hi in clipped if hi > lo for r in nbd_client.runs(handle, lo, hi - lo)]
+    return nbd_client.runs_for(handle, [(lo, hi - lo) for lo, hi in clipped if hi > lo])
 
 
 def _merge(results: list[CopyStats], checkpoints: list[int]) -> CopyStats:
@@ -192,12 +194,28 @@ def _merge(results: list[CopyStats], checkpoints: list[int]) -> CopyStats:
 class _Progress:
     """Each connection's lowest unfinished offset; their minimum is the copy's checkpoint."""
 
-    def __init__(self, options: CopyOptions, workers: int) -> None:
+    def __init__(self, options: CopyOptions, workers: int, total: int = 0) -> None:
         self.options = options
         self.marks = [float(options.start_at)] * workers
         self.lock = threading.Lock()
         self.last = time.monotonic()
         self.emitted: list[int] = []
+        self.total = total
+        self.covered = 0
+        self.reported = 0.0
+
+    def add(self, n: int, *, final: bool = False) -> None:
+        """Bytes of the copy handled (read and written, or a zero run dealt with)."""
+        if self.options.on_bytes is None:
+            return
+        with self.lock:
+            self.covered += n
+            now = time.monotonic()
+            if not final and now - self.reported < 0.5:
+                return
+            self.reported = now
+            covered = self.covered
+        self.options.on_bytes(covered, self.total)
 
     def update(self, worker: int, mark: float) -> None:
         with self.lock:
@@ -265,6 +283,7 @@ def _pump(
                     )
                 return 1
             stats.bytes_read += buf.size()
+            job.progress.add(buf.size())
             if options.dst_is_zero and buf.is_zero():
                 stats.bytes_skipped += buf.size()
                 return 1
@@ -283,6 +302,7 @@ def _pump(
             offset, length, data = retry.pop() if retry.ready() else queue.popleft()
             if not data:
                 _zero_run(dst, offset, length, options, stats)
+                job.progress.add(length)
                 continue
             buf = nbd.Buffer(length)
             outstanding[offset] = length

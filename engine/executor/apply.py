@@ -23,6 +23,7 @@ from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_dig
 from engine.dataplane.nbdkit import NbdkitServer
 from engine.errors import ChangeTrackingError, DataplaneError, UserError
 from engine.executor.cutover import Cutover
+from engine.executor.events import Events
 from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import ResourceRecord, Status
@@ -72,6 +73,7 @@ class Context:
     verify: bool = False
     log_dir: Path = Path("state/logs")
     progress: Callable[[str], None] = lambda _: None
+    events: Events | None = None
     log_names: dict[str, str] = field(default_factory=dict)  # VM name → its log file's name
     vm_refs: dict[str, Any] = field(default_factory=dict)  # VM name → vim.VirtualMachine
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
@@ -82,6 +84,8 @@ class Context:
     def say(self, vm: str, line: str) -> None:
         """Report a step: on the console and in the VM's log file (never a secret in either)."""
         self.progress(line)
+        if self.events is not None:
+            self.events.emit("step", vm=vm, message=line)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         with self.lock:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -315,8 +319,17 @@ class Applier:
                 [],
             )
 
+        events = self.ctx.events
+
+        def on_bytes(covered: int, total: int) -> None:
+            if events is not None:
+                events.emit("copy", address=address, done=covered, total=total)
+
         options = CopyOptions(
-            dst_is_zero=options.dst_is_zero, start_at=options.start_at, checkpoint=checkpoint
+            dst_is_zero=options.dst_is_zero,
+            start_at=options.start_at,
+            checkpoint=checkpoint,
+            on_bytes=on_bytes,
         )
         with NbdkitServer(source) as server:
             stats = copy(server.uri, device, areas, options)

@@ -175,6 +175,8 @@ class Cutover:
         self.ctx.say(address.name, f"{change.address}: converted in {seconds:.0f} s")
 
     def _convert(self, name: str, after: dict[str, Any], volume_ids: list[str]) -> float:
+        if str(after.get("guest_id") or "").startswith("windows"):
+            v2v.check_windows_drivers()
         host = self.ctx.conversion_host_id
         attached: list[str] = []
         try:
@@ -197,7 +199,11 @@ class Cutover:
             self.ctx.say(
                 name, f"vm.{name}: converting with virt-v2v-in-place (log {self._log(name)})"
             )
-            return v2v.convert(guest, self._log(name))
+            options = v2v.Options(
+                firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
+                debug=bool(after.get("debug")),
+            )
+            return v2v.convert(guest, self._log(name), options)
         finally:
             for volume_id in attached:
                 volumes.detach(self.ctx.conn, host, volume_id)

@@ -68,6 +68,8 @@ class DesiredVM:
     enable_cbt: bool = False
     max_downtime: int | None = None
     power_off: dict[str, Any] = field(default_factory=dict)  # the spec's power_off block
+    firstboot: tuple[str, ...] = ()  # scripts the converted guest runs at first boot
+    debug: bool = False  # virt-v2v debug output into the VM's log
     concerns: tuple[Concern, ...] = field(default_factory=tuple)
 
     @property

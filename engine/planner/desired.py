@@ -318,6 +318,19 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
         )
     if not any(vm.guest_id and vm.guest_id.startswith(g) for g in KNOWN_GUESTS):
         out.append(_warning("unknown-guest", f"guest {vm.guest_id!r} is not one virt-v2v converts"))
+    if (
+        vm.guest_id
+        and vm.guest_id.startswith("windows")
+        and mode in ("cutover", "cold")
+        and settings.get("convert", True)
+    ):
+        out.append(
+            _info(
+                "virtio-win",
+                "Windows: the conversion host needs virtio-win 0.1.240 or newer "
+                "(checked before converting)",
+            )
+        )
     if vm.firmware == "efi":
         out.append(_info("uefi", "UEFI firmware: volumes get hw_firmware_type=uefi, q35"))
     if vm.power_state == "poweredOff" and mode == "replicate":
@@ -385,6 +398,8 @@ def desired(
                 enable_cbt=bool(settings.get("enable_cbt", False)),
                 max_downtime=(settings.get("limits") or {}).get("max_downtime"),
                 power_off=dict(settings.get("power_off") or {}),
+                firstboot=tuple((settings.get("conversion") or {}).get("firstboot") or ()),
+                debug=bool((settings.get("conversion") or {}).get("debug", False)),
                 concerns=tuple(concerns),
             )
         )

@@ -265,6 +265,8 @@ def conversion_after(vm: DesiredVM) -> dict[str, Any]:
         "memory_mb": vm.source.memory_mb,
         "vcpus": vm.source.cpus,
         "on_failure": power_policy(vm)["on_failure"],
+        "firstboot": list(vm.firstboot),
+        "debug": vm.debug,
     }
 
 

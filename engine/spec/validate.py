@@ -43,7 +43,10 @@ def validate_file(path: FsPath, env: dict[str, str] | None = None) -> Loaded:
         loaded = Loaded(str(path))
         loaded.diagnostics.append(Diagnostic(Severity.ERROR, f"cannot read spec: {exc}"))
         return loaded
-    return validate_text(text, str(path), env)
+    loaded = validate_text(text, str(path), env)
+    if isinstance(loaded.data, dict) and not has_errors(loaded.diagnostics):
+        _check_firstboot(loaded, loaded.data, path.parent)
+    return loaded
 
 
 def validate_text(text: str, file: str, env: dict[str, str] | None = None) -> Loaded:
@@ -207,6 +210,23 @@ def _check_settings(loaded: Loaded, path: Path, settings: dict[str, Any]) -> Non
     nics = settings.get("nics")
     if isinstance(nics, list):
         _check_nics(loaded, (*path, "nics"), nics)
+
+
+def _check_firstboot(loaded: Loaded, data: dict[str, Any], base: FsPath) -> None:
+    """First-boot scripts exist; relative paths become absolute (relative to the spec file)."""
+    for path, settings in _settings_blocks(data):
+        conversion = _dict(settings.get("conversion"))
+        scripts = _list(conversion.get("firstboot"))
+        for i, script in enumerate(scripts):
+            resolved = (base / script).resolve()
+            if not resolved.is_file():
+                loaded.error(
+                    f"first-boot script {script!r} is not a file ({resolved})",
+                    (*path, "conversion", "firstboot", i),
+                )
+            else:
+                scripts[i] = str(resolved)
+    loaded.diagnostics.sort(key=sort_key)
 
 
 def _check_create(loaded: Loaded, path: Path, create: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ the changeId; a stale saved plan is refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -231,3 +232,27 @@ def test_a_volume_os_migrate_left_is_adopted_and_synced_by_delta(
     live = lab_disks.live_path(lab.disks, vm, 2000)
     assert file_digest(volume_file(lab, volume.id), 1024**3) == file_digest(live)
     assert conn.block_storage.get_volume(volume.id).metadata["ferry_vm"] == vm.instance_uuid
+
+
+def test_json_events_stream_for_ci_logs(lab: Lab, tmp_path: Path) -> None:
+    """`apply --json`: stdout is JSON lines only — start, every node framed, copy progress, end —
+    the same events land in state/logs/apply-*.jsonl, and none holds the vCenter password."""
+    state = tmp_path / "ferry.db"
+    done = ferry(lab, *APPLY_WEB01, "--state", str(state), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "apply_start" and kinds[-1] == "apply_end" and events[-1]["ok"] is True
+    started = {e["address"] for e in events if e["event"] == "node_start"}
+    ended = {e["address"] for e in events if e["event"] == "node_end" and e["outcome"] == "done"}
+    assert started == ended == {"vm.web01.snapshot", "vm.web01.disk[2000]", "vm.web01.disk[2001]"}
+    copies = [e for e in events if e["event"] == "copy"]
+    assert copies and all(0 <= e["done"] <= e["total"] for e in copies)
+    assert {e["address"] for e in copies if e["done"] == e["total"]} == {
+        "vm.web01.disk[2000]",
+        "vm.web01.disk[2001]",
+    }
+    (log,) = (tmp_path / "logs").glob("apply-*.jsonl")
+    assert [json.loads(line) for line in log.read_text().splitlines()] == events
+    password = lab.vcenter_files.password.read_text().strip()
+    assert password not in done.stdout and password not in log.read_text()

@@ -1,11 +1,14 @@
 """The slow tier: a tiny real Debian guest (built once and cached) behind the lab VM build-old is
-cut over with a real virt-v2v-in-place conversion; the converted volume is checked for virtio
-drivers in its initramfs and a boot loader, and the server is ACTIVE with the source MACs."""
+cut over with a real virt-v2v-in-place conversion (and a first-boot script); the converted volume
+has virtio drivers in its initramfs, grub in its boot sector, and boots to a login prompt on
+virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs."""
 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,16 +43,43 @@ def cleanup(lab: Lab) -> Iterator[None]:
             conn.block_storage.wait_for_delete(volume, wait=120)
 
 
-def initramfs_modules(image: Path, work: Path) -> str:
-    """The file list of the guest's newest initramfs, read from the converted volume."""
+def copy_out(image: Path, directory: str, work: Path) -> None:
     env = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
     work.mkdir()
     subprocess.run(
-        ["virt-copy-out", "-a", str(image), "/boot", str(work)],
+        ["virt-copy-out", "-a", str(image), directory, str(work)],
         env={**os.environ, **env},
         check=True,
         capture_output=True,
     )
+
+
+def boots_to_login(image: Path, timeout: float = 420.0) -> str:
+    """Boot the converted disk on virtio-blk under TCG (changes discarded: -snapshot) and read
+    its serial console until the login prompt; the console text."""
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "accel=tcg", "-m", "512", "-display", "none",
+         "-snapshot", "-drive", f"file={image},format=raw,if=virtio",
+         "-nic", "user,model=virtio-net-pci,restrict=on", "-serial", "stdio", "-monitor", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    console = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"login:" not in console and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                console += os.read(proc.stdout.fileno(), 65536)
+    finally:
+        proc.kill()  # the qemu this test started, by its handle
+        proc.wait()
+    return console.decode(errors="replace")
+
+
+def initramfs_modules(image: Path, work: Path) -> str:
+    """The file list of the guest's initramfs (not virt-v2v's .pre-v2v backup)."""
+    copy_out(image, "/boot", work)
     (initrd,) = [p for p in (work / "boot").glob("initrd.img-*") if p.suffix != ".pre-v2v"]
     listed = subprocess.run(
         ["lsinitramfs", str(initrd)], check=True, capture_output=True, text=True
@@ -69,7 +99,9 @@ def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
     assert "virtio_blk" not in before  # MODULES=list: only what the VMware guest needed
 
     state = tmp_path / "ferry.db"
-    spec = spec_with(tmp_path, "build-old", "mode: cutover")
+    hello = tmp_path / "ferry-hello.sh"
+    hello.write_text("#!/bin/sh\necho ferry-firstboot-marker > /etc/ferry-hello\n")
+    spec = spec_with(tmp_path, "build-old", f"mode: cutover\nconversion: {{firstboot: [{hello}]}}")
     done = ferry(
         lab, "apply", str(spec), "--target", "vm.build-old", "--auto-approve", "--state", str(state)
     )
@@ -80,9 +112,18 @@ def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
 
     after = initramfs_modules(volume, tmp_path / "after")
     assert "virtio_blk" in after and "virtio_net" in after
+    sysprep = tmp_path / "sysprep"
+    copy_out(volume, "/usr/lib/virt-sysprep", sysprep)
+    scripts = [
+        p for p in sysprep.rglob("*") if p.is_file() and b"ferry-firstboot-marker" in p.read_bytes()
+    ]
+    assert scripts, "the first-boot script is installed in the converted guest"
     with volume.open("rb") as disk:
         mbr = disk.read(512)
     assert mbr[510:] == b"\x55\xaa" and b"GRUB" in mbr  # grub's boot sector is in place
+
+    console = boots_to_login(volume)
+    assert "login:" in console, console[-2000:]
 
     conn = lab.openstack("ferry-lab")
     server = conn.compute.get_server(found["vm.build-old.server"]["server_id"])

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.conversion.v2v import Guest, GuestDisk, _last_error, bus_of, domain_xml
+from engine.conversion.v2v import (
+    Guest,
+    GuestDisk,
+    _last_error,
+    bus_of,
+    check_windows_drivers,
+    domain_xml,
+    virtio_win,
+)
 from engine.errors import ConversionError
 
 
@@ -62,3 +70,16 @@ def test_the_error_line_of_a_failed_conversion_is_reported(tmp_path: Path) -> No
     assert _last_error(log) == (
         "virt-v2v-in-place: error: inspection could not detect the source guest"
     )
+
+
+def test_virtio_win_is_found_with_its_version_and_an_old_one_is_refused(tmp_path: Path) -> None:
+    iso = tmp_path / "virtio-win-0.1.229.iso"
+    iso.write_bytes(b"")
+    assert virtio_win({"VIRTIO_WIN": str(iso)}) == (iso, (0, 1, 229))
+    with pytest.raises(ConversionError, match=r"0\.1\.229: Windows conversions need 0\.1\.240"):
+        check_windows_drivers({"VIRTIO_WIN": str(iso)})
+    newer = tmp_path / "virtio-win-0.1.262.iso"
+    newer.write_bytes(b"")
+    check_windows_drivers({"VIRTIO_WIN": str(newer)})
+    with pytest.raises(ConversionError, match="needs virtio-win on the conversion host"):
+        check_windows_drivers({"VIRTIO_WIN": str(tmp_path / "absent.iso")})

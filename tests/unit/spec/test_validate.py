@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.diagnostics import Severity, has_errors
-from engine.spec.validate import validate_text
+from engine.spec.validate import validate_file, validate_text
 
 VALID: dict[str, Any] = {
     "version": 1,
@@ -257,3 +257,29 @@ def test_cli_reports_and_exits_1_without_traceback(tmp_path: Path) -> None:
     assert f"{spec}:2:" in done.stderr and "missing required key 'username'" in done.stderr
     assert f"{spec}:4:6: error:" in done.stderr  # vms: [] should be non-empty
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_first_boot_scripts_resolve_next_to_the_spec_and_missing_ones_are_errors(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "net.sh").write_text("#!/bin/sh\n")
+    spec = copy.deepcopy(VALID)
+    spec["vms"][0]["conversion"] = {"firstboot": ["scripts/net.sh"], "debug": True}
+    spec["vms"][1]["conversion"] = {"firstboot": ["scripts/missing.sh"]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    loaded = validate_file(path, {"VC_PW": "x"})
+    problems = [d.render() for d in loaded.diagnostics]
+    assert (
+        len(problems) == 1
+        and "first-boot script 'scripts/missing.sh' is not a file" in (problems[0])
+    )
+    assert ":" in problems[0].split(" ")[0]  # file:line:col
+    del spec["vms"][1]["conversion"]
+    path.write_text(yaml.safe_dump(spec))
+    loaded = validate_file(path, {"VC_PW": "x"})
+    assert loaded.diagnostics == []
+    assert loaded.data["vms"][0]["conversion"]["firstboot"] == [  # type: ignore[index]
+        str(tmp_path / "scripts" / "net.sh")
+    ]
