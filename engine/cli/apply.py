@@ -201,7 +201,19 @@ def _run(
         view,
     ):
         applier = Applier(plan, _context(spec, si, store, events, path))
-        events.emit("apply_start", summary=planfile.to_json(plan)["summary"])
+        events.emit(
+            "apply_start",
+            summary=planfile.to_json(plan)["summary"],
+            vms=[
+                {
+                    "name": v.name,
+                    "target": v.target_name,
+                    "mode": v.mode,
+                    "concerns": [f"{c.level.value}: {c.message}" for c in v.concerns],
+                }
+                for v in plan.vms
+            ],
+        )
         host = (spec.get("conversion_hosts") or [{}])[0]
         esxi = applier.hosts()
         pools = {"conversion": int(host.get("max_parallel", 2))}

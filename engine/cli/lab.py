@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from engine.errors import UserError
+from engine.lab.guest import tiny_debian
 from engine.lab.lab import Lab, default_dir, status_json
 from engine.units import human, parse_size
 
@@ -93,3 +95,19 @@ def write(
         f"wrote {human(result.length)} at offset {result.offset} of {result.vm!r} "
         f"disk {result.disk} (journal entry {result.sequence})"
     )
+
+
+@app.command()
+def guest(
+    vm: Annotated[str, typer.Argument(help="Lab VM name (build-old is the Debian one).")],
+    disk: Annotated[int, typer.Option("--disk", help="Disk device key.")] = 2000,
+    directory: DirOption = None,
+) -> None:
+    """Put a tiny real Debian guest on a lab VM's disk (built once, ~2-3 min, then cached), so a
+    cutover of that VM runs a real virt-v2v conversion."""
+    lab = _lab(directory)
+    if not lab.running():
+        raise UserError(f"the lab in {lab.root} is not up: run `ferry lab up`")
+    image = tiny_debian()
+    data = lab.install_guest(vm, disk, image)
+    typer.echo(f"installed {image.name} ({human(data)} of data) on {vm!r} disk {disk}")

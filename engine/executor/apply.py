@@ -79,6 +79,7 @@ class Context:
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
     copied: dict[str, CopyStats] = field(default_factory=dict)
     snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
+    digests: dict[str, str] = field(default_factory=dict)  # volume address → verified sha256
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def say(self, vm: str, line: str) -> None:
@@ -256,7 +257,9 @@ class Applier:
                 options=CopyOptions(dst_is_zero=fresh, start_at=start_at),
             )
             if self.ctx.verify:
-                self._verify(source, device, disk)
+                digest_hex = self._verify(source, device, disk)
+                with self.ctx.lock:
+                    self.ctx.digests[change.address] = digest_hex
         finally:
             volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
         self._synced(change, attrs, disk, kind=kind, stats=stats)
@@ -337,7 +340,7 @@ class Applier:
             self.ctx.copied[address] = stats
         return stats
 
-    def _verify(self, source: Any, device: Any, disk: DiskInfo) -> None:
+    def _verify(self, source: Any, device: Any, disk: DiskInfo) -> str:
         with NbdkitServer(source) as server:
             want = digest(server.uri)
         got = file_digest(device, disk.capacity)
@@ -345,6 +348,7 @@ class Applier:
             raise DataplaneError(
                 f"verify: disk {disk.key} sha256 {got} differs from the source's {want}"
             )
+        return got
 
     def _synced(
         self,
@@ -375,9 +379,20 @@ class Applier:
                 "seconds": round(stats.seconds, 3),
                 "at": time.time(),
                 "source_power": self.ctx.snapshot_power.get(address.name),
+                "sha256": self.ctx.digests.get(change.address),
             },
         }
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "synced",
+                address=change.address,
+                vm=address.name,
+                kind=kind,
+                bytes=record["last_sync"]["bytes"],
+                seconds=record["last_sync"]["seconds"],
+                sha256=self.ctx.digests.get(change.address),
+            )
         self.ctx.say(
             address.name,
             f"{change.address}: {kind} copy, {stats.bytes_read} bytes read "

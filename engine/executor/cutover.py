@@ -81,6 +81,8 @@ class Cutover:
             [],
         )
         self.ctx.say(name, f"vm.{name}: source powered off ({how})")
+        if self.ctx.events is not None:
+            self.ctx.events.emit("source_off", vm=name, how=how)
         return how
 
     def _power_state(self, vm: Any) -> str:

@@ -104,6 +104,19 @@ def power_events(si: Any, ref: Any, since: Any) -> list[str]:
     return [type(e).__name__.rsplit(".", 1)[-1] for e in events]
 
 
+def assert_report(lab: Lab, state: Path, server_id: str) -> None:
+    """`ferry report` shows db01's server, a timeline with its nodes, the measured downtime."""
+    page, md = state.parent / "report.html", state.parent / "report.md"
+    shown = ferry(lab, "report", "--html", str(page), "--md", str(md), "--state", str(state))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    text = page.read_text()
+    assert server_id in text and text.count("<svg") == 2
+    assert 'class="bar"' in text and "vm.db01.conversion" in text  # the timeline has the nodes
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| db01 |"))
+    downtime = row.split("|")[6].strip()
+    assert downtime.endswith(" s") and int(downtime[:-2]) > 0, row  # measured, not estimated
+
+
 def test_cutover_boots_the_server_from_exact_volumes_with_the_source_macs(
     lab: Lab, si: Any, tmp_path: Path
 ) -> None:
@@ -158,6 +171,8 @@ def test_cutover_boots_the_server_from_exact_volumes_with_the_source_macs(
     for step in ("source powered off", "snapshot", "delta copy", "protected", "ACTIVE"):
         assert step in log
     assert lab.vcenter_files.password.read_text().strip() not in log
+
+    assert_report(lab, state, found["vm.db01.server"]["server_id"])
 
     again = ferry(
         lab, "plan", str(cutover), "--target", "vm.db01", "--state", str(state),
