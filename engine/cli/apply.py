@@ -76,6 +76,7 @@ def _plan_for(
 ) -> tuple[Plan, dict[str, Any], bool]:
     if target.suffix in (".yaml", ".yml"):
         spec = dict(load_spec(target).data)
+        _check_unlocked(state_path(spec, state))
         observed = refresh(spec, state_path(spec, state), dict(os.environ))
         plan = make_plan(
             spec, observed.inventory, observed.destination, observed.state, targets=targets
@@ -87,6 +88,17 @@ def _plan_for(
     if not spec_file:
         raise UserError(f"{target} does not name the spec it was made from")
     return plan, dict(load_spec(Path(spec_file)).data), True
+
+
+def _check_unlocked(path: Path) -> None:
+    """Another apply running on this state: say who, before refreshing anything."""
+    if not path.exists():
+        return
+    store = SqliteStateStore(path)
+    try:
+        store.check_unlocked()
+    finally:
+        store.close()
 
 
 def _check_fresh(plan: Plan, spec: dict[str, Any], path: Path) -> None:

@@ -151,7 +151,7 @@ class Applier:
     def _enable_cbt(self, change: Change) -> None:
         name = Address.parse(change.address).name
         enable_cbt(self.ctx.si, self._vm(name), f"{SNAPSHOT_PREFIX}cbt-{self.targets[name]}")
-        self.ctx.say(name, f"vm.{name}: changed block tracking enabled")
+        self.ctx.say(name, f"{Address('vm', name)}: changed block tracking enabled")
 
     def _snapshot(self, change: Change) -> None:
         name = Address.parse(change.address).name
@@ -180,7 +180,7 @@ class Applier:
             ],
             [],
         )
-        self.ctx.say(name, f"vm.{name}: snapshot {snapshot._moId} taken")
+        self.ctx.say(name, f"{Address('vm', name)}: snapshot {snapshot._moId} taken")
 
     def _remove_leftovers(self, name: str, vm: Any) -> None:
         """Snapshots a killed apply left behind (named ferry-...)."""
@@ -188,7 +188,9 @@ class Applier:
         for tree in _walk_snapshots(props):
             if str(tree.name).startswith(SNAPSHOT_PREFIX):
                 remove_snapshot(self.ctx.si, tree.snapshot)
-                self.ctx.say(name, f"vm.{name}: removed leftover snapshot {tree.snapshot._moId}")
+                self.ctx.say(
+                    name, f"{Address('vm', name)}: removed leftover snapshot {tree.snapshot._moId}"
+                )
 
     # -- volumes --------------------------------------------------------------------------------
 

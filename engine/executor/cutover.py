@@ -80,7 +80,7 @@ class Cutover:
             ],
             [],
         )
-        self.ctx.say(name, f"vm.{name}: source powered off ({how})")
+        self.ctx.say(name, f"{Address('vm', name)}: source powered off ({how})")
         if self.ctx.events is not None:
             self.ctx.events.emit("source_off", vm=name, how=how)
         return how
@@ -199,7 +199,8 @@ class Cutover:
                 vcpus=int(after.get("vcpus") or 1),
             )
             self.ctx.say(
-                name, f"vm.{name}: converting with virt-v2v-in-place (log {self._log(name)})"
+                name,
+                f"{Address('vm', name)}: converting with virt-v2v-in-place (log {self._log(name)})",
             )
             options = v2v.Options(
                 firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
@@ -219,10 +220,12 @@ class Cutover:
             compute.revert(self.ctx.conn, volume_id, str(snapshot_id))
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
         self.a._write([], [address])
-        self.ctx.say(name, f"vm.{name}: volumes restored from their protection snapshots")
+        self.ctx.say(
+            name, f"{Address('vm', name)}: volumes restored from their protection snapshots"
+        )
         if on_failure == "power_on" and attrs.get("source_power") == POWERED_ON:
             power_on(self.ctx.si, self.a._vm(name))
-            self.ctx.say(name, f"vm.{name}: source powered back on")
+            self.ctx.say(name, f"{Address('vm', name)}: source powered back on")
 
     # -- server ---------------------------------------------------------------------------------
 

@@ -147,19 +147,25 @@ class SqliteStateStore:
             f"ferry {operation}", os.getpid(), socket.gethostname(), time.time(), operation
         )
         with self._tx():
-            held = self._lock_row()
-            if held is not None and not _stale(held):
-                raise StateLockedError(
-                    f"state {self.path} is locked by {held.holder} (pid {held.pid} on {held.host} "
-                    f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(held.acquired_at))}"
-                    "); if that process is gone, run `ferry state unlock`"
-                )
+            self._refuse_if_held(self._lock_row())
             self._db.execute("DELETE FROM lock")
             self._db.execute(
                 "INSERT INTO lock VALUES (1, ?, ?, ?, ?, ?)",
                 (mine.holder, mine.pid, mine.host, mine.acquired_at, mine.operation),
             )
         return mine
+
+    def check_unlocked(self) -> None:
+        """Fail fast (before any slow work) when another live process holds the lock."""
+        self._refuse_if_held(self._lock_row())
+
+    def _refuse_if_held(self, held: LockInfo | None) -> None:
+        if held is not None and not _stale(held):
+            raise StateLockedError(
+                f"state {self.path} is locked by {held.holder} (pid {held.pid} on {held.host} "
+                f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(held.acquired_at))}"
+                "); if that process is gone, run `ferry state unlock`"
+            )
 
     def release(self) -> None:
         with self._tx():

@@ -90,6 +90,15 @@ def records(state: Path) -> dict[str, Any]:
         store.close()
 
 
+def lock_holder(state: Path) -> int | None:
+    store = SqliteStateStore(state)
+    try:
+        lock = store.read().lock
+    finally:
+        store.close()
+    return lock.pid if lock else None
+
+
 def volume_file(lab: Lab, volume_id: str) -> Path:
     return lab.openstack_root / "cinder" / "volumes" / f"volume-{volume_id}"
 
@@ -231,6 +240,26 @@ def data_after(path: Path, mark: int) -> int:
     )
 
 
+def tree_argv(pid: int) -> list[str]:
+    """The command lines of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            out.append(Path(f"/proc/{current}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return out
+
+
 def start_apply(lab: Lab, spec: Path, target: str, state: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", target,
@@ -269,17 +298,30 @@ def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false")
 
+    first = start_apply(lab, spec, "vm.db01", state)
+    argvs: list[str] = []
+
     def mid_copy() -> bool:
+        argvs.extend(tree_argv(first.pid))  # ferry and its nbdkit servers, while they run
         attrs = records(state).get("vm.db01.disk[2001]", {}) if state.exists() else {}
         return attrs.get("copy") == "full" and int(attrs.get("copied_bytes", 0)) > 0
 
-    assert kill_when(start_apply(lab, spec, "vm.db01", state), mid_copy), "no checkpoint seen"
+    assert kill_when(first, mid_copy), "no checkpoint seen"
     mark = int(records(state)["vm.db01.disk[2001]"]["copied_bytes"])
+    password = lab.vcenter_files.password.read_text().strip()
+    assert any("nbdkit" in a for a in argvs) and not any(password in a for a in argvs)
 
     def copied() -> bool:
         return "last_sync" in records(state).get("vm.db01.disk[2001]", {})
 
     resumed = start_apply(lab, spec, "vm.db01", state)
+    while lock_holder(state) != resumed.pid:  # then a second apply fails fast, naming it
+        assert resumed.poll() is None, "the resumed apply ended before taking the lock"
+        time.sleep(0.05)
+    began = time.monotonic()
+    second = apply(lab, spec, "vm.db01", state)
+    assert second.returncode == 1 and f"locked by ferry apply (pid {resumed.pid}" in second.stderr
+    assert time.monotonic() - began < 30 and "Traceback" not in second.stderr
     kill_when(resumed, copied)
     sync = records(state)["vm.db01.disk[2001]"]["last_sync"]
     live = lab_disks.live_path(lab.disks, vm, 2001)
@@ -299,6 +341,11 @@ def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
     assert done.returncode == 0, done.stdout + done.stderr
     assert kills >= 10, f"only {kills} kills landed before the cutover finished"
 
+    assert_converged(lab, state, vm)
+
+
+def assert_converged(lab: Lab, state: Path, vm: Any) -> None:
+    """One server, one port per NIC, one volume per disk (all recorded), digests equal."""
     conn = lab.openstack("ferry-lab")
     servers = [
         s for s in conn.compute.servers() if (s.metadata or {}).get("ferry_vm") == vm.instance_uuid
