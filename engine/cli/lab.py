@@ -111,3 +111,23 @@ def guest(
     image = tiny_debian()
     data = lab.install_guest(vm, disk, image)
     typer.echo(f"installed {image.name} ({human(data)} of data) on {vm!r} disk {disk}")
+
+
+@app.command()
+def fault(
+    vm: Annotated[str, typer.Argument(help="Lab VM name.")],
+    disk: Annotated[int, typer.Option("--disk", help="Disk device key.")] = 2000,
+    read_error_rate: Annotated[
+        str | None, typer.Option("--read-error-rate", help="Share of reads that fail, e.g. 1%.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Heal the disk.")] = False,
+    directory: DirOption = None,
+) -> None:
+    """A fault drill: make a share of a lab disk's reads fail with EIO (nbdkit's error filter)."""
+    if clear == (read_error_rate is not None):
+        raise UserError("give either --read-error-rate RATE or --clear")
+    _lab(directory).read_errors(vm, disk, None if clear else read_error_rate)
+    typer.echo(
+        f"{vm!r} disk {disk}: "
+        + ("reads healed" if clear else f"{read_error_rate} of reads fail with EIO")
+    )

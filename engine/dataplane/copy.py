@@ -383,11 +383,23 @@ def digest(uri: str, length: int | None = None, chunk: int = 8 * MiB) -> str:
     with nbd_client.connect(uri) as handle:
         size = handle.get_size() if length is None else length
         for offset in range(0, size, chunk):
-            try:
-                h.update(handle.pread(min(chunk, size - offset), offset))
-            except nbd.Error as exc:
-                raise DataplaneError(f"read at {offset} failed: {exc.string}") from exc
+            h.update(_pread(handle, min(chunk, size - offset), offset))
     return h.hexdigest()
+
+
+def _pread(handle: Any, length: int, offset: int, options: CopyOptions | None = None) -> bytes:
+    """A synchronous read, retried with backoff like the copy's reads."""
+    options = options or CopyOptions()
+    for attempt in range(options.retries + 1):
+        try:
+            return bytes(handle.pread(length, offset))
+        except nbd.Error as exc:
+            if attempt == options.retries:
+                raise DataplaneError(
+                    f"read at {offset} failed after {attempt + 1} attempts: {exc.string}"
+                ) from exc
+            time.sleep(min(options.backoff * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
 
 
 def file_digest(path: Path, length: int | None = None, chunk: int = 8 * MiB) -> str:

@@ -41,6 +41,8 @@ class FileDiskSource:
     """A raw disk image file (the lab: a snapshot's frozen copy of a disk)."""
 
     path: Path
+    filters: tuple[str, ...] = ()  # nbdkit filters in front of the file (the lab's fault drills)
+    filter_args: tuple[str, ...] = ()
 
     def plugin_args(self, private_dir: Path) -> list[str]:
         if not self.path.is_file():
@@ -101,8 +103,9 @@ class NbdkitServer:
         filter_args: list[str] | None = None,
     ) -> None:
         self.source = source
-        self.filters = filters or []
-        self.filter_args = filter_args or []  # key=value parameters of the filters
+        self.filters = [*getattr(source, "filters", ()), *(filters or [])]
+        # key=value parameters of the filters
+        self.filter_args = [*getattr(source, "filter_args", ()), *(filter_args or [])]
         self._dir = Path(tempfile.mkdtemp(prefix="ferry-nbd-"))  # created 0700
         self.socket = self._dir / "nbd.sock"
         self._pidfile = self._dir / "nbdkit.pid"

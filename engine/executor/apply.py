@@ -381,6 +381,7 @@ class Applier:
                 "seconds": round(stats.seconds, 3),
                 "at": time.time(),
                 "source_power": self.ctx.snapshot_power.get(address.name),
+                "retries": stats.retries,
                 "sha256": self.ctx.digests.get(change.address),
             },
         }

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from engine.dataplane.nbdkit import DiskSource, FileDiskSource, VddkDiskSource
 from engine.errors import DataplaneError
 from engine.lab.disks import snapshot_file
+from engine.lab.faults import read_faults
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.session import VCenterTarget, server_thumbprint
 from engine.providers.vsphere.snapshots import DiskInfo
@@ -37,8 +38,13 @@ class LabSources:
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
+        fault = read_faults(self.lab_dir).get(f"{instance_uuid}/{disk.key}", {})
         return FileDiskSource(
-            snapshot_file(self.lab_dir / "disks", instance_uuid, snapshot_moref, disk.key)
+            snapshot_file(self.lab_dir / "disks", instance_uuid, snapshot_moref, disk.key),
+            filters=("error",) if fault else (),
+            filter_args=("error=EIO", f"error-pread-rate={fault['read_error_rate']}")
+            if fault
+            else (),
         )
 
 

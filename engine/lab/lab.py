@@ -26,6 +26,7 @@ from pyVmomi import vim
 from engine.dataplane.nbdkit import FileDiskSource
 from engine.errors import FerryError, LabError, UserError
 from engine.lab import disks as lab_disks
+from engine.lab import faults as lab_faults
 from engine.lab import openstack as lab_openstack
 from engine.lab import vcenter
 from engine.lab.estate import ESTATE, LabVM, find_vm
@@ -208,6 +209,13 @@ class Lab:
         if not self.running():
             raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
         return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed=seed)
+
+    def read_errors(self, vm_name: str, key: int, rate: str | None) -> None:
+        """A fault drill: fail `rate` of a disk's reads with EIO (None: heal it)."""
+        vm = self.vm(vm_name)
+        if vm.disk(key) is None:
+            raise UserError(f"VM {vm_name!r} has no disk {key}")
+        lab_faults.set_read_errors(self.root, vm.instance_uuid, key, rate)
 
     def install_guest(self, vm_name: str, key: int, image: Path) -> int:
         """Put a real guest's raw image on a lab VM's disk (journaled as guest writes)."""

@@ -256,3 +256,27 @@ def test_json_events_stream_for_ci_logs(lab: Lab, tmp_path: Path) -> None:
     assert [json.loads(line) for line in log.read_text().splitlines()] == events
     password = lab.vcenter_files.password.read_text().strip()
     assert password not in done.stdout and password not in log.read_text()
+
+
+def test_read_errors_fail_only_their_disk_then_sporadic_ones_are_retried(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """A fault drill: every read of web01's second disk fails (EIO from nbdkit's error filter):
+    that disk fails with a clear message, the first disk completes. Then 20 % of its reads fail:
+    each is retried with backoff and the copy is exact."""
+    state = tmp_path / "ferry.db"
+    lab.read_errors("web01", 2001, "100%")
+    try:
+        failed = ferry(lab, *APPLY_WEB01, "--state", str(state))
+        assert failed.returncode == 1
+        assert "failed: vm.web01.disk[2001]" in failed.stdout
+        assert "failed after 6 attempts: Input/output error" in failed.stdout
+        found = records(state)
+        assert "last_sync" in found["vm.web01.disk[2000]"]  # the other disk finished
+        assert "last_sync" not in found["vm.web01.disk[2001]"]
+        lab.read_errors("web01", 2001, "20%")
+        apply_web01(lab, state)
+    finally:
+        lab.read_errors("web01", 2001, None)
+    synced = assert_exact(lab, state)["vm.web01.disk[2001]"]["last_sync"]
+    assert synced["retries"] > 0
