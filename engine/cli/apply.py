@@ -61,6 +61,8 @@ def apply(
         render(plan, console)
     if not plan.has_changes:
         console.print("No changes to apply.")
+        if as_json:  # CI reads stdout: one line that says so
+            JsonView()({"ts": round(time.time(), 3), "event": "apply_end", "ok": True, "done": 0})
         return
     if not saved and not auto_approve:
         if as_json or not sys.stdin.isatty():

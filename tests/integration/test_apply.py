@@ -256,6 +256,10 @@ def test_json_events_stream_for_ci_logs(lab: Lab, tmp_path: Path) -> None:
     assert [json.loads(line) for line in log.read_text().splitlines()] == events
     password = lab.vcenter_files.password.read_text().strip()
     assert password not in done.stdout and password not in log.read_text()
+    again = ferry(lab, *APPLY_WEB01, "--state", str(state), "--json")  # in sync: nothing to do
+    assert again.returncode == 0, again.stdout + again.stderr
+    (line,) = again.stdout.splitlines()
+    assert json.loads(line)["event"] == "apply_end" and json.loads(line)["done"] == 0
 
 
 def test_read_errors_fail_only_their_disk_then_sporadic_ones_are_retried(
