@@ -72,7 +72,8 @@ def collect(records: Mapping[str, ResourceRecord], logs: list[list[dict[str, Any
     for events in logs:
         _history(vms, events)
     timeline = lanes(next((e for e in reversed(logs) if _has_nodes(e)), []))
-    return Report(sorted(vms.values(), key=lambda v: v.name), timeline, len(logs))
+    touched = [v for v in vms.values() if v.disks or v.syncs or v.ports or v.server]
+    return Report(sorted(touched, key=lambda v: v.name), timeline, len(logs))
 
 
 def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:

@@ -94,7 +94,11 @@ def _axis(y: int, span: float) -> str:
     ticks = []
     for i in range(6):
         x = LABEL + (WIDTH - LABEL - 10) * i / 5
-        ticks.append(f'<text x="{x:.0f}" y="{y}" font-size="10">{span * i / 5:.0f}s</text>')
+        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
+        ticks.append(
+            f'<text x="{x:.0f}" y="{y}" font-size="10" text-anchor="{anchor}">'
+            f"{span * i / 5:.0f}s</text>"
+        )
     return "\n".join(ticks)
 
 

@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from pyVmomi import vim
 
 from engine.dataplane.copy import file_digest
@@ -25,6 +27,7 @@ from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
 from engine.providers.vsphere.read import retrieve
+from engine.report import svg
 from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
 
@@ -124,6 +127,23 @@ def assert_report(lab: Lab, state: Path, server_id: str) -> None:
     row = next(line for line in md.read_text().splitlines() if line.startswith("| db01 |"))
     downtime = row.split("|")[6].strip()
     assert downtime.endswith(" s") and int(downtime[:-2]) > 0, row  # measured, not estimated
+    assert_renders(page)
+
+
+def assert_renders(page: Path) -> None:
+    """A real browser draws the report: headless Chromium's screenshot shows timeline bars in
+    the colors of copies and of the server boot."""
+    shot = page.with_suffix(".png")
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    with Image.open(shot) as image:
+        pixels = Counter(image.convert("RGB").getdata())
+    for color in (svg.COLORS["volume"], svg.COLORS["server"]):
+        rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+        assert pixels[rgb] > 200, f"no {color} bar drawn in {shot}"
 
 
 def test_cutover_boots_the_server_from_exact_volumes_with_the_source_macs(
