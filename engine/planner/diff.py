@@ -139,6 +139,8 @@ def volume_change(
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
     size = disk.capacity if copy == "full" else _delta_estimate(before)
+    if size is None:
+        reason += " (size unknown until a first delta is measured)"
     return _volume(address, Action.UPDATE, reason, before, after, size=size)
 
 
@@ -160,10 +162,11 @@ def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> t
     return "delta", f"delta sync since changeId {stored}"
 
 
-def _delta_estimate(before: Mapping[str, Any]) -> int:
-    """Bytes the next delta will likely move: what the last delta moved (0 before any delta)."""
+def _delta_estimate(before: Mapping[str, Any]) -> int | None:
+    """Bytes the next delta will likely move: what the last delta moved; None (unknown, shown
+    without a size) before any delta was measured."""
     last = before.get("last_sync") or {}
-    return int(last.get("bytes", 0)) if last.get("kind") == "delta" else 0
+    return int(last.get("bytes", 0)) if last.get("kind") == "delta" else None
 
 
 # -- cutover objects ------------------------------------------------------------------------------

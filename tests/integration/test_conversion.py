@@ -37,6 +37,9 @@ def cleanup(lab: Lab) -> Iterator[None]:
     for port in conn.network.ports():
         if port.id not in ports:
             conn.network.delete_port(port.id)
+    for snapshot in conn.block_storage.snapshots():  # protection left by a failed conversion
+        conn.block_storage.delete_snapshot(snapshot.id)
+        conn.block_storage.wait_for_delete(snapshot, wait=120)
     for volume in conn.block_storage.volumes():
         if volume.id not in vols:
             conn.block_storage.delete_volume(volume.id)
