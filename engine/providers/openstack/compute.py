@@ -8,7 +8,6 @@ a server by its `ferry_vm` metadata (set atomically at create), a protection sna
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
 from engine.providers.openstack.volumes import wait_volume
+from engine.providers.openstack.waits import wait_for
 
 TAG = "ferry"
 SERVER_FAILED = ("ERROR", "DELETED", "SOFT_DELETED", "SHELVED", "SHELVED_OFFLOADED")
@@ -160,18 +160,17 @@ def delete_flavor(conn: Any, flavor_id: str) -> None:
 
 
 def _wait_snapshot(conn: Any, snapshot_id: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        snapshot = conn.block_storage.get_snapshot(snapshot_id)
-        if snapshot.status == "available":
-            return
-        if snapshot.status.startswith("error"):
-            raise OpenStackError(f"snapshot {snapshot_id} went to {snapshot.status}")
-        if time.monotonic() > deadline:
-            raise OpenStackError(f"snapshot {snapshot_id} still {snapshot.status}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 3.0)
+    wait_for(
+        lambda: conn.block_storage.get_snapshot(snapshot_id),
+        f"snapshot {snapshot_id}",
+        lambda snapshot: snapshot.status == "available",
+        lambda snapshot: (
+            f"snapshot {snapshot_id} went to {snapshot.status}"
+            if snapshot.status.startswith("error")
+            else None
+        ),
+        timeout=timeout,
+    )
 
 
 def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
@@ -276,22 +275,22 @@ def create_server(conn: Any, spec: ServerSpec) -> Any:
 
 def wait_active(conn: Any, server_id: str, timeout: float = 600.0) -> Any:
     """Re-fetch until ACTIVE; ERROR fails at once with nova's fault message."""
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    while True:
-        try:
-            server = conn.compute.get_server(server_id)
-        except os_exc.SDKException as exc:
-            raise OpenStackError(f"server {server_id}: {exc}") from exc
-        if server.status == "ACTIVE":
-            return server
-        if server.status in SERVER_FAILED:
-            fault = (server.fault or {}).get("message") or "no fault reported"
-            raise OpenStackError(f"server {server.name} ({server_id}) is {server.status}: {fault}")
-        if time.monotonic() > deadline:
-            raise OpenStackError(f"server {server_id} still {server.status} after {timeout:.0f} s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
+
+    def failure(server: Any) -> str | None:
+        if server.status not in SERVER_FAILED:
+            return None
+        fault = (server.fault or {}).get("message") or "no fault reported"
+        return f"server {server.name} ({server_id}) is {server.status}: {fault}"
+
+    return wait_for(
+        lambda: conn.compute.get_server(server_id),
+        f"server {server_id}",
+        lambda server: server.status == "ACTIVE",
+        failure,
+        timeout=timeout,
+        delay=0.5,
+        max_delay=5.0,
+    )
 
 
 def delete_server(conn: Any, server_id: str, timeout: float = 300.0) -> None:

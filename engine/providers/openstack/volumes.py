@@ -1,44 +1,38 @@
 """Cinder volumes on the conversion host: wait for a status, attach/detach through nova, and find
 the attached volume's device.
 
-Waits re-fetch the volume each time: openstacksdk's wait_for_status returns at once when the
-*local* object already shows the wanted status, which after a detach or revert it may.
+Waits re-fetch the volume each time (engine.providers.openstack.waits).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
+from engine.providers.openstack.waits import wait_for
 
 ATTACHMENT_MICROVERSION = "3.27"  # attachments API with connection_info
 
 
+VOLUME_FAILED = ("error", "error_attaching", "error_detaching", "error_extending")
+
+
 def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) -> Any:
     """Re-fetch the volume until it has `status`; an error status fails at once."""
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        try:
-            volume = conn.block_storage.get_volume(volume_id)
-        except os_exc.SDKException as exc:
-            raise OpenStackError(f"volume {volume_id}: {exc}") from exc
-        if volume.status == status:
-            return volume
-        if volume.status in ("error", "error_attaching", "error_detaching", "error_extending"):
-            raise OpenStackError(
-                f"volume {volume_id} went to {volume.status} (waiting for {status})"
-            )
-        if time.monotonic() > deadline:
-            raise OpenStackError(
-                f"volume {volume_id} still {volume.status} after {timeout:.0f} s "
-                f"(waiting for {status})"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 3.0)
+    return wait_for(
+        lambda: conn.block_storage.get_volume(volume_id),
+        f"volume {volume_id}",
+        lambda volume: volume.status == status,
+        lambda volume: (
+            f"volume {volume_id} went to {volume.status} (waiting for {status})"
+            if volume.status in VOLUME_FAILED
+            else None
+        ),
+        timeout=timeout,
+        goal=status,
+    )
 
 
 def attach(conn: Any, server_id: str, volume_id: str) -> None:
