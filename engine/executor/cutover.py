@@ -12,7 +12,7 @@ After the server is ACTIVE the volumes are marked converted and the protection s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,17 @@ class Cutover:
             out.append(str(record.attributes["volume_id"]))
         return out
 
+    def _torn_down(self, change: Change, id_key: str, delete: Callable[[Any, str], None]) -> bool:
+        """Delete/replace removes the recorded object (by `id_key`); delete/forget also drops its
+        record. True when nothing is left to create."""
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.REPLACE) and before.get(id_key):
+            delete(self.ctx.conn, str(before[id_key]))
+        if change.action in (Action.DELETE, Action.FORGET):
+            self.a._write([], [change.address])
+            return True
+        return False
+
     def _log(self, name: str) -> Path:
         return self.ctx.log_dir / f"{self.ctx.log_names.get(name, name)}.log"
 
@@ -92,11 +103,7 @@ class Cutover:
 
     def port(self, change: Change) -> None:
         address = Address.parse(change.address)
-        before = self._attrs(change.address) or dict(change.before or {})
-        if change.action in (Action.DELETE, Action.REPLACE) and before.get("port_id"):
-            compute.delete_port(self.ctx.conn, str(before["port_id"]))
-        if change.action in (Action.DELETE, Action.FORGET):
-            self.a._write([], [change.address])
+        if self._torn_down(change, "port_id", compute.delete_port):
             return
         after = dict(change.after or {})
         port, created = compute.ensure_port(
@@ -125,11 +132,7 @@ class Cutover:
     # -- flavor ---------------------------------------------------------------------------------
 
     def flavor(self, change: Change) -> None:
-        before = self._attrs(change.address) or dict(change.before or {})
-        if change.action in (Action.DELETE, Action.REPLACE) and before.get("flavor_id"):
-            compute.delete_flavor(self.ctx.conn, str(before["flavor_id"]))
-        if change.action in (Action.DELETE, Action.FORGET):
-            self.a._write([], [change.address])
+        if self._torn_down(change, "flavor_id", compute.delete_flavor):
             return
         after = dict(change.after or {})
         name = Address.parse(change.address).name
@@ -231,11 +234,7 @@ class Cutover:
 
     def server(self, change: Change) -> None:
         address = Address.parse(change.address)
-        before = self._attrs(change.address) or dict(change.before or {})
-        if change.action in (Action.DELETE, Action.REPLACE) and before.get("server_id"):
-            compute.delete_server(self.ctx.conn, str(before["server_id"]))
-        if change.action in (Action.DELETE, Action.FORGET):
-            self.a._write([], [change.address])
+        if self._torn_down(change, "server_id", compute.delete_server):
             return
         after = dict(change.after or {})
         if change.action is Action.READ:
