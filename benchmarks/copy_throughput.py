@@ -44,9 +44,13 @@ def fresh(path: Path, size: int) -> Path:
     return path
 
 
-def best(runs: int, action: Callable[[], None]) -> float:
+def best(
+    runs: int, action: Callable[[], None], prepare: Callable[[], None] = lambda: None
+) -> float:
+    """The fastest of `runs` timings of `action`, each after `prepare` and a page-cache sync."""
     times = []
     for _ in range(runs):
+        prepare()
         os.sync()
         began = time.monotonic()
         action()

@@ -17,11 +17,11 @@ import os
 import random
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import nbd
+from copy_throughput import best
 
 from engine.dataplane.cbt import merge_extents, total_bytes
 from engine.dataplane.copy import CopyOptions, copy, file_digest
@@ -73,17 +73,6 @@ def baseline(uri: str, dst: Path, areas: list[tuple[int, int]]) -> None:
         handle.shutdown()
 
 
-def timed(runs: int, prepare: Callable[[], None], action: Callable[[], None]) -> float:
-    times = []
-    for _ in range(runs):
-        prepare()
-        os.sync()
-        began = time.monotonic()
-        action()
-        times.append(time.monotonic() - began)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-gib", type=float, default=4)
@@ -109,7 +98,7 @@ def main() -> None:
                 "vmware-migration-kit loop": lambda: baseline(srv.uri, dst, areas),
             }
             for name, action in tools.items():
-                results[name] = timed(args.runs, reset, action)
+                results[name] = best(args.runs, action, reset)
                 assert file_digest(dst) == want, f"{name} produced a different disk"
     print(
         f"delta: {len(areas)} changed extents, {total_bytes(areas) / MiB:.1f} MiB, "

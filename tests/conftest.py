@@ -39,3 +39,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def si(lab: Lab) -> Iterator[Any]:
     with session(lab.vcenter_target()) as service_instance:
         yield service_instance
+
+
+@pytest.fixture
+def new_cloud_objects(lab: Lab) -> Iterator[None]:
+    """What a test created in the lab cloud goes after it — servers, ports, Cinder snapshots,
+    volumes, in that order — so the next test plans from scratch."""
+    conn = lab.openstack("ferry-lab")
+    before = {
+        "servers": {s.id for s in conn.compute.servers()},
+        "ports": {p.id for p in conn.network.ports()},
+        "snapshots": {s.id for s in conn.block_storage.snapshots()},
+        "volumes": {v.id for v in conn.block_storage.volumes()},
+    }
+    yield
+    for server in conn.compute.servers():
+        if server.id not in before["servers"]:
+            conn.compute.delete_server(server.id)
+            conn.compute.wait_for_delete(server, wait=120)
+    for port in conn.network.ports():
+        if port.id not in before["ports"]:
+            conn.network.delete_port(port.id)
+    for snapshot in conn.block_storage.snapshots():
+        if snapshot.id not in before["snapshots"]:
+            conn.block_storage.delete_snapshot(snapshot.id)
+            conn.block_storage.wait_for_delete(snapshot, wait=120)
+    for volume in conn.block_storage.volumes():
+        if volume.id not in before["volumes"]:
+            conn.block_storage.delete_volume(volume.id)
+            conn.block_storage.wait_for_delete(volume, wait=120)

@@ -10,7 +10,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,8 @@ from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot,
 from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 MiB = 1024**2
-
-
-@pytest.fixture(autouse=True)
-def remove_new_volumes(lab: Lab) -> Iterator[None]:
-    """Volumes a test's apply created are deleted after it (other tests plan from scratch)."""
-    conn = lab.openstack("ferry-lab")
-    before = {v.id for v in conn.block_storage.volumes()}
-    yield
-    for volume in conn.block_storage.volumes():
-        if volume.id not in before:
-            conn.block_storage.delete_volume(volume.id)
-            conn.block_storage.wait_for_delete(volume, wait=120)
 
 
 APPLY_WEB01 = ("apply", "plans/demo.yaml", "--target", "vm.web01", "--auto-approve")

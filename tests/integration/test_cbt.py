@@ -30,17 +30,11 @@ def set_cbt(si: Any, ref: Any, enabled: bool) -> None:
 
 
 @pytest.fixture
-def win_app(lab: Lab, si: Any) -> Iterator[Any]:
-    """win-app01 (CBT off in the estate) and its volumes are put back as they were after."""
-    conn = lab.openstack("ferry-lab")
-    volumes = {v.id for v in conn.block_storage.volumes()}
+def win_app(si: Any, new_cloud_objects: None) -> Iterator[Any]:
+    """win-app01 (CBT off in the estate) is put back as it was after; its volumes go."""
     ref = vm_ref(si, "win-app01")
     yield ref
     set_cbt(si, ref, False)
-    for volume in conn.block_storage.volumes():
-        if volume.id not in volumes:
-            conn.block_storage.delete_volume(volume.id)
-            conn.block_storage.wait_for_delete(volume, wait=120)
 
 
 def plan(lab: Lab, spec: Path, state: Path) -> Any:

@@ -9,7 +9,6 @@ import os
 import select
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,6 @@ from tests.integration.cli import ferry
 from tests.integration.test_cutover import records, spec_with, volume_file
 
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture
-def cleanup(lab: Lab) -> Iterator[None]:
-    conn = lab.openstack("ferry-lab")
-    servers, ports = {s.id for s in conn.compute.servers()}, {p.id for p in conn.network.ports()}
-    vols = {v.id for v in conn.block_storage.volumes()}
-    yield
-    for server in conn.compute.servers():
-        if server.id not in servers:
-            conn.compute.delete_server(server.id)
-            conn.compute.wait_for_delete(server, wait=120)
-    for port in conn.network.ports():
-        if port.id not in ports:
-            conn.network.delete_port(port.id)
-    for snapshot in conn.block_storage.snapshots():  # protection left by a failed conversion
-        conn.block_storage.delete_snapshot(snapshot.id)
-        conn.block_storage.wait_for_delete(snapshot, wait=120)
-    for volume in conn.block_storage.volumes():
-        if volume.id not in vols:
-            conn.block_storage.delete_volume(volume.id)
-            conn.block_storage.wait_for_delete(volume, wait=120)
 
 
 def copy_out(image: Path, directory: str, work: Path) -> None:
@@ -91,7 +68,7 @@ def initramfs_modules(image: Path, work: Path) -> str:
 
 
 def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
-    lab: Lab, si: Any, tmp_path: Path, cleanup: None
+    lab: Lab, si: Any, tmp_path: Path, new_cloud_objects: None
 ) -> None:
     vm = find_vm("build-old")
     assert vm is not None

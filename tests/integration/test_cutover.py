@@ -36,27 +36,9 @@ MiB = 1024**2
 
 
 @pytest.fixture(autouse=True)
-def clean_destination(lab: Lab, si: Any) -> Iterator[None]:
+def clean_destination(si: Any, new_cloud_objects: None) -> Iterator[None]:
     """What a test created in the cloud goes after it; its source VMs are powered on again."""
-    conn = lab.openstack("ferry-lab")
-    servers = {s.id for s in conn.compute.servers()}
-    ports = {p.id for p in conn.network.ports()}
-    vols = {v.id for v in conn.block_storage.volumes()}
     yield
-    for server in conn.compute.servers():
-        if server.id not in servers:
-            conn.compute.delete_server(server.id)
-            conn.compute.wait_for_delete(server, wait=120)
-    for port in conn.network.ports():
-        if port.id not in ports:
-            conn.network.delete_port(port.id)
-    for snapshot in conn.block_storage.snapshots():
-        conn.block_storage.delete_snapshot(snapshot.id)
-        conn.block_storage.wait_for_delete(snapshot, wait=120)
-    for volume in conn.block_storage.volumes():
-        if volume.id not in vols:
-            conn.block_storage.delete_volume(volume.id)
-            conn.block_storage.wait_for_delete(volume, wait=120)
     for name in ("db01", "Reporting Ünit 1"):
         power_on(si, vm_ref(si, name))
 

@@ -3,7 +3,6 @@ and the two simulator bugs fixed in ferry's copy."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -53,25 +52,6 @@ def merge(extents: list[tuple[int, int]]) -> list[tuple[int, int]]:
             out[-1] = (out[-1][0], end - out[-1][0])
         else:
             out.append((start, length))
-    return out
-
-
-def data_extents(path: str) -> list[tuple[int, int]]:
-    """SEEK_DATA/SEEK_HOLE view of a sparse file."""
-    out = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size, off = os.fstat(fd).st_size, 0
-        while off < size:
-            try:
-                data = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-            out.append((data, hole - data))
-            off = hole
-    finally:
-        os.close(fd)
     return out
 
 
@@ -186,7 +166,7 @@ def test_star_returns_allocated_areas(lab: Lab, si: Any, snapshots: list[Any]) -
     for disk in snapshot_disks(si, snapshot):
         areas = changed_areas(vm, snapshot, disk.key, disk.capacity, "*")
         frozen = lab_disks.snapshot_path(lab.disks, lab_vm, snapshot._moId, disk.key)
-        assert merge(areas) == merge(data_extents(str(frozen)))
+        assert merge(areas) == merge(lab_disks.data_extents(frozen))
         covered = merge(areas)
         for start, length in lab_disks.initial_extents(
             lab_vm, lab_vm.disks[0 if disk.key == 2000 else 1]
