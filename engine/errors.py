@@ -54,6 +54,10 @@ class StateError(FerryError):
     """The state store cannot be used as asked."""
 
 
+class NoStateError(StateError):
+    """There is no state yet where the user pointed (nothing was ever applied there)."""
+
+
 class StateLockedError(StateError):
     """Another ferry process holds the state lock."""
 

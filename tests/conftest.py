@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from engine.lab.lab import Lab
+from engine.lab.openstack.services import free_port
+from engine.lab.postgres import LabPostgres
+from engine.lab.processes import ProcessRecord, stop_all
 from engine.proc import live_processes
 from engine.providers.vsphere.session import session
 
@@ -33,6 +36,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         groups = {r.pid for r in records}
         leftovers = [p for p in live_processes() if p.pgid in groups or p.sid in groups]
         assert not leftovers, f"lab down left processes behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server for the state-store tests that do not need the whole lab (the
+    lab's own, when a test has it, is `lab.postgres`)."""
+    server = LabPostgres(tmp_path_factory.mktemp("postgres"))
+    started: list[ProcessRecord] = []
+    try:
+        server.start(free_port(), started.append)
+        yield server.dsn()
+    finally:
+        stop_all(started)
+        server.remove()
 
 
 @pytest.fixture(scope="session")

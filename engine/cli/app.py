@@ -13,6 +13,7 @@ from engine.cli.graph import graph
 from engine.cli.lab import app as lab_app
 from engine.cli.plan import plan
 from engine.cli.report import report
+from engine.cli.show import show
 from engine.cli.spec import validate
 from engine.cli.state import app as state_app
 from engine.errors import FerryError
@@ -30,6 +31,7 @@ app.command()(validate)
 app.command()(discover)
 app.command()(plan)
 app.command()(apply)
+app.command()(show)
 app.command()(graph)
 app.command()(report)
 

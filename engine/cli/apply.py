@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.addresses import Address
-from engine.cli.plan import load_spec, render, state_path
+from engine.cli.plan import StateOption, load_spec, render, state_location
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import UserError
 from engine.executor.apply import Applier, Context, unsupported
@@ -29,7 +29,7 @@ from engine.planner.make import make_plan, spec_digest
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect
 from engine.providers.vsphere.session import session, target_from_spec
-from engine.statestore.sqlite import SqliteStateStore
+from engine.statestore import StateLocation, StateStore
 from engine.units import human
 
 ESXI_READS = 10  # concurrent disk reads per ESXi host (NFC connections are limited per host)
@@ -39,7 +39,7 @@ def apply(
     target: Annotated[Path, typer.Argument(help="A spec (plans and applies) or a saved plan.")],
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
     parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=256)] = 4,
-    state: Annotated[Path | None, typer.Option("--state", help="State file.")] = None,
+    state: StateOption = None,
     only: Annotated[
         list[str] | None,
         typer.Option(
@@ -53,9 +53,9 @@ def apply(
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = Console(highlight=False, stderr=as_json)
     plan, spec, saved = _plan_for(target, state, tuple(Address.parse(t) for t in only or []))
-    path = state_path(spec, state)
+    location = state_location(spec, state)
     if saved:
-        _check_fresh(plan, spec, path)
+        _check_fresh(plan, spec, location)
     _check_applicable(plan, console)
     if not saved and not as_json:
         render(plan, console)
@@ -69,17 +69,18 @@ def apply(
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
     view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
-    ok = _run(plan, spec, path, parallelism, (console, view))
+    ok = _run(plan, spec, location, parallelism, (console, view))
     raise typer.Exit(0 if ok else 1)
 
 
 def _plan_for(
-    target: Path, state: Path | None, targets: tuple[Address, ...]
+    target: Path, state: str | None, targets: tuple[Address, ...]
 ) -> tuple[Plan, dict[str, Any], bool]:
     if target.suffix in (".yaml", ".yml"):
         spec = dict(load_spec(target).data)
-        _check_unlocked(state_path(spec, state))
-        observed = refresh(spec, state_path(spec, state), dict(os.environ))
+        location = state_location(spec, state)
+        _check_unlocked(location)
+        observed = refresh(spec, location, os.environ)
         plan = make_plan(
             spec, observed.inventory, observed.destination, observed.state, targets=targets
         )
@@ -92,21 +93,21 @@ def _plan_for(
     return plan, dict(load_spec(Path(spec_file)).data), True
 
 
-def _check_unlocked(path: Path) -> None:
+def _check_unlocked(location: StateLocation) -> None:
     """Another apply running on this state: say who, before refreshing anything."""
-    if not path.exists():
+    if not location.exists():
         return
-    store = SqliteStateStore(path)
+    store = location.open()
     try:
         store.check_unlocked()
     finally:
         store.close()
 
 
-def _check_fresh(plan: Plan, spec: dict[str, Any], path: Path) -> None:
+def _check_fresh(plan: Plan, spec: dict[str, Any], location: StateLocation) -> None:
     if spec_digest(spec) != plan.spec_digest:
         raise UserError("the spec changed since this plan was made: run `ferry plan` again")
-    current = read_state(path)
+    current = read_state(location)
     if (current.lineage, current.serial) != (plan.state_lineage, plan.state_serial):
         raise UserError(
             f"the state changed since this plan was made (serial {plan.state_serial} "
@@ -158,7 +159,7 @@ def _observed(applier: Applier, events: Events) -> Any:
 
 
 def _context(
-    spec: dict[str, Any], si: Any, store: SqliteStateStore, events: Events, path: Path
+    spec: dict[str, Any], si: Any, store: StateStore, events: Events, log_dir: Path
 ) -> Context:
     source, hosts = spec["source"], spec.get("conversion_hosts") or []
     if not hosts:
@@ -186,7 +187,7 @@ def _context(
         devices,
         host.id,
         verify,
-        log_dir=path.parent / "logs",
+        log_dir=log_dir,
         events=events,
     )
 
@@ -201,20 +202,20 @@ def _graph(plan: Plan) -> Any:
 def _run(
     plan: Plan,
     spec: dict[str, Any],
-    path: Path,
+    location: StateLocation,
     parallelism: int,
     shown: tuple[Console, HumanView | JsonView],
 ) -> bool:
     console, view = shown
-    store = SqliteStateStore(path)
-    events = Events(log_path(path.parent / "logs"), (view,))
+    store = location.open()
+    events = Events(log_path(location.log_dir), (view,))
     began = time.monotonic()
     with (
         store.locked("apply"),
         session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
         view,
     ):
-        applier = Applier(plan, _context(spec, si, store, events, path))
+        applier = Applier(plan, _context(spec, si, store, events, location.log_dir))
         events.emit(
             "apply_start",
             summary=planfile.to_json(plan)["summary"],
@@ -275,6 +276,7 @@ def _run(
         seconds=round(time.monotonic() - began, 3),
     )
     events.close()
+    store.close()
     console.print(
         f"Apply {'complete' if result.ok else 'INCOMPLETE'}: {done} of "
         f"{len(result.outcomes)} changes done; {human(read)} of data copied, "

@@ -21,7 +21,7 @@ from engine.planner.make import make_plan
 from engine.planner.refresh import refresh
 from engine.spec.load import Loaded
 from engine.spec.validate import validate_file
-from engine.statestore import default_path
+from engine.statestore import StateLocation, locate
 from engine.units import human
 
 COLORS = {
@@ -43,11 +43,16 @@ def load_spec(path: Path) -> Loaded:
     return loaded
 
 
-def state_path(spec: dict[str, Any], option: Path | None) -> Path:
-    if option is not None:
-        return option
-    configured = (spec.get("state") or {}).get("path")
-    return Path(configured) if configured else default_path()
+STATE_HELP = (
+    "Where the state is: a file, env:NAME (a PostgreSQL DSN in that environment variable) or a "
+    "postgresql:// URL without password (default: the spec's state block, $FERRY_STATE_DSN, "
+    "$FERRY_STATE, ./state/ferry.db)."
+)
+StateOption = Annotated[str | None, typer.Option("--state", help=STATE_HELP)]
+
+
+def state_location(spec: dict[str, Any] | None, option: str | None) -> StateLocation:
+    return locate((spec or {}).get("state"), option, os.environ)
 
 
 def plan(
@@ -69,13 +74,13 @@ def plan(
             "--destroy", help="Plan the teardown of what ferry created (never the source)."
         ),
     ] = False,
-    state: Annotated[Path | None, typer.Option("--state", help="State file.")] = None,
+    state: StateOption = None,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
     loaded = load_spec(spec)
     data = dict(loaded.data)
     targets = tuple(Address.parse(t) for t in target or [])
-    observed = refresh(data, state_path(data, state), dict(os.environ))
+    observed = refresh(data, state_location(data, state), os.environ)
     result = make_plan(
         data,
         observed.inventory,

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Annotated
 
 import typer
 
 from engine.addresses import Address
-from engine.errors import UserError
-from engine.statestore import default_path
-from engine.statestore.sqlite import SqliteStateStore
+from engine.cli.plan import STATE_HELP, StateOption, state_location
+from engine.errors import NoStateError, UserError
+from engine.model.state import State
+from engine.statestore import StateStore, parse_ref
 
-app = typer.Typer(help="Inspect and repair ferry's recorded state.", no_args_is_help=True)
-StateOption = Annotated[
-    Path | None,
-    typer.Option("--state", help="State file (default: $FERRY_STATE or ./state/ferry.db)."),
-]
+app = typer.Typer(help="Inspect, repair and move ferry's recorded state.", no_args_is_help=True)
 
 
-def _store(path: Path | None) -> SqliteStateStore:
-    return SqliteStateStore(path or default_path(), create=False)
+def _store(state: str | None) -> StateStore:
+    location = state_location(None, state)
+    try:
+        return location.open(create=False)
+    except NoStateError as exc:
+        raise UserError(f"{exc}: nothing has been applied there yet") from exc
 
 
 @app.command("list")
@@ -86,3 +87,40 @@ def unlock(state: StateOption = None) -> None:
         typer.echo("the state was not locked")
     else:
         typer.echo(f"removed the lock of {removed.holder} (pid {removed.pid} on {removed.host})")
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The destination. " + STATE_HELP)],
+    state: StateOption = None,
+) -> None:
+    """Copy the state to another backend (e.g. SQLite → PostgreSQL): lineage, serial and every
+    record, both sides locked while copying. The destination must be empty; the source is left
+    as it is."""
+    source_location, target_location = state_location(None, state), parse_ref(to, os.environ)
+    if target_location.identity == source_location.identity:
+        raise UserError(f"the source and the destination are the same state ({to})")
+    source, target = _store(state), target_location.open()
+    with source.locked("state migrate"), target.locked("state migrate"):
+        current = source.read()
+        target.replace(current)
+        _check_copy(current, target.read(), target.display)
+    typer.echo(
+        f"copied {len(current.resources)} records (lineage {current.lineage}, serial "
+        f"{current.serial}) from {source.display} to {target.display}; point ferry at it with "
+        "the spec's state block, $FERRY_STATE_DSN or --state"
+    )
+    source.close()
+    target.close()
+
+
+def _check_copy(source: State, copied: State, where: str) -> None:
+    def rows(state: State) -> list[tuple[object, ...]]:
+        return [
+            (r.address, r.kind, r.status, json.dumps(dict(r.attributes), sort_keys=True))
+            for r in state.resources.values()
+        ]
+
+    same = (source.lineage, source.serial) == (copied.lineage, copied.serial)
+    if not same or rows(source) != rows(copied):
+        raise UserError(f"the copy in {where} differs from its source: do not use it")

@@ -36,7 +36,7 @@ from engine.providers.vsphere.snapshots import (
     remove_snapshot,
     snapshot_disks,
 )
-from engine.statestore.sqlite import SqliteStateStore
+from engine.statestore import StateStore
 
 SUPPORTED = {
     ("source_cbt", Action.CREATE),
@@ -66,7 +66,7 @@ class Context:
 
     si: Any
     conn: Any
-    store: SqliteStateStore
+    store: StateStore
     sources: Sources
     devices: Devices
     conversion_host_id: str

@@ -31,6 +31,8 @@ from engine.lab import openstack as lab_openstack
 from engine.lab import vcenter
 from engine.lab.estate import ESTATE, LabVM, find_vm
 from engine.lab.openstack import health as openstack_health
+from engine.lab.openstack.services import free_port
+from engine.lab.postgres import LabPostgres
 from engine.lab.processes import (
     ProcessRecord,
     group_members,
@@ -68,6 +70,10 @@ class Lab:
     @property
     def openstack_root(self) -> Path:
         return self.root / "openstack"
+
+    @property
+    def postgres(self) -> LabPostgres:
+        return LabPostgres(self.root)
 
     @property
     def vcenter_files(self) -> vcenter.VCenterFiles:
@@ -119,6 +125,7 @@ class Lab:
 
         try:
             record(vcenter.start(vcsim_binary(), self.vcenter_files, self.disks))
+            self.postgres.start(free_port(), record)
             with session(self.vcenter_target()) as si:
                 vcenter.populate(si, self.disks)
             lab_openstack.up(self.openstack_root, record)
@@ -129,6 +136,8 @@ class Lab:
         return time.monotonic() - began
 
     def _clear_stale(self) -> None:
+        self.postgres.remove()
+        shutil.rmtree(self.postgres.home, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.disks, ignore_errors=True)
         shutil.rmtree(self.openstack_root, ignore_errors=True)
@@ -139,6 +148,7 @@ class Lab:
         if not records:
             raise UserError(f"the lab in {self.root} is not up")
         stop_all(records)
+        self.postgres.remove()
         self.state_file.unlink()
         return records
 
@@ -148,7 +158,10 @@ class Lab:
     def status(self) -> list[ServiceStatus]:
         """Each service checked through its real API."""
         records = {p.name: p for p in self.processes()}
-        statuses = [self._vcenter_status(records.get("vcsim"))]
+        statuses = [
+            self._vcenter_status(records.get("vcsim")),
+            self._postgres_status(records.get("postgres")),
+        ]
         if not records:
             return [*statuses, ServiceStatus("openstack", False, "not running")]
         return statuses + openstack_health.check(
@@ -185,6 +198,14 @@ class Lab:
             "vcenter", True, f"https://{target.host}:{target.port}/sdk, {len(vms)} VMs"
         )
 
+    def _postgres_status(self, record: ProcessRecord | None) -> ServiceStatus:
+        if record is None or not is_running(record):
+            return ServiceStatus("postgres", False, "not running")
+        try:
+            return ServiceStatus("postgres", True, self.postgres.check())
+        except LabError as exc:
+            return ServiceStatus("postgres", False, str(exc))
+
     def env(self) -> dict[str, str]:
         """Environment variables that point a shell (or a spec) at the lab."""
         target = self.vcenter_target()
@@ -197,6 +218,8 @@ class Lab:
             "FERRY_VCENTER_CAFILE": str(self.vcenter_files.cert),
             "OS_CLIENT_CONFIG_FILE": str(lab_openstack.clouds_file(self.openstack_root)),
             "OS_CLOUD": "ferry-lab",
+            # shared state for `ferry --state env:FERRY_LAB_STATE_DSN` (no secret: a passfile)
+            "FERRY_LAB_STATE_DSN": self.postgres.dsn(),
             # /dev/kvm here cannot boot the libguestfs appliance: virt-v2v runs under TCG
             "LIBGUESTFS_BACKEND": "direct",
             "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -52,10 +53,13 @@ def spawn(
     name: str,
     argv: list[str],
     log: Path,
+    *,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    user: str | None = None,
 ) -> ProcessRecord:
-    """Start `argv` detached (own session, stdin closed, output to `log`) and record it."""
+    """Start `argv` detached (own session, stdin closed, output to `log`) and record it; as
+    `user` when given (a server that refuses to run as root)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         try:
@@ -67,6 +71,9 @@ def spawn(
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
+                user=user,
+                group=pwd.getpwnam(user).pw_gid if user else None,
+                extra_groups=[] if user else None,
             )
         except OSError as exc:
             raise LabError(f"cannot start {name} ({argv[0]}): {exc}") from exc

@@ -3,10 +3,11 @@ recorded state; everything after this is pure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from engine.errors import NoStateError
 from engine.model.observed import Destination, Inventory
 from engine.model.state import State
 from engine.planner.desired import select
@@ -14,7 +15,7 @@ from engine.providers.openstack.read import connect, fetch_destination, parse_de
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
 from engine.providers.vsphere.read import ObjectProps
 from engine.providers.vsphere.session import session, target_from_spec
-from engine.statestore.sqlite import SqliteStateStore
+from engine.statestore import StateLocation
 
 EMPTY_STATE = State(format_version=1, lineage="", serial=0, resources={})
 
@@ -26,26 +27,29 @@ class Observed:
     state: State
 
 
-def read_state(path: Path) -> State:
-    """The recorded state; an empty one when there is none yet (plan never creates the file)."""
-    if not path.exists():
+def read_state(location: StateLocation) -> State:
+    """The recorded state; an empty one when there is none yet (plan never creates it)."""
+    if not location.exists():
         return EMPTY_STATE
-    store = SqliteStateStore(path, create=False)
+    try:
+        store = location.open(create=False)
+    except NoStateError:
+        return EMPTY_STATE
     try:
         return store.read()
     finally:
         store.close()
 
 
-def refresh(spec: dict[str, Any], state_path: Path, env: dict[str, str]) -> Observed:
+def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str]) -> Observed:
     """Source inventory (devices only for the spec's VMs), destination and recorded state."""
 
     def selected(objects: list[ObjectProps]) -> list[Any]:
         chosen = {vm.moref for vm, _ in select(spec, parse_inventory(objects)).vms}
         return [o.ref for o in objects if o.ref._moId in chosen]
 
-    with session(target_from_spec(spec["source"]["vcenter"], env)) as si:
+    with session(target_from_spec(spec["source"]["vcenter"], dict(env))) as si:
         inventory = parse_inventory(fetch_inventory(si, devices_for=selected))
     destination = spec["destination"]
     conn = connect(destination["cloud"], destination.get("region"))
-    return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(state_path))
+    return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(location))

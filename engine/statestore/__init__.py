@@ -1,20 +1,49 @@
 """State stores: where ferry records what it created, with lineage, serial and a lock.
 
-The embedded default is SQLite (`statestore.sqlite`); every store offers the same operations.
+Two backends with the same operations and guarantees: the embedded default, one SQLite file
+(`statestore.sqlite`), and a shared PostgreSQL database for teams and CI runners that start
+empty (`statestore.postgres`).
+
+Where the state is (`locate`), first match wins:
+
+1. `--state REF` on the command line: a file path, `env:NAME` (the PostgreSQL DSN in the
+   environment variable NAME) or a `postgresql://` URL without a password;
+2. the spec's `state:` block (`backend: postgres` with `dsn_env`, default FERRY_STATE_DSN; or
+   `path`);
+3. the environment: FERRY_STATE_DSN (PostgreSQL), then FERRY_STATE (a file path);
+4. `./state/ferry.db`.
+
+A DSN may carry a password only when it comes from the environment: never on argv or in the
+spec. Logs and reports of a PostgreSQL state are written under `./state/` of the working
+directory (FERRY_LOG_DIR to move them).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from engine.errors import UserError
 from engine.model.state import LockInfo, ResourceRecord, State
 
 DEFAULT_PATH = Path("state") / "ferry.db"
+DSN_ENV = "FERRY_STATE_DSN"
+DEFAULT_SCHEMA = "ferry"
 
 
 class StateStore(Protocol):
+    @property
+    def display(self) -> str:
+        """Where this state is, for messages (never a secret)."""
+        ...
+
     def read(self) -> State:
         """The whole state as of now."""
         ...
@@ -27,14 +56,135 @@ class StateStore(Protocol):
         """Take the lock or raise StateLockedError naming the holder."""
         ...
 
+    def check_unlocked(self) -> None:
+        """Raise StateLockedError naming the holder when another live process holds the lock."""
+        ...
+
     def release(self) -> None:
         """Drop our own lock."""
         ...
 
     def force_unlock(self) -> LockInfo | None:
-        """Remove whatever lock is held (the user's decision); returns what was removed."""
+        """Remove a lock whose holder is gone (the user's decision); returns what was removed."""
         ...
 
+    def locked(self, operation: str) -> AbstractContextManager[LockInfo]:
+        """The lock for the duration of a with-block."""
+        ...
 
-def default_path() -> Path:
-    return Path(os.environ.get("FERRY_STATE") or DEFAULT_PATH)
+    def replace(self, state: State) -> int:
+        """Make this (empty) store hold exactly `state`: lineage, serial and resources."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    backend: Literal["sqlite", "postgres"]
+    path: Path | None = None  # sqlite
+    dsn: str | None = field(default=None, repr=False)  # postgres; may hold a password
+    schema: str = DEFAULT_SCHEMA  # postgres schema holding ferry's tables
+    display: str = ""
+
+    @property
+    def log_dir(self) -> Path:
+        """Per-VM logs, apply event logs and the default report live here."""
+        if self.path is not None:
+            return self.path.parent / "logs"
+        return Path("state") / "logs"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.log_dir.parent
+
+    @property
+    def identity(self) -> str:
+        """Equal for two locations of the same state, however each was named."""
+        if self.path is not None:
+            return str(self.path.resolve())
+        return describe_dsn(self.dsn or "", self.schema)
+
+    def exists(self) -> bool:
+        """False only when a file state was never written (PostgreSQL is asked when opened)."""
+        return self.path is None or self.path.exists()
+
+    def open(self, *, create: bool = True) -> StateStore:
+        if self.backend == "sqlite":
+            assert self.path is not None
+            return SqliteStateStore(self.path, create=create)
+        assert self.dsn is not None
+        return PostgresStateStore(self.dsn, schema=self.schema, display=self.display, create=create)
+
+
+def sqlite_at(path: Path) -> StateLocation:
+    return StateLocation("sqlite", path=path, display=str(path))
+
+
+def postgres_at(dsn: str, schema: str = DEFAULT_SCHEMA, origin: str = "") -> StateLocation:
+    return StateLocation(
+        "postgres", dsn=dsn, schema=schema, display=describe_dsn(dsn, schema, origin)
+    )
+
+
+def locate(
+    spec_state: Mapping[str, Any] | None, option: str | None, env: Mapping[str, str]
+) -> StateLocation:
+    """Where the state is: --state, then the spec's state block, then the environment."""
+    block = dict(spec_state or {})
+    schema = str(block.get("schema") or DEFAULT_SCHEMA)
+    if option:
+        return parse_ref(option, env, schema)
+    if block.get("backend") == "postgres":
+        name = str(block.get("dsn_env") or DSN_ENV)
+        return _from_env(name, env, schema, "the spec's state.dsn_env")
+    if block.get("path"):
+        return sqlite_at(Path(block["path"]))
+    if env.get(DSN_ENV):
+        return _from_env(DSN_ENV, env, schema, DSN_ENV)
+    return sqlite_at(Path(env.get("FERRY_STATE") or DEFAULT_PATH))
+
+
+def parse_ref(ref: str, env: Mapping[str, str], schema: str = DEFAULT_SCHEMA) -> StateLocation:
+    """A state named on the command line: a path, `env:NAME` or a password-less URL."""
+    if ref.startswith("env:"):
+        return _from_env(ref[4:], env, schema, ref)
+    if ref.startswith(("postgresql://", "postgres://")):
+        if urlsplit(ref).password is not None:
+            raise UserError(
+                "a state URL on the command line must not carry a password (other users can "
+                "read argv): use env:NAME with the DSN in an environment variable, PGPASSWORD "
+                "or a passfile (~/.pgpass)"
+            )
+        return postgres_at(ref, schema)
+    return sqlite_at(Path(ref))
+
+
+def _from_env(name: str, env: Mapping[str, str], schema: str, origin: str) -> StateLocation:
+    dsn = env.get(name)
+    if not dsn:
+        raise UserError(f"the state is in PostgreSQL but ${name} is empty ({origin})")
+    return postgres_at(dsn, schema, f"${name}")
+
+
+def describe_dsn(dsn: str, schema: str, origin: str = "") -> str:
+    """user@host:port/dbname, schema — the DSN without its secrets."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # a malformed DSN: reported when connecting
+        return f"PostgreSQL ({origin or 'unparsable DSN'}), schema {schema}"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = str(parts.get("host") or "localhost")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    where = f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+    return f"{where} (schema {schema}{', from ' + origin if origin else ''})"
+
+
+def default_location(env: Mapping[str, str]) -> StateLocation:
+    return locate(None, None, env)
+
+
+# The backends import this module's siblings only; importing them here, after the definitions,
+# keeps `from engine.statestore import locate` free of a cycle.
+from engine.statestore.postgres import PostgresStateStore  # noqa: E402
+from engine.statestore.sqlite import SqliteStateStore  # noqa: E402

@@ -15,14 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from engine.errors import StateError, StateLockedError
+from engine.errors import NoStateError, StateError
 from engine.model.state import LockInfo, ResourceRecord, State, Status
 from engine.proc import start_time
+from engine.statestore.common import FORMAT_VERSION, holding, locked_error, my_lock
 
-FORMAT_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS resources (
@@ -38,7 +38,7 @@ class SqliteStateStore:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         if not create and not path.exists():
-            raise StateError(f"no state at {path}")
+            raise NoStateError(f"no state at {path}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # One connection shared by apply's worker threads, serialized by self._lock.
@@ -84,6 +84,10 @@ class SqliteStateStore:
                 raise
             self._db.execute("COMMIT")
 
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         self._db.close()
 
@@ -120,20 +124,35 @@ class SqliteStateStore:
     def write(self, puts: list[ResourceRecord], deletes: list[str]) -> int:
         now = time.time()
         with self._tx():
-            for record in puts:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)",
-                    (
-                        record.address,
-                        record.kind,
-                        record.status.value,
-                        json.dumps(dict(record.attributes), sort_keys=True),
-                        now,
-                    ),
-                )
+            self._put(puts, now)
             for address in deletes:
                 self._db.execute("DELETE FROM resources WHERE address = ?", (address,))
             return self._bump()
+
+    def _put(self, records: list[ResourceRecord], now: float | None) -> None:
+        for record in records:
+            self._db.execute(
+                "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.address,
+                    record.kind,
+                    record.status.value,
+                    json.dumps(dict(record.attributes), sort_keys=True),
+                    record.updated_at if now is None else now,
+                ),
+            )
+
+    def replace(self, state: State) -> int:
+        with self._tx():
+            current = self._read()
+            if current.resources or current.serial:
+                raise StateError(f"state {self.path} is not empty (serial {current.serial})")
+            self._put(list(state.resources.values()), None)
+            self._db.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [(state.lineage, "lineage"), (str(state.serial), "serial")],
+            )
+        return state.serial
 
     def _bump(self) -> int:
         serial = int(self._db.execute("SELECT value FROM meta WHERE key = 'serial'").fetchone()[0])
@@ -143,9 +162,7 @@ class SqliteStateStore:
     # -- locking ----------------------------------------------------------------------------------
 
     def acquire(self, operation: str) -> LockInfo:
-        mine = LockInfo(
-            f"ferry {operation}", os.getpid(), socket.gethostname(), time.time(), operation
-        )
+        mine = my_lock(operation)
         with self._tx():
             self._refuse_if_held(self._lock_row())
             self._db.execute("DELETE FROM lock")
@@ -161,10 +178,8 @@ class SqliteStateStore:
 
     def _refuse_if_held(self, held: LockInfo | None) -> None:
         if held is not None and not _stale(held):
-            raise StateLockedError(
-                f"state {self.path} is locked by {held.holder} (pid {held.pid} on {held.host} "
-                f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(held.acquired_at))}"
-                "); if that process is gone, run `ferry state unlock`"
+            raise locked_error(
+                str(self.path), held, "if that process is gone, run `ferry state unlock`"
             )
 
     def release(self) -> None:
@@ -179,13 +194,8 @@ class SqliteStateStore:
             self._db.execute("DELETE FROM lock")
         return held
 
-    @contextmanager
-    def locked(self, operation: str) -> Iterator[LockInfo]:
-        info = self.acquire(operation)
-        try:
-            yield info
-        finally:
-            self.release()
+    def locked(self, operation: str) -> AbstractContextManager[LockInfo]:
+        return holding(self, operation)
 
 
 def _stale(lock: LockInfo) -> bool:

@@ -1,95 +1,147 @@
-"""The SQLite state store: lineage and serial, one transaction per write, the lock, and survival
-of a process killed mid-write."""
+"""Both state stores (SQLite and a real PostgreSQL server) against one contract: lineage and
+serial, one transaction per write, the lock (held by another live process → fails fast naming
+it; holder killed → usable again), force-unlock, and survival of a process killed mid-write.
+Then the CLI: `ferry state list|show|unlock|migrate`."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from engine.errors import StateError, StateLockedError
+from engine.errors import NoStateError, StateError, StateLockedError, UserError
 from engine.model.state import ResourceRecord, Status
+from engine.statestore import StateLocation, parse_ref, postgres_at, sqlite_at
 from engine.statestore.sqlite import SqliteStateStore
+
+Where = Callable[[], StateLocation]
 
 
 def record(address: str, **attrs: object) -> ResourceRecord:
     return ResourceRecord(address, "volume", Status.READY, attrs)
 
 
-def test_lineage_is_stable_and_serial_bumps_per_write(tmp_path: Path) -> None:
-    store = SqliteStateStore(tmp_path / "s.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> StateLocation:
+    """A fresh, empty state location of each backend (PostgreSQL: a schema of its own)."""
+    if request.param == "sqlite":
+        return sqlite_at(tmp_path / "s.db")
+    dsn = request.getfixturevalue("postgres_dsn")
+    return postgres_at(dsn, f"t_{uuid.uuid4().hex[:12]}")
+
+
+def ref_env(location: StateLocation) -> tuple[str, dict[str, str]]:
+    """How a child process names the same state: a path, or env:NAME with the DSN."""
+    if location.path is not None:
+        return str(location.path), dict(os.environ)
+    return "env:FERRY_TEST_DSN", {**os.environ, "FERRY_TEST_DSN": location.dsn or ""}
+
+
+def test_lineage_is_stable_and_serial_bumps_per_write(where: StateLocation) -> None:
+    store = where.open()
     first = store.read()
     assert (first.serial, first.resources) == (0, {})
     assert store.write([record("vm.a.disk[2000]", size=1)], []) == 1
-    assert store.write([record("vm.a.disk[2000]", size=2)], ["vm.nope"]) == 2
-    again = SqliteStateStore(tmp_path / "s.db").read()
+    assert store.write([record("vm.a.disk[2000]", size=2, name="Ünit")], ["vm.nope"]) == 2
+    store.close()
+    again = where.open(create=False).read()
     assert again.lineage == first.lineage and again.serial == 2
-    assert again.resources["vm.a.disk[2000]"].attributes == {"size": 2}
+    assert again.resources["vm.a.disk[2000]"].attributes == {"size": 2, "name": "Ünit"}
+    assert where.open().write([], ["vm.a.disk[2000]"]) == 3
+    assert where.open().read().resources == {}
 
 
-def test_missing_state_is_an_error_when_not_creating(tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="no state"):
-        SqliteStateStore(tmp_path / "none.db", create=False)
+def test_missing_state_is_an_error_when_not_creating(where: StateLocation) -> None:
+    with pytest.raises(NoStateError, match="no state"):
+        where.open(create=False)
+    if where.path is not None:
+        assert not where.path.exists()
 
 
-def test_newer_format_is_refused(tmp_path: Path) -> None:
-    SqliteStateStore(tmp_path / "s.db").close()
-    db = sqlite3.connect(tmp_path / "s.db")
-    db.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
-    db.commit()
-    db.close()
+def test_newer_format_is_refused(where: StateLocation) -> None:
+    where.open().close()
+    if where.path is not None:
+        db = sqlite3.connect(where.path)
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+        db.commit()
+        db.close()
+    else:
+        with psycopg.connect(where.dsn or "", autocommit=True) as conn:
+            table = f"{where.schema}.meta"
+            conn.execute(f"UPDATE {table} SET value = '99' WHERE key = 'format_version'")
     with pytest.raises(StateError, match="newer than this ferry"):
-        SqliteStateStore(tmp_path / "s.db")
+        where.open()
 
 
 HOLD = """
-import sys, time
-from pathlib import Path
-from engine.statestore.sqlite import SqliteStateStore
-store = SqliteStateStore(Path(sys.argv[1]))
+import os, sys, time
+from engine.statestore import parse_ref
+store = parse_ref(sys.argv[1], os.environ, sys.argv[2]).open()
 store.acquire("apply")
 print("locked", flush=True)
 time.sleep(60)
 """
 
 
-def test_lock_held_by_a_live_process_fails_fast_naming_it(tmp_path: Path) -> None:
+def test_lock_held_by_a_live_process_fails_fast_naming_it(where: StateLocation) -> None:
+    ref, env = ref_env(where)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(tmp_path / "s.db")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, ref, where.schema], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        store = SqliteStateStore(tmp_path / "s.db")
+        store = where.open()
+        began = time.monotonic()
         with pytest.raises(StateLockedError, match=f"pid {holder.pid}"):
             store.acquire("plan")
+        with pytest.raises(StateLockedError, match=f"pid {holder.pid}"):
+            store.check_unlocked()
+        with pytest.raises(StateLockedError, match=f"pid {holder.pid}"):
+            store.force_unlock() if where.path is None else store.acquire("apply")
+        assert time.monotonic() - began < 2.0
     finally:
         holder.kill()
         holder.wait()
-    # The holder is gone: its lock is stale and is taken over.
-    assert SqliteStateStore(tmp_path / "s.db").acquire("plan").pid == os.getpid()
+    # The holder is gone (kill -9): the lock is usable again without anyone's help.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert where.open().acquire("plan").pid == os.getpid()
+            break
+        except StateLockedError:  # PostgreSQL notices the dead connection within moments
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
-def test_force_unlock(tmp_path: Path) -> None:
-    store = SqliteStateStore(tmp_path / "s.db")
+def test_force_unlock(where: StateLocation) -> None:
+    store = where.open()
     assert store.force_unlock() is None
     store.acquire("apply")
     removed = store.force_unlock()
     assert removed is not None and removed.pid == os.getpid()
     assert store.read().lock is None
+    with store.locked("apply") as info:
+        assert store.read().lock == info
+    assert store.read().lock is None
 
 
 WRITER = """
-import sys
-from pathlib import Path
+import os, sys
 from engine.model.state import ResourceRecord, Status
-from engine.statestore.sqlite import SqliteStateStore
-store = SqliteStateStore(Path(sys.argv[1]))
+from engine.statestore import parse_ref
+store = parse_ref(sys.argv[1], os.environ, sys.argv[2]).open()
+print("open", flush=True)
 i = 0
 while True:
     i += 1
@@ -99,27 +151,45 @@ while True:
 """
 
 
-def test_kill_9_mid_writes_leaves_a_consistent_state(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    SqliteStateStore(path).close()
+def test_kill_9_mid_writes_leaves_a_consistent_state(where: StateLocation) -> None:
+    where.open().close()
+    ref, env = ref_env(where)
     for _ in range(3):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
-        time.sleep(0.7)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, ref, where.schema],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "open"
+        time.sleep(0.5)
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
-        state = SqliteStateStore(path).read()
+        state = where.open().read()
         values = {r.attributes["i"] for r in state.resources.values()}
         assert len(values) == 1, "a write is one transaction: all 20 rows from the same write"
-        assert state.serial >= next(iter(values))
+        assert state.serial >= next(iter(values)) > 0
 
 
-def ferry(*args: str) -> subprocess.CompletedProcess[str]:
+def test_a_state_url_with_a_password_is_refused_and_descriptions_hold_no_secret() -> None:
+    with pytest.raises(UserError, match="must not carry a password"):
+        parse_ref("postgresql://ferry:s3cret@db.example/ferry", {})
+    env = {"DSN": "host=db.example user=ferry password=s3cret dbname=ferry"}
+    location = parse_ref("env:DSN", env)
+    assert "s3cret" not in location.display and "s3cret" not in repr(location)
+    assert location.display.startswith("postgresql://ferry@db.example/ferry")
+    with pytest.raises(UserError, match=r"\$NOPE is empty"):
+        parse_ref("env:NOPE", {})
+
+
+def ferry(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
 
 
@@ -141,3 +211,32 @@ def test_state_cli(tmp_path: Path) -> None:
     none = ferry("state", "list", "--state", str(tmp_path / "absent.db"))
     assert none.returncode == 1 and "no state at" in none.stderr
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_state_migrate_sqlite_to_postgres_and_back(tmp_path: Path, postgres_dsn: str) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStateStore(path)
+    for i in range(50):
+        store.write([record(f'vm["VM Ü{i}"].disk[2000]', size=i, nested={"a": [i, None]})], [])
+    original = store.read()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    env = {**os.environ, "PG": postgres_dsn, "FERRY_STATE_DSN": postgres_dsn}
+    there = ferry("state", "migrate", "--state", str(path), "--to", "env:PG", env=env)
+    assert there.returncode == 0, there.stderr
+    assert "copied 50 records" in there.stdout and "password" not in there.stdout
+    copied = postgres_at(postgres_dsn).open(create=False).read()
+    assert (copied.lineage, copied.serial) == (original.lineage, original.serial)
+    assert copied.resources == original.resources
+    # Into a non-empty destination: refused, nothing changed.
+    again = ferry("state", "migrate", "--state", str(path), "--to", "env:PG", env=env)
+    assert again.returncode == 1 and "is not empty" in again.stderr
+    # FERRY_STATE_DSN selects PostgreSQL for every command; back to a new SQLite file.
+    listed = ferry("state", "list", "--json", env=env)
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)["resources"]) == 50
+    back = tmp_path / "back.db"
+    returned = ferry("state", "migrate", "--to", str(back), env=env)
+    assert returned.returncode == 0, returned.stderr
+    assert SqliteStateStore(back).read().resources == original.resources
+    assert schema not in returned.stdout  # the default schema was used throughout
+    same = ferry("state", "migrate", "--to", "env:PG", env=env)
+    assert same.returncode == 1 and "are the same state" in same.stderr
