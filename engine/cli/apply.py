@@ -27,7 +27,7 @@ from engine.model.plan import Action, Plan
 from engine.planner import planfile
 from engine.planner.make import make_plan, spec_digest
 from engine.planner.refresh import read_state, refresh
-from engine.providers.openstack.read import connect
+from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec
 from engine.statestore import StateLocation, StateStore
 from engine.units import human
@@ -171,7 +171,7 @@ def _context(
         sources = VddkSources(target, Path(source["vcenter"]["vddk_libdir"]))
     else:
         raise UserError("source.vcenter.vddk_libdir is needed to read disks (or source.lab_dir)")
-    conn = connect(spec["destination"]["cloud"], spec["destination"].get("region"))
+    conn = connect_destination(spec["destination"])
     host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
     if host is None:
         raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")

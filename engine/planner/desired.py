@@ -79,13 +79,20 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
     out = Selection()
     excluded = [e for e in spec.get("exclude") or []]
     taken: set[str] = set()
+    datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
+    candidates = [
+        vm
+        for vm in inventory.vms
+        if not vm.template and (not datacenter or (vm.folder or "").startswith(f"/{datacenter}/"))
+    ]
     for i, entry in enumerate(spec.get("vms") or []):
-        found = [vm for vm in inventory.vms if _matches(entry, vm) and not vm.template]
+        found = [vm for vm in candidates if _matches(entry, vm)]
         if not found:
             out.diagnostics.append(
                 Diagnostic(
                     Severity.ERROR,
-                    f"vms[{i}] selects no VM in the inventory: {_describe(entry)}",
+                    f"vms[{i}] selects no VM in the inventory"
+                    f"{f' of datacenter {datacenter}' if datacenter else ''}: {_describe(entry)}",
                     path=("vms", i),
                 )
             )

@@ -11,7 +11,11 @@ from engine.errors import NoStateError
 from engine.model.observed import Destination, Inventory
 from engine.model.state import State
 from engine.planner.desired import select
-from engine.providers.openstack.read import connect, fetch_destination, parse_destination
+from engine.providers.openstack.read import (
+    connect_destination,
+    fetch_destination,
+    parse_destination,
+)
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
 from engine.providers.vsphere.read import ObjectProps
 from engine.providers.vsphere.session import session, target_from_spec
@@ -51,5 +55,5 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
     with session(target_from_spec(spec["source"]["vcenter"], dict(env))) as si:
         inventory = parse_inventory(fetch_inventory(si, devices_for=selected))
     destination = spec["destination"]
-    conn = connect(destination["cloud"], destination.get("region"))
+    conn = connect_destination(destination)
     return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(location))

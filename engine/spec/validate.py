@@ -166,6 +166,12 @@ def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
         loaded.error(
             "give exactly one of password_file or password_env for the vCenter login", path
         )
+    if "datastore_path" in vcenter:
+        loaded.error(
+            "datastore_path (reading disks from a datastore mount) is not supported by this "
+            "ferry yet: read them with vddk_libdir",
+            (*path, "datastore_path"),
+        )
     tls = vcenter.get("tls")
     if (
         isinstance(tls, dict)
@@ -275,6 +281,12 @@ def _check_selector(
         return
     kind = chosen[0]
     value = entry[kind]
+    if kind == "pattern" and isinstance(value, dict) and "tag" in value:
+        loaded.error(
+            "selecting VMs by vSphere tag is not supported by this ferry yet: "
+            "use a name glob or a folder",
+            (*path, "pattern", "tag"),
+        )
     if kind == "pattern" or not isinstance(value, str):
         return
     ident = (kind, value.lower() if kind == "instance_uuid" else value)

@@ -17,16 +17,23 @@ from engine.model.observed import Destination, Flavor, ObservedPort, ObservedSer
 TAG = "ferry"
 
 
-def connect(cloud: str, region: str | None = None) -> Any:
-    """A connection to `cloud` from clouds.yaml (OS_CLIENT_CONFIG_FILE or the usual places)."""
+def connect(cloud: str, region: str | None = None, project: str | None = None) -> Any:
+    """A connection to `cloud` from clouds.yaml (OS_CLIENT_CONFIG_FILE or the usual places),
+    scoped to `project` when given."""
+    scope: dict[str, Any] = {"project_name": project} if project else {}
     try:
-        conn = openstack.connect(cloud=cloud, region_name=region, connect_retries=3)
+        conn = openstack.connect(cloud=cloud, region_name=region, connect_retries=3, **scope)
         conn.authorize()
     except os_exc.ConfigException as exc:
         raise UserError(f"cloud {cloud!r} is not in clouds.yaml: {exc}") from exc
     except os_exc.SDKException as exc:
         raise OpenStackError(f"cannot log in to cloud {cloud!r}: {exc}") from exc
     return conn
+
+
+def connect_destination(destination: dict[str, Any]) -> Any:
+    """The spec's destination block: cloud, region, project."""
+    return connect(destination["cloud"], destination.get("region"), destination.get("project"))
 
 
 def fetch_destination(conn: Any) -> dict[str, list[Any]]:
