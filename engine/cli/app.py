@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -43,6 +44,8 @@ def version() -> None:
 
 
 def main() -> None:
+    # Warnings of ferry and its libraries (retries, re-logins) go to stderr, one line each.
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     try:
         app()
     except FerryError as exc:

@@ -21,7 +21,13 @@ from engine.cli.progress import HumanView, JsonView
 from engine.errors import UserError
 from engine.executor.apply import Applier, Context, unsupported
 from engine.executor.events import Events, log_path
-from engine.executor.seams import ByIdDevices, ConnectionInfoDevices, LabSources, VddkSources
+from engine.executor.seams import (
+    ByIdDevices,
+    ConnectionInfoDevices,
+    LabDevices,
+    LabSources,
+    VddkSources,
+)
 from engine.executor.walker import Outcome, Walker
 from engine.model.plan import Action, Plan
 from engine.planner import planfile
@@ -175,9 +181,10 @@ def _context(
     host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
     if host is None:
         raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
-    devices: Any = (
-        ConnectionInfoDevices() if hosts[0].get("devices") == "connection-info" else ByIdDevices()
-    )
+    devices: Any = ByIdDevices()
+    if hosts[0].get("devices") == "connection-info":
+        lab_dir = source.get("lab_dir")
+        devices = LabDevices(Path(lab_dir)) if lab_dir else ConnectionInfoDevices()
     verify = bool((spec.get("defaults") or {}).get("verify", False))
     return Context(
         si,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import resource
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -120,14 +121,41 @@ def fault(
     read_error_rate: Annotated[
         str | None, typer.Option("--read-error-rate", help="Share of reads that fail, e.g. 1%.")
     ] = None,
+    device_full: Annotated[
+        bool, typer.Option("--device-full", help="Writes to its volume fail with ENOSPC.")
+    ] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Heal the disk.")] = False,
     directory: DirOption = None,
 ) -> None:
-    """A fault drill: make a share of a lab disk's reads fail with EIO (nbdkit's error filter)."""
-    if clear == (read_error_rate is not None):
-        raise UserError("give either --read-error-rate RATE or --clear")
-    _lab(directory).read_errors(vm, disk, None if clear else read_error_rate)
+    """A fault drill: a share of a lab disk's reads fail with EIO (nbdkit's error filter), or
+    the conversion host's device for its volume is full (ENOSPC)."""
+    if [clear, read_error_rate is not None, device_full].count(True) != 1:
+        raise UserError("give one of --read-error-rate RATE, --device-full or --clear")
+    lab = _lab(directory)
+    if device_full:
+        lab.device_full(vm, disk)
+        typer.echo(f"{vm!r} disk {disk}: writes to its volume fail with ENOSPC")
+        return
+    lab.read_errors(vm, disk, None if clear else read_error_rate)
     typer.echo(
         f"{vm!r} disk {disk}: "
-        + ("reads healed" if clear else f"{read_error_rate} of reads fail with EIO")
+        + ("healed" if clear else f"{read_error_rate} of reads fail with EIO")
     )
+
+
+@app.command()
+def outage(
+    service: Annotated[str, typer.Argument(help="e.g. cinder-api, neutron-api, rabbitmq.")],
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0, help="How long it stays down.")
+    ] = 20.0,
+    directory: DirOption = None,
+) -> None:
+    """A fault drill: stop one lab service, wait, start it again on the same ports."""
+    lab = _lab(directory)
+    stopped = lab.outage(service)
+    typer.echo(f"{service} (pid {stopped.pid}) stopped; back in {seconds:.0f} s")
+    time.sleep(seconds)
+    began = time.monotonic()
+    started = lab.recover(service)
+    typer.echo(f"{service} up again (pid {started.pid}) in {time.monotonic() - began:.1f} s")

@@ -38,13 +38,13 @@ class LabSources:
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
-        fault = read_faults(self.lab_dir).get(f"{instance_uuid}/{disk.key}", {})
+        rate = (
+            read_faults(self.lab_dir).get(f"{instance_uuid}/{disk.key}", {}).get("read_error_rate")
+        )
         return FileDiskSource(
             snapshot_file(self.lab_dir / "disks", instance_uuid, snapshot_moref, disk.key),
-            filters=("error",) if fault else (),
-            filter_args=("error=EIO", f"error-pread-rate={fault['read_error_rate']}")
-            if fault
-            else (),
+            filters=("error",) if rate else (),
+            filter_args=("error=EIO", f"error-pread-rate={rate}") if rate else (),
         )
 
 
@@ -82,6 +82,23 @@ class ConnectionInfoDevices:
         if not path or not Path(path).exists():
             raise DataplaneError(f"attachment of volume {volume_id} names no device: {info}")
         return Path(path)
+
+
+@dataclass(frozen=True)
+class LabDevices:
+    """The lab's device seam: the attachment's connection info, except for the volume of a disk
+    that a fault drill filled (`ferry lab fault --device-full`): /dev/full, where every write
+    fails with ENOSPC."""
+
+    lab_dir: Path
+
+    def device(self, conn: Any, volume_id: str, server_id: str) -> Path:
+        path = ConnectionInfoDevices().device(conn, volume_id, server_id)
+        metadata = conn.block_storage.get_volume(volume_id).metadata or {}
+        name = f"{metadata.get('ferry_vm')}/{metadata.get('ferry_disk')}"
+        if read_faults(self.lab_dir).get(name, {}).get("device_full"):
+            return Path("/dev/full")
+        return path
 
 
 class ByIdDevices:

@@ -1,5 +1,7 @@
-"""Fault drills on the lab's disk reads: `<lab>/faults.json` maps "<instanceUuid>/<disk key>" to
-a read error rate, which the lab's disk source turns into nbdkit's error filter (EIO)."""
+"""Fault drills on the lab's disks: `<lab>/faults.json` maps "<instanceUuid>/<disk key>" to
+- `read_error_rate`: the lab's disk source puts nbdkit's error filter (EIO) in front of the disk;
+- `device_full`: the lab's device seam hands the copy /dev/full for that disk's volume, where
+  every write fails with ENOSPC (a conversion host whose device is full)."""
 
 from __future__ import annotations
 
@@ -26,13 +28,21 @@ def read_faults(lab_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def set_read_errors(lab_dir: Path, instance_uuid: str, key: int, rate: str | None) -> None:
-    """Fail `rate` (e.g. "1%", "100%") of the reads of one disk; None clears it."""
+    """Fail `rate` (e.g. "1%", "100%") of the reads of one disk; None clears every fault."""
     if rate is not None and not RATE.match(rate):
         raise UserError(f"read error rate {rate!r} is not a percentage like 1% or 100%")
+    _set(lab_dir, f"{instance_uuid}/{key}", None if rate is None else {"read_error_rate": rate})
+
+
+def set_device_full(lab_dir: Path, instance_uuid: str, key: int) -> None:
+    """Writes to this disk's volume fail with ENOSPC until the faults are cleared."""
+    _set(lab_dir, f"{instance_uuid}/{key}", {"device_full": True})
+
+
+def _set(lab_dir: Path, name: str, fields: dict[str, Any] | None) -> None:
     faults = read_faults(lab_dir)
-    name = f"{instance_uuid}/{key}"
-    if rate is None:
+    if fields is None:
         faults.pop(name, None)
     else:
-        faults[name] = {"read_error_rate": rate}
+        faults[name] = {**faults.get(name, {}), **fields}
     faults_file(lab_dir).write_text(json.dumps(faults, indent=2) + "\n")

@@ -152,6 +152,29 @@ class Lab:
         self.state_file.unlink()
         return records
 
+    def outage(self, name: str) -> ProcessRecord:
+        """A fault drill: stop one service (by its recorded PID); `recover` starts it again."""
+        if name not in lab_openstack.RESTARTABLE:
+            raise UserError(
+                f"{name!r} is not a service a drill can stop "
+                f"(one of: {', '.join(lab_openstack.RESTARTABLE)})"
+            )
+        record = next((p for p in self.processes() if p.name == name), None)
+        if record is None or not is_running(record):
+            raise UserError(f"{name} is not running in the lab in {self.root}")
+        stop_all([record])
+        return record
+
+    def recover(self, name: str) -> ProcessRecord:
+        """Start a service `outage` stopped, on its ports, and record its new PID."""
+        records = self.processes()
+        old = next((p for p in records if p.name == name), None)
+        if old is not None and is_running(old):
+            raise UserError(f"{name} is running (pid {old.pid})")
+        started = lab_openstack.restart(self.openstack_root, name)
+        self._record([started if p.name == name else p for p in records])
+        return started
+
     def vcenter_target(self) -> VCenterTarget:
         return vcenter.target(self.vcenter_files)
 
@@ -239,6 +262,14 @@ class Lab:
         if vm.disk(key) is None:
             raise UserError(f"VM {vm_name!r} has no disk {key}")
         lab_faults.set_read_errors(self.root, vm.instance_uuid, key, rate)
+
+    def device_full(self, vm_name: str, key: int) -> None:
+        """A fault drill: writes to this disk's volume fail with ENOSPC (`read_errors(..., None)`
+        clears it)."""
+        vm = self.vm(vm_name)
+        if vm.disk(key) is None:
+            raise UserError(f"VM {vm_name!r} has no disk {key}")
+        lab_faults.set_device_full(self.root, vm.instance_uuid, key)
 
     def install_guest(self, vm_name: str, key: int, image: Path) -> int:
         """Put a real guest's raw image on a lab VM's disk (journaled as guest writes)."""

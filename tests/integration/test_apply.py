@@ -24,8 +24,8 @@ from engine.lab.lab import Lab
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot, snapshot_disks
-from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
+from tests.integration.converge import records, volume_file
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 MiB = 1024**2
@@ -37,18 +37,6 @@ APPLY_WEB01 = ("apply", "plans/demo.yaml", "--target", "vm.web01", "--auto-appro
 def apply_web01(lab: Lab, state: Path) -> None:
     done = ferry(lab, *APPLY_WEB01, "--state", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def volume_file(lab: Lab, volume_id: str) -> Path:
-    return lab.openstack_root / "cinder" / "volumes" / f"volume-{volume_id}"
-
-
-def records(state: Path) -> dict[str, Any]:
-    store = SqliteStateStore(state)
-    try:
-        return {a: dict(r.attributes) for a, r in store.read().resources.items()}
-    finally:
-        store.close()
 
 
 def assert_exact(lab: Lab, state: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from engine.providers.vsphere.read import retrieve
 from engine.report import svg
 from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
+from tests.integration.converge import assert_converged, records, volume_file
 
 pytestmark = pytest.mark.lab
 MiB = 1024**2
@@ -67,14 +68,6 @@ def apply(lab: Lab, spec: Path, target: str, state: Path) -> Any:
     )
 
 
-def records(state: Path) -> dict[str, Any]:
-    store = SqliteStateStore(state)
-    try:
-        return {a: dict(r.attributes) for a, r in store.read().resources.items()}
-    finally:
-        store.close()
-
-
 def lock_holder(state: Path) -> int | None:
     store = SqliteStateStore(state)
     try:
@@ -82,10 +75,6 @@ def lock_holder(state: Path) -> int | None:
     finally:
         store.close()
     return lock.pid if lock else None
-
-
-def volume_file(lab: Lab, volume_id: str) -> Path:
-    return lab.openstack_root / "cinder" / "volumes" / f"volume-{volume_id}"
 
 
 def power_events(si: Any, ref: Any, since: Any) -> list[str]:
@@ -343,31 +332,4 @@ def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
     assert done.returncode == 0, done.stdout + done.stderr
     assert kills >= 10, f"only {kills} kills landed before the cutover finished"
 
-    assert_converged(lab, state, vm)
-
-
-def assert_converged(lab: Lab, state: Path, vm: Any) -> None:
-    """One server, one port per NIC, one volume per disk (all recorded), digests equal."""
-    conn = lab.openstack("ferry-lab")
-    servers = [
-        s for s in conn.compute.servers() if (s.metadata or {}).get("ferry_vm") == vm.instance_uuid
-    ]
-    assert len(servers) == 1 and servers[0].status == "ACTIVE"
-    macs = [
-        p.mac_address for p in conn.network.ports() if p.mac_address in {n.mac for n in vm.nics}
-    ]
-    assert sorted(macs) == sorted(n.mac for n in vm.nics)  # one port per NIC, none twice
-    found = records(state)
-    ours = [
-        v
-        for v in conn.block_storage.volumes(details=True)
-        if (v.metadata or {}).get("ferry_vm") == vm.instance_uuid
-    ]
-    assert sorted(v.id for v in ours) == sorted(
-        found[f"vm.db01.disk[{d.key}]"]["volume_id"] for d in vm.disks
-    )
-    for disk in vm.disks:
-        attrs = found[f"vm.db01.disk[{disk.key}]"]
-        live = lab_disks.live_path(lab.disks, vm, disk.key)
-        assert file_digest(volume_file(lab, attrs["volume_id"]), disk.capacity) == file_digest(live)
-    assert list(conn.block_storage.snapshots()) == []
+    assert_converged(lab, state, vm, server=True)

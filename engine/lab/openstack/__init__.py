@@ -87,6 +87,31 @@ def _start_apis(lay: Layout, ports: Ports, record: Callable[[ProcessRecord], Non
     services.wait_apis(ports, started, others)
 
 
+RESTARTABLE = (
+    *(api.name for api in services.APIS),
+    *(name for name, _ in services.DAEMONS),
+    "rabbitmq",
+)
+
+
+def restart(root: Path, name: str) -> ProcessRecord:
+    """Start one stopped service again as `up` started it (same ports and configuration) and
+    wait until it answers. For fault drills: `Lab.outage`."""
+    lay = Layout(root, default_venv())
+    ports = Ports(**json.loads((root / "ports.json").read_text()))
+    if name == "rabbitmq":
+        return services.start_rabbit_server(lay, ports)
+    for api in services.APIS:
+        if api.name == name:
+            record = services.start_api(lay, ports, api)
+            services.wait_apis(ports, {name: record}, [api])
+            return record
+    for daemon, conf in services.DAEMONS:
+        if daemon == name:
+            return services.start_daemon(lay, daemon, conf)
+    raise LabError(f"{name!r} cannot be restarted (one of: {', '.join(RESTARTABLE)})")
+
+
 def _secrets(root: Path) -> Secrets:
     return Secrets(**json.loads((root / "secrets.json").read_text()))
 

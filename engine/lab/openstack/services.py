@@ -204,11 +204,22 @@ def start_rabbitmq(lay: Layout, ports: Ports) -> list[ProcessRecord]:
         env=env,
     )
     wait_for("epmd", lambda: port_open(ports.epmd), [epmd], 10)
+    return [epmd, start_rabbit_server(lay, ports, [epmd])]
+
+
+def start_rabbit_server(
+    lay: Layout, ports: Ports, others: list[ProcessRecord] | None = None
+) -> ProcessRecord:
+    """RabbitMQ itself (epmd already running), waited until it accepts connections."""
     rabbit = spawn(
-        "rabbitmq", [str(rabbit_sbin() / "rabbitmq-server")], lay.logs / "rabbitmq.out", env=env
+        "rabbitmq",
+        [str(rabbit_sbin() / "rabbitmq-server")],
+        lay.logs / "rabbitmq.out",
+        env=rabbit_env(lay, ports),
     )
-    wait_for("RabbitMQ", lambda: port_open(ports.rabbitmq), [rabbit, epmd], RABBIT_TIMEOUT)
-    return [epmd, rabbit]
+    watched = [rabbit, *(others or [])]
+    wait_for("RabbitMQ", lambda: port_open(ports.rabbitmq), watched, RABBIT_TIMEOUT)
+    return rabbit
 
 
 # -- OpenStack ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
+from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
 
@@ -77,32 +78,34 @@ def description(vm_uuid: str, index: int) -> str:
 
 def ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
     """The port with the source MAC on its network: (port, created). One left by a killed apply
-    (ours by its description) is reused; a foreign port holding the MAC is an error."""
+    (ours by its description) is reused; a foreign port holding the MAC is an error. Safe to
+    repeat while neutron is briefly down: each attempt looks for the port before creating it."""
+    return transient(lambda: _ensure_port(conn, spec), f"port {spec.name} (MAC {spec.mac})")
+
+
+def _ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
     network_id = _network_id(conn, spec.network)
-    try:
-        found = list(conn.network.ports(mac_address=spec.mac, network_id=network_id))
-        if found:
-            port = found[0]
-            if port.description != description(spec.vm_uuid, spec.index):
-                raise OpenStackError(
-                    f"MAC {spec.mac} is already used on {spec.network!r} by port {port.id} "
-                    f"({port.name or 'unnamed'}), which ferry did not create"
-                )
-            _tag(conn, port, spec.vm_uuid)
-            return port, False
-        fields: dict[str, Any] = {
-            "name": spec.name,
-            "network_id": network_id,
-            "mac_address": spec.mac,
-            "security_group_ids": _security_group_ids(conn, spec.security_groups),
-            "description": description(spec.vm_uuid, spec.index),
-        }
-        fixed_ips = _fixed_ips(conn, spec, network_id)
-        if fixed_ips is not None:
-            fields["fixed_ips"] = fixed_ips
-        port = conn.network.create_port(**fields)
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"port {spec.name} (MAC {spec.mac}): {exc}") from exc
+    found = list(conn.network.ports(mac_address=spec.mac, network_id=network_id))
+    if found:
+        port = found[0]
+        if port.description != description(spec.vm_uuid, spec.index):
+            raise OpenStackError(
+                f"MAC {spec.mac} is already used on {spec.network!r} by port {port.id} "
+                f"({port.name or 'unnamed'}), which ferry did not create"
+            )
+        _tag(conn, port, spec.vm_uuid)
+        return port, False
+    fields: dict[str, Any] = {
+        "name": spec.name,
+        "network_id": network_id,
+        "mac_address": spec.mac,
+        "security_group_ids": _security_group_ids(conn, spec.security_groups),
+        "description": description(spec.vm_uuid, spec.index),
+    }
+    fixed_ips = _fixed_ips(conn, spec, network_id)
+    if fixed_ips is not None:
+        fields["fixed_ips"] = fixed_ips
+    port = conn.network.create_port(**fields)
     _tag(conn, port, spec.vm_uuid)
     return port, True
 

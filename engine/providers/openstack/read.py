@@ -17,12 +17,23 @@ from engine.model.observed import Destination, Flavor, ObservedPort, ObservedSer
 TAG = "ferry"
 
 
+# A service that is down (connection refused, 503) is retried with backoff 0.5 s doubling to
+# 60 s: 8 retries ride out about two minutes of outage; keystoneauth logs each retry.
+CONNECT_RETRIES = 8
+
+
 def connect(cloud: str, region: str | None = None, project: str | None = None) -> Any:
     """A connection to `cloud` from clouds.yaml (OS_CLIENT_CONFIG_FILE or the usual places),
     scoped to `project` when given."""
     scope: dict[str, Any] = {"project_name": project} if project else {}
     try:
-        conn = openstack.connect(cloud=cloud, region_name=region, connect_retries=3, **scope)
+        conn = openstack.connect(
+            cloud=cloud,
+            region_name=region,
+            connect_retries=CONNECT_RETRIES,
+            status_code_retries=CONNECT_RETRIES,
+            **scope,
+        )
         conn.authorize()
     except os_exc.ConfigException as exc:
         raise UserError(f"cloud {cloud!r} is not in clouds.yaml: {exc}") from exc

@@ -6,11 +6,13 @@ Waits re-fetch the volume each time (engine.providers.openstack.waits).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
+from engine.providers.openstack.retry import transient
 from engine.providers.openstack.waits import wait_for
 
 ATTACHMENT_MICROVERSION = "3.27"  # attachments API with connection_info
@@ -37,23 +39,26 @@ def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) 
 
 def attach(conn: Any, server_id: str, volume_id: str) -> None:
     """Attach through nova (which creates the cinder attachment) and wait for in-use; a volume
-    already attached to that server (left so by a killed apply) is used as it is."""
-    volume = conn.block_storage.get_volume(volume_id)
-    if any(a.get("server_id") == server_id for a in volume.attachments or []):
-        wait_volume(conn, volume_id, "in-use")
-        return
-    try:
-        conn.compute.create_volume_attachment(server_id, volume=volume_id)
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"attaching volume {volume_id} to {server_id}: {exc}") from exc
+    already attached to that server (left so by a killed apply) is used as it is. Repeated while
+    nova or cinder is briefly down; each attempt checks the attachment first."""
+
+    def once() -> None:
+        volume = conn.block_storage.get_volume(volume_id)
+        if not any(a.get("server_id") == server_id for a in volume.attachments or []):
+            conn.compute.create_volume_attachment(server_id, volume=volume_id)
+
+    transient(once, f"attaching volume {volume_id} to {server_id}")
     wait_volume(conn, volume_id, "in-use")
 
 
 def detach(conn: Any, server_id: str, volume_id: str) -> None:
-    try:
-        conn.compute.delete_volume_attachment(server_id, volume_id)
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"detaching volume {volume_id} from {server_id}: {exc}") from exc
+    """Detach through nova and wait for available; a detach already done counts as done."""
+
+    def once() -> None:
+        with contextlib.suppress(os_exc.NotFoundException):
+            conn.compute.delete_volume_attachment(server_id, volume_id)
+
+    transient(once, f"detaching volume {volume_id} from {server_id}")
     wait_volume(conn, volume_id, "available")
 
 
@@ -68,16 +73,19 @@ def attachment_id(conn: Any, volume_id: str, server_id: str) -> str:
 
 def connection_info(conn: Any, volume_id: str, server_id: str) -> dict[str, Any]:
     """The driver's connection info of an attachment (its `data` keys come flattened)."""
-    att_id = attachment_id(conn, volume_id, server_id)
-    try:
+    att_id = transient(
+        lambda: attachment_id(conn, volume_id, server_id), f"reading volume {volume_id}"
+    )
+
+    def read() -> Any:
         response = conn.block_storage.get(
             f"/attachments/{att_id}", microversion=ATTACHMENT_MICROVERSION
         )
-        response.raise_for_status()
-    except (os_exc.SDKException, OSError) as exc:
-        raise OpenStackError(f"reading attachment {att_id}: {exc}") from exc
-    info = response.json()["attachment"].get("connection_info") or {}
-    return dict(info)
+        os_exc.raise_from_response(response)
+        return response.json()
+
+    info = transient(read, f"reading attachment {att_id}")["attachment"].get("connection_info")
+    return dict(info or {})
 
 
 def create_volume(
@@ -94,17 +102,18 @@ def create_volume(
 
 
 def set_metadata(conn: Any, volume_id: str, metadata: dict[str, str]) -> None:
-    try:
-        conn.block_storage.set_volume_metadata(volume_id, **metadata)
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"setting metadata of volume {volume_id}: {exc}") from exc
+    transient(
+        lambda: conn.block_storage.set_volume_metadata(volume_id, **metadata),
+        f"setting metadata of volume {volume_id}",
+    )
 
 
 def exists(conn: Any, volume_id: str) -> bool:
-    try:
-        conn.block_storage.get_volume(volume_id)
-    except os_exc.NotFoundException:
-        return False
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"reading volume {volume_id}: {exc}") from exc
-    return True
+    def found() -> bool:
+        try:
+            conn.block_storage.get_volume(volume_id)
+        except os_exc.NotFoundException:
+            return False
+        return True
+
+    return transient(found, f"reading volume {volume_id}")

@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
+from engine.providers.openstack.retry import is_transient, log
 
 
 def wait_for(
@@ -31,8 +33,12 @@ def wait_for(
     while True:
         try:
             resource = fetch()
-        except os_exc.SDKException as exc:
-            raise OpenStackError(f"{what}: {exc}") from exc
+        except (os_exc.SDKException, ksa_exc.ClientException) as exc:
+            if not is_transient(exc) or time.monotonic() > deadline:
+                raise OpenStackError(f"{what}: {exc}") from exc
+            log.warning("%s: %s; still waiting", what, str(exc).splitlines()[0])
+            time.sleep(max_delay)
+            continue
         if ready(resource):
             return resource
         message = failure(resource)

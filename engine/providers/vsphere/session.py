@@ -2,11 +2,17 @@
 
 The password is read from a file or handed in by the caller; it is never logged or put on argv.
 Connection and login failures become VSphereError with a one-line cause.
+
+A session that vCenter ends (a vCenter restart, an idle timeout, an administrator terminating it)
+is not the end of an apply: every call that faults with NotAuthenticated logs in again and is
+retried (pyVmomi's session-oriented stub), and a call that meets a connection error is retried
+for up to RETRIES times RETRY_DELAY seconds. Each re-login is logged as a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect, SmartStubAdapter, VimSessionOrientedStub
 from pyVmomi import vim
 
 from engine.errors import UserError, VSphereError
@@ -77,18 +83,53 @@ def _check_thumbprint(target: VCenterTarget) -> None:
         )
 
 
+RETRIES = 12
+RETRY_DELAY = 2.5
+log = logging.getLogger("ferry.vsphere")
+
+
+def _login(target: VCenterTarget) -> Any:
+    """The stub's login method: the first login, and a logged re-login after a lost session."""
+    logins = 0
+
+    def login(soap_stub: Any) -> None:
+        nonlocal logins
+        content = vim.ServiceInstance("ServiceInstance", soap_stub).RetrieveContent()
+        manager: Any = content.sessionManager
+        try:
+            if manager.currentSession:
+                return
+        except vim.fault.NotAuthenticated:  # vcsim says so where vCenter answers None
+            pass
+        manager.Login(target.user, target.password, None)
+        logins += 1
+        if logins > 1:
+            log.warning(
+                "vCenter %s:%s ended ferry's session: logged in again (login %d)",
+                target.host,
+                target.port,
+                logins,
+            )
+
+    return login
+
+
 def connect(target: VCenterTarget) -> Any:
-    """Log in and return the ServiceInstance."""
+    """Log in and return the ServiceInstance (re-logging in by itself when needed)."""
     _check_thumbprint(target)
     try:
-        return SmartConnect(
+        stub = SmartStubAdapter(
             host=target.host,
             port=target.port,
-            user=target.user,
-            pwd=target.password,
             sslContext=_ssl_context(target),
             connectionPoolTimeout=30,
         )
+        si = vim.ServiceInstance(
+            "ServiceInstance",
+            VimSessionOrientedStub(stub, _login(target), RETRY_DELAY, RETRIES),
+        )
+        si.RetrieveContent()  # logs in now: a bad password fails here, not mid-apply
+        return si
     except vim.fault.InvalidLogin as exc:
         raise VSphereError(
             f"vCenter {target.host}:{target.port} rejected the login for {target.user}"

@@ -1,0 +1,63 @@
+"""Riding out a cloud service that is briefly down.
+
+keystoneauth already retries a request whose connection is refused or reset (connect_retries in
+`read.connect`). What it does not retry is a server-side error that a service reports for
+another one behind it — nova answering 500 `CinderConnectionFailed` while cinder-api restarts,
+a 502/503/504 from a proxy. `transient` repeats a call that is safe to repeat (a read, a
+metadata PUT, a delete, an attach that re-checks first) on those answers, with bounded backoff,
+logging each retry. When the outage outlasts it, the last error is raised as OpenStackError.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from keystoneauth1 import exceptions as ksa_exc
+from openstack import exceptions as os_exc
+
+from engine.errors import OpenStackError
+
+T = TypeVar("T")
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+UNAVAILABLE = "Service is unavailable at this time"
+ATTEMPTS = 12  # waits of 1, 2, 4, 8, then 15 s seven times: two minutes of outage ridden out
+FIRST_DELAY = 1.0
+MAX_DELAY = 15.0
+log = logging.getLogger("ferry.openstack")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ksa_exc.RetriableConnectionFailure | ksa_exc.ConnectionError):
+        return True
+    if not isinstance(exc, os_exc.HttpException):
+        return False
+    status = getattr(exc, "status_code", None)
+    # nova's 409 while the compute service it needs is down (its heartbeats missed)
+    return status in TRANSIENT_STATUS or (status == 409 and UNAVAILABLE in str(exc))
+
+
+def transient(call: Callable[[], T], what: str, *, attempts: int = ATTEMPTS) -> T:
+    """`call()`, repeated while the cloud answers with a transient error."""
+    delay = FIRST_DELAY
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except (os_exc.SDKException, ksa_exc.ClientException) as exc:
+            if not is_transient(exc):
+                raise OpenStackError(f"{what}: {_first_line(exc)}") from exc
+            if attempt == attempts:
+                raise OpenStackError(
+                    f"{what}: still failing after {attempts} attempts: {_first_line(exc)}"
+                ) from exc
+            log.warning("%s: %s; retrying in %.0f s", what, _first_line(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
