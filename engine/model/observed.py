@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -119,6 +120,14 @@ class ObservedServer:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """A project quota: its limit (-1: unlimited) and what is in use."""
+
+    limit: int
+    used: int
+
+
+@dataclass(frozen=True)
 class Destination:
     """What refresh found in the destination cloud."""
 
@@ -129,3 +138,4 @@ class Destination:
     volumes: tuple[ObservedVolume, ...] = ()
     ports: tuple[ObservedPort, ...] = ()
     servers: tuple[ObservedServer, ...] = ()
+    quotas: Mapping[str, Quota] = field(default_factory=dict)  # volumes, gigabytes, ports, ...

@@ -9,7 +9,7 @@ spec: its replicas are deleted; a VM already cut over is forgotten (its server s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.addresses import Address
@@ -18,6 +18,7 @@ from engine.model.observed import Destination, ObservedServer, ObservedVolume, S
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State, Status
 from engine.planner import osmigrate
+from engine.planner.quota import Budget, demand
 
 DEFAULT_THROUGHPUT = 100 * 1024**2  # bytes/s assumed before any copy was measured
 CONVERSION_SECONDS = {"windows": 900.0, "linux": 300.0}
@@ -177,6 +178,7 @@ def cutover_changes(
     records: dict[str, ResourceRecord],
     everything: Mapping[str, ResourceRecord],
     observed_server: ObservedServer | None = None,
+    port_ids: frozenset[str] | None = None,
 ) -> list[Change]:
     out: list[Change] = []
     for port in vm.ports:
@@ -191,7 +193,8 @@ def cutover_changes(
             "security_groups": list(vm.security_groups),
         }
         out.append(
-            _simple(
+            _drifted(record, port_ids, "port_id", after)
+            or _simple(
                 address,
                 "port",
                 record,
@@ -241,6 +244,31 @@ def cutover_changes(
     return out
 
 
+def _drifted(
+    record: ResourceRecord | None,
+    observed: frozenset[str] | None,
+    key: str,
+    after: dict[str, Any],
+) -> Change | None:
+    """Drift: a recorded, ready object that is gone from the cloud (deleted outside ferry) is
+    created again, and the plan says why — never silently."""
+    if record is None or record.status is not Status.READY or observed is None:
+        return None
+    known = record.attributes.get(key)
+    if not known or known in observed:
+        return None
+    kind = record.kind
+    return Change(
+        record.address,
+        kind,
+        Action.CREATE,
+        f"drift: recorded {kind} {known} is gone from the cloud (deleted outside ferry): "
+        f"create it again",
+        dict(record.attributes),
+        after,
+    )
+
+
 def power_policy(vm: DesiredVM) -> dict[str, Any]:
     """The spec's power_off block with its defaults made explicit (shown in the plan)."""
     given = vm.power_off
@@ -285,6 +313,9 @@ def server_change(
         "key_pair": vm.key_pair,
     }
     record = records.get(address)
+    drift = _drifted(record, frozenset({observed.id} if observed else ()), "server_id", after)
+    if drift is not None:
+        return replace(drift, reason=drift.reason + " (boot it from the volumes)")
     if record is None and observed is not None and observed.status == "ACTIVE":
         return Change(
             address,
@@ -329,7 +360,9 @@ def vm_changes(
     records: dict[str, ResourceRecord],
     state: State,
     observed: Mapping[tuple[str, Any], ObservedVolume],
+    *,
     servers: Mapping[str, ObservedServer] | None = None,
+    port_ids: frozenset[str] | None = None,
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
@@ -378,7 +411,7 @@ def vm_changes(
         )
     out += volumes
     if vm.mode in CUTOVER_MODES:
-        cutover = cutover_changes(vm, records, state.resources, server)
+        cutover = cutover_changes(vm, records, state.resources, server, port_ids)
         out += (
             [c for c in cutover if not (booted and c.kind == "conversion")] if booted else cutover
         )
@@ -508,8 +541,10 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
         ("os-migrate", v.name): v for v in data.destination.volumes if v.origin == "os-migrate"
     }
     servers = {s.vm_uuid: s for s in data.destination.servers if s.vm_uuid}
+    port_ids = frozenset(p.id for p in data.destination.ports)
     plans: list[VMPlan] = []
     changes: list[Change] = []
+    budget = Budget(data.destination.quotas)
     for vm in data.desired:
         records = by_vm.get(vm.name, {})
         if data.destroy:
@@ -517,9 +552,11 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             plans.append(_vm_plan(vm, vm.concerns, None))
             changes += vm_list
             continue
-        vm_list = vm_changes(vm, records, data.state, observed, servers)
+        vm_list = vm_changes(vm, records, data.state, observed, servers=servers, port_ids=port_ids)
         estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = vm.concerns + _budget(vm, estimate)
+        if not any(c.level is ConcernLevel.ERROR for c in concerns):
+            concerns += budget.take(demand(vm, vm_list))
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate))
         if not blocked:

@@ -5,6 +5,7 @@ the next apply syncs a small delta and completes."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -332,4 +333,35 @@ def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
     assert done.returncode == 0, done.stdout + done.stderr
     assert kills >= 10, f"only {kills} kills landed before the cutover finished"
 
+    assert_converged(lab, state, vm, server=True)
+
+
+def test_a_server_and_port_deleted_outside_ferry_are_reported_as_drift_and_recreated(
+    lab: Lab, tmp_path: Path
+) -> None:
+    vm = find_vm("build-old")
+    assert vm is not None
+    state = tmp_path / "ferry.db"
+    cutover = spec_with(tmp_path, "build-old", "mode: cutover\nconvert: false")
+    done = apply(lab, cutover, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = records(state)
+    conn = lab.openstack("ferry-lab")
+    server = conn.compute.get_server(found["vm.build-old.server"]["server_id"])
+    conn.compute.delete_server(server)
+    conn.compute.wait_for_delete(server, wait=120)
+    conn.network.delete_port(found["vm.build-old.port[0]"]["port_id"])
+
+    plan = ferry(
+        lab, "plan", str(cutover), "--target", "vm.build-old", "--json", "--state", str(state)
+    )
+    assert plan.returncode == 0, plan.stderr
+    actions = {c["address"]: (c["action"], c["reason"]) for c in json.loads(plan.stdout)["changes"]}
+    for address in ("vm.build-old.server", "vm.build-old.port[0]"):
+        assert actions[address][0] == "create" and "drift: recorded" in actions[address][1]
+    assert actions["vm.build-old.disk[2000]"] == ("no-op", "cut over")  # never synced again
+    done = apply(lab, cutover, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = records(state)
+    assert again["vm.build-old.server"]["server_id"] != server.id
     assert_converged(lab, state, vm, server=True)

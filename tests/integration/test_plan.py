@@ -129,3 +129,25 @@ def test_a_vm_entry_that_selects_nothing_is_an_error_with_its_line(
     assert done.returncode == 1
     where = f"{spec}:{len(lines)}:5: error: vms[5] selects no VM in the inventory: name 'ghost01'"
     assert where in done.stdout.replace("\n", "")
+
+
+def test_a_vm_over_the_projects_quota_is_blocked_and_the_others_planned(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Quotas read from the lab cloud: gigabytes left for web01's volumes (2 + 1 GiB) but not
+    for db01's (1 + 4 + 1 GiB) too."""
+    admin = lab.openstack("ferry-lab-admin")
+    project = lab.openstack("ferry-lab").current_project_id
+    current = admin.block_storage.get_quota_set(project, usage=True)
+    limit, used = int(current.gigabytes), int((current.usage or {}).get("gigabytes", 0))
+    admin.block_storage.update_quota_set(project, gigabytes=used + 4)
+    try:
+        done = ferry(lab, "plan", "plans/demo.yaml", "--json", "--state", str(tmp_path / "s.db"))
+    finally:
+        admin.block_storage.update_quota_set(project, gigabytes=limit)
+    assert done.returncode == 1, done.stderr  # a blocked VM
+    vms = {v["name"]: v for v in json.loads(done.stdout)["vms"]}
+    assert not vms["web01"]["blocked"]
+    assert vms["db01"]["blocked"]
+    (quota,) = [c for c in vms["db01"]["concerns"] if c["code"] == "quota"]
+    assert "GiB of volumes: needs 6, 1 left" in quota["message"]

@@ -21,8 +21,10 @@ from engine.model.observed import (
     Destination,
     Flavor,
     Inventory,
+    ObservedPort,
     ObservedServer,
     ObservedVolume,
+    Quota,
     SourceDisk,
     SourceNic,
     SourceSnapshot,
@@ -105,6 +107,8 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
         volume_types=frozenset(d.get("volume_types", [])),
         volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
         servers=tuple(ObservedServer(**v) for v in d.get("servers", [])),
+        ports=tuple(ObservedPort(**p) for p in d.get("ports", [])),
+        quotas={k: Quota(**v) for k, v in d.get("quotas", {}).items()},
     )
     s = case.get("state", {})
     records = {

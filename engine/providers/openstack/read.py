@@ -5,14 +5,21 @@ metadata and tags, never by name alone. Fetch does the I/O; parse_* are pure."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import openstack
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
-from engine.model.observed import Destination, Flavor, ObservedPort, ObservedServer, ObservedVolume
+from engine.model.observed import (
+    Destination,
+    Flavor,
+    ObservedPort,
+    ObservedServer,
+    ObservedVolume,
+    Quota,
+)
 
 TAG = "ferry"
 
@@ -47,9 +54,35 @@ def connect_destination(destination: dict[str, Any]) -> Any:
     return connect(destination["cloud"], destination.get("region"), destination.get("project"))
 
 
-def fetch_destination(conn: Any) -> dict[str, list[Any]]:
+def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
+    """The project's quotas with their usage, as far as the user may read them: cinder (volumes,
+    gigabytes), nova (instances, cores, ram), neutron (ports). An unreadable one is left out (the
+    plan then does not check it)."""
+    project = conn.current_project_id
+    found: dict[str, tuple[int, int]] = {}
+    readers: tuple[tuple[Any, tuple[str, ...]], ...] = (
+        (conn.block_storage, ("volumes", "gigabytes")),
+        (conn.compute, ("instances", "cores", "ram")),
+    )
+    for service, keys in readers:
+        try:
+            quota = service.get_quota_set(project, usage=True)
+        except os_exc.SDKException:
+            continue
+        usage = quota.usage or {}
+        found |= {k: (int(getattr(quota, k)), int(usage.get(k, 0))) for k in keys}
+    try:
+        ports = conn.network.get_quota(project, details=True).ports
+        found["ports"] = (int(ports["limit"]), int(ports["used"]))
+    except (os_exc.SDKException, KeyError, TypeError):
+        pass
+    return found
+
+
+def fetch_destination(conn: Any) -> dict[str, Any]:
     try:
         return {
+            "quotas": fetch_quotas(conn),
             "flavors": list(conn.compute.flavors(details=True)),
             "networks": list(conn.network.networks()),
             "volume_types": list(conn.block_storage.types()),
@@ -93,7 +126,7 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
     return None
 
 
-def parse_destination(raw: Mapping[str, Iterable[Any]]) -> Destination:
+def parse_destination(raw: Mapping[str, Any]) -> Destination:
     volumes = [v for v in (parse_volume(x) for x in raw["volumes"]) if v is not None]
     return Destination(
         flavors=tuple(Flavor(f.name, int(f.vcpus), int(f.ram)) for f in raw["flavors"]),
@@ -110,4 +143,5 @@ def parse_destination(raw: Mapping[str, Iterable[Any]]) -> Destination:
             for s in raw["servers"]
             if (s.metadata or {}).get("ferry_vm")
         ),
+        quotas={k: Quota(limit, used) for k, (limit, used) in raw.get("quotas", {}).items()},
     )
