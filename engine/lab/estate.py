@@ -50,6 +50,7 @@ class LabVM:
     powered_on: bool = True
     firmware: str = "bios"
     existing_snapshot: str | None = None
+    tags: tuple[str, ...] = ()  # vSphere tags, "category:name"
 
     @property
     def instance_uuid(self) -> str:
@@ -84,6 +85,7 @@ ESTATE: tuple[LabVM, ...] = (
         memory_mb=4096,
         host=HOSTS[0],
         firmware="efi",
+        tags=("wave:1", "tier:web"),
         disks=(LabDisk(2000, 2 * GiB, DATASTORES[0]), LabDisk(2001, 1 * GiB, DATASTORES[1])),
         nics=_nics(1, STANDARD_PORTGROUP, DISTRIBUTED_PORTGROUPS[0]),
     ),
@@ -93,6 +95,7 @@ ESTATE: tuple[LabVM, ...] = (
         cpus=4,
         memory_mb=8192,
         host=HOSTS[1],
+        tags=("wave:1", "tier:db"),
         disks=(
             LabDisk(2000, 1 * GiB, DATASTORES[1], thin=False),
             LabDisk(2001, 4 * GiB, DATASTORES[1]),
@@ -118,6 +121,7 @@ ESTATE: tuple[LabVM, ...] = (
         memory_mb=2048,
         host=HOSTS[1],
         existing_snapshot="nightly-backup",
+        tags=("wave:2",),
         disks=(LabDisk(2000, 1 * GiB, DATASTORES[0]),),
         nics=_nics(4, STANDARD_PORTGROUP),
     ),

@@ -127,7 +127,7 @@ class Lab:
             record(vcenter.start(vcsim_binary(), self.vcenter_files, self.disks))
             self.postgres.start(free_port(), record)
             with session(self.vcenter_target()) as si:
-                vcenter.populate(si, self.disks)
+                vcenter.populate(si, self.disks, self.vcenter_target())
             lab_openstack.up(self.openstack_root, record)
         except BaseException:
             stop_all(started)

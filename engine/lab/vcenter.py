@@ -21,6 +21,7 @@ from engine.lab.estate import DISTRIBUTED_PORTGROUPS, ESTATE, LabVM
 from engine.lab.processes import ProcessRecord, is_running, spawn
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.session import VCenterTarget
+from engine.providers.vsphere.tags import tag_session
 from engine.providers.vsphere.tasks import wait_task
 
 USER = "administrator@vsphere.local"
@@ -184,12 +185,14 @@ def _config_spec(vm: LabVM, networks: dict[str, Any]) -> Any:
     )
 
 
-def populate(si: Any, disks: Path) -> None:
-    """Create the estate's disks (bytes) and VMs (through the API)."""
+def populate(si: Any, disks: Path, target: VCenterTarget) -> None:
+    """Create the estate's disks (bytes) and VMs (through the API), then tag them (through the
+    vSphere Automation REST API)."""
     content = si.RetrieveContent()
     datacenter = content.rootFolder.childEntity[0]
     hosts = _by_name(si, vim.HostSystem)
     networks = _by_name(si, vim.Network)
+    created: dict[str, str] = {}
     for vm in ESTATE:
         for disk in vm.disks:
             lab_disks.create_disk(disks, vm, disk)
@@ -215,3 +218,13 @@ def populate(si: Any, disks: Path) -> None:
                 ),
                 f"snapshotting {vm.name!r}",
             )
+        created[vm.name] = ref._moId
+    _tag(target, created)
+
+
+def _tag(target: VCenterTarget, morefs: dict[str, str]) -> None:
+    with tag_session(target) as client:
+        for vm in ESTATE:
+            for tag in vm.tags:
+                category, name = tag.split(":", 1)
+                client.attach(client.create_tag(category, name), morefs[vm.name])

@@ -78,6 +78,7 @@ class Inventory:
     datastores: tuple[str, ...]
     portgroups: tuple[str, ...]
     hosts: tuple[str, ...]
+    tags: Mapping[str, frozenset[str]] = field(default_factory=dict)  # 'category:tag' → morefs
 
 
 @dataclass(frozen=True)

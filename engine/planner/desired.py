@@ -12,7 +12,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,7 +58,9 @@ class Selection:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def _matches(entry: dict[str, Any], vm: SourceVM) -> bool:
+def _matches(
+    entry: dict[str, Any], vm: SourceVM, tags: Mapping[str, frozenset[str]] | None = None
+) -> bool:
     if "name" in entry:
         return vm.name == str(entry["name"])
     if "instance_uuid" in entry:
@@ -71,7 +73,14 @@ def _matches(entry: dict[str, Any], vm: SourceVM) -> bool:
     folder = pattern.get("folder")
     if folder and not (vm.folder or "").rstrip("/").startswith(folder.rstrip("/")):
         return False
-    return "tag" not in pattern  # tags are not read yet: a tag pattern matches nothing
+    tag = pattern.get("tag")
+    return not tag or vm.moref in (tags or {}).get(tag, frozenset())
+
+
+def wanted_tags(spec: Spec) -> set[str]:
+    """The vSphere tags the spec's patterns name (refresh reads only those)."""
+    entries = [*(spec.get("vms") or []), *(spec.get("exclude") or [])]
+    return {str(e["pattern"]["tag"]) for e in entries if (e.get("pattern") or {}).get("tag")}
 
 
 def select(spec: Spec, inventory: Inventory) -> Selection:
@@ -86,7 +95,7 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
         if not vm.template and (not datacenter or (vm.folder or "").startswith(f"/{datacenter}/"))
     ]
     for i, entry in enumerate(spec.get("vms") or []):
-        found = [vm for vm in candidates if _matches(entry, vm)]
+        found = [vm for vm in candidates if _matches(entry, vm, inventory.tags)]
         if not found:
             out.diagnostics.append(
                 Diagnostic(
@@ -98,7 +107,7 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
             )
             continue
         for vm in found:
-            if vm.moref in taken or any(_matches(x, vm) for x in excluded):
+            if vm.moref in taken or any(_matches(x, vm, inventory.tags) for x in excluded):
                 continue
             taken.add(vm.moref)
             out.vms.append((vm, entry))

@@ -4,13 +4,13 @@ recorded state; everything after this is pure."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.errors import NoStateError
 from engine.model.observed import Destination, Inventory
 from engine.model.state import State
-from engine.planner.desired import select
+from engine.planner.desired import select, wanted_tags
 from engine.providers.openstack.read import (
     connect_destination,
     fetch_destination,
@@ -19,6 +19,7 @@ from engine.providers.openstack.read import (
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
 from engine.providers.vsphere.read import ObjectProps
 from engine.providers.vsphere.session import session, target_from_spec
+from engine.providers.vsphere.tags import tagged_vms
 from engine.statestore import StateLocation
 
 EMPTY_STATE = State(format_version=1, lineage="", serial=0, resources={})
@@ -48,12 +49,16 @@ def read_state(location: StateLocation) -> State:
 def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str]) -> Observed:
     """Source inventory (devices only for the spec's VMs), destination and recorded state."""
 
+    target = target_from_spec(spec["source"]["vcenter"], dict(env))
+    tags = tagged_vms(target, wanted_tags(spec))
+
     def selected(objects: list[ObjectProps]) -> list[Any]:
-        chosen = {vm.moref for vm, _ in select(spec, parse_inventory(objects)).vms}
+        inventory = replace(parse_inventory(objects), tags=tags)
+        chosen = {vm.moref for vm, _ in select(spec, inventory).vms}
         return [o.ref for o in objects if o.ref._moId in chosen]
 
-    with session(target_from_spec(spec["source"]["vcenter"], dict(env))) as si:
-        inventory = parse_inventory(fetch_inventory(si, devices_for=selected))
+    with session(target) as si:
+        inventory = replace(parse_inventory(fetch_inventory(si, devices_for=selected)), tags=tags)
     destination = spec["destination"]
     conn = connect_destination(destination)
     return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(location))

@@ -281,12 +281,6 @@ def _check_selector(
         return
     kind = chosen[0]
     value = entry[kind]
-    if kind == "pattern" and isinstance(value, dict) and "tag" in value:
-        loaded.error(
-            "selecting VMs by vSphere tag is not supported by this ferry yet: "
-            "use a name glob or a folder",
-            (*path, "pattern", "tag"),
-        )
     if kind == "pattern" or not isinstance(value, str):
         return
     ident = (kind, value.lower() if kind == "instance_uuid" else value)

@@ -151,3 +151,19 @@ def test_a_vm_over_the_projects_quota_is_blocked_and_the_others_planned(
     assert vms["db01"]["blocked"]
     (quota,) = [c for c in vms["db01"]["concerns"] if c["code"] == "quota"]
     assert "GiB of volumes: needs 6, 1 left" in quota["message"]
+
+
+def test_vms_selected_by_vsphere_tag(lab: Lab, tmp_path: Path) -> None:
+    """The lab tags web01 and db01 wave:1 (tier:web, tier:db), Reporting Ünit 1 wave:2; tags
+    are read through vcsim's vSphere Automation REST API."""
+    text = (ROOT / "plans" / "demo.yaml").read_text().split("\nvms:")[0]
+    spec = tmp_path / "tagged.yaml"
+    spec.write_text(
+        text + "\nvms:\n  - pattern: {tag: 'wave:1'}\nexclude:\n  - pattern: {tag: 'tier:db'}\n"
+    )
+    done = ferry(lab, "plan", str(spec), "--json", "--state", str(tmp_path / "s.db"))
+    assert done.returncode == 0, done.stderr
+    assert [v["name"] for v in json.loads(done.stdout)["vms"]] == ["web01"]
+    spec.write_text(text + "\nvms:\n  - pattern: {tag: 'wave:9'}\n")
+    none = ferry(lab, "plan", str(spec), "--state", str(tmp_path / "s.db"))
+    assert none.returncode == 1 and "selects no VM" in none.stderr + none.stdout

@@ -99,7 +99,13 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
 
 
 def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
-    inventory = Inventory(tuple(hydrate_vm(v) for v in case["inventory"]), (), (), ())
+    vms = tuple(hydrate_vm(v) for v in case["inventory"])
+    by_name = {vm.name: vm.moref for vm in vms}
+    tags = {
+        tag: frozenset(by_name[v["name"]] for v in case["inventory"] if tag in v.get("tags", []))
+        for tag in {t for v in case["inventory"] for t in v.get("tags", [])}
+    }
+    inventory = Inventory(vms, (), (), (), tags)
     d = case.get("destination", {})
     destination = Destination(
         flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),

@@ -1,5 +1,6 @@
 // ferry-vcsim: the lab's vCenter. Debian's govmomi simulator plus ferry's changed block tracking
-// extension (ferry_cbt.go, compiled into package simulator).
+// extension (ferry_cbt.go, compiled into package simulator), and the vAPI (REST) simulator for
+// tags.
 //
 // It listens on loopback only, with a self-signed TLS certificate written to -cert-out so clients
 // verify TLS against it. The password is read from a file (never argv). The listening URL (without
@@ -28,6 +29,8 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	// The vSphere Automation (REST) simulator: tagging (categories, tags, associations).
+	_ "github.com/vmware/govmomi/vapi/simulator"
 )
 
 func main() {

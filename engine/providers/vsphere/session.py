@@ -43,9 +43,9 @@ class VCenterTarget:
         return f"VCenterTarget({self.user}@{self.host}:{self.port})"
 
 
-def _ssl_context(target: VCenterTarget) -> ssl.SSLContext:
+def ssl_context(target: VCenterTarget) -> ssl.SSLContext:
     if target.insecure or target.thumbprint:
-        # A pinned thumbprint is checked by _check_thumbprint before login.
+        # A pinned thumbprint is checked by check_thumbprint before login.
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -72,7 +72,7 @@ def server_thumbprint(host: str, port: int, timeout: float = 10.0) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def _check_thumbprint(target: VCenterTarget) -> None:
+def check_thumbprint(target: VCenterTarget) -> None:
     if target.thumbprint is None or target.insecure:
         return
     seen = server_thumbprint(target.host, target.port)
@@ -116,12 +116,12 @@ def _login(target: VCenterTarget) -> Any:
 
 def connect(target: VCenterTarget) -> Any:
     """Log in and return the ServiceInstance (re-logging in by itself when needed)."""
-    _check_thumbprint(target)
+    check_thumbprint(target)
     try:
         stub = SmartStubAdapter(
             host=target.host,
             port=target.port,
-            sslContext=_ssl_context(target),
+            sslContext=ssl_context(target),
             connectionPoolTimeout=30,
         )
         si = vim.ServiceInstance(
