@@ -25,6 +25,7 @@ class SourceDisk:
     unit_number: int | None
     change_id: str | None
     encrypted: bool = False
+    allocated: int | None = None  # bytes on the datastore (layoutEx); None: unknown
 
 
 @dataclass(frozen=True)

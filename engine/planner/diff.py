@@ -66,6 +66,14 @@ def _volume(
     )
 
 
+def full_bytes(disk: SourceDisk) -> int:
+    """What a full copy reads at most: the disk's allocated bytes on its datastore when vSphere
+    reports them (holes are skipped), else its capacity."""
+    if disk.allocated is None:
+        return disk.capacity
+    return min(disk.allocated, disk.capacity)
+
+
 def volume_change(
     vm: DesiredVM,
     volume: DesiredVolume,
@@ -87,7 +95,7 @@ def volume_change(
             "new volume: full copy from a snapshot",
             None,
             after,
-            size=disk.capacity,
+            size=full_bytes(disk),
         )
     if record is None:
         assert observed is not None
@@ -106,7 +114,7 @@ def volume_change(
             "the last copy failed (tainted): copy again in full",
             before,
             after,
-            size=disk.capacity,
+            size=full_bytes(disk),
         )
     if record.status is Status.IN_PROGRESS and before.get("copy") == "delta":
         return _volume(
@@ -125,7 +133,7 @@ def volume_change(
             f"resume the interrupted copy ({done} bytes already written)",
             before,
             after,
-            size=max(disk.capacity - done, 0),
+            size=min(full_bytes(disk), max(disk.capacity - done, 0)),
         )
     if observed is None and before.get("volume_id"):
         return _volume(
@@ -134,12 +142,12 @@ def volume_change(
             f"recorded volume {before['volume_id']} no longer exists: full copy",
             before,
             after,
-            size=disk.capacity,
+            size=full_bytes(disk),
         )
     copy, reason = sync_reason(vm, disk, before)
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
-    size = disk.capacity if copy == "full" else _delta_estimate(before)
+    size = full_bytes(disk) if copy == "full" else _delta_estimate(before)
     if size is None:
         reason += " (size unknown until a first delta is measured)"
     return _volume(address, Action.UPDATE, reason, before, after, size=size)
@@ -463,7 +471,7 @@ def _adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
         {k: v for k, v in found.items() if k not in ("volume_id", "change_id")},
         bytes=None
         if since
-        else next(d.capacity for d in vm.source.disks if d.key == found["disk_key"]),
+        else next(full_bytes(d) for d in vm.source.disks if d.key == found["disk_key"]),
         estimate=True,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from pyVmomi import vim
 
-from engine.lab.estate import ESTATE
+from engine.lab import disks as lab_disks
+from engine.lab.estate import ESTATE, LabDisk, LabVM
 from engine.lab.lab import Lab
 from engine.planner import planfile
 from engine.providers.vsphere.read import retrieve
@@ -27,6 +29,12 @@ def counts(lab: Lab, si: Any) -> tuple[int, int]:
         for o in retrieve(si, vim.VirtualMachine, ["snapshot"])
     )
     return volumes, snaps
+
+
+def allocated(lab: Lab, vm: LabVM, disk: LabDisk) -> int:
+    if not disk.thin:
+        return disk.capacity
+    return min(os.stat(lab_disks.live_path(lab.disks, vm, disk.key)).st_blocks * 512, disk.capacity)
 
 
 def test_demo_plan_json(lab: Lab, si: Any, tmp_path: Path) -> None:
@@ -63,9 +71,13 @@ def test_demo_plan_json(lab: Lab, si: Any, tmp_path: Path) -> None:
                 f"vm.{vm.name}" if " " not in vm.name else f'vm["{vm.name}"]'
             ) + f".disk[{disk.key}]"
             change = volumes[address]
-            assert change["action"] == "create" and change["bytes"] == disk.capacity
+            # a full copy reads at most what the disk occupies on its datastore (layoutEx)
+            assert change["action"] == "create" and change["bytes"] == allocated(lab, vm, disk)
             assert change["after"]["volume_type"] == disk.datastore.lower().replace("_", "-")
-    assert plan["summary"]["bytes_to_copy"] == sum(d.capacity for vm in ESTATE for d in vm.disks)
+    assert plan["summary"]["bytes_to_copy"] == sum(
+        allocated(lab, vm, d) for vm in ESTATE for d in vm.disks
+    )
+    assert plan["summary"]["bytes_to_copy"] < sum(d.capacity for vm in ESTATE for d in vm.disks)
     saved, spec_file = planfile.load(tmp_path / "demo.plan")
     assert spec_file == "plans/demo.yaml"
     assert planfile.to_json(saved)["changes"] == plan["changes"]

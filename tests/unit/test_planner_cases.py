@@ -57,6 +57,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
             controller_key=1000,
             unit_number=i,
             change_id=d.get("change_id"),
+            allocated=int(d["allocated_mib"] * 2**20) if "allocated_mib" in d else None,
         )
         for i, d in enumerate(v.get("disks", []))
     )

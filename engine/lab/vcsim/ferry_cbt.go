@@ -511,10 +511,14 @@ func (c *ferryCBT) answer(areas []types.DiskChangeExtent, start, capacity int64)
 // CBT reset as a new epoch. Without tracking, disks carry none.
 func (vm *VirtualMachine) Get() mo.Reference {
 	live := vm.VirtualMachine
-	if FerryCBT.dir == "" || vm.Config == nil || !cbtOn(vm.Config) || vm.Config.InstanceUuid == "" {
+	if FerryCBT.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" {
 		return &live
 	}
 	vmDir := FerryCBT.vmDir(vm.Config.InstanceUuid)
+	live.LayoutEx = ferryLayout(vmDir, vm.Config.Hardware.Device, vm.LayoutEx)
+	if !cbtOn(vm.Config) {
+		return &live
+	}
 	config := *vm.Config
 	devices := make([]types.BaseVirtualDevice, len(config.Hardware.Device))
 	copy(devices, config.Hardware.Device)
@@ -556,3 +560,54 @@ func liveChangeID(vmDir string, key int32) (string, bool) {
 	})
 	return id, err == nil
 }
+
+// ferryLayout is the VM's layoutEx with its lab disks' files as vSphere lists them: per disk a
+// descriptor and an extent whose size is what the disk occupies on the datastore (a thin disk:
+// the lab file's allocated blocks; a thick one: its capacity). Planning reads it as the bytes a
+// full copy moves at most.
+func ferryLayout(vmDir string, devices []types.BaseVirtualDevice, layout *types.VirtualMachineFileLayoutEx) *types.VirtualMachineFileLayoutEx {
+	out := &types.VirtualMachineFileLayoutEx{}
+	key := int32(0)
+	if layout != nil {
+		out.Snapshot = layout.Snapshot
+		out.Timestamp = layout.Timestamp
+		for _, f := range layout.File {
+			if f.Type != string(types.VirtualMachineFileLayoutExFileTypeDiskDescriptor) &&
+				f.Type != string(types.VirtualMachineFileLayoutExFileTypeDiskExtent) {
+				out.File = append(out.File, f)
+				if f.Key >= key {
+					key = f.Key + 1
+				}
+			}
+		}
+	}
+	for _, dev := range devices {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok {
+			continue
+		}
+		size := diskCapacity(disk)
+		if diskThin(disk) {
+			var st syscall.Stat_t
+			if err := syscall.Stat(diskFile(vmDir, disk.Key, "raw"), &st); err != nil {
+				continue
+			}
+			size = st.Blocks * 512
+		}
+		extent := strings.TrimSuffix(b.FileName, ".vmdk") + "-flat.vmdk"
+		out.File = append(out.File,
+			types.VirtualMachineFileLayoutExFileInfo{Key: key, Name: b.FileName,
+				Type: string(types.VirtualMachineFileLayoutExFileTypeDiskDescriptor), Size: 512, UniqueSize: 512},
+			types.VirtualMachineFileLayoutExFileInfo{Key: key + 1, Name: extent,
+				Type: string(types.VirtualMachineFileLayoutExFileTypeDiskExtent), Size: size, UniqueSize: size})
+		out.Disk = append(out.Disk, types.VirtualMachineFileLayoutExDiskLayout{Key: disk.Key,
+			Chain: []types.VirtualMachineFileLayoutExDiskUnit{{FileKey: []int32{key, key + 1}}}})
+		key += 2
+	}
+	return out
+}
+

@@ -9,6 +9,7 @@ several per VM.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -30,6 +31,8 @@ VM_PATHS = (
     "config.hardware.numCPU",
     "config.hardware.memoryMB",
     "config.hardware.device",
+    "layoutEx.disk",
+    "layoutEx.file",
     "runtime.powerState",
     "runtime.host",
     "guest.toolsRunningStatus",
@@ -48,6 +51,8 @@ PATHS: dict[Any, tuple[str, ...]] = {
 
 
 DEVICES = "config.hardware.device"
+# What only the VMs a spec selects need (most of the bytes): devices, and the disk files' layout.
+DETAIL = (DEVICES, "layoutEx.disk", "layoutEx.file")
 Chooser = Callable[[list[ObjectProps]], Iterable[Any]]
 
 
@@ -64,7 +69,7 @@ def fetch_inventory(
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, list(PATHS), True)
     paths = {
-        t: tuple(x for x in p if devices_for is None or x != DEVICES) for t, p in PATHS.items()
+        t: tuple(x for x in p if devices_for is None or x not in DETAIL) for t, p in PATHS.items()
     }
     try:
         spec = pc.FilterSpec(
@@ -99,7 +104,7 @@ def _add_devices(
     pc = vmodl.query.PropertyCollector
     spec = pc.FilterSpec(
         objectSet=[pc.ObjectSpec(obj=ref) for ref in chosen],
-        propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=[DEVICES])],
+        propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=list(DETAIL))],
     )
     found = {
         _moid(o.ref): o.props
@@ -164,6 +169,7 @@ def parse_vm(
 ) -> SourceVM:
     p = obj.props
     devices = list(p.get("config.hardware.device") or [])
+    allocated = disk_allocation(p.get("layoutEx.disk"), p.get("layoutEx.file"))
     host = p.get("runtime.host")
     parent = p.get("parent")
     return SourceVM(
@@ -183,7 +189,9 @@ def parse_vm(
         cbt=bool(p.get("config.changeTrackingEnabled")),
         template=bool(p.get("config.template")),
         disks=tuple(
-            parse_disk(d, names) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)
+            replace(parse_disk(d, names), allocated=allocated.get(int(d.key)))
+            for d in devices
+            if isinstance(d, vim.vm.device.VirtualDisk)
         ),
         nics=tuple(
             parse_nic(d, names, dvpg_names)
@@ -192,6 +200,17 @@ def parse_vm(
         ),
         snapshots=tuple(parse_snapshots(p.get("snapshot"))),
     )
+
+
+def disk_allocation(disks: Any, files: Any) -> dict[int, int]:
+    """Bytes each disk occupies on its datastores: the extents of every unit of its chain (its
+    base and its snapshots' deltas; an upper bound of what a full copy reads)."""
+    sizes = {int(f.key): int(f.size or 0) for f in files or [] if str(f.type) == "diskExtent"}
+    return {
+        int(d.key): sum(sizes.get(int(k), 0) for unit in d.chain or [] for k in unit.fileKey or [])
+        for d in disks or []
+        if any(int(k) in sizes for unit in d.chain or [] for k in unit.fileKey or [])
+    }
 
 
 def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:
