@@ -24,6 +24,7 @@ from engine.executor.events import Events, log_path
 from engine.executor.seams import (
     ByIdDevices,
     ConnectionInfoDevices,
+    DatastorePathSources,
     LabDevices,
     LabSources,
     VddkSources,
@@ -173,10 +174,15 @@ def _context(
     target = target_from_spec(source["vcenter"], dict(os.environ))
     if source.get("lab_dir"):
         sources: Any = LabSources(Path(source["lab_dir"]))
+    elif source["vcenter"].get("datastore_path"):
+        sources = DatastorePathSources(Path(source["vcenter"]["datastore_path"]))
     elif source["vcenter"].get("vddk_libdir"):
         sources = VddkSources(target, Path(source["vcenter"]["vddk_libdir"]))
     else:
-        raise UserError("source.vcenter.vddk_libdir is needed to read disks (or source.lab_dir)")
+        raise UserError(
+            "source.vcenter.vddk_libdir (or datastore_path, or source.lab_dir) is needed to "
+            "read disks"
+        )
     conn = connect_destination(spec["destination"])
     host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
     if host is None:

@@ -69,6 +69,35 @@ class VddkSources:
         )
 
 
+@dataclass(frozen=True)
+class DatastorePathSources:
+    """Cold migration from a local or NFS mount of the datastores (`source.vcenter.
+    datastore_path`): a disk "[ds] dir/name.vmdk" is read from <root>/ds/dir/name-flat.vmdk, its
+    flat extent, which the snapshot ferry took keeps frozen while it is read."""
+
+    root: Path
+
+    def source(
+        self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+    ) -> DiskSource:
+        return FileDiskSource(flat_extent(self.root, disk.file_name))
+
+
+def flat_extent(root: Path, file_name: str) -> Path:
+    """<root>/<datastore>/<dir>/<name>-flat.vmdk for "[datastore] dir/name.vmdk"."""
+    if not file_name.startswith("[") or "]" not in file_name:
+        raise DataplaneError(f"{file_name!r} is not a datastore path like '[ds] dir/disk.vmdk'")
+    datastore, rest = file_name[1:].split("]", 1)
+    relative = rest.strip().removesuffix(".vmdk") + "-flat.vmdk"
+    path = root / datastore / relative
+    if not path.is_file():
+        raise DataplaneError(
+            f"{file_name} is not at {path}: is the datastore {datastore!r} mounted under {root}, "
+            "and is the disk a flat (NFS or local) one?"
+        )
+    return path
+
+
 class Devices(Protocol):
     def device(self, conn: Any, volume_id: str, server_id: str) -> Path: ...
 

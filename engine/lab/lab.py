@@ -271,6 +271,26 @@ class Lab:
             raise UserError(f"VM {vm_name!r} has no disk {key}")
         lab_faults.set_device_full(self.root, vm.instance_uuid, key)
 
+    def export_datastores(self, mount: Path) -> Path:
+        """The lab's datastores as an NFS mount shows them to a cold migration
+        (`source.vcenter.datastore_path`): <mount>/<datastore>/<dir>/<disk>-flat.vmdk, each a
+        link to the lab disk's live file (so only a powered-off VM reads consistent bytes)."""
+        with session(self.vcenter_target()) as si:
+            found = retrieve(si, vim.VirtualMachine, ["name", "config.hardware.device"])
+        for obj in found:
+            vm = find_vm(str(obj.props["name"]))
+            if vm is None:
+                continue
+            for dev in obj.props.get("config.hardware.device") or []:
+                if not isinstance(dev, vim.vm.device.VirtualDisk):
+                    continue
+                datastore, rest = str(getattr(dev.backing, "fileName", "[?] ?"))[1:].split("]", 1)
+                link = mount / datastore / (rest.strip().removesuffix(".vmdk") + "-flat.vmdk")
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)
+                link.symlink_to(lab_disks.live_path(self.disks, vm, int(dev.key)))
+        return mount
+
     def install_guest(self, vm_name: str, key: int, image: Path) -> int:
         """Put a real guest's raw image on a lab VM's disk (journaled as guest writes)."""
         if not self.running():

@@ -308,6 +308,23 @@ def ports_for(
     return ports, concerns
 
 
+def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
+    """What the way disks are read asks of a VM."""
+    vcenter = (spec.get("source") or {}).get("vcenter") or {}
+    if not vcenter.get("datastore_path"):
+        return []
+    other = [s.name for s in vm.snapshots if not s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
+    if not other:
+        return []
+    return [
+        _error(
+            "snapshot-with-datastore-path",
+            f"has snapshot(s) {', '.join(other)}: datastore_path reads the base disk, which is "
+            "older than the VM's current state; consolidate (delete) them first",
+        )
+    ]
+
+
 def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
     out = []
     mode = settings.get("mode", "replicate")
@@ -390,6 +407,7 @@ def desired(
         volumes, volume_concerns = volumes_for(vm, settings, destination)
         ports, port_concerns = ports_for(vm, settings, destination)
         concerns = vm_concerns(vm, settings) + flavor_concerns + volume_concerns + port_concerns
+        concerns += source_concerns(vm, spec)
         if by_name[vm.name] > 1 and "name" in entry:
             concerns.append(
                 _error(

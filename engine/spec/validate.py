@@ -152,11 +152,28 @@ def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
     _check_unique_hosts(loaded, data.get("conversion_hosts"))
     for path, settings in _settings_blocks(data):
         _check_settings(loaded, path, settings)
+    if vcenter.get("datastore_path"):
+        _check_cold_only(loaded, data)
     seen: dict[tuple[str, str], Path] = {}
     for section in ("vms", "exclude"):
         for i, entry in enumerate(_list(data.get(section))):
             if isinstance(entry, dict):
                 _check_selector(loaded, (section, i), entry, seen if section == "vms" else {})
+
+
+def _check_cold_only(loaded: Loaded, data: dict[str, Any]) -> None:
+    """Disks read from a datastore mount are read once, with the source off: mode cold only."""
+    default = _dict(data.get("defaults")).get("mode", "replicate")
+    for path, settings in _settings_blocks(data):
+        if path[0] != "vms":
+            continue
+        mode = settings.get("mode", default)
+        if mode != "cold":
+            loaded.error(
+                f"mode {mode!r} with source.vcenter.datastore_path: disks read from a datastore "
+                "mount are copied once, with the source off (mode: cold)",
+                (*path, "mode") if "mode" in settings else path,
+            )
 
 
 def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
@@ -165,12 +182,6 @@ def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
     if len(given) != 1:
         loaded.error(
             "give exactly one of password_file or password_env for the vCenter login", path
-        )
-    if "datastore_path" in vcenter:
-        loaded.error(
-            "datastore_path (reading disks from a datastore mount) is not supported by this "
-            "ferry yet: read them with vddk_libdir",
-            (*path, "datastore_path"),
         )
     tls = vcenter.get("tls")
     if (

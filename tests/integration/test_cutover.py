@@ -365,3 +365,27 @@ def test_a_server_and_port_deleted_outside_ferry_are_reported_as_drift_and_recre
     again = records(state)
     assert again["vm.build-old.server"]["server_id"] != server.id
     assert_converged(lab, state, vm, server=True)
+
+
+def test_cold_migration_from_a_datastore_mount(lab: Lab, tmp_path: Path) -> None:
+    """source.vcenter.datastore_path instead of VDDK: build-old (powered off) copied once from
+    its flat extent under an NFS-style mount, then booted."""
+    vm = find_vm("build-old")
+    assert vm is not None
+    mount = lab.export_datastores(tmp_path / "mnt")
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    text = re.sub(r"^  lab_dir: .*\n", "", text, flags=re.M)
+    mounted = f"    datacenter: DC0\n    datastore_path: {mount}\n"
+    text = text.replace("    datacenter: DC0\n", mounted)
+    spec = tmp_path / "cold.yaml"
+    spec.write_text(text.split("\nvms:")[0] + "\nvms:\n  - name: build-old\n    mode: cold\n"
+                    "    convert: false\n")  # fmt: skip
+    state = tmp_path / "ferry.db"
+    done = apply(lab, spec, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert records(state)["vm.build-old.disk[2000]"]["last_sync"]["kind"] == "full"
+    assert_converged(lab, state, vm, server=True)
+    wrong = spec.read_text().replace("mode: cold", "mode: replicate")
+    spec.write_text(wrong)
+    refused = ferry(lab, "validate", str(spec))
+    assert refused.returncode == 1 and "(mode: cold)" in refused.stdout + refused.stderr

@@ -283,3 +283,14 @@ def test_first_boot_scripts_resolve_next_to_the_spec_and_missing_ones_are_errors
     assert loaded.data["vms"][0]["conversion"]["firstboot"] == [  # type: ignore[index]
         str(tmp_path / "scripts" / "net.sh")
     ]
+
+
+def test_datastore_path_is_for_cold_migrations_only() -> None:
+    spec = copy.deepcopy(VALID)
+    spec["source"]["vcenter"]["datastore_path"] = "/mnt/datastores"
+    found = errors(yaml.safe_dump(spec, sort_keys=False))
+    assert len(found) == 3  # web01 and the instance_uuid entry (default replicate), db-* cutover
+    assert all("(mode: cold)" in e for e in found)
+    spec["defaults"]["mode"] = "cold"
+    spec["vms"][2]["mode"] = "cold"
+    assert errors(yaml.safe_dump(spec, sort_keys=False)) == []
