@@ -61,13 +61,14 @@ def si(lab: Lab) -> Iterator[Any]:
 @pytest.fixture
 def new_cloud_objects(lab: Lab) -> Iterator[None]:
     """What a test created in the lab cloud goes after it — servers, ports, Cinder snapshots,
-    volumes, in that order — so the next test plans from scratch."""
+    volumes, networks, in that order — so the next test plans from scratch."""
     conn = lab.openstack("ferry-lab")
     before = {
         "servers": {s.id for s in conn.compute.servers()},
         "ports": {p.id for p in conn.network.ports()},
         "snapshots": {s.id for s in conn.block_storage.snapshots()},
         "volumes": {v.id for v in conn.block_storage.volumes()},
+        "networks": {n.id for n in conn.network.networks()},
     }
     yield
     for server in conn.compute.servers():
@@ -85,3 +86,6 @@ def new_cloud_objects(lab: Lab) -> Iterator[None]:
         if volume.id not in before["volumes"]:
             conn.block_storage.delete_volume(volume.id)
             conn.block_storage.wait_for_delete(volume, wait=120)
+    for network in conn.network.networks():
+        if network.id not in before["networks"]:
+            conn.network.delete_network(network.id)

@@ -43,7 +43,7 @@ SUPPORTED = {
     ("source_snapshot", Action.CREATE),
     *(
         (kind, action)
-        for kind in ("volume", "port", "flavor", "conversion", "server")
+        for kind in ("volume", "port", "flavor", "network", "conversion", "server")
         for action in Action
         if action is not Action.NOOP
     ),
@@ -114,6 +114,7 @@ class Applier:
             "volume": self._volume,
             "port": self.cutover.port,
             "flavor": self.cutover.flavor,
+            "network": self.cutover.network,
             "conversion": self.cutover.conversion,
             "server": self.cutover.server,
         }[change.kind]

@@ -148,6 +148,38 @@ class Cutover:
             [],
         )
 
+    # -- networks (created once, for the ports on them) --------------------------------------
+
+    def network(self, change: Change) -> None:
+        if self._torn_down(change, "network_id", compute.delete_network):
+            return
+        after = dict(change.after or {})
+        network_id, subnet_id, created = compute.ensure_network(
+            self.ctx.conn,
+            str(after["name"]),
+            str(after["cidr"]),
+            after.get("gateway"),
+            bool(after.get("dhcp", True)),
+        )
+        self.a._write(
+            [
+                ResourceRecord(
+                    change.address,
+                    "network",
+                    Status.READY,
+                    {**after, "network_id": network_id, "subnet_id": subnet_id},
+                )
+            ],
+            [],
+        )
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "step",
+                vm="",
+                message=f"{change.address}: network {network_id} "
+                + ("created" if created else "found and reused"),
+            )
+
     # -- conversion -----------------------------------------------------------------------------
 
     def conversion(self, change: Change) -> None:

@@ -5,6 +5,7 @@ Pure data. `None` means "not mapped / not chosen" and always comes with a concer
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -50,6 +51,7 @@ class DesiredPort:
     subnet: str | None
     fixed_ip: str | None
     portgroup: str | None
+    network_create: Mapping[str, Any] | None = None  # the network_map's create: block
 
 
 @dataclass(frozen=True)

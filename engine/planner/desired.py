@@ -303,6 +303,7 @@ def ports_for(
                 override.get("subnet") or (target or {}).get("subnet"),
                 override.get("ip"),
                 nic.portgroup,
+                (target or {}).get("create") if network == (target or {}).get("network") else None,
             )
         )
     return ports, concerns

@@ -60,6 +60,22 @@ def conversion_ports_flavor_before_server(graph: Graph, changes: list[Change]) -
             graph.add_edge(flavor.address, server_address)
 
 
+def networks_around_ports(graph: Graph, changes: list[Change]) -> None:
+    """A network ferry creates comes before the ports on it; on teardown, after them."""
+    for destructive in (False, True):
+        by_network: dict[str, list[str]] = {}
+        for port in _by(changes, "port", destructive):
+            values = (port.before if destructive else port.after) or {}
+            by_network.setdefault(str(values.get("network")), []).append(port.address)
+        for network in _by(changes, "network", destructive):
+            name = Address.parse(network.address).name
+            for port_address in by_network.get(name, []):
+                if destructive:
+                    graph.add_edge(port_address, network.address)
+                else:
+                    graph.add_edge(network.address, port_address)
+
+
 def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
     """Teardown runs in reverse: the server goes before its ports, volumes and conversion."""
     for kind in ("port", "volume", "conversion"):
@@ -71,6 +87,7 @@ TRANSFORMERS: tuple[Transformer, ...] = (
     snapshot_before_copies,
     copies_before_conversion,
     conversion_ports_flavor_before_server,
+    networks_around_ports,
     server_deleted_first,
 )
 

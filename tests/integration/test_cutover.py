@@ -389,3 +389,42 @@ def test_cold_migration_from_a_datastore_mount(lab: Lab, tmp_path: Path) -> None
     spec.write_text(wrong)
     refused = ferry(lab, "validate", str(spec))
     assert refused.returncode == 1 and "(mode: cold)" in refused.stdout + refused.stderr
+
+
+def test_a_network_the_spec_asks_for_is_created_once_and_kept(lab: Lab, tmp_path: Path) -> None:
+    """network_map with create: a missing network (and subnet) is planned, created before the
+    port on it, reused by the next plan (no-op), and deleted only by --destroy."""
+    vm = find_vm("build-old")
+    assert vm is not None
+    text = (
+        (ROOT / "plans" / "demo.yaml")
+        .read_text()
+        .replace(
+            "    VM Network: {network: lab-vm-network}",
+            "    VM Network: {network: lab-made, create: {cidr: 10.77.0.0/24, gateway: 10.77.0.1}}",
+        )
+    )
+    assert "lab-made" in text
+    spec = tmp_path / "made.yaml"
+    spec.write_text(text.split("\nvms:")[0] + "\nvms:\n  - name: build-old\n    mode: cutover\n"
+                    "    convert: false\n")  # fmt: skip
+    state = tmp_path / "ferry.db"
+    plan = ferry(lab, "plan", str(spec), "--json", "--state", str(state))
+    changes = {c["address"]: c for c in json.loads(plan.stdout)["changes"]}
+    assert changes["network.lab-made"]["action"] == "create"
+    assert ["network.lab-made", "vm.build-old.port[1]"] in json.loads(plan.stdout)["graph"]["edges"]
+    done = apply(lab, spec, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    conn = lab.openstack("ferry-lab")
+    network = conn.network.find_network("lab-made")
+    assert network is not None and "ferry" in network.tags
+    (subnet,) = list(conn.network.subnets(network_id=network.id))
+    assert (subnet.cidr, subnet.gateway_ip) == ("10.77.0.0/24", "10.77.0.1")
+    port = conn.network.get_port(records(state)["vm.build-old.port[1]"]["port_id"])
+    assert port.network_id == network.id
+    assert_converged(lab, state, vm, server=True)
+    again = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", str(state))
+    assert again.returncode == 0, again.stdout
+    destroy = ferry(lab, "plan", str(spec), "--destroy", "--json", "--state", str(state))
+    deletes = {c["address"] for c in json.loads(destroy.stdout)["changes"]}
+    assert "network.lab-made" in deletes

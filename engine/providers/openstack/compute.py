@@ -48,6 +48,47 @@ def _network_id(conn: Any, name: str) -> str:
     return str(network.id)
 
 
+def ensure_network(
+    conn: Any, name: str, cidr: str, gateway: str | None, dhcp: bool
+) -> tuple[str, str, bool]:
+    """The network (tagged ferry) and its subnet: (network id, subnet id, created). One a killed
+    apply left (ours by its tag) is completed and reused; someone else's is an error."""
+
+    def once() -> tuple[str, str, bool]:
+        network = conn.network.find_network(name, ignore_missing=True)
+        created = network is None
+        if network is None:
+            network = conn.network.create_network(name=name, description="created by ferry")
+            conn.network.set_tags(network, [TAG])
+        elif TAG not in (network.tags or []):
+            raise OpenStackError(f"network {name!r} exists and ferry did not create it")
+        subnets = list(conn.network.subnets(network_id=network.id))
+        subnet = subnets[0] if subnets else None
+        if subnet is None:
+            fields: dict[str, Any] = {
+                "name": f"{name}-v4",
+                "network_id": network.id,
+                "ip_version": 4,
+                "cidr": cidr,
+                "enable_dhcp": dhcp,
+            }
+            if gateway:
+                fields["gateway_ip"] = gateway
+            subnet = conn.network.create_subnet(**fields)
+            conn.network.set_tags(subnet, [TAG])
+        return str(network.id), str(subnet.id), created
+
+    return transient(once, f"network {name}")
+
+
+def delete_network(conn: Any, network_id: str) -> None:
+    """The network and its subnets (neutron removes them together)."""
+    transient(
+        lambda: conn.network.delete_network(network_id, ignore_missing=True),
+        f"deleting network {network_id}",
+    )
+
+
 def _fixed_ips(conn: Any, spec: PortSpec, network_id: str) -> list[dict[str, str]] | None:
     if spec.subnet is None and spec.fixed_ip is None:
         return None
