@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from engine.errors import UserError
 
-KINDS = ("vm", "flavor", "network")
+KINDS = ("vm", "flavor", "network", "host")
 PARTS = ("cbt", "snapshot", "disk", "port", "server", "conversion")
 INDEXED = ("disk", "port")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")

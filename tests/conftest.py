@@ -61,7 +61,7 @@ def si(lab: Lab) -> Iterator[Any]:
 @pytest.fixture
 def new_cloud_objects(lab: Lab) -> Iterator[None]:
     """What a test created in the lab cloud goes after it — servers, ports, Cinder snapshots,
-    volumes, networks, in that order — so the next test plans from scratch."""
+    volumes, networks, security groups, in that order — so the next test plans from scratch."""
     conn = lab.openstack("ferry-lab")
     before = {
         "servers": {s.id for s in conn.compute.servers()},
@@ -69,6 +69,7 @@ def new_cloud_objects(lab: Lab) -> Iterator[None]:
         "snapshots": {s.id for s in conn.block_storage.snapshots()},
         "volumes": {v.id for v in conn.block_storage.volumes()},
         "networks": {n.id for n in conn.network.networks()},
+        "security_groups": {g.id for g in conn.network.security_groups()},
     }
     yield
     for server in conn.compute.servers():
@@ -89,3 +90,6 @@ def new_cloud_objects(lab: Lab) -> Iterator[None]:
     for network in conn.network.networks():
         if network.id not in before["networks"]:
             conn.network.delete_network(network.id)
+    for group in conn.network.security_groups():
+        if group.id not in before["security_groups"]:
+            conn.network.delete_security_group(group.id)

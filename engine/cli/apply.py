@@ -185,7 +185,7 @@ def _context(
         )
     conn = connect_destination(spec["destination"])
     host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
-    if host is None:
+    if host is None and not hosts[0].get("create"):
         raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
     devices: Any = ByIdDevices()
     if hosts[0].get("devices") == "connection-info":
@@ -198,7 +198,7 @@ def _context(
         store,
         sources,
         devices,
-        host.id,
+        host.id if host is not None else "",  # booted by its host.<name> node first
         verify,
         log_dir=log_dir,
         events=events,

@@ -43,7 +43,15 @@ SUPPORTED = {
     ("source_snapshot", Action.CREATE),
     *(
         (kind, action)
-        for kind in ("volume", "port", "flavor", "network", "conversion", "server")
+        for kind in (
+            "volume",
+            "port",
+            "flavor",
+            "network",
+            "conversion_host",
+            "conversion",
+            "server",
+        )
         for action in Action
         if action is not Action.NOOP
     ),
@@ -115,6 +123,7 @@ class Applier:
             "port": self.cutover.port,
             "flavor": self.cutover.flavor,
             "network": self.cutover.network,
+            "conversion_host": self.cutover.conversion_host,
             "conversion": self.cutover.conversion,
             "server": self.cutover.server,
         }[change.kind]

@@ -148,6 +148,38 @@ class Cutover:
             [],
         )
 
+    # -- the conversion host (pre-migration phase) -------------------------------------------
+
+    def conversion_host(self, change: Change) -> None:
+        before = self._attrs(change.address) or dict(change.before or {})
+        if self._torn_down(change, "server_id", compute.delete_conversion_host):
+            if before.get("security_group_id"):
+                compute.delete_security_group(self.ctx.conn, str(before["security_group_id"]))
+            return
+        after = dict(change.after or {})
+        server_id, group_id, created = compute.ensure_conversion_host(
+            self.ctx.conn,
+            compute.HostSpec(
+                name=str(after["name"]),
+                image=str(after["image"]),
+                flavor=str(after["flavor"]),
+                network=str(after["network"]),
+                ssh_from=str(after["ssh_from"]),
+                security_group=str(after["security_group"]),
+                key_pair=after.get("key_pair"),
+            ),
+        )
+        self.ctx.conversion_host_id = server_id
+        attrs = {**after, "server_id": server_id, "security_group_id": group_id}
+        self.a._write([ResourceRecord(change.address, "conversion_host", Status.READY, attrs)], [])
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "step",
+                vm="",
+                message=f"{change.address}: server {server_id} "
+                + ("booted" if created else "found and reused"),
+            )
+
     # -- networks (created once, for the ports on them) --------------------------------------
 
     def network(self, change: Change) -> None:

@@ -141,3 +141,4 @@ class Destination:
     ports: tuple[ObservedPort, ...] = ()
     servers: tuple[ObservedServer, ...] = ()
     quotas: Mapping[str, Quota] = field(default_factory=dict)  # volumes, gigabytes, ports, ...
+    server_names: frozenset[str] = frozenset()  # every server of the project, by name

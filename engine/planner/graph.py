@@ -76,6 +76,20 @@ def networks_around_ports(graph: Graph, changes: list[Change]) -> None:
                     graph.add_edge(network.address, port_address)
 
 
+def conversion_host_first(graph: Graph, changes: list[Change]) -> None:
+    """A conversion host ferry boots comes before every snapshot, copy and conversion (the source
+    is not touched before the host is up); on teardown it goes last."""
+    users = ("source_snapshot", "volume", "conversion")
+    for host in _by(changes, "conversion_host", False):
+        for change in changes:
+            if change.kind in users and change.action not in DESTRUCTIVE:
+                graph.add_edge(host.address, change.address)
+    for host in _by(changes, "conversion_host", True):
+        for change in changes:
+            if change.kind != "conversion_host" and change.action in DESTRUCTIVE:
+                graph.add_edge(change.address, host.address)
+
+
 def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
     """Teardown runs in reverse: the server goes before its ports, volumes and conversion."""
     for kind in ("port", "volume", "conversion"):
@@ -88,6 +102,7 @@ TRANSFORMERS: tuple[Transformer, ...] = (
     copies_before_conversion,
     conversion_ports_flavor_before_server,
     networks_around_ports,
+    conversion_host_first,
     server_deleted_first,
 )
 

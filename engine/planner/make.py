@@ -17,6 +17,7 @@ from engine.model.state import State
 from engine.planner import graph as plan_graph
 from engine.planner.desired import desired
 from engine.planner.diff import DiffInput, diff
+from engine.planner.hosts import host_changes
 
 Locator = Callable[[Path], Location | None]
 
@@ -40,6 +41,7 @@ def make_plan(
 ) -> Plan:
     vms, diagnostics = desired(spec, inventory, destination)
     vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy))
+    changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)
     if targets:
         keep = plan_graph.targeted(changes, graph, list(targets))

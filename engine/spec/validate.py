@@ -200,6 +200,16 @@ def _check_unique_hosts(loaded: Loaded, hosts: Any) -> None:
         return
     seen: set[str] = set()
     for i, host in enumerate(hosts):
+        create = host.get("create") if isinstance(host, dict) else None
+        cidr = create.get("ssh_from") if isinstance(create, dict) else None
+        if isinstance(cidr, str):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                loaded.error(
+                    f"{cidr!r} is not a valid CIDR: {exc}",
+                    ("conversion_hosts", i, "create", "ssh_from"),
+                )
         name = host.get("name") if isinstance(host, dict) else None
         if isinstance(name, str):
             if name in seen:

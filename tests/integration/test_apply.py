@@ -259,3 +259,41 @@ def test_read_errors_fail_only_their_disk_then_sporadic_ones_are_retried(
         lab.read_errors("web01", 2001, None)
     synced = assert_exact(lab, state)["vm.web01.disk[2001]"]["last_sync"]
     assert synced["retries"] > 0
+
+
+def test_a_conversion_host_the_spec_asks_for_is_booted_first(lab: Lab, tmp_path: Path) -> None:
+    """The pre-migration phase: conv-02 does not exist; apply boots it (image, flavor, network,
+    a security group with SSH from one CIDR), then copies onto it; a second plan is all no-op;
+    --destroy would delete it."""
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    hosts = text[text.index("conversion_hosts:") : text.index("\ndefaults:")]
+    made = (
+        "conversion_hosts:\n  - name: ferry-conv-02\n    max_parallel: 1\n"
+        "    devices: connection-info\n    create:\n      image: ferry-lab-conversion\n"
+        "      flavor: ferry.conversion\n      network: lab-vm-network\n"
+        "      ssh_from: 192.0.2.0/24\n"
+    )
+    spec = tmp_path / "host.yaml"
+    spec.write_text(text.replace(hosts, made).split("\nvms:")[0] + "\nvms:\n  - name: build-old\n")
+    state = tmp_path / "ferry.db"
+    plan = ferry(lab, "plan", str(spec), "--json", "--state", str(state))
+    edges = json.loads(plan.stdout)["graph"]["edges"]
+    assert ["host.ferry-conv-02", "vm.build-old.snapshot"] in edges
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    conn = lab.openstack("ferry-lab")
+    host = conn.compute.find_server("ferry-conv-02")
+    assert host is not None and host.status == "ACTIVE"
+    volume = conn.block_storage.get_volume(records(state)["vm.build-old.disk[2000]"]["volume_id"])
+    assert volume.status == "available"  # written on conv-02, detached after
+    group = conn.network.find_security_group("ferry-conv-02-ssh")
+    rules = [
+        (r.protocol, r.port_range_min, r.remote_ip_prefix)
+        for r in conn.network.security_group_rules(security_group_id=group.id)
+        if r.direction == "ingress"
+    ]
+    assert ("tcp", 22, "192.0.2.0/24") in rules
+    again = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", str(state))
+    assert again.returncode == 0, again.stdout
+    destroy = ferry(lab, "plan", str(spec), "--destroy", "--json", "--state", str(state))
+    assert "host.ferry-conv-02" in {c["address"] for c in json.loads(destroy.stdout)["changes"]}

@@ -81,6 +81,85 @@ def ensure_network(
     return transient(once, f"network {name}")
 
 
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    image: str
+    flavor: str
+    network: str
+    ssh_from: str
+    security_group: str
+    key_pair: str | None = None
+
+
+def ensure_conversion_host(conn: Any, spec: HostSpec) -> tuple[str, str, bool]:
+    """The conversion host (server id, security group id, created): a security group allowing
+    SSH from one CIDR, then the server, waited for ACTIVE. One a killed apply left (by its
+    ferry_role metadata) is reused; a server of that name ferry did not boot is an error."""
+    group = transient(lambda: _ssh_group(conn, spec), f"security group {spec.security_group}")
+    existing = conn.compute.find_server(spec.name, ignore_missing=True)
+    if existing is not None:
+        server = conn.compute.get_server(existing.id)
+        if (server.metadata or {}).get("ferry_role") != "conversion-host":
+            raise OpenStackError(f"server {spec.name!r} exists and ferry did not boot it")
+        return str(wait_active(conn, str(server.id)).id), group, False
+    image = conn.image.find_image(spec.image, ignore_missing=True)
+    flavor = conn.compute.find_flavor(spec.flavor, ignore_missing=True)
+    if image is None or flavor is None:
+        missing = f"image {spec.image!r}" if image is None else f"flavor {spec.flavor!r}"
+        raise UserError(f"conversion host {spec.name}: {missing} does not exist")
+    fields: dict[str, Any] = {
+        "name": spec.name,
+        "image_id": image.id,
+        "flavor_id": flavor.id,
+        "networks": [{"uuid": _network_id(conn, spec.network)}],
+        "security_groups": [{"name": spec.security_group}],
+        "metadata": {"ferry_role": "conversion-host"},
+    }
+    if spec.key_pair:
+        fields["key_name"] = spec.key_pair
+    try:
+        server = conn.compute.create_server(**fields)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"booting conversion host {spec.name}: {exc}") from exc
+    return str(wait_active(conn, str(server.id)).id), group, True
+
+
+def _ssh_group(conn: Any, spec: HostSpec) -> str:
+    group = conn.network.find_security_group(spec.security_group, ignore_missing=True)
+    if group is None:
+        group = conn.network.create_security_group(
+            name=spec.security_group, description="ferry conversion host: SSH"
+        )
+        conn.network.set_tags(group, [TAG])
+    rules = list(conn.network.security_group_rules(security_group_id=group.id))
+    if not any(
+        r.direction == "ingress" and r.port_range_min == 22 and r.remote_ip_prefix == spec.ssh_from
+        for r in rules
+    ):
+        conn.network.create_security_group_rule(
+            security_group_id=group.id,
+            direction="ingress",
+            ethertype="IPv6" if ":" in spec.ssh_from else "IPv4",
+            protocol="tcp",
+            port_range_min=22,
+            port_range_max=22,
+            remote_ip_prefix=spec.ssh_from,
+        )
+    return str(group.id)
+
+
+def delete_conversion_host(conn: Any, server_id: str) -> None:
+    delete_server(conn, server_id)
+
+
+def delete_security_group(conn: Any, group_id: str) -> None:
+    transient(
+        lambda: conn.network.delete_security_group(group_id, ignore_missing=True),
+        f"deleting security group {group_id}",
+    )
+
+
 def delete_network(conn: Any, network_id: str) -> None:
     """The network and its subnets (neutron removes them together)."""
     transient(

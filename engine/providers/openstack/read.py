@@ -144,4 +144,5 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
             if (s.metadata or {}).get("ferry_vm")
         ),
         quotas={k: Quota(limit, used) for k, (limit, used) in raw.get("quotas", {}).items()},
+        server_names=frozenset(str(s.name) for s in raw["servers"]),
     )
