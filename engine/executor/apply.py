@@ -236,9 +236,10 @@ class Applier:
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
         self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
 
-    def _delete_volume(self, volume_id: str) -> None:
+    def _delete_volume(self, volume_id: str, status: str = "available") -> None:
         if volumes.exists(self.ctx.conn, volume_id):
-            volumes.wait_volume(self.ctx.conn, volume_id, "available")
+            if status == "available":
+                volumes.wait_volume(self.ctx.conn, volume_id, "available")
             self.ctx.conn.block_storage.delete_volume(volume_id)
 
     def _sync(
@@ -294,9 +295,15 @@ class Applier:
         return "full", None, 0, not volume_known
 
     def _ensure_volume(self, change: Change, address: Address, before: dict[str, Any]) -> str:
-        existing = before.get("volume_id")
-        if existing and volumes.exists(self.ctx.conn, str(existing)):
-            return str(existing)
+        """The disk's volume, available: the recorded one, or a new one — recorded as soon as
+        cinder names it, so an apply killed (or a cloud that loses the request) while it is being
+        created finds it again instead of making another."""
+        existing = str(before.get("volume_id") or "")
+        if existing and volumes.exists(self.ctx.conn, existing):
+            if volumes.usable(self.ctx.conn, existing):
+                return existing
+            self.ctx.say(address.name, f"{change.address}: volume {existing} is in error: replaced")
+            self._delete_volume(existing, status="error")
         after = change.after or {}
         metadata = {
             "ferry_vm": self.uuids[address.name] or "",
@@ -309,7 +316,11 @@ class Applier:
             int(after.get("size_gib", 1)),
             after.get("volume_type"),
             metadata,
+            wait=False,
         )
+        attrs = {**before, "volume_id": volume.id, "copy": "full", "copied_bytes": 0}
+        self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
+        volume = volumes.wait_volume(self.ctx.conn, str(volume.id), "available")
         if after.get("bootable"):
             self.ctx.conn.block_storage.set_volume_bootable_status(volume, True)
         return str(volume.id)

@@ -140,6 +140,11 @@ def authtoken(ports: Ports, sec: Secrets, user: str) -> dict[str, str]:
     }
 
 
+# Queues and messages that survive a RabbitMQ restart, as production clouds run them: a request
+# accepted by an API while the broker restarts is not lost on its way to the scheduler.
+DURABLE = {"oslo_messaging_rabbit": {"amqp_durable_queues": "true"}}
+
+
 def _common(lay: Layout, ports: Ports, name: str) -> dict[str, str]:
     return {
         "transport_url": transport_url(ports),
@@ -216,6 +221,7 @@ def cinder(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
         "service_user": {**service_auth(ports, sec, "cinder"), "send_service_user_token": "true"},
         "oslo_concurrency": {"lock_path": str(lay.dir("cinder") / "locks")},
         "oslo_messaging_notifications": {"driver": "noop"},
+        **DURABLE,
         "cinder_sys_admin": {"helper_command": f"{lay.bin('privsep-helper')} --config-file {conf}"},
         "coordination": {"backend_url": f"file://{lay.dir('cinder') / 'coordination'}"},
     }
@@ -240,6 +246,7 @@ def neutron(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
         "nova": service_auth(ports, sec, "nova"),
         "oslo_concurrency": {"lock_path": str(lay.dir("neutron") / "locks")},
         "oslo_messaging_notifications": {"driver": "noop"},
+        **DURABLE,
         "ml2": {
             "type_drivers": "flat,vlan,vxlan",
             "tenant_network_types": "vxlan",
@@ -280,6 +287,7 @@ def nova(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
         "wsgi": {"api_paste_config": lay.paste("nova", "api-paste.ini")},
         "oslo_concurrency": {"lock_path": str(lay.dir("nova") / "locks")},
         "oslo_messaging_notifications": {"driver": "noop"},
+        **DURABLE,
         "notifications": {"notification_format": "unversioned"},
         "vnc": {"enabled": "false"},
     }

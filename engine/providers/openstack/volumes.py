@@ -22,7 +22,8 @@ VOLUME_FAILED = ("error", "error_attaching", "error_detaching", "error_extending
 
 
 def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) -> Any:
-    """Re-fetch the volume until it has `status`; an error status fails at once."""
+    """Re-fetch the volume until it has `status`; an error status fails at once; still
+    `creating` at the timeout says what that means."""
     return wait_for(
         lambda: conn.block_storage.get_volume(volume_id),
         f"volume {volume_id}",
@@ -31,6 +32,12 @@ def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) 
             f"volume {volume_id} went to {volume.status} (waiting for {status})"
             if volume.status in VOLUME_FAILED
             else None
+        ),
+        stuck=lambda volume: (
+            " — cinder may have lost the request (a RabbitMQ restart?): an operator can reset "
+            "its state to error, and the next apply replaces it"
+            if volume.status == "creating"
+            else ""
         ),
         timeout=timeout,
         goal=status,
@@ -89,16 +96,30 @@ def connection_info(conn: Any, volume_id: str, server_id: str) -> dict[str, Any]
 
 
 def create_volume(
-    conn: Any, name: str, size_gib: int, volume_type: str | None, metadata: dict[str, str]
+    conn: Any,
+    name: str,
+    size_gib: int,
+    volume_type: str | None,
+    metadata: dict[str, str],
+    *,
+    wait: bool = True,
 ) -> Any:
-    """A new volume carrying ferry's metadata, once available."""
+    """A new volume carrying ferry's metadata (once available, unless `wait` is False)."""
     try:
         volume = conn.block_storage.create_volume(
             name=name, size=size_gib, volume_type=volume_type, metadata=metadata
         )
     except os_exc.SDKException as exc:
         raise OpenStackError(f"creating volume {name}: {exc}") from exc
-    return wait_volume(conn, volume.id, "available")
+    return wait_volume(conn, volume.id, "available") if wait else volume
+
+
+def usable(conn: Any, volume_id: str) -> bool:
+    """False for a volume in an error status (cinder failed it: replace it)."""
+    status = transient(
+        lambda: conn.block_storage.get_volume(volume_id).status, f"reading volume {volume_id}"
+    )
+    return status not in VOLUME_FAILED
 
 
 def set_metadata(conn: Any, volume_id: str, metadata: dict[str, str]) -> None:

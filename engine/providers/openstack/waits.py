@@ -26,6 +26,7 @@ def wait_for(
     goal: str | None = None,
     delay: float = 0.2,
     max_delay: float = 3.0,
+    stuck: Callable[[Any], str] = lambda _: "",
 ) -> Any:
     """Re-fetch until `ready(resource)`; `failure(resource)` returning a message fails at once;
     `what` names the resource in errors ("volume <id>"), `goal` the status waited for."""
@@ -46,6 +47,8 @@ def wait_for(
             raise OpenStackError(message)
         if time.monotonic() > deadline:
             waiting = f" (waiting for {goal})" if goal else ""
-            raise OpenStackError(f"{what} still {resource.status} after {timeout:.0f} s{waiting}")
+            raise OpenStackError(
+                f"{what} still {resource.status} after {timeout:.0f} s{waiting}{stuck(resource)}"
+            )
         time.sleep(delay)
         delay = min(delay * 1.5, max_delay)
