@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from engine.cli.plan import StateOption, state_location
+from engine.cli.plan import StateOption, load_spec, state_location
 from engine.errors import UserError
 from engine.executor.events import read
 from engine.planner.refresh import read_state
@@ -19,10 +19,14 @@ def report(
     html_file: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
     md_file: Annotated[Path | None, typer.Option("--md", help="Write a Markdown report.")] = None,
     state: StateOption = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option("--spec", help="Read the state's location from this spec's state block."),
+    ] = None,
 ) -> None:
     """Per VM its disks, syncs, digests, conversion and measured downtime; a timeline of the last
     apply and the throughput of every sync."""
-    location = state_location(None, state)
+    location = state_location(dict(load_spec(spec).data) if spec else None, state)
     recorded = read_state(location)
     if not recorded.lineage:
         raise UserError(f"no state in {location.display}: nothing has been applied yet")

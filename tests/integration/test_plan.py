@@ -139,7 +139,10 @@ def test_a_vm_entry_that_selects_nothing_is_an_error_with_its_line(
     lines = spec.read_text().splitlines()
     done = ferry(lab, "plan", str(spec), "--state", str(tmp_path / "s.db"))
     assert done.returncode == 1
-    where = f"{spec}:{len(lines)}:5: error: vms[5] selects no VM in the inventory: name 'ghost01'"
+    where = (
+        f"{spec}:{len(lines)}:5: error: vms[5] selects no VM in the inventory of datacenter "
+        "DC0: name 'ghost01'"
+    )
     assert where in done.stdout.replace("\n", "")
 
 
