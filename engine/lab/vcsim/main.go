@@ -82,6 +82,7 @@ func main() {
 		Host: *listen,
 		User: url.UserPassword(*user, strings.TrimSpace(string(password))),
 	}
+	model.Service.RegisterEndpoints = true // the vAPI (tagging) endpoints imported above
 	server := model.Service.NewServer()
 
 	if *certOut != "" {
