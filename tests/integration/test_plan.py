@@ -16,6 +16,7 @@ from engine.lab.estate import ESTATE, LabDisk, LabVM
 from engine.lab.lab import Lab
 from engine.planner import planfile
 from engine.providers.vsphere.read import retrieve
+from engine.units import human
 from tests.integration.cli import ROOT, ferry
 
 pytestmark = pytest.mark.lab
@@ -88,7 +89,8 @@ def test_demo_plan_human_view_and_target(lab: Lab, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "+ vm.web01.disk[2000] create" in done.stdout
     assert "warning: CBT is off" in done.stdout
-    assert "Plan: 13 to create, 0 to update, 0 to destroy; 15.0 GiB to copy." in done.stdout
+    total = human(sum(allocated(lab, vm, d) for vm in ESTATE for d in vm.disks))
+    assert f"Plan: 13 to create, 0 to update, 0 to destroy; {total} to copy." in done.stdout
     targeted = ferry(
         lab,
         "plan",

@@ -78,7 +78,9 @@ class TagClient:
     def attached_vms(self, tag_id: str) -> frozenset[str]:
         """Morefs of the VMs carrying a tag."""
         objects = self._call(
-            "POST", f"{CIS}/tagging/tag-association/id:{tag_id}?~action=list-attached-objects"
+            "POST",
+            f"{CIS}/tagging/tag-association/id:{tag_id}?~action=list-attached-objects",
+            {},  # an empty body: vcsim insists on one, vSphere accepts it
         )
         return frozenset(o["id"] for o in objects or [] if o.get("type") == "VirtualMachine")
 
