@@ -154,6 +154,16 @@ def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
         _check_settings(loaded, path, settings)
     if vcenter.get("datastore_path"):
         _check_cold_only(loaded, data)
+    if vcenter.get("esxi"):
+        for section in ("vms", "exclude"):
+            for i, entry in enumerate(_list(data.get(section))):
+                pattern = _dict(_dict(entry).get("pattern"))
+                if "tag" in pattern:
+                    loaded.error(
+                        "an ESXi host has no tags (they live in vCenter): select by name or "
+                        "folder with esxi: true",
+                        (section, i, "pattern", "tag"),
+                    )
     seen: dict[tuple[str, str], Path] = {}
     for section in ("vms", "exclude"):
         for i, entry in enumerate(_list(data.get(section))):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.lab import vcenter
 from engine.lab.estate import DISTRIBUTED_PORTGROUPS, ESTATE, HOSTS
-from engine.lab.lab import Lab
+from engine.lab.lab import Lab, vcsim_binary
+from engine.lab.processes import stop
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
-from tests.integration.cli import ferry
+from tests.integration.cli import ROOT, ferry
 
 pytestmark = pytest.mark.lab
 
@@ -94,3 +98,32 @@ def test_devices_only_for_chosen_vms_in_a_second_call(si: Any, calls: list[str])
     vms = {vm.name: vm for vm in parse_inventory(objects).vms}
     assert [d.key for d in vms["web01"].disks] == [2000, 2001] and len(vms["web01"].nics) == 2
     assert all(not vm.disks and not vm.nics for name, vm in vms.items() if name != "web01")
+
+
+def test_esxi_direct_mode(lab: Lab, tmp_path: Path) -> None:
+    """source.vcenter.esxi: a standalone ESXi host (ferry-vcsim -esx: ha-datacenter, one host,
+    no vCenter) is discovered and planned through the same SOAP API."""
+    files = vcenter.VCenterFiles(tmp_path / "esx")
+    record = vcenter.start(vcsim_binary(), files, tmp_path / "esx-disks", extra=("-esx",))
+    try:
+        target = vcenter.target(files)
+        text = (ROOT / "plans" / "demo.yaml").read_text().split("\nvms:")[0]
+        text = re.sub(r"^  lab_dir: .*\n", "", text, flags=re.M)
+        text = text.replace("${FERRY_VCENTER_HOST}", target.host)
+        text = text.replace("${FERRY_VCENTER_PORT}", str(target.port))
+        text = text.replace("${FERRY_VCENTER_PASSWORD_FILE}", str(files.password))
+        text = text.replace("${FERRY_VCENTER_CAFILE}", str(files.cert))
+        esx = "    datacenter: ha-datacenter\n    esxi: true\n"
+        text = text.replace("    datacenter: DC0\n", esx)
+        spec = tmp_path / "esx.yaml"
+        spec.write_text(text + "\nvms:\n  - pattern: {name: '*'}\n")
+        found = ferry(lab, "discover", str(spec), "--json")
+        assert found.returncode == 0, found.stderr
+        vms = json.loads(found.stdout)["vms"]
+        assert vms and all(v["host"] for v in vms) and all(v["disks"] for v in vms)
+        plan = ferry(lab, "plan", str(spec), "--json", "--state", str(tmp_path / "s.db"))
+        assert plan.returncode in (0, 1), plan.stderr  # unmapped portgroups may block VMs
+        planned = {v["name"] for v in json.loads(plan.stdout)["vms"]}
+        assert planned == {v["name"] for v in vms}
+    finally:
+        stop(record)

@@ -46,6 +46,7 @@ func main() {
 	machines := flag.Int("machines", 0, "extra simulator VMs (VM0, VM1, ...) for scale tests")
 	delay := flag.Int("delay-ms", 0, "delay every SOAP call (simulates a remote, loaded vCenter)")
 	maxAreas := flag.Int("cbt-max-areas", 64, "QueryChangedDiskAreas: most areas per answer")
+	esx := flag.Bool("esx", false, "simulate a standalone ESXi host instead of a vCenter")
 	window := flag.Int64("cbt-window", 1<<30, "QueryChangedDiskAreas: most bytes of disk covered per answer")
 	flag.Parse()
 
@@ -65,9 +66,12 @@ func main() {
 	model.ClusterHost = *hosts
 	model.Host = 0
 	model.Machine = *machines
-	model.DelayConfig.Delay = *delay
 	model.Datastore = *datastores
 	model.Portgroup = *portgroups
+	if *esx { // a standalone ESXi host (ha-datacenter, no vCenter): for ESXi direct mode
+		model = simulator.ESX()
+	}
+	model.DelayConfig.Delay = *delay
 	if err := model.Create(); err != nil {
 		log.Fatalf("model: %v", err)
 	}

@@ -294,3 +294,11 @@ def test_datastore_path_is_for_cold_migrations_only() -> None:
     spec["defaults"]["mode"] = "cold"
     spec["vms"][2]["mode"] = "cold"
     assert errors(yaml.safe_dump(spec, sort_keys=False)) == []
+
+
+def test_esxi_direct_mode_has_no_tags() -> None:
+    spec = copy.deepcopy(VALID)
+    spec["source"]["vcenter"]["esxi"] = True
+    spec["vms"].append({"pattern": {"tag": "wave:1"}})
+    (found,) = errors(yaml.safe_dump(spec, sort_keys=False))
+    assert "an ESXi host has no tags" in found
