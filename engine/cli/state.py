@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from engine.addresses import Address
-from engine.cli.plan import STATE_HELP, StateOption, state_location
+from engine.cli.plan import STATE_HELP, StateOption, load_spec, state_location
 from engine.errors import NoStateError, UserError
 from engine.model.state import State
-from engine.statestore import StateStore, parse_ref
+from engine.statestore import StateLocation, StateStore, parse_ref
 
 app = typer.Typer(help="Inspect, repair and move ferry's recorded state.", no_args_is_help=True)
 
 
-def _store(state: str | None) -> StateStore:
-    location = state_location(None, state)
+SpecOption = Annotated[
+    Path | None,
+    typer.Option("--spec", help="Read the state's location from this spec's state block."),
+]
+
+
+def _location(state: str | None, spec: Path | None) -> StateLocation:
+    return state_location(dict(load_spec(spec).data) if spec else None, state)
+
+
+def _store(state: str | None, spec: Path | None = None) -> StateStore:
+    location = _location(state, spec)
     try:
         return location.open(create=False)
     except NoStateError as exc:
@@ -27,10 +38,12 @@ def _store(state: str | None) -> StateStore:
 
 @app.command("list")
 def list_(
-    state: StateOption = None, as_json: Annotated[bool, typer.Option("--json")] = False
+    state: StateOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    spec: SpecOption = None,
 ) -> None:
     """Every recorded address with its kind and status."""
-    current = _store(state).read()
+    current = _store(state, spec).read()
     if as_json:
         typer.echo(
             json.dumps(
@@ -58,10 +71,11 @@ def list_(
 def show(
     address: Annotated[str, typer.Argument(help="e.g. vm.web01.disk[2000]")],
     state: StateOption = None,
+    spec: SpecOption = None,
 ) -> None:
     """One address's recorded attributes, as JSON."""
     wanted = str(Address.parse(address))
-    record = _store(state).read().resources.get(wanted)
+    record = _store(state, spec).read().resources.get(wanted)
     if record is None:
         raise UserError(f"{wanted} is not in the state")
     typer.echo(
@@ -80,9 +94,9 @@ def show(
 
 
 @app.command()
-def unlock(state: StateOption = None) -> None:
+def unlock(state: StateOption = None, spec: SpecOption = None) -> None:
     """Remove the state lock left by a ferry process that is gone."""
-    removed = _store(state).force_unlock()
+    removed = _store(state, spec).force_unlock()
     if removed is None:
         typer.echo("the state was not locked")
     else:
@@ -93,14 +107,15 @@ def unlock(state: StateOption = None) -> None:
 def migrate(
     to: Annotated[str, typer.Option("--to", help="The destination. " + STATE_HELP)],
     state: StateOption = None,
+    spec: SpecOption = None,
 ) -> None:
     """Copy the state to another backend (e.g. SQLite → PostgreSQL): lineage, serial and every
     record, both sides locked while copying. The destination must be empty; the source is left
     as it is."""
-    source_location, target_location = state_location(None, state), parse_ref(to, os.environ)
+    source_location, target_location = _location(state, spec), parse_ref(to, os.environ)
     if target_location.identity == source_location.identity:
         raise UserError(f"the source and the destination are the same state ({to})")
-    source, target = _store(state), target_location.open()
+    source, target = _store(state, spec), target_location.open()
     with source.locked("state migrate"), target.locked("state migrate"):
         current = source.read()
         target.replace(current)

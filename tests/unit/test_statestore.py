@@ -240,3 +240,21 @@ def test_state_migrate_sqlite_to_postgres_and_back(tmp_path: Path, postgres_dsn:
     assert schema not in returned.stdout  # the default schema was used throughout
     same = ferry("state", "migrate", "--to", "env:PG", env=env)
     assert same.returncode == 1 and "are the same state" in same.stderr
+
+
+def test_state_commands_find_the_state_a_spec_names(tmp_path: Path, postgres_dsn: str) -> None:
+    """--spec: the spec's state block (here PostgreSQL, schema and DSN variable) decides."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    postgres_at(postgres_dsn, schema).open().write([record("vm.a.disk[2000]", size=1)], [])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "version: 1\nsource:\n  vcenter: {host: vc.example.com, username: svc, "
+        "password_env: VC_PW}\ndestination: {cloud: prod}\nvms:\n  - name: a\n"
+        f"state: {{backend: postgres, dsn_env: TEAM_DSN, schema: {schema}}}\n"
+    )
+    env = {**os.environ, "TEAM_DSN": postgres_dsn}
+    listed = ferry("state", "list", "--spec", str(spec), "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["address"] for r in json.loads(listed.stdout)["resources"]] == ["vm.a.disk[2000]"]
+    unset = ferry("state", "list", "--spec", str(spec), env=dict(os.environ))
+    assert unset.returncode == 1 and "$TEAM_DSN is empty" in unset.stderr
