@@ -571,6 +571,12 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             changes += vm_list
     changes += _departed(data, by_vm)
     changes += network_changes(data, [c for c in changes if c.kind == "port"])
+    if data.destroy:
+        changes += [
+            Change(a, "flavor", Action.DELETE, "--destroy", dict(r.attributes), None)
+            for a, r in sorted(data.state.resources.items())
+            if r.kind == "flavor"
+        ]
     return plans, changes
 
 

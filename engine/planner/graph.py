@@ -91,9 +91,13 @@ def conversion_host_first(graph: Graph, changes: list[Change]) -> None:
 
 
 def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
-    """Teardown runs in reverse: the server goes before its ports, volumes and conversion."""
+    """Teardown runs in reverse: the server goes before its ports, volumes and conversion, and
+    before the flavor made for it."""
     for kind in ("port", "volume", "conversion"):
         _same_vm_edges(graph, changes, "server", kind, destructive=True)
+    for flavor in _by(changes, "flavor", True):
+        for server in _by(changes, "server", True):
+            graph.add_edge(server.address, flavor.address)
 
 
 TRANSFORMERS: tuple[Transformer, ...] = (

@@ -428,3 +428,38 @@ def test_a_network_the_spec_asks_for_is_created_once_and_kept(lab: Lab, tmp_path
     destroy = ferry(lab, "plan", str(spec), "--destroy", "--json", "--state", str(state))
     deletes = {c["address"] for c in json.loads(destroy.stdout)["changes"]}
     assert "network.lab-made" in deletes
+
+
+def test_flavor_create_as_the_clouds_operator(lab: Lab, tmp_path: Path) -> None:
+    """flavor: create needs an admin: the spec logs in as the lab cloud's admin, scoped to the
+    lab project (destination.project). The flavor is made for the VM, the server boots with it,
+    a re-plan leaves it alone and --destroy would delete it."""
+    vm = find_vm("build-old")
+    assert vm is not None
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    text = text.replace("  cloud: ferry-lab\n", "  cloud: ferry-lab-admin\n  project: ferry-lab\n")
+    spec = tmp_path / "operator.yaml"
+    spec.write_text(text.split("\nvms:")[0] + "\nvms:\n  - name: build-old\n    mode: cutover\n"
+                    "    convert: false\n    flavor: create\n")  # fmt: skip
+    state = tmp_path / "ferry.db"
+    admin = lab.openstack("ferry-lab-admin")
+    try:
+        done = apply(lab, spec, "vm.build-old", state)
+        assert done.returncode == 0, done.stdout + done.stderr
+        flavor = admin.compute.find_flavor("ferry-build-old")
+        assert flavor is not None and (flavor.vcpus, flavor.ram) == (vm.cpus, vm.memory_mb)
+        server = lab.openstack("ferry-lab").compute.get_server(
+            records(state)["vm.build-old.server"]["server_id"]
+        )
+        assert server.flavor["original_name"] == "ferry-build-old"
+        assert_converged(lab, state, vm, server=True)
+        again = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", str(state))
+        assert again.returncode == 0, again.stdout
+        destroy = ferry(lab, "plan", str(spec), "--destroy", "--json", "--state", str(state))
+        assert "flavor.ferry-build-old" in {
+            c["address"] for c in json.loads(destroy.stdout)["changes"]
+        }
+    finally:  # the server, ports and volumes go with the test's fixture; the flavor here
+        made = admin.compute.find_flavor("ferry-build-old", ignore_missing=True)
+        if made is not None:
+            admin.compute.delete_flavor(made)

@@ -90,6 +90,11 @@ def lab_project(conn: Any, sec: Secrets) -> Any:
         name=config.LAB_USER, password=sec.user, domain_id="default", default_project_id=project.id
     )
     conn.identity.assign_project_role_to_user(project, user, conn.identity.find_role("member"))
+    # The operator of the lab cloud (admin) may act in the lab project: a spec with
+    # `destination: {cloud: ferry-lab-admin, project: ferry-lab}` can create flavors there.
+    conn.identity.assign_project_role_to_user(
+        project, conn.identity.find_user("admin"), conn.identity.find_role("admin")
+    )
     conn.set_compute_quotas(project.id, instances=200, cores=2000, ram=4096000)
     conn.set_volume_quotas(project.id, volumes=1000, gigabytes=100000, snapshots=1000)
     conn.set_network_quotas(
