@@ -197,9 +197,20 @@ def _step(
         )
 
 
+DIE_WITH_PARENT = (
+    ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
+)  # util-linux: the child gets SIGKILL when ferry's thread that started it dies
+
+
 def _run(argv: list[str], env: dict[str, str], out: IO[str], timeout: float) -> int:
+    # Killed with ferry (kill -9 included): a conversion left running would keep writing the
+    # volumes that the next apply reverts and converts again.
     proc = subprocess.Popen(
-        argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        [*DIE_WITH_PARENT, *argv],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         return int(proc.wait(timeout=timeout))

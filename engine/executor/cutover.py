@@ -224,10 +224,18 @@ class Cutover:
             return
         after = dict(change.after or {})
         volume_ids = self._volume_ids(address.name, [d["key"] for d in after["disks"]])
+        record = self.ctx.store.read().resources.get(change.address)
+        interrupted = (
+            record is not None
+            and record.status is Status.IN_PROGRESS
+            and bool(record.attributes.get("protection"))
+        )
         protection = {
             v: compute.protection_snapshot(self.ctx.conn, v, f"ferry-protect-{v[:8]}")
             for v in volume_ids
         }
+        if interrupted and after.get("tool"):
+            self._start_over(address.name, protection)
         attrs = {**attrs, **after, "protection": protection}
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
@@ -242,6 +250,18 @@ class Cutover:
         attrs["seconds"] = round(seconds, 1)
         self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: converted in {seconds:.0f} s")
+
+    def _start_over(self, name: str, protection: dict[str, str]) -> None:
+        """A conversion interrupted (a killed apply) may have half-changed the guest: detach
+        what it left attached, put every volume back to its protection snapshot, convert again."""
+        for volume_id, snapshot_id in protection.items():
+            volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+            compute.revert(self.ctx.conn, volume_id, snapshot_id)
+        self.ctx.say(
+            name,
+            f"{Address('vm', name)}: an interrupted conversion starts over from the protection "
+            "snapshots",
+        )
 
     def _convert(self, name: str, after: dict[str, Any], volume_ids: list[str]) -> float:
         if str(after.get("guest_id") or "").startswith("windows"):

@@ -1,13 +1,15 @@
 """The slow tier: a tiny real Debian guest (built once and cached) behind the lab VM build-old is
 cut over with a real virt-v2v-in-place conversion (and a first-boot script); the converted volume
 has virtio drivers in its initramfs, grub in its boot sector, and boots to a login prompt on
-virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs."""
+virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs. The first apply is killed -9
+in the middle of the conversion; the next one reverts the volumes and converts again."""
 
 from __future__ import annotations
 
 import os
 import select
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 from engine.lab.estate import find_vm
 from engine.lab.guest import tiny_debian
 from engine.lab.lab import Lab
-from tests.integration.cli import ferry
+from tests.integration.cli import ROOT, ferry
 from tests.integration.test_cutover import records, spec_with, volume_file
 
 pytestmark = pytest.mark.lab
@@ -67,6 +69,45 @@ def initramfs_modules(image: Path, work: Path) -> str:
     return listed.stdout
 
 
+def converters() -> list[int]:
+    """PIDs of running virt-v2v-in-place processes."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and any(a.endswith(b"virt-v2v-in-place") for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
+    """kill -9 the apply 20 s into virt-v2v-in-place: the conversion dies with it (nothing
+    keeps writing the volume), the record stays in progress with its protection snapshots."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", "vm.build-old",
+         "--auto-approve", "--state", str(state)],
+        cwd=ROOT, env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "converting with virt-v2v-in-place" in line:
+            break
+    time.sleep(20)
+    assert proc.poll() is None, "the conversion ended before the kill"
+    assert converters(), "virt-v2v-in-place runs"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while converters() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert converters() == [], "the conversion died with the apply"
+    conversion = records(state)["vm.build-old.conversion"]
+    assert conversion["protection"], "the protection snapshots are recorded"
+
+
 def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
     lab: Lab, si: Any, tmp_path: Path, new_cloud_objects: None
 ) -> None:
@@ -82,10 +123,12 @@ def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
     hello = tmp_path / "ferry-hello.sh"
     hello.write_text("#!/bin/sh\necho ferry-firstboot-marker > /etc/ferry-hello\n")
     spec = spec_with(tmp_path, "build-old", f"mode: cutover\nconversion: {{firstboot: [{hello}]}}")
+    kill_mid_conversion(lab, spec, state)
     done = ferry(
         lab, "apply", str(spec), "--target", "vm.build-old", "--auto-approve", "--state", str(state)
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "an interrupted conversion starts over from the protection snapshots" in done.stdout
     found = records(state)
     assert found["vm.build-old.conversion"]["seconds"] > 0
     volume = volume_file(lab, found["vm.build-old.disk[2000]"]["volume_id"])
