@@ -253,6 +253,7 @@ class Applier:
         vm = self._vm(address.name)
         kind, areas, start_at, fresh = self._what_to_copy(change, before, vm, snapshot, disk)
         volume_id = self._ensure_volume(change, address, before)
+        self.cutover.revert_interrupted(address.name, volume_id)
         attrs = {**before, "volume_id": volume_id, "copy": kind, "copied_bytes": start_at}
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
         volumes.attach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)

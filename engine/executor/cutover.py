@@ -11,6 +11,7 @@ After the server is ACTIVE the volumes are marked converted and the protection s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ class Cutover:
     def __init__(self, applier: Applier) -> None:
         self.a = applier
         self.ctx = applier.ctx
+        self._revert_lock = threading.Lock()  # volume syncs of one VM run in parallel
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -230,12 +232,13 @@ class Cutover:
             and record.status is Status.IN_PROGRESS
             and bool(record.attributes.get("protection"))
         )
+        leftover = dict(record.attributes.get("protection") or {}) if record and interrupted else {}
+        if leftover and after.get("tool"):  # volumes whose sync did not revert them already
+            self._start_over(address.name, leftover)
         protection = {
             v: compute.protection_snapshot(self.ctx.conn, v, f"ferry-protect-{v[:8]}")
             for v in volume_ids
         }
-        if interrupted and after.get("tool"):
-            self._start_over(address.name, protection)
         attrs = {**attrs, **after, "protection": protection}
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
@@ -250,6 +253,30 @@ class Cutover:
         attrs["seconds"] = round(seconds, 1)
         self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: converted in {seconds:.0f} s")
+
+    def revert_interrupted(self, name: str, volume_id: str) -> None:
+        """Before a volume of an interrupted conversion (a killed apply) is synced again: back to
+        its protection snapshot (the conversion may have half-changed it), and that snapshot
+        forgotten — the conversion takes a fresh one after this sync."""
+        address = str(Address("vm", name, "conversion"))
+        with self._revert_lock:
+            record = self.ctx.store.read().resources.get(address)
+            if record is None or record.status is not Status.IN_PROGRESS:
+                return
+            protection = dict(record.attributes.get("protection") or {})
+            snapshot_id = protection.pop(volume_id, None)
+            if snapshot_id is None:
+                return
+            volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+            compute.revert(self.ctx.conn, volume_id, str(snapshot_id))
+            compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+            attrs = {**record.attributes, "protection": protection}
+            self.a._write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        self.ctx.say(
+            name,
+            f"{Address('vm', name)}: volume {volume_id} back to its protection snapshot: an "
+            "interrupted conversion starts over from the protection snapshots",
+        )
 
     def _start_over(self, name: str, protection: dict[str, str]) -> None:
         """A conversion interrupted (a killed apply) may have half-changed the guest: detach

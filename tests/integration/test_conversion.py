@@ -2,7 +2,8 @@
 cut over with a real virt-v2v-in-place conversion (and a first-boot script); the converted volume
 has virtio drivers in its initramfs, grub in its boot sector, and boots to a login prompt on
 virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs. The first apply is killed -9
-in the middle of the conversion; the next one reverts the volumes and converts again."""
+while the conversion changes the guest; the next one reverts the volumes to their protection
+snapshots before its final sync (verify then holds) and converts again."""
 
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def converters() -> list[int]:
 
 
 def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
-    """kill -9 the apply 20 s into virt-v2v-in-place: the conversion dies with it (nothing
-    keeps writing the volume), the record stays in progress with its protection snapshots."""
+    """kill -9 the apply 5 s after virt-v2v-in-place began changing the guest: the conversion
+    dies with it (nothing keeps writing the volume), the record stays in progress with its
+    protection snapshots."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", "vm.build-old",
          "--auto-approve", "--state", str(state)],
@@ -95,7 +97,12 @@ def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
     for line in proc.stdout:
         if "converting with virt-v2v-in-place" in line:
             break
-    time.sleep(20)
+    log = state.parent / "logs" / "build-old.log"
+    deadline = time.monotonic() + 300
+    while "to run on KVM" not in log.read_text(errors="replace"):  # it is changing the guest
+        assert time.monotonic() < deadline and proc.poll() is None, "the conversion never began"
+        time.sleep(0.5)
+    time.sleep(5)
     assert proc.poll() is None, "the conversion ended before the kill"
     assert converters(), "virt-v2v-in-place runs"
     proc.kill()
