@@ -174,13 +174,9 @@ class Cutover:
         self.ctx.conversion_host_id = server_id
         attrs = {**after, "server_id": server_id, "security_group_id": group_id}
         self.a._write([ResourceRecord(change.address, "conversion_host", Status.READY, attrs)], [])
-        if self.ctx.events is not None:
-            self.ctx.events.emit(
-                "step",
-                vm="",
-                message=f"{change.address}: server {server_id} "
-                + ("booted" if created else "found and reused"),
-            )
+        self._shared_step(
+            f"{change.address}: server {server_id} " + ("booted" if created else "found and reused")
+        )
 
     # -- networks (created once, for the ports on them) --------------------------------------
 
@@ -206,13 +202,16 @@ class Cutover:
             ],
             [],
         )
+        self._shared_step(
+            f"{change.address}: network {network_id} "
+            + ("created" if created else "found and reused")
+        )
+
+    def _shared_step(self, line: str) -> None:
+        """A step of an object no single VM owns (a network, a conversion host): an event for
+        the console and the apply log; no VM's log."""
         if self.ctx.events is not None:
-            self.ctx.events.emit(
-                "step",
-                vm="",
-                message=f"{change.address}: network {network_id} "
-                + ("created" if created else "found and reused"),
-            )
+            self.ctx.events.emit("step", vm="", message=line)
 
     # -- conversion -----------------------------------------------------------------------------
 
