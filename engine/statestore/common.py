@@ -6,18 +6,25 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol
 
 from engine.errors import StateLockedError
-from engine.model.state import LockInfo
+from engine.model.state import LockInfo, ResourceRecord, State
 
 FORMAT_VERSION = 1
 
 
 def my_lock(operation: str) -> LockInfo:
     return LockInfo(f"ferry {operation}", os.getpid(), socket.gethostname(), time.time(), operation)
+
+
+def state_of(
+    meta: Mapping[str, str], resources: Mapping[str, ResourceRecord], lock: LockInfo | None
+) -> State:
+    """The State both stores read: their meta rows, resources and lock."""
+    return State(int(meta["format_version"]), meta["lineage"], int(meta["serial"]), resources, lock)
 
 
 def locked_error(display: str, held: LockInfo, hint: str) -> StateLockedError:

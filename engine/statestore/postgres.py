@@ -26,7 +26,13 @@ from psycopg import sql
 
 from engine.errors import NoStateError, StateError
 from engine.model.state import LockInfo, ResourceRecord, State, Status
-from engine.statestore.common import FORMAT_VERSION, holding, locked_error, my_lock
+from engine.statestore.common import (
+    FORMAT_VERSION,
+    holding,
+    locked_error,
+    my_lock,
+    state_of,
+)
 
 CONNECT_TIMEOUT = 10
 _TABLES = (
@@ -145,13 +151,7 @@ class PostgresStateStore:
         resources = {
             r[0]: ResourceRecord(r[0], r[1], Status(r[2]), r[3], float(r[4])) for r in rows
         }
-        return State(
-            int(meta["format_version"]),
-            meta["lineage"],
-            int(meta["serial"]),
-            resources,
-            self._lock_row(),
-        )
+        return state_of(meta, resources, self._lock_row())
 
     def _lock_row(self) -> LockInfo | None:
         row = self._db.execute(

@@ -21,7 +21,13 @@ from pathlib import Path
 from engine.errors import NoStateError, StateError
 from engine.model.state import LockInfo, ResourceRecord, State, Status
 from engine.proc import start_time
-from engine.statestore.common import FORMAT_VERSION, holding, locked_error, my_lock
+from engine.statestore.common import (
+    FORMAT_VERSION,
+    holding,
+    locked_error,
+    my_lock,
+    state_of,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,13 +111,7 @@ class SqliteStateStore:
         resources = {
             r[0]: ResourceRecord(r[0], r[1], Status(r[2]), json.loads(r[3]), r[4]) for r in rows
         }
-        return State(
-            int(meta["format_version"]),
-            meta["lineage"],
-            int(meta["serial"]),
-            resources,
-            self._lock_row(),
-        )
+        return state_of(meta, resources, self._lock_row())
 
     def _lock_row(self) -> LockInfo | None:
         row = self._db.execute(
