@@ -5,7 +5,8 @@ file plugin on a unix socket, optionally behind the delay filter to model a remo
 (`--rdelay-ms`); destination: a fresh sparse file (so every tool may skip zeros).
 Every tool makes its copy durable (ferry fsyncs; nbdcopy --flush; qemu-img -t writeback, as
 its convert default 'unsafe' never flushes), and the page cache is synced before each run.
-Prints seconds (best of `--runs`) and each tool's ratio to ferry.
+The tools take turns (round after round, so page-cache and disk state favour none of them);
+prints each tool's best of `--runs` seconds and its ratio to ferry.
 Usage: .venv/bin/python benchmarks/copy_throughput.py [--size-gib 4] [--data-gib 1] [--rdelay-ms 0]
 """
 
@@ -44,18 +45,12 @@ def fresh(path: Path, size: int) -> Path:
     return path
 
 
-def best(
-    runs: int, action: Callable[[], None], prepare: Callable[[], None] = lambda: None
-) -> float:
-    """The fastest of `runs` timings of `action`, each after `prepare` and a page-cache sync."""
-    times = []
-    for _ in range(runs):
-        prepare()
-        os.sync()
-        began = time.monotonic()
-        action()
-        times.append(time.monotonic() - began)
-    return min(times)
+def timed(action: Callable[[], None]) -> float:
+    """Seconds `action` takes, after a page-cache sync."""
+    os.sync()
+    began = time.monotonic()
+    action()
+    return time.monotonic() - began
 
 
 def main() -> None:
@@ -63,7 +58,7 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=4)
     parser.add_argument("--data-gib", type=float, default=1)
     parser.add_argument("--rdelay-ms", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     size, data = int(args.size_gib * GiB), int(args.data_gib * GiB)
     with tempfile.TemporaryDirectory(prefix="ferry-copy-bench-", dir="/var/tmp") as tmp:
@@ -85,6 +80,8 @@ def main() -> None:
                         "convert",
                         "-n",
                         "--target-is-zero",
+                        "-t",
+                        "writeback",
                         "-f",
                         "raw",
                         "-O",
@@ -95,11 +92,12 @@ def main() -> None:
                     check=True,
                 ),
             }
-            results = {}
+            results = {name: float("inf") for name in tools}
             want = file_digest(src)
-            for name, action in tools.items():
-                results[name] = best(args.runs, action)
-                assert file_digest(dst) == want, f"{name} produced a different disk"
+            for _ in range(args.runs):
+                for name, action in tools.items():
+                    results[name] = min(results[name], timed(action))
+                    assert file_digest(dst) == want, f"{name} produced a different disk"
     print(f"source: {human(size)} disk, {human(data)} of data, read delay {args.rdelay_ms} ms")
     base = results["ferry (libnbd aio)"]
     for name, seconds in results.items():

@@ -6,8 +6,12 @@
   unencrypted volume); otherwise they are zeroed explicitly (punched on a file, written on a
   device), so an encrypted volume or a delta never keeps stale bytes.
 - How: requests of at most `request_size` bytes (VDDK's limit is 2 MiB), `in_flight` at once
-  with libnbd's aio; each completed read is written with pwrite; data that reads as all zeros on
-  a zero destination is not written. Ends with fsync.
+  with libnbd's aio into buffers each connection allocates once and reuses; each completed read
+  is written with pwrite; data that reads as all zeros on a zero destination is not written.
+- Writeback: each write is handed to the kernel's writeback at once (sync_file_range), and
+  once `writeback_window` bytes are written after it, waited for and dropped from the page
+  cache. Writeback overlaps the copy (the final fsync is short) and a big disk does not fill the
+  conversion host's memory with dirty pages. Ends with fsync.
 - Resumable: requests are issued in offset order and `checkpoint(offset)` is called at least
   every `checkpoint_interval` seconds with an offset below which everything is written; a copy
   started again with `start_at` continues from there.
@@ -39,7 +43,10 @@ from engine.errors import DataplaneError
 MiB = 1024**2
 DEFAULT_REQUEST = 2 * MiB
 DEFAULT_IN_FLIGHT = 8
+DEFAULT_WRITEBACK_WINDOW = 64 * MiB
 _FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+_SYNC_START = 2  # SYNC_FILE_RANGE_WRITE
+_SYNC_WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
@@ -73,12 +80,53 @@ class CopyOptions:
     on_bytes: Callable[[int, int], None] | None = None  # (covered, total) about twice a second
     retries: int = 5  # a failed read is issued again up to this many times, with backoff
     backoff: float = 0.05  # seconds before the first retry; doubles each time, at most 2 s
+    writeback_window: int = DEFAULT_WRITEBACK_WINDOW  # written bytes kept in the page cache
+
+
+class _Writeback:
+    """Starts writeback of each written range at once; once `window` bytes were written after a
+    range, waits for it to be on the device and drops it from the page cache. Shared by the
+    connections' threads; the waiting happens outside the lock."""
+
+    def __init__(self, fd: int, path: Path, window: int) -> None:
+        self.fd, self.path, self.window = fd, path, window
+        self.lock = threading.Lock()
+        self.ranges: deque[tuple[int, int]] = deque()
+        self.ahead = 0
+        self.enabled = True
+
+    def written(self, offset: int, length: int) -> None:
+        if not self.enabled or not self._sync(offset, length, _SYNC_START):
+            return
+        old = []
+        with self.lock:
+            self.ranges.append((offset, length))
+            self.ahead += length
+            while self.ahead > self.window:
+                old.append(self.ranges.popleft())
+                self.ahead -= old[-1][1]
+        for start, n in old:
+            self._settle(start, n)
+
+    def _settle(self, offset: int, length: int) -> None:
+        if self._sync(offset, length, _SYNC_WAIT):
+            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+    def _sync(self, offset: int, length: int, flags: int) -> bool:
+        """sync_file_range; False (and off from now on) where the fd does not support it."""
+        if _libc.sync_file_range(self.fd, ctypes.c_long(offset), ctypes.c_long(length), flags) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ESPIPE, errno.ENOSYS, errno.EOPNOTSUPP):
+            self.enabled = False
+            return False
+        raise DataplaneError(f"writing {self.path} at {offset}: {os.strerror(code)}")
 
 
 class _Destination:
     """The destination fd: pwrite, zeroing (punch on files, writes on devices), fsync."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writeback_window: int = DEFAULT_WRITEBACK_WINDOW) -> None:
         try:
             self.fd = os.open(path, os.O_WRONLY)
         except OSError as exc:
@@ -86,15 +134,17 @@ class _Destination:
         self.path = path
         self.is_file = stat.S_ISREG(os.fstat(self.fd).st_mode)
         self._zeros = bytes(DEFAULT_REQUEST)
+        self._writeback = _Writeback(self.fd, path, writeback_window)
 
     def write(self, data: bytes | bytearray | memoryview, offset: int) -> None:
-        view = memoryview(data)
+        view, position = memoryview(data), offset
         try:
             while view:
-                n = os.pwrite(self.fd, view, offset)
-                view, offset = view[n:], offset + n
+                n = os.pwrite(self.fd, view, position)
+                view, position = view[n:], position + n
         except OSError as exc:
-            raise DataplaneError(f"writing {self.path} at {offset}: {exc.strerror}") from exc
+            raise DataplaneError(f"writing {self.path} at {position}: {exc.strerror}") from exc
+        self._writeback.written(offset, len(data))
 
     def zero(self, offset: int, length: int) -> None:
         if (
@@ -142,7 +192,7 @@ def copy(
     thread (libnbd and pwrite release the GIL), so reads and writes overlap.
     """
     began = time.monotonic()
-    dst = _Destination(destination)
+    dst = _Destination(destination, options.writeback_window)
     try:
         with nbd_client.connect(uri) as handle:
             requests = plan_requests(_runs(handle, areas, options.start_at), options.request_size)
@@ -251,78 +301,99 @@ class _Job:
 def _worker(job: _Job, index: int, requests: list[tuple[int, int, bool]], stats: CopyStats) -> None:
     try:
         with nbd_client.connect(job.uri) as handle:
-            _pump(handle, job, requests, stats, lambda mark: job.progress.update(index, mark))
+            _Pump(handle, job, stats).run(requests, lambda mark: job.progress.update(index, mark))
         job.progress.update(index, math.inf)
     except BaseException as exc:  # handed to the main thread, which raises it
         job.errors.append(exc)
 
 
-def _pump(
-    handle: Any,
-    job: _Job,
-    requests: list[tuple[int, int, bool]],
-    stats: CopyStats,
-    report: Callable[[float], None],
-) -> None:
-    dst, options = job.dst, job.options
-    queue = deque(requests)
-    outstanding: dict[int, int] = {}  # offset → length of reads in flight
-    failures: list[str] = []
-    retry = _Retries(options)
+class _Pump:
+    """One connection's reads: at most `in_flight` at once, each written when it completes.
 
-    def completed(offset: int, buf: Any) -> Callable[[Any], int]:
-        def done(err: Any) -> int:
-            outstanding.pop(offset, None)
-            if err.value:
-                if retry.again(offset, buf.size()):
-                    stats.retries += 1
-                else:
-                    failures.append(
-                        f"read at {offset} failed after {options.retries + 1} attempts: "
-                        f"{os.strerror(err.value)}"
-                    )
-                return 1
-            stats.bytes_read += buf.size()
-            job.progress.add(buf.size())
-            if options.dst_is_zero and buf.is_zero():
-                stats.bytes_skipped += buf.size()
-                return 1
+    Every read in flight has a buffer of its own, allocated once and reused: no allocation (and
+    page faults) per request. Buffers are not zeroed before each read (libnbd's default does):
+    a buffer's contents are only used when its read succeeded.
+    """
+
+    def __init__(self, handle: Any, job: _Job, stats: CopyStats) -> None:
+        self.handle, self.job, self.stats = handle, job, stats
+        self.options = job.options
+        self.outstanding: dict[int, int] = {}  # offset → length of reads in flight
+        self.failures: list[str] = []
+        self.retry = _Retries(job.options)
+        size = job.options.request_size
+        self.free = [memoryview(bytearray(size)) for _ in range(job.options.in_flight)]
+        handle.set_pread_initialize(False)
+
+    def run(self, requests: list[tuple[int, int, bool]], report: Callable[[float], None]) -> None:
+        queue, retry = deque(requests), self.retry
+        while queue or self.outstanding or retry.pending:
+            self._issue(queue)
+            if self.failures:
+                _drain(self.handle)
+                raise DataplaneError("; ".join(self.failures[:3]))
+            if self.outstanding:
+                self.handle.poll(-1)
+            elif retry.pending and not queue:
+                retry.wait()
+            # Everything below the lowest read in flight (or waiting) is written.
+            waiting = [*self.outstanding, *retry.offsets(), *([queue[0][0]] if queue else [])]
+            report(min(waiting, default=math.inf))
+        if self.failures:
+            raise DataplaneError("; ".join(self.failures[:3]))
+
+    def _issue(self, queue: deque[tuple[int, int, bool]]) -> None:
+        retry, options = self.retry, self.options
+        while (queue or retry.ready()) and len(self.outstanding) < options.in_flight:
+            if self.failures:
+                return
+            offset, length, data = retry.pop() if retry.ready() else queue.popleft()
+            if not data:
+                _zero_run(self.job.dst, offset, length, options, self.stats)
+                self.job.progress.add(length)
+                continue
+            slot = self.free.pop()
+            buf = nbd.Buffer.from_buffer(slot[:length])
+            self.outstanding[offset] = length
+            self.stats.requests += 1
             try:
-                dst.write(buf.to_buffer(), offset)  # a view: no copy of the data
-            except DataplaneError as exc:
-                failures.append(str(exc))
-                return 1
-            stats.bytes_written += buf.size()
+                self.handle.aio_pread(buf, offset, completion=self._completion(offset, buf, slot))
+            except nbd.Error as exc:
+                raise DataplaneError(f"read at {offset} failed: {exc.string}") from exc
+
+    def _completion(self, offset: int, buf: Any, slot: memoryview) -> Callable[[Any], int]:
+        def done(err: Any) -> int:
+            try:
+                self._done(offset, buf, err.value)
+            finally:
+                self.free.append(slot)
             return 1
 
         return done
 
-    while queue or outstanding or retry.pending:
-        while (queue or retry.ready()) and len(outstanding) < options.in_flight and not failures:
-            offset, length, data = retry.pop() if retry.ready() else queue.popleft()
-            if not data:
-                _zero_run(dst, offset, length, options, stats)
-                job.progress.add(length)
-                continue
-            buf = nbd.Buffer(length)
-            outstanding[offset] = length
-            stats.requests += 1
-            try:
-                handle.aio_pread(buf, offset, completion=completed(offset, buf))
-            except nbd.Error as exc:
-                raise DataplaneError(f"read at {offset} failed: {exc.string}") from exc
-        if failures:
-            _drain(handle)
-            raise DataplaneError("; ".join(failures[:3]))
-        if outstanding:
-            handle.poll(-1)
-        elif retry.pending and not queue:
-            retry.wait()
-        # Everything below the lowest read in flight (or waiting) is written.
-        waiting = [*outstanding, *retry.offsets(), *([queue[0][0]] if queue else [])]
-        report(min(waiting, default=math.inf))
-    if failures:
-        raise DataplaneError("; ".join(failures[:3]))
+    def _done(self, offset: int, buf: Any, error: int) -> None:
+        stats, options = self.stats, self.options
+        self.outstanding.pop(offset, None)
+        if error:
+            if self.retry.again(offset, buf.size()):
+                stats.retries += 1
+            else:
+                self.failures.append(
+                    f"read at {offset} failed after {options.retries + 1} attempts: "
+                    f"{os.strerror(error)}"
+                )
+            return
+        stats.bytes_read += buf.size()
+        self.job.progress.add(buf.size())
+        if options.dst_is_zero and buf.is_zero():
+            stats.bytes_skipped += buf.size()
+            return
+        try:
+            self.job.dst.write(buf.to_buffer(), offset)  # a view of the slot: no copy
+        except DataplaneError as exc:
+            self.failures.append(str(exc))
+            return
+        stats.bytes_written += buf.size()
 
 
 class _Retries:

@@ -4,13 +4,17 @@ within 2 MiB, read errors are clear, and a killed copy resumes from its checkpoi
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import mmap
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,6 +110,46 @@ def test_requests_stay_within_2_mib(tmp_path: Path) -> None:
     pattern = r"Read id=\d+ offset=0x[0-9a-f]+ count=(0x[0-9a-f]+)"
     counts = [int(c, 16) for c in re.findall(pattern, log.read_text())]
     assert counts and max(counts) <= 2 * MiB
+
+
+def resident(path: Path) -> int:
+    """Bytes of `path` in the page cache (mincore over a shared read-only mapping)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+    libc.mmap.argtypes += [ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size, page = path.stat().st_size, os.sysconf("SC_PAGE_SIZE")
+    pages = (ctypes.c_ubyte * ((size + page - 1) // page))()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            assert libc.mincore(address, size, pages) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    return sum(1 for p in pages if p & 1) * page
+
+
+def test_written_data_leaves_the_page_cache_behind_the_window() -> None:
+    """Writeback starts with each write and, a window later, the written pages are dropped: a
+    copy of 256 MiB of data with a 16 MiB window leaves at most the window (and the reads in
+    flight) in the host's page cache, not the whole disk. On a disk-backed filesystem (tmpfs
+    keeps its pages: they are its storage)."""
+    with tempfile.TemporaryDirectory(prefix="ferry-test-", dir="/var/tmp") as tmp:
+        src, dst = Path(tmp) / "src.raw", Path(tmp) / "dst.raw"
+        src.write_bytes(os.urandom(SIZE))
+        blank(dst)
+        options = CopyOptions(dst_is_zero=True, connections=2, writeback_window=16 * MiB)
+        with NbdkitServer(FileDiskSource(src)) as server:
+            stats = copy(server.uri, dst, None, options)
+        assert stats.bytes_written == SIZE
+        assert resident(dst) <= 16 * MiB + 2 * options.in_flight * options.request_size
+        assert file_digest(dst) == file_digest(src)
 
 
 def test_sporadic_read_errors_are_retried_and_the_copy_is_exact(tmp_path: Path) -> None:
