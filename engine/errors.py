@@ -11,6 +11,7 @@ The CLI prints ``error: <message>`` and exits 1 for any of them, without a trace
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
     ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
+    ├── StoppedError       the user stopped the apply (SIGINT/SIGTERM): a step ended at a checkpoint
     ├── ConversionError    virt-v2v-in-place could not convert the guest
     └── StateError         the state store: unreadable, newer format, or locked
         └── StateLockedError      another process holds the state lock
@@ -60,6 +61,11 @@ class NoStateError(StateError):
 
 class StateLockedError(StateError):
     """Another ferry process holds the state lock."""
+
+
+class StoppedError(FerryError):
+    """The apply was asked to stop (SIGINT, SIGTERM) and this step stopped at a checkpoint; the
+    next apply resumes from there."""
 
 
 class ConversionError(FerryError):

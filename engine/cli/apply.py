@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +21,7 @@ from rich.markup import escape
 from engine.addresses import Address
 from engine.cli.plan import StateOption, load_spec, render, state_location
 from engine.cli.progress import HumanView, JsonView
-from engine.errors import UserError
+from engine.errors import StoppedError, UserError
 from engine.executor.apply import Applier, Context, unsupported
 from engine.executor.events import Events, log_path
 from engine.executor.seams import (
@@ -39,6 +42,7 @@ from engine.providers.vsphere.session import session, target_from_spec
 from engine.statestore import StateLocation, StateStore
 from engine.units import human
 
+STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
 ESXI_READS = 10  # concurrent disk reads per ESXi host (NFC connections are limited per host)
 
 
@@ -76,8 +80,7 @@ def apply(
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
     view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
-    ok = _run(plan, spec, location, parallelism, (console, view))
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(_run(plan, spec, location, parallelism, (console, view)))
 
 
 def _plan_for(
@@ -218,7 +221,8 @@ def _run(
     location: StateLocation,
     parallelism: int,
     shown: tuple[Console, HumanView | JsonView],
-) -> bool:
+) -> int:
+    """Exit code: 0 all done, 1 a step failed, 130 stopped by a signal."""
     console, view = shown
     store = location.open()
     events = Events(log_path(location.log_dir), (view,))
@@ -264,14 +268,16 @@ def _run(
             pools=pools,
             pools_of=pools_of,
         )
-        previous = signal.signal(signal.SIGINT, lambda *_: walker.stop())
-        try:
-            result = walker.walk()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            applier.cleanup()
+        with _stop_on_signals(walker, applier.ctx.stop, events, console):
+            try:
+                result = walker.walk()
+            finally:
+                applier.cleanup()
     for node, error in result.errors.items():
-        console.print(f"[red]failed: {node}: {escape(str(error))}[/]")
+        if isinstance(error, StoppedError):
+            console.print(f"[yellow]stopped: {node}: {escape(str(error))}[/]")
+        else:
+            console.print(f"[red]failed: {node}: {escape(str(error))}[/]")
     for node, cause in result.skipped_because.items():
         events.emit("node_skipped", address=str(node), after=str(cause))
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
@@ -295,4 +301,33 @@ def _run(
         f"{len(result.outcomes)} changes done; {human(read)} of data copied, "
         f"{human(zeroed)} of zeros written"
     )
-    return result.ok
+    if result.ok:
+        return 0
+    return STOPPED if applier.ctx.stop.is_set() else 1
+
+
+@contextmanager
+def _stop_on_signals(
+    walker: Walker, stop: threading.Event, events: Events, console: Console
+) -> Iterator[None]:
+    """SIGINT or SIGTERM: start no new step and let the running ones end at a checkpoint (a
+    copy flushes what it wrote and records where it got to). A second signal ends ferry at
+    once, as a kill would: the next apply resumes from the last checkpoint either way."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            os._exit(STOPPED)
+        stop.set()
+        walker.stop()
+        events.emit("stopping", signal=signal.Signals(signum).name)
+        console.print(
+            "[yellow]stopping: no new steps; running ones end at their next checkpoint "
+            "(again to stop at once)[/]"
+        )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

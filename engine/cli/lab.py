@@ -121,26 +121,37 @@ def fault(
     read_error_rate: Annotated[
         str | None, typer.Option("--read-error-rate", help="Share of reads that fail, e.g. 1%.")
     ] = None,
+    read_delay_ms: Annotated[
+        int | None,
+        typer.Option("--read-delay-ms", help="Every read waits this long (a slow source host)."),
+    ] = None,
     device_full: Annotated[
         bool, typer.Option("--device-full", help="Writes to its volume fail with ENOSPC.")
     ] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Heal the disk.")] = False,
     directory: DirOption = None,
 ) -> None:
-    """A fault drill: a share of a lab disk's reads fail with EIO (nbdkit's error filter), or
-    the conversion host's device for its volume is full (ENOSPC)."""
-    if [clear, read_error_rate is not None, device_full].count(True) != 1:
-        raise UserError("give one of --read-error-rate RATE, --device-full or --clear")
+    """A fault drill: a share of a lab disk's reads fail with EIO (nbdkit's error filter), its
+    reads are slow (nbdkit's delay filter), or the conversion host's device for its volume is
+    full (ENOSPC)."""
+    given = [clear, read_error_rate is not None, read_delay_ms is not None, device_full]
+    if given.count(True) != 1:
+        raise UserError(
+            "give one of --read-error-rate RATE, --read-delay-ms MS, --device-full or --clear"
+        )
     lab = _lab(directory)
     if device_full:
         lab.device_full(vm, disk)
         typer.echo(f"{vm!r} disk {disk}: writes to its volume fail with ENOSPC")
-        return
-    lab.read_errors(vm, disk, None if clear else read_error_rate)
-    typer.echo(
-        f"{vm!r} disk {disk}: "
-        + ("healed" if clear else f"{read_error_rate} of reads fail with EIO")
-    )
+    elif read_delay_ms is not None:
+        lab.read_delay(vm, disk, read_delay_ms)
+        typer.echo(f"{vm!r} disk {disk}: every read waits {read_delay_ms} ms")
+    else:
+        lab.read_errors(vm, disk, None if clear else read_error_rate)
+        typer.echo(
+            f"{vm!r} disk {disk}: "
+            + ("healed" if clear else f"{read_error_rate} of reads fail with EIO")
+        )
 
 
 @app.command()

@@ -15,6 +15,8 @@
 - Resumable: requests are issued in offset order and `checkpoint(offset)` is called at least
   every `checkpoint_interval` seconds with an offset below which everything is written; a copy
   started again with `start_at` continues from there.
+- Stoppable: once `cancel` is set, no read is issued; those in flight are written, the
+  destination flushed, a last checkpoint given, and `StoppedError` raised.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import nbd
 
 from engine.dataplane import nbd as nbd_client
 from engine.dataplane.cbt import Extent, merge_extents
-from engine.errors import DataplaneError
+from engine.errors import DataplaneError, StoppedError
 
 MiB = 1024**2
 DEFAULT_REQUEST = 2 * MiB
@@ -81,6 +83,7 @@ class CopyOptions:
     retries: int = 5  # a failed read is issued again up to this many times, with backoff
     backoff: float = 0.05  # seconds before the first retry; doubles each time, at most 2 s
     writeback_window: int = DEFAULT_WRITEBACK_WINDOW  # written bytes kept in the page cache
+    cancel: threading.Event | None = None  # set: stop at the next checkpoint (StoppedError)
 
 
 class _Writeback:
@@ -196,8 +199,12 @@ def copy(
     try:
         with nbd_client.connect(uri) as handle:
             requests = plan_requests(_runs(handle, areas, options.start_at), options.request_size)
+            size = handle.get_size()
         shares = [requests[i :: options.connections] for i in range(options.connections)]
         progress = _Progress(options, len(shares), sum(n for _, n, _ in requests))
+        for i, share in enumerate(shares):
+            if not share:
+                progress.marks[i] = math.inf
         results = [CopyStats() for _ in shares]
         errors: list[BaseException] = []
         job = _Job(uri, dst, options, progress, errors)
@@ -212,11 +219,14 @@ def copy(
             thread.join()
         if errors:
             raise errors[0]
-        if requests:
-            progress.emit(requests[-1][0] + requests[-1][1])
         progress.add(0, final=True)
     finally:
         dst.close()
+    if options.cancel is not None and options.cancel.is_set() and progress.low() != math.inf:
+        progress.emit(int(progress.low()))  # flushed above: everything below it is on the device
+        raise StoppedError(f"stopped at {progress.low():.0f} of {size} bytes; resumes from there")
+    if requests:
+        progress.emit(requests[-1][0] + requests[-1][1])
     stats = _merge(results, progress.emitted)
     stats.seconds = time.monotonic() - began
     return stats
@@ -281,6 +291,11 @@ class _Progress:
         if low != math.inf:
             self.emit(int(low))
 
+    def low(self) -> float:
+        """The offset below which everything is written (inf: all of it)."""
+        with self.lock:
+            return min(self.marks, default=math.inf)
+
     def emit(self, mark: int) -> None:
         self.emitted.append(mark)
         if self.options.checkpoint is not None:
@@ -302,7 +317,6 @@ def _worker(job: _Job, index: int, requests: list[tuple[int, int, bool]], stats:
     try:
         with nbd_client.connect(job.uri) as handle:
             _Pump(handle, job, stats).run(requests, lambda mark: job.progress.update(index, mark))
-        job.progress.update(index, math.inf)
     except BaseException as exc:  # handed to the main thread, which raises it
         job.errors.append(exc)
 
@@ -326,21 +340,28 @@ class _Pump:
         handle.set_pread_initialize(False)
 
     def run(self, requests: list[tuple[int, int, bool]], report: Callable[[float], None]) -> None:
+        """Read and write `requests`, reporting the offset below which all is written (inf
+        when all is); when cancelled, the reads in flight are written and the rest left."""
         queue, retry = deque(requests), self.retry
+        cancel = self.options.cancel
         while queue or self.outstanding or retry.pending:
-            self._issue(queue)
+            if cancel is not None and cancel.is_set():
+                _drain(self.handle)
+            else:
+                self._issue(queue)
             if self.failures:
                 _drain(self.handle)
                 raise DataplaneError("; ".join(self.failures[:3]))
             if self.outstanding:
                 self.handle.poll(-1)
-            elif retry.pending and not queue:
+            elif retry.pending and not queue and not (cancel and cancel.is_set()):
                 retry.wait()
             # Everything below the lowest read in flight (or waiting) is written.
             waiting = [*self.outstanding, *retry.offsets(), *([queue[0][0]] if queue else [])]
             report(min(waiting, default=math.inf))
-        if self.failures:
-            raise DataplaneError("; ".join(self.failures[:3]))
+            if cancel is not None and cancel.is_set() and not self.outstanding:
+                return
+        report(math.inf)
 
     def _issue(self, queue: deque[tuple[int, int, bool]]) -> None:
         retry, options = self.retry, self.options

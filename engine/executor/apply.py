@@ -89,6 +89,7 @@ class Context:
     snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
     digests: dict[str, str] = field(default_factory=dict)  # volume address → verified sha256
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)  # set: copies checkpoint, end
 
     def say(self, vm: str, line: str) -> None:
         """Report a step: on the console and in the VM's log file (never a secret in either)."""
@@ -357,6 +358,7 @@ class Applier:
             start_at=options.start_at,
             checkpoint=checkpoint,
             on_bytes=on_bytes,
+            cancel=self.ctx.stop,
         )
         with NbdkitServer(source) as server:
             stats = copy(server.uri, device, areas, options)

@@ -38,13 +38,19 @@ class LabSources:
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
-        rate = (
-            read_faults(self.lab_dir).get(f"{instance_uuid}/{disk.key}", {}).get("read_error_rate")
-        )
+        fault = read_faults(self.lab_dir).get(f"{instance_uuid}/{disk.key}", {})
+        filters: list[str] = []
+        args: list[str] = []
+        if fault.get("read_error_rate"):
+            filters.append("error")
+            args += ["error=EIO", f"error-pread-rate={fault['read_error_rate']}"]
+        if fault.get("read_delay_ms"):
+            filters.append("delay")
+            args.append(f"rdelay={int(fault['read_delay_ms'])}ms")
         return FileDiskSource(
             snapshot_file(self.lab_dir / "disks", instance_uuid, snapshot_moref, disk.key),
-            filters=("error",) if rate else (),
-            filter_args=("error=EIO", f"error-pread-rate={rate}") if rate else (),
+            filters=tuple(filters),
+            filter_args=tuple(args),
         )
 
 

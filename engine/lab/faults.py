@@ -1,5 +1,6 @@
 """Fault drills on the lab's disks: `<lab>/faults.json` maps "<instanceUuid>/<disk key>" to
 - `read_error_rate`: the lab's disk source puts nbdkit's error filter (EIO) in front of the disk;
+- `read_delay_ms`: nbdkit's delay filter holds every read that long (a slow, distant ESXi host);
 - `device_full`: the lab's device seam hands the copy /dev/full for that disk's volume, where
   every write fails with ENOSPC (a conversion host whose device is full)."""
 
@@ -32,6 +33,13 @@ def set_read_errors(lab_dir: Path, instance_uuid: str, key: int, rate: str | Non
     if rate is not None and not RATE.match(rate):
         raise UserError(f"read error rate {rate!r} is not a percentage like 1% or 100%")
     _set(lab_dir, f"{instance_uuid}/{key}", None if rate is None else {"read_error_rate": rate})
+
+
+def set_read_delay(lab_dir: Path, instance_uuid: str, key: int, milliseconds: int) -> None:
+    """Every read of this disk waits `milliseconds` before it is answered."""
+    if not 0 < milliseconds <= 60_000:
+        raise UserError(f"read delay {milliseconds} ms is not between 1 and 60000 ms")
+    _set(lab_dir, f"{instance_uuid}/{key}", {"read_delay_ms": milliseconds})
 
 
 def set_device_full(lab_dir: Path, instance_uuid: str, key: int) -> None:

@@ -263,6 +263,13 @@ class Lab:
             raise UserError(f"VM {vm_name!r} has no disk {key}")
         lab_faults.set_read_errors(self.root, vm.instance_uuid, key, rate)
 
+    def read_delay(self, vm_name: str, key: int, milliseconds: int) -> None:
+        """A fault drill: every read of a disk waits `milliseconds` (a slow source host)."""
+        vm = self.vm(vm_name)
+        if vm.disk(key) is None:
+            raise UserError(f"VM {vm_name!r} has no disk {key}")
+        lab_faults.set_read_delay(self.root, vm.instance_uuid, key, milliseconds)
+
     def device_full(self, vm_name: str, key: int) -> None:
         """A fault drill: writes to this disk's volume fail with ENOSPC (`read_errors(..., None)`
         clears it)."""

@@ -54,3 +54,11 @@ def assert_converged(lab: Lab, state: Path, vm: LabVM, *, server: bool) -> None:
         p.mac_address for p in conn.network.ports() if p.mac_address in {n.mac for n in vm.nics}
     ]
     assert sorted(macs) == sorted(n.mac for n in vm.nics), "one port per NIC, none twice"
+
+
+def data_after(path: Path, mark: int) -> int:
+    """Bytes of data the file holds at or beyond `mark`."""
+    return sum(
+        max(0, offset + length - max(offset, mark))
+        for offset, length in lab_disks.data_extents(path)
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot, snapshot_disks
 from tests.integration.cli import ROOT, ferry
-from tests.integration.converge import records, volume_file
+from tests.integration.converge import data_after, records, volume_file
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 MiB = 1024**2
@@ -259,6 +260,59 @@ def test_read_errors_fail_only_their_disk_then_sporadic_ones_are_retried(
         lab.read_errors("web01", 2001, None)
     synced = assert_exact(lab, state)["vm.web01.disk[2001]"]["last_sync"]
     assert synced["retries"] > 0
+
+
+def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resumes(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Ctrl-C mid copy: no new step starts, the running copy writes its reads in flight,
+    flushes, records where it got to, detaches its volume; ferry exits 130 within seconds. The
+    next plan says it resumes, and the next apply reads only what lies beyond the checkpoint."""
+    state = tmp_path / "ferry.db"
+    lab.read_delay("web01", 2000, 1000)  # ~32 reads a second: a copy of several seconds
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *APPLY_WEB01, "--state", str(state), "--json"],
+            cwd=ROOT,
+            env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            ours = event["event"] == "copy" and event["address"] == "vm.web01.disk[2000]"
+            if ours and event["done"] > 0:
+                break
+        proc.send_signal(signal.SIGINT)
+        stopped_at = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - stopped_at
+    finally:
+        lab.read_errors("web01", 2000, None)
+    assert proc.returncode == 130, out + err
+    assert seconds < 15, f"ferry took {seconds:.1f} s to stop"
+    assert "Traceback" not in err and "stopped: vm.web01.disk[2000]" in err, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert any(e["event"] == "stopping" and e["signal"] == "SIGINT" for e in events)
+    record = records(state)["vm.web01.disk[2000]"]
+    mark = int(record["copied_bytes"])
+    assert record["copy"] == "full" and "last_sync" not in record and mark > 0
+    conn = lab.openstack("ferry-lab")
+    assert conn.block_storage.get_volume(record["volume_id"]).status == "available"
+    vm = find_vm("web01")
+    assert vm is not None
+    live = lab_disks.live_path(lab.disks, vm, 2000)
+    with live.open("rb") as a, volume_file(lab, record["volume_id"]).open("rb") as b:
+        assert a.read(mark) == b.read(mark), "the checkpoint covers bytes not written"
+
+    plan = ferry(lab, "plan", "plans/demo.yaml", "--target", "vm.web01", "--state", str(state))
+    assert f"resume the interrupted copy ({mark} bytes" in plan.stdout.replace(",", ""), plan.stdout
+    apply_web01(lab, state)
+    synced = assert_exact(lab, state)["vm.web01.disk[2000]"]["last_sync"]
+    assert 0 < synced["bytes"] <= data_after(live, mark) + 2 * MiB
+    print(f"stopped in {seconds:.1f} s at {mark} bytes; the resumed copy read {synced['bytes']}")
 
 
 def test_a_conversion_host_the_spec_asks_for_is_booted_first(lab: Lab, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 
 from engine.dataplane.copy import CopyOptions, copy, digest, file_digest
 from engine.dataplane.nbdkit import FileDiskSource, NbdkitServer
-from engine.errors import DataplaneError
+from engine.errors import DataplaneError, StoppedError
 
 MiB = 1024**2
 SIZE = 256 * MiB
@@ -218,3 +219,33 @@ def copy_bytes_read(src: Path, tmp_path: Path) -> int:
         return copy(
             server.uri, blank(tmp_path / "again.raw"), None, CopyOptions(dst_is_zero=True)
         ).bytes_read
+
+
+def test_a_stopped_copy_ends_at_a_flushed_checkpoint_and_resumes_there(tmp_path: Path) -> None:
+    """`cancel` set mid-copy (what SIGINT does to an apply): no new reads, those in flight are
+    written, the destination flushed, a last checkpoint given, StoppedError raised; the
+    copy started again from that checkpoint completes the disk exactly, reading only beyond it."""
+    src = tmp_path / "src.raw"
+    extents = sparse_disk(src, 8, extents=80)
+    dst = blank(tmp_path / "dst.raw")
+    cancel = threading.Event()
+    marks: list[int] = []
+    options = CopyOptions(
+        dst_is_zero=True, in_flight=2, cancel=cancel, checkpoint=marks.append, request_size=MiB
+    )
+    slow = NbdkitServer(FileDiskSource(src), filters=["delay"], filter_args=["rdelay=100ms"])
+    with slow:
+        threading.Timer(1.0, cancel.set).start()
+        began = time.monotonic()
+        with pytest.raises(StoppedError, match="resumes from there"):
+            copy(slow.uri, dst, None, options)
+        assert time.monotonic() - began < 3.0, "the in-flight reads did not end the copy"
+    mark = marks[-1]
+    assert 0 < mark < max(o + n for o, n in extents)
+    with src.open("rb") as a, dst.open("rb") as b:
+        assert a.read(mark) == b.read(mark), "the checkpoint covers bytes not written"
+    with NbdkitServer(FileDiskSource(src)) as server:
+        stats = copy(server.uri, dst, None, CopyOptions(dst_is_zero=True, start_at=mark))
+    assert file_digest(dst) == file_digest(src)
+    beyond = sum(max(0, o + n - max(o, mark)) for o, n in extents)
+    assert stats.bytes_read <= beyond + 2 * MiB

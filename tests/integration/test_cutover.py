@@ -31,7 +31,7 @@ from engine.providers.vsphere.read import retrieve
 from engine.report import svg
 from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
-from tests.integration.converge import assert_converged, records, volume_file
+from tests.integration.converge import assert_converged, data_after, records, volume_file
 
 pytestmark = pytest.mark.lab
 MiB = 1024**2
@@ -224,14 +224,6 @@ def test_a_failed_conversion_restores_then_the_next_apply_syncs_a_small_delta(
     )
 
 
-def data_after(path: Path, mark: int) -> int:
-    """Bytes of data the file holds at or beyond `mark`."""
-    return sum(
-        max(0, offset + length - max(offset, mark))
-        for offset, length in lab_disks.data_extents(path)
-    )
-
-
 def tree_argv(pid: int) -> list[str]:
     """The command lines of a process and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -285,8 +277,19 @@ def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
     converges: one server, one port per NIC, one volume per disk, digests equal."""
     vm = find_vm("db01")
     assert vm is not None
-    for i in range(24):  # 1.5 GiB of data on the 4 GiB disk, so the full copy takes a while
+    for i in range(24):  # 1.5 GiB of data on the 4 GiB disk
         lab.write("db01", 2001, 1024 * MiB + i * 64 * MiB, 64 * MiB)
+    # A distant source host: each read waits 250 ms, so the full copy takes several seconds
+    # (about 6 s: 32 reads of 2 MiB in flight) however fast this machine's disks are.
+    lab.read_delay("db01", 2001, 250)
+    try:
+        kill_at_random_moments(lab, tmp_path, vm)
+    finally:
+        lab.read_errors("db01", 2001, None)
+    assert_converged(lab, tmp_path / "ferry.db", vm, server=True)
+
+
+def kill_at_random_moments(lab: Lab, tmp_path: Path, vm: Any) -> None:
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false")
 
@@ -332,8 +335,6 @@ def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
                  "--state", str(state))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert kills >= 10, f"only {kills} kills landed before the cutover finished"
-
-    assert_converged(lab, state, vm, server=True)
 
 
 def test_a_server_and_port_deleted_outside_ferry_are_reported_as_drift_and_recreated(
