@@ -136,17 +136,44 @@ class LabDevices:
         return path
 
 
+@dataclass(frozen=True)
 class ByIdDevices:
-    """Production: /dev/disk/by-id/virtio-<first 20 characters of the volume id>."""
+    """Production: the attached volume's link in /dev/disk/by-id, under any name a KVM guest
+    gives it: virtio-blk shows the first 20 characters of the volume id as the serial,
+    virtio-scsi (hw_disk_bus=scsi) the whole id (or its first 20 characters on older QEMU).
+    Waited for with `udevadm settle` until `timeout`; a clear error names what was looked for."""
+
+    root: Path = Path("/dev/disk/by-id")
+    timeout: float = DEVICE_TIMEOUT
+
+    def candidates(self, volume_id: str) -> list[Path]:
+        short = volume_id[:20]
+        names = [f"virtio-{short}"]
+        for serial in dict.fromkeys((volume_id, short)):
+            names += [f"scsi-0QEMU_QEMU_HARDDISK_{serial}", f"scsi-SQEMU_QEMU_HARDDISK_{serial}"]
+        return [self.root / name for name in names]
 
     def device(self, conn: Any, volume_id: str, server_id: str) -> Path:
-        link = Path("/dev/disk/by-id") / f"virtio-{volume_id[:20]}"
-        deadline = time.monotonic() + DEVICE_TIMEOUT
-        while not link.exists():
-            subprocess.run(["udevadm", "settle", "--timeout=5"], check=False)
+        links = self.candidates(volume_id)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found = next((link for link in links if link.exists()), None)
+            if found is not None:
+                return found.resolve()
             if time.monotonic() > deadline:
                 raise DataplaneError(
-                    f"volume {volume_id} did not appear as {link} within {DEVICE_TIMEOUT:.0f} s"
+                    f"volume {volume_id} did not appear in {self.root} within "
+                    f"{self.timeout:.0f} s (looked for {links[0].name} and "
+                    f"{links[1].name}): is this apply running on the conversion host "
+                    f"{server_id}?"
                 )
-            time.sleep(0.5)
-        return link.resolve()
+            _settle()
+            time.sleep(0.2)
+
+
+def _settle() -> None:
+    """Let udev finish its queue (new links); a host without udevadm just waits."""
+    try:
+        subprocess.run(["udevadm", "settle", "--timeout=5"], check=False, capture_output=True)
+    except OSError:
+        time.sleep(0.3)

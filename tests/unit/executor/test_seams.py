@@ -1,14 +1,18 @@
-"""The datastore-path disk source: a disk's datastore path maps to its flat extent under the
-mount, and a missing one is a clear error."""
+"""The seams' production halves that run without a cloud: the datastore-path disk source (a
+disk's datastore path maps to its flat extent under the mount, a missing one is a clear error)
+and the by-id device lookup (each name a KVM guest gives an attached volume, waited for; one
+that never appears is a clear error)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from engine.errors import DataplaneError
-from engine.executor.seams import flat_extent
+from engine.executor.seams import ByIdDevices, flat_extent
 
 
 def test_a_disk_maps_to_its_flat_extent(tmp_path: Path) -> None:
@@ -28,3 +32,30 @@ def test_a_disk_maps_to_its_flat_extent(tmp_path: Path) -> None:
 def test_clear_errors(tmp_path: Path, name: str, message: str) -> None:
     with pytest.raises(DataplaneError, match=message):
         flat_extent(tmp_path, name)
+
+
+VOLUME = "4f1fb573-0570-4c65-96ca-0f33b550324b"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f"virtio-{VOLUME[:20]}",  # virtio-blk: the serial is the id's first 20 characters
+        f"scsi-0QEMU_QEMU_HARDDISK_{VOLUME}",  # virtio-scsi: the whole id
+        f"scsi-SQEMU_QEMU_HARDDISK_{VOLUME}",
+        f"scsi-0QEMU_QEMU_HARDDISK_{VOLUME[:20]}",  # virtio-scsi on older QEMU
+    ],
+)
+def test_an_attached_volume_is_found_by_id_when_its_link_appears(tmp_path: Path, link: str) -> None:
+    device = tmp_path / "vdb"
+    device.write_bytes(b"")
+    threading.Timer(0.5, lambda: (tmp_path / link).symlink_to(device)).start()
+    began = time.monotonic()
+    assert ByIdDevices(tmp_path, timeout=10).device(None, VOLUME, "conv") == device
+    assert 0.4 < time.monotonic() - began < 5
+
+
+def test_a_volume_that_never_appears_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "virtio-0000000000000000000").symlink_to(tmp_path)  # another volume's link
+    with pytest.raises(DataplaneError, match=f"volume {VOLUME} did not appear in .* within 1 s"):
+        ByIdDevices(tmp_path, timeout=1).device(None, VOLUME, "conv-host-id")
