@@ -2,8 +2,9 @@
 downstream of a failure is skipped (never started) and reported; everything else goes on.
 
 Parallelism is bounded globally (`parallelism`) and per pool: each node may name pools (a
-conversion host, an ESXi host) whose limits it must fit in. `stop()` (e.g. on SIGINT) lets
-running nodes finish and starts no new ones.
+conversion host, an ESXi host) whose limits it must fit in. `stop()` (e.g. on SIGINT) starts
+no new node and lets the running ones end (a copy ends early, at a checkpoint: its own stop
+event is set alongside).
 """
 
 from __future__ import annotations

@@ -244,11 +244,13 @@ def tree_argv(pid: int) -> list[str]:
     return out
 
 
-def start_apply(lab: Lab, spec: Path, target: str, state: Path) -> subprocess.Popen[str]:
+def start_apply(
+    lab: Lab, spec: Path, target: str, state: Path, *extra: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", target,
-         "--auto-approve", "--state", str(state)],
-        env={**os.environ, **lab.env(), "COLUMNS": "200"},
+         "--auto-approve", "--state", str(state), *extra],
+        env={**os.environ, **lab.env(), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -272,16 +274,18 @@ def kill_when(proc: subprocess.Popen[str], ready: Any, timeout: float = 120.0) -
 def test_kill_9_at_random_moments_of_a_cutover_converges_without_duplicates(
     lab: Lab, si: Any, tmp_path: Path
 ) -> None:
-    """The first kill lands mid full copy (its checkpoint is honoured: the resumed copy reads
-    only what lies beyond it); then ten more at random moments of the cutover. Each re-run
-    converges: one server, one port per NIC, one volume per disk, digests equal."""
+    """The first kill lands mid full copy, the second in the resumed copy after a further
+    checkpoint (while a third apply fails fast on the lock), then ten more at random moments of
+    the cutover, mostly in the copy. Checkpoints only move forward, the run that completes the
+    copy reads only what lies beyond its checkpoint, and the last run converges: one server,
+    one port per NIC, one volume per disk, digests equal."""
     vm = find_vm("db01")
     assert vm is not None
     for i in range(24):  # 1.5 GiB of data on the 4 GiB disk
         lab.write("db01", 2001, 1024 * MiB + i * 64 * MiB, 64 * MiB)
-    # A distant source host: each read waits 250 ms, so the full copy takes several seconds
-    # (about 6 s: 32 reads of 2 MiB in flight) however fast this machine's disks are.
-    lab.read_delay("db01", 2001, 250)
+    # A distant source host: each read waits 1 s, so the full copy takes about 20 s (32 reads
+    # of 2 MiB in flight) however fast this machine's disks are, and most kills land in it.
+    lab.read_delay("db01", 2001, 1000)
     try:
         kill_at_random_moments(lab, tmp_path, vm)
     finally:
@@ -293,21 +297,24 @@ def kill_at_random_moments(lab: Lab, tmp_path: Path, vm: Any) -> None:
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false")
 
+    def mark() -> int:
+        """Where the disk's copy resumes: its recorded checkpoint."""
+        return int(records(state).get("vm.db01.disk[2001]", {}).get("copied_bytes", 0))
+
+    def copied() -> bool:
+        return "last_sync" in records(state).get("vm.db01.disk[2001]", {})
+
     first = start_apply(lab, spec, "vm.db01", state)
     argvs: list[str] = []
 
     def mid_copy() -> bool:
         argvs.extend(tree_argv(first.pid))  # ferry and its nbdkit servers, while they run
-        attrs = records(state).get("vm.db01.disk[2001]", {}) if state.exists() else {}
-        return attrs.get("copy") == "full" and int(attrs.get("copied_bytes", 0)) > 0
+        return state.exists() and mark() > 0
 
     assert kill_when(first, mid_copy), "no checkpoint seen"
-    mark = int(records(state)["vm.db01.disk[2001]"]["copied_bytes"])
+    marks = [mark()]
     password = lab.vcenter_files.password.read_text().strip()
     assert any("nbdkit" in a for a in argvs) and not any(password in a for a in argvs)
-
-    def copied() -> bool:
-        return "last_sync" in records(state).get("vm.db01.disk[2001]", {})
 
     resumed = start_apply(lab, spec, "vm.db01", state)
     while lock_holder(state) != resumed.pid:  # then a second apply fails fast, naming it
@@ -317,24 +324,33 @@ def kill_at_random_moments(lab: Lab, tmp_path: Path, vm: Any) -> None:
     second = apply(lab, spec, "vm.db01", state)
     assert second.returncode == 1 and f"locked by ferry apply (pid {resumed.pid}" in second.stderr
     assert time.monotonic() - began < 30 and "Traceback" not in second.stderr
-    kill_when(resumed, copied)
-    sync = records(state)["vm.db01.disk[2001]"]["last_sync"]
-    live = lab_disks.live_path(lab.disks, vm, 2001)
-    assert 0 < sync["bytes"] <= data_after(live, mark) + 2 * MiB  # not re-read below the mark
+    assert kill_when(resumed, lambda: mark() > marks[0]), "the resumed copy made no checkpoint"
+    marks.append(mark())
 
+    # Then at random moments: most land in the copy (slowed by the read delay), some in
+    # the cutover's later steps. Every run resumes from the last checkpoint, never below it.
     rng = random.Random(20261127)
     kills = 2
     while kills < 12:
+        starts_at = mark()
         proc = start_apply(lab, spec, "vm.db01", state)
-        moment = time.monotonic() + rng.uniform(1.0, 9.0)
+        moment = time.monotonic() + rng.uniform(1.0, 8.0)
         if not kill_when(proc, lambda m=moment: time.monotonic() >= m):  # type: ignore[misc]
             break  # it finished: nothing left to interrupt
         kills += 1
-    print(f"kills: {kills} (checkpoint {mark} bytes; resumed copy read {sync['bytes']})")
+        if not copied():
+            assert mark() >= starts_at, "a checkpoint went back"
+            marks.append(mark())
+    starts_at = mark() if not copied() else marks[-1]
     done = ferry(lab, "apply", str(spec), "--target", "vm.db01", "--auto-approve",
                  "--state", str(state))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    sync = records(state)["vm.db01.disk[2001]"]["last_sync"]
+    print(f"kills: {kills}; checkpoints {marks}; the last copy read {sync['bytes']} bytes")
     assert kills >= 10, f"only {kills} kills landed before the cutover finished"
+    live = lab_disks.live_path(lab.disks, vm, 2001)
+    if sync["kind"] == "full":  # the run that completed the copy read only beyond its checkpoint
+        assert 0 < sync["bytes"] <= data_after(live, starts_at) + 2 * MiB
 
 
 def test_a_server_and_port_deleted_outside_ferry_are_reported_as_drift_and_recreated(
