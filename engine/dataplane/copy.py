@@ -469,14 +469,49 @@ def _drain(handle: Any) -> None:
         handle.poll(-1)
 
 
-def digest(uri: str, length: int | None = None, chunk: int = 8 * MiB) -> str:
-    """sha256 of an NBD export (or its first `length` bytes)."""
+def digest(uri: str, length: int | None = None, chunk: int = 4 * MiB, in_flight: int = 16) -> str:
+    """sha256 of an NBD export (or its first `length` bytes).
+
+    Holes and zero runs (block status) are hashed as zeros without being read; data is read
+    `in_flight` chunks ahead with aio and hashed in order. A failed read is read again
+    synchronously, with the copy's retries and backoff.
+    """
     h = hashlib.sha256()
+    zeros = bytes(chunk)
     with nbd_client.connect(uri) as handle:
-        size = handle.get_size() if length is None else length
-        for offset in range(0, size, chunk):
-            h.update(_pread(handle, min(chunk, size - offset), offset))
+        size = handle.get_size() if length is None else min(length, handle.get_size())
+        requests = plan_requests(nbd_client.runs_for(handle, [(0, size)]), chunk)
+        ahead: deque[tuple[int, int, Any, int]] = deque()  # (offset, length, buffer, cookie)
+        position = 0
+        for offset, n, data in requests:
+            if data:
+                buf = nbd.Buffer(n)
+                ahead.append((offset, n, buf, handle.aio_pread(buf, offset)))
+            else:
+                ahead.append((offset, n, None, 0))
+            while len(ahead) > in_flight or (ahead and ahead[0][2] is None):
+                position = _hash_next(handle, h, ahead, zeros)
+        while ahead:
+            position = _hash_next(handle, h, ahead, zeros)
+        if position != size:
+            raise DataplaneError(f"block status covered {position} of {size} bytes")
     return h.hexdigest()
+
+
+def _hash_next(handle: Any, h: Any, ahead: deque[tuple[int, int, Any, int]], zeros: bytes) -> int:
+    """Hash the oldest request (waiting for its read); the offset hashed up to."""
+    offset, n, buf, cookie = ahead.popleft()
+    if buf is None:
+        for start in range(0, n, len(zeros)):
+            h.update(memoryview(zeros)[: min(len(zeros), n - start)])
+        return offset + n
+    try:
+        while not handle.aio_command_completed(cookie):
+            handle.poll(-1)
+        h.update(buf.to_buffer())
+    except nbd.Error:
+        h.update(_pread(handle, n, offset))
+    return offset + n
 
 
 def _pread(handle: Any, length: int, offset: int, options: CopyOptions | None = None) -> bytes:

@@ -249,3 +249,20 @@ def test_a_stopped_copy_ends_at_a_flushed_checkpoint_and_resumes_there(tmp_path:
     assert file_digest(dst) == file_digest(src)
     beyond = sum(max(0, o + n - max(o, mark)) for o, n in extents)
     assert stats.bytes_read <= beyond + 2 * MiB
+
+
+def test_digest_reads_only_data_and_equals_the_files(tmp_path: Path) -> None:
+    """The source's sha256 for `verify`: holes hashed as zeros without a read, data read ahead
+    and hashed in order; a read that fails (20 % here) is read again. Equal to the file's."""
+    src = tmp_path / "src.raw"
+    sparse_disk(src, 12, extents=60)
+    log = tmp_path / "nbdkit.log"
+    with NbdkitServer(FileDiskSource(src), filters=["log"], filter_args=[f"logfile={log}"]) as srv:
+        assert digest(srv.uri) == file_digest(src)
+    pattern = r"Read id=\d+ offset=0x[0-9a-f]+ count=(0x[0-9a-f]+)"
+    assert 0 < sum(int(c, 16) for c in re.findall(pattern, log.read_text())) <= allocated(src)
+    flaky = NbdkitServer(
+        FileDiskSource(src), filters=["error"], filter_args=["error=EIO", "error-pread-rate=20%"]
+    )
+    with flaky:
+        assert digest(flaky.uri, chunk=256 * 1024) == file_digest(src)
