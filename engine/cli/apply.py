@@ -233,6 +233,8 @@ def _run(
         view,
     ):
         applier = Applier(plan, _context(spec, si, store, events, location.log_dir))
+        if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
+            applier.ctx.sources.check()  # before anything is touched
         events.emit(
             "apply_start",
             summary=planfile.to_json(plan)["summary"],

@@ -30,10 +30,17 @@ class Sources(Protocol):
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource: ...
 
+    def check(self) -> None:
+        """Before an apply touches anything: can disks be read this way on this host?"""
+
 
 @dataclass(frozen=True)
 class LabSources:
     lab_dir: Path
+
+    def check(self) -> None:
+        if not (self.lab_dir / "disks").is_dir():
+            raise DataplaneError(f"{self.lab_dir} holds no lab disks: is the lab up?")
 
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
@@ -59,6 +66,27 @@ class VddkSources:
     target: VCenterTarget
     libdir: Path
 
+    def check(self) -> None:
+        """nbdkit's vddk plugin loads VDDK from `libdir` (`--dump-plugin` loads the library)."""
+        try:
+            done = subprocess.run(
+                ["nbdkit", "vddk", f"libdir={self.libdir}", "--dump-plugin"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DataplaneError(f"cannot run nbdkit: {exc}") from exc
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[0]
+            raise DataplaneError(
+                f"nbdkit cannot read disks through VDDK from {self.libdir}: {why}. "
+                "Debian's nbdkit has no vddk plugin: build it from nbdkit's source or use a "
+                "distribution that ships it, and unpack VDDK there (docs/production.md, VDDK); "
+                "nothing was changed"
+            )
+
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
@@ -82,6 +110,13 @@ class DatastorePathSources:
     flat extent, which the snapshot ferry took keeps frozen while it is read."""
 
     root: Path
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise DataplaneError(
+                f"source.vcenter.datastore_path {self.root} is not a directory on this host: "
+                "mount the datastores there; nothing was changed"
+            )
 
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo

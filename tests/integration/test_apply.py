@@ -315,6 +315,40 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
     print(f"stopped in {seconds:.1f} s at {mark} bytes; the resumed copy read {synced['bytes']}")
 
 
+def test_a_host_that_cannot_read_disks_fails_before_touching_anything(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Production reads disks through nbdkit's vddk plugin; on a host where it cannot load VDDK
+    (here: Debian's nbdkit, which has no vddk plugin) the apply stops at once with what to do:
+    no snapshot taken, no volume made, nothing recorded."""
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    assert "  lab_dir: ${FERRY_LAB_DIR}" in text
+    text = text.replace("  lab_dir: ${FERRY_LAB_DIR}", "").replace(
+        "    datacenter: DC0", f"    datacenter: DC0\n    vddk_libdir: {tmp_path / 'vddk'}"
+    )
+    spec = tmp_path / "vddk.yaml"
+    spec.write_text(text)
+    state = tmp_path / "ferry.db"
+    before = snapshots_of(si, "web01")
+    done = ferry(lab, "apply", str(spec), "--target", "vm.web01", "--auto-approve",
+                 "--state", str(state))  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "cannot read disks through VDDK" in done.stderr and "nothing was changed" in done.stderr
+    assert not [a for a in records(state) if a.startswith("vm.web01")] if state.exists() else True
+    assert snapshots_of(si, "web01") == before, "a snapshot was taken"
+
+
+def snapshots_of(si: Any, name: str) -> list[str]:
+    """The names of a VM's snapshots, depth first."""
+    (vm,) = [o.ref for o in retrieve(si, vim.VirtualMachine, ["name"]) if o.props["name"] == name]
+    todo, names = list(vm.snapshot.rootSnapshotList if vm.snapshot else []), []
+    while todo:
+        snap = todo.pop()
+        names.append(snap.name)
+        todo += snap.childSnapshotList
+    return sorted(names)
+
+
 def test_a_conversion_host_the_spec_asks_for_is_booted_first(lab: Lab, tmp_path: Path) -> None:
     """The pre-migration phase: conv-02 does not exist; apply boots it (image, flavor, network,
     a security group with SSH from one CIDR), then copies onto it; a second plan is all no-op;

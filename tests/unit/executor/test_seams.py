@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import DataplaneError
-from engine.executor.seams import ByIdDevices, flat_extent
+from engine.executor.seams import ByIdDevices, DatastorePathSources, VddkSources, flat_extent
+from engine.providers.vsphere.session import VCenterTarget
 
 
 def test_a_disk_maps_to_its_flat_extent(tmp_path: Path) -> None:
@@ -59,3 +60,18 @@ def test_a_volume_that_never_appears_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "virtio-0000000000000000000").symlink_to(tmp_path)  # another volume's link
     with pytest.raises(DataplaneError, match=f"volume {VOLUME} did not appear in .* within 1 s"):
         ByIdDevices(tmp_path, timeout=1).device(None, VOLUME, "conv-host-id")
+
+
+def test_vddk_that_cannot_load_is_a_clear_error_before_anything(tmp_path: Path) -> None:
+    """Real nbdkit: without its vddk plugin (Debian's nbdkit has none) or without VDDK in
+    libdir, the check fails with what to do."""
+    target = VCenterTarget("vc.example", 443, "admin", "not-used", thumbprint="AA:BB")
+    with pytest.raises(DataplaneError, match=r"cannot read disks through VDDK from .*vddk"):
+        VddkSources(target, tmp_path / "vddk").check()
+
+
+def test_a_datastore_mount_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataplaneError, match="is not a directory on this host"):
+        DatastorePathSources(tmp_path / "nfs").check()
+    (tmp_path / "nfs").mkdir()
+    DatastorePathSources(tmp_path / "nfs").check()
