@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -208,6 +209,12 @@ def _context(
     )
 
 
+def _changes_per_vm(plan: Plan) -> Counter[str]:
+    """How many changes the apply makes for each VM (its status line's total)."""
+    addresses = [Address.parse(c.address) for c in plan.changes if c.action is not Action.NOOP]
+    return Counter(a.name for a in addresses if a.kind == "vm")
+
+
 def _graph(plan: Plan) -> Any:
     graph = nx.DiGraph()
     graph.add_nodes_from(c.address for c in plan.changes if c.action is not Action.NOOP)
@@ -233,6 +240,7 @@ def _run(
         view,
     ):
         applier = Applier(plan, _context(spec, si, store, events, location.log_dir))
+        changes = _changes_per_vm(plan)
         if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
             applier.ctx.sources.check()  # before anything is touched
         events.emit(
@@ -243,6 +251,7 @@ def _run(
                     "name": v.name,
                     "target": v.target_name,
                     "mode": v.mode,
+                    "changes": changes.get(v.name, 0),
                     "concerns": [f"{c.level.value}: {c.message}" for c in v.concerns],
                 }
                 for v in plan.vms

@@ -1,5 +1,6 @@
-"""How an apply's events are shown: for people (steps as lines; on a terminal, a progress bar per
-disk copy with bytes, throughput and ETA) or for machines (`--json`: one JSON object per line)."""
+"""How an apply's events are shown: for people (steps as lines; on a terminal, live below them a
+status line per VM and a progress bar per disk copy with bytes, throughput and ETA) or for
+machines (`--json`: one JSON object per line)."""
 
 from __future__ import annotations
 
@@ -7,57 +8,130 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
+from engine.addresses import Address
+from engine.errors import UserError
+
 
 class HumanView:
-    """Steps printed as they happen; copies as live bars when the console is a terminal."""
+    """Steps printed as they happen. On a terminal, live below them: per VM a status line
+    (changes done of its total, and what it is doing) and per disk copy a bar with bytes,
+    throughput and ETA."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.bars: Progress | None = None
+        self.live: Live | None = None
+        self.vms = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=12),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+        )
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.vm_tasks: dict[str, Any] = {}
         self.tasks: dict[str, Any] = {}
         if console.is_terminal:
-            self.bars = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
+            self.live = Live(Group(self.vms, self.bars), console=console, refresh_per_second=4)
 
     def __enter__(self) -> HumanView:
-        if self.bars is not None:
-            self.bars.start()
+        if self.live is not None:
+            self.live.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.bars is not None:
-            self.bars.stop()
+        if self.live is not None:
+            self.live.stop()
 
     def __call__(self, record: dict[str, Any]) -> None:
         event = record["event"]
         if event == "step":
             self.console.print(f"  {escape(str(record['message']))}")
-        elif event == "copy" and self.bars is not None:
+        if self.live is None:
+            return
+        if event == "apply_start":
+            for vm in record.get("vms", []):
+                self._vm_line(vm)
+        elif event == "copy":
             self._bar(str(record["address"]), int(record["done"]), int(record["total"]))
+        else:
+            self._vm_status(record)
+
+    def _vm_line(self, vm: dict[str, Any]) -> None:
+        if not vm.get("changes"):
+            return
+        label = f"{vm['name']} ({vm.get('mode', '')})"
+        self.vm_tasks[str(vm["name"])] = self.vms.add_task(
+            escape(label), total=int(vm["changes"]), status="waiting"
+        )
+
+    def _vm_status(self, record: dict[str, Any]) -> None:
+        """node_start / node_end / node_skipped / step: the VM's line says what it does."""
+        vm, status = _vm_of(record), _status_of(record)
+        task = self.vm_tasks.get(vm or "")
+        if task is None or status is None:
+            return
+        done = record["event"] == "node_end" and record.get("outcome") == "done"
+        self.vms.update(task, advance=1 if done else 0, status=escape(status))
 
     def _bar(self, address: str, done: int, total: int) -> None:
-        assert self.bars is not None
         if address not in self.tasks:
             self.tasks[address] = self.bars.add_task(escape(address), total=max(total, 1))
         self.bars.update(self.tasks[address], completed=done, total=max(total, 1))
+
+
+def _vm_of(record: dict[str, Any]) -> str | None:
+    if record.get("vm"):
+        return str(record["vm"])
+    try:
+        address = Address.parse(str(record.get("address", "")))
+    except (ValueError, UserError):
+        return None
+    return address.name if address.kind == "vm" else None
+
+
+def _status_of(record: dict[str, Any]) -> str | None:
+    event, what = record["event"], _part(str(record.get("address", "")))
+    if event == "node_start":
+        return f"{what}…"
+    if event == "node_end":
+        failed = record.get("outcome") == "failed" and record.get("error")
+        return f"{what} {record.get('outcome')}" + (f": {record['error']}" if failed else "")
+    if event == "node_skipped":
+        return f"{what} skipped (after {record.get('after')})"
+    if event == "step":
+        return str(record.get("message", "")).split(": ", 1)[-1]
+    return None
+
+
+def _part(address: str) -> str:
+    """ "disk[2000]" for "vm.db01.disk[2000]"; the VM's own node is "vm"."""
+    try:
+        parsed = Address.parse(address)
+    except (ValueError, UserError):
+        return address
+    if parsed.part is None:
+        return parsed.kind
+    return parsed.part + (f"[{parsed.index}]" if parsed.index is not None else "")
 
 
 class JsonView:
