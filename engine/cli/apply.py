@@ -44,7 +44,7 @@ from engine.statestore import StateLocation, StateStore
 from engine.units import human
 
 STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
-ESXI_READS = 10  # concurrent disk reads per ESXi host (NFC connections are limited per host)
+ESXI_READS = 10  # default concurrent disk reads per ESXi host (NFC connections are limited)
 
 
 def apply(
@@ -260,7 +260,8 @@ def _run(
         host = (spec.get("conversion_hosts") or [{}])[0]
         esxi = applier.hosts()
         pools = {"conversion": int(host.get("max_parallel", 2))}
-        pools |= {f"esxi:{h}": ESXI_READS for h in esxi.values()}
+        reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
+        pools |= {f"esxi:{h}": reads for h in esxi.values()}
 
         def pools_of(node: Any) -> list[str]:
             """A disk copy holds a conversion-host slot and one of its ESXi host's reads; a

@@ -103,6 +103,7 @@ def test_a_stale_saved_plan_is_refused(lab: Lab, tmp_path: Path) -> None:
         str(state),
     )
     assert done.returncode == 0, done.stderr
+    assert lab.vcenter_files.password.read_text().strip() not in saved.read_text()
     done = ferry(
         lab,
         "apply",
@@ -214,9 +215,19 @@ def test_json_events_stream_for_ci_logs(lab: Lab, tmp_path: Path) -> None:
     """`apply --json`: stdout is JSON lines only — start, every node framed, copy progress, end —
     the same events land in state/logs/apply-*.jsonl, and none holds the vCenter password."""
     state = tmp_path / "ferry.db"
-    done = ferry(lab, *APPLY_WEB01, "--state", str(state), "--json")
+    spec = tmp_path / "one-read.yaml"  # web01's two disks live on one ESXi host: one at a time
+    spec.write_text(
+        (ROOT / "plans" / "demo.yaml")
+        .read_text()
+        .replace("    datacenter: DC0", "    datacenter: DC0\n    reads_per_esxi_host: 1")
+    )
+    apply_web01_json = ("apply", str(spec), *APPLY_WEB01[2:], "--state", str(state), "--json")
+    done = ferry(lab, *apply_web01_json)
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
+    framing = [e for e in events if e["event"] in ("node_start", "node_end")]
+    disks = [e["event"] for e in framing if ".disk[" in e["address"]]
+    assert disks == ["node_start", "node_end"] * 2, "two disks read at once from one host"
     kinds = [e["event"] for e in events]
     assert kinds[0] == "apply_start" and kinds[-1] == "apply_end" and events[-1]["ok"] is True
     started = {e["address"] for e in events if e["event"] == "node_start"}
@@ -232,7 +243,9 @@ def test_json_events_stream_for_ci_logs(lab: Lab, tmp_path: Path) -> None:
     assert [json.loads(line) for line in log.read_text().splitlines()] == events
     password = lab.vcenter_files.password.read_text().strip()
     assert password not in done.stdout and password not in log.read_text()
-    again = ferry(lab, *APPLY_WEB01, "--state", str(state), "--json")  # in sync: nothing to do
+    for stored in tmp_path.glob("ferry.db*"):  # the state (and its WAL) holds no secret either
+        assert password.encode() not in stored.read_bytes()
+    again = ferry(lab, *apply_web01_json)  # in sync: nothing to do
     assert again.returncode == 0, again.stdout + again.stderr
     (line,) = again.stdout.splitlines()
     assert json.loads(line)["event"] == "apply_end" and json.loads(line)["done"] == 0
