@@ -292,12 +292,10 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            event = json.loads(line)
-            ours = event["event"] == "copy" and event["address"] == "vm.web01.disk[2000]"
-            if ours and event["done"] > 0:
-                break
+        deadline = time.monotonic() + 120
+        while not (state.exists() and checkpoint(state) > 0):  # the copy is under way
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint came"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         stopped_at = time.monotonic()
         out, err = proc.communicate(timeout=60)
@@ -326,6 +324,10 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
     synced = assert_exact(lab, state)["vm.web01.disk[2000]"]["last_sync"]
     assert 0 < synced["bytes"] <= data_after(live, mark) + 2 * MiB
     print(f"stopped in {seconds:.1f} s at {mark} bytes; the resumed copy read {synced['bytes']}")
+
+
+def checkpoint(state: Path) -> int:
+    return int(records(state).get("vm.web01.disk[2000]", {}).get("copied_bytes", 0))
 
 
 def test_a_host_that_cannot_read_disks_fails_before_touching_anything(
