@@ -282,6 +282,8 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
     flushes, records where it got to, detaches its volume; ferry exits 130 within seconds. The
     next plan says it resumes, and the next apply reads only what lies beyond the checkpoint."""
     state = tmp_path / "ferry.db"
+    for i in range(4):  # 256 MiB more data, so the copy lasts beyond its first checkpoint (2 s)
+        lab.write("web01", 2000, 1024 * MiB + i * 128 * MiB, 64 * MiB)
     lab.read_delay("web01", 2000, 1000)  # ~32 reads a second: a copy of several seconds
     try:
         proc = subprocess.Popen(
