@@ -14,7 +14,7 @@ from engine.errors import UserError
 KINDS = ("vm", "flavor", "network", "host")
 PARTS = ("cbt", "snapshot", "disk", "port", "server", "conversion")
 INDEXED = ("disk", "port")
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # whole name (fullmatch: "$" allows a "\n")
 _ADDRESS = re.compile(
     r"""^(?P<kind>[a-z]+)
         (?:\.(?P<plain>[A-Za-z_][A-Za-z0-9_-]*)|\[(?P<quoted>"(?:[^"\\]|\\.)*")\])
@@ -39,7 +39,7 @@ class Address:
             raise ValueError(f"{self.part!r} {'needs' if self.index is None else 'takes no'} index")
 
     def __str__(self) -> str:
-        plain = _PLAIN.match(self.name)
+        plain = _PLAIN.fullmatch(self.name)
         name = f".{self.name}" if plain else f"[{json.dumps(self.name, ensure_ascii=False)}]"
         part = f".{self.part}" if self.part else ""
         index = f"[{self.index}]" if self.index is not None else ""
@@ -55,7 +55,7 @@ class Address:
 
     @staticmethod
     def parse(text: str) -> Address:
-        match = _ADDRESS.match(text.strip())
+        match = _ADDRESS.fullmatch(text.strip())
         if match is None:
             raise UserError(f"not an address: {text!r} (e.g. vm.web01, vm.web01.disk[2000])")
         name = match["plain"] if match["plain"] is not None else json.loads(match["quoted"])
