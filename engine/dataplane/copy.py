@@ -345,29 +345,27 @@ class _Pump:
         queue, retry = deque(requests), self.retry
         cancel = self.options.cancel
         while queue or self.outstanding or retry.pending:
-            if cancel is not None and cancel.is_set():
-                _drain(self.handle)
-            else:
+            stopping = cancel is not None and cancel.is_set()
+            if not stopping:
                 self._issue(queue)
+            if self.outstanding and not self.failures:
+                self.handle.poll(-1)
+            elif retry.pending and not queue and not stopping:
+                retry.wait()
+            # Checked before any report: a failed read or write is not below a checkpoint.
             if self.failures:
                 _drain(self.handle)
                 raise DataplaneError("; ".join(self.failures[:3]))
-            if self.outstanding:
-                self.handle.poll(-1)
-            elif retry.pending and not queue and not (cancel and cancel.is_set()):
-                retry.wait()
             # Everything below the lowest read in flight (or waiting) is written.
             waiting = [*self.outstanding, *retry.offsets(), *([queue[0][0]] if queue else [])]
             report(min(waiting, default=math.inf))
-            if cancel is not None and cancel.is_set() and not self.outstanding:
+            if stopping and not self.outstanding:
                 return
         report(math.inf)
 
     def _issue(self, queue: deque[tuple[int, int, bool]]) -> None:
         retry, options = self.retry, self.options
         while (queue or retry.ready()) and len(self.outstanding) < options.in_flight:
-            if self.failures:
-                return
             offset, length, data = retry.pop() if retry.ready() else queue.popleft()
             if not data:
                 _zero_run(self.job.dst, offset, length, options, self.stats)

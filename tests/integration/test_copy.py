@@ -178,6 +178,24 @@ def test_read_errors_are_clear(tmp_path: Path) -> None:
         copy(server.uri, dst, None, CopyOptions(dst_is_zero=True))
 
 
+def test_a_read_that_fails_last_fails_the_copy_and_no_checkpoint_passes_it(tmp_path: Path) -> None:
+    """The only data read is the last request; it fails with no retries left in the final poll:
+    the copy raises (it once returned as if done), and no checkpoint claims its bytes."""
+    src = blank(tmp_path / "src.raw")
+    with src.open("r+b") as f:
+        f.seek(SIZE - MiB)
+        f.write(b"\x01" * MiB)
+    dst = blank(tmp_path / "dst.raw")
+    marks: list[int] = []
+    options = CopyOptions(dst_is_zero=True, retries=0, checkpoint=marks.append)
+    server = NbdkitServer(
+        FileDiskSource(src), filters=["error"], filter_args=["error=EIO", "error-pread-rate=100%"]
+    )
+    with server, pytest.raises(DataplaneError, match=r"read at \d+ failed after 1 attempts"):
+        copy(server.uri, dst, None, options)
+    assert all(mark <= SIZE - MiB for mark in marks), marks
+
+
 KILLED = """
 import json, sys
 from pathlib import Path
