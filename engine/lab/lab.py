@@ -256,27 +256,25 @@ class Lab:
             raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
         return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed=seed)
 
-    def read_errors(self, vm_name: str, key: int, rate: str | None) -> None:
-        """A fault drill: fail `rate` of a disk's reads with EIO (None: heal it)."""
+    def _disk_owner(self, vm_name: str, key: int) -> str:
+        """The instance UUID of the lab VM that has disk `key` (fault drills are keyed by it)."""
         vm = self.vm(vm_name)
         if vm.disk(key) is None:
             raise UserError(f"VM {vm_name!r} has no disk {key}")
-        lab_faults.set_read_errors(self.root, vm.instance_uuid, key, rate)
+        return vm.instance_uuid
+
+    def read_errors(self, vm_name: str, key: int, rate: str | None) -> None:
+        """A fault drill: fail `rate` of a disk's reads with EIO (None: heal it)."""
+        lab_faults.set_read_errors(self.root, self._disk_owner(vm_name, key), key, rate)
 
     def read_delay(self, vm_name: str, key: int, milliseconds: int) -> None:
         """A fault drill: every read of a disk waits `milliseconds` (a slow source host)."""
-        vm = self.vm(vm_name)
-        if vm.disk(key) is None:
-            raise UserError(f"VM {vm_name!r} has no disk {key}")
-        lab_faults.set_read_delay(self.root, vm.instance_uuid, key, milliseconds)
+        lab_faults.set_read_delay(self.root, self._disk_owner(vm_name, key), key, milliseconds)
 
     def device_full(self, vm_name: str, key: int) -> None:
         """A fault drill: writes to this disk's volume fail with ENOSPC (`read_errors(..., None)`
         clears it)."""
-        vm = self.vm(vm_name)
-        if vm.disk(key) is None:
-            raise UserError(f"VM {vm_name!r} has no disk {key}")
-        lab_faults.set_device_full(self.root, vm.instance_uuid, key)
+        lab_faults.set_device_full(self.root, self._disk_owner(vm_name, key), key)
 
     def export_datastores(self, mount: Path) -> Path:
         """The lab's datastores as an NFS mount shows them to a cold migration
