@@ -61,6 +61,14 @@ def apply(
     as_json: Annotated[
         bool, typer.Option("--json", help="Events as JSON lines on stdout (for CI logs).")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="After each copy re-read source and volume and compare sha256 digests, for "
+            "every VM (the spec's verify setting does it for chosen ones).",
+        ),
+    ] = False,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = Console(highlight=False, stderr=as_json)
@@ -81,7 +89,7 @@ def apply(
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
     view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
-    raise typer.Exit(_run(plan, spec, location, parallelism, (console, view)))
+    raise typer.Exit(_run(plan, spec, location, parallelism, (console, view), verify=verify))
 
 
 def _plan_for(
@@ -195,7 +203,6 @@ def _context(
     if hosts[0].get("devices") == "connection-info":
         lab_dir = source.get("lab_dir")
         devices = LabDevices(Path(lab_dir)) if lab_dir else ConnectionInfoDevices()
-    verify = bool((spec.get("defaults") or {}).get("verify", False))
     return Context(
         si,
         conn,
@@ -203,7 +210,6 @@ def _context(
         sources,
         devices,
         host.id if host is not None else "",  # booted by its host.<name> node first
-        verify,
         log_dir=log_dir,
         events=events,
     )
@@ -228,6 +234,8 @@ def _run(
     location: StateLocation,
     parallelism: int,
     shown: tuple[Console, HumanView | JsonView],
+    *,
+    verify: bool = False,
 ) -> int:
     """Exit code: 0 all done, 1 a step failed, 130 stopped by a signal."""
     console, view = shown
@@ -240,6 +248,7 @@ def _run(
         view,
     ):
         applier = Applier(plan, _context(spec, si, store, events, location.log_dir))
+        applier.ctx.verify = verify
         changes = _changes_per_vm(plan)
         if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
             applier.ctx.sources.check()  # before anything is touched

@@ -64,6 +64,7 @@ def markdown(plan: Plan, spec_file: str = "") -> str:
     for vm in plan.vms:
         downtime = f", cutover downtime ~{vm.downtime_seconds:.0f} s" if vm.downtime_seconds else ""
         flavor = f", flavor {vm.flavor}" if vm.flavor else ""
+        downtime += ", copies verified by sha256" if vm.verify else ""
         lines.append(f"#### `{_cell(vm.address)}` → {_cell(vm.target_name)} ({vm.mode}{flavor}"
                      f"{downtime}){' — **blocked**' if vm.blocked else ''}")  # fmt: skip
         lines += [f"- {c.level.value}: {_cell(c.message)}" for c in vm.concerns]

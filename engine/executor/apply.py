@@ -78,7 +78,7 @@ class Context:
     sources: Sources
     devices: Devices
     conversion_host_id: str
-    verify: bool = False
+    verify: bool = False  # every VM's copies verified (`apply --verify`); else as each VM's plan
     log_dir: Path = Path("state/logs")
     progress: Callable[[str], None] = lambda _: None
     events: Events | None = None
@@ -110,6 +110,7 @@ class Applier:
         self.changes = {c.address: c for c in plan.changes}
         self.uuids = {v.name: v.instance_uuid for v in plan.vms}
         self.targets = {v.name: v.target_name for v in plan.vms}
+        self.verified = {v.name for v in plan.vms if v.verify}
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
 
@@ -271,7 +272,7 @@ class Applier:
                 areas=areas,
                 options=CopyOptions(dst_is_zero=fresh, start_at=start_at),
             )
-            if self.ctx.verify:
+            if self.ctx.verify or address.name in self.verified:
                 digest_hex = self._verify(source, device, disk)
                 with self.ctx.lock:
                     self.ctx.digests[change.address] = digest_hex

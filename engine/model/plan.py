@@ -58,6 +58,7 @@ class VMPlan:
     concerns: tuple[Concern, ...]
     blocked: bool
     downtime_seconds: float | None = None  # estimated cutover downtime
+    verify: bool = False  # each copy of its disks is re-read on both sides and compared
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -657,6 +657,7 @@ def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | Non
         concerns=concerns,
         blocked=any(c.level is ConcernLevel.ERROR for c in concerns),
         downtime_seconds=estimate,
+        verify=vm.verify,
     )
 
 

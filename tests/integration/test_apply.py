@@ -47,7 +47,9 @@ def assert_exact(lab: Lab, state: Path) -> dict[str, Any]:
     for disk in vm.disks:
         attrs = found[f"vm.web01.disk[{disk.key}]"]
         live = lab_disks.live_path(lab.disks, vm, disk.key)
-        assert file_digest(volume_file(lab, attrs["volume_id"]), disk.capacity) == file_digest(live)
+        volume = file_digest(volume_file(lab, attrs["volume_id"]), disk.capacity)
+        assert volume == file_digest(live)
+        assert attrs["last_sync"]["sha256"] == volume  # the demo spec verifies every copy
     return found
 
 

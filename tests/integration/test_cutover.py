@@ -63,9 +63,9 @@ def spec_with(tmp_path: Path, entry: str, settings: str) -> Path:
     return spec
 
 
-def apply(lab: Lab, spec: Path, target: str, state: Path) -> Any:
+def apply(lab: Lab, spec: Path, target: str, state: Path, *more: str) -> Any:
     return ferry(
-        lab, "apply", str(spec), "--target", target, "--auto-approve", "--state", str(state)
+        lab, "apply", str(spec), "--target", target, "--auto-approve", "--state", str(state), *more
     )
 
 
@@ -387,7 +387,8 @@ def test_a_server_and_port_deleted_outside_ferry_are_reported_as_drift_and_recre
 
 def test_cold_migration_from_a_datastore_mount(lab: Lab, tmp_path: Path) -> None:
     """source.vcenter.datastore_path instead of VDDK: build-old (powered off) copied once from
-    its flat extent under an NFS-style mount, then booted."""
+    its flat extent under an NFS-style mount, then booted. Its entry turns verify off; `apply
+    --verify` verifies it all the same."""
     vm = find_vm("build-old")
     assert vm is not None
     mount = lab.export_datastores(tmp_path / "mnt")
@@ -397,11 +398,15 @@ def test_cold_migration_from_a_datastore_mount(lab: Lab, tmp_path: Path) -> None
     text = text.replace("    datacenter: DC0\n", mounted)
     spec = tmp_path / "cold.yaml"
     spec.write_text(text.split("\nvms:")[0] + "\nvms:\n  - name: build-old\n    mode: cold\n"
-                    "    convert: false\n")  # fmt: skip
+                    "    convert: false\n    verify: false\n")  # fmt: skip
     state = tmp_path / "ferry.db"
-    done = apply(lab, spec, "vm.build-old", state)
+    done = apply(lab, spec, "vm.build-old", state, "--verify")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert records(state)["vm.build-old.disk[2000]"]["last_sync"]["kind"] == "full"
+    synced = records(state)["vm.build-old.disk[2000]"]
+    assert synced["last_sync"]["kind"] == "full"
+    capacity = vm.disks[0].capacity
+    volume = file_digest(volume_file(lab, synced["volume_id"]), capacity)
+    assert synced["last_sync"]["sha256"] == volume, "--verify did not verify"
     assert_converged(lab, state, vm, server=True)
     wrong = spec.read_text().replace("mode: cold", "mode: replicate")
     spec.write_text(wrong)
@@ -425,9 +430,10 @@ def test_a_network_the_spec_asks_for_is_created_once_and_kept(lab: Lab, tmp_path
     assert "lab-made" in text
     spec = tmp_path / "made.yaml"
     spec.write_text(text.split("\nvms:")[0] + "\nvms:\n  - name: build-old\n    mode: cutover\n"
-                    "    convert: false\n")  # fmt: skip
+                    "    convert: false\n    verify: false\n")  # fmt: skip
     state = tmp_path / "ferry.db"
     plan = ferry(lab, "plan", str(spec), "--json", "--state", str(state))
+    assert json.loads(plan.stdout)["vms"][0]["verify"] is False
     changes = {c["address"]: c for c in json.loads(plan.stdout)["changes"]}
     assert changes["network.lab-made"]["action"] == "create"
     assert ["network.lab-made", "vm.build-old.port[1]"] in json.loads(plan.stdout)["graph"]["edges"]
@@ -440,6 +446,7 @@ def test_a_network_the_spec_asks_for_is_created_once_and_kept(lab: Lab, tmp_path
     assert (subnet.cidr, subnet.gateway_ip) == ("10.77.0.0/24", "10.77.0.1")
     port = conn.network.get_port(records(state)["vm.build-old.port[1]"]["port_id"])
     assert port.network_id == network.id
+    assert records(state)["vm.build-old.disk[2000]"]["last_sync"]["sha256"] is None  # not verified
     assert_converged(lab, state, vm, server=True)
     again = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", str(state))
     assert again.returncode == 0, again.stdout

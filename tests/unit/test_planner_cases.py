@@ -32,7 +32,7 @@ from engine.model.observed import (
 )
 from engine.model.state import ResourceRecord, State, Status
 from engine.planner.make import make_plan
-from engine.planner.planfile import to_json
+from engine.planner.planfile import from_json, to_json
 from engine.spec.validate import validate_text
 
 CASES = Path(__file__).parents[1] / "cases"
@@ -133,6 +133,7 @@ def run_case(folder: Path) -> dict[str, Any]:
     plan = make_plan(loaded.data, inventory, destination, state, destroy=case.get("destroy", False))
     result = to_json(plan)
     Draft202012Validator(PLAN_SCHEMA).validate(result)
+    assert from_json(json.loads(json.dumps(result))) == plan  # a saved plan reads back whole
     for volatile in ("created_at", "spec_digest"):
         result.pop(volatile)
     result["exit_code"] = exit_code(plan, detailed=True)
