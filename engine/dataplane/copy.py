@@ -79,7 +79,7 @@ class CopyOptions:
     start_at: int = 0
     checkpoint: Callable[[int], None] | None = None
     checkpoint_interval: float = 2.0
-    on_bytes: Callable[[int, int], None] | None = None  # (covered, total) about twice a second
+    on_bytes: Callable[[int, int], None] | None = None  # (data read, data to read), ~2 per s
     retries: int = 5  # a failed read is issued again up to this many times, with backoff
     backoff: float = 0.05  # seconds before the first retry; doubles each time, at most 2 s
     writeback_window: int = DEFAULT_WRITEBACK_WINDOW  # written bytes kept in the page cache
@@ -201,7 +201,7 @@ def copy(
             requests = plan_requests(_runs(handle, areas, options.start_at), options.request_size)
             size = handle.get_size()
         shares = [requests[i :: options.connections] for i in range(options.connections)]
-        progress = _Progress(options, len(shares), sum(n for _, n, _ in requests))
+        progress = _Progress(options, len(shares), sum(n for _, n, data in requests if data))
         for i, share in enumerate(shares):
             if not share:
                 progress.marks[i] = math.inf
@@ -265,7 +265,7 @@ class _Progress:
         self.reported = 0.0
 
     def add(self, n: int, *, final: bool = False) -> None:
-        """Bytes of the copy handled (read and written, or a zero run dealt with)."""
+        """Data bytes read (holes and zero runs take no time worth showing)."""
         if self.options.on_bytes is None:
             return
         with self.lock:
@@ -367,9 +367,8 @@ class _Pump:
         retry, options = self.retry, self.options
         while (queue or retry.ready()) and len(self.outstanding) < options.in_flight:
             offset, length, data = retry.pop() if retry.ready() else queue.popleft()
-            if not data:
+            if not data:  # not counted as progress: it would inflate throughput and skew the ETA
                 _zero_run(self.job.dst, offset, length, options, self.stats)
-                self.job.progress.add(length)
                 continue
             slot = self.free.pop()
             buf = nbd.Buffer.from_buffer(slot[:length])

@@ -61,10 +61,13 @@ def test_full_copy_is_exact_and_reads_only_data(tmp_path: Path) -> None:
     src = tmp_path / "src.raw"
     sparse_disk(src, 1)
     dst = blank(tmp_path / "dst.raw")
+    shown: list[tuple[int, int]] = []  # what the progress bar gets: data read of data to read
+    options = CopyOptions(dst_is_zero=True, on_bytes=lambda *seen: shown.append(seen))
     with NbdkitServer(FileDiskSource(src)) as server:
-        stats = copy(server.uri, dst, None, CopyOptions(dst_is_zero=True))
+        stats = copy(server.uri, dst, None, options)
         assert digest(server.uri) == file_digest(dst) == file_digest(src)
     assert stats.bytes_read <= allocated(src) and stats.bytes_read > 0
+    assert shown[-1] == (stats.bytes_read, stats.bytes_read), "holes are not progress"
     assert stats.bytes_skipped >= SIZE - allocated(src)
     assert allocated(dst) <= allocated(src) + MiB, "holes stay holes on the destination"
 
