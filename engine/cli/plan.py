@@ -15,7 +15,7 @@ from engine.addresses import Address
 from engine.diagnostics import Severity, has_errors
 from engine.errors import UserError
 from engine.model.desired import ConcernLevel
-from engine.model.plan import SYMBOLS, Action, Change, Plan
+from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
 from engine.planner.make import make_plan
 from engine.planner.refresh import refresh
@@ -128,7 +128,7 @@ def render(result: Plan, console: Console) -> None:
     for vm in result.vms:
         flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
         downtime = f", cutover downtime ~{vm.downtime_seconds:.0f} s" if vm.downtime_seconds else ""
-        downtime += "; copies verified by sha256" if vm.verify else ""
+        downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"

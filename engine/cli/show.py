@@ -12,7 +12,7 @@ from rich.console import Console
 
 from engine.addresses import Address
 from engine.cli.plan import render, summary
-from engine.model.plan import SYMBOLS, Action, Change, Plan
+from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
 from engine.units import human
 
@@ -64,7 +64,7 @@ def markdown(plan: Plan, spec_file: str = "") -> str:
     for vm in plan.vms:
         downtime = f", cutover downtime ~{vm.downtime_seconds:.0f} s" if vm.downtime_seconds else ""
         flavor = f", flavor {vm.flavor}" if vm.flavor else ""
-        downtime += ", copies verified by sha256" if vm.verify else ""
+        downtime += f", {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         lines.append(f"#### `{_cell(vm.address)}` → {_cell(vm.target_name)} ({vm.mode}{flavor}"
                      f"{downtime}){' — **blocked**' if vm.blocked else ''}")  # fmt: skip
         lines += [f"- {c.level.value}: {_cell(c.message)}" for c in vm.concerns]

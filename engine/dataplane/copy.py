@@ -233,9 +233,7 @@ def copy(
 
 
 def _runs(handle: Any, areas: Sequence[Extent] | None, start_at: int) -> list[nbd_client.Run]:
-    size = handle.get_size()
-    wanted = merge_extents(areas if areas is not None else [(0, size)])
-    clipped = [(max(o, start_at), min(o + n, size)) for o, n in wanted]
+    clipped = [(max(o, start_at), o + n) for o, n in _within(areas, handle.get_size())]
     return nbd_client.runs_for(handle, [(lo, hi - lo) for lo, hi in clipped if hi > lo])
 
 
@@ -466,8 +464,15 @@ def _drain(handle: Any) -> None:
         handle.poll(-1)
 
 
-def digest(uri: str, length: int | None = None, chunk: int = 4 * MiB, in_flight: int = 16) -> str:
-    """sha256 of an NBD export (or its first `length` bytes).
+def digest(
+    uri: str,
+    length: int | None = None,
+    chunk: int = 4 * MiB,
+    in_flight: int = 16,
+    areas: Sequence[Extent] | None = None,
+) -> str:
+    """sha256 of an NBD export (or its first `length` bytes; or of its `areas`' bytes, merged
+    and in order — what `file_digest` with the same areas gives for a file holding the same).
 
     Holes and zero runs (block status) are hashed as zeros without being read; data is read
     `in_flight` chunks ahead with aio and hashed in order. A failed read is read again
@@ -477,9 +482,10 @@ def digest(uri: str, length: int | None = None, chunk: int = 4 * MiB, in_flight:
     zeros = bytes(chunk)
     with nbd_client.connect(uri) as handle:
         size = handle.get_size() if length is None else min(length, handle.get_size())
-        requests = plan_requests(nbd_client.runs_for(handle, [(0, size)]), chunk)
+        wanted = _within(areas, size)
+        requests = plan_requests(nbd_client.runs_for(handle, wanted), chunk)
         ahead: deque[tuple[int, int, Any, int]] = deque()  # (offset, length, buffer, cookie)
-        position = 0
+        hashed = 0
         for offset, n, data in requests:
             if data:
                 buf = nbd.Buffer(n)
@@ -487,28 +493,35 @@ def digest(uri: str, length: int | None = None, chunk: int = 4 * MiB, in_flight:
             else:
                 ahead.append((offset, n, None, 0))
             while len(ahead) > in_flight or (ahead and ahead[0][2] is None):
-                position = _hash_next(handle, h, ahead, zeros)
+                hashed += _hash_next(handle, h, ahead, zeros)
         while ahead:
-            position = _hash_next(handle, h, ahead, zeros)
-        if position != size:
-            raise DataplaneError(f"block status covered {position} of {size} bytes")
+            hashed += _hash_next(handle, h, ahead, zeros)
+        expected = sum(n for _, n in wanted)
+        if hashed != expected:
+            raise DataplaneError(f"block status covered {hashed} of {expected} bytes")
     return h.hexdigest()
 
 
+def _within(areas: Sequence[Extent] | None, size: int) -> list[Extent]:
+    """`areas` (None: the whole disk) merged, sorted and clipped to `size`."""
+    merged = merge_extents(areas if areas is not None else [(0, size)])
+    return [(o, min(o + n, size) - o) for o, n in merged if o < size]
+
+
 def _hash_next(handle: Any, h: Any, ahead: deque[tuple[int, int, Any, int]], zeros: bytes) -> int:
-    """Hash the oldest request (waiting for its read); the offset hashed up to."""
+    """Hash the oldest request (waiting for its read); the bytes hashed."""
     offset, n, buf, cookie = ahead.popleft()
     if buf is None:
         for start in range(0, n, len(zeros)):
             h.update(memoryview(zeros)[: min(len(zeros), n - start)])
-        return offset + n
+        return n
     try:
         while not handle.aio_command_completed(cookie):
             handle.poll(-1)
         h.update(buf.to_buffer())
     except nbd.Error:
         h.update(_pread(handle, n, offset))
-    return offset + n
+    return n
 
 
 def _pread(handle: Any, length: int, offset: int, options: CopyOptions | None = None) -> bytes:
@@ -526,15 +539,24 @@ def _pread(handle: Any, length: int, offset: int, options: CopyOptions | None = 
     raise AssertionError("unreachable")
 
 
-def file_digest(path: Path, length: int | None = None, chunk: int = 8 * MiB) -> str:
-    """sha256 of a file or device (or its first `length` bytes)."""
+def file_digest(
+    path: Path,
+    length: int | None = None,
+    chunk: int = 8 * MiB,
+    areas: Sequence[Extent] | None = None,
+) -> str:
+    """sha256 of a file or device (or its first `length` bytes; or of its `areas`' bytes,
+    merged and in order, as `digest`). Stops early at the end of a shorter file."""
     h = hashlib.sha256()
     with path.open("rb") as f:
-        remaining = length if length is not None else os.fstat(f.fileno()).st_size
-        while remaining > 0:
-            data = f.read(min(chunk, remaining))
-            if not data:
-                break
-            h.update(data)
-            remaining -= len(data)
+        size = length if length is not None else f.seek(0, os.SEEK_END)
+        for offset, n in _within(areas, size):
+            f.seek(offset)
+            remaining = n
+            while remaining > 0:
+                data = f.read(min(chunk, remaining))
+                if not data:
+                    return h.hexdigest()
+                h.update(data)
+                remaining -= len(data)
     return h.hexdigest()

@@ -57,6 +57,7 @@ SUPPORTED = {
     ),
 }
 SNAPSHOT_PREFIX = "ferry-"
+WHOLE, DELTA = "whole disk", "changed areas"  # what a verify covered
 
 
 def unsupported(plan: Plan) -> list[Change]:
@@ -87,7 +88,8 @@ class Context:
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
     copied: dict[str, CopyStats] = field(default_factory=dict)
     snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
-    digests: dict[str, str] = field(default_factory=dict)  # volume address → verified sha256
+    # volume address → (sha256, over what: WHOLE or DELTA) of its verified copy
+    digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)  # set: copies checkpoint, end
 
@@ -110,7 +112,8 @@ class Applier:
         self.changes = {c.address: c for c in plan.changes}
         self.uuids = {v.name: v.instance_uuid for v in plan.vms}
         self.targets = {v.name: v.target_name for v in plan.vms}
-        self.verified = {v.name for v in plan.vms if v.verify}
+        self.verify = {v.name: v.verify for v in plan.vms}
+        self.modes = {v.name: v.mode for v in plan.vms}
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
 
@@ -272,10 +275,11 @@ class Applier:
                 areas=areas,
                 options=CopyOptions(dst_is_zero=fresh, start_at=start_at),
             )
-            if self.ctx.verify or address.name in self.verified:
-                digest_hex = self._verify(source, device, disk)
+            scope = self._verify_scope(address.name, kind)
+            if scope:
+                digest_hex = self._verify(source, device, disk, areas if scope == DELTA else None)
                 with self.ctx.lock:
-                    self.ctx.digests[change.address] = digest_hex
+                    self.ctx.digests[change.address] = (digest_hex, scope)
         finally:
             volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
         self._synced(change, attrs, disk, kind=kind, stats=stats)
@@ -367,13 +371,26 @@ class Applier:
             self.ctx.copied[address] = stats
         return stats
 
-    def _verify(self, source: Any, device: Any, disk: DiskInfo) -> str:
+    def _verify_scope(self, name: str, kind: str) -> str:
+        """What of this copy is verified: the whole disk, the areas a warm delta copied, or
+        nothing (""). A cutover's final sync is always verified whole when verified at all."""
+        scope = "full" if self.ctx.verify else self.verify.get(name, "off")
+        if scope == "off":
+            return ""
+        if scope == "changed" and kind == "delta" and self.modes.get(name) == "replicate":
+            return DELTA
+        return WHOLE
+
+    def _verify(
+        self, source: Any, device: Any, disk: DiskInfo, areas: list[tuple[int, int]] | None
+    ) -> str:
         with NbdkitServer(source) as server:
-            want = digest(server.uri)
-        got = file_digest(device, disk.capacity)
+            want = digest(server.uri, areas=areas)
+        got = file_digest(device, disk.capacity, areas=areas)
         if got != want:
+            over = "the areas copied" if areas is not None else "the disk"
             raise DataplaneError(
-                f"verify: disk {disk.key} sha256 {got} differs from the source's {want}"
+                f"verify: disk {disk.key} sha256 {got} over {over} differs from the source's {want}"
             )
         return got
 
@@ -389,6 +406,7 @@ class Applier:
         """The copy is complete and flushed: only now does the changeId advance."""
         volume_id = str(attrs["volume_id"])
         address = Address.parse(change.address)
+        verified: tuple[str | None, str | None] = self.ctx.digests.get(change.address, (None, None))
         metadata = {"ferry_vm": self.uuids[address.name] or "", "ferry_disk": str(address.index)}
         if disk.change_id:
             metadata["ferry_change_id"] = disk.change_id
@@ -407,7 +425,8 @@ class Applier:
                 "at": time.time(),
                 "source_power": self.ctx.snapshot_power.get(address.name),
                 "retries": stats.retries,
-                "sha256": self.ctx.digests.get(change.address),
+                "sha256": verified[0],
+                "verified": verified[1],  # whole disk | changed areas | None
             },
         }
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
@@ -419,7 +438,8 @@ class Applier:
                 kind=kind,
                 bytes=record["last_sync"]["bytes"],
                 seconds=record["last_sync"]["seconds"],
-                sha256=self.ctx.digests.get(change.address),
+                sha256=verified[0],
+                verified=verified[1],
             )
         self.ctx.say(
             address.name,

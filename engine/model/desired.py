@@ -65,7 +65,7 @@ class DesiredVM:
     ports: tuple[DesiredPort, ...]
     security_groups: tuple[str, ...] = ()
     key_pair: str | None = None
-    verify: bool = False
+    verify: str = "off"  # off | full | changed (see spec: verify)
     convert: bool = True
     enable_cbt: bool = False
     max_downtime: int | None = None

@@ -27,6 +27,10 @@ class Action(StrEnum):
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.REPLACE: "-/+",
            Action.READ: "<=", Action.FORGET: "x", Action.NOOP: " "}  # fmt: skip
+VERIFY_PHRASES = {  # a VM's verify scope, as plan and show say it
+    "full": "copies verified by sha256",
+    "changed": "copies verified by sha256 (a warm delta sync: the areas it copied)",
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class VMPlan:
     concerns: tuple[Concern, ...]
     blocked: bool
     downtime_seconds: float | None = None  # estimated cutover downtime
-    verify: bool = False  # each copy of its disks is re-read on both sides and compared
+    verify: str = "off"  # off | full | changed: what of each copy is re-read and compared
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -119,6 +119,13 @@ def _describe(entry: dict[str, Any]) -> str:
     return f"{key} {entry[key]!r}"
 
 
+def verify_scope(setting: bool | str) -> str:
+    """The spec's verify (true, false or "changed") as the plan says it: full, off or changed."""
+    if setting is True:
+        return "full"
+    return "changed" if setting == "changed" else "off"
+
+
 def settings_for(spec: Spec, entry: dict[str, Any]) -> dict[str, Any]:
     """Defaults overridden by the VM entry; maps merge key by key."""
     merged = dict(spec.get("defaults") or {})
@@ -428,7 +435,7 @@ def desired(
                 ports=tuple(ports),
                 security_groups=tuple(settings.get("security_groups") or ()),
                 key_pair=settings.get("key_pair"),
-                verify=bool(settings.get("verify", False)),
+                verify=verify_scope(settings.get("verify", False)),
                 convert=bool(settings.get("convert", True)),
                 enable_cbt=bool(settings.get("enable_cbt", False)),
                 max_downtime=(settings.get("limits") or {}).get("max_downtime"),

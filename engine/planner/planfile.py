@@ -71,7 +71,7 @@ def _vm(v: dict[str, Any]) -> VMPlan:
         concerns,
         v["blocked"],
         v["downtime_seconds"],
-        bool(v.get("verify", False)),  # absent from plans saved before it was recorded
+        str(v.get("verify", "off")),  # absent from plans saved before it was recorded
     )
 
 

@@ -21,6 +21,7 @@ class Sync:
     seconds: float
     at: float
     sha256: str | None = None
+    verified: str | None = None  # what the sha256 covers: whole disk | changed areas
 
     @property
     def throughput(self) -> float:
@@ -107,6 +108,7 @@ def _history(vms: dict[str, VMReport], events: Iterable[dict[str, Any]]) -> None
                     float(event["seconds"]),
                     float(event["ts"]),
                     event.get("sha256"),
+                    event.get("verified"),
                 )
             )
         elif kind == "source_off":

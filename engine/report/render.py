@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from engine.report import svg
-from engine.report.data import Report, VMReport
+from engine.report.data import Report, Sync, VMReport
 from engine.units import human
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
@@ -32,10 +33,20 @@ def _disk_rows(vm: VMReport) -> list[list[str]]:
                 str(disk.get("volume_id", "")),
                 "yes" if disk.get("converted") else "no",
                 history or f"{last.get('kind', '—')} {human(int(last.get('bytes', 0)))}",
-                str(last.get("sha256") or (syncs[-1].sha256 if syncs else None) or "—"),
+                _digest(last, syncs[-1] if syncs else None),
             ]
         )
     return rows
+
+
+def _digest(last: dict[str, Any], sync: Sync | None) -> str:
+    """The last verified sha256, and what it covers when not the whole disk."""
+    sha, over = last.get("sha256"), last.get("verified")
+    if not sha and sync is not None:
+        sha, over = sync.sha256, sync.verified
+    if not sha:
+        return "—"
+    return f"{sha} (changed areas)" if over == "changed areas" else str(sha)
 
 
 DISK_HEAD = ["disk", "size", "Cinder volume", "converted", "syncs (bytes copied, time)", "sha256"]

@@ -77,12 +77,18 @@ def _schema_error(loaded: Loaded, error: ValidationError) -> None:
                 loaded.error(_unknown_key(key, known), (*path, key), key=True)
         return
     if kind in ("oneOf", "anyOf") and error.context:
-        if path and path[-1] == "flavor":
-            loaded.error("flavor must be 'auto', 'create' or {name: <flavor>}", path)
+        if path and path[-1] in _CHOICES:
+            loaded.error(f"{path[-1]} must be {_CHOICES[path[-1]]}; got {error.instance!r}", path)
             return
         _schema_error(loaded, best_match(error.context))
         return
     loaded.error(_message(error), path)
+
+
+_CHOICES = {  # keys that take one of several shapes, and what to say when none fits
+    "flavor": "'auto', 'create' or {name: <flavor>}",
+    "verify": "true, false or 'changed'",
+}
 
 
 def _unknown_key(key: str, known: list[str]) -> str:

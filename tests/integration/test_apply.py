@@ -173,7 +173,8 @@ def test_a_volume_os_migrate_left_is_adopted_and_synced_by_delta(
     lab: Lab, si: Any, tmp_path: Path
 ) -> None:
     """os-migrate's vmware-migration-kit copied the disk at a snapshot and stored the changeId in
-    its own keys; ferry adopts that volume (no full copy) and syncs the delta since then."""
+    its own keys; ferry adopts that volume (no full copy) and syncs the delta since then. The VM
+    has `verify: changed`: the delta is verified over the 2 MiB it copied, not the whole disk."""
     vm = find_vm("Reporting Ünit 1")
     assert vm is not None
     ref = next(
@@ -196,20 +197,28 @@ def test_a_volume_os_migrate_left_is_adopted_and_synced_by_delta(
     lab.write(vm.name, 2000, 5 * MiB, 2 * MiB)
     state = tmp_path / "ferry.db"
     target = 'vm["Reporting Ünit 1"]'
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    entry = "  - name: Reporting Ünit 1   # has a snapshot of its own: flagged\n"
+    assert entry in text
+    spec = tmp_path / "changed.yaml"
+    spec.write_text(text.replace(entry, entry + "    verify: changed\n"))
     first = ferry(
-        lab, "apply", "plans/demo.yaml", "--target", target, "--auto-approve", "--state", str(state)
+        lab, "apply", str(spec), "--target", target, "--auto-approve", "--state", str(state)
     )
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"adopted volume {volume.id}" in first.stdout
     assert records(state)[f"{target}.disk[2000]"]["change_id"] == disk.change_id
     second = ferry(
-        lab, "apply", "plans/demo.yaml", "--target", target, "--auto-approve", "--state", str(state)
+        lab, "apply", str(spec), "--target", target, "--auto-approve", "--state", str(state)
     )
     assert second.returncode == 0, second.stdout + second.stderr
     synced = records(state)[f"{target}.disk[2000]"]
     assert synced["last_sync"] == {**synced["last_sync"], "kind": "delta", "bytes": 2 * MiB}
     live = lab_disks.live_path(lab.disks, vm, 2000)
     assert file_digest(volume_file(lab, volume.id), 1024**3) == file_digest(live)
+    copied = file_digest(volume_file(lab, volume.id), areas=[(5 * MiB, 2 * MiB)])
+    assert synced["last_sync"]["verified"] == "changed areas"
+    assert synced["last_sync"]["sha256"] == copied
     assert conn.block_storage.get_volume(volume.id).metadata["ferry_vm"] == vm.instance_uuid
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import json
 import mmap
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.dataplane.cbt import merge_extents
 from engine.dataplane.copy import CopyOptions, copy, digest, file_digest
 from engine.dataplane.nbdkit import FileDiskSource, NbdkitServer
 from engine.errors import DataplaneError, StoppedError
@@ -289,3 +291,26 @@ def test_digest_reads_only_data_and_equals_the_files(tmp_path: Path) -> None:
     )
     with flaky:
         assert digest(flaky.uri, chunk=256 * 1024) == file_digest(src)
+
+
+def test_digest_of_areas_covers_their_bytes_only(tmp_path: Path) -> None:
+    """verify: changed hashes the areas a delta copied, merged and in order, on both sides: a
+    difference outside them is not seen, one inside is."""
+    src = tmp_path / "src.raw"
+    sparse_disk(src, 13, extents=30)
+    rng = random.Random(13)
+    areas = [(rng.randrange(0, SIZE, 512), rng.choice([512, 70_000, 3 * MiB])) for _ in range(40)]
+    areas += [(SIZE - 4096, 8192), (5 * MiB, MiB), (5 * MiB + 4096, MiB)]  # past the end, overlaps
+    merged = merge_extents(areas)
+    data = src.read_bytes()
+    want = hashlib.sha256(b"".join(data[o : o + n] for o, n in merged)).hexdigest()
+    with NbdkitServer(FileDiskSource(src)) as server:
+        assert digest(server.uri, areas=areas, chunk=256 * 1024) == want
+    assert file_digest(src, areas=areas) == want
+    outside = next(o for o in range(0, SIZE, 4096) if all(not a <= o < a + n for a, n in merged))
+    other = tmp_path / "other.raw"
+    other.write_bytes(data[:outside] + b"\x01" + data[outside + 1 :])
+    assert file_digest(other, areas=areas) == want
+    inside = merged[len(merged) // 2][0]
+    other.write_bytes(data[:inside] + bytes([data[inside] ^ 1]) + data[inside + 1 :])
+    assert file_digest(other, areas=areas) != want

@@ -302,3 +302,14 @@ def test_esxi_direct_mode_has_no_tags() -> None:
     spec["vms"].append({"pattern": {"tag": "wave:1"}})
     (found,) = errors(yaml.safe_dump(spec, sort_keys=False))
     assert "an ESXi host has no tags" in found
+
+
+def test_verify_is_true_false_or_changed() -> None:
+    spec = copy.deepcopy(VALID)
+    spec["defaults"]["verify"] = "changed"
+    spec["vms"][0]["verify"] = True
+    spec["vms"][1]["verify"] = False
+    assert errors(yaml.safe_dump(spec, sort_keys=False)) == []
+    spec["vms"][0]["verify"] = "always"
+    (found,) = errors(yaml.safe_dump(spec, sort_keys=False))
+    assert "verify must be true, false or 'changed'; got 'always' (at vms[0].verify)" in found
