@@ -7,6 +7,8 @@ Both copy exactly the changed areas into a destination holding the old content:
 - baseline: what vmware-migration-kit does per changed area: split into ≤ 64 MiB chunks, a new
   buffer per chunk, a synchronous `pread` on one handle, then a write at the same offset.
 Prints seconds (best of `--runs`), changed extents per second and the ratio baseline / ferry.
+Then what `verify` costs after that delta: the whole disk on both sides (`verify: true`) vs only
+the changed areas (`verify: changed`), both through the same nbdkit server and destination file.
 Usage: .venv/bin/python benchmarks/delta_sync.py [--extents 2500] [--rdelay-ms 1]
 """
 
@@ -24,7 +26,7 @@ import nbd
 from copy_throughput import timed
 
 from engine.dataplane.cbt import merge_extents, total_bytes
-from engine.dataplane.copy import CopyOptions, copy, file_digest
+from engine.dataplane.copy import CopyOptions, copy, digest, file_digest
 from engine.dataplane.nbdkit import FileDiskSource, NbdkitServer
 
 MiB = 1024**2
@@ -102,6 +104,7 @@ def main() -> None:
                     reset()
                     results[name] = min(results[name], timed(action))
                     assert file_digest(dst) == want, f"{name} produced a different disk"
+            verify = verify_times(srv.uri, dst, size, areas, args.runs)
     print(
         f"delta: {len(areas)} changed extents, {total_bytes(areas) / MiB:.1f} MiB, "
         f"read delay {args.rdelay_ms} ms"
@@ -112,6 +115,37 @@ def main() -> None:
             f"{name:<26} {seconds:7.2f} s  {len(areas) / seconds:8.0f} extents/s  "
             f"ratio to ferry {seconds / base:6.2f}"
         )
+    whole, changed = verify["whole disk"], verify["changed areas"]
+    print(
+        f"verify after the delta: whole disk {whole:.2f} s, changed areas {changed:.2f} s "
+        f"(ratio {whole / changed:.1f})"
+    )
+
+
+def verify_times(
+    uri: str, dst: Path, size: int, areas: list[tuple[int, int]], runs: int
+) -> dict[str, float]:
+    """Best seconds of each verify scope: source digest over NBD + destination file digest."""
+    scopes: dict[str, list[tuple[int, int]] | None] = {"whole disk": None, "changed areas": areas}
+    best = {name: float("inf") for name in scopes}
+    for _ in range(runs):
+        for name, scope in scopes.items():
+            _uncache(dst)  # the destination is read from the disk, as a volume would be
+            seconds = timed(lambda s=scope: _same(uri, dst, size, s))
+            best[name] = min(best[name], seconds)
+    return best
+
+
+def _uncache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _same(uri: str, dst: Path, size: int, areas: list[tuple[int, int]] | None) -> None:
+    assert digest(uri, areas=areas) == file_digest(dst, size, areas=areas), "verify differs"
 
 
 if __name__ == "__main__":
