@@ -433,7 +433,7 @@ def test_a_network_the_spec_asks_for_is_created_once_and_kept(lab: Lab, tmp_path
                     "    convert: false\n    verify: false\n")  # fmt: skip
     state = tmp_path / "ferry.db"
     plan = ferry(lab, "plan", str(spec), "--json", "--state", str(state))
-    assert json.loads(plan.stdout)["vms"][0]["verify"] is False
+    assert json.loads(plan.stdout)["vms"][0]["verify"] == "off"
     changes = {c["address"]: c for c in json.loads(plan.stdout)["changes"]}
     assert changes["network.lab-made"]["action"] == "create"
     assert ["network.lab-made", "vm.build-old.port[1]"] in json.loads(plan.stdout)["graph"]["edges"]
