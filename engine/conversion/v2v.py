@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import IO
 from xml.sax.saxutils import quoteattr
 
-from engine.errors import ConversionError
+from engine.errors import ConversionError, StoppedError
 
 TOOL = "virt-v2v-in-place"
 CUSTOMIZE = "virt-customize"
 DEFAULT_TIMEOUT = 7200.0
+STOP_GRACE = 10.0  # seconds a stopped tool gets after SIGTERM before SIGKILL
 BUSES = ("virtio", "scsi", "sata", "ide")
 
 
@@ -142,6 +144,7 @@ class Options:
     firstboot: tuple[Path, ...] = ()
     debug: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    cancel: threading.Event | None = None  # set (Ctrl-C): the tool is stopped, StoppedError
 
 
 def convert(guest: Guest, log: Path, options: Options | None = None) -> float:
@@ -189,7 +192,7 @@ def _step(
     with log.open("a") as out:
         out.write(f"\n== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n")
         out.flush()
-        code = _run(argv, env, out, options.timeout)
+        code = _run(argv, env, out, options.timeout, options.cancel)
     if code != 0:
         raise ConversionError(
             f"{Path(argv[0]).name} failed for {guest.name} (exit {code}) after "
@@ -202,26 +205,49 @@ DIE_WITH_PARENT = (
 )  # util-linux: the child gets SIGKILL when ferry's thread that started it dies
 
 
-def _run(argv: list[str], env: dict[str, str], out: IO[str], timeout: float) -> int:
-    # Killed with ferry (kill -9 included): a conversion left running would keep writing the
-    # volumes that the next apply reverts and converts again.
+def _run(
+    argv: list[str],
+    env: dict[str, str],
+    out: IO[str],
+    timeout: float,
+    cancel: threading.Event | None = None,
+) -> int:
+    """The tool's exit code. Killed with ferry (kill -9 included): a conversion left running
+    would keep writing the volumes that the next apply reverts and converts again. In a session
+    of its own, so a terminal's Ctrl-C reaches ferry only, which stops it through `cancel`."""
     proc = subprocess.Popen(
         [*DIE_WITH_PARENT, *argv],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    deadline = time.monotonic() + timeout
     try:
-        return int(proc.wait(timeout=timeout))
+        while True:
+            try:
+                return int(proc.wait(timeout=min(0.25, max(0.0, deadline - time.monotonic()))))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise ConversionError(f"{TOOL} did not finish within {timeout:.0f} s") from None
+                if cancel is not None and cancel.is_set():
+                    _terminate(proc)
+                    raise StoppedError(f"{Path(argv[0]).name} stopped") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (virt-v2v cleans up its appliance), SIGKILL after STOP_GRACE seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise ConversionError(f"{TOOL} did not finish within {timeout:.0f} s") from None
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
 
 
 def _last_error(log: Path) -> str:

@@ -318,6 +318,7 @@ class Cutover:
             options = v2v.Options(
                 firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
                 debug=bool(after.get("debug")),
+                cancel=self.ctx.stop,  # Ctrl-C: stopped, then restored like a failed conversion
             )
             return v2v.convert(guest, self._log(name), options)
         finally:

@@ -1,14 +1,16 @@
 """The slow tier: a tiny real Debian guest (built once and cached) behind the lab VM build-old is
 cut over with a real virt-v2v-in-place conversion (and a first-boot script); the converted volume
 has virtio drivers in its initramfs, grub in its boot sector, and boots to a login prompt on
-virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs. The first apply is killed -9
-while the conversion changes the guest; the next one reverts the volumes to their protection
-snapshots before its final sync (verify then holds) and converts again."""
+virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs. The first apply is stopped
+with Ctrl-C while the conversion changes the guest (rolled back at once); the second is killed
+-9 there; the next one reverts the volumes to their protection snapshots before its final sync
+(verify then holds) and converts again."""
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -83,10 +85,11 @@ def converters() -> list[int]:
     return found
 
 
-def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
-    """kill -9 the apply 5 s after virt-v2v-in-place began changing the guest: the conversion
-    dies with it (nothing keeps writing the volume), the record stays in progress with its
-    protection snapshots."""
+def converting(lab: Lab, spec: Path, state: Path) -> subprocess.Popen[str]:
+    """An apply started and waited for until virt-v2v-in-place has been changing the guest for
+    5 s (its log says so for the nth time, n = this apply's conversion)."""
+    log = state.parent / "logs" / "build-old.log"
+    seen = log.read_text(errors="replace").count("to run on KVM") if log.exists() else 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", "vm.build-old",
          "--auto-approve", "--state", str(state)],
@@ -97,20 +100,47 @@ def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
     for line in proc.stdout:
         if "converting with virt-v2v-in-place" in line:
             break
-    log = state.parent / "logs" / "build-old.log"
     deadline = time.monotonic() + 300
-    while "to run on KVM" not in log.read_text(errors="replace"):  # it is changing the guest
+    while log.read_text(errors="replace").count("to run on KVM") == seen:  # changing the guest
         assert time.monotonic() < deadline and proc.poll() is None, "the conversion never began"
         time.sleep(0.5)
     time.sleep(5)
-    assert proc.poll() is None, "the conversion ended before the kill"
+    assert proc.poll() is None, "the conversion ended before the signal"
     assert converters(), "virt-v2v-in-place runs"
-    proc.kill()
-    proc.wait()
-    deadline = time.monotonic() + 15
+    return proc
+
+
+def no_converters_within(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
     while converters() and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert converters() == [], "the conversion died with the apply"
+    assert converters() == [], "virt-v2v-in-place outlived the apply"
+
+
+def stop_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
+    """Ctrl-C (SIGINT) mid conversion: the apply ends virt-v2v-in-place within seconds instead
+    of waiting out the conversion, restores the volumes from their protection snapshots (the
+    conversion is forgotten: the next apply converts again) and exits 130, naming the step."""
+    proc = converting(lab, spec, state)
+    proc.send_signal(signal.SIGINT)
+    began = time.monotonic()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - began < 60, f"stopping took {time.monotonic() - began:.0f} s"
+    no_converters_within(5)
+    assert "stopped: vm.build-old.conversion" in out, out
+    assert "volumes restored from their protection snapshots" in out, out
+    assert "vm.build-old.conversion" not in records(state)
+
+
+def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
+    """kill -9 the apply 5 s after virt-v2v-in-place began changing the guest: the conversion
+    dies with it (nothing keeps writing the volume), the record stays in progress with its
+    protection snapshots."""
+    proc = converting(lab, spec, state)
+    proc.kill()
+    proc.wait()
+    no_converters_within(15)
     conversion = records(state)["vm.build-old.conversion"]
     assert conversion["protection"], "the protection snapshots are recorded"
 
@@ -130,6 +160,7 @@ def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
     hello = tmp_path / "ferry-hello.sh"
     hello.write_text("#!/bin/sh\necho ferry-firstboot-marker > /etc/ferry-hello\n")
     spec = spec_with(tmp_path, "build-old", f"mode: cutover\nconversion: {{firstboot: [{hello}]}}")
+    stop_mid_conversion(lab, spec, state)
     kill_mid_conversion(lab, spec, state)
     done = ferry(
         lab, "apply", str(spec), "--target", "vm.build-old", "--auto-approve", "--state", str(state)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from engine.conversion import v2v
 from engine.conversion.v2v import (
     Guest,
     GuestDisk,
     _last_error,
+    _run,
     bus_of,
     check_windows_drivers,
     domain_xml,
     virtio_win,
 )
-from engine.errors import ConversionError
+from engine.errors import ConversionError, StoppedError
 
 
 @pytest.mark.parametrize(
@@ -83,3 +88,55 @@ def test_virtio_win_is_found_with_its_version_and_an_old_one_is_refused(tmp_path
     check_windows_drivers({"VIRTIO_WIN": str(newer)})
     with pytest.raises(ConversionError, match="needs virtio-win on the conversion host"):
         check_windows_drivers({"VIRTIO_WIN": str(tmp_path / "absent.iso")})
+
+
+def _started(pidfile: Path) -> int:
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the tool did not start"
+        time.sleep(0.02)
+    return int(pidfile.read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("ignores_term", [False, True])
+def test_a_stopped_conversion_tool_is_ended_and_says_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ignores_term: bool
+) -> None:
+    """Ctrl-C during virt-v2v: the tool runs in a session of its own (the terminal's SIGINT
+    reaches ferry only), ferry's stop ends it (SIGTERM, SIGKILL when ignored) and raises
+    StoppedError at once instead of waiting out a conversion of minutes."""
+    monkeypatch.setattr(v2v, "STOP_GRACE", 0.5)
+    pidfile, cancel, raised = tmp_path / "pid", threading.Event(), []
+    trap = "trap '' TERM; " if ignores_term else ""
+    script = f"echo $$ > {pidfile}; {trap}while :; do sleep 0.1; done"
+
+    def run() -> None:
+        with (tmp_path / "log").open("w") as out:
+            try:
+                _run(["sh", "-c", script], dict(os.environ), out, 60, cancel)
+            except StoppedError as exc:
+                raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    pid = _started(pidfile)
+    assert os.getsid(pid) == pid != os.getsid(0), "the tool shares ferry's session"
+    began = time.monotonic()
+    cancel.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and raised, "the stop did not end the tool"
+    assert time.monotonic() - began < 3
+    assert _gone(pid)
+
+
+def test_a_conversion_tool_past_its_timeout_is_killed(tmp_path: Path) -> None:
+    with (tmp_path / "log").open("w") as out, pytest.raises(ConversionError, match="within 1 s"):
+        _run(["sleep", "30"], dict(os.environ), out, 1.0)
