@@ -332,8 +332,9 @@ def _stop_on_signals(
     walker: Walker, stop: threading.Event, events: Events, console: Console
 ) -> Iterator[None]:
     """SIGINT or SIGTERM: start no new step and let the running ones end at a checkpoint (a
-    copy flushes what it wrote and records where it got to). A second signal ends ferry at
-    once, as a kill would: the next apply resumes from the last checkpoint either way."""
+    copy flushes what it wrote and records where it got to; a conversion is ended and rolled
+    back to its protection snapshots). A second signal ends ferry at once, as a kill would: the
+    next apply resumes from the last checkpoint either way."""
 
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set():
@@ -342,8 +343,8 @@ def _stop_on_signals(
         walker.stop()
         events.emit("stopping", signal=signal.Signals(signum).name)
         console.print(
-            "[yellow]stopping: no new steps; running ones end at their next checkpoint "
-            "(again to stop at once)[/]"
+            "[yellow]stopping: no new steps; copies end at their next checkpoint, a running "
+            "conversion is ended and rolled back (again to stop at once)[/]"
         )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
