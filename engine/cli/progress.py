@@ -94,9 +94,10 @@ class HumanView:
         self.vms.update(task, advance=1 if done else 0, status=escape(status))
 
     def _bar(self, address: str, done: int, total: int) -> None:
+        """A copy with no data to read (all holes) shows as complete, not as 0 of 1 byte."""
         if address not in self.tasks:
             self.tasks[address] = self.bars.add_task(escape(address), total=max(total, 1))
-        self.bars.update(self.tasks[address], completed=done, total=max(total, 1))
+        self.bars.update(self.tasks[address], completed=done if total else 1, total=max(total, 1))
 
 
 def _vm_of(record: dict[str, Any]) -> str | None:

@@ -27,6 +27,7 @@ def events() -> list[dict[str, Any]]:
         {"event": "copy", "address": "vm.db01.disk[2000]", "done": 512 << 20, "total": 1 << 30},
         {"event": "node_end", "address": "vm.db01.disk[2000]", "outcome": "done"},
         {"event": "node_start", "address": "vm.db01.disk[2001]"},
+        {"event": "copy", "address": "vm.db01.disk[2002]", "done": 0, "total": 0},  # all holes
         {"event": "node_end", "address": "vm.db01.disk[2001]", "outcome": "failed", "error": "EIO"},
     ]
 
@@ -47,6 +48,7 @@ def test_a_terminal_shows_a_status_line_per_vm_and_a_bar_per_copy() -> None:
     assert "db01 (cutover)" in final and "2/3" in final and "disk[2001] failed: EIO" in final
     assert "web01" not in final
     assert "vm.db01.disk[2000]" in final and "0.5/1.0 GiB" in final
+    assert "1/1 bytes" in final.split("vm.db01.disk[2002]", 1)[1].splitlines()[0]
     assert "disk[2001] failed: EIO" in final and "vm.db01.disk[2001]" not in final
 
 
