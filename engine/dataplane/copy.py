@@ -469,16 +469,18 @@ def digest(
     length: int | None = None,
     chunk: int = 4 * MiB,
     in_flight: int = 16,
+    *,
     areas: Sequence[Extent] | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """sha256 of an NBD export (or its first `length` bytes; or of its `areas`' bytes, merged
     and in order — what `file_digest` with the same areas gives for a file holding the same).
 
     Holes and zero runs (block status) are hashed as zeros without being read; data is read
     `in_flight` chunks ahead with aio and hashed in order. A failed read is read again
-    synchronously, with the copy's retries and backoff.
+    synchronously, with the copy's retries and backoff. `cancel` set: StoppedError.
     """
-    h = hashlib.sha256()
+    h = _Hash(cancel)
     zeros = bytes(chunk)
     with nbd_client.connect(uri) as handle:
         size = handle.get_size() if length is None else min(length, handle.get_size())
@@ -502,13 +504,29 @@ def digest(
     return h.hexdigest()
 
 
+class _Hash:
+    """sha256 that raises StoppedError when `cancel` is set (checked every update): a verify
+    of a big disk takes minutes, a stop must not wait for it."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self.h, self.cancel = hashlib.sha256(), cancel
+
+    def update(self, data: Any) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise StoppedError("stopped while verifying: the next apply verifies again")
+        self.h.update(data)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
 def _within(areas: Sequence[Extent] | None, size: int) -> list[Extent]:
     """`areas` (None: the whole disk) merged, sorted and clipped to `size`."""
     merged = merge_extents(areas if areas is not None else [(0, size)])
     return [(o, min(o + n, size) - o) for o, n in merged if o < size]
 
 
-def _hash_next(handle: Any, h: Any, ahead: deque[tuple[int, int, Any, int]], zeros: bytes) -> int:
+def _hash_next(handle: Any, h: _Hash, ahead: deque[tuple[int, int, Any, int]], zeros: bytes) -> int:
     """Hash the oldest request (waiting for its read); the bytes hashed."""
     offset, n, buf, cookie = ahead.popleft()
     if buf is None:
@@ -543,11 +561,14 @@ def file_digest(
     path: Path,
     length: int | None = None,
     chunk: int = 8 * MiB,
+    *,
     areas: Sequence[Extent] | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """sha256 of a file or device (or its first `length` bytes; or of its `areas`' bytes,
-    merged and in order, as `digest`). Stops early at the end of a shorter file."""
-    h = hashlib.sha256()
+    merged and in order, as `digest`). Stops early at the end of a shorter file. `cancel`
+    set: StoppedError."""
+    h = _Hash(cancel)
     with path.open("rb") as f:
         size = length if length is not None else f.seek(0, os.SEEK_END)
         for offset, n in _within(areas, size):

@@ -384,9 +384,10 @@ class Applier:
     def _verify(
         self, source: Any, device: Any, disk: DiskInfo, areas: list[tuple[int, int]] | None
     ) -> str:
+        stop = self.ctx.stop  # a stop mid-verify: the copy stays unrecorded, verified next time
         with NbdkitServer(source) as server:
-            want = digest(server.uri, areas=areas)
-        got = file_digest(device, disk.capacity, areas=areas)
+            want = digest(server.uri, areas=areas, cancel=stop)
+        got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
         if got != want:
             over = "the areas copied" if areas is not None else "the disk"
             raise DataplaneError(

@@ -314,3 +314,18 @@ def test_digest_of_areas_covers_their_bytes_only(tmp_path: Path) -> None:
     inside = merged[len(merged) // 2][0]
     other.write_bytes(data[:inside] + bytes([data[inside] ^ 1]) + data[inside + 1 :])
     assert file_digest(other, areas=areas) != want
+
+
+def test_a_stop_ends_a_verify_at_once(tmp_path: Path) -> None:
+    """Ctrl-C during a verify of a big disk: both digests raise StoppedError at their next
+    update instead of hashing on (the copy stays unrecorded; the next apply verifies again)."""
+    src = tmp_path / "src.raw"
+    sparse_disk(src, 14, extents=10)
+    stop = threading.Event()
+    with NbdkitServer(FileDiskSource(src)) as server:
+        assert digest(server.uri, cancel=stop) == file_digest(src, cancel=stop)
+        stop.set()
+        with pytest.raises(StoppedError, match="verifying"):
+            digest(server.uri, cancel=stop)
+    with pytest.raises(StoppedError, match="verifying"):
+        file_digest(src, cancel=stop)
