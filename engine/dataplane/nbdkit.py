@@ -116,6 +116,11 @@ class NbdkitServer:
     def uri(self) -> str:
         return f"nbd+unix:///?socket={self.socket}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running nbdkit's PID (None when stopped)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def argv(self) -> list[str]:
         filters = [f"--filter={f}" for f in self.filters]
         return [
@@ -137,7 +142,14 @@ class NbdkitServer:
         with self._log.open("wb") as log:
             try:
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    # A terminal's Ctrl-C reaches ferry only, which ends each copy at a checkpoint
+                    # (nbdkit quitting under it would fail reads); --exit-with-parent still ends
+                    # nbdkit with ferry, kill -9 included.
+                    start_new_session=True,
                 )
             except FileNotFoundError as exc:
                 self.stop()

@@ -310,12 +310,13 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # a process group of its own, as a terminal's job
         )
         deadline = time.monotonic() + 120
         while not (state.exists() and checkpoint(state) > 0):  # the copy is under way
             assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint came"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets it
         stopped_at = time.monotonic()
         out, err = proc.communicate(timeout=60)
         seconds = time.monotonic() - stopped_at

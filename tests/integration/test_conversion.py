@@ -95,6 +95,7 @@ def converting(lab: Lab, spec: Path, state: Path) -> subprocess.Popen[str]:
          "--auto-approve", "--state", str(state)],
         cwd=ROOT, env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job
     )  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -122,7 +123,7 @@ def stop_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
     of waiting out the conversion, restores the volumes from their protection snapshots (the
     conversion is forgotten: the next apply converts again) and exits 130, naming the step."""
     proc = converting(lab, spec, state)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets it
     began = time.monotonic()
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out

@@ -329,3 +329,14 @@ def test_a_stop_ends_a_verify_at_once(tmp_path: Path) -> None:
             digest(server.uri, cancel=stop)
     with pytest.raises(StoppedError, match="verifying"):
         file_digest(src, cancel=stop)
+
+
+def test_nbdkit_runs_in_a_session_of_its_own(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to its foreground process group: nbdkit must not be in ferry's,
+    or it would quit under the copies that are stopping at a checkpoint."""
+    src = tmp_path / "src.raw"
+    sparse_disk(src, 15, extents=2)
+    with NbdkitServer(FileDiskSource(src)) as server:
+        assert server.pid is not None
+        assert os.getsid(server.pid) == server.pid != os.getsid(0)
+    assert server.pid is None
