@@ -178,7 +178,13 @@ def _observed(applier: Applier, events: Events) -> Any:
 
 
 def _context(
-    spec: dict[str, Any], si: Any, store: StateStore, events: Events, log_dir: Path
+    spec: dict[str, Any],
+    si: Any,
+    store: StateStore,
+    events: Events,
+    log_dir: Path,
+    *,
+    verify: bool = False,  # `apply --verify`: every VM's copies over the whole disk
 ) -> Context:
     source, hosts = spec["source"], spec.get("conversion_hosts") or []
     if not hosts:
@@ -210,6 +216,7 @@ def _context(
         sources,
         devices,
         host.id if host is not None else "",  # booted by its host.<name> node first
+        verify,
         log_dir=log_dir,
         events=events,
     )
@@ -247,8 +254,7 @@ def _run(
         session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
         view,
     ):
-        applier = Applier(plan, _context(spec, si, store, events, location.log_dir))
-        applier.ctx.verify = verify
+        applier = Applier(plan, _context(spec, si, store, events, location.log_dir, verify=verify))
         changes = _changes_per_vm(plan)
         if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
             applier.ctx.sources.check()  # before anything is touched

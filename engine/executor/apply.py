@@ -26,7 +26,7 @@ from engine.executor.cutover import Cutover
 from engine.executor.events import Events
 from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE, ResourceRecord, Status
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
@@ -57,7 +57,6 @@ SUPPORTED = {
     ),
 }
 SNAPSHOT_PREFIX = "ferry-"
-WHOLE, DELTA = "whole disk", "changed areas"  # what a verify covered
 
 
 def unsupported(plan: Plan) -> list[Change]:
@@ -88,7 +87,7 @@ class Context:
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
     copied: dict[str, CopyStats] = field(default_factory=dict)
     snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
-    # volume address → (sha256, over what: WHOLE or DELTA) of its verified copy
+    # volume address → (sha256, what it covers: VERIFIED_WHOLE or VERIFIED_AREAS)
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)  # set: copies checkpoint, end
@@ -277,7 +276,9 @@ class Applier:
             )
             scope = self._verify_scope(address.name, kind)
             if scope:
-                digest_hex = self._verify(source, device, disk, areas if scope == DELTA else None)
+                digest_hex = self._verify(
+                    source, device, disk, areas if scope == VERIFIED_AREAS else None
+                )
                 with self.ctx.lock:
                     self.ctx.digests[change.address] = (digest_hex, scope)
         finally:
@@ -378,8 +379,8 @@ class Applier:
         if scope == "off":
             return ""
         if scope == "changed" and kind == "delta" and self.modes.get(name) == "replicate":
-            return DELTA
-        return WHOLE
+            return VERIFIED_AREAS
+        return VERIFIED_WHOLE
 
     def _verify(
         self, source: Any, device: Any, disk: DiskInfo, areas: list[tuple[int, int]] | None

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+# What a verified copy's sha256 covers (a volume record's last_sync.verified)
+VERIFIED_WHOLE, VERIFIED_AREAS = "whole disk", "changed areas"
+
 
 class Status(StrEnum):
     READY = "ready"

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from engine.model.state import VERIFIED_AREAS
 from engine.report import svg
 from engine.report.data import Report, Sync, VMReport
 from engine.units import human
@@ -46,7 +47,7 @@ def _digest(last: dict[str, Any], sync: Sync | None) -> str:
         sha, over = sync.sha256, sync.verified
     if not sha:
         return "—"
-    return f"{sha} (changed areas)" if over == "changed areas" else str(sha)
+    return f"{sha} ({VERIFIED_AREAS})" if over == VERIFIED_AREAS else str(sha)
 
 
 DISK_HEAD = ["disk", "size", "Cinder volume", "converted", "syncs (bytes copied, time)", "sha256"]
