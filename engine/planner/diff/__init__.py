@@ -1,0 +1,152 @@
+"""The diff: desired VMs against recorded state and observed destination → changes (pure).
+
+Split by resource kind: `volumes` (copies), `cutover` (ports, flavor, conversion, server),
+`networks`, `departed` (VMs that left the spec), `estimates` (downtime). A VM that left the spec:
+its replicas are deleted; a VM already cut over is forgotten (its server stays in service).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.addresses import Address
+from engine.model.desired import Concern, ConcernLevel, DesiredVM
+from engine.model.observed import ObservedServer, ObservedVolume
+from engine.model.plan import Action, Change, VMPlan
+from engine.model.state import ResourceRecord, State
+from engine.planner import osmigrate
+from engine.planner.diff.common import CUTOVER_MODES, DiffInput
+from engine.planner.diff.cutover import booted, cutover_changes, power_policy
+from engine.planner.diff.departed import departed, destroy_changes, records_by_vm
+from engine.planner.diff.estimates import (
+    downtime,
+    measured_conversions,
+    measured_throughput,
+    over_budget,
+)
+from engine.planner.diff.networks import network_changes
+from engine.planner.diff.volumes import adopt_then_sync, settled, volume_change
+from engine.planner.quota import Budget, demand
+
+__all__ = ["DiffInput", "diff", "power_policy", "vm_changes"]
+
+
+def vm_changes(
+    vm: DesiredVM,
+    records: dict[str, ResourceRecord],
+    state: State,
+    observed: Mapping[tuple[str, Any], ObservedVolume],
+    *,
+    servers: Mapping[str, ObservedServer] | None = None,
+    port_ids: frozenset[str] | None = None,
+) -> list[Change]:
+    disks = {d.key: d for d in vm.source.disks}
+    server = (servers or {}).get(vm.source.instance_uuid or "")
+    is_booted = booted(vm, records, server)
+    volumes = [
+        settled(c) if is_booted else adopt_then_sync(vm, c)
+        for c in (
+            volume_change(
+                vm,
+                v,
+                disks[v.disk_key],
+                records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
+                observed.get((vm.source.instance_uuid or "", v.disk_key))
+                or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
+            )
+            for v in vm.volumes
+        )
+    ]
+    out: list[Change] = []
+    syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
+    if syncing and vm.enable_cbt and not vm.source.cbt:
+        out.append(
+            Change(
+                str(Address("vm", vm.name, "cbt")),
+                "source_cbt",
+                Action.CREATE,
+                "enable changed block tracking (enable_cbt): reconfigure the VM, then a snapshot "
+                "create/remove cycle so it takes effect; later syncs copy only changes",
+                {"enabled": False},
+                {"enabled": True},
+            )
+        )
+    if syncing:
+        out.append(
+            Change(
+                str(Address("vm", vm.name, "snapshot")),
+                "source_snapshot",
+                Action.CREATE,
+                "power off the source, then one snapshot of all disks for the final sync"
+                if vm.mode in CUTOVER_MODES
+                else "one snapshot of all disks for this sync (removed after)",
+                None,
+                {"name": f"ferry-{vm.target_name}"}
+                | ({"power_off": power_policy(vm)} if vm.mode in CUTOVER_MODES else {}),
+            )
+        )
+    out += volumes
+    if vm.mode in CUTOVER_MODES:
+        cutover = cutover_changes(vm, records, state.resources, server, port_ids)
+        out += [c for c in cutover if not (is_booted and c.kind == "conversion")]
+    return out
+
+
+def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
+    """Every VM's plan entry and every change (blocked VMs have no changes)."""
+    throughput = measured_throughput(data.state)
+    conversions = measured_conversions(data.state)
+    by_vm = records_by_vm(data.state)
+    observed: dict[tuple[str, Any], ObservedVolume] = {
+        (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
+    }
+    observed |= {
+        ("os-migrate", v.name): v for v in data.destination.volumes if v.origin == "os-migrate"
+    }
+    servers = {s.vm_uuid: s for s in data.destination.servers if s.vm_uuid}
+    port_ids = frozenset(p.id for p in data.destination.ports)
+    plans: list[VMPlan] = []
+    changes: list[Change] = []
+    budget = Budget(data.destination.quotas)
+    for vm in data.desired:
+        records = by_vm.get(vm.name, {})
+        if data.destroy:
+            vm_list = destroy_changes(vm.name, records, "--destroy", forget_cut_over=False)
+            plans.append(_vm_plan(vm, vm.concerns, None))
+            changes += vm_list
+            continue
+        vm_list = vm_changes(vm, records, data.state, observed, servers=servers, port_ids=port_ids)
+        estimate = downtime(vm, vm_list, throughput, conversions)
+        concerns = vm.concerns + over_budget(vm, estimate)
+        if not any(c.level is ConcernLevel.ERROR for c in concerns):
+            concerns += budget.take(demand(vm, vm_list))
+        blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
+        plans.append(_vm_plan(vm, concerns, estimate))
+        if not blocked:
+            changes += vm_list
+    changes += departed(data, by_vm)
+    changes += network_changes(data, [c for c in changes if c.kind == "port"])
+    if data.destroy:
+        changes += [
+            Change(a, "flavor", Action.DELETE, "--destroy", dict(r.attributes), None)
+            for a, r in sorted(data.state.resources.items())
+            if r.kind == "flavor"
+        ]
+    return plans, changes
+
+
+def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | None) -> VMPlan:
+    return VMPlan(
+        address=str(Address("vm", vm.name)),
+        name=vm.name,
+        instance_uuid=vm.source.instance_uuid,
+        target_name=vm.target_name,
+        mode=vm.mode,
+        flavor=vm.flavor.flavor.name if vm.flavor.flavor else None,
+        flavor_reason=vm.flavor.reason,
+        concerns=concerns,
+        blocked=any(c.level is ConcernLevel.ERROR for c in concerns),
+        downtime_seconds=estimate,
+        verify=vm.verify,
+    )

@@ -1,0 +1,71 @@
+"""What every part of the diff shares: its input, the cutover modes, and the create / replace /
+no-op rule of objects ferry makes whole (ports, flavors, conversions, servers), with drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.model.desired import DesiredVM
+from engine.model.observed import Destination
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, State, Status
+
+CUTOVER_MODES = ("cutover", "cold")
+
+
+@dataclass(frozen=True)
+class DiffInput:
+    desired: tuple[DesiredVM, ...]
+    state: State
+    destination: Destination
+    destroy: bool = False
+
+
+def simple(
+    address: str,
+    kind: str,
+    record: ResourceRecord | None,
+    after: dict[str, Any],
+    reason: str,
+    *,
+    differs: Any = None,
+) -> Change:
+    if record is None or record.status is Status.IN_PROGRESS:
+        return Change(address, kind, Action.CREATE, reason, None, after)
+    if record.status is Status.TAINTED:
+        return Change(
+            address, kind, Action.REPLACE, f"tainted: {reason}", dict(record.attributes), after
+        )
+    if differs is not None and differs(record, after):
+        return Change(
+            address, kind, Action.REPLACE, f"changed: {reason}", dict(record.attributes), after
+        )
+    return Change(
+        address, kind, Action.NOOP, "up to date", dict(record.attributes), dict(record.attributes)
+    )
+
+
+def drifted(
+    record: ResourceRecord | None,
+    observed: frozenset[str] | None,
+    key: str,
+    after: dict[str, Any],
+) -> Change | None:
+    """Drift: a recorded, ready object that is gone from the cloud (deleted outside ferry) is
+    created again, and the plan says why — never silently."""
+    if record is None or record.status is not Status.READY or observed is None:
+        return None
+    known = record.attributes.get(key)
+    if not known or known in observed:
+        return None
+    kind = record.kind
+    return Change(
+        record.address,
+        kind,
+        Action.CREATE,
+        f"drift: recorded {kind} {known} is gone from the cloud (deleted outside ferry): "
+        f"create it again",
+        dict(record.attributes),
+        after,
+    )

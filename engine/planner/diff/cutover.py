@@ -1,0 +1,158 @@
+"""Cutover changes (pure): ports with the source MACs, a flavor when asked, the conversion
+(protection snapshots, then virt-v2v) and the server booted from the volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from engine.addresses import Address
+from engine.model.desired import DesiredVM
+from engine.model.observed import ObservedServer
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.planner.diff.common import CUTOVER_MODES, drifted, simple
+
+
+def cutover_changes(
+    vm: DesiredVM,
+    records: dict[str, ResourceRecord],
+    everything: Mapping[str, ResourceRecord],
+    observed_server: ObservedServer | None = None,
+    port_ids: frozenset[str] | None = None,
+) -> list[Change]:
+    out: list[Change] = []
+    for port in vm.ports:
+        address = str(Address("vm", vm.name, "port", port.index))
+        record = records.get(address)
+        after: dict[str, Any] = {
+            "name": f"{vm.target_name}-nic{port.index}",
+            "mac": port.mac,
+            "network": port.network,
+            "subnet": port.subnet,
+            "fixed_ip": port.fixed_ip,
+            "security_groups": list(vm.security_groups),
+        }
+        out.append(
+            drifted(record, port_ids, "port_id", after)
+            or simple(
+                address,
+                "port",
+                record,
+                after,
+                f"port with MAC {port.mac} on {port.network}",
+                differs=lambda r, a: r.attributes.get("mac") != a["mac"],
+            )
+        )
+    wanted = {str(Address("vm", vm.name, "port", p.index)) for p in vm.ports}
+    for address, record in records.items():
+        if ".port[" in address and address not in wanted:
+            out.append(
+                Change(
+                    address,
+                    "port",
+                    Action.DELETE,
+                    "the source NIC is gone",
+                    dict(record.attributes),
+                    None,
+                )
+            )
+    if vm.flavor.create and vm.flavor.flavor is not None:
+        f = vm.flavor.flavor
+        address = str(Address("flavor", f.name))
+        out.append(
+            simple(
+                address,
+                "flavor",
+                everything.get(address),
+                {"vcpus": f.vcpus, "ram_mb": f.ram_mb},
+                "flavor made for the VM",
+            )
+        )
+    address = str(Address("vm", vm.name, "conversion"))
+    out.append(
+        simple(
+            address,
+            "conversion",
+            records.get(address),
+            conversion_after(vm),
+            "protect the volumes (Cinder snapshots), then convert the guest for KVM"
+            if vm.convert
+            else "protect the volumes (Cinder snapshots); no conversion (convert: false)",
+        )
+    )
+    out.append(server_change(vm, records, observed_server))
+    return out
+
+
+def power_policy(vm: DesiredVM) -> dict[str, Any]:
+    """The spec's power_off block with its defaults made explicit (shown in the plan)."""
+    given = vm.power_off
+    return {
+        "policy": given.get("policy", "graceful"),
+        "timeout": int(given.get("timeout", 300)),
+        "force_after": bool(given.get("force_after", False)),
+        "on_failure": given.get("on_failure", "power_on"),
+    }
+
+
+def conversion_after(vm: DesiredVM) -> dict[str, Any]:
+    """What the conversion node needs: the disks in boot order with their controllers, the MACs
+    (virt-v2v keeps MAC-based interface names), the firmware and the guest's size."""
+    disks = {d.key: d for d in vm.source.disks}
+    return {
+        "tool": "virt-v2v-in-place" if vm.convert else None,
+        "guest_id": vm.source.guest_id,
+        "firmware": vm.source.firmware,
+        "disks": [
+            {"key": v.disk_key, "controller_key": disks[v.disk_key].controller_key}
+            for v in vm.volumes
+        ],
+        "macs": [p.mac for p in vm.ports],
+        "memory_mb": vm.source.memory_mb,
+        "vcpus": vm.source.cpus,
+        "on_failure": power_policy(vm)["on_failure"],
+        "firstboot": list(vm.firstboot),
+        "debug": vm.debug,
+    }
+
+
+def server_change(
+    vm: DesiredVM, records: dict[str, ResourceRecord], observed: ObservedServer | None
+) -> Change:
+    address = str(Address("vm", vm.name, "server"))
+    after = {
+        "name": vm.target_name,
+        "flavor": vm.flavor.flavor.name if vm.flavor.flavor else None,
+        "volumes": [v.disk_key for v in vm.volumes],
+        "ports": len(vm.ports),
+        "key_pair": vm.key_pair,
+    }
+    record = records.get(address)
+    drift = drifted(record, frozenset({observed.id} if observed else ()), "server_id", after)
+    if drift is not None:
+        return replace(drift, reason=drift.reason + " (boot it from the volumes)")
+    if record is None and observed is not None and observed.status == "ACTIVE":
+        return Change(
+            address,
+            "server",
+            Action.READ,
+            f"found server {observed.id} ferry booted for this VM: adopt it",
+            None,
+            {**after, "server_id": observed.id},
+        )
+    return simple(address, "server", record, after, "cutover: boot the server from the volumes")
+
+
+def booted(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], server: ObservedServer | None
+) -> bool:
+    """A server was (maybe) booted from the volumes: a killed apply's in-progress server, or
+    one found by metadata. Its volumes are never synced or converted again."""
+    if vm.mode not in CUTOVER_MODES:
+        return False
+    record = records.get(str(Address("vm", vm.name, "server")))
+    if record is not None:
+        return record.status is Status.IN_PROGRESS
+    return server is not None

@@ -1,0 +1,183 @@
+"""Volume changes (pure): create = full copy, update = delta sync (or a full re-copy when CBT is
+off or was reset, with the reason), replace = a tainted copy redone, read = adopt a volume found
+by its metadata; a volume a server booted from is never synced again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.addresses import Address
+from engine.model.desired import DesiredVM, DesiredVolume
+from engine.model.observed import ObservedVolume, SourceDisk
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.planner.diff.common import CUTOVER_MODES
+
+
+def epoch(change_id: str | None) -> str | None:
+    """The CBT epoch (uuid part) of a changeId '<uuid>/<sequence>'."""
+    return change_id.rsplit("/", 1)[0] if change_id and "/" in change_id else None
+
+
+def _volume(
+    address: str,
+    action: Action,
+    reason: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    *,
+    size: int | None = None,
+) -> Change:
+    return Change(
+        address, "volume", action, reason, before, after, bytes=size, estimate=size is not None
+    )
+
+
+def full_bytes(disk: SourceDisk) -> int:
+    """What a full copy reads at most: the disk's allocated bytes on its datastore when vSphere
+    reports them (holes are skipped), else its capacity."""
+    if disk.allocated is None:
+        return disk.capacity
+    return min(disk.allocated, disk.capacity)
+
+
+def volume_change(
+    vm: DesiredVM,
+    volume: DesiredVolume,
+    disk: SourceDisk,
+    record: ResourceRecord | None,
+    observed: ObservedVolume | None,
+) -> Change:
+    address = str(Address("vm", vm.name, "disk", volume.disk_key))
+    after = {
+        "size_gib": volume.size_gib,
+        "volume_type": volume.volume_type,
+        "bootable": volume.bootable,
+        "disk_key": volume.disk_key,
+    }
+    if record is None and observed is None:
+        return _volume(
+            address,
+            Action.CREATE,
+            "new volume: full copy from a snapshot",
+            None,
+            after,
+            size=full_bytes(disk),
+        )
+    if record is None:
+        assert observed is not None
+        return _volume(
+            address,
+            Action.READ,
+            f"found {observed.origin} volume {observed.id} for this disk: adopt it",
+            None,
+            {**after, "volume_id": observed.id, "change_id": observed.change_id},
+        )
+    before = dict(record.attributes)
+    if record.status is Status.TAINTED:
+        return _volume(
+            address,
+            Action.REPLACE,
+            "the last copy failed (tainted): copy again in full",
+            before,
+            after,
+            size=full_bytes(disk),
+        )
+    if record.status is Status.IN_PROGRESS and before.get("copy") == "delta":
+        return _volume(
+            address,
+            Action.UPDATE,
+            f"redo the interrupted delta since changeId {before.get('change_id')}",
+            before,
+            after,
+            size=_delta_estimate(before),
+        )
+    if record.status is Status.IN_PROGRESS:
+        done = int(before.get("copied_bytes", 0))
+        return _volume(
+            address,
+            Action.CREATE,
+            f"resume the interrupted copy ({done} bytes already written)",
+            before,
+            after,
+            size=min(full_bytes(disk), max(disk.capacity - done, 0)),
+        )
+    if observed is None and before.get("volume_id"):
+        return _volume(
+            address,
+            Action.CREATE,
+            f"recorded volume {before['volume_id']} no longer exists: full copy",
+            before,
+            after,
+            size=full_bytes(disk),
+        )
+    copy, reason = sync_reason(vm, disk, before)
+    if copy == "none":
+        return _volume(address, Action.NOOP, reason, before, before)
+    size = full_bytes(disk) if copy == "full" else _delta_estimate(before)
+    if size is None:
+        reason += " (size unknown until a first delta is measured)"
+    return _volume(address, Action.UPDATE, reason, before, after, size=size)
+
+
+def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, str]:
+    """How a recorded, ready volume syncs: ('none' | 'delta' | 'full', why)."""
+    stored, live = before.get("change_id"), disk.change_id
+    if before.get("converted"):
+        return "none", "cut over"
+    if not vm.source.cbt and not vm.enable_cbt:
+        return "full", "CBT is off: full copy"
+    if not stored:
+        return "full", "no changeId recorded: full copy"
+    if live is not None and epoch(live) != epoch(stored):
+        return "full", f"CBT was reset (changeId epoch {epoch(stored)} → {epoch(live)}): full copy"
+    if vm.mode in CUTOVER_MODES:
+        return "delta", f"final delta since changeId {stored}, after the source is powered off"
+    if live is not None and live == stored:
+        return "none", f"in sync at changeId {stored}"
+    return "delta", f"delta sync since changeId {stored}"
+
+
+def _delta_estimate(before: Mapping[str, Any]) -> int | None:
+    """Bytes the next delta will likely move: what the last delta moved; None (unknown, shown
+    without a size) before any delta was measured."""
+    last = before.get("last_sync") or {}
+    return int(last.get("bytes", 0)) if last.get("kind") == "delta" else None
+
+
+def settled(change: Change) -> Change:
+    """A volume a server booted from: adopted as it is (found) or left alone (recorded)."""
+    if change.action in (Action.READ, Action.NOOP):
+        return change
+    before = dict(change.before or {})
+    return Change(
+        change.address,
+        "volume",
+        Action.NOOP,
+        "a server was booted from it: never synced again",
+        before,
+        before,
+    )
+
+
+def adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
+    """A cutover cannot boot from a volume adopted as it is: adopt it and copy the final delta
+    in the same step (a full copy when it carries no changeId)."""
+    if vm.mode not in CUTOVER_MODES or change.action is not Action.READ:
+        return change
+    found = dict(change.after or {})
+    since = found.get("change_id")
+    return Change(
+        change.address,
+        "volume",
+        Action.UPDATE,
+        f"{change.reason}, then "
+        + (f"the final delta since changeId {since}" if since else "a full copy (no changeId)"),
+        {k: found[k] for k in ("volume_id", "change_id") if found.get(k)},
+        {k: v for k, v in found.items() if k not in ("volume_id", "change_id")},
+        bytes=None
+        if since
+        else next(full_bytes(d) for d in vm.source.disks if d.key == found["disk_key"]),
+        estimate=True,
+    )
