@@ -61,6 +61,14 @@ def apply(
     as_json: Annotated[
         bool, typer.Option("--json", help="Events as JSON lines on stdout (for CI logs).")
     ] = False,
+    spec_option: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="With a saved plan: the spec it was made from, when it is not where the plan "
+            "says (its digest must match the plan's).",
+        ),
+    ] = None,
     verify: Annotated[
         bool,
         typer.Option(
@@ -72,19 +80,22 @@ def apply(
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = Console(highlight=False, stderr=as_json)
-    plan, spec, saved = _plan_for(target, state, tuple(Address.parse(t) for t in only or []))
+    targets = tuple(Address.parse(t) for t in only or [])
+    plan, spec, saved = _plan_for(target, state, targets, spec_option)
     location = state_location(spec, state)
-    if saved:
+    if saved is not None:
         _check_fresh(plan, spec, location)
     _check_applicable(plan, console)
-    if not saved and not as_json:
+    if not as_json:
         render(plan, console)
+        if saved is not None:
+            console.print(escape(saved.seal_line()))
     if not plan.has_changes:
         console.print("No changes to apply.")
         if as_json:  # CI reads stdout: one line that says so
             JsonView()({"ts": round(time.time(), 3), "event": "apply_end", "ok": True, "done": 0})
         return
-    if not saved and not auto_approve:
+    if saved is None and not auto_approve:
         if as_json or not sys.stdin.isatty():
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
@@ -93,8 +104,8 @@ def apply(
 
 
 def _plan_for(
-    target: Path, state: str | None, targets: tuple[Address, ...]
-) -> tuple[Plan, dict[str, Any], bool]:
+    target: Path, state: str | None, targets: tuple[Address, ...], spec_option: Path | None
+) -> tuple[Plan, dict[str, Any], planfile.Saved | None]:
     if target.suffix in (".yaml", ".yml"):
         spec = dict(load_spec(target).data)
         location = state_location(spec, state)
@@ -103,13 +114,32 @@ def _plan_for(
         plan = make_plan(
             spec, observed.inventory, observed.destination, observed.state, targets=targets
         )
-        return plan, spec, False
+        return plan, spec, None
     if targets:
         raise UserError("--target selects from a spec; a saved plan is applied whole")
-    plan, spec_file = planfile.load(target)
-    if not spec_file:
-        raise UserError(f"{target} does not name the spec it was made from")
-    return plan, dict(load_spec(Path(spec_file)).data), True
+    saved = planfile.load(target)
+    if saved.signed and not saved.checked:
+        raise UserError(
+            f"{target} is signed: set {planfile.KEY_ENV} to the key it was signed with, so its "
+            "signature can be checked"
+        )
+    return saved.plan, dict(load_spec(_spec_of(target, saved, spec_option)).data), saved
+
+
+def _spec_of(target: Path, saved: planfile.Saved, option: Path | None) -> Path:
+    """The spec a saved plan applies with: --spec, else the one the plan names."""
+    if option is not None:
+        if not option.is_file():
+            raise UserError(f"--spec {option}: no such file")
+        return option
+    if not saved.spec_file:
+        raise UserError(f"{target} does not name the spec it was made from: pass --spec PATH")
+    if saved.spec_path is None:
+        raise UserError(
+            f"the spec this plan was made from ({saved.spec_file}, relative to "
+            f"{target.parent}) is not found: pass --spec PATH"
+        )
+    return saved.spec_path
 
 
 def _check_unlocked(location: StateLocation) -> None:

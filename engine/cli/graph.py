@@ -22,5 +22,5 @@ def graph(
     fmt: Annotated[Format, typer.Option("--format", help="dot or mermaid.")] = Format.DOT,
 ) -> None:
     """Print the plan's action graph (an edge u → v: u runs before v)."""
-    plan, _ = planfile.load(plan_file)
+    plan = planfile.load(plan_file).plan
     typer.echo(to_dot(plan) if fmt is Format.DOT else to_mermaid(plan), nl=False)

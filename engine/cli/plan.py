@@ -90,14 +90,17 @@ def plan(
         targets=targets,
         locate=loaded.where,
     )
+    sealed = ""
     if out is not None:
-        planfile.save(result, out, str(spec))
+        sealed = planfile.save(result, out, spec)
     if as_json:
         typer.echo(json.dumps(planfile.to_json(result), indent=2, ensure_ascii=False))
     else:
         render(result, Console(highlight=False))
         if out is not None:
-            typer.echo(f"Saved the plan to {out}: `ferry apply {out}` does exactly this.")
+            typer.echo(
+                f"Saved the plan to {out} (sha256 {sealed}): `ferry apply {out}` does exactly this."
+            )
     raise typer.Exit(exit_code(result, detailed_exitcode))
 
 

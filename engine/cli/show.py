@@ -25,13 +25,16 @@ def show(
     ] = False,
 ) -> None:
     """Show a saved plan: what `ferry apply PLANFILE` will do."""
-    plan, spec_file = planfile.load(plan_file)
+    saved = planfile.load(plan_file)
+    plan = saved.plan
     if as_json:
-        typer.echo(json.dumps(planfile.to_json(plan), indent=2, ensure_ascii=False))
+        data = planfile.to_json(plan) | {"integrity": {"sha256": saved.sha256}}
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
     elif as_md:
-        typer.echo(markdown(plan, spec_file), nl=False)
+        typer.echo(markdown(plan, saved.spec_file, saved.seal_line()), nl=False)
     else:
         render(plan, Console(highlight=False))
+        typer.echo(saved.seal_line())
 
 
 def _cell(text: str) -> str:
@@ -48,9 +51,11 @@ def _row(change: Change) -> str:
     )
 
 
-def markdown(plan: Plan, spec_file: str = "") -> str:
-    """The plan as a pull-request comment: summary, errors first, then one table per VM."""
+def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
+    """The plan as a pull-request comment: summary (and the saved plan's seal), errors first,
+    then one table per VM."""
     lines = [f"### ferry plan{f' of `{spec_file}`' if spec_file else ''}", "", summary(plan), ""]
+    lines += [f"`{seal}`", ""] if seal else []
     errors = [d.render() for d in plan.diagnostics]
     errors += [
         f"{v.name}: {c.message}" for v in plan.vms for c in v.concerns if c.level.value == "error"

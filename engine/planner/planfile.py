@@ -1,8 +1,22 @@
-"""Plans as JSON (schemas/plan.v1.json): shown with --json, saved with --out, applied as saved."""
+"""Plans as JSON (schemas/plan.v1.json): shown with --json, saved with --out, applied as saved.
+
+A saved plan is sealed: `integrity.sha256` is the sha256 of its canonical JSON (every key but
+`integrity` and `spec_file`: the changes, the graph, the VMs, the spec digest and the state
+serial), and with `$FERRY_PLAN_KEY` set also `integrity.hmac_sha256`, an HMAC-SHA256 of that
+digest under the key — so a CI gate can prove the plan applied is the plan approved (OpenTofu
+keeps plan files opaque instead; a JSON plan needs the seal). `load` refuses a plan whose content
+does not match its seal. `spec_file` is stored relative to the plan file's folder, so a plan made
+in CI applies from another directory or machine with the same checkout.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +107,109 @@ def _diagnostic(d: dict[str, Any]) -> Diagnostic:
     return Diagnostic(Severity(d["severity"]), d["summary"], location, (), d.get("detail", ""))
 
 
-def save(plan: Plan, path: Path, spec_file: str) -> None:
+KEY_ENV = "FERRY_PLAN_KEY"  # the HMAC key that signs saved plans (never stored anywhere)
+UNSEALED = ("integrity", "spec_file")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A saved plan as loaded: the plan, the spec it was made from (a path as stored, and
+    resolved against the plan file's folder), its sha256 (hex), whether it carries an HMAC and
+    whether that HMAC was checked against `$FERRY_PLAN_KEY`."""
+
+    plan: Plan
+    spec_file: str
+    spec_path: Path | None
+    sha256: str
+    signed: bool
+    checked: bool
+
+    def seal_line(self) -> str:
+        """One line for people: the digest and what the signature proves."""
+        if self.checked:
+            proof = f"signature checked with ${KEY_ENV}"
+        elif self.signed:
+            proof = f"signed; signature not checked (${KEY_ENV} is not set)"
+        else:
+            proof = "not signed"
+        return f"plan sha256 {self.sha256} ({proof})"
+
+
+def seal_digest(data: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a plan's canonical JSON, without the keys the seal does not cover."""
+    sealed = {k: v for k, v in data.items() if k not in UNSEALED}
+    canonical = json.dumps(sealed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def signature(digest: str, key: str) -> str:
+    """HMAC-SHA256 (hex) of a plan's digest under `key`."""
+    return hmac.new(key.encode(), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def save(plan: Plan, path: Path, spec_file: Path, env: Mapping[str, str] = os.environ) -> str:
+    """Write the plan to `path` (atomically), sealed; returns its sha256 (hex)."""
     data = to_json(plan)
-    data["spec_file"] = spec_file
+    digest = seal_digest(data)
+    data["integrity"] = {"sha256": digest}
+    if env.get(KEY_ENV):
+        data["integrity"]["hmac_sha256"] = signature(digest, env[KEY_ENV])
+    data["spec_file"] = os.path.relpath(spec_file.resolve(), path.resolve().parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     tmp.replace(path)
+    return digest
 
 
-def load(path: Path) -> tuple[Plan, str]:
+def load(path: Path, env: Mapping[str, str] = os.environ) -> Saved:
+    """Read a saved plan and check its seal (and its HMAC when `$FERRY_PLAN_KEY` is set).
+
+    Raises UserError (one line) when the file is not a plan, was changed after it was saved,
+    carries no seal, or its HMAC is missing or does not match the key."""
     try:
         data = json.loads(path.read_text())
-        return from_json(data), str(data.get("spec_file", ""))
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        digest = _checked(path, data, env)
+        plan = from_json(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is not a ferry plan: {exc}") from exc
+    spec_file = str(data.get("spec_file") or "")
+    signed = bool((data.get("integrity") or {}).get("hmac_sha256"))
+    checked = bool(env.get(KEY_ENV))
+    return Saved(plan, spec_file, _spec_path(path, spec_file), digest, signed, checked)
+
+
+def _checked(path: Path, data: dict[str, Any], env: Mapping[str, str]) -> str:
+    seal = data.get("integrity")
+    if not isinstance(seal, dict) or not seal.get("sha256"):
+        raise UserError(
+            f"{path} carries no integrity digest (saved by an older ferry, or edited): "
+            "run `ferry plan --out` again"
+        )
+    digest = seal_digest(data)
+    if not hmac.compare_digest(digest, str(seal["sha256"])):
+        raise UserError(
+            f"{path} was changed after it was saved (its content hashes to {digest[:12]}…, "
+            f"it was sealed as {str(seal['sha256'])[:12]}…): refused; run `ferry plan --out` again"
+        )
+    key = env.get(KEY_ENV)
+    if key:
+        mac = seal.get("hmac_sha256")
+        if not mac:
+            raise UserError(f"{path} is not signed, and {KEY_ENV} is set: refused")
+        if not hmac.compare_digest(signature(digest, key), str(mac)):
+            raise UserError(f"{path} is not signed with the key in {KEY_ENV}: refused")
+    return digest
+
+
+def _spec_path(plan_file: Path, spec_file: str) -> Path | None:
+    """The spec a plan was made from: relative to the plan file's folder (as saved now), or to
+    the working directory (plans saved before); None when neither exists."""
+    if not spec_file:
+        return None
+    stored = Path(spec_file)
+    for candidate in (plan_file.parent / stored, stored):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -79,9 +79,10 @@ def test_demo_plan_json(lab: Lab, si: Any, tmp_path: Path) -> None:
         allocated(lab, vm, d) for vm in ESTATE for d in vm.disks
     )
     assert plan["summary"]["bytes_to_copy"] < sum(d.capacity for vm in ESTATE for d in vm.disks)
-    saved, spec_file = planfile.load(tmp_path / "demo.plan")
-    assert spec_file == "plans/demo.yaml"
-    assert planfile.to_json(saved)["changes"] == plan["changes"]
+    saved = planfile.load(tmp_path / "demo.plan")
+    assert saved.spec_path is not None
+    assert saved.spec_path.resolve() == (ROOT / "plans/demo.yaml").resolve()
+    assert planfile.to_json(saved.plan)["changes"] == plan["changes"]
 
 
 def test_demo_plan_human_view_and_target(lab: Lab, tmp_path: Path) -> None:

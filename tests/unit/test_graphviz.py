@@ -18,13 +18,14 @@ def saved_plan(tmp_path: Path) -> Path:
     data = json.loads(CASE.read_text())
     data.pop("exit_code")
     data |= {"created_at": "2026-01-01T00:00:00Z", "spec_digest": "0" * 64, "spec_file": "x.yaml"}
+    data["integrity"] = {"sha256": planfile.seal_digest(data)}
     path = tmp_path / "p.plan"
     path.write_text(json.dumps(data))
     return path
 
 
 def test_dot_and_mermaid(tmp_path: Path) -> None:
-    plan, _ = planfile.load(saved_plan(tmp_path))
+    plan = planfile.load(saved_plan(tmp_path)).plan
     dot = to_dot(plan)
     assert dot.startswith("digraph plan {") and dot.rstrip().endswith("}")
     assert '"vm.web01.conversion" -> "vm.web01.server";' in dot
