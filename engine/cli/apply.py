@@ -85,16 +85,19 @@ def apply(
     location = state_location(spec, state)
     if saved is not None:
         _check_fresh(plan, spec, location)
-    _check_applicable(plan, console)
     if not as_json:
         render(plan, console)
         if saved is not None:
             console.print(escape(saved.seal_line()))
+    _check_applicable(plan, console, as_json)
+    blocked = _blocked(plan)
     if not plan.has_changes:
-        console.print("No changes to apply.")
+        console.print("No changes to apply." + (f" {blocked}" if blocked else ""))
         if as_json:  # CI reads stdout: one line that says so
-            JsonView()({"ts": round(time.time(), 3), "event": "apply_end", "ok": True, "done": 0})
-        return
+            JsonView()(
+                {"ts": round(time.time(), 3), "event": "apply_end", "ok": not blocked, "done": 0}
+            )
+        raise typer.Exit(1 if blocked else 0)
     if saved is None and not auto_approve:
         if as_json or not sys.stdin.isatty():
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
@@ -164,16 +167,29 @@ def _check_fresh(plan: Plan, spec: dict[str, Any], location: StateLocation) -> N
         )
 
 
-def _check_applicable(plan: Plan, console: Console) -> None:
-    if any(d.severity.value == "error" for d in plan.diagnostics):
-        raise UserError("the plan has errors: fix them and plan again")
-    blocked = [v.address for v in plan.vms if v.blocked]
-    if blocked and not plan.targets:
-        console.print(f"[yellow]not applied (blocked by errors): {', '.join(blocked)}[/]")
+def _check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
+    errors = [d.render() for d in plan.diagnostics if d.severity.value == "error"]
+    if errors:
+        if as_json:  # the human view printed them with the plan; CI logs get them on stderr
+            for line in errors:
+                console.print(escape(line))
+        raise UserError(
+            f"the plan has {len(errors)} error(s), shown above: fix them and plan again"
+        )
     missing = unsupported(plan)
     if missing:
         listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
+
+
+def _blocked(plan: Plan) -> str:
+    """A line naming the VMs the plan blocked (error concerns), or "": they make apply exit 1, so
+    a CI gate cannot go green on a wave whose VMs were not applied."""
+    wanted = {str(Address.parse(t).vm) for t in plan.targets}
+    names = [v.address for v in plan.vms if v.blocked and (not wanted or v.address in wanted)]
+    if not names:
+        return ""
+    return f"Not applied, blocked by errors: {', '.join(names)} (see their concerns above)."
 
 
 def _observed(applier: Applier, events: Events) -> Any:
@@ -341,9 +357,11 @@ def _run(
     stats = list(applier.ctx.copied.values())
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
+    blocked = _blocked(plan)
     events.emit(
         "apply_end",
-        ok=result.ok,
+        ok=result.ok and not blocked,
+        blocked=sum(v.blocked for v in plan.vms),
         done=done,
         failed=len(result.errors),
         skipped=len(result.skipped_because),
@@ -358,8 +376,10 @@ def _run(
         f"{len(result.outcomes)} changes done; {human(read)} of data copied, "
         f"{human(zeroed)} of zeros written"
     )
+    if blocked:
+        console.print(f"[red]{escape(blocked)}[/]")
     if result.ok:
-        return 0
+        return 1 if blocked else 0
     return STOPPED if applier.ctx.stop.is_set() else 1
 
 

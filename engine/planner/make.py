@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import time
@@ -11,8 +12,9 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.diagnostics import Diagnostic, Location, Path
+from engine.errors import UserError
 from engine.model.observed import Destination, Inventory
-from engine.model.plan import Plan
+from engine.model.plan import Change, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
 from engine.planner.desired import desired
@@ -44,6 +46,7 @@ def make_plan(
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)
     if targets:
+        _check_targets(targets, vm_plans, changes, state)
         keep = plan_graph.targeted(changes, graph, list(targets))
         changes = [c for c in changes if c.address in keep]
         graph = graph.subgraph(keep).copy()
@@ -59,6 +62,23 @@ def make_plan(
         targets=tuple(str(t) for t in targets),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     )
+
+
+def _check_targets(
+    targets: tuple[Address, ...], vms: list[VMPlan], changes: list[Change], state: State
+) -> None:
+    """Every --target names a VM of the spec, a change or a recorded object: a typo is an error
+    (with the nearest known address), never a silent "No changes".
+
+    Raises UserError."""
+    known = {v.address for v in vms} | {c.address for c in changes} | set(state.resources)
+    known |= {str(Address.parse(a).vm) for a in list(known) if a.startswith("vm")}
+    for target in targets:
+        if str(target) in known:
+            continue
+        near = difflib.get_close_matches(str(target), sorted(known), n=1, cutoff=0.6)
+        hint = f": did you mean {near[0]}?" if near else " (see `ferry plan` for the addresses)"
+        raise UserError(f"--target {target} is not a VM of the spec nor a known address{hint}")
 
 
 def _located(diagnostics: list[Diagnostic], locate: Locator | None) -> list[Diagnostic]:

@@ -16,7 +16,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from engine.addresses import Address
 from engine.cli.plan import exit_code
+from engine.errors import UserError
 from engine.model.observed import (
     Destination,
     Flavor,
@@ -30,6 +32,7 @@ from engine.model.observed import (
     SourceSnapshot,
     SourceVM,
 )
+from engine.model.plan import Plan
 from engine.model.state import ResourceRecord, State, Status
 from engine.planner.make import make_plan
 from engine.planner.planfile import from_json, to_json
@@ -153,3 +156,22 @@ def test_case(folder: Path) -> None:
 
 
 PLAN_SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "plan.v1.json").read_text())
+
+
+def _plan_of(folder: str, targets: tuple[Address, ...]) -> Plan:
+    case = yaml.safe_load((CASES / folder / "case.yaml").read_text())
+    loaded = validate_text(yaml.safe_dump(case["spec"]), folder, {})
+    inventory, destination, state = hydrate(case)
+    return make_plan(loaded.data, inventory, destination, state, targets=targets)
+
+
+def test_a_target_typo_is_an_error_with_the_nearest_address() -> None:
+    """`--target vm.web0l` used to plan nothing and say "No changes" (issue 13, item 3)."""
+    with pytest.raises(UserError, match=r"--target vm\.web0l .*did you mean vm\.web01\?"):
+        _plan_of("first-delta", (Address.parse("vm.web0l"),))
+    with pytest.raises(UserError, match=r"did you mean vm\.web01\.disk\[2001\]\?"):
+        _plan_of("first-delta", (Address.parse("vm.web01.disk[2009]"),))
+    with pytest.raises(UserError, match=r"see `ferry plan` for the addresses"):
+        _plan_of("first-delta", (Address.parse("flavor.zzzzzzzzzzzz"),))
+    kept = _plan_of("first-delta", (Address.parse("vm.web01"),))
+    assert kept.changes and all(c.address.startswith("vm.web01") for c in kept.changes)
