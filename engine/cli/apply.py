@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.addresses import Address
+from engine.cli.console import make_console
 from engine.cli.plan import StateOption, load_spec, render, state_location
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError
@@ -79,7 +80,7 @@ def apply(
     ] = False,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
-    console = Console(highlight=False, stderr=as_json)
+    console = make_console(stderr=as_json)
     targets = tuple(Address.parse(t) for t in only or [])
     plan, spec, saved = _plan_for(target, state, targets, spec_option)
     location = state_location(spec, state)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.addresses import Address
+from engine.cli.console import make_console
 from engine.diagnostics import Severity, has_errors
 from engine.errors import UserError
 from engine.model.desired import ConcernLevel
@@ -96,7 +97,7 @@ def plan(
     if as_json:
         typer.echo(json.dumps(planfile.to_json(result), indent=2, ensure_ascii=False))
     else:
-        render(result, Console(highlight=False))
+        render(result, make_console())
         if out is not None:
             typer.echo(
                 f"Saved the plan to {out} (sha256 {sealed}): `ferry apply {out}` does exactly this."

@@ -1,10 +1,15 @@
 """How an apply's events are shown: for people (steps as lines; on a terminal, live below them a
-status line per VM and a progress bar per disk copy with bytes, throughput and ETA) or for
-machines (`--json`: one JSON object per line)."""
+status line per VM and a progress bar per disk copy with bytes, throughput and ETA; elsewhere —
+a CI log — a plain progress line per copy every `LINE_SECONDS`) or for machines (`--json`: one
+JSON object per line)."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -23,6 +28,56 @@ from rich.progress import (
 
 from engine.addresses import Address
 from engine.errors import UserError
+from engine.units import human
+
+LINE_SECONDS = float(os.environ.get("FERRY_PROGRESS_SECONDS", "30"))  # non-TTY line interval
+
+
+@dataclass
+class _Copy:
+    """A copy's progress as plain lines see it: when it started, when it was last printed."""
+
+    started: float
+    printed: float
+    done: int = 0
+    total: int = 0
+
+
+class CopyLines:
+    """Plain progress lines for copies when there is no terminal to draw bars on: one per copy
+    at most every `every` seconds (and at its end), with bytes, rate and ETA in binary units
+    (MiB, MiB/s), e.g. `vm.web01.disk[2000]: 512.0 MiB of 1.0 GiB (50%), 45.2 MiB/s, ETA 11 s`."""
+
+    def __init__(
+        self,
+        out: Callable[[str], None],
+        every: float = LINE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out, self.every, self.clock = out, every, clock
+        self.copies: dict[str, _Copy] = {}
+
+    def copy(self, address: str, done: int, total: int) -> None:
+        now = self.clock()
+        state = self.copies.setdefault(address, _Copy(now, now))
+        state.done, state.total = done, total
+        if done >= total or now - state.printed >= self.every:
+            state.printed = now
+            self.out(self.line(address, state, now))
+
+    @staticmethod
+    def line(address: str, state: _Copy, now: float) -> str:
+        if not state.total:
+            return f"{address}: nothing to read (all holes)"
+        share = 100 * state.done / state.total
+        head = f"{address}: {human(state.done)} of {human(state.total)} ({share:.0f}%)"
+        elapsed = now - state.started
+        if elapsed <= 0 or not state.done:
+            return head
+        rate = state.done / elapsed
+        if state.done >= state.total:
+            return f"{head}, {human(rate)}/s, done in {elapsed:.0f} s"
+        return f"{head}, {human(rate)}/s, ETA {(state.total - state.done) / rate:.0f} s"
 
 
 class HumanView:
@@ -50,6 +105,7 @@ class HumanView:
         )
         self.vm_tasks: dict[str, Any] = {}
         self.tasks: dict[str, Any] = {}
+        self.lines = CopyLines(lambda line: console.print(f"  {escape(line)}"))
         if console.is_terminal:
             self.live = Live(Group(self.vms, self.bars), console=console, refresh_per_second=4)
 
@@ -67,6 +123,8 @@ class HumanView:
         if event == "step":
             self.console.print(f"  {escape(str(record['message']))}")
         if self.live is None:
+            if event == "copy":
+                self.lines.copy(str(record["address"]), int(record["done"]), int(record["total"]))
             return
         if event == "apply_start":
             for vm in record.get("vms", []):

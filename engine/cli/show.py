@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from engine.addresses import Address
+from engine.cli.console import make_console
 from engine.cli.plan import render, summary
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
@@ -33,7 +33,7 @@ def show(
     elif as_md:
         typer.echo(markdown(plan, saved.spec_file, saved.seal_line()), nl=False)
     else:
-        render(plan, Console(highlight=False))
+        render(plan, make_console())
         typer.echo(saved.seal_line())
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-from engine.cli.progress import HumanView
+from engine.cli.console import make_console
+from engine.cli.progress import CopyLines, HumanView
 
 
 def events() -> list[dict[str, Any]]:
@@ -52,6 +53,29 @@ def test_a_terminal_shows_a_status_line_per_vm_and_a_bar_per_copy() -> None:
     assert "disk[2001] failed: EIO" in final and "vm.db01.disk[2001]" not in final
 
 
-def test_a_log_gets_the_step_lines_only() -> None:
+def test_a_log_gets_the_step_lines_and_plain_copy_lines() -> None:
     shown = render(terminal=False)
-    assert shown == "  vm.db01: snapshot snapshot-7 taken\n"
+    assert shown == (
+        "  vm.db01: snapshot snapshot-7 taken\n"
+        "  vm.db01.disk[2002]: nothing to read (all holes)\n"  # a copy's end is always said
+    )
+
+
+def test_no_terminal_plain_progress_lines_and_no_wrapping() -> None:
+    """In a CI log (no terminal): a copy prints a plain line every interval and at its end, in
+    MiB and MiB/s, and no line is hard-wrapped at 80 columns (issue 13, item 5)."""
+    clock = iter([0.0, 10.0, 31.0, 35.0, 40.0])
+    out: list[str] = []
+    lines = CopyLines(out.append, every=30, clock=lambda: next(clock))
+    for done in (0, 100 << 20, 300 << 20, 400 << 20, 1 << 30):
+        lines.copy("vm.db01.disk[2000]", done, 1 << 30)
+    assert out == [
+        "vm.db01.disk[2000]: 300.0 MiB of 1.0 GiB (29%), 9.7 MiB/s, ETA 75 s",
+        "vm.db01.disk[2000]: 1.0 GiB of 1.0 GiB (100%), 25.6 MiB/s, done in 40 s",
+    ]
+    buffer = io.StringIO()
+    console = make_console()
+    console.file = buffer
+    assert not console.is_terminal
+    HumanView(console)({"event": "step", "message": "x" * 150 + " end"})
+    assert buffer.getvalue() == "  " + "x" * 150 + " end\n"
