@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 
@@ -41,6 +42,27 @@ app.command()(report)
 def version() -> None:
     """Print ferry's version."""
     typer.echo(__version__)
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print ferry's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Declarative plan-and-apply migration of VMware vSphere VMs to OpenStack."""
 
 
 def main() -> None:

@@ -51,7 +51,15 @@ ESXI_READS = 10  # default concurrent disk reads per ESXi host (NFC connections 
 def apply(
     target: Annotated[Path, typer.Argument(help="A spec (plans and applies) or a saved plan.")],
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
-    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=256)] = 4,
+    parallelism: Annotated[
+        int,
+        typer.Option(
+            "--parallelism",
+            min=1,
+            max=256,
+            help="Steps run at once (copies are also bounded per conversion host and ESXi host).",
+        ),
+    ] = 4,
     state: StateOption = None,
     only: Annotated[
         list[str] | None,

@@ -39,7 +39,7 @@ def _store(state: str | None, spec: Path | None = None) -> StateStore:
 @app.command("list")
 def list_(
     state: StateOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The records as JSON.")] = False,
     spec: SpecOption = None,
 ) -> None:
     """Every recorded address with its kind and status."""
