@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import stat
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
@@ -46,12 +47,20 @@ def validate_file(path: FsPath, env: dict[str, str] | None = None) -> Loaded:
     loaded = validate_text(text, str(path), env)
     if isinstance(loaded.data, dict) and not has_errors(loaded.diagnostics):
         _check_firstboot(loaded, loaded.data, path.parent)
+        _check_files(loaded, loaded.data)
     return loaded
 
 
 def validate_text(text: str, file: str, env: dict[str, str] | None = None) -> Loaded:
     loaded = load_text(text, file, env)
     if loaded.data is None and has_errors(loaded.diagnostics):
+        return loaded
+    if loaded.data is None:
+        loaded.error(
+            "the spec is empty: it needs version, source, destination, conversion_hosts and vms "
+            "(see examples/specs/)",
+            (),
+        )
         return loaded
     for error in Draft202012Validator(schema()).iter_errors(loaded.data):
         _schema_error(loaded, error)
@@ -124,7 +133,10 @@ def _pattern(value: Any, expected: Any) -> str:
 
 _MESSAGES: dict[str, Callable[[Any, Any], str]] = {
     "required": _missing,
-    "type": lambda v, e: f"expected {e}, got {_json_type(v)} {json.dumps(v, default=str)[:40]}",
+    "type": lambda v, e: (
+        f"expected {e}, got "
+        + ("nothing (null)" if v is None else f"{_json_type(v)} {json.dumps(v, default=str)[:40]}")
+    ),
     "enum": lambda v, e: f"must be one of {', '.join(map(repr, e))}; got {v!r}",
     "const": lambda v, e: f"must be {e!r}; got {v!r}",
     "pattern": _pattern,
@@ -270,6 +282,56 @@ def _check_firstboot(loaded: Loaded, data: dict[str, Any], base: FsPath) -> None
             else:
                 scripts[i] = str(resolved)
     loaded.diagnostics.sort(key=sort_key)
+
+
+def _check_files(loaded: Loaded, data: Any, path: Path = ()) -> None:
+    """Files the spec names for secrets and trust exist and are what they should be: a password
+    file is a readable file that only its owner can read (like ssh's keys), a CA file holds PEM
+    certificates. Paths are read as the spec gives them (relative to the working directory)."""
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            _check_files(loaded, item, (*path, i))
+        return
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        where = (*path, key)
+        if key == "password_file" and isinstance(value, str):
+            _check_password_file(loaded, FsPath(value), where)
+        elif key == "ca_file" and isinstance(value, str):
+            _check_ca_file(loaded, FsPath(value), where)
+        else:
+            _check_files(loaded, value, where)
+
+
+def _check_password_file(loaded: Loaded, file: FsPath, where: Path) -> None:
+    try:
+        mode = file.stat().st_mode
+        with file.open("rb"):
+            pass
+    except OSError as exc:
+        loaded.error(f"password file {str(file)!r}: {exc.strerror}", where)
+        return
+    if not stat.S_ISREG(mode):
+        loaded.error(f"password file {str(file)!r} is not a regular file", where)
+    elif mode & 0o077:
+        loaded.error(
+            f"password file {str(file)!r} can be read by others (mode {stat.S_IMODE(mode):04o}): "
+            f"chmod 600 {file}",
+            where,
+        )
+
+
+def _check_ca_file(loaded: Loaded, file: FsPath, where: Path) -> None:
+    try:
+        text = file.read_text(errors="replace")
+    except OSError as exc:
+        loaded.error(f"CA file {str(file)!r}: {exc.strerror}", where)
+        return
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        loaded.error(
+            f"CA file {str(file)!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", where
+        )
 
 
 def _check_create(loaded: Loaded, path: Path, create: dict[str, Any]) -> None:

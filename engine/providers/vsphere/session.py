@@ -50,7 +50,15 @@ def ssl_context(target: VCenterTarget) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
-    return ssl.create_default_context(cafile=str(target.cafile) if target.cafile else None)
+    try:
+        return ssl.create_default_context(cafile=str(target.cafile) if target.cafile else None)
+    except FileNotFoundError as exc:
+        raise UserError(f"the vCenter CA file {target.cafile} does not exist") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(
+            f"the vCenter CA file {target.cafile} is not a PEM certificate file: "
+            f"{getattr(exc, 'reason', None) or exc}"
+        ) from exc
 
 
 def server_thumbprint(host: str, port: int, timeout: float = 10.0) -> str:

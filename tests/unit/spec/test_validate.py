@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.diagnostics import Severity, has_errors
+from engine.errors import UserError
+from engine.providers.vsphere.session import VCenterTarget, ssl_context
 from engine.spec.validate import validate_file, validate_text
 
 VALID: dict[str, Any] = {
@@ -122,7 +124,8 @@ def test_unset_environment_variable_is_one_error_per_value() -> None:
     [
         ("version: 1\nsource: [\n", "invalid YAML"),
         ("- just\n- a list\n", "expected object"),
-        ("", "expected object, got null"),
+        ("", "the spec is empty: it needs version, source"),
+        ("vms:\n  -\n", "expected object, got nothing (null)"),
         ("version: 1\n!!binary aGk=: x\n", "keys must be strings"),
         ("version: !!python/object:os.system echo\n", "invalid YAML"),
     ],
@@ -265,6 +268,7 @@ def test_first_boot_scripts_resolve_next_to_the_spec_and_missing_ones_are_errors
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "net.sh").write_text("#!/bin/sh\n")
     spec = copy.deepcopy(VALID)
+    spec["source"]["vcenter"]["tls"] = {"thumbprint": "AA:" * 19 + "AA"}
     spec["vms"][0]["conversion"] = {"firstboot": ["scripts/net.sh"], "debug": True}
     spec["vms"][1]["conversion"] = {"firstboot": ["scripts/missing.sh"]}
     path = tmp_path / "spec.yaml"
@@ -313,3 +317,36 @@ def test_verify_is_true_false_or_changed() -> None:
     spec["vms"][0]["verify"] = "always"
     (found,) = errors(yaml.safe_dump(spec, sort_keys=False))
     assert "verify must be true, false or 'changed'; got 'always' (at vms[0].verify)" in found
+
+
+def test_password_and_ca_files_are_checked(tmp_path: Path) -> None:
+    """Referenced files exist, a password file is readable by its owner only, a CA file is PEM
+    (issue 13, item 4: a missing CA file read like a network fault)."""
+    spec = copy.deepcopy(VALID)
+    vcenter = spec["source"]["vcenter"]
+    del vcenter["password_env"]
+    password, ca = tmp_path / "pw", tmp_path / "ca.pem"
+    password.write_text("secret\n")
+    password.chmod(0o640)
+    ca.write_text("not a certificate\n")
+    vcenter["password_file"], vcenter["tls"]["ca_file"] = str(password), str(ca)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    found = [d.render() for d in validate_file(path).diagnostics]
+    assert any("can be read by others (mode 0640): chmod 600" in f for f in found), found
+    assert any("holds no PEM certificate" in f for f in found), found
+    password.chmod(0o600)
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert validate_file(path).diagnostics == []
+    ca.unlink()
+    found = [d.render() for d in validate_file(path).diagnostics]
+    assert any(f"CA file '{ca}': No such file or directory" in f for f in found), found
+
+
+def test_a_ca_file_that_is_not_pem_is_named_when_connecting(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(UserError, match=f"CA file {bad} is not a PEM certificate file"):
+        ssl_context(VCenterTarget("vc", 443, "u", "p", cafile=bad))
+    with pytest.raises(UserError, match="does not exist"):
+        ssl_context(VCenterTarget("vc", 443, "u", "p", cafile=tmp_path / "missing.pem"))
