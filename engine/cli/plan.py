@@ -92,6 +92,9 @@ def plan(
         locate=loaded.where,
     )
     sealed = ""
+    if out is not None and has_errors(result.diagnostics):
+        typer.echo(f"error: the plan has errors: not saved to {out}", err=True)
+        out = None
     if out is not None:
         sealed = planfile.save(result, out, spec)
     if as_json:
@@ -149,11 +152,22 @@ def render(result: Plan, console: Console) -> None:
         for change in by_vm.pop(vm.address, []):
             if change.action is not Action.NOOP:
                 console.print(_change_line(change))
-    for address, changes in by_vm.items():  # VMs that left the spec
-        console.print(f"\n[bold]{escape(address)}[/] [dim](no longer in the spec)[/]")
+    for address, changes in by_vm.items():
+        console.print(f"\n[bold]{escape(address)}[/] [dim]({group_heading(address, result)})[/]")
         for change in changes:
             console.print(_change_line(change))
     console.print("\n" + summary(result))
+
+
+def group_heading(address: str, result: Plan) -> str:
+    """What a group of changes outside the spec's VMs is: a VM that left the spec, or an object
+    shared by VMs (a flavor made for them, a network, a conversion host)."""
+    if Address.parse(address).kind == "vm":
+        return "no longer in the spec"
+    changes = [c for c in result.changes if str(Address.parse(c.address).vm) == address]
+    if changes and all(c.action in (Action.DELETE, Action.FORGET) for c in changes):
+        return "no longer needed"
+    return "shared by the spec's VMs"
 
 
 def summary(result: Plan) -> str:

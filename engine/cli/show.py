@@ -11,7 +11,7 @@ import typer
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import render, summary
+from engine.cli.plan import group_heading, render, summary
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
 from engine.units import human
@@ -81,6 +81,6 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
             lines.append("- no changes")
         lines.append("")
     for address, changes in by_vm.items():
-        lines += [f"#### `{_cell(address)}` (no longer in the spec)", ""]
+        lines += [f"#### `{_cell(address)}` ({group_heading(address, plan)})", ""]
         lines += ["| | address | action | bytes | why |", "|-|-|-|-|-|", *map(_row, changes), ""]
     return "\n".join(lines)

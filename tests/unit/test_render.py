@@ -1,0 +1,39 @@
+"""The human view of a plan: objects shared by the spec's VMs (a network or flavor ferry makes
+for them) are not listed as "no longer in the spec" (issue 13, item 4)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from engine.cli.plan import render
+from engine.cli.show import markdown
+from engine.model.plan import Plan
+from engine.planner.planfile import from_json
+
+CASES = Path(__file__).parents[1] / "cases"
+
+
+def _plan(case: str) -> Plan:
+    data = json.loads((CASES / case / "expected.json").read_text())
+    data.pop("exit_code")
+    return from_json(data | {"created_at": "2026-01-01T00:00:00Z", "spec_digest": "0" * 64})
+
+
+def test_a_network_made_for_the_vms_is_shared_not_departed() -> None:
+    plan = _plan("network-create")
+    out = io.StringIO()
+    render(plan, Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert "network.net-new (shared by the spec's VMs)" in text, text
+    assert "no longer in the spec" not in text
+    assert "`network.net-new` (shared by the spec's VMs)" in markdown(plan)
+
+
+def test_a_destroy_plan_says_what_is_no_longer_needed() -> None:
+    out = io.StringIO()
+    render(_plan("destroy-cutover"), Console(file=out, width=200, color_system=None))
+    assert "(no longer needed)" in out.getvalue()
