@@ -32,11 +32,13 @@ def report(
         raise UserError(f"no state in {location.display}: nothing has been applied yet")
     logs = sorted(location.log_dir.glob("apply-*.jsonl"))
     data = collect(recorded.resources, [read(log) for log in logs])
-    if html_file is None and md_file is None:
+    default = html_file is None and md_file is None
+    if default:
         html_file = location.report_dir / "report.html"
     if html_file is not None:
         html_file.write_text(html(data))
-        typer.echo(f"report: {html_file}")
+        said = " (the default place; --html FILE or --md FILE to choose)" if default else ""
+        typer.echo(f"report: {html_file}{said}")
     if md_file is not None:
         text, files = markdown(data, md_file.with_suffix(""))
         for svg_path, svg_text in files.items():

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from engine.addresses import Address
 from engine.cli.plan import STATE_HELP, StateOption, load_spec, state_location
 from engine.errors import NoStateError, UserError
-from engine.model.state import State
+from engine.model.state import ResourceRecord, State
 from engine.statestore import StateLocation, StateStore, parse_ref
 
 app = typer.Typer(help="Inspect, repair and move ferry's recorded state.", no_args_is_help=True)
@@ -73,24 +73,34 @@ def show(
     state: StateOption = None,
     spec: SpecOption = None,
 ) -> None:
-    """One address's recorded attributes, as JSON."""
-    wanted = str(Address.parse(address))
-    record = _store(state, spec).read().resources.get(wanted)
-    if record is None:
-        raise UserError(f"{wanted} is not in the state")
-    typer.echo(
-        json.dumps(
-            {
-                "address": record.address,
-                "kind": record.kind,
-                "status": record.status.value,
-                "attributes": dict(record.attributes),
-                "updated_at": record.updated_at,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+    """One address's recorded attributes, as JSON; a VM's address (vm.web01, as the plan prints
+    it) shows every record of that VM."""
+    parsed = Address.parse(address)
+    wanted = str(parsed)
+    resources = _store(state, spec).read().resources
+    record = resources.get(wanted)
+    if record is not None:
+        shown: dict[str, Any] = _record_json(record)
+    else:
+        parts = [
+            _record_json(r)
+            for a, r in sorted(resources.items())
+            if parsed.part is None and str(Address.parse(a).vm) == wanted
+        ]
+        if not parts:
+            raise UserError(f"{wanted} is not in the state (`ferry state list` shows what is)")
+        shown = {"address": wanted, "records": parts}
+    typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+
+
+def _record_json(record: ResourceRecord) -> dict[str, Any]:
+    return {
+        "address": record.address,
+        "kind": record.kind,
+        "status": record.status.value,
+        "attributes": dict(record.attributes),
+        "updated_at": record.updated_at,
+    }
 
 
 @app.command()

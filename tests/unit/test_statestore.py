@@ -202,7 +202,13 @@ def test_state_cli(tmp_path: Path) -> None:
     shown = ferry("state", "show", 'vm["Reporting Ünit 1"].disk[2000]', "--state", str(path))
     assert shown.returncode == 0 and '"size": 1' in shown.stdout
     missing = ferry("state", "show", "vm.nope", "--state", str(path))
-    assert missing.returncode == 1 and missing.stderr == "error: vm.nope is not in the state\n"
+    assert missing.returncode == 1 and missing.stderr == (
+        "error: vm.nope is not in the state (`ferry state list` shows what is)\n"
+    )
+    whole = ferry("state", "show", 'vm["Reporting Ünit 1"]', "--state", str(path))
+    assert whole.returncode == 0, whole.stderr  # the VM's address, as the plan prints it
+    shown_vm = json.loads(whole.stdout)
+    assert [r["address"] for r in shown_vm["records"]] == ['vm["Reporting Ünit 1"].disk[2000]']
     bad = ferry("state", "show", "vm..x", "--state", str(path))
     assert bad.returncode == 1 and "not an address" in bad.stderr
     store.acquire("apply")
