@@ -22,7 +22,10 @@ app = typer.Typer(
 
 DirOption = Annotated[
     Path | None,
-    typer.Option("--dir", help="Lab directory (default: $FERRY_LAB_DIR or ./state/lab)."),
+    typer.Option(
+        "--dir",
+        help="Lab directory (default: $FERRY_LAB_DIR, ./state/lab, or the checkout's state/lab when that holds the lab).",
+    ),
 ]
 
 

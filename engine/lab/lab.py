@@ -47,8 +47,19 @@ from engine.providers.vsphere.session import VCenterTarget, session
 FORMAT_VERSION = 1
 
 
+CHECKOUT_LAB = Path(__file__).resolve().parents[2] / "state" / "lab"
+
+
 def default_dir() -> Path:
-    return Path(os.environ.get("FERRY_LAB_DIR") or Path.cwd() / "state" / "lab")
+    """$FERRY_LAB_DIR; else ./state/lab; else, when ./state/lab holds no lab but the checkout
+    ferry runs from does (`scripts/demo` starts it there), that one — so `ferry lab env` and
+    `lab status` find the lab from any directory instead of calling it down."""
+    if os.environ.get("FERRY_LAB_DIR"):
+        return Path(os.environ["FERRY_LAB_DIR"])
+    here = Path.cwd() / "state" / "lab"
+    if not (here / "lab.json").exists() and (CHECKOUT_LAB / "lab.json").exists():
+        return CHECKOUT_LAB
+    return here
 
 
 def vcsim_binary() -> Path:

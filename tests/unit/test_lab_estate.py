@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.lab import disks as lab_disks
+from engine.lab import lab as lab_module
 from engine.lab.estate import (
     DATASTORES,
     DISTRIBUTED_PORTGROUPS,
@@ -70,3 +71,22 @@ def test_guest_write_journals_each_write(tmp_path: Path) -> None:
     assert lab_disks.journal_path(tmp_path, vm, disk.key).read_text() == "100 10\n0 5\n"
     with lab_disks.live_path(tmp_path, vm, disk.key).open("rb") as f:
         assert f.read(5) == lab_disks.pattern(9, 5)
+
+
+def test_the_default_lab_is_found_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ferry lab env` from another directory used to call a running lab down (issue 13)."""
+    monkeypatch.delenv("FERRY_LAB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    checkout = tmp_path / "checkout" / "state" / "lab"
+    monkeypatch.setattr(lab_module, "CHECKOUT_LAB", checkout)
+    assert lab_module.default_dir() == tmp_path / "state" / "lab"  # no lab anywhere
+    checkout.mkdir(parents=True)
+    (checkout / "lab.json").write_text("{}")
+    assert lab_module.default_dir() == checkout
+    (tmp_path / "state" / "lab").mkdir(parents=True)
+    (tmp_path / "state" / "lab" / "lab.json").write_text("{}")
+    assert lab_module.default_dir() == tmp_path / "state" / "lab"  # the one here wins
+    monkeypatch.setenv("FERRY_LAB_DIR", str(tmp_path / "mine"))
+    assert lab_module.default_dir() == tmp_path / "mine"
