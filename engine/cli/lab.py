@@ -24,7 +24,8 @@ DirOption = Annotated[
     Path | None,
     typer.Option(
         "--dir",
-        help="Lab directory (default: $FERRY_LAB_DIR, ./state/lab, or the checkout's state/lab when that holds the lab).",
+        help="Lab directory (default: $FERRY_LAB_DIR, ./state/lab, or the checkout's "
+        "state/lab when that holds the lab).",
     ),
 ]
 
