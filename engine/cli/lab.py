@@ -38,16 +38,30 @@ def _lab(directory: Path | None) -> Lab:
 def up(directory: DirOption = None) -> None:
     """Start the lab and create its VMs (refuses when it is already up)."""
     lab = _lab(directory)
-    seconds = lab.up()
+    typer.echo(f"starting the lab in {lab.root} (about a minute; a few on a busy machine)")
+    seconds = lab.up(progress=lambda line: typer.echo(f"  {line}"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     typer.echo(f"lab up in {seconds:.1f} s (ferry peak RSS {peak:.0f} MiB): {lab.root}")
 
 
 @app.command()
-def down(directory: DirOption = None) -> None:
-    """Stop every process the lab started, by PID."""
-    stopped = _lab(directory).down()
-    typer.echo("stopped " + ", ".join(f"{p.name} (pid {p.pid})" for p in stopped))
+def down(
+    directory: DirOption = None,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also remove the lab directory (disks, volumes, logs).")
+    ] = False,
+) -> None:
+    """Stop every process the lab started, by PID; --purge also removes its data."""
+    lab = _lab(directory)
+    if not (purge and not lab.processes()):
+        stopped = lab.down()
+        typer.echo("stopped " + ", ".join(f"{p.name} (pid {p.pid})" for p in stopped))
+    if purge:
+        lab.purge()
+        typer.echo(f"removed {lab.root}")
+        return
+    left = lab.disk_usage()
+    typer.echo(f"{human(left)} of lab data left in {lab.root}: `ferry lab down --purge` removes it")
 
 
 @app.command()

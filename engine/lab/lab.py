@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,10 @@ class Lab:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def up(self) -> float:
-        """Start every lab service and create the estate; returns the seconds it took."""
+    def up(self, progress: Callable[[str], None] = lambda _: None) -> float:
+        """Start every lab service and create the estate; returns the seconds it took.
+        `progress` gets a line per service started and per phase done (with seconds since the
+        start)."""
         began = time.monotonic()
         alive = self.running()
         if alive:
@@ -130,16 +133,22 @@ class Lab:
         self.root.mkdir(parents=True, exist_ok=True)
         started: list[ProcessRecord] = []
 
+        def say(line: str) -> None:
+            progress(f"{time.monotonic() - began:5.0f} s  {line}")
+
         def record(process: ProcessRecord) -> None:
             started.append(process)
             self._record(started)
+            say(f"{process.name} started (pid {process.pid})")
 
         try:
             record(vcenter.start(vcsim_binary(), self.vcenter_files, self.disks))
             self.postgres.start(free_port(), record)
             with session(self.vcenter_target()) as si:
                 vcenter.populate(si, self.disks, self.vcenter_target())
+            say("vCenter estate created (VMs, disks, networks)")
             lab_openstack.up(self.openstack_root, record)
+            say("OpenStack project, networks, flavors and conversion host created")
         except BaseException:
             stop_all(started)
             self.state_file.unlink(missing_ok=True)
@@ -152,6 +161,26 @@ class Lab:
         self.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.disks, ignore_errors=True)
         shutil.rmtree(self.openstack_root, ignore_errors=True)
+
+    def disk_usage(self) -> int:
+        """Bytes the lab directory occupies on disk (sparse files count what they hold)."""
+        total = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+                except OSError:
+                    continue
+        return total
+
+    def purge(self) -> None:
+        """Remove the lab directory (refused while the lab is up)."""
+        alive = self.running()
+        if alive:
+            raise UserError(
+                f"the lab in {self.root} is up: `ferry lab down --purge` stops it first"
+            )
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def down(self) -> list[ProcessRecord]:
         """Stop what lab.json records (by PID); returns what was stopped."""

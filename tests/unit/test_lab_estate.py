@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -90,3 +92,21 @@ def test_the_default_lab_is_found_from_any_directory(
     assert lab_module.default_dir() == tmp_path / "state" / "lab"  # the one here wins
     monkeypatch.setenv("FERRY_LAB_DIR", str(tmp_path / "mine"))
     assert lab_module.default_dir() == tmp_path / "mine"
+
+
+def test_lab_down_purge_removes_a_stopped_labs_data(tmp_path: Path) -> None:
+    root = tmp_path / "lab"
+    (root / "disks").mkdir(parents=True)
+    with (root / "disks" / "d.raw").open("wb") as f:
+        f.write(b"x" * 8192)
+        f.truncate(1 << 30)  # sparse: counts what it holds, not its size
+    assert 8192 <= lab_module.Lab(root).disk_usage() < 1 << 20
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "lab", "down", "--dir", str(root), "--purge"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"removed {root}\n" and not root.exists()
