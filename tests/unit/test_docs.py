@@ -41,7 +41,13 @@ def test_every_section_of_the_reference_is_linked_and_every_key_listed() -> None
 @pytest.mark.parametrize("name", ["replicate", "cutover", "cold"])
 def test_example_specs_validate(name: str) -> None:
     loaded = validate_file(ROOT / "examples" / "specs" / f"{name}.yaml")
-    errors = [d.render() for d in loaded.diagnostics if d.severity is Severity.ERROR]
+    errors = [
+        d.render()
+        for d in loaded.diagnostics
+        if d.severity is Severity.ERROR
+        # the example names files of the reader's machine (/etc/ferry/...), absent here
+        and not (d.path[-1:] in (("password_file",), ("ca_file",)) and "No such file" in d.summary)
+    ]
     assert errors == []
     modes = {(v.get("mode") or loaded.data["defaults"]["mode"]) for v in loaded.data["vms"]}
     assert name in modes
