@@ -89,11 +89,11 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
     excluded = [e for e in spec.get("exclude") or []]
     taken: set[str] = set()
     datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
-    candidates = [
-        vm
-        for vm in inventory.vms
-        if not vm.template and (not datacenter or (vm.folder or "").startswith(f"/{datacenter}/"))
-    ]
+    where = datacenter_path(str(datacenter), inventory.datacenters) if datacenter else None
+    if isinstance(where, Diagnostic):
+        out.diagnostics.append(where)
+        return out
+    candidates = [vm for vm in inventory.vms if in_datacenter(vm, where)]
     for i, entry in enumerate(spec.get("vms") or []):
         found = [vm for vm in candidates if _matches(entry, vm, inventory.tags)]
         if not found:
@@ -112,6 +112,32 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
             taken.add(vm.moref)
             out.vms.append((vm, entry))
     return out
+
+
+def in_datacenter(vm: SourceVM, path: str | None) -> bool:
+    """A VM (not a template) the spec may select: in the datacenter at `path` (None: any)."""
+    return not vm.template and (path is None or (vm.folder or "").startswith(f"{path}/"))
+
+
+def datacenter_path(wanted: str, paths: Iterable[str]) -> str | Diagnostic:
+    """The spec's `source.vcenter.datacenter` as an inventory path: a name is found in any
+    folder (`DC0` → /Region-A/DC0), a path (`Region-A/DC0`) as it is. Not found or a name that
+    several datacenters share → an error diagnostic (listing what there is). An inventory that
+    lists no datacenters takes the name as a top-level one."""
+    known = tuple(paths)
+    path = "/" + wanted.strip("/")
+    if not known:
+        return path
+    found = [p for p in known if p == path] if "/" in wanted.strip("/") else []
+    found = found or [p for p in known if p.rsplit("/", 1)[-1] == wanted]
+    if len(found) == 1:
+        return found[0]
+    summary = (
+        f"datacenter {wanted!r} is ambiguous: {', '.join(found)} (give its path)"
+        if found
+        else f"datacenter {wanted!r} is not in the inventory (datacenters: {', '.join(known)})"
+    )
+    return Diagnostic(Severity.ERROR, summary, path=("source", "vcenter", "datacenter"))
 
 
 def _describe(entry: dict[str, Any]) -> str:
