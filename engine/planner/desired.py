@@ -77,6 +77,71 @@ def _matches(
     return not tag or vm.moref in (tags or {}).get(tag, frozenset())
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What the spec's VM lookup could see (pure data): tells a recorded VM the spec dropped
+    from one the lookup did not find, whose records must be left untouched."""
+
+    uuids: frozenset[str]  # instance UUIDs (lower case) of the VMs the spec could select
+    names: frozenset[str]  # their names
+    entries: tuple[dict[str, Any], ...] = ()  # the spec's vms entries
+    excluded: tuple[dict[str, Any], ...] = ()  # its exclude entries
+
+    def visible(self, name: str, uuid: str | None) -> bool:
+        """The VM is one the spec could select (by its UUID when known, else by name)."""
+        return uuid.lower() in self.uuids if uuid else name in self.names
+
+    def selecting(self, name: str, uuid: str | None) -> tuple[int, bool] | None:
+        """For a recorded VM no desired VM claims: the first vms entry that selects it (index,
+        True) or may select it (index, False: a folder or tag pattern, a moref, a UUID not
+        recorded); None when the spec no longer lists it, or excludes it. A VM the lookup sees
+        (renamed, say) is still selected only by an exact `name:` of its recorded name: the
+        patterns were tried on it and did not select it."""
+        if any(_names(e, name, uuid) is True for e in self.excluded):
+            return None
+        seen = self.visible(name, uuid)
+        for i, entry in enumerate(self.entries):
+            says = _names(entry, name, uuid)
+            if seen and "name" not in entry:
+                continue
+            if says is not False:
+                return i, says is True
+        return None
+
+
+def _names(entry: dict[str, Any], name: str, uuid: str | None) -> bool | None:
+    """Whether a spec entry selects a VM known only by its recorded name and UUID: True, False,
+    or None when that cannot be told (folder, tag, moref, or a UUID not recorded)."""
+    if "name" in entry:
+        return str(entry["name"]) == name
+    if "instance_uuid" in entry:
+        return None if uuid is None else str(entry["instance_uuid"]).lower() == uuid.lower()
+    if "moref" in entry:
+        return None
+    pattern = entry.get("pattern") or {}
+    if "name" in pattern and not fnmatch.fnmatchcase(name, pattern["name"]):
+        return False
+    return None if pattern.get("folder") or pattern.get("tag") else True
+
+
+def lookup(spec: Spec, inventory: Inventory) -> Lookup:
+    """What the spec's VM lookup sees in the inventory (nothing when its datacenter is not
+    found), for the diff's recorded VMs."""
+    datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
+    where = datacenter_path(str(datacenter), inventory.datacenters) if datacenter else None
+    seen = (
+        []
+        if isinstance(where, Diagnostic)
+        else [vm for vm in inventory.vms if in_datacenter(vm, where)]
+    )
+    return Lookup(
+        uuids=frozenset(vm.instance_uuid.lower() for vm in seen if vm.instance_uuid),
+        names=frozenset(vm.name for vm in seen),
+        entries=tuple(spec.get("vms") or []),
+        excluded=tuple(spec.get("exclude") or []),
+    )
+
+
 def wanted_tags(spec: Spec) -> set[str]:
     """The vSphere tags the spec's patterns name (refresh reads only those)."""
     entries = [*(spec.get("vms") or []), *(spec.get("exclude") or [])]

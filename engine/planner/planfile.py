@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
             "destroy": counts[Action.DELETE] + counts[Action.REPLACE],
             "read": counts[Action.READ],
             "forget": counts[Action.FORGET],
+            "move": counts[Action.MOVE],
             "no_op": counts[Action.NOOP],
             "bytes_to_copy": plan.bytes_to_copy,
             "blocked_vms": sum(v.blocked for v in plan.vms),
@@ -90,7 +92,17 @@ def _change(c: dict[str, Any]) -> Change:
 
 def _diagnostic(d: dict[str, Any]) -> Diagnostic:
     location = Location(d["file"], d["line"], d["column"]) if d.get("file") else None
-    return Diagnostic(Severity(d["severity"]), d["summary"], location, (), d.get("detail", ""))
+    path = _path(str(d.get("path", "$")))
+    return Diagnostic(Severity(d["severity"]), d["summary"], location, path, d.get("detail", ""))
+
+
+def _path(text: str) -> tuple[str | int, ...]:
+    """'vms[2].name' → ('vms', 2, 'name'): json_path read back ('$' → ())."""
+    if text == "$":
+        return ()
+    return tuple(
+        int(index) if index else key for index, key in re.findall(r"\[(\d+)\]|\.?([^.\[]+)", text)
+    )
 
 
 def save(plan: Plan, path: Path, spec_file: str) -> None:
