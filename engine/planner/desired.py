@@ -86,6 +86,7 @@ class Lookup:
     names: frozenset[str]  # their names
     entries: tuple[dict[str, Any], ...] = ()  # the spec's vms entries
     excluded: tuple[dict[str, Any], ...] = ()  # its exclude entries
+    complete: bool = True  # False: the lookup could not run (its datacenter was not found)
 
     def visible(self, name: str, uuid: str | None) -> bool:
         """The VM is one the spec could select (by its UUID when known, else by name)."""
@@ -139,6 +140,7 @@ def lookup(spec: Spec, inventory: Inventory) -> Lookup:
         names=frozenset(vm.name for vm in seen),
         entries=tuple(spec.get("vms") or []),
         excluded=tuple(spec.get("exclude") or []),
+        complete=not isinstance(where, Diagnostic),
     )
 
 

@@ -186,8 +186,9 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
     warning when a folder/tag pattern, a moref or an unrecorded UUID only may select them)."""
     changes: list[Change] = []
     notes: list[Diagnostic] = []
+    blind = data.lookup is not None and not data.lookup.complete  # an error says why
     for group in claims.others:
-        if group.name in claims.held:
+        if group.name in claims.held or blind:
             continue
         entry = _still_selected(data, group)
         if entry is None:
