@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StateError
+from engine.executor.apply import Applier, Context
 from engine.executor.moved import moved_records
-from engine.model.plan import Action, Change
+from engine.model.plan import Action, Change, Plan, VMPlan
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
 
@@ -90,3 +91,33 @@ def test_a_state_that_no_longer_fits_the_plan_is_refused(tmp_path: Path) -> None
     other = {"vm.db01.disk[2000]": volume("vm.db01.disk[2000]", "vol-1", UB)}
     with pytest.raises(StateError, match="belongs to instance UUID"):
         moved_records([move("db01", "db01-renamed", UA)], other)
+
+
+def vm_plan(name: str, uuid: str) -> VMPlan:
+    return VMPlan(f"vm.{name}", name, uuid, name, "replicate", None, "", (), False)
+
+
+def test_apply_moves_all_at_once_and_stamps_the_uuid_on_every_record_it_writes(
+    tmp_path: Path,
+) -> None:
+    """The Applier's move node (the first of the plan's moves re-keys them all; the second
+    finds them done) and its writes, which carry the VM's instance UUID from the plan."""
+    store = store_with(
+        tmp_path, volume("vm.app-a.disk[2000]", "vol-a", UA), volume("vm.app-b.disk[2000]", "vol-b")
+    )
+    moves = (move("app-a", "app-b", UA), move("app-b", "app-a", UB))
+    plan = Plan("d" * 64, "", 1, (vm_plan("app-b", UA), vm_plan("app-a", UB)), moves, ())
+    context = Context(None, None, store, None, None, "", log_dir=tmp_path / "logs")  # type: ignore[arg-type]
+    applier = Applier(plan, context)
+    serial = store.read().serial
+    applier.run("vm.app-a")
+    applier.run("vm.app-b")
+    found = store.read()
+    assert found.serial == serial + 1, "one write for every move"
+    assert found.resources["vm.app-a.disk[2000]"].attributes["volume_id"] == "vol-b"
+    assert found.resources["vm.app-a.disk[2000]"].attributes["instance_uuid"] == UB
+    applier._write([ResourceRecord("vm.app-b.port[0]", "port", Status.READY, {"port_id": "p"})], [])
+    assert store.read().resources["vm.app-b.port[0]"].attributes == {
+        "port_id": "p",
+        "instance_uuid": UA,
+    }
