@@ -155,7 +155,8 @@ def moved(group: RecordedVM, name: str, uuid: str | None) -> Change:
         "moved",
         Action.MOVE,
         f"{group.address} has moved to {new}: the same VM (instance UUID {uuid}) under a new "
-        f"name; its {len(old_records)} record(s) follow it, nothing is copied or deleted",
+        f"name; its {len(old_records)} record(s) follow it (a state change only: nothing is "
+        "copied, created or deleted by it)",
         {"address": group.address, INSTANCE_UUID: uuid, "records": old_records},
         {"address": new, INSTANCE_UUID: uuid, "records": new_records},
     )
