@@ -32,6 +32,7 @@ COLORS = {
     Action.REPLACE: "magenta",
     Action.READ: "cyan",
     Action.FORGET: "blue",
+    Action.MOVE: "cyan",
 }
 LEVEL_COLORS = {ConcernLevel.ERROR: "red", ConcernLevel.WARNING: "yellow", ConcernLevel.INFO: "dim"}
 
@@ -175,7 +176,9 @@ def summary(result: Plan) -> str:
     create = counts[Action.CREATE] + counts[Action.REPLACE]
     destroy = counts[Action.DELETE] + counts[Action.REPLACE]
     extra = "".join(
-        f", {counts[a]} to {a.value}" for a in (Action.READ, Action.FORGET) if counts[a]
+        f", {counts[a]} to {a.value}"
+        for a in (Action.READ, Action.FORGET, Action.MOVE)
+        if counts[a]
     )
     blocked = sum(v.blocked for v in result.vms)
     tail = f"; {blocked} VM(s) blocked by errors" if blocked else ""

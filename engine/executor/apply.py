@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,16 @@ from engine.dataplane.nbdkit import NbdkitServer
 from engine.errors import ChangeTrackingError, DataplaneError, UserError
 from engine.executor.cutover import Cutover
 from engine.executor.events import Events
+from engine.executor.moved import moved_records
 from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
-from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE, ResourceRecord, Status
+from engine.model.state import (
+    INSTANCE_UUID,
+    VERIFIED_AREAS,
+    VERIFIED_WHOLE,
+    ResourceRecord,
+    Status,
+)
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
@@ -39,6 +46,7 @@ from engine.providers.vsphere.snapshots import (
 from engine.statestore import StateStore
 
 SUPPORTED = {
+    ("moved", Action.MOVE),
     ("source_cbt", Action.CREATE),
     ("source_snapshot", Action.CREATE),
     *(
@@ -91,6 +99,7 @@ class Context:
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)  # set: copies checkpoint, end
+    moved: bool = False  # the plan's moves are done (all in one write)
 
     def say(self, vm: str, line: str) -> None:
         """Report a step: on the console and in the VM's log file (never a secret in either)."""
@@ -121,6 +130,7 @@ class Applier:
     def run(self, address: Hashable) -> None:
         change = self.changes[str(address)]
         handler = {
+            "moved": self._move,
             "source_cbt": self._enable_cbt,
             "source_snapshot": self._snapshot,
             "volume": self._volume,
@@ -132,6 +142,19 @@ class Applier:
             "server": self.cutover.server,
         }[change.kind]
         handler(change)
+
+    def _move(self, change: Change) -> None:
+        """Every move of the plan at once, in one state write (the first move node does it)."""
+        with self.ctx.lock:
+            if self.ctx.moved:
+                return
+            resources = self.ctx.store.read().resources
+            puts, deletes = moved_records(self.plan.changes, resources)
+            self.ctx.store.write(puts, deletes)
+            self.ctx.moved = True
+        for move in (c for c in self.plan.changes if c.action is Action.MOVE):
+            name = Address.parse(move.address).name
+            self.ctx.say(name, f"{(move.before or {}).get('address')} moved to {move.address}")
 
     def cleanup(self) -> None:
         """Remove the snapshots this apply took (also after failures) and their records."""
@@ -450,7 +473,15 @@ class Applier:
         )
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:
-        self.ctx.store.write(puts, deletes)
+        self.ctx.store.write([self._owned(r) for r in puts], deletes)
+
+    def _owned(self, record: ResourceRecord) -> ResourceRecord:
+        """A VM's record carries the VM's instance UUID: state follows the VM, not its name."""
+        parsed = Address.parse(record.address)
+        uuid = self.uuids.get(parsed.name) if parsed.kind == "vm" else None
+        if not uuid or record.attributes.get(INSTANCE_UUID) == uuid:
+            return record
+        return replace(record, attributes={**record.attributes, INSTANCE_UUID: uuid})
 
 
 def _walk_snapshots(info: Any) -> list[Any]:

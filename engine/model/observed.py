@@ -80,6 +80,7 @@ class Inventory:
     portgroups: tuple[str, ...]
     hosts: tuple[str, ...]
     tags: Mapping[str, frozenset[str]] = field(default_factory=dict)  # 'category:tag' → morefs
+    datacenters: tuple[str, ...] = ()  # inventory paths, e.g. /DC0, /Region-A/DC1
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ class Action(StrEnum):
     DELETE = "delete"
     REPLACE = "replace"
     FORGET = "forget"
+    MOVE = "move"  # a VM's records re-keyed to its new address (Terraform's `moved`); only state
 
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.REPLACE: "-/+",
-           Action.READ: "<=", Action.FORGET: "x", Action.NOOP: " "}  # fmt: skip
+           Action.READ: "<=", Action.FORGET: "x", Action.MOVE: "->", Action.NOOP: " "}  # fmt: skip
 VERIFY_PHRASES = {  # a VM's verify scope, as plan and show say it
     "full": "copies verified by sha256",
     "changed": "copies verified by sha256 (a warm delta sync: the areas it copied)",
@@ -36,7 +37,7 @@ VERIFY_PHRASES = {  # a VM's verify scope, as plan and show say it
 @dataclass(frozen=True)
 class Change:
     address: str
-    kind: str  # source_snapshot | volume | port | flavor | conversion | server
+    kind: str  # source_snapshot | volume | port | flavor | conversion | server | moved
     action: Action
     reason: str
     before: Mapping[str, Any] | None = None

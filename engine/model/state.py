@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+# A VM's records carry the instance UUID of their VM (state follows the VM, not its name)
+INSTANCE_UUID = "instance_uuid"
 # What a verified copy's sha256 covers (a volume record's last_sync.verified)
 VERIFIED_WHOLE, VERIFIED_AREAS = "whole disk", "changed areas"
 

@@ -77,6 +77,73 @@ def _matches(
     return not tag or vm.moref in (tags or {}).get(tag, frozenset())
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What the spec's VM lookup could see (pure data): tells a recorded VM the spec dropped
+    from one the lookup did not find, whose records must be left untouched."""
+
+    uuids: frozenset[str]  # instance UUIDs (lower case) of the VMs the spec could select
+    names: frozenset[str]  # their names
+    entries: tuple[dict[str, Any], ...] = ()  # the spec's vms entries
+    excluded: tuple[dict[str, Any], ...] = ()  # its exclude entries
+    complete: bool = True  # False: the lookup could not run (its datacenter was not found)
+
+    def visible(self, name: str, uuid: str | None) -> bool:
+        """The VM is one the spec could select (by its UUID when known, else by name)."""
+        return uuid.lower() in self.uuids if uuid else name in self.names
+
+    def selecting(self, name: str, uuid: str | None) -> tuple[int, bool] | None:
+        """For a recorded VM no desired VM claims: the first vms entry that selects it (index,
+        True) or may select it (index, False: a folder or tag pattern, a moref, a UUID not
+        recorded); None when the spec no longer lists it, or excludes it. A VM the lookup sees
+        (renamed, say) is still selected only by an exact `name:` of its recorded name: the
+        patterns were tried on it and did not select it."""
+        if any(_names(e, name, uuid) is True for e in self.excluded):
+            return None
+        seen = self.visible(name, uuid)
+        for i, entry in enumerate(self.entries):
+            says = _names(entry, name, uuid)
+            if seen and "name" not in entry:
+                continue
+            if says is not False:
+                return i, says is True
+        return None
+
+
+def _names(entry: dict[str, Any], name: str, uuid: str | None) -> bool | None:
+    """Whether a spec entry selects a VM known only by its recorded name and UUID: True, False,
+    or None when that cannot be told (folder, tag, moref, or a UUID not recorded)."""
+    if "name" in entry:
+        return str(entry["name"]) == name
+    if "instance_uuid" in entry:
+        return None if uuid is None else str(entry["instance_uuid"]).lower() == uuid.lower()
+    if "moref" in entry:
+        return None
+    pattern = entry.get("pattern") or {}
+    if "name" in pattern and not fnmatch.fnmatchcase(name, pattern["name"]):
+        return False
+    return None if pattern.get("folder") or pattern.get("tag") else True
+
+
+def lookup(spec: Spec, inventory: Inventory) -> Lookup:
+    """What the spec's VM lookup sees in the inventory (nothing when its datacenter is not
+    found), for the diff's recorded VMs."""
+    datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
+    where = datacenter_path(str(datacenter), inventory.datacenters) if datacenter else None
+    seen = (
+        []
+        if isinstance(where, Diagnostic)
+        else [vm for vm in inventory.vms if in_datacenter(vm, where)]
+    )
+    return Lookup(
+        uuids=frozenset(vm.instance_uuid.lower() for vm in seen if vm.instance_uuid),
+        names=frozenset(vm.name for vm in seen),
+        entries=tuple(spec.get("vms") or []),
+        excluded=tuple(spec.get("exclude") or []),
+        complete=not isinstance(where, Diagnostic),
+    )
+
+
 def wanted_tags(spec: Spec) -> set[str]:
     """The vSphere tags the spec's patterns name (refresh reads only those)."""
     entries = [*(spec.get("vms") or []), *(spec.get("exclude") or [])]
@@ -89,11 +156,11 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
     excluded = [e for e in spec.get("exclude") or []]
     taken: set[str] = set()
     datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
-    candidates = [
-        vm
-        for vm in inventory.vms
-        if not vm.template and (not datacenter or (vm.folder or "").startswith(f"/{datacenter}/"))
-    ]
+    where = datacenter_path(str(datacenter), inventory.datacenters) if datacenter else None
+    if isinstance(where, Diagnostic):
+        out.diagnostics.append(where)
+        return out
+    candidates = [vm for vm in inventory.vms if in_datacenter(vm, where)]
     for i, entry in enumerate(spec.get("vms") or []):
         found = [vm for vm in candidates if _matches(entry, vm, inventory.tags)]
         if not found:
@@ -112,6 +179,32 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
             taken.add(vm.moref)
             out.vms.append((vm, entry))
     return out
+
+
+def in_datacenter(vm: SourceVM, path: str | None) -> bool:
+    """A VM (not a template) the spec may select: in the datacenter at `path` (None: any)."""
+    return not vm.template and (path is None or (vm.folder or "").startswith(f"{path}/"))
+
+
+def datacenter_path(wanted: str, paths: Iterable[str]) -> str | Diagnostic:
+    """The spec's `source.vcenter.datacenter` as an inventory path: a name is found in any
+    folder (`DC0` → /Region-A/DC0), a path (`Region-A/DC0`) as it is. Not found or a name that
+    several datacenters share → an error diagnostic (listing what there is). An inventory that
+    lists no datacenters takes the name as a top-level one."""
+    known = tuple(paths)
+    path = "/" + wanted.strip("/")
+    if not known:
+        return path
+    found = [p for p in known if p == path] if "/" in wanted.strip("/") else []
+    found = found or [p for p in known if p.rsplit("/", 1)[-1] == wanted]
+    if len(found) == 1:
+        return found[0]
+    summary = (
+        f"datacenter {wanted!r} is ambiguous: {', '.join(found)} (give its path)"
+        if found
+        else f"datacenter {wanted!r} is not in the inventory (datacenters: {', '.join(known)})"
+    )
+    return Diagnostic(Severity.ERROR, summary, path=("source", "vcenter", "datacenter"))
 
 
 def _describe(entry: dict[str, Any]) -> str:

@@ -100,7 +100,18 @@ def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
             graph.add_edge(server.address, flavor.address)
 
 
+def moves_first(graph: Graph, changes: list[Change]) -> None:
+    """A VM's records move (renamed VM) before anything else of the VM runs, under its old or
+    its new name (every move of a plan is carried out in one state write)."""
+    for move in (c for c in changes if c.action is Action.MOVE):
+        names = {move.address, str((move.before or {}).get("address"))}
+        for change in changes:
+            if change.action is not Action.MOVE and _vm_of(change) in names:
+                graph.add_edge(move.address, change.address)
+
+
 TRANSFORMERS: tuple[Transformer, ...] = (
+    moves_first,
     cbt_before_snapshot,
     snapshot_before_copies,
     copies_before_conversion,

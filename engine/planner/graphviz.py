@@ -13,6 +13,7 @@ COLORS = {
     Action.REPLACE: "purple",
     Action.READ: "steelblue",
     Action.FORGET: "gray40",
+    Action.MOVE: "steelblue",
 }
 
 

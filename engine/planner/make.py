@@ -17,7 +17,7 @@ from engine.model.observed import Destination, Inventory
 from engine.model.plan import Change, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
-from engine.planner.desired import desired
+from engine.planner.desired import desired, lookup
 from engine.planner.diff import DiffInput, diff
 from engine.planner.hosts import host_changes
 
@@ -42,7 +42,10 @@ def make_plan(
     locate: Locator | None = None,
 ) -> Plan:
     vms, diagnostics = desired(spec, inventory, destination)
-    vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy))
+    vm_plans, changes, notes = diff(
+        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory))
+    )
+    diagnostics += notes
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)
     if targets:

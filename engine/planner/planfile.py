@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
             "destroy": counts[Action.DELETE] + counts[Action.REPLACE],
             "read": counts[Action.READ],
             "forget": counts[Action.FORGET],
+            "move": counts[Action.MOVE],
             "no_op": counts[Action.NOOP],
             "bytes_to_copy": plan.bytes_to_copy,
             "blocked_vms": sum(v.blocked for v in plan.vms),
@@ -104,7 +106,17 @@ def _change(c: dict[str, Any]) -> Change:
 
 def _diagnostic(d: dict[str, Any]) -> Diagnostic:
     location = Location(d["file"], d["line"], d["column"]) if d.get("file") else None
-    return Diagnostic(Severity(d["severity"]), d["summary"], location, (), d.get("detail", ""))
+    path = _path(str(d.get("path", "$")))
+    return Diagnostic(Severity(d["severity"]), d["summary"], location, path, d.get("detail", ""))
+
+
+def _path(text: str) -> tuple[str | int, ...]:
+    """'vms[2].name' → ('vms', 2, 'name'): json_path read back ('$' → ())."""
+    if text == "$":
+        return ()
+    return tuple(
+        int(index) if index else key for index, key in re.findall(r"\[(\d+)\]|\.?([^.\[]+)", text)
+    )
 
 
 KEY_ENV = "FERRY_PLAN_KEY"  # the HMAC key that signs saved plans (never stored anywhere)

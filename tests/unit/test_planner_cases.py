@@ -109,7 +109,7 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
         tag: frozenset(by_name[v["name"]] for v in case["inventory"] if tag in v.get("tags", []))
         for tag in {t for v in case["inventory"] for t in v.get("tags", [])}
     }
-    inventory = Inventory(vms, (), (), (), tags)
+    inventory = Inventory(vms, (), (), (), tags, tuple(case.get("datacenters", ())))
     d = case.get("destination", {})
     destination = Destination(
         flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),

@@ -1,8 +1,10 @@
 """The diff: desired VMs against recorded state and observed destination → changes (pure).
 
 Split by resource kind: `volumes` (copies), `cutover` (ports, flavor, conversion, server),
-`networks`, `departed` (VMs that left the spec), `estimates` (downtime). A VM that left the spec:
-its replicas are deleted; a VM already cut over is forgotten (its server stays in service).
+`networks`, `departed` (records per VM by instance UUID: renames move them, VMs that left the
+spec), `estimates` (downtime). A VM that left the spec: its replicas are deleted; a VM already cut
+over is forgotten (its server stays in service); a VM the spec selects but the inventory does not
+show: its records are left untouched.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.addresses import Address
+from engine.diagnostics import Diagnostic
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
@@ -18,7 +21,7 @@ from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
 from engine.planner.diff.common import CUTOVER_MODES, DiffInput
 from engine.planner.diff.cutover import booted, cutover_changes, power_policy
-from engine.planner.diff.departed import departed, destroy_changes, records_by_vm
+from engine.planner.diff.departed import claim, departed, destroy_changes, recorded_vms
 from engine.planner.diff.estimates import (
     downtime,
     measured_conversions,
@@ -93,11 +96,12 @@ def vm_changes(
     return out
 
 
-def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
-    """Every VM's plan entry and every change (blocked VMs have no changes)."""
+def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]:
+    """Every VM's plan entry, every change (blocked VMs have none) and what the diff found about
+    recorded VMs (kept because the spec still selects them)."""
     throughput = measured_throughput(data.state)
     conversions = measured_conversions(data.state)
-    by_vm = records_by_vm(data.state)
+    claims = claim(data.desired, recorded_vms(data.state, data.destination))
     observed: dict[tuple[str, Any], ObservedVolume] = {
         (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
     }
@@ -110,22 +114,25 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
     changes: list[Change] = []
     budget = Budget(data.destination.quotas)
     for vm in data.desired:
-        records = by_vm.get(vm.name, {})
+        records = claims.records.get(vm.name, {})
+        move = [claims.moves[vm.name]] if vm.name in claims.moves else []
+        held = tuple(claims.concerns.get(vm.name, ()))
         if data.destroy:
             vm_list = destroy_changes(vm.name, records, "--destroy", forget_cut_over=False)
-            plans.append(_vm_plan(vm, vm.concerns, None))
-            changes += vm_list
+            plans.append(_vm_plan(vm, vm.concerns + held, None))
+            changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(vm, records, data.state, observed, servers=servers, port_ids=port_ids)
         estimate = downtime(vm, vm_list, throughput, conversions)
-        concerns = vm.concerns + over_budget(vm, estimate)
+        concerns = vm.concerns + held + over_budget(vm, estimate)
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list))
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate))
         if not blocked:
-            changes += vm_list
-    changes += departed(data, by_vm)
+            changes += move + vm_list
+    gone, notes = departed(data, claims)
+    changes += gone
     changes += network_changes(data, [c for c in changes if c.kind == "port"])
     if data.destroy:
         changes += [
@@ -133,7 +140,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             for a, r in sorted(data.state.resources.items())
             if r.kind == "flavor"
         ]
-    return plans, changes
+    return plans, changes, notes
 
 
 def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | None) -> VMPlan:

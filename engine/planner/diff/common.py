@@ -10,6 +10,7 @@ from engine.model.desired import DesiredVM
 from engine.model.observed import Destination
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, State, Status
+from engine.planner.desired import Lookup
 
 CUTOVER_MODES = ("cutover", "cold")
 
@@ -20,6 +21,7 @@ class DiffInput:
     state: State
     destination: Destination
     destroy: bool = False
+    lookup: Lookup | None = None  # None: every recorded VM not desired left the spec
 
 
 def simple(

@@ -1,22 +1,165 @@
-"""Recorded VMs leaving: their objects deleted (never the source), or forgotten once cut over
-(pure)."""
+"""Recorded VMs, by identity (pure): the state's records grouped per source VM, claimed by the
+desired VM with the same instance UUID (a rename `moves` them to its address), and what happens
+to the others — deleted (never the source) or forgotten once cut over when the spec dropped the
+VM, left untouched when the spec still selects it but the inventory does not show it.
+
+A record knows its VM's instance UUID (attribute `instance_uuid`, written by apply). State from
+before it was written is recovered from the destination: the `ferry_vm` metadata of the volume,
+port or server a record names; the other records of the same address name follow them. Records
+whose VM cannot be told (nothing recovers it) are matched by name, as they were recorded.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
 from engine.addresses import Address
+from engine.diagnostics import Diagnostic, Severity
+from engine.model.desired import Concern, ConcernLevel, DesiredVM
+from engine.model.observed import Destination
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, State, Status
+from engine.model.state import INSTANCE_UUID, ResourceRecord, State, Status
 from engine.planner.diff.common import DiffInput
 
+# a record's attribute naming a destination object → that object's `ferry_vm`
+_IDS = ("volume_id", "port_id", "server_id")
 
-def records_by_vm(state: State) -> dict[str, dict[str, ResourceRecord]]:
-    """Recorded resources grouped by the name of the VM they belong to (one pass)."""
-    out: dict[str, dict[str, ResourceRecord]] = {}
+
+@dataclass(frozen=True)
+class RecordedVM:
+    """The records of one source VM under one address name."""
+
+    name: str  # the address name they are recorded under
+    uuid: str | None  # the VM's instance UUID (lower case); None: not recorded, not recoverable
+    records: dict[str, ResourceRecord]
+
+    @property
+    def address(self) -> str:
+        return str(Address("vm", self.name))
+
+
+@dataclass
+class Claims:
+    """Recorded VMs matched to desired ones."""
+
+    records: dict[str, dict[str, ResourceRecord]] = field(default_factory=dict)  # at new addresses
+    moves: dict[str, Change] = field(default_factory=dict)  # desired VM name → its move
+    concerns: dict[str, list[Concern]] = field(default_factory=dict)  # desired VM name → errors
+    others: list[RecordedVM] = field(default_factory=list)  # no desired VM is theirs
+    held: frozenset[str] = frozenset()  # names whose records stay whatever else happens
+
+
+def recorded_vms(state: State, destination: Destination) -> list[RecordedVM]:
+    """Every VM's records, grouped by address name and instance UUID (one pass)."""
+    owners = _destination_owners(destination)
+    by_name: dict[str, dict[str, ResourceRecord]] = {}
     for address, record in state.resources.items():
         parsed = Address.parse(address)
         if parsed.kind == "vm":
-            out.setdefault(parsed.name, {})[address] = record
+            by_name.setdefault(parsed.name, {})[address] = record
+    out: list[RecordedVM] = []
+    for name, records in sorted(by_name.items()):
+        own = {a: _uuid_of(r, owners) for a, r in records.items()}
+        known = {u for u in own.values() if u}
+        single = next(iter(known)) if len(known) == 1 else None
+        groups: dict[str | None, dict[str, ResourceRecord]] = {}
+        for address, record in records.items():
+            groups.setdefault(own[address] or single, {})[address] = record
+        out += [RecordedVM(name, uuid, group) for uuid, group in groups.items()]
     return out
+
+
+def _destination_owners(destination: Destination) -> dict[str, str]:
+    """Object id → the instance UUID in its `ferry_vm` metadata or tag."""
+    found = {v.id: v.vm_uuid for v in destination.volumes if v.origin == "ferry" and v.vm_uuid}
+    found |= {p.id: p.vm_uuid for p in destination.ports if p.vm_uuid}
+    found |= {s.id: s.vm_uuid for s in destination.servers if s.vm_uuid}
+    return {k: v.lower() for k, v in found.items()}
+
+
+def _uuid_of(record: ResourceRecord, owners: Mapping[str, str]) -> str | None:
+    recorded = record.attributes.get(INSTANCE_UUID)
+    if recorded:
+        return str(recorded).lower()
+    ids = (str(record.attributes.get(k) or "") for k in _IDS)
+    return next((owners[i] for i in ids if i in owners), None)
+
+
+def claim(desired: Sequence[DesiredVM], recorded: list[RecordedVM]) -> Claims:
+    """Each desired VM takes the records of its instance UUID (those recorded without one: of
+    its name). Records under another name move to its address; two groups for one VM, or an
+    address held by another VM's records, block the VM (error concern) and touch nothing."""
+    by_uuid = {(v.source.instance_uuid or "").lower(): v for v in desired if v.source.instance_uuid}
+    by_name = {v.name: v for v in desired}
+    mine: dict[str, list[RecordedVM]] = {}
+    out = Claims()
+    for group in recorded:
+        owner = by_uuid.get(group.uuid) if group.uuid else by_name.get(group.name)
+        if owner is None:
+            out.others.append(group)
+        else:
+            mine.setdefault(owner.name, []).append(group)
+    held = {g.name for g in out.others if g.name in by_name}
+    for name in held:
+        _block(out, name, _taken(by_name[name], [g for g in out.others if g.name == name]))
+    for name, groups in mine.items():
+        vm = by_name[name]
+        if len(groups) > 1:
+            where = " and ".join(g.address for g in groups)
+            _block(out, name, f"the state holds records of this VM under {where}: both are left "
+                   "untouched (one of them is stale)")  # fmt: skip
+            continue
+        (group,) = groups
+        uuid = (vm.source.instance_uuid or "").lower() or None
+        out.records[name] = group.records
+        if group.name != name:
+            out.records[name] = _rekeyed(group, name, uuid)
+            out.moves[name] = moved(group, name, uuid)
+    out.held = frozenset(held)
+    return out
+
+
+def _taken(vm: DesiredVM, others: list[RecordedVM]) -> str:
+    uuids = ", ".join(sorted({g.uuid or "unknown" for g in others}))
+    return (
+        f"{Address('vm', vm.name)} is recorded for another VM (instance UUID {uuids}, not "
+        f"this one's {vm.source.instance_uuid}): its records are left untouched; select that "
+        "VM too (its records then move to its new name)"
+    )
+
+
+def _block(claims: Claims, name: str, message: str) -> None:
+    claims.concerns.setdefault(name, []).append(
+        Concern(ConcernLevel.ERROR, "recorded-elsewhere", message)
+    )
+
+
+def _rekeyed(group: RecordedVM, name: str, uuid: str | None) -> dict[str, ResourceRecord]:
+    """The group's records at the addresses of VM `name`, carrying its instance UUID."""
+    out = {}
+    for address, record in group.records.items():
+        new = str(replace(Address.parse(address), name=name))
+        attributes = {**record.attributes, INSTANCE_UUID: uuid} if uuid else record.attributes
+        out[new] = replace(record, address=new, attributes=attributes)
+    return out
+
+
+def moved(group: RecordedVM, name: str, uuid: str | None) -> Change:
+    """`vm.OLD has moved to vm.NEW`: the records re-keyed in one state write, nothing else."""
+    new = str(Address("vm", name))
+    old_records = sorted(group.records)
+    new_records = sorted(str(replace(Address.parse(a), name=name)) for a in old_records)
+    return Change(
+        new,
+        "moved",
+        Action.MOVE,
+        f"{group.address} has moved to {new}: the same VM (instance UUID {uuid}) under a new "
+        f"name; its {len(old_records)} record(s) follow it (a state change only: nothing is "
+        "copied, created or deleted by it)",
+        {"address": group.address, INSTANCE_UUID: uuid, "records": old_records},
+        {"address": new, INSTANCE_UUID: uuid, "records": new_records},
+    )
 
 
 def destroy_changes(
@@ -38,16 +181,42 @@ def destroy_changes(
     ]
 
 
-def departed(data: DiffInput, by_vm: dict[str, dict[str, ResourceRecord]]) -> list[Change]:
-    """Recorded VMs that are no longer in the spec."""
-    present = {vm.name for vm in data.desired}
-    out: list[Change] = []
-    for name in sorted(by_vm):
-        if name not in present:
-            out += destroy_changes(
-                name,
-                by_vm[name],
+def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagnostic]]:
+    """Recorded VMs no desired VM claims: the spec dropped them (their objects go), or the spec
+    still selects them but the inventory does not show them (left untouched, with an error; a
+    warning when a folder/tag pattern, a moref or an unrecorded UUID only may select them)."""
+    changes: list[Change] = []
+    notes: list[Diagnostic] = []
+    blind = data.lookup is not None and not data.lookup.complete  # an error says why
+    for group in claims.others:
+        if group.name in claims.held or blind:
+            continue
+        entry = _still_selected(data, group)
+        if entry is None:
+            changes += destroy_changes(
+                group.name,
+                group.records,
                 "no longer in the spec: delete ferry's objects (never the source)",
                 forget_cut_over=True,
             )
-    return out
+        else:
+            notes.append(_kept(group, *entry))
+    return changes, notes
+
+
+def _still_selected(data: DiffInput, group: RecordedVM) -> tuple[int, bool] | None:
+    if data.lookup is None:
+        return None
+    return data.lookup.selecting(group.name, group.uuid)
+
+
+def _kept(group: RecordedVM, index: int, certain: bool) -> Diagnostic:
+    who = f"{group.address} (instance UUID {group.uuid or 'not recorded'})"
+    how = "selects" if certain else "may select"
+    return Diagnostic(
+        Severity.ERROR if certain else Severity.WARNING,
+        f"{who} is recorded and vms[{index}] {how} it, but the lookup did not find it: "
+        f"its {len(group.records)} record(s) are left untouched (renamed? select it by "
+        "instance_uuid; to let them go, drop or exclude it in the spec)",
+        path=("vms", index),
+    )

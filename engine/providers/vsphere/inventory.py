@@ -143,13 +143,21 @@ def parse_inventory(objects: Iterable[ObjectProps]) -> Inventory:
         datastores=tuple(sorted(names[_moid(o.ref)] for o in by_kind.get("Datastore", []))),
         portgroups=tuple(sorted({names[_moid(o.ref)] for o in networks})),
         hosts=tuple(sorted(names[_moid(o.ref)] for o in by_kind.get("HostSystem", []))),
+        datacenters=tuple(
+            sorted(
+                path
+                for o in by_kind.get("Datacenter", [])
+                if (path := folder_path(_moid(o.ref), names, parents)) is not None
+            )
+        ),
     )
 
 
 def folder_path(
     moid: str | None, names: dict[str, str], parents: dict[str, str | None]
 ) -> str | None:
-    """/DC0/vm/prod for a folder moref; None when the chain is unknown."""
+    """/DC0/vm/prod for a folder moref (/Region-A/DC0 for a datacenter in a folder); None when
+    the chain is unknown."""
     parts: list[str] = []
     seen: set[str] = set()
     while moid is not None and moid in names and moid not in seen:
