@@ -56,12 +56,15 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
     then one table per VM."""
     lines = [f"### ferry plan{f' of `{spec_file}`' if spec_file else ''}", "", summary(plan), ""]
     lines += [f"`{seal}`", ""] if seal else []
-    errors = [d.render() for d in plan.diagnostics]
+    errors = [d.render() for d in plan.diagnostics if d.severity.value == "error"]
+    warnings = [d.render() for d in plan.diagnostics if d.severity.value != "error"]
     errors += [
         f"{v.name}: {c.message}" for v in plan.vms for c in v.concerns if c.level.value == "error"
     ]
     if errors:
         lines += ["**Blocking errors:**", "", *[f"- {_cell(e)}" for e in errors], ""]
+    if warnings:
+        lines += ["**Warnings:**", "", *[f"- {_cell(w)}" for w in warnings], ""]
     by_vm: dict[str, list[Change]] = {}
     for change in plan.changes:
         if change.action is not Action.NOOP:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
 from engine.cli.plan import render
 from engine.cli.show import markdown
+from engine.diagnostics import Diagnostic, Severity
 from engine.model.plan import Plan
 from engine.planner.planfile import from_json
 
@@ -37,3 +39,14 @@ def test_a_destroy_plan_says_what_is_no_longer_needed() -> None:
     out = io.StringIO()
     render(_plan("destroy-cutover"), Console(file=out, width=200, color_system=None))
     assert "(no longer needed)" in out.getvalue()
+
+
+def test_markdown_lists_warnings_apart_from_blocking_errors() -> None:
+    plan = _plan("network-create")
+    warned = replace(
+        plan,
+        diagnostics=(Diagnostic(Severity.WARNING, "vms[1] may select vm.gone (a folder)"),),
+    )
+    text = markdown(warned)
+    assert "**Blocking errors:**" not in text
+    assert "**Warnings:**\n\n- " in text and "may select vm.gone" in text
