@@ -15,6 +15,7 @@ from engine.model.observed import Destination, Inventory
 from engine.model.plan import Plan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
+from engine.planner.checks import destination_checks, host_diagnostics
 from engine.planner.desired import desired
 from engine.planner.diff import DiffInput, diff
 from engine.planner.hosts import host_changes
@@ -40,6 +41,9 @@ def make_plan(
     locate: Locator | None = None,
 ) -> Plan:
     vms, diagnostics = desired(spec, inventory, destination)
+    if not destroy:
+        vms = destination_checks(vms, destination, state)
+        diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy))
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)

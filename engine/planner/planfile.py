@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.diagnostics import Diagnostic, Location, Severity
+from engine.diagnostics import Diagnostic, Location, Severity, parse_path
 from engine.errors import UserError
 from engine.model.desired import Concern, ConcernLevel
 from engine.model.plan import PLAN_FORMAT, Action, Change, Plan, VMPlan
@@ -90,7 +90,8 @@ def _change(c: dict[str, Any]) -> Change:
 
 def _diagnostic(d: dict[str, Any]) -> Diagnostic:
     location = Location(d["file"], d["line"], d["column"]) if d.get("file") else None
-    return Diagnostic(Severity(d["severity"]), d["summary"], location, (), d.get("detail", ""))
+    path = parse_path(str(d.get("path") or ""))
+    return Diagnostic(Severity(d["severity"]), d["summary"], location, path, d.get("detail", ""))
 
 
 def save(plan: Plan, path: Path, spec_file: str) -> None:

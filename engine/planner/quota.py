@@ -58,7 +58,8 @@ class Budget:
                     ConcernLevel.ERROR,
                     "quota",
                     f"the destination project's quota is too small for this VM ({detail}, "
-                    "after the VMs listed before it)",
+                    "after the VMs listed before it): raise the quota (openstack quota set) "
+                    "or migrate this VM later",
                 ),
             )
         for key, n in needs.items():
