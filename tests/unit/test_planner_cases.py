@@ -113,9 +113,13 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
 
 def destination(d: dict[str, Any]) -> Destination:
     """A case's destination. Networks are named, their id is their name unless `network_ids`
-    gives one (name → id); ports name their network by id; key_pairs and roles are unknown
+    gives one (name → id, or a list of ids: several networks of that name); ports name their
+    network by id; key_pairs and roles are unknown
     (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name)."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
+    names = {
+        i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
+    }
     servers = tuple(ObservedServer(**v) for v in d.get("servers", []))
     return Destination(
         flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),
@@ -129,7 +133,7 @@ def destination(d: dict[str, Any]) -> Destination:
         ),
         quotas={k: Quota(**v) for k, v in d.get("quotas", {}).items()},
         server_names=frozenset([*(s.name for s in servers), *d.get("other_servers", [])]),
-        network_names={i: n for n, i in ids.items()},
+        network_names=names,
         subnets=tuple(ObservedSubnet(**s) for s in d.get("subnets", [])),
         key_pairs=frozenset(d["key_pairs"]) if "key_pairs" in d else None,
         roles=frozenset(d["roles"]) if "roles" in d else None,
