@@ -72,3 +72,40 @@ def test_a_port_holding_the_source_mac_blocks_the_cutover_and_apply_touches_noth
         if (v.metadata or {}).get("ferry_vm") == vm.instance_uuid
     ]
     assert ours == []
+
+
+def test_plan_blocks_a_cutover_on_roles_key_pairs_groups_and_hosts_the_cloud_lacks(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Read from the real keystone, nova and neutron: the member user may not create a flavor
+    (the admin may), a key pair and a security group that do not exist, a conversion host that
+    is no server: one line each, and nothing to apply."""
+    settings = (
+        "    flavor: create\n    key_pair: ferry-no-key\n"
+        "    security_groups: [ferry-lab, ferry-no-group]\n"
+    )
+    member = cutover_spec(tmp_path, settings)
+    member.write_text(member.read_text().replace("ferry-conversion-01", "ferry-conversion-09"))
+    admin = tmp_path / "admin.yaml"
+    admin.write_text(
+        member.read_text().replace(
+            "cloud: ferry-lab\n", "cloud: ferry-lab-admin\n  project: ferry-lab\n"
+        )
+    )
+    lines = (
+        "error: flavor: create needs the admin role to create flavor 'ferry-web01', and the "
+        "cloud's user has the roles member, reader",
+        "error: key pair 'ferry-no-key' does not exist for the cloud's user",
+        "error: security group 'ferry-no-group' does not exist in the destination project",
+        "error: conversion host 'ferry-conversion-09' is not a server in the destination project",
+    )
+    state = str(tmp_path / "ferry.db")
+    shown = {}
+    for name, spec in (("member", member), ("admin", admin)):
+        plan = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", state)
+        assert plan.returncode == 1, plan.stdout + plan.stderr
+        assert "vm.web01.server" not in plan.stdout
+        shown[name] = plan.stdout
+    assert all(line in shown["member"] for line in lines), shown["member"]
+    assert [line in shown["admin"] for line in lines] == [False, True, True, True], shown["admin"]
+    assert f"{admin}:" in shown["admin"]  # the host's error points at its line of the spec
