@@ -127,6 +127,7 @@ class ObservedSubnet:
     name: str
     network: str  # the network's id
     cidr: str
+    pools: tuple[tuple[str, str], ...] = ()  # allocation pools: (first, last) address
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,15 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     raw = {
         "flavors": [SimpleNamespace(id="f1", name="m1", vcpus=1, ram=512)],
         "networks": [SimpleNamespace(id="n1", name="net-a")],
-        "subnets": [SimpleNamespace(id="s1", name="", network_id="n1", cidr="10.0.0.0/24")],
+        "subnets": [
+            SimpleNamespace(
+                id="s1",
+                name="",
+                network_id="n1",
+                cidr="10.0.0.0/24",
+                allocation_pools=[{"start": "10.0.0.2", "end": "10.0.0.254"}],
+            )
+        ],
         "volume_types": [],
         "security_groups": [SimpleNamespace(id="g1", name="default")],
         "volumes": [],
@@ -67,6 +75,7 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     assert found.network_names == {"n1": "net-a"}
     assert found.security_groups == {"default", "g1"}
     assert found.subnets[0].network == "n1" and found.flavors[0].id == "f1"
+    assert found.subnets[0].pools == (("10.0.0.2", "10.0.0.254"),)
     assert (found.server_names, found.server_ids) == ({"conv"}, {"i1"})
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
     unknown = parse_destination(raw | {"key_pairs": None, "roles": None})

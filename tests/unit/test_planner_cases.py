@@ -134,7 +134,10 @@ def destination(d: dict[str, Any]) -> Destination:
         quotas={k: Quota(**v) for k, v in d.get("quotas", {}).items()},
         server_names=frozenset([*(s.name for s in servers), *d.get("other_servers", [])]),
         network_names=names,
-        subnets=tuple(ObservedSubnet(**s) for s in d.get("subnets", [])),
+        subnets=tuple(
+            ObservedSubnet(**{**s, "pools": tuple(map(tuple, s.get("pools", ())))})
+            for s in d.get("subnets", [])
+        ),
         key_pairs=frozenset(d["key_pairs"]) if "key_pairs" in d else None,
         roles=frozenset(d["roles"]) if "roles" in d else None,
     )

@@ -108,7 +108,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
     port_ids = frozenset(p.id for p in data.destination.ports)
     plans: list[VMPlan] = []
     changes: list[Change] = []
-    budget = Budget(data.destination.quotas)
+    budget = Budget(data.destination.quotas, data.destination)
     for vm in data.desired:
         records = by_vm.get(vm.name, {})
         if data.destroy:

@@ -182,6 +182,11 @@ def parse_port(port: Any) -> ObservedPort:
     )
 
 
+def parse_subnet(subnet: Any) -> ObservedSubnet:
+    pools = tuple((str(p["start"]), str(p["end"])) for p in subnet.allocation_pools or ())
+    return ObservedSubnet(subnet.id, subnet.name or "", subnet.network_id, subnet.cidr, pools)
+
+
 def parse_destination(raw: Mapping[str, Any]) -> Destination:
     volumes = [v for v in (parse_volume(x) for x in raw["volumes"]) if v is not None]
     key_pairs, roles = raw.get("key_pairs"), raw.get("roles")
@@ -201,9 +206,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         server_names=frozenset(str(s.name) for s in raw["servers"]),
         server_ids=frozenset(str(s.id) for s in raw["servers"]),
         network_names={str(n.id): str(n.name or "") for n in raw["networks"]},
-        subnets=tuple(
-            ObservedSubnet(s.id, s.name or "", s.network_id, s.cidr) for s in raw.get("subnets", ())
-        ),
+        subnets=tuple(parse_subnet(s) for s in raw.get("subnets", ())),
         key_pairs=frozenset(key_pairs) if key_pairs is not None else None,
         roles=frozenset(r.lower() for r in roles) if roles is not None else None,
     )
