@@ -110,7 +110,8 @@ class ObservedPort:
     """A Neutron port on a network the spec maps, or one ferry tagged (anywhere).
 
     `vm_uuid` is the source VM ferry made it for (its `ferry_vm` tag or description); None: ferry
-    did not make it. `network` is the network's id; `ips` its fixed IP addresses."""
+    did not make it; `nic` the VM's NIC index it was made for. `network` is the network's id;
+    `ips` its fixed IP addresses."""
 
     id: str
     name: str
@@ -119,6 +120,7 @@ class ObservedPort:
     vm_uuid: str | None
     ips: tuple[str, ...] = ()
     owner: str = ""  # device_owner: compute:nova, network:dhcp, ...; "" when unbound
+    nic: int | None = None  # the source NIC ferry made it for (its description); None: unknown
 
 
 @dataclass(frozen=True)

@@ -156,12 +156,17 @@ def port_concerns(vm: DesiredVM, destination: Destination, seen: Lookup) -> list
         if len(ids) > 1:
             out.append(_ambiguous(port, ids))
             continue
-        foreign = [
-            p for p in seen.ports.get(ids[0], ()) if p.vm_uuid != uuid and p.id not in recorded
-        ]
-        out += _mac_in_use(port, foreign, destination, seen.macs)
+        on_network = seen.ports.get(ids[0], ())
+        foreign = [p for p in on_network if not _ours(p, uuid, port.index, recorded)]
+        out += _mac_in_use(port, uuid, foreign, destination, seen.macs)
         out += _subnet_concerns(port, ids[0], foreign, destination)
     return out
+
+
+def _ours(port: ObservedPort, uuid: str, index: int, recorded: frozenset[str]) -> bool:
+    """The port ferry made for this NIC of this VM: recorded in the state, or described so (what
+    the executor reuses; a port of this VM for another NIC it refuses)."""
+    return port.id in recorded or (port.vm_uuid == uuid and port.nic == index)
 
 
 def _ambiguous(port: DesiredPort, ids: tuple[str, ...]) -> Concern:
@@ -174,28 +179,35 @@ def _ambiguous(port: DesiredPort, ids: tuple[str, ...]) -> Concern:
 
 def _mac_in_use(
     port: DesiredPort,
+    uuid: str,
     foreign: list[ObservedPort],
     destination: Destination,
     macs: Mapping[str, frozenset[str]],
 ) -> list[Concern]:
+    """The first port holding this NIC's MAC on its network; one of another selected VM with
+    this MAC is left to the shared-mac concern."""
     mac = port.mac.lower()
-    holders = [p for p in foreign if p.mac == mac and p.vm_uuid not in macs.get(mac, ())]
+    others = macs.get(mac, frozenset()) - {uuid}
+    holders = [p for p in foreign if p.mac == mac and p.vm_uuid not in others]
     return [
         _error(
             "mac-in-use",
             f"NIC {port.index}: MAC {mac} is already used on network "
             f"{_network_name(p, destination)!r} by port {p.id} ({p.name or 'unnamed'}"
-            f"{_made_for(p)}), which ferry did not create for this VM: delete that port, or "
-            "map the NIC to another network",
+            f"{_made_for(p, uuid)}: delete that port, or map the NIC to another network",
         )
         for p in holders[:1]
     ]
 
 
-def _made_for(port: ObservedPort) -> str:
+def _made_for(port: ObservedPort, uuid: str = "") -> str:
+    """Whose the port is, closing the parenthesis after its name."""
+    if port.vm_uuid == uuid:
+        return f", made by ferry for this VM's NIC {port.nic}), not for this NIC"
     if port.vm_uuid:
-        return f", made by ferry for VM {port.vm_uuid}"
-    return f", used by {port.owner}" if port.owner else ""
+        return f", made by ferry for VM {port.vm_uuid}), which ferry did not create for this VM"
+    used = f", used by {port.owner}" if port.owner else ""
+    return f"{used}), which ferry did not create for this VM"
 
 
 def _network_name(port: ObservedPort, destination: Destination) -> str:
@@ -245,7 +257,7 @@ def _fixed_ip_concerns(
         _error(
             "ip-in-use",
             f"{where} is already used on network {port.network!r} by port {holder.id} "
-            f"({holder.name or 'unnamed'}{_made_for(holder)}): free it or give the NIC "
+            f"({holder.name or 'unnamed'}{_made_for(holder)}: free it or give the NIC "
             "another IP",
         )
     ]

@@ -35,6 +35,13 @@ def test_a_port_names_the_vm_ferry_made_it_for(fields: dict[str, Any], owner: st
     assert parse_port(port(**fields)).vm_uuid == owner
 
 
+def test_a_port_names_the_nic_ferry_made_it_for() -> None:
+    assert parse_port(port(description=f"ferry_vm={UUID} nic=1")).nic == 1
+    assert parse_port(port(tags=[f"ferry_vm:{UUID}"])).nic is None
+    other = port(tags=[f"ferry_vm:{UUID}"], description="ferry_vm=other nic=1")
+    assert parse_port(other).nic is None  # the description is another VM's: not trusted
+
+
 def test_a_port_keeps_its_lowercase_mac_network_ips_and_owner() -> None:
     parsed = parse_port(
         port(

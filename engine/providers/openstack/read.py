@@ -167,9 +167,9 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
 
 def parse_port(port: Any) -> ObservedPort:
     """A port; its `vm_uuid` is the VM ferry made it for (tag `ferry_vm:<uuid>` or description
-    `ferry_vm=<uuid> nic=<n>`), None when ferry did not make it."""
+    `ferry_vm=<uuid> nic=<n>`), None when ferry did not make it; `nic` that n."""
     tagged = [t[len(VM_TAG) :] for t in port.tags or [] if t.startswith(VM_TAG)]
-    described = re.match(r"ferry_vm=(\S+) nic=\d+$", port.description or "")
+    described = re.match(r"ferry_vm=(\S+) nic=(\d+)$", port.description or "")
     owner = tagged[0] if tagged else described.group(1) if described else None
     return ObservedPort(
         port.id,
@@ -179,6 +179,7 @@ def parse_port(port: Any) -> ObservedPort:
         owner,
         tuple(str(ip["ip_address"]) for ip in port.fixed_ips or () if ip.get("ip_address")),
         port.device_owner or "",
+        int(described.group(2)) if described and described.group(1) == owner else None,
     )
 
 
