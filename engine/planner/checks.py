@@ -50,7 +50,7 @@ class Lookup:
     networks: Mapping[str, tuple[str, ...]]  # a network's name or id → ids of networks so named
     ports: Mapping[str, tuple[ObservedPort, ...]]  # network id → its ports
     recorded: Mapping[str, frozenset[str]]  # VM address name → port ids the state records
-    macs: Mapping[str, frozenset[str]]  # MAC → instance UUIDs of the selected VMs with it
+    macs: Mapping[tuple[str, str], frozenset[str]]  # (MAC, network) → selected VMs' UUIDs
 
 
 def lookup(vms: Iterable[DesiredVM], destination: Destination, state: State) -> Lookup:
@@ -62,12 +62,13 @@ def lookup(vms: Iterable[DesiredVM], destination: Destination, state: State) -> 
     ports: dict[str, list[ObservedPort]] = defaultdict(list)
     for port in destination.ports:
         ports[port.network or ""].append(port)
-    return Lookup(
+    found = Lookup(
         {k: tuple(v) for k, v in networks.items()},
         {k: tuple(v) for k, v in ports.items()},
         recorded_ports(state),
-        shared_by(vms),
+        {},
     )
+    return replace(found, macs=shared_by(vms, found))
 
 
 def destination_checks(
@@ -102,20 +103,21 @@ def recorded_ports(state: State) -> Mapping[str, frozenset[str]]:
     return {name: frozenset(ids) for name, ids in out.items()}
 
 
-def _key(port: DesiredPort, seen: Lookup) -> str:
-    """Where a port lands: its network's id when the reference names exactly one, else the ref."""
+def _key(port: DesiredPort, seen: Lookup) -> tuple[str, str]:
+    """(MAC, where the port lands): its network's id when the reference names exactly one, else
+    the reference."""
     ids = seen.networks.get(port.network or "", ())
-    return ids[0] if len(ids) == 1 else str(port.network)
+    return port.mac.lower(), ids[0] if len(ids) == 1 else str(port.network)
 
 
-def shared_by(vms: Iterable[DesiredVM]) -> Mapping[str, frozenset[str]]:
-    """MAC → instance UUIDs of the selected VMs with a NIC of that MAC."""
-    out: dict[str, set[str]] = defaultdict(set)
+def shared_by(vms: Iterable[DesiredVM], seen: Lookup) -> Mapping[tuple[str, str], frozenset[str]]:
+    """(MAC, network) → instance UUIDs of the selected VMs with a NIC of that MAC there."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
     for vm in vms:
         for port in vm.ports:
-            if port.mac:
-                out[port.mac.lower()].add(vm.source.instance_uuid or vm.source.moref)
-    return {mac: frozenset(uuids) for mac, uuids in out.items()}
+            if port.mac and port.network:
+                out[_key(port, seen)].add(vm.source.instance_uuid or vm.source.moref)
+    return {key: frozenset(uuids) for key, uuids in out.items()}
 
 
 def shared_macs(vms: list[DesiredVM], seen: Lookup) -> Mapping[str, tuple[Concern, ...]]:
@@ -126,7 +128,7 @@ def shared_macs(vms: list[DesiredVM], seen: Lookup) -> Mapping[str, tuple[Concer
     for vm in vms:
         for port in vm.ports:
             if port.mac and port.network:
-                holders[(port.mac.lower(), _key(port, seen))].append((vm, port))
+                holders[_key(port, seen)].append((vm, port))
     out: dict[str, list[Concern]] = defaultdict(list)
     for (mac, _), found in holders.items():
         if len({vm.name for vm, _ in found}) < 2:
@@ -158,7 +160,8 @@ def port_concerns(vm: DesiredVM, destination: Destination, seen: Lookup) -> list
             continue
         on_network = seen.ports.get(ids[0], ())
         foreign = [p for p in on_network if not _ours(p, uuid, port.index, recorded)]
-        out += _mac_in_use(port, uuid, foreign, destination, seen.macs)
+        others = seen.macs.get(_key(port, seen), frozenset()) - {uuid}
+        out += _mac_in_use(port, uuid, foreign, destination, others)
         out += _subnet_concerns(port, ids[0], foreign, destination)
     return out
 
@@ -182,12 +185,11 @@ def _mac_in_use(
     uuid: str,
     foreign: list[ObservedPort],
     destination: Destination,
-    macs: Mapping[str, frozenset[str]],
+    others: frozenset[str],
 ) -> list[Concern]:
-    """The first port holding this NIC's MAC on its network; one of another selected VM with
-    this MAC is left to the shared-mac concern."""
+    """The first port holding this NIC's MAC on its network; one made for another selected VM
+    with this MAC on this network (`others`) is left to the shared-mac concern."""
     mac = port.mac.lower()
-    others = macs.get(mac, frozenset()) - {uuid}
     holders = [p for p in foreign if p.mac == mac and p.vm_uuid not in others]
     return [
         _error(
