@@ -162,7 +162,7 @@ def port_concerns(vm: DesiredVM, destination: Destination, seen: Lookup) -> list
         foreign = [p for p in on_network if not _ours(p, uuid, port.index, recorded)]
         others = seen.macs.get(_key(port, seen), frozenset()) - {uuid}
         out += _mac_in_use(port, uuid, foreign, destination, others)
-        out += _subnet_concerns(port, ids[0], foreign, destination)
+        out += _subnet_concerns(port, ids[0], foreign, destination, uuid)
     return out
 
 
@@ -202,7 +202,7 @@ def _mac_in_use(
     ]
 
 
-def _made_for(port: ObservedPort, uuid: str = "") -> str:
+def _made_for(port: ObservedPort, uuid: str) -> str:
     """Whose the port is, closing the parenthesis after its name."""
     if port.vm_uuid == uuid:
         return f", made by ferry for this VM's NIC {port.nic}), not for this NIC"
@@ -217,7 +217,11 @@ def _network_name(port: ObservedPort, destination: Destination) -> str:
 
 
 def _subnet_concerns(
-    port: DesiredPort, network_id: str, foreign: list[ObservedPort], destination: Destination
+    port: DesiredPort,
+    network_id: str,
+    foreign: list[ObservedPort],
+    destination: Destination,
+    uuid: str,
 ) -> list[Concern]:
     subnets = [s for s in destination.subnets if s.network == network_id]
     if port.subnet is not None:
@@ -232,11 +236,11 @@ def _subnet_concerns(
             ]
     if port.fixed_ip is None:
         return []
-    return _fixed_ip_concerns(port, subnets, foreign)
+    return _fixed_ip_concerns(port, subnets, foreign, uuid)
 
 
 def _fixed_ip_concerns(
-    port: DesiredPort, subnets: list[ObservedSubnet], foreign: list[ObservedPort]
+    port: DesiredPort, subnets: list[ObservedSubnet], foreign: list[ObservedPort], uuid: str
 ) -> list[Concern]:
     where = f"fixed IP {port.fixed_ip} (NIC {port.index})"
     try:
@@ -259,7 +263,7 @@ def _fixed_ip_concerns(
         _error(
             "ip-in-use",
             f"{where} is already used on network {port.network!r} by port {holder.id} "
-            f"({holder.name or 'unnamed'}{_made_for(holder)}: free it or give the NIC "
+            f"({holder.name or 'unnamed'}{_made_for(holder, uuid)}: free it or give the NIC "
             "another IP",
         )
     ]
