@@ -19,7 +19,8 @@ from engine.model.plan import Action, Change
 CREATES = (Action.CREATE, Action.REPLACE)
 WHAT = {
     "volumes": "volumes",
-    "gigabytes": "GiB of volumes",
+    "gigabytes": "GiB of volumes and snapshots",
+    "snapshots": "volume snapshots",
     "ports": "ports",
     "instances": "servers",
     "cores": "vCPUs",
@@ -30,16 +31,23 @@ ADDRESSES = "addresses:"  # + a network's name or id: ports taking a free addres
 
 def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
     """What this VM's changes would add to the project's usage, and per network the ports that
-    take a free address there (`addresses:<network as the spec names it>`)."""
+    take a free address there (`addresses:<network as the spec names it>`). A conversion first
+    protects every volume with a Cinder snapshot, which counts against snapshots and gigabytes
+    (cinder's default) — after the source's power-off."""
     volumes = [c for c in changes if c.kind == "volume" and c.action in CREATES]
     servers = [c for c in changes if c.kind == "server" and c.action in CREATES]
     ports = [c for c in changes if c.kind == "port" and c.action in CREATES]
+    protected = (
+        vm.volumes if any(c.kind == "conversion" and c.action in CREATES for c in changes) else ()
+    )
     flavor = vm.flavor.flavor
     cores = flavor.vcpus if flavor else vm.source.cpus or 0
     ram = flavor.ram_mb if flavor else vm.source.memory_mb or 0
     return {
         "volumes": len(volumes),
-        "gigabytes": sum(int((c.after or {}).get("size_gib") or 0) for c in volumes),
+        "gigabytes": sum(int((c.after or {}).get("size_gib") or 0) for c in volumes)
+        + sum(v.size_gib for v in protected),
+        "snapshots": len(protected),
         "ports": len(ports),
         "instances": len(servers),
         "cores": cores * len(servers),

@@ -62,12 +62,12 @@ def connect_destination(destination: dict[str, Any]) -> Any:
 
 def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
     """The project's quotas with their usage, as far as the user may read them: cinder (volumes,
-    gigabytes), nova (instances, cores, ram), neutron (ports). An unreadable one is left out (the
-    plan then does not check it)."""
+    gigabytes, snapshots), nova (instances, cores, ram), neutron (ports). An unreadable one is
+    left out (the plan then does not check it)."""
     project = conn.current_project_id
     found: dict[str, tuple[int, int]] = {}
     readers: tuple[tuple[Any, tuple[str, ...]], ...] = (
-        (conn.block_storage, ("volumes", "gigabytes")),
+        (conn.block_storage, ("volumes", "gigabytes", "snapshots")),
         (conn.compute, ("instances", "cores", "ram")),
     )
     for service, keys in readers:
