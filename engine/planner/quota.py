@@ -25,8 +25,11 @@ WHAT = {
     "instances": "servers",
     "cores": "vCPUs",
     "ram": "MiB of RAM",
+    "networks": "networks",
+    "subnets": "subnets",
 }
 ADDRESSES = "addresses:"  # + a network's name or id: ports taking a free address there
+NETWORK = "network:"  # + the name of a network ferry creates (network_map create:) for a port
 
 
 def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
@@ -43,16 +46,31 @@ def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
     flavor = vm.flavor.flavor
     cores = flavor.vcpus if flavor else vm.source.cpus or 0
     ram = flavor.ram_mb if flavor else vm.source.memory_mb or 0
+    return (
+        {
+            "volumes": len(volumes),
+            "gigabytes": sum(int((c.after or {}).get("size_gib") or 0) for c in volumes)
+            + sum(v.size_gib for v in protected),
+            "snapshots": len(protected),
+            "ports": len(ports),
+            "instances": len(servers),
+            "cores": cores * len(servers),
+            "ram": ram * len(servers),
+        }
+        | _addresses(ports)
+        | _networks(vm, ports)
+    )
+
+
+def _networks(vm: DesiredVM, ports: Sequence[Change]) -> dict[str, int]:
+    """The networks ferry would create (with their subnet) for this VM's new ports; the Budget
+    counts each once, for the first VM that needs it, and not when it exists."""
+    planned = {str((c.after or {}).get("network")) for c in ports}
     return {
-        "volumes": len(volumes),
-        "gigabytes": sum(int((c.after or {}).get("size_gib") or 0) for c in volumes)
-        + sum(v.size_gib for v in protected),
-        "snapshots": len(protected),
-        "ports": len(ports),
-        "instances": len(servers),
-        "cores": cores * len(servers),
-        "ram": ram * len(servers),
-    } | _addresses(ports)
+        NETWORK + p.network: 1
+        for p in vm.ports
+        if p.network and p.network_create is not None and p.network in planned
+    }
 
 
 def _addresses(ports: Sequence[Change]) -> dict[str, int]:
@@ -102,6 +120,7 @@ class Budget:
         unique = [n for _, n in names]
         self.ids = {n: i for i, n in names if unique.count(n) == 1}  # network name → id
         self.names = dict(names)
+        self.made: set[str] = set(unique)  # networks that exist or an earlier VM creates
 
     def take(self, needs: Mapping[str, int]) -> tuple[Concern, ...]:
         needs = self._by_id(needs)
@@ -113,12 +132,19 @@ class Budget:
         for key, n in needs.items():
             if key in self.left:
                 self.left[key] -= n
+        self.made |= {k[len(NETWORK) :] for k in needs if k.startswith(NETWORK)}
         return ()
 
     def _by_id(self, needs: Mapping[str, int]) -> dict[str, int]:
-        """A network's ports counted under its id, whether the spec names it or its id."""
+        """A network's ports counted under its id, whether the spec names it or its id; a network
+        ferry creates as one network and one subnet, unless it exists or is counted already."""
         out: dict[str, int] = {}
         for key, n in needs.items():
+            if key.startswith(NETWORK):
+                new = key[len(NETWORK) :] not in self.made
+                out |= {key: n, "networks": out.get("networks", 0) + new}
+                out["subnets"] = out.get("subnets", 0) + new
+                continue
             ref = key[len(ADDRESSES) :]
             as_id = ADDRESSES + self.ids.get(ref, ref) if key.startswith(ADDRESSES) else key
             out[as_id] = out.get(as_id, 0) + n

@@ -62,8 +62,8 @@ def connect_destination(destination: dict[str, Any]) -> Any:
 
 def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
     """The project's quotas with their usage, as far as the user may read them: cinder (volumes,
-    gigabytes, snapshots), nova (instances, cores, ram), neutron (ports). An unreadable one is
-    left out (the plan then does not check it)."""
+    gigabytes, snapshots), nova (instances, cores, ram), neutron (ports, networks, subnets). An
+    unreadable one is left out (the plan then does not check it)."""
     project = conn.current_project_id
     found: dict[str, tuple[int, int]] = {}
     readers: tuple[tuple[Any, tuple[str, ...]], ...] = (
@@ -78,8 +78,9 @@ def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
         usage = quota.usage or {}
         found |= {k: (int(getattr(quota, k)), int(usage.get(k, 0))) for k in keys}
     try:
-        ports = conn.network.get_quota(project, details=True).ports
-        found["ports"] = (int(ports["limit"]), int(ports["used"]))
+        quota = conn.network.get_quota(project, details=True)
+        for key in ("ports", "networks", "subnets"):
+            found[key] = (int(getattr(quota, key)["limit"]), int(getattr(quota, key)["used"]))
     except (os_exc.SDKException, KeyError, TypeError):
         pass
     return found
