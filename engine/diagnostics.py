@@ -6,6 +6,7 @@ and the JSON path inside the document (``vms[2].name``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -62,6 +63,15 @@ def json_path(path: Sequence[PathKey]) -> str:
     for key in path:
         out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
     return out or "$"
+
+
+def parse_path(text: str) -> Path:
+    """'vms[2].name' → ('vms', 2, 'name'); '$' → () (json_path's inverse, for keys without
+    dots or brackets)."""
+    if text in ("", "$"):
+        return ()
+    parts = re.findall(r"\[(\d+)\]|\.?([^.\[]+)", text)
+    return tuple(int(index) if index else key for index, key in parts)
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

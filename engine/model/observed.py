@@ -88,6 +88,7 @@ class Flavor:
     name: str
     vcpus: int
     ram_mb: int
+    id: str = ""  # "" for one ferry would create
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,29 @@ class ObservedVolume:
 
 @dataclass(frozen=True)
 class ObservedPort:
+    """A Neutron port on a network the spec maps, or one ferry tagged (anywhere).
+
+    `vm_uuid` is the source VM ferry made it for (its `ferry_vm` tag or description); None: ferry
+    did not make it; `nic` the VM's NIC index it was made for. `network` is the network's id;
+    `ips` its fixed IP addresses."""
+
     id: str
     name: str
     mac: str
     network: str | None
     vm_uuid: str | None
+    ips: tuple[str, ...] = ()
+    owner: str = ""  # device_owner: compute:nova, network:dhcp, ...; "" when unbound
+    nic: int | None = None  # the source NIC ferry made it for (its description); None: unknown
+
+
+@dataclass(frozen=True)
+class ObservedSubnet:
+    id: str
+    name: str
+    network: str  # the network's id
+    cidr: str
+    pools: tuple[tuple[str, str], ...] = ()  # allocation pools: (first, last) address
 
 
 @dataclass(frozen=True)
@@ -137,9 +156,14 @@ class Destination:
     flavors: tuple[Flavor, ...] = ()
     networks: frozenset[str] = frozenset()
     volume_types: frozenset[str] = frozenset()
-    security_groups: frozenset[str] = frozenset()
+    security_groups: frozenset[str] = frozenset()  # names and ids
     volumes: tuple[ObservedVolume, ...] = ()
     ports: tuple[ObservedPort, ...] = ()
     servers: tuple[ObservedServer, ...] = ()
     quotas: Mapping[str, Quota] = field(default_factory=dict)  # volumes, gigabytes, ports, ...
     server_names: frozenset[str] = frozenset()  # every server of the project, by name
+    server_ids: frozenset[str] = frozenset()  # every server of the project, by id
+    network_names: Mapping[str, str] = field(default_factory=dict)  # network id → name
+    subnets: tuple[ObservedSubnet, ...] = ()
+    key_pairs: frozenset[str] | None = None  # the user's nova key pairs; None: not readable
+    roles: frozenset[str] | None = None  # the cloud user's roles in the project; None: unknown

@@ -386,11 +386,12 @@ def ports_for(
                     f"{nic.portgroup!r}, which network_map does not map",
                 )
             )
-        elif network not in destination.networks and not (target or {}).get("create"):
+        elif not _network_exists(network, destination) and not (target or {}).get("create"):
             concerns.append(
                 _error(
                     "missing-network",
-                    f"network {network!r} (NIC {i}) does not exist and has no create: block",
+                    f"network {network!r} (NIC {i}) does not exist: map the portgroup to an "
+                    "existing network, or add create: {cidr: ...} so ferry makes it",
                 )
             )
         if not mac:
@@ -407,6 +408,11 @@ def ports_for(
             )
         )
     return ports, concerns
+
+
+def _network_exists(ref: str, destination: Destination) -> bool:
+    """A network named `ref`, or with id `ref` (network_map takes either)."""
+    return ref in destination.networks or ref in destination.network_names
 
 
 def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:

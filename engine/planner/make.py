@@ -17,6 +17,7 @@ from engine.model.observed import Destination, Inventory
 from engine.model.plan import Change, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
+from engine.planner.checks import destination_checks, host_diagnostics
 from engine.planner.desired import desired, lookup
 from engine.planner.diff import DiffInput, diff
 from engine.planner.hosts import host_changes
@@ -42,6 +43,9 @@ def make_plan(
     locate: Locator | None = None,
 ) -> Plan:
     vms, diagnostics = desired(spec, inventory, destination)
+    if not destroy:
+        vms = destination_checks(vms, destination, state)
+        diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes = diff(
         DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory))
     )

@@ -15,13 +15,12 @@ import hashlib
 import hmac
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.diagnostics import Diagnostic, Location, Severity
+from engine.diagnostics import Diagnostic, Location, Severity, parse_path
 from engine.errors import UserError
 from engine.model.desired import Concern, ConcernLevel
 from engine.model.plan import PLAN_FORMAT, Action, Change, Plan, VMPlan
@@ -106,17 +105,8 @@ def _change(c: dict[str, Any]) -> Change:
 
 def _diagnostic(d: dict[str, Any]) -> Diagnostic:
     location = Location(d["file"], d["line"], d["column"]) if d.get("file") else None
-    path = _path(str(d.get("path", "$")))
+    path = parse_path(str(d.get("path") or ""))
     return Diagnostic(Severity(d["severity"]), d["summary"], location, path, d.get("detail", ""))
-
-
-def _path(text: str) -> tuple[str | int, ...]:
-    """'vms[2].name' → ('vms', 2, 'name'): json_path read back ('$' → ())."""
-    if text == "$":
-        return ()
-    return tuple(
-        int(index) if index else key for index, key in re.findall(r"\[(\d+)\]|\.?([^.\[]+)", text)
-    )
 
 
 KEY_ENV = "FERRY_PLAN_KEY"  # the HMAC key that signs saved plans (never stored anywhere)

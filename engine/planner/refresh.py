@@ -10,6 +10,7 @@ from typing import Any
 from engine.errors import NoStateError
 from engine.model.observed import Destination, Inventory
 from engine.model.state import State
+from engine.planner.checks import mapped_networks
 from engine.planner.desired import select, wanted_tags
 from engine.providers.openstack.read import (
     connect_destination,
@@ -61,4 +62,5 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
         inventory = replace(parse_inventory(fetch_inventory(si, devices_for=selected)), tags=tags)
     destination = spec["destination"]
     conn = connect_destination(destination)
-    return Observed(inventory, parse_destination(fetch_destination(conn)), read_state(location))
+    raw = fetch_destination(conn, mapped_networks(spec))
+    return Observed(inventory, parse_destination(raw), read_state(location))

@@ -168,7 +168,7 @@ def test_a_vm_over_the_projects_quota_is_blocked_and_the_others_planned(
     assert not vms["web01"]["blocked"]
     assert vms["db01"]["blocked"]
     (quota,) = [c for c in vms["db01"]["concerns"] if c["code"] == "quota"]
-    assert "GiB of volumes: needs 6, 1 left" in quota["message"]
+    assert "GiB of volumes and snapshots: needs 6, 1 left" in quota["message"]
 
 
 def test_vms_selected_by_vsphere_tag(lab: Lab, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from engine.model.observed import (
     Inventory,
     ObservedPort,
     ObservedServer,
+    ObservedSubnet,
     ObservedVolume,
     Quota,
     SourceDisk,
@@ -110,22 +111,47 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
         for tag in {t for v in case["inventory"] for t in v.get("tags", [])}
     }
     inventory = Inventory(vms, (), (), (), tags, tuple(case.get("datacenters", ())))
-    d = case.get("destination", {})
-    destination = Destination(
+    return inventory, destination(case.get("destination", {})), state(case.get("state", {}))
+
+
+def destination(d: dict[str, Any]) -> Destination:
+    """A case's destination. Networks are named, their id is their name unless `network_ids`
+    gives one (name → id, or a list of ids: several networks of that name); ports name their
+    network by id; key_pairs and roles are unknown
+    (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name)."""
+    ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
+    names = {
+        i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
+    }
+    servers = tuple(ObservedServer(**v) for v in d.get("servers", []))
+    return Destination(
         flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),
         networks=frozenset(d.get("networks", [])),
         volume_types=frozenset(d.get("volume_types", [])),
+        security_groups=frozenset(d.get("security_groups", [])),
         volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
-        servers=tuple(ObservedServer(**v) for v in d.get("servers", [])),
-        ports=tuple(ObservedPort(**p) for p in d.get("ports", [])),
+        servers=servers,
+        ports=tuple(
+            ObservedPort(**{**p, "ips": tuple(p.get("ips", ()))}) for p in d.get("ports", [])
+        ),
         quotas={k: Quota(**v) for k, v in d.get("quotas", {}).items()},
+        server_names=frozenset([*(s.name for s in servers), *d.get("other_servers", [])]),
+        network_names=names,
+        subnets=tuple(
+            ObservedSubnet(**{**s, "pools": tuple(map(tuple, s.get("pools", ())))})
+            for s in d.get("subnets", [])
+        ),
+        key_pairs=frozenset(d["key_pairs"]) if "key_pairs" in d else None,
+        roles=frozenset(d["roles"]) if "roles" in d else None,
     )
-    s = case.get("state", {})
+
+
+def state(s: dict[str, Any]) -> State:
     records = {
         a: ResourceRecord(a, r["kind"], Status(r.get("status", "ready")), r.get("attributes", {}))
         for a, r in (s.get("resources") or {}).items()
     }
-    return inventory, destination, State(1, "case-lineage", s.get("serial", 0), records)
+    return State(1, "case-lineage", s.get("serial", 0), records)
 
 
 def run_case(folder: Path) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
     port_ids = frozenset(p.id for p in data.destination.ports)
     plans: list[VMPlan] = []
     changes: list[Change] = []
-    budget = Budget(data.destination.quotas)
+    budget = Budget(data.destination.quotas, data.destination)
     for vm in data.desired:
         records = claims.records.get(vm.name, {})
         move = [claims.moves[vm.name]] if vm.name in claims.moves else []

@@ -1,11 +1,13 @@
-"""Reading the destination cloud: flavors, networks, volume types, security groups, and the
-volumes, ports and servers ferry (or os-migrate's vmware-migration-kit) left, found by their
-metadata and tags, never by name alone. Fetch does the I/O; parse_* are pure."""
+"""Reading the destination cloud: flavors, networks and subnets, volume types, security groups,
+key pairs, the user's roles, every port on the networks the spec maps (a source MAC or fixed IP
+another port holds fails a cutover), and the volumes, ports and servers ferry (or os-migrate's
+vmware-migration-kit) left, found by their metadata and tags, never by name alone. Fetch does the
+I/O; parse_* are pure."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import openstack
@@ -17,11 +19,15 @@ from engine.model.observed import (
     Flavor,
     ObservedPort,
     ObservedServer,
+    ObservedSubnet,
     ObservedVolume,
     Quota,
 )
 
 TAG = "ferry"
+VM_TAG = "ferry_vm:"  # a port's tag naming the source VM (compute.vm_tag)
+PORT_FIELDS = ("id", "name", "mac_address", "network_id", "tags", "description", "fixed_ips",
+               "device_owner")  # fmt: skip
 
 
 # A service that is down (connection refused, 503) is retried with backoff 0.5 s doubling to
@@ -56,12 +62,12 @@ def connect_destination(destination: dict[str, Any]) -> Any:
 
 def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
     """The project's quotas with their usage, as far as the user may read them: cinder (volumes,
-    gigabytes), nova (instances, cores, ram), neutron (ports). An unreadable one is left out (the
-    plan then does not check it)."""
+    gigabytes, snapshots), nova (instances, cores, ram), neutron (ports, networks, subnets). An
+    unreadable one is left out (the plan then does not check it)."""
     project = conn.current_project_id
     found: dict[str, tuple[int, int]] = {}
     readers: tuple[tuple[Any, tuple[str, ...]], ...] = (
-        (conn.block_storage, ("volumes", "gigabytes")),
+        (conn.block_storage, ("volumes", "gigabytes", "snapshots")),
         (conn.compute, ("instances", "cores", "ram")),
     )
     for service, keys in readers:
@@ -72,27 +78,61 @@ def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
         usage = quota.usage or {}
         found |= {k: (int(getattr(quota, k)), int(usage.get(k, 0))) for k in keys}
     try:
-        ports = conn.network.get_quota(project, details=True).ports
-        found["ports"] = (int(ports["limit"]), int(ports["used"]))
+        quota = conn.network.get_quota(project, details=True)
+        for key in ("ports", "networks", "subnets"):
+            found[key] = (int(getattr(quota, key)["limit"]), int(getattr(quota, key)["used"]))
     except (os_exc.SDKException, KeyError, TypeError):
         pass
     return found
 
 
-def fetch_destination(conn: Any) -> dict[str, Any]:
+def fetch_destination(conn: Any, networks: Collection[str] = ()) -> dict[str, Any]:
+    """Everything parse_destination reads. `networks`: the names or ids of the networks the spec
+    maps; every port on them is read (ferry's own ports are read wherever they are)."""
     try:
+        found = list(conn.network.networks())
         return {
             "quotas": fetch_quotas(conn),
             "flavors": list(conn.compute.flavors(details=True)),
-            "networks": list(conn.network.networks()),
+            "networks": found,
+            "subnets": list(conn.network.subnets()),
             "volume_types": list(conn.block_storage.types()),
             "security_groups": list(conn.network.security_groups()),
             "volumes": list(conn.block_storage.volumes(details=True)),
-            "ports": list(conn.network.ports(tags=[TAG])),
+            "ports": fetch_ports(conn, [n.id for n in found if {n.id, n.name} & set(networks)]),
             "servers": list(conn.compute.servers(details=True)),
+            "key_pairs": fetch_key_pairs(conn),
+            "roles": fetch_roles(conn),
         }
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reading the destination cloud failed: {exc}") from exc
+
+
+def fetch_ports(conn: Any, network_ids: Iterable[str]) -> list[Any]:
+    """Every port on these networks that the user may see, and ferry's ports anywhere, once each."""
+    ports = {p.id: p for p in conn.network.ports(tags=[TAG], fields=list(PORT_FIELDS))}
+    for network_id in network_ids:
+        for port in conn.network.ports(network_id=network_id, fields=list(PORT_FIELDS)):
+            ports.setdefault(port.id, port)
+    return list(ports.values())
+
+
+def fetch_key_pairs(conn: Any) -> list[str] | None:
+    """The user's nova key pairs by name; None when nova does not let the user list them."""
+    try:
+        return [str(k.name) for k in conn.compute.keypairs()]
+    except os_exc.SDKException:
+        return None
+
+
+def fetch_roles(conn: Any) -> list[str] | None:
+    """The roles keystone put in the user's token for the project; None when the auth plugin
+    does not say."""
+    try:
+        names = conn.session.auth.get_access(conn.session).role_names
+    except (os_exc.SDKException, AttributeError):
+        return None
+    return [str(n) for n in names] if names is not None else None
 
 
 def parse_volume(volume: Any) -> ObservedVolume | None:
@@ -126,18 +166,39 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
     return None
 
 
+def parse_port(port: Any) -> ObservedPort:
+    """A port; its `vm_uuid` is the VM ferry made it for (tag `ferry_vm:<uuid>` or description
+    `ferry_vm=<uuid> nic=<n>`), None when ferry did not make it; `nic` that n."""
+    tagged = [t[len(VM_TAG) :] for t in port.tags or [] if t.startswith(VM_TAG)]
+    described = re.match(r"ferry_vm=(\S+) nic=(\d+)$", port.description or "")
+    owner = tagged[0] if tagged else described.group(1) if described else None
+    return ObservedPort(
+        port.id,
+        port.name or "",
+        str(port.mac_address or "").lower(),
+        port.network_id,
+        owner,
+        tuple(str(ip["ip_address"]) for ip in port.fixed_ips or () if ip.get("ip_address")),
+        port.device_owner or "",
+        int(described.group(2)) if described and described.group(1) == owner else None,
+    )
+
+
+def parse_subnet(subnet: Any) -> ObservedSubnet:
+    pools = tuple((str(p["start"]), str(p["end"])) for p in subnet.allocation_pools or ())
+    return ObservedSubnet(subnet.id, subnet.name or "", subnet.network_id, subnet.cidr, pools)
+
+
 def parse_destination(raw: Mapping[str, Any]) -> Destination:
     volumes = [v for v in (parse_volume(x) for x in raw["volumes"]) if v is not None]
+    key_pairs, roles = raw.get("key_pairs"), raw.get("roles")
     return Destination(
-        flavors=tuple(Flavor(f.name, int(f.vcpus), int(f.ram)) for f in raw["flavors"]),
+        flavors=tuple(Flavor(f.name, int(f.vcpus), int(f.ram), str(f.id)) for f in raw["flavors"]),
         networks=frozenset(n.name for n in raw["networks"]),
         volume_types=frozenset(t.name for t in raw["volume_types"]),
-        security_groups=frozenset(g.name for g in raw["security_groups"]),
+        security_groups=frozenset(x for g in raw["security_groups"] for x in (g.name, g.id) if x),
         volumes=tuple(volumes),
-        ports=tuple(
-            ObservedPort(p.id, p.name or "", p.mac_address, p.network_id, None)
-            for p in raw["ports"]
-        ),
+        ports=tuple(parse_port(p) for p in raw["ports"]),
         servers=tuple(
             ObservedServer(s.id, s.name, s.status, (s.metadata or {}).get("ferry_vm"))
             for s in raw["servers"]
@@ -145,4 +206,9 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         ),
         quotas={k: Quota(limit, used) for k, (limit, used) in raw.get("quotas", {}).items()},
         server_names=frozenset(str(s.name) for s in raw["servers"]),
+        server_ids=frozenset(str(s.id) for s in raw["servers"]),
+        network_names={str(n.id): str(n.name or "") for n in raw["networks"]},
+        subnets=tuple(parse_subnet(s) for s in raw.get("subnets", ())),
+        key_pairs=frozenset(key_pairs) if key_pairs is not None else None,
+        roles=frozenset(r.lower() for r in roles) if roles is not None else None,
     )

@@ -1,0 +1,108 @@
+"""Parsing what refresh reads from the destination (pure): ports say which VM ferry made them
+for, a saved plan keeps a diagnostic's place in the spec, refresh knows the mapped networks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.diagnostics import json_path, parse_path
+from engine.planner.checks import mapped_networks
+from engine.providers.openstack.read import parse_destination, parse_port
+
+UUID = "4215aaaa-0000-4000-8000-000000000001"
+
+
+def port(**fields: Any) -> SimpleNamespace:
+    base = {"id": "p1", "name": "x", "mac_address": "00:50:56:8F:01:00", "network_id": "n1",
+            "tags": [], "description": "", "fixed_ips": [], "device_owner": None}  # fmt: skip
+    return SimpleNamespace(**(base | fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "owner"),
+    [
+        ({"tags": ["ferry", f"ferry_vm:{UUID}"]}, UUID),
+        ({"description": f"ferry_vm={UUID} nic=1"}, UUID),
+        ({"description": f"ferry_vm={UUID} nic=1, edited"}, None),
+        ({"tags": ["ferry"]}, None),
+        ({}, None),
+    ],
+)
+def test_a_port_names_the_vm_ferry_made_it_for(fields: dict[str, Any], owner: str | None) -> None:
+    assert parse_port(port(**fields)).vm_uuid == owner
+
+
+def test_a_port_names_the_nic_ferry_made_it_for() -> None:
+    assert parse_port(port(description=f"ferry_vm={UUID} nic=1")).nic == 1
+    assert parse_port(port(tags=[f"ferry_vm:{UUID}"])).nic is None
+    other = port(tags=[f"ferry_vm:{UUID}"], description="ferry_vm=other nic=1")
+    assert parse_port(other).nic is None  # the description is another VM's: not trusted
+
+
+def test_a_port_keeps_its_lowercase_mac_network_ips_and_owner() -> None:
+    parsed = parse_port(
+        port(
+            fixed_ips=[{"subnet_id": "s", "ip_address": "10.0.0.5"}, {"subnet_id": "s6"}],
+            device_owner="compute:nova",
+        )
+    )
+    assert (parsed.mac, parsed.network, parsed.ips, parsed.owner) == (
+        "00:50:56:8f:01:00",
+        "n1",
+        ("10.0.0.5",),
+        "compute:nova",
+    )
+
+
+def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
+    raw = {
+        "flavors": [SimpleNamespace(id="f1", name="m1", vcpus=1, ram=512)],
+        "networks": [SimpleNamespace(id="n1", name="net-a")],
+        "subnets": [
+            SimpleNamespace(
+                id="s1",
+                name="",
+                network_id="n1",
+                cidr="10.0.0.0/24",
+                allocation_pools=[{"start": "10.0.0.2", "end": "10.0.0.254"}],
+            )
+        ],
+        "volume_types": [],
+        "security_groups": [SimpleNamespace(id="g1", name="default")],
+        "volumes": [],
+        "ports": [port()],
+        "servers": [SimpleNamespace(id="i1", name="conv", status="ACTIVE", metadata={})],
+        "key_pairs": ["deploy"],
+        "roles": ["Member", "reader"],
+    }
+    found = parse_destination(raw)
+    assert found.network_names == {"n1": "net-a"}
+    assert found.security_groups == {"default", "g1"}
+    assert found.subnets[0].network == "n1" and found.flavors[0].id == "f1"
+    assert found.subnets[0].pools == (("10.0.0.2", "10.0.0.254"),)
+    assert (found.server_names, found.server_ids) == ({"conv"}, {"i1"})
+    assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
+    unknown = parse_destination(raw | {"key_pairs": None, "roles": None})
+    assert (unknown.key_pairs, unknown.roles) == (None, None)  # unknown: not checked
+
+
+@pytest.mark.parametrize(
+    "path", [(), ("vms", 2, "name"), ("conversion_hosts", 0, "create", "key_pair"), ("a", 1, 2)]
+)
+def test_a_diagnostic_path_reads_back(path: tuple[str | int, ...]) -> None:
+    assert parse_path(json_path(path)) == path
+
+
+def test_refresh_reads_ports_on_every_network_the_spec_maps() -> None:
+    spec = {
+        "defaults": {"network_map": {"VM Network": {"network": "net-a"}}},
+        "vms": [
+            {"name": "web01", "network_map": {"DVPG": {"network": "net-b"}}},
+            {"name": "db01", "nics": [{"mac": "00:50:56:00:00:01", "network": "net-c"}]},
+            {"name": "app02"},
+        ],
+    }
+    assert mapped_networks(spec) == {"net-a", "net-b", "net-c"}
