@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -279,11 +279,24 @@ class Applier:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
         volume_id = self._ensure_volume(change, address, before)
         self.cutover.revert_interrupted(address.name, volume_id)
+        if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
+            what = replace(what, dst_is_zero=False)
+            self.ctx.say(
+                address.name,
+                f"{change.address}: volume {volume_id} is encrypted: not assumed to read as "
+                "zeros, holes written as zeros",
+            )
         attrs = {**before, "volume_id": volume_id, "copy": what.kind, "copied_bytes": what.start_at}
         if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
             attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
+        if what.kind == "full" and not what.dst_is_zero:
+            self.ctx.say(
+                address.name,
+                f"{change.address}: volume {volume_id} not assumed to read as zeros: "
+                "holes and zero runs written as zeros",
+            )
         job = SyncJob(
             volume_id=volume_id,
             host_id=self.ctx.conversion_host_id,
@@ -345,7 +358,8 @@ class Applier:
             return ToCopy("delta", areas, 0, False)
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
             return self._resume(before, vm, snapshot, disk)
-        return ToCopy("full", None, 0, not volume_known)
+        zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
+        return ToCopy("full", None, 0, not volume_known and bool(zeroed))
 
     def _resume(self, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
         """An interrupted full copy, continued from its checkpoint so that it ends equal to
@@ -466,8 +480,8 @@ class Applier:
             )
         self.ctx.say(
             address.name,
-            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read "
-            f"in {stats.seconds:.1f} s",
+            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read, "
+            f"{stats.bytes_zeroed} bytes zeroed in {stats.seconds:.1f} s",
         )
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:

@@ -136,6 +136,7 @@ class Destination:
     flavors: tuple[Flavor, ...] = ()
     networks: frozenset[str] = frozenset()
     volume_types: frozenset[str] = frozenset()
+    encrypted_volume_types: frozenset[str] = frozenset()  # those with an encryption spec
     security_groups: frozenset[str] = frozenset()
     volumes: tuple[ObservedVolume, ...] = ()
     ports: tuple[ObservedPort, ...] = ()

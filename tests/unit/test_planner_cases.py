@@ -112,6 +112,7 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
         flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),
         networks=frozenset(d.get("networks", [])),
         volume_types=frozenset(d.get("volume_types", [])),
+        encrypted_volume_types=frozenset(d.get("encrypted_volume_types", [])),
         volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
         servers=tuple(ObservedServer(**v) for v in d.get("servers", [])),
         ports=tuple(ObservedPort(**p) for p in d.get("ports", [])),

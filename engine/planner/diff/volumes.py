@@ -50,17 +50,21 @@ def volume_change(
     observed: ObservedVolume | None,
 ) -> Change:
     address = str(Address("vm", vm.name, "disk", volume.disk_key))
-    after = {
+    after: dict[str, Any] = {
         "size_gib": volume.size_gib,
         "volume_type": volume.volume_type,
         "bootable": volume.bootable,
         "disk_key": volume.disk_key,
     }
+    zeros = ""
+    if volume.unzeroed:  # only then: plans of zeroed volumes stay as they were
+        after["zeroed"] = False
+        zeros = f"; not assumed to read as zeros ({volume.unzeroed}): holes written as zeros"
     if record is None and observed is None:
         return _volume(
             address,
             Action.CREATE,
-            "new volume: full copy from a snapshot",
+            f"new volume: full copy from a snapshot{zeros}",
             None,
             after,
             size=full_bytes(disk),
@@ -101,7 +105,7 @@ def volume_change(
         return _volume(
             address,
             Action.CREATE,
-            f"recorded volume {before['volume_id']} no longer exists: full copy",
+            f"recorded volume {before['volume_id']} no longer exists: full copy{zeros}",
             before,
             after,
             size=full_bytes(disk),
