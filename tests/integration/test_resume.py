@@ -6,6 +6,7 @@ full, never resumed the same way again."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from engine.dataplane.copy import file_digest
 from engine.lab import disks as lab_disks
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
+from engine.model.state import Status
+from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import records, volume_file
 from tests.integration.test_fault_drills import spec_for
@@ -98,3 +101,49 @@ def test_a_copy_resumed_from_a_newer_snapshot_copies_what_changed_below_its_chec
     log = (tmp_path / "logs" / "web01.log").read_text()
     assert f"resumed at {mark} bytes from a newer snapshot" in log
     print(f"\nstopped at {mark} bytes; the resume read {record['last_sync']['bytes']} bytes")
+
+
+def test_a_copy_that_fails_verification_is_tainted_and_copied_again_in_full(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """build-old (verify on, as the demo spec says) onto a device that loses its writes: the
+    copy fails verification and is recorded tainted with the reason; the next plan replaces it
+    (a full copy, not the same resume again) and says why; once the device is healed the apply
+    copies it in full over the volume's old bytes (zeros written) and it equals the disk.
+    Before: the record stayed in progress at the end of the disk, every later apply "resumed"
+    there, copied nothing and failed verification again."""
+    spec, state = spec_for(tmp_path, "build-old"), tmp_path / "ferry.db"
+    address = "vm.build-old.disk[2000]"
+    lab.device_lossy("build-old", 2000)
+    try:
+        failed = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    finally:
+        lab.read_errors("build-old", 2000, None)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert f"failed: {address}: verify: disk 2000 sha256" in " ".join(failed.stdout.split())
+    store = SqliteStateStore(state)
+    try:
+        record = store.read().resources[address]
+    finally:
+        store.close()
+    assert record.status is Status.TAINTED
+    assert str(record.attributes["tainted"]).startswith("verification failed: verify: disk 2000")
+
+    plan = ferry(lab, "plan", str(spec), "--json", "--state", str(state))
+    (change,) = [c for c in json.loads(plan.stdout)["changes"] if c["address"] == address]
+    assert change["action"] == "replace", change
+    assert change["reason"].startswith("verification failed: verify: disk 2000"), change
+    assert change["reason"].endswith("copy again in full"), change
+
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    vm = find_vm("build-old")
+    assert vm is not None
+    live = lab_disks.live_path(lab.disks, vm, 2000)
+    synced = records(state)[address]
+    assert file_digest(volume_file(lab, synced["volume_id"]), vm.disks[0].capacity) == (
+        file_digest(live)
+    )
+    assert synced["last_sync"]["kind"] == "full" and synced["last_sync"]["sha256"]
+    data = sum(n for _, n in lab_disks.data_extents(live))
+    assert synced["last_sync"]["bytes"] > data, "holes not zeroed: the volume was assumed zero"
