@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,8 @@ from engine.model.state import Status
 from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import records, volume_file
+from tests.integration.test_cbt import set_cbt
+from tests.integration.test_cutover import vm_ref
 from tests.integration.test_fault_drills import spec_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
@@ -35,9 +38,9 @@ def copied(state: Path) -> int:
     return int(records(state).get(DISK, {}).get("copied_bytes", 0)) if state.exists() else 0
 
 
-def stop_mid_copy(lab: Lab, spec: Path, state: Path, past: int) -> int:
+def stop_mid_copy(lab: Lab, spec: Path, state: Path, past: int, kind: str = "full") -> int:
     """`ferry apply` on a slow disk, stopped with Ctrl-C (SIGINT to its process group) once its
-    recorded checkpoint passes `past` bytes; returns the checkpoint it stopped at."""
+    recorded checkpoint passes `past` bytes in a `kind` copy; returns the checkpoint."""
     lab.read_delay("web01", 2000, 1500)
     try:
         proc = subprocess.Popen(
@@ -51,7 +54,7 @@ def stop_mid_copy(lab: Lab, spec: Path, state: Path, past: int) -> int:
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 180
-        while copied(state) <= past:
+        while copied(state) <= past or records(state)[DISK].get("copy") != kind:
             assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint came"
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
@@ -60,7 +63,7 @@ def stop_mid_copy(lab: Lab, spec: Path, state: Path, past: int) -> int:
         lab.read_errors("web01", 2000, None)
     assert proc.returncode == 130, out + err
     mark = copied(state)
-    assert records(state)[DISK]["copy"] == "full" and "last_sync" not in records(state)[DISK]
+    assert records(state)[DISK]["copy"] == kind
     return mark
 
 
@@ -147,3 +150,39 @@ def test_a_copy_that_fails_verification_is_tainted_and_copied_again_in_full(
     assert synced["last_sync"]["kind"] == "full" and synced["last_sync"]["sha256"]
     data = sum(n for _, n in lab_disks.data_extents(live))
     assert synced["last_sync"]["bytes"] > data, "holes not zeroed: the volume was assumed zero"
+
+
+def test_a_resume_across_a_cbt_reset_starts_over_and_an_interrupted_delta_is_redone(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """The same fault's kind. (1) A copy stopped mid-way, then CBT reset (off, on) and a guest
+    write below the checkpoint: the changeId the copy began from is of another epoch, so what
+    changed is unknown: the plan says it starts over from 0, and the volume ends equal to the
+    disk. (2) A delta stopped mid-way, then guest writes below and beyond its checkpoint: it is
+    redone from the stored changeId, which covers both, and ends equal to the disk."""
+    spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
+    for i in range(4):
+        lab.write("web01", 2000, 1024 * MiB + i * 128 * MiB, 128 * MiB, seed=1300 + i)
+    stop_mid_copy(lab, spec, state, 0)
+    ref = vm_ref(si, "web01")
+    set_cbt(si, ref, False)
+    set_cbt(si, ref, True)
+    lab.write("web01", 2000, 0, MiB, seed=98)
+    plan = ferry(lab, "plan", str(spec), "--state", str(state))
+    said = " ".join(plan.stdout.split())
+    assert "the interrupted copy starts over from 0: CBT was reset" in said, plan.stdout
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert volume_equals_disk(lab, state), "the copy across a CBT reset is not exact"
+
+    for i in range(2):
+        lab.write("web01", 2000, 200 * MiB + i * 512 * MiB, 128 * MiB, seed=1400 + i)
+    stop_mid_copy(lab, spec, state, 0, kind="delta")
+    lab.write("web01", 2000, 200 * MiB, MiB, seed=97)
+    lab.write("web01", 2000, 1900 * MiB, MiB, seed=96)
+    plan = ferry(lab, "plan", str(spec), "--state", str(state))
+    assert "redo the interrupted delta since changeId" in " ".join(plan.stdout.split())
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert volume_equals_disk(lab, state), "the redone delta is not exact"
+    assert records(state)[DISK]["last_sync"]["kind"] == "delta"
