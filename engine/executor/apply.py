@@ -287,6 +287,7 @@ class Applier:
                 "zeros, holes written as zeros",
             )
         attrs = {**before, "volume_id": volume_id, "copy": what.kind, "copied_bytes": what.start_at}
+        attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
         if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
             attrs["dst_is_zero"] = what.dst_is_zero
