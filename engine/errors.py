@@ -11,6 +11,7 @@ The CLI prints ``error: <message>`` and exits 1 for any of them, without a trace
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
     ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
+    │   └── VerifyError           a copy's sha256 differs from the source's: the volume is tainted
     ├── StoppedError       the user stopped the apply (SIGINT/SIGTERM): a step ended at a checkpoint
     ├── ConversionError    virt-v2v-in-place could not convert the guest
     └── StateError         the state store: unreadable, newer format, or locked
@@ -42,6 +43,11 @@ class VSphereError(FerryError):
 
 class DataplaneError(FerryError):
     """Serving or copying disk bytes failed."""
+
+
+class VerifyError(DataplaneError):
+    """A copied volume's sha256 differs from its source's: the copy is recorded tainted and
+    redone in full by the next apply."""
 
 
 class ChangeTrackingError(VSphereError):

@@ -146,19 +146,27 @@ def fault(
     device_full: Annotated[
         bool, typer.Option("--device-full", help="Writes to its volume fail with ENOSPC.")
     ] = False,
+    device_lossy: Annotated[
+        bool,
+        typer.Option("--device-lossy", help="Writes to its volume are acknowledged and lost."),
+    ] = False,
     clear: Annotated[bool, typer.Option("--clear", help="Heal the disk.")] = False,
     directory: DirOption = None,
 ) -> None:
     """A fault drill: a share of a lab disk's reads fail with EIO (nbdkit's error filter), its
     reads are slow (nbdkit's delay filter), or the conversion host's device for its volume is
-    full (ENOSPC)."""
+    full (ENOSPC) or loses its writes."""
     given = [clear, read_error_rate is not None, read_delay_ms is not None, device_full]
-    if given.count(True) != 1:
+    if [*given, device_lossy].count(True) != 1:
         raise UserError(
-            "give one of --read-error-rate RATE, --read-delay-ms MS, --device-full or --clear"
+            "give one of --read-error-rate RATE, --read-delay-ms MS, --device-full, "
+            "--device-lossy or --clear"
         )
     lab = _lab(directory)
-    if device_full:
+    if device_lossy:
+        lab.device_lossy(vm, disk)
+        typer.echo(f"{vm!r} disk {disk}: writes to its volume are acknowledged and lost")
+    elif device_full:
         lab.device_full(vm, disk)
         typer.echo(f"{vm!r} disk {disk}: writes to its volume fail with ENOSPC")
     elif read_delay_ms is not None:

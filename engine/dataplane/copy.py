@@ -3,8 +3,8 @@
 - What to copy: the whole disk (a full copy) or given areas (CBT changed areas for a delta).
   Inside them, NBD block status splits data from holes/zero runs; holes and zero runs are never
   read. They are not written either when the destination is known to read as zeros (a fresh,
-  unencrypted volume); otherwise they are zeroed explicitly (punched on a file, written on a
-  device), so an encrypted volume or a delta never keeps stale bytes.
+  unencrypted volume); otherwise they are zeroed explicitly (punched on a file, BLKZEROOUT on a
+  block device, else written), so an encrypted volume or a delta never keeps stale bytes.
 - How: requests of at most `request_size` bytes (VDDK's limit is 2 MiB), `in_flight` at once
   with libnbd's aio into buffers each connection allocates once and reuses; each completed read
   is written with pwrite; data that reads as all zeros on a zero destination is not written.
@@ -24,10 +24,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import math
 import os
 import stat
+import struct
 import threading
 import time
 from collections import deque
@@ -47,6 +49,7 @@ DEFAULT_REQUEST = 2 * MiB
 DEFAULT_IN_FLIGHT = 8
 DEFAULT_WRITEBACK_WINDOW = 64 * MiB
 _FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+_BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 _SYNC_START = 2  # SYNC_FILE_RANGE_WRITE
 _SYNC_WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -127,7 +130,8 @@ class _Writeback:
 
 
 class _Destination:
-    """The destination fd: pwrite, zeroing (punch on files, writes on devices), fsync."""
+    """The destination fd: pwrite, zeroing (punch on files, BLKZEROOUT on block devices, else
+    writes), fsync."""
 
     def __init__(self, path: Path, writeback_window: int = DEFAULT_WRITEBACK_WINDOW) -> None:
         try:
@@ -135,7 +139,8 @@ class _Destination:
         except OSError as exc:
             raise DataplaneError(f"cannot open destination {path}: {exc.strerror}") from exc
         self.path = path
-        self.is_file = stat.S_ISREG(os.fstat(self.fd).st_mode)
+        mode = os.fstat(self.fd).st_mode
+        self.is_file, self.is_block = stat.S_ISREG(mode), stat.S_ISBLK(mode)
         self._zeros = bytes(DEFAULT_REQUEST)
         self._writeback = _Writeback(self.fd, path, writeback_window)
 
@@ -150,19 +155,32 @@ class _Destination:
         self._writeback.written(offset, len(data))
 
     def zero(self, offset: int, length: int) -> None:
-        if (
-            self.is_file
-            and _libc.fallocate(
-                self.fd, _FALLOC_PUNCH, ctypes.c_long(offset), ctypes.c_long(length)
-            )
-            == 0
-        ):
+        """Make [offset, offset+length) read as zeros: a hole punched in a file, BLKZEROOUT on a
+        block device (the device zeroes or unmaps it, without the bytes crossing the bus),
+        else zeros written."""
+        if self.is_file and _fallocate(self.fd, _FALLOC_PUNCH, offset, length):
+            return
+        if self.is_block and self._zeroout(offset, length):
             return
         end = offset + length
         while offset < end:
             n = min(len(self._zeros), end - offset)
             self.write(memoryview(self._zeros)[:n], offset)
             offset += n
+
+    def _zeroout(self, offset: int, length: int) -> bool:
+        """BLKZEROOUT over a 512-byte aligned range; False when unaligned or not supported
+        (the caller writes zeros). Written pages of the range are dropped by the kernel."""
+        if offset % 512 or length % 512:
+            return False
+        try:
+            fcntl.ioctl(self.fd, _BLKZEROOUT, struct.pack("QQ", offset, length))
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY):
+                self.is_block = False  # not for this device: write zeros from now on
+                return False
+            raise DataplaneError(f"zeroing {self.path} at {offset}: {exc.strerror}") from exc
+        return True
 
     def close(self) -> None:
         try:
@@ -172,6 +190,10 @@ class _Destination:
                 raise DataplaneError(f"flushing {self.path}: {exc.strerror}") from exc
         finally:
             os.close(self.fd)
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
+    return int(_libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length))) == 0
 
 
 def plan_requests(runs: Sequence[nbd_client.Run], request_size: int) -> list[tuple[int, int, bool]]:

@@ -19,11 +19,13 @@ from typing import Any
 from pyVmomi import vim
 
 from engine.addresses import Address
-from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_digest
-from engine.dataplane.nbdkit import NbdkitServer
-from engine.errors import ChangeTrackingError, DataplaneError, UserError
+from engine.dataplane.cbt import Extent, total_bytes
+from engine.dataplane.copy import CopyStats
+from engine.errors import ChangeTrackingError, UserError, VerifyError
+from engine.executor import host
 from engine.executor.cutover import Cutover
 from engine.executor.events import Events
+from engine.executor.host import SyncJob, source_of
 from engine.executor.moved import moved_records
 from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
@@ -34,6 +36,7 @@ from engine.model.state import (
     ResourceRecord,
     Status,
 )
+from engine.planner.diff.volumes import epoch
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
@@ -65,6 +68,22 @@ SUPPORTED = {
     ),
 }
 SNAPSHOT_PREFIX = "ferry-"
+
+
+@dataclass(frozen=True)
+class ToCopy:
+    """What one disk's sync copies: full | delta, the areas (None: the whole disk) from
+    `start_at`, whether the volume reads as zeros there, the areas to rewrite first (a resumed
+    copy: what changed since the snapshot it began from, changeId `began`), and why, when the
+    executor copies other than the plan said (shown in the VM's log)."""
+
+    kind: str
+    areas: list[Extent] | None
+    start_at: int
+    dst_is_zero: bool
+    rewrite: list[Extent] = field(default_factory=list)
+    began: str | None = None
+    why: str = ""
 
 
 def unsupported(plan: Plan) -> list[Change]:
@@ -278,52 +297,122 @@ class Applier:
         disk: DiskInfo,
     ) -> None:
         vm = self._vm(address.name)
-        kind, areas, start_at, fresh = self._what_to_copy(change, before, vm, snapshot, disk)
+        what = self._what_to_copy(change, before, vm, snapshot, disk)
+        if what.why:
+            self.ctx.say(address.name, f"{change.address}: {what.why}")
         volume_id = self._ensure_volume(change, address, before)
         self.cutover.revert_interrupted(address.name, volume_id)
-        attrs = {**before, "volume_id": volume_id, "copy": kind, "copied_bytes": start_at}
+        if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
+            what = replace(what, dst_is_zero=False)
+            self.ctx.say(
+                address.name,
+                f"{change.address}: volume {volume_id} is encrypted: not assumed to read as "
+                "zeros, holes written as zeros",
+            )
+        attrs = {**before, "volume_id": volume_id, "copy": what.kind, "copied_bytes": what.start_at}
+        attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
+        if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
+            attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
+            attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
-        volumes.attach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+        if what.kind == "full" and not what.dst_is_zero:
+            self.ctx.say(
+                address.name,
+                f"{change.address}: volume {volume_id} not assumed to read as zeros: "
+                "holes and zero runs written as zeros",
+            )
+        job = SyncJob(
+            volume_id=volume_id,
+            host_id=self.ctx.conversion_host_id,
+            source=source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk),
+            areas=what.areas,
+            start_at=what.start_at,
+            dst_is_zero=what.dst_is_zero,
+            verify=self._verify_scope(address.name, what.kind),
+            rewrite=what.rewrite,
+        )
         try:
-            device = self.ctx.devices.device(self.ctx.conn, volume_id, self.ctx.conversion_host_id)
-            source = self.ctx.sources.source(
-                vm._moId, self.uuids[address.name] or "", snapshot._moId, disk
-            )
-            stats = self._copy(
-                change.address,
-                attrs,
-                source,
-                device,
-                areas=areas,
-                options=CopyOptions(dst_is_zero=fresh, start_at=start_at),
-            )
-            scope = self._verify_scope(address.name, kind)
-            if scope:
-                digest_hex = self._verify(
-                    source, device, disk, areas if scope == VERIFIED_AREAS else None
-                )
-                with self.ctx.lock:
-                    self.ctx.digests[change.address] = (digest_hex, scope)
-        finally:
-            volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
-        self._synced(change, attrs, disk, kind=kind, stats=stats)
+            result = host.sync(job, self._host(), self._callbacks(change.address, attrs, disk))
+        except VerifyError as exc:
+            tainted = {**attrs, "tainted": f"verification failed: {exc}"}
+            self._write([ResourceRecord(change.address, "volume", Status.TAINTED, tainted)], [])
+            raise
+        with self.ctx.lock:
+            self.ctx.copied[change.address] = result.stats()
+            if result.sha256 is not None and result.verified is not None:
+                self.ctx.digests[change.address] = (result.sha256, result.verified)
+        self._synced(change, attrs, disk, kind=what.kind, stats=result.stats())
+
+    def _host(self) -> host.Host:
+        return host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices)
+
+    def _callbacks(self, address: str, attrs: dict[str, Any], disk: DiskInfo) -> host.Callbacks:
+        """The host's callbacks: checkpoints and a resume's rewrite recorded in the state (the
+        record's copy_change_id moves to this snapshot once what changed since the copy began
+        is written), progress as events, the apply's stop."""
+
+        def checkpoint(mark: int) -> None:
+            attrs["copied_bytes"] = mark
+            self._write([ResourceRecord(address, "volume", Status.IN_PROGRESS, dict(attrs))], [])
+
+        def rewritten() -> None:
+            attrs["copy_change_id"] = disk.change_id
+            self._write([ResourceRecord(address, "volume", Status.IN_PROGRESS, dict(attrs))], [])
+
+        events = self.ctx.events
+
+        def progress(covered: int, total: int) -> None:
+            if events is not None:
+                events.emit("copy", address=address, done=covered, total=total)
+
+        return host.Callbacks(checkpoint, rewritten, progress, self.ctx.stop)
 
     def _what_to_copy(
         self, change: Change, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo
-    ) -> tuple[str, list[tuple[int, int]] | None, int, bool]:
-        """(full | delta, areas or None for all, resume offset, destination reads as zeros)."""
+    ) -> ToCopy:
+        """A delta from the stored changeId, the resume of an interrupted full copy, or a full
+        copy from 0 (onto a volume that reads as zeros only when it is new)."""
         stored = before.get("change_id")
         volume_known = bool(before.get("volume_id"))
         if change.action is Action.UPDATE and stored and disk.change_id:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
             except ChangeTrackingError as exc:
-                self.ctx.say(Address.parse(change.address).name, f"{change.address}: {exc}")
-                return "full", None, 0, False
-            return "delta", areas, 0, False
+                return ToCopy("full", None, 0, False, why=f"{exc}")
+            return ToCopy("delta", areas, 0, False)
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
-            return "full", None, int(before.get("copied_bytes", 0)), True  # resume
-        return "full", None, 0, not volume_known
+            return self._resume(before, vm, snapshot, disk)
+        zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
+        return ToCopy("full", None, 0, not volume_known and bool(zeroed))
+
+    def _resume(self, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
+        """An interrupted full copy, continued from its checkpoint so that it ends equal to
+        *this* snapshot: what changed since the snapshot it began from (its copy_change_id) is
+        rewritten first — over the whole disk, as writes in flight may have landed beyond the
+        checkpoint. Without a changeId to ask CBT from (none recorded, CBT off now, reset, or
+        refused), it starts over from 0 onto the volume's old bytes."""
+        done = int(before.get("copied_bytes", 0))
+        zero = bool(before.get("dst_is_zero", False))
+        began = str(before.get("copy_change_id") or "")
+        start_over = "the interrupted copy starts over from 0"
+        if not began:
+            return ToCopy("full", None, 0, False, why=f"{start_over}: it recorded no changeId")
+        if not disk.change_id:
+            return ToCopy("full", None, 0, False, why=f"{start_over}: CBT is off")
+        if disk.change_id == began:
+            return ToCopy("full", None, done, zero, began=began)
+        if epoch(began) != epoch(disk.change_id):
+            why = f"CBT was reset (changeId epoch {epoch(began)} → {epoch(disk.change_id)})"
+            return ToCopy("full", None, 0, False, why=f"{start_over}: {why}")
+        try:
+            changed = changed_areas(vm, snapshot, disk.key, disk.capacity, began)
+        except ChangeTrackingError as exc:
+            return ToCopy("full", None, 0, False, why=f"{start_over}: {exc}")
+        why = (
+            f"resumed at {done} bytes from a newer snapshot: first the "
+            f"{total_bytes(changed)} bytes changed since changeId {began}"
+        )
+        return ToCopy("full", None, done, zero, rewrite=changed, began=began, why=why)
 
     def _ensure_volume(self, change: Change, address: Address, before: dict[str, Any]) -> str:
         """The disk's volume, available: the recorded one, or a new one — recorded as soon as
@@ -356,45 +445,6 @@ class Applier:
             self.ctx.conn.block_storage.set_volume_bootable_status(volume, True)
         return str(volume.id)
 
-    def _copy(
-        self,
-        address: str,
-        attrs: dict[str, Any],
-        source: Any,
-        device: Any,
-        *,
-        areas: list[tuple[int, int]] | None,
-        options: CopyOptions,
-    ) -> CopyStats:
-        def checkpoint(mark: int) -> None:
-            self._write(
-                [
-                    ResourceRecord(
-                        address, "volume", Status.IN_PROGRESS, {**attrs, "copied_bytes": mark}
-                    )
-                ],
-                [],
-            )
-
-        events = self.ctx.events
-
-        def on_bytes(covered: int, total: int) -> None:
-            if events is not None:
-                events.emit("copy", address=address, done=covered, total=total)
-
-        options = CopyOptions(
-            dst_is_zero=options.dst_is_zero,
-            start_at=options.start_at,
-            checkpoint=checkpoint,
-            on_bytes=on_bytes,
-            cancel=self.ctx.stop,
-        )
-        with NbdkitServer(source) as server:
-            stats = copy(server.uri, device, areas, options)
-        with self.ctx.lock:
-            self.ctx.copied[address] = stats
-        return stats
-
     def _verify_scope(self, name: str, kind: str) -> str:
         """What of this copy is verified: the whole disk, the areas a warm delta copied, or
         nothing (""). A cutover's final sync is always verified whole when verified at all."""
@@ -404,20 +454,6 @@ class Applier:
         if scope == "changed" and kind == "delta" and self.modes.get(name) == "replicate":
             return VERIFIED_AREAS
         return VERIFIED_WHOLE
-
-    def _verify(
-        self, source: Any, device: Any, disk: DiskInfo, areas: list[tuple[int, int]] | None
-    ) -> str:
-        stop = self.ctx.stop  # a stop mid-verify: the copy stays unrecorded, verified next time
-        with NbdkitServer(source) as server:
-            want = digest(server.uri, areas=areas, cancel=stop)
-        got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
-        if got != want:
-            over = "the areas copied" if areas is not None else "the disk"
-            raise DataplaneError(
-                f"verify: disk {disk.key} sha256 {got} over {over} differs from the source's {want}"
-            )
-        return got
 
     def _synced(
         self,
@@ -468,8 +504,8 @@ class Applier:
             )
         self.ctx.say(
             address.name,
-            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read "
-            f"in {stats.seconds:.1f} s",
+            f"{change.address}: {kind} copy, {stats.bytes_read} bytes read, "
+            f"{stats.bytes_zeroed} bytes zeroed in {stats.seconds:.1f} s",
         )
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:

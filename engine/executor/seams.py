@@ -158,7 +158,7 @@ class ConnectionInfoDevices:
 class LabDevices:
     """The lab's device seam: the attachment's connection info, except for the volume of a disk
     that a fault drill filled (`ferry lab fault --device-full`): /dev/full, where every write
-    fails with ENOSPC."""
+    fails with ENOSPC; or made lossy (`--device-lossy`): /dev/null, where writes are lost."""
 
     lab_dir: Path
 
@@ -166,8 +166,11 @@ class LabDevices:
         path = ConnectionInfoDevices().device(conn, volume_id, server_id)
         metadata = conn.block_storage.get_volume(volume_id).metadata or {}
         name = f"{metadata.get('ferry_vm')}/{metadata.get('ferry_disk')}"
-        if read_faults(self.lab_dir).get(name, {}).get("device_full"):
+        fault = read_faults(self.lab_dir).get(name, {})
+        if fault.get("device_full"):
             return Path("/dev/full")
+        if fault.get("device_lossy"):
+            return Path("/dev/null")
         return path
 
 

@@ -2,7 +2,9 @@
 - `read_error_rate`: the lab's disk source puts nbdkit's error filter (EIO) in front of the disk;
 - `read_delay_ms`: nbdkit's delay filter holds every read that long (a slow, distant ESXi host);
 - `device_full`: the lab's device seam hands the copy /dev/full for that disk's volume, where
-  every write fails with ENOSPC (a conversion host whose device is full)."""
+  every write fails with ENOSPC (a conversion host whose device is full);
+- `device_lossy`: the device seam hands the copy /dev/null, which acknowledges every write and
+  keeps none (a device that loses writes): the copy succeeds, verification fails."""
 
 from __future__ import annotations
 
@@ -45,6 +47,11 @@ def set_read_delay(lab_dir: Path, instance_uuid: str, key: int, milliseconds: in
 def set_device_full(lab_dir: Path, instance_uuid: str, key: int) -> None:
     """Writes to this disk's volume fail with ENOSPC until the faults are cleared."""
     _set(lab_dir, f"{instance_uuid}/{key}", {"device_full": True})
+
+
+def set_device_lossy(lab_dir: Path, instance_uuid: str, key: int) -> None:
+    """Writes to this disk's volume are acknowledged and lost until the faults are cleared."""
+    _set(lab_dir, f"{instance_uuid}/{key}", {"device_lossy": True})
 
 
 def _set(lab_dir: Path, name: str, fields: dict[str, Any] | None) -> None:

@@ -316,6 +316,11 @@ class Lab:
         clears it)."""
         lab_faults.set_device_full(self.root, self._disk_owner(vm_name, key), key)
 
+    def device_lossy(self, vm_name: str, key: int) -> None:
+        """A fault drill: writes to this disk's volume are acknowledged and lost
+        (`read_errors(..., None)` clears it)."""
+        lab_faults.set_device_lossy(self.root, self._disk_owner(vm_name, key), key)
+
     def export_datastores(self, mount: Path) -> Path:
         """The lab's datastores as an NFS mount shows them to a cold migration
         (`source.vcenter.datastore_path`): <mount>/<datastore>/<dir>/<disk>-flat.vmdk, each a

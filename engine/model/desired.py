@@ -41,6 +41,7 @@ class DesiredVolume:
     volume_type: str | None
     bootable: bool
     datastore: str | None
+    unzeroed: str | None = None  # why a new volume may not read as zeros; None: it does
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,7 @@ class Destination:
     flavors: tuple[Flavor, ...] = ()
     networks: frozenset[str] = frozenset()
     volume_types: frozenset[str] = frozenset()
+    encrypted_volume_types: frozenset[str] = frozenset()  # those with an encryption spec
     security_groups: frozenset[str] = frozenset()  # names and ids
     volumes: tuple[ObservedVolume, ...] = ()
     ports: tuple[ObservedPort, ...] = ()

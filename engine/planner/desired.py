@@ -338,12 +338,13 @@ def disk_concerns(disk: SourceDisk) -> list[Concern]:
 def volumes_for(
     vm: SourceVM, settings: dict[str, Any], destination: Destination
 ) -> tuple[list[DesiredVolume], list[Concern]]:
-    type_map: dict[str, str] = settings.get("volume_type_map") or {}
+    type_map: dict[str, Any] = settings.get("volume_type_map") or {}
     disks = sorted(vm.disks, key=lambda d: (d.controller_key, d.unit_number or 0, d.key))
     volumes, concerns = [], []
     for i, disk in enumerate(disks):
         concerns += disk_concerns(disk)
-        vtype = type_map.get(disk.datastore or "")
+        entry = type_map.get(disk.datastore or "")
+        vtype = entry.get("name") if isinstance(entry, dict) else entry
         if vtype is None:
             concerns.append(
                 _warning(
@@ -362,9 +363,21 @@ def volumes_for(
                 vtype,
                 i == 0,
                 disk.datastore,
+                unzeroed(vtype, entry, destination),
             )
         )
     return volumes, concerns
+
+
+def unzeroed(vtype: str | None, entry: Any, destination: Destination) -> str | None:
+    """Why new volumes of `vtype` may not read as zeros (their holes must be written), or None
+    when they do: the type has encryption (LUKS reads random bytes where nothing was written),
+    or the spec's volume_type_map says `zeroed: false`."""
+    if vtype is not None and vtype in destination.encrypted_volume_types:
+        return f"volume type {vtype!r} is encrypted"
+    if isinstance(entry, dict) and entry.get("zeroed") is False:
+        return f"volume_type_map says volume type {vtype!r} is not zeroed"
+    return None
 
 
 def ports_for(

@@ -3,6 +3,10 @@
 Attaching a volume ("initialize_connection") returns the file's path as the device, so what a
 migration writes through that path lands in a real file that the next attach (or a server booted
 from the volume) sees. Snapshots, clones and reverts are sparse (or reflink) file copies.
+
+A volume type with the extra spec `ferry_lab:fill=pattern` makes new volumes that do not read
+as zeros (like a LUKS-encrypted type or some array backends): the driver writes a 4 KiB
+pattern block at the start of every MiB of a new volume (16 MiB written per 4 GiB).
 """
 
 import contextlib
@@ -10,12 +14,15 @@ import os
 import subprocess
 
 from cinder import exception
-from cinder.volume import configuration, driver
+from cinder.volume import configuration, driver, volume_types
 from oslo_config import cfg
 from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 GiB = 1024**3
+MiB = 1024**2
+FILL_SPEC = "ferry_lab:fill"
+FILL_BLOCK = b"\xde\xad\xbe\xef" * 1024  # 4 KiB
 
 file_opts = [
     cfg.StrOpt("ferry_volumes_dir", help="Directory holding one sparse file per volume."),
@@ -27,6 +34,13 @@ def _copy(src, dst, size=None):
     subprocess.run(["cp", "--sparse=always", "--reflink=auto", src, dst], check=True)
     if size is not None:
         os.truncate(dst, size)
+
+
+def _fill(volume):
+    """The volume type's `ferry_lab:fill` extra spec (None when it has none)."""
+    if not volume.volume_type_id:
+        return None
+    return volume_types.get_volume_type_extra_specs(volume.volume_type_id).get(FILL_SPEC)
 
 
 class FileVolumeDriver(driver.VolumeDriver):
@@ -61,6 +75,10 @@ class FileVolumeDriver(driver.VolumeDriver):
     def create_volume(self, volume):
         with open(self.local_path(volume), "wb") as f:
             f.truncate(volume.size * GiB)
+            if _fill(volume) == "pattern":
+                for offset in range(0, volume.size * GiB, MiB):
+                    f.seek(offset)
+                    f.write(FILL_BLOCK)
         return {}
 
     def delete_volume(self, volume):

@@ -129,6 +129,7 @@ def destination(d: dict[str, Any]) -> Destination:
         networks=frozenset(d.get("networks", [])),
         volume_types=frozenset(d.get("volume_types", [])),
         security_groups=frozenset(d.get("security_groups", [])),
+        encrypted_volume_types=frozenset(d.get("encrypted_volume_types", [])),
         volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
         servers=servers,
         ports=tuple(

@@ -38,6 +38,7 @@ FLAVORS = (
 CONVERSION_HOST = "ferry-conversion-01"
 CONVERSION_IMAGE = "ferry-lab-conversion"
 SECURITY_GROUP = "ferry-lab"
+DIRTY_VOLUME_TYPE = "localds-0-dirty"  # its new volumes hold a pattern, not zeros
 
 
 def volume_type_name(datastore: str) -> str:
@@ -127,11 +128,14 @@ def lab_resources(conn: Any, project: Any) -> None:
             name=name, vcpus=vcpus, ram=ram, disk=1 if "conversion" in name else 0, is_public=True
         )
     for datastore in DATASTORES:
-        vt = conn.block_storage.create_type(
+        conn.block_storage.create_type(
             name=volume_type_name(datastore),
             extra_specs={"volume_backend_name": config.CINDER_BACKEND},
         )
-        del vt
+    conn.block_storage.create_type(  # new volumes do not read as zeros (like LUKS, some arrays)
+        name=DIRTY_VOLUME_TYPE,
+        extra_specs={"volume_backend_name": config.CINDER_BACKEND, "ferry_lab:fill": "pattern"},
+    )
     image = conn.image.create_image(
         name=CONVERSION_IMAGE,
         disk_format="raw",

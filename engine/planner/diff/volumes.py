@@ -50,17 +50,21 @@ def volume_change(
     observed: ObservedVolume | None,
 ) -> Change:
     address = str(Address("vm", vm.name, "disk", volume.disk_key))
-    after = {
+    after: dict[str, Any] = {
         "size_gib": volume.size_gib,
         "volume_type": volume.volume_type,
         "bootable": volume.bootable,
         "disk_key": volume.disk_key,
     }
+    zeros = ""
+    if volume.unzeroed:  # only then: plans of zeroed volumes stay as they were
+        after["zeroed"] = False
+        zeros = f"; not assumed to read as zeros ({volume.unzeroed}): holes written as zeros"
     if record is None and observed is None:
         return _volume(
             address,
             Action.CREATE,
-            "new volume: full copy from a snapshot",
+            f"new volume: full copy from a snapshot{zeros}",
             None,
             after,
             size=full_bytes(disk),
@@ -76,10 +80,11 @@ def volume_change(
         )
     before = dict(record.attributes)
     if record.status is Status.TAINTED:
+        why = str(before.get("tainted") or "the last copy failed (tainted)")
         return _volume(
             address,
             Action.REPLACE,
-            "the last copy failed (tainted): copy again in full",
+            f"{why}: copy again in full",
             before,
             after,
             size=full_bytes(disk),
@@ -94,20 +99,13 @@ def volume_change(
             size=_delta_estimate(before),
         )
     if record.status is Status.IN_PROGRESS:
-        done = int(before.get("copied_bytes", 0))
-        return _volume(
-            address,
-            Action.CREATE,
-            f"resume the interrupted copy ({done} bytes already written)",
-            before,
-            after,
-            size=min(full_bytes(disk), max(disk.capacity - done, 0)),
-        )
+        why, rest = _resume(vm, disk, before)
+        return _volume(address, Action.CREATE, why, before, after, size=rest)
     if observed is None and before.get("volume_id"):
         return _volume(
             address,
             Action.CREATE,
-            f"recorded volume {before['volume_id']} no longer exists: full copy",
+            f"recorded volume {before['volume_id']} no longer exists: full copy{zeros}",
             before,
             after,
             size=full_bytes(disk),
@@ -119,6 +117,33 @@ def volume_change(
     if size is None:
         reason += " (size unknown until a first delta is measured)"
     return _volume(address, Action.UPDATE, reason, before, after, size=size)
+
+
+def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int]:
+    """An interrupted full copy: (why, bytes estimate). It resumes from its checkpoint when CBT
+    can say what changed since the snapshot it began from (copy_change_id), and copies that too;
+    otherwise it starts over from 0 (DESIGN §5.7)."""
+    done = int(before.get("copied_bytes", 0))
+    began, live = before.get("copy_change_id"), disk.change_id
+    over = "the interrupted copy starts over from 0"
+    unknown = "so what changed since it began is unknown"
+    if not vm.source.cbt:
+        return f"{over}: CBT is off, {unknown}", full_bytes(disk)
+    if not began:
+        return f"{over}: it recorded no changeId, {unknown}", full_bytes(disk)
+    if live is not None and epoch(live) != epoch(began):
+        return (
+            f"{over}: CBT was reset (changeId epoch {epoch(began)} → {epoch(live)})",
+            full_bytes(disk),
+        )
+    rest = min(full_bytes(disk), max(disk.capacity - done, 0))
+    if live == began:
+        return f"resume the interrupted copy ({done} bytes already written)", rest
+    return (
+        f"resume the interrupted copy ({done} bytes already written) and copy what changed "
+        f"since changeId {began}, where it began",
+        rest,
+    )
 
 
 def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, str]:

@@ -86,17 +86,30 @@ def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
     return found
 
 
+def type_encrypted(conn: Any, volume_type: Any) -> bool:
+    """Whether a volume type has an encryption spec (its new volumes are LUKS: they do not read
+    as zeros). Reading it is admin-only by cinder's default policy: a user who may not is told
+    nothing here (False), and apply checks each new volume's own `encrypted` flag instead."""
+    try:
+        found = conn.block_storage.get_type_encryption(volume_type)
+    except os_exc.SDKException:  # forbidden, or no encryption (404 on older clouds)
+        return False
+    return bool(getattr(found, "provider", None) or getattr(found, "encryption_id", None))
+
+
 def fetch_destination(conn: Any, networks: Collection[str] = ()) -> dict[str, Any]:
     """Everything parse_destination reads. `networks`: the names or ids of the networks the spec
     maps; every port on them is read (ferry's own ports are read wherever they are)."""
     try:
         found = list(conn.network.networks())
+        types = list(conn.block_storage.types())
         return {
             "quotas": fetch_quotas(conn),
             "flavors": list(conn.compute.flavors(details=True)),
             "networks": found,
             "subnets": list(conn.network.subnets()),
-            "volume_types": list(conn.block_storage.types()),
+            "volume_types": types,
+            "encrypted_volume_types": [t.name for t in types if type_encrypted(conn, t)],
             "security_groups": list(conn.network.security_groups()),
             "volumes": list(conn.block_storage.volumes(details=True)),
             "ports": fetch_ports(conn, [n.id for n in found if {n.id, n.name} & set(networks)]),
@@ -196,6 +209,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         flavors=tuple(Flavor(f.name, int(f.vcpus), int(f.ram), str(f.id)) for f in raw["flavors"]),
         networks=frozenset(n.name for n in raw["networks"]),
         volume_types=frozenset(t.name for t in raw["volume_types"]),
+        encrypted_volume_types=frozenset(raw.get("encrypted_volume_types", ())),
         security_groups=frozenset(x for g in raw["security_groups"] for x in (g.name, g.id) if x),
         volumes=tuple(volumes),
         ports=tuple(parse_port(p) for p in raw["ports"]),

@@ -138,3 +138,12 @@ def exists(conn: Any, volume_id: str) -> bool:
         return True
 
     return transient(found, f"reading volume {volume_id}")
+
+
+def encrypted(conn: Any, volume_id: str) -> bool:
+    """Whether cinder made the volume encrypted (LUKS): it does not read as zeros where nothing
+    was written."""
+    try:
+        return bool(conn.block_storage.get_volume(volume_id).is_encrypted)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"reading volume {volume_id} failed: {exc}") from exc

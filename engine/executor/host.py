@@ -1,0 +1,215 @@
+"""The host-bound steps of a sync: attach the volume to the conversion host, find its device,
+copy the source disk into it, verify, detach. What a `ferry agent` on each conversion host
+will run (../shared/DESIGN.md §8): its entry point, `sync`, takes plain, JSON-serialisable
+inputs (`SyncJob`) and callbacks, and returns plain results (`SyncResult`). It decides nothing
+about *what* to copy (the coordinator, executor.apply, does) and writes no state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.dataplane.cbt import Extent
+from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_digest
+from engine.dataplane.nbdkit import DiskSource, NbdkitServer
+from engine.errors import VerifyError
+from engine.executor.seams import Devices, Sources
+from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
+from engine.providers.openstack import volumes
+from engine.providers.vsphere.snapshots import DiskInfo
+
+
+@dataclass(frozen=True)
+class SyncJob:
+    """One disk's sync on one conversion host, as plain data (`to_json` / `from_json`).
+
+    - source: {vm_moref, instance_uuid, snapshot_moref, key, capacity (bytes), file_name, thin,
+      change_id}: the disk at the snapshot it is read from;
+    - areas: [(offset, length), ...] in bytes to copy (None: the whole disk), from `start_at`;
+    - rewrite: areas copied first, with zeros written explicitly, because the volume holds older
+      bytes there (what changed below a resumed copy's checkpoint since the copy began);
+    - dst_is_zero: the volume reads as zeros at `areas` beyond `start_at` (holes not written);
+    - verify: "" (off), VERIFIED_WHOLE or VERIFIED_AREAS (the sha256 over `areas` only).
+    """
+
+    volume_id: str
+    host_id: str
+    source: dict[str, Any]
+    areas: list[Extent] | None = None
+    start_at: int = 0
+    dst_is_zero: bool = False
+    verify: str = ""
+    rewrite: list[Extent] = field(default_factory=list)
+
+    def disk(self) -> DiskInfo:
+        s = self.source
+        return DiskInfo(
+            int(s["key"]), int(s["capacity"]), str(s["file_name"]), bool(s["thin"]), s["change_id"]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SyncJob:
+        def extents(value: Any) -> list[Extent]:
+            return [(int(o), int(n)) for o, n in value]
+
+        return cls(
+            volume_id=str(data["volume_id"]),
+            host_id=str(data["host_id"]),
+            source=dict(data["source"]),
+            areas=None if data.get("areas") is None else extents(data["areas"]),
+            start_at=int(data.get("start_at", 0)),
+            dst_is_zero=bool(data.get("dst_is_zero", False)),
+            verify=str(data.get("verify", "")),
+            rewrite=extents(data.get("rewrite") or []),
+        )
+
+
+def source_of(
+    vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+) -> dict[str, Any]:
+    """A SyncJob's `source` for `disk` of a VM at a snapshot."""
+    return {
+        "vm_moref": vm_moref,
+        "instance_uuid": instance_uuid,
+        "snapshot_moref": snapshot_moref,
+        **asdict(disk),
+    }
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What a sync did: bytes read from the source, written, zeroed explicitly and skipped
+    (zeros on a zero destination), reads retried, seconds, and the verified sha256 (None when
+    not verified) with what it covers."""
+
+    bytes_read: int
+    bytes_written: int
+    bytes_zeroed: int
+    bytes_skipped: int
+    retries: int
+    seconds: float
+    sha256: str | None = None
+    verified: str | None = None
+
+    def stats(self) -> CopyStats:
+        return CopyStats(
+            bytes_read=self.bytes_read,
+            bytes_written=self.bytes_written,
+            bytes_zeroed=self.bytes_zeroed,
+            bytes_skipped=self.bytes_skipped,
+            retries=self.retries,
+            seconds=self.seconds,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """How the host reports back: `checkpoint(offset)` (everything below it is on the device),
+    `rewritten()` (the rewrite areas are written and flushed), `progress(done, total)` (data
+    bytes), and `cancel` (set: stop at the next flushed checkpoint, StoppedError)."""
+
+    checkpoint: Callable[[int], None] = lambda _: None
+    rewritten: Callable[[], None] = lambda: None
+    progress: Callable[[int, int], None] = lambda _done, _total: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A conversion host's seams: the cloud connection (attach/detach), where disks are read
+    from, where attached volumes appear."""
+
+    conn: Any
+    sources: Sources
+    devices: Devices
+
+
+def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
+    """Attach `job.volume_id` to `job.host_id`, copy (rewrite areas first, then the areas from
+    `start_at`), verify as asked, detach (also after a failure).
+
+    Raises DataplaneError (read/write failures), VerifyError (digests differ), StoppedError
+    (cancelled: the last checkpoint given is flushed)."""
+    disk = job.disk()
+    s = job.source
+    source = host.sources.source(
+        str(s["vm_moref"]), str(s["instance_uuid"]), str(s["snapshot_moref"]), disk
+    )
+    volumes.attach(host.conn, job.host_id, job.volume_id)
+    try:
+        device = host.devices.device(host.conn, job.volume_id, job.host_id)
+        stats = _copy_job(job, source, device, calls)
+        sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
+    finally:
+        volumes.detach(host.conn, job.host_id, job.volume_id)
+    return SyncResult(
+        stats.bytes_read,
+        stats.bytes_written,
+        stats.bytes_zeroed,
+        stats.bytes_skipped,
+        stats.retries,
+        round(stats.seconds, 3),
+        sha256,
+        job.verify or None,
+    )
+
+
+def _copy_job(job: SyncJob, source: DiskSource, device: Path, calls: Callbacks) -> CopyStats:
+    total = CopyStats()
+    with NbdkitServer(source) as server:
+        if job.rewrite:
+            first = copy(
+                server.uri,
+                device,
+                job.rewrite,
+                CopyOptions(dst_is_zero=False, on_bytes=calls.progress, cancel=calls.cancel),
+            )
+            _add(total, first)
+            calls.rewritten()
+        options = CopyOptions(
+            dst_is_zero=job.dst_is_zero,
+            start_at=job.start_at,
+            checkpoint=calls.checkpoint,
+            on_bytes=calls.progress,
+            cancel=calls.cancel,
+        )
+        _add(total, copy(server.uri, device, job.areas, options))
+    return total
+
+
+def _add(total: CopyStats, more: CopyStats) -> None:
+    total.bytes_read += more.bytes_read
+    total.bytes_written += more.bytes_written
+    total.bytes_zeroed += more.bytes_zeroed
+    total.bytes_skipped += more.bytes_skipped
+    total.requests += more.requests
+    total.retries += more.retries
+    total.seconds += more.seconds
+
+
+def _verify(
+    job: SyncJob, source: DiskSource, device: Path, disk: DiskInfo, stop: threading.Event
+) -> str:
+    """sha256 of the source and the device over the whole disk or the job's areas; a stop
+    mid-verify raises StoppedError (the copy stays unrecorded and is verified next time)."""
+    areas = job.areas if job.verify == VERIFIED_AREAS else None
+    assert job.verify in (VERIFIED_WHOLE, VERIFIED_AREAS), job.verify
+    with NbdkitServer(source) as server:
+        want = digest(server.uri, areas=areas, cancel=stop)
+    got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
+    if got != want:
+        over = "the areas copied" if areas is not None else "the disk"
+        raise VerifyError(
+            f"verify: disk {disk.key} sha256 {got} over {over} differs from the source's {want}"
+        )
+    return got

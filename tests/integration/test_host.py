@@ -1,0 +1,63 @@
+"""The host-bound sync (engine.executor.host) with real nbdkit and files: its job and result
+are plain JSON, and a resumed copy with a rewrite ends equal to the newer source even where the
+interrupted copy wrote beyond its checkpoint (writes in flight) bytes that have changed since."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from engine.dataplane.copy import CopyOptions, copy, file_digest
+from engine.dataplane.nbdkit import FileDiskSource, NbdkitServer
+from engine.executor.host import Callbacks, SyncJob, SyncResult, _copy_job, source_of
+from engine.providers.vsphere.snapshots import DiskInfo
+
+MiB = 1024**2
+SIZE = 64 * MiB
+
+
+def test_a_sync_job_and_its_result_are_plain_json() -> None:
+    disk = DiskInfo(2000, 2 * 1024**3, "[ds] vm/vm.vmdk", True, "52 aa/7")
+    job = SyncJob(
+        "vol-1",
+        "host-1",
+        source_of("vm-42", "4215-uuid", "snapshot-9", disk),
+        areas=[(0, MiB), (4 * MiB, 512)],
+        start_at=MiB,
+        dst_is_zero=True,
+        verify="changed areas",
+        rewrite=[(8 * MiB, 4096)],
+    )
+    again = SyncJob.from_json(json.loads(json.dumps(job.to_json())))
+    assert again == job and again.disk() == disk
+    result = SyncResult(10, 10, 2, 3, 1, 0.5, "ab", "whole disk")
+    assert SyncResult(**json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_a_resume_with_its_rewrite_ends_equal_to_the_newer_source(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    old = bytearray(rng.randbytes(SIZE))
+    old[40 * MiB : 48 * MiB] = bytes(8 * MiB)  # a zero run in the first snapshot
+    src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
+    src.write_bytes(old)
+    dst.write_bytes(b"")
+    dst.open("r+b").truncate(SIZE)
+    mark = 16 * MiB
+    with NbdkitServer(FileDiskSource(src)) as server:  # the interrupted copy, writes in flight
+        copy(server.uri, dst, [(0, mark), (30 * MiB, 4 * MiB)], CopyOptions(dst_is_zero=True))
+    new = bytearray(old)
+    new[MiB : 2 * MiB] = rng.randbytes(MiB)  # below the checkpoint
+    new[30 * MiB : 34 * MiB] = bytes(4 * MiB)  # zeroed where writes in flight had landed
+    new[44 * MiB : 45 * MiB] = rng.randbytes(MiB)  # beyond
+    src.write_bytes(new)
+    changed = [(MiB, MiB), (30 * MiB, 4 * MiB), (44 * MiB, MiB)]
+    disk = DiskInfo(2000, SIZE, "[ds] d.vmdk", True, "52 aa/8")
+    job = SyncJob("vol", "host", source_of("vm", "u", "s", disk), None, mark, True, "", changed)
+    rewritten: list[bool] = []
+    stats = _copy_job(
+        job, FileDiskSource(src), dst, Callbacks(rewritten=lambda: rewritten.append(True))
+    )
+    assert rewritten == [True]
+    assert file_digest(dst) == file_digest(src)
+    assert stats.bytes_read <= SIZE - mark + 6 * MiB
