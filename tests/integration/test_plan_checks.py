@@ -63,7 +63,8 @@ def test_a_port_holding_the_source_mac_blocks_the_cutover_and_apply_touches_noth
 
     ports_before = {p.id for p in conn.network.ports()}
     done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
-    assert "not applied (blocked by errors): vm.web01" in done.stdout, done.stdout + done.stderr
+    assert "Not applied, blocked by errors: vm.web01" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 1  # a CI gate cannot go green on a blocked VM
     assert power_state(si, web01) == "poweredOn"
     assert {p.id for p in conn.network.ports()} == ports_before
     ours = [
