@@ -150,18 +150,27 @@ def wanted_tags(spec: Spec) -> set[str]:
     return {str(e["pattern"]["tag"]) for e in entries if (e.get("pattern") or {}).get("tag")}
 
 
+EXACT = ("name", "instance_uuid", "moref")
+
+
 def select(spec: Spec, inventory: Inventory) -> Selection:
-    """Spec entries → (VM, entry) in spec order; an entry that selects nothing is an error."""
+    """Spec entries → (VM, entry) in spec order; an entry that selects nothing is an error.
+
+    A VM several entries select takes the first exact one (name, instance_uuid, moref), else
+    the first pattern. Two exact entries on one VM → an error; an exact entry and a pattern whose
+    settings differ, or two patterns → a warning naming the entries; an exact entry of a VM that
+    `exclude` drops → a warning."""
     out = Selection()
     excluded = [e for e in spec.get("exclude") or []]
-    taken: set[str] = set()
     datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
     where = datacenter_path(str(datacenter), inventory.datacenters) if datacenter else None
     if isinstance(where, Diagnostic):
         out.diagnostics.append(where)
         return out
     candidates = [vm for vm in inventory.vms if in_datacenter(vm, where)]
-    for i, entry in enumerate(spec.get("vms") or []):
+    entries = [e for e in spec.get("vms") or []]
+    selectors: dict[str, list[int]] = {}  # moref → the entries selecting it, in spec order
+    for i, entry in enumerate(entries):
         found = [vm for vm in candidates if _matches(entry, vm, inventory.tags)]
         if not found:
             out.diagnostics.append(
@@ -174,10 +183,98 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
             )
             continue
         for vm in found:
-            if vm.moref in taken or any(_matches(x, vm, inventory.tags) for x in excluded):
+            dropped = next(
+                (k for k, x in enumerate(excluded) if _matches(x, vm, inventory.tags)), None
+            )
+            if dropped is None:
+                selectors.setdefault(vm.moref, []).append(i)
+            elif _exact(entry):
+                out.diagnostics.append(
+                    Diagnostic(
+                        Severity.WARNING,
+                        f"vms[{i}] ({_describe(entry)}) selects VM {vm.name}, which "
+                        f"exclude[{dropped}] ({_describe(excluded[dropped])}) drops: it is not "
+                        "migrated (remove one of the two entries)",
+                        path=("vms", i),
+                    )
+                )
+    winners = {moref: _winner(found, entries) for moref, found in selectors.items()}
+    by_moref = {vm.moref: vm for vm in candidates}
+    out.diagnostics += _overlaps(selectors, winners, entries, by_moref)
+    for i in range(len(entries)):
+        out.vms += [(by_moref[m], entries[i]) for m, won in winners.items() if won == i]
+    return out
+
+
+def _exact(entry: dict[str, Any]) -> bool:
+    return any(k in entry for k in EXACT)
+
+
+def _winner(found: list[int], entries: list[dict[str, Any]]) -> int:
+    """The entry whose settings a VM takes: the first exact one, else the first."""
+    return next((i for i in found if _exact(entries[i])), found[0])
+
+
+def _overrides(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k not in (*EXACT, "pattern")}
+
+
+def _overlaps(
+    selectors: Mapping[str, list[int]],
+    winners: Mapping[str, int],
+    entries: list[dict[str, Any]],
+    vms: Mapping[str, SourceVM],
+) -> list[Diagnostic]:
+    """One diagnostic per pair of entries selecting the same VM(s): exact + exact → error;
+    exact + pattern with other settings, pattern + pattern → warning (the winner applies)."""
+    pairs: dict[tuple[int, int], list[str]] = {}
+    for moref, found in selectors.items():
+        won = winners[moref]
+        for other in found:
+            if other == won:
                 continue
-            taken.add(vm.moref)
-            out.vms.append((vm, entry))
+            quiet = _overrides(entries[other]) == _overrides(entries[won])
+            if quiet and _exact(entries[won]) and not _exact(entries[other]):
+                continue
+            pairs.setdefault((won, other), []).append(vms[moref].name)
+    out = []
+    for (won, other), names in pairs.items():
+        first, second = sorted((won, other))
+        listed = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+        both = (
+            f"vms[{first}] ({_describe(entries[first])}) and vms[{second}] "
+            f"({_describe(entries[second])}) both select VM{'s' if len(names) > 1 else ''} {listed}"
+        )
+        if _exact(entries[other]):
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"{both}: keep one entry (merge their settings)",
+                    path=("vms", second),
+                )
+            )
+        elif _exact(entries[won]):
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"{both}: the exact entry vms[{won}] applies, the settings of vms[{other}] "
+                    "are not used for it",
+                    path=("vms", other),
+                )
+            )
+        else:
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"{both}: the first, vms[{won}], applies"
+                    + (
+                        ""
+                        if _overrides(entries[won]) == _overrides(entries[other])
+                        else f" (the settings of vms[{other}] are not used for it)"
+                    ),
+                    path=("vms", other),
+                )
+            )
     return out
 
 
