@@ -12,7 +12,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -201,9 +201,79 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
     winners = {moref: _winner(found, entries) for moref, found in selectors.items()}
     by_moref = {vm.moref: vm for vm in candidates}
     out.diagnostics += _overlaps(selectors, winners, entries, by_moref)
+    for i, entry in enumerate(entries):
+        chosen = [by_moref[m] for m, won in winners.items() if won == i]
+        if chosen:
+            out.diagnostics += unmatched_overrides(i, entry, chosen)
     for i in range(len(entries)):
         out.vms += [(by_moref[m], entries[i]) for m, won in winners.items() if won == i]
     return out
+
+
+def unmatched_overrides(index: int, entry: dict[str, Any], vms: list[SourceVM]) -> list[Diagnostic]:
+    """Errors for the overrides of vms[index] keyed by what none of the VMs it applies to has:
+    a `nics[].mac` no NIC has, a `network_map` portgroup no NIC is on, a `volume_type_map`
+    datastore no disk is on (each would be silently ignored). A pattern's key must fit one of
+    its VMs."""
+    out = []
+    whose = f"VM {vms[0].name}" if len(vms) == 1 else f"the {len(vms)} VMs vms[{index}] selects"
+    macs = {(n.mac or "").lower() for vm in vms for n in vm.nics}
+    for k, nic in enumerate(entry.get("nics") or []):
+        if str(nic.get("mac", "")).lower() not in macs:
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"vms[{index}].nics[{k}].mac {nic.get('mac')} is no NIC of {whose} "
+                    f"(MACs: {_listing(vms, _macs)})",
+                    path=("vms", index, "nics", k, "mac"),
+                )
+            )
+    portgroups = {p for vm in vms for n in vm.nics for p in (n.portgroup, n.portgroup_key) if p}
+    for key in entry.get("network_map") or {}:
+        if key not in portgroups:
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"vms[{index}].network_map: portgroup {key!r} is not one of {whose}'s "
+                    f"(portgroups: {_listing(vms, _portgroups)})",
+                    path=("vms", index, "network_map", key),
+                )
+            )
+    datastores = {d.datastore for vm in vms for d in vm.disks if d.datastore}
+    for key in entry.get("volume_type_map") or {}:
+        if key not in datastores:
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"vms[{index}].volume_type_map: datastore {key!r} holds no disk of {whose} "
+                    f"(datastores: {_listing(vms, _datastores)})",
+                    path=("vms", index, "volume_type_map", key),
+                )
+            )
+    return out
+
+
+def _listing(vms: list[SourceVM], values: Callable[[SourceVM], list[str]]) -> str:
+    """What each VM has, for a message: 'a, b' for one VM, 'web01: a; web02: b' for several
+    (at most 5 VMs listed)."""
+    if len(vms) == 1:
+        return ", ".join(sorted(set(values(vms[0])))) or "none"
+    shown = "; ".join(
+        f"{vm.name}: {', '.join(sorted(set(values(vm)))) or 'none'}" for vm in vms[:5]
+    )
+    return shown + (f"; +{len(vms) - 5} more" if len(vms) > 5 else "")
+
+
+def _macs(vm: SourceVM) -> list[str]:
+    return [n.mac or "?" for n in vm.nics]
+
+
+def _portgroups(vm: SourceVM) -> list[str]:
+    return [str(n.portgroup) for n in vm.nics]
+
+
+def _datastores(vm: SourceVM) -> list[str]:
+    return [str(d.datastore) for d in vm.disks]
 
 
 def _exact(entry: dict[str, Any]) -> bool:
@@ -472,7 +542,7 @@ def ports_for(
     ports, concerns = [], []
     for i, nic in enumerate(sorted(vm.nics, key=lambda n: n.key)):
         mac = nic.mac or ""
-        override = overrides.get(mac, {})
+        override = overrides.get(mac.lower(), {})
         target = network_map.get(nic.portgroup or "") or network_map.get(nic.portgroup_key or "")
         network = override.get("network") or (target or {}).get("network")
         if network is None:
