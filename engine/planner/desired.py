@@ -223,8 +223,8 @@ def unmatched_overrides(index: int, entry: dict[str, Any], vms: list[SourceVM]) 
             out.append(
                 Diagnostic(
                     Severity.ERROR,
-                    f"vms[{index}].nics[{k}].mac {nic.get('mac')} is no NIC of {whose} "
-                    f"(MACs: {_listing(vms, _macs)})",
+                    f"MAC {nic.get('mac')} is no NIC of {whose} (MACs: {_listing(vms, _macs)}): "
+                    "fix the MAC or remove this override",
                     path=("vms", index, "nics", k, "mac"),
                 )
             )
@@ -234,8 +234,8 @@ def unmatched_overrides(index: int, entry: dict[str, Any], vms: list[SourceVM]) 
             out.append(
                 Diagnostic(
                     Severity.ERROR,
-                    f"vms[{index}].network_map: portgroup {key!r} is not one of {whose}'s "
-                    f"(portgroups: {_listing(vms, _portgroups)})",
+                    f"portgroup {key!r} is on no NIC of {whose} (portgroups: "
+                    f"{_listing(vms, _portgroups)}): fix the name or remove this mapping",
                     path=("vms", index, "network_map", key),
                 )
             )
@@ -245,8 +245,8 @@ def unmatched_overrides(index: int, entry: dict[str, Any], vms: list[SourceVM]) 
             out.append(
                 Diagnostic(
                     Severity.ERROR,
-                    f"vms[{index}].volume_type_map: datastore {key!r} holds no disk of {whose} "
-                    f"(datastores: {_listing(vms, _datastores)})",
+                    f"datastore {key!r} holds no disk of {whose} (datastores: "
+                    f"{_listing(vms, _datastores)}): fix the name or remove this mapping",
                     path=("vms", index, "volume_type_map", key),
                 )
             )
@@ -328,7 +328,7 @@ def _overlaps(
                 Diagnostic(
                     Severity.WARNING,
                     f"{both}: the exact entry vms[{won}] applies, the settings of vms[{other}] "
-                    "are not used for it",
+                    f"are not used for it (repeat in vms[{won}] the ones it needs)",
                     path=("vms", other),
                 )
             )
@@ -340,7 +340,8 @@ def _overlaps(
                     + (
                         ""
                         if _overrides(entries[won]) == _overrides(entries[other])
-                        else f" (the settings of vms[{other}] are not used for it)"
+                        else f" (the settings of vms[{other}] are not used for it: narrow a "
+                        "pattern, or select the VM by name)"
                     ),
                     path=("vms", other),
                 )

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from engine.diagnostics import Severity
 from engine.model.observed import Destination, Inventory, SourceNic, SourceVM
 from engine.planner.desired import ports_for, select
+from engine.planner.make import make_plan
+from engine.spec.validate import validate_text
+from tests.unit.test_planner_cases import CASES, hydrate
 
 
 def _vm(name: str, n: int, macs: tuple[str, ...] = ()) -> SourceVM:
@@ -108,3 +113,16 @@ def test_a_mac_override_matches_whatever_the_case_of_either_side() -> None:
     assert _errors({"vms": [{"name": "web01", **settings}]}, _inventory(vm)) == []
     ports, _ = ports_for(vm, settings, Destination(networks=frozenset({"net-a", "net-b"})))
     assert [p.network for p in ports] == ["net-b"]
+
+
+def test_each_message_is_one_line_at_its_place_in_the_spec_file() -> None:
+    """A plan over the override-unmatched and select-exact-twice cases: every diagnostic renders
+    as one line, file:line:column of the entry or key it is about first."""
+    for name, first in (("override-unmatched", "spec.yaml:19:"), ("select-exact-twice", None)):
+        case = yaml.safe_load((CASES / name / "case.yaml").read_text())
+        loaded = validate_text(yaml.safe_dump(case["spec"], sort_keys=False), "spec.yaml", {})
+        inventory, destination, state = hydrate(case)
+        plan = make_plan(loaded.data, inventory, destination, state, locate=loaded.where)
+        lines = [d.render() for d in plan.diagnostics]
+        assert lines and all("\n" not in line and line.startswith("spec.yaml:") for line in lines)
+        assert first is None or lines[0].startswith(first), lines
