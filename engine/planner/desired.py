@@ -376,7 +376,10 @@ def datacenter_path(wanted: str, paths: Iterable[str]) -> str | Diagnostic:
 
 
 def _describe(entry: dict[str, Any]) -> str:
+    """An entry's selector as the spec writes it: "name 'web01'", "pattern folder '/DC0/vm'"."""
     key = next(k for k in ("name", "instance_uuid", "moref", "pattern") if k in entry)
+    if key == "pattern" and isinstance(entry[key], dict):
+        return "pattern " + ", ".join(f"{k} {v!r}" for k, v in entry[key].items())
     return f"{key} {entry[key]!r}"
 
 
