@@ -12,7 +12,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -150,18 +150,27 @@ def wanted_tags(spec: Spec) -> set[str]:
     return {str(e["pattern"]["tag"]) for e in entries if (e.get("pattern") or {}).get("tag")}
 
 
+EXACT = ("name", "instance_uuid", "moref")
+
+
 def select(spec: Spec, inventory: Inventory) -> Selection:
-    """Spec entries → (VM, entry) in spec order; an entry that selects nothing is an error."""
+    """Spec entries → (VM, entry) in spec order; an entry that selects nothing is an error.
+
+    A VM several entries select takes the first exact one (name, instance_uuid, moref), else
+    the first pattern. Two exact entries on one VM → an error; an exact entry and a pattern whose
+    settings differ, or two patterns → a warning naming the entries; an exact entry of a VM that
+    `exclude` drops → a warning."""
     out = Selection()
     excluded = [e for e in spec.get("exclude") or []]
-    taken: set[str] = set()
     datacenter = ((spec.get("source") or {}).get("vcenter") or {}).get("datacenter")
     where = datacenter_path(str(datacenter), inventory.datacenters) if datacenter else None
     if isinstance(where, Diagnostic):
         out.diagnostics.append(where)
         return out
     candidates = [vm for vm in inventory.vms if in_datacenter(vm, where)]
-    for i, entry in enumerate(spec.get("vms") or []):
+    entries = [e for e in spec.get("vms") or []]
+    selectors: dict[str, list[int]] = {}  # moref → the entries selecting it, in spec order
+    for i, entry in enumerate(entries):
         found = [vm for vm in candidates if _matches(entry, vm, inventory.tags)]
         if not found:
             out.diagnostics.append(
@@ -174,10 +183,169 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
             )
             continue
         for vm in found:
-            if vm.moref in taken or any(_matches(x, vm, inventory.tags) for x in excluded):
+            dropped = next(
+                (k for k, x in enumerate(excluded) if _matches(x, vm, inventory.tags)), None
+            )
+            if dropped is None:
+                selectors.setdefault(vm.moref, []).append(i)
+            elif _exact(entry):
+                out.diagnostics.append(
+                    Diagnostic(
+                        Severity.WARNING,
+                        f"vms[{i}] ({_describe(entry)}) selects VM {vm.name}, which "
+                        f"exclude[{dropped}] ({_describe(excluded[dropped])}) drops: it is not "
+                        "migrated (remove one of the two entries)",
+                        path=("vms", i),
+                    )
+                )
+    winners = {moref: _winner(found, entries) for moref, found in selectors.items()}
+    by_moref = {vm.moref: vm for vm in candidates}
+    out.diagnostics += _overlaps(selectors, winners, entries, by_moref)
+    for i, entry in enumerate(entries):
+        chosen = [by_moref[m] for m, won in winners.items() if won == i]
+        if chosen:
+            out.diagnostics += unmatched_overrides(i, entry, chosen)
+    for i in range(len(entries)):
+        out.vms += [(by_moref[m], entries[i]) for m, won in winners.items() if won == i]
+    return out
+
+
+def unmatched_overrides(index: int, entry: dict[str, Any], vms: list[SourceVM]) -> list[Diagnostic]:
+    """Errors for the overrides of vms[index] keyed by what none of the VMs it applies to has:
+    a `nics[].mac` no NIC has, a `network_map` portgroup no NIC is on, a `volume_type_map`
+    datastore no disk is on (each would be silently ignored). A pattern's key must fit one of
+    its VMs."""
+    out = []
+    whose = f"VM {vms[0].name}" if len(vms) == 1 else f"the {len(vms)} VMs vms[{index}] selects"
+    macs = {(n.mac or "").lower() for vm in vms for n in vm.nics}
+    for k, nic in enumerate(entry.get("nics") or []):
+        if str(nic.get("mac", "")).lower() not in macs:
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"MAC {nic.get('mac')} is no NIC of {whose} (MACs: {_listing(vms, _macs)}): "
+                    "fix the MAC or remove this override",
+                    path=("vms", index, "nics", k, "mac"),
+                )
+            )
+    portgroups = {p for vm in vms for n in vm.nics for p in (n.portgroup, n.portgroup_key) if p}
+    for key in entry.get("network_map") or {}:
+        if key not in portgroups:
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"portgroup {key!r} is on no NIC of {whose} (portgroups: "
+                    f"{_listing(vms, _portgroups)}): fix the name or remove this mapping",
+                    path=("vms", index, "network_map", key),
+                )
+            )
+    datastores = {d.datastore for vm in vms for d in vm.disks if d.datastore}
+    for key in entry.get("volume_type_map") or {}:
+        if key not in datastores:
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"datastore {key!r} holds no disk of {whose} (datastores: "
+                    f"{_listing(vms, _datastores)}): fix the name or remove this mapping",
+                    path=("vms", index, "volume_type_map", key),
+                )
+            )
+    return out
+
+
+def _listing(vms: list[SourceVM], values: Callable[[SourceVM], list[str]]) -> str:
+    """What each VM has, for a message: 'a, b' for one VM, 'web01: a; web02: b' for several
+    (at most 5 VMs listed)."""
+    if len(vms) == 1:
+        return ", ".join(sorted(set(values(vms[0])))) or "none"
+    shown = "; ".join(
+        f"{vm.name}: {', '.join(sorted(set(values(vm)))) or 'none'}" for vm in vms[:5]
+    )
+    return shown + (f"; +{len(vms) - 5} more" if len(vms) > 5 else "")
+
+
+def _macs(vm: SourceVM) -> list[str]:
+    return [n.mac or "?" for n in vm.nics]
+
+
+def _portgroups(vm: SourceVM) -> list[str]:
+    return [str(n.portgroup) for n in vm.nics]
+
+
+def _datastores(vm: SourceVM) -> list[str]:
+    return [str(d.datastore) for d in vm.disks]
+
+
+def _exact(entry: dict[str, Any]) -> bool:
+    return any(k in entry for k in EXACT)
+
+
+def _winner(found: list[int], entries: list[dict[str, Any]]) -> int:
+    """The entry whose settings a VM takes: the first exact one, else the first."""
+    return next((i for i in found if _exact(entries[i])), found[0])
+
+
+def _overrides(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k not in (*EXACT, "pattern")}
+
+
+def _overlaps(
+    selectors: Mapping[str, list[int]],
+    winners: Mapping[str, int],
+    entries: list[dict[str, Any]],
+    vms: Mapping[str, SourceVM],
+) -> list[Diagnostic]:
+    """One diagnostic per pair of entries selecting the same VM(s): exact + exact → error;
+    exact + pattern with other settings, pattern + pattern → warning (the winner applies)."""
+    pairs: dict[tuple[int, int], list[str]] = {}
+    for moref, found in selectors.items():
+        won = winners[moref]
+        for other in found:
+            if other == won:
                 continue
-            taken.add(vm.moref)
-            out.vms.append((vm, entry))
+            quiet = _overrides(entries[other]) == _overrides(entries[won])
+            if quiet and _exact(entries[won]) and not _exact(entries[other]):
+                continue
+            pairs.setdefault((won, other), []).append(vms[moref].name)
+    out = []
+    for (won, other), names in pairs.items():
+        first, second = sorted((won, other))
+        listed = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+        both = (
+            f"vms[{first}] ({_describe(entries[first])}) and vms[{second}] "
+            f"({_describe(entries[second])}) both select VM{'s' if len(names) > 1 else ''} {listed}"
+        )
+        if _exact(entries[other]):
+            out.append(
+                Diagnostic(
+                    Severity.ERROR,
+                    f"{both}: keep one entry (merge their settings)",
+                    path=("vms", second),
+                )
+            )
+        elif _exact(entries[won]):
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"{both}: the exact entry vms[{won}] applies, the settings of vms[{other}] "
+                    f"are not used for it (repeat in vms[{won}] the ones it needs)",
+                    path=("vms", other),
+                )
+            )
+        else:
+            out.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    f"{both}: the first, vms[{won}], applies"
+                    + (
+                        ""
+                        if _overrides(entries[won]) == _overrides(entries[other])
+                        else f" (the settings of vms[{other}] are not used for it: narrow a "
+                        "pattern, or select the VM by name)"
+                    ),
+                    path=("vms", other),
+                )
+            )
     return out
 
 
@@ -208,7 +376,10 @@ def datacenter_path(wanted: str, paths: Iterable[str]) -> str | Diagnostic:
 
 
 def _describe(entry: dict[str, Any]) -> str:
+    """An entry's selector as the spec writes it: "name 'web01'", "pattern folder '/DC0/vm'"."""
     key = next(k for k in ("name", "instance_uuid", "moref", "pattern") if k in entry)
+    if key == "pattern" and isinstance(entry[key], dict):
+        return "pattern " + ", ".join(f"{k} {v!r}" for k, v in entry[key].items())
     return f"{key} {entry[key]!r}"
 
 
@@ -388,7 +559,7 @@ def ports_for(
     ports, concerns = [], []
     for i, nic in enumerate(sorted(vm.nics, key=lambda n: n.key)):
         mac = nic.mac or ""
-        override = overrides.get(mac, {})
+        override = overrides.get(mac.lower(), {})
         target = network_map.get(nic.portgroup or "") or network_map.get(nic.portgroup_key or "")
         network = override.get("network") or (target or {}).get("network")
         if network is None:
