@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated
 
@@ -76,7 +77,40 @@ def main() -> None:
     sys.exit(_run())
 
 
+INTERRUPTED = "error: interrupted (Ctrl-C): nothing was changed"
+
+
+class _Interrupt:
+    """Ctrl-C outside an apply's steps (which stop at a checkpoint by their own handler): the
+    command unwinds, and a second Ctrl-C while it does is ignored (it would cut the unwinding
+    short with a traceback)."""
+
+    seen = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: object) -> None:
+        cls.seen = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+
 def _run() -> int:
+    _Interrupt.seen = False
+    previous = signal.signal(signal.SIGINT, _Interrupt.handle)
+    try:
+        code = _command()
+    except KeyboardInterrupt:
+        code = 130
+        _Interrupt.seen = True
+    finally:
+        if not _Interrupt.seen:  # else keep ignoring: a second Ctrl-C while exiting kills it
+            signal.signal(signal.SIGINT, previous)
+    if _Interrupt.seen and code == 130:
+        typer.echo(INTERRUPTED, err=True)
+    return code
+
+
+def _command() -> int:
     try:
         code = app(standalone_mode=False, prog_name="ferry")
     except NoArgsIsHelpError as exc:
