@@ -187,22 +187,12 @@ CASES = [
         r"error: .*RegionTwo.*",
         _edit("region: RegionOne", "region: RegionTwo"),
     ),
-    pytest.param(
-        Case(
-            "cloud-missing-conversion-host",
-            A,
-            1,
-            r"error: .*ferry-conversion-99.*",
-            _edit("name: ferry-conversion-01", "name: ferry-conversion-99"),
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "the line is right, but apply has created an empty state file (serial 0) by then: "
-                "engine/cli/apply.py _run opens the store before _context finds the host missing"
-            ),
-        ),
-        id="cloud-missing-conversion-host",
+    Case(
+        "cloud-missing-conversion-host",
+        A,
+        1,
+        r"error: .*ferry-conversion-99.*",
+        _edit("name: ferry-conversion-01", "name: ferry-conversion-99"),
     ),
 ]
 
