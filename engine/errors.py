@@ -2,10 +2,12 @@
 
 Every failure ferry reports is one of these; SDK exceptions (vmodl faults, openstack.exceptions,
 nbd.Error, OSError from subprocesses) are mapped at the boundary with ``raise ... from exc``.
-The CLI prints ``error: <message>`` and exits 1 for any of them, without a traceback::
+The CLI prints ``error: <message>`` (one line) and exits 1 for any of them, without a traceback;
+an InvalidSpecError prints its diagnostics, one line per problem::
 
     FerryError
     ├── UserError          bad input from the user: arguments, names, offsets; nothing was changed
+    │   └── InvalidSpecError      the spec has errors: one `file:line:col: error: ...` line each
     ├── LabError           the embedded lab: build, start, stop, state of its services
     ├── OpenStackError     an OpenStack call failed or a resource did not reach its state
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
@@ -27,6 +29,15 @@ class FerryError(Exception):
 
 class UserError(FerryError):
     """The user asked for something invalid; nothing was changed."""
+
+
+class InvalidSpecError(UserError):
+    """The spec has errors; `lines` holds one rendered diagnostic per problem
+    (``file:line:col: error: summary (at json.path)``), which the CLI prints as they are."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 class LabError(FerryError):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated
 
 import typer
+from typer import Abort
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from engine import __version__
 from engine.cli.apply import apply
@@ -18,7 +21,7 @@ from engine.cli.report import report
 from engine.cli.show import show
 from engine.cli.spec import validate
 from engine.cli.state import app as state_app
-from engine.errors import FerryError
+from engine.errors import FerryError, InvalidSpecError
 
 app = typer.Typer(
     name="ferry",
@@ -66,10 +69,71 @@ def _options(
 
 
 def main() -> None:
+    """Run the command; every error ends as one line on stderr and an exit code: 1 for a
+    FerryError (`error: <message>`; an invalid spec prints one `file:line:col: error: ...` line
+    per problem), 2 for a command-line usage error, 130 for Ctrl-C outside an apply."""
     # Warnings of ferry and its libraries (retries, re-logins) go to stderr, one line each.
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    sys.exit(_run())
+
+
+INTERRUPTED = "error: interrupted (Ctrl-C): nothing was changed"
+
+
+class _Interrupt:
+    """Ctrl-C outside an apply's steps (which stop at a checkpoint by their own handler): the
+    command unwinds, and a second Ctrl-C while it does is ignored (it would cut the unwinding
+    short with a traceback)."""
+
+    seen = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: object) -> None:
+        cls.seen = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+
+def _run() -> int:
+    _Interrupt.seen = False
+    previous = signal.signal(signal.SIGINT, _Interrupt.handle)
     try:
-        app()
+        code = _command()
+    except KeyboardInterrupt:
+        code = 130
+        _Interrupt.seen = True
+    finally:
+        if not _Interrupt.seen:  # else keep ignoring: a second Ctrl-C while exiting kills it
+            signal.signal(signal.SIGINT, previous)
+    if _Interrupt.seen and code == 130:
+        typer.echo(INTERRUPTED, err=True)
+    return code
+
+
+def _command() -> int:
+    try:
+        code = app(standalone_mode=False, prog_name="ferry")
+    except NoArgsIsHelpError as exc:
+        exc.show()  # `ferry` alone, or a group without its command: the help
+        return exc.exit_code
+    except ClickException as exc:
+        typer.echo(f"error: {_usage(exc)}", err=True)
+        return exc.exit_code
+    except Abort:
+        typer.echo("error: aborted: nothing was changed", err=True)
+        return 1
+    except InvalidSpecError as exc:
+        for line in exc.lines:
+            typer.echo(line, err=True)
+        return 1
     except FerryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def _usage(exc: ClickException) -> str:
+    """A usage error in one line, with where to read the command's options."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see `{ctx.command_path} --help`)" if ctx is not None else message

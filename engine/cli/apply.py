@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,7 +41,7 @@ from engine.planner.make import make_plan, spec_digest
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec
-from engine.statestore import StateLocation, StateStore
+from engine.statestore import StateLocation
 from engine.units import human
 
 STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
@@ -235,9 +235,8 @@ def _observed(applier: Applier, events: Events) -> Any:
 def _context(
     spec: dict[str, Any],
     si: Any,
-    store: StateStore,
+    location: StateLocation,
     events: Events,
-    log_dir: Path,
     *,
     verify: bool = False,  # `apply --verify`: every VM's copies over the whole disk
 ) -> Context:
@@ -267,12 +266,12 @@ def _context(
     return Context(
         si,
         conn,
-        store,
+        location.open(),  # last: a spec or cloud the apply cannot use leaves no state behind
         sources,
         devices,
         host.id if host is not None else "",  # booted by its host.<name> node first
         verify,
-        log_dir=log_dir,
+        log_dir=location.log_dir,
         events=events,
     )
 
@@ -301,15 +300,16 @@ def _run(
 ) -> int:
     """Exit code: 0 all done, 1 a step failed, 130 stopped by a signal."""
     console, view = shown
-    store = location.open()
     events = Events(log_path(location.log_dir), (view,))
     began = time.monotonic()
     with (
-        store.locked("apply"),
         session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
+        nullcontext(_context(spec, si, location, events, verify=verify)) as ctx,
+        ctx.store.locked("apply"),
         view,
     ):
-        applier = Applier(plan, _context(spec, si, store, events, location.log_dir, verify=verify))
+        store = ctx.store
+        applier = Applier(plan, ctx)
         changes = _changes_per_vm(plan)
         if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
             applier.ctx.sources.check()  # before anything is touched

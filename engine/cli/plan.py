@@ -14,7 +14,7 @@ from rich.markup import escape
 from engine.addresses import Address
 from engine.cli.console import make_console
 from engine.diagnostics import Severity, has_errors
-from engine.errors import UserError
+from engine.errors import InvalidSpecError
 from engine.model.desired import ConcernLevel
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
@@ -41,7 +41,7 @@ def load_spec(path: Path) -> Loaded:
     loaded = validate_file(path)
     if has_errors(loaded.diagnostics):
         lines = [d.render() for d in loaded.diagnostics if d.severity is Severity.ERROR]
-        raise UserError("the spec is invalid:\n" + "\n".join(lines))
+        raise InvalidSpecError(lines)
     return loaded
 
 

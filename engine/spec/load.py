@@ -73,6 +73,8 @@ def load_text(text: str, file: str, env: dict[str, str] | None = None) -> Loaded
         mark = exc.problem_mark or exc.context_mark
         where = _location(file, mark) if mark else None
         problem = f"{exc.context + ': ' if exc.context else ''}{exc.problem}"
+        if "'\\t'" in problem:
+            problem += " (indent with spaces, not tabs)"
         loaded.diagnostics.append(Diagnostic(Severity.ERROR, f"invalid YAML: {problem}", where))
         loaded.data = None
     except yaml.YAMLError as exc:
@@ -96,6 +98,7 @@ def _build(loaded: Loaded, loader: _Loader, node: Any, path: Path, env: Any) -> 
         return _interpolate(loaded, value, path, env)
     if isinstance(value, bytes):
         loaded.error("binary values are not allowed", path)
+        loaded.unresolved.add(path)  # its type is not reported again
         return None
     return value
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import re
 import stat
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -16,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from engine.diagnostics import Diagnostic, Path, Severity, has_errors, sort_key
+from engine.diagnostics import Diagnostic, Location, Path, Severity, has_errors, sort_key
 from engine.spec.load import Loaded, load_text
 
 SELECTORS = ("name", "instance_uuid", "moref", "pattern")
@@ -56,6 +57,7 @@ def validate_text(text: str, file: str, env: dict[str, str] | None = None) -> Lo
     if loaded.data is None and has_errors(loaded.diagnostics):
         return loaded
     if loaded.data is None:
+        loaded.values[()] = Location(file, 1, 1)
         loaded.error(
             "the spec is empty: it needs version, source, destination, conversion_hosts and vms "
             "(see examples/specs/)",
@@ -67,8 +69,30 @@ def validate_text(text: str, file: str, env: dict[str, str] | None = None) -> Lo
     if isinstance(loaded.data, dict):
         _semantic(loaded, loaded.data)
     unique = {(d.path, d.summary): d for d in loaded.diagnostics}
-    loaded.diagnostics = sorted(unique.values(), key=sort_key)
+    loaded.diagnostics = sorted(_without_echoes(list(unique.values())), key=sort_key)
     return loaded
+
+
+_SUGGESTED = re.compile(r"unknown key '.*' \(did you mean '(.*)'\?\)")
+_NO_SELECTOR = "each VM entry needs exactly one of"
+
+
+def _without_echoes(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """One mistake, one line: a misspelt key (`nmae:`, `vm:`) is reported as unknown with the
+    key it should be; the missing key (or VM selector) it leaves is not reported again."""
+    suggested: dict[Path, set[str]] = {}
+    for d in diagnostics:
+        match = _SUGGESTED.fullmatch(d.summary)
+        if match and d.path:
+            suggested.setdefault(d.path[:-1], set()).add(match.group(1))
+
+    def echo(d: Diagnostic) -> bool:
+        near = suggested.get(d.path, set())
+        if d.summary.startswith(_NO_SELECTOR) and d.summary.endswith("(found none)"):
+            return bool(near & set(SELECTORS))
+        return any(d.summary == f"missing required key {key!r}" for key in near)
+
+    return [d for d in diagnostics if not echo(d)]
 
 
 # -- schema errors → diagnostics -------------------------------------------------------------
@@ -207,7 +231,7 @@ def _check_cold_only(loaded: Loaded, data: dict[str, Any]) -> None:
 def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
     path: Path = ("source", "vcenter")
     given = [k for k in ("password_file", "password_env") if k in vcenter]
-    if len(given) != 1:
+    if len(given) != 1 and "password" not in vcenter:  # `password:` has its own line
         loaded.error(
             "give exactly one of password_file or password_env for the vCenter login", path
         )

@@ -189,8 +189,14 @@ class SqliteStateStore:
             )
 
     def force_unlock(self) -> LockInfo | None:
+        """Remove the lock of a process that is gone; a holder still running on this host is
+        refused (as PostgreSQL does): unlocking under a running apply lets a second one in."""
         with self._tx():
             held = self._lock_row()
+            if held is not None and held.pid != os.getpid() and not _stale(held):
+                raise locked_error(
+                    str(self.path), held, "it is running: stop it (Ctrl-C) instead of unlocking"
+                )
             self._db.execute("DELETE FROM lock")
         return held
 

@@ -129,7 +129,7 @@ def test_plan_errors_are_one_clear_report(lab: Lab, tmp_path: Path) -> None:
     done = ferry(lab, "plan", str(invalid))
     assert (
         done.returncode == 1
-        and "the spec is invalid" in done.stderr
+        and "invalid.yaml:2:6: error: expected array, got integer 3 (at vms)" in done.stderr
         and "Traceback" not in done.stderr
     )
 

@@ -211,7 +211,15 @@ def test_state_cli(tmp_path: Path) -> None:
     assert [r["address"] for r in shown_vm["records"]] == ['vm["Reporting Ünit 1"].disk[2000]']
     bad = ferry("state", "show", "vm..x", "--state", str(path))
     assert bad.returncode == 1 and "not an address" in bad.stderr
-    store.acquire("apply")
+    store.acquire("apply")  # held by this (running) process: not removed under it
+    refused = ferry("state", "unlock", "--state", str(path))
+    assert refused.returncode == 1 and "it is running: stop it" in refused.stderr
+    store.release()
+    gone = "import sys, pathlib; from engine.statestore.sqlite import SqliteStateStore as S; "
+    gone += "S(pathlib.Path(sys.argv[1])).acquire('apply')"  # exits holding it
+    subprocess.run(
+        [sys.executable, "-c", gone, str(path)], check=True, cwd=Path(__file__).parents[2]
+    )
     unlocked = ferry("state", "unlock", "--state", str(path))
     assert unlocked.returncode == 0 and "removed the lock" in unlocked.stdout
     none = ferry("state", "list", "--state", str(tmp_path / "absent.db"))
