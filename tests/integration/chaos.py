@@ -200,13 +200,16 @@ def _draw_stop(
     fill = None
     if vm.powered_on and not vm.cutover and rng.random() < 0.7:
         fill = _draw_write(rng, vm, index, seed, disk=key, length=rng.choice((32, 64, 96)) * MiB)
+    at, slow = rng.choice(points), rng.random() >= 0.25
     return {
         "op": "stop",
         "full": op == "stop_full",
         "signal": rng.choice(("SIGINT", "SIGKILL")),
-        "at": rng.choice(points),
-        "after_ms": rng.choice((0, 50, 200, 500)),
-        "slow": None if rng.random() < 0.25 else [vm.name, key, rng.choice((200, 500, 1000))],
+        "at": at,
+        # a copy point in the slowed disk's copy (else the first copy's of the apply)
+        "on": f"vm.{vm.name}.disk[{key}]" if slow and at.startswith(("copy", "verify")) else None,
+        "after_ms": rng.choice((0, 50, 200, 500, 2500)),
+        "slow": [vm.name, key, rng.choice((200, 500, 1000))] if slow else None,
         "fill": fill,
     }
 
@@ -255,7 +258,7 @@ def _advance(model: dict[str, VMModel], step: dict[str, Any]) -> None:
     if op == "write":
         vm.writes.append((step["disk"], step["offset"], step["length"]))
 
-    elif op in ("cbt_reset", "grow"):
+    elif op == "cbt_reset":
         vm.synced = False
     elif op == "foreign_snapshot":
         vm.foreign += 1 if step["action"] == "create" else -1
@@ -265,6 +268,7 @@ def _advance(model: dict[str, VMModel], step: dict[str, Any]) -> None:
         vm.renamed = step["renamed"]
     elif op == "grow":
         vm.grown.add(step["disk"])
+        vm.synced = False
     elif op == "cutover":
         vm.cutover = True
 
@@ -449,7 +453,9 @@ class World:
             self.lab.read_delay(slow[0], int(slow[1]), int(slow[2]))
         power = {name: self.power(name) for name in VMS}
         try:
-            run = self.apply(stop=(step["signal"], step["at"], step["after_ms"] / 1000))
+            run = self.apply(
+                stop=(step["signal"], step["at"], step["after_ms"] / 1000, step.get("on"))
+            )
         finally:
             if slow:
                 self.lab.read_errors(slow[0], int(slow[1]), None)
@@ -478,14 +484,15 @@ class World:
     def apply(
         self,
         *,
-        stop: tuple[str, str, float] | None = None,
+        stop: tuple[str, str, float, str | None] | None = None,
         after_snapshot: Callable[[str], None] | None = None,
     ) -> ApplyRun:
-        """`ferry apply --json` on the seed's spec and state. `stop`: (signal, point, delay) — the
-        signal goes to the apply's process group `delay` s after the first event matching the
-        point. `after_snapshot(vm)` runs once a VM's snapshot is taken. Afterwards each volume a
-        sync completed for (its record's last_sync changed) expects the digest of this apply's
-        start (no write reaches a VM before its snapshot)."""
+        """`ferry apply --json` on the seed's spec and state. `stop`: (signal, point, delay, on) —
+        the signal goes to the apply's process group `delay` s after the first event matching
+        the point (and, when `on` names a volume address, about that volume). `after_snapshot(vm)`
+        runs once a VM's snapshot is taken. Afterwards each volume a sync completed for (its
+        record's last_sync changed) expects the digest of this apply's start (no write reaches a
+        VM before its snapshot)."""
         self.applies += 1
         before = {a: r.get("last_sync", {}).get("at") for a, r in self._records().items()}
         at_start = self.live_digests()
@@ -515,7 +522,7 @@ class World:
     def _follow(
         self,
         proc: subprocess.Popen[str],
-        stop: tuple[str, str, float] | None,
+        stop: tuple[str, str, float, str | None] | None,
         after_snapshot: Callable[[str], None] | None,
     ) -> ApplyRun:
         assert proc.stdout is not None and proc.stderr is not None
@@ -534,7 +541,7 @@ class World:
                 taken = _snapshot_taken(event)
                 if taken and after_snapshot is not None:
                     after_snapshot(self._estate_name(taken))
-                if stop is not None and stopped is None and _matches(event, stop[1]):
+                if stop is not None and stopped is None and _matches(event, stop[1], stop[3]):
                     time.sleep(stop[2])
                     _signal(proc, signal.Signals[stop[0]])
                     stopped = f"{stop[0]} at {stop[1]}"
@@ -628,7 +635,9 @@ class World:
             return problems
         if len(servers) != 1 or servers[0].status != "ACTIVE":
             return [*problems, f"vm.{name}: {len(servers)} server(s), want one ACTIVE"]
-        attached = sorted(a["volumeId"] for a in servers[0].attached_volumes or [])
+        attached = sorted(
+            a.get("id") or a.get("volumeId") for a in servers[0].attached_volumes or []
+        )
         volumes = sorted(
             found[self.address(name, d.key)]["volume_id"]
             for d in vm.disks
@@ -756,9 +765,12 @@ def _snapshot_taken(event: dict[str, Any]) -> str | None:
     return found.group("vm") if found else None
 
 
-def _matches(event: dict[str, Any], point: str) -> bool:
-    """Whether `event` (an apply --json event) is where a stop at `point` lands."""
+def _matches(event: dict[str, Any], point: str, on: str | None = None) -> bool:
+    """Whether `event` (an apply --json event) is where a stop at `point` lands; `on`: only
+    events about that address."""
     kind, message = event.get("event"), str(event.get("message", ""))
+    if on is not None and event.get("address", on) != on:
+        return False
     if point == "snapshot":
         return _snapshot_taken(event) is not None
     if point == "copy":
@@ -855,6 +867,7 @@ def restore(lab: Lab, si: Any, names: dict[str, str] | None = None) -> None:
             if str(tree.name).startswith(("chaos-", "ferry-")):
                 with suppress(Exception):
                     remove_snapshot(si, tree.snapshot)
+        _shrink_back(lab, si, vm, obj.ref)
         if vm.powered_on:
             power_on(si, obj.ref)
         elif power_state(si, obj.ref) != "poweredOff":
@@ -862,6 +875,19 @@ def restore(lab: Lab, si: Any, names: dict[str, str] | None = None) -> None:
         for disk in vm.disks:
             lab.read_errors(name, disk.key, None)
     _clean_cloud(lab)
+
+
+def _shrink_back(lab: Lab, si: Any, vm: LabVM, ref: Any) -> None:
+    """A disk the run grew back to the estate's capacity (vSphere cannot shrink a disk; the lab's
+    simulator can, and the other tests compare volumes with disks of the estate's size)."""
+    for device in fetch_property(si, ref, "config.hardware.device"):
+        disk = vm.disk(int(device.key)) if isinstance(device, vim.vm.device.VirtualDisk) else None
+        if disk is None or int(device.capacityInBytes or 0) == disk.capacity:
+            continue
+        device.capacityInBytes, device.capacityInKB = disk.capacity, disk.capacity // 1024
+        change = vim.vm.device.VirtualDeviceSpec(operation="edit", device=device)
+        wait_task(si, ref.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])), "shrink")
+        os.truncate(lab_disks.live_path(lab.disks, vm, disk.key), disk.capacity)
 
 
 def _clean_cloud(lab: Lab) -> None:
