@@ -415,6 +415,10 @@ class World:
         name = step["vm"]
         new = f"{name}-chaos" if step["renamed"] else name
         wait_task(self.si, self.ref(name).Rename_Task(new), "rename")
+        for disk in _vm(name).disks:  # the replica is the same: it moves with the VM's name
+            if self.address(name, disk.key) in self.expected:
+                moved = self.expected.pop(self.address(name, disk.key))
+                self.expected[f"vm.{new}.disk[{disk.key}]"] = moved
         self.names[name] = new
         return {"name": new}
 
@@ -494,7 +498,7 @@ class World:
         record's last_sync changed) expects the digest of this apply's start (no write reaches a
         VM before its snapshot)."""
         self.applies += 1
-        before = {a: r.get("last_sync", {}).get("at") for a, r in self._records().items()}
+        before = {_sync_of(r) for r in self._records().values()}
         at_start = self.live_digests()
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "apply", str(self.spec()), "--auto-approve",
@@ -513,9 +517,9 @@ class World:
             "".join(json.dumps(e) + "\n" for e in run.events)
         )
         (self.log_dir / f"{name}.stderr").write_text(run.stderr)
+        # a sync is (volume, time): a record moved to a new address (a rename) is not a new one
         for address, record in self._records().items():
-            synced = record.get("last_sync", {}).get("at")
-            if address in at_start and synced and synced != before.get(address):
+            if address in at_start and record.get("last_sync") and _sync_of(record) not in before:
                 self.expected[address] = at_start[address]
         return run
 
@@ -599,6 +603,9 @@ class World:
                 volume_file(self.lab, record["volume_id"]),
                 self.capacity[(name, disk.key)],
             )
+            if not volume.exists():
+                problems.append(f"{address}: volume {record['volume_id']} is gone")
+                continue
             if volume.stat().st_size < size:
                 problems.append(
                     f"{address}: volume {record['volume_id']} ({volume.stat().st_size} bytes) is "
@@ -718,6 +725,11 @@ class World:
             f.seek(step["offset"])
             f.write(bytes([byte[0] ^ 0xFF]))
         return {"volume": record["volume_id"]}
+
+
+def _sync_of(record: dict[str, Any]) -> tuple[Any, Any]:
+    """What identifies a volume record's last sync: its volume and the sync's time."""
+    return record.get("volume_id"), (record.get("last_sync") or {}).get("at")
 
 
 BLOCK = MiB
