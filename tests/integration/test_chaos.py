@@ -84,10 +84,21 @@ REGRESSIONS: dict[str, tuple[int, list[dict[str, Any]], str]] = {
         ],
         "fault 5: a grown disk is not extended",
     ),
+    "ctrl-c-after-the-power-off-leaves-the-source-off": (
+        0,
+        [
+            {"op": "apply", "plan": False},
+            {"op": "cutover", "vm": "web01"},
+            {"op": "stop", "signal": "SIGINT", "at": "source_off", "after_ms": 0},
+            {"op": "apply", "plan": True},
+        ],
+        "fault 9: Ctrl-C after the source's power-off leaves it off without a word",
+    ),
 }  # fmt: skip
 
 
 OPEN = {
+    "ctrl-c-after-the-power-off-leaves-the-source-off",
     "resumed-full-copy-loses-a-write-below-its-checkpoint",
     "rename-deletes-the-replica",
     "grown-disk-is-ignored",
