@@ -16,8 +16,10 @@ from tests.integration.chaos import DEFAULT_OPS, describe, generate, run_steps
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 
+# 5 seeds x 12 steps took 363-430 s a seed on this 2-core machine shared by six labs (load ~12);
+# 8 steps (the same first 7 steps, then the final apply) keep CI near its 10-minute budget.
 CI_SEEDS = (1, 2, 3, 4, 5)
-CI_STEPS = 12
+CI_STEPS = 8
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)
