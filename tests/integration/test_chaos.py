@@ -101,8 +101,6 @@ REGRESSIONS: dict[str, tuple[int, list[dict[str, Any]], str]] = {
 
 OPEN = {
     "ctrl-c-after-the-power-off-leaves-the-source-off",
-    "resumed-full-copy-loses-a-write-below-its-checkpoint",
-    "rename-deletes-the-replica",
     "grown-disk-is-ignored",
 }
 
