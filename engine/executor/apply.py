@@ -22,7 +22,7 @@ from engine.addresses import Address
 from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_digest
 from engine.dataplane.nbdkit import NbdkitServer
 from engine.errors import ChangeTrackingError, DataplaneError, UserError
-from engine.executor.cutover import Cutover
+from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
 from engine.executor.seams import Devices, Sources
 from engine.model.plan import Action, Change, Plan
@@ -257,7 +257,7 @@ class Applier:
         vm = self._vm(address.name)
         kind, areas, start_at, fresh = self._what_to_copy(change, before, vm, snapshot, disk)
         volume_id = self._ensure_volume(change, address, before)
-        self.cutover.revert_interrupted(address.name, volume_id)
+        self.cutover.release_protection(address.name, volume_id)
         attrs = {**before, "volume_id": volume_id, "copy": kind, "copied_bytes": start_at}
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
         volumes.attach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
@@ -420,6 +420,7 @@ class Applier:
             "size_gib": after.get("size_gib"),
             "volume_type": after.get("volume_type"),
             "bootable": after.get("bootable", False),
+            "epoch": content_epoch(),  # every write a new one: a conversion is of one epoch
             "last_sync": {
                 "kind": kind,
                 "bytes": stats.bytes_read + stats.bytes_zeroed,
