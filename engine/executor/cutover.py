@@ -121,6 +121,9 @@ class Cutover:
         records = self._records()
         left_off = []
         for name in self.a.uuids:
+            snapshot = self.a.changes.get(str(Address("vm", name, "snapshot")))
+            if snapshot is None or not (snapshot.after or {}).get("power_off"):
+                continue  # this apply could not power it off: another's, left as it is
             record = records.get(str(Address("vm", name, "conversion")))
             if record is None or not record.attributes.get(POWERED_OFF_AT):
                 continue
