@@ -109,10 +109,12 @@ def conversion_host_first(graph: Graph, changes: list[Change]) -> None:
 
 
 def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
-    """Teardown runs in reverse: the server goes before its ports, volumes and conversion, and
-    before the flavor made for it."""
+    """Teardown runs in reverse: the server goes before its ports, volumes and conversion (whose
+    protection snapshots go before the volumes), and before the flavor made for it."""
     for kind in ("port", "volume", "conversion"):
         _same_vm_edges(graph, changes, "server", kind, destructive=True)
+    # the protection snapshots go before their volumes (Cinder keeps a volume with snapshots)
+    _same_vm_edges(graph, changes, "conversion", "volume", destructive=True)
     for flavor in _by(changes, "flavor", True):
         for server in _by(changes, "server", True):
             graph.add_edge(server.address, flavor.address)

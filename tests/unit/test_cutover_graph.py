@@ -37,3 +37,13 @@ def test_ports_flavor_and_networks_come_before_the_power_off() -> None:
 def test_a_replication_snapshot_does_not_wait_for_ports() -> None:
     built = graph.build(_cutover({"name": "ferry-web01"}))
     assert not nx.ancestors(built, "vm.web01.snapshot")
+
+
+def test_protection_snapshots_go_before_their_volumes() -> None:
+    teardown = [
+        Change("vm.web01.disk[2000]", "volume", Action.DELETE, "", {}, None),
+        Change("vm.web01.conversion", "conversion", Action.DELETE, "", {}, None),
+        Change("vm.web01.port[0]", "port", Action.DELETE, "", {}, None),
+    ]
+    built = graph.build(teardown)
+    assert built.has_edge("vm.web01.conversion", "vm.web01.disk[2000]")
