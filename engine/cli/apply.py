@@ -355,6 +355,7 @@ def _run(
                 result = walker.walk()
             finally:
                 applier.cleanup()
+                left_off = applier.cutover.settle_sources()  # powered back on, or said why not
     for node, error in result.errors.items():
         if isinstance(error, StoppedError):
             console.print(f"[yellow]stopped: {node}: {escape(str(error))}[/]")
@@ -363,6 +364,8 @@ def _run(
     for node, cause in result.skipped_because.items():
         events.emit("node_skipped", address=str(node), after=str(cause))
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
+    for line in left_off:
+        console.print(f"[yellow]{escape(line)}[/]")
     stats = list(applier.ctx.copied.values())
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
@@ -409,7 +412,8 @@ def _stop_on_signals(
         events.emit("stopping", signal=signal.Signals(signum).name)
         console.print(
             "[yellow]stopping: no new steps; copies end at their next checkpoint, a running "
-            "conversion is ended and rolled back (again to stop at once)[/]"
+            "conversion is ended and rolled back, a source ferry powered off is powered back "
+            "on (unless on_failure: leave_off) (again to stop at once)[/]"
         )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

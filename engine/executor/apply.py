@@ -23,7 +23,7 @@ from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
 from engine.errors import ChangeTrackingError, UserError, VerifyError
 from engine.executor import host
-from engine.executor.cutover import Cutover
+from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.moved import moved_records
@@ -301,7 +301,7 @@ class Applier:
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
         volume_id = self._ensure_volume(change, address, before)
-        self.cutover.revert_interrupted(address.name, volume_id)
+        self.cutover.release_protection(address.name, volume_id)
         if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
             what = replace(what, dst_is_zero=False)
             self.ctx.say(
@@ -479,6 +479,7 @@ class Applier:
             "size_gib": after.get("size_gib"),
             "volume_type": after.get("volume_type"),
             "bootable": after.get("bootable", False),
+            "epoch": content_epoch(),  # every write a new one: a conversion is of one epoch
             "last_sync": {
                 "kind": kind,
                 "bytes": stats.bytes_read + stats.bytes_zeroed,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from engine.conversion import v2v
 from engine.errors import FerryError
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
+from engine.planner.diff.cutover import source_left_off
 from engine.providers.openstack import compute, volumes
 from engine.providers.vsphere.power import (
     POWERED_ON,
@@ -33,6 +35,19 @@ from engine.providers.vsphere.power import (
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
+
+POWERED_OFF_AT = "powered_off_at"  # conversion record: when ferry first powered the source off
+
+
+def content_epoch() -> str:
+    """A new content epoch for a volume record: every write of a volume (a sync, a revert, a
+    conversion) gives it one; a server boots only from volumes at their converted epoch."""
+    return uuid.uuid4().hex[:16]
+
+
+def left_off_line(name: str, since: float) -> str:
+    """The stop message of a source ferry left powered off (the plan and report say the same)."""
+    return f"{Address('vm', name)}: {source_left_off(since)}"
 
 
 class Cutover:
@@ -78,25 +93,72 @@ class Cutover:
     # -- power (called by the snapshot node in cutover mode) -------------------------------
 
     def power_off_source(self, name: str, vm: Any, settings: dict[str, Any]) -> str:
-        """Record the source's power state, then power it off; returns how it went off."""
+        """Record the source's power state, then power it off; returns how it went off. The
+        time of the first power-off by ferry is kept (`powered_off_at`, epoch seconds) until
+        the source is powered back on: downtime runs from it, across applies."""
         address = str(Address("vm", name, "conversion"))
+        record = self._records().get(address)
+        status = record.status if record is not None else Status.IN_PROGRESS
         attrs = self._attrs(address)
         if "source_power" not in attrs:
             attrs["source_power"] = self._power_state(vm)
-            self.a._write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, attrs)], [])
+            self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
-        self.a._write(
-            [
-                ResourceRecord(
-                    address, "conversion", Status.IN_PROGRESS, {**attrs, "powered_off": how}
-                )
-            ],
-            [],
-        )
+        if attrs["source_power"] == POWERED_ON:
+            attrs.setdefault(POWERED_OFF_AT, time.time())
+        attrs["powered_off"] = how
+        self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         self.ctx.say(name, f"{Address('vm', name)}: source powered off ({how})")
         if self.ctx.events is not None:
-            self.ctx.events.emit("source_off", vm=name, how=how)
+            self.ctx.events.emit("source_off", vm=name, how=how, since=attrs.get(POWERED_OFF_AT))
         return how
+
+    def settle_sources(self) -> list[str]:
+        """After the walk (done, failed or stopped): every cutover VM whose source ferry powered
+        off and that has no server is powered back on — unless its spec says
+        `on_failure: leave_off`, or a server may have been booted (never two running copies).
+        Returns the lines said for sources left off ("source powered off by ferry at ...")."""
+        records = self._records()
+        left_off = []
+        for name in self.a.uuids:
+            snapshot = self.a.changes.get(str(Address("vm", name, "snapshot")))
+            if snapshot is None or not (snapshot.after or {}).get("power_off"):
+                continue  # this apply could not power it off: another's, left as it is
+            record = records.get(str(Address("vm", name, "conversion")))
+            if record is None or not record.attributes.get(POWERED_OFF_AT):
+                continue
+            if str(Address("vm", name, "server")) in records:
+                continue  # cut over (or a server maybe booted): the source stays off
+            line = self._settle(name, record)
+            if line:
+                left_off.append(line)
+        return left_off
+
+    def _settle(self, name: str, record: ResourceRecord) -> str:
+        attrs = dict(record.attributes)
+        since = left_off_line(name, float(attrs[POWERED_OFF_AT]))
+        if self._on_failure(name) == "leave_off":
+            self.ctx.say(name, since)
+            if self.ctx.events is not None:
+                self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
+            return since
+        try:
+            power_on(self.ctx.si, self.a._vm(name))
+        except FerryError as exc:
+            line = f"{since}: powering it back on failed: {exc}"
+            self.ctx.say(name, line)
+            return line
+        for key in ("source_power", "powered_off", POWERED_OFF_AT):
+            attrs.pop(key, None)
+        address = record.address
+        if record.status is Status.IN_PROGRESS and not attrs.get("protection"):
+            self.a._write([], [address])  # nothing of a conversion happened that is kept
+        else:
+            self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
+        self.ctx.say(name, f"{Address('vm', name)}: source powered back on")
+        if self.ctx.events is not None:
+            self.ctx.events.emit("source_on", vm=name)
+        return ""
 
     def _power_state(self, vm: Any) -> str:
         return power_state(self.ctx.si, vm)
@@ -216,78 +278,114 @@ class Cutover:
     # -- conversion -----------------------------------------------------------------------------
 
     def conversion(self, change: Change) -> None:
+        """Protect the volumes (a Cinder snapshot each, with the changeId it holds), convert
+        the guest, and record the content epoch of every volume it converted: the server boots
+        only from volumes still at those epochs."""
         address = Address.parse(change.address)
-        attrs = self._attrs(change.address)
         if change.action in (Action.DELETE, Action.FORGET):
-            for snapshot_id in (attrs.get("protection") or {}).values():
-                compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+            for volume_id in list(self._attrs(change.address).get("protection") or {}):
+                self.release_protection(address.name, volume_id)
             self.a._write([], [change.address])
             return
         after = dict(change.after or {})
-        volume_ids = self._volume_ids(address.name, [d["key"] for d in after["disks"]])
-        record = self.ctx.store.read().resources.get(change.address)
-        interrupted = (
-            record is not None
-            and record.status is Status.IN_PROGRESS
-            and bool(record.attributes.get("protection"))
-        )
-        leftover = dict(record.attributes.get("protection") or {}) if record and interrupted else {}
-        if leftover and after.get("tool"):  # volumes whose sync did not revert them already
-            self._start_over(address.name, leftover)
+        keys = [int(d["key"]) for d in after["disks"]]
+        volume_ids = self._volume_ids(address.name, keys)
+        for volume_id in volume_ids:  # an earlier attempt's (a sync drops its own first)
+            self.release_protection(address.name, volume_id)
+        held = {
+            v: self._disk(address.name, k).get("change_id")
+            for k, v in zip(keys, volume_ids, strict=True)
+        }
         protection = {
             v: compute.protection_snapshot(self.ctx.conn, v, f"ferry-protect-{v[:8]}")
             for v in volume_ids
         }
-        attrs = {**attrs, **after, "protection": protection}
+        attrs = {**self._attrs(change.address), **after, "protection": protection}
+        attrs |= {"protected_change_ids": held, "epochs": {}}
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
-        if not after.get("tool"):
-            self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
-            return
-        try:
-            seconds = self._convert(address.name, after, volume_ids)
-        except FerryError:
-            self.restore(address.name, after.get("on_failure", "power_on"))
-            raise
-        attrs["seconds"] = round(seconds, 1)
+        if after.get("tool"):
+            try:
+                attrs["seconds"] = round(self._convert(address.name, after, volume_ids), 1)
+            except FerryError:
+                self.restore(address.name)
+                raise
+            for key in keys:  # the conversion wrote them: their content is a new epoch
+                self._new_epoch(address.name, key)
+        attrs["epochs"] = {str(k): self._disk(address.name, k).get("epoch") for k in keys}
+        attrs["at"] = time.time()
         self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
-        self.ctx.say(address.name, f"{change.address}: converted in {seconds:.0f} s")
+        self.ctx.say(
+            address.name,
+            f"{change.address}: converted in {attrs['seconds']:.0f} s"
+            if after.get("tool")
+            else f"{change.address}: no conversion (convert: false)",
+        )
 
-    def revert_interrupted(self, name: str, volume_id: str) -> None:
-        """Before a volume of an interrupted conversion (a killed apply) is synced again: back to
-        its protection snapshot (the conversion may have half-changed it), and that snapshot
-        forgotten — the conversion takes a fresh one after this sync."""
+    def release_protection(self, name: str, volume_id: str) -> None:
+        """Before a volume is written again (a sync, or a new protection): its protection
+        snapshot from an earlier conversion goes. The volume is first reverted to it when a
+        conversion may have changed the volume since AND no sync wrote it after the snapshot
+        was taken (the changeId the snapshot holds is still the volume's): never to a snapshot
+        older than the last sync, whose writes it would erase."""
         address = str(Address("vm", name, "conversion"))
-        with self._revert_lock:
-            record = self.ctx.store.read().resources.get(address)
-            if record is None or record.status is not Status.IN_PROGRESS:
-                return
-            protection = dict(record.attributes.get("protection") or {})
+        with self._revert_lock:  # volume syncs of one VM run in parallel
+            record = self._records().get(address)
+            attrs = dict(record.attributes) if record else {}
+            protection = dict(attrs.get("protection") or {})
             snapshot_id = protection.pop(volume_id, None)
-            if snapshot_id is None:
+            if record is None or snapshot_id is None:
                 return
-            volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
-            compute.revert(self.ctx.conn, volume_id, str(snapshot_id))
+            held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
+            _, disk = self._disk_of(name, volume_id)
+            fresh = held is not None and held == disk.get("change_id")
+            if fresh and attrs.get("tool"):
+                volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+                self._revert(name, volume_id, str(snapshot_id))
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
-            attrs = {**record.attributes, "protection": protection}
-            self.a._write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, attrs)], [])
-        self.ctx.say(
-            name,
-            f"{Address('vm', name)}: volume {volume_id} back to its protection snapshot: an "
-            "interrupted conversion starts over from the protection snapshots",
-        )
+            attrs["protection"] = protection
+            attrs["protected_change_ids"] = {
+                v: c
+                for v, c in dict(attrs.get("protected_change_ids") or {}).items()
+                if v in protection
+            }
+            attrs.pop("epochs", None)  # the volume is written again: the conversion is undone
+            self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
+        if fresh and attrs.get("tool"):
+            said = "back to its protection snapshot (undoing the conversion): it converts again"
+        elif fresh:
+            said = "protection snapshot deleted (no conversion had changed it)"
+        else:
+            said = (
+                "stale protection snapshot deleted, never reverted to: a sync wrote the "
+                "volume after it was taken"
+            )
+        self.ctx.say(name, f"{Address('vm', name)}: volume {volume_id} {said}")
 
-    def _start_over(self, name: str, protection: dict[str, str]) -> None:
-        """A conversion interrupted (a killed apply) may have half-changed the guest: detach
-        what it left attached, put every volume back to its protection snapshot, convert again."""
-        for volume_id, snapshot_id in protection.items():
-            volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
-            compute.revert(self.ctx.conn, volume_id, snapshot_id)
-        self.ctx.say(
-            name,
-            f"{Address('vm', name)}: an interrupted conversion starts over from the protection "
-            "snapshots",
-        )
+    def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
+        compute.revert(self.ctx.conn, volume_id, snapshot_id)
+        key, _ = self._disk_of(name, volume_id)
+        if key is not None:
+            self._new_epoch(name, key)
+
+    def _disk(self, name: str, key: int) -> dict[str, Any]:
+        return self._attrs(str(Address("vm", name, "disk", key)))
+
+    def _disk_of(self, name: str, volume_id: str) -> tuple[int | None, dict[str, Any]]:
+        """The disk key and volume record attributes of one of the VM's volumes."""
+        for address, record in self._records().items():
+            parsed = Address.parse(address)
+            mine = parsed.kind == "vm" and parsed.name == name and parsed.part == "disk"
+            if mine and record.attributes.get("volume_id") == volume_id:
+                return parsed.index, dict(record.attributes)
+        return None, {}
+
+    def _new_epoch(self, name: str, key: int) -> None:
+        """The volume's content changed outside a sync (a conversion, a revert): a new epoch."""
+        address = str(Address("vm", name, "disk", key))
+        record = self._records()[address]
+        attrs = {**record.attributes, "epoch": content_epoch()}
+        self.a._write([ResourceRecord(address, "volume", record.status, attrs)], [])
 
     def _convert(self, name: str, after: dict[str, Any], volume_ids: list[str]) -> float:
         if str(after.get("guest_id") or "").startswith("windows"):
@@ -325,21 +423,24 @@ class Cutover:
             for volume_id in attached:
                 volumes.detach(self.ctx.conn, host, volume_id)
 
-    def restore(self, name: str, on_failure: str) -> None:
-        """After a failed conversion or boot: volumes back to their protection snapshots, the
-        conversion to be redone, the source powered on again (unless the spec says leave_off)."""
+    def restore(self, name: str) -> None:
+        """After a failed conversion or boot: volumes back to their protection snapshots (each
+        volume's content epoch moves: the conversion is to be redone); the source is powered on
+        again after the walk (settle_sources), unless the spec says leave_off."""
         address = str(Address("vm", name, "conversion"))
+        record = self._records().get(address)
         attrs = self._attrs(address)
-        for volume_id, snapshot_id in (attrs.get("protection") or {}).items():
-            compute.revert(self.ctx.conn, volume_id, str(snapshot_id))
+        for volume_id, snapshot_id in (attrs.pop("protection", None) or {}).items():
+            self._revert(name, volume_id, str(snapshot_id))
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
-        self.a._write([], [address])
+        attrs.pop("epochs", None)
+        if attrs.get(POWERED_OFF_AT) and record is not None:  # kept until settled
+            self.a._write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        else:
+            self.a._write([], [address])
         self.ctx.say(
             name, f"{Address('vm', name)}: volumes restored from their protection snapshots"
         )
-        if on_failure == "power_on" and attrs.get("source_power") == POWERED_ON:
-            power_on(self.ctx.si, self.a._vm(name))
-            self.ctx.say(name, f"{Address('vm', name)}: source powered back on")
 
     # -- server ---------------------------------------------------------------------------------
 
@@ -373,6 +474,7 @@ class Cutover:
             key_pair=after.get("key_pair"),
         )
         conversion = self._attrs(str(Address("vm", name, "conversion")))
+        self._check_converted(name, [int(k) for k in after["volumes"]], conversion)
         if conversion.get("firmware") == "efi":
             compute.mark_uefi(self.ctx.conn, spec.volume_ids[0])
         started = time.monotonic()
@@ -398,13 +500,33 @@ class Cutover:
             if server_id:
                 compute.delete_server(self.ctx.conn, server_id)
             self.a._write([], [change.address])
-            self.restore(name, self._on_failure(name))
+            self.restore(name)
             raise
         self.ctx.say(
             name,
             f"{change.address}: server {server_id} ACTIVE in {time.monotonic() - started:.0f} s",
         )
         return server_id
+
+    def _check_converted(self, name: str, keys: list[int], conversion: dict[str, Any]) -> None:
+        """Refuse to boot from a volume written since its conversion (a sync, a revert to the
+        protection snapshot): its content epoch must be the one the conversion recorded.
+
+        Raises FerryError naming the disks."""
+        epochs = dict(conversion.get("epochs") or {})
+        disks = {k: self._disk(name, k) for k in keys}
+        stale = [
+            k
+            for k, disk in disks.items()
+            if not disk.get("converted")  # a server booted from it before: converted for good
+            and (not epochs or epochs.get(str(k)) != disk.get("epoch"))
+        ]
+        if stale:
+            raise FerryError(
+                f"{Address('vm', name, 'server')}: not booted: the volume(s) of disk(s) "
+                f"{', '.join(map(str, stale))} changed since their conversion (synced or "
+                "reverted); the next plan converts them again"
+            )
 
     def _port_ids(self, name: str) -> list[str]:
         """The VM's ports in the source's NIC order."""
@@ -416,8 +538,12 @@ class Cutover:
         return [port_id for _, port_id in sorted(found)]
 
     def _on_failure(self, name: str) -> str:
+        """The spec's power_off.on_failure for the VM, as planned ('power_on' | 'leave_off')."""
+        snapshot = self.a.changes.get(str(Address("vm", name, "snapshot")))
+        power = dict((snapshot.after if snapshot else None) or {}).get("power_off") or {}
         conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
-        return str(((conversion.after if conversion else None) or {}).get("on_failure", "power_on"))
+        after = (conversion.after if conversion else None) or {}
+        return str(power.get("on_failure") or after.get("on_failure") or "power_on")
 
     def _served(self, change: Change, name: str, after: dict[str, Any], server_id: str) -> None:
         """The server runs: the volumes are converted for good, the protection goes."""
@@ -444,7 +570,12 @@ class Cutover:
                 change.address,
                 "server",
                 Status.READY,
-                {**after, "server_id": server_id, "at": time.time()},
+                {
+                    **after,
+                    "server_id": server_id,
+                    "at": time.time(),
+                    "source_off_at": attrs.get(POWERED_OFF_AT),
+                },
             )
         )
         self.a._write(puts, [])

@@ -60,6 +60,24 @@ def conversion_ports_flavor_before_server(graph: Graph, changes: list[Change]) -
             graph.add_edge(flavor.address, server_address)
 
 
+def destination_before_power_off(graph: Graph, changes: list[Change]) -> None:
+    """Every destination object a cutover needs (its ports, the flavor its server boots with, and
+    through them a network ferry creates) comes before the snapshot that powers the source off:
+    a MAC in use or a flavor ferry may not create fails while production still runs."""
+    off = [
+        c
+        for c in _by(changes, "source_snapshot", False)
+        if (c.after or {}).get("power_off") is not None
+    ]
+    _same_vm_edges(graph, [*off, *_by(changes, "port", False)], "port", "source_snapshot")
+    flavors = {Address.parse(f.address).name: f.address for f in _by(changes, "flavor", False)}
+    for server in _by(changes, "server", False):
+        flavor = flavors.get(str((server.after or {}).get("flavor")))
+        for snapshot in off:
+            if flavor is not None and _vm_of(snapshot) == _vm_of(server):
+                graph.add_edge(flavor, snapshot.address)
+
+
 def networks_around_ports(graph: Graph, changes: list[Change]) -> None:
     """A network ferry creates comes before the ports on it; on teardown, after them."""
     for destructive in (False, True):
@@ -91,10 +109,12 @@ def conversion_host_first(graph: Graph, changes: list[Change]) -> None:
 
 
 def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
-    """Teardown runs in reverse: the server goes before its ports, volumes and conversion, and
-    before the flavor made for it."""
+    """Teardown runs in reverse: the server goes before its ports, volumes and conversion (whose
+    protection snapshots go before the volumes), and before the flavor made for it."""
     for kind in ("port", "volume", "conversion"):
         _same_vm_edges(graph, changes, "server", kind, destructive=True)
+    # the protection snapshots go before their volumes (Cinder keeps a volume with snapshots)
+    _same_vm_edges(graph, changes, "conversion", "volume", destructive=True)
     for flavor in _by(changes, "flavor", True):
         for server in _by(changes, "server", True):
             graph.add_edge(server.address, flavor.address)
@@ -116,6 +136,7 @@ TRANSFORMERS: tuple[Transformer, ...] = (
     snapshot_before_copies,
     copies_before_conversion,
     conversion_ports_flavor_before_server,
+    destination_before_power_off,
     networks_around_ports,
     conversion_host_first,
     server_deleted_first,

@@ -40,6 +40,7 @@ class VMReport:
     server: dict[str, Any] | None = None
     conversion_seconds: float | None = None
     downtime_seconds: float | None = None  # source off → server ACTIVE, as measured
+    source_off_since: float | None = None  # ferry powered the source off; no server yet
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,11 @@ def collect(records: Mapping[str, ResourceRecord], logs: list[list[dict[str, Any
             continue
         vm = vms.setdefault(parsed.name, VMReport(parsed.name))
         _record(vm, address, record)
+    off: dict[str, float] = {}  # across applies: downtime runs from the first power-off
     for events in logs:
-        _history(vms, events)
+        _history(vms, events, off)
+    for vm in vms.values():
+        _measured(vm)
     timeline = lanes(next((e for e in reversed(logs) if _has_nodes(e)), []))
     touched = [v for v in vms.values() if v.disks or v.syncs or v.ports or v.server]
     return Report(sorted(touched, key=lambda v: v.name), timeline, len(logs))
@@ -86,12 +90,27 @@ def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:
         vm.ports.append({"address": address, **attrs})
     elif kind == "server":
         vm.server = {"status": record.status.value, **attrs}
-    elif kind == "conversion" and attrs.get("seconds"):
-        vm.conversion_seconds = float(attrs["seconds"])
+    elif kind == "conversion":
+        if attrs.get("seconds"):
+            vm.conversion_seconds = float(attrs["seconds"])
+        if attrs.get("powered_off_at"):
+            vm.source_off_since = float(attrs["powered_off_at"])
 
 
-def _history(vms: dict[str, VMReport], events: Iterable[dict[str, Any]]) -> None:
-    off: dict[str, float] = {}
+def _measured(vm: VMReport) -> None:
+    """The server's record holds when ferry first powered the source off and when the server
+    was ACTIVE: that is the downtime (over the events' when both are there); a source left off
+    with no server is only that."""
+    server = vm.server or {}
+    if server.get("source_off_at") and server.get("at"):
+        vm.downtime_seconds = round(float(server["at"]) - float(server["source_off_at"]), 1)
+    if server:
+        vm.source_off_since = None
+
+
+def _history(
+    vms: dict[str, VMReport], events: Iterable[dict[str, Any]], off: dict[str, float]
+) -> None:
     for event in events:
         kind = event.get("event")
         if kind == "apply_start":
@@ -111,8 +130,10 @@ def _history(vms: dict[str, VMReport], events: Iterable[dict[str, Any]]) -> None
                     event.get("verified"),
                 )
             )
-        elif kind == "source_off":
-            off[event["vm"]] = float(event["ts"])
+        elif kind == "source_off":  # `since`: the first power-off, maybe an earlier apply's
+            off.setdefault(event["vm"], float(event.get("since") or event["ts"]))
+        elif kind == "source_on":
+            off.pop(event["vm"], None)
         elif kind == "node_end" and event.get("outcome") == "done":
             address = Address.parse(event["address"])
             if address.part == "server" and address.name in off:

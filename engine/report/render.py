@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.model.state import VERIFIED_AREAS
+from engine.planner.diff.cutover import source_left_off
 from engine.report import svg
 from engine.report.data import Report, Sync, VMReport
 from engine.units import human
@@ -53,6 +54,12 @@ def _digest(last: dict[str, Any], sync: Sync | None) -> str:
 DISK_HEAD = ["disk", "size", "Cinder volume", "converted", "syncs (bytes copied, time)", "sha256"]
 
 
+def _notes(vm: VMReport) -> list[str]:
+    """The VM's concerns, and a source ferry left powered off with no server yet."""
+    left = [source_left_off(vm.source_off_since)] if vm.source_off_since else []
+    return left + vm.concerns
+
+
 def summary_rows(report: Report) -> list[list[str]]:
     rows = []
     for vm in report.vms:
@@ -64,7 +71,7 @@ def summary_rows(report: Report) -> list[list[str]]:
                 str(len(vm.disks)),
                 human(copied),
                 _seconds(vm.conversion_seconds),
-                _seconds(vm.downtime_seconds),
+                "off, no server yet" if vm.source_off_since else _seconds(vm.downtime_seconds),
                 str((vm.server or {}).get("server_id") or "—"),
             ]
         )
@@ -96,7 +103,7 @@ def html(report: Report) -> str:
     ]
     for vm in report.vms:
         parts.append(f"<h2>{escape(vm.name)}</h2>")
-        parts += [f"<p class='concern'>{escape(c)}</p>" for c in vm.concerns]
+        parts += [f"<p class='concern'>{escape(c)}</p>" for c in _notes(vm)]
         parts.append(table(DISK_HEAD, _disk_rows(vm)))
         if vm.ports:
             rows = [[p["address"], p.get("mac", ""), p.get("network", ""), p.get("port_id", "")]
@@ -130,6 +137,6 @@ def markdown(report: Report, svg_prefix: Path) -> tuple[str, dict[Path, str]]:
     for path in files:
         lines += [f"![{path.name}]({path.name})", ""]
     for vm in report.vms:
-        lines += [f"## {vm.name}", "", *(f"- {c}" for c in vm.concerns), ""]
+        lines += [f"## {vm.name}", "", *(f"- {c}" for c in _notes(vm)), ""]
         lines += table(DISK_HEAD, _disk_rows(vm))
     return "\n".join(lines), files

@@ -4,7 +4,8 @@ has virtio drivers in its initramfs, grub in its boot sector, and boots to a log
 virtio-blk (qemu, TCG); the server is ACTIVE with the source MACs. The first apply is stopped
 with Ctrl-C while the conversion changes the guest (rolled back at once); the second is killed
 -9 there; the next one reverts the volumes to their protection snapshots before its final sync
-(verify then holds) and converts again."""
+(verify then holds) and converts again: the server boots from the volumes at the content epoch
+that conversion recorded."""
 
 from __future__ import annotations
 
@@ -167,9 +168,11 @@ def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
         lab, "apply", str(spec), "--target", "vm.build-old", "--auto-approve", "--state", str(state)
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "an interrupted conversion starts over from the protection snapshots" in done.stdout
+    assert "back to its protection snapshot (undoing the conversion)" in done.stdout
     found = records(state)
     assert found["vm.build-old.conversion"]["seconds"] > 0
+    converted = found["vm.build-old.conversion"]["epochs"]["2000"]
+    assert found["vm.build-old.disk[2000]"]["epoch"] == converted  # booted from what it converted
     volume = volume_file(lab, found["vm.build-old.disk[2000]"]["volume_id"])
 
     after = initramfs_modules(volume, tmp_path / "after")

@@ -20,7 +20,13 @@ from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
 from engine.planner.diff.common import CUTOVER_MODES, DiffInput
-from engine.planner.diff.cutover import booted, cutover_changes, power_policy
+from engine.planner.diff.cutover import (
+    back_to_replicate,
+    booted,
+    cutover_changes,
+    left_off_concerns,
+    power_policy,
+)
 from engine.planner.diff.departed import claim, departed, destroy_changes, recorded_vms
 from engine.planner.diff.estimates import (
     downtime,
@@ -91,9 +97,11 @@ def vm_changes(
         )
     out += volumes
     if vm.mode in CUTOVER_MODES:
-        cutover = cutover_changes(vm, records, state.resources, server, port_ids)
+        cutover = cutover_changes(
+            vm, records, state.resources, server, port_ids, syncing=syncing and not is_booted
+        )
         out += [c for c in cutover if not (is_booted and c.kind == "conversion")]
-    return out
+    return out + back_to_replicate(vm, records)
 
 
 def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]:
@@ -124,7 +132,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             continue
         vm_list = vm_changes(vm, records, data.state, observed, servers=servers, port_ids=port_ids)
         estimate = downtime(vm, vm_list, throughput, conversions)
-        concerns = vm.concerns + held + over_budget(vm, estimate)
+        concerns = vm.concerns + held + over_budget(vm, estimate) + left_off_concerns(records)
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list))
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)

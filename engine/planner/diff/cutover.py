@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from engine.addresses import Address
-from engine.model.desired import DesiredVM
+from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
@@ -21,7 +22,11 @@ def cutover_changes(
     everything: Mapping[str, ResourceRecord],
     observed_server: ObservedServer | None = None,
     port_ids: frozenset[str] | None = None,
+    *,
+    syncing: bool = False,
 ) -> list[Change]:
+    """The VM's cutover changes; `syncing`: its volumes are written in this plan (the final
+    delta), so a conversion done before is done again."""
     out: list[Change] = []
     for port in vm.ports:
         address = str(Address("vm", vm.name, "port", port.index))
@@ -70,19 +75,85 @@ def cutover_changes(
                 "flavor made for the VM",
             )
         )
-    address = str(Address("vm", vm.name, "conversion"))
-    out.append(
-        simple(
-            address,
-            "conversion",
-            records.get(address),
-            conversion_after(vm),
-            "protect the volumes (Cinder snapshots), then convert the guest for KVM"
-            if vm.convert
-            else "protect the volumes (Cinder snapshots); no conversion (convert: false)",
-        )
-    )
+    out.append(conversion_change(vm, records, syncing))
     out.append(server_change(vm, records, observed_server))
+    return out
+
+
+def conversion_change(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], syncing: bool
+) -> Change:
+    """Protect and convert: created, or done again (replace) when the volumes it converted were
+    written since — synced now, or reverted to their protection snapshots (their content epochs
+    are no longer the ones the conversion recorded)."""
+    address = str(Address("vm", vm.name, "conversion"))
+    record = records.get(address)
+    change = simple(
+        address,
+        "conversion",
+        record,
+        conversion_after(vm),
+        "protect the volumes (Cinder snapshots), then convert the guest for KVM"
+        if vm.convert
+        else "protect the volumes (Cinder snapshots); no conversion (convert: false)",
+    )
+    if change.action is not Action.NOOP or record is None:
+        return change
+    if str(Address("vm", vm.name, "server")) in records:
+        return change  # a server was booted from them: converted for good
+    if syncing:
+        why = "the volumes are synced again (final delta): protect and convert again"
+    elif _epochs_moved(vm, record, records):
+        why = "the volumes changed since their conversion (reverted or synced): convert again"
+    else:
+        return change
+    return Change(address, "conversion", Action.REPLACE, why, dict(record.attributes), change.after)
+
+
+def _epochs_moved(
+    vm: DesiredVM, record: ResourceRecord, records: Mapping[str, ResourceRecord]
+) -> bool:
+    epochs = dict(record.attributes.get("epochs") or {})
+    for v in vm.volumes:
+        disk = records.get(str(Address("vm", vm.name, "disk", v.disk_key)))
+        if not epochs or epochs.get(str(v.disk_key)) != (disk.attributes if disk else {}).get(
+            "epoch"
+        ):
+            return True
+    return False
+
+
+def source_left_off(since: float) -> str:
+    """A source ferry powered off at `since` (epoch seconds) whose cutover has no server yet."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return f"source powered off by ferry at {at}, no server yet"
+
+
+def left_off_concerns(records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+    """A warning on a VM whose source ferry left powered off (a failure or a stop with
+    `on_failure: leave_off`, or an apply killed after the power-off) with no server yet."""
+    for address, record in records.items():
+        since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
+        server = address.removesuffix(".conversion") + ".server"
+        if since and server not in records:
+            return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(float(since))),)
+    return ()
+
+
+def back_to_replicate(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
+    """A VM moved back from cutover to replicate (no server booted): its ports and its
+    conversion record (with the protection snapshots) are deleted."""
+    if vm.mode in CUTOVER_MODES or str(Address("vm", vm.name, "server")) in records:
+        return []
+    out = []
+    for address, record in sorted(records.items()):
+        if record.kind == "port":
+            why = "back to replicate: the cutover's port goes (made again at the next cutover)"
+        elif record.kind == "conversion":
+            why = "back to replicate: the protection snapshots and the conversion record go"
+        else:
+            continue
+        out.append(Change(address, record.kind, Action.DELETE, why, dict(record.attributes), None))
     return out
 
 

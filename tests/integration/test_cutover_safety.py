@@ -1,0 +1,224 @@
+"""Cutover safety on the lab (issue 12, items 2, 3, 8, 9): a destination conflict fails before
+the source is powered off; a conversion whose volumes were written again is done again before
+the server boots; a protection snapshot older than the last sync is never reverted to, and a VM
+moved back to replicate loses its ports and protection; a stop after the power-off powers the
+source back on, or (leave_off) says so in the stop message, the next plan and the report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.lab.estate import find_vm
+from engine.lab.lab import Lab
+from engine.providers.vsphere.power import power_on, power_state
+from tests.integration.cli import ROOT, ferry
+from tests.integration.converge import assert_converged, records
+from tests.integration.test_cutover import apply, spec_with, vm_ref
+
+pytestmark = pytest.mark.lab
+MiB = 1024**2
+WEB01 = "vm.web01"
+
+
+@pytest.fixture(autouse=True)
+def clean_destination(si: Any, new_cloud_objects: None) -> Iterator[None]:
+    """What a test created in the cloud goes after it; web01 is powered on again."""
+    yield
+    if power_state(si, vm_ref(si, "web01")) != "poweredOn":
+        power_on(si, vm_ref(si, "web01"))
+
+
+def replicated(lab: Lab, tmp_path: Path) -> Path:
+    state = tmp_path / "ferry.db"
+    done = apply(lab, spec_with(tmp_path, "web01", "mode: replicate"), WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return state
+
+
+def test_a_mac_in_use_fails_before_the_power_off_then_the_cutover_converts_again(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Items 3 and 2: a port squatting web01's MAC on lab-vm-network fails the cutover while
+    web01 still runs (no power-off, no protection); after the conflict goes, the next apply
+    protects and 'converts' (convert: false) in that apply and boots from those volumes."""
+    vm = find_vm("web01")
+    assert vm is not None
+    state = replicated(lab, tmp_path)
+    conn = lab.openstack("ferry-lab")
+    network = conn.network.find_network("lab-vm-network")
+    squatter = conn.network.create_port(
+        network_id=network.id, mac_address=vm.nics[0].mac, name="squatter"
+    )
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false")
+    failed = apply(lab, cutover, WEB01, state)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "already used" in failed.stdout and "skipped: vm.web01.snapshot" in failed.stdout
+    assert power_state(si, vm_ref(si, "web01")) == "poweredOn"  # production never went down
+    assert "source powered off" not in failed.stdout
+    assert list(conn.block_storage.snapshots()) == []
+    assert "vm.web01.conversion" not in records(state)
+
+    conn.network.delete_port(squatter.id)
+    done = apply(lab, cutover, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "volume(s) protected" in done.stdout and "no conversion (convert: false)" in done.stdout
+    found = records(state)
+    epochs = found["vm.web01.conversion"]["epochs"]
+    assert epochs == {str(d.key): found[f"vm.web01.disk[{d.key}]"]["epoch"] for d in vm.disks}
+    assert_converged(lab, state, vm, server=True)
+
+
+def test_volumes_written_after_their_conversion_are_converted_again_before_the_boot(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Item 2: a cutover that ended after protection (here: applied up to its conversion only)
+    leaves the conversion recorded with its protection snapshots. The next plan converts again
+    (the final delta writes the volumes), and that apply protects anew before the boot."""
+    vm = find_vm("web01")
+    assert vm is not None
+    state = replicated(lab, tmp_path)
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false")
+    first = apply(lab, cutover, "vm.web01.conversion", state)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "volume(s) protected" in first.stdout and "source powered back on" in first.stdout
+    assert power_state(si, vm_ref(si, "web01")) == "poweredOn"  # no server: back on
+    converted_at = records(state)["vm.web01.conversion"]["at"]
+
+    plan = ferry(lab, "plan", str(cutover), "--target", WEB01, "--state", str(state))
+    assert "protect and convert again" in plan.stdout, plan.stdout
+    done = apply(lab, cutover, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "volume(s) protected" in done.stdout  # the conversion ran in this apply
+    assert "back to its protection snapshot" not in done.stdout  # convert: false changed nothing
+    found = records(state)
+    assert found["vm.web01.conversion"]["at"] > converted_at
+    assert_converged(lab, state, vm, server=True)
+
+
+def test_a_vm_back_to_replicate_loses_its_protection_and_keeps_every_later_sync(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Item 8: after a cutover that ended after protection, web01 goes back to replicate: the
+    plan deletes its ports and conversion record (protection snapshots); the 1 MiB written then
+    is synced, and the next cutover keeps it (never reverted to the older protection)."""
+    vm = find_vm("web01")
+    assert vm is not None
+    state = replicated(lab, tmp_path)
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false")
+    first = apply(lab, cutover, "vm.web01.conversion", state)
+    assert first.returncode == 0, first.stdout + first.stderr
+    conn = lab.openstack("ferry-lab")
+    assert len(list(conn.block_storage.snapshots())) == len(vm.disks)
+
+    lab.write("web01", 2000, 950 * MiB, MiB, seed=8)
+    back = spec_with(tmp_path, "web01", "mode: replicate")
+    plan = ferry(lab, "plan", str(back), "--target", WEB01, "--state", str(state))
+    assert "back to replicate: the protection snapshots" in plan.stdout, plan.stdout
+    assert "back to replicate: the cutover's port goes" in plan.stdout
+    done = apply(lab, back, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = records(state)
+    assert "vm.web01.conversion" not in found
+    assert not [a for a in found if a.startswith("vm.web01.port[")]
+    assert list(conn.block_storage.snapshots()) == []
+    assert not [p for p in conn.network.ports() if p.mac_address == vm.nics[0].mac]
+    assert found["vm.web01.disk[2000]"]["last_sync"]["bytes"] >= MiB
+
+    done = apply(lab, cutover, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_converged(lab, state, vm, server=True)  # the 1 MiB is on the volume
+
+
+def start(lab: Lab, spec: Path, state: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "apply", str(spec), "--target", WEB01,
+         "--auto-approve", "--state", str(state)],
+        env={**os.environ, **lab.env(), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job
+    )  # fmt: skip
+
+
+def interrupt_after_power_off(lab: Lab, spec: Path, state: Path) -> tuple[int, str]:
+    """Ctrl-C (SIGINT to the apply's process group) once it says the source is powered off,
+    while the final delta is still being copied (reads slowed down)."""
+    lab.write("web01", 2000, 300 * MiB, 64 * MiB, seed=9)
+    lab.read_delay("web01", 2000, 1000)
+    try:
+        proc = start(lab, spec, state)
+        assert proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:
+            seen.append(line)
+            if "source powered off" in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            assert time.monotonic() < deadline, "".join(seen)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        lab.read_errors("web01", 2000, None)
+    return proc.returncode, "".join(seen) + rest
+
+
+def test_ctrl_c_after_the_power_off_powers_the_source_back_on(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Item 9, default on_failure: the stopped cutover powers web01 back on."""
+    state = replicated(lab, tmp_path)
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false")
+    code, out = interrupt_after_power_off(lab, cutover, state)
+    assert code == 130, out
+    assert "source powered back on" in out, out
+    assert power_state(si, vm_ref(si, "web01")) == "poweredOn"
+    assert "powered_off_at" not in records(state).get("vm.web01.conversion", {})
+
+
+def test_ctrl_c_after_the_power_off_with_leave_off_says_so_everywhere(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Item 9, on_failure: leave_off: the stop message, the next plan and the report say ferry
+    powered web01 off and when; the next apply's downtime runs from that first power-off."""
+    vm = find_vm("web01")
+    assert vm is not None
+    state = replicated(lab, tmp_path)
+    settings = (
+        "mode: cutover\nconvert: false\npower_off: {on_failure: leave_off, force_after: true}"
+    )
+    cutover = spec_with(tmp_path, "web01", settings)
+    code, out = interrupt_after_power_off(lab, cutover, state)
+    assert code == 130, out
+    assert power_state(si, vm_ref(si, "web01")) == "poweredOff"
+    said = "vm.web01: source powered off by ferry at "
+    assert said in out and out.split(said, 1)[1].split("\n", 1)[0].endswith("no server yet"), out
+    first_off = float(records(state)["vm.web01.conversion"]["powered_off_at"])
+
+    plan = ferry(lab, "plan", str(cutover), "--target", WEB01, "--state", str(state))
+    assert "source powered off by ferry at" in plan.stdout, plan.stdout
+    md = tmp_path / "report.md"
+    shown = ferry(lab, "report", "--md", str(md), "--state", str(state))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "source powered off by ferry at" in md.read_text()
+
+    time.sleep(2)  # the next apply's own power-off would be later than the first
+    done = apply(lab, cutover, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    server = records(state)["vm.web01.server"]
+    assert server["source_off_at"] == first_off
+    shown = ferry(lab, "report", "--md", str(md), "--state", str(state))
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| web01 |"))
+    downtime = int(row.split("|")[6].strip()[:-2])
+    assert downtime >= int(server["at"] - first_off) - 1, row
+    assert_converged(lab, state, vm, server=True)

@@ -1,0 +1,79 @@
+"""After the walk, a source ferry powered off with no server is powered back on, or (leave_off)
+left off with a line that says since when; a VM this apply could not power off is left alone
+(a real SQLite state store; the vSphere power-on recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.executor import cutover as module
+from engine.executor.cutover import Cutover
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.statestore.sqlite import SqliteStateStore
+
+OFF = {"source_power": "poweredOn", "powered_off": "graceful", "powered_off_at": 40.0}
+
+
+def snapshot(name: str, on_failure: str) -> Change:
+    after = {"power_off": {"policy": "graceful", "on_failure": on_failure}}
+    return Change(f"vm.{name}.snapshot", "source_snapshot", Action.CREATE, "", None, after)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    opened = SqliteStateStore(tmp_path / "ferry.db")
+    opened.write([ResourceRecord(f"vm.{n}.conversion", "conversion", Status.IN_PROGRESS, OFF)
+                  for n in ("web01", "db01")], [])  # fmt: skip
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(vm))
+    return seen
+
+
+def settle(store: SqliteStateStore, changes: list[Change]) -> list[str]:
+    ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
+    applier: Any = SimpleNamespace(
+        ctx=ctx,
+        _write=store.write,
+        uuids={"web01": "u1", "db01": "u2"},
+        changes={c.address: c for c in changes},
+        _vm=lambda name: f"ref-{name}",
+    )
+    return Cutover(applier).settle_sources()
+
+
+def test_the_source_is_powered_back_on_and_its_record_goes(
+    store: SqliteStateStore, powered: list[str]
+) -> None:
+    assert settle(store, [snapshot("web01", "power_on")]) == []
+    assert powered == ["ref-web01"]  # db01: this apply could not have powered it off
+    resources = store.read().resources
+    assert "vm.web01.conversion" not in resources and "vm.db01.conversion" in resources
+
+
+def test_leave_off_says_since_when(store: SqliteStateStore, powered: list[str]) -> None:
+    lines = settle(store, [snapshot("web01", "leave_off")])
+    assert lines == [
+        "vm.web01: source powered off by ferry at 1970-01-01 00:00:40 UTC, no server yet"
+    ]
+    assert powered == []
+    assert store.read().resources["vm.web01.conversion"].attributes["powered_off_at"] == 40.0
+
+
+def test_a_server_maybe_booted_keeps_the_source_off(
+    store: SqliteStateStore, powered: list[str]
+) -> None:
+    store.write([ResourceRecord("vm.web01.server", "server", Status.IN_PROGRESS, {})], [])
+    assert settle(store, [snapshot("web01", "power_on")]) == []
+    assert powered == []
