@@ -100,7 +100,6 @@ REGRESSIONS: dict[str, tuple[int, list[dict[str, Any]], str]] = {
 
 
 OPEN = {
-    "ctrl-c-after-the-power-off-leaves-the-source-off",
     "grown-disk-is-ignored",
 }
 
