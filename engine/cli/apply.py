@@ -177,13 +177,16 @@ def _check_fresh(plan: Plan, spec: dict[str, Any], location: StateLocation) -> N
 
 
 def _check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
-    errors = [d.render() for d in plan.diagnostics if d.severity.value == "error"]
+    errors = [d for d in plan.diagnostics if d.severity.value == "error"]
+    if len(errors) == 1:  # the one line says it (the human view showed it with its place too)
+        raise UserError(f"{errors[0].summary}: fix it and plan again")
     if errors:
         if as_json:  # the human view printed them with the plan; CI logs get them on stderr
-            for line in errors:
-                console.print(escape(line))
+            for diagnostic in errors:
+                console.print(escape(diagnostic.render()))
         raise UserError(
-            f"the plan has {len(errors)} error(s), shown above: fix them and plan again"
+            f"the plan has {len(errors)} errors, shown above (the first: {errors[0].summary}): "
+            "fix them and plan again"
         )
     missing = unsupported(plan)
     if missing:
