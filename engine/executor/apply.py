@@ -413,7 +413,7 @@ class Applier:
         if disk.change_id:
             metadata["ferry_change_id"] = disk.change_id
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)
-        after = change.after or {}
+        after, before = change.after or {}, change.before or {}
         record = {
             "volume_id": volume_id,
             "change_id": disk.change_id,
@@ -425,6 +425,7 @@ class Applier:
                 "bytes": stats.bytes_read + stats.bytes_zeroed,
                 "seconds": round(stats.seconds, 3),
                 "at": time.time(),
+                "previous_at": (before.get("last_sync") or {}).get("at"),  # dates the change rate
                 "source_power": self.ctx.snapshot_power.get(address.name),
                 "retries": stats.retries,
                 "sha256": verified[0],

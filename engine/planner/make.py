@@ -39,8 +39,9 @@ def make_plan(
     now: float | None = None,
     locate: Locator | None = None,
 ) -> Plan:
+    now = time.time() if now is None else now
     vms, diagnostics = desired(spec, inventory, destination)
-    vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy))
+    vm_plans, changes = diff(DiffInput(tuple(vms), state, destination, destroy, now))
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)
     if targets:

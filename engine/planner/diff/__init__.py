@@ -40,6 +40,7 @@ def vm_changes(
     *,
     servers: Mapping[str, ObservedServer] | None = None,
     port_ids: frozenset[str] | None = None,
+    now: float | None = None,
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
@@ -54,6 +55,7 @@ def vm_changes(
                 records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
                 observed.get((vm.source.instance_uuid or "", v.disk_key))
                 or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
+                now=now,
             )
             for v in vm.volumes
         )
@@ -116,7 +118,9 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             plans.append(_vm_plan(vm, vm.concerns, None))
             changes += vm_list
             continue
-        vm_list = vm_changes(vm, records, data.state, observed, servers=servers, port_ids=port_ids)
+        vm_list = vm_changes(
+            vm, records, data.state, observed, servers=servers, port_ids=port_ids, now=data.now
+        )
         estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = vm.concerns + over_budget(vm, estimate)
         if not any(c.level is ConcernLevel.ERROR for c in concerns):

@@ -20,6 +20,7 @@ class DiffInput:
     state: State
     destination: Destination
     destroy: bool = False
+    now: float | None = None  # epoch seconds the plan is made at (dates delta estimates)
 
 
 def simple(
