@@ -257,6 +257,7 @@ class Applier:
         vm = self._vm(address.name)
         kind, areas, start_at, fresh = self._what_to_copy(change, before, vm, snapshot, disk)
         volume_id = self._ensure_volume(change, address, before)
+        self._extend(change, address, volume_id)
         self.cutover.revert_interrupted(address.name, volume_id)
         attrs = {**before, "volume_id": volume_id, "copy": kind, "copied_bytes": start_at}
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
@@ -291,7 +292,8 @@ class Applier:
         """(full | delta, areas or None for all, resume offset, destination reads as zeros)."""
         stored = before.get("change_id")
         volume_known = bool(before.get("volume_id"))
-        if change.action is Action.UPDATE and stored and disk.change_id:
+        full = (change.after or {}).get("copy") == "full"  # e.g. the disk grew: CBT untrusted
+        if change.action is Action.UPDATE and stored and disk.change_id and not full:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
             except ChangeTrackingError as exc:
@@ -301,6 +303,14 @@ class Applier:
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
             return "full", None, int(before.get("copied_bytes", 0)), True  # resume
         return "full", None, 0, not volume_known
+
+    def _extend(self, change: Change, address: Address, volume_id: str) -> None:
+        """A disk that grew: its volume is extended (Cinder) to the planned size before the copy."""
+        size = (change.after or {}).get("size_gib")
+        if isinstance(size, int) and volumes.extend(self.ctx.conn, volume_id, size):
+            self.ctx.say(
+                address.name, f"{change.address}: volume {volume_id} extended to {size} GiB"
+            )
 
     def _ensure_volume(self, change: Change, address: Address, before: dict[str, Any]) -> str:
         """The disk's volume, available: the recorded one, or a new one — recorded as soon as

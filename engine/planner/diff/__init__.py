@@ -26,7 +26,13 @@ from engine.planner.diff.estimates import (
     over_budget,
 )
 from engine.planner.diff.networks import network_changes
-from engine.planner.diff.volumes import adopt_then_sync, settled, volume_change
+from engine.planner.diff.volumes import (
+    adopt_then_sync,
+    removed_disks,
+    settled,
+    shrunk,
+    volume_change,
+)
 from engine.planner.quota import Budget, demand
 
 __all__ = ["DiffInput", "diff", "power_policy", "vm_changes"]
@@ -89,6 +95,8 @@ def vm_changes(
             )
         )
     out += volumes
+    if not is_booted:
+        out += removed_disks(vm, records)
     if vm.mode in CUTOVER_MODES:
         cutover = cutover_changes(vm, records, state.resources, server, port_ids)
         out += [c for c in cutover if not (is_booted and c.kind == "conversion")]
@@ -122,7 +130,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change]]:
             vm, records, data.state, observed, servers=servers, port_ids=port_ids, now=data.now
         )
         estimate = downtime(vm, vm_list, throughput, conversions)
-        concerns = vm.concerns + over_budget(vm, estimate)
+        concerns = vm.concerns + over_budget(vm, estimate) + shrunk(vm, records)
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list))
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)

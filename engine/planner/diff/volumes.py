@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.addresses import Address
-from engine.model.desired import DesiredVM, DesiredVolume
+from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import ObservedVolume, SourceDisk
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
@@ -119,6 +119,18 @@ def volume_change(
             after,
             size=full_bytes(disk),
         )
+    was = before.get("size_gib")
+    if not before.get("converted") and isinstance(was, int) and volume.size_gib > was:
+        return _volume(
+            address,
+            Action.UPDATE,
+            f"disk {volume.disk_key} grew from {was} GiB to {volume.size_gib} GiB: extend the "
+            "volume (Cinder extend), then copy it in full (CBT cannot be trusted across a disk "
+            "extend)",
+            before,
+            {**after, "copy": "full", "extend_from_gib": was},
+            size=full_bytes(disk),
+        )
     copy, reason = sync_reason(vm, disk, before)
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
@@ -126,6 +138,47 @@ def volume_change(
         return _volume(address, Action.UPDATE, reason, before, after, size=full_bytes(disk))
     size, how = delta_estimate(before, now)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
+
+
+def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+    """An error concern per disk smaller than its volume: Cinder cannot shrink a volume."""
+    out = []
+    for volume in vm.volumes:
+        record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+        was = record.attributes.get("size_gib") if record else None
+        converted = record is not None and record.attributes.get("converted")
+        if not converted and isinstance(was, int) and volume.size_gib < was:
+            out.append(
+                Concern(
+                    ConcernLevel.ERROR,
+                    "disk-shrunk",
+                    f"disk {volume.disk_key} shrank from {was} GiB to {volume.size_gib} GiB: "
+                    "ferry cannot shrink its volume (Cinder extends only); give the disk its "
+                    "size back, or destroy the replica and copy it again",
+                )
+            )
+    return tuple(out)
+
+
+def removed_disks(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
+    """A delete per replica of a disk the source VM no longer has."""
+    present = {d.key for d in vm.source.disks}
+    out = []
+    for address, record in sorted(records.items()):
+        parsed = Address.parse(address)
+        if record.kind != "volume" or parsed.index is None or parsed.index in present:
+            continue
+        out.append(
+            Change(
+                address,
+                "volume",
+                Action.DELETE,
+                f"disk {parsed.index} was removed from the source VM: delete its replica volume",
+                dict(record.attributes),
+                None,
+            )
+        )
+    return out
 
 
 def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, str]:
