@@ -14,6 +14,7 @@ from pyVmomi import vim
 from engine.errors import VSphereError
 from engine.providers.vsphere.power import PowerOffPolicy, power_off, power_on, power_state
 from engine.providers.vsphere.read import fetch_property
+from engine.providers.vsphere.tasks import wait_task
 from tests.integration.test_cutover import power_events, vm_ref
 
 pytestmark = pytest.mark.lab
@@ -59,3 +60,16 @@ def test_no_tools_without_force_after_is_a_clear_error_and_the_vm_stays_on(si: A
     assert "VMware Tools are not running" in message and "force_after" in message
     assert "\n" not in message
     assert power_state(si, ref) == "poweredOn"
+
+
+def test_a_suspended_source_is_powered_off_hard_only_with_force_after(
+    si: Any, powered_on_after: list[str]
+) -> None:
+    ref = vm_ref(si, "Reporting Ünit 1")
+    powered_on_after.append("Reporting Ünit 1")
+    wait_task(si, ref.SuspendVM_Task(), "suspend")
+    with pytest.raises(VSphereError, match=r"is suspended.*force_after"):
+        power_off(si, ref, PowerOffPolicy(timeout=30, force_after=False))
+    assert power_state(si, ref) == "suspended"
+    assert power_off(si, ref, PowerOffPolicy(timeout=30, force_after=True)) == "hard"
+    assert power_state(si, ref) == "poweredOff"

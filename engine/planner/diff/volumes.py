@@ -120,6 +120,8 @@ def volume_change(
             size=full_bytes(disk),
         )
     was = before.get("size_gib")
+    # Grown: CBT is not trusted across a disk extend (VMware KB 2090639: QueryChangedDiskAreas
+    # misses sectors after an extend past a 128 GB boundary on ESXi 4.x/5.x), so a full copy.
     if not before.get("converted") and isinstance(was, int) and volume.size_gib > was:
         return _volume(
             address,
