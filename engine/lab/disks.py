@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import UserError
@@ -92,8 +92,10 @@ def guest_write(
     if disk is None:
         keys = ", ".join(str(d.key) for d in vm.disks)
         raise UserError(f"VM {vm.name!r} has no disk {key} (its disks: {keys})")
-    check_extent(vm, disk, offset, length)
     live = live_path(disks, vm, key)
+    if live.exists() and live.stat().st_size > disk.capacity:  # the disk was grown in vCenter
+        disk = replace(disk, capacity=live.stat().st_size)
+    check_extent(vm, disk, offset, length)
     if not live.exists():
         raise UserError(f"disk {key} of {vm.name!r} has no content yet: is the lab up?")
     with journal_path(disks, vm, key).open("a+") as journal:

@@ -199,6 +199,28 @@ func diskThin(d *types.VirtualDisk) bool {
 	return true
 }
 
+// grow is called by VirtualMachine.configure (a patched line) after its device changes: a disk
+// whose capacity grew has its live file grown to it (the new part reads as zeros, as a vSphere
+// disk extend leaves it).
+func (c *ferryCBT) grow(vm *VirtualMachine) {
+	if c.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" {
+		return
+	}
+	vmDir := c.vmDir(vm.Config.InstanceUuid)
+	for _, dev := range vm.Config.Hardware.Device {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		live := diskFile(vmDir, disk.Key, "raw")
+		if st, err := os.Stat(live); err == nil && st.Size() < diskCapacity(disk) {
+			if err := os.Truncate(live, diskCapacity(disk)); err != nil {
+				fmt.Fprintf(os.Stderr, "ferry-cbt: grow %s: %v\n", live, err)
+			}
+		}
+	}
+}
+
 // changeTrackingSet is called by VirtualMachine.configure (a patched line) after a reconfigure:
 // any transition of changeTrackingEnabled resets CBT, so existing changeIds become invalid; turning
 // it on starts a new epoch for every disk.
