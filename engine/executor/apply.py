@@ -301,6 +301,7 @@ class Applier:
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
         volume_id = self._ensure_volume(change, address, before)
+        self._extend(change, address, volume_id)
         self.cutover.release_protection(address.name, volume_id)
         if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
             what = replace(what, dst_is_zero=False)
@@ -374,7 +375,8 @@ class Applier:
         copy from 0 (onto a volume that reads as zeros only when it is new)."""
         stored = before.get("change_id")
         volume_known = bool(before.get("volume_id"))
-        if change.action is Action.UPDATE and stored and disk.change_id:
+        full = (change.after or {}).get("copy") == "full"  # e.g. the disk grew: CBT untrusted
+        if change.action is Action.UPDATE and stored and disk.change_id and not full:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
             except ChangeTrackingError as exc:
@@ -413,6 +415,14 @@ class Applier:
             f"{total_bytes(changed)} bytes changed since changeId {began}"
         )
         return ToCopy("full", None, done, zero, rewrite=changed, began=began, why=why)
+
+    def _extend(self, change: Change, address: Address, volume_id: str) -> None:
+        """A disk that grew: its volume is extended (Cinder) to the planned size before the copy."""
+        size = (change.after or {}).get("size_gib")
+        if isinstance(size, int) and volumes.extend(self.ctx.conn, volume_id, size):
+            self.ctx.say(
+                address.name, f"{change.address}: volume {volume_id} extended to {size} GiB"
+            )
 
     def _ensure_volume(self, change: Change, address: Address, before: dict[str, Any]) -> str:
         """The disk's volume, available: the recorded one, or a new one — recorded as soon as
@@ -472,7 +482,7 @@ class Applier:
         if disk.change_id:
             metadata["ferry_change_id"] = disk.change_id
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)
-        after = change.after or {}
+        after, before = change.after or {}, change.before or {}
         record = {
             "volume_id": volume_id,
             "change_id": disk.change_id,
@@ -485,6 +495,7 @@ class Applier:
                 "bytes": stats.bytes_read + stats.bytes_zeroed,
                 "seconds": round(stats.seconds, 3),
                 "at": time.time(),
+                "previous_at": (before.get("last_sync") or {}).get("at"),  # dates the change rate
                 "source_power": self.ctx.snapshot_power.get(address.name),
                 "retries": stats.retries,
                 "sha256": verified[0],

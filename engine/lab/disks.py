@@ -16,7 +16,8 @@ import fcntl
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import UserError
@@ -55,9 +56,22 @@ def seed_of(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8])
 
 
+# A write is generated and written in pieces of at most this many bytes (random.randbytes cannot
+# make 1 GiB at once, and memory stays bounded).
+PIECE = 64 * MiB
+
+
+def pattern_pieces(seed: int, length: int) -> Iterator[tuple[int, bytes]]:
+    """A write's deterministic pseudo-random bytes as (offset within the write, bytes) pieces of
+    at most PIECE bytes: the first from `seed`, piece i from a seed derived from (seed, i)."""
+    for index, at in enumerate(range(0, length, PIECE)):
+        piece_seed = seed if index == 0 else seed_of(seed, "piece", index)
+        yield at, random.Random(piece_seed).randbytes(min(PIECE, length - at))
+
+
 def pattern(seed: int, length: int) -> bytes:
-    """Deterministic pseudo-random bytes for a write."""
-    return random.Random(seed).randbytes(length)
+    """Deterministic pseudo-random bytes for a write (all pieces joined)."""
+    return b"".join(piece for _, piece in pattern_pieces(seed, length))
 
 
 def check_extent(vm: LabVM, disk: LabDisk, offset: int, length: int) -> None:
@@ -78,8 +92,10 @@ def guest_write(
     if disk is None:
         keys = ", ".join(str(d.key) for d in vm.disks)
         raise UserError(f"VM {vm.name!r} has no disk {key} (its disks: {keys})")
-    check_extent(vm, disk, offset, length)
     live = live_path(disks, vm, key)
+    if live.exists() and live.stat().st_size > disk.capacity:  # the disk was grown in vCenter
+        disk = replace(disk, capacity=live.stat().st_size)
+    check_extent(vm, disk, offset, length)
     if not live.exists():
         raise UserError(f"disk {key} of {vm.name!r} has no content yet: is the lab up?")
     with journal_path(disks, vm, key).open("a+") as journal:
@@ -88,7 +104,8 @@ def guest_write(
         sequence = sum(1 for _ in journal)
         if seed is None:
             seed = seed_of(vm.instance_uuid, key, sequence)
-        _pwrite_all(live, offset, pattern(seed, length))
+        for at, piece in pattern_pieces(seed, length):
+            _pwrite_all(live, offset + at, piece)
         journal.write(f"{offset} {length}\n")
         journal.flush()
     return WriteResult(vm.name, key, offset, length, sequence)

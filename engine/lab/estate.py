@@ -2,7 +2,8 @@
 
 Shaped like a small real estate: two ESXi hosts, two datastores, standard and distributed
 portgroups, thin and thick disks of real capacities, distinct MACs, mixed guests, one VM with CBT
-off, one with an existing snapshot, one powered off, one whose name needs sanitizing.
+off, one with an existing snapshot, one powered off, one whose name needs sanitizing. VMware Tools
+run in web01 and db01 only (a graceful shutdown of the others faults, as on vSphere).
 Everything is deterministic: instance UUIDs and disk contents derive from names and seeds.
 """
 
@@ -48,6 +49,7 @@ class LabVM:
     nics: tuple[LabNic, ...]
     cbt: bool = True
     powered_on: bool = True
+    tools: bool = False  # VMware Tools run while it is on (a graceful shutdown can work)
     firmware: str = "bios"
     existing_snapshot: str | None = None
     tags: tuple[str, ...] = ()  # vSphere tags, "category:name"
@@ -85,6 +87,7 @@ ESTATE: tuple[LabVM, ...] = (
         memory_mb=4096,
         host=HOSTS[0],
         firmware="efi",
+        tools=True,
         tags=("wave:1", "tier:web"),
         disks=(LabDisk(2000, 2 * GiB, DATASTORES[0]), LabDisk(2001, 1 * GiB, DATASTORES[1])),
         nics=_nics(1, STANDARD_PORTGROUP, DISTRIBUTED_PORTGROUPS[0]),
@@ -95,6 +98,7 @@ ESTATE: tuple[LabVM, ...] = (
         cpus=4,
         memory_mb=8192,
         host=HOSTS[1],
+        tools=True,
         tags=("wave:1", "tier:db"),
         disks=(
             LabDisk(2000, 1 * GiB, DATASTORES[1], thin=False),

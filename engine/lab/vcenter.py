@@ -182,6 +182,7 @@ def _config_spec(vm: LabVM, networks: dict[str, Any]) -> Any:
         changeTrackingEnabled=vm.cbt,
         files=vim.vm.FileInfo(vmPathName=f"[{vm.datastore}]"),
         deviceChange=devices,
+        extraConfig=[vim.option.OptionValue(key="ferry.lab.tools", value=str(vm.tools).lower())],
     )
 
 

@@ -2,7 +2,7 @@
 
 Debian ships govmomi's `simulator` package but no vcsim main. We copy the whole govmomi tree into
 a private GOPATH entry (a partial copy would hide Debian's), add ferry's CBT extension to package
-`simulator`, apply three small source edits (below), and build `vcsim/main.go` in GOPATH mode.
+`simulator`, apply five small source edits (below), and build `vcsim/main.go` in GOPATH mode.
 The build is skipped when a stamp of the inputs (our sources, the edits, Go and govmomi versions)
 matches the one recorded beside the binary.
 
@@ -66,6 +66,23 @@ EDITS = (
         "\tvm.apply(spec)\n"
         "\tFerryCBT.changeTrackingSet(vm, cbtBefore)\n",
         "Reconfiguring changeTrackingEnabled resets CBT (ferry_cbt.go).",
+    ),
+    Edit(
+        "simulator/virtual_machine.go",
+        "\treturn vm.configureDevices(spec)\n}\n\nfunc getVMFileType",
+        "\tfault := vm.configureDevices(spec)\n\tFerryCBT.grow(vm)\n\treturn fault\n}\n\n"
+        "func getVMFileType",
+        "A disk grown by a reconfigure has its lab file grown to the new capacity (ferry_cbt.go).",
+    ),
+    Edit(
+        "simulator/virtual_machine.go",
+        "\t// change state\n\tvm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOff\n",
+        "\tif fault := ferryShutdownFault(vm); fault != nil {\n"
+        '\t\tr.Fault_ = Fault("", fault)\n'
+        "\t\treturn r\n"
+        "\t}\n"
+        "\t// change state\n\tvm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOff\n",
+        "ShutdownGuest faults with ToolsUnavailable unless VMware Tools run (ferry_cbt.go).",
     ),
 )
 

@@ -42,12 +42,13 @@ def make_plan(
     now: float | None = None,
     locate: Locator | None = None,
 ) -> Plan:
+    now = time.time() if now is None else now
     vms, diagnostics = desired(spec, inventory, destination)
     if not destroy:
         vms = destination_checks(vms, destination, state)
         diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes = diff(
-        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory))
+        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory), now)
     )
     diagnostics += notes
     changes = host_changes(spec, destination, state, destroy=destroy) + changes

@@ -80,7 +80,11 @@ def test_replicate_then_delta_syncs_are_exact(lab: Lab, si: Any, tmp_path: Path)
         sync = now["vm.web01.disk[2000]"]["last_sync"]
         assert sync["kind"] == "delta"
         assert sync["bytes"] == total_bytes(merge_extents(writes)), "bytes copied = bytes changed"
-        assert now["vm.web01.disk[2001]"] == first["vm.web01.disk[2001]"], "unchanged: in sync"
+        # web01 runs: its unwritten disk is synced too, a delta of 0 bytes at the same changeId
+        unwritten = now["vm.web01.disk[2001]"]
+        assert unwritten["change_id"] == first["vm.web01.disk[2001]"]["change_id"]
+        assert unwritten["volume_id"] == first["vm.web01.disk[2001]"]["volume_id"]
+        assert (unwritten["last_sync"]["kind"], unwritten["last_sync"]["bytes"]) == ("delta", 0)
         old, new = (
             previous["vm.web01.disk[2000]"]["change_id"],
             now["vm.web01.disk[2000]"]["change_id"],
@@ -256,10 +260,12 @@ def test_json_events_stream_for_ci_logs(lab: Lab, tmp_path: Path) -> None:
     assert password not in done.stdout and password not in log.read_text()
     for stored in tmp_path.glob("ferry.db*"):  # the state (and its WAL) holds no secret either
         assert password.encode() not in stored.read_bytes()
-    again = ferry(lab, *apply_web01_json)  # in sync: nothing to do
+    again = ferry(lab, *apply_web01_json)  # web01 runs: a delta per disk, nothing written
     assert again.returncode == 0, again.stdout + again.stderr
-    (line,) = again.stdout.splitlines()
-    assert json.loads(line)["event"] == "apply_end" and json.loads(line)["done"] == 0
+    events = [json.loads(line) for line in again.stdout.splitlines()]
+    assert events[-1]["event"] == "apply_end" and events[-1]["ok"] is True
+    synced = {e["address"]: (e["kind"], e["bytes"]) for e in events if e["event"] == "synced"}
+    assert synced == {"vm.web01.disk[2000]": ("delta", 0), "vm.web01.disk[2001]": ("delta", 0)}
 
 
 def test_read_errors_fail_only_their_disk_then_sporadic_ones_are_retried(

@@ -27,7 +27,7 @@ from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
 from engine.providers.vsphere.session import session
 from tests.integration.cli import ROOT, ferry
-from tests.integration.converge import assert_converged
+from tests.integration.converge import assert_converged, assert_nothing_left
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 OUTAGE = 20.0
@@ -109,8 +109,9 @@ def settle(lab: Lab, run: Run, spec: Path, state: Path) -> str:
         again = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
         assert again.returncode == 0, again.stdout + again.stderr
         outcome = f"failed cleanly ({failures[0]['error'][:120]}), re-run converged"
-    plan = ferry(lab, "plan", str(spec), "--detailed-exitcode", "--state", str(state))
+    plan = ferry(lab, "plan", str(spec), "--json", "--state", str(state))
     assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert_nothing_left(json.loads(plan.stdout))
     return outcome
 
 

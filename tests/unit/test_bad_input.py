@@ -854,7 +854,7 @@ CASES = [
         "plan-file-has-errors",
         ("apply", "p.plan"),
         1,
-        r"error: the plan has 1 error\(s\)",
+        r"error: no flavor fits vm\.web01: fix it and plan again",
         plan="with-error",
     ),
     Case(

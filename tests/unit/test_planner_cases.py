@@ -160,7 +160,14 @@ def run_case(folder: Path) -> dict[str, Any]:
     loaded = validate_text(yaml.safe_dump(case["spec"]), str(folder / "case.yaml"), {})
     assert loaded.diagnostics == [], [d.render() for d in loaded.diagnostics]
     inventory, destination, state = hydrate(case)
-    plan = make_plan(loaded.data, inventory, destination, state, destroy=case.get("destroy", False))
+    plan = make_plan(
+        loaded.data,
+        inventory,
+        destination,
+        state,
+        destroy=case.get("destroy", False),
+        now=case.get("now"),
+    )
     result = to_json(plan)
     Draft202012Validator(PLAN_SCHEMA).validate(result)
     assert from_json(json.loads(json.dumps(result))) == plan  # a saved plan reads back whole

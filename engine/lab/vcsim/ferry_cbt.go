@@ -5,12 +5,21 @@
 //	<disks>/<instanceUuid>/disk-<key>.raw        live disk: a sparse raw file the lab's guest writes change
 //	<disks>/<instanceUuid>/disk-<key>.journal    change journal: one "offset length" line per guest write
 //	<disks>/<instanceUuid>/disk-<key>.cbt        CBT epoch while tracking is on: "<uuid>\n<base sequence>\n"
+//	<disks>/<instanceUuid>/disk-<key>.stun       journal length at the VM's last stun point
 //	<disks>/<instanceUuid>/snapshots/<moref>/    a snapshot: frozen disk-<key>.raw copies and meta.json
 //
 // Writers (ferry lab write) and this extension take flock(2) on the journal, so a snapshot freezes
 // the disk bytes and the journal position together. A changeId is "<epoch uuid>/<sequence>", the
 // sequence being the journal length when the snapshot froze the disk. Turning tracking off or on
 // drops the epoch, so the next snapshot starts a new one and older changeIds fault, as on vSphere.
+//
+// As on vSphere, a running VM's live disk changeId moves at stun points only (snapshot create or
+// remove, power on/off/suspend), not at every guest write: between them it stays at the journal
+// length of the last stun point, though the disk changed. A VM that is not running reports the
+// journal's length (a write to its disk opens and closes it, which moves the changeId).
+//
+// VMware Tools run in a powered-on VM whose extraConfig has ferry.lab.tools = "true"; ShutdownGuest
+// faults with ToolsUnavailable in any other VM, as vSphere does.
 package simulator
 
 import (
@@ -87,9 +96,21 @@ func (c *ferryCBT) PutObject(obj mo.Reference) {
 	}
 }
 
-func (c *ferryCBT) UpdateObject(mo.Reference, []types.PropertyChange) {}
+// UpdateObject makes every power state change of a VM a stun point of its disks.
+func (c *ferryCBT) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
+	vm, ok := obj.(*mo.VirtualMachine)
+	if !ok || c.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" {
+		return
+	}
+	for _, change := range changes {
+		if change.Name == "runtime.powerState" {
+			c.stun(c.vmDir(vm.Config.InstanceUuid))
+			return
+		}
+	}
+}
 
-// RemoveObject deletes a removed snapshot's frozen disks.
+// RemoveObject deletes a removed snapshot's frozen disks; removing a snapshot is a stun point.
 func (c *ferryCBT) RemoveObject(ref types.ManagedObjectReference) {
 	c.mu.Lock()
 	dir, ok := c.snapshots[ref]
@@ -97,7 +118,61 @@ func (c *ferryCBT) RemoveObject(ref types.ManagedObjectReference) {
 	c.mu.Unlock()
 	if ok {
 		_ = os.RemoveAll(dir)
+		c.stun(filepath.Dir(filepath.Dir(dir)))
 	}
+}
+
+// stun records the journal length of every disk of the VM in vmDir as its last stun point.
+func (c *ferryCBT) stun(vmDir string) {
+	journals, _ := filepath.Glob(filepath.Join(vmDir, "disk-*.journal"))
+	for _, path := range journals {
+		_ = withJournal(path, syscall.LOCK_EX, func(j *os.File) error {
+			seq, err := countLines(j)
+			if err != nil {
+				return err
+			}
+			return writeStun(strings.TrimSuffix(path, ".journal")+".stun", seq)
+		})
+	}
+}
+
+func writeStun(path string, seq int64) error {
+	return os.WriteFile(path, []byte(strconv.FormatInt(seq, 10)+"\n"), 0o644)
+}
+
+// stunSeq is the journal length at the disk's last stun point (base when none was recorded).
+func stunSeq(vmDir string, key int32, base int64) int64 {
+	data, err := os.ReadFile(diskFile(vmDir, key, "stun"))
+	if err != nil {
+		return base
+	}
+	seq, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil || seq < base {
+		return base
+	}
+	return seq
+}
+
+// toolsRunning says whether VMware Tools run in the VM: powered on and given tools by the lab.
+func toolsRunning(vm *VirtualMachine) bool {
+	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || vm.Config == nil {
+		return false
+	}
+	for _, opt := range vm.Config.ExtraConfig {
+		if o := opt.GetOptionValue(); o.Key == "ferry.lab.tools" {
+			v, _ := o.Value.(string)
+			return v == "true"
+		}
+	}
+	return false
+}
+
+// ferryShutdownFault is ShutdownGuest's fault (a patched line): ToolsUnavailable without tools.
+func ferryShutdownFault(vm *VirtualMachine) types.BaseMethodFault {
+	if toolsRunning(vm) {
+		return nil
+	}
+	return &types.ToolsUnavailable{}
 }
 
 func (c *ferryCBT) vmDir(uuid string) string { return filepath.Join(c.dir, uuid) }
@@ -122,6 +197,28 @@ func diskThin(d *types.VirtualDisk) bool {
 		return b.ThinProvisioned != nil && *b.ThinProvisioned
 	}
 	return true
+}
+
+// grow is called by VirtualMachine.configure (a patched line) after its device changes: a disk
+// whose capacity grew has its live file grown to it (the new part reads as zeros, as a vSphere
+// disk extend leaves it).
+func (c *ferryCBT) grow(vm *VirtualMachine) {
+	if c.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" {
+		return
+	}
+	vmDir := c.vmDir(vm.Config.InstanceUuid)
+	for _, dev := range vm.Config.Hardware.Device {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		live := diskFile(vmDir, disk.Key, "raw")
+		if st, err := os.Stat(live); err == nil && st.Size() < diskCapacity(disk) {
+			if err := os.Truncate(live, diskCapacity(disk)); err != nil {
+				fmt.Fprintf(os.Stderr, "ferry-cbt: grow %s: %v\n", live, err)
+			}
+		}
+	}
 }
 
 // changeTrackingSet is called by VirtualMachine.configure (a patched line) after a reconfigure:
@@ -201,6 +298,9 @@ func (c *ferryCBT) freezeDisk(vm *VirtualMachine, s *VirtualMachineSnapshot, sna
 			return err
 		}
 		dm.Seq = seq
+		if err := writeStun(diskFile(vmDir, disk.Key, "stun"), seq); err != nil {
+			return err
+		}
 		live := diskFile(vmDir, disk.Key, "raw")
 		if _, err := os.Stat(live); err == nil {
 			dm.Frozen = true
@@ -516,6 +616,15 @@ func (vm *VirtualMachine) Get() mo.Reference {
 	}
 	vmDir := FerryCBT.vmDir(vm.Config.InstanceUuid)
 	live.LayoutEx = ferryLayout(vmDir, vm.Config.Hardware.Device, vm.LayoutEx)
+	if vm.Guest != nil {
+		guest := *vm.Guest
+		guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
+		if toolsRunning(vm) {
+			guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+			guest.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+		}
+		live.Guest = &guest
+	}
 	if !cbtOn(vm.Config) {
 		return &live
 	}
@@ -527,7 +636,8 @@ func (vm *VirtualMachine) Get() mo.Reference {
 		if !ok {
 			continue
 		}
-		if id, ok := liveChangeID(vmDir, disk.Key); ok {
+		running := vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+		if id, ok := liveChangeID(vmDir, disk.Key, running); ok {
 			if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
 				backing := *b
 				backing.ChangeId = id
@@ -543,8 +653,9 @@ func (vm *VirtualMachine) Get() mo.Reference {
 }
 
 // liveChangeID is the disk's changeId now: its epoch (begun now if tracking has none yet, as
-// vSphere begins one when tracking is enabled) and the journal's current length.
-func liveChangeID(vmDir string, key int32) (string, bool) {
+// vSphere begins one when tracking is enabled) and, for a running VM, the journal's length at
+// its last stun point, else the journal's current length.
+func liveChangeID(vmDir string, key int32, running bool) (string, bool) {
 	if _, err := os.Stat(diskFile(vmDir, key, "raw")); err != nil {
 		return "", false // not a lab disk with content
 	}
@@ -554,7 +665,10 @@ func liveChangeID(vmDir string, key int32) (string, bool) {
 		if err != nil {
 			return err
 		}
-		epoch, _, err := FerryCBT.epoch(vmDir, key, seq)
+		epoch, base, err := FerryCBT.epoch(vmDir, key, seq)
+		if running {
+			seq = stunSeq(vmDir, key, base)
+		}
 		id = fmt.Sprintf("%s/%d", epoch, seq)
 		return err
 	})

@@ -35,7 +35,13 @@ from engine.planner.diff.estimates import (
     over_budget,
 )
 from engine.planner.diff.networks import network_changes
-from engine.planner.diff.volumes import adopt_then_sync, settled, volume_change
+from engine.planner.diff.volumes import (
+    adopt_then_sync,
+    removed_disks,
+    settled,
+    shrunk,
+    volume_change,
+)
 from engine.planner.quota import Budget, demand
 
 __all__ = ["DiffInput", "diff", "power_policy", "vm_changes"]
@@ -49,6 +55,7 @@ def vm_changes(
     *,
     servers: Mapping[str, ObservedServer] | None = None,
     port_ids: frozenset[str] | None = None,
+    now: float | None = None,
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
@@ -63,6 +70,7 @@ def vm_changes(
                 records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
                 observed.get((vm.source.instance_uuid or "", v.disk_key))
                 or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
+                now=now,
             )
             for v in vm.volumes
         )
@@ -96,6 +104,8 @@ def vm_changes(
             )
         )
     out += volumes
+    if not is_booted:
+        out += removed_disks(vm, records)
     if vm.mode in CUTOVER_MODES:
         cutover = cutover_changes(
             vm, records, state.resources, server, port_ids, syncing=syncing and not is_booted
@@ -130,9 +140,17 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             plans.append(_vm_plan(vm, vm.concerns + held, None))
             changes += [] if held else move + vm_list
             continue
-        vm_list = vm_changes(vm, records, data.state, observed, servers=servers, port_ids=port_ids)
+        vm_list = vm_changes(
+            vm, records, data.state, observed, servers=servers, port_ids=port_ids, now=data.now
+        )
         estimate = downtime(vm, vm_list, throughput, conversions)
-        concerns = vm.concerns + held + over_budget(vm, estimate) + left_off_concerns(records)
+        concerns = (
+            vm.concerns
+            + held
+            + over_budget(vm, estimate)
+            + left_off_concerns(records)
+            + shrunk(vm, records)
+        )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list))
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)

@@ -22,6 +22,7 @@ class DiffInput:
     destination: Destination
     destroy: bool = False
     lookup: Lookup | None = None  # None: every recorded VM not desired left the spec
+    now: float | None = None  # epoch seconds the plan is made at (dates delta estimates)
 
 
 def simple(

@@ -8,11 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.addresses import Address
-from engine.model.desired import DesiredVM, DesiredVolume
+from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import ObservedVolume, SourceDisk
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
+from engine.units import human
+
+POWERED_ON = "poweredOn"
 
 
 def epoch(change_id: str | None) -> str | None:
@@ -48,7 +51,11 @@ def volume_change(
     disk: SourceDisk,
     record: ResourceRecord | None,
     observed: ObservedVolume | None,
+    *,
+    now: float | None = None,
 ) -> Change:
+    """The change of one disk's volume; `now` (epoch seconds) dates a running VM's delta
+    estimate (None: no time-based estimate)."""
     address = str(Address("vm", vm.name, "disk", volume.disk_key))
     after: dict[str, Any] = {
         "size_gib": volume.size_gib,
@@ -96,7 +103,7 @@ def volume_change(
             f"redo the interrupted delta since changeId {before.get('change_id')}",
             before,
             after,
-            size=_delta_estimate(before),
+            size=delta_estimate(before, now)[0],
         )
     if record.status is Status.IN_PROGRESS:
         why, rest = _resume(vm, disk, before)
@@ -110,13 +117,68 @@ def volume_change(
             after,
             size=full_bytes(disk),
         )
+    was = before.get("size_gib")
+    # Grown: CBT is not trusted across a disk extend (VMware KB 2090639: QueryChangedDiskAreas
+    # misses sectors after an extend past a 128 GB boundary on ESXi 4.x/5.x), so a full copy.
+    if not before.get("converted") and isinstance(was, int) and volume.size_gib > was:
+        return _volume(
+            address,
+            Action.UPDATE,
+            f"disk {volume.disk_key} grew from {was} GiB to {volume.size_gib} GiB: extend the "
+            "volume (Cinder extend), then copy it in full (CBT cannot be trusted across a disk "
+            "extend)",
+            before,
+            {**after, "copy": "full", "extend_from_gib": was},
+            size=full_bytes(disk),
+        )
     copy, reason = sync_reason(vm, disk, before)
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
-    size = full_bytes(disk) if copy == "full" else _delta_estimate(before)
-    if size is None:
-        reason += " (size unknown until a first delta is measured)"
-    return _volume(address, Action.UPDATE, reason, before, after, size=size)
+    if copy == "full":
+        return _volume(address, Action.UPDATE, reason, before, after, size=full_bytes(disk))
+    size, how = delta_estimate(before, now)
+    return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
+
+
+def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+    """An error concern per disk smaller than its volume: Cinder cannot shrink a volume."""
+    out = []
+    for volume in vm.volumes:
+        record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+        was = record.attributes.get("size_gib") if record else None
+        converted = record is not None and record.attributes.get("converted")
+        if not converted and isinstance(was, int) and volume.size_gib < was:
+            out.append(
+                Concern(
+                    ConcernLevel.ERROR,
+                    "disk-shrunk",
+                    f"disk {volume.disk_key} shrank from {was} GiB to {volume.size_gib} GiB: "
+                    "ferry cannot shrink its volume (Cinder extends only); give the disk its "
+                    "size back, or destroy the replica and copy it again",
+                )
+            )
+    return tuple(out)
+
+
+def removed_disks(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
+    """A delete per replica of a disk the source VM no longer has."""
+    present = {d.key for d in vm.source.disks}
+    out = []
+    for address, record in sorted(records.items()):
+        parsed = Address.parse(address)
+        if record.kind != "volume" or parsed.index is None or parsed.index in present:
+            continue
+        out.append(
+            Change(
+                address,
+                "volume",
+                Action.DELETE,
+                f"disk {parsed.index} was removed from the source VM: delete its replica volume",
+                dict(record.attributes),
+                None,
+            )
+        )
+    return out
 
 
 def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int]:
@@ -160,15 +222,37 @@ def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> t
     if vm.mode in CUTOVER_MODES:
         return "delta", f"final delta since changeId {stored}, after the source is powered off"
     if live is not None and live == stored:
-        return "none", f"in sync at changeId {stored}"
+        if vm.source.power_state == POWERED_ON:
+            return "delta", (
+                f"delta sync since changeId {stored}: the VM is running and its changeId moves "
+                "only at stun points, so its writes since are unknown until measured"
+            )
+        return "none", f"in sync at changeId {stored} (the VM is not running)"
     return "delta", f"delta sync since changeId {stored}"
 
 
-def _delta_estimate(before: Mapping[str, Any]) -> int | None:
-    """Bytes the next delta will likely move: what the last delta moved; None (unknown, shown
-    without a size) before any delta was measured."""
+def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | None, str]:
+    """Bytes the next delta will likely move, and how that was estimated.
+
+    With the last delta's bytes and the seconds between the sync before it and it (`at` and
+    `previous_at`, epoch seconds), and `now`: that change rate (bytes/s) times the seconds since the
+    last sync. Else what the last delta moved; None (unknown, shown without a size) before any
+    delta was measured."""
     last = before.get("last_sync") or {}
-    return int(last.get("bytes", 0)) if last.get("kind") == "delta" else None
+    if last.get("kind") != "delta":
+        return None, "size unknown until a first delta is measured"
+    moved = int(last.get("bytes", 0))
+    at, previous = last.get("at"), last.get("previous_at")
+    if now is not None and isinstance(at, int | float) and isinstance(previous, int | float):
+        interval = float(at) - float(previous)
+        if interval > 0:
+            rate = moved / interval
+            size = round(rate * max(now - float(at), 0.0))
+            return size, (
+                f"estimate: {human(rate)}/s changed between the last syncs, times "
+                f"{max(now - float(at), 0.0):.0f} s since the last sync"
+            )
+    return moved, "estimate: what the last delta moved"
 
 
 def settled(change: Change) -> Change:

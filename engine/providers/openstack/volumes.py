@@ -147,3 +147,27 @@ def encrypted(conn: Any, volume_id: str) -> bool:
         return bool(conn.block_storage.get_volume(volume_id).is_encrypted)
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reading volume {volume_id} failed: {exc}") from exc
+
+
+def extend(conn: Any, volume_id: str, size_gib: int) -> bool:
+    """Grow a detached volume to `size_gib` GiB (Cinder extend) and wait until it is available
+    at that size; False when it already is that large. A volume never shrinks: a smaller size is
+    left alone (the planner refuses a shrunk disk). Raises OpenStackError when cinder fails the
+    extend (status error_extending) or the wait times out."""
+    volume = wait_volume(conn, volume_id, "available")
+    if int(volume.size) >= size_gib:
+        return False
+    conn.block_storage.extend_volume(volume, size_gib)
+    wait_for(
+        lambda: conn.block_storage.get_volume(volume_id),
+        f"volume {volume_id}",
+        lambda v: v.status == "available" and int(v.size) >= size_gib,
+        lambda v: (
+            f"volume {volume_id} went to {v.status} (extending to {size_gib} GiB)"
+            if v.status in VOLUME_FAILED
+            else None
+        ),
+        timeout=300.0,
+        goal=f"available at {size_gib} GiB",
+    )
+    return True

@@ -15,6 +15,7 @@ from engine.providers.vsphere.tasks import describe_fault, wait_task
 
 POWERED_OFF = "poweredOff"
 POWERED_ON = "poweredOn"
+SUSPENDED = "suspended"
 
 
 @dataclass(frozen=True)
@@ -50,27 +51,49 @@ def wait_power_state(si: Any, vm: Any, state: str, timeout: float) -> bool:
 
 
 def power_off(si: Any, vm: Any, policy: PowerOffPolicy) -> str:
-    """Power the VM off; returns how: 'already', 'graceful' or 'hard'."""
-    if power_state(si, vm) == POWERED_OFF:
+    """Power the VM off; returns how: 'already', 'graceful' or 'hard'.
+
+    The power state is read first: a suspended VM is powered off hard with `force_after`, else
+    refused. Graceful first when the policy says so (ShutdownGuest through VMware Tools, waiting
+    up to `policy.timeout` seconds), then hard only with `policy.force_after`. Raises
+    VSphereError when the graceful shutdown faults (e.g. ToolsUnavailable) or times out without
+    force_after (the VM is left on), or the hard power-off fails."""
+    state = power_state(si, vm)  # read now, right before the final snapshot
+    if state == POWERED_OFF:
         return "already"
+    if state == SUSPENDED:  # no guest runs to shut down: hard, or not at all
+        if not policy.force_after:
+            raise VSphereError(
+                f"{vm._moId} is suspended: a graceful shutdown cannot run in a suspended guest, "
+                "and the spec does not allow a hard power-off (power_off.force_after)"
+            )
+        _hard_off(si, vm)
+        return "hard"
     if policy.graceful:
         try:
             vm.ShutdownGuest()
-        except vim.fault.ToolsUnavailable:
-            pass  # no tools: only a hard power-off can do it
+        except vim.fault.ToolsUnavailable as exc:  # no tools: only a hard power-off can do it
+            if not policy.force_after:
+                raise VSphereError(
+                    f"graceful shutdown of {vm._moId} failed: VMware Tools are not running in "
+                    "the guest, and the spec does not allow a hard power-off "
+                    "(power_off.force_after); the VM stays on"
+                ) from exc
         except vim.fault.InvalidPowerState:
             return "already"
         except vmodl.MethodFault as exc:  # the guest or the server refused
             if not policy.force_after:
-                raise VSphereError(f"graceful shutdown of {vm._moId} failed: {exc}") from exc
+                raise VSphereError(
+                    f"graceful shutdown of {vm._moId} failed: {describe_fault(exc)}"
+                ) from exc
         else:
             if wait_power_state(si, vm, POWERED_OFF, policy.timeout):
                 return "graceful"
-        if not policy.force_after:
-            raise VSphereError(
-                f"{vm._moId} did not shut down within {policy.timeout:.0f} s and the spec "
-                "does not allow a hard power-off (power_off.force_after)"
-            )
+            if not policy.force_after:
+                raise VSphereError(
+                    f"{vm._moId} did not shut down within {policy.timeout:.0f} s and the spec "
+                    "does not allow a hard power-off (power_off.force_after)"
+                )
     _hard_off(si, vm)
     return "hard"
 
