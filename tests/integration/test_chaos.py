@@ -99,9 +99,7 @@ REGRESSIONS: dict[str, tuple[int, list[dict[str, Any]], str]] = {
 }  # fmt: skip
 
 
-OPEN = {
-    "grown-disk-is-ignored",
-}
+OPEN = {}
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
