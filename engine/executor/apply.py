@@ -419,7 +419,8 @@ class Applier:
     def _extend(self, change: Change, address: Address, volume_id: str) -> None:
         """A disk that grew: its volume is extended (Cinder) to the planned size before the copy."""
         size = (change.after or {}).get("size_gib")
-        if isinstance(size, int) and volumes.extend(self.ctx.conn, volume_id, size):
+        host_id = self.ctx.conversion_host_id  # a killed apply may have left it attached there
+        if isinstance(size, int) and volumes.extend(self.ctx.conn, volume_id, size, host_id):
             self.ctx.say(
                 address.name, f"{change.address}: volume {volume_id} extended to {size} GiB"
             )

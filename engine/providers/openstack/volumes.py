@@ -149,14 +149,21 @@ def encrypted(conn: Any, volume_id: str) -> bool:
         raise OpenStackError(f"reading volume {volume_id} failed: {exc}") from exc
 
 
-def extend(conn: Any, volume_id: str, size_gib: int) -> bool:
-    """Grow a detached volume to `size_gib` GiB (Cinder extend) and wait until it is available
-    at that size; False when it already is that large. A volume never shrinks: a smaller size is
-    left alone (the planner refuses a shrunk disk). Raises OpenStackError when cinder fails the
-    extend (status error_extending) or the wait times out."""
-    volume = wait_volume(conn, volume_id, "available")
-    if int(volume.size) >= size_gib:
+def extend(conn: Any, volume_id: str, size_gib: int, attached_to: str | None = None) -> bool:
+    """Grow a volume to `size_gib` GiB (Cinder extend) and wait until it is available at that
+    size; False (and nothing waited for) when it already is that large, whatever its status — a
+    volume a killed apply left attached is reused as it is. When it must grow it is detached from
+    `attached_to` first (Cinder extends only available volumes). A volume never shrinks: a
+    smaller size is left alone (the planner refuses a shrunk disk). Raises OpenStackError when
+    cinder fails the extend (status error_extending) or a wait times out."""
+    current = transient(
+        lambda: conn.block_storage.get_volume(volume_id), f"reading volume {volume_id}"
+    )
+    if int(current.size) >= size_gib:
         return False
+    if attached_to:
+        detach(conn, attached_to, volume_id)
+    volume = wait_volume(conn, volume_id, "available")
     conn.block_storage.extend_volume(volume, size_gib)
     wait_for(
         lambda: conn.block_storage.get_volume(volume_id),
