@@ -147,6 +147,7 @@ def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
     assert conversion["protection"], "the protection snapshots are recorded"
 
 
+@pytest.mark.timeout(1500)  # builds the guest (~3 min cold) and runs three conversions under TCG
 def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
     lab: Lab, si: Any, tmp_path: Path, new_cloud_objects: None
 ) -> None:
