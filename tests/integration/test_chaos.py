@@ -16,10 +16,12 @@ from tests.integration.chaos import DEFAULT_OPS, describe, generate, run_steps
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 
-# 5 seeds x 12 steps took 363-430 s a seed on this 2-core machine shared by six labs (load ~12);
-# 8 steps (the same first 7 steps, then the final apply) keep CI near its 10-minute budget.
-CI_SEEDS = (1, 2, 3, 4, 5)
-CI_STEPS = 8
+# 5 seeds x 12 steps took 363-430 s a seed on this 2-core machine shared by six labs (load ~12),
+# 144-154 s idle; with the four regressions below and the planted fault the chaos file took ~3
+# min a test. CI's whole suite must stay under 90 min on 2 cores: 3 seeds x 6 steps here (the
+# same first 5 steps, then the final apply); `scripts/chaos --seeds N --steps M` runs more.
+CI_SEEDS = (1, 2, 3)
+CI_STEPS = 6
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)
