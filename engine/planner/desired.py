@@ -229,27 +229,22 @@ def unmatched_overrides(index: int, entry: dict[str, Any], vms: list[SourceVM]) 
                 )
             )
     portgroups = {p for vm in vms for n in vm.nics for p in (n.portgroup, n.portgroup_key) if p}
-    for key in entry.get("network_map") or {}:
-        if key not in portgroups:
-            out.append(
-                Diagnostic(
-                    Severity.ERROR,
-                    f"portgroup {key!r} is on no NIC of {whose} (portgroups: "
-                    f"{_listing(vms, _portgroups)}): fix the name or remove this mapping",
-                    path=("vms", index, "network_map", key),
-                )
-            )
     datastores = {d.datastore for vm in vms for d in vm.disks if d.datastore}
-    for key in entry.get("volume_type_map") or {}:
-        if key not in datastores:
-            out.append(
-                Diagnostic(
-                    Severity.ERROR,
-                    f"datastore {key!r} holds no disk of {whose} (datastores: "
-                    f"{_listing(vms, _datastores)}): fix the name or remove this mapping",
-                    path=("vms", index, "volume_type_map", key),
+    maps = (
+        ("network_map", portgroups, "portgroup {!r} is on no NIC", "portgroups", _portgroups),
+        ("volume_type_map", datastores, "datastore {!r} holds no disk", "datastores", _datastores),
+    )
+    for section, known, what, plural, listed in maps:
+        for key in entry.get(section) or {}:
+            if key not in known:
+                out.append(
+                    Diagnostic(
+                        Severity.ERROR,
+                        f"{what.format(key)} of {whose} ({plural}: {_listing(vms, listed)}): "
+                        "fix the name or remove this mapping",
+                        path=("vms", index, section, key),
+                    )
                 )
-            )
     return out
 
 
