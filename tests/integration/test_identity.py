@@ -107,7 +107,10 @@ def test_a_renamed_vm_moves_its_records_and_keeps_its_volumes(
         assert move["before"]["address"] == "vm.db01"
         assert move["before"]["records"] == sorted(first)
         assert plan["summary"]["move"] == 1
-        assert not [c for c in plan["changes"] if c["action"] in ("delete", "read", "create")]
+        # db01 may be running: a delta sync (and its snapshot) is fine, no volume made or adopted
+        volumes = [c for c in plan["changes"] if c["kind"] == "volume"]
+        assert not [c for c in plan["changes"] if c["action"] in ("delete", "read")]
+        assert not [c for c in volumes if c["action"] == "create" or "full copy" in c["reason"]]
         assert not [c for c in plan["changes"] if c["address"].startswith("vm.db01.")]
         human = ferry(lab, "plan", str(by_uuid), "--state", str(state))
         assert "-> vm.db01-renamed move  vm.db01 has moved to vm.db01-renamed" in human.stdout

@@ -184,7 +184,9 @@ def removed_disks(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[
 def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int]:
     """An interrupted full copy: (why, bytes estimate). It resumes from its checkpoint when CBT
     can say what changed since the snapshot it began from (copy_change_id), and copies that too;
-    otherwise it starts over from 0 (DESIGN §5.7)."""
+    otherwise it starts over from 0 (DESIGN §5.7). A running VM's changeId moves only at stun
+    points (a snapshot), so an unchanged live changeId proves nothing for it: what changed is
+    measured at the apply's new snapshot."""
     done = int(before.get("copied_bytes", 0))
     began, live = before.get("copy_change_id"), disk.change_id
     over = "the interrupted copy starts over from 0"
@@ -199,11 +201,12 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
             full_bytes(disk),
         )
     rest = min(full_bytes(disk), max(disk.capacity - done, 0))
-    if live == began:
+    if live == began and vm.source.power_state != POWERED_ON:
         return f"resume the interrupted copy ({done} bytes already written)", rest
+    measured = "" if live != began else " (the VM is running: measured at the new snapshot)"
     return (
         f"resume the interrupted copy ({done} bytes already written) and copy what changed "
-        f"since changeId {began}, where it began",
+        f"since changeId {began}, where it began{measured}",
         rest,
     )
 
