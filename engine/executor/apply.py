@@ -28,6 +28,7 @@ from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.moved import moved_records
 from engine.executor.seams import Devices, Sources
+from engine.model.observed import epoch
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import (
     INSTANCE_UUID,
@@ -36,7 +37,6 @@ from engine.model.state import (
     ResourceRecord,
     Status,
 )
-from engine.planner.diff.volumes import epoch
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (

@@ -10,6 +10,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def epoch(change_id: str | None) -> str | None:
+    """The CBT epoch (uuid part) of a vSphere changeId '<uuid>/<sequence>'; None without one.
+    Two changeIds of different epochs cannot be compared (CBT was reset in between)."""
+    return change_id.rsplit("/", 1)[0] if change_id and "/" in change_id else None
+
+
 @dataclass(frozen=True)
 class SourceDisk:
     key: int

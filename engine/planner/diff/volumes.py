@@ -9,18 +9,13 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
-from engine.model.observed import ObservedVolume, SourceDisk
+from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import human
 
 POWERED_ON = "poweredOn"
-
-
-def epoch(change_id: str | None) -> str | None:
-    """The CBT epoch (uuid part) of a changeId '<uuid>/<sequence>'."""
-    return change_id.rsplit("/", 1)[0] if change_id and "/" in change_id else None
 
 
 def _volume(
