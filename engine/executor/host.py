@@ -244,9 +244,9 @@ def _verify(
         if got == want:
             return got
         at = first_difference(server.uri, device, disk.capacity, areas=areas, cancel=stop)
-    over = "the areas copied" if areas is not None else "the disk"
-    where = f"at offset {at} ({human(at)})" if at is not None else "(no differing byte re-read)"
+    over = "the areas copied" if areas is not None else "the whole disk"
+    where = f"at offset {at} ({human(at)})" if at is not None else "(read again: no byte differs)"
     raise VerifyError(
         f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source {where}: "
-        f"sha256 {got} over {over}, the source's {want}"
+        f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
     )
