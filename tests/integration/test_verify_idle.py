@@ -64,11 +64,11 @@ def test_verify_finds_a_changed_idle_replica(lab: Lab, tmp_path: Path) -> None:
         old = f.read(MiB)
         f.seek(BAD_AT)
         f.write(bytes(b ^ 0xFF for b in old))
-    failed = ferry(lab, "apply", str(saved), "--state", str(state))
+    failed = ferry(lab, "apply", str(spec), "--verify", "--auto-approve", "--state", str(state))
     assert failed.returncode == 1, failed.stdout + failed.stderr
     line = next(x for x in failed.stdout.splitlines() if x.startswith(f"failed: {DISK}"))
     assert f"volume {volume_id}" in line and f"differs from the source at offset {BAD_AT}" in line
-    assert "Apply INCOMPLETE" in failed.stdout
+    assert f"= {DISK} verify" in failed.stdout and "Apply INCOMPLETE" in failed.stdout
     assert status(state) is Status.TAINTED
     assert "0 B of data copied" in failed.stdout  # compared, nothing copied
 
