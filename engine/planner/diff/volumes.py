@@ -16,6 +16,7 @@ from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import human
 
 POWERED_ON = "poweredOn"
+BOOTED = "a server was booted from it: never synced again"
 
 
 def epoch(change_id: str | None) -> str | None:
@@ -267,7 +268,7 @@ def settled(change: Change) -> Change:
         change.address,
         "volume",
         Action.NOOP,
-        "a server was booted from it: never synced again",
+        BOOTED,
         before,
         before,
     )
@@ -335,7 +336,9 @@ def not_verified(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
     settled = sorted(
         Address.parse(c.address).index or 0
         for c in changes
-        if c.kind == "volume" and c.action is Action.NOOP
+        if c.kind == "volume"
+        and c.action is Action.NOOP
+        and (c.reason == BOOTED or (c.before or {}).get("converted"))
     )
     if not settled:
         return ()
