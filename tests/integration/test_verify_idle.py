@@ -78,3 +78,15 @@ def test_verify_finds_a_changed_idle_replica(lab: Lab, tmp_path: Path) -> None:
     assert f"verification failed: verify: disk 2000 (volume {volume_id})" in fixed.stdout
     live = lab_disks.live_path(lab.disks, vm, 2000)
     assert file_digest(volume_file(lab, volume_id), capacity) == file_digest(live, capacity)
+
+    # A verify step whose disk was written after the plan: the replica is behind the snapshot it
+    # is compared with, so its delta is copied first (then the whole disk compared).
+    again = ferry(lab, "plan", str(spec), "--verify", "--out", str(saved), "--state", str(state))
+    assert again.returncode == 0 and f"= {DISK} verify" in again.stdout, again.stdout
+    lab.write("build-old", 2000, 100 * MiB, MiB, seed=5)
+    synced = ferry(lab, "apply", str(saved), "--state", str(state))
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "since the plan: its delta is copied first" in " ".join(synced.stdout.split())
+    assert "1.0 MiB of data copied" in synced.stdout
+    assert records(state)[DISK]["last_sync"]["verified"] == "whole disk"
+    assert file_digest(volume_file(lab, volume_id), capacity) == file_digest(live, capacity)
