@@ -82,15 +82,17 @@ def apply(
         bool,
         typer.Option(
             "--verify",
-            help="After each copy re-read source and volume and compare sha256 digests, for "
-            "every VM (the spec's verify setting does it for chosen ones).",
+            help="With a spec: compare every selected replica (not cut over) with a new source "
+            "snapshot by sha256 (a verify step where nothing else is planned; every copy "
+            "verified whole); a mismatch marks the volume tainted. A saved plan verifies as it "
+            "was made (`ferry plan --verify --out`).",
         ),
     ] = False,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = make_console(stderr=as_json)
     targets = tuple(Address.parse(t) for t in only or [])
-    plan, spec, saved = _plan_for(target, state, targets, spec_option)
+    plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
     location = state_location(spec, state)
     if saved is not None:
         _check_fresh(plan, spec, location)
@@ -112,24 +114,41 @@ def apply(
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
     view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
-    raise typer.Exit(_run(plan, spec, location, parallelism, (console, view), verify=verify))
+    raise typer.Exit(_run(plan, spec, location, parallelism, (console, view)))
 
 
 def _plan_for(
-    target: Path, state: str | None, targets: tuple[Address, ...], spec_option: Path | None
+    target: Path,
+    state: str | None,
+    targets: tuple[Address, ...],
+    spec_option: Path | None,
+    verify: bool,
 ) -> tuple[Plan, dict[str, Any], planfile.Saved | None]:
+    """The plan to apply, its spec, and the saved plan it was read from (None: planned now).
+
+    Raises UserError."""
     if target.suffix in (".yaml", ".yml"):
         spec = dict(load_spec(target).data)
         location = state_location(spec, state)
         _check_unlocked(location)
         observed = refresh(spec, location, os.environ)
         plan = make_plan(
-            spec, observed.inventory, observed.destination, observed.state, targets=targets
+            spec,
+            observed.inventory,
+            observed.destination,
+            observed.state,
+            targets=targets,
+            verify=verify,
         )
         return plan, spec, None
     if targets:
         raise UserError("--target selects from a spec; a saved plan is applied whole")
     saved = planfile.load(target)
+    if verify and not saved.plan.verify:
+        raise UserError(
+            f"{target} was planned without --verify, and a saved plan is applied as approved: "
+            "make it with `ferry plan --verify --out PLAN`"
+        )
     if saved.signed and not saved.checked:
         raise UserError(
             f"{target} is signed: set {planfile.KEY_ENV} to the key it was signed with, so its "
@@ -241,7 +260,7 @@ def _context(
     location: StateLocation,
     events: Events,
     *,
-    verify: bool = False,  # `apply --verify`: every VM's copies over the whole disk
+    verify: bool = False,  # made with --verify: every VM's copies over the whole disk
 ) -> Context:
     source, hosts = spec["source"], spec.get("conversion_hosts") or []
     if not hosts:
@@ -298,8 +317,6 @@ def _run(
     location: StateLocation,
     parallelism: int,
     shown: tuple[Console, HumanView | JsonView],
-    *,
-    verify: bool = False,
 ) -> int:
     """Exit code: 0 all done, 1 a step failed, 130 stopped by a signal."""
     console, view = shown
@@ -307,7 +324,7 @@ def _run(
     began = time.monotonic()
     with (
         session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si,
-        nullcontext(_context(spec, si, location, events, verify=verify)) as ctx,
+        nullcontext(_context(spec, si, location, events, verify=plan.verify)) as ctx,
         ctx.store.locked("apply"),
         view,
     ):

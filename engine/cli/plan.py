@@ -14,7 +14,7 @@ from rich.markup import escape
 from engine.addresses import Address
 from engine.cli.console import make_console
 from engine.diagnostics import Severity, has_errors
-from engine.errors import InvalidSpecError
+from engine.errors import InvalidSpecError, UserError
 from engine.model.desired import ConcernLevel
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
@@ -33,6 +33,7 @@ COLORS = {
     Action.READ: "cyan",
     Action.FORGET: "blue",
     Action.MOVE: "cyan",
+    Action.VERIFY: "cyan",
 }
 LEVEL_COLORS = {ConcernLevel.ERROR: "red", ConcernLevel.WARNING: "yellow", ConcernLevel.INFO: "dim"}
 
@@ -77,8 +78,18 @@ def plan(
         ),
     ] = False,
     state: StateOption = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Compare every selected replica (not cut over) with a new source snapshot by "
+            "sha256: a verify step where nothing else is planned, every copy verified whole.",
+        ),
+    ] = False,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
+    if verify and destroy:
+        raise UserError("--verify compares replicas with their source; --destroy deletes them")
     loaded = load_spec(spec)
     data = dict(loaded.data)
     targets = tuple(Address.parse(t) for t in target or [])
@@ -91,6 +102,7 @@ def plan(
         destroy=destroy,
         targets=targets,
         locate=loaded.where,
+        verify=verify,
     )
     sealed = ""
     if out is not None and has_errors(result.diagnostics):
@@ -177,7 +189,7 @@ def summary(result: Plan) -> str:
     destroy = counts[Action.DELETE] + counts[Action.REPLACE]
     extra = "".join(
         f", {counts[a]} to {a.value}"
-        for a in (Action.READ, Action.FORGET, Action.MOVE)
+        for a in (Action.READ, Action.FORGET, Action.MOVE, Action.VERIFY)
         if counts[a]
     )
     blocked = sum(v.blocked for v in result.vms)

@@ -603,3 +603,37 @@ def file_digest(
                 h.update(data)
                 remaining -= len(data)
     return h.hexdigest()
+
+
+def first_difference(
+    uri: str,
+    path: Path,
+    length: int,
+    chunk: int = 4 * MiB,
+    *,
+    areas: Sequence[Extent] | None = None,
+    cancel: threading.Event | None = None,
+) -> int | None:
+    """The first byte offset (within `areas`, None: the whole `length` bytes) where an NBD
+    export and a file or device differ, or None when they are equal there (a short file reads
+    as zeros past its end). Reads both sides synchronously in `chunk`s: for saying *where* after
+    the digests of `digest` and `file_digest` differed. `cancel` set: StoppedError."""
+    with nbd_client.connect(uri) as handle, path.open("rb") as f:
+        size = min(length, handle.get_size())
+        for offset, n in _within(areas, size):
+            for start in range(offset, offset + n, chunk):
+                if cancel is not None and cancel.is_set():
+                    raise StoppedError("stopped while looking for the first difference")
+                count = min(chunk, offset + n - start)
+                want = handle.pread(count, start)
+                f.seek(start)
+                got = f.read(count).ljust(count, b"\0")
+                if got != want:
+                    return start + _first_unequal(got, want)
+    return None
+
+
+def _first_unequal(a: bytes, b: bytes, block: int = 4096) -> int:
+    """The first index where two unequal byte strings of one length differ."""
+    at = next(i for i in range(0, len(a), block) if a[i : i + block] != b[i : i + block])
+    return next(i for i in range(at, min(at + block, len(a))) if a[i] != b[i])

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pyVmomi import vim
 
@@ -264,7 +264,75 @@ class Applier:
             return
         snapshot, disks = self.ctx.snapshots[address.name]
         disk = disks[address.index or 0]
+        if change.action is Action.VERIFY:
+            self._compare(change, address, before, snapshot, disk)
+            return
         self._sync(change, address, before, snapshot, disk)
+
+    def _compare(
+        self,
+        change: Change,
+        address: Address,
+        before: dict[str, Any],
+        snapshot: Any,
+        disk: DiskInfo,
+    ) -> None:
+        """A verify step (--verify): the volume compared whole with this snapshot, nothing
+        copied. A changeId that moved since the plan (the VM was written or ran) means the
+        replica is behind that snapshot: its delta is copied first (verified whole, as every copy
+        under --verify). A mismatch marks the volume tainted (the next plan replaces it).
+
+        Raises VerifyError (they differ), DataplaneError, StoppedError."""
+        stored = before.get("change_id")
+        if not stored or disk.change_id != stored:
+            self.ctx.say(
+                address.name,
+                f"{change.address}: changeId {stored} → {disk.change_id} since the plan: its "
+                "delta is copied first, then the whole disk compared",
+            )
+            self._sync(replace(change, action=Action.UPDATE), address, before, snapshot, disk)
+            return
+        vm = self._vm(address.name)
+        job = SyncJob(
+            volume_id=str(before["volume_id"]),
+            host_id=self.ctx.conversion_host_id,
+            source=source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk),
+            verify=VERIFIED_WHOLE,
+        )
+        try:
+            result = host.compare(job, self._host(), self.ctx.stop)
+        except VerifyError as exc:
+            self._taint(change.address, before, exc)
+        assert result.sha256 is not None
+        with self.ctx.lock:
+            self.ctx.digests[change.address] = (result.sha256, VERIFIED_WHOLE)
+        checked = {
+            "at": time.time(),
+            "change_id": disk.change_id,
+            "sha256": result.sha256,
+            "seconds": result.seconds,
+        }
+        record = ResourceRecord(
+            change.address, "volume", Status.READY, {**before, "last_verify": checked}
+        )
+        self._write([record], [])
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "verified", address=change.address, vm=address.name, sha256=result.sha256
+            )
+        self.ctx.say(
+            address.name,
+            f"{change.address}: volume {job.volume_id} equals disk {disk.key} at snapshot "
+            f"{snapshot._moId} (sha256 {result.sha256}, {disk.capacity} bytes compared in "
+            f"{result.seconds:.1f} s)",
+        )
+
+    def _taint(self, address: str, attrs: dict[str, Any], exc: VerifyError) -> NoReturn:
+        """A copy or compare that failed verification: the volume recorded tainted with why (the
+        next plan replaces it: a full copy); the error says so."""
+        tainted = {**attrs, "tainted": f"verification failed: {exc}"}
+        self._write([ResourceRecord(address, "volume", Status.TAINTED, tainted)], [])
+        raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
 
     def _adopt(self, change: Change, address: Address) -> None:
         """Take over a volume found by metadata (ferry's, or os-migrate's by name): stamp ferry's
@@ -335,9 +403,7 @@ class Applier:
         try:
             result = host.sync(job, self._host(), self._callbacks(change.address, attrs, disk))
         except VerifyError as exc:
-            tainted = {**attrs, "tainted": f"verification failed: {exc}"}
-            self._write([ResourceRecord(change.address, "volume", Status.TAINTED, tainted)], [])
-            raise
+            self._taint(change.address, attrs, exc)
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()
             if result.sha256 is not None and result.verified is not None:

@@ -8,19 +8,28 @@ about *what* to copy (the coordinator, executor.apply, does) and writes no state
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.dataplane.cbt import Extent
-from engine.dataplane.copy import CopyOptions, CopyStats, copy, digest, file_digest
+from engine.dataplane.copy import (
+    CopyOptions,
+    CopyStats,
+    copy,
+    digest,
+    file_digest,
+    first_difference,
+)
 from engine.dataplane.nbdkit import DiskSource, NbdkitServer
 from engine.errors import VerifyError
 from engine.executor.seams import Devices, Sources
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.snapshots import DiskInfo
+from engine.units import human
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,30 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     )
 
 
+def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
+    """Attach `job.volume_id` to `job.host_id`, compare it whole with the source disk at the
+    job's snapshot (the copy's verify, nothing copied), detach (also after a failure). For a
+    replica nothing else was planned for (`--verify`).
+
+    Raises VerifyError (they differ: it names the volume and the first differing offset),
+    DataplaneError (read failures), StoppedError (cancelled)."""
+    disk = job.disk()
+    s = job.source
+    source = host.sources.source(
+        str(s["vm_moref"]), str(s["instance_uuid"]), str(s["snapshot_moref"]), disk
+    )
+    whole = SyncJob(job.volume_id, job.host_id, job.source, verify=VERIFIED_WHOLE)
+    began = time.monotonic()
+    volumes.attach(host.conn, job.host_id, job.volume_id)
+    try:
+        device = host.devices.device(host.conn, job.volume_id, job.host_id)
+        sha256 = _verify(whole, source, device, disk, cancel)
+    finally:
+        volumes.detach(host.conn, job.host_id, job.volume_id)
+    seconds = round(time.monotonic() - began, 3)
+    return SyncResult(0, 0, 0, 0, 0, seconds, sha256, VERIFIED_WHOLE)
+
+
 def _copy_job(job: SyncJob, source: DiskSource, device: Path, calls: Callbacks) -> CopyStats:
     total = CopyStats()
     with NbdkitServer(source) as server:
@@ -201,15 +234,19 @@ def _verify(
     job: SyncJob, source: DiskSource, device: Path, disk: DiskInfo, stop: threading.Event
 ) -> str:
     """sha256 of the source and the device over the whole disk or the job's areas; a stop
-    mid-verify raises StoppedError (the copy stays unrecorded and is verified next time)."""
+    mid-verify raises StoppedError (the copy stays unrecorded and is verified next time). When
+    they differ, both are read again to name the first differing offset."""
     areas = job.areas if job.verify == VERIFIED_AREAS else None
     assert job.verify in (VERIFIED_WHOLE, VERIFIED_AREAS), job.verify
     with NbdkitServer(source) as server:
         want = digest(server.uri, areas=areas, cancel=stop)
-    got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
-    if got != want:
-        over = "the areas copied" if areas is not None else "the disk"
-        raise VerifyError(
-            f"verify: disk {disk.key} sha256 {got} over {over} differs from the source's {want}"
-        )
-    return got
+        got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
+        if got == want:
+            return got
+        at = first_difference(server.uri, device, disk.capacity, areas=areas, cancel=stop)
+    over = "the areas copied" if areas is not None else "the whole disk"
+    where = f"at offset {at} ({human(at)})" if at is not None else "(read again: no byte differs)"
+    raise VerifyError(
+        f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source {where}: "
+        f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
+    )

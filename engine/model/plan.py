@@ -24,10 +24,12 @@ class Action(StrEnum):
     REPLACE = "replace"
     FORGET = "forget"
     MOVE = "move"  # a VM's records re-keyed to its new address (Terraform's `moved`); only state
+    VERIFY = "verify"  # a volume compared with a new source snapshot (`--verify`); nothing copied
 
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.REPLACE: "-/+",
-           Action.READ: "<=", Action.FORGET: "x", Action.MOVE: "->", Action.NOOP: " "}  # fmt: skip
+           Action.READ: "<=", Action.FORGET: "x", Action.MOVE: "->", Action.VERIFY: "=",
+           Action.NOOP: " "}  # fmt: skip
 VERIFY_PHRASES = {  # a VM's verify scope, as plan and show say it
     "full": "copies verified by sha256",
     "changed": "copies verified by sha256 (a warm delta sync: the areas it copied)",
@@ -85,6 +87,7 @@ class Plan:
     targets: tuple[str, ...] = ()
     created_at: str = ""
     format_version: int = PLAN_FORMAT
+    verify: bool = False  # made with --verify: every replica compared whole with a new snapshot
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def counts(self) -> Counter[Action]:

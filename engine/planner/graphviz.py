@@ -14,6 +14,7 @@ COLORS = {
     Action.READ: "steelblue",
     Action.FORGET: "gray40",
     Action.MOVE: "steelblue",
+    Action.VERIFY: "teal",
 }
 
 

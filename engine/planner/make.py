@@ -41,14 +41,21 @@ def make_plan(
     targets: tuple[Address, ...] = (),
     now: float | None = None,
     locate: Locator | None = None,
+    verify: bool = False,
 ) -> Plan:
+    """The plan of `spec` against what refresh read; `verify` (--verify): every selected replica
+    is compared whole with a new snapshot (a verify step where nothing else is planned), every
+    copy verified whole.
+
+    Raises UserError (a --target that names nothing known)."""
+    verify = verify and not destroy
     now = time.time() if now is None else now
     vms, diagnostics = desired(spec, inventory, destination)
     if not destroy:
         vms = destination_checks(vms, destination, state)
         diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes = diff(
-        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory), now)
+        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory), now, verify)
     )
     diagnostics += notes
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
@@ -69,6 +76,7 @@ def make_plan(
         destroy=destroy,
         targets=tuple(str(t) for t in targets),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        verify=verify,
     )
 
 

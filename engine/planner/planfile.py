@@ -34,6 +34,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "spec_digest": plan.spec_digest,
         "state": {"lineage": plan.state_lineage, "serial": plan.state_serial},
         "destroy": plan.destroy,
+        "verify": plan.verify,
         "targets": list(plan.targets),
         "summary": {
             "create": counts[Action.CREATE] + counts[Action.REPLACE],
@@ -42,6 +43,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
             "read": counts[Action.READ],
             "forget": counts[Action.FORGET],
             "move": counts[Action.MOVE],
+            "verify": counts[Action.VERIFY],
             "no_op": counts[Action.NOOP],
             "bytes_to_copy": plan.bytes_to_copy,
             "blocked_vms": sum(v.blocked for v in plan.vms),
@@ -68,6 +70,7 @@ def from_json(data: dict[str, Any]) -> Plan:
         destroy=bool(data["destroy"]),
         targets=tuple(data["targets"]),
         created_at=data["created_at"],
+        verify=bool(data.get("verify", False)),  # absent from plans saved before --verify planned
     )
 
 

@@ -123,7 +123,9 @@ def test_a_copy_that_fails_verification_is_tainted_and_copied_again_in_full(
     finally:
         lab.read_errors("build-old", 2000, None)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
-    assert f"failed: {address}: verify: disk 2000 sha256" in " ".join(failed.stdout.split())
+    said = " ".join(failed.stdout.split())
+    assert f"failed: {address}: verify: disk 2000 (volume " in said
+    assert "differs from the source at offset " in said and "marked tainted" in said
     store = SqliteStateStore(state)
     try:
         record = store.read().resources[address]

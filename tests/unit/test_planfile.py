@@ -159,3 +159,44 @@ def test_apply_names_a_missing_spec_and_refuses_a_signed_plan_without_key(tmp_pa
         check=False,
     )
     assert done.returncode == 1 and "is signed: set FERRY_PLAN_KEY" in done.stderr
+
+
+def _verify_plan(tmp_path: Path) -> Path:
+    """A saved plan made with --verify (case verify-in-sync: a verify step for db01's disk)."""
+    data = json.loads((ROOT / "tests" / "cases" / "verify-in-sync" / "expected.json").read_text())
+    data.pop("exit_code")
+    data |= {"created_at": "2026-01-01T00:00:00Z", "spec_digest": "ab" * 32}
+    spec = tmp_path / "wave1.yaml"
+    spec.write_text("version: 1\n")
+    path = tmp_path / "verify.plan"
+    planfile.save(planfile.from_json(data), path, spec, {})
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ('"verify": true,\n  "targets"', '"verify": false,\n  "targets"'),
+        ('"action": "verify"', '"action": "no-op"'),
+    ],
+)
+def test_the_seal_covers_what_verify_planned(tmp_path: Path, edit: tuple[str, str]) -> None:
+    """Turning a --verify plan's verify off, or a verify step into a no-op, breaks the seal."""
+    path = _verify_plan(tmp_path)
+    saved = planfile.load(path, {})
+    assert saved.plan.verify and saved.plan.counts()["verify"] == 1
+    Draft202012Validator(SCHEMA).validate(json.loads(path.read_text()))
+    _edit(path, *edit)
+    with pytest.raises(UserError, match="was changed after it was saved"):
+        planfile.load(path, {})
+
+
+def test_apply_verify_refuses_a_plan_made_without_it(tmp_path: Path) -> None:
+    """A saved plan is applied as approved: `apply PLAN --verify` of a plan made without
+    --verify would verify less than asked, so it is refused with one line."""
+    path = _saved(tmp_path)
+    done = _apply(str(path), "--verify", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "planned without --verify" in lines[0], done.stderr
+    assert "ferry plan --verify --out PLAN" in lines[0]

@@ -167,6 +167,7 @@ def run_case(folder: Path) -> dict[str, Any]:
         state,
         destroy=case.get("destroy", False),
         now=case.get("now"),
+        verify=case.get("verify", False),
     )
     result = to_json(plan)
     Draft202012Validator(PLAN_SCHEMA).validate(result)

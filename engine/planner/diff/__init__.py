@@ -10,6 +10,7 @@ show: its records are left untouched.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from engine.addresses import Address
@@ -37,9 +38,11 @@ from engine.planner.diff.estimates import (
 from engine.planner.diff.networks import network_changes
 from engine.planner.diff.volumes import (
     adopt_then_sync,
+    not_verified,
     removed_disks,
     settled,
     shrunk,
+    verify_step,
     volume_change,
 )
 from engine.planner.quota import Budget, demand
@@ -56,7 +59,10 @@ def vm_changes(
     servers: Mapping[str, ObservedServer] | None = None,
     port_ids: frozenset[str] | None = None,
     now: float | None = None,
+    verify: bool = False,
 ) -> list[Change]:
+    """A VM's changes; `verify` (--verify): each replica nothing else is planned for is compared
+    with a new snapshot (a verify step, which takes the VM's snapshot)."""
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
@@ -75,8 +81,11 @@ def vm_changes(
             for v in vm.volumes
         )
     ]
+    if verify and not is_booted:
+        volumes = [verify_step(vm, c) for c in volumes]
     out: list[Change] = []
     syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
+    verifying = any(c.action is Action.VERIFY for c in volumes)
     if syncing and vm.enable_cbt and not vm.source.cbt:
         out.append(
             Change(
@@ -89,7 +98,7 @@ def vm_changes(
                 {"enabled": True},
             )
         )
-    if syncing:
+    if syncing or verifying:
         out.append(
             Change(
                 str(Address("vm", vm.name, "snapshot")),
@@ -97,7 +106,9 @@ def vm_changes(
                 Action.CREATE,
                 "power off the source, then one snapshot of all disks for the final sync"
                 if vm.mode in CUTOVER_MODES
-                else "one snapshot of all disks for this sync (removed after)",
+                else "one snapshot of all disks for this sync (removed after)"
+                if syncing
+                else "one snapshot of all disks to compare the volumes with (removed after)",
                 None,
                 {"name": f"ferry-{vm.target_name}"}
                 | ({"power_off": power_policy(vm)} if vm.mode in CUTOVER_MODES else {}),
@@ -131,7 +142,9 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
     plans: list[VMPlan] = []
     changes: list[Change] = []
     budget = Budget(data.destination.quotas, data.destination)
-    for vm in data.desired:
+    # --verify: every VM's copies verified whole, whatever its spec entry says
+    wanted = [replace(v, verify="full") if data.verify else v for v in data.desired]
+    for vm in wanted:
         records = claims.records.get(vm.name, {})
         move = [claims.moves[vm.name]] if vm.name in claims.moves else []
         held = tuple(claims.concerns.get(vm.name, ()))
@@ -141,7 +154,14 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(
-            vm, records, data.state, observed, servers=servers, port_ids=port_ids, now=data.now
+            vm,
+            records,
+            data.state,
+            observed,
+            servers=servers,
+            port_ids=port_ids,
+            now=data.now,
+            verify=data.verify,
         )
         estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = (
@@ -150,6 +170,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + over_budget(vm, estimate)
             + left_off_concerns(records)
             + shrunk(vm, records)
+            + (not_verified(vm, vm_list) if data.verify else ())
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list))

@@ -16,6 +16,7 @@ from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import human
 
 POWERED_ON = "poweredOn"
+BOOTED = "a server was booted from it: never synced again"
 
 
 def _volume(
@@ -262,7 +263,7 @@ def settled(change: Change) -> Change:
         change.address,
         "volume",
         Action.NOOP,
-        "a server was booted from it: never synced again",
+        BOOTED,
         before,
         before,
     )
@@ -287,4 +288,61 @@ def adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
         if since
         else next(full_bytes(d) for d in vm.source.disks if d.key == found["disk_key"]),
         estimate=True,
+    )
+
+
+VERIFY_REASON = "compare the volume with a new snapshot (--verify): both read whole, {size}"
+
+
+def verify_step(vm: DesiredVM, change: Change) -> Change:
+    """`--verify`: a replica for which nothing is planned (in sync, not cut over) becomes a
+    verify step: compared whole with a new snapshot of the source (sha256 of both; a changeId
+    that moved by then is synced first). Any other change is returned as it is (a copy is
+    verified whole anyway under --verify; a cut-over volume is never compared)."""
+    before = dict(change.before or {})
+    if change.kind != "volume" or change.action is not Action.NOOP or before.get("converted"):
+        return change
+    if not before.get("volume_id"):
+        return change
+    key = Address.parse(change.address).index
+    disk = next((d for d in vm.source.disks if d.key == key), None)
+    wanted = next((v for v in vm.volumes if v.disk_key == key), None)
+    if disk is None or wanted is None:
+        return change
+    after = {
+        "size_gib": wanted.size_gib,
+        "volume_type": wanted.volume_type,
+        "bootable": wanted.bootable,
+        "disk_key": key,
+    }
+    return Change(
+        change.address,
+        "volume",
+        Action.VERIFY,
+        VERIFY_REASON.format(size=human(disk.capacity)),
+        before,
+        after,
+    )
+
+
+def not_verified(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
+    """`--verify`: an info concern per volume it leaves alone because a server booted from it
+    (or its guest was converted): it holds the guest's own writes since, by design."""
+    settled = sorted(
+        Address.parse(c.address).index or 0
+        for c in changes
+        if c.kind == "volume"
+        and c.action is Action.NOOP
+        and (c.reason == BOOTED or (c.before or {}).get("converted"))
+    )
+    if not settled:
+        return ()
+    disks = ", ".join(f"disk[{k}]" for k in settled)
+    return (
+        Concern(
+            ConcernLevel.INFO,
+            "verify-skipped",
+            f"--verify skips {disks}: cut over (converted, or a server booted from it): the "
+            "volume holds the guest's own writes since, it is no longer compared with the source",
+        ),
     )
