@@ -239,8 +239,8 @@ def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | 
 
     With the last delta's bytes and the seconds between the sync before it and it (`at` and
     `previous_at`, epoch seconds), and `now`: that change rate (bytes/s) times the seconds since the
-    last sync. Else what the last delta moved; None (unknown, shown without a size) before any
-    delta was measured."""
+    last sync. Else what the last delta moved, labelled as such ("last delta: 3.0 MiB"), not as
+    a prediction; None (unknown, shown without a size) before any delta was measured."""
     last = before.get("last_sync") or {}
     if last.get("kind") != "delta":
         return None, "size unknown until a first delta is measured"
@@ -255,7 +255,7 @@ def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | 
                 f"estimate: {human(rate)}/s changed between the last syncs, times "
                 f"{max(now - float(at), 0.0):.0f} s since the last sync"
             )
-    return moved, "estimate: what the last delta moved"
+    return moved, f"last delta: {human(moved)}; no change rate measured yet, so shown as its size"
 
 
 def settled(change: Change) -> Change:
