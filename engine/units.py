@@ -1,4 +1,6 @@
-"""Byte sizes: parsing what users type (4096, 64K, 1M, 2GiB) and printing sizes for people."""
+"""Sizes, rates and times: parsing what users type (4096, 64K, 1M, 2GiB) and printing them for
+people in one unit system: bytes in binary units (B, KiB, MiB, GiB, TiB; 1 decimal above B),
+rates in MiB/s, times in s, min or h. Every human line of ferry prints through these."""
 
 from __future__ import annotations
 
@@ -25,3 +27,20 @@ def human(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+MiB = 1024**2
+
+
+def rate(bytes_per_second: float) -> str:
+    """A transfer rate, always in MiB/s: 47185920.0 → '45.0 MiB/s', 1024 → '0.0 MiB/s'."""
+    return f"{bytes_per_second / MiB:.1f} MiB/s"
+
+
+def duration(seconds: float) -> str:
+    """Seconds for people: 0.24 → '0.2 s', 75 → '1.2 min', 5400 → '1.5 h' (one decimal)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
