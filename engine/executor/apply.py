@@ -522,6 +522,7 @@ class Applier:
                 seconds=record["last_sync"]["seconds"],
                 read=stats.bytes_read,
                 skipped=stats.bytes_skipped,
+                volume_id=volume_id,
                 step_seconds=round(step, 3),
                 sha256=verified[0],
                 verified=verified[1],
