@@ -182,6 +182,11 @@ def summary(result: Plan) -> str:
     )
     blocked = sum(v.blocked for v in result.vms)
     tail = f"; {blocked} VM(s) blocked by errors" if blocked else ""
+    errors = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+    if errors and not result.has_changes:
+        return f"No plan: {errors} error(s) above; fix them and plan again (nothing was changed)."
+    if errors:
+        tail += f"; {errors} error(s) above: nothing is applied until they are fixed"
     if not result.has_changes and not blocked:
         return "No changes: the destination matches the spec."
     return (
