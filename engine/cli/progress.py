@@ -28,7 +28,7 @@ from rich.progress import (
 
 from engine.addresses import Address
 from engine.errors import UserError
-from engine.units import human
+from engine.units import duration, human, rate
 
 LINE_SECONDS = float(os.environ.get("FERRY_PROGRESS_SECONDS", "30"))  # non-TTY line interval
 
@@ -74,10 +74,12 @@ class CopyLines:
         elapsed = now - state.started
         if elapsed <= 0 or not state.done:
             return head
-        rate = state.done / elapsed
+        per_second = state.done / elapsed
         if state.done >= state.total:
-            return f"{head}, {human(rate)}/s, done in {elapsed:.0f} s"
-        return f"{head}, {human(rate)}/s, ETA {(state.total - state.done) / rate:.0f} s"
+            return f"{head}, {rate(per_second)}, done in {duration(elapsed)}"
+        return (
+            f"{head}, {rate(per_second)}, ETA {duration((state.total - state.done) / per_second)}"
+        )
 
 
 class HumanView:

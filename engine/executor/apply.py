@@ -414,8 +414,8 @@ class Applier:
         except ChangeTrackingError as exc:
             return ToCopy("full", None, 0, False, why=f"{start_over}: {exc}")
         why = (
-            f"resumed at {done} bytes from a newer snapshot: first the "
-            f"{total_bytes(changed)} bytes changed since changeId {began}"
+            f"resumed at {human(done)} from a newer snapshot: first the "
+            f"{human(total_bytes(changed))} changed since changeId {began}"
         )
         return ToCopy("full", None, done, zero, rewrite=changed, began=began, why=why)
 

@@ -13,7 +13,7 @@ from engine.model.observed import ObservedVolume, SourceDisk
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
-from engine.units import human
+from engine.units import duration, human, rate
 
 POWERED_ON = "poweredOn"
 
@@ -202,10 +202,10 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
         )
     rest = min(full_bytes(disk), max(disk.capacity - done, 0))
     if live == began and vm.source.power_state != POWERED_ON:
-        return f"resume the interrupted copy ({done} bytes already written)", rest
+        return f"resume the interrupted copy ({human(done)} already written)", rest
     measured = "" if live != began else " (the VM is running: measured at the new snapshot)"
     return (
-        f"resume the interrupted copy ({done} bytes already written) and copy what changed "
+        f"resume the interrupted copy ({human(done)} already written) and copy what changed "
         f"since changeId {began}, where it began{measured}",
         rest,
     )
@@ -249,11 +249,11 @@ def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | 
     if now is not None and isinstance(at, int | float) and isinstance(previous, int | float):
         interval = float(at) - float(previous)
         if interval > 0:
-            rate = moved / interval
-            size = round(rate * max(now - float(at), 0.0))
+            per_second = moved / interval
+            size = round(per_second * max(now - float(at), 0.0))
             return size, (
-                f"estimate: {human(rate)}/s changed between the last syncs, times "
-                f"{max(now - float(at), 0.0):.0f} s since the last sync"
+                f"estimate: {rate(per_second)} changed between the last syncs, times "
+                f"{duration(max(now - float(at), 0.0))} since the last sync"
             )
     return moved, f"last delta: {human(moved)}; no change rate measured yet, so shown as its size"
 
