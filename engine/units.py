@@ -38,9 +38,24 @@ def rate(bytes_per_second: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """Seconds for people: 0.24 → '0.2 s', 75 → '1.2 min', 5400 → '1.5 h' (one decimal)."""
-    if seconds < 60:
+    """Seconds for people: 0.24 → '0.2 s', 75 → '1 min 15 s', 5400 → '1 h 30 min'."""
+    if seconds < 59.95:
         return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+) h)?\s*(?:(\d+) min)?\s*(?:(\d+(?:\.\d+)?) s)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """What duration() printed, back in seconds: '1 min 15 s' → 75.0, '0.2 s' → 0.2.
+
+    Raises UserError for anything else."""
+    match = _DURATION.match(text)
+    if match is None or not any(match.groups()):
+        raise UserError(f"not a duration: {text!r} (e.g. 12.5 s, 1 min 15 s, 2 h 5 min)")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds

@@ -20,4 +20,4 @@ def test_a_sparse_full_copy_says_the_steps_time_and_counts_no_hole_as_moved() ->
 
 def test_a_delta_of_nothing_has_no_rate() -> None:
     line = sync_line("vm.db01.disk[2001]", "delta", CopyStats(seconds=0.01), step=75)
-    assert line == "vm.db01.disk[2001]: delta copy in 1.2 min: 0 B read, 0 B zeroed"
+    assert line == "vm.db01.disk[2001]: delta copy in 1 min 15 s: 0 B read, 0 B zeroed"
