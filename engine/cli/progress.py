@@ -21,10 +21,12 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from engine.addresses import Address
 from engine.errors import UserError
@@ -82,6 +84,15 @@ class CopyLines:
         )
 
 
+class RateColumn(ProgressColumn):
+    """A bar's transfer rate in MiB/s (rich's TransferSpeedColumn prints decimal MB/s and
+    kB/s beside binary sizes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else rate(speed), style="progress.data.speed")
+
+
 class HumanView:
     """Steps printed as they happen. On a terminal, live below them: per VM a status line
     (changes done of its total, and what it is doing) and per disk copy a bar with bytes,
@@ -101,7 +112,7 @@ class HumanView:
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            RateColumn(),
             TimeRemainingColumn(),
             console=console,
         )

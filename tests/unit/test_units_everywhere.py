@@ -9,6 +9,10 @@ import ast
 import re
 from pathlib import Path
 
+from rich.progress import Progress
+
+from engine.cli.progress import RateColumn
+
 ENGINE = Path(__file__).parents[2] / "engine"
 WRONG = [
     (re.compile(r"\{[^{}]*\} bytes\b"), "a raw byte count: use units.human"),
@@ -36,3 +40,11 @@ def offences() -> list[str]:
 
 def test_every_human_size_and_rate_goes_through_units() -> None:
     assert offences() == []
+
+
+def test_a_copy_bar_shows_its_rate_in_mib_per_second() -> None:
+    """rich's TransferSpeedColumn printed decimal '47.2 MB/s' beside binary sizes."""
+    bars = Progress(RateColumn())
+    task = bars.add_task("copy", total=100 * 2**20)
+    bars.tasks[task].finished_speed = 45 * 2**20
+    assert str(RateColumn().render(bars.tasks[task])) == "45.0 MiB/s"
