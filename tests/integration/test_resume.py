@@ -103,8 +103,8 @@ def test_a_copy_resumed_from_a_newer_snapshot_copies_what_changed_below_its_chec
     record = records(state)[DISK]
     assert record["last_sync"]["kind"] == "full" and record["change_id"] != began
     log = (tmp_path / "logs" / "web01.log").read_text()
-    assert f"resumed at {mark} bytes from a newer snapshot" in log
-    print(f"\nstopped at {mark} bytes; the resume read {record['last_sync']['bytes']} bytes")
+    assert f"resumed at {human(mark)} from a newer snapshot" in log
+    print(f"\nstopped at {human(mark)}; the resume read {human(record['last_sync']['bytes'])}")
 
 
 def test_a_copy_that_fails_verification_is_tainted_and_copied_again_in_full(
