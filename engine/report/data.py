@@ -156,7 +156,11 @@ def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:
     elif kind == "server":
         vm.server = {"status": record.status.value, **attrs}
     elif kind == "conversion":
-        vm.conversion = {"status": record.status.value, "tool": attrs.get("tool")}
+        vm.conversion = {
+            "status": record.status.value,
+            "tool": attrs.get("tool"),
+            "epochs": dict(attrs.get("epochs") or {}),  # disk key → content epoch converted
+        }
         if attrs.get("seconds"):
             vm.conversion_seconds = float(attrs["seconds"])
         if attrs.get("powered_off_at"):

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from engine.addresses import Address
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.planner.diff.cutover import source_left_off
 from engine.report import svg
@@ -62,18 +63,18 @@ def _disk_rows(vm: VMReport) -> list[list[str]]:
 
 
 def _converted(vm: VMReport, disk: dict[str, Any]) -> str:
-    """'yes (virt-v2v-in-place)' when a conversion tool ran on it, 'no (convert: false)' when the
-    VM is not converted (a server may still boot from it), else 'no'."""
-    tool = (vm.conversion or {}).get("tool")
+    """'yes (virt-v2v-in-place)' when a conversion tool ran on the volume's content (a server
+    booted from it, or the conversion recorded its epoch), 'no (convert: false)' when the VM is
+    not converted (a server may still boot from it), else 'no'."""
+    conversion = vm.conversion or {}
+    tool = conversion.get("tool")
     if vm.conversion is not None and not tool:
         return "no (convert: false)"
-    return (
-        f"yes ({tool})"
-        if disk.get("converted") and tool
-        else "yes"
-        if disk.get("converted")
-        else "no"
-    )
+    key = str(Address.parse(disk["address"]).index)
+    at_epoch = conversion.get("status") == "ready" and disk.get("epoch") is not None
+    if disk.get("converted") or (at_epoch and conversion["epochs"].get(key) == disk["epoch"]):
+        return f"yes ({tool})" if tool else "yes"
+    return "no"
 
 
 def _digest(last: dict[str, Any], sync: Sync | None) -> str:

@@ -73,6 +73,14 @@ def test_a_vm_not_converted_is_not_shown_as_converted(tmp_path: Path) -> None:
         [[start(0)]],
     )
     assert "<td>yes (virt-v2v-in-place)</td>" in html(done)
+    converted = ResourceRecord(  # converted at epoch 7, no server yet; then synced at epoch 8
+        "vm.web01.conversion", "conversion", Status.READY,
+        {"tool": "virt-v2v-in-place", "epochs": {"2000": 7}},
+    )  # fmt: skip
+    for epoch, shown in ((7, "yes (virt-v2v-in-place)"), (8, "no")):
+        volume = disk(epoch=epoch)
+        page = html(collect({volume.address: volume, converted.address: converted}, []))
+        assert f"<td>{shown}</td>" in page, epoch
 
 
 def test_syncs_of_a_deleted_volume_are_not_the_disks_history() -> None:
