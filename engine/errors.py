@@ -27,6 +27,12 @@ class FerryError(Exception):
     """Base of every error ferry reports to its user."""
 
 
+def one_line(text: str) -> str:
+    """A message on one line: its non-blank lines, stripped, joined with ' | ' (a tool's output
+    quoted in an error, an SDK's multi-line fault)."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class UserError(FerryError):
     """The user asked for something invalid; nothing was changed."""
 

@@ -1,4 +1,6 @@
-"""Byte sizes: parsing what users type (4096, 64K, 1M, 2GiB) and printing sizes for people."""
+"""Sizes, rates and times: parsing what users type (4096, 64K, 1M, 2GiB) and printing them for
+people in one unit system: bytes in binary units (B, KiB, MiB, GiB, TiB; 1 decimal above B),
+rates in MiB/s, times in s, min or h. Every human line of ferry prints through these."""
 
 from __future__ import annotations
 
@@ -25,3 +27,35 @@ def human(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+MiB = 1024**2
+
+
+def rate(bytes_per_second: float) -> str:
+    """A transfer rate, always in MiB/s: 47185920.0 → '45.0 MiB/s', 1024 → '0.0 MiB/s'."""
+    return f"{bytes_per_second / MiB:.1f} MiB/s"
+
+
+def duration(seconds: float) -> str:
+    """Seconds for people: 0.24 → '0.2 s', 75 → '1 min 15 s', 5400 → '1 h 30 min'."""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+) h)?\s*(?:(\d+) min)?\s*(?:(\d+(?:\.\d+)?) s)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """What duration() printed, back in seconds: '1 min 15 s' → 75.0, '0.2 s' → 0.2.
+
+    Raises UserError for anything else."""
+    match = _DURATION.match(text)
+    if match is None or not any(match.groups()):
+        raise UserError(f"not a duration: {text!r} (e.g. 12.5 s, 1 min 15 s, 2 h 5 min)")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds

@@ -21,7 +21,7 @@ from engine.cli.report import report
 from engine.cli.show import show
 from engine.cli.spec import validate
 from engine.cli.state import app as state_app
-from engine.errors import FerryError, InvalidSpecError
+from engine.errors import FerryError, InvalidSpecError, one_line
 
 app = typer.Typer(
     name="ferry",
@@ -127,7 +127,7 @@ def _command() -> int:
             typer.echo(line, err=True)
         return 1
     except FerryError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         return 1
     return code if isinstance(code, int) else 0
 

@@ -23,7 +23,7 @@ from engine.addresses import Address
 from engine.cli.console import make_console
 from engine.cli.plan import StateOption, load_spec, render, state_location
 from engine.cli.progress import HumanView, JsonView
-from engine.errors import StoppedError, UserError
+from engine.errors import StoppedError, UserError, one_line
 from engine.executor.apply import Applier, Context, unsupported
 from engine.executor.events import Events, log_path
 from engine.executor.seams import (
@@ -378,9 +378,9 @@ def _run(
                 left_off = applier.cutover.settle_sources()  # powered back on, or said why not
     for node, error in result.errors.items():
         if isinstance(error, StoppedError):
-            console.print(f"[yellow]stopped: {node}: {escape(str(error))}[/]")
+            console.print(f"[yellow]stopped: {node}: {escape(one_line(str(error)))}[/]")
         else:
-            console.print(f"[red]failed: {node}: {escape(str(error))}[/]")
+            console.print(f"[red]failed: {node}: {escape(one_line(str(error)))}[/]")
     for node, cause in result.skipped_because.items():
         events.emit("node_skipped", address=str(node), after=str(cause))
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")

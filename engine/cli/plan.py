@@ -23,7 +23,7 @@ from engine.planner.refresh import refresh
 from engine.spec.load import Loaded
 from engine.spec.validate import validate_file
 from engine.statestore import StateLocation, locate
-from engine.units import human
+from engine.units import duration, human
 
 COLORS = {
     Action.CREATE: "green",
@@ -147,7 +147,9 @@ def render(result: Plan, console: Console) -> None:
         by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
     for vm in result.vms:
         flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
-        downtime = f", cutover downtime ~{vm.downtime_seconds:.0f} s" if vm.downtime_seconds else ""
+        downtime = (
+            f", cutover downtime ~{duration(vm.downtime_seconds)}" if vm.downtime_seconds else ""
+        )
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
@@ -194,6 +196,11 @@ def summary(result: Plan) -> str:
     )
     blocked = sum(v.blocked for v in result.vms)
     tail = f"; {blocked} VM(s) blocked by errors" if blocked else ""
+    errors = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+    if errors and not result.has_changes:
+        return f"No plan: {errors} error(s) above; fix them and plan again (nothing was changed)."
+    if errors:
+        tail += f"; {errors} error(s) above: nothing is applied until they are fixed"
     if not result.has_changes and not blocked:
         return "No changes: the destination matches the spec."
     return (

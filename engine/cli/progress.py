@@ -21,14 +21,16 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from engine.addresses import Address
 from engine.errors import UserError
-from engine.units import human
+from engine.units import duration, human, rate
 
 LINE_SECONDS = float(os.environ.get("FERRY_PROGRESS_SECONDS", "30"))  # non-TTY line interval
 
@@ -74,10 +76,21 @@ class CopyLines:
         elapsed = now - state.started
         if elapsed <= 0 or not state.done:
             return head
-        rate = state.done / elapsed
+        per_second = state.done / elapsed
         if state.done >= state.total:
-            return f"{head}, {human(rate)}/s, done in {elapsed:.0f} s"
-        return f"{head}, {human(rate)}/s, ETA {(state.total - state.done) / rate:.0f} s"
+            return f"{head}, {rate(per_second)}, done in {duration(elapsed)}"
+        return (
+            f"{head}, {rate(per_second)}, ETA {duration((state.total - state.done) / per_second)}"
+        )
+
+
+class RateColumn(ProgressColumn):
+    """A bar's transfer rate in MiB/s (rich's TransferSpeedColumn prints decimal MB/s and
+    kB/s beside binary sizes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else rate(speed), style="progress.data.speed")
 
 
 class HumanView:
@@ -99,7 +112,7 @@ class HumanView:
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            RateColumn(),
             TimeRemainingColumn(),
             console=console,
         )

@@ -43,6 +43,7 @@ import nbd
 from engine.dataplane import nbd as nbd_client
 from engine.dataplane.cbt import Extent, merge_extents
 from engine.errors import DataplaneError, StoppedError
+from engine.units import human
 
 MiB = 1024**2
 DEFAULT_REQUEST = 2 * MiB
@@ -246,7 +247,9 @@ def copy(
         dst.close()
     if options.cancel is not None and options.cancel.is_set() and progress.low() != math.inf:
         progress.emit(int(progress.low()))  # flushed above: everything below it is on the device
-        raise StoppedError(f"stopped at {progress.low():.0f} of {size} bytes; resumes from there")
+        raise StoppedError(
+            f"stopped at {human(progress.low())} of {human(size)}; resumes from there"
+        )
     if requests:
         progress.emit(requests[-1][0] + requests[-1][1])
     stats = _merge(results, progress.emitted)
@@ -522,7 +525,7 @@ def digest(
             hashed += _hash_next(handle, h, ahead, zeros)
         expected = sum(n for _, n in wanted)
         if hashed != expected:
-            raise DataplaneError(f"block status covered {hashed} of {expected} bytes")
+            raise DataplaneError(f"block status covered {human(hashed)} of {human(expected)}")
     return h.hexdigest()
 
 

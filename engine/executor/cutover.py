@@ -32,6 +32,7 @@ from engine.providers.vsphere.power import (
     power_on,
     power_state,
 )
+from engine.units import duration
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -317,7 +318,7 @@ class Cutover:
         self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
         self.ctx.say(
             address.name,
-            f"{change.address}: converted in {attrs['seconds']:.0f} s"
+            f"{change.address}: converted in {duration(attrs['seconds'])}"
             if after.get("tool")
             else f"{change.address}: no conversion (convert: false)",
         )
@@ -504,7 +505,8 @@ class Cutover:
             raise
         self.ctx.say(
             name,
-            f"{change.address}: server {server_id} ACTIVE in {time.monotonic() - started:.0f} s",
+            f"{change.address}: server {server_id} ACTIVE in "
+            f"{duration(time.monotonic() - started)}",
         )
         return server_id
 

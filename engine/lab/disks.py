@@ -22,6 +22,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.lab.estate import LabDisk, LabVM, MiB
+from engine.units import human
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def check_extent(vm: LabVM, disk: LabDisk, offset: int, length: int) -> None:
     if offset < 0 or offset + length > disk.capacity:
         raise UserError(
             f"extent {offset}+{length} is outside disk {disk.key} of {vm.name!r} "
-            f"(capacity {disk.capacity} bytes)"
+            f"(capacity {human(disk.capacity)})"
         )
 
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.errors import LabError
+from engine.errors import LabError, one_line
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("FERRY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -69,8 +69,8 @@ def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
         stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise LabError(f"building the tiny Debian guest: {what} failed:\n{tail}")
+        tail = one_line("\n".join((done.stdout + done.stderr).strip().splitlines()[-15:]))
+        raise LabError(f"building the tiny Debian guest: {what} failed: {tail}")
     print(f"  guest: {what} ({time.monotonic() - started:.0f} s)", flush=True)
 
 

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import LabError
+from engine.errors import LabError, one_line
 
 GOVMOMI = Path("/usr/share/gocode/src/github.com/vmware/govmomi")
 SOURCES = Path(__file__).parent / "vcsim"
@@ -93,7 +93,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
     except FileNotFoundError as exc:
         raise LabError(f"{cmd[0]} is not installed: run scripts/setup") from exc
     except subprocess.CalledProcessError as exc:
-        raise LabError(f"{' '.join(cmd[:2])} failed:\n{exc.stderr.strip()}") from exc
+        raise LabError(f"{' '.join(cmd[:2])} failed: {one_line(exc.stderr)}") from exc
     return done.stdout
 
 

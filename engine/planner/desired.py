@@ -365,7 +365,7 @@ def datacenter_path(wanted: str, paths: Iterable[str]) -> str | Diagnostic:
     summary = (
         f"datacenter {wanted!r} is ambiguous: {', '.join(found)} (give its path)"
         if found
-        else f"datacenter {wanted!r} is not in the inventory (datacenters: {', '.join(known)})"
+        else f"no datacenter {wanted!r} in vCenter (datacenters: {', '.join(known)})"
     )
     return Diagnostic(Severity.ERROR, summary, path=("source", "vcenter", "datacenter"))
 

@@ -11,21 +11,48 @@ from engine.addresses import Address
 from engine.model.state import ResourceRecord
 
 CONVERSION_KINDS = ("volume", "conversion")  # nodes that hold a conversion-host slot
+CUTOVER_MODES = ("cutover", "cold")
 
 
 @dataclass
 class Sync:
     address: str
     kind: str  # full | delta
-    bytes: int
-    seconds: float
+    bytes: int  # read + zeroed: the disk's bytes this sync wrote
+    seconds: float  # the copy's own seconds
     at: float
     sha256: str | None = None
     verified: str | None = None  # what the sha256 covers: whole disk | changed areas
+    read: int | None = None  # data read and written (None: an event from before it was kept)
+    skipped: int = 0  # holes and zeros left alone: no transfer
+    step_seconds: float | None = None  # the step's wall time (None: not recorded)
+    volume_id: str | None = None  # the volume written (None: not recorded)
+    deleted: bool = False  # its volume was deleted later (destroy, or a replace)
+
+    @property
+    def moved(self) -> int:
+        """Bytes of data actually moved: read (zeros written and holes skipped are not)."""
+        return self.bytes if self.read is None else self.read
 
     @property
     def throughput(self) -> float:
-        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+        """Bytes of data moved per second of copying (holes and zeros count for nothing)."""
+        return self.moved / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ApplyRun:
+    """One recorded apply: when it began (epoch s), its wall seconds (None: it ended without
+    an apply_end, killed), its outcome (complete | failed | stopped | blocked | killed), the
+    counts of steps done/failed/skipped, and each failed step as 'address: error'."""
+
+    started: float
+    seconds: float | None
+    outcome: str
+    done: int
+    failed: int
+    skipped: int
+    errors: tuple[str, ...] = ()
 
 
 @dataclass
@@ -38,6 +65,10 @@ class VMReport:
     syncs: list[Sync] = field(default_factory=list)
     ports: list[dict[str, Any]] = field(default_factory=list)
     server: dict[str, Any] | None = None
+    conversion: dict[str, Any] | None = (
+        None  # the conversion record: status, tool (None: no conversion)
+    )
+    failures: list[str] = field(default_factory=list)  # failed steps of its last apply
     conversion_seconds: float | None = None
     downtime_seconds: float | None = None  # source off → server ACTIVE, as measured
     source_off_since: float | None = None  # ferry powered the source off; no server yet
@@ -60,6 +91,7 @@ class Report:
     vms: list[VMReport]
     timeline: list[Bar]
     applies: int
+    runs: list[ApplyRun] = field(default_factory=list)
 
 
 def collect(records: Mapping[str, ResourceRecord], logs: list[list[dict[str, Any]]]) -> Report:
@@ -78,7 +110,40 @@ def collect(records: Mapping[str, ResourceRecord], logs: list[list[dict[str, Any
         _measured(vm)
     timeline = lanes(next((e for e in reversed(logs) if _has_nodes(e)), []))
     touched = [v for v in vms.values() if v.disks or v.syncs or v.ports or v.server]
-    return Report(sorted(touched, key=lambda v: v.name), timeline, len(logs))
+    runs = [run(events) for events in logs if events]
+    return Report(sorted(touched, key=lambda v: v.name), timeline, len(logs), runs)
+
+
+def run(events: list[dict[str, Any]]) -> ApplyRun:
+    """An apply's outcome from its events: apply_end's counts, 'stopped' after a stop signal,
+    'killed' with no apply_end (then counted from node_end)."""
+    ends = [e for e in events if e.get("event") == "node_end"]
+    errors = tuple(
+        f"{e['address']}: {e.get('error') or 'failed'}" for e in ends if e.get("outcome") != "done"
+    )
+    end = next((e for e in events if e.get("event") == "apply_end"), None)
+    started = float(events[0].get("ts", 0.0))
+    if end is None:
+        done = sum(e.get("outcome") == "done" for e in ends)
+        ended = {e["address"] for e in ends}
+        running = tuple(
+            f"{e['address']}: running when the apply ended unrecorded (killed)"
+            for e in events
+            if e.get("event") == "node_start" and e["address"] not in ended
+        )
+        return ApplyRun(started, None, "killed", done, len(errors), 0, errors + running)
+    stopped = any(e.get("event") == "stopping" for e in events)
+    outcome = (
+        "stopped"
+        if stopped
+        else "failed"
+        if int(end.get("failed", 0))
+        else "blocked"
+        if int(end.get("blocked", 0))
+        else "complete"
+    )
+    done, failed, skipped = (int(end.get(k, 0)) for k in ("done", "failed", "skipped"))
+    return ApplyRun(started, float(end.get("seconds", 0.0)), outcome, done, failed, skipped, errors)
 
 
 def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:
@@ -91,6 +156,11 @@ def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:
     elif kind == "server":
         vm.server = {"status": record.status.value, **attrs}
     elif kind == "conversion":
+        vm.conversion = {
+            "status": record.status.value,
+            "tool": attrs.get("tool"),
+            "epochs": dict(attrs.get("epochs") or {}),  # disk key → content epoch converted
+        }
         if attrs.get("seconds"):
             vm.conversion_seconds = float(attrs["seconds"])
         if attrs.get("powered_off_at"):
@@ -117,28 +187,66 @@ def _history(
             for v in event.get("vms") or []:
                 vm = vms.setdefault(v["name"], VMReport(v["name"]))
                 vm.target, vm.mode, vm.concerns = v.get("target"), v.get("mode"), v["concerns"]
+                vm.failures = []  # what its last apply left failed
+        elif kind in ("node_start", "node_end"):
+            _node(vms, event, off)
         elif kind == "synced":
             vm = vms.setdefault(event["vm"], VMReport(event["vm"]))
-            vm.syncs.append(
-                Sync(
-                    event["address"],
-                    event["kind"],
-                    int(event["bytes"]),
-                    float(event["seconds"]),
-                    float(event["ts"]),
-                    event.get("sha256"),
-                    event.get("verified"),
-                )
-            )
+            vm.syncs.append(_sync(event))
         elif kind == "source_off":  # `since`: the first power-off, maybe an earlier apply's
             off.setdefault(event["vm"], float(event.get("since") or event["ts"]))
         elif kind == "source_on":
             off.pop(event["vm"], None)
-        elif kind == "node_end" and event.get("outcome") == "done":
-            address = Address.parse(event["address"])
-            if address.part == "server" and address.name in off:
-                vm = vms.setdefault(address.name, VMReport(address.name))
-                vm.downtime_seconds = round(float(event["ts"]) - off.pop(address.name), 1)
+
+
+def _sync(event: dict[str, Any]) -> Sync:
+    return Sync(
+        event["address"],
+        event["kind"],
+        int(event["bytes"]),
+        float(event["seconds"]),
+        float(event["ts"]),
+        event.get("sha256"),
+        event.get("verified"),
+        event.get("read"),
+        int(event.get("skipped") or 0),
+        event.get("step_seconds"),
+        event.get("volume_id"),
+    )
+
+
+def _node(vms: dict[str, VMReport], event: dict[str, Any], off: dict[str, float]) -> None:
+    """A step's start or end: a delete's start marks the syncs so far of its address as of a
+    deleted volume; a failed end is the VM's failure; a server's end measures the downtime."""
+    address = Address.parse(event["address"])
+    if address.kind != "vm":
+        return
+    if event["event"] == "node_start":
+        if event.get("action") in ("delete", "forget"):
+            for sync in vms[address.name].syncs if address.name in vms else []:
+                sync.deleted |= sync.address == event["address"]
+        return
+    vm = vms.setdefault(address.name, VMReport(address.name))
+    if event.get("outcome") != "done":
+        vm.failures.append(f"{event['address']}: {event.get('error') or 'failed'}")
+    elif address.part == "server" and address.name in off:
+        vm.downtime_seconds = round(float(event["ts"]) - off.pop(address.name), 1)
+
+
+def unfinished_cutover(vm: VMReport) -> str | None:
+    """A cutover-mode VM with no server ACTIVE that a cutover began for (its conversion record,
+    a source ferry powered off, or a failed step): what is done and what is not; else None."""
+    server = vm.server or {}
+    if vm.mode not in CUTOVER_MODES or server.get("status") == "ready":
+        return None
+    conversion = vm.conversion or {}
+    if conversion.get("status") == "ready":
+        return "cutover not finished: the guest is converted but no server runs yet"
+    if conversion:
+        return "cutover not finished: the conversion did not complete"
+    if vm.source_off_since or vm.failures:
+        return "cutover not finished: no server yet"
+    return None
 
 
 def _has_nodes(events: list[dict[str, Any]]) -> bool:

@@ -7,11 +7,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from engine.model.state import VERIFIED_AREAS
+from engine.addresses import Address
+from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.planner.diff.cutover import source_left_off
 from engine.report import svg
-from engine.report.data import Report, Sync, VMReport
-from engine.units import human
+from engine.report.data import Report, Sync, VMReport, unfinished_cutover
+from engine.units import duration, human
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
 margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
@@ -19,55 +20,149 @@ th{background:#f3f3f3}h2{margin-top:1.6em}.concern{color:#8a5a00}code{font-size:
 
 
 def _seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f} s"
+    return "—" if value is None else duration(value)
+
+
+def _sync_text(sync: Sync) -> str:
+    """'full 42.0 MiB in 16.0 s (20.0 GiB of holes skipped)': data moved, the step's wall time
+    (the copy's when the step's was not recorded)."""
+    took = sync.step_seconds if sync.step_seconds is not None else sync.seconds
+    text = f"{sync.kind} {human(sync.moved)} in {duration(took)}"
+    return f"{text} ({human(sync.skipped)} of holes skipped)" if sync.skipped else text
+
+
+def current(disk: dict[str, Any], syncs: list[Sync]) -> list[Sync]:
+    """The syncs of the disk's recorded volume: not those of a volume deleted since (destroy,
+    a replaced volume), nor of another volume id."""
+    return [
+        s
+        for s in syncs
+        if s.address == disk["address"]
+        and not s.deleted
+        and (s.volume_id is None or s.volume_id == disk.get("volume_id"))
+    ]
 
 
 def _disk_rows(vm: VMReport) -> list[list[str]]:
     rows = []
     for disk in vm.disks:
         last = disk.get("last_sync") or {}
-        syncs = [s for s in vm.syncs if s.address == disk["address"]]
-        history = ", ".join(f"{s.kind} {human(s.bytes)} in {s.seconds:.1f} s" for s in syncs)
+        syncs = current(disk, vm.syncs)
+        history = ", ".join(_sync_text(s) for s in syncs)
         rows.append(
             [
                 disk["address"],
                 f"{disk.get('size_gib', '?')} GiB",
                 str(disk.get("volume_id", "")),
-                "yes" if disk.get("converted") else "no",
-                history or f"{last.get('kind', '—')} {human(int(last.get('bytes', 0)))}",
+                _converted(vm, disk),
+                history or (f"{last['kind']} {human(int(last.get('bytes', 0)))}" if last else "—"),
                 _digest(last, syncs[-1] if syncs else None),
             ]
         )
     return rows
 
 
+def _converted(vm: VMReport, disk: dict[str, Any]) -> str:
+    """'yes (virt-v2v-in-place)' when a conversion tool ran on the volume's content (a server
+    booted from it, or the conversion recorded its epoch), 'no (convert: false)' when the VM is
+    not converted (a server may still boot from it), else 'no'."""
+    conversion = vm.conversion or {}
+    tool = conversion.get("tool")
+    if vm.conversion is not None and not tool:
+        return "no (convert: false)"
+    key = str(Address.parse(disk["address"]).index)
+    at_epoch = conversion.get("status") == "ready" and disk.get("epoch") is not None
+    if disk.get("converted") or (at_epoch and conversion["epochs"].get(key) == disk["epoch"]):
+        return f"yes ({tool})" if tool else "yes"
+    return "no"
+
+
 def _digest(last: dict[str, Any], sync: Sync | None) -> str:
-    """The last verified sha256, and what it covers when not the whole disk."""
+    """The last verified sha256 with what it covers: 'whole disk: <sha>', or 'changed areas
+    only (not a disk digest): <sha>' for a delta verified over the areas it copied."""
     sha, over = last.get("sha256"), last.get("verified")
     if not sha and sync is not None:
         sha, over = sync.sha256, sync.verified
     if not sha:
         return "—"
-    return f"{sha} ({VERIFIED_AREAS})" if over == VERIFIED_AREAS else str(sha)
+    if over == VERIFIED_AREAS:
+        return f"{VERIFIED_AREAS} only (not a disk digest): {sha}"
+    return f"{VERIFIED_WHOLE}: {sha}"
 
 
-DISK_HEAD = ["disk", "size", "Cinder volume", "converted", "syncs (bytes copied, time)", "sha256"]
+DISK_HEAD = [
+    "disk",
+    "size",
+    "Cinder volume",
+    "converted",
+    "syncs (data moved, step time)",
+    "verified (sha256)",
+]
+
+
+def earlier(vm: VMReport) -> list[str]:
+    """Syncs of volumes no longer recorded (deleted by a destroy, or replaced by another)."""
+    kept = [s for disk in vm.disks for s in current(disk, vm.syncs)]
+    return [
+        f"{s.address}{f' (volume {s.volume_id})' if s.volume_id else ''}: {_sync_text(s)}"
+        for s in vm.syncs
+        if s not in kept
+    ]
+
+
+def status(vm: VMReport) -> str:
+    """The VM in one phrase: cut over, cutover not finished, last apply failed, replicating."""
+    if (vm.server or {}).get("status") == "ready":
+        return "cut over"
+    if unfinished_cutover(vm):
+        return "cutover not finished"
+    if vm.failures:
+        return "last apply failed"
+    if not vm.disks:
+        return "no volume recorded"
+    return "replicating" if vm.mode == "replicate" else vm.mode or "—"
 
 
 def _notes(vm: VMReport) -> list[str]:
-    """The VM's concerns, and a source ferry left powered off with no server yet."""
+    """The VM's concerns, a source ferry left powered off with no server yet, an unfinished
+    cutover, the steps its last apply failed, and syncs of volumes deleted since."""
     left = [source_left_off(vm.source_off_since)] if vm.source_off_since else []
-    return left + vm.concerns
+    unfinished = [u] if (u := unfinished_cutover(vm)) else []
+    failed = [f"failed in its last apply: {f}" for f in vm.failures]
+    gone = [f"sync of a volume deleted since: {e}" for e in earlier(vm)]
+    return left + unfinished + failed + vm.concerns + gone
+
+
+def run_rows(report: Report) -> list[list[str]]:
+    """One row per recorded apply, oldest first: when, how long, outcome, counts, errors."""
+    rows = []
+    for i, r in enumerate(report.runs, 1):
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(r.started))
+        rows.append(
+            [
+                str(i),
+                when,
+                "—" if r.seconds is None else duration(r.seconds),
+                r.outcome if r.seconds is not None else "killed (no end recorded)",
+                f"{r.done} done, {r.failed} failed, {r.skipped} skipped",
+                "; ".join(r.errors) or "—",
+            ]
+        )
+    return rows
+
+
+RUN_HEAD = ["apply", "started", "took", "outcome", "steps", "failed steps"]
 
 
 def summary_rows(report: Report) -> list[list[str]]:
     rows = []
     for vm in report.vms:
-        copied = sum(s.bytes for s in vm.syncs)
+        copied = sum(s.moved for s in vm.syncs)
         rows.append(
             [
                 vm.name,
                 vm.mode or "—",
+                status(vm),
                 str(len(vm.disks)),
                 human(copied),
                 _seconds(vm.conversion_seconds),
@@ -78,7 +173,7 @@ def summary_rows(report: Report) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEAD = ["VM", "mode", "disks", "copied", "conversion", "downtime", "server"]
+SUMMARY_HEAD = ["VM", "mode", "status", "disks", "data moved", "conversion", "downtime", "server"]
 
 
 def html(report: Report) -> str:
@@ -96,6 +191,8 @@ def html(report: Report) -> str:
         f"<p>{time.strftime('%Y-%m-%d %H:%M:%S')} — {len(report.vms)} VMs, "
         f"{report.applies} applies recorded.</p>",
         table(SUMMARY_HEAD, summary_rows(report)),
+        "<h2>Applies</h2>",
+        table(RUN_HEAD, run_rows(report)),
         "<h2>Timeline of the last apply</h2>",
         svg.timeline(report.timeline),
         "<h2>Throughput</h2>",
@@ -134,6 +231,7 @@ def markdown(report: Report, svg_prefix: Path) -> tuple[str, dict[Path, str]]:
         ]
 
     lines = ["# ferry migration report", "", *table(SUMMARY_HEAD, summary_rows(report))]
+    lines += ["## Applies", "", *table(RUN_HEAD, run_rows(report))]
     for path in files:
         lines += [f"![{path.name}]({path.name})", ""]
     for vm in report.vms:

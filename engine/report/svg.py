@@ -3,9 +3,11 @@ slot and per control lane) and the throughput of every sync."""
 
 from __future__ import annotations
 
+import math
 from xml.sax.saxutils import escape
 
 from engine.report.data import Bar, Sync
+from engine.units import duration, human, rate
 
 COLORS = {
     "volume": "#2b7bb9",
@@ -32,7 +34,7 @@ def timeline(bars: list[Bar]) -> str:
     height = LANE * len(names) + 40
     parts = [
         _open(height),
-        f'<text x="4" y="14" font-size="12">apply timeline, {span:.1f} s</text>',
+        f'<text x="4" y="14" font-size="12">apply timeline, {duration(span)}</text>',
     ]
     for row, name in enumerate(names):
         y = 24 + row * LANE
@@ -46,7 +48,7 @@ def timeline(bars: list[Bar]) -> str:
         x = LABEL + (bar.start - t0) * scale
         w = max((bar.end - bar.start) * scale, 2.0)
         color = FAILED if bar.outcome != "done" else COLORS.get(bar.kind, "#999")
-        tip = f"{bar.address} ({bar.kind}, {bar.outcome}): {bar.end - bar.start:.1f} s"
+        tip = f"{bar.address} ({bar.kind}, {bar.outcome}): {duration(bar.end - bar.start)}"
         parts.append(
             f'<rect class="bar" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{LANE - 8}" '
             f'fill="{color}" rx="2"><title>{escape(tip)}</title></rect>'
@@ -57,27 +59,34 @@ def timeline(bars: list[Bar]) -> str:
 
 
 def throughput(syncs: list[Sync]) -> str:
-    """One bar per disk sync: MiB/s, labelled with the disk and full/delta."""
-    shown = [s for s in syncs if s.seconds > 0 and s.bytes > 0]
+    """One bar per disk sync: data moved per second of copying in MiB/s (holes and zeros move
+    nothing: a sparse disk's full copy is as fast as its data), labelled with the disk and
+    full/delta; the tooltip gives data moved, holes skipped and seconds."""
+    shown = [s for s in syncs if s.seconds > 0 and s.moved > 0]
     if not shown:
         return _empty("no copy measured yet")
     top = max(s.throughput for s in shown) / MiB
     row = 20
     height = row * len(shown) + 30
     scale = (WIDTH - 330) / top
-    parts = [_open(height), '<text x="4" y="14" font-size="12">sync throughput (MiB/s)</text>']
+    title = "sync throughput: data moved per second of copying (MiB/s)"
+    parts = [_open(height), f'<text x="4" y="14" font-size="12">{title}</text>']
     for i, sync in enumerate(shown):
         y = 22 + i * row
-        rate = sync.throughput / MiB
+        mib = sync.throughput / MiB
         label = f"{sync.address} {sync.kind}"
+        holes = f", {human(sync.skipped)} of holes skipped" if sync.skipped else ""
+        tip = (
+            f"{rate(sync.throughput)}: {human(sync.moved)} moved in {duration(sync.seconds)}{holes}"
+        )
         parts.append(f'<text x="4" y="{y + 13}" font-size="11">{escape(label)}</text>')
         parts.append(
-            f'<rect class="bar" x="260" y="{y + 2}" width="{max(rate * scale, 1):.1f}" '
-            f'height="{row - 6}" fill="{COLORS["volume"]}"><title>{rate:.0f} MiB/s, '
-            f"{sync.bytes / MiB:.1f} MiB in {sync.seconds:.2f} s</title></rect>"
+            f'<rect class="bar" x="260" y="{y + 2}" width="{max(mib * scale, 1):.1f}" '
+            f'height="{row - 6}" fill="{COLORS["volume"]}"><title>{escape(tip)}</title></rect>'
         )
         parts.append(
-            f'<text x="{266 + rate * scale:.1f}" y="{y + 13}" font-size="11">{rate:.0f}</text>'
+            f'<text class="rate" x="{266 + mib * scale:.1f}" y="{y + 13}" font-size="11">'
+            f"{escape(rate(sync.throughput))}</text>"
         )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -90,16 +99,30 @@ def _open(height: int) -> str:
     )
 
 
+def ticks(span: float, most: int = 6) -> list[tuple[float, str]]:
+    """Axis ticks for a timeline of `span` seconds: (seconds, label) at a round step (1, 2 or 5
+    times a power of ten, or whole minutes/hours) so that at most `most` ticks fit, every label
+    different ('0 s', '0.5 s', '1 s'; '0 min', '2 min'; '0 h', '1 h')."""
+    unit, size = ("h", 3600.0) if span >= 7200 else ("min", 60.0) if span >= 120 else ("s", 1.0)
+    scaled = span / size
+    steps = (m * 10.0**e for e in range(-3, 8) for m in (1, 2, 5))
+    step = next(s for s in steps if math.floor(scaled / s + 1e-9) + 1 <= most)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    count = math.floor(scaled / step + 1e-9) + 1
+    return [(i * step * size, f"{i * step:.{decimals}f} {unit}") for i in range(count)]
+
+
 def _axis(y: int, span: float) -> str:
-    ticks = []
-    for i in range(6):
-        x = LABEL + (WIDTH - LABEL - 10) * i / 5
-        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
-        ticks.append(
-            f'<text x="{x:.0f}" y="{y}" font-size="10" text-anchor="{anchor}">'
-            f"{span * i / 5:.0f}s</text>"
+    width = WIDTH - LABEL - 10
+    marks = []
+    for at, label in ticks(span):
+        x = LABEL + width * at / span
+        anchor = "start" if at == 0 else "end" if x > WIDTH - 40 else "middle"
+        marks.append(
+            f'<text class="tick" x="{x:.0f}" y="{y}" font-size="10" text-anchor="{anchor}">'
+            f"{escape(label)}</text>"
         )
-    return "\n".join(ticks)
+    return "\n".join(marks)
 
 
 def _empty(message: str) -> str:

@@ -131,23 +131,13 @@ CASES = [
         _edit("name: build-old", "name: build-0ld"),
         stdout=True,
     ),
-    pytest.param(
-        Case(
-            "net-missing-datacenter",
-            P,
-            1,
-            r"error: .*datacenter 'DC9'.*(not|no such).*",
-            _edit("datacenter: DC0", "datacenter: DC9"),
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "engine/planner/desired.py: a datacenter vCenter does not have is reported per VM "
-                "entry on stdout ('vms[0] selects no VM in the inventory of datacenter DC9'), "
-                "not as one line naming the datacenter as missing"
-            ),
-        ),
-        id="net-missing-datacenter",
+    Case(
+        "net-missing-datacenter",
+        P,
+        1,
+        r"\s*.*error: no datacenter 'DC9' in vCenter \(datacenters: /DC0\).*",
+        _edit("datacenter: DC0", "datacenter: DC9"),
+        stdout=True,
     ),
     # -- TLS -----------------------------------------------------------------------------------
     Case(

@@ -22,7 +22,7 @@ from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import assert_converged, records
-from tests.integration.test_cutover import apply, spec_with, vm_ref
+from tests.integration.test_cutover import apply, report_seconds, spec_with, vm_ref
 
 pytestmark = pytest.mark.lab
 MiB = 1024**2
@@ -224,6 +224,6 @@ def test_ctrl_c_after_the_power_off_with_leave_off_says_so_everywhere(
     assert server["source_off_at"] == first_off
     shown = ferry(lab, "report", "--md", str(md), "--state", str(state))
     row = next(line for line in md.read_text().splitlines() if line.startswith("| web01 |"))
-    downtime = int(row.split("|")[6].strip()[:-2])
+    downtime = report_seconds(row, "downtime")
     assert downtime >= int(server["at"] - first_off) - 1, row
     assert_converged(lab, state, vm, server=True)

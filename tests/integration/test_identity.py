@@ -49,7 +49,7 @@ def test_a_datacenter_in_a_folder_is_found_by_name_and_by_path(lab: Lab, tmp_pat
     spec.write_text(demo.replace("datacenter: DC0", "datacenter: DC0/vm"))
     wrong = ferry(lab, "plan", str(spec), "--state", str(tmp_path / "s.db"))
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
-    assert "datacenter 'DC0/vm' is not in the inventory (datacenters: /Region-A/DC0)" in (
+    assert "no datacenter 'DC0/vm' in vCenter (datacenters: /Region-A/DC0)" in (
         wrong.stdout + wrong.stderr
     ).replace("\n", "")
 

@@ -23,6 +23,7 @@ from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from engine.model.state import Status
 from engine.statestore.sqlite import SqliteStateStore
+from engine.units import human
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import records, volume_file
 from tests.integration.test_cbt import set_cbt
@@ -93,7 +94,7 @@ def test_a_copy_resumed_from_a_newer_snapshot_copies_what_changed_below_its_chec
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
     assert plan.returncode == 0, plan.stdout + plan.stderr
     said = " ".join(plan.stdout.replace(",", "").split())
-    assert f"resume the interrupted copy ({mark} bytes already written)" in said, plan.stdout
+    assert f"resume the interrupted copy ({human(mark)} already written)" in said, plan.stdout
     assert f"and copy what changed since changeId {began}" in said, plan.stdout
 
     done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
@@ -102,8 +103,8 @@ def test_a_copy_resumed_from_a_newer_snapshot_copies_what_changed_below_its_chec
     record = records(state)[DISK]
     assert record["last_sync"]["kind"] == "full" and record["change_id"] != began
     log = (tmp_path / "logs" / "web01.log").read_text()
-    assert f"resumed at {mark} bytes from a newer snapshot" in log
-    print(f"\nstopped at {mark} bytes; the resume read {record['last_sync']['bytes']} bytes")
+    assert f"resumed at {human(mark)} from a newer snapshot" in log
+    print(f"\nstopped at {human(mark)}; the resume read {human(record['last_sync']['bytes'])}")
 
 
 def test_a_copy_that_fails_verification_is_tainted_and_copied_again_in_full(

@@ -45,5 +45,5 @@ def test_an_unknown_datacenter_is_an_error_listing_what_there_is() -> None:
     for wanted in ("DC9", "Region-B/DC0"):
         found = datacenter_path(wanted, PATHS)
         assert isinstance(found, Diagnostic)
-        assert f"datacenter {wanted!r} is not in the inventory" in found.summary
+        assert f"no datacenter {wanted!r} in vCenter (datacenters: " in found.summary
         assert "/Region-A/DC0" in found.summary

@@ -47,12 +47,13 @@ def measured_conversions(state: State) -> dict[str, float]:
 
 
 def measured_throughput(state: State) -> float:
-    """Bytes/s over every recorded sync; the default before anything was copied."""
+    """Bytes/s of data read over every recorded sync's copy seconds (zeros written move no data:
+    a sparse disk's must not count); the default before anything was copied."""
     moved = seconds = 0.0
     for record in state.resources.values():
         last = record.attributes.get("last_sync") if record.kind == "volume" else None
         if isinstance(last, dict) and last.get("seconds"):
-            moved += float(last.get("bytes", 0))
+            moved += float(last["read"] if "read" in last else last.get("bytes", 0))
             seconds += float(last["seconds"])
     return moved / seconds if seconds > 0 and moved > 0 else float(DEFAULT_THROUGHPUT)
 

@@ -13,7 +13,7 @@ from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
-from engine.units import human
+from engine.units import duration, human, rate
 
 POWERED_ON = "poweredOn"
 BOOTED = "a server was booted from it: never synced again"
@@ -198,10 +198,10 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
         )
     rest = min(full_bytes(disk), max(disk.capacity - done, 0))
     if live == began and vm.source.power_state != POWERED_ON:
-        return f"resume the interrupted copy ({done} bytes already written)", rest
+        return f"resume the interrupted copy ({human(done)} already written)", rest
     measured = "" if live != began else " (the VM is running: measured at the new snapshot)"
     return (
-        f"resume the interrupted copy ({done} bytes already written) and copy what changed "
+        f"resume the interrupted copy ({human(done)} already written) and copy what changed "
         f"since changeId {began}, where it began{measured}",
         rest,
     )
@@ -235,8 +235,8 @@ def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | 
 
     With the last delta's bytes and the seconds between the sync before it and it (`at` and
     `previous_at`, epoch seconds), and `now`: that change rate (bytes/s) times the seconds since the
-    last sync. Else what the last delta moved; None (unknown, shown without a size) before any
-    delta was measured."""
+    last sync. Else what the last delta moved, labelled as such ("last delta: 3.0 MiB"), not as
+    a prediction; None (unknown, shown without a size) before any delta was measured."""
     last = before.get("last_sync") or {}
     if last.get("kind") != "delta":
         return None, "size unknown until a first delta is measured"
@@ -245,13 +245,13 @@ def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | 
     if now is not None and isinstance(at, int | float) and isinstance(previous, int | float):
         interval = float(at) - float(previous)
         if interval > 0:
-            rate = moved / interval
-            size = round(rate * max(now - float(at), 0.0))
+            per_second = moved / interval
+            size = round(per_second * max(now - float(at), 0.0))
             return size, (
-                f"estimate: {human(rate)}/s changed between the last syncs, times "
-                f"{max(now - float(at), 0.0):.0f} s since the last sync"
+                f"estimate: {rate(per_second)} changed between the last syncs, times "
+                f"{duration(max(now - float(at), 0.0))} since the last sync"
             )
-    return moved, "estimate: what the last delta moved"
+    return moved, f"last delta: {human(moved)}; no change rate measured yet, so shown as its size"
 
 
 def settled(change: Change) -> Change:

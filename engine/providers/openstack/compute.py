@@ -17,6 +17,7 @@ from engine.errors import OpenStackError, UserError
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
+from engine.units import MiB, human
 
 TAG = "ferry"
 SERVER_FAILED = ("ERROR", "DELETED", "SOFT_DELETED", "SHELVED", "SHELVED_OFFLOADED")
@@ -257,8 +258,9 @@ def ensure_flavor(conn: Any, name: str, vcpus: int, ram_mb: int) -> tuple[str, b
         if found is not None:
             if int(found.vcpus) < vcpus or int(found.ram) < ram_mb:
                 raise UserError(
-                    f"flavor {name!r} exists with {found.vcpus} vCPU / {found.ram} MB, "
-                    f"smaller than the {vcpus} vCPU / {ram_mb} MB wanted"
+                    f"flavor {name!r} exists with {found.vcpus} vCPU / "
+                    f"{human(int(found.ram) * MiB)} RAM, smaller than the {vcpus} vCPU / "
+                    f"{human(ram_mb * MiB)} wanted"
                 )
             return str(found.id), False
         flavor = conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram_mb, disk=0)

@@ -70,8 +70,8 @@ def test_no_terminal_plain_progress_lines_and_no_wrapping() -> None:
     for done in (0, 100 << 20, 300 << 20, 400 << 20, 1 << 30):
         lines.copy("vm.db01.disk[2000]", done, 1 << 30)
     assert out == [
-        "vm.db01.disk[2000]: 300.0 MiB of 1.0 GiB (29%), 9.7 MiB/s, ETA 75 s",
-        "vm.db01.disk[2000]: 1.0 GiB of 1.0 GiB (100%), 25.6 MiB/s, done in 40 s",
+        "vm.db01.disk[2000]: 300.0 MiB of 1.0 GiB (29%), 9.7 MiB/s, ETA 1 min 15 s",
+        "vm.db01.disk[2000]: 1.0 GiB of 1.0 GiB (100%), 25.6 MiB/s, done in 40.0 s",
     ]
     buffer = io.StringIO()
     console = make_console()

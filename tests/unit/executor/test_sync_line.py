@@ -1,0 +1,23 @@
+"""The line an apply prints per sync (issue 13 item 6): the step's wall time, the data read and
+its rate, zeros and holes apart, in binary units."""
+
+from __future__ import annotations
+
+from engine.dataplane.copy import CopyStats
+from engine.executor.apply import sync_line
+
+MiB, GiB = 1024**2, 1024**3
+
+
+def test_a_sparse_full_copy_says_the_steps_time_and_counts_no_hole_as_moved() -> None:
+    stats = CopyStats(bytes_read=42 * MiB, bytes_skipped=20 * GiB - 42 * MiB, seconds=0.2)
+    line = sync_line("vm.web01.disk[2000]", "full", stats, step=16.04)
+    assert line == (
+        "vm.web01.disk[2000]: full copy in 16.0 s: 42.0 MiB read (210.0 MiB/s while copying), "
+        "0 B zeroed, 20.0 GiB of holes skipped"
+    )
+
+
+def test_a_delta_of_nothing_has_no_rate() -> None:
+    line = sync_line("vm.db01.disk[2001]", "delta", CopyStats(seconds=0.01), step=75)
+    assert line == "vm.db01.disk[2001]: delta copy in 1 min 15 s: 0 B read, 0 B zeroed"
