@@ -137,6 +137,7 @@ def render(result: Plan, console: Console) -> None:
         flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
         downtime = f", cutover downtime ~{vm.downtime_seconds:.0f} s" if vm.downtime_seconds else ""
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
+        downtime += f"; disks read via {vm.reader}" if vm.reader else ""
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"
