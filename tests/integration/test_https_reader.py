@@ -100,9 +100,10 @@ def _other_ca(tmp_path: Path) -> Path:
 
 def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     """web01 disk 2001 (1 GiB, thin) with a snapshot taken here: /folder answers 401 without the
-    session cookie and 206 with Content-Range to a range request; a guest write after the
-    snapshot leaves the served extent equal to the snapshot's frozen copy; nbdkit's curl plugin
-    reads it with the cookie on no argv, and refuses a server the CA does not vouch for."""
+    session cookie, 206 with Content-Range to a range request, 404 for another datacenter's
+    dcPath; a guest write after the snapshot leaves the served extent equal to the snapshot's
+    frozen copy; nbdkit's curl plugin reads it with the cookie on no argv, and refuses a server
+    the CA does not vouch for."""
     target = target_from_env(lab.env())
     assert target.cafile is not None
     si = connect(target)
@@ -122,6 +123,8 @@ def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     head = _get(url, target.cafile, cookie, tmp_path, ranges="1048576-2097151")
     assert head[0].startswith("http/1.1 206"), head
     assert f"content-range: bytes 1048576-2097151/{disk.capacity}" in head, head
+    elsewhere = url.replace("dcPath=DC0", "dcPath=DC9")
+    assert _get(elsewhere, target.cafile, cookie, tmp_path)[0].startswith("http/1.1 404")
 
     task = vm.CreateSnapshot_Task("test-https-reader", "", False, False)
     snapshot = wait_task(si, task, "snapshot")

@@ -6,8 +6,9 @@
 // As on vCenter, a request needs the SOAP session's cookie (vmware_soap_session, from Login):
 // without a valid one the answer is 401. A VM disk's flat extent ("[ds] dir/name-flat.vmdk", the
 // extent its layoutEx lists for backing "[ds] dir/name.vmdk") is served from the lab's disk files
-// with HTTP range requests (206 and Content-Range; http.ServeContent). Any other path is the
-// simulator's datastore folder, as before.
+// with HTTP range requests (206 and Content-Range; http.ServeContent) when dcPath names the VM's
+// datacenter. Any other request is the simulator's datastore folder handler's, as before (404
+// for an unknown dcPath or dsName).
 //
 // Which bytes the flat extent holds: on vSphere a snapshot makes the base extent read-only and
 // sends guest writes to a delta disk (dir/name-000001-delta.vmdk, the VM's backing then names
@@ -103,10 +104,21 @@ func (c *ferryCBT) extentFile(r *http.Request) (string, bool) {
 			if !ok || b.FileName != want {
 				continue
 			}
+			if !dcMatches(Map.getEntityDatacenter(vm), r.URL.Query().Get("dcPath")) {
+				return "", false // the simulator's handler answers 404 to a wrong dcPath
+			}
 			return c.baseExtent(c.vmDir(vm.Config.InstanceUuid), disk.Key), true
 		}
 	}
 	return "", false
+}
+
+// dcMatches says whether dcPath names datacenter dc ("DC0", or a folder path ending in it).
+func dcMatches(dc *Datacenter, dcPath string) bool {
+	if dc == nil || dcPath == "" {
+		return false
+	}
+	return dcPath == dc.Name || strings.HasSuffix(dcPath, "/"+dc.Name)
 }
 
 // baseExtent is the disk's frozen copy in the VM's oldest snapshot, or its live file.
