@@ -30,17 +30,20 @@ from engine.executor.seams import (
     ByIdDevices,
     ConnectionInfoDevices,
     DatastorePathSources,
+    HttpsSources,
     LabDevices,
     LabSources,
+    Sources,
     VddkSources,
 )
 from engine.executor.walker import Outcome, Walker
 from engine.model.plan import Action, Plan
 from engine.planner import planfile
+from engine.planner.desired import reader_of
 from engine.planner.make import make_plan, spec_digest
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect_destination
-from engine.providers.vsphere.session import session, target_from_spec
+from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
 from engine.statestore import StateLocation
 from engine.units import human
 
@@ -266,17 +269,7 @@ def _context(
     if not hosts:
         raise UserError("the spec names no conversion_hosts: volumes are written on one")
     target = target_from_spec(source["vcenter"], dict(os.environ))
-    if source.get("lab_dir"):
-        sources: Any = LabSources(Path(source["lab_dir"]))
-    elif source["vcenter"].get("datastore_path"):
-        sources = DatastorePathSources(Path(source["vcenter"]["datastore_path"]))
-    elif source["vcenter"].get("vddk_libdir"):
-        sources = VddkSources(target, Path(source["vcenter"]["vddk_libdir"]))
-    else:
-        raise UserError(
-            "source.vcenter.vddk_libdir (or datastore_path, or source.lab_dir) is needed to "
-            "read disks"
-        )
+    sources = _sources(spec, target, si)
     conn = connect_destination(spec["destination"])
     host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
     if host is None and not hosts[0].get("create"):
@@ -295,6 +288,31 @@ def _context(
         verify,
         log_dir=location.log_dir,
         events=events,
+    )
+
+
+def _sources(spec: dict[str, Any], target: VCenterTarget, si: Any) -> Sources:
+    """Where disks are read from, as `source.reader` says (planner.desired.reader_of); a reader
+    the spec lacks the settings for is one line saying which setting."""
+    source = spec["source"]
+    vcenter = source["vcenter"]
+    reader = reader_of(spec)
+    if reader == "https":
+        return HttpsSources(target, si)
+    if reader == "vddk":
+        if not vcenter.get("vddk_libdir"):
+            raise UserError(
+                "source.reader vddk needs source.vcenter.vddk_libdir (where VDDK is unpacked); "
+                "or read disks with source.reader: https"
+            )
+        return VddkSources(target, Path(vcenter["vddk_libdir"]))
+    if source.get("lab_dir"):
+        return LabSources(Path(source["lab_dir"]))
+    if vcenter.get("datastore_path"):
+        return DatastorePathSources(Path(vcenter["datastore_path"]))
+    raise UserError(
+        "source.reader datastore_path needs source.vcenter.datastore_path (where the datastores "
+        "are mounted); or read disks with source.reader: https"
     )
 
 

@@ -151,6 +151,7 @@ def render(result: Plan, console: Console) -> None:
             f", cutover downtime ~{duration(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         )
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
+        downtime += f"; disks read via {vm.reader}" if vm.reader else ""
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"

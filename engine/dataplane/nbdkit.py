@@ -1,10 +1,11 @@
 """nbdkit servers: one per source disk, on a unix socket in a private 0700 directory.
 
 The seam between "where the source disk's bytes come from" and the copy engine is `DiskSource`:
-in production nbdkit's vddk plugin reads a VM's disk at a snapshot from ESXi; in the lab the file
-plugin serves the snapshot's frozen raw file. Both are served read-only, exit with their parent,
+in production nbdkit's vddk plugin reads a VM's disk at a snapshot from ESXi, or its curl plugin
+reads the disk's flat extent over vCenter's datastore file access (HTTPS); in the lab the file
+plugin can serve the snapshot's frozen raw file. Both are served read-only, exit with their parent,
 and are waited for properly (nbdkit writes its pidfile only once it accepts connections).
-Secrets reach nbdkit through a 0600 file (``password=+FILE``), never argv.
+Secrets reach nbdkit through a 0600 file (``password=+FILE``, ``cookie=+FILE``), never argv.
 """
 
 from __future__ import annotations
@@ -91,6 +92,40 @@ class VddkDiskSource:
         return (
             f"vddk {self.server} vm={self.vm_moref} snapshot={self.snapshot_moref} {self.disk_file}"
         )
+
+
+@dataclass(frozen=True)
+class HttpsDiskSource:
+    """A disk's flat extent read over vSphere's datastore file access (nbdkit's curl plugin).
+
+    `url` is https://<vcenter>/folder/<dir>/<name>-flat.vmdk?dcPath=<dc>&dsName=<ds>; the
+    request carries the SOAP session's cookie, which nbdkit reads from a 0600 file in the
+    server's private directory (``cookie=+FILE``), never from argv. TLS is verified against
+    `cafile` (None: the system trust store); `insecure` turns verification off (labs only).
+    HTTP has no block status: nbdkit reports the whole extent as data.
+    """
+
+    url: str
+    cookie: str = field(repr=False)  # "vmware_soap_session=\"...\"" (a secret)
+    cafile: Path | None = None
+    insecure: bool = False
+    timeout: int = 60  # seconds per HTTP request
+
+    def plugin_args(self, private_dir: Path) -> list[str]:
+        secret = private_dir / "cookie"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.cookie)
+        args = ["curl", f"url={self.url}", f"cookie=+{secret}", "followlocation=false"]
+        args += ["protocols=https", f"timeout={self.timeout}"]
+        if self.insecure:
+            args.append("sslverify=false")
+        elif self.cafile is not None:
+            args.append(f"cainfo={self.cafile}")
+        return args
+
+    def describe(self) -> str:
+        return f"https {self.url}"
 
 
 class NbdkitServer:

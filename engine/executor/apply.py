@@ -367,7 +367,9 @@ class Applier:
     ) -> None:
         began = time.monotonic()  # the step's wall time: volume, attach, copy, verify, detach
         vm = self._vm(address.name)
-        what = self._what_to_copy(change, before, vm, snapshot, disk)
+        what = self._allocated(
+            self._what_to_copy(change, before, vm, snapshot, disk), vm, snapshot, disk
+        )
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
         volume_id = self._ensure_volume(change, address, before)
@@ -406,6 +408,7 @@ class Applier:
             result = host.sync(job, self._host(), self._callbacks(change.address, attrs, disk))
         except VerifyError as exc:
             self._taint(change.address, attrs, exc)
+        self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()
             if result.sha256 is not None and result.verified is not None:
@@ -455,6 +458,21 @@ class Applier:
             return self._resume(before, vm, snapshot, disk)
         zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
+
+    def _allocated(self, what: ToCopy, vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
+        """A full copy onto a volume that reads as zeros, from a reader without block status
+        (https): only the areas CBT lists as allocated at the snapshot (changeId "*") are read.
+        Without CBT, or onto older bytes (every hole must be written), the whole disk is."""
+        whole = what.kind == "full" and what.areas is None
+        if not whole or not what.dst_is_zero or not disk.change_id:
+            return what
+        if self.ctx.sources.block_status():
+            return what
+        try:
+            areas = changed_areas(vm, snapshot, disk.key, disk.capacity, "*")
+        except ChangeTrackingError:
+            return what
+        return replace(what, areas=areas)
 
     def _resume(self, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
         """An interrupted full copy, continued from its checkpoint so that it ends equal to

@@ -95,8 +95,8 @@ def source_of(
 @dataclass(frozen=True)
 class SyncResult:
     """What a sync did: bytes read from the source, written, zeroed explicitly and skipped
-    (zeros on a zero destination), reads retried, seconds, and the verified sha256 (None when
-    not verified) with what it covers."""
+    (zeros on a zero destination), reads retried, seconds, the verified sha256 (None when
+    not verified) with what it covers, and where it read."""
 
     bytes_read: int
     bytes_written: int
@@ -106,6 +106,7 @@ class SyncResult:
     seconds: float
     sha256: str | None = None
     verified: str | None = None
+    source: str = ""  # where the bytes were read (DiskSource.describe(): no secrets)
 
     def stats(self) -> CopyStats:
         return CopyStats(
@@ -170,6 +171,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
         round(stats.seconds, 3),
         sha256,
         job.verify or None,
+        source.describe(),
     )
 
 

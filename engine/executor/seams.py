@@ -1,7 +1,8 @@
 """The two seams apply goes through, each with a production and a lab implementation:
 
-- disk sources: where nbdkit reads a (VM, snapshot, disk) — VDDK in production, the lab's
-  frozen snapshot file (nbdkit's file plugin) in the lab;
+- disk sources: where nbdkit reads a (VM, snapshot, disk) — `source.reader`: VDDK, vCenter's
+  datastore file access over HTTPS (nbdkit's curl plugin), or a file (a datastore mount, or the
+  lab's frozen snapshot file);
 - devices: where an attached volume appears on the conversion host — /dev/disk/by-id (waited
   for, with udev settle) in production, the attachment's connection info in the lab.
 """
@@ -10,16 +11,19 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
-from engine.dataplane.nbdkit import DiskSource, FileDiskSource, VddkDiskSource
+from pyVmomi import vim
+
+from engine.dataplane.nbdkit import DiskSource, FileDiskSource, HttpsDiskSource, VddkDiskSource
 from engine.errors import DataplaneError
 from engine.lab.disks import snapshot_file
 from engine.lab.faults import read_faults
 from engine.providers.openstack import volumes
-from engine.providers.vsphere.session import VCenterTarget, server_thumbprint
+from engine.providers.vsphere.session import VCenterTarget, server_thumbprint, session_cookie
 from engine.providers.vsphere.snapshots import DiskInfo
 
 DEVICE_TIMEOUT = 60.0
@@ -33,10 +37,17 @@ class Sources(Protocol):
     def check(self) -> None:
         """Before an apply touches anything: can disks be read this way on this host?"""
 
+    def block_status(self) -> bool:
+        """Does the reader say where the disk holds data (else a full copy reads what CBT's
+        changeId "*" lists as allocated, or the whole extent)?"""
+
 
 @dataclass(frozen=True)
 class LabSources:
     lab_dir: Path
+
+    def block_status(self) -> bool:
+        return True  # nbdkit's file plugin: SEEK_DATA / SEEK_HOLE
 
     def check(self) -> None:
         if not (self.lab_dir / "disks").is_dir():
@@ -65,6 +76,9 @@ class LabSources:
 class VddkSources:
     target: VCenterTarget
     libdir: Path
+
+    def block_status(self) -> bool:
+        return True  # VDDK's QueryAllocatedBlocks
 
     def check(self) -> None:
         """nbdkit's vddk plugin loads VDDK from `libdir` (`--dump-plugin` loads the library)."""
@@ -111,6 +125,9 @@ class DatastorePathSources:
 
     root: Path
 
+    def block_status(self) -> bool:
+        return True
+
     def check(self) -> None:
         if not self.root.is_dir():
             raise DataplaneError(
@@ -124,12 +141,99 @@ class DatastorePathSources:
         return FileDiskSource(flat_extent(self.root, disk.file_name))
 
 
-def flat_extent(root: Path, file_name: str) -> Path:
-    """<root>/<datastore>/<dir>/<name>-flat.vmdk for "[datastore] dir/name.vmdk"."""
+@dataclass(frozen=True)
+class HttpsSources:
+    """vSphere's datastore file access: a disk "[ds] dir/name.vmdk" at a snapshot is read from
+    https://<vcenter>/folder/dir/name-flat.vmdk?dcPath=<datacenter>&dsName=ds, its flat extent,
+    which ferry's snapshot keeps frozen (guest writes go to the snapshot's delta disk) while it
+    is read. Exact only when ferry's snapshot is the VM's only one (the plan refuses others) and
+    the disk is a flat one. Authenticated with the apply's SOAP session cookie (a 0600 file),
+    TLS verified against the spec's CA file (or the system trust store)."""
+
+    target: VCenterTarget
+    si: Any = field(repr=False)
+
+    def block_status(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        """nbdkit's curl plugin is there, and TLS can be verified the way curl does: against a
+        CA (a pinned SHA-1 thumbprint is a VDDK notion curl has no option for)."""
+        if self.target.thumbprint and not self.target.insecure:
+            raise DataplaneError(
+                "source.reader https verifies vCenter's certificate against a CA, not a pinned "
+                "thumbprint: set source.vcenter.tls.ca_file (the CA or self-signed certificate "
+                "vCenter presents); nothing was changed"
+            )
+        if self.target.cafile is not None and not self.target.cafile.is_file():
+            raise DataplaneError(
+                f"the vCenter CA file {self.target.cafile} does not exist; nothing was changed"
+            )
+        try:
+            done = subprocess.run(
+                ["nbdkit", "curl", "--dump-plugin"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DataplaneError(f"cannot run nbdkit: {exc}") from exc
+        if done.returncode != 0:
+            raise DataplaneError(
+                "nbdkit has no curl plugin (source.reader https needs it): install Debian's "
+                "nbdkit (or nbdkit-plugin-curl); nothing was changed"
+            )
+
+    def source(
+        self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+    ) -> DiskSource:
+        vm = vim.VirtualMachine(vm_moref, self.si._stub)
+        return HttpsDiskSource(
+            folder_url(self.target, datacenter_path(vm), disk.file_name),
+            session_cookie(self.si),
+            self.target.cafile,
+            self.target.insecure,
+        )
+
+
+def folder_url(target: VCenterTarget, datacenter: str, file_name: str) -> str:
+    """The datastore file access URL of the flat extent of disk "[ds] dir/name.vmdk":
+    https://host:port/folder/dir/name-flat.vmdk?dcPath=<datacenter>&dsName=ds."""
+    datastore, relative = _split_datastore_path(file_name)
+    extent = relative.removesuffix(".vmdk") + "-flat.vmdk"
+    query = urlencode({"dcPath": datacenter, "dsName": datastore}, quote_via=quote)
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"https://{host}:{target.port}/folder/{quote(extent)}?{query}"
+
+
+def datacenter_path(obj: Any) -> str:
+    """The inventory path of the datacenter holding `obj` ("DC0", "Region-A/DC0"), as dcPath
+    names it. Raises DataplaneError when `obj` is in no datacenter."""
+    node = obj
+    while node is not None and not isinstance(node, vim.Datacenter):
+        node = node.parent
+    if node is None:
+        raise DataplaneError(f"{obj} is in no datacenter")
+    names = [str(node.name)]
+    parent = node.parent
+    while parent is not None and isinstance(parent.parent, vim.Folder):  # below the root folder
+        names.append(str(parent.name))
+        parent = parent.parent
+    return "/".join(reversed(names))
+
+
+def _split_datastore_path(file_name: str) -> tuple[str, str]:
     if not file_name.startswith("[") or "]" not in file_name:
         raise DataplaneError(f"{file_name!r} is not a datastore path like '[ds] dir/disk.vmdk'")
     datastore, rest = file_name[1:].split("]", 1)
-    relative = rest.strip().removesuffix(".vmdk") + "-flat.vmdk"
+    return datastore, rest.strip()
+
+
+def flat_extent(root: Path, file_name: str) -> Path:
+    """<root>/<datastore>/<dir>/<name>-flat.vmdk for "[datastore] dir/name.vmdk"."""
+    datastore, rest = _split_datastore_path(file_name)
+    relative = rest.removesuffix(".vmdk") + "-flat.vmdk"
     path = root / datastore / relative
     if not path.is_file():
         raise DataplaneError(

@@ -1,8 +1,9 @@
 """Builds the lab's vCenter binary (ferry-vcsim) from Debian's govmomi source.
 
 Debian ships govmomi's `simulator` package but no vcsim main. We copy the whole govmomi tree into
-a private GOPATH entry (a partial copy would hide Debian's), add ferry's CBT extension to package
-`simulator`, apply five small source edits (below), and build `vcsim/main.go` in GOPATH mode.
+a private GOPATH entry (a partial copy would hide Debian's), add ferry's extensions (ferry_*.go:
+CBT, /folder) to package `simulator`, apply six small source edits (below), and build
+`vcsim/main.go` in GOPATH mode.
 The build is skipped when a stamp of the inputs (our sources, the edits, Go and govmomi versions)
 matches the one recorded beside the binary.
 
@@ -84,6 +85,12 @@ EDITS = (
         "\t// change state\n\tvm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOff\n",
         "ShutdownGuest faults with ToolsUnavailable unless VMware Tools run (ferry_cbt.go).",
     ),
+    Edit(
+        "simulator/simulator.go",
+        "\tmux.HandleFunc(folderPrefix, s.ServeDatastore)\n",
+        "\tmux.HandleFunc(folderPrefix, ferryServeFolder(s))\n",
+        "/folder needs the session cookie and serves lab disk extents (ferry_folder.go).",
+    ),
 )
 
 
@@ -133,7 +140,8 @@ def build(output: Path) -> bool:
         shutil.copytree(GOVMOMI, tree, symlinks=True)
         for edit in EDITS:
             apply_edit(tree, edit)
-        shutil.copy(SOURCES / "ferry_cbt.go", tree / "simulator" / "ferry_cbt.go")
+        for src in sorted(SOURCES.glob("ferry_*.go")):  # ferry's extensions of package simulator
+            shutil.copy(src, tree / "simulator" / src.name)
         main_dir = gopath / "src" / "ferry" / "vcsim"
         main_dir.mkdir(parents=True)
         shutil.copy(SOURCES / "main.go", main_dir / "main.go")

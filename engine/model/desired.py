@@ -73,6 +73,7 @@ class DesiredVM:
     power_off: dict[str, Any] = field(default_factory=dict)  # the spec's power_off block
     firstboot: tuple[str, ...] = ()  # scripts the converted guest runs at first boot
     debug: bool = False  # virt-v2v debug output into the VM's log
+    reader: str = "vddk"  # how its disks are read: vddk | https | datastore_path (source.reader)
     concerns: tuple[Concern, ...] = field(default_factory=tuple)
 
     @property

@@ -66,6 +66,7 @@ class VMPlan:
     blocked: bool
     downtime_seconds: float | None = None  # estimated cutover downtime
     verify: str = "off"  # off | full | changed: what of each copy is re-read and compared
+    reader: str = ""  # how its disks are read: vddk | https | datastore_path ("": not recorded)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

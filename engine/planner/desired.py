@@ -594,14 +594,43 @@ def _network_exists(ref: str, destination: Destination) -> bool:
     return ref in destination.networks or ref in destination.network_names
 
 
+READERS = ("vddk", "https", "datastore_path")
+
+
+def reader_of(spec: Spec) -> str:
+    """How disks are read (`source.reader`): as the spec says; else `datastore_path` when the
+    spec names a datastore mount or the lab's files (source.vcenter.datastore_path,
+    source.lab_dir), `vddk` when it names VDDK (source.vcenter.vddk_libdir), else `https`."""
+    source = spec.get("source") or {}
+    vcenter = source.get("vcenter") or {}
+    if source.get("reader"):
+        return str(source["reader"])
+    if source.get("lab_dir") or vcenter.get("datastore_path"):
+        return "datastore_path"
+    return "vddk" if vcenter.get("vddk_libdir") else "https"
+
+
 def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
-    """What the way disks are read asks of a VM."""
-    vcenter = (spec.get("source") or {}).get("vcenter") or {}
-    if not vcenter.get("datastore_path"):
+    """What the way disks are read asks of a VM: the https reader and a datastore mount read
+    the disk's base extent, which is the VM's disk at ferry's snapshot only when that snapshot
+    is the VM's only one (the lab's files are each snapshot's own copy: no such limit)."""
+    reader = reader_of(spec)
+    source = spec.get("source") or {}
+    base_extent = reader == "https" or (reader == "datastore_path" and not source.get("lab_dir"))
+    if not base_extent:
         return []
     other = [s.name for s in vm.snapshots if not s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
     if not other:
         return []
+    if reader == "https":
+        return [
+            _error(
+                "snapshot-with-https-reader",
+                f"has snapshot(s) {', '.join(other)}: the https reader reads the base disk, "
+                "which is older than the VM's current state; consolidate (delete) them first, "
+                "or read this VM with source.reader: vddk",
+            )
+        ]
     return [
         _error(
             "snapshot-with-datastore-path",
@@ -720,6 +749,7 @@ def desired(
                 power_off=dict(settings.get("power_off") or {}),
                 firstboot=tuple((settings.get("conversion") or {}).get("firstboot") or ()),
                 debug=bool((settings.get("conversion") or {}).get("debug", False)),
+                reader=reader_of(spec),
                 concerns=tuple(concerns),
             )
         )

@@ -90,6 +90,7 @@ def _vm(v: dict[str, Any]) -> VMPlan:
         v["blocked"],
         v["downtime_seconds"],
         str(v.get("verify", "off")),  # absent from plans saved before it was recorded
+        str(v.get("reader", "")),  # likewise
     )
 
 

@@ -71,12 +71,14 @@ type ferryCBT struct {
 
 	mu        sync.Mutex
 	snapshots map[types.ManagedObjectReference]string
+	born      map[types.ManagedObjectReference]int64 // frozen snapshots, in order (ferry_folder.go)
 }
 
 // FerryCBT is the extension's single instance; main configures it after the model exists.
 var FerryCBT = &ferryCBT{
 	self:      types.ManagedObjectReference{Type: "FerryCBT", Value: "ferry-cbt"},
 	snapshots: make(map[types.ManagedObjectReference]string),
+	born:      make(map[types.ManagedObjectReference]int64),
 }
 
 // Configure sets the disks directory and answer limits, and registers the registry handler.
@@ -115,6 +117,7 @@ func (c *ferryCBT) RemoveObject(ref types.ManagedObjectReference) {
 	c.mu.Lock()
 	dir, ok := c.snapshots[ref]
 	delete(c.snapshots, ref)
+	delete(c.born, ref)
 	c.mu.Unlock()
 	if ok {
 		_ = os.RemoveAll(dir)
@@ -283,7 +286,11 @@ func (c *ferryCBT) freeze(s *VirtualMachineSnapshot) error {
 		meta.Disks[strconv.Itoa(int(disk.Key))] = dm
 	}
 	s.Config.Hardware.Device = devices
-	return writeJSON(filepath.Join(snapDir, "meta.json"), meta)
+	if err := writeJSON(filepath.Join(snapDir, "meta.json"), meta); err != nil {
+		return err
+	}
+	c.frozen(s.Self)
+	return nil
 }
 
 // freezeDisk copies the live disk into the snapshot and returns a deep copy of the device whose
@@ -724,4 +731,3 @@ func ferryLayout(vmDir string, devices []types.BaseVirtualDevice, layout *types.
 	}
 	return out
 }
-

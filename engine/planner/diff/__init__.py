@@ -203,4 +203,5 @@ def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | Non
         blocked=any(c.level is ConcernLevel.ERROR for c in concerns),
         downtime_seconds=estimate,
         verify=vm.verify,
+        reader=vm.reader,
     )

@@ -160,6 +160,18 @@ def session(target: VCenterTarget) -> Iterator[Any]:
         Disconnect(si)
 
 
+def session_cookie(si: Any) -> str:
+    """The session's cookie as an HTTP Cookie header value ('vmware_soap_session="..."'): what
+    vCenter's datastore file access (/folder) takes. A secret: never log it or put it on argv.
+    Raises VSphereError when the connection has no session."""
+    stub = si._stub
+    inner = getattr(stub, "soapStub", stub)  # VimSessionOrientedStub wraps the SOAP stub
+    session_id = inner.GetSessionId() if hasattr(inner, "GetSessionId") else None
+    if not session_id:
+        raise VSphereError("the vCenter connection has no session cookie")
+    return f'vmware_soap_session="{session_id}"'
+
+
 def read_secret(block: dict[str, Any], what: str, env: dict[str, str]) -> str:
     """The password named by a spec block's password_file or password_env (never inline)."""
     if "password_file" in block:

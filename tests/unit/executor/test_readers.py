@@ -1,0 +1,95 @@
+"""source.reader (issue 15): which reader a spec gets, the https reader's URL, and its nbdkit
+arguments (the session cookie in a 0600 file, never on argv; TLS verified against the CA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.cli.apply import _sources
+from engine.dataplane.nbdkit import HttpsDiskSource
+from engine.errors import DataplaneError, UserError
+from engine.executor.seams import (
+    DatastorePathSources,
+    HttpsSources,
+    LabSources,
+    VddkSources,
+    folder_url,
+)
+from engine.planner.desired import reader_of
+from engine.providers.vsphere.session import VCenterTarget
+
+TARGET = VCenterTarget("vc.example.com", 443, "u", "p", cafile=Path("/etc/ca.pem"))
+
+
+def spec(source: dict[str, Any], **vcenter: Any) -> dict[str, Any]:
+    return {"source": {**source, "vcenter": {"host": "vc", "username": "u", **vcenter}}}
+
+
+@pytest.mark.parametrize(
+    ("source", "vcenter", "reader"),
+    [
+        ({}, {}, "https"),
+        ({}, {"vddk_libdir": "/opt/vddk"}, "vddk"),
+        ({"reader": "https"}, {"vddk_libdir": "/opt/vddk"}, "https"),
+        ({}, {"datastore_path": "/mnt/ds"}, "datastore_path"),
+        ({"lab_dir": "/lab"}, {}, "datastore_path"),
+        ({"lab_dir": "/lab", "reader": "https"}, {}, "https"),
+    ],
+)
+def test_the_default_reader(source: dict[str, Any], vcenter: dict[str, Any], reader: str) -> None:
+    assert reader_of(spec(source, **vcenter)) == reader
+
+
+def test_each_reader_gets_its_sources(tmp_path: Path) -> None:
+    si = object()
+    assert isinstance(_sources(spec({}), TARGET, si), HttpsSources)
+    vddk = spec({"reader": "vddk"}, vddk_libdir="/opt/vddk")
+    assert isinstance(_sources(vddk, TARGET, si), VddkSources)
+    assert isinstance(_sources(spec({"lab_dir": str(tmp_path)}), TARGET, si), LabSources)
+    mount = spec({}, datastore_path=str(tmp_path))
+    assert isinstance(_sources(mount, TARGET, si), DatastorePathSources)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"reader": "vddk"}, "source.reader vddk needs source.vcenter.vddk_libdir"),
+        ({"reader": "datastore_path"}, "needs source.vcenter.datastore_path"),
+    ],
+)
+def test_a_reader_without_its_setting_is_one_line(source: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message) as raised:
+        _sources(spec(source), TARGET, object())
+    assert "\n" not in str(raised.value)
+
+
+def test_the_folder_url_of_a_flat_extent() -> None:
+    url = folder_url(TARGET, "Region A/DC0", "[ds 1] web 01/web 01_1.vmdk")
+    assert url == (
+        "https://vc.example.com:443/folder/web%2001/web%2001_1-flat.vmdk"
+        "?dcPath=Region%20A%2FDC0&dsName=ds%201"
+    )
+    with pytest.raises(DataplaneError, match="not a datastore path"):
+        folder_url(TARGET, "DC0", "web01/web01.vmdk")
+
+
+def test_the_cookie_is_in_a_0600_file_never_on_argv(tmp_path: Path) -> None:
+    cookie = 'vmware_soap_session="52a01262-bf93-ccce-d379-8dabb3e55560"'
+    source = HttpsDiskSource("https://vc/folder/x-flat.vmdk?dsName=d", cookie, Path("/ca.pem"))
+    args = source.plugin_args(tmp_path)
+    assert not any("52a01262" in a for a in args)
+    assert f"cookie=+{tmp_path / 'cookie'}" in args and "cainfo=/ca.pem" in args
+    assert "sslverify=false" not in args
+    assert (tmp_path / "cookie").read_text() == cookie
+    assert os.stat(tmp_path / "cookie").st_mode & 0o777 == 0o600
+    assert "52a01262" not in repr(source) + source.describe()
+
+
+def test_a_pinned_thumbprint_is_refused_with_what_to_do() -> None:
+    pinned = VCenterTarget("vc", 443, "u", "p", thumbprint="AA:" * 19 + "AA")
+    with pytest.raises(DataplaneError, match=r"set source\.vcenter\.tls\.ca_file"):
+        HttpsSources(pinned, object()).check()
