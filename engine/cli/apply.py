@@ -26,6 +26,7 @@ from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError
 from engine.executor.apply import Applier, Context, unsupported
 from engine.executor.events import Events, log_path
+from engine.executor.remote import Remote, broker_from_spec, check_broker, make_app
 from engine.executor.seams import (
     ByIdDevices,
     ConnectionInfoDevices,
@@ -243,9 +244,35 @@ def _context(
     *,
     verify: bool = False,  # `apply --verify`: every VM's copies over the whole disk
 ) -> Context:
-    source, hosts = spec["source"], spec.get("conversion_hosts") or []
+    hosts = spec.get("conversion_hosts") or []
     if not hosts:
         raise UserError("the spec names no conversion_hosts: volumes are written on one")
+    sources, devices = host_seams(spec, hosts[0])
+    remote = _remote(spec)
+    conn = connect_destination(spec["destination"])
+    host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
+    if host is None and not hosts[0].get("create"):
+        raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
+    return Context(
+        si,
+        conn,
+        location.open(),  # last: a spec or cloud the apply cannot use leaves no state behind
+        sources,
+        devices,
+        host.id if host is not None else "",  # booted by its host.<name> node first
+        verify,
+        log_dir=location.log_dir,
+        events=events,
+        remote=remote,
+        conversion_host_name=str(hosts[0]["name"]),
+    )
+
+
+def host_seams(spec: dict[str, Any], conversion_host: dict[str, Any]) -> tuple[Any, Any]:
+    """(Sources, Devices) of a conversion host as the spec configures them: where its disks
+    are read from and where its attached volumes appear. Raises UserError when the spec gives
+    no way to read disks."""
+    source = spec["source"]
     target = target_from_spec(source["vcenter"], dict(os.environ))
     if source.get("lab_dir"):
         sources: Any = LabSources(Path(source["lab_dir"]))
@@ -258,25 +285,25 @@ def _context(
             "source.vcenter.vddk_libdir (or datastore_path, or source.lab_dir) is needed to "
             "read disks"
         )
-    conn = connect_destination(spec["destination"])
-    host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
-    if host is None and not hosts[0].get("create"):
-        raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
     devices: Any = ByIdDevices()
-    if hosts[0].get("devices") == "connection-info":
+    if conversion_host.get("devices") == "connection-info":
         lab_dir = source.get("lab_dir")
         devices = LabDevices(Path(lab_dir)) if lab_dir else ConnectionInfoDevices()
-    return Context(
-        si,
-        conn,
-        location.open(),  # last: a spec or cloud the apply cannot use leaves no state behind
-        sources,
-        devices,
-        host.id if host is not None else "",  # booted by its host.<name> node first
-        verify,
-        log_dir=location.log_dir,
-        events=events,
-    )
+    return sources, devices
+
+
+def _remote(spec: dict[str, Any]) -> Remote | None:
+    """The agents' broker when the spec sets execution.broker (checked reachable), else None:
+    syncs run in this process."""
+    broker = broker_from_spec(spec, os.environ)
+    if broker is None:
+        return None
+    app = make_app(broker)
+    try:
+        check_broker(app)
+    finally:
+        app.close()
+    return Remote(broker, spec_digest(spec))
 
 
 def _changes_per_vm(plan: Plan) -> Counter[str]:
@@ -314,7 +341,8 @@ def _run(
         store = ctx.store
         applier = Applier(plan, ctx)
         changes = _changes_per_vm(plan)
-        if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
+        copies = any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes)
+        if copies and ctx.remote is None:  # an agent checks its own when it starts
             applier.ctx.sources.check()  # before anything is touched
         events.emit(
             "apply_start",
