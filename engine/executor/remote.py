@@ -7,7 +7,9 @@ The protocol, JSON only (no pickle is ever accepted):
 
 - task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, spec_digest]`:
   `job` is `SyncJob.to_json()`; the agent refuses a job whose spec digest differs from its own
-  spec's or that names another server than its own;
+  spec's, that names another server than its own, or whose apply no longer waits for it (its
+  reply queue is gone: the apply ended, was killed or gave up; no `expires`, which would also
+  drop a redelivery after a long copy);
 - while it runs, the agent sends task states `PROGRESS` with a cumulative meta: {agent,
   redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool)}, at each
   copy callback (~2 a second) and at least every `BEAT` seconds (a live agent is never silent);
@@ -37,11 +39,11 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from amqp import exceptions as amqp_exceptions
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.worker import state as worker_state
@@ -181,7 +183,6 @@ class Remote:
                 TASK,
                 args=[job.to_json(), self.spec_digest],
                 queue=queue_name(host_name),
-                expires=datetime.now(UTC) + timedelta(seconds=self.broker.timeout),
             )
             return _Waiter(app, sent, host_name, calls, say, self.broker.timeout).wait()
         finally:
@@ -252,12 +253,12 @@ class _Waiter:
         queue = queue_name(self.host_name)
         if self.agent is None:
             raise AgentError(
-                f"no agent took the copy from queue {queue} in {silent:.0f} s: is "
+                f"no agent took the copy from queue {queue} in {self.timeout:.0f} s: is "
                 f"`ferry agent --host {self.host_name}` running with this spec and broker?"
             )
         raise AgentError(
             f"agent {self.agent} on conversion host {self.host_name} went silent for "
-            f"{silent:.0f} s mid-copy (no agent took it again from queue {queue})"
+            f"{self.timeout:.0f} s mid-copy (no agent took it again from queue {queue})"
         )
 
     def _outcome(self, envelope: Any) -> SyncResult:
@@ -306,7 +307,7 @@ def register(app: Celery, agent: Agent) -> None:
 def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
     """One task: refused on a spec digest or server that is not the agent's, else the sync
     with progress reported; every failure is returned as {"error": {type, message}}."""
-    refusal = _refusal(agent, job, digest)
+    refusal = _refusal(agent, job, digest) or _sender_gone(task)
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
         return {"error": {"type": "AgentError", "message": refusal}}
@@ -333,6 +334,21 @@ def _refusal(agent: Agent, job: dict[str, Any], digest: str) -> str:
             f"agent {agent.name} (server {agent.host_id}) refused a copy for server "
             f"{job.get('host_id')}"
         )
+    return ""
+
+
+def _sender_gone(task: Any) -> str:
+    """A reason not to run a task whose apply no longer waits for it (its reply queue, which
+    lives as long as that apply's wait, is gone): a redelivery after the apply ended or gave
+    up must not write into a volume a later apply may own. "" when it still waits."""
+    reply_to = task.request.reply_to
+    if not reply_to:
+        return ""
+    with task.app.connection_for_read() as conn:
+        try:
+            conn.default_channel.queue_declare(queue=reply_to, passive=True)
+        except amqp_exceptions.NotFound:
+            return "the apply that sent this copy no longer waits for it: not run"
     return ""
 
 

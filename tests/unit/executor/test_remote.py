@@ -9,13 +9,16 @@ from __future__ import annotations
 import copy
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from celery.worker import state as worker_state
 
 from engine.errors import AgentError, DataplaneError, StoppedError, UserError, VerifyError
+from engine.executor import remote
 from engine.executor.host import Callbacks
 from engine.executor.remote import (
     Agent,
@@ -114,6 +117,7 @@ class FakeTask:
 
     class request:  # noqa: N801 - Celery's attribute name
         id = "task-1"
+        reply_to = ""
         delivery_info: dict[str, Any] = {}  # noqa: RUF012
 
 
@@ -175,3 +179,77 @@ def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None
         f"taken by agent a1 (queue {queue_name('conv-01')})",
         "taken again (redelivered) by agent a1 (queue ferry.host.conv-01)",
     ]
+
+
+class FakeControl:
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+
+    def revoke(self, task_id: str) -> None:
+        self.revoked.append(task_id)
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.control = FakeControl()
+
+
+class FakeSent:
+    id = "task-9"
+
+
+def waiter(timeout: float) -> _Waiter:
+    return _Waiter(FakeApp(), FakeSent(), "conv-01", Callbacks(), lambda _: None, timeout)
+
+
+def test_no_agent_or_a_silent_one_fails_naming_the_host_and_revokes_the_task() -> None:
+    idle = waiter(300)
+    idle._check()  # within the timeout: keeps waiting
+    assert idle.app.control.revoked == []
+    untaken = waiter(0.01)
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match=r"no agent took the copy from queue ferry\.host\.conv-01"):
+        untaken._check()
+    assert untaken.app.control.revoked == ["task-9"]
+    silent = waiter(0.01)
+    silent.agent = "ferry-agent-conv-01@h"
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match="on conversion host conv-01 went silent for"):
+        silent._check()
+
+
+def test_a_stop_revokes_the_task_and_ends_at_once_when_no_agent_took_it() -> None:
+    untaken = waiter(300)
+    untaken.calls.cancel.set()
+    with pytest.raises(StoppedError, match="before an agent on conv-01 took the copy"):
+        untaken._check()
+    taken = waiter(300)
+    taken.agent = "a1"
+    taken.calls.cancel.set()
+    taken._check()  # the agent stops at its checkpoint and answers StoppedError
+    taken._check()
+    assert taken.app.control.revoked == ["task-9"]
+
+
+def test_a_revoked_task_cancels_the_agents_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+
+    class Backend:
+        def store_result(self, task_id: str, meta: dict[str, Any], state: str, **_: Any) -> None:
+            sent.append({"id": task_id, "state": state, **meta})
+
+    class Task(FakeTask):
+        backend = Backend()
+
+    monkeypatch.setattr(remote, "BEAT", 0.01)
+    reporter = remote._Reporter(Task(), "a1")
+    with reporter.beating():
+        reporter.progress(1, 2)
+        worker_state.revoked.add("task-1")
+        try:
+            assert reporter.cancel.wait(5), "the revoke did not reach the sync"
+        finally:
+            worker_state.revoked.discard("task-1")
+    assert sent[0]["started"] is True and sent[0]["state"] == "PROGRESS"
+    assert all(m["id"] == "task-1" and m["agent"] == "a1" for m in sent)
+    assert {"done": 1, "total": 2}.items() <= sent[-1].items()
