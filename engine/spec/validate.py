@@ -157,6 +157,8 @@ def _missing(value: Any, expected: Any) -> str:
 
 def _pattern(value: Any, expected: Any) -> str:
     name = _PATTERN_NAMES.get(expected, f"value (pattern {expected})")
+    if isinstance(value, str) and "://" in value:  # a URL's password is never echoed
+        value = re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:**@", value)
     return f"{value!r} is not a valid {name}"
 
 
