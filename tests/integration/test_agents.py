@@ -113,6 +113,10 @@ def test_a_coordinator_sends_copies_to_an_agent_that_survives_a_kill(
         drill = time.monotonic() - began - first
         stop(agent)
         no_agent_then_a_late_one(lab, spec, state, log)
+        secret = Path(lab.env()["FERRY_BROKER_PASSWORD_FILE"]).read_text().strip()
+        files = [f for f in tmp_path.rglob("*") if f.is_file()]  # agent log, states, VM logs
+        assert len(files) > 3 and not [f for f in files if secret.encode() in f.read_bytes()]
+        assert secret not in done.stdout + done.stderr
     finally:
         for started in STARTED:
             stop(started)
