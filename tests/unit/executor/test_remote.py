@@ -7,7 +7,9 @@ raises the error class the agent reported."""
 from __future__ import annotations
 
 import copy
+import re
 import ssl
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 import yaml
 from celery.worker import state as worker_state
 
+from engine.cli.app import _run
 from engine.errors import AgentError, DataplaneError, StoppedError, UserError, VerifyError
 from engine.executor import remote
 from engine.executor.host import Callbacks
@@ -253,3 +256,36 @@ def test_a_revoked_task_cancels_the_agents_sync(monkeypatch: pytest.MonkeyPatch)
     assert sent[0]["started"] is True and sent[0]["state"] == "PROGRESS"
     assert all(m["id"] == "task-1" and m["agent"] == "a1" for m in sent)
     assert {"done": 1, "total": 2}.items() <= sent[-1].items()
+
+
+@pytest.mark.parametrize(
+    ("execution", "host", "line"),
+    [
+        (None, "conv-01", r"error: .*spec\.yaml sets no execution\.broker: an agent takes its"),
+        ({"broker": URL}, "conv-99", r"error: --host 'conv-99' is not one of the spec's conv"),
+        (
+            {"broker": URL, "broker_password_env": "UNSET_PW"},
+            "conv-01",
+            r"error: environment variable UNSET_PW holding the broker password is not set",
+        ),
+    ],
+)
+def test_an_agent_started_wrongly_says_so_in_one_line(
+    execution: dict[str, Any] | None,
+    host: str,
+    line: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    data = copy.deepcopy(VALID) | ({"execution": execution} if execution else {})
+    del data["source"]["vcenter"]["tls"]  # its CA file is not here
+    spec.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("FERRY_BROKER_PASSWORD", "pw")
+    monkeypatch.delenv("UNSET_PW", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ferry", "agent", "--host", host, "--spec", str(spec)])
+    code = _run()
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in out + err
+    assert len(err.splitlines()) == 1 and re.fullmatch(line + ".*", err.strip()), err
