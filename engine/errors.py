@@ -16,6 +16,7 @@ an InvalidSpecError prints its diagnostics, one line per problem::
     │   └── VerifyError           a copy's sha256 differs from the source's: the volume is tainted
     ├── StoppedError       the user stopped the apply (SIGINT/SIGTERM): a step ended at a checkpoint
     ├── ConversionError    virt-v2v-in-place could not convert the guest
+    ├── AgentError         a conversion host's `ferry agent`: silent, refused the task, or failed
     └── StateError         the state store: unreadable, newer format, or locked
         └── StateLockedError      another process holds the state lock
 """
@@ -56,6 +57,11 @@ class OpenStackError(FerryError):
 
 class VSphereError(FerryError):
     """A vSphere API call failed."""
+
+
+class AgentError(FerryError):
+    """A host-bound step sent to a conversion host's agent (through the broker) did not run:
+    no agent took it in time, the agent went silent, or it refused it (spec digest, host)."""
 
 
 class DataplaneError(FerryError):

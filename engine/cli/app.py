@@ -12,6 +12,7 @@ from typer import Abort
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from engine import __version__
+from engine.cli.agent import agent
 from engine.cli.apply import apply
 from engine.cli.discover import discover
 from engine.cli.graph import graph
@@ -39,6 +40,7 @@ app.command()(apply)
 app.command()(show)
 app.command()(graph)
 app.command()(report)
+app.command()(agent)
 
 
 @app.command()

@@ -26,6 +26,7 @@ from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError, one_line
 from engine.executor.apply import Applier, Context, unsupported
 from engine.executor.events import Events, log_path
+from engine.executor.remote import Remote, broker_from_spec, check_broker, make_app
 from engine.executor.seams import (
     ByIdDevices,
     ConnectionInfoDevices,
@@ -265,19 +266,15 @@ def _context(
     *,
     verify: bool = False,  # made with --verify: every VM's copies over the whole disk
 ) -> Context:
-    source, hosts = spec["source"], spec.get("conversion_hosts") or []
+    hosts = spec.get("conversion_hosts") or []
     if not hosts:
         raise UserError("the spec names no conversion_hosts: volumes are written on one")
-    target = target_from_spec(source["vcenter"], dict(os.environ))
-    sources = _sources(spec, target, si)
+    sources, devices = host_seams(spec, hosts[0], si)
+    remote = _remote(spec)
     conn = connect_destination(spec["destination"])
     host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
     if host is None and not hosts[0].get("create"):
         raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
-    devices: Any = ByIdDevices()
-    if hosts[0].get("devices") == "connection-info":
-        lab_dir = source.get("lab_dir")
-        devices = LabDevices(Path(lab_dir)) if lab_dir else ConnectionInfoDevices()
     return Context(
         si,
         conn,
@@ -288,7 +285,38 @@ def _context(
         verify,
         log_dir=location.log_dir,
         events=events,
+        remote=remote,
+        conversion_host_name=str(hosts[0]["name"]),
     )
+
+
+def host_seams(spec: dict[str, Any], conversion_host: dict[str, Any], si: Any) -> tuple[Any, Any]:
+    """(Sources, Devices) of a conversion host as the spec configures them: where its disks
+    are read from (`si`: a vCenter session, which the https reader authenticates with) and
+    where its attached volumes appear. Raises UserError when the spec gives no way to read
+    disks."""
+    source = spec["source"]
+    target = target_from_spec(source["vcenter"], dict(os.environ))
+    sources = _sources(spec, target, si)
+    devices: Any = ByIdDevices()
+    if conversion_host.get("devices") == "connection-info":
+        lab_dir = source.get("lab_dir")
+        devices = LabDevices(Path(lab_dir)) if lab_dir else ConnectionInfoDevices()
+    return sources, devices
+
+
+def _remote(spec: dict[str, Any]) -> Remote | None:
+    """The agents' broker when the spec sets execution.broker (checked reachable), else None:
+    syncs run in this process."""
+    broker = broker_from_spec(spec, os.environ)
+    if broker is None:
+        return None
+    app = make_app(broker)
+    try:
+        check_broker(app)
+    finally:
+        app.close()
+    return Remote(broker, spec_digest(spec))
 
 
 def _sources(spec: dict[str, Any], target: VCenterTarget, si: Any) -> Sources:
@@ -349,7 +377,8 @@ def _run(
         store = ctx.store
         applier = Applier(plan, ctx)
         changes = _changes_per_vm(plan)
-        if any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes):
+        copies = any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes)
+        if copies and ctx.remote is None:  # an agent checks its own when it starts
             applier.ctx.sources.check()  # before anything is touched
         events.emit(
             "apply_start",

@@ -27,6 +27,7 @@ from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.moved import moved_records
+from engine.executor.remote import Remote
 from engine.executor.seams import Devices, Sources
 from engine.model.observed import epoch
 from engine.model.plan import Action, Change, Plan
@@ -120,6 +121,8 @@ class Context:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)  # set: copies checkpoint, end
     moved: bool = False  # the plan's moves are done (all in one write)
+    remote: Remote | None = None  # set (execution.broker): syncs run on the host's agent
+    conversion_host_name: str = ""  # the spec's conversion host (its agent's queue)
 
     def say(self, vm: str, line: str) -> None:
         """Report a step: on the console and in the VM's log file (never a secret in either)."""
@@ -405,7 +408,9 @@ class Applier:
             rewrite=what.rewrite,
         )
         try:
-            result = host.sync(job, self._host(), self._callbacks(change.address, attrs, disk))
+            result = self._run_sync(
+                job, change.address, self._callbacks(change.address, attrs, disk)
+            )
         except VerifyError as exc:
             self._taint(change.address, attrs, exc)
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
@@ -415,6 +420,19 @@ class Applier:
                 self.ctx.digests[change.address] = (result.sha256, result.verified)
         step = time.monotonic() - began
         self._synced(change, attrs, disk, kind=what.kind, stats=result.stats(), step=step)
+
+    def _run_sync(self, job: SyncJob, address: str, calls: host.Callbacks) -> host.SyncResult:
+        """In this process, or on the conversion host's agent when a broker is configured."""
+        remote = self.ctx.remote
+        if remote is None:
+            return host.sync(job, self._host(), calls)
+        name = Address.parse(address).name
+        return remote.sync(
+            self.ctx.conversion_host_name,
+            job,
+            calls,
+            lambda line: self.ctx.say(name, f"{address}: {line}"),
+        )
 
     def _host(self) -> host.Host:
         return host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices)

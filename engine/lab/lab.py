@@ -272,8 +272,12 @@ class Lab:
     def env(self) -> dict[str, str]:
         """Environment variables that point a shell (or a spec) at the lab."""
         target = self.vcenter_target()
+        broker_url, broker_password = lab_openstack.broker(self.openstack_root)
         return {
             "FERRY_LAB_DIR": str(self.root),
+            # the agents' broker, for a spec's execution block (the password stays in its file)
+            "FERRY_LAB_BROKER": broker_url,
+            "FERRY_BROKER_PASSWORD_FILE": str(broker_password),
             "FERRY_VCENTER_HOST": target.host,
             "FERRY_VCENTER_PORT": str(target.port),
             "FERRY_VCENTER_USER": target.user,

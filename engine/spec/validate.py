@@ -27,6 +27,10 @@ _PATTERN_NAMES = {
     "^vm-[0-9]+$": "VM moref (vm-123)",
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$": "UUID",
     "^[A-Za-z_][A-Za-z0-9_]*$": "environment variable name",
+    "^amqps?://[^:@/\\s]+@[^:@/\\s]+(:[0-9]{1,5})?(/[^\\s/]*)?$": (
+        "broker URL: amqp://USER@HOST:PORT/VHOST or amqps://..., without a password "
+        "(give broker_password_file or FERRY_BROKER_PASSWORD)"
+    ),
 }
 
 
@@ -125,8 +129,9 @@ _CHOICES = {  # keys that take one of several shapes, and what to say when none 
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
-    if key == "password":
-        return "passwords are never written in the spec: use password_file or password_env"
+    if key in ("password", "broker_password"):
+        hint = " or ".join(k for k in known if k.endswith(("password_file", "password_env")))
+        return f"passwords are never written in the spec: use {hint}"
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (expected one of: {', '.join(known)})"
     return f"unknown key {key!r}{hint}"
@@ -152,6 +157,8 @@ def _missing(value: Any, expected: Any) -> str:
 
 def _pattern(value: Any, expected: Any) -> str:
     name = _PATTERN_NAMES.get(expected, f"value (pattern {expected})")
+    if isinstance(value, str) and "://" in value:  # a URL's password is never echoed
+        value = re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:**@", value)
     return f"{value!r} is not a valid {name}"
 
 
@@ -192,6 +199,7 @@ def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
     if vcenter:
         _check_vcenter(loaded, vcenter)
     _check_unique_hosts(loaded, data.get("conversion_hosts"))
+    _check_execution(loaded, _dict(data.get("execution")))
     for path, settings in _settings_blocks(data):
         _check_settings(loaded, path, settings)
     if vcenter.get("datastore_path"):
@@ -245,6 +253,16 @@ def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
             "insecure: true disables verification: drop ca_file/thumbprint or insecure",
             (*path, "tls", "insecure"),
         )
+
+
+def _check_execution(loaded: Loaded, execution: dict[str, Any]) -> None:
+    """The broker block: one password source at most, TLS settings only for amqps://."""
+    path: Path = ("execution",)
+    if {"broker_password_file", "broker_password_env"} <= execution.keys():
+        loaded.error("give one of broker_password_file or broker_password_env, not both", path)
+    broker = execution.get("broker")
+    if "tls" in execution and isinstance(broker, str) and broker.startswith("amqp://"):
+        loaded.error("tls is for an amqps:// broker: use amqps:// or drop tls", (*path, "tls"))
 
 
 def _check_unique_hosts(loaded: Loaded, hosts: Any) -> None:
@@ -320,7 +338,7 @@ def _check_files(loaded: Loaded, data: Any, path: Path = ()) -> None:
         return
     for key, value in data.items():
         where = (*path, key)
-        if key == "password_file" and isinstance(value, str):
+        if key in ("password_file", "broker_password_file") and isinstance(value, str):
             _check_password_file(loaded, FsPath(value), where)
         elif key == "ca_file" and isinstance(value, str):
             _check_ca_file(loaded, FsPath(value), where)

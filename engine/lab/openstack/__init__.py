@@ -52,6 +52,7 @@ def up(root: Path, record: Callable[[ProcessRecord], None]) -> None:
     record(services.start_mariadb(lay, ports, sec))
     for started in services.start_rabbitmq(lay, ports):
         record(started)
+    services.ferry_broker(lay, ports)
     services.db_syncs(lay, ports, sec)
     _start_apis(lay, ports, record)
     conn = bootstrap.admin(ports, sec)
@@ -114,6 +115,12 @@ def restart(root: Path, name: str) -> ProcessRecord:
 
 def _secrets(root: Path) -> Secrets:
     return Secrets(**json.loads((root / "secrets.json").read_text()))
+
+
+def broker(root: Path) -> tuple[str, Path]:
+    """The agents' broker: (URL without password, the 0600 file holding the password)."""
+    ports = Ports(**json.loads((root / "ports.json").read_text()))
+    return services.broker_url(ports), root / services.BROKER_PASSWORD
 
 
 def clouds_file(root: Path) -> Path:

@@ -8,6 +8,7 @@ Each process is started with engine.lab.processes.spawn (own session, recorded b
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -220,6 +221,31 @@ def start_rabbit_server(
     watched = [rabbit, *(others or [])]
     wait_for("RabbitMQ", lambda: port_open(ports.rabbitmq), watched, RABBIT_TIMEOUT)
     return rabbit
+
+
+FERRY_VHOST = "ferry"  # the vhost and user of ferry's agents (issue 14), apart from OpenStack's
+BROKER_PASSWORD = "broker-password"  # its file (0600) under the lab cloud's root
+
+
+def ferry_broker(lay: Layout, ports: Ports) -> None:
+    """RabbitMQ's vhost and user `ferry` for the agents (permissions on that vhost only), with a
+    new password written to <root>/broker-password (0600) and given to rabbitmqctl on stdin,
+    never on argv. Once per `lab up` (a new RabbitMQ has neither)."""
+    password = secrets.token_urlsafe(18)
+    file = lay.root / BROKER_PASSWORD
+    file.touch(mode=0o600)
+    file.chmod(0o600)
+    file.write_text(password + "\n")
+    env, ctl = rabbit_env(lay, ports), str(rabbit_sbin() / "rabbitmqctl")
+    run(lay, "rabbitmq-ferry", [ctl, "--quiet", "add_vhost", FERRY_VHOST], env)
+    run(lay, "rabbitmq-ferry", [ctl, "--quiet", "add_user", FERRY_VHOST], env, password + "\n")
+    perms = ["set_permissions", "-p", FERRY_VHOST, FERRY_VHOST, ".*", ".*", ".*"]
+    run(lay, "rabbitmq-ferry", [ctl, "--quiet", *perms], env)
+
+
+def broker_url(ports: Ports) -> str:
+    """The agents' broker URL (no password: it is in the broker-password file)."""
+    return f"amqp://{FERRY_VHOST}@127.0.0.1:{ports.rabbitmq}/{FERRY_VHOST}"
 
 
 # -- OpenStack ------------------------------------------------------------------------------

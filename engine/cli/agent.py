@@ -1,0 +1,67 @@
+"""`ferry agent --host NAME --spec SPEC`: a conversion host's agent, a Celery worker that takes
+the host-bound steps of syncs (attach, find the device, copy, verify, detach) from the host's
+own queue (ferry.host.<NAME>) on the spec's broker (execution.broker) and runs them here."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.cli.apply import host_seams
+from engine.cli.plan import load_spec
+from engine.errors import UserError
+from engine.executor import host
+from engine.executor.remote import Agent, broker_from_spec, check_broker, make_app, serve
+from engine.planner.make import spec_digest
+from engine.providers.openstack.read import connect_destination
+from engine.providers.vsphere.session import session, target_from_spec
+
+
+def agent(
+    host_name: Annotated[
+        str, typer.Option("--host", help="This conversion host: its name in the spec.")
+    ],
+    spec_path: Annotated[
+        Path, typer.Option("--spec", help="The spec the coordinator applies (same digest).")
+    ],
+) -> None:
+    """Run this conversion host's agent: copies sent to its queue run here, until stopped
+    (SIGTERM/Ctrl-C: running copies finish first; twice: at once, and they are redelivered)."""
+    spec = dict(load_spec(spec_path).data)
+    broker = broker_from_spec(spec, os.environ)
+    if broker is None:
+        raise UserError(f"{spec_path} sets no execution.broker: an agent takes its work from one")
+    entry = _conversion_host(spec, host_name)
+    with session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si:
+        _serve(spec, broker, entry, host_name, si)
+
+
+def _serve(
+    spec: dict[str, Any], broker: Any, entry: dict[str, Any], host_name: str, si: Any
+) -> None:
+    """The agent's worker, reading disks with its own vCenter session `si` (the https reader
+    authenticates with its cookie), until stopped."""
+    sources, devices = host_seams(spec, entry, si)
+    sources.check()
+    conn = connect_destination(spec["destination"])
+    server = conn.compute.find_server(host_name, ignore_missing=True)
+    if server is None:
+        raise UserError(f"conversion host {host_name!r} is not a server in the cloud")
+    app = make_app(broker)
+    check_broker(app)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    found = Agent(host_name, str(server.id), spec_digest(spec), host.Host(conn, sources, devices))
+    raise typer.Exit(serve(app, found, concurrency=int(entry.get("max_parallel", 2))))
+
+
+def _conversion_host(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    hosts = [h for h in spec.get("conversion_hosts") or [] if isinstance(h, dict)]
+    for entry in hosts:
+        if entry.get("name") == name:
+            return entry
+    listed = ", ".join(repr(h.get("name")) for h in hosts) or "none"
+    raise UserError(f"--host {name!r} is not one of the spec's conversion_hosts ({listed})")

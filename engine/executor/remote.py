@@ -1,0 +1,433 @@
+"""Host-bound syncs run by a conversion host's `ferry agent`, through Celery on RabbitMQ
+(issue 14). Owns the Celery app's settings, the agent's task and the coordinator's side of one
+remote sync; what a sync does is executor.host's, what to copy and the state are the
+coordinator's (executor.apply), exactly as when the sync runs in-process.
+
+The protocol, JSON only (no pickle is ever accepted):
+
+- task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, spec_digest]`:
+  `job` is `SyncJob.to_json()`; the agent refuses a job whose spec digest differs from its own
+  spec's, that names another server than its own, or whose apply no longer waits for it (its
+  reply queue is gone: the apply ended, was killed or gave up; no `expires`, which would also
+  drop a redelivery after a long copy);
+- while it runs, the agent sends task states `PROGRESS` with a cumulative meta: {agent,
+  redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool)}, at each
+  copy callback (~2 a second) and at least every `BEAT` seconds (a live agent is never silent);
+- its return value is {"result": SyncResult.to_json()} or {"error": {"type": a FerryError
+  class name, "message": one line}}: failures are values, so the coordinator raises the same
+  error class as an in-process sync would, and never imports a class a message names.
+
+Progress travels on Celery's `rpc://` result backend: task states are AMQP messages to the
+coordinator's own reply queue on the same broker. No second service (Redis, a database) to run
+and secure, and only the coordinator that sent a task reads its states, which is all a live view
+needs. Its limits: states are not stored (the state's checkpoints are the memory a new apply
+resumes from), and the reply queue ends with the coordinator's connection.
+
+Delivery: late acknowledgement (`task_acks_late`, one message prefetched per slot), so a task
+whose agent dies (kill -9, host lost) is redelivered by RabbitMQ when an agent consumes the
+queue again; the redelivered sync reads the same snapshot, so it ends byte-exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from amqp import exceptions as amqp_exceptions
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.worker import state as worker_state
+
+from engine import errors
+from engine.errors import AgentError, FerryError, StoppedError, UserError
+from engine.executor import host
+from engine.executor.host import Callbacks, SyncJob, SyncResult
+from engine.providers.vsphere.session import read_secret
+
+TASK = "ferry.sync"
+QUEUE_PREFIX = "ferry.host."
+PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
+TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
+BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
+POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
+CONNECT_RETRIES = 2
+
+log = logging.getLogger(__name__)
+
+
+def queue_name(host_name: str) -> str:
+    """The queue a conversion host's agent consumes: ferry.host.<NAME>."""
+    return f"{QUEUE_PREFIX}{host_name}"
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The spec's execution block, resolved: the URL (never with a password), the password
+    (kept out of repr, argv, logs, state and plans), the CA file for amqps://, and the
+    silence timeout in seconds."""
+
+    url: str
+    password: str = field(repr=False)
+    ca_file: Path | None = None
+    timeout: float = TIMEOUT
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("amqps://")
+
+
+def broker_from_spec(spec: Mapping[str, Any], env: Mapping[str, str]) -> Broker | None:
+    """The validated spec's `execution` block as a Broker; None without one (in-process).
+    The password comes from broker_password_file, else the variable broker_password_env
+    (default FERRY_BROKER_PASSWORD). Raises UserError when it cannot be read."""
+    execution = spec.get("execution")
+    if not isinstance(execution, dict) or not execution.get("broker"):
+        return None
+    block: dict[str, Any] = {"password_env": execution.get("broker_password_env", PASSWORD_ENV)}
+    if "broker_password_file" in execution:
+        block = {"password_file": execution["broker_password_file"]}
+    ca_file = (execution.get("tls") or {}).get("ca_file")
+    return Broker(
+        url=str(execution["broker"]),
+        password=read_secret(block, "broker", dict(env)),
+        ca_file=Path(ca_file) if ca_file else None,
+        timeout=float(execution.get("timeout", TIMEOUT)),
+    )
+
+
+def make_app(broker: Broker) -> Celery:
+    """A Celery app on `broker`: JSON only, late acknowledgement, one prefetched message per
+    slot, results (task states) over rpc://; amqps:// verifies the broker's certificate (the
+    spec's CA, else the system's) and its host name."""
+    app = Celery("ferry", set_as_current=False)
+    app.conf.update(
+        broker_url=broker.url,
+        broker_password=broker.password,
+        broker_use_ssl=_tls_options(broker) if broker.tls else False,
+        broker_connection_retry_on_startup=True,
+        result_backend="rpc://",
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    return app
+
+
+def _tls_options(broker: Broker) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": urlsplit(broker.url).hostname,
+    }
+    if broker.ca_file is not None:
+        options["ca_certs"] = str(broker.ca_file)
+    return options
+
+
+def check_broker(app: Celery) -> None:
+    """Connect once (a few retries): a wrong URL, password or CA is one clear line before
+    anything is changed. Raises UserError naming the broker (its password masked)."""
+    with app.connection_for_write() as conn:
+        uri = conn.as_uri()  # amqp://user:**@host:port/vhost
+        try:
+            conn.ensure_connection(max_retries=CONNECT_RETRIES, interval_start=0.5)
+        except Exception as exc:
+            raise UserError(f"cannot connect to the broker {uri}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+# -- the coordinator's side -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Sends host-bound syncs to agents: one Celery app (its own connections) per sync, so
+    parallel syncs in the walker's threads share no connection."""
+
+    broker: Broker
+    spec_digest: str
+
+    def sync(
+        self, host_name: str, job: SyncJob, calls: Callbacks, say: Callable[[str], None]
+    ) -> SyncResult:
+        """Run `job` on `host_name`'s agent and return its result, relaying its progress,
+        checkpoints and rewrite to `calls` as they arrive; `calls.cancel` set: the agent stops
+        at its next checkpoint (a task no agent took yet is revoked). `say` gets a line when an
+        agent takes the job (or takes it again after a redelivery).
+
+        Raises what the agent's sync raised (VerifyError, DataplaneError, StoppedError, ...),
+        AgentError when no agent takes the job or the agent goes silent for the timeout (naming
+        the host), or refuses it."""
+        app = make_app(self.broker)
+        try:
+            sent = app.send_task(
+                TASK,
+                args=[job.to_json(), self.spec_digest],
+                queue=queue_name(host_name),
+            )
+            return _Waiter(app, sent, host_name, calls, say, self.broker.timeout).wait()
+        finally:
+            app.close()
+
+
+@dataclass
+class _Waiter:
+    """Waits for one task's result, relaying its PROGRESS states."""
+
+    app: Celery
+    sent: Any  # celery.result.AsyncResult
+    host_name: str
+    calls: Callbacks
+    say: Callable[[str], None]
+    timeout: float
+    last: float = field(default_factory=time.monotonic)
+    agent: str | None = None
+    mark: int | None = None
+    rewritten: bool = False
+    done: tuple[int, int] | None = None
+    revoked: bool = False
+
+    def wait(self) -> SyncResult:
+        while True:
+            try:
+                envelope = self.sent.get(
+                    timeout=POLL, on_message=self._message, propagate=False, interval=0.2
+                )
+            except CeleryTimeout:
+                self._check()
+                continue
+            return self._outcome(envelope)
+
+    def _message(self, body: dict[str, Any]) -> None:
+        self.last = time.monotonic()
+        if body.get("status") != "PROGRESS":
+            return
+        meta = body.get("result") or {}
+        agent = str(meta.get("agent", "?"))
+        if agent != self.agent or meta.get("started"):
+            again = " again (redelivered)" if meta.get("redelivered") else ""
+            self.say(f"taken{again} by agent {agent} (queue {queue_name(self.host_name)})")
+            self.agent, self.mark, self.rewritten, self.done = agent, None, False, None
+        if meta.get("rewritten") and not self.rewritten:
+            self.rewritten = True
+            self.calls.rewritten()
+        mark = meta.get("checkpoint")
+        if isinstance(mark, int) and mark != self.mark:
+            self.mark = mark
+            self.calls.checkpoint(mark)
+        done, total = meta.get("done"), meta.get("total")
+        if isinstance(done, int) and isinstance(total, int) and (done, total) != self.done:
+            self.done = (done, total)  # a beat repeats it: progress is relayed once
+            self.calls.progress(done, total)
+
+    def _check(self) -> None:
+        """Between messages: relay a stop, and give up on a silent host."""
+        if self.calls.cancel.is_set() and not self.revoked:
+            self.app.control.revoke(self.sent.id)
+            self.revoked = True
+            if self.agent is None:  # no agent took it: nothing to wait for
+                raise StoppedError(f"stopped before an agent on {self.host_name} took the copy")
+        silent = time.monotonic() - self.last
+        if silent < self.timeout:
+            return
+        self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
+        queue = queue_name(self.host_name)
+        if self.agent is None:
+            raise AgentError(
+                f"no agent took the copy from queue {queue} in {self.timeout:.0f} s: is "
+                f"`ferry agent --host {self.host_name}` running with this spec and broker?"
+            )
+        raise AgentError(
+            f"agent {self.agent} on conversion host {self.host_name} went silent for "
+            f"{self.timeout:.0f} s mid-copy (no agent took it again from queue {queue})"
+        )
+
+    def _outcome(self, envelope: Any) -> SyncResult:
+        state = self.sent.state
+        if state != "SUCCESS" or not isinstance(envelope, dict):
+            raise AgentError(
+                f"the copy on conversion host {self.host_name} ended {state}: {envelope!r}"
+            )
+        if "error" in envelope:
+            raise _error(envelope["error"], self.host_name)
+        return SyncResult(**envelope["result"])
+
+
+def _error(error: dict[str, Any], host_name: str) -> FerryError:
+    """The FerryError an agent reported, as its class (a name outside engine.errors' FerryError
+    classes becomes an AgentError naming the host)."""
+    kind = getattr(errors, str(error.get("type")), None)
+    message = str(error.get("message", ""))
+    if isinstance(kind, type) and issubclass(kind, FerryError) and kind is not AgentError:
+        return kind(message)
+    return AgentError(f"conversion host {host_name}: {message}")
+
+
+# -- the agent's side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One conversion host's agent: its name (the Nova server's, as the spec lists it), the
+    server's ID, the digest of the spec it was started with, and the host's seams."""
+
+    name: str
+    host_id: str
+    spec_digest: str
+    host: host.Host
+
+
+def register(app: Celery, agent: Agent) -> None:
+    """Register the `ferry.sync` task on `app`, running syncs on `agent`'s host."""
+
+    @app.task(name=TASK, bind=True)  # type: ignore[untyped-decorator]
+    def ferry_sync(task: Any, job: dict[str, Any], digest: str) -> dict[str, Any]:
+        return run_task(task, agent, job, digest)
+
+
+def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
+    """One task: refused on a spec digest or server that is not the agent's, else the sync
+    with progress reported; every failure is returned as {"error": {type, message}}."""
+    refusal = _refusal(agent, job, digest) or _sender_gone(task)
+    if refusal:
+        log.warning("refused task %s: %s", task.request.id, refusal)
+        return {"error": {"type": "AgentError", "message": refusal}}
+    reporter = _Reporter(task, agent.name)
+    try:
+        with reporter.beating():
+            result = host.sync(SyncJob.from_json(job), agent.host, reporter.callbacks())
+    except FerryError as exc:
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    except Exception as exc:
+        log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
+        return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
+    return {"result": result.to_json()}
+
+
+def _refusal(agent: Agent, job: dict[str, Any], digest: str) -> str:
+    if digest != agent.spec_digest:
+        return (
+            f"agent {agent.name} refused the copy: the coordinator's spec (digest {digest[:12]}) "
+            f"differs from the agent's ({agent.spec_digest[:12]}): start both with the same spec"
+        )
+    if job.get("host_id") != agent.host_id:
+        return (
+            f"agent {agent.name} (server {agent.host_id}) refused a copy for server "
+            f"{job.get('host_id')}"
+        )
+    return ""
+
+
+def _sender_gone(task: Any) -> str:
+    """A reason not to run a task whose apply no longer waits for it (its reply queue, which
+    lives as long as that apply's wait, is gone): a redelivery after the apply ended or gave
+    up must not write into a volume a later apply may own. "" when it still waits."""
+    reply_to = task.request.reply_to
+    if not reply_to:
+        return ""
+    with task.app.connection_for_read() as conn:
+        try:
+            conn.default_channel.queue_declare(queue=reply_to, passive=True)
+        except amqp_exceptions.NotFound:
+            return "the apply that sent this copy no longer waits for it: not run"
+    return ""
+
+
+class _Reporter:
+    """A task's PROGRESS states, sent from whichever thread reports (the request is taken once:
+    Celery keeps it per thread) and at least every BEAT seconds; a revoke of the task sets the
+    sync's cancel event (it stops at its next checkpoint)."""
+
+    def __init__(self, task: Any, agent: str) -> None:
+        self.task = task
+        self.request = task.request
+        self.task_id = str(task.request.id)
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        self.meta: dict[str, Any] = {
+            "agent": agent,
+            "redelivered": redelivered,
+            "started": True,
+            "done": None,
+            "total": None,
+            "checkpoint": None,
+            "rewritten": False,
+        }
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(self.checkpoint, self.rewritten, self.progress, self.cancel)
+
+    def checkpoint(self, mark: int) -> None:
+        self._send(checkpoint=mark)
+
+    def rewritten(self) -> None:
+        self._send(rewritten=True)
+
+    def progress(self, done: int, total: int) -> None:
+        self._send(done=done, total=total)
+
+    def _send(self, **changes: Any) -> None:
+        with self.lock:
+            self.meta.update(changes)
+            self.task.backend.store_result(
+                self.task_id, dict(self.meta), "PROGRESS", request=self.request
+            )
+            self.meta["started"] = False
+
+    @contextlib.contextmanager
+    def beating(self) -> Any:
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(done,), daemon=True)
+        self._send()
+        beat.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beat.join()
+
+    def _beat(self, done: threading.Event) -> None:
+        while not done.wait(BEAT):
+            if self.task_id in worker_state.revoked:
+                self.cancel.set()
+            self._send()
+
+
+def serve(app: Celery, agent: Agent, concurrency: int) -> int:
+    """Run the agent: a Celery worker consuming only queue ferry.host.<NAME>, `concurrency`
+    syncs at once (threads: the worker keeps its broker heartbeats and revokes while copies
+    run). Returns the worker's exit code when it is stopped (SIGTERM/SIGINT: warm shutdown,
+    running copies finish first; a second signal ends at once, their tasks are redelivered)."""
+    register(app, agent)
+    worker = app.Worker(
+        hostname=f"ferry-agent-{agent.name}@{socket.gethostname()}",
+        queues=[queue_name(agent.name)],
+        pool="threads",
+        concurrency=concurrency,
+        loglevel="INFO",
+        without_gossip=True,
+        without_heartbeat=True,
+        quiet=True,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)

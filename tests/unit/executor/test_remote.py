@@ -1,0 +1,291 @@
+"""The execution block and the agent protocol without a broker (issue 14): the spec's broker is
+validated with clear one-line errors and never carries a password; the Celery app accepts JSON
+only and acknowledges late; an agent refuses a job from another spec or for another server; the
+coordinator relays an agent's cumulative PROGRESS states (rewrite, checkpoints, progress) and
+raises the error class the agent reported."""
+
+from __future__ import annotations
+
+import copy
+import re
+import ssl
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from celery.worker import state as worker_state
+
+from engine.cli.app import _run
+from engine.errors import AgentError, DataplaneError, StoppedError, UserError, VerifyError
+from engine.executor import remote
+from engine.executor.host import Callbacks
+from engine.executor.remote import (
+    Agent,
+    Broker,
+    _error,
+    _Waiter,
+    broker_from_spec,
+    make_app,
+    queue_name,
+    run_task,
+)
+from engine.spec.validate import validate_file
+from tests.unit.spec.test_validate import VALID, errors
+
+URL = "amqp://ferry@rabbit.example.com:5672/ferry"
+
+
+def spec_with(execution: dict[str, Any]) -> str:
+    return yaml.safe_dump({**copy.deepcopy(VALID), "execution": execution})
+
+
+def test_a_broker_url_with_user_host_port_and_vhost_is_valid() -> None:
+    assert errors(spec_with({"broker": URL})) == []
+    assert errors(spec_with({"broker": "amqps://ferry@rabbit:5671/ferry", "timeout": 60})) == []
+
+
+@pytest.mark.parametrize(
+    ("execution", "message"),
+    [
+        ({"broker": "amqp://ferry:s3cret@rabbit:5672/ferry"}, "without a password"),
+        ({"broker": "redis://ferry@rabbit:6379/0"}, "is not a valid broker URL: amqp://USER@"),
+        ({"broker": "amqp://rabbit:5672/"}, "is not a valid broker URL"),
+        ({}, "missing required key 'broker'"),
+        (
+            {"broker": URL, "broker_password": "x"},
+            "never written in the spec: use broker_password_file or broker_password_env",
+        ),
+        ({"broker": URL, "tls": {"ca_file": "/ca.pem"}}, "tls is for an amqps:// broker"),
+        (
+            {"broker": URL, "broker_password_file": "/pw", "broker_password_env": "PW"},
+            "give one of broker_password_file or broker_password_env, not both",
+        ),
+        ({"broker": URL, "timeout": 0}, "execution.timeout"),
+    ],
+)
+def test_a_bad_execution_block_is_one_clear_error(execution: dict[str, Any], message: str) -> None:
+    found = errors(spec_with(execution))
+    assert len(found) == 1 and message in found[0], found
+    assert "s3cret" not in found[0], "a password in the URL is echoed"
+
+
+def test_the_broker_password_file_is_checked_like_any_password_file(tmp_path: Path) -> None:
+    password = tmp_path / "broker-password"
+    password.write_text("pw\n")
+    password.chmod(0o644)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_with({"broker": URL, "broker_password_file": str(password)}))
+    found = [d.render() for d in validate_file(spec).diagnostics]
+    assert any("can be read by others (mode 0644): chmod 600" in f for f in found), found
+
+
+def test_the_password_comes_from_the_file_or_the_environment_and_is_never_shown(
+    tmp_path: Path,
+) -> None:
+    password = tmp_path / "pw"
+    password.write_text("from-file\n")
+    spec = {"execution": {"broker": URL, "broker_password_file": str(password)}}
+    broker = broker_from_spec(spec, {"FERRY_BROKER_PASSWORD": "from-env"})
+    assert broker is not None and broker.password == "from-file"
+    assert "from-file" not in repr(broker)
+    broker = broker_from_spec({"execution": {"broker": URL}}, {"FERRY_BROKER_PASSWORD": "pw2"})
+    assert broker is not None and broker.password == "pw2" and broker.timeout == 300
+    with pytest.raises(UserError, match="FERRY_BROKER_PASSWORD holding the broker password"):
+        broker_from_spec({"execution": {"broker": URL}}, {})
+    assert broker_from_spec({"version": 1}, {}) is None
+
+
+def test_the_app_takes_json_only_acks_late_and_verifies_amqps() -> None:
+    conf = make_app(Broker(URL, "pw")).conf
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.result_accept_content == ["json"] and conf.result_serializer == "json"
+    assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
+    assert conf.broker_url == URL and "pw" not in conf.broker_url
+    tls = make_app(Broker("amqps://ferry@rabbit:5671/ferry", "pw", Path("/ca.pem"))).conf
+    assert tls.broker_use_ssl == {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": "rabbit",
+        "ca_certs": "/ca.pem",
+    }
+    with make_app(Broker(URL, "pw")).connection_for_write() as conn:
+        assert conn.as_uri() == "amqp://ferry:**@rabbit.example.com:5672/ferry"
+
+
+class FakeTask:
+    """A bound task's request, as an agent's task sees it (no broker)."""
+
+    class request:  # noqa: N801 - Celery's attribute name
+        id = "task-1"
+        reply_to = ""
+        delivery_info: dict[str, Any] = {}  # noqa: RUF012
+
+
+def test_an_agent_refuses_a_job_of_another_spec_or_for_another_server() -> None:
+    agent = Agent("conv-01", "server-1", "a" * 64, host=None)  # type: ignore[arg-type]
+    job = {"host_id": "server-1", "volume_id": "v", "source": {}}
+    refused = run_task(FakeTask(), agent, job, "b" * 64)
+    assert refused["error"]["type"] == "AgentError"
+    assert (
+        "spec (digest bbbbbbbbbbbb) differs from the agent's (aaaaaaaaaaaa)"
+        in (refused["error"]["message"])
+    )
+    refused = run_task(FakeTask(), agent, {**job, "host_id": "server-2"}, "a" * 64)
+    assert "refused a copy for server server-2" in refused["error"]["message"]
+    assert isinstance(_error(refused["error"], "conv-01"), AgentError)
+
+
+def test_an_agents_error_is_raised_as_its_class() -> None:
+    assert type(_error({"type": "VerifyError", "message": "m"}, "h")) is VerifyError
+    assert type(_error({"type": "DataplaneError", "message": "m"}, "h")) is DataplaneError
+    assert type(_error({"type": "StoppedError", "message": "m"}, "h")) is StoppedError
+    other = _error({"type": "Exception", "message": "boom"}, "conv-01")
+    assert type(other) is AgentError and str(other) == "conversion host conv-01: boom"
+
+
+def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None:
+    seen: list[tuple[str, Any]] = []
+    said: list[str] = []
+    calls = Callbacks(
+        checkpoint=lambda m: seen.append(("checkpoint", m)),
+        rewritten=lambda: seen.append(("rewritten", None)),
+        progress=lambda d, t: seen.append(("progress", (d, t))),
+        cancel=threading.Event(),
+    )
+    waiter = _Waiter(None, None, "conv-01", calls, said.append, 300)
+
+    def state(**meta: Any) -> dict[str, Any]:
+        base = {"agent": "a1", "redelivered": False, "started": False, "done": None}
+        return {"status": "PROGRESS", "result": {**base, "total": None, "checkpoint": None,
+                                                  "rewritten": False, **meta}}  # fmt: skip
+
+    waiter._message(state(started=True))
+    waiter._message(state(rewritten=True, done=5, total=10))
+    waiter._message(state(rewritten=True, checkpoint=4, done=6, total=10))
+    waiter._message(state(rewritten=True, checkpoint=4, done=7, total=10))
+    waiter._message(state(rewritten=True, checkpoint=4, done=7, total=10))  # a beat: nothing new
+    waiter._message(state(started=True, redelivered=True))
+    waiter._message(state(checkpoint=2, done=2, total=10))
+    assert seen == [
+        ("rewritten", None),
+        ("progress", (5, 10)),
+        ("checkpoint", 4),
+        ("progress", (6, 10)),
+        ("progress", (7, 10)),
+        ("checkpoint", 2),
+        ("progress", (2, 10)),
+    ]
+    assert said == [
+        f"taken by agent a1 (queue {queue_name('conv-01')})",
+        "taken again (redelivered) by agent a1 (queue ferry.host.conv-01)",
+    ]
+
+
+class FakeControl:
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+
+    def revoke(self, task_id: str) -> None:
+        self.revoked.append(task_id)
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.control = FakeControl()
+
+
+class FakeSent:
+    id = "task-9"
+
+
+def waiter(timeout: float) -> _Waiter:
+    return _Waiter(FakeApp(), FakeSent(), "conv-01", Callbacks(), lambda _: None, timeout)
+
+
+def test_no_agent_or_a_silent_one_fails_naming_the_host_and_revokes_the_task() -> None:
+    idle = waiter(300)
+    idle._check()  # within the timeout: keeps waiting
+    assert idle.app.control.revoked == []
+    untaken = waiter(0.01)
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match=r"no agent took the copy from queue ferry\.host\.conv-01"):
+        untaken._check()
+    assert untaken.app.control.revoked == ["task-9"]
+    silent = waiter(0.01)
+    silent.agent = "ferry-agent-conv-01@h"
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match="on conversion host conv-01 went silent for"):
+        silent._check()
+
+
+def test_a_stop_revokes_the_task_and_ends_at_once_when_no_agent_took_it() -> None:
+    untaken = waiter(300)
+    untaken.calls.cancel.set()
+    with pytest.raises(StoppedError, match="before an agent on conv-01 took the copy"):
+        untaken._check()
+    taken = waiter(300)
+    taken.agent = "a1"
+    taken.calls.cancel.set()
+    taken._check()  # the agent stops at its checkpoint and answers StoppedError
+    taken._check()
+    assert taken.app.control.revoked == ["task-9"]
+
+
+def test_a_revoked_task_cancels_the_agents_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+
+    class Backend:
+        def store_result(self, task_id: str, meta: dict[str, Any], state: str, **_: Any) -> None:
+            sent.append({"id": task_id, "state": state, **meta})
+
+    class Task(FakeTask):
+        backend = Backend()
+
+    monkeypatch.setattr(remote, "BEAT", 0.01)
+    reporter = remote._Reporter(Task(), "a1")
+    with reporter.beating():
+        reporter.progress(1, 2)
+        worker_state.revoked.add("task-1")
+        try:
+            assert reporter.cancel.wait(5), "the revoke did not reach the sync"
+        finally:
+            worker_state.revoked.discard("task-1")
+    assert sent[0]["started"] is True and sent[0]["state"] == "PROGRESS"
+    assert all(m["id"] == "task-1" and m["agent"] == "a1" for m in sent)
+    assert {"done": 1, "total": 2}.items() <= sent[-1].items()
+
+
+@pytest.mark.parametrize(
+    ("execution", "host", "line"),
+    [
+        (None, "conv-01", r"error: .*spec\.yaml sets no execution\.broker: an agent takes its"),
+        ({"broker": URL}, "conv-99", r"error: --host 'conv-99' is not one of the spec's conv"),
+        (
+            {"broker": URL, "broker_password_env": "UNSET_PW"},
+            "conv-01",
+            r"error: environment variable UNSET_PW holding the broker password is not set",
+        ),
+    ],
+)
+def test_an_agent_started_wrongly_says_so_in_one_line(
+    execution: dict[str, Any] | None,
+    host: str,
+    line: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    data = copy.deepcopy(VALID) | ({"execution": execution} if execution else {})
+    del data["source"]["vcenter"]["tls"]  # its CA file is not here
+    spec.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("FERRY_BROKER_PASSWORD", "pw")
+    monkeypatch.delenv("UNSET_PW", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ferry", "agent", "--host", host, "--spec", str(spec)])
+    code = _run()
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in out + err
+    assert len(err.splitlines()) == 1 and re.fullmatch(line + ".*", err.strip()), err
