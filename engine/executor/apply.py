@@ -297,10 +297,19 @@ class Applier:
         disk: DiskInfo,
     ) -> None:
         vm = self._vm(address.name)
-        what = self._what_to_copy(change, before, vm, snapshot, disk)
+        volume_id = self._ensure_volume(change, address, before)
+        recorded = str(before.get("volume_id") or "")
+        if recorded and volume_id != recorded:  # gone or in error: nothing of it is on the new one
+            self.ctx.say(
+                address.name,
+                f"{change.address}: volume {recorded} was replaced by a new volume {volume_id}: "
+                "full copy from 0 (no delta or resume onto it)",
+            )
+            what = self._what_to_copy(change, {}, vm, snapshot, disk)
+        else:
+            what = self._what_to_copy(change, before, vm, snapshot, disk)
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
-        volume_id = self._ensure_volume(change, address, before)
         self._extend(change, address, volume_id)
         self.cutover.release_protection(address.name, volume_id)
         if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
