@@ -4,13 +4,19 @@ disk, which no write touched since)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.lab.lab import Lab
+from engine.providers.vsphere.power import power_on, power_state
 from tests.integration.cli import ferry
 from tests.integration.converge import records
+from tests.integration.test_cutover import apply, spec_with, vm_ref
+from tests.integration.test_cutover_safety import WEB01, start
 from tests.integration.test_fault_drills import spec_for
 from tests.integration.test_resume import DISK, MiB, stop_mid_copy, volume_equals_disk
 
@@ -48,3 +54,47 @@ def test_an_interrupted_copy_whose_volume_is_gone_starts_over_on_the_new_volume(
     assert volume_equals_disk(lab, state), f"the new volume lacks the bytes below {mark}"
     log = (tmp_path / "logs" / "web01.log").read_text()
     assert f"volume {gone} was replaced by a new volume" in log, log
+
+
+def test_a_cutover_killed_after_the_power_off_then_moved_back_to_replicate_powers_it_on(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """web01 replicated, then cut over (convert off) and the apply killed (-9: no handler runs)
+    right after "source powered off"; the spec moves web01 back to replicate. The plan says
+    ferry powered it off and that it goes back on; the apply powers it on and drops the
+    conversion record. Before: the plan deleted the conversion record, the one that said
+    ferry had powered web01 off, and left web01 off: later plans said nothing about it."""
+    state = tmp_path / "ferry.db"
+    replicate = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
+    done = apply(lab, replicate, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false\nverify: false")
+    lab.write("web01", 2000, 300 * MiB, 8 * MiB, seed=1202)
+    lab.read_delay("web01", 2000, 1000)
+    try:
+        proc = start(lab, cutover, state)
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "source powered off" in line:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        proc.communicate(timeout=60)
+    finally:
+        lab.read_errors("web01", 2000, None)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    ref = vm_ref(si, "web01")
+    try:
+        assert power_state(si, ref) == "poweredOff"
+        back = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
+        plan = ferry(lab, "plan", str(back), "--target", WEB01, "--state", str(state))
+        said = " ".join(plan.stdout.split())
+        assert "source powered off by ferry at" in said, plan.stdout
+        done = apply(lab, back, WEB01, state)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert power_state(si, ref) == "poweredOn", "moved back to replicate, left off"
+        assert "vm.web01.conversion" not in records(state)
+    finally:
+        if power_state(si, ref) != "poweredOn":
+            power_on(si, ref)
