@@ -21,7 +21,7 @@ from pyVmomi import vim
 from engine.addresses import Address
 from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
-from engine.errors import ChangeTrackingError, UserError, VerifyError
+from engine.errors import ChangeTrackingError, SourceChangedError, UserError, VerifyError
 from engine.executor import host
 from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
@@ -43,6 +43,7 @@ from engine.providers.vsphere.snapshots import (
     DiskInfo,
     create_snapshot,
     enable_cbt,
+    parse_disks,
     remove_snapshot,
     snapshot_disks,
 )
@@ -68,6 +69,7 @@ SUPPORTED = {
     ),
 }
 SNAPSHOT_PREFIX = "ferry-"
+GiB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,9 @@ class Applier:
         name = Address.parse(change.address).name
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
+        self._check_disks(
+            name, parse_disks(fetch_property(self.ctx.si, vm, "config.hardware.device"))
+        )
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
             self.cutover.power_off_source(name, vm, power)
@@ -237,6 +242,36 @@ class Applier:
             [],
         )
         self.ctx.say(name, f"{Address('vm', name)}: snapshot {snapshot._moId} taken")
+        self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
+
+    def _check_disks(self, name: str, disks: list[DiskInfo]) -> None:
+        """The VM's disks are those the plan was made for: the same keys, none larger than its
+        planned volume (a saved plan is applied after the source may have changed: a disk added
+        or grown since would be left out or cut short, a cutover booted without it).
+
+        Raises SourceChangedError naming each difference."""
+        planned: dict[int, Any] = {}
+        for c in self.plan.changes:
+            parsed = Address.parse(c.address)
+            if c.kind != "volume" or parsed.name != name or parsed.index is None:
+                continue
+            if c.action not in (Action.DELETE, Action.FORGET):
+                planned[parsed.index] = (c.after or c.before or {}).get("size_gib")
+        found = {d.key: d.capacity for d in disks}
+        problems = [f"disk {k} was removed" for k in sorted(set(planned) - set(found))]
+        for key, capacity in sorted(found.items()):
+            size = planned.get(key)
+            if key not in planned:
+                problems.append(f"disk {key} was added")
+            elif isinstance(size, int) and capacity > size * GiB:
+                problems.append(
+                    f"disk {key} is {capacity / GiB:g} GiB, the plan's volume {size} GiB"
+                )
+        if problems:
+            raise SourceChangedError(
+                f"{Address('vm', name)}: the source VM changed since this plan was made "
+                f"({'; '.join(problems)}): run `ferry plan` again"
+            )
 
     def _remove_leftovers(self, name: str, vm: Any) -> None:
         """Snapshots a killed apply left behind (named ferry-...)."""

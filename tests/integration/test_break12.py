@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from engine.lab.estate import GiB
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
 from tests.integration.cli import ferry
@@ -19,6 +20,7 @@ from tests.integration.test_cutover import apply, spec_with, vm_ref
 from tests.integration.test_cutover_safety import WEB01, start
 from tests.integration.test_fault_drills import spec_for
 from tests.integration.test_resume import DISK, MiB, stop_mid_copy, volume_equals_disk
+from tests.integration.test_source_changes import grown_db01_disk, set_capacity  # noqa: F401
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 
@@ -97,4 +99,39 @@ def test_a_cutover_killed_after_the_power_off_then_moved_back_to_replicate_power
         assert "vm.web01.conversion" not in records(state)
     finally:
         if power_state(si, ref) != "poweredOn":
+            power_on(si, ref)
+
+
+@pytest.mark.usefixtures("grown_db01_disk")
+def test_a_saved_cutover_plan_applied_after_a_disk_grew_is_refused_before_the_power_off(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """db01 replicated; a cutover plan saved; then disk 2002 grows 1 → 2 GiB with 1 MiB written
+    at 1.5 GiB. The saved plan (state and spec unchanged, so not stale by those) is refused for
+    db01 before its source is powered off: the plan's disks are not the source's any more.
+    Before: db01 was powered off, its final delta written into the 1 GiB volume, and a server
+    booted from it (the grown part lost, the source down)."""
+    state = tmp_path / "ferry.db"
+    replicate = spec_with(tmp_path, "db01", "mode: replicate\nverify: false")
+    done = apply(lab, replicate, "vm.db01", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cutover = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false\nverify: false")
+    saved = tmp_path / "cutover.plan"
+    made = ferry(lab, "plan", str(cutover), "--target", "vm.db01", "--out", str(saved),
+                 "--state", str(state))  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    ref = vm_ref(si, "db01")
+    was = power_state(si, ref)
+    set_capacity(si, ref, 2002, 2 * GiB)
+    lab.write("db01", 2002, 1536 * MiB, MiB, seed=1203)
+
+    done = ferry(lab, "apply", str(saved), "--state", str(state))
+    out = " ".join((done.stdout + done.stderr).split())
+    try:
+        assert done.returncode == 1, out
+        assert "disk 2002 is 2 GiB, the plan's volume 1 GiB" in out, out
+        assert power_state(si, ref) == was, "powered off for a plan that no longer fits"
+        assert "vm.db01.server" not in records(state)
+    finally:
+        if power_state(si, ref) != was:
             power_on(si, ref)
