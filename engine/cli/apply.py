@@ -90,7 +90,7 @@ def apply(
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = make_console(stderr=as_json)
     targets = tuple(Address.parse(t) for t in only or [])
-    plan, spec, saved = _plan_for(target, state, targets, spec_option)
+    plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
     location = state_location(spec, state)
     if saved is not None:
         _check_fresh(plan, spec, location)
@@ -116,7 +116,11 @@ def apply(
 
 
 def _plan_for(
-    target: Path, state: str | None, targets: tuple[Address, ...], spec_option: Path | None
+    target: Path,
+    state: str | None,
+    targets: tuple[Address, ...],
+    spec_option: Path | None,
+    verify: bool = False,
 ) -> tuple[Plan, dict[str, Any], planfile.Saved | None]:
     if target.suffix in (".yaml", ".yml"):
         spec = dict(load_spec(target).data)
@@ -124,7 +128,12 @@ def _plan_for(
         _check_unlocked(location)
         observed = refresh(spec, location, os.environ)
         plan = make_plan(
-            spec, observed.inventory, observed.destination, observed.state, targets=targets
+            spec,
+            observed.inventory,
+            observed.destination,
+            observed.state,
+            targets=targets,
+            verify=verify,
         )
         return plan, spec, None
     if targets:

@@ -360,6 +360,10 @@ class Applier:
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
             attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
+        if what.kind == "full" and recorded and volume_id == recorded:
+            # its old changeId stops being true with the first byte written: a state rebuilt
+            # from the destination must not adopt a half-copied volume as in sync at it
+            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": ""})
         if what.kind == "full" and not what.dst_is_zero:
             self.ctx.say(
                 address.name,
@@ -381,6 +385,9 @@ class Applier:
         except VerifyError as exc:
             tainted = {**attrs, "tainted": f"verification failed: {exc}"}
             self._write([ResourceRecord(change.address, "volume", Status.TAINTED, tainted)], [])
+            # the volume's metadata must not say it holds a changeId either: a state rebuilt
+            # from the destination would adopt it as in sync
+            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": ""})
             raise
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()

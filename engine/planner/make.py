@@ -41,14 +41,18 @@ def make_plan(
     targets: tuple[Address, ...] = (),
     now: float | None = None,
     locate: Locator | None = None,
+    verify: bool = False,
 ) -> Plan:
+    """The plan; `verify` (apply --verify) turns every volume in sync into a verify step."""
     now = time.time() if now is None else now
     vms, diagnostics = desired(spec, inventory, destination)
     if not destroy:
         vms = destination_checks(vms, destination, state)
         diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes = diff(
-        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory), now)
+        DiffInput(
+            tuple(vms), state, destination, destroy, lookup(spec, inventory), now, verify=verify
+        )
     )
     diagnostics += notes
     changes = host_changes(spec, destination, state, destroy=destroy) + changes

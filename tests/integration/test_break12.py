@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
-from engine.lab.estate import GiB
+from engine.dataplane.copy import file_digest
+from engine.lab import disks as lab_disks
+from engine.lab.estate import GiB, find_vm
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
 from tests.integration.cli import ferry
-from tests.integration.converge import records
+from tests.integration.converge import records, volume_file
 from tests.integration.test_cutover import apply, spec_with, vm_ref
 from tests.integration.test_cutover_safety import WEB01, start
 from tests.integration.test_fault_drills import spec_for
@@ -135,3 +137,42 @@ def test_a_saved_cutover_plan_applied_after_a_disk_grew_is_refused_before_the_po
     finally:
         if power_state(si, ref) != was:
             power_on(si, ref)
+
+
+def test_apply_verify_checks_a_volume_in_sync_and_taints_a_corrupt_one(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """build-old (powered off, in sync) replicated, then one byte of its volume flipped outside
+    ferry. `apply --verify` verifies the volume against a new snapshot although nothing else is
+    planned: verification fails, the record is tainted and the volume's ferry_change_id is
+    cleared (a state rebuilt from the destination must not adopt it as in sync); the next
+    apply copies it in full and it equals the disk. Before: "No changes to apply", exit 0."""
+    spec, state = spec_for(tmp_path, "build-old"), tmp_path / "ferry.db"
+    address = "vm.build-old.disk[2000]"
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    volume_id = str(records(state)[address]["volume_id"])
+    vm = find_vm("build-old")
+    assert vm is not None
+    live = lab_disks.live_path(lab.disks, vm, 2000)
+    offset = lab_disks.data_extents(live)[0][0] + 100
+    with volume_file(lab, volume_id).open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    checked = ferry(lab, "apply", str(spec), "--auto-approve", "--verify", "--state", str(state))
+    said = " ".join(checked.stdout.split())
+    assert checked.returncode == 1, said
+    assert "verify (apply --verify)" in said and "verify: disk 2000 sha256" in said, said
+    assert records(state)[address]["tainted"].startswith("verification failed")
+    meta = lab.openstack("ferry-lab").block_storage.get_volume(volume_id).metadata
+    assert not meta.get("ferry_change_id"), meta
+
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    synced = records(state)[address]
+    assert file_digest(volume_file(lab, synced["volume_id"]), vm.disks[0].capacity) == (
+        file_digest(live)
+    )

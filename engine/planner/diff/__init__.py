@@ -56,6 +56,7 @@ def vm_changes(
     servers: Mapping[str, ObservedServer] | None = None,
     port_ids: frozenset[str] | None = None,
     now: float | None = None,
+    verify: bool = False,
 ) -> list[Change]:
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
@@ -71,6 +72,7 @@ def vm_changes(
                 observed.get((vm.source.instance_uuid or "", v.disk_key))
                 or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
                 now=now,
+                verify=verify,
             )
             for v in vm.volumes
         )
@@ -141,7 +143,14 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(
-            vm, records, data.state, observed, servers=servers, port_ids=port_ids, now=data.now
+            vm,
+            records,
+            data.state,
+            observed,
+            servers=servers,
+            port_ids=port_ids,
+            now=data.now,
+            verify=data.verify,
         )
         estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = (

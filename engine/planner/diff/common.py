@@ -23,6 +23,7 @@ class DiffInput:
     destroy: bool = False
     lookup: Lookup | None = None  # None: every recorded VM not desired left the spec
     now: float | None = None  # epoch seconds the plan is made at (dates delta estimates)
+    verify: bool = False  # `apply --verify`: volumes in sync are verified against a new snapshot
 
 
 def simple(

@@ -53,9 +53,11 @@ def volume_change(
     observed: ObservedVolume | None,
     *,
     now: float | None = None,
+    verify: bool = False,
 ) -> Change:
     """The change of one disk's volume; `now` (epoch seconds) dates a running VM's delta
-    estimate (None: no time-based estimate)."""
+    estimate (None: no time-based estimate); `verify` (apply --verify): a volume in sync is
+    verified against a new snapshot (a delta step that copies what changed, often nothing)."""
     address = str(Address("vm", vm.name, "disk", volume.disk_key))
     after: dict[str, Any] = {
         "size_gib": volume.size_gib,
@@ -132,6 +134,15 @@ def volume_change(
             size=full_bytes(disk),
         )
     copy, reason = sync_reason(vm, disk, before)
+    if copy == "none" and verify and not before.get("converted"):
+        return _volume(
+            address,
+            Action.UPDATE,
+            f"{reason}: verify (apply --verify): its sha256 against a new snapshot of the disk",
+            before,
+            after,
+            size=0,
+        )
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
     if copy == "full":
