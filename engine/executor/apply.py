@@ -259,10 +259,13 @@ class Applier:
                 planned[parsed.index] = (c.after or c.before or {}).get("size_gib")
         found = {d.key: d.capacity for d in disks}
         problems = [f"disk {k} was removed" for k in sorted(set(planned) - set(found))]
+        targets = [Address.parse(t) for t in self.plan.targets]
+        whole = not targets or Address("vm", name) in targets  # a --target of one disk: not all
         for key, capacity in sorted(found.items()):
             size = planned.get(key)
             if key not in planned:
-                problems.append(f"disk {key} was added")
+                if whole:
+                    problems.append(f"disk {key} was added")
             elif isinstance(size, int) and capacity > size * GiB:
                 problems.append(
                     f"disk {key} is {capacity / GiB:g} GiB, the plan's volume {size} GiB"
