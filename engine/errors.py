@@ -11,7 +11,8 @@ an InvalidSpecError prints its diagnostics, one line per problem::
     ├── LabError           the embedded lab: build, start, stop, state of its services
     ├── OpenStackError     an OpenStack call failed or a resource did not reach its state
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
-    │   └── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
+    │   ├── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
+    │   └── SourceChangedError    the VM's disks are not those the plan was made for: plan again
     ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
     │   └── VerifyError           a copy's sha256 differs from the source's: the volume is tainted
     ├── StoppedError       the user stopped the apply (SIGINT/SIGTERM): a step ended at a checkpoint
@@ -78,6 +79,12 @@ class ChangeTrackingError(VSphereError):
 
     The caller must fall back to a full copy; it must never treat this as "nothing changed".
     """
+
+
+class SourceChangedError(VSphereError):
+    """A VM's disks (added, removed, grown) are not those the applied plan was made for: its
+    sync would copy into volumes that do not fit, so the VM's changes stop (before a cutover's
+    power-off when seen there) and the user plans again."""
 
 
 class StateError(FerryError):

@@ -21,7 +21,7 @@ from pyVmomi import vim
 from engine.addresses import Address
 from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
-from engine.errors import ChangeTrackingError, UserError, VerifyError
+from engine.errors import ChangeTrackingError, SourceChangedError, UserError, VerifyError
 from engine.executor import host
 from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
@@ -44,6 +44,7 @@ from engine.providers.vsphere.snapshots import (
     DiskInfo,
     create_snapshot,
     enable_cbt,
+    parse_disks,
     remove_snapshot,
     snapshot_disks,
 )
@@ -70,6 +71,7 @@ SUPPORTED = {
     ),
 }
 SNAPSHOT_PREFIX = "ferry-"
+GiB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,9 @@ class Applier:
         name = Address.parse(change.address).name
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
+        self._check_disks(
+            name, parse_disks(fetch_property(self.ctx.si, vm, "config.hardware.device"))
+        )
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
             self.cutover.power_off_source(name, vm, power)
@@ -241,6 +246,39 @@ class Applier:
             [],
         )
         self.ctx.say(name, f"{Address('vm', name)}: snapshot {snapshot._moId} taken")
+        self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
+
+    def _check_disks(self, name: str, disks: list[DiskInfo]) -> None:
+        """The VM's disks are those the plan was made for: the same keys, none larger than its
+        planned volume (a saved plan is applied after the source may have changed: a disk added
+        or grown since would be left out or cut short, a cutover booted without it).
+
+        Raises SourceChangedError naming each difference."""
+        planned: dict[int, Any] = {}
+        for c in self.plan.changes:
+            parsed = Address.parse(c.address)
+            if c.kind != "volume" or parsed.name != name or parsed.index is None:
+                continue
+            if c.action not in (Action.DELETE, Action.FORGET):
+                planned[parsed.index] = (c.after or c.before or {}).get("size_gib")
+        found = {d.key: d.capacity for d in disks}
+        problems = [f"disk {k} was removed" for k in sorted(set(planned) - set(found))]
+        targets = [Address.parse(t) for t in self.plan.targets]
+        whole = not targets or Address("vm", name) in targets  # a --target of one disk: not all
+        for key, capacity in sorted(found.items()):
+            size = planned.get(key)
+            if key not in planned:
+                if whole:
+                    problems.append(f"disk {key} was added")
+            elif isinstance(size, int) and capacity > size * GiB:
+                problems.append(
+                    f"disk {key} is {capacity / GiB:g} GiB, the plan's volume {size} GiB"
+                )
+        if problems:
+            raise SourceChangedError(
+                f"{Address('vm', name)}: the source VM changed since this plan was made "
+                f"({'; '.join(problems)}): run `ferry plan` again"
+            )
 
     def _remove_leftovers(self, name: str, vm: Any) -> None:
         """Snapshots a killed apply left behind (named ferry-...)."""
@@ -306,7 +344,7 @@ class Applier:
         try:
             result = host.compare(job, self._host(), self.ctx.stop)
         except VerifyError as exc:
-            self._taint(change.address, before, exc)
+            self._taint(change.address, before, exc, str(before["volume_id"]))
         assert result.sha256 is not None
         with self.ctx.lock:
             self.ctx.digests[change.address] = (result.sha256, VERIFIED_WHOLE)
@@ -331,11 +369,15 @@ class Applier:
             f"{duration(result.seconds)})",
         )
 
-    def _taint(self, address: str, attrs: dict[str, Any], exc: VerifyError) -> NoReturn:
+    def _taint(
+        self, address: str, attrs: dict[str, Any], exc: VerifyError, volume_id: str
+    ) -> NoReturn:
         """A copy or compare that failed verification: the volume recorded tainted with why (the
-        next plan replaces it: a full copy); the error says so."""
+        next plan replaces it: a full copy); the error says so. Its metadata stops naming a
+        changeId too: a state rebuilt from the destination would adopt it as in sync."""
         tainted = {**attrs, "tainted": f"verification failed: {exc}"}
         self._write([ResourceRecord(address, "volume", Status.TAINTED, tainted)], [])
+        volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": ""})
         raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
 
     def _adopt(self, change: Change, address: Address) -> None:
@@ -370,12 +412,20 @@ class Applier:
     ) -> None:
         began = time.monotonic()  # the step's wall time: volume, attach, copy, verify, detach
         vm = self._vm(address.name)
+        volume_id = self._ensure_volume(change, address, before)
+        recorded = str(before.get("volume_id") or "")
+        if recorded and volume_id != recorded:  # gone or in error: nothing of it is on the new one
+            self.ctx.say(
+                address.name,
+                f"{change.address}: volume {recorded} was replaced by a new volume {volume_id}: "
+                "full copy from 0 (no delta or resume onto it)",
+            )
+            before = {}
         what = self._allocated(
             self._what_to_copy(change, before, vm, snapshot, disk), vm, snapshot, disk
         )
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
-        volume_id = self._ensure_volume(change, address, before)
         self._extend(change, address, volume_id)
         self.cutover.release_protection(address.name, volume_id)
         if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
@@ -391,6 +441,10 @@ class Applier:
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
             attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
+        if what.kind == "full" and recorded and volume_id == recorded:
+            # its old changeId stops being true with the first byte written: a state rebuilt
+            # from the destination must not adopt a half-copied volume as in sync at it
+            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": ""})
         if what.kind == "full" and not what.dst_is_zero:
             self.ctx.say(
                 address.name,
@@ -412,7 +466,7 @@ class Applier:
                 job, change.address, self._callbacks(change.address, attrs, disk)
             )
         except VerifyError as exc:
-            self._taint(change.address, attrs, exc)
+            self._taint(change.address, attrs, exc, volume_id)
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()

@@ -161,6 +161,18 @@ class Cutover:
             self.ctx.events.emit("source_on", vm=name)
         return ""
 
+    def _power_back_on(self, name: str, attrs: dict[str, Any]) -> None:
+        """A cutover undone (back to replicate, destroy) whose source ferry powered off (an
+        apply killed past the power-off: nothing settled it) and that has no server: the
+        source goes back on before the record that remembers it goes."""
+        server = str(Address("vm", name, "server"))
+        if not attrs.get(POWERED_OFF_AT) or server in self._records() or server in self.a.changes:
+            return  # cut over (a destroy deletes its server too): the source stays off
+        power_on(self.ctx.si, self.a._vm(name))
+        self.ctx.say(name, f"{Address('vm', name)}: source powered back on (ferry powered it off)")
+        if self.ctx.events is not None:
+            self.ctx.events.emit("source_on", vm=name)
+
     def _power_state(self, vm: Any) -> str:
         return power_state(self.ctx.si, vm)
 
@@ -284,8 +296,10 @@ class Cutover:
         only from volumes still at those epochs."""
         address = Address.parse(change.address)
         if change.action in (Action.DELETE, Action.FORGET):
-            for volume_id in list(self._attrs(change.address).get("protection") or {}):
+            attrs = self._attrs(change.address)
+            for volume_id in list(attrs.get("protection") or {}):
                 self.release_protection(address.name, volume_id)
+            self._power_back_on(address.name, attrs)
             self.a._write([], [change.address])
             return
         after = dict(change.after or {})

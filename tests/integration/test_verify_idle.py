@@ -71,6 +71,10 @@ def test_verify_finds_a_changed_idle_replica(lab: Lab, tmp_path: Path) -> None:
     assert f"= {DISK} verify" in failed.stdout and "Apply INCOMPLETE" in failed.stdout
     assert status(state) is Status.TAINTED
     assert "0 B of data copied" in failed.stdout  # compared, nothing copied
+    # nor does the volume's metadata still name a changeId: a state rebuilt from the destination
+    # must not adopt it as in sync (break-it pass, fault D)
+    meta = lab.openstack("ferry-lab").block_storage.get_volume(volume_id).metadata
+    assert not meta.get("ferry_change_id"), meta
 
     fixed = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr

@@ -151,6 +151,9 @@ def back_to_replicate(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> l
             why = "back to replicate: the cutover's port goes (made again at the next cutover)"
         elif record.kind == "conversion":
             why = "back to replicate: the protection snapshots and the conversion record go"
+            since = record.attributes.get("powered_off_at")
+            if since:
+                why += f"; {source_left_off(float(since))}: it is powered back on"
         else:
             continue
         out.append(Change(address, record.kind, Action.DELETE, why, dict(record.attributes), None))

@@ -92,6 +92,15 @@ def volume_change(
             after,
             size=full_bytes(disk),
         )
+    if observed is None and before.get("volume_id"):
+        return _volume(
+            address,
+            Action.CREATE,
+            f"recorded volume {before['volume_id']} no longer exists: full copy from 0{zeros}",
+            before,
+            after,
+            size=full_bytes(disk),
+        )
     if record.status is Status.IN_PROGRESS and before.get("copy") == "delta":
         return _volume(
             address,
@@ -104,15 +113,6 @@ def volume_change(
     if record.status is Status.IN_PROGRESS:
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
-    if observed is None and before.get("volume_id"):
-        return _volume(
-            address,
-            Action.CREATE,
-            f"recorded volume {before['volume_id']} no longer exists: full copy{zeros}",
-            before,
-            after,
-            size=full_bytes(disk),
-        )
     was = before.get("size_gib")
     # Grown: CBT is not trusted across a disk extend (VMware KB 2090639: QueryChangedDiskAreas
     # misses sectors after an extend past a 128 GB boundary on ESXi 4.x/5.x), so a full copy.

@@ -1,0 +1,137 @@
+"""Adversarial regressions (issue 12, a fresh tester's pass): interruptions next to the numbered
+faults. Oracle: every volume equals the source disk at the snapshot its last sync read (the lab
+disk, which no write touched since)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.lab.estate import GiB
+from engine.lab.lab import Lab
+from engine.providers.vsphere.power import power_on, power_state
+from tests.integration.cli import ferry
+from tests.integration.converge import records
+from tests.integration.test_cutover import apply, spec_with, vm_ref
+from tests.integration.test_cutover_safety import WEB01, start
+from tests.integration.test_fault_drills import spec_for
+from tests.integration.test_resume import DISK, MiB, stop_mid_copy, volume_equals_disk
+from tests.integration.test_source_changes import grown_db01_disk, set_capacity  # noqa: F401
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
+
+
+def test_an_interrupted_copy_whose_volume_is_gone_starts_over_on_the_new_volume(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """web01, verify off: a full copy stopped past 16 MiB, a plan saved, then its volume
+    deleted (by someone, or cinder lost it). A new plan says the volume is gone and copies in
+    full; the saved plan (it still says "resume") is applied: the executor makes a new volume
+    and copies it from 0. Before: both resumed at the checkpoint onto the new, empty volume:
+    the data below it was never copied, "Apply complete", and later plans saw it in sync."""
+    spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
+    lab.write("web01", 2000, 0, 64 * MiB, seed=1201)
+    mark = stop_mid_copy(lab, spec, state, 16 * MiB)
+    saved = tmp_path / "resume.plan"
+    made = ferry(lab, "plan", str(spec), "--out", str(saved), "--state", str(state))
+    assert made.returncode == 0, made.stdout + made.stderr
+    conn = lab.openstack("ferry-lab")
+    gone = str(records(state)[DISK]["volume_id"])
+    conn.block_storage.wait_for_status(conn.block_storage.get_volume(gone), "available")
+    conn.block_storage.delete_volume(gone)
+    conn.block_storage.wait_for_delete(conn.block_storage.get_volume(gone))
+
+    plan = ferry(lab, "plan", str(spec), "--state", str(state))
+    said = " ".join(plan.stdout.replace(",", "").split())
+    assert "resume the interrupted copy" not in said, plan.stdout
+    assert f"recorded volume {gone} no longer exists: full copy from 0" in said, plan.stdout
+
+    done = ferry(lab, "apply", str(saved), "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert records(state)[DISK]["volume_id"] != gone
+    assert volume_equals_disk(lab, state), f"the new volume lacks the bytes below {mark}"
+    log = (tmp_path / "logs" / "web01.log").read_text()
+    assert f"volume {gone} was replaced by a new volume" in log, log
+
+
+def test_a_cutover_killed_after_the_power_off_then_moved_back_to_replicate_powers_it_on(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """web01 replicated, then cut over (convert off) and the apply killed (-9: no handler runs)
+    right after "source powered off"; the spec moves web01 back to replicate. The plan says
+    ferry powered it off and that it goes back on; the apply powers it on and drops the
+    conversion record. Before: the plan deleted the conversion record, the one that said
+    ferry had powered web01 off, and left web01 off: later plans said nothing about it."""
+    state = tmp_path / "ferry.db"
+    replicate = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
+    done = apply(lab, replicate, WEB01, state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false\nverify: false")
+    lab.write("web01", 2000, 300 * MiB, 8 * MiB, seed=1202)
+    lab.read_delay("web01", 2000, 1000)
+    try:
+        proc = start(lab, cutover, state)
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "source powered off" in line:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        proc.communicate(timeout=60)
+    finally:
+        lab.read_errors("web01", 2000, None)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    ref = vm_ref(si, "web01")
+    try:
+        assert power_state(si, ref) == "poweredOff"
+        back = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
+        plan = ferry(lab, "plan", str(back), "--target", WEB01, "--state", str(state))
+        said = " ".join(plan.stdout.split())
+        assert "source powered off by ferry at" in said, plan.stdout
+        done = apply(lab, back, WEB01, state)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert power_state(si, ref) == "poweredOn", "moved back to replicate, left off"
+        assert "vm.web01.conversion" not in records(state)
+    finally:
+        if power_state(si, ref) != "poweredOn":
+            power_on(si, ref)
+
+
+@pytest.mark.usefixtures("grown_db01_disk")
+def test_a_saved_cutover_plan_applied_after_a_disk_grew_is_refused_before_the_power_off(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """db01 replicated; a cutover plan saved; then disk 2002 grows 1 → 2 GiB with 1 MiB written
+    at 1.5 GiB. The saved plan (state and spec unchanged, so not stale by those) is refused for
+    db01 before its source is powered off: the plan's disks are not the source's any more.
+    Before: db01 was powered off, its final delta written into the 1 GiB volume, and a server
+    booted from it (the grown part lost, the source down)."""
+    state = tmp_path / "ferry.db"
+    replicate = spec_with(tmp_path, "db01", "mode: replicate\nverify: false")
+    done = apply(lab, replicate, "vm.db01", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cutover = spec_with(tmp_path, "db01", "mode: cutover\nconvert: false\nverify: false")
+    saved = tmp_path / "cutover.plan"
+    made = ferry(lab, "plan", str(cutover), "--target", "vm.db01", "--out", str(saved),
+                 "--state", str(state))  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    ref = vm_ref(si, "db01")
+    was = power_state(si, ref)
+    set_capacity(si, ref, 2002, 2 * GiB)
+    lab.write("db01", 2002, 1536 * MiB, MiB, seed=1203)
+
+    done = ferry(lab, "apply", str(saved), "--state", str(state))
+    out = " ".join((done.stdout + done.stderr).split())
+    try:
+        assert done.returncode == 1, out
+        assert "disk 2002 is 2 GiB, the plan's volume 1 GiB" in out, out
+        assert power_state(si, ref) == was, "powered off for a plan that no longer fits"
+        assert "vm.db01.server" not in records(state)
+    finally:
+        if power_state(si, ref) != was:
+            power_on(si, ref)
