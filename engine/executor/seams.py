@@ -42,6 +42,21 @@ class Sources(Protocol):
         changeId "*" lists as allocated, or the whole extent)?"""
 
 
+def dump_plugin(plugin: str, *params: str) -> subprocess.CompletedProcess[str]:
+    """`nbdkit PLUGIN [PARAMS] --dump-plugin` (loads the plugin, and VDDK for vddk), its
+    output as text; at most 60 s. Raises DataplaneError when nbdkit cannot be run."""
+    try:
+        return subprocess.run(
+            ["nbdkit", plugin, *params, "--dump-plugin"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DataplaneError(f"cannot run nbdkit: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class LabSources:
     lab_dir: Path
@@ -82,16 +97,7 @@ class VddkSources:
 
     def check(self) -> None:
         """nbdkit's vddk plugin loads VDDK from `libdir` (`--dump-plugin` loads the library)."""
-        try:
-            done = subprocess.run(
-                ["nbdkit", "vddk", f"libdir={self.libdir}", "--dump-plugin"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataplaneError(f"cannot run nbdkit: {exc}") from exc
+        done = dump_plugin("vddk", f"libdir={self.libdir}")
         if done.returncode != 0:
             why = (done.stderr.strip().splitlines() or ["no message"])[0]
             raise DataplaneError(
@@ -169,16 +175,7 @@ class HttpsSources:
             raise DataplaneError(
                 f"the vCenter CA file {self.target.cafile} does not exist; nothing was changed"
             )
-        try:
-            done = subprocess.run(
-                ["nbdkit", "curl", "--dump-plugin"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataplaneError(f"cannot run nbdkit: {exc}") from exc
+        done = dump_plugin("curl")
         if done.returncode != 0:
             raise DataplaneError(
                 "nbdkit has no curl plugin (source.reader https needs it): install Debian's "
