@@ -1076,20 +1076,22 @@ def main(argv: list[str] | None = None) -> int:
     with lab_for_run() as lab:
         if args.replay:
             data = json.loads(args.replay.read_text())
-            runs = [(int(data["seed"]), list(data["steps"]))]
-        elif args.regressions:
-            runs = [(seed, steps) for seed, steps, _, _ in REGRESSIONS.values()]
+            runs = [(f"seed-{data['seed']}", int(data["seed"]), list(data["steps"]))]
+        elif args.regressions:  # each in a directory (and a state) of its own
+            runs = [(name, seed, steps) for name, (seed, steps, _, _) in REGRESSIONS.items()]
         else:
-            runs = [(s, generate(s, args.steps, ops)) for s in range(first, first + args.seeds)]
-        for seed, steps in runs:
-            result = run_steps(lab, steps, seed, log_dir / f"seed-{seed}")
-            print(describe(result), flush=True)
+            seeds = range(first, first + args.seeds)
+            runs = [(f"seed-{s}", s, generate(s, args.steps, ops)) for s in seeds]
+        for name, seed, steps in runs:
+            result = run_steps(lab, steps, seed, log_dir / name)
+            label = "" if name == f"seed-{seed}" else f"{name}: "
+            print(f"{label}{describe(result)}", flush=True)
             if not result.ok:
                 failed += 1
                 if args.minimise:
-                    small = minimise(lab, result, log_dir / f"seed-{seed}")
+                    small = minimise(lab, result, log_dir / name)
                     print(f"minimised to {len(small.steps)} steps: {json.dumps(small.steps)}")
-    print(f"chaos: {len(runs) - failed} of {len(runs)} seed(s) passed", flush=True)
+    print(f"chaos: {len(runs) - failed} of {len(runs)} run(s) passed", flush=True)
     return 1 if failed else 0
 
 
