@@ -497,6 +497,7 @@ class Applier:
         attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
         if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
+            attrs["copy_capacity"] = disk.capacity  # a resume after the disk grew starts over
             attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
         if what.kind == "full" and recorded and volume_id == recorded:
@@ -585,6 +586,8 @@ class Applier:
                 return ToCopy("full", None, 0, False, why=f"{exc}")
             return ToCopy("delta", areas, 0, False)
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
+            if full:  # the plan starts it over (its disk grew since it began)
+                return ToCopy("full", None, 0, False)
             return self._resume(before, vm, snapshot, disk)
         zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
@@ -609,11 +612,19 @@ class Applier:
         *this* snapshot: what changed since the snapshot it began from (its copy_change_id) is
         rewritten first — over the whole disk, as writes in flight may have landed beyond the
         checkpoint. Without a changeId to ask CBT from (none recorded, CBT off now, reset, or
-        refused), it starts over from 0 onto the volume's old bytes."""
+        refused), or when the disk grew since it began (CBT is not trusted across an extend),
+        it starts over from 0 onto the volume's old bytes."""
         done = int(before.get("copied_bytes", 0))
         zero = bool(before.get("dst_is_zero", False))
         began = str(before.get("copy_change_id") or "")
         start_over = "the interrupted copy starts over from 0"
+        capacity = before.get("copy_capacity")  # the disk's bytes when the copy began
+        if isinstance(capacity, int) and disk.capacity > capacity:
+            why = (
+                f"disk {disk.key} grew from {human(capacity)} to {human(disk.capacity)} since it "
+                "began, and CBT cannot be trusted across a disk extend (VMware KB 2090639)"
+            )
+            return ToCopy("full", None, 0, False, why=f"{start_over}: {why}")
         if not began:
             return ToCopy("full", None, 0, False, why=f"{start_over}: it recorded no changeId")
         if not disk.change_id:
