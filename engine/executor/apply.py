@@ -622,7 +622,7 @@ class Applier:
         if isinstance(capacity, int) and disk.capacity > capacity:
             why = (
                 f"disk {disk.key} grew from {human(capacity)} to {human(disk.capacity)} since it "
-                "began, and CBT cannot be trusted across a disk extend (VMware KB 2090639)"
+                "began, and CBT cannot be trusted across a disk extend (kb.vmware.com/kb/2090639)"
             )
             return ToCopy("full", None, 0, False, why=f"{start_over}: {why}")
         if not began:

@@ -211,7 +211,9 @@ def grown_since_copy(
     extend = ""
     if observed is not None and observed.size_gib < volume.size_gib:
         extend = f"; the volume is extended to {volume.size_gib} GiB (Cinder extend)"
-    return f"{grew}, and CBT cannot be trusted across a disk extend (VMware KB 2090639){extend}"
+    return (
+        f"{grew}, and CBT cannot be trusted across a disk extend (kb.vmware.com/kb/2090639){extend}"
+    )
 
 
 def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int]:
