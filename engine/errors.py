@@ -12,7 +12,7 @@ an InvalidSpecError prints its diagnostics, one line per problem::
     ├── OpenStackError     an OpenStack call failed or a resource did not reach its state
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   ├── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
-    │   └── SourceChangedError    the VM's disks are not those the plan was made for: plan again
+    │   └── SourceChangedError    the VM's disks or NICs are not those the plan was for: plan again
     ├── DataplaneError     nbdkit / libnbd: serving or copying disk bytes
     │   └── VerifyError           a copy's sha256 differs from the source's: the volume is tainted
     ├── StoppedError       the user stopped the apply (SIGINT/SIGTERM): a step ended at a checkpoint
@@ -82,9 +82,10 @@ class ChangeTrackingError(VSphereError):
 
 
 class SourceChangedError(VSphereError):
-    """A VM's disks (added, removed, grown) are not those the applied plan was made for: its
-    sync would copy into volumes that do not fit, so the VM's changes stop (before a cutover's
-    power-off when seen there) and the user plans again."""
+    """A VM's disks (added, removed, grown) or, for a cutover, its NICs (added, removed, a new
+    MAC, another portgroup) are not those the applied plan was made for: its sync would copy
+    into volumes that do not fit, its server boot without a NIC or on the wrong network, so the
+    VM's changes stop (before its ports and a cutover's power-off) and the user plans again."""
 
 
 class StateError(FerryError):

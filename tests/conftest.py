@@ -6,12 +6,15 @@ shortcut while iterating; it is neither started nor stopped). CI never sets it."
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openstack import exceptions as os_exc
 
 from engine.lab.lab import Lab
 from engine.lab.openstack.services import free_port
@@ -63,7 +66,14 @@ def new_cloud_objects(lab: Lab) -> Iterator[None]:
     """What a test created in the lab cloud goes after it — servers, ports, Cinder snapshots,
     volumes, networks, security groups, in that order — so the next test plans from scratch."""
     conn = lab.openstack("ferry-lab")
-    before = {
+    before = cloud_objects(conn)
+    yield
+    remove_new_objects(conn, before)
+
+
+def cloud_objects(conn: Any) -> dict[str, set[str]]:
+    """The ids of the lab cloud's servers, ports, snapshots, volumes, networks and groups."""
+    return {
         "servers": {s.id for s in conn.compute.servers()},
         "ports": {p.id for p in conn.network.ports()},
         "snapshots": {s.id for s in conn.block_storage.snapshots()},
@@ -71,25 +81,73 @@ def new_cloud_objects(lab: Lab) -> Iterator[None]:
         "networks": {n.id for n in conn.network.networks()},
         "security_groups": {g.id for g in conn.network.security_groups()},
     }
-    yield
+
+
+def remove_new_objects(conn: Any, before: dict[str, set[str]]) -> None:
+    """Delete every object not in `before`, each tried even when another fails (one failure
+    used to end the teardown, leaving the rest behind); AssertionError naming what is left."""
+    problems: list[str] = []
+
+    def attempt(what: str, delete: Callable[[], None]) -> None:
+        try:
+            delete()
+        except Exception as exc:  # a teardown goes on, and says what failed
+            problems.append(f"{what}: {exc}")
+
     for server in conn.compute.servers():
         if server.id not in before["servers"]:
-            conn.compute.delete_server(server.id)
-            conn.compute.wait_for_delete(server, wait=120)
+            attempt(f"server {server.id}", lambda s=server: _delete_server(conn, s))
     for port in conn.network.ports():
         if port.id not in before["ports"]:
-            conn.network.delete_port(port.id)
+            attempt(f"port {port.id}", lambda p=port: conn.network.delete_port(p.id))
     for snapshot in conn.block_storage.snapshots():
         if snapshot.id not in before["snapshots"]:
-            conn.block_storage.delete_snapshot(snapshot.id)
-            conn.block_storage.wait_for_delete(snapshot, wait=120)
+            attempt(f"snapshot {snapshot.id}", lambda s=snapshot: _delete_snapshot(conn, s))
     for volume in conn.block_storage.volumes():
         if volume.id not in before["volumes"]:
-            conn.block_storage.delete_volume(volume.id)
-            conn.block_storage.wait_for_delete(volume, wait=120)
+            attempt(f"volume {volume.id}", lambda v=volume: _delete_volume(conn, v.id))
     for network in conn.network.networks():
         if network.id not in before["networks"]:
-            conn.network.delete_network(network.id)
+            attempt(f"network {network.id}", lambda n=network: conn.network.delete_network(n.id))
     for group in conn.network.security_groups():
         if group.id not in before["security_groups"]:
-            conn.network.delete_security_group(group.id)
+            attempt(f"group {group.id}", lambda g=group: conn.network.delete_security_group(g.id))
+    assert not problems, f"the lab cloud kept what tests made: {problems}"
+
+
+def _delete_server(conn: Any, server: Any) -> None:
+    conn.compute.delete_server(server.id)
+    conn.compute.wait_for_delete(server, wait=120)
+
+
+def _delete_snapshot(conn: Any, snapshot: Any) -> None:
+    conn.block_storage.delete_snapshot(snapshot.id)
+    conn.block_storage.wait_for_delete(snapshot, wait=120)
+
+
+BUSY = ("creating", "attaching", "detaching", "extending", "reserved", "downloading")
+
+
+def _delete_volume(conn: Any, volume_id: str) -> None:
+    """A volume a test stopped mid-copy (an apply killed, or stopped while attaching) is still
+    attached to the conversion host, or busy: Cinder deletes only an unattached, settled volume,
+    so it is first let settle, detached through nova, then deleted."""
+    volume = _settled(conn, volume_id)
+    for attachment in volume.attachments or []:
+        with contextlib.suppress(os_exc.NotFoundException):
+            conn.compute.delete_volume_attachment(attachment["server_id"], volume_id)
+    if volume.attachments:
+        volume = _settled(conn, volume_id, also=("in-use",))
+    if volume.status != "deleting":
+        conn.block_storage.delete_volume(volume_id)
+    conn.block_storage.wait_for_delete(volume, wait=120)
+
+
+def _settled(conn: Any, volume_id: str, also: tuple[str, ...] = ()) -> Any:
+    """The volume once its status is none of BUSY (nor `also`), within 120 s."""
+    deadline = time.monotonic() + 120
+    while True:
+        volume = conn.block_storage.get_volume(volume_id)
+        if volume.status not in (*BUSY, *also) or time.monotonic() > deadline:
+            return volume
+        time.sleep(1)

@@ -29,7 +29,8 @@ from engine.executor.host import SyncJob, source_of
 from engine.executor.moved import moved_records
 from engine.executor.remote import Remote
 from engine.executor.seams import Devices, Sources
-from engine.model.observed import epoch
+from engine.executor.source import nic_differences, planned_nics
+from engine.model.observed import SourceNic, epoch
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import (
     INSTANCE_UUID,
@@ -39,6 +40,7 @@ from engine.model.state import (
     Status,
 )
 from engine.providers.openstack import volumes
+from engine.providers.vsphere.inventory import parse_nic
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
     DiskInfo,
@@ -71,6 +73,9 @@ SUPPORTED = {
     ),
 }
 SNAPSHOT_PREFIX = "ferry-"
+# a cutover's steps that check the source first (the first one of each VM does): ports come
+# before the snapshot that powers the source off, a server boots with the plan's ports
+CHECKED_FIRST = ("port", "conversion", "server")
 GiB = 1024**3
 
 
@@ -124,6 +129,8 @@ class Context:
     stop: threading.Event = field(default_factory=threading.Event)  # set: copies checkpoint, end
     moved: bool = False  # the plan's moves are done (all in one write)
     remote: Remote | None = None  # set (execution.broker): syncs run on the host's agent
+    # VM name → its source checked against the plan: None (as planned) or the difference found
+    source_checked: dict[str, SourceChangedError | None] = field(default_factory=dict)
     conversion_host_name: str = ""  # the spec's conversion host (its agent's queue)
 
     def say(self, vm: str, line: str) -> None:
@@ -166,6 +173,8 @@ class Applier:
             "conversion": self.cutover.conversion,
             "server": self.cutover.server,
         }[change.kind]
+        if change.kind in CHECKED_FIRST and change.action not in (Action.DELETE, Action.FORGET):
+            self._check_source_once(Address.parse(change.address).name)
         handler(change)
 
     def _move(self, change: Change) -> None:
@@ -219,9 +228,9 @@ class Applier:
         name = Address.parse(change.address).name
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
-        self._check_disks(
-            name, parse_disks(fetch_property(self.ctx.si, vm, "config.hardware.device"))
-        )
+        self._check_source(name, fetch_property(self.ctx.si, vm, "config.hardware.device"))
+        with self.ctx.lock:
+            self.ctx.source_checked[name] = None
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
             self.cutover.power_off_source(name, vm, power)
@@ -247,6 +256,54 @@ class Applier:
         )
         self.ctx.say(name, f"{Address('vm', name)}: snapshot {snapshot._moId} taken")
         self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
+
+    def _check_source_once(self, name: str) -> None:
+        """The VM's disks and NICs checked against the plan before its first cutover step
+        (ports are made before the snapshot that powers the source off: a stale plan must stop
+        before them too). Read once per VM and apply (a difference stops each of its later
+        steps too); the snapshot step always checks (again).
+
+        Raises SourceChangedError."""
+        with self.ctx.lock:
+            if name in self.ctx.source_checked:
+                found = self.ctx.source_checked[name]
+                if found is not None:  # every later step of the VM stops on it too
+                    raise found
+                return
+            vm = self._vm(name)
+            try:
+                self._check_source(name, fetch_property(self.ctx.si, vm, "config.hardware.device"))
+            except SourceChangedError as exc:
+                self.ctx.source_checked[name] = exc
+                raise
+            self.ctx.source_checked[name] = None
+
+    def _check_source(self, name: str, devices: Any) -> None:
+        """`devices` (config.hardware.device, re-read now) hold the disks and, when this plan
+        cuts the VM over, the NICs the plan was made for.
+
+        Raises SourceChangedError naming each difference."""
+        devices = list(devices or [])
+        self._check_disks(name, parse_disks(devices))
+        self._check_nics(
+            name,
+            [
+                parse_nic(d, {}, {})
+                for d in devices
+                if isinstance(d, vim.vm.device.VirtualEthernetCard)
+            ],
+        )
+
+    def _check_nics(self, name: str, nics: list[SourceNic]) -> None:
+        """The VM's NICs are those its ports were planned from (a cutover only: same MACs, same
+        portgroups). Raises SourceChangedError naming each difference."""
+        planned = planned_nics(self.plan, name)
+        problems = nic_differences(planned, nics) if planned is not None else []
+        if problems:
+            raise SourceChangedError(
+                f"{Address('vm', name)}: the source VM changed since this plan was made "
+                f"({'; '.join(problems)}): run `ferry plan` again"
+            )
 
     def _check_disks(self, name: str, disks: list[DiskInfo]) -> None:
         """The VM's disks are those the plan was made for: the same keys, none larger than its
@@ -440,6 +497,7 @@ class Applier:
         attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
         if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
+            attrs["copy_capacity"] = disk.capacity  # a resume after the disk grew starts over
             attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
         if what.kind == "full" and recorded and volume_id == recorded:
@@ -528,6 +586,8 @@ class Applier:
                 return ToCopy("full", None, 0, False, why=f"{exc}")
             return ToCopy("delta", areas, 0, False)
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
+            if full:  # the plan starts it over (its disk grew since it began)
+                return ToCopy("full", None, 0, False)
             return self._resume(before, vm, snapshot, disk)
         zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
@@ -552,11 +612,19 @@ class Applier:
         *this* snapshot: what changed since the snapshot it began from (its copy_change_id) is
         rewritten first — over the whole disk, as writes in flight may have landed beyond the
         checkpoint. Without a changeId to ask CBT from (none recorded, CBT off now, reset, or
-        refused), it starts over from 0 onto the volume's old bytes."""
+        refused), or when the disk grew since it began (CBT is not trusted across an extend),
+        it starts over from 0 onto the volume's old bytes."""
         done = int(before.get("copied_bytes", 0))
         zero = bool(before.get("dst_is_zero", False))
         began = str(before.get("copy_change_id") or "")
         start_over = "the interrupted copy starts over from 0"
+        capacity = before.get("copy_capacity")  # the disk's bytes when the copy began
+        if isinstance(capacity, int) and disk.capacity > capacity:
+            why = (
+                f"disk {disk.key} grew from {human(capacity)} to {human(disk.capacity)} since it "
+                "began, and CBT cannot be trusted across a disk extend (kb.vmware.com/kb/2090639)"
+            )
+            return ToCopy("full", None, 0, False, why=f"{start_over}: {why}")
         if not began:
             return ToCopy("full", None, 0, False, why=f"{start_over}: it recorded no changeId")
         if not disk.change_id:

@@ -53,6 +53,8 @@ class DesiredPort:
     fixed_ip: str | None
     portgroup: str | None
     network_create: Mapping[str, Any] | None = None  # the network_map's create: block
+    nic_key: int | None = None  # the source NIC's device key (4000, ...)
+    portgroup_key: str | None = None  # its distributed portgroup's key (dvportgroup-N)
 
 
 @dataclass(frozen=True)

@@ -584,6 +584,8 @@ def ports_for(
                 override.get("ip"),
                 nic.portgroup,
                 (target or {}).get("create") if network == (target or {}).get("network") else None,
+                nic_key=nic.key,
+                portgroup_key=nic.portgroup_key,
             )
         )
     return ports, concerns

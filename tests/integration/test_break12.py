@@ -5,14 +5,19 @@ disk, which no write touched since)."""
 from __future__ import annotations
 
 import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pyVmomi import vim
 
 from engine.lab.estate import GiB
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
+from engine.providers.vsphere.read import fetch_property
+from engine.providers.vsphere.tasks import wait_task
 from tests.integration.cli import ferry
 from tests.integration.converge import records
 from tests.integration.test_cutover import apply, spec_with, vm_ref
@@ -121,3 +126,69 @@ def test_a_saved_cutover_plan_applied_after_a_disk_grew_is_refused_before_the_po
     finally:
         if power_state(si, ref) != was:
             power_on(si, ref)
+
+
+ADDED_MAC = "00:50:56:8f:01:07"
+
+
+@pytest.fixture
+def web01_nic_added_after(si: Any) -> Iterator[Any]:
+    """A function adding a NIC (MAC ADDED_MAC, on VM Network) to web01 by ReconfigVM_Task, as
+    a vSphere client does; the NIC is removed after the test."""
+
+    def add() -> None:
+        nic = vim.vm.device.VirtualVmxnet3(
+            key=-1,
+            addressType="manual",
+            macAddress=ADDED_MAC,
+            backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName="VM Network"),
+        )
+        change = vim.vm.device.VirtualDeviceSpec(operation="add", device=nic)
+        wait_task(si, ref.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])), "add NIC")
+
+    ref = vm_ref(si, "web01")
+    yield add
+    for dev in fetch_property(si, ref, "config.hardware.device"):
+        if isinstance(dev, vim.vm.device.VirtualEthernetCard) and dev.macAddress == ADDED_MAC:
+            change = vim.vm.device.VirtualDeviceSpec(operation="remove", device=dev)
+            wait_task(si, ref.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])), "remove")
+
+
+def test_a_saved_cutover_plan_applied_after_a_nic_was_added_is_refused_before_any_port(
+    lab: Lab, si: Any, tmp_path: Path, web01_nic_added_after: Any
+) -> None:
+    """web01 (never replicated) gets a cutover plan saved; then a third NIC is added in vCenter.
+    The saved plan (spec and state unchanged) is refused for web01 before its first port is made
+    and before the snapshot that would power it off. Before: its two ports were made, web01
+    powered off and copied, and a server booted without the new NIC."""
+    state = tmp_path / "ferry.db"
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false\nverify: false")
+    saved = tmp_path / "cutover.plan"
+    made = ferry(lab, "plan", str(cutover), "--target", WEB01, "--out", str(saved),
+                 "--state", str(state))  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    ref = vm_ref(si, "web01")
+    was = power_state(si, ref)
+    web01_nic_added_after()
+    conn = lab.openstack("ferry-lab")
+    macs = {"00:50:56:8f:01:00", "00:50:56:8f:01:01", ADDED_MAC}
+    ports = {p.id for p in conn.network.ports() if p.mac_address in macs}
+
+    began = time.monotonic()
+    done = ferry(lab, "apply", str(saved), "--state", str(state))
+    out = " ".join((done.stdout + done.stderr).split())
+    try:
+        assert done.returncode == 1, out
+        assert (
+            "vm.web01: the source VM changed since this plan was made "
+            f"(NIC {ADDED_MAC} was added): run `ferry plan` again" in out
+        ), out
+        assert "Traceback" not in out, out
+        assert power_state(si, ref) == was, "powered off for a plan that no longer fits"
+        assert not [a for a in records(state) if ".port[" in a or a.endswith(".server")]
+        assert {p.id for p in conn.network.ports() if p.mac_address in macs} == ports
+        assert not list(conn.compute.servers(name="web01"))
+    finally:
+        if power_state(si, ref) != was:
+            power_on(si, ref)
+    print(f"refused in {time.monotonic() - began:.1f} s")

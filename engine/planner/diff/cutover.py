@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine.addresses import Address
-from engine.model.desired import Concern, ConcernLevel, DesiredVM
+from engine.model.desired import Concern, ConcernLevel, DesiredPort, DesiredVM
 from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
@@ -28,9 +28,11 @@ def cutover_changes(
     """The VM's cutover changes; `syncing`: its volumes are written in this plan (the final
     delta), so a conversion done before is done again."""
     out: list[Change] = []
+    booted_before = str(Address("vm", vm.name, "server")) in records
     for port in vm.ports:
         address = str(Address("vm", vm.name, "port", port.index))
         record = records.get(address)
+        nic = planned_from(port)
         after: dict[str, Any] = {
             "name": f"{vm.target_name}-nic{port.index}",
             "mac": port.mac,
@@ -38,18 +40,19 @@ def cutover_changes(
             "subnet": port.subnet,
             "fixed_ip": port.fixed_ip,
             "security_groups": list(vm.security_groups),
+            **nic,
         }
-        out.append(
-            drifted(record, port_ids, "port_id", after)
-            or simple(
-                address,
-                "port",
-                record,
-                after,
-                f"port with MAC {port.mac} on {port.network}",
-                differs=lambda r, a: r.attributes.get("mac") != a["mac"],
-            )
+        change = drifted(record, port_ids, "port_id", after) or simple(
+            address,
+            "port",
+            record,
+            after,
+            f"port with MAC {port.mac} on {port.network}",
+            differs=lambda r, a: _port_differs(r, a, booted_before),
         )
+        if change.action is Action.NOOP:  # the NIC this plan saw (the executor checks it)
+            change = replace(change, after={**(change.after or {}), **nic})
+        out.append(change)
     wanted = {str(Address("vm", vm.name, "port", p.index)) for p in vm.ports}
     for address, record in records.items():
         if ".port[" in address and address not in wanted:
@@ -78,6 +81,27 @@ def cutover_changes(
     out.append(conversion_change(vm, records, syncing))
     out.append(server_change(vm, records, observed_server))
     return out
+
+
+def planned_from(port: DesiredPort) -> dict[str, Any]:
+    """The source NIC a port is planned from, kept in the port change's `after` so that a saved
+    plan applied later can be checked against the source (engine.executor.source): its device
+    key, and the portgroup (name; key when distributed) whose network_map entry gave the
+    network."""
+    return {
+        "nic_key": port.nic_key,
+        "portgroup": port.portgroup,
+        "portgroup_key": port.portgroup_key,
+    }
+
+
+def _port_differs(record: ResourceRecord, after: Mapping[str, Any], booted: bool) -> bool:
+    """A port is made again for a new MAC, or (no server booted from it yet) for a new network:
+    the source NIC moved to a portgroup network_map maps elsewhere."""
+    attributes = record.attributes
+    if attributes.get("mac") != after["mac"]:
+        return True
+    return not booted and attributes.get("network") != after["network"]
 
 
 def conversion_change(

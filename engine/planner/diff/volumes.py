@@ -111,11 +111,23 @@ def volume_change(
             size=delta_estimate(before, now)[0],
         )
     if record.status is Status.IN_PROGRESS:
+        grew = grown_since_copy(volume, disk, before, observed)
+        if grew:  # its resume would ask CBT what changed across the extend: start over
+            why = f"the interrupted copy starts over from 0: {grew}"
+            return _volume(
+                address,
+                Action.CREATE,
+                why,
+                before,
+                {**after, "copy": "full"},
+                size=full_bytes(disk),
+            )
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
     was = before.get("size_gib")
-    # Grown: CBT is not trusted across a disk extend (VMware KB 2090639: QueryChangedDiskAreas
-    # misses sectors after an extend past a 128 GB boundary on ESXi 4.x/5.x), so a full copy.
+    # Grown: CBT is not trusted across a disk extend (VMware KB 2090639, Broadcom 310751:
+    # QueryChangedDiskAreas misses sectors after an extend past a 128 GB boundary on ESXi
+    # 4.x/5.x; the workaround is a CBT reset), so a full copy.
     if not before.get("converted") and isinstance(was, int) and volume.size_gib > was:
         return _volume(
             address,
@@ -175,6 +187,33 @@ def removed_disks(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[
             )
         )
     return out
+
+
+def grown_since_copy(
+    volume: DesiredVolume,
+    disk: SourceDisk,
+    before: Mapping[str, Any],
+    observed: ObservedVolume | None,
+) -> str:
+    """Why an interrupted full copy cannot resume because its disk grew since it began ("" when
+    it did not): the copy recorded the disk's capacity (`copy_capacity`, bytes) when it began,
+    or (a record from before that) its volume is smaller than the disk now. The resume would
+    ask CBT what changed since a changeId taken before the extend, and CBT cannot be trusted
+    across a disk extend (VMware KB 2090639: QueryChangedDiskAreas misses changed sectors after
+    an extend on ESXi 4.x/5.x), as for a plain grow (a full copy)."""
+    began = before.get("copy_capacity")
+    if isinstance(began, int) and disk.capacity > began:
+        grew = f"disk {disk.key} grew from {human(began)} to {human(disk.capacity)} since it began"
+    elif observed is not None and observed.size_gib < volume.size_gib:
+        grew = f"disk {disk.key} grew past its {observed.size_gib} GiB volume since it began"
+    else:
+        return ""
+    extend = ""
+    if observed is not None and observed.size_gib < volume.size_gib:
+        extend = f"; the volume is extended to {volume.size_gib} GiB (Cinder extend)"
+    return (
+        f"{grew}, and CBT cannot be trusted across a disk extend (kb.vmware.com/kb/2090639){extend}"
+    )
 
 
 def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int]:

@@ -1,0 +1,54 @@
+"""An interrupted full copy whose disk grew before the resume starts over from 0 (onto the old
+bytes, so holes are written): a resume would ask CBT what changed since a changeId taken before
+the extend, and CBT cannot be trusted across a disk extend (VMware KB 2090639). The executor
+sees the grow itself (the capacity the copy began at, `copy_capacity`) and also follows a plan
+that says so (`after.copy: full`, for a record from before copy_capacity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.executor.apply import Applier, Context, ToCopy
+from engine.model.plan import Action, Change, Plan, VMPlan
+from engine.providers.vsphere.snapshots import DiskInfo
+from engine.statestore.sqlite import SqliteStateStore
+
+GiB = 1024**3
+UUID = "4215aaaa-0000-4000-8000-00000000000a"
+BEGAN = "52 aa/10"
+INTERRUPTED = {"volume_id": "v1", "copy": "full", "copied_bytes": GiB, "copy_change_id": BEGAN,
+               "copy_capacity": 2 * GiB, "dst_is_zero": True}  # fmt: skip
+
+
+def applier(tmp_path: Path) -> Applier:
+    vm = VMPlan("vm.web01", "web01", UUID, "web01", "replicate", None, "", (), False)
+    plan = Plan("d" * 64, "", 1, (vm,), (), ())
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    context = Context(None, None, store, None, None, "", log_dir=tmp_path / "logs")  # type: ignore[arg-type]
+    return Applier(plan, context)
+
+
+def disk(capacity: int) -> DiskInfo:
+    return DiskInfo(2000, capacity, "[ds] web01/web01.vmdk", True, BEGAN)
+
+
+def test_a_grown_disk_starts_the_interrupted_copy_over(tmp_path: Path) -> None:
+    what = applier(tmp_path)._resume(dict(INTERRUPTED), None, None, disk(3 * GiB))
+    assert (what.kind, what.areas, what.start_at, what.dst_is_zero) == ("full", None, 0, False)
+    assert what.rewrite == []
+    assert "grew from 2.0 GiB to 3.0 GiB since it began" in what.why
+    assert "kb.vmware.com/kb/2090639" in what.why
+
+
+def test_the_same_disk_resumes_at_its_checkpoint(tmp_path: Path) -> None:
+    what = applier(tmp_path)._resume(dict(INTERRUPTED), None, None, disk(2 * GiB))
+    assert what == ToCopy("full", None, GiB, True, began=BEGAN)
+
+
+def test_a_plan_that_starts_it_over_is_followed(tmp_path: Path) -> None:
+    """A record from before copy_capacity: the planner saw the volume smaller than the disk."""
+    before = {k: v for k, v in INTERRUPTED.items() if k != "copy_capacity"}
+    after = {"size_gib": 3, "disk_key": 2000, "copy": "full"}
+    change = Change("vm.web01.disk[2000]", "volume", Action.CREATE, "starts over", before, after)
+    what = applier(tmp_path)._what_to_copy(change, before, None, None, disk(3 * GiB))
+    assert (what.kind, what.start_at, what.dst_is_zero, what.rewrite) == ("full", 0, False, [])
