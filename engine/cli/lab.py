@@ -180,6 +180,14 @@ def fault(
         )
 
 
+@app.command("expire-sessions")
+def expire_sessions(directory: DirOption = None) -> None:
+    """A fault drill: the lab vCenter ends every session, as vCenter does when sessions time out
+    or an administrator terminates them (clients must log in again)."""
+    ended = _lab(directory).expire_sessions()
+    typer.echo(f"the lab vCenter ended {ended} session(s)")
+
+
 @app.command()
 def outage(
     service: Annotated[str, typer.Argument(help="e.g. cinder-api, neutron-api, rabbitmq.")],

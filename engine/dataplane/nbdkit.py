@@ -5,12 +5,14 @@ in production nbdkit's vddk plugin reads a VM's disk at a snapshot from ESXi, or
 reads the disk's flat extent over vCenter's datastore file access (HTTPS); in the lab the file
 plugin can serve the snapshot's frozen raw file. Both are served read-only, exit with their parent,
 and are waited for properly (nbdkit writes its pidfile only once it accepts connections).
-Secrets reach nbdkit through a 0600 file (``password=+FILE``, ``cookie=+FILE``), never argv.
+Secrets reach nbdkit through a 0600 file (``password=+FILE``, ``cookie=+FILE``, or a cookie
+script that reads one), never argv.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -94,15 +96,51 @@ class VddkDiskSource:
         )
 
 
+COOKIE_RENEW = 5  # seconds: nbdkit's cookie script rereads the kept cookie file this often
+READ_RETRIES = 4  # nbdkit's retry-request filter: a failed read is issued again this many times
+READ_RETRY_DELAY = 2  # seconds between those retries (whole seconds: the filter's unit)
+
+
+class CookieKeeper(Protocol):
+    """Keeps cookie files current (a vCenter session renewed when it ends)."""
+
+    def keep(self, path: Path) -> None:
+        """Write the current cookie to `path` (0600, created) and keep it current while its
+        directory exists."""
+        ...
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Replace `path` by a 0600 file holding `text`, atomically (a reader sees the old or the
+    new content, never a part): written beside it, then renamed over it. Raises OSError."""
+    new = path.with_name(path.name + ".new")
+    new.unlink(missing_ok=True)
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(new, path)
+
+
+def cookie_script(path: Path) -> str:
+    """nbdkit's cookie-script for a cookie kept in file `path`: it prints the file, so the
+    script (on nbdkit's argv) names the file, never the cookie."""
+    return f"exec cat -- {shlex.quote(str(path))}"
+
+
 @dataclass(frozen=True)
 class HttpsDiskSource:
     """A disk's flat extent read over vSphere's datastore file access (nbdkit's curl plugin).
 
     `url` is https://<vcenter>/folder/<dir>/<name>-flat.vmdk?dcPath=<dc>&dsName=<ds>; the
-    request carries the SOAP session's cookie, which nbdkit reads from a 0600 file in the
-    server's private directory (``cookie=+FILE``), never from argv. TLS is verified against
-    `cafile` (None: the system trust store); `insecure` turns verification off (labs only).
-    HTTP has no block status: nbdkit reports the whole extent as data.
+    request carries the SOAP session's cookie from a 0600 file in the server's private
+    directory, never from argv. Without `keeper` the file holds `cookie` (``cookie=+FILE``);
+    with one, the keeper writes the session's cookie there and rewrites it when the session is
+    renewed, and nbdkit's cookie script rereads the file every `renew` seconds
+    (``cookie-script``, ``cookie-script-renew``). Reads that fail meanwhile (401) are issued
+    again by nbdkit's retry-request filter, READ_RETRIES times every READ_RETRY_DELAY s, before
+    the copy's own retries. TLS is verified against `cafile` (None: the system trust store);
+    `insecure` turns verification off (labs only). HTTP has no block status: nbdkit reports the
+    whole extent as data.
     """
 
     url: str
@@ -110,14 +148,32 @@ class HttpsDiskSource:
     cafile: Path | None = None
     insecure: bool = False
     timeout: int = 60  # seconds per HTTP request
+    keeper: CookieKeeper | None = field(default=None, repr=False, compare=False)
+    renew: int = COOKIE_RENEW  # seconds
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        return ("retry-request",)
+
+    @property
+    def filter_args(self) -> tuple[str, ...]:
+        # open=false: a refused TLS handshake or a missing file fails at once, not after 20 s
+        return (
+            f"retry-request-retries={READ_RETRIES}",
+            f"retry-request-delay={READ_RETRY_DELAY}",
+            "retry-request-open=false",
+        )
 
     def plugin_args(self, private_dir: Path) -> list[str]:
         secret = private_dir / "cookie"
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(self.cookie)
-        args = ["curl", f"url={self.url}", f"cookie=+{secret}", "followlocation=false"]
-        args += ["protocols=https", f"timeout={self.timeout}"]
+        args = ["curl", f"url={self.url}"]
+        if self.keeper is None:
+            write_secret(secret, self.cookie)
+            args.append(f"cookie=+{secret}")
+        else:
+            self.keeper.keep(secret)
+            args += [f"cookie-script={cookie_script(secret)}", f"cookie-script-renew={self.renew}"]
+        args += ["followlocation=false", "protocols=https", f"timeout={self.timeout}"]
         if self.insecure:
             args.append("sslverify=false")
         elif self.cafile is not None:

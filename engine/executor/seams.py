@@ -18,12 +18,24 @@ from urllib.parse import quote, urlencode
 
 from pyVmomi import vim
 
-from engine.dataplane.nbdkit import DiskSource, FileDiskSource, HttpsDiskSource, VddkDiskSource
+from engine.dataplane.nbdkit import (
+    COOKIE_RENEW,
+    DiskSource,
+    FileDiskSource,
+    HttpsDiskSource,
+    VddkDiskSource,
+)
 from engine.errors import DataplaneError
 from engine.lab.disks import snapshot_file
 from engine.lab.faults import read_faults
 from engine.providers.openstack import volumes
-from engine.providers.vsphere.session import VCenterTarget, server_thumbprint, session_cookie
+from engine.providers.vsphere.session import (
+    COOKIE_CHECK,
+    SessionCookies,
+    VCenterTarget,
+    server_thumbprint,
+    session_cookie,
+)
 from engine.providers.vsphere.snapshots import DiskInfo
 
 DEVICE_TIMEOUT = 60.0
@@ -153,11 +165,19 @@ class HttpsSources:
     https://<vcenter>/folder/dir/name-flat.vmdk?dcPath=<datacenter>&dsName=ds, its flat extent,
     which ferry's snapshot keeps frozen (guest writes go to the snapshot's delta disk) while it
     is read. Exact only when ferry's snapshot is the VM's only one (the plan refuses others) and
-    the disk is a flat one. Authenticated with the apply's SOAP session cookie (a 0600 file),
-    TLS verified against the spec's CA file (or the system trust store)."""
+    the disk is a flat one. Authenticated with the apply's SOAP session cookie (a 0600 file
+    that `cookies` keeps current: a session vCenter ends mid-copy is logged in again and nbdkit's
+    cookie script rereads the file every `renew` seconds), TLS verified against the spec's CA
+    file (or the system trust store)."""
 
     target: VCenterTarget
     si: Any = field(repr=False)
+    cookie_check: float = COOKIE_CHECK  # seconds between two checks of the session
+    renew: int = COOKIE_RENEW  # seconds between two reads of the cookie file by nbdkit
+    cookies: SessionCookies = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cookies", SessionCookies(self.si, self.cookie_check))
 
     def block_status(self) -> bool:
         return False
@@ -191,6 +211,8 @@ class HttpsSources:
             session_cookie(self.si),
             self.target.cafile,
             self.target.insecure,
+            keeper=self.cookies,
+            renew=self.renew,
         )
 
 

@@ -307,6 +307,13 @@ class Lab:
             raise UserError(f"VM {vm_name!r} has no disk {key}")
         return vm.instance_uuid
 
+    def expire_sessions(self) -> int:
+        """A fault drill: the lab vCenter ends every session (a timeout, an administrator);
+        returns how many it ended."""
+        if not self.running():
+            raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
+        return vcenter.expire_sessions(self.vcenter_files)
+
     def read_errors(self, vm_name: str, key: int, rate: str | None) -> None:
         """A fault drill: fail `rate` of a disk's reads with EIO (None: heal it)."""
         lab_faults.set_read_errors(self.root, self._disk_owner(vm_name, key), key, rate)

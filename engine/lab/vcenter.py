@@ -7,7 +7,10 @@ would against vCenter: CreateVM_Task with disks and NICs (manual MACs), power on
 from __future__ import annotations
 
 import secrets
+import ssl
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,31 @@ def target(files: VCenterFiles) -> VCenterTarget:
         password=password,
         cafile=files.cert,
     )
+
+
+def expire_sessions(files: VCenterFiles) -> int:
+    """End every session of the running lab vCenter (POST /ferry/expire-sessions, vcsim's
+    ferry_sessions.go), as vCenter does when sessions time out: the old cookies get
+    NotAuthenticated and 401 until their clients log in again. Returns how many were ended.
+    Raises LabError when the vCenter is not up or its binary lacks the knob (rebuild it)."""
+    try:
+        base = files.url.read_text().strip()
+    except OSError as exc:
+        raise LabError("the lab's vCenter is not up: run `ferry lab up`") from exc
+    parts = urlsplit(base)
+    url = f"https://{parts.netloc}/ferry/expire-sessions"
+    context = ssl.create_default_context(cafile=str(files.cert))
+    request = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            return int(answer.read().decode().strip())
+    except urllib.error.HTTPError as exc:
+        raise LabError(
+            f"the lab vCenter has no session expiry ({exc.code}): rebuild ferry-vcsim "
+            "(python -m engine.lab.vcsim_build) and restart the lab"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot expire the lab vCenter's sessions: {exc}") from exc
 
 
 def start(

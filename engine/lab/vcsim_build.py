@@ -2,8 +2,8 @@
 
 Debian ships govmomi's `simulator` package but no vcsim main. We copy the whole govmomi tree into
 a private GOPATH entry (a partial copy would hide Debian's), add ferry's extensions (ferry_*.go:
-CBT, /folder) to package `simulator`, apply six small source edits (below), and build
-`vcsim/main.go` in GOPATH mode.
+CBT, /folder, session expiry) to package `simulator`, apply six small source edits (below), and
+build `vcsim/main.go` in GOPATH mode.
 The build is skipped when a stamp of the inputs (our sources, the edits, Go and govmomi versions)
 matches the one recorded beside the binary.
 
@@ -88,8 +88,10 @@ EDITS = (
     Edit(
         "simulator/simulator.go",
         "\tmux.HandleFunc(folderPrefix, s.ServeDatastore)\n",
-        "\tmux.HandleFunc(folderPrefix, ferryServeFolder(s))\n",
-        "/folder needs the session cookie and serves lab disk extents (ferry_folder.go).",
+        "\tmux.HandleFunc(folderPrefix, ferryServeFolder(s))\n"
+        "\tmux.HandleFunc(ferryExpireSessionsPath, ferryExpireSessions(s))\n",
+        "/folder needs the session cookie and serves lab disk extents (ferry_folder.go); "
+        "POST /ferry/expire-sessions ends every session (ferry_sessions.go).",
     ),
 )
 

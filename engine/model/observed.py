@@ -32,6 +32,7 @@ class SourceDisk:
     change_id: str | None
     encrypted: bool = False
     allocated: int | None = None  # bytes on the datastore (layoutEx); None: unknown
+    backing: str | None = None  # flat, sparse, se_sparse, rdm, ... (backing_format); None: unknown
 
 
 @dataclass(frozen=True)

@@ -612,33 +612,52 @@ def reader_of(spec: Spec) -> str:
     return "vddk" if vcenter.get("vddk_libdir") else "https"
 
 
+# backings the base-extent readers read (flat) or that disk_concerns refuses anyway (rdm)
+FLAT_OR_REFUSED = frozenset({None, "flat", "rdm"})
+
+
+def _not_flat(disk: SourceDisk, reader: str) -> Concern:
+    """A disk whose bytes are not one flat extent (sparse, SE sparse, a raw disk): the https and
+    datastore_path readers would read the wrong file, so the VM is refused."""
+    who = "the https reader" if reader == "https" else reader
+    return _error(
+        "https-reader-non-flat-disk" if reader == "https" else "datastore-path-non-flat-disk",
+        f"disk {disk.key}'s backing is {disk.backing}, not a flat extent (-flat.vmdk): {who} "
+        "reads flat extents only; read this VM with source.reader: vddk",
+    )
+
+
 def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     """What the way disks are read asks of a VM: the https reader and a datastore mount read
     the disk's base extent, which is the VM's disk at ferry's snapshot only when that snapshot
-    is the VM's only one (the lab's files are each snapshot's own copy: no such limit)."""
+    is the VM's only one (the lab's files are each snapshot's own copy: no such limit), and
+    only when the disk is a flat one (not sparse, SE sparse or a raw disk)."""
     reader = reader_of(spec)
     source = spec.get("source") or {}
     base_extent = reader == "https" or (reader == "datastore_path" and not source.get("lab_dir"))
     if not base_extent:
         return []
+    out = [_not_flat(disk, reader) for disk in vm.disks if disk.backing not in FLAT_OR_REFUSED]
     other = [s.name for s in vm.snapshots if not s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
     if not other:
-        return []
+        return out
     if reader == "https":
         return [
+            *out,
             _error(
                 "snapshot-with-https-reader",
                 f"has snapshot(s) {', '.join(other)}: the https reader reads the base disk, "
                 "which is older than the VM's current state; consolidate (delete) them first, "
                 "or read this VM with source.reader: vddk",
-            )
+            ),
         ]
     return [
+        *out,
         _error(
             "snapshot-with-datastore-path",
             f"has snapshot(s) {', '.join(other)}: datastore_path reads the base disk, which is "
             "older than the VM's current state; consolidate (delete) them first",
-        )
+        ),
     ]
 
 

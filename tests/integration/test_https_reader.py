@@ -9,6 +9,7 @@ speed against the file reader); one replicates web01 through it, a full copy and
 from __future__ import annotations
 
 import hashlib
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -67,14 +68,20 @@ def _copy_seconds(source: FileDiskSource | HttpsDiskSource, areas: list[tuple[in
 
 
 def _assert_no_cookie_on_argv(source: HttpsDiskSource, cookie: str) -> None:
-    """While nbdkit runs: its argv (/proc/<pid>/cmdline) names the cookie's 0600 file only."""
+    """While nbdkit runs: its argv (/proc/<pid>/cmdline) names the cookie's 0600 file only
+    (`cookie=+FILE`, or the cookie script that prints the file ferry keeps current)."""
     with NbdkitServer(source) as server:
         assert server.pid is not None
         argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
         secret = cookie.split('"')[1]
         assert "curl" in argv and not any(secret in a for a in argv), argv
-        cookie_file = next(Path(a.split("+", 1)[1]) for a in argv if a.startswith("cookie=+"))
+        cookie_file = next(
+            Path(a.split("+", 1)[1] if a.startswith("cookie=+") else shlex.split(a)[-1])
+            for a in argv
+            if a.startswith(("cookie=+", "cookie-script="))
+        )
         assert cookie_file.stat().st_mode & 0o777 == 0o600
+        assert cookie_file.read_text() == cookie
 
 
 def _areas_digest(path: Path, areas: list[tuple[int, int]]) -> str:

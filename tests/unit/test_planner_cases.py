@@ -62,6 +62,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
             unit_number=i,
             change_id=d.get("change_id"),
             allocated=int(d["allocated_mib"] * 2**20) if "allocated_mib" in d else None,
+            backing=d.get("backing"),
         )
         for i, d in enumerate(v.get("disks", []))
     )

@@ -221,6 +221,26 @@ def disk_allocation(disks: Any, files: Any) -> dict[int, int]:
     }
 
 
+BACKING_FORMATS = {
+    "FlatVer1BackingInfo": "flat",
+    "FlatVer2BackingInfo": "flat",
+    "SparseVer1BackingInfo": "sparse",
+    "SparseVer2BackingInfo": "sparse",
+    "SeSparseBackingInfo": "se_sparse",
+    "RawDiskMappingVer1BackingInfo": "rdm",
+    "RawDiskVer2BackingInfo": "raw_disk",
+    "PartitionedRawDiskVer2BackingInfo": "raw_disk",
+    "LocalPMemBackingInfo": "pmem",
+}
+
+
+def backing_format(backing: Any) -> str:
+    """The format of a VirtualDisk backing: "flat" (one -flat.vmdk extent), "sparse",
+    "se_sparse", "rdm", "raw_disk", "pmem", else the backing class's own name."""
+    name = type(backing).__name__.rsplit(".", 1)[-1]
+    return BACKING_FORMATS.get(name, name)
+
+
 def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:
     backing = dev.backing
     datastore = getattr(backing, "datastore", None)
@@ -244,6 +264,7 @@ def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:
         unit_number=dev.unitNumber,
         change_id=getattr(backing, "changeId", None) or None,
         encrypted=getattr(backing, "keyId", None) is not None,
+        backing=backing_format(backing),
     )
 
 

@@ -7,6 +7,8 @@ A session that vCenter ends (a vCenter restart, an idle timeout, an administrato
 is not the end of an apply: every call that faults with NotAuthenticated logs in again and is
 retried (pyVmomi's session-oriented stub), and a call that meets a connection error is retried
 for up to RETRIES times RETRY_DELAY seconds. Each re-login is logged as a warning.
+`SessionCookies` does the same for the session's cookie that the https reader's nbdkit sends:
+it reads the session every COOKIE_CHECK seconds and rewrites the cookie files when it changed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import hashlib
 import logging
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +28,8 @@ from typing import Any
 from pyVim.connect import Disconnect, SmartStubAdapter, VimSessionOrientedStub
 from pyVmomi import vim
 
-from engine.errors import UserError, VSphereError
+from engine.dataplane.nbdkit import write_secret
+from engine.errors import UserError, VSphereError, one_line
 
 
 @dataclass(frozen=True)
@@ -225,3 +230,91 @@ def target_from_env(env: dict[str, str]) -> VCenterTarget:
     if env.get("FERRY_VCENTER_CAFILE"):
         block["tls"] = {"ca_file": env["FERRY_VCENTER_CAFILE"]}
     return target_from_spec(block, env)
+
+
+COOKIE_CHECK = 10.0  # seconds between two reads of the session by SessionCookies
+
+
+def renew_session(si: Any) -> None:
+    """Read the session of `si` (which keeps vCenter from ending it as idle); when vCenter ended
+    it, log in again. vCenter reads an ended session as None, vcsim faults NotAuthenticated
+    (the stub then logs in again by itself). Raises pyVmomi's faults when the login fails."""
+    manager = si.content.sessionManager
+    if manager.currentSession is None:
+        si._stub._SetStateUnauthenticated()  # pyVmomi's session-oriented stub: log in anew
+        _ = manager.currentSession  # the next call logs in
+
+
+class SessionCookies:
+    """Keeps cookie files holding the current cookie of vCenter session `si` (the https
+    reader's nbdkit reads them through its cookie script). While it keeps any, a thread calls
+    `renew_session` every `interval` seconds and rewrites every file (0600, atomically) when
+    the cookie changed; a file whose directory is gone (its nbdkit stopped) is dropped, and the
+    thread ends with the last one. Neither the cookie nor the files' content is logged."""
+
+    def __init__(self, si: Any, interval: float = COOKIE_CHECK) -> None:
+        self._si = si
+        self.interval = interval
+        self.renewals = 0  # times the files were rewritten with a new cookie
+        self._lock = threading.Lock()
+        self._files: list[Path] = []
+        self._cookie: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def keep(self, path: Path) -> None:
+        """Write the session's cookie to `path` (0600) and keep it current while its
+        directory exists."""
+        cookie = session_cookie(self._si)
+        with self._lock:
+            write_secret(path, cookie)
+            self._files.append(path)
+            if self._cookie != cookie:
+                self._rewrite(cookie)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="ferry-session-cookie", daemon=True
+                )
+                self._thread.start()
+
+    def check(self) -> bool:
+        """One check: renew the session if vCenter ended it; True when the cookie changed and
+        the files were rewritten."""
+        renew_session(self._si)
+        cookie = session_cookie(self._si)
+        with self._lock:
+            if cookie == self._cookie:
+                return False
+            self._rewrite(cookie)
+            files = len(self._files)
+        log.warning("vCenter session renewed: %d https reader cookie file(s) rewritten", files)
+        return True
+
+    def _rewrite(self, cookie: str) -> None:
+        kept = []
+        for path in self._files:
+            try:
+                write_secret(path, cookie)
+            except FileNotFoundError:  # its nbdkit stopped meanwhile (its directory is gone)
+                continue
+            kept.append(path)
+        self._files = kept
+        if self._cookie is not None:
+            self.renewals += 1
+        self._cookie = cookie
+
+    def _alive(self) -> bool:
+        with self._lock:
+            self._files = [path for path in self._files if path.parent.is_dir()]
+            if not self._files:
+                self._thread = None
+            return bool(self._files)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            if not self._alive():
+                return
+            try:
+                self.check()
+            except Exception as exc:  # the next check tries again; the reads retry meanwhile
+                log.warning("checking the vCenter session failed: %s", one_line(str(exc)))
