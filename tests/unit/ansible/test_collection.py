@@ -217,3 +217,98 @@ def test_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
         "a.yaml:1:1: error: x; a.yaml:2:1: error: y"
     )
     assert error_line(UserError("one\n  two")) == "one | two"
+
+
+def ansible_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+        "ANSIBLE_NOCOLOR": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.mark.skipif(
+    not shutil.which("ansible", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
+    """A spec ferry cannot read: the task fails with ferry's error line as msg, no traceback."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-m",
+            "ferry_migrate.ferry.apply",
+            "-a",
+            f"spec={tmp_path / 'missing.yaml'}",
+        ],
+        env={**ansible_env(), "ANSIBLE_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    result = json.loads(done.stdout.split("=>", 1)[1])
+    assert (
+        result["msg"] == f"error: cannot read spec: [Errno 2] No such file or directory: "
+        f"'{tmp_path / 'missing.yaml'}'"
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(
+    not shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+def test_example_playbook_syntax() -> None:
+    """The example playbook, inventory and vars file parse, and the playbook's tasks name only
+    the collection's modules and ansible.builtin."""
+    tool = str(Path(sys.executable).parent / "ansible-playbook")
+    done = subprocess.run(
+        [
+            tool,
+            "--syntax-check",
+            "-i",
+            str(COLLECTIONS / "inventory" / "hosts.yml"),
+            str(COLLECTIONS / "playbooks" / "migrate.yml"),
+            "-e",
+            f"@{COLLECTIONS / 'playbooks' / 'vars' / 'migration.yml'}",
+        ],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    plays = yaml.safe_load((COLLECTIONS / "playbooks" / "migrate.yml").read_text())
+    used = {k for play in plays for task in play["tasks"] for k in task if "." in k}
+    assert used == {f"ferry_migrate.ferry.{m}" for m in MODULES} | {"ansible.builtin.debug"}
+
+
+def test_execution_environment_installs_ferry_and_its_system_packages() -> None:
+    """ansible-builder 3's file: ferry, the collection, and the Debian packages scripts/setup
+    installs for the data plane and conversion."""
+    ee = yaml.safe_load((COLLECTIONS / "execution-environment.yml").read_text())
+    assert ee["version"] == 3
+    deps = ee["dependencies"]
+    assert any(p.startswith("ferry") for p in deps["python"])
+    assert deps["galaxy"]["collections"][0]["name"] == "ferry_migrate.ferry"
+    copied = {f["dest"]: COLLECTIONS / f["src"] for f in ee["additional_build_files"]}
+    assert all(path.exists() for path in copied.values()), copied
+    assert {"ferry/engine", "ferry/schemas"} <= set(copied)
+    assert (copied["ferry"].parent / "pyproject.toml").is_file()
+    source = deps["galaxy"]["collections"][0]["source"]  # relative to the build context
+    tree = copied["ferry/ansible/ansible_collections"]
+    assert (
+        tree / source.removeprefix("ferry/ansible/ansible_collections/") / "galaxy.yml"
+    ).is_file()
+    system = {line.split()[0] for line in deps["system"]}
+    setup = (ROOT / "scripts" / "setup").read_text()
+    for package in ("nbdkit", "libnbd-bin", "python3-libnbd", "qemu-utils", "virt-v2v"):
+        assert package in system and package in setup, package
+    assert "2.19" in deps["ansible_core"]["package_pip"]
