@@ -97,29 +97,38 @@ def test_playbook_plans_applies_and_is_idempotent(lab: Lab, tmp_path: Path) -> N
     spec.write_text(f"{head}\nvms:\n  - name: build-old\n    verify: false\n")
     state = tmp_path / "state" / "ferry.db"
     (tmp_path / "vars.yml").write_text(
-        yaml.safe_dump({"ferry_spec": str(spec), "ferry_state": str(state), "ferry_waves": {}})
+        yaml.safe_dump(
+            {
+                "ferry_spec": str(spec),
+                "ferry_state": str(state),
+                "ferry_waves": {"wave1": ["vm.build-old"]},  # the job's wave: the VM's address
+            }
+        )
     )
     conn = lab.openstack("ferry-lab")
     volumes = {v.id for v in conn.block_storage.volumes()}
     began = time.monotonic()
 
-    checked, said = job(lab, tmp_path, "--check")
+    checked, said = job(lab, tmp_path, "--check", "--diff", "-e", "wave=wave1")
     assert checked["changed"] == 2, said  # the plan and the apply would change something
-    assert "build-old" in said and "Plan: " in said, said
+    assert '"build-old"' in said, said  # the discovered VMs
+    assert "vm.build-old.disk[2000] create" in said, said  # the plan's diff
+    assert "Plan: " in said, said
     assert {v.id for v in conn.block_storage.volumes()} == volumes  # nothing created
     assert records(state) == {}
     planned = time.monotonic()
 
-    applied, said = job(lab, tmp_path)
-    assert applied == {"ok": 6, "changed": 2, "unreachable": 0, "failed": 0}, said
+    wave = ("-e", "wave=wave1", "--skip-tags", "discover")  # listed by the check run
+    applied, said = job(lab, tmp_path, *wave)
+    assert applied == {"ok": 4, "changed": 2, "unreachable": 0, "failed": 0}, said
     made = {v.id for v in conn.block_storage.volumes()} - volumes
     assert len(made) == 1, said  # build-old's one disk
     assert records(state)["vm.build-old.disk[2000]"].status.value == "ready"
     assert "report.html" in said
     done = time.monotonic()
 
-    again, said = job(lab, tmp_path)
-    assert again == {"ok": 6, "changed": 0, "unreachable": 0, "failed": 0}, said
+    again, said = job(lab, tmp_path, *wave)
+    assert again == {"ok": 4, "changed": 0, "unreachable": 0, "failed": 0}, said
     assert "No changes: the destination matches the spec." in said
     assert {v.id for v in conn.block_storage.volumes()} - volumes == made
     print(
