@@ -96,15 +96,12 @@ def apply(
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = make_console(stderr=as_json)
     targets = tuple(Address.parse(t) for t in only or [])
-    plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
-    location = state_location(spec, state)
-    if saved is not None:
-        _check_fresh(plan, spec, location)
+    plan, spec, saved, location = prepare(target, state, targets, spec_option, verify)
     if not as_json:
         render(plan, console)
         if saved is not None:
             console.print(escape(saved.seal_line()))
-    _check_applicable(plan, console, as_json)
+    check_applicable(plan, console, as_json)
     blocked = _blocked(plan)
     if not plan.has_changes:
         console.print("No changes to apply." + (f" {blocked}" if blocked else ""))
@@ -118,7 +115,27 @@ def apply(
             raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
         typer.confirm("Apply this plan?", abort=True)
     view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
-    raise typer.Exit(_run(plan, spec, location, parallelism, (console, view)))
+    raise typer.Exit(run_plan(plan, spec, location, parallelism, (console, view)))
+
+
+def prepare(
+    target: Path,
+    state: str | None = None,
+    targets: tuple[Address, ...] = (),
+    spec_option: Path | None = None,
+    verify: bool = False,
+) -> tuple[Plan, dict[str, Any], planfile.Saved | None, StateLocation]:
+    """What `ferry apply TARGET` applies: (the plan, its spec, the saved plan it was read from
+    or None when planned now, the state's location); a saved plan is checked fresh against the
+    spec and the state. The library entry point of `ferry apply` and the Ansible collection's
+    apply module (then check_applicable, then run_plan).
+
+    Raises InvalidSpecError and UserError (a stale or unreadable plan, a locked state)."""
+    plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
+    location = state_location(spec, state)
+    if saved is not None:
+        _check_fresh(plan, spec, location)
+    return plan, spec, saved, location
 
 
 def _plan_for(
@@ -199,7 +216,8 @@ def _check_fresh(plan: Plan, spec: dict[str, Any], location: StateLocation) -> N
         )
 
 
-def _check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
+def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
+    """A plan with errors or steps this ferry cannot run: UserError (one line)."""
     errors = [d for d in plan.diagnostics if d.severity.value == "error"]
     if len(errors) == 1:  # the one line says it (the human view showed it with its place too)
         raise UserError(f"{errors[0].summary}: fix it and plan again")
@@ -357,14 +375,17 @@ def _graph(plan: Plan) -> Any:
     return graph
 
 
-def _run(
+def run_plan(
     plan: Plan,
     spec: dict[str, Any],
     location: StateLocation,
     parallelism: int,
     shown: tuple[Console, HumanView | JsonView],
 ) -> int:
-    """Exit code: 0 all done, 1 a step failed, 130 stopped by a signal."""
+    """Apply the plan (it has changes) under the state's lock, events to a new log in the
+    state's log_dir and to the view. Exit code: 0 all done, 1 a step failed or a VM blocked,
+    130 stopped by a signal. Raises UserError when the spec's vCenter, cloud or conversion host
+    cannot be used (nothing was changed)."""
     console, view = shown
     events = Events(log_path(location.log_dir), (view,))
     began = time.monotonic()

@@ -46,12 +46,20 @@ def discover(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """List the source's VMs with disks, NICs, CBT, snapshots, power and tools state."""
-    with session(_target(spec)) as si:
-        inventory = parse_inventory(fetch_inventory(si))
+    inventory = read_inventory(spec)
     if as_json:
         typer.echo(json.dumps(inventory_json(inventory), indent=2))
     else:
         Console().print(inventory_table(inventory))
+
+
+def read_inventory(spec: Path | None) -> Inventory:
+    """The source's inventory: the vCenter of the spec's source (None: the FERRY_VCENTER_*
+    variables). The library entry point of `ferry discover` and the Ansible discover module.
+
+    Raises UserError (a spec with errors, no vCenter settings) and VCenterError."""
+    with session(_target(spec)) as si:
+        return parse_inventory(fetch_inventory(si))
 
 
 def inventory_json(inventory: Inventory) -> dict[str, object]:

@@ -88,22 +88,8 @@ def plan(
     ] = False,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
-    if verify and destroy:
-        raise UserError("--verify compares replicas with their source; --destroy deletes them")
-    loaded = load_spec(spec)
-    data = dict(loaded.data)
     targets = tuple(Address.parse(t) for t in target or [])
-    observed = refresh(data, state_location(data, state), os.environ)
-    result = make_plan(
-        data,
-        observed.inventory,
-        observed.destination,
-        observed.state,
-        destroy=destroy,
-        targets=targets,
-        locate=loaded.where,
-        verify=verify,
-    )
+    result = plan_spec(spec, state, targets, destroy=destroy, verify=verify)
     sealed = ""
     if out is not None and has_errors(result.diagnostics):
         typer.echo(f"error: the plan has errors: not saved to {out}", err=True)
@@ -119,6 +105,36 @@ def plan(
                 f"Saved the plan to {out} (sha256 {sealed}): `ferry apply {out}` does exactly this."
             )
     raise typer.Exit(exit_code(result, detailed_exitcode))
+
+
+def plan_spec(
+    spec: Path,
+    state: str | None = None,
+    targets: tuple[Address, ...] = (),
+    *,
+    destroy: bool = False,
+    verify: bool = False,
+) -> Plan:
+    """The plan `ferry plan SPEC` shows: the spec validated, the source, destination and state
+    read (`state`: as --state, None for the spec's or the default), the changes made. The
+    library entry point of `ferry plan` and the Ansible collection's plan module.
+
+    Raises InvalidSpecError (the spec's error lines), UserError and the readers' FerryErrors."""
+    if verify and destroy:
+        raise UserError("--verify compares replicas with their source; --destroy deletes them")
+    loaded = load_spec(spec)
+    data = dict(loaded.data)
+    observed = refresh(data, state_location(data, state), os.environ)
+    return make_plan(
+        data,
+        observed.inventory,
+        observed.destination,
+        observed.state,
+        destroy=destroy,
+        targets=targets,
+        locate=loaded.where,
+        verify=verify,
+    )
 
 
 def exit_code(result: Plan, detailed: bool) -> int:

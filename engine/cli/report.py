@@ -11,8 +11,9 @@ from engine.cli.plan import StateOption, load_spec, state_location
 from engine.errors import UserError
 from engine.executor.events import read
 from engine.planner.refresh import read_state
-from engine.report.data import collect
+from engine.report.data import Report, collect
 from engine.report.render import html, markdown
+from engine.statestore import StateLocation
 
 
 def report(
@@ -27,11 +28,7 @@ def report(
     """Per VM its disks, syncs, digests, conversion and measured downtime; a timeline of the last
     apply and the throughput of every sync."""
     location = state_location(dict(load_spec(spec).data) if spec else None, state)
-    recorded = read_state(location)
-    if not recorded.lineage:
-        raise UserError(f"no state in {location.display}: nothing has been applied yet")
-    logs = sorted(location.log_dir.glob("apply-*.jsonl"))
-    data = collect(recorded.resources, [read(log) for log in logs])
+    data = report_data(location)
     default = html_file is None and md_file is None
     if default:
         html_file = location.report_dir / "report.html"
@@ -45,3 +42,23 @@ def report(
             svg_path.write_text(svg_text)
         md_file.write_text(text)
         typer.echo(f"report: {md_file}")
+
+
+def report_data(location: StateLocation) -> Report:
+    """The report's data from the state at `location` and its apply event logs.
+
+    Raises UserError when nothing has been applied there yet."""
+    recorded = read_state(location)
+    if not recorded.lineage:
+        raise UserError(f"no state in {location.display}: nothing has been applied yet")
+    logs = sorted(location.log_dir.glob("apply-*.jsonl"))
+    return collect(recorded.resources, [read(log) for log in logs])
+
+
+def write_html(location: StateLocation) -> Path:
+    """Write the HTML report where `ferry report` puts it by default; returns its path.
+
+    Raises UserError when nothing has been applied there yet."""
+    path = location.report_dir / "report.html"
+    path.write_text(html(report_data(location)))
+    return path

@@ -1,0 +1,348 @@
+"""The ferry_migrate.ferry collection (ansible/): its Galaxy metadata, each module's documentation
+against its argument spec, ansible-doc rendering it, and the modules' results over planner cases
+(in-repo fakes of ferry's reads; the lab test runs them for real)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from engine.errors import InvalidSpecError, UserError
+from engine.model.plan import Plan
+from engine.planner.make import make_plan
+from engine.spec.validate import validate_text
+from tests.unit.test_planner_cases import CASES, hydrate
+
+ROOT = Path(__file__).parents[3]
+COLLECTIONS = ROOT / "ansible"
+COLLECTION = COLLECTIONS / "ansible_collections" / "ferry_migrate" / "ferry"
+MODULES = ("discover", "plan", "apply")
+GALAXY_NAME = re.compile(
+    r"^[a-z][a-z0-9_]*$"
+)  # Galaxy: lowercase, digits, _; no leading _ or digit
+
+
+def docs(module: str) -> dict[str, Any]:
+    """DOCUMENTATION, EXAMPLES and RETURN of a module, parsed as YAML (without importing it)."""
+    tree = ast.parse((COLLECTION / "plugins" / "modules" / f"{module}.py").read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
+                assert isinstance(node.value, ast.Constant)
+                found[name] = yaml.safe_load(node.value.value)
+    return found
+
+
+def argument_spec(module: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The argument spec the module gives AnsibleModule (captured by running its main())."""
+    imported = load(module, monkeypatch)
+    captured: dict[str, Any] = {}
+
+    class CapturedError(Exception):
+        pass
+
+    def fake(**kwargs: Any) -> None:
+        captured.update(kwargs)
+        raise CapturedError
+
+    monkeypatch.setattr(imported, "AnsibleModule", fake)
+    with pytest.raises(CapturedError):
+        imported.main()
+    return captured
+
+
+def load(module: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(COLLECTIONS))
+    name = f"ansible_collections.ferry_migrate.ferry.plugins.modules.{module}"
+    __import__(name)
+    return sys.modules[name]
+
+
+def test_galaxy_metadata() -> None:
+    galaxy = yaml.safe_load((COLLECTION / "galaxy.yml").read_text())
+    assert GALAXY_NAME.match(galaxy["namespace"]) and len(galaxy["namespace"]) > 2
+    assert GALAXY_NAME.match(galaxy["name"])
+    assert COLLECTION.parts[-2:] == (galaxy["namespace"], galaxy["name"])
+    assert re.match(r"^\d+\.\d+\.\d+$", galaxy["version"])
+    assert galaxy["license"] == ["Apache-2.0"]
+    assert (COLLECTION / galaxy["readme"]).is_file()
+    assert galaxy["dependencies"] == {}
+    runtime = yaml.safe_load((COLLECTION / "meta" / "runtime.yml").read_text())
+    assert runtime["requires_ansible"].startswith(">=")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_documentation_matches_argument_spec(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every option documented with its type, default, required and elements as the argument
+    spec has them; nothing documented that the module does not take."""
+    documented = docs(module)
+    assert documented["DOCUMENTATION"]["module"] == module
+    assert documented["EXAMPLES"] and documented["RETURN"]
+    options = documented["DOCUMENTATION"]["options"]
+    spec = argument_spec(module, monkeypatch)["argument_spec"]
+    assert set(options) == set(spec)
+    for name, option in spec.items():
+        doc = options[name]
+        assert doc["description"], name
+        assert doc.get("type", "str") == option.get("type", "str"), name
+        assert doc.get("default") == option.get("default"), name
+        assert bool(doc.get("required")) == bool(option.get("required")), name
+        assert doc.get("elements") == option.get("elements"), name
+        secret = re.search(r"pass|secret|token|key", name)
+        assert not secret or option.get("no_log"), f"{name} may carry a secret: no_log"
+    check = documented["DOCUMENTATION"]["attributes"]["check_mode"]["support"]
+    assert check == "full"
+    assert argument_spec(module, monkeypatch)["supports_check_mode"] is True
+
+
+@pytest.mark.skipif(
+    not shutil.which("ansible-doc", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+def test_ansible_doc_renders_each_module() -> None:
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_NOCOLOR": "1"}
+    names = [f"ferry_migrate.ferry.{m}" for m in MODULES]
+    tool = str(Path(sys.executable).parent / "ansible-doc")
+    listed = subprocess.run(
+        [tool, "--json", *names], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    rendered = json.loads(listed.stdout)
+    for name, module in zip(names, MODULES, strict=True):
+        assert set(rendered[name]["doc"]["options"]) == set(
+            docs(module)["DOCUMENTATION"]["options"]
+        )
+        assert rendered[name]["return"]
+    text = subprocess.run(
+        [tool, *names], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert text.returncode == 0 and not text.stderr.strip(), text.stderr
+    assert all(name in text.stdout for name in names)
+
+
+def case_plan(case: str) -> Plan:
+    """The plan of a planner case, as plan_spec would make it from the lab."""
+    data = yaml.safe_load((CASES / case / "case.yaml").read_text())
+    loaded = validate_text(yaml.safe_dump(data["spec"]), "case.yaml", {})
+    inventory, destination, state = hydrate(data)
+    return make_plan(loaded.data, inventory, destination, state)
+
+
+PLAN_PARAMS = {
+    "spec": "/nonexistent/spec.yaml",
+    "target": [],
+    "destroy": False,
+    "verify": False,
+    "state_location": None,
+    "out": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "changed"), [("adopt-found-volumes", True), ("running-in-sync", None)]
+)
+def test_plan_module_result(
+    case: str, changed: bool | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The result is ferry plan --json's JSON; changed follows has_changes; check mode does not
+    save `out`, a normal run does."""
+    plan = case_plan(case)
+    module = load("plan", monkeypatch)
+    monkeypatch.setattr("engine.cli.plan.plan_spec", lambda *_a, **_k: plan)
+    out = tmp_path / "saved.plan"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\n")
+    params = {**PLAN_PARAMS, "spec": str(spec), "out": str(out)}
+    result = module.run(params, check_mode=True)
+    assert result["changed"] is plan.has_changes
+    if changed is not None:
+        assert result["changed"] is changed
+    assert result["plan"]["summary"]["no_op"] == sum(
+        c.action.value == "no-op" for c in plan.changes
+    )
+    assert json.loads(json.dumps(result["plan"]))["vms"]
+    assert result["summary"].startswith(("Plan:", "No changes"))
+    assert "saved" not in result and not out.exists()
+    assert result["diff"]["prepared"].strip().endswith(result["summary"])
+    saved = module.run(params, check_mode=False)
+    assert out.exists() and len(saved["saved"]) == 64
+
+
+def test_plan_module_fails_on_plan_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case whose plan has errors: failed, with the first error as msg."""
+    plan = case_plan("select-exact-twice")
+    assert any(d.severity.value == "error" for d in plan.diagnostics)
+    module = load("plan", monkeypatch)
+    monkeypatch.setattr("engine.cli.plan.plan_spec", lambda *_a, **_k: plan)
+    result = module.run(PLAN_PARAMS, check_mode=True)
+    assert result["failed"] is True
+    assert "\n" not in result["msg"] and "fix it and plan again" in result["msg"]
+
+
+def test_apply_module_refuses_target_with_a_saved_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load("apply", monkeypatch)
+    params = {
+        "spec": None,
+        "plan": "/nonexistent.plan",
+        "target": ["vm.web01"],
+        "verify": False,
+        "parallelism": 4,
+        "state_location": None,
+        "report": True,
+    }
+    with pytest.raises(UserError, match="a saved plan is applied whole"):
+        module.run(params, check_mode=False)
+
+
+def test_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ferry's one-line error: an invalid spec's lines joined; others as `ferry` prints them."""
+    monkeypatch.syspath_prepend(str(COLLECTIONS))
+    name = "ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry"
+    __import__(name)
+    error_line = sys.modules[name].error_line
+
+    assert error_line(InvalidSpecError(["a.yaml:1:1: error: x", "a.yaml:2:1: error: y"])) == (
+        "a.yaml:1:1: error: x; a.yaml:2:1: error: y"
+    )
+    assert error_line(UserError("one\n  two")) == "one | two"
+
+
+def ansible_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+        "ANSIBLE_NOCOLOR": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.mark.skipif(
+    not shutil.which("ansible", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
+    """A spec ferry cannot read: the task fails with ferry's error line as msg, no traceback."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-m",
+            "ferry_migrate.ferry.apply",
+            "-a",
+            f"spec={tmp_path / 'missing.yaml'}",
+        ],
+        env={**ansible_env(), "ANSIBLE_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    result = json.loads(done.stdout.split("=>", 1)[1])
+    assert (
+        result["msg"] == f"error: cannot read spec: [Errno 2] No such file or directory: "
+        f"'{tmp_path / 'missing.yaml'}'"
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(
+    not shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+def test_example_playbook_syntax() -> None:
+    """The example playbook, inventory and vars file parse, and the playbook's tasks name only
+    the collection's modules and ansible.builtin."""
+    tool = str(Path(sys.executable).parent / "ansible-playbook")
+    done = subprocess.run(
+        [
+            tool,
+            "--syntax-check",
+            "-i",
+            str(COLLECTIONS / "inventory" / "hosts.yml"),
+            str(COLLECTIONS / "playbooks" / "migrate.yml"),
+            "-e",
+            f"@{COLLECTIONS / 'playbooks' / 'vars' / 'migration.yml'}",
+        ],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    plays = yaml.safe_load((COLLECTIONS / "playbooks" / "migrate.yml").read_text())
+    used = {k for play in plays for task in play["tasks"] for k in task if "." in k}
+    assert used == {f"ferry_migrate.ferry.{m}" for m in MODULES} | {"ansible.builtin.debug"}
+
+
+def test_execution_environment_installs_ferry_and_its_system_packages() -> None:
+    """ansible-builder 3's file: ferry, the collection, and the Debian packages scripts/setup
+    installs for the data plane and conversion."""
+    ee = yaml.safe_load((COLLECTIONS / "execution-environment.yml").read_text())
+    assert ee["version"] == 3
+    deps = ee["dependencies"]
+    assert any(p.startswith("ferry") for p in deps["python"])
+    assert deps["galaxy"]["collections"][0]["name"] == "ferry_migrate.ferry"
+    copied = {f["dest"]: COLLECTIONS / f["src"] for f in ee["additional_build_files"]}
+    assert all(path.exists() for path in copied.values()), copied
+    assert {"ferry/engine", "ferry/schemas"} <= set(copied)
+    assert (copied["ferry"].parent / "pyproject.toml").is_file()
+    source = deps["galaxy"]["collections"][0]["source"]  # relative to the build context
+    tree = copied["ferry/ansible/ansible_collections"]
+    assert (
+        tree / source.removeprefix("ferry/ansible/ansible_collections/") / "galaxy.yml"
+    ).is_file()
+    system = {line.split()[0] for line in deps["system"]}
+    setup = (ROOT / "scripts" / "setup").read_text()
+    for package in ("nbdkit", "libnbd-bin", "python3-libnbd", "qemu-utils", "virt-v2v"):
+        assert package in system and package in setup, package
+    assert "2.19" in deps["ansible_core"]["package_pip"]
+
+
+@pytest.mark.skipif(
+    not shutil.which("ansible-galaxy", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+def test_collection_builds_and_installs(tmp_path: Path) -> None:
+    """ansible-galaxy builds the collection (galaxy.yml valid) and installs the artifact; the
+    artifact holds the three modules and their module_utils, nothing compiled."""
+    tool = str(Path(sys.executable).parent / "ansible-galaxy")
+    env = {  # the repo's tree off the collections path: it would count as installed already
+        **ansible_env(),
+        "ANSIBLE_HOME": str(tmp_path / "home"),
+        "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "installed"),
+    }
+    for args in (
+        ["collection", "build", str(COLLECTION), "--output-path", str(tmp_path)],
+        [
+            "collection",
+            "install",
+            str(tmp_path / "ferry_migrate-ferry-0.1.0.tar.gz"),
+            "-p",
+            str(tmp_path / "installed"),
+        ],
+    ):
+        done = subprocess.run(
+            [tool, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    installed = tmp_path / "installed" / "ansible_collections" / "ferry_migrate" / "ferry"
+    files = {p.relative_to(installed).as_posix() for p in installed.rglob("*") if p.is_file()}
+    assert {f"plugins/modules/{m}.py" for m in MODULES} <= files
+    assert "plugins/module_utils/ferry.py" in files
+    assert not [f for f in files if f.endswith(".pyc")]
