@@ -31,7 +31,10 @@ queue again; the redelivered sync reads the same snapshot, so it ends byte-exact
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -44,7 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from amqp import exceptions as amqp_exceptions
-from celery import Celery
+from celery import Celery, signals
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.worker import state as worker_state
 
@@ -122,6 +125,13 @@ def make_app(broker: Broker) -> Celery:
         result_accept_content=["json"],
         task_acks_late=True,
         worker_prefetch_multiplier=1,
+        # RabbitMQ closes a channel whose delivery stays unacknowledged past its consumer_timeout
+        # (30 min by default) and requeues the message: a channel error the worker must survive
+        # (without this Celery 5 shuts the agent down, "Unrecoverable error: PreconditionFailed",
+        # killing every copy), keeping its running copies (Celery 6 will cancel them by default)
+        # while run_task joins the redelivered message to the copy that still runs.
+        broker_channel_error_retry=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_create_missing_queues=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
@@ -306,7 +316,37 @@ def register(app: Celery, agent: Agent) -> None:
 
 def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
     """One task: refused on a spec digest or server that is not the agent's, else the sync
-    with progress reported; every failure is returned as {"error": {type, message}}."""
+    with progress reported; every failure is returned as {"error": {type, message}}.
+
+    A delivery of a task this agent is running (or ran lately) gets that run's outcome instead
+    of a second writer on the same volume: RabbitMQ requeues a late-acknowledged message when
+    it closes the channel for its consumer_timeout (default 30 min, shorter than a large disk's
+    copy) and delivers it again once the worker reconnects, while the first copy still runs."""
+    task_id = str(task.request.id)
+    owner, run = _RUNS.claim(_run_key(task_id, job, digest))
+    if not owner:
+        log.warning(
+            "task %s was delivered again while this agent copies it (the broker took back the "
+            "unacknowledged delivery: its consumer_timeout is shorter than the copy): waiting "
+            "for that copy instead of starting a second one",
+            task_id,
+        )
+        run.done.wait()
+        return run.outcome
+    try:
+        run.outcome = _run_task(task, agent, job, digest)
+    finally:
+        _RUNS.finish(_run_key(task_id, job, digest))
+    return run.outcome
+
+
+def _run_key(task_id: str, job: dict[str, Any], digest: str) -> str:
+    """A delivery's identity: its task ID and its arguments (a redelivery carries the same)."""
+    args = json.dumps([job, digest], sort_keys=True).encode()
+    return f"{task_id}:{hashlib.sha256(args).hexdigest()}"
+
+
+def _run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
     refusal = _refusal(agent, job, digest) or _sender_gone(task)
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
@@ -321,6 +361,68 @@ def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[
         log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
         return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
     return {"result": result.to_json()}
+
+
+@dataclass
+class _Run:
+    """One task's run in this agent: set `done` when `outcome` is final."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+
+class _Runs:
+    """The tasks this agent process runs, and the last KEEP it finished (a redelivery can arrive
+    just after its copy ended, before the ack that failed on the closed channel is noticed)."""
+
+    KEEP = 256
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: dict[str, _Run] = {}
+
+    def claim(self, key: str) -> tuple[bool, _Run]:
+        """(True, a new run) for a delivery not seen; (False, its run) for one running or
+        finished."""
+        with self.lock:
+            run = self.runs.get(key)
+            if run is not None:
+                return False, run
+            run = self.runs[key] = _Run()
+            return True, run
+
+    def busy(self) -> bool:
+        """Whether a copy runs."""
+        with self.lock:
+            return any(not run.done.is_set() for run in self.runs.values())
+
+    def finish(self, key: str) -> None:
+        with self.lock:
+            self.runs[key].done.set()
+            finished = [k for k, r in self.runs.items() if r.done.is_set()]
+            for old in finished[: max(0, len(finished) - self.KEEP)]:
+                del self.runs[old]
+
+
+_RUNS = _Runs()
+SHUTDOWN_GRACE = 10.0  # seconds a stopping agent's worker gets to end once no copy runs
+
+
+def _exit_once_idle(**_: Any) -> None:
+    """On the worker's warm shutdown: once no copy runs, give Celery SHUTDOWN_GRACE seconds to
+    end, then end the process. After RabbitMQ closed channels for their consumer_timeout,
+    Celery's shutdown can block for good reading the broker's socket (seen in the lab: SIGTERM
+    waited > 60 s); nothing is lost by ending then, every copy having ended."""
+
+    def watch() -> None:
+        while _RUNS.busy():
+            time.sleep(0.5)
+        time.sleep(SHUTDOWN_GRACE)
+        log.warning("the worker did not end %.0f s after its last copy: exiting", SHUTDOWN_GRACE)
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="ferry-exit-once-idle", daemon=True).start()
 
 
 def _refusal(agent: Agent, job: dict[str, Any], digest: str) -> str:
@@ -419,6 +521,7 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
     run). Returns the worker's exit code when it is stopped (SIGTERM/SIGINT: warm shutdown,
     running copies finish first; a second signal ends at once, their tasks are redelivered)."""
     register(app, agent)
+    signals.worker_shutting_down.connect(_exit_once_idle, weak=False)
     worker = app.Worker(
         hostname=f"ferry-agent-{agent.name}@{socket.gethostname()}",
         queues=[queue_name(agent.name)],

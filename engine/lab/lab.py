@@ -215,6 +215,11 @@ class Lab:
         self._record([started if p.name == name else p for p in records])
         return started
 
+    def broker_consumer_timeout(self, milliseconds: int | None) -> None:
+        """The lab RabbitMQ's consumer_timeout for channels opened from now on (None: the
+        default, 30 min); see engine.lab.openstack.broker_consumer_timeout."""
+        lab_openstack.broker_consumer_timeout(self.openstack_root, milliseconds)
+
     def vcenter_target(self) -> VCenterTarget:
         return vcenter.target(self.vcenter_files)
 

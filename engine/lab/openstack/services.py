@@ -243,6 +243,12 @@ def ferry_broker(lay: Layout, ports: Ports) -> None:
     run(lay, "rabbitmq-ferry", [ctl, "--quiet", *perms], env)
 
 
+def rabbitmq_eval(lay: Layout, ports: Ports, expression: str) -> None:
+    """Evaluate an Erlang expression in the lab's RabbitMQ node (`rabbitmqctl eval`)."""
+    env, ctl = rabbit_env(lay, ports), str(rabbit_sbin() / "rabbitmqctl")
+    run(lay, "rabbitmq-eval", [ctl, "--quiet", "eval", expression], env)
+
+
 def broker_url(ports: Ports) -> str:
     """The agents' broker URL (no password: it is in the broker-password file)."""
     return f"amqp://{FERRY_VHOST}@127.0.0.1:{ports.rabbitmq}/{FERRY_VHOST}"

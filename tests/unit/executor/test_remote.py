@@ -6,6 +6,7 @@ raises the error class the agent reported."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import ssl
@@ -22,7 +23,7 @@ from celery.worker import state as worker_state
 from engine.cli.app import _run
 from engine.errors import AgentError, DataplaneError, StoppedError, UserError, VerifyError
 from engine.executor import remote
-from engine.executor.host import Callbacks
+from engine.executor.host import Callbacks, SyncJob, SyncResult
 from engine.executor.remote import (
     Agent,
     Broker,
@@ -104,6 +105,9 @@ def test_the_app_takes_json_only_acks_late_and_verifies_amqps() -> None:
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.result_accept_content == ["json"] and conf.result_serializer == "json"
     assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
+    # a channel closed for RabbitMQ's consumer_timeout must not end the agent or its copies
+    assert conf.broker_channel_error_retry is True
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
     assert conf.broker_url == URL and "pw" not in conf.broker_url
     tls = make_app(Broker("amqps://ferry@rabbit:5671/ferry", "pw", Path("/ca.pem"))).conf
     assert tls.broker_use_ssl == {
@@ -113,6 +117,26 @@ def test_the_app_takes_json_only_acks_late_and_verifies_amqps() -> None:
     }
     with make_app(Broker(URL, "pw")).connection_for_write() as conn:
         assert conn.as_uri() == "amqp://ferry:**@rabbit.example.com:5672/ferry"
+
+
+RESULT: dict[str, Any] = {
+    "bytes_read": 4096, "bytes_written": 4096, "bytes_zeroed": 0, "bytes_skipped": 0,
+    "retries": 0, "seconds": 0.5, "sha256": None, "verified": None, "source": "file",
+}  # fmt: skip
+
+
+class QuietReporter:
+    """A task's reporter that sends nothing (no broker)."""
+
+    def __init__(self, _task: Any, _agent: str) -> None:
+        self.cancel = threading.Event()
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(lambda _m: None, lambda: None, lambda _d, _t: None, self.cancel)
+
+    @contextlib.contextmanager
+    def beating(self) -> Any:
+        yield
 
 
 class FakeTask:
@@ -136,6 +160,52 @@ def test_an_agent_refuses_a_job_of_another_spec_or_for_another_server() -> None:
     refused = run_task(FakeTask(), agent, {**job, "host_id": "server-2"}, "a" * 64)
     assert "refused a copy for server server-2" in refused["error"]["message"]
     assert isinstance(_error(refused["error"], "conv-01"), AgentError)
+
+
+def test_a_delivery_of_a_task_the_agent_runs_waits_for_that_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RabbitMQ requeues a delivery unacknowledged past its consumer_timeout and the worker gets
+    it again after reconnecting, while the first copy still runs: the second delivery gets the
+    first one's outcome, never a second writer on the volume (nor a rerun just after the end)."""
+    release, started = threading.Event(), threading.Event()
+    synced: list[str] = []
+
+    def sync(job: SyncJob, _host: Any, _calls: Any) -> SyncResult:
+        synced.append(job.volume_id)
+        started.set()
+        assert release.wait(10)
+        return SyncResult(**RESULT)
+
+    monkeypatch.setattr(remote.host, "sync", sync)
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_Reporter", QuietReporter)
+
+    class Task(FakeTask):
+        class request(FakeTask.request):  # noqa: N801 - Celery's attribute name
+            id = "task-redelivered"
+
+    agent = Agent("conv-01", "server-1", "a" * 64, host=None)  # type: ignore[arg-type]
+    job = SyncJob("vol-1", "server-1", {"key": 2000}).to_json()
+    outcomes: list[dict[str, Any]] = []
+    first = threading.Thread(target=lambda: outcomes.append(run_task(Task(), agent, job, "a" * 64)))
+    first.start()
+    assert started.wait(10)
+    again = threading.Thread(target=lambda: outcomes.append(run_task(Task(), agent, job, "a" * 64)))
+    again.start()
+    again.join(0.3)
+    assert again.is_alive(), "the second delivery must wait for the running copy"
+    release.set()
+    first.join(10)
+    again.join(10)
+    assert synced == ["vol-1"]  # one writer
+    assert outcomes == [{"result": RESULT}, {"result": RESULT}]
+    assert run_task(Task(), agent, job, "a" * 64) == {"result": RESULT}  # just after: no rerun
+    assert synced == ["vol-1"]
+    other = SyncJob("vol-2", "server-1", {"key": 2001}).to_json()  # another task: its own copy
+    release.set()
+    run_task(Task(), agent, other, "a" * 64)
+    assert synced == ["vol-1", "vol-2"]
 
 
 def test_an_agents_error_is_raised_as_its_class() -> None:
@@ -289,3 +359,19 @@ def test_an_agent_started_wrongly_says_so_in_one_line(
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err
     assert len(err.splitlines()) == 1 and re.fullmatch(line + ".*", err.strip()), err
+
+
+def test_a_stopping_agent_ends_once_its_copies_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's warm shutdown can block on the broker's socket after channels were closed for
+    the consumer_timeout: once no copy runs (and not before), the agent ends after the grace."""
+    exited = threading.Event()
+    monkeypatch.setattr(remote, "SHUTDOWN_GRACE", 0.0)
+    monkeypatch.setattr(remote.os, "_exit", lambda _code: exited.set())
+    runs = remote._Runs()
+    monkeypatch.setattr(remote, "_RUNS", runs)
+    owner, _ = runs.claim("copy")
+    assert owner
+    remote._exit_once_idle()
+    assert not exited.wait(1.0), "ended while a copy ran"
+    runs.finish("copy")
+    assert exited.wait(5.0), "did not end once the copy ended"
