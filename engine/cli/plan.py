@@ -139,6 +139,13 @@ def _change_line(change: Change) -> str:
     )
 
 
+def downtime_label(seconds: float) -> str:
+    """A VM's cutover downtime as the plan shows it: an estimate, and said to be one (final
+    delta at the measured or assumed throughput, plus conversion and boot), e.g. 'estimated
+    cutover downtime ~6 min 5 s'."""
+    return f"estimated cutover downtime ~{duration(seconds)}"
+
+
 def render(result: Plan, console: Console) -> None:
     for diagnostic in result.diagnostics:
         console.print(f"[red]{escape(diagnostic.render())}[/]")
@@ -147,9 +154,7 @@ def render(result: Plan, console: Console) -> None:
         by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
     for vm in result.vms:
         flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
-        downtime = (
-            f", cutover downtime ~{duration(vm.downtime_seconds)}" if vm.downtime_seconds else ""
-        )
+        downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         downtime += f"; disks read via {vm.reader}" if vm.reader else ""
         console.print(

@@ -1,0 +1,66 @@
+"""Issue 13 break-it pass (unit part): apply's last line counts the holes skipped, the plan
+labels its downtime as an estimate, and `ferry report` shows verify-only steps (`apply
+--verify` over a replica in sync) in a disk's history and their whole-disk sha256."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from engine.cli.plan import render
+from engine.model.plan import Plan, VMPlan
+from engine.model.state import ResourceRecord, Status
+from engine.report.data import collect
+from engine.report.render import html
+
+MiB, GiB = 1024**2, 1024**3
+DISK = "vm.web01.disk[2000]"
+
+
+def test_the_last_line_accounts_for_every_byte_the_copies_went_over() -> None:
+    from engine.cli.apply import summary_line  # noqa: PLC0415 (absent before: the test fails alone)
+
+    line = summary_line(True, 3, 3, (42 * MiB, 0, 2 * GiB - 42 * MiB))
+    assert line == (
+        "Apply complete: 3 of 3 changes done; 42.0 MiB of data copied, 0 B of zeros written, "
+        "2.0 GiB of holes skipped"
+    )
+    assert summary_line(False, 1, 3, (0, 0, 0)).startswith("Apply INCOMPLETE: 1 of 3")
+
+
+def test_the_plan_says_its_downtime_is_an_estimate() -> None:
+    vm = VMPlan("vm.db01", "db01", "u-1", "db01", "cutover", "m1.large", "spec", (), False,
+                downtime_seconds=365.0)  # fmt: skip
+    plan = Plan("d", "l", 0, (vm,), (), ())
+    console = Console(record=True, width=200)
+    render(plan, console)
+    text = console.export_text()
+    assert "estimated cutover downtime ~6 min 5 s" in text, text
+    assert ", cutover downtime" not in text
+
+
+def ev(ts: float, event: str, **fields: Any) -> dict[str, Any]:
+    return {"ts": ts, "event": event, **fields}
+
+
+def _row(page: str) -> str:
+    return page[page.index(f"<td>{DISK}</td>") :].split("</tr>", maxsplit=1)[0]
+
+
+def test_a_verify_only_step_is_in_the_disks_history_with_its_whole_disk_digest() -> None:
+    synced = ev(10, "synced", address=DISK, vm="web01", kind="delta", bytes=MiB, read=MiB,
+                seconds=1.0, volume_id="v1", sha256="ab" * 32,
+                verified="changed areas")  # fmt: skip
+    verified = ev(20, "verified", address=DISK, vm="web01", sha256="cd" * 32,
+                  volume_id="v1", seconds=2.5)  # fmt: skip
+    other = ev(30, "verified", address=DISK, vm="web01", sha256="ef" * 32, volume_id="v0")
+    volume = ResourceRecord(DISK, "volume", Status.READY, {
+        "volume_id": "v1",
+        "last_sync": {"kind": "delta", "at": 10, "sha256": "ab" * 32, "verified": "changed areas"},
+        "last_verify": {"at": 20, "sha256": "cd" * 32, "seconds": 2.5},
+    })  # fmt: skip
+    row = _row(html(collect({DISK: volume}, [[synced], [verified, other]])))
+    assert "delta 1.0 MiB in 1.0 s, verify: equal, nothing copied in 2.5 s" in row, row
+    assert f"whole disk: {'cd' * 32}" in row and "changed areas only" not in row
+    assert row.count("verify:") == 1  # the other volume's verify is not this one's
