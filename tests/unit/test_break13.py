@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rich.console import Console
 
+from engine.addresses import Address
 from engine.cli.plan import render
+from engine.errors import UserError
 from engine.model.plan import Plan, VMPlan
 from engine.model.state import ResourceRecord, Status
 from engine.report.data import collect
@@ -64,3 +67,34 @@ def test_a_verify_only_step_is_in_the_disks_history_with_its_whole_disk_digest()
     assert "delta 1.0 MiB in 1.0 s, verify: equal, nothing copied in 2.5 s" in row, row
     assert f"whole disk: {'cd' * 32}" in row and "changed areas only" not in row
     assert row.count("verify:") == 1  # the other volume's verify is not this one's
+
+
+KNOWN = {"vm.web01", "vm.db01", "vm.web01.disk[2000]", 'vm["Reporting Ünit 1"]'}
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("vm.WEB01", "vm.web01"),  # suggested vm.db01 before (closer by difflib's ratio)
+        ('vm["Reporting Unit 1"]', 'vm["Reporting Ünit 1"]'),
+        ("vm.Web01.disk[2000]", "vm.web01.disk[2000]"),
+        ("vm.web1", "vm.web01"),
+    ],
+)
+def test_a_mistyped_target_suggests_the_address_meant(typed: str, meant: str) -> None:
+    from engine.planner.make import nearest  # noqa: PLC0415 (absent before: fails alone)
+
+    assert nearest(typed, KNOWN) == meant
+
+
+@pytest.mark.parametrize(
+    ("typed", "hint"),
+    [
+        ("web01", "a VM's address is vm.web01; a disk's vm.web01.disk[2000]"),
+        ("Reporting Ünit 1", 'a VM\'s address is vm["Reporting Ünit 1"]'),
+    ],
+)
+def test_a_bare_vm_name_as_target_shows_its_address(typed: str, hint: str) -> None:
+    with pytest.raises(UserError) as raised:
+        Address.parse(typed)
+    assert hint in str(raised.value)
