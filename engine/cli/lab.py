@@ -82,7 +82,18 @@ def status(
             f"memory: {human(report['resident_bytes'])} resident in {report['processes']} processes"
         )
     if not report["up"]:
+        if not lab.running():  # say where it looked: a lab started elsewhere is not "down"
+            typer.echo(not_up(lab), err=True)
         raise typer.Exit(1)
+
+
+def not_up(lab: Lab) -> str:
+    """One line for a lab directory with no lab running: where ferry looked and how to point it
+    at a lab started elsewhere (or start one here)."""
+    return (
+        f"no lab is running in {lab.root.resolve()}: if one runs elsewhere, set FERRY_LAB_DIR "
+        "or pass --dir; else `ferry lab up` starts one there"
+    )
 
 
 @app.command()
@@ -91,7 +102,10 @@ def env(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Print shell exports pointing at the lab (no secrets: the password stays in its file)."""
-    values = _lab(directory).env()
+    lab = _lab(directory)
+    if not lab.running():
+        raise UserError(not_up(lab))
+    values = lab.env()
     if as_json:
         typer.echo(json.dumps(values, indent=2))
         return

@@ -4,6 +4,9 @@ labels its downtime as an estimate, and `ferry report` shows verify-only steps (
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,3 +101,25 @@ def test_a_bare_vm_name_as_target_shows_its_address(typed: str, hint: str) -> No
     with pytest.raises(UserError) as raised:
         Address.parse(typed)
     assert hint in str(raised.value)
+
+
+@pytest.mark.parametrize("command", ["status", "env"])
+def test_a_lab_not_running_where_ferry_looked_says_where_and_how_to_point_at_one(
+    tmp_path: Path, command: str
+) -> None:
+    """`lab status`/`lab env` with no lab in the directory ferry looked in: one line naming it
+    and FERRY_LAB_DIR/--dir (env said "the lab's vCenter is not up: run `ferry lab up`", status
+    only listed services DOWN), so a user whose lab runs elsewhere does not start a second."""
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "lab", command, "--dir", str(tmp_path / "lab")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        f"no lab is running in {tmp_path / 'lab'}: if one runs elsewhere, set FERRY_LAB_DIR or "
+        "pass --dir; else `ferry lab up` starts one there"
+    ) in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
