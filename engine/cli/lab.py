@@ -136,8 +136,9 @@ def guest(
     disk: Annotated[int, typer.Option("--disk", help="Disk device key.")] = 2000,
     directory: DirOption = None,
 ) -> None:
-    """Put a tiny real Debian guest on a lab VM's disk (built once, ~2-3 min, then cached), so a
-    cutover of that VM runs a real virt-v2v conversion."""
+    """Put a tiny real Debian guest on a lab VM's disk, for a real virt-v2v conversion.
+
+    Built once (~2-3 min), then cached; a cutover of that VM then converts a real guest."""
     lab = _lab(directory)
     if not lab.running():
         raise UserError(f"the lab in {lab.root} is not up: run `ferry lab up`")
@@ -167,9 +168,11 @@ def fault(
     clear: Annotated[bool, typer.Option("--clear", help="Heal the disk.")] = False,
     directory: DirOption = None,
 ) -> None:
-    """A fault drill: a share of a lab disk's reads fail with EIO (nbdkit's error filter), its
-    reads are slow (nbdkit's delay filter), or the conversion host's device for its volume is
-    full (ENOSPC) or loses its writes."""
+    """A fault drill: a lab disk's reads fail or are slow, or its volume's device is full or lossy.
+
+    A share of its reads fail with EIO (nbdkit's error filter), every read is slow (nbdkit's
+    delay filter), or the conversion host's device for its volume is full (ENOSPC) or loses its
+    writes."""
     given = [clear, read_error_rate is not None, read_delay_ms is not None, device_full]
     if [*given, device_lossy].count(True) != 1:
         raise UserError(

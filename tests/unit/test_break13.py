@@ -123,3 +123,25 @@ def test_a_lab_not_running_where_ferry_looked_says_where_and_how_to_point_at_one
         "pass --dir; else `ferry lab up` starts one there"
     ) in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    found = []
+    for name, sub in getattr(command, "commands", {}).items():
+        found += [(" ".join((*path, name)), sub), *_commands(sub, (*path, name))]
+    return found
+
+
+def test_each_commands_summary_in_help_is_one_line() -> None:
+    """`ferry --help` lists each command with its help's first paragraph, line breaks kept: six
+    broke mid-phrase ('a timeline of the last' / 'apply and the throughput ...')."""
+    import typer  # noqa: PLC0415
+
+    from engine.cli.app import app  # noqa: PLC0415
+
+    broken = [
+        name
+        for name, command in _commands(typer.main.get_command(app))
+        if "\n" in (command.help or "").strip().split("\n\n")[0]
+    ]
+    assert broken == []
