@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,10 +116,17 @@ def plan(
     else:
         render(result, make_console())
         if out is not None:
-            typer.echo(
-                f"Saved the plan to {out} (sha256 {sealed}): `ferry apply {out}` does exactly this."
-            )
+            typer.echo(saved_line(out, sealed, os.environ))
     raise typer.Exit(exit_code(result, detailed_exitcode))
+
+
+def saved_line(out: Path, sealed: str, env: Mapping[str, str]) -> str:
+    """What `plan --out` tells: where, the plan's sha256, and whether it is signed (with
+    `$FERRY_PLAN_KEY` set, an apply checks the signature and refuses an unsigned plan)."""
+    signed = f", signed with ${planfile.KEY_ENV}" if env.get(planfile.KEY_ENV) else ""
+    return (
+        f"Saved the plan to {out} (sha256 {sealed}{signed}): `ferry apply {out}` does exactly this."
+    )
 
 
 def exit_code(result: Plan, detailed: bool) -> int:

@@ -145,3 +145,13 @@ def test_each_commands_summary_in_help_is_one_line() -> None:
         if "\n" in (command.help or "").strip().split("\n\n")[0]
     ]
     assert broken == []
+
+
+def test_a_saved_plan_says_whether_it_is_signed() -> None:
+    """With $FERRY_PLAN_KEY set the saved plan carries an HMAC; `plan --out` said nothing of it,
+    so a CI job could not tell from its log that the plan it handed on was signed."""
+    from engine.cli.plan import saved_line  # noqa: PLC0415 (absent before: fails alone)
+
+    signed = saved_line(Path("p.plan"), "ab" * 32, {"FERRY_PLAN_KEY": "k"})
+    assert f"(sha256 {'ab' * 32}, signed with $FERRY_PLAN_KEY)" in signed
+    assert "signed" not in saved_line(Path("p.plan"), "ab" * 32, {})
