@@ -57,7 +57,14 @@ class Address:
     def parse(text: str) -> Address:
         match = _ADDRESS.fullmatch(text.strip())
         if match is None:
-            raise UserError(f"not an address: {text!r} (e.g. vm.web01, vm.web01.disk[2000])")
+            bare = text.strip() and not any(c in text for c in '.[]"')
+            example = f"vm.{text.strip()}" if bare else "vm.web01"
+            if bare and not _PLAIN.fullmatch(text.strip()):
+                example = f"vm[{json.dumps(text.strip(), ensure_ascii=False)}]"
+            raise UserError(
+                f"not an address: {text!r} (a VM's address is {example}; a disk's "
+                f"{example}.disk[2000])"
+            )
         name = match["plain"] if match["plain"] is not None else json.loads(match["quoted"])
         index = int(match["index"]) if match["index"] is not None else None
         try:

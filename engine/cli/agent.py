@@ -29,8 +29,9 @@ def agent(
         Path, typer.Option("--spec", help="The spec the coordinator applies (same digest).")
     ],
 ) -> None:
-    """Run this conversion host's agent: copies sent to its queue run here, until stopped
-    (SIGTERM/Ctrl-C: running copies finish first; twice: at once, and they are redelivered)."""
+    """Run this conversion host's agent: copies sent to its queue run here, until stopped.
+
+    SIGTERM/Ctrl-C: running copies finish first; twice: at once, and they are redelivered."""
     spec = dict(load_spec(spec_path).data)
     broker = broker_from_spec(spec, os.environ)
     if broker is None:

@@ -134,7 +134,7 @@ def prepare(
     plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
     location = state_location(spec, state)
     if saved is not None:
-        _check_fresh(plan, spec, location)
+        _check_fresh(plan, spec, location, spec_option)
     return plan, spec, saved, location
 
 
@@ -149,6 +149,11 @@ def _plan_for(
 
     Raises UserError."""
     if target.suffix in (".yaml", ".yml"):
+        if spec_option is not None:
+            raise UserError(
+                f"--spec goes with a saved plan; {target} is a spec itself (drop --spec, or "
+                "apply the plan made from it)"
+            )
         spec = dict(load_spec(target).data)
         location = state_location(spec, state)
         _check_unlocked(location)
@@ -182,14 +187,15 @@ def _spec_of(target: Path, saved: planfile.Saved, option: Path | None) -> Path:
     """The spec a saved plan applies with: --spec, else the one the plan names."""
     if option is not None:
         if not option.is_file():
-            raise UserError(f"--spec {option}: no such file")
+            problem = "a folder, not a spec file" if option.is_dir() else "no such file"
+            raise UserError(f"--spec {option}: {problem}")
         return option
     if not saved.spec_file:
         raise UserError(f"{target} does not name the spec it was made from: pass --spec PATH")
     if saved.spec_path is None:
         raise UserError(
             f"the spec this plan was made from ({saved.spec_file}, relative to "
-            f"{target.parent}) is not found: pass --spec PATH"
+            f"{target.resolve().parent}) is not found: pass --spec PATH"
         )
     return saved.spec_path
 
@@ -205,11 +211,29 @@ def _check_unlocked(location: StateLocation) -> None:
         store.close()
 
 
-def _check_fresh(plan: Plan, spec: dict[str, Any], location: StateLocation) -> None:
+def _check_fresh(
+    plan: Plan, spec: dict[str, Any], location: StateLocation, named: Path | None = None
+) -> None:
+    """A saved plan applies only with the spec (`named` by --spec, else the plan's own) and the
+    state it was made from, unchanged.
+
+    Raises UserError naming which of them differs."""
     if spec_digest(spec) != plan.spec_digest:
+        if named is not None:
+            raise UserError(
+                f"--spec {named} is not the spec this plan was made from (its content differs): "
+                "pass that spec, or plan again"
+            )
         raise UserError("the spec changed since this plan was made: run `ferry plan` again")
     current = read_state(location)
-    if (current.lineage, current.serial) != (plan.state_lineage, plan.state_serial):
+    if current.lineage != plan.state_lineage:
+        raise UserError(
+            f"the state {location.display or location.identity} is not the one this plan was "
+            "made from (another lineage"
+            f"{'' if current.serial else '; it is empty'}): pass the plan's --state, or plan "
+            "again"
+        )
+    if current.serial != plan.state_serial:
         raise UserError(
             f"the state changed since this plan was made (serial {plan.state_serial} "
             f"→ {current.serial}): run `ferry plan` again"
@@ -456,6 +480,7 @@ def run_plan(
         console.print(f"[yellow]{escape(line)}[/]")
     stats = list(applier.ctx.copied.values())
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
+    skipped = sum(s.bytes_skipped for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
     blocked = _blocked(plan)
     events.emit(
@@ -467,20 +492,30 @@ def run_plan(
         skipped=len(result.skipped_because),
         bytes_read=read,
         bytes_zeroed=zeroed,
+        bytes_skipped=skipped,
         seconds=round(time.monotonic() - began, 3),
     )
     events.close()
     store.close()
-    console.print(
-        f"Apply {'complete' if result.ok else 'INCOMPLETE'}: {done} of "
-        f"{len(result.outcomes)} changes done; {human(read)} of data copied, "
-        f"{human(zeroed)} of zeros written"
-    )
+    console.print(summary_line(result.ok, done, len(result.outcomes), (read, zeroed, skipped)))
     if blocked:
         console.print(f"[red]{escape(blocked)}[/]")
     if result.ok:
         return 1 if blocked else 0
     return STOPPED if applier.ctx.stop.is_set() else 1
+
+
+def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -> str:
+    """Apply's last line: changes done, and what the copies did with the disks' bytes —
+    `moved` is (data read and written, zeros written, holes and zeros skipped) in bytes, which
+    together cover every byte the copies went over, e.g. 'Apply complete: 3 of 3 changes done;
+    41.9 MiB of data copied, 0 B of zeros written, 2.0 GiB of holes skipped'."""
+    read, zeroed, skipped = moved
+    return (
+        f"Apply {'complete' if ok else 'INCOMPLETE'}: {done} of {total} changes done; "
+        f"{human(read)} of data copied, {human(zeroed)} of zeros written, "
+        f"{human(skipped)} of holes skipped"
+    )
 
 
 @contextmanager

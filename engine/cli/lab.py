@@ -82,7 +82,18 @@ def status(
             f"memory: {human(report['resident_bytes'])} resident in {report['processes']} processes"
         )
     if not report["up"]:
+        if not lab.running():  # say where it looked: a lab started elsewhere is not "down"
+            typer.echo(not_up(lab), err=True)
         raise typer.Exit(1)
+
+
+def not_up(lab: Lab) -> str:
+    """One line for a lab directory with no lab running: where ferry looked and how to point it
+    at a lab started elsewhere (or start one here)."""
+    return (
+        f"no lab is running in {lab.root.resolve()}: if one runs elsewhere, set FERRY_LAB_DIR "
+        "or pass --dir; else `ferry lab up` starts one there"
+    )
 
 
 @app.command()
@@ -91,7 +102,10 @@ def env(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Print shell exports pointing at the lab (no secrets: the password stays in its file)."""
-    values = _lab(directory).env()
+    lab = _lab(directory)
+    if not lab.running():
+        raise UserError(not_up(lab))
+    values = lab.env()
     if as_json:
         typer.echo(json.dumps(values, indent=2))
         return
@@ -122,8 +136,9 @@ def guest(
     disk: Annotated[int, typer.Option("--disk", help="Disk device key.")] = 2000,
     directory: DirOption = None,
 ) -> None:
-    """Put a tiny real Debian guest on a lab VM's disk (built once, ~2-3 min, then cached), so a
-    cutover of that VM runs a real virt-v2v conversion."""
+    """Put a tiny real Debian guest on a lab VM's disk, for a real virt-v2v conversion.
+
+    Built once (~2-3 min), then cached; a cutover of that VM then converts a real guest."""
     lab = _lab(directory)
     if not lab.running():
         raise UserError(f"the lab in {lab.root} is not up: run `ferry lab up`")
@@ -153,9 +168,11 @@ def fault(
     clear: Annotated[bool, typer.Option("--clear", help="Heal the disk.")] = False,
     directory: DirOption = None,
 ) -> None:
-    """A fault drill: a share of a lab disk's reads fail with EIO (nbdkit's error filter), its
-    reads are slow (nbdkit's delay filter), or the conversion host's device for its volume is
-    full (ENOSPC) or loses its writes."""
+    """A fault drill: a lab disk's reads fail or are slow, or its volume's device is full or lossy.
+
+    A share of its reads fail with EIO (nbdkit's error filter), every read is slow (nbdkit's
+    delay filter), or the conversion host's device for its volume is full (ENOSPC) or loses its
+    writes."""
     given = [clear, read_error_rate is not None, read_delay_ms is not None, device_full]
     if [*given, device_lossy].count(True) != 1:
         raise UserError(

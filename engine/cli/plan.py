@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -101,9 +102,7 @@ def plan(
     else:
         render(result, make_console())
         if out is not None:
-            typer.echo(
-                f"Saved the plan to {out} (sha256 {sealed}): `ferry apply {out}` does exactly this."
-            )
+            typer.echo(saved_line(out, sealed, os.environ))
     raise typer.Exit(exit_code(result, detailed_exitcode))
 
 
@@ -137,6 +136,15 @@ def plan_spec(
     )
 
 
+def saved_line(out: Path, sealed: str, env: Mapping[str, str]) -> str:
+    """What `plan --out` tells: where, the plan's sha256, and whether it is signed (with
+    `$FERRY_PLAN_KEY` set, an apply checks the signature and refuses an unsigned plan)."""
+    signed = f", signed with ${planfile.KEY_ENV}" if env.get(planfile.KEY_ENV) else ""
+    return (
+        f"Saved the plan to {out} (sha256 {sealed}{signed}): `ferry apply {out}` does exactly this."
+    )
+
+
 def exit_code(result: Plan, detailed: bool) -> int:
     if has_errors(result.diagnostics) or any(v.blocked for v in result.vms):
         return 1
@@ -155,6 +163,13 @@ def _change_line(change: Change) -> str:
     )
 
 
+def downtime_label(seconds: float) -> str:
+    """A VM's cutover downtime as the plan shows it: an estimate, and said to be one (final
+    delta at the measured or assumed throughput, plus conversion and boot), e.g. 'estimated
+    cutover downtime ~6 min 5 s'."""
+    return f"estimated cutover downtime ~{duration(seconds)}"
+
+
 def render(result: Plan, console: Console) -> None:
     for diagnostic in result.diagnostics:
         console.print(f"[red]{escape(diagnostic.render())}[/]")
@@ -163,9 +178,7 @@ def render(result: Plan, console: Console) -> None:
         by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
     for vm in result.vms:
         flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
-        downtime = (
-            f", cutover downtime ~{duration(vm.downtime_seconds)}" if vm.downtime_seconds else ""
-        )
+        downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         downtime += f"; disks read via {vm.reader}" if vm.reader else ""
         console.print(

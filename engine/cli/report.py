@@ -25,8 +25,9 @@ def report(
         typer.Option("--spec", help="Read the state's location from this spec's state block."),
     ] = None,
 ) -> None:
-    """Per VM its disks, syncs, digests, conversion and measured downtime; a timeline of the last
-    apply and the throughput of every sync."""
+    """Per VM its disks, syncs, digests, conversion and downtime; the last apply's timeline.
+
+    Also the throughput of every sync, and every apply's outcome."""
     location = state_location(dict(load_spec(spec).data) if spec else None, state)
     data = report_data(location)
     default = html_file is None and md_file is None

@@ -11,10 +11,10 @@ import typer
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import group_heading, render, summary
+from engine.cli.plan import downtime_label, group_heading, render, summary
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
-from engine.units import duration, human
+from engine.units import human
 
 
 def show(
@@ -70,9 +70,7 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
         if change.action is not Action.NOOP:
             by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
     for vm in plan.vms:
-        downtime = (
-            f", cutover downtime ~{duration(vm.downtime_seconds)}" if vm.downtime_seconds else ""
-        )
+        downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         flavor = f", flavor {vm.flavor}" if vm.flavor else ""
         downtime += f", {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         lines.append(f"#### `{_cell(vm.address)}` → {_cell(vm.target_name)} ({vm.mode}{flavor}"

@@ -73,8 +73,9 @@ def show(
     state: StateOption = None,
     spec: SpecOption = None,
 ) -> None:
-    """One address's recorded attributes, as JSON; a VM's address (vm.web01, as the plan prints
-    it) shows every record of that VM."""
+    """One address's recorded attributes, as JSON (a VM's address: all its records).
+
+    A VM's address (vm.web01, as the plan prints it) shows every record of that VM."""
     parsed = Address.parse(address)
     wanted = str(parsed)
     resources = _store(state, spec).read().resources
@@ -119,9 +120,10 @@ def migrate(
     state: StateOption = None,
     spec: SpecOption = None,
 ) -> None:
-    """Copy the state to another backend (e.g. SQLite → PostgreSQL): lineage, serial and every
-    record, both sides locked while copying. The destination must be empty; the source is left
-    as it is."""
+    """Copy the state to another backend (e.g. SQLite → PostgreSQL), both sides locked.
+
+    Lineage, serial and every record are copied. The destination must be empty; the source is
+    left as it is."""
     source_location, target_location = _location(state, spec), parse_ref(to, os.environ)
     if target_location.identity == source_location.identity:
         raise UserError(f"the source and the destination are the same state ({to})")

@@ -228,6 +228,8 @@ def copy(
         for i, share in enumerate(shares):
             if not share:
                 progress.marks[i] = math.inf
+        if progress.total:  # 0 of N now: progress lines time the copy from its start
+            progress.add(0)
         results = [CopyStats() for _ in shares]
         errors: list[BaseException] = []
         job = _Job(uri, dst, options, progress, errors)

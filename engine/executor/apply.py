@@ -417,7 +417,12 @@ class Applier:
         self._write([record], [])
         if self.ctx.events is not None:
             self.ctx.events.emit(
-                "verified", address=change.address, vm=address.name, sha256=result.sha256
+                "verified",
+                address=change.address,
+                vm=address.name,
+                sha256=result.sha256,
+                volume_id=job.volume_id,
+                seconds=round(result.seconds, 3),
             )
         self.ctx.say(
             address.name,

@@ -7,7 +7,7 @@ Events (every one has `ts`, seconds since the epoch, and `event`):
   copy {address, done, total}          node_skipped {address, after}
   synced {address, vm, kind: full|delta, bytes (read + zeroed), read, skipped (holes left
           alone), seconds (the copy's), step_seconds (the step's wall time), sha256, verified}
-  apply_end {ok, done, failed, skipped, bytes_read, bytes_zeroed, seconds}
+  apply_end {ok, done, failed, skipped, bytes_read, bytes_zeroed, bytes_skipped, seconds}
 Messages never hold a secret: they are built from addresses, ids and sizes only.
 """
 

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import json
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -92,9 +93,28 @@ def _check_targets(
     for target in targets:
         if str(target) in known:
             continue
-        near = difflib.get_close_matches(str(target), sorted(known), n=1, cutoff=0.6)
-        hint = f": did you mean {near[0]}?" if near else " (see `ferry plan` for the addresses)"
+        near = nearest(str(target), known)
+        hint = f": did you mean {near}?" if near else " (see `ferry plan` for the addresses)"
         raise UserError(f"--target {target} is not a VM of the spec nor a known address{hint}")
+
+
+def _folded(text: str) -> str:
+    """Text as a typo sees it: lower case, accents dropped ('vm.WEB01' → 'vm.web01', 'Ünit'
+    → 'unit')."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def nearest(text: str, known: set[str]) -> str | None:
+    """The known address a mistyped one most likely means: one equal but for case and accents,
+    else the closest by difflib (ratio ≥ 0.6) over the folded forms; None when none is close."""
+    folded: dict[str, str] = {}
+    for address in sorted(known):
+        folded.setdefault(_folded(address), address)
+    if _folded(text) in folded:
+        return folded[_folded(text)]
+    near = difflib.get_close_matches(_folded(text), list(folded), n=1, cutoff=0.6)
+    return folded[near[0]] if near else None
 
 
 def _located(diagnostics: list[Diagnostic], locate: Locator | None) -> list[Diagnostic]:

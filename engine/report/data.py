@@ -41,6 +41,19 @@ class Sync:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """A verify-only step (`apply --verify` over a replica in sync): the volume compared whole
+    with a new snapshot and found equal, nothing copied. `seconds` is the compare's (None: an
+    event from before it was kept), `volume_id` the volume compared (None: likewise)."""
+
+    address: str
+    at: float
+    sha256: str | None
+    seconds: float | None = None
+    volume_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ApplyRun:
     """One recorded apply: when it began (epoch s), its wall seconds (None: it ended without
     an apply_end, killed), its outcome (complete | failed | stopped | blocked | killed), the
@@ -63,6 +76,7 @@ class VMReport:
     concerns: list[str] = field(default_factory=list)
     disks: list[dict[str, Any]] = field(default_factory=list)
     syncs: list[Sync] = field(default_factory=list)
+    verifies: list[Verify] = field(default_factory=list)  # verify-only steps, oldest first
     ports: list[dict[str, Any]] = field(default_factory=list)
     server: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = (
@@ -193,6 +207,18 @@ def _history(
         elif kind == "synced":
             vm = vms.setdefault(event["vm"], VMReport(event["vm"]))
             vm.syncs.append(_sync(event))
+        elif kind == "verified":
+            vm = vms.setdefault(event["vm"], VMReport(event["vm"]))
+            seconds = event.get("seconds")
+            vm.verifies.append(
+                Verify(
+                    event["address"],
+                    float(event["ts"]),
+                    event.get("sha256"),
+                    None if seconds is None else float(seconds),
+                    event.get("volume_id"),
+                )
+            )
         elif kind == "source_off":  # `since`: the first power-off, maybe an earlier apply's
             off.setdefault(event["vm"], float(event.get("since") or event["ts"]))
         elif kind == "source_on":

@@ -11,7 +11,7 @@ from engine.addresses import Address
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.planner.diff.cutover import source_left_off
 from engine.report import svg
-from engine.report.data import Report, Sync, VMReport, unfinished_cutover
+from engine.report.data import Report, Sync, Verify, VMReport, unfinished_cutover
 from engine.units import duration, human
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
@@ -31,16 +31,22 @@ def _sync_text(sync: Sync) -> str:
     return f"{text} ({human(sync.skipped)} of holes skipped)" if sync.skipped else text
 
 
+def _verify_text(check: Verify) -> str:
+    """'verify: equal, nothing copied, in 2.1 s': a verify-only step in a disk's history."""
+    took = f" in {duration(check.seconds)}" if check.seconds is not None else ""
+    return f"verify: equal, nothing copied{took}"
+
+
+def _of_volume(disk: dict[str, Any], address: str, volume_id: str | None) -> bool:
+    """Whether a sync or verify of `address` on `volume_id` (None: not recorded) was of the
+    disk's recorded volume."""
+    return address == disk["address"] and (volume_id is None or volume_id == disk.get("volume_id"))
+
+
 def current(disk: dict[str, Any], syncs: list[Sync]) -> list[Sync]:
     """The syncs of the disk's recorded volume: not those of a volume deleted since (destroy,
     a replaced volume), nor of another volume id."""
-    return [
-        s
-        for s in syncs
-        if s.address == disk["address"]
-        and not s.deleted
-        and (s.volume_id is None or s.volume_id == disk.get("volume_id"))
-    ]
+    return [s for s in syncs if not s.deleted and _of_volume(disk, s.address, s.volume_id)]
 
 
 def _disk_rows(vm: VMReport) -> list[list[str]]:
@@ -48,7 +54,11 @@ def _disk_rows(vm: VMReport) -> list[list[str]]:
     for disk in vm.disks:
         last = disk.get("last_sync") or {}
         syncs = current(disk, vm.syncs)
-        history = ", ".join(_sync_text(s) for s in syncs)
+        checks = [v for v in vm.verifies if _of_volume(disk, v.address, v.volume_id)]
+        if syncs:  # a verify of an earlier volume at this address is not this one's
+            checks = [v for v in checks if v.at >= syncs[0].at]
+        timed = [(s.at, _sync_text(s)) for s in syncs] + [(v.at, _verify_text(v)) for v in checks]
+        history = ", ".join(text for _, text in sorted(timed, key=lambda item: item[0]))
         rows.append(
             [
                 disk["address"],
@@ -56,7 +66,7 @@ def _disk_rows(vm: VMReport) -> list[list[str]]:
                 str(disk.get("volume_id", "")),
                 _converted(vm, disk),
                 history or (f"{last['kind']} {human(int(last.get('bytes', 0)))}" if last else "—"),
-                _digest(last, syncs[-1] if syncs else None),
+                _digest(last, syncs[-1] if syncs else None, disk.get("last_verify") or {}),
             ]
         )
     return rows
@@ -77,12 +87,15 @@ def _converted(vm: VMReport, disk: dict[str, Any]) -> str:
     return "no"
 
 
-def _digest(last: dict[str, Any], sync: Sync | None) -> str:
+def _digest(last: dict[str, Any], sync: Sync | None, check: dict[str, Any]) -> str:
     """The last verified sha256 with what it covers: 'whole disk: <sha>', or 'changed areas
-    only (not a disk digest): <sha>' for a delta verified over the areas it copied."""
+    only (not a disk digest): <sha>' for a delta verified over the areas it copied; a later
+    verify-only step's (`check`, the volume's last_verify) is a whole disk's."""
     sha, over = last.get("sha256"), last.get("verified")
     if not sha and sync is not None:
         sha, over = sync.sha256, sync.verified
+    if check.get("sha256") and float(check.get("at") or 0) >= float(last.get("at") or 0):
+        sha, over = check["sha256"], VERIFIED_WHOLE
     if not sha:
         return "—"
     if over == VERIFIED_AREAS:

@@ -677,7 +677,8 @@ CASES = [
         "target-bad-syntax",
         (*P, "--target", "web01"),
         1,
-        r"error: not an address: 'web01' \(e\.g\. vm\.web01, vm\.web01\.disk\[2000\]\)",
+        r"error: not an address: 'web01' \(a VM's address is vm\.web01; a disk's "
+        r"vm\.web01\.disk\[2000\]\)",
     ),
     Case(
         "target-bad-part",
@@ -800,7 +801,7 @@ CASES = [
         "plan-file-spec-gone",
         ("apply", "p.plan"),
         1,
-        r"error: the spec this plan was made from \(spec\.yaml, relative to \.\) is not found: "
+        r"error: the spec this plan was made from \(spec\.yaml, relative to /\S+\) is not found: "
         r"pass --spec PATH",
         plan="fresh",
         remove=("spec.yaml",),
@@ -824,7 +825,8 @@ CASES = [
         "plan-file-other-spec",
         ("apply", "p.plan", "--spec", "other.yaml"),
         1,
-        r"error: the spec changed since this plan was made",
+        r"error: --spec other\.yaml is not the spec this plan was made from \(its content "
+        r"differs\): pass that spec, or plan again",
         plan="fresh",
         files={"other.yaml": spec("  - name: db01", "  - name: db02")},
     ),
@@ -847,8 +849,23 @@ CASES = [
         "plan-file-state-elsewhere",
         ("apply", "p.plan", "--state", "state/other.db"),
         1,
-        r"error: the state changed since this plan was made",
+        r"error: the state state/other\.db is not the one this plan was made from \(another "
+        r"lineage; it is empty\): pass the plan's --state, or plan again",
         plan="fresh",
+    ),
+    Case(
+        "plan-file-spec-option-folder",
+        ("apply", "p.plan", "--spec", "state"),
+        1,
+        r"error: --spec state: a folder, not a spec file",
+        plan="fresh",
+    ),
+    Case(
+        "spec-with-spec-option",
+        ("apply", "spec.yaml", "--spec", "spec.yaml", "--auto-approve"),
+        1,
+        r"error: --spec goes with a saved plan; spec\.yaml is a spec itself \(drop --spec, or "
+        r"apply the plan made from it\)",
     ),
     Case(
         "plan-file-has-errors",
