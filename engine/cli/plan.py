@@ -152,6 +152,8 @@ def render(result: Plan, console: Console) -> None:
         )
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         downtime += f"; disks read via {vm.reader}" if vm.reader else ""
+        if result.hosts and vm.conversion_host:  # one host: nothing to choose, not shown
+            downtime += f"; conversion host {vm.conversion_host}"
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"
@@ -172,7 +174,21 @@ def render(result: Plan, console: Console) -> None:
         console.print(f"\n[bold]{escape(address)}[/] [dim]({group_heading(address, result)})[/]")
         for change in changes:
             console.print(_change_line(change))
+    if result.hosts:
+        console.print("\n[bold]Conversion hosts[/]")
+        for line in host_lines(result):
+            console.print(f"  {escape(line)}")
     console.print("\n" + summary(result))
+
+
+def host_lines(result: Plan) -> list[str]:
+    """One line per conversion host of a plan placed over several: its VMs, bytes to copy and
+    estimated copy time (measured throughput per copy times its slots)."""
+    return [
+        f"{h.name}{f' ({h.availability_zone})' if h.availability_zone else ''}: {h.vms} VM(s), "
+        f"{human(h.bytes)} to copy, ~{duration(h.seconds)} at {h.slots} copies at once"
+        for h in result.hosts
+    ]
 
 
 def group_heading(address: str, result: Plan) -> str:
