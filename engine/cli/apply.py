@@ -287,7 +287,17 @@ def _context(
         events=events,
         remote=remote,
         conversion_host_name=str(hosts[0]["name"]),
+        host_ids=_host_ids(conn, hosts) if remote is not None else {},
     )
+
+
+def _host_ids(conn: Any, hosts: list[dict[str, Any]]) -> dict[str, str]:
+    """Server id of each conversion host that exists (one the plan boots is added by its
+    host.<name> node), by name: where the agents' syncs attach volumes."""
+    found = {
+        str(h["name"]): conn.compute.find_server(h["name"], ignore_missing=True) for h in hosts
+    }
+    return {name: str(server.id) for name, server in found.items() if server is not None}
 
 
 def host_seams(spec: dict[str, Any], conversion_host: dict[str, Any], si: Any) -> tuple[Any, Any]:
@@ -394,21 +404,23 @@ def _run(
                 for v in plan.vms
             ],
         )
-        host = (spec.get("conversion_hosts") or [{}])[0]
+        hosts = spec.get("conversion_hosts") or [{}]
         esxi = applier.hosts()
-        pools = {"conversion": int(host.get("max_parallel", 2))}
+        pools = {"conversion": int(hosts[0].get("max_parallel", 2))}
+        pools |= {f"conversion:{h['name']}": int(h.get("max_parallel", 2)) for h in hosts[1:]}
         reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
         pools |= {f"esxi:{h}": reads for h in esxi.values()}
 
         def pools_of(node: Any) -> list[str]:
-            """A disk copy holds a conversion-host slot and one of its ESXi host's reads; a
-            conversion holds a slot."""
+            """A disk copy holds a slot of its VM's conversion host and one of its ESXi host's
+            reads; a conversion holds a slot (of the host this apply converts on)."""
             if str(node).endswith(".conversion"):
                 return ["conversion"]
             if ".disk[" not in str(node):
                 return []
-            esxi_host = esxi.get(Address.parse(str(node)).name)
-            return ["conversion", *([f"esxi:{esxi_host}"] if esxi_host else [])]
+            vm = Address.parse(str(node)).name
+            esxi_host = esxi.get(vm)
+            return [applier.slot_pool(vm), *([f"esxi:{esxi_host}"] if esxi_host else [])]
 
         walker = Walker(
             _graph(plan),

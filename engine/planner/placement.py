@@ -16,11 +16,10 @@ from typing import Any
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.plan import Action, Change, HostLoad, VMPlan
-from engine.model.state import State, Status
+from engine.model.state import RECORDED_HOST, State, Status
 
 MAX_ATTACHED = 25  # volumes attached to one server at once (virtio-blk's PCI slots; Nova's cap)
 DEFAULT_SLOTS = 2  # conversion_hosts[].max_parallel's default
-RECORDED_HOST = "conversion_host"  # a volume record's attribute: the host its copy runs on
 
 
 @dataclass(frozen=True)
