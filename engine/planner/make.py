@@ -66,6 +66,7 @@ def make_plan(
         vm_plans, hosts = placement.place(
             spec, vms, vm_plans, changes, state=state, throughput=throughput
         )
+        diagnostics += placement.read_bounds(spec, vms, changes, hosts, throughput)
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)
     if targets:

@@ -14,12 +14,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.addresses import Address
+from engine.diagnostics import Diagnostic, Severity
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.plan import Action, Change, HostLoad, VMPlan
 from engine.model.state import RECORDED_HOST, State, Status
+from engine.units import duration, human
 
 MAX_ATTACHED = 25  # volumes attached to one server at once (virtio-blk's PCI slots; Nova's cap)
 DEFAULT_SLOTS = 2  # conversion_hosts[].max_parallel's default
+ESXI_READS = 10  # source.vcenter.reads_per_esxi_host's default
 
 
 @dataclass(frozen=True)
@@ -173,10 +176,16 @@ def place(
     return placed, tuple(_load(h, demands, chosen, throughput) for h in hosts)
 
 
+def _copied(name: str, changes: Sequence[Change]) -> int:
+    """Bytes the VM's changes copy."""
+    prefix = str(Address("vm", name))
+    mine = [c for c in changes if str(Address.parse(c.address).vm) == prefix]
+    return sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP)
+
+
 def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
     prefix = str(Address("vm", vm.name))
-    mine = [c for c in changes if str(Address.parse(c.address).vm) == prefix]
-    copied = sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP)
+    copied = _copied(vm.name, changes)
     hosts = sorted(
         str(r.attributes[RECORDED_HOST])
         for a, r in state.resources.items()
@@ -215,3 +224,40 @@ def _load(
     total = sum(d.bytes for d in mine)
     seconds = round(total / (rate * host.slots), 1) if rate > 0 else 0.0
     return HostLoad(host.name, len(mine), total, host.slots, seconds, host.zone)
+
+
+def read_bounds(
+    spec: Mapping[str, Any],
+    desired: Sequence[DesiredVM],
+    changes: Sequence[Change],
+    loads: Sequence[HostLoad],
+    throughput: float,
+) -> list[Diagnostic]:
+    """An info line per ESXi host whose disks take longer to read, at most
+    `source.vcenter.reads_per_esxi_host` at once, than the busiest conversion host takes to
+    write its share: that ESXi host, not the conversion hosts, bounds the apply. None without
+    a placement over several hosts (`loads` empty) or a throughput."""
+    if not loads or throughput <= 0:
+        return []
+    reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
+    per_esxi: dict[str, int] = {}
+    for vm in desired:
+        if vm.source.host:
+            copied = _copied(vm.name, changes)
+            per_esxi[vm.source.host] = per_esxi.get(vm.source.host, 0) + copied
+    busiest = max(h.seconds for h in loads)
+    out = []
+    for esxi, total in sorted(per_esxi.items()):
+        seconds = round(total / (throughput * reads), 1)
+        if seconds > busiest:
+            out.append(
+                Diagnostic(
+                    Severity.INFO,
+                    f"ESXi host {esxi}: its disks' {human(total)} are read at most {reads} at "
+                    f"once (source.vcenter.reads_per_esxi_host), ~{duration(seconds)}: longer "
+                    f"than the busiest conversion host's ~{duration(busiest)}, so it bounds the "
+                    "apply",
+                    path=("source", "vcenter", "reads_per_esxi_host"),
+                )
+            )
+    return out
