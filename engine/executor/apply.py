@@ -456,6 +456,7 @@ class Applier:
                 "holes and zero runs written as zeros",
             )
         host_name, host_id = self.host_for(address.name)
+        self._release_elsewhere(change.address, before, volume_id, host_name)
         job = SyncJob(
             volume_id=volume_id,
             host_id=host_id,
@@ -487,6 +488,28 @@ class Applier:
         if self.ctx.remote is not None and name in self.ctx.host_ids:
             return name, self.ctx.host_ids[name]
         return self.ctx.conversion_host_name, self.ctx.conversion_host_id
+
+    def _release_elsewhere(
+        self, address: str, before: dict[str, Any], volume_id: str, host_name: str
+    ) -> None:
+        """A copy the plan re-placed (its record names another conversion host: one gone from
+        the spec, or a pin moved it): its volume is detached from that host's server first, where
+        a killed copy left it attached (Cinder attaches it to one server at a time). Only that
+        server's attachment is touched."""
+        old = str(before.get(RECORDED_HOST) or "")
+        if not old or old == host_name:
+            return
+        server = self.ctx.conn.compute.find_server(old, ignore_missing=True)
+        if server is None or str(server.id) not in volumes.attached_servers(
+            self.ctx.conn, volume_id
+        ):
+            return
+        volumes.detach(self.ctx.conn, str(server.id), volume_id)
+        self.ctx.say(
+            Address.parse(address).name,
+            f"{address}: volume {volume_id} detached from conversion host {old} (its copy was "
+            f"in progress there), to be written on {host_name}",
+        )
 
     def slot_pool(self, vm: str) -> str:
         """The walker's pool of copy slots `vm`'s disk copies take: its host's."""

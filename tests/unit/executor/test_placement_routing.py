@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from engine.executor import apply as apply_module
 from engine.executor.apply import Applier, Context
 from engine.executor.host import Callbacks, SyncJob, SyncResult
 from engine.model.plan import Plan
+from engine.model.state import RECORDED_HOST
 from engine.planner import planfile
 
 CASES = Path(__file__).parents[2] / "cases"
@@ -69,3 +74,27 @@ def test_without_a_broker_or_a_known_server_the_first_host_writes(tmp_path: Path
     )
     unbooted = _applier(tmp_path, Queues(), {"conv-a": "id-a"})  # conv-c not found (yet)
     assert unbooted.host_for("web01") == ("conv-a", "id-a")
+
+
+def test_a_re_placed_copy_is_detached_from_its_old_hosts_server_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """web01's copy was in progress on conv-old (its record), left attached there by a killed
+    agent; placed on conv-c now: detached from conv-old's server, not from another server."""
+    servers = {"conv-old": SimpleNamespace(id="id-old")}
+    attached = {"vol-1": ["id-old", "id-other"]}
+    detached: list[tuple[str, str]] = []
+    monkeypatch.setattr(apply_module.volumes, "attached_servers", lambda _c, v: attached[v])
+    monkeypatch.setattr(apply_module.volumes, "detach", lambda _c, s, v: detached.append((s, v)))
+    applier = _applier(tmp_path, Queues(), {"conv-c": "id-c"})
+    applier.ctx.conn = SimpleNamespace(
+        compute=SimpleNamespace(find_server=lambda name, ignore_missing: servers.get(name))
+    )
+    before = {"volume_id": "vol-1", RECORDED_HOST: "conv-old"}
+    applier._release_elsewhere("vm.web01.disk[2000]", before, "vol-1", "conv-c")
+    assert detached == [("id-old", "vol-1")]
+    log = (tmp_path / "web01.log").read_text()
+    assert "volume vol-1 detached from conversion host conv-old" in log
+    for record in ({}, {RECORDED_HOST: "conv-c"}, {RECORDED_HOST: "conv-gone"}):
+        applier._release_elsewhere("vm.web01.disk[2000]", record, "vol-1", "conv-c")
+    assert detached == [("id-old", "vol-1")]  # same host, no record, or no such server: left
