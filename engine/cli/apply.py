@@ -42,6 +42,7 @@ from engine.model.plan import Action, Plan
 from engine.planner import planfile
 from engine.planner.desired import reader_of
 from engine.planner.make import make_plan, spec_digest
+from engine.planner.placement import ESXI_READS  # concurrent disk reads per ESXi host (NFC)
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
@@ -49,7 +50,6 @@ from engine.statestore import StateLocation
 from engine.units import human
 
 STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
-ESXI_READS = 10  # default concurrent disk reads per ESXi host (NFC connections are limited)
 
 
 def apply(

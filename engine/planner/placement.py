@@ -113,10 +113,12 @@ def assign(demands: Sequence[Demand], hosts: Sequence[Host]) -> dict[str, str]:
     largest bytes first (ties by name), each onto the eligible host (its zone) that would finish
     it earliest, finish = bytes placed / slots (ties in spec order) — so hosts end with estimated
     copy times within one VM's time of each other. Forklift's vSphere scheduler
-    (kubev2v/forklift pkg/controller/plan/scheduler/vsphere/scheduler.go) counts slots the same
-    way: a VM's cost is its disks still to transfer, freed when their bytes are written, and the
-    conversion takes none. os-migrate's vmware-migration-kit leaves the split to the user's
-    Ansible inventory of conversion hosts; `vms[].conversion_host` keeps that choice open.
+    (kubev2v/forklift pkg/controller/plan/scheduler/vsphere/scheduler.go) only gates: at most
+    MaxInFlight disks per ESXi host at once, a VM costing its disks still to transfer (freed as
+    each is written), started in list order — ferry's reads_per_esxi_host, which the walker
+    applies; it has no conversion hosts to choose between. os-migrate's vmware-migration-kit
+    leaves the split to the user's Ansible inventory of conversion hosts;
+    `vms[].conversion_host` keeps that choice open.
 
     Demands whose zone no host serves are left out (checks() blocked them)."""
     names = {h.name for h in hosts}
