@@ -417,15 +417,16 @@ class Applier:
         vm = self._vm(address.name)
         volume_id = self._ensure_volume(change, address, before)
         recorded = str(before.get("volume_id") or "")
-        if recorded and volume_id != recorded:  # gone or in error: nothing of it is on the new one
+        replaced = bool(recorded) and volume_id != recorded
+        if replaced:  # gone or in error: nothing of it is on the new one
             self.ctx.say(
                 address.name,
                 f"{change.address}: volume {recorded} was replaced by a new volume {volume_id}: "
                 "full copy from 0 (no delta or resume onto it)",
             )
-            before = {}
+        known = {} if replaced else before  # what the volume holds, as recorded
         what = self._allocated(
-            self._what_to_copy(change, before, vm, snapshot, disk), vm, snapshot, disk
+            self._what_to_copy(change, known, vm, snapshot, disk), vm, snapshot, disk
         )
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")

@@ -25,6 +25,7 @@ from engine.lab.lab import Lab
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot, snapshot_disks
+from engine.units import human
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import data_after, records, volume_file
 
@@ -345,7 +346,8 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
         assert a.read(mark) == b.read(mark), "the checkpoint covers bytes not written"
 
     plan = ferry(lab, "plan", "plans/demo.yaml", "--target", "vm.web01", "--state", str(state))
-    assert f"resume the interrupted copy ({mark} bytes" in plan.stdout.replace(",", ""), plan.stdout
+    said = " ".join(plan.stdout.split())
+    assert f"resume the interrupted copy ({human(mark)} already written)" in said, plan.stdout
     apply_web01(lab, state)
     synced = assert_exact(lab, state)["vm.web01.disk[2000]"]["last_sync"]
     assert 0 < synced["bytes"] <= data_after(live, mark) + 2 * MiB

@@ -4,7 +4,6 @@ disk, which no write touched since)."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from engine.providers.vsphere.power import power_on, power_state
 from tests.integration.cli import ferry
 from tests.integration.converge import records
 from tests.integration.test_cutover import apply, spec_with, vm_ref
-from tests.integration.test_cutover_safety import WEB01, start
+from tests.integration.test_cutover_safety import WEB01, interrupt_after_power_off
 from tests.integration.test_fault_drills import spec_for
 from tests.integration.test_resume import DISK, MiB, stop_mid_copy, volume_equals_disk
 from tests.integration.test_source_changes import grown_db01_disk, set_capacity  # noqa: F401
@@ -71,21 +70,8 @@ def test_a_cutover_killed_after_the_power_off_then_moved_back_to_replicate_power
     done = apply(lab, replicate, WEB01, state)
     assert done.returncode == 0, done.stdout + done.stderr
     cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false\nverify: false")
-    lab.write("web01", 2000, 300 * MiB, 8 * MiB, seed=1202)
-    lab.read_delay("web01", 2000, 1000)
-    try:
-        proc = start(lab, cutover, state)
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "source powered off" in line:
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-        proc.communicate(timeout=60)
-    finally:
-        lab.read_errors("web01", 2000, None)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    code, out = interrupt_after_power_off(lab, cutover, state, signal.SIGKILL, (8 * MiB, 1202))
+    assert code == -signal.SIGKILL, out
     ref = vm_ref(si, "web01")
     try:
         assert power_state(si, ref) == "poweredOff"

@@ -156,10 +156,16 @@ def start(lab: Lab, spec: Path, state: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def interrupt_after_power_off(lab: Lab, spec: Path, state: Path) -> tuple[int, str]:
-    """Ctrl-C (SIGINT to the apply's process group) once it says the source is powered off,
-    while the final delta is still being copied (reads slowed down)."""
-    lab.write("web01", 2000, 300 * MiB, 64 * MiB, seed=9)
+def interrupt_after_power_off(
+    lab: Lab,
+    spec: Path,
+    state: Path,
+    sig: signal.Signals = signal.SIGINT,
+    written: tuple[int, int] = (64 * MiB, 9),  # the guest write before it: (bytes, seed)
+) -> tuple[int, str]:
+    """Ctrl-C (`sig` to the apply's process group; SIGKILL: no handler runs) once it says the
+    source is powered off, while the final delta is still being copied (reads slowed down)."""
+    lab.write("web01", 2000, 300 * MiB, written[0], seed=written[1])
     lab.read_delay("web01", 2000, 1000)
     try:
         proc = start(lab, spec, state)
@@ -169,7 +175,7 @@ def interrupt_after_power_off(lab: Lab, spec: Path, state: Path) -> tuple[int, s
         for line in proc.stdout:
             seen.append(line)
             if "source powered off" in line:
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, sig)
                 break
             assert time.monotonic() < deadline, "".join(seen)
         rest, _ = proc.communicate(timeout=120)
