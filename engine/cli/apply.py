@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import StateOption, load_spec, render, state_location
+from engine.cli.plan import StateOption, check_shared_state, load_spec, render, state_location
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError, one_line
 from engine.executor.apply import Applier, Context, unsupported
@@ -98,6 +98,7 @@ def apply(
     targets = tuple(Address.parse(t) for t in only or [])
     plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
     location = state_location(spec, state)
+    check_shared_state(spec, location)
     if saved is not None:
         _check_fresh(plan, spec, location)
     if not as_json:
@@ -134,6 +135,7 @@ def _plan_for(
     if target.suffix in (".yaml", ".yml"):
         spec = dict(load_spec(target).data)
         location = state_location(spec, state)
+        check_shared_state(spec, location)
         _check_unlocked(location)
         observed = refresh(spec, location, os.environ)
         plan = make_plan(

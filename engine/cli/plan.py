@@ -58,6 +58,21 @@ def state_location(spec: dict[str, Any] | None, option: str | None) -> StateLoca
     return locate((spec or {}).get("state"), option, os.environ)
 
 
+def check_shared_state(spec: dict[str, Any], location: StateLocation) -> None:
+    """Several conversion hosts running syncs on their agents (execution.broker) need the
+    shared PostgreSQL state: a SQLite file is one machine's. Raises UserError (one line) for a
+    SQLite `location` with more than one conversion host and a broker; else returns."""
+    hosts = spec.get("conversion_hosts") or []
+    broker = (spec.get("execution") or {}).get("broker")
+    if location.backend != "sqlite" or len(hosts) < 2 or not broker:
+        return
+    raise UserError(
+        f"{len(hosts)} conversion hosts with execution.broker need the shared PostgreSQL state "
+        f"(state: {{backend: postgres}} or $FERRY_STATE_DSN), not the SQLite file "
+        f"{location.display}: one machine's file"
+    )
+
+
 def plan(
     spec: Annotated[Path, typer.Argument(help="Migration spec (YAML).")],
     out: Annotated[
@@ -93,7 +108,9 @@ def plan(
     loaded = load_spec(spec)
     data = dict(loaded.data)
     targets = tuple(Address.parse(t) for t in target or [])
-    observed = refresh(data, state_location(data, state), os.environ)
+    location = state_location(data, state)
+    check_shared_state(data, location)
+    observed = refresh(data, location, os.environ)
     result = make_plan(
         data,
         observed.inventory,
