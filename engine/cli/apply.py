@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import StateOption, load_spec, render, state_location
+from engine.cli.plan import StateOption, check_shared_state, load_spec, render, state_location
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError, one_line
 from engine.executor.apply import Applier, Context, unsupported
@@ -37,11 +37,12 @@ from engine.executor.seams import (
     Sources,
     VddkSources,
 )
-from engine.executor.walker import Outcome, Walker
+from engine.executor.walker import Outcome, Walker, WalkResult
 from engine.model.plan import Action, Plan
 from engine.planner import planfile
 from engine.planner.desired import reader_of
 from engine.planner.make import make_plan, spec_digest
+from engine.planner.placement import ESXI_READS  # concurrent disk reads per ESXi host (NFC)
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
@@ -49,7 +50,6 @@ from engine.statestore import StateLocation
 from engine.units import human
 
 STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
-ESXI_READS = 10  # default concurrent disk reads per ESXi host (NFC connections are limited)
 
 
 def apply(
@@ -133,6 +133,7 @@ def prepare(
     Raises InvalidSpecError and UserError (a stale or unreadable plan, a locked state)."""
     plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
     location = state_location(spec, state)
+    check_shared_state(spec, location)
     if saved is not None:
         _check_fresh(plan, spec, location, spec_option)
     return plan, spec, saved, location
@@ -156,6 +157,7 @@ def _plan_for(
             )
         spec = dict(load_spec(target).data)
         location = state_location(spec, state)
+        check_shared_state(spec, location)
         _check_unlocked(location)
         observed = refresh(spec, location, os.environ)
         plan = make_plan(
@@ -329,7 +331,17 @@ def _context(
         events=events,
         remote=remote,
         conversion_host_name=str(hosts[0]["name"]),
+        host_ids=_host_ids(conn, hosts) if remote is not None else {},
     )
+
+
+def _host_ids(conn: Any, hosts: list[dict[str, Any]]) -> dict[str, str]:
+    """Server id of each conversion host that exists (one the plan boots is added by its
+    host.<name> node), by name: where the agents' syncs attach volumes."""
+    found = {
+        str(h["name"]): conn.compute.find_server(h["name"], ignore_missing=True) for h in hosts
+    }
+    return {name: str(server.id) for name, server in found.items() if server is not None}
 
 
 def host_seams(spec: dict[str, Any], conversion_host: dict[str, Any], si: Any) -> tuple[Any, Any]:
@@ -439,21 +451,23 @@ def run_plan(
                 for v in plan.vms
             ],
         )
-        host = (spec.get("conversion_hosts") or [{}])[0]
+        hosts = spec.get("conversion_hosts") or [{}]
         esxi = applier.hosts()
-        pools = {"conversion": int(host.get("max_parallel", 2))}
+        pools = {"conversion": int(hosts[0].get("max_parallel", 2))}
+        pools |= {f"conversion:{h['name']}": int(h.get("max_parallel", 2)) for h in hosts[1:]}
         reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
         pools |= {f"esxi:{h}": reads for h in esxi.values()}
 
         def pools_of(node: Any) -> list[str]:
-            """A disk copy holds a conversion-host slot and one of its ESXi host's reads; a
-            conversion holds a slot."""
+            """A disk copy holds a slot of its VM's conversion host and one of its ESXi host's
+            reads; a conversion holds a slot (of the host this apply converts on)."""
             if str(node).endswith(".conversion"):
                 return ["conversion"]
             if ".disk[" not in str(node):
                 return []
-            esxi_host = esxi.get(Address.parse(str(node)).name)
-            return ["conversion", *([f"esxi:{esxi_host}"] if esxi_host else [])]
+            vm = Address.parse(str(node)).name
+            esxi_host = esxi.get(vm)
+            return [applier.slot_pool(vm), *([f"esxi:{esxi_host}"] if esxi_host else [])]
 
         walker = Walker(
             _graph(plan),
@@ -468,16 +482,7 @@ def run_plan(
             finally:
                 applier.cleanup()
                 left_off = applier.cutover.settle_sources()  # powered back on, or said why not
-    for node, error in result.errors.items():
-        if isinstance(error, StoppedError):
-            console.print(f"[yellow]stopped: {node}: {escape(one_line(str(error)))}[/]")
-        else:
-            console.print(f"[red]failed: {node}: {escape(one_line(str(error)))}[/]")
-    for node, cause in result.skipped_because.items():
-        events.emit("node_skipped", address=str(node), after=str(cause))
-        console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
-    for line in left_off:
-        console.print(f"[yellow]{escape(line)}[/]")
+    _say_what_did_not_run(result, left_off, events, console)
     stats = list(applier.ctx.copied.values())
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     skipped = sum(s.bytes_skipped for s in stats)
@@ -503,6 +508,23 @@ def run_plan(
     if result.ok:
         return 1 if blocked else 0
     return STOPPED if applier.ctx.stop.is_set() else 1
+
+
+def _say_what_did_not_run(
+    result: WalkResult, left_off: list[str], events: Events, console: Console
+) -> None:
+    """Each step that failed, stopped or was skipped (after which one), and each source left
+    as it is (`left_off`, from the cutover's settling), one line each."""
+    for node, error in result.errors.items():
+        if isinstance(error, StoppedError):
+            console.print(f"[yellow]stopped: {node}: {escape(one_line(str(error)))}[/]")
+        else:
+            console.print(f"[red]failed: {node}: {escape(one_line(str(error)))}[/]")
+    for node, cause in result.skipped_because.items():
+        events.emit("node_skipped", address=str(node), after=str(cause))
+        console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
+    for line in left_off:
+        console.print(f"[yellow]{escape(line)}[/]")
 
 
 def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -> str:

@@ -59,6 +59,21 @@ def state_location(spec: dict[str, Any] | None, option: str | None) -> StateLoca
     return locate((spec or {}).get("state"), option, os.environ)
 
 
+def check_shared_state(spec: dict[str, Any], location: StateLocation) -> None:
+    """Several conversion hosts running syncs on their agents (execution.broker) need the
+    shared PostgreSQL state: a SQLite file is one machine's. Raises UserError (one line) for a
+    SQLite `location` with more than one conversion host and a broker; else returns."""
+    hosts = spec.get("conversion_hosts") or []
+    broker = (spec.get("execution") or {}).get("broker")
+    if location.backend != "sqlite" or len(hosts) < 2 or not broker:
+        return
+    raise UserError(
+        f"{len(hosts)} conversion hosts with execution.broker need the shared PostgreSQL state "
+        f"(state: {{backend: postgres}} or $FERRY_STATE_DSN), not the SQLite file "
+        f"{location.display}: one machine's file"
+    )
+
+
 def plan(
     spec: Annotated[Path, typer.Argument(help="Migration spec (YAML).")],
     out: Annotated[
@@ -123,7 +138,9 @@ def plan_spec(
         raise UserError("--verify compares replicas with their source; --destroy deletes them")
     loaded = load_spec(spec)
     data = dict(loaded.data)
-    observed = refresh(data, state_location(data, state), os.environ)
+    location = state_location(data, state)
+    check_shared_state(data, location)
+    observed = refresh(data, location, os.environ)
     return make_plan(
         data,
         observed.inventory,
@@ -181,6 +198,8 @@ def render(result: Plan, console: Console) -> None:
         downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         downtime += f"; disks read via {vm.reader}" if vm.reader else ""
+        if result.hosts and vm.conversion_host:  # one host: nothing to choose, not shown
+            downtime += f"; conversion host {vm.conversion_host}"
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"
@@ -201,7 +220,21 @@ def render(result: Plan, console: Console) -> None:
         console.print(f"\n[bold]{escape(address)}[/] [dim]({group_heading(address, result)})[/]")
         for change in changes:
             console.print(_change_line(change))
+    if result.hosts:
+        console.print("\n[bold]Conversion hosts[/]")
+        for line in host_lines(result):
+            console.print(f"  {escape(line)}")
     console.print("\n" + summary(result))
+
+
+def host_lines(result: Plan) -> list[str]:
+    """One line per conversion host of a plan placed over several: its VMs, bytes to copy and
+    estimated copy time (measured throughput per copy times its slots)."""
+    return [
+        f"{h.name}{f' ({h.availability_zone})' if h.availability_zone else ''}: {h.vms} VM(s), "
+        f"{human(h.bytes)} to copy, ~{duration(h.seconds)} at {h.slots} copies at once"
+        for h in result.hosts
+    ]
 
 
 def group_heading(address: str, result: Plan) -> str:

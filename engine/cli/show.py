@@ -11,7 +11,7 @@ import typer
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import downtime_label, group_heading, render, summary
+from engine.cli.plan import downtime_label, group_heading, host_lines, render, summary
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
 from engine.units import human
@@ -73,6 +73,8 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
         downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         flavor = f", flavor {vm.flavor}" if vm.flavor else ""
         downtime += f", {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
+        if plan.hosts and vm.conversion_host:
+            downtime += f", conversion host {vm.conversion_host}"
         lines.append(f"#### `{_cell(vm.address)}` → {_cell(vm.target_name)} ({vm.mode}{flavor}"
                      f"{downtime}){' — **blocked**' if vm.blocked else ''}")  # fmt: skip
         lines += [f"- {c.level.value}: {_cell(c.message)}" for c in vm.concerns]
@@ -86,4 +88,6 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
     for address, changes in by_vm.items():
         lines += [f"#### `{_cell(address)}` ({group_heading(address, plan)})", ""]
         lines += ["| | address | action | bytes | why |", "|-|-|-|-|-|", *map(_row, changes), ""]
+    if plan.hosts:
+        lines += ["#### Conversion hosts", "", *[f"- {_cell(line)}" for line in host_lines(plan)]]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from engine.model.observed import SourceNic, epoch
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import (
     INSTANCE_UUID,
+    RECORDED_HOST,
     VERIFIED_AREAS,
     VERIFIED_WHOLE,
     ResourceRecord,
@@ -132,6 +133,7 @@ class Context:
     # VM name → its source checked against the plan: None (as planned) or the difference found
     source_checked: dict[str, SourceChangedError | None] = field(default_factory=dict)
     conversion_host_name: str = ""  # the spec's conversion host (its agent's queue)
+    host_ids: dict[str, str] = field(default_factory=dict)  # host name → server id (agents')
 
     def say(self, vm: str, line: str) -> None:
         """Report a step: on the console and in the VM's log file (never a secret in either)."""
@@ -154,6 +156,7 @@ class Applier:
         self.targets = {v.name: v.target_name for v in plan.vms}
         self.verify = {v.name: v.verify for v in plan.vms}
         self.modes = {v.name: v.mode for v in plan.vms}
+        self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
 
@@ -499,6 +502,7 @@ class Applier:
                 "zeros, holes written as zeros",
             )
         attrs = {**before, "volume_id": volume_id, "copy": what.kind, "copied_bytes": what.start_at}
+        attrs[RECORDED_HOST] = self.host_for(address.name)[0]  # where a resume finds it attached
         attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
         if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
@@ -515,9 +519,11 @@ class Applier:
                 f"{change.address}: volume {volume_id} not assumed to read as zeros: "
                 "holes and zero runs written as zeros",
             )
+        host_name, host_id = self.host_for(address.name)
+        self._release_elsewhere(change.address, before, volume_id, host_name)
         job = SyncJob(
             volume_id=volume_id,
-            host_id=self.ctx.conversion_host_id,
+            host_id=host_id,
             source=source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk),
             areas=what.areas,
             start_at=what.start_at,
@@ -526,9 +532,8 @@ class Applier:
             rewrite=what.rewrite,
         )
         try:
-            result = self._run_sync(
-                job, change.address, self._callbacks(change.address, attrs, disk)
-            )
+            calls = self._callbacks(change.address, attrs, disk)
+            result = self._run_sync(job, change.address, calls, host_name)
         except VerifyError as exc:
             self._taint(change.address, attrs, exc, volume_id)
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
@@ -539,14 +544,52 @@ class Applier:
         step = time.monotonic() - began
         self._synced(change, attrs, disk, kind=what.kind, stats=result.stats(), step=step)
 
-    def _run_sync(self, job: SyncJob, address: str, calls: host.Callbacks) -> host.SyncResult:
-        """In this process, or on the conversion host's agent when a broker is configured."""
+    def host_for(self, vm: str) -> tuple[str, str]:
+        """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
+        placement when syncs run on the hosts' agents (execution.broker) and that host's server
+        is known; else the host this apply writes on (the spec's first)."""
+        name = self.placement.get(vm, "")
+        if self.ctx.remote is not None and name in self.ctx.host_ids:
+            return name, self.ctx.host_ids[name]
+        return self.ctx.conversion_host_name, self.ctx.conversion_host_id
+
+    def _release_elsewhere(
+        self, address: str, before: dict[str, Any], volume_id: str, host_name: str
+    ) -> None:
+        """A copy the plan re-placed (its record names another conversion host: one gone from
+        the spec, or a pin moved it): its volume is detached from that host's server first, where
+        a killed copy left it attached (Cinder attaches it to one server at a time). Only that
+        server's attachment is touched."""
+        old = str(before.get(RECORDED_HOST) or "")
+        if not old or old == host_name:
+            return
+        server = self.ctx.conn.compute.find_server(old, ignore_missing=True)
+        if server is None or str(server.id) not in volumes.attached_servers(
+            self.ctx.conn, volume_id
+        ):
+            return
+        volumes.detach(self.ctx.conn, str(server.id), volume_id)
+        self.ctx.say(
+            Address.parse(address).name,
+            f"{address}: volume {volume_id} detached from conversion host {old} (its copy was "
+            f"in progress there), to be written on {host_name}",
+        )
+
+    def slot_pool(self, vm: str) -> str:
+        """The walker's pool of copy slots `vm`'s disk copies take: its host's."""
+        name = self.host_for(vm)[0]
+        return "conversion" if name == self.ctx.conversion_host_name else f"conversion:{name}"
+
+    def _run_sync(
+        self, job: SyncJob, address: str, calls: host.Callbacks, host_name: str
+    ) -> host.SyncResult:
+        """In this process, or on `host_name`'s agent (its queue) when a broker is configured."""
         remote = self.ctx.remote
         if remote is None:
             return host.sync(job, self._host(), calls)
         name = Address.parse(address).name
         return remote.sync(
-            self.ctx.conversion_host_name,
+            host_name,
             job,
             calls,
             lambda line: self.ctx.say(name, f"{address}: {line}"),

@@ -246,7 +246,9 @@ class Cutover:
                 key_pair=after.get("key_pair"),
             ),
         )
-        self.ctx.conversion_host_id = server_id
+        if str(after["name"]) == self.ctx.conversion_host_name or not self.ctx.conversion_host_id:
+            self.ctx.conversion_host_id = server_id
+        self.ctx.host_ids[str(after["name"])] = server_id
         attrs = {**after, "server_id": server_id, "security_group_id": group_id}
         self.a._write([ResourceRecord(change.address, "conversion_host", Status.READY, attrs)], [])
         self._shared_step(

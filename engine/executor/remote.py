@@ -61,6 +61,7 @@ TASK = "ferry.sync"
 QUEUE_PREFIX = "ferry.host."
 PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
+PING_TIMEOUT = 1.0  # seconds an agent starting waits for another of its host to answer
 BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
 CONNECT_RETRIES = 2
@@ -519,11 +520,20 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
     """Run the agent: a Celery worker consuming only queue ferry.host.<NAME>, `concurrency`
     syncs at once (threads: the worker keeps its broker heartbeats and revokes while copies
     run). Returns the worker's exit code when it is stopped (SIGTERM/SIGINT: warm shutdown,
-    running copies finish first; a second signal ends at once, their tasks are redelivered)."""
+    running copies finish first; a second signal ends at once, their tasks are redelivered).
+    Raises AgentError, before consuming anything, when this host's agent already runs on this
+    machine (its worker answers a ping): Celery's worker would fail on its control queue, which
+    RabbitMQ gives one connection only (RESOURCE_LOCKED), with a traceback."""
+    node = f"ferry-agent-{agent.name}@{socket.gethostname()}"
+    if app.control.ping(destination=[node], timeout=PING_TIMEOUT):
+        raise AgentError(
+            f"an agent for conversion host {agent.name} already runs on this machine (worker "
+            f"{node} answered on the broker): one agent per host; stop it first"
+        )
     register(app, agent)
     signals.worker_shutting_down.connect(_exit_once_idle, weak=False)
     worker = app.Worker(
-        hostname=f"ferry-agent-{agent.name}@{socket.gethostname()}",
+        hostname=node,
         queues=[queue_name(agent.name)],
         pool="threads",
         concurrency=concurrency,

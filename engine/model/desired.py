@@ -76,6 +76,8 @@ class DesiredVM:
     firstboot: tuple[str, ...] = ()  # scripts the converted guest runs at first boot
     debug: bool = False  # virt-v2v debug output into the VM's log
     reader: str = "vddk"  # how its disks are read: vddk | https | datastore_path (source.reader)
+    availability_zone: str | None = None  # its destination zone; None: any
+    conversion_host: str | None = None  # the host the spec pins it to; None: the plan places it
     concerns: tuple[Concern, ...] = field(default_factory=tuple)
 
     @property

@@ -67,12 +67,32 @@ class VMPlan:
     downtime_seconds: float | None = None  # estimated cutover downtime
     verify: str = "off"  # off | full | changed: what of each copy is re-read and compared
     reader: str = ""  # how its disks are read: vddk | https | datastore_path ("": not recorded)
+    conversion_host: str = ""  # the host its disks are written on ("": none placed; omitted)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["concerns"] = [{"level": c.level.value, "code": c.code, "message": c.message}
                            for c in self.concerns]  # fmt: skip
+        if not self.conversion_host:
+            del out["conversion_host"]
         return out
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """One conversion host's share of a plan: the VMs placed on it, the bytes their changes
+    copy, its copy slots (max_parallel, at most 25) and the estimated copy time in seconds
+    (bytes / (measured throughput per copy * slots))."""
+
+    name: str
+    vms: int
+    bytes: int
+    slots: int
+    seconds: float
+    availability_zone: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,7 @@ class Plan:
     format_version: int = PLAN_FORMAT
     verify: bool = False  # made with --verify: every replica compared whole with a new snapshot
     extra: Mapping[str, Any] = field(default_factory=dict)
+    hosts: tuple[HostLoad, ...] = ()  # per conversion host; only when the spec lists several
 
     def counts(self) -> Counter[Action]:
         return Counter(c.action for c in self.changes)

@@ -11,6 +11,8 @@ from typing import Any
 INSTANCE_UUID = "instance_uuid"
 # What a verified copy's sha256 covers (a volume record's last_sync.verified)
 VERIFIED_WHOLE, VERIFIED_AREAS = "whole disk", "changed areas"
+# A volume record's conversion host (its name): where its copy runs, so where a resume finds it
+RECORDED_HOST = "conversion_host"
 
 
 class Status(StrEnum):

@@ -771,6 +771,8 @@ def desired(
                 firstboot=tuple((settings.get("conversion") or {}).get("firstboot") or ()),
                 debug=bool((settings.get("conversion") or {}).get("debug", False)),
                 reader=reader_of(spec),
+                availability_zone=settings.get("availability_zone"),
+                conversion_host=settings.get("conversion_host"),
                 concerns=tuple(concerns),
             )
         )

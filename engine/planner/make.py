@@ -15,12 +15,14 @@ from engine.addresses import Address
 from engine.diagnostics import Diagnostic, Location, Path
 from engine.errors import UserError
 from engine.model.observed import Destination, Inventory
-from engine.model.plan import Change, Plan, VMPlan
+from engine.model.plan import Change, HostLoad, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
+from engine.planner import placement
 from engine.planner.checks import destination_checks, host_diagnostics
 from engine.planner.desired import desired, lookup
 from engine.planner.diff import DiffInput, diff
+from engine.planner.diff.estimates import measured_throughput
 from engine.planner.hosts import host_changes
 
 Locator = Callable[[Path], Location | None]
@@ -53,12 +55,19 @@ def make_plan(
     now = time.time() if now is None else now
     vms, diagnostics = desired(spec, inventory, destination)
     if not destroy:
-        vms = destination_checks(vms, destination, state)
+        vms = placement.checks(destination_checks(vms, destination, state), spec)
         diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes = diff(
         DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory), now, verify)
     )
     diagnostics += notes
+    hosts: tuple[HostLoad, ...] = ()
+    if not destroy:
+        throughput = measured_throughput(state)
+        vm_plans, hosts = placement.place(
+            spec, vms, vm_plans, changes, state=state, throughput=throughput
+        )
+        diagnostics += placement.read_bounds(spec, vms, changes, hosts, throughput)
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)
     if targets:
@@ -78,6 +87,7 @@ def make_plan(
         targets=tuple(str(t) for t in targets),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         verify=verify,
+        hosts=hosts,
     )
 
 

@@ -23,12 +23,14 @@ from typing import Any
 from engine.diagnostics import Diagnostic, Location, Severity, parse_path
 from engine.errors import UserError
 from engine.model.desired import Concern, ConcernLevel
-from engine.model.plan import PLAN_FORMAT, Action, Change, Plan, VMPlan
+from engine.model.plan import PLAN_FORMAT, Action, Change, HostLoad, Plan, VMPlan
 
 
 def to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as schemas/plan.v1.json: `conversion_hosts` (each host's share) only when the
+    spec lists several hosts, a VM's `conversion_host` only when it was placed."""
     counts = plan.counts()
-    return {
+    out = {
         "format_version": plan.format_version,
         "created_at": plan.created_at,
         "spec_digest": plan.spec_digest,
@@ -54,6 +56,9 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "graph": {"edges": [list(e) for e in plan.edges]},
         "diagnostics": [d.to_json() for d in plan.diagnostics],
     }
+    if plan.hosts:
+        out["conversion_hosts"] = [h.to_json() for h in plan.hosts]
+    return out
 
 
 def from_json(data: dict[str, Any]) -> Plan:
@@ -71,6 +76,7 @@ def from_json(data: dict[str, Any]) -> Plan:
         targets=tuple(data["targets"]),
         created_at=data["created_at"],
         verify=bool(data.get("verify", False)),  # absent from plans saved before --verify planned
+        hosts=tuple(HostLoad(**h) for h in data.get("conversion_hosts", ())),
     )
 
 
@@ -91,6 +97,7 @@ def _vm(v: dict[str, Any]) -> VMPlan:
         v["downtime_seconds"],
         str(v.get("verify", "off")),  # absent from plans saved before it was recorded
         str(v.get("reader", "")),  # likewise
+        str(v.get("conversion_host", "")),  # absent: not placed
     )
 
 

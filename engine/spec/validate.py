@@ -199,6 +199,7 @@ def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
     if vcenter:
         _check_vcenter(loaded, vcenter)
     _check_unique_hosts(loaded, data.get("conversion_hosts"))
+    _check_pins(loaded, data)
     _check_execution(loaded, _dict(data.get("execution")))
     for path, settings in _settings_blocks(data):
         _check_settings(loaded, path, settings)
@@ -287,6 +288,25 @@ def _check_unique_hosts(loaded: Loaded, hosts: Any) -> None:
                     f"conversion host {name!r} is listed twice", ("conversion_hosts", i, "name")
                 )
             seen.add(name)
+
+
+def _check_pins(loaded: Loaded, data: dict[str, Any]) -> None:
+    """A VM's `conversion_host` names a host of `conversion_hosts` (with the nearest name)."""
+    names = [_dict(h).get("name") for h in _list(data.get("conversion_hosts"))]
+    hosts = [name for name in names if isinstance(name, str)]
+    for i, vm in enumerate(_list(data.get("vms"))):
+        pin = vm.get("conversion_host") if isinstance(vm, dict) else None
+        if not isinstance(pin, str) or pin in hosts:
+            continue
+        close = difflib.get_close_matches(pin, hosts, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        else:
+            hint = f" (it lists: {', '.join(hosts)})" if hosts else " (it lists none)"
+        loaded.error(
+            f"conversion host {pin!r} is not in conversion_hosts{hint}",
+            ("vms", i, "conversion_host"),
+        )
 
 
 def _settings_blocks(data: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -44,12 +44,15 @@ def spec_for(tmp_path: Path) -> Path:
 STARTED: list[subprocess.Popen[bytes]] = []  # every agent a test started: stopped at its end
 
 
-def start_agent(lab: Lab, spec: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`ferry agent` as its own process (own session), waited until its worker is ready."""
+def start_agent(
+    lab: Lab, spec: Path, log: Path, host: str = HOST, *, wait: bool = True
+) -> subprocess.Popen[bytes]:
+    """`ferry agent --host HOST` as its own process (own session), waited until its worker is
+    ready (unless `wait` is False: then by `ready`)."""
     log.write_text((log.read_text() if log.exists() else "") + "\n--- agent start\n")
     with log.open("ab") as out:
         agent = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "agent", "--host", HOST, "--spec", str(spec)],
+            [sys.executable, "-m", "engine.cli", "agent", "--host", host, "--spec", str(spec)],
             cwd=ROOT,
             env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"},
             stdout=out,
@@ -57,12 +60,18 @@ def start_agent(lab: Lab, spec: Path, log: Path) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )
     STARTED.append(agent)
+    if wait:
+        ready(agent, log)
+    return agent
+
+
+def ready(agent: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the agent logging to `log` says its worker is ready (120 s at most)."""
     deadline = time.monotonic() + 120
     while "ready." not in log.read_text(errors="replace").split("agent start")[-1]:
         assert agent.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "the agent did not get ready"
         time.sleep(0.2)
-    return agent
 
 
 def stop(agent: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:

@@ -66,6 +66,10 @@ vms:
   - name: db01
     flavor: {name: m1.large}
 """
+TWO_HOSTS_BROKER = (  # a second conversion host and agents: several hosts share one state
+    "  - name: ferry-conversion-02\n"
+    "execution:\n  broker: amqp://ferry@127.0.0.1:9/ferry\n  broker_password_file: vc.pass\n"
+)
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 BASE_FILES = {"spec.yaml": SPEC, "vc.pass": "secret\n", "ca.pem": CA}
 KEY = "plan-key-of-ci"
@@ -613,6 +617,21 @@ CASES = [
         1,
         LOC + r"must be 1; got 3",
         files={"spec.yaml": spec("version: 1", "version: 3")},
+    ),
+    Case(
+        "plan-sqlite-several-hosts",
+        P,
+        1,
+        r"error: 2 conversion hosts with execution\.broker need the shared PostgreSQL state "
+        r"\(.*\), not the SQLite file state/ferry\.db: one machine's file",
+        files={"spec.yaml": spec("defaults:", TWO_HOSTS_BROKER + "defaults:")},
+    ),
+    Case(
+        "apply-sqlite-several-hosts",
+        A,
+        1,
+        r"error: 2 conversion hosts with execution\.broker need the shared PostgreSQL state",
+        files={"spec.yaml": spec("defaults:", TWO_HOSTS_BROKER + "defaults:")},
     ),
     # -- command-line options (usage errors: exit 2) --------------------------------------------
     Case(

@@ -146,13 +146,14 @@ def lab_resources(conn: Any, project: Any) -> None:
     conn.image.wait_for_status(image, status="active", wait=120)
 
 
-def conversion_host(user_conn: Any) -> Any:
-    """Boot the conversion host in the lab project and wait for ACTIVE."""
+def conversion_host(user_conn: Any, name: str = CONVERSION_HOST) -> Any:
+    """Boot a conversion host (the lab's, or another `name`) in the lab project and wait for
+    ACTIVE; raises LabError when it goes to ERROR."""
     image = user_conn.image.find_image(CONVERSION_IMAGE)
     flavor = user_conn.compute.find_flavor("ferry.conversion")
     net = user_conn.network.find_network(NETWORKS[STANDARD_PORTGROUP][0])
     server = user_conn.compute.create_server(
-        name=CONVERSION_HOST,
+        name=name,
         image_id=image.id,
         flavor_id=flavor.id,
         networks=[{"uuid": net.id}],

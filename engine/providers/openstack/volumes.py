@@ -58,6 +58,12 @@ def attach(conn: Any, server_id: str, volume_id: str) -> None:
     wait_volume(conn, volume_id, "in-use")
 
 
+def attached_servers(conn: Any, volume_id: str) -> list[str]:
+    """Ids of the servers `volume_id` is attached to (none: [])"""
+    volume = transient(lambda: conn.block_storage.get_volume(volume_id), f"reading {volume_id}")
+    return [str(a["server_id"]) for a in volume.attachments or [] if a.get("server_id")]
+
+
 def detach(conn: Any, server_id: str, volume_id: str) -> None:
     """Detach through nova and wait for available; a detach already done counts as done."""
 

@@ -350,3 +350,26 @@ def test_a_ca_file_that_is_not_pem_is_named_when_connecting(tmp_path: Path) -> N
         ssl_context(VCenterTarget("vc", 443, "u", "p", cafile=bad))
     with pytest.raises(UserError, match="does not exist"):
         ssl_context(VCenterTarget("vc", 443, "u", "p", cafile=tmp_path / "missing.pem"))
+
+
+def test_a_pinned_conversion_host_is_one_of_the_spec() -> None:
+    """vms[].conversion_host names a host of conversion_hosts: a typo is an error at its line
+    with the nearest name; none near, the names it lists."""
+    spec = copy.deepcopy(VALID)
+    spec["conversion_hosts"].append({"name": "conv-02", "availability_zone": "az1"})
+    spec["defaults"]["availability_zone"] = "az1"
+    spec["vms"][0]["conversion_host"] = "conv-02"
+    spec["vms"][2]["availability_zone"] = "az2"
+    assert errors(yaml.safe_dump(spec, sort_keys=False)) == []
+    spec["vms"][0]["conversion_host"] = "conv-2"
+    spec["vms"][1]["conversion_host"] = "elsewhere"
+    text = yaml.safe_dump(spec, sort_keys=False)
+    typo, far = errors(text)
+    line = text.splitlines().index("  conversion_host: conv-2") + 1
+    assert typo.startswith(f"spec.yaml:{line}:")
+    assert "conversion host 'conv-2' is not in conversion_hosts (did you mean 'conv-02'?)" in typo
+    assert "'elsewhere' is not in conversion_hosts (it lists: conv-01, conv-02)" in far
+    del spec["conversion_hosts"]
+    del spec["vms"][1]["conversion_host"]
+    (none,) = errors(yaml.safe_dump(spec, sort_keys=False))
+    assert "'conv-2' is not in conversion_hosts (it lists none)" in none

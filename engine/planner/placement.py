@@ -1,0 +1,265 @@
+"""Placement (issue 14): which conversion host writes each VM's volumes. Pure, like the rest
+of the planner.
+
+`checks` adds the concerns known before the diff (they block the VM, so none of its changes is
+planned): more disks than a host holds attached at once, no host in its availability zone, a pin
+to a host of another zone. `place` then assigns every unblocked VM a host from the bytes the
+diff plans to copy, and sums each host's share when the spec lists more than one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.addresses import Address
+from engine.diagnostics import Diagnostic, Severity
+from engine.model.desired import Concern, ConcernLevel, DesiredVM
+from engine.model.plan import Action, Change, HostLoad, VMPlan
+from engine.model.state import RECORDED_HOST, State, Status
+from engine.units import duration, human
+
+MAX_ATTACHED = 25  # volumes attached to one server at once (virtio-blk's PCI slots; Nova's cap)
+DEFAULT_SLOTS = 2  # conversion_hosts[].max_parallel's default
+ESXI_READS = 10  # source.vcenter.reads_per_esxi_host's default
+
+
+@dataclass(frozen=True)
+class Host:
+    """A conversion host of the spec: its name, zone (None: serves any) and copy slots."""
+
+    name: str
+    zone: str | None
+    slots: int
+
+
+def hosts_of(spec: Mapping[str, Any]) -> list[Host]:
+    """The spec's conversion hosts in spec order, slots = max_parallel capped at 25."""
+    return [
+        Host(
+            str(h["name"]),
+            h.get("availability_zone"),
+            min(int(h.get("max_parallel", DEFAULT_SLOTS)), MAX_ATTACHED),
+        )
+        for h in spec.get("conversion_hosts") or []
+    ]
+
+
+def checks(vms: list[DesiredVM], spec: Mapping[str, Any]) -> list[DesiredVM]:
+    """Each VM with its placement errors added (none when the spec lists no conversion host)."""
+    hosts = hosts_of(spec)
+    if not hosts:
+        return vms
+    return [replace(vm, concerns=vm.concerns + _errors(vm, hosts)) for vm in vms]
+
+
+def _errors(vm: DesiredVM, hosts: list[Host]) -> tuple[Concern, ...]:
+    out = []
+    if len(vm.volumes) > MAX_ATTACHED:
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "too-many-volumes",
+                f"{len(vm.volumes)} disks: a conversion host holds at most {MAX_ATTACHED} "
+                "volumes attached at once, and the conversion attaches all of a VM's disks",
+            )
+        )
+    zone = vm.availability_zone
+    pinned = next((h for h in hosts if h.name == vm.conversion_host), None)
+    if zone and pinned and pinned.zone and pinned.zone != zone:
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "host-zone-mismatch",
+                f"pinned to conversion host {pinned.name} in availability zone {pinned.zone}, "
+                f"but its availability zone is {zone}",
+            )
+        )
+    elif zone and not pinned and not _eligible(zone, hosts):
+        listed = ", ".join(f"{h.name} in {h.zone}" for h in hosts)
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "no-host-in-zone",
+                f"no conversion host in availability zone {zone} (the spec lists {listed})",
+            )
+        )
+    return tuple(out)
+
+
+def _eligible(zone: str | None, hosts: Sequence[Host]) -> list[Host]:
+    return [h for h in hosts if zone is None or h.zone is None or h.zone == zone]
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What placement knows of one VM: bytes to copy, zone, pin, and the host its copy is in
+    progress on (a volume record's conversion_host; None: no copy in progress)."""
+
+    name: str
+    bytes: int
+    zone: str | None
+    pin: str | None
+    recorded: str | None
+
+
+def assign(demands: Sequence[Demand], hosts: Sequence[Host]) -> dict[str, str]:
+    """VM name → host name. Deterministic (the same inputs give the same placement).
+
+    A pinned VM goes to its pin; a VM with a copy in progress stays on that host while the spec
+    lists it (its volume is attached there mid-copy). The others are placed by
+    longest-processing-time-first (Graham, "Bounds on multiprocessing timing anomalies", 1969):
+    largest bytes first (ties by name), each onto the eligible host (its zone) that would finish
+    it earliest, finish = bytes placed / slots (ties in spec order) — so hosts end with estimated
+    copy times within one VM's time of each other. Forklift's vSphere scheduler
+    (kubev2v/forklift pkg/controller/plan/scheduler/vsphere/scheduler.go) only gates: at most
+    MaxInFlight disks per ESXi host at once, a VM costing its disks still to transfer (freed as
+    each is written), started in list order — ferry's reads_per_esxi_host, which the walker
+    applies; it has no conversion hosts to choose between. os-migrate's vmware-migration-kit
+    leaves the split to the user's Ansible inventory of conversion hosts;
+    `vms[].conversion_host` keeps that choice open.
+
+    Demands whose zone no host serves are left out (checks() blocked them)."""
+    names = {h.name for h in hosts}
+    load = {h.name: 0 for h in hosts}
+    out: dict[str, str] = {}
+    for d in demands:
+        fixed = d.pin if d.pin in names else d.recorded if d.recorded in names else None
+        if fixed is not None:
+            out[d.name] = fixed
+            load[fixed] += d.bytes
+    slots = {h.name: h.slots for h in hosts}
+    for d in sorted((d for d in demands if d.name not in out), key=lambda d: (-d.bytes, d.name)):
+        eligible = _eligible(d.zone, hosts)
+        if not eligible:
+            continue
+        best = min(eligible, key=lambda h: (load[h.name] + d.bytes) / slots[h.name])
+        out[d.name] = best.name
+        load[best.name] += d.bytes
+    return out
+
+
+def place(
+    spec: Mapping[str, Any],
+    desired: Sequence[DesiredVM],
+    plans: list[VMPlan],
+    changes: Sequence[Change],
+    *,
+    state: State,
+    throughput: float,
+) -> tuple[list[VMPlan], tuple[HostLoad, ...]]:
+    """Every unblocked VM's plan with its conversion host (and a concern when a VM in the middle
+    of a copy moves to another host), plus each host's share (VMs, bytes, estimated seconds at
+    `throughput` bytes/s per copy) when the spec lists more than one host; () otherwise."""
+    hosts = hosts_of(spec)
+    if not hosts:
+        return plans, ()
+    by_name = {vm.name: vm for vm in desired}
+    demands = [
+        _demand(by_name[p.name], changes, state)
+        for p in plans
+        if not p.blocked and p.name in by_name
+    ]
+    chosen = assign(demands, hosts)
+    recorded = {d.name: d.recorded for d in demands}
+    placed = [
+        replace(
+            p,
+            conversion_host=chosen[p.name],
+            concerns=p.concerns + _moved(recorded[p.name], chosen[p.name], hosts),
+        )
+        if p.name in chosen
+        else p
+        for p in plans
+    ]
+    if len(hosts) < 2:
+        return placed, ()
+    return placed, tuple(_load(h, demands, chosen, throughput) for h in hosts)
+
+
+def _copied(name: str, changes: Sequence[Change]) -> int:
+    """Bytes the VM's changes copy."""
+    prefix = str(Address("vm", name))
+    mine = [c for c in changes if str(Address.parse(c.address).vm) == prefix]
+    return sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP)
+
+
+def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
+    prefix = str(Address("vm", vm.name))
+    copied = _copied(vm.name, changes)
+    hosts = sorted(
+        str(r.attributes[RECORDED_HOST])
+        for a, r in state.resources.items()
+        if r.kind == "volume"
+        and r.status is Status.IN_PROGRESS
+        and r.attributes.get(RECORDED_HOST)
+        and str(Address.parse(a).vm) == prefix
+    )
+    return Demand(
+        vm.name, copied, vm.availability_zone, vm.conversion_host, next(iter(hosts), None)
+    )
+
+
+def _moved(recorded: str | None, chosen: str, hosts: Sequence[Host]) -> tuple[Concern, ...]:
+    """Why a VM whose copy is in progress on one host is placed on another."""
+    if recorded is None or recorded == chosen:
+        return ()
+    resume = (
+        f"its volume is detached there and attached to {chosen}, and the copy resumes from its "
+        "checkpoint"
+    )
+    if recorded in {h.name for h in hosts}:
+        why = f"pinned to conversion host {chosen}: its copy in progress on {recorded} moves; "
+        return (Concern(ConcernLevel.INFO, "re-placed", why + resume),)
+    why = (
+        f"re-placed on conversion host {chosen}: its copy was in progress on {recorded}, which "
+        f"the spec no longer lists; "
+    )
+    return (Concern(ConcernLevel.WARNING, "re-placed", why + resume),)
+
+
+def _load(
+    host: Host, demands: Sequence[Demand], chosen: Mapping[str, str], rate: float
+) -> HostLoad:
+    mine = [d for d in demands if chosen.get(d.name) == host.name]
+    total = sum(d.bytes for d in mine)
+    seconds = round(total / (rate * host.slots), 1) if rate > 0 else 0.0
+    return HostLoad(host.name, len(mine), total, host.slots, seconds, host.zone)
+
+
+def read_bounds(
+    spec: Mapping[str, Any],
+    desired: Sequence[DesiredVM],
+    changes: Sequence[Change],
+    loads: Sequence[HostLoad],
+    throughput: float,
+) -> list[Diagnostic]:
+    """An info line per ESXi host whose disks take longer to read, at most
+    `source.vcenter.reads_per_esxi_host` at once, than the busiest conversion host takes to
+    write its share: that ESXi host, not the conversion hosts, bounds the apply. None without
+    a placement over several hosts (`loads` empty) or a throughput."""
+    if not loads or throughput <= 0:
+        return []
+    reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
+    per_esxi: dict[str, int] = {}
+    for vm in desired:
+        if vm.source.host:
+            copied = _copied(vm.name, changes)
+            per_esxi[vm.source.host] = per_esxi.get(vm.source.host, 0) + copied
+    busiest = max(h.seconds for h in loads)
+    out = []
+    for esxi, total in sorted(per_esxi.items()):
+        seconds = round(total / (throughput * reads), 1)
+        if seconds > busiest:
+            out.append(
+                Diagnostic(
+                    Severity.INFO,
+                    f"ESXi host {esxi}: its disks' {human(total)} are read at most {reads} at "
+                    f"once (source.vcenter.reads_per_esxi_host), ~{duration(seconds)}: longer "
+                    f"than the busiest conversion host's ~{duration(busiest)}, so it bounds the "
+                    "apply",
+                    path=("source", "vcenter", "reads_per_esxi_host"),
+                )
+            )
+    return out

@@ -1,0 +1,125 @@
+"""Placement on agents (issue 14): with two conversion hosts and execution.broker, the plan puts
+web01 and build-old on different hosts, and each VM's disk copies run on the agent of the host it
+was placed on (its own `ferry agent --host` process), byte-exact; state in the lab's PostgreSQL,
+as several hosts need."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from engine.lab import disks as lab_disks
+from engine.lab.estate import LabVM, find_vm
+from engine.lab.lab import Lab
+from engine.lab.openstack.bootstrap import conversion_host
+from engine.statestore import postgres_at
+from tests.integration.chaos import content_digest
+from tests.integration.cli import ROOT, ferry
+from tests.integration.converge import volume_file
+from tests.integration.test_agents import EXECUTION, STARTED, ready, start_agent, stop
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
+HOSTS = ("ferry-conversion-01", "ferry-conversion-02")  # the lab's host, and one booted here
+DISKS = {"web01": (2000, 2001), "build-old": (2000,)}
+
+
+def spec_for(tmp_path: Path, schema: str) -> Path:
+    """The demo spec for web01 and build-old (not verified: the test compares), two conversion
+    hosts of two copy slots each, the lab's broker, state in PostgreSQL (`schema`)."""
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    listed = text[text.index("conversion_hosts:") : text.index("\ndefaults:")]
+    two = "conversion_hosts:\n" + "".join(
+        f"  - name: {h}\n    max_parallel: 2\n    devices: connection-info\n" for h in HOSTS
+    )
+    head = text.replace(listed, two).split("\nvms:")[0]
+    state = f"state: {{backend: postgres, dsn_env: FERRY_STATE_DSN, schema: {schema}}}\n"
+    vms = "".join(f"  - name: {vm}\n    verify: false\n" for vm in DISKS)
+    spec = tmp_path / "two-hosts.yaml"
+    spec.write_text(f"{head}\n{EXECUTION}\n{state}\nvms:\n{vms}")
+    return spec
+
+
+def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan (JSON) places the two VMs on different hosts; the apply's JSON events say which
+    agent took each disk (the agent's own name, from its task state), each agent's log has
+    exactly its VM's tasks, and each volume (a full copy, in sync) equals its source disk
+    (sha256). A second agent for a host whose agent runs is one line, exit 1."""
+    began = time.monotonic()
+    dsn = lab.postgres.dsn()
+    monkeypatch.setenv("FERRY_STATE_DSN", dsn)  # the agents' environment too
+    schema = f"placement_{uuid.uuid4().hex[:8]}"
+    spec = spec_for(tmp_path, schema)
+    conversion_host(lab.openstack("ferry-lab"), name=HOSTS[1])  # removed by new_cloud_objects
+
+    marks = {"boot": time.monotonic() - began}
+    plan = ferry(lab, "plan", str(spec), "--json")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    placed = {v["name"]: v["conversion_host"] for v in json.loads(plan.stdout)["vms"]}
+    assert set(placed) == set(DISKS) and set(placed.values()) == set(HOSTS), placed
+
+    logs = {h: tmp_path / f"agent-{h}.log" for h in HOSTS}
+    try:
+        agents = [start_agent(lab, spec, logs[h], host=h, wait=False) for h in HOSTS]
+        for agent, h in zip(agents, HOSTS, strict=True):
+            ready(agent, logs[h])
+        marks["plan + agents"] = time.monotonic() - began - sum(marks.values())
+        twice = subprocess.Popen(  # while the apply runs
+            [sys.executable, "-m", "engine.cli", "agent", "--host", HOSTS[0], "--spec", str(spec)],
+            cwd=ROOT,
+            env={**os.environ, **lab.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        done = ferry(lab, "apply", str(spec), "--auto-approve", "--json")
+        twice_out, twice_err = twice.communicate(timeout=120)
+        marks["apply"] = time.monotonic() - began - sum(marks.values())
+    finally:
+        for started in STARTED:
+            stop(started)
+        STARTED.clear()
+    assert twice.returncode == 1 and twice_err.startswith(  # one agent per host
+        f"error: an agent for conversion host {HOSTS[0]} already runs on this machine"
+    ), twice_out + twice_err
+    assert len(twice_err.splitlines()) == 1 and "Traceback" not in twice_out, twice_out
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["event"] == "apply_end" and events[-1]["ok"] is True
+    taken = {
+        e["message"].split(":")[0]: e["message"].split("taken by agent ")[1].split()[0]
+        for e in events
+        if e["event"] == "step" and "taken by agent " in e["message"]
+    }
+    expected = {f"vm.{vm}.disk[{k}]": placed[vm] for vm, keys in DISKS.items() for k in keys}
+    assert taken == expected, taken
+    for h in HOSTS:  # each agent ran its own VM's disks, no other
+        lines = logs[h].read_text().splitlines()
+        ran = sum(1 for line in lines if "Task ferry.sync[" in line and " succeeded " in line)
+        assert ran == sum(1 for a in expected.values() if a == h), logs[h].read_text()[-2000:]
+
+    resources = postgres_at(dsn, schema).open(create=False).read().resources
+    for address in expected:  # the in-progress record's conversion_host goes once in sync
+        record = resources[address].attributes
+        assert record["last_sync"]["kind"] == "full", record
+        vm, key = address.split(".")[1], int(address.split("[")[1].rstrip("]"))
+        capacity = next(d.capacity for d in lab_vm(vm).disks if d.key == key)
+        got = content_digest(volume_file(lab, str(record["volume_id"])), capacity)  # data only
+        source = lab_disks.live_path(lab.disks, lab_vm(vm), key)
+        assert got == content_digest(source, capacity), address
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in marks.items())
+    print(f"\ntwo hosts, two agents: {time.monotonic() - began:.0f} s ({phases}); {placed}")
+
+
+def lab_vm(name: str) -> LabVM:
+    vm = find_vm(name)
+    assert vm is not None, name
+    return vm

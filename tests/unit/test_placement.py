@@ -1,0 +1,101 @@
+"""Placement in the plan (issue 14): shown on each VM's line and per host only when the spec lists
+several conversion hosts (one host: the plan reads as before), sealed in a saved plan, and the
+assignment deterministic. The planner cases tests/cases/placement-* hold the rules' examples."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from engine.cli.plan import render
+from engine.cli.show import markdown
+from engine.errors import UserError
+from engine.model.plan import Plan
+from engine.planner import planfile
+from engine.planner.placement import Demand, Host, assign
+
+CASES = Path(__file__).parents[1] / "cases"
+GiB = 1024**3
+
+
+def _plan(case: str) -> Plan:
+    data = json.loads((CASES / case / "expected.json").read_text())
+    data.pop("exit_code")
+    return planfile.from_json(
+        data | {"created_at": "2026-01-01T00:00:00Z", "spec_digest": "0" * 64}
+    )
+
+
+def _text(plan: Plan) -> str:
+    out = io.StringIO()
+    render(plan, Console(file=out, width=300, color_system=None))
+    return out.getvalue()
+
+
+def test_several_hosts_show_each_vms_host_and_each_hosts_share() -> None:
+    plan = _plan("placement-three-hosts")
+    text = _text(plan)
+    header = next(line for line in text.splitlines() if line.startswith("vm.web01 "))
+    assert header.endswith("; conversion host conv-c)"), header
+    assert "Conversion hosts" in text
+    assert "conv-a: 2 VM(s), 9.0 GiB to copy, ~46.1 s at 2 copies at once" in text, text
+    assert "conv-c: 3 VM(s), 17.0 GiB to copy, ~43.5 s at 4 copies at once" in text, text
+    assert "`vm.web01` → web01 (replicate, flavor m1.medium, conversion host conv-c)" in markdown(
+        plan
+    )
+
+
+def test_one_host_reads_as_before() -> None:
+    """conversion-host-create lists one host: its VM is placed (JSON) but no line changes."""
+    plan = _plan("conversion-host-create")
+    assert [v.conversion_host for v in plan.vms] == ["conv-02"] and plan.hosts == ()
+    headers = [line for line in _text(plan).splitlines() if line.startswith("vm.")]
+    assert headers and not any("conversion host" in line for line in headers), headers
+    assert "Conversion hosts" not in markdown(plan)
+
+
+def test_a_saved_plan_carries_its_placement_under_the_seal(tmp_path: Path) -> None:
+    plan = _plan("placement-pinned")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\n")
+    path = tmp_path / "wave.plan"
+    planfile.save(plan, path, spec, {})
+    assert planfile.load(path, {}).plan == plan
+    text = path.read_text()
+    path.write_text(text.replace('"conversion_host": "conv-b"', '"conversion_host": "conv-a"', 1))
+    with pytest.raises(UserError, match="was changed after it was saved"):
+        planfile.load(path, {})
+
+
+def test_assignment_is_deterministic_and_balanced() -> None:
+    hosts = [Host("conv-a", None, 2), Host("conv-b", None, 2), Host("conv-c", None, 4)]
+    demands = [Demand(f"vm{n}", n * GiB, None, None, None) for n in range(1, 41)]
+    placed = assign(demands, hosts)
+    assert assign(list(reversed(demands)), hosts) == placed  # input order does not matter
+    finish = {
+        h.name: sum(d.bytes for d in demands if placed[d.name] == h.name) / h.slots for h in hosts
+    }
+    assert max(finish.values()) - min(finish.values()) <= 40 * GiB / 2  # within one VM's time
+    assert max(finish.values()) <= 1.05 * sum(d.bytes for d in demands) / 8  # near the ideal
+
+
+def test_zones_pins_and_a_host_in_progress_bound_the_choice() -> None:
+    hosts = [Host("conv-a", "az1", 2), Host("conv-b", "az2", 2), Host("conv-c", "az1", 2)]
+    demands = [
+        Demand("big", 100 * GiB, "az1", None, None),
+        Demand("pinned", GiB, None, "conv-b", "conv-a"),  # the pin wins over the record
+        Demand("resumed", GiB, None, None, "conv-a"),  # stays on its listed host
+        Demand("gone", 50 * GiB, None, None, "conv-old"),  # its host left the spec
+        Demand("nowhere", GiB, "az9", None, None),  # no host: left out (an error concern)
+        Demand("az2", 2 * GiB, "az2", None, None),
+    ]
+    placed = assign(demands, hosts)
+    assert placed["big"] in {"conv-a", "conv-c"}
+    assert (placed["pinned"], placed["resumed"]) == ("conv-b", "conv-a")
+    assert placed["gone"] != "conv-old" and "nowhere" not in placed
+    assert placed["az2"] == "conv-b"
+    assert assign([Demand("any", GiB, "az9", None, None)], [Host("c", None, 1)]) == {"any": "c"}
