@@ -199,8 +199,9 @@ def fault(
 
 @app.command("expire-sessions")
 def expire_sessions(directory: DirOption = None) -> None:
-    """A fault drill: the lab vCenter ends every session, as vCenter does when sessions time out
-    or an administrator terminates them (clients must log in again)."""
+    """A fault drill: the lab vCenter ends every session (clients must log in again).
+
+    As vCenter does when sessions time out or an administrator terminates them."""
     ended = _lab(directory).expire_sessions()
     typer.echo(f"the lab vCenter ended {ended} session(s)")
 
