@@ -217,7 +217,8 @@ def _check_fresh(
     plan: Plan, spec: dict[str, Any], location: StateLocation, named: Path | None = None
 ) -> None:
     """A saved plan applies only with the spec (`named` by --spec, else the plan's own) and the
-    state it was made from, unchanged.
+    state it was made from, unchanged (a plan made on an empty state, whose lineage the first
+    write of that state makes, is told that the state changed, not that it is another).
 
     Raises UserError naming which of them differs."""
     if spec_digest(spec) != plan.spec_digest:
@@ -228,7 +229,7 @@ def _check_fresh(
             )
         raise UserError("the spec changed since this plan was made: run `ferry plan` again")
     current = read_state(location)
-    if current.lineage != plan.state_lineage:
+    if current.lineage != plan.state_lineage and not (plan.state_serial == 0 < current.serial):
         raise UserError(
             f"the state {location.display or location.identity} is not the one this plan was "
             "made from (another lineage"

@@ -864,6 +864,13 @@ CASES = [
         r"error: the state changed since this plan was made \(serial \d+ → \d+\): run `ferry plan`",
         plan="stale-state",
     ),
+    Case(  # planned on an empty state, applied after something wrote it (not another state)
+        "plan-file-state-written-since-empty",
+        ("apply", "p.plan"),
+        1,
+        r"error: the state changed since this plan was made \(serial 0 → 1\): run `ferry plan`",
+        plan="empty-state",
+    ),
     Case(
         "plan-file-state-elsewhere",
         ("apply", "p.plan", "--state", "state/other.db"),
@@ -995,7 +1002,10 @@ def _setup(root: Path, case: Case) -> None:
     if case.plan:
         loaded = validate_file(root / "spec.yaml", {})
         digest = spec_digest(dict(loaded.data))
-        saved = _plan(digest, current.lineage, current.serial, error=case.plan == "with-error")
+        lineage, serial = current.lineage, current.serial
+        if case.plan == "empty-state":  # as planned before the state's first write
+            lineage, serial = "lineage-of-an-empty-state", 0
+        saved = _plan(digest, lineage, serial, error=case.plan == "with-error")
         env = {planfile.KEY_ENV: KEY} if case.plan == "signed" else {}
         planfile.save(saved, root / "p.plan", root / "spec.yaml", env)
     if case.plan == "stale-state":
