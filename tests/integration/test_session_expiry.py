@@ -29,6 +29,10 @@ from tests.integration.test_https_reader import _areas_digest
 pytestmark = pytest.mark.lab
 MiB = 1024**2
 EXPIRE_AFTER = 1.5  # seconds into the copy
+# One read at a time, 1 MiB each: 48 reads at >= 200 ms, so the copy lasts >= 9.6 s on any box
+# and most reads come after the sessions end (with the default 4 connections of parallel reads
+# a quiet CI box copied the 48 MiB in under 1.5 s, before they ended)
+SERIAL = CopyOptions(dst_is_zero=True, request_size=MiB, in_flight=1, connections=1)
 
 
 def test_a_session_ending_mid_copy_is_renewed_and_the_copy_completes(
@@ -74,7 +78,7 @@ def test_a_session_ending_mid_copy_is_renewed_and_the_copy_completes(
             began = time.monotonic()
             timer.start()
             try:
-                copy(server.uri, out, areas, CopyOptions(dst_is_zero=True))
+                copy(server.uri, out, areas, SERIAL)
             finally:
                 copied = time.monotonic()
                 timer.join()
