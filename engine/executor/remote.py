@@ -324,7 +324,8 @@ def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[
     it closes the channel for its consumer_timeout (default 30 min, shorter than a large disk's
     copy) and delivers it again once the worker reconnects, while the first copy still runs."""
     task_id = str(task.request.id)
-    owner, run = _RUNS.claim(_run_key(task_id, job, digest))
+    key = _run_key(task_id, job, digest)
+    owner, run = _RUNS.claim(key)
     if not owner:
         log.warning(
             "task %s was delivered again while this agent copies it (the broker took back the "
@@ -337,7 +338,7 @@ def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[
     try:
         run.outcome = _run_task(task, agent, job, digest)
     finally:
-        _RUNS.finish(_run_key(task_id, job, digest))
+        _RUNS.finish(key)
     return run.outcome
 
 
