@@ -133,8 +133,8 @@ def prepare(
     Raises InvalidSpecError and UserError (a stale or unreadable plan, a locked state)."""
     plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
     location = state_location(spec, state)
-    check_shared_state(spec, location)
-    if saved is not None:
+    if saved is not None:  # a spec was checked by _plan_for, before its refresh
+        check_shared_state(spec, location)
         _check_fresh(plan, spec, location, spec_option)
     return plan, spec, saved, location
 
