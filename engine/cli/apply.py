@@ -102,7 +102,7 @@ def apply(
         if saved is not None:
             console.print(escape(saved.seal_line()))
     check_applicable(plan, console, as_json)
-    blocked = _blocked(plan)
+    blocked = blocked_line(plan)
     if not plan.has_changes:
         console.print("No changes to apply." + (f" {blocked}" if blocked else ""))
         if as_json:  # CI reads stdout: one line that says so
@@ -262,7 +262,7 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
 
 
-def _blocked(plan: Plan) -> str:
+def blocked_line(plan: Plan) -> str:
     """A line naming the VMs the plan blocked (error concerns), or "": they make apply exit 1, so
     a CI gate cannot go green on a wave whose VMs were not applied."""
     wanted = {str(Address.parse(t).vm) for t in plan.targets}
@@ -488,7 +488,7 @@ def run_plan(
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     skipped = sum(s.bytes_skipped for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
-    blocked = _blocked(plan)
+    blocked = blocked_line(plan)
     events.emit(
         "apply_end",
         ok=result.ok and not blocked,

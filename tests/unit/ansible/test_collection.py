@@ -42,7 +42,23 @@ def docs(module: str) -> dict[str, Any]:
             if name in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
                 assert isinstance(node.value, ast.Constant)
                 found[name] = yaml.safe_load(node.value.value)
+    for fragment in found["DOCUMENTATION"].get("extends_documentation_fragment", []):
+        merged = fragment_doc(fragment)
+        found["DOCUMENTATION"]["options"].update(merged.get("options", {}))
     return found
+
+
+def fragment_doc(name: str) -> dict[str, Any]:
+    """A doc fragment of this collection (`ferry_migrate.ferry.NAME`), parsed as ansible-doc
+    merges it (its ModuleDocFragment.DOCUMENTATION)."""
+    assert name.startswith("ferry_migrate.ferry."), f"{name}: only this collection's fragments"
+    path = COLLECTION / "plugins" / "doc_fragments" / f"{name.rsplit('.', 1)[1]}.py"
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DOCUMENTATION":
+            assert isinstance(node.value, ast.Constant)
+            return dict(yaml.safe_load(node.value.value))
+    raise AssertionError(f"{path}: no DOCUMENTATION")
 
 
 def argument_spec(module: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:

@@ -46,17 +46,12 @@ options:
     description: Steps run at once (copies are also bounded per conversion host and ESXi host).
     type: int
     default: 4
-  state_location:
-    description:
-      - Where ferry's state is, as C(--state) takes it, a file, C(env:NAME) (a PostgreSQL DSN
-        in that environment variable) or a C(postgresql://) URL without password.
-    type: str
   report:
     description: Write the HTML migration report (C(ferry report)) after an apply.
     type: bool
     default: true
-requirements:
-  - ferry (its Python library) in the Python the module runs with
+extends_documentation_fragment:
+  - ferry_migrate.ferry.state
 author:
   - ferry maintainers
 attributes:
@@ -133,7 +128,7 @@ def run(params: dict, check_mode: bool) -> dict:
     from rich.console import Console
 
     from engine.addresses import Address
-    from engine.cli.apply import _blocked, check_applicable, prepare, run_plan
+    from engine.cli.apply import blocked_line, check_applicable, prepare, run_plan
     from engine.cli.progress import HumanView
     from engine.cli.report import write_html
     from engine.errors import UserError
@@ -152,7 +147,7 @@ def run(params: dict, check_mode: bool) -> dict:
     console = Console(file=buffer, width=160, no_color=True, highlight=False)
     check_applicable(plan, console, as_json=False)
     out: dict = {"changed": plan.has_changes, "summary": planfile.to_json(plan)["summary"]}
-    blocked = _blocked(plan)
+    blocked = blocked_line(plan)
     if blocked and not plan.has_changes:
         raise UserError(blocked)
     if check_mode or not plan.has_changes:

@@ -43,19 +43,12 @@ options:
       - Not with O(destroy).
     type: bool
     default: false
-  state_location:
-    description:
-      - Where ferry's state is, as C(--state) takes it, a file, C(env:NAME) (a PostgreSQL DSN
-        in that environment variable) or a C(postgresql://) URL without password.
-      - Default is the spec's C(state) block, then C($FERRY_STATE_DSN), C($FERRY_STATE),
-        C(./state/ferry.db).
-    type: str
   out:
     description:
       - Save the plan to this file (not in check mode, nor when the plan has errors).
     type: path
-requirements:
-  - ferry (its Python library) in the Python the module runs with
+extends_documentation_fragment:
+  - ferry_migrate.ferry.state
 author:
   - ferry maintainers
 attributes:
