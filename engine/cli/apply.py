@@ -277,12 +277,14 @@ def _observed(applier: Applier, events: Events) -> Any:
 
     def run(node: Any) -> None:
         change = applier.changes[str(node)]
+        host = applier.host_of(change)
         events.emit(
             "node_start",
             address=change.address,
             kind=change.kind,
             action=change.action.value,
             vm=Address.parse(change.address).name,
+            **({"host": host} if host else {}),
         )
         began = time.monotonic()
         try:
