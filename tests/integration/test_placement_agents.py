@@ -19,7 +19,7 @@ import pytest
 from engine.lab import disks as lab_disks
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
-from engine.lab.openstack.bootstrap import conversion_host
+from engine.lab.openstack.bootstrap import ensure_conversion_host
 from engine.model.state import RECORDED_HOST
 from engine.statestore import postgres_at
 from tests.integration.chaos import content_digest
@@ -60,7 +60,8 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     monkeypatch.setenv("FERRY_STATE_DSN", dsn)  # the agents' environment too
     schema = f"placement_{uuid.uuid4().hex[:8]}"
     spec = spec_for(tmp_path, schema)
-    conversion_host(lab.openstack("ferry-lab"), name=HOSTS[1])  # removed by new_cloud_objects
+    # booted here unless the lab has it (`lab up --hosts 2`); removed by new_cloud_objects
+    ensure_conversion_host(lab.openstack("ferry-lab"), HOSTS[1])
 
     marks = {"boot": time.monotonic() - began}
     plan = ferry(lab, "plan", str(spec), "--json")
