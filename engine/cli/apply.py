@@ -442,6 +442,7 @@ def run_plan(
             applier.ctx.sources.check()  # before anything is touched
         events.emit(
             "apply_start",
+            state=location.identity,  # whose log: states may share a log_dir (PostgreSQL's)
             summary=planfile.to_json(plan)["summary"],
             vms=[
                 {

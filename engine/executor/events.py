@@ -2,8 +2,8 @@
 (what `ferry report` draws its timeline from) and, with `apply --json`, to stdout for CI logs.
 
 Events (every one has `ts`, seconds since the epoch, and `event`):
-  apply_start {plan: summary}          node_start {address, kind, action, vm, host (copies and
-                                                  conversions: the conversion host)}
+  apply_start {state (its identity), plan: summary, vms}
+  node_start {address, kind, action, vm, host (copies and conversions: the conversion host)}
   step {vm, message}                   node_end {address, outcome: done|failed, error?, seconds}
   copy {address, done, total}          node_skipped {address, after}
   synced {address, vm, kind: full|delta, bytes (read + zeroed), read, skipped (holes left

@@ -190,6 +190,18 @@ def busy(spans: Iterable[tuple[float, float]]) -> float:
     return total
 
 
+def of_state(logs: list[list[dict[str, Any]]], identity: str) -> list[list[dict[str, Any]]]:
+    """The apply logs of the state `identity` (StateLocation.identity): PostgreSQL states share
+    one log_dir, so a log whose apply_start names another state is left out (one naming none,
+    from an older ferry, is kept)."""
+    return [events for events in logs if _state_of(events) in (None, identity)]
+
+
+def _state_of(events: list[dict[str, Any]]) -> str | None:
+    start = next((e for e in events if e.get("event") == "apply_start"), None)
+    return None if start is None or not start.get("state") else str(start["state"])
+
+
 def run(events: list[dict[str, Any]]) -> ApplyRun:
     """An apply's outcome from its events: apply_end's counts, 'stopped' after a stop signal,
     'killed' with no apply_end (then counted from node_end)."""

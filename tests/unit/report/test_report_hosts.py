@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
 from engine.report import svg
-from engine.report.data import UNRECORDED_HOST, Sync, busy, collect, lanes
+from engine.report.data import UNRECORDED_HOST, Sync, busy, collect, lanes, of_state
 from engine.report.render import html, markdown
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -123,3 +123,19 @@ def test_syncs_without_data_read_or_host_recorded() -> None:
         (H1, 1, GiB),  # the legacy copy (no read) is not counted
         (UNRECORDED_HOST, 1, GiB),
     ]
+
+
+def test_a_report_reads_only_its_own_states_apply_logs() -> None:
+    """PostgreSQL states share one log_dir (./state/logs): the report of one counted another
+    state's copies in its host totals (lab: ferry-conversion-01 '2 VMs, 9 copies' for 1 VM and 2
+    copies). apply_start names its state; a log naming another state is left out, an older log
+    naming none is kept."""
+    mine = [ev(0, "apply_start", state="postgresql://lab/ferry?schema=a", summary={}, vms=[]),
+            *copy(1.0, "web01", H1, 1.0, bytes=MiB, read=MiB)]  # fmt: skip
+    other = [ev(0, "apply_start", state="postgresql://lab/ferry?schema=b", summary={}, vms=[]),
+             *copy(1.0, "db01", H1, 1.0, bytes=MiB, read=MiB)]  # fmt: skip
+    older = [ev(0, "apply_start", summary={}, vms=[]),
+             *copy(1.0, "win-app01", H2, 1.0, bytes=MiB, read=MiB)]  # fmt: skip
+    kept = of_state([mine, other, older], "postgresql://lab/ferry?schema=a")
+    assert kept == [mine, older]
+    assert [(t.host, t.vms) for t in collect({}, kept).hosts] == [(H1, 1), (H2, 1)]
