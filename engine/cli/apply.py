@@ -277,12 +277,14 @@ def _observed(applier: Applier, events: Events) -> Any:
 
     def run(node: Any) -> None:
         change = applier.changes[str(node)]
+        host = applier.host_of(change)
         events.emit(
             "node_start",
             address=change.address,
             kind=change.kind,
             action=change.action.value,
             vm=Address.parse(change.address).name,
+            **({"host": host} if host else {}),
         )
         began = time.monotonic()
         try:
@@ -440,6 +442,7 @@ def run_plan(
             applier.ctx.sources.check()  # before anything is touched
         events.emit(
             "apply_start",
+            state=location.identity,  # whose log: states may share a log_dir (PostgreSQL's)
             summary=planfile.to_json(plan)["summary"],
             vms=[
                 {

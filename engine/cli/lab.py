@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shlex
 import time
@@ -11,7 +12,9 @@ from typing import Annotated
 
 import typer
 
+from engine.cli.plan import load_spec
 from engine.errors import UserError
+from engine.lab import agents as lab_agents
 from engine.lab.guest import tiny_debian
 from engine.lab.lab import Lab, default_dir, status_json
 from engine.units import human, parse_size
@@ -34,12 +37,26 @@ def _lab(directory: Path | None) -> Lab:
     return Lab((directory or default_dir()).resolve())
 
 
+MAX_HOSTS = 8  # conversion-host servers `lab up --hosts` boots at most
+
+
 @app.command()
-def up(directory: DirOption = None) -> None:
+def up(
+    directory: DirOption = None,
+    hosts: Annotated[
+        int,
+        typer.Option(
+            "--hosts",
+            help=f"Conversion-host servers to boot: ferry-conversion-01..NN (1 to {MAX_HOSTS}).",
+        ),
+    ] = 1,
+) -> None:
     """Start the lab and create its VMs (refuses when it is already up)."""
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise UserError(f"--hosts {hosts}: the lab boots 1 to {MAX_HOSTS} conversion hosts")
     lab = _lab(directory)
     typer.echo(f"starting the lab in {lab.root} (about a minute; a few on a busy machine)")
-    seconds = lab.up(progress=lambda line: typer.echo(f"  {line}"))
+    seconds = lab.up(progress=lambda line: typer.echo(f"  {line}"), hosts=hosts)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     typer.echo(f"lab up in {seconds:.1f} s (ferry peak RSS {peak:.0f} MiB): {lab.root}")
 
@@ -62,6 +79,48 @@ def down(
         return
     left = lab.disk_usage()
     typer.echo(f"{human(left)} of lab data left in {lab.root}: `ferry lab down --purge` removes it")
+
+
+DEMO_3_HOSTS = lab_agents.CHECKOUT / "plans" / "demo-3-hosts.yaml"
+
+
+@app.command()
+def agents(
+    directory: DirOption = None,
+    spec: Annotated[
+        Path,
+        typer.Option("--spec", help="The spec the coordinator applies (its conversion_hosts)."),
+    ] = DEMO_3_HOSTS,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop the agents this lab started, by PID.")
+    ] = False,
+) -> None:
+    """Start one `ferry agent --host NAME` process per conversion host of the spec.
+
+    Each on the lab's broker (its password in a 0600 file, never on argv), its PID in the lab
+    directory (agents.json) so `lab agents --stop` and `lab down` stop exactly these."""
+    lab = _lab(directory)
+    if stop:
+        stopped = lab_agents.stop(lab.root)
+        typer.echo(
+            "stopped " + ", ".join(f"{p.name} (pid {p.pid})" for p in stopped)
+            if stopped
+            else f"no agent of the lab in {lab.root} runs"
+        )
+        return
+    if not lab.running():
+        raise UserError(not_up(lab))
+    env = lab.env()
+    for name, value in env.items():  # the spec reads the lab's variables (`ferry lab env`)
+        os.environ.setdefault(name, value)
+    hosts = lab_agents.spec_hosts(dict(load_spec(spec).data))
+    started = lab_agents.start(
+        lab.root, spec.resolve(), hosts, env, say=lambda line: typer.echo(f"  {line}")
+    )
+    typer.echo(
+        f"{len(started)} agents run for {spec} (logs in {lab.root / 'logs'}); "
+        "`ferry lab agents --stop` stops them"
+    )
 
 
 @app.command()

@@ -11,7 +11,7 @@ from engine.cli.plan import StateOption, load_spec, state_location
 from engine.errors import UserError
 from engine.executor.events import read
 from engine.planner.refresh import read_state
-from engine.report.data import Report, collect
+from engine.report.data import Report, collect, of_state
 from engine.report.render import html, markdown
 from engine.statestore import StateLocation
 
@@ -53,7 +53,7 @@ def report_data(location: StateLocation) -> Report:
     if not recorded.lineage:
         raise UserError(f"no state in {location.display}: nothing has been applied yet")
     logs = sorted(location.log_dir.glob("apply-*.jsonl"))
-    return collect(recorded.resources, [read(log) for log in logs])
+    return collect(recorded.resources, of_state([read(log) for log in logs], location.identity))
 
 
 def write_html(location: StateLocation) -> Path:

@@ -553,6 +553,15 @@ class Applier:
             return name, self.ctx.host_ids[name]
         return self.ctx.conversion_host_name, self.ctx.conversion_host_id
 
+    def host_of(self, change: Change) -> str:
+        """The conversion host a change runs on: a copy's (volume) its VM's, a conversion on
+        the host this apply converts on; "" for the coordinator's steps."""
+        if change.kind == "volume":
+            return self.host_for(Address.parse(change.address).name)[0]
+        if change.kind == "conversion":
+            return self.ctx.conversion_host_name
+        return ""
+
     def _release_elsewhere(
         self, address: str, before: dict[str, Any], volume_id: str, host_name: str
     ) -> None:
@@ -762,8 +771,10 @@ class Applier:
             metadata["ferry_change_id"] = disk.change_id
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)
         after, before = change.after or {}, change.before or {}
+        host = self.host_for(address.name)[0]  # the conversion host that wrote it
         record = {
             "volume_id": volume_id,
+            RECORDED_HOST: host,
             "change_id": disk.change_id,
             "size_gib": after.get("size_gib"),
             "volume_type": after.get("volume_type"),
@@ -782,6 +793,7 @@ class Applier:
                 "retries": stats.retries,
                 "sha256": verified[0],
                 "verified": verified[1],  # whole disk | changed areas | None
+                "host": host,
             },
         }
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
@@ -796,6 +808,7 @@ class Applier:
                 read=stats.bytes_read,
                 skipped=stats.bytes_skipped,
                 volume_id=volume_id,
+                host=host,
                 step_seconds=round(step, 3),
                 sha256=verified[0],
                 verified=verified[1],

@@ -22,7 +22,7 @@ from engine.addresses import Address
 from engine.conversion import v2v
 from engine.errors import FerryError
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import RECORDED_HOST, ResourceRecord, Status
 from engine.planner.diff.cutover import source_left_off
 from engine.providers.openstack import compute, volumes
 from engine.providers.vsphere.power import (
@@ -319,6 +319,7 @@ class Cutover:
         }
         attrs = {**self._attrs(change.address), **after, "protection": protection}
         attrs |= {"protected_change_ids": held, "epochs": {}}
+        attrs[RECORDED_HOST] = self.ctx.conversion_host_name  # where it attaches and converts
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
         if after.get("tool"):

@@ -2,11 +2,13 @@
 (what `ferry report` draws its timeline from) and, with `apply --json`, to stdout for CI logs.
 
 Events (every one has `ts`, seconds since the epoch, and `event`):
-  apply_start {plan: summary}          node_start {address, kind, action, vm}
+  apply_start {state (its identity), plan: summary, vms}
+  node_start {address, kind, action, vm, host (copies and conversions: the conversion host)}
   step {vm, message}                   node_end {address, outcome: done|failed, error?, seconds}
   copy {address, done, total}          node_skipped {address, after}
   synced {address, vm, kind: full|delta, bytes (read + zeroed), read, skipped (holes left
-          alone), seconds (the copy's), step_seconds (the step's wall time), sha256, verified}
+          alone), seconds (the copy's), step_seconds (the step's wall time), sha256, verified,
+          host (the conversion host that wrote it)}
   apply_end {ok, done, failed, skipped, bytes_read, bytes_zeroed, bytes_skipped, seconds}
 Messages never hold a secret: they are built from addresses, ids and sizes only.
 """

@@ -26,6 +26,7 @@ from pyVmomi import vim
 
 from engine.dataplane.nbdkit import FileDiskSource
 from engine.errors import FerryError, LabError, UserError
+from engine.lab import agents as lab_agents
 from engine.lab import disks as lab_disks
 from engine.lab import faults as lab_faults
 from engine.lab import openstack as lab_openstack
@@ -118,10 +119,10 @@ class Lab:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def up(self, progress: Callable[[str], None] = lambda _: None) -> float:
-        """Start every lab service and create the estate; returns the seconds it took.
-        `progress` gets a line per service started and per phase done (with seconds since the
-        start)."""
+    def up(self, progress: Callable[[str], None] = lambda _: None, hosts: int = 1) -> float:
+        """Start every lab service and create the estate with `hosts` conversion-host servers
+        (ferry-conversion-01..NN); returns the seconds it took. `progress` gets a line per
+        service started and per phase done (with seconds since the start)."""
         began = time.monotonic()
         alive = self.running()
         if alive:
@@ -147,8 +148,9 @@ class Lab:
             with session(self.vcenter_target()) as si:
                 vcenter.populate(si, self.disks, self.vcenter_target())
             say("vCenter estate created (VMs, disks, networks)")
-            lab_openstack.up(self.openstack_root, record)
-            say("OpenStack project, networks, flavors and conversion host created")
+            lab_openstack.up(self.openstack_root, record, hosts, say)
+            made = "conversion host" if hosts == 1 else f"{hosts} conversion hosts"
+            say(f"OpenStack project, networks, flavors and {made} created")
         except BaseException:
             stop_all(started)
             self.state_file.unlink(missing_ok=True)
@@ -187,6 +189,7 @@ class Lab:
         records = self.processes()
         if not records:
             raise UserError(f"the lab in {self.root} is not up")
+        records = lab_agents.stop(self.root) + records  # `lab agents`' first: they use the rest
         stop_all(records)
         self.postgres.remove()
         self.state_file.unlink()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.addresses import Address
-from engine.model.state import ResourceRecord
+from engine.model.state import RECORDED_HOST, ResourceRecord
 
 CONVERSION_KINDS = ("volume", "conversion")  # nodes that hold a conversion-host slot
 CUTOVER_MODES = ("cutover", "cold")
@@ -28,6 +28,7 @@ class Sync:
     step_seconds: float | None = None  # the step's wall time (None: not recorded)
     volume_id: str | None = None  # the volume written (None: not recorded)
     deleted: bool = False  # its volume was deleted later (destroy, or a replace)
+    host: str | None = None  # the conversion host that wrote it (None: not recorded)
 
     @property
     def moved(self) -> int:
@@ -36,8 +37,11 @@ class Sync:
 
     @property
     def throughput(self) -> float:
-        """Bytes of data moved per second of copying (holes and zeros count for nothing)."""
-        return self.moved / self.seconds if self.seconds > 0 else 0.0
+        """Bytes of data moved per second of copying (holes and zeros count for nothing); 0.0
+        for an event from before the data read was kept (its bytes count holes written)."""
+        if self.read is None or self.seconds <= 0:
+            return 0.0
+        return self.read / self.seconds
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ class VMReport:
 
 @dataclass(frozen=True)
 class Bar:
-    """One node of the apply timeline, on a lane."""
+    """One node of the apply timeline, on a lane; `host` the conversion host a copy or
+    conversion ran on ("" for the coordinator's control lanes, or not recorded)."""
 
     address: str
     kind: str
@@ -98,6 +103,29 @@ class Bar:
     start: float
     end: float
     outcome: str
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class HostTotal:
+    """One conversion host's copies over every recorded apply: the VMs it wrote, the bytes of
+    data it moved (read from the source and written: holes skipped and zeros written count for
+    nothing), its seconds of copying (the union of its copies' intervals: copies at once count
+    once) and so its throughput in bytes of data per second."""
+
+    host: str
+    vms: int
+    moved: int
+    seconds: float
+    copies: int
+
+    @property
+    def throughput(self) -> float:
+        """Bytes of data moved per second the host was copying (0.0: no time measured)."""
+        return self.moved / self.seconds if self.seconds > 0 else 0.0
+
+
+UNRECORDED_HOST = "(host not recorded)"
 
 
 @dataclass
@@ -106,6 +134,7 @@ class Report:
     timeline: list[Bar]
     applies: int
     runs: list[ApplyRun] = field(default_factory=list)
+    hosts: list[HostTotal] = field(default_factory=list)
 
 
 def collect(records: Mapping[str, ResourceRecord], logs: list[list[dict[str, Any]]]) -> Report:
@@ -125,7 +154,52 @@ def collect(records: Mapping[str, ResourceRecord], logs: list[list[dict[str, Any
     timeline = lanes(next((e for e in reversed(logs) if _has_nodes(e)), []))
     touched = [v for v in vms.values() if v.disks or v.syncs or v.ports or v.server]
     runs = [run(events) for events in logs if events]
-    return Report(sorted(touched, key=lambda v: v.name), timeline, len(logs), runs)
+    ordered = sorted(touched, key=lambda v: v.name)
+    return Report(ordered, timeline, len(logs), runs, host_totals(ordered))
+
+
+def host_totals(vms: Iterable[VMReport]) -> list[HostTotal]:
+    """Per conversion host (by name; syncs with no host recorded under UNRECORDED_HOST, last)
+    its VMs, data moved and seconds of copying, over the syncs with their data read recorded
+    (an older event's bytes count holes written, not data)."""
+    per: dict[str, list[tuple[str, Sync]]] = {}
+    for vm in vms:
+        for sync in vm.syncs:
+            if sync.read is not None:
+                per.setdefault(sync.host or UNRECORDED_HOST, []).append((vm.name, sync))
+    totals = [
+        HostTotal(
+            host,
+            len({name for name, _ in syncs}),
+            sum(s.moved for _, s in syncs),
+            round(busy([(s.at - s.seconds, s.at) for _, s in syncs]), 3),
+            len(syncs),
+        )
+        for host, syncs in per.items()
+    ]
+    return sorted(totals, key=lambda t: (t.host == UNRECORDED_HOST, t.host))
+
+
+def busy(spans: Iterable[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) spans: overlapping spans count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def of_state(logs: list[list[dict[str, Any]]], identity: str) -> list[list[dict[str, Any]]]:
+    """The apply logs of the state `identity` (StateLocation.identity): PostgreSQL states share
+    one log_dir, so a log whose apply_start names another state is left out (one naming none,
+    from an older ferry, is kept)."""
+    return [events for events in logs if _state_of(events) in (None, identity)]
+
+
+def _state_of(events: list[dict[str, Any]]) -> str | None:
+    start = next((e for e in events if e.get("event") == "apply_start"), None)
+    return None if start is None or not start.get("state") else str(start["state"])
 
 
 def run(events: list[dict[str, Any]]) -> ApplyRun:
@@ -174,11 +248,18 @@ def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:
             "status": record.status.value,
             "tool": attrs.get("tool"),
             "epochs": dict(attrs.get("epochs") or {}),  # disk key → content epoch converted
+            "host": attrs.get(RECORDED_HOST),  # where it converted (None: not recorded)
         }
         if attrs.get("seconds"):
             vm.conversion_seconds = float(attrs["seconds"])
         if attrs.get("powered_off_at"):
             vm.source_off_since = float(attrs["powered_off_at"])
+
+
+def hosts_of(vm: VMReport) -> list[str]:
+    """The conversion hosts that wrote the VM's recorded volumes or converted it, by name."""
+    named = [d.get(RECORDED_HOST) for d in vm.disks] + [(vm.conversion or {}).get("host")]
+    return sorted({str(h) for h in named if h})
 
 
 def _measured(vm: VMReport) -> None:
@@ -238,6 +319,7 @@ def _sync(event: dict[str, Any]) -> Sync:
         int(event.get("skipped") or 0),
         event.get("step_seconds"),
         event.get("volume_id"),
+        host=event.get("host"),
     )
 
 
@@ -280,27 +362,33 @@ def _has_nodes(events: list[dict[str, Any]]) -> bool:
 
 
 def lanes(events: list[dict[str, Any]]) -> list[Bar]:
-    """Nodes as bars: copies and conversions on conversion-host slot lanes ('slot 1', ...), the
-    rest on control lanes; each lane holds bars that do not overlap (first fit in time order)."""
-    started: dict[str, tuple[float, str]] = {}
-    spans: list[tuple[float, float, str, str, str]] = []
+    """Nodes as bars: copies and conversions on their conversion host's slot lanes ('slot 1',
+    ... per host: node_start's `host`, one lane group per host), the rest on control lanes;
+    each lane holds bars that do not overlap (first fit in time order)."""
+    started: dict[str, tuple[float, str, str]] = {}
+    spans: list[tuple[float, float, str, str, str, str]] = []
     for event in events:
         if event.get("event") == "node_start":
-            started[event["address"]] = (float(event["ts"]), event.get("kind", ""))
+            kind = event.get("kind", "")
+            host = str(event.get("host") or "") if kind in CONVERSION_KINDS else ""
+            started[event["address"]] = (float(event["ts"]), kind, host)
         elif event.get("event") == "node_end" and event["address"] in started:
-            start, kind = started.pop(event["address"])
-            spans.append((start, float(event["ts"]), event["address"], kind, event["outcome"]))
+            start, kind, host = started.pop(event["address"])
+            spans.append(
+                (start, float(event["ts"]), event["address"], kind, event["outcome"], host)
+            )
     last = max((e["ts"] for e in events if "ts" in e), default=0.0)
-    spans += [(s, float(last), a, k, "killed") for a, (s, k) in started.items()]
+    spans += [(s, float(last), a, k, "killed", h) for a, (s, k, h) in started.items()]
     bars: list[Bar] = []
-    ends: dict[str, list[float]] = {"slot": [], "control": []}
-    for start, end, address, kind, outcome in sorted(spans):
+    ends: dict[tuple[str, str], list[float]] = {}
+    for start, end, address, kind, outcome, host in sorted(spans):
         group = "slot" if kind in CONVERSION_KINDS else "control"
-        free = next((i for i, e in enumerate(ends[group]) if e <= start), None)
+        free_at = ends.setdefault((host, group), [])
+        free = next((i for i, e in enumerate(free_at) if e <= start), None)
         if free is None:
-            ends[group].append(end)
-            free = len(ends[group]) - 1
+            free_at.append(end)
+            free = len(free_at) - 1
         else:
-            ends[group][free] = end
-        bars.append(Bar(address, kind, f"{group} {free + 1}", start, end, outcome))
+            free_at[free] = end
+        bars.append(Bar(address, kind, f"{group} {free + 1}", start, end, outcome, host))
     return bars

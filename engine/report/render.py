@@ -11,8 +11,8 @@ from engine.addresses import Address
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.planner.diff.cutover import source_left_off
 from engine.report import svg
-from engine.report.data import Report, Sync, Verify, VMReport, unfinished_cutover
-from engine.units import duration, human
+from engine.report.data import Report, Sync, Verify, VMReport, hosts_of, unfinished_cutover
+from engine.units import duration, human, rate
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
 margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
@@ -181,12 +181,46 @@ def summary_rows(report: Report) -> list[list[str]]:
                 _seconds(vm.conversion_seconds),
                 "off, no server yet" if vm.source_off_since else _seconds(vm.downtime_seconds),
                 str((vm.server or {}).get("server_id") or "—"),
+                ", ".join(hosts_of(vm)) or "—",
             ]
         )
     return rows
 
 
-SUMMARY_HEAD = ["VM", "mode", "status", "disks", "data moved", "conversion", "downtime", "server"]
+def host_rows(report: Report) -> list[list[str]]:
+    """One row per conversion host: VMs, copies, data moved, seconds copying, throughput."""
+    return [
+        [
+            t.host,
+            str(t.vms),
+            str(t.copies),
+            human(t.moved),
+            duration(t.seconds),
+            rate(t.throughput) if t.seconds > 0 else "—",
+        ]
+        for t in report.hosts
+    ]
+
+
+HOST_HEAD = ["conversion host", "VMs", "copies", "data moved", "copying", "throughput"]
+HOST_NOTE = (
+    "Throughput is data moved per second: the bytes read from the source and written to the "
+    "volume, over the seconds the host was copying (copies at once count once). Holes skipped "
+    "and zeros written are not data and count for nothing."
+)
+
+
+SUMMARY_HEAD = [
+    "VM",
+    "mode",
+    "status",
+    "disks",
+    "data moved",
+    "conversion",
+    "downtime",
+    "server",
+    "conversion host",
+]
 
 
 def html(report: Report) -> str:
@@ -206,6 +240,9 @@ def html(report: Report) -> str:
         table(SUMMARY_HEAD, summary_rows(report)),
         "<h2>Applies</h2>",
         table(RUN_HEAD, run_rows(report)),
+        "<h2>Conversion hosts</h2>",
+        f"<p>{escape(HOST_NOTE)}</p>",
+        table(HOST_HEAD, host_rows(report)),
         "<h2>Timeline of the last apply</h2>",
         svg.timeline(report.timeline),
         "<h2>Throughput</h2>",
@@ -245,6 +282,7 @@ def markdown(report: Report, svg_prefix: Path) -> tuple[str, dict[Path, str]]:
 
     lines = ["# ferry migration report", "", *table(SUMMARY_HEAD, summary_rows(report))]
     lines += ["## Applies", "", *table(RUN_HEAD, run_rows(report))]
+    lines += ["## Conversion hosts", "", HOST_NOTE, "", *table(HOST_HEAD, host_rows(report))]
     for path in files:
         lines += [f"![{path.name}]({path.name})", ""]
     for vm in report.vms:

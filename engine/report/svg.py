@@ -23,32 +23,56 @@ WIDTH, LABEL, LANE = 960, 90, 26
 MiB = 1024**2
 
 
+def rows(bars: list[Bar]) -> list[tuple[str, str]]:
+    """The timeline's rows top down as (host, lane): per conversion host (by name) a header row
+    (host, "") then its slot lanes, then the lanes of no recorded host (slots, then control)."""
+    lanes = sorted(
+        {(b.host, b.lane) for b in bars},
+        key=lambda r: (r[0] == "", r[0], r[1].split()[0] != "slot", r[1]),
+    )
+    out: list[tuple[str, str]] = []
+    for host, lane in lanes:
+        if host and (host, "") not in out:
+            out.append((host, ""))
+        out.append((host, lane))
+    return out
+
+
 def timeline(bars: list[Bar]) -> str:
-    """Bars on lanes over the apply's time; a tooltip per bar."""
+    """Bars on lanes over the apply's time, one lane group per conversion host (its name
+    above its slot lanes); a tooltip per bar."""
     if not bars:
         return _empty("no apply has run yet")
     t0 = min(b.start for b in bars)
     span = max(max(b.end for b in bars) - t0, 0.001)
-    names = sorted({b.lane for b in bars}, key=lambda n: (n.split()[0] != "slot", n))
+    names = rows(bars)
     scale = (WIDTH - LABEL - 10) / span
     height = LANE * len(names) + 40
     parts = [
         _open(height),
         f'<text x="4" y="14" font-size="12">apply timeline, {duration(span)}</text>',
     ]
-    for row, name in enumerate(names):
+    for row, (host, lane) in enumerate(names):
         y = 24 + row * LANE
-        parts.append(f'<text x="4" y="{y + 16}" font-size="11">{escape(name)}</text>')
+        if not lane:
+            parts.append(
+                f'<text class="host" x="4" y="{y + 16}" font-size="11" font-weight="bold">'
+                f"{escape(host)}</text>"
+            )
+            continue
+        parts.append(f'<text x="{14 if host else 4}" y="{y + 16}" font-size="11">'
+                     f"{escape(lane)}</text>")  # fmt: skip
         parts.append(
             f'<line x1="{LABEL}" y1="{y + LANE - 2}" x2="{WIDTH - 10}" y2="{y + LANE - 2}" '
             'stroke="#ddd"/>'
         )
     for bar in bars:
-        y = 24 + names.index(bar.lane) * LANE
+        y = 24 + names.index((bar.host, bar.lane)) * LANE
         x = LABEL + (bar.start - t0) * scale
         w = max((bar.end - bar.start) * scale, 2.0)
         color = FAILED if bar.outcome != "done" else COLORS.get(bar.kind, "#999")
-        tip = f"{bar.address} ({bar.kind}, {bar.outcome}): {duration(bar.end - bar.start)}"
+        on = f" on {bar.host}" if bar.host else ""
+        tip = f"{bar.address} ({bar.kind}{on}, {bar.outcome}): {duration(bar.end - bar.start)}"
         parts.append(
             f'<rect class="bar" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{LANE - 8}" '
             f'fill="{color}" rx="2"><title>{escape(tip)}</title></rect>'
@@ -61,8 +85,9 @@ def timeline(bars: list[Bar]) -> str:
 def throughput(syncs: list[Sync]) -> str:
     """One bar per disk sync: data moved per second of copying in MiB/s (holes and zeros move
     nothing: a sparse disk's full copy is as fast as its data), labelled with the disk and
-    full/delta; the tooltip gives data moved, holes skipped and seconds."""
-    shown = [s for s in syncs if s.seconds > 0 and s.moved > 0]
+    full/delta; the tooltip gives data moved, holes skipped and seconds. A sync with no data
+    read recorded (an older event) has no bar."""
+    shown = [s for s in syncs if s.throughput > 0]
     if not shown:
         return _empty("no copy measured yet")
     top = max(s.throughput for s in shown) / MiB

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ import pytest
 from engine.lab import disks as lab_disks
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
-from engine.lab.openstack.bootstrap import conversion_host
+from engine.lab.openstack.bootstrap import ensure_conversion_host
+from engine.model.state import RECORDED_HOST
 from engine.statestore import postgres_at
 from tests.integration.chaos import content_digest
 from tests.integration.cli import ROOT, ferry
@@ -58,7 +60,8 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     monkeypatch.setenv("FERRY_STATE_DSN", dsn)  # the agents' environment too
     schema = f"placement_{uuid.uuid4().hex[:8]}"
     spec = spec_for(tmp_path, schema)
-    conversion_host(lab.openstack("ferry-lab"), name=HOSTS[1])  # removed by new_cloud_objects
+    # booted here unless the lab has it (`lab up --hosts 2`); removed by new_cloud_objects
+    ensure_conversion_host(lab.openstack("ferry-lab"), HOSTS[1])
 
     marks = {"boot": time.monotonic() - began}
     plan = ferry(lab, "plan", str(spec), "--json")
@@ -107,16 +110,33 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
         assert ran == sum(1 for a in expected.values() if a == h), logs[h].read_text()[-2000:]
 
     resources = postgres_at(dsn, schema).open(create=False).read().resources
-    for address in expected:  # the in-progress record's conversion_host goes once in sync
+    for address, host in expected.items():  # the record in sync keeps the host that wrote it
         record = resources[address].attributes
         assert record["last_sync"]["kind"] == "full", record
+        assert record[RECORDED_HOST] == record["last_sync"]["host"] == host, record
         vm, key = address.split(".")[1], int(address.split("[")[1].rstrip("]"))
         capacity = next(d.capacity for d in lab_vm(vm).disks if d.key == key)
         got = content_digest(volume_file(lab, str(record["volume_id"])), capacity)  # data only
         source = lab_disks.live_path(lab.disks, lab_vm(vm), key)
         assert got == content_digest(source, capacity), address
+    report_per_host(lab, spec, tmp_path, placed)
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in marks.items())
     print(f"\ntwo hosts, two agents: {time.monotonic() - began:.0f} s ({phases}); {placed}")
+
+
+def report_per_host(lab: Lab, spec: Path, tmp_path: Path, placed: dict[str, str]) -> None:
+    """`ferry report` draws one lane group per host and totals each host: its VM, its copies
+    and its throughput, data moved per second."""
+    said = ferry(lab, "report", "--spec", str(spec), "--md", str(tmp_path / "report.md"))
+    assert said.returncode == 0, said.stdout + said.stderr
+    report = (tmp_path / "report.md").read_text()
+    timeline = (tmp_path / "report.timeline.svg").read_text()
+    headers = re.findall(r'<text class="host"[^>]*>([^<]+)</text>', timeline)
+    assert headers == list(HOSTS), timeline
+    for vm, h in placed.items():
+        row = next(line for line in report.splitlines() if line.startswith(f"| {h} | "))
+        assert row.startswith(f"| {h} | 1 | {len(DISKS[vm])} | ") and row.endswith(" MiB/s |"), row
+    assert "Holes skipped and zeros written are not data" in report
 
 
 def lab_vm(name: str) -> LabVM:

@@ -37,8 +37,14 @@ def _write_private(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def up(root: Path, record: Callable[[ProcessRecord], None]) -> None:
-    """Start the lab cloud under `root` and create its resources."""
+def up(
+    root: Path,
+    record: Callable[[ProcessRecord], None],
+    hosts: int = 1,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Start the lab cloud under `root` and create its resources, with `hosts` conversion-host
+    servers (ferry-conversion-01..NN, booted one after the other; `say` gets a line each)."""
     venv = default_venv()
     if not (venv / "bin" / "nova-compute").exists():
         raise LabError(f"the OpenStack venv {venv} is missing: run scripts/setup")
@@ -71,7 +77,7 @@ def up(root: Path, record: Callable[[ProcessRecord], None]) -> None:
     project = bootstrap.lab_project(conn, sec)
     bootstrap.lab_resources(conn, project)
     _write_private(lay.clouds_yaml, yaml.safe_dump(config.clouds_yaml(ports, sec)))
-    bootstrap.conversion_host(connect(root, "ferry-lab"))
+    bootstrap.conversion_hosts(connect(root, "ferry-lab"), hosts, say)
 
 
 def _start_apis(lay: Layout, ports: Ports, record: Callable[[ProcessRecord], None]) -> None:

@@ -6,6 +6,7 @@ and the conversion host (a nova server)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import openstack
@@ -144,6 +145,29 @@ def lab_resources(conn: Any, project: Any) -> None:
         data=b"\0" * (1024 * 1024),
     )
     conn.image.wait_for_status(image, status="active", wait=120)
+
+
+def host_name(number: int) -> str:
+    """The lab's conversion host `number` (from 1): 'ferry-conversion-01', ..."""
+    return f"ferry-conversion-{number:02d}"
+
+
+def conversion_hosts(user_conn: Any, hosts: int, say: Callable[[str], None]) -> list[str]:
+    """Boot the lab's conversion hosts ferry-conversion-01..NN (`hosts` of them, one after
+    the other, each waited ACTIVE; `say` gets a line for each after the first); their names."""
+    names = [host_name(n) for n in range(1, hosts + 1)]
+    for name in names:
+        conversion_host(user_conn, name)
+        if name != CONVERSION_HOST:
+            say(f"conversion host {name} booted")
+    return names
+
+
+def ensure_conversion_host(user_conn: Any, name: str) -> Any:
+    """The lab project's server `name` when there is one (a lab booted with `--hosts`), else
+    a conversion host booted by that name (conversion_host)."""
+    found = user_conn.compute.find_server(name, ignore_missing=True)
+    return found if found is not None else conversion_host(user_conn, name)
 
 
 def conversion_host(user_conn: Any, name: str = CONVERSION_HOST) -> Any:

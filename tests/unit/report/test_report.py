@@ -31,7 +31,7 @@ EVENTS = [
     ev(1.2, "node_start", address="vm.web01.port[0]", kind="port"),
     ev(1.5, "node_end", address="vm.web01.port[0]", outcome="done", seconds=0.3),
     ev(3.0, "synced", address="vm.web01.disk[2000]", vm="web01", kind="delta", bytes=3 << 20,
-       seconds=1.5, sha256="ab" * 32, verified="changed areas"),
+       read=3 << 20, seconds=1.5, sha256="ab" * 32, verified="changed areas"),
     ev(3.0, "node_end", address="vm.web01.disk[2000]", outcome="done", seconds=1.9),
     ev(4.0, "node_end", address="vm.web01.disk[2001]", outcome="done", seconds=2.9),
     ev(4.1, "node_start", address="vm.web01.conversion", kind="conversion"),

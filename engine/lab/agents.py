@@ -1,0 +1,114 @@
+"""`ferry lab agents`: one `ferry agent --host NAME` process per conversion host of a spec, each
+its own process (own session), on the lab's broker (vhost and user `ferry`, the password in its
+0600 file: the agents get the file's path in their environment, never the password on argv).
+
+Their PIDs (and start times) are kept in <lab>/agents.json, so `lab agents --stop` and
+`lab down` stop exactly them; each logs to <lab>/logs/agent-<host>.log."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.errors import LabError, UserError
+from engine.lab.processes import ProcessRecord, is_running, spawn, stop_all
+
+AGENTS_FILE = "agents.json"
+READY = "ready."  # what Celery's worker logs when it consumes its queue
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def recorded(root: Path) -> list[ProcessRecord]:
+    """The agents <root>/agents.json records (running or not); [] when there is none."""
+    try:
+        data = json.loads((root / AGENTS_FILE).read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabError(f"{root / AGENTS_FILE} is unreadable: {exc}") from exc
+    return [ProcessRecord.from_json(p) for p in data.get("agents", [])]
+
+
+def _record(root: Path, agents: list[ProcessRecord], spec: Path) -> None:
+    path = root / AGENTS_FILE
+    tmp = path.with_suffix(".tmp")
+    data = {"spec": str(spec), "agents": [a.to_json() for a in agents]}
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def spec_hosts(spec: Mapping[str, Any]) -> list[str]:
+    """The names of a spec's conversion_hosts, in order; UserError when it lists none."""
+    names = [str(h["name"]) for h in spec.get("conversion_hosts") or [] if isinstance(h, dict)]
+    if not names:
+        raise UserError("the spec lists no conversion_hosts: no agent to start")
+    return names
+
+
+def argv(host: str, spec: Path) -> list[str]:
+    """One agent's command line: no secret on it (the broker's password is in a file)."""
+    return [sys.executable, "-m", "engine.cli", "agent", "--host", host, "--spec", str(spec)]
+
+
+def start(
+    root: Path,
+    spec: Path,
+    hosts: list[str],
+    env: Mapping[str, str],
+    *,
+    timeout: float = 120.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[ProcessRecord]:
+    """Start one agent per host in `hosts` for `spec` with `env` added to this environment
+    (the lab's), each recorded in agents.json as soon as it runs; wait until each consumes
+    its queue (`timeout` seconds in all). UserError when agents of this lab run already;
+    LabError naming the host when one exits or is not ready in time (all are stopped then)."""
+    alive = [a for a in recorded(root) if is_running(a)]
+    if alive:
+        names = ", ".join(f"{a.name} (pid {a.pid})" for a in alive)
+        raise UserError(f"the lab's agents run already: {names}; `ferry lab agents --stop` first")
+    started: list[ProcessRecord] = []
+    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    try:
+        for host in hosts:
+            log = root / "logs" / f"agent-{host}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("")  # this start's lines only: ready is looked for in them
+            started.append(spawn(f"agent {host}", argv(host, spec), log, env=full, cwd=CHECKOUT))
+            _record(root, started, spec)
+        deadline = time.monotonic() + timeout
+        for agent in started:
+            _wait_ready(agent, deadline)
+            say(f"{agent.name} ready (pid {agent.pid}, log {agent.log})")
+    except BaseException:
+        stop_all(started)
+        (root / AGENTS_FILE).unlink(missing_ok=True)
+        raise
+    return started
+
+
+def _wait_ready(agent: ProcessRecord, deadline: float) -> None:
+    """Until the agent's log says its worker is ready; LabError with its last line when it
+    exits first or the deadline passes."""
+    log = Path(agent.log)
+    while READY not in log.read_text(errors="replace"):
+        if not is_running(agent) or time.monotonic() > deadline:
+            lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+            why = "exited" if not is_running(agent) else "is not ready in time"
+            raise LabError(f"{agent.name} {why}: {lines[-1]} (log {log})")
+        time.sleep(0.2)
+
+
+def stop(root: Path) -> list[ProcessRecord]:
+    """Stop the agents agents.json records (by PID and start time: a PID reused since is left
+    alone) and forget them; returns those that were running."""
+    agents = recorded(root)
+    alive = [a for a in agents if is_running(a)]
+    stop_all(alive)
+    (root / AGENTS_FILE).unlink(missing_ok=True)
+    return alive
