@@ -491,6 +491,20 @@ def _drain(handle: Any) -> None:
         handle.poll(-1)
 
 
+def check_source_size(uri: str, capacity: int, what: str) -> None:
+    """Raises DataplaneError unless the NBD export at `uri` holds at least `capacity` bytes (the
+    disk's): copy and digest read only what lies inside the export, so a source shorter than the
+    disk (a wrong or empty file behind a URL) would "copy" in silence what it lacks. `what`
+    names the source in the message."""
+    with nbd_client.connect(uri) as handle:
+        size = int(handle.get_size())
+    if size < capacity:
+        raise DataplaneError(
+            f"{what} holds {human(size)} ({size} B), less than the disk's {human(capacity)} "
+            f"({capacity} B): it is not this disk's data; nothing was copied"
+        )
+
+
 def digest(
     uri: str,
     length: int | None = None,
