@@ -9,6 +9,7 @@ Both copy exactly the changed areas into a destination holding the old content:
 Prints seconds (best of `--runs`), changed extents per second and the ratio baseline / ferry.
 Then what `verify` costs after that delta: the whole disk on both sides (`verify: true`) vs only
 the changed areas (`verify: changed`), both through the same nbdkit server and destination file.
+Prints the benchmark's peak memory (RSS), which must stay under 1 GiB.
 Usage: .venv/bin/python benchmarks/delta_sync.py [--extents 2500] [--rdelay-ms 1]
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
+import resource
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,15 +44,23 @@ def changed_areas(size: int, count: int, seed: int = 7) -> list[tuple[int, int]]
     return merge_extents(areas)
 
 
-def make_disks(src: Path, old: Path, size: int, areas: list[tuple[int, int]]) -> None:
-    """`old` is the replica before the sync; `src` is it plus the changed areas."""
+def make_old(path: Path, size: int) -> None:
+    """The replica before the sync: a sparse disk with some old data around (64 MiB), so the
+    disks are not trivially empty. Written afresh each time: copying it (shutil.copyfile) made
+    a fully allocated file, which the whole-disk verify then read over NBD as 4 GiB of data."""
     rng = random.Random(1)
-    with old.open("wb") as f:
+    path.unlink(missing_ok=True)
+    with path.open("wb") as f:
         f.truncate(size)
-        for i in range(64):  # some old data around, so the disks are not trivially empty
+        for i in range(64):
             f.seek(i * (size // 64))
             f.write(rng.randbytes(MiB))
-    shutil.copyfile(old, src)
+
+
+def make_disks(src: Path, size: int, areas: list[tuple[int, int]]) -> None:
+    """`src` is the old replica plus the changed areas."""
+    make_old(src, size)
+    rng = random.Random(2)
     with src.open("r+b") as f:
         for offset, length in areas:
             f.seek(offset)
@@ -85,13 +94,13 @@ def main() -> None:
     size = int(args.size_gib * GiB)
     areas = changed_areas(size, args.extents)
     with tempfile.TemporaryDirectory(prefix="ferry-delta-bench-", dir="/var/tmp") as tmp:
-        src, old, dst = (Path(tmp) / n for n in ("src.raw", "old.raw", "dst.raw"))
-        make_disks(src, old, size, areas)
+        src, dst = Path(tmp) / "src.raw", Path(tmp) / "dst.raw"
+        make_disks(src, size, areas)
         want = file_digest(src)
         filters = (["delay"], [f"rdelay={args.rdelay_ms}ms"]) if args.rdelay_ms else ([], [])
 
         def reset() -> None:
-            shutil.copyfile(old, dst)
+            make_old(dst, size)
 
         with NbdkitServer(FileDiskSource(src), filters=filters[0], filter_args=filters[1]) as srv:
             tools: dict[str, Callable[[], None]] = {
@@ -120,6 +129,9 @@ def main() -> None:
         f"verify after the delta: whole disk {whole:.2f} s, changed areas {changed:.2f} s "
         f"(ratio {whole / changed:.1f})"
     )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    nbdkit = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    print(f"peak memory: {peak} MiB (nbdkit {nbdkit} MiB)")
 
 
 def verify_times(

@@ -394,7 +394,7 @@ def _sources(spec: dict[str, Any], target: VCenterTarget, si: Any) -> Sources:
     if source.get("lab_dir"):
         return LabSources(Path(source["lab_dir"]))
     if vcenter.get("datastore_path"):
-        return DatastorePathSources(Path(vcenter["datastore_path"]))
+        return DatastorePathSources(Path(vcenter["datastore_path"]), si)
     raise UserError(
         "source.reader datastore_path needs source.vcenter.datastore_path (where the datastores "
         "are mounted); or read disks with source.reader: https"

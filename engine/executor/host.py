@@ -18,6 +18,7 @@ from engine.dataplane.cbt import Extent
 from engine.dataplane.copy import (
     CopyOptions,
     CopyStats,
+    check_source_size,
     copy,
     digest,
     file_digest,
@@ -200,8 +201,9 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
 
 
 def _copy_job(job: SyncJob, source: DiskSource, device: Path, calls: Callbacks) -> CopyStats:
-    total = CopyStats()
+    total, disk = CopyStats(), job.disk()
     with NbdkitServer(source) as server:
+        check_source_size(server.uri, disk.capacity, f"disk {disk.key}'s {source.describe()}")
         if job.rewrite:
             first = copy(
                 server.uri,
@@ -241,6 +243,7 @@ def _verify(
     areas = job.areas if job.verify == VERIFIED_AREAS else None
     assert job.verify in (VERIFIED_WHOLE, VERIFIED_AREAS), job.verify
     with NbdkitServer(source) as server:
+        check_source_size(server.uri, disk.capacity, f"disk {disk.key}'s {source.describe()}")
         want = digest(server.uri, areas=areas, cancel=stop)
         got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
         if got == want:

@@ -36,7 +36,7 @@ from engine.providers.vsphere.session import (
     server_thumbprint,
     session_cookie,
 )
-from engine.providers.vsphere.snapshots import DiskInfo
+from engine.providers.vsphere.snapshots import DiskInfo, vm_extent
 
 DEVICE_TIMEOUT = 60.0
 
@@ -138,10 +138,12 @@ class VddkSources:
 @dataclass(frozen=True)
 class DatastorePathSources:
     """Cold migration from a local or NFS mount of the datastores (`source.vcenter.
-    datastore_path`): a disk "[ds] dir/name.vmdk" is read from <root>/ds/dir/name-flat.vmdk, its
-    flat extent, which the snapshot ferry took keeps frozen while it is read."""
+    datastore_path`): a disk "[ds] dir/name.vmdk" is read from <root>/ds/<its flat extent>, the
+    file the VM's layoutEx lists (usually dir/name-flat.vmdk), which the snapshot ferry took
+    keeps frozen while it is read."""
 
     root: Path
+    si: Any = field(default=None, repr=False)
 
     def block_status(self) -> bool:
         return True
@@ -156,13 +158,17 @@ class DatastorePathSources:
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
-        return FileDiskSource(flat_extent(self.root, disk.file_name))
+        if self.si is None:
+            raise DataplaneError("source.reader datastore_path needs a vCenter session")
+        vm = vim.VirtualMachine(vm_moref, self.si._stub)
+        return FileDiskSource(flat_extent(self.root, vm_extent(self.si, vm, disk.file_name)))
 
 
 @dataclass(frozen=True)
 class HttpsSources:
     """vSphere's datastore file access: a disk "[ds] dir/name.vmdk" at a snapshot is read from
-    https://<vcenter>/folder/dir/name-flat.vmdk?dcPath=<datacenter>&dsName=ds, its flat extent,
+    https://<vcenter>/folder/<extent>?dcPath=<datacenter>&dsName=ds, its flat extent as the
+    VM's layoutEx lists it (usually dir/name-flat.vmdk),
     which ferry's snapshot keeps frozen (guest writes go to the snapshot's delta disk) while it
     is read. Exact only when ferry's snapshot is the VM's only one (the plan refuses others) and
     the disk is a flat one. Authenticated with the apply's SOAP session cookie (a 0600 file
@@ -207,7 +213,7 @@ class HttpsSources:
     ) -> DiskSource:
         vm = vim.VirtualMachine(vm_moref, self.si._stub)
         return HttpsDiskSource(
-            folder_url(self.target, datacenter_path(vm), disk.file_name),
+            folder_url(self.target, datacenter_path(vm), vm_extent(self.si, vm, disk.file_name)),
             session_cookie(self.si),
             self.target.cafile,
             self.target.insecure,
@@ -216,14 +222,14 @@ class HttpsSources:
         )
 
 
-def folder_url(target: VCenterTarget, datacenter: str, file_name: str) -> str:
-    """The datastore file access URL of the flat extent of disk "[ds] dir/name.vmdk":
-    https://host:port/folder/dir/name-flat.vmdk?dcPath=<datacenter>&dsName=ds."""
-    datastore, relative = _split_datastore_path(file_name)
-    extent = relative.removesuffix(".vmdk") + "-flat.vmdk"
+def folder_url(target: VCenterTarget, datacenter: str, extent: str) -> str:
+    """The datastore file access URL of file `extent` ("[ds] dir/name-flat.vmdk", a flat extent
+    as layoutEx lists it): https://host:port/folder/dir/name-flat.vmdk?dcPath=<datacenter>&
+    dsName=ds. Raises DataplaneError when `extent` is not a datastore path."""
+    datastore, relative = _split_datastore_path(extent)
     query = urlencode({"dcPath": datacenter, "dsName": datastore}, quote_via=quote)
     host = f"[{target.host}]" if ":" in target.host else target.host
-    return f"https://{host}:{target.port}/folder/{quote(extent)}?{query}"
+    return f"https://{host}:{target.port}/folder/{quote(relative)}?{query}"
 
 
 def datacenter_path(obj: Any) -> str:
@@ -249,14 +255,14 @@ def _split_datastore_path(file_name: str) -> tuple[str, str]:
     return datastore, rest.strip()
 
 
-def flat_extent(root: Path, file_name: str) -> Path:
-    """<root>/<datastore>/<dir>/<name>-flat.vmdk for "[datastore] dir/name.vmdk"."""
-    datastore, rest = _split_datastore_path(file_name)
-    relative = rest.removesuffix(".vmdk") + "-flat.vmdk"
+def flat_extent(root: Path, extent: str) -> Path:
+    """<root>/<datastore>/<dir>/<file> for extent "[datastore] dir/file" (as layoutEx lists
+    it). Raises DataplaneError when that file is not there."""
+    datastore, relative = _split_datastore_path(extent)
     path = root / datastore / relative
     if not path.is_file():
         raise DataplaneError(
-            f"{file_name} is not at {path}: is the datastore {datastore!r} mounted under {root}, "
+            f"{extent} is not at {path}: is the datastore {datastore!r} mounted under {root}, "
             "and is the disk a flat (NFS or local) one?"
         )
     return path

@@ -45,6 +45,7 @@ from engine.lab.processes import (
 from engine.lab.status import ServiceStatus
 from engine.providers.vsphere.read import retrieve
 from engine.providers.vsphere.session import VCenterTarget, session
+from engine.providers.vsphere.snapshots import layout_extent
 
 FORMAT_VERSION = 1
 
@@ -342,10 +343,11 @@ class Lab:
 
     def export_datastores(self, mount: Path) -> Path:
         """The lab's datastores as an NFS mount shows them to a cold migration
-        (`source.vcenter.datastore_path`): <mount>/<datastore>/<dir>/<disk>-flat.vmdk, each a
-        link to the lab disk's live file (so only a powered-off VM reads consistent bytes)."""
+        (`source.vcenter.datastore_path`): <mount>/<datastore>/<dir>/<extent> at the path the
+        VM's layoutEx lists (usually <disk>-flat.vmdk), each a link to the lab disk's live file
+        (so only a powered-off VM reads consistent bytes)."""
         with session(self.vcenter_target()) as si:
-            found = retrieve(si, vim.VirtualMachine, ["name", "config.hardware.device"])
+            found = retrieve(si, vim.VirtualMachine, ["name", "config.hardware.device", "layoutEx"])
         for obj in found:
             vm = find_vm(str(obj.props["name"]))
             if vm is None:
@@ -353,8 +355,11 @@ class Lab:
             for dev in obj.props.get("config.hardware.device") or []:
                 if not isinstance(dev, vim.vm.device.VirtualDisk):
                     continue
-                datastore, rest = str(getattr(dev.backing, "fileName", "[?] ?"))[1:].split("]", 1)
-                link = mount / datastore / (rest.strip().removesuffix(".vmdk") + "-flat.vmdk")
+                extent = layout_extent(
+                    obj.props.get("layoutEx"), str(getattr(dev.backing, "fileName", ""))
+                )
+                datastore, rest = extent[1:].split("]", 1)
+                link = mount / datastore / rest.strip()
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.unlink(missing_ok=True)
                 link.symlink_to(lab_disks.live_path(self.disks, vm, int(dev.key)))

@@ -4,7 +4,8 @@ nbdkit's curl plugin with the SOAP session's cookie, TLS verified against the sp
 The lab's vCenter serves a disk's base extent there (engine/lab/vcsim/ferry_folder.go): the
 frozen copy of the VM's oldest snapshot while it has one, else the live disk. One cheap test
 reads it directly (401, ranges, frozen under guest writes, no cookie on argv, a wrong CA, the
-speed against the file reader); one replicates web01 through it, a full copy and a delta."""
+speed against the file reader); one replicates web01 through it, a full copy (one disk's extent
+named otherwise than its descriptor: found in layoutEx) and a delta."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import hashlib
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,8 +30,8 @@ from engine.executor.seams import HttpsSources, datacenter_path, folder_url
 from engine.lab import disks as lab_disks
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
-from engine.providers.vsphere.session import connect, session_cookie, target_from_env
-from engine.providers.vsphere.snapshots import parse_disks
+from engine.providers.vsphere.session import connect, session, session_cookie, target_from_env
+from engine.providers.vsphere.snapshots import parse_disks, vm_extent
 from engine.providers.vsphere.tasks import wait_task
 from tests.integration.cli import ferry
 from tests.integration.converge import records, volume_file
@@ -120,7 +123,7 @@ def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     lab_vm = find_vm("web01")
     assert lab_vm is not None
     disk = next(d for d in parse_disks(vm.config.hardware.device) if d.key == 2001)
-    url = folder_url(target, datacenter_path(vm), disk.file_name)
+    url = folder_url(target, datacenter_path(vm), vm_extent(si, vm, disk.file_name))
     assert url.endswith("/folder/web01/web01_1-flat.vmdk?dcPath=DC0&dsName=LocalDS_1"), url
     cookie = session_cookie(si)
 
@@ -164,6 +167,29 @@ def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
         Disconnect(si)
 
 
+@contextmanager
+def _extent_named(lab: Lab, vm_name: str, key: int, extent: str) -> Iterator[None]:
+    """While in the block, the lab vCenter lists (layoutEx) and serves disk `key`'s flat extent
+    as file `extent` in its descriptor's directory (extraConfig ferry.lab.extent.<key>)."""
+
+    def reconfigure(value: str) -> None:
+        with session(lab.vcenter_target()) as si:
+            content = si.RetrieveContent()
+            view = content.viewManager.CreateContainerView(
+                content.rootFolder, [vim.VirtualMachine], True
+            )
+            vm = next(v for v in view.view if v.name == vm_name)
+            option = vim.option.OptionValue(key=f"ferry.lab.extent.{key}", value=value)
+            spec = vim.vm.ConfigSpec(extraConfig=[option])
+            wait_task(si, vm.ReconfigVM_Task(spec=spec), "extent name")
+
+    reconfigure(extent)
+    try:
+        yield
+    finally:
+        reconfigure("")
+
+
 def test_replicate_web01_through_https(lab: Lab, tmp_path: Path) -> None:
     """web01 (running, CBT on; 2 + 1 GiB thin) with `source.reader: https`: the plan says so,
     the log names the URLs read; a full copy of the allocated areas and, after a guest write, a
@@ -183,14 +209,18 @@ def test_replicate_web01_through_https(lab: Lab, tmp_path: Path) -> None:
     state = tmp_path / "ferry.db"
     vm = find_vm("web01")
     assert vm is not None
-    began = time.monotonic()
-    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
-    assert done.returncode == 0, done.stdout + done.stderr
-    full_s = time.monotonic() - began
+    # disk 2000's descriptor renamed by hand: its extent keeps an old name, which only layoutEx
+    # tells (a reader guessing web01_0-flat.vmdk gets 404)
+    with _extent_named(lab, "web01", 2000, "web01-old_0-flat.vmdk"):
+        began = time.monotonic()
+        done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+        assert done.returncode == 0, done.stdout + done.stderr
+        full_s = time.monotonic() - began
     assert "disks read via https" in " ".join(done.stdout.split()), done.stdout  # its plan
     log = (tmp_path / "logs" / "web01.log").read_text()
     assert "disk[2000]: read from https https://127.0.0.1:" in log, log
-    assert "/folder/web01/web01_0-flat.vmdk?dcPath=DC0&dsName=LocalDS_0" in log, log
+    assert "/folder/web01/web01-old_0-flat.vmdk?dcPath=DC0&dsName=LocalDS_0" in log, log
+    assert "/folder/web01/web01_1-flat.vmdk?dcPath=DC0&dsName=LocalDS_1" in log, log
     for disk in vm.disks:
         record = records(state)[f"vm.web01.disk[{disk.key}]"]
         live = lab_disks.live_path(lab.disks, vm, disk.key)

@@ -178,6 +178,27 @@ func ferryShutdownFault(vm *VirtualMachine) types.BaseMethodFault {
 	return &types.ToolsUnavailable{}
 }
 
+// ferryExtentName is the datastore path of the flat extent of disk `key` whose descriptor is
+// `descriptor` ("[ds] dir/name.vmdk"): "[ds] dir/name-flat.vmdk", as vSphere names a disk it
+// creates, unless the VM's extraConfig ferry.lab.extent.<key> names another file in the same
+// directory. That is a descriptor renamed in the datastore browser (or a VM renamed by hand):
+// its extent line still names the old file, and only layoutEx says which file holds the data.
+func ferryExtentName(config *types.VirtualMachineConfigInfo, key int32, descriptor string) string {
+	want := "ferry.lab.extent." + strconv.Itoa(int(key))
+	for _, opt := range config.ExtraConfig {
+		if o := opt.GetOptionValue(); o.Key == want {
+			if v, _ := o.Value.(string); v != "" && !strings.Contains(v, "/") {
+				dir := descriptor[:strings.LastIndex(descriptor, "/")+1]
+				if !strings.Contains(descriptor, "/") {
+					dir = descriptor[:strings.Index(descriptor, "]")+1] + " "
+				}
+				return dir + v
+			}
+		}
+	}
+	return strings.TrimSuffix(descriptor, ".vmdk") + "-flat.vmdk"
+}
+
 func (c *ferryCBT) vmDir(uuid string) string { return filepath.Join(c.dir, uuid) }
 
 func diskFile(vmDir string, key int32, ext string) string {
@@ -622,7 +643,7 @@ func (vm *VirtualMachine) Get() mo.Reference {
 		return &live
 	}
 	vmDir := FerryCBT.vmDir(vm.Config.InstanceUuid)
-	live.LayoutEx = ferryLayout(vmDir, vm.Config.Hardware.Device, vm.LayoutEx)
+	live.LayoutEx = ferryLayout(vmDir, vm.Config, vm.LayoutEx)
 	if vm.Guest != nil {
 		guest := *vm.Guest
 		guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
@@ -685,8 +706,10 @@ func liveChangeID(vmDir string, key int32, running bool) (string, bool) {
 // ferryLayout is the VM's layoutEx with its lab disks' files as vSphere lists them: per disk a
 // descriptor and an extent whose size is what the disk occupies on the datastore (a thin disk:
 // the lab file's allocated blocks; a thick one: its capacity). Planning reads it as the bytes a
-// full copy moves at most.
-func ferryLayout(vmDir string, devices []types.BaseVirtualDevice, layout *types.VirtualMachineFileLayoutEx) *types.VirtualMachineFileLayoutEx {
+// full copy moves at most. The extent is named as the descriptor's extent line names it
+// (ferryExtentName).
+func ferryLayout(vmDir string, config *types.VirtualMachineConfigInfo, layout *types.VirtualMachineFileLayoutEx) *types.VirtualMachineFileLayoutEx {
+	devices := config.Hardware.Device
 	out := &types.VirtualMachineFileLayoutEx{}
 	key := int32(0)
 	if layout != nil {
@@ -719,7 +742,7 @@ func ferryLayout(vmDir string, devices []types.BaseVirtualDevice, layout *types.
 			}
 			size = st.Blocks * 512
 		}
-		extent := strings.TrimSuffix(b.FileName, ".vmdk") + "-flat.vmdk"
+		extent := ferryExtentName(config, disk.Key, b.FileName)
 		out.File = append(out.File,
 			types.VirtualMachineFileLayoutExFileInfo{Key: key, Name: b.FileName,
 				Type: string(types.VirtualMachineFileLayoutExFileTypeDiskDescriptor), Size: 512, UniqueSize: 512},

@@ -4,8 +4,9 @@
 //	GET|HEAD /folder/<dir>/<file>?dcPath=<datacenter>&dsName=<datastore>
 //
 // As on vCenter, a request needs the SOAP session's cookie (vmware_soap_session, from Login):
-// without a valid one the answer is 401. A VM disk's flat extent ("[ds] dir/name-flat.vmdk", the
-// extent its layoutEx lists for backing "[ds] dir/name.vmdk") is served from the lab's disk files
+// without a valid one the answer is 401. A VM disk's flat extent (the diskExtent file its
+// layoutEx lists for backing "[ds] dir/name.vmdk": "[ds] dir/name-flat.vmdk", or the file
+// ferryExtentName says) is served from the lab's disk files
 // with HTTP range requests (206 and Content-Range; http.ServeContent) when dcPath names the VM's
 // datacenter. Any other request is the simulator's datastore folder handler's, as before (404
 // for an unknown dcPath or dsName).
@@ -86,10 +87,10 @@ func (c *ferryCBT) extentFile(r *http.Request) (string, bool) {
 	}
 	ds := r.URL.Query().Get("dsName")
 	rel := strings.TrimPrefix(r.URL.Path, folderPrefix)
-	if ds == "" || !strings.HasSuffix(rel, "-flat.vmdk") {
+	if ds == "" || !strings.HasSuffix(rel, ".vmdk") {
 		return "", false
 	}
-	want := "[" + ds + "] " + strings.TrimSuffix(rel, "-flat.vmdk") + ".vmdk"
+	want := "[" + ds + "] " + rel
 	for _, e := range Map.All("VirtualMachine") {
 		vm, ok := e.(*VirtualMachine)
 		if !ok || vm.Config == nil || vm.Config.InstanceUuid == "" {
@@ -101,7 +102,7 @@ func (c *ferryCBT) extentFile(r *http.Request) (string, bool) {
 				continue
 			}
 			b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-			if !ok || b.FileName != want {
+			if !ok || ferryExtentName(vm.Config, disk.Key, b.FileName) != want {
 				continue
 			}
 			if !dcMatches(Map.getEntityDatacenter(vm), r.URL.Query().Get("dcPath")) {

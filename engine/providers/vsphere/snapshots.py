@@ -9,6 +9,7 @@ from typing import Any
 
 from pyVmomi import vim
 
+from engine.errors import DataplaneError
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
 
@@ -52,6 +53,39 @@ def fetch_devices(si: Any, obj: Any) -> list[Any]:
 def snapshot_disks(si: Any, snapshot: Any) -> list[DiskInfo]:
     """The disks a snapshot froze, with the changeId each had at that instant."""
     return parse_disks(fetch_devices(si, snapshot))
+
+
+def layout_extent(layout: Any, descriptor: str) -> str:
+    """Pure: the datastore path of the flat extent ("[ds] dir/disk-flat.vmdk") that a VM's
+    `layoutEx` (vim.vm.FileLayoutEx: .file[] with key/name/type, .disk[].chain[].fileKey[])
+    lists beside disk descriptor `descriptor` ("[ds] dir/disk.vmdk"): the one diskExtent file
+    in the chain unit that holds the descriptor. Its name is what the descriptor's extent line
+    says, usually but not always <descriptor>-flat.vmdk (a descriptor renamed by hand keeps the
+    extent's old name). Raises DataplaneError when layoutEx lists no such unit, or a unit with
+    no or several extents (a split disk, not one flat extent)."""
+    files = {int(f.key): f for f in getattr(layout, "file", None) or []}
+    found = [k for k, f in files.items() if f.name == descriptor and f.type == "diskDescriptor"]
+    for disk in getattr(layout, "disk", None) or []:
+        for unit in disk.chain or []:
+            keys = [int(k) for k in unit.fileKey or []]
+            if not any(k in keys for k in found):
+                continue
+            extents = [files[k].name for k in keys if k in files and files[k].type == "diskExtent"]
+            if len(extents) != 1:
+                raise DataplaneError(
+                    f"disk {descriptor} has {len(extents)} extents in the VM's layoutEx, not "
+                    "one flat extent: read it with source.reader vddk"
+                )
+            return str(extents[0])
+    raise DataplaneError(
+        f"the VM's layoutEx lists no extent for disk {descriptor}: is the disk still there?"
+    )
+
+
+def vm_extent(si: Any, vm: Any, descriptor: str) -> str:
+    """The flat extent of `vm`'s disk `descriptor` as its layoutEx lists it (layout_extent), in
+    one PropertyCollector call. Raises DataplaneError as layout_extent does."""
+    return layout_extent(fetch_property(si, vm, "layoutEx"), descriptor)
 
 
 def create_snapshot(si: Any, vm: Any, name: str, description: str = "") -> Any:

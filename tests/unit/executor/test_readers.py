@@ -68,7 +68,7 @@ def test_a_reader_without_its_setting_is_one_line(source: dict[str, Any], messag
 
 
 def test_the_folder_url_of_a_flat_extent() -> None:
-    url = folder_url(TARGET, "Region A/DC0", "[ds 1] web 01/web 01_1.vmdk")
+    url = folder_url(TARGET, "Region A/DC0", "[ds 1] web 01/web 01_1-flat.vmdk")
     assert url == (
         "https://vc.example.com:443/folder/web%2001/web%2001_1-flat.vmdk"
         "?dcPath=Region%20A%2FDC0&dsName=ds%201"

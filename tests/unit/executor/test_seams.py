@@ -20,14 +20,14 @@ def test_a_disk_maps_to_its_flat_extent(tmp_path: Path) -> None:
     extent = tmp_path / "nfs-ds1" / "web 01" / "web 01_1-flat.vmdk"
     extent.parent.mkdir(parents=True)
     extent.write_bytes(b"\0" * 512)
-    assert flat_extent(tmp_path, "[nfs-ds1] web 01/web 01_1.vmdk") == extent
+    assert flat_extent(tmp_path, "[nfs-ds1] web 01/web 01_1-flat.vmdk") == extent
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
         ("web01/web01.vmdk", "not a datastore path"),
-        ("[nfs-ds2] web01/web01.vmdk", "is the datastore 'nfs-ds2' mounted"),
+        ("[nfs-ds2] web01/web01-flat.vmdk", "is the datastore 'nfs-ds2' mounted"),
     ],
 )
 def test_clear_errors(tmp_path: Path, name: str, message: str) -> None:
