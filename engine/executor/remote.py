@@ -73,6 +73,7 @@ PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
 PING_TIMEOUT = 1.0  # seconds an agent starting waits for another of its host to answer
 BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
+CHECK = 1.0  # seconds between an agent's checks that a copy's apply still waits for it
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
 WAIT_NOTICE = 5.0  # seconds a copy waits for an agent before the apply says it waits
 CONNECT_RETRIES = 2
@@ -585,15 +586,31 @@ def _sender_gone(task: Any) -> str:
     """A reason not to run a task whose apply no longer waits for it (its reply queue, which
     lives as long as that apply's wait, is gone): a redelivery after the apply ended or gave
     up must not write into a volume a later apply may own. "" when it still waits."""
-    reply_to = task.request.reply_to
-    if not reply_to:
-        return ""
-    with task.app.connection_for_read() as conn:
-        try:
-            conn.default_channel.queue_declare(queue=reply_to, passive=True)
-        except amqp_exceptions.NotFound:
-            return "the apply that sent this copy no longer waits for it: not run"
+    if _reply_queue_gone(task.app, task.request.reply_to):
+        return "the apply that sent this copy no longer waits for it: not run"
     return ""
+
+
+def _reply_queue_gone(app: Celery, reply_to: str | None) -> bool:
+    """Whether the reply queue `reply_to` (a task's apply's: RabbitMQ deletes it with the
+    apply's connection) no longer exists; False without one. Raises the broker's errors."""
+    if not reply_to:
+        return False
+    with app.connection_for_read() as conn:
+        return _queue_missing(conn, reply_to)
+
+
+def _queue_missing(conn: Any, queue: str | None) -> bool:
+    """Whether `queue` does not exist, asked on `conn` (a kombu Connection); False for no
+    queue. Raises the broker's errors (the channel is closed by the broker when it is
+    missing: ask again on a new one)."""
+    if not queue:
+        return False
+    try:
+        conn.default_channel.queue_declare(queue=queue, passive=True)
+    except amqp_exceptions.NotFound:
+        return True
+    return False
 
 
 class _Reporter:
@@ -602,6 +619,7 @@ class _Reporter:
     sync's cancel event (it stops at its next checkpoint)."""
 
     def __init__(self, task: Any, agent: str, journal: Journal | None = None) -> None:
+        self.conn: Any = None  # kombu Connection, for the apply's reply queue checks
         self.task = task
         self.journal = journal
         self.request = task.request
@@ -661,22 +679,35 @@ class _Reporter:
         finally:
             done.set()
             beat.join()
+            self._close()
 
     def _beat(self, done: threading.Event) -> None:
-        while not done.wait(BEAT):
+        """Every CHECK seconds: a revoke or a gone apply cancels the copy; every BEAT seconds
+        the state is sent again."""
+        sent = time.monotonic()
+        while not done.wait(min(CHECK, BEAT)):
             if self.task_id in worker_state.revoked:
                 self.cancel.set()
             if not self.cancel.is_set() and self._apply_gone():
                 self.cancel.set()
-            self._send()
+            if time.monotonic() - sent >= BEAT:
+                sent = time.monotonic()
+                self._send()
 
     def _apply_gone(self) -> bool:
         """Whether the apply that sent this task is gone (its reply queue deleted: the
-        coordinator was killed, lost the broker or gave up); the broker unreachable is not."""
+        coordinator was killed, lost the broker or gave up); the broker unreachable is not.
+        Asked on one connection kept for the task; the request is the one taken at the start
+        (Celery's is per thread, and this runs in the beat's)."""
+        if not self.request.reply_to:
+            return False
         try:
-            gone = _sender_gone(self.task)
-        except Exception as exc:  # the broker restarting: ask again at the next beat
+            if self.conn is None:
+                self.conn = self.task.app.connection_for_read()
+            gone = _queue_missing(self.conn, self.request.reply_to)
+        except Exception as exc:  # the broker restarting: ask again at the next check
             log.warning("task %s: cannot ask the broker: %s", self.task_id, _one_line(exc))
+            self._close()
             return False
         if gone:
             log.warning(
@@ -684,7 +715,13 @@ class _Reporter:
                 "stopping at the next checkpoint",
                 self.task_id,
             )
-        return bool(gone)
+        return gone
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.release()
+            self.conn = None
 
 
 def serve(app: Celery, agent: Agent, concurrency: int) -> int:

@@ -144,8 +144,19 @@ class Backend:
 
 
 def reporter_with(backend: Backend) -> remote._Reporter:
+    class App:
+        def connection_for_read(self) -> Any:
+            return Conn()
+
+    class Conn:
+        def release(self) -> None:
+            pass
+
     class Task(FakeTask):
-        pass
+        app = App()
+
+        class request(FakeTask.request):  # noqa: N801 - Celery's attribute name
+            reply_to = "reply-queue-1"
 
     task = Task()
     task.backend = backend  # type: ignore[attr-defined]
@@ -158,15 +169,23 @@ def test_a_copy_whose_apply_is_gone_stops_and_one_without_broker_goes_on(
     """Gone (the reply queue was deleted): the sync's cancel is set at the next beat. The broker
     unreachable (restarting): progress is lost, the copy is not stopped nor failed."""
     monkeypatch.setattr(remote, "BEAT", 0.01)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "gone")
+    monkeypatch.setattr(remote, "CHECK", 0.01)
+    asked: list[str | None] = []
+
+    def gone_queue(_conn: Any, reply_to: str | None) -> bool:
+        asked.append(reply_to)
+        return True
+
+    monkeypatch.setattr(remote, "_queue_missing", gone_queue)
     gone = reporter_with(Backend())
     with gone.beating():
         assert gone.cancel.wait(5), "the copy of a gone apply goes on"
+    assert asked[0] == "reply-queue-1"  # the request's, whichever thread asks
 
-    def unreachable(_task: Any) -> str:
+    def unreachable(_conn: Any, _reply_to: str | None) -> bool:
         raise ConnectionRefusedError("[Errno 111] Connection refused")
 
-    monkeypatch.setattr(remote, "_sender_gone", unreachable)
+    monkeypatch.setattr(remote, "_queue_missing", unreachable)
     lost = reporter_with(Backend(fail=True))
     with lost.beating():
         lost.progress(1, 2)
