@@ -121,6 +121,18 @@ def broker_from_spec(spec: Mapping[str, Any], env: Mapping[str, str]) -> Broker 
     )
 
 
+class _OneLine(logging.Filter):
+    """Drops the traceback Celery's rpc result consumer logs with its reconnect warning (a
+    broker restarting is an event, not a crash: the warning's line stays)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("celery.backends.rpc").addFilter(_OneLine())
+
+
 def make_app(broker: Broker) -> Celery:
     """A Celery app on `broker`: JSON only, late acknowledgement, one prefetched message per
     slot, results (task states) over rpc://; amqps:// verifies the broker's certificate (the
@@ -209,6 +221,10 @@ class Remote:
             )
             return _Waiter(app, sent, host_name, calls, say, self.broker.timeout).wait()
         except BROKER_ERRORS as exc:
+            raise AgentError(lost_broker(host_name, exc)) from exc
+        except RuntimeError as exc:  # Celery's rpc consumer could not reconnect
+            if "reconnect" not in str(exc):
+                raise
             raise AgentError(lost_broker(host_name, exc)) from exc
         finally:
             app.close()
