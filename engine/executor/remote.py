@@ -31,10 +31,10 @@ checkpoint directory), not from the job's start.
 
 The agent notices that the apply which sent a task is gone (killed, lost the broker, gave up)
 by its reply queue: the rpc:// backend's queue is auto-deleted with the coordinator's
-connection, and the agent checks it exists at every beat (BEAT seconds); gone, the copy stops
-at its next checkpoint. A new apply takes over from the state's checkpoint (the apply lock lets
-one apply at a time); its copy of the same volume waits in the agent until the old one stopped
-and detached: one writer per volume.
+connection, and the agent checks it exists every CHECK seconds on one connection per copy;
+gone, the copy stops at its next checkpoint. A new apply takes over from the state's checkpoint
+(the apply lock lets one apply at a time); its copy of the same volume waits in the agent until
+the old one stopped and detached: one writer per volume.
 """
 
 from __future__ import annotations

@@ -277,13 +277,16 @@ def test_a_host_whose_agent_never_comes_up_fails_its_vms_only(
     spec = write_spec(tmp_path / "two-hosts.yaml", (HOST, other), state, pinned)
     spec.write_text(spec.read_text().replace("timeout: 120", "timeout: 5"))
     conversion_host(lab.openstack("ferry-lab"), name=other)  # removed by new_cloud_objects
-    stop(one_agent["agent"])  # one agent per host: this spec's takes its place
+    booted = time.monotonic() - began
+    stop(one_agent["agent"], signal.SIGKILL)  # idle; one agent per host: this spec's replaces it
     log = tmp_path / "agent.log"
     agent = start_agent(lab, spec, log)
+    started = time.monotonic() - began
     try:
         done = ferry(lab, "apply", str(spec), "--auto-approve", "--json")
+        print(f"\nboot {booted:.0f} s, agent {started:.0f} s, apply {time.monotonic() - began:.0f}")
     finally:
-        stop(agent)
+        stop(agent, signal.SIGKILL)  # idle (a SIGTERM waits for Celery's shutdown, ~10 s)
         one_agent["agent"] = start_agent(lab, one_agent["spec"], one_agent["log"], wait=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
     found = events(done.stdout)
