@@ -66,6 +66,7 @@ from engine.errors import AgentError, FerryError, StoppedError, UserError
 from engine.executor import host
 from engine.executor.host import Callbacks, SyncJob, SyncResult
 from engine.providers.vsphere.session import read_secret
+from engine.units import human
 
 TASK = "ferry.sync"
 QUEUE_PREFIX = "ferry.host."
@@ -452,9 +453,8 @@ def resume_from(job: SyncJob, mark: int | None) -> SyncJob:
     if mark is None or mark <= job.start_at:
         return job
     if mark > int(job.source["capacity"]):
-        raise AgentError(
-            f"checkpoint {mark} is beyond the disk's capacity {job.source['capacity']} bytes"
-        )
+        capacity = human(int(job.source["capacity"]))
+        raise AgentError(f"checkpoint {human(mark)} is beyond the disk's capacity {capacity}")
     return replace(job, start_at=mark, rewrite=[])
 
 
