@@ -325,10 +325,11 @@ BROKER_ERRORS = (OSError, amqp_exceptions.AMQPError, KombuError)
 
 def lost_broker(host_name: str, exc: BaseException) -> str:
     """The line for a copy whose broker connection broke (RabbitMQ restarted or unreachable):
-    the agent stops at its checkpoint once it sees this apply gone; a new apply resumes."""
+    a new apply resumes from the state's checkpoint (the agent's copy stops once it sees this
+    apply's reply queue gone; until then a new copy of that volume waits for it)."""
     return (
         f"lost the broker while the copy ran on conversion host {host_name} "
-        f"({_one_line(exc)}): its agent stops at its next checkpoint; apply again to resume"
+        f"({_one_line(exc)}): apply again to resume from the last checkpoint"
     )
 
 
