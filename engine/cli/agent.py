@@ -28,6 +28,14 @@ def agent(
     spec_path: Annotated[
         Path, typer.Option("--spec", help="The spec the coordinator applies (same digest).")
     ],
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Directory of the running copies' checkpoints (a copy redelivered after this "
+            "agent died resumes there) [default: $XDG_STATE_HOME/ferry/agent/NAME].",
+        ),
+    ] = None,
 ) -> None:
     """Run this conversion host's agent: copies sent to its queue run here, until stopped.
 
@@ -38,11 +46,23 @@ def agent(
         raise UserError(f"{spec_path} sets no execution.broker: an agent takes its work from one")
     entry = _conversion_host(spec, host_name)
     with session(target_from_spec(spec["source"]["vcenter"], dict(os.environ))) as si:
-        _serve(spec, broker, entry, host_name, si)
+        _serve(spec, broker, entry, host_name, si, checkpoints or default_checkpoints(host_name))
+
+
+def default_checkpoints(host_name: str, env: dict[str, str] | None = None) -> Path:
+    """$XDG_STATE_HOME/ferry/agent/<host> (XDG_STATE_HOME defaults to ~/.local/state)."""
+    env = dict(os.environ) if env is None else env
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ferry" / "agent" / host_name
 
 
 def _serve(
-    spec: dict[str, Any], broker: Any, entry: dict[str, Any], host_name: str, si: Any
+    spec: dict[str, Any],
+    broker: Any,
+    entry: dict[str, Any],
+    host_name: str,
+    si: Any,
+    checkpoints: Path,
 ) -> None:
     """The agent's worker, reading disks with its own vCenter session `si` (the https reader
     authenticates with its cookie), until stopped."""
@@ -55,7 +75,8 @@ def _serve(
     app = make_app(broker)
     check_broker(app)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    found = Agent(host_name, str(server.id), spec_digest(spec), host.Host(conn, sources, devices))
+    seams = host.Host(conn, sources, devices)
+    found = Agent(host_name, str(server.id), spec_digest(spec), seams, checkpoints)
     raise typer.Exit(serve(app, found, concurrency=int(entry.get("max_parallel", 2))))
 
 

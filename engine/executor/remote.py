@@ -25,7 +25,16 @@ resumes from), and the reply queue ends with the coordinator's connection.
 
 Delivery: late acknowledgement (`task_acks_late`, one message prefetched per slot), so a task
 whose agent dies (kill -9, host lost) is redelivered by RabbitMQ when an agent consumes the
-queue again; the redelivered sync reads the same snapshot, so it ends byte-exact.
+queue again; the redelivered sync reads the same snapshot, so it ends byte-exact, and resumes
+from the last checkpoint the dead agent gave (its journal, a file per task in the agent's
+checkpoint directory), not from the job's start.
+
+The agent notices that the apply which sent a task is gone (killed, lost the broker, gave up)
+by its reply queue: the rpc:// backend's queue is auto-deleted with the coordinator's
+connection, and the agent checks it exists every CHECK seconds on one connection per copy;
+gone, the copy stops at its next checkpoint. A new apply takes over from the state's checkpoint
+(the apply lock lets one apply at a time); its copy of the same volume waits in the agent until
+the old one stopped and detached: one writer per volume.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,12 +59,14 @@ from amqp import exceptions as amqp_exceptions
 from celery import Celery, signals
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.worker import state as worker_state
+from kombu.exceptions import KombuError
 
 from engine import errors
 from engine.errors import AgentError, FerryError, StoppedError, UserError
 from engine.executor import host
 from engine.executor.host import Callbacks, SyncJob, SyncResult
 from engine.providers.vsphere.session import read_secret
+from engine.units import human
 
 TASK = "ferry.sync"
 QUEUE_PREFIX = "ferry.host."
@@ -63,7 +74,9 @@ PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
 PING_TIMEOUT = 1.0  # seconds an agent starting waits for another of its host to answer
 BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
+CHECK = 1.0  # seconds between an agent's checks that a copy's apply still waits for it
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
+WAIT_NOTICE = 5.0  # seconds a copy waits for an agent before the apply says it waits
 CONNECT_RETRIES = 2
 
 log = logging.getLogger(__name__)
@@ -107,6 +120,18 @@ def broker_from_spec(spec: Mapping[str, Any], env: Mapping[str, str]) -> Broker 
         ca_file=Path(ca_file) if ca_file else None,
         timeout=float(execution.get("timeout", TIMEOUT)),
     )
+
+
+class _OneLine(logging.Filter):
+    """Drops the traceback Celery's rpc result consumer logs with its reconnect warning (a
+    broker restarting is an event, not a crash: the warning's line stays)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("celery.backends.rpc").addFilter(_OneLine())
 
 
 def make_app(broker: Broker) -> Celery:
@@ -196,6 +221,12 @@ class Remote:
                 queue=queue_name(host_name),
             )
             return _Waiter(app, sent, host_name, calls, say, self.broker.timeout).wait()
+        except BROKER_ERRORS as exc:
+            raise AgentError(lost_broker(host_name, exc)) from exc
+        except RuntimeError as exc:  # Celery's rpc consumer could not reconnect
+            if "reconnect" not in str(exc):
+                raise
+            raise AgentError(lost_broker(host_name, exc)) from exc
         finally:
             app.close()
 
@@ -216,6 +247,7 @@ class _Waiter:
     rewritten: bool = False
     done: tuple[int, int] | None = None
     revoked: bool = False
+    noticed: bool = False
 
     def wait(self) -> SyncResult:
         while True:
@@ -236,7 +268,9 @@ class _Waiter:
         agent = str(meta.get("agent", "?"))
         if agent != self.agent or meta.get("started"):
             again = " again (redelivered)" if meta.get("redelivered") else ""
-            self.say(f"taken{again} by agent {agent} (queue {queue_name(self.host_name)})")
+            resumed = meta.get("resumed_at")
+            at = f", resumed at its checkpoint, byte {resumed}" if isinstance(resumed, int) else ""
+            self.say(f"taken{again} by agent {agent} (queue {queue_name(self.host_name)}){at}")
             self.agent, self.mark, self.rewritten, self.done = agent, None, False, None
         if meta.get("rewritten") and not self.rewritten:
             self.rewritten = True
@@ -258,6 +292,9 @@ class _Waiter:
             if self.agent is None:  # no agent took it: nothing to wait for
                 raise StoppedError(f"stopped before an agent on {self.host_name} took the copy")
         silent = time.monotonic() - self.last
+        if self.agent is None and not self.noticed and silent >= min(WAIT_NOTICE, self.timeout / 2):
+            self.noticed = True
+            self.say(waiting_line(self.host_name, self.timeout))
         if silent < self.timeout:
             return
         self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
@@ -283,6 +320,27 @@ class _Waiter:
         return SyncResult(**envelope["result"])
 
 
+BROKER_ERRORS = (OSError, amqp_exceptions.AMQPError, KombuError)
+
+
+def lost_broker(host_name: str, exc: BaseException) -> str:
+    """The line for a copy whose broker connection broke (RabbitMQ restarted or unreachable):
+    a new apply resumes from the state's checkpoint (the agent's copy stops once it sees this
+    apply's reply queue gone; until then a new copy of that volume waits for it)."""
+    return (
+        f"lost the broker while the copy ran on conversion host {host_name} "
+        f"({_one_line(exc)}): apply again to resume from the last checkpoint"
+    )
+
+
+def waiting_line(host_name: str, timeout: float) -> str:
+    """The status of a copy no agent took yet: names the host, its queue and the timeout."""
+    return (
+        f"waiting for an agent on conversion host {host_name} (queue {queue_name(host_name)}; "
+        f"fails after {timeout:.0f} s without one, execution.timeout)"
+    )
+
+
 def _error(error: dict[str, Any], host_name: str) -> FerryError:
     """The FerryError an agent reported, as its class (a name outside engine.errors' FerryError
     classes becomes an AgentError naming the host)."""
@@ -299,12 +357,14 @@ def _error(error: dict[str, Any], host_name: str) -> FerryError:
 @dataclass(frozen=True)
 class Agent:
     """One conversion host's agent: its name (the Nova server's, as the spec lists it), the
-    server's ID, the digest of the spec it was started with, and the host's seams."""
+    server's ID, the digest of the spec it was started with, the host's seams, and the
+    directory of its checkpoint journal (None: none kept, a redelivered copy starts over)."""
 
     name: str
     host_id: str
     spec_digest: str
     host: host.Host
+    checkpoints: Path | None = None
 
 
 def register(app: Celery, agent: Agent) -> None:
@@ -349,20 +409,118 @@ def _run_key(task_id: str, job: dict[str, Any], digest: str) -> str:
 
 
 def _run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
+    task_id = str(task.request.id)
+    journal = Journal(agent.checkpoints, _run_key(task_id, job, digest))
+    try:
+        return _run_job(task, agent, job, digest, journal)
+    finally:
+        journal.drop()  # the outcome goes back to the apply; only a dead agent leaves one
+
+
+def _run_job(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, journal: Journal
+) -> dict[str, Any]:
     refusal = _refusal(agent, job, digest) or _sender_gone(task)
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
         return {"error": {"type": "AgentError", "message": refusal}}
-    reporter = _Reporter(task, agent.name)
+    task_id = str(task.request.id)
+    reporter = _Reporter(task, agent.name, journal)
     try:
-        with reporter.beating():
-            result = host.sync(SyncJob.from_json(job), agent.host, reporter.callbacks())
+        sync_job = resume_from(SyncJob.from_json(job), journal.mark())
+        if sync_job.start_at != job.get("start_at", 0):
+            reporter.meta["resumed_at"] = sync_job.start_at
+        with _VOLUMES.writer(sync_job.volume_id, task_id), reporter.beating():
+            log.info(
+                "task %s: copy into volume %s from byte %d (job start %d)",
+                task_id, sync_job.volume_id, sync_job.start_at, job.get("start_at", 0),
+            )  # fmt: skip
+            result = host.sync(sync_job, agent.host, reporter.callbacks())
     except FerryError as exc:
+        log.info("task %s: ended: %s", task_id, _one_line(exc))
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
     except Exception as exc:
         log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
         return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
+    log.info("task %s: copy into volume %s done", task_id, sync_job.volume_id)
     return {"result": result.to_json()}
+
+
+def resume_from(job: SyncJob, mark: int | None) -> SyncJob:
+    """`job` resumed at `mark` (bytes; everything below it is on the volume), the last
+    checkpoint an earlier delivery of the same task gave: it starts there, without its rewrite
+    areas (a checkpoint comes only after them). `job` itself when `mark` is None or not beyond
+    its start. Raises AgentError for a mark beyond the disk's capacity (a foreign journal)."""
+    if mark is None or mark <= job.start_at:
+        return job
+    if mark > int(job.source["capacity"]):
+        capacity = human(int(job.source["capacity"]))
+        raise AgentError(f"checkpoint {human(mark)} is beyond the disk's capacity {capacity}")
+    return replace(job, start_at=mark, rewrite=[])
+
+
+class Journal:
+    """One task's last checkpoint on the agent's disk: `<dir>/<key digest>.json`, {"key",
+    "checkpoint" (bytes)}, replaced atomically at each checkpoint. With `directory` None it
+    keeps nothing."""
+
+    def __init__(self, directory: Path | None, key: str) -> None:
+        self.key = key
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        self.path = None if directory is None else directory / f"{name}.json"
+
+    def mark(self) -> int | None:
+        """The checkpoint saved for this key, or None (none, unreadable or another key's)."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        mark = data.get("checkpoint") if isinstance(data, dict) else None
+        if data.get("key") != self.key or not isinstance(mark, int) or mark < 0:
+            return None
+        return mark
+
+    def save(self, mark: int) -> None:
+        """Record `mark`; raises OSError when the directory cannot be written."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_suffix(".part")
+        part.write_text(json.dumps({"key": self.key, "checkpoint": mark}))
+        os.replace(part, self.path)
+
+    def drop(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+class _Volumes:
+    """One writer per volume in this agent: a copy into a volume another task still writes
+    (an apply that took over from a killed one, before the old copy stopped) waits for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.locks: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def writer(self, volume_id: str, task_id: str) -> Any:
+        with self.lock:
+            lock = self.locks.setdefault(volume_id, threading.Lock())
+        if not lock.acquire(blocking=False):
+            log.warning(
+                "task %s waits for the copy into volume %s that still runs to stop",
+                task_id, volume_id,
+            )  # fmt: skip
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+_VOLUMES = _Volumes()
 
 
 @dataclass
@@ -445,15 +603,31 @@ def _sender_gone(task: Any) -> str:
     """A reason not to run a task whose apply no longer waits for it (its reply queue, which
     lives as long as that apply's wait, is gone): a redelivery after the apply ended or gave
     up must not write into a volume a later apply may own. "" when it still waits."""
-    reply_to = task.request.reply_to
-    if not reply_to:
-        return ""
-    with task.app.connection_for_read() as conn:
-        try:
-            conn.default_channel.queue_declare(queue=reply_to, passive=True)
-        except amqp_exceptions.NotFound:
-            return "the apply that sent this copy no longer waits for it: not run"
+    if _reply_queue_gone(task.app, task.request.reply_to):
+        return "the apply that sent this copy no longer waits for it: not run"
     return ""
+
+
+def _reply_queue_gone(app: Celery, reply_to: str | None) -> bool:
+    """Whether the reply queue `reply_to` (a task's apply's: RabbitMQ deletes it with the
+    apply's connection) no longer exists; False without one. Raises the broker's errors."""
+    if not reply_to:
+        return False
+    with app.connection_for_read() as conn:
+        return _queue_missing(conn, reply_to)
+
+
+def _queue_missing(conn: Any, queue: str | None) -> bool:
+    """Whether `queue` does not exist, asked on `conn` (a kombu Connection); False for no
+    queue. Raises the broker's errors (the channel is closed by the broker when it is
+    missing: ask again on a new one)."""
+    if not queue:
+        return False
+    try:
+        conn.default_channel.queue_declare(queue=queue, passive=True)
+    except amqp_exceptions.NotFound:
+        return True
+    return False
 
 
 class _Reporter:
@@ -461,8 +635,10 @@ class _Reporter:
     Celery keeps it per thread) and at least every BEAT seconds; a revoke of the task sets the
     sync's cancel event (it stops at its next checkpoint)."""
 
-    def __init__(self, task: Any, agent: str) -> None:
+    def __init__(self, task: Any, agent: str, journal: Journal | None = None) -> None:
+        self.conn: Any = None  # kombu Connection, for the apply's reply queue checks
         self.task = task
+        self.journal = journal
         self.request = task.request
         self.task_id = str(task.request.id)
         self.cancel = threading.Event()
@@ -482,6 +658,11 @@ class _Reporter:
         return Callbacks(self.checkpoint, self.rewritten, self.progress, self.cancel)
 
     def checkpoint(self, mark: int) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.save(mark)
+            except OSError as exc:  # a journal is an optimisation: the copy goes on
+                log.warning("task %s: checkpoint journal not written: %s", self.task_id, exc)
         self._send(checkpoint=mark)
 
     def rewritten(self) -> None:
@@ -491,11 +672,17 @@ class _Reporter:
         self._send(done=done, total=total)
 
     def _send(self, **changes: Any) -> None:
+        """Send the task's state; a broker that cannot take it (restarting) loses this one
+        (the copy goes on: the beat decides whether its apply still waits)."""
         with self.lock:
             self.meta.update(changes)
-            self.task.backend.store_result(
-                self.task_id, dict(self.meta), "PROGRESS", request=self.request
-            )
+            try:
+                self.task.backend.store_result(
+                    self.task_id, dict(self.meta), "PROGRESS", request=self.request
+                )
+            except Exception as exc:  # kombu/amqp/socket errors: the broker's, not the copy's
+                log.warning("task %s: progress not sent: %s", self.task_id, _one_line(exc))
+                return
             self.meta["started"] = False
 
     @contextlib.contextmanager
@@ -509,12 +696,49 @@ class _Reporter:
         finally:
             done.set()
             beat.join()
+            self._close()
 
     def _beat(self, done: threading.Event) -> None:
-        while not done.wait(BEAT):
+        """Every CHECK seconds: a revoke or a gone apply cancels the copy; every BEAT seconds
+        the state is sent again."""
+        sent = time.monotonic()
+        while not done.wait(min(CHECK, BEAT)):
             if self.task_id in worker_state.revoked:
                 self.cancel.set()
-            self._send()
+            if not self.cancel.is_set() and self._apply_gone():
+                self.cancel.set()
+            if time.monotonic() - sent >= BEAT:
+                sent = time.monotonic()
+                self._send()
+
+    def _apply_gone(self) -> bool:
+        """Whether the apply that sent this task is gone (its reply queue deleted: the
+        coordinator was killed, lost the broker or gave up); the broker unreachable is not.
+        Asked on one connection kept for the task; the request is the one taken at the start
+        (Celery's is per thread, and this runs in the beat's)."""
+        if not self.request.reply_to:
+            return False
+        try:
+            if self.conn is None:
+                self.conn = self.task.app.connection_for_read()
+            gone = _queue_missing(self.conn, self.request.reply_to)
+        except Exception as exc:  # the broker restarting: ask again at the next check
+            log.warning("task %s: cannot ask the broker: %s", self.task_id, _one_line(exc))
+            self._close()
+            return False
+        if gone:
+            log.warning(
+                "task %s: the apply that sent it is gone (its reply queue was deleted): "
+                "stopping at the next checkpoint",
+                self.task_id,
+            )
+        return gone
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.release()
+            self.conn = None
 
 
 def serve(app: Celery, agent: Agent, concurrency: int) -> int:

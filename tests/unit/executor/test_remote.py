@@ -128,8 +128,9 @@ RESULT: dict[str, Any] = {
 class QuietReporter:
     """A task's reporter that sends nothing (no broker)."""
 
-    def __init__(self, _task: Any, _agent: str) -> None:
+    def __init__(self, _task: Any, _agent: str, _journal: Any = None) -> None:
         self.cancel = threading.Event()
+        self.meta: dict[str, Any] = {}
 
     def callbacks(self) -> Callbacks:
         return Callbacks(lambda _m: None, lambda: None, lambda _d, _t: None, self.cancel)
