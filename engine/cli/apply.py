@@ -257,9 +257,17 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
             "fix them and plan again"
         )
     missing = unsupported(plan)
+    if any(c.kind in IMAGE_KINDS for c in missing):
+        raise UserError(
+            "this ferry plans destination.output: image but cannot apply it yet (local disk "
+            "files, Glance uploads): use output: volume with a conversion host"
+        )
     if missing:
         listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
+
+
+IMAGE_KINDS = ("disk_file", "image", "image_volume")
 
 
 def _blocked(plan: Plan) -> str:
