@@ -267,7 +267,7 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
 
 
-IMAGE_KINDS = ("disk_file", "image", "image_volume")
+IMAGE_KINDS = ("image", "image_volume")  # disk_file copies are applied (engine.executor.image)
 
 
 def _blocked(plan: Plan) -> str:
@@ -320,14 +320,17 @@ def _context(
     verify: bool = False,  # made with --verify: every VM's copies over the whole disk
 ) -> Context:
     hosts = spec.get("conversion_hosts") or []
-    if not hosts:
+    if spec["destination"].get("output") == "image":
+        hosts = []  # disks are written into files on this machine: no conversion host
+    elif not hosts:
         raise UserError("the spec names no conversion_hosts: volumes are written on one")
-    sources, devices = host_seams(spec, hosts[0], si)
+    first: dict[str, Any] = hosts[0] if hosts else {}
+    sources, devices = host_seams(spec, first, si)
     remote = _remote(spec)
     conn = connect_destination(spec["destination"])
-    host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
-    if host is None and not hosts[0].get("create"):
-        raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
+    host = conn.compute.find_server(first["name"], ignore_missing=True) if first else None
+    if first and host is None and not first.get("create"):
+        raise UserError(f"conversion host {first['name']!r} is not a server in the cloud")
     return Context(
         si,
         conn,
@@ -339,7 +342,7 @@ def _context(
         log_dir=location.log_dir,
         events=events,
         remote=remote,
-        conversion_host_name=str(hosts[0]["name"]),
+        conversion_host_name=str(first.get("name", "")),
         host_ids=_host_ids(conn, hosts) if remote is not None else {},
     )
 

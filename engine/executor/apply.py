@@ -26,6 +26,7 @@ from engine.executor import host
 from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
+from engine.executor.image import DiskFiles
 from engine.executor.moved import moved_records
 from engine.executor.remote import Remote
 from engine.executor.seams import Devices, Sources
@@ -62,6 +63,7 @@ SUPPORTED = {
         (kind, action)
         for kind in (
             "volume",
+            "disk_file",
             "port",
             "flavor",
             "network",
@@ -159,6 +161,7 @@ class Applier:
         self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
+        self.files = DiskFiles(self)
 
     # -- the walker's node function -----------------------------------------------------------
 
@@ -169,6 +172,7 @@ class Applier:
             "source_cbt": self._enable_cbt,
             "source_snapshot": self._snapshot,
             "volume": self._volume,
+            "disk_file": self.files.sync,
             "port": self.cutover.port,
             "flavor": self.cutover.flavor,
             "network": self.cutover.network,
@@ -317,7 +321,7 @@ class Applier:
         planned: dict[int, Any] = {}
         for c in self.plan.changes:
             parsed = Address.parse(c.address)
-            if c.kind != "volume" or parsed.name != name or parsed.index is None:
+            if c.kind not in ("volume", "disk_file") or parsed.name != name or parsed.index is None:
                 continue
             if c.action not in (Action.DELETE, Action.FORGET):
                 planned[parsed.index] = (c.after or c.before or {}).get("size_gib")

@@ -1,0 +1,98 @@
+"""destination.output: image on the lab (issue 16): no conversion host; the powered-off
+build-old's 2 GiB disk is copied by ferry's copy engine into <work_dir>/<instance uuid>/
+disk-2000.raw (sparse, verified by sha256 against the source), recorded as a disk_file; a
+re-plan is a no-op; --destroy removes the file. (The cutover half — conversion of the files,
+Glance uploads, the server — is planned but not applied yet: apply refuses it in one line.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.lab.estate import find_vm
+from engine.lab.lab import Lab
+from engine.statestore.sqlite import SqliteStateStore
+from tests.integration.cli import ROOT, ferry
+from tests.integration.test_cutover import apply
+
+pytestmark = pytest.mark.lab
+
+
+def image_spec(tmp_path: Path, work: Path, mode: str = "replicate") -> Path:
+    """plans/demo.yaml with output: image into `work`, no conversion host; build-old in `mode`."""
+    text = (ROOT / "plans" / "demo.yaml").read_text()
+    text = re.sub(r"\nconversion_hosts:\n(  .*\n)+", "\n", text)
+    text = text.replace(
+        "  region: RegionOne\n",
+        f"  region: RegionOne\n  output: image\n  work_dir: {work}\n",
+    )
+    text = text.replace("  - name: build-old ", f"  - name: build-old\n    mode: {mode} ")
+    spec = tmp_path / "image.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def test_a_disk_is_copied_into_its_local_file_and_replanned_as_no_change(
+    lab: Lab, tmp_path: Path, new_cloud_objects: None
+) -> None:
+    work, state = tmp_path / "work", tmp_path / "state.db"
+    work.mkdir()
+    spec = image_spec(tmp_path, work)
+    vm = find_vm("build-old")
+    assert vm is not None
+
+    shown = ferry(lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state))
+    assert shown.returncode == 0, shown.stderr
+    assert f"on local disk in {work}" in shown.stdout, shown.stdout
+
+    done = apply(lab, spec, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = records(state)["vm.build-old.disk[2000]"]
+    assert (record.kind, record.status.value) == ("disk_file", "ready")
+    path = Path(record.attributes["path"])
+    assert path.parent.parent == work and path.name == "disk-2000.raw"
+    assert path.stat().st_size == 2 * 2**30
+    assert path.stat().st_blocks * 512 < path.stat().st_size  # sparse: holes not written
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 * 2**20):
+            sha.update(chunk)
+    assert record.attributes["last_sync"]["sha256"] == sha.hexdigest()  # = the source's
+    assert not [c for c in json.loads(lab_volumes(lab)) if c.get("ferry_vm") == vm.name]
+
+    again = ferry(
+        lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state),
+        "--detailed-exitcode",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    saved = tmp_path / "destroy.plan"
+    made = ferry(
+        lab, "plan", str(spec), "--destroy", "--target", "vm.build-old", "--state", str(state),
+        "--out", str(saved),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    gone = ferry(lab, "apply", str(saved), "--auto-approve", "--state", str(state))
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not path.exists()
+    assert "vm.build-old.disk[2000]" not in records(state)
+
+
+def lab_volumes(lab: Lab) -> str:
+    """The lab cloud's volumes' metadata (output: image makes none for a replicate sync)."""
+    conn = lab.openstack("ferry-lab")
+    return json.dumps([dict(v.metadata or {}) for v in conn.block_storage.volumes(details=True)])
+
+
+def records(state: Path) -> dict[str, Any]:
+    """The state's records (kind, status, attributes) by address."""
+    store = SqliteStateStore(state)
+    try:
+        return dict(store.read().resources)
+    finally:
+        store.close()
