@@ -8,19 +8,24 @@ verified as the VM's `verify` asks. No conversion host, no volume attach.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import engine.executor.apply as applier  # a cycle: it imports this module (resolved at call time)
 from engine.addresses import Address
-from engine.errors import VerifyError
+from engine.conversion import v2v
+from engine.errors import ConversionError, FerryError, VerifyError
 from engine.executor import host
 from engine.executor.cutover import content_epoch
 from engine.executor.host import SyncJob, source_of
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
+from engine.providers.openstack import images
 from engine.providers.vsphere.snapshots import DiskInfo
+from engine.units import duration
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -61,6 +66,11 @@ class DiskFiles:
         what = self.a._allocated(
             self.a._what_to_copy(change, probe, vm, snapshot, disk), vm, snapshot, disk
         )
+        if known.get("converted_file"):  # a delta would keep the conversion's writes
+            what = replace(
+                applier.ToCopy("full", None, 0, False),
+                why="the file was converted since its last sync: copied again in full",
+            )
         if what.why:
             ctx.say(address.name, f"{change.address}: {what.why}")
         _sized(path, disk.capacity)
@@ -190,3 +200,177 @@ def _sized(path: Path, capacity: int) -> None:
             os.ftruncate(fd, capacity)
     finally:
         os.close(fd)
+
+
+class ImageCutover:
+    """The cutover nodes of an image VM: the conversion of its files (virt-v2v-in-place on this
+    machine), each converted file uploaded to Glance (`image`), a volume made from each image
+    (`image_volume`); the server node (Cutover.server) boots from those volumes."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.a = applier
+
+    def _records(self) -> dict[str, ResourceRecord]:
+        return dict(self.a.ctx.store.read().resources)
+
+    def _attrs(self, address: str) -> dict[str, Any]:
+        record = self._records().get(address)
+        return dict(record.attributes) if record else {}
+
+    def _file_record(self, name: str, key: int) -> ResourceRecord:
+        address = str(Address("vm", name, "disk", key))
+        record = self._records().get(address)
+        if record is None or record.status is not Status.READY or record.kind != KIND:
+            raise FerryError(f"{address} is not copied: the cutover needs every disk's file")
+        return record
+
+    def _mark(self, name: str, key: int, **attrs: Any) -> None:
+        record = self._file_record(name, key)
+        self.a._write(
+            [replace(record, attributes={**record.attributes, **attrs})],
+            [],
+        )
+
+    def conversion(self, change: Change) -> None:
+        """virt-v2v-in-place on the VM's files (all disks, in boot order); each file's content
+        epoch moves, and the file is marked converted: a later sync copies it again in full
+        (CBT's delta would keep the conversion's writes). Raises ConversionError."""
+        address = Address.parse(change.address)
+        name = address.name
+        if change.action in (Action.DELETE, Action.FORGET):
+            self.a.cutover._power_back_on(name, self._attrs(change.address))
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        keys = [int(d["key"]) for d in after["disks"]]
+        paths = [Path(str(self._file_record(name, k).attributes["path"])) for k in keys]
+        attrs = {**self._attrs(change.address), **after, "epochs": {}}
+        self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        if after.get("tool"):
+            for key in keys:  # from here on the files may hold the conversion's writes
+                self._mark(name, key, converted_file=True)
+            guest = v2v.Guest(
+                name=self.a.targets.get(name, name),
+                disks=tuple(
+                    v2v.GuestDisk(path, v2v.bus_of(int(d["controller_key"])))
+                    for path, d in zip(paths, after["disks"], strict=True)
+                ),
+                macs=tuple(after.get("macs") or ()),
+                firmware=after.get("firmware"),
+                memory_mb=int(after.get("memory_mb") or 1024),
+                vcpus=int(after.get("vcpus") or 1),
+            )
+            log = self.a.cutover._log(name)
+            self.a.ctx.say(
+                name, f"{Address('vm', name)}: converting its files with virt-v2v-in-place "
+                f"(log {log})"
+            )  # fmt: skip
+            options = v2v.Options(
+                firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
+                debug=bool(after.get("debug")),
+                cancel=self.a.ctx.stop,
+            )
+            attrs["seconds"] = round(v2v.convert(guest, log, options), 1)
+            for key in keys:
+                self._mark(name, key, epoch=content_epoch())
+        attrs["epochs"] = {str(k): self._file_record(name, k).attributes.get("epoch") for k in keys}
+        attrs["at"] = time.time()
+        self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            name,
+            f"{change.address}: converted in {duration(attrs['seconds'])}"
+            if after.get("tool")
+            else f"{change.address}: no conversion (convert: false)",
+        )
+
+    def image(self, change: Change) -> None:
+        """Upload the converted file (qemu-img convert first for qcow2); an image ferry
+        uploaded before for this disk is reused when whole, else replaced. --destroy deletes
+        it. Raises OpenStackError, ConversionError (qemu-img)."""
+        conn = self.a.ctx.conn
+        name = Address.parse(change.address).name
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.FORGET):
+            if change.action is Action.DELETE and before.get("image_id"):
+                images.delete(conn, [str(before["image_id"])])
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        path = Path(str(after["file"]))
+        upload = path
+        if after["disk_format"] == "qcow2":
+            upload = path.with_suffix(".qcow2")
+            _qcow2(path, upload)
+        self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, after)], [])
+        began = time.monotonic()
+        try:
+            image_id, uploaded = images.upload(
+                conn, upload, str(after["name"]), str(after["disk_format"]), after["properties"]
+            )
+        finally:
+            if upload != path:
+                upload.unlink(missing_ok=True)
+        attrs = {**after, "image_id": image_id}
+        self.a._write([ResourceRecord(change.address, "image", Status.READY, attrs)], [])
+        how = "uploaded" if uploaded else "found (same sha512) and reused"
+        self.a.ctx.say(
+            name,
+            f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
+        )
+
+    def volume(self, change: Change) -> None:
+        """A volume made from the disk's image (recorded as soon as Cinder names it: a killed
+        apply's half-made one is deleted and made again). Raises OpenStackError."""
+        conn = self.a.ctx.conn
+        address = Address.parse(change.address)
+        before = self._attrs(change.address) or dict(change.before or {})
+        old = str(before.get("volume_id") or "")
+        if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:
+            if old and change.action is not Action.FORGET:
+                self.a._delete_volume(old)
+            if change.action in (Action.DELETE, Action.FORGET):
+                self.a._write([], [change.address])
+                return
+        after = dict(change.after or {})
+        image = self._attrs(str(after["image"]))
+        if not image.get("image_id"):
+            raise FerryError(f"{change.address}: {after['image']} is not uploaded")
+
+        def created(volume_id: str) -> None:
+            attrs = {**after, "volume_id": volume_id}
+            self.a._write(
+                [ResourceRecord(change.address, "image_volume", Status.IN_PROGRESS, attrs)], []
+            )
+
+        began = time.monotonic()
+        volume_id = images.volume_from_image(
+            conn,
+            str(image["image_id"]),
+            name=f"{self.a.targets[address.name]}-{address.index}",
+            size_gib=int(after["size_gib"]),
+            volume_type=after.get("volume_type"),
+            metadata={
+                "ferry_image_vm": self.a.uuids[address.name] or "",
+                "ferry_image_disk": str(address.index),
+            },
+            created=created,
+        )
+        attrs = {**after, "volume_id": volume_id, "image_id": image["image_id"]}
+        self.a._write([ResourceRecord(change.address, "image_volume", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            address.name,
+            f"{change.address}: volume {volume_id} made from image {image['image_id']} in "
+            f"{duration(time.monotonic() - began)}",
+        )
+
+
+def _qcow2(raw: Path, out: Path) -> None:
+    """qemu-img convert the raw file to qcow2 (holes stay unallocated). Raises ConversionError."""
+    done = subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConversionError(f"qemu-img convert {raw} to qcow2: {done.stderr.strip()}")

@@ -48,7 +48,7 @@ def test_the_plan_shows_the_work_dir_and_local_bytes() -> None:
     assert "up to 1.5 GiB on local disk in /var/lib/ferry/work" in text, text
 
 
-def test_apply_refuses_an_image_plan_in_one_line(tmp_path: Path) -> None:
-    plan, _ = _plan("image-first-run")
-    with pytest.raises(UserError, match=r"plans destination\.output: image but cannot apply"):
+def test_apply_refuses_a_boot_from_image_plan_in_one_line(tmp_path: Path) -> None:
+    plan, _ = _plan("image-cutover-boot-image")
+    with pytest.raises(UserError, match=r"plans destination\.image\.boot: image but cannot"):
         check_applicable(plan, Console(file=(tmp_path / "out").open("w")), False)

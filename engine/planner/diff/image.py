@@ -206,6 +206,9 @@ def cutover(
                 reason = reason.replace(
                     "protect the volumes (Cinder snapshots), then convert the guest for KVM",
                     f"convert the guest in its disk files for KVM (under {vm.image.work_dir})",
+                ).replace(
+                    "protect the volumes (Cinder snapshots); no conversion (convert: false)",
+                    "no conversion (convert: false): the files are uploaded as copied",
                 )
             out.append(replace(change, after=after, reason=reason))
             reconvert = change.action in (Action.CREATE, Action.REPLACE)

@@ -7,7 +7,7 @@ duplicate. Volumes are made from them through Cinder.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +128,11 @@ def volume_from_image(
     size_gib: int,
     volume_type: str | None,
     metadata: Mapping[str, str],
+    created: Callable[[str], None] = lambda _: None,
     timeout: float = 3600.0,
 ) -> str:
-    """A new volume holding the image, available; its id. Raises OpenStackError."""
+    """A new volume holding the image, available; its id (given to `created` as soon as Cinder
+    names it, before the copy). Raises OpenStackError."""
     try:
         volume = conn.block_storage.create_volume(
             name=name,
@@ -141,5 +143,6 @@ def volume_from_image(
         )
     except os_exc.SDKException as exc:
         raise OpenStackError(f"creating volume {name} from image {image_id}: {exc}") from exc
+    created(str(volume.id))
     wait_volume(conn, str(volume.id), "available", timeout=timeout)
     return str(volume.id)
