@@ -85,7 +85,7 @@ def vm_changes(
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
     if vm.image is not None:
-        volumes = image.as_files(vm, vm.image, volumes)
+        volumes = image.as_files(vm, vm.image, volumes, records)
     out: list[Change] = []
     syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
     verifying = any(c.action is Action.VERIFY for c in volumes)

@@ -34,14 +34,38 @@ def disk_path(image: ImageOutput, vm: DesiredVM, disk_key: int) -> str:
     return f"{image.work_dir.rstrip('/')}/{folder}/disk-{disk_key}.raw"
 
 
-def as_files(vm: DesiredVM, image: ImageOutput, copies: list[Change]) -> list[Change]:
+def as_files(
+    vm: DesiredVM,
+    image: ImageOutput,
+    copies: list[Change],
+    records: Mapping[str, ResourceRecord] | None = None,
+) -> list[Change]:
     """The VM's volume copies turned into copies to local files (same address, actions and
-    bytes; the file path instead of the volume type)."""
+    bytes; the file path instead of the volume type). A file a conversion began on (recorded
+    converted_file) and no server booted from is copied again in full: a delta would keep the
+    conversion's writes, and the conversion runs again on the copy."""
     out = []
-    for change in copies:
-        if change.kind != "volume":
-            out.append(change)
+    disks = {d.key: d for d in vm.source.disks}
+    for planned in copies:
+        if planned.kind != "volume":
+            out.append(planned)
             continue
+        change = planned
+        record = (records or {}).get(change.address)
+        attrs = record.attributes if record else {}
+        if attrs.get("converted_file") and not attrs.get("converted") and change.after:
+            key = int(change.after.get("disk_key", -1))
+            change = Change(
+                change.address,
+                change.kind,
+                Action.REPLACE,
+                "a conversion began on the file since its last sync (no server booted from it): "
+                "full copy, then convert again",
+                dict(attrs),
+                {**change.after, "copy": "full"},
+                full_bytes(disks[key]) if key in disks else change.bytes,
+                estimate=True,
+            )
         key = int((change.after or change.before or {}).get("disk_key", -1))
         after = None
         if change.after is not None:
