@@ -1,5 +1,7 @@
 """Addresses name everything ferry manages: `vm.web01`, `vm.web01.disk[2000]`, `vm.web01.port[0]`,
-`vm.web01.snapshot`, `vm.web01.server`, `flavor.m1-web01`. A name that is not a plain identifier is
+`vm.web01.snapshot`, `vm.web01.server`, `flavor.m1-web01`; with output: image also
+`vm.web01.image[2000]` (a disk's Glance image) and `vm.web01.volume[2000]` (the volume made from
+it). A name that is not a plain identifier is
 quoted: `vm["Reporting Ünit 1"].disk[2000]`. `str()` and `parse()` round-trip exactly.
 """
 
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 from engine.errors import UserError
 
 KINDS = ("vm", "flavor", "network", "host")
-PARTS = ("cbt", "snapshot", "disk", "port", "server", "conversion")
-INDEXED = ("disk", "port")
+PARTS = ("cbt", "snapshot", "disk", "port", "server", "conversion", "image", "volume")
+INDEXED = ("disk", "port", "image", "volume")  # image, volume: output: image (per disk key)
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # whole name (fullmatch: "$" allows a "\n")
 _ADDRESS = re.compile(
     r"""^(?P<kind>[a-z]+)

@@ -257,6 +257,11 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
             "fix them and plan again"
         )
     missing = unsupported(plan)
+    if any((c.after or {}).get("boot") == "image" for c in plan.changes if c.kind == "server"):
+        raise UserError(
+            "this ferry plans destination.image.boot: image but cannot apply it yet (a server "
+            "booted from a Glance image): use boot: volume"
+        )
     if missing:
         listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
@@ -314,14 +319,17 @@ def _context(
     verify: bool = False,  # made with --verify: every VM's copies over the whole disk
 ) -> Context:
     hosts = spec.get("conversion_hosts") or []
-    if not hosts:
+    if spec["destination"].get("output") == "image":
+        hosts = []  # disks are written into files on this machine: no conversion host
+    elif not hosts:
         raise UserError("the spec names no conversion_hosts: volumes are written on one")
-    sources, devices = host_seams(spec, hosts[0], si)
+    first: dict[str, Any] = hosts[0] if hosts else {}
+    sources, devices = host_seams(spec, first, si)
     remote = _remote(spec)
     conn = connect_destination(spec["destination"])
-    host = conn.compute.find_server(hosts[0]["name"], ignore_missing=True)
-    if host is None and not hosts[0].get("create"):
-        raise UserError(f"conversion host {hosts[0]['name']!r} is not a server in the cloud")
+    host = conn.compute.find_server(first["name"], ignore_missing=True) if first else None
+    if first and host is None and not first.get("create"):
+        raise UserError(f"conversion host {first['name']!r} is not a server in the cloud")
     return Context(
         si,
         conn,
@@ -333,7 +341,7 @@ def _context(
         log_dir=location.log_dir,
         events=events,
         remote=remote,
-        conversion_host_name=str(hosts[0]["name"]),
+        conversion_host_name=str(first.get("name", "")),
         host_ids=_host_ids(conn, hosts) if remote is not None else {},
     )
 

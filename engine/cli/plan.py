@@ -17,7 +17,7 @@ from engine.cli.console import make_console
 from engine.diagnostics import Severity, has_errors
 from engine.errors import InvalidSpecError, UserError
 from engine.model.desired import ConcernLevel
-from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
+from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan, VMPlan
 from engine.planner import planfile
 from engine.planner.make import make_plan
 from engine.planner.refresh import refresh
@@ -187,6 +187,14 @@ def downtime_label(seconds: float) -> str:
     return f"estimated cutover downtime ~{duration(seconds)}"
 
 
+def local_disk(vm: VMPlan) -> str:
+    """output: image: '; up to 1.0 GiB on local disk in /work' (the work directory and what this
+    plan's copies may add there); '' with output: volume."""
+    if not vm.work_dir:
+        return ""
+    return f"; up to {human(vm.local_bytes or 0)} on local disk in {vm.work_dir}"
+
+
 def render(result: Plan, console: Console) -> None:
     for diagnostic in result.diagnostics:
         console.print(f"[red]{escape(diagnostic.render())}[/]")
@@ -200,6 +208,7 @@ def render(result: Plan, console: Console) -> None:
         downtime += f"; disks read via {vm.reader}" if vm.reader else ""
         if result.hosts and vm.conversion_host:  # one host: nothing to choose, not shown
             downtime += f"; conversion host {vm.conversion_host}"
+        downtime += local_disk(vm)
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"

@@ -11,7 +11,14 @@ import typer
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import downtime_label, group_heading, host_lines, render, summary
+from engine.cli.plan import (
+    downtime_label,
+    group_heading,
+    host_lines,
+    local_disk,
+    render,
+    summary,
+)
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
 from engine.planner import planfile
 from engine.units import human
@@ -75,6 +82,7 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
         downtime += f", {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
         if plan.hosts and vm.conversion_host:
             downtime += f", conversion host {vm.conversion_host}"
+        downtime += local_disk(vm).replace(";", ",", 1)
         lines.append(f"#### `{_cell(vm.address)}` → {_cell(vm.target_name)} ({vm.mode}{flavor}"
                      f"{downtime}){' — **blocked**' if vm.blocked else ''}")  # fmt: skip
         lines += [f"- {c.level.value}: {_cell(c.message)}" for c in vm.concerns]

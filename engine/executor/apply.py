@@ -26,6 +26,7 @@ from engine.executor import host
 from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
+from engine.executor.image import DiskFiles, ImageCutover
 from engine.executor.moved import moved_records
 from engine.executor.remote import Remote
 from engine.executor.seams import Devices, Sources
@@ -62,6 +63,9 @@ SUPPORTED = {
         (kind, action)
         for kind in (
             "volume",
+            "disk_file",
+            "image",
+            "image_volume",
             "port",
             "flavor",
             "network",
@@ -159,6 +163,8 @@ class Applier:
         self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
+        self.files = DiskFiles(self)
+        self.images = ImageCutover(self)
 
     # -- the walker's node function -----------------------------------------------------------
 
@@ -169,16 +175,26 @@ class Applier:
             "source_cbt": self._enable_cbt,
             "source_snapshot": self._snapshot,
             "volume": self._volume,
+            "disk_file": self.files.sync,
+            "image": self.images.image,
+            "image_volume": self.images.volume,
             "port": self.cutover.port,
             "flavor": self.cutover.flavor,
             "network": self.cutover.network,
             "conversion_host": self.cutover.conversion_host,
-            "conversion": self.cutover.conversion,
+            "conversion": self._conversion,
             "server": self.cutover.server,
         }[change.kind]
         if change.kind in CHECKED_FIRST and change.action not in (Action.DELETE, Action.FORGET):
             self._check_source_once(Address.parse(change.address).name)
         handler(change)
+
+    def _conversion(self, change: Change) -> None:
+        """An image VM's files are converted on this machine; volumes on the conversion host."""
+        if (change.after or change.before or {}).get("output") == "image":
+            self.images.conversion(change)
+        else:
+            self.cutover.conversion(change)
 
     def _move(self, change: Change) -> None:
         """Every move of the plan at once, in one state write (the first move node does it)."""
@@ -317,7 +333,7 @@ class Applier:
         planned: dict[int, Any] = {}
         for c in self.plan.changes:
             parsed = Address.parse(c.address)
-            if c.kind != "volume" or parsed.name != name or parsed.index is None:
+            if c.kind not in ("volume", "disk_file") or parsed.name != name or parsed.index is None:
                 continue
             if c.action not in (Action.DELETE, Action.FORGET):
                 planned[parsed.index] = (c.after or c.before or {}).get("size_gib")

@@ -74,6 +74,11 @@ class Cutover:
             record = records.get(address)
             if record is None or record.status is not Status.READY:
                 raise FerryError(f"{address} is not copied: the cutover needs every volume")
+            if record.kind == "disk_file":  # output: image: the volume made from its image
+                address = str(Address("vm", name, "volume", key))
+                record = records.get(address)
+                if record is None or record.status is not Status.READY:
+                    raise FerryError(f"{address} is not made: the cutover needs every volume")
             out.append(str(record.attributes["volume_id"]))
         return out
 
@@ -571,11 +576,12 @@ class Cutover:
         for key in after["volumes"]:
             address = str(Address("vm", name, "disk", key))
             record = records[address]
-            volume_id = str(record.attributes["volume_id"])
-            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_converted": "true"})
+            if record.kind == "volume":  # output: image: the file (its volume is made from it)
+                volume_id = str(record.attributes["volume_id"])
+                volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_converted": "true"})
             puts.append(
                 ResourceRecord(
-                    address, "volume", Status.READY, {**record.attributes, "converted": True}
+                    address, record.kind, Status.READY, {**record.attributes, "converted": True}
                 )
             )
         conversion = str(Address("vm", name, "conversion"))

@@ -255,3 +255,8 @@ def _verify(
         f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source {where}: "
         f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
     )
+
+
+# the copy and verify of a sync onto any writable path (output: image writes local files)
+copy_into = _copy_job
+verify_copy = _verify

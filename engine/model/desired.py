@@ -58,6 +58,17 @@ class DesiredPort:
 
 
 @dataclass(frozen=True)
+class ImageOutput:
+    """destination.output: image: disks copied into files under `work_dir`, converted there and
+    uploaded to Glance as `disk_format` (raw | qcow2); the server boots from volumes made from
+    the images (`boot` volume) or from the boot disk's image (`boot` image)."""
+
+    work_dir: str
+    disk_format: str = "raw"
+    boot: str = "volume"
+
+
+@dataclass(frozen=True)
 class DesiredVM:
     name: str  # the address name (the source VM's name)
     source: SourceVM
@@ -78,6 +89,7 @@ class DesiredVM:
     reader: str = "vddk"  # how its disks are read: vddk | https | datastore_path (source.reader)
     availability_zone: str | None = None  # its destination zone; None: any
     conversion_host: str | None = None  # the host the spec pins it to; None: the plan places it
+    image: ImageOutput | None = None  # destination.output: image; None: volumes (the default)
     concerns: tuple[Concern, ...] = field(default_factory=tuple)
 
     @property

@@ -175,3 +175,4 @@ class Destination:
     subnets: tuple[ObservedSubnet, ...] = ()
     key_pairs: frozenset[str] | None = None  # the user's nova key pairs; None: not readable
     roles: frozenset[str] | None = None  # the cloud user's roles in the project; None: unknown
+    work_dir_free: int | None = None  # free bytes of destination.work_dir (output: image)

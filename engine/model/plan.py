@@ -68,6 +68,8 @@ class VMPlan:
     verify: str = "off"  # off | full | changed: what of each copy is re-read and compared
     reader: str = ""  # how its disks are read: vddk | https | datastore_path ("": not recorded)
     conversion_host: str = ""  # the host its disks are written on ("": none placed; omitted)
+    work_dir: str = ""  # output: image: the local directory of its disk files ("": omitted)
+    local_bytes: int | None = None  # output: image: bytes this plan may add there (omitted)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -75,6 +77,8 @@ class VMPlan:
                            for c in self.concerns]  # fmt: skip
         if not self.conversion_host:
             del out["conversion_host"]
+        if not self.work_dir:
+            del out["work_dir"], out["local_bytes"]
         return out
 
 

@@ -24,6 +24,7 @@ from engine.model.desired import (
     DesiredVM,
     DesiredVolume,
     FlavorChoice,
+    ImageOutput,
 )
 from engine.model.observed import Destination, Flavor, Inventory, SourceDisk, SourceVM
 
@@ -726,6 +727,19 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
     return out
 
 
+def image_output(spec: Spec) -> ImageOutput | None:
+    """The spec's destination.output: image settings (defaults filled in); None for volumes."""
+    destination = spec.get("destination") or {}
+    if destination.get("output", "volume") != "image":
+        return None
+    image = destination.get("image") or {}
+    return ImageOutput(
+        work_dir=str(destination.get("work_dir", "")),
+        disk_format=str(image.get("disk_format", "raw")),
+        boot=str(image.get("boot", "volume")),
+    )
+
+
 def desired(
     spec: Spec, inventory: Inventory, destination: Destination
 ) -> tuple[list[DesiredVM], list[Diagnostic]]:
@@ -773,6 +787,7 @@ def desired(
                 reader=reader_of(spec),
                 availability_zone=settings.get("availability_zone"),
                 conversion_host=settings.get("conversion_host"),
+                image=image_output(spec),
                 concerns=tuple(concerns),
             )
         )

@@ -42,10 +42,38 @@ def cbt_before_snapshot(graph: Graph, changes: list[Change]) -> None:
 
 def snapshot_before_copies(graph: Graph, changes: list[Change]) -> None:
     _same_vm_edges(graph, changes, "source_snapshot", "volume")
+    _same_vm_edges(graph, changes, "source_snapshot", "disk_file")
 
 
 def copies_before_conversion(graph: Graph, changes: list[Change]) -> None:
     _same_vm_edges(graph, changes, "volume", "conversion")
+    _same_vm_edges(graph, changes, "disk_file", "conversion")
+
+
+def _same_disk_edges(
+    graph: Graph, changes: list[Change], first: str, then: str, destructive: bool
+) -> None:
+    """u → v for u of kind `first` and v of kind `then` of the same VM and disk key (index)."""
+    later = {}
+    for b in _by(changes, then, destructive):
+        parsed = Address.parse(b.address)
+        later[(str(parsed.vm), parsed.index)] = b.address
+    for a in _by(changes, first, destructive):
+        parsed = Address.parse(a.address)
+        if (str(parsed.vm), parsed.index) in later:
+            graph.add_edge(a.address, later[(str(parsed.vm), parsed.index)])
+
+
+def conversion_before_images(graph: Graph, changes: list[Change]) -> None:
+    """output: image: the converted files are uploaded, then volumes are made from the images,
+    then the server boots; on teardown the server goes first, the images last."""
+    _same_vm_edges(graph, changes, "conversion", "image")
+    _same_disk_edges(graph, changes, "image", "image_volume", destructive=False)
+    for kind in ("image", "image_volume"):
+        _same_vm_edges(graph, changes, kind, "server")
+        _same_vm_edges(graph, changes, "server", kind, destructive=True)
+    _same_disk_edges(graph, changes, "image_volume", "image", destructive=True)
+    _same_vm_edges(graph, changes, "server", "disk_file", destructive=True)
 
 
 def conversion_ports_flavor_before_server(graph: Graph, changes: list[Change]) -> None:
@@ -135,6 +163,7 @@ TRANSFORMERS: tuple[Transformer, ...] = (
     cbt_before_snapshot,
     snapshot_before_copies,
     copies_before_conversion,
+    conversion_before_images,
     conversion_ports_flavor_before_server,
     destination_before_power_off,
     networks_around_ports,

@@ -98,6 +98,8 @@ def _vm(v: dict[str, Any]) -> VMPlan:
         str(v.get("verify", "off")),  # absent from plans saved before it was recorded
         str(v.get("reader", "")),  # likewise
         str(v.get("conversion_host", "")),  # absent: not placed
+        str(v.get("work_dir", "")),  # absent: output volume
+        v.get("local_bytes"),
     )
 
 

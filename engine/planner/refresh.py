@@ -3,6 +3,7 @@ recorded state; everything after this is pure."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -63,4 +64,16 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
     destination = spec["destination"]
     conn = connect_destination(destination)
     raw = fetch_destination(conn, mapped_networks(spec))
-    return Observed(inventory, parse_destination(raw), read_state(location))
+    observed = replace(parse_destination(raw), work_dir_free=work_dir_free(destination))
+    return Observed(inventory, observed, read_state(location))
+
+
+def work_dir_free(destination: Mapping[str, Any]) -> int | None:
+    """Free bytes (for an unprivileged user) of the spec's work_dir with output: image; None
+    with output: volume or when it cannot be read (validation already named why)."""
+    if destination.get("output") != "image" or not destination.get("work_dir"):
+        return None
+    try:
+        return shutil.disk_usage(str(destination["work_dir"])).free
+    except OSError:
+        return None

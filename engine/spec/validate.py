@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import os
 import re
 import stat
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ def validate_file(path: FsPath, env: dict[str, str] | None = None) -> Loaded:
     if isinstance(loaded.data, dict) and not has_errors(loaded.diagnostics):
         _check_firstboot(loaded, loaded.data, path.parent)
         _check_files(loaded, loaded.data)
+        _check_work_dir(loaded, _dict(loaded.data.get("destination")))
     return loaded
 
 
@@ -201,6 +203,7 @@ def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
     _check_unique_hosts(loaded, data.get("conversion_hosts"))
     _check_pins(loaded, data)
     _check_execution(loaded, _dict(data.get("execution")))
+    _check_output(loaded, data)
     for path, settings in _settings_blocks(data):
         _check_settings(loaded, path, settings)
     if vcenter.get("datastore_path"):
@@ -264,6 +267,48 @@ def _check_execution(loaded: Loaded, execution: dict[str, Any]) -> None:
     broker = execution.get("broker")
     if "tls" in execution and isinstance(broker, str) and broker.startswith("amqp://"):
         loaded.error("tls is for an amqps:// broker: use amqps:// or drop tls", (*path, "tls"))
+
+
+def _check_output(loaded: Loaded, data: dict[str, Any]) -> None:
+    """output: image needs a work_dir and uses no conversion host; work_dir and image are for
+    output: image only."""
+    path: Path = ("destination",)
+    destination = _dict(data.get("destination"))
+    output = destination.get("output", "volume")
+    if output == "image":
+        if "work_dir" not in destination:
+            loaded.error(
+                "output: image needs work_dir: the local directory the disks are copied into "
+                "and converted in",
+                (*path, "output"),
+            )
+        if _list(data.get("conversion_hosts")):
+            loaded.diagnostics.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    "conversion_hosts are not used with output: image (disks are copied and "
+                    "converted on this machine, under work_dir)",
+                    loaded.where(("conversion_hosts",)),
+                    ("conversion_hosts",),
+                )
+            )
+        return
+    for key in ("work_dir", "image"):
+        if key in destination and output == "volume":
+            loaded.error(f"{key} is for output: image (this spec's output is volume)", (*path, key))
+
+
+def _check_work_dir(loaded: Loaded, destination: dict[str, Any]) -> None:
+    """output: image's work_dir is an existing directory this process can write in."""
+    work_dir = destination.get("work_dir")
+    if destination.get("output") != "image" or not isinstance(work_dir, str):
+        return
+    where: Path = ("destination", "work_dir")
+    if not FsPath(work_dir).is_dir():
+        loaded.error(f"work_dir {work_dir!r} is not a directory: create it (mkdir -p)", where)
+    elif not os.access(work_dir, os.W_OK | os.X_OK):
+        loaded.error(f"work_dir {work_dir!r} is not writable by this user", where)
+    loaded.diagnostics.sort(key=sort_key)
 
 
 def _check_unique_hosts(loaded: Loaded, hosts: Any) -> None:

@@ -20,6 +20,7 @@ from engine.model.observed import ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
+from engine.planner.diff import image
 from engine.planner.diff.common import CUTOVER_MODES, DiffInput
 from engine.planner.diff.cutover import (
     back_to_replicate,
@@ -83,6 +84,8 @@ def vm_changes(
     ]
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
+    if vm.image is not None:
+        volumes = image.as_files(vm, vm.image, volumes, records)
     out: list[Change] = []
     syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
     verifying = any(c.action is Action.VERIFY for c in volumes)
@@ -121,7 +124,8 @@ def vm_changes(
         cutover = cutover_changes(
             vm, records, state.resources, server, port_ids, syncing=syncing and not is_booted
         )
-        out += [c for c in cutover if not (is_booted and c.kind == "conversion")]
+        cutover = [c for c in cutover if not (is_booted and c.kind == "conversion")]
+        out += image.cutover(vm, records, cutover) if vm.image is not None else cutover
     return out + back_to_replicate(vm, records)
 
 
@@ -142,6 +146,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
     plans: list[VMPlan] = []
     changes: list[Change] = []
     budget = Budget(data.destination.quotas, data.destination)
+    work_dir = image.WorkDir(data.destination.work_dir_free)
     # --verify: every VM's copies verified whole, whatever its spec entry says
     wanted = [replace(v, verify="full") if data.verify else v for v in data.desired]
     for vm in wanted:
@@ -174,8 +179,10 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list))
+        if not any(c.level is ConcernLevel.ERROR for c in concerns):
+            concerns += work_dir.take(vm, vm_list)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
-        plans.append(_vm_plan(vm, concerns, estimate))
+        plans.append(_vm_plan(vm, concerns, estimate, vm_list))
         if not blocked:
             changes += move + vm_list
     gone, notes = departed(data, claims)
@@ -190,7 +197,12 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
     return plans, changes, notes
 
 
-def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | None) -> VMPlan:
+def _vm_plan(
+    vm: DesiredVM,
+    concerns: tuple[Concern, ...],
+    estimate: float | None,
+    changes: list[Change] | None = None,
+) -> VMPlan:
     return VMPlan(
         address=str(Address("vm", vm.name)),
         name=vm.name,
@@ -204,4 +216,6 @@ def _vm_plan(vm: DesiredVM, concerns: tuple[Concern, ...], estimate: float | Non
         downtime_seconds=estimate,
         verify=vm.verify,
         reader=vm.reader,
+        work_dir=vm.image.work_dir if vm.image else "",
+        local_bytes=image.local_bytes(vm, changes or []) if vm.image else None,
     )

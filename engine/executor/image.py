@@ -1,0 +1,376 @@
+"""destination.output: image in the executor: a disk's sync written into its local file
+(`disk_file` changes), with the copy engine a volume's sync uses — sparse (a new file reads as
+zeros: holes are not written), checkpointed (a killed copy resumes from its last flushed
+checkpoint, rewriting what changed since it began), CBT deltas from the recorded changeId,
+verified as the VM's `verify` asks. No conversion host, no volume attach.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import engine.executor.apply as applier  # a cycle: it imports this module (resolved at call time)
+from engine.addresses import Address
+from engine.conversion import v2v
+from engine.errors import ConversionError, FerryError, VerifyError
+from engine.executor import host
+from engine.executor.cutover import content_epoch
+from engine.executor.host import SyncJob, source_of
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.providers.openstack import images
+from engine.providers.vsphere.snapshots import DiskInfo
+from engine.units import duration
+
+if TYPE_CHECKING:
+    from engine.executor.apply import Applier
+
+KIND = "disk_file"
+
+
+class DiskFiles:
+    """The Applier's `disk_file` node: one disk's sync into its file under work_dir."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.a = applier
+
+    def sync(self, change: Change) -> None:
+        """Copy (full, resumed or delta) the disk at this apply's snapshot into the change's
+        file; a DELETE removes the file. Raises DataplaneError, VerifyError (the file is
+        recorded tainted: the next plan copies it again in full), StoppedError."""
+        ctx = self.a.ctx
+        address = Address.parse(change.address)
+        record = ctx.store.read().resources.get(change.address)
+        before = dict(record.attributes) if record else dict(change.before or {})
+        if change.action in (Action.DELETE, Action.FORGET):
+            path = before.get("path")
+            if change.action is Action.DELETE and path:
+                Path(str(path)).unlink(missing_ok=True)
+            self.a._write([], [change.address])
+            return
+        began = time.monotonic()
+        snapshot, disks = ctx.snapshots[address.name]
+        disk = disks[address.index or 0]
+        path = Path(str((change.after or {})["path"]))
+        vm = self.a._vm(address.name)
+        known = dict(before) if path.exists() else {}  # the file gone: a full copy from 0
+        if before and not known:
+            ctx.say(address.name, f"{change.address}: {path} is gone: full copy from 0")
+        # the volume logic decides full/delta/resume by a recorded target: the file is it
+        probe = {**known, "volume_id": str(path)} if known else {}
+        what = self.a._allocated(
+            self.a._what_to_copy(change, probe, vm, snapshot, disk), vm, snapshot, disk
+        )
+        if known.get("converted_file"):  # a delta would keep the conversion's writes
+            what = replace(
+                applier.ToCopy("full", None, 0, False),
+                why="the file was converted since its last sync: copied again in full",
+            )
+        if what.why:
+            ctx.say(address.name, f"{change.address}: {what.why}")
+        _sized(path, disk.capacity)
+        attrs = {**known, "path": str(path), "copy": what.kind, "copied_bytes": what.start_at}
+        attrs.pop("tainted", None)
+        if what.kind == "full":
+            attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
+            attrs["copy_capacity"] = disk.capacity
+            attrs["dst_is_zero"] = what.dst_is_zero
+        self.a._write([ResourceRecord(change.address, KIND, Status.IN_PROGRESS, attrs)], [])
+        job = SyncJob(
+            volume_id=str(path),
+            host_id="",
+            source=source_of(vm._moId, self.a.uuids[address.name] or "", snapshot._moId, disk),
+            areas=what.areas,
+            start_at=what.start_at,
+            dst_is_zero=what.dst_is_zero,
+            verify=self.a._verify_scope(address.name, what.kind),
+            rewrite=what.rewrite,
+        )
+        source = ctx.sources.source(vm._moId, job.source["instance_uuid"], snapshot._moId, disk)
+        calls = self._callbacks(change.address, attrs, disk)
+        stats = host.copy_into(job, source, path, calls)
+        digest = None
+        if job.verify:
+            try:
+                digest = host.verify_copy(job, source, path, disk, ctx.stop)
+            except VerifyError as exc:
+                tainted = {**attrs, "tainted": f"verification failed: {exc}"}
+                self.a._write([ResourceRecord(change.address, KIND, Status.TAINTED, tainted)], [])
+                raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
+            with ctx.lock:
+                ctx.digests[change.address] = (digest, job.verify)
+        with ctx.lock:
+            ctx.copied[change.address] = stats
+        self._synced(
+            change,
+            path,
+            disk,
+            kind=what.kind,
+            stats=stats,
+            step=time.monotonic() - began,
+            digest=digest,
+        )
+
+    def _callbacks(self, address: str, attrs: dict[str, Any], disk: DiskInfo) -> host.Callbacks:
+        """Checkpoints and a resume's rewrite recorded in the state; progress as events."""
+
+        def checkpoint(mark: int) -> None:
+            attrs["copied_bytes"] = mark
+            self.a._write([ResourceRecord(address, KIND, Status.IN_PROGRESS, dict(attrs))], [])
+
+        def rewritten() -> None:
+            attrs["copy_change_id"] = disk.change_id
+            self.a._write([ResourceRecord(address, KIND, Status.IN_PROGRESS, dict(attrs))], [])
+
+        events = self.a.ctx.events
+
+        def progress(covered: int, total: int) -> None:
+            if events is not None:
+                events.emit("copy", address=address, done=covered, total=total)
+
+        return host.Callbacks(checkpoint, rewritten, progress, self.a.ctx.stop)
+
+    def _synced(
+        self,
+        change: Change,
+        path: Path,
+        disk: DiskInfo,
+        *,
+        kind: str,
+        stats: Any,
+        step: float,
+        digest: str | None,
+    ) -> None:
+        """The copy is complete and flushed: only now does the changeId advance."""
+        address = Address.parse(change.address)
+        after, before = change.after or {}, change.before or {}
+        record = {
+            "path": str(path),
+            "disk_key": address.index,
+            "change_id": disk.change_id,
+            "size_gib": after.get("size_gib"),
+            "bootable": after.get("bootable", False),
+            "epoch": content_epoch(),
+            "last_sync": {
+                "kind": kind,
+                "bytes": stats.bytes_read + stats.bytes_zeroed,
+                "seconds": round(stats.seconds, 3),
+                "read": stats.bytes_read,
+                "skipped": stats.bytes_skipped,
+                "step_seconds": round(step, 3),
+                "at": time.time(),
+                "previous_at": (before.get("last_sync") or {}).get("at"),
+                "source_power": self.a.ctx.snapshot_power.get(address.name),
+                "retries": stats.retries,
+                "sha256": digest,
+                "verified": self.a.ctx.digests.get(change.address, (None, None))[1],
+            },
+        }
+        self.a._write([ResourceRecord(change.address, KIND, Status.READY, record)], [])
+        if self.a.ctx.events is not None:
+            self.a.ctx.events.emit(
+                "synced",
+                address=change.address,
+                vm=address.name,
+                kind=kind,
+                bytes=record["last_sync"]["bytes"],
+                seconds=record["last_sync"]["seconds"],
+                read=stats.bytes_read,
+                skipped=stats.bytes_skipped,
+                volume_id=str(path),
+                step_seconds=round(step, 3),
+                sha256=digest,
+                verified=record["last_sync"]["verified"],
+            )
+        self.a.ctx.say(address.name, applier.sync_line(change.address, kind, stats, step))
+
+
+def _sized(path: Path, capacity: int) -> None:
+    """The disk's file exists with at least `capacity` bytes (sparse: a new one reads as zeros;
+    a grown disk's file grows, its old bytes kept). Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_size < capacity:
+            os.ftruncate(fd, capacity)
+    finally:
+        os.close(fd)
+
+
+class ImageCutover:
+    """The cutover nodes of an image VM: the conversion of its files (virt-v2v-in-place on this
+    machine), each converted file uploaded to Glance (`image`), a volume made from each image
+    (`image_volume`); the server node (Cutover.server) boots from those volumes."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.a = applier
+
+    def _records(self) -> dict[str, ResourceRecord]:
+        return dict(self.a.ctx.store.read().resources)
+
+    def _attrs(self, address: str) -> dict[str, Any]:
+        record = self._records().get(address)
+        return dict(record.attributes) if record else {}
+
+    def _file_record(self, name: str, key: int) -> ResourceRecord:
+        address = str(Address("vm", name, "disk", key))
+        record = self._records().get(address)
+        if record is None or record.status is not Status.READY or record.kind != KIND:
+            raise FerryError(f"{address} is not copied: the cutover needs every disk's file")
+        return record
+
+    def _mark(self, name: str, key: int, **attrs: Any) -> None:
+        record = self._file_record(name, key)
+        self.a._write(
+            [replace(record, attributes={**record.attributes, **attrs})],
+            [],
+        )
+
+    def conversion(self, change: Change) -> None:
+        """virt-v2v-in-place on the VM's files (all disks, in boot order); each file's content
+        epoch moves, and the file is marked converted: a later sync copies it again in full
+        (CBT's delta would keep the conversion's writes). Raises ConversionError."""
+        address = Address.parse(change.address)
+        name = address.name
+        if change.action in (Action.DELETE, Action.FORGET):
+            self.a.cutover._power_back_on(name, self._attrs(change.address))
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        keys = [int(d["key"]) for d in after["disks"]]
+        paths = [Path(str(self._file_record(name, k).attributes["path"])) for k in keys]
+        attrs = {**self._attrs(change.address), **after, "epochs": {}}
+        self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        if after.get("tool"):
+            for key in keys:  # from here on the files may hold the conversion's writes
+                self._mark(name, key, converted_file=True)
+            guest = v2v.Guest(
+                name=self.a.targets.get(name, name),
+                disks=tuple(
+                    v2v.GuestDisk(path, v2v.bus_of(int(d["controller_key"])))
+                    for path, d in zip(paths, after["disks"], strict=True)
+                ),
+                macs=tuple(after.get("macs") or ()),
+                firmware=after.get("firmware"),
+                memory_mb=int(after.get("memory_mb") or 1024),
+                vcpus=int(after.get("vcpus") or 1),
+            )
+            log = self.a.cutover._log(name)
+            self.a.ctx.say(
+                name, f"{Address('vm', name)}: converting its files with virt-v2v-in-place "
+                f"(log {log})"
+            )  # fmt: skip
+            options = v2v.Options(
+                firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
+                debug=bool(after.get("debug")),
+                cancel=self.a.ctx.stop,
+            )
+            attrs["seconds"] = round(v2v.convert(guest, log, options), 1)
+            for key in keys:
+                self._mark(name, key, epoch=content_epoch())
+        attrs["epochs"] = {str(k): self._file_record(name, k).attributes.get("epoch") for k in keys}
+        attrs["at"] = time.time()
+        self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            name,
+            f"{change.address}: converted in {duration(attrs['seconds'])}"
+            if after.get("tool")
+            else f"{change.address}: no conversion (convert: false)",
+        )
+
+    def image(self, change: Change) -> None:
+        """Upload the converted file (qemu-img convert first for qcow2); an image ferry
+        uploaded before for this disk is reused when whole, else replaced. --destroy deletes
+        it. Raises OpenStackError, ConversionError (qemu-img)."""
+        conn = self.a.ctx.conn
+        name = Address.parse(change.address).name
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.FORGET):
+            if change.action is Action.DELETE and before.get("image_id"):
+                images.delete(conn, [str(before["image_id"])])
+            self.a._write([], [change.address])
+            return
+        after = dict(change.after or {})
+        path = Path(str(after["file"]))
+        upload = path
+        if after["disk_format"] == "qcow2":
+            upload = path.with_suffix(".qcow2")
+            _qcow2(path, upload)
+        self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, after)], [])
+        began = time.monotonic()
+        try:
+            image_id, uploaded = images.upload(
+                conn, upload, str(after["name"]), str(after["disk_format"]), after["properties"]
+            )
+        finally:
+            if upload != path:
+                upload.unlink(missing_ok=True)
+        attrs = {**after, "image_id": image_id}
+        self.a._write([ResourceRecord(change.address, "image", Status.READY, attrs)], [])
+        how = "uploaded" if uploaded else "found (same sha512) and reused"
+        self.a.ctx.say(
+            name,
+            f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
+        )
+
+    def volume(self, change: Change) -> None:
+        """A volume made from the disk's image (recorded as soon as Cinder names it: a killed
+        apply's half-made one is deleted and made again). Raises OpenStackError."""
+        conn = self.a.ctx.conn
+        address = Address.parse(change.address)
+        before = self._attrs(change.address) or dict(change.before or {})
+        old = str(before.get("volume_id") or "")
+        if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:
+            if old and change.action is not Action.FORGET:
+                self.a._delete_volume(old)
+            if change.action in (Action.DELETE, Action.FORGET):
+                self.a._write([], [change.address])
+                return
+        after = dict(change.after or {})
+        image = self._attrs(str(after["image"]))
+        if not image.get("image_id"):
+            raise FerryError(f"{change.address}: {after['image']} is not uploaded")
+
+        def created(volume_id: str) -> None:
+            attrs = {**after, "volume_id": volume_id}
+            self.a._write(
+                [ResourceRecord(change.address, "image_volume", Status.IN_PROGRESS, attrs)], []
+            )
+
+        began = time.monotonic()
+        volume_id = images.volume_from_image(
+            conn,
+            str(image["image_id"]),
+            name=f"{self.a.targets[address.name]}-{address.index}",
+            size_gib=int(after["size_gib"]),
+            volume_type=after.get("volume_type"),
+            metadata={
+                "ferry_image_vm": self.a.uuids[address.name] or "",
+                "ferry_image_disk": str(address.index),
+            },
+            created=created,
+        )
+        attrs = {**after, "volume_id": volume_id, "image_id": image["image_id"]}
+        self.a._write([ResourceRecord(change.address, "image_volume", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            address.name,
+            f"{change.address}: volume {volume_id} made from image {image['image_id']} in "
+            f"{duration(time.monotonic() - began)}",
+        )
+
+
+def _qcow2(raw: Path, out: Path) -> None:
+    """qemu-img convert the raw file to qcow2 (holes stay unallocated). Raises ConversionError."""
+    done = subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConversionError(f"qemu-img convert {raw} to qcow2: {done.stderr.strip()}")

@@ -1,0 +1,253 @@
+"""destination.output: image (pure): a VM migrated without a conversion host.
+
+Its disks are copied (the copy engine's full, delta and resumed copies, as for volumes) into files
+`<work_dir>/<instance uuid>/disk-<key>.raw` on the machine running ferry (`disk_file` changes at
+the disks' addresses); at cutover virt-v2v-in-place converts the files, each is uploaded to Glance
+(`vm.X.image[K]`), and a volume is made from each image (`vm.X.volume[K]`) the server boots from;
+with `boot: image` the boot disk stays an image the server boots from and only data disks become
+volumes. The work directory must hold the disks' allocated bytes: a VM that does not fit is an
+error concern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.addresses import Address
+from engine.model.desired import Concern, ConcernLevel, DesiredVM, ImageOutput
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord
+from engine.planner.diff.common import simple
+from engine.planner.diff.volumes import full_bytes
+from engine.units import human
+
+WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
+# ferry's image properties: Nova reads hw_*/os_type; ferry finds its images by the last two
+DISK_BUS = "virtio"
+
+
+def disk_path(image: ImageOutput, vm: DesiredVM, disk_key: int) -> str:
+    """The local file a disk is copied into: `<work_dir>/<instance uuid>/disk-<key>.raw`."""
+    folder = vm.source.instance_uuid or vm.source.moref
+    return f"{image.work_dir.rstrip('/')}/{folder}/disk-{disk_key}.raw"
+
+
+def as_files(
+    vm: DesiredVM,
+    image: ImageOutput,
+    copies: list[Change],
+    records: Mapping[str, ResourceRecord] | None = None,
+) -> list[Change]:
+    """The VM's volume copies turned into copies to local files (same address, actions and
+    bytes; the file path instead of the volume type). A file a conversion began on (recorded
+    converted_file) and no server booted from is copied again in full: a delta would keep the
+    conversion's writes, and the conversion runs again on the copy."""
+    out = []
+    disks = {d.key: d for d in vm.source.disks}
+    for planned in copies:
+        if planned.kind != "volume":
+            out.append(planned)
+            continue
+        change = planned
+        record = (records or {}).get(change.address)
+        attrs = record.attributes if record else {}
+        if attrs.get("converted_file") and not attrs.get("converted") and change.after:
+            key = int(change.after.get("disk_key", -1))
+            change = Change(
+                change.address,
+                change.kind,
+                Action.REPLACE,
+                "a conversion began on the file since its last sync (no server booted from it): "
+                "full copy, then convert again",
+                dict(attrs),
+                {**change.after, "copy": "full"},
+                full_bytes(disks[key]) if key in disks else change.bytes,
+                estimate=True,
+            )
+        key = int((change.after or change.before or {}).get("disk_key", -1))
+        after = None
+        if change.after is not None:
+            after = {
+                k: v for k, v in change.after.items() if k not in ("volume_type", "volume_id")
+            } | {"path": disk_path(image, vm, key)}
+        reason = change.reason.replace("new volume", "new file").replace("volume", "file")
+        out.append(replace(change, kind="disk_file", after=after, reason=reason))
+    return out
+
+
+def image_properties(vm: DesiredVM) -> dict[str, str]:
+    """Glance properties Nova boots by (hw_firmware_type, hw_disk_bus, os_type) and ferry's own
+    (ferry_vm_uuid, ferry_disk_key is added per disk) to find its images again."""
+    guest = vm.source.guest_id or ""
+    return {
+        "hw_firmware_type": "uefi" if vm.source.firmware == "efi" else "bios",
+        "hw_disk_bus": DISK_BUS,
+        "os_type": "windows" if guest.startswith("windows") else "linux",
+        "ferry_vm_uuid": vm.source.instance_uuid or "",
+    }
+
+
+def image_changes(
+    vm: DesiredVM, image: ImageOutput, records: Mapping[str, ResourceRecord], reconvert: bool
+) -> list[Change]:
+    """Per disk, its Glance image and (boot: volume, or a data disk) the volume made from it;
+    `reconvert`: the conversion runs again in this plan, so each image recorded is uploaded again
+    (and its volume made again)."""
+    out: list[Change] = []
+    properties = image_properties(vm)
+    for n, volume in enumerate(vm.volumes):
+        key = volume.disk_key
+        address = str(Address("vm", vm.name, "image", key))
+        after: dict[str, Any] = {
+            "name": f"{vm.target_name}-disk-{key}",
+            "disk_format": image.disk_format,
+            "container_format": "bare",
+            "file": disk_path(image, vm, key),
+            "disk_key": key,
+            "properties": properties | {"ferry_disk_key": str(key)},
+        }
+        out.append(
+            _again(
+                simple(address, "image", records.get(address), after, _upload_reason(image, n)),
+                reconvert,
+            )
+        )
+        if n == 0 and image.boot == "image":
+            continue
+        address = str(Address("vm", vm.name, "volume", key))
+        after = {
+            "size_gib": volume.size_gib,
+            "volume_type": volume.volume_type,
+            "bootable": volume.bootable,
+            "disk_key": key,
+            "image": str(Address("vm", vm.name, "image", key)),
+        }
+        reason = "volume made from the image"
+        out.append(
+            _again(simple(address, "image_volume", records.get(address), after, reason), reconvert)
+        )
+    return out
+
+
+def _upload_reason(image: ImageOutput, n: int) -> str:
+    what = "upload the converted file to Glance"
+    if image.disk_format == "qcow2":
+        what += " (qemu-img convert to qcow2 first)"
+    if n == 0 and image.boot == "image":
+        what += "; the server boots from this image"
+    return what
+
+
+def _again(change: Change, reconvert: bool) -> Change:
+    if not reconvert or change.action is not Action.NOOP:
+        return change
+    return Change(
+        change.address,
+        change.kind,
+        Action.REPLACE,
+        "the files are converted again: upload again (the old one deleted after)",
+        change.before,
+        change.after,
+    )
+
+
+def server_after(vm: DesiredVM, image: ImageOutput, after: Mapping[str, Any]) -> dict[str, Any]:
+    """The server change's `after` for an image VM: booted from the boot disk's image (boot:
+    image) or from the volumes made from the images."""
+    keys = [v.disk_key for v in vm.volumes]
+    boot_image = image.boot == "image" and keys
+    return {
+        **after,
+        "volumes": keys[1:] if boot_image else keys,
+        "boot": "image" if boot_image else "volume",
+        "image": keys[0] if boot_image else None,
+    }
+
+
+def local_bytes(vm: DesiredVM, changes: list[Change]) -> int:
+    """Bytes this plan's copies may add to the work directory: a new or replaced file its disk's
+    allocated bytes (its capacity when unknown), a delta its changed bytes; a qcow2 upload needs
+    as much again for the converted copy."""
+    disks = {d.key: d for d in vm.source.disks}
+    total = 0
+    for change in changes:
+        if change.action not in WRITES:
+            continue
+        key = int((change.after or {}).get("disk_key", -1))
+        if change.kind == "disk_file" and change.action is Action.UPDATE:
+            total += change.bytes or 0
+        elif key in disks and (
+            change.kind == "disk_file"
+            or (change.kind == "image" and (change.after or {}).get("disk_format") == "qcow2")
+        ):
+            total += full_bytes(disks[key])
+    return total
+
+
+@dataclass
+class WorkDir:
+    """The work directory's free bytes, taken VM by VM in plan order; None: not read (no
+    concern)."""
+
+    free: int | None
+    taken: int = 0
+
+    def take(self, vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
+        """An error concern when `vm`'s bytes do not fit in what the VMs before it left."""
+        if vm.image is None or self.free is None:
+            return ()
+        need = local_bytes(vm, changes)
+        left = self.free - self.taken
+        if need <= left:
+            self.taken += need
+            return ()
+        return (
+            Concern(
+                ConcernLevel.ERROR,
+                "work-dir-short",
+                f"needs {human(need)} in work_dir {vm.image.work_dir} (the disks' allocated "
+                f"bytes), {human(max(left, 0))} free there after the VMs before it: free space "
+                "or migrate it in a later wave",
+            ),
+        )
+
+
+def cutover(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], changes: list[Change]
+) -> list[Change]:
+    """An image VM's cutover changes: the conversion (of the files), then its images and the
+    volumes made from them, before the server booted from them."""
+    assert vm.image is not None
+    out: list[Change] = []
+    for change in changes:
+        if change.kind == "conversion":
+            after = change.after
+            reason = change.reason
+            if after is not None and change.action is not Action.NOOP:
+                after = {**after, "output": "image", "work_dir": vm.image.work_dir}
+                reason = reason.replace(
+                    "protect the volumes (Cinder snapshots), then convert the guest for KVM",
+                    f"convert the guest in its disk files for KVM (under {vm.image.work_dir})",
+                ).replace(
+                    "protect the volumes (Cinder snapshots); no conversion (convert: false)",
+                    "no conversion (convert: false): the files are uploaded as copied",
+                )
+            out.append(replace(change, after=after, reason=reason))
+            reconvert = change.action in (Action.CREATE, Action.REPLACE)
+            out += image_changes(vm, vm.image, records, reconvert)
+        elif change.kind == "server" and change.action is not Action.NOOP and change.after:
+            after = server_after(vm, vm.image, change.after)
+            reason = change.reason
+            if after["boot"] == "image":
+                boot = Address("vm", vm.name, "image", after["image"])
+                reason = reason.replace(
+                    "from the volumes", f"from image {boot}, data volumes attached"
+                )
+            out.append(replace(change, after=after, reason=reason))
+        else:
+            out.append(change)
+    if not any(c.kind == "conversion" for c in changes):  # booted: recorded images stay
+        out += image_changes(vm, vm.image, records, False)
+    return out

@@ -1,0 +1,148 @@
+"""Glance images ferry uploads (destination.output: image): found again by ferry's properties
+(ferry_vm_uuid, ferry_disk_key) and the `ferry` tag, so an upload a killed apply left is reused
+when whole (its sha512 equals the file's) and replaced when not — one image per disk, never a
+duplicate. Volumes are made from them through Cinder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from keystoneauth1 import exceptions as ksa_exc
+from openstack import exceptions as os_exc
+
+from engine.errors import OpenStackError
+from engine.providers.openstack.retry import transient
+from engine.providers.openstack.volumes import wait_volume
+from engine.providers.openstack.waits import wait_for
+
+TAG = "ferry"
+CHUNK = 8 * 2**20  # bytes hashed (and streamed to Glance) at a time
+IMAGE_FAILED = ("killed", "deleted", "pending_delete")
+
+
+def file_sha512(path: Path) -> str:
+    """sha512 hex digest of `path` (Glance's default os_hash_algo). Raises OSError."""
+    digest = hashlib.sha512()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_images(conn: Any, vm_uuid: str, disk_key: int | None = None) -> list[Any]:
+    """ferry's images of a VM (of one disk when `disk_key` is given), oldest first."""
+
+    def listed() -> list[Any]:
+        return list(conn.image.images(tag=[TAG]))
+
+    found = [
+        i
+        for i in transient(listed, f"listing images of VM {vm_uuid}")
+        if _prop(i, "ferry_vm_uuid") == vm_uuid
+        and (disk_key is None or _prop(i, "ferry_disk_key") == str(disk_key))
+    ]
+    return sorted(found, key=lambda i: str(i.created_at or ""))
+
+
+def _prop(image: Any, key: str) -> str | None:
+    properties = getattr(image, "properties", None) or {}
+    value = properties.get(key, getattr(image, key, None))
+    return None if value is None else str(value)
+
+
+def upload(
+    conn: Any,
+    path: Path,
+    name: str,
+    disk_format: str,
+    properties: Mapping[str, str],
+    *,
+    timeout: float = 3600.0,
+) -> tuple[str, bool]:
+    """The disk file `path` as an active Glance image carrying `properties` (which must hold
+    ferry_vm_uuid and ferry_disk_key): (image id, uploaded). An active image of that disk with
+    the file's sha512 is reused (uploaded False); any other of that disk (a killed or partial
+    upload, an older conversion) is deleted once the new one is active.
+
+    Raises OpenStackError, OSError (the file)."""
+    vm_uuid, key = properties["ferry_vm_uuid"], int(properties["ferry_disk_key"])
+    want = file_sha512(path)
+    old = find_images(conn, vm_uuid, key)
+    same = [i for i in old if i.status == "active" and i.hash_value == want]
+    if same:
+        delete(conn, [str(i.id) for i in old if i.id != same[0].id])
+        return str(same[0].id), False
+    body = {
+        "name": name,
+        "disk_format": disk_format,
+        "container_format": "bare",
+        "tags": [TAG],
+        **{k: str(v) for k, v in properties.items()},
+    }
+    try:
+        image_id = str(conn.image.post("/images", json=body).json()["id"])
+        with path.open("rb") as data:  # streamed: Glance computes its checksums as it reads
+            conn.image.put(
+                f"/images/{image_id}/file",
+                data=iter(lambda: data.read(CHUNK), b""),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+    except (os_exc.SDKException, ksa_exc.ClientException) as exc:
+        raise OpenStackError(f"uploading {path} to Glance as {name}: {exc}") from exc
+    active = wait_for(
+        lambda: conn.image.get_image(image_id),
+        f"image {image_id}",
+        lambda i: i.status == "active",
+        lambda i: f"image {image_id} is {i.status}" if i.status in IMAGE_FAILED else None,
+        timeout=timeout,
+        goal="active",
+    )
+    if active.hash_value and active.hash_value != want:
+        delete(conn, [image_id])
+        raise OpenStackError(
+            f"image {image_id}: Glance holds sha512 {active.hash_value}, the file {want}"
+        )
+    delete(conn, [str(i.id) for i in old])
+    return image_id, True
+
+
+def delete(conn: Any, image_ids: list[str]) -> None:
+    """Delete these images (gone already: fine). Raises OpenStackError."""
+    for image_id in image_ids:
+
+        def gone(i: str = image_id) -> None:
+            conn.image.delete_image(i, ignore_missing=True)
+
+        transient(gone, f"deleting image {image_id}")
+
+
+def volume_from_image(
+    conn: Any,
+    image_id: str,
+    *,
+    name: str,
+    size_gib: int,
+    volume_type: str | None,
+    metadata: Mapping[str, str],
+    created: Callable[[str], None] = lambda _: None,
+    timeout: float = 3600.0,
+) -> str:
+    """A new volume holding the image, available; its id (given to `created` as soon as Cinder
+    names it, before the copy). Raises OpenStackError."""
+    try:
+        volume = conn.block_storage.create_volume(
+            name=name,
+            size=size_gib,
+            volume_type=volume_type,
+            image_id=image_id,
+            metadata=dict(metadata),
+        )
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"creating volume {name} from image {image_id}: {exc}") from exc
+    created(str(volume.id))
+    wait_volume(conn, str(volume.id), "available", timeout=timeout)
+    return str(volume.id)

@@ -1,0 +1,77 @@
+"""destination.output: image's Glance side against the lab's real Glance and Cinder (issue 16):
+a converted disk file uploaded with ferry's properties, found again by them (a second upload of
+the same file reuses the image; an upload a killed apply left half-done is replaced: one image
+per disk, never a duplicate), a volume made from the image holding the file's bytes, and the
+images deleted (as --destroy does). A 4 MiB file: a few seconds."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.lab.lab import Lab
+from engine.providers.openstack import images
+from tests.integration.converge import volume_file
+
+pytestmark = pytest.mark.lab
+
+MiB = 2**20
+
+
+@pytest.fixture
+def conn(lab: Lab, new_cloud_objects: None) -> Iterator[Any]:
+    connection = lab.openstack("ferry-lab")
+    yield connection
+    images.delete(connection, [str(i.id) for i in images.find_images(connection, UUID)])
+
+
+UUID = "4215ffff-0000-4000-8000-00000000image"
+
+
+def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
+    lab: Lab, conn: Any, tmp_path: Path
+) -> None:
+    disk = tmp_path / "disk-2000.raw"
+    disk.write_bytes(os.urandom(MiB) + bytes(3 * MiB))  # data, then a hole's worth of zeros
+    props = {
+        "ferry_vm_uuid": UUID,
+        "ferry_disk_key": "2000",
+        "hw_firmware_type": "bios",
+        "hw_disk_bus": "virtio",
+        "os_type": "linux",
+    }
+    first, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props)
+    assert uploaded
+    image = conn.image.get_image(first)
+    assert (image.status, image.hash_value) == ("active", images.file_sha512(disk))
+    assert (image.hw_disk_bus, image.os_type) == ("virtio", "linux")
+    assert image.properties["ferry_disk_key"] == "2000"
+
+    again, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props)
+    assert (again, uploaded) == (first, False)  # a restarted apply: no second image
+
+    # a killed apply's upload: an image record of the same disk with no data (queued), and the
+    # file converted again since (other bytes): the new upload replaces both
+    partial = conn.image.post(
+        "/images",
+        json={"name": "image16-disk-2000", "disk_format": "raw", "container_format": "bare",
+              "tags": [images.TAG], **props},
+    ).json()["id"]  # fmt: skip
+    disk.write_bytes(os.urandom(MiB) + bytes(3 * MiB))
+    last, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props)
+    assert uploaded and last not in (first, partial)
+    assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [last]
+
+    volume = images.volume_from_image(
+        conn, last, name="image16-disk-2000", size_gib=1, volume_type=None, metadata={}
+    )
+    with volume_file(lab, volume).open("rb") as f:
+        assert hashlib.sha512(f.read(4 * MiB)).hexdigest() == images.file_sha512(disk)
+
+    images.delete(conn, [last])
+    assert images.find_images(conn, UUID) == []

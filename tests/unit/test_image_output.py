@@ -1,0 +1,54 @@
+"""destination.output: image in the planner and at apply (issue 16): Nova's image properties by
+firmware and guest, the work directory's bytes, and a plan apply cannot run yet refused in one
+line before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from engine.cli.apply import check_applicable
+from engine.cli.plan import render
+from engine.errors import UserError
+from engine.model.desired import DesiredVM, FlavorChoice
+from engine.planner.diff.image import image_properties
+from engine.planner.make import make_plan
+from engine.spec.validate import validate_text
+from tests.unit.test_planner_cases import CASES, hydrate
+
+
+def _plan(case: str):  # type: ignore[no-untyped-def]
+    data = yaml.safe_load((CASES / case / "case.yaml").read_text())
+    loaded = validate_text(yaml.safe_dump(data["spec"]), case, {})
+    inventory, destination, state = hydrate(data)
+    return make_plan(loaded.data, inventory, destination, state, now=data.get("now")), inventory
+
+
+def test_image_properties_follow_firmware_and_guest() -> None:
+    _, inventory = _plan("image-first-run")
+    db01 = next(v for v in inventory.vms if v.name == "db01")
+    vm = DesiredVM("db01", db01, "cutover", "db01", FlavorChoice(None, False, ""), (), ())
+    assert image_properties(vm) == {
+        "hw_firmware_type": "uefi",
+        "hw_disk_bus": "virtio",
+        "os_type": "windows",
+        "ferry_vm_uuid": "4215aaaa-0000-4000-8000-000000000002",
+    }
+
+
+def test_the_plan_shows_the_work_dir_and_local_bytes() -> None:
+    plan, _ = _plan("image-first-run")
+    console = Console(record=True, width=400)
+    render(plan, console)
+    text = console.export_text()
+    assert "up to 1000.0 MiB on local disk in /var/lib/ferry/work" in text, text
+    assert "up to 1.5 GiB on local disk in /var/lib/ferry/work" in text, text
+
+
+def test_apply_refuses_a_boot_from_image_plan_in_one_line(tmp_path: Path) -> None:
+    plan, _ = _plan("image-cutover-boot-image")
+    with pytest.raises(UserError, match=r"plans destination\.image\.boot: image but cannot"):
+        check_applicable(plan, Console(file=(tmp_path / "out").open("w")), False)
