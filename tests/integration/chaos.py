@@ -1044,6 +1044,31 @@ REGRESSIONS: dict[str, tuple[int, list[dict[str, Any]], str, str]] = {
         "tests/integration/test_cutover_safety.py::"
         "test_ctrl_c_after_the_power_off_powers_the_source_back_on",
     ),
+    "interrupted-apply-leaves-its-snapshot": (
+        0,
+        [
+            {"op": "apply", "plan": False},
+            _write("build-old", 2000, 64 * MiB, MiB, 3),
+            {"op": "stop", "signal": "SIGKILL", "at": "synced", "on": "vm.build-old.disk[2000]",
+             "after_ms": 0},
+            {"op": "apply", "plan": True},
+        ],
+        "seed 8103: kill -9 after build-old synced leaves ferry-build-old on it (nothing else "
+        "planned for it: the plan said 'No changes' while the snapshot stayed)",
+        "tests/integration/test_stun_points.py::"
+        "test_a_powered_off_vm_in_sync_is_a_no_op_until_a_snapshot_is_left_on_it",
+    ),
+    "volume-of-a-killed-apply-adopted-empty": (
+        0,
+        [
+            {"op": "stop", "full": True, "signal": "SIGKILL", "at": "synced", "on": None,
+             "after_ms": 200, "slow": ["build-old", 2000, 200], "fill": None},
+            {"op": "apply", "plan": True},
+        ],
+        "seed 8103: kill -9 after web01's disk 2001 volume was created, before its record: the "
+        "next apply adopted it without a copy and said 'Apply complete' with an empty replica",
+        "tests/unit/test_planner_cases.py::test_case",  # case adopt-volume-never-synced
+    ),
 }  # fmt: skip
 
 
