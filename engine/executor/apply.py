@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,7 +32,7 @@ from engine.executor.moved import moved_records
 from engine.executor.remote import Remote
 from engine.executor.seams import Devices, Sources
 from engine.executor.source import nic_differences, planned_nics
-from engine.model.observed import SourceNic, epoch
+from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION, SourceNic, epoch, ferry_made
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import (
     INSTANCE_UUID,
@@ -59,6 +60,7 @@ SUPPORTED = {
     ("moved", Action.MOVE),
     ("source_cbt", Action.CREATE),
     ("source_snapshot", Action.CREATE),
+    ("source_snapshot", Action.DELETE),
     *(
         (kind, action)
         for kind in (
@@ -173,7 +175,7 @@ class Applier:
         handler = {
             "moved": self._move,
             "source_cbt": self._enable_cbt,
-            "source_snapshot": self._snapshot,
+            "source_snapshot": self._snapshot_step,
             "volume": self._volume,
             "disk_file": self.files.sync,
             "image": self.images.image,
@@ -257,7 +259,7 @@ class Applier:
             self.ctx.si,
             vm,
             f"{SNAPSHOT_PREFIX}{self.targets[name]}",
-            "taken by ferry for a sync; removed when it ends",
+            SYNC_SNAPSHOT_DESCRIPTION,
         )
         disks = {d.key: d for d in snapshot_disks(self.ctx.si, snapshot)}
         trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
@@ -356,15 +358,66 @@ class Applier:
                 f"({'; '.join(problems)}): run `ferry plan` again"
             )
 
-    def _remove_leftovers(self, name: str, vm: Any) -> None:
-        """Snapshots a killed apply left behind (named ferry-...)."""
-        props = fetch_property(self.ctx.si, vm, "snapshot")
-        for tree in _walk_snapshots(props):
-            if str(tree.name).startswith(SNAPSHOT_PREFIX):
-                remove_snapshot(self.ctx.si, tree.snapshot)
-                self.ctx.say(
-                    name, f"{Address('vm', name)}: removed leftover snapshot {tree.snapshot._moId}"
-                )
+    def _remove_leftovers(self, name: str, vm: Any, only: set[str] | None = None) -> int:
+        """Remove the snapshots a killed apply left behind: ferry's own (name and description,
+        `ferry_made`; never anyone else's), those whose moref is in `only` when given.
+        Returns how many were removed."""
+        removed = 0
+        for tree in _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot")):
+            moref = str(tree.snapshot._moId)
+            if not ferry_made(str(tree.name), str(tree.description or "")):
+                continue
+            if only is not None and moref not in only:
+                continue
+            remove_snapshot(self.ctx.si, tree.snapshot)
+            removed += 1
+            self.ctx.say(
+                name,
+                f"{Address('vm', name)}: removed snapshot {moref} ({tree.name}), "
+                "left by an interrupted apply",
+            )
+        return removed
+
+    def _snapshot_step(self, change: Change) -> None:
+        if change.action is Action.DELETE:
+            self._remove_left(change)
+        else:
+            self._snapshot(change)
+
+    def _remove_left(self, change: Change) -> None:
+        """`vm.X.snapshot delete`: the planned leftover snapshots (change.before: `snapshots`
+        [{moref, name}] seen at plan time and the recorded `moref`) that are still ferry's are
+        removed from the VM (found by name, else by its recorded instance UUID; a VM gone from
+        vCenter took them with it), then the record."""
+        name = Address.parse(change.address).name
+        before = change.before or {}
+        planned = {str(s["moref"]) for s in before.get("snapshots") or []}
+        planned |= {str(before["moref"])} if before.get("moref") else set()
+        vm = self._source_vm(name, str(before.get(INSTANCE_UUID) or "") or None)
+        removed = self._remove_leftovers(name, vm, planned) if vm is not None else 0
+        if not removed:
+            where = "the VM is no longer in vCenter" if vm is None else "already gone"
+            self.ctx.say(name, f"{change.address}: snapshot(s) {where}: the record goes")
+        self._write([], [change.address])
+
+    def _source_vm(self, name: str, uuid: str | None) -> Any | None:
+        """The VM of a plan entry (`name`), else the one with instance UUID `uuid` (a VM the
+        spec dropped); None when vCenter has neither."""
+        if self.uuids.get(name):
+            with suppress(UserError):
+                return self._vm(name)
+            return None
+        if not uuid:
+            return None
+        found = retrieve(self.ctx.si, vim.VirtualMachine, ["config.instanceUuid"])
+        return next(
+            (
+                o.ref
+                for o in found
+                if str(o.props.get("config.instanceUuid", "")).lower() == uuid.lower()
+            ),
+            None,
+        )
 
     # -- volumes --------------------------------------------------------------------------------
 

@@ -47,12 +47,33 @@ class SourceNic:
     connected: bool
 
 
+# What ferry names and describes the vCenter snapshots it takes (a sync's, the CBT activation
+# cycle's): a snapshot is ferry's only with both, so a user's `ferry-backup` is never removed.
+FERRY_SNAPSHOT_PREFIX = "ferry-"
+SYNC_SNAPSHOT_DESCRIPTION = "taken by ferry for a sync; removed when it ends"
+CBT_SNAPSHOT_DESCRIPTION = "CBT activation cycle (ferry)"
+
+
 @dataclass(frozen=True)
 class SourceSnapshot:
     moref: str
     name: str
     created: str | None  # ISO 8601
     parent: str | None
+    description: str = ""
+
+    @property
+    def ferry_made(self) -> bool:
+        """Taken by ferry (its name prefix and the mark in its description)."""
+        return ferry_made(self.name, self.description)
+
+
+def ferry_made(name: str, description: str) -> bool:
+    """Whether a vCenter snapshot named `name`, described `description`, is one ferry took."""
+    return name.startswith(FERRY_SNAPSHOT_PREFIX) and description in (
+        SYNC_SNAPSHOT_DESCRIPTION,
+        CBT_SNAPSHOT_DESCRIPTION,
+    )
 
 
 @dataclass(frozen=True)

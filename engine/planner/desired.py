@@ -30,7 +30,6 @@ from engine.model.observed import Destination, Flavor, Inventory, SourceDisk, So
 
 GiB = 1024**3
 MAX_NAME = 63
-FERRY_SNAPSHOT_PREFIX = "ferry-"
 KNOWN_GUESTS = (
     "rhel",
     "centos",
@@ -639,7 +638,7 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     if not base_extent:
         return []
     out = [_not_flat(disk, reader) for disk in vm.disks if disk.backing not in FLAT_OR_REFUSED]
-    other = [s.name for s in vm.snapshots if not s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
+    other = [s.name for s in vm.snapshots if not s.ferry_made]
     if not other:
         return out
     if reader == "https":
@@ -671,8 +670,8 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
             if settings.get("enable_cbt")
             else _warning("cbt-off", "CBT is off: every sync copies the whole disk")
         )
-    own = [s for s in vm.snapshots if s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
-    other = [s for s in vm.snapshots if not s.name.startswith(FERRY_SNAPSHOT_PREFIX)]
+    own = [s for s in vm.snapshots if s.ferry_made]
+    other = [s for s in vm.snapshots if not s.ferry_made]
     if other:
         names = ", ".join(s.name for s in other)
         out.append(
@@ -684,7 +683,11 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
         )
     if own:
         out.append(
-            _info("leftover-snapshot", f"{len(own)} leftover ferry snapshot(s) will be removed")
+            _info(
+                "leftover-snapshot",
+                f"{len(own)} snapshot(s) left by an interrupted apply "
+                f"({', '.join(s.name for s in own)}): ferry removes them",
+            )
         )
     if not any(vm.guest_id and vm.guest_id.startswith(g) for g in KNOWN_GUESTS):
         out.append(_warning("unknown-guest", f"guest {vm.guest_id!r} is not one virt-v2v converts"))

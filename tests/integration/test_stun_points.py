@@ -106,9 +106,14 @@ def test_a_running_vm_in_sync_plans_a_delta_that_copies_its_hidden_writes(
     assert "changed between the last syncs" in reason, reason
 
 
-def test_a_powered_off_vm_in_sync_is_a_no_op(
-    lab: Lab, tmp_path: Path, new_cloud_objects: None
+def test_a_powered_off_vm_in_sync_is_a_no_op_until_a_snapshot_is_left_on_it(
+    lab: Lab, si: Any, tmp_path: Path, new_cloud_objects: None
 ) -> None:
+    """A powered-off VM in sync plans nothing. Then chaos seed 8103: an apply killed after
+    build-old synced, before its snapshot was removed, left `ferry-build-old` on the VM; with
+    nothing else planned for it, the next plans said "No changes" and the snapshot stayed
+    forever. Now the plan removes it as its own step, the apply does, and a user's snapshot
+    (`ferry-backup`: ferry's prefix, not its description) stays."""
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "build-old", "mode: replicate")
     done = apply(lab, spec, "vm.build-old", state)
@@ -118,3 +123,39 @@ def test_a_powered_off_vm_in_sync_is_a_no_op(
         "--detailed-exitcode",
     )  # fmt: skip
     assert plan.returncode == 0 and "No changes" in plan.stdout, plan.stdout
+    ref = vm_ref(si, "build-old")
+    # what the kill -9 leaves in vCenter: ferry's sync snapshot (its name and description)
+    left = create_snapshot(
+        si, ref, "ferry-build-old", "taken by ferry for a sync; removed when it ends"
+    )
+    users = create_snapshot(si, ref, "ferry-backup", "before the migration")
+    try:
+        plan = ferry(
+            lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state), "--json"
+        )
+        changes = {c["address"]: c for c in json.loads(plan.stdout)["changes"]}
+        step = changes["vm.build-old.snapshot"]
+        assert step["action"] == "delete", step
+        assert "left by an interrupted apply" in step["reason"], step
+        assert [s["moref"] for s in step["before"]["snapshots"]] == [left._moId], step
+        done = apply(lab, spec, "vm.build-old", state)
+        assert done.returncode == 0, done.stdout + done.stderr
+        names = [s.name for s in _snapshots(si, ref)]
+        assert names == ["ferry-backup"], names
+        plan = ferry(
+            lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state),
+            "--detailed-exitcode",
+        )  # fmt: skip
+        assert plan.returncode == 0 and "No changes" in plan.stdout, plan.stdout
+    finally:
+        remove_snapshot(si, users)
+
+
+def _snapshots(si: Any, ref: Any) -> list[Any]:
+    info = fetch_property(si, ref, "snapshot")
+    out, stack = [], list(info.rootSnapshotList) if info is not None else []
+    while stack:
+        tree = stack.pop()
+        out.append(tree)
+        stack.extend(tree.childSnapshotList or [])
+    return out

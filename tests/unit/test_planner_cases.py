@@ -79,8 +79,13 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
         )
         for i, n in enumerate(v.get("nics", []))
     )
-    snaps = tuple(
-        SourceSnapshot(f"snapshot-{i}", s, None, None) for i, s in enumerate(v.get("snapshots", []))
+    snaps = tuple(  # a name, or {name, description, moref}
+        SourceSnapshot(f"snapshot-{i}", s, None, None)
+        if isinstance(s, str)
+        else SourceSnapshot(
+            s.get("moref", f"snapshot-{i}"), s["name"], None, None, s.get("description", "")
+        )
+        for i, s in enumerate(v.get("snapshots", []))
     )
     return SourceVM(
         moref=v.get("moref", f"vm-{int(digest[:6], 16) % 100000}"),

@@ -36,6 +36,7 @@ from engine.planner.diff.estimates import (
     measured_throughput,
     over_budget,
 )
+from engine.planner.diff.leftovers import leftover_snapshots
 from engine.planner.diff.networks import network_changes
 from engine.planner.diff.volumes import (
     adopt_then_sync,
@@ -117,6 +118,11 @@ def vm_changes(
                 | ({"power_off": power_policy(vm)} if vm.mode in CUTOVER_MODES else {}),
             )
         )
+    else:
+        left = leftover_snapshots(
+            vm.name, vm.source.snapshots, records.get(str(Address("vm", vm.name, "snapshot")))
+        )
+        out += [left] if left else []
     out += volumes
     if not is_booted:
         out += removed_disks(vm, records)
@@ -154,7 +160,9 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
         move = [claims.moves[vm.name]] if vm.name in claims.moves else []
         held = tuple(claims.concerns.get(vm.name, ()))
         if data.destroy:
-            vm_list = destroy_changes(vm.name, records, "--destroy", forget_cut_over=False)
+            vm_list = destroy_changes(
+                vm.name, records, "--destroy", forget_cut_over=False, snapshots=vm.source.snapshots
+            )
             plans.append(_vm_plan(vm, vm.concerns + held, None))
             changes += [] if held else move + vm_list
             continue

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from engine.addresses import Address
 from engine.diagnostics import Diagnostic, Severity
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
-from engine.model.observed import Destination
+from engine.model.observed import Destination, SourceSnapshot
 from engine.model.plan import Action, Change
 from engine.model.state import INSTANCE_UUID, ResourceRecord, State, Status
 from engine.planner.diff.common import DiffInput
+from engine.planner.diff.leftovers import leftover_snapshots
 
 # a record's attribute naming a destination object → that object's `ferry_vm`
 _IDS = ("volume_id", "port_id", "server_id")
@@ -163,9 +164,15 @@ def moved(group: RecordedVM, name: str, uuid: str | None) -> Change:
 
 
 def destroy_changes(
-    name: str, records: dict[str, ResourceRecord], reason: str, forget_cut_over: bool
+    name: str,
+    records: dict[str, ResourceRecord],
+    reason: str,
+    forget_cut_over: bool,
+    snapshots: Sequence[SourceSnapshot] | None = None,
 ) -> list[Change]:
-    """Changes for a VM whose objects go away; deletes come server first (graph orders them)."""
+    """Changes for a VM whose objects go away; deletes come server first (graph orders them).
+    A snapshot ferry left on the source (recorded, or among `snapshots`, the VM's as the
+    inventory shows them; None: not read) is removed, even when the VM is only forgotten."""
     server = records.get(str(Address("vm", name, "server")))
     cut_over = server is not None and server.status is Status.READY
     action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
@@ -174,11 +181,12 @@ def destroy_changes(
         if action is Action.FORGET
         else reason
     )
+    left = leftover_snapshots(name, snapshots, records.get(str(Address("vm", name, "snapshot"))))
     return [
         Change(a, r.kind, action, why, dict(r.attributes), None)
         for a, r in sorted(records.items())
         if r.kind != "source_snapshot"
-    ]
+    ] + ([left] if left else [])
 
 
 def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagnostic]]:

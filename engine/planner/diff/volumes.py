@@ -310,11 +310,16 @@ def settled(change: Change) -> Change:
 
 def adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
     """A cutover cannot boot from a volume adopted as it is: adopt it and copy the final delta
-    in the same step (a full copy when it carries no changeId)."""
-    if vm.mode not in CUTOVER_MODES or change.action is not Action.READ:
+    in the same step (a full copy when it carries no changeId). In any mode, a found volume
+    without a changeId never completed a sync (one an apply killed before its record was
+    written left, say): adopted as it is, "Apply complete" would leave it empty until the next
+    apply; it is adopted and copied in full in the same step."""
+    if change.action is not Action.READ:
         return change
     found = dict(change.after or {})
     since = found.get("change_id")
+    if vm.mode not in CUTOVER_MODES and since:
+        return change
     return Change(
         change.address,
         "volume",

@@ -301,7 +301,9 @@ def parse_snapshots(info: Any) -> list[SourceSnapshot]:
         for tree in trees or []:
             moref = _moid(tree.snapshot)
             created = tree.createTime.isoformat() if tree.createTime else None
-            out.append(SourceSnapshot(moref, str(tree.name), created, parent))
+            out.append(
+                SourceSnapshot(moref, str(tree.name), created, parent, str(tree.description or ""))
+            )
             walk(tree.childSnapshotList, moref)
 
     if info is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from pyVmomi import vim
 
 from engine.errors import DataplaneError
+from engine.model.observed import CBT_SNAPSHOT_DESCRIPTION
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
 
@@ -102,7 +103,7 @@ def enable_cbt(si: Any, vm: Any, cycle_name: str) -> None:
         vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=True)),
         f"enabling CBT on {vm._moId}",
     )
-    remove_snapshot(si, create_snapshot(si, vm, cycle_name, "CBT activation cycle (ferry)"))
+    remove_snapshot(si, create_snapshot(si, vm, cycle_name, CBT_SNAPSHOT_DESCRIPTION))
 
 
 def remove_snapshot(si: Any, snapshot: Any) -> None:

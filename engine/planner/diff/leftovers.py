@@ -1,0 +1,46 @@
+"""vCenter snapshots an interrupted apply left behind (pure): ferry's own (its name and its
+description, `SourceSnapshot.ferry_made`) seen on the VM, or the one its state still records
+(`vm.X.snapshot`, written when the snapshot is taken and deleted when it is removed). An apply
+killed between the two leaves it on the VM; a snapshot step removes leftovers first, so this
+plans their removal as its own step wherever none is planned: a VM in sync, powered off, cut
+over, or one the spec dropped. Never a snapshot ferry did not take (a user's `ferry-backup`
+without ferry's description, a backup tool's): those stay and are warned about."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.addresses import Address
+from engine.model.observed import SourceSnapshot
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord
+
+LEFT_BY_AN_INTERRUPTED_APPLY = "left by an interrupted apply"
+
+
+def leftover_snapshots(
+    name: str, snapshots: Sequence[SourceSnapshot] | None, record: ResourceRecord | None
+) -> Change | None:
+    """`vm.NAME.snapshot delete` for ferry's snapshots among `snapshots` (the VM's, as the
+    inventory shows them; None when the lookup did not read the VM) and the recorded one
+    (`record`, kind source_snapshot, attribute `moref`); None when there is neither.
+
+    `before` is the record's attributes (if any) and `snapshots`: [{moref, name}] of those
+    seen; the executor removes those morefs (and the recorded one) still ferry's, and the record."""
+    own = [s for s in snapshots or () if s.ferry_made]
+    if not own and record is None:
+        return None
+    recorded = str((record.attributes if record else {}).get("moref") or "")
+    gone = snapshots is not None and recorded not in {s.moref for s in snapshots}
+    names = ", ".join(f"{s.name} ({s.moref})" for s in own)
+    if own:
+        why = f"{LEFT_BY_AN_INTERRUPTED_APPLY}: remove ferry's snapshot(s) {names}"
+    elif gone:
+        why = f"{LEFT_BY_AN_INTERRUPTED_APPLY}: snapshot {recorded or '?'} is gone, its record goes"
+    else:
+        why = f"{LEFT_BY_AN_INTERRUPTED_APPLY}: remove the recorded snapshot {recorded or '?'}"
+    before = dict(record.attributes) if record else {}
+    before["snapshots"] = [{"moref": s.moref, "name": s.name} for s in own]
+    return Change(
+        str(Address("vm", name, "snapshot")), "source_snapshot", Action.DELETE, why, before, None
+    )
