@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from xml.sax.saxutils import quoteattr
 
 from engine.errors import ConversionError, StoppedError
@@ -54,6 +54,23 @@ class Guest:
     firmware: str | None = None  # "efi" or "bios"
     memory_mb: int = 1024
     vcpus: int = 1
+
+
+def guest_of(name: str, paths: list[Path], conversion: dict[str, Any]) -> Guest:
+    """The guest a conversion change describes (its `after`: disks with controller_key, macs,
+    firmware, memory_mb, vcpus), its disks at `paths` in the change's disk order (a conversion
+    host's devices or image mode's local files). Raises ValueError when the counts differ."""
+    return Guest(
+        name=name,
+        disks=tuple(
+            GuestDisk(path, bus_of(int(d["controller_key"])))
+            for path, d in zip(paths, conversion["disks"], strict=True)
+        ),
+        macs=tuple(conversion.get("macs") or ()),
+        firmware=conversion.get("firmware"),
+        memory_mb=int(conversion.get("memory_mb") or 1024),
+        vcpus=int(conversion.get("vcpus") or 1),
+    )
 
 
 VIRTIO_WIN_PLACES = (Path("/usr/share/virtio-win"), Path("/usr/share/virtio-win/virtio-win.iso"))

@@ -866,23 +866,33 @@ class Applier:
             },
         }
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
+        self.announce_sync(change.address, stats, step, volume_id, record["last_sync"])
+
+    def announce_sync(
+        self, address: str, stats: CopyStats, step: float, target: str, last_sync: dict[str, Any]
+    ) -> None:
+        """A finished sync told: the `synced` event (JSON stream, logs, report) and the line
+        people read. `target` is what was written (a volume ID, or image mode's local file);
+        `last_sync` the record's (kind, bytes, seconds, sha256, verified, host or none);
+        `step` the step's wall time in seconds."""
+        vm, kind = Address.parse(address).name, str(last_sync["kind"])
         if self.ctx.events is not None:
             self.ctx.events.emit(
                 "synced",
-                address=change.address,
-                vm=address.name,
+                address=address,
+                vm=vm,
                 kind=kind,
-                bytes=record["last_sync"]["bytes"],
-                seconds=record["last_sync"]["seconds"],
+                bytes=last_sync["bytes"],
+                seconds=last_sync["seconds"],
                 read=stats.bytes_read,
                 skipped=stats.bytes_skipped,
-                volume_id=volume_id,
-                host=host,
+                volume_id=target,
+                host=last_sync.get("host"),
                 step_seconds=round(step, 3),
-                sha256=verified[0],
-                verified=verified[1],
+                sha256=last_sync["sha256"],
+                verified=last_sync["verified"],
             )
-        self.ctx.say(address.name, sync_line(change.address, kind, stats, step))
+        self.ctx.say(vm, sync_line(address, kind, stats, step))
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:
         self.ctx.store.write([self._owned(r) for r in puts], deletes)

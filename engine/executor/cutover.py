@@ -421,17 +421,7 @@ class Cutover:
                 volumes.attach(self.ctx.conn, host, volume_id)
                 attached.append(volume_id)
                 paths.append(self.ctx.devices.device(self.ctx.conn, volume_id, host))
-            guest = v2v.Guest(
-                name=self.a.targets.get(name, name),
-                disks=tuple(
-                    v2v.GuestDisk(path, v2v.bus_of(int(d["controller_key"])))
-                    for path, d in zip(paths, after["disks"], strict=True)
-                ),
-                macs=tuple(after.get("macs") or ()),
-                firmware=after.get("firmware"),
-                memory_mb=int(after.get("memory_mb") or 1024),
-                vcpus=int(after.get("vcpus") or 1),
-            )
+            guest = v2v.guest_of(self.a.targets.get(name, name), paths, after)
             self.ctx.say(
                 name,
                 f"{Address('vm', name)}: converting with virt-v2v-in-place (log {self._log(name)})",

@@ -172,22 +172,7 @@ class DiskFiles:
             },
         }
         self.a._write([ResourceRecord(change.address, KIND, Status.READY, record)], [])
-        if self.a.ctx.events is not None:
-            self.a.ctx.events.emit(
-                "synced",
-                address=change.address,
-                vm=address.name,
-                kind=kind,
-                bytes=record["last_sync"]["bytes"],
-                seconds=record["last_sync"]["seconds"],
-                read=stats.bytes_read,
-                skipped=stats.bytes_skipped,
-                volume_id=str(path),
-                step_seconds=round(step, 3),
-                sha256=digest,
-                verified=record["last_sync"]["verified"],
-            )
-        self.a.ctx.say(address.name, applier.sync_line(change.address, kind, stats, step))
+        self.a.announce_sync(change.address, stats, step, str(path), record["last_sync"])
 
 
 def _sized(path: Path, capacity: int) -> None:
@@ -249,17 +234,7 @@ class ImageCutover:
         if after.get("tool"):
             for key in keys:  # from here on the files may hold the conversion's writes
                 self._mark(name, key, converted_file=True)
-            guest = v2v.Guest(
-                name=self.a.targets.get(name, name),
-                disks=tuple(
-                    v2v.GuestDisk(path, v2v.bus_of(int(d["controller_key"])))
-                    for path, d in zip(paths, after["disks"], strict=True)
-                ),
-                macs=tuple(after.get("macs") or ()),
-                firmware=after.get("firmware"),
-                memory_mb=int(after.get("memory_mb") or 1024),
-                vcpus=int(after.get("vcpus") or 1),
-            )
+            guest = v2v.guest_of(self.a.targets.get(name, name), paths, after)
             log = self.a.cutover._log(name)
             self.a.ctx.say(
                 name, f"{Address('vm', name)}: converting its files with virt-v2v-in-place "

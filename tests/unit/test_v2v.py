@@ -140,3 +140,27 @@ def test_a_stopped_conversion_tool_is_ended_and_says_stopped(
 def test_a_conversion_tool_past_its_timeout_is_killed(tmp_path: Path) -> None:
     with (tmp_path / "log").open("w") as out, pytest.raises(ConversionError, match="within 1 s"):
         _run(["sleep", "30"], dict(os.environ), out, 1.0)
+
+
+def test_the_guest_of_a_conversion_change_keeps_disk_order_buses_and_sizing() -> None:
+    after = {
+        "disks": [{"key": 2000, "controller_key": 1000}, {"key": 3000, "controller_key": 15000}],
+        "macs": ["00:50:56:8f:01:00"],
+        "firmware": "efi",
+        "memory_mb": 2048,
+        "vcpus": 2,
+    }
+    paths = [Path("/dev/vdb"), Path("/dev/vdc")]
+    guest = v2v.guest_of("web01", paths, after)
+    assert guest == Guest(
+        "web01",
+        (GuestDisk(paths[0], "scsi"), GuestDisk(paths[1], "sata")),
+        ("00:50:56:8f:01:00",),
+        "efi",
+        2048,
+        2,
+    )
+    bare = v2v.guest_of("old", paths[:1], {"disks": [{"controller_key": 200}]})
+    assert (bare.macs, bare.firmware, bare.memory_mb, bare.vcpus) == ((), None, 1024, 1)
+    with pytest.raises(ValueError):  # a device missing for a disk is never silently dropped
+        v2v.guest_of("web01", paths[:1], after)
