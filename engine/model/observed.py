@@ -197,3 +197,5 @@ class Destination:
     key_pairs: frozenset[str] | None = None  # the user's nova key pairs; None: not readable
     roles: frozenset[str] | None = None  # the cloud user's roles in the project; None: unknown
     work_dir_free: int | None = None  # free bytes of destination.work_dir (output: image)
+    # the disk files present in work_dir (`<work_dir>/<uuid>/disk-<key>.raw`); None: not read
+    work_dir_files: frozenset[str] | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from engine.errors import NoStateError
@@ -64,8 +65,25 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
     destination = spec["destination"]
     conn = connect_destination(destination)
     raw = fetch_destination(conn, mapped_networks(spec))
-    observed = replace(parse_destination(raw), work_dir_free=work_dir_free(destination))
+    observed = replace(
+        parse_destination(raw),
+        work_dir_free=work_dir_free(destination),
+        work_dir_files=work_dir_files(destination),
+    )
     return Observed(inventory, observed, read_state(location))
+
+
+def work_dir_files(destination: Mapping[str, Any]) -> frozenset[str] | None:
+    """The disk files in the spec's work_dir with output: image (`<work_dir>/*/disk-*.raw`, as
+    engine.planner.diff.image.disk_path names them, normalised as a Path: `./w/x` is `w/x`);
+    None with output: volume or when the directory cannot be listed (validation named why)."""
+    if destination.get("output") != "image" or not destination.get("work_dir"):
+        return None
+    root = Path(str(destination["work_dir"]))
+    try:  # as the executor records a file's path: str(Path(...)), no resolving
+        return frozenset(str(p) for p in root.glob("*/disk-*.raw") if p.is_file())
+    except OSError:
+        return None
 
 
 def work_dir_free(destination: Mapping[str, Any]) -> int | None:

@@ -5,6 +5,7 @@ line before anything runs."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,8 +15,9 @@ from engine.cli.apply import check_applicable
 from engine.cli.plan import render
 from engine.errors import UserError
 from engine.model.desired import DesiredVM, FlavorChoice
-from engine.planner.diff.image import image_properties
+from engine.planner.diff.image import disk_path, image_properties
 from engine.planner.make import make_plan
+from engine.planner.refresh import work_dir_files
 from engine.spec.validate import validate_text
 from tests.unit.test_planner_cases import CASES, hydrate
 
@@ -52,3 +54,31 @@ def test_apply_refuses_a_boot_from_image_plan_in_one_line(tmp_path: Path) -> Non
     plan, _ = _plan("image-cutover-boot-image")
     with pytest.raises(UserError, match=r"plans destination\.image\.boot: image but cannot"):
         check_applicable(plan, Console(file=(tmp_path / "out").open("w")), False)
+
+
+def test_refresh_lists_the_work_dirs_disk_files_as_the_plan_names_them(tmp_path: Path) -> None:
+    (tmp_path / "4215aaaa").mkdir()
+    (tmp_path / "4215aaaa" / "disk-2000.raw").write_bytes(b"")
+    (tmp_path / "4215aaaa" / "disk-2001.raw.part").write_bytes(b"")  # not a disk file
+    (tmp_path / "4215aaaa" / "disk-2002.raw").mkdir()  # not a file
+    found = work_dir_files({"output": "image", "work_dir": f"{tmp_path}/"})
+    assert found == {f"{tmp_path}/4215aaaa/disk-2000.raw"}
+    image = SimpleNamespace(work_dir=f"{tmp_path}/")
+    vm = SimpleNamespace(source=SimpleNamespace(instance_uuid="4215aaaa", moref="vm-1"))
+    assert disk_path(image, vm, 2000) in found  # type: ignore[arg-type]
+    assert work_dir_files({"output": "volume", "work_dir": str(tmp_path)}) is None
+    # a work_dir emptied or gone: every recorded file is planned again from 0
+    assert work_dir_files({"output": "image", "work_dir": str(tmp_path / "gone")}) == set()
+
+
+def test_a_relative_work_dir_names_the_files_as_the_executor_records_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work" / "4215aaaa").mkdir(parents=True)
+    (tmp_path / "work" / "4215aaaa" / "disk-2000.raw").write_bytes(b"")
+    found = work_dir_files({"output": "image", "work_dir": "./work/"})
+    image = SimpleNamespace(work_dir="./work/")
+    vm = SimpleNamespace(source=SimpleNamespace(instance_uuid="4215aaaa", moref="vm-1"))
+    recorded = str(Path(disk_path(image, vm, 2000)))  # type: ignore[arg-type]
+    assert found == {recorded} == {"work/4215aaaa/disk-2000.raw"}

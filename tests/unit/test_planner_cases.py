@@ -151,6 +151,7 @@ def destination(d: dict[str, Any]) -> Destination:
         key_pairs=frozenset(d["key_pairs"]) if "key_pairs" in d else None,
         roles=frozenset(d["roles"]) if "roles" in d else None,
         work_dir_free=int(d["work_dir_free_mib"] * 2**20) if "work_dir_free_mib" in d else None,
+        work_dir_files=frozenset(d["work_dir_files"]) if "work_dir_files" in d else None,
     )
 
 

@@ -62,9 +62,11 @@ def vm_changes(
     port_ids: frozenset[str] | None = None,
     now: float | None = None,
     verify: bool = False,
+    files: frozenset[str] | None = None,
 ) -> list[Change]:
     """A VM's changes; `verify` (--verify): each replica nothing else is planned for is compared
-    with a new snapshot (a verify step, which takes the VM's snapshot)."""
+    with a new snapshot (a verify step, which takes the VM's snapshot); `files`: the disk files
+    found in work_dir (output: image; None: not read)."""
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
@@ -86,7 +88,7 @@ def vm_changes(
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
     if vm.image is not None:
-        volumes = image.as_files(vm, vm.image, volumes, records)
+        volumes = image.as_files(vm, vm.image, volumes, records, files)
     out: list[Change] = []
     syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
     verifying = any(c.action is Action.VERIFY for c in volumes)
@@ -175,6 +177,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             port_ids=port_ids,
             now=data.now,
             verify=data.verify,
+            files=data.destination.work_dir_files,
         )
         estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import PurePath
 from typing import Any
 
 from engine.addresses import Address
@@ -39,11 +40,14 @@ def as_files(
     image: ImageOutput,
     copies: list[Change],
     records: Mapping[str, ResourceRecord] | None = None,
+    files: frozenset[str] | None = None,
 ) -> list[Change]:
     """The VM's volume copies turned into copies to local files (same address, actions and
     bytes; the file path instead of the volume type). A file a conversion began on (recorded
     converted_file) and no server booted from is copied again in full: a delta would keep the
-    conversion's writes, and the conversion runs again on the copy."""
+    conversion's writes, and the conversion runs again on the copy. A recorded file missing from
+    `files` (the work_dir's disk files; None: not read) before the cutover is copied again in
+    full from 0, as a recorded volume that no longer exists is."""
     out = []
     disks = {d.key: d for d in vm.source.disks}
     for planned in copies:
@@ -53,7 +57,20 @@ def as_files(
         change = planned
         record = (records or {}).get(change.address)
         attrs = record.attributes if record else {}
-        if attrs.get("converted_file") and not attrs.get("converted") and change.after:
+        gone = _gone(attrs, files)
+        if gone and change.after:
+            key = int(change.after.get("disk_key", -1))
+            change = Change(
+                change.address,
+                change.kind,
+                Action.CREATE,
+                f"recorded file {gone} no longer exists: full copy from 0",
+                dict(attrs),
+                {**change.after, "copy": "full"},
+                full_bytes(disks[key]) if key in disks else change.bytes,
+                estimate=True,
+            )
+        elif attrs.get("converted_file") and not attrs.get("converted") and change.after:
             key = int(change.after.get("disk_key", -1))
             change = Change(
                 change.address,
@@ -75,6 +92,15 @@ def as_files(
         reason = change.reason.replace("new volume", "new file").replace("volume", "file")
         out.append(replace(change, kind="disk_file", after=after, reason=reason))
     return out
+
+
+def _gone(attrs: Mapping[str, Any], files: frozenset[str] | None) -> str:
+    """The recorded file's path when it is not among the work_dir's `files`, else "". A cut-over
+    VM's files are done with (its server boots from volumes), so their absence is no change."""
+    path = str(attrs.get("path") or "")
+    if files is None or not path or attrs.get("converted") or str(PurePath(path)) in files:
+        return ""
+    return path
 
 
 def image_properties(vm: DesiredVM) -> dict[str, str]:
