@@ -846,6 +846,7 @@ class Applier:
             RECORDED_HOST: host,
             "change_id": disk.change_id,
             "size_gib": after.get("size_gib"),
+            "capacity": disk.capacity,  # bytes: a grow within a GiB is seen too
             "volume_type": after.get("volume_type"),
             "bootable": after.get("bootable", False),
             "epoch": content_epoch(),  # every write a new one: a conversion is of one epoch

@@ -154,6 +154,7 @@ class DiskFiles:
             "disk_key": address.index,
             "change_id": disk.change_id,
             "size_gib": after.get("size_gib"),
+            "capacity": disk.capacity,  # bytes: a grow within a GiB is seen too
             "bootable": after.get("bootable", False),
             "epoch": content_epoch(),
             "last_sync": {

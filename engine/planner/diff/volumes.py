@@ -19,6 +19,9 @@ POWERED_ON = "poweredOn"
 BOOTED = "a server was booted from it: never synced again"
 
 
+GIB = 2**30
+
+
 def _volume(
     address: str,
     action: Action,
@@ -101,16 +104,7 @@ def volume_change(
             after,
             size=full_bytes(disk),
         )
-    if record.status is Status.IN_PROGRESS and before.get("copy") == "delta":
-        return _volume(
-            address,
-            Action.UPDATE,
-            f"redo the interrupted delta since changeId {before.get('change_id')}",
-            before,
-            after,
-            size=delta_estimate(before, now)[0],
-        )
-    if record.status is Status.IN_PROGRESS:
+    if record.status is Status.IN_PROGRESS and before.get("copy") != "delta":
         grew = grown_since_copy(volume, disk, before, observed)
         if grew:  # its resume would ask CBT what changed across the extend: start over
             why = f"the interrupted copy starts over from 0: {grew}"
@@ -124,20 +118,25 @@ def volume_change(
             )
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
-    was = before.get("size_gib")
-    # Grown: CBT is not trusted across a disk extend (VMware KB 2090639, Broadcom 310751:
-    # QueryChangedDiskAreas misses sectors after an extend past a 128 GB boundary on ESXi
-    # 4.x/5.x; the workaround is a CBT reset), so a full copy.
-    if not before.get("converted") and isinstance(was, int) and volume.size_gib > was:
+    grown = _grown(volume, disk, before)
+    if grown:  # before an interrupted delta's redo too: that delta would span the extend
         return _volume(
             address,
             Action.UPDATE,
-            f"disk {volume.disk_key} grew from {was} GiB to {volume.size_gib} GiB: extend the "
-            "volume (Cinder extend), then copy it in full (CBT cannot be trusted across a disk "
-            "extend)",
+            grown,
             before,
-            {**after, "copy": "full", "extend_from_gib": was},
+            {**after, "copy": "full"}
+            | ({"extend_from_gib": before["size_gib"]} if "extend the volume" in grown else {}),
             size=full_bytes(disk),
+        )
+    if record.status is Status.IN_PROGRESS:
+        return _volume(
+            address,
+            Action.UPDATE,
+            f"redo the interrupted delta since changeId {before.get('change_id')}",
+            before,
+            after,
+            size=delta_estimate(before, now)[0],
         )
     copy, reason = sync_reason(vm, disk, before)
     if copy == "none":
@@ -148,23 +147,63 @@ def volume_change(
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
 
 
+def _grown(volume: DesiredVolume, disk: SourceDisk, before: Mapping[str, Any]) -> str:
+    """Why a synced disk that grew since its last sync is copied in full ("" when it did not):
+    by its bytes (`capacity`, recorded at each sync since this ferry: a grow within the same GiB
+    leaves the volume's size as it was), else by its volume's GiB (older records). A converted
+    (cut-over) volume is done with.
+
+    Grown: CBT is not trusted across a disk extend (VMware KB 2090639, Broadcom 310751:
+    QueryChangedDiskAreas misses sectors after an extend past a 128 GB boundary on ESXi
+    4.x/5.x; the workaround is a CBT reset), so a full copy."""
+    if before.get("converted"):
+        return ""
+    was, capacity = before.get("size_gib"), before.get("capacity")
+    extend = isinstance(was, int) and volume.size_gib > was
+    if isinstance(capacity, int) and disk.capacity > capacity:
+        if capacity % GIB or disk.capacity % GIB:  # as bytes: "2.0 GiB" would hide a MiB
+            by = human(disk.capacity - capacity)
+            grew = f"disk {disk.key} grew by {by} to {human(disk.capacity)}"
+        else:
+            grew = f"disk {disk.key} grew from {capacity // GIB} GiB to {disk.capacity // GIB} GiB"
+    elif extend:
+        grew = f"disk {disk.key} grew from {was} GiB to {volume.size_gib} GiB"
+    else:
+        return ""
+    then = "then copy it in full" if extend else "copy it in full"
+    if extend:
+        grew += f": extend the volume from {was} to {volume.size_gib} GiB (Cinder extend)"
+    return f"{grew}{',' if extend else ':'} {then} (CBT cannot be trusted across a disk extend)"
+
+
 def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
-    """An error concern per disk smaller than its volume: Cinder cannot shrink a volume."""
+    """An error concern per disk smaller than at its last sync (by its recorded bytes, else
+    its volume's GiB): Cinder cannot shrink a volume, and a delta cannot cut bytes off."""
     out = []
+    disks = {d.key: d for d in vm.source.disks}
     for volume in vm.volumes:
         record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
-        was = record.attributes.get("size_gib") if record else None
-        converted = record is not None and record.attributes.get("converted")
-        if not converted and isinstance(was, int) and volume.size_gib < was:
-            out.append(
-                Concern(
-                    ConcernLevel.ERROR,
-                    "disk-shrunk",
-                    f"disk {volume.disk_key} shrank from {was} GiB to {volume.size_gib} GiB: "
-                    "ferry cannot shrink its volume (Cinder extends only); give the disk its "
-                    "size back, or destroy the replica and copy it again",
-                )
+        attrs = record.attributes if record else {}
+        was, capacity = attrs.get("size_gib"), attrs.get("capacity")
+        now = disks[volume.disk_key].capacity if volume.disk_key in disks else None
+        if attrs.get("converted"):
+            continue
+        if isinstance(was, int) and volume.size_gib < was:
+            sizes = f"from {was} GiB to {volume.size_gib} GiB"
+            why = "ferry cannot shrink its volume (Cinder extends only)"
+        elif isinstance(capacity, int) and now is not None and now < capacity:
+            sizes = f"by {human(capacity - now)} to {human(now)}"  # within its volume's GiB
+            why = "its replica still holds the bytes past the disk's new end"
+        else:
+            continue
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "disk-shrunk",
+                f"disk {volume.disk_key} shrank {sizes}: {why}; give the disk its size "
+                "back, or destroy the replica and copy it again",
             )
+        )
     return tuple(out)
 
 
