@@ -126,7 +126,8 @@ def vm_changes(
         )
         out += [left] if left else []
     out += volumes
-    if not is_booted:
+    served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
+    if not is_booted and not served:  # a retired source's change never deletes production's
         out += removed_disks(vm, records)
     if vm.mode in CUTOVER_MODES:
         cutover = cutover_changes(

@@ -55,6 +55,8 @@ def cutover_changes(
         out.append(change)
     wanted = {str(Address("vm", vm.name, "port", p.index)) for p in vm.ports}
     for address, record in records.items():
+        if booted_before:  # the server's ports serve production: the retired source's NICs
+            break  # no longer say what it needs
         if ".port[" in address and address not in wanted:
             out.append(
                 Change(
