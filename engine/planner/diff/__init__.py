@@ -28,6 +28,7 @@ from engine.planner.diff.cutover import (
     cutover_changes,
     left_off_concerns,
     power_policy,
+    running_after_cutover,
 )
 from engine.planner.diff.departed import claim, departed, destroy_changes, recorded_vms
 from engine.planner.diff.estimates import (
@@ -186,6 +187,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + held
             + over_budget(vm, estimate)
             + left_off_concerns(records)
+            + running_after_cutover(vm, records)
             + shrunk(vm, records)
             + (not_verified(vm, vm_list) if data.verify else ())
         )

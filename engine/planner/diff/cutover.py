@@ -166,6 +166,27 @@ def left_off_concerns(records: Mapping[str, ResourceRecord]) -> tuple[Concern, .
     return ()
 
 
+def running_after_cutover(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord]
+) -> tuple[Concern, ...]:
+    """A warning on a VM whose source runs again after a server was booted from its volumes:
+    two copies of one machine (the same MACs, the same identity) and guest writes ferry will
+    never copy (the replica is production's now)."""
+    server = records.get(str(Address("vm", vm.name, "server")))
+    if server is None or vm.source.power_state != "poweredOn":
+        return ()
+    booted = str(server.attributes.get("server_id") or "?")
+    return (
+        Concern(
+            ConcernLevel.WARNING,
+            "source-running-after-cutover",
+            f"the source VM is powered on again after its cutover to server {booted}: two "
+            "copies of this machine may run with the same MACs, and its new writes are never "
+            "copied (the server's volumes are production's); power the source off",
+        ),
+    )
+
+
 def back_to_replicate(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
     """A VM moved back from cutover to replicate (no server booted): its ports and its
     conversion record (with the protection snapshots) are deleted."""
