@@ -29,6 +29,7 @@ from engine.planner.diff.cutover import (
     left_off_concerns,
     power_policy,
     running_after_cutover,
+    suspended_at_cutover,
 )
 from engine.planner.diff.departed import claim, departed, destroy_changes, recorded_vms
 from engine.planner.diff.estimates import (
@@ -188,6 +189,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + over_budget(vm, estimate)
             + left_off_concerns(records)
             + running_after_cutover(vm, records)
+            + suspended_at_cutover(vm, records)
             + shrunk(vm, records)
             + (not_verified(vm, vm_list) if data.verify else ())
         )

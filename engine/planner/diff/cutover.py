@@ -187,6 +187,36 @@ def running_after_cutover(
     )
 
 
+def suspended_at_cutover(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord]
+) -> tuple[Concern, ...]:
+    """A suspended source the plan cuts over: no guest runs to shut down, so only a hard
+    power-off (power_off.force_after) can stop it, and its suspended memory state is lost: a
+    warning with force_after, else an error (the executor would refuse it after the plan)."""
+    if vm.mode not in CUTOVER_MODES or vm.source.power_state != "suspended":
+        return ()
+    if str(Address("vm", vm.name, "server")) in records:
+        return ()
+    if power_policy(vm)["force_after"]:
+        return (
+            Concern(
+                ConcernLevel.WARNING,
+                "source-suspended",
+                "the source VM is suspended: the cutover powers it off hard "
+                "(power_off.force_after) and its suspended memory state is lost; resume it "
+                "first to let a graceful shutdown run",
+            ),
+        )
+    return (
+        Concern(
+            ConcernLevel.ERROR,
+            "source-suspended",
+            "the source VM is suspended and power_off.force_after is off: a graceful shutdown "
+            "cannot run in a suspended guest; resume it, or allow a hard power-off",
+        ),
+    )
+
+
 def back_to_replicate(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
     """A VM moved back from cutover to replicate (no server booted): its ports and its
     conversion record (with the protection snapshots) are deleted."""
