@@ -72,6 +72,7 @@ def vm_changes(
     disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
+    served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
     volumes = [
         settled(c) if is_booted else adopt_then_sync(vm, c)
         for c in (
@@ -128,14 +129,21 @@ def vm_changes(
         )
         out += [left] if left else []
     out += volumes
-    served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
     if not is_booted and not served:  # a retired source's change never deletes production's
         out += removed_disks(vm, records)
     if vm.mode in CUTOVER_MODES:
         cutover = cutover_changes(
             vm, records, state.resources, server, port_ids, syncing=syncing and not is_booted
         )
-        cutover = [c for c in cutover if not (is_booted and c.kind == "conversion")]
+        # a server was booted from the volumes: they are production's, never protected or
+        # converted again (a state that lost the conversion record, adopted, asks for one)
+        cutover = [
+            c
+            for c in cutover
+            if not (
+                c.kind == "conversion" and (is_booted or (served and c.action is not Action.NOOP))
+            )
+        ]
         out += image.cutover(vm, records, cutover) if vm.image is not None else cutover
     return out + back_to_replicate(vm, records)
 
