@@ -30,6 +30,7 @@ def human(size: float) -> str:
 
 
 MiB = 1024**2
+GiB = 1024**3
 
 
 def rate(bytes_per_second: float) -> str:

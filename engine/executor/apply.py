@@ -54,7 +54,7 @@ from engine.providers.vsphere.snapshots import (
     snapshot_disks,
 )
 from engine.statestore import StateStore
-from engine.units import duration, human, rate
+from engine.units import GiB, duration, human, rate
 
 SUPPORTED = {
     ("moved", Action.MOVE),
@@ -83,7 +83,6 @@ SNAPSHOT_PREFIX = "ferry-"
 # a cutover's steps that check the source first (the first one of each VM does): ports come
 # before the snapshot that powers the source off, a server boots with the plan's ports
 CHECKED_FIRST = ("port", "conversion", "server")
-GiB = 1024**3
 
 
 @dataclass(frozen=True)

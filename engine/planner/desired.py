@@ -27,8 +27,8 @@ from engine.model.desired import (
     ImageOutput,
 )
 from engine.model.observed import Destination, Flavor, Inventory, SourceDisk, SourceVM
+from engine.units import GiB
 
-GiB = 1024**3
 MAX_NAME = 63
 KNOWN_GUESTS = (
     "rhel",

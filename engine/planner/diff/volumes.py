@@ -13,13 +13,10 @@ from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
-from engine.units import duration, human, rate
+from engine.units import GiB, duration, human, rate
 
 POWERED_ON = "poweredOn"
 BOOTED = "a server was booted from it: never synced again"
-
-
-GIB = 2**30
 
 
 def _volume(
@@ -118,15 +115,15 @@ def volume_change(
             )
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
-    grown = _grown(volume, disk, before)
+    grown, extend_from = _grown(volume, disk, before)
     if grown:  # before an interrupted delta's redo too: that delta would span the extend
+        extend = {} if extend_from is None else {"extend_from_gib": extend_from}
         return _volume(
             address,
             Action.UPDATE,
             grown,
             before,
-            {**after, "copy": "full"}
-            | ({"extend_from_gib": before["size_gib"]} if "extend the volume" in grown else {}),
+            {**after, "copy": "full", **extend},
             size=full_bytes(disk),
         )
     if record.status is Status.IN_PROGRESS:
@@ -147,33 +144,37 @@ def volume_change(
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
 
 
-def _grown(volume: DesiredVolume, disk: SourceDisk, before: Mapping[str, Any]) -> str:
-    """Why a synced disk that grew since its last sync is copied in full ("" when it did not):
-    by its bytes (`capacity`, recorded at each sync since this ferry: a grow within the same GiB
-    leaves the volume's size as it was), else by its volume's GiB (older records). A converted
-    (cut-over) volume is done with.
+def _grown(
+    volume: DesiredVolume, disk: SourceDisk, before: Mapping[str, Any]
+) -> tuple[str, int | None]:
+    """Why a synced disk that grew since its last sync is copied in full ("" when it did not),
+    and the volume's GiB to extend from (None: the grow fits in the volume's GiB): by its bytes
+    (`capacity`, recorded at each sync since this ferry: a grow within the same GiB leaves the
+    volume's size as it was), else by its volume's GiB (older records). A converted (cut-over)
+    volume is done with.
 
     Grown: CBT is not trusted across a disk extend (VMware KB 2090639, Broadcom 310751:
     QueryChangedDiskAreas misses sectors after an extend past a 128 GB boundary on ESXi
     4.x/5.x; the workaround is a CBT reset), so a full copy."""
     if before.get("converted"):
-        return ""
+        return "", None
     was, capacity = before.get("size_gib"), before.get("capacity")
-    extend = isinstance(was, int) and volume.size_gib > was
+    extend_from = was if isinstance(was, int) and volume.size_gib > was else None
     if isinstance(capacity, int) and disk.capacity > capacity:
-        if capacity % GIB or disk.capacity % GIB:  # as bytes: "2.0 GiB" would hide a MiB
-            by = human(disk.capacity - capacity)
-            grew = f"disk {disk.key} grew by {by} to {human(disk.capacity)}"
+        if capacity % GiB or disk.capacity % GiB:  # as bytes: "2.0 GiB" would hide a MiB
+            grew = f"disk {disk.key} grew by {human(disk.capacity - capacity)}"
+            grew += f" to {human(disk.capacity)}"
         else:
-            grew = f"disk {disk.key} grew from {capacity // GIB} GiB to {disk.capacity // GIB} GiB"
-    elif extend:
+            grew = f"disk {disk.key} grew from {capacity // GiB} GiB to {disk.capacity // GiB} GiB"
+    elif extend_from is not None:
         grew = f"disk {disk.key} grew from {was} GiB to {volume.size_gib} GiB"
     else:
-        return ""
-    then = "then copy it in full" if extend else "copy it in full"
-    if extend:
-        grew += f": extend the volume from {was} to {volume.size_gib} GiB (Cinder extend)"
-    return f"{grew}{',' if extend else ':'} {then} (CBT cannot be trusted across a disk extend)"
+        return "", None
+    untrusted = "(CBT cannot be trusted across a disk extend)"
+    if extend_from is None:
+        return f"{grew}: copy it in full {untrusted}", None
+    extend = f"extend the volume from {extend_from} to {volume.size_gib} GiB (Cinder extend)"
+    return f"{grew}: {extend}, then copy it in full {untrusted}", extend_from
 
 
 def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
