@@ -23,3 +23,18 @@ def ferry(lab: Lab, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=600,
         check=False,
     )
+
+
+def ferry_background(lab: Lab, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`ferry ARGS` started in the background from the repo root with the lab's environment (and
+    `env`), unbuffered, stdout and stderr piped, in a session of its own (as a terminal's job: a
+    test signals its process group as Ctrl-C would)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )

@@ -23,7 +23,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
 from engine.lab.openstack.bootstrap import conversion_host
 from engine.statestore import postgres_at
-from tests.integration.cli import ROOT, ferry
+from tests.integration.cli import ROOT, ferry, ferry_background
 from tests.integration.converge import assert_converged, data_after, records
 from tests.integration.test_agents import EXECUTION, HOST, STARTED, ready, start_agent, stop
 
@@ -91,16 +90,8 @@ def one_agent(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 def coordinator(lab: Lab, spec: Path, state: Path) -> subprocess.Popen[str]:
     """`ferry apply --json` in the background, its own session."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "apply", str(spec), "--auto-approve", "--json",
-         "--state", str(state)],
-        cwd=ROOT,
-        env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    args = ("apply", str(spec), "--auto-approve", "--json", "--state", str(state))
+    return ferry_background(lab, *args)
 
 
 def first_checkpoint(state: Path, apply: subprocess.Popen[str]) -> int:
