@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -284,27 +285,39 @@ def test_apply_while_another_apply_holds_the_state(
 
 @pytest.mark.parametrize("signals", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_ctrl_c_during_a_plan(lab: Lab, tmp_path: Path, signals: int) -> None:
-    """Ctrl-C while the plan reads vCenter and the cloud: exit 130, one line, nothing saved."""
+    """Ctrl-C while the plan waits for vCenter: exit 130, one line, nothing saved.
+
+    vCenter here is a listener on 127.0.0.1 that accepts and never answers (a hung vCenter), so
+    the signal lands inside refresh for certain: the first run of this test slept 2.5 s instead,
+    and on a fast machine the plan had finished and saved by then (CI of stop 19: exit -2)."""
     (tmp_path / "spec.yaml").write_text(DEMO)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "plan", "spec.yaml", "--out", "p.plan"],
-        env={
-            **os.environ,
-            **lab.env(),
-            "PYTHONPATH": str(ROOT),
-            "FERRY_STATE": str(tmp_path / "s.db"),
-        },
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    time.sleep(2.5)  # inside refresh (or, on a busy machine, still importing: the same line)
-    for _ in range(signals):
-        os.killpg(process.pid, signal.SIGINT)
-        time.sleep(0.2)
-    out, err = process.communicate(timeout=60)
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        hung.settimeout(120)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "plan", "spec.yaml", "--out", "p.plan"],
+            env={
+                **os.environ,
+                **lab.env(),
+                "FERRY_VCENTER_PORT": str(hung.getsockname()[1]),
+                "PYTHONPATH": str(ROOT),
+                "FERRY_STATE": str(tmp_path / "s.db"),
+            },
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        connection, _ = hung.accept()  # the plan is in refresh, connecting to vCenter
+        with connection:
+            # ... and, a moment later, blocked reading its TLS answer: a SIGINT that lands
+            # between connect() and that read is only noticed at the next (CPython's blocking
+            # ssl handshake), so here the first Ctrl-C would wait for the second
+            time.sleep(1.0)
+            for _ in range(signals):
+                os.killpg(process.pid, signal.SIGINT)
+                time.sleep(0.2)
+            out, err = process.communicate(timeout=60)
     assert "Traceback" not in out + err
     assert process.returncode == 130, out + err
     assert err.splitlines() == ["error: interrupted (Ctrl-C): nothing was changed"], err
