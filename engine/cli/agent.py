@@ -74,10 +74,20 @@ def _serve(
         raise UserError(f"conversion host {host_name!r} is not a server in the cloud")
     app = make_app(broker)
     check_broker(app)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log_with_time()
     seams = host.Host(conn, sources, devices)
     found = Agent(host_name, str(server.id), spec_digest(spec), seams, checkpoints)
     raise typer.Exit(serve(app, found, concurrency=int(entry.get("max_parallel", 2))))
+
+
+AGENT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_with_time() -> None:
+    """An agent is a long-running service: its lines (INFO and up, on stderr) carry a timestamp,
+    the level and the logger. `ferry`'s own setup (`warning: <message>`, WARNING and up, for a
+    command's one-line output) is replaced, not kept beside it (basicConfig alone would keep it)."""
+    logging.basicConfig(level=logging.INFO, format=AGENT_LOG_FORMAT, force=True)
 
 
 def _conversion_host(spec: dict[str, Any], name: str) -> dict[str, Any]:
