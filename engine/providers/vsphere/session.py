@@ -7,6 +7,9 @@ A session that vCenter ends (a vCenter restart, an idle timeout, an administrato
 is not the end of an apply: every call that faults with NotAuthenticated logs in again and is
 retried (pyVmomi's session-oriented stub), and a call that meets a connection error is retried
 for up to RETRIES times RETRY_DELAY seconds. Each re-login is logged as a warning.
+A vCenter that accepts connections and never answers (hung, or a wrong port behind a proxy)
+fails the connect within CONNECT_TIMEOUT seconds, and any later request within REQUEST_TIMEOUT
+(then retried as above), instead of holding ferry forever.
 `SessionCookies` does the same for the session's cookie that the https reader's nbdkit sends:
 it reads the session every COOKIE_CHECK seconds and rewrites the cookie files when it changed.
 """
@@ -98,6 +101,8 @@ def check_thumbprint(target: VCenterTarget) -> None:
 
 RETRIES = 12
 RETRY_DELAY = 2.5
+CONNECT_TIMEOUT = 60.0  # s: vCenter's version document (a small static file) must come within
+REQUEST_TIMEOUT = 300.0  # s: one SOAP request (tasks are polled, so each request is short)
 log = logging.getLogger("ferry.vsphere")
 
 
@@ -127,16 +132,32 @@ def _login(target: VCenterTarget) -> Any:
     return login
 
 
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """New sockets time out after `seconds` meanwhile: pyVmomi's API version discovery (in
+    SmartStubAdapter) opens its connections without a timeout of their own."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
 def connect(target: VCenterTarget) -> Any:
-    """Log in and return the ServiceInstance (re-logging in by itself when needed)."""
+    """Log in and return the ServiceInstance (re-logging in by itself when needed). Raises
+    VSphereError on a rejected login, a failed TLS verification, or a vCenter that cannot be
+    reached or does not answer within CONNECT_TIMEOUT seconds."""
     check_thumbprint(target)
     try:
-        stub = SmartStubAdapter(
-            host=target.host,
-            port=target.port,
-            sslContext=ssl_context(target),
-            connectionPoolTimeout=30,
-        )
+        with _socket_timeout(CONNECT_TIMEOUT):
+            stub = SmartStubAdapter(
+                host=target.host,
+                port=target.port,
+                sslContext=ssl_context(target),
+                httpConnectionTimeout=REQUEST_TIMEOUT,
+                connectionPoolTimeout=30,
+            )
         si = vim.ServiceInstance(
             "ServiceInstance",
             VimSessionOrientedStub(stub, _login(target), RETRY_DELAY, RETRIES),
