@@ -13,7 +13,7 @@ from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
-from engine.units import GiB, duration, human, rate
+from engine.units import duration, exact, human, rate
 
 POWERED_ON = "poweredOn"
 BOOTED = "a server was booted from it: never synced again"
@@ -160,14 +160,10 @@ def _grown(
         return "", None
     was, capacity = before.get("size_gib"), before.get("capacity")
     extend_from = was if isinstance(was, int) and volume.size_gib > was else None
-    if isinstance(capacity, int) and disk.capacity > capacity:
-        if capacity % GiB or disk.capacity % GiB:  # as bytes: "2.0 GiB" would hide a MiB
-            grew = f"disk {disk.key} grew by {human(disk.capacity - capacity)}"
-            grew += f" to {human(disk.capacity)}"
-        else:
-            grew = f"disk {disk.key} grew from {capacity // GiB} GiB to {disk.capacity // GiB} GiB"
-    elif extend_from is not None:
-        grew = f"disk {disk.key} grew from {was} GiB to {volume.size_gib} GiB"
+    if isinstance(capacity, int) and disk.capacity > capacity:  # to the byte: "2.0 GiB" hides a MiB
+        grew = f"disk {disk.key} grew from {exact(capacity)} to {exact(disk.capacity)}"
+    elif extend_from is not None:  # its size before is known only as its volume's GiB
+        grew = f"disk {disk.key} grew past its {was} GiB volume to {exact(disk.capacity)}"
     else:
         return "", None
     untrusted = "(CBT cannot be trusted across a disk extend)"
@@ -190,10 +186,13 @@ def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concer
         if attrs.get("converted"):
             continue
         if isinstance(was, int) and volume.size_gib < was:
-            sizes = f"from {was} GiB to {volume.size_gib} GiB"
+            if isinstance(capacity, int):
+                sizes = f"from {exact(capacity)} to {exact(now or 0)}"
+            else:  # its size before is known only as its volume's
+                sizes = f"below its {was} GiB volume to {exact(now or 0)}"
             why = "ferry cannot shrink its volume (Cinder extends only)"
         elif isinstance(capacity, int) and now is not None and now < capacity:
-            sizes = f"by {human(capacity - now)} to {human(now)}"  # within its volume's GiB
+            sizes = f"from {exact(capacity)} to {exact(now)}"  # within its volume's GiB
             why = "its replica still holds the bytes past the disk's new end"
         else:
             continue
@@ -243,7 +242,7 @@ def grown_since_copy(
     an extend on ESXi 4.x/5.x), as for a plain grow (a full copy)."""
     began = before.get("copy_capacity")
     if isinstance(began, int) and disk.capacity > began:
-        grew = f"disk {disk.key} grew from {human(began)} to {human(disk.capacity)} since it began"
+        grew = f"disk {disk.key} grew from {exact(began)} to {exact(disk.capacity)} since it began"
     elif observed is not None and observed.size_gib < volume.size_gib:
         grew = f"disk {disk.key} grew past its {observed.size_gib} GiB volume since it began"
     else:
