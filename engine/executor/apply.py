@@ -22,7 +22,13 @@ from pyVmomi import vim
 from engine.addresses import Address
 from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
-from engine.errors import ChangeTrackingError, SourceChangedError, UserError, VerifyError
+from engine.errors import (
+    ChangeTrackingError,
+    SourceChangedError,
+    StoppedError,
+    UserError,
+    VerifyError,
+)
 from engine.executor import host
 from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
@@ -54,7 +60,7 @@ from engine.providers.vsphere.snapshots import (
     snapshot_disks,
 )
 from engine.statestore import StateStore
-from engine.units import GiB, duration, human, rate
+from engine.units import GiB, duration, exact, human, rate
 
 SUPPORTED = {
     ("moved", Action.MOVE),
@@ -604,6 +610,9 @@ class Applier:
             result = self._run_sync(job, change.address, calls, host_name)
         except VerifyError as exc:
             self._taint(change.address, attrs, exc, volume_id)
+        except StoppedError as exc:
+            self.copy_stopped(change.address, attrs, exc)
+            raise
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()
@@ -611,6 +620,31 @@ class Applier:
                 self.ctx.digests[change.address] = (result.sha256, result.verified)
         step = time.monotonic() - began
         self._synced(change, attrs, disk, kind=what.kind, stats=result.stats(), step=step)
+
+    def copy_stopped(self, address: str, attrs: dict[str, Any], error: StoppedError) -> None:
+        """A copy stopped (Ctrl-C): what it read and wrote until then counts in the apply's
+        totals (summary line, apply_end), as a `copy_stopped` event {address, read, written,
+        zeroed, skipped, checkpoint (bytes: where the next apply resumes)} and a line in the
+        VM's log; the record keeps its checkpoint (`copied_bytes`)."""
+        stats = CopyStats.of_stop(error)
+        with self.ctx.lock:
+            self.ctx.copied[address] = stats
+        mark = int(attrs.get("copied_bytes") or 0)
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "copy_stopped",
+                address=address,
+                read=stats.bytes_read,
+                written=stats.bytes_written,
+                zeroed=stats.bytes_zeroed,
+                skipped=stats.bytes_skipped,
+                checkpoint=mark,
+            )
+        self.ctx.say(
+            Address.parse(address).name,
+            f"{address}: stopped: {human(stats.bytes_read)} read, {human(stats.bytes_written)} "
+            f"written, {human(stats.bytes_zeroed)} zeroed; checkpoint at {human(mark)}",
+        )
 
     def host_for(self, vm: str) -> tuple[str, str]:
         """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
@@ -746,7 +780,7 @@ class Applier:
         capacity = before.get("copy_capacity")  # the disk's bytes when the copy began
         if isinstance(capacity, int) and disk.capacity > capacity:
             why = (
-                f"disk {disk.key} grew from {human(capacity)} to {human(disk.capacity)} since it "
+                f"disk {disk.key} grew from {exact(capacity)} to {exact(disk.capacity)} since it "
                 "began, and CBT cannot be trusted across a disk extend (kb.vmware.com/kb/2090639)"
             )
             return ToCopy("full", None, 0, False, why=f"{start_over}: {why}")
