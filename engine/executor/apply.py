@@ -9,6 +9,7 @@ Cutover changes (ports, flavor, conversion, server) are applied by executor.cuto
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -49,6 +50,7 @@ from engine.model.state import (
     Status,
 )
 from engine.providers.openstack import volumes
+from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.inventory import parse_nic
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
@@ -172,6 +174,12 @@ class Applier:
         self.cutover = Cutover(self)
         self.files = DiskFiles(self)
         self.images = ImageCutover(self)
+
+    @functools.cached_property
+    def lineage(self) -> str:
+        """The state's lineage, stamped on every volume ferry creates, adopts or syncs
+        (metadata ferry_state): a plan of another state finds the volume is not its own."""
+        return self.ctx.store.read().lineage
 
     # -- the walker's node function -----------------------------------------------------------
 
@@ -528,6 +536,7 @@ class Applier:
             "ferry_vm": self.uuids[address.name] or "",
             "ferry_disk": str(address.index),
             "ferry_converted": "false",
+            STATE_KEY: self.lineage,
         }
         if after.get("change_id"):
             metadata["ferry_change_id"] = str(after["change_id"])
@@ -827,6 +836,7 @@ class Applier:
             "ferry_vm": self.uuids[address.name] or "",
             "ferry_disk": str(address.index),
             "ferry_converted": "false",
+            STATE_KEY: self.lineage,
         }
         volume = volumes.create_volume(
             self.ctx.conn,
@@ -869,6 +879,7 @@ class Applier:
         address = Address.parse(change.address)
         verified: tuple[str | None, str | None] = self.ctx.digests.get(change.address, (None, None))
         metadata = {"ferry_vm": self.uuids[address.name] or "", "ferry_disk": str(address.index)}
+        metadata[STATE_KEY] = self.lineage
         if disk.change_id:
             metadata["ferry_change_id"] = disk.change_id
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)

@@ -207,6 +207,53 @@ def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concer
     return tuple(out)
 
 
+def adoption_concerns(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    found: Mapping[int, ObservedVolume],
+    lineage: str,
+) -> tuple[Concern, ...]:
+    """An error concern per volume found by metadata for a disk this state has no record of
+    (`found`: by disk key) that cannot be adopted as it is: its `ferry_state` metadata names
+    another state's lineage (another ferry state manages it: two states writing one volume
+    would each take the other's writes for their own), or its volume type is not the one the
+    spec maps the disk's datastore to (adopted, the replica would live on the wrong backend
+    for good). What can be checked is checked; a volume without a recorded lineage (an older
+    ferry's, os-migrate's) or a type the spec leaves to the cloud's default is adopted as before.
+    `lineage`: this state's ("" for a state not written yet, which manages nothing)."""
+    out = []
+    for volume in vm.volumes:
+        observed = found.get(volume.disk_key)
+        if observed is None or str(Address("vm", vm.name, "disk", volume.disk_key)) in records:
+            continue
+        what = f"volume {observed.id} found for disk {volume.disk_key}"
+        if observed.lineage and observed.lineage != lineage:
+            out.append(
+                Concern(
+                    ConcernLevel.ERROR,
+                    "volume-of-another-state",
+                    f"{what} is managed by another ferry state (lineage {observed.lineage}"
+                    f"{'' if not lineage else f'; this one is {lineage}'}): not adopted. Plan "
+                    "with that state (--state or its DSN); if that state is lost, hand the "
+                    "volume to this one (openstack volume unset --property ferry_state "
+                    f"{observed.id}) or delete it (this state then copies the disk in full)",
+                )
+            )
+        elif volume.volume_type and observed.volume_type not in (None, volume.volume_type):
+            out.append(
+                Concern(
+                    ConcernLevel.ERROR,
+                    "adopted-volume-type",
+                    f"{what} is of volume type {observed.volume_type}, and the spec maps the "
+                    f"disk to {volume.volume_type} (volume_type_map): not adopted. Delete the "
+                    "volume (a new one is copied in full), retype it (openstack volume set "
+                    f"--type {volume.volume_type} {observed.id}), or map the datastore to "
+                    f"{observed.volume_type}",
+                )
+            )
+    return tuple(out)
+
+
 def removed_disks(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
     """A delete per replica of a disk the source VM no longer has."""
     present = {d.key for d in vm.source.disks}
