@@ -102,7 +102,13 @@ class StateLockedError(StateError):
 
 class StoppedError(FerryError):
     """The apply was asked to stop (SIGINT, SIGTERM) and this step stopped at a checkpoint; the
-    next apply resumes from there."""
+    next apply resumes from there. `moved`: what a stopped copy did before it stopped (bytes:
+    bytes_read, bytes_written, bytes_zeroed, bytes_skipped; retries), empty when nothing was
+    copied, so that the apply reports the bytes it really moved."""
+
+    def __init__(self, message: str = "", moved: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.moved: dict[str, int] = dict(moved or {})
 
 
 class ConversionError(FerryError):

@@ -33,6 +33,18 @@ MiB = 1024**2
 GiB = 1024**3
 
 
+def exact(size: int) -> str:
+    """A size to the byte, in binary units, for where human()'s rounding would hide the
+    difference (a disk grown by 1 MiB): 2147483648 → '2 GiB', 2148532224 → '2 GiB + 1 MiB',
+    1536 → '1 KiB + 512 B', 0 → '0 B'."""
+    parts = []
+    for unit, scale in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024), ("B", 1)):
+        whole, size = divmod(size, scale)
+        if whole:
+            parts.append(f"{whole} {unit}")
+    return " + ".join(parts) or "0 B"
+
+
 def rate(bytes_per_second: float) -> str:
     """A transfer rate, always in MiB/s: 47185920.0 → '45.0 MiB/s', 1024 → '0.0 MiB/s'."""
     return f"{bytes_per_second / MiB:.1f} MiB/s"

@@ -57,6 +57,9 @@ _SYNC_WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
+MOVED = ("bytes_read", "bytes_written", "bytes_zeroed", "bytes_skipped", "retries")
+
+
 @dataclass
 class CopyStats:
     bytes_read: int = 0  # data read from the source
@@ -67,6 +70,22 @@ class CopyStats:
     retries: int = 0  # reads that failed and were issued again
     seconds: float = 0.0
     checkpoints: list[int] = field(default_factory=list)
+
+    def moved(self) -> dict[str, int]:
+        """The byte counts (and retries) as StoppedError.moved carries them."""
+        return {k: int(getattr(self, k)) for k in MOVED}
+
+    @classmethod
+    def of_stop(cls, error: StoppedError) -> CopyStats:
+        """What a stopped copy moved before it stopped (zeros when it said nothing)."""
+        got = {k: int(error.moved.get(k, 0)) for k in MOVED}
+        return cls(
+            bytes_read=got["bytes_read"],
+            bytes_written=got["bytes_written"],
+            bytes_zeroed=got["bytes_zeroed"],
+            bytes_skipped=got["bytes_skipped"],
+            retries=got["retries"],
+        )
 
     @property
     def throughput(self) -> float:
@@ -232,6 +251,9 @@ def copy(
 
     Requests are dealt round-robin to `options.connections` connections, each pumped by its own
     thread (libnbd and pwrite release the GIL), so reads and writes overlap.
+
+    Raises StoppedError (`options.cancel` set: at a flushed checkpoint; its `moved` says what
+    was read and written until then), DataplaneError.
     """
     began = time.monotonic()
     dst = _Destination(destination, options.writeback_window)
@@ -266,7 +288,8 @@ def copy(
     if options.cancel is not None and options.cancel.is_set() and progress.low() != math.inf:
         progress.emit(int(progress.low()))  # flushed above: everything below it is on the device
         raise StoppedError(
-            f"stopped at {human(progress.low())} of {human(size)}; resumes from there"
+            f"stopped at {human(progress.low())} of {human(size)}; resumes from there",
+            _merge(results, progress.emitted).moved(),
         )
     if requests:
         progress.emit(requests[-1][0] + requests[-1][1])

@@ -9,6 +9,7 @@ Cutover changes (ports, flavor, conversion, server) are applied by executor.cuto
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -22,7 +23,13 @@ from pyVmomi import vim
 from engine.addresses import Address
 from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
-from engine.errors import ChangeTrackingError, SourceChangedError, UserError, VerifyError
+from engine.errors import (
+    ChangeTrackingError,
+    SourceChangedError,
+    StoppedError,
+    UserError,
+    VerifyError,
+)
 from engine.executor import host
 from engine.executor.cutover import Cutover, content_epoch
 from engine.executor.events import Events
@@ -43,6 +50,7 @@ from engine.model.state import (
     Status,
 )
 from engine.providers.openstack import volumes
+from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.inventory import parse_nic
 from engine.providers.vsphere.read import changed_areas, fetch_property, retrieve
 from engine.providers.vsphere.snapshots import (
@@ -54,7 +62,7 @@ from engine.providers.vsphere.snapshots import (
     snapshot_disks,
 )
 from engine.statestore import StateStore
-from engine.units import GiB, duration, human, rate
+from engine.units import GiB, duration, exact, human, rate
 
 SUPPORTED = {
     ("moved", Action.MOVE),
@@ -166,6 +174,12 @@ class Applier:
         self.cutover = Cutover(self)
         self.files = DiskFiles(self)
         self.images = ImageCutover(self)
+
+    @functools.cached_property
+    def lineage(self) -> str:
+        """The state's lineage, stamped on every volume ferry creates, adopts or syncs
+        (metadata ferry_state): a plan of another state finds the volume is not its own."""
+        return self.ctx.store.read().lineage
 
     # -- the walker's node function -----------------------------------------------------------
 
@@ -522,6 +536,7 @@ class Applier:
             "ferry_vm": self.uuids[address.name] or "",
             "ferry_disk": str(address.index),
             "ferry_converted": "false",
+            STATE_KEY: self.lineage,
         }
         if after.get("change_id"):
             metadata["ferry_change_id"] = str(after["change_id"])
@@ -604,6 +619,9 @@ class Applier:
             result = self._run_sync(job, change.address, calls, host_name)
         except VerifyError as exc:
             self._taint(change.address, attrs, exc, volume_id)
+        except StoppedError as exc:
+            self.copy_stopped(change.address, attrs, exc)
+            raise
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()
@@ -611,6 +629,31 @@ class Applier:
                 self.ctx.digests[change.address] = (result.sha256, result.verified)
         step = time.monotonic() - began
         self._synced(change, attrs, disk, kind=what.kind, stats=result.stats(), step=step)
+
+    def copy_stopped(self, address: str, attrs: dict[str, Any], error: StoppedError) -> None:
+        """A copy stopped (Ctrl-C): what it read and wrote until then counts in the apply's
+        totals (summary line, apply_end), as a `copy_stopped` event {address, read, written,
+        zeroed, skipped, checkpoint (bytes: where the next apply resumes)} and a line in the
+        VM's log; the record keeps its checkpoint (`copied_bytes`)."""
+        stats = CopyStats.of_stop(error)
+        with self.ctx.lock:
+            self.ctx.copied[address] = stats
+        mark = int(attrs.get("copied_bytes") or 0)
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "copy_stopped",
+                address=address,
+                read=stats.bytes_read,
+                written=stats.bytes_written,
+                zeroed=stats.bytes_zeroed,
+                skipped=stats.bytes_skipped,
+                checkpoint=mark,
+            )
+        self.ctx.say(
+            Address.parse(address).name,
+            f"{address}: stopped: {human(stats.bytes_read)} read, {human(stats.bytes_written)} "
+            f"written, {human(stats.bytes_zeroed)} zeroed; checkpoint at {human(mark)}",
+        )
 
     def host_for(self, vm: str) -> tuple[str, str]:
         """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
@@ -746,7 +789,7 @@ class Applier:
         capacity = before.get("copy_capacity")  # the disk's bytes when the copy began
         if isinstance(capacity, int) and disk.capacity > capacity:
             why = (
-                f"disk {disk.key} grew from {human(capacity)} to {human(disk.capacity)} since it "
+                f"disk {disk.key} grew from {exact(capacity)} to {exact(disk.capacity)} since it "
                 "began, and CBT cannot be trusted across a disk extend (kb.vmware.com/kb/2090639)"
             )
             return ToCopy("full", None, 0, False, why=f"{start_over}: {why}")
@@ -793,6 +836,7 @@ class Applier:
             "ferry_vm": self.uuids[address.name] or "",
             "ferry_disk": str(address.index),
             "ferry_converted": "false",
+            STATE_KEY: self.lineage,
         }
         volume = volumes.create_volume(
             self.ctx.conn,
@@ -835,6 +879,7 @@ class Applier:
         address = Address.parse(change.address)
         verified: tuple[str | None, str | None] = self.ctx.digests.get(change.address, (None, None))
         metadata = {"ferry_vm": self.uuids[address.name] or "", "ferry_disk": str(address.index)}
+        metadata[STATE_KEY] = self.lineage
         if disk.change_id:
             metadata["ferry_change_id"] = disk.change_id
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)

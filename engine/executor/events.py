@@ -9,6 +9,8 @@ Events (every one has `ts`, seconds since the epoch, and `event`):
   synced {address, vm, kind: full|delta, bytes (read + zeroed), read, skipped (holes left
           alone), seconds (the copy's), step_seconds (the step's wall time), sha256, verified,
           host (the conversion host that wrote it)}
+  copy_stopped {address, read, written, zeroed, skipped (bytes the stopped copy moved until the
+          stop), checkpoint (bytes: where the next apply resumes)}
   apply_end {ok, done, failed, skipped, bytes_read, bytes_zeroed, bytes_skipped, seconds}
 Messages never hold a secret: they are built from addresses, ids and sizes only.
 """

@@ -25,7 +25,7 @@ from engine.dataplane.copy import (
     first_difference,
 )
 from engine.dataplane.nbdkit import DiskSource, NbdkitServer
-from engine.errors import VerifyError
+from engine.errors import StoppedError, VerifyError
 from engine.executor.seams import Devices, Sources
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.providers.openstack import volumes
@@ -160,7 +160,10 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
         stats = _copy_job(job, source, device, calls)
-        sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
+        try:
+            sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
+        except StoppedError as exc:  # copied in full, stopped while verifying
+            raise StoppedError(str(exc), stats.moved()) from exc
     finally:
         volumes.detach(host.conn, job.host_id, job.volume_id)
     return SyncResult(
@@ -201,7 +204,23 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
 
 
 def _copy_job(job: SyncJob, source: DiskSource, device: Path, calls: Callbacks) -> CopyStats:
-    total, disk = CopyStats(), job.disk()
+    """The rewrite areas, then the areas from `start_at`, into `device`: what both moved.
+
+    Raises StoppedError (cancelled: `moved` counts both copies' bytes until the stop),
+    DataplaneError."""
+    total = CopyStats()
+    try:
+        return _copy_parts(job, source, device, calls, total)
+    except StoppedError as exc:
+        _add(total, CopyStats.of_stop(exc))
+        raise StoppedError(str(exc), total.moved()) from exc
+
+
+def _copy_parts(
+    job: SyncJob, source: DiskSource, device: Path, calls: Callbacks, total: CopyStats
+) -> CopyStats:
+    """_copy_job's copies, each added to `total` once it completed."""
+    disk = job.disk()
     with NbdkitServer(source) as server:
         check_source_size(server.uri, disk.capacity, f"disk {disk.key}'s {source.describe()}")
         if job.rewrite:

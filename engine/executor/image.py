@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import engine.executor.apply as applier  # a cycle: it imports this module (resolved at call time)
 from engine.addresses import Address
 from engine.conversion import v2v
-from engine.errors import ConversionError, FerryError, VerifyError
+from engine.dataplane.copy import CopyStats
+from engine.dataplane.nbdkit import DiskSource
+from engine.errors import ConversionError, FerryError, StoppedError, VerifyError
 from engine.executor import host
 from engine.executor.cutover import content_epoch
 from engine.executor.host import SyncJob, source_of
@@ -92,18 +94,7 @@ class DiskFiles:
             rewrite=what.rewrite,
         )
         source = ctx.sources.source(vm._moId, job.source["instance_uuid"], snapshot._moId, disk)
-        calls = self._callbacks(change.address, attrs, disk)
-        stats = host.copy_into(job, source, path, calls)
-        digest = None
-        if job.verify:
-            try:
-                digest = host.verify_copy(job, source, path, disk, ctx.stop)
-            except VerifyError as exc:
-                tainted = {**attrs, "tainted": f"verification failed: {exc}"}
-                self.a._write([ResourceRecord(change.address, KIND, Status.TAINTED, tainted)], [])
-                raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
-            with ctx.lock:
-                ctx.digests[change.address] = (digest, job.verify)
+        stats, digest = self._copy_and_verify(change.address, job, (source, path, disk), attrs)
         with ctx.lock:
             ctx.copied[change.address] = stats
         self._synced(
@@ -134,6 +125,39 @@ class DiskFiles:
                 events.emit("copy", address=address, done=covered, total=total)
 
         return host.Callbacks(checkpoint, rewritten, progress, self.a.ctx.stop)
+
+    def _copy_and_verify(
+        self,
+        address: str,
+        job: SyncJob,
+        where: tuple[DiskSource, Path, DiskInfo],
+        attrs: dict[str, Any],
+    ) -> tuple[CopyStats, str | None]:
+        """The copy into the file and its verify as the job asks: (what it moved, the sha256
+        or None). A stop counts what the copy moved until then (Applier.copy_stopped).
+
+        Raises StoppedError, VerifyError (the record marked tainted), DataplaneError."""
+        source, path, disk = where
+        ctx = self.a.ctx
+        try:
+            stats = host.copy_into(job, source, path, self._callbacks(address, attrs, disk))
+        except StoppedError as exc:
+            self.a.copy_stopped(address, attrs, exc)
+            raise
+        if not job.verify:
+            return stats, None
+        try:
+            digest = host.verify_copy(job, source, path, disk, ctx.stop)
+        except StoppedError as exc:  # copied in full, stopped while verifying
+            self.a.copy_stopped(address, attrs, StoppedError(str(exc), stats.moved()))
+            raise
+        except VerifyError as exc:
+            tainted = {**attrs, "tainted": f"verification failed: {exc}"}
+            self.a._write([ResourceRecord(address, KIND, Status.TAINTED, tainted)], [])
+            raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
+        with ctx.lock:
+            ctx.digests[address] = (digest, job.verify)
+        return stats, digest
 
     def _synced(
         self,

@@ -14,7 +14,8 @@ The protocol, JSON only (no pickle is ever accepted):
   redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool)}, at each
   copy callback (~2 a second) and at least every `BEAT` seconds (a live agent is never silent);
 - its return value is {"result": SyncResult.to_json()} or {"error": {"type": a FerryError
-  class name, "message": one line}}: failures are values, so the coordinator raises the same
+  class name, "message": one line, for a StoppedError "moved": what the copy read and wrote
+  until it stopped}}: failures are values, so the coordinator raises the same
   error class as an in-process sync would, and never imports a class a message names.
 
 Progress travels on Celery's `rpc://` result backend: task states are AMQP messages to the
@@ -346,6 +347,9 @@ def _error(error: dict[str, Any], host_name: str) -> FerryError:
     classes becomes an AgentError naming the host)."""
     kind = getattr(errors, str(error.get("type")), None)
     message = str(error.get("message", ""))
+    if isinstance(kind, type) and issubclass(kind, StoppedError):
+        moved = error.get("moved") or {}
+        return kind(message, {str(k): int(v) for k, v in dict(moved).items()})
     if isinstance(kind, type) and issubclass(kind, FerryError) and kind is not AgentError:
         return kind(message)
     return AgentError(f"conversion host {host_name}: {message}")
@@ -438,7 +442,10 @@ def _run_job(
             result = host.sync(sync_job, agent.host, reporter.callbacks())
     except FerryError as exc:
         log.info("task %s: ended: %s", task_id, _one_line(exc))
-        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, StoppedError) and exc.moved:
+            error["moved"] = exc.moved  # what the apply reports as read and written
+        return {"error": error}
     except Exception as exc:
         log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
         return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}

@@ -121,7 +121,11 @@ class Flavor:
 
 @dataclass(frozen=True)
 class ObservedVolume:
-    """A Cinder volume carrying ferry's metadata (or os-migrate's, for adoption)."""
+    """A Cinder volume carrying ferry's metadata (or os-migrate's, for adoption).
+
+    `volume_type`: its Cinder volume type's name (None: not read, or the cloud's default);
+    `lineage`: the lineage of the ferry state that created, adopted or last synced it (its
+    `ferry_state` metadata; None: made by a ferry that did not record it, or by os-migrate)."""
 
     id: str
     name: str
@@ -132,6 +136,8 @@ class ObservedVolume:
     change_id: str | None
     converted: bool
     origin: str = "ferry"  # ferry | os-migrate
+    volume_type: str | None = None
+    lineage: str | None = None
 
 
 @dataclass(frozen=True)

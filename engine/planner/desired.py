@@ -26,7 +26,14 @@ from engine.model.desired import (
     FlavorChoice,
     ImageOutput,
 )
-from engine.model.observed import Destination, Flavor, Inventory, SourceDisk, SourceVM
+from engine.model.observed import (
+    Destination,
+    Flavor,
+    Inventory,
+    SourceDisk,
+    SourceSnapshot,
+    SourceVM,
+)
 from engine.units import GiB
 
 MAX_NAME = 63
@@ -661,6 +668,26 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     ]
 
 
+def _own_snapshots(other: list[SourceSnapshot], mode: str) -> str:
+    """What a VM's own snapshots (not ferry's) mean in its mode: ferry migrates the disks'
+    current state (its snapshot is taken on top of theirs; the readers of a base extent,
+    https and datastore_path, refuse such a VM: source_concerns), never the snapshots. In
+    replicate mode nothing is lost yet and the warning says to consolidate before the
+    cutover; in cutover/cold mode this apply's server boots the current state and the
+    snapshots stay on the source."""
+    names = f"has {len(other)} snapshot(s) of its own ({', '.join(s.name for s in other)})"
+    if mode in ("cutover", "cold"):
+        return (
+            f"{names}: they are not migrated: the server boots the disks' current state "
+            "only, and the snapshots stay on the source VM"
+        )
+    return (
+        f"{names}: they are not migrated (OpenStack gets the disks' current state only); "
+        "while replicating nothing is lost yet: consolidate (delete) them before the cutover "
+        "once their states are not needed"
+    )
+
+
 def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
     out = []
     mode = settings.get("mode", "replicate")
@@ -673,14 +700,7 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
     own = [s for s in vm.snapshots if s.ferry_made]
     other = [s for s in vm.snapshots if not s.ferry_made]
     if other:
-        names = ", ".join(s.name for s in other)
-        out.append(
-            _warning(
-                "existing-snapshot",
-                f"has {len(other)} snapshot(s) of its own "
-                f"({names}): consolidate them before the cutover",
-            )
-        )
+        out.append(_warning("existing-snapshot", _own_snapshots(other, mode)))
     if own:
         out.append(
             _info(

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import networkx as nx
+
 from engine.addresses import Address
 from engine.diagnostics import Diagnostic, Location, Path
 from engine.errors import UserError
 from engine.model.observed import Destination, Inventory
-from engine.model.plan import Change, HostLoad, Plan, VMPlan
+from engine.model.plan import Action, Change, HostLoad, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
 from engine.planner import placement
@@ -73,6 +75,7 @@ def make_plan(
     if targets:
         _check_targets(targets, vm_plans, changes, state)
         keep = plan_graph.targeted(changes, graph, list(targets))
+        _check_partial_cutover(targets, changes, graph, keep)
         changes = [c for c in changes if c.address in keep]
         graph = graph.subgraph(keep).copy()
     return Plan(
@@ -106,6 +109,46 @@ def _check_targets(
         near = nearest(str(target), known)
         hint = f": did you mean {near}?" if near else " (see `ferry plan` for the addresses)"
         raise UserError(f"--target {target} is not a VM of the spec nor a known address{hint}")
+
+
+def _check_partial_cutover(
+    targets: tuple[Address, ...], changes: list[Change], graph: Any, keep: set[str]
+) -> None:
+    """A --target selection that keeps a cutover's power-off (its final snapshot, which the
+    disks' final syncs hang on) without its server is refused: it would take the source down
+    for a sync that boots nothing, then power it back on. `--target` selects a part of the plan
+    the spec describes, never another plan: a live sync of a cutover VM's disk is what
+    `mode: replicate` plans. The line names the targets that make sense: the whole cutover
+    (vm.X, or its server) and the VM's parts that need no power-off.
+
+    Raises UserError."""
+    for change in changes:
+        after = change.after or {}
+        if change.kind != "source_snapshot" or not after.get("power_off"):
+            continue
+        if change.address not in keep:
+            continue
+        vm = Address.parse(change.address).vm
+        servers = [c.address for c in changes if c.kind == "server" and _vm(c) == vm]
+        if servers and all(s in keep for s in servers):
+            continue
+        named = ", ".join(str(t) for t in targets if t.vm == vm) or ", ".join(map(str, targets))
+        after_off = nx.descendants(graph, change.address) | {change.address}
+        live = [
+            c.address
+            for c in changes
+            if _vm(c) == vm and c.address not in after_off and c.action is not Action.NOOP
+        ]
+        alone = f", or a part that needs no power-off ({', '.join(live)})" if live else ""
+        raise UserError(
+            f"--target {named}: {vm.name} is in cutover mode, whose disks are synced only "
+            f"after its source is powered off, to boot the server; target {vm} for the whole "
+            f"cutover{alone}; to sync its disks while the source runs, set its mode: replicate"
+        )
+
+
+def _vm(change: Change) -> Address:
+    return Address.parse(change.address).vm
 
 
 def _folded(text: str) -> str:

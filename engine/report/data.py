@@ -61,7 +61,8 @@ class Verify:
 class ApplyRun:
     """One recorded apply: when it began (epoch s), its wall seconds (None: it ended without
     an apply_end, killed), its outcome (complete | failed | stopped | blocked | killed), the
-    counts of steps done/failed/skipped, and each failed step as 'address: error'."""
+    counts of steps done/failed/skipped, each failed step as 'address: error', and the bytes
+    its copies read from the source (stopped copies included, up to their stop)."""
 
     started: float
     seconds: float | None
@@ -70,6 +71,7 @@ class ApplyRun:
     failed: int
     skipped: int
     errors: tuple[str, ...] = ()
+    read: int = 0
 
 
 @dataclass
@@ -211,6 +213,8 @@ def run(events: list[dict[str, Any]]) -> ApplyRun:
     )
     end = next((e for e in events if e.get("event") == "apply_end"), None)
     started = float(events[0].get("ts", 0.0))
+    copies = ("synced", "copy_stopped")  # a killed apply's: those it recorded
+    read = sum(int(e.get("read") or 0) for e in events if e.get("event") in copies)
     if end is None:
         done = sum(e.get("outcome") == "done" for e in ends)
         ended = {e["address"] for e in ends}
@@ -219,7 +223,7 @@ def run(events: list[dict[str, Any]]) -> ApplyRun:
             for e in events
             if e.get("event") == "node_start" and e["address"] not in ended
         )
-        return ApplyRun(started, None, "killed", done, len(errors), 0, errors + running)
+        return ApplyRun(started, None, "killed", done, len(errors), 0, errors + running, read)
     stopped = any(e.get("event") == "stopping" for e in events)
     outcome = (
         "stopped"
@@ -231,7 +235,9 @@ def run(events: list[dict[str, Any]]) -> ApplyRun:
         else "complete"
     )
     done, failed, skipped = (int(end.get(k, 0)) for k in ("done", "failed", "skipped"))
-    return ApplyRun(started, float(end.get("seconds", 0.0)), outcome, done, failed, skipped, errors)
+    read = int(end.get("bytes_read", read))
+    seconds = float(end.get("seconds", 0.0))
+    return ApplyRun(started, seconds, outcome, done, failed, skipped, errors, read)
 
 
 def _record(vm: VMReport, address: str, record: ResourceRecord) -> None:

@@ -147,7 +147,8 @@ def _notes(vm: VMReport) -> list[str]:
 
 
 def run_rows(report: Report) -> list[list[str]]:
-    """One row per recorded apply, oldest first: when, how long, outcome, counts, errors."""
+    """One row per recorded apply, oldest first: when, how long, outcome, counts, data read
+    (a stopped copy's up to its stop), errors."""
     rows = []
     for i, r in enumerate(report.runs, 1):
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(r.started))
@@ -158,13 +159,14 @@ def run_rows(report: Report) -> list[list[str]]:
                 "—" if r.seconds is None else duration(r.seconds),
                 r.outcome if r.seconds is not None else "killed (no end recorded)",
                 f"{r.done} done, {r.failed} failed, {r.skipped} skipped",
+                human(r.read),
                 "; ".join(r.errors) or "—",
             ]
         )
     return rows
 
 
-RUN_HEAD = ["apply", "started", "took", "outcome", "steps", "failed steps"]
+RUN_HEAD = ["apply", "started", "took", "outcome", "steps", "data read", "failed steps"]
 
 
 def summary_rows(report: Report) -> list[list[str]]:

@@ -15,6 +15,7 @@ import pytest
 
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
+from engine.statestore.sqlite import SqliteStateStore
 from engine.units import human, parse_duration, rate
 from tests.integration.cli import ferry
 from tests.integration.converge import records
@@ -79,10 +80,32 @@ def test_a_full_copy_reports_its_step_time_data_moved_and_holes(
     text = md.read_text()
     history = f"full {human(last['read'])} in {said['step']}"
     assert history in text, text
-    applies = r"^\| 1 \| [^|]+ \| [^|]+ \| complete \| \d+ done, 0 failed, 0 skipped \| — \|$"
+    read = re.escape(human(last["read"]))  # the apply's data read: its one disk's
+    applies = (
+        rf"^\| 1 \| [^|]+ \| [^|]+ \| complete \| \d+ done, 0 failed, 0 skipped \| {read} \| — \|$"
+    )
     assert re.search(applies, text, re.M), text
     assert "| build-old | replicate | replicating |" in text, text
     (chart_file,) = tmp_path.glob("*throughput.svg")
     chart = chart_file.read_text()
     if last["read"]:  # data moved per second of copying, not the disk's size per second
         assert rate(last["read"] / last["seconds"]) in chart, chart
+    a_second_state_does_not_adopt_the_volume(lab, spec, state, tmp_path / "other.db")
+
+
+def a_second_state_does_not_adopt_the_volume(
+    lab: Lab, spec: Path, state: Path, other: Path
+) -> None:
+    """The volume carries the lineage of the state that made it (metadata ferry_state), and a
+    plan of a second state blocks the VM with an error concern instead of adopting it (break-it
+    pass 12b, item 10: before, a silent adopt; the second state would then sync it too)."""
+    volume_id = records(state)[DISK]["volume_id"]
+    lineage = SqliteStateStore(state).read().lineage
+    meta = lab.openstack("ferry-lab").block_storage.get_volume(volume_id).metadata
+    assert meta.get("ferry_state") == lineage, meta
+    plan = ferry(lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(other))
+    said = " ".join(plan.stdout.split())
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    assert f"volume {volume_id} found for disk 2000 is managed by another ferry state" in said
+    assert f"lineage {lineage}" in said and "not adopted" in said, plan.stdout
+    assert "adopt it" not in said, plan.stdout

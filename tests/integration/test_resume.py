@@ -65,7 +65,24 @@ def stop_mid_copy(lab: Lab, spec: Path, state: Path, past: int, kind: str = "ful
     assert proc.returncode == 130, out + err
     mark = copied(state)
     assert records(state)[DISK]["copy"] == kind
+    stopped_copy_counts(state.parent / "logs", out, mark)
     return mark
+
+
+def stopped_copy_counts(logs: Path, out: str, mark: int) -> None:
+    """The stopped apply reports what its copy moved until the stop (break-it pass 12b, item 8:
+    before, apply_end's bytes_read, the summary line and the report said 0 although the
+    checkpoint had passed 280 MiB): copy_stopped names the recorded checkpoint, apply_end
+    counts its bytes with the other copies', the summary line says them."""
+    events = [json.loads(line) for line in sorted(logs.glob("apply-*.jsonl"))[-1].open()]
+    stop = next(e for e in events if e["event"] == "copy_stopped")
+    end = next(e for e in events if e["event"] == "apply_end")
+    assert stop["address"] == DISK and stop["checkpoint"] == mark, stop
+    copies = [e["read"] for e in events if e["event"] in ("synced", "copy_stopped")]
+    assert stop["read"] > 0 and end["bytes_read"] == sum(copies), (stop, end)
+    said = " ".join(out.split())
+    assert "Apply INCOMPLETE" in said, out
+    assert f"{human(end['bytes_read'])} of data copied" in said, out
 
 
 def volume_equals_disk(lab: Lab, state: Path) -> bool:

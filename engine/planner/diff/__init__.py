@@ -42,6 +42,7 @@ from engine.planner.diff.leftovers import leftover_snapshots
 from engine.planner.diff.networks import network_changes
 from engine.planner.diff.volumes import (
     adopt_then_sync,
+    adoption_concerns,
     not_verified,
     removed_disks,
     settled,
@@ -52,6 +53,21 @@ from engine.planner.diff.volumes import (
 from engine.planner.quota import Budget, demand
 
 __all__ = ["DiffInput", "diff", "power_policy", "vm_changes"]
+
+
+def found_volumes(
+    vm: DesiredVM, observed: Mapping[tuple[str, Any], ObservedVolume]
+) -> dict[int, ObservedVolume]:
+    """The volumes found by metadata for the VM's disks, by disk key: ferry's by the VM's
+    instance UUID, else os-migrate's by name."""
+    out = {}
+    for v in vm.volumes:
+        found = observed.get((vm.source.instance_uuid or "", v.disk_key)) or observed.get(
+            ("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))
+        )
+        if found is not None:
+            out[v.disk_key] = found
+    return out
 
 
 def vm_changes(
@@ -73,6 +89,7 @@ def vm_changes(
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
     served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
+    found = found_volumes(vm, observed)
     volumes = [
         settled(c) if is_booted else adopt_then_sync(vm, c)
         for c in (
@@ -81,8 +98,7 @@ def vm_changes(
                 v,
                 disks[v.disk_key],
                 records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
-                observed.get((vm.source.instance_uuid or "", v.disk_key))
-                or observed.get(("os-migrate", osmigrate.volume_name(vm.source.name, v.disk_key))),
+                found.get(v.disk_key),
                 now=now,
             )
             for v in vm.volumes
@@ -199,6 +215,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + running_after_cutover(vm, records)
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)
+            + adoption_concerns(vm, records, found_volumes(vm, observed), data.state.lineage)
             + (not_verified(vm, vm_list) if data.verify else ())
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):

@@ -4,7 +4,15 @@ description, `SourceSnapshot.ferry_made`) seen on the VM, or the one its state s
 killed between the two leaves it on the VM; a snapshot step removes leftovers first, so this
 plans their removal as its own step wherever none is planned: a VM in sync, powered off, cut
 over, or one the spec dropped. Never a snapshot ferry did not take (a user's `ferry-backup`
-without ferry's description, a backup tool's): those stay and are warned about."""
+without ferry's description, a backup tool's): those stay and are warned about.
+
+Reach: a VM the spec selects, or one the spec dropped that this state records (found by the
+recorded instance UUID, whatever its name now). A ferry-made snapshot on a VM that neither the
+spec nor this state names is out of reach on purpose: this state has no claim on that VM, and
+the snapshot may be another state's copy in progress (several states may work one vCenter) as
+well as a lost state's leftover; removing it could break the other state's copy. It stays
+(planner case unclaimed-vm-ferry-snapshot); selecting the VM in a spec, or the state that took
+it, removes it."""
 
 from __future__ import annotations
 

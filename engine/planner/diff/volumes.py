@@ -13,7 +13,7 @@ from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES
-from engine.units import GiB, duration, human, rate
+from engine.units import duration, exact, human, rate
 
 POWERED_ON = "poweredOn"
 BOOTED = "a server was booted from it: never synced again"
@@ -160,14 +160,10 @@ def _grown(
         return "", None
     was, capacity = before.get("size_gib"), before.get("capacity")
     extend_from = was if isinstance(was, int) and volume.size_gib > was else None
-    if isinstance(capacity, int) and disk.capacity > capacity:
-        if capacity % GiB or disk.capacity % GiB:  # as bytes: "2.0 GiB" would hide a MiB
-            grew = f"disk {disk.key} grew by {human(disk.capacity - capacity)}"
-            grew += f" to {human(disk.capacity)}"
-        else:
-            grew = f"disk {disk.key} grew from {capacity // GiB} GiB to {disk.capacity // GiB} GiB"
-    elif extend_from is not None:
-        grew = f"disk {disk.key} grew from {was} GiB to {volume.size_gib} GiB"
+    if isinstance(capacity, int) and disk.capacity > capacity:  # to the byte: "2.0 GiB" hides a MiB
+        grew = f"disk {disk.key} grew from {exact(capacity)} to {exact(disk.capacity)}"
+    elif extend_from is not None:  # its size before is known only as its volume's GiB
+        grew = f"disk {disk.key} grew past its {was} GiB volume to {exact(disk.capacity)}"
     else:
         return "", None
     untrusted = "(CBT cannot be trusted across a disk extend)"
@@ -190,10 +186,13 @@ def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concer
         if attrs.get("converted"):
             continue
         if isinstance(was, int) and volume.size_gib < was:
-            sizes = f"from {was} GiB to {volume.size_gib} GiB"
+            if isinstance(capacity, int):
+                sizes = f"from {exact(capacity)} to {exact(now or 0)}"
+            else:  # its size before is known only as its volume's
+                sizes = f"below its {was} GiB volume to {exact(now or 0)}"
             why = "ferry cannot shrink its volume (Cinder extends only)"
         elif isinstance(capacity, int) and now is not None and now < capacity:
-            sizes = f"by {human(capacity - now)} to {human(now)}"  # within its volume's GiB
+            sizes = f"from {exact(capacity)} to {exact(now)}"  # within its volume's GiB
             why = "its replica still holds the bytes past the disk's new end"
         else:
             continue
@@ -205,6 +204,53 @@ def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concer
                 "back, or destroy the replica and copy it again",
             )
         )
+    return tuple(out)
+
+
+def adoption_concerns(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    found: Mapping[int, ObservedVolume],
+    lineage: str,
+) -> tuple[Concern, ...]:
+    """An error concern per volume found by metadata for a disk this state has no record of
+    (`found`: by disk key) that cannot be adopted as it is: its `ferry_state` metadata names
+    another state's lineage (another ferry state manages it: two states writing one volume
+    would each take the other's writes for their own), or its volume type is not the one the
+    spec maps the disk's datastore to (adopted, the replica would live on the wrong backend
+    for good). What can be checked is checked; a volume without a recorded lineage (an older
+    ferry's, os-migrate's) or a type the spec leaves to the cloud's default is adopted as before.
+    `lineage`: this state's ("" for a state not written yet, which manages nothing)."""
+    out = []
+    for volume in vm.volumes:
+        observed = found.get(volume.disk_key)
+        if observed is None or str(Address("vm", vm.name, "disk", volume.disk_key)) in records:
+            continue
+        what = f"volume {observed.id} found for disk {volume.disk_key}"
+        if observed.lineage and observed.lineage != lineage:
+            out.append(
+                Concern(
+                    ConcernLevel.ERROR,
+                    "volume-of-another-state",
+                    f"{what} is managed by another ferry state (lineage {observed.lineage}"
+                    f"{'' if not lineage else f'; this one is {lineage}'}): not adopted. Plan "
+                    "with that state (--state or its DSN); if that state is lost, hand the "
+                    "volume to this one (openstack volume unset --property ferry_state "
+                    f"{observed.id}) or delete it (this state then copies the disk in full)",
+                )
+            )
+        elif volume.volume_type and observed.volume_type not in (None, volume.volume_type):
+            out.append(
+                Concern(
+                    ConcernLevel.ERROR,
+                    "adopted-volume-type",
+                    f"{what} is of volume type {observed.volume_type}, and the spec maps the "
+                    f"disk to {volume.volume_type} (volume_type_map): not adopted. Delete the "
+                    "volume (a new one is copied in full), retype it (openstack volume set "
+                    f"--type {volume.volume_type} {observed.id}), or map the datastore to "
+                    f"{observed.volume_type}",
+                )
+            )
     return tuple(out)
 
 
@@ -243,7 +289,7 @@ def grown_since_copy(
     an extend on ESXi 4.x/5.x), as for a plain grow (a full copy)."""
     began = before.get("copy_capacity")
     if isinstance(began, int) and disk.capacity > began:
-        grew = f"disk {disk.key} grew from {human(began)} to {human(disk.capacity)} since it began"
+        grew = f"disk {disk.key} grew from {exact(began)} to {exact(disk.capacity)} since it began"
     elif observed is not None and observed.size_gib < volume.size_gib:
         grew = f"disk {disk.key} grew past its {observed.size_gib} GiB volume since it began"
     else:

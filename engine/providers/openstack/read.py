@@ -25,6 +25,7 @@ from engine.model.observed import (
 )
 
 TAG = "ferry"
+STATE_KEY = "ferry_state"  # a volume's metadata: the lineage of the ferry state that manages it
 VM_TAG = "ferry_vm:"  # a port's tag naming the source VM (compute.vm_tag)
 PORT_FIELDS = ("id", "name", "mac_address", "network_id", "tags", "description", "fixed_ips",
                "device_owner")  # fmt: skip
@@ -164,6 +165,7 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
             meta.get("changeID") or None,
             meta.get("converted") == "true",
             origin="os-migrate",
+            volume_type=getattr(volume, "volume_type", None) or None,
         )
     if "ferry_vm" in meta and "ferry_disk" in meta:
         return ObservedVolume(
@@ -175,6 +177,8 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
             int(meta["ferry_disk"]),
             meta.get("ferry_change_id") or None,
             meta.get("ferry_converted") == "true",
+            volume_type=getattr(volume, "volume_type", None) or None,
+            lineage=meta.get(STATE_KEY) or None,
         )
     return None
 

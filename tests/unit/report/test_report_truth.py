@@ -127,9 +127,10 @@ def test_failed_and_killed_applies_and_a_half_done_cutover_are_shown(tmp_path: P
     assert [r.outcome for r in report.runs] == ["failed", "killed"]
     text, _ = markdown(report, tmp_path / "r")
     assert "| 1 | 1970-01-01 00:00:00 UTC | 5.0 s | failed | 4 done, 1 failed, 1 skipped | " \
-           "vm.web01.conversion: virt-v2v-in-place failed: no root device |" in text  # fmt: skip
+           "0 B | vm.web01.conversion: virt-v2v-in-place failed: no root device |" \
+           in text  # fmt: skip
     assert "| 2 | 1970-01-01 00:01:40 UTC | — | killed (no end recorded) | 0 done, 0 failed, " \
-           "0 skipped | vm.web01.conversion: running when the apply ended unrecorded " \
+           "0 skipped | 0 B | vm.web01.conversion: running when the apply ended unrecorded " \
            "(killed) |" in text  # fmt: skip
     assert "| web01 | cutover | cutover not finished |" in text
     assert "- cutover not finished: the conversion did not complete" in text
