@@ -18,7 +18,7 @@ from engine.model.desired import DesiredVM, FlavorChoice
 from engine.planner.diff.image import disk_path, image_properties
 from engine.planner.make import make_plan
 from engine.planner.refresh import work_dir_files
-from engine.providers.openstack.compute import ServerSpec, block_devices
+from engine.providers.openstack.compute import ServerSpec, block_devices, create_server
 from engine.spec.validate import validate_text
 from tests.unit.test_planner_cases import CASES, hydrate
 
@@ -68,6 +68,23 @@ def test_a_server_booted_from_an_image_maps_it_local_and_the_volumes_as_data_dis
     ]  # fmt: skip
     by_volume = block_devices(replace(spec, image_id=None))
     assert [(m["uuid"], m["boot_index"]) for m in by_volume] == [("v1", 0), ("v2", -1)]
+
+
+def test_create_server_names_the_boot_image_as_nova_needs_it() -> None:
+    """Nova maps an image to local only with the same imageRef (else 400 'Mapping image to local
+    is not supported', seen on the lab); a server booted from volumes names no image."""
+    calls: list[dict[str, object]] = []
+    compute = SimpleNamespace(
+        find_flavor=lambda name, ignore_missing: SimpleNamespace(id="f-" + name),
+        create_server=lambda **fields: calls.append(fields) or SimpleNamespace(id="s"),
+    )
+    conn = SimpleNamespace(compute=compute)
+    spec = ServerSpec("web01", "u", "m1.medium.disk20", ("v1",), ("p",), image_id="i0")
+    create_server(conn, spec)
+    create_server(conn, replace(spec, image_id=None))
+    assert calls[0]["image_id"] == "i0" and calls[0]["flavor_id"] == "f-m1.medium.disk20"
+    assert calls[0]["block_device_mapping_v2"] == block_devices(spec)
+    assert "image_id" not in calls[1]
 
 
 def test_refresh_lists_the_work_dirs_disk_files_as_the_plan_names_them(tmp_path: Path) -> None:

@@ -414,6 +414,8 @@ def create_server(conn: Any, spec: ServerSpec) -> Any:
         "networks": [{"port": p} for p in spec.port_ids] or "none",
         "metadata": {"ferry_vm": spec.vm_uuid},
     }
+    if spec.image_id:  # Nova maps an image to local only for the imageRef it also names
+        fields["image_id"] = spec.image_id
     if spec.key_pair:
         fields["key_name"] = spec.key_pair
     try:
