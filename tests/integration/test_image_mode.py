@@ -2,7 +2,9 @@
 build-old's 2 GiB disk is copied by ferry's copy engine into <work_dir>/<instance uuid>/
 disk-2000.raw (sparse, verified by sha256 against the source), recorded as a disk_file, uploaded
 to Glance, a volume made from the image, the server booted from it; a re-plan is a no-op;
---destroy removes server, volume, image and file. One apply for all of it (CI time)."""
+--destroy removes server, volume, image and file. One apply for all of it (CI time). With
+image: {boot: image}, web01 boots from its boot disk's image and only its data disk becomes a
+volume."""
 
 from __future__ import annotations
 
