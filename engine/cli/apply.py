@@ -257,11 +257,6 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
             "fix them and plan again"
         )
     missing = unsupported(plan)
-    if any((c.after or {}).get("boot") == "image" for c in plan.changes if c.kind == "server"):
-        raise UserError(
-            "this ferry plans destination.image.boot: image but cannot apply it yet (a server "
-            "booted from a Glance image): use boot: volume"
-        )
     if missing:
         listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")

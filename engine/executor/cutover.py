@@ -219,7 +219,11 @@ class Cutover:
         after = dict(change.after or {})
         name = Address.parse(change.address).name
         flavor_id, _ = compute.ensure_flavor(
-            self.ctx.conn, name, int(after["vcpus"]), int(after["ram_mb"])
+            self.ctx.conn,
+            name,
+            int(after["vcpus"]),
+            int(after["ram_mb"]),
+            int(after.get("disk", 0)),
         )
         self.a._write(
             [
@@ -485,10 +489,11 @@ class Cutover:
             volume_ids=tuple(self._volume_ids(name, list(after["volumes"]))),
             port_ids=tuple(ports),
             key_pair=after.get("key_pair"),
+            image_id=self._boot_image_id(name, after),
         )
         conversion = self._attrs(str(Address("vm", name, "conversion")))
-        self._check_converted(name, [int(k) for k in after["volumes"]], conversion)
-        if conversion.get("firmware") == "efi":
+        self._check_converted(name, _disk_keys(after), conversion)
+        if conversion.get("firmware") == "efi" and not spec.image_id:  # an image has its own
             compute.mark_uefi(self.ctx.conn, spec.volume_ids[0])
         started = time.monotonic()
         server_id = ""
@@ -521,6 +526,18 @@ class Cutover:
             f"{duration(time.monotonic() - started)}",
         )
         return server_id
+
+    def _boot_image_id(self, name: str, after: dict[str, Any]) -> str | None:
+        """boot: image: the Glance image of the boot disk the server boots from (recorded by
+        its image node); None for a server booted from a volume. Raises FerryError when it is
+        not uploaded."""
+        if after.get("boot") != "image":
+            return None
+        address = str(Address("vm", name, "image", int(after["image"])))
+        record = self._records().get(address)
+        if record is None or record.status is not Status.READY:
+            raise FerryError(f"{address} is not uploaded: the server boots from it")
+        return str(record.attributes["image_id"])
 
     def _check_converted(self, name: str, keys: list[int], conversion: dict[str, Any]) -> None:
         """Refuse to boot from a volume written since its conversion (a sync, a revert to the
@@ -563,7 +580,7 @@ class Cutover:
         """The server runs: the volumes are converted for good, the protection goes."""
         records = self._records()
         puts = []
-        for key in after["volumes"]:
+        for key in _disk_keys(after):
             address = str(Address("vm", name, "disk", key))
             record = records[address]
             if record.kind == "volume":  # output: image: the file (its volume is made from it)
@@ -594,3 +611,10 @@ class Cutover:
             )
         )
         self.a._write(puts, [])
+
+
+def _disk_keys(after: dict[str, Any]) -> list[int]:
+    """The disks a server change boots from: boot: image's boot disk (its image), then the
+    disks of its volumes."""
+    boot = [int(after["image"])] if after.get("boot") == "image" else []
+    return boot + [int(k) for k in after["volumes"]]

@@ -117,6 +117,7 @@ class Flavor:
     vcpus: int
     ram_mb: int
     id: str = ""  # "" for one ferry would create
+    disk: int = 0  # GiB of root disk on the hypervisor (Nova's `disk`): boot: image needs it
 
 
 @dataclass(frozen=True)

@@ -305,13 +305,18 @@ def flavor_concerns(vm: DesiredVM, destination: Destination) -> list[Concern]:
     if not vm.flavor.create or wanted is None:
         return []
     found = next((f for f in destination.flavors if f.name == wanted.name), None)
-    if found is not None and (found.vcpus < wanted.vcpus or found.ram_mb < wanted.ram_mb):
+    if found is not None and (
+        found.vcpus < wanted.vcpus or found.ram_mb < wanted.ram_mb or found.disk < wanted.disk
+    ):
+        has = f"{found.vcpus} vCPU / {found.ram_mb} MiB"
+        needs = f"{wanted.vcpus} vCPU / {wanted.ram_mb} MiB"
+        if wanted.disk:  # boot: image: its root disk holds the boot disk
+            has, needs = f"{has} / {found.disk} GiB disk", f"{needs} / {wanted.disk} GiB boot disk"
         return [
             _error(
                 "flavor-too-small",
-                f"flavor {found.name!r} exists with {found.vcpus} vCPU / {found.ram_mb} MiB, "
-                f"smaller than the VM ({wanted.vcpus} vCPU / {wanted.ram_mb} MiB): delete it, "
-                "or name a flavor (flavor: {name: ...})",
+                f"flavor {found.name!r} exists with {has}, smaller than the VM ({needs}): "
+                "delete it, or name a flavor (flavor: {name: ...})",
             )
         ]
     roles = destination.roles

@@ -431,45 +431,76 @@ def target_names(vms: Iterable[tuple[SourceVM, dict[str, Any]]]) -> dict[str, st
 
 
 def choose_flavor(
-    setting: Any, vm: SourceVM, target: str, flavors: Iterable[Flavor]
+    setting: Any, vm: SourceVM, target: str, flavors: Iterable[Flavor], root_gib: int = 0
 ) -> tuple[FlavorChoice, list[Concern]]:
+    """The VM's flavor by the spec's `flavor` setting (auto | create | {name: ...}) and the
+    concerns it raises. `root_gib` (GiB): with boot: image the boot disk's size, the flavor's
+    root disk must hold it (Nova refuses a smaller one, and a zero-disk flavor for an image
+    boot by a non-admin); 0: the server boots from a volume, the flavor's disk does not
+    matter."""
     cpus, ram = vm.cpus or 1, vm.memory_mb or 1
     if setting == "create":
-        flavor = Flavor(f"ferry-{target}"[:MAX_NAME], cpus, ram)
-        return FlavorChoice(flavor, True, f"created for the VM: {cpus} vCPU, {ram} MiB"), []
+        flavor = Flavor(f"ferry-{target}"[:MAX_NAME], cpus, ram, disk=root_gib)
+        disk = f", {root_gib} GiB root disk (boot: image)" if root_gib else ""
+        return FlavorChoice(flavor, True, f"created for the VM: {cpus} vCPU, {ram} MiB{disk}"), []
     available = list(flavors)
     if isinstance(setting, dict):
-        named = next((f for f in available if f.name == setting["name"]), None)
-        if named is None:
-            return FlavorChoice(None, False, "named flavor missing"), [
-                _error("no-flavor", f"flavor {setting['name']!r} does not exist")
-            ]
-        concerns = []
-        if named.vcpus < cpus or named.ram_mb < ram:
-            concerns.append(
-                _warning(
-                    "small-flavor",
-                    f"flavor {named.name} ({named.vcpus} vCPU, "
-                    f"{named.ram_mb} MiB) is smaller than the VM ({cpus} vCPU, "
-                    f"{ram} MiB)",
-                )
-            )
-        return FlavorChoice(named, False, "named in the spec"), concerns
-    fitting = [f for f in available if f.vcpus >= cpus and f.ram_mb >= ram]
+        return _named_flavor(str(setting["name"]), available, cpus, ram, root_gib)
+    fitting = [f for f in available if f.vcpus >= cpus and f.ram_mb >= ram and f.disk >= root_gib]
+    disk = f" and ≥ {root_gib} GiB root disk (boot: image)" if root_gib else ""
     if not fitting:
         return FlavorChoice(None, False, "none fits"), [
             _error(
                 "no-flavor",
-                f"no flavor has ≥ {cpus} vCPU and ≥ {ram} MiB RAM (use flavor: create or name one)",
+                f"no flavor has ≥ {cpus} vCPU and ≥ {ram} MiB RAM{disk} "
+                "(use flavor: create or name one)",
             )
         ]
-    best = min(fitting, key=lambda f: (f.vcpus - cpus, f.ram_mb - ram, f.name))
+    best = min(fitting, key=lambda f: (f.vcpus - cpus, f.ram_mb - ram, f.disk - root_gib, f.name))
+    spare = f", {best.disk - root_gib} GiB" if root_gib else ""
     return FlavorChoice(
         best,
         False,
-        f"smallest flavor with ≥ {cpus} vCPU and ≥ {ram} MiB "
-        f"(spare: {best.vcpus - cpus} vCPU, {best.ram_mb - ram} MiB)",
+        f"smallest flavor with ≥ {cpus} vCPU and ≥ {ram} MiB{disk} "
+        f"(spare: {best.vcpus - cpus} vCPU, {best.ram_mb - ram} MiB{spare})",
     ), []
+
+
+def _named_flavor(
+    name: str, available: list[Flavor], cpus: int, ram: int, root_gib: int
+) -> tuple[FlavorChoice, list[Concern]]:
+    """The flavor the spec names: missing is an error, smaller than the VM a warning, a root
+    disk smaller than the boot disk (boot: image, `root_gib` > 0) an error."""
+    named = next((f for f in available if f.name == name), None)
+    if named is None:
+        return FlavorChoice(None, False, "named flavor missing"), [
+            _error("no-flavor", f"flavor {name!r} does not exist")
+        ]
+    concerns = []
+    if named.vcpus < cpus or named.ram_mb < ram:
+        concerns.append(
+            _warning(
+                "small-flavor",
+                f"flavor {named.name} ({named.vcpus} vCPU, "
+                f"{named.ram_mb} MiB) is smaller than the VM ({cpus} vCPU, "
+                f"{ram} MiB)",
+            )
+        )
+    if named.disk < root_gib:
+        why = (
+            "a zero-disk flavor: Nova boots an image on it only for an admin"
+            if named.disk == 0
+            else f"Nova refuses an image larger than the flavor's {named.disk} GiB"
+        )
+        concerns.append(
+            _error(
+                "flavor-root-disk-too-small",
+                f"flavor {named.name} has a {named.disk} GiB root disk and the boot disk "
+                f"(boot: image) needs {root_gib} GiB ({why}): name a flavor with a larger "
+                "disk, flavor: auto, or boot: volume",
+            )
+        )
+    return FlavorChoice(named, False, "named in the spec"), concerns
 
 
 # -- disks and NICs -------------------------------------------------------------------------------
@@ -774,10 +805,12 @@ def desired(
     for vm, entry in selection.vms:
         settings = settings_for(spec, entry)
         target = names[vm.moref]
-        flavor, flavor_concerns = choose_flavor(
-            settings.get("flavor", "auto"), vm, target, destination.flavors
-        )
         volumes, volume_concerns = volumes_for(vm, settings, destination)
+        image = image_output(spec)
+        root_gib = volumes[0].size_gib if image and image.boot == "image" and volumes else 0
+        flavor, flavor_concerns = choose_flavor(
+            settings.get("flavor", "auto"), vm, target, destination.flavors, root_gib
+        )
         ports, port_concerns = ports_for(vm, settings, destination)
         concerns = vm_concerns(vm, settings) + flavor_concerns + volume_concerns + port_concerns
         concerns += source_concerns(vm, spec)
@@ -810,7 +843,7 @@ def desired(
                 reader=reader_of(spec),
                 availability_zone=settings.get("availability_zone"),
                 conversion_host=settings.get("conversion_host"),
-                image=image_output(spec),
+                image=image,
                 concerns=tuple(concerns),
             )
         )

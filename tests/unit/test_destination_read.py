@@ -59,7 +59,7 @@ def test_a_port_keeps_its_lowercase_mac_network_ips_and_owner() -> None:
 
 def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     raw = {
-        "flavors": [SimpleNamespace(id="f1", name="m1", vcpus=1, ram=512)],
+        "flavors": [SimpleNamespace(id="f1", name="m1", vcpus=1, ram=512, disk=20)],
         "networks": [SimpleNamespace(id="n1", name="net-a")],
         "subnets": [
             SimpleNamespace(
@@ -82,6 +82,7 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     assert found.network_names == {"n1": "net-a"}
     assert found.security_groups == {"default", "g1"}
     assert found.subnets[0].network == "n1" and found.flavors[0].id == "f1"
+    assert found.flavors[0].disk == 20  # GiB of root disk: boot: image picks by it
     assert found.subnets[0].pools == (("10.0.0.2", "10.0.0.254"),)
     assert (found.server_names, found.server_ids) == ({"conv"}, {"i1"})
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})

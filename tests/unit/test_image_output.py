@@ -1,9 +1,10 @@
 """destination.output: image in the planner and at apply (issue 16): Nova's image properties by
-firmware and guest, the work directory's bytes, and a plan apply cannot run yet refused in one
-line before anything runs."""
+firmware and guest, the work directory's bytes, and boot: image's block device mapping (the
+boot disk's image local, boot_index 0; the volumes data disks)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,11 +14,11 @@ from rich.console import Console
 
 from engine.cli.apply import check_applicable
 from engine.cli.plan import render
-from engine.errors import UserError
 from engine.model.desired import DesiredVM, FlavorChoice
 from engine.planner.diff.image import disk_path, image_properties
 from engine.planner.make import make_plan
 from engine.planner.refresh import work_dir_files
+from engine.providers.openstack.compute import ServerSpec, block_devices, create_server
 from engine.spec.validate import validate_text
 from tests.unit.test_planner_cases import CASES, hydrate
 
@@ -50,10 +51,40 @@ def test_the_plan_shows_the_work_dir_and_local_bytes() -> None:
     assert "up to 1.5 GiB on local disk in /var/lib/ferry/work" in text, text
 
 
-def test_apply_refuses_a_boot_from_image_plan_in_one_line(tmp_path: Path) -> None:
+def test_apply_runs_a_boot_from_image_plan(tmp_path: Path) -> None:
     plan, _ = _plan("image-cutover-boot-image")
-    with pytest.raises(UserError, match=r"plans destination\.image\.boot: image but cannot"):
-        check_applicable(plan, Console(file=(tmp_path / "out").open("w")), False)
+    check_applicable(plan, Console(file=(tmp_path / "out").open("w")), False)  # no UserError
+
+
+def test_a_server_booted_from_an_image_maps_it_local_and_the_volumes_as_data_disks() -> None:
+    spec = ServerSpec("web01", "u", "m1.medium.disk20", ("v1", "v2"), ("p",), image_id="i0")
+    assert block_devices(spec) == [
+        {"uuid": "i0", "source_type": "image", "destination_type": "local", "boot_index": 0,
+         "delete_on_termination": True},
+        {"uuid": "v1", "source_type": "volume", "destination_type": "volume", "boot_index": -1,
+         "delete_on_termination": False},
+        {"uuid": "v2", "source_type": "volume", "destination_type": "volume", "boot_index": -1,
+         "delete_on_termination": False},
+    ]  # fmt: skip
+    by_volume = block_devices(replace(spec, image_id=None))
+    assert [(m["uuid"], m["boot_index"]) for m in by_volume] == [("v1", 0), ("v2", -1)]
+
+
+def test_create_server_names_the_boot_image_as_nova_needs_it() -> None:
+    """Nova maps an image to local only with the same imageRef (else 400 'Mapping image to local
+    is not supported', seen on the lab); a server booted from volumes names no image."""
+    calls: list[dict[str, object]] = []
+    compute = SimpleNamespace(
+        find_flavor=lambda name, ignore_missing: SimpleNamespace(id="f-" + name),
+        create_server=lambda **fields: calls.append(fields) or SimpleNamespace(id="s"),
+    )
+    conn = SimpleNamespace(compute=compute)
+    spec = ServerSpec("web01", "u", "m1.medium.disk20", ("v1",), ("p",), image_id="i0")
+    create_server(conn, spec)
+    create_server(conn, replace(spec, image_id=None))
+    assert calls[0]["image_id"] == "i0" and calls[0]["flavor_id"] == "f-m1.medium.disk20"
+    assert calls[0]["block_device_mapping_v2"] == block_devices(spec)
+    assert "image_id" not in calls[1]
 
 
 def test_refresh_lists_the_work_dirs_disk_files_as_the_plan_names_them(tmp_path: Path) -> None:

@@ -131,7 +131,10 @@ def destination(d: dict[str, Any]) -> Destination:
     }
     servers = tuple(ObservedServer(**v) for v in d.get("servers", []))
     return Destination(
-        flavors=tuple(Flavor(f["name"], f["vcpus"], f["ram_mb"]) for f in d.get("flavors", [])),
+        flavors=tuple(
+            Flavor(f["name"], f["vcpus"], f["ram_mb"], disk=f.get("disk", 0))
+            for f in d.get("flavors", [])
+        ),
         networks=frozenset(d.get("networks", [])),
         volume_types=frozenset(d.get("volume_types", [])),
         security_groups=frozenset(d.get("security_groups", [])),

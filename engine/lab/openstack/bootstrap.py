@@ -29,12 +29,18 @@ NETWORKS = {  # lab portgroup → (network name, subnet CIDR)
     DISTRIBUTED_PORTGROUPS[0]: ("lab-dvpg0", "10.77.1.0/24"),
     DISTRIBUTED_PORTGROUPS[1]: ("lab-dvpg1", "10.77.2.0/24"),
 }
-FLAVORS = (
-    ("m1.small", 1, 2048),
-    ("m1.medium", 2, 4096),
-    ("m1.large", 4, 8192),
-    ("m1.xlarge", 8, 16384),
-    ("ferry.conversion", 4, 6144),
+FLAVORS = (  # (name, vCPUs, RAM MiB, root disk GiB)
+    ("m1.small", 1, 2048, 0),  # disk 0: servers boot from volumes
+    ("m1.medium", 2, 4096, 0),
+    ("m1.large", 4, 8192, 0),
+    ("m1.xlarge", 8, 16384, 0),
+    # boot: image (issue 16): nova's policy refuses an image boot on a zero-disk flavor to a
+    # non-admin (os_compute_api:servers:create:zero_disk_flavor), and the root disk must hold
+    # the boot disk's image
+    ("m1.small.disk20", 1, 2048, 20),
+    ("m1.medium.disk20", 2, 4096, 20),
+    ("m1.large.disk40", 4, 8192, 40),
+    ("ferry.conversion", 4, 6144, 1),
 )
 CONVERSION_HOST = "ferry-conversion-01"
 CONVERSION_IMAGE = "ferry-lab-conversion"
@@ -124,10 +130,8 @@ def lab_resources(conn: Any, project: Any) -> None:
         ethertype="IPv4",
         project_id=project.id,
     )
-    for name, vcpus, ram in FLAVORS:
-        conn.compute.create_flavor(
-            name=name, vcpus=vcpus, ram=ram, disk=1 if "conversion" in name else 0, is_public=True
-        )
+    for name, vcpus, ram, disk in FLAVORS:
+        conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=disk, is_public=True)
     for datastore in DATASTORES:
         conn.block_storage.create_type(
             name=volume_type_name(datastore),

@@ -76,8 +76,9 @@ def cutover_changes(
                 address,
                 "flavor",
                 everything.get(address),
-                {"vcpus": f.vcpus, "ram_mb": f.ram_mb},
-                "flavor made for the VM",
+                {"vcpus": f.vcpus, "ram_mb": f.ram_mb} | ({"disk": f.disk} if f.disk else {}),
+                "flavor made for the VM"
+                + (f" ({f.disk} GiB root disk: the server boots from an image)" if f.disk else ""),
             )
         )
     out.append(conversion_change(vm, records, syncing))

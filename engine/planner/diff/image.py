@@ -162,7 +162,10 @@ def _upload_reason(image: ImageOutput, n: int) -> str:
     if image.disk_format == "qcow2":
         what += " (qemu-img convert to qcow2 first)"
     if n == 0 and image.boot == "image":
-        what += "; the server boots from this image"
+        what += (
+            "; the server boots from this image on the hypervisor's local disk (boot: image: "
+            "no volume for this disk; the image stays in Glance, --destroy deletes it)"
+        )
     return what
 
 
@@ -268,9 +271,8 @@ def cutover(
             reason = change.reason
             if after["boot"] == "image":
                 boot = Address("vm", vm.name, "image", after["image"])
-                reason = reason.replace(
-                    "from the volumes", f"from image {boot}, data volumes attached"
-                )
+                data = "data volumes attached" if after["volumes"] else "no data volumes"
+                reason = reason.replace("from the volumes", f"from image {boot}, {data}")
             out.append(replace(change, after=after, reason=reason))
         else:
             out.append(change)

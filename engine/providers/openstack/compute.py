@@ -251,19 +251,23 @@ def port_exists(conn: Any, port_id: str) -> bool:
 # -- flavors --------------------------------------------------------------------------------------
 
 
-def ensure_flavor(conn: Any, name: str, vcpus: int, ram_mb: int) -> tuple[str, bool]:
-    """The flavor named `name` (made for one VM by `flavor: create`): (id, created)."""
+def ensure_flavor(
+    conn: Any, name: str, vcpus: int, ram_mb: int, disk_gib: int = 0
+) -> tuple[str, bool]:
+    """The flavor named `name` (made for one VM by `flavor: create`): (id, created).
+    `disk_gib`: its root disk (GiB; boot: image), 0 for a server booted from volumes. Raises
+    UserError (one of that name is smaller), OpenStackError."""
     try:
         found = conn.compute.find_flavor(name, ignore_missing=True)
         if found is not None:
-            if int(found.vcpus) < vcpus or int(found.ram) < ram_mb:
+            if int(found.vcpus) < vcpus or int(found.ram) < ram_mb or int(found.disk) < disk_gib:
                 raise UserError(
                     f"flavor {name!r} exists with {found.vcpus} vCPU / "
-                    f"{human(int(found.ram) * MiB)} RAM, smaller than the {vcpus} vCPU / "
-                    f"{human(ram_mb * MiB)} wanted"
+                    f"{human(int(found.ram) * MiB)} RAM / {found.disk} GiB disk, smaller than "
+                    f"the {vcpus} vCPU / {human(ram_mb * MiB)} / {disk_gib} GiB wanted"
                 )
             return str(found.id), False
-        flavor = conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram_mb, disk=0)
+        flavor = conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram_mb, disk=disk_gib)
         conn.compute.create_flavor_extra_specs(flavor, {"ferry:created": "true"})
     except os_exc.ForbiddenException as exc:
         raise OpenStackError(
@@ -346,6 +350,36 @@ class ServerSpec:
     volume_ids: tuple[str, ...]  # boot volume first, then data volumes in order
     port_ids: tuple[str, ...]  # in the source's NIC order
     key_pair: str | None = None
+    image_id: str | None = None  # boot: image: the boot disk's Glance image; volume_ids: data
+
+
+def block_devices(spec: ServerSpec) -> list[dict[str, Any]]:
+    """Nova's block_device_mapping_v2 for the server: booted from its first volume, the others
+    attached; or (`image_id`) from the image on the hypervisor's local storage (source image,
+    destination local, boot_index 0, deleted with the server: the image stays in Glance), every
+    volume a data disk (boot_index -1: not bootable)."""
+    mapping: list[dict[str, Any]] = []
+    if spec.image_id:
+        mapping.append(
+            {
+                "uuid": spec.image_id,
+                "source_type": "image",
+                "destination_type": "local",
+                "boot_index": 0,
+                "delete_on_termination": True,
+            }
+        )
+    for index, volume_id in enumerate(spec.volume_ids):
+        mapping.append(
+            {
+                "uuid": volume_id,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "boot_index": 0 if index == 0 and not spec.image_id else -1,
+                "delete_on_termination": False,
+            }
+        )
+    return mapping
 
 
 def mark_uefi(conn: Any, volume_id: str) -> None:
@@ -373,23 +407,15 @@ def create_server(conn: Any, spec: ServerSpec) -> Any:
     flavor = conn.compute.find_flavor(spec.flavor, ignore_missing=True)
     if flavor is None:
         raise UserError(f"flavor {spec.flavor!r} does not exist in the destination")
-    mapping = [
-        {
-            "uuid": volume_id,
-            "source_type": "volume",
-            "destination_type": "volume",
-            "boot_index": 0 if index == 0 else -1,
-            "delete_on_termination": False,
-        }
-        for index, volume_id in enumerate(spec.volume_ids)
-    ]
     fields: dict[str, Any] = {
         "name": spec.name,
         "flavor_id": flavor.id,
-        "block_device_mapping_v2": mapping,
+        "block_device_mapping_v2": block_devices(spec),
         "networks": [{"port": p} for p in spec.port_ids] or "none",
         "metadata": {"ferry_vm": spec.vm_uuid},
     }
+    if spec.image_id:  # Nova maps an image to local only for the imageRef it also names
+        fields["image_id"] = spec.image_id
     if spec.key_pair:
         fields["key_name"] = spec.key_pair
     try:

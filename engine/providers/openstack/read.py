@@ -210,7 +210,10 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
     volumes = [v for v in (parse_volume(x) for x in raw["volumes"]) if v is not None]
     key_pairs, roles = raw.get("key_pairs"), raw.get("roles")
     return Destination(
-        flavors=tuple(Flavor(f.name, int(f.vcpus), int(f.ram), str(f.id)) for f in raw["flavors"]),
+        flavors=tuple(
+            Flavor(f.name, int(f.vcpus), int(f.ram), str(f.id), int(f.disk or 0))
+            for f in raw["flavors"]
+        ),
         networks=frozenset(n.name for n in raw["networks"]),
         volume_types=frozenset(t.name for t in raw["volume_types"]),
         encrypted_volume_types=frozenset(raw.get("encrypted_volume_types", ())),
