@@ -120,8 +120,21 @@ class Flavor:
 
 
 @dataclass(frozen=True)
+class ObservedAttachment:
+    """A Cinder attachment of a volume (attachments API): its id, status (`attached`, or one
+    a complete never followed: `reserved`, `attaching`, `detaching`, `error_*`), the server it
+    is for (`instance`; "" when none) and that server's name ("" when not in the project)."""
+
+    id: str
+    status: str
+    server_id: str = ""
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
 class ObservedVolume:
-    """A Cinder volume carrying ferry's metadata (or os-migrate's, for adoption)."""
+    """A Cinder volume carrying ferry's metadata (or os-migrate's, for adoption); `attachments`
+    as the attachments API lists them (None: not read)."""
 
     id: str
     name: str
@@ -132,6 +145,7 @@ class ObservedVolume:
     change_id: str | None
     converted: bool
     origin: str = "ferry"  # ferry | os-migrate
+    attachments: tuple[ObservedAttachment, ...] | None = None
 
 
 @dataclass(frozen=True)
