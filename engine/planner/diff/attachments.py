@@ -21,8 +21,9 @@ from engine.model.observed import ObservedAttachment, ObservedVolume
 from engine.model.plan import Action, Change
 
 ATTACHED = "attached"
-# volume statuses that need an attachment to move on: stuck without one
-STUCK_STATUSES = ("reserved", "attaching", "detaching", "error_attaching", "error_detaching")
+# volume statuses that need an attachment to move on: stuck without one (a volume in an error
+# status is replaced by its sync, as before)
+STUCK_STATUSES = ("reserved", "attaching", "detaching")
 STALE_KEY = "stale_attachments"  # a volume change's after: the attachment ids its step deletes
 REPAIR_ONLY = "repair_only"  # a volume change's after: nothing to copy, only the repair
 

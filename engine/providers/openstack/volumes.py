@@ -27,6 +27,8 @@ ATTACHED = "attached"  # an attachment's status once complete
 # (nova's reserve made the Cinder attachment; its update and complete never came, e.g. cinder-api
 # was down): it does not move by itself. nova moves a healthy one on within seconds.
 RESERVED_GRACE = 60.0
+# statuses only an attachment moves on: stuck without one (an error status is replaced instead)
+STUCK_STATUSES = ("reserved", "attaching", "detaching")
 
 
 def _failed(volume_id: str, status: str) -> Any:
@@ -111,8 +113,8 @@ def attachments(conn: Any, volume_id: str) -> list[Any]:
 def check_attachments(conn: Any, volume_id: str, servers: Collection[str]) -> None:
     """The volume can be attached to one of `servers` (ids) and written: none of its attachments
     is half made (not `attached`), none is to another server, and its status is not one only an
-    attachment moves (reserved, attaching, detaching). Raises OpenStackError naming what holds
-    it; nothing waits: none of these changes by itself."""
+    attachment moves (STUCK_STATUSES; a volume in an error status is replaced by its sync).
+    Raises OpenStackError naming what holds it; nothing waits: none of these changes by itself."""
     for att in attachments(conn, volume_id):
         server = str(att.instance or "")
         if att.status != ATTACHED:
@@ -129,7 +131,7 @@ def check_attachments(conn: Any, volume_id: str, servers: Collection[str]) -> No
     status = transient(
         lambda: conn.block_storage.get_volume(volume_id).status, f"reading volume {volume_id}"
     )
-    if status in ("reserved", "attaching", "detaching", *VOLUME_FAILED):
+    if status in STUCK_STATUSES:
         raise OpenStackError(
             f"volume {volume_id} is '{status}' with no attachment to explain it: it does not "
             f"change by itself; reset it (openstack volume set --state available {volume_id})"
