@@ -264,7 +264,7 @@ def _attachment_repairs(
         found = observed.get((uuid, key)) or observed.get(
             ("os-migrate", osmigrate.volume_name(vm.source.name, key))
         )
-        fixed, more = repaired(change, found, ferry)
+        fixed, more = repaired(change, found, ferry, cutover=vm.mode in CUTOVER_MODES)
         out.append(fixed)
         concerns += more
     return out, concerns

@@ -44,12 +44,13 @@ class FerryServers:
 
 
 def repaired(
-    change: Change, observed: ObservedVolume | None, ferry: FerryServers
+    change: Change, observed: ObservedVolume | None, ferry: FerryServers, *, cutover: bool = False
 ) -> tuple[Change, tuple[Concern, ...]]:
     """A volume's change with its stale attachments of ferry's to delete first (a no-op becomes
     an update that only repairs), and the error concerns of what is not ferry's: an attachment
     to another server, a volume stuck in a status no attachment of ferry's explains. A volume
-    whose attachments were not read, or a server booted from (production's), is left as it is."""
+    whose attachments were not read, or a server booted from (production's), is left as it is.
+    `cutover`: the VM's source is powered off in this plan (the repair comes before that)."""
     if observed is None or observed.attachments is None or change.action is Action.DELETE:
         return change, ()
     key = Address.parse(change.address).index
@@ -70,8 +71,10 @@ def repaired(
     if not stale:
         return change, concerns
     ids = [a.id for a in stale]
+    when = " before the source is powered off" if cutover else ""
     repair = "; ".join(
-        f"attachment {a.id} left '{a.status}' by an interrupted apply: delete it" for a in stale
+        f"attachment {a.id} left '{a.status}' by an interrupted apply: delete it{when}"
+        for a in stale
     )
     if change.action in (Action.NOOP, Action.VERIFY):
         before = dict(change.before or {})
