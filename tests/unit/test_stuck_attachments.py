@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
 from engine.providers.openstack import volumes
@@ -103,3 +104,15 @@ def test_only_the_planned_half_made_attachments_are_deleted() -> None:
     )
     assert volumes.delete_attachments(conn, "vol-1", ["att-1", "att-3", "gone"]) == ["att-1"]
     assert conn.block_storage.deleted == ["att-1"]
+
+
+def test_a_cloud_that_forbids_listing_attachments_is_not_checked() -> None:
+    """As the plan (attachments None): a 403 on the list is no finding, the volume's own status
+    is still checked."""
+    conn = Conn(Vol(status="available"), [])
+
+    def forbidden() -> list[Att]:
+        raise os_exc.ForbiddenException("policy does not allow attachment listing")
+
+    conn.block_storage.attachments = forbidden  # type: ignore[method-assign]
+    volumes.check_attachments(conn, "vol-1", ("host-1",))
