@@ -25,6 +25,7 @@ from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
 from engine.errors import (
     ChangeTrackingError,
+    OpenStackError,
     SourceChangedError,
     StoppedError,
     UserError,
@@ -49,6 +50,7 @@ from engine.model.state import (
     ResourceRecord,
     Status,
 )
+from engine.planner.diff.attachments import STALE_KEY, repair_only
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.inventory import parse_nic
@@ -267,6 +269,7 @@ class Applier:
             self.ctx.source_checked[name] = None
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
+            self.ready_volumes(name)  # nothing after the power-off may wait on a stuck volume
             self.cutover.power_off_source(name, vm, power)
         snapshot = create_snapshot(
             self.ctx.si,
@@ -438,6 +441,9 @@ class Applier:
         address = Address.parse(change.address)
         record = self.ctx.store.read().resources.get(change.address)
         before = dict(record.attributes) if record else dict(change.before or {})
+        self._repair_attachments(change)
+        if repair_only(change):  # nothing to copy: the record stays as it was
+            return
         if change.action is Action.READ:
             self._adopt(change, address)
             return
@@ -452,6 +458,55 @@ class Applier:
             self._compare(change, address, before, snapshot, disk)
             return
         self._sync(change, address, before, snapshot, disk)
+
+    def _volume_id(self, change: Change) -> str:
+        """The volume a volume change writes: its record's, else the plan's (adopt: found)."""
+        record = self.ctx.store.read().resources.get(change.address)
+        found = dict(record.attributes) if record else {}
+        return str(
+            found.get("volume_id")
+            or (change.before or {}).get("volume_id")
+            or (change.after or {}).get("volume_id")
+            or ""
+        )
+
+    def _repair_attachments(self, change: Change) -> None:
+        """Delete the stale Cinder attachments of ferry's the plan found on the change's volume
+        (a failed attach left them `reserved`: the volume cannot be attached again). Idempotent:
+        one gone or completed since is left alone."""
+        ids = [str(i) for i in (change.after or {}).get(STALE_KEY) or ()]
+        volume_id = self._volume_id(change)
+        if not ids or not volume_id:
+            return
+        name = Address.parse(change.address).name
+        for att_id in volumes.delete_attachments(self.ctx.conn, volume_id, ids):
+            self.ctx.say(
+                name,
+                f"{change.address}: attachment {att_id} of volume {volume_id} (left by an "
+                "interrupted apply) deleted",
+            )
+
+    def ready_volumes(self, name: str) -> None:
+        """Before a cutover powers `name`'s source off: the planned repairs of its volumes'
+        stale attachments are done, and every volume its final sync writes can be attached to
+        the conversion host (volumes.check_attachments), so nothing after the power-off waits
+        on a volume that will not move by itself. Raises OpenStackError (the source stays on)."""
+        hosts = {self.ctx.conversion_host_id, *self.ctx.host_ids.values()} - {""}
+        for change in self.plan.changes:
+            parsed = Address.parse(change.address)
+            if change.kind != "volume" or parsed.name != name:
+                continue
+            if change.action in (Action.DELETE, Action.FORGET, Action.NOOP):
+                continue
+            self._repair_attachments(change)
+            volume_id = self._volume_id(change)
+            if volume_id and volumes.exists(self.ctx.conn, volume_id):
+                try:
+                    volumes.check_attachments(self.ctx.conn, volume_id, hosts)
+                except OpenStackError as exc:
+                    raise OpenStackError(
+                        f"{change.address}: {exc}; the source was not powered off"
+                    ) from exc
 
     def _compare(
         self,

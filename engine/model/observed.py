@@ -121,12 +121,25 @@ class Flavor:
 
 
 @dataclass(frozen=True)
+class ObservedAttachment:
+    """A Cinder attachment of a volume (attachments API): its id, status (`attached`, or one
+    a complete never followed: `reserved`, `attaching`, `detaching`, `error_*`), the server it
+    is for (`instance`; "" when none) and that server's name ("" when not in the project)."""
+
+    id: str
+    status: str
+    server_id: str = ""
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
 class ObservedVolume:
     """A Cinder volume carrying ferry's metadata (or os-migrate's, for adoption).
 
     `volume_type`: its Cinder volume type's name (None: not read, or the cloud's default);
     `lineage`: the lineage of the ferry state that created, adopted or last synced it (its
-    `ferry_state` metadata; None: made by a ferry that did not record it, or by os-migrate)."""
+    `ferry_state` metadata; None: made by a ferry that did not record it, or by os-migrate);
+    `attachments`: as the attachments API lists them (None: not read)."""
 
     id: str
     name: str
@@ -139,6 +152,7 @@ class ObservedVolume:
     origin: str = "ferry"  # ferry | os-migrate
     volume_type: str | None = None
     lineage: str | None = None
+    attachments: tuple[ObservedAttachment, ...] | None = None
 
 
 @dataclass(frozen=True)

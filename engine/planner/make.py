@@ -60,7 +60,16 @@ def make_plan(
         vms = placement.checks(destination_checks(vms, destination, state), spec)
         diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes = diff(
-        DiffInput(tuple(vms), state, destination, destroy, lookup(spec, inventory), now, verify)
+        DiffInput(
+            tuple(vms),
+            state,
+            destination,
+            destroy,
+            lookup(spec, inventory),
+            now,
+            verify,
+            frozenset(str(h["name"]) for h in spec.get("conversion_hosts") or ()),
+        )
     )
     diagnostics += notes
     hosts: tuple[HostLoad, ...] = ()

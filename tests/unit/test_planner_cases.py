@@ -23,6 +23,7 @@ from engine.model.observed import (
     Destination,
     Flavor,
     Inventory,
+    ObservedAttachment,
     ObservedPort,
     ObservedServer,
     ObservedSubnet,
@@ -139,7 +140,7 @@ def destination(d: dict[str, Any]) -> Destination:
         volume_types=frozenset(d.get("volume_types", [])),
         security_groups=frozenset(d.get("security_groups", [])),
         encrypted_volume_types=frozenset(d.get("encrypted_volume_types", [])),
-        volumes=tuple(ObservedVolume(**v) for v in d.get("volumes", [])),
+        volumes=tuple(observed_volume(v) for v in d.get("volumes", [])),
         servers=servers,
         ports=tuple(
             ObservedPort(**{**p, "ips": tuple(p.get("ips", ()))}) for p in d.get("ports", [])
@@ -156,6 +157,13 @@ def destination(d: dict[str, Any]) -> Destination:
         work_dir_free=int(d["work_dir_free_mib"] * 2**20) if "work_dir_free_mib" in d else None,
         work_dir_files=frozenset(d["work_dir_files"]) if "work_dir_files" in d else None,
     )
+
+
+def observed_volume(v: dict[str, Any]) -> ObservedVolume:
+    """A case's volume; `attachments` (the attachments API's rows) only when given."""
+    found = v.get("attachments")
+    attachments = None if found is None else tuple(ObservedAttachment(**a) for a in found)
+    return ObservedVolume(**{**v, "attachments": attachments})
 
 
 def state(s: dict[str, Any]) -> State:

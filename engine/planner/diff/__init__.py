@@ -21,6 +21,7 @@ from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
 from engine.planner.diff import image
+from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
 from engine.planner.diff.common import CUTOVER_MODES, DiffInput
 from engine.planner.diff.cutover import (
     back_to_replicate,
@@ -109,7 +110,10 @@ def vm_changes(
     if vm.image is not None:
         volumes = image.as_files(vm, vm.image, volumes, records, files)
     out: list[Change] = []
-    syncing = any(c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) for c in volumes)
+    syncing = any(
+        c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE) and not repair_only(c)
+        for c in volumes
+    )
     verifying = any(c.action is Action.VERIFY for c in volumes)
     if syncing and vm.enable_cbt and not vm.source.cbt:
         out.append(
@@ -206,10 +210,14 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             verify=data.verify,
             files=data.destination.work_dir_files,
         )
+        vm_list, stuck = _attachment_repairs(
+            vm, vm_list, records, observed, servers=servers, data=data
+        )
         estimate = downtime(vm, vm_list, throughput, conversions)
         concerns = (
             vm.concerns
             + held
+            + stuck
             + over_budget(vm, estimate)
             + left_off_concerns(records)
             + running_after_cutover(vm, records)
@@ -236,6 +244,47 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             if r.kind == "flavor"
         ]
     return plans, changes, notes
+
+
+def _attachment_repairs(
+    vm: DesiredVM,
+    changes: list[Change],
+    records: Mapping[str, ResourceRecord],
+    observed: Mapping[tuple[str, Any], ObservedVolume],
+    *,
+    servers: Mapping[str, ObservedServer],
+    data: DiffInput,
+) -> tuple[list[Change], tuple[Concern, ...]]:
+    """The VM's volume changes with ferry's stale attachments repaired first, and the concerns
+    of attachments and statuses that are not ferry's (engine.planner.diff.attachments). A VM a
+    server was booted for, and a converted volume, are production's: left alone."""
+    uuid = vm.source.instance_uuid or ""
+    server_record = records.get(str(Address("vm", vm.name, "server")))
+    if booted(vm, records, servers.get(uuid)):
+        return changes, ()
+    server_id = (server_record.attributes.get("server_id") if server_record else None) or (
+        servers[uuid].id if uuid in servers else None
+    )
+    host_ids = [
+        str(r.attributes.get("server_id") or "")
+        for r in data.state.resources.values()
+        if r.kind == "conversion_host"
+    ]
+    ferry = ferry_servers(data.conversion_hosts, host_ids, server_id)
+    out: list[Change] = []
+    concerns: tuple[Concern, ...] = ()
+    for change in changes:
+        key = Address.parse(change.address).index
+        if change.kind != "volume" or key is None or (change.before or {}).get("converted"):
+            out.append(change)
+            continue
+        found = observed.get((uuid, key)) or observed.get(
+            ("os-migrate", osmigrate.volume_name(vm.source.name, key))
+        )
+        fixed, more = repaired(change, found, ferry, cutover=vm.mode in CUTOVER_MODES)
+        out.append(fixed)
+        concerns += more
+    return out, concerns
 
 
 def _vm_plan(

@@ -24,6 +24,7 @@ class DiffInput:
     lookup: Lookup | None = None  # None: every recorded VM not desired left the spec
     now: float | None = None  # epoch seconds the plan is made at (dates delta estimates)
     verify: bool = False  # --verify: replicas in sync get verify steps; every copy verified whole
+    conversion_hosts: frozenset[str] = frozenset()  # the spec's conversion hosts, by name
 
 
 def simple(

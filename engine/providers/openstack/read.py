@@ -17,6 +17,7 @@ from engine.errors import OpenStackError, UserError
 from engine.model.observed import (
     Destination,
     Flavor,
+    ObservedAttachment,
     ObservedPort,
     ObservedServer,
     ObservedSubnet,
@@ -113,6 +114,7 @@ def fetch_destination(conn: Any, networks: Collection[str] = ()) -> dict[str, An
             "encrypted_volume_types": [t.name for t in types if type_encrypted(conn, t)],
             "security_groups": list(conn.network.security_groups()),
             "volumes": list(conn.block_storage.volumes(details=True)),
+            "attachments": fetch_attachments(conn),
             "ports": fetch_ports(conn, [n.id for n in found if {n.id, n.name} & set(networks)]),
             "servers": list(conn.compute.servers(details=True)),
             "key_pairs": fetch_key_pairs(conn),
@@ -129,6 +131,16 @@ def fetch_ports(conn: Any, network_ids: Iterable[str]) -> list[Any]:
         for port in conn.network.ports(network_id=network_id, fields=list(PORT_FIELDS)):
             ports.setdefault(port.id, port)
     return list(ports.values())
+
+
+def fetch_attachments(conn: Any) -> list[Any] | None:
+    """Every Cinder attachment of the project (the attachments API, microversion 3.27 or later:
+    it lists the `reserved` and `attaching` ones a volume's own `attachments` field leaves out);
+    None when the cloud or its policy does not let the user list them (then not checked)."""
+    try:
+        return list(conn.block_storage.attachments(details=True))
+    except os_exc.SDKException:
+        return None
 
 
 def fetch_key_pairs(conn: Any) -> list[str] | None:
@@ -149,9 +161,28 @@ def fetch_roles(conn: Any) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
-def parse_volume(volume: Any) -> ObservedVolume | None:
-    """A volume with ferry's metadata (or os-migrate's), else None."""
+def parse_attachments(
+    attachments: Iterable[Any] | None, servers: Iterable[Any]
+) -> dict[str, tuple[ObservedAttachment, ...]] | None:
+    """The attachments API's rows by volume id, each with its server's name (None: not read)."""
+    if attachments is None:
+        return None
+    names = {str(s.id): str(s.name or "") for s in servers}
+    out: dict[str, list[ObservedAttachment]] = {}
+    for a in attachments:
+        server = str(a.instance or "")
+        found = ObservedAttachment(str(a.id), str(a.status or ""), server, names.get(server, ""))
+        out.setdefault(str(a.volume_id), []).append(found)
+    return {v: tuple(sorted(found, key=lambda a: a.id)) for v, found in out.items()}
+
+
+def parse_volume(
+    volume: Any, attachments: Mapping[str, tuple[ObservedAttachment, ...]] | None = None
+) -> ObservedVolume | None:
+    """A volume with ferry's metadata (or os-migrate's), else None; `attachments` by volume id
+    (None: not read)."""
     meta = dict(volume.metadata or {})
+    found = None if attachments is None else attachments.get(str(volume.id), ())
     osm_key = re.search(r"-(\d+)$", volume.name or "")
     if meta.get("osm") == "true" and "ferry_vm" not in meta and osm_key:
         # os-migrate records no VM identity: the planner matches it by its volume name.
@@ -166,6 +197,7 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
             meta.get("converted") == "true",
             origin="os-migrate",
             volume_type=getattr(volume, "volume_type", None) or None,
+            attachments=found,
         )
     if "ferry_vm" in meta and "ferry_disk" in meta:
         return ObservedVolume(
@@ -179,6 +211,7 @@ def parse_volume(volume: Any) -> ObservedVolume | None:
             meta.get("ferry_converted") == "true",
             volume_type=getattr(volume, "volume_type", None) or None,
             lineage=meta.get(STATE_KEY) or None,
+            attachments=found,
         )
     return None
 
@@ -207,7 +240,8 @@ def parse_subnet(subnet: Any) -> ObservedSubnet:
 
 
 def parse_destination(raw: Mapping[str, Any]) -> Destination:
-    volumes = [v for v in (parse_volume(x) for x in raw["volumes"]) if v is not None]
+    attachments = parse_attachments(raw.get("attachments"), raw["servers"])
+    volumes = [v for v in (parse_volume(x, attachments) for x in raw["volumes"]) if v is not None]
     key_pairs, roles = raw.get("key_pairs"), raw.get("roles")
     return Destination(
         flavors=tuple(

@@ -7,6 +7,9 @@ Waits re-fetch the volume each time (engine.providers.openstack.waits).
 from __future__ import annotations
 
 import contextlib
+import functools
+import time
+from collections.abc import Collection
 from typing import Any
 
 from openstack import exceptions as os_exc
@@ -19,20 +22,48 @@ ATTACHMENT_MICROVERSION = "3.27"  # attachments API with connection_info
 
 
 VOLUME_FAILED = ("error", "error_attaching", "error_detaching", "error_extending")
+ATTACHED = "attached"  # an attachment's status once complete
+# A volume `reserved` for this long while an attach is awaited was left so by a failed attach
+# (nova's reserve made the Cinder attachment; its update and complete never came, e.g. cinder-api
+# was down): it does not move by itself. nova moves a healthy one on within seconds.
+RESERVED_GRACE = 60.0
+# statuses only an attachment moves on: stuck without one (an error status is replaced instead)
+STUCK_STATUSES = ("reserved", "attaching", "detaching")
+
+
+def _failed(volume_id: str, status: str) -> Any:
+    """A wait's failure check: an error status fails at once, and so does `reserved` when
+    `available` is awaited (only a deleted attachment frees it) or when an attach is awaited
+    and it stays reserved past RESERVED_GRACE seconds."""
+    since: list[float] = []
+
+    def failure(volume: Any) -> str | None:
+        if volume.status in VOLUME_FAILED:
+            return f"volume {volume_id} went to {volume.status} (waiting for {status})"
+        if volume.status != "reserved":
+            since.clear()
+            return None
+        since.append(since[0] if since else time.monotonic())
+        if status == "in-use" and time.monotonic() - since[0] < RESERVED_GRACE:
+            return None
+        return (
+            f"volume {volume_id} is reserved (waiting for {status}): a Cinder attachment was "
+            "created and never completed (a failed attach, e.g. while cinder-api was down); "
+            "it does not change by itself: the next plan deletes ferry's stale attachment"
+        )
+
+    return failure
 
 
 def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) -> Any:
-    """Re-fetch the volume until it has `status`; an error status fails at once; still
-    `creating` at the timeout says what that means."""
+    """Re-fetch the volume until it has `status`; an error status fails at once, so does a
+    `reserved` that will not move by itself (_failed); still `creating` at the timeout says
+    what that means."""
     return wait_for(
         lambda: conn.block_storage.get_volume(volume_id),
         f"volume {volume_id}",
         lambda volume: volume.status == status,
-        lambda volume: (
-            f"volume {volume_id} went to {volume.status} (waiting for {status})"
-            if volume.status in VOLUME_FAILED
-            else None
-        ),
+        _failed(volume_id, status),
         stuck=lambda volume: (
             " — cinder may have lost the request (a RabbitMQ restart?): an operator can reset "
             "its state to error, and the next apply replaces it"
@@ -47,15 +78,98 @@ def wait_volume(conn: Any, volume_id: str, status: str, timeout: float = 300.0) 
 def attach(conn: Any, server_id: str, volume_id: str) -> None:
     """Attach through nova (which creates the cinder attachment) and wait for in-use; a volume
     already attached to that server (left so by a killed apply) is used as it is. Repeated while
-    nova or cinder is briefly down; each attempt checks the attachment first."""
+    nova or cinder is briefly down; each attempt checks the attachment first. A volume held by a
+    half-made attachment or another server fails at once (check_attachments), one left
+    `reserved` by this attach after RESERVED_GRACE seconds (wait_volume), never after 300 s."""
+
+    tried: list[bool] = []  # a retry may find its own request's attachment under way
 
     def once() -> None:
         volume = conn.block_storage.get_volume(volume_id)
         if not any(a.get("server_id") == server_id for a in volume.attachments or []):
+            if tried and any(
+                str(a.instance or "") == server_id for a in attachments(conn, volume_id)
+            ):
+                return  # the earlier attempt's attach is under way: waited for below
+            check_attachments(conn, volume_id, (server_id,))
+            tried.append(True)
             conn.compute.create_volume_attachment(server_id, volume=volume_id)
 
     transient(once, f"attaching volume {volume_id} to {server_id}")
     wait_volume(conn, volume_id, "in-use")
+
+
+def attachments(conn: Any, volume_id: str) -> list[Any]:
+    """The volume's Cinder attachments, whatever their status (the attachments API: a volume's
+    own `attachments` field lists only completed ones). Filtered here: a cloud's
+    resource_filters may refuse `volume_id` as a query filter (the lab's cinder does, 400).
+    None listed ([]) where the cloud forbids the list or has no attachments API."""
+
+    def listed() -> list[Any]:
+        try:
+            return list(conn.block_storage.attachments())
+        except os_exc.HttpException as exc:
+            forbidden = isinstance(exc, os_exc.ForbiddenException)
+            if forbidden or exc.status_code in (403, 404, 406):  # or no attachments API (< 3.27)
+                return []  # not checked, as the plan does not check what it cannot read
+            raise
+
+    found = transient(listed, f"reading the attachments of volume {volume_id}")
+    return [a for a in found if str(a.volume_id) == volume_id]
+
+
+def check_attachments(conn: Any, volume_id: str, servers: Collection[str]) -> None:
+    """The volume can be attached to one of `servers` (ids) and written: none of its attachments
+    is half made (not `attached`), none is to another server, and its status is not one only an
+    attachment moves (STUCK_STATUSES; a volume in an error status is replaced by its sync).
+    Raises OpenStackError naming what holds it; nothing waits: none of these changes by itself."""
+    for att in attachments(conn, volume_id):
+        server = str(att.instance or "")
+        if att.status != ATTACHED:
+            raise OpenStackError(
+                f"volume {volume_id} has attachment {att.id} '{att.status}' (server "
+                f"{server or 'none'}) that was never completed: it does not change by itself; "
+                "the next plan deletes it when it is ferry's"
+            )
+        if server not in servers:
+            raise OpenStackError(
+                f"volume {volume_id} is attached to server {server or 'none'} (attachment "
+                f"{att.id}), not to ferry's conversion host: detach it first"
+            )
+    status = transient(
+        lambda: conn.block_storage.get_volume(volume_id).status, f"reading volume {volume_id}"
+    )
+    if status in STUCK_STATUSES:
+        raise OpenStackError(
+            f"volume {volume_id} is '{status}' with no attachment to explain it: it does not "
+            f"change by itself; reset it (openstack volume set --state available {volume_id})"
+        )
+
+
+def delete_attachments(conn: Any, volume_id: str, ids: Collection[str]) -> list[str]:
+    """Delete these Cinder attachments of the volume that are still there and not completed
+    (a stale `reserved` one a failed attach left): the volume goes back to `available`, or
+    stays `in-use` for a completed one. Returns the ids deleted (one already gone is not)."""
+    stale = {str(a.id): a for a in attachments(conn, volume_id) if str(a.id) in ids}
+    done = []
+    for att_id, att in stale.items():
+        if att.status == ATTACHED:
+            continue  # completed since the plan: a detach's business, never deleted here
+        transient(
+            functools.partial(conn.block_storage.delete_attachment, att_id),
+            f"deleting attachment {att_id} of volume {volume_id}",
+        )
+        done.append(att_id)
+    if done:
+        wait_for(
+            lambda: conn.block_storage.get_volume(volume_id),
+            f"volume {volume_id}",
+            lambda v: v.status in ("available", "in-use"),
+            lambda v: None,
+            timeout=60.0,
+            goal="available",
+        )
+    return done
 
 
 def attached_servers(conn: Any, volume_id: str) -> list[str]:
