@@ -105,6 +105,8 @@ def plan(
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
     targets = tuple(Address.parse(t) for t in target or [])
+    if out is not None:
+        planfile.check_writable(out)  # at once, not after minutes of refresh
     result = plan_spec(spec, state, targets, destroy=destroy, verify=verify)
     sealed = ""
     if out is not None and has_errors(result.diagnostics):

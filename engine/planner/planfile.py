@@ -162,8 +162,23 @@ def signature(digest: str, key: str) -> str:
     return hmac.new(key.encode(), digest.encode(), hashlib.sha256).hexdigest()
 
 
+def check_writable(path: Path) -> None:
+    """Before a plan is made (a refresh takes minutes): `path` can be written as a plan file.
+    Raises UserError (one line) when it is a directory or its directory does not exist or is
+    not writable."""
+    if path.is_dir():
+        raise UserError(f"cannot save the plan to {path}: it is a directory")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot save the plan to {path}: no directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot save the plan to {path}: permission denied")
+
+
 def save(plan: Plan, path: Path, spec_file: Path, env: Mapping[str, str] = os.environ) -> str:
-    """Write the plan to `path` (atomically), sealed; returns its sha256 (hex)."""
+    """Write the plan to `path` (atomically: a `.tmp` beside it, renamed), sealed; returns its
+    sha256 (hex). Raises UserError when it cannot be written (the `.tmp` removed)."""
+    check_writable(path)
     data = to_json(plan)
     digest = seal_digest(data)
     data["integrity"] = {"sha256": digest}
@@ -171,8 +186,12 @@ def save(plan: Plan, path: Path, spec_file: Path, env: Mapping[str, str] = os.en
         data["integrity"]["hmac_sha256"] = signature(digest, env[KEY_ENV])
     data["spec_file"] = os.path.relpath(spec_file.resolve(), path.resolve().parent)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot save the plan to {path}: {exc.strerror or exc}") from exc
     return digest
 
 

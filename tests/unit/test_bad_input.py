@@ -677,6 +677,18 @@ CASES = [
         2,
         r"error: Option '--out' requires an argument",
     ),
+    Case(  # checked before the refresh, not after minutes of it (break-it 12c: a traceback)
+        "opt-out-no-directory",
+        ("plan", "spec.yaml", "--out", "no-such-dir/p.plan"),
+        1,
+        r"error: cannot save the plan to no-such-dir/p\.plan: no directory no-such-dir",
+    ),
+    Case(
+        "opt-out-is-a-directory",
+        ("plan", "spec.yaml", "--out", "state"),
+        1,
+        r"error: cannot save the plan to state: it is a directory",
+    ),
     Case(
         "opt-graph-format",
         ("graph", "p.plan", "--format", "png"),
