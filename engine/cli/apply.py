@@ -547,18 +547,36 @@ def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -
     )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _detach_terminal() -> None:
+    """stdout and stderr (file descriptors 1 and 2) to /dev/null: their terminal is gone."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 @contextmanager
 def _stop_on_signals(
     walker: Walker, stop: threading.Event, events: Events, console: Console
 ) -> Iterator[None]:
-    """SIGINT or SIGTERM: start no new step and let the running ones end at a checkpoint (a
-    copy flushes what it wrote and records where it got to; a conversion is ended and rolled
-    back to its protection snapshots). A second signal ends ferry at once, as a kill would: the
-    next apply resumes from the last checkpoint either way."""
+    """SIGINT, SIGTERM or SIGHUP: start no new step and let the running ones end at a
+    checkpoint (a copy flushes what it wrote and records where it got to; a conversion is ended
+    and rolled back to its protection snapshots; a source ferry powered off is powered back on).
+    A second signal ends ferry at once, as a kill would: the next apply resumes from the last
+    checkpoint either way. SIGHUP is a closed terminal (an SSH session dropped mid-cutover): the
+    terminal's output goes to /dev/null from then on (writing to it would fail the steps that
+    put production back), the event log and the VMs' logs are still written."""
 
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set():
             os._exit(STOPPED)
+        if signum == signal.SIGHUP:
+            _detach_terminal()
         stop.set()
         walker.stop()
         events.emit("stopping", signal=signal.Signals(signum).name)
@@ -568,7 +586,7 @@ def _stop_on_signals(
             "on (unless on_failure: leave_off) (again to stop at once)[/]"
         )
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
