@@ -91,6 +91,7 @@ class DiskFiles:
             verify=self.a._verify_scope(address.name, what.kind),
             rewrite=what.rewrite,
         )
+        job = replace(job, data=self.a.data_areas(job.verify, vm, snapshot, disk))
         source = ctx.sources.source(vm._moId, job.source["instance_uuid"], snapshot._moId, disk)
         calls = self._callbacks(change.address, attrs, disk)
         stats = host.copy_into(job, source, path, calls)
