@@ -33,6 +33,7 @@ from engine.executor.seams import (
     DatastorePathSources,
     HttpsSources,
     LabDevices,
+    LabFaultSources,
     LabSources,
     Sources,
     VddkSources,
@@ -386,7 +387,8 @@ def _sources(spec: dict[str, Any], target: VCenterTarget, si: Any) -> Sources:
     vcenter = source["vcenter"]
     reader = reader_of(spec)
     if reader == "https":
-        return HttpsSources(target, si)
+        https = HttpsSources(target, si)
+        return LabFaultSources(https, Path(source["lab_dir"])) if source.get("lab_dir") else https
     if reader == "vddk":
         if not vcenter.get("vddk_libdir"):
             raise UserError(

@@ -555,12 +555,15 @@ def digest(
     in_flight: int = 16,
     *,
     areas: Sequence[Extent] | None = None,
+    data: Sequence[Extent] | None = None,
     cancel: threading.Event | None = None,
 ) -> str:
     """sha256 of an NBD export (or its first `length` bytes; or of its `areas`' bytes, merged
     and in order — what `file_digest` with the same areas gives for a file holding the same).
 
-    Holes and zero runs (block status) are hashed as zeros without being read; data is read
+    Holes and zero runs (block status) are hashed as zeros without being read; `data` (byte
+    extents) says instead where the export holds data, for a reader without block status (the
+    https reader: CBT's allocated areas), the rest hashed as zeros unread. Data is read
     `in_flight` chunks ahead with aio and hashed in order, into `in_flight` + 1 buffers reused
     round-robin: python3-libnbd 1.14 (Debian 12) keeps a reference to every Buffer given to
     aio_pread, so a new buffer per read held the whole disk (a verify of 1 GiB peaked at 1.1 GiB
@@ -574,11 +577,12 @@ def digest(
         handle.set_pread_initialize(False)
         size = handle.get_size() if length is None else min(length, handle.get_size())
         wanted = _within(areas, size)
-        requests = plan_requests(nbd_client.runs_for(handle, wanted), chunk)
+        runs = nbd_client.runs_for(handle, wanted) if data is None else data_runs(wanted, data)
+        requests = plan_requests(runs, chunk)
         ahead: deque[tuple[int, int, Any, int]] = deque()  # (offset, length, buffer, cookie)
         hashed = reads = 0
-        for offset, n, data in requests:
-            if data:
+        for offset, n, is_data in requests:
+            if is_data:
                 # in_flight + 1 slots: the one reused here was hashed (popped) already
                 buf = nbd.Buffer.from_buffer(slots[reads % len(slots)][:n])
                 reads += 1
@@ -609,6 +613,26 @@ class _Hash:
 
     def hexdigest(self) -> str:
         return self.h.hexdigest()
+
+
+def data_runs(wanted: Sequence[Extent], data: Sequence[Extent]) -> list[nbd_client.Run]:
+    """Sorted, disjoint `wanted` areas as runs: data where they meet `data` (any extents),
+    zeros elsewhere; they cover `wanted` exactly."""
+    merged = merge_extents(data)
+    out: list[nbd_client.Run] = []
+    for offset, length in wanted:
+        position, end = offset, offset + length
+        for start, n in merged:
+            if start + n <= position or start >= end:
+                continue
+            if start > position:
+                out.append(nbd_client.Run(position, start - position, False))
+            stop = min(start + n, end)
+            out.append(nbd_client.Run(max(start, position), stop - max(start, position), True))
+            position = stop
+        if position < end:
+            out.append(nbd_client.Run(position, end - position, False))
+    return out
 
 
 def _within(areas: Sequence[Extent] | None, size: int) -> list[Extent]:

@@ -184,6 +184,32 @@ class HttpsDiskSource:
         return f"https {self.url}"
 
 
+@dataclass(frozen=True)
+class FilteredDiskSource:
+    """Another DiskSource with nbdkit filters in front of its own (outermost first): the lab's
+    fault drills (a slow or failing source host) on any reader, e.g. the https reader's curl
+    plugin behind the delay filter. Reads then go through `filters`, then `source`'s filters
+    (the https reader's retry-request), then its plugin."""
+
+    source: DiskSource
+    extra_filters: tuple[str, ...]
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        return (*self.extra_filters, *getattr(self.source, "filters", ()))
+
+    @property
+    def filter_args(self) -> tuple[str, ...]:
+        return (*self.extra_args, *getattr(self.source, "filter_args", ()))
+
+    def plugin_args(self, private_dir: Path) -> list[str]:
+        return self.source.plugin_args(private_dir)
+
+    def describe(self) -> str:
+        return self.source.describe()
+
+
 class NbdkitServer:
     """A running read-only nbdkit serving one DiskSource; use as a context manager."""
 

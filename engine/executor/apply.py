@@ -538,6 +538,7 @@ class Applier:
             source=source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk),
             verify=VERIFIED_WHOLE,
         )
+        job = replace(job, data=self.data_areas(job.verify, vm, snapshot, disk))
         try:
             result = host.compare(job, self._host(), self.ctx.stop)
         except VerifyError as exc:
@@ -669,6 +670,7 @@ class Applier:
             verify=self._verify_scope(address.name, what.kind),
             rewrite=what.rewrite,
         )
+        job = replace(job, data=self.data_areas(job.verify, vm, snapshot, disk))
         try:
             calls = self._callbacks(change.address, attrs, disk)
             result = self._run_sync(job, change.address, calls, host_name)
@@ -829,6 +831,21 @@ class Applier:
         except ChangeTrackingError:
             return what
         return replace(what, areas=areas)
+
+    def data_areas(
+        self, verify: str, vm: Any, snapshot: Any, disk: DiskInfo
+    ) -> list[Extent] | None:
+        """Where the disk holds data at the snapshot, for a whole-disk verify through a reader
+        without block status (https): the areas CBT lists as allocated (changeId "*"), so the
+        source's unallocated areas are hashed as zeros unread, as block status lets the other
+        readers do (a 2 GiB disk holding 40 MiB is not read whole over HTTPS). None (read
+        everything) for another scope or reader, or without CBT."""
+        if verify != VERIFIED_WHOLE or self.ctx.sources.block_status() or not disk.change_id:
+            return None
+        try:
+            return changed_areas(vm, snapshot, disk.key, disk.capacity, "*")
+        except ChangeTrackingError:
+            return None
 
     def _resume(self, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
         """An interrupted full copy, continued from its checkpoint so that it ends equal to

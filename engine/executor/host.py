@@ -43,7 +43,10 @@ class SyncJob:
     - rewrite: areas copied first, with zeros written explicitly, because the volume holds older
       bytes there (what changed below a resumed copy's checkpoint since the copy began);
     - dst_is_zero: the volume reads as zeros at `areas` beyond `start_at` (holes not written);
-    - verify: "" (off), VERIFIED_WHOLE or VERIFIED_AREAS (the sha256 over `areas` only).
+    - verify: "" (off), VERIFIED_WHOLE or VERIFIED_AREAS (the sha256 over `areas` only);
+    - data: where the disk holds data at the snapshot, for a whole-disk verify through a reader
+      without block status (the https reader: CBT's allocated areas, changeId "*"); the source
+      is hashed as zeros elsewhere, unread (None: read where block status says, or everything).
     """
 
     volume_id: str
@@ -54,6 +57,7 @@ class SyncJob:
     dst_is_zero: bool = False
     verify: str = ""
     rewrite: list[Extent] = field(default_factory=list)
+    data: list[Extent] | None = None
 
     def disk(self) -> DiskInfo:
         s = self.source
@@ -78,6 +82,7 @@ class SyncJob:
             dst_is_zero=bool(data.get("dst_is_zero", False)),
             verify=str(data.get("verify", "")),
             rewrite=extents(data.get("rewrite") or []),
+            data=None if data.get("data") is None else extents(data["data"]),
         )
 
 
@@ -191,7 +196,7 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
     source = host.sources.source(
         str(s["vm_moref"]), str(s["instance_uuid"]), str(s["snapshot_moref"]), disk
     )
-    whole = SyncJob(job.volume_id, job.host_id, job.source, verify=VERIFIED_WHOLE)
+    whole = SyncJob(job.volume_id, job.host_id, job.source, verify=VERIFIED_WHOLE, data=job.data)
     began = time.monotonic()
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
@@ -263,7 +268,7 @@ def _verify(
     assert job.verify in (VERIFIED_WHOLE, VERIFIED_AREAS), job.verify
     with NbdkitServer(source) as server:
         check_source_size(server.uri, disk.capacity, f"disk {disk.key}'s {source.describe()}")
-        want = digest(server.uri, areas=areas, cancel=stop)
+        want = digest(server.uri, areas=areas, data=job.data, cancel=stop)
         got = file_digest(device, disk.capacity, areas=areas, cancel=stop)
         if got == want:
             return got

@@ -22,6 +22,7 @@ from engine.dataplane.nbdkit import (
     COOKIE_RENEW,
     DiskSource,
     FileDiskSource,
+    FilteredDiskSource,
     HttpsDiskSource,
     VddkDiskSource,
 )
@@ -83,20 +84,53 @@ class LabSources:
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
-        fault = read_faults(self.lab_dir).get(f"{instance_uuid}/{disk.key}", {})
-        filters: list[str] = []
-        args: list[str] = []
-        if fault.get("read_error_rate"):
-            filters.append("error")
-            args += ["error=EIO", f"error-pread-rate={fault['read_error_rate']}"]
-        if fault.get("read_delay_ms"):
-            filters.append("delay")
-            args.append(f"rdelay={int(fault['read_delay_ms'])}ms")
+        filters, args = fault_filters(self.lab_dir, instance_uuid, disk.key)
         return FileDiskSource(
             snapshot_file(self.lab_dir / "disks", instance_uuid, snapshot_moref, disk.key),
-            filters=tuple(filters),
-            filter_args=tuple(args),
+            filters=filters,
+            filter_args=args,
         )
+
+
+def fault_filters(
+    lab_dir: Path, instance_uuid: str, key: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The nbdkit filters and their parameters that the lab's fault drills put in front of
+    disk `key` of VM `instance_uuid` (`ferry lab fault`: EIO at a rate, a delay per read);
+    none when it has no fault."""
+    fault = read_faults(lab_dir).get(f"{instance_uuid}/{key}", {})
+    filters: list[str] = []
+    args: list[str] = []
+    if fault.get("read_error_rate"):
+        filters.append("error")
+        args += ["error=EIO", f"error-pread-rate={fault['read_error_rate']}"]
+    if fault.get("read_delay_ms"):
+        filters.append("delay")
+        args.append(f"rdelay={int(fault['read_delay_ms'])}ms")
+    return tuple(filters), tuple(args)
+
+
+@dataclass(frozen=True)
+class LabFaultSources:
+    """A production reader (the https reader) in the lab: its disk sources get the filters of
+    the lab's fault drills in front (fault_filters), so `ferry lab fault --read-delay` and
+    `--read-errors` slow or fail the reads of /folder as they do the file reader's."""
+
+    inner: Sources
+    lab_dir: Path
+
+    def block_status(self) -> bool:
+        return self.inner.block_status()
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def source(
+        self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
+    ) -> DiskSource:
+        inner = self.inner.source(vm_moref, instance_uuid, snapshot_moref, disk)
+        filters, args = fault_filters(self.lab_dir, instance_uuid, disk.key)
+        return FilteredDiskSource(inner, filters, args) if filters else inner
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from engine.report import svg
 from engine.report.render import SUMMARY_HEAD
 from engine.statestore.sqlite import SqliteStateStore
 from engine.units import parse_duration
-from tests.integration.cli import ROOT, ferry
+from tests.integration.cli import ROOT, ferry, file_reader
 from tests.integration.converge import assert_converged, data_after, records, volume_file
 
 pytestmark = pytest.mark.lab
@@ -203,6 +203,8 @@ def test_a_failed_conversion_restores_then_the_next_apply_syncs_a_small_delta(
     assert vm is not None
     state = tmp_path / "ferry.db"
     failing = spec_with(tmp_path, name, "mode: cutover")
+    # the file reader: Reporting Ünit 1 keeps a snapshot of its own, which the https reader refuses
+    failing.write_text(file_reader(failing.read_text()))
     done = apply(lab, failing, target, state)
     assert done.returncode == 1
     assert "inspection could not detect the source guest" in done.stdout
@@ -221,6 +223,7 @@ def test_a_failed_conversion_restores_then_the_next_apply_syncs_a_small_delta(
 
     lab.write(name, 2000, 7 * MiB, MiB)
     ready = spec_with(tmp_path, name, "mode: cutover\nconvert: false")
+    ready.write_text(file_reader(ready.read_text()))
     done = apply(lab, ready, target, state)
     assert done.returncode == 0, done.stdout + done.stderr
     sync = records(state)[f"{target}.disk[2000]"]["last_sync"]
@@ -400,7 +403,7 @@ def test_cold_migration_from_a_datastore_mount(lab: Lab, tmp_path: Path) -> None
     assert vm is not None
     mount = lab.export_datastores(tmp_path / "mnt")
     text = (ROOT / "plans" / "demo.yaml").read_text()
-    text = re.sub(r"^  lab_dir: .*\n", "", text, flags=re.M)
+    text = re.sub(r"^  (lab_dir|reader): .*\n", "", text, flags=re.M)  # the mount's reader
     mounted = f"    datacenter: DC0\n    datastore_path: {mount}\n"
     text = text.replace("    datacenter: DC0\n", mounted)
     spec = tmp_path / "cold.yaml"

@@ -108,7 +108,7 @@ def test_esxi_direct_mode(lab: Lab, tmp_path: Path) -> None:
     try:
         target = vcenter.target(files)
         text = (ROOT / "plans" / "demo.yaml").read_text().split("\nvms:")[0]
-        text = re.sub(r"^  lab_dir: .*\n", "", text, flags=re.M)
+        text = re.sub(r"^  (lab_dir|reader): .*\n", "", text, flags=re.M)
         text = text.replace("${FERRY_VCENTER_HOST}", target.host)
         text = text.replace("${FERRY_VCENTER_PORT}", str(target.port))
         text = text.replace("${FERRY_VCENTER_PASSWORD_FILE}", str(files.password))

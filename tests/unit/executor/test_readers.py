@@ -10,17 +10,20 @@ from typing import Any
 import pytest
 
 from engine.cli.apply import _sources
-from engine.dataplane.nbdkit import HttpsDiskSource
+from engine.dataplane.nbdkit import DiskSource, HttpsDiskSource, NbdkitServer
 from engine.errors import DataplaneError, UserError
 from engine.executor.seams import (
     DatastorePathSources,
     HttpsSources,
+    LabFaultSources,
     LabSources,
     VddkSources,
     folder_url,
 )
+from engine.lab.faults import set_read_delay, set_read_errors
 from engine.planner.desired import reader_of
 from engine.providers.vsphere.session import VCenterTarget
+from engine.providers.vsphere.snapshots import DiskInfo
 
 TARGET = VCenterTarget("vc.example.com", 443, "u", "p", cafile=Path("/etc/ca.pem"))
 
@@ -52,6 +55,45 @@ def test_each_reader_gets_its_sources(tmp_path: Path) -> None:
     assert isinstance(_sources(spec({"lab_dir": str(tmp_path)}), TARGET, si), LabSources)
     mount = spec({}, datastore_path=str(tmp_path))
     assert isinstance(_sources(mount, TARGET, si), DatastorePathSources)
+    lab_https = _sources(spec({"lab_dir": str(tmp_path), "reader": "https"}), TARGET, si)
+    assert isinstance(lab_https, LabFaultSources) and isinstance(lab_https.inner, HttpsSources)
+
+
+class OneHttpsSource:
+    """The https reader's disk source for any disk (HttpsSources needs a vCenter session)."""
+
+    def block_status(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        return None
+
+    def source(self, vm: str, uuid: str, snapshot: str, disk: DiskInfo) -> DiskSource:
+        return HttpsDiskSource("https://vc/folder/x-flat.vmdk?dsName=d", "c", Path("/ca.pem"))
+
+
+def test_the_lab_fault_drills_slow_and_fail_the_https_reader(tmp_path: Path) -> None:
+    """`ferry lab fault` on a disk read through https (the demo spec): nbdkit's error and delay
+    filters in front of the https reader's retry-request filter (an injected EIO reaches the
+    copy, as from the file reader), the curl plugin behind them; no fault, no filter."""
+    sources = LabFaultSources(OneHttpsSource(), tmp_path)
+    disk = DiskInfo(2000, 1 << 30, "[ds] vm/vm.vmdk", True, None)
+    assert isinstance(sources.source("vm-1", "uuid-1", "snapshot-1", disk), HttpsDiskSource)
+    set_read_delay(tmp_path, "uuid-1", 2000, 1500)
+    set_read_errors(tmp_path, "uuid-1", 2001, "10%")
+    slow = NbdkitServer(sources.source("vm-1", "uuid-1", "snapshot-1", disk)).argv()
+    filters = [a for a in slow if a.startswith("--filter=")]
+    assert filters == ["--filter=delay", "--filter=retry-request"], slow
+    assert "rdelay=1500ms" in slow and slow.index("curl") < slow.index("rdelay=1500ms")
+    failing = NbdkitServer(
+        sources.source("vm-1", "uuid-1", "s", DiskInfo(2001, 1 << 30, "[ds] x", True, None))
+    ).argv()
+    assert [a for a in failing if a.startswith("--filter=")][:2] == [
+        "--filter=error",
+        "--filter=retry-request",
+    ]
+    assert "error-pread-rate=10%" in failing and "error=EIO" in failing
+    assert "https://vc/folder/x-flat.vmdk?dsName=d" in " ".join(failing)
 
 
 @pytest.mark.parametrize(
