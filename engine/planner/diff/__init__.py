@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.diagnostics import Diagnostic
-from engine.model.desired import Concern, ConcernLevel, DesiredVM
+from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
@@ -71,6 +71,37 @@ def found_volumes(
     return out
 
 
+# (no "volume" in the first: image.as_files rewrites "volume" to "file" in reasons)
+COPY_KINDS = {"volume": "Cinder", "disk_file": "a local file"}
+
+
+def _disk_change(
+    vm: DesiredVM,
+    volume: DesiredVolume,
+    records: Mapping[str, ResourceRecord],
+    found: ObservedVolume | None,
+    now: float | None,
+) -> Change:
+    """A disk's copy change from its record, unless the record is of the other output (a
+    volume's for output: image, a file's for output: volume): that record says what the other
+    target holds, not what this one does, so no delta starts from it (break-it 12c item 7: a
+    switch of destination.output made new volumes of the 1 MiB delta, then "No changes"). Then
+    it is a full copy into a new target, and its reason says why."""
+    disk = next(d for d in vm.source.disks if d.key == volume.disk_key)
+    record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+    wanted = "disk_file" if vm.image is not None else "volume"
+    if record is None or record.kind == wanted or record.kind not in COPY_KINDS:
+        return volume_change(vm, volume, disk, record, found, now=now)
+    change = volume_change(vm, volume, disk, None, found, now=now)
+    held = record.attributes.get("volume_id") or record.attributes.get("path") or "?"
+    output = "image" if vm.image is not None else "volume"
+    return replace(
+        change,
+        reason=f"the last sync went to {COPY_KINDS[record.kind]} ({held}) and destination."
+        f"output is now {output}: {change.reason}",
+    )
+
+
 def vm_changes(
     vm: DesiredVM,
     records: dict[str, ResourceRecord],
@@ -86,24 +117,14 @@ def vm_changes(
     """A VM's changes; `verify` (--verify): each replica nothing else is planned for is compared
     with a new snapshot (a verify step, which takes the VM's snapshot); `files`: the disk files
     found in work_dir (output: image; None: not read)."""
-    disks = {d.key: d for d in vm.source.disks}
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
     served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
-    found = found_volumes(vm, observed)
+    # output: image copies into files: a volume found by metadata is no base for them
+    found = found_volumes(vm, observed) if vm.image is None else {}
     volumes = [
         settled(c) if is_booted else adopt_then_sync(vm, c)
-        for c in (
-            volume_change(
-                vm,
-                v,
-                disks[v.disk_key],
-                records.get(str(Address("vm", vm.name, "disk", v.disk_key))),
-                found.get(v.disk_key),
-                now=now,
-            )
-            for v in vm.volumes
-        )
+        for c in (_disk_change(vm, v, records, found.get(v.disk_key), now) for v in vm.volumes)
     ]
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
