@@ -316,7 +316,10 @@ class Cutover:
         after = dict(change.after or {})
         keys = [int(d["key"]) for d in after["disks"]]
         volume_ids = self._volume_ids(address.name, keys)
-        for volume_id in volume_ids:  # an earlier attempt's (a sync drops its own first)
+        # an earlier attempt's (a sync drops its own first), also of a disk the spec dropped
+        # since: its volume would keep a snapshot no record names and never be deletable
+        recorded = list(self._attrs(change.address).get("protection") or {})
+        for volume_id in dict.fromkeys([*volume_ids, *recorded]):
             self.release_protection(address.name, volume_id)
         held = {
             v: self._disk(address.name, k).get("change_id")

@@ -134,7 +134,21 @@ def conversion_change(
         why = "the volumes changed since their conversion (reverted or synced): convert again"
     else:
         return change
-    return Change(address, "conversion", Action.REPLACE, why, dict(record.attributes), change.after)
+    wanted = conversion_after(vm)
+    moved = _settings_moved(record, wanted)
+    why += f", with the spec's settings ({', '.join(moved)} changed since)" if moved else ""
+    # the spec's settings, never the last attempt's record (break-it 12c item 12: convert: true
+    # added after an attempt with convert: false booted unconverted volumes)
+    return Change(address, "conversion", Action.REPLACE, why, dict(record.attributes), wanted)
+
+
+# what a conversion did depends on (memory and vCPUs only size its appliance)
+CONVERSION_SETTINGS = ("tool", "guest_id", "firmware", "disks", "macs", "firstboot")
+
+
+def _settings_moved(record: ResourceRecord, wanted: Mapping[str, Any]) -> list[str]:
+    """The conversion settings the spec now asks for that the recorded attempt did not use."""
+    return [k for k in CONVERSION_SETTINGS if record.attributes.get(k) != wanted.get(k)]
 
 
 def _epochs_moved(

@@ -303,12 +303,16 @@ def _wait_snapshot(conn: Any, snapshot_id: str, timeout: float = 300.0) -> None:
 
 
 def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
-    """A Cinder snapshot of the volume before conversion touches it (one per volume, reused)."""
+    """A new Cinder snapshot of the volume before conversion touches it; returns its id. A
+    protection snapshot of the volume still in Cinder (found by its `ferry_protects` metadata:
+    the caller has released every one its state records) was left by an interrupted attempt
+    and is deleted first, never reused: it may be older than a later sync, whose writes a
+    revert to it would erase (break-it 12c item 1: 5 MiB lost, then "No changes"), and Cinder
+    reverts a volume only to its latest snapshot. Raises OpenStackError."""
     try:
         for snapshot in conn.block_storage.snapshots(details=True):
             if (snapshot.metadata or {}).get("ferry_protects") == volume_id:
-                _wait_snapshot(conn, snapshot.id)
-                return str(snapshot.id)
+                _drop_snapshot(conn, snapshot)
         snapshot = conn.block_storage.create_snapshot(
             volume_id=volume_id,
             name=name,
@@ -319,6 +323,15 @@ def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
         raise OpenStackError(f"protecting volume {volume_id}: {exc}") from exc
     _wait_snapshot(conn, snapshot.id)
     return str(snapshot.id)
+
+
+def _drop_snapshot(conn: Any, snapshot: Any, timeout: float = 300.0) -> None:
+    """Delete a snapshot (once it is no longer being created) and wait until it is gone."""
+    if snapshot.status != "deleting":
+        if snapshot.status == "creating":
+            _wait_snapshot(conn, snapshot.id, timeout)
+        conn.block_storage.delete_snapshot(snapshot.id, ignore_missing=True)
+    conn.block_storage.wait_for_delete(snapshot, wait=int(timeout))
 
 
 def revert(conn: Any, volume_id: str, snapshot_id: str) -> None:
