@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import engine.executor.apply as applier  # a cycle: it imports this module (resolved at call time)
@@ -60,9 +60,9 @@ class DiskFiles:
         disk = disks[address.index or 0]
         path = Path(str((change.after or {})["path"]))
         vm = self.a._vm(address.name)
-        known = dict(before) if path.exists() else {}  # the file gone: a full copy from 0
-        if before and not known:
-            ctx.say(address.name, f"{change.address}: {path} is gone: full copy from 0")
+        known, why = _known_file(before, path)
+        if why:
+            ctx.say(address.name, f"{change.address}: {why}: full copy from 0")
         # the volume logic decides full/delta/resume by a recorded target: the file is it
         probe = {**known, "volume_id": str(path)} if known else {}
         what = self.a._allocated(
@@ -78,6 +78,7 @@ class DiskFiles:
         _sized(path, disk.capacity)
         attrs = {**known, "path": str(path), "copy": what.kind, "copied_bytes": what.start_at}
         attrs.pop("tainted", None)
+        attrs.pop("file_id", None)  # the file is being written: its identity is taken at the end
         if what.kind == "full":
             attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
             attrs["copy_capacity"] = disk.capacity
@@ -197,8 +198,35 @@ class DiskFiles:
                 "verified": self.a.ctx.digests.get(change.address, (None, None))[1],
             },
         }
+        record["file_id"] = file_identity(path)  # the file this sync wrote, as it is now
         self.a._write([ResourceRecord(change.address, KIND, Status.READY, record)], [])
         self.a.announce_sync(change.address, stats, step, str(path), record["last_sync"])
+
+
+def file_identity(path: Path) -> str:
+    """Which file `path` is, and since when unchanged: 'device:inode:mtime_ns:size' (as make
+    and rsync tell files apart). A file replaced, restored or written by something else since
+    has another. Raises OSError."""
+    found = path.stat()
+    return f"{found.st_dev}:{found.st_ino}:{found.st_mtime_ns}:{found.st_size}"
+
+
+def _known_file(before: dict[str, Any], path: Path) -> tuple[dict[str, Any], str]:
+    """The record a sync into `path` may build on, and why not ('' when it may, or there is
+    none): the file must be the one the record names and, after a complete sync, still the
+    file that sync wrote (break-it 12c: a work_dir changed since, or an older copy that came
+    back at the same path when a mount returned, took a delta onto the wrong bytes)."""
+    if not before:
+        return {}, ""
+    if not path.exists():
+        return {}, f"{path} is gone"
+    recorded = before.get("path")
+    if recorded and PurePath(str(recorded)) != PurePath(str(path)):
+        return {}, f"the last sync went to {recorded}, not {path}"
+    wrote = before.get("file_id")  # a complete sync's (a copy under way drops it)
+    if wrote and not before.get("converted_file") and file_identity(path) != wrote:
+        return {}, f"{path} is not the file the last sync wrote (replaced or changed since)"
+    return dict(before), ""
 
 
 def _sized(path: Path, capacity: int) -> None:

@@ -57,14 +57,18 @@ def as_files(
         change = planned
         record = (records or {}).get(change.address)
         attrs = record.attributes if record else {}
+        key = int((change.after or change.before or {}).get("disk_key", -1))
         gone = _gone(attrs, files)
-        if gone and change.after:
-            key = int(change.after.get("disk_key", -1))
+        moved = _moved(attrs, disk_path(image, vm, key))
+        if (gone or moved) and change.after:
             change = Change(
                 change.address,
                 change.kind,
                 Action.CREATE,
-                f"recorded file {gone} no longer exists: full copy from 0",
+                f"recorded file {gone} no longer exists: full copy from 0"
+                if gone
+                else f"the last sync went to {moved} (work_dir changed since): full copy into "
+                "the new file",
                 dict(attrs),
                 {**change.after, "copy": "full"},
                 full_bytes(disks[key]) if key in disks else change.bytes,
@@ -92,6 +96,15 @@ def as_files(
         reason = change.reason.replace("new volume", "new file").replace("volume", "file")
         out.append(replace(change, kind="disk_file", after=after, reason=reason))
     return out
+
+
+def _moved(attrs: Mapping[str, Any], path: str) -> str:
+    """The recorded file's path when it is not `path` (work_dir changed) before the cutover's
+    server, else "": a delta builds only on the file the last sync wrote."""
+    recorded = str(attrs.get("path") or "")
+    if not recorded or attrs.get("converted") or PurePath(recorded) == PurePath(path):
+        return ""
+    return recorded
 
 
 def _gone(attrs: Mapping[str, Any], files: frozenset[str] | None) -> str:
@@ -138,6 +151,7 @@ def image_changes(
             _again(
                 simple(address, "image", records.get(address), after, _upload_reason(image, n)),
                 reconvert,
+                after,
             )
         )
         if n == 0 and image.boot == "image":
@@ -152,7 +166,11 @@ def image_changes(
         }
         reason = "volume made from the image"
         out.append(
-            _again(simple(address, "image_volume", records.get(address), after, reason), reconvert)
+            _again(
+                simple(address, "image_volume", records.get(address), after, reason),
+                reconvert,
+                after,
+            )
         )
     return out
 
@@ -169,7 +187,10 @@ def _upload_reason(image: ImageOutput, n: int) -> str:
     return what
 
 
-def _again(change: Change, reconvert: bool) -> Change:
+def _again(change: Change, reconvert: bool, after: dict[str, Any]) -> Change:
+    """A recorded upload (or volume made from it) done again after a new conversion, as the
+    spec now says (`after`), never as the record says: a work_dir changed since the first
+    attempt uploaded the old directory's file (break-it 12c item 13)."""
     if not reconvert or change.action is not Action.NOOP:
         return change
     return Change(
@@ -178,7 +199,7 @@ def _again(change: Change, reconvert: bool) -> Change:
         Action.REPLACE,
         "the files are converted again: upload again (the old one deleted after)",
         change.before,
-        change.after,
+        after,
     )
 
 
