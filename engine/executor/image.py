@@ -24,10 +24,10 @@ from engine.executor import host
 from engine.executor.cutover import content_epoch
 from engine.executor.host import SyncJob, source_of
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
 from engine.providers.openstack import images
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.units import duration
+from engine.units import duration, human
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -60,6 +60,16 @@ class DiskFiles:
         disk = disks[address.index or 0]
         path = Path(str((change.after or {})["path"]))
         vm = self.a._vm(address.name)
+        if change.action is Action.VERIFY and before.get("change_id") == disk.change_id:
+            self._compare(change, before, path, (vm, snapshot, disk))
+            return
+        if change.action is Action.VERIFY:
+            ctx.say(
+                address.name,
+                f"{change.address}: changeId {before.get('change_id')} → {disk.change_id} since "
+                "the plan: its delta is copied first, then the whole disk compared",
+            )
+            change = replace(change, action=Action.UPDATE)
         known, why = _known_file(before, path)
         if why:
             ctx.say(address.name, f"{change.address}: {why}: full copy from 0")
@@ -107,6 +117,47 @@ class DiskFiles:
             stats=stats,
             step=time.monotonic() - began,
             digest=digest,
+        )
+
+    def _compare(
+        self, change: Change, before: dict[str, Any], path: Path, at: tuple[Any, Any, DiskInfo]
+    ) -> None:
+        """A verify step (--verify) of a file in sync: compared whole with the disk at this
+        apply's snapshot, nothing copied; a mismatch (or not the file the last sync wrote)
+        marks it tainted: the next plan copies it again in full. Raises VerifyError,
+        DataplaneError, StoppedError."""
+        vm, snapshot, disk = at
+        address = Address.parse(change.address)
+        ctx = self.a.ctx
+        known, why = _known_file(before, path)
+        job = SyncJob(
+            volume_id=str(path),
+            host_id="",
+            source=source_of(vm._moId, self.a.uuids[address.name] or "", snapshot._moId, disk),
+            verify=VERIFIED_WHOLE,
+        )
+        job = replace(job, data=self.a.data_areas(job.verify, vm, snapshot, disk))
+        source = ctx.sources.source(vm._moId, job.source["instance_uuid"], snapshot._moId, disk)
+        began = time.monotonic()
+        try:
+            if why:
+                raise VerifyError(f"verify: disk {disk.key}: {why}")
+            digest = host.verify_copy(job, source, path, disk, ctx.stop)
+        except VerifyError as exc:
+            tainted = {**before, "tainted": f"verification failed: {exc}"}
+            self.a._write([ResourceRecord(change.address, KIND, Status.TAINTED, tainted)], [])
+            raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
+        seconds = round(time.monotonic() - began, 3)
+        with ctx.lock:
+            ctx.digests[change.address] = (digest, VERIFIED_WHOLE)
+        checked = {"at": time.time(), "change_id": disk.change_id, "sha256": digest}
+        checked["seconds"] = seconds
+        record = {**known, "last_verify": checked}
+        self.a._write([ResourceRecord(change.address, KIND, Status.READY, record)], [])
+        ctx.say(
+            address.name,
+            f"{change.address}: {path} equals disk {disk.key} at snapshot {snapshot._moId} "
+            f"(sha256 {digest}, {human(disk.capacity)} compared in {duration(seconds)})",
         )
 
     def _callbacks(self, address: str, attrs: dict[str, Any], disk: DiskInfo) -> host.Callbacks:

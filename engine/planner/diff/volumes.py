@@ -432,7 +432,7 @@ def verify_step(vm: DesiredVM, change: Change) -> Change:
     before = dict(change.before or {})
     if change.kind != "volume" or change.action is not Action.NOOP or before.get("converted"):
         return change
-    if not before.get("volume_id"):
+    if not before.get("volume_id") and not before.get("path"):  # a volume's, or a file's
         return change
     key = Address.parse(change.address).index
     disk = next((d for d in vm.source.disks if d.key == key), None)
