@@ -165,7 +165,7 @@ def saved_line(out: Path, sealed: str, env: Mapping[str, str]) -> str:
 
 
 def exit_code(result: Plan, detailed: bool) -> int:
-    if has_errors(result.diagnostics) or any(v.blocked for v in result.vms):
+    if has_errors(result.diagnostics) or result.blocked:
         return 1
     return 2 if detailed and result.has_changes else 0
 
@@ -268,7 +268,7 @@ def summary(result: Plan) -> str:
         for a in (Action.READ, Action.FORGET, Action.MOVE, Action.VERIFY)
         if counts[a]
     )
-    blocked = sum(v.blocked for v in result.vms)
+    blocked = result.blocked
     tail = f"; {blocked} VM(s) blocked by errors" if blocked else ""
     errors = sum(d.severity is Severity.ERROR for d in result.diagnostics)
     if errors and not result.has_changes:

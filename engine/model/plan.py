@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from engine.addresses import Address
 from engine.diagnostics import Diagnostic
 from engine.model.desired import Concern
 
@@ -118,6 +119,14 @@ class Plan:
 
     def counts(self) -> Counter[Action]:
         return Counter(c.action for c in self.changes)
+
+    @property
+    def blocked(self) -> int:
+        """VMs blocked by errors among those the plan covers: every VM, or with targets the
+        targeted ones (a plan of `--target vm.a` is not failed by vm.b's errors; vm.b's
+        changes are not in it either way)."""
+        scope = {str(Address.parse(t).vm) for t in self.targets}
+        return sum(v.blocked for v in self.vms if not scope or v.address in scope)
 
     @property
     def has_changes(self) -> bool:
