@@ -124,11 +124,13 @@ def _check_partial_cutover(
     targets: tuple[Address, ...], changes: list[Change], graph: Any, keep: set[str]
 ) -> None:
     """A --target selection that keeps a cutover's power-off (its final snapshot, which the
-    disks' final syncs hang on) without its server is refused: it would take the source down
-    for a sync that boots nothing, then power it back on. `--target` selects a part of the plan
-    the spec describes, never another plan: a live sync of a cutover VM's disk is what
-    `mode: replicate` plans. The line names the targets that make sense: the whole cutover
-    (vm.X, or its server) and the VM's parts that need no power-off.
+    disks' final syncs hang on) without its server or its conversion is refused: it would take
+    the source down for a sync that boots nothing, then power it back on. `--target` selects a
+    part of the plan the spec describes, never another plan: a live sync of a cutover VM's disk
+    is what `mode: replicate` plans. The conversion is a target of its own: a rehearsal of the
+    cutover up to converted volumes (virt-v2v tried on this guest before the window), after
+    which the source is powered back on. The line names the targets that make sense: the whole
+    cutover (vm.X, or its server), its conversion and the VM's parts that need no power-off.
 
     Raises UserError."""
     for change in changes:
@@ -138,8 +140,8 @@ def _check_partial_cutover(
         if change.address not in keep:
             continue
         vm = Address.parse(change.address).vm
-        servers = [c.address for c in changes if c.kind == "server" and _vm(c) == vm]
-        if servers and all(s in keep for s in servers):
+        ends = [c.address for c in changes if c.kind in ("server", "conversion") and _vm(c) == vm]
+        if any(e in keep for e in ends):
             continue
         named = ", ".join(str(t) for t in targets if t.vm == vm) or ", ".join(map(str, targets))
         after_off = nx.descendants(graph, change.address) | {change.address}
@@ -152,7 +154,9 @@ def _check_partial_cutover(
         raise UserError(
             f"--target {named}: {vm.name} is in cutover mode, whose disks are synced only "
             f"after its source is powered off, to boot the server; target {vm} for the whole "
-            f"cutover{alone}; to sync its disks while the source runs, set its mode: replicate"
+            f"cutover, {vm}.conversion to rehearse it up to converted volumes (the source is "
+            f"powered back on){alone}; to sync its disks while the source runs, set its mode: "
+            "replicate"
         )
 
 
