@@ -106,12 +106,14 @@ class Cutover:
         record = self._records().get(address)
         status = record.status if record is not None else Status.IN_PROGRESS
         attrs = self._attrs(address)
-        if "source_power" not in attrs:
+        if POWERED_OFF_AT not in attrs:  # ferry has not powered it off: as it is now
+            # (an earlier attempt's 'poweredOff', the source powered on since, would make this
+            # power-off one nothing powers back on: break-it 12c item 4)
             attrs["source_power"] = self._power_state(vm)
+            if attrs["source_power"] == POWERED_ON:  # recorded before the call: a kill
+                attrs[POWERED_OFF_AT] = time.time()  # in between still says ferry did it
             self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
-        if attrs["source_power"] == POWERED_ON:
-            attrs.setdefault(POWERED_OFF_AT, time.time())
         attrs["powered_off"] = how
         self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         self.ctx.say(name, f"{Address('vm', name)}: source powered off ({how})")

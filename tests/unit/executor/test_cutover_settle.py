@@ -77,3 +77,32 @@ def test_a_server_maybe_booted_keeps_the_source_off(
     store.write([ResourceRecord("vm.web01.server", "server", Status.IN_PROGRESS, {})], [])
     assert settle(store, [snapshot("web01", "power_on")]) == []
     assert powered == []
+
+
+def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(
+    tmp_path: Path, powered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12c item 4: a first cutover attempt stopped while the source was off recorded
+    source_power poweredOff; powered on since, the next attempt powered it off and, stopped,
+    left it off without a word (the record still said it had been off)."""
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    found_off = {"source_power": "poweredOff", "powered_off": "already"}
+    address = "vm.web01.conversion"
+    store.write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, found_off)], [])
+    monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
+    monkeypatch.setattr(module, "power_off", lambda _si, _vm, _policy: "graceful")
+    ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
+    applier: Any = SimpleNamespace(
+        ctx=ctx,
+        _write=store.write,
+        uuids={"web01": "u1"},
+        changes={"vm.web01.snapshot": snapshot("web01", "power_on")},
+        _vm=lambda name: f"ref-{name}",
+    )
+    cut = Cutover(applier)
+    assert cut.power_off_source("web01", "ref-web01", {"policy": "graceful"}) == "graceful"
+    attrs = store.read().resources[address].attributes
+    assert attrs["source_power"] == "poweredOn" and attrs["powered_off_at"]
+    assert cut.settle_sources() == []  # stopped before a server: back on
+    assert powered == ["ref-web01"]
+    store.close()
