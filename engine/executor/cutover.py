@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.addresses import Address
 from engine.conversion import v2v
-from engine.errors import FerryError
+from engine.errors import FerryError, SourceChangedError
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
 from engine.planner.diff.cutover import source_left_off
@@ -498,6 +498,7 @@ class Cutover:
         )
         conversion = self._attrs(str(Address("vm", name, "conversion")))
         self._check_converted(name, _disk_keys(after), conversion)
+        self.check_source_off(name)
         if conversion.get("firmware") == "efi" and not spec.image_id:  # an image has its own
             compute.mark_uefi(self.ctx.conn, spec.volume_ids[0])
         started = time.monotonic()
@@ -531,6 +532,20 @@ class Cutover:
             f"{duration(time.monotonic() - started)}",
         )
         return server_id
+
+    def check_source_off(self, name: str) -> None:
+        """Right before the server boots: the source is still off. Powered on since its final
+        snapshot (vSphere HA, a person, a monitoring restart), it has written what the volumes
+        lack and would run beside its server with the same MACs (break-it 12c item 3: booted
+        anyway, exit 0). Raises SourceChangedError: the boot fails before anything is made,
+        and the next apply powers the source off again, syncs its writes (the volumes back to
+        their protection snapshots first) and converts again."""
+        if self._power_state(self.a._vm(name)) == POWERED_ON:
+            raise SourceChangedError(
+                f"{Address('vm', name)}: the source is running again (powered on since its "
+                "final snapshot): no server is booted beside it; the next apply powers it off "
+                "and syncs what it wrote"
+            )
 
     def _boot_image_id(self, name: str, after: dict[str, Any]) -> str | None:
         """boot: image: the Glance image of the boot disk the server boots from (recorded by

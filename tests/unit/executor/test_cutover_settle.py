@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from engine.errors import SourceChangedError
 from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
@@ -106,3 +107,20 @@ def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(
     assert cut.settle_sources() == []  # stopped before a server: back on
     assert powered == ["ref-web01"]
     store.close()
+
+
+@pytest.mark.parametrize(("now", "refused"), [("poweredOn", True), ("poweredOff", False)])
+def test_no_server_boots_beside_a_source_running_again(
+    monkeypatch: pytest.MonkeyPatch, now: str, refused: bool
+) -> None:
+    """Break-it 12c item 3: a source powered on again after its final snapshot (HA, a person)
+    got its server booted anyway: two copies, same MACs, its later writes missing."""
+    monkeypatch.setattr(module, "power_state", lambda _si, _vm: now)
+    ctx = SimpleNamespace(store=None, si=None, say=lambda *_: None, events=None)
+    applier: Any = SimpleNamespace(ctx=ctx, _vm=lambda name: f"ref-{name}")
+    cut = Cutover(applier)
+    if not refused:
+        cut.check_source_off("web01")
+        return
+    with pytest.raises(SourceChangedError, match="the source is running again"):
+        cut.check_source_off("web01")
