@@ -200,7 +200,10 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
         if group.name in claims.held or blind:
             continue
         entry = _still_selected(data, group)
-        if entry is None:
+        booting = _maybe_booted(group) if entry is None else None
+        if booting is not None:
+            notes.append(booting)
+        elif entry is None:
             changes += destroy_changes(
                 group.name,
                 group.records,
@@ -210,6 +213,25 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
         else:
             notes.append(_kept(group, *entry))
     return changes, notes
+
+
+def _maybe_booted(group: RecordedVM) -> Diagnostic | None:
+    """A VM the spec dropped while its cutover's server record is in progress (an apply
+    stopped during the boot): the server may be ACTIVE and serving, its source powered off by
+    ferry. Deleting it takes production down, forgetting it leaves a half-made cutover nobody
+    tracks (break-it 12c item 18: the ACTIVE server deleted, the source left off). An error:
+    its records are left untouched until the VM is back in the spec."""
+    server = group.records.get(str(Address("vm", group.name, "server")))
+    if server is None or server.status is not Status.IN_PROGRESS:
+        return None
+    server_id = server.attributes.get("server_id") or "(its id not recorded yet)"
+    return Diagnostic(
+        Severity.ERROR,
+        f"{group.address} left the spec while its cutover's server {server_id} may have booted "
+        "(an apply stopped during the boot; its source was powered off): nothing of it is "
+        "deleted or forgotten; put it back in the spec in cutover mode to finish the cutover "
+        "(or to --destroy it from there)",
+    )
 
 
 def _still_selected(data: DiffInput, group: RecordedVM) -> tuple[int, bool] | None:
