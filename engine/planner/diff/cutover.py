@@ -315,10 +315,12 @@ def booted(
     vm: DesiredVM, records: Mapping[str, ResourceRecord], server: ObservedServer | None
 ) -> bool:
     """A server was (maybe) booted from the volumes: a killed apply's in-progress server, or
-    one found by metadata. Its volumes are never synced or converted again."""
-    if vm.mode not in CUTOVER_MODES:
-        return False
+    one found by metadata. Its volumes are never synced or converted again. In replicate mode
+    (a VM set back after its cutover) any server ferry made for it counts: a killed boot's may
+    be ACTIVE (break-it 12c item 5: back to replicate, the plan synced into its volumes)."""
     record = records.get(str(Address("vm", vm.name, "server")))
+    if vm.mode not in CUTOVER_MODES:
+        return record is not None or server is not None
     if record is not None:
         return record.status is Status.IN_PROGRESS
     return server is not None
