@@ -182,15 +182,31 @@ def left_off_concerns(records: Mapping[str, ResourceRecord]) -> tuple[Concern, .
 
 
 def running_after_cutover(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord]
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    observed: ObservedServer | None,
 ) -> tuple[Concern, ...]:
     """A warning on a VM whose source runs again after a server was booted from its volumes:
     two copies of one machine (the same MACs, the same identity) and guest writes ferry will
-    never copy (the replica is production's now)."""
+    never copy (the replica is production's now). An error when that server is gone as well
+    (`observed`: the cloud's server for the VM, None): booting the volumes again would
+    bring the machine back as it was at the cutover, beside the running source and without
+    its writes since (break-it 12c item 2: re-booted from stale volumes, no power-off)."""
     server = records.get(str(Address("vm", vm.name, "server")))
     if server is None or vm.source.power_state != "poweredOn":
         return ()
     booted = str(server.attributes.get("server_id") or "?")
+    if observed is None and server.status is Status.READY:
+        return (
+            Concern(
+                ConcernLevel.ERROR,
+                "server-gone-source-running",
+                f"server {booted} of its cutover is gone and the source runs again: its volumes "
+                "hold the machine as it was at the cutover, without what the source wrote since; "
+                "power the source off to boot them as they are, or plan --destroy and migrate "
+                "it again",
+            ),
+        )
     return (
         Concern(
             ConcernLevel.WARNING,
