@@ -38,7 +38,7 @@ from engine.executor.host import SyncJob, source_of
 from engine.executor.image import DiskFiles, ImageCutover
 from engine.executor.moved import moved_records
 from engine.executor.remote import Remote
-from engine.executor.seams import Devices, Sources
+from engine.executor.seams import Devices, LabSources, Sources
 from engine.executor.source import nic_differences, planned_nics
 from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION, SourceNic, epoch, ferry_made
 from engine.model.plan import Action, Change, Plan
@@ -264,6 +264,7 @@ class Applier:
         name = Address.parse(change.address).name
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
+        self._check_own_snapshots(name, vm)
         self._check_source(name, fetch_property(self.ctx.si, vm, "config.hardware.device"))
         with self.ctx.lock:
             self.ctx.source_checked[name] = None
@@ -293,6 +294,30 @@ class Applier:
         )
         self.ctx.say(name, f"{Address('vm', name)}: snapshot {snapshot._moId} taken")
         self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
+
+    def _check_own_snapshots(self, name: str, vm: Any) -> None:
+        """A reader of the base extent (https; datastore_path on a real datastore) reads the
+        VM's disk at ferry's snapshot only when that snapshot is the VM's only one: a snapshot
+        someone took since the plan (a backup job, between `plan --out` and apply) freezes the
+        base extent older than the disk, and the copy would record ferry's changeId over older
+        bytes (break-it 12c item 10: 2 MiB lost, then "No changes"). Checked before the power-
+        off and the snapshot. Raises SourceChangedError naming the snapshots."""
+        reader = next((v.reader for v in self.plan.vms if v.name == name), "")
+        lab_files = isinstance(self.ctx.sources, LabSources)  # each snapshot's own copy
+        if reader != "https" and (reader != "datastore_path" or lab_files):
+            return
+        other = [
+            str(t.name)
+            for t in _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
+            if not ferry_made(str(t.name), str(t.description or ""))
+        ]
+        if other:
+            raise SourceChangedError(
+                f"{Address('vm', name)}: has snapshot(s) {', '.join(other)} now: the {reader} "
+                "reader reads the base disk, older than the VM's current state; consolidate "
+                "(delete) them, or read this VM with source.reader: vddk, then run `ferry plan` "
+                "again"
+            )
 
     def _check_source_once(self, name: str) -> None:
         """The VM's disks and NICs checked against the plan before its first cutover step
