@@ -18,7 +18,7 @@ from engine.lab.lab import Lab
 from engine.providers.vsphere.power import PowerOffPolicy, power_off, power_on
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot
-from tests.integration.cli import ferry
+from tests.integration.cli import ferry, file_reader
 from tests.integration.converge import records, volume_file
 from tests.integration.test_cutover import apply, spec_with, vm_ref
 
@@ -116,6 +116,9 @@ def test_a_powered_off_vm_in_sync_is_a_no_op_until_a_snapshot_is_left_on_it(
     (`ferry-backup`: ferry's prefix, not its description) stays."""
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "build-old", "mode: replicate")
+    # the lab's snapshot files: the user's snapshot stays on build-old, which the https reader
+    # refuses (its base extent is older); what is tested here is which snapshots are ferry's
+    spec.write_text(file_reader(spec.read_text()))
     done = apply(lab, spec, "vm.build-old", state)
     assert done.returncode == 0, done.stdout + done.stderr
     plan = ferry(
