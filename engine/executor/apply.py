@@ -271,6 +271,7 @@ class Applier:
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
             self.ready_volumes(name)  # nothing after the power-off may wait on a stuck volume
+            self.cutover.ready_destination(name)  # nor fail on a port or flavor gone since
             self.cutover.power_off_source(name, vm, power)
         snapshot = create_snapshot(
             self.ctx.si,

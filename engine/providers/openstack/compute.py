@@ -245,7 +245,19 @@ def delete_port(conn: Any, port_id: str) -> None:
 
 
 def port_exists(conn: Any, port_id: str) -> bool:
-    return conn.network.find_port(port_id, ignore_missing=True) is not None
+    """Raises OpenStackError when Neutron cannot be asked."""
+    try:
+        return conn.network.find_port(port_id, ignore_missing=True) is not None
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"looking up port {port_id}: {exc}") from exc
+
+
+def flavor_exists(conn: Any, name: str) -> bool:
+    """A flavor of that name or id. Raises OpenStackError when Nova cannot be asked."""
+    try:
+        return conn.compute.find_flavor(name, ignore_missing=True) is not None
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"looking up flavor {name}: {exc}") from exc
 
 
 # -- flavors --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import SourceChangedError
+from engine.errors import OpenStackError, SourceChangedError
 from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
@@ -124,3 +124,33 @@ def test_no_server_boots_beside_a_source_running_again(
         return
     with pytest.raises(SourceChangedError, match="the source is running again"):
         cut.check_source_off("web01")
+
+
+def test_a_port_or_flavor_gone_since_the_plan_stops_before_the_power_off(tmp_path: Path) -> None:
+    """Break-it 12c item 8: a saved cutover plan applied after a recorded port was deleted by
+    hand powered the source off, then failed the boot. Checked before the power-off now."""
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    store.write(
+        [
+            ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"}),
+            ResourceRecord("vm.web01.port[1]", "port", Status.READY, {"port_id": "p1"}),
+        ],
+        [],
+    )
+    ports, flavors = {"p0"}, {"m1.medium"}
+    conn = SimpleNamespace(
+        network=SimpleNamespace(find_port=lambda i, ignore_missing: i if i in ports else None),
+        compute=SimpleNamespace(find_flavor=lambda n, ignore_missing: n if n in flavors else None),
+    )
+    server = Change("vm.web01.server", "server", Action.CREATE, "", None, {"flavor": "m1.medium"})
+    ctx = SimpleNamespace(store=store, si=None, conn=conn, say=lambda *_: None, events=None)
+    applier: Any = SimpleNamespace(ctx=ctx, changes={server.address: server})
+    cut = Cutover(applier)
+    with pytest.raises(OpenStackError, match="port p1 that its server needs no longer exist"):
+        cut.ready_destination("web01")
+    ports.add("p1")
+    cut.ready_destination("web01")
+    flavors.clear()
+    with pytest.raises(OpenStackError, match=r"flavor m1\.medium .*source was not powered off"):
+        cut.ready_destination("web01")
+    store.close()
