@@ -46,6 +46,7 @@ from engine.planner.diff.volumes import (
     adoption_concerns,
     not_verified,
     removed_disks,
+    retyped,
     settled,
     shrunk,
     verify_step,
@@ -244,6 +245,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + running_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)
+            + retyped(vm, records)
             + adoption_concerns(vm, records, found_volumes(vm, observed), data.state.lineage)
             + (not_verified(vm, vm_list) if data.verify else ())
         )

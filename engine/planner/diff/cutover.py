@@ -99,12 +99,18 @@ def planned_from(port: DesiredPort) -> dict[str, Any]:
 
 
 def _port_differs(record: ResourceRecord, after: Mapping[str, Any], booted: bool) -> bool:
-    """A port is made again for a new MAC, or (no server booted from it yet) for a new network:
-    the source NIC moved to a portgroup network_map maps elsewhere."""
+    """A port is made again for a new MAC, or (no server booted from it yet) for a new network
+    (the source NIC moved to a portgroup network_map maps elsewhere) or other security groups
+    (the spec's changed: break-it 12c item 14, the server would have booted with the old ones).
+    A record without security groups (an older ferry's) is left as it is."""
     attributes = record.attributes
     if attributes.get("mac") != after["mac"]:
         return True
-    return not booted and attributes.get("network") != after["network"]
+    if booted:
+        return False
+    groups = attributes.get("security_groups")
+    moved = groups is not None and sorted(groups) != sorted(after["security_groups"])
+    return moved or attributes.get("network") != after["network"]
 
 
 def conversion_change(

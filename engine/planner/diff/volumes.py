@@ -455,6 +455,31 @@ def verify_step(vm: DesiredVM, change: Change) -> Change:
     )
 
 
+def retyped(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+    """A warning per replica volume of a type the spec no longer maps its disk to (break-it
+    12c item 14: volume_type_map changed, e.g. to an encrypted type, and the replica silently
+    stayed of the old one): ferry does not retype volumes; the warning says how. A volume a
+    server was booted from (converted) is production's and left out."""
+    out = []
+    for volume in vm.volumes:
+        record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+        attrs = record.attributes if record is not None and record.kind == "volume" else {}
+        had = attrs.get("volume_type")
+        if not had or not volume.volume_type or had == volume.volume_type or attrs.get("converted"):
+            continue
+        out.append(
+            Concern(
+                ConcernLevel.WARNING,
+                "volume-type-changed",
+                f"disk {volume.disk_key}'s volume {attrs.get('volume_id')} is of type {had}, the "
+                f"spec now maps it to {volume.volume_type}: ferry does not retype a volume; "
+                f"`openstack volume retype {attrs.get('volume_id')} {volume.volume_type}`, or "
+                "delete it and plan again (a full copy)",
+            )
+        )
+    return tuple(out)
+
+
 def not_verified(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
     """`--verify`: an info concern per volume it leaves alone because a server booted from it
     (or its guest was converted): it holds the guest's own writes since, by design."""
