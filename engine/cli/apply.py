@@ -3,6 +3,7 @@ every step; a saved plan is refused when the spec or the state changed since it 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -550,6 +551,36 @@ def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GONE = (errno.EPIPE, errno.EIO)  # a closed pipe (`| head`), a terminal that hung up
+
+
+class _Survivable:
+    """sys.stdout or sys.stderr during the walk: when its reader has gone (a write fails with
+    EPIPE or EIO), the terminal's descriptors go to /dev/null (_detach_terminal) and the write
+    is done there, so no step of the apply fails on its output (break-it 12c item 17: `ferry
+    apply … | grep -m1 …` failed a cutover after the power-off with the error "1"). The event
+    log and the VMs' logs are files: they keep everything."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        return int(self._survive(self._inner.write, text))
+
+    def flush(self) -> None:
+        self._survive(self._inner.flush)
+
+    def _survive(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except OSError as exc:
+            if exc.errno not in GONE:
+                raise
+            _detach_terminal()
+            return call(*args)  # the buffer is written to /dev/null now
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, …: the stream's own
+        return getattr(self._inner, name)
 
 
 def _detach_terminal() -> None:
@@ -589,8 +620,11 @@ def _stop_on_signals(
         )
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Survivable(sys.stdout), _Survivable(sys.stderr)
     try:
         yield
     finally:
+        sys.stdout, sys.stderr = streams
         for signum, old in previous.items():
             signal.signal(signum, old)
