@@ -284,7 +284,10 @@ class SessionCookies:
 
     def keep(self, path: Path) -> None:
         """Write the session's cookie to `path` (0600) and keep it current while its
-        directory exists."""
+        directory exists. The session is checked first (logged in again if vCenter ended it):
+        an nbdkit started with an ended session's cookie fails its first read (the lab's
+        session-ending drill failed both disks' copies that way)."""
+        renew_session(self._si)
         cookie = session_cookie(self._si)
         with self._lock:
             write_secret(path, cookie)
