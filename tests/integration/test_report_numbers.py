@@ -17,7 +17,7 @@ from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
 from engine.statestore.sqlite import SqliteStateStore
 from engine.units import human, parse_duration, rate
-from tests.integration.cli import ferry
+from tests.integration.cli import ferry, file_reader
 from tests.integration.converge import records
 from tests.integration.test_cutover import apply, spec_with
 
@@ -54,6 +54,9 @@ def test_a_full_copy_reports_its_step_time_data_moved_and_holes(
     vm = build_old
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "build-old", "verify: false")
+    # the lab's snapshot files (block status): through the https reader a full copy reads the
+    # areas CBT lists and does not count the rest as holes skipped yet (open in issue 15)
+    spec.write_text(file_reader(spec.read_text()))
     began = time.monotonic()
     done = apply(lab, spec, "vm.build-old", state)
     wall = time.monotonic() - began
