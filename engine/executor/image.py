@@ -12,7 +12,7 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import engine.executor.apply as applier  # a cycle: it imports this module (resolved at call time)
 from engine.addresses import Address
@@ -144,9 +144,7 @@ class DiskFiles:
                 raise VerifyError(f"verify: disk {disk.key}: {why}")
             digest = host.verify_copy(job, source, path, disk, ctx.stop)
         except VerifyError as exc:
-            tainted = {**before, "tainted": f"verification failed: {exc}"}
-            self.a._write([ResourceRecord(change.address, KIND, Status.TAINTED, tainted)], [])
-            raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
+            self._taint(change.address, before, exc)
         seconds = round(time.monotonic() - began, 3)
         with ctx.lock:
             ctx.digests[change.address] = (digest, VERIFIED_WHOLE)
@@ -159,6 +157,13 @@ class DiskFiles:
             f"{change.address}: {path} equals disk {disk.key} at snapshot {snapshot._moId} "
             f"(sha256 {digest}, {human(disk.capacity)} compared in {duration(seconds)})",
         )
+
+    def _taint(self, address: str, attrs: dict[str, Any], exc: VerifyError) -> NoReturn:
+        """A file that failed verification: recorded tainted with why (the next plan copies it
+        again in full); the error says so."""
+        tainted = {**attrs, "tainted": f"verification failed: {exc}"}
+        self.a._write([ResourceRecord(address, KIND, Status.TAINTED, tainted)], [])
+        raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
 
     def _callbacks(self, address: str, attrs: dict[str, Any], disk: DiskInfo) -> host.Callbacks:
         """Checkpoints and a resume's rewrite recorded in the state; progress as events."""
@@ -205,9 +210,7 @@ class DiskFiles:
             self.a.copy_stopped(address, attrs, StoppedError(str(exc), stats.moved()))
             raise
         except VerifyError as exc:
-            tainted = {**attrs, "tainted": f"verification failed: {exc}"}
-            self.a._write([ResourceRecord(address, KIND, Status.TAINTED, tainted)], [])
-            raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
+            self._taint(address, attrs, exc)
         with ctx.lock:
             ctx.digests[address] = (digest, job.verify)
         return stats, digest
