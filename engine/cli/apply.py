@@ -22,7 +22,14 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.plan import StateOption, check_shared_state, load_spec, render, state_location
+from engine.cli.plan import (
+    StateOption,
+    check_shared_state,
+    lineages,
+    load_spec,
+    render,
+    state_location,
+)
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError, one_line
 from engine.executor.apply import Applier, Context, unsupported
@@ -94,11 +101,22 @@ def apply(
             "was made (`ferry plan --verify --out`).",
         ),
     ] = False,
+    adopt_lineage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adopt-lineage",
+            help="With a spec: adopt the volumes of a lost ferry state, named by its lineage "
+            "(the lineage a refused volume's concern names; repeatable); adopting writes this "
+            "state's lineage on them.",
+        ),
+    ] = None,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = make_console(stderr=as_json)
     targets = tuple(Address.parse(t) for t in only or [])
-    plan, spec, saved, location = prepare(target, state, targets, spec_option, verify)
+    plan, spec, saved, location = prepare(
+        target, state, targets, spec_option, verify, adopt_lineages=lineages(adopt_lineage)
+    )
     if not as_json:
         render(plan, console)
         if saved is not None:
@@ -126,6 +144,8 @@ def prepare(
     targets: tuple[Address, ...] = (),
     spec_option: Path | None = None,
     verify: bool = False,
+    *,
+    adopt_lineages: tuple[str, ...] = (),
 ) -> tuple[Plan, dict[str, Any], planfile.Saved | None, StateLocation]:
     """What `ferry apply TARGET` applies: (the plan, its spec, the saved plan it was read from
     or None when planned now, the state's location); a saved plan is checked fresh against the
@@ -133,7 +153,7 @@ def prepare(
     apply module (then check_applicable, then run_plan).
 
     Raises InvalidSpecError and UserError (a stale or unreadable plan, a locked state)."""
-    plan, spec, saved = _plan_for(target, state, targets, spec_option, verify)
+    plan, spec, saved = _plan_for(target, state, targets, spec_option, verify, adopt_lineages)
     location = state_location(spec, state)
     if saved is not None:  # a spec was checked by _plan_for, before its refresh
         check_shared_state(spec, location)
@@ -147,6 +167,7 @@ def _plan_for(
     targets: tuple[Address, ...],
     spec_option: Path | None,
     verify: bool,
+    adopt_lineages: tuple[str, ...] = (),
 ) -> tuple[Plan, dict[str, Any], planfile.Saved | None]:
     """The plan to apply, its spec, and the saved plan it was read from (None: planned now).
 
@@ -169,10 +190,16 @@ def _plan_for(
             observed.state,
             targets=targets,
             verify=verify,
+            adopt_lineages=adopt_lineages,
         )
         return plan, spec, None
     if targets:
         raise UserError("--target selects from a spec; a saved plan is applied whole")
+    if adopt_lineages:
+        raise UserError(
+            "--adopt-lineage goes with a spec; a saved plan adopts what it was planned to "
+            "(make it with `ferry plan --adopt-lineage LINEAGE --out PLAN`)"
+        )
     saved = planfile.load(target)
     if verify and not saved.plan.verify:
         raise UserError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,6 +56,23 @@ STATE_HELP = (
 StateOption = Annotated[str | None, typer.Option("--state", help=STATE_HELP)]
 
 
+def lineages(values: list[str] | None) -> tuple[str, ...]:
+    """The --adopt-lineage values, each a state lineage (a UUID, as `ferry state list` and a
+    refused volume's concern print it).
+
+    Raises UserError (one that is not a UUID)."""
+    out = []
+    for value in values or []:
+        try:
+            out.append(str(uuid.UUID(value.strip())))
+        except ValueError:
+            raise UserError(
+                f"--adopt-lineage {value!r} is not a state lineage (a UUID, as the concern of "
+                "a volume of another state names it)"
+            ) from None
+    return tuple(dict.fromkeys(out))
+
+
 def state_location(spec: dict[str, Any] | None, option: str | None) -> StateLocation:
     return locate((spec or {}).get("state"), option, os.environ)
 
@@ -102,12 +120,28 @@ def plan(
             "sha256: a verify step where nothing else is planned, every copy verified whole.",
         ),
     ] = False,
+    adopt_lineage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adopt-lineage",
+            help="With a spec: adopt the volumes of a lost ferry state, named by its lineage "
+            "(the lineage a refused volume's concern names; repeatable); adopting writes this "
+            "state's lineage on them.",
+        ),
+    ] = None,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
     targets = tuple(Address.parse(t) for t in target or [])
     if out is not None:
         planfile.check_writable(out)  # at once, not after minutes of refresh
-    result = plan_spec(spec, state, targets, destroy=destroy, verify=verify)
+    result = plan_spec(
+        spec,
+        state,
+        targets,
+        destroy=destroy,
+        verify=verify,
+        adopt_lineages=lineages(adopt_lineage),
+    )
     sealed = ""
     if out is not None and has_errors(result.diagnostics):
         typer.echo(f"error: the plan has errors: not saved to {out}", err=True)
@@ -130,6 +164,7 @@ def plan_spec(
     *,
     destroy: bool = False,
     verify: bool = False,
+    adopt_lineages: tuple[str, ...] = (),
 ) -> Plan:
     """The plan `ferry plan SPEC` shows: the spec validated, the source, destination and state
     read (`state`: as --state, None for the spec's or the default), the changes made. The
@@ -152,6 +187,7 @@ def plan_spec(
         targets=targets,
         locate=loaded.where,
         verify=verify,
+        adopt_lineages=adopt_lineages,
     )
 
 

@@ -47,10 +47,12 @@ def make_plan(
     now: float | None = None,
     locate: Locator | None = None,
     verify: bool = False,
+    adopt_lineages: tuple[str, ...] = (),
 ) -> Plan:
     """The plan of `spec` against what refresh read; `verify` (--verify): every selected replica
     is compared whole with a new snapshot (a verify step where nothing else is planned), every
-    copy verified whole.
+    copy verified whole; `adopt_lineages` (--adopt-lineage): lost ferry states whose volumes
+    this state adopts (their `ferry_state` metadata names one of them).
 
     Raises UserError (a --target that names nothing known)."""
     verify = verify and not destroy
@@ -69,6 +71,7 @@ def make_plan(
             now,
             verify,
             frozenset(str(h["name"]) for h in spec.get("conversion_hosts") or ()),
+            frozenset(adopt_lineages),
         )
     )
     diagnostics += notes

@@ -731,6 +731,20 @@ CASES = [
         plan="fresh",
     ),
     Case(
+        "adopt-lineage-not-a-uuid",
+        (*P, "--adopt-lineage", "prod-state"),
+        1,
+        r"error: --adopt-lineage 'prod-state' is not a state lineage \(a UUID, .*\)",
+    ),
+    Case(
+        "adopt-lineage-with-plan",
+        ("apply", "p.plan", "--adopt-lineage", "0b9c7d1e-9a8e-4c1f-8d2a-5e6f7a8b9c0d"),
+        1,
+        r"error: --adopt-lineage goes with a spec; a saved plan adopts what it was planned to "
+        r"\(make it with `ferry plan --adopt-lineage LINEAGE --out PLAN`\)",
+        plan="fresh",
+    ),
+    Case(
         "target-state-show-missing",
         ("state", "show", "vm.web02"),
         1,

@@ -187,6 +187,7 @@ def run_case(folder: Path) -> dict[str, Any]:
         destroy=case.get("destroy", False),
         now=case.get("now"),
         verify=case.get("verify", False),
+        adopt_lineages=tuple(case.get("adopt_lineages", ())),
     )
     result = to_json(plan)
     Draft202012Validator(PLAN_SCHEMA).validate(result)

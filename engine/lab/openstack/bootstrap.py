@@ -196,18 +196,26 @@ def conversion_host(user_conn: Any, name: str = CONVERSION_HOST) -> Any:
 
 
 def wait_compute(conn: Any, timeout: float = 180.0) -> None:
-    """Until nova has discovered the fake compute host and cinder-volume reports up."""
+    """Until nova has discovered the fake compute host, cinder-volume reports up and
+    cinder-scheduler knows the volume backend's pool. A scheduler that has not yet received
+    the backend's capabilities (cinder-volume reports them periodically after it starts)
+    fails a volume create with "No valid backend was found. No weighed backends available",
+    which a first test right after `lab up` on a loaded machine met.
+
+    Raises LabError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         hypervisors = list(conn.compute.hypervisors())
         volume_up = any(
             s.binary == "cinder-volume" and s.state == "up" for s in conn.block_storage.services()
         )
-        if hypervisors and volume_up:
+        pools = list(conn.block_storage.backend_pools()) if volume_up else []
+        if hypervisors and volume_up and pools:
             return
         if time.monotonic() > deadline:
             raise LabError(
                 f"compute/volume services not ready after {timeout:.0f} s "
-                f"(hypervisors: {len(hypervisors)}, cinder-volume up: {volume_up})"
+                f"(hypervisors: {len(hypervisors)}, cinder-volume up: {volume_up}, "
+                f"scheduler pools: {len(pools)})"
             )
         time.sleep(1)

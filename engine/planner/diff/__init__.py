@@ -32,7 +32,13 @@ from engine.planner.diff.cutover import (
     running_after_cutover,
     suspended_at_cutover,
 )
-from engine.planner.diff.departed import claim, departed, destroy_changes, recorded_vms
+from engine.planner.diff.departed import (
+    claim,
+    departed,
+    destroy_changes,
+    handed_volumes,
+    recorded_vms,
+)
 from engine.planner.diff.estimates import (
     downtime,
     measured_conversions,
@@ -216,7 +222,12 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
         held = tuple(claims.concerns.get(vm.name, ()))
         if data.destroy:
             vm_list = destroy_changes(
-                vm.name, records, "--destroy", forget_cut_over=False, snapshots=vm.source.snapshots
+                vm.name,
+                records,
+                "--destroy",
+                forget_cut_over=False,
+                snapshots=vm.source.snapshots,
+                handed=handed_volumes(data.destination, data.state.lineage),
             )
             plans.append(_vm_plan(vm, vm.concerns + held, None))
             changes += [] if held else move + vm_list
@@ -246,7 +257,13 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)
             + retyped(vm, records)
-            + adoption_concerns(vm, records, found_volumes(vm, observed), data.state.lineage)
+            + adoption_concerns(
+                vm,
+                records,
+                found_volumes(vm, observed),
+                data.state.lineage,
+                data.adopt_lineages,
+            )
             + (not_verified(vm, vm_list) if data.verify else ())
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):

@@ -25,6 +25,8 @@ class DiffInput:
     now: float | None = None  # epoch seconds the plan is made at (dates delta estimates)
     verify: bool = False  # --verify: replicas in sync get verify steps; every copy verified whole
     conversion_hosts: frozenset[str] = frozenset()  # the spec's conversion hosts, by name
+    # --adopt-lineage: lineages of lost ferry states whose volumes this state adopts
+    adopt_lineages: frozenset[str] = frozenset()
 
 
 def simple(

@@ -168,11 +168,16 @@ def destroy_changes(
     records: dict[str, ResourceRecord],
     reason: str,
     forget_cut_over: bool,
+    *,
     snapshots: Sequence[SourceSnapshot] | None = None,
+    handed: Mapping[str, str] | None = None,
 ) -> list[Change]:
     """Changes for a VM whose objects go away; deletes come server first (graph orders them).
     A snapshot ferry left on the source (recorded, or among `snapshots`, the VM's as the
-    inventory shows them; None: not read) is removed, even when the VM is only forgotten."""
+    inventory shows them; None: not read) is removed, even when the VM is only forgotten.
+    A recorded volume another ferry state manages now (`handed`: volume id → that state's
+    lineage, from its `ferry_state` metadata: taken over with --adopt-lineage or by hand) is
+    forgotten, never deleted: deleting it would destroy the other state's replica."""
     server = records.get(str(Address("vm", name, "server")))
     cut_over = server is not None and server.status is Status.READY
     action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
@@ -182,11 +187,36 @@ def destroy_changes(
         else reason
     )
     left = leftover_snapshots(name, snapshots, records.get(str(Address("vm", name, "snapshot"))))
-    return [
-        Change(a, r.kind, action, why, dict(r.attributes), None)
-        for a, r in sorted(records.items())
-        if r.kind != "source_snapshot"
-    ] + ([left] if left else [])
+    out = []
+    for address, record in sorted(records.items()):
+        if record.kind == "source_snapshot":
+            continue
+        other = (handed or {}).get(str(record.attributes.get("volume_id") or ""))
+        if other is not None:
+            out.append(
+                Change(
+                    address,
+                    record.kind,
+                    Action.FORGET,
+                    f"volume {record.attributes['volume_id']} is managed by ferry state {other} "
+                    "now: forgotten here, never deleted",
+                    dict(record.attributes),
+                    None,
+                )
+            )
+        else:
+            out.append(Change(address, record.kind, action, why, dict(record.attributes), None))
+    return out + ([left] if left else [])
+
+
+def handed_volumes(destination: Destination, lineage: str) -> dict[str, str]:
+    """Volume id → lineage, for the volumes whose `ferry_state` names a ferry state other than
+    this one (`lineage`); a state not written yet ("") manages none."""
+    return {
+        v.id: v.lineage
+        for v in destination.volumes
+        if v.lineage and v.lineage != lineage and lineage
+    }
 
 
 def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagnostic]]:
@@ -209,6 +239,7 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
                 group.records,
                 "no longer in the spec: delete ferry's objects (never the source)",
                 forget_cut_over=True,
+                handed=handed_volumes(data.destination, data.state.lineage),
             )
         else:
             notes.append(_kept(group, *entry))

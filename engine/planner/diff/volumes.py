@@ -77,7 +77,8 @@ def volume_change(
         return _volume(
             address,
             Action.READ,
-            f"found {observed.origin} volume {observed.id} for this disk: adopt it",
+            f"found {observed.origin} volume {observed.id} for this disk"
+            f"{f' (of ferry state {observed.lineage})' if observed.lineage else ''}: adopt it",
             None,
             {**after, "volume_id": observed.id, "change_id": observed.change_id},
         )
@@ -212,6 +213,7 @@ def adoption_concerns(
     records: Mapping[str, ResourceRecord],
     found: Mapping[int, ObservedVolume],
     lineage: str,
+    adopt_lineages: frozenset[str] = frozenset(),
 ) -> tuple[Concern, ...]:
     """An error concern per volume found by metadata for a disk this state has no record of
     (`found`: by disk key) that cannot be adopted as it is: its `ferry_state` metadata names
@@ -220,22 +222,29 @@ def adoption_concerns(
     spec maps the disk's datastore to (adopted, the replica would live on the wrong backend
     for good). What can be checked is checked; a volume without a recorded lineage (an older
     ferry's, os-migrate's) or a type the spec leaves to the cloud's default is adopted as before.
-    `lineage`: this state's ("" for a state not written yet, which manages nothing)."""
-    out = []
+    `lineage`: this state's ("" for a state not written yet, which manages nothing);
+    `adopt_lineages` (--adopt-lineage): lost states whose volumes this one takes over, as
+    Terraform's `import` takes over what another state made; adopting writes this state's
+    lineage on the volume, so one apply hands it over."""
+    out: list[Concern] = []
     for volume in vm.volumes:
         observed = found.get(volume.disk_key)
-        if observed is None or str(Address("vm", vm.name, "disk", volume.disk_key)) in records:
+        record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+        if observed is not None and record is not None:
+            out += _handed_over(volume.disk_key, record, observed, lineage)
+        if observed is None or record is not None:
             continue
         what = f"volume {observed.id} found for disk {volume.disk_key}"
-        if observed.lineage and observed.lineage != lineage:
+        if observed.lineage and observed.lineage not in (lineage, *adopt_lineages):
             out.append(
                 Concern(
                     ConcernLevel.ERROR,
                     "volume-of-another-state",
                     f"{what} is managed by another ferry state (lineage {observed.lineage}"
                     f"{'' if not lineage else f'; this one is {lineage}'}): not adopted. Plan "
-                    "with that state (--state or its DSN); if that state is lost, hand the "
-                    "volume to this one (openstack volume unset --property ferry_state "
+                    "with that state (--state or its DSN); if that state is lost, plan with "
+                    f"--adopt-lineage {observed.lineage} (this state adopts every volume of "
+                    "it), hand this volume over (openstack volume unset --property ferry_state "
                     f"{observed.id}) or delete it (this state then copies the disk in full)",
                 )
             )
@@ -252,6 +261,31 @@ def adoption_concerns(
                 )
             )
     return tuple(out)
+
+
+def _handed_over(
+    key: int, record: ResourceRecord, observed: ObservedVolume, lineage: str
+) -> tuple[Concern, ...]:
+    """An error when the volume this state records for a disk is managed by another ferry state
+    now (its `ferry_state` names another lineage: that state adopted it with --adopt-lineage,
+    or someone handed it over): two states writing one volume would each take the other's
+    writes for their own, so this one writes it no more."""
+    if record.attributes.get("volume_id") != observed.id or not lineage:
+        return ()
+    if not observed.lineage or observed.lineage == lineage:
+        return ()
+    return (
+        Concern(
+            ConcernLevel.ERROR,
+            "volume-handed-over",
+            f"volume {observed.id}, recorded here for disk {key}, "
+            f"is managed by ferry state {observed.lineage} now (adopted with --adopt-lineage, "
+            "or handed over by hand): this state writes it no more. Drop the VM from this "
+            "spec (this state forgets its records, deleting nothing of the other state's), or "
+            f"hand the volume back (openstack volume set --property ferry_state={lineage} "
+            f"{observed.id})",
+        ),
+    )
 
 
 def removed_disks(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
