@@ -77,7 +77,10 @@ VMS = ("web01", "build-old")  # a powered-on VM with two disks, a powered-off on
 DEFAULT_OPS = ("write", "apply", "stop", "cbt_reset", "foreign_snapshot", "power")
 # stop_full: a stop that may land in a full copy (the first sync, or the one after a CBT reset),
 # which the next apply resumes from a newer snapshot (issue 12, fault 1).
-EXTRA_OPS = ("stop_full", "rename", "grow", "cutover")
+# uncutover: a VM in cutover mode put back to replicate before its server booted (its ports,
+# protection snapshots and conversion record must go); server_delete: a cut-over VM's server
+# deleted by hand while its source stays off (the next apply boots it again from the volumes).
+EXTRA_OPS = ("stop_full", "rename", "grow", "cutover", "uncutover", "server_delete")
 ALL_OPS = DEFAULT_OPS + EXTRA_OPS
 WEIGHTS = {
     "write": 30,
@@ -89,7 +92,9 @@ WEIGHTS = {
     "power": 6,
     "rename": 4,
     "grow": 3,
-    "cutover": 3,
+    "cutover": 6,
+    "uncutover": 4,
+    "server_delete": 4,
 }
 # Where a stop lands (matched on the apply's --json events); the cutover points only arise when
 # a VM is in cutover mode.
@@ -174,6 +179,9 @@ def _draw(
         return None  # its next sync is a full copy: only stop_full may stop it
     if op in ("stop", "stop_full"):
         return _draw_stop(rng, op, model, index, seed)
+    if op in ("uncutover", "server_delete"):
+        cut = [m for m in model.values() if m.cutover]
+        return {"op": op, "vm": rng.choice(cut).name} if cut else None
     if not live:
         return None
     vm = rng.choice(live)
@@ -279,6 +287,8 @@ def _advance(model: dict[str, VMModel], step: dict[str, Any]) -> None:
         vm.synced = False
     elif op == "cutover":
         vm.cutover = True
+    elif op == "uncutover":
+        vm.cutover = False
 
 
 def _vm(name: str) -> LabVM:
@@ -449,6 +459,37 @@ class World:
     def _cutover(self, step: dict[str, Any]) -> dict[str, Any]:
         self.modes[step["vm"]] = "cutover"
         return {}
+
+    def _servers(self, name: str) -> list[Any]:
+        conn = self.lab.openstack("ferry-lab")
+        uuid = _vm(name).instance_uuid
+        return [s for s in conn.compute.servers() if (s.metadata or {}).get("ferry_vm") == uuid]
+
+    def _uncutover(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Back to replicate, unless a server was booted (a finished cutover, or a boot an apply
+        was stopped in): that is another story (the server settles the volumes)."""
+        name = step["vm"]
+        if self._servers(name):
+            return {"skipped": "a server was booted"}
+        self.modes[name] = "replicate"
+        return {}
+
+    def _server_delete(self, step: dict[str, Any]) -> dict[str, Any]:
+        """The cut-over server deleted by hand while the source stays off: the next apply boots
+        a server again from the recorded volumes (they equal the final sync)."""
+        name = step["vm"]
+        servers = self._servers(name)
+        if self.modes[name] != "cutover" or not servers or self.power(name) != "poweredOff":
+            return {"skipped": "no server of a cut-over VM whose source is off"}
+        conn = self.lab.openstack("ferry-lab")
+        for server in servers:
+            conn.compute.delete_server(server)
+            conn.compute.wait_for_delete(server, wait=120)
+        for disk in _vm(name).disks:  # the volumes detach as the server goes
+            record = self._records().get(self.address(name, disk.key)) or {}
+            if record.get("volume_id"):
+                _wait_detached(conn, record["volume_id"])
+        return {"deleted": [s.id for s in servers]}
 
     def _apply(self, step: dict[str, Any]) -> dict[str, Any]:
         writes = step.get("write_after_snapshot", False)
@@ -671,6 +712,10 @@ class World:
         if self.modes[name] != "cutover":
             if servers:
                 problems.append(f"vm.{name}: a server exists though the VM is replicated")
+            if macs:  # ports are made for a cutover; back to replicate, the plan removes them
+                problems.append(f"vm.{name}: ports with source MACs {macs} though replicated")
+            if any(a.startswith(f"vm.{self.names[name]}.conversion") for a in found):
+                problems.append(f"vm.{name}: a conversion record though replicated")
             return problems
         if len(servers) != 1 or servers[0].status != "ACTIVE":
             return [*problems, f"vm.{name}: {len(servers)} server(s), want one ACTIVE"]
