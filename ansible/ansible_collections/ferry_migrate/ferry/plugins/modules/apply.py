@@ -42,6 +42,14 @@ options:
         snapshot by sha256; a mismatch marks the volume tainted.
     type: bool
     default: false
+  adopt_lineage:
+    description:
+      - With O(spec) alone, lineages of lost ferry states whose volumes this state adopts (the
+        lineage a refused volume's error names), as C(ferry apply --adopt-lineage). Adopting
+        writes this state's lineage on them.
+    type: list
+    elements: str
+    default: []
   parallelism:
     description: Steps run at once (copies are also bounded per conversion host and ESXi host).
     type: int
@@ -113,6 +121,7 @@ ARGUMENT_SPEC = {
     "plan": {"type": "path"},
     "target": {"type": "list", "elements": "str", "default": []},
     "verify": {"type": "bool", "default": False},
+    "adopt_lineage": {"type": "list", "elements": "str", "default": []},
     "parallelism": {"type": "int", "default": 4},
     "state_location": STATE_OPTION,
     "report": {"type": "bool", "default": True},
@@ -129,6 +138,7 @@ def run(params: dict, check_mode: bool) -> dict:
 
     from engine.addresses import Address
     from engine.cli.apply import blocked_line, check_applicable, prepare, run_plan
+    from engine.cli.plan import lineages
     from engine.cli.progress import HumanView
     from engine.cli.report import write_html
     from engine.errors import UserError
@@ -141,7 +151,12 @@ def run(params: dict, check_mode: bool) -> dict:
     assert what is not None  # required_one_of
     targets = tuple(Address.parse(t) for t in params["target"])
     plan, data, _saved, location = prepare(
-        what, params["state_location"], targets, spec if params["plan"] else None, params["verify"]
+        what,
+        params["state_location"],
+        targets,
+        spec if params["plan"] else None,
+        params["verify"],
+        adopt_lineages=lineages(params.get("adopt_lineage")),
     )
     buffer = io.StringIO()
     console = Console(file=buffer, width=160, no_color=True, highlight=False)

@@ -43,6 +43,14 @@ options:
       - Not with O(destroy).
     type: bool
     default: false
+  adopt_lineage:
+    description:
+      - Lineages of lost ferry states whose volumes this state adopts (the lineage a refused
+        volume's error names), as C(ferry plan --adopt-lineage). Adopting writes this state's
+        lineage on them.
+    type: list
+    elements: str
+    default: []
   out:
     description:
       - Save the plan to this file (not in check mode, nor when the plan has errors).
@@ -100,6 +108,7 @@ ARGUMENT_SPEC = {
     "target": {"type": "list", "elements": "str", "default": []},
     "destroy": {"type": "bool", "default": False},
     "verify": {"type": "bool", "default": False},
+    "adopt_lineage": {"type": "list", "elements": "str", "default": []},
     "state_location": STATE_OPTION,
     "out": {"type": "path"},
 }
@@ -123,7 +132,7 @@ def run(params: dict, check_mode: bool) -> dict:
     from pathlib import Path
 
     from engine.addresses import Address
-    from engine.cli.plan import exit_code, plan_spec, summary
+    from engine.cli.plan import exit_code, lineages, plan_spec, summary
     from engine.diagnostics import Severity
     from engine.planner import planfile
 
@@ -135,6 +144,7 @@ def run(params: dict, check_mode: bool) -> dict:
         targets,
         destroy=params["destroy"],
         verify=params["verify"],
+        adopt_lineages=lineages(params.get("adopt_lineage")),
     )
     out = {
         "changed": result.has_changes,
