@@ -126,9 +126,7 @@ def apply(
     if not plan.has_changes:
         console.print("No changes to apply." + (f" {blocked}" if blocked else ""))
         if as_json:  # CI reads stdout: one line that says so
-            JsonView()(
-                {"ts": round(time.time(), 3), "event": "apply_end", "ok": not blocked, "done": 0}
-            )
+            JsonView()(nothing_applied(plan, bool(blocked)))
         raise typer.Exit(1 if blocked else 0)
     if saved is None and not auto_approve:
         if as_json or not sys.stdin.isatty():
@@ -289,6 +287,24 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
     if missing:
         listed = ", ".join(f"{c.address} ({c.action.value})" for c in missing[:5])
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
+
+
+def nothing_applied(plan: Plan, blocked: bool) -> dict[str, Any]:
+    """The apply_end event of an apply with no changes: the fields of every apply_end (a CI
+    gate or a script reading `blocked` and `failed` finds them whether or not steps ran)."""
+    return {
+        "ts": round(time.time(), 3),
+        "event": "apply_end",
+        "ok": not blocked,
+        "blocked": sum(v.blocked for v in plan.vms),
+        "done": 0,
+        "failed": 0,
+        "skipped": 0,
+        "bytes_read": 0,
+        "bytes_zeroed": 0,
+        "bytes_skipped": 0,
+        "seconds": 0.0,
+    }
 
 
 def blocked_line(plan: Plan) -> str:
