@@ -501,7 +501,7 @@ def run_plan(
     events.emit(
         "apply_end",
         ok=result.ok and not blocked,
-        blocked=sum(v.blocked for v in plan.vms),
+        blocked=plan.blocked,  # the targeted VMs only, as the exit code and blocked_line
         done=done,
         failed=len(result.errors),
         skipped=len(result.skipped_because),
