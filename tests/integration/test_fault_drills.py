@@ -162,6 +162,12 @@ def test_vcenter_ends_the_session_mid_apply(lab: Lab, tmp_path: Path) -> None:
     assert ended, "no session of the apply was found to end"
     assert run.returncode == 0, run.stderr
     assert "ended ferry's session: logged in again" in run.stderr
+    end = next(e for e in run.events if e["event"] == "apply_end")
+    print(
+        f"\ndrill vCenter session (web01, https): {len(ended)} session(s) ended "
+        f"{run.fault_at:.1f} s in; the apply completed in {end['seconds']} s, "
+        f"{run.stderr.count('logged in again')} re-login(s)"
+    )
     settle(lab, run, spec, state)
     assert_converged(lab, state, vm("web01"), server=False)
 
