@@ -67,7 +67,9 @@ def _serve(
     """The agent's worker, reading disks with its own vCenter session `si` (the https reader
     authenticates with its cookie), until stopped."""
     sources, devices = host_seams(spec, entry, si)
-    sources.check()
+    found = sources.check()
+    if found:
+        typer.echo(found)
     conn = connect_destination(spec["destination"])
     server = conn.compute.find_server(host_name, ignore_missing=True)
     if server is None:

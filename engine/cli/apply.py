@@ -488,7 +488,9 @@ def run_plan(
         changes = _changes_per_vm(plan)
         copies = any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes)
         if copies and ctx.remote is None:  # an agent checks its own when it starts
-            applier.ctx.sources.check()  # before anything is touched
+            found = applier.ctx.sources.check()  # before anything is touched
+            if found:
+                console.print(escape(found))
         events.emit(
             "apply_start",
             state=location.identity,  # whose log: states may share a log_dir (PostgreSQL's)
@@ -544,7 +546,7 @@ def run_plan(
     events.emit(
         "apply_end",
         ok=result.ok and not blocked,
-        blocked=sum(v.blocked for v in plan.vms),
+        blocked=plan.blocked,  # the targeted VMs only, as the exit code and blocked_line
         done=done,
         failed=len(result.errors),
         skipped=len(result.skipped_because),

@@ -245,9 +245,18 @@ def plan_requests(runs: Sequence[nbd_client.Run], request_size: int) -> list[tup
 
 
 def copy(
-    uri: str, destination: Path, areas: Sequence[Extent] | None, options: CopyOptions
+    uri: str,
+    destination: Path,
+    areas: Sequence[Extent] | None,
+    options: CopyOptions,
+    data: Sequence[Extent] | None = None,
 ) -> CopyStats:
     """Copy `areas` (None: the whole disk) of the NBD export at `uri` into `destination`.
+
+    Where the source holds data comes from its block status, or from `data` when given (a
+    reader without block status: CBT's allocated areas): only there is it read; the rest of
+    `areas` is zeros, skipped on a zero destination (counted as skipped) or zeroed, so read +
+    zeroed + skipped covers `areas` from `start_at` whatever the reader.
 
     Requests are dealt round-robin to `options.connections` connections, each pumped by its own
     thread (libnbd and pwrite release the GIL), so reads and writes overlap.
@@ -259,7 +268,8 @@ def copy(
     dst = _Destination(destination, options.writeback_window)
     try:
         with nbd_client.connect(uri) as handle:
-            requests = plan_requests(_runs(handle, areas, options.start_at), options.request_size)
+            runs = _runs(handle, areas, options.start_at, data)
+            requests = plan_requests(runs, options.request_size)
             size = handle.get_size()
         shares = [requests[i :: options.connections] for i in range(options.connections)]
         progress = _Progress(options, len(shares), sum(n for _, n, data in requests if data))
@@ -298,9 +308,14 @@ def copy(
     return stats
 
 
-def _runs(handle: Any, areas: Sequence[Extent] | None, start_at: int) -> list[nbd_client.Run]:
+def _runs(
+    handle: Any, areas: Sequence[Extent] | None, start_at: int, data: Sequence[Extent] | None
+) -> list[nbd_client.Run]:
     clipped = [(max(o, start_at), o + n) for o, n in _within(areas, handle.get_size())]
-    return nbd_client.runs_for(handle, [(lo, hi - lo) for lo, hi in clipped if hi > lo])
+    wanted = [(lo, hi - lo) for lo, hi in clipped if hi > lo]
+    if data is not None:
+        return data_runs(wanted, data)
+    return nbd_client.runs_for(handle, wanted)
 
 
 def _merge(results: list[CopyStats], checkpoints: list[int]) -> CopyStats:

@@ -12,7 +12,6 @@ script that reads one), never argv.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -96,8 +95,8 @@ class VddkDiskSource:
         )
 
 
-COOKIE_RENEW = 5  # seconds: nbdkit's cookie script rereads the kept cookie file this often
-READ_RETRIES = 4  # nbdkit's retry-request filter: a failed read is issued again this many times
+COOKIE_RENEW = 2  # seconds: nbdkit runs the cookie script (which asks ferry) this often
+READ_RETRIES = 4  # nbdkit's retry-request filter: a failed read or open is tried again this often
 READ_RETRY_DELAY = 2  # seconds between those retries (whole seconds: the filter's unit)
 
 
@@ -107,6 +106,11 @@ class CookieKeeper(Protocol):
     def keep(self, path: Path) -> None:
         """Write the current cookie to `path` (0600, created) and keep it current while its
         directory exists."""
+        ...
+
+    def script(self, path: Path) -> str:
+        """nbdkit's cookie-script printing kept file `path`'s cookie once the keeper has
+        checked the session; it names files, never the cookie."""
         ...
 
 
@@ -121,12 +125,6 @@ def write_secret(path: Path, text: str) -> None:
     os.replace(new, path)
 
 
-def cookie_script(path: Path) -> str:
-    """nbdkit's cookie-script for a cookie kept in file `path`: it prints the file, so the
-    script (on nbdkit's argv) names the file, never the cookie."""
-    return f"exec cat -- {shlex.quote(str(path))}"
-
-
 @dataclass(frozen=True)
 class HttpsDiskSource:
     """A disk's flat extent read over vSphere's datastore file access (nbdkit's curl plugin).
@@ -134,13 +132,14 @@ class HttpsDiskSource:
     `url` is https://<vcenter>/folder/<dir>/<name>-flat.vmdk?dcPath=<dc>&dsName=<ds>; the
     request carries the SOAP session's cookie from a 0600 file in the server's private
     directory, never from argv. Without `keeper` the file holds `cookie` (``cookie=+FILE``);
-    with one, the keeper writes the session's cookie there and rewrites it when the session is
-    renewed, and nbdkit's cookie script rereads the file every `renew` seconds
-    (``cookie-script``, ``cookie-script-renew``). Reads that fail meanwhile (401) are issued
-    again by nbdkit's retry-request filter, READ_RETRIES times every READ_RETRY_DELAY s, before
-    the copy's own retries. TLS is verified against `cafile` (None: the system trust store);
-    `insecure` turns verification off (labs only). HTTP has no block status: nbdkit reports the
-    whole extent as data.
+    with one, the keeper writes the session's cookie there, and nbdkit runs the keeper's cookie
+    script every `renew` seconds while it reads (``cookie-script``, ``cookie-script-renew``):
+    the script has the keeper check the session (logged in again when vCenter ended it, the
+    file rewritten) before it prints the file. Reads and opens that meet 401 meanwhile are
+    tried again by nbdkit's retry-request filter, READ_RETRIES times every READ_RETRY_DELAY s
+    (the script runs again in between), before the copy's own retries. TLS is verified against
+    `cafile` (None: the system trust store); `insecure` turns verification off (labs only).
+    HTTP has no block status: nbdkit reports the whole extent as data.
     """
 
     url: str
@@ -157,12 +156,11 @@ class HttpsDiskSource:
 
     @property
     def filter_args(self) -> tuple[str, ...]:
-        # open=false: a refused TLS handshake or a missing file fails at once, not after 20 s
-        return (
-            f"retry-request-retries={READ_RETRIES}",
-            f"retry-request-delay={READ_RETRY_DELAY}",
-            "retry-request-open=false",
-        )
+        # opens are retried too: the curl plugin's open is an HTTP request (HEAD) with the
+        # cookie, and an NBD connection made right after a session ended meets 401 there (the
+        # drill test_vcenter_ends_the_session_mid_apply: its copy's connections). A refused TLS
+        # handshake or a missing file then fails after READ_RETRIES * READ_RETRY_DELAY s.
+        return (f"retry-request-retries={READ_RETRIES}", f"retry-request-delay={READ_RETRY_DELAY}")
 
     def plugin_args(self, private_dir: Path) -> list[str]:
         secret = private_dir / "cookie"
@@ -172,7 +170,8 @@ class HttpsDiskSource:
             args.append(f"cookie=+{secret}")
         else:
             self.keeper.keep(secret)
-            args += [f"cookie-script={cookie_script(secret)}", f"cookie-script-renew={self.renew}"]
+            script = self.keeper.script(secret)
+            args += [f"cookie-script={script}", f"cookie-script-renew={self.renew}"]
         args += ["followlocation=false", "protocols=https", f"timeout={self.timeout}"]
         if self.insecure:
             args.append("sslverify=false")

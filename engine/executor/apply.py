@@ -109,6 +109,7 @@ class ToCopy:
     rewrite: list[Extent] = field(default_factory=list)
     began: str | None = None
     why: str = ""
+    data: list[Extent] | None = None  # where the disk holds data (a reader without block status)
 
 
 def unsupported(plan: Plan) -> list[Change]:
@@ -696,7 +697,7 @@ class Applier:
             verify=self._verify_scope(address.name, what.kind),
             rewrite=what.rewrite,
         )
-        job = replace(job, data=self.data_areas(job.verify, vm, snapshot, disk))
+        job = replace(job, data=self.job_data(what, job.verify, (vm, snapshot, disk)))
         try:
             calls = self._callbacks(change.address, attrs, disk)
             result = self._run_sync(job, change.address, calls, host_name)
@@ -844,19 +845,26 @@ class Applier:
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
 
     def _allocated(self, what: ToCopy, vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
-        """A full copy onto a volume that reads as zeros, from a reader without block status
-        (https): only the areas CBT lists as allocated at the snapshot (changeId "*") are read.
-        Without CBT, or onto older bytes (every hole must be written), the whole disk is."""
+        """A full copy of the whole disk from a reader without block status (https): where the
+        disk holds data at the snapshot, the areas CBT lists as allocated (changeId "*"), in
+        `data`: only they are read, the rest of the capacity is holes (skipped on a volume
+        that reads as zeros, zeroed on older bytes), so read + zeroed + skipped is the capacity
+        as with block status. Without CBT the whole extent is read."""
         whole = what.kind == "full" and what.areas is None
-        if not whole or not what.dst_is_zero or not disk.change_id:
-            return what
-        if self.ctx.sources.block_status():
+        if not whole or not disk.change_id or self.ctx.sources.block_status():
             return what
         try:
             areas = changed_areas(vm, snapshot, disk.key, disk.capacity, "*")
         except ChangeTrackingError:
             return what
-        return replace(what, areas=areas)
+        return replace(what, data=areas)
+
+    def job_data(
+        self, what: ToCopy, verify: str, at: tuple[Any, Any, DiskInfo]
+    ) -> list[Extent] | None:
+        """A sync job's `data`: the allocated areas `_allocated` found for a whole copy, else
+        `data_areas` for its verify."""
+        return what.data if what.data is not None else self.data_areas(verify, *at)
 
     def data_areas(
         self, verify: str, vm: Any, snapshot: Any, disk: DiskInfo

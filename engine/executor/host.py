@@ -44,9 +44,10 @@ class SyncJob:
       bytes there (what changed below a resumed copy's checkpoint since the copy began);
     - dst_is_zero: the volume reads as zeros at `areas` beyond `start_at` (holes not written);
     - verify: "" (off), VERIFIED_WHOLE or VERIFIED_AREAS (the sha256 over `areas` only);
-    - data: where the disk holds data at the snapshot, for a whole-disk verify through a reader
-      without block status (the https reader: CBT's allocated areas, changeId "*"); the source
-      is hashed as zeros elsewhere, unread (None: read where block status says, or everything).
+    - data: where the disk holds data at the snapshot, for a whole-disk copy or verify through a
+      reader without block status (the https reader: CBT's allocated areas, changeId "*"); the
+      source is read only there, elsewhere copied and hashed as zeros, unread (None: read where
+      block status says, or everything).
     """
 
     volume_id: str
@@ -244,7 +245,8 @@ def _copy_parts(
             on_bytes=calls.progress,
             cancel=calls.cancel,
         )
-        _add(total, copy(server.uri, device, job.areas, options))
+        data = job.data if job.areas is None else None  # a whole copy: read where data is
+        _add(total, copy(server.uri, device, job.areas, options, data))
     return total
 
 

@@ -104,7 +104,7 @@ class DiskFiles:
             verify=self.a._verify_scope(address.name, what.kind),
             rewrite=what.rewrite,
         )
-        job = replace(job, data=self.a.data_areas(job.verify, vm, snapshot, disk))
+        job = replace(job, data=self.a.job_data(what, job.verify, (vm, snapshot, disk)))
         source = ctx.sources.source(vm._moId, job.source["instance_uuid"], snapshot._moId, disk)
         stats, digest = self._copy_and_verify(change.address, job, (source, path, disk), attrs)
         with ctx.lock:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import mmap
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -47,8 +48,10 @@ class Sources(Protocol):
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource: ...
 
-    def check(self) -> None:
-        """Before an apply touches anything: can disks be read this way on this host?"""
+    def check(self) -> str | None:
+        """Before an apply touches anything: can disks be read this way on this host? Raises
+        DataplaneError with what to do when not; returns a line naming what it found (the VDDK
+        library), or None."""
 
     def block_status(self) -> bool:
         """Does the reader say where the disk holds data (else a full copy reads what CBT's
@@ -68,6 +71,36 @@ def dump_plugin(plugin: str, *params: str) -> subprocess.CompletedProcess[str]:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DataplaneError(f"cannot run nbdkit: {exc}") from exc
+
+
+OPENVDDK_MARK = b"OpenVDDK"  # in OpenVDDK's libvixDiskLib.so (its name and version strings)
+
+
+def vddk_library(dump: str, libdir: Path) -> str:
+    """Which VDDK library `nbdkit vddk libdir=... --dump-plugin` loaded, from its output
+    (`vddk_dll=` the library file, `vddk_library_version=` its major version): "OpenVDDK
+    (FILE, VDDK API 8)" when the file (or its path) says OpenVDDK, else "VMware VDDK 8 (FILE)".
+    Without `vddk_dll=` (nbdkit < 1.22) the file is not known: "VDDK 8 from LIBDIR"."""
+    fields = dict(
+        line.split("=", 1) for line in dump.splitlines() if line.startswith("vddk_") and "=" in line
+    )
+    version = fields.get("vddk_library_version", "").strip()
+    dll = fields.get("vddk_dll", "").strip()
+    if not dll:
+        return f"VDDK {version or '(version unknown)'} from {libdir}"
+    if _says_openvddk(Path(dll)):
+        return f"OpenVDDK ({dll}, VDDK API {version or 'unknown'})"
+    return f"VMware VDDK {version or '(version unknown)'} ({dll})"
+
+
+def _says_openvddk(path: Path) -> bool:
+    if "openvddk" in str(path.resolve()).lower():
+        return True
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(OPENVDDK_MARK) != -1
+    except (OSError, ValueError):  # unreadable, or empty
+        return False
 
 
 @dataclass(frozen=True)
@@ -122,8 +155,8 @@ class LabFaultSources:
     def block_status(self) -> bool:
         return self.inner.block_status()
 
-    def check(self) -> None:
-        self.inner.check()
+    def check(self) -> str | None:
+        return self.inner.check()
 
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
@@ -141,17 +174,19 @@ class VddkSources:
     def block_status(self) -> bool:
         return True  # VDDK's QueryAllocatedBlocks
 
-    def check(self) -> None:
-        """nbdkit's vddk plugin loads VDDK from `libdir` (`--dump-plugin` loads the library)."""
+    def check(self) -> str:
+        """nbdkit's vddk plugin loads VDDK from `libdir` (`--dump-plugin` loads the library);
+        returns the line naming the library it loaded (`vddk_library`)."""
         done = dump_plugin("vddk", f"libdir={self.libdir}")
         if done.returncode != 0:
             why = (done.stderr.strip().splitlines() or ["no message"])[0]
             raise DataplaneError(
                 f"nbdkit cannot read disks through VDDK from {self.libdir}: {why}. "
                 "Debian's nbdkit has no vddk plugin: build it from nbdkit's source or use a "
-                "distribution that ships it, and unpack VDDK there (docs/production.md, VDDK); "
-                "nothing was changed"
+                "distribution that ships it, and unpack VDDK or OpenVDDK there "
+                "(docs/production.md, VDDK); nothing was changed"
             )
+        return f"source.reader vddk: {vddk_library(done.stdout, self.libdir)}"
 
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo

@@ -33,12 +33,35 @@ def _volume(
     )
 
 
-def full_bytes(disk: SourceDisk) -> int:
+WHOLE_EXTENT = (
+    "https reads the whole extent (HTTP has no block status and without CBT nothing says "
+    "where the disk holds data; zeros are skipped on write): enable_cbt: true reads only the "
+    "allocated areas"
+)
+
+
+def reads_whole_extent(vm: DesiredVM) -> bool:
+    """Does a full copy of `vm` read each disk's whole extent? The https reader without CBT:
+    HTTP has no block status, and without CBT nothing says where the disk holds data (with it
+    the allocated areas, changeId "*", are read)."""
+    return vm.reader == "https" and not vm.source.cbt and not vm.enable_cbt
+
+
+def full_bytes(disk: SourceDisk, vm: DesiredVM | None = None) -> int:
     """What a full copy reads at most: the disk's allocated bytes on its datastore when vSphere
-    reports them (holes are skipped), else its capacity."""
-    if disk.allocated is None:
+    reports them (holes are skipped), else its capacity; its capacity when `vm`'s reader reads
+    the whole extent (`reads_whole_extent`)."""
+    if disk.allocated is None or (vm is not None and reads_whole_extent(vm)):
         return disk.capacity
     return min(disk.allocated, disk.capacity)
+
+
+def _full(vm: DesiredVM, reason: str) -> str:
+    """A full copy's reason, saying when the reader reads the whole extent."""
+    if not reads_whole_extent(vm):
+        return reason
+    said = "CBT is off" in reason  # "CBT is off: full copy", a resume's "CBT is off, so ..."
+    return f"{reason}; {WHOLE_EXTENT}" if said else f"{reason}; CBT off: {WHOLE_EXTENT}"
 
 
 def volume_change(
@@ -67,10 +90,10 @@ def volume_change(
         return _volume(
             address,
             Action.CREATE,
-            f"new volume: full copy from a snapshot{zeros}",
+            _full(vm, f"new volume: full copy from a snapshot{zeros}"),
             None,
             after,
-            size=full_bytes(disk),
+            size=full_bytes(disk, vm),
         )
     if record is None:
         assert observed is not None
@@ -88,19 +111,22 @@ def volume_change(
         return _volume(
             address,
             Action.REPLACE,
-            f"{why}: copy again in full",
+            _full(vm, f"{why}: copy again in full"),
             before,
             after,
-            size=full_bytes(disk),
+            size=full_bytes(disk, vm),
         )
     if observed is None and before.get("volume_id"):
         return _volume(
             address,
             Action.CREATE,
-            f"recorded volume {before['volume_id']} no longer exists: full copy from 0{zeros}",
+            _full(
+                vm,
+                f"recorded volume {before['volume_id']} no longer exists: full copy from 0{zeros}",
+            ),
             before,
             after,
-            size=full_bytes(disk),
+            size=full_bytes(disk, vm),
         )
     if record.status is Status.IN_PROGRESS and before.get("copy") != "delta":
         grew = grown_since_copy(volume, disk, before, observed)
@@ -109,10 +135,10 @@ def volume_change(
             return _volume(
                 address,
                 Action.CREATE,
-                why,
+                _full(vm, why),
                 before,
                 {**after, "copy": "full"},
-                size=full_bytes(disk),
+                size=full_bytes(disk, vm),
             )
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
@@ -122,10 +148,10 @@ def volume_change(
         return _volume(
             address,
             Action.UPDATE,
-            grown,
+            _full(vm, grown),
             before,
             {**after, "copy": "full", **extend},
-            size=full_bytes(disk),
+            size=full_bytes(disk, vm),
         )
     if record.status is Status.IN_PROGRESS:
         return _volume(
@@ -140,7 +166,8 @@ def volume_change(
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
     if copy == "full":
-        return _volume(address, Action.UPDATE, reason, before, after, size=full_bytes(disk))
+        full = full_bytes(disk, vm)
+        return _volume(address, Action.UPDATE, _full(vm, reason), before, after, size=full)
     size, how = delta_estimate(before, now)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
 
@@ -347,15 +374,15 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
     over = "the interrupted copy starts over from 0"
     unknown = "so what changed since it began is unknown"
     if not vm.source.cbt:
-        return f"{over}: CBT is off, {unknown}", full_bytes(disk)
+        return _full(vm, f"{over}: CBT is off, {unknown}"), full_bytes(disk, vm)
     if not began:
-        return f"{over}: it recorded no changeId, {unknown}", full_bytes(disk)
+        return f"{over}: it recorded no changeId, {unknown}", full_bytes(disk, vm)
     if live is not None and epoch(live) != epoch(began):
         return (
             f"{over}: CBT was reset (changeId epoch {epoch(began)} → {epoch(live)})",
-            full_bytes(disk),
+            full_bytes(disk, vm),
         )
-    rest = min(full_bytes(disk), max(disk.capacity - done, 0))
+    rest = min(full_bytes(disk, vm), max(disk.capacity - done, 0))
     if live == began and vm.source.power_state != POWERED_ON:
         return f"resume the interrupted copy ({human(done)} already written)", rest
     measured = "" if live != began else " (the VM is running: measured at the new snapshot)"
@@ -450,7 +477,7 @@ def adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
         {k: v for k, v in found.items() if k not in ("volume_id", "change_id")},
         bytes=None
         if since
-        else next(full_bytes(d) for d in vm.source.disks if d.key == found["disk_key"]),
+        else next(full_bytes(d, vm) for d in vm.source.disks if d.key == found["disk_key"]),
         estimate=True,
     )
 

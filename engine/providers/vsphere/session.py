@@ -11,15 +11,22 @@ A vCenter that accepts connections and never answers (hung, or a wrong port behi
 fails the connect within CONNECT_TIMEOUT seconds, and any later request within REQUEST_TIMEOUT
 (then retried as above), instead of holding ferry forever.
 `SessionCookies` does the same for the session's cookie that the https reader's nbdkit sends:
-it reads the session every COOKIE_CHECK seconds and rewrites the cookie files when it changed.
+it reads the session whenever nbdkit's cookie script asks (every few seconds while it reads) and
+every COOKIE_CHECK seconds, and rewrites the cookie files when the cookie changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import math
+import shlex
+import shutil
 import socket
 import ssl
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -253,7 +260,28 @@ def target_from_env(env: dict[str, str]) -> VCenterTarget:
     return target_from_spec(block, env)
 
 
-COOKIE_CHECK = 10.0  # seconds between two reads of the session by SessionCookies
+COOKIE_CHECK = 10.0  # seconds between two reads of the session by SessionCookies when not asked
+COOKIE_FRESH = 1.0  # seconds: a check this recent answers a cookie script's request
+ASK_TIMEOUT = 20.0  # seconds a cookie script waits for ferry's check before reading the file
+
+# The cookie script's helper (run by nbdkit's curl plugin with argv: socket, wait, cookie file):
+# it asks ferry to check the session (ferry answers once the files hold the checked session's
+# cookie), then prints its file. When ferry does not answer within the wait it prints the file
+# as it is, so a slow vCenter delays reads by at most that long.
+_ASK = """import socket, sys
+ask = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ask.settimeout(float(sys.argv[2]))
+try:
+    ask.connect(sys.argv[1])
+    ask.sendall(b"check\\n")
+    ask.recv(16)
+except OSError:
+    pass
+finally:
+    ask.close()
+with open(sys.argv[3]) as cookie:
+    sys.stdout.write(cookie.read())
+"""
 
 
 def renew_session(si: Any) -> None:
@@ -268,26 +296,40 @@ def renew_session(si: Any) -> None:
 
 class SessionCookies:
     """Keeps cookie files holding the current cookie of vCenter session `si` (the https
-    reader's nbdkit reads them through its cookie script). While it keeps any, a thread calls
-    `renew_session` every `interval` seconds and rewrites every file (0600, atomically) when
-    the cookie changed; a file whose directory is gone (its nbdkit stopped) is dropped, and the
-    thread ends with the last one. Neither the cookie nor the files' content is logged."""
+    reader's nbdkit reads them through its cookie script, `script(path)`). While it keeps any,
+    a thread serves a unix socket in a private 0700 directory: each time nbdkit runs the cookie
+    script (every cookie-script-renew seconds while it reads), the script asks there, and the
+    thread calls `renew_session` (unless a check is less than `fresh` seconds old), rewrites
+    every file (0600, atomically) when the cookie changed, then answers; the script prints its
+    file. Unasked, the thread checks every `interval` seconds (keeping the session from idling
+    out). So a session an administrator ends is logged in again at the next script run of any
+    reading nbdkit, whatever the thread's interval, and the reads (and opens) that met 401
+    meanwhile succeed when nbdkit's retry-request filter issues them again. A file whose
+    directory is gone (its nbdkit stopped) is dropped; the thread, its socket and directory
+    end with the last one. Neither the cookie nor the files' content is logged."""
 
-    def __init__(self, si: Any, interval: float = COOKIE_CHECK) -> None:
+    def __init__(
+        self, si: Any, interval: float = COOKIE_CHECK, fresh: float = COOKIE_FRESH
+    ) -> None:
         self._si = si
         self.interval = interval
+        self.fresh = fresh
         self.renewals = 0  # times the files were rewritten with a new cookie
+        self.checks = 0  # reads of the session made (asked or not)
         self._lock = threading.Lock()
         self._files: list[Path] = []
         self._cookie: str | None = None
+        self._checked = -math.inf  # time.monotonic() when the last check began
         self._thread: threading.Thread | None = None
+        self._socket: Path | None = None
 
     def keep(self, path: Path) -> None:
         """Write the session's cookie to `path` (0600) and keep it current while its
         directory exists. The session is checked first (logged in again if vCenter ended it):
         an nbdkit started with an ended session's cookie fails its first read (the lab's
-        session-ending drill failed both disks' copies that way)."""
-        renew_session(self._si)
+        session-ending drill failed both disks' copies that way). Raises OSError when the
+        keeper's socket cannot be made."""
+        self._check_session()
         cookie = session_cookie(self._si)
         with self._lock:
             write_secret(path, cookie)
@@ -295,15 +337,25 @@ class SessionCookies:
             if self._cookie != cookie:
                 self._rewrite(cookie)
             if self._thread is None or not self._thread.is_alive():
+                server = self._listen()
                 self._thread = threading.Thread(
-                    target=self._run, name="ferry-session-cookie", daemon=True
+                    target=self._run, args=(server,), name="ferry-session-cookie", daemon=True
                 )
                 self._thread.start()
+
+    def script(self, path: Path) -> str:
+        """nbdkit's cookie-script for kept file `path`: ask this keeper for a checked session
+        (waiting at most ASK_TIMEOUT seconds), then print the file. It names the socket and the
+        file (its last word), never the cookie. Call after `keep(path)`."""
+        with self._lock:
+            sock = self._socket
+        words = [sys.executable, "-I", "-S", "-c", _ASK, str(sock), str(ASK_TIMEOUT), str(path)]
+        return "exec " + " ".join(shlex.quote(w) for w in words)
 
     def check(self) -> bool:
         """One check: renew the session if vCenter ended it; True when the cookie changed and
         the files were rewritten."""
-        renew_session(self._si)
+        self._check_session()
         cookie = session_cookie(self._si)
         with self._lock:
             if cookie == self._cookie:
@@ -312,6 +364,11 @@ class SessionCookies:
             files = len(self._files)
         log.warning("vCenter session renewed: %d https reader cookie file(s) rewritten", files)
         return True
+
+    def _check_session(self) -> None:
+        self._checked = time.monotonic()
+        self.checks += 1
+        renew_session(self._si)
 
     def _rewrite(self, cookie: str) -> None:
         kept = []
@@ -326,6 +383,20 @@ class SessionCookies:
             self.renewals += 1
         self._cookie = cookie
 
+    def _listen(self) -> socket.socket:
+        """A listening unix socket in a new 0700 directory (its path in self._socket)."""
+        directory = Path(tempfile.mkdtemp(prefix="ferry-session-"))
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            server.bind(str(directory / "ask"))
+            server.listen(16)
+        except OSError:
+            server.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self._socket = directory / "ask"
+        return server
+
     def _alive(self) -> bool:
         with self._lock:
             self._files = [path for path in self._files if path.parent.is_dir()]
@@ -333,12 +404,29 @@ class SessionCookies:
                 self._thread = None
             return bool(self._files)
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval)
-            if not self._alive():
-                return
-            try:
-                self.check()
-            except Exception as exc:  # the next check tries again; the reads retry meanwhile
-                log.warning("checking the vCenter session failed: %s", one_line(str(exc)))
+    def _run(self, server: socket.socket) -> None:
+        directory = Path(server.getsockname()).parent
+        try:
+            while self._alive():
+                due = self._checked + self.interval - time.monotonic()
+                server.settimeout(min(max(due, 0.01), 1.0))
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    if time.monotonic() - self._checked >= self.interval:
+                        self._safe_check()
+                    continue
+                with conn:
+                    if time.monotonic() - self._checked >= self.fresh:
+                        self._safe_check()
+                    with contextlib.suppress(OSError):  # the script gave up waiting
+                        conn.sendall(b"ok\n")
+        finally:
+            server.close()
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _safe_check(self) -> None:
+        try:
+            self.check()
+        except Exception as exc:  # the next check tries again; the reads retry meanwhile
+            log.warning("checking the vCenter session failed: %s", one_line(str(exc)))

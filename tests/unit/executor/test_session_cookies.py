@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.dataplane.nbdkit import HttpsDiskSource, NbdkitServer, cookie_script, write_secret
+from engine.dataplane.nbdkit import HttpsDiskSource, NbdkitServer, write_secret
 from engine.executor.seams import HttpsSources
 from engine.providers.vsphere.session import SessionCookies, VCenterTarget
 
@@ -57,32 +57,68 @@ def cookie_of(vc: FakeVCenter) -> str:
 def test_the_cookie_script_names_the_file_never_the_cookie(tmp_path: Path) -> None:
     vc = FakeVCenter()
     cookies = SessionCookies(vc.si(), interval=3600)
+    private = tmp_path / "a dir's"  # a path with a space and a quote is quoted
+    private.mkdir()
     source = HttpsDiskSource(URL, "unused", Path("/ca.pem"), keeper=cookies, renew=7)
-    args = source.plugin_args(tmp_path)
-    script = cookie_script(tmp_path / "cookie")
+    args = source.plugin_args(private)
+    script = cookies.script(private / "cookie")
     assert f"cookie-script={script}" in args and "cookie-script-renew=7" in args, args
     assert not any("cookie=" in a for a in args) and not any("52a01262" in a for a in args)
-    assert (tmp_path / "cookie").stat().st_mode & 0o777 == 0o600
-    # what nbdkit runs prints the cookie (a path with a space and a quote is quoted)
-    odd = tmp_path / "a dir's"
-    odd.mkdir()
-    write_secret(odd / "cookie", cookie_of(vc))
-    done = subprocess.run(
-        ["sh", "-c", cookie_script(odd / "cookie")], capture_output=True, check=True
-    )
+    assert (private / "cookie").stat().st_mode & 0o777 == 0o600
+    # what nbdkit runs prints the cookie
+    done = subprocess.run(["sh", "-c", script], capture_output=True, check=True, timeout=30)
     assert done.stdout.decode() == cookie_of(vc)
+    shutil.rmtree(private)  # its nbdkit stopped: the keeper's thread ends
 
 
-def test_reads_are_retried_by_nbdkit_not_its_open(tmp_path: Path) -> None:
+def test_the_cookie_script_has_an_ended_session_renewed_before_it_prints(
+    tmp_path: Path,
+) -> None:
+    """What nbdkit runs every cookie-script-renew seconds asks the keeper, which checks the
+    session then and there (its own thread would check in an hour): an ended session is logged
+    in again and the script prints the new cookie. Two asks within `fresh` s make one check;
+    without an answer the script prints the file as it is."""
+    vc = FakeVCenter()
+    cookies = SessionCookies(vc.si(), interval=3600, fresh=3600)
+    (tmp_path / "nbd").mkdir()
+    kept = tmp_path / "nbd" / "cookie"
+    cookies.keep(kept)
+    script = cookies.script(kept)
+    assert "52a01262" not in script
+    first = cookie_of(vc)
+    cookies.fresh = 0.0
+    vc.end()
+    done = subprocess.run(["sh", "-c", script], capture_output=True, check=True, timeout=30)
+    assert vc.logins == 2 and cookies.renewals == 1
+    assert done.stdout.decode() == cookie_of(vc) != first
+    checks = cookies.checks
+    cookies.fresh = 3600  # a check this recent answers the next ask
+    again = subprocess.run(["sh", "-c", script], capture_output=True, check=True, timeout=30)
+    assert again.stdout == done.stdout and cookies.checks == checks
+
+    thread = cookies._thread
+    assert thread is not None
+    shutil.rmtree(tmp_path / "nbd")  # its nbdkit stopped: the thread, its socket go
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    (tmp_path / "other").mkdir()
+    write_secret(tmp_path / "other" / "cookie", "as it is")
+    orphan = script.replace(str(kept), str(tmp_path / "other" / "cookie"))
+    alone = subprocess.run(["sh", "-c", orphan], capture_output=True, check=True, timeout=30)
+    assert alone.stdout == b"as it is"
+
+
+def test_reads_and_opens_are_retried_by_nbdkit(tmp_path: Path) -> None:
+    """The curl plugin's open is an HTTP request carrying the cookie: an NBD connection made
+    right after vCenter ended the session meets 401 there, so opens are retried too."""
     server = NbdkitServer(HttpsDiskSource(URL, "c", Path("/ca.pem")))
     try:
         argv = server.argv()
     finally:
         server.stop()
     assert "--filter=retry-request" in argv
-    assert {"retry-request-retries=4", "retry-request-delay=2", "retry-request-open=false"} <= set(
-        argv
-    )
+    assert {"retry-request-retries=4", "retry-request-delay=2"} <= set(argv)
+    assert not any(a.startswith("retry-request-open") for a in argv)  # nbdkit's default: true
 
 
 def test_an_ended_session_is_logged_in_again_and_every_file_rewritten(
