@@ -296,7 +296,7 @@ def nothing_applied(plan: Plan, blocked: bool) -> dict[str, Any]:
         "ts": round(time.time(), 3),
         "event": "apply_end",
         "ok": not blocked,
-        "blocked": sum(v.blocked for v in plan.vms),
+        "blocked": plan.blocked,  # the targeted VMs only, as the exit code and blocked_line
         "done": 0,
         "failed": 0,
         "skipped": 0,
