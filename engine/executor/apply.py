@@ -172,6 +172,7 @@ class Applier:
         self.verify = {v.name: v.verify for v in plan.vms}
         self.modes = {v.name: v.mode for v in plan.vms}
         self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
+        self.replaced: set[str] = set()  # VMs re-placed because their host is gone (said once)
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
         self.files = DiskFiles(self)
@@ -741,11 +742,19 @@ class Applier:
     def host_for(self, vm: str) -> tuple[str, str]:
         """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
         placement when syncs run on the hosts' agents (execution.broker) and that host's server
-        is known; else the host this apply writes on (the spec's first)."""
+        is known; else the host this apply writes on (the spec's first). A placed host whose
+        server is gone (deleted since the plan; any host the plan boots is up before the VM's
+        steps) re-places the VM on the first host, said once in its log."""
         name = self.placement.get(vm, "")
         if self.ctx.remote is not None and name in self.ctx.host_ids:
             return name, self.ctx.host_ids[name]
-        return self.ctx.conversion_host_name, self.ctx.conversion_host_id
+        first = self.ctx.conversion_host_name
+        if self.ctx.remote is not None and name and name != first:
+            with self.ctx.lock:
+                told, self.replaced = vm in self.replaced, self.replaced | {vm}
+            if not told:
+                self.ctx.say(vm, replaced_line(vm, name, first))
+        return first, self.ctx.conversion_host_id
 
     def host_of(self, change: Change) -> str:
         """The conversion host a change runs on: a copy's, compare's (volume) or conversion's
@@ -1041,6 +1050,14 @@ class Applier:
         if not uuid or record.attributes.get(INSTANCE_UUID) == uuid:
             return record
         return replace(record, attributes={**record.attributes, INSTANCE_UUID: uuid})
+
+
+def replaced_line(vm: str, placed: str, first: str) -> str:
+    """The line of a VM re-placed at apply time: the host the plan placed it on is gone."""
+    return (
+        f"{Address('vm', vm)}: re-placed on conversion host {first}: {placed}, where the plan "
+        "placed it, is gone (no server of that name in the cloud)"
+    )
 
 
 def sync_line(address: str, kind: str, stats: CopyStats, step: float) -> str:
