@@ -1,6 +1,7 @@
 """`ferry agent --host NAME --spec SPEC`: a conversion host's agent, a Celery worker that takes
-the host-bound steps of syncs (attach, find the device, copy, verify, detach) from the host's
-own queue (ferry.host.<NAME>) on the spec's broker (execution.broker) and runs them here."""
+the host-bound steps (syncs: attach, find the device, copy, verify, detach; `--verify`
+compares; conversions) from the host's own queue (ferry.host.<NAME>) on the spec's broker
+(execution.broker) and runs them here."""
 
 from __future__ import annotations
 

@@ -515,9 +515,9 @@ def run_plan(
 
         def pools_of(node: Any) -> list[str]:
             """A disk copy holds a slot of its VM's conversion host and one of its ESXi host's
-            reads; a conversion holds a slot (of the host this apply converts on)."""
+            reads; a conversion holds a slot of its VM's conversion host."""
             if str(node).endswith(".conversion"):
-                return ["conversion"]
+                return [applier.slot_pool(Address.parse(str(node)).name)]
             if ".disk[" not in str(node):
                 return []
             vm = Address.parse(str(node)).name

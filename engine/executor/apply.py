@@ -37,7 +37,7 @@ from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.image import DiskFiles, ImageCutover
 from engine.executor.moved import moved_records
-from engine.executor.remote import Remote
+from engine.executor.remote import OnHost, Remote
 from engine.executor.seams import Devices, LabSources, Sources
 from engine.executor.source import nic_differences, planned_nics
 from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION, SourceNic, epoch, ferry_made
@@ -173,6 +173,7 @@ class Applier:
         self.verify = {v.name: v.verify for v in plan.vms}
         self.modes = {v.name: v.mode for v in plan.vms}
         self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
+        self.replaced: set[str] = set()  # VMs re-placed because their host is gone (said once)
         self.ctx.log_names.update(self.targets)
         self.cutover = Cutover(self)
         self.files = DiskFiles(self)
@@ -559,45 +560,45 @@ class Applier:
             self._sync(replace(change, action=Action.UPDATE), address, before, snapshot, disk)
             return
         vm = self._vm(address.name)
-        job = SyncJob(
-            volume_id=str(before["volume_id"]),
-            host_id=self.ctx.conversion_host_id,
-            source=source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk),
-            verify=VERIFIED_WHOLE,
-        )
-        job = replace(job, data=self.data_areas(job.verify, vm, snapshot, disk))
+        host_name, host_id = self.host_for(address.name)  # the host its syncs write on
+        source = source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk)
+        data = self.data_areas(VERIFIED_WHOLE, vm, snapshot, disk)
+        job = host.compare_job(str(before["volume_id"]), host_id, source, data)
         try:
-            result = host.compare(job, self._host(), self.ctx.stop)
+            result = self.on_host().compare(host_name, job, self.ctx.stop, self._say(address))
         except VerifyError as exc:
-            self._taint(change.address, before, exc, str(before["volume_id"]))
+            self._taint(change.address, before, exc, job.volume_id)
+        self.compared(change.address, before, job, result, f"volume {job.volume_id}")
+
+    def compared(
+        self,
+        address: str,
+        before: dict[str, Any],
+        job: SyncJob,
+        result: host.SyncResult,
+        target: str,
+    ) -> None:
+        """A compare that found the copy equal (a volume, or image mode's file: `target` says
+        which, for people): its digest kept for the report, its record READY with
+        `last_verify`, the `verified` event and the line."""
         assert result.sha256 is not None
         with self.ctx.lock:
-            self.ctx.digests[change.address] = (result.sha256, VERIFIED_WHOLE)
-        checked = {
-            "at": time.time(),
-            "change_id": disk.change_id,
-            "sha256": result.sha256,
-            "seconds": result.seconds,
-        }
-        record = ResourceRecord(
-            change.address, "volume", Status.READY, {**before, "last_verify": checked}
-        )
+            self.ctx.digests[address] = (result.sha256, VERIFIED_WHOLE)
+        checked = host.last_verify(job.source.get("change_id"), result)
+        kind = self.changes[address].kind
+        record = ResourceRecord(address, kind, Status.READY, {**before, "last_verify": checked})
         self._write([record], [])
+        name = Address.parse(address).name
         if self.ctx.events is not None:
             self.ctx.events.emit(
                 "verified",
-                address=change.address,
-                vm=address.name,
+                address=address,
+                vm=name,
                 sha256=result.sha256,
                 volume_id=job.volume_id,
                 seconds=round(result.seconds, 3),
             )
-        self.ctx.say(
-            address.name,
-            f"{change.address}: volume {job.volume_id} equals disk {disk.key} at snapshot "
-            f"{snapshot._moId} (sha256 {result.sha256}, {human(disk.capacity)} compared in "
-            f"{duration(result.seconds)})",
-        )
+        self.ctx.say(name, host.compared_line(address, target, job, result))
 
     def _taint(
         self, address: str, attrs: dict[str, Any], exc: VerifyError, volume_id: str
@@ -742,19 +743,25 @@ class Applier:
     def host_for(self, vm: str) -> tuple[str, str]:
         """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
         placement when syncs run on the hosts' agents (execution.broker) and that host's server
-        is known; else the host this apply writes on (the spec's first)."""
+        is known; else the host this apply writes on (the spec's first). A placed host whose
+        server is gone (deleted since the plan; any host the plan boots is up before the VM's
+        steps) re-places the VM on the first host, said once in its log."""
         name = self.placement.get(vm, "")
         if self.ctx.remote is not None and name in self.ctx.host_ids:
             return name, self.ctx.host_ids[name]
-        return self.ctx.conversion_host_name, self.ctx.conversion_host_id
+        first = self.ctx.conversion_host_name
+        if self.ctx.remote is not None and name and name != first:
+            with self.ctx.lock:
+                told, self.replaced = vm in self.replaced, self.replaced | {vm}
+            if not told:
+                self.ctx.say(vm, replaced_line(vm, name, first))
+        return first, self.ctx.conversion_host_id
 
     def host_of(self, change: Change) -> str:
-        """The conversion host a change runs on: a copy's (volume) its VM's, a conversion on
-        the host this apply converts on; "" for the coordinator's steps."""
-        if change.kind == "volume":
+        """The conversion host a change runs on: a copy's, compare's (volume) or conversion's
+        its VM's; "" for the coordinator's steps."""
+        if change.kind in ("volume", "conversion"):
             return self.host_for(Address.parse(change.address).name)[0]
-        if change.kind == "conversion":
-            return self.ctx.conversion_host_name
         return ""
 
     def _release_elsewhere(
@@ -788,19 +795,15 @@ class Applier:
         self, job: SyncJob, address: str, calls: host.Callbacks, host_name: str
     ) -> host.SyncResult:
         """In this process, or on `host_name`'s agent (its queue) when a broker is configured."""
-        remote = self.ctx.remote
-        if remote is None:
-            return host.sync(job, self._host(), calls)
-        name = Address.parse(address).name
-        return remote.sync(
-            host_name,
-            job,
-            calls,
-            lambda line: self.ctx.say(name, f"{address}: {line}"),
-        )
+        return self.on_host().sync(host_name, job, calls, self._say(Address.parse(address)))
 
-    def _host(self) -> host.Host:
-        return host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices)
+    def on_host(self) -> OnHost:
+        """Where host-bound steps run: here, or on the hosts' agents (execution.broker)."""
+        return OnHost(host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices), self.ctx.remote)
+
+    def _say(self, address: Address) -> Callable[[str], None]:
+        """A line about `address` in its VM's log (an agent's: taken, started)."""
+        return lambda line: self.ctx.say(address.name, f"{address}: {line}")
 
     def _callbacks(self, address: str, attrs: dict[str, Any], disk: DiskInfo) -> host.Callbacks:
         """The host's callbacks: checkpoints and a resume's rewrite recorded in the state (the
@@ -921,7 +924,7 @@ class Applier:
     def _extend(self, change: Change, address: Address, volume_id: str) -> None:
         """A disk that grew: its volume is extended (Cinder) to the planned size before the copy."""
         size = (change.after or {}).get("size_gib")
-        host_id = self.ctx.conversion_host_id  # a killed apply may have left it attached there
+        host_id = self.host_for(address.name)[1]  # a killed apply may have left it attached there
         if isinstance(size, int) and volumes.extend(self.ctx.conn, volume_id, size, host_id):
             self.ctx.say(
                 address.name, f"{change.address}: volume {volume_id} extended to {size} GiB"
@@ -1055,6 +1058,14 @@ class Applier:
         if not uuid or record.attributes.get(INSTANCE_UUID) == uuid:
             return record
         return replace(record, attributes={**record.attributes, INSTANCE_UUID: uuid})
+
+
+def replaced_line(vm: str, placed: str, first: str) -> str:
+    """The line of a VM re-placed at apply time: the host the plan placed it on is gone."""
+    return (
+        f"{Address('vm', vm)}: re-placed on conversion host {first}: {placed}, where the plan "
+        "placed it, is gone (no server of that name in the cloud)"
+    )
 
 
 def sync_line(address: str, kind: str, stats: CopyStats, step: float) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.addresses import Address
-from engine.conversion import v2v
 from engine.errors import FerryError, OpenStackError, SourceChangedError
+from engine.executor.host import ConvertJob
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
 from engine.planner.diff.cutover import source_left_off
@@ -333,7 +333,7 @@ class Cutover:
         }
         attrs = {**self._attrs(change.address), **after, "protection": protection}
         attrs |= {"protected_change_ids": held, "epochs": {}}
-        attrs[RECORDED_HOST] = self.ctx.conversion_host_name  # where it attaches and converts
+        attrs[RECORDED_HOST] = self.a.host_for(address.name)[0]  # where it attaches, converts
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
         if after.get("tool"):
@@ -372,7 +372,7 @@ class Cutover:
             _, disk = self._disk_of(name, volume_id)
             fresh = held is not None and held == disk.get("change_id")
             if fresh and attrs.get("tool"):
-                volumes.detach(self.ctx.conn, self.ctx.conversion_host_id, volume_id)
+                volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
                 self._revert(name, volume_id, str(snapshot_id))
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
             attrs["protection"] = protection
@@ -420,30 +420,14 @@ class Cutover:
         self.a._write([ResourceRecord(address, "volume", record.status, attrs)], [])
 
     def _convert(self, name: str, after: dict[str, Any], volume_ids: list[str]) -> float:
-        if str(after.get("guest_id") or "").startswith("windows"):
-            v2v.check_windows_drivers()
-        host = self.ctx.conversion_host_id
-        attached: list[str] = []
-        try:
-            paths = []
-            for volume_id in volume_ids:
-                volumes.attach(self.ctx.conn, host, volume_id)
-                attached.append(volume_id)
-                paths.append(self.ctx.devices.device(self.ctx.conn, volume_id, host))
-            guest = v2v.guest_of(self.a.targets.get(name, name), paths, after)
-            self.ctx.say(
-                name,
-                f"{Address('vm', name)}: converting with virt-v2v-in-place (log {self._log(name)})",
-            )
-            options = v2v.Options(
-                firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
-                debug=bool(after.get("debug")),
-                cancel=self.ctx.stop,  # Ctrl-C: stopped, then restored like a failed conversion
-            )
-            return v2v.convert(guest, self._log(name), options)
-        finally:
-            for volume_id in attached:
-                volumes.detach(self.ctx.conn, host, volume_id)
+        """The guest converted in place (host.convert) on the VM's conversion host: in this
+        process, or on that host's agent when a broker is configured. Returns its seconds."""
+        host_name, host_id = self.a.host_for(name)
+        log_name = self.ctx.log_names.get(name, name)
+        job = ConvertJob(host_id, volume_ids, self.a.targets.get(name, name), after, log_name)
+        say = self.a._say(Address("vm", name))
+        on = self.a.on_host()
+        return on.convert(host_name, job, self.ctx.log_dir, self.ctx.stop, say).seconds
 
     def restore(self, name: str) -> None:
         """After a failed conversion or boot: volumes back to their protection snapshots (each

@@ -1,8 +1,16 @@
-"""The host-bound steps of a sync: attach the volume to the conversion host, find its device,
-copy the source disk into it, verify, detach. What a `ferry agent` on each conversion host
-will run (../shared/DESIGN.md §8): its entry point, `sync`, takes plain, JSON-serialisable
-inputs (`SyncJob`) and callbacks, and returns plain results (`SyncResult`). It decides nothing
-about *what* to copy (the coordinator, executor.apply, does) and writes no state.
+"""The host-bound steps: what a `ferry agent` on each conversion host runs
+(../shared/DESIGN.md §8), and the coordinator runs in-process when no broker is configured.
+
+- `sync`: attach the volume to the conversion host, find its device, copy the source disk
+  into it, verify, detach (`SyncJob` → `SyncResult`);
+- `compare`: a volume (attached and detached here) or a local file (image mode) compared whole
+  with the source disk, nothing copied: `--verify` (`SyncJob` → `SyncResult`);
+- `convert`: a guest's volumes attached, converted in place by virt-v2v-in-place, detached
+  (`ConvertJob` → `ConvertResult`).
+
+Inputs and outputs are plain, JSON-serialisable data; progress goes back through callbacks.
+These steps decide nothing about *what* to copy or convert (the coordinator, executor.apply,
+does) and write no state.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.conversion import v2v
 from engine.dataplane.cbt import Extent
 from engine.dataplane.copy import (
     CopyOptions,
@@ -30,7 +39,7 @@ from engine.executor.seams import Devices, Sources
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.units import human
+from engine.units import duration, human
 
 
 @dataclass(frozen=True)
@@ -185,13 +194,23 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     )
 
 
-def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
-    """Attach `job.volume_id` to `job.host_id`, compare it whole with the source disk at the
-    job's snapshot (the copy's verify, nothing copied), detach (also after a failure). For a
-    replica nothing else was planned for (`--verify`).
+def compare_job(
+    target: str, host_id: str, source: dict[str, Any], data: list[Extent] | None
+) -> SyncJob:
+    """The job of a `--verify` compare: `target` (a volume ID on server `host_id`, or with
+    `host_id` "" a local file's path: image mode) compared whole with `source` (`source_of`);
+    `data` as SyncJob's (where the disk holds data, for a reader without block status)."""
+    return SyncJob(target, host_id, source, verify=VERIFIED_WHOLE, data=data)
 
-    Raises VerifyError (they differ: it names the volume and the first differing offset),
-    DataplaneError (read failures), StoppedError (cancelled)."""
+
+def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
+    """Compare `job.volume_id` whole with the source disk at the job's snapshot (the copy's
+    verify, nothing copied): a volume is attached to `job.host_id` first and detached after
+    (also after a failure); with `host_id` "" it is a local file's path (image mode), read as
+    it is. For a replica nothing else was planned for (`--verify`).
+
+    Raises VerifyError (they differ: it names the volume or file and the first differing
+    offset), DataplaneError (read failures), StoppedError (cancelled)."""
     disk = job.disk()
     s = job.source
     source = host.sources.source(
@@ -199,6 +218,9 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
     )
     whole = SyncJob(job.volume_id, job.host_id, job.source, verify=VERIFIED_WHOLE, data=job.data)
     began = time.monotonic()
+    if not job.host_id:  # a local file
+        sha256 = _verify(whole, source, Path(job.volume_id), disk, cancel)
+        return SyncResult(0, 0, 0, 0, 0, round(time.monotonic() - began, 3), sha256, VERIFIED_WHOLE)
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
@@ -207,6 +229,104 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
         volumes.detach(host.conn, job.host_id, job.volume_id)
     seconds = round(time.monotonic() - began, 3)
     return SyncResult(0, 0, 0, 0, 0, seconds, sha256, VERIFIED_WHOLE)
+
+
+def last_verify(change_id: str | None, result: SyncResult) -> dict[str, Any]:
+    """A compare's `last_verify` record: {at (epoch seconds), change_id, sha256, seconds}."""
+    return {
+        "at": time.time(),
+        "change_id": change_id,
+        "sha256": result.sha256,
+        "seconds": result.seconds,
+    }
+
+
+def compared_line(address: str, target: str, job: SyncJob, result: SyncResult) -> str:
+    """What a compare found, for people: '<address>: <target> equals disk K at snapshot S
+    (sha256 …, 2 GiB compared in 3.1 s)'."""
+    disk = job.disk()
+    return (
+        f"{address}: {target} equals disk {disk.key} at snapshot {job.source['snapshot_moref']} "
+        f"(sha256 {result.sha256}, {human(disk.capacity)} compared in "
+        f"{duration(result.seconds)})"
+    )
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """A guest's conversion on one conversion host, as plain data (`to_json` / `from_json`):
+    its volumes (in the conversion's disk order) attached to server `host_id`, the guest's
+    name, the conversion change's `conversion` ({disks: [{key, controller_key}], macs,
+    firmware, memory_mb, vcpus, guest_id, firstboot (paths on the host), debug}) and
+    `log_name`, the file (without .log) the tool's output is appended to in the host's log
+    directory."""
+
+    host_id: str
+    volume_ids: list[str]
+    name: str
+    conversion: dict[str, Any]
+    log_name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConvertJob:
+        return cls(
+            host_id=str(data["host_id"]),
+            volume_ids=[str(v) for v in data["volume_ids"]],
+            name=str(data["name"]),
+            conversion=dict(data["conversion"]),
+            log_name=str(data["log_name"]),
+        )
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """A conversion done: the tool's seconds, and where its output is (a path on the host)."""
+
+    seconds: float
+    log: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def convert(
+    job: ConvertJob,
+    host: Host,
+    log_dir: Path,
+    cancel: threading.Event,
+    started: Callable[[str], None] = lambda _: None,
+) -> ConvertResult:
+    """Attach the job's volumes to `job.host_id`, convert the guest in place with
+    virt-v2v-in-place (its output appended to `<log_dir>/<log_name>.log`), detach them (also
+    after a failure). `started(line)` is told once the tool is about to run.
+
+    Raises ConversionError (the tool failed, is missing, or a Windows guest lacks virtio-win),
+    StoppedError (`cancel` set: the tool was stopped), OpenStackError (attach/detach)."""
+    after = job.conversion
+    if str(after.get("guest_id") or "").startswith("windows"):
+        v2v.check_windows_drivers()
+    log = log_dir / f"{job.log_name}.log"
+    attached: list[str] = []
+    try:
+        paths = []
+        for volume_id in job.volume_ids:
+            volumes.attach(host.conn, job.host_id, volume_id)
+            attached.append(volume_id)
+            paths.append(host.devices.device(host.conn, volume_id, job.host_id))
+        guest = v2v.guest_of(job.name, paths, after)
+        started(f"converting with virt-v2v-in-place (log {log})")
+        options = v2v.Options(
+            firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
+            debug=bool(after.get("debug")),
+            cancel=cancel,  # Ctrl-C: stopped, then restored like a failed conversion
+        )
+        return ConvertResult(v2v.convert(guest, log, options), str(log))
+    finally:
+        for volume_id in attached:
+            volumes.detach(host.conn, job.host_id, volume_id)
 
 
 def _copy_job(job: SyncJob, source: DiskSource, device: Path, calls: Callbacks) -> CopyStats:

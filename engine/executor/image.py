@@ -27,7 +27,7 @@ from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
 from engine.providers.openstack import images
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.units import duration, human
+from engine.units import duration
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -130,33 +130,16 @@ class DiskFiles:
         address = Address.parse(change.address)
         ctx = self.a.ctx
         known, why = _known_file(before, path)
-        job = SyncJob(
-            volume_id=str(path),
-            host_id="",
-            source=source_of(vm._moId, self.a.uuids[address.name] or "", snapshot._moId, disk),
-            verify=VERIFIED_WHOLE,
-        )
-        job = replace(job, data=self.a.data_areas(job.verify, vm, snapshot, disk))
-        source = ctx.sources.source(vm._moId, job.source["instance_uuid"], snapshot._moId, disk)
-        began = time.monotonic()
+        source = source_of(vm._moId, self.a.uuids[address.name] or "", snapshot._moId, disk)
+        data = self.a.data_areas(VERIFIED_WHOLE, vm, snapshot, disk)
+        job = host.compare_job(str(path), "", source, data)  # a local file: compared here
         try:
             if why:
                 raise VerifyError(f"verify: disk {disk.key}: {why}")
-            digest = host.verify_copy(job, source, path, disk, ctx.stop)
+            result = self.a.on_host().compare("", job, ctx.stop, lambda _: None)
         except VerifyError as exc:
             self._taint(change.address, before, exc)
-        seconds = round(time.monotonic() - began, 3)
-        with ctx.lock:
-            ctx.digests[change.address] = (digest, VERIFIED_WHOLE)
-        checked = {"at": time.time(), "change_id": disk.change_id, "sha256": digest}
-        checked["seconds"] = seconds
-        record = {**known, "last_verify": checked}
-        self.a._write([ResourceRecord(change.address, KIND, Status.READY, record)], [])
-        ctx.say(
-            address.name,
-            f"{change.address}: {path} equals disk {disk.key} at snapshot {snapshot._moId} "
-            f"(sha256 {digest}, {human(disk.capacity)} compared in {duration(seconds)})",
-        )
+        self.a.compared(change.address, known, job, result, str(path))
 
     def _taint(self, address: str, attrs: dict[str, Any], exc: VerifyError) -> NoReturn:
         """A file that failed verification: recorded tainted with why (the next plan copies it

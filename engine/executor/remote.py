@@ -6,14 +6,18 @@ coordinator's (executor.apply), exactly as when the sync runs in-process.
 The protocol, JSON only (no pickle is ever accepted):
 
 - task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, spec_digest]`:
-  `job` is `SyncJob.to_json()`; the agent refuses a job whose spec digest differs from its own
+  `job` is `SyncJob.to_json()`; `ferry.compare` (a `--verify` compare: `SyncJob.to_json()`,
+  returns a SyncResult) and `ferry.convert` (`ConvertJob.to_json()`, returns a ConvertResult)
+  on the same queue, the same way. The agent refuses a job whose spec digest differs from its own
   spec's, that names another server than its own, or whose apply no longer waits for it (its
   reply queue is gone: the apply ended, was killed or gave up; no `expires`, which would also
   drop a redelivery after a long copy);
 - while it runs, the agent sends task states `PROGRESS` with a cumulative meta: {agent,
-  redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool)}, at each
-  copy callback (~2 a second) and at least every `BEAT` seconds (a live agent is never silent);
-- its return value is {"result": SyncResult.to_json()} or {"error": {"type": a FerryError
+  redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool), note
+  (a line for the VM's log, e.g. the conversion's start, or None)}, at each copy callback (~2 a
+  second) and at least every `BEAT` seconds (a live agent is never silent);
+- its return value is {"result": SyncResult.to_json() (ConvertResult's for ferry.convert)} or
+  {"error": {"type": a FerryError
   class name, "message": one line, for a StoppedError "moved": what the copy read and wrote
   until it stopped}}: failures are values, so the coordinator raises the same
   error class as an in-process sync would, and never imports a class a message names.
@@ -47,6 +51,7 @@ import logging
 import os
 import socket
 import ssl
+import tempfile
 import threading
 import time
 import traceback
@@ -65,11 +70,13 @@ from kombu.exceptions import KombuError
 from engine import errors
 from engine.errors import AgentError, FerryError, StoppedError, UserError
 from engine.executor import host
-from engine.executor.host import Callbacks, SyncJob, SyncResult
+from engine.executor.host import Callbacks, ConvertJob, ConvertResult, SyncJob, SyncResult
 from engine.providers.vsphere.session import read_secret
 from engine.units import human
 
 TASK = "ferry.sync"
+COMPARE_TASK = "ferry.compare"
+CONVERT_TASK = "ferry.convert"
 QUEUE_PREFIX = "ferry.host."
 PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
@@ -214,13 +221,34 @@ class Remote:
         Raises what the agent's sync raised (VerifyError, DataplaneError, StoppedError, ...),
         AgentError when no agent takes the job or the agent goes silent for the timeout (naming
         the host), or refuses it."""
+        return SyncResult(**self._run(TASK, host_name, job.to_json(), calls, say))
+
+    def compare(
+        self, host_name: str, job: SyncJob, cancel: threading.Event, say: Callable[[str], None]
+    ) -> SyncResult:
+        """A `--verify` compare (host.compare) on `host_name`'s agent; raises as `sync`."""
+        return SyncResult(**self._run(COMPARE_TASK, host_name, job.to_json(), _on(cancel), say))
+
+    def convert(
+        self, host_name: str, job: ConvertJob, cancel: threading.Event, say: Callable[[str], None]
+    ) -> ConvertResult:
+        """A guest's conversion (host.convert) on `host_name`'s agent, its output in the agent's
+        log directory; `say` also gets the agent's line when the tool starts. Raises as `sync`
+        (ConversionError when the tool failed)."""
+        return ConvertResult(**self._run(CONVERT_TASK, host_name, job.to_json(), _on(cancel), say))
+
+    def _run(
+        self,
+        task: str,
+        host_name: str,
+        job: dict[str, Any],
+        calls: Callbacks,
+        say: Callable[[str], None],
+    ) -> dict[str, Any]:
+        """Send `task` with `job` to `host_name`'s queue and wait for its result (a dict)."""
         app = make_app(self.broker)
         try:
-            sent = app.send_task(
-                TASK,
-                args=[job.to_json(), self.spec_digest],
-                queue=queue_name(host_name),
-            )
+            sent = app.send_task(task, args=[job, self.spec_digest], queue=queue_name(host_name))
             return _Waiter(app, sent, host_name, calls, say, self.broker.timeout).wait()
         except BROKER_ERRORS as exc:
             raise AgentError(lost_broker(host_name, exc)) from exc
@@ -230,6 +258,52 @@ class Remote:
             raise AgentError(lost_broker(host_name, exc)) from exc
         finally:
             app.close()
+
+
+def _on(cancel: threading.Event) -> Callbacks:
+    """Callbacks of a step that reports no progress: only its stop."""
+    return Callbacks(cancel=cancel)
+
+
+@dataclass(frozen=True)
+class OnHost:
+    """Where the host-bound steps run: in this process on `host` (no broker configured: the
+    single-host default), or on the named conversion host's agent through `remote`. A compare
+    of a local file (image mode, no server) always runs here."""
+
+    host: host.Host
+    remote: Remote | None
+
+    def sync(
+        self, host_name: str, job: SyncJob, calls: Callbacks, say: Callable[[str], None]
+    ) -> SyncResult:
+        """host.sync, here or on `host_name`'s agent; raises what it raises."""
+        if self.remote is None:
+            return host.sync(job, self.host, calls)
+        return self.remote.sync(host_name, job, calls, say)
+
+    def compare(
+        self, host_name: str, job: SyncJob, cancel: threading.Event, say: Callable[[str], None]
+    ) -> SyncResult:
+        """host.compare, here or on `host_name`'s agent; raises what it raises."""
+        if self.remote is None or not job.host_id:
+            return host.compare(job, self.host, cancel)
+        return self.remote.compare(host_name, job, cancel, say)
+
+    def convert(
+        self,
+        host_name: str,
+        job: ConvertJob,
+        log_dir: Path,
+        cancel: threading.Event,
+        say: Callable[[str], None],
+    ) -> ConvertResult:
+        """host.convert, here (its output in `log_dir`) or on `host_name`'s agent (in the
+        agent's log directory); `say` gets the line the tool starts with. Raises what it
+        raises."""
+        if self.remote is None:
+            return host.convert(job, self.host, log_dir, cancel, say)
+        return self.remote.convert(host_name, job, cancel, say)
 
 
 @dataclass
@@ -249,8 +323,9 @@ class _Waiter:
     done: tuple[int, int] | None = None
     revoked: bool = False
     noticed: bool = False
+    note: str | None = None
 
-    def wait(self) -> SyncResult:
+    def wait(self) -> dict[str, Any]:
         while True:
             try:
                 envelope = self.sent.get(
@@ -273,6 +348,10 @@ class _Waiter:
             at = f", resumed at its checkpoint, byte {resumed}" if isinstance(resumed, int) else ""
             self.say(f"taken{again} by agent {agent} (queue {queue_name(self.host_name)}){at}")
             self.agent, self.mark, self.rewritten, self.done = agent, None, False, None
+        note = meta.get("note")
+        if isinstance(note, str) and note != self.note:
+            self.note = note
+            self.say(note)
         if meta.get("rewritten") and not self.rewritten:
             self.rewritten = True
             self.calls.rewritten()
@@ -310,7 +389,7 @@ class _Waiter:
             f"{self.timeout:.0f} s mid-copy (no agent took it again from queue {queue})"
         )
 
-    def _outcome(self, envelope: Any) -> SyncResult:
+    def _outcome(self, envelope: Any) -> dict[str, Any]:
         state = self.sent.state
         if state != "SUCCESS" or not isinstance(envelope, dict):
             raise AgentError(
@@ -318,7 +397,7 @@ class _Waiter:
             )
         if "error" in envelope:
             raise _error(envelope["error"], self.host_name)
-        return SyncResult(**envelope["result"])
+        return dict(envelope["result"])
 
 
 BROKER_ERRORS = (OSError, amqp_exceptions.AMQPError, KombuError)
@@ -361,27 +440,46 @@ def _error(error: dict[str, Any], host_name: str) -> FerryError:
 @dataclass(frozen=True)
 class Agent:
     """One conversion host's agent: its name (the Nova server's, as the spec lists it), the
-    server's ID, the digest of the spec it was started with, the host's seams, and the
-    directory of its checkpoint journal (None: none kept, a redelivered copy starts over)."""
+    server's ID, the digest of the spec it was started with, the host's seams, the
+    directory of its checkpoint journal (None: none kept, a redelivered copy starts over) and
+    the directory its conversions' logs go to (None: the journal's `logs`, else a temporary
+    one)."""
 
     name: str
     host_id: str
     spec_digest: str
     host: host.Host
     checkpoints: Path | None = None
+    log_dir: Path | None = None
+
+    def logs(self) -> Path:
+        """Where the conversions' output goes: <log_dir>, else <checkpoints>/logs."""
+        if self.log_dir is not None:
+            return self.log_dir
+        if self.checkpoints is not None:
+            return self.checkpoints / "logs"
+        return Path(tempfile.gettempdir()) / f"ferry-agent-{self.name}"
 
 
 def register(app: Celery, agent: Agent) -> None:
-    """Register the `ferry.sync` task on `app`, running syncs on `agent`'s host."""
+    """Register the host-bound tasks (`ferry.sync`, `ferry.compare`, `ferry.convert`) on
+    `app`, running on `agent`'s host."""
+    for name in (TASK, COMPARE_TASK, CONVERT_TASK):
+        _register(app, agent, name)
 
-    @app.task(name=TASK, bind=True)  # type: ignore[untyped-decorator]
-    def ferry_sync(task: Any, job: dict[str, Any], digest: str) -> dict[str, Any]:
-        return run_task(task, agent, job, digest)
+
+def _register(app: Celery, agent: Agent, name: str) -> None:
+    @app.task(name=name, bind=True)  # type: ignore[untyped-decorator]
+    def ferry_step(task: Any, job: dict[str, Any], digest: str) -> dict[str, Any]:
+        return run_task(task, agent, job, digest, step=name)
 
 
-def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
-    """One task: refused on a spec digest or server that is not the agent's, else the sync
-    with progress reported; every failure is returned as {"error": {type, message}}.
+def run_task(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, step: str = TASK
+) -> dict[str, Any]:
+    """One task (`step`: TASK, COMPARE_TASK or CONVERT_TASK): refused on a spec digest or
+    server that is not the agent's, else the step run with progress reported; every failure is
+    returned as {"error": {type, message}}.
 
     A delivery of a task this agent is running (or ran lately) gets that run's outcome instead
     of a second writer on the same volume: RabbitMQ requeues a late-acknowledged message when
@@ -400,7 +498,10 @@ def run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[
         run.done.wait()
         return run.outcome
     try:
-        run.outcome = _run_task(task, agent, job, digest)
+        if step == TASK:
+            run.outcome = _run_task(task, agent, job, digest)
+        else:
+            run.outcome = _run_step(task, agent, job, digest, step)
     finally:
         _RUNS.finish(key)
     return run.outcome
@@ -451,6 +552,47 @@ def _run_job(
         return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
     log.info("task %s: copy into volume %s done", task_id, sync_job.volume_id)
     return {"result": result.to_json()}
+
+
+def _run_step(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, step: str
+) -> dict[str, Any]:
+    """A compare or a conversion: no checkpoint to resume from; one writer per volume still
+    (a conversion holds every volume it converts)."""
+    refusal = _refusal(agent, job, digest) or _sender_gone(task)
+    if refusal:
+        log.warning("refused task %s: %s", task.request.id, refusal)
+        return {"error": {"type": "AgentError", "message": refusal}}
+    task_id = str(task.request.id)
+    reporter = _Reporter(task, agent.name)
+    try:
+        with contextlib.ExitStack() as held:
+            if step == COMPARE_TASK:
+                compare = SyncJob.from_json(job)
+                held.enter_context(_VOLUMES.writer(compare.volume_id, task_id))
+                held.enter_context(reporter.beating())
+                log.info("task %s: compare volume %s", task_id, compare.volume_id)
+                outcome = host.compare(compare, agent.host, reporter.cancel).to_json()
+            else:
+                convert = ConvertJob.from_json(job)
+                for volume_id in sorted(convert.volume_ids):
+                    held.enter_context(_VOLUMES.writer(volume_id, task_id))
+                held.enter_context(reporter.beating())
+                log.info(
+                    "task %s: convert %s on volumes %s",
+                    task_id, convert.name, ", ".join(convert.volume_ids),
+                )  # fmt: skip
+                outcome = host.convert(
+                    convert, agent.host, agent.logs(), reporter.cancel, reporter.note
+                ).to_json()
+    except FerryError as exc:
+        log.info("task %s: ended: %s", task_id, _one_line(exc))
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    except Exception as exc:
+        log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
+        return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
+    log.info("task %s: %s done", task_id, step)
+    return {"result": outcome}
 
 
 def resume_from(job: SyncJob, mark: int | None) -> SyncJob:
@@ -659,6 +801,7 @@ class _Reporter:
             "total": None,
             "checkpoint": None,
             "rewritten": False,
+            "note": None,
         }
 
     def callbacks(self) -> Callbacks:
@@ -674,6 +817,10 @@ class _Reporter:
 
     def rewritten(self) -> None:
         self._send(rewritten=True)
+
+    def note(self, line: str) -> None:
+        """A line for the VM's log on the coordinator (e.g. the conversion's start)."""
+        self._send(note=line)
 
     def progress(self, done: int, total: int) -> None:
         self._send(done=done, total=total)

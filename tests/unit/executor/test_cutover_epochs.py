@@ -53,7 +53,7 @@ def cutover(store: SqliteStateStore) -> Cutover:
     ctx = SimpleNamespace(
         store=store, conn=None, conversion_host_id="h", say=lambda *_: None, events=None
     )
-    applier: Any = SimpleNamespace(ctx=ctx, _write=store.write)
+    applier: Any = SimpleNamespace(ctx=ctx, _write=store.write, host_for=lambda _: ("c", "h"))
     return Cutover(applier)
 
 

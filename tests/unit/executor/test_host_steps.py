@@ -1,0 +1,170 @@
+"""The host-bound steps besides the sync (issue 14): a `--verify` compare and a conversion run
+where the VM's copies run. Without a broker (or for image mode's local file) in this process,
+exactly as before; with one, on the placed host's agent, as plain JSON jobs that the agent
+refuses for another server and answers with plain results or an error value."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.executor import remote
+from engine.executor.apply import Applier
+from engine.executor.host import ConvertJob, ConvertResult, SyncJob, SyncResult, compare_job
+from engine.executor.remote import (
+    COMPARE_TASK,
+    CONVERT_TASK,
+    Agent,
+    OnHost,
+    _error,
+    run_task,
+)
+from engine.model.state import VERIFIED_WHOLE
+from tests.unit.executor.test_placement_routing import _applier as routing_applier
+from tests.unit.executor.test_remote import FakeTask
+
+RESULT = SyncResult(0, 0, 0, 0, 0, 1.5, "ab" * 32, VERIFIED_WHOLE)
+SOURCE = {"vm_moref": "vm-1", "instance_uuid": "u", "snapshot_moref": "snap-1", "key": 2000,
+          "capacity": 4096, "file_name": "a.vmdk", "thin": True, "change_id": "c/1"}  # fmt: skip
+
+
+class Queues:
+    """A stand-in for executor.remote.Remote: records which host each step was sent to."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    def compare(self, host_name: str, job: SyncJob, _cancel: Any, _say: Any) -> SyncResult:
+        self.sent.append(("compare", host_name, job.host_id))
+        return RESULT
+
+    def convert(self, host_name: str, job: ConvertJob, _cancel: Any, _say: Any) -> ConvertResult:
+        self.sent.append(("convert", host_name, job.host_id))
+        return ConvertResult(2.0, "/agent/logs/web01.log")
+
+
+def test_compares_and_conversions_go_to_the_placed_hosts_agent_and_stay_here_without_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    here: list[str] = []
+    monkeypatch.setattr(remote.host, "compare", lambda job, _h, _c: here.append(job.volume_id))
+    monkeypatch.setattr(
+        remote.host, "convert", lambda job, _h, log_dir, _c, _s: here.append(str(log_dir))
+    )
+    volume = compare_job("vol-1", "id-b", SOURCE, None)
+    converting = ConvertJob("id-b", ["vol-1"], "web01", {"disks": []}, "web01")
+    queues = Queues()
+    sent = OnHost(None, queues)  # type: ignore[arg-type]
+    stop = threading.Event()
+    assert sent.compare("conv-b", volume, stop, print) == RESULT
+    assert sent.convert("conv-b", converting, tmp_path, stop, print).seconds == 2.0
+    assert queues.sent == [("compare", "conv-b", "id-b"), ("convert", "conv-b", "id-b")]
+    assert here == []
+    sent.compare("", compare_job(str(tmp_path / "disk-2000.raw"), "", SOURCE, None), stop, print)
+    assert here == [str(tmp_path / "disk-2000.raw")]  # image mode's file: compared here
+    alone = OnHost(None, None)  # type: ignore[arg-type]
+    alone.compare("conv-a", volume, stop, print)
+    alone.convert("conv-a", converting, tmp_path, stop, print)
+    assert here[1:] == ["vol-1", str(tmp_path)] and len(queues.sent) == 2
+
+
+def test_the_jobs_are_plain_json_both_ways() -> None:
+    volume = compare_job("vol-1", "id-b", SOURCE, [(0, 4096)])
+    assert volume.verify == VERIFIED_WHOLE
+    assert SyncJob.from_json(json.loads(json.dumps(volume.to_json()))) == volume
+    job = ConvertJob("id-b", ["vol-1", "vol-2"], "web01", {"disks": [{"key": 2000}]}, "web01")
+    assert ConvertJob.from_json(json.loads(json.dumps(job.to_json()))) == job
+
+
+class QuietReporter:
+    """A task's reporter that sends nothing (no broker); keeps the notes it was given."""
+
+    notes: list[str] = []  # noqa: RUF012
+
+    def __init__(self, _task: Any, _agent: str, _journal: Any = None) -> None:
+        self.cancel = threading.Event()
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
+
+    @contextlib.contextmanager
+    def beating(self) -> Any:
+        yield
+
+
+def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The agent runs host.compare / host.convert (its logs in its own directory) and answers
+    with their plain result; a ConversionError comes back as its class; a job for another
+    server is refused without running anything."""
+    ran: list[tuple[str, str]] = []
+
+    def convert(job: ConvertJob, _h: Any, log_dir: Path, _c: Any, started: Any) -> ConvertResult:
+        ran.append(("convert", str(log_dir)))
+        started(f"converting with virt-v2v-in-place (log {log_dir / 'web01.log'})")
+        if job.name == "broken":
+            raise remote.errors.ConversionError("virt-v2v-in-place failed for broken (exit 1)")
+        return ConvertResult(2.0, str(log_dir / "web01.log"))
+
+    monkeypatch.setattr(
+        remote.host, "compare", lambda job, _h, _c: ran.append(("compare", "")) or RESULT
+    )
+    monkeypatch.setattr(remote.host, "convert", convert)
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_Reporter", QuietReporter)
+    agent = Agent("conv-b", "id-b", "a" * 64, host=None, checkpoints=tmp_path)  # type: ignore[arg-type]
+
+    class Task(FakeTask):
+        class request(FakeTask.request):  # noqa: N801 - Celery's attribute name
+            id = "task-steps"
+
+    volume = compare_job("vol-1", "id-b", SOURCE, None).to_json()
+    assert run_task(Task(), agent, volume, "a" * 64, step=COMPARE_TASK) == {
+        "result": RESULT.to_json()
+    }
+    job = ConvertJob("id-b", ["vol-1"], "web01", {"disks": []}, "web01").to_json()
+    done = run_task(Task(), agent, job, "a" * 64, step=CONVERT_TASK)
+    assert done == {"result": {"seconds": 2.0, "log": str(tmp_path / "logs" / "web01.log")}}
+    assert QuietReporter.notes[-1].startswith("converting with virt-v2v-in-place (log ")
+    failed = run_task(Task(), agent, {**job, "name": "broken"}, "a" * 64, step=CONVERT_TASK)
+    error = _error(failed["error"], "conv-b")
+    assert type(error).__name__ == "ConversionError" and "exit 1" in str(error)
+    logs = str(tmp_path / "logs")
+    assert ran == [("compare", ""), ("convert", logs), ("convert", logs)]
+    refused = run_task(Task(), agent, {**job, "host_id": "id-c"}, "a" * 64, step=CONVERT_TASK)
+    assert "refused a copy for server id-c" in refused["error"]["message"]
+    assert len(ran) == 3
+
+
+def _applier(tmp_path: Path, remote: Queues | None, ids: dict[str, str]) -> Applier:
+    """The placement-three-hosts case's applier (web01 on conv-c, db01 on conv-b)."""
+    return routing_applier(tmp_path, remote, ids)  # type: ignore[arg-type]
+
+
+def test_a_vm_whose_placed_host_is_gone_is_re_placed_on_the_first_host_and_said_once(
+    tmp_path: Path,
+) -> None:
+    """The saved plan placed web01 on conv-c, whose server is gone at apply time: its steps go to
+    the first host (conv-a), and its log says so once; a VM whose host is up stays there, and
+    without a broker (one host, in-process) nothing is said."""
+    queues = Queues()
+    applier = _applier(tmp_path, queues, {"conv-a": "id-a", "conv-b": "id-b"})
+    assert applier.host_for("web01") == ("conv-a", "id-a")
+    assert applier.host_for("web01") == ("conv-a", "id-a")
+    assert applier.host_for("db01") == ("conv-b", "id-b")
+    assert applier.host_of(applier.changes["vm.web01.disk[2000]"]) == "conv-a"
+    said = (tmp_path / "web01.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in said] == [
+        "vm.web01: re-placed on conversion host conv-a: conv-c, where the plan placed it, is "
+        "gone (no server of that name in the cloud)"
+    ]
+    assert not (tmp_path / "db01.log").exists()
+    alone = _applier(tmp_path / "alone", None, {})
+    assert alone.host_for("web01") == ("conv-a", "id-a")
+    assert not (tmp_path / "alone").exists()
