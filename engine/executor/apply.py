@@ -31,10 +31,9 @@ from engine.errors import (
     StoppedError,
     UserError,
     VerifyError,
-    one_line,
 )
 from engine.executor import host
-from engine.executor.cutover import Cutover, content_epoch
+from engine.executor.cutover import Cutover, brief, content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.image import DiskFiles, ImageCutover
@@ -242,7 +241,7 @@ class Applier:
                 self.ctx.say(
                     vm_name,
                     f"{Address('vm', vm_name)}: snapshot {snapshot._moId} removed; state not "
-                    f"written: {one_line(str(exc))}",
+                    f"written: {brief(exc)}",
                 )
 
     # -- snapshots ----------------------------------------------------------------------------

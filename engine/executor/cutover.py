@@ -26,6 +26,7 @@ from engine.errors import (
     SourceChangedError,
     StateError,
     StateLockedError,
+    StateUnreachableError,
     one_line,
 )
 from engine.model.plan import Action, Change
@@ -56,6 +57,12 @@ def content_epoch() -> str:
 def left_off_line(name: str, since: float) -> str:
     """The stop message of a source ferry left powered off (the plan and report say the same)."""
     return f"{Address('vm', name)}: {source_left_off(since)}"
+
+
+def brief(error: StateError) -> str:
+    """A state error as the lines that repeat it say it (the state and since when, when it is
+    unreachable: the apply's last line has the cause)."""
+    return one_line(error.brief if isinstance(error, StateUnreachableError) else str(error))
 
 
 class Cutover:
@@ -186,7 +193,7 @@ class Cutover:
             else:
                 self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
         except StateError as exc:
-            said += f"; state not written: {one_line(str(exc))}"
+            said += f"; state not written: {brief(exc)}"
         self.ctx.say(name, said)
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
@@ -199,7 +206,7 @@ class Cutover:
         owns the cutover). Returns a line for each, saying the source's power and what the
         state still says."""
         lines = []
-        unwritten = f"state not written: {one_line(str(cause))}"
+        unwritten = f"state not written: {brief(cause)}"
         for name, since in self.powered_off.items():
             off = left_off_line(name, since)
             if name in self.booting:

@@ -216,7 +216,8 @@ class PostgresStateStore:
             since = time.strftime("%H:%M:%S UTC", time.gmtime())
             self._outage = StateUnreachableError(
                 f"state {self._display} unreachable: the connection was lost and not made again "
-                f"in {self._retry_seconds:g} s (since {since}: {_reason(exc)})"
+                f"in {self._retry_seconds:g} s (since {since}: {_reason(exc)})",
+                brief=f"state {self._display} unreachable since {since}",
             )
         return self._outage
 

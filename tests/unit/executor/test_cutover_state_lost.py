@@ -20,7 +20,11 @@ from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, State, Status
 from engine.statestore.sqlite import SqliteStateStore
 
-GONE = StateUnreachableError("state pg (schema ferry) unreachable: the connection was lost")
+GONE = StateUnreachableError(
+    "state pg (schema ferry) unreachable: the connection was lost and not made again in 30 s "
+    "(since 17:00:00 UTC: connection refused)",
+    brief="state pg (schema ferry) unreachable since 17:00:00 UTC",
+)
 
 
 class Switchable:
@@ -92,7 +96,7 @@ def test_the_source_goes_back_on_from_the_apply_own_knowledge(
     assert lines[0].startswith("vm.web01: source powered back on (ferry powered it off at ")
     assert lines[0].endswith(
         "the state still says it is off until the next apply; state not written: "
-        "state pg (schema ferry) unreachable: the connection was lost"
+        "state pg (schema ferry) unreachable since 17:00:00 UTC"
     )
 
 
