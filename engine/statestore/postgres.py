@@ -51,6 +51,8 @@ from engine.statestore.common import (
 CONNECT_TIMEOUT = 10  # seconds per connection attempt
 RETRY_SECONDS = 30.0  # how long a lost connection is retried before the state is unreachable
 RETRY_ENV = "FERRY_STATE_RETRY_SECONDS"
+HEARTBEAT_SECONDS = 10.0  # while the lock is held: a lost connection is found and the lock
+# taken again within this, not at the next write (a conversion may write nothing for minutes)
 BACKOFF = (0.2, 4.0)  # first and longest wait between reconnection attempts, seconds
 # libpq: a peer that went away without a word is found in about a minute, not hours (TCP
 # keepalives after 30 s idle, every 10 s, 3 lost; tcp_user_timeout: data unacknowledged, ms)
@@ -92,6 +94,7 @@ class PostgresStateStore:
         self._retry_seconds = retry_seconds(os.environ)
         self._outage: StateUnreachableError | None = None  # given up on, until a reconnect works
         self._taken: StateLockedError | None = None  # the lock lost to another ferry: stopped
+        self._beat = threading.Event()  # set: the heartbeat ends
         try:
             self._db = self._connect()
         except psycopg.Error as exc:
@@ -169,7 +172,23 @@ class PostgresStateStore:
 
     def close(self) -> None:
         with self._lock:
+            self._beat.set()
             self._db.close()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """While the lock is held: a round trip every HEARTBEAT_SECONDS, so that a lost
+        connection is made again and the lock taken again soon (another apply would otherwise
+        find the state unlocked until this store's next read or write)."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                if stop.is_set() or not self._holding:
+                    return
+                try:
+                    self._resilient("lock", lambda: self._db.execute("SELECT 1"))
+                except StateLockedError:
+                    return  # another ferry holds it: the next read or write says so
+                except StateError:
+                    continue  # unreachable: tried again at the next beat
 
     # -- a lost connection ------------------------------------------------------------------------
 
@@ -397,6 +416,10 @@ class PostgresStateStore:
             self._holding = True
 
         self._resilient("lock", op)
+        self._beat = threading.Event()
+        threading.Thread(
+            target=self._heartbeat, args=(self._beat,), name="ferry-state-heartbeat", daemon=True
+        ).start()
         return mine
 
     def _refusal(self) -> StateError:
@@ -433,6 +456,7 @@ class PostgresStateStore:
             if not self._holding:
                 return
             self._holding = False
+            self._beat.set()
             if self._db.closed or self._db.broken:
                 return
             try:

@@ -108,8 +108,8 @@ def _shut(sock: socket.socket) -> None:
     sock.close()
 
 
-def holder_backend(dsn: str, schema: str) -> int:
-    """The server process holding the schema's advisory lock."""
+def holder_backend(dsn: str, schema: str, *, missing_ok: bool = False) -> int:
+    """The server process holding the schema's advisory lock (0: nobody, when `missing_ok`)."""
     key = lock_key(schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
@@ -117,6 +117,8 @@ def holder_backend(dsn: str, schema: str) -> int:
             " AND classid::bigint = %s AND objid::bigint = %s",
             ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
         ).fetchone()
+    if row is None and missing_ok:
+        return 0
     assert row is not None, "nobody holds the lock"
     return int(row[0])
 

@@ -16,7 +16,7 @@ import pytest
 
 from engine.errors import StateLockedError, StateUnreachableError
 from engine.model.state import ResourceRecord, Status
-from engine.statestore import postgres_at
+from engine.statestore import postgres, postgres_at
 from engine.statestore.postgres import PostgresStateStore, retry_seconds
 from tests.integration.pgproxy import PgProxy, holder_backend, terminate
 
@@ -48,6 +48,27 @@ def test_a_terminated_session_is_made_again_and_its_lock_taken_again(
     other.release()
     for s in (store, other):
         s.close()
+
+
+def test_the_heartbeat_takes_the_lock_again_before_the_next_write(
+    postgres_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock held across minutes without a write (a conversion) is not left free for long:
+    the store's heartbeat finds the session gone and takes the lock again."""
+    monkeypatch.setattr(postgres, "HEARTBEAT_SECONDS", 0.2)
+    where = postgres_at(postgres_dsn, schema)
+    store = where.open()
+    store.acquire("apply")
+    first = holder_backend(postgres_dsn, schema)
+    terminate(postgres_dsn, first)
+    deadline = time.monotonic() + 20
+    while holder_backend(postgres_dsn, schema, missing_ok=True) in (0, first):
+        assert time.monotonic() < deadline, "the lock was not taken again"
+        time.sleep(0.05)
+    with pytest.raises(StateLockedError, match="is locked by ferry apply"):
+        where.open().acquire("apply")
+    store.release()
+    store.close()
 
 
 def test_another_ferry_that_locked_meanwhile_stops_this_one(postgres_dsn: str, schema: str) -> None:
