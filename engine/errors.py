@@ -100,6 +100,17 @@ class StateLockedError(StateError):
     """Another ferry process holds the state lock."""
 
 
+class StateUnreachableError(StateError):
+    """The state's database connection was lost and could not be made again within the retry
+    window (a PostgreSQL failover that did not end, a network cut): what the apply did since is
+    not recorded; the apply settles what it did from its own knowledge and says what is left.
+    `brief`: the state and since when, for the lines that repeat it (the message has the cause)."""
+
+    def __init__(self, message: str, brief: str = "") -> None:
+        super().__init__(message)
+        self.brief = brief or message
+
+
 class StoppedError(FerryError):
     """The apply was asked to stop (SIGINT, SIGTERM) and this step stopped at a checkpoint; the
     next apply resumes from there. `moved`: what a stopped copy did before it stopped (bytes:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,7 +55,7 @@ from engine.planner.placement import ESXI_READS  # concurrent disk reads per ESX
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
-from engine.statestore import StateLocation
+from engine.statestore import StateLocation, StateStore
 from engine.units import human
 
 STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
@@ -317,8 +317,13 @@ def blocked_line(plan: Plan) -> str:
     return f"Not applied, blocked by errors: {', '.join(names)} (see their concerns above)."
 
 
-def _observed(applier: Applier, events: Events) -> Any:
-    """The walker's node function: the applier's, framed by node_start / node_end events."""
+def _observed(
+    applier: Applier, events: Events, state_lost: Callable[[], None] = lambda: None
+) -> Any:
+    """The walker's node function: the applier's, framed by node_start / node_end events. A
+    step that fails on a state lost for good (unreachable past the retry window, or locked by
+    another ferry meanwhile) calls `state_lost`: no new step starts (each would fail on its
+    first record, some after acting)."""
 
     def run(node: Any) -> None:
         change = applier.changes[str(node)]
@@ -343,6 +348,8 @@ def _observed(applier: Applier, events: Events) -> Any:
                 error=str(exc),
                 seconds=seconds,
             )
+            if applier.ctx.store.outage is not None:
+                state_lost()
             raise
         seconds = round(time.monotonic() - began, 3)
         events.emit("node_end", address=change.address, outcome="done", seconds=seconds)
@@ -506,31 +513,11 @@ def run_plan(
                 for v in plan.vms
             ],
         )
-        hosts = spec.get("conversion_hosts") or [{}]
-        esxi = applier.hosts()
-        pools = {"conversion": int(hosts[0].get("max_parallel", 2))}
-        pools |= {f"conversion:{h['name']}": int(h.get("max_parallel", 2)) for h in hosts[1:]}
-        reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
-        pools |= {f"esxi:{h}": reads for h in esxi.values()}
-
-        def pools_of(node: Any) -> list[str]:
-            """A disk copy holds a slot of its VM's conversion host and one of its ESXi host's
-            reads; a conversion holds a slot of its VM's conversion host."""
-            if str(node).endswith(".conversion"):
-                return [applier.slot_pool(Address.parse(str(node)).name)]
-            if ".disk[" not in str(node):
-                return []
-            vm = Address.parse(str(node)).name
-            esxi_host = esxi.get(vm)
-            return [applier.slot_pool(vm), *([f"esxi:{esxi_host}"] if esxi_host else [])]
-
+        pools, pools_of = _slot_pools(spec, applier)
         walker = Walker(
-            _graph(plan),
-            _observed(applier, events),
-            parallelism=parallelism,
-            pools=pools,
-            pools_of=pools_of,
+            _graph(plan), lambda _: None, parallelism=parallelism, pools=pools, pools_of=pools_of
         )
+        walker.run = _observed(applier, events, walker.stop)  # a state lost for good stops it
         with _stop_on_signals(walker, applier.ctx.stop, events, console):
             try:
                 result = walker.walk()
@@ -538,6 +525,10 @@ def run_plan(
                 applier.cleanup()
                 left_off = applier.cutover.settle_sources()  # powered back on, or said why not
     _say_what_did_not_run(result, left_off, events, console)
+    lost = state_lost_line(store, applier.unwritten)
+    if lost:
+        events.emit("state_not_written", message=lost, addresses=applier.unwritten)
+        console.print(f"[red]error: {escape(lost)}[/]")
     stats = list(applier.ctx.copied.values())
     read, zeroed = sum(s.bytes_read for s in stats), sum(s.bytes_zeroed for s in stats)
     skipped = sum(s.bytes_skipped for s in stats)
@@ -561,8 +552,52 @@ def run_plan(
     if blocked:
         console.print(f"[red]{escape(blocked)}[/]")
     if result.ok:
-        return 1 if blocked else 0
+        return 1 if blocked or lost else 0
     return STOPPED if applier.ctx.stop.is_set() else 1
+
+
+def _slot_pools(
+    spec: dict[str, Any], applier: Applier
+) -> tuple[dict[str, int], Callable[[Any], list[str]]]:
+    """The walker's slot pools (each conversion host's `max_parallel`, each ESXi host's
+    `reads_per_esxi_host`) and which a node holds: a disk copy a slot of its VM's conversion
+    host and one of its ESXi host's reads; a conversion a slot of its VM's conversion host."""
+    hosts = spec.get("conversion_hosts") or [{}]
+    esxi = applier.hosts()
+    pools = {"conversion": int(hosts[0].get("max_parallel", 2))}
+    pools |= {f"conversion:{h['name']}": int(h.get("max_parallel", 2)) for h in hosts[1:]}
+    reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
+    pools |= {f"esxi:{h}": reads for h in esxi.values()}
+
+    def pools_of(node: Any) -> list[str]:
+        if str(node).endswith(".conversion"):
+            return [applier.slot_pool(Address.parse(str(node)).name)]
+        if ".disk[" not in str(node):
+            return []
+        vm = Address.parse(str(node)).name
+        esxi_host = esxi.get(vm)
+        return [applier.slot_pool(vm), *([f"esxi:{esxi_host}"] if esxi_host else [])]
+
+    return pools, pools_of
+
+
+def state_lost_line(store: StateStore, unwritten: list[str]) -> str:
+    """The apply's line on a state it could not write to the end (its connection lost and not
+    made again in time, or its lock taken by another ferry meanwhile): the state, the cause,
+    and the records it lacks (the sources' own lines, said before, tell their power); "" when
+    every record was written."""
+    outage = store.outage
+    if outage is None and not unwritten:
+        return ""
+    cause = one_line(str(outage)) if outage is not None else f"state {store.display}"
+    listed = ", ".join(unwritten[:8]) + (
+        f" and {len(unwritten) - 8} more" if len(unwritten) > 8 else ""
+    )
+    missing = f"not written: {listed}" if unwritten else "nothing left unwritten"
+    return (
+        f"{cause}; {missing} (the next plan reads the cloud and vCenter again: what this apply "
+        "did is found, the rest planned again)"
+    )
 
 
 def _say_what_did_not_run(

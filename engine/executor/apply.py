@@ -27,12 +27,13 @@ from engine.errors import (
     ChangeTrackingError,
     OpenStackError,
     SourceChangedError,
+    StateError,
     StoppedError,
     UserError,
     VerifyError,
 )
 from engine.executor import host
-from engine.executor.cutover import Cutover, content_epoch
+from engine.executor.cutover import Cutover, brief, content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.image import DiskFiles, ImageCutover
@@ -175,6 +176,7 @@ class Applier:
         self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
         self.replaced: set[str] = set()  # VMs re-placed because their host is gone (said once)
         self.ctx.log_names.update(self.targets)
+        self.unwritten: list[str] = []  # addresses whose record the state did not take
         self.cutover = Cutover(self)
         self.files = DiskFiles(self)
         self.images = ImageCutover(self)
@@ -229,11 +231,20 @@ class Applier:
             self.ctx.say(name, f"{(move.before or {}).get('address')} moved to {move.address}")
 
     def cleanup(self) -> None:
-        """Remove the snapshots this apply took (also after failures) and their records."""
+        """Remove the snapshots this apply took (also after failures) and their records; a
+        record the state cannot take now is said (the next apply removes it: the snapshot is
+        gone)."""
         for vm_name, (snapshot, _) in list(self.ctx.snapshots.items()):
             remove_snapshot(self.ctx.si, snapshot)
-            self._write([], [str(Address("vm", vm_name, "snapshot"))])
             del self.ctx.snapshots[vm_name]
+            try:
+                self._write([], [str(Address("vm", vm_name, "snapshot"))])
+            except StateError as exc:
+                self.ctx.say(
+                    vm_name,
+                    f"{Address('vm', vm_name)}: snapshot {snapshot._moId} removed; state not "
+                    f"written: {brief(exc)}",
+                )
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -1049,7 +1060,15 @@ class Applier:
         self.ctx.say(vm, sync_line(address, kind, stats, step))
 
     def _write(self, puts: list[ResourceRecord], deletes: list[str]) -> None:
-        self.ctx.store.write([self._owned(r) for r in puts], deletes)
+        """Record in the state; what a lost state did not take is kept (`unwritten`: the
+        addresses, in order) for the apply's last lines. Raises StateError."""
+        try:
+            self.ctx.store.write([self._owned(r) for r in puts], deletes)
+        except StateError:
+            for address in [r.address for r in puts] + deletes:  # (GIL: list appends are safe)
+                if address not in self.unwritten:
+                    self.unwritten.append(address)
+            raise
 
     def _owned(self, record: ResourceRecord) -> ResourceRecord:
         """A VM's record carries the VM's instance UUID: state follows the VM, not its name."""

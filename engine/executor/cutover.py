@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.addresses import Address
-from engine.errors import FerryError, OpenStackError, SourceChangedError
+from engine.errors import (
+    FerryError,
+    OpenStackError,
+    SourceChangedError,
+    StateError,
+    StateLockedError,
+    StateUnreachableError,
+    one_line,
+)
 from engine.executor.host import ConvertJob
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
@@ -51,11 +59,20 @@ def left_off_line(name: str, since: float) -> str:
     return f"{Address('vm', name)}: {source_left_off(since)}"
 
 
+def brief(error: StateError) -> str:
+    """A state error as the lines that repeat it say it (the state and since when, when it is
+    unreachable: the apply's last line has the cause)."""
+    return one_line(error.brief if isinstance(error, StateUnreachableError) else str(error))
+
+
 class Cutover:
     def __init__(self, applier: Applier) -> None:
         self.a = applier
         self.ctx = applier.ctx
         self._revert_lock = threading.Lock()  # volume syncs of one VM run in parallel
+        # what this apply knows without its state (the state may be unreachable when it settles)
+        self.powered_off: dict[str, float] = {}  # VM → when ferry powered its source off
+        self.booting: set[str] = set()  # VMs whose server may have been booted by this apply
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -106,13 +123,18 @@ class Cutover:
         record = self._records().get(address)
         status = record.status if record is not None else Status.IN_PROGRESS
         attrs = self._attrs(address)
-        if POWERED_OFF_AT not in attrs:  # ferry has not powered it off: as it is now
-            # (an earlier attempt's 'poweredOff', the source powered on since, would make this
-            # power-off one nothing powers back on: break-it 12c item 4)
-            attrs["source_power"] = self._power_state(vm)
-            if attrs["source_power"] == POWERED_ON:  # recorded before the call: a kill
+        power = self._power_state(vm)
+        if POWERED_OFF_AT not in attrs or power == POWERED_ON:  # as it is now: ferry has not
+            # powered it off (an earlier attempt's 'poweredOff', the source powered on since,
+            # would make this power-off one nothing powers back on: break-it 12c item 4), or it
+            # runs again (powered back on by an apply that could not record it: item 6)
+            attrs["source_power"] = power
+            attrs.pop(POWERED_OFF_AT, None)
+            if power == POWERED_ON:  # recorded before the call: a kill
                 attrs[POWERED_OFF_AT] = time.time()  # in between still says ferry did it
             self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
+        if attrs.get(POWERED_OFF_AT):  # known without the state, should it be lost from here
+            self.powered_off[name] = float(attrs[POWERED_OFF_AT])
         how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
         attrs["powered_off"] = how
         self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
@@ -125,8 +147,13 @@ class Cutover:
         """After the walk (done, failed or stopped): every cutover VM whose source ferry powered
         off and that has no server is powered back on — unless its spec says
         `on_failure: leave_off`, or a server may have been booted (never two running copies).
-        Returns the lines said for sources left off ("source powered off by ferry at ...")."""
-        records = self._records()
+        Returns the lines said for sources left off ("source powered off by ferry at ...").
+        Without the state (unreachable, or its lock taken by another ferry): from what this
+        apply knows it did (_settle_unrecorded)."""
+        try:
+            records = self._records()
+        except StateError as exc:
+            return self._settle_unrecorded(exc)
         left_off = []
         for name in self.a.uuids:
             snapshot = self.a.changes.get(str(Address("vm", name, "snapshot")))
@@ -135,7 +162,7 @@ class Cutover:
             record = records.get(str(Address("vm", name, "conversion")))
             if record is None or not record.attributes.get(POWERED_OFF_AT):
                 continue
-            if str(Address("vm", name, "server")) in records:
+            if str(Address("vm", name, "server")) in records or name in self.booting:
                 continue  # cut over (or a server maybe booted): the source stays off
             line = self._settle(name, record)
             if line:
@@ -159,14 +186,58 @@ class Cutover:
         for key in ("source_power", "powered_off", POWERED_OFF_AT):
             attrs.pop(key, None)
         address = record.address
-        if record.status is Status.IN_PROGRESS and not attrs.get("protection"):
-            self.a._write([], [address])  # nothing of a conversion happened that is kept
-        else:
-            self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
-        self.ctx.say(name, f"{Address('vm', name)}: source powered back on")
+        said = f"{Address('vm', name)}: source powered back on"
+        try:
+            if record.status is Status.IN_PROGRESS and not attrs.get("protection"):
+                self.a._write([], [address])  # nothing of a conversion happened that is kept
+            else:
+                self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
+        except StateError as exc:
+            said += f"; state not written: {brief(exc)}"
+        self.ctx.say(name, said)
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
-        return ""
+        return said if "state not written" in said else ""
+
+    def _settle_unrecorded(self, cause: StateError) -> list[str]:
+        """settle_sources without the state: each source this apply powered off (its own
+        knowledge, `powered_off`) is powered back on unless on_failure: leave_off, or its server
+        may have booted (`booting`), or another ferry holds the state's lock now (that apply
+        owns the cutover). Returns a line for each, saying the source's power and what the
+        state still says."""
+        lines = []
+        unwritten = f"state not written: {brief(cause)}"
+        for name, since in self.powered_off.items():
+            off = left_off_line(name, since)
+            if name in self.booting:
+                line = f"{Address('vm', name)}: source left off: its server may have booted"
+            elif isinstance(cause, StateLockedError):
+                line = f"{off}; left as it is (another ferry holds the state now)"
+            elif self._on_failure(name) == "leave_off":
+                line = f"{off} (on_failure: leave_off)"
+            else:
+                line = self._power_on_unrecorded(name, off)
+            if "source powered back on" not in line and self.ctx.events is not None:
+                self.ctx.events.emit("source_left_off", vm=name, since=since)
+            line += f"; {unwritten}"
+            self.ctx.say(name, line)
+            lines.append(line)
+        return lines
+
+    def _power_on_unrecorded(self, name: str, off: str) -> str:
+        """The source powered back on without the state; the line says what the state still
+        holds (the next apply finds the source running and records it so)."""
+        try:
+            power_on(self.ctx.si, self.a._vm(name))
+        except FerryError as exc:
+            return f"{off}: powering it back on failed: {one_line(str(exc))}"
+        if self.ctx.events is not None:
+            self.ctx.events.emit("source_on", vm=name)
+        return (
+            f"{Address('vm', name)}: source powered back on (ferry powered it off at "
+            f"{time.strftime('%H:%M:%S UTC', time.gmtime(self.powered_off[name]))}); the state "
+            "still says it is off until the next apply"
+        )
 
     def _power_back_on(self, name: str, attrs: dict[str, Any]) -> None:
         """A cutover undone (back to replicate, destroy) whose source ferry powered off (an
@@ -465,6 +536,7 @@ class Cutover:
         uuid = self.a.uuids[name] or ""
         existing = compute.find_server(self.ctx.conn, uuid)
         if existing is not None and existing.status not in compute.SERVER_FAILED:
+            self.booting.add(name)
             compute.wait_active(self.ctx.conn, str(existing.id))
             self.ctx.say(name, f"{change.address}: server {existing.id} found, reused")
             return str(existing.id)
@@ -490,6 +562,7 @@ class Cutover:
         self.a._write(  # before the boot: from here on the volumes are never synced again
             [ResourceRecord(change.address, "server", Status.IN_PROGRESS, dict(after))], []
         )
+        self.booting.add(name)  # from here on the source stays off, with or without the state
         try:
             server_id = str(compute.create_server(self.ctx.conn, spec).id)
             self.a._write(
@@ -507,6 +580,7 @@ class Cutover:
         except FerryError:
             if server_id:
                 compute.delete_server(self.ctx.conn, server_id)
+            self.booting.discard(name)  # no server: the source may go back on
             self.a._write([], [change.address])
             self.restore(name)
             raise

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from engine.errors import UserError
+from engine.errors import StateError, UserError
 from engine.model.state import LockInfo, ResourceRecord, State
 
 DEFAULT_PATH = Path("state") / "ferry.db"
@@ -74,6 +74,12 @@ class StateStore(Protocol):
 
     def replace(self, state: State) -> int:
         """Make this (empty) store hold exactly `state`: lineage, serial and resources."""
+        ...
+
+    @property
+    def outage(self) -> StateError | None:
+        """Why this store cannot be written now (PostgreSQL: its connection lost and not made
+        again in time, or its lock taken by another ferry meanwhile), else None."""
         ...
 
     def close(self) -> None: ...

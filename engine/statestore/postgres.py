@@ -9,22 +9,36 @@ from any machine, fails fast naming it.
 
 One connection per store, shared by apply's worker threads and serialized by a lock; it holds
 the advisory lock for as long as the apply runs.
+
+A lost connection (a failover, a pgbouncer or idle-TCP reset, a network blip; break-it 12c
+item 6) is ridden out: reads and writes reconnect with backoff for up to RETRY_SECONDS
+(FERRY_STATE_RETRY_SECONDS) and are retried. The advisory lock died with the old session: it is
+taken again, and the lock row must still be this store's own, or another ferry locked the state
+in between and this store stops (StateLockedError: never two appliers). A write is one
+transaction that also records its token (meta `last_write`): retried after a connection lost
+around its COMMIT, it is not applied twice. libpq's TCP keepalives and tcp_user_timeout find a
+dead peer that sends nothing (an idle connection reset by a firewall); a DSN may list several
+hosts with target_session_attrs=read-write so that a reconnect finds the new primary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
 
-from engine.errors import NoStateError, StateError
+from engine.errors import NoStateError, StateError, StateLockedError, StateUnreachableError
 from engine.model.state import LockInfo, ResourceRecord, State, Status
 from engine.statestore.common import (
     FORMAT_VERSION,
@@ -34,7 +48,21 @@ from engine.statestore.common import (
     state_of,
 )
 
-CONNECT_TIMEOUT = 10
+CONNECT_TIMEOUT = 10  # seconds per connection attempt
+RETRY_SECONDS = 30.0  # how long a lost connection is retried before the state is unreachable
+RETRY_ENV = "FERRY_STATE_RETRY_SECONDS"
+HEARTBEAT_SECONDS = 10.0  # while the lock is held: a lost connection is found and the lock
+# taken again within this, not at the next write (a conversion may write nothing for minutes)
+BACKOFF = (0.2, 4.0)  # first and longest wait between reconnection attempts, seconds
+# libpq: a peer that went away without a word is found in about a minute, not hours (TCP
+# keepalives after 30 s idle, every 10 s, 3 lost; tcp_user_timeout: data unacknowledged, ms)
+KEEPALIVES = "keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3"
+TCP_USER_TIMEOUT = "tcp_user_timeout=60000"
+# SQLSTATE classes of a connection that is gone or going: connection exception (08), operator
+# intervention (57P: admin/crash shutdown, cannot connect now), read-only transaction (25006:
+# the server is a standby now, after a failover)
+LOST_STATES = ("08", "57P", "25006")
+T = TypeVar("T")
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS {s}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {s}.resources ("
@@ -61,10 +89,14 @@ class PostgresStateStore:
         self._key = lock_key(schema)
         self._lock = threading.RLock()
         self._holding = False
+        self._dsn = dsn
+        self._mine: LockInfo | None = None  # the lock row this store wrote when it took the lock
+        self._retry_seconds = retry_seconds(os.environ)
+        self._outage: StateUnreachableError | None = None  # given up on, until a reconnect works
+        self._taken: StateLockedError | None = None  # the lock lost to another ferry: stopped
+        self._beat = threading.Event()  # set: the heartbeat ends
         try:
-            self._db = psycopg.connect(
-                dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="ferry"
-            )
+            self._db = self._connect()
         except psycopg.Error as exc:
             raise StateError(f"cannot connect to state {self._display}: {_reason(exc)}") from exc
         try:
@@ -78,6 +110,14 @@ class PostgresStateStore:
         except StateError:
             self._db.close()
             raise
+
+    def _connect(self) -> psycopg.Connection[TupleRow]:
+        return psycopg.connect(
+            make_conninfo(self._dsn, **_settings(self._dsn)),
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="ferry",
+        )
 
     def _exists(self) -> bool:
         row = self._db.execute(
@@ -132,13 +172,125 @@ class PostgresStateStore:
 
     def close(self) -> None:
         with self._lock:
+            self._beat.set()
             self._db.close()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """While the lock is held: a round trip every HEARTBEAT_SECONDS, so that a lost
+        connection is made again and the lock taken again soon (another apply would otherwise
+        find the state unlocked until this store's next read or write)."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                if stop.is_set() or not self._holding:
+                    return
+                try:
+                    self._resilient("lock", lambda: self._db.execute("SELECT 1"))
+                except StateLockedError:
+                    return  # another ferry holds it: the next read or write says so
+                except StateError:
+                    continue  # unreachable: tried again at the next beat
+
+    # -- a lost connection ------------------------------------------------------------------------
+
+    def _resilient(self, doing: str, op: Callable[[], T]) -> T:
+        """`op` (idempotent) run on the connection; a lost connection is made again with backoff
+        and `op` retried, for up to the retry window (once only after an outage given up on).
+
+        Raises StateUnreachableError when the connection cannot be made again in time,
+        StateLockedError when another ferry locked the state meanwhile, StateError for any
+        other database error."""
+        with self._lock:
+            if self._taken is not None:
+                raise self._taken
+            started = time.monotonic()
+            wait = BACKOFF[0]
+            while True:
+                try:
+                    if self._db.closed or self._db.broken:
+                        self._reconnect()
+                    result = op()
+                except psycopg.Error as exc:
+                    if not self._lost(exc):
+                        raise StateError(
+                            f"cannot {doing} state {self._display}: {_reason(exc)}"
+                        ) from exc
+                    left = self._retry_seconds - (time.monotonic() - started)
+                    if self._outage is not None or left <= 0:
+                        raise self._give_up(exc) from exc
+                    time.sleep(min(wait, left))
+                    wait = min(wait * 2, BACKOFF[1])
+                    continue
+                self._outage = None
+                return result
+
+    def _lost(self, exc: psycopg.Error) -> bool:
+        """The connection is gone (or the server is a standby now): worth a reconnect."""
+        if self._db.closed or self._db.broken:
+            return True
+        code = getattr(exc, "sqlstate", None) or ""
+        return isinstance(exc, psycopg.OperationalError) and code.startswith(LOST_STATES)
+
+    def _give_up(self, exc: psycopg.Error) -> StateUnreachableError:
+        if self._outage is None:
+            since = time.strftime("%H:%M:%S UTC", time.gmtime())
+            self._outage = StateUnreachableError(
+                f"state {self._display} unreachable: the connection was lost and not made again "
+                f"in {self._retry_seconds:g} s (since {since}: {_reason(exc)})",
+                brief=f"state {self._display} unreachable since {since}",
+            )
+        return self._outage
+
+    def _reconnect(self) -> None:
+        """A new connection; the advisory lock taken again when this store held it, only if the
+        lock row is still this store's (nobody locked the state in between). A session that
+        still holds it (the old one not yet ended, or a plan's moment-long check) is waited
+        for, within the retry window.
+
+        Raises psycopg.Error (retried) or StateLockedError (this store stops)."""
+        with suppress(psycopg.Error):
+            self._db.close()
+        self._db = self._connect()
+        if not self._holding:
+            return
+        started = time.monotonic()
+        while not self._try_advisory():
+            held = self._lock_row()
+            waited = time.monotonic() - started
+            if held != self._mine or waited > self._retry_seconds:
+                raise self._lock_taken(held)
+            time.sleep(BACKOFF[0])
+        held = self._lock_row()
+        if held != self._mine:
+            self._unlock_advisory()
+            raise self._lock_taken(held)
+
+    def _lock_taken(self, held: LockInfo | None) -> StateLockedError:
+        who = (
+            f"{held.holder} (pid {held.pid} on {held.host})"
+            if held is not None and held != self._mine
+            else "another ferry (it has released it since)"
+        )
+        self._holding = False
+        self._taken = StateLockedError(
+            f"state {self._display}: the connection was lost and, before it was made again, "
+            f"{who} locked the state: this apply stops writing it (two applies never run on "
+            "one state)"
+        )
+        return self._taken
+
+    @property
+    def outage(self) -> StateError | None:
+        """Why this store cannot be written now (unreachable, or its lock taken), else None."""
+        return self._taken or self._outage
 
     # -- reading ----------------------------------------------------------------------------------
 
     def read(self) -> State:
-        with self._errors("read"), self._tx():
-            return self._read()
+        def op() -> State:
+            with self._tx():
+                return self._read()
+
+        return self._resilient("read", op)
 
     def _read(self) -> State:
         meta = self._meta()
@@ -162,13 +314,38 @@ class PostgresStateStore:
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, puts: list[ResourceRecord], deletes: list[str]) -> int:
-        with self._errors("write"), self._tx():
-            self._put(puts, time.time())
-            if deletes:
+        token = uuid.uuid4().hex
+        now = time.time()
+        tried = False
+
+        def op() -> int:
+            nonlocal tried
+            if tried:  # the connection was lost: was the COMMIT applied before it went?
+                done = self._committed(token)
+                if done is not None:
+                    return done
+            tried = True
+            with self._tx():
+                self._put(puts, now)
+                if deletes:
+                    self._db.execute(
+                        self._q("DELETE FROM {s}.resources WHERE address = ANY(%s)"), (deletes,)
+                    )
                 self._db.execute(
-                    self._q("DELETE FROM {s}.resources WHERE address = ANY(%s)"), (deletes,)
+                    self._q(
+                        "INSERT INTO {s}.meta VALUES ('last_write', %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    (token,),
                 )
-            return self._bump()
+                return self._bump()
+
+        return self._resilient("write", op)
+
+    def _committed(self, token: str) -> int | None:
+        """The serial of the write `token` when it is the last one committed, else None."""
+        meta = self._meta()
+        return int(meta["serial"]) if meta.get("last_write") == token else None
 
     def _put(self, records: list[ResourceRecord], now: float | None) -> None:
         if not records:
@@ -225,16 +402,24 @@ class PostgresStateStore:
 
     def acquire(self, operation: str) -> LockInfo:
         mine = my_lock(operation)
-        with self._errors("lock"), self._lock:
+
+        def op() -> None:
             if self._holding or not self._try_advisory():
                 raise self._refusal()
-            self._holding = True
             with self._tx():
                 self._db.execute(self._q("DELETE FROM {s}.lock"))
                 self._db.execute(
                     self._q("INSERT INTO {s}.lock VALUES (1, %s, %s, %s, %s, %s)"),
                     (mine.holder, mine.pid, mine.host, mine.acquired_at, mine.operation),
                 )
+            self._mine = mine
+            self._holding = True
+
+        self._resilient("lock", op)
+        self._beat = threading.Event()
+        threading.Thread(
+            target=self._heartbeat, args=(self._beat,), name="ferry-state-heartbeat", daemon=True
+        ).start()
         return mine
 
     def _refusal(self) -> StateError:
@@ -265,13 +450,24 @@ class PostgresStateStore:
             self._unlock_advisory()
 
     def release(self) -> None:
-        with self._errors("unlock"), self._lock:
+        """Drop the lock. A connection already lost took the advisory lock with it: nothing to
+        do then (its row describes nobody; the next acquire replaces it)."""
+        with self._lock:
             if not self._holding:
                 return
-            with self._tx():
-                self._db.execute(self._q("DELETE FROM {s}.lock"))
-            self._unlock_advisory()
             self._holding = False
+            self._beat.set()
+            if self._db.closed or self._db.broken:
+                return
+            try:
+                with self._tx():
+                    self._db.execute(self._q("DELETE FROM {s}.lock"))
+                self._unlock_advisory()
+            except psycopg.Error as exc:
+                if not self._lost(exc):
+                    raise StateError(
+                        f"cannot unlock state {self._display}: {_reason(exc)}"
+                    ) from exc
 
     def force_unlock(self) -> LockInfo | None:
         """Remove the description of a lock nobody holds; a live holder cannot be unlocked from
@@ -291,6 +487,22 @@ class PostgresStateStore:
 
     def locked(self, operation: str) -> AbstractContextManager[LockInfo]:
         return holding(self, operation)
+
+
+def retry_seconds(env: Mapping[str, str]) -> float:
+    """How long a lost connection is retried (FERRY_STATE_RETRY_SECONDS, default 30 s)."""
+    given = env.get(RETRY_ENV, "")
+    try:
+        return max(0.0, float(given)) if given else RETRY_SECONDS
+    except ValueError:
+        return RETRY_SECONDS
+
+
+def _settings(dsn: str) -> dict[str, str]:
+    """libpq's keepalive settings the DSN does not set itself (the DSN's own win)."""
+    given = conninfo_to_dict(dsn)
+    wanted = dict(item.split("=") for item in f"{KEEPALIVES} {TCP_USER_TIMEOUT}".split())
+    return {k: v for k, v in wanted.items() if k not in given}
 
 
 def _reason(exc: BaseException) -> str:

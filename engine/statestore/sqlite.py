@@ -94,6 +94,11 @@ class SqliteStateStore:
     def display(self) -> str:
         return str(self.path)
 
+    @property
+    def outage(self) -> StateError | None:
+        """Always None: a local file has no connection to lose (its errors are raised)."""
+        return None
+
     def close(self) -> None:
         self._db.close()
 

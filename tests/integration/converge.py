@@ -12,11 +12,15 @@ from engine.dataplane.copy import file_digest
 from engine.lab import disks as lab_disks
 from engine.lab.estate import LabVM
 from engine.lab.lab import Lab
+from engine.statestore import StateLocation, StateStore
 from engine.statestore.sqlite import SqliteStateStore
 
 
-def records(state: Path) -> dict[str, Any]:
-    store = SqliteStateStore(state)
+def records(state: Path | StateLocation) -> dict[str, Any]:
+    """The state's records (a SQLite file, or any location: PostgreSQL)."""
+    store: StateStore = (
+        SqliteStateStore(state) if isinstance(state, Path) else state.open(create=False)
+    )
     try:
         return {a: dict(r.attributes) for a, r in store.read().resources.items()}
     finally:
@@ -27,7 +31,7 @@ def volume_file(lab: Lab, volume_id: str) -> Path:
     return lab.openstack_root / "cinder" / "volumes" / f"volume-{volume_id}"
 
 
-def assert_converged(lab: Lab, state: Path, vm: LabVM, *, server: bool) -> None:
+def assert_converged(lab: Lab, state: Path | StateLocation, vm: LabVM, *, server: bool) -> None:
     conn = lab.openstack("ferry-lab")
     found = records(state)
     address = Address("vm", vm.name)

@@ -252,7 +252,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + held
             + stuck
             + over_budget(vm, estimate)
-            + left_off_concerns(records)
+            + left_off_concerns(records, vm.source.power_state)
             + running_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)

@@ -176,13 +176,28 @@ def source_left_off(since: float) -> str:
     return f"source powered off by ferry at {at}, no server yet"
 
 
-def left_off_concerns(records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+def left_off_concerns(
+    records: Mapping[str, ResourceRecord], power: str | None = None
+) -> tuple[Concern, ...]:
     """A warning on a VM whose source ferry left powered off (a failure or a stop with
-    `on_failure: leave_off`, or an apply killed after the power-off) with no server yet."""
+    `on_failure: leave_off`, or an apply killed after the power-off) with no server yet. A
+    source that runs now (`power`, as observed) was powered back on by an apply that could not
+    record it (its state unreachable then: break-it 12c item 6): said so, not "left off"."""
     for address, record in records.items():
         since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
         server = address.removesuffix(".conversion") + ".server"
         if since and server not in records:
+            if power == "poweredOn":
+                at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(since)))
+                return (
+                    Concern(
+                        ConcernLevel.WARNING,
+                        "source-on-unrecorded",
+                        f"the state says ferry powered the source off at {at}, but it runs: "
+                        "powered back on by an apply that could not record it (the next "
+                        "cutover records its power anew)",
+                    ),
+                )
             return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(float(since))),)
     return ()
 
