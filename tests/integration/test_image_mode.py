@@ -162,6 +162,8 @@ def booted_from_image(lab: Lab, conn: Any, spec: Path, state: Path, vm: Any) -> 
     server = conn.compute.get_server(found["vm.web01.server"].attributes["server_id"])
     assert server.status == "ACTIVE"
     assert server.image["id"] == image_id  # booted from the image (imageRef, BDM image→local)
+    image = conn.image.get_image(image_id)  # web01 is UEFI: Nova boots it on q35
+    assert (image.properties["hw_firmware_type"], image.hw_machine_type) == ("uefi", "q35")
     assert server.flavor["original_name"] == "m1.medium.disk20"
     assert [a["id"] for a in server.attached_volumes] == [volume_id]  # the data disk only
     for key in (2000, 2001):
