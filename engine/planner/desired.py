@@ -801,7 +801,7 @@ def image_output(spec: Spec) -> ImageOutput | None:
     image = destination.get("image") or {}
     return ImageOutput(
         work_dir=str(destination.get("work_dir", "")),
-        disk_format=str(image.get("disk_format", "raw")),
+        disk_format=str(image.get("disk_format", "qcow2")),
         boot=str(image.get("boot", "volume")),
     )
 

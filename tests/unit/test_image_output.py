@@ -49,7 +49,8 @@ def test_the_plan_shows_the_work_dir_and_local_bytes() -> None:
     console = Console(record=True, width=400)
     render(plan, console)
     text = console.export_text()
-    assert "up to 1000.0 MiB on local disk in /var/lib/ferry/work" in text, text
+    # web01's files (1000 MiB allocated) and, qcow2 being the default, their qcow2 copies
+    assert "up to 2.0 GiB on local disk in /var/lib/ferry/work" in text, text
     assert "up to 1.5 GiB on local disk in /var/lib/ferry/work" in text, text
 
 
