@@ -555,8 +555,9 @@ class Cutover:
         conversion = self._attrs(str(Address("vm", name, "conversion")))
         self._check_converted(name, _disk_keys(after), conversion)
         self.check_source_off(name)
-        if conversion.get("firmware") == "efi" and not spec.image_id:  # an image has its own
-            compute.mark_uefi(self.ctx.conn, spec.volume_ids[0])
+        metadata = boot_volume_metadata(after, conversion)
+        if metadata and not spec.image_id:  # an image has its own
+            compute.set_image_metadata(self.ctx.conn, spec.volume_ids[0], metadata)
         started = time.monotonic()
         server_id = ""
         self.a._write(  # before the boot: from here on the volumes are never synced again
@@ -708,6 +709,18 @@ class Cutover:
             )
         )
         self.a._write(puts, [])
+
+
+UEFI_METADATA = {"hw_firmware_type": "uefi", "hw_machine_type": "q35"}
+
+
+def boot_volume_metadata(after: Mapping[str, Any], conversion: Mapping[str, Any]) -> dict[str, str]:
+    """The image metadata the boot volume gets before the server boots ({name: value}): the
+    plan's (the server change's `image_metadata`: firmware, Secure Boot, bus, NIC model); for a
+    plan saved before ferry planned it, UEFI on q35 when the conversion recorded efi firmware."""
+    if "image_metadata" in after:
+        return {str(k): str(v) for k, v in (after["image_metadata"] or {}).items()}
+    return dict(UEFI_METADATA) if conversion.get("firmware") == "efi" else {}
 
 
 def _disk_keys(after: dict[str, Any]) -> list[int]:

@@ -8,7 +8,6 @@ verified as the VM's `verify` asks. No conversion host, no volume attach.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path, PurePath
@@ -19,7 +18,7 @@ from engine.addresses import Address
 from engine.conversion import v2v
 from engine.dataplane.copy import CopyStats
 from engine.dataplane.nbdkit import DiskSource
-from engine.errors import ConversionError, FerryError, StoppedError, VerifyError
+from engine.errors import FerryError, StoppedError, VerifyError
 from engine.executor import host
 from engine.executor.cutover import content_epoch
 from engine.executor.host import SyncJob, source_of
@@ -366,7 +365,7 @@ class ImageCutover:
         upload = path
         if after["disk_format"] == "qcow2":
             upload = path.with_suffix(".qcow2")
-            _qcow2(path, upload)
+            images.to_qcow2(path, upload)
         self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, after)], [])
         began = time.monotonic()
         try:
@@ -428,15 +427,3 @@ class ImageCutover:
             f"{change.address}: volume {volume_id} made from image {image['image_id']} in "
             f"{duration(time.monotonic() - began)}",
         )
-
-
-def _qcow2(raw: Path, out: Path) -> None:
-    """qemu-img convert the raw file to qcow2 (holes stay unallocated). Raises ConversionError."""
-    done = subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ConversionError(f"qemu-img convert {raw} to qcow2: {done.stderr.strip()}")

@@ -64,7 +64,7 @@ class ImageOutput:
     the images (`boot` volume) or from the boot disk's image (`boot` image)."""
 
     work_dir: str
-    disk_format: str = "raw"
+    disk_format: str = "qcow2"  # holes are not sent (HTTP has none): 53x faster in the lab
     boot: str = "volume"
 
 

@@ -33,6 +33,7 @@ class SourceDisk:
     encrypted: bool = False
     allocated: int | None = None  # bytes on the datastore (layoutEx); None: unknown
     backing: str | None = None  # flat, sparse, se_sparse, rdm, ... (backing_format); None: unknown
+    controller: str | None = None  # its controller type, e.g. ParaVirtualSCSIController
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class SourceVM:
     disks: tuple[SourceDisk, ...]
     nics: tuple[SourceNic, ...]
     snapshots: tuple[SourceSnapshot, ...]
+    secure_boot: bool | None = None  # config.bootOptions.efiSecureBootEnabled; None: not reported
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,6 +34,7 @@ from engine.model.observed import (
     SourceSnapshot,
     SourceVM,
 )
+from engine.planner import image_properties as nova
 from engine.units import GiB
 
 MAX_NAME = 63
@@ -756,7 +757,18 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
             )
         )
     if vm.firmware == "efi":
-        out.append(_info("uefi", "UEFI firmware: volumes get hw_firmware_type=uefi, q35"))
+        converted = bool(settings.get("convert", True))
+        uefi = {
+            k: v
+            for k, v in nova.image_properties(vm, converted=converted).items()
+            if k in ("hw_firmware_type", "hw_machine_type", "os_secure_boot")
+        }
+        boot = "Secure Boot not reported by vCenter"
+        if vm.secure_boot is not None:
+            boot = "Secure Boot on" if vm.secure_boot else "Secure Boot off"
+        out.append(
+            _info("uefi", f"UEFI firmware ({boot}): the boot disk gets {nova.describe(uefi)}")
+        )
     if vm.power_state == "poweredOff" and mode == "replicate":
         out.append(_info("powered-off", "powered off: the copy is already consistent"))
     graceful = (settings.get("power_off") or {}).get("policy", "graceful") == "graceful"
@@ -789,7 +801,7 @@ def image_output(spec: Spec) -> ImageOutput | None:
     image = destination.get("image") or {}
     return ImageOutput(
         work_dir=str(destination.get("work_dir", "")),
-        disk_format=str(image.get("disk_format", "raw")),
+        disk_format=str(image.get("disk_format", "qcow2")),
         boot=str(image.get("boot", "volume")),
     )
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 
 from cinder import exception
+from cinder.image import image_utils
 from cinder.volume import configuration, driver, volume_types
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -113,10 +114,23 @@ class FileVolumeDriver(driver.VolumeDriver):
 
     # -- images ---------------------------------------------------------------------------------
     def copy_image_to_volume(self, context, volume, image_service, image_id, disable_sparse=False):
+        """As Cinder's drivers do (image_utils.fetch_to_raw): the image, which Cinder's create
+        flow has already fetched into image_conversion_dir (TemporaryImages), is written into the
+        volume as raw by qemu-img convert: a qcow2 image's volume holds the guest's bytes, not
+        the qcow2 file, and the image crosses HTTP once (this driver used to download it again,
+        writing its bytes as they came: a qcow2 stayed qcow2)."""
         path = self.local_path(volume)
-        with open(path, "r+b") as out:
-            image_service.download(context, image_id, data=out)
-            out.truncate(volume.size * GiB)
+        image_utils.fetch_to_raw(
+            context,
+            image_service,
+            image_id,
+            path,
+            self.configuration.volume_dd_blocksize,
+            size=volume.size,
+            run_as_root=False,
+            disable_sparse=disable_sparse,
+        )
+        os.truncate(path, volume.size * GiB)
 
     def copy_volume_to_image(self, context, volume, image_service, image_meta):
         with open(self.local_path(volume), "rb") as data:

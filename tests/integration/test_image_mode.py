@@ -63,11 +63,10 @@ def test_a_cutover_uploads_the_files_and_boots_from_volumes_made_from_them(
     lab: Lab, tmp_path: Path, new_cloud_objects: None
 ) -> None:
     """build-old cut over in image mode (convert: false: the virt-v2v run on files is the same
-    call as on volumes, 4-5 min under TCG, not repeated here): its file uploaded to Glance as raw
-    (the lab's Cinder driver copies an image's bytes as they are: a qcow2 would stay qcow2 in
-    the volume) with Nova's properties, a volume made from the image holding the file's bytes,
-    the server ACTIVE on it; a re-plan is a no-op; --destroy removes server, volume, image and
-    file."""
+    call as on volumes, 4-5 min under TCG, not repeated here): its file uploaded to Glance as
+    qcow2 (the default: the holes are not sent) with Nova's properties, a volume made from the
+    image holding the file's bytes (Cinder converts it to raw), the server ACTIVE on it; a
+    re-plan is a no-op; --destroy removes server, volume, image and file."""
     work, state = tmp_path / "work", tmp_path / "state.db"
     work.mkdir()
     spec = image_spec(tmp_path, work, mode="cutover\n    convert: false")
@@ -96,11 +95,18 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     image_id = found["vm.build-old.image[2000]"].attributes["image_id"]
     volume_id = found["vm.build-old.volume[2000]"].attributes["volume_id"]
     image = conn.image.get_image(image_id)
-    assert (image.status, image.hw_disk_bus, image.os_type) == ("active", "virtio", "linux")
+    assert (image.status, image.os_type) == ("active", "linux")
+    # convert: false: the guest keeps its vSphere drivers, so the source's PVSCSI and VMXNET3
+    assert (image.hw_disk_bus, image.hw_scsi_model, image.hw_vif_model) == (
+        "scsi",
+        "vmpvscsi",
+        "vmxnet3",
+    )
     assert image.properties["hw_firmware_type"] == "bios"
-    assert (image.disk_format, image.hash_value) == ("raw", images.file_sha512(path))
-    with volume_file(lab, volume_id).open("rb") as f:
-        assert hashlib.sha512(f.read()).hexdigest() == image.hash_value  # = the file's bytes
+    assert image.disk_format == "qcow2"  # the default: the file's holes are not sent
+    assert image.size < path.stat().st_blocks * 512 + 16 * 2**20  # its data, not its 2 GiB
+    with volume_file(lab, volume_id).open("rb") as f:  # Cinder converted it: the file's bytes
+        assert hashlib.sha512(f.read(path.stat().st_size)).hexdigest() == images.file_sha512(path)
     server = conn.compute.get_server(found["vm.build-old.server"].attributes["server_id"])
     assert server.status == "ACTIVE"
     assert [a["id"] for a in server.attached_volumes] == [volume_id]
@@ -162,6 +168,8 @@ def booted_from_image(lab: Lab, conn: Any, spec: Path, state: Path, vm: Any) -> 
     server = conn.compute.get_server(found["vm.web01.server"].attributes["server_id"])
     assert server.status == "ACTIVE"
     assert server.image["id"] == image_id  # booted from the image (imageRef, BDM image→local)
+    image = conn.image.get_image(image_id)  # web01 is UEFI: Nova boots it on q35
+    assert (image.properties["hw_firmware_type"], image.hw_machine_type) == ("uefi", "q35")
     assert server.flavor["original_name"] == "m1.medium.disk20"
     assert [a["id"] for a in server.attached_volumes] == [volume_id]  # the data disk only
     for key in (2000, 2001):
@@ -172,8 +180,10 @@ def booted_from_image(lab: Lab, conn: Any, spec: Path, state: Path, vm: Any) -> 
     assert data is not None
     live = lab_disks.live_path(lab.disks, vm, 2001)
     assert file_digest(volume_file(lab, volume_id), data.capacity) == file_digest(live)
+    boot = Path(found["vm.web01.disk[2000]"].attributes["path"])
+    images.to_qcow2(boot, boot.with_suffix(".check.qcow2"))  # the same bytes as the upload's
     assert conn.image.get_image(image_id).hash_value == images.file_sha512(
-        Path(found["vm.web01.disk[2000]"].attributes["path"])
+        boot.with_suffix(".check.qcow2")
     )
 
     again = ferry(

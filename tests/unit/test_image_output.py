@@ -34,9 +34,11 @@ def test_image_properties_follow_firmware_and_guest() -> None:
     _, inventory = _plan("image-first-run")
     db01 = next(v for v in inventory.vms if v.name == "db01")
     vm = DesiredVM("db01", db01, "cutover", "db01", FlavorChoice(None, False, ""), (), ())
-    assert image_properties(vm) == {
+    assert image_properties(vm) == {  # UEFI boots on q35 (issue 16: it had no machine type)
         "hw_firmware_type": "uefi",
+        "hw_machine_type": "q35",
         "hw_disk_bus": "virtio",
+        "hw_vif_model": "virtio",
         "os_type": "windows",
         "ferry_vm_uuid": "4215aaaa-0000-4000-8000-000000000002",
     }
@@ -47,7 +49,8 @@ def test_the_plan_shows_the_work_dir_and_local_bytes() -> None:
     console = Console(record=True, width=400)
     render(plan, console)
     text = console.export_text()
-    assert "up to 1000.0 MiB on local disk in /var/lib/ferry/work" in text, text
+    # web01's files (1000 MiB allocated) and, qcow2 being the default, their qcow2 copies
+    assert "up to 2.0 GiB on local disk in /var/lib/ferry/work" in text, text
     assert "up to 1.5 GiB on local disk in /var/lib/ferry/work" in text, text
 
 

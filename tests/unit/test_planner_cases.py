@@ -64,6 +64,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
             change_id=d.get("change_id"),
             allocated=int(d["allocated_mib"] * 2**20) if "allocated_mib" in d else None,
             backing=d.get("backing"),
+            controller=d.get("controller"),
         )
         for i, d in enumerate(v.get("disks", []))
     )
@@ -72,7 +73,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
             key=4000 + i,
             label=f"Network adapter {i + 1}",
             mac=n["mac"],
-            adapter="VirtualVmxnet3",
+            adapter=n.get("adapter", "VirtualVmxnet3"),
             portgroup=n.get("portgroup"),
             portgroup_key=None,
             distributed=n.get("distributed", False),
@@ -107,6 +108,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
         disks=disks,
         nics=nics,
         snapshots=snaps,
+        secure_boot=v.get("secure_boot"),
     )
 
 

@@ -209,6 +209,8 @@ def cinder(lay: Layout, ports: Ports, sec: Secrets) -> Sections:
             "osapi_volume_workers": "1",
             "api_paste_config": lay.paste("cinder", "api-paste.ini"),
             "glance_api_servers": f"http://127.0.0.1:{ports.glance}",
+            # a qcow2 image is fetched here and converted to raw into its volume (qemu-img)
+            "image_conversion_dir": str(lay.dir("cinder") / "conversion"),
         },
         CINDER_BACKEND: {
             "volume_driver": "ferry_lab_plugins.cinder_driver.FileVolumeDriver",

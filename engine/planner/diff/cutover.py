@@ -13,6 +13,7 @@ from engine.model.desired import Concern, ConcernLevel, DesiredPort, DesiredVM
 from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
+from engine.planner import image_properties as nova
 from engine.planner.diff.common import CUTOVER_MODES, drifted, simple
 
 
@@ -325,13 +326,18 @@ def server_change(
     vm: DesiredVM, records: dict[str, ResourceRecord], observed: ObservedServer | None
 ) -> Change:
     address = str(Address("vm", vm.name, "server"))
-    after = {
+    after: dict[str, Any] = {
         "name": vm.target_name,
         "flavor": vm.flavor.flavor.name if vm.flavor.flavor else None,
         "volumes": [v.disk_key for v in vm.volumes],
         "ports": len(vm.ports),
         "key_pair": vm.key_pair,
     }
+    reason = "cutover: boot the server from the volumes"
+    metadata = nova.volume_image_metadata(vm.source, converted=vm.convert)
+    if metadata and vm.image is None:  # an image VM's volumes take its image's properties
+        after["image_metadata"] = metadata
+        reason += f" (the boot volume's image metadata: {nova.describe(metadata)})"
     record = records.get(address)
     drift = drifted(record, frozenset({observed.id} if observed else ()), "server_id", after)
     if drift is not None:
@@ -345,7 +351,7 @@ def server_change(
             None,
             {**after, "server_id": observed.id},
         )
-    return simple(address, "server", record, after, "cutover: boot the server from the volumes")
+    return simple(address, "server", record, after, reason)
 
 
 def booted(

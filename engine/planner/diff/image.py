@@ -20,13 +20,12 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, ImageOutput
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord
+from engine.planner import image_properties as nova
 from engine.planner.diff.common import simple
 from engine.planner.diff.volumes import full_bytes
 from engine.units import human
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
-# ferry's image properties: Nova reads hw_*/os_type; ferry finds its images by the last two
-DISK_BUS = "virtio"
 
 
 def disk_path(image: ImageOutput, vm: DesiredVM, disk_key: int) -> str:
@@ -117,14 +116,11 @@ def _gone(attrs: Mapping[str, Any], files: frozenset[str] | None) -> str:
 
 
 def image_properties(vm: DesiredVM) -> dict[str, str]:
-    """Glance properties Nova boots by (hw_firmware_type, hw_disk_bus, os_type) and ferry's own
+    """Glance properties Nova boots by (engine.planner.image_properties: firmware, machine type,
+    Secure Boot, disk bus, NIC model, os_type, from the source VM) and ferry's own
     (ferry_vm_uuid, ferry_disk_key is added per disk) to find its images again."""
-    guest = vm.source.guest_id or ""
-    return {
-        "hw_firmware_type": "uefi" if vm.source.firmware == "efi" else "bios",
-        "hw_disk_bus": DISK_BUS,
-        "os_type": "windows" if guest.startswith("windows") else "linux",
-        "ferry_vm_uuid": vm.source.instance_uuid or "",
+    return nova.image_properties(vm.source, converted=vm.convert) | {
+        "ferry_vm_uuid": vm.source.instance_uuid or ""
     }
 
 
@@ -149,7 +145,13 @@ def image_changes(
         }
         out.append(
             _again(
-                simple(address, "image", records.get(address), after, _upload_reason(image, n)),
+                simple(
+                    address,
+                    "image",
+                    records.get(address),
+                    after,
+                    _upload_reason(image, n, properties),
+                ),
                 reconvert,
                 after,
             )
@@ -175,10 +177,12 @@ def image_changes(
     return out
 
 
-def _upload_reason(image: ImageOutput, n: int) -> str:
+def _upload_reason(image: ImageOutput, n: int, properties: Mapping[str, str]) -> str:
     what = "upload the converted file to Glance"
     if image.disk_format == "qcow2":
         what += " (qemu-img convert to qcow2 first)"
+    shown = {k: v for k, v in properties.items() if not k.startswith("ferry_")}
+    what += f" with {nova.describe(shown)}"
     if n == 0 and image.boot == "image":
         what += (
             "; the server boots from this image on the hypervisor's local disk (boot: image: "

@@ -8,6 +8,7 @@ a server by its `ferry_vm` metadata (set atomically at create), a protection sna
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -407,14 +408,16 @@ def block_devices(spec: ServerSpec) -> list[dict[str, Any]]:
     return mapping
 
 
-def mark_uefi(conn: Any, volume_id: str) -> None:
-    """Nova boots a volume with these image properties with UEFI firmware on q35."""
+def set_image_metadata(conn: Any, volume_id: str, metadata: Mapping[str, str]) -> None:
+    """Set these image properties ({name: value}: hw_firmware_type, hw_machine_type,
+    os_secure_boot, hw_disk_bus, ...) as the volume's image metadata: Nova boots a server from
+    the volume by them. Raises OpenStackError."""
     try:
-        conn.block_storage.set_volume_image_metadata(
-            volume_id, hw_firmware_type="uefi", hw_machine_type="q35"
-        )
+        conn.block_storage.set_volume_image_metadata(volume_id, **dict(metadata))
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"setting UEFI properties on volume {volume_id}: {exc}") from exc
+        raise OpenStackError(
+            f"setting image metadata {sorted(metadata)} on volume {volume_id}: {exc}"
+        ) from exc
 
 
 def find_server(conn: Any, vm_uuid: str) -> Any | None:

@@ -7,6 +7,7 @@ duplicate. Volumes are made from them through Cinder.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
-from engine.errors import OpenStackError
+from engine.errors import ConversionError, OpenStackError
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
@@ -31,6 +32,20 @@ def file_sha512(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def to_qcow2(raw: Path, out: Path) -> None:
+    """qemu-img convert the raw file `raw` to qcow2 at `out` (holes stay unallocated, so an
+    upload does not send them; the same input gives the same bytes, so a restarted upload finds
+    its image by sha512). Raises ConversionError."""
+    done = subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConversionError(f"qemu-img convert {raw} to qcow2: {done.stderr.strip()}")
 
 
 def find_images(conn: Any, vm_uuid: str, disk_key: int | None = None) -> list[Any]:

@@ -26,6 +26,7 @@ VM_PATHS = (
     "config.guestId",
     "config.guestFullName",
     "config.firmware",
+    "config.bootOptions",
     "config.changeTrackingEnabled",
     "config.template",
     "config.hardware.numCPU",
@@ -178,6 +179,7 @@ def parse_vm(
     p = obj.props
     devices = list(p.get("config.hardware.device") or [])
     allocated = disk_allocation(p.get("layoutEx.disk"), p.get("layoutEx.file"))
+    controllers = controller_types(devices)
     host = p.get("runtime.host")
     parent = p.get("parent")
     return SourceVM(
@@ -190,6 +192,7 @@ def parse_vm(
         guest_id=p.get("config.guestId"),
         guest_name=p.get("config.guestFullName"),
         firmware=p.get("config.firmware"),
+        secure_boot=secure_boot(p.get("config.bootOptions")),
         cpus=p.get("config.hardware.numCPU"),
         memory_mb=p.get("config.hardware.memoryMB"),
         power_state=str(p["runtime.powerState"]) if "runtime.powerState" in p else None,
@@ -197,7 +200,11 @@ def parse_vm(
         cbt=bool(p.get("config.changeTrackingEnabled")),
         template=bool(p.get("config.template")),
         disks=tuple(
-            replace(parse_disk(d, names), allocated=allocated.get(int(d.key)))
+            replace(
+                parse_disk(d, names),
+                allocated=allocated.get(int(d.key)),
+                controller=controllers.get(int(d.controllerKey or 0)),
+            )
             for d in devices
             if isinstance(d, vim.vm.device.VirtualDisk)
         ),
@@ -208,6 +215,24 @@ def parse_vm(
         ),
         snapshots=tuple(parse_snapshots(p.get("snapshot"))),
     )
+
+
+def secure_boot(options: Any) -> bool | None:
+    """config.bootOptions.efiSecureBootEnabled (a UEFI VM's Secure Boot); None when vCenter
+    does not report it."""
+    value = getattr(options, "efiSecureBootEnabled", None) if options is not None else None
+    return None if value is None else bool(value)
+
+
+def controller_types(devices: list[Any]) -> dict[int, str]:
+    """Device key → type name of each disk controller among `devices` (ParaVirtualSCSIController,
+    VirtualLsiLogicController, VirtualAHCIController, VirtualIDEController, VirtualNVMEController
+    ...): the bus the guest's drivers know its disks by."""
+    return {
+        int(d.key): type(d).__name__.rsplit(".", 1)[-1]
+        for d in devices
+        if isinstance(d, vim.vm.device.VirtualController)
+    }
 
 
 def disk_allocation(disks: Any, files: Any) -> dict[int, int]:
