@@ -422,6 +422,8 @@ class World:
         return {"snapshot": snapshot._moId}
 
     def _power(self, step: dict[str, Any]) -> dict[str, Any]:
+        if self.modes[step["vm"]] == "cutover":  # an uncutover skipped: the generator's model
+            return {"skipped": "the VM is in cutover mode"}  # took it for replicated
         ref = self.ref(step["vm"])
         if step["on"]:
             power_on(self.si, ref)
@@ -469,8 +471,8 @@ class World:
         """Back to replicate, unless a server was booted (a finished cutover, or a boot an apply
         was stopped in): that is another story (the server settles the volumes)."""
         name = step["vm"]
-        if self._servers(name):
-            return {"skipped": "a server was booted"}
+        if self._servers(name) or self._records().get(f"vm.{self.names[name]}.server"):
+            return {"skipped": "a server was booted"}  # (the plan warns: replicate-after-cutover)
         self.modes[name] = "replicate"
         return {}
 

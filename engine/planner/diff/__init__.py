@@ -29,6 +29,7 @@ from engine.planner.diff.cutover import (
     cutover_changes,
     left_off_concerns,
     power_policy,
+    replicate_after_cutover,
     running_after_cutover,
     suspended_at_cutover,
 )
@@ -254,6 +255,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + over_budget(vm, estimate)
             + left_off_concerns(records, vm.source.power_state)
             + running_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
+            + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)
             + retyped(vm, records)

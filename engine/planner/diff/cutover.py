@@ -290,6 +290,32 @@ def back_to_replicate(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> l
     return out
 
 
+def replicate_after_cutover(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], observed: ObservedServer | None
+) -> tuple[Concern, ...]:
+    """A warning on a VM set back to replicate after a server was booted from its volumes
+    (`observed`: the cloud's server for it, None when gone): replicate mode does not undo a
+    cutover. The volumes were converted and a guest ran from them, so a delta on top would make
+    a replica of neither machine; ferry leaves them, the server record, ports and conversion
+    record as they are, and the plan says so instead of a silent "No changes" (chaos seed 196:
+    a cut-over VM whose server was deleted by hand, then set back to replicate)."""
+    server = records.get(str(Address("vm", vm.name, "server")))
+    if vm.mode in CUTOVER_MODES or server is None:
+        return ()
+    booted = str(server.attributes.get("server_id") or "?")
+    where = "is gone" if observed is None else "still runs"
+    return (
+        Concern(
+            ConcernLevel.WARNING,
+            "replicate-after-cutover",
+            f"mode: replicate after its cutover to server {booted} (which {where}): the "
+            "volumes a server booted from are not synced again, nothing of the cutover is "
+            "undone; to migrate the VM again, plan --destroy (then replicate it anew), or set "
+            "mode: cutover back",
+        ),
+    )
+
+
 def power_policy(vm: DesiredVM) -> dict[str, Any]:
     """The spec's power_off block with its defaults made explicit (shown in the plan)."""
     given = vm.power_off
