@@ -30,6 +30,8 @@ from engine.planner.diff.cutover import (
     left_off_concerns,
     power_policy,
     running_after_cutover,
+    server_made,
+    source_ran,
     suspended_at_cutover,
 )
 from engine.planner.diff.departed import (
@@ -126,7 +128,7 @@ def vm_changes(
     found in work_dir (output: image; None: not read)."""
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
-    served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
+    served = server_made(vm, records, server)  # a server was (maybe) booted
     # output: image copies into files: a volume found by metadata is no base for them
     found = found_volumes(vm, observed) if vm.image is None else {}
     volumes = [
@@ -253,7 +255,12 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + stuck
             + over_budget(vm, estimate)
             + left_off_concerns(records)
-            + running_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
+            + running_after_cutover(
+                vm,
+                records,
+                servers.get(vm.source.instance_uuid or ""),
+                ran=source_ran(vm, records),
+            )
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)
             + retyped(vm, records)
