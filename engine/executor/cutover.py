@@ -161,7 +161,8 @@ class Cutover:
             if self.ctx.events is not None:
                 self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
             return since
-        try:
+        try:  # someone may have powered it on since (HA, a person): then not ferry
+            running = self._power_state(self.a._vm(name)) == POWERED_ON
             power_on(self.ctx.si, self.a._vm(name))
         except FerryError as exc:
             line = f"{since}: powering it back on failed: {exc}"
@@ -174,7 +175,11 @@ class Cutover:
             self.a._write([], [address])  # nothing of a conversion happened that is kept
         else:
             self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
-        self.ctx.say(name, f"{Address('vm', name)}: source powered back on")
+        self.ctx.say(
+            name,
+            f"{Address('vm', name)}: source "
+            + ("running (powered on outside ferry)" if running else "powered back on"),
+        )
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
         return ""

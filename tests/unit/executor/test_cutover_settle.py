@@ -39,7 +39,29 @@ def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
 def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(vm))
+    monkeypatch.setattr(module, "power_state", lambda _si, vm: "poweredOff")
     return seen
+
+
+def test_a_source_someone_powered_on_is_not_said_powered_back_on(
+    store: SqliteStateStore, powered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12d item 7e: "source powered back on" was said of a source that someone else
+    had already powered on (here: while its server booted, break-it 12d item 4)."""
+    monkeypatch.setattr(module, "power_state", lambda _si, vm: "poweredOn")
+    said: list[str] = []
+    ctx = SimpleNamespace(
+        store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
+    )
+    applier: Any = SimpleNamespace(
+        ctx=ctx,
+        _write=store.write,
+        uuids={"web01": "u1"},
+        changes={"vm.web01.snapshot": snapshot("web01", "power_on")},
+        _vm=lambda name: f"ref-{name}",
+    )
+    assert Cutover(applier).settle_sources() == []
+    assert said == ["vm.web01: source running (powered on outside ferry)"]
 
 
 def settle(store: SqliteStateStore, changes: list[Change]) -> list[str]:
