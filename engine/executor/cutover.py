@@ -162,12 +162,23 @@ class Cutover:
             record = records.get(str(Address("vm", name, "conversion")))
             if record is None or not record.attributes.get(POWERED_OFF_AT):
                 continue
-            if str(Address("vm", name, "server")) in records or name in self.booting:
+            if self._server_maybe(name, records) or name in self.booting:
                 continue  # cut over (or a server maybe booted): the source stays off
             line = self._settle(name, record)
             if line:
                 left_off.append(line)
         return left_off
+
+    def _server_maybe(self, name: str, records: Mapping[str, ResourceRecord]) -> bool:
+        """A server was (maybe) booted from the VM's volumes: a server record, except one in
+        progress whose server the cloud does not have (a boot killed before it was made, or its
+        half-made server deleted since: the cutover runs again; break-it 12d item 1)."""
+        record = records.get(str(Address("vm", name, "server")))
+        if record is None:
+            return False
+        if record.status is not Status.IN_PROGRESS:
+            return True
+        return compute.find_server(self.ctx.conn, self.a.uuids[name] or "") is not None
 
     def _settle(self, name: str, record: ResourceRecord) -> str:
         attrs = dict(record.attributes)
@@ -177,7 +188,8 @@ class Cutover:
             if self.ctx.events is not None:
                 self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
             return since
-        try:
+        try:  # someone may have powered it on since (HA, a person): then not ferry
+            running = self._power_state(self.a._vm(name)) == POWERED_ON
             power_on(self.ctx.si, self.a._vm(name))
         except FerryError as exc:
             line = f"{since}: powering it back on failed: {exc}"
@@ -186,7 +198,9 @@ class Cutover:
         for key in ("source_power", "powered_off", POWERED_OFF_AT):
             attrs.pop(key, None)
         address = record.address
-        said = f"{Address('vm', name)}: source powered back on"
+        said = f"{Address('vm', name)}: source " + (
+            "running (powered on outside ferry)" if running else "powered back on"
+        )
         try:
             if record.status is Status.IN_PROGRESS and not attrs.get("protection"):
                 self.a._write([], [address])  # nothing of a conversion happened that is kept
@@ -526,7 +540,8 @@ class Cutover:
         if self._torn_down(change, "server_id", compute.delete_server):
             return
         after = dict(change.after or {})
-        if change.action is Action.READ:
+        if change.action is Action.READ:  # found: adopted only beside a source still off
+            self.check_source_off(address.name, found=str(after["server_id"]))
             self._served(change, address.name, after, str(after["server_id"]))
             return
         server_id = self._boot(change, address.name, after)
@@ -537,7 +552,11 @@ class Cutover:
         existing = compute.find_server(self.ctx.conn, uuid)
         if existing is not None and existing.status not in compute.SERVER_FAILED:
             self.booting.add(name)
+            # an interrupted apply's: reused only while the source is still off (break-it 12d
+            # item 2: reused beside a source running again, its writes lost, exit 0)
+            self.check_source_off(name, found=str(existing.id))
             compute.wait_active(self.ctx.conn, str(existing.id))
+            self.check_source_off(name, found=str(existing.id))
             self.ctx.say(name, f"{change.address}: server {existing.id} found, reused")
             return str(existing.id)
         if existing is not None:
@@ -578,6 +597,9 @@ class Cutover:
                 [],
             )
             compute.wait_active(self.ctx.conn, server_id)
+            # powered on while the server booted (break-it 12d item 3: never re-read, two
+            # copies, exit 0): this server goes, the volumes go back to their protection
+            self.check_source_off(name, booted=server_id)
         except FerryError:
             if server_id:
                 compute.delete_server(self.ctx.conn, server_id)
@@ -592,19 +614,40 @@ class Cutover:
         )
         return server_id
 
-    def check_source_off(self, name: str) -> None:
-        """Right before the server boots: the source is still off. Powered on since its final
-        snapshot (vSphere HA, a person, a monitoring restart), it has written what the volumes
-        lack and would run beside its server with the same MACs (break-it 12c item 3: booted
-        anyway, exit 0). Raises SourceChangedError: the boot fails before anything is made,
-        and the next apply powers the source off again, syncs its writes (the volumes back to
-        their protection snapshots first) and converts again."""
-        if self._power_state(self.a._vm(name)) == POWERED_ON:
+    def check_source_off(self, name: str, *, found: str = "", booted: str = "") -> None:
+        """Before the server boots, again once it is ACTIVE (`booted`: its id), and before a
+        server an interrupted apply booted is adopted (`found`: its id): the source is still
+        off. Powered on since its final snapshot (vSphere HA, a person, a monitoring restart),
+        it has written what the volumes lack and would run beside its server with the same MACs
+        (break-it 12c item 3, 12d items 2 and 3: booted or reused anyway, exit 0).
+
+        Raises SourceChangedError; the source is left running. Before the boot, nothing is
+        made; once booted, the caller deletes the server and reverts the volumes to their
+        protection snapshots; in both cases the next apply powers the source off again, syncs
+        its writes and converts again. A found server is not touched: the error says how to
+        go on."""
+        if self._power_state(self.a._vm(name)) != POWERED_ON:
+            return
+        vm = Address("vm", name)
+        if found:
             raise SourceChangedError(
-                f"{Address('vm', name)}: the source is running again (powered on since its "
-                "final snapshot): no server is booted beside it; the next apply powers it off "
-                "and syncs what it wrote"
+                f"{vm}: server {found}, booted by an interrupted apply, is not adopted: the "
+                "source is running again (powered on since its final snapshot) and the server "
+                "lacks its writes since; to keep the source, delete the server (openstack "
+                f"server delete {found}) and apply again (the cutover runs again: power-off, "
+                "final sync, boot); the source was left running"
             )
+        if booted:
+            raise SourceChangedError(
+                f"{vm}: the source was powered on while its server {booted} booted: the "
+                "server is deleted and the volumes go back to their protection snapshots (no "
+                "two copies of one machine); the source was left running: the next apply "
+                "powers it off and syncs what it wrote"
+            )
+        raise SourceChangedError(
+            f"{vm}: the source is running again (powered on since its final snapshot): no "
+            "server is booted beside it; the next apply powers it off and syncs what it wrote"
+        )
 
     def _boot_image_id(self, name: str, after: dict[str, Any]) -> str | None:
         """boot: image: the Glance image of the boot disk the server boots from (recorded by

@@ -31,6 +31,8 @@ from engine.planner.diff.cutover import (
     power_policy,
     replicate_after_cutover,
     running_after_cutover,
+    server_made,
+    source_ran,
     suspended_at_cutover,
 )
 from engine.planner.diff.departed import (
@@ -127,7 +129,7 @@ def vm_changes(
     found in work_dir (output: image; None: not read)."""
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
-    served = str(Address("vm", vm.name, "server")) in records  # a server was (maybe) booted
+    served = server_made(vm, records, server)  # a server was (maybe) booted
     # output: image copies into files: a volume found by metadata is no base for them
     found = found_volumes(vm, observed) if vm.image is None else {}
     volumes = [
@@ -254,7 +256,12 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + stuck
             + over_budget(vm, estimate)
             + left_off_concerns(records, vm.source.power_state)
-            + running_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
+            + running_after_cutover(
+                vm,
+                records,
+                servers.get(vm.source.instance_uuid or ""),
+                ran=source_ran(vm, records),
+            )
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
             + shrunk(vm, records)

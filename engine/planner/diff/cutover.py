@@ -29,7 +29,7 @@ def cutover_changes(
     """The VM's cutover changes; `syncing`: its volumes are written in this plan (the final
     delta), so a conversion done before is done again."""
     out: list[Change] = []
-    booted_before = str(Address("vm", vm.name, "server")) in records
+    booted_before = server_made(vm, records, observed_server)
     for port in vm.ports:
         address = str(Address("vm", vm.name, "port", port.index))
         record = records.get(address)
@@ -82,7 +82,7 @@ def cutover_changes(
                 + (f" ({f.disk} GiB root disk: the server boots from an image)" if f.disk else ""),
             )
         )
-    out.append(conversion_change(vm, records, syncing))
+    out.append(conversion_change(vm, records, syncing, served=booted_before))
     out.append(server_change(vm, records, observed_server))
     return out
 
@@ -115,11 +115,12 @@ def _port_differs(record: ResourceRecord, after: Mapping[str, Any], booted: bool
 
 
 def conversion_change(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], syncing: bool
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], syncing: bool, *, served: bool
 ) -> Change:
     """Protect and convert: created, or done again (replace) when the volumes it converted were
     written since — synced now, or reverted to their protection snapshots (their content epochs
-    are no longer the ones the conversion recorded)."""
+    are no longer the ones the conversion recorded). `served`: a server was (maybe) booted from
+    the volumes (see `server_made`): converted for good."""
     address = str(Address("vm", vm.name, "conversion"))
     record = records.get(address)
     change = simple(
@@ -133,7 +134,7 @@ def conversion_change(
     )
     if change.action is not Action.NOOP or record is None:
         return change
-    if str(Address("vm", vm.name, "server")) in records:
+    if served:
         return change  # a server was booted from them: converted for good
     if syncing:
         why = "the volumes are synced again (final delta): protect and convert again"
@@ -207,37 +208,106 @@ def running_after_cutover(
     vm: DesiredVM,
     records: Mapping[str, ResourceRecord],
     observed: ObservedServer | None,
+    *,
+    ran: bool = False,
 ) -> tuple[Concern, ...]:
-    """A warning on a VM whose source runs again after a server was booted from its volumes:
-    two copies of one machine (the same MACs, the same identity) and guest writes ferry will
-    never copy (the replica is production's now). An error when that server is gone as well
-    (`observed`: the cloud's server for the VM, None): booting the volumes again would
-    bring the machine back as it was at the cutover, beside the running source and without
-    its writes since (break-it 12c item 2: re-booted from stale volumes, no power-off)."""
-    server = records.get(str(Address("vm", vm.name, "server")))
-    if server is None or vm.source.power_state != "poweredOn":
-        return ()
-    booted = str(server.attributes.get("server_id") or "?")
-    if observed is None and server.status is Status.READY:
+    """An error on a cut-over VM whose source runs (or ran) again beside, or instead of, the
+    server ferry booted from its volumes (`observed`: the cloud's server for the VM, None;
+    `ran`: the source ran since its last sync, see `source_ran`):
+
+    - a server (recorded or found) and the source running now: two copies of one machine with
+      the same MACs; the source's writes are never copied (break-it 12d items 2 and 3: a
+      warning, "No changes", exit 0);
+    - a server an interrupted apply booted (record in progress, or none) and the source ran
+      since the final sync: that server runs from volumes without those writes; it is never
+      adopted (break-it 12d item 2);
+    - a recorded server gone from the cloud and the source ran since: booting the volumes again
+      would bring the machine back without its writes since (break-it 12c item 2).
+
+    A server record in progress whose server the cloud does not have holds nothing: the plan
+    cuts over again (see `server_made`), no concern."""
+    record = records.get(str(Address("vm", vm.name, "server")))
+    running = vm.source.power_state == "poweredOn"
+    if observed is not None:
+        unconfirmed = record is None or record.status is Status.IN_PROGRESS
+        if not running and not (unconfirmed and ran):
+            return ()
+        by = "an interrupted apply (never confirmed)" if unconfirmed else "its cutover"
+        now = "runs again" if running else "ran since its final sync (its disks changed)"
+        two = "two copies of this machine run with the same MACs, and " if running else ""
+        if unconfirmed:  # protected, never run as production: the cutover can run again
+            keep = (
+                "ferry does not adopt it. To keep the source: delete the server (openstack "
+                f"server delete {observed.id}) and apply again: the cutover runs again "
+                "(power-off, final sync, boot)"
+            )
+        else:  # its volumes are production's: only a new migration brings the source's writes
+            keep = (
+                "to keep the server, power the source off (its writes since are lost); to keep "
+                f"the source, delete the server (openstack server delete {observed.id}), then "
+                "plan --destroy and migrate it again"
+            )
         return (
             Concern(
                 ConcernLevel.ERROR,
-                "server-gone-source-running",
-                f"server {booted} of its cutover is gone and the source runs again: its volumes "
-                "hold the machine as it was at the cutover, without what the source wrote since; "
-                "power the source off to boot them as they are, or plan --destroy and migrate "
-                "it again",
+                "source-running-after-cutover",
+                f"server {observed.id}, booted from its volumes by {by}, runs and the source "
+                f"VM {now}: {two}the server lacks the source's writes since; {keep}",
             ),
         )
+    if record is not None and running and vm.mode not in CUTOVER_MODES:
+        booted = str(record.attributes.get("server_id") or "?")
+        return (  # set back to replicate: its volumes are never synced again (see `booted`)
+            Concern(
+                ConcernLevel.WARNING,
+                "source-running-after-cutover",
+                f"the source VM is powered on again after its cutover to server {booted}: two "
+                "copies of this machine may run with the same MACs, and its new writes are never "
+                "copied (the server's volumes are production's); power the source off",
+            ),
+        )
+    if record is None or record.status is Status.IN_PROGRESS or not (running or ran):
+        return ()
+    booted = str(record.attributes.get("server_id") or "?")
+    now = "runs again" if running else "ran since its cutover (its disks changed)"
     return (
         Concern(
-            ConcernLevel.WARNING,
-            "source-running-after-cutover",
-            f"the source VM is powered on again after its cutover to server {booted}: two "
-            "copies of this machine may run with the same MACs, and its new writes are never "
-            "copied (the server's volumes are production's); power the source off",
+            ConcernLevel.ERROR,
+            "server-gone-source-running",
+            f"server {booted} of its cutover is gone and the source {now}: its volumes "
+            "hold the machine as it was at the cutover, without what the source wrote since; "
+            "plan --destroy and migrate it again",
         ),
     )
+
+
+def source_ran(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> bool:
+    """The source runs, or ran since its last sync: powered on now, or a disk's changeId is not
+    the one its record synced to (vSphere moves it at a power cycle and a snapshot)."""
+    if vm.source.power_state == "poweredOn":
+        return True
+    for disk in vm.source.disks:
+        record = records.get(str(Address("vm", vm.name, "disk", disk.key)))
+        synced = record.attributes.get("change_id") if record else None
+        if synced and disk.change_id and synced != disk.change_id:
+            return True
+    return False
+
+
+def server_made(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], server: ObservedServer | None
+) -> bool:
+    """A server was (maybe) booted from the volumes: a server record, except (cutover mode) one
+    still in progress whose server the cloud does not have (a boot killed before the server was
+    made, or its half-made server deleted since): that holds nothing, and the cutover runs again
+    (power-off, final delta, protect and convert, boot; break-it 12d item 1: the stale volumes
+    were booted, the source's writes since lost)."""
+    record = records.get(str(Address("vm", vm.name, "server")))
+    if record is None:
+        return False
+    if vm.mode not in CUTOVER_MODES:
+        return True
+    return record.status is not Status.IN_PROGRESS or server is not None
 
 
 def suspended_at_cutover(
@@ -390,6 +460,6 @@ def booted(
     record = records.get(str(Address("vm", vm.name, "server")))
     if vm.mode not in CUTOVER_MODES:
         return record is not None or server is not None
-    if record is not None:
-        return record.status is Status.IN_PROGRESS
+    if record is not None:  # in progress without a server in the cloud: booted again
+        return record.status is Status.IN_PROGRESS and server is not None
     return server is not None

@@ -39,11 +39,33 @@ def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
 def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(vm))
+    monkeypatch.setattr(module, "power_state", lambda _si, vm: "poweredOff")
     return seen
 
 
+def test_a_source_someone_powered_on_is_not_said_powered_back_on(
+    store: SqliteStateStore, powered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12d item 7e: "source powered back on" was said of a source that someone else
+    had already powered on (here: while its server booted, break-it 12d item 4)."""
+    monkeypatch.setattr(module, "power_state", lambda _si, vm: "poweredOn")
+    said: list[str] = []
+    ctx = SimpleNamespace(
+        store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
+    )
+    applier: Any = SimpleNamespace(
+        ctx=ctx,
+        _write=store.write,
+        uuids={"web01": "u1"},
+        changes={"vm.web01.snapshot": snapshot("web01", "power_on")},
+        _vm=lambda name: f"ref-{name}",
+    )
+    assert Cutover(applier).settle_sources() == []
+    assert said == ["vm.web01: source running (powered on outside ferry)"]
+
+
 def settle(store: SqliteStateStore, changes: list[Change]) -> list[str]:
-    ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
+    ctx = SimpleNamespace(store=store, si=None, conn=None, say=lambda *_: None, events=None)
     applier: Any = SimpleNamespace(
         ctx=ctx,
         _write=store.write,
@@ -72,12 +94,18 @@ def test_leave_off_says_since_when(store: SqliteStateStore, powered: list[str]) 
     assert store.read().resources["vm.web01.conversion"].attributes["powered_off_at"] == 40.0
 
 
+@pytest.mark.parametrize("in_cloud", [True, False])
 def test_a_server_maybe_booted_keeps_the_source_off(
-    store: SqliteStateStore, powered: list[str]
+    store: SqliteStateStore, powered: list[str], monkeypatch: pytest.MonkeyPatch, in_cloud: bool
 ) -> None:
+    """A boot record in progress keeps the source off while the cloud has a server for the VM;
+    without one (a boot killed before the server was made, or its half-made server deleted:
+    break-it 12d item 1, the cutover runs again) a failed new attempt powers it back on."""
+    found = SimpleNamespace(id="srv-1") if in_cloud else None
+    monkeypatch.setattr(module.compute, "find_server", lambda _conn, uuid: found)
     store.write([ResourceRecord("vm.web01.server", "server", Status.IN_PROGRESS, {})], [])
     assert settle(store, [snapshot("web01", "power_on")]) == []
-    assert powered == []
+    assert powered == ([] if in_cloud else ["ref-web01"])
 
 
 def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(

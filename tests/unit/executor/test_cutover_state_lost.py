@@ -65,7 +65,13 @@ def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(f"on {vm}"))
     monkeypatch.setattr(module, "power_off", lambda _si, vm, _p: seen.append(f"off {vm}") or "hard")
-    monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
+
+    def state(_si: object, vm: object) -> str:
+        """The power the fake's last call for `vm` left (on when none)."""
+        last = [p for p in seen if p.endswith(f" {vm}")]
+        return "poweredOff" if last and last[-1].startswith("off") else "poweredOn"
+
+    monkeypatch.setattr(module, "power_state", state)
     return seen
 
 

@@ -1,0 +1,154 @@
+"""The source's power is read again around the boot (break-it 12d items 2 and 3): a server an
+interrupted apply booted is reused only while the source is still off, and a server booted
+while someone powered the source on is deleted again, its volumes back to their protection (a
+real SQLite state store; OpenStack's and vSphere's calls recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.errors import SourceChangedError
+from engine.executor import cutover as module
+from engine.executor.cutover import Cutover
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.statestore.sqlite import SqliteStateStore
+
+SERVER = Change(
+    "vm.web01.server",
+    "server",
+    Action.CREATE,
+    "cutover: boot the server from the volumes",
+    None,
+    {"name": "web01", "flavor": "m1.medium", "volumes": [2000], "ports": 1, "key_pair": None},
+)
+
+
+class Cloud:
+    """The calls the boot makes, and the source's power as it is at each of them."""
+
+    def __init__(self, found: str | None, power: list[str]) -> None:
+        self.found = found
+        self.power = power  # one per power-state read; the last one repeats
+        self.calls: list[str] = []
+
+    def power_state(self, _si: Any, _vm: Any) -> str:
+        self.calls.append("power_state")
+        return self.power.pop(0) if len(self.power) > 1 else self.power[0]
+
+    def find_server(self, _conn: Any, uuid: str) -> Any:
+        return SimpleNamespace(id=self.found, status="ACTIVE") if self.found else None
+
+    def create_server(self, _conn: Any, spec: Any) -> Any:
+        self.calls.append("create_server")
+        return SimpleNamespace(id="srv-new")
+
+    def wait_active(self, _conn: Any, server_id: str) -> None:
+        self.calls.append(f"wait_active {server_id}")
+
+    def delete_server(self, _conn: Any, server_id: str) -> None:
+        self.calls.append(f"delete_server {server_id}")
+
+    def delete_snapshot(self, _conn: Any, snapshot_id: str) -> None:
+        self.calls.append(f"delete_snapshot {snapshot_id}")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    opened = SqliteStateStore(tmp_path / "ferry.db")
+    disk = {"volume_id": "vol-1", "epoch": "e1", "change_id": "52 aa/3"}
+    conversion = {"epochs": {"2000": "e1"}, "protection": {"vol-1": "snap-1"}}
+    opened.write(
+        [
+            ResourceRecord("vm.web01.disk[2000]", "volume", Status.READY, disk),
+            ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"}),
+            ResourceRecord("vm.web01.conversion", "conversion", Status.READY, conversion),
+        ],
+        [],
+    )
+    yield opened
+    opened.close()
+
+
+def test_a_found_server_is_not_reused_beside_a_source_running_again(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 2: apply killed in the boot (server ACTIVE, record without server_id), the source
+    powered on and written: the next apply said "server ... found, reused", exit 0."""
+    cloud = Cloud(found="srv-old", power=["poweredOn"])
+    cut, said = _cutover(store, cloud, monkeypatch)
+    with pytest.raises(SourceChangedError, match="server srv-old, booted by an interrupted"):
+        cut.server(SERVER)
+    assert not any("reused" in line for line in said)
+    assert "create_server" not in cloud.calls and "delete_server srv-old" not in cloud.calls
+    assert "vm.web01.server" not in store.read().resources  # nothing recorded as served
+
+
+def test_a_found_server_is_reused_while_the_source_stays_off(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = Cloud(found="srv-old", power=["poweredOff"])
+    cut, said = _cutover(store, cloud, monkeypatch)
+    cut.server(SERVER)
+    assert said[0] == "vm.web01.server: server srv-old found, reused"
+    record = store.read().resources["vm.web01.server"]
+    assert (record.status, record.attributes["server_id"]) == (Status.READY, "srv-old")
+
+
+def test_an_adopted_server_is_refused_beside_a_running_source(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved plan's adopt (read) of a found server: the same check."""
+    cloud = Cloud(found=None, power=["poweredOn"])
+    cut, _ = _cutover(store, cloud, monkeypatch)
+    read = Change(
+        SERVER.address, "server", Action.READ, "", None, {**(SERVER.after or {}), "server_id": "s"}
+    )
+    with pytest.raises(SourceChangedError, match="server s, booted by an interrupted apply"):
+        cut.server(read)
+    assert "vm.web01.server" not in store.read().resources
+
+
+def test_a_source_powered_on_while_its_server_boots_gets_it_deleted(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3: powered on between create and ACTIVE: checked once before the create only, so
+    "Apply complete", two copies, 256 blocks lost. Read again once ACTIVE now."""
+    cloud = Cloud(found=None, power=["poweredOff", "poweredOn"])
+    cut, said = _cutover(store, cloud, monkeypatch)
+    restored: list[str] = []
+    monkeypatch.setattr(cut, "restore", restored.append)
+    with pytest.raises(SourceChangedError, match="powered on while its server srv-new booted"):
+        cut.server(SERVER)
+    assert cloud.calls == [
+        "power_state",
+        "create_server",
+        "wait_active srv-new",
+        "power_state",
+        "delete_server srv-new",
+    ]
+    assert restored == ["web01"]  # the volumes back to their protection snapshots
+    assert "vm.web01.server" not in store.read().resources
+    assert not any("ACTIVE" in line for line in said)
+
+
+def _cutover(
+    store: SqliteStateStore, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Cutover, list[str]]:
+    for name in ("find_server", "create_server", "wait_active", "delete_server", "delete_snapshot"):
+        monkeypatch.setattr(module.compute, name, getattr(cloud, name))
+    monkeypatch.setattr(module, "power_state", cloud.power_state)
+    monkeypatch.setattr(module.volumes, "set_metadata", lambda *_: None)
+    said: list[str] = []
+    ctx = SimpleNamespace(
+        store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
+    )
+    applier: Any = SimpleNamespace(
+        ctx=ctx, _write=store.write, uuids={"web01": "u1"}, changes={}, _vm=lambda n: f"ref-{n}"
+    )
+    return Cutover(applier), said
