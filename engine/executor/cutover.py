@@ -56,6 +56,10 @@ class Cutover:
         self.a = applier
         self.ctx = applier.ctx
         self._revert_lock = threading.Lock()  # volume syncs of one VM run in parallel
+        # VM name → epoch seconds ferry powered its source off, from this apply's power-off
+        # until settle_sources puts it back: what a kill would leave off (read by the signal
+        # handler, without locks)
+        self.off: dict[str, float] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -113,6 +117,8 @@ class Cutover:
             if attrs["source_power"] == POWERED_ON:  # recorded before the call: a kill
                 attrs[POWERED_OFF_AT] = time.time()  # in between still says ferry did it
             self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
+        if POWERED_OFF_AT in attrs:  # ferry's power-off (now or a killed apply's)
+            self.off[name] = float(attrs[POWERED_OFF_AT])
         how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
         attrs["powered_off"] = how
         self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
@@ -136,6 +142,7 @@ class Cutover:
             if record is None or not record.attributes.get(POWERED_OFF_AT):
                 continue
             if str(Address("vm", name, "server")) in records:
+                self.off.pop(name, None)
                 continue  # cut over (or a server maybe booted): the source stays off
             line = self._settle(name, record)
             if line:
@@ -146,6 +153,7 @@ class Cutover:
         attrs = dict(record.attributes)
         since = left_off_line(name, float(attrs[POWERED_OFF_AT]))
         if self._on_failure(name) == "leave_off":
+            self.off.pop(name, None)  # left off as the spec says: nothing more to do
             self.ctx.say(name, since)
             if self.ctx.events is not None:
                 self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
@@ -156,6 +164,7 @@ class Cutover:
             line = f"{since}: powering it back on failed: {exc}"
             self.ctx.say(name, line)
             return line
+        self.off.pop(name, None)
         for key in ("source_power", "powered_off", POWERED_OFF_AT):
             attrs.pop(key, None)
         address = record.address
