@@ -15,16 +15,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.addresses import Address
 from engine.errors import FerryError, OpenStackError, SourceChangedError
 from engine.executor.host import ConvertJob
+from engine.model.desired import Concern
+from engine.model.observed import Quota
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
+from engine.planner.checks import missing_key_pair
 from engine.planner.diff.cutover import source_left_off
+from engine.planner.quota import Budget, after_power_off
 from engine.providers.openstack import compute, volumes
+from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
 from engine.providers.vsphere.power import (
     POWERED_ON,
     PowerOffPolicy,
@@ -582,16 +588,20 @@ class Cutover:
         return [port_id for _, port_id in sorted(found)]
 
     def ready_destination(self, name: str) -> None:
-        """Before the power-off: the ports the server boots with (recorded by now: they are
-        made before it) and its flavor still exist. A saved plan applied after one was deleted
-        by hand powered the source off, then failed the boot (break-it 12c item 8: 5 s of
-        avoidable downtime in the lab; in production the final delta and the protection too).
-        Raises OpenStackError (the source stays on)."""
+        """Before the power-off, what a fresh plan checks and can change between plan and apply
+        (break-it 12c item 8: a port deleted by hand; 12d item 5: the instance quota used up,
+        18 s of avoidable downtime in the lab): the ports the server boots with (recorded by
+        now: they are made before it), its flavor and key pair exist, and the project's quota
+        holds what the cutover adds from the power-off on (the planner's `after_power_off`:
+        protection snapshots, the server's instance, vCPUs and RAM; ports and volumes are made
+        before). Raises OpenStackError, one line (the source stays on)."""
         conn = self.ctx.conn
         server = self.a.changes.get(str(Address("vm", name, "server")))
-        flavor = str(((server.after if server else None) or {}).get("flavor") or "")
+        after = (server.after if server else None) or {}
+        flavor = str(after.get("flavor") or "")
         missing = [f"port {p}" for p in self._port_ids(name) if not compute.port_exists(conn, p)]
-        if flavor and not compute.flavor_exists(conn, flavor):
+        size = compute.flavor_size(conn, flavor) if flavor else None
+        if flavor and size is None:
             missing.append(f"flavor {flavor}")
         if missing:
             raise OpenStackError(
@@ -599,6 +609,44 @@ class Cutover:
                 "exist (deleted since the plan): run `ferry plan` again; the source was not "
                 "powered off"
             )
+        if server is None or server.action not in (Action.CREATE, Action.REPLACE):
+            return
+        found = list(missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn)))
+        found += self._quota_short(name, size)
+        if found:
+            raise OpenStackError(
+                f"{Address('vm', name)}: changed since the plan: "
+                f"{'; '.join(c.message for c in found)}; the source was not powered off"
+            )
+
+    def _quota_short(self, name: str, size: tuple[int, int] | None) -> list[Concern]:
+        """The planner's quota concern for what the VM's cutover adds from the power-off on,
+        against the quotas read now: a server (unless one may exist: its record) of the
+        flavor's `size` (vCPUs, MiB), and a protection snapshot per volume (unless they are
+        taken: the conversion record's `protection`)."""
+        records = self._records()
+        servers = 0 if str(Address("vm", name, "server")) in records else 1
+        conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
+        protects = (
+            conversion is not None
+            and conversion.action in (Action.CREATE, Action.REPLACE)
+            and not self._attrs(str(Address("vm", name, "conversion"))).get("protection")
+        )
+        protected = [
+            int((c.after or c.before or {}).get("size_gib") or 0)
+            for c in self.a.changes.values()
+            if protects
+            and c.kind == "volume"
+            and Address.parse(c.address).name == name
+            and c.action not in (Action.DELETE, Action.FORGET)
+        ]
+        cores, ram = size or (0, 0)
+        needs = after_power_off(servers, cores, ram, protected)
+        quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
+        return [
+            replace(c, message=c.message.replace(", after the VMs listed before it", ""))
+            for c in Budget(quotas).take(needs)
+        ]
 
     def _on_failure(self, name: str) -> str:
         """The spec's power_off.on_failure for the VM, as planned ('power_on' | 'leave_off')."""

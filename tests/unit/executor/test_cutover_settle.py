@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from openstack.exceptions import SDKException
 
 from engine.errors import OpenStackError, SourceChangedError
 from engine.executor import cutover as module
@@ -138,9 +139,23 @@ def test_a_port_or_flavor_gone_since_the_plan_stops_before_the_power_off(tmp_pat
         [],
     )
     ports, flavors = {"p0"}, {"m1.medium"}
+    medium = SimpleNamespace(vcpus=2, ram=4096)
+
+    def unreadable(*_: Any, **__: Any) -> None:  # quotas the user may not read: not checked
+        raise SDKException("forbidden")
+
+    unlimited = SimpleNamespace(get_quota_set=unreadable)
     conn = SimpleNamespace(
-        network=SimpleNamespace(find_port=lambda i, ignore_missing: i if i in ports else None),
-        compute=SimpleNamespace(find_flavor=lambda n, ignore_missing: n if n in flavors else None),
+        network=SimpleNamespace(
+            find_port=lambda i, ignore_missing: i if i in ports else None, get_quota=unreadable
+        ),
+        compute=SimpleNamespace(
+            find_flavor=lambda n, ignore_missing: medium if n in flavors else None,
+            keypairs=list,
+            get_quota_set=unlimited.get_quota_set,
+        ),
+        block_storage=unlimited,
+        current_project_id="p",
     )
     server = Change("vm.web01.server", "server", Action.CREATE, "", None, {"flavor": "m1.medium"})
     ctx = SimpleNamespace(store=store, si=None, conn=conn, say=lambda *_: None, events=None)
