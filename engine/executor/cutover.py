@@ -165,7 +165,7 @@ class Cutover:
                 self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
             return since
         try:
-            power_on(self.ctx.si, self.a._vm(name))
+            powered = power_on(self.ctx.si, self.a._vm(name))
         except FerryError as exc:
             line = f"{since}: powering it back on failed: {exc}"
             self.ctx.say(name, line)
@@ -178,7 +178,10 @@ class Cutover:
             self.a._write([], [address])  # nothing of a conversion happened that is kept
         else:
             self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
-        self.ctx.say(name, f"{Address('vm', name)}: source powered back on")
+        said = "source powered back on"
+        if powered is False:  # someone powered it on since ferry powered it off
+            said = "source already powered on (not by ferry): left as it is"
+        self.ctx.say(name, f"{Address('vm', name)}: {said}")
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
         return ""
