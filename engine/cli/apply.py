@@ -11,9 +11,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import networkx as nx
 import typer
@@ -518,7 +518,7 @@ def run_plan(
             _graph(plan), lambda _: None, parallelism=parallelism, pools=pools, pools_of=pools_of
         )
         walker.run = _observed(applier, events, walker.stop)  # a state lost for good stops it
-        with _stop_on_signals(walker, applier.ctx.stop, events, console):
+        with _stop_on_signals(walker, applier.ctx.stop, events, console, applier.unsettled):
             try:
                 result = walker.walk()
             finally:
@@ -631,6 +631,25 @@ def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _end_at_once(name: str, left: list[str], events: Events) -> NoReturn:
+    """End ferry now (exit 130, as a kill: no cleanup runs), after one line on stderr (fd 2:
+    /dev/null once the terminal hung up) saying what is left as it is, and the same event
+    when the event log is free (the signal may have come while this thread writes it)."""
+    said = "; ".join(left) if left else "nothing of a source left as it is"
+    line = (
+        f"stopped at once ({name} again): {said}; the next apply resumes from the last "
+        "checkpoints\n"
+    )
+    with suppress(OSError):
+        os.write(2, line.encode())
+    lock = getattr(events, "lock", None)
+    if lock is None or not lock.locked():
+        events.emit("stopped_at_once", signal=name, left=left)
+    os._exit(STOPPED)
+
+
 GONE = (errno.EPIPE, errno.EIO)  # a closed pipe (`| head`), a terminal that hung up
 
 
@@ -673,30 +692,68 @@ def _detach_terminal() -> None:
         os.close(devnull)
 
 
+INSIST_AFTER = 10.0  # seconds after the first stop: a second Ctrl-C/TERM then is insistence
+
+
+def _no_stake() -> tuple[list[str], list[str]]:
+    return [], []
+
+
 @contextmanager
 def _stop_on_signals(
-    walker: Walker, stop: threading.Event, events: Events, console: Console
+    walker: Walker,
+    stop: threading.Event,
+    events: Events,
+    console: Console,
+    unsettled: Callable[[], tuple[list[str], list[str]]] = _no_stake,
 ) -> Iterator[None]:
     """SIGINT, SIGTERM or SIGHUP: start no new step and let the running ones end at a
     checkpoint (a copy flushes what it wrote and records where it got to; a conversion is ended
     and rolled back to its protection snapshots; a source ferry powered off is powered back on).
-    A second signal ends ferry at once, as a kill would: the next apply resumes from the last
-    checkpoint either way. SIGHUP is a closed terminal (an SSH session dropped mid-cutover): the
-    terminal's output goes to /dev/null from then on (writing to it would fail the steps that
-    put production back), the event log and the VMs' logs are still written."""
+    SIGHUP is a closed terminal (an SSH session dropped mid-cutover): the terminal's output
+    goes to /dev/null from then on (writing to it would fail the steps that put production
+    back), the event log and the VMs' logs are still written.
+
+    Later signals (the rule, break-it 12d item 3: systemd-logind ending a session sends SIGTERM
+    and at once SIGHUP, a dropped SSH session SIGHUP twice, and a second signal ended ferry
+    with the source off and nothing said): SIGHUP never ends ferry (no user is there to
+    insist). A second SIGINT or SIGTERM ends ferry at once, as a kill would (the next apply
+    resumes from the last checkpoint) — unless a source ferry powered off is not back yet
+    (`unsettled()`'s first list): then only a third one, or a second one INSIST_AFTER seconds
+    or more after the first, ends it, and putting the source back (bounded: seconds) goes on
+    until then. Ending at once writes to stderr what it leaves: each source left off and
+    each snapshot of ferry's left on a source (`unsettled()`, one line each)."""
+    first: list[float] = []  # monotonic seconds of the first stop signal
+    insisted: list[int] = []  # SIGINT/SIGTERM received after it
 
     def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            os._exit(STOPPED)
+            if signum == signal.SIGHUP:
+                _detach_terminal()
+                return
+            insisted.append(signum)
+            off, snapshots = unsettled()
+            waited = time.monotonic() - (first[0] if first else 0.0)
+            if off and len(insisted) < 2 and waited < INSIST_AFTER:
+                console.print(
+                    f"[yellow]{name} again: still putting back the source ferry powered off "
+                    f"({'; '.join(off)}): seconds; once more to stop at once and leave it "
+                    "off[/]"
+                )
+                return
+            _end_at_once(name, [*off, *snapshots], events)
         if signum == signal.SIGHUP:
             _detach_terminal()
+        first.append(time.monotonic())
         stop.set()
         walker.stop()
-        events.emit("stopping", signal=signal.Signals(signum).name)
+        events.emit("stopping", signal=name)
         console.print(
             "[yellow]stopping: no new steps; copies end at their next checkpoint, a running "
             "conversion is ended and rolled back, a source ferry powered off is powered back "
-            "on (unless on_failure: leave_off) (again to stop at once)[/]"
+            "on (unless on_failure: leave_off) (Ctrl-C again to stop at once; while a source "
+            "is being put back, a third time)[/]"
         )
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}

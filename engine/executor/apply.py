@@ -33,7 +33,7 @@ from engine.errors import (
     VerifyError,
 )
 from engine.executor import host
-from engine.executor.cutover import Cutover, brief, content_epoch
+from engine.executor.cutover import Cutover, brief, content_epoch, left_off_line
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.image import DiskFiles, ImageCutover
@@ -230,6 +230,18 @@ class Applier:
             name = Address.parse(move.address).name
             self.ctx.say(name, f"{(move.before or {}).get('address')} moved to {move.address}")
 
+    def unsettled(self) -> tuple[list[str], list[str]]:
+        """What a kill now would leave as it is, one line each: the sources this apply's
+        cutover powered off and has not put back ('vm.web01: source powered off by ferry at
+        …, no server yet'), and the snapshots this apply took and has not removed. Read
+        without locks: the signal handler calls it."""
+        off = [left_off_line(n, since) for n, since in list(self.cutover.off.items())]
+        snapshots = [
+            f"{Address('vm', n)}: ferry's snapshot {s._moId} left on the source"
+            for n, (s, _) in list(self.ctx.snapshots.items())
+        ]
+        return off, snapshots
+
     def cleanup(self) -> None:
         """Remove the snapshots this apply took (also after failures) and their records; a
         record the state cannot take now is said (the next apply removes it: the snapshot is
@@ -382,18 +394,23 @@ class Applier:
             )
 
     def _check_disks(self, name: str, disks: list[DiskInfo]) -> None:
-        """The VM's disks are those the plan was made for: the same keys, none larger than its
-        planned volume (a saved plan is applied after the source may have changed: a disk added
-        or grown since would be left out or cut short, a cutover booted without it).
+        """The VM's disks are those the plan was made for: the same keys, each of the bytes the
+        plan saw (its changes' `capacity`; a plan of an older ferry: none larger than its planned
+        volume). A saved plan is applied after the source may have changed: a disk added or
+        grown since would be left out or cut short, a cutover booted without it, and a delta
+        planned for a disk grown since, even within its volume's GiB, would trust CBT across the
+        extend (break-it 12d item 6).
 
         Raises SourceChangedError naming each difference."""
         planned: dict[int, Any] = {}
+        seen: dict[int, Any] = {}  # bytes of each disk when the plan was made
         for c in self.plan.changes:
             parsed = Address.parse(c.address)
             if c.kind not in ("volume", "disk_file") or parsed.name != name or parsed.index is None:
                 continue
             if c.action not in (Action.DELETE, Action.FORGET):
                 planned[parsed.index] = (c.after or c.before or {}).get("size_gib")
+                seen[parsed.index] = (c.after or c.before or {}).get("capacity")
         found = {d.key: d.capacity for d in disks}
         problems = [f"disk {k} was removed" for k in sorted(set(planned) - set(found))]
         targets = [Address.parse(t) for t in self.plan.targets]
@@ -403,7 +420,11 @@ class Applier:
             if key not in planned:
                 if whole:
                     problems.append(f"disk {key} was added")
-            elif isinstance(size, int) and capacity > size * GiB:
+            elif isinstance(seen.get(key), int) and capacity != seen[key]:
+                problems.append(  # to the byte: a grow within its volume's GiB is one too
+                    f"disk {key} is {exact(capacity)}, {exact(seen[key])} when the plan was made"
+                )
+            elif isinstance(size, int) and capacity > size * GiB:  # a plan of an older ferry
                 problems.append(
                     f"disk {key} is {capacity / GiB:g} GiB, the plan's volume {size} GiB"
                 )

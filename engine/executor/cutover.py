@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,15 @@ from engine.errors import (
     one_line,
 )
 from engine.executor.host import ConvertJob
+from engine.model.desired import Concern
+from engine.model.observed import Quota
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
+from engine.planner.checks import missing_key_pair
 from engine.planner.diff.cutover import source_left_off
+from engine.planner.quota import Budget, after_power_off
 from engine.providers.openstack import compute, volumes
+from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
 from engine.providers.vsphere.power import (
     POWERED_ON,
     PowerOffPolicy,
@@ -73,6 +79,10 @@ class Cutover:
         # what this apply knows without its state (the state may be unreachable when it settles)
         self.powered_off: dict[str, float] = {}  # VM → when ferry powered its source off
         self.booting: set[str] = set()  # VMs whose server may have been booted by this apply
+        # VM name → epoch seconds ferry powered its source off, from this apply's power-off
+        # until settle_sources puts it back: what a kill would leave off (read by the signal
+        # handler, without locks)
+        self.off: dict[str, float] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -135,6 +145,7 @@ class Cutover:
             self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         if attrs.get(POWERED_OFF_AT):  # known without the state, should it be lost from here
             self.powered_off[name] = float(attrs[POWERED_OFF_AT])
+            self.off[name] = float(attrs[POWERED_OFF_AT])  # what a kill now would leave off
         how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
         attrs["powered_off"] = how
         self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
@@ -163,6 +174,7 @@ class Cutover:
             if record is None or not record.attributes.get(POWERED_OFF_AT):
                 continue
             if self._server_maybe(name, records) or name in self.booting:
+                self.off.pop(name, None)
                 continue  # cut over (or a server maybe booted): the source stays off
             line = self._settle(name, record)
             if line:
@@ -184,23 +196,24 @@ class Cutover:
         attrs = dict(record.attributes)
         since = left_off_line(name, float(attrs[POWERED_OFF_AT]))
         if self._on_failure(name) == "leave_off":
+            self.off.pop(name, None)  # left off as the spec says: nothing more to do
             self.ctx.say(name, since)
             if self.ctx.events is not None:
                 self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
             return since
         try:  # someone may have powered it on since (HA, a person): then not ferry
-            running = self._power_state(self.a._vm(name)) == POWERED_ON
-            power_on(self.ctx.si, self.a._vm(name))
+            powered = power_on(self.ctx.si, self.a._vm(name))
         except FerryError as exc:
             line = f"{since}: powering it back on failed: {exc}"
             self.ctx.say(name, line)
             return line
+        self.off.pop(name, None)
         for key in ("source_power", "powered_off", POWERED_OFF_AT):
             attrs.pop(key, None)
         address = record.address
-        said = f"{Address('vm', name)}: source " + (
-            "running (powered on outside ferry)" if running else "powered back on"
-        )
+        said = f"{Address('vm', name)}: source powered back on"
+        if powered is False:  # someone powered it on since ferry powered it off
+            said = f"{Address('vm', name)}: source already powered on (not by ferry): left as it is"
         try:
             if record.status is Status.IN_PROGRESS and not attrs.get("protection"):
                 self.a._write([], [address])  # nothing of a conversion happened that is kept
@@ -691,16 +704,20 @@ class Cutover:
         return [port_id for _, port_id in sorted(found)]
 
     def ready_destination(self, name: str) -> None:
-        """Before the power-off: the ports the server boots with (recorded by now: they are
-        made before it) and its flavor still exist. A saved plan applied after one was deleted
-        by hand powered the source off, then failed the boot (break-it 12c item 8: 5 s of
-        avoidable downtime in the lab; in production the final delta and the protection too).
-        Raises OpenStackError (the source stays on)."""
+        """Before the power-off, what a fresh plan checks and can change between plan and apply
+        (break-it 12c item 8: a port deleted by hand; 12d item 5: the instance quota used up,
+        18 s of avoidable downtime in the lab): the ports the server boots with (recorded by
+        now: they are made before it), its flavor and key pair exist, and the project's quota
+        holds what the cutover adds from the power-off on (the planner's `after_power_off`:
+        protection snapshots, the server's instance, vCPUs and RAM; ports and volumes are made
+        before). Raises OpenStackError, one line (the source stays on)."""
         conn = self.ctx.conn
         server = self.a.changes.get(str(Address("vm", name, "server")))
-        flavor = str(((server.after if server else None) or {}).get("flavor") or "")
+        after = (server.after if server else None) or {}
+        flavor = str(after.get("flavor") or "")
         missing = [f"port {p}" for p in self._port_ids(name) if not compute.port_exists(conn, p)]
-        if flavor and not compute.flavor_exists(conn, flavor):
+        size = compute.flavor_size(conn, flavor) if flavor else None
+        if flavor and size is None:
             missing.append(f"flavor {flavor}")
         if missing:
             raise OpenStackError(
@@ -708,6 +725,44 @@ class Cutover:
                 "exist (deleted since the plan): run `ferry plan` again; the source was not "
                 "powered off"
             )
+        if server is None or server.action not in (Action.CREATE, Action.REPLACE):
+            return
+        found = list(missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn)))
+        found += self._quota_short(name, size)
+        if found:
+            raise OpenStackError(
+                f"{Address('vm', name)}: changed since the plan: "
+                f"{'; '.join(c.message for c in found)}; the source was not powered off"
+            )
+
+    def _quota_short(self, name: str, size: tuple[int, int] | None) -> list[Concern]:
+        """The planner's quota concern for what the VM's cutover adds from the power-off on,
+        against the quotas read now: a server (unless one may exist: its record) of the
+        flavor's `size` (vCPUs, MiB), and a protection snapshot per volume (unless they are
+        taken: the conversion record's `protection`)."""
+        records = self._records()
+        servers = 0 if str(Address("vm", name, "server")) in records else 1
+        conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
+        protects = (
+            conversion is not None
+            and conversion.action in (Action.CREATE, Action.REPLACE)
+            and not self._attrs(str(Address("vm", name, "conversion"))).get("protection")
+        )
+        protected = [
+            int((c.after or c.before or {}).get("size_gib") or 0)
+            for c in self.a.changes.values()
+            if protects
+            and c.kind == "volume"
+            and Address.parse(c.address).name == name
+            and c.action not in (Action.DELETE, Action.FORGET)
+        ]
+        cores, ram = size or (0, 0)
+        needs = after_power_off(servers, cores, ram, protected)
+        quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
+        return [
+            replace(c, message=c.message.replace(", after the VMs listed before it", ""))
+            for c in Budget(quotas).take(needs)
+        ]
 
     def _on_failure(self, name: str) -> str:
         """The spec's power_off.on_failure for the VM, as planned ('power_on' | 'leave_off')."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -285,13 +285,18 @@ def security_group_concerns(vm: DesiredVM, destination: Destination) -> list[Con
 
 
 def key_pair_concerns(vm: DesiredVM, destination: Destination) -> list[Concern]:
-    known = destination.key_pairs
-    if vm.key_pair is None or known is None or vm.key_pair in known:
+    return missing_key_pair(vm.key_pair, destination.key_pairs)
+
+
+def missing_key_pair(key_pair: str | None, known: Collection[str] | None) -> list[Concern]:
+    """An error concern when `key_pair` is not among the user's key pairs (`known`; None: nova
+    did not let the user list them, not checked). Apply checks it again before a power-off."""
+    if key_pair is None or known is None or key_pair in known:
         return []
     return [
         _error(
             "missing-key-pair",
-            f"key pair {vm.key_pair!r} does not exist for the cloud's user (nova key pairs "
+            f"key pair {key_pair!r} does not exist for the cloud's user (nova key pairs "
             "belong to a user): import it (openstack keypair create --public-key FILE) or "
             "take key_pair out",
         )

@@ -46,20 +46,38 @@ def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
     flavor = vm.flavor.flavor
     cores = flavor.vcpus if flavor else vm.source.cpus or 0
     ram = flavor.ram_mb if flavor else vm.source.memory_mb or 0
+    after_off = after_power_off(len(servers), cores, ram, [v.size_gib for v in protected])
     return (
         {
             "volumes": len(volumes),
             "gigabytes": sum(int((c.after or {}).get("size_gib") or 0) for c in volumes)
-            + sum(v.size_gib for v in protected),
-            "snapshots": len(protected),
+            + after_off["gigabytes"],
+            "snapshots": after_off["snapshots"],
             "ports": len(ports),
-            "instances": len(servers),
-            "cores": cores * len(servers),
-            "ram": ram * len(servers),
+            "instances": after_off["instances"],
+            "cores": after_off["cores"],
+            "ram": after_off["ram"],
         }
         | _addresses(ports)
         | _networks(vm, ports)
     )
+
+
+def after_power_off(
+    servers: int, cores: int, ram_mb: int, protected_gib: Sequence[int]
+) -> dict[str, int]:
+    """What a cutover adds to the project's usage from its source's power-off on: a Cinder
+    snapshot per volume it protects (`protected_gib`: their sizes in GiB) and its server(s) of
+    `cores` vCPUs and `ram_mb` MiB each. Part of `demand`; apply checks it again, against the
+    quotas read then, before it powers the source off (a saved plan applied after the quota
+    filled up: break-it 12d item 5)."""
+    return {
+        "gigabytes": sum(protected_gib),
+        "snapshots": len(protected_gib),
+        "instances": servers,
+        "cores": cores * servers,
+        "ram": ram_mb * servers,
+    }
 
 
 def _networks(vm: DesiredVM, ports: Sequence[Change]) -> dict[str, int]:

@@ -81,6 +81,7 @@ def volume_change(
         "volume_type": volume.volume_type,
         "bootable": volume.bootable,
         "disk_key": volume.disk_key,
+        "capacity": disk.capacity,  # bytes the plan saw: a saved plan checks them (apply)
     }
     zeros = ""
     if volume.unzeroed:  # only then: plans of zeroed volumes stay as they were
@@ -505,6 +506,7 @@ def verify_step(vm: DesiredVM, change: Change) -> Change:
         "volume_type": wanted.volume_type,
         "bootable": wanted.bootable,
         "disk_key": key,
+        "capacity": disk.capacity,
     }
     return Change(
         change.address,

@@ -261,6 +261,16 @@ def flavor_exists(conn: Any, name: str) -> bool:
         raise OpenStackError(f"looking up flavor {name}: {exc}") from exc
 
 
+def flavor_size(conn: Any, name: str) -> tuple[int, int] | None:
+    """A flavor's (vCPUs, RAM in MiB) by name or id; None when there is none. Raises
+    OpenStackError when Nova cannot be asked."""
+    try:
+        found = conn.compute.find_flavor(name, ignore_missing=True)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"looking up flavor {name}: {exc}") from exc
+    return None if found is None else (int(found.vcpus), int(found.ram))
+
+
 # -- flavors --------------------------------------------------------------------------------------
 
 

@@ -106,11 +106,13 @@ def _hard_off(si: Any, vm: Any) -> None:
             raise
 
 
-def power_on(si: Any, vm: Any) -> None:
-    """Power the VM back on (after a failed cutover); already on is fine."""
+def power_on(si: Any, vm: Any) -> bool:
+    """Power the VM back on (after a failed cutover); already on is fine. Returns whether
+    this call powered it on (False: someone had already)."""
     if power_state(si, vm) == POWERED_ON:
-        return
+        return False
     try:
         wait_task(si, vm.PowerOnVM_Task(), f"powering on {vm._moId}")
     except vmodl.MethodFault as exc:
         raise VSphereError(f"powering on {vm._moId}: {describe_fault(exc)}") from exc
+    return True

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from openstack.exceptions import SDKException
 
 from engine.errors import OpenStackError, SourceChangedError
 from engine.executor import cutover as module
@@ -49,6 +50,7 @@ def test_a_source_someone_powered_on_is_not_said_powered_back_on(
     """Break-it 12d item 7e: "source powered back on" was said of a source that someone else
     had already powered on (here: while its server booted, break-it 12d item 4)."""
     monkeypatch.setattr(module, "power_state", lambda _si, vm: "poweredOn")
+    monkeypatch.setattr(module, "power_on", lambda _si, vm: False)  # it was on: nothing done
     said: list[str] = []
     ctx = SimpleNamespace(
         store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
@@ -61,7 +63,7 @@ def test_a_source_someone_powered_on_is_not_said_powered_back_on(
         _vm=lambda name: f"ref-{name}",
     )
     assert Cutover(applier).settle_sources() == []
-    assert said == ["vm.web01: source running (powered on outside ferry)"]
+    assert said == ["vm.web01: source already powered on (not by ferry): left as it is"]
 
 
 def settle(store: SqliteStateStore, changes: list[Change]) -> list[str]:
@@ -166,9 +168,23 @@ def test_a_port_or_flavor_gone_since_the_plan_stops_before_the_power_off(tmp_pat
         [],
     )
     ports, flavors = {"p0"}, {"m1.medium"}
+    medium = SimpleNamespace(vcpus=2, ram=4096)
+
+    def unreadable(*_: Any, **__: Any) -> None:  # quotas the user may not read: not checked
+        raise SDKException("forbidden")
+
+    unlimited = SimpleNamespace(get_quota_set=unreadable)
     conn = SimpleNamespace(
-        network=SimpleNamespace(find_port=lambda i, ignore_missing: i if i in ports else None),
-        compute=SimpleNamespace(find_flavor=lambda n, ignore_missing: n if n in flavors else None),
+        network=SimpleNamespace(
+            find_port=lambda i, ignore_missing: i if i in ports else None, get_quota=unreadable
+        ),
+        compute=SimpleNamespace(
+            find_flavor=lambda n, ignore_missing: medium if n in flavors else None,
+            keypairs=list,
+            get_quota_set=unlimited.get_quota_set,
+        ),
+        block_storage=unlimited,
+        current_project_id="p",
     )
     server = Change("vm.web01.server", "server", Action.CREATE, "", None, {"flavor": "m1.medium"})
     ctx = SimpleNamespace(store=store, si=None, conn=conn, say=lambda *_: None, events=None)

@@ -1,0 +1,112 @@
+"""Before the power-off, a cutover checks again what a fresh plan checks and can change between
+plan and apply (break-it 12d item 5: a saved cutover plan applied after the instance quota filled
+up powered the source off, synced, protected, then failed the boot 403 "Quota exceeded for
+instances": 18 s of avoidable downtime in the lab). The planner's quota arithmetic (Budget,
+after_power_off) and key pair check are run against the quotas read now; a shortfall is one
+line and the source is not powered off. A real SQLite state store; the cloud is a fake of the
+openstacksdk calls read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from openstack.exceptions import SDKException
+
+from engine.errors import OpenStackError
+from engine.executor.cutover import Cutover
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.statestore.sqlite import SqliteStateStore
+
+FULL = {"instances": (10, 10)}  # limit, used
+
+
+def unreadable(*_: Any, **__: Any) -> None:
+    raise SDKException("forbidden")
+
+
+def cloud(quotas: dict[str, tuple[int, int]], key_pairs: tuple[str, ...] = ("ops",)) -> Any:
+    def quota_set(keys: tuple[str, ...]) -> Any:
+        def read(_project: str, usage: bool) -> Any:
+            limits = {k: quotas.get(k, (-1, 0))[0] for k in keys}
+            used = {k: quotas.get(k, (-1, 0))[1] for k in keys}
+            return SimpleNamespace(usage=used, **limits)
+
+        return read
+
+    medium = SimpleNamespace(vcpus=2, ram=4096)
+    return SimpleNamespace(
+        current_project_id="p",
+        network=SimpleNamespace(find_port=lambda i, ignore_missing: i, get_quota=unreadable),
+        compute=SimpleNamespace(
+            find_flavor=lambda n, ignore_missing: medium if n == "m1.medium" else None,
+            keypairs=lambda: [SimpleNamespace(name=k) for k in key_pairs],
+            get_quota_set=quota_set(("instances", "cores", "ram")),
+        ),
+        block_storage=SimpleNamespace(
+            get_quota_set=quota_set(("volumes", "gigabytes", "snapshots"))
+        ),
+    )
+
+
+def cutover(
+    tmp_path: Path, conn: Any, records: tuple[ResourceRecord, ...] = (), key_pair: str = "ops"
+) -> Cutover:
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    port = ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"})
+    store.write([port, *records], [])
+    after = {"flavor": "m1.medium", "key_pair": key_pair}
+    changes = [
+        Change("vm.web01.server", "server", Action.CREATE, "", None, after),
+        Change("vm.web01.conversion", "conversion", Action.CREATE, "", None, {}),
+        *(
+            Change(f"vm.web01.disk[{k}]", "volume", Action.UPDATE, "", {}, {"size_gib": 2})
+            for k in (2000, 2001)
+        ),
+    ]
+    ctx = SimpleNamespace(store=store, si=None, conn=conn, say=lambda *_: None, events=None)
+    return Cutover(SimpleNamespace(ctx=ctx, changes={c.address: c for c in changes}))  # type: ignore[arg-type]
+
+
+def test_room_for_the_cutover_passes(tmp_path: Path) -> None:
+    quotas = {"instances": (10, 9), "cores": (20, 18), "snapshots": (10, 8), "gigabytes": (100, 96)}
+    cutover(tmp_path, cloud(quotas)).ready_destination("web01")
+
+
+@pytest.mark.parametrize(
+    ("quotas", "said"),
+    [
+        (FULL, r"servers: needs 1, 0 left\)"),
+        ({"cores": (20, 19)}, r"vCPUs: needs 2, 1 left"),
+        ({"ram": (8192, 6144)}, r"MiB of RAM: needs 4096, 2048 left"),
+        ({"snapshots": (10, 9)}, r"volume snapshots: needs 2, 1 left"),  # the protection
+        ({"gigabytes": (100, 97)}, r"GiB of volumes and snapshots: needs 4, 3 left"),
+    ],
+    ids=["instances", "cores", "ram", "snapshots", "gigabytes"],
+)
+def test_a_quota_filled_since_the_plan_stops_before_the_power_off(
+    tmp_path: Path, quotas: dict[str, tuple[int, int]], said: str
+) -> None:
+    with pytest.raises(OpenStackError, match=said + r".*the source was not powered off$"):
+        cutover(tmp_path, cloud(quotas)).ready_destination("web01")
+
+
+def test_taken_protection_and_a_server_record_are_not_counted_again(tmp_path: Path) -> None:
+    """A cutover resumed after its protection (and a boot) of an earlier apply: those are in
+    the usage already."""
+    records = (
+        ResourceRecord(
+            "vm.web01.conversion", "conversion", Status.READY, {"protection": {"2000": "s"}}
+        ),
+        ResourceRecord("vm.web01.server", "server", Status.IN_PROGRESS, {}),
+    )
+    conn = cloud({**FULL, "snapshots": (10, 10)})
+    cutover(tmp_path, conn, records).ready_destination("web01")
+
+
+def test_a_key_pair_deleted_since_the_plan_stops_before_the_power_off(tmp_path: Path) -> None:
+    with pytest.raises(OpenStackError, match=r"key pair 'ops' does not exist.*not powered off"):
+        cutover(tmp_path, cloud({}, key_pairs=("other",))).ready_destination("web01")
