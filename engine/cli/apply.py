@@ -23,6 +23,7 @@ from rich.markup import escape
 from engine.addresses import Address
 from engine.cli.console import make_console
 from engine.cli.plan import (
+    AdoptLineageOption,
     StateOption,
     check_shared_state,
     lineages,
@@ -101,15 +102,7 @@ def apply(
             "was made (`ferry plan --verify --out`).",
         ),
     ] = False,
-    adopt_lineage: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--adopt-lineage",
-            help="With a spec: adopt the volumes of a lost ferry state, named by its lineage "
-            "(the lineage a refused volume's concern names; repeatable); adopting writes this "
-            "state's lineage on them.",
-        ),
-    ] = None,
+    adopt_lineage: AdoptLineageOption = None,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
     console = make_console(stderr=as_json)

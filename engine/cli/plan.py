@@ -54,6 +54,15 @@ STATE_HELP = (
     "$FERRY_STATE, ./state/ferry.db)."
 )
 StateOption = Annotated[str | None, typer.Option("--state", help=STATE_HELP)]
+AdoptLineageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--adopt-lineage",
+        help="With a spec: adopt the volumes of a lost ferry state, named by its lineage (the "
+        "lineage a refused volume's concern names; repeatable); adopting writes this state's "
+        "lineage on them.",
+    ),
+]
 
 
 def lineages(values: list[str] | None) -> tuple[str, ...]:
@@ -120,15 +129,7 @@ def plan(
             "sha256: a verify step where nothing else is planned, every copy verified whole.",
         ),
     ] = False,
-    adopt_lineage: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--adopt-lineage",
-            help="With a spec: adopt the volumes of a lost ferry state, named by its lineage "
-            "(the lineage a refused volume's concern names; repeatable); adopting writes this "
-            "state's lineage on them.",
-        ),
-    ] = None,
+    adopt_lineage: AdoptLineageOption = None,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
     targets = tuple(Address.parse(t) for t in target or [])
