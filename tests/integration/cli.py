@@ -6,11 +6,16 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.lab.lab import Lab
 
 ROOT = Path(__file__).parents[2]
+
+
+UNTIL_TIMEOUT = 300.0  # seconds until_line waits for its line
 
 
 def file_reader(spec_text: str) -> str:
@@ -47,3 +52,19 @@ def ferry_background(lab: Lab, *args: str, **env: str) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,
     )
+
+
+def until_line(proc: subprocess.Popen[str], text: str, then: Callable[[], object]) -> str:
+    """Read a background ferry's stdout until a line holding `text`, then call `then()` (a
+    signal, a fault): an observable event, never a sleep. Returns the lines read (all of them
+    when the output ended first); AssertionError with them after UNTIL_TIMEOUT seconds."""
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + UNTIL_TIMEOUT
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            then()
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    return "".join(seen)

@@ -20,7 +20,7 @@ import pytest
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
-from tests.integration.cli import ROOT, ferry
+from tests.integration.cli import ROOT, ferry, until_line
 from tests.integration.converge import assert_converged, records
 from tests.integration.test_cutover import apply, report_seconds, spec_with, vm_ref
 
@@ -169,19 +169,11 @@ def interrupt_after_power_off(
     lab.read_delay("web01", 2000, 1000)
     try:
         proc = start(lab, spec, state)
-        assert proc.stdout is not None
-        seen = []
-        deadline = time.monotonic() + 300
-        for line in proc.stdout:
-            seen.append(line)
-            if "source powered off" in line:
-                os.killpg(proc.pid, sig)
-                break
-            assert time.monotonic() < deadline, "".join(seen)
+        seen = until_line(proc, "source powered off", lambda: os.killpg(proc.pid, sig))
         rest, _ = proc.communicate(timeout=120)
     finally:
         lab.read_errors("web01", 2000, None)
-    return proc.returncode, "".join(seen) + rest
+    return proc.returncode, seen + rest
 
 
 def test_ctrl_c_after_the_power_off_powers_the_source_back_on(

@@ -13,7 +13,6 @@ test, one replica of build-old (a small VM), two cutovers:
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from engine.lab.lab import Lab
 from engine.providers.vsphere.power import PowerOffPolicy, power_off, power_on, power_state
 from engine.providers.vsphere.read import fetch_property
 from engine.statestore import postgres_at
-from tests.integration.cli import ROOT, ferry, ferry_background
+from tests.integration.cli import ROOT, ferry, ferry_background, until_line
 from tests.integration.converge import assert_converged, records
 from tests.integration.pgproxy import PgProxy, holder_backend, terminate
 from tests.integration.test_cutover import spec_with, vm_ref
@@ -56,17 +55,9 @@ def with_state(spec: Path, schema: str) -> Path:
 def cutover_until(lab: Lab, spec: Path, env: dict[str, str], then: Any) -> tuple[int, str, str]:
     """Apply the cutover; when it says the source is powered off, `then()`; (rc, out, err)."""
     proc = ferry_background(lab, "apply", str(spec), "--target", VM, "--auto-approve", **env)
-    assert proc.stdout is not None
-    seen = []
-    deadline = time.monotonic() + 300
-    for line in proc.stdout:
-        seen.append(line)
-        if "source powered off" in line:
-            then()
-            break
-        assert time.monotonic() < deadline, "".join(seen)
+    seen = until_line(proc, "source powered off", then)
     out, err = proc.communicate(timeout=300)
-    return proc.returncode, "".join(seen) + out, err
+    return proc.returncode, seen + out, err
 
 
 def ferry_snapshots(si: Any) -> list[str]:

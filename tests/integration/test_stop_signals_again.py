@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_state
 from engine.providers.vsphere.read import fetch_property
+from tests.integration.cli import until_line
 from tests.integration.converge import records
 from tests.integration.test_cutover import spec_with, vm_ref
 from tests.integration.test_cutover_safety import (  # noqa: F401 (a fixture)
@@ -39,20 +39,16 @@ def test_sigterm_and_sighup_at_once_after_the_power_off_put_the_source_back(
     lab.read_delay("web01", 2000, 1000)
     try:
         proc = start(lab, cutover, state)
-        assert proc.stdout is not None
-        seen = []
-        deadline = time.monotonic() + 300
-        for line in proc.stdout:
-            seen.append(line)
-            if "source powered off" in line:
-                os.killpg(proc.pid, signal.SIGTERM)
-                os.killpg(proc.pid, signal.SIGHUP)  # at once, as logind does
-                break
-            assert time.monotonic() < deadline, "".join(seen)
+
+        def term_and_hangup() -> None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGHUP)  # at once, as logind does
+
+        seen = until_line(proc, "source powered off", term_and_hangup)
         rest, _ = proc.communicate(timeout=120)
     finally:
         lab.read_errors("web01", 2000, None)
-    out = "".join(seen) + rest
+    out = seen + rest
     assert proc.returncode == 130, out
     vm = vm_ref(si, "web01")
     assert power_state(si, vm) == "poweredOn", out
