@@ -235,7 +235,7 @@ class Applier:
         cutover powered off and has not put back ('vm.web01: source powered off by ferry at
         …, no server yet'), and the snapshots this apply took and has not removed. Read
         without locks: the signal handler calls it."""
-        off = [left_off_line(n, since) for n, since in list(self.cutover.off.items())]
+        off = [left_off_line(n, since) for n, since in list(self.cutover.powered_off.items())]
         snapshots = [
             f"{Address('vm', n)}: ferry's snapshot {s._moId} left on the source"
             for n, (s, _) in list(self.ctx.snapshots.items())

@@ -76,13 +76,12 @@ class Cutover:
         self.a = applier
         self.ctx = applier.ctx
         self._revert_lock = threading.Lock()  # volume syncs of one VM run in parallel
-        # what this apply knows without its state (the state may be unreachable when it settles)
-        self.powered_off: dict[str, float] = {}  # VM → when ferry powered its source off
+        # What this apply knows without its state (the state may be unreachable when it
+        # settles). VM → epoch seconds ferry powered its source off, from this apply's power-off
+        # until settle_sources puts it back or leaves it off: what a kill would leave off (read
+        # by the signal handler, without locks), and what _settle_unrecorded powers back on.
+        self.powered_off: dict[str, float] = {}
         self.booting: set[str] = set()  # VMs whose server may have been booted by this apply
-        # VM name → epoch seconds ferry powered its source off, from this apply's power-off
-        # until settle_sources puts it back: what a kill would leave off (read by the signal
-        # handler, without locks)
-        self.off: dict[str, float] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -145,7 +144,6 @@ class Cutover:
             self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         if attrs.get(POWERED_OFF_AT):  # known without the state, should it be lost from here
             self.powered_off[name] = float(attrs[POWERED_OFF_AT])
-            self.off[name] = float(attrs[POWERED_OFF_AT])  # what a kill now would leave off
         how = power_off(self.ctx.si, vm, PowerOffPolicy.from_spec(settings))
         attrs["powered_off"] = how
         self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
@@ -174,7 +172,7 @@ class Cutover:
             if record is None or not record.attributes.get(POWERED_OFF_AT):
                 continue
             if self._server_maybe(name, records) or name in self.booting:
-                self.off.pop(name, None)
+                self.powered_off.pop(name, None)
                 continue  # cut over (or a server maybe booted): the source stays off
             line = self._settle(name, record)
             if line:
@@ -196,7 +194,7 @@ class Cutover:
         attrs = dict(record.attributes)
         since = left_off_line(name, float(attrs[POWERED_OFF_AT]))
         if self._on_failure(name) == "leave_off":
-            self.off.pop(name, None)  # left off as the spec says: nothing more to do
+            self.powered_off.pop(name, None)  # left off as the spec says: nothing more to do
             self.ctx.say(name, since)
             if self.ctx.events is not None:
                 self.ctx.events.emit("source_left_off", vm=name, since=attrs[POWERED_OFF_AT])
@@ -207,7 +205,7 @@ class Cutover:
             line = f"{since}: powering it back on failed: {exc}"
             self.ctx.say(name, line)
             return line
-        self.off.pop(name, None)
+        self.powered_off.pop(name, None)
         for key in ("source_power", "powered_off", POWERED_OFF_AT):
             attrs.pop(key, None)
         address = record.address
