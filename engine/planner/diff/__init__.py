@@ -205,6 +205,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
     throughput = measured_throughput(data.state)
     conversions = measured_conversions(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
+    handed = handed_volumes(data.destination, data.state.lineage) if data.destroy else {}
     observed: dict[tuple[str, Any], ObservedVolume] = {
         (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
     }
@@ -230,7 +231,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
                 "--destroy",
                 forget_cut_over=False,
                 snapshots=vm.source.snapshots,
-                handed=handed_volumes(data.destination, data.state.lineage),
+                handed=handed,
             )
             plans.append(_vm_plan(vm, vm.concerns + held, None))
             changes += [] if held else move + vm_list

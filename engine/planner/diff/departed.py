@@ -226,6 +226,7 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
     changes: list[Change] = []
     notes: list[Diagnostic] = []
     blind = data.lookup is not None and not data.lookup.complete  # an error says why
+    handed = handed_volumes(data.destination, data.state.lineage)
     for group in claims.others:
         if group.name in claims.held or blind:
             continue
@@ -239,7 +240,7 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
                 group.records,
                 "no longer in the spec: delete ferry's objects (never the source)",
                 forget_cut_over=True,
-                handed=handed_volumes(data.destination, data.state.lineage),
+                handed=handed,
             )
         else:
             notes.append(_kept(group, *entry))
