@@ -15,11 +15,13 @@ Where the state is (`locate`), first match wins:
 
 A DSN may carry a password only when it comes from the environment: never on argv or in the
 spec. Logs and reports of a PostgreSQL state are written under `./state/` of the working
-directory (FERRY_LOG_DIR to move them).
+directory, those of a SQLite state beside its file; FERRY_LOG_DIR (a directory) moves the logs
+(`StateLocation.log_dir`) and reports of either.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from engine.errors import StateError, UserError
 from engine.model.state import LockInfo, ResourceRecord, State
 
 DEFAULT_PATH = Path("state") / "ferry.db"
+LOG_DIR_ENV = "FERRY_LOG_DIR"  # moves the logs and reports of any state
 DSN_ENV = "FERRY_STATE_DSN"
 DEFAULT_SCHEMA = "ferry"
 
@@ -95,14 +98,20 @@ class StateLocation:
 
     @property
     def log_dir(self) -> Path:
-        """Per-VM logs, apply event logs and the default report live here."""
+        """Where the per-VM logs and the apply event logs live: $FERRY_LOG_DIR when set, else
+        `logs/` beside a SQLite state's file, else `./state/logs` (PostgreSQL)."""
+        moved = os.environ.get(LOG_DIR_ENV)
+        if moved:
+            return Path(moved)
         if self.path is not None:
             return self.path.parent / "logs"
         return Path("state") / "logs"
 
     @property
     def report_dir(self) -> Path:
-        return self.log_dir.parent
+        """Where `ferry report` writes report.html: $FERRY_LOG_DIR when set (beside the logs),
+        else the parent of `log_dir` (the state's directory)."""
+        return Path(os.environ[LOG_DIR_ENV]) if os.environ.get(LOG_DIR_ENV) else self.log_dir.parent
 
     @property
     def identity(self) -> str:

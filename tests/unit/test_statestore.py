@@ -272,3 +272,15 @@ def test_state_commands_find_the_state_a_spec_names(tmp_path: Path, postgres_dsn
     assert [r["address"] for r in json.loads(listed.stdout)["resources"]] == ["vm.a.disk[2000]"]
     unset = ferry("state", "list", "--spec", str(spec), env=dict(os.environ))
     assert unset.returncode == 1 and "$TEAM_DSN is empty" in unset.stderr
+
+
+def test_ferry_log_dir_moves_the_logs_and_reports_of_either_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite = sqlite_at(tmp_path / "s" / "ferry.db")
+    postgres = StateLocation("postgres", dsn="postgresql://ferry@127.0.0.1/ferry")
+    assert sqlite.log_dir == tmp_path / "s" / "logs" and sqlite.report_dir == tmp_path / "s"
+    assert postgres.log_dir == Path("state/logs") and postgres.report_dir == Path("state")
+    monkeypatch.setenv("FERRY_LOG_DIR", str(tmp_path / "moved"))
+    for where in (sqlite, postgres):
+        assert where.log_dir == where.report_dir == tmp_path / "moved"
