@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.addresses import Address
 from engine.errors import (
+    ConversionError,
     FerryError,
     OpenStackError,
     SourceChangedError,
@@ -29,7 +30,7 @@ from engine.errors import (
     StateUnreachableError,
     one_line,
 )
-from engine.executor.host import ConvertJob
+from engine.executor.host import ConvertJob, firstboot_scripts
 from engine.model.desired import Concern
 from engine.model.observed import Quota
 from engine.model.plan import Action, Change
@@ -520,7 +521,9 @@ class Cutover:
         process, or on that host's agent when a broker is configured. Returns its seconds."""
         host_name, host_id = self.a.host_for(name)
         log_name = self.ctx.log_names.get(name, name)
-        job = ConvertJob(host_id, volume_ids, self.a.targets.get(name, name), after, log_name)
+        scripts = firstboot_scripts(after.get("firstboot") or ())  # read here, run there
+        target = self.a.targets.get(name, name)
+        job = ConvertJob(host_id, volume_ids, target, after, log_name, scripts)
         say = self.a._say(Address("vm", name))
         on = self.a.on_host()
         return on.convert(host_name, job, self.ctx.log_dir, self.ctx.stop, say).seconds
@@ -709,6 +712,7 @@ class Cutover:
         holds what the cutover adds from the power-off on (the planner's `after_power_off`:
         protection snapshots, the server's instance, vCPUs and RAM; ports and volumes are made
         before). Raises OpenStackError, one line (the source stays on)."""
+        self._scripts_readable(name)
         conn = self.ctx.conn
         server = self.a.changes.get(str(Address("vm", name, "server")))
         after = (server.after if server else None) or {}
@@ -732,6 +736,18 @@ class Cutover:
                 f"{Address('vm', name)}: changed since the plan: "
                 f"{'; '.join(c.message for c in found)}; the source was not powered off"
             )
+
+    def _scripts_readable(self, name: str) -> None:
+        """The conversion's first-boot scripts (conversion.firstboot) can still be read here,
+        where the conversion's job reads them (`firstboot_scripts`): a script moved since the
+        plan fails before the power-off, not after it. Raises ConversionError, one line."""
+        conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
+        if conversion is None or conversion.action not in (Action.CREATE, Action.REPLACE):
+            return
+        try:
+            firstboot_scripts((conversion.after or {}).get("firstboot") or ())
+        except ConversionError as exc:
+            raise ConversionError(f"{exc}; the source was not powered off") from exc
 
     def _quota_short(self, name: str, size: tuple[int, int] | None) -> list[Concern]:
         """The planner's quota concern for what the VM's cutover adds from the power-off on,

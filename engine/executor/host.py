@@ -15,9 +15,12 @@ does) and write no state.
 
 from __future__ import annotations
 
+import base64
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from engine.dataplane.copy import (
     first_difference,
 )
 from engine.dataplane.nbdkit import DiskSource, NbdkitServer
-from engine.errors import StoppedError, VerifyError
+from engine.errors import ConversionError, StoppedError, VerifyError
 from engine.executor.seams import Devices, Sources
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.providers.openstack import volumes
@@ -257,15 +260,17 @@ class ConvertJob:
     """A guest's conversion on one conversion host, as plain data (`to_json` / `from_json`):
     its volumes (in the conversion's disk order) attached to server `host_id`, the guest's
     name, the conversion change's `conversion` ({disks: [{key, controller_key}], macs,
-    firmware, memory_mb, vcpus, guest_id, firstboot (paths on the host), debug}) and
-    `log_name`, the file (without .log) the tool's output is appended to in the host's log
-    directory."""
+    firmware, memory_mb, vcpus, guest_id, firstboot (the spec's paths, where the coordinator
+    read them), debug}), `log_name`, the file (without .log) the tool's output is appended to
+    in the host's log directory, and `scripts`, the first-boot scripts' contents
+    (`firstboot_scripts`): an agent's host need not hold the spec's files."""
 
     host_id: str
     volume_ids: list[str]
     name: str
     conversion: dict[str, Any]
     log_name: str
+    scripts: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,7 +283,47 @@ class ConvertJob:
             name=str(data["name"]),
             conversion=dict(data["conversion"]),
             log_name=str(data["log_name"]),
+            scripts=[{str(k): str(v) for k, v in s.items()} for s in data.get("scripts") or []],
         )
+
+
+def firstboot_scripts(paths: Sequence[str]) -> list[dict[str, str]]:
+    """The first-boot scripts at `paths` (on the machine running the apply, where the spec
+    is) as [{name: the file's name, data: its bytes in base64}], in order, for a ConvertJob.
+
+    Raises ConversionError naming a script that cannot be read (moved or deleted since the
+    plan)."""
+    scripts = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConversionError(
+                f"first-boot script {path}: cannot be read ({exc.strerror or exc}): the "
+                "conversion needs it (conversion.firstboot)"
+            ) from exc
+        scripts.append({"name": Path(path).name, "data": base64.b64encode(data).decode()})
+    return scripts
+
+
+@contextmanager
+def written_scripts(scripts: list[dict[str, str]]) -> Iterator[tuple[Path, ...]]:
+    """The job's first-boot scripts written to a private temporary directory on this host
+    (each in a folder of its own, so its name is kept and two of one name do not clash,
+    mode 0700); their paths, in order. Removed when the block ends."""
+    if not scripts:
+        yield ()
+        return
+    with tempfile.TemporaryDirectory(prefix="ferry-firstboot-") as tmp:
+        paths = []
+        for index, script in enumerate(scripts):
+            folder = Path(tmp) / str(index)
+            folder.mkdir()
+            path = folder / script["name"]
+            path.write_bytes(base64.b64decode(script["data"]))
+            path.chmod(0o700)
+            paths.append(path)
+        yield tuple(paths)
 
 
 @dataclass(frozen=True)
@@ -318,12 +363,13 @@ def convert(
             paths.append(host.devices.device(host.conn, volume_id, job.host_id))
         guest = v2v.guest_of(job.name, paths, after)
         started(f"converting with virt-v2v-in-place (log {log})")
-        options = v2v.Options(
-            firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
-            debug=bool(after.get("debug")),
-            cancel=cancel,  # Ctrl-C: stopped, then restored like a failed conversion
-        )
-        return ConvertResult(v2v.convert(guest, log, options), str(log))
+        with written_scripts(job.scripts) as firstboot:
+            options = v2v.Options(
+                firstboot=firstboot,
+                debug=bool(after.get("debug")),
+                cancel=cancel,  # Ctrl-C: stopped, then restored like a failed conversion
+            )
+            return ConvertResult(v2v.convert(guest, log, options), str(log))
     finally:
         for volume_id in attached:
             volumes.detach(host.conn, job.host_id, volume_id)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from openstack.exceptions import SDKException
 
-from engine.errors import OpenStackError
+from engine.errors import ConversionError, OpenStackError
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
@@ -53,7 +53,11 @@ def cloud(quotas: dict[str, tuple[int, int]], key_pairs: tuple[str, ...] = ("ops
 
 
 def cutover(
-    tmp_path: Path, conn: Any, records: tuple[ResourceRecord, ...] = (), key_pair: str = "ops"
+    tmp_path: Path,
+    conn: Any,
+    records: tuple[ResourceRecord, ...] = (),
+    key_pair: str = "ops",
+    firstboot: tuple[str, ...] = (),
 ) -> Cutover:
     store = SqliteStateStore(tmp_path / "ferry.db")
     port = ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"})
@@ -61,7 +65,9 @@ def cutover(
     after = {"flavor": "m1.medium", "key_pair": key_pair}
     changes = [
         Change("vm.web01.server", "server", Action.CREATE, "", None, after),
-        Change("vm.web01.conversion", "conversion", Action.CREATE, "", None, {}),
+        Change(
+            "vm.web01.conversion", "conversion", Action.CREATE, "", None, {"firstboot": firstboot}
+        ),
         *(
             Change(f"vm.web01.disk[{k}]", "volume", Action.UPDATE, "", {}, {"size_gib": 2})
             for k in (2000, 2001)
@@ -110,3 +116,17 @@ def test_taken_protection_and_a_server_record_are_not_counted_again(tmp_path: Pa
 def test_a_key_pair_deleted_since_the_plan_stops_before_the_power_off(tmp_path: Path) -> None:
     with pytest.raises(OpenStackError, match=r"key pair 'ops' does not exist.*not powered off"):
         cutover(tmp_path, cloud({}, key_pairs=("other",))).ready_destination("web01")
+
+
+def test_a_first_boot_script_gone_since_the_plan_stops_before_the_power_off(
+    tmp_path: Path,
+) -> None:
+    """The conversion's job carries the scripts' contents, read where the apply runs: a script
+    moved since the plan would fail the conversion after the power-off."""
+    there = tmp_path / "hello.sh"
+    there.write_text("#!/bin/sh\n")
+    room = cloud({})
+    cutover(tmp_path, room, firstboot=(str(there),)).ready_destination("web01")
+    there.unlink()
+    with pytest.raises(ConversionError, match=rf"first-boot script {there}: .*not powered off$"):
+        cutover(tmp_path, room, firstboot=(str(there),)).ready_destination("web01")
