@@ -7,6 +7,11 @@ the lab starts in the background (`ferry lab up` in a process of its own, its ou
 start (about 100 s on CI's 2 cores) then overlaps the unit tests instead of preceding the
 first lab test.
 
+The tiny Debian guest of the slow conversion tier (tests marked `guest_image`) is built in the
+background too when it is not cached (always on CI's fresh machine): a process of its own at
+niceness 10, so it takes the CPU the unit tests and the lab leave idle, its output in
+`<basetemp>/guest-build.log`; the `guest_image` fixture waits for it.
+
 FERRY_TEST_LAB_DIR=<dir> runs the tests against an already running lab instead (a developer's
 shortcut while iterating; it is neither started nor stopped). CI never sets it."""
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +32,7 @@ import pytest
 from openstack import exceptions as os_exc
 
 from engine.errors import UserError
+from engine.lab import guest
 from engine.lab.lab import Lab
 from engine.lab.openstack.services import free_port
 from engine.lab.postgres import LabPostgres
@@ -35,6 +42,8 @@ from engine.providers.vsphere.session import session
 
 ROOT = Path(__file__).parents[1]
 LAB_UP_TIMEOUT = 1200.0  # seconds; `lab up` takes ~100 s on CI, minutes on a loaded machine
+BUILD_GUEST = "from engine.lab.guest import tiny_debian; tiny_debian()"
+GUEST_BUILD_TIMEOUT = 1800.0  # seconds; ~3 min on CI, 20 min on a machine shared by six labs
 
 
 @dataclass
@@ -47,6 +56,7 @@ class _Starting:
 
 
 _starting: list[_Starting] = []
+_building: list[subprocess.Popen[bytes]] = []  # the guest image's background build
 
 
 def _uses_lab(item: pytest.Item) -> bool:
@@ -61,11 +71,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the lab in the background when a selected test needs it (not with
     FERRY_TEST_LAB_DIR, nor for --collect-only)."""
-    if os.environ.get("FERRY_TEST_LAB_DIR") or session.config.option.collectonly:
+    if session.config.option.collectonly:
+        return
+    factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+    if any(item.get_closest_marker("guest_image") for item in session.items):
+        _build_guest(factory.getbasetemp() / "guest-build.log")
+    if os.environ.get("FERRY_TEST_LAB_DIR"):
         return
     if not any(_uses_lab(item) for item in session.items):
         return
-    factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
     root = factory.mktemp("lab")
     log = root.parent / "lab-up.log"
     with log.open("wb") as out:
@@ -79,6 +93,90 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             start_new_session=True,  # not in the terminal's group: a Ctrl-C reaches pytest only
         )
     _starting.append(_Starting(root, process, log))
+
+
+def _build_guest(log: Path) -> None:
+    """Start building the conversion tier's guest image unless it is cached."""
+    if guest.is_built(guest.image_path()):
+        return
+    with log.open("wb") as out:
+        _building.append(
+            subprocess.Popen(
+                ["nice", "-n", "10", sys.executable, "-c", BUILD_GUEST],  # takes idle CPU
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: stopped as one at the session's end
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> Path:
+    """The tiny Debian guest image (engine.lab.guest): the background build waited for, then
+    the cached image (built here when that build failed: its error is then this test's)."""
+    while _building:
+        build = _building.pop()
+        try:
+            build.wait(timeout=GUEST_BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(build.pid, 9)  # the build this session started, by its process group
+            build.wait()
+    return guest.tiny_debian()
+
+
+def _children() -> set[tuple[int, int]]:
+    """This pytest's live child processes, as (pid, start time): a PID is reused only with
+    another start time."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[1]) == os.getpid():
+            found.add((int(entry.name), int(fields[19])))
+    return found
+
+
+def _stop(pid: int, grace: float) -> None:
+    """Ctrl-C to a child ferry (its process group when it leads one, as a terminal's job: it
+    settles what it did, e.g. powers back on a source it powered off), kill -9 after `grace`
+    seconds; reaped."""
+    try:
+        group = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        group = False
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """A test that fails or times out (pytest-timeout) before it ends an apply it started in
+    the background leaves it running: a conversion that outlived its test ran on for 15 min
+    and failed the next test that counted virt-v2v processes. Each child process a test
+    started and left alive is stopped when the test ends (the lab's background start and the
+    guest build are older than the test: left alone)."""
+    before = _children()
+    yield
+    for pid, _ in sorted(_children() - before):
+        _stop(pid, grace=60.0)
 
 
 def _started() -> Lab:
@@ -101,7 +199,14 @@ def _started() -> Lab:
 
 def pytest_sessionfinish() -> None:
     """A lab started in the background that no test took (the session ended first: -x, a
-    Ctrl-C during the unit tests) is waited for and stopped."""
+    Ctrl-C during the unit tests) is waited for and stopped; a guest build no test waited for
+    is stopped (its process group, which this session started)."""
+    while _building:
+        build = _building.pop()
+        if build.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(build.pid, 9)
+            build.wait()
     while _starting:
         starting = _starting.pop()
         with contextlib.suppress(subprocess.TimeoutExpired):

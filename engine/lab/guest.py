@@ -46,8 +46,8 @@ def tiny_debian(cache: Path | None = None) -> Path:
     """The cached guest image, built first when missing or when the recipe changed; beside it
     the file list of its initramfs (`initramfs_listing`), written before the image."""
     cache = cache or default_cache()
-    image = cache / f"tiny-debian-{recipe_stamp()}.img"
-    if image.exists() and initramfs_listing(image).exists():
+    image = image_path(cache)
+    if is_built(image):
         return image
     cache.mkdir(parents=True, exist_ok=True)
     for old in cache.glob("tiny-debian-*"):
@@ -59,6 +59,16 @@ def tiny_debian(cache: Path | None = None) -> Path:
         initramfs_listing(image).write_text(listing)
         partial.rename(image)
     return image
+
+
+def image_path(cache: Path | None = None) -> Path:
+    """Where the guest image of this recipe is (or will be) cached."""
+    return (cache or default_cache()) / f"tiny-debian-{recipe_stamp()}.img"
+
+
+def is_built(image: Path) -> bool:
+    """Is the image at `image` (`image_path`) built, with its initramfs listing?"""
+    return image.exists() and initramfs_listing(image).exists()
 
 
 def initramfs_listing(image: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from engine.lab.estate import find_vm
-from engine.lab.guest import initramfs_listing, tiny_debian
+from engine.lab.guest import initramfs_listing
 from engine.lab.lab import Lab
 from tests.integration.cli import ROOT, ferry
 from tests.integration.test_cutover import records, spec_with, volume_file
@@ -149,13 +149,14 @@ def kill_mid_conversion(lab: Lab, spec: Path, state: Path) -> None:
     assert conversion["protection"], "the protection snapshots are recorded"
 
 
-@pytest.mark.timeout(1500)  # builds the guest (~3 min cold) and runs three conversions under TCG
+@pytest.mark.guest_image
+@pytest.mark.timeout(1500)  # waits for the guest's build (~3 min cold), three conversions (TCG)
 def test_a_real_debian_guest_is_converted_and_boots_as_a_server(
-    lab: Lab, si: Any, tmp_path: Path, new_cloud_objects: None
+    lab: Lab, si: Any, tmp_path: Path, new_cloud_objects: None, guest_image: Path
 ) -> None:
     vm = find_vm("build-old")
     assert vm is not None
-    image = tiny_debian()
+    image = guest_image
     data = lab.install_guest("build-old", 2000, image)
     assert data > 100 * 1024**2
     before = initramfs_listing(image).read_text()  # read from the tree the image was made of
