@@ -81,6 +81,8 @@ QUEUE_PREFIX = "ferry.host."
 PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
 PING_TIMEOUT = 1.0  # seconds an agent starting waits for another of its host to answer
+ASK_TIMEOUT = 2.0  # seconds a coordinator re-placing a VM waits for the agents' answers
+NODE_PREFIX = "ferry-agent-"  # an agent's Celery node name: ferry-agent-<HOST>@<machine>
 BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
 CHECK = 1.0  # seconds between an agent's checks that a copy's apply still waits for it
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
@@ -237,6 +239,18 @@ class Remote:
         (ConversionError when the tool failed)."""
         return ConvertResult(**self._run(CONVERT_TASK, host_name, job.to_json(), _on(cancel), say))
 
+    def answering(self, timeout: float = ASK_TIMEOUT) -> set[str]:
+        """The conversion hosts whose agent answers a ping on the broker within `timeout`
+        seconds (Celery's remote control, one broadcast). Raises AgentError when the broker
+        cannot be reached."""
+        app = make_app(self.broker)
+        try:
+            return agents_of(app.control.ping(timeout=timeout))
+        except BROKER_ERRORS as exc:
+            raise AgentError(f"cannot ask the agents on the broker: {_one_line(exc)}") from exc
+        finally:
+            app.close()
+
     def _run(
         self,
         task: str,
@@ -258,6 +272,18 @@ class Remote:
             raise AgentError(lost_broker(host_name, exc)) from exc
         finally:
             app.close()
+
+
+def agents_of(replies: list[dict[str, Any]]) -> set[str]:
+    """The host names of the ferry agents among Celery ping replies ([{node name: {"ok":
+    "pong"}}, ...]; an agent's node is ferry-agent-<HOST>@<machine>, other workers are left
+    out)."""
+    nodes = (node for reply in replies for node, answer in reply.items() if answer)
+    return {
+        node.rsplit("@", 1)[0].removeprefix(NODE_PREFIX)
+        for node in nodes
+        if node.startswith(NODE_PREFIX) and "@" in node
+    }
 
 
 def _on(cancel: threading.Event) -> Callbacks:
@@ -903,7 +929,7 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
     Raises AgentError, before consuming anything, when this host's agent already runs on this
     machine (its worker answers a ping): Celery's worker would fail on its control queue, which
     RabbitMQ gives one connection only (RESOURCE_LOCKED), with a traceback."""
-    node = f"ferry-agent-{agent.name}@{socket.gethostname()}"
+    node = f"{NODE_PREFIX}{agent.name}@{socket.gethostname()}"
     if app.control.ping(destination=[node], timeout=PING_TIMEOUT):
         raise AgentError(
             f"an agent for conversion host {agent.name} already runs on this machine (worker "
