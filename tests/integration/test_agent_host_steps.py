@@ -106,7 +106,8 @@ def compared_on_the_agent(events: list[dict[str, Any]], agent_log: str, volume_i
     """The compare was taken by the agent of ferry-conversion-02 (the volume attached to its
     server there), found the volume equal and said so."""
     said = steps(events)
-    assert f"{DISK}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]})" in said, said
+    taken = f"{DISK}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]}) for the compare"
+    assert taken in said, said
     equal = f"{DISK}: volume {volume_id} equals disk 2000 at snapshot "
     assert any(m.startswith(equal) for m in said), said
     assert [e["address"] for e in events if e["event"] == "verified"] == [DISK]
@@ -139,7 +140,8 @@ def converted_on_the_agent(
     starts = [e for e in events if e["event"] == "node_start" and e["address"].endswith("sion")]
     assert [e.get("host") for e in starts] == [HOSTS[1]], starts
     said = steps(events)
-    assert f"vm.{VM}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]})" in said, said
+    taken = f"vm.{VM}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]}) for the conversion"
+    assert taken in said, said
     line = next(m for m in said if m.startswith(f"vm.{VM}: converting with virt-v2v-in-place"))
     v2v_log = Path(line.split("(log ")[1].rstrip(")"))
     assert v2v_log.is_relative_to(tmp_path / "agent-state" / "ferry" / "agent" / HOSTS[1]), line

@@ -114,7 +114,7 @@ def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
         remote.host, "compare", lambda job, _h, _c: ran.append(("compare", "")) or RESULT
     )
     monkeypatch.setattr(remote.host, "convert", convert)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
     monkeypatch.setattr(remote, "_Reporter", QuietReporter)
     agent = Agent("conv-b", "id-b", "a" * 64, host=None, checkpoints=tmp_path)  # type: ignore[arg-type]
 
@@ -136,5 +136,5 @@ def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
     logs = str(tmp_path / "logs")
     assert ran == [("compare", ""), ("convert", logs), ("convert", logs)]
     refused = run_task(Task(), agent, {**job, "host_id": "id-c"}, "a" * 64, step=CONVERT_TASK)
-    assert "refused a copy for server id-c" in refused["error"]["message"]
+    assert "refused a conversion for server id-c" in refused["error"]["message"]
     assert len(ran) == 3
