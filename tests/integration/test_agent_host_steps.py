@@ -23,8 +23,9 @@ import pytest
 from engine.lab.lab import Lab
 from engine.lab.openstack.bootstrap import ensure_conversion_host
 from engine.statestore import postgres_at
-from tests.integration.cli import ROOT, ferry, ferry_background
-from tests.integration.test_agents import EXECUTION, STARTED, start_agent, stop
+from tests.integration.agent_spec import agents_spec
+from tests.integration.cli import ferry, ferry_background
+from tests.integration.test_agents import STARTED, start_agent, stop
 from tests.integration.test_conversion import no_converters_within
 from tests.integration.test_placement_agents import HOSTS
 
@@ -35,17 +36,8 @@ VM, DISK = "build-old", "vm.build-old.disk[2000]"
 def spec_for(tmp_path: Path, schema: str, mode: str) -> Path:
     """The demo spec for build-old alone (`mode`, not verified on copy), pinned to the second
     of two conversion hosts, the lab's broker, state in PostgreSQL (`schema`)."""
-    text = (ROOT / "plans" / "demo.yaml").read_text()
-    listed = text[text.index("conversion_hosts:") : text.index("\ndefaults:")]
-    two = "conversion_hosts:\n" + "".join(
-        f"  - name: {h}\n    max_parallel: 2\n    devices: connection-info\n" for h in HOSTS
-    )
-    head = text.replace(listed, two).split("\nvms:")[0]
-    state = f"state: {{backend: postgres, dsn_env: FERRY_STATE_DSN, schema: {schema}}}\n"
-    vm = f"  - name: {VM}\n    mode: {mode}\n    verify: false\n    conversion_host: {HOSTS[1]}\n"
-    spec = tmp_path / f"{mode}.yaml"
-    spec.write_text(f"{head}\n{EXECUTION}\n{state}\nvms:\n{vm}")
-    return spec
+    vm = f"name: {VM}\n    mode: {mode}\n    verify: false\n    conversion_host: {HOSTS[1]}\n"
+    return agents_spec(tmp_path / f"{mode}.yaml", schema, [(h, 2) for h in HOSTS], [vm])
 
 
 def events_of(stdout: str) -> list[dict[str, Any]]:

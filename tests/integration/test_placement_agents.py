@@ -25,10 +25,11 @@ from engine.lab.lab import Lab
 from engine.lab.openstack.bootstrap import conversion_host, ensure_conversion_host
 from engine.model.state import RECORDED_HOST
 from engine.statestore import postgres_at
+from tests.integration.agent_spec import agents_spec
 from tests.integration.chaos import content_digest
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import volume_file
-from tests.integration.test_agents import EXECUTION, STARTED, ready, start_agent, stop
+from tests.integration.test_agents import STARTED, ready, start_agent, stop
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 HOSTS = ("ferry-conversion-01", "ferry-conversion-02")  # the lab's host, and one booted here
@@ -40,17 +41,8 @@ DISKS = {"web01": (2000, 2001), "build-old": (2000,)}
 def spec_for(tmp_path: Path, schema: str) -> Path:
     """The demo spec for web01 and build-old (not verified: the test compares), the conversion
     hosts of LISTED, the lab's broker, state in PostgreSQL (`schema`)."""
-    text = (ROOT / "plans" / "demo.yaml").read_text()
-    listed = text[text.index("conversion_hosts:") : text.index("\ndefaults:")]
-    two = "conversion_hosts:\n" + "".join(
-        f"  - name: {h}\n    max_parallel: {n}\n    devices: connection-info\n" for h, n in LISTED
-    )
-    head = text.replace(listed, two).split("\nvms:")[0]
-    state = f"state: {{backend: postgres, dsn_env: FERRY_STATE_DSN, schema: {schema}}}\n"
-    vms = "".join(f"  - name: {vm}\n    verify: false\n" for vm in DISKS)
-    spec = tmp_path / "two-hosts.yaml"
-    spec.write_text(f"{head}\n{EXECUTION}\n{state}\nvms:\n{vms}")
-    return spec
+    vms = [f"name: {vm}\n    verify: false\n" for vm in DISKS]
+    return agents_spec(tmp_path / "two-hosts.yaml", schema, LISTED, vms)
 
 
 def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
