@@ -790,15 +790,16 @@ class Applier:
     def host_for(self, vm: str) -> tuple[str, str]:
         """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
         placement when syncs run on the hosts' agents (execution.broker) and that host's server
-        is known; else the host this apply writes on (the spec's first). A placed host whose
-        server is gone (deleted since the plan; any host the plan boots is up before the VM's
-        steps) re-places the VM once by the plan's rules among the hosts whose agent answers
-        (`re_place`). Raises AgentError when no host can take it."""
+        is known; else (no broker, or no placement) the host this apply writes on (the spec's
+        first). A placed host whose server is gone, the first one too (deleted since the plan;
+        any host the plan boots is up before the VM's steps), re-places the VM once by the
+        plan's rules among the hosts whose agent answers (`re_place`). Raises AgentError when
+        no host can take it."""
         name = self.placement.get(vm, "")
         if self.ctx.remote is not None and name in self.ctx.host_ids:
             return name, self.ctx.host_ids[name]
         first = self.ctx.conversion_host_name
-        if self.ctx.remote is None or not name or name == first:
+        if self.ctx.remote is None or not name:
             return first, self.ctx.conversion_host_id
         moved = self.re_place(vm, name)
         if moved is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from engine.errors import AgentError
+from engine.cli import apply as apply_cli
+from engine.errors import AgentError, UserError
 from engine.executor import apply as apply_module
 from engine.executor.apply import Applier
 from engine.executor.events import Events
@@ -194,3 +196,47 @@ def _case(name: str) -> dict[str, Any]:
     data = json.loads((Path(__file__).parents[2] / "cases" / name / "expected.json").read_text())
     data.pop("exit_code")
     return dict(data | {"created_at": "2026-01-01T00:00:00Z", "spec_digest": "0" * 64})
+
+
+def test_a_gone_first_host_re_places_its_vms_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """conv-a, the spec's first host, is gone: web02 (7 GiB, placed there) goes to conv-c,
+    which finishes it earliest ((17 + 7) / 4 slots against (9 + 7) / 2 on conv-b); the old
+    rule kept it on the first host, whose server is gone."""
+    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 0)
+    applier = routing_applier(
+        tmp_path, Asking({"conv-b", "conv-c"}), {"conv-b": "id-b", "conv-c": "id-c"}
+    )
+    applier.ctx.conversion_host_id = ""  # the apply found no server by its name
+    assert applier.host_for("web02") == ("conv-c", "id-c")
+    assert applier.slot_pool("web02") == "conversion:conv-c"
+    assert "re-placed from conversion host conv-a to conv-c" in (tmp_path / "web02.log").read_text()
+
+
+def test_an_apply_with_agents_goes_on_when_its_first_host_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a broker and other hosts, a first host without a server is not an error (its VMs
+    are re-placed); without a broker (it writes every volume) or alone, it still is."""
+    servers = {"conv-b": SimpleNamespace(id="id-b")}
+    conn = SimpleNamespace(
+        compute=SimpleNamespace(find_server=lambda name, ignore_missing: servers.get(name))
+    )
+    monkeypatch.setattr(apply_cli, "host_seams", lambda *_a: (None, None))
+    monkeypatch.setattr(apply_cli, "connect_destination", lambda _d: conn)
+    location = SimpleNamespace(open=lambda: None, log_dir=tmp_path)
+    spec: dict[str, Any] = {
+        "destination": {},
+        "conversion_hosts": [{"name": "conv-a"}, {"name": "conv-b"}],
+    }
+    monkeypatch.setattr(apply_cli, "_remote", lambda _spec: Asking(set()))
+    ctx = apply_cli._context(spec, None, location, Events(None))  # type: ignore[arg-type]
+    assert ctx.conversion_host_id == "" and ctx.host_ids == {"conv-b": "id-b"}
+    monkeypatch.setattr(apply_cli, "_remote", lambda _spec: None)
+    with pytest.raises(UserError, match="conversion host 'conv-a' is not a server in the cloud"):
+        apply_cli._context(spec, None, location, Events(None))  # type: ignore[arg-type]
+    monkeypatch.setattr(apply_cli, "_remote", lambda _spec: Asking(set()))
+    alone = {**spec, "conversion_hosts": [{"name": "conv-a"}]}
+    with pytest.raises(UserError, match="conversion host 'conv-a' is not a server"):
+        apply_cli._context(alone, None, location, Events(None))  # type: ignore[arg-type]
