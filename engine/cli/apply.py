@@ -385,7 +385,8 @@ def _context(
     remote = _remote(spec)
     conn = connect_destination(spec["destination"])
     host = conn.compute.find_server(first["name"], ignore_missing=True) if first else None
-    if first and host is None and not first.get("create"):
+    if first and host is None and not first.get("create") and (remote is None or len(hosts) < 2):
+        # with agents and other hosts, its VMs are re-placed (Applier.host_for)
         raise UserError(f"conversion host {first['name']!r} is not a server in the cloud")
     return Context(
         si,

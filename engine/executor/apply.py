@@ -24,13 +24,16 @@ from engine.addresses import Address
 from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
 from engine.errors import (
+    AgentError,
     ChangeTrackingError,
+    FerryError,
     OpenStackError,
     SourceChangedError,
     StateError,
     StoppedError,
     UserError,
     VerifyError,
+    one_line,
 )
 from engine.executor import host
 from engine.executor.cutover import Cutover, brief, content_epoch, left_off_line
@@ -52,6 +55,15 @@ from engine.model.state import (
     Status,
 )
 from engine.planner.diff.attachments import STALE_KEY, repair_only
+from engine.planner.placement import (
+    Candidate,
+    Demand,
+    Host,
+    Replacement,
+    copied,
+    placed_bytes,
+    replace_vm,
+)
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.inventory import parse_nic
@@ -174,7 +186,10 @@ class Applier:
         self.verify = {v.name: v.verify for v in plan.vms}
         self.modes = {v.name: v.mode for v in plan.vms}
         self.placement = {v.name: v.conversion_host for v in plan.vms}  # the plan's hosts
-        self.replaced: set[str] = set()  # VMs re-placed because their host is gone (said once)
+        self.plan_vm = {v.name: v for v in plan.vms}
+        self.placing = threading.Lock()  # one re-placement at a time: each counts the others
+        self.moved_to: dict[str, str] = {}  # VM → the host it was re-placed on (its host gone)
+        self.unplaced: dict[str, str] = {}  # VM → why no host can take it (its host gone)
         self.ctx.log_names.update(self.targets)
         self.unwritten: list[str] = []  # addresses whose record the state did not take
         self.cutover = Cutover(self)
@@ -775,25 +790,93 @@ class Applier:
     def host_for(self, vm: str) -> tuple[str, str]:
         """(name, server id) of the conversion host that writes `vm`'s volumes: the plan's
         placement when syncs run on the hosts' agents (execution.broker) and that host's server
-        is known; else the host this apply writes on (the spec's first). A placed host whose
-        server is gone (deleted since the plan; any host the plan boots is up before the VM's
-        steps) re-places the VM on the first host, said once in its log."""
+        is known; else (no broker, or no placement) the host this apply writes on (the spec's
+        first). A placed host whose server is gone, the first one too (deleted since the plan;
+        any host the plan boots is up before the VM's steps), re-places the VM once by the
+        plan's rules among the hosts whose agent answers (`re_place`). Raises AgentError when
+        no host can take it."""
         name = self.placement.get(vm, "")
         if self.ctx.remote is not None and name in self.ctx.host_ids:
             return name, self.ctx.host_ids[name]
         first = self.ctx.conversion_host_name
-        if self.ctx.remote is not None and name and name != first:
-            with self.ctx.lock:
-                told, self.replaced = vm in self.replaced, self.replaced | {vm}
-            if not told:
-                self.ctx.say(vm, replaced_line(vm, name, first))
-        return first, self.ctx.conversion_host_id
+        if self.ctx.remote is None or not name:
+            return first, self.ctx.conversion_host_id
+        moved = self.re_place(vm, name)
+        if moved is None:
+            raise AgentError(self.unplaced[vm])
+        return moved, self.ctx.host_ids[moved]
+
+    def re_place(self, vm: str, gone: str) -> str | None:
+        """The host `vm` goes to instead of `gone` (its server gone), decided once per apply:
+        placement.replace_vm over the plan's hosts (zones, slots, the bytes placed on each, this
+        apply's earlier moves counted), the volumes attached to each server now and the agents
+        answering the broker's ping. Said once: in the VM's log, on the console and as a
+        `replaced` event. None: no host can take it (the line in `unplaced`)."""
+        with self.placing:
+            if vm in self.moved_to or vm in self.unplaced:
+                return self.moved_to.get(vm)
+            placed = self.plan_vm[vm]
+            demand = Demand(
+                vm,
+                copied(vm, self.plan.changes),
+                placed.availability_zone or None,
+                gone if placed.pinned else None,
+                None,
+            )
+            disks = sum(
+                1
+                for c in self.plan.changes
+                if c.kind == "volume" and Address.parse(c.address).name == vm
+            )
+            try:
+                chosen = replace_vm(demand, disks, gone, self._candidates(gone))
+            except FerryError as exc:
+                why = f"{gone}, where the plan placed it, is gone, and the hosts could not be asked"
+                chosen = Replacement(None, f"{why}: {one_line(str(exc))}")
+            if chosen.host is None:
+                line = f"{Address('vm', vm)}: not re-placed: {chosen.why}"
+                self.unplaced[vm] = line
+            else:
+                self.moved_to[vm] = chosen.host
+                self.placement[vm] = chosen.host
+                line = (
+                    f"{Address('vm', vm)}: re-placed from conversion host {gone} to "
+                    f"{chosen.host}: {chosen.why}"
+                )
+        if self.ctx.events is not None:
+            self.ctx.events.emit(
+                "replaced", vm=vm, placed=gone, host=chosen.host, reason=chosen.why
+            )
+        self.ctx.say(vm, line)
+        return chosen.host
+
+    def _candidates(self, gone: str) -> list[Candidate]:
+        """The plan's conversion hosts as re-placement sees them now: bytes placed on each (the
+        plan's placement, moves included), volumes attached to each server, agents answering.
+        Raises AgentError (broker) or OpenStackError (cloud) when they cannot be asked."""
+        assert self.ctx.remote is not None
+        answering = self.ctx.remote.answering()
+        load = placed_bytes(self.placement, self.plan.changes)
+        out = []
+        for h in self.plan.hosts:
+            if h.name == gone:
+                continue
+            server = self.ctx.host_ids.get(h.name, "")
+            answers = h.name in answering
+            attached = volumes.attached_count(self.ctx.conn, server) if server and answers else 0
+            host = Host(h.name, h.availability_zone, h.slots)
+            out.append(Candidate(host, load.get(h.name, 0), attached, bool(server), answers))
+        return out
 
     def host_of(self, change: Change) -> str:
         """The conversion host a change runs on: a copy's, compare's (volume) or conversion's
-        its VM's; "" for the coordinator's steps."""
+        its VM's ("" when no host can take it: its step fails); "" for the coordinator's
+        steps."""
         if change.kind in ("volume", "conversion"):
-            return self.host_for(Address.parse(change.address).name)[0]
+            try:
+                return self.host_for(Address.parse(change.address).name)[0]
+            except AgentError:
+                return ""
         return ""
 
     def _release_elsewhere(
@@ -819,8 +902,12 @@ class Applier:
         )
 
     def slot_pool(self, vm: str) -> str:
-        """The walker's pool of copy slots `vm`'s disk copies take: its host's."""
-        name = self.host_for(vm)[0]
+        """The walker's pool of copy slots `vm`'s disk copies take: its host's (the placed
+        one's when no host can take it: its step fails at once)."""
+        try:
+            name = self.host_for(vm)[0]
+        except AgentError:
+            name = self.placement.get(vm, "")
         return "conversion" if name == self.ctx.conversion_host_name else f"conversion:{name}"
 
     def _run_sync(
@@ -1098,14 +1185,6 @@ class Applier:
         if not uuid or record.attributes.get(INSTANCE_UUID) == uuid:
             return record
         return replace(record, attributes={**record.attributes, INSTANCE_UUID: uuid})
-
-
-def replaced_line(vm: str, placed: str, first: str) -> str:
-    """The line of a VM re-placed at apply time: the host the plan placed it on is gone."""
-    return (
-        f"{Address('vm', vm)}: re-placed on conversion host {first}: {placed}, where the plan "
-        "placed it, is gone (no server of that name in the cloud)"
-    )
 
 
 def sync_line(address: str, kind: str, stats: CopyStats, step: float) -> str:

@@ -11,6 +11,8 @@ Events (every one has `ts`, seconds since the epoch, and `event`):
           host (the conversion host that wrote it)}
   copy_stopped {address, read, written, zeroed, skipped (bytes the stopped copy moved until the
           stop), checkpoint (bytes: where the next apply resumes)}
+  replaced {vm, placed (the host the plan placed it on, gone), host (where it goes; null: no host
+          can take it, the VM fails), reason}
   state_not_written {message, addresses (records the state did not take: its connection lost
           and not made again in time, or its lock taken by another ferry meanwhile)}
   apply_end {ok, done, failed, skipped, bytes_read, bytes_zeroed, bytes_skipped, seconds}

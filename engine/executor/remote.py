@@ -78,9 +78,12 @@ TASK = "ferry.sync"
 COMPARE_TASK = "ferry.compare"
 CONVERT_TASK = "ferry.convert"
 QUEUE_PREFIX = "ferry.host."
+STEPS = {TASK: "copy", COMPARE_TASK: "compare", CONVERT_TASK: "conversion"}  # what each runs
 PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
 PING_TIMEOUT = 1.0  # seconds an agent starting waits for another of its host to answer
+ASK_TIMEOUT = 2.0  # seconds a coordinator re-placing a VM waits for the agents' answers
+NODE_PREFIX = "ferry-agent-"  # an agent's Celery node name: ferry-agent-<HOST>@<machine>
 BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
 CHECK = 1.0  # seconds between an agent's checks that a copy's apply still waits for it
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
@@ -237,6 +240,18 @@ class Remote:
         (ConversionError when the tool failed)."""
         return ConvertResult(**self._run(CONVERT_TASK, host_name, job.to_json(), _on(cancel), say))
 
+    def answering(self, timeout: float = ASK_TIMEOUT) -> set[str]:
+        """The conversion hosts whose agent answers a ping on the broker within `timeout`
+        seconds (Celery's remote control, one broadcast). Raises AgentError when the broker
+        cannot be reached."""
+        app = make_app(self.broker)
+        try:
+            return agents_of(app.control.ping(timeout=timeout))
+        except BROKER_ERRORS as exc:
+            raise AgentError(f"cannot ask the agents on the broker: {_one_line(exc)}") from exc
+        finally:
+            app.close()
+
     def _run(
         self,
         task: str,
@@ -249,15 +264,28 @@ class Remote:
         app = make_app(self.broker)
         try:
             sent = app.send_task(task, args=[job, self.spec_digest], queue=queue_name(host_name))
-            return _Waiter(app, sent, host_name, calls, say, self.broker.timeout).wait()
+            waiter = _Waiter(app, sent, host_name, calls, say, self.broker.timeout, STEPS[task])
+            return waiter.wait()
         except BROKER_ERRORS as exc:
-            raise AgentError(lost_broker(host_name, exc)) from exc
+            raise AgentError(lost_broker(host_name, exc, STEPS[task])) from exc
         except RuntimeError as exc:  # Celery's rpc consumer could not reconnect
             if "reconnect" not in str(exc):
                 raise
-            raise AgentError(lost_broker(host_name, exc)) from exc
+            raise AgentError(lost_broker(host_name, exc, STEPS[task])) from exc
         finally:
             app.close()
+
+
+def agents_of(replies: list[dict[str, Any]]) -> set[str]:
+    """The host names of the ferry agents among Celery ping replies ([{node name: {"ok":
+    "pong"}}, ...]; an agent's node is ferry-agent-<HOST>@<machine>, other workers are left
+    out)."""
+    nodes = (node for reply in replies for node, answer in reply.items() if answer)
+    return {
+        node.rsplit("@", 1)[0].removeprefix(NODE_PREFIX)
+        for node in nodes
+        if node.startswith(NODE_PREFIX) and "@" in node
+    }
 
 
 def _on(cancel: threading.Event) -> Callbacks:
@@ -316,6 +344,7 @@ class _Waiter:
     calls: Callbacks
     say: Callable[[str], None]
     timeout: float
+    step: str = "copy"  # what the task runs: copy | compare | conversion (STEPS)
     last: float = field(default_factory=time.monotonic)
     agent: str | None = None
     mark: int | None = None
@@ -346,7 +375,8 @@ class _Waiter:
             again = " again (redelivered)" if meta.get("redelivered") else ""
             resumed = meta.get("resumed_at")
             at = f", resumed at its checkpoint, byte {resumed}" if isinstance(resumed, int) else ""
-            self.say(f"taken{again} by agent {agent} (queue {queue_name(self.host_name)}){at}")
+            queue = queue_name(self.host_name)
+            self.say(f"taken{again} by agent {agent} (queue {queue}) for the {self.step}{at}")
             self.agent, self.mark, self.rewritten, self.done = agent, None, False, None
         note = meta.get("note")
         if isinstance(note, str) and note != self.note:
@@ -370,30 +400,32 @@ class _Waiter:
             self.app.control.revoke(self.sent.id)
             self.revoked = True
             if self.agent is None:  # no agent took it: nothing to wait for
-                raise StoppedError(f"stopped before an agent on {self.host_name} took the copy")
+                raise StoppedError(
+                    f"stopped before an agent on {self.host_name} took the {self.step}"
+                )
         silent = time.monotonic() - self.last
         if self.agent is None and not self.noticed and silent >= min(WAIT_NOTICE, self.timeout / 2):
             self.noticed = True
-            self.say(waiting_line(self.host_name, self.timeout))
+            self.say(waiting_line(self.host_name, self.timeout, self.step))
         if silent < self.timeout:
             return
         self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
         queue = queue_name(self.host_name)
         if self.agent is None:
             raise AgentError(
-                f"no agent took the copy from queue {queue} in {self.timeout:.0f} s: is "
+                f"no agent took the {self.step} from queue {queue} in {self.timeout:.0f} s: is "
                 f"`ferry agent --host {self.host_name}` running with this spec and broker?"
             )
         raise AgentError(
             f"agent {self.agent} on conversion host {self.host_name} went silent for "
-            f"{self.timeout:.0f} s mid-copy (no agent took it again from queue {queue})"
+            f"{self.timeout:.0f} s mid-{self.step} (no agent took it again from queue {queue})"
         )
 
     def _outcome(self, envelope: Any) -> dict[str, Any]:
         state = self.sent.state
         if state != "SUCCESS" or not isinstance(envelope, dict):
             raise AgentError(
-                f"the copy on conversion host {self.host_name} ended {state}: {envelope!r}"
+                f"the {self.step} on conversion host {self.host_name} ended {state}: {envelope!r}"
             )
         if "error" in envelope:
             raise _error(envelope["error"], self.host_name)
@@ -403,20 +435,23 @@ class _Waiter:
 BROKER_ERRORS = (OSError, amqp_exceptions.AMQPError, KombuError)
 
 
-def lost_broker(host_name: str, exc: BaseException) -> str:
-    """The line for a copy whose broker connection broke (RabbitMQ restarted or unreachable):
-    a new apply resumes from the state's checkpoint (the agent's copy stops once it sees this
-    apply's reply queue gone; until then a new copy of that volume waits for it)."""
+def lost_broker(host_name: str, exc: BaseException, step: str = "copy") -> str:
+    """The line for a `step` (copy, compare, conversion) whose broker connection broke
+    (RabbitMQ restarted or unreachable): a new apply resumes from the state's checkpoint (the
+    agent's step stops once it sees this apply's reply queue gone; until then a new step on
+    that volume waits for it)."""
     return (
-        f"lost the broker while the copy ran on conversion host {host_name} "
+        f"lost the broker while the {step} ran on conversion host {host_name} "
         f"({_one_line(exc)}): apply again to resume from the last checkpoint"
     )
 
 
-def waiting_line(host_name: str, timeout: float) -> str:
-    """The status of a copy no agent took yet: names the host, its queue and the timeout."""
+def waiting_line(host_name: str, timeout: float, step: str = "copy") -> str:
+    """The status of a `step` (copy, compare, conversion) no agent took yet: names the step,
+    the host, its queue and the timeout."""
     return (
-        f"waiting for an agent on conversion host {host_name} (queue {queue_name(host_name)}; "
+        f"waiting for an agent on conversion host {host_name} to take the {step} (queue "
+        f"{queue_name(host_name)}; "
         f"fails after {timeout:.0f} s without one, execution.timeout)"
     )
 
@@ -490,10 +525,13 @@ def run_task(
     owner, run = _RUNS.claim(key)
     if not owner:
         log.warning(
-            "task %s was delivered again while this agent copies it (the broker took back the "
-            "unacknowledged delivery: its consumer_timeout is shorter than the copy): waiting "
-            "for that copy instead of starting a second one",
+            "task %s was delivered again while this agent runs its %s (the broker took back "
+            "the unacknowledged delivery: its consumer_timeout is shorter than the %s): "
+            "waiting for that %s instead of starting a second one",
             task_id,
+            STEPS[step],
+            STEPS[step],
+            STEPS[step],
         )
         run.done.wait()
         return run.outcome
@@ -525,7 +563,7 @@ def _run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict
 def _run_job(
     task: Any, agent: Agent, job: dict[str, Any], digest: str, journal: Journal
 ) -> dict[str, Any]:
-    refusal = _refusal(agent, job, digest) or _sender_gone(task)
+    refusal = _refusal(agent, job, digest, TASK) or _sender_gone(task, TASK)
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
         return {"error": {"type": "AgentError", "message": refusal}}
@@ -559,7 +597,7 @@ def _run_step(
 ) -> dict[str, Any]:
     """A compare or a conversion: no checkpoint to resume from; one writer per volume still
     (a conversion holds every volume it converts)."""
-    refusal = _refusal(agent, job, digest) or _sender_gone(task)
+    refusal = _refusal(agent, job, digest, step) or _sender_gone(task, step)
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
         return {"error": {"type": "AgentError", "message": refusal}}
@@ -591,7 +629,7 @@ def _run_step(
     except Exception as exc:
         log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
         return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
-    log.info("task %s: %s done", task_id, step)
+    log.info("task %s: %s done", task_id, STEPS[step])
     return {"result": outcome}
 
 
@@ -659,7 +697,7 @@ class _Volumes:
             lock = self.locks.setdefault(volume_id, threading.Lock())
         if not lock.acquire(blocking=False):
             log.warning(
-                "task %s waits for the copy into volume %s that still runs to stop",
+                "task %s waits for the task that still writes volume %s to stop",
                 task_id, volume_id,
             )  # fmt: skip
             lock.acquire()
@@ -727,33 +765,36 @@ def _exit_once_idle(**_: Any) -> None:
         while _RUNS.busy():
             time.sleep(0.5)
         time.sleep(SHUTDOWN_GRACE)
-        log.warning("the worker did not end %.0f s after its last copy: exiting", SHUTDOWN_GRACE)
+        log.warning("the worker did not end %.0f s after its last task: exiting", SHUTDOWN_GRACE)
         logging.shutdown()
         os._exit(0)
 
     threading.Thread(target=watch, name="ferry-exit-once-idle", daemon=True).start()
 
 
-def _refusal(agent: Agent, job: dict[str, Any], digest: str) -> str:
+def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
+    """Why `agent` refuses `task`'s job ("": it runs it), naming the step (STEPS)."""
+    step = STEPS[task]
     if digest != agent.spec_digest:
         return (
-            f"agent {agent.name} refused the copy: the coordinator's spec (digest {digest[:12]}) "
+            f"agent {agent.name} refused the {step}: the coordinator's spec (digest {digest[:12]}) "
             f"differs from the agent's ({agent.spec_digest[:12]}): start both with the same spec"
         )
     if job.get("host_id") != agent.host_id:
         return (
-            f"agent {agent.name} (server {agent.host_id}) refused a copy for server "
+            f"agent {agent.name} (server {agent.host_id}) refused a {step} for server "
             f"{job.get('host_id')}"
         )
     return ""
 
 
-def _sender_gone(task: Any) -> str:
-    """A reason not to run a task whose apply no longer waits for it (its reply queue, which
-    lives as long as that apply's wait, is gone): a redelivery after the apply ended or gave
-    up must not write into a volume a later apply may own. "" when it still waits."""
+def _sender_gone(task: Any, name: str) -> str:
+    """A reason not to run a task (`name`: TASK, COMPARE_TASK, CONVERT_TASK) whose apply no
+    longer waits for it (its reply queue, which lives as long as that apply's wait, is gone):
+    a redelivery after the apply ended or gave up must not write into a volume a later apply
+    may own. "" when it still waits."""
     if _reply_queue_gone(task.app, task.request.reply_to):
-        return "the apply that sent this copy no longer waits for it: not run"
+        return f"the apply that sent this {STEPS[name]} no longer waits for it: not run"
     return ""
 
 
@@ -903,7 +944,7 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
     Raises AgentError, before consuming anything, when this host's agent already runs on this
     machine (its worker answers a ping): Celery's worker would fail on its control queue, which
     RabbitMQ gives one connection only (RESOURCE_LOCKED), with a traceback."""
-    node = f"ferry-agent-{agent.name}@{socket.gethostname()}"
+    node = f"{NODE_PREFIX}{agent.name}@{socket.gethostname()}"
     if app.control.ping(destination=[node], timeout=PING_TIMEOUT):
         raise AgentError(
             f"an agent for conversion host {agent.name} already runs on this machine (worker "

@@ -71,6 +71,8 @@ class VMPlan:
     conversion_host: str = ""  # the host its disks are written on ("": none placed; omitted)
     work_dir: str = ""  # output: image: the local directory of its disk files ("": omitted)
     local_bytes: int | None = None  # output: image: bytes this plan may add there (omitted)
+    availability_zone: str = ""  # its zone, which a re-placement keeps ("": any; omitted)
+    pinned: bool = False  # conversion_host is the spec's pin: never re-placed (False: omitted)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -78,6 +80,10 @@ class VMPlan:
                            for c in self.concerns]  # fmt: skip
         if not self.conversion_host:
             del out["conversion_host"]
+        if not self.availability_zone:
+            del out["availability_zone"]
+        if not self.pinned:
+            del out["pinned"]
         if not self.work_dir:
             del out["work_dir"], out["local_bytes"]
         return out

@@ -129,14 +129,100 @@ def assign(demands: Sequence[Demand], hosts: Sequence[Host]) -> dict[str, str]:
         if fixed is not None:
             out[d.name] = fixed
             load[fixed] += d.bytes
-    slots = {h.name: h.slots for h in hosts}
     for d in sorted((d for d in demands if d.name not in out), key=lambda d: (-d.bytes, d.name)):
         eligible = _eligible(d.zone, hosts)
         if not eligible:
             continue
-        best = min(eligible, key=lambda h: (load[h.name] + d.bytes) / slots[h.name])
+        best = earliest(d.bytes, eligible, load)
         out[d.name] = best.name
         load[best.name] += d.bytes
+    return out
+
+
+def earliest(size: int, hosts: Sequence[Host], load: Mapping[str, int]) -> Host:
+    """The host of `hosts` (not empty) that would finish `size` more bytes earliest, finish =
+    (bytes placed on it + size) / its slots; ties in the order of `hosts`."""
+    return min(hosts, key=lambda h: (load[h.name] + size) / h.slots)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A conversion host as an apply sees it when it must re-place a VM: the spec's host (name,
+    zone, slots), the bytes already placed on it (the plan's placement plus the VMs this apply
+    re-placed onto it), the volumes attached to its server now, whether its server exists and
+    whether its agent answered the broker's ping."""
+
+    host: Host
+    placed: int
+    attached: int
+    up: bool
+    answers: bool
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """Where a VM whose placed host is gone goes: `host` (None: nowhere) and why, one line."""
+
+    host: str | None
+    why: str
+
+
+def replace_vm(d: Demand, disks: int, gone: str, candidates: Sequence[Candidate]) -> Replacement:
+    """Re-place the VM of `d` (`disks` volumes) whose placed host `gone` has no server any more,
+    by the plan's own rules: a pinned VM stays pinned (it fails rather than moves); the others go
+    to a host whose server exists, whose agent answers, in the VM's availability zone, with
+    room for its disks besides the volumes attached there now (at most MAX_ATTACHED), and among
+    those to the one that would finish it earliest counting the bytes already placed there
+    (assign's rule: bytes / slots, ties in spec order). `source.vcenter.reads_per_esxi_host`
+    bounds the reads of the VM's ESXi host whichever conversion host writes, so it does not
+    steer the choice. Pure: the caller asks the cloud and the broker."""
+    lost = f"{gone}, where the plan placed it, is gone (no server of that name in the cloud)"
+    if d.pin is not None:
+        return Replacement(None, f"{lost}, and it is pinned there (vms[].conversion_host)")
+    others = [c for c in candidates if c.host.name != gone]
+    unfit = {c.host.name: why for c in others if (why := _unfit(c, d, disks))}
+    fit = [c for c in others if c.host.name not in unfit]
+    left = "; ".join(f"{n}: {why}" for n, why in unfit.items())
+    if not fit:
+        return Replacement(None, f"{lost}, and no conversion host can take it ({left or 'none'})")
+    load = {c.host.name: c.placed for c in fit}
+    best = earliest(d.bytes, [c.host for c in fit], load)
+    chosen = next(c for c in fit if c.host == best)
+    why = (
+        f"{lost}; {best.name} finishes it earliest of the hosts that can take it "
+        f"({human(chosen.placed)} placed there on {best.slots} slots"
+        + "".join(
+            f"; {c.host.name}: {human(c.placed)} on {c.host.slots}" for c in fit if c != chosen
+        )
+        + (f"; not {left}" if left else "")
+        + ")"
+    )
+    return Replacement(best.name, why)
+
+
+def _unfit(c: Candidate, d: Demand, disks: int) -> str:
+    """Why candidate `c` cannot take the VM of `d`; "" when it can."""
+    if not c.up:
+        return "no server of that name in the cloud"
+    if d.zone and c.host.zone and c.host.zone != d.zone:
+        return f"availability zone {c.host.zone}, the VM's is {d.zone}"
+    if not c.answers:
+        return "its agent does not answer"
+    if c.attached + disks > MAX_ATTACHED:
+        return (
+            f"{c.attached} volumes attached: {disks} more would exceed {MAX_ATTACHED} "
+            "(a conversion attaches all of a VM's disks)"
+        )
+    return ""
+
+
+def placed_bytes(placement: Mapping[str, str], changes: Sequence[Change]) -> dict[str, int]:
+    """Host name → the bytes the changes of the VMs `placement` (VM name → host) puts on it
+    copy."""
+    out: dict[str, int] = {}
+    for vm, host in placement.items():
+        if host:
+            out[host] = out.get(host, 0) + copied(vm, changes)
     return out
 
 
@@ -167,6 +253,8 @@ def place(
         replace(
             p,
             conversion_host=chosen[p.name],
+            availability_zone=by_name[p.name].availability_zone or "",
+            pinned=by_name[p.name].conversion_host is not None,
             concerns=p.concerns + _moved(recorded[p.name], chosen[p.name], hosts),
         )
         if p.name in chosen
@@ -178,8 +266,8 @@ def place(
     return placed, tuple(_load(h, demands, chosen, throughput) for h in hosts)
 
 
-def _copied(name: str, changes: Sequence[Change]) -> int:
-    """Bytes the VM's changes copy."""
+def copied(name: str, changes: Sequence[Change]) -> int:
+    """Bytes the changes of VM `name` copy (its no-ops none)."""
     prefix = str(Address("vm", name))
     mine = [c for c in changes if str(Address.parse(c.address).vm) == prefix]
     return sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP)
@@ -187,7 +275,7 @@ def _copied(name: str, changes: Sequence[Change]) -> int:
 
 def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
     prefix = str(Address("vm", vm.name))
-    copied = _copied(vm.name, changes)
+    size = copied(vm.name, changes)
     hosts = sorted(
         str(r.attributes[RECORDED_HOST])
         for a, r in state.resources.items()
@@ -196,9 +284,7 @@ def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
         and r.attributes.get(RECORDED_HOST)
         and str(Address.parse(a).vm) == prefix
     )
-    return Demand(
-        vm.name, copied, vm.availability_zone, vm.conversion_host, next(iter(hosts), None)
-    )
+    return Demand(vm.name, size, vm.availability_zone, vm.conversion_host, next(iter(hosts), None))
 
 
 def _moved(recorded: str | None, chosen: str, hosts: Sequence[Host]) -> tuple[Concern, ...]:
@@ -245,8 +331,8 @@ def read_bounds(
     per_esxi: dict[str, int] = {}
     for vm in desired:
         if vm.source.host:
-            copied = _copied(vm.name, changes)
-            per_esxi[vm.source.host] = per_esxi.get(vm.source.host, 0) + copied
+            size = copied(vm.name, changes)
+            per_esxi[vm.source.host] = per_esxi.get(vm.source.host, 0) + size
     busiest = max(h.seconds for h in loads)
     out = []
     for esxi, total in sorted(per_esxi.items()):

@@ -100,6 +100,8 @@ def _vm(v: dict[str, Any]) -> VMPlan:
         str(v.get("conversion_host", "")),  # absent: not placed
         str(v.get("work_dir", "")),  # absent: output volume
         v.get("local_bytes"),
+        str(v.get("availability_zone", "")),  # absent: any zone
+        bool(v.get("pinned", False)),  # absent: placed by the plan
     )
 
 

@@ -41,7 +41,7 @@ def test_a_copy_longer_than_the_consumer_timeout_runs_once_and_the_agent_lives(
         assert agent.poll() is None, "the agent ended on the channel error:\n" + agent_log
         assert "Unrecoverable error" not in agent_log
         assert "taken again" not in said, said  # one copy: no second start reached the apply
-        assert agent_log.count("was delivered again while this agent copies it") >= 1, agent_log
+        assert agent_log.count("was delivered again while this agent runs its copy") >= 1, agent_log
         record = records(state)["vm.build-old.disk[2000]"]
         assert record["last_sync"]["kind"] == "full"
         assert record["last_sync"]["sha256"] == sha256_equal(lab, state, "build-old", 2000)

@@ -284,7 +284,8 @@ def test_a_host_whose_agent_never_comes_up_fails_its_vms_only(
     lines = said(found)
     for key in (2000, 2001):
         waiting = (
-            f"vm.web01.disk[{key}]: waiting for an agent on conversion host {other} (queue "
+            f"vm.web01.disk[{key}]: waiting for an agent on conversion host {other} to take "
+            "the copy (queue "
             f"ferry.host.{other}; fails after 5 s without one, execution.timeout)"
         )
         assert waiting in lines, lines

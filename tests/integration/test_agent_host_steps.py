@@ -23,8 +23,9 @@ import pytest
 from engine.lab.lab import Lab
 from engine.lab.openstack.bootstrap import ensure_conversion_host
 from engine.statestore import postgres_at
-from tests.integration.cli import ROOT, ferry, ferry_background
-from tests.integration.test_agents import EXECUTION, STARTED, start_agent, stop
+from tests.integration.agent_spec import agents_spec
+from tests.integration.cli import ferry, ferry_background
+from tests.integration.test_agents import STARTED, start_agent, stop
 from tests.integration.test_conversion import no_converters_within
 from tests.integration.test_placement_agents import HOSTS
 
@@ -35,17 +36,8 @@ VM, DISK = "build-old", "vm.build-old.disk[2000]"
 def spec_for(tmp_path: Path, schema: str, mode: str) -> Path:
     """The demo spec for build-old alone (`mode`, not verified on copy), pinned to the second
     of two conversion hosts, the lab's broker, state in PostgreSQL (`schema`)."""
-    text = (ROOT / "plans" / "demo.yaml").read_text()
-    listed = text[text.index("conversion_hosts:") : text.index("\ndefaults:")]
-    two = "conversion_hosts:\n" + "".join(
-        f"  - name: {h}\n    max_parallel: 2\n    devices: connection-info\n" for h in HOSTS
-    )
-    head = text.replace(listed, two).split("\nvms:")[0]
-    state = f"state: {{backend: postgres, dsn_env: FERRY_STATE_DSN, schema: {schema}}}\n"
-    vm = f"  - name: {VM}\n    mode: {mode}\n    verify: false\n    conversion_host: {HOSTS[1]}\n"
-    spec = tmp_path / f"{mode}.yaml"
-    spec.write_text(f"{head}\n{EXECUTION}\n{state}\nvms:\n{vm}")
-    return spec
+    vm = f"name: {VM}\n    mode: {mode}\n    verify: false\n    conversion_host: {HOSTS[1]}\n"
+    return agents_spec(tmp_path / f"{mode}.yaml", schema, [(h, 2) for h in HOSTS], [vm])
 
 
 def events_of(stdout: str) -> list[dict[str, Any]]:
@@ -106,7 +98,8 @@ def compared_on_the_agent(events: list[dict[str, Any]], agent_log: str, volume_i
     """The compare was taken by the agent of ferry-conversion-02 (the volume attached to its
     server there), found the volume equal and said so."""
     said = steps(events)
-    assert f"{DISK}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]})" in said, said
+    taken = f"{DISK}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]}) for the compare"
+    assert taken in said, said
     equal = f"{DISK}: volume {volume_id} equals disk 2000 at snapshot "
     assert any(m.startswith(equal) for m in said), said
     assert [e["address"] for e in events if e["event"] == "verified"] == [DISK]
@@ -139,7 +132,8 @@ def converted_on_the_agent(
     starts = [e for e in events if e["event"] == "node_start" and e["address"].endswith("sion")]
     assert [e.get("host") for e in starts] == [HOSTS[1]], starts
     said = steps(events)
-    assert f"vm.{VM}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]})" in said, said
+    taken = f"vm.{VM}: taken by agent {HOSTS[1]} (queue ferry.host.{HOSTS[1]}) for the conversion"
+    assert taken in said, said
     line = next(m for m in said if m.startswith(f"vm.{VM}: converting with virt-v2v-in-place"))
     v2v_log = Path(line.split("(log ")[1].rstrip(")"))
     assert v2v_log.is_relative_to(tmp_path / "agent-state" / "ferry" / "agent" / HOSTS[1]), line

@@ -1,7 +1,9 @@
-"""Placement on agents (issue 14): with two conversion hosts and execution.broker, the plan puts
-web01 and build-old on different hosts, and each VM's disk copies run on the agent of the host it
-was placed on (its own `ferry agent --host` process), byte-exact; state in the lab's PostgreSQL,
-as several hosts need."""
+"""Placement on agents (issue 14): with several conversion hosts and execution.broker, the plan
+puts web01 and build-old on different hosts, and each VM's disk copies run on the agent of the
+host it ends on (its own `ferry agent --host` process), byte-exact; state in the lab's
+PostgreSQL, as several hosts need. The third host's server is deleted between the saved plan
+and its apply: its VM is re-placed on the host the plan's rule picks among those whose agent
+answers (the least loaded), not on the first host."""
 
 from __future__ import annotations
 
@@ -13,61 +15,61 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.lab import disks as lab_disks
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
-from engine.lab.openstack.bootstrap import ensure_conversion_host
+from engine.lab.openstack.bootstrap import conversion_host, ensure_conversion_host
 from engine.model.state import RECORDED_HOST
 from engine.statestore import postgres_at
+from tests.integration.agent_spec import agents_spec
 from tests.integration.chaos import content_digest
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import volume_file
-from tests.integration.test_agents import EXECUTION, STARTED, ready, start_agent, stop
+from tests.integration.test_agents import STARTED, ready, start_agent, stop
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 HOSTS = ("ferry-conversion-01", "ferry-conversion-02")  # the lab's host, and one booted here
+GONE = "ferry-conversion-gone"  # booted here; the plan places a VM there (3 slots); deleted
+LISTED = ((HOSTS[0], 2), (HOSTS[1], 2), (GONE, 3))  # spec order, max_parallel
 DISKS = {"web01": (2000, 2001), "build-old": (2000,)}
 
 
 def spec_for(tmp_path: Path, schema: str) -> Path:
-    """The demo spec for web01 and build-old (not verified: the test compares), two conversion
-    hosts of two copy slots each, the lab's broker, state in PostgreSQL (`schema`)."""
-    text = (ROOT / "plans" / "demo.yaml").read_text()
-    listed = text[text.index("conversion_hosts:") : text.index("\ndefaults:")]
-    two = "conversion_hosts:\n" + "".join(
-        f"  - name: {h}\n    max_parallel: 2\n    devices: connection-info\n" for h in HOSTS
-    )
-    head = text.replace(listed, two).split("\nvms:")[0]
-    state = f"state: {{backend: postgres, dsn_env: FERRY_STATE_DSN, schema: {schema}}}\n"
-    vms = "".join(f"  - name: {vm}\n    verify: false\n" for vm in DISKS)
-    spec = tmp_path / "two-hosts.yaml"
-    spec.write_text(f"{head}\n{EXECUTION}\n{state}\nvms:\n{vms}")
-    return spec
+    """The demo spec for web01 and build-old (not verified: the test compares), the conversion
+    hosts of LISTED, the lab's broker, state in PostgreSQL (`schema`)."""
+    vms = [f"name: {vm}\n    verify: false\n" for vm in DISKS]
+    return agents_spec(tmp_path / "two-hosts.yaml", schema, LISTED, vms)
 
 
 def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The plan (JSON) places the two VMs on different hosts; the apply's JSON events say which
-    agent took each disk (the agent's own name, from its task state), each agent's log has
-    exactly its VM's tasks, and each volume (a full copy, in sync) equals its source disk
-    (sha256). A second agent for a host whose agent runs is one line, exit 1."""
+    """The saved plan (JSON) places the larger VM on GONE (3 slots) and the other on the first
+    host; GONE's server is deleted before the apply, which re-places its VM once, on
+    ferry-conversion-02: the least loaded host whose agent answers its ping (nothing placed
+    there; the old rule took the first host), said in a `replaced` event and a step line (the
+    VM's log and the console say the same line: Context.say). The apply's JSON
+    events say which agent took each disk (the agent's own name, from its task state), each
+    agent's log has exactly its VM's tasks, and each volume (a full copy, in sync) equals its
+    source disk (sha256). A second agent for a host whose agent runs is one line, exit 1."""
     began = time.monotonic()
     dsn = lab.postgres.dsn()
     monkeypatch.setenv("FERRY_STATE_DSN", dsn)  # the agents' environment too
     schema = f"placement_{uuid.uuid4().hex[:8]}"
     spec = spec_for(tmp_path, schema)
     # booted here unless the lab has it (`lab up --hosts 2`); removed by new_cloud_objects
-    ensure_conversion_host(lab.openstack("ferry-lab"), HOSTS[1])
+    cloud = lab.openstack("ferry-lab")
+    ensure_conversion_host(cloud, HOSTS[1])
+    gone = conversion_host(cloud, GONE)  # a name of its own: the test deletes it
 
     marks = {"boot": time.monotonic() - began}
-    plan = ferry(lab, "plan", str(spec), "--json")
-    assert plan.returncode == 0, plan.stdout + plan.stderr
-    placed = {v["name"]: v["conversion_host"] for v in json.loads(plan.stdout)["vms"]}
-    assert set(placed) == set(DISKS) and set(placed.values()) == set(HOSTS), placed
+    saved = tmp_path / "placed.plan.json"
+    moved, ends = placed_by_plan(lab, spec, saved)
+    delete_server(cloud, gone)
 
     logs = {h: tmp_path / f"agent-{h}.log" for h in HOSTS}
     try:
@@ -83,7 +85,7 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
             stderr=subprocess.PIPE,
             text=True,
         )
-        done = ferry(lab, "apply", str(spec), "--auto-approve", "--json")
+        done = ferry(lab, "apply", str(saved), "--auto-approve", "--json")
         twice_out, twice_err = twice.communicate(timeout=120)
         marks["apply"] = time.monotonic() - began - sum(marks.values())
     finally:
@@ -97,12 +99,13 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["event"] == "apply_end" and events[-1]["ok"] is True
+    said_moved(events, moved)
     taken = {
         e["message"].split(":")[0]: e["message"].split("taken by agent ")[1].split()[0]
         for e in events
         if e["event"] == "step" and "taken by agent " in e["message"]
     }
-    expected = {f"vm.{vm}.disk[{k}]": placed[vm] for vm, keys in DISKS.items() for k in keys}
+    expected = {f"vm.{vm}.disk[{k}]": ends[vm] for vm, keys in DISKS.items() for k in keys}
     assert taken == expected, taken
     for h in HOSTS:  # each agent ran its own VM's disks, no other
         lines = logs[h].read_text().splitlines()
@@ -119,9 +122,41 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
         got = content_digest(volume_file(lab, str(record["volume_id"])), capacity)  # data only
         source = lab_disks.live_path(lab.disks, lab_vm(vm), key)
         assert got == content_digest(source, capacity), address
-    report_per_host(lab, spec, tmp_path, placed)
+    report_per_host(lab, spec, tmp_path, ends)
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in marks.items())
-    print(f"\ntwo hosts, two agents: {time.monotonic() - began:.0f} s ({phases}); {placed}")
+    print(f"\nthree hosts, one gone: {time.monotonic() - began:.0f} s ({phases}); {ends}")
+
+
+def placed_by_plan(lab: Lab, spec: Path, saved: Path) -> tuple[str, dict[str, str]]:
+    """The plan (JSON, saved as `saved`) places the larger VM on GONE (3 slots: it finishes
+    there earliest) and the other on the first host; (the VM on GONE, each VM's host once the
+    apply moved it)."""
+    plan = ferry(lab, "plan", str(spec), "--json", "--out", str(saved))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    placed = {v["name"]: v["conversion_host"] for v in json.loads(plan.stdout)["vms"]}
+    assert set(placed) == set(DISKS) and set(placed.values()) == {HOSTS[0], GONE}, placed
+    moved = next(vm for vm, h in placed.items() if h == GONE)
+    return moved, {vm: HOSTS[1] if h == GONE else h for vm, h in placed.items()}
+
+
+def delete_server(cloud: Any, server: Any) -> None:
+    """Delete `server` and wait until the cloud has no server of its name."""
+    cloud.compute.delete_server(server)
+    cloud.compute.wait_for_delete(server, wait=120)
+
+
+def said_moved(events: list[dict[str, Any]], moved: str) -> None:
+    """The apply re-placed `moved` once, from GONE to the second host (the least loaded whose
+    agent answers; not the first), in a `replaced` event and a step line."""
+    replaced = [e for e in events if e["event"] == "replaced"]
+    assert [(e["vm"], e["placed"], e["host"]) for e in replaced] == [(moved, GONE, HOSTS[1])]
+    why = replaced[0]["reason"]
+    assert why.startswith(f"{GONE}, where the plan placed it, is gone"), why
+    assert f"{HOSTS[1]} finishes it earliest" in why and f"{HOSTS[0]}: " in why, why
+    assert "; not " not in why, why  # both hosts' agents answered
+    said = [e["message"] for e in events if e["event"] == "step"]
+    line = f"vm.{moved}: re-placed from conversion host {GONE} to {HOSTS[1]}: {why}"
+    assert said.count(line) == 1, said
 
 
 def report_per_host(lab: Lab, spec: Path, tmp_path: Path, placed: dict[str, str]) -> None:

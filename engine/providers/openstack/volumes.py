@@ -178,6 +178,15 @@ def attached_servers(conn: Any, volume_id: str) -> list[str]:
     return [str(a["server_id"]) for a in volume.attachments or [] if a.get("server_id")]
 
 
+def attached_count(conn: Any, server_id: str) -> int:
+    """How many volumes are attached to server `server_id` now (Nova's volume attachments).
+    Raises OpenStackError when they cannot be read."""
+    return transient(
+        lambda: sum(1 for _ in conn.compute.volume_attachments(server_id)),
+        f"reading the volumes attached to server {server_id}",
+    )
+
+
 def detach(conn: Any, server_id: str, volume_id: str) -> None:
     """Detach through nova and wait for available; a detach already done counts as done."""
 

@@ -70,7 +70,7 @@ def test_a_redelivered_copy_starts_at_the_dead_agents_checkpoint(
         return reporters[-1]
 
     monkeypatch.setattr(remote.host, "sync", sync)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
     monkeypatch.setattr(remote, "_Reporter", reporter)
     agent = Agent("conv-01", "server-1", "a" * 64, None, tmp_path)  # type: ignore[arg-type]
     job = SyncJob("vol-1", "server-1", SOURCE, start_at=MiB).to_json()
@@ -105,7 +105,7 @@ def test_a_second_copy_into_a_volume_waits_for_the_first_to_stop(
         return SyncResult(**RESULT)
 
     monkeypatch.setattr(remote.host, "sync", sync)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
     monkeypatch.setattr(remote, "_Reporter", QuietReporter)
     agent = Agent("conv-01", "server-1", "a" * 64, host=None)  # type: ignore[arg-type]
 
@@ -207,7 +207,8 @@ def test_a_copy_no_agent_took_says_it_waits_naming_the_host_once(
     untaken._check()
     untaken._check()
     assert said == [
-        "waiting for an agent on conversion host conv-01 (queue ferry.host.conv-01; fails "
+        "waiting for an agent on conversion host conv-01 to take the copy (queue "
+        "ferry.host.conv-01; fails "
         "after 300 s without one, execution.timeout)"
     ]
     taken = waiter(300)

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from engine.executor import remote
-from engine.executor.apply import Applier
 from engine.executor.host import ConvertJob, ConvertResult, SyncJob, SyncResult, compare_job
 from engine.executor.remote import (
     COMPARE_TASK,
@@ -25,7 +24,6 @@ from engine.executor.remote import (
     run_task,
 )
 from engine.model.state import VERIFIED_WHOLE
-from tests.unit.executor.test_placement_routing import _applier as routing_applier
 from tests.unit.executor.test_remote import FakeTask
 
 RESULT = SyncResult(0, 0, 0, 0, 0, 1.5, "ab" * 32, VERIFIED_WHOLE)
@@ -116,7 +114,7 @@ def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
         remote.host, "compare", lambda job, _h, _c: ran.append(("compare", "")) or RESULT
     )
     monkeypatch.setattr(remote.host, "convert", convert)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
     monkeypatch.setattr(remote, "_Reporter", QuietReporter)
     agent = Agent("conv-b", "id-b", "a" * 64, host=None, checkpoints=tmp_path)  # type: ignore[arg-type]
 
@@ -138,33 +136,5 @@ def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
     logs = str(tmp_path / "logs")
     assert ran == [("compare", ""), ("convert", logs), ("convert", logs)]
     refused = run_task(Task(), agent, {**job, "host_id": "id-c"}, "a" * 64, step=CONVERT_TASK)
-    assert "refused a copy for server id-c" in refused["error"]["message"]
+    assert "refused a conversion for server id-c" in refused["error"]["message"]
     assert len(ran) == 3
-
-
-def _applier(tmp_path: Path, remote: Queues | None, ids: dict[str, str]) -> Applier:
-    """The placement-three-hosts case's applier (web01 on conv-c, db01 on conv-b)."""
-    return routing_applier(tmp_path, remote, ids)  # type: ignore[arg-type]
-
-
-def test_a_vm_whose_placed_host_is_gone_is_re_placed_on_the_first_host_and_said_once(
-    tmp_path: Path,
-) -> None:
-    """The saved plan placed web01 on conv-c, whose server is gone at apply time: its steps go to
-    the first host (conv-a), and its log says so once; a VM whose host is up stays there, and
-    without a broker (one host, in-process) nothing is said."""
-    queues = Queues()
-    applier = _applier(tmp_path, queues, {"conv-a": "id-a", "conv-b": "id-b"})
-    assert applier.host_for("web01") == ("conv-a", "id-a")
-    assert applier.host_for("web01") == ("conv-a", "id-a")
-    assert applier.host_for("db01") == ("conv-b", "id-b")
-    assert applier.host_of(applier.changes["vm.web01.disk[2000]"]) == "conv-a"
-    said = (tmp_path / "web01.log").read_text().splitlines()
-    assert [line.split(" ", 1)[1] for line in said] == [
-        "vm.web01: re-placed on conversion host conv-a: conv-c, where the plan placed it, is "
-        "gone (no server of that name in the cloud)"
-    ]
-    assert not (tmp_path / "db01.log").exists()
-    alone = _applier(tmp_path / "alone", None, {})
-    assert alone.host_for("web01") == ("conv-a", "id-a")
-    assert not (tmp_path / "alone").exists()

@@ -31,6 +31,10 @@ class Queues:
         self.sent.append((host_name, job.host_id))
         return SyncResult(0, 0, 0, 0, 0, 0.0)
 
+    def answering(self) -> set[str]:
+        """Every host's agent answers the broker's ping."""
+        return {"conv-a", "conv-b", "conv-c"}
+
 
 def _plan() -> Plan:
     data = json.loads((CASES / "placement-three-hosts" / "expected.json").read_text())
@@ -67,11 +71,16 @@ def test_with_a_broker_each_vm_goes_to_its_placed_hosts_queue_and_server(tmp_pat
     assert queues.sent == [("conv-c", "id-c")]
 
 
-def test_without_a_broker_or_a_known_server_the_first_host_writes(tmp_path: Path) -> None:
+def test_without_a_broker_or_a_known_server_the_first_host_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a broker the first host writes; with one, a VM whose host's server is unknown is
+    re-placed on a host whose server is (conv-b's is not either: conv-a)."""
     alone = _applier(tmp_path, None, {"conv-c": "id-c"})
     assert (
         alone.host_for("web01") == ("conv-a", "id-a") and alone.slot_pool("web01") == "conversion"
     )
+    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 0)
     unbooted = _applier(tmp_path, Queues(), {"conv-a": "id-a"})  # conv-c not found (yet)
     assert unbooted.host_for("web01") == ("conv-a", "id-a")
 

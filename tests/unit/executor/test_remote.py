@@ -179,7 +179,7 @@ def test_a_delivery_of_a_task_the_agent_runs_waits_for_that_copy(
         return SyncResult(**RESULT)
 
     monkeypatch.setattr(remote.host, "sync", sync)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task: "")
+    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
     monkeypatch.setattr(remote, "_Reporter", QuietReporter)
 
     class Task(FakeTask):
@@ -250,8 +250,8 @@ def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None
         ("progress", (2, 10)),
     ]
     assert said == [
-        f"taken by agent a1 (queue {queue_name('conv-01')})",
-        "taken again (redelivered) by agent a1 (queue ferry.host.conv-01)",
+        f"taken by agent a1 (queue {queue_name('conv-01')}) for the copy",
+        "taken again (redelivered) by agent a1 (queue ferry.host.conv-01) for the copy",
     ]
 
 
