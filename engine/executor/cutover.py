@@ -554,12 +554,34 @@ class Cutover:
         if self._torn_down(change, "server_id", compute.delete_server):
             return
         after = dict(change.after or {})
+        if change.action is Action.UPDATE:  # a booted server's boot volume: image metadata
+            self._image_metadata(change, address.name, after)
+            return
         if change.action is Action.READ:  # found: adopted only beside a source still off
             self.check_source_off(address.name, found=str(after["server_id"]))
             self._served(change, address.name, after, str(after["server_id"]))
             return
         server_id = self._boot(change, address.name, after)
         self._served(change, address.name, after, server_id)
+
+    def _image_metadata(self, change: Change, name: str, after: dict[str, Any]) -> None:
+        """The boot volume of a server booted before (`boot_volume_id`, as the plan found it):
+        its image metadata set to the plan's, the keys it no longer has removed. Nothing else of
+        the server changes. Raises OpenStackError."""
+        volume_id = str(after.pop("boot_volume_id"))
+        unset = [str(k) for k in after.pop("unset", None) or ()]
+        metadata = {str(k): str(v) for k, v in (after.get("image_metadata") or {}).items()}
+        if metadata:
+            compute.set_image_metadata(self.ctx.conn, volume_id, metadata)
+        compute.unset_image_metadata(self.ctx.conn, volume_id, unset)
+        record = self._records().get(change.address)
+        attrs = {**(record.attributes if record else {}), **after}
+        self.a._write([ResourceRecord(change.address, "server", Status.READY, attrs)], [])
+        self.ctx.say(
+            name,
+            f"{change.address}: boot volume {volume_id} image metadata updated "
+            f"({', '.join([*metadata, *unset])})",
+        )
 
     def _boot(self, change: Change, name: str, after: dict[str, Any]) -> str:
         uuid = self.a.uuids[name] or ""

@@ -24,7 +24,7 @@ from engine.executor.cutover import content_epoch
 from engine.executor.host import SyncJob, source_of
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
-from engine.providers.openstack import images
+from engine.providers.openstack import compute, images
 from engine.providers.vsphere.snapshots import DiskInfo
 from engine.units import duration
 
@@ -361,6 +361,9 @@ class ImageCutover:
             self.a._write([], [change.address])
             return
         after = dict(change.after or {})
+        if change.action is Action.UPDATE:
+            self._properties(change, before, after)
+            return
         path = Path(str(after["file"]))
         upload = path
         if after["disk_format"] == "qcow2":
@@ -383,12 +386,49 @@ class ImageCutover:
             f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
         )
 
+    def _properties(self, change: Change, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """A recorded image's properties set to the plan's (Glance image update); those it no
+        longer has removed. Raises OpenStackError."""
+        image_id = str(before["image_id"])
+        wanted = {str(k): str(v) for k, v in after["properties"].items()}
+        gone = [k for k in before.get("properties") or {} if k not in wanted]
+        changed = images.set_properties(self.a.ctx.conn, image_id, wanted, gone)
+        attrs = {**before, **after, "image_id": image_id}
+        self.a._write([ResourceRecord(change.address, "image", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            Address.parse(change.address).name,
+            f"{change.address}: image {image_id} properties updated "
+            f"({', '.join(changed) or 'already as planned'})",
+        )
+
+    def _image_metadata(self, change: Change, before: dict[str, Any]) -> None:
+        """The boot volume made from an image: its image metadata set to the plan's, the keys it
+        no longer has removed (Cinder). Raises OpenStackError."""
+        after = dict(change.after or {})
+        unset = [str(k) for k in after.pop("unset", None) or ()]
+        volume_id = str(before["volume_id"])
+        metadata = {str(k): str(v) for k, v in (after.get("image_metadata") or {}).items()}
+        if metadata:
+            compute.set_image_metadata(self.a.ctx.conn, volume_id, metadata)
+        compute.unset_image_metadata(self.a.ctx.conn, volume_id, unset)
+        attrs = {**before, **after, "volume_id": volume_id}
+        self.a._write([ResourceRecord(change.address, "image_volume", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            Address.parse(change.address).name,
+            f"{change.address}: volume {volume_id} image metadata updated "
+            f"({', '.join([*metadata, *unset])})",
+        )
+
     def volume(self, change: Change) -> None:
         """A volume made from the disk's image (recorded as soon as Cinder names it: a killed
-        apply's half-made one is deleted and made again). Raises OpenStackError."""
+        apply's half-made one is deleted and made again); an update sets the boot volume's image
+        metadata. Raises OpenStackError."""
         conn = self.a.ctx.conn
         address = Address.parse(change.address)
         before = self._attrs(change.address) or dict(change.before or {})
+        if change.action is Action.UPDATE:
+            self._image_metadata(change, before)
+            return
         old = str(before.get("volume_id") or "")
         if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:
             if old and change.action is not Action.FORGET:

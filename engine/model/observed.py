@@ -141,7 +141,8 @@ class ObservedVolume:
     `volume_type`: its Cinder volume type's name (None: not read, or the cloud's default);
     `lineage`: the lineage of the ferry state that created, adopted or last synced it (its
     `ferry_state` metadata; None: made by a ferry that did not record it, or by os-migrate);
-    `attachments`: as the attachments API lists them (None: not read)."""
+    `attachments`: as the attachments API lists them (None: not read); `image_metadata`: its
+    volume image metadata (Nova boots a server from the volume by it; None: not read)."""
 
     id: str
     name: str
@@ -155,6 +156,7 @@ class ObservedVolume:
     volume_type: str | None = None
     lineage: str | None = None
     attachments: tuple[ObservedAttachment, ...] | None = None
+    image_metadata: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)

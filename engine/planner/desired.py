@@ -769,6 +769,7 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
         out.append(
             _info("uefi", f"UEFI firmware ({boot}): the boot disk gets {nova.describe(uefi)}")
         )
+    out += nova.unconverted_concerns(vm, converted=bool(settings.get("convert", True)), mode=mode)
     if vm.power_state == "poweredOff" and mode == "replicate":
         out.append(_info("powered-off", "powered off: the copy is already consistent"))
     graceful = (settings.get("power_off") or {}).get("policy", "graceful") == "graceful"

@@ -187,9 +187,45 @@ def test_cutover_boots_the_server_from_exact_volumes_with_the_source_macs(
         "--detailed-exitcode",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
+    boot_metadata_restored(lab, conn, cutover, state, found["vm.db01.disk[2000]"]["volume_id"])
     rerun = apply(lab, cutover, "vm.db01", state)
     assert rerun.returncode == 0 and "No changes" in rerun.stdout
     assert len([s for s in conn.compute.servers() if s.name == "db01"]) == 1
+
+
+NOVA_KEYS = ("hw_firmware_type", "hw_machine_type", "os_secure_boot", "hw_disk_bus",
+             "hw_scsi_model", "hw_vif_model", "os_type")  # fmt: skip
+
+
+def boot_metadata_restored(lab: Lab, conn: Any, spec: Path, state: Path, volume_id: str) -> None:
+    """The boot volume's image metadata changed since the boot (as by an older ferry's rule):
+    the plan updates the server's boot volume metadata, the apply sets what ferry sets (a key it
+    does not set is removed), the next plan has no change (issue 16)."""
+
+    def nova(volume: str) -> dict[str, str]:
+        found = conn.block_storage.get_volume(volume).volume_image_metadata or {}
+        return {k: v for k, v in found.items() if k in NOVA_KEYS}
+
+    booted = nova(volume_id)
+    assert "hw_machine_type" not in booted  # BIOS: ferry sets none
+    conn.block_storage.set_volume_image_metadata(
+        volume_id, hw_vif_model="rtl8139", hw_machine_type="pc"
+    )
+    plan = ferry(lab, "plan", str(spec), "--target", "vm.db01", "--state", str(state),
+                 "--detailed-exitcode")  # fmt: skip
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    text = " ".join(plan.stdout.split())
+    nic = booted.get("hw_vif_model")
+    said = f"hw_vif_model: rtl8139 → {nic}" if nic else "- hw_vif_model (was rtl8139)"
+    assert "~ vm.db01.server update the boot volume's image metadata changed: " in text
+    assert "- hw_machine_type (was pc)" in text and said in text
+    assert "Plan: 0 to create, 1 to update, 0 to destroy" in text
+    done = apply(lab, spec, "vm.db01", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert nova(volume_id) == booted
+    again = ferry(lab, "plan", str(spec), "--target", "vm.db01", "--state", str(state),
+                  "--detailed-exitcode")  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_a_failed_conversion_restores_then_the_next_apply_syncs_a_small_delta(

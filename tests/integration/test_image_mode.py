@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,7 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
         "--detailed-exitcode",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
+    properties_updated(lab, conn, spec, state, image_id, volume_id)
 
     saved = tmp_path / "destroy.plan"
     made = ferry(
@@ -127,6 +129,62 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert images.find_images(conn, uuid) == []
     assert not path.exists()
+
+
+def properties_updated(
+    lab: Lab, conn: Any, spec: Path, state: Path, image_id: str, volume_id: str
+) -> None:
+    """An image and its boot volume made by an older ferry (its rule gave virtio to a guest not
+    converted: no hw_scsi_model): the plan updates both (before → after), the apply sets them in
+    Glance and Cinder, the next plan has no change. No copy, upload or boot again."""
+    old = {"hw_disk_bus": "virtio", "hw_vif_model": "virtio"}
+    patch = [{"op": "replace", "path": f"/{k}", "value": v} for k, v in old.items()]
+    conn.image.patch(
+        f"/images/{image_id}",
+        json=[*patch, {"op": "remove", "path": "/hw_scsi_model"}],
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    conn.block_storage.set_volume_image_metadata(volume_id, **old)
+    conn.block_storage.delete_volume_image_metadata(volume_id, keys=["hw_scsi_model"])
+    store = SqliteStateStore(state)
+    try:
+        record = store.read().resources["vm.build-old.image[2000]"]
+        uploaded = {**record.attributes["properties"], **old}
+        uploaded.pop("hw_scsi_model")
+        store.write([replace(record, attributes={**record.attributes, "properties": uploaded})], [])
+    finally:
+        store.close()
+    said = "hw_disk_bus: virtio → scsi, + hw_scsi_model=vmpvscsi, hw_vif_model: virtio → vmxnet3"
+    planned = ferry(
+        lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state),
+        "--detailed-exitcode",
+    )  # fmt: skip
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    text = " ".join(planned.stdout.split())
+    assert (
+        f"~ vm.build-old.image[2000] update image properties changed since the upload: {said}"
+        in text
+    )
+    assert (
+        f"~ vm.build-old.volume[2000] update the boot volume's image metadata changed: {said}"
+        in text
+    )
+    assert "Plan: 0 to create, 2 to update, 0 to destroy" in text
+    done = apply(lab, spec, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    image = conn.image.get(f"/images/{image_id}").json()
+    metadata = conn.block_storage.get_volume(volume_id).volume_image_metadata
+    for found in (image, metadata):
+        assert (found["hw_disk_bus"], found["hw_scsi_model"], found["hw_vif_model"]) == (
+            "scsi",
+            "vmpvscsi",
+            "vmxnet3",
+        )
+    again = ferry(
+        lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state),
+        "--detailed-exitcode",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_boot_image_keeps_the_boot_disk_an_image_and_makes_volumes_of_the_data_disks(

@@ -20,7 +20,7 @@ from engine.model.observed import ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
-from engine.planner.diff import image
+from engine.planner.diff import image, properties
 from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
 from engine.planner.diff.common import CUTOVER_MODES, DiffInput
 from engine.planner.diff.cutover import (
@@ -194,6 +194,12 @@ def vm_changes(
             if not (
                 c.kind == "conversion" and (is_booted or (served and c.action is not Action.NOOP))
             )
+        ]
+        cutover = [
+            properties.booted_volume(vm, c, records.get(c.address), observed)
+            if c.kind == "server"
+            else c
+            for c in cutover
         ]
         out += image.cutover(vm, records, cutover) if vm.image is not None else cutover
     return out + back_to_replicate(vm, records)

@@ -22,6 +22,7 @@ from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord
 from engine.planner import image_properties as nova
 from engine.planner.diff.common import simple
+from engine.planner.diff.properties import recorded_image, recorded_image_volume
 from engine.planner.diff.volumes import full_bytes
 from engine.units import human
 
@@ -129,7 +130,8 @@ def image_changes(
 ) -> list[Change]:
     """Per disk, its Glance image and (boot: volume, or a data disk) the volume made from it;
     `reconvert`: the conversion runs again in this plan, so each image recorded is uploaded again
-    (and its volume made again)."""
+    (and its volume made again). A recorded image whose properties the plan now sets otherwise,
+    and the boot volume made from it, are updated (engine.planner.diff.properties)."""
     out: list[Change] = []
     properties = image_properties(vm)
     for n, volume in enumerate(vm.volumes):
@@ -143,21 +145,14 @@ def image_changes(
             "disk_key": key,
             "properties": properties | {"ferry_disk_key": str(key)},
         }
-        out.append(
-            _again(
-                simple(
-                    address,
-                    "image",
-                    records.get(address),
-                    after,
-                    _upload_reason(image, n, properties),
-                ),
-                reconvert,
-                after,
-            )
+        upload = simple(
+            address, "image", records.get(address), after, _upload_reason(image, n, properties)
         )
+        upload = _again(upload, reconvert, after)
+        out.append(recorded_image(upload, records.get(address), after["properties"]))
         if n == 0 and image.boot == "image":
             continue
+        image_record = records.get(address)
         address = str(Address("vm", vm.name, "volume", key))
         after = {
             "size_gib": volume.size_gib,
@@ -167,13 +162,12 @@ def image_changes(
             "image": str(Address("vm", vm.name, "image", key)),
         }
         reason = "volume made from the image"
-        out.append(
-            _again(
-                simple(address, "image_volume", records.get(address), after, reason),
-                reconvert,
-                after,
-            )
+        made = _again(
+            simple(address, "image_volume", records.get(address), after, reason), reconvert, after
         )
+        if n == 0:  # Nova boots by the boot volume's image metadata
+            made = recorded_image_volume(made, records.get(address), image_record, properties)
+        out.append(made)
     return out
 
 

@@ -8,7 +8,7 @@ a server by its `ferry_vm` metadata (set atomically at create), a protection sna
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -427,6 +427,20 @@ def set_image_metadata(conn: Any, volume_id: str, metadata: Mapping[str, str]) -
     except os_exc.SDKException as exc:
         raise OpenStackError(
             f"setting image metadata {sorted(metadata)} on volume {volume_id}: {exc}"
+        ) from exc
+
+
+def unset_image_metadata(conn: Any, volume_id: str, keys: Iterable[str]) -> None:
+    """Remove these keys from the volume's image metadata (Cinder's os-unset_image_metadata; none:
+    no request). Raises OpenStackError."""
+    names = sorted(keys)
+    if not names:
+        return
+    try:
+        conn.block_storage.delete_volume_image_metadata(volume_id, keys=names)
+    except os_exc.SDKException as exc:
+        raise OpenStackError(
+            f"removing image metadata {names} from volume {volume_id}: {exc}"
         ) from exc
 
 

@@ -212,8 +212,17 @@ def parse_volume(
             volume_type=getattr(volume, "volume_type", None) or None,
             lineage=meta.get(STATE_KEY) or None,
             attachments=found,
+            image_metadata=image_metadata(volume),
         )
     return None
+
+
+def image_metadata(volume: Any) -> dict[str, str] | None:
+    """A volume's image metadata ({} when it has none: Cinder lists the detailed volume's
+    `volume_image_metadata` only when set); None when the volume was not read in detail."""
+    if not hasattr(volume, "volume_image_metadata"):
+        return None
+    return {str(k): str(v) for k, v in (volume.volume_image_metadata or {}).items()}
 
 
 def parse_port(port: Any) -> ObservedPort:
