@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from openstack import exceptions as os_exc
 
 from engine.errors import UserError
@@ -41,6 +42,11 @@ from engine.proc import live_processes
 from engine.providers.vsphere.session import session
 
 ROOT = Path(__file__).parents[1]
+
+# No per-example deadline: the unit tests run beside the lab's start on CI's 2 cores, where one
+# example of test_addresses took 309 ms against Hypothesis's default 200 ms (a flaky failure).
+settings.register_profile("ferry", deadline=None)
+settings.load_profile("ferry")
 LAB_UP_TIMEOUT = 1200.0  # seconds; `lab up` takes ~100 s on CI, minutes on a loaded machine
 BUILD_GUEST = "from engine.lab.guest import tiny_debian; tiny_debian()"
 GUEST_BUILD_TIMEOUT = 1800.0  # seconds; ~3 min on CI, 20 min on a machine shared by six labs

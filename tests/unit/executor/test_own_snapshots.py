@@ -48,12 +48,13 @@ def test_someone_elses_snapshot_stops_a_base_extent_reader(
 
 
 @pytest.mark.parametrize(
-    ("reader", "lab"), [("https", False), ("vddk", False), ("datastore_path", True)]
+    ("reader", "lab_files"), [("https", False), ("vddk", False), ("datastore_path", True)]
 )
 def test_ferrys_own_other_readers_and_the_lab_files_are_fine(
-    monkeypatch: pytest.MonkeyPatch, reader: str, lab: bool
+    monkeypatch: pytest.MonkeyPatch, reader: str, lab_files: bool
 ) -> None:
-    sources = LabSources(Path("/nonexistent")) if lab else object()
+    # not named `lab`: tests/conftest.py takes a test with a `lab` argument for a lab test
+    sources = LabSources(Path("/nonexistent")) if lab_files else object()
     snapshots = [tree("ferry-build-old", SYNC_SNAPSHOT_DESCRIPTION)]
     if reader != "https":
         snapshots.append(tree("backup-job"))
