@@ -178,6 +178,16 @@ def source_left_off(since: float) -> str:
     return f"source powered off by ferry at {at}, no server yet"
 
 
+def left_off_since(records: Mapping[str, ResourceRecord]) -> float | None:
+    """When ferry powered off the source of a VM's records (epoch seconds: its conversion
+    record's `powered_off_at`) for a cutover with no server record yet; None otherwise."""
+    for address, record in records.items():
+        since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
+        if since and address.removesuffix(".conversion") + ".server" not in records:
+            return float(since)
+    return None
+
+
 def left_off_concerns(
     records: Mapping[str, ResourceRecord], power: str | None = None
 ) -> tuple[Concern, ...]:
@@ -185,23 +195,21 @@ def left_off_concerns(
     `on_failure: leave_off`, or an apply killed after the power-off) with no server yet. A
     source that runs now (`power`, as observed) was powered back on by an apply that could not
     record it (its state unreachable then: break-it 12c item 6): said so, not "left off"."""
-    for address, record in records.items():
-        since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
-        server = address.removesuffix(".conversion") + ".server"
-        if since and server not in records:
-            if power == "poweredOn":
-                at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(since)))
-                return (
-                    Concern(
-                        ConcernLevel.WARNING,
-                        "source-on-unrecorded",
-                        f"the state says ferry powered the source off at {at}, but it runs: "
-                        "powered back on by an apply that could not record it (the next "
-                        "cutover records its power anew)",
-                    ),
-                )
-            return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(float(since))),)
-    return ()
+    since = left_off_since(records)
+    if since is None:
+        return ()
+    if power == "poweredOn":
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+        return (
+            Concern(
+                ConcernLevel.WARNING,
+                "source-on-unrecorded",
+                f"the state says ferry powered the source off at {at}, but it runs: "
+                "powered back on by an apply that could not record it (the next "
+                "cutover records its power anew)",
+            ),
+        )
+    return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(since)),)
 
 
 def running_after_cutover(
