@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.conversion import v2v
-from engine.dataplane.cbt import Extent
+from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import (
     CopyOptions,
     CopyStats,
@@ -350,13 +350,7 @@ def _copy_parts(
     with NbdkitServer(source) as server:
         check_source_size(server.uri, disk.capacity, f"disk {disk.key}'s {source.describe()}")
         if job.rewrite:
-            first = copy(
-                server.uri,
-                device,
-                job.rewrite,
-                CopyOptions(dst_is_zero=False, on_bytes=calls.progress, cancel=calls.cancel),
-            )
-            _add(total, first)
+            _add(total, _rewrite(job, server.uri, device, calls))
             calls.rewritten()
         options = CopyOptions(
             dst_is_zero=job.dst_is_zero,
@@ -368,6 +362,24 @@ def _copy_parts(
         data = job.data if job.areas is None else None  # a whole copy: read where data is
         _add(total, copy(server.uri, device, job.areas, options, data))
     return total
+
+
+def _rewrite(job: SyncJob, uri: str, device: Path, calls: Callbacks) -> CopyStats:
+    """A resume's first copy: the areas changed below its checkpoint since the copy began.
+
+    Raises StoppedError saying the checkpoint the next apply resumes from (`start_at`, which
+    the record keeps: the copy's own "stopped at" is an offset inside these areas, 0 B for the
+    first; break-it 12d item 7c), DataplaneError."""
+    options = CopyOptions(dst_is_zero=False, on_bytes=calls.progress, cancel=calls.cancel)
+    try:
+        return copy(uri, device, job.rewrite, options)
+    except StoppedError as exc:
+        raise StoppedError(
+            f"stopped while rewriting the {human(total_bytes(job.rewrite))} changed below the "
+            f"checkpoint; resumes from the checkpoint at {human(job.start_at)} of "
+            f"{human(job.disk().capacity)}, rewriting those areas first",
+            exc.moved,
+        ) from exc
 
 
 def _add(total: CopyStats, more: CopyStats) -> None:
