@@ -15,6 +15,7 @@ does) and write no state.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -407,12 +408,38 @@ def _verify(
         if got == want:
             return got
         at = first_difference(server.uri, device, disk.capacity, areas=areas, cancel=stop)
-    over = "the areas copied" if areas is not None else "the whole disk"
-    where = f"at offset {at} ({human(at)})" if at is not None else "(read again: no byte differs)"
     raise VerifyError(
-        f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source {where}: "
-        f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
+        f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source "
+        f"{_where(at)}: {_how(device, disk.capacity, areas, (got, want))}"
     )
+
+
+def _where(at: int | None) -> str:
+    if at is None:
+        return "(read again: no byte differs)"
+    return f"at offset {at} ({human(at)})" if at else "at offset 0"
+
+
+def _how(device: Path, capacity: int, areas: list[Extent] | None, digests: tuple[str, str]) -> str:
+    """Why a verify failed, for people: a device that ends before the disk does (a lost or
+    short volume: /dev/null reads nothing) says where it ends, not the sha256 of what little it
+    read (break-it 12d item 7d: "at offset 0 (0 B): sha256 … e3b0c44298fc…", the hash of
+    nothing); else both sha256s."""
+    end = _end(device)
+    if end < capacity:
+        return (
+            f"the volume's device ends at {human(end)} ({end:,} bytes) of the disk's "
+            f"{human(capacity)}: nothing past its end was kept"
+        )
+    over = "the areas copied" if areas is not None else "the whole disk"
+    got, want = digests
+    return f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
+
+
+def _end(device: Path) -> int:
+    """Where a file or block device ends (bytes): /dev/null's end is 0."""
+    with device.open("rb") as f:
+        return f.seek(0, os.SEEK_END)
 
 
 # the copy and verify of a sync onto any writable path (output: image writes local files)
