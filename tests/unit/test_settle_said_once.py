@@ -1,4 +1,4 @@
-"""A settle line shows once on the console (break-it 12e item i: a cutover's settling said each
+"""A settle line shows once on the console (NOTE-final, noticed: a cutover's settling said each
 line as a step, and the apply printed the lines it returned again at the end, so "vm.web01:
 source powered off by ferry at …" and every "state not written" settle line showed twice). The
 settling and the end of the apply as `ferry apply` runs them: a real SQLite state, a real
