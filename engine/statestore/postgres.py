@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -38,7 +39,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from engine.errors import NoStateError, StateError, StateLockedError, StateUnreachableError
+from engine.errors import (
+    NoStateError,
+    StateError,
+    StateLockedError,
+    StateUnreachableError,
+    UserError,
+)
 from engine.model.state import LockInfo, ResourceRecord, State, Status
 from engine.statestore.common import (
     FORMAT_VERSION,
@@ -490,12 +497,24 @@ class PostgresStateStore:
 
 
 def retry_seconds(env: Mapping[str, str]) -> float:
-    """How long a lost connection is retried (FERRY_STATE_RETRY_SECONDS, default 30 s)."""
-    given = env.get(RETRY_ENV, "")
-    try:
-        return max(0.0, float(given)) if given else RETRY_SECONDS
-    except ValueError:
+    """How long a lost connection is retried (FERRY_STATE_RETRY_SECONDS, default 30 s; 0: not
+    retried).
+
+    Raises UserError for a value that is not a finite number of seconds >= 0 (it fell back to
+    30 s in silence)."""
+    given = env.get(RETRY_ENV, "").strip()
+    if not given:
         return RETRY_SECONDS
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UserError(
+            f"{RETRY_ENV}={given!r} is not a number of seconds >= 0 (how long a lost state "
+            f"connection is retried; default {RETRY_SECONDS:g}, 0: not retried)"
+        )
+    return seconds
 
 
 def _settings(dsn: str) -> dict[str, str]:
