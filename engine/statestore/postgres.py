@@ -12,13 +12,14 @@ the advisory lock for as long as the apply runs.
 
 A lost connection (a failover, a pgbouncer or idle-TCP reset, a network blip; break-it 12c
 item 6) is ridden out: the open, reads and writes reconnect with backoff for up to
-RETRY_SECONDS (FERRY_STATE_RETRY_SECONDS) and are retried. The advisory lock died with the old session: it is
-taken again, and the lock row must still be this store's own, or another ferry locked the state
-in between and this store stops (StateLockedError: never two appliers). A write is one
-transaction that also records its token (meta `last_write`): retried after a connection lost
-around its COMMIT, it is not applied twice. libpq's TCP keepalives and tcp_user_timeout find a
-dead peer that sends nothing (an idle connection reset by a firewall); a DSN may list several
-hosts with target_session_attrs=read-write so that a reconnect finds the new primary.
+RETRY_SECONDS (FERRY_STATE_RETRY_SECONDS) and are retried. The advisory lock died with the old
+session: it is taken again, and the lock row must still be this store's own, or another ferry
+locked the state in between and this store stops (StateLockedError: never two appliers). A
+write is one transaction that also records its token (meta `last_write`): retried after a
+connection lost around its COMMIT, it is not applied twice. libpq's TCP keepalives and
+tcp_user_timeout find a dead peer that sends nothing (an idle connection reset by a firewall);
+a DSN may list several hosts with target_session_attrs=read-write so that a reconnect finds the
+new primary.
 """
 
 from __future__ import annotations
