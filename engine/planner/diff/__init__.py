@@ -54,6 +54,7 @@ from engine.planner.diff.networks import network_changes
 from engine.planner.diff.volumes import (
     adopt_then_sync,
     adoption_concerns,
+    full_in_window,
     not_verified,
     removed_disks,
     retyped,
@@ -260,6 +261,7 @@ def diff(
             + held
             + stuck
             + over_budget(vm, estimate)
+            + full_in_window(vm, vm_list)
             + left_off_concerns(records, vm.source.power_state)
             + running_after_cutover(
                 vm,
