@@ -428,7 +428,7 @@ def _how(device: Path, capacity: int, areas: list[Extent] | None, digests: tuple
     end = _end(device)
     if end < capacity:
         return (
-            f"the volume's device ends at {human(end)} ({end:,} bytes) of the disk's "
+            f"the volume's device ends at {human(end)} of the disk's "
             f"{human(capacity)}: nothing past its end was kept"
         )
     over = "the areas copied" if areas is not None else "the whole disk"
