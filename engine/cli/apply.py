@@ -534,8 +534,9 @@ def run_plan(
                 result = walker.walk()
             finally:
                 applier.cleanup()
-                left_off = applier.cutover.settle_sources()  # powered back on, or said why not
-    _say_what_did_not_run(result, left_off, events, console)
+                # powered back on, or said why not: each line said once, as a step
+                applier.cutover.settle_sources()
+    _say_what_did_not_run(result, events, console)
     lost = state_lost_line(store, applier.unwritten)
     if lost:
         events.emit("state_not_written", message=lost, addresses=applier.unwritten)
@@ -605,11 +606,10 @@ def state_lost_line(store: StateStore, unwritten: list[str]) -> str:
     )
 
 
-def _say_what_did_not_run(
-    result: WalkResult, left_off: list[str], events: Events, console: Console
-) -> None:
-    """Each step that failed, stopped or was skipped (after which one), and each source left
-    as it is (`left_off`, from the cutover's settling), one line each."""
+def _say_what_did_not_run(result: WalkResult, events: Events, console: Console) -> None:
+    """Each step that failed, stopped or was skipped (after which one), one line each. What
+    the cutover's settling did with each source (powered back on, left off, and why) it said
+    as a step already: printed again here, each of its lines showed twice on the console."""
     for node, error in result.errors.items():
         if isinstance(error, StoppedError):
             console.print(f"[yellow]stopped: {node}: {escape(one_line(str(error)))}[/]")
@@ -618,8 +618,6 @@ def _say_what_did_not_run(
     for node, cause in result.skipped_because.items():
         events.emit("node_skipped", address=str(node), after=str(cause))
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
-    for line in left_off:
-        console.print(f"[yellow]{escape(line)}[/]")
 
 
 def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -> str:

@@ -61,6 +61,10 @@ def content_epoch() -> str:
     return uuid.uuid4().hex[:16]
 
 
+# the settle's word for a source someone else powered on since ferry powered it off
+ALREADY_ON = "source already powered on (not by ferry): left as it is"
+
+
 def left_off_line(name: str, since: float) -> str:
     """The stop message of a source ferry left powered off (the plan and report say the same)."""
     return f"{Address('vm', name)}: {source_left_off(since)}"
@@ -212,7 +216,7 @@ class Cutover:
         address = record.address
         said = f"{Address('vm', name)}: source powered back on"
         if powered is False:  # someone powered it on since ferry powered it off
-            said = f"{Address('vm', name)}: source already powered on (not by ferry): left as it is"
+            said = f"{Address('vm', name)}: {ALREADY_ON}"
         try:
             if record.status is Status.IN_PROGRESS and not attrs.get("protection"):
                 self.a._write([], [address])  # nothing of a conversion happened that is kept
@@ -243,7 +247,8 @@ class Cutover:
                 line = f"{off} (on_failure: leave_off)"
             else:
                 line = self._power_on_unrecorded(name, off)
-            if "source powered back on" not in line and self.ctx.events is not None:
+            on = "source powered back on" in line or ALREADY_ON in line
+            if not on and self.ctx.events is not None:
                 self.ctx.events.emit("source_left_off", vm=name, since=since)
             line += f"; {unwritten}"
             self.ctx.say(name, line)
@@ -254,13 +259,14 @@ class Cutover:
         """The source powered back on without the state; the line says what the state still
         holds (the next apply finds the source running and records it so)."""
         try:
-            power_on(self.ctx.si, self.a._vm(name))
+            powered = power_on(self.ctx.si, self.a._vm(name))
         except FerryError as exc:
             return f"{off}: powering it back on failed: {one_line(str(exc))}"
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
+        done = "source powered back on" if powered else ALREADY_ON
         return (
-            f"{Address('vm', name)}: source powered back on (ferry powered it off at "
+            f"{Address('vm', name)}: {done} (ferry powered it off at "
             f"{time.strftime('%H:%M:%S UTC', time.gmtime(self.powered_off[name]))}); the state "
             "still says it is off until the next apply"
         )
@@ -272,8 +278,9 @@ class Cutover:
         server = str(Address("vm", name, "server"))
         if not attrs.get(POWERED_OFF_AT) or server in self._records() or server in self.a.changes:
             return  # cut over (a destroy deletes its server too): the source stays off
-        power_on(self.ctx.si, self.a._vm(name))
-        self.ctx.say(name, f"{Address('vm', name)}: source powered back on (ferry powered it off)")
+        powered = power_on(self.ctx.si, self.a._vm(name))
+        done = "source powered back on" if powered else ALREADY_ON
+        self.ctx.say(name, f"{Address('vm', name)}: {done} (ferry powered it off)")
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
 

@@ -16,6 +16,7 @@ does) and write no state.
 from __future__ import annotations
 
 import base64
+import os
 import tempfile
 import threading
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.conversion import v2v
-from engine.dataplane.cbt import Extent
+from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import (
     CopyOptions,
     CopyStats,
@@ -396,13 +397,7 @@ def _copy_parts(
     with NbdkitServer(source) as server:
         check_source_size(server.uri, disk.capacity, f"disk {disk.key}'s {source.describe()}")
         if job.rewrite:
-            first = copy(
-                server.uri,
-                device,
-                job.rewrite,
-                CopyOptions(dst_is_zero=False, on_bytes=calls.progress, cancel=calls.cancel),
-            )
-            _add(total, first)
+            _add(total, _rewrite(job, server.uri, device, calls))
             calls.rewritten()
         options = CopyOptions(
             dst_is_zero=job.dst_is_zero,
@@ -414,6 +409,24 @@ def _copy_parts(
         data = job.data if job.areas is None else None  # a whole copy: read where data is
         _add(total, copy(server.uri, device, job.areas, options, data))
     return total
+
+
+def _rewrite(job: SyncJob, uri: str, device: Path, calls: Callbacks) -> CopyStats:
+    """A resume's first copy: the areas changed below its checkpoint since the copy began.
+
+    Raises StoppedError saying the checkpoint the next apply resumes from (`start_at`, which
+    the record keeps: the copy's own "stopped at" is an offset inside these areas, 0 B for the
+    first; break-it 12d item 7c), DataplaneError."""
+    options = CopyOptions(dst_is_zero=False, on_bytes=calls.progress, cancel=calls.cancel)
+    try:
+        return copy(uri, device, job.rewrite, options)
+    except StoppedError as exc:
+        raise StoppedError(
+            f"stopped while rewriting the {human(total_bytes(job.rewrite))} changed below the "
+            f"checkpoint; resumes from the checkpoint at {human(job.start_at)} of "
+            f"{human(job.disk().capacity)}, rewriting those areas first",
+            exc.moved,
+        ) from exc
 
 
 def _add(total: CopyStats, more: CopyStats) -> None:
@@ -441,12 +454,38 @@ def _verify(
         if got == want:
             return got
         at = first_difference(server.uri, device, disk.capacity, areas=areas, cancel=stop)
-    over = "the areas copied" if areas is not None else "the whole disk"
-    where = f"at offset {at} ({human(at)})" if at is not None else "(read again: no byte differs)"
     raise VerifyError(
-        f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source {where}: "
-        f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
+        f"verify: disk {disk.key} (volume {job.volume_id}) differs from the source "
+        f"{_where(at)}: {_how(device, disk.capacity, areas, (got, want))}"
     )
+
+
+def _where(at: int | None) -> str:
+    if at is None:
+        return "(read again: no byte differs)"
+    return f"at offset {at} ({human(at)})" if at else "at offset 0"
+
+
+def _how(device: Path, capacity: int, areas: list[Extent] | None, digests: tuple[str, str]) -> str:
+    """Why a verify failed, for people: a device that ends before the disk does (a lost or
+    short volume: /dev/null reads nothing) says where it ends, not the sha256 of what little it
+    read (break-it 12d item 7d: "at offset 0 (0 B): sha256 … e3b0c44298fc…", the hash of
+    nothing); else both sha256s."""
+    end = _end(device)
+    if end < capacity:
+        return (
+            f"the volume's device ends at {human(end)} of the disk's "
+            f"{human(capacity)}: nothing past its end was kept"
+        )
+    over = "the areas copied" if areas is not None else "the whole disk"
+    got, want = digests
+    return f"sha256 over {over} {got[:12]}…, the source's {want[:12]}…"
+
+
+def _end(device: Path) -> int:
+    """Where a file or block device ends (bytes): /dev/null's end is 0."""
+    with device.open("rb") as f:
+        return f.seek(0, os.SEEK_END)
 
 
 # the copy and verify of a sync onto any writable path (output: image writes local files)

@@ -159,6 +159,7 @@ def wanted_tags(spec: Spec) -> set[str]:
 
 
 EXACT = ("name", "instance_uuid", "moref")
+SELECTS_NOTHING = "selects no VM in the inventory"  # the error of a vms entry that selects none
 
 
 def select(spec: Spec, inventory: Inventory) -> Selection:
@@ -184,7 +185,7 @@ def select(spec: Spec, inventory: Inventory) -> Selection:
             out.diagnostics.append(
                 Diagnostic(
                     Severity.ERROR,
-                    f"vms[{i}] selects no VM in the inventory"
+                    f"vms[{i}] {SELECTS_NOTHING}"
                     f"{f' of datacenter {datacenter}' if datacenter else ''}: {_describe(entry)}",
                     path=("vms", i),
                 )

@@ -23,7 +23,7 @@ from engine.planner import graph as plan_graph
 from engine.planner import placement
 from engine.planner.checks import destination_checks, host_diagnostics
 from engine.planner.desired import desired, lookup
-from engine.planner.diff import DiffInput, diff
+from engine.planner.diff import DiffInput, diff, said_left_off
 from engine.planner.diff.estimates import measured_throughput
 from engine.planner.hosts import host_changes
 
@@ -61,7 +61,7 @@ def make_plan(
     if not destroy:
         vms = placement.checks(destination_checks(vms, destination, state), spec)
         diagnostics += host_diagnostics(spec, destination)
-    vm_plans, changes, notes = diff(
+    vm_plans, changes, notes, off = diff(
         DiffInput(
             tuple(vms),
             state,
@@ -74,7 +74,7 @@ def make_plan(
             frozenset(adopt_lineages),
         )
     )
-    diagnostics += notes
+    diagnostics = said_left_off(diagnostics, off) + notes
     hosts: tuple[HostLoad, ...] = ()
     if not destroy:
         throughput = measured_throughput(state)

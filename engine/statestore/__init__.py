@@ -145,7 +145,19 @@ def postgres_at(dsn: str, schema: str = DEFAULT_SCHEMA, origin: str = "") -> Sta
 def locate(
     spec_state: Mapping[str, Any] | None, option: str | None, env: Mapping[str, str]
 ) -> StateLocation:
-    """Where the state is: --state, then the spec's state block, then the environment."""
+    """Where the state is: --state, then the spec's state block, then the environment.
+
+    Raises UserError (a PostgreSQL state's DSN variable empty, a password on the command line,
+    a bad FERRY_STATE_RETRY_SECONDS: said before anything is read or touched)."""
+    where = _locate(spec_state, option, env)
+    if where.backend == "postgres":
+        retry_seconds(env)
+    return where
+
+
+def _locate(
+    spec_state: Mapping[str, Any] | None, option: str | None, env: Mapping[str, str]
+) -> StateLocation:
     block = dict(spec_state or {})
     schema = str(block.get("schema") or DEFAULT_SCHEMA)
     if option:
@@ -201,5 +213,5 @@ def default_location(env: Mapping[str, str]) -> StateLocation:
 
 # The backends import this module's siblings only; importing them here, after the definitions,
 # keeps `from engine.statestore import locate` free of a cycle.
-from engine.statestore.postgres import PostgresStateStore  # noqa: E402
+from engine.statestore.postgres import PostgresStateStore, retry_seconds  # noqa: E402
 from engine.statestore.sqlite import SqliteStateStore  # noqa: E402

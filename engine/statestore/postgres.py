@@ -11,20 +11,22 @@ One connection per store, shared by apply's worker threads and serialized by a l
 the advisory lock for as long as the apply runs.
 
 A lost connection (a failover, a pgbouncer or idle-TCP reset, a network blip; break-it 12c
-item 6) is ridden out: reads and writes reconnect with backoff for up to RETRY_SECONDS
-(FERRY_STATE_RETRY_SECONDS) and are retried. The advisory lock died with the old session: it is
-taken again, and the lock row must still be this store's own, or another ferry locked the state
-in between and this store stops (StateLockedError: never two appliers). A write is one
-transaction that also records its token (meta `last_write`): retried after a connection lost
-around its COMMIT, it is not applied twice. libpq's TCP keepalives and tcp_user_timeout find a
-dead peer that sends nothing (an idle connection reset by a firewall); a DSN may list several
-hosts with target_session_attrs=read-write so that a reconnect finds the new primary.
+item 6) is ridden out: the open, reads and writes reconnect with backoff for up to
+RETRY_SECONDS (FERRY_STATE_RETRY_SECONDS) and are retried. The advisory lock died with the old
+session: it is taken again, and the lock row must still be this store's own, or another ferry
+locked the state in between and this store stops (StateLockedError: never two appliers). A
+write is one transaction that also records its token (meta `last_write`): retried after a
+connection lost around its COMMIT, it is not applied twice. libpq's TCP keepalives and
+tcp_user_timeout find a dead peer that sends nothing (an idle connection reset by a firewall);
+a DSN may list several hosts with target_session_attrs=read-write so that a reconnect finds the
+new primary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -38,7 +40,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from engine.errors import NoStateError, StateError, StateLockedError, StateUnreachableError
+from engine.errors import (
+    NoStateError,
+    StateError,
+    StateLockedError,
+    StateUnreachableError,
+    UserError,
+)
 from engine.model.state import LockInfo, ResourceRecord, State, Status
 from engine.statestore.common import (
     FORMAT_VERSION,
@@ -62,6 +70,8 @@ TCP_USER_TIMEOUT = "tcp_user_timeout=60000"
 # intervention (57P: admin/crash shutdown, cannot connect now), read-only transaction (25006:
 # the server is a standby now, after a failover)
 LOST_STATES = ("08", "57P", "25006")
+# libpq's words for a refused connection that trying again does not mend
+REFUSALS = ("authentication failed", "pg_hba.conf", "does not exist", "no password supplied")
 T = TypeVar("T")
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS {s}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -95,21 +105,46 @@ class PostgresStateStore:
         self._outage: StateUnreachableError | None = None  # given up on, until a reconnect works
         self._taken: StateLockedError | None = None  # the lock lost to another ferry: stopped
         self._beat = threading.Event()  # set: the heartbeat ends
-        try:
-            self._db = self._connect()
-        except psycopg.Error as exc:
-            raise StateError(f"cannot connect to state {self._display}: {_reason(exc)}") from exc
-        try:
+        self._db = self._first_connection()
+
+        def init() -> None:
             if not create and not self._exists():
                 raise NoStateError(f"no state in {self._display}")
             with self._tx():
                 self._init()
-        except psycopg.Error as exc:
-            self._db.close()
-            raise StateError(f"cannot open state {self._display}: {_reason(exc)}") from exc
+
+        try:
+            self._resilient("open", init)  # a connection lost meanwhile: made again, retried
         except StateError:
             self._db.close()
             raise
+
+    def _first_connection(self) -> psycopg.Connection[TupleRow]:
+        """The store's connection, tried again with backoff for up to the retry window: a
+        failover or a network blip at open is ridden out as one later is (before:
+        the open alone was not retried). A refusal no retry mends (authentication, a missing
+        database or role) fails at once.
+
+        Raises StateError."""
+        started = time.monotonic()
+        wait = BACKOFF[0]
+        while True:
+            try:
+                return self._connect()
+            except psycopg.Error as exc:
+                left = self._retry_seconds - (time.monotonic() - started)
+                final = any(word in str(exc) for word in REFUSALS)
+                if final or left <= 0:
+                    tried = (
+                        ""
+                        if final or not self._retry_seconds
+                        else (f" (tried for {self._retry_seconds:g} s)")
+                    )
+                    raise StateError(
+                        f"cannot connect to state {self._display}{tried}: {_reason(exc)}"
+                    ) from exc
+                time.sleep(min(wait, left))
+                wait = min(wait * 2, BACKOFF[1])
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
         return psycopg.connect(
@@ -490,12 +525,24 @@ class PostgresStateStore:
 
 
 def retry_seconds(env: Mapping[str, str]) -> float:
-    """How long a lost connection is retried (FERRY_STATE_RETRY_SECONDS, default 30 s)."""
-    given = env.get(RETRY_ENV, "")
-    try:
-        return max(0.0, float(given)) if given else RETRY_SECONDS
-    except ValueError:
+    """How long a lost connection is retried (FERRY_STATE_RETRY_SECONDS, default 30 s; 0: not
+    retried).
+
+    Raises UserError for a value that is not a finite number of seconds >= 0 (it fell back to
+    30 s in silence)."""
+    given = env.get(RETRY_ENV, "").strip()
+    if not given:
         return RETRY_SECONDS
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UserError(
+            f"{RETRY_ENV}={given!r} is not a number of seconds >= 0 (how long a lost state "
+            f"connection is retried; default {RETRY_SECONDS:g}, 0: not retried)"
+        )
+    return seconds
 
 
 def _settings(dsn: str) -> dict[str, str]:

@@ -998,6 +998,20 @@ CASES = [
         r"error: the state is in PostgreSQL but \$FERRY_STATE_DSN is empty",
         files={"spec.yaml": spec("version: 1\n", "version: 1\nstate: {backend: postgres}\n")},
     ),
+    *(
+        Case(
+            f"state-retry-seconds-{name}",
+            ("plan", "spec.yaml", "--state", "env:FERRY_TEST_DSN"),
+            1,
+            rf"error: FERRY_STATE_RETRY_SECONDS='{re.escape(value)}' is not a number of seconds "
+            r">= 0 \(how long a lost state connection is retried; default 30, 0: not retried\)",
+            env={
+                "FERRY_TEST_DSN": "host=127.0.0.1 port=9 dbname=ferry",
+                "FERRY_STATE_RETRY_SECONDS": value,
+            },
+        )
+        for name, value in (("word", "soon"), ("negative", "-5"), ("nan", "nan"))
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StateLockedError, StateUnreachableError
+from engine.errors import StateLockedError, StateUnreachableError, UserError
 from engine.model.state import ResourceRecord, Status
 from engine.statestore import postgres, postgres_at
 from engine.statestore.postgres import PostgresStateStore, retry_seconds
@@ -159,4 +159,7 @@ def test_an_unreachable_state_is_an_error_naming_it_then_usable_again(
 def test_retry_seconds_from_the_environment() -> None:
     assert retry_seconds({}) == 30.0
     assert retry_seconds({"FERRY_STATE_RETRY_SECONDS": "2.5"}) == 2.5
-    assert retry_seconds({"FERRY_STATE_RETRY_SECONDS": "soon"}) == 30.0
+    assert retry_seconds({"FERRY_STATE_RETRY_SECONDS": "0"}) == 0.0
+    for bad in ("soon", "-1", "inf"):  # one clear error (test_bad_input), no silent 30 s
+        with pytest.raises(UserError, match="is not a number of seconds >= 0"):
+            retry_seconds({"FERRY_STATE_RETRY_SECONDS": bad})

@@ -41,6 +41,7 @@ from engine.planner.diff.departed import (
     destroy_changes,
     handed_volumes,
     recorded_vms,
+    said_left_off,
 )
 from engine.planner.diff.estimates import (
     downtime,
@@ -53,6 +54,7 @@ from engine.planner.diff.networks import network_changes
 from engine.planner.diff.volumes import (
     adopt_then_sync,
     adoption_concerns,
+    full_in_window,
     not_verified,
     removed_disks,
     retyped,
@@ -63,7 +65,7 @@ from engine.planner.diff.volumes import (
 )
 from engine.planner.quota import Budget, demand
 
-__all__ = ["DiffInput", "diff", "power_policy", "vm_changes"]
+__all__ = ["DiffInput", "diff", "power_policy", "said_left_off", "vm_changes"]
 
 
 def found_volumes(
@@ -205,9 +207,12 @@ def vm_changes(
     return out + back_to_replicate(vm, records)
 
 
-def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]:
-    """Every VM's plan entry, every change (blocked VMs have none) and what the diff found about
-    recorded VMs (kept because the spec still selects them)."""
+def diff(
+    data: DiffInput,
+) -> tuple[list[VMPlan], list[Change], list[Diagnostic], dict[int, str]]:
+    """Every VM's plan entry, every change (blocked VMs have none), what the diff found about
+    recorded VMs (kept because the spec still selects them), and vms entry index → what its
+    errors must add about a kept VM's source ferry left powered off (`said_left_off`)."""
     throughput = measured_throughput(data.state)
     conversions = measured_conversions(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
@@ -262,6 +267,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             + held
             + stuck
             + over_budget(vm, estimate)
+            + full_in_window(vm, vm_list)
             + left_off_concerns(records, vm.source.power_state)
             + running_after_cutover(
                 vm,
@@ -290,7 +296,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
         plans.append(_vm_plan(vm, concerns, estimate, vm_list))
         if not blocked:
             changes += move + vm_list
-    gone, notes = departed(data, claims)
+    gone, notes, off = departed(data, claims)
     changes += gone
     changes += network_changes(data, [c for c in changes if c.kind == "port"])
     if data.destroy:
@@ -299,7 +305,7 @@ def diff(data: DiffInput) -> tuple[list[VMPlan], list[Change], list[Diagnostic]]
             for a, r in sorted(data.state.resources.items())
             if r.kind == "flavor"
         ]
-    return plans, changes, notes
+    return plans, changes, notes, off
 
 
 def _attachment_repairs(

@@ -38,16 +38,18 @@ def simple(
     *,
     differs: Any = None,
 ) -> Change:
+    """Create (no record, or one in progress), replace (tainted, or `differs(record, after)`:
+    True or a non-empty 'what: before → after', which the reason then shows) or no-op."""
     if record is None or record.status is Status.IN_PROGRESS:
         return Change(address, kind, Action.CREATE, reason, None, after)
     if record.status is Status.TAINTED:
         return Change(
             address, kind, Action.REPLACE, f"tainted: {reason}", dict(record.attributes), after
         )
-    if differs is not None and differs(record, after):
-        return Change(
-            address, kind, Action.REPLACE, f"changed: {reason}", dict(record.attributes), after
-        )
+    moved = differs(record, after) if differs is not None else False
+    if moved:  # True, or what changed ('security groups [a] → [b]')
+        said = f"changed: {reason}" + (f" ({moved})" if isinstance(moved, str) else "")
+        return Change(address, kind, Action.REPLACE, said, dict(record.attributes), after)
     return Change(
         address, kind, Action.NOOP, "up to date", dict(record.attributes), dict(record.attributes)
     )

@@ -99,19 +99,25 @@ def planned_from(port: DesiredPort) -> dict[str, Any]:
     }
 
 
-def _port_differs(record: ResourceRecord, after: Mapping[str, Any], booted: bool) -> bool:
-    """A port is made again for a new MAC, or (no server booted from it yet) for a new network
-    (the source NIC moved to a portgroup network_map maps elsewhere) or other security groups
-    (the spec's changed: break-it 12c item 14, the server would have booted with the old ones).
-    A record without security groups (an older ferry's) is left as it is."""
+def _port_differs(record: ResourceRecord, after: Mapping[str, Any], booted: bool) -> str:
+    """What makes a port be made again, as 'what: before → after' ("" when nothing does): a new
+    MAC, or (no server booted from it yet) a new network (the source NIC moved to a portgroup
+    network_map maps elsewhere) or other security groups (the spec's changed: break-it 12c item
+    14, the server would have booted with the old ones; 12d item 7e: the reason did not say
+    which). A record without security groups (an older ferry's) is left as it is."""
     attributes = record.attributes
     if attributes.get("mac") != after["mac"]:
-        return True
+        return f"MAC {attributes.get('mac')} → {after['mac']}"
     if booted:
-        return False
+        return ""
+    moved = []
+    if attributes.get("network") != after["network"]:
+        moved.append(f"network {attributes.get('network')} → {after['network']}")
     groups = attributes.get("security_groups")
-    moved = groups is not None and sorted(groups) != sorted(after["security_groups"])
-    return moved or attributes.get("network") != after["network"]
+    if groups is not None and sorted(groups) != sorted(after["security_groups"]):
+        before, now = ", ".join(sorted(groups)), ", ".join(sorted(after["security_groups"]))
+        moved.append(f"security groups [{before}] → [{now}]")
+    return "; ".join(moved)
 
 
 def conversion_change(
@@ -172,10 +178,30 @@ def _epochs_moved(
     return False
 
 
+def server_of(record: ResourceRecord, observed: ObservedServer | None = None) -> str:
+    """'server <id>' of a server record, the cloud's id when the record has none (`observed`);
+    else what is known: an apply stopped in the boot before the cloud named it (break-it 12d
+    item 7e: "cutover to server ?")."""
+    known = record.attributes.get("server_id") or (observed.id if observed else None)
+    if known:
+        return f"server {known}"
+    return "a server whose id an apply stopped during its boot never recorded"
+
+
 def source_left_off(since: float) -> str:
     """A source ferry powered off at `since` (epoch seconds) whose cutover has no server yet."""
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
     return f"source powered off by ferry at {at}, no server yet"
+
+
+def left_off_since(records: Mapping[str, ResourceRecord]) -> float | None:
+    """When ferry powered off the source of a VM's records (epoch seconds: its conversion
+    record's `powered_off_at`) for a cutover with no server record yet; None otherwise."""
+    for address, record in records.items():
+        since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
+        if since and address.removesuffix(".conversion") + ".server" not in records:
+            return float(since)
+    return None
 
 
 def left_off_concerns(
@@ -185,23 +211,21 @@ def left_off_concerns(
     `on_failure: leave_off`, or an apply killed after the power-off) with no server yet. A
     source that runs now (`power`, as observed) was powered back on by an apply that could not
     record it (its state unreachable then: break-it 12c item 6): said so, not "left off"."""
-    for address, record in records.items():
-        since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
-        server = address.removesuffix(".conversion") + ".server"
-        if since and server not in records:
-            if power == "poweredOn":
-                at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(since)))
-                return (
-                    Concern(
-                        ConcernLevel.WARNING,
-                        "source-on-unrecorded",
-                        f"the state says ferry powered the source off at {at}, but it runs: "
-                        "powered back on by an apply that could not record it (the next "
-                        "cutover records its power anew)",
-                    ),
-                )
-            return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(float(since))),)
-    return ()
+    since = left_off_since(records)
+    if since is None:
+        return ()
+    if power == "poweredOn":
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+        return (
+            Concern(
+                ConcernLevel.WARNING,
+                "source-on-unrecorded",
+                f"the state says ferry powered the source off at {at}, but it runs: "
+                "powered back on by an apply that could not record it (the next "
+                "cutover records its power anew)",
+            ),
+        )
+    return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(since)),)
 
 
 def running_after_cutover(
@@ -256,25 +280,23 @@ def running_after_cutover(
             ),
         )
     if record is not None and running and vm.mode not in CUTOVER_MODES:
-        booted = str(record.attributes.get("server_id") or "?")
         return (  # set back to replicate: its volumes are never synced again (see `booted`)
             Concern(
                 ConcernLevel.WARNING,
                 "source-running-after-cutover",
-                f"the source VM is powered on again after its cutover to server {booted}: two "
+                f"the source VM is powered on again after its cutover to {server_of(record)}: two "
                 "copies of this machine may run with the same MACs, and its new writes are never "
                 "copied (the server's volumes are production's); power the source off",
             ),
         )
     if record is None or record.status is Status.IN_PROGRESS or not (running or ran):
         return ()
-    booted = str(record.attributes.get("server_id") or "?")
     now = "runs again" if running else "ran since its cutover (its disks changed)"
     return (
         Concern(
             ConcernLevel.ERROR,
             "server-gone-source-running",
-            f"server {booted} of its cutover is gone and the source {now}: its volumes "
+            f"{server_of(record)} of its cutover is gone and the source {now}: its volumes "
             "hold the machine as it was at the cutover, without what the source wrote since; "
             "plan --destroy and migrate it again",
         ),
@@ -372,16 +394,15 @@ def replicate_after_cutover(
     server = records.get(str(Address("vm", vm.name, "server")))
     if vm.mode in CUTOVER_MODES or server is None:
         return ()
-    booted = str(server.attributes.get("server_id") or "?")
     where = "is gone" if observed is None else "still runs"
     return (
         Concern(
             ConcernLevel.WARNING,
             "replicate-after-cutover",
-            f"mode: replicate after its cutover to server {booted} (which {where}): the "
-            "volumes a server booted from are not synced again, nothing of the cutover is "
-            "undone; to migrate the VM again, plan --destroy (then replicate it anew), or set "
-            "mode: cutover back",
+            f"mode: replicate after its cutover to {server_of(server, observed)} (which "
+            f"{where}): the volumes a server booted from are not synced again, nothing of the "
+            "cutover is undone; to migrate the VM again, plan --destroy (then replicate it "
+            "anew), or set mode: cutover back",
         ),
     )
 

@@ -20,7 +20,9 @@ from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import Destination, SourceSnapshot
 from engine.model.plan import Action, Change
 from engine.model.state import INSTANCE_UUID, ResourceRecord, State, Status
+from engine.planner.desired import SELECTS_NOTHING
 from engine.planner.diff.common import DiffInput
+from engine.planner.diff.cutover import left_off_since, source_left_off
 from engine.planner.diff.leftovers import leftover_snapshots
 
 # a record's attribute naming a destination object → that object's `ferry_vm`
@@ -49,6 +51,14 @@ class Claims:
     concerns: dict[str, list[Concern]] = field(default_factory=dict)  # desired VM name → errors
     others: list[RecordedVM] = field(default_factory=list)  # no desired VM is theirs
     held: frozenset[str] = frozenset()  # names whose records stay whatever else happens
+
+
+def left_off(records: Mapping[str, ResourceRecord]) -> str:
+    """'; source powered off by ferry at …, no server yet' for records of a VM whose cutover
+    ferry left with its source off (see `left_off_since`), else "": every message about such a
+    VM says so, whatever else it is about (break-it 12d item 7a: a renamed VM's errors did not)."""
+    since = left_off_since(records)
+    return f"; {source_left_off(since)}" if since is not None else ""
 
 
 def recorded_vms(state: State, destination: Destination) -> list[RecordedVM]:
@@ -103,13 +113,16 @@ def claim(desired: Sequence[DesiredVM], recorded: list[RecordedVM]) -> Claims:
             mine.setdefault(owner.name, []).append(group)
     held = {g.name for g in out.others if g.name in by_name}
     for name in held:
-        _block(out, name, _taken(by_name[name], [g for g in out.others if g.name == name]))
+        taken = [g for g in out.others if g.name == name]
+        off = "".join(left_off(g.records) for g in taken)
+        _block(out, name, _taken(by_name[name], taken) + off)
     for name, groups in mine.items():
         vm = by_name[name]
         if len(groups) > 1:
             where = " and ".join(g.address for g in groups)
+            off = "".join(left_off(g.records) for g in groups)
             _block(out, name, f"the state holds records of this VM under {where}: both are left "
-                   "untouched (one of them is stale)")  # fmt: skip
+                   f"untouched (one of them is stale){off}")  # fmt: skip
             continue
         (group,) = groups
         uuid = (vm.source.instance_uuid or "").lower() or None
@@ -187,6 +200,7 @@ def destroy_changes(
         else reason
     )
     left = leftover_snapshots(name, snapshots, records.get(str(Address("vm", name, "snapshot"))))
+    off = left_off(records)
     out = []
     for address, record in sorted(records.items()):
         if record.kind == "source_snapshot":
@@ -205,7 +219,9 @@ def destroy_changes(
                 )
             )
         else:
-            out.append(Change(address, record.kind, action, why, dict(record.attributes), None))
+            powered = off and record.kind == "conversion"  # deleting it powers the source on
+            said = why + (f"{off}: it is powered back on" if powered else "")
+            out.append(Change(address, record.kind, action, said, dict(record.attributes), None))
     return out + ([left] if left else [])
 
 
@@ -219,12 +235,17 @@ def handed_volumes(destination: Destination, lineage: str) -> dict[str, str]:
     }
 
 
-def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagnostic]]:
+def departed(
+    data: DiffInput, claims: Claims
+) -> tuple[list[Change], list[Diagnostic], dict[int, str]]:
     """Recorded VMs no desired VM claims: the spec dropped them (their objects go), or the spec
     still selects them but the inventory does not show them (left untouched, with an error; a
-    warning when a folder/tag pattern, a moref or an unrecorded UUID only may select them)."""
+    warning when a folder/tag pattern, a moref or an unrecorded UUID only may select them).
+    Also: vms entry index → what `left_off` says of the kept VMs it selects (for the entry's
+    own errors, see `said_left_off`)."""
     changes: list[Change] = []
     notes: list[Diagnostic] = []
+    off: dict[int, str] = {}
     blind = data.lookup is not None and not data.lookup.complete  # an error says why
     handed = handed_volumes(data.destination, data.state.lineage)
     for group in claims.others:
@@ -244,7 +265,23 @@ def departed(data: DiffInput, claims: Claims) -> tuple[list[Change], list[Diagno
             )
         else:
             notes.append(_kept(group, *entry))
-    return changes, notes
+            off[entry[0]] = off.get(entry[0], "") + left_off(group.records)
+    return changes, notes, {i: said for i, said in off.items() if said}
+
+
+def said_left_off(diagnostics: list[Diagnostic], off: Mapping[int, str]) -> list[Diagnostic]:
+    """The spec's diagnostics, each "vms[i] selects no VM" error of an entry whose recorded
+    VM's source ferry left powered off (`off`, from `departed`) saying so."""
+    return [
+        replace(d, summary=d.summary + off[d.path[1]])
+        if len(d.path) == 2
+        and d.path[0] == "vms"
+        and isinstance(d.path[1], int)
+        and d.path[1] in off
+        and d.summary.startswith(f"vms[{d.path[1]}] {SELECTS_NOTHING}")
+        else d
+        for d in diagnostics
+    ]
 
 
 def _maybe_booted(group: RecordedVM) -> Diagnostic | None:
@@ -279,6 +316,6 @@ def _kept(group: RecordedVM, index: int, certain: bool) -> Diagnostic:
         Severity.ERROR if certain else Severity.WARNING,
         f"{who} is recorded and vms[{index}] {how} it, but the lookup did not find it: "
         f"its {len(group.records)} record(s) are left untouched (renamed? select it by "
-        "instance_uuid; to let them go, drop or exclude it in the spec)",
+        f"instance_uuid; to let them go, drop or exclude it in the spec){left_off(group.records)}",
         path=("vms", index),
     )

@@ -564,3 +564,38 @@ def not_verified(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
             "volume holds the guest's own writes since, it is no longer compared with the source",
         ),
     )
+
+
+def full_in_window(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
+    """A warning per replicated disk a cutover's final sync copies in full (tainted, CBT off or
+    reset, grown, its volume gone, an interrupted full copy's rest) rather than as a delta: it
+    is read while the source is off, and the plan says how much and why (counted in the
+    downtime estimate). A tainted
+    disk's re-copy in the window was announced as a delta-sized step only (break-it 12d item
+    7b: "~46.9 MiB", "downtime ~1 min", a 2 TB disk would be hours unannounced)."""
+    if vm.mode not in CUTOVER_MODES:
+        return ()
+    out = []
+    for change in changes:
+        if change.kind != "volume" or change.before is None or not _full_copy(change):
+            continue  # a disk never synced before: a cold migration's copy, as planned
+        key = Address.parse(change.address).index
+        size = "its size unknown" if change.bytes is None else f"~{human(change.bytes)} to read"
+        out.append(
+            Concern(
+                ConcernLevel.WARNING,
+                "full-copy-in-downtime",
+                f"disk {key}'s final sync is a full copy while the source is off ({size}, "
+                f"counted in the downtime estimate): {change.reason}",
+            )
+        )
+    return tuple(out)
+
+
+def _full_copy(change: Change) -> bool:
+    """A volume change that copies (the rest of) a whole disk, not what changed."""
+    if change.action in (Action.CREATE, Action.REPLACE):
+        return True
+    if change.action is not Action.UPDATE:
+        return False
+    return (change.after or {}).get("copy") == "full" or "full copy" in change.reason

@@ -39,7 +39,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
 @pytest.fixture
 def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(vm))
+    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(vm) or True)
     monkeypatch.setattr(module, "power_state", lambda _si, vm: "poweredOff")
     return seen
 

@@ -63,7 +63,8 @@ def store(tmp_path: Path) -> Iterator[Switchable]:
 @pytest.fixture
 def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(f"on {vm}"))
+    # power_on's answer: this call powered the VM on (False: someone had already)
+    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(f"on {vm}") or True)
     monkeypatch.setattr(module, "power_off", lambda _si, vm, _p: seen.append(f"off {vm}") or "hard")
 
     def state(_si: object, vm: object) -> str:
