@@ -174,8 +174,8 @@ def _nic_concerns(adapter: str, label: str) -> list[Concern]:
     fix = "set convert: true (virt-v2v installs virtio-net), or give the VM an E1000e NIC"
     if adapter == "VirtualVmxnet3":
         return [
-            Concern(
-                ConcernLevel.WARNING,
+            Concern(  # info: the most common VMware NIC, which current Nova and QEMU serve
+                ConcernLevel.INFO,
                 "vmxnet3-nic",
                 f"{label} is a vmxnet3 NIC and convert: false: the server gets "
                 "hw_vif_model=vmxnet3, which QEMU emulates and Nova accepts since Victoria "

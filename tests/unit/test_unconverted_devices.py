@@ -40,7 +40,7 @@ def _codes(vm: SourceVM, mode: str = "cutover") -> list[tuple[str, str]]:
         (_vm("VirtualAHCIController", "VirtualVmxnet2"), [("warning", "nic-no-kvm-model")]),
         (_vm("VirtualAHCIController", "VirtualVmxnet"), [("warning", "nic-no-kvm-model")]),
         (_vm("VirtualLsiLogicSASController", "VirtualPCNet32"), [("warning", "pcnet-nic")]),
-        (_vm("ParaVirtualSCSIController", "VirtualVmxnet3"), [("warning", "vmxnet3-nic")]),
+        (_vm("ParaVirtualSCSIController", "VirtualVmxnet3"), [("info", "vmxnet3-nic")]),
         (_vm("VirtualLsiLogicController", "VirtualE1000"), []),
         (_vm(None), []),  # controller not reported: nothing to say
     ],
