@@ -282,21 +282,38 @@ def check_applicable(plan: Plan, console: Console, as_json: bool) -> None:
         raise UserError(f"this ferry cannot apply: {listed} (a plan from a newer ferry?)")
 
 
+def apply_end_fields(
+    plan: Plan,
+    ok: bool,
+    counts: tuple[int, int, int] = (0, 0, 0),
+    copied: tuple[int, int, int] = (0, 0, 0),
+    seconds: float = 0.0,
+) -> dict[str, Any]:
+    """The fields of every apply_end event (engine.executor.events), whether or not steps ran,
+    so a CI gate or a script reading `blocked` and `failed` always finds them: `counts` are the
+    steps (done, failed, skipped), `copied` the bytes (read, zeroed, skipped), `seconds` the
+    apply's duration."""
+    done, failed, skipped = counts
+    read, zeroed, bytes_skipped = copied
+    return {
+        "ok": ok,
+        "blocked": plan.blocked,  # the targeted VMs only, as the exit code and blocked_line
+        "done": done,
+        "failed": failed,
+        "skipped": skipped,
+        "bytes_read": read,
+        "bytes_zeroed": zeroed,
+        "bytes_skipped": bytes_skipped,
+        "seconds": round(seconds, 3),
+    }
+
+
 def nothing_applied(plan: Plan, blocked: bool) -> dict[str, Any]:
-    """The apply_end event of an apply with no changes: the fields of every apply_end (a CI
-    gate or a script reading `blocked` and `failed` finds them whether or not steps ran)."""
+    """The apply_end event of an apply with no changes (`apply_end_fields`, all zero)."""
     return {
         "ts": round(time.time(), 3),
         "event": "apply_end",
-        "ok": not blocked,
-        "blocked": plan.blocked,  # the targeted VMs only, as the exit code and blocked_line
-        "done": 0,
-        "failed": 0,
-        "skipped": 0,
-        "bytes_read": 0,
-        "bytes_zeroed": 0,
-        "bytes_skipped": 0,
-        "seconds": 0.0,
+        **apply_end_fields(plan, not blocked),
     }
 
 
@@ -527,18 +544,12 @@ def run_plan(
     skipped = sum(s.bytes_skipped for s in stats)
     done = sum(o is Outcome.DONE for o in result.outcomes.values())
     blocked = blocked_line(plan)
-    events.emit(
-        "apply_end",
-        ok=result.ok and not blocked,
-        blocked=plan.blocked,  # the targeted VMs only, as the exit code and blocked_line
-        done=done,
-        failed=len(result.errors),
-        skipped=len(result.skipped_because),
-        bytes_read=read,
-        bytes_zeroed=zeroed,
-        bytes_skipped=skipped,
-        seconds=round(time.monotonic() - began, 3),
+    counts = (done, len(result.errors), len(result.skipped_because))
+    ended = time.monotonic() - began
+    fields = apply_end_fields(
+        plan, result.ok and not blocked, counts, (read, zeroed, skipped), ended
     )
+    events.emit("apply_end", **fields)
     events.close()
     store.close()
     console.print(summary_line(result.ok, done, len(result.outcomes), (read, zeroed, skipped)))
