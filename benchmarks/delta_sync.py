@@ -4,13 +4,19 @@ Source: a 4 GiB sparse disk whose CBT changed areas are ≥ 2,000 scattered exte
 served by nbdkit's file plugin behind the delay filter (default 1 ms per read, a remote ESXi).
 Both copy exactly the changed areas into a destination holding the old content:
 - ferry: `engine.dataplane.copy.copy(uri, dst, areas, ...)` (4 connections x 8 reads in flight);
+- plain aio: the peer issue 15 cites, a plain libnbd aio loop on one connection with 16 reads in
+  flight (`--depth`), buffers reused, each read written when it completes, one fsync at the end;
 - baseline: what vmware-migration-kit does per changed area: split into ≤ 64 MiB chunks, a new
   buffer per chunk, a synchronous `pread` on one handle, then a write at the same offset.
-Prints seconds (best of `--runs`), changed extents per second and the ratio baseline / ferry.
+Prints seconds (best of `--runs`: the tools take turns, so a loaded machine slows all of them
+alike), changed extents per second, each tool's time over ferry's and over the plain aio loop's,
+and the load average before and after (the ratios move with the load: ferry and the plain loop
+are bound by CPU, the baseline by the read delay).
 Then what `verify` costs after that delta: the whole disk on both sides (`verify: true`) vs only
 the changed areas (`verify: changed`), both through the same nbdkit server and destination file.
 Prints the benchmark's peak memory (RSS), which must stay under 1 GiB.
-Usage: .venv/bin/python benchmarks/delta_sync.py [--extents 2500] [--rdelay-ms 1]
+Usage: .venv/bin/python benchmarks/delta_sync.py [--extents 2500] [--rdelay-ms 1] [--depth 16]
+       [--runs 3] [--no-verify]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import random
 import resource
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,12 +91,51 @@ def baseline(uri: str, dst: Path, areas: list[tuple[int, int]]) -> None:
         handle.shutdown()
 
 
+def plain_aio(uri: str, dst: Path, areas: list[tuple[int, int]], depth: int = 16) -> None:
+    """A plain libnbd aio loop: one connection, `depth` reads in flight into reused buffers,
+    each written when it completes (in libnbd's completion callback), fsync at the end."""
+    handle = nbd.NBD()
+    handle.connect_uri(uri)
+    handle.set_pread_initialize(False)
+    fd = os.open(dst, os.O_WRONLY)
+    try:
+        largest = max(min(n, CHUNK) for _, n in areas)
+        free = [memoryview(bytearray(largest)) for _ in range(depth)]
+        queue = deque(
+            (at, min(CHUNK, o + n - at)) for o, n in areas for at in range(o, o + n, CHUNK)
+        )
+
+        def written(offset: int, buf: nbd.Buffer, slot: memoryview) -> Callable[[object], int]:
+            def done(err: object) -> int:
+                os.pwrite(fd, buf.to_buffer(), offset)
+                free.append(slot)
+                return 1
+
+            return done
+
+        while queue or handle.aio_in_flight():
+            while queue and free:
+                offset, n = queue.popleft()
+                slot = free.pop()
+                buf = nbd.Buffer.from_buffer(slot[:n])
+                handle.aio_pread(buf, offset, completion=written(offset, buf, slot))
+            handle.poll(-1)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        handle.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-gib", type=float, default=4)
     parser.add_argument("--extents", type=int, default=2500)
     parser.add_argument("--rdelay-ms", type=float, default=1.0)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--depth", type=int, default=16, help="the plain aio loop's reads in flight"
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip the verify timings")
     args = parser.parse_args()
     size = int(args.size_gib * GiB)
     areas = changed_areas(size, args.extents)
@@ -105,33 +151,44 @@ def main() -> None:
         with NbdkitServer(FileDiskSource(src), filters=filters[0], filter_args=filters[1]) as srv:
             tools: dict[str, Callable[[], None]] = {
                 "ferry (pipelined)": lambda: copy(srv.uri, dst, areas, CopyOptions()) and None,
+                f"plain aio (depth {args.depth})": lambda: plain_aio(
+                    srv.uri, dst, areas, args.depth
+                ),
                 "vmware-migration-kit loop": lambda: baseline(srv.uri, dst, areas),
             }
             results = {name: float("inf") for name in tools}
+            load_before = os.getloadavg()
             for _ in range(args.runs):  # the tools take turns, each on a fresh old replica
                 for name, action in tools.items():
                     reset()
                     results[name] = min(results[name], timed(action))
                     assert file_digest(dst) == want, f"{name} produced a different disk"
-            verify = verify_times(srv.uri, dst, size, areas, args.runs)
+            load_after = os.getloadavg()
+            verify = None if args.no_verify else verify_times(srv.uri, dst, size, areas, args.runs)
     print(
         f"delta: {len(areas)} changed extents, {total_bytes(areas) / MiB:.1f} MiB, "
         f"read delay {args.rdelay_ms} ms"
     )
-    base = results["ferry (pipelined)"]
+    base, peer = results["ferry (pipelined)"], results[f"plain aio (depth {args.depth})"]
     for name, seconds in results.items():
         print(
             f"{name:<26} {seconds:7.2f} s  {len(areas) / seconds:8.0f} extents/s  "
-            f"ratio to ferry {seconds / base:6.2f}"
+            f"ratio to ferry {seconds / base:6.2f}  to plain aio {seconds / peer:6.2f}"
         )
-    whole, changed = verify["whole disk"], verify["changed areas"]
-    print(
-        f"verify after the delta: whole disk {whole:.2f} s, changed areas {changed:.2f} s "
-        f"(ratio {whole / changed:.1f})"
-    )
+    print(f"load average: {_load(load_before)} before, {_load(load_after)} after the copies")
+    if verify is not None:
+        whole, changed = verify["whole disk"], verify["changed areas"]
+        print(
+            f"verify after the delta: whole disk {whole:.2f} s, changed areas {changed:.2f} s "
+            f"(ratio {whole / changed:.1f})"
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     nbdkit = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
     print(f"peak memory: {peak} MiB (nbdkit {nbdkit} MiB)")
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
 
 
 def verify_times(
