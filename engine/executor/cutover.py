@@ -109,7 +109,10 @@ class Cutover:
                 record = records.get(address)
                 if record is None or record.status is not Status.READY:
                     raise FerryError(f"{address} is not made: the cutover needs every volume")
-            out.append(str(record.attributes["volume_id"]))
+            volume_id = str(record.attributes["volume_id"])
+            if record.kind == "volume":  # converted and booted: written
+                self.a.check_owned(address, volume_id, "written")
+            out.append(volume_id)
         return out
 
     def _torn_down(self, change: Change, id_key: str, delete: Callable[[Any, str], None]) -> bool:
