@@ -218,7 +218,17 @@ def _powered_back_on(record: ResourceRecord, server: ResourceRecord | None) -> s
     since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
     if not since or (server is not None and server.status is Status.READY):
         return ""
-    return f"; {source_left_off(float(since))}: it is powered back on"
+    if server is None:
+        return f"; {source_left_off(float(since))}: it is powered back on"
+    return (
+        f"; source powered off by ferry at {_at(since)}, its server never confirmed: it is "
+        "powered back on"
+    )
+
+
+def _at(since: object) -> str:
+    """Epoch seconds as the plan says a moment (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(since))))
 
 
 def destroy_concerns(name: str, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
@@ -235,7 +245,7 @@ def destroy_concerns(name: str, records: Mapping[str, ResourceRecord]) -> tuple[
     server = records.get(str(Address("vm", name, "server")))
     server_id = (server.attributes.get("server_id") if server else None) or "(id not recorded)"
     if server is not None and server.status is Status.READY:
-        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(since)))
+        at = _at(since)
         return (
             Concern(
                 ConcernLevel.WARNING,
@@ -248,9 +258,8 @@ def destroy_concerns(name: str, records: Mapping[str, ResourceRecord]) -> tuple[
     if server is None:
         said = f"{source_left_off(float(since))}: the destroy powers the source back on"
     else:
-        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(since)))
         said = (
-            f"source powered off by ferry at {at}; its server {server_id}, booted by an "
+            f"source powered off by ferry at {_at(since)}; its server {server_id}, booted by an "
             "interrupted apply, was never confirmed: the destroy deletes it and powers the "
             "source back on"
         )
