@@ -33,7 +33,7 @@ from engine.cli.plan import (
 )
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError, one_line
-from engine.executor.apply import Applier, Context, unsupported
+from engine.executor.apply import Applier, Context, handed_since, unsupported
 from engine.executor.events import Events, log_path
 from engine.executor.remote import Remote, broker_from_spec, check_broker, make_app
 from engine.executor.seams import (
@@ -503,6 +503,7 @@ def run_plan(
     ):
         store = ctx.store
         applier = Applier(plan, ctx)
+        _check_volumes_owned(applier)
         changes = _changes_per_vm(plan)
         copies = any(".disk[" in c.address and c.action is not Action.NOOP for c in plan.changes)
         if copies and ctx.remote is None:  # an agent checks its own when it starts
@@ -560,6 +561,23 @@ def run_plan(
     if result.ok:
         return 1 if blocked or lost else 0
     return STOPPED if applier.ctx.stop.is_set() else 1
+
+
+def _check_volumes_owned(applier: Applier) -> None:
+    """A plan is refused whole when a volume it deletes or writes is managed by another ferry
+    state now (taken over with --adopt-lineage since the plan was made: break-it 12e item 3, a
+    saved destroy deleted the other state's replica, a saved delta wrote it and took it back);
+    the state's serial does not show it (the other state wrote only its own state and the
+    volume's metadata). Read under the state's lock, before anything is touched.
+
+    Raises UserError (the first such volume, and how many)."""
+    lines = handed_since(applier.ctx.conn, applier.plan)
+    if lines:
+        more = f" (and {len(lines) - 1} more such volume(s))" if len(lines) > 1 else ""
+        raise UserError(
+            f"the plan is stale: {lines[0]}{more}: nothing applied; run `ferry plan` again "
+            "(a new plan never deletes or writes it)"
+        )
 
 
 def _slot_pools(

@@ -524,9 +524,12 @@ class Applier:
             return
         if change.action in (Action.DELETE, Action.FORGET):
             if change.action is Action.DELETE and before.get("volume_id"):
+                self.check_owned(change.address, str(before["volume_id"]), "deleted")
                 self._delete_volume(str(before["volume_id"]))
             self._write([], [change.address])
             return
+        if before.get("volume_id"):
+            self.check_owned(change.address, str(before["volume_id"]), "written")
         snapshot, disks = self.ctx.snapshots[address.name]
         disk = disks[address.index or 0]
         if change.action is Action.VERIFY:
@@ -544,6 +547,19 @@ class Applier:
             or (change.after or {}).get("volume_id")
             or ""
         )
+
+    def check_owned(self, address: str, volume_id: str, doing: str) -> None:
+        """Right before a step deletes or writes a volume this state records (`doing`:
+        "deleted", "written"): its `ferry_state` must still name this state (or nothing). A
+        volume another ferry state took over since the plan was made (--adopt-lineage, or by
+        hand) is that state's replica: a saved destroy deleted it, a saved delta wrote it and
+        stamped it back (break-it 12e item 3). Raises OpenStackError; nothing is done to it."""
+        other = volumes.managed_by(self.ctx.conn, volume_id)
+        if other and self.lineage and other != self.lineage:
+            raise OpenStackError(
+                f"{handed_line(address, volume_id, other, doing)}; plan again (a new plan "
+                "never deletes or writes it)"
+            )
 
     def _repair_attachments(self, change: Change) -> None:
         """Delete the stale Cinder attachments of ferry's the plan found on the change's volume
@@ -575,6 +591,11 @@ class Applier:
                 continue
             self._repair_attachments(change)
             volume_id = self._volume_id(change)
+            if volume_id and change.action is not Action.READ:
+                try:
+                    self.check_owned(change.address, volume_id, "written")
+                except OpenStackError as exc:
+                    raise OpenStackError(f"{exc}; the source was not powered off") from exc
             if volume_id and volumes.exists(self.ctx.conn, volume_id):
                 try:
                     volumes.check_attachments(self.ctx.conn, volume_id, hosts)
@@ -1185,6 +1206,33 @@ class Applier:
         if not uuid or record.attributes.get(INSTANCE_UUID) == uuid:
             return record
         return replace(record, attributes={**record.attributes, INSTANCE_UUID: uuid})
+
+
+def handed_line(address: str, volume_id: str, lineage: str, doing: str) -> str:
+    """The one line of a volume step refused because another ferry state manages the volume
+    now (`lineage`: that state's; `doing`: "deleted" or "written")."""
+    return (
+        f"{address}: volume {volume_id} is managed by ferry state {lineage} now (taken over "
+        f"since this plan was made, with --adopt-lineage or by hand): not {doing}"
+    )
+
+
+def handed_since(conn: Any, plan: Plan) -> list[str]:
+    """The plan's volume steps that would delete or write a volume another ferry state
+    manages now (its `ferry_state` names another lineage than the plan's state): one line
+    each (handed_line), [] when none. One volume read per such step. Raises OpenStackError."""
+    out = []
+    for change in plan.changes:
+        volume_id = str((change.before or {}).get("volume_id") or "")
+        if change.kind != "volume" or not volume_id or not plan.state_lineage:
+            continue
+        if change.action in (Action.NOOP, Action.FORGET, Action.READ):
+            continue
+        other = volumes.managed_by(conn, volume_id)
+        if other and other != plan.state_lineage:
+            doing = "deleted" if change.action is Action.DELETE else "written"
+            out.append(handed_line(change.address, volume_id, other, doing))
+    return out
 
 
 def sync_line(address: str, kind: str, stats: CopyStats, step: float) -> str:

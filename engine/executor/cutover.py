@@ -87,6 +87,9 @@ class Cutover:
         # by the signal handler, without locks), and what _settle_unrecorded powers back on.
         self.powered_off: dict[str, float] = {}
         self.booting: set[str] = set()  # VMs whose server may have been booted by this apply
+        # VMs whose server record this apply deleted while it was still in progress (booted by
+        # an interrupted apply, never confirmed): not a cutover, the source is production
+        self.unconfirmed: set[str] = set()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -110,7 +113,10 @@ class Cutover:
                 record = records.get(address)
                 if record is None or record.status is not Status.READY:
                     raise FerryError(f"{address} is not made: the cutover needs every volume")
-            out.append(str(record.attributes["volume_id"]))
+            volume_id = str(record.attributes["volume_id"])
+            if record.kind == "volume":  # converted and booted: written
+                self.a.check_owned(address, volume_id, "written")
+            out.append(volume_id)
         return out
 
     def _torn_down(self, change: Change, id_key: str, delete: Callable[[Any, str], None]) -> bool:
@@ -273,14 +279,25 @@ class Cutover:
 
     def _power_back_on(self, name: str, attrs: dict[str, Any]) -> None:
         """A cutover undone (back to replicate, destroy) whose source ferry powered off (an
-        apply killed past the power-off: nothing settled it) and that has no server: the
-        source goes back on before the record that remembers it goes."""
+        apply killed past the power-off: nothing settled it) and that has no confirmed server
+        (none, or one an interrupted apply booted and this apply deleted before confirming it:
+        break-it 12e item 5, neither ran after the destroy): the source goes back on before the
+        record that remembers it goes. A confirmed cutover's source stays off.
+
+        Raises VSphereError (the power-on failed: the record stays, the step fails)."""
         server = str(Address("vm", name, "server"))
-        if not attrs.get(POWERED_OFF_AT) or server in self._records() or server in self.a.changes:
+        confirmed = server in self._records() or (
+            server in self.a.changes and name not in self.unconfirmed
+        )
+        if not attrs.get(POWERED_OFF_AT) or confirmed:
             return  # cut over (a destroy deletes its server too): the source stays off
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(float(attrs[POWERED_OFF_AT])))
+        why = f"ferry powered it off at {at}"
+        if name in self.unconfirmed:
+            why += "; the server an interrupted apply booted, never confirmed, was deleted"
         powered = power_on(self.ctx.si, self.a._vm(name))
-        done = "source powered back on" if powered else ALREADY_ON
-        self.ctx.say(name, f"{Address('vm', name)}: {done} (ferry powered it off)")
+        said = f"source powered back on ({why})" if powered else ALREADY_ON
+        self.ctx.say(name, f"{Address('vm', name)}: {said}")
         if self.ctx.events is not None:
             self.ctx.events.emit("source_on", vm=name)
 
@@ -558,6 +575,9 @@ class Cutover:
 
     def server(self, change: Change) -> None:
         address = Address.parse(change.address)
+        record = self._records().get(change.address)
+        if change.action is Action.DELETE and record and record.status is Status.IN_PROGRESS:
+            self.unconfirmed.add(address.name)  # its conversion's delete powers the source on
         if self._torn_down(change, "server_id", compute.delete_server):
             return
         after = dict(change.after or {})

@@ -126,6 +126,25 @@ def test_a_stale_saved_plan_is_refused(lab: Lab, tmp_path: Path) -> None:
     stale = ferry(lab, "apply", str(saved), "--state", str(state))
     assert stale.returncode == 1 and "the state changed since this plan was made" in stale.stderr
     assert "Traceback" not in stale.stderr
+    # break-it 12e item 3: a saved --destroy, then another state takes the volumes over with
+    # --adopt-lineage (the serial of this state does not move): refused whole, nothing deleted
+    # (it deleted the other state's replica, exit 0)
+    destroy = tmp_path / "d.plan"
+    args = ("plans/demo.yaml", "--target", "vm.build-old")
+    done = ferry(lab, "plan", *args, "--destroy", "--out", str(destroy), "--state", str(state))
+    assert done.returncode == 0, done.stderr
+    listed = ferry(lab, "state", "list", "--state", str(state))
+    listed_text = listed.stdout + listed.stderr  # the "# lineage" header goes to stderr
+    lineage = re.search(r"^# lineage ([^,]+),", listed_text, re.M)
+    assert lineage is not None, listed_text
+    other = str(tmp_path / "other.db")
+    adopt = ("--adopt-lineage", lineage.group(1))
+    done = ferry(lab, "apply", *args, "--auto-approve", "--state", other, *adopt)
+    assert done.returncode == 0 and "adopted volume" in done.stdout, done.stdout + done.stderr
+    refused = ferry(lab, "apply", str(destroy), "--state", str(state))
+    assert refused.returncode == 1, refused.stdout
+    assert "the plan is stale: vm.build-old.disk[" in refused.stderr
+    assert "nothing applied" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from engine.planner.diff.departed import (
     claim,
     departed,
     destroy_changes,
+    destroy_concerns,
     handed_volumes,
     recorded_vms,
     said_left_off,
@@ -244,7 +245,9 @@ def diff(
                 snapshots=vm.source.snapshots,
                 handed=handed,
             )
-            plans.append(_vm_plan(vm, vm.concerns + held, None))
+            plans.append(
+                _vm_plan(vm, vm.concerns + held + destroy_concerns(vm.name, records), None)
+            )
             changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(

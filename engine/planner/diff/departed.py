@@ -11,6 +11,7 @@ whose VM cannot be told (nothing recovers it) are matched by name, as they were 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -200,7 +201,6 @@ def destroy_changes(
         else reason
     )
     left = leftover_snapshots(name, snapshots, records.get(str(Address("vm", name, "snapshot"))))
-    off = left_off(records)
     out = []
     for address, record in sorted(records.items()):
         if record.kind == "source_snapshot":
@@ -219,10 +219,63 @@ def destroy_changes(
                 )
             )
         else:
-            powered = off and record.kind == "conversion"  # deleting it powers the source on
-            said = why + (f"{off}: it is powered back on" if powered else "")
+            said = why + _powered_back_on(record, server) if action is Action.DELETE else why
             out.append(Change(address, record.kind, action, said, dict(record.attributes), None))
     return out + ([left] if left else [])
+
+
+def _powered_back_on(record: ResourceRecord, server: ResourceRecord | None) -> str:
+    """What deleting a conversion record adds to its reason: the source ferry powered off
+    goes back on when no confirmed server runs (none, or one never confirmed); "" otherwise."""
+    since = record.attributes.get("powered_off_at") if record.kind == "conversion" else None
+    if not since or (server is not None and server.status is Status.READY):
+        return ""
+    if server is None:
+        return f"; {source_left_off(float(since))}: it is powered back on"
+    return (
+        f"; source powered off by ferry at {_at(since)}, its server never confirmed: it is "
+        "powered back on"
+    )
+
+
+def _at(since: object) -> str:
+    """Epoch seconds as the plan says a moment (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(since))))
+
+
+def destroy_concerns(name: str, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+    """A warning on a VM --destroy tears down while its source is powered off by ferry (the
+    conversion record's `powered_off_at`): with no confirmed server (none, or one an apply
+    stopped in the boot made and never confirmed: break-it 12e item 5, the destroy deleted it
+    and left the source off without a word) the source is production and is powered back on;
+    after a confirmed cutover the server is production: the destroy deletes it and the source
+    stays off, so afterwards nothing runs until someone powers the source on."""
+    conversion = records.get(str(Address("vm", name, "conversion")))
+    since = conversion.attributes.get("powered_off_at") if conversion is not None else None
+    if not since:
+        return ()
+    server = records.get(str(Address("vm", name, "server")))
+    server_id = (server.attributes.get("server_id") if server else None) or "(id not recorded)"
+    if server is not None and server.status is Status.READY:
+        at = _at(since)
+        return (
+            Concern(
+                ConcernLevel.WARNING,
+                "destroy-deletes-production",
+                f"the destroy deletes server {server_id}, which runs the cut-over VM; its "
+                f"source stays powered off (by ferry since {at}): afterwards neither runs "
+                "until the source is powered on",
+            ),
+        )
+    if server is None:
+        said = f"{source_left_off(float(since))}: the destroy powers the source back on"
+    else:
+        said = (
+            f"source powered off by ferry at {_at(since)}; its server {server_id}, booted by an "
+            "interrupted apply, was never confirmed: the destroy deletes it and powers the "
+            "source back on"
+        )
+    return (Concern(ConcernLevel.WARNING, "source-off", said),)
 
 
 def handed_volumes(destination: Destination, lineage: str) -> dict[str, str]:

@@ -258,6 +258,20 @@ def set_metadata(conn: Any, volume_id: str, metadata: dict[str, str]) -> None:
     )
 
 
+def managed_by(conn: Any, volume_id: str) -> str | None:
+    """The lineage of the ferry state that manages the volume now (its `ferry_state`
+    metadata; "" when none is set), or None when the volume is gone. Raises OpenStackError."""
+
+    def read() -> str | None:
+        try:
+            volume = conn.block_storage.get_volume(volume_id)
+        except os_exc.NotFoundException:
+            return None
+        return str((volume.metadata or {}).get("ferry_state") or "")
+
+    return transient(read, f"reading volume {volume_id}")
+
+
 def exists(conn: Any, volume_id: str) -> bool:
     def found() -> bool:
         try:

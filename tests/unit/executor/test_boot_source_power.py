@@ -149,6 +149,11 @@ def _cutover(
         store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
     )
     applier: Any = SimpleNamespace(
-        ctx=ctx, _write=store.write, uuids={"web01": "u1"}, changes={}, _vm=lambda n: f"ref-{n}"
+        ctx=ctx,
+        _write=store.write,
+        uuids={"web01": "u1"},
+        changes={},
+        _vm=lambda n: f"ref-{n}",
+        check_owned=lambda *_: None,  # the volumes are this state's (test_volume_handed_over)
     )
     return Cutover(applier), said

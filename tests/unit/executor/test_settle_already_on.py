@@ -63,6 +63,6 @@ def test_an_undone_cutover_says_who_powered_the_source_on(
     monkeypatch.setattr(module, "power_on", lambda _si, _vm: ferry_powered_it_on)
     store, lines = SqliteStateStore(tmp_path / "ferry.db"), []
     _cutover(store, lines)._power_back_on("web01", {"powered_off_at": 40.0})
-    done = "source powered back on" if ferry_powered_it_on else ALREADY_ON
-    assert lines == [f"vm.web01: {done} (ferry powered it off)"]
+    done = "source powered back on (ferry powered it off at 00:00:40 UTC)"
+    assert lines == [f"vm.web01: {done if ferry_powered_it_on else ALREADY_ON}"]
     store.close()
