@@ -36,13 +36,14 @@ from engine.model.observed import Quota
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
 from engine.planner.checks import missing_key_pair
-from engine.planner.diff.cutover import source_left_off
+from engine.planner.diff.cutover import moved_change_ids, source_left_off
 from engine.planner.quota import Budget, after_power_off
 from engine.providers.openstack import compute, volumes
 from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
 from engine.providers.vsphere.power import (
     POWERED_ON,
     PowerOffPolicy,
+    disk_change_ids,
     power_off,
     power_on,
     power_state,
@@ -630,38 +631,58 @@ class Cutover:
 
     def check_source_off(self, name: str, *, found: str = "", booted: str = "") -> None:
         """Before the server boots, again once it is ACTIVE (`booted`: its id), and before a
-        server an interrupted apply booted is adopted (`found`: its id): the source is still
-        off. Powered on since its final snapshot (vSphere HA, a person, a monitoring restart),
-        it has written what the volumes lack and would run beside its server with the same MACs
+        server an interrupted apply booted is adopted (`found`: its id): the source has not run
+        since its final sync. It ran when it is powered on now, or when a disk's changeId is not
+        the one the final sync recorded (`moved_change_ids`: powered on, written and powered off
+        again, which the power state alone never shows; break-it 12e items 1 and 2: a server
+        booted or adopted from volumes without those writes, exit 0, then "No changes").
+        Powered on since its final snapshot (vSphere HA, a person, a monitoring restart), it has
+        written what the volumes lack and would run beside its server with the same MACs
         (break-it 12c item 3, 12d items 2 and 3: booted or reused anyway, exit 0).
 
-        Raises SourceChangedError; the source is left running. Before the boot, nothing is
-        made; once booted, the caller deletes the server and reverts the volumes to their
-        protection snapshots; in both cases the next apply powers the source off again, syncs
-        its writes and converts again. A found server is not touched: the error says how to
-        go on."""
-        if self._power_state(self.a._vm(name)) != POWERED_ON:
+        Raises SourceChangedError; the source's power is left as it is. Before the boot,
+        nothing is made; once booted, the caller deletes the server and reverts the volumes to
+        their protection snapshots (the settle powers a source that is off back on); in both
+        cases the next apply powers the source off again, syncs its writes and converts again.
+        A found server is not touched: the error says how to go on."""
+        vm_ref = self.a._vm(name)
+        running = self._power_state(vm_ref) == POWERED_ON
+        moved = {} if running else self._moved(name, vm_ref)
+        if not running and not moved:
             return
         vm = Address("vm", name)
+        if running:
+            ran = "the source is running again (powered on since its final snapshot)"
+        else:
+            ran = f"the source ran since its final sync ({_moved_line(moved)}), though off now"
         if found:
+            left = (
+                "the source was left running"
+                if running
+                else "the source stays off while that server exists (no two copies)"
+            )
             raise SourceChangedError(
-                f"{vm}: server {found}, booted by an interrupted apply, is not adopted: the "
-                "source is running again (powered on since its final snapshot) and the server "
-                "lacks its writes since; to keep the source, delete the server (openstack "
-                f"server delete {found}) and apply again (the cutover runs again: power-off, "
-                "final sync, boot); the source was left running"
+                f"{vm}: server {found}, booted by an interrupted apply, is not adopted: {ran} "
+                "and the server lacks its writes since; to keep the source, delete the server "
+                f"(openstack server delete {found}) and apply again (the cutover runs again: "
+                f"power-off, final sync, boot); {left}"
             )
         if booted:
+            now = "was powered on" if running else "ran"
             raise SourceChangedError(
-                f"{vm}: the source was powered on while its server {booted} booted: the "
+                f"{vm}: the source {now} while its server {booted} booted ({ran}): the "
                 "server is deleted and the volumes go back to their protection snapshots (no "
-                "two copies of one machine); the source was left running: the next apply "
-                "powers it off and syncs what it wrote"
+                "server without the source's last writes, no two copies of one machine); the "
+                "next apply powers it off and syncs what it wrote"
             )
         raise SourceChangedError(
-            f"{vm}: the source is running again (powered on since its final snapshot): no "
-            "server is booted beside it; the next apply powers it off and syncs what it wrote"
+            f"{vm}: {ran}: no server is booted from volumes without its writes; the next "
+            "apply powers it off and syncs what it wrote"
         )
+
+    def _moved(self, name: str, vm_ref: Any) -> dict[int, tuple[str, str]]:
+        """The VM's disks whose changeId moved since the sync its record holds."""
+        return moved_change_ids(name, self._records(), disk_change_ids(self.ctx.si, vm_ref))
 
     def _boot_image_id(self, name: str, after: dict[str, Any]) -> str | None:
         """boot: image: the Glance image of the boot disk the server boots from (recorded by
@@ -833,6 +854,14 @@ def boot_volume_metadata(after: Mapping[str, Any], conversion: Mapping[str, Any]
     if "image_metadata" in after:
         return {str(k): str(v) for k, v in (after["image_metadata"] or {}).items()}
     return dict(UEFI_METADATA) if conversion.get("firmware") == "efi" else {}
+
+
+def _moved_line(moved: Mapping[int, tuple[str, str]]) -> str:
+    """'disk 2000's changeId moved from 52…/0 to 52…/1' for each disk, '; '-joined."""
+    return "; ".join(
+        f"disk {key}'s changeId moved from {was} to {now}"
+        for key, (was, now) in sorted(moved.items())
+    )
 
 
 def _disk_keys(after: dict[str, Any]) -> list[int]:

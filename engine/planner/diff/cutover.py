@@ -286,12 +286,25 @@ def source_ran(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> bool:
     the one its record synced to (vSphere moves it at a power cycle and a snapshot)."""
     if vm.source.power_state == "poweredOn":
         return True
-    for disk in vm.source.disks:
-        record = records.get(str(Address("vm", vm.name, "disk", disk.key)))
+    now = {disk.key: disk.change_id for disk in vm.source.disks}
+    return bool(moved_change_ids(vm.name, records, now))
+
+
+def moved_change_ids(
+    name: str, records: Mapping[str, ResourceRecord], now: Mapping[int, str | None]
+) -> dict[int, tuple[str, str]]:
+    """The VM's disks whose changeId `now` ({disk key: changeId}) is not the one their record
+    synced to ({disk key: (synced, now)}): the source ran since its last sync (vSphere moves a
+    disk's changeId at a power cycle and a snapshot, so a source powered on, written and
+    powered off again shows here though it is off). A disk without a changeId on either side
+    (CBT off) cannot tell and is left out."""
+    moved = {}
+    for key, change_id in now.items():
+        record = records.get(str(Address("vm", name, "disk", key)))
         synced = record.attributes.get("change_id") if record else None
-        if synced and disk.change_id and synced != disk.change_id:
-            return True
-    return False
+        if synced and change_id and synced != change_id:
+            moved[key] = (str(synced), change_id)
+    return moved
 
 
 def server_made(

@@ -38,6 +38,27 @@ def power_state(si: Any, vm: Any) -> str:
     return str(fetch_property(si, vm, "runtime.powerState"))
 
 
+def disk_change_ids(si: Any, vm: Any) -> dict[int, str | None]:
+    """Each virtual disk's changeId now ({device key: changeId}, None for a disk without
+    changed block tracking): the backing's `changeId`, "the change ID of the virtual disk for
+    the corresponding snapshot or virtual machine" (vSphere API, VirtualDiskFlatVer2BackingInfo).
+    It moves at a power cycle (and a snapshot): a source powered on, written and powered off
+    again is the same power state but not the same changeIds. Raises VSphereError when the VM
+    is gone."""
+    devices = fetch_property(si, vm, "config.hardware.device") or []
+    return {
+        int(dev.key): getattr(dev.backing, "changeId", None) or None
+        for dev in devices
+        if isinstance(dev, vim.vm.device.VirtualDisk)
+    }
+
+
+def guest_state(si: Any, vm: Any) -> str:
+    """The guest's operation mode as VMware Tools report it (`guest.guestState`: 'running',
+    'shuttingDown', 'resetting', 'standby', 'notRunning' or 'unknown'); 'unknown' when unset."""
+    return str(fetch_property(si, vm, "guest.guestState") or "unknown")
+
+
 def wait_power_state(si: Any, vm: Any, state: str, timeout: float) -> bool:
     """Poll until the VM reports `state`; False when the timeout passed first."""
     deadline = time.monotonic() + timeout
