@@ -121,7 +121,7 @@ def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(
     address = "vm.web01.conversion"
     store.write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, found_off)], [])
     monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
-    monkeypatch.setattr(module, "power_off", lambda _si, _vm, _policy: "graceful")
+    monkeypatch.setattr(module, "power_off", lambda _si, _vm, _policy, *_: "graceful")
     ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
     applier: Any = SimpleNamespace(
         ctx=ctx,
