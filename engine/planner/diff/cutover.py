@@ -218,6 +218,8 @@ def running_after_cutover(
     - a server (recorded or found) and the source running now: two copies of one machine with
       the same MACs; the source's writes are never copied (break-it 12d items 2 and 3: a
       warning, "No changes", exit 0);
+    - a confirmed server and the source ran since (off again): a warning, its writes since are
+      not in the server (break-it 12e: "No changes");
     - a server an interrupted apply booted (record in progress, or none) and the source ran
       since the final sync: that server runs from volumes without those writes; it is never
       adopted (break-it 12d item 2);
@@ -230,6 +232,16 @@ def running_after_cutover(
     running = vm.source.power_state == "poweredOn"
     if observed is not None:
         unconfirmed = record is None or record.status is Status.IN_PROGRESS
+        if not running and ran and not unconfirmed:  # break-it 12e: never a silent "No changes"
+            return (
+                Concern(
+                    ConcernLevel.WARNING,
+                    "source-ran-after-cutover",
+                    f"the source VM ran since its cutover to server {observed.id} (its disks' "
+                    "changeIds moved: powered on and off again, off now): what it wrote since "
+                    "is not in the server, whose volumes are production's; nothing is copied",
+                ),
+            )
         if not running and not (unconfirmed and ran):
             return ()
         by = "an interrupted apply (never confirmed)" if unconfirmed else "its cutover"
