@@ -242,6 +242,8 @@ def running_after_cutover(
     - a server (recorded or found) and the source running now: two copies of one machine with
       the same MACs; the source's writes are never copied (break-it 12d items 2 and 3: a
       warning, "No changes", exit 0);
+    - a confirmed server and the source ran since (off again): a warning, its writes since are
+      not in the server (break-it 12e: "No changes");
     - a server an interrupted apply booted (record in progress, or none) and the source ran
       since the final sync: that server runs from volumes without those writes; it is never
       adopted (break-it 12d item 2);
@@ -254,6 +256,16 @@ def running_after_cutover(
     running = vm.source.power_state == "poweredOn"
     if observed is not None:
         unconfirmed = record is None or record.status is Status.IN_PROGRESS
+        if not running and ran and not unconfirmed:  # break-it 12e: never a silent "No changes"
+            return (
+                Concern(
+                    ConcernLevel.WARNING,
+                    "source-ran-after-cutover",
+                    f"the source VM ran since its cutover to server {observed.id} (its disks' "
+                    "changeIds moved: powered on and off again, off now): what it wrote since "
+                    "is not in the server, whose volumes are production's; nothing is copied",
+                ),
+            )
         if not running and not (unconfirmed and ran):
             return ()
         by = "an interrupted apply (never confirmed)" if unconfirmed else "its cutover"
@@ -308,12 +320,25 @@ def source_ran(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> bool:
     the one its record synced to (vSphere moves it at a power cycle and a snapshot)."""
     if vm.source.power_state == "poweredOn":
         return True
-    for disk in vm.source.disks:
-        record = records.get(str(Address("vm", vm.name, "disk", disk.key)))
+    now = {disk.key: disk.change_id for disk in vm.source.disks}
+    return bool(moved_change_ids(vm.name, records, now))
+
+
+def moved_change_ids(
+    name: str, records: Mapping[str, ResourceRecord], now: Mapping[int, str | None]
+) -> dict[int, tuple[str, str]]:
+    """The VM's disks whose changeId `now` ({disk key: changeId}) is not the one their record
+    synced to ({disk key: (synced, now)}): the source ran since its last sync (vSphere moves a
+    disk's changeId at a power cycle and a snapshot, so a source powered on, written and
+    powered off again shows here though it is off). A disk without a changeId on either side
+    (CBT off) cannot tell and is left out."""
+    moved = {}
+    for key, change_id in now.items():
+        record = records.get(str(Address("vm", name, "disk", key)))
         synced = record.attributes.get("change_id") if record else None
-        if synced and disk.change_id and synced != disk.change_id:
-            return True
-    return False
+        if synced and change_id and synced != change_id:
+            moved[key] = (str(synced), change_id)
+    return moved
 
 
 def server_made(

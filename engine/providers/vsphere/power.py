@@ -4,6 +4,7 @@ only when the spec allows it) and back on after a failed cutover."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,27 @@ def power_state(si: Any, vm: Any) -> str:
     return str(fetch_property(si, vm, "runtime.powerState"))
 
 
+def disk_change_ids(si: Any, vm: Any) -> dict[int, str | None]:
+    """Each virtual disk's changeId now ({device key: changeId}, None for a disk without
+    changed block tracking): the backing's `changeId`, "the change ID of the virtual disk for
+    the corresponding snapshot or virtual machine" (vSphere API, VirtualDiskFlatVer2BackingInfo).
+    It moves at a power cycle (and a snapshot): a source powered on, written and powered off
+    again is the same power state but not the same changeIds. Raises VSphereError when the VM
+    is gone."""
+    devices = fetch_property(si, vm, "config.hardware.device") or []
+    return {
+        int(dev.key): getattr(dev.backing, "changeId", None) or None
+        for dev in devices
+        if isinstance(dev, vim.vm.device.VirtualDisk)
+    }
+
+
+def guest_state(si: Any, vm: Any) -> str:
+    """The guest's operation mode as VMware Tools report it (`guest.guestState`: 'running',
+    'shuttingDown', 'resetting', 'standby', 'notRunning' or 'unknown'); 'unknown' when unset."""
+    return str(fetch_property(si, vm, "guest.guestState") or "unknown")
+
+
 def wait_power_state(si: Any, vm: Any, state: str, timeout: float) -> bool:
     """Poll until the VM reports `state`; False when the timeout passed first."""
     deadline = time.monotonic() + timeout
@@ -50,8 +72,18 @@ def wait_power_state(si: Any, vm: Any, state: str, timeout: float) -> bool:
     return True
 
 
-def power_off(si: Any, vm: Any, policy: PowerOffPolicy) -> str:
+def _nothing() -> None:
+    """No one to tell."""
+
+
+def power_off(
+    si: Any, vm: Any, policy: PowerOffPolicy, requested: Callable[[], None] = _nothing
+) -> str:
     """Power the VM off; returns how: 'already', 'graceful' or 'hard'.
+
+    `requested` is called once the guest accepted the graceful shutdown (ShutdownGuest returns
+    at once on vSphere; the guest goes on shutting down after a timeout here, so a caller that
+    records it can tell a guest still going off from one powered on by someone).
 
     The power state is read first: a suspended VM is powered off hard with `force_after`, else
     refused. Graceful first when the policy says so (ShutdownGuest through VMware Tools, waiting
@@ -87,12 +119,14 @@ def power_off(si: Any, vm: Any, policy: PowerOffPolicy) -> str:
                     f"graceful shutdown of {vm._moId} failed: {describe_fault(exc)}"
                 ) from exc
         else:
+            requested()
             if wait_power_state(si, vm, POWERED_OFF, policy.timeout):
                 return "graceful"
             if not policy.force_after:
                 raise VSphereError(
                     f"{vm._moId} did not shut down within {policy.timeout:.0f} s and the spec "
-                    "does not allow a hard power-off (power_off.force_after)"
+                    "does not allow a hard power-off (power_off.force_after); the guest may "
+                    "still be shutting down"
                 )
     _hard_off(si, vm)
     return "hard"

@@ -32,10 +32,18 @@ SERVER = Change(
 class Cloud:
     """The calls the boot makes, and the source's power as it is at each of them."""
 
-    def __init__(self, found: str | None, power: list[str]) -> None:
+    def __init__(
+        self, found: str | None, power: list[str], change_ids: list[str] | None = None
+    ) -> None:
         self.found = found
         self.power = power  # one per power-state read; the last one repeats
+        self.change_ids = change_ids or ["52 aa/3"]  # disk 2000's, one per read; the last repeats
         self.calls: list[str] = []
+
+    def disk_change_ids(self, _si: Any, _vm: Any) -> dict[int, str | None]:
+        self.calls.append("change_ids")
+        ids = self.change_ids
+        return {2000: ids.pop(0) if len(ids) > 1 else ids[0]}
 
     def power_state(self, _si: Any, _vm: Any) -> str:
         self.calls.append("power_state")
@@ -127,6 +135,7 @@ def test_a_source_powered_on_while_its_server_boots_gets_it_deleted(
         cut.server(SERVER)
     assert cloud.calls == [
         "power_state",
+        "change_ids",
         "create_server",
         "wait_active srv-new",
         "power_state",
@@ -143,6 +152,7 @@ def _cutover(
     for name in ("find_server", "create_server", "wait_active", "delete_server", "delete_snapshot"):
         monkeypatch.setattr(module.compute, name, getattr(cloud, name))
     monkeypatch.setattr(module, "power_state", cloud.power_state)
+    monkeypatch.setattr(module, "disk_change_ids", cloud.disk_change_ids)
     monkeypatch.setattr(module.volumes, "set_metadata", lambda *_: None)
     said: list[str] = []
     ctx = SimpleNamespace(
@@ -157,3 +167,39 @@ def _cutover(
         check_owned=lambda *_: None,  # the volumes are this state's (test_volume_handed_over)
     )
     return Cutover(applier), said
+
+
+def test_a_found_server_is_not_adopted_after_the_source_ran_and_went_off_again(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12e item 1: killed in the boot, a plan saved, the source powered on, written
+    and powered off again: "server ... found, reused", exit 0, the 2 MiB lost. Off, but disk
+    2000's changeId is not the final sync's: refused, the server is not touched."""
+    cloud = Cloud(found="srv-old", power=["poweredOff"], change_ids=["52 aa/4"])
+    cut, said = _cutover(store, cloud, monkeypatch)
+    with pytest.raises(SourceChangedError) as raised:
+        cut.server(SERVER)
+    assert "server srv-old, booted by an interrupted apply, is not adopted: the source ran " \
+        "since its final sync (disk 2000's changeId moved from 52 aa/3 to 52 aa/4)" in str(
+        raised.value)  # fmt: skip
+    assert not any("reused" in line for line in said)
+    assert not [c for c in cloud.calls if c.startswith(("create_server", "delete_server"))]
+    assert "vm.web01.server" not in store.read().resources  # nothing recorded as served
+
+
+def test_a_source_power_cycled_while_its_server_boots_gets_it_deleted(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12e item 2: powered on, written and powered off between the create and ACTIVE:
+    both reads said 'poweredOff', "Apply complete", 256 blocks lost. The changeId moved."""
+    cloud = Cloud(found=None, power=["poweredOff"], change_ids=["52 aa/3", "52 aa/5"])
+    cut, said = _cutover(store, cloud, monkeypatch)
+    restored: list[str] = []
+    monkeypatch.setattr(cut, "restore", restored.append)
+    with pytest.raises(SourceChangedError, match="the source ran while its server srv-new booted"):
+        cut.server(SERVER)
+    assert cloud.calls[-2:] == ["change_ids", "delete_server srv-new"]
+    assert restored == ["web01"]  # the volumes back to their protection snapshots
+    assert "vm.web01.server" not in store.read().resources
+    assert not any("ACTIVE" in line for line in said)
+    assert "web01" not in cut.booting  # no server: the settle powers the source back on

@@ -121,7 +121,7 @@ def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(
     address = "vm.web01.conversion"
     store.write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, found_off)], [])
     monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
-    monkeypatch.setattr(module, "power_off", lambda _si, _vm, _policy: "graceful")
+    monkeypatch.setattr(module, "power_off", lambda _si, _vm, _policy, *_: "graceful")
     ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
     applier: Any = SimpleNamespace(
         ctx=ctx,
@@ -141,12 +141,13 @@ def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(
 
 @pytest.mark.parametrize(("now", "refused"), [("poweredOn", True), ("poweredOff", False)])
 def test_no_server_boots_beside_a_source_running_again(
-    monkeypatch: pytest.MonkeyPatch, now: str, refused: bool
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch, now: str, refused: bool
 ) -> None:
     """Break-it 12c item 3: a source powered on again after its final snapshot (HA, a person)
     got its server booted anyway: two copies, same MACs, its later writes missing."""
     monkeypatch.setattr(module, "power_state", lambda _si, _vm: now)
-    ctx = SimpleNamespace(store=None, si=None, say=lambda *_: None, events=None)
+    monkeypatch.setattr(module, "disk_change_ids", lambda _si, _vm: {})
+    ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
     applier: Any = SimpleNamespace(ctx=ctx, _vm=lambda name: f"ref-{name}")
     cut = Cutover(applier)
     if not refused:

@@ -65,7 +65,9 @@ def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     # power_on's answer: this call powered the VM on (False: someone had already)
     monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(f"on {vm}") or True)
-    monkeypatch.setattr(module, "power_off", lambda _si, vm, _p: seen.append(f"off {vm}") or "hard")
+    monkeypatch.setattr(
+        module, "power_off", lambda _si, vm, _p, *_: seen.append(f"off {vm}") or "hard"
+    )
 
     def state(_si: object, vm: object) -> str:
         """The power the fake's last call for `vm` left (on when none)."""
