@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -530,7 +530,9 @@ def run_plan(
             _graph(plan), lambda _: None, parallelism=parallelism, pools=pools, pools_of=pools_of
         )
         walker.run = _observed(applier, events, walker.stop)  # a state lost for good stops it
-        with _stop_on_signals(walker, applier.ctx.stop, events, console, applier.unsettled):
+        with _stop_on_signals(
+            walker, applier.ctx.stop, events, console, applier.unsettled, applier.cutover.gate
+        ):
             try:
                 result = walker.walk()
             finally:
@@ -727,6 +729,7 @@ def _stop_on_signals(
     events: Events,
     console: Console,
     unsettled: Callable[[], tuple[list[str], list[str]]] = _no_stake,
+    gate: AbstractContextManager[Any] | None = None,
 ) -> Iterator[None]:
     """SIGINT, SIGTERM or SIGHUP: start no new step and let the running ones end at a
     checkpoint (a copy flushes what it wrote and records where it got to; a conversion is ended
@@ -743,7 +746,11 @@ def _stop_on_signals(
     (`unsettled()`'s first list): then only a third one, or a second one INSIST_AFTER seconds
     or more after the first, ends it, and putting the source back (bounded: seconds) goes on
     until then. Ending at once writes to stderr what it leaves: each source left off and
-    each snapshot of ferry's left on a source (`unsettled()`, one line each)."""
+    each snapshot of ferry's left on a source (`unsettled()`, one line each).
+
+    The first signal sets `stop` under `gate` (the cutover's stop gate, Cutover.go_ahead): a
+    step about to power a source off either sees the stop and powers nothing off, or has
+    recorded the power-off (in what `unsettled()` reads) before the stop is set."""
     first: list[float] = []  # monotonic seconds of the first stop signal
     insisted: list[int] = []  # SIGINT/SIGTERM received after it
 
@@ -767,7 +774,8 @@ def _stop_on_signals(
         if signum == signal.SIGHUP:
             _detach_terminal()
         first.append(time.monotonic())
-        stop.set()
+        with gate or nullcontext():
+            stop.set()
         walker.stop()
         events.emit("stopping", signal=name)
         console.print(

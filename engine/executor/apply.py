@@ -310,6 +310,8 @@ class Applier:
             self.ctx.source_checked[name] = None
         power = (change.after or {}).get("power_off")
         if power is not None:  # cutover: the source goes off before its final snapshot
+            left = "nothing was powered off, the source is left as it was"
+            self.cutover.go_ahead(name, "the power-off", left)  # and again right before it
             self.ready_volumes(name)  # nothing after the power-off may wait on a stuck volume
             self.cutover.ready_destination(name)  # nor fail on a port or flavor gone since
             self.cutover.power_off_source(name, vm, power)

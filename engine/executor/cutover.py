@@ -28,6 +28,7 @@ from engine.errors import (
     StateError,
     StateLockedError,
     StateUnreachableError,
+    StoppedError,
     one_line,
 )
 from engine.executor.host import ConvertJob, firstboot_scripts
@@ -97,6 +98,13 @@ class Cutover:
         # VMs whose server record this apply deleted while it was still in progress (booted by
         # an interrupted apply, never confirmed): not a cutover, the source is production
         self.unconfirmed: set[str] = set()
+        # The stop gate (break-it 12e item 4): a running step crosses into an action that takes
+        # production down or cannot be undone (the power-off, a conversion's start, a boot)
+        # only through go_ahead, and the signal handler sets the stop under the same lock: a
+        # stop either comes first (the action never starts) or after the action's commitment
+        # is recorded (powered_off, which the handler reads). Reentrant: the handler runs in
+        # the main thread, which may hold it.
+        self.gate = threading.RLock()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -140,6 +148,24 @@ class Cutover:
     def _log(self, name: str) -> Path:
         return self.ctx.log_dir / f"{self.ctx.log_names.get(name, name)}.log"
 
+    def go_ahead(
+        self, name: str, action: str, left: str, commit: Callable[[], None] = lambda: None
+    ) -> None:
+        """Begin `action` ('the power-off', 'the conversion', 'the boot') of VM `name` unless
+        the apply was asked to stop: checked and `commit()`ed (a record of what is about to be
+        done, no I/O) atomically with the signal handler's stop. `left` says what a stop here
+        leaves ('the source is left as it was (poweredOn)'), said in the VM's log and the error.
+
+        Raises StoppedError when the stop came first (nothing of `action` was done)."""
+        with self.gate:
+            stopped = self.ctx.stop.is_set()
+            if not stopped:
+                commit()
+        if stopped:
+            line = f"{Address('vm', name)}: stopped before {action}: {left}"
+            self.ctx.say(name, line)
+            raise StoppedError(line)
+
     # -- power (called by the snapshot node in cutover mode) -------------------------------
 
     def power_off_source(self, name: str, vm: Any, settings: dict[str, Any]) -> str:
@@ -151,17 +177,30 @@ class Cutover:
         status = record.status if record is not None else Status.IN_PROGRESS
         attrs = self._attrs(address)
         power = self._power_state(vm)
-        if POWERED_OFF_AT not in attrs or power == POWERED_ON:  # as it is now: ferry has not
-            # powered it off (an earlier attempt's 'poweredOff', the source powered on since,
-            # would make this power-off one nothing powers back on: break-it 12c item 4), or it
-            # runs again (powered back on by an apply that could not record it: item 6)
+        fresh = POWERED_OFF_AT not in attrs or power == POWERED_ON  # as it is now: ferry has
+        # not powered it off (an earlier attempt's 'poweredOff', the source powered on since,
+        # would make this power-off one nothing powers back on: break-it 12c item 4), or it
+        # runs again (powered back on by an apply that could not record it: item 6)
+        if fresh:
             attrs["source_power"] = power
             attrs.pop(POWERED_OFF_AT, None)
             if power == POWERED_ON:  # recorded before the call: a kill
                 attrs[POWERED_OFF_AT] = time.time()  # in between still says ferry did it
-            self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
-        if attrs.get(POWERED_OFF_AT):  # known without the state, should it be lost from here
-            self.powered_off[name] = float(attrs[POWERED_OFF_AT])
+        since = float(attrs.get(POWERED_OFF_AT) or 0.0)
+
+        def commit() -> None:  # known without the state, should it be lost from here
+            if since:
+                self.powered_off[name] = since
+
+        # a stop before this point powers nothing off (break-it 12e item 4: a Ctrl-C during
+        # ready_destination hard-powered production off, and with leave_off left it off)
+        self.go_ahead(name, "the power-off", f"the source is left as it was ({power})", commit)
+        try:
+            if fresh:
+                self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
+        except BaseException:
+            self.powered_off.pop(name, None)  # not powered off: nothing to put back
+            raise
         asked: list[float] = []  # when the guest accepted a graceful shutdown
         try:
             how = power_off(
@@ -500,6 +539,8 @@ class Cutover:
         after = dict(change.after or {})
         keys = [int(d["key"]) for d in after["disks"]]
         volume_ids = self._volume_ids(address.name, keys)
+        unconverted = "the volumes are as the last sync left them"
+        self.go_ahead(address.name, "the conversion", unconverted)
         # an earlier attempt's (a sync drops its own first), also of a disk the spec dropped
         # since: its volume would keep a snapshot no record names and never be deletable
         recorded = list(self._attrs(change.address).get("protection") or {})
@@ -520,6 +561,7 @@ class Cutover:
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
         if after.get("tool"):
             try:
+                self.go_ahead(address.name, "the conversion", unconverted)
                 attrs["seconds"] = round(self._convert(address.name, after, volume_ids), 1)
             except FerryError:
                 self.restore(address.name)
@@ -703,6 +745,7 @@ class Cutover:
             compute.set_image_metadata(self.ctx.conn, spec.volume_ids[0], metadata)
         started = time.monotonic()
         server_id = ""
+        self.go_ahead(name, "the boot", "no server was made")
         self.a._write(  # before the boot: from here on the volumes are never synced again
             [ResourceRecord(change.address, "server", Status.IN_PROGRESS, dict(after))], []
         )

@@ -322,6 +322,8 @@ class ImageCutover:
         attrs = {**self._attrs(change.address), **after, "epochs": {}}
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         if after.get("tool"):
+            left = "the files are as the last sync left them"
+            self.a.cutover.go_ahead(name, "the conversion", left)
             for key in keys:  # from here on the files may hold the conversion's writes
                 self._mark(name, key, converted_file=True)
             guest = v2v.guest_of(self.a.targets.get(name, name), paths, after)

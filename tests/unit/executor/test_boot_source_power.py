@@ -5,6 +5,7 @@ real SQLite state store; OpenStack's and vSphere's calls recorded)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -156,7 +157,12 @@ def _cutover(
     monkeypatch.setattr(module.volumes, "set_metadata", lambda *_: None)
     said: list[str] = []
     ctx = SimpleNamespace(
-        store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
+        store=store,
+        si=None,
+        conn=None,
+        say=lambda _n, line: said.append(line),
+        events=None,
+        stop=threading.Event(),
     )
     applier: Any = SimpleNamespace(
         ctx=ctx,

@@ -4,6 +4,7 @@ left off with a line that says since when; a VM this apply could not power off i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -122,7 +123,9 @@ def test_a_source_found_off_once_and_powered_on_since_is_powered_back_on(
     store.write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, found_off)], [])
     monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
     monkeypatch.setattr(module, "power_off", lambda _si, _vm, _policy, *_: "graceful")
-    ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
+    ctx = SimpleNamespace(
+        store=store, si=None, say=lambda *_: None, events=None, stop=threading.Event()
+    )
     applier: Any = SimpleNamespace(
         ctx=ctx,
         _write=store.write,

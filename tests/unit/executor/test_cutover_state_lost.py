@@ -6,6 +6,7 @@ store behind a switch that makes it unreachable; the vSphere calls recorded."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,7 +82,11 @@ def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def cutover(store: Switchable, on_failure: str = "power_on") -> tuple[Cutover, list[str]]:
     said: list[str] = []
     ctx = SimpleNamespace(
-        store=store, si=None, say=lambda _vm, line: said.append(line), events=None
+        store=store,
+        si=None,
+        say=lambda _vm, line: said.append(line),
+        events=None,
+        stop=threading.Event(),
     )
     applier: Any = SimpleNamespace(
         ctx=ctx,
