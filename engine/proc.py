@@ -23,6 +23,8 @@ class ProcInfo:
     pgid: int
     sid: int
     name: str
+    ppid: int = 0  # the parent's PID
+    started: int = 0  # start time in clock ticks since boot: a PID is reused with another
 
 
 def live_processes() -> list[ProcInfo]:
@@ -38,5 +40,6 @@ def live_processes() -> list[ProcInfo]:
         fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z":
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            out.append(ProcInfo(int(entry.name), int(fields[2]), int(fields[3]), name))
+            pid, parent, group, session = int(entry.name), *(int(f) for f in fields[1:4])
+            out.append(ProcInfo(pid, group, session, name, parent, int(fields[19])))
     return out

@@ -136,18 +136,7 @@ def guest_image() -> Path:
 def _children() -> set[tuple[int, int]]:
     """This pytest's live child processes, as (pid, start time): a PID is reused only with
     another start time."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[1]) == os.getpid():
-            found.add((int(entry.name), int(fields[19])))
-    return found
+    return {(p.pid, p.started) for p in live_processes() if p.ppid == os.getpid()}
 
 
 def _stop(pid: int, grace: float) -> None:
