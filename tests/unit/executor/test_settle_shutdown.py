@@ -8,6 +8,7 @@ state store; the vSphere calls faked)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,7 +37,12 @@ def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
 
 def cutover(store: SqliteStateStore, said: list[str]) -> Cutover:
     ctx = SimpleNamespace(
-        store=store, si=None, conn=None, say=lambda _n, line: said.append(line), events=None
+        store=store,
+        si=None,
+        conn=None,
+        say=lambda _n, line: said.append(line),
+        events=None,
+        stop=threading.Event(),  # the stop gate of sig12e: not stopped
     )
     applier: Any = SimpleNamespace(
         ctx=ctx,
