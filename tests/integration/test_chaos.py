@@ -17,9 +17,12 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 
 # 5 seeds x 12 steps took 363-430 s a seed on this 2-core machine shared by six labs (load ~12),
 # 144-154 s idle; with the four regressions below and the planted fault the chaos file took ~3
-# min a test. CI's whole suite must stay under 90 min on 2 cores: 3 seeds x 6 steps here (the
-# same first 5 steps, then the final apply); `scripts/chaos --seeds N --steps M` runs more.
-CI_SEEDS = (1, 2, 3)
+# min a test. CI's whole suite must stay under 90 min on 2 cores (stop 20: 5207 s of 5400):
+# 2 seeds x 6 steps here (the same first 5 steps, then the final apply): seed 2 (power, CBT
+# resets, 84 s on CI) and seed 3 (writes around a foreign snapshot, a stop, 102 s); seed 1
+# (two stops in a row, 159 s) left CI, the stops it drives are the dedicated tests'
+# (test_resume, test_stop_signals_again). `scripts/chaos --seeds N --steps M` runs more.
+CI_SEEDS = (2, 3)
 CI_STEPS = 6
 
 
