@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 from typing import Annotated
 
 import typer
+from keystoneauth1 import exceptions as ksa_exc
 from typer import Abort
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
@@ -131,7 +133,24 @@ def _command() -> int:
     except FerryError as exc:
         typer.echo(f"error: {one_line(str(exc))}", err=True)
         return 1
+    except ksa_exc.ConnectionError as exc:  # a cloud API down where no step wraps the call
+        typer.echo(f"error: {unreachable(exc)}", err=True)
+        return 1
     return code if isinstance(code, int) else 0
+
+
+_URL = re.compile(r"connection to (\S+?):? ")
+_REASON = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+
+
+def unreachable(exc: BaseException) -> str:
+    """keystoneauth's connection failure in one line: `cannot reach <url>: <reason>` (its
+    message nests urllib3's whole retry story, e.g. `... [Errno 111] Connection refused`)."""
+    text = str(exc)
+    url, reason = _URL.search(text), _REASON.findall(text)
+    where = url.group(1) if url else "the cloud"
+    why = reason[-1].strip() if reason else one_line(text)
+    return f"cannot reach {where}: {why}"
 
 
 def _usage(exc: ClickException) -> str:

@@ -20,6 +20,7 @@ from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import records, volume_file
+from tests.kept import outlives_test
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 HOST = "ferry-conversion-01"
@@ -60,6 +61,7 @@ def start_agent(
             start_new_session=True,
         )
     STARTED.append(agent)
+    outlives_test(agent.pid)  # a drill's restarted agent serves the module's later drills
     if wait:
         ready(agent, log)
     return agent

@@ -60,6 +60,17 @@ class Case:
 
 P = ("plan", "spec.yaml")
 A = ("apply", "spec.yaml", "--auto-approve")
+CLOSED_CLOUD = """clouds:
+  ferry-lab:
+    region_name: RegionOne
+    auth:
+      auth_url: http://127.0.0.1:9/v3
+      username: nobody
+      password: not-a-secret
+      project_name: nothing
+      user_domain_name: Default
+      project_domain_name: Default
+"""
 WRONG_PASSWORD = _edit("${FERRY_VCENTER_PASSWORD_FILE}", "wrong.pass")
 CASES = [
     # -- credentials ---------------------------------------------------------------------------
@@ -170,6 +181,14 @@ CASES = [
         1,
         r"error: .*ferry-lab.*",
         env={"OS_CLIENT_CONFIG_FILE": "nowhere.yaml"},
+    ),
+    Case(
+        "cloud-keystone-port-closed",
+        P,
+        1,
+        r"error: .*127\.0\.0\.1:9\b.*",
+        files={"closed.yaml": CLOSED_CLOUD},
+        env={"OS_CLIENT_CONFIG_FILE": "closed.yaml"},
     ),
     Case(
         "cloud-wrong-region",

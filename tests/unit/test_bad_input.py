@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from keystoneauth1 import exceptions as ksa_exc
 
+import engine.cli.app as cli_app
 from engine.cli.app import _run
 from engine.model.plan import Plan
 from engine.model.state import ResourceRecord, Status
@@ -1121,3 +1123,26 @@ def test_every_case_is_named_once() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert len(ids) >= 90
+
+
+def test_a_cloud_api_refusing_connections_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cloud API that goes down where no step wraps the call (stop 21's CI: cinder-api gone,
+    `ferry plan` listing volume types) ends as one line naming the URL and the reason, not
+    keystoneauth's traceback."""
+    refused = (
+        "Unable to establish connection to http://127.0.0.1:43803/v3/types: HTTPConnectionPool("
+        "host='127.0.0.1', port=43803): Max retries exceeded with url: /v3/types (Caused by "
+        "NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=43803): Failed to establish "
+        'a new connection: [Errno 111] Connection refused"))'
+    )
+
+    def down(**_: object) -> int:
+        raise ksa_exc.ConnectFailure(refused)
+
+    monkeypatch.setattr(cli_app, "app", down)
+    monkeypatch.setattr(sys, "argv", ["ferry", "plan", "spec.yaml"])
+    assert _run() == 1
+    _, err = capsys.readouterr()
+    assert err == "error: cannot reach http://127.0.0.1:43803/v3/types: Connection refused\n"
