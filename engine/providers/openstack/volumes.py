@@ -272,6 +272,20 @@ def managed_by(conn: Any, volume_id: str) -> str | None:
     return transient(read, f"reading volume {volume_id}")
 
 
+def lineages(conn: Any) -> dict[str, str]:
+    """Volume id → the lineage of the ferry state that manages it (its `ferry_state`
+    metadata; "" when none is set), for every volume of the project: one listing (paginated by
+    Cinder, 1000 a page by default) instead of a read per volume. Raises OpenStackError."""
+
+    def listing() -> dict[str, str]:
+        return {
+            str(v.id): str((v.metadata or {}).get("ferry_state") or "")
+            for v in conn.block_storage.volumes(details=True)
+        }
+
+    return transient(listing, "listing volumes")
+
+
 def exists(conn: Any, volume_id: str) -> bool:
     def found() -> bool:
         try:

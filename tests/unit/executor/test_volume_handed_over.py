@@ -29,6 +29,11 @@ class BlockStorage:
         self.lineages = lineages
         self.deleted: list[str] = []
         self.stamped: list[str] = []
+        self.listings = 0
+
+    def volumes(self, details: bool = True) -> Any:
+        self.listings += 1
+        return [self.get_volume(volume_id) for volume_id in self.lineages]
 
     def get_volume(self, volume_id: str) -> Any:
         if volume_id not in self.lineages:
@@ -66,6 +71,10 @@ def test_a_saved_plan_touching_a_handed_volume_is_refused_whole() -> None:
     written = Plan("d", "mine", 3, (), (change(2000, Action.UPDATE, "vol-a"),), ())
     assert handed_since(SimpleNamespace(block_storage=storage), written)[0].endswith("not written")
     assert storage.deleted == [] and storage.stamped == []
+    assert storage.listings == 2  # one listing per plan, whatever its number of volume steps
+    nothing = Plan("d", "mine", 3, (), (replace_action(changes[0], Action.FORGET),), ())
+    assert handed_since(SimpleNamespace(block_storage=storage), nothing) == []
+    assert storage.listings == 2  # no volume step: no listing
 
 
 def replace_action(c: Change, action: Action) -> Change:
