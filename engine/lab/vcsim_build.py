@@ -82,8 +82,13 @@ EDITS = (
         '\t\tr.Fault_ = Fault("", fault)\n'
         "\t\treturn r\n"
         "\t}\n"
+        "\tif ferryShutdownLater(ctx, vm) {\n"
+        "\t\tr.Res = new(types.ShutdownGuestResponse)\n"
+        "\t\treturn r\n"
+        "\t}\n"
         "\t// change state\n\tvm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOff\n",
-        "ShutdownGuest faults with ToolsUnavailable unless VMware Tools run (ferry_cbt.go).",
+        "ShutdownGuest faults with ToolsUnavailable unless VMware Tools run (ferry_cbt.go); "
+        "with ferry.lab.shutdown_seconds the guest powers off that long after (ferry_power.go).",
     ),
     Edit(
         "simulator/simulator.go",

@@ -1,10 +1,12 @@
 """Graceful shutdown needs VMware Tools (issue 12): the lab's vCenter faults ShutdownGuest with
 ToolsUnavailable unless tools run in the guest (web01 and db01 have them), so each power-off path
 runs for real: graceful, no tools then a hard power-off (force_after), no tools and no
-force_after (a clear error, the VM stays on)."""
+force_after (a clear error, the VM stays on). A guest given a shutdown time (extraConfig
+ferry.lab.shutdown_seconds) goes off that long after ShutdownGuest returned, as on vSphere."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,14 @@ import pytest
 from pyVmomi import vim
 
 from engine.errors import VSphereError
-from engine.providers.vsphere.power import PowerOffPolicy, power_off, power_on, power_state
+from engine.providers.vsphere.power import (
+    PowerOffPolicy,
+    guest_state,
+    power_off,
+    power_on,
+    power_state,
+    wait_power_state,
+)
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
 from tests.integration.test_cutover import power_events, vm_ref
@@ -73,3 +82,38 @@ def test_a_suspended_source_is_powered_off_hard_only_with_force_after(
     assert power_state(si, ref) == "suspended"
     assert power_off(si, ref, PowerOffPolicy(timeout=30, force_after=True)) == "hard"
     assert power_state(si, ref) == "poweredOff"
+
+
+def shutdown_seconds(si: Any, ref: Any, seconds: float) -> None:
+    """Give the VM's guest a shutdown time (0: the simulator's instant shutdown)."""
+    option = vim.option.OptionValue(key="ferry.lab.shutdown_seconds", value=f"{seconds:g}")
+    wait_task(si, ref.ReconfigVM_Task(vim.vm.ConfigSpec(extraConfig=[option])), "shutdown time")
+
+
+def test_a_slow_guest_goes_off_after_a_timed_out_shutdown_unless_power_cycled(
+    si: Any, powered_on_after: list[str]
+) -> None:
+    """Break-it 12e item 6 needs a guest slower to shut down than power_off.timeout: the
+    shutdown times out (the VM still on, its guest shuttingDown), then the guest goes off by
+    itself. A power cycle during a slow shutdown ends it (the guest booted again stays on)."""
+    ref = vm_ref(si, "db01")
+    powered_on_after.append("db01")
+    shutdown_seconds(si, ref, 3)
+    try:
+        began = time.monotonic()
+        with pytest.raises(VSphereError, match=r"did not shut down within 1 s.*still be"):
+            power_off(si, ref, PowerOffPolicy(timeout=1, force_after=False))
+        assert power_state(si, ref) == "poweredOn"
+        assert guest_state(si, ref) == "shuttingDown"
+        assert wait_power_state(si, ref, "poweredOff", 30)
+        assert time.monotonic() - began >= 3
+        assert guest_state(si, ref) == "notRunning"
+        power_on(si, ref)
+        assert guest_state(si, ref) == "running"
+        ref.ShutdownGuest()  # returns at once; then a power cycle before the guest is off
+        wait_task(si, ref.PowerOffVM_Task(), "power off")
+        power_on(si, ref)
+        time.sleep(4)
+        assert power_state(si, ref) == "poweredOn" and guest_state(si, ref) == "running"
+    finally:
+        shutdown_seconds(si, ref, 0)

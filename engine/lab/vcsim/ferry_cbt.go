@@ -99,16 +99,21 @@ func (c *ferryCBT) PutObject(obj mo.Reference) {
 }
 
 // UpdateObject makes every power state change of a VM a stun point of its disks.
+// A power state change also ends a slow shutdown under way (ferry_power.go).
 func (c *ferryCBT) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 	vm, ok := obj.(*mo.VirtualMachine)
-	if !ok || c.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" {
+	if !ok {
 		return
 	}
 	for _, change := range changes {
-		if change.Name == "runtime.powerState" {
-			c.stun(c.vmDir(vm.Config.InstanceUuid))
-			return
+		if change.Name != "runtime.powerState" {
+			continue
 		}
+		ferryShutdownEnded(vm.Self)
+		if c.dir != "" && vm.Config != nil && vm.Config.InstanceUuid != "" {
+			c.stun(c.vmDir(vm.Config.InstanceUuid))
+		}
+		return
 	}
 }
 
@@ -636,7 +641,8 @@ func (c *ferryCBT) answer(areas []types.DiskChangeExtent, start, capacity int64)
 // Get is what the PropertyCollector reads for a VM: a copy whose live disks carry their current
 // changeId ("<epoch>/<journal length>"), as vSphere reports one for a CBT-enabled VM's disks. So a
 // refresh sees a VM whose disks did not change since a snapshot as in sync (same changeId), and a
-// CBT reset as a new epoch. Without tracking, disks carry none.
+// CBT reset as a new epoch. Without tracking, disks carry none. Its guest says what VMware Tools
+// would: tools running or not, and guest.guestState running, shuttingDown or notRunning.
 func (vm *VirtualMachine) Get() mo.Reference {
 	live := vm.VirtualMachine
 	if FerryCBT.dir == "" || vm.Config == nil || vm.Config.InstanceUuid == "" {
@@ -647,9 +653,14 @@ func (vm *VirtualMachine) Get() mo.Reference {
 	if vm.Guest != nil {
 		guest := *vm.Guest
 		guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
+		guest.GuestState = string(types.VirtualMachineGuestStateNotRunning)
 		if toolsRunning(vm) {
 			guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
 			guest.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+			guest.GuestState = string(types.VirtualMachineGuestStateRunning)
+			if ferryShuttingDown(vm.Self) { // ferry_power.go: a slow shutdown under way
+				guest.GuestState = string(types.VirtualMachineGuestStateShuttingDown)
+			}
 		}
 		live.Guest = &guest
 	}
