@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 from typing import Annotated
@@ -25,6 +24,7 @@ from engine.cli.show import show
 from engine.cli.spec import validate
 from engine.cli.state import app as state_app
 from engine.errors import FerryError, InvalidSpecError, one_line
+from engine.providers.openstack.retry import unreachable
 
 app = typer.Typer(
     name="ferry",
@@ -78,6 +78,9 @@ def main() -> None:
     per problem), 2 for a command-line usage error, 130 for Ctrl-C outside an apply."""
     # Warnings of ferry and its libraries (retries, re-logins) go to stderr, one line each.
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    # keystoneauth's "Failed to discover available identity versions ... Attempting to parse
+    # version from URL" precedes every log-in failure (and many successes): noise to a user
+    logging.getLogger("keystoneauth.identity").setLevel(logging.ERROR)
     sys.exit(_run())
 
 
@@ -137,20 +140,6 @@ def _command() -> int:
         typer.echo(f"error: {unreachable(exc)}", err=True)
         return 1
     return code if isinstance(code, int) else 0
-
-
-_URL = re.compile(r"connection to (\S+?):? ")
-_REASON = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
-
-
-def unreachable(exc: BaseException) -> str:
-    """keystoneauth's connection failure in one line: `cannot reach <url>: <reason>` (its
-    message nests urllib3's whole retry story, e.g. `... [Errno 111] Connection refused`)."""
-    text = str(exc)
-    url, reason = _URL.search(text), _REASON.findall(text)
-    where = url.group(1) if url else "the cloud"
-    why = reason[-1].strip() if reason else one_line(text)
-    return f"cannot reach {where}: {why}"
 
 
 def _usage(exc: ClickException) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import openstack
+from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
@@ -24,6 +25,7 @@ from engine.model.observed import (
     ObservedVolume,
     Quota,
 )
+from engine.providers.openstack.retry import unreachable
 
 TAG = "ferry"
 STATE_KEY = "ferry_state"  # a volume's metadata: the lineage of the ferry state that manages it
@@ -52,9 +54,18 @@ def connect(cloud: str, region: str | None = None, project: str | None = None) -
         conn.authorize()
     except os_exc.ConfigException as exc:
         raise UserError(f"cloud {cloud!r} is not in clouds.yaml: {exc}") from exc
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"cannot log in to cloud {cloud!r}: {exc}") from exc
+    except (os_exc.SDKException, ksa_exc.ClientException) as exc:
+        raise OpenStackError(f"cannot log in to cloud {cloud!r}: {_login_failure(exc)}") from exc
     return conn
+
+
+def _login_failure(exc: BaseException) -> str:
+    """Why the log-in failed, in one line: keystone unreachable as its URL and the reason (the
+    SDK wraps keystoneauth's ConnectFailure, whose message nests urllib3's retries)."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if isinstance(cause, ksa_exc.ConnectionError):
+            return unreachable(cause)
+    return str(exc)
 
 
 def connect_destination(destination: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ logging each retry. When the outage outlasts it, the last error is raised as Ope
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,7 +19,7 @@ from typing import TypeVar
 from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
-from engine.errors import OpenStackError
+from engine.errors import OpenStackError, one_line
 
 T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
@@ -61,3 +62,17 @@ def transient(call: Callable[[], T], what: str, *, attempts: int = ATTEMPTS) -> 
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+_URL = re.compile(r"connection to (\S+?):? ")
+_REASON = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+
+
+def unreachable(exc: BaseException) -> str:
+    """keystoneauth's connection failure in one line: `cannot reach <url>: <reason>` (its
+    message nests urllib3's whole retry story, e.g. `... [Errno 111] Connection refused`)."""
+    text = str(exc)
+    url, reason = _URL.search(text), _REASON.findall(text)
+    where = url.group(1) if url else "the cloud"
+    why = reason[-1].strip() if reason else one_line(text)
+    return f"cannot reach {where}: {why}"
