@@ -40,7 +40,7 @@ from engine.lab.postgres import LabPostgres
 from engine.lab.processes import ProcessRecord, stop_all
 from engine.proc import live_processes
 from engine.providers.vsphere.session import session
-from tests.kept import KEPT
+from tests.kept import KEPT, outlives_test
 
 ROOT = Path(__file__).parents[1]
 
@@ -163,6 +163,19 @@ def _stop(pid: int, grace: float) -> None:
             time.sleep(0.2)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any]) -> Iterator[None]:
+    """The child processes a session- or module-scoped fixture starts (a PostgreSQL server, an
+    agent) serve later tests too: kept from the leftover check, even when the fixture is first
+    reached from inside a test (request.getfixturevalue: test_statestore's `postgres_dsn`)."""
+    if fixturedef.scope == "function":
+        yield
+        return
+    before = _children()
+    yield
+    KEPT.update(_children() - before)
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_processes() -> Iterator[None]:
     """A test that fails or times out (pytest-timeout) before it ends an apply it started in
@@ -250,6 +263,8 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     started: list[ProcessRecord] = []
     try:
         server.start(free_port(), started.append)
+        for record in started:  # serves later tests, whichever test first asked for it
+            outlives_test(record.pid)
         yield server.dsn()
     finally:
         stop_all(started)
