@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from engine.executor import cutover as cutover_module
+from engine.executor import cutover_base, settle, source_off
 from engine.executor.apply import Applier, Context
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change, Plan, VMPlan
@@ -35,7 +35,7 @@ from engine.statestore.sqlite import SqliteStateStore
 UUID = "4215aaaa-0000-4000-8000-00000000000a"  # the instance UUID of one_vm_applier's VM
 
 # the executor modules that call engine.providers.vsphere.power's functions by their own names
-VSPHERE_CALLERS: tuple[ModuleType, ...] = (cutover_module,)
+VSPHERE_CALLERS: tuple[ModuleType, ...] = (cutover_base, settle, source_off)
 
 
 def context(

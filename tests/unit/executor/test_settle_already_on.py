@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from engine.errors import StateUnreachableError
-from engine.executor.cutover import ALREADY_ON, Cutover
+from engine.executor.cutover import Cutover
+from engine.executor.settle import ALREADY_ON
 from engine.model.plan import Action, Change
 from engine.statestore.sqlite import SqliteStateStore
 from tests.unit.executor.fakes import Power, cutover

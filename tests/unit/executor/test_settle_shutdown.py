@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from engine.errors import VSphereError
-from engine.executor.cutover import SHUTDOWN_ASKED_AT, Cutover
+from engine.executor.cutover import Cutover
+from engine.executor.cutover_base import SHUTDOWN_ASKED_AT
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
