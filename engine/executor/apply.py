@@ -36,13 +36,15 @@ from engine.errors import (
     one_line,
 )
 from engine.executor import host
-from engine.executor.cutover import Cutover, brief, content_epoch, left_off_line
+from engine.executor.cutover import Cutover
+from engine.executor.cutover_base import content_epoch
 from engine.executor.events import Events
 from engine.executor.host import SyncJob, source_of
 from engine.executor.image import DiskFiles, ImageCutover
 from engine.executor.moved import moved_records
 from engine.executor.remote import OnHost, Remote
 from engine.executor.seams import Devices, LabSources, Sources
+from engine.executor.settle import brief, left_off_line
 from engine.executor.source import nic_differences, planned_nics
 from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION, SourceNic, epoch, ferry_made
 from engine.model.plan import Action, Change, Plan

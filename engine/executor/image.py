@@ -20,7 +20,7 @@ from engine.dataplane.copy import CopyStats
 from engine.dataplane.nbdkit import DiskSource
 from engine.errors import FerryError, StoppedError, VerifyError
 from engine.executor import host
-from engine.executor.cutover import content_epoch
+from engine.executor.cutover_base import content_epoch
 from engine.executor.host import SyncJob, source_of
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status

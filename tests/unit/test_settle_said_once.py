@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from rich.console import Console
 
 from engine.cli import apply as cli
 from engine.cli.progress import HumanView
-from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.executor.events import Events
 from engine.executor.walker import WalkResult
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor.fakes import Power, context, fake_applier
 
 OFF = {"source_power": "poweredOn", "powered_off": "graceful", "powered_off_at": 40.0}
 
@@ -31,7 +29,7 @@ OFF = {"source_power": "poweredOn", "powered_off": "graceful", "powered_off_at":
 def test_each_settle_line_shows_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_failure: str
 ) -> None:
-    monkeypatch.setattr(module, "power_on", lambda _si, _vm: True)
+    Power().install(monkeypatch)
     store = SqliteStateStore(tmp_path / "ferry.db")
     record = ResourceRecord("vm.web01.conversion", "conversion", Status.IN_PROGRESS, OFF)
     store.write([record], [])
@@ -40,20 +38,9 @@ def test_each_settle_line_shows_once(
     events = Events(None, (HumanView(console),))
     after = {"power_off": {"policy": "graceful", "on_failure": on_failure}}
     snapshot = Change("vm.web01.snapshot", "source_snapshot", Action.CREATE, "", None, after)
-    ctx = SimpleNamespace(
-        store=store,
-        si=None,
-        say=lambda vm, line: events.emit("step", vm=vm, message=line),
-        events=events,
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1"},
-        changes={snapshot.address: snapshot},
-        _vm=lambda name: f"ref-{name}",
-    )
-    Cutover(applier).settle_sources()
+    ctx = context(store, events=events)
+    ctx.say = lambda vm, line: events.emit("step", vm=vm, message=line)
+    Cutover(fake_applier(ctx, [snapshot])).settle_sources()
     cli._say_what_did_not_run(WalkResult(), events, console)
     shown = out.getvalue()
     said = (

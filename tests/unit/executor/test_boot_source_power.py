@@ -5,7 +5,6 @@ real SQLite state store; OpenStack's and vSphere's calls recorded)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 SERVER = Change(
     "vm.web01.server",
@@ -152,27 +152,12 @@ def _cutover(
 ) -> tuple[Cutover, list[str]]:
     for name in ("find_server", "create_server", "wait_active", "delete_server", "delete_snapshot"):
         monkeypatch.setattr(module.compute, name, getattr(cloud, name))
-    monkeypatch.setattr(module, "power_state", cloud.power_state)
-    monkeypatch.setattr(module, "disk_change_ids", cloud.disk_change_ids)
+    fakes.patch_vsphere(
+        monkeypatch, power_state=cloud.power_state, disk_change_ids=cloud.disk_change_ids
+    )
     monkeypatch.setattr(module.volumes, "set_metadata", lambda *_: None)
     said: list[str] = []
-    ctx = SimpleNamespace(
-        store=store,
-        si=None,
-        conn=None,
-        say=lambda _n, line: said.append(line),
-        events=None,
-        stop=threading.Event(),
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1"},
-        changes={},
-        _vm=lambda n: f"ref-{n}",
-        check_owned=lambda *_: None,  # the volumes are this state's (test_volume_handed_over)
-    )
-    return Cutover(applier), said
+    return fakes.cutover(store, said), said
 
 
 def test_a_found_server_is_not_adopted_after_the_source_ran_and_went_off_again(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -16,6 +14,7 @@ from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 CONVERSION = "vm.web01.conversion"
 
@@ -50,10 +49,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 
 def cutover(store: SqliteStateStore) -> Cutover:
-    ctx = SimpleNamespace(
-        store=store, conn=None, conversion_host_id="h", say=lambda *_: None, events=None
-    )
-    applier: Any = SimpleNamespace(ctx=ctx, _write=store.write, host_for=lambda _: ("c", "h"))
+    applier = fakes.fake_applier(fakes.context(store), host_for=lambda _: ("c", "h"))
     return Cutover(applier)
 
 

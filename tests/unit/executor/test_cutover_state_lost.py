@@ -6,20 +6,16 @@ store behind a switch that makes it unreachable; the vSphere calls recorded."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from engine.errors import StateError, StateLockedError, StateUnreachableError
-from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
-from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, State, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 GONE = StateUnreachableError(
     "state pg (schema ferry) unreachable: the connection was lost and not made again in 30 s "
@@ -49,11 +45,6 @@ class Switchable:
         return self.inner.write(puts, deletes)
 
 
-def snapshot(name: str, on_failure: str) -> Change:
-    after = {"power_off": {"policy": "hard", "on_failure": on_failure}}
-    return Change(f"vm.{name}.snapshot", "source_snapshot", Action.CREATE, "", None, after)
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Switchable]:
     inner = SqliteStateStore(tmp_path / "ferry.db")
@@ -63,39 +54,13 @@ def store(tmp_path: Path) -> Iterator[Switchable]:
 
 @pytest.fixture
 def powered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    seen: list[str] = []
-    # power_on's answer: this call powered the VM on (False: someone had already)
-    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.append(f"on {vm}") or True)
-    monkeypatch.setattr(
-        module, "power_off", lambda _si, vm, _p, *_: seen.append(f"off {vm}") or "hard"
-    )
-
-    def state(_si: object, vm: object) -> str:
-        """The power the fake's last call for `vm` left (on when none)."""
-        last = [p for p in seen if p.endswith(f" {vm}")]
-        return "poweredOff" if last and last[-1].startswith("off") else "poweredOn"
-
-    monkeypatch.setattr(module, "power_state", state)
-    return seen
+    return fakes.Power().install(monkeypatch).calls
 
 
 def cutover(store: Switchable, on_failure: str = "power_on") -> tuple[Cutover, list[str]]:
     said: list[str] = []
-    ctx = SimpleNamespace(
-        store=store,
-        si=None,
-        say=lambda _vm, line: said.append(line),
-        events=None,
-        stop=threading.Event(),
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1", "db01": "u2"},
-        changes={"vm.web01.snapshot": snapshot("web01", on_failure)},
-        _vm=lambda name: f"ref-{name}",
-    )
-    return Cutover(applier), said
+    changes = [fakes.snapshot("web01", on_failure, "hard")]
+    return fakes.cutover(store, said, changes, uuids={"web01": "u1", "db01": "u2"}), said
 
 
 def test_the_source_goes_back_on_from_the_apply_own_knowledge(

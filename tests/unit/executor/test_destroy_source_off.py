@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from engine.executor import cutover as module
-from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 OFF = {"source_power": "poweredOn", "powered_off": "hard", "powered_off_at": 1796075717.0}
 SERVER = "vm.web01.server"
@@ -40,27 +40,18 @@ def destroy(store: SqliteStateStore, server: Status, monkeypatch: pytest.MonkeyP
         ],
         [],
     )
-    seen = SimpleNamespace(deleted=[], powered=[], said=[])
+    power = fakes.Power().install(monkeypatch)
+    seen = SimpleNamespace(deleted=[], said=[])
     monkeypatch.setattr(module.compute, "delete_server", lambda _c, i: seen.deleted.append(i))
-    monkeypatch.setattr(module, "power_on", lambda _si, vm: seen.powered.append(vm) or True)
     changes = [
         Change(SERVER, "server", Action.DELETE, "--destroy", {"server_id": "srv-1"}, None),
         Change(CONVERSION, "conversion", Action.DELETE, "--destroy", dict(OFF), None),
     ]
-    ctx = SimpleNamespace(
-        store=store, si=None, conn=None, say=lambda _n, line: seen.said.append(line), events=None
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1"},
-        changes={c.address: c for c in changes},
-        _vm=lambda name: f"ref-{name}",
-    )
-    cutover = Cutover(applier)
+    cutover = fakes.cutover(store, seen.said, changes)
     for change in changes:
         getattr(cutover, change.kind)(change)
     assert store.read().resources == {}
+    seen.powered = power.powered_on  # the VMs powered on, in order
     return seen
 
 

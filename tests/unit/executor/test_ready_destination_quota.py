@@ -20,6 +20,7 @@ from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 FULL = {"instances": (10, 10)}  # limit, used
 
@@ -73,8 +74,7 @@ def cutover(
             for k in (2000, 2001)
         ),
     ]
-    ctx = SimpleNamespace(store=store, si=None, conn=conn, say=lambda *_: None, events=None)
-    return Cutover(SimpleNamespace(ctx=ctx, changes={c.address: c for c in changes}))  # type: ignore[arg-type]
+    return fakes.cutover(store, None, changes, conn=conn)
 
 
 def test_room_for_the_cutover_passes(tmp_path: Path) -> None:

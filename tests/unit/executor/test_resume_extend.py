@@ -8,24 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.executor.apply import Applier, Context, ToCopy
-from engine.model.plan import Action, Change, Plan, VMPlan
+from engine.executor.apply import Applier, ToCopy
+from engine.model.plan import Action, Change
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor.fakes import one_vm_applier
 
 GiB = 1024**3
-UUID = "4215aaaa-0000-4000-8000-00000000000a"
 BEGAN = "52 aa/10"
 INTERRUPTED = {"volume_id": "v1", "copy": "full", "copied_bytes": GiB, "copy_change_id": BEGAN,
                "copy_capacity": 2 * GiB, "dst_is_zero": True}  # fmt: skip
 
 
 def applier(tmp_path: Path) -> Applier:
-    vm = VMPlan("vm.web01", "web01", UUID, "web01", "replicate", None, "", (), False)
-    plan = Plan("d" * 64, "", 1, (vm,), (), ())
-    store = SqliteStateStore(tmp_path / "ferry.db")
-    context = Context(None, None, store, None, None, "", log_dir=tmp_path / "logs")  # type: ignore[arg-type]
-    return Applier(plan, context)
+    return one_vm_applier(tmp_path, "web01", "replicate")
 
 
 def disk(capacity: int) -> DiskInfo:

@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 
 from engine.errors import SourceChangedError
-from engine.executor.apply import Applier, Context
-from engine.model.plan import Action, Change, Plan, VMPlan
+from engine.executor.apply import Applier
+from engine.model.plan import Action, Change
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor.fakes import one_vm_applier
 
 GiB = 1024**3
 MiB = 1024**2
-UUID = "4215aaaa-0000-4000-8000-00000000000a"
 PLANNED = 5 * GiB // 2  # 2.5 GiB on a 3 GiB volume
 
 
@@ -29,11 +28,7 @@ def delta(key: int, capacity: int) -> Change:
 
 
 def applier(tmp_path: Path, changes: tuple[Change, ...]) -> Applier:
-    vm = VMPlan("vm.db01", "db01", UUID, "db01", "replicate", None, "", (), False)
-    plan = Plan("d" * 64, "", 1, (vm,), changes, ())
-    store = SqliteStateStore(tmp_path / "ferry.db")
-    context = Context(None, None, store, None, None, "", log_dir=tmp_path / "logs")  # type: ignore[arg-type]
-    return Applier(plan, context)
+    return one_vm_applier(tmp_path, "db01", "replicate", changes)
 
 
 def disk(key: int, capacity: int) -> DiskInfo:

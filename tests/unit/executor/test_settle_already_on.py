@@ -7,16 +7,16 @@ faked (its answer: whether this call powered the VM on)."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from engine.errors import StateUnreachableError
-from engine.executor import cutover as module
-from engine.executor.cutover import ALREADY_ON, Cutover
+from engine.executor.cutover import Cutover
+from engine.executor.settle import ALREADY_ON
 from engine.model.plan import Action, Change
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor.fakes import Power, cutover
 
 AFTER = {"power_off": {"policy": "hard", "on_failure": "power_on"}}
 SNAPSHOT = Change("vm.web01.snapshot", "source_snapshot", Action.CREATE, "", None, AFTER)
@@ -28,28 +28,18 @@ class Unreachable(SqliteStateStore):
 
 
 def _cutover(store: SqliteStateStore, lines: list[str]) -> Cutover:
-    ctx = SimpleNamespace(
-        store=store, si=None, say=lambda _n, line: lines.append(line), events=None
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1"},
-        changes={SNAPSHOT.address: SNAPSHOT},
-        _vm=lambda name: f"ref-{name}",
-    )
-    return Cutover(applier)
+    return cutover(store, lines, [SNAPSHOT])
 
 
 @pytest.mark.parametrize("ferry_powered_it_on", [True, False])
 def test_without_the_state_the_line_says_who_powered_the_source_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ferry_powered_it_on: bool
 ) -> None:
-    monkeypatch.setattr(module, "power_on", lambda _si, _vm: ferry_powered_it_on)
+    Power(powers_on=ferry_powered_it_on).install(monkeypatch)
     store, lines = Unreachable(tmp_path / "ferry.db"), []
-    cutover = _cutover(store, lines)
-    cutover.powered_off["web01"] = 40.0
-    (line,) = cutover.settle_sources()
+    cut = _cutover(store, lines)
+    cut.powered_off["web01"] = 40.0
+    (line,) = cut.settle_sources()
     done = "source powered back on" if ferry_powered_it_on else ALREADY_ON
     assert line.startswith(f"vm.web01: {done} (ferry powered it off at 00:00:40 UTC)"), line
     assert (ALREADY_ON in line) is not ferry_powered_it_on
@@ -60,7 +50,7 @@ def test_without_the_state_the_line_says_who_powered_the_source_on(
 def test_an_undone_cutover_says_who_powered_the_source_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ferry_powered_it_on: bool
 ) -> None:
-    monkeypatch.setattr(module, "power_on", lambda _si, _vm: ferry_powered_it_on)
+    Power(powers_on=ferry_powered_it_on).install(monkeypatch)
     store, lines = SqliteStateStore(tmp_path / "ferry.db"), []
     _cutover(store, lines)._power_back_on("web01", {"powered_off_at": 40.0})
     done = "source powered back on (ferry powered it off at 00:00:40 UTC)"

@@ -8,20 +8,19 @@ state store; the vSphere calls faked)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from engine.errors import VSphereError
-from engine.executor import cutover as module
-from engine.executor.cutover import SHUTDOWN_ASKED_AT, Cutover
+from engine.executor.cutover import Cutover
+from engine.executor.cutover_base import SHUTDOWN_ASKED_AT
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 ADDRESS = "vm.web01.conversion"
 AFTER = {"power_off": {"policy": "graceful", "timeout": 5, "on_failure": "power_on"}}
@@ -36,22 +35,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
 
 
 def cutover(store: SqliteStateStore, said: list[str]) -> Cutover:
-    ctx = SimpleNamespace(
-        store=store,
-        si=None,
-        conn=None,
-        say=lambda _n, line: said.append(line),
-        events=None,
-        stop=threading.Event(),  # the stop gate of sig12e: not stopped
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1"},
-        changes={SNAPSHOT.address: SNAPSHOT},
-        _vm=lambda name: f"ref-{name}",
-    )
-    return Cutover(applier)
+    return fakes.cutover(store, said, [SNAPSHOT])
 
 
 def test_a_timed_out_graceful_shutdown_is_recorded(
@@ -61,8 +45,7 @@ def test_a_timed_out_graceful_shutdown_is_recorded(
         requested()  # the guest accepted ShutdownGuest
         raise VSphereError("vm-1 did not shut down within 5 s")
 
-    monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
-    monkeypatch.setattr(module, "power_off", power_off)
+    fakes.patch_vsphere(monkeypatch, power_state=lambda _si, _vm: "poweredOn", power_off=power_off)
     with pytest.raises(VSphereError):
         cutover(store, []).power_off_source("web01", "ref-web01", AFTER["power_off"])
     attrs = store.read().resources[ADDRESS].attributes
@@ -95,10 +78,13 @@ def settle(
         powered.append(vm)
         return True
 
-    monkeypatch.setattr(module, "power_state", lambda _si, _vm: power[0])
-    monkeypatch.setattr(module, "guest_state", lambda _si, _vm: guest.pop(0))
-    monkeypatch.setattr(module, "wait_power_state", wait)
-    monkeypatch.setattr(module, "power_on", power_on)
+    fakes.patch_vsphere(
+        monkeypatch,
+        power_state=lambda _si, _vm: power[0],
+        guest_state=lambda _si, _vm: guest.pop(0),
+        wait_power_state=wait,
+        power_on=power_on,
+    )
     said: list[str] = []
     return cutover(store, said).settle_sources(), said, powered
 

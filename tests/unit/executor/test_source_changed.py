@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from engine.errors import SourceChangedError
-from engine.executor.apply import Applier, Context
-from engine.model.plan import Action, Change, Plan, VMPlan
+from engine.executor.apply import Applier
+from engine.model.plan import Action, Change
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor.fakes import one_vm_applier
 
 GiB = 1024**3
-UUID = "4215aaaa-0000-4000-8000-00000000000a"
 
 
 def volume(key: int, size_gib: int) -> Change:
@@ -28,11 +27,7 @@ def disk(key: int, capacity: int) -> DiskInfo:
 
 
 def applier(tmp_path: Path, changes: tuple[Change, ...], targets: tuple[str, ...] = ()) -> Applier:
-    vm = VMPlan("vm.web01", "web01", UUID, "web01", "cutover", None, "", (), False)
-    plan = Plan("d" * 64, "", 1, (vm,), changes, (), targets=targets)
-    store = SqliteStateStore(tmp_path / "ferry.db")
-    context = Context(None, None, store, None, None, "", log_dir=tmp_path / "logs")  # type: ignore[arg-type]
-    return Applier(plan, context)
+    return one_vm_applier(tmp_path, "web01", "cutover", changes, targets)
 
 
 def test_the_disks_the_plan_was_made_for_pass(tmp_path: Path) -> None:

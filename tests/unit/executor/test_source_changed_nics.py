@@ -13,13 +13,12 @@ from pyVmomi import vim
 
 from engine.errors import SourceChangedError
 from engine.executor import apply as apply_module
-from engine.executor.apply import Applier, Context
+from engine.executor.apply import Applier
 from engine.executor.source import PlannedNic, nic_differences
 from engine.model.observed import SourceNic
-from engine.model.plan import Action, Change, Plan, VMPlan
-from engine.statestore.sqlite import SqliteStateStore
+from engine.model.plan import Action, Change
+from tests.unit.executor.fakes import one_vm_applier
 
-UUID = "4215aaaa-0000-4000-8000-00000000000a"
 MAC0, MAC1, MAC2 = "00:50:56:8f:01:00", "00:50:56:8f:01:01", "00:50:56:8f:01:02"
 
 
@@ -44,11 +43,7 @@ def dvs_nic(key: int, mac: str, portgroup_key: str) -> SourceNic:
 
 
 def applier(tmp_path: Path, changes: tuple[Change, ...]) -> Applier:
-    vm = VMPlan("vm.web01", "web01", UUID, "web01", "cutover", None, "", (), False)
-    plan = Plan("d" * 64, "", 1, (vm,), changes, ())
-    store = SqliteStateStore(tmp_path / "ferry.db")
-    context = Context(None, None, store, None, None, "", log_dir=tmp_path / "logs")  # type: ignore[arg-type]
-    return Applier(plan, context)
+    return one_vm_applier(tmp_path, "web01", "cutover", changes)
 
 
 CUTOVER = (port(0, MAC0), port(1, MAC1), SERVER)

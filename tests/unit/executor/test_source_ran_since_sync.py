@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from engine.errors import SourceChangedError
-from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.cutover import moved_change_ids
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 SYNCED = {2000: "52 aa/7", 2001: "52 bb/3"}
 
@@ -41,11 +40,10 @@ def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
 def cutover(
     store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch, power: str, now: dict[int, Any]
 ) -> Cutover:
-    monkeypatch.setattr(module, "power_state", lambda _si, _vm: power)
-    monkeypatch.setattr(module, "disk_change_ids", lambda _si, _vm: now)
-    ctx = SimpleNamespace(store=store, si=None, say=lambda *_: None, events=None)
-    applier: Any = SimpleNamespace(ctx=ctx, _vm=lambda name: f"ref-{name}")
-    return Cutover(applier)
+    fakes.patch_vsphere(
+        monkeypatch, power_state=lambda _si, _vm: power, disk_change_ids=lambda _si, _vm: now
+    )
+    return fakes.cutover(store)
 
 
 def test_moved_change_ids_names_each_disk_that_moved() -> None:

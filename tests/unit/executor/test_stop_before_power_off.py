@@ -27,13 +27,9 @@ from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 CONVERSION = "vm.web01.conversion"
-
-
-def snapshot(on_failure: str) -> Change:
-    after = {"power_off": {"policy": "graceful", "on_failure": on_failure}}
-    return Change("vm.web01.snapshot", "source_snapshot", Action.CREATE, "", None, after)
 
 
 @pytest.fixture
@@ -47,30 +43,9 @@ def cutover(
     store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch, on_failure: str = "power_on"
 ) -> tuple[Cutover, list[str], list[str]]:
     """A cutover of web01 (running) whose vSphere power calls are recorded in `calls`."""
-    calls: list[str] = []
-    monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOn")
-    monkeypatch.setattr(
-        module, "power_off", lambda _si, vm, _p, *_: calls.append(f"off {vm}") or "hard"
-    )
-    monkeypatch.setattr(module, "power_on", lambda _si, vm: calls.append(f"on {vm}") or True)
+    calls = fakes.Power().install(monkeypatch).calls
     said: list[str] = []
-    ctx = SimpleNamespace(
-        store=store,
-        si=None,
-        conn=None,
-        say=lambda _vm, line: said.append(line),
-        events=None,
-        stop=threading.Event(),
-    )
-    applier: Any = SimpleNamespace(
-        ctx=ctx,
-        _write=store.write,
-        uuids={"web01": "u1"},
-        changes={"vm.web01.snapshot": snapshot(on_failure)},
-        _vm=lambda name: f"ref-{name}",
-        check_owned=lambda *_: None,  # the volumes are this state's (test_volume_handed_over)
-    )
-    return Cutover(applier), said, calls
+    return fakes.cutover(store, said, [fakes.snapshot("web01", on_failure)]), said, calls
 
 
 @pytest.mark.parametrize("on_failure", ["power_on", "leave_off"])
@@ -107,7 +82,7 @@ def test_a_stop_after_the_go_ahead_is_put_back(
         calls.append(f"off {vm}")
         return "hard"
 
-    monkeypatch.setattr(module, "power_off", off_while_stopping)
+    fakes.patch_vsphere(monkeypatch, power_off=off_while_stopping)
     assert cut.power_off_source("web01", "ref-web01", {"policy": "graceful"}) == "hard"
     assert cut.settle_sources() == []
     assert calls == ["off ref-web01", "on ref-web01"]
@@ -129,8 +104,11 @@ def test_a_stop_before_the_boot_makes_no_server(
         ],
         [],
     )
-    monkeypatch.setattr(module, "power_state", lambda _si, _vm: "poweredOff")
-    monkeypatch.setattr(module, "disk_change_ids", lambda _si, _vm: {})  # none moved
+    fakes.patch_vsphere(
+        monkeypatch,
+        power_state=lambda _si, _vm: "poweredOff",
+        disk_change_ids=lambda _si, _vm: {},  # none moved
+    )
     after = {"name": "web01", "flavor": "m1", "volumes": [2000], "ports": 1, "key_pair": None}
     cut.ctx.stop.set()
     with pytest.raises(StoppedError, match="stopped before the boot: no server was made"):

@@ -1,0 +1,85 @@
+"""What the parts of a cutover share (Cutover, engine.executor.cutover, is made of them): the
+applier and its context, what this apply knows it did without its state (the sources it powered
+off, the servers it may have booted), the stop gate, and the readers of recorded state. Also the
+attribute names of the conversion record that remember the source's power-off, and the content
+epochs of volume records.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from engine.addresses import Address
+from engine.errors import StoppedError
+from engine.model.state import ResourceRecord
+from engine.providers.vsphere.power import power_state
+
+if TYPE_CHECKING:
+    from engine.executor.apply import Applier
+
+POWERED_OFF_AT = "powered_off_at"  # conversion record: when ferry first powered the source off
+# conversion record: when the guest accepted ferry's graceful shutdown that then timed out (the
+# guest may still be going off: the settle tells that from a source someone powered on)
+SHUTDOWN_ASKED_AT = "shutdown_asked_at"
+
+
+def content_epoch() -> str:
+    """A new content epoch for a volume record: every write of a volume (a sync, a revert, a
+    conversion) gives it one; a server boots only from volumes at their converted epoch."""
+    return uuid.uuid4().hex[:16]
+
+
+class CutoverBase:
+    """The state the parts of a cutover share (see the module); no step of its own."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.a = applier
+        self.ctx = applier.ctx
+        self._revert_lock = threading.Lock()  # volume syncs of one VM run in parallel
+        # What this apply knows without its state (the state may be unreachable when it
+        # settles). VM → epoch seconds ferry powered its source off, from this apply's power-off
+        # until settle_sources puts it back or leaves it off: what a kill would leave off (read
+        # by the signal handler, without locks), and what _settle_unrecorded powers back on.
+        self.powered_off: dict[str, float] = {}
+        self.booting: set[str] = set()  # VMs whose server may have been booted by this apply
+        # VMs whose server record this apply deleted while it was still in progress (booted by
+        # an interrupted apply, never confirmed): not a cutover, the source is production
+        self.unconfirmed: set[str] = set()
+        # The stop gate (break-it 12e item 4): a running step crosses into an action that takes
+        # production down or cannot be undone (the power-off, a conversion's start, a boot)
+        # only through go_ahead, and the signal handler sets the stop under the same lock: a
+        # stop either comes first (the action never starts) or after the action's commitment
+        # is recorded (powered_off, which the handler reads). Reentrant: the handler runs in
+        # the main thread, which may hold it.
+        self.gate = threading.RLock()
+
+    def _records(self) -> Mapping[str, ResourceRecord]:
+        return self.ctx.store.read().resources
+
+    def _attrs(self, address: str) -> dict[str, Any]:
+        record = self._records().get(address)
+        return dict(record.attributes) if record else {}
+
+    def _power_state(self, vm: Any) -> str:
+        return power_state(self.ctx.si, vm)
+
+    def go_ahead(
+        self, name: str, action: str, left: str, commit: Callable[[], None] = lambda: None
+    ) -> None:
+        """Begin `action` ('the power-off', 'the conversion', 'the boot') of VM `name` unless
+        the apply was asked to stop: checked and `commit()`ed (a record of what is about to be
+        done, no I/O) atomically with the signal handler's stop. `left` says what a stop here
+        leaves ('the source is left as it was (poweredOn)'), said in the VM's log and the error.
+
+        Raises StoppedError when the stop came first (nothing of `action` was done)."""
+        with self.gate:
+            stopped = self.ctx.stop.is_set()
+            if not stopped:
+                commit()
+        if stopped:
+            line = f"{Address('vm', name)}: stopped before {action}: {left}"
+            self.ctx.say(name, line)
+            raise StoppedError(line)

@@ -1,0 +1,107 @@
+"""A cutover's checks of the destination before the source's power-off: what a fresh plan checks
+and can change between plan and apply (the server's ports, flavor and key pair, the project's
+quota for what the cutover adds from the power-off on, the first-boot scripts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from engine.addresses import Address
+from engine.errors import ConversionError, OpenStackError
+from engine.executor.cutover_base import CutoverBase
+from engine.executor.host import firstboot_scripts
+from engine.model.desired import Concern
+from engine.model.observed import Quota
+from engine.model.plan import Action
+from engine.planner.checks import missing_key_pair
+from engine.planner.quota import Budget, after_power_off
+from engine.providers.openstack import compute
+from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
+
+
+class DestinationChecks(CutoverBase):
+    """The destination checks before a cutover's power-off (see the module)."""
+
+    def ready_destination(self, name: str) -> None:
+        """Before the power-off, what a fresh plan checks and can change between plan and apply
+        (break-it 12c item 8: a port deleted by hand; 12d item 5: the instance quota used up,
+        18 s of avoidable downtime in the lab): the ports the server boots with (recorded by
+        now: they are made before it), its flavor and key pair exist, and the project's quota
+        holds what the cutover adds from the power-off on (the planner's `after_power_off`:
+        protection snapshots, the server's instance, vCPUs and RAM; ports and volumes are made
+        before). Raises OpenStackError, one line (the source stays on)."""
+        self._scripts_readable(name)
+        conn = self.ctx.conn
+        server = self.a.changes.get(str(Address("vm", name, "server")))
+        after = (server.after if server else None) or {}
+        flavor = str(after.get("flavor") or "")
+        missing = [f"port {p}" for p in self._port_ids(name) if not compute.port_exists(conn, p)]
+        size = compute.flavor_size(conn, flavor) if flavor else None
+        if flavor and size is None:
+            missing.append(f"flavor {flavor}")
+        if missing:
+            raise OpenStackError(
+                f"{Address('vm', name)}: {', '.join(missing)} that its server needs no longer "
+                "exist (deleted since the plan): run `ferry plan` again; the source was not "
+                "powered off"
+            )
+        if server is None or server.action not in (Action.CREATE, Action.REPLACE):
+            return
+        found = list(missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn)))
+        found += self._quota_short(name, size)
+        if found:
+            raise OpenStackError(
+                f"{Address('vm', name)}: changed since the plan: "
+                f"{'; '.join(c.message for c in found)}; the source was not powered off"
+            )
+
+    def _scripts_readable(self, name: str) -> None:
+        """The conversion's first-boot scripts (conversion.firstboot) can still be read here,
+        where the conversion's job reads them (`firstboot_scripts`): a script moved since the
+        plan fails before the power-off, not after it. Raises ConversionError, one line."""
+        conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
+        if conversion is None or conversion.action not in (Action.CREATE, Action.REPLACE):
+            return
+        try:
+            firstboot_scripts((conversion.after or {}).get("firstboot") or ())
+        except ConversionError as exc:
+            raise ConversionError(f"{exc}; the source was not powered off") from exc
+
+    def _quota_short(self, name: str, size: tuple[int, int] | None) -> list[Concern]:
+        """The planner's quota concern for what the VM's cutover adds from the power-off on,
+        against the quotas read now: a server (unless one may exist: its record) of the
+        flavor's `size` (vCPUs, MiB), and a protection snapshot per volume (unless they are
+        taken: the conversion record's `protection`)."""
+        records = self._records()
+        servers = 0 if str(Address("vm", name, "server")) in records else 1
+        conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
+        protects = (
+            conversion is not None
+            and conversion.action in (Action.CREATE, Action.REPLACE)
+            and not self._attrs(str(Address("vm", name, "conversion"))).get("protection")
+        )
+        protected = [
+            int((c.after or c.before or {}).get("size_gib") or 0)
+            for c in self.a.changes.values()
+            if protects
+            and c.kind == "volume"
+            and Address.parse(c.address).name == name
+            and c.action not in (Action.DELETE, Action.FORGET)
+        ]
+        cores, ram = size or (0, 0)
+        needs = after_power_off(servers, cores, ram, protected)
+        quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
+        return [
+            replace(c, message=c.message.replace(", after the VMs listed before it", ""))
+            for c in Budget(quotas).take(needs)
+        ]
+
+    def _port_ids(self, name: str) -> list[str]:
+        """The VM's ports in the source's NIC order."""
+        found = []
+        for address, record in self._records().items():
+            parsed = Address.parse(address)
+            if parsed.kind == "vm" and parsed.name == name and parsed.part == "port":
+                found.append((parsed.index or 0, str(record.attributes["port_id"])))
+        return [port_id for _, port_id in sorted(found)]

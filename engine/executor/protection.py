@@ -1,0 +1,99 @@
+"""A cutover's protection snapshots (one Cinder snapshot per volume, taken before the
+conversion): released before a volume is written again (reverted to first when that undoes a
+conversion no sync wrote over), and restored after a failed conversion or boot; each revert gives
+the volume a new content epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.addresses import Address
+from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_epoch
+from engine.model.state import ResourceRecord, Status
+from engine.providers.openstack import compute, volumes
+
+
+class Protection(CutoverBase):
+    """The protection snapshots of a cutover's volumes (see the module)."""
+
+    def release_protection(self, name: str, volume_id: str) -> None:
+        """Before a volume is written again (a sync, or a new protection): its protection
+        snapshot from an earlier conversion goes. The volume is first reverted to it when a
+        conversion may have changed the volume since AND no sync wrote it after the snapshot
+        was taken (the changeId the snapshot holds is still the volume's): never to a snapshot
+        older than the last sync, whose writes it would erase."""
+        address = str(Address("vm", name, "conversion"))
+        with self._revert_lock:  # volume syncs of one VM run in parallel
+            record = self._records().get(address)
+            attrs = dict(record.attributes) if record else {}
+            protection = dict(attrs.get("protection") or {})
+            snapshot_id = protection.pop(volume_id, None)
+            if record is None or snapshot_id is None:
+                return
+            held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
+            _, disk = self._disk_of(name, volume_id)
+            fresh = held is not None and held == disk.get("change_id")
+            if fresh and attrs.get("tool"):
+                volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
+                self._revert(name, volume_id, str(snapshot_id))
+            compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+            attrs["protection"] = protection
+            attrs["protected_change_ids"] = {
+                v: c
+                for v, c in dict(attrs.get("protected_change_ids") or {}).items()
+                if v in protection
+            }
+            attrs.pop("epochs", None)  # the volume is written again: the conversion is undone
+            self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
+        if fresh and attrs.get("tool"):
+            said = "back to its protection snapshot (undoing the conversion): it converts again"
+        elif fresh:
+            said = "protection snapshot deleted (no conversion had changed it)"
+        else:
+            said = (
+                "stale protection snapshot deleted, never reverted to: a sync wrote the "
+                "volume after it was taken"
+            )
+        self.ctx.say(name, f"{Address('vm', name)}: volume {volume_id} {said}")
+
+    def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
+        compute.revert(self.ctx.conn, volume_id, snapshot_id)
+        key, _ = self._disk_of(name, volume_id)
+        if key is not None:
+            self._new_epoch(name, key)
+
+    def _disk_of(self, name: str, volume_id: str) -> tuple[int | None, dict[str, Any]]:
+        """The disk key and volume record attributes of one of the VM's volumes."""
+        for address, record in self._records().items():
+            parsed = Address.parse(address)
+            mine = parsed.kind == "vm" and parsed.name == name and parsed.part == "disk"
+            if mine and record.attributes.get("volume_id") == volume_id:
+                return parsed.index, dict(record.attributes)
+        return None, {}
+
+    def _new_epoch(self, name: str, key: int) -> None:
+        """The volume's content changed outside a sync (a conversion, a revert): a new epoch."""
+        address = str(Address("vm", name, "disk", key))
+        record = self._records()[address]
+        attrs = {**record.attributes, "epoch": content_epoch()}
+        self.a._write([ResourceRecord(address, "volume", record.status, attrs)], [])
+
+    def restore(self, name: str) -> None:
+        """After a failed conversion or boot: volumes back to their protection snapshots (each
+        volume's content epoch moves: the conversion is to be redone); the source is powered on
+        again after the walk (settle_sources), unless the spec says leave_off."""
+        address = str(Address("vm", name, "conversion"))
+        record = self._records().get(address)
+        attrs = self._attrs(address)
+        for volume_id, snapshot_id in (attrs.pop("protection", None) or {}).items():
+            self._revert(name, volume_id, str(snapshot_id))
+            compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
+        attrs.pop("epochs", None)
+        if attrs.get(POWERED_OFF_AT) and record is not None:  # kept until settled
+            self.a._write([ResourceRecord(address, "conversion", Status.IN_PROGRESS, attrs)], [])
+        else:
+            self.a._write([], [address])
+        self.ctx.say(
+            name, f"{Address('vm', name)}: volumes restored from their protection snapshots"
+        )
