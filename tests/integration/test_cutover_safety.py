@@ -2,7 +2,8 @@
 the source is powered off; a conversion whose volumes were written again is done again before
 the server boots; a protection snapshot older than the last sync is never reverted to, and a VM
 moved back to replicate loses its ports and protection; a stop after the power-off powers the
-source back on, or (leave_off) says so in the stop message, the next plan and the report."""
+source back on, or (leave_off) says so in the stop message, the next plan and the report; a
+graceful shutdown that ends after the spec's timeout is waited for and undone."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from engine.providers.vsphere.power import power_on, power_state
 from tests.integration.cli import ROOT, ferry, until_line
 from tests.integration.converge import assert_converged, records
 from tests.integration.test_cutover import apply, report_seconds, spec_with, vm_ref
+from tests.integration.test_power_tools import shutdown_seconds
 
 pytestmark = pytest.mark.lab
 MiB = 1024**2
@@ -225,3 +227,28 @@ def test_ctrl_c_after_the_power_off_with_leave_off_says_so_everywhere(
     downtime = report_seconds(row, "downtime")
     assert downtime >= int(server["at"] - first_off) - 1, row
     assert_converged(lab, state, vm, server=True)
+
+
+def test_a_graceful_shutdown_ending_after_the_timeout_is_waited_for_and_undone(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Break-it 12e item 6: web01's guest takes 3 s to shut down, the spec waits 2 s and does
+    not allow a hard power-off. The cutover fails on the timeout while the guest is still going
+    off; the settle waits for it (guest.guestState shuttingDown) and powers it back on — it
+    neither forgets ferry turned it off nor powers on a guest that is going off."""
+    state = replicated(lab, tmp_path)
+    ref = vm_ref(si, "web01")
+    settings = "mode: cutover\nconvert: false\npower_off: {policy: graceful, timeout: 2}"
+    cutover = spec_with(tmp_path, "web01", settings)
+    shutdown_seconds(si, ref, 3)
+    try:
+        done = apply(lab, cutover, WEB01, state)
+    finally:
+        shutdown_seconds(si, ref, 0)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "did not shut down within 2 s" in out, out
+    assert "source powered back on (its graceful shutdown ended after ferry's timeout)" in out, out
+    time.sleep(1)  # nothing powers it off again
+    assert power_state(si, ref) == "poweredOn"
+    assert "powered_off_at" not in records(state).get("vm.web01.conversion", {})
