@@ -13,7 +13,12 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.errors import FerryError, StateError, StateLockedError, StateUnreachableError, one_line
-from engine.executor.cutover_base import POWERED_OFF_AT, SHUTDOWN_ASKED_AT, CutoverBase
+from engine.executor.cutover_base import (
+    POWERED_OFF_AT,
+    SHUTDOWN_ASKED_AT,
+    VCENTER_OFF_AT,
+    CutoverBase,
+)
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.cutover import source_left_off
 from engine.providers.openstack import compute
@@ -140,7 +145,13 @@ class Settle(CutoverBase):
             return line
         self.powered_off.pop(name, None)
         asked = attrs.get(SHUTDOWN_ASKED_AT)
-        for key in ("source_power", "powered_off", POWERED_OFF_AT, SHUTDOWN_ASKED_AT):
+        for key in (
+            "source_power",
+            "powered_off",
+            POWERED_OFF_AT,
+            SHUTDOWN_ASKED_AT,
+            VCENTER_OFF_AT,
+        ):
             attrs.pop(key, None)
         address = record.address
         said = _settled_line(name, powered is not False, bool(asked))

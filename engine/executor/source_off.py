@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.addresses import Address
 from engine.errors import FerryError, SourceChangedError
-from engine.executor.cutover_base import POWERED_OFF_AT, SHUTDOWN_ASKED_AT, CutoverBase
+from engine.executor.cutover_base import (
+    POWERED_OFF_AT,
+    SHUTDOWN_ASKED_AT,
+    VCENTER_OFF_AT,
+    CutoverBase,
+)
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.cutover import moved_change_ids
-from engine.providers.vsphere.power import POWERED_ON, PowerOffPolicy, disk_change_ids, power_off
+from engine.providers.vsphere.power import (
+    POWERED_ON,
+    PowerOffPolicy,
+    disk_change_ids,
+    power_off,
+    powered_on_since,
+    vcenter_now,
+)
 
 
 class SourceOff(CutoverBase):
@@ -40,6 +53,7 @@ class SourceOff(CutoverBase):
             if power == POWERED_ON:  # recorded before the call: a kill
                 attrs[POWERED_OFF_AT] = time.time()  # in between still says ferry did it
         since = float(attrs.get(POWERED_OFF_AT) or 0.0)
+        attrs[VCENTER_OFF_AT] = vcenter_now(self.ctx.si).isoformat()  # before this final sync
 
         def commit() -> None:  # known without the state, should it be lost from here
             if since:
@@ -49,8 +63,7 @@ class SourceOff(CutoverBase):
         # ready_destination hard-powered production off, and with leave_off left it off)
         self.go_ahead(name, "the power-off", f"the source is left as it was ({power})", commit)
         try:
-            if fresh:
-                self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
+            self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         except BaseException:
             self.powered_off.pop(name, None)  # not powered off: nothing to put back
             raise
@@ -94,13 +107,19 @@ class SourceOff(CutoverBase):
         vm_ref = self.a._vm(name)
         running = self._power_state(vm_ref) == POWERED_ON
         moved = {} if running else self._moved(name, vm_ref)
-        if not running and not moved:
+        ons = [] if running or moved else self._powered_on(name, vm_ref)
+        if not running and not moved and not ons:
             return
         vm = Address("vm", name)
         if running:
             ran = "the source is running again (powered on since its final snapshot)"
-        else:
+        elif moved:
             ran = f"the source ran since its final sync ({_moved_line(moved)}), though off now"
+        else:
+            ran = (
+                f"the source ran since its final sync (powered on at {_at(ons[-1])}, vCenter's "
+                "events), though off now"
+            )
         if found:
             left = (
                 "the source was left running"
@@ -126,9 +145,25 @@ class SourceOff(CutoverBase):
             "apply powers it off and syncs what it wrote"
         )
 
+    def _powered_on(self, name: str, vm_ref: Any) -> list[datetime]:
+        """When vCenter logged the source powered on (or resumed) since ferry took charge of it
+        for its final sync (`vcenter_off_at`): a disk without changed block tracking has no
+        changeId to move, and a power cycle of such a VM shows nowhere else. [] for a record
+        made before ferry kept that time."""
+        record = self._records().get(str(Address("vm", name, "conversion")))
+        since = record.attributes.get(VCENTER_OFF_AT) if record is not None else None
+        if not since:
+            return []
+        return powered_on_since(self.ctx.si, vm_ref, datetime.fromisoformat(str(since)))
+
     def _moved(self, name: str, vm_ref: Any) -> dict[int, tuple[str, str]]:
         """The VM's disks whose changeId moved since the sync its record holds."""
         return moved_change_ids(name, self._records(), disk_change_ids(self.ctx.si, vm_ref))
+
+
+def _at(when: datetime) -> str:
+    """A vCenter time for people: 'HH:MM:SS UTC'."""
+    return when.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
 def _moved_line(moved: Mapping[int, tuple[str, str]]) -> str:

@@ -20,6 +20,8 @@ from engine.providers.vsphere.power import (
     power_off,
     power_on,
     power_state,
+    powered_on_since,
+    vcenter_now,
     wait_power_state,
 )
 from engine.providers.vsphere.read import fetch_property
@@ -117,3 +119,22 @@ def test_a_slow_guest_goes_off_after_a_timed_out_shutdown_unless_power_cycled(
         assert power_state(si, ref) == "poweredOn" and guest_state(si, ref) == "running"
     finally:
         shutdown_seconds(si, ref, 0)
+
+
+def test_vcenters_events_show_a_power_cycle_since_a_time_of_its_clock(
+    si: Any, powered_on_after: list[str]
+) -> None:
+    """What the cutover's boot checks read for a source without CBT (no changeId moves): the
+    power-ons vCenter logged since a time of its own clock, for that VM only."""
+    ref = vm_ref(si, "Reporting Ünit 1")  # CBT off
+    other = vm_ref(si, "db01")
+    powered_on_after.append("Reporting Ünit 1")
+    since = vcenter_now(si)
+    assert powered_on_since(si, ref, since) == []
+    wait_task(si, ref.PowerOffVM_Task(), "power off")
+    assert powered_on_since(si, ref, since) == []  # a power-off is not a run
+    power_on(si, ref)
+    ons = powered_on_since(si, ref, since)
+    assert len(ons) == 1 and ons[0] >= since
+    assert powered_on_since(si, other, since) == []
+    assert powered_on_since(si, ref, vcenter_now(si)) == []

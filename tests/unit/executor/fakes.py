@@ -3,7 +3,8 @@ Applier (engine.executor.apply). The state store stays real (SQLite) wherever a 
 each fake stands in for one peer and records what it was asked:
 
 - `context(store, said)`: the part of executor.apply.Context a Cutover reads; `say` appends each
-  VM line to `said`.
+  VM line to `said`; its `si` is a `VCenter`.
+- `VCenter`: a ServiceInstance's clock and its VM power-on events (`powered_on_since`).
 - `fake_applier(ctx, changes)`: the part of Applier a Cutover calls; its writes go to the real
   store, everything else answers without I/O.
 - `cutover(store, said, changes)`: a Cutover over those two.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -41,8 +43,8 @@ VSPHERE_CALLERS: tuple[ModuleType, ...] = (cutover_base, settle, source_off)
 def context(
     store: Any, said: list[str] | None = None, *, conn: Any = None, events: Any = None
 ) -> Any:
-    """A Cutover's context: the state `store`, no vCenter session (`si` None: the vSphere calls
-    are patched), the cloud connection `conn`, `say(vm, line)` appending each line to `said`
+    """A Cutover's context: the state `store`, a `VCenter` as its session (the power calls are
+    patched), the cloud connection `conn`, `say(vm, line)` appending each line to `said`
     (when given), the `events` sink (None: no events), and a stop Event not set."""
 
     def say(_vm: str, line: str) -> None:
@@ -50,8 +52,30 @@ def context(
             said.append(line)
 
     return SimpleNamespace(
-        store=store, si=None, conn=conn, say=say, events=events, stop=threading.Event()
+        store=store, si=VCenter(), conn=conn, say=say, events=events, stop=threading.Event()
     )
+
+
+class VCenter:
+    """A ServiceInstance's clock (CurrentTime(): the real one) and the VM power-on events its
+    history holds (`power_on(at)`); `powered_on_since` answers as
+    engine.providers.vsphere.power's (patch it in with patch_vsphere), counting `queries`."""
+
+    def __init__(self) -> None:
+        self.events: list[datetime] = []
+        self.queries = 0
+
+    def CurrentTime(self) -> datetime:  # noqa: N802 (vSphere's method name)
+        return datetime.now(UTC)
+
+    def power_on(self, at: datetime) -> None:
+        """Log a VmPoweredOnEvent at `at`."""
+        self.events.append(at)
+
+    @staticmethod
+    def powered_on_since(si: VCenter, _vm: Any, since: datetime) -> list[datetime]:
+        si.queries += 1
+        return sorted(at for at in si.events if at >= since)
 
 
 def fake_applier(

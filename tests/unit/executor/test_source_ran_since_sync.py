@@ -8,13 +8,16 @@ reads faked)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.errors import SourceChangedError
+from engine.executor import source_off
 from engine.executor.cutover import Cutover
+from engine.executor.cutover_base import VCENTER_OFF_AT
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.cutover import moved_change_ids
 from engine.statestore.sqlite import SqliteStateStore
@@ -41,7 +44,10 @@ def cutover(
     store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch, power: str, now: dict[int, Any]
 ) -> Cutover:
     fakes.patch_vsphere(
-        monkeypatch, power_state=lambda _si, _vm: power, disk_change_ids=lambda _si, _vm: now
+        monkeypatch,
+        power_state=lambda _si, _vm: power,
+        disk_change_ids=lambda _si, _vm: now,
+        powered_on_since=fakes.VCenter.powered_on_since,
     )
     return fakes.cutover(store)
 
@@ -90,3 +96,62 @@ def test_a_source_off_with_the_changeids_of_its_final_sync_boots(
     cut.check_source_off("web01")
     cut.check_source_off("web01", found="s1")
     cut.check_source_off("web01", booted="s1")
+
+
+def off_since(store: SqliteStateStore, at: datetime) -> None:
+    """The conversion record of a final sync ferry took charge of at `at` (vCenter's clock)."""
+    attrs = {"powered_off_at": at.timestamp(), VCENTER_OFF_AT: at.isoformat()}
+    store.write(
+        [ResourceRecord("vm.web01.conversion", "conversion", Status.IN_PROGRESS, attrs)], []
+    )
+
+
+@pytest.mark.parametrize("kind", ["found", "booted", "before"])
+def test_a_source_without_cbt_powered_on_since_its_final_sync_is_refused(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Disks without changed block tracking have no changeId to move: a power cycle of such a
+    source while its server boots (or before a found server is adopted) passed every check.
+    vCenter's event history shows it: a power-on after ferry took charge of the source."""
+    took = datetime(2026, 12, 1, 4, 0, 0, tzinfo=UTC)
+    off_since(store, took)
+    cut = cutover(store, monkeypatch, "poweredOff", {2000: None, 2001: None})
+    cut.ctx.si.power_on(took - timedelta(minutes=5))  # before the final sync: fine alone
+    cut.check_source_off("web01")
+    cut.ctx.si.power_on(took + timedelta(seconds=42))
+    with pytest.raises(SourceChangedError) as raised:
+        cut.check_source_off("web01", **({kind: "s1"} if kind != "before" else {}))
+    assert (
+        "the source ran since its final sync (powered on at 04:00:42 UTC, vCenter's events), "
+        "though off now" in str(raised.value)
+    )
+
+
+def test_a_record_without_vcenters_time_asks_no_events(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversion record an older ferry wrote (no vcenter_off_at): the changeIds alone."""
+    cut = cutover(store, monkeypatch, "poweredOff", dict(SYNCED))
+    cut.ctx.si.power_on(datetime.now(UTC))
+    cut.check_source_off("web01", booted="s1")
+    assert cut.ctx.si.queries == 0
+
+
+def test_the_power_off_keeps_vcenters_time_for_the_final_sync(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each power-off for a final sync records vCenter's clock before it (every attempt: a
+    later sync's boot is checked from its own sync, never refused for an earlier run)."""
+    fakes.patch_vsphere(monkeypatch, power_state=lambda _si, _vm: "poweredOn")
+    monkeypatch.setattr(source_off, "power_off", lambda *_a, **_k: "graceful")
+    cut = fakes.cutover(store, changes=[fakes.snapshot("web01", "power_on")])
+    before = datetime.now(UTC)
+    cut.power_off_source("web01", "ref-web01", {})
+    first = records(store)["vm.web01.conversion"][VCENTER_OFF_AT]
+    assert datetime.fromisoformat(first) >= before
+    cut.power_off_source("web01", "ref-web01", {})
+    assert records(store)["vm.web01.conversion"][VCENTER_OFF_AT] >= first
+
+
+def records(store: SqliteStateStore) -> dict[str, dict[str, Any]]:
+    return {a: dict(r.attributes) for a, r in store.read().resources.items()}
