@@ -57,14 +57,26 @@ def ferry_background(lab: Lab, *args: str, **env: str) -> subprocess.Popen[str]:
 def until_line(proc: subprocess.Popen[str], text: str, then: Callable[[], object]) -> str:
     """Read a background ferry's stdout until a line holding `text`, then call `then()` (a
     signal, a fault): an observable event, never a sleep. Returns the lines read (all of them
-    when the output ended first); AssertionError with them after UNTIL_TIMEOUT seconds."""
+    when the output ended first); AssertionError with them after UNTIL_TIMEOUT seconds.
+
+    Reads the pipe's descriptor a byte at a time, past the text reader's buffer: a later
+    `proc.communicate(timeout=...)` reads that descriptor too, and lines a buffered read had
+    taken beyond the matched one were lost to it (seen in the agent drills)."""
     assert proc.stdout is not None
-    seen = []
+    fd = proc.stdout.fileno()
+    seen: list[str] = []
+    line = bytearray()
     deadline = time.monotonic() + UNTIL_TIMEOUT
-    for line in proc.stdout:
-        seen.append(line)
-        if text in line:
+    while byte := os.read(fd, 1):
+        line += byte
+        if byte != b"\n":
+            continue
+        seen.append(line.decode(errors="replace"))
+        line.clear()
+        if text in seen[-1]:
             then()
             break
         assert time.monotonic() < deadline, "".join(seen)
+    else:
+        seen.append(line.decode(errors="replace"))
     return "".join(seen)
