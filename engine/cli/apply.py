@@ -525,10 +525,7 @@ def run_plan(
                 for v in plan.vms
             ],
         )
-        pools, pools_of = _slot_pools(spec, applier)
-        walker = Walker(
-            _graph(plan), lambda _: None, parallelism=parallelism, pools=pools, pools_of=pools_of
-        )
+        walker = _walker(plan, spec, applier, parallelism)
         walker.run = _observed(applier, events, walker.stop)  # a state lost for good stops it
         with _stop_on_signals(
             walker, applier.ctx.stop, events, console, applier.unsettled, applier.cutover.gate
@@ -580,6 +577,27 @@ def _check_volumes_owned(applier: Applier) -> None:
             f"the plan is stale: {lines[0]}{more}: nothing applied; run `ferry plan` again "
             "(a new plan never deletes or writes it)"
         )
+
+
+def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int) -> Walker:
+    """The plan's walk (its node function set by the caller), bounded by the slot pools; a
+    host-bound step of a VM whose host is gone is re-placed first, off the walk's scheduling
+    thread (Applier.to_place: it asks the agents, seconds)."""
+    pools, pools_of = _slot_pools(spec, applier)
+
+    def prepare(node: Any) -> Callable[[], object] | None:
+        if ".disk[" not in str(node) and not str(node).endswith(".conversion"):
+            return None
+        return applier.to_place(Address.parse(str(node)).name)
+
+    return Walker(
+        _graph(plan),
+        lambda _: None,
+        parallelism=parallelism,
+        pools=pools,
+        pools_of=pools_of,
+        prepare=prepare,
+    )
 
 
 def _slot_pools(

@@ -301,7 +301,13 @@ class Applier:
         self.ctx.say(name, f"{Address('vm', name)}: changed block tracking enabled")
 
     def _snapshot(self, change: Change) -> None:
+        """The VM's snapshot (a cutover's after its source's power-off). First its disks' host:
+        a VM whose host is gone and that no host can take fails here, once, with the line
+        naming each host's reason, before its source is touched (no snapshot, no power-off,
+        no volume); its disks are then skipped after this step, not failed one by one with
+        the same line (a wave of 1,000 VMs whose host went shows one line per VM)."""
         name = Address.parse(change.address).name
+        self.host_for(name)  # raises AgentError: the VM cannot be re-placed
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
         self._check_own_snapshots(name, vm)
@@ -828,6 +834,18 @@ class Applier:
         if moved is None:
             raise AgentError(self.unplaced[vm])
         return moved, self.ctx.host_ids[moved]
+
+    def to_place(self, vm: str) -> Callable[[], object] | None:
+        """The re-placement `vm`'s host-bound steps wait on before their host (their slot pool)
+        is known, or None when it is known without asking (as placed, decided already, or no
+        broker). It asks the agents (a broker ping: remote.ASK_TIMEOUT seconds), so the walker
+        runs it off its scheduling thread (Walker's `prepare`): other VMs' steps go on."""
+        name = self.placement.get(vm, "")
+        if self.ctx.remote is None or not name or name in self.ctx.host_ids:
+            return None
+        if vm in self.unplaced:
+            return None
+        return lambda: self.re_place(vm, name)
 
     def re_place(self, vm: str, gone: str) -> str | None:
         """The host `vm` goes to instead of `gone` (its server gone), decided once per apply:
