@@ -580,15 +580,19 @@ def _check_volumes_owned(applier: Applier) -> None:
 
 
 def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int) -> Walker:
-    """The plan's walk (its node function set by the caller), bounded by the slot pools; a
-    host-bound step of a VM whose host is gone is re-placed first, off the walk's scheduling
-    thread (Applier.to_place: it asks the agents, seconds)."""
+    """The plan's walk (its node function set by the caller), bounded by the slot pools. The
+    VM of a step that needs its conversion host (a copy, a conversion, the snapshot that
+    checks it first) is re-placed before it when its host is gone: on the walk's preparing
+    thread (Applier.to_place asks the agents: seconds), neither in its scheduling thread (no
+    step would start meanwhile) nor in a step's (it would hold a slot)."""
     pools, pools_of = _slot_pools(spec, applier)
 
     def prepare(node: Any) -> Callable[[], object] | None:
-        if ".disk[" not in str(node) and not str(node).endswith(".conversion"):
+        change = applier.changes[str(node)]
+        snapshot = change.kind == "source_snapshot" and change.action is not Action.DELETE
+        if not snapshot and change.kind not in ("volume", "conversion"):
             return None
-        return applier.to_place(Address.parse(str(node)).name)
+        return applier.to_place(Address.parse(change.address).name)
 
     return Walker(
         _graph(plan),

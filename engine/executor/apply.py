@@ -106,6 +106,7 @@ SNAPSHOT_PREFIX = "ferry-"
 # a cutover's steps that check the source first (the first one of each VM does): ports come
 # before the snapshot that powers the source off, a server boots with the plan's ports
 CHECKED_FIRST = ("port", "conversion", "server")
+ANSWERS_KEPT = 30.0  # seconds a ping's answer stands for the next re-placements (Applier)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Applier:
         self.placing = threading.Lock()  # one re-placement at a time: each counts the others
         self.moved_to: dict[str, str] = {}  # VM → the host it was re-placed on (its host gone)
         self.unplaced: dict[str, str] = {}  # VM → why no host can take it (its host gone)
+        self.answered: tuple[float, set[str]] | None = None  # (monotonic s, agents): last ping
         self.ctx.log_names.update(self.targets)
         self.unwritten: list[str] = []  # addresses whose record the state did not take
         self.cutover = Cutover(self)
@@ -893,10 +895,10 @@ class Applier:
 
     def _candidates(self, gone: str) -> list[Candidate]:
         """The plan's conversion hosts as re-placement sees them now: bytes placed on each (the
-        plan's placement, moves included), volumes attached to each server, agents answering.
-        Raises AgentError (broker) or OpenStackError (cloud) when they cannot be asked."""
-        assert self.ctx.remote is not None
-        answering = self.ctx.remote.answering()
+        plan's placement, moves included), volumes attached to each server, agents answering
+        (`_answering`). Raises AgentError (broker) or OpenStackError (cloud) when they cannot
+        be asked."""
+        answering = self._answering()
         load = placed_bytes(self.placement, self.plan.changes)
         out = []
         for h in self.plan.hosts:
@@ -908,6 +910,16 @@ class Applier:
             host = Host(h.name, h.availability_zone, h.slots)
             out.append(Candidate(host, load.get(h.name, 0), attached, bool(server), answers))
         return out
+
+    def _answering(self) -> set[str]:
+        """The hosts whose agent answers the broker's ping, asked again only ANSWERS_KEPT
+        seconds after the last answer: the many VMs of a gone host are re-placed on one ping,
+        not on one each (seconds apiece, one at a time). Called under `placing`."""
+        assert self.ctx.remote is not None
+        now = time.monotonic()
+        if self.answered is None or now - self.answered[0] > ANSWERS_KEPT:
+            self.answered = (now, self.ctx.remote.answering())
+        return self.answered[1]
 
     def host_of(self, change: Change) -> str:
         """The conversion host a change runs on: a copy's, compare's (volume) or conversion's

@@ -155,6 +155,7 @@ def test_each_vm_of_a_gone_host_goes_to_the_least_loaded_answering_host_said_onc
     assert len(said) == 3 and said[1] == log[0].split(" ", 1)[1]
     assert applier.host_for("db01") == ("conv-b", "id-b")  # its host is up: not moved
     assert not (tmp_path / "db01.log").exists()
+    assert applier.ctx.remote.asked == 1  # type: ignore[union-attr]  # one ping for the three
 
 
 def test_a_host_whose_agent_is_silent_is_skipped_and_no_host_fails_only_that_vm(
@@ -183,6 +184,20 @@ def test_a_host_whose_agent_is_silent_is_skipped_and_no_host_fails_only_that_vm(
     assert [e["host"] for e in seen if e["event"] == "replaced"] == [None]
     assert len((tmp_path / "none" / "web01.log").read_text().splitlines()) == 1
     assert lost.ctx.remote.asked == 1  # type: ignore[union-attr]
+
+
+def test_a_pings_answer_stands_for_answers_kept_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer older than ANSWERS_KEPT is asked again: web01 goes to conv-b (conv-a's agent
+    silent), then conv-b's agent stops answering and conv-a's answers again: db02 goes to
+    conv-a (on the old answer: to conv-b)."""
+    monkeypatch.setattr(apply_module, "ANSWERS_KEPT", 0.0)
+    applier, _ = _applier(tmp_path, {"conv-b"}, monkeypatch)
+    assert applier.host_for("web01")[0] == "conv-b"
+    applier.ctx.remote.alive = {"conv-a"}  # type: ignore[union-attr]
+    assert applier.host_for("db02")[0] == "conv-a"
+    assert applier.ctx.remote.asked == 2  # type: ignore[union-attr]
 
 
 def test_a_saved_plan_carries_each_vms_zone_and_pin() -> None:
@@ -272,10 +287,10 @@ def test_a_slow_ping_does_not_hold_up_other_vms_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """conv-c is gone: re-placing web01, db02 and app01 asks the agents (a broker ping,
-    seconds). The apply's walk goes on meanwhile: db01's snapshot ends once the first ping is
-    asked and its disk (on conv-b, up) runs while that ping is unanswered (the old walk asked
-    in its scheduling thread: nothing started until the answer, here 5 s); web01's disk runs
-    once its host is chosen, on that host."""
+    seconds). The apply's walk goes on meanwhile, even with one step at a time: db01's snapshot
+    and disk (on conv-b, up) run while the first ping is unanswered (the old walk asked in its
+    scheduling thread, a snapshot step asking would hold the only slot: nothing ran until the
+    answer, here 5 s); each re-placed VM's steps run once its host is chosen, on that host."""
     monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 1)
     go = threading.Event()
     ping = SlowPing({"conv-a", "conv-b"}, go)
@@ -284,19 +299,23 @@ def test_a_slow_ping_does_not_hold_up_other_vms_steps(
     ran: list[tuple[str, str]] = []
 
     def run(node: Any) -> None:
+        vm = str(node).split(".")[1]
         if node == "vm.db01.snapshot":
             ping.asking.wait(5)
-        ran.append((str(node), applier.host_of(applier.changes[str(node)])))
+        ran.append((str(node), applier.host_for(vm)[0]))  # the snapshot step asks first too
         if node == "vm.db01.disk[2000]":
             go.set()
 
-    walker = apply_cli._walker(applier.plan, SPEC, applier, 8)
+    walker = apply_cli._walker(applier.plan, SPEC, applier, 1)
     walker.run = run
     assert walker.walk().ok
-    assert ping.released[0] is True and ping.asked == 3
-    disks = [r for r in ran if ".disk[" in r[0]]
-    web01 = ("vm.web01.disk[2000]", applier.moved_to["web01"])
-    assert disks.index(("vm.db01.disk[2000]", "conv-b")) < disks.index(web01)
+    assert ping.released == [True]  # one ping re-placed the three
+    assert ran.index(("vm.db01.disk[2000]", "conv-b")) < ran.index(
+        ("vm.web01.snapshot", applier.moved_to["web01"])
+    )
+    assert {host for node, host in ran if node.startswith("vm.web01.")} == {
+        applier.moved_to["web01"]
+    }
 
 
 def _two_disks(plan: Plan) -> Plan:
