@@ -841,7 +841,9 @@ class Applier:
         """The re-placement `vm`'s host-bound steps wait on before their host (their slot pool)
         is known, or None when it is known without asking (as placed, decided already, or no
         broker). It asks the agents (a broker ping: remote.ASK_TIMEOUT seconds), so the walker
-        runs it off its scheduling thread (Walker's `prepare`): other VMs' steps go on."""
+        runs it off its scheduling thread (Walker's `prepare`): other VMs' steps go on. Read
+        without `placing`: a stale answer asks for a re-placement decided since, which returns
+        the decision."""
         name = self.placement.get(vm, "")
         if self.ctx.remote is None or not name or name in self.ctx.host_ids:
             return None
