@@ -525,10 +525,7 @@ def run_plan(
                 for v in plan.vms
             ],
         )
-        pools, pools_of = _slot_pools(spec, applier)
-        walker = Walker(
-            _graph(plan), lambda _: None, parallelism=parallelism, pools=pools, pools_of=pools_of
-        )
+        walker = _walker(plan, spec, applier, parallelism)
         walker.run = _observed(applier, events, walker.stop)  # a state lost for good stops it
         with _stop_on_signals(
             walker, applier.ctx.stop, events, console, applier.unsettled, applier.cutover.gate
@@ -580,6 +577,31 @@ def _check_volumes_owned(applier: Applier) -> None:
             f"the plan is stale: {lines[0]}{more}: nothing applied; run `ferry plan` again "
             "(a new plan never deletes or writes it)"
         )
+
+
+def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int) -> Walker:
+    """The plan's walk (its node function set by the caller), bounded by the slot pools. The
+    VM of a step that needs its conversion host (a copy, a conversion, the snapshot that
+    checks it first) is re-placed before it when its host is gone: on the walk's preparing
+    thread (Applier.to_place asks the agents: seconds), neither in its scheduling thread (no
+    step would start meanwhile) nor in a step's (it would hold a slot)."""
+    pools, pools_of = _slot_pools(spec, applier)
+
+    def prepare(node: Any) -> Callable[[], object] | None:
+        change = applier.changes[str(node)]
+        snapshot = change.kind == "source_snapshot" and change.action is not Action.DELETE
+        if not snapshot and change.kind not in ("volume", "conversion"):
+            return None
+        return applier.to_place(Address.parse(change.address).name)
+
+    return Walker(
+        _graph(plan),
+        lambda _: None,
+        parallelism=parallelism,
+        pools=pools,
+        pools_of=pools_of,
+        prepare=prepare,
+    )
 
 
 def _slot_pools(

@@ -108,6 +108,7 @@ SNAPSHOT_PREFIX = "ferry-"
 # a cutover's steps that check the source first (the first one of each VM does): ports come
 # before the snapshot that powers the source off, a server boots with the plan's ports
 CHECKED_FIRST = ("port", "conversion", "server")
+ANSWERS_KEPT = 30.0  # seconds a ping's answer stands for the next re-placements (Applier)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class Applier:
         self.placing = threading.Lock()  # one re-placement at a time: each counts the others
         self.moved_to: dict[str, str] = {}  # VM → the host it was re-placed on (its host gone)
         self.unplaced: dict[str, str] = {}  # VM → why no host can take it (its host gone)
+        self.answered: tuple[float, set[str]] | None = None  # (monotonic s, agents): last ping
         self.ctx.log_names.update(self.targets)
         self.unwritten: list[str] = []  # addresses whose record the state did not take
         self.cutover = Cutover(self)
@@ -303,7 +305,13 @@ class Applier:
         self.ctx.say(name, f"{Address('vm', name)}: changed block tracking enabled")
 
     def _snapshot(self, change: Change) -> None:
+        """The VM's snapshot (a cutover's after its source's power-off). First its disks' host:
+        a VM whose host is gone and that no host can take fails here, once, with the line
+        naming each host's reason, before its source is touched (no snapshot, no power-off,
+        no volume); its disks are then skipped after this step, not failed one by one with
+        the same line (a wave of 1,000 VMs whose host went shows one line per VM)."""
         name = Address.parse(change.address).name
+        self.host_for(name)  # raises AgentError: the VM cannot be re-placed
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
         self._check_own_snapshots(name, vm)
@@ -831,6 +839,20 @@ class Applier:
             raise AgentError(self.unplaced[vm])
         return moved, self.ctx.host_ids[moved]
 
+    def to_place(self, vm: str) -> Callable[[], object] | None:
+        """The re-placement `vm`'s host-bound steps wait on before their host (their slot pool)
+        is known, or None when it is known without asking (as placed, decided already, or no
+        broker). It asks the agents (a broker ping: remote.ASK_TIMEOUT seconds), so the walker
+        runs it off its scheduling thread (Walker's `prepare`): other VMs' steps go on. Read
+        without `placing`: a stale answer asks for a re-placement decided since, which returns
+        the decision."""
+        name = self.placement.get(vm, "")
+        if self.ctx.remote is None or not name or name in self.ctx.host_ids:
+            return None
+        if vm in self.unplaced:
+            return None
+        return lambda: self.re_place(vm, name)
+
     def re_place(self, vm: str, gone: str) -> str | None:
         """The host `vm` goes to instead of `gone` (its server gone), decided once per apply:
         placement.replace_vm over the plan's hosts (zones, slots, the bytes placed on each, this
@@ -877,10 +899,10 @@ class Applier:
 
     def _candidates(self, gone: str) -> list[Candidate]:
         """The plan's conversion hosts as re-placement sees them now: bytes placed on each (the
-        plan's placement, moves included), volumes attached to each server, agents answering.
-        Raises AgentError (broker) or OpenStackError (cloud) when they cannot be asked."""
-        assert self.ctx.remote is not None
-        answering = self.ctx.remote.answering()
+        plan's placement, moves included), volumes attached to each server, agents answering
+        (`_answering`). Raises AgentError (broker) or OpenStackError (cloud) when they cannot
+        be asked."""
+        answering = self._answering()
         load = placed_bytes(self.placement, self.plan.changes)
         out = []
         for h in self.plan.hosts:
@@ -892,6 +914,16 @@ class Applier:
             host = Host(h.name, h.availability_zone, h.slots)
             out.append(Candidate(host, load.get(h.name, 0), attached, bool(server), answers))
         return out
+
+    def _answering(self) -> set[str]:
+        """The hosts whose agent answers the broker's ping, asked again only ANSWERS_KEPT
+        seconds after the last answer: the many VMs of a gone host are re-placed on one ping,
+        not on one each (seconds apiece, one at a time). Called under `placing`."""
+        assert self.ctx.remote is not None
+        now = time.monotonic()
+        if self.answered is None or now - self.answered[0] > ANSWERS_KEPT:
+            self.answered = (now, self.ctx.remote.answering())
+        return self.answered[1]
 
     def host_of(self, change: Change) -> str:
         """The conversion host a change runs on: a copy's, compare's (volume) or conversion's

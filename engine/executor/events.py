@@ -12,7 +12,7 @@ Events (every one has `ts`, seconds since the epoch, and `event`):
   copy_stopped {address, read, written, zeroed, skipped (bytes the stopped copy moved until the
           stop), checkpoint (bytes: where the next apply resumes)}
   replaced {vm, placed (the host the plan placed it on, gone), host (where it goes; null: no host
-          can take it, the VM fails), reason}
+          can take it: its snapshot step fails with the reason, its disks are skipped), reason}
   state_not_written {message, addresses (records the state did not take: its connection lost
           and not made again in time, or its lock taken by another ferry meanwhile)}
   apply_end {ok, done, failed, skipped, bytes_read, bytes_zeroed, bytes_skipped, seconds}

@@ -5,6 +5,12 @@ Parallelism is bounded globally (`parallelism`) and per pool: each node may name
 conversion host, an ESXi host) whose limits it must fit in. `stop()` (e.g. on SIGINT) starts
 no new node and lets the running ones end (a copy ends early, at a checkpoint: its own stop
 event is set alongside).
+
+A node may need something done before its pools are known (`prepare`: choosing the conversion
+host of a VM whose host is gone asks the agents, seconds). That runs on the walker's own
+preparing thread, one at a time, while the walk goes on: other ready nodes keep starting, and
+the node is considered once it is done (a preparation that raises fails the node, as its run
+would).
 """
 
 from __future__ import annotations
@@ -46,12 +52,16 @@ class Walker:
         parallelism: int = 4,
         pools: Mapping[str, int] | None = None,
         pools_of: Callable[[Node], Iterable[str]] = lambda _: (),
+        prepare: Callable[[Node], Callable[[], object] | None] = lambda _: None,
     ) -> None:
+        """`prepare(node)`, called once when the node is ready: None, or what must run (off the
+        scheduling thread) before `pools_of(node)` is asked; `pools_of` must then be quick."""
         self.graph = graph
         self.run = run
         self.parallelism = max(1, parallelism)
         self.limits = dict(pools or {})
         self.pools_of = pools_of
+        self.prepare = prepare
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -60,25 +70,65 @@ class Walker:
     def walk(self) -> WalkResult:
         result = WalkResult()
         waiting = {n: set(self.graph.predecessors(n)) for n in self.graph.nodes}
-        ready = [n for n, deps in waiting.items() if not deps]
-        running: dict[Future[None], Node] = {}
+        fresh = [n for n, deps in waiting.items() if not deps]  # ready, not prepared yet
+        ready: list[Node] = []
+        running: dict[Future[Any], Node] = {}
+        preparing: dict[Future[Any], Node] = {}
         in_use: dict[str, int] = {}
-        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
-            while ready or running:
+        with (
+            ThreadPoolExecutor(max_workers=self.parallelism) as pool,
+            ThreadPoolExecutor(max_workers=1) as preparer,  # its thread starts with a first job
+        ):
+            while fresh or ready or running or preparing:
+                self._prepare(preparer, fresh, ready, preparing)
                 started = self._start_ready(pool, ready, running, in_use)
-                if not running:
+                if not running and not preparing:
                     if not started:  # nothing can start: pools too small or stopped
                         break
                     continue
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                done, _ = wait([*running, *preparing], return_when=FIRST_COMPLETED)
                 for future in done:
+                    if future in preparing:
+                        self._prepared(preparing.pop(future), future, result, waiting, ready)
+                        continue
                     node = running.pop(future)
                     for name in self.pools_of(node):
                         in_use[name] -= 1
-                    self._finish(node, future, result, waiting, ready)
+                    self._finish(node, future, result, waiting, fresh)
         for node in self.graph.nodes:
             result.outcomes.setdefault(node, Outcome.NOT_STARTED)
         return result
+
+    def _prepare(
+        self,
+        preparer: ThreadPoolExecutor,
+        fresh: list[Node],
+        ready: list[Node],
+        preparing: dict[Future[Any], Node],
+    ) -> None:
+        """Each node just made ready goes to `ready`, or first to `preparing` when it needs a
+        preparation (none is started after a stop)."""
+        for node in fresh:
+            job = None if self._stop.is_set() else self.prepare(node)
+            if job is None:
+                ready.append(node)
+            else:
+                preparing[preparer.submit(job)] = node
+        fresh.clear()
+
+    def _prepared(
+        self,
+        node: Node,
+        future: Future[Any],
+        result: WalkResult,
+        waiting: dict[Node, set[Node]],
+        ready: list[Node],
+    ) -> None:
+        """A node's preparation ended: the node is ready, or failed (what follows it skipped)."""
+        if future.exception() is None:
+            ready.append(node)
+        else:
+            self._finish(node, future, result, waiting, ready)
 
     def _fits(self, node: Node, in_use: dict[str, int]) -> bool:
         return all(in_use.get(p, 0) < self.limits.get(p, 1 << 30) for p in self.pools_of(node))
@@ -87,7 +137,7 @@ class Walker:
         self,
         pool: ThreadPoolExecutor,
         ready: list[Node],
-        running: dict[Future[None], Node],
+        running: dict[Future[Any], Node],
         in_use: dict[str, int],
     ) -> bool:
         started = False
@@ -106,7 +156,7 @@ class Walker:
     def _finish(
         self,
         node: Node,
-        future: Future[None],
+        future: Future[Any],
         result: WalkResult,
         waiting: dict[Node, set[Node]],
         ready: list[Node],

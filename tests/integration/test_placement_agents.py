@@ -3,13 +3,14 @@ puts web01 and build-old on different hosts, and each VM's disk copies run on th
 host it ends on (its own `ferry agent --host` process), byte-exact; state in the lab's
 PostgreSQL, as several hosts need. The third host's server is deleted between the saved plan
 and its apply: its VM is re-placed on the host the plan's rule picks among those whose agent
-answers (the least loaded), not on the first host."""
+answers (the least loaded), not on the first host, whose agent is silent (stopped) then."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from engine.model.state import RECORDED_HOST
 from engine.statestore import postgres_at
 from tests.integration.agent_spec import agents_spec
 from tests.integration.chaos import content_digest
-from tests.integration.cli import ROOT, ferry
+from tests.integration.cli import ROOT, ferry, ferry_background
 from tests.integration.converge import volume_file
 from tests.integration.test_agents import STARTED, ready, start_agent, stop
 
@@ -52,7 +53,9 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     host; GONE's server is deleted before the apply, which re-places its VM once, on
     ferry-conversion-02: the least loaded host whose agent answers its ping (nothing placed
     there; the old rule took the first host), said in a `replaced` event and a step line (the
-    VM's log and the console say the same line: Context.say). The apply's JSON
+    VM's log and the console say the same line: Context.say). The first host's agent is
+    stopped (SIGSTOP) until that event: its silence on the ping is said in the reason, and the
+    other VM's copies wait in its queue meanwhile (seconds). The apply's JSON
     events say which agent took each disk (the agent's own name, from its task state), each
     agent's log has exactly its VM's tasks, and each volume (a full copy, in sync) equals its
     source disk (sha256). A second agent for a host whose agent runs is one line, exit 1."""
@@ -71,33 +74,10 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     moved, ends = placed_by_plan(lab, spec, saved)
     delete_server(cloud, gone)
 
+    marks["plan"] = time.monotonic() - began - sum(marks.values())
     logs = {h: tmp_path / f"agent-{h}.log" for h in HOSTS}
-    try:
-        agents = [start_agent(lab, spec, logs[h], host=h, wait=False) for h in HOSTS]
-        for agent, h in zip(agents, HOSTS, strict=True):
-            ready(agent, logs[h])
-        marks["plan + agents"] = time.monotonic() - began - sum(marks.values())
-        twice = subprocess.Popen(  # while the apply runs
-            [sys.executable, "-m", "engine.cli", "agent", "--host", HOSTS[0], "--spec", str(spec)],
-            cwd=ROOT,
-            env={**os.environ, **lab.env()},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        done = ferry(lab, "apply", str(saved), "--auto-approve", "--json")
-        twice_out, twice_err = twice.communicate(timeout=120)
-        marks["apply"] = time.monotonic() - began - sum(marks.values())
-    finally:
-        for started in STARTED:
-            stop(started)
-        STARTED.clear()
-    assert twice.returncode == 1 and twice_err.startswith(  # one agent per host
-        f"error: an agent for conversion host {HOSTS[0]} already runs on this machine"
-    ), twice_out + twice_err
-    assert len(twice_err.splitlines()) == 1 and "Traceback" not in twice_out, twice_out
-    assert done.returncode == 0, done.stdout + done.stderr
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+    events = apply_on_agents(lab, spec, saved, logs)
+    marks["agents + apply"] = time.monotonic() - began - sum(marks.values())
     assert events[-1]["event"] == "apply_end" and events[-1]["ok"] is True
     said_moved(events, moved)
     taken = {
@@ -124,7 +104,68 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
         assert got == content_digest(source, capacity), address
     report_per_host(lab, spec, tmp_path, ends)
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in marks.items())
-    print(f"\nthree hosts, one gone: {time.monotonic() - began:.0f} s ({phases}); {ends}")
+    applied = f"the apply's own {events[-1]['seconds']:.1f} s"
+    print(
+        f"\nthree hosts, one gone: {time.monotonic() - began:.0f} s ({phases}; {applied}); {ends}"
+    )
+
+
+def apply_on_agents(
+    lab: Lab, spec: Path, saved: Path, logs: dict[str, Path]
+) -> list[dict[str, Any]]:
+    """Each host's agent started (its own process, logging to `logs[host]`), and the saved plan
+    applied (--json) with the first host's agent stopped (SIGSTOP: silent on the
+    re-placement's ping) until the apply says it re-placed a VM; meanwhile a second agent for
+    the second host is refused (one line, exit 1). Every agent is stopped at the end. Returns
+    the apply's events (it succeeded)."""
+    try:
+        agents = [start_agent(lab, spec, logs[h], host=h, wait=False) for h in HOSTS]
+        for agent, h in zip(agents, HOSTS, strict=True):
+            ready(agent, logs[h])
+        twice = subprocess.Popen(  # while the apply runs (the running agent answers it)
+            [sys.executable, "-m", "engine.cli", "agent", "--host", HOSTS[1], "--spec", str(spec)],
+            cwd=ROOT,
+            env={**os.environ, **lab.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.kill(agents[0].pid, signal.SIGSTOP)
+        code, out, err = apply_resuming(lab, saved, agents[0])
+        twice_out, twice_err = twice.communicate(timeout=120)
+    finally:
+        for started in STARTED:
+            resume(started)
+            stop(started)
+        STARTED.clear()
+    assert twice.returncode == 1 and twice_err.startswith(  # one agent per host
+        f"error: an agent for conversion host {HOSTS[1]} already runs on this machine"
+    ), twice_out + twice_err
+    assert len(twice_err.splitlines()) == 1 and "Traceback" not in twice_out, twice_out
+    assert code == 0, out + err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def apply_resuming(lab: Lab, saved: Path, agent: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    """`ferry apply SAVED --json`, `agent` resumed (SIGCONT) once the apply says it re-placed a
+    VM (its `replaced` event: the ping was answered); (exit code, stdout, stderr). Its stdout
+    is read line by line to the end here (a read after a partial one loses what was
+    buffered)."""
+    apply = ferry_background(lab, "apply", str(saved), "--auto-approve", "--json")
+    assert apply.stdout is not None and apply.stderr is not None
+    out = []
+    for line in apply.stdout:
+        out.append(line)
+        if '"event": "replaced"' in line:
+            resume(agent)
+    err = apply.stderr.read()
+    return apply.wait(timeout=60), "".join(out), err
+
+
+def resume(agent: subprocess.Popen[bytes]) -> None:
+    """SIGCONT to a stopped agent (a running one ignores it)."""
+    if agent.poll() is None:
+        os.kill(agent.pid, signal.SIGCONT)
 
 
 def placed_by_plan(lab: Lab, spec: Path, saved: Path) -> tuple[str, dict[str, str]]:
@@ -147,13 +188,14 @@ def delete_server(cloud: Any, server: Any) -> None:
 
 def said_moved(events: list[dict[str, Any]], moved: str) -> None:
     """The apply re-placed `moved` once, from GONE to the second host (the least loaded whose
-    agent answers; not the first), in a `replaced` event and a step line."""
+    agent answers; not the first, whose agent was silent), in a `replaced` event and a step
+    line."""
     replaced = [e for e in events if e["event"] == "replaced"]
     assert [(e["vm"], e["placed"], e["host"]) for e in replaced] == [(moved, GONE, HOSTS[1])]
     why = replaced[0]["reason"]
     assert why.startswith(f"{GONE}, where the plan placed it, is gone"), why
     assert f"{HOSTS[1]} finishes it earliest" in why and f"{HOSTS[0]}: " in why, why
-    assert "; not " not in why, why  # both hosts' agents answered
+    assert why.endswith(f"; not {HOSTS[0]}: its agent does not answer)"), why  # stopped
     said = [e["message"] for e in events if e["event"] == "step"]
     line = f"vm.{moved}: re-placed from conversion host {GONE} to {HOSTS[1]}: {why}"
     assert said.count(line) == 1, said

@@ -8,11 +8,14 @@ cloud and the broker's ping (faked here: Queues.answering, volumes.attached_coun
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from engine.cli import apply as apply_cli
 from engine.errors import AgentError, UserError
@@ -20,8 +23,11 @@ from engine.executor import apply as apply_module
 from engine.executor.apply import Applier
 from engine.executor.events import Events
 from engine.executor.remote import agents_of
+from engine.executor.walker import Walker
+from engine.model.plan import Plan
 from engine.planner import planfile
 from engine.planner.placement import Candidate, Demand, Host, replace_vm
+from tests.unit.executor import test_placement_routing as routing
 from tests.unit.executor.test_placement_routing import Queues
 from tests.unit.executor.test_placement_routing import _applier as routing_applier
 
@@ -149,6 +155,7 @@ def test_each_vm_of_a_gone_host_goes_to_the_least_loaded_answering_host_said_onc
     assert len(said) == 3 and said[1] == log[0].split(" ", 1)[1]
     assert applier.host_for("db01") == ("conv-b", "id-b")  # its host is up: not moved
     assert not (tmp_path / "db01.log").exists()
+    assert applier.ctx.remote.asked == 1  # type: ignore[union-attr]  # one ping for the three
 
 
 def test_a_host_whose_agent_is_silent_is_skipped_and_no_host_fails_only_that_vm(
@@ -156,8 +163,8 @@ def test_a_host_whose_agent_is_silent_is_skipped_and_no_host_fails_only_that_vm(
 ) -> None:
     """conv-a's agent does not answer: web01 goes to conv-b (the old rule: conv-a, where its
     copy would have waited for an agent). With no agent answering, web01 fails with one line
-    (said once: its disks' steps raise it, the walker's pool stays conv-c's) and db01, whose
-    host is up, goes on."""
+    (said once; its steps that need a host raise it, the walker's pool stays conv-c's) and
+    db01, whose host is up, goes on."""
     applier, _ = _applier(tmp_path, {"conv-b"}, monkeypatch)
     assert applier.host_for("web01") == ("conv-b", "id-b")
     assert "not conv-a: its agent does not answer" in (tmp_path / "web01.log").read_text()
@@ -177,6 +184,20 @@ def test_a_host_whose_agent_is_silent_is_skipped_and_no_host_fails_only_that_vm(
     assert [e["host"] for e in seen if e["event"] == "replaced"] == [None]
     assert len((tmp_path / "none" / "web01.log").read_text().splitlines()) == 1
     assert lost.ctx.remote.asked == 1  # type: ignore[union-attr]
+
+
+def test_a_pings_answer_stands_for_answers_kept_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer older than ANSWERS_KEPT is asked again: web01 goes to conv-b (conv-a's agent
+    silent), then conv-b's agent stops answering and conv-a's answers again: db02 goes to
+    conv-a (on the old answer: to conv-b)."""
+    monkeypatch.setattr(apply_module, "ANSWERS_KEPT", 0.0)
+    applier, _ = _applier(tmp_path, {"conv-b"}, monkeypatch)
+    assert applier.host_for("web01")[0] == "conv-b"
+    applier.ctx.remote.alive = {"conv-a"}  # type: ignore[union-attr]
+    assert applier.host_for("db02")[0] == "conv-a"
+    assert applier.ctx.remote.asked == 2  # type: ignore[union-attr]
 
 
 def test_a_saved_plan_carries_each_vms_zone_and_pin() -> None:
@@ -240,3 +261,108 @@ def test_an_apply_with_agents_goes_on_when_its_first_host_is_gone(
     alone = {**spec, "conversion_hosts": [{"name": "conv-a"}]}
     with pytest.raises(UserError, match="conversion host 'conv-a' is not a server"):
         apply_cli._context(alone, None, location, Events(None))  # type: ignore[arg-type]
+
+
+class SlowPing(Asking):
+    """Asking whose agents answer the ping only once `go` is set (at most 5 s)."""
+
+    def __init__(self, alive: set[str], go: threading.Event) -> None:
+        super().__init__(alive)
+        self.go, self.asking = go, threading.Event()
+        self.released: list[bool] = []  # per ping: answered because `go` was set
+
+    def answering(self) -> set[str]:
+        self.asking.set()
+        self.released.append(self.go.wait(5))
+        return super().answering()
+
+
+SPEC: dict[str, Any] = {
+    "conversion_hosts": [{"name": h} for h in ("conv-a", "conv-b", "conv-c")],
+    "source": {"vcenter": {}},
+}
+
+
+def test_a_slow_ping_does_not_hold_up_other_vms_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """conv-c is gone: re-placing web01, db02 and app01 asks the agents (a broker ping,
+    seconds). The apply's walk goes on meanwhile, even with one step at a time: db01's snapshot
+    and disk (on conv-b, up) run while the first ping is unanswered (the old walk asked in its
+    scheduling thread, a snapshot step asking would hold the only slot: nothing ran until the
+    answer, here 5 s); each re-placed VM's steps run once its host is chosen, on that host."""
+    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 1)
+    go = threading.Event()
+    ping = SlowPing({"conv-a", "conv-b"}, go)
+    applier = routing_applier(tmp_path, ping, {"conv-a": "id-a", "conv-b": "id-b"})
+    monkeypatch.setattr(applier, "hosts", dict)  # no ESXi read pools (vCenter)
+    ran: list[tuple[str, str]] = []
+
+    def run(node: Any) -> None:
+        vm = str(node).split(".")[1]
+        if node == "vm.db01.snapshot":
+            ping.asking.wait(5)
+        ran.append((str(node), applier.host_for(vm)[0]))  # the snapshot step asks first too
+        if node == "vm.db01.disk[2000]":
+            go.set()
+
+    walker = apply_cli._walker(applier.plan, SPEC, applier, 1)
+    walker.run = run
+    assert walker.walk().ok
+    assert ping.released == [True]  # one ping re-placed the three
+    assert ran.index(("vm.db01.disk[2000]", "conv-b")) < ran.index(
+        ("vm.web01.snapshot", applier.moved_to["web01"])
+    )
+    assert {host for node, host in ran if node.startswith("vm.web01.")} == {
+        applier.moved_to["web01"]
+    }
+
+
+def _two_disks(plan: Plan) -> Plan:
+    """`plan` (placement-three-hosts) with a second disk for web01."""
+    disk = next(c for c in plan.changes if c.address == "vm.web01.disk[2000]")
+    second = replace(disk, address="vm.web01.disk[2001]")
+    edge = ("vm.web01.snapshot", "vm.web01.disk[2001]")
+    return replace(plan, changes=(*plan.changes, second), edges=(*plan.edges, edge))
+
+
+def test_a_vm_no_host_can_take_fails_once_before_its_source_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No agent answers: web01 (two disks, its host conv-c gone) fails at its snapshot step,
+    before vCenter is asked anything (no snapshot, no power-off of a cutover, no volume), with
+    the one line naming each host's reason: once on the console's list of what did not run,
+    once in its log, in the `replaced` event (host null) and its snapshot's node_end; its
+    disks are skipped after it (the old apply took the snapshot, made each disk's volume, then
+    failed each disk with the same line)."""
+    plan = _two_disks(routing._plan())
+    monkeypatch.setattr(routing, "_plan", lambda: plan)
+    applier, seen = _applier(tmp_path, set(), monkeypatch)
+    touched: list[str] = []
+    monkeypatch.setattr(applier, "_vm", touched.append)  # the source VM, read from vCenter
+    web01 = [c.address for c in applier.plan.changes if c.address.startswith("vm.web01.")]
+    applier.ctx.store = SimpleNamespace(outage=None)  # type: ignore[assignment]
+    events = applier.ctx.events
+    assert events is not None
+    walker = Walker(
+        apply_cli._graph(applier.plan).subgraph(web01), apply_cli._observed(applier, events)
+    )
+    result = walker.walk()
+    console = Console(record=True, width=1000)
+    apply_cli._say_what_did_not_run(result, events, console)
+    line = (
+        "vm.web01: not re-placed: conv-c, where the plan placed it, is gone (no server of that "
+        "name in the cloud), and no conversion host can take it (conv-a: its agent does not "
+        "answer; conv-b: its agent does not answer)"
+    )
+    assert sorted(console.export_text().splitlines()) == [
+        f"failed: vm.web01.snapshot: {line}",
+        "skipped: vm.web01.disk[2000] (after vm.web01.snapshot failed)",
+        "skipped: vm.web01.disk[2001] (after vm.web01.snapshot failed)",
+    ]
+    assert touched == []
+    log = (tmp_path / "web01.log").read_text().splitlines()
+    assert [entry.split(" ", 1)[1] for entry in log] == [line]
+    ends = [(e["address"], e.get("error")) for e in seen if e["event"] == "node_end"]
+    assert ends == [("vm.web01.snapshot", line)]
+    assert [e["host"] for e in seen if e["event"] == "replaced"] == [None]

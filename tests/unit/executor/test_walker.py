@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -94,3 +95,56 @@ def test_a_pool_that_cannot_fit_leaves_nodes_not_started(limit: int) -> None:
     g = graph(nodes=("a",))
     result = Walker(g, Recorder(), pools={"p": limit}, pools_of=lambda n: ["p"]).walk()
     assert result.outcomes["a"] is Outcome.NOT_STARTED
+
+
+def test_a_slow_preparation_does_not_hold_up_other_ready_nodes() -> None:
+    """web's preparation (a re-placement asking the agents: seconds) runs off the scheduling
+    thread: db starts and ends while it is in flight; web's pools are asked only after it, and
+    web runs then. Each node's preparation is asked for once."""
+    g = graph(nodes=("web", "db"))
+    db_ran, released, asked, order = threading.Event(), [], [], []
+
+    def prepare(node: str) -> Any:
+        asked.append(node)
+        if node != "web":
+            return None
+        return lambda: released.append(db_ran.wait(5))  # the old walk: nothing until it ends
+
+    def pools_of(node: str) -> list[str]:
+        assert node != "web" or released, "web's pools asked before its preparation ended"
+        return [f"pool-{node}"]
+
+    def run(node: str) -> None:
+        order.append(node)
+        if node == "db":
+            db_ran.set()
+
+    result = Walker(g, run, pools_of=pools_of, prepare=prepare).walk()
+    assert result.ok and released == [True] and order == ["db", "web"]
+    assert sorted(asked) == ["db", "web"]
+
+
+def test_a_failed_preparation_fails_its_node_unrun_and_skips_what_follows() -> None:
+    g = graph(("a", "b"), nodes=("c",))
+    rec = Recorder()
+
+    def prepare(node: str) -> Any:
+        if node != "a":
+            return None
+
+        def broken() -> None:
+            raise RuntimeError("no host for a")
+
+        return broken
+
+    result = Walker(g, rec, prepare=prepare).walk()
+    assert result.outcomes == {"a": Outcome.FAILED, "b": Outcome.SKIPPED, "c": Outcome.DONE}
+    assert str(result.errors["a"]) == "no host for a" and rec.order == ["c"]
+
+
+def test_a_stop_during_a_preparation_leaves_its_node_not_started() -> None:
+    g = graph(nodes=("a",))
+    walker: Walker
+    rec = Recorder()
+    walker = Walker(g, rec, prepare=lambda _n: walker.stop)
+    assert walker.walk().outcomes["a"] is Outcome.NOT_STARTED and rec.order == []
