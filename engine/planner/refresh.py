@@ -50,7 +50,9 @@ def read_state(location: StateLocation) -> State:
 
 
 def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str]) -> Observed:
-    """Source inventory (devices only for the spec's VMs), destination and recorded state."""
+    """Source inventory (devices only for the spec's VMs), destination (with output: image,
+    ferry's Glance images and the image metadata of the volumes made from them) and recorded
+    state."""
 
     target = target_from_spec(spec["source"]["vcenter"], dict(env))
     tags = tagged_vms(target, wanted_tags(spec))
@@ -64,7 +66,8 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
         inventory = replace(parse_inventory(fetch_inventory(si, devices_for=selected)), tags=tags)
     destination = spec["destination"]
     conn = connect_destination(destination)
-    raw = fetch_destination(conn, mapped_networks(spec))
+    images = destination.get("output") == "image"  # ferry's Glance images: compared with it
+    raw = fetch_destination(conn, mapped_networks(spec), images=images)
     observed = replace(
         parse_destination(raw),
         work_dir_free=work_dir_free(destination),
