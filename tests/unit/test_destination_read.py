@@ -11,7 +11,9 @@ from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
 from engine.diagnostics import json_path, parse_path
+from engine.model.state import ResourceRecord, State, Status
 from engine.planner.checks import mapped_networks
+from engine.planner.refresh import recorded_images
 from engine.providers.openstack.read import (
     fetch_images,
     parse_destination,
@@ -141,15 +143,41 @@ def test_an_image_lists_every_property_as_glance_names_it() -> None:
     assert found.properties["hw_vif_multiqueue_enabled"] == "True"
 
 
-def test_glance_is_read_in_one_listing_and_only_for_output_image() -> None:
+def test_glance_is_read_in_one_listing_and_a_recorded_image_it_leaves_out_by_id() -> None:
     calls: list[Any] = []
-    conn = SimpleNamespace(image=SimpleNamespace(images=lambda **kw: calls.append(kw) or []))
-    assert fetch_images(conn) == [] and calls == [{"tag": ["ferry"]}]
+    tagged = SimpleNamespace(id="i-1")
+
+    def got(image_id: str) -> Any:
+        calls.append(image_id)
+        if image_id == "i-gone":
+            raise os_exc.NotFoundException("404")
+        return SimpleNamespace(id=image_id)  # its ferry tag removed by hand: still there
+
+    def listed(**kw: Any) -> list[Any]:
+        calls.append(kw)
+        return [tagged]
+
+    conn = SimpleNamespace(image=SimpleNamespace(images=listed, get_image=got))
+    assert [i.id for i in fetch_images(conn, ["i-1"]) or []] == ["i-1"]
+    assert calls == [{"tag": ["ferry"]}]  # listed: no read per image
+    calls.clear()
+    found = fetch_images(conn, ["i-1", "i-untagged", "i-gone"]) or []
+    assert [i.id for i in found] == ["i-1", "i-untagged"]
+    assert calls == [{"tag": ["ferry"]}, "i-gone", "i-untagged"]
 
     def refused(**kw: Any) -> list[Any]:
         raise os_exc.ForbiddenException("no")
 
     assert fetch_images(SimpleNamespace(image=SimpleNamespace(images=refused))) is None
+
+
+def test_refresh_reads_glance_only_for_output_image() -> None:
+    record = ResourceRecord("vm.a.image[1]", "image", Status.READY, {"image_id": "i-1"})
+    other = ResourceRecord("vm.a.disk[1]", "disk_file", Status.READY, {"image_id": "x"})
+    state = State(1, "l", 1, {r.address: r for r in (record, other)})
+    image = {"destination": {"output": "image"}}
+    assert recorded_images(image, state) == ["i-1"]
+    assert recorded_images({"destination": {}}, state) is None
 
 
 def test_the_volumes_made_from_images_give_their_image_metadata() -> None:

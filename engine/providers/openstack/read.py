@@ -101,11 +101,12 @@ def type_encrypted(conn: Any, volume_type: Any) -> bool:
 
 
 def fetch_destination(
-    conn: Any, networks: Collection[str] = (), *, images: bool = False
+    conn: Any, networks: Collection[str] = (), *, images: Collection[str] | None = None
 ) -> dict[str, Any]:
     """Everything parse_destination reads. `networks`: the names or ids of the networks the spec
     maps; every port on them is read (ferry's own ports are read wherever they are); `images`:
-    ferry's Glance images are listed too (output: image; one listing, fetch_images)."""
+    the ids of the images the state records, to list ferry's Glance images (fetch_images) with
+    output: image; None: Glance is not read."""
     try:
         found = list(conn.network.networks())
         types = list(conn.block_storage.types())
@@ -123,7 +124,7 @@ def fetch_destination(
             "servers": list(conn.compute.servers(details=True)),
             "key_pairs": fetch_key_pairs(conn),
             "roles": fetch_roles(conn),
-            "images": fetch_images(conn) if images else None,
+            "images": fetch_images(conn, images) if images is not None else None,
         }
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reading the destination cloud failed: {exc}") from exc
@@ -148,14 +149,23 @@ def fetch_attachments(conn: Any) -> list[Any] | None:
         return None
 
 
-def fetch_images(conn: Any) -> list[Any] | None:
-    """ferry's Glance images (tag `ferry`), in one listing (Glance lists each image whole, its
-    properties included: no read per image); None when Glance does not let the user list them
-    (recorded images are then compared with the state only)."""
+def fetch_images(conn: Any, recorded: Collection[str] = ()) -> list[Any] | None:
+    """ferry's Glance images (tag `ferry`) in one listing (Glance lists each image whole, its
+    properties included: no read per image), and those of the `recorded` ids (the state's) that
+    the listing leaves out (their tag removed by hand) by one read each: an image that does not
+    exist is left out (gone). None when Glance does not let the user list them (recorded images
+    are then compared with the state only)."""
     try:
-        return list(conn.image.images(tag=[TAG]))
+        listed = list(conn.image.images(tag=[TAG]))
+        seen = {str(i.id) for i in listed}
+        for image_id in sorted(set(recorded) - seen):
+            try:
+                listed.append(conn.image.get_image(image_id))
+            except os_exc.NotFoundException:
+                continue
     except os_exc.SDKException:
         return None
+    return listed
 
 
 def parse_image(image: Any) -> ObservedImage:
