@@ -283,7 +283,7 @@ def diff(
             )
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
-            + image.lost_images(vm, records, data.destination)
+            + image.lost_images(vm, records, data.destination, vm_list)
             + shrunk(vm, records)
             + retyped(vm, records)
             + adoption_concerns(

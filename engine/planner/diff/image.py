@@ -24,7 +24,6 @@ from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
 from engine.planner.diff.common import simple
 from engine.planner.diff.properties import (
-    GONE,
     gone_image,
     lost,
     recorded_image,
@@ -321,32 +320,41 @@ def cutover(
 
 
 def lost_images(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    cloud: Destination,
+    changes: list[Change],
 ) -> tuple[Concern, ...]:
-    """An error concern per recorded image of `vm` gone from Glance (deleted outside ferry)
-    whose converted file is gone from work_dir too: nothing to upload it again from (the plan
-    would upload it, gone_image, and the apply fail). Nothing when Glance or the work_dir was not
-    read (`cloud.images` or `cloud.work_dir_files` None)."""
-    if vm.image is None or cloud.images is None or cloud.work_dir_files is None:
+    """An error concern per recorded image of `vm` gone from Glance (deleted outside ferry) that
+    `changes` (the VM's) upload again from its converted file (gone_image) while that file is gone
+    from work_dir too and no copy in this plan writes it: nothing to upload from, the apply would
+    fail. Nothing when the work_dir was not read (`cloud.work_dir_files` None)."""
+    if vm.image is None or cloud.work_dir_files is None:
         return ()
+    planned = {c.address: c for c in changes}
     out = []
     for volume in vm.volumes:
         address = str(Address("vm", vm.name, "image", volume.disk_key))
-        record = records.get(address)
-        image_id = str(record.attributes.get("image_id") or "") if record else ""
-        if record is None or record.status is not Status.READY or not image_id:
-            continue
-        found = cloud.images.get(image_id)
+        record, upload = records.get(address), planned.get(address)
+        copy = planned.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
         path = disk_path(vm.image, vm, volume.disk_key)
-        if (found and found.status not in GONE) or str(PurePath(path)) in cloud.work_dir_files:
+        if (
+            record is None
+            or record.status is not Status.READY
+            or upload is None
+            or upload.action is not Action.CREATE
+            or (copy is not None and copy.action in WRITES)
+            or str(PurePath(path)) in cloud.work_dir_files
+        ):
             continue
+        found = (cloud.images or {}).get(str(record.attributes.get("image_id") or ""))
         out.append(
             Concern(
                 ConcernLevel.ERROR,
                 "image-gone",
-                f"recorded image {image_id} ({address}) {lost(found)} and its converted file "
-                f"{path} is gone too: nothing to upload it again "
-                "from; restore the file, or take the VM out of the spec (a cut-over VM is then "
+                f"recorded image {record.attributes.get('image_id')} ({address}) {lost(found)} "
+                f"and its converted file {path} is gone too: nothing to upload it again from; "
+                "restore the file, or take the VM out of the spec (a cut-over VM is then "
                 "forgotten; its server stays)",
             )
         )
