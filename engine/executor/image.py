@@ -390,10 +390,12 @@ class ImageCutover:
 
     def _properties(self, change: Change, before: dict[str, Any], after: dict[str, Any]) -> None:
         """A recorded image's properties set to the plan's (Glance image update); those it no
-        longer has removed. Raises OpenStackError."""
+        longer has removed, and the Nova keys the plan unsets (`unset`: Glance holds them, ferry
+        does not set them: added by hand). Raises OpenStackError."""
         image_id = str(before["image_id"])
         wanted = {str(k): str(v) for k, v in after["properties"].items()}
-        gone = [k for k in before.get("properties") or {} if k not in wanted]
+        unset = [str(k) for k in after.pop("unset", None) or ()]
+        gone = [k for k in before.get("properties") or {} if k not in wanted] + unset
         changed = images.set_properties(self.a.ctx.conn, image_id, wanted, gone)
         attrs = {**before, **after, "image_id": image_id}
         self.a._write([ResourceRecord(change.address, "image", Status.READY, attrs)], [])

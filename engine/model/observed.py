@@ -195,6 +195,21 @@ class ObservedServer:
 
 
 @dataclass(frozen=True)
+class ObservedImage:
+    """A Glance image tagged `ferry` (destination.output: image), as Glance lists it now.
+
+    `vm_uuid`, `disk_key`: its ferry_vm_uuid / ferry_disk_key properties (None: not set);
+    `properties`: every property Glance holds for it ({name: value as a string}: Nova's keys such
+    as hw_disk_bus and anyone's own, ferry's included)."""
+
+    id: str
+    status: str
+    vm_uuid: str | None = None
+    disk_key: int | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Quota:
     """A project quota: its limit (-1: unlimited) and what is in use."""
 
@@ -224,3 +239,9 @@ class Destination:
     work_dir_free: int | None = None  # free bytes of destination.work_dir (output: image)
     # the disk files present in work_dir (`<work_dir>/<uuid>/disk-<key>.raw`); None: not read
     work_dir_files: frozenset[str] | None = None
+    # ferry's Glance images (tag `ferry`) by id; None: Glance not read (output: volume, or the
+    # listing failed): recorded images are then compared with the state only
+    images: Mapping[str, ObservedImage] | None = None
+    # the image metadata of the volumes ferry made from its images (metadata ferry_image_vm), by
+    # volume id; None: not read
+    image_volumes: Mapping[str, Mapping[str, str]] | None = None

@@ -50,7 +50,9 @@ def read_state(location: StateLocation) -> State:
 
 
 def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str]) -> Observed:
-    """Source inventory (devices only for the spec's VMs), destination and recorded state."""
+    """Source inventory (devices only for the spec's VMs), destination (with output: image,
+    ferry's Glance images and the image metadata of the volumes made from them) and recorded
+    state."""
 
     target = target_from_spec(spec["source"]["vcenter"], dict(env))
     tags = tagged_vms(target, wanted_tags(spec))
@@ -63,14 +65,28 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
     with session(target) as si:
         inventory = replace(parse_inventory(fetch_inventory(si, devices_for=selected)), tags=tags)
     destination = spec["destination"]
+    state = read_state(location)
     conn = connect_destination(destination)
-    raw = fetch_destination(conn, mapped_networks(spec))
+    raw = fetch_destination(conn, mapped_networks(spec), images=recorded_images(spec, state))
     observed = replace(
         parse_destination(raw),
         work_dir_free=work_dir_free(destination),
         work_dir_files=work_dir_files(destination),
     )
-    return Observed(inventory, observed, read_state(location))
+    return Observed(inventory, observed, state)
+
+
+def recorded_images(spec: Mapping[str, Any], state: State) -> list[str] | None:
+    """The ids of the Glance images the state records, with output: image (refresh then lists
+    ferry's images in Glance: compared with what the plan sets, drift); None with output: volume
+    (Glance is not read)."""
+    if spec["destination"].get("output") != "image":
+        return None
+    return sorted(
+        str(r.attributes["image_id"])
+        for r in state.resources.values()
+        if r.kind == "image" and r.attributes.get("image_id")
+    )
 
 
 def work_dir_files(destination: Mapping[str, Any]) -> frozenset[str] | None:

@@ -135,13 +135,21 @@ def properties_updated(
     lab: Lab, conn: Any, spec: Path, state: Path, image_id: str, volume_id: str
 ) -> None:
     """An image and its boot volume made by an older ferry (its rule gave virtio to a guest not
-    converted: no hw_scsi_model): the plan updates both (before → after), the apply sets them in
-    Glance and Cinder, the next plan has no change. No copy, upload or boot again."""
+    converted: no hw_scsi_model), and then someone changed the image in Glance by hand (os_type
+    windows; hw_qemu_guest_agent added, not a key ferry owns): the plan reads Glance, so the
+    image's update says it is drift and names the hand change, the volume's (Cinder as recorded)
+    says the metadata changed; the apply sets both in Glance and Cinder and leaves
+    hw_qemu_guest_agent alone; the next plan has no change. No copy, upload or boot again (the
+    drift rides in this plan and apply: no apply of its own)."""
     old = {"hw_disk_bus": "virtio", "hw_vif_model": "virtio"}
     patch = [{"op": "replace", "path": f"/{k}", "value": v} for k, v in old.items()]
+    by_hand = [
+        {"op": "replace", "path": "/os_type", "value": "windows"},
+        {"op": "add", "path": "/hw_qemu_guest_agent", "value": "yes"},
+    ]  # in Glance only: the state still says os_type linux
     conn.image.patch(
         f"/images/{image_id}",
-        json=[*patch, {"op": "remove", "path": "/hw_scsi_model"}],
+        json=[*patch, {"op": "remove", "path": "/hw_scsi_model"}, *by_hand],
         headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
     )
     conn.block_storage.set_volume_image_metadata(volume_id, **old)
@@ -162,9 +170,9 @@ def properties_updated(
     assert planned.returncode == 2, planned.stdout + planned.stderr
     text = " ".join(planned.stdout.split())
     assert (
-        f"~ vm.build-old.image[2000] update image properties changed since the upload: {said}"
-        in text
-    )
+        f"~ vm.build-old.image[2000] update drift: image {image_id}'s properties changed in "
+        f"Glance (outside ferry), Glance's → the spec's: {said}, os_type: windows → linux"
+    ) in text
     assert (
         f"~ vm.build-old.volume[2000] update the boot volume's image metadata changed: {said}"
         in text
@@ -180,6 +188,7 @@ def properties_updated(
             "vmpvscsi",
             "vmxnet3",
         )
+    assert (image["os_type"], image["hw_qemu_guest_agent"]) == ("linux", "yes")  # not ferry's
     again = ferry(
         lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state),
         "--detailed-exitcode",

@@ -7,10 +7,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from openstack import exceptions as os_exc
+from openstack.image.v2.image import Image
 
 from engine.diagnostics import json_path, parse_path
+from engine.model.state import ResourceRecord, State, Status
 from engine.planner.checks import mapped_networks
-from engine.providers.openstack.read import parse_destination, parse_port
+from engine.planner.refresh import recorded_images
+from engine.providers.openstack.read import (
+    fetch_images,
+    parse_destination,
+    parse_image,
+    parse_image_volumes,
+    parse_port,
+)
 
 UUID = "4215aaaa-0000-4000-8000-000000000001"
 
@@ -107,3 +117,73 @@ def test_refresh_reads_ports_on_every_network_the_spec_maps() -> None:
         ],
     }
     assert mapped_networks(spec) == {"net-a", "net-b", "net-c"}
+
+
+def test_an_image_lists_every_property_as_glance_names_it() -> None:
+    """openstacksdk keeps the keys it knows as attributes (some renamed: hw_vif_multiqueue_enabled
+    is is_hw_vif_multiqueue_enabled) and the rest in `properties`: parse_image flattens both."""
+    listed = Image.existing(
+        id="i-1",
+        status="active",
+        tags=["ferry"],
+        hw_disk_bus="scsi",
+        hw_firmware_type="bios",
+        hw_vif_multiqueue_enabled="true",
+        ferry_vm_uuid=UUID,
+        ferry_disk_key="2000",
+        owner_team="payments",
+    )
+    found = parse_image(listed)
+    assert (found.id, found.status, found.vm_uuid, found.disk_key) == ("i-1", "active", UUID, 2000)
+    assert {k: found.properties[k] for k in ("hw_disk_bus", "hw_firmware_type", "owner_team")} == {
+        "hw_disk_bus": "scsi",
+        "hw_firmware_type": "bios",
+        "owner_team": "payments",
+    }
+    assert found.properties["hw_vif_multiqueue_enabled"] == "True"
+
+
+def test_glance_is_read_in_one_listing_and_a_recorded_image_it_leaves_out_by_id() -> None:
+    calls: list[Any] = []
+    tagged = SimpleNamespace(id="i-1")
+
+    def got(image_id: str) -> Any:
+        calls.append(image_id)
+        if image_id == "i-gone":
+            raise os_exc.NotFoundException("404")
+        return SimpleNamespace(id=image_id)  # its ferry tag removed by hand: still there
+
+    def listed(**kw: Any) -> list[Any]:
+        calls.append(kw)
+        return [tagged]
+
+    conn = SimpleNamespace(image=SimpleNamespace(images=listed, get_image=got))
+    assert [i.id for i in fetch_images(conn, ["i-1"]) or []] == ["i-1"]
+    assert calls == [{"tag": ["ferry"]}]  # listed: no read per image
+    calls.clear()
+    found = fetch_images(conn, ["i-1", "i-untagged", "i-gone"]) or []
+    assert [i.id for i in found] == ["i-1", "i-untagged"]
+    assert calls == [{"tag": ["ferry"]}, "i-gone", "i-untagged"]
+
+    def refused(**kw: Any) -> list[Any]:
+        raise os_exc.ForbiddenException("no")
+
+    assert fetch_images(SimpleNamespace(image=SimpleNamespace(images=refused))) is None
+
+
+def test_refresh_reads_glance_only_for_output_image() -> None:
+    record = ResourceRecord("vm.a.image[1]", "image", Status.READY, {"image_id": "i-1"})
+    other = ResourceRecord("vm.a.disk[1]", "disk_file", Status.READY, {"image_id": "x"})
+    state = State(1, "l", 1, {r.address: r for r in (record, other)})
+    image = {"destination": {"output": "image"}}
+    assert recorded_images(image, state) == ["i-1"]
+    assert recorded_images({"destination": {}}, state) is None
+
+
+def test_the_volumes_made_from_images_give_their_image_metadata() -> None:
+    made = SimpleNamespace(
+        id="v-1", metadata={"ferry_image_vm": UUID}, volume_image_metadata={"os_type": "linux"}
+    )
+    other = SimpleNamespace(id="v-2", metadata={}, volume_image_metadata={"os_type": "x"})
+    brief = SimpleNamespace(id="v-3", metadata={"ferry_image_vm": UUID})  # not read in detail
+    assert parse_image_volumes([made, other, brief]) == {"v-1": {"os_type": "linux"}}

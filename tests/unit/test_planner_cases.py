@@ -24,6 +24,7 @@ from engine.model.observed import (
     Flavor,
     Inventory,
     ObservedAttachment,
+    ObservedImage,
     ObservedPort,
     ObservedServer,
     ObservedSubnet,
@@ -127,7 +128,9 @@ def destination(d: dict[str, Any]) -> Destination:
     """A case's destination. Networks are named, their id is their name unless `network_ids`
     gives one (name → id, or a list of ids: several networks of that name); ports name their
     network by id; key_pairs and roles are unknown
-    (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name)."""
+    (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name);
+    `images` (Glance's, output: image) and `image_volumes` (volume id → image metadata) are not
+    read unless given."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
     names = {
         i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
@@ -158,7 +161,27 @@ def destination(d: dict[str, Any]) -> Destination:
         roles=frozenset(d["roles"]) if "roles" in d else None,
         work_dir_free=int(d["work_dir_free_mib"] * 2**20) if "work_dir_free_mib" in d else None,
         work_dir_files=frozenset(d["work_dir_files"]) if "work_dir_files" in d else None,
+        images=observed_images(d["images"]) if "images" in d else None,
+        image_volumes=d.get("image_volumes"),
     )
+
+
+def observed_images(listed: list[dict[str, Any]]) -> dict[str, ObservedImage]:
+    """A case's Glance images (`properties` as Glance holds them), by id; status active unless
+    given."""
+    found = (
+        ObservedImage(
+            i["id"],
+            i.get("status", "active"),
+            i.get("properties", {}).get("ferry_vm_uuid"),
+            int(i["properties"]["ferry_disk_key"])
+            if "ferry_disk_key" in i.get("properties", {})
+            else None,
+            {k: str(v) for k, v in i.get("properties", {}).items()},
+        )
+        for i in listed
+    )
+    return {i.id: i for i in found}
 
 
 def observed_volume(v: dict[str, Any]) -> ObservedVolume:

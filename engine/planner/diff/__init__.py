@@ -16,7 +16,7 @@ from typing import Any
 from engine.addresses import Address
 from engine.diagnostics import Diagnostic
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
-from engine.model.observed import ObservedServer, ObservedVolume
+from engine.model.observed import Destination, ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
@@ -126,10 +126,12 @@ def vm_changes(
     now: float | None = None,
     verify: bool = False,
     files: frozenset[str] | None = None,
+    cloud: Destination | None = None,
 ) -> list[Change]:
     """A VM's changes; `verify` (--verify): each replica nothing else is planned for is compared
     with a new snapshot (a verify step, which takes the VM's snapshot); `files`: the disk files
-    found in work_dir (output: image; None: not read)."""
+    found in work_dir (output: image; None: not read); `cloud`: the destination as refresh read
+    it (output: image compares its Glance images and their volumes' image metadata)."""
     server = (servers or {}).get(vm.source.instance_uuid or "")
     is_booted = booted(vm, records, server)
     served = server_made(vm, records, server)  # a server was (maybe) booted
@@ -204,7 +206,7 @@ def vm_changes(
             else c
             for c in cutover
         ]
-        out += image.cutover(vm, records, cutover) if vm.image is not None else cutover
+        out += image.cutover(vm, records, cutover, cloud) if vm.image is not None else cutover
     return out + back_to_replicate(vm, records)
 
 
@@ -260,6 +262,7 @@ def diff(
             now=data.now,
             verify=data.verify,
             files=data.destination.work_dir_files,
+            cloud=data.destination,
         )
         vm_list, stuck = _attachment_repairs(
             vm, vm_list, records, observed, servers=servers, data=data
@@ -280,6 +283,7 @@ def diff(
             )
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
+            + image.lost_images(vm, records, data.destination, vm_list)
             + shrunk(vm, records)
             + retyped(vm, records)
             + adoption_concerns(

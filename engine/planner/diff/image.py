@@ -18,11 +18,17 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, ImageOutput
+from engine.model.observed import Destination
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord
+from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
 from engine.planner.diff.common import simple
-from engine.planner.diff.properties import recorded_image, recorded_image_volume
+from engine.planner.diff.properties import (
+    gone_image,
+    lost,
+    recorded_image,
+    recorded_image_volume,
+)
 from engine.planner.diff.volumes import full_bytes
 from engine.units import human
 
@@ -126,12 +132,20 @@ def image_properties(vm: DesiredVM) -> dict[str, str]:
 
 
 def image_changes(
-    vm: DesiredVM, image: ImageOutput, records: Mapping[str, ResourceRecord], reconvert: bool
+    vm: DesiredVM,
+    image: ImageOutput,
+    records: Mapping[str, ResourceRecord],
+    reconvert: bool,
+    cloud: Destination | None = None,
 ) -> list[Change]:
     """Per disk, its Glance image and (boot: volume, or a data disk) the volume made from it;
     `reconvert`: the conversion runs again in this plan, so each image recorded is uploaded again
     (and its volume made again). A recorded image whose properties the plan now sets otherwise,
-    and the boot volume made from it, are updated (engine.planner.diff.properties)."""
+    and the boot volume made from it, are updated; one gone from Glance is uploaded again
+    (engine.planner.diff.properties: `cloud`'s images and image volumes, as refresh read them,
+    are compared; None: the records)."""
+    glance = cloud.images if cloud else None
+    cinder = cloud.image_volumes if cloud else None
     out: list[Change] = []
     properties = image_properties(vm)
     for n, volume in enumerate(vm.volumes):
@@ -148,8 +162,8 @@ def image_changes(
         upload = simple(
             address, "image", records.get(address), after, _upload_reason(image, n, properties)
         )
-        upload = _again(upload, reconvert, after)
-        out.append(recorded_image(upload, records.get(address), after["properties"]))
+        upload = gone_image(_again(upload, reconvert, after), records.get(address), glance, after)
+        out.append(recorded_image(upload, records.get(address), after["properties"], glance))
         if n == 0 and image.boot == "image":
             continue
         image_record = records.get(address)
@@ -166,7 +180,9 @@ def image_changes(
             simple(address, "image_volume", records.get(address), after, reason), reconvert, after
         )
         if n == 0:  # Nova boots by the boot volume's image metadata
-            made = recorded_image_volume(made, records.get(address), image_record, properties)
+            made = recorded_image_volume(
+                made, records.get(address), image_record, properties, cinder
+            )
         out.append(made)
     return out
 
@@ -263,10 +279,13 @@ class WorkDir:
 
 
 def cutover(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], changes: list[Change]
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    changes: list[Change],
+    cloud: Destination | None = None,
 ) -> list[Change]:
     """An image VM's cutover changes: the conversion (of the files), then its images and the
-    volumes made from them, before the server booted from them."""
+    volumes made from them, before the server booted from them; `cloud` as image_changes."""
     assert vm.image is not None
     out: list[Change] = []
     for change in changes:
@@ -284,7 +303,7 @@ def cutover(
                 )
             out.append(replace(change, after=after, reason=reason))
             reconvert = change.action in (Action.CREATE, Action.REPLACE)
-            out += image_changes(vm, vm.image, records, reconvert)
+            out += image_changes(vm, vm.image, records, reconvert, cloud)
         elif change.kind == "server" and change.action is not Action.NOOP and change.after:
             after = server_after(vm, vm.image, change.after)
             reason = change.reason
@@ -296,5 +315,47 @@ def cutover(
         else:
             out.append(change)
     if not any(c.kind == "conversion" for c in changes):  # booted: recorded images stay
-        out += image_changes(vm, vm.image, records, False)
+        out += image_changes(vm, vm.image, records, False, cloud)
     return out
+
+
+def lost_images(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    cloud: Destination,
+    changes: list[Change],
+) -> tuple[Concern, ...]:
+    """An error concern per recorded image of `vm` gone from Glance (deleted outside ferry) that
+    `changes` (the VM's) upload again from its converted file (gone_image) while that file is gone
+    from work_dir too and no copy in this plan writes it: nothing to upload from, the apply would
+    fail. Nothing when the work_dir was not read (`cloud.work_dir_files` None)."""
+    if vm.image is None or cloud.work_dir_files is None:
+        return ()
+    planned = {c.address: c for c in changes}
+    out = []
+    for volume in vm.volumes:
+        address = str(Address("vm", vm.name, "image", volume.disk_key))
+        record, upload = records.get(address), planned.get(address)
+        copy = planned.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+        path = disk_path(vm.image, vm, volume.disk_key)
+        if (
+            record is None
+            or record.status is not Status.READY
+            or upload is None
+            or upload.action is not Action.CREATE
+            or (copy is not None and copy.action in WRITES)
+            or str(PurePath(path)) in cloud.work_dir_files
+        ):
+            continue
+        found = (cloud.images or {}).get(str(record.attributes.get("image_id") or ""))
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "image-gone",
+                f"recorded image {record.attributes.get('image_id')} ({address}) {lost(found)} "
+                f"and its converted file {path} is gone too: nothing to upload it again from; "
+                "restore the file, or take the VM out of the spec (a cut-over VM is then "
+                "forgotten; its server stays)",
+            )
+        )
+    return tuple(out)

@@ -5,10 +5,20 @@ a boot volume keeps the image metadata it got (set by ferry before the boot with
 copied by Cinder from the image with output: image). When the source changed since (firmware
 switched to EFI, another NIC model) or ferry's rule did, the plan shows a `~ update` with the
 changed keys (before → after) and the apply sets them: the image's properties (Glance), the
-volume's image metadata (Cinder). Properties are compared by Nova's keys (NOVA_KEYS); ferry's
-own (ferry_vm_uuid, ferry_disk_key) never change. A server already booted keeps what Nova read
-at its boot; the new values serve a server built from the image or volume again (a rebuild, a
-new server).
+volume's image metadata (Cinder). A server already booted keeps what Nova read at its boot; the
+new values serve a server built from the image or volume again (a rebuild, a new server).
+
+Drift (Terraform's word: the cloud changed outside the tool): refresh lists ferry's images in
+Glance and reads the image metadata of the volumes made from them in Cinder, and what the cloud
+holds now is compared, not what the state recorded: a property someone changed or removed by hand
+is an update whose reason says it changed in Glance (or Cinder), the cloud's value → the spec's.
+Without that reading (None) the state's record is compared. An image the state records that is
+gone from Glance is uploaded again (`gone_image`).
+
+Ownership: ferry owns Nova's keys it derives (NOVA_KEYS): one it sets is set back, one it does
+not set for the VM is removed (`unset`). Every other property (hw_qemu_guest_agent, hw_rng_model,
+a team's own label, added by hand or by another tool) is not ferry's: never compared, changed or
+removed. ferry's own (ferry_vm_uuid, ferry_disk_key) never change.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import DesiredVM
-from engine.model.observed import ObservedVolume
+from engine.model.observed import ObservedImage, ObservedVolume
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
@@ -34,6 +44,7 @@ NOVA_KEYS = (
     "hw_vif_model",
     "os_type",
 )
+GONE = ("killed", "deleted", "pending_delete")  # Glance statuses of an image that is no more
 SERVED = (
     "a server already booted keeps what Nova read at its boot; a server built from it again "
     "gets these"
@@ -75,13 +86,22 @@ def volume_delta(observed: Mapping[str, str], wanted: Mapping[str, str]) -> str:
 
 
 def recorded_image(
-    change: Change, record: ResourceRecord | None, wanted: Mapping[str, str]
+    change: Change,
+    record: ResourceRecord | None,
+    wanted: Mapping[str, str],
+    glance: Mapping[str, ObservedImage] | None = None,
 ) -> Change:
-    """A recorded, ready image (`change` a no-op) whose uploaded properties differ from `wanted`
-    (all of the image's properties): an update of its properties, before → after in the reason;
-    else `change` (also when the record does not say what was uploaded)."""
+    """A recorded, ready image (`change` a no-op) whose properties differ from `wanted` (all of
+    the image's properties): an update of its properties, before → after in the reason; else
+    `change`. `glance`: ferry's images as Glance lists them now, by id (None: not read): the
+    properties Glance holds are compared (a hand change is drift, its reason says so, `unset`
+    names the Nova keys to remove); else the recorded ones (no comparison when the record does
+    not say what was uploaded). An image gone from Glance is gone_image's."""
     if change.action is not Action.NOOP or record is None or record.status is not Status.READY:
         return change
+    found = (glance or {}).get(str(record.attributes.get("image_id") or ""))
+    if found is not None and found.status not in GONE:
+        return _glance_drift(change, record, found, wanted)
     if "properties" not in record.attributes:  # not recorded: nothing to compare with
         return change
     recorded = dict(record.attributes["properties"] or {})
@@ -98,37 +118,115 @@ def recorded_image(
     )
 
 
+def _glance_drift(
+    change: Change, record: ResourceRecord, found: ObservedImage, wanted: Mapping[str, str]
+) -> Change:
+    """The image's Nova keys as Glance holds them against `wanted`: an update when they differ,
+    said as drift when Glance no longer holds what the record says was uploaded."""
+    held = nova_part(found.properties)
+    said = delta(held, nova_part(wanted))
+    if not said:
+        return change
+    recorded = record.attributes.get("properties")
+    where = (
+        "image properties changed since the upload"
+        if recorded is not None and nova_part(recorded) == held
+        else f"drift: image {found.id}'s properties changed in Glance (outside ferry), Glance's "
+        "→ the spec's"
+    )
+    return Change(
+        change.address,
+        "image",
+        Action.UPDATE,
+        f"{where}: {said} (Glance image update; {SERVED})",
+        dict(record.attributes),
+        {
+            **record.attributes,
+            "properties": dict(wanted),
+            "unset": sorted(set(held) - set(nova_part(wanted))),
+        },
+    )
+
+
+def gone_image(
+    change: Change,
+    record: ResourceRecord | None,
+    glance: Mapping[str, ObservedImage] | None,
+    after: Mapping[str, object],
+) -> Change:
+    """A recorded, ready image (`change` a no-op) that Glance no longer lists, or lists as
+    killed or being deleted (deleted outside ferry): uploaded again from the converted file
+    (`after`: the spec's upload), the reason says why; else `change` (also when Glance was not
+    read: `glance` None)."""
+    if change.action is not Action.NOOP or record is None or record.status is not Status.READY:
+        return change
+    image_id = str(record.attributes.get("image_id") or "")
+    if glance is None or not image_id:
+        return change
+    found = glance.get(image_id)
+    if found is not None and found.status not in GONE:
+        return change
+    return Change(
+        change.address,
+        "image",
+        Action.CREATE,
+        f"drift: recorded image {image_id} {lost(found)}: upload the converted file again (a "
+        "new image; a server already booted keeps running)",
+        dict(record.attributes),
+        dict(after),
+    )
+
+
+def lost(found: ObservedImage | None) -> str:
+    """How an image is lost, for a plan line: 'is gone from Glance (deleted outside ferry)' when
+    Glance does not list it, 'is killed in Glance (outside ferry)' by its status."""
+    if found is None:
+        return "is gone from Glance (deleted outside ferry)"
+    return f"is {found.status} in Glance (outside ferry)"
+
+
 def recorded_image_volume(
     change: Change,
     record: ResourceRecord | None,
     image: ResourceRecord | None,
     wanted: Mapping[str, str],
+    cinder: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Change:
     """The boot volume made from the boot disk's image (`change` a no-op): Cinder copied the
     image's properties at its creation (the `image` record's), or ferry set them since (its
-    `image_metadata`); when they differ from `wanted`, an update of its image metadata."""
+    `image_metadata`); `cinder`: the image metadata of ferry's image volumes as Cinder holds it
+    now, by volume id (None: not read): compared when it has the record's volume (a hand change
+    is drift, its reason says so), else the recorded one. When it differs from `wanted`, an
+    update of its image metadata (`unset`: the Nova keys to remove)."""
     if change.action is not Action.NOOP or record is None or record.status is not Status.READY:
         return change
     attrs = record.attributes
     had = attrs.get("image_metadata")
     if had is None:  # what Cinder copied from the image, when the image's record says it
         had = image.attributes.get("properties") if image else None
-    if had is None:
+    found = (cinder or {}).get(str(attrs.get("volume_id") or ""))
+    held = found if found is not None else had
+    if held is None:
         return change
-    said = delta(nova_part(had), nova_part(wanted))
+    said = delta(nova_part(held), nova_part(wanted))
     if not said:
         return change
+    where = "the boot volume's image metadata changed"
+    if found is not None and (had is None or nova_part(had) != nova_part(found)):
+        where = (
+            "drift: the boot volume's image metadata changed in Cinder (outside ferry), "
+            "Cinder's → the spec's"
+        )
     return Change(
         change.address,
         "image_volume",
         Action.UPDATE,
-        f"the boot volume's image metadata changed: {said} (Cinder volume image metadata; "
-        f"{SERVED})",
+        f"{where}: {said} (Cinder volume image metadata; {SERVED})",
         dict(attrs),
         {
             **attrs,
             "image_metadata": nova_part(wanted),
-            "unset": sorted(set(nova_part(had)) - set(nova_part(wanted))),
+            "unset": sorted(set(nova_part(held)) - set(nova_part(wanted))),
         },
     )
 

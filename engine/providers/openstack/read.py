@@ -1,8 +1,8 @@
 """Reading the destination cloud: flavors, networks and subnets, volume types, security groups,
 key pairs, the user's roles, every port on the networks the spec maps (a source MAC or fixed IP
-another port holds fails a cutover), and the volumes, ports and servers ferry (or os-migrate's
-vmware-migration-kit) left, found by their metadata and tags, never by name alone. Fetch does the
-I/O; parse_* are pure."""
+another port holds fails a cutover), and the volumes, ports, servers and (output: image) Glance
+images ferry (or os-migrate's vmware-migration-kit) left, found by their metadata and tags, never
+by name alone. Fetch does the I/O; parse_* are pure."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from engine.model.observed import (
     Destination,
     Flavor,
     ObservedAttachment,
+    ObservedImage,
     ObservedPort,
     ObservedServer,
     ObservedSubnet,
@@ -110,9 +111,13 @@ def type_encrypted(conn: Any, volume_type: Any) -> bool:
     return bool(getattr(found, "provider", None) or getattr(found, "encryption_id", None))
 
 
-def fetch_destination(conn: Any, networks: Collection[str] = ()) -> dict[str, Any]:
+def fetch_destination(
+    conn: Any, networks: Collection[str] = (), *, images: Collection[str] | None = None
+) -> dict[str, Any]:
     """Everything parse_destination reads. `networks`: the names or ids of the networks the spec
-    maps; every port on them is read (ferry's own ports are read wherever they are)."""
+    maps; every port on them is read (ferry's own ports are read wherever they are); `images`:
+    the ids of the images the state records, to list ferry's Glance images (fetch_images) with
+    output: image; None: Glance is not read."""
     try:
         found = list(conn.network.networks())
         types = list(conn.block_storage.types())
@@ -130,6 +135,7 @@ def fetch_destination(conn: Any, networks: Collection[str] = ()) -> dict[str, An
             "servers": list(conn.compute.servers(details=True)),
             "key_pairs": fetch_key_pairs(conn),
             "roles": fetch_roles(conn),
+            "images": fetch_images(conn, images) if images is not None else None,
         }
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reading the destination cloud failed: {exc}") from exc
@@ -152,6 +158,53 @@ def fetch_attachments(conn: Any) -> list[Any] | None:
         return list(conn.block_storage.attachments(details=True))
     except os_exc.SDKException:
         return None
+
+
+def fetch_images(conn: Any, recorded: Collection[str] = ()) -> list[Any] | None:
+    """ferry's Glance images (tag `ferry`) in one listing (Glance lists each image whole, its
+    properties included: no read per image), and those of the `recorded` ids (the state's) that
+    the listing leaves out (their tag removed by hand) by one read each: an image that does not
+    exist is left out (gone). None when Glance does not let the user list them (recorded images
+    are then compared with the state only)."""
+    try:
+        listed = list(conn.image.images(tag=[TAG]))
+        seen = {str(i.id) for i in listed}
+        for image_id in sorted(set(recorded) - seen):
+            try:
+                listed.append(conn.image.get_image(image_id))
+            except os_exc.NotFoundException:
+                continue
+    except os_exc.SDKException:
+        return None
+    return listed
+
+
+def parse_image(image: Any) -> ObservedImage:
+    """A listed Glance image with its properties as Glance names them, flattened ({name: str}):
+    openstacksdk keeps the ones it knows (hw_disk_bus, os_type, ...) as attributes under their
+    own names and the rest under `properties`."""
+    fields = image.to_dict(headers=False, computed=False, ignore_none=True, original_names=True)
+    nested = fields.pop("properties", None) or {}
+    found = {str(k): str(v) for k, v in {**nested, **fields}.items() if v is not None}
+    key = found.get("ferry_disk_key", "")
+    return ObservedImage(
+        str(image.id),
+        str(image.status or ""),
+        found.get("ferry_vm_uuid"),
+        int(key) if key.isdigit() else None,
+        found,
+    )
+
+
+def parse_image_volumes(volumes: Iterable[Any]) -> dict[str, dict[str, str]]:
+    """The image metadata of the volumes ferry made from its images (metadata ferry_image_vm), by
+    volume id; a volume not read in detail is left out."""
+    out = {}
+    for volume in volumes:
+        found = image_metadata(volume)
+        if "ferry_image_vm" in dict(volume.metadata or {}) and found is not None:
+            out[str(volume.id)] = found
+    return out
 
 
 def fetch_key_pairs(conn: Any) -> list[str] | None:
@@ -263,6 +316,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
     attachments = parse_attachments(raw.get("attachments"), raw["servers"])
     volumes = [v for v in (parse_volume(x, attachments) for x in raw["volumes"]) if v is not None]
     key_pairs, roles = raw.get("key_pairs"), raw.get("roles")
+    listed = raw.get("images")
     return Destination(
         flavors=tuple(
             Flavor(f.name, int(f.vcpus), int(f.ram), str(f.id), int(f.disk or 0))
@@ -286,4 +340,6 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         subnets=tuple(parse_subnet(s) for s in raw.get("subnets", ())),
         key_pairs=frozenset(key_pairs) if key_pairs is not None else None,
         roles=frozenset(r.lower() for r in roles) if roles is not None else None,
+        images=None if listed is None else {i.id: i for i in map(parse_image, listed)},
+        image_volumes=None if listed is None else parse_image_volumes(raw["volumes"]),
     )
