@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.addresses import Address
-from engine.errors import FerryError, StateError, StateLockedError, StateUnreachableError, one_line
+from engine.errors import (
+    FerryError,
+    StateError,
+    StateLockedError,
+    StateUnreachableError,
+    VSphereError,
+    one_line,
+)
 from engine.executor.cutover_base import (
     POWERED_OFF_AT,
     SHUTDOWN_ASKED_AT,
@@ -82,22 +89,26 @@ class Settle(CutoverBase):
         powered on (not by ferry)" and forgot ferry did it; the guest went off seconds later).
         A source still powered on whose guest does not say 'running' (guest.guestState:
         shuttingDown, or Tools already stopped) is waited for, up to the spec's
-        power_off.timeout once more; off by then, it is powered back on by the caller. Returns
-        '' for that (and for a guest that runs: it did not go off), else the loud line said of
-        a guest still going off (the record is kept: the next plan warns that ferry powered it
-        off)."""
+        power_off.timeout once more; off by then, it is powered back on by the caller. The same
+        for a source ferry was powering off (`powered_off_at`) whose guest says shuttingDown: an
+        apply killed during the graceful wait never recorded its ask (break-it 12f F1, B and C).
+        Returns '' for that (and for a guest that runs: it did not go off), else the loud line
+        said of a guest still going off (the record is kept: the next plan warns that ferry
+        powered it off)."""
         asked = attrs.get(SHUTDOWN_ASKED_AT)
+        since = asked or attrs.get(POWERED_OFF_AT)
         vm_ref = self.a._vm(name)
-        if not asked or self._power_state(vm_ref) != POWERED_ON:
+        if not since or self._power_state(vm_ref) != POWERED_ON:
             return ""
-        if guest_state(self.ctx.si, vm_ref) == "running":
+        guest = guest_state(self.ctx.si, vm_ref)
+        if guest == "running" or (not asked and guest != "shuttingDown"):
             return ""
         if wait_power_state(self.ctx.si, vm_ref, POWERED_OFF, self._shutdown_timeout(name)):
             return ""
         guest = guest_state(self.ctx.si, vm_ref)
         if guest == "running":
             return ""
-        at = time.strftime("%H:%M:%S UTC", time.gmtime(float(asked)))
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(float(since)))
         return (
             f"{Address('vm', name)}: source still shutting down (guest {guest}): the graceful "
             f"shutdown ferry asked for at {at} has not ended and cannot be cancelled; the source "
@@ -216,7 +227,9 @@ class Settle(CutoverBase):
         break-it 12e item 5, neither ran after the destroy): the source goes back on before the
         record that remembers it goes. A confirmed cutover's source stays off.
 
-        Raises VSphereError (the power-on failed: the record stays, the step fails)."""
+        A guest still going off from ferry's graceful shutdown is waited for first (see
+        _shutting_down). Raises VSphereError (the power-on failed, or the guest is still going
+        off: the record stays, the step fails)."""
         server = str(Address("vm", name, "server"))
         confirmed = server in self._records() or (
             server in self.a.changes and name not in self.unconfirmed
@@ -227,6 +240,9 @@ class Settle(CutoverBase):
         why = f"ferry powered it off at {at}"
         if name in self.unconfirmed:
             why += "; the server an interrupted apply booted, never confirmed, was deleted"
+        going = self._shutting_down(name, attrs)  # back-out or destroy during ferry's
+        if going:  # graceful shutdown (break-it 12f F1): "already on", the record dropped, off
+            raise VSphereError(going)  # seconds later with no word; the record stays
         powered = power_on(self.ctx.si, self.a._vm(name))
         said = f"source powered back on ({why})" if powered else ALREADY_ON
         self.ctx.say(name, f"{Address('vm', name)}: {said}")

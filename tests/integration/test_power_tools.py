@@ -117,6 +117,10 @@ def test_a_slow_guest_goes_off_after_a_timed_out_shutdown_unless_power_cycled(
         power_on(si, ref)
         time.sleep(4)
         assert power_state(si, ref) == "poweredOn" and guest_state(si, ref) == "running"
+        shutdown_seconds(si, ref, 0)  # set back: instant again (break-it 12f F6: it kept 3 s)
+        began = time.monotonic()
+        assert power_off(si, ref, PowerOffPolicy(timeout=5, force_after=False)) == "graceful"
+        assert time.monotonic() - began < 2.5
     finally:
         shutdown_seconds(si, ref, 0)
 

@@ -166,13 +166,22 @@ func toolsRunning(vm *VirtualMachine) bool {
 	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || vm.Config == nil {
 		return false
 	}
-	for _, opt := range vm.Config.ExtraConfig {
-		if o := opt.GetOptionValue(); o.Key == "ferry.lab.tools" {
-			v, _ := o.Value.(string)
-			return v == "true"
+	v, _ := ferryOption(vm.Config, "ferry.lab.tools")
+	return v == "true"
+}
+
+// ferryOption is the value of the VM's extraConfig `key` ("", false when unset): the last entry
+// of that key, for this vcsim appends an entry at each reconfigure instead of replacing the
+// value as vSphere does (break-it 12f F6: setting a lab knob back never took).
+func ferryOption(config *types.VirtualMachineConfigInfo, key string) (string, bool) {
+	value, found := "", false
+	for _, opt := range config.ExtraConfig {
+		if o := opt.GetOptionValue(); o.Key == key {
+			value, _ = o.Value.(string)
+			found = true
 		}
 	}
-	return false
+	return value, found
 }
 
 // ferryShutdownFault is ShutdownGuest's fault (a patched line): ToolsUnavailable without tools.
@@ -189,17 +198,13 @@ func ferryShutdownFault(vm *VirtualMachine) types.BaseMethodFault {
 // directory. That is a descriptor renamed in the datastore browser (or a VM renamed by hand):
 // its extent line still names the old file, and only layoutEx says which file holds the data.
 func ferryExtentName(config *types.VirtualMachineConfigInfo, key int32, descriptor string) string {
-	want := "ferry.lab.extent." + strconv.Itoa(int(key))
-	for _, opt := range config.ExtraConfig {
-		if o := opt.GetOptionValue(); o.Key == want {
-			if v, _ := o.Value.(string); v != "" && !strings.Contains(v, "/") {
-				dir := descriptor[:strings.LastIndex(descriptor, "/")+1]
-				if !strings.Contains(descriptor, "/") {
-					dir = descriptor[:strings.Index(descriptor, "]")+1] + " "
-				}
-				return dir + v
-			}
+	v, _ := ferryOption(config, "ferry.lab.extent."+strconv.Itoa(int(key)))
+	if v != "" && !strings.Contains(v, "/") {
+		dir := descriptor[:strings.LastIndex(descriptor, "/")+1]
+		if !strings.Contains(descriptor, "/") {
+			dir = descriptor[:strings.Index(descriptor, "]")+1] + " "
 		}
+		return dir + v
 	}
 	return strings.TrimSuffix(descriptor, ".vmdk") + "-flat.vmdk"
 }

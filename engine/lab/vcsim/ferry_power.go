@@ -30,17 +30,12 @@ func ferryShutdownSeconds(vm *VirtualMachine) float64 {
 	if vm.Config == nil {
 		return 0
 	}
-	for _, opt := range vm.Config.ExtraConfig {
-		if o := opt.GetOptionValue(); o.Key == "ferry.lab.shutdown_seconds" {
-			v, _ := o.Value.(string)
-			seconds, err := strconv.ParseFloat(v, 64)
-			if err != nil || seconds < 0 {
-				return 0
-			}
-			return seconds
-		}
+	v, _ := ferryOption(vm.Config, "ferry.lab.shutdown_seconds")
+	seconds, err := strconv.ParseFloat(v, 64)
+	if err != nil || seconds < 0 {
+		return 0
 	}
-	return 0
+	return seconds
 }
 
 // ferryShutdownLater powers the VM off after its guest's shutdown time, and says whether it did

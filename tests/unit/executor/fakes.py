@@ -115,13 +115,25 @@ class Power:
     ('ref-web01'). `calls` records 'off <ref>' and 'on <ref>' in order. power_state answers what
     the VM's last recorded call left, else `state`; power_off answers `how` ('hard',
     'graceful'); power_on answers `powers_on` (True: this call powered the VM on; False: it was
-    on already). The attributes may be changed between calls."""
+    on already); guest_state answers `guest`; wait_power_state records 'wait <ref>' and answers
+    `off_in_time` (True: the VM went off then). The attributes may be changed between calls."""
 
     def __init__(self, state: str = "poweredOn", how: str = "hard", powers_on: bool = True) -> None:
         self.state = state
         self.how = how
         self.powers_on = powers_on
+        self.guest = "running"
+        self.off_in_time = False
         self.calls: list[str] = []
+
+    def guest_state(self, _si: Any, _vm: Any) -> str:
+        return self.guest
+
+    def wait_power_state(self, _si: Any, vm: Any, _state: str, _timeout: float) -> bool:
+        self.calls.append(f"wait {vm}")
+        if self.off_in_time:
+            self.calls.append(f"off {vm}")
+        return self.off_in_time
 
     @property
     def powered_on(self) -> list[str]:
@@ -149,6 +161,8 @@ class Power:
             power_state=self.power_state,
             power_off=self.power_off,
             power_on=self.power_on,
+            guest_state=self.guest_state,
+            wait_power_state=self.wait_power_state,
         )
         return self
 
