@@ -74,6 +74,7 @@ class SourceOff(CutoverBase):
                 vm,
                 PowerOffPolicy.from_spec(settings),
                 lambda: asked.append(time.time()),
+                self.ctx.stop,
             )
         except FerryError:
             if asked:  # timed out: the guest may go on shutting down (break-it 12e item 6)

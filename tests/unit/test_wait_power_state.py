@@ -4,10 +4,12 @@ within it (found with the lab's slow-shutdown guest). A fake clock; no vCenter."
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
+from engine.errors import VSphereError
 from engine.providers.vsphere import power
 
 
@@ -50,3 +52,33 @@ def test_the_wait_ends_at_its_timeout_and_polls_there_once_more(
     assert power.wait_power_state(None, None, power.POWERED_OFF, timeout) is within
     assert max(clock.polls) <= timeout + 1e-9
     assert clock.polls[-1] == pytest.approx(timeout) or within
+
+
+class VM:
+    """A VM whose Tools accept a shutdown that never ends; a hard power-off is recorded."""
+
+    _moId = "vm-42"  # noqa: N815 (pyVmomi's attribute)
+
+    def __init__(self) -> None:
+        self.hard = 0
+
+    def ShutdownGuest(self) -> None:  # noqa: N802 (vSphere's method name)
+        pass
+
+    def PowerOffVM_Task(self) -> None:  # noqa: N802
+        self.hard += 1
+
+
+def test_a_stop_during_the_graceful_wait_never_powers_off_hard(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12f F5: Ctrl-C during the graceful wait went on waiting (300 s by default),
+    then powered production off hard (force_after) for an apply that was stopping."""
+    monkeypatch.setattr(power, "power_state", goes_off_at(clock, 1e9))
+    stop, vm = threading.Event(), VM()
+    monkeypatch.setattr(stop, "wait", clock.sleep)
+    policy = power.PowerOffPolicy(timeout=300, force_after=True)
+    with pytest.raises(VSphereError, match=r"stopped while vm-42 shut down gracefully: no hard"):
+        power.power_off(None, vm, policy, stop.set, stop)  # the stop comes with the ask
+    assert vm.hard == 0
+    assert clock.now < 1  # the wait ended at once, not at the 300 s timeout

@@ -3,6 +3,7 @@ only when the spec allows it) and back on after a failed cutover."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,18 +97,24 @@ def guest_state(si: Any, vm: Any) -> str:
     return str(fetch_property(si, vm, "guest.guestState") or "unknown")
 
 
-def wait_power_state(si: Any, vm: Any, state: str, timeout: float) -> bool:
+def wait_power_state(
+    si: Any, vm: Any, state: str, timeout: float, stop: threading.Event | None = None
+) -> bool:
     """Poll until the VM reports `state` (backoff 0.1 s doubling to 5 s, the last wait cut to
-    the deadline, polled once more there); False when `timeout` seconds passed first. (The
+    the deadline, polled once more there); False when `timeout` seconds passed first, or at
+    once when `stop` is set (a Ctrl-C: checked between polls). (The
     backoff used to overshoot: a spec's 2 s timeout waited 3.1 s, and a guest that went off
     at 3 s counted as a graceful shutdown within it.)"""
     deadline = time.monotonic() + timeout
     delay = 0.1
     while power_state(si, vm) != state:
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (stop is not None and stop.is_set()):
             return False
-        time.sleep(min(delay, left))
+        if stop is not None:
+            stop.wait(min(delay, left))
+        else:
+            time.sleep(min(delay, left))
         delay = min(delay * 2, 5.0)
     return True
 
@@ -117,9 +124,17 @@ def _nothing() -> None:
 
 
 def power_off(
-    si: Any, vm: Any, policy: PowerOffPolicy, requested: Callable[[], None] = _nothing
+    si: Any,
+    vm: Any,
+    policy: PowerOffPolicy,
+    requested: Callable[[], None] = _nothing,
+    stop: threading.Event | None = None,
 ) -> str:
     """Power the VM off; returns how: 'already', 'graceful' or 'hard'.
+
+    `stop` (set on Ctrl-C) ends the graceful wait at once, and a stopped wait never goes on to
+    a hard power-off (break-it 12f F5: a Ctrl-C during the wait hard-powered production off at
+    the timeout, force_after, then the settle powered it back on).
 
     `requested` is called once the guest accepted the graceful shutdown (ShutdownGuest returns
     at once on vSphere; the guest goes on shutting down after a timeout here, so a caller that
@@ -160,16 +175,30 @@ def power_off(
                 ) from exc
         else:
             requested()
-            if wait_power_state(si, vm, POWERED_OFF, policy.timeout):
+            if _shut_down(si, vm, policy, stop):
                 return "graceful"
-            if not policy.force_after:
-                raise VSphereError(
-                    f"{vm._moId} did not shut down within {policy.timeout:.0f} s and the spec "
-                    "does not allow a hard power-off (power_off.force_after); the guest may "
-                    "still be shutting down"
-                )
     _hard_off(si, vm)
     return "hard"
+
+
+def _shut_down(si: Any, vm: Any, policy: PowerOffPolicy, stop: threading.Event | None) -> bool:
+    """Wait for the guest the VM's Tools were asked to shut down: True when it went off within
+    `policy.timeout`, False when a hard power-off may follow (force_after). Raises VSphereError
+    when it may not: no force_after, or a stop during the wait (never a hard power-off then)."""
+    if wait_power_state(si, vm, POWERED_OFF, policy.timeout, stop):
+        return True
+    if stop is not None and stop.is_set():
+        raise VSphereError(
+            f"stopped while {vm._moId} shut down gracefully: no hard power-off after a stop; "
+            "the guest may still be going off"
+        )
+    if not policy.force_after:
+        raise VSphereError(
+            f"{vm._moId} did not shut down within {policy.timeout:.0f} s and the spec does not "
+            "allow a hard power-off (power_off.force_after); the guest may still be shutting "
+            "down"
+        )
+    return False
 
 
 def _hard_off(si: Any, vm: Any) -> None:
