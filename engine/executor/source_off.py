@@ -107,8 +107,9 @@ class SourceOff(CutoverBase):
         A found server is not touched: the error says how to go on."""
         vm_ref = self.a._vm(name)
         running = self._power_state(vm_ref) == POWERED_ON
-        moved = {} if running else self._moved(name, vm_ref)
-        ons = [] if running or moved else self._powered_on(name, vm_ref)
+        records = {} if running else self._records()  # one state read for both checks
+        moved = {} if running else self._moved(name, vm_ref, records)
+        ons = [] if running or moved else self._powered_on(name, vm_ref, records)
         if not running and not moved and not ons:
             return
         vm = Address("vm", name)
@@ -146,20 +147,24 @@ class SourceOff(CutoverBase):
             "apply powers it off and syncs what it wrote"
         )
 
-    def _powered_on(self, name: str, vm_ref: Any) -> list[datetime]:
+    def _powered_on(
+        self, name: str, vm_ref: Any, records: Mapping[str, ResourceRecord]
+    ) -> list[datetime]:
         """When vCenter logged the source powered on (or resumed) since ferry took charge of it
         for its final sync (`vcenter_off_at`): a disk without changed block tracking has no
         changeId to move, and a power cycle of such a VM shows nowhere else. [] for a record
         made before ferry kept that time."""
-        record = self._records().get(str(Address("vm", name, "conversion")))
+        record = records.get(str(Address("vm", name, "conversion")))
         since = record.attributes.get(VCENTER_OFF_AT) if record is not None else None
         if not since:
             return []
         return powered_on_since(self.ctx.si, vm_ref, datetime.fromisoformat(str(since)))
 
-    def _moved(self, name: str, vm_ref: Any) -> dict[int, tuple[str, str]]:
+    def _moved(
+        self, name: str, vm_ref: Any, records: Mapping[str, ResourceRecord]
+    ) -> dict[int, tuple[str, str]]:
         """The VM's disks whose changeId moved since the sync its record holds."""
-        return moved_change_ids(name, self._records(), disk_change_ids(self.ctx.si, vm_ref))
+        return moved_change_ids(name, records, disk_change_ids(self.ctx.si, vm_ref))
 
 
 def _at(when: datetime) -> str:
