@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -268,7 +269,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         address = Address.parse(change.address)
         record = self._records().get(change.address)
         if change.action is Action.DELETE and record and record.status is Status.IN_PROGRESS:
-            self.unconfirmed.add(address.name)  # its conversion's delete powers the source on
+            self._unconfirmed_gone(address.name, record, change)
         if self._torn_down(change, "server_id", compute.delete_server):
             return
         after = dict(change.after or {})
@@ -281,6 +282,26 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             return
         server_id = self._boot(change, address.name, after)
         self._served(change, address.name, after, server_id)
+
+    def _unconfirmed_gone(self, name: str, record: ResourceRecord, change: Change) -> None:
+        """Before a server an interrupted apply booted and never confirmed is deleted (a
+        destroy, or a back-out to replicate: break-it 12f F2): its conversion record says a
+        guest may have written the volumes (`server_ran`: the protection snapshots are reverted
+        to, not just dropped, even after this apply is killed), and a server the record never
+        named (killed before the cloud answered) is found by the VM's instance UUID and
+        deleted. The conversion's delete then powers the source back on. Raises
+        OpenStackError, StateError."""
+        self.unconfirmed.add(name)
+        conversion = self._records().get(str(Address("vm", name, "conversion")))
+        if conversion is not None and conversion.attributes.get("protection"):
+            attrs = {**conversion.attributes, "server_ran": True}
+            self.a._write([replace(conversion, attributes=attrs)], [])
+        if record.attributes.get("server_id"):
+            return
+        found = compute.find_server(self.ctx.conn, self.a.uuids.get(name) or "")
+        if found is not None:
+            compute.delete_server(self.ctx.conn, str(found.id))
+            self.ctx.say(name, f"{change.address}: server {found.id} deleted (never confirmed)")
 
     def _image_metadata(self, change: Change, name: str, after: dict[str, Any]) -> None:
         """The boot volume of a server booted before (`boot_volume_id`, as the plan found it):

@@ -6,6 +6,7 @@ the volume a new content epoch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from engine.addresses import Address
@@ -34,7 +35,8 @@ class Protection(CutoverBase):
             held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
             _, disk = self._disk_of(name, volume_id)
             fresh = held is not None and held == disk.get("change_id")
-            if fresh and attrs.get("tool"):
+            written = self._written_since(name, attrs)
+            if fresh and written:
                 volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
                 self._revert(name, volume_id, str(snapshot_id))
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
@@ -46,8 +48,8 @@ class Protection(CutoverBase):
             }
             attrs.pop("epochs", None)  # the volume is written again: the conversion is undone
             self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
-        if fresh and attrs.get("tool"):
-            said = "back to its protection snapshot (undoing the conversion): it converts again"
+        if fresh and written:
+            said = f"back to its protection snapshot (undoing {written})"
         elif fresh:
             said = "protection snapshot deleted (no conversion had changed it)"
         else:
@@ -56,6 +58,18 @@ class Protection(CutoverBase):
                 "volume after it was taken"
             )
         self.ctx.say(name, f"{Address('vm', name)}: volume {volume_id} {said}")
+
+    def _written_since(self, name: str, attrs: Mapping[str, Any]) -> str:
+        """What may have written the VM's volumes since their protection snapshots ("" when
+        nothing did): the conversion (`tool`), or a server an interrupted apply booted from
+        them and never confirmed (its record in progress, or `server_ran` once a back-out
+        deleted it: break-it 12f F2, its guest's writes stayed under the next delta)."""
+        server = self._records().get(str(Address("vm", name, "server")))
+        if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
+            return "what the unconfirmed server may have written"
+        if attrs.get("tool"):
+            return "the conversion: it converts again"
+        return ""
 
     def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
         compute.revert(self.ctx.conn, volume_id, snapshot_id)

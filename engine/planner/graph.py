@@ -148,6 +148,20 @@ def server_deleted_first(graph: Graph, changes: list[Change]) -> None:
             graph.add_edge(server.address, flavor.address)
 
 
+def backout_before_syncs(graph: Graph, changes: list[Change]) -> None:
+    """A VM set back to replicate (engine.planner.diff.backout): its unconfirmed server goes,
+    then its conversion record, whose delete reverts the volumes to their protection
+    snapshots, before a sync writes them (a volume still attached to that server, or reverted
+    after the sync, would lose the sync)."""
+    syncs: dict[str, list[str]] = {}
+    for volume in _by(changes, "volume", False):
+        syncs.setdefault(_vm_of(volume), []).append(volume.address)
+    for kind in ("server", "conversion"):
+        for undone in _by(changes, kind, True):
+            for address in syncs.get(_vm_of(undone), []):
+                graph.add_edge(undone.address, address)
+
+
 def moves_first(graph: Graph, changes: list[Change]) -> None:
     """A VM's records move (renamed VM) before anything else of the VM runs, under its old or
     its new name (every move of a plan is carried out in one state write)."""
@@ -169,6 +183,7 @@ TRANSFORMERS: tuple[Transformer, ...] = (
     networks_around_ports,
     conversion_host_first,
     server_deleted_first,
+    backout_before_syncs,
 )
 
 

@@ -22,14 +22,17 @@ from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
 from engine.planner.diff import image, properties
 from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
+from engine.planner.diff.backout import (
+    back_to_replicate,
+    replicate_after_cutover,
+    unprotected_copied_whole,
+)
 from engine.planner.diff.common import CUTOVER_MODES, DiffInput
 from engine.planner.diff.cutover import (
-    back_to_replicate,
     booted,
     cutover_changes,
     left_off_concerns,
     power_policy,
-    replicate_after_cutover,
     running_after_cutover,
     server_made,
     source_ran,
@@ -141,6 +144,7 @@ def vm_changes(
         settled(c) if is_booted else adopt_then_sync(vm, c)
         for c in (_disk_change(vm, v, records, found.get(v.disk_key), now) for v in vm.volumes)
     ]
+    volumes = unprotected_copied_whole(vm, records, volumes)
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
     if vm.image is not None:
@@ -207,7 +211,7 @@ def vm_changes(
             for c in cutover
         ]
         out += image.cutover(vm, records, cutover, cloud) if vm.image is not None else cutover
-    return out + back_to_replicate(vm, records)
+    return out + back_to_replicate(vm, records, server)
 
 
 def diff(

@@ -3,9 +3,11 @@ no-op rule of objects ferry makes whole (ports, flavors, conversions, servers), 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.addresses import Address
 from engine.model.desired import DesiredVM
 from engine.model.observed import Destination
 from engine.model.plan import Action, Change
@@ -13,6 +15,7 @@ from engine.model.state import ResourceRecord, State, Status
 from engine.planner.desired import Lookup
 
 CUTOVER_MODES = ("cutover", "cold")
+UNCONFIRMED = "never confirmed (an apply stopped during its boot)"
 
 
 @dataclass(frozen=True)
@@ -77,4 +80,17 @@ def drifted(
         f"create it again",
         dict(record.attributes),
         after,
+    )
+
+
+def backs_out(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> bool:
+    """Replicate mode (output: volume) with a server record in progress: the cutover an
+    interrupted apply left in its boot is undone (server, ports, conversion) and replication
+    goes on from the protection snapshots."""
+    server = records.get(str(Address("vm", vm.name, "server")))
+    return (
+        vm.mode not in CUTOVER_MODES
+        and vm.image is None
+        and server is not None
+        and server.status is Status.IN_PROGRESS
     )

@@ -14,7 +14,7 @@ from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
-from engine.planner.diff.common import CUTOVER_MODES, drifted, simple
+from engine.planner.diff.common import CUTOVER_MODES, backs_out, drifted, simple
 
 
 def cutover_changes(
@@ -251,9 +251,12 @@ def running_after_cutover(
       would bring the machine back without its writes since (break-it 12c item 2).
 
     A server record in progress whose server the cloud does not have holds nothing: the plan
-    cuts over again (see `server_made`), no concern."""
+    cuts over again (see `server_made`), no concern. Set back to replicate, an unconfirmed
+    server is deleted by the back-out (`backs_out`): no concern either."""
     record = records.get(str(Address("vm", vm.name, "server")))
     running = vm.source.power_state == "poweredOn"
+    if backs_out(vm, records):  # the back-out deletes that server: the source is production
+        return ()
     if observed is not None:
         unconfirmed = record is None or record.status is Status.IN_PROGRESS
         if not running and ran and not unconfirmed:  # break-it 12e: never a silent "No changes"
@@ -352,8 +355,8 @@ def server_made(
     record = records.get(str(Address("vm", vm.name, "server")))
     if record is None:
         return False
-    if vm.mode not in CUTOVER_MODES:
-        return True
+    if vm.mode not in CUTOVER_MODES:  # set back to replicate: an unconfirmed one is undone
+        return not backs_out(vm, records)
     return record.status is not Status.IN_PROGRESS or server is not None
 
 
@@ -383,51 +386,6 @@ def suspended_at_cutover(
             "source-suspended",
             "the source VM is suspended and power_off.force_after is off: a graceful shutdown "
             "cannot run in a suspended guest; resume it, or allow a hard power-off",
-        ),
-    )
-
-
-def back_to_replicate(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> list[Change]:
-    """A VM moved back from cutover to replicate (no server booted): its ports and its
-    conversion record (with the protection snapshots) are deleted."""
-    if vm.mode in CUTOVER_MODES or str(Address("vm", vm.name, "server")) in records:
-        return []
-    out = []
-    for address, record in sorted(records.items()):
-        if record.kind == "port":
-            why = "back to replicate: the cutover's port goes (made again at the next cutover)"
-        elif record.kind == "conversion":
-            why = "back to replicate: the protection snapshots and the conversion record go"
-            since = record.attributes.get("powered_off_at")
-            if since:
-                why += f"; {source_left_off(float(since))}: it is powered back on"
-        else:
-            continue
-        out.append(Change(address, record.kind, Action.DELETE, why, dict(record.attributes), None))
-    return out
-
-
-def replicate_after_cutover(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], observed: ObservedServer | None
-) -> tuple[Concern, ...]:
-    """A warning on a VM set back to replicate after a server was booted from its volumes
-    (`observed`: the cloud's server for it, None when gone): replicate mode does not undo a
-    cutover. The volumes were converted and a guest ran from them, so a delta on top would make
-    a replica of neither machine; ferry leaves them, the server record, ports and conversion
-    record as they are, and the plan says so instead of a silent "No changes" (chaos seed 196:
-    a cut-over VM whose server was deleted by hand, then set back to replicate)."""
-    server = records.get(str(Address("vm", vm.name, "server")))
-    if vm.mode in CUTOVER_MODES or server is None:
-        return ()
-    where = "is gone" if observed is None else "still runs"
-    return (
-        Concern(
-            ConcernLevel.WARNING,
-            "replicate-after-cutover",
-            f"mode: replicate after its cutover to {server_of(server, observed)} (which "
-            f"{where}): the volumes a server booted from are not synced again, nothing of the "
-            "cutover is undone; to migrate the VM again, plan --destroy (then replicate it "
-            "anew), or set mode: cutover back",
         ),
     )
 
@@ -501,11 +459,13 @@ def booted(
 ) -> bool:
     """A server was (maybe) booted from the volumes: a killed apply's in-progress server, or
     one found by metadata. Its volumes are never synced or converted again. In replicate mode
-    (a VM set back after its cutover) any server ferry made for it counts: a killed boot's may
-    be ACTIVE (break-it 12c item 5: back to replicate, the plan synced into its volumes)."""
+    (a VM set back after its cutover) any server ferry made for it counts, except one a killed
+    boot left unconfirmed, which the back-out deletes before the volumes are reverted and synced
+    (`backs_out`; break-it 12c item 5: the plan synced into the volumes of a server that may
+    be ACTIVE; 12f F2: nothing was undone, the source stayed off)."""
     record = records.get(str(Address("vm", vm.name, "server")))
-    if vm.mode not in CUTOVER_MODES:
-        return record is not None or server is not None
+    if vm.mode not in CUTOVER_MODES:  # an unconfirmed one is undone (break-it 12f F2)
+        return (record is not None or server is not None) and not backs_out(vm, records)
     if record is not None:  # in progress without a server in the cloud: booted again
         return record.status is Status.IN_PROGRESS and server is not None
     return server is not None

@@ -56,7 +56,7 @@ def full_bytes(disk: SourceDisk, vm: DesiredVM | None = None) -> int:
     return min(disk.allocated, disk.capacity)
 
 
-def _full(vm: DesiredVM, reason: str) -> str:
+def full_reason(vm: DesiredVM, reason: str) -> str:
     """A full copy's reason, saying when the reader reads the whole extent."""
     if not reads_whole_extent(vm):
         return reason
@@ -91,7 +91,7 @@ def volume_change(
         return _volume(
             address,
             Action.CREATE,
-            _full(vm, f"new volume: full copy from a snapshot{zeros}"),
+            full_reason(vm, f"new volume: full copy from a snapshot{zeros}"),
             None,
             after,
             size=full_bytes(disk, vm),
@@ -112,7 +112,7 @@ def volume_change(
         return _volume(
             address,
             Action.REPLACE,
-            _full(vm, f"{why}: copy again in full"),
+            full_reason(vm, f"{why}: copy again in full"),
             before,
             after,
             size=full_bytes(disk, vm),
@@ -121,7 +121,7 @@ def volume_change(
         return _volume(
             address,
             Action.CREATE,
-            _full(
+            full_reason(
                 vm,
                 f"recorded volume {before['volume_id']} no longer exists: full copy from 0{zeros}",
             ),
@@ -136,7 +136,7 @@ def volume_change(
             return _volume(
                 address,
                 Action.CREATE,
-                _full(vm, why),
+                full_reason(vm, why),
                 before,
                 {**after, "copy": "full"},
                 size=full_bytes(disk, vm),
@@ -149,7 +149,7 @@ def volume_change(
         return _volume(
             address,
             Action.UPDATE,
-            _full(vm, grown),
+            full_reason(vm, grown),
             before,
             {**after, "copy": "full", **extend},
             size=full_bytes(disk, vm),
@@ -168,7 +168,7 @@ def volume_change(
         return _volume(address, Action.NOOP, reason, before, before)
     if copy == "full":
         full = full_bytes(disk, vm)
-        return _volume(address, Action.UPDATE, _full(vm, reason), before, after, size=full)
+        return _volume(address, Action.UPDATE, full_reason(vm, reason), before, after, size=full)
     size, how = delta_estimate(before, now)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
 
@@ -375,7 +375,7 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
     over = "the interrupted copy starts over from 0"
     unknown = "so what changed since it began is unknown"
     if not vm.source.cbt:
-        return _full(vm, f"{over}: CBT is off, {unknown}"), full_bytes(disk, vm)
+        return full_reason(vm, f"{over}: CBT is off, {unknown}"), full_bytes(disk, vm)
     if not began:
         return f"{over}: it recorded no changeId, {unknown}", full_bytes(disk, vm)
     if live is not None and epoch(live) != epoch(began):

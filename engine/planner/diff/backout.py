@@ -1,0 +1,161 @@
+"""A VM set back from cutover to replicate (pure): what of its cutover goes.
+
+- No server record: its ports and its conversion record (with the protection snapshots) go;
+  a source ferry powered off for the cutover is powered back on.
+- A server record an interrupted apply left in progress (killed during the boot: the server
+  was never confirmed, break-it 12f F2): the source is production again, so that server goes
+  too, its volumes go back to their protection snapshots (the last sync: the unconfirmed guest
+  may have written them) and replication goes on from there; a volume without a protection
+  snapshot is copied in full. Before, the plan only warned "nothing of the cutover is undone",
+  the source stayed off and the next plan said "No changes".
+- A confirmed server (record ready): a cutover is not undone by replicate mode; a warning says
+  so (see `replicate_after_cutover`).
+
+output: image keeps its cutover objects in every case (its files are converted in place, with
+no protection snapshot to go back to): the warning applies there to a server in progress too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from engine.addresses import Address
+from engine.model.desired import Concern, ConcernLevel, DesiredVM
+from engine.model.observed import ObservedServer
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord
+from engine.planner.diff.common import CUTOVER_MODES, UNCONFIRMED, backs_out
+from engine.planner.diff.cutover import server_of
+from engine.planner.diff.volumes import full_bytes, full_reason
+
+
+def back_to_replicate(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], observed: ObservedServer | None = None
+) -> list[Change]:
+    """A VM moved back from cutover to replicate with no confirmed server: its unconfirmed
+    server (if any, `observed`: the cloud's server for the VM), ports and conversion record
+    (with the protection snapshots) are deleted; [] in cutover mode or after a confirmed
+    cutover."""
+    server = records.get(str(Address("vm", vm.name, "server")))
+    if vm.mode in CUTOVER_MODES or (server is not None and not backs_out(vm, records)):
+        return []
+    out = [] if server is None else [_server_delete(server, observed)]
+    for address, record in sorted(records.items()):
+        if record.kind == "port":
+            why = "back to replicate: the cutover's port goes (made again at the next cutover)"
+        elif record.kind == "conversion":
+            why = "back to replicate: the protection snapshots and the conversion record go"
+            if server is not None:
+                why += " (the volumes go back to them first: the last sync)"
+            since = record.attributes.get("powered_off_at")
+            if since:
+                why += f"; {_powered_off(float(since), server is not None)}: it is powered back on"
+        else:
+            continue
+        out.append(Change(address, record.kind, Action.DELETE, why, dict(record.attributes), None))
+    return out
+
+
+def _server_delete(record: ResourceRecord, observed: ObservedServer | None) -> Change:
+    before = dict(record.attributes)
+    if not before.get("server_id") and observed is not None:  # killed before it was recorded
+        before["server_id"] = observed.id
+    which = f"server {before['server_id']}" if before.get("server_id") else "its server"
+    if observed is None:
+        said = f"the record of {which} goes: {UNCONFIRMED}, it is gone from the cloud"
+    else:
+        said = f"{which}, {UNCONFIRMED}, is deleted: the source is production"
+    reason = f"back to replicate: {said}"
+    return Change(record.address, "server", Action.DELETE, reason, before, None)
+
+
+def _powered_off(since: float, server: bool) -> str:
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return f"source powered off by ferry at {at}" + (
+        ", its server never confirmed" if server else ", no server yet"
+    )
+
+
+def unprotected_copied_whole(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], changes: list[Change]
+) -> list[Change]:
+    """Backing out (`backs_out`): a volume the unconfirmed server may have written and that no
+    protection snapshot holds at its last sync (the conversion record lost it, or never took
+    one) cannot be brought back by a delta: it is copied in full. Other changes as given."""
+    if not backs_out(vm, records):
+        return changes
+    conversion = records.get(str(Address("vm", vm.name, "conversion")))
+    protection = dict((conversion.attributes if conversion else {}).get("protection") or {})
+    held = dict((conversion.attributes if conversion else {}).get("protected_change_ids") or {})
+    disks = {d.key: d for d in vm.source.disks}
+    out = []
+    for change in changes:
+        before: dict[str, Any] = dict(change.before or {})
+        volume_id = before.get("volume_id")
+        kept = volume_id in protection and held.get(volume_id) == before.get("change_id")
+        if change.kind != "volume" or change.action not in (Action.NOOP, Action.UPDATE) or kept:
+            out.append(change)
+            continue
+        disk = disks[int(Address.parse(change.address).index or 0)]
+        out.append(
+            replace(
+                change,
+                action=Action.UPDATE,
+                reason=full_reason(
+                    vm,
+                    f"the unconfirmed server may have written volume {volume_id} and no "
+                    "protection snapshot holds its last sync: copied in full",
+                ),
+                after={**dict(change.after or before), "copy": "full"},
+                bytes=full_bytes(disk, vm),
+                estimate=True,
+            )
+        )
+    return out
+
+
+def replicate_after_cutover(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], observed: ObservedServer | None
+) -> tuple[Concern, ...]:
+    """A warning on a VM set back to replicate after a server was booted from its volumes
+    (`observed`: the cloud's server for it, None when gone).
+
+    Confirmed (or output: image): replicate mode does not undo a cutover. The volumes were
+    converted and a guest ran from them as production, so a delta on top would make a replica
+    of neither machine; ferry leaves them, the server record, ports and conversion record as
+    they are, and the plan says so instead of a silent "No changes" (chaos seed 196: a
+    cut-over VM whose server was deleted by hand, then set back to replicate).
+
+    Never confirmed (`backs_out`): the plan deletes that server and says so loudly."""
+    server = records.get(str(Address("vm", vm.name, "server")))
+    if vm.mode in CUTOVER_MODES or server is None:
+        return ()
+    if backs_out(vm, records):
+        known = server.attributes.get("server_id") or (observed.id if observed else None)
+        which = f"server {known}" if known else "its server (id never recorded)"
+        now = "runs: it is deleted" if observed else "is gone from the cloud: its record goes"
+        return (
+            Concern(
+                ConcernLevel.WARNING,
+                "backout-unconfirmed-server",
+                f"mode: replicate after an interrupted cutover: {which}, {UNCONFIRMED}, {now}; "
+                "the volumes go back to their protection snapshots (the last sync) and "
+                "replication goes on from there; the source is production (powered back on if "
+                "ferry powered it off)",
+            ),
+        )
+    where = "is gone" if observed is None else "still runs"
+    named = server_of(server, observed)
+    return (
+        Concern(
+            ConcernLevel.WARNING,
+            "replicate-after-cutover",
+            f"mode: replicate after its cutover to {named} (which {where}): the volumes a "
+            "server booted from are not synced again, nothing of the cutover is undone; to "
+            "migrate the VM again, plan --destroy (then replicate it anew), or set mode: "
+            "cutover back",
+        ),
+    )

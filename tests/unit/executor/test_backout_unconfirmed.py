@@ -1,0 +1,155 @@
+"""A VM set back to replicate after a cutover killed during its boot (break-it 12f F2): the
+back-out's server delete and conversion delete (the graph's order). The server was never
+confirmed, so the source is production: the server goes, each volume goes back to its
+protection snapshot even without a conversion (the unconfirmed guest may have written it; the
+next delta would keep those writes), the source is powered back on. What the server delete
+records survives a kill before the conversion delete. A real SQLite state store; the cloud and
+vSphere calls recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.executor import cutover as module
+from engine.executor.cutover import Cutover
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
+from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
+
+SERVER = "vm.web01.server"
+CONVERSION = "vm.web01.conversion"
+DISK = "vm.web01.disk[2000]"
+C = "52 aa/10"
+PROTECTED = {
+    "tool": None,  # convert: false: only the guest that booted wrote the volume
+    "protection": {"vol-0": "snap-0"},
+    "protected_change_ids": {"vol-0": C},
+    "powered_off_at": 1796075717.0,
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    opened = SqliteStateStore(tmp_path / "ferry.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The cloud calls the back-out makes, recorded; find_server answers `found`."""
+    seen = SimpleNamespace(deleted=[], reverted=[], snapshots_deleted=[], detached=[], found=None)
+    compute, volumes = module.compute, module.volumes
+    monkeypatch.setattr(compute, "delete_server", lambda _c, i: seen.deleted.append(i))
+    monkeypatch.setattr(compute, "find_server", lambda _c, _u: seen.found)
+    monkeypatch.setattr(compute, "revert", lambda _c, v, s: seen.reverted.append((v, s)))
+    monkeypatch.setattr(compute, "delete_snapshot", lambda _c, s: seen.snapshots_deleted.append(s))
+    monkeypatch.setattr(volumes, "detach", lambda _c, h, v: seen.detached.append((h, v)))
+    return seen
+
+
+def recorded(store: SqliteStateStore, server: dict[str, Any]) -> None:
+    store.write(
+        [
+            ResourceRecord(
+                DISK, "volume", Status.READY, {"volume_id": "vol-0", "change_id": "52 aa/10"}
+            ),
+            ResourceRecord(CONVERSION, "conversion", Status.READY, dict(PROTECTED)),
+            ResourceRecord(SERVER, "server", Status.IN_PROGRESS, {"name": "web01", **server}),
+        ],
+        [],
+    )
+
+
+def backout(store: SqliteStateStore, said: list[str], before: dict[str, Any] | None) -> Cutover:
+    """The back-out's executor; `before`: the server delete's (None: the plan has none, as
+    after a kill past it: the record is gone)."""
+    changes = [
+        Change(SERVER, "server", Action.DELETE, "back to replicate", before, None),
+        Change(CONVERSION, "conversion", Action.DELETE, "back to replicate", dict(PROTECTED), None),
+    ][0 if before is not None else 1 :]
+    ctx = fakes.context(store, said)
+    host = lambda _name: ("conv-1", "host-server")  # noqa: E731
+    return Cutover(fakes.fake_applier(ctx, changes, host_for=host))
+
+
+def test_the_unconfirmed_server_goes_the_volumes_revert_and_the_source_goes_back_on(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded(store, {"server_id": "srv-1"})
+    power = fakes.Power(state="poweredOff").install(monkeypatch)
+    said: list[str] = []
+    cutover = backout(store, said, {"server_id": "srv-1"})
+    for change in cutover.a.changes.values():
+        getattr(cutover, change.kind)(change)
+    assert cloud.deleted == ["srv-1"]
+    assert cloud.detached == [("host-server", "vol-0")]
+    assert cloud.reverted == [("vol-0", "snap-0")]  # convert: false, reverted all the same
+    assert cloud.snapshots_deleted == ["snap-0"]
+    assert power.powered_on == ["ref-web01"]
+    assert set(store.read().resources) == {DISK}
+    assert (
+        "vm.web01: volume vol-0 back to its protection snapshot (undoing what the "
+        "unconfirmed server may have written)" in said
+    )
+    assert said[-1].startswith("vm.web01: source powered back on (ferry powered it off at")
+
+
+def test_a_kill_between_the_server_and_the_conversion_delete_still_reverts(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server delete records `server_ran` on the conversion record: the next apply (no
+    server record left, a new executor) still reverts instead of keeping the guest's writes
+    under the next delta."""
+    recorded(store, {"server_id": "srv-1"})
+    power = fakes.Power(state="poweredOff").install(monkeypatch)
+    first = backout(store, [], {"server_id": "srv-1"})
+    first.server(first.a.changes[SERVER])  # killed here
+    assert store.read().resources[CONVERSION].attributes["server_ran"] is True
+    again = backout(store, [], None)  # the next plan: no server record, no server change
+    again.conversion(again.a.changes[CONVERSION])
+    assert cloud.reverted == [("vol-0", "snap-0")]
+    assert power.powered_on == ["ref-web01"]
+
+
+def test_a_server_the_record_never_named_is_found_by_instance_uuid_and_deleted(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded(store, {})  # killed before the cloud answered the create
+    fakes.Power(state="poweredOff").install(monkeypatch)
+    cloud.found = SimpleNamespace(id="srv-9")
+    said: list[str] = []
+    cutover = backout(store, said, {})
+    cutover.server(cutover.a.changes[SERVER])
+    assert cloud.deleted == ["srv-9"]
+    assert "vm.web01.server: server srv-9 deleted (never confirmed)" in said
+
+
+def test_a_sync_with_a_server_record_in_progress_reverts_without_a_conversion(
+    store: SqliteStateStore, cloud: SimpleNamespace
+) -> None:
+    """A cutover run again after its killed boot's server was deleted by hand (convert:
+    false): the final delta's sync releases the protection; the guest that booted may have
+    written the volume, so it is reverted first (before: dropped, the delta went on top)."""
+    recorded(store, {"server_id": "srv-1"})
+    cutover = backout(store, [], {"server_id": "srv-1"})
+    cutover.release_protection("web01", "vol-0")
+    assert cloud.reverted == [("vol-0", "snap-0")]
+
+
+def test_a_sync_after_a_failed_cutover_without_conversion_does_not_revert(
+    store: SqliteStateStore, cloud: SimpleNamespace
+) -> None:
+    """No conversion, no server: the volume is as the last sync left it, nothing to undo."""
+    recorded(store, {})
+    store.write([], [SERVER])
+    cutover = backout(store, [], {})
+    cutover.release_protection("web01", "vol-0")
+    assert cloud.reverted == []
+    assert cloud.snapshots_deleted == ["snap-0"]
