@@ -4,6 +4,7 @@ disk, which no write touched since)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -13,15 +14,21 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from engine.lab.estate import GiB
+from engine.lab.estate import GiB, find_vm
 from engine.lab.lab import Lab
 from engine.providers.vsphere.power import power_on, power_state
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
 from tests.integration.cli import ferry
-from tests.integration.converge import records
+from tests.integration.converge import assert_converged, records, volume_file
+from tests.integration.test_boot_source_power import booting, wait_status
 from tests.integration.test_cutover import apply, spec_with, vm_ref
-from tests.integration.test_cutover_safety import WEB01, interrupt_after_power_off
+from tests.integration.test_cutover_safety import (
+    WEB01,
+    interrupt_after_power_off,
+    replicated,
+    start,
+)
 from tests.integration.test_fault_drills import spec_for
 from tests.integration.test_resume import DISK, MiB, stop_mid_copy, volume_equals_disk
 from tests.integration.test_source_changes import grown_db01_disk, set_capacity  # noqa: F401
@@ -88,6 +95,51 @@ def test_a_cutover_killed_after_the_power_off_then_moved_back_to_replicate_power
         assert done.returncode == 0, done.stdout + done.stderr
         assert power_state(si, ref) == "poweredOn", "moved back to replicate, left off"
         assert "vm.web01.conversion" not in records(state)
+    finally:
+        if power_state(si, ref) != "poweredOn":
+            power_on(si, ref)
+
+
+def test_a_cutover_killed_in_its_boot_then_moved_back_to_replicate_is_undone(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Break-it 12f F2: web01 replicated, its cutover (convert off) killed (-9) while its server
+    boots; the server goes ACTIVE, never confirmed, and its guest writes the boot volume's
+    first MiB (written into the volume here). The spec moves web01 back to replicate: the plan
+    deletes that server, the apply reverts the volumes to their protection snapshots (no
+    conversion ran: the guest's writes are what is undone), drops the ports and the
+    conversion record and powers web01 back on. Oracle: every volume equals the source disk,
+    no server, no snapshot. Before: "nothing of the cutover is undone", web01 left off beside
+    the unconfirmed server, then "No changes"."""
+    vm = find_vm("web01")
+    assert vm is not None
+    state = replicated(lab, tmp_path)
+    cutover = spec_with(tmp_path, "web01", "mode: cutover\nconvert: false\nverify: false")
+    conn, ref = lab.openstack("ferry-lab"), vm_ref(si, "web01")
+    proc = start(lab, cutover, state)
+    killed = booting(state, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    try:
+        wait_status(conn, killed, "ACTIVE")
+        with volume_file(lab, str(records(state)[DISK]["volume_id"])).open("r+b") as volume:
+            volume.write(os.urandom(MiB))  # the unconfirmed guest's write
+        back = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
+        plan = ferry(lab, "plan", str(back), "--target", WEB01, "--state", str(state))
+        said = " ".join(plan.stdout.split())
+        assert f"server {killed}, never confirmed (an apply stopped during its boot), is " \
+            "deleted" in said, plan.stdout  # fmt: skip
+        assert "its server never confirmed: it is powered back on" in said, plan.stdout
+        done = apply(lab, back, WEB01, state)
+        out = " ".join((done.stdout + done.stderr).split())
+        assert done.returncode == 0, out
+        assert "back to its protection snapshot (undoing what the unconfirmed server" in out
+        assert power_state(si, ref) == "poweredOn", "backed out, the source left off"
+        assert not [s for s in conn.compute.servers() if s.id == killed]
+        assert not {"vm.web01.server", "vm.web01.conversion", "vm.web01.port[0]"} & set(
+            records(state)
+        )
+        assert_converged(lab, state, vm, server=False)  # the guest's MiB is gone
     finally:
         if power_state(si, ref) != "poweredOn":
             power_on(si, ref)
