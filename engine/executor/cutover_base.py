@@ -24,9 +24,6 @@ POWERED_OFF_AT = "powered_off_at"  # conversion record: when ferry first powered
 # conversion record: when the guest accepted ferry's graceful shutdown that then timed out (the
 # guest may still be going off: the settle tells that from a source someone powered on)
 SHUTDOWN_ASKED_AT = "shutdown_asked_at"
-# vCenter's clock (ISO 8601) when ferry last took charge of the source for its final sync (just
-# before the power-off, or finding it off): a power-on vCenter logs after it means the guest ran
-VCENTER_OFF_AT = "vcenter_off_at"
 
 
 def content_epoch() -> str:

@@ -23,10 +23,9 @@ from engine.errors import (
 from engine.executor.cutover_base import (
     POWERED_OFF_AT,
     SHUTDOWN_ASKED_AT,
-    VCENTER_OFF_AT,
     CutoverBase,
 )
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import VCENTER_OFF_AT, ResourceRecord, Status
 from engine.planner.diff.cutover import source_left_off
 from engine.providers.openstack import compute
 from engine.providers.vsphere.power import (

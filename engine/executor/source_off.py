@@ -16,10 +16,9 @@ from engine.errors import FerryError, SourceChangedError
 from engine.executor.cutover_base import (
     POWERED_OFF_AT,
     SHUTDOWN_ASKED_AT,
-    VCENTER_OFF_AT,
     CutoverBase,
 )
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import VCENTER_OFF_AT, ResourceRecord, Status
 from engine.planner.diff.cutover import moved_change_ids
 from engine.providers.vsphere.power import (
     POWERED_ON,

@@ -98,6 +98,9 @@ class SourceVM:
     nics: tuple[SourceNic, ...]
     snapshots: tuple[SourceSnapshot, ...]
     secure_boot: bool | None = None  # config.bootOptions.efiSecureBootEnabled; None: not reported
+    # epoch seconds of each power-on/resume vCenter logged since ferry powered the VM off for
+    # its cutover (engine.planner.refresh.power_on_events); () when none or not read
+    powered_on_at: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,10 @@ INSTANCE_UUID = "instance_uuid"
 VERIFIED_WHOLE, VERIFIED_AREAS = "whole disk", "changed areas"
 # A volume record's conversion host (its name): where its copy runs, so where a resume finds it
 RECORDED_HOST = "conversion_host"
+# A conversion record's vCenter clock (ISO 8601) when ferry last took charge of the source for
+# its final sync (just before the power-off, or finding it off): a power-on vCenter logs after
+# it means the guest ran (the executor's boot checks and the planner's refresh read it)
+VCENTER_OFF_AT = "vcenter_off_at"
 
 
 class Status(StrEnum):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engine.errors import NoStateError
 from engine.model.observed import Destination, Inventory
-from engine.model.state import State
+from engine.model.state import INSTANCE_UUID, VCENTER_OFF_AT, State
 from engine.planner.checks import mapped_networks
 from engine.planner.desired import select, wanted_tags
 from engine.providers.openstack.read import (
@@ -20,6 +21,7 @@ from engine.providers.openstack.read import (
     parse_destination,
 )
 from engine.providers.vsphere.inventory import fetch_inventory, parse_inventory
+from engine.providers.vsphere.power import powered_on_since
 from engine.providers.vsphere.read import ObjectProps
 from engine.providers.vsphere.session import session, target_from_spec
 from engine.providers.vsphere.tags import tagged_vms
@@ -62,10 +64,12 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
         chosen = {vm.moref for vm, _ in select(spec, inventory).vms}
         return [o.ref for o in objects if o.ref._moId in chosen]
 
-    with session(target) as si:
-        inventory = replace(parse_inventory(fetch_inventory(si, devices_for=selected)), tags=tags)
-    destination = spec["destination"]
     state = read_state(location)
+    with session(target) as si:
+        objects = fetch_inventory(si, devices_for=selected)
+        inventory = replace(parse_inventory(objects), tags=tags)
+        inventory = power_on_events(si, inventory, objects, state)
+    destination = spec["destination"]
     conn = connect_destination(destination)
     raw = fetch_destination(conn, mapped_networks(spec), images=recorded_images(spec, state))
     observed = replace(
@@ -74,6 +78,33 @@ def refresh(spec: dict[str, Any], location: StateLocation, env: Mapping[str, str
         work_dir_files=work_dir_files(destination),
     )
     return Observed(inventory, observed, state)
+
+
+def power_on_events(
+    si: Any, inventory: Inventory, objects: list[ObjectProps], state: State
+) -> Inventory:
+    """The inventory with `powered_on_at` read for each VM ferry powered off for a cutover
+    (its conversion record's `vcenter_off_at`, vCenter's clock) that is off now and has a disk
+    without a changeId (CBT off): vCenter's power-on events since are the one record that it
+    ran (break-it 12f F4: the apply refused the unconfirmed server on those events while the
+    plan, reading changeIds only, was clean). One QueryEvents per such VM. Raises
+    VSphereError."""
+    since = {
+        str(r.attributes.get(INSTANCE_UUID) or "").lower(): str(r.attributes[VCENTER_OFF_AT])
+        for r in state.resources.values()
+        if r.kind == "conversion" and r.attributes.get(VCENTER_OFF_AT)
+    }
+    refs = {o.ref._moId: o.ref for o in objects}
+    vms = []
+    for vm in inventory.vms:
+        off = since.get((vm.instance_uuid or "").lower())
+        blind = any(d.change_id is None for d in vm.disks)
+        if off and blind and vm.power_state == "poweredOff" and vm.moref in refs:
+            ons = powered_on_since(si, refs[vm.moref], datetime.fromisoformat(off))
+            vms.append(replace(vm, powered_on_at=tuple(on.timestamp() for on in ons)))
+        else:
+            vms.append(vm)
+    return replace(inventory, vms=tuple(vms))
 
 
 def recorded_images(spec: Mapping[str, Any], state: State) -> list[str] | None:

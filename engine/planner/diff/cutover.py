@@ -233,11 +233,11 @@ def running_after_cutover(
     records: Mapping[str, ResourceRecord],
     observed: ObservedServer | None,
     *,
-    ran: bool = False,
+    ran: str = "",
 ) -> tuple[Concern, ...]:
     """An error on a cut-over VM whose source runs (or ran) again beside, or instead of, the
     server ferry booted from its volumes (`observed`: the cloud's server for the VM, None;
-    `ran`: the source ran since its last sync, see `source_ran`):
+    `ran`: how the source ran since its last sync, "" when it did not: see `source_ran`):
 
     - a server (recorded or found) and the source running now: two copies of one machine with
       the same MACs; the source's writes are never copied (break-it 12d items 2 and 3: a
@@ -264,15 +264,15 @@ def running_after_cutover(
                 Concern(
                     ConcernLevel.WARNING,
                     "source-ran-after-cutover",
-                    f"the source VM ran since its cutover to server {observed.id} (its disks' "
-                    "changeIds moved: powered on and off again, off now): what it wrote since "
-                    "is not in the server, whose volumes are production's; nothing is copied",
+                    f"the source VM ran since its cutover to server {observed.id} "
+                    f"({_evidence(ran)}, off now): what it wrote since is not in the server, "
+                    "whose volumes are production's; nothing is copied",
                 ),
             )
         if not running and not (unconfirmed and ran):
             return ()
         by = "an interrupted apply (never confirmed)" if unconfirmed else "its cutover"
-        now = "runs again" if running else "ran since its final sync (its disks changed)"
+        now = "runs again" if running else f"ran since its final sync ({ran})"
         two = "two copies of this machine run with the same MACs, and " if running else ""
         if unconfirmed:  # protected, never run as production: the cutover can run again
             keep = (
@@ -306,7 +306,7 @@ def running_after_cutover(
         )
     if record is None or record.status is Status.IN_PROGRESS or not (running or ran):
         return ()
-    now = "runs again" if running else "ran since its cutover (its disks changed)"
+    now = "runs again" if running else f"ran since its cutover ({ran})"
     return (
         Concern(
             ConcernLevel.ERROR,
@@ -318,13 +318,30 @@ def running_after_cutover(
     )
 
 
-def source_ran(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> bool:
-    """The source runs, or ran since its last sync: powered on now, or a disk's changeId is not
-    the one its record synced to (vSphere moves it at a power cycle and a snapshot)."""
+CHANGED = "its disks changed"
+
+
+def source_ran(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> str:
+    """How the source is known to run, or to have run since its last sync ("" when it did
+    not): powered on now; a disk's changeId is not the one its record synced to (vSphere moves
+    it at a power cycle and a snapshot): CHANGED; or, for a source whose disks have no changeId
+    (CBT off), a power-on vCenter logged since ferry powered it off for its cutover
+    (`SourceVM.powered_on_at`, as the apply's boot checks read them; break-it 12f F4: the plan
+    was clean while every apply refused the server)."""
     if vm.source.power_state == "poweredOn":
-        return True
+        return "powered on"
     now = {disk.key: disk.change_id for disk in vm.source.disks}
-    return bool(moved_change_ids(vm.name, records, now))
+    if moved_change_ids(vm.name, records, now):
+        return CHANGED
+    if vm.source.powered_on_at:
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(vm.source.powered_on_at[-1]))
+        return f"powered on at {at}, vCenter's events"
+    return ""
+
+
+def _evidence(ran: str) -> str:
+    """What a warning says of how the source ran (see `source_ran`)."""
+    return "its disks' changeIds moved: powered on and off again" if ran == CHANGED else ran
 
 
 def moved_change_ids(

@@ -17,8 +17,7 @@ import pytest
 from engine.errors import SourceChangedError
 from engine.executor import source_off
 from engine.executor.cutover import Cutover
-from engine.executor.cutover_base import VCENTER_OFF_AT
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import VCENTER_OFF_AT, ResourceRecord, Status
 from engine.planner.diff.cutover import moved_change_ids
 from engine.statestore.sqlite import SqliteStateStore
 from tests.unit.executor import fakes
