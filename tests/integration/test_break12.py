@@ -16,9 +16,17 @@ from pyVmomi import vim
 
 from engine.lab.estate import GiB, find_vm
 from engine.lab.lab import Lab
-from engine.providers.vsphere.power import power_on, power_state
+from engine.model.state import INSTANCE_UUID, VCENTER_OFF_AT, ResourceRecord, Status
+from engine.providers.vsphere.power import (
+    PowerOffPolicy,
+    power_off,
+    power_on,
+    power_state,
+    vcenter_now,
+)
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
+from engine.statestore.sqlite import SqliteStateStore
 from tests.integration.cli import ferry
 from tests.integration.converge import assert_converged, records, volume_file
 from tests.integration.test_boot_source_power import booting, wait_status
@@ -142,6 +150,48 @@ def test_a_cutover_killed_in_its_boot_then_moved_back_to_replicate_is_undone(
         assert_converged(lab, state, vm, server=False)  # the guest's MiB is gone
     finally:
         if power_state(si, ref) != "poweredOn":
+            power_on(si, ref)
+
+
+def test_a_cbt_off_source_powered_on_after_its_cutover_is_seen_by_the_plan(
+    lab: Lab, si: Any, tmp_path: Path
+) -> None:
+    """Break-it 12f F4 on the lab vCenter's own events, no apply: win-app01 (CBT off: no
+    changeId to move) is recorded cut over (a state written here: ferry took charge of it at
+    vCenter's time T, its server since gone), then powered on and off again. The plan reads
+    vCenter's power-on events since T and says the source ran since its cutover. Before: the
+    refresh read changeIds only, and the plan was silent where every apply refused."""
+    ref = vm_ref(si, "win-app01")
+    was = power_state(si, ref)
+    uuid = str(fetch_property(si, ref, "config.instanceUuid"))
+    if was != "poweredOff":
+        power_off(si, ref, PowerOffPolicy.from_spec({"policy": "hard"}))
+    state = tmp_path / "ferry.db"
+    store = SqliteStateStore(state)
+    taken = vcenter_now(si)
+    attrs = {INSTANCE_UUID: uuid, VCENTER_OFF_AT: taken.isoformat(), "powered_off_at": 1.0}
+    server = {INSTANCE_UUID: uuid, "server_id": "0c9f1e0e-0000-4000-8000-00000000f4f4"}
+    store.write(
+        [
+            ResourceRecord("vm.win-app01.conversion", "conversion", Status.READY, attrs),
+            ResourceRecord("vm.win-app01.server", "server", Status.READY, server),
+        ],
+        [],
+    )
+    store.close()
+    spec = spec_with(tmp_path, "win-app01", "mode: cutover\nconvert: false")
+    try:
+        quiet = ferry(lab, "plan", str(spec), "--target", "vm.win-app01", "--state", str(state))
+        assert "vCenter's events" not in quiet.stdout, quiet.stdout  # off since T: nothing
+        power_on(si, ref)
+        power_off(si, ref, PowerOffPolicy.from_spec({"policy": "hard"}))
+        plan = ferry(lab, "plan", str(spec), "--target", "vm.win-app01", "--state", str(state))
+        said = " ".join(plan.stdout.split())
+        assert plan.returncode == 1, said
+        assert "the source ran since its cutover (powered on at " in said, said
+        assert "vCenter's events)" in said, said
+    finally:
+        if power_state(si, ref) != was:
             power_on(si, ref)
 
 
