@@ -3,6 +3,7 @@ reads the files)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,9 @@ class VMReport:
     conversion_seconds: float | None = None
     downtime_seconds: float | None = None  # source off → server ACTIVE, as measured
     source_off_since: float | None = None  # ferry powered the source off; no server yet
+    # each re-placement an apply made (its conversion host gone): 'HH:MM:SS UTC: re-placed from
+    # conversion host A to B: why' or '...: not re-placed from A: why', oldest first
+    replacements: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -306,10 +310,23 @@ def _history(
                     event.get("volume_id"),
                 )
             )
+        elif kind == "replaced":
+            vm = vms.setdefault(event["vm"], VMReport(event["vm"]))
+            vm.replacements.append(_replacement(event))
         elif kind == "source_off":  # `since`: the first power-off, maybe an earlier apply's
             off.setdefault(event["vm"], float(event.get("since") or event["ts"]))
         elif kind == "source_on":
             off.pop(event["vm"], None)
+
+
+def _replacement(event: dict[str, Any]) -> str:
+    """A `replaced` event (the apply re-placed a VM whose conversion host was gone: `placed`
+    the plan's host, `host` the new one or None, `reason`) as the report says it."""
+    at = time.strftime("%H:%M:%S UTC", time.gmtime(float(event["ts"])))
+    placed, host, why = event.get("placed"), event.get("host"), event.get("reason") or ""
+    if host:
+        return f"{at}: re-placed from conversion host {placed} to {host}: {why}"
+    return f"{at}: not re-placed from conversion host {placed}: {why}"
 
 
 def _sync(event: dict[str, Any]) -> Sync:

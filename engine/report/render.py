@@ -138,12 +138,13 @@ def status(vm: VMReport) -> str:
 
 def _notes(vm: VMReport) -> list[str]:
     """The VM's concerns, a source ferry left powered off with no server yet, an unfinished
-    cutover, the steps its last apply failed, and syncs of volumes deleted since."""
+    cutover, the steps its last apply failed, its re-placements (its conversion host gone),
+    and syncs of volumes deleted since."""
     left = [source_left_off(vm.source_off_since)] if vm.source_off_since else []
     unfinished = [u] if (u := unfinished_cutover(vm)) else []
     failed = [f"failed in its last apply: {f}" for f in vm.failures]
     gone = [f"sync of a volume deleted since: {e}" for e in earlier(vm)]
-    return left + unfinished + failed + vm.concerns + gone
+    return left + unfinished + failed + vm.concerns + vm.replacements + gone
 
 
 def run_rows(report: Report) -> list[list[str]]:

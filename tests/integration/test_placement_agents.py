@@ -203,7 +203,7 @@ def said_moved(events: list[dict[str, Any]], moved: str) -> None:
 
 def report_per_host(lab: Lab, spec: Path, tmp_path: Path, placed: dict[str, str]) -> None:
     """`ferry report` draws one lane group per host and totals each host: its VM, its copies
-    and its throughput, data moved per second."""
+    and its throughput, data moved per second; the re-placed VM's notes say its move."""
     said = ferry(lab, "report", "--spec", str(spec), "--md", str(tmp_path / "report.md"))
     assert said.returncode == 0, said.stdout + said.stderr
     report = (tmp_path / "report.md").read_text()
@@ -214,6 +214,7 @@ def report_per_host(lab: Lab, spec: Path, tmp_path: Path, placed: dict[str, str]
         row = next(line for line in report.splitlines() if line.startswith(f"| {h} | "))
         assert row.startswith(f"| {h} | 1 | {len(DISKS[vm])} | ") and row.endswith(" MiB/s |"), row
     assert "Holes skipped and zeros written are not data" in report
+    assert f"UTC: re-placed from conversion host {GONE} to {HOSTS[1]}: " in report, report
 
 
 def lab_vm(name: str) -> LabVM:

@@ -139,3 +139,26 @@ def test_a_report_reads_only_its_own_states_apply_logs() -> None:
     kept = of_state([mine, other, older], "postgresql://lab/ferry?schema=a")
     assert kept == [mine, older]
     assert [(t.host, t.vms) for t in collect({}, kept).hosts] == [(H1, 1), (H2, 1)]
+
+
+def test_a_re_placement_is_said_in_the_vm_notes(tmp_path: Path) -> None:
+    """The apply's `replaced` events (issue 14: a VM whose conversion host is gone goes to
+    another, or fails naming each host's reason): the report says each, with its time, in the
+    VM's notes (before: not read, the report showed the new host with no word of the move)."""
+    events = [
+        start("web01", "db01"),
+        ev(3600.0, "replaced", vm="web01", placed=H1, host=H2, reason="2 volume(s) fit"),
+        ev(3601.0, "replaced", vm="db01", placed=H1, host=None, reason=f"{H2}: no agent"),
+        *copy(3602.0, "web01", H2, 1.0, bytes=MiB, read=MiB),
+    ]
+    records = {r.address: r for r in (record("web01", H2), record("db01", H1))}
+    report = collect(records, [events])
+    by = {vm.name: vm for vm in report.vms}
+    moved = f"01:00:00 UTC: re-placed from conversion host {H1} to {H2}: 2 volume(s) fit"
+    assert by["web01"].replacements == [moved]
+    assert by["db01"].replacements == [
+        f"01:00:01 UTC: not re-placed from conversion host {H1}: {H2}: no agent"
+    ]
+    text, _ = markdown(report, tmp_path / "r")
+    assert f"- {moved}" in text
+    assert moved in html(report)
