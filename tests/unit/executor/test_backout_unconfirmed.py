@@ -8,8 +8,6 @@ vSphere calls recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,13 +30,6 @@ PROTECTED = {
     "protected_change_ids": {"vol-0": C},
     "powered_off_at": 1796075717.0,
 }
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "ferry.db")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

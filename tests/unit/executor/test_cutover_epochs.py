@@ -4,9 +4,6 @@ is reverted to only when no sync wrote the volume after it was taken."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from engine.errors import FerryError
@@ -30,13 +27,6 @@ def conversion(tool: str | None, held: str) -> ResourceRecord:
         {"tool": tool, "protection": {"vol-2000": "snap-a"},
          "protected_change_ids": {"vol-2000": held}, "epochs": {"2000": "e1"}},
     )  # fmt: skip
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "ferry.db")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

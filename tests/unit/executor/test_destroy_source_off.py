@@ -5,8 +5,6 @@ stays off. A real SQLite state store; the server delete and the vSphere power-on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,13 +19,6 @@ from tests.unit.executor import fakes
 OFF = {"source_power": "poweredOn", "powered_off": "hard", "powered_off_at": 1796075717.0}
 SERVER = "vm.web01.server"
 CONVERSION = "vm.web01.conversion"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "ferry.db")
-    yield opened
-    opened.close()
 
 
 def destroy(store: SqliteStateStore, server: Status, monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -8,8 +8,6 @@ state store; the vSphere calls faked)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +23,6 @@ from tests.unit.executor import fakes
 ADDRESS = "vm.web01.conversion"
 AFTER = {"power_off": {"policy": "graceful", "timeout": 5, "on_failure": "power_on"}}
 SNAPSHOT = Change("vm.web01.snapshot", "source_snapshot", Action.CREATE, "", None, AFTER)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "ferry.db")
-    yield opened
-    opened.close()
 
 
 def cutover(store: SqliteStateStore, said: list[str]) -> Cutover:
