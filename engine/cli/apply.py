@@ -33,7 +33,8 @@ from engine.cli.plan import (
 )
 from engine.cli.progress import HumanView, JsonView
 from engine.errors import StoppedError, UserError, one_line
-from engine.executor.apply import Applier, Context, handed_since, unsupported
+from engine.executor.applier_base import Context
+from engine.executor.apply import Applier, unsupported
 from engine.executor.events import Events, log_path
 from engine.executor.remote import Remote, broker_from_spec, check_broker, make_app
 from engine.executor.seams import (
@@ -47,6 +48,7 @@ from engine.executor.seams import (
     Sources,
     VddkSources,
 )
+from engine.executor.volume_steps import handed_since
 from engine.executor.walker import Outcome, Walker, WalkResult
 from engine.model.plan import Action, Plan
 from engine.planner import planfile

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import engine.executor.apply as applier  # a cycle: it imports this module (resolved at call time)
 from engine.addresses import Address
 from engine.conversion import v2v
 from engine.dataplane.copy import CopyStats
@@ -22,6 +21,7 @@ from engine.errors import FerryError, StoppedError, VerifyError
 from engine.executor import host
 from engine.executor.cutover_base import content_epoch
 from engine.executor.host import SyncJob, source_of
+from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
 from engine.providers.openstack import compute, images
@@ -79,7 +79,7 @@ class DiskFiles:
         )
         if known.get("converted_file"):  # a delta would keep the conversion's writes
             what = replace(
-                applier.ToCopy("full", None, 0, False),
+                ToCopy("full", None, 0, False),
                 why="the file was converted since its last sync: copied again in full",
             )
         if what.why:

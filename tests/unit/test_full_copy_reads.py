@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from engine.dataplane.nbdkit import FileDiskSource
-from engine.executor import apply as module
-from engine.executor.apply import Applier, ToCopy
+from engine.executor import volume_steps as module
+from engine.executor.apply import Applier
 from engine.executor.host import Callbacks, SyncJob, copy_into
+from engine.executor.volume_steps import ToCopy
 from engine.providers.vsphere.snapshots import DiskInfo
 
 MiB = 1024**2

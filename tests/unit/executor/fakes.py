@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 
 from engine.executor import cutover_base, settle, source_off
-from engine.executor.apply import Applier, Context
+from engine.executor.applier_base import Context
+from engine.executor.apply import Applier
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change, Plan, VMPlan
 from engine.statestore.sqlite import SqliteStateStore

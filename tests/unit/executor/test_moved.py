@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StateError
-from engine.executor.apply import Applier, Context
+from engine.executor.applier_base import Context
+from engine.executor.apply import Applier
 from engine.executor.moved import moved_records
 from engine.model.plan import Action, Change, Plan, VMPlan
 from engine.model.state import ResourceRecord, Status

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.errors import SourceChangedError
-from engine.executor import apply as module
+from engine.executor import source_steps as module
 from engine.executor.apply import Applier
 from engine.executor.seams import LabSources
 from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION

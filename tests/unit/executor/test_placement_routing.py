@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from engine.executor import apply as apply_module
-from engine.executor.apply import Applier, Context
+from engine.executor import replacement as placement
+from engine.executor.applier_base import Context
+from engine.executor.apply import Applier
 from engine.executor.host import Callbacks, SyncJob, SyncResult
 from engine.model.plan import Plan
 from engine.model.state import RECORDED_HOST
@@ -80,7 +81,7 @@ def test_without_a_broker_or_a_known_server_the_first_host_writes(
     assert (
         alone.host_for("web01") == ("conv-a", "id-a") and alone.slot_pool("web01") == "conversion"
     )
-    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 0)
+    monkeypatch.setattr(placement.volumes, "attached_count", lambda _conn, _server: 0)
     unbooted = _applier(tmp_path, Queues(), {"conv-a": "id-a"})  # conv-c not found (yet)
     assert unbooted.host_for("web01") == ("conv-a", "id-a")
 
@@ -93,8 +94,8 @@ def test_a_re_placed_copy_is_detached_from_its_old_hosts_server_only(
     servers = {"conv-old": SimpleNamespace(id="id-old")}
     attached = {"vol-1": ["id-old", "id-other"]}
     detached: list[tuple[str, str]] = []
-    monkeypatch.setattr(apply_module.volumes, "attached_servers", lambda _c, v: attached[v])
-    monkeypatch.setattr(apply_module.volumes, "detach", lambda _c, s, v: detached.append((s, v)))
+    monkeypatch.setattr(placement.volumes, "attached_servers", lambda _c, v: attached[v])
+    monkeypatch.setattr(placement.volumes, "detach", lambda _c, s, v: detached.append((s, v)))
     applier = _applier(tmp_path, Queues(), {"conv-c": "id-c"})
     applier.ctx.conn = SimpleNamespace(
         compute=SimpleNamespace(find_server=lambda name, ignore_missing: servers.get(name))

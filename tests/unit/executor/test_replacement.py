@@ -19,7 +19,7 @@ from rich.console import Console
 
 from engine.cli import apply as apply_cli
 from engine.errors import AgentError, UserError
-from engine.executor import apply as apply_module
+from engine.executor import replacement as placement
 from engine.executor.apply import Applier
 from engine.executor.events import Events
 from engine.executor.remote import agents_of
@@ -119,7 +119,7 @@ def _applier(
 ) -> tuple[Applier, list[dict[str, Any]]]:
     """The placement-three-hosts case (conv-a 9 GiB: web02, app03; conv-b 9 GiB: db01, app02;
     conv-c: web01 8 GiB, db02 5 GiB, app01 4 GiB) with conv-c's server gone."""
-    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 1)
+    monkeypatch.setattr(placement.volumes, "attached_count", lambda _conn, _server: 1)
     applier = routing_applier(tmp_path, Asking(alive), {"conv-a": "id-a", "conv-b": "id-b"})
     seen: list[dict[str, Any]] = []
     applier.ctx.events = Events(None, (seen.append,))
@@ -192,7 +192,7 @@ def test_a_pings_answer_stands_for_answers_kept_seconds(
     """An answer older than ANSWERS_KEPT is asked again: web01 goes to conv-b (conv-a's agent
     silent), then conv-b's agent stops answering and conv-a's answers again: db02 goes to
     conv-a (on the old answer: to conv-b)."""
-    monkeypatch.setattr(apply_module, "ANSWERS_KEPT", 0.0)
+    monkeypatch.setattr(placement, "ANSWERS_KEPT", 0.0)
     applier, _ = _applier(tmp_path, {"conv-b"}, monkeypatch)
     assert applier.host_for("web01")[0] == "conv-b"
     applier.ctx.remote.alive = {"conv-a"}  # type: ignore[union-attr]
@@ -225,7 +225,7 @@ def test_a_gone_first_host_re_places_its_vms_too(
     """conv-a, the spec's first host, is gone: web02 (7 GiB, placed there) goes to conv-c,
     which finishes it earliest ((17 + 7) / 4 slots against (9 + 7) / 2 on conv-b); the old
     rule kept it on the first host, whose server is gone."""
-    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 0)
+    monkeypatch.setattr(placement.volumes, "attached_count", lambda _conn, _server: 0)
     applier = routing_applier(
         tmp_path, Asking({"conv-b", "conv-c"}), {"conv-b": "id-b", "conv-c": "id-c"}
     )
@@ -291,7 +291,7 @@ def test_a_slow_ping_does_not_hold_up_other_vms_steps(
     and disk (on conv-b, up) run while the first ping is unanswered (the old walk asked in its
     scheduling thread, a snapshot step asking would hold the only slot: nothing ran until the
     answer, here 5 s); each re-placed VM's steps run once its host is chosen, on that host."""
-    monkeypatch.setattr(apply_module.volumes, "attached_count", lambda _conn, _server: 1)
+    monkeypatch.setattr(placement.volumes, "attached_count", lambda _conn, _server: 1)
     go = threading.Event()
     ping = SlowPing({"conv-a", "conv-b"}, go)
     applier = routing_applier(tmp_path, ping, {"conv-a": "id-a", "conv-b": "id-b"})

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.executor.apply import Applier, ToCopy
+from engine.executor.apply import Applier
+from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
 from engine.providers.vsphere.snapshots import DiskInfo
 from tests.unit.executor.fakes import one_vm_applier

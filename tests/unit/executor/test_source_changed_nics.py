@@ -12,7 +12,7 @@ import pytest
 from pyVmomi import vim
 
 from engine.errors import SourceChangedError
-from engine.executor import apply as apply_module
+from engine.executor import source_steps
 from engine.executor.apply import Applier
 from engine.executor.source import PlannedNic, nic_differences
 from engine.model.observed import SourceNic
@@ -119,7 +119,7 @@ def test_the_first_port_is_not_made_for_a_changed_source(
         )
 
     made: list[str] = []
-    monkeypatch.setattr(apply_module, "fetch_property", fetch)
+    monkeypatch.setattr(source_steps, "fetch_property", fetch)
     monkeypatch.setattr(a.cutover, "port", lambda change: made.append(change.address))
     with pytest.raises(SourceChangedError, match=f"NIC {MAC2} was added"):
         a.run("vm.web01.port[0]")

@@ -4,7 +4,7 @@ its rate, zeros and holes apart, in binary units."""
 from __future__ import annotations
 
 from engine.dataplane.copy import CopyStats
-from engine.executor.apply import sync_line
+from engine.executor.volume_steps import sync_line
 
 MiB, GiB = 1024**2, 1024**3
 
