@@ -16,7 +16,8 @@ from engine.cli.apply import host_seams
 from engine.cli.plan import load_spec
 from engine.errors import UserError
 from engine.executor import host
-from engine.executor.remote import Agent, broker_from_spec, check_broker, make_app, serve
+from engine.executor.agent import Agent, serve
+from engine.executor.remote import broker_from_spec, check_broker, make_app
 from engine.planner.make import spec_digest
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from engine.errors import AgentError
+from engine.executor import agent as agent_module
 from engine.executor import remote
+from engine.executor.agent import Agent, Journal, _run_key, resume_from, run_task
 from engine.executor.host import SyncJob, SyncResult
-from engine.executor.remote import Agent, Journal, _run_key, resume_from, run_task
 from tests.unit.executor.test_remote import RESULT, FakeTask, QuietReporter, waiter
 
 MiB = 1024**2
@@ -70,8 +71,8 @@ def test_a_redelivered_copy_starts_at_the_dead_agents_checkpoint(
         return reporters[-1]
 
     monkeypatch.setattr(remote.host, "sync", sync)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
-    monkeypatch.setattr(remote, "_Reporter", reporter)
+    monkeypatch.setattr(agent_module, "_sender_gone", lambda _task, _name: "")
+    monkeypatch.setattr(agent_module, "_Reporter", reporter)
     agent = Agent("conv-01", "server-1", "a" * 64, None, tmp_path)  # type: ignore[arg-type]
     job = SyncJob("vol-1", "server-1", SOURCE, start_at=MiB).to_json()
     Journal(tmp_path, _run_key("task-1", job, "a" * 64)).save(24 * MiB)  # the dead agent's
@@ -105,8 +106,8 @@ def test_a_second_copy_into_a_volume_waits_for_the_first_to_stop(
         return SyncResult(**RESULT)
 
     monkeypatch.setattr(remote.host, "sync", sync)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
-    monkeypatch.setattr(remote, "_Reporter", QuietReporter)
+    monkeypatch.setattr(agent_module, "_sender_gone", lambda _task, _name: "")
+    monkeypatch.setattr(agent_module, "_Reporter", QuietReporter)
     agent = Agent("conv-01", "server-1", "a" * 64, host=None)  # type: ignore[arg-type]
 
     class Old(FakeTask):
@@ -143,7 +144,7 @@ class Backend:
         self.sent.append(dict(meta))
 
 
-def reporter_with(backend: Backend) -> remote._Reporter:
+def reporter_with(backend: Backend) -> agent_module._Reporter:
     class App:
         def connection_for_read(self) -> Any:
             return Conn()
@@ -160,7 +161,7 @@ def reporter_with(backend: Backend) -> remote._Reporter:
 
     task = Task()
     task.backend = backend  # type: ignore[attr-defined]
-    return remote._Reporter(task, "a1")
+    return agent_module._Reporter(task, "a1")
 
 
 def test_a_copy_whose_apply_is_gone_stops_and_one_without_broker_goes_on(
@@ -168,15 +169,15 @@ def test_a_copy_whose_apply_is_gone_stops_and_one_without_broker_goes_on(
 ) -> None:
     """Gone (the reply queue was deleted): the sync's cancel is set at the next beat. The broker
     unreachable (restarting): progress is lost, the copy is not stopped nor failed."""
-    monkeypatch.setattr(remote, "BEAT", 0.01)
-    monkeypatch.setattr(remote, "CHECK", 0.01)
+    monkeypatch.setattr(agent_module, "BEAT", 0.01)
+    monkeypatch.setattr(agent_module, "CHECK", 0.01)
     asked: list[str | None] = []
 
     def gone_queue(_conn: Any, reply_to: str | None) -> bool:
         asked.append(reply_to)
         return True
 
-    monkeypatch.setattr(remote, "_queue_missing", gone_queue)
+    monkeypatch.setattr(agent_module, "_queue_missing", gone_queue)
     gone = reporter_with(Backend())
     with gone.beating():
         assert gone.cancel.wait(5), "the copy of a gone apply goes on"
@@ -185,7 +186,7 @@ def test_a_copy_whose_apply_is_gone_stops_and_one_without_broker_goes_on(
     def unreachable(_conn: Any, _reply_to: str | None) -> bool:
         raise ConnectionRefusedError("[Errno 111] Connection refused")
 
-    monkeypatch.setattr(remote, "_queue_missing", unreachable)
+    monkeypatch.setattr(agent_module, "_queue_missing", unreachable)
     lost = reporter_with(Backend(fail=True))
     with lost.beating():
         lost.progress(1, 2)

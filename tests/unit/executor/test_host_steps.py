@@ -13,16 +13,11 @@ from typing import Any
 
 import pytest
 
+from engine.executor import agent as agent_module
 from engine.executor import remote
+from engine.executor.agent import Agent, run_task
 from engine.executor.host import ConvertJob, ConvertResult, SyncJob, SyncResult, compare_job
-from engine.executor.remote import (
-    COMPARE_TASK,
-    CONVERT_TASK,
-    Agent,
-    OnHost,
-    _error,
-    run_task,
-)
+from engine.executor.remote import COMPARE_TASK, CONVERT_TASK, OnHost, _error
 from engine.model.state import VERIFIED_WHOLE
 from tests.unit.executor.test_remote import FakeTask
 
@@ -114,8 +109,8 @@ def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
         remote.host, "compare", lambda job, _h, _c: ran.append(("compare", "")) or RESULT
     )
     monkeypatch.setattr(remote.host, "convert", convert)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
-    monkeypatch.setattr(remote, "_Reporter", QuietReporter)
+    monkeypatch.setattr(agent_module, "_sender_gone", lambda _task, _name: "")
+    monkeypatch.setattr(agent_module, "_Reporter", QuietReporter)
     agent = Agent("conv-b", "id-b", "a" * 64, host=None, checkpoints=tmp_path)  # type: ignore[arg-type]
 
     class Task(FakeTask):

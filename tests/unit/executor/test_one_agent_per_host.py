@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.errors import AgentError
-from engine.executor.remote import Agent, serve
+from engine.executor.agent import Agent, serve
 
 
 class PingControl:

@@ -22,18 +22,11 @@ from celery.worker import state as worker_state
 
 from engine.cli.app import _run
 from engine.errors import AgentError, DataplaneError, StoppedError, UserError, VerifyError
+from engine.executor import agent as agent_module
 from engine.executor import remote
+from engine.executor.agent import Agent, run_task
 from engine.executor.host import Callbacks, SyncJob, SyncResult
-from engine.executor.remote import (
-    Agent,
-    Broker,
-    _error,
-    _Waiter,
-    broker_from_spec,
-    make_app,
-    queue_name,
-    run_task,
-)
+from engine.executor.remote import Broker, _error, _Waiter, broker_from_spec, make_app, queue_name
 from engine.spec.validate import validate_file
 from tests.unit.spec.test_validate import VALID, errors
 
@@ -179,8 +172,8 @@ def test_a_delivery_of_a_task_the_agent_runs_waits_for_that_copy(
         return SyncResult(**RESULT)
 
     monkeypatch.setattr(remote.host, "sync", sync)
-    monkeypatch.setattr(remote, "_sender_gone", lambda _task, _name: "")
-    monkeypatch.setattr(remote, "_Reporter", QuietReporter)
+    monkeypatch.setattr(agent_module, "_sender_gone", lambda _task, _name: "")
+    monkeypatch.setattr(agent_module, "_Reporter", QuietReporter)
 
     class Task(FakeTask):
         class request(FakeTask.request):  # noqa: N801 - Celery's attribute name
@@ -315,8 +308,8 @@ def test_a_revoked_task_cancels_the_agents_sync(monkeypatch: pytest.MonkeyPatch)
     class Task(FakeTask):
         backend = Backend()
 
-    monkeypatch.setattr(remote, "BEAT", 0.01)
-    reporter = remote._Reporter(Task(), "a1")
+    monkeypatch.setattr(agent_module, "BEAT", 0.01)
+    reporter = agent_module._Reporter(Task(), "a1")
     with reporter.beating():
         reporter.progress(1, 2)
         worker_state.revoked.add("task-1")
@@ -366,13 +359,13 @@ def test_a_stopping_agent_ends_once_its_copies_ended(monkeypatch: pytest.MonkeyP
     """Celery's warm shutdown can block on the broker's socket after channels were closed for
     the consumer_timeout: once no copy runs (and not before), the agent ends after the grace."""
     exited = threading.Event()
-    monkeypatch.setattr(remote, "SHUTDOWN_GRACE", 0.0)
-    monkeypatch.setattr(remote.os, "_exit", lambda _code: exited.set())
-    runs = remote._Runs()
-    monkeypatch.setattr(remote, "_RUNS", runs)
+    monkeypatch.setattr(agent_module, "SHUTDOWN_GRACE", 0.0)
+    monkeypatch.setattr(agent_module.os, "_exit", lambda _code: exited.set())
+    runs = agent_module._Runs()
+    monkeypatch.setattr(agent_module, "_RUNS", runs)
     owner, _ = runs.claim("copy")
     assert owner
-    remote._exit_once_idle()
+    agent_module._exit_once_idle()
     assert not exited.wait(1.0), "ended while a copy ran"
     runs.finish("copy")
     assert exited.wait(5.0), "did not end once the copy ended"

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 
 from engine.errors import AgentError, StoppedError
+from engine.executor import agent as agent_module
 from engine.executor import host as host_module
 from engine.executor import remote
+from engine.executor.agent import Agent, run_task
 from engine.executor.host import Callbacks, ConvertJob, ConvertResult
 from engine.executor.remote import (
     COMPARE_TASK,
     CONVERT_TASK,
     TASK,
-    Agent,
     _Waiter,
     lost_broker,
-    run_task,
     waiting_line,
 )
 from tests.unit.executor.test_host_steps import QuietReporter
@@ -80,22 +80,22 @@ def test_an_agent_refuses_and_logs_each_step_by_its_name(
     says which step ended ("ferry.convert done" before)."""
     agent = Agent("conv-b", "id-b", "a" * 64, host=None, checkpoints=tmp_path)  # type: ignore[arg-type]
     job = ConvertJob("id-b", ["vol-1"], "web01", {"disks": []}, "web01").to_json()
-    monkeypatch.setattr(remote, "_reply_queue_gone", lambda _app, _reply: False)
+    monkeypatch.setattr(agent_module, "_reply_queue_gone", lambda _app, _reply: False)
     other_spec = run_task(_task("w-1"), agent, job, "b" * 64, step=CONVERT_TASK)
     assert other_spec["error"]["message"].startswith("agent conv-b refused the conversion: ")
     elsewhere = {**job, "host_id": "id-c"}
     other_server = run_task(_task("w-2"), agent, elsewhere, "a" * 64, step=COMPARE_TASK)
     assert "refused a compare for server id-c" in other_server["error"]["message"]
-    monkeypatch.setattr(remote, "_reply_queue_gone", lambda _app, _reply: True)
+    monkeypatch.setattr(agent_module, "_reply_queue_gone", lambda _app, _reply: True)
     gone = run_task(_task("w-3"), agent, job, "a" * 64, step=CONVERT_TASK)
     assert gone["error"]["message"] == (
         "the apply that sent this conversion no longer waits for it: not run"
     )
     assert remote.STEPS == {TASK: "copy", COMPARE_TASK: "compare", CONVERT_TASK: "conversion"}
 
-    monkeypatch.setattr(remote, "_reply_queue_gone", lambda _app, _reply: False)
-    monkeypatch.setattr(remote, "_Reporter", QuietReporter)
+    monkeypatch.setattr(agent_module, "_reply_queue_gone", lambda _app, _reply: False)
+    monkeypatch.setattr(agent_module, "_Reporter", QuietReporter)
     monkeypatch.setattr(host_module, "convert", lambda *_a: ConvertResult(1.0, "x.log"))
-    with caplog.at_level(logging.INFO, logger=remote.__name__):
+    with caplog.at_level(logging.INFO, logger=agent_module.__name__):
         assert "result" in run_task(_task("w-4"), agent, job, "a" * 64, step=CONVERT_TASK)
     assert any(r.getMessage().endswith(": conversion done") for r in caplog.records), caplog.text

@@ -1,0 +1,538 @@
+"""A conversion host's `ferry agent`: the Celery worker consuming the host's own queue, running
+the host-bound steps (executor.host) the coordinator's tasks ask for, with its checkpoint
+journal, one writer per volume, progress beats, and the checks that the apply which sent a task
+still waits for it. The protocol and the coordinator's side are executor.remote's."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from amqp import exceptions as amqp_exceptions
+from celery import Celery, signals
+from celery.worker import state as worker_state
+
+from engine.errors import AgentError, FerryError, StoppedError
+from engine.executor import host
+from engine.executor.host import Callbacks, ConvertJob, SyncJob
+from engine.executor.remote import (
+    COMPARE_TASK,
+    CONVERT_TASK,
+    NODE_PREFIX,
+    STEPS,
+    TASK,
+    brief,
+    queue_name,
+)
+from engine.units import human
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT = 1.0  # seconds an agent starting waits for another of its host to answer
+BEAT = 5.0  # seconds between an agent's progress messages when the copy reports none
+CHECK = 1.0  # seconds between an agent's checks that a copy's apply still waits for it
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One conversion host's agent: its name (the Nova server's, as the spec lists it), the
+    server's ID, the digest of the spec it was started with, the host's seams, the
+    directory of its checkpoint journal (None: none kept, a redelivered copy starts over) and
+    the directory its conversions' logs go to (None: the journal's `logs`, else a temporary
+    one)."""
+
+    name: str
+    host_id: str
+    spec_digest: str
+    host: host.Host
+    checkpoints: Path | None = None
+    log_dir: Path | None = None
+
+    def logs(self) -> Path:
+        """Where the conversions' output goes: <log_dir>, else <checkpoints>/logs."""
+        if self.log_dir is not None:
+            return self.log_dir
+        if self.checkpoints is not None:
+            return self.checkpoints / "logs"
+        return Path(tempfile.gettempdir()) / f"ferry-agent-{self.name}"
+
+
+def register(app: Celery, agent: Agent) -> None:
+    """Register the host-bound tasks (`ferry.sync`, `ferry.compare`, `ferry.convert`) on
+    `app`, running on `agent`'s host."""
+    for name in (TASK, COMPARE_TASK, CONVERT_TASK):
+        _register(app, agent, name)
+
+
+def _register(app: Celery, agent: Agent, name: str) -> None:
+    @app.task(name=name, bind=True)  # type: ignore[untyped-decorator]
+    def ferry_step(task: Any, job: dict[str, Any], digest: str) -> dict[str, Any]:
+        return run_task(task, agent, job, digest, step=name)
+
+
+def run_task(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, step: str = TASK
+) -> dict[str, Any]:
+    """One task (`step`: TASK, COMPARE_TASK or CONVERT_TASK): refused on a spec digest or
+    server that is not the agent's, else the step run with progress reported; every failure is
+    returned as {"error": {type, message}}.
+
+    A delivery of a task this agent is running (or ran lately) gets that run's outcome instead
+    of a second writer on the same volume: RabbitMQ requeues a late-acknowledged message when
+    it closes the channel for its consumer_timeout (default 30 min, shorter than a large disk's
+    copy) and delivers it again once the worker reconnects, while the first copy still runs."""
+    task_id = str(task.request.id)
+    key = _run_key(task_id, job, digest)
+    owner, run = _RUNS.claim(key)
+    if not owner:
+        log.warning(
+            "task %s was delivered again while this agent runs its %s (the broker took back "
+            "the unacknowledged delivery: its consumer_timeout is shorter than the %s): "
+            "waiting for that %s instead of starting a second one",
+            task_id,
+            STEPS[step],
+            STEPS[step],
+            STEPS[step],
+        )
+        run.done.wait()
+        return run.outcome
+    try:
+        if step == TASK:
+            run.outcome = _run_task(task, agent, job, digest)
+        else:
+            run.outcome = _run_step(task, agent, job, digest, step)
+    finally:
+        _RUNS.finish(key)
+    return run.outcome
+
+
+def _run_key(task_id: str, job: dict[str, Any], digest: str) -> str:
+    """A delivery's identity: its task ID and its arguments (a redelivery carries the same)."""
+    args = json.dumps([job, digest], sort_keys=True).encode()
+    return f"{task_id}:{hashlib.sha256(args).hexdigest()}"
+
+
+def _run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
+    task_id = str(task.request.id)
+    journal = Journal(agent.checkpoints, _run_key(task_id, job, digest))
+    try:
+        return _run_job(task, agent, job, digest, journal)
+    finally:
+        journal.drop()  # the outcome goes back to the apply; only a dead agent leaves one
+
+
+def _run_job(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, journal: Journal
+) -> dict[str, Any]:
+    refusal = _refusal(agent, job, digest, TASK) or _sender_gone(task, TASK)
+    if refusal:
+        log.warning("refused task %s: %s", task.request.id, refusal)
+        return {"error": {"type": "AgentError", "message": refusal}}
+    task_id = str(task.request.id)
+    reporter = _Reporter(task, agent.name, journal)
+    try:
+        sync_job = resume_from(SyncJob.from_json(job), journal.mark())
+        if sync_job.start_at != job.get("start_at", 0):
+            reporter.meta["resumed_at"] = sync_job.start_at
+        with _VOLUMES.writer(sync_job.volume_id, task_id), reporter.beating():
+            log.info(
+                "task %s: copy into volume %s from byte %d (job start %d)",
+                task_id, sync_job.volume_id, sync_job.start_at, job.get("start_at", 0),
+            )  # fmt: skip
+            result = host.sync(sync_job, agent.host, reporter.callbacks())
+    except FerryError as exc:
+        log.info("task %s: ended: %s", task_id, brief(exc))
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, StoppedError) and exc.moved:
+            error["moved"] = exc.moved  # what the apply reports as read and written
+        return {"error": error}
+    except Exception as exc:
+        log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
+        return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
+    log.info("task %s: copy into volume %s done", task_id, sync_job.volume_id)
+    return {"result": result.to_json()}
+
+
+def _run_step(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, step: str
+) -> dict[str, Any]:
+    """A compare or a conversion: no checkpoint to resume from; one writer per volume still
+    (a conversion holds every volume it converts)."""
+    refusal = _refusal(agent, job, digest, step) or _sender_gone(task, step)
+    if refusal:
+        log.warning("refused task %s: %s", task.request.id, refusal)
+        return {"error": {"type": "AgentError", "message": refusal}}
+    task_id = str(task.request.id)
+    reporter = _Reporter(task, agent.name)
+    try:
+        with contextlib.ExitStack() as held:
+            if step == COMPARE_TASK:
+                compare = SyncJob.from_json(job)
+                held.enter_context(_VOLUMES.writer(compare.volume_id, task_id))
+                held.enter_context(reporter.beating())
+                log.info("task %s: compare volume %s", task_id, compare.volume_id)
+                outcome = host.compare(compare, agent.host, reporter.cancel).to_json()
+            else:
+                convert = ConvertJob.from_json(job)
+                for volume_id in sorted(convert.volume_ids):
+                    held.enter_context(_VOLUMES.writer(volume_id, task_id))
+                held.enter_context(reporter.beating())
+                log.info(
+                    "task %s: convert %s on volumes %s",
+                    task_id, convert.name, ", ".join(convert.volume_ids),
+                )  # fmt: skip
+                outcome = host.convert(
+                    convert, agent.host, agent.logs(), reporter.cancel, reporter.note
+                ).to_json()
+    except FerryError as exc:
+        log.info("task %s: ended: %s", task_id, brief(exc))
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    except Exception as exc:
+        log.error("task %s failed:\n%s", task.request.id, traceback.format_exc())
+        return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
+    log.info("task %s: %s done", task_id, STEPS[step])
+    return {"result": outcome}
+
+
+def resume_from(job: SyncJob, mark: int | None) -> SyncJob:
+    """`job` resumed at `mark` (bytes; everything below it is on the volume), the last
+    checkpoint an earlier delivery of the same task gave: it starts there, without its rewrite
+    areas (a checkpoint comes only after them). `job` itself when `mark` is None or not beyond
+    its start. Raises AgentError for a mark beyond the disk's capacity (a foreign journal)."""
+    if mark is None or mark <= job.start_at:
+        return job
+    if mark > int(job.source["capacity"]):
+        capacity = human(int(job.source["capacity"]))
+        raise AgentError(f"checkpoint {human(mark)} is beyond the disk's capacity {capacity}")
+    return replace(job, start_at=mark, rewrite=[])
+
+
+class Journal:
+    """One task's last checkpoint on the agent's disk: `<dir>/<key digest>.json`, {"key",
+    "checkpoint" (bytes)}, replaced atomically at each checkpoint. With `directory` None it
+    keeps nothing."""
+
+    def __init__(self, directory: Path | None, key: str) -> None:
+        self.key = key
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        self.path = None if directory is None else directory / f"{name}.json"
+
+    def mark(self) -> int | None:
+        """The checkpoint saved for this key, or None (none, unreadable or another key's)."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        mark = data.get("checkpoint") if isinstance(data, dict) else None
+        if data.get("key") != self.key or not isinstance(mark, int) or mark < 0:
+            return None
+        return mark
+
+    def save(self, mark: int) -> None:
+        """Record `mark`; raises OSError when the directory cannot be written."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_suffix(".part")
+        part.write_text(json.dumps({"key": self.key, "checkpoint": mark}))
+        os.replace(part, self.path)
+
+    def drop(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+class _Volumes:
+    """One writer per volume in this agent: a copy into a volume another task still writes
+    (an apply that took over from a killed one, before the old copy stopped) waits for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.locks: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def writer(self, volume_id: str, task_id: str) -> Any:
+        with self.lock:
+            lock = self.locks.setdefault(volume_id, threading.Lock())
+        if not lock.acquire(blocking=False):
+            log.warning(
+                "task %s waits for the task that still writes volume %s to stop",
+                task_id, volume_id,
+            )  # fmt: skip
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+_VOLUMES = _Volumes()
+
+
+@dataclass
+class _Run:
+    """One task's run in this agent: set `done` when `outcome` is final."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+
+class _Runs:
+    """The tasks this agent process runs, and the last KEEP it finished (a redelivery can arrive
+    just after its copy ended, before the ack that failed on the closed channel is noticed)."""
+
+    KEEP = 256
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: dict[str, _Run] = {}
+
+    def claim(self, key: str) -> tuple[bool, _Run]:
+        """(True, a new run) for a delivery not seen; (False, its run) for one running or
+        finished."""
+        with self.lock:
+            run = self.runs.get(key)
+            if run is not None:
+                return False, run
+            run = self.runs[key] = _Run()
+            return True, run
+
+    def busy(self) -> bool:
+        """Whether a copy runs."""
+        with self.lock:
+            return any(not run.done.is_set() for run in self.runs.values())
+
+    def finish(self, key: str) -> None:
+        with self.lock:
+            self.runs[key].done.set()
+            finished = [k for k, r in self.runs.items() if r.done.is_set()]
+            for old in finished[: max(0, len(finished) - self.KEEP)]:
+                del self.runs[old]
+
+
+_RUNS = _Runs()
+SHUTDOWN_GRACE = 10.0  # seconds a stopping agent's worker gets to end once no copy runs
+
+
+def _exit_once_idle(**_: Any) -> None:
+    """On the worker's warm shutdown: once no copy runs, give Celery SHUTDOWN_GRACE seconds to
+    end, then end the process. After RabbitMQ closed channels for their consumer_timeout,
+    Celery's shutdown can block for good reading the broker's socket (seen in the lab: SIGTERM
+    waited > 60 s); nothing is lost by ending then, every copy having ended."""
+
+    def watch() -> None:
+        while _RUNS.busy():
+            time.sleep(0.5)
+        time.sleep(SHUTDOWN_GRACE)
+        log.warning("the worker did not end %.0f s after its last task: exiting", SHUTDOWN_GRACE)
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="ferry-exit-once-idle", daemon=True).start()
+
+
+def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
+    """Why `agent` refuses `task`'s job ("": it runs it), naming the step (STEPS)."""
+    step = STEPS[task]
+    if digest != agent.spec_digest:
+        return (
+            f"agent {agent.name} refused the {step}: the coordinator's spec (digest {digest[:12]}) "
+            f"differs from the agent's ({agent.spec_digest[:12]}): start both with the same spec"
+        )
+    if job.get("host_id") != agent.host_id:
+        return (
+            f"agent {agent.name} (server {agent.host_id}) refused a {step} for server "
+            f"{job.get('host_id')}"
+        )
+    return ""
+
+
+def _sender_gone(task: Any, name: str) -> str:
+    """A reason not to run a task (`name`: TASK, COMPARE_TASK, CONVERT_TASK) whose apply no
+    longer waits for it (its reply queue, which lives as long as that apply's wait, is gone):
+    a redelivery after the apply ended or gave up must not write into a volume a later apply
+    may own. "" when it still waits."""
+    if _reply_queue_gone(task.app, task.request.reply_to):
+        return f"the apply that sent this {STEPS[name]} no longer waits for it: not run"
+    return ""
+
+
+def _reply_queue_gone(app: Celery, reply_to: str | None) -> bool:
+    """Whether the reply queue `reply_to` (a task's apply's: RabbitMQ deletes it with the
+    apply's connection) no longer exists; False without one. Raises the broker's errors."""
+    if not reply_to:
+        return False
+    with app.connection_for_read() as conn:
+        return _queue_missing(conn, reply_to)
+
+
+def _queue_missing(conn: Any, queue: str | None) -> bool:
+    """Whether `queue` does not exist, asked on `conn` (a kombu Connection); False for no
+    queue. Raises the broker's errors (the channel is closed by the broker when it is
+    missing: ask again on a new one)."""
+    if not queue:
+        return False
+    try:
+        conn.default_channel.queue_declare(queue=queue, passive=True)
+    except amqp_exceptions.NotFound:
+        return True
+    return False
+
+
+class _Reporter:
+    """A task's PROGRESS states, sent from whichever thread reports (the request is taken once:
+    Celery keeps it per thread) and at least every BEAT seconds; a revoke of the task sets the
+    sync's cancel event (it stops at its next checkpoint)."""
+
+    def __init__(self, task: Any, agent: str, journal: Journal | None = None) -> None:
+        self.conn: Any = None  # kombu Connection, for the apply's reply queue checks
+        self.task = task
+        self.journal = journal
+        self.request = task.request
+        self.task_id = str(task.request.id)
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        self.meta: dict[str, Any] = {
+            "agent": agent,
+            "redelivered": redelivered,
+            "started": True,
+            "done": None,
+            "total": None,
+            "checkpoint": None,
+            "rewritten": False,
+            "note": None,
+        }
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(self.checkpoint, self.rewritten, self.progress, self.cancel)
+
+    def checkpoint(self, mark: int) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.save(mark)
+            except OSError as exc:  # a journal is an optimisation: the copy goes on
+                log.warning("task %s: checkpoint journal not written: %s", self.task_id, exc)
+        self._send(checkpoint=mark)
+
+    def rewritten(self) -> None:
+        self._send(rewritten=True)
+
+    def note(self, line: str) -> None:
+        """A line for the VM's log on the coordinator (e.g. the conversion's start)."""
+        self._send(note=line)
+
+    def progress(self, done: int, total: int) -> None:
+        self._send(done=done, total=total)
+
+    def _send(self, **changes: Any) -> None:
+        """Send the task's state; a broker that cannot take it (restarting) loses this one
+        (the copy goes on: the beat decides whether its apply still waits)."""
+        with self.lock:
+            self.meta.update(changes)
+            try:
+                self.task.backend.store_result(
+                    self.task_id, dict(self.meta), "PROGRESS", request=self.request
+                )
+            except Exception as exc:  # kombu/amqp/socket errors: the broker's, not the copy's
+                log.warning("task %s: progress not sent: %s", self.task_id, brief(exc))
+                return
+            self.meta["started"] = False
+
+    @contextlib.contextmanager
+    def beating(self) -> Any:
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(done,), daemon=True)
+        self._send()
+        beat.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beat.join()
+            self._close()
+
+    def _beat(self, done: threading.Event) -> None:
+        """Every CHECK seconds: a revoke or a gone apply cancels the copy; every BEAT seconds
+        the state is sent again."""
+        sent = time.monotonic()
+        while not done.wait(min(CHECK, BEAT)):
+            if self.task_id in worker_state.revoked:
+                self.cancel.set()
+            if not self.cancel.is_set() and self._apply_gone():
+                self.cancel.set()
+            if time.monotonic() - sent >= BEAT:
+                sent = time.monotonic()
+                self._send()
+
+    def _apply_gone(self) -> bool:
+        """Whether the apply that sent this task is gone (its reply queue deleted: the
+        coordinator was killed, lost the broker or gave up); the broker unreachable is not.
+        Asked on one connection kept for the task; the request is the one taken at the start
+        (Celery's is per thread, and this runs in the beat's)."""
+        if not self.request.reply_to:
+            return False
+        try:
+            if self.conn is None:
+                self.conn = self.task.app.connection_for_read()
+            gone = _queue_missing(self.conn, self.request.reply_to)
+        except Exception as exc:  # the broker restarting: ask again at the next check
+            log.warning("task %s: cannot ask the broker: %s", self.task_id, brief(exc))
+            self._close()
+            return False
+        if gone:
+            log.warning(
+                "task %s: the apply that sent it is gone (its reply queue was deleted): "
+                "stopping at the next checkpoint",
+                self.task_id,
+            )
+        return gone
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.release()
+            self.conn = None
+
+
+def serve(app: Celery, agent: Agent, concurrency: int) -> int:
+    """Run the agent: a Celery worker consuming only queue ferry.host.<NAME>, `concurrency`
+    syncs at once (threads: the worker keeps its broker heartbeats and revokes while copies
+    run). Returns the worker's exit code when it is stopped (SIGTERM/SIGINT: warm shutdown,
+    running copies finish first; a second signal ends at once, their tasks are redelivered).
+    Raises AgentError, before consuming anything, when this host's agent already runs on this
+    machine (its worker answers a ping): Celery's worker would fail on its control queue, which
+    RabbitMQ gives one connection only (RESOURCE_LOCKED), with a traceback."""
+    node = f"{NODE_PREFIX}{agent.name}@{socket.gethostname()}"
+    if app.control.ping(destination=[node], timeout=PING_TIMEOUT):
+        raise AgentError(
+            f"an agent for conversion host {agent.name} already runs on this machine (worker "
+            f"{node} answered on the broker): one agent per host; stop it first"
+        )
+    register(app, agent)
+    signals.worker_shutting_down.connect(_exit_once_idle, weak=False)
+    worker = app.Worker(
+        hostname=node,
+        queues=[queue_name(agent.name)],
+        pool="threads",
+        concurrency=concurrency,
+        loglevel="INFO",
+        without_gossip=True,
+        without_heartbeat=True,
+        quiet=True,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)
