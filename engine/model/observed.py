@@ -98,6 +98,7 @@ class SourceVM:
     nics: tuple[SourceNic, ...]
     snapshots: tuple[SourceSnapshot, ...]
     secure_boot: bool | None = None  # config.bootOptions.efiSecureBootEnabled; None: not reported
+    guest_state: str | None = None  # guest.guestState (running, shuttingDown, ...); None: not read
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

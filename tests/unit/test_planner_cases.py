@@ -110,6 +110,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
         nics=nics,
         snapshots=snaps,
         secure_boot=v.get("secure_boot"),
+        guest_state=v.get("guest"),
     )
 
 

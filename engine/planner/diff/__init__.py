@@ -274,7 +274,7 @@ def diff(
             + stuck
             + over_budget(vm, estimate)
             + full_in_window(vm, vm_list)
-            + left_off_concerns(records, vm.source.power_state)
+            + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
             + running_after_cutover(
                 vm,
                 records,
