@@ -12,6 +12,7 @@ import pytest
 from engine.model.desired import ConcernLevel
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.cutover import left_off_concerns, shutting_down_since
+from engine.planner.diff.departed import destroy_concerns
 
 KILLED = {"powered_off_at": 40.0}  # an apply killed in the graceful wait: the ask unrecorded
 TIMED_OUT = {"powered_off_at": 40.0, "shutdown_asked_at": 41.0}  # a wait that timed out
@@ -49,3 +50,20 @@ def test_the_plan_says_a_source_going_off_at_ferrys_request_is_not_running() -> 
     assert runs.code == "source-on-unrecorded"
     (off,) = left_off_concerns(records, "poweredOff", "notRunning")
     assert off.code == "source-off"
+
+
+def test_a_destroy_says_it_waits_for_a_source_going_off_at_ferrys_request() -> None:
+    """Break-it 12f F1 C's plan: 'source powered off by ferry at …' while the guest was still
+    shuttingDown; the destroy's power-on waits for it (engine.executor.settle)."""
+    records = {
+        "vm.web01.conversion": ResourceRecord(
+            "vm.web01.conversion", "conversion", Status.IN_PROGRESS, KILLED
+        )
+    }
+    (going,) = destroy_concerns("web01", records, "poweredOn", "shuttingDown")
+    assert going.message == (
+        "source shutting down at ferry's request since 1970-01-01 00:00:40 UTC (guest "
+        "shuttingDown), no server yet: the destroy waits for it to go off, then powers it back on"
+    )
+    (off,) = destroy_concerns("web01", records, "poweredOff", "notRunning")
+    assert off.message.endswith("no server yet: the destroy powers the source back on")

@@ -194,6 +194,13 @@ def source_left_off(since: float) -> str:
     return f"source powered off by ferry at {at}, no server yet"
 
 
+def source_going_off(since: float, guest: str | None) -> str:
+    """A source still going off from the graceful shutdown ferry asked for at `since` (epoch
+    seconds; see `shutting_down_since`), `guest` as VMware Tools report it, no server yet."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return f"source shutting down at ferry's request since {at} (guest {guest}), no server yet"
+
+
 def left_off_since(records: Mapping[str, ResourceRecord]) -> float | None:
     """When ferry powered off the source of a VM's records (epoch seconds: its conversion
     record's `powered_off_at`) for a cutover with no server record yet; None otherwise."""
@@ -242,15 +249,13 @@ def left_off_concerns(
     conversion = next(r for r in records.values() if r.kind == "conversion")
     going = shutting_down_since(conversion.attributes, power, guest)
     if going:
-        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(going))
         return (
             Concern(
                 ConcernLevel.WARNING,
                 "source-shutting-down",
-                f"source shutting down at ferry's request since {at} (guest {guest}), no "
-                "server yet: a graceful shutdown cannot be cancelled; a cutover waits for it "
-                "to go off without asking again (the downtime runs from then), anything else "
-                "powers it back on once it is off",
+                f"{source_going_off(going, guest)}: a graceful shutdown cannot be cancelled; a "
+                "cutover waits for it to go off without asking again (the downtime runs from "
+                "then), anything else powers it back on once it is off",
             ),
         )
     if power == "poweredOn":
