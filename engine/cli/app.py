@@ -1,149 +1,72 @@
-"""The `ferry` command: every FerryError becomes `error: <message>` and exit code 1."""
+"""The `ferry` command's entry (the console script's `main`): the signals that end a command are
+handled from its first moment (engine.cli.interrupt), then the commands are imported
+(engine.cli.commands: typer, openstacksdk, pyVmomi, which take seconds; a Ctrl-C there printed
+a traceback, and a SIGTERM killed `ferry plan` by the default disposition).
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import sys
-from typing import Annotated
+from typing import Any
 
-import typer
-from keystoneauth1 import exceptions as ksa_exc
-from typer import Abort
-from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from engine.cli.interrupt import STOPPED, Interrupt, ending_on, say_interrupted
 
-from engine import __version__
-from engine.cli.agent import agent
-from engine.cli.apply import apply
-from engine.cli.discover import discover
-from engine.cli.graph import graph
-from engine.cli.lab import app as lab_app
-from engine.cli.plan import plan
-from engine.cli.report import report
-from engine.cli.show import show
-from engine.cli.spec import validate
-from engine.cli.state import app as state_app
-from engine.errors import FerryError, InvalidSpecError, one_line
-from engine.providers.openstack.retry import unreachable
-
-app = typer.Typer(
-    name="ferry",
-    help="Declarative plan-and-apply migration of VMware vSphere VMs to OpenStack.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(lab_app, name="lab")
-app.add_typer(state_app, name="state")
-app.command()(validate)
-app.command()(discover)
-app.command()(plan)
-app.command()(apply)
-app.command()(show)
-app.command()(graph)
-app.command()(report)
-app.command()(agent)
-
-
-@app.command()
-def version() -> None:
-    """Print ferry's version."""
-    typer.echo(__version__)
-
-
-def _print_version(given: bool) -> None:
-    if given:
-        typer.echo(__version__)
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    _version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            help="Print ferry's version and exit.",
-            callback=_print_version,
-            is_eager=True,
-        ),
-    ] = False,
-) -> None:
-    """Declarative plan-and-apply migration of VMware vSphere VMs to OpenStack."""
+# the commands that change nothing before their walk: SIGTERM and SIGHUP end them as Ctrl-C
+# does (a destroy is `plan --destroy`, then apply); every other keeps their default
+ENDED_AS_CTRL_C = ("plan", "apply")
 
 
 def main() -> None:
     """Run the command; every error ends as one line on stderr and an exit code: 1 for a
     FerryError (`error: <message>`; an invalid spec prints one `file:line:col: error: ...` line
-    per problem), 2 for a command-line usage error, 130 for Ctrl-C outside an apply."""
+    per problem), 2 for a command-line usage error, 130 for Ctrl-C outside an apply's walk (and
+    for SIGTERM and SIGHUP in plan and apply, from their start to their exit)."""
     # Warnings of ferry and its libraries (retries, re-logins) go to stderr, one line each.
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     # keystoneauth's "Failed to discover available identity versions ... Attempting to parse
     # version from URL" precedes every log-in failure (and many successes): noise to a user
     logging.getLogger("keystoneauth.identity").setLevel(logging.ERROR)
-    sys.exit(_run())
+    ending = _ended_as_ctrl_c(sys.argv[1:])
+    code = _run(ending)
+    if ending:  # the command has ended: a signal now would only cut its exit short (-15)
+        for signum in (signal.SIGINT, *ending):
+            signal.signal(signum, signal.SIG_IGN)
+    sys.exit(code)
 
 
-INTERRUPTED = "error: interrupted (Ctrl-C): nothing was changed"
+def _ended_as_ctrl_c(args: list[str]) -> tuple[int, ...]:
+    """SIGTERM and SIGHUP for a command of ENDED_AS_CTRL_C (its name is the first argument:
+    ferry's own options end the command line), else none. The commands install them too
+    (engine.cli.interrupt.ending_on); this covers the seconds before they are imported."""
+    return (signal.SIGTERM, signal.SIGHUP) if args[:1] and args[0] in ENDED_AS_CTRL_C else ()
 
 
-class _Interrupt:
-    """Ctrl-C outside an apply's steps (which stop at a checkpoint by their own handler): the
-    command unwinds, and a second Ctrl-C while it does is ignored (it would cut the unwinding
-    short with a traceback)."""
+def _run(ending: tuple[int, ...] = ()) -> int:
+    """The command, Ctrl-C (and the `ending` signals) ending it outside an apply's steps (which
+    stop at a checkpoint by their own handler): it unwinds, says so in one line, exit 130; a
+    second signal while it does is ignored (it would cut the unwinding short with a
+    traceback)."""
+    Interrupt.seen = ""
+    with ending_on(signal.SIGINT, *ending):
+        try:
+            from engine.cli import commands  # noqa: PLC0415 (seconds: after the handlers)
 
-    seen = False
-
-    @classmethod
-    def handle(cls, signum: int, frame: object) -> None:
-        cls.seen = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-
-def _run() -> int:
-    _Interrupt.seen = False
-    previous = signal.signal(signal.SIGINT, _Interrupt.handle)
-    try:
-        code = _command()
-    except KeyboardInterrupt:
-        code = 130
-        _Interrupt.seen = True
-    finally:
-        if not _Interrupt.seen:  # else keep ignoring: a second Ctrl-C while exiting kills it
-            signal.signal(signal.SIGINT, previous)
-    if _Interrupt.seen and code == 130:
-        typer.echo(INTERRUPTED, err=True)
+            code = commands.run()
+        except KeyboardInterrupt:
+            code = STOPPED
+            Interrupt.seen = Interrupt.seen or "Ctrl-C"
+    if Interrupt.seen and code == STOPPED:
+        say_interrupted(Interrupt.seen)
     return code
 
 
-def _command() -> int:
-    try:
-        code = app(standalone_mode=False, prog_name="ferry")
-    except NoArgsIsHelpError as exc:
-        exc.show()  # `ferry` alone, or a group without its command: the help
-        return exc.exit_code
-    except ClickException as exc:
-        typer.echo(f"error: {_usage(exc)}", err=True)
-        return exc.exit_code
-    except Abort:
-        typer.echo("error: aborted: nothing was changed", err=True)
-        return 1
-    except InvalidSpecError as exc:
-        for line in exc.lines:
-            typer.echo(line, err=True)
-        return 1
-    except FerryError as exc:
-        typer.echo(f"error: {one_line(str(exc))}", err=True)
-        return 1
-    except ksa_exc.ConnectionError as exc:  # a cloud API down where no step wraps the call
-        typer.echo(f"error: {unreachable(exc)}", err=True)
-        return 1
-    return code if isinstance(code, int) else 0
+def __getattr__(name: str) -> Any:
+    """`app` (the typer application) and the other names of engine.cli.commands, imported on
+    first use (tests, the CLI docs)."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from engine.cli import commands  # noqa: PLC0415
 
-
-def _usage(exc: ClickException) -> str:
-    """A usage error in one line, with where to read the command's options."""
-    message = " ".join(exc.format_message().split())
-    ctx = getattr(exc, "ctx", None)
-    return f"{message} (see `{ctx.command_path} --help`)" if ctx is not None else message
+    return getattr(commands, name)

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
+from engine.cli.interrupt import STOPPED, ending_on
 from engine.cli.plan import (
     AdoptLineageOption,
     StateOption,
@@ -60,8 +61,6 @@ from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
 from engine.statestore import StateLocation, StateStore
 from engine.units import human
-
-STOPPED = 130  # the exit code of a stopped apply, as for a shell's Ctrl-C
 
 
 def apply(
@@ -107,28 +106,32 @@ def apply(
     adopt_lineage: AdoptLineageOption = None,
 ) -> None:
     """Apply a plan: disk syncs into Cinder volumes, and cutovers to servers."""
-    console = make_console(stderr=as_json)
-    targets = tuple(Address.parse(t) for t in only or [])
-    plan, spec, saved, location = prepare(
-        target, state, targets, spec_option, verify, adopt_lineages=lineages(adopt_lineage)
-    )
-    if not as_json:
-        render(plan, console)
-        if saved is not None:
-            console.print(escape(saved.seal_line()))
-    check_applicable(plan, console, as_json)
-    blocked = blocked_line(plan)
-    if not plan.has_changes:
-        console.print("No changes to apply." + (f" {blocked}" if blocked else ""))
-        if as_json:  # CI reads stdout: one line that says so
-            JsonView()(nothing_applied(plan, bool(blocked)))
-        raise typer.Exit(1 if blocked else 0)
-    if saved is None and not auto_approve:
-        if as_json or not sys.stdin.isatty():
-            raise UserError("apply needs --auto-approve when it cannot ask (no terminal, --json)")
-        typer.confirm("Apply this plan?", abort=True)
-    view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
-    raise typer.Exit(run_plan(plan, spec, location, parallelism, (console, view)))
+    with ending_on(signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: before the walk (which
+        # stops by its own handlers) nothing is changed (break-it 12f F7: killed, no line)
+        console = make_console(stderr=as_json)
+        targets = tuple(Address.parse(t) for t in only or [])
+        plan, spec, saved, location = prepare(
+            target, state, targets, spec_option, verify, adopt_lineages=lineages(adopt_lineage)
+        )
+        if not as_json:
+            render(plan, console)
+            if saved is not None:
+                console.print(escape(saved.seal_line()))
+        check_applicable(plan, console, as_json)
+        blocked = blocked_line(plan)
+        if not plan.has_changes:
+            console.print("No changes to apply." + (f" {blocked}" if blocked else ""))
+            if as_json:  # CI reads stdout: one line that says so
+                JsonView()(nothing_applied(plan, bool(blocked)))
+            raise typer.Exit(1 if blocked else 0)
+        if saved is None and not auto_approve:
+            if as_json or not sys.stdin.isatty():
+                raise UserError(
+                    "apply needs --auto-approve when it cannot ask (no terminal, --json)"
+                )
+            typer.confirm("Apply this plan?", abort=True)
+        view: HumanView | JsonView = JsonView() if as_json else HumanView(console)
+        raise typer.Exit(run_plan(plan, spec, location, parallelism, (console, view)))
 
 
 def prepare(

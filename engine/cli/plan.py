@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
+from engine.cli.interrupt import ending_on
 from engine.diagnostics import Severity, has_errors
 from engine.errors import InvalidSpecError, UserError
 from engine.model.desired import ConcernLevel
@@ -132,30 +134,31 @@ def plan(
     adopt_lineage: AdoptLineageOption = None,
 ) -> None:
     """Show what apply would do: per VM, the changes, bytes to copy and concerns."""
-    targets = tuple(Address.parse(t) for t in target or [])
-    if out is not None:
-        planfile.check_writable(out)  # at once, not after minutes of refresh
-    result = plan_spec(
-        spec,
-        state,
-        targets,
-        destroy=destroy,
-        verify=verify,
-        adopt_lineages=lineages(adopt_lineage),
-    )
-    sealed = ""
-    if out is not None and has_errors(result.diagnostics):
-        typer.echo(f"error: the plan has errors: not saved to {out}", err=True)
-        out = None
-    if out is not None:
-        sealed = planfile.save(result, out, spec)
-    if as_json:
-        typer.echo(json.dumps(planfile.to_json(result), indent=2, ensure_ascii=False))
-    else:
-        render(result, make_console())
+    with ending_on(signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: nothing is changed
+        targets = tuple(Address.parse(t) for t in target or [])
         if out is not None:
-            typer.echo(saved_line(out, sealed, os.environ))
-    raise typer.Exit(exit_code(result, detailed_exitcode))
+            planfile.check_writable(out)  # at once, not after minutes of refresh
+        result = plan_spec(
+            spec,
+            state,
+            targets,
+            destroy=destroy,
+            verify=verify,
+            adopt_lineages=lineages(adopt_lineage),
+        )
+        sealed = ""
+        if out is not None and has_errors(result.diagnostics):
+            typer.echo(f"error: the plan has errors: not saved to {out}", err=True)
+            out = None
+        if out is not None:
+            sealed = planfile.save(result, out, spec)
+        if as_json:
+            typer.echo(json.dumps(planfile.to_json(result), indent=2, ensure_ascii=False))
+        else:
+            render(result, make_console())
+            if out is not None:
+                typer.echo(saved_line(out, sealed, os.environ))
+        raise typer.Exit(exit_code(result, detailed_exitcode))
 
 
 def plan_spec(

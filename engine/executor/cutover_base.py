@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from engine.addresses import Address
 from engine.errors import StoppedError
 from engine.model.state import ResourceRecord
-from engine.providers.vsphere.power import power_state
+from engine.planner.diff.cutover import shutting_down_since
+from engine.providers.vsphere.power import POWERED_ON, guest_state, power_state
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -65,6 +66,21 @@ class CutoverBase:
 
     def _power_state(self, vm: Any) -> str:
         return power_state(self.ctx.si, vm)
+
+    def _going_off(
+        self, attrs: Mapping[str, Any], vm: Any, power: str | None = None
+    ) -> tuple[float, str]:
+        """(since, guest state) of a source still going off from ferry's graceful shutdown,
+        from its conversion record's `attrs` and vCenter now (`power`: its power state when
+        just read): since is when ferry asked (epoch seconds; see
+        engine.planner.diff.cutover.shutting_down_since, the plan's rule), 0.0 when it is not
+        going off. guest.guestState is read only for a powered-on source with a power-off
+        recorded ("" when not read). Raises VSphereError."""
+        power = power or self._power_state(vm)
+        if power != POWERED_ON or not (attrs.get(SHUTDOWN_ASKED_AT) or attrs.get(POWERED_OFF_AT)):
+            return 0.0, ""
+        guest = guest_state(self.ctx.si, vm)
+        return shutting_down_since(attrs, power, guest), guest
 
     def go_ahead(
         self, name: str, action: str, left: str, commit: Callable[[], None] = lambda: None

@@ -30,7 +30,6 @@ from engine.planner.diff.cutover import source_left_off
 from engine.providers.openstack import compute
 from engine.providers.vsphere.power import (
     POWERED_OFF,
-    POWERED_ON,
     guest_state,
     power_on,
     wait_power_state,
@@ -94,13 +93,9 @@ class Settle(CutoverBase):
         Returns '' for that (and for a guest that runs: it did not go off), else the loud line
         said of a guest still going off (the record is kept: the next plan warns that ferry
         powered it off)."""
-        asked = attrs.get(SHUTDOWN_ASKED_AT)
-        since = asked or attrs.get(POWERED_OFF_AT)
         vm_ref = self.a._vm(name)
-        if not since or self._power_state(vm_ref) != POWERED_ON:
-            return ""
-        guest = guest_state(self.ctx.si, vm_ref)
-        if guest == "running" or (not asked and guest != "shuttingDown"):
+        since = self._going_off(attrs, vm_ref)[0]
+        if not since:
             return ""
         if wait_power_state(self.ctx.si, vm_ref, POWERED_OFF, self._shutdown_timeout(name)):
             return ""
@@ -206,7 +201,10 @@ class Settle(CutoverBase):
     def _power_on_unrecorded(self, name: str, off: str) -> str:
         """The source powered back on without the state; the line says what the state still
         holds (the next apply finds the source running and records it so)."""
-        try:
+        try:  # a guest still going off is waited for first, never said "already on"
+            going = self._shutting_down(name, {POWERED_OFF_AT: self.powered_off[name]})
+            if going:
+                return going
             powered = power_on(self.ctx.si, self.a._vm(name))
         except FerryError as exc:
             return f"{off}: powering it back on failed: {one_line(str(exc))}"

@@ -42,10 +42,15 @@ class SourceOff(CutoverBase):
         status = record.status if record is not None else Status.IN_PROGRESS
         attrs = self._attrs(address)
         power = self._power_state(vm)
-        fresh = POWERED_OFF_AT not in attrs or power == POWERED_ON  # as it is now: ferry has
-        # not powered it off (an earlier attempt's 'poweredOff', the source powered on since,
-        # would make this power-off one nothing powers back on: break-it 12c item 4), or it
-        # runs again (powered back on by an apply that could not record it: item 6)
+        # a guest still going off from ferry's graceful shutdown (an apply killed in the wait)
+        # is waited for, not asked again, and its first power-off kept: the downtime runs
+        # from it (break-it 12f F3: "powered back on by an apply …", downtime from the 2nd)
+        going = self._going_off(attrs, vm, power)[0]
+        fresh = POWERED_OFF_AT not in attrs or (power == POWERED_ON and not going)
+        # as it is now: ferry has not powered it off (an earlier attempt's 'poweredOff', the
+        # source powered on since, would make this power-off one nothing powers back on:
+        # break-it 12c item 4), or it runs again (powered back on by an apply that could not
+        # record it: item 6)
         if fresh:
             attrs["source_power"] = power
             attrs.pop(POWERED_OFF_AT, None)
@@ -60,13 +65,14 @@ class SourceOff(CutoverBase):
 
         # a stop before this point powers nothing off (break-it 12e item 4: a Ctrl-C during
         # ready_destination hard-powered production off, and with leave_off left it off)
-        self.go_ahead(name, "the power-off", f"the source is left as it was ({power})", commit)
+        left = "still going off from ferry's graceful shutdown" if going else f"as it was ({power})"
+        self.go_ahead(name, "the power-off", f"the source is left {left}", commit)
         try:
             self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
         except BaseException:
             self.powered_off.pop(name, None)  # not powered off: nothing to put back
             raise
-        asked: list[float] = []  # when the guest accepted a graceful shutdown
+        asked = [going] if going else []  # when the guest accepted a graceful shutdown
         try:
             how = power_off(
                 self.ctx.si,
@@ -74,6 +80,7 @@ class SourceOff(CutoverBase):
                 PowerOffPolicy.from_spec(settings),
                 lambda: asked.append(time.time()),
                 self.ctx.stop,
+                asked=bool(going),
             )
         except FerryError:
             if asked:  # timed out: the guest may go on shutting down (break-it 12e item 6)
@@ -83,7 +90,11 @@ class SourceOff(CutoverBase):
         attrs.pop(SHUTDOWN_ASKED_AT, None)
         attrs["powered_off"] = how
         self.a._write([ResourceRecord(address, "conversion", status, attrs)], [])
-        self.ctx.say(name, f"{Address('vm', name)}: source powered off ({how})")
+        said = how
+        if going and how == "graceful":
+            at = time.strftime("%H:%M:%S UTC", time.gmtime(going))
+            said += f": the guest finished the shutdown ferry asked for at {at}, not asked again"
+        self.ctx.say(name, f"{Address('vm', name)}: source powered off ({said})")
         if self.ctx.events is not None:
             self.ctx.events.emit("source_off", vm=name, how=how, since=attrs.get(POWERED_OFF_AT))
         return how

@@ -101,6 +101,7 @@ class SourceVM:
     # epoch seconds of each power-on/resume vCenter logged since ferry powered the VM off for
     # its cutover (engine.planner.refresh.power_on_events); () when none or not read
     powered_on_at: tuple[float, ...] = ()
+    guest_state: str | None = None  # guest.guestState (running, shuttingDown, ...); None: not read
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,7 +20,7 @@ import pytest
 
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
-from engine.providers.vsphere.power import power_on, power_state
+from engine.providers.vsphere.power import guest_state, power_on, power_state
 from tests.integration.cli import ROOT, ferry, until_line
 from tests.integration.converge import assert_converged, records
 from tests.integration.test_cutover import apply, report_seconds, spec_with, vm_ref
@@ -235,7 +235,13 @@ def test_a_graceful_shutdown_ending_after_the_timeout_is_waited_for_and_undone(
     """Break-it 12e item 6: web01's guest takes 3 s to shut down, the spec waits 2 s and does
     not allow a hard power-off. The cutover fails on the timeout while the guest is still going
     off; the settle waits for it (guest.guestState shuttingDown) and powers it back on — it
-    neither forgets ferry turned it off nor powers on a guest that is going off."""
+    neither forgets ferry turned it off nor powers on a guest that is going off.
+
+    Then break-it 12f F3 on the same replica: the cutover (timeout 60) is killed (-9) while
+    the guest goes off (16 s), and applied again at once: its plan says the source is
+    shutting down at ferry's request (not "powered back on by an apply that could not record
+    it"), the apply waits for the guest without asking again, and the downtime runs from the
+    killed apply's power-off."""
     state = replicated(lab, tmp_path)
     ref = vm_ref(si, "web01")
     settings = "mode: cutover\nconvert: false\npower_off: {policy: graceful, timeout: 2}"
@@ -252,3 +258,34 @@ def test_a_graceful_shutdown_ending_after_the_timeout_is_waited_for_and_undone(
     time.sleep(1)  # nothing powers it off again
     assert power_state(si, ref) == "poweredOn"
     assert "powered_off_at" not in records(state).get("vm.web01.conversion", {})
+    _rerun_while_the_guest_goes_off(lab, si, tmp_path, state)
+
+
+def _rerun_while_the_guest_goes_off(lab: Lab, si: Any, tmp_path: Path, state: Path) -> None:
+    """Break-it 12f F3 (see the test above): kill -9 during the graceful wait, then the same
+    cutover applied (its plan shown first) while the guest is still shuttingDown."""
+    ref = vm_ref(si, "web01")
+    settings = "mode: cutover\nconvert: false\npower_off: {policy: graceful, timeout: 60}"
+    cutover = spec_with(tmp_path, "web01", settings)
+    shutdown_seconds(si, ref, 16)  # a loaded CI machine takes ~10 s to reach the power-off
+    try:
+        killed = start(lab, cutover, state)
+        deadline = time.monotonic() + 120
+        while guest_state(si, ref) != "shuttingDown":  # ferry asked: the wait began
+            assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+            time.sleep(0.1)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.communicate(timeout=60)
+        first_off = float(records(state)["vm.web01.conversion"]["powered_off_at"])
+        done = apply(lab, cutover, WEB01, state)
+    finally:
+        shutdown_seconds(si, ref, 0)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    plan, walk = out.split("\nPlan: ", 1)
+    assert "source powered off (already)" not in walk, f"off before the re-run asked: {out}"
+    assert "source shutting down at ferry's request since" in plan, out
+    assert "powered back on by an apply" not in plan, out
+    assert "the guest finished the shutdown ferry asked for at" in walk, out  # not asked again
+    server = records(state)["vm.web01.server"]
+    assert server["source_off_at"] == first_off  # the downtime runs from the first power-off

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from keystoneauth1 import exceptions as ksa_exc
 
-import engine.cli.app as cli_app
+from engine.cli import commands
 from engine.cli.app import _run
 from engine.model.plan import Plan
 from engine.model.state import ResourceRecord, Status
@@ -1141,7 +1141,7 @@ def test_a_cloud_api_refusing_connections_is_one_line(
     def down(**_: object) -> int:
         raise ksa_exc.ConnectFailure(refused)
 
-    monkeypatch.setattr(cli_app, "app", down)
+    monkeypatch.setattr(commands, "app", down)
     monkeypatch.setattr(sys, "argv", ["ferry", "plan", "spec.yaml"])
     assert _run() == 1
     _, err = capsys.readouterr()

@@ -111,6 +111,7 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
         snapshots=snaps,
         secure_boot=v.get("secure_boot"),
         powered_on_at=tuple(float(t) for t in v.get("powered_on_at", ())),
+        guest_state=v.get("guest"),
     )
 
 

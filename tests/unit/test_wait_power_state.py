@@ -82,3 +82,36 @@ def test_a_stop_during_the_graceful_wait_never_powers_off_hard(
         power.power_off(None, vm, policy, stop.set, stop)  # the stop comes with the ask
     assert vm.hard == 0
     assert clock.now < 1  # the wait ended at once, not at the 300 s timeout
+
+
+class AskedVM(VM):
+    """A VM whose guest is still going off from a shutdown asked before: asking again fails
+    the test."""
+
+    def ShutdownGuest(self) -> None:  # noqa: N802 (vSphere's method name)
+        raise AssertionError("ShutdownGuest asked again")
+
+
+def test_a_guest_still_going_off_from_ferrys_shutdown_is_waited_for_not_asked_again(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12f F3: the re-run of a cutover whose apply was killed during the graceful
+    wait asked the guest again; it only waits (and `requested` is not called: the caller
+    keeps the first ask)."""
+    monkeypatch.setattr(power, "power_state", goes_off_at(clock, 6.5))
+    vm, requested = AskedVM(), threading.Event()
+    policy = power.PowerOffPolicy(timeout=60)
+    assert power.power_off(None, vm, policy, requested.set, asked=True) == "graceful"
+    assert not requested.is_set() and vm.hard == 0
+    assert 6.5 <= clock.now < 60  # went off at 6.5 s: the wait ended there (its backoff)
+
+
+def test_a_guest_still_going_off_past_the_timeout_fails_as_a_first_ask_does(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same wait, past power_off.timeout without force_after: the VM is left on, said."""
+    monkeypatch.setattr(power, "power_state", goes_off_at(clock, 1e9))
+    vm = AskedVM()
+    with pytest.raises(VSphereError, match=r"did not shut down within 5 s"):
+        power.power_off(None, vm, power.PowerOffPolicy(timeout=5), asked=True)
+    assert vm.hard == 0

@@ -251,9 +251,7 @@ def diff(
                 snapshots=vm.source.snapshots,
                 handed=handed,
             )
-            plans.append(
-                _vm_plan(vm, vm.concerns + held + destroy_concerns(vm.name, records), None)
-            )
+            plans.append(_vm_plan(vm, vm.concerns + held + _destroy_concerns(vm, records), None))
             changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(
@@ -278,7 +276,7 @@ def diff(
             + stuck
             + over_budget(vm, estimate)
             + full_in_window(vm, vm_list)
-            + left_off_concerns(records, vm.source.power_state)
+            + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
             + running_after_cutover(
                 vm,
                 records,
@@ -382,3 +380,8 @@ def _vm_plan(
         work_dir=vm.image.work_dir if vm.image else "",
         local_bytes=image.local_bytes(vm, changes or []) if vm.image else None,
     )
+
+
+def _destroy_concerns(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+    """destroy_concerns of the VM, with its source's power and guest state as observed."""
+    return destroy_concerns(vm.name, records, vm.source.power_state, vm.source.guest_state)

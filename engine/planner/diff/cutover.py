@@ -194,6 +194,13 @@ def source_left_off(since: float) -> str:
     return f"source powered off by ferry at {at}, no server yet"
 
 
+def source_going_off(since: float, guest: str | None) -> str:
+    """A source still going off from the graceful shutdown ferry asked for at `since` (epoch
+    seconds; see `shutting_down_since`), `guest` as VMware Tools report it, no server yet."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return f"source shutting down at ferry's request since {at} (guest {guest}), no server yet"
+
+
 def left_off_since(records: Mapping[str, ResourceRecord]) -> float | None:
     """When ferry powered off the source of a VM's records (epoch seconds: its conversion
     record's `powered_off_at`) for a cutover with no server record yet; None otherwise."""
@@ -204,16 +211,53 @@ def left_off_since(records: Mapping[str, ResourceRecord]) -> float | None:
     return None
 
 
+def shutting_down_since(attrs: Mapping[str, Any], power: str | None, guest: str | None) -> float:
+    """When ferry's graceful shutdown of a source still going off began (epoch seconds), from
+    its conversion record's `attrs` and the source's power state and guest state now (`power`:
+    runtime.powerState; `guest`: guest.guestState as VMware Tools report it, None when not
+    read); 0.0 when it is not going off at ferry's request. vSphere's ShutdownGuest returns at
+    once and cannot be cancelled: the VM stays poweredOn until the guest is done.
+
+    Going off: powered on, the guest not 'running', and either a shutdown ferry recorded asking
+    for that timed out (`shutdown_asked_at`; Tools may stop before the power does: any guest
+    state but 'running'), or a power-off ferry began (`powered_off_at`) whose guest says
+    'shuttingDown' (an apply killed during the graceful wait never recorded its ask: break-it
+    12f F1 and F3, "powered back on by an apply that could not record it", then the downtime
+    measured from a second power-off)."""
+    asked = attrs.get("shutdown_asked_at")
+    since = asked or attrs.get("powered_off_at")
+    if not since or power != "poweredOn" or guest == "running":
+        return 0.0
+    if not asked and guest != "shuttingDown":
+        return 0.0
+    return float(since)
+
+
 def left_off_concerns(
-    records: Mapping[str, ResourceRecord], power: str | None = None
+    records: Mapping[str, ResourceRecord], power: str | None = None, guest: str | None = None
 ) -> tuple[Concern, ...]:
     """A warning on a VM whose source ferry left powered off (a failure or a stop with
     `on_failure: leave_off`, or an apply killed after the power-off) with no server yet. A
-    source that runs now (`power`, as observed) was powered back on by an apply that could not
-    record it (its state unreachable then: break-it 12c item 6): said so, not "left off"."""
+    source still going off from ferry's graceful shutdown (`power` and `guest` as observed, see
+    `shutting_down_since`) is said so: the next cutover waits for it without asking again, and
+    its downtime runs from then. A source that runs now was powered back on by an apply that
+    could not record it (its state unreachable then: break-it 12c item 6): said so, not "left
+    off"."""
     since = left_off_since(records)
     if since is None:
         return ()
+    conversion = next(r for r in records.values() if r.kind == "conversion")
+    going = shutting_down_since(conversion.attributes, power, guest)
+    if going:
+        return (
+            Concern(
+                ConcernLevel.WARNING,
+                "source-shutting-down",
+                f"{source_going_off(going, guest)}: a graceful shutdown cannot be cancelled; a "
+                "cutover waits for it to go off without asking again (the downtime runs from "
+                "then), anything else powers it back on once it is off",
+            ),
+        )
     if power == "poweredOn":
         at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
         return (

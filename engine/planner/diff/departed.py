@@ -23,7 +23,12 @@ from engine.model.plan import Action, Change
 from engine.model.state import INSTANCE_UUID, ResourceRecord, State, Status
 from engine.planner.desired import SELECTS_NOTHING
 from engine.planner.diff.common import DiffInput
-from engine.planner.diff.cutover import left_off_since, source_left_off
+from engine.planner.diff.cutover import (
+    left_off_since,
+    shutting_down_since,
+    source_going_off,
+    source_left_off,
+)
 from engine.planner.diff.leftovers import leftover_snapshots
 
 # a record's attribute naming a destination object → that object's `ferry_vm`
@@ -243,13 +248,20 @@ def _at(since: object) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(since))))
 
 
-def destroy_concerns(name: str, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+def destroy_concerns(
+    name: str,
+    records: Mapping[str, ResourceRecord],
+    power: str | None = None,
+    guest: str | None = None,
+) -> tuple[Concern, ...]:
     """A warning on a VM --destroy tears down while its source is powered off by ferry (the
     conversion record's `powered_off_at`): with no confirmed server (none, or one an apply
     stopped in the boot made and never confirmed: break-it 12e item 5, the destroy deleted it
     and left the source off without a word) the source is production and is powered back on;
     after a confirmed cutover the server is production: the destroy deletes it and the source
-    stays off, so afterwards nothing runs until someone powers the source on."""
+    stays off, so afterwards nothing runs until someone powers the source on. A source still
+    going off from ferry's graceful shutdown (`power`, `guest` as observed: see
+    shutting_down_since) is said so: the destroy waits for it, then powers it back on."""
     conversion = records.get(str(Address("vm", name, "conversion")))
     since = conversion.attributes.get("powered_off_at") if conversion is not None else None
     if not since:
@@ -267,7 +279,11 @@ def destroy_concerns(name: str, records: Mapping[str, ResourceRecord]) -> tuple[
                 "until the source is powered on",
             ),
         )
-    if server is None:
+    going = shutting_down_since(conversion.attributes if conversion else {}, power, guest)
+    if server is None and going:
+        said = f"{source_going_off(going, guest)}: the destroy waits for it to go off, then "
+        said += "powers it back on"
+    elif server is None:
         said = f"{source_left_off(float(since))}: the destroy powers the source back on"
     else:
         said = (

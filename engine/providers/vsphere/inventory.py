@@ -37,6 +37,7 @@ VM_PATHS = (
     "runtime.powerState",
     "runtime.host",
     "guest.toolsRunningStatus",
+    "guest.guestState",
     "snapshot",
     "datastore",
 )
@@ -197,6 +198,7 @@ def parse_vm(
         memory_mb=p.get("config.hardware.memoryMB"),
         power_state=str(p["runtime.powerState"]) if "runtime.powerState" in p else None,
         tools=str(p["guest.toolsRunningStatus"]) if "guest.toolsRunningStatus" in p else None,
+        guest_state=str(p["guest.guestState"]) if "guest.guestState" in p else None,
         cbt=bool(p.get("config.changeTrackingEnabled")),
         template=bool(p.get("config.template")),
         disks=tuple(

@@ -129,6 +129,8 @@ def power_off(
     policy: PowerOffPolicy,
     requested: Callable[[], None] = _nothing,
     stop: threading.Event | None = None,
+    *,
+    asked: bool = False,
 ) -> str:
     """Power the VM off; returns how: 'already', 'graceful' or 'hard'.
 
@@ -139,6 +141,11 @@ def power_off(
     `requested` is called once the guest accepted the graceful shutdown (ShutdownGuest returns
     at once on vSphere; the guest goes on shutting down after a timeout here, so a caller that
     records it can tell a guest still going off from one powered on by someone).
+
+    `asked`: the guest is still going off from a graceful shutdown ferry asked for earlier (an
+    apply killed or timed out during its wait; the caller read guest.guestState): with a
+    graceful policy it is only waited for, not asked again (break-it 12f F3), and `requested`
+    is not called.
 
     The power state is read first: a suspended VM is powered off hard with `force_after`, else
     refused. Graceful first when the policy says so (ShutdownGuest through VMware Tools, waiting
@@ -157,28 +164,39 @@ def power_off(
         _hard_off(si, vm)
         return "hard"
     if policy.graceful:
-        try:
-            vm.ShutdownGuest()
-        except vim.fault.ToolsUnavailable as exc:  # no tools: only a hard power-off can do it
-            if not policy.force_after:
-                raise VSphereError(
-                    f"graceful shutdown of {vm._moId} failed: VMware Tools are not running in "
-                    "the guest, and the spec does not allow a hard power-off "
-                    "(power_off.force_after); the VM stays on"
-                ) from exc
-        except vim.fault.InvalidPowerState:
-            return "already"
-        except vmodl.MethodFault as exc:  # the guest or the server refused
-            if not policy.force_after:
-                raise VSphereError(
-                    f"graceful shutdown of {vm._moId} failed: {describe_fault(exc)}"
-                ) from exc
-        else:
-            requested()
-            if _shut_down(si, vm, policy, stop):
-                return "graceful"
+        how = "asked" if asked else _ask_shutdown(vm, policy, requested)
+        if how == "already":
+            return how
+        if how == "asked" and _shut_down(si, vm, policy, stop):
+            return "graceful"
     _hard_off(si, vm)
     return "hard"
+
+
+def _ask_shutdown(vm: Any, policy: PowerOffPolicy, requested: Callable[[], None]) -> str:
+    """Ask VMware Tools to shut the guest down (ShutdownGuest): 'asked' (`requested()` called),
+    'already' (off by then), or 'hard' (the ask failed and force_after allows a hard power-off).
+    Raises VSphereError when the ask failed and it does not."""
+    try:
+        vm.ShutdownGuest()
+    except vim.fault.ToolsUnavailable as exc:  # no tools: only a hard power-off can do it
+        if not policy.force_after:
+            raise VSphereError(
+                f"graceful shutdown of {vm._moId} failed: VMware Tools are not running in "
+                "the guest, and the spec does not allow a hard power-off "
+                "(power_off.force_after); the VM stays on"
+            ) from exc
+        return "hard"
+    except vim.fault.InvalidPowerState:
+        return "already"
+    except vmodl.MethodFault as exc:  # the guest or the server refused
+        if not policy.force_after:
+            raise VSphereError(
+                f"graceful shutdown of {vm._moId} failed: {describe_fault(exc)}"
+            ) from exc
+        return "hard"
+    requested()
+    return "asked"
 
 
 def _shut_down(si: Any, vm: Any, policy: PowerOffPolicy, stop: threading.Event | None) -> bool:

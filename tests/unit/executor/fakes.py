@@ -115,9 +115,11 @@ class Power:
     """vSphere's power calls (engine.providers.vsphere.power) on VMs named by their reference
     ('ref-web01'). `calls` records 'off <ref>' and 'on <ref>' in order. power_state answers what
     the VM's last recorded call left, else `state`; power_off answers `how` ('hard',
-    'graceful'); power_on answers `powers_on` (True: this call powered the VM on; False: it was
-    on already); guest_state answers `guest`; wait_power_state records 'wait <ref>' and answers
-    `off_in_time` (True: the VM went off then). The attributes may be changed between calls."""
+    'graceful') and records 'awaited <ref>' before 'off <ref>' when told the guest is still
+    going off from ferry's earlier shutdown (`asked`: not asked again); power_on answers
+    `powers_on` (True: this call powered the VM on; False: it was on already); guest_state
+    answers `guest`; wait_power_state records 'wait <ref>' and answers `off_in_time` (True:
+    the VM went off then). The attributes may be changed between calls."""
 
     def __init__(self, state: str = "poweredOn", how: str = "hard", powers_on: bool = True) -> None:
         self.state = state
@@ -147,7 +149,11 @@ class Power:
             return self.state
         return "poweredOff" if last[-1].startswith("off") else "poweredOn"
 
-    def power_off(self, _si: Any, vm: Any, _policy: Any, *_requested: Any) -> str:
+    def power_off(
+        self, _si: Any, vm: Any, _policy: Any, *_requested: Any, asked: bool = False
+    ) -> str:
+        if asked:  # a shutdown ferry asked for earlier, only waited for: 'awaited <ref>' first
+            self.calls.append(f"awaited {vm}")
         self.calls.append(f"off {vm}")
         return self.how
 

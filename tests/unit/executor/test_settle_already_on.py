@@ -91,3 +91,20 @@ def test_an_undone_cutover_leaves_a_guest_someone_else_runs_as_it_is(
     _cutover(store, lines)._power_back_on("web01", {"powered_off_at": 40.0})
     assert lines == [f"vm.web01: {ALREADY_ON}"] and "wait ref-web01" not in power.calls
     store.close()
+
+
+def test_without_the_state_a_guest_still_going_off_is_waited_for_then_powered_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12f F3's kind: the settle without the state (unreachable) after a stop during
+    the graceful wait found the guest still shuttingDown (poweredOn) and said "already powered
+    on (not by ferry)"; now it waits for the guest and powers it back on."""
+    power = Power().install(monkeypatch)
+    power.guest, power.off_in_time = "shuttingDown", True
+    store, lines = Unreachable(tmp_path / "ferry.db"), []
+    cut = _cutover(store, lines)
+    cut.powered_off["web01"] = 40.0
+    (line,) = cut.settle_sources()
+    assert line.startswith("vm.web01: source powered back on (ferry powered it off at 00:00:40")
+    assert power.calls == ["wait ref-web01", "off ref-web01", "on ref-web01"]
+    store.close()

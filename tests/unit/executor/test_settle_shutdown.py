@@ -32,7 +32,10 @@ def cutover(store: SqliteStateStore, said: list[str]) -> Cutover:
 def test_a_timed_out_graceful_shutdown_is_recorded(
     store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def power_off(_si: Any, _vm: Any, _policy: Any, requested: Any, _stop: Any = None) -> str:
+    def power_off(
+        _si: Any, _vm: Any, _policy: Any, requested: Any, _stop: Any = None, *, asked: bool
+    ) -> str:
+        assert not asked  # a first power-off: the guest is asked
         requested()  # the guest accepted ShutdownGuest
         raise VSphereError("vm-1 did not shut down within 5 s")
 

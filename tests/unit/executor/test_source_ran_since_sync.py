@@ -141,7 +141,11 @@ def test_the_power_off_keeps_vcenters_time_for_the_final_sync(
 ) -> None:
     """Each power-off for a final sync records vCenter's clock before it (every attempt: a
     later sync's boot is checked from its own sync, never refused for an earlier run)."""
-    fakes.patch_vsphere(monkeypatch, power_state=lambda _si, _vm: "poweredOn")
+    fakes.patch_vsphere(
+        monkeypatch,
+        power_state=lambda _si, _vm: "poweredOn",
+        guest_state=lambda _si, _vm: "running",  # it runs again: not ferry's shutdown
+    )
     monkeypatch.setattr(source_off, "power_off", lambda *_a, **_k: "graceful")
     cut = fakes.cutover(store, changes=[fakes.snapshot("web01", "power_on")])
     before = datetime.now(UTC)

@@ -76,7 +76,7 @@ def test_a_stop_after_the_go_ahead_is_put_back(
     call (the handler and settle_sources see it), and the source is powered back on."""
     cut, _, calls = cutover(store, monkeypatch)
 
-    def off_while_stopping(_si: Any, vm: Any, _policy: Any, *_: Any) -> str:
+    def off_while_stopping(_si: Any, vm: Any, _policy: Any, *_: Any, **_k: Any) -> str:
         cut.ctx.stop.set()
         assert "web01" in cut.powered_off  # what a second Ctrl-C now would leave off
         calls.append(f"off {vm}")
