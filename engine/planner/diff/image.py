@@ -7,6 +7,13 @@ the disks' addresses); at cutover virt-v2v-in-place converts the files, each is 
 with `boot: image` the boot disk stays an image the server boots from and only data disks become
 volumes. The work directory must hold the disks' allocated bytes: a VM that does not fit is an
 error concern.
+
+Drift after the cutover (objects deleted outside ferry): an image gone from Glance is uploaded
+again from its converted file, but not the boot image of `boot: image` while its server exists
+(Nova cannot re-point a running server to a new image id without a rebuild: a warning says what
+the loss means instead); a volume made from an image that is gone from Cinder is made again from
+its image when the server is gone too (the server's own drift boots it again), and blocks the VM
+with an error while the server exists (ferry does not swap a server's volumes).
 """
 
 from __future__ import annotations
