@@ -249,3 +249,6 @@ class Destination:
     # the image metadata of the volumes ferry made from its images (metadata ferry_image_vm), by
     # volume id; None: not read
     image_volumes: Mapping[str, Mapping[str, str]] | None = None
+    # every volume of the project by id, whatever its metadata (a recorded one missing is gone:
+    # deleted outside ferry); None: not read
+    volume_ids: frozenset[str] | None = None

@@ -82,7 +82,9 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
         ],
         "volume_types": [],
         "security_groups": [SimpleNamespace(id="g1", name="default")],
-        "volumes": [],
+        "volumes": [
+            SimpleNamespace(id="v9", name="theirs", status="available", size=1, metadata={})
+        ],
         "ports": [port()],
         "servers": [SimpleNamespace(id="i1", name="conv", status="ACTIVE", metadata={})],
         "key_pairs": ["deploy"],
@@ -95,6 +97,8 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     assert found.flavors[0].disk == 20  # GiB of root disk: boot: image picks by it
     assert found.subnets[0].pools == (("10.0.0.2", "10.0.0.254"),)
     assert (found.server_names, found.server_ids) == ({"conv"}, {"i1"})
+    # every volume by id, whatever its metadata: a recorded image volume missing is gone
+    assert (found.volumes, found.volume_ids) == ((), {"v9"})
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
     unknown = parse_destination(raw | {"key_pairs": None, "roles": None})
     assert (unknown.key_pairs, unknown.roles) == (None, None)  # unknown: not checked

@@ -131,8 +131,8 @@ def destination(d: dict[str, Any]) -> Destination:
     gives one (name → id, or a list of ids: several networks of that name); ports name their
     network by id; key_pairs and roles are unknown
     (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name);
-    `images` (Glance's, output: image) and `image_volumes` (volume id → image metadata) are not
-    read unless given."""
+    `images` (Glance's, output: image), `image_volumes` (volume id → image metadata) and
+    `volume_ids` (every volume of the project, by id) are not read unless given."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
     names = {
         i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
@@ -165,6 +165,7 @@ def destination(d: dict[str, Any]) -> Destination:
         work_dir_files=frozenset(d["work_dir_files"]) if "work_dir_files" in d else None,
         images=observed_images(d["images"]) if "images" in d else None,
         image_volumes=d.get("image_volumes"),
+        volume_ids=frozenset(d["volume_ids"]) if "volume_ids" in d else None,
     )
 
 

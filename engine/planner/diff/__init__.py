@@ -286,6 +286,12 @@ def diff(
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
+            + image.lost_volumes(
+                vm, records, data.destination, image.served_by(vm, data.destination)
+            )
+            + image.served_boot_image(
+                vm, records, data.destination, image.served_by(vm, data.destination)
+            )
             + shrunk(vm, records)
             + retyped(vm, records)
             + adoption_concerns(

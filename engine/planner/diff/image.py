@@ -7,6 +7,13 @@ the disks' addresses); at cutover virt-v2v-in-place converts the files, each is 
 with `boot: image` the boot disk stays an image the server boots from and only data disks become
 volumes. The work directory must hold the disks' allocated bytes: a VM that does not fit is an
 error concern.
+
+Drift after the cutover (objects deleted outside ferry): an image gone from Glance is uploaded
+again from its converted file, but not the boot image of `boot: image` while its server exists
+(Nova cannot re-point a running server to a new image id without a rebuild: a warning says what
+the loss means instead); a volume made from an image that is gone from Cinder is made again from
+its image when the server is gone too (the server's own drift boots it again), and blocks the VM
+with an error while the server exists (ferry does not swap a server's volumes).
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, ImageOutput
-from engine.model.observed import Destination
+from engine.model.observed import Destination, ObservedServer
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
 from engine.planner.diff.common import simple
 from engine.planner.diff.properties import (
     gone_image,
+    image_lost,
     lost,
     recorded_image,
     recorded_image_volume,
@@ -143,32 +151,18 @@ def image_changes(
     (and its volume made again). A recorded image whose properties the plan now sets otherwise,
     and the boot volume made from it, are updated; one gone from Glance is uploaded again
     (engine.planner.diff.properties: `cloud`'s images and image volumes, as refresh read them,
-    are compared; None: the records)."""
-    glance = cloud.images if cloud else None
-    cinder = cloud.image_volumes if cloud else None
+    are compared; None: the records), except the boot image a server still boots from
+    (`_upload`); a volume gone from Cinder is made again when the server is gone too
+    (`_remade`)."""
+    server = served_by(vm, cloud)
     out: list[Change] = []
-    properties = image_properties(vm)
     for n, volume in enumerate(vm.volumes):
-        key = volume.disk_key
-        address = str(Address("vm", vm.name, "image", key))
-        after: dict[str, Any] = {
-            "name": f"{vm.target_name}-disk-{key}",
-            "disk_format": image.disk_format,
-            "container_format": "bare",
-            "file": disk_path(image, vm, key),
-            "disk_key": key,
-            "properties": properties | {"ferry_disk_key": str(key)},
-        }
-        upload = simple(
-            address, "image", records.get(address), after, _upload_reason(image, n, properties)
-        )
-        upload = gone_image(_again(upload, reconvert, after), records.get(address), glance, after)
-        out.append(recorded_image(upload, records.get(address), after["properties"], glance))
+        out.append(_upload(vm, image, n, records, reconvert=reconvert, cloud=cloud, server=server))
         if n == 0 and image.boot == "image":
             continue
-        image_record = records.get(address)
+        key = volume.disk_key
         address = str(Address("vm", vm.name, "volume", key))
-        after = {
+        after: dict[str, Any] = {
             "size_gib": volume.size_gib,
             "volume_type": volume.volume_type,
             "bootable": volume.bootable,
@@ -176,15 +170,112 @@ def image_changes(
             "image": str(Address("vm", vm.name, "image", key)),
         }
         reason = "volume made from the image"
-        made = _again(
-            simple(address, "image_volume", records.get(address), after, reason), reconvert, after
-        )
+        record = records.get(address)
+        made = _again(simple(address, "image_volume", record, after, reason), reconvert, after)
+        made = _remade(made, record, after, cloud, server)
         if n == 0:  # Nova boots by the boot volume's image metadata
-            made = recorded_image_volume(
-                made, records.get(address), image_record, properties, cinder
-            )
+            image_record = records.get(str(after["image"]))
+            cinder = cloud.image_volumes if cloud else None
+            made = recorded_image_volume(made, record, image_record, image_properties(vm), cinder)
         out.append(made)
     return out
+
+
+def served_by(vm: DesiredVM, cloud: Destination | None) -> ObservedServer | None:
+    """The cloud's server ferry booted for `vm` (by its instance UUID), None when there is none
+    or the cloud was not read."""
+    uuid = vm.source.instance_uuid
+    if cloud is None or not uuid:
+        return None
+    return next((s for s in cloud.servers if s.vm_uuid == uuid), None)
+
+
+def _upload(
+    vm: DesiredVM,
+    image: ImageOutput,
+    n: int,
+    records: Mapping[str, ResourceRecord],
+    *,
+    reconvert: bool,
+    cloud: Destination | None,
+    server: ObservedServer | None,
+) -> Change:
+    """The upload of the `n`th disk's converted file (`vm.X.image[K]`).
+
+    A recorded image gone from Glance is uploaded again (gone_image), except the boot image
+    of `boot: image` while the server booted from it still exists (`server`): Nova keeps the
+    server running from its copy on the hypervisor, and a new upload would get a new id that
+    the server does not use (Nova changes a server's image only by a rebuild, which replaces
+    its disk with the cutover's), so it would serve nothing while looking like a repair. It
+    stays a no-op whose reason says so, and `served_boot_image` warns what the loss means
+    (rebuild and evacuation need the image). With the server gone too, the image is uploaded
+    again for the server booted again."""
+    key = vm.volumes[n].disk_key
+    address = str(Address("vm", vm.name, "image", key))
+    properties = image_properties(vm)
+    after: dict[str, Any] = {
+        "name": f"{vm.target_name}-disk-{key}",
+        "disk_format": image.disk_format,
+        "container_format": "bare",
+        "file": disk_path(image, vm, key),
+        "disk_key": key,
+        "properties": properties | {"ferry_disk_key": str(key)},
+    }
+    record = records.get(address)
+    glance = cloud.images if cloud else None
+    upload = simple(address, "image", record, after, _upload_reason(image, n, properties))
+    upload = _again(upload, reconvert, after)
+    boot_image = n == 0 and image.boot == "image"
+    served = boot_image and server is not None and upload.action is Action.NOOP
+    if served and server is not None and image_lost(record, glance):
+        assert record is not None and glance is not None
+        image_id = str(record.attributes.get("image_id"))
+        return replace(
+            upload,
+            reason=f"image {image_id} {lost(glance.get(image_id))}; server {server.id} boots "
+            "from it: not uploaded again (a new image would not be the server's; see the "
+            "boot-image-gone warning)",
+        )
+    upload = gone_image(upload, record, glance, after)
+    return recorded_image(upload, record, after["properties"], glance)
+
+
+def _volume_gone(record: ResourceRecord | None, cloud: Destination | None) -> str:
+    """The recorded, ready volume's id when the cloud's volumes (read: `volume_ids`) do not
+    have it (deleted outside ferry), else ""."""
+    if record is None or record.status is not Status.READY or cloud is None:
+        return ""
+    volume_id = str(record.attributes.get("volume_id") or "")
+    if cloud.volume_ids is None or not volume_id or volume_id in cloud.volume_ids:
+        return ""
+    return volume_id
+
+
+def _remade(
+    change: Change,
+    record: ResourceRecord | None,
+    after: dict[str, Any],
+    cloud: Destination | None,
+    server: ObservedServer | None,
+) -> Change:
+    """A recorded volume made from an image that is gone from Cinder (deleted outside ferry)
+    while the VM's server is gone too: made again from its image (the disk as converted at the
+    cutover; an image gone too is uploaded again first) for the server booted again (its own
+    drift), and the reason says so. With the server still there nothing is planned:
+    `lost_volumes`' error says what to do (ferry does not swap a running server's volumes)."""
+    gone = _volume_gone(record, cloud)
+    if change.action is not Action.NOOP or not gone or server is not None:
+        return change
+    assert record is not None
+    return Change(
+        change.address,
+        change.kind,
+        Action.CREATE,
+        f"drift: recorded volume {gone} is gone from Cinder (deleted outside ferry): make it "
+        f"again from {after['image']} (the disk as converted at the cutover)",
+        dict(record.attributes),
+        after,
+    )
 
 
 def _upload_reason(image: ImageOutput, n: int, properties: Mapping[str, str]) -> str:
@@ -359,3 +450,78 @@ def lost_images(
             )
         )
     return tuple(out)
+
+
+def lost_volumes(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    cloud: Destination,
+    server: ObservedServer | None,
+) -> tuple[Concern, ...]:
+    """An error concern per volume made from `vm`'s images (recorded, ready) that is gone from
+    Cinder (deleted outside ferry: `cloud.volume_ids` does not list it) while `server`, the
+    cloud's server for the VM, still exists: the server has lost that disk, and nothing ferry
+    plans can give it back (Nova swaps a boot volume only by a new server). The concern says
+    how to boot again from the images: delete the server and apply (`_remade` then makes the
+    volume again from its image and the server's drift boots it). Nothing without a server:
+    that is `_remade`'s plan."""
+    if vm.image is None or server is None:
+        return ()
+    out = []
+    for n, volume in enumerate(vm.volumes):
+        address = str(Address("vm", vm.name, "volume", volume.disk_key))
+        gone = _volume_gone(records.get(address), cloud)
+        if not gone or (n == 0 and vm.image.boot == "image"):
+            continue
+        image = Address("vm", vm.name, "image", volume.disk_key)
+        disk = "its boot disk" if n == 0 else f"its disk {volume.disk_key}"
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "volume-gone",
+                f"recorded volume {gone} ({address}, made from {image}) is gone from Cinder "
+                f"(deleted outside ferry) while server {server.id} still exists: the server has "
+                f"lost {disk}, and ferry does not swap a server's volumes. To boot it again "
+                f"from the images: delete the server (openstack server delete {server.id}) and "
+                f"apply again (the volume is made again from {image}: the guest as converted at "
+                "the cutover, without what the server wrote since); or take the VM out of the "
+                "spec to leave it as it is",
+            )
+        )
+    return tuple(out)
+
+
+def served_boot_image(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    cloud: Destination,
+    server: ObservedServer | None,
+) -> tuple[Concern, ...]:
+    """A warning when the image a `boot: image` server boots from (recorded, ready) is gone
+    from Glance (deleted outside ferry) while `server` still exists: Nova runs the server on
+    from its copy on the hypervisor, but needs the image to rebuild it or to evacuate it from
+    a failed host. ferry does not upload it again (`_upload`: a new image would get a new id
+    the server does not use), so the plan says what the loss means and where the converted
+    file is, instead of a re-upload that would look like a repair."""
+    if vm.image is None or vm.image.boot != "image" or not vm.volumes or server is None:
+        return ()
+    key = vm.volumes[0].disk_key
+    address = str(Address("vm", vm.name, "image", key))
+    record = records.get(address)
+    if not image_lost(record, cloud.images):
+        return ()
+    assert record is not None and cloud.images is not None
+    image_id = str(record.attributes.get("image_id"))
+    return (
+        Concern(
+            ConcernLevel.WARNING,
+            "boot-image-gone",
+            f"image {image_id} ({address}), which server {server.id} boots from (boot: "
+            f"image), {lost(cloud.images.get(image_id))}: the server runs on from its copy on "
+            "the hypervisor's local disk, but Nova needs the image to rebuild it or to "
+            "evacuate it from a failed host. ferry does not upload it again: a new upload gets "
+            "a new id, which the server would not use (Nova changes a server's image only by a "
+            "rebuild, which replaces its disk with the cutover's). To keep an image for a "
+            f"rebuild, upload the converted file {disk_path(vm.image, vm, key)} yourself",
+        ),
+    )

@@ -158,14 +158,11 @@ def gone_image(
     killed or being deleted (deleted outside ferry): uploaded again from the converted file
     (`after`: the spec's upload), the reason says why; else `change` (also when Glance was not
     read: `glance` None)."""
-    if change.action is not Action.NOOP or record is None or record.status is not Status.READY:
+    if change.action is not Action.NOOP or not image_lost(record, glance):
         return change
+    assert record is not None and glance is not None
     image_id = str(record.attributes.get("image_id") or "")
-    if glance is None or not image_id:
-        return change
     found = glance.get(image_id)
-    if found is not None and found.status not in GONE:
-        return change
     return Change(
         change.address,
         "image",
@@ -175,6 +172,19 @@ def gone_image(
         dict(record.attributes),
         dict(after),
     )
+
+
+def image_lost(record: ResourceRecord | None, glance: Mapping[str, ObservedImage] | None) -> bool:
+    """Is the recorded, ready image gone from Glance (not listed, or listed as killed or being
+    deleted: deleted outside ferry)? False when Glance was not read (`glance` None) or the
+    record names no image."""
+    if record is None or record.status is not Status.READY or glance is None:
+        return False
+    image_id = str(record.attributes.get("image_id") or "")
+    if not image_id:
+        return False
+    found = glance.get(image_id)
+    return found is None or found.status in GONE
 
 
 def lost(found: ObservedImage | None) -> str:

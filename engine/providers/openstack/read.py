@@ -342,4 +342,5 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         roles=frozenset(r.lower() for r in roles) if roles is not None else None,
         images=None if listed is None else {i.id: i for i in map(parse_image, listed)},
         image_volumes=None if listed is None else parse_image_volumes(raw["volumes"]),
+        volume_ids=frozenset(str(v.id) for v in raw["volumes"]),
     )
