@@ -58,6 +58,7 @@ from engine.planner.diff.networks import network_changes
 from engine.planner.diff.volumes import (
     adopt_then_sync,
     adoption_concerns,
+    converted_gone,
     full_in_window,
     not_verified,
     removed_disks,
@@ -293,6 +294,7 @@ def diff(
                 vm, records, data.destination, image.served_by(vm, data.destination)
             )
             + shrunk(vm, records)
+            + (converted_gone(vm, records, found_volumes(vm, observed)) if vm.image is None else ())
             + retyped(vm, records)
             + adoption_concerns(
                 vm,

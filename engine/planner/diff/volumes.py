@@ -117,6 +117,15 @@ def volume_change(
             after,
             size=full_bytes(disk, vm),
         )
+    if observed is None and before.get("volume_id") and before.get("converted"):
+        return _volume(  # production's since its cutover: never a new, unconverted copy
+            address,
+            Action.NOOP,
+            f"cut over: recorded volume {before['volume_id']} is gone from Cinder (deleted "
+            "outside ferry): not copied again (see the VM's error)",
+            before,
+            before,
+        )
     if observed is None and before.get("volume_id"):
         return _volume(
             address,
@@ -200,6 +209,35 @@ def _grown(
         return f"{grew}: copy it in full {untrusted}", None
     extend = f"extend the volume from {extend_from} to {volume.size_gib} GiB (Cinder extend)"
     return f"{grew}: {extend}, then copy it in full {untrusted}", extend_from
+
+
+def converted_gone(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], found: Mapping[int, ObservedVolume]
+) -> tuple[Concern, ...]:
+    """An error concern per converted volume of a cut-over VM (output: volume) that is gone from
+    Cinder (deleted outside ferry; `found`: the VM's volumes found by metadata, by disk key).
+    It was production's: a new copy of the source would be unconverted, without what the server
+    wrote since the cutover, and the server (or the one its drift boots again) would run from
+    it (found by a helper reviewing image mode: the plan copied it in full into a new volume,
+    no concern). ferry does not rebuild production from the source."""
+    out = []
+    for volume in vm.volumes:
+        record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
+        attrs = record.attributes if record else {}
+        if record is None or not attrs.get("converted") or volume.disk_key in found:
+            continue
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "volume-gone",
+                f"disk {volume.disk_key}'s converted volume {attrs.get('volume_id')}, the cut-"
+                "over server's since the cutover, is gone from Cinder (deleted outside ferry): "
+                "ferry does not make production again from the source (a new copy would be "
+                "unconverted and lack what the server wrote since); restore the volume from a "
+                "backup, or plan --destroy and migrate the VM again",
+            )
+        )
+    return tuple(out)
 
 
 def shrunk(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
