@@ -350,7 +350,9 @@ def test_sigint_stops_the_copy_at_a_flushed_checkpoint_and_the_next_apply_resume
     finally:
         lab.read_errors("web01", 2000, None)
     assert proc.returncode == 130, out + err
-    assert seconds < 15, f"ferry took {seconds:.1f} s to stop"
+    # the reads in flight (1 s each here), the flush, the detach: seconds; 15.4 s once at load
+    # 10-12 (four labs on 2 cores), so the bound only catches a copy that does not stop
+    assert seconds < 30, f"ferry took {seconds:.1f} s to stop"
     assert "Traceback" not in err and "stopped: vm.web01.disk[2000]" in err, err
     events = [json.loads(line) for line in out.splitlines()]
     assert any(e["event"] == "stopping" and e["signal"] == "SIGINT" for e in events)
