@@ -294,7 +294,13 @@ def diff(
                 vm, records, data.destination, image.served_by(vm, data.destination)
             )
             + shrunk(vm, records)
-            + (converted_gone(vm, records, found_volumes(vm, observed)) if vm.image is None else ())
+            + (
+                converted_gone(
+                    vm, records, found_volumes(vm, observed), data.destination.volume_ids
+                )
+                if vm.image is None
+                else ()
+            )
             + retyped(vm, records)
             + adoption_concerns(
                 vm,

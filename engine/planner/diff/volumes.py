@@ -121,8 +121,8 @@ def volume_change(
         return _volume(  # production's since its cutover: never a new, unconverted copy
             address,
             Action.NOOP,
-            f"cut over: recorded volume {before['volume_id']} is gone from Cinder (deleted "
-            "outside ferry): not copied again (see the VM's error)",
+            f"cut over: recorded volume {before['volume_id']} is not found by its ferry "
+            "metadata (deleted, or its metadata removed, outside ferry): never copied again",
             before,
             before,
         )
@@ -212,10 +212,15 @@ def _grown(
 
 
 def converted_gone(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], found: Mapping[int, ObservedVolume]
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    found: Mapping[int, ObservedVolume],
+    volume_ids: frozenset[str] | None,
 ) -> tuple[Concern, ...]:
     """An error concern per converted volume of a cut-over VM (output: volume) that is gone from
-    Cinder (deleted outside ferry; `found`: the VM's volumes found by metadata, by disk key).
+    Cinder (deleted outside ferry; `found`: the VM's volumes found by metadata, by disk key;
+    `volume_ids`: every volume of the project, None when not read: one listed there only lost
+    its metadata, and its server still has it).
     It was production's: a new copy of the source would be unconverted, without what the server
     wrote since the cutover, and the server (or the one its drift boots again) would run from
     it (found by a helper reviewing image mode: the plan copied it in full into a new volume,
@@ -225,6 +230,8 @@ def converted_gone(
         record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
         attrs = record.attributes if record else {}
         if record is None or not attrs.get("converted") or volume.disk_key in found:
+            continue
+        if volume_ids is not None and str(attrs.get("volume_id")) in volume_ids:
             continue
         out.append(
             Concern(
