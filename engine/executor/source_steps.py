@@ -97,23 +97,29 @@ class SourceSteps(VolumeSteps):
             [],
         )
         self.ctx.say(name, f"{Address('vm', name)}: snapshot {snapshot._moId} taken")
+        # again with ferry's taken (removed after): one taken since the check above, during a
+        # graceful shutdown's minutes say, froze the base extent before ferry's (break-it 15 F1)
+        self._check_own_snapshots(name, vm, trees)
         self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
 
-    def _check_own_snapshots(self, name: str, vm: Any) -> None:
+    def _check_own_snapshots(self, name: str, vm: Any, trees: list[Any] | None = None) -> None:
         """A reader of the base extent (https; datastore_path on a real datastore) reads the
         VM's disk at ferry's snapshot only when that snapshot is the VM's only one: a snapshot
         someone took since the plan (a backup job, between `plan --out` and apply) freezes the
         base extent older than the disk, and the copy would record ferry's changeId over older
         bytes (break-it 12c item 10: 2 MiB lost, then "No changes"). Checked before the power-
-        off and the snapshot. Raises SourceChangedError naming the snapshots."""
+        off, and again once ferry's snapshot is taken (`trees`: the VM's snapshots then): one
+        taken in between, during a graceful shutdown's minutes, froze the base extent before
+        ferry's (break-it 15 F1: a cutover's server booted without the guest's last 4 MiB,
+        verified, exit 0). Raises SourceChangedError naming the snapshots."""
         reader = next((v.reader for v in self.plan.vms if v.name == name), "")
         lab_files = isinstance(self.ctx.sources, LabSources)  # each snapshot's own copy
         if reader != "https" and (reader != "datastore_path" or lab_files):
             return
+        if trees is None:
+            trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
         other = [
-            str(t.name)
-            for t in _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
-            if not ferry_made(str(t.name), str(t.description or ""))
+            str(t.name) for t in trees if not ferry_made(str(t.name), str(t.description or ""))
         ]
         if other:
             raise SourceChangedError(

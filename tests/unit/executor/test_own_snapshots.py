@@ -6,6 +6,7 @@ files are not concerned. Fakes for vCenter's snapshot tree (pure unit test)."""
 
 from __future__ import annotations
 
+from dataclasses import replace as with_fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,8 @@ from engine.executor import source_steps as module
 from engine.executor.apply import Applier
 from engine.executor.seams import LabSources
 from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION
+from engine.model.plan import Action, Change
+from tests.unit.executor.fakes import one_vm_applier
 
 
 def tree(name: str, description: str = "", *children: Any) -> Any:
@@ -59,3 +62,36 @@ def test_ferrys_own_other_readers_and_the_lab_files_are_fine(
     if reader != "https":
         snapshots.append(tree("backup-job"))
     check(applier(reader, sources, *snapshots), monkeypatch)
+
+
+def test_a_snapshot_taken_before_ferrys_own_stops_the_step_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 15 F1: a backup job's snapshot taken after the first check (during a cutover's
+    graceful shutdown, minutes) froze the base extent before ferry's: the step fails once
+    ferry's snapshot is taken (it stays recorded for the cleanup to remove), before any copy
+    reads the stale extent (before: copied, verified, exit 0, the server without the guest's
+    last writes)."""
+    snapshot = Change("vm.web01.snapshot", "source_snapshot", Action.CREATE, "", None, {})
+    real = one_vm_applier(tmp_path, "web01", "replicate", (snapshot,))
+    real.plan = with_fields(real.plan, vms=(with_fields(real.plan.vms[0], reader="https"),))
+    ours = SimpleNamespace(_moId="snapshot-2")
+    trees = iter([[], []])  # the leftovers' read and the first check: no snapshot yet
+
+    def fetch(_si: Any, _vm: Any, path: str) -> Any:
+        if path != "snapshot":
+            return []
+        found = next(trees, None)
+        backup = tree("veeam-backup", "job 17", tree("ferry-web01", SYNC_SNAPSHOT_DESCRIPTION))
+        backup.childSnapshotList[0].snapshot = ours
+        backup.childSnapshotList[0].state = "poweredOn"
+        backup.snapshot = SimpleNamespace(_moId="snapshot-1")
+        return SimpleNamespace(rootSnapshotList=[] if found is not None else [backup])
+
+    monkeypatch.setattr(module, "fetch_property", fetch)
+    monkeypatch.setattr(module, "create_snapshot", lambda *_a: ours)
+    monkeypatch.setattr(module, "snapshot_disks", lambda *_a: [])
+    monkeypatch.setattr(real, "_vm", lambda _name: "vm-ref")
+    with pytest.raises(SourceChangedError, match=r"has snapshot\(s\) veeam-backup now"):
+        real._snapshot(snapshot)
+    assert real.ctx.snapshots["web01"][0] is ours  # the cleanup removes it
