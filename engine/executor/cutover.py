@@ -200,11 +200,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         only from volumes still at those epochs."""
         address = Address.parse(change.address)
         if change.action in (Action.DELETE, Action.FORGET):
-            attrs = self._attrs(change.address)
-            for volume_id in list(attrs.get("protection") or {}):
-                self.release_protection(address.name, volume_id)
-            self._power_back_on(address.name, attrs)
-            self.a._write([], [change.address])
+            self._undo_conversion(change, address.name)
             return
         after = dict(change.after or {})
         keys = [int(d["key"]) for d in after["disks"]]
@@ -214,8 +210,17 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         # an earlier attempt's (a sync drops its own first), also of a disk the spec dropped
         # since: its volume would keep a snapshot no record names and never be deletable
         recorded = list(self._attrs(change.address).get("protection") or {})
-        for volume_id in dict.fromkeys([*volume_ids, *recorded]):
-            self.release_protection(address.name, volume_id)
+        lost = [
+            volume_id
+            for volume_id in dict.fromkeys([*volume_ids, *recorded])
+            if self.release_protection(address.name, volume_id)
+        ]
+        if lost:  # no sync in this plan copied them again: never converted and booted so
+            raise FerryError(
+                f"{change.address}: volume(s) {', '.join(lost)} hold writes their gone "
+                "protection snapshots cannot undo: not converted; the next plan copies them "
+                "in full"
+            )
         held = {
             v: self._disk(address.name, k).get("change_id")
             for k, v in zip(keys, volume_ids, strict=True)
@@ -282,6 +287,31 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             return
         server_id = self._boot(change, address.name, after)
         self._served(change, address.name, after, server_id)
+
+    def _undo_conversion(self, change: Change, name: str) -> None:
+        """A conversion record's delete (back to replicate, a destroy, a VM out of the spec):
+        the source ferry powered off goes back on first (it is production; its record drops
+        powered_off_at: a failure below no longer leaves it off, break-it 12g F1), then each
+        protection snapshot goes, reverted to where something wrote the volume since (not for
+        a volume this plan deletes), then the record."""
+        attrs = self._attrs(change.address)
+        self._power_back_on(name, attrs)
+        record = self._records().get(change.address)
+        if record is not None and attrs.pop(POWERED_OFF_AT, None) is not None:
+            self.a._write([replace(record, attributes=attrs)], [])
+        for volume_id in list(attrs.get("protection") or {}):
+            self.release_protection(name, volume_id, deleting=self._deleted(name, volume_id))
+        self.a._write([], [change.address])
+
+    def _deleted(self, name: str, volume_id: str) -> bool:
+        """This plan deletes (or forgets) the VM's volume `volume_id` (a destroy)."""
+        return any(
+            c.kind == "volume"
+            and c.action in (Action.DELETE, Action.FORGET)
+            and Address.parse(c.address).name == name
+            and (c.before or {}).get("volume_id") == volume_id
+            for c in self.a.changes.values()
+        )
 
     def _unconfirmed_gone(self, name: str, record: ResourceRecord, change: Change) -> None:
         """Before a server an interrupted apply booted and never confirmed is deleted (a

@@ -18,12 +18,19 @@ from engine.providers.openstack import compute, volumes
 class Protection(CutoverBase):
     """The protection snapshots of a cutover's volumes (see the module)."""
 
-    def release_protection(self, name: str, volume_id: str) -> None:
-        """Before a volume is written again (a sync, or a new protection): its protection
-        snapshot from an earlier conversion goes. The volume is first reverted to it when a
-        conversion may have changed the volume since AND no sync wrote it after the snapshot
-        was taken (the changeId the snapshot holds is still the volume's): never to a snapshot
-        older than the last sync, whose writes it would erase."""
+    def release_protection(self, name: str, volume_id: str, *, deleting: bool = False) -> bool:
+        """Before a volume is written again (a sync, or a new protection) or deleted
+        (`deleting`: no revert): its protection snapshot from an earlier conversion goes. The
+        volume is first reverted to it when a conversion or an unconfirmed server may have
+        changed the volume since AND no sync wrote it after the snapshot was taken (the changeId
+        the snapshot holds is still the volume's): never to a snapshot older than the last
+        sync, whose writes it would erase.
+
+        True when the volume needed that revert and its snapshot is gone from Cinder (deleted
+        outside ferry): what was written since cannot be undone, so the volume record is marked
+        tainted (the next plan copies it in full) and the caller's sync copies it in full now
+        (break-it 12g F1, F2: the revert failed on the gone snapshot at every apply, after the
+        power-off, the source left off). A volume gone too has nothing to undo: False."""
         address = str(Address("vm", name, "conversion"))
         with self._revert_lock:  # volume syncs of one VM run in parallel
             record = self._records().get(address)
@@ -31,14 +38,12 @@ class Protection(CutoverBase):
             protection = dict(attrs.get("protection") or {})
             snapshot_id = protection.pop(volume_id, None)
             if record is None or snapshot_id is None:
-                return
+                return False
             held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
             _, disk = self._disk_of(name, volume_id)
             fresh = held is not None and held == disk.get("change_id")
-            written = self._written_since(name, attrs)
-            if fresh and written:
-                volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
-                self._revert(name, volume_id, str(snapshot_id))
+            written = "" if deleting else self._written_since(name, attrs)
+            said, lost = self._undo(name, volume_id, str(snapshot_id), fresh, written)
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
             attrs["protection"] = protection
             attrs["protected_change_ids"] = {
@@ -48,16 +53,44 @@ class Protection(CutoverBase):
             }
             attrs.pop("epochs", None)  # the volume is written again: the conversion is undone
             self.a._write([ResourceRecord(address, "conversion", record.status, attrs)], [])
-        if fresh and written:
-            said = f"back to its protection snapshot (undoing {written})"
-        elif fresh:
-            said = "protection snapshot deleted (no conversion had changed it)"
-        else:
-            said = (
-                "stale protection snapshot deleted, never reverted to: a sync wrote the "
-                "volume after it was taken"
-            )
         self.ctx.say(name, f"{Address('vm', name)}: volume {volume_id} {said}")
+        return lost
+
+    def _undo(
+        self, name: str, volume_id: str, snapshot_id: str, fresh: bool, written: str
+    ) -> tuple[str, bool]:
+        """Revert the volume to its protection snapshot when it is `fresh` and was `written`
+        since; (what is said of it, whether what was written is lost for good: its snapshot
+        gone, the volume record tainted)."""
+        if not fresh:
+            return "stale protection snapshot deleted, never reverted to: a sync wrote the " \
+                "volume after it was taken", False  # fmt: skip
+        if not written:
+            return "protection snapshot deleted (no conversion had changed it)", False
+        if not volumes.exists(self.ctx.conn, volume_id):
+            return "is gone (deleted outside ferry): nothing to revert", False
+        if not compute.snapshot_exists(self.ctx.conn, snapshot_id):
+            who = "the unconfirmed server" if "server" in written else "the conversion"
+            self._taint_unreverted(name, volume_id, snapshot_id, f"what {who} wrote stays in it")
+            return (
+                f"cannot go back to its protection snapshot {snapshot_id}: it is gone from "
+                f"Cinder (deleted outside ferry), and what {who} wrote stays in it: copied in "
+                "full",
+                True,
+            )
+        volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
+        self._revert(name, volume_id, snapshot_id)
+        return f"back to its protection snapshot (undoing {written})", False
+
+    def _taint_unreverted(self, name: str, volume_id: str, snapshot_id: str, stays: str) -> None:
+        """The volume record tainted: a revert it needed cannot happen (its snapshot gone)."""
+        key, attrs = self._disk_of(name, volume_id)
+        if key is None:
+            return
+        why = f"its protection snapshot {snapshot_id} is gone and {stays}"
+        address = str(Address("vm", name, "disk", key))
+        record = ResourceRecord(address, "volume", Status.TAINTED, {**attrs, "tainted": why})
+        self.a._write([record], [])
 
     def _written_since(self, name: str, attrs: Mapping[str, Any]) -> str:
         """What may have written the VM's volumes since their protection snapshots ("" when
@@ -100,8 +133,11 @@ class Protection(CutoverBase):
         address = str(Address("vm", name, "conversion"))
         record = self._records().get(address)
         attrs = self._attrs(address)
+        written = self._written_since(name, attrs) or "the conversion"
         for volume_id, snapshot_id in (attrs.pop("protection", None) or {}).items():
-            self._revert(name, volume_id, str(snapshot_id))
+            said, _ = self._undo(name, volume_id, str(snapshot_id), True, written)
+            if not said.startswith("back to"):
+                self.ctx.say(name, f"{Address('vm', name)}: volume {volume_id} {said}")
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
         attrs.pop("epochs", None)
         if attrs.get(POWERED_OFF_AT) and record is not None:  # kept until settled

@@ -276,7 +276,7 @@ class VolumeSteps(Placement):
         if what.why:
             self.ctx.say(address.name, f"{change.address}: {what.why}")
         self._extend(change, address, volume_id)
-        self.cutover.release_protection(address.name, volume_id)
+        what = self._released(change.address, volume_id, what)
         if what.dst_is_zero and volumes.encrypted(self.ctx.conn, volume_id):
             what = replace(what, dst_is_zero=False)
             self.ctx.say(
@@ -330,6 +330,18 @@ class VolumeSteps(Placement):
                 self.ctx.digests[change.address] = (result.sha256, result.verified)
         step = time.monotonic() - began
         self._synced(change, attrs, disk, kind=what.kind, stats=result.stats(), step=step)
+
+    def _released(self, address: str, volume_id: str, what: ToCopy) -> ToCopy:
+        """The volume's protection snapshot released (reverted to where a conversion or an
+        unconfirmed server wrote it since); a delta becomes a full copy when that revert could
+        not happen, its snapshot gone from Cinder (break-it 12g F2: the delta went on top of
+        the unconfirmed guest's writes, or the step failed at every apply)."""
+        name = Address.parse(address).name
+        if not self.cutover.release_protection(name, volume_id) or what.kind != "delta":
+            return what
+        why = "its protection snapshot is gone: what was written since stays, so a full copy"
+        self.ctx.say(name, f"{address}: {why}")
+        return ToCopy("full", None, 0, False, why=why)  # onto the volume's older bytes
 
     def copy_stopped(self, address: str, attrs: dict[str, Any], error: StoppedError) -> None:
         """A copy stopped (Ctrl-C): what it read and wrote until then counts in the apply's

@@ -252,3 +252,6 @@ class Destination:
     # every volume of the project by id, whatever its metadata (a recorded one missing is gone:
     # deleted outside ferry); None: not read
     volume_ids: frozenset[str] | None = None
+    # every Cinder snapshot of the project by id (a protection snapshot the state records and
+    # this lacks is gone: deleted outside ferry); None: not read
+    snapshot_ids: frozenset[str] | None = None

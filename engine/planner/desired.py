@@ -667,6 +667,21 @@ def _not_flat(disk: SourceDisk, reader: str) -> Concern:
     )
 
 
+def _consolidation_needed(keys: list[int], reader: str) -> Concern:
+    """Disks that run on a delta link of a snapshot chain while the VM has no snapshot (a
+    failed backup's leftover: vSphere's "consolidation needed"): the base-extent readers would
+    read the -delta.vmdk (sparse format) as the disk (break-it 15 F2), so the VM is refused."""
+    who = "the https reader" if reader == "https" else reader
+    disks = ", ".join(map(str, keys))
+    return _error(
+        "consolidation-needed",
+        f"disk(s) {disks} run on a delta disk while the VM has no snapshot (vSphere: "
+        f"consolidation needed): {who} would read the delta file as the disk; consolidate the "
+        "VM's disks first (vSphere client: Snapshots > Consolidate), or read this VM with "
+        "source.reader: vddk",
+    )
+
+
 def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     """What the way disks are read asks of a VM: the https reader and a datastore mount read
     the disk's base extent, which is the VM's disk at ferry's snapshot only when that snapshot
@@ -677,8 +692,15 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     base_extent = reader == "https" or (reader == "datastore_path" and not source.get("lab_dir"))
     if not base_extent:
         return []
-    out = [_not_flat(disk, reader) for disk in vm.disks if disk.backing not in FLAT_OR_REFUSED]
+    out = [
+        _not_flat(disk, reader)
+        for disk in vm.disks
+        if disk.backing not in FLAT_OR_REFUSED | {"flat_delta"}
+    ]
     other = [s.name for s in vm.snapshots if not s.ferry_made]
+    deltas = [d.key for d in vm.disks if d.backing == "flat_delta"]
+    if deltas and not vm.snapshots:  # a chain without snapshots: vSphere's consolidation needed
+        out.append(_consolidation_needed(deltas, reader))
     if not other:
         return out
     if reader == "https":

@@ -112,13 +112,15 @@ def test_a_cutover_killed_in_its_boot_then_moved_back_to_replicate_is_undone(
     lab: Lab, si: Any, tmp_path: Path
 ) -> None:
     """Break-it 12f F2: web01 replicated, its cutover (convert off) killed (-9) while its server
-    boots; the server goes ACTIVE, never confirmed, and its guest writes the boot volume's
-    first MiB (written into the volume here). The spec moves web01 back to replicate: the plan
-    deletes that server, the apply reverts the volumes to their protection snapshots (no
-    conversion ran: the guest's writes are what is undone), drops the ports and the
-    conversion record and powers web01 back on. Oracle: every volume equals the source disk,
-    no server, no snapshot. Before: "nothing of the cutover is undone", web01 left off beside
-    the unconfirmed server, then "No changes"."""
+    boots; the server goes ACTIVE, never confirmed, and its guest writes each volume's first
+    MiB (written into the volume files here); disk 2001's protection snapshot is deleted by
+    someone (break-it 12g F1). The spec moves web01 back to replicate: the plan deletes that
+    server, the apply reverts disk 2000 to its protection snapshot (no conversion ran: the
+    guest's writes are what is undone) and copies disk 2001 in full (nothing to revert to),
+    drops the ports and the conversion record and powers web01 back on. Oracle: every volume
+    equals the source disk, no server, no snapshot. Before: "nothing of the cutover is
+    undone", web01 left off beside the unconfirmed server, then "No changes"; with the
+    snapshot gone, every apply failed its revert with web01 off."""
     vm = find_vm("web01")
     assert vm is not None
     state = replicated(lab, tmp_path)
@@ -130,14 +132,21 @@ def test_a_cutover_killed_in_its_boot_then_moved_back_to_replicate_is_undone(
     proc.communicate(timeout=60)
     try:
         wait_status(conn, killed, "ACTIVE")
-        with volume_file(lab, str(records(state)[DISK]["volume_id"])).open("r+b") as volume:
-            volume.write(os.urandom(MiB))  # the unconfirmed guest's write
+        for disk in (DISK, OTHER_DISK):  # the unconfirmed guest's writes
+            with volume_file(lab, str(records(state)[disk]["volume_id"])).open("r+b") as volume:
+                volume.write(os.urandom(MiB))
+        # break-it 12g F1: disk 2001's protection snapshot deleted by someone (a janitor)
+        gone = str(records(state)["vm.web01.conversion"]["protection"][
+            records(state)[OTHER_DISK]["volume_id"]])  # fmt: skip
+        conn.block_storage.delete_snapshot(gone)
+        conn.block_storage.wait_for_delete(conn.block_storage.get_snapshot(gone))
         back = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
         plan = ferry(lab, "plan", str(back), "--target", WEB01, "--state", str(state))
         said = " ".join(plan.stdout.split())
         assert f"server {killed}, never confirmed (an apply stopped during its boot), is " \
             "deleted" in said, plan.stdout  # fmt: skip
         assert "its server never confirmed: it is powered back on" in said, plan.stdout
+        assert f"its protection snapshot {gone} is gone from Cinder" in said, plan.stdout
         done = apply(lab, back, WEB01, state)
         out = " ".join((done.stdout + done.stderr).split())
         assert done.returncode == 0, out
@@ -231,6 +240,7 @@ def test_a_saved_cutover_plan_applied_after_a_disk_grew_is_refused_before_the_po
 
 
 ADDED_MAC = "00:50:56:8f:01:07"
+OTHER_DISK = "vm.web01.disk[2001]"
 
 
 @pytest.fixture

@@ -99,6 +99,9 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     assert (found.server_names, found.server_ids) == ({"conv"}, {"i1"})
     # every volume by id, whatever its metadata: a recorded image volume missing is gone
     assert (found.volumes, found.volume_ids) == ((), {"v9"})
+    assert found.snapshot_ids is None  # not read: nothing is taken for gone
+    listed = parse_destination(raw | {"snapshots": [SimpleNamespace(id="s1")]})
+    assert listed.snapshot_ids == {"s1"}
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
     unknown = parse_destination(raw | {"key_pairs": None, "roles": None})
     assert (unknown.key_pairs, unknown.roles) == (None, None)  # unknown: not checked

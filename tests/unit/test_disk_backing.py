@@ -16,6 +16,8 @@ Disk = vim.vm.device.VirtualDisk
     ("backing", "expected"),
     [
         (Disk.FlatVer2BackingInfo(), "flat"),
+        # a delta link of a snapshot chain (break-it 15 F2: read as "flat")
+        (Disk.FlatVer2BackingInfo(parent=Disk.FlatVer2BackingInfo()), "flat_delta"),
         (Disk.SparseVer2BackingInfo(), "sparse"),
         (Disk.SeSparseBackingInfo(), "se_sparse"),
         (Disk.RawDiskMappingVer1BackingInfo(), "rdm"),

@@ -132,7 +132,8 @@ def destination(d: dict[str, Any]) -> Destination:
     network by id; key_pairs and roles are unknown
     (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name);
     `images` (Glance's, output: image), `image_volumes` (volume id → image metadata) and
-    `volume_ids` (every volume of the project, by id) are not read unless given."""
+    `volume_ids` (every volume of the project, by id) and `snapshot_ids` (every Cinder snapshot,
+    by id) are not read unless given."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
     names = {
         i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
@@ -166,6 +167,7 @@ def destination(d: dict[str, Any]) -> Destination:
         images=observed_images(d["images"]) if "images" in d else None,
         image_volumes=d.get("image_volumes"),
         volume_ids=frozenset(d["volume_ids"]) if "volume_ids" in d else None,
+        snapshot_ids=frozenset(d["snapshot_ids"]) if "snapshot_ids" in d else None,
     )
 
 

@@ -145,7 +145,9 @@ def vm_changes(
         settled(c) if is_booted else adopt_then_sync(vm, c)
         for c in (_disk_change(vm, v, records, found.get(v.disk_key), now) for v in vm.volumes)
     ]
-    volumes = unprotected_copied_whole(vm, records, volumes)
+    if not is_booted:  # synced in this plan: what a revert cannot undo is copied in full
+        snapshots = cloud.snapshot_ids if cloud is not None else None
+        volumes = unprotected_copied_whole(vm, records, volumes, snapshots)
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
     if vm.image is not None:

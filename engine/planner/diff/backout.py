@@ -26,7 +26,7 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord
+from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.common import CUTOVER_MODES, UNCONFIRMED, backs_out
 from engine.planner.diff.cutover import server_of
 from engine.planner.diff.volumes import full_bytes, full_reason
@@ -80,25 +80,42 @@ def _powered_off(since: float, server: bool) -> str:
 
 
 def unprotected_copied_whole(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], changes: list[Change]
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    changes: list[Change],
+    snapshot_ids: frozenset[str] | None = None,
 ) -> list[Change]:
-    """Backing out (`backs_out`): a volume the unconfirmed server may have written and that no
-    protection snapshot holds at its last sync (the conversion record lost it, or never took
-    one) cannot be brought back by a delta: it is copied in full. Other changes as given."""
-    if not backs_out(vm, records):
+    """output: volume: a volume written since its protection snapshot (the conversion ran on
+    it, or a server an interrupted apply booted from it may have: `written_since`) goes back to
+    that snapshot before it is synced again (a back-out, a cutover run again, back to
+    replicate). One that no protection snapshot holds at its last sync (none recorded, or the
+    recorded one gone from Cinder: `snapshot_ids`, every snapshot of the project, None when not
+    read) cannot be brought back by a delta: it is copied in full (break-it 12g F1, F2: the
+    revert failed on the gone snapshot after the power-off at every apply, the guest's bytes
+    stayed, production off). Other changes as given."""
+    if vm.image is not None or not written_since(vm, records):
         return changes
     conversion = records.get(str(Address("vm", vm.name, "conversion")))
-    protection = dict((conversion.attributes if conversion else {}).get("protection") or {})
-    held = dict((conversion.attributes if conversion else {}).get("protected_change_ids") or {})
+    attrs = conversion.attributes if conversion else {}
+    protection = dict(attrs.get("protection") or {})
+    held = dict(attrs.get("protected_change_ids") or {})
     disks = {d.key: d for d in vm.source.disks}
     out = []
     for change in changes:
         before: dict[str, Any] = dict(change.before or {})
         volume_id = before.get("volume_id")
-        kept = volume_id in protection and held.get(volume_id) == before.get("change_id")
-        if change.kind != "volume" or change.action not in (Action.NOOP, Action.UPDATE) or kept:
+        snapshot = protection.get(volume_id)
+        kept = snapshot and held.get(volume_id) == before.get("change_id")
+        gone = snapshot_ids is not None and str(snapshot) not in snapshot_ids
+        movable = change.action in (Action.NOOP, Action.UPDATE)
+        if change.kind != "volume" or not movable or before.get("converted") or (kept and not gone):
             out.append(change)
             continue
+        why = (
+            f"its protection snapshot {snapshot} is gone from Cinder (deleted outside ferry)"
+            if kept
+            else "no protection snapshot holds its last sync"
+        )
         disk = disks[int(Address.parse(change.address).index or 0)]
         out.append(
             replace(
@@ -106,8 +123,8 @@ def unprotected_copied_whole(
                 action=Action.UPDATE,
                 reason=full_reason(
                     vm,
-                    f"the unconfirmed server may have written volume {volume_id} and no "
-                    "protection snapshot holds its last sync: copied in full",
+                    f"volume {volume_id} may hold what {written_since(vm, records)} wrote and "
+                    f"{why}: copied in full",
                 ),
                 after={**dict(change.after or before), "copy": "full"},
                 bytes=full_bytes(disk, vm),
@@ -115,6 +132,20 @@ def unprotected_copied_whole(
             )
         )
     return out
+
+
+def written_since(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> str:
+    """What wrote the VM's volumes since their protection snapshots, as the executor's
+    release_protection reverts for ("" when nothing did): a server an interrupted apply booted
+    (its record in progress, or the conversion record's `server_ran`), or the conversion."""
+    server = records.get(str(Address("vm", vm.name, "server")))
+    conversion = records.get(str(Address("vm", vm.name, "conversion")))
+    attrs = conversion.attributes if conversion else {}
+    if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
+        return "the unconfirmed server"
+    if attrs.get("tool") and conversion is not None:
+        return "the conversion"
+    return ""
 
 
 def replicate_after_cutover(
@@ -147,6 +178,8 @@ def replicate_after_cutover(
                 "ferry powered it off)",
             ),
         )
+    if server.status is Status.IN_PROGRESS:  # output: image: no back-out (see the module)
+        return (_unconfirmed_image(vm, records, server, observed),)
     where = "is gone" if observed is None else "still runs"
     named = server_of(server, observed)
     return (
@@ -158,4 +191,32 @@ def replicate_after_cutover(
             "migrate the VM again, plan --destroy (then replicate it anew), or set mode: "
             "cutover back",
         ),
+    )
+
+
+def _unconfirmed_image(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    server: ResourceRecord,
+    observed: ObservedServer | None,
+) -> Concern:
+    """output: image set back to replicate after a cutover killed in its boot: nothing of it is
+    undone here, and the warning says the server was never confirmed and whether ferry left the
+    source off (break-it 12g F3: "after its cutover", the source off unsaid, "No changes")."""
+    conversion = records.get(str(Address("vm", vm.name, "conversion")))
+    since = (conversion.attributes if conversion else {}).get("powered_off_at")
+    source = (
+        "ferry powered the source off at "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(float(since)))} and it stays off"
+        if since
+        else "the source is left as it is"
+    )
+    runs = "runs" if observed is not None else "is gone from the cloud"
+    return Concern(
+        ConcernLevel.WARNING,
+        "replicate-after-unconfirmed-cutover",
+        f"mode: replicate after an interrupted cutover: {server_of(server, observed)}, "
+        f"{UNCONFIRMED}, {runs}; output: image does not undo it by replicating ({source}): "
+        "set mode: cutover back to finish it, or plan --destroy to delete that server and "
+        "power the source back on, then replicate the VM anew",
     )

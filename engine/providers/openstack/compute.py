@@ -368,6 +368,17 @@ def revert(conn: Any, volume_id: str, snapshot_id: str) -> None:
     _wait_snapshot(conn, snapshot_id)
 
 
+def snapshot_exists(conn: Any, snapshot_id: str) -> bool:
+    """Cinder still has the snapshot (not deleted outside ferry). Raises OpenStackError."""
+    try:
+        conn.block_storage.get_snapshot(snapshot_id)
+    except os_exc.NotFoundException:
+        return False
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"reading snapshot {snapshot_id}: {exc}") from exc
+    return True
+
+
 def delete_snapshot(conn: Any, snapshot_id: str) -> None:
     try:
         conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)

@@ -136,6 +136,7 @@ def fetch_destination(
             "key_pairs": fetch_key_pairs(conn),
             "roles": fetch_roles(conn),
             "images": fetch_images(conn, images) if images is not None else None,
+            "snapshots": list(conn.block_storage.snapshots(details=False)),
         }
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reading the destination cloud failed: {exc}") from exc
@@ -343,4 +344,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         images=None if listed is None else {i.id: i for i in map(parse_image, listed)},
         image_volumes=None if listed is None else parse_image_volumes(raw["volumes"]),
         volume_ids=frozenset(str(v.id) for v in raw["volumes"]),
+        snapshot_ids=(
+            frozenset(str(s.id) for s in raw["snapshots"]) if "snapshots" in raw else None
+        ),
     )

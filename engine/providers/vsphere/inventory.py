@@ -262,10 +262,15 @@ BACKING_FORMATS = {
 
 
 def backing_format(backing: Any) -> str:
-    """The format of a VirtualDisk backing: "flat" (one -flat.vmdk extent), "sparse",
-    "se_sparse", "rdm", "raw_disk", "pmem", else the backing class's own name."""
+    """The format of a VirtualDisk backing: "flat" (one -flat.vmdk extent), "flat_delta" (a
+    flat backing with a `parent`: the disk runs on a delta link of a snapshot chain, e.g.
+    db-000001.vmdk over db.vmdk; its extent is a -delta.vmdk in sparse format, not the disk),
+    "sparse", "se_sparse", "rdm", "raw_disk", "pmem", else the backing class's own name."""
     name = type(backing).__name__.rsplit(".", 1)[-1]
-    return BACKING_FORMATS.get(name, name)
+    found = BACKING_FORMATS.get(name, name)
+    if found == "flat" and getattr(backing, "parent", None) is not None:
+        return "flat_delta"
+    return found
 
 
 def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:

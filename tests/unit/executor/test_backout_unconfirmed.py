@@ -35,13 +35,17 @@ PROTECTED = {
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """The cloud calls the back-out makes, recorded; find_server answers `found`."""
-    seen = SimpleNamespace(deleted=[], reverted=[], snapshots_deleted=[], detached=[], found=None)
+    seen = SimpleNamespace(
+        deleted=[], reverted=[], snapshots_deleted=[], detached=[], found=None, gone=set()
+    )  # gone: the volume and snapshot ids deleted outside ferry
     compute, volumes = module.compute, module.volumes
     monkeypatch.setattr(compute, "delete_server", lambda _c, i: seen.deleted.append(i))
     monkeypatch.setattr(compute, "find_server", lambda _c, _u: seen.found)
     monkeypatch.setattr(compute, "revert", lambda _c, v, s: seen.reverted.append((v, s)))
     monkeypatch.setattr(compute, "delete_snapshot", lambda _c, s: seen.snapshots_deleted.append(s))
     monkeypatch.setattr(volumes, "detach", lambda _c, h, v: seen.detached.append((h, v)))
+    monkeypatch.setattr(volumes, "exists", lambda _c, v: v not in seen.gone)
+    monkeypatch.setattr(compute, "snapshot_exists", lambda _c, s: s not in seen.gone)
     return seen
 
 
@@ -89,7 +93,12 @@ def test_the_unconfirmed_server_goes_the_volumes_revert_and_the_source_goes_back
         "vm.web01: volume vol-0 back to its protection snapshot (undoing what the "
         "unconfirmed server may have written)" in said
     )
-    assert said[-1].startswith("vm.web01: source powered back on (ferry powered it off at")
+    on = next(
+        i
+        for i, line in enumerate(said)
+        if line.startswith("vm.web01: source powered back on (ferry powered it")
+    )
+    assert on < len(said) - 1  # production first, then the volumes (break-it 12g F1)
 
 
 def test_a_kill_between_the_server_and_the_conversion_delete_still_reverts(
@@ -144,3 +153,54 @@ def test_a_sync_after_a_failed_cutover_without_conversion_does_not_revert(
     cutover.release_protection("web01", "vol-0")
     assert cloud.reverted == []
     assert cloud.snapshots_deleted == ["snap-0"]
+
+
+@pytest.mark.parametrize("gone", ["snap-0", "vol-0"])
+def test_a_protection_snapshot_or_volume_gone_still_ends_the_back_out(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    """Break-it 12g F1, F4: the protection snapshot (or the volume with it) deleted outside
+    ferry: the source goes back on first, the record goes, nothing raises; a volume that needed
+    the revert is recorded tainted (the next plan copies it in full). Before: the conversion's
+    delete failed on the gone snapshot or volume at every apply, the source stayed off."""
+    recorded(store, {"server_id": "srv-1"})
+    cloud.gone = {gone}
+    power = fakes.Power(state="poweredOff").install(monkeypatch)
+    said: list[str] = []
+    cutover = backout(store, said, {"server_id": "srv-1"})
+    for change in cutover.a.changes.values():
+        getattr(cutover, change.kind)(change)
+    assert power.powered_on == ["ref-web01"] and cloud.reverted == []
+    left = store.read().resources
+    assert set(left) == {DISK}
+    if gone == "snap-0":
+        assert left[DISK].status is Status.TAINTED
+        assert "snap-0 is gone and what the unconfirmed server wrote stays" in str(
+            left[DISK].attributes["tainted"]
+        )
+        assert any("cannot go back to its protection snapshot snap-0" in line for line in said)
+    else:
+        assert left[DISK].status is Status.READY
+
+
+def test_a_sync_whose_protection_snapshot_is_gone_is_told_to_copy_in_full(
+    store: SqliteStateStore, cloud: SimpleNamespace
+) -> None:
+    """Break-it 12g F2: a cutover run again after its killed boot, the protection snapshot
+    deleted outside ferry: release_protection says the volume needs a full copy (the caller's
+    delta becomes one) instead of failing the revert at every apply after the power-off."""
+    recorded(store, {"server_id": "srv-1"})
+    cloud.gone = {"snap-0"}
+    cutover = backout(store, [], {"server_id": "srv-1"})
+    assert cutover.release_protection("web01", "vol-0") is True
+    assert cloud.reverted == [] and cloud.snapshots_deleted == ["snap-0"]
+
+
+def test_a_destroy_deletes_protection_without_reverting_the_volumes_it_deletes(
+    store: SqliteStateStore, cloud: SimpleNamespace
+) -> None:
+    """Break-it 12g F1 (destroy): a volume the plan deletes is never reverted first."""
+    recorded(store, {"server_id": "srv-1"})
+    cutover = backout(store, [], {"server_id": "srv-1"})
+    assert cutover.release_protection("web01", "vol-0", deleting=True) is False
+    assert cloud.reverted == [] and cloud.snapshots_deleted == ["snap-0"]
