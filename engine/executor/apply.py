@@ -133,7 +133,12 @@ class Applier(SourceSteps):
         record the state cannot take now is said (the next apply removes it: the snapshot is
         gone)."""
         for vm_name, (snapshot, _) in list(self.ctx.snapshots.items()):
-            remove_snapshot(self.ctx.si, snapshot)
+            if not remove_snapshot(self.ctx.si, snapshot):
+                self.ctx.say(
+                    vm_name,
+                    f"{Address('vm', vm_name)}: snapshot {snapshot._moId} was removed outside "
+                    "ferry during the apply",
+                )
             del self.ctx.snapshots[vm_name]
             try:
                 self._write([], [str(Address("vm", vm_name, "snapshot"))])

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from engine.errors import DataplaneError
 from engine.model.observed import CBT_SNAPSHOT_DESCRIPTION
@@ -106,9 +106,13 @@ def enable_cbt(si: Any, vm: Any, cycle_name: str) -> None:
     remove_snapshot(si, create_snapshot(si, vm, cycle_name, CBT_SNAPSHOT_DESCRIPTION))
 
 
-def remove_snapshot(si: Any, snapshot: Any) -> None:
-    wait_task(
-        si,
-        snapshot.RemoveSnapshot_Task(removeChildren=False),
-        f"removing snapshot {snapshot._moId}",
-    )
+def remove_snapshot(si: Any, snapshot: Any) -> bool:
+    """Remove the snapshot (its changes consolidated into its parent). False when it was gone
+    already (removed outside ferry: vCenter no longer knows the object; break-it 15: the
+    apply's cleanup ended in a traceback, no summary). Raises VSphereError."""
+    try:
+        task = snapshot.RemoveSnapshot_Task(removeChildren=False)
+    except vmodl.fault.ManagedObjectNotFound:
+        return False
+    wait_task(si, task, f"removing snapshot {snapshot._moId}")
+    return True
