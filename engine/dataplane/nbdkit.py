@@ -209,6 +209,40 @@ class FilteredDiskSource:
         return self.source.describe()
 
 
+STALE_AFTER = 600.0  # seconds: a private directory with no live nbdkit this old is a dead ferry's
+_swept: list[bool] = []  # once per process
+
+
+def sweep_stale(root: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the private directories (`ferry-nbd-*`) a killed ferry left behind: the secrets
+    in them (a vCenter session cookie, a password file) outlive it otherwise (break-it 15: a
+    kill -9 left live session cookies in /tmp, readable by the same user). Only this user's,
+    whose nbdkit (its pidfile) no longer runs (nbdkit ends with ferry: --exit-with-parent), and
+    unchanged for STALE_AFTER seconds (one being set up has no pidfile yet). Returns them."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob("ferry-nbd-*"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        young = (now if now is not None else time.time()) - info.st_mtime < STALE_AFTER
+        if info.st_uid != os.getuid() or young or _running(path / "nbdkit.pid"):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pidfile: Path) -> bool:
+    """The process its pidfile names still runs (a process of another user counts)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError) as exc:
+        return isinstance(exc, PermissionError)
+    return True
+
+
 class NbdkitServer:
     """A running read-only nbdkit serving one DiskSource; use as a context manager."""
 
@@ -222,6 +256,9 @@ class NbdkitServer:
         self.filters = [*getattr(source, "filters", ()), *(filters or [])]
         # key=value parameters of the filters
         self.filter_args = [*getattr(source, "filter_args", ()), *(filter_args or [])]
+        if not _swept:  # a killed ferry's secrets go with the first server of this one
+            _swept.append(True)
+            sweep_stale()
         self._dir = Path(tempfile.mkdtemp(prefix="ferry-nbd-"))  # created 0700
         self.socket = self._dir / "nbd.sock"
         self._pidfile = self._dir / "nbdkit.pid"
