@@ -22,9 +22,10 @@ from engine.diagnostics import Diagnostic, Location, Path, Severity, has_errors,
 from engine.spec.load import Loaded, load_text
 
 SELECTORS = ("name", "instance_uuid", "moref", "pattern")
+THUMBPRINT = "^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$"
 _PATTERN_NAMES = {
     "^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$": "MAC address (00:50:56:aa:bb:cc)",
-    "^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$": "SHA-1 thumbprint (20 hex pairs joined by ':')",
+    THUMBPRINT: "SHA-1 thumbprint (20 hex pairs joined by ':')",
     "^vm-[0-9]+$": "VM moref (vm-123)",
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$": "UUID",
     "^[A-Za-z_][A-Za-z0-9_]*$": "environment variable name",
@@ -204,6 +205,7 @@ def _semantic(loaded: Loaded, data: dict[str, Any]) -> None:
     _check_pins(loaded, data)
     _check_execution(loaded, _dict(data.get("execution")))
     _check_output(loaded, data)
+    _check_reader(loaded, data)
     for path, settings in _settings_blocks(data):
         _check_settings(loaded, path, settings)
     if vcenter.get("datastore_path"):
@@ -256,6 +258,41 @@ def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
         loaded.error(
             "insecure: true disables verification: drop ca_file/thumbprint or insecure",
             (*path, "tls", "insecure"),
+        )
+
+
+def _check_reader(loaded: Loaded, data: dict[str, Any]) -> None:
+    """The reader's settings, knowable from the spec (break-it 15: each passed validate and
+    plan and failed only at apply, after a CI gate had approved the plan): vddk needs
+    vddk_libdir, datastore_path a mount, https (the default without vddk_libdir) a CA, not a
+    pinned thumbprint (curl has no option for one). The same lines as the apply's preflight."""
+    source = _dict(data.get("source"))
+    vcenter = _dict(source.get("vcenter"))
+    reader = source.get("reader") or ("vddk" if vcenter.get("vddk_libdir") else "https")
+    path: Path = ("source", "reader") if "reader" in source else ("source",)
+    tls, lab = _dict(vcenter.get("tls")), source.get("lab_dir")
+    if reader == "vddk" and not vcenter.get("vddk_libdir"):
+        loaded.error(
+            "source.reader vddk needs source.vcenter.vddk_libdir (where VDDK is unpacked); or "
+            "read disks with source.reader: https",
+            path,
+        )
+    elif reader == "datastore_path" and not (vcenter.get("datastore_path") or lab):
+        loaded.error(
+            "source.reader datastore_path needs source.vcenter.datastore_path (where the "
+            "datastores are mounted); or read disks with source.reader: https",
+            path,
+        )
+    elif (
+        reader == "https"
+        and re.match(THUMBPRINT, str(tls.get("thumbprint") or ""))  # else its own error says
+        and tls.get("insecure") is not True
+    ):
+        loaded.error(
+            "source.reader https verifies vCenter's certificate against a CA, not a pinned "
+            "thumbprint: set source.vcenter.tls.ca_file (the CA or self-signed certificate "
+            "vCenter presents)",
+            ("source", "vcenter", "tls", "thumbprint"),
         )
 
 

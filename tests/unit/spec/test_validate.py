@@ -269,6 +269,7 @@ def test_first_boot_scripts_resolve_next_to_the_spec_and_missing_ones_are_errors
     (tmp_path / "scripts" / "net.sh").write_text("#!/bin/sh\n")
     spec = copy.deepcopy(VALID)
     spec["source"]["vcenter"]["tls"] = {"thumbprint": "AA:" * 19 + "AA"}
+    spec["source"]["vcenter"]["vddk_libdir"] = "/opt/vddk"  # a thumbprint is VDDK's
     spec["vms"][0]["conversion"] = {"firstboot": ["scripts/net.sh"], "debug": True}
     spec["vms"][1]["conversion"] = {"firstboot": ["scripts/missing.sh"]}
     path = tmp_path / "spec.yaml"
@@ -373,3 +374,34 @@ def test_a_pinned_conversion_host_is_one_of_the_spec() -> None:
     del spec["vms"][1]["conversion_host"]
     (none,) = errors(yaml.safe_dump(spec, sort_keys=False))
     assert "'conv-2' is not in conversion_hosts (it lists none)" in none
+
+
+@pytest.mark.parametrize(
+    ("reader", "vcenter", "message"),
+    [
+        ("vddk", {}, "source.reader vddk needs source.vcenter.vddk_libdir"),
+        ("datastore_path", {}, "source.reader datastore_path needs source.vcenter.datastore_path"),
+        (None, {"tls": {"thumbprint": "AA:" * 19 + "AA"}}, "certificate against a CA"),
+    ],
+)
+def test_a_reader_without_its_settings_is_a_spec_error(
+    reader: str | None, vcenter: dict[str, Any], message: str
+) -> None:
+    """Break-it 15: each of these passed validate and plan and failed only at apply (a CI gate
+    approved a plan that could not be applied); the https default included."""
+    spec = copy.deepcopy(VALID)
+    spec["source"]["vcenter"] |= vcenter
+    if "tls" in vcenter:
+        spec["source"]["vcenter"]["tls"] = vcenter["tls"]
+    if reader is not None:
+        spec["source"]["reader"] = reader
+    if reader == "datastore_path":
+        spec["defaults"]["mode"] = "cold"
+        spec["vms"][2]["mode"] = "cold"
+    (found,) = errors(yaml.safe_dump(spec, sort_keys=False))
+    assert message in found
+    spec["source"]["vcenter"] |= {"vddk_libdir": "/opt/vddk", "datastore_path": "/mnt/ds"}
+    spec["source"]["vcenter"]["tls"] = {"ca_file": "/etc/ssl/vc.pem"} if reader is None else {}
+    if reader != "datastore_path":
+        spec["source"]["vcenter"].pop("datastore_path")
+    assert errors(yaml.safe_dump(spec, sort_keys=False)) == []
