@@ -341,6 +341,8 @@ class ImageCutover:
             for key in keys:
                 self._mark(name, key, epoch=content_epoch())
         attrs["epochs"] = {str(k): self._file_record(name, k).attributes.get("epoch") for k in keys}
+        for key, path in zip(keys, paths, strict=True):  # what an upload must find (the image's)
+            self._mark(name, key, converted_id=file_identity(path))
         attrs["at"] = time.time()
         self.a._write([ResourceRecord(change.address, "conversion", Status.READY, attrs)], [])
         self.a.ctx.say(
@@ -367,6 +369,7 @@ class ImageCutover:
             self._properties(change, before, after)
             return
         path = Path(str(after["file"]))
+        self._check_converted_file(change.address, path)
         upload = path
         if after["disk_format"] == "qcow2":
             upload = path.with_suffix(".qcow2")
@@ -387,6 +390,23 @@ class ImageCutover:
             name,
             f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
         )
+
+    def _check_converted_file(self, address: str, path: Path) -> None:
+        """The file an image is uploaded from is the one its conversion left (the disk file
+        record's `converted_id`, taken when the conversion ended): one changed or replaced
+        since (a restored older copy, a stray write) is never uploaded as "the disk as
+        converted" (break-it 16 F1: re-uploaded after its image was deleted, a server booted
+        from bytes neither the source's nor the conversion's). A record from before ferry
+        kept that identity is not checked. Raises FerryError."""
+        parsed = Address.parse(address)
+        record = self._records().get(str(Address("vm", parsed.name, "disk", parsed.index)))
+        converted = (record.attributes if record else {}).get("converted_id")
+        if converted and file_identity(path) != converted:
+            raise FerryError(
+                f"{address}: {path} is not the file its conversion left (changed or replaced "
+                "since): not uploaded; put the converted file back, or plan --destroy and "
+                "migrate the VM again"
+            )
 
     def _properties(self, change: Change, before: dict[str, Any], after: dict[str, Any]) -> None:
         """A recorded image's properties set to the plan's (Glance image update); those it no
