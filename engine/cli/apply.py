@@ -26,6 +26,7 @@ from engine.cli.interrupt import STOPPED, ending_on
 from engine.cli.plan import (
     AdoptLineageOption,
     StateOption,
+    blocked_reasons,
     check_shared_state,
     lineages,
     load_spec,
@@ -322,14 +323,19 @@ def nothing_applied(plan: Plan, blocked: bool) -> dict[str, Any]:
     }
 
 
-def blocked_line(plan: Plan) -> str:
+def blocked_line(plan: Plan, reasons: bool = False) -> str:
     """A line naming the VMs the plan blocked (error concerns), or "": they make apply exit 1, so
-    a CI gate cannot go green on a wave whose VMs were not applied."""
+    a CI gate cannot go green on a wave whose VMs were not applied. `reasons`: each VM's error
+    concerns in the line (for a caller that did not print the plan, e.g. the Ansible modules:
+    break-it 16 F4, an AAP job log said only "see their concerns above")."""
     wanted = {str(Address.parse(t).vm) for t in plan.targets}
-    names = [v.address for v in plan.vms if v.blocked and (not wanted or v.address in wanted)]
-    if not names:
+    vms = [v for v in plan.vms if v.blocked and (not wanted or v.address in wanted)]
+    if not vms:
         return ""
-    return f"Not applied, blocked by errors: {', '.join(names)} (see their concerns above)."
+    if reasons:
+        return f"Not applied, blocked by errors: {'; '.join(blocked_reasons(vms))}."
+    names = ", ".join(v.address for v in vms)
+    return f"Not applied, blocked by errors: {names} (see their concerns above)."
 
 
 def _observed(

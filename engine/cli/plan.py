@@ -321,3 +321,11 @@ def summary(result: Plan) -> str:
         f"Plan: {create} to create, {counts[Action.UPDATE]} to update, {destroy} to destroy"
         f"{extra}; {human(result.bytes_to_copy)} to copy{tail}."
     )
+
+
+def blocked_reasons(vms: list[VMPlan]) -> list[str]:
+    """'vm.X: <its error concerns, "; "-joined>' for each of `vms`."""
+    return [
+        f"{v.address}: " + "; ".join(c.message for c in v.concerns if c.level is ConcernLevel.ERROR)
+        for v in vms
+    ]

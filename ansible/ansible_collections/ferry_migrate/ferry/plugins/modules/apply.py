@@ -162,7 +162,7 @@ def run(params: dict, check_mode: bool) -> dict:
     console = Console(file=buffer, width=160, no_color=True, highlight=False)
     check_applicable(plan, console, as_json=False)
     out: dict = {"changed": plan.has_changes, "summary": planfile.to_json(plan)["summary"]}
-    blocked = blocked_line(plan)
+    blocked = blocked_line(plan, reasons=True)
     if blocked and not plan.has_changes:
         raise UserError(blocked)
     if check_mode or not plan.has_changes:

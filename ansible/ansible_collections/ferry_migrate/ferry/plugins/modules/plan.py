@@ -132,7 +132,7 @@ def run(params: dict, check_mode: bool) -> dict:
     from pathlib import Path
 
     from engine.addresses import Address
-    from engine.cli.plan import exit_code, lineages, plan_spec, summary
+    from engine.cli.plan import blocked_reasons, exit_code, lineages, plan_spec, summary
     from engine.diagnostics import Severity
     from engine.planner import planfile
 
@@ -154,8 +154,8 @@ def run(params: dict, check_mode: bool) -> dict:
     }
     if exit_code(result, detailed=False):
         errors = [d.summary for d in result.diagnostics if d.severity is Severity.ERROR]
-        blocked = [v.address for v in result.vms if v.blocked]
-        said = errors[0] if errors else f"blocked by errors: {', '.join(blocked)}"
+        blocked = blocked_reasons([v for v in result.vms if v.blocked])
+        said = errors[0] if errors else f"blocked by errors: {'; '.join(blocked)}"
         out["failed"] = True
         out["msg"] = f"{said}: fix it and plan again ({out['summary']})"
         return out
