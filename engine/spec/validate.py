@@ -268,9 +268,15 @@ def _check_reader(loaded: Loaded, data: dict[str, Any]) -> None:
     pinned thumbprint (curl has no option for one). The same lines as the apply's preflight."""
     source = _dict(data.get("source"))
     vcenter = _dict(source.get("vcenter"))
-    reader = source.get("reader") or ("vddk" if vcenter.get("vddk_libdir") else "https")
-    path: Path = ("source", "reader") if "reader" in source else ("source",)
     tls, lab = _dict(vcenter.get("tls")), source.get("lab_dir")
+    reader = source.get("reader") or (  # as engine.planner.desired.reader_of
+        "datastore_path"
+        if lab or vcenter.get("datastore_path")
+        else "vddk"
+        if vcenter.get("vddk_libdir")
+        else "https"
+    )
+    path: Path = ("source", "reader") if "reader" in source else ("source",)
     if reader == "vddk" and not vcenter.get("vddk_libdir"):
         loaded.error(
             "source.reader vddk needs source.vcenter.vddk_libdir (where VDDK is unpacked); or "
