@@ -68,14 +68,16 @@ def apply(
     target: Annotated[Path, typer.Argument(help="A spec (plans and applies) or a saved plan.")],
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
     parallelism: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--parallelism",
             min=1,
             max=256,
-            help="Steps run at once (copies are also bounded per conversion host and ESXi host).",
+            help="Steps run at once (copies are also bounded per conversion host and ESXi "
+            "host); default: the slots of the conversion hosts the apply writes on, plus 2, "
+            "at least 4.",
         ),
-    ] = 4,
+    ] = None,
     state: StateOption = None,
     only: Annotated[
         list[str] | None,
@@ -496,7 +498,7 @@ def run_plan(
     plan: Plan,
     spec: dict[str, Any],
     location: StateLocation,
-    parallelism: int,
+    parallelism: int | None,
     shown: tuple[Console, HumanView | JsonView],
 ) -> int:
     """Apply the plan (it has changes) under the state's lock, events to a new log in the
@@ -590,7 +592,18 @@ def _check_volumes_owned(applier: Applier) -> None:
         )
 
 
-def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int) -> Walker:
+def default_parallelism(spec: dict[str, Any], agents: bool) -> int:
+    """Steps at once when --parallelism is not given: every slot of the conversion hosts the
+    apply writes on (each host's `max_parallel`, 2 by default: all hosts with agents, the
+    first one in-process) plus 2 for the steps beside the copies, at least 4 (break-it 14: a
+    fixed 4 ran 4 copies across 3 hosts of 2 slots, one host idle while the plan gave it the
+    biggest VM)."""
+    hosts = spec.get("conversion_hosts") or [{}]
+    used = hosts if agents else hosts[:1]
+    return max(4, sum(int(h.get("max_parallel", 2)) for h in used) + 2)
+
+
+def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int | None) -> Walker:
     """The plan's walk (its node function set by the caller), bounded by the slot pools. The
     VM of a step that needs its conversion host (a copy, a conversion, the snapshot that
     checks it first) is re-placed before it when its host is gone: on the walk's preparing
@@ -605,6 +618,8 @@ def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int
             return None
         return applier.to_place(Address.parse(change.address).name)
 
+    if parallelism is None:
+        parallelism = default_parallelism(spec, applier.ctx.remote is not None)
     return Walker(
         _graph(plan),
         lambda _: None,

@@ -51,9 +51,10 @@ options:
     elements: str
     default: []
   parallelism:
-    description: Steps run at once (copies are also bounded per conversion host and ESXi host).
+    description:
+      - Steps run at once (copies are also bounded per conversion host and ESXi host).
+      - Default, the slots of the conversion hosts the apply writes on plus 2, at least 4.
     type: int
-    default: 4
   report:
     description: Write the HTML migration report (C(ferry report)) after an apply.
     type: bool
@@ -122,7 +123,7 @@ ARGUMENT_SPEC = {
     "target": {"type": "list", "elements": "str", "default": []},
     "verify": {"type": "bool", "default": False},
     "adopt_lineage": {"type": "list", "elements": "str", "default": []},
-    "parallelism": {"type": "int", "default": 4},
+    "parallelism": {"type": "int"},
     "state_location": STATE_OPTION,
     "report": {"type": "bool", "default": True},
 }
