@@ -14,6 +14,8 @@ from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_ep
 from engine.model.state import ResourceRecord, Status
 from engine.providers.openstack import compute, volumes
 
+CONVERSION = "the conversion"  # what wrote the volumes since their protection snapshots
+
 
 class Protection(CutoverBase):
     """The protection snapshots of a cutover's volumes (see the module)."""
@@ -80,7 +82,8 @@ class Protection(CutoverBase):
             )
         volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
         self._revert(name, volume_id, snapshot_id)
-        return f"back to its protection snapshot (undoing {written})", False
+        said = f"back to its protection snapshot (undoing {written})"
+        return said + (": it converts again" if written == CONVERSION else ""), False
 
     def _taint_unreverted(self, name: str, volume_id: str, snapshot_id: str, stays: str) -> None:
         """The volume record tainted: a revert it needed cannot happen (its snapshot gone)."""
@@ -101,7 +104,7 @@ class Protection(CutoverBase):
         if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
             return "what the unconfirmed server may have written"
         if attrs.get("tool"):
-            return "the conversion: it converts again"
+            return CONVERSION
         return ""
 
     def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
