@@ -16,7 +16,7 @@ Then what `verify` costs after that delta: the whole disk on both sides (`verify
 the changed areas (`verify: changed`), both through the same nbdkit server and destination file.
 Prints the benchmark's peak memory (RSS), which must stay under 1 GiB.
 Usage: .venv/bin/python benchmarks/delta_sync.py [--extents 2500] [--rdelay-ms 1] [--depth 16]
-       [--runs 3] [--no-verify]
+       [--runs 5] [--no-verify]
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=4)
     parser.add_argument("--extents", type=int, default=2500)
     parser.add_argument("--rdelay-ms", type=float, default=1.0)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
         "--depth", type=int, default=16, help="the plain aio loop's reads in flight"
     )
