@@ -54,12 +54,12 @@ from engine.executor.volume_steps import handed_since
 from engine.executor.walker import Outcome, Walker, WalkResult
 from engine.model.plan import Action, Plan
 from engine.planner import planfile
-from engine.planner.desired import reader_of
 from engine.planner.make import make_plan, spec_digest
 from engine.planner.placement import ESXI_READS  # concurrent disk reads per ESXi host (NFC)
 from engine.planner.refresh import read_state, refresh
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
+from engine.spec.validate import reader_of
 from engine.statestore import StateLocation, StateStore
 from engine.units import human
 
@@ -456,7 +456,7 @@ def _remote(spec: dict[str, Any]) -> Remote | None:
 
 
 def _sources(spec: dict[str, Any], target: VCenterTarget, si: Any) -> Sources:
-    """Where disks are read from, as `source.reader` says (planner.desired.reader_of); a reader
+    """Where disks are read from, as `source.reader` says (spec.validate.reader_of); a reader
     the spec lacks the settings for is one line saying which setting."""
     source = spec["source"]
     vcenter = source["vcenter"]

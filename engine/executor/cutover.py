@@ -294,9 +294,9 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         powered_off_at: a failure below no longer leaves it off, break-it 12g F1), then each
         protection snapshot goes, reverted to where something wrote the volume since (not for
         a volume this plan deletes), then the record."""
-        attrs = self._attrs(change.address)
-        self._power_back_on(name, attrs)
         record = self._records().get(change.address)
+        attrs = dict(record.attributes) if record is not None else {}
+        self._power_back_on(name, attrs)
         if record is not None and attrs.pop(POWERED_OFF_AT, None) is not None:
             self.a._write([replace(record, attributes=attrs)], [])
         for volume_id in list(attrs.get("protection") or {}):

@@ -6,15 +6,18 @@ the volume a new content epoch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from engine.addresses import Address
 from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_epoch
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import (
+    CONVERSION_WROTE,
+    UNCONFIRMED_SERVER,
+    ResourceRecord,
+    Status,
+    written_since_protection,
+)
 from engine.providers.openstack import compute, volumes
-
-CONVERSION = "the conversion"  # what wrote the volumes since their protection snapshots
 
 
 class Protection(CutoverBase):
@@ -44,7 +47,7 @@ class Protection(CutoverBase):
             held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
             _, disk = self._disk_of(name, volume_id)
             fresh = held is not None and held == disk.get("change_id")
-            written = "" if deleting else self._written_since(name, attrs)
+            written = "" if deleting else self._written_since(name)
             said, lost = self._undo(name, volume_id, str(snapshot_id), fresh, written)
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
             attrs["protection"] = protection
@@ -72,7 +75,7 @@ class Protection(CutoverBase):
         if not volumes.exists(self.ctx.conn, volume_id):
             return "is gone (deleted outside ferry): nothing to revert", False
         if not compute.snapshot_exists(self.ctx.conn, snapshot_id):
-            who = "the unconfirmed server" if "server" in written else "the conversion"
+            who = UNCONFIRMED_SERVER if UNCONFIRMED_SERVER in written else CONVERSION_WROTE
             self._taint_unreverted(name, volume_id, snapshot_id, f"what {who} wrote stays in it")
             return (
                 f"cannot go back to its protection snapshot {snapshot_id}: it is gone from "
@@ -83,7 +86,7 @@ class Protection(CutoverBase):
         volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
         self._revert(name, volume_id, snapshot_id)
         said = f"back to its protection snapshot (undoing {written})"
-        return said + (": it converts again" if written == CONVERSION else ""), False
+        return said + (": it converts again" if written == CONVERSION_WROTE else ""), False
 
     def _taint_unreverted(self, name: str, volume_id: str, snapshot_id: str, stays: str) -> None:
         """The volume record tainted: a revert it needed cannot happen (its snapshot gone)."""
@@ -95,17 +98,12 @@ class Protection(CutoverBase):
         record = ResourceRecord(address, "volume", Status.TAINTED, {**attrs, "tainted": why})
         self.a._write([record], [])
 
-    def _written_since(self, name: str, attrs: Mapping[str, Any]) -> str:
-        """What may have written the VM's volumes since their protection snapshots ("" when
-        nothing did): the conversion (`tool`), or a server an interrupted apply booted from
-        them and never confirmed (its record in progress, or `server_ran` once a back-out
-        deleted it: break-it 12f F2, its guest's writes stayed under the next delta)."""
-        server = self._records().get(str(Address("vm", name, "server")))
-        if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
-            return "what the unconfirmed server may have written"
-        if attrs.get("tool"):
-            return CONVERSION
-        return ""
+    def _written_since(self, name: str) -> str:
+        """What may have written the VM's volumes since their protection snapshots, as said in
+        a revert's line ("" when nothing did; model.state.written_since_protection: break-it
+        12f F2, the unconfirmed guest's writes stayed under the next delta)."""
+        who = written_since_protection(self._records(), name)
+        return f"what {who} may have written" if who == UNCONFIRMED_SERVER else who
 
     def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
         compute.revert(self.ctx.conn, volume_id, snapshot_id)
@@ -136,7 +134,7 @@ class Protection(CutoverBase):
         address = str(Address("vm", name, "conversion"))
         record = self._records().get(address)
         attrs = self._attrs(address)
-        written = self._written_since(name, attrs) or "the conversion"
+        written = self._written_since(name) or CONVERSION_WROTE
         for volume_id, snapshot_id in (attrs.pop("protection", None) or {}).items():
             said, _ = self._undo(name, volume_id, str(snapshot_id), True, written)
             if not said.startswith("back to"):

@@ -50,3 +50,22 @@ class State:
     serial: int
     resources: Mapping[str, ResourceRecord]
     lock: LockInfo | None = None
+
+
+UNCONFIRMED_SERVER = "the unconfirmed server"
+CONVERSION_WROTE = "the conversion"
+
+
+def written_since_protection(records: Mapping[str, ResourceRecord], name: str) -> str:
+    """What wrote VM `name`'s volumes since their protection snapshots, by its records ("" when
+    nothing did): UNCONFIRMED_SERVER, a server an interrupted apply booted from them (its record
+    in progress, or the conversion record's `server_ran` once a back-out deleted it), else
+    CONVERSION_WROTE (the conversion record's `tool`). The one rule of both the executor's
+    release_protection (it reverts such a volume) and the planner (it copies in full one it
+    cannot revert)."""
+    server = records.get(f"vm.{name}.server")
+    conversion = records.get(f"vm.{name}.conversion")
+    attrs = conversion.attributes if conversion is not None else {}
+    if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
+        return UNCONFIRMED_SERVER
+    return CONVERSION_WROTE if attrs.get("tool") else ""

@@ -35,6 +35,7 @@ from engine.model.observed import (
     SourceVM,
 )
 from engine.planner import image_properties as nova
+from engine.spec.validate import reader_of
 from engine.units import GiB
 
 MAX_NAME = 63
@@ -637,19 +638,6 @@ def _network_exists(ref: str, destination: Destination) -> bool:
 
 
 READERS = ("vddk", "https", "datastore_path")
-
-
-def reader_of(spec: Spec) -> str:
-    """How disks are read (`source.reader`): as the spec says; else `datastore_path` when the
-    spec names a datastore mount or the lab's files (source.vcenter.datastore_path,
-    source.lab_dir), `vddk` when it names VDDK (source.vcenter.vddk_libdir), else `https`."""
-    source = spec.get("source") or {}
-    vcenter = source.get("vcenter") or {}
-    if source.get("reader"):
-        return str(source["reader"])
-    if source.get("lab_dir") or vcenter.get("datastore_path"):
-        return "datastore_path"
-    return "vddk" if vcenter.get("vddk_libdir") else "https"
 
 
 # backings the base-extent readers read (flat) or that disk_concerns refuses anyway (rdm)

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path as FsPath
@@ -261,6 +261,19 @@ def _check_vcenter(loaded: Loaded, vcenter: dict[str, Any]) -> None:
         )
 
 
+def reader_of(spec: Mapping[str, Any]) -> str:
+    """How disks are read (`source.reader`): as the spec says; else `datastore_path` when the
+    spec names a datastore mount or the lab's files (source.vcenter.datastore_path,
+    source.lab_dir), `vddk` when it names VDDK (source.vcenter.vddk_libdir), else `https`."""
+    source = spec.get("source") or {}
+    vcenter = source.get("vcenter") or {}
+    if source.get("reader"):
+        return str(source["reader"])
+    if source.get("lab_dir") or vcenter.get("datastore_path"):
+        return "datastore_path"
+    return "vddk" if vcenter.get("vddk_libdir") else "https"
+
+
 def _check_reader(loaded: Loaded, data: dict[str, Any]) -> None:
     """The reader's settings, knowable from the spec (break-it 15: each passed validate and
     plan and failed only at apply, after a CI gate had approved the plan): vddk needs
@@ -269,13 +282,7 @@ def _check_reader(loaded: Loaded, data: dict[str, Any]) -> None:
     source = _dict(data.get("source"))
     vcenter = _dict(source.get("vcenter"))
     tls, lab = _dict(vcenter.get("tls")), source.get("lab_dir")
-    reader = source.get("reader") or (  # as engine.planner.desired.reader_of
-        "datastore_path"
-        if lab or vcenter.get("datastore_path")
-        else "vddk"
-        if vcenter.get("vddk_libdir")
-        else "https"
-    )
+    reader = reader_of({"source": {**source, "vcenter": vcenter}})  # malformed parts: none
     path: Path = ("source", "reader") if "reader" in source else ("source",)
     if reader == "vddk" and not vcenter.get("vddk_libdir"):
         loaded.error(

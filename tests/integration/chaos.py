@@ -62,12 +62,12 @@ from engine.addresses import Address
 from engine.lab import disks as lab_disks
 from engine.lab.estate import GiB, LabVM, MiB, find_vm
 from engine.lab.lab import Lab
-from engine.planner.desired import reader_of
 from engine.providers.vsphere.power import power_on, power_state
 from engine.providers.vsphere.read import fetch_property, retrieve
 from engine.providers.vsphere.session import session
 from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot
 from engine.providers.vsphere.tasks import wait_task
+from engine.spec.validate import reader_of
 from tests.integration.cli import ROOT
 from tests.integration.converge import records, volume_file
 

@@ -17,7 +17,6 @@ no protection snapshot to go back to): the warning applies there to a server in 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -26,9 +25,9 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import ResourceRecord, Status, written_since_protection
 from engine.planner.diff.common import CUTOVER_MODES, UNCONFIRMED, backs_out
-from engine.planner.diff.cutover import server_of
+from engine.planner.diff.cutover import moment, server_of, source_left_off
 from engine.planner.diff.volumes import full_bytes, full_reason
 
 
@@ -73,10 +72,9 @@ def _server_delete(record: ResourceRecord, observed: ObservedServer | None) -> C
 
 
 def _powered_off(since: float, server: bool) -> str:
-    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
-    return f"source powered off by ferry at {at}" + (
-        ", its server never confirmed" if server else ", no server yet"
-    )
+    if not server:
+        return source_left_off(since)
+    return f"source powered off by ferry at {moment(since)}, its server never confirmed"
 
 
 def unprotected_copied_whole(
@@ -86,14 +84,16 @@ def unprotected_copied_whole(
     snapshot_ids: frozenset[str] | None = None,
 ) -> list[Change]:
     """output: volume: a volume written since its protection snapshot (the conversion ran on
-    it, or a server an interrupted apply booted from it may have: `written_since`) goes back to
+    it, or a server an interrupted apply booted from it may have: written_since_protection) goes
+    back to
     that snapshot before it is synced again (a back-out, a cutover run again, back to
     replicate). One that no protection snapshot holds at its last sync (none recorded, or the
     recorded one gone from Cinder: `snapshot_ids`, every snapshot of the project, None when not
     read) cannot be brought back by a delta: it is copied in full (break-it 12g F1, F2: the
     revert failed on the gone snapshot after the power-off at every apply, the guest's bytes
     stayed, production off). Other changes as given."""
-    if vm.image is not None or not written_since(vm, records):
+    who = written_since_protection(records, vm.name)
+    if vm.image is not None or not who:
         return changes
     conversion = records.get(str(Address("vm", vm.name, "conversion")))
     attrs = conversion.attributes if conversion else {}
@@ -123,8 +123,7 @@ def unprotected_copied_whole(
                 action=Action.UPDATE,
                 reason=full_reason(
                     vm,
-                    f"volume {volume_id} may hold what {written_since(vm, records)} wrote and "
-                    f"{why}: copied in full",
+                    f"volume {volume_id} may hold what {who} wrote and {why}: copied in full",
                 ),
                 after={**dict(change.after or before), "copy": "full"},
                 bytes=full_bytes(disk, vm),
@@ -132,20 +131,6 @@ def unprotected_copied_whole(
             )
         )
     return out
-
-
-def written_since(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> str:
-    """What wrote the VM's volumes since their protection snapshots, as the executor's
-    release_protection reverts for ("" when nothing did): a server an interrupted apply booted
-    (its record in progress, or the conversion record's `server_ran`), or the conversion."""
-    server = records.get(str(Address("vm", vm.name, "server")))
-    conversion = records.get(str(Address("vm", vm.name, "conversion")))
-    attrs = conversion.attributes if conversion else {}
-    if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
-        return "the unconfirmed server"
-    if attrs.get("tool") and conversion is not None:
-        return "the conversion"
-    return ""
 
 
 def replicate_after_cutover(
@@ -206,8 +191,7 @@ def _unconfirmed_image(
     conversion = records.get(str(Address("vm", vm.name, "conversion")))
     since = (conversion.attributes if conversion else {}).get("powered_off_at")
     source = (
-        "ferry powered the source off at "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(float(since)))} and it stays off"
+        f"ferry powered the source off at {moment(since)} and it stays off"
         if since
         else "the source is left as it is"
     )

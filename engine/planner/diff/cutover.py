@@ -188,17 +188,23 @@ def server_of(record: ResourceRecord, observed: ObservedServer | None = None) ->
     return "a server whose id an apply stopped during its boot never recorded"
 
 
+def moment(since: object) -> str:
+    """Epoch seconds (a float, or its string in a record) as a plan says a moment (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(since))))
+
+
 def source_left_off(since: float) -> str:
     """A source ferry powered off at `since` (epoch seconds) whose cutover has no server yet."""
-    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
-    return f"source powered off by ferry at {at}, no server yet"
+    return f"source powered off by ferry at {moment(since)}, no server yet"
 
 
 def source_going_off(since: float, guest: str | None) -> str:
     """A source still going off from the graceful shutdown ferry asked for at `since` (epoch
     seconds; see `shutting_down_since`), `guest` as VMware Tools report it, no server yet."""
-    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
-    return f"source shutting down at ferry's request since {at} (guest {guest}), no server yet"
+    return (
+        f"source shutting down at ferry's request since {moment(since)} (guest {guest}), no "
+        "server yet"
+    )
 
 
 def left_off_since(records: Mapping[str, ResourceRecord]) -> float | None:
@@ -259,7 +265,7 @@ def left_off_concerns(
             ),
         )
     if power == "poweredOn":
-        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+        at = moment(since)
         return (
             Concern(
                 ConcernLevel.WARNING,

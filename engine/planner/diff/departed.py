@@ -11,7 +11,6 @@ whose VM cannot be told (nothing recovers it) are matched by name, as they were 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -25,6 +24,7 @@ from engine.planner.desired import SELECTS_NOTHING
 from engine.planner.diff.common import DiffInput
 from engine.planner.diff.cutover import (
     left_off_since,
+    moment,
     shutting_down_since,
     source_going_off,
     source_left_off,
@@ -238,14 +238,9 @@ def _powered_back_on(record: ResourceRecord, server: ResourceRecord | None) -> s
     if server is None:
         return f"; {source_left_off(float(since))}: it is powered back on"
     return (
-        f"; source powered off by ferry at {_at(since)}, its server never confirmed: it is "
+        f"; source powered off by ferry at {moment(since)}, its server never confirmed: it is "
         "powered back on"
     )
-
-
-def _at(since: object) -> str:
-    """Epoch seconds as the plan says a moment (UTC)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(since))))
 
 
 def destroy_concerns(
@@ -269,7 +264,7 @@ def destroy_concerns(
     server = records.get(str(Address("vm", name, "server")))
     server_id = (server.attributes.get("server_id") if server else None) or "(id not recorded)"
     if server is not None and server.status is Status.READY:
-        at = _at(since)
+        at = moment(since)
         return (
             Concern(
                 ConcernLevel.WARNING,
@@ -287,7 +282,7 @@ def destroy_concerns(
         said = f"{source_left_off(float(since))}: the destroy powers the source back on"
     else:
         said = (
-            f"source powered off by ferry at {_at(since)}; its server {server_id}, booted by an "
+            f"source powered off by ferry at {moment(since)}; its server {server_id}, booted by an "
             "interrupted apply, was never confirmed: the destroy deletes it and powers the "
             "source back on"
         )

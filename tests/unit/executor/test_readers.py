@@ -21,9 +21,9 @@ from engine.executor.seams import (
     folder_url,
 )
 from engine.lab.faults import set_read_delay, set_read_errors
-from engine.planner.desired import reader_of
 from engine.providers.vsphere.session import VCenterTarget
 from engine.providers.vsphere.snapshots import DiskInfo
+from engine.spec.validate import reader_of
 
 TARGET = VCenterTarget("vc.example.com", 443, "u", "p", cafile=Path("/etc/ca.pem"))
 
