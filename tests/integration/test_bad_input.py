@@ -165,7 +165,13 @@ CASES = [
         P,
         1,
         r"error: .*thumbprint.*",
-        _edit("ca_file: ${FERRY_VCENTER_CAFILE}", "thumbprint: '" + ":".join(["AB"] * 20) + "'"),
+        # the https reader refuses a thumbprint in the spec (tests/unit/test_bad_input.py): the
+        # datastore_path reader's session is the one that meets the wrong thumbprint
+        lambda text: _edit("reader: https", "reader: datastore_path")(
+            _edit("ca_file: ${FERRY_VCENTER_CAFILE}", "thumbprint: '" + ":".join(["AB"] * 20) + "'")(
+                text
+            )
+        ),
     ),
     # -- destination ---------------------------------------------------------------------------
     Case(
