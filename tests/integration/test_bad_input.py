@@ -168,7 +168,7 @@ CASES = [
         # the https reader refuses a thumbprint in the spec (tests/unit/test_bad_input.py): the
         # datastore_path reader's session is the one that meets the wrong thumbprint
         lambda text: _edit("reader: https", "reader: datastore_path")(
-            _edit("ca_file: ${FERRY_VCENTER_CAFILE}", "thumbprint: '" + ":".join(["AB"] * 20) + "'")(
+            _edit("ca_file: ${FERRY_VCENTER_CAFILE}", f"thumbprint: '{':'.join(['AB'] * 20)}'")(
                 text
             )
         ),
