@@ -12,6 +12,8 @@ from __future__ import annotations
 import mmap
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ from engine.providers.vsphere.session import (
     VCenterTarget,
     server_thumbprint,
     session_cookie,
+    ssl_context,
 )
 from engine.providers.vsphere.snapshots import DiskInfo, vm_extent
 
@@ -56,6 +59,11 @@ class Sources(Protocol):
     def block_status(self) -> bool:
         """Does the reader say where the disk holds data (else a full copy reads what CBT's
         changeId "*" lists as allocated, or the whole extent)?"""
+
+    def probe(self, vm_moref: str, disks: list[DiskInfo]) -> None:
+        """Before a cutover powers its source off: can this reader open each of `disks` (the
+        VM's current ones) now? Raises DataplaneError naming the disk and what to do; a reader
+        that learns nothing more this way than its `check` does nothing."""
 
 
 def dump_plugin(plugin: str, *params: str) -> subprocess.CompletedProcess[str]:
@@ -114,6 +122,9 @@ class LabSources:
         if not (self.lab_dir / "disks").is_dir():
             raise DataplaneError(f"{self.lab_dir} holds no lab disks: is the lab up?")
 
+    def probe(self, vm_moref: str, disks: list[DiskInfo]) -> None:
+        return None  # files: check() saw the directory
+
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
@@ -158,6 +169,9 @@ class LabFaultSources:
     def check(self) -> str | None:
         return self.inner.check()
 
+    def probe(self, vm_moref: str, disks: list[DiskInfo]) -> None:
+        self.inner.probe(vm_moref, disks)
+
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
@@ -187,6 +201,9 @@ class VddkSources:
                 "(docs/production.md, VDDK); nothing was changed"
             )
         return f"source.reader vddk: {vddk_library(done.stdout, self.libdir)}"
+
+    def probe(self, vm_moref: str, disks: list[DiskInfo]) -> None:
+        return None  # VDDK opens a disk only with a snapshot: nothing to open before one
 
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
@@ -223,6 +240,25 @@ class DatastorePathSources:
                 f"source.vcenter.datastore_path {self.root} is not a directory on this host: "
                 "mount the datastores there; nothing was changed"
             )
+
+    def probe(self, vm_moref: str, disks: list[DiskInfo]) -> None:
+        """Each disk's flat extent is a readable file under the mount (a datastore not mounted
+        here, or mounted without read access, fails before the power-off). Raises
+        DataplaneError naming the disk."""
+        if self.si is None:
+            raise DataplaneError("source.reader datastore_path needs a vCenter session")
+        vm = vim.VirtualMachine(vm_moref, self.si._stub)
+        for disk in disks:
+            path = flat_extent(self.root, vm_extent(self.si, vm, disk.file_name))
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise DataplaneError(
+                    f"disk {disk.key} ({disk.file_name}): cannot read {path} "
+                    f"({exc.strerror or exc}): is its datastore mounted under "
+                    "source.vcenter.datastore_path?"
+                ) from exc
 
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
@@ -277,6 +313,31 @@ class HttpsSources:
                 "nbdkit (or nbdkit-plugin-curl); nothing was changed"
             )
 
+    def probe(self, vm_moref: str, disks: list[DiskInfo]) -> None:
+        """A HEAD request with the session's cookie on each disk's flat extent, as the copy's
+        nbdkit curl plugin opens it: a session without the Datastore.Browse privilege (403), a
+        path to the datastore that a proxy or firewall blocks, an extent /folder does not serve
+        (404) fail here, before the power-off, not in the copy after it (break-it 15 F9).
+        Raises DataplaneError naming the disk and the answer."""
+        vm = vim.VirtualMachine(vm_moref, self.si._stub)
+        datacenter = datacenter_path(vm)
+        context = ssl_context(self.target)
+        for disk in disks:
+            url = folder_url(self.target, datacenter, vm_extent(self.si, vm, disk.file_name))
+            request = urllib.request.Request(
+                url, method="HEAD", headers={"Cookie": session_cookie(self.si)}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT, context=context):
+                    pass
+            except urllib.error.HTTPError as exc:
+                raise DataplaneError(_refused_line(disk, exc.code)) from exc
+            except OSError as exc:  # refused, reset, TLS, timed out
+                raise DataplaneError(
+                    f"disk {disk.key}: vCenter's datastore file access cannot be reached "
+                    f"({_reason(exc)}): source.reader https reads disks there"
+                ) from exc
+
     def source(
         self, vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
     ) -> DiskSource:
@@ -289,6 +350,29 @@ class HttpsSources:
             keeper=self.cookies,
             renew=self.renew,
         )
+
+
+PROBE_TIMEOUT = 30  # seconds for a HEAD on /folder
+
+
+def _refused_line(disk: DiskInfo, status: int) -> str:
+    """The line for an HTTP `status` /folder answered for `disk`'s extent (vSphere's datastore
+    file access: 401/403 when the session lacks Datastore.Browse on the datastore, 404 when the
+    file is not there)."""
+    why = {
+        401: "the session is not authorized there",
+        403: "the session's user lacks the Datastore.Browse privilege on its datastore",
+        404: "vCenter serves no such file (the disk's flat extent, as layoutEx lists it)",
+    }.get(status, "source.reader https cannot read it")
+    return (
+        f"disk {disk.key} ({disk.file_name}): vCenter's datastore file access answered HTTP "
+        f"{status}: {why} (docs/production.md, vCenter privileges)"
+    )
+
+
+def _reason(exc: OSError) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason if reason is not None else exc)
 
 
 def folder_url(target: VCenterTarget, datacenter: str, extent: str) -> str:

@@ -11,6 +11,7 @@ from pyVmomi import vim
 
 from engine.addresses import Address
 from engine.errors import (
+    DataplaneError,
     SourceChangedError,
     UserError,
 )
@@ -66,7 +67,8 @@ class SourceSteps(VolumeSteps):
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
         self._check_own_snapshots(name, vm)
-        self._check_source(name, fetch_property(self.ctx.si, vm, "config.hardware.device"))
+        devices = fetch_property(self.ctx.si, vm, "config.hardware.device")
+        self._check_source(name, devices)
         with self.ctx.lock:
             self.ctx.source_checked[name] = None
         power = (change.after or {}).get("power_off")
@@ -75,6 +77,7 @@ class SourceSteps(VolumeSteps):
             self.cutover.go_ahead(name, "the power-off", left)  # and again right before it
             self.ready_volumes(name)  # nothing after the power-off may wait on a stuck volume
             self.cutover.ready_destination(name)  # nor fail on a port or flavor gone since
+            self._probe_reader(name, vm, parse_disks(list(devices or [])))  # nor on the reader
             self.cutover.power_off_source(name, vm, power)
         snapshot = create_snapshot(
             self.ctx.si,
@@ -101,6 +104,18 @@ class SourceSteps(VolumeSteps):
         # graceful shutdown's minutes say, froze the base extent before ferry's (break-it 15 F1)
         self._check_own_snapshots(name, vm, trees)
         self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
+
+    def _probe_reader(self, name: str, vm: Any, disks: list[DiskInfo]) -> None:
+        """The reader can open the cutover's disks (Sources.probe: the https reader's HEAD on
+        each flat extent, a mount's files) before the power-off, not only in the copy after
+        it. Raises DataplaneError naming the VM and the disk; the source is left as it was."""
+        try:
+            self.ctx.sources.probe(vm._moId, disks)
+        except DataplaneError as exc:
+            raise DataplaneError(
+                f"{Address('vm', name)}: {exc}; nothing was powered off, the source is left "
+                "as it was"
+            ) from exc
 
     def _check_own_snapshots(self, name: str, vm: Any, trees: list[Any] | None = None) -> None:
         """A reader of the base extent (https; datastore_path on a real datastore) reads the

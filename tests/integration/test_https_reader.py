@@ -15,7 +15,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyVim.connect import Disconnect
@@ -31,7 +33,7 @@ from engine.lab import disks as lab_disks
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from engine.providers.vsphere.session import connect, session, session_cookie, target_from_env
-from engine.providers.vsphere.snapshots import parse_disks, vm_extent
+from engine.providers.vsphere.snapshots import DiskInfo, parse_disks, vm_extent
 from engine.providers.vsphere.tasks import wait_task
 from tests.integration.cli import ferry
 from tests.integration.converge import records, volume_file
@@ -135,6 +137,7 @@ def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     assert f"content-range: bytes 1048576-2097151/{disk.capacity}" in head, head
     elsewhere = url.replace("dcPath=DC0", "dcPath=DC9")
     assert _get(elsewhere, target.cafile, cookie, tmp_path)[0].startswith("http/1.1 404")
+    _probe_before_a_power_off(lab, si, vm, disk, tmp_path)
 
     task = vm.CreateSnapshot_Task("test-https-reader", "", False, False)
     snapshot = wait_task(si, task, "snapshot")
@@ -165,6 +168,18 @@ def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     finally:
         wait_task(si, snapshot.RemoveSnapshot_Task(False), "snapshot removal")
         Disconnect(si)
+
+
+def _probe_before_a_power_off(lab: Lab, si: Any, vm: Any, disk: DiskInfo, tmp: Path) -> None:
+    """The cutover's probe (HttpsSources.probe, before the power-off; break-it 15 F9): a HEAD
+    on the extent with the session's cookie passes; a CA that does not vouch for vCenter fails
+    with a line naming the disk. (The lab's layoutEx lists only the files its /folder serves:
+    a 404 or 403 there cannot be made without faking vCenter.)"""
+    target = target_from_env(lab.env())
+    HttpsSources(target, si).probe(vm._moId, [disk])
+    untrusted = HttpsSources(replace(target, cafile=_other_ca(tmp)), si)
+    with pytest.raises(DataplaneError, match=r"disk 2001: .*cannot be reached .*certificate"):
+        untrusted.probe(vm._moId, [disk])
 
 
 @contextmanager

@@ -68,6 +68,9 @@ class OneHttpsSource:
     def check(self) -> None:
         return None
 
+    def probe(self, vm: str, disks: list[DiskInfo]) -> None:
+        return None
+
     def source(self, vm: str, uuid: str, snapshot: str, disk: DiskInfo) -> DiskSource:
         return HttpsDiskSource("https://vc/folder/x-flat.vmdk?dsName=d", "c", Path("/ca.pem"))
 
