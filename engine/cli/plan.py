@@ -237,6 +237,19 @@ def local_disk(vm: VMPlan) -> str:
     return f"; up to {human(vm.local_bytes or 0)} on local disk in {vm.work_dir}"
 
 
+def vm_facts(vm: VMPlan, hosts: bool) -> list[str]:
+    """What a VM's heading says after its mode, in order (the terminal plan and the Markdown
+    one show the same): its downtime estimate, how its copies are verified, the reader its
+    disks are read through, its conversion host (`hosts`: the plan places VMs on several),
+    and the local disk an image-mode VM may fill."""
+    facts = [downtime_label(vm.downtime_seconds)] if vm.downtime_seconds else []
+    facts += [VERIFY_PHRASES[vm.verify]] if vm.verify in VERIFY_PHRASES else []
+    facts += [f"disks read via {vm.reader}"] if vm.reader else []
+    facts += [f"conversion host {vm.conversion_host}"] if hosts and vm.conversion_host else []
+    facts += [local_disk(vm).removeprefix("; ")] if vm.work_dir else []
+    return facts
+
+
 def render(result: Plan, console: Console) -> None:
     for diagnostic in result.diagnostics:
         console.print(f"[red]{escape(diagnostic.render())}[/]")
@@ -245,12 +258,9 @@ def render(result: Plan, console: Console) -> None:
         by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
     for vm in result.vms:
         flavor = f"flavor {vm.flavor} ({vm.flavor_reason})" if vm.flavor else vm.flavor_reason
-        downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
-        downtime += f"; {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
-        downtime += f"; disks read via {vm.reader}" if vm.reader else ""
-        if result.hosts and vm.conversion_host:  # one host: nothing to choose, not shown
-            downtime += f"; conversion host {vm.conversion_host}"
-        downtime += local_disk(vm)
+        facts = vm_facts(vm, bool(result.hosts))  # one host: nothing to choose, not shown
+        downtime = f", {facts.pop(0)}" if vm.downtime_seconds else ""
+        downtime += "".join(f"; {fact}" for fact in facts)
         console.print(
             f"\n[bold]{escape(vm.address)}[/] → {escape(vm.target_name)} "
             f"[dim]({vm.mode}; {escape(flavor)}{downtime})[/]"

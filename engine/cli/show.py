@@ -12,14 +12,13 @@ import typer
 from engine.addresses import Address
 from engine.cli.console import make_console
 from engine.cli.plan import (
-    downtime_label,
     group_heading,
     host_lines,
-    local_disk,
     render,
     summary,
+    vm_facts,
 )
-from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan
+from engine.model.plan import SYMBOLS, Action, Change, Plan
 from engine.planner import planfile
 from engine.units import human
 
@@ -77,12 +76,8 @@ def markdown(plan: Plan, spec_file: str = "", seal: str = "") -> str:
         if change.action is not Action.NOOP:
             by_vm.setdefault(str(Address.parse(change.address).vm), []).append(change)
     for vm in plan.vms:
-        downtime = f", {downtime_label(vm.downtime_seconds)}" if vm.downtime_seconds else ""
         flavor = f", flavor {vm.flavor}" if vm.flavor else ""
-        downtime += f", {VERIFY_PHRASES[vm.verify]}" if vm.verify in VERIFY_PHRASES else ""
-        if plan.hosts and vm.conversion_host:
-            downtime += f", conversion host {vm.conversion_host}"
-        downtime += local_disk(vm).replace(";", ",", 1)
+        downtime = "".join(f", {fact}" for fact in vm_facts(vm, bool(plan.hosts)))
         lines.append(f"#### `{_cell(vm.address)}` → {_cell(vm.target_name)} ({vm.mode}{flavor}"
                      f"{downtime}){' — **blocked**' if vm.blocked else ''}")  # fmt: skip
         lines += [f"- {c.level.value}: {_cell(c.message)}" for c in vm.concerns]

@@ -50,3 +50,20 @@ def test_markdown_lists_warnings_apart_from_blocking_errors() -> None:
     text = markdown(warned)
     assert "**Blocking errors:**" not in text
     assert "**Warnings:**\n\n- " in text and "may select vm.gone" in text
+
+
+def test_the_terminal_and_markdown_plans_head_each_vm_with_the_same_facts() -> None:
+    """Each VM's heading in `ferry show --md` (the CI gate's pull-request comment) says what the
+    terminal plan says: the downtime estimate, the verification, the reader its disks are read
+    through, in the same order (break-it 15 F8: the reader was missing from the Markdown)."""
+    plan = _plan("network-create")
+    vm = replace(plan.vms[0], reader="https", downtime_seconds=65.0)
+    plan = replace(plan, vms=(vm, *plan.vms[1:]))
+    out = io.StringIO()
+    render(plan, Console(file=out, width=300, color_system=None))
+    terminal = next(line for line in out.getvalue().splitlines() if line.startswith(vm.address))
+    heading = next(line for line in markdown(plan).splitlines() if f"`{vm.address}`" in line)
+    for fact in ("estimated cutover downtime ~1 min 5 s", "disks read via https"):
+        assert fact in terminal and fact in heading, (terminal, heading)
+    assert terminal.index("downtime") < terminal.index("via https")
+    assert heading.index("downtime") < heading.index("via https")
