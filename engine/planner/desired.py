@@ -711,6 +711,19 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     ]
 
 
+SNAPSHOT_REFUSALS = frozenset({"snapshot-with-https-reader", "snapshot-with-datastore-path"})
+
+
+def _refusals_replace_advice(concerns: list[Concern], refusals: list[Concern]) -> list[Concern]:
+    """`concerns` then `refusals` (source_concerns), without the warning on a VM's own
+    snapshots when the reader refuses them: the warning's advice (consolidate before the
+    cutover, the current state is migrated) is untrue for a base-extent reader, which blocks
+    the VM now (break-it 15 F7: two contradicting lines for one snapshot)."""
+    if any(c.code in SNAPSHOT_REFUSALS for c in refusals):
+        concerns = [c for c in concerns if c.code != "existing-snapshot"]
+    return concerns + refusals
+
+
 def _own_snapshots(other: list[SourceSnapshot], mode: str) -> str:
     """What a VM's own snapshots (not ferry's) mean in its mode: ferry migrates the disks'
     current state (its snapshot is taken on top of theirs; the readers of a base extent,
@@ -837,7 +850,7 @@ def desired(
         )
         ports, port_concerns = ports_for(vm, settings, destination)
         concerns = vm_concerns(vm, settings) + flavor_concerns + volume_concerns + port_concerns
-        concerns += source_concerns(vm, spec)
+        concerns = _refusals_replace_advice(concerns, source_concerns(vm, spec))
         if by_name[vm.name] > 1 and "name" in entry:
             concerns.append(
                 _error(
