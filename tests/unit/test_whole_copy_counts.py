@@ -27,16 +27,22 @@ def _disk(tmp_path: Path) -> Path:
     return disk
 
 
+def _volume(tmp_path: Path, dst_is_zero: bool) -> Path:
+    """A volume of SIZE bytes: reading as zeros, or not (0xff: a volume type not zeroed)."""
+    out = tmp_path / "volume.raw"
+    with out.open("wb") as f:
+        f.write(b"\xff" * SIZE if not dst_is_zero else b"")
+        f.truncate(SIZE)
+    return out
+
+
 @pytest.mark.parametrize("dst_is_zero", [True, False])
 def test_a_whole_copy_reads_the_data_areas_and_counts_the_rest_as_holes(
     tmp_path: Path, dst_is_zero: bool
 ) -> None:
     disk = _disk(tmp_path)
     data = [(MiB, 2 * MiB), (40 * MiB, 2 * MiB)]  # CBT's allocated areas (64 KiB granules)
-    out = tmp_path / "volume.raw"
-    with out.open("wb") as f:
-        f.write(b"\xff" * SIZE if not dst_is_zero else b"")
-        f.truncate(SIZE)
+    out = _volume(tmp_path, dst_is_zero)
     job = SyncJob(
         "vol", "host", {"key": 2000, "capacity": SIZE, "file_name": "[ds] d.vmdk", "thin": True,
                         "change_id": "52 1/1"},
@@ -73,10 +79,7 @@ def test_zeros_read_are_counted_once(tmp_path: Path, dst_is_zero: bool) -> None:
     left alone on a zero destination; each byte of the capacity is counted once, as read
     (break-it 15 F6: win-app01's 3 GiB counted 3.0 GiB read and 2.8 GiB of holes skipped)."""
     disk = _disk(tmp_path)
-    out = tmp_path / "volume.raw"
-    with out.open("wb") as f:
-        f.write(b"\xff" * SIZE if not dst_is_zero else b"")
-        f.truncate(SIZE)
+    out = _volume(tmp_path, dst_is_zero)
     job = SyncJob(
         "vol", "host", {"key": 2000, "capacity": SIZE, "file_name": "[ds] d.vmdk", "thin": True,
                         "change_id": None},
