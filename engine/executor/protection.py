@@ -23,6 +23,11 @@ from engine.providers.openstack import compute, volumes
 class Protection(CutoverBase):
     """The protection snapshots of a cutover's volumes (see the module)."""
 
+    def protects(self, name: str, volume_id: str) -> bool:
+        """Does VM `name`'s conversion record hold a protection snapshot of `volume_id`?"""
+        record = self._records().get(str(Address("vm", name, "conversion")))
+        return record is not None and volume_id in dict(record.attributes.get("protection") or {})
+
     def release_protection(self, name: str, volume_id: str, *, deleting: bool = False) -> bool:
         """Before a volume is written again (a sync, or a new protection) or deleted
         (`deleting`: no revert): its protection snapshot from an earlier conversion goes. The

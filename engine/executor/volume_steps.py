@@ -57,6 +57,14 @@ class ToCopy:
     data: list[Extent] | None = None  # where the disk holds data (a reader without block status)
 
 
+def _resumed(done: int, rewrite: int, began: str) -> str:
+    """The line of a delta continued from its checkpoint (`done` bytes into the disk)."""
+    return (
+        f"the interrupted delta resumes at {human(done)}: first the {human(rewrite)} "
+        f"changed since the snapshot it read (changeId {began})"
+    )
+
+
 class VolumeSteps(Placement):
     """The Applier's volume steps (see the module)."""
 
@@ -287,8 +295,9 @@ class VolumeSteps(Placement):
         attrs = {**before, "volume_id": volume_id, "copy": what.kind, "copied_bytes": what.start_at}
         attrs[RECORDED_HOST] = self.host_for(address.name)[0]  # where a resume finds it attached
         attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
-        if what.kind == "full":  # what a resume needs: which snapshot the bytes written are from
-            attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
+        # what a resume needs: which snapshot the bytes written are from
+        attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
+        if what.kind == "full":
             attrs["copy_capacity"] = disk.capacity  # a resume after the disk grew starts over
             attrs["dst_is_zero"] = what.dst_is_zero
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
@@ -337,6 +346,8 @@ class VolumeSteps(Placement):
         not happen, its snapshot gone from Cinder (break-it 12g F2: the delta went on top of
         the unconfirmed guest's writes, or the step failed at every apply)."""
         name = Address.parse(address).name
+        if what.kind == "delta" and what.start_at and self.cutover.protects(name, volume_id):
+            what = ToCopy("delta", what.areas, 0, False)  # a revert would undo the checkpoint
         if not self.cutover.release_protection(name, volume_id) or what.kind != "delta":
             return what
         why = "its protection snapshot is gone: what was written since stays, so a full copy"
@@ -416,13 +427,40 @@ class VolumeSteps(Placement):
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
             except ChangeTrackingError as exc:
                 return ToCopy("full", None, 0, False, why=f"{exc}")
-            return ToCopy("delta", areas, 0, False)
+            return self._resume_delta(before, areas, (vm, snapshot, disk))
         if change.action is Action.CREATE and before.get("copy") == "full" and volume_known:
             if full:  # the plan starts it over (its disk grew since it began)
                 return ToCopy("full", None, 0, False)
             return self._resume(before, vm, snapshot, disk)
         zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
+
+    def _resume_delta(
+        self, before: dict[str, Any], areas: list[Extent], at: tuple[Any, Any, DiskInfo]
+    ) -> ToCopy:
+        """A delta sync of `areas` (changed since the volume's changeId); when an earlier delta
+        of this volume was interrupted (its record still says `copy: delta`, a checkpoint and
+        the changeId of the snapshot it read), it continues from that checkpoint: below it the
+        volume holds that snapshot's bytes, so only what changed since that snapshot is
+        rewritten first (break-it 14 F7: a killed coordinator's, or any killed apply's, delta
+        was read again from byte 0). Otherwise, or when CBT cannot say what changed since
+        (reset, refused), the whole delta from 0. Raises nothing."""
+        vm, snapshot, disk = at
+        done = int(before.get("copied_bytes") or 0)
+        began = str(before.get("copy_change_id") or "")
+        plain = ToCopy("delta", areas, 0, False)
+        if before.get("copy") != "delta" or before.get("tainted") or not done or not began:
+            return plain
+        if disk.change_id == began:  # nothing written since that snapshot (the VM is off)
+            return ToCopy("delta", areas, done, False, began=began, why=_resumed(done, 0, began))
+        if epoch(began) != epoch(str(disk.change_id)):
+            return plain
+        try:
+            changed = changed_areas(vm, snapshot, disk.key, disk.capacity, began)
+        except ChangeTrackingError:
+            return plain
+        why = _resumed(done, total_bytes(changed), began)
+        return ToCopy("delta", areas, done, False, rewrite=changed, began=began, why=why)
 
     def _allocated(self, what: ToCopy, vm: Any, snapshot: Any, disk: DiskInfo) -> ToCopy:
         """A full copy of the whole disk from a reader without block status (https): where the

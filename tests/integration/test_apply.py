@@ -37,9 +37,10 @@ MiB = 1024**2
 APPLY_WEB01 = ("apply", "plans/demo.yaml", "--target", "vm.web01", "--auto-approve")
 
 
-def apply_web01(lab: Lab, state: Path) -> None:
+def apply_web01(lab: Lab, state: Path) -> subprocess.CompletedProcess[str]:
     done = ferry(lab, *APPLY_WEB01, "--state", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 def assert_exact(lab: Lab, state: Path) -> dict[str, Any]:
@@ -155,6 +156,7 @@ def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> 
     for offset, length in writes:
         lab.write("web01", 2000, offset, length)
     env = {**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"}
+    lab.read_delay("web01", 2000, 500)  # the delta lasts past its first checkpoint (2 s)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -174,23 +176,31 @@ def test_kill_9_during_a_delta_then_rerun_is_exact(lab: Lab, tmp_path: Path) -> 
     for line in proc.stdout:
         if line.strip().startswith("vm.web01: snapshot"):
             break
-    deadline = time.monotonic() + 30
-    while records(state)["vm.web01.disk[2000]"].get("copy") != "delta":  # the delta has begun
-        assert time.monotonic() < deadline and proc.poll() is None, "the delta never started"
+    deadline = time.monotonic() + 60
+    # the delta has begun and passed a checkpoint
+    while not records(state)["vm.web01.disk[2000]"].get("copied_bytes"):
+        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint in the delta"
         time.sleep(0.02)
-    time.sleep(0.1)
     proc.kill()
     proc.wait()
+    lab.read_delay("web01", 2000, 0)
     killed = records(state)["vm.web01.disk[2000]"]
     assert killed["copy"] == "delta", "killed during the delta (its record is in progress)"
     assert killed["change_id"] == before["change_id"], "the changeId did not advance early"
+    mark = int(killed["copied_bytes"])
     conn = lab.openstack("ferry-lab")
     meta = conn.block_storage.get_volume(before["volume_id"]).metadata
     assert meta["ferry_change_id"] == before["change_id"]
-    apply_web01(lab, state)  # the volume a killed apply left attached is reused
+    # the guest writes below the checkpoint and above it before the re-run (the resumed delta
+    # rewrites what changed since the killed one's snapshot, then goes on from its checkpoint)
+    lab.write("web01", 2000, 0, MiB, seed=7)
+    lab.write("web01", 2000, mark + 2 * MiB, MiB, seed=8)
+    done = apply_web01(lab, state)  # the volume a killed apply left attached is reused
     after = assert_exact(lab, state)["vm.web01.disk[2000]"]
     assert after["last_sync"]["kind"] == "delta"
-    assert after["last_sync"]["bytes"] == total_bytes(merge_extents(writes))
+    assert "the interrupted delta resumes at" in done.stdout, done.stdout
+    whole = total_bytes(merge_extents([*writes, (0, MiB), (mark + 2 * MiB, MiB)]))
+    assert after["last_sync"]["bytes"] < whole, "the resumed delta did not start from 0"
     assert int(after["change_id"].rsplit("/", 1)[1]) > int(before["change_id"].rsplit("/", 1)[1])
 
 
