@@ -178,8 +178,10 @@ def test_a_resume_across_a_cbt_reset_starts_over_and_an_interrupted_delta_is_red
     """The same fault's kind. (1) A copy stopped mid-way, then CBT reset (off, on) and a guest
     write below the checkpoint: the changeId the copy began from is of another epoch, so what
     changed is unknown: the plan says it starts over from 0, and the volume ends equal to the
-    disk. (2) A delta stopped mid-way, then guest writes below and beyond its checkpoint: it is
-    redone from the stored changeId, which covers both, and ends equal to the disk."""
+    disk. (2) A delta stopped mid-way, then guest writes below and beyond its checkpoint: it
+    resumes at its checkpoint after rewriting what changed since the snapshot it read (the
+    write below), the rest of the delta covers the write beyond, and it ends equal to the
+    disk."""
     spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
     for i in range(4):
         lab.write("web01", 2000, 1024 * MiB + i * 128 * MiB, 128 * MiB, seed=1300 + i)
@@ -201,7 +203,9 @@ def test_a_resume_across_a_cbt_reset_starts_over_and_an_interrupted_delta_is_red
     lab.write("web01", 2000, 200 * MiB, MiB, seed=97)
     lab.write("web01", 2000, 1900 * MiB, MiB, seed=96)
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
-    assert "redo the interrupted delta since changeId" in " ".join(plan.stdout.split())
+    said = " ".join(plan.stdout.split())
+    assert "resume the interrupted delta since changeId" in said, plan.stdout
+    assert "after what changed since the snapshot it read" in said, plan.stdout
     done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
     assert volume_equals_disk(lab, state), "the redone delta is not exact"

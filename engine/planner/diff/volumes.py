@@ -167,7 +167,7 @@ def volume_change(
         return _volume(
             address,
             Action.UPDATE,
-            f"redo the interrupted delta since changeId {before.get('change_id')}",
+            _interrupted_delta(disk, before),
             before,
             after,
             size=delta_estimate(before, now)[0],
@@ -180,6 +180,20 @@ def volume_change(
         return _volume(address, Action.UPDATE, full_reason(vm, reason), before, after, size=full)
     size, how = delta_estimate(before, now)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
+
+
+def _interrupted_delta(disk: SourceDisk, before: Mapping[str, Any]) -> str:
+    """Why an interrupted delta sync runs again: resumed at its checkpoint when CBT can say
+    what changed since the snapshot it read (the executor's VolumeSteps._resume_delta), else
+    redone whole."""
+    began, done = str(before.get("copy_change_id") or ""), int(before.get("copied_bytes") or 0)
+    resumable = before.get("copy") == "delta" and began and done and disk.change_id
+    if resumable and epoch(began) == epoch(str(disk.change_id)):
+        return (
+            f"resume the interrupted delta since changeId {before.get('change_id')} at "
+            f"{human(done)}, after what changed since the snapshot it read"
+        )
+    return f"redo the interrupted delta since changeId {before.get('change_id')}"
 
 
 def _grown(
