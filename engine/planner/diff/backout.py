@@ -47,15 +47,35 @@ def back_to_replicate(
             why = "back to replicate: the cutover's port goes (made again at the next cutover)"
         elif record.kind == "conversion":
             why = "back to replicate: the protection snapshots and the conversion record go"
-            if server is not None:
-                why += " (the volumes go back to them first: the last sync)"
+            if _reverts(vm, records, record):  # also after a back-out killed between its
+                why += " (the volumes go back to them first: the last sync)"  # steps
             since = record.attributes.get("powered_off_at")
             if since:
-                why += f"; {_powered_off(float(since), server is not None)}: it is powered back on"
+                ran = server is not None or bool(record.attributes.get("server_ran"))
+                why += f"; {_powered_off(float(since), ran)}: it is powered back on"
         else:
             continue
         out.append(Change(address, record.kind, Action.DELETE, why, dict(record.attributes), None))
     return out
+
+
+def _reverts(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], conversion: ResourceRecord
+) -> bool:
+    """Does the conversion's delete revert a volume (the executor's release_protection): one
+    whose protection snapshot holds its last sync (the changeId recorded with the snapshot is
+    still its record's), written since by the conversion or an unconfirmed server, by the
+    records (written_since_protection: also once a back-out killed between its steps deleted
+    the server, its conversion record says server_ran)."""
+    if not written_since_protection(records, vm.name):
+        return False
+    held = dict(conversion.attributes.get("protected_change_ids") or {})
+    prefix = f"vm.{vm.name}.disk["
+    return any(
+        held.get(str(r.attributes.get("volume_id"))) == r.attributes.get("change_id")
+        for address, r in records.items()
+        if r.kind == "volume" and address.startswith(prefix) and r.attributes.get("change_id")
+    )
 
 
 def _server_delete(record: ResourceRecord, observed: ObservedServer | None) -> Change:
