@@ -368,6 +368,9 @@ class ImageCutover:
         if change.action is Action.UPDATE:
             self._properties(change, before, after)
             return
+        if change.action is Action.READ:  # a lost state adopts a server's image as it is
+            self._adopted(change, "image", "image_id")
+            return
         path = Path(str(after["file"]))
         self._check_converted_file(change.address, path)
         upload = path
@@ -389,6 +392,18 @@ class ImageCutover:
         self.a.ctx.say(
             name,
             f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
+        )
+
+    def _adopted(self, change: Change, kind: str, id_key: str) -> None:
+        """An image or a volume made from one, found by ferry's metadata beside the server a
+        lost state adopts (engine.planner.diff.image.adopts): recorded as the plan found it,
+        nothing made or uploaded. Raises StateError."""
+        after = dict(change.after or {})
+        self.a._write([ResourceRecord(change.address, kind, Status.READY, after)], [])
+        what = "image" if kind == "image" else "volume"
+        self.a.ctx.say(
+            Address.parse(change.address).name,
+            f"{change.address}: adopted {what} {after[id_key]}",
         )
 
     def _check_converted_file(self, address: str, path: Path) -> None:
@@ -452,6 +467,9 @@ class ImageCutover:
         before = self._attrs(change.address) or dict(change.before or {})
         if change.action is Action.UPDATE:
             self._image_metadata(change, before)
+            return
+        if change.action is Action.READ:  # a lost state adopts a server's volume as it is
+            self._adopted(change, "image_volume", "volume_id")
             return
         old = str(before.get("volume_id") or "")
         if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:
