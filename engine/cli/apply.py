@@ -827,10 +827,10 @@ def _stop_on_signals(
         walker.stop()
         events.emit("stopping", signal=name)
         console.print(
-            "[yellow]stopping: no new steps; copies end at their next checkpoint, a running "
-            "conversion is ended and rolled back, a source ferry powered off is powered back "
-            "on (unless on_failure: leave_off) (Ctrl-C again to stop at once; while a source "
-            "is being put back, a third time)[/]"
+            "[yellow]stopping: no new steps; copies end at their next checkpoint, uploads to "
+            "Glance at their next chunk, a running conversion is ended and rolled back, a "
+            "source ferry powered off is powered back on (unless on_failure: leave_off) "
+            "(Ctrl-C again to stop at once; while a source is being put back, a third time)[/]"
         )
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}

@@ -374,14 +374,20 @@ class ImageCutover:
         path = Path(str(after["file"]))
         self._check_converted_file(change.address, path)
         upload = path
+        stop = self.a.ctx.stop
         if after["disk_format"] == "qcow2":
             upload = path.with_suffix(".qcow2")
-            images.to_qcow2(path, upload)
+            images.to_qcow2(path, upload, stop)
         self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, after)], [])
         began = time.monotonic()
         try:
             image_id, uploaded = images.upload(
-                conn, upload, str(after["name"]), str(after["disk_format"]), after["properties"]
+                conn,
+                upload,
+                str(after["name"]),
+                str(after["disk_format"]),
+                after["properties"],
+                stop=stop,
             )
         finally:
             if upload != path:
