@@ -185,9 +185,7 @@ def image_changes(
     return out
 
 
-def adopts(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination | None
-) -> bool:
+def adopts(vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination | None) -> bool:
     """The plan adopts the cut-over VM's server as it runs (an ACTIVE server ferry booted for
     it, and no server record: a lost state, or a second operator's: server_change's read), so
     its images and the volumes made from them are adopted too (`adopted_volume`), never

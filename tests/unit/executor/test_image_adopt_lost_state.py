@@ -60,8 +60,16 @@ def test_an_image_vms_server_is_adopted_without_disk_file_records(
     cutover = fakes.cutover(store, conn=NoCloud())
     after = {"name": "web01", "volumes": [2000, 2001], "boot": "volume", "image": None}
     cutover._served(_server(after), "web01", after, "srv-1")
-    record = store.read().resources["vm.web01.server"]
-    assert record.status is Status.READY and record.attributes["server_id"] == "srv-1"
+    records = store.read().resources
+    server = records["vm.web01.server"]
+    assert server.status is Status.READY and server.attributes["server_id"] == "srv-1"
+    for key in (2000, 2001):  # cut over: no later plan copies the disks again
+        disk = records[f"vm.web01.disk[{key}]"]
+        assert (disk.kind, disk.status, disk.attributes) == (
+            "disk_file",
+            Status.READY,
+            {"disk_key": key, "converted": True},
+        )
 
 
 def test_a_volume_vms_server_without_its_disk_records_fails_with_a_clear_line(
