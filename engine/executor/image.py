@@ -378,7 +378,12 @@ class ImageCutover:
         if after["disk_format"] == "qcow2":
             upload = path.with_suffix(".qcow2")
             images.to_qcow2(path, upload, stop)
-        self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, after)], [])
+        # this state's older upload(s) of the disk, deleted once the new one is active (kept
+        # in the record until then: a killed apply's next upload still knows them)
+        replaces = [str(i) for i in before.get("replaces") or ()]
+        replaces += [str(before["image_id"])] if before.get("image_id") else []
+        attrs = {**after, "replaces": replaces}
+        self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, attrs)], [])
         began = time.monotonic()
         try:
             image_id, uploaded = images.upload(
@@ -388,6 +393,7 @@ class ImageCutover:
                 str(after["disk_format"]),
                 after["properties"],
                 stop=stop,
+                replaces=replaces,
             )
         finally:
             if upload != path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from threading import Event
 from typing import Any, BinaryIO
@@ -107,11 +107,15 @@ def upload(
     *,
     timeout: float = 3600.0,
     stop: Event | None = None,
+    replaces: Collection[str] = (),
 ) -> tuple[str, bool]:
     """The disk file `path` as an active Glance image carrying `properties` (which must hold
     ferry_vm_uuid and ferry_disk_key): (image id, uploaded). An active image of that disk with
-    the file's sha512 is reused (uploaded False); any other of that disk (a killed or partial
-    upload, an older conversion) is deleted once the new one is active. `stop` (the apply's
+    the file's sha512 is reused (uploaded False); the others of that disk are deleted once the
+    new one is active when they are not active (a killed or partial upload) or this state's
+    record named them (`replaces`: the image ids of an older conversion's upload): an active
+    image of another ferry state migrating the same VM (a rehearsal's, which its records and
+    maybe a boot: image server use) stays (break-it 16 L7). `stop` (the apply's
     Ctrl-C) ends the hash or the upload at its next chunk (CHUNK bytes): the partial image is
     deleted then (or, when that fails, by the next upload of the disk).
 
@@ -119,9 +123,10 @@ def upload(
     vm_uuid, key = properties["ferry_vm_uuid"], int(properties["ferry_disk_key"])
     want = file_sha512(path, stop)
     old = find_images(conn, vm_uuid, key)
+    stale = [str(i.id) for i in old if i.status != "active" or str(i.id) in replaces]
     same = [i for i in old if i.status == "active" and i.hash_value == want]
     if same:
-        delete(conn, [str(i.id) for i in old if i.id != same[0].id])
+        delete(conn, [i for i in stale if i != str(same[0].id)])
         return str(same[0].id), False
     body = {
         "name": name,
@@ -148,7 +153,7 @@ def upload(
         raise OpenStackError(
             f"image {image_id}: Glance holds sha512 {active.hash_value}, the file {want}"
         )
-    delete(conn, [str(i.id) for i in old])
+    delete(conn, stale)
     return image_id, True
 
 
