@@ -7,6 +7,7 @@ verified as the VM's `verify` asks. No conversion host, no volume attach.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -51,7 +52,7 @@ class DiskFiles:
         if change.action in (Action.DELETE, Action.FORGET):
             path = before.get("path")
             if change.action is Action.DELETE and path:
-                Path(str(path)).unlink(missing_ok=True)
+                self._removed(Path(str(path)), self.a.uuids.get(address.name) or "")
             self.a._write([], [change.address])
             return
         began = time.monotonic()
@@ -117,6 +118,18 @@ class DiskFiles:
             step=time.monotonic() - began,
             digest=digest,
         )
+
+    @staticmethod
+    def _removed(path: Path, uuid: str) -> None:
+        """A deleted disk's file gone, with the qcow2 copy a killed upload left beside it, and
+        the VM's folder `<work_dir>/<uuid>/` once it is empty (the VM's last file: break-it 16
+        L3, --destroy left both). Raises OSError."""
+        path.unlink(missing_ok=True)
+        path.with_suffix(".qcow2").unlink(missing_ok=True)
+        if not uuid or path.parent.name != uuid:
+            return
+        with contextlib.suppress(OSError):  # not empty: another disk's delete removes it
+            path.parent.rmdir()
 
     def _compare(
         self, change: Change, before: dict[str, Any], path: Path, at: tuple[Any, Any, DiskInfo]
