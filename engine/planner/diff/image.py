@@ -18,6 +18,7 @@ with an error while the server exists (ferry does not swap a server's volumes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePath
@@ -38,7 +39,7 @@ from engine.planner.diff.properties import (
     recorded_image_volume,
 )
 from engine.planner.diff.volumes import full_bytes
-from engine.units import human
+from engine.units import exact, human
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
 
@@ -107,9 +108,26 @@ def as_files(
             after = {
                 k: v for k, v in change.after.items() if k not in ("volume_type", "volume_id")
             } | {"path": disk_path(image, vm, key)}
-        reason = change.reason.replace("new volume", "new file").replace("volume", "file")
+        size = disks[key].capacity if key in disks else None
+        reason = file_wording(change.reason, size)
         out.append(replace(change, kind="disk_file", after=after, reason=reason))
     return out
+
+
+EXTENDS = (
+    re.compile(r"extend the volume from \d+ to \d+ GiB \(Cinder extend\)"),
+    re.compile(r"the volume is extended to \d+ GiB \(Cinder extend\)"),
+)
+
+
+def file_wording(reason: str, capacity: int | None) -> str:
+    """A volume copy's reason said of a local file: its volume is the file, and a grown disk's
+    file is extended by a local ftruncate to the disk's `capacity` (bytes, shown exactly; the
+    volume's Cinder extend is to whole GiB) — break-it 16 L1."""
+    grows = f"the file grows to {exact(capacity)} (a sparse local extend)" if capacity else ""
+    for extend in EXTENDS:
+        reason = extend.sub(grows or "the file grows", reason)
+    return reason.replace("new volume", "new file").replace("volume", "file")
 
 
 def _moved(attrs: Mapping[str, Any], path: str) -> str:
@@ -522,12 +540,23 @@ def cutover(
             reason = change.reason
             if after is not None and change.action is not Action.NOOP:
                 after = {**after, "output": "image", "work_dir": vm.image.work_dir}
-                reason = reason.replace(
-                    "protect the volumes (Cinder snapshots), then convert the guest for KVM",
-                    f"convert the guest in its disk files for KVM (under {vm.image.work_dir})",
-                ).replace(
-                    "protect the volumes (Cinder snapshots); no conversion (convert: false)",
-                    "no conversion (convert: false): the files are uploaded as copied",
+                reason = (
+                    reason.replace(
+                        "protect the volumes (Cinder snapshots), then convert the guest for KVM",
+                        f"convert the guest in its disk files for KVM (under {vm.image.work_dir})",
+                    )
+                    .replace(
+                        "protect the volumes (Cinder snapshots); no conversion (convert: false)",
+                        "no conversion (convert: false): the files are uploaded as copied",
+                    )
+                    .replace(
+                        "the volumes are synced again (final delta): protect and convert again",
+                        "the files are synced again (final delta): convert them again",
+                    )
+                    .replace(
+                        "the volumes changed since their conversion (reverted or synced)",
+                        "the files changed since their conversion (synced)",
+                    )
                 )
             out.append(replace(change, after=after, reason=reason))
             reconvert = change.action in (Action.CREATE, Action.REPLACE)
