@@ -310,6 +310,8 @@ class ImageCutover:
         record = self._records().get(address)
         if record is None or record.status is not Status.READY or record.kind != KIND:
             raise FerryError(f"{address} is not copied: the cutover needs every disk's file")
+        if not record.attributes.get("path"):  # a lost state's adoption: cut over, no file
+            raise FerryError(f"{address} has no file in this state (adopted as cut over)")
         return record
 
     def _mark(self, name: str, key: int, **attrs: Any) -> None:

@@ -13,7 +13,7 @@ import pytest
 from engine.errors import FerryError, step_error
 from engine.executor.image import ImageCutover
 from engine.model.plan import Action, Change
-from engine.model.state import Status
+from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
 from tests.unit.executor import fakes
 
@@ -86,3 +86,14 @@ def test_a_step_error_is_never_a_bare_exception_repr() -> None:
     assert step_error(FerryError("volume v1 is gone")) == "volume v1 is gone"
     line = step_error(KeyError("vm.web01.disk[2000]"))
     assert line.startswith("internal error (KeyError: 'vm.web01.disk[2000]'): a fault in ferry")
+
+
+def test_a_conversion_of_a_disk_adopted_without_a_file_fails_with_a_clear_line(
+    store: SqliteStateStore,
+) -> None:
+    adopted = {"disk_key": 2000, "converted": True}
+    store.write([ResourceRecord("vm.web01.disk[2000]", "disk_file", Status.READY, adopted)], [])
+    after = {"disks": [{"key": 2000}], "tool": None}
+    change = Change("vm.web01.conversion", "conversion", Action.CREATE, "convert", None, after)
+    with pytest.raises(FerryError, match=r"disk\[2000\] has no file in this state"):
+        _images(store, []).conversion(change)
