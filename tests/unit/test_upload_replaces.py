@@ -1,7 +1,7 @@
 """An upload deletes only the images of its disk that this state's record named or that are not
 active (break-it 16 L7: two ferry states migrating one VM, a rehearsal and the real run, share
 Glance images by ferry_vm_uuid/ferry_disk_key, and each upload deleted the other's, which its
-records and maybe a boot: image server use). A fake Glance; a real file."""
+records and maybe a boot: image server use). A fake Glance; a real file; a real state."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
+from engine.errors import OpenStackError
+from engine.executor.image import ImageCutover
+from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord, Status
 from engine.providers.openstack import images
+from engine.statestore.sqlite import SqliteStateStore
+from tests.unit.executor import fakes
 
 PROPS = {"ferry_vm_uuid": "u1", "ferry_disk_key": "2000"}
 
@@ -82,3 +88,28 @@ def test_an_image_reused_by_sha512_deletes_no_other_states_image(disk: Path) -> 
     got = images.upload(conn, disk, "web01-2000", "raw", PROPS, replaces=["img-c-ours"])
     assert got == ("img-d-same", False)
     assert glance.deleted == ["img-b-partial", "img-c-ours"]
+
+
+def test_the_image_step_names_this_states_old_images_even_after_a_killed_upload(
+    tmp_path: Path, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step passes the record's image as the one it replaces, and keeps it in its
+    in-progress record: a killed upload's next run still deletes this state's old image."""
+    asked: list[list[str]] = []
+
+    def upload(*_a: Any, replaces: list[str], **_k: Any) -> tuple[str, bool]:
+        asked.append(list(replaces))
+        raise OpenStackError("killed")  # the apply dies mid upload
+
+    monkeypatch.setattr(images, "upload", upload)
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    address = "vm.web01.image[2000]"
+    store.write([ResourceRecord(address, "image", Status.READY, {"image_id": "img-old"})], [])
+    step = ImageCutover(fakes.fake_applier(fakes.context(store)))
+    after = {"file": str(disk), "disk_format": "raw", "name": "web01-disk-2000", "properties": {}}
+    for _ in range(2):  # the replace, then the next apply's create of the in-progress record
+        with pytest.raises(OpenStackError):
+            step.image(Change(address, "image", Action.REPLACE, "again", None, after))
+    assert asked == [["img-old"], ["img-old"]]
+    assert store.read().resources[address].attributes["replaces"] == ["img-old"]
+    store.close()
