@@ -35,6 +35,18 @@ def one_line(text: str) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def step_error(exc: BaseException) -> str:
+    """A failed step's error as its user reads it: ferry's own message; any other exception (a
+    bug: a KeyError's message is only the missing key's repr) names its type and says it is
+    ferry's fault, on one line."""
+    if isinstance(exc, FerryError):
+        return one_line(str(exc))
+    return one_line(
+        f"internal error ({type(exc).__name__}: {exc}): a fault in ferry, not in the plan; "
+        "the apply log has the step, please report it"
+    )
+
+
 class UserError(FerryError):
     """The user asked for something invalid; nothing was changed."""
 

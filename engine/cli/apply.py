@@ -34,7 +34,7 @@ from engine.cli.plan import (
     state_location,
 )
 from engine.cli.progress import HumanView, JsonView
-from engine.errors import StoppedError, UserError, one_line
+from engine.errors import FerryError, StoppedError, UserError, one_line, step_error
 from engine.executor.applier_base import Context
 from engine.executor.apply import Applier, unsupported
 from engine.executor.events import Events, log_path
@@ -368,7 +368,7 @@ def _observed(
                 "node_end",
                 address=change.address,
                 outcome="failed",
-                error=str(exc),
+                error=str(exc) if isinstance(exc, FerryError) else step_error(exc),
                 seconds=seconds,
             )
             if applier.ctx.store.outage is not None:
@@ -682,7 +682,7 @@ def _say_what_did_not_run(result: WalkResult, events: Events, console: Console) 
         if isinstance(error, StoppedError):
             console.print(f"[yellow]stopped: {node}: {escape(one_line(str(error)))}[/]")
         else:
-            console.print(f"[red]failed: {node}: {escape(one_line(str(error)))}[/]")
+            console.print(f"[red]failed: {node}: {escape(step_error(error))}[/]")
     for node, cause in result.skipped_because.items():
         events.emit("node_skipped", address=str(node), after=str(cause))
         console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
@@ -827,10 +827,10 @@ def _stop_on_signals(
         walker.stop()
         events.emit("stopping", signal=name)
         console.print(
-            "[yellow]stopping: no new steps; copies end at their next checkpoint, a running "
-            "conversion is ended and rolled back, a source ferry powered off is powered back "
-            "on (unless on_failure: leave_off) (Ctrl-C again to stop at once; while a source "
-            "is being put back, a third time)[/]"
+            "[yellow]stopping: no new steps; copies end at their next checkpoint, uploads to "
+            "Glance at their next chunk, a running conversion is ended and rolled back, a "
+            "source ferry powered off is powered back on (unless on_failure: leave_off) "
+            "(Ctrl-C again to stop at once; while a source is being put back, a third time)[/]"
         )
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}

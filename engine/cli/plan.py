@@ -327,9 +327,11 @@ def summary(result: Plan) -> str:
         tail += f"; {errors} error(s) above: nothing is applied until they are fixed"
     if not result.has_changes and not blocked:
         return "No changes: the destination matches the spec."
+    up = result.bytes_to_upload
+    uploads = f", ~{human(up)} to upload" if up else ""
     return (
         f"Plan: {create} to create, {counts[Action.UPDATE]} to update, {destroy} to destroy"
-        f"{extra}; {human(result.bytes_to_copy)} to copy{tail}."
+        f"{extra}; {human(result.bytes_to_copy)} to copy{uploads}{tail}."
     )
 
 

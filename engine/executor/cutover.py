@@ -453,12 +453,23 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             )
 
     def _served(self, change: Change, name: str, after: dict[str, Any], server_id: str) -> None:
-        """The server runs: the volumes are converted for good, the protection goes."""
+        """The server runs: the volumes are converted for good, the protection goes. An image
+        VM's disk without a file record (a server adopted by a lost state: break-it 16 F2, a
+        KeyError at every apply) is recorded cut over without a file: the server runs from the
+        volumes made from its images, and no later plan copies the disk again. Raises
+        FerryError (a volume VM's disk without a record), OpenStackError."""
         records = self._records()
         puts = []
         for key in _disk_keys(after):
             address = str(Address("vm", name, "disk", key))
-            record = records[address]
+            record = records.get(address)
+            if record is None and after.get("boot") in ("image", "volume"):  # output: image
+                record = ResourceRecord(address, "disk_file", Status.READY, {"disk_key": key})
+            if record is None:
+                raise FerryError(
+                    f"{change.address}: {address} has no record in this state: the server's "
+                    "volumes are not known; plan again"
+                )
             if record.kind == "volume":  # output: image: the file (its volume is made from it)
                 volume_id = str(record.attributes["volume_id"])
                 volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_converted": "true"})

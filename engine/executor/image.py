@@ -7,6 +7,7 @@ verified as the VM's `verify` asks. No conversion host, no volume attach.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -51,7 +52,7 @@ class DiskFiles:
         if change.action in (Action.DELETE, Action.FORGET):
             path = before.get("path")
             if change.action is Action.DELETE and path:
-                Path(str(path)).unlink(missing_ok=True)
+                self._removed(Path(str(path)), self.a.uuids.get(address.name) or "")
             self.a._write([], [change.address])
             return
         began = time.monotonic()
@@ -117,6 +118,18 @@ class DiskFiles:
             step=time.monotonic() - began,
             digest=digest,
         )
+
+    @staticmethod
+    def _removed(path: Path, uuid: str) -> None:
+        """A deleted disk's file gone, with the qcow2 copy a killed upload left beside it, and
+        the VM's folder `<work_dir>/<uuid>/` once it is empty (the VM's last file: break-it 16
+        L3, --destroy left both). Raises OSError."""
+        path.unlink(missing_ok=True)
+        path.with_suffix(".qcow2").unlink(missing_ok=True)
+        if not uuid or path.parent.name != uuid:
+            return
+        with contextlib.suppress(OSError):  # not empty: another disk's delete removes it
+            path.parent.rmdir()
 
     def _compare(
         self, change: Change, before: dict[str, Any], path: Path, at: tuple[Any, Any, DiskInfo]
@@ -297,6 +310,8 @@ class ImageCutover:
         record = self._records().get(address)
         if record is None or record.status is not Status.READY or record.kind != KIND:
             raise FerryError(f"{address} is not copied: the cutover needs every disk's file")
+        if not record.attributes.get("path"):  # a lost state's adoption: cut over, no file
+            raise FerryError(f"{address} has no file in this state (adopted as cut over)")
         return record
 
     def _mark(self, name: str, key: int, **attrs: Any) -> None:
@@ -368,17 +383,32 @@ class ImageCutover:
         if change.action is Action.UPDATE:
             self._properties(change, before, after)
             return
+        if change.action is Action.READ:  # a lost state adopts a server's image as it is
+            self._adopted(change, "image", "image_id")
+            return
         path = Path(str(after["file"]))
         self._check_converted_file(change.address, path)
         upload = path
+        stop = self.a.ctx.stop
         if after["disk_format"] == "qcow2":
             upload = path.with_suffix(".qcow2")
-            images.to_qcow2(path, upload)
-        self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, after)], [])
+            images.to_qcow2(path, upload, stop)
+        # this state's older upload(s) of the disk, deleted once the new one is active (kept
+        # in the record until then: a killed apply's next upload still knows them)
+        replaces = [str(i) for i in before.get("replaces") or ()]
+        replaces += [str(before["image_id"])] if before.get("image_id") else []
+        attrs = {**after, "replaces": replaces}
+        self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, attrs)], [])
         began = time.monotonic()
         try:
             image_id, uploaded = images.upload(
-                conn, upload, str(after["name"]), str(after["disk_format"]), after["properties"]
+                conn,
+                upload,
+                str(after["name"]),
+                str(after["disk_format"]),
+                after["properties"],
+                stop=stop,
+                replaces=replaces,
             )
         finally:
             if upload != path:
@@ -389,6 +419,18 @@ class ImageCutover:
         self.a.ctx.say(
             name,
             f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
+        )
+
+    def _adopted(self, change: Change, kind: str, id_key: str) -> None:
+        """An image or a volume made from one, found by ferry's metadata beside the server a
+        lost state adopts (engine.planner.diff.image.adopts): recorded as the plan found it,
+        nothing made or uploaded. Raises StateError."""
+        after = dict(change.after or {})
+        self.a._write([ResourceRecord(change.address, kind, Status.READY, after)], [])
+        what = "image" if kind == "image" else "volume"
+        self.a.ctx.say(
+            Address.parse(change.address).name,
+            f"{change.address}: adopted {what} {after[id_key]}",
         )
 
     def _check_converted_file(self, address: str, path: Path) -> None:
@@ -452,6 +494,9 @@ class ImageCutover:
         before = self._attrs(change.address) or dict(change.before or {})
         if change.action is Action.UPDATE:
             self._image_metadata(change, before)
+            return
+        if change.action is Action.READ:  # a lost state adopts a server's volume as it is
+            self._adopted(change, "image_volume", "volume_id")
             return
         old = str(before.get("volume_id") or "")
         if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:

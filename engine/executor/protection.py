@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.addresses import Address
+from engine.errors import FerryError
 from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_epoch
 from engine.model.state import (
     CONVERSION_WROTE,
@@ -128,7 +129,9 @@ class Protection(CutoverBase):
     def _new_epoch(self, name: str, key: int) -> None:
         """The volume's content changed outside a sync (a conversion, a revert): a new epoch."""
         address = str(Address("vm", name, "disk", key))
-        record = self._records()[address]
+        record = self._records().get(address)
+        if record is None:
+            raise FerryError(f"{address} has no record in this state: plan again")
         attrs = {**record.attributes, "epoch": content_epoch()}
         self.a._write([ResourceRecord(address, "volume", record.status, attrs)], [])
 

@@ -192,10 +192,34 @@ class ObservedSubnet:
 
 @dataclass(frozen=True)
 class ObservedServer:
+    """A server carrying ferry's metadata (`ferry_vm`: the source VM's instance UUID).
+
+    `image_id`: the Glance image it boots from (Nova's `image.id`; None: booted from a volume,
+    or not read)."""
+
     id: str
     name: str
     status: str
     vm_uuid: str | None
+    image_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedImageVolume:
+    """A Cinder volume ferry made from one of its Glance images (destination.output: image),
+    found by its metadata `ferry_image_vm` (the source VM's instance UUID) and `ferry_image_disk`
+    (the disk's device key): what a lost state adopts for a server still running on it.
+
+    `image_id`: the image Cinder made it from (its volume image metadata; None: not said);
+    `server_ids`: the servers it is attached to (its `attachments`; () when none)."""
+
+    id: str
+    vm_uuid: str
+    disk_key: int
+    status: str
+    size_gib: int
+    image_id: str | None = None
+    server_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +273,9 @@ class Destination:
     # the image metadata of the volumes ferry made from its images (metadata ferry_image_vm), by
     # volume id; None: not read
     image_volumes: Mapping[str, Mapping[str, str]] | None = None
+    # the volumes ferry made from its images (metadata ferry_image_vm and ferry_image_disk);
+    # None: not read
+    volumes_from_images: tuple[ObservedImageVolume, ...] | None = None
     # every volume of the project by id, whatever its metadata (a recorded one missing is gone:
     # deleted outside ferry); None: not read
     volume_ids: frozenset[str] | None = None

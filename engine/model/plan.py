@@ -45,7 +45,7 @@ class Change:
     reason: str
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
-    bytes: int | None = None  # bytes to copy, for volume copies
+    bytes: int | None = None  # bytes to copy (volume copies) or to upload (images)
     estimate: bool = False  # `bytes` is an estimate (delta from the recorded change rate)
 
     def to_json(self) -> dict[str, Any]:
@@ -140,4 +140,14 @@ class Plan:
 
     @property
     def bytes_to_copy(self) -> int:
-        return sum(c.bytes or 0 for c in self.changes if c.action is not Action.NOOP)
+        """Bytes the plan's copies read (uploads to Glance are `bytes_to_upload`)."""
+        return sum(
+            c.bytes or 0 for c in self.changes if c.action is not Action.NOOP and c.kind != "image"
+        )
+
+    @property
+    def bytes_to_upload(self) -> int:
+        """Bytes the plan's uploads to Glance send (output: image; estimates)."""
+        return sum(
+            c.bytes or 0 for c in self.changes if c.action is not Action.NOOP and c.kind == "image"
+        )

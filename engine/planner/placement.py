@@ -270,7 +270,7 @@ def copied(name: str, changes: Sequence[Change]) -> int:
     """Bytes the changes of VM `name` copy (its no-ops none)."""
     prefix = str(Address("vm", name))
     mine = [c for c in changes if str(Address.parse(c.address).vm) == prefix]
-    return sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP)
+    return sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP and c.kind != "image")
 
 
 def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:

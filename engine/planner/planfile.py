@@ -48,6 +48,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
             "verify": counts[Action.VERIFY],
             "no_op": counts[Action.NOOP],
             "bytes_to_copy": plan.bytes_to_copy,
+            **({"bytes_to_upload": plan.bytes_to_upload} if plan.bytes_to_upload else {}),
             "blocked_vms": sum(v.blocked for v in plan.vms),
             "errors": sum(d.severity is Severity.ERROR for d in plan.diagnostics),
         },

@@ -117,6 +117,7 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
         "--detailed-exitcode",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
+    adopted_by_a_lost_state(lab, conn, spec, tmp_path / "lost.db", (image_id, volume_id, uuid))
     properties_updated(lab, conn, spec, state, image_id, volume_id)
 
     saved = tmp_path / "destroy.plan"
@@ -129,6 +130,34 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert images.find_images(conn, uuid) == []
     assert not path.exists()
+
+
+def adopted_by_a_lost_state(
+    lab: Lab, conn: Any, spec: Path, lost: Path, made: tuple[str, str, str]
+) -> None:
+    """A lost (or a second operator's) state adopts the cut-over VM as it runs: its server,
+    the volume attached to it and the image that volume was made from, found by ferry's
+    metadata; no upload, no second volume (break-it 16 F2: a duplicate volume, then a KeyError
+    at every apply). Reads only (the cutover's objects are the test's)."""
+    image_id, volume_id, uuid = made
+    done = apply(lab, spec, "vm.build-old", lost)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"vm.build-old.volume[2000]: adopted volume {volume_id}" in done.stdout
+    assert f"vm.build-old.image[2000]: adopted image {image_id}" in done.stdout
+    found = records(lost)
+    assert found["vm.build-old.volume[2000]"].attributes["volume_id"] == volume_id
+    assert found["vm.build-old.server"].status.value == "ready"
+    made_from = [
+        v.id
+        for v in conn.block_storage.volumes(details=True)
+        if (v.metadata or {}).get("ferry_image_vm") == uuid
+    ]
+    assert made_from == [volume_id]
+    assert [str(i.id) for i in images.find_images(conn, uuid)] == [image_id]
+    # its re-plan is a no-op (planner case image-adopted-rerun-no-changes: no plan here, CI
+    # time): the disk is recorded cut over, without a file
+    disk = found["vm.build-old.disk[2000]"].attributes
+    assert disk["converted"] is True and "path" not in disk
 
 
 def properties_updated(

@@ -2,18 +2,21 @@
 a converted disk file uploaded with ferry's properties, found again by them (a second upload of
 the same file reuses the image; an upload a killed apply left half-done is replaced: one image
 per disk, never a duplicate), a volume made from the image holding the file's bytes, and the
-images deleted (as --destroy does). A 4 MiB file: a few seconds."""
+images deleted (as --destroy does); a stopped upload ends at its next chunk, its partial
+image deleted. A 4 MiB file: a few seconds."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.errors import StoppedError
 from engine.lab.lab import Lab
 from engine.providers.openstack import images
 from tests.integration.converge import volume_file
@@ -34,7 +37,7 @@ UUID = "4215ffff-0000-4000-8000-00000000image"
 
 
 def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
-    lab: Lab, conn: Any, tmp_path: Path
+    lab: Lab, conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = tmp_path / "disk-2000.raw"
     disk.write_bytes(os.urandom(MiB) + bytes(3 * MiB))  # data, then a hole's worth of zeros
@@ -63,8 +66,12 @@ def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
               "tags": [images.TAG], **props},
     ).json()["id"]  # fmt: skip
     disk.write_bytes(os.urandom(MiB) + bytes(3 * MiB))
-    last, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props)
+    last, uploaded = images.upload(  # the state's record named the first (L7: only that)
+        conn, disk, "image16-disk-2000", "raw", props, replaces=[first]
+    )
     assert uploaded and last not in (first, partial)
+    assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [last]
+    stopped_mid_upload(conn, tmp_path / "next.raw", props, monkeypatch)
     assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [last]
 
     volume = images.volume_from_image(
@@ -75,6 +82,32 @@ def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
 
     images.delete(conn, [last])
     assert images.find_images(conn, UUID) == []
+
+
+class StopAfter(threading.Event):
+    """The apply's stop Event, set (as Ctrl-C sets it) once it has been asked `checks` times:
+    the hash of a file of n chunks asks n + 1 times, then the upload once per chunk."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__()
+        self.left = checks
+
+    def is_set(self) -> bool:
+        self.left -= 1
+        return self.left < 0 or super().is_set()
+
+
+def stopped_mid_upload(
+    conn: Any, disk: Path, props: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during an upload (break-it 16 F3: it ran to its end) through the real HTTP stack
+    (openstacksdk, keystoneauth, requests): the upload of a 4 MiB file ends after its first
+    1 MiB chunk and the partial image is deleted; the disk's active image is untouched."""
+    monkeypatch.setattr(images, "CHUNK", MiB)
+    disk.write_bytes(os.urandom(4 * MiB))
+    with pytest.raises(StoppedError, match=r"stopped after 1\.0 MiB: the partial image deleted"):
+        images.upload(conn, disk, "image16-disk-2000", "raw", props, stop=StopAfter(5 + 1))
+    monkeypatch.undo()
 
 
 def test_a_qcow2_upload_sends_no_holes_and_its_volume_holds_the_raw_bytes(

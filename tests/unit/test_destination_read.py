@@ -20,6 +20,8 @@ from engine.providers.openstack.read import (
     parse_image,
     parse_image_volumes,
     parse_port,
+    server_image,
+    volumes_from_images,
 )
 
 UUID = "4215aaaa-0000-4000-8000-000000000001"
@@ -194,3 +196,26 @@ def test_the_volumes_made_from_images_give_their_image_metadata() -> None:
     other = SimpleNamespace(id="v-2", metadata={}, volume_image_metadata={"os_type": "x"})
     brief = SimpleNamespace(id="v-3", metadata={"ferry_image_vm": UUID})  # not read in detail
     assert parse_image_volumes([made, other, brief]) == {"v-1": {"os_type": "linux"}}
+
+
+def test_the_volumes_ferry_made_from_its_images_name_their_image_and_servers() -> None:
+    made = SimpleNamespace(
+        id="v1",
+        status="in-use",
+        size=2,
+        metadata={"ferry_image_vm": "u1", "ferry_image_disk": "2000"},
+        volume_image_metadata={"image_id": "img-1", "hw_disk_bus": "virtio"},
+        attachments=[{"server_id": "srv-1", "device": "/dev/vda"}],
+    )
+    replica = SimpleNamespace(id="v2", status="available", size=1, metadata={"ferry_vm": "u1"})
+    (found,) = volumes_from_images([made, replica])
+    assert (found.id, found.vm_uuid, found.disk_key) == ("v1", "u1", 2000)
+    assert (found.image_id, found.server_ids, found.size_gib) == ("img-1", ("srv-1",), 2)
+
+
+@pytest.mark.parametrize(
+    ("image", "found"),
+    [(SimpleNamespace(id="img-1"), "img-1"), ({"id": "img-2"}, "img-2"), ("", None), (None, None)],
+)
+def test_a_server_names_the_image_it_boots_from(image: Any, found: str | None) -> None:
+    assert server_image(SimpleNamespace(image=image)) == found

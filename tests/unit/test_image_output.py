@@ -23,8 +23,10 @@ from engine.spec.validate import validate_text
 from tests.unit.test_planner_cases import CASES, hydrate
 
 
-def _plan(case: str):  # type: ignore[no-untyped-def]
+def _plan(case: str, disk_format: str = ""):  # type: ignore[no-untyped-def]
     data = yaml.safe_load((CASES / case / "case.yaml").read_text())
+    if disk_format:
+        data["spec"]["destination"]["image"]["disk_format"] = disk_format
     loaded = validate_text(yaml.safe_dump(data["spec"]), case, {})
     inventory, destination, state = hydrate(data)
     return make_plan(loaded.data, inventory, destination, state, now=data.get("now")), inventory
@@ -52,6 +54,23 @@ def test_the_plan_shows_the_work_dir_and_local_bytes() -> None:
     # web01's files (1000 MiB allocated) and, qcow2 being the default, their qcow2 copies
     assert "up to 2.0 GiB on local disk in /var/lib/ferry/work" in text, text
     assert "up to 1.5 GiB on local disk in /var/lib/ferry/work" in text, text
+
+
+def test_the_plan_shows_each_upload_and_sums_them_apart_from_the_copies() -> None:
+    """break-it 16 L2: a 2 GiB raw upload took 56 s under "0 B to copy"."""
+    plan, _ = _plan("image-first-run")  # qcow2: each image about its disk's allocated bytes
+    uploads = {c.address: c.bytes for c in plan.changes if c.kind == "image"}
+    assert uploads == {"vm.web01.image[2000]": 700 * 2**20, "vm.web01.image[2001]": 300 * 2**20}
+    assert plan.bytes_to_upload == 1000 * 2**20
+    assert plan.bytes_to_copy == sum(c.bytes or 0 for c in plan.changes if c.kind == "disk_file")
+    console = Console(record=True, width=400)
+    render(plan, console)
+    text = console.export_text()
+    assert "~700.0 MiB" in text and "2.4 GiB to copy, ~1000.0 MiB to upload" in text, text
+
+    raw, _ = _plan("image-cutover-boot-image", disk_format="raw")  # HTTP has no holes
+    uploads = {c.address: c.bytes for c in raw.changes if c.kind == "image"}
+    assert uploads == {"vm.web01.image[2000]": 2 * 2**30, "vm.web01.image[2001]": 3 * 2**29}
 
 
 def test_apply_runs_a_boot_from_image_plan(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from engine.model.observed import (
     Inventory,
     ObservedAttachment,
     ObservedImage,
+    ObservedImageVolume,
     ObservedPort,
     ObservedServer,
     ObservedSubnet,
@@ -131,7 +132,8 @@ def destination(d: dict[str, Any]) -> Destination:
     gives one (name → id, or a list of ids: several networks of that name); ports name their
     network by id; key_pairs and roles are unknown
     (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name);
-    `images` (Glance's, output: image), `image_volumes` (volume id → image metadata) and
+    `images` (Glance's, output: image), `image_volumes` (volume id → image metadata),
+    `volumes_from_images` (the volumes ferry made from its images: what a lost state adopts) and
     `volume_ids` (every volume of the project, by id) and `snapshot_ids` (every Cinder snapshot,
     by id) are not read unless given."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
@@ -166,6 +168,14 @@ def destination(d: dict[str, Any]) -> Destination:
         work_dir_files=frozenset(d["work_dir_files"]) if "work_dir_files" in d else None,
         images=observed_images(d["images"]) if "images" in d else None,
         image_volumes=d.get("image_volumes"),
+        volumes_from_images=(
+            tuple(
+                ObservedImageVolume(**{**v, "server_ids": tuple(v.get("server_ids", ()))})
+                for v in d["volumes_from_images"]
+            )
+            if "volumes_from_images" in d
+            else None
+        ),
         volume_ids=frozenset(d["volume_ids"]) if "volume_ids" in d else None,
         snapshot_ids=frozenset(d["snapshot_ids"]) if "snapshot_ids" in d else None,
     )

@@ -289,6 +289,7 @@ def diff(
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
+            + image.unadopted(vm, records, data.destination)
             + image.lost_volumes(
                 vm, records, data.destination, image.served_by(vm, data.destination)
             )

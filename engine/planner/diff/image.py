@@ -18,6 +18,7 @@ with an error while the server exists (ferry does not swap a server's volumes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePath
@@ -25,7 +26,7 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, ImageOutput
-from engine.model.observed import Destination, ObservedServer
+from engine.model.observed import Destination, ObservedImageVolume, ObservedServer
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
@@ -38,7 +39,7 @@ from engine.planner.diff.properties import (
     recorded_image_volume,
 )
 from engine.planner.diff.volumes import full_bytes
-from engine.units import human
+from engine.units import exact, human
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
 
@@ -107,9 +108,26 @@ def as_files(
             after = {
                 k: v for k, v in change.after.items() if k not in ("volume_type", "volume_id")
             } | {"path": disk_path(image, vm, key)}
-        reason = change.reason.replace("new volume", "new file").replace("volume", "file")
+        size = disks[key].capacity if key in disks else None
+        reason = file_wording(change.reason, size)
         out.append(replace(change, kind="disk_file", after=after, reason=reason))
     return out
+
+
+EXTENDS = (
+    re.compile(r"extend the volume from \d+ to \d+ GiB \(Cinder extend\)"),
+    re.compile(r"the volume is extended to \d+ GiB \(Cinder extend\)"),
+)
+
+
+def file_wording(reason: str, capacity: int | None) -> str:
+    """A volume copy's reason said of a local file: its volume is the file, and a grown disk's
+    file is extended by a local ftruncate to the disk's `capacity` (bytes, shown exactly; the
+    volume's Cinder extend is to whole GiB) — break-it 16 L1."""
+    grows = f"the file grows to {exact(capacity)} (a sparse local extend)" if capacity else ""
+    for extend in EXTENDS:
+        reason = extend.sub(grows or "the file grows", reason)
+    return reason.replace("new volume", "new file").replace("volume", "file")
 
 
 def _moved(attrs: Mapping[str, Any], path: str) -> str:
@@ -155,9 +173,11 @@ def image_changes(
     (`_upload`); a volume gone from Cinder is made again when the server is gone too
     (`_remade`)."""
     server = served_by(vm, cloud)
+    adopting = adopts(vm, records, cloud)
     out: list[Change] = []
     for n, volume in enumerate(vm.volumes):
-        out.append(_upload(vm, image, n, records, reconvert=reconvert, cloud=cloud, server=server))
+        upload = _upload(vm, image, n, records, reconvert=reconvert, cloud=cloud, server=server)
+        out.append(_adopt_image(vm, n, upload, cloud) if adopting else upload)
         if n == 0 and image.boot == "image":
             continue
         key = volume.disk_key
@@ -173,12 +193,147 @@ def image_changes(
         record = records.get(address)
         made = _again(simple(address, "image_volume", record, after, reason), reconvert, after)
         made = _remade(made, record, after, cloud, server)
+        if adopting and record is None:
+            made = _adopt_volume(vm, key, made, cloud)
         if n == 0:  # Nova boots by the boot volume's image metadata
             image_record = records.get(str(after["image"]))
             cinder = cloud.image_volumes if cloud else None
             made = recorded_image_volume(made, record, image_record, image_properties(vm), cinder)
         out.append(made)
     return out
+
+
+def adopts(vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination | None) -> bool:
+    """The plan adopts the cut-over VM's server as it runs (an ACTIVE server ferry booted for
+    it, and no server record: a lost state, or a second operator's: server_change's read), so
+    its images and the volumes made from them are adopted too (`adopted_volume`), never
+    uploaded and made again beside the server's (break-it 16 F2)."""
+    server = served_by(vm, cloud)
+    if server is None or server.status != "ACTIVE":
+        return False
+    return str(Address("vm", vm.name, "server")) not in records
+
+
+def adopted_volume(
+    vm: DesiredVM, key: int, cloud: Destination
+) -> tuple[ObservedImageVolume | None, str]:
+    """The one volume ferry made from its images for disk `key` (metadata ferry_image_vm,
+    ferry_image_disk) attached to the VM's server, and "" ; else None and why it cannot be
+    adopted (Cinder not read, none attached, several attached: the server's disk is not
+    known, and a new volume beside it would be a copy no server uses)."""
+    server = served_by(vm, cloud)
+    assert server is not None
+    if cloud.volumes_from_images is None:
+        return None, "Cinder's volumes made from ferry's images were not read (Glance not listed)"
+    mine = [
+        v
+        for v in cloud.volumes_from_images
+        if v.vm_uuid == vm.source.instance_uuid and v.disk_key == key
+    ]
+    attached = [v for v in mine if server.id in v.server_ids]
+    if len(attached) == 1:
+        return attached[0], ""
+    if attached:
+        ids = ", ".join(v.id for v in attached)
+        return None, f"volumes {ids} made from its images for disk {key} are all attached to it"
+    others = f" ({', '.join(v.id for v in mine)} not attached to it)" if mine else ""
+    return None, (
+        f"no volume made from its images for disk {key} (metadata ferry_image_vm, "
+        f"ferry_image_disk) is attached to it{others}"
+    )
+
+
+def _adopt_volume(vm: DesiredVM, key: int, made: Change, cloud: Destination | None) -> Change:
+    """The volume change of an adopted server's disk (`adopts`): a read of the volume attached
+    to it (`adopted_volume`); `made` unchanged when there is none (`unadopted` blocks the VM)."""
+    found, _ = adopted_volume(vm, key, cloud) if cloud is not None else (None, "")
+    if found is None or made.after is None:
+        return made
+    server = served_by(vm, cloud)
+    assert server is not None
+    return Change(
+        made.address,
+        made.kind,
+        Action.READ,
+        f"found volume {found.id} ferry made from image {found.image_id or '?'} for this "
+        f"disk, attached to server {server.id}: adopt it",
+        None,
+        {**made.after, "volume_id": found.id, "image_id": found.image_id},
+    )
+
+
+def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | None) -> Change:
+    """The upload change of an adopted server's disk (`adopts`, no image record): a read of the
+    Glance image the server's volume was made from (boot: image's boot disk: the image the
+    server boots from), found active with ferry's properties for this disk; when there is none
+    nothing is uploaded (the server runs from its volumes; a later upload would have no file
+    ferry knows as converted to take) and the no-op says so."""
+    if upload.action is not Action.CREATE or upload.before is not None or cloud is None:
+        return upload
+    key = vm.volumes[n].disk_key
+    server = served_by(vm, cloud)
+    assert server is not None and vm.image is not None
+    boot_image = n == 0 and vm.image.boot == "image"
+    volume, _ = (None, "") if boot_image else adopted_volume(vm, key, cloud)
+    made_from = server.image_id if boot_image else volume.image_id if volume else None
+    found = (cloud.images or {}).get(made_from or "")
+    mine = found is not None and found.vm_uuid == vm.source.instance_uuid
+    if found is None or not mine or found.disk_key != key or found.status != "active":
+        what = f"image {made_from}" if made_from else "the image"
+        return Change(
+            upload.address,
+            upload.kind,
+            Action.NOOP,
+            f"server {server.id} is adopted as it runs; {what} its disk {key} was made from is "
+            "not among ferry's active images in Glance: none adopted, none uploaded",
+            None,
+            None,
+        )
+    why = (
+        f"server {server.id} boots from it"
+        if boot_image
+        else f"volume {volume.id if volume else '?'} was made from it"
+    )
+    return Change(
+        upload.address,
+        upload.kind,
+        Action.READ,
+        f"found image {found.id} ferry uploaded for this disk ({why}): adopt it",
+        None,
+        {**(upload.after or {}), "image_id": found.id},
+    )
+
+
+def unadopted(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination
+) -> tuple[Concern, ...]:
+    """An error concern per disk of a server the plan adopts (`adopts`) whose volume it cannot
+    adopt (`adopted_volume`): ferry never makes a second volume beside the server's, and never
+    boots or converts for a server that runs. The line says what to do."""
+    if vm.image is None or not adopts(vm, records, cloud):
+        return ()
+    server = served_by(vm, cloud)
+    assert server is not None
+    out = []
+    for n, volume in enumerate(vm.volumes):
+        address = str(Address("vm", vm.name, "volume", volume.disk_key))
+        if (n == 0 and vm.image.boot == "image") or address in records:
+            continue
+        found, why = adopted_volume(vm, volume.disk_key, cloud)
+        if found is not None:
+            continue
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "image-volume-unknown",
+                f"server {server.id} ferry booted for this VM runs, this state has no record "
+                f"of it, and {why}: ferry cannot tell which volume holds the disk and makes no "
+                "second one beside the server's. Apply with the state that cut it over, attach "
+                "the disk's volume to the server, or take the VM out of the spec to leave it "
+                "as it is",
+            )
+        )
+    return tuple(out)
 
 
 def served_by(vm: DesiredVM, cloud: Destination | None) -> ObservedServer | None:
@@ -237,7 +392,19 @@ def _upload(
             "boot-image-gone warning)",
         )
     upload = gone_image(upload, record, glance, after)
-    return recorded_image(upload, record, after["properties"], glance)
+    return _sent(vm, image, key, recorded_image(upload, record, after["properties"], glance))
+
+
+def _sent(vm: DesiredVM, image: ImageOutput, key: int, upload: Change) -> Change:
+    """An upload's bytes (an estimate, shown per image and summed as the plan's bytes to
+    upload): HTTP has no holes, so a raw file sends its disk's whole capacity, a qcow2 copy
+    about its allocated bytes (break-it 16 L2: 56 s for a 2 GiB raw upload under "0 B to
+    copy")."""
+    disk = next((d for d in vm.source.disks if d.key == key), None)
+    if upload.action not in (Action.CREATE, Action.REPLACE) or disk is None:
+        return upload
+    sent = disk.capacity if image.disk_format == "raw" else full_bytes(disk)
+    return replace(upload, bytes=sent, estimate=True)
 
 
 def _volume_gone(record: ResourceRecord | None, cloud: Destination | None) -> str:
@@ -385,12 +552,23 @@ def cutover(
             reason = change.reason
             if after is not None and change.action is not Action.NOOP:
                 after = {**after, "output": "image", "work_dir": vm.image.work_dir}
-                reason = reason.replace(
-                    "protect the volumes (Cinder snapshots), then convert the guest for KVM",
-                    f"convert the guest in its disk files for KVM (under {vm.image.work_dir})",
-                ).replace(
-                    "protect the volumes (Cinder snapshots); no conversion (convert: false)",
-                    "no conversion (convert: false): the files are uploaded as copied",
+                reason = (
+                    reason.replace(
+                        "protect the volumes (Cinder snapshots), then convert the guest for KVM",
+                        f"convert the guest in its disk files for KVM (under {vm.image.work_dir})",
+                    )
+                    .replace(
+                        "protect the volumes (Cinder snapshots); no conversion (convert: false)",
+                        "no conversion (convert: false): the files are uploaded as copied",
+                    )
+                    .replace(
+                        "the volumes are synced again (final delta): protect and convert again",
+                        "the files are synced again (final delta): convert them again",
+                    )
+                    .replace(
+                        "the volumes changed since their conversion (reverted or synced)",
+                        "the files changed since their conversion (synced)",
+                    )
                 )
             out.append(replace(change, after=after, reason=reason))
             reconvert = change.action in (Action.CREATE, Action.REPLACE)

@@ -8,44 +8,73 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from threading import Event
+from typing import Any, BinaryIO
 
 from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
-from engine.errors import ConversionError, OpenStackError
+from engine.errors import ConversionError, OpenStackError, StoppedError, one_line
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
+from engine.units import human
 
 TAG = "ferry"
 CHUNK = 8 * 2**20  # bytes hashed (and streamed to Glance) at a time
 IMAGE_FAILED = ("killed", "deleted", "pending_delete")
 
 
-def file_sha512(path: Path) -> str:
-    """sha512 hex digest of `path` (Glance's default os_hash_algo). Raises OSError."""
+def file_sha512(path: Path, stop: Event | None = None) -> str:
+    """sha512 hex digest of `path` (Glance's default os_hash_algo), read CHUNK bytes at a
+    time. Raises OSError, StoppedError (`stop` set between two chunks)."""
     digest = hashlib.sha512()
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
+        for chunk in chunks(f, stop, f"hashing {path}"):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def to_qcow2(raw: Path, out: Path) -> None:
+def chunks(data: BinaryIO, stop: Event | None, doing: str) -> Iterator[bytes]:
+    """`data` read CHUNK bytes at a time to its end; `stop` (the apply's Ctrl-C) is checked
+    before each read. Raises StoppedError naming `doing` and the bytes read, OSError."""
+    done = 0
+    while True:
+        if stop is not None and stop.is_set():
+            raise StoppedError(f"{doing} stopped after {human(done)}")
+        chunk = data.read(CHUNK)
+        if not chunk:
+            return
+        done += len(chunk)
+        yield chunk
+
+
+def to_qcow2(raw: Path, out: Path, stop: Event | None = None) -> None:
     """qemu-img convert the raw file `raw` to qcow2 at `out` (holes stay unallocated, so an
     upload does not send them; the same input gives the same bytes, so a restarted upload finds
-    its image by sha512). Raises ConversionError."""
-    done = subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ConversionError(f"qemu-img convert {raw} to qcow2: {done.stderr.strip()}")
+    its image by sha512); `stop` set ends it within a second (its partial `out` deleted).
+    Raises ConversionError, StoppedError."""
+    command = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)]
+    with subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        while True:
+            try:
+                _, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop.is_set():
+                    proc.kill()
+                    proc.communicate()
+                    out.unlink(missing_ok=True)
+                    raise StoppedError(
+                        f"qemu-img convert of {raw} to qcow2 stopped (its partial {out.name} "
+                        "deleted)"
+                    ) from None
+    if proc.returncode != 0:
+        raise ConversionError(f"qemu-img convert {raw} to qcow2: {err.strip()}")
 
 
 def find_images(conn: Any, vm_uuid: str, disk_key: int | None = None) -> list[Any]:
@@ -77,19 +106,27 @@ def upload(
     properties: Mapping[str, str],
     *,
     timeout: float = 3600.0,
+    stop: Event | None = None,
+    replaces: Collection[str] = (),
 ) -> tuple[str, bool]:
     """The disk file `path` as an active Glance image carrying `properties` (which must hold
     ferry_vm_uuid and ferry_disk_key): (image id, uploaded). An active image of that disk with
-    the file's sha512 is reused (uploaded False); any other of that disk (a killed or partial
-    upload, an older conversion) is deleted once the new one is active.
+    the file's sha512 is reused (uploaded False); the others of that disk are deleted once the
+    new one is active when they are not active (a killed or partial upload) or this state's
+    record named them (`replaces`: the image ids of an older conversion's upload): an active
+    image of another ferry state migrating the same VM (a rehearsal's, which its records and
+    maybe a boot: image server use) stays (break-it 16 L7). `stop` (the apply's
+    Ctrl-C) ends the hash or the upload at its next chunk (CHUNK bytes): the partial image is
+    deleted then (or, when that fails, by the next upload of the disk).
 
-    Raises OpenStackError, OSError (the file)."""
+    Raises OpenStackError, OSError (the file), StoppedError."""
     vm_uuid, key = properties["ferry_vm_uuid"], int(properties["ferry_disk_key"])
-    want = file_sha512(path)
+    want = file_sha512(path, stop)
     old = find_images(conn, vm_uuid, key)
+    stale = [str(i.id) for i in old if i.status != "active" or str(i.id) in replaces]
     same = [i for i in old if i.status == "active" and i.hash_value == want]
     if same:
-        delete(conn, [str(i.id) for i in old if i.id != same[0].id])
+        delete(conn, [i for i in stale if i != str(same[0].id)])
         return str(same[0].id), False
     body = {
         "name": name,
@@ -100,12 +137,7 @@ def upload(
     }
     try:
         image_id = str(conn.image.post("/images", json=body).json()["id"])
-        with path.open("rb") as data:  # streamed: Glance computes its checksums as it reads
-            conn.image.put(
-                f"/images/{image_id}/file",
-                data=iter(lambda: data.read(CHUNK), b""),
-                headers={"Content-Type": "application/octet-stream"},
-            )
+        _send(conn, image_id, path, stop)
     except (os_exc.SDKException, ksa_exc.ClientException) as exc:
         raise OpenStackError(f"uploading {path} to Glance as {name}: {exc}") from exc
     active = wait_for(
@@ -121,8 +153,36 @@ def upload(
         raise OpenStackError(
             f"image {image_id}: Glance holds sha512 {active.hash_value}, the file {want}"
         )
-    delete(conn, [str(i.id) for i in old])
+    delete(conn, stale)
     return image_id, True
+
+
+def _send(conn: Any, image_id: str, path: Path, stop: Event | None) -> None:
+    """The file's bytes streamed into image `image_id` (Glance's image data PUT, as
+    openstacksdk's Image.upload sends a file-like object; Glance computes its checksums as it
+    reads). A stop ends it at the next chunk and deletes the partial image. Raises
+    StoppedError, OSError, and the SDK's errors."""
+    with path.open("rb") as data:
+        try:
+            conn.image.put(
+                f"/images/{image_id}/file",
+                data=chunks(data, stop, f"upload of {path} to image {image_id}"),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except StoppedError as exc:
+            raise StoppedError(f"{exc}: {_dropped(conn, image_id)}") from exc
+
+
+def _dropped(conn: Any, image_id: str) -> str:
+    """Delete a partial upload's image; what became of it, for the stop's line."""
+    try:
+        delete(conn, [image_id])
+    except OpenStackError as exc:
+        return (
+            f"the partial image was not deleted ({one_line(str(exc))}): the next upload of "
+            "this disk deletes it"
+        )
+    return "the partial image deleted"
 
 
 PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}

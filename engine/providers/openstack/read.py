@@ -20,6 +20,7 @@ from engine.model.observed import (
     Flavor,
     ObservedAttachment,
     ObservedImage,
+    ObservedImageVolume,
     ObservedPort,
     ObservedServer,
     ObservedSubnet,
@@ -208,6 +209,39 @@ def parse_image_volumes(volumes: Iterable[Any]) -> dict[str, dict[str, str]]:
     return out
 
 
+def volumes_from_images(volumes: Iterable[Any]) -> tuple[ObservedImageVolume, ...]:
+    """The volumes ferry made from its images (metadata ferry_image_vm and a numeric
+    ferry_image_disk), with the image Cinder made each from and the servers it is attached to."""
+    out = []
+    for volume in volumes:
+        meta = dict(volume.metadata or {})
+        key = str(meta.get("ferry_image_disk", ""))
+        if not meta.get("ferry_image_vm") or not key.isdigit():
+            continue
+        made_from = (image_metadata(volume) or {}).get("image_id")
+        servers = [str(a.get("server_id") or "") for a in volume.attachments or ()]
+        out.append(
+            ObservedImageVolume(
+                str(volume.id),
+                str(meta["ferry_image_vm"]),
+                int(key),
+                str(volume.status or ""),
+                int(volume.size or 0),
+                made_from,
+                tuple(s for s in servers if s),
+            )
+        )
+    return tuple(out)
+
+
+def server_image(server: Any) -> str | None:
+    """The id of the Glance image a server boots from (Nova's `image`: an object, a dict, or ""
+    for a server booted from a volume); None when it has none."""
+    image = getattr(server, "image", None)
+    found = image.get("id") if isinstance(image, dict) else getattr(image, "id", None)
+    return str(found) if found else None
+
+
 def fetch_key_pairs(conn: Any) -> list[str] | None:
     """The user's nova key pairs by name; None when nova does not let the user list them."""
     try:
@@ -330,7 +364,9 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         volumes=tuple(volumes),
         ports=tuple(parse_port(p) for p in raw["ports"]),
         servers=tuple(
-            ObservedServer(s.id, s.name, s.status, (s.metadata or {}).get("ferry_vm"))
+            ObservedServer(
+                s.id, s.name, s.status, (s.metadata or {}).get("ferry_vm"), server_image(s)
+            )
             for s in raw["servers"]
             if (s.metadata or {}).get("ferry_vm")
         ),
@@ -343,6 +379,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         roles=frozenset(r.lower() for r in roles) if roles is not None else None,
         images=None if listed is None else {i.id: i for i in map(parse_image, listed)},
         image_volumes=None if listed is None else parse_image_volumes(raw["volumes"]),
+        volumes_from_images=None if listed is None else volumes_from_images(raw["volumes"]),
         volume_ids=frozenset(str(v.id) for v in raw["volumes"]),
         snapshot_ids=(
             frozenset(str(s.id) for s in raw["snapshots"]) if "snapshots" in raw else None

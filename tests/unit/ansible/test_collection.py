@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -222,6 +223,56 @@ def test_apply_module_refuses_target_with_a_saved_plan(monkeypatch: pytest.Monke
         module.run(params, check_mode=False)
 
 
+def test_apply_module_refuses_a_spec_given_as_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """break-it 16 L4: `plan=` given a spec applied it as a spec, silently."""
+    module = load("apply", monkeypatch)
+    params = {
+        "spec": None,
+        "plan": "/work/wave1.yaml",
+        "target": [],
+        "verify": False,
+        "parallelism": 4,
+        "state_location": None,
+        "report": True,
+    }
+    with pytest.raises(UserError, match=r"is a spec \(YAML\), not a saved plan: give it as spec"):
+        module.run(params, check_mode=False)
+
+
+def test_apply_module_returns_the_log_and_report_as_absolute_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """break-it 16 L4: `log` came back relative to the state's directory, not the task's cwd.
+    ferry's apply itself is not run (run_plan writes the log as the real one does)."""
+    plan = case_plan("adopt-found-volumes")
+    monkeypatch.chdir(tmp_path)
+    location = SimpleNamespace(log_dir=Path("logs"))  # as a relative state path gives
+    location.log_dir.mkdir()
+
+    def run_plan(*_a: Any, **_k: Any) -> int:
+        (location.log_dir / "apply-1.jsonl").write_text("{}\n")
+        return 0
+
+    monkeypatch.setattr("engine.cli.apply.prepare", lambda *_a, **_k: (plan, {}, None, location))
+    monkeypatch.setattr("engine.cli.apply.check_applicable", lambda *_a, **_k: None)
+    monkeypatch.setattr("engine.cli.apply.run_plan", run_plan)
+    monkeypatch.setattr("engine.cli.report.write_html", lambda _l: Path("report.html"))
+    module = load("apply", monkeypatch)
+    params = {
+        "spec": "spec.yaml",
+        "plan": None,
+        "target": [],
+        "verify": False,
+        "adopt_lineage": [],
+        "parallelism": 4,
+        "state_location": None,
+        "report": True,
+    }
+    result = module.run(params, check_mode=False)
+    assert result["log"] == str(tmp_path / "logs" / "apply-1.jsonl")
+    assert result["report"] == str(tmp_path / "report.html")
+
+
 def test_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """ferry's one-line error: an invalid spec's lines joined; others as `ferry` prints them."""
     monkeypatch.syspath_prepend(str(COLLECTIONS))
@@ -233,6 +284,10 @@ def test_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
         "a.yaml:1:1: error: x; a.yaml:2:1: error: y"
     )
     assert error_line(UserError("one\n  two")) == "one | two"
+    # a line without a place in the spec: no CLI "error: " prefix (break-it 16 L4)
+    assert error_line(InvalidSpecError(["error: cannot read spec: gone"])) == (
+        "cannot read spec: gone"
+    )
 
 
 def ansible_env() -> dict[str, str]:
@@ -270,7 +325,7 @@ def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     result = json.loads(done.stdout.split("=>", 1)[1])
     assert (
-        result["msg"] == f"error: cannot read spec: [Errno 2] No such file or directory: "
+        result["msg"] == "cannot read spec: [Errno 2] No such file or directory: "
         f"'{tmp_path / 'missing.yaml'}'"
     )
     assert "Traceback" not in done.stdout + done.stderr

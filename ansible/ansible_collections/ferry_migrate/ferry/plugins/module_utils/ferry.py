@@ -35,10 +35,16 @@ def require_ferry(module: AnsibleModule) -> None:
 
 def error_line(exc: BaseException) -> str:
     """ferry's one-line error, as `ferry` prints it after `error: ` (an invalid spec: its lines
-    joined by '; ')."""
+    joined by '; ', a line without a place in the spec without the CLI's `error: ` prefix,
+    which the task's failure says already)."""
     if isinstance(exc, InvalidSpecError):
-        return "; ".join(exc.lines)
+        return "; ".join(_unprefixed(line) for line in exc.lines)
     return one_line(str(exc))
+
+
+def _unprefixed(line: str) -> str:
+    prefix = "error: "
+    return line[len(prefix) :] if line.startswith(prefix) else line
 
 
 def ferry_errors() -> tuple[type[BaseException], ...]:

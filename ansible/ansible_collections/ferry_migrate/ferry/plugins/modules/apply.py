@@ -27,7 +27,9 @@ options:
         passed as options.
     type: path
   plan:
-    description: A plan saved by M(ferry_migrate.ferry.plan) (C(out)), applied whole.
+    description:
+      - A plan saved by M(ferry_migrate.ferry.plan) (C(out)), applied whole.
+      - A spec (C(.yaml), C(.yml)) is refused here; give it as O(spec).
     type: path
   target:
     description:
@@ -96,11 +98,13 @@ summary:
   type: dict
   sample: {"create": 3, "update": 0, "destroy": 0, "bytes_to_copy": 1073741824}
 log:
-  description: The apply's event log (JSON lines, what C(ferry report) draws its timeline from).
+  description: >-
+    The apply's event log, an absolute path (JSON lines, what C(ferry report) draws its
+    timeline from).
   returned: when something was applied
   type: str
 report:
-  description: The HTML migration report written after the apply (O(report)).
+  description: The HTML migration report written after the apply (O(report)), an absolute path.
   returned: when something was applied and O(report) is true
   type: str
 stdout:
@@ -147,6 +151,11 @@ def run(params: dict, check_mode: bool) -> dict:
 
     if params["plan"] and (params["target"] or params["verify"]):
         raise UserError("target and verify select from a spec; a saved plan is applied whole")
+    if params["plan"] and Path(params["plan"]).suffix in (".yaml", ".yml"):
+        raise UserError(
+            f"plan: {params['plan']} is a spec (YAML), not a saved plan: give it as spec, or "
+            "give as plan the file the plan module saved (out)"
+        )
     spec = Path(params["spec"]) if params["spec"] else None
     what = Path(params["plan"]) if params["plan"] else spec
     assert what is not None  # required_one_of
@@ -171,10 +180,10 @@ def run(params: dict, check_mode: bool) -> dict:
     before = set(location.log_dir.glob("apply-*.jsonl"))
     code = run_plan(plan, data, location, params["parallelism"], (console, HumanView(console)))
     logs = sorted(set(location.log_dir.glob("apply-*.jsonl")) - before)
-    out["log"] = str(logs[-1]) if logs else None
+    out["log"] = str(logs[-1].resolve()) if logs else None  # the task's cwd is not the state's
     out["stdout"] = buffer.getvalue()
     if params["report"]:
-        out["report"] = str(write_html(location))
+        out["report"] = str(write_html(location).resolve())
     if code:
         lines = [x for x in out["stdout"].splitlines() if x.startswith(("failed:", "stopped:"))]
         out["failed"] = True
