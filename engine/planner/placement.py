@@ -50,16 +50,28 @@ def hosts_of(spec: Mapping[str, Any]) -> list[Host]:
     ]
 
 
-def checks(vms: list[DesiredVM], spec: Mapping[str, Any]) -> list[DesiredVM]:
-    """Each VM with its placement errors added (none when the spec lists no conversion host)."""
+def checks(
+    vms: list[DesiredVM], spec: Mapping[str, Any], gone: frozenset[str] = frozenset()
+) -> list[DesiredVM]:
+    """Each VM with its placement errors added (none when the spec lists no conversion host);
+    `gone`: the hosts that are no server in the cloud (a VM pinned to one is blocked)."""
     hosts = hosts_of(spec)
     if not hosts:
         return vms
-    return [replace(vm, concerns=vm.concerns + _errors(vm, hosts)) for vm in vms]
+    return [replace(vm, concerns=vm.concerns + _errors(vm, hosts, gone)) for vm in vms]
 
 
-def _errors(vm: DesiredVM, hosts: list[Host]) -> tuple[Concern, ...]:
+def _errors(vm: DesiredVM, hosts: list[Host], gone: frozenset[str]) -> tuple[Concern, ...]:
     out = []
+    if vm.conversion_host in gone:
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "pinned-host-gone",
+                f"pinned to conversion host {vm.conversion_host}, which is not a server in the "
+                "destination project: pin it to another host, or remove the pin",
+            )
+        )
     if len(vm.volumes) > MAX_ATTACHED:
         out.append(
             Concern(
@@ -483,6 +495,58 @@ def _left(
     else:
         why = over or f"{d.last} cannot hold it"
     return (Concern(ConcernLevel.INFO, "re-placed", head + why),)
+
+
+def has_broker(spec: Mapping[str, Any]) -> bool:
+    """Whether the spec sets execution.broker: the hosts' agents write the VMs where the plan
+    places them (without it the first host writes every volume)."""
+    execution = spec.get("execution")
+    return isinstance(execution, Mapping) and bool(execution.get("broker"))
+
+
+def gone_lines(
+    spec: Mapping[str, Any], gone: frozenset[str], plans: Sequence[VMPlan], state: State
+) -> list[Diagnostic]:
+    """A warning per conversion host of `gone` (no server in the cloud) while another is left,
+    naming the VMs whose copy is in progress or whose last sync ran there and where they are
+    placed now; none when checks.host_diagnostics' error says it (no host left, or the first
+    host without a broker)."""
+    hosts = hosts_of(spec)
+    if not gone or len(gone) == len(hosts):
+        return []
+    out = []
+    for i, host in enumerate(hosts):
+        if host.name not in gone or (i == 0 and not has_broker(spec)):
+            continue
+        moved = [
+            f"{p.name} → {p.conversion_host}" for p in plans if _ran_on(p.name, state) == host.name
+        ]
+        placed = (
+            f"its VMs are placed on the hosts left ({', '.join(moved)})"
+            if moved
+            else "no VM is placed on it"
+        )
+        out.append(
+            Diagnostic(
+                Severity.WARNING,
+                f"conversion host {host.name!r} is not a server in the destination project: "
+                + placed,
+                path=("conversion_hosts", i, "name"),
+            )
+        )
+    return out
+
+
+def _ran_on(name: str, state: State) -> str | None:
+    """The host VM `name`'s copy is in progress on, else the one its last sync ran on (None)."""
+    prefix = str(Address("vm", name))
+    mine = {a: r for a, r in state.resources.items() if str(Address.parse(a).vm) == prefix}
+    progress = sorted(
+        str(r.attributes[RECORDED_HOST])
+        for r in mine.values()
+        if r.kind == "volume" and r.status is Status.IN_PROGRESS and r.attributes.get(RECORDED_HOST)
+    )
+    return next(iter(progress), None) or _last_host(mine)
 
 
 def _load(host: Host, plans: Sequence[VMPlan], changes: Sequence[Change], rate: float) -> HostLoad:

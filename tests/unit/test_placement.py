@@ -20,6 +20,7 @@ from engine.errors import UserError
 from engine.model.plan import Action, Change, Plan
 from engine.planner import planfile
 from engine.planner.desired import desired
+from engine.planner.make import make_plan
 from engine.planner.placement import DELTA_SHARE, Demand, Host, _unknown_weight, assign
 from engine.spec.validate import validate_text
 from tests.unit.test_planner_cases import hydrate
@@ -168,3 +169,38 @@ def test_a_delta_of_unknown_size_weighs_a_share_of_its_disk_or_the_vms_last_delt
 def test_the_host_lines_count_the_deltas_of_unknown_size_apart() -> None:
     text = _text(_plan("placement-unknown-deltas"))
     assert "conv-a: 2 VM(s), 0 B to copy and 2 delta sync(s) of unknown size, ~0.0 s at 2" in text
+
+
+def _gone_plan(broker: bool, servers: list[str]) -> Plan:
+    case = yaml.safe_load((CASES / "placement-host-gone" / "case.yaml").read_text())
+    if not broker:
+        del case["spec"]["execution"]
+    case["destination"]["other_servers"] = servers
+    spec = validate_text(yaml.safe_dump(case["spec"]), "placement-host-gone", {}).data
+    inventory, destination, state = hydrate(case)
+    return make_plan(spec, inventory, destination, state)
+
+
+def test_a_gone_host_is_an_error_only_where_it_would_write() -> None:
+    """Break-it 14 F3: a host gone from the cloud blocked every fresh plan. Without a broker the
+    first host writes every volume: its absence stays the error; another host's is a warning
+    (nothing placed there). With agents the first host is like any other."""
+    lines = [
+        (d.severity.value, d.summary) for d in _gone_plan(False, ["conv-a", "conv-b"]).diagnostics
+    ]
+    assert lines == [
+        (
+            "warning",
+            "conversion host 'conv-c' is not a server in the destination project: its VMs are "
+            "placed on the hosts left (db01 → conv-b, web01 → conv-a)",
+        )
+    ]
+    first = _gone_plan(False, ["conv-b", "conv-c"])
+    assert [(d.severity.value, d.path) for d in first.diagnostics] == [
+        ("error", ("conversion_hosts", 0, "name"))
+    ]
+    assert "(without execution.broker it writes every volume)" in first.diagnostics[0].summary
+    agents = _gone_plan(True, ["conv-b", "conv-c"])
+    assert [d.severity.value for d in agents.diagnostics] == ["warning"]
+    assert {v.conversion_host for v in agents.vms} == {"conv-b", "conv-c"}
+    assert "conv-a" not in {h.name for h in agents.hosts}
