@@ -375,8 +375,12 @@ class VolumeSteps(Placement):
         return self.on_host().sync(host_name, job, calls, self._say(Address.parse(address)))
 
     def on_host(self) -> OnHost:
-        """Where host-bound steps run: here, or on the hosts' agents (execution.broker)."""
-        return OnHost(host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices), self.ctx.remote)
+        """Where host-bound steps run: here, or on the hosts' agents (execution.broker), each
+        task carrying the lineage of this apply's state (an agent serves one state)."""
+        remote = self.ctx.remote
+        if remote is not None:
+            remote = remote.of_state(self.lineage)
+        return OnHost(host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices), remote)
 
     def _say(self, address: Address) -> Callable[[str], None]:
         """A line about `address` in its VM's log (an agent's: taken, started)."""
