@@ -83,6 +83,7 @@ def make_plan(
             spec, vms, vm_plans, changes, state=state, throughput=throughput, gone=gone
         )
         diagnostics += placement.gone_lines(spec, gone, vm_plans, state)
+        diagnostics += placement.first_host_only(spec, gone)
         diagnostics += placement.read_bounds(spec, vms, changes, hosts, throughput)
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)

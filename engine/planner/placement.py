@@ -504,6 +504,26 @@ def has_broker(spec: Mapping[str, Any]) -> bool:
     return isinstance(execution, Mapping) and bool(execution.get("broker"))
 
 
+def first_host_only(spec: Mapping[str, Any], gone: frozenset[str]) -> list[Diagnostic]:
+    """A warning when the spec lists several conversion hosts and no execution.broker: apply
+    writes every volume on the first (in-process), whatever the placement says (break-it 14
+    F8: the plan showed a 3-host placement nothing followed). None when the first is `gone`
+    (checks.host_diagnostics' error says so)."""
+    hosts = hosts_of(spec)
+    if len(hosts) < 2 or has_broker(spec) or hosts[0].name in gone:
+        return []
+    return [
+        Diagnostic(
+            Severity.WARNING,
+            f"the spec lists {len(hosts)} conversion hosts and sets no execution.broker: apply "
+            f"runs every copy and conversion in-process on the first, {hosts[0].name} (the "
+            "placement shown is what the hosts' agents would follow); set execution.broker and "
+            "run an agent on each host to use them all",
+            path=("conversion_hosts",),
+        )
+    ]
+
+
 def gone_lines(
     spec: Mapping[str, Any], gone: frozenset[str], plans: Sequence[VMPlan], state: State
 ) -> list[Diagnostic]:

@@ -193,7 +193,14 @@ def test_a_gone_host_is_an_error_only_where_it_would_write() -> None:
             "warning",
             "conversion host 'conv-c' is not a server in the destination project: its VMs are "
             "placed on the hosts left (db01 → conv-b, web01 → conv-a)",
-        )
+        ),
+        (  # break-it 14 F8: the placement is shown, and the plan says nothing follows it
+            "warning",
+            "the spec lists 3 conversion hosts and sets no execution.broker: apply runs every "
+            "copy and conversion in-process on the first, conv-a (the placement shown is what "
+            "the hosts' agents would follow); set execution.broker and run an agent on each "
+            "host to use them all",
+        ),
     ]
     first = _gone_plan(False, ["conv-b", "conv-c"])
     assert [(d.severity.value, d.path) for d in first.diagnostics] == [
