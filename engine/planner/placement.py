@@ -111,10 +111,10 @@ def _eligible(zone: str | None, hosts: Sequence[Host]) -> list[Host]:
 @dataclass(frozen=True)
 class Demand:
     """What placement knows of one VM: its weight in bytes (the bytes its changes copy, with an
-    estimate for a delta of unknown size: `weight`), zone, pin, the host its copy is in progress
-    on (a volume record's conversion_host; None: no copy in progress), the volumes its changes
-    copy, and the host its last sync ran on (its ready volume records' conversion_host; None:
-    none recorded)."""
+    estimate for a delta of unknown size: `_unknown_weight`), zone, pin, the host its copy is in
+    progress on (a volume record's conversion_host; None: no copy in progress), the volumes its
+    changes copy, whether it converts, and the host its last sync ran on (its ready volume
+    records' conversion_host; None: none recorded)."""
 
     name: str
     bytes: int
@@ -123,6 +123,13 @@ class Demand:
     recorded: str | None
     volumes: int = 1
     last: str | None = None
+    converts: bool = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to run on a conversion host (a VM cut over, in sync): it costs a host nothing,
+        so it counts in no share and no tie."""
+        return not (self.bytes or self.volumes or self.converts)
 
 
 @dataclass
@@ -141,7 +148,7 @@ class _Tally:
 
     def put(self, d: Demand, host: str) -> None:
         self.bytes[host] += d.bytes
-        self.vms[host] += 1
+        self.vms[host] += 0 if d.idle else 1
         self.volumes[host] += d.volumes
 
 
@@ -152,10 +159,11 @@ def assign(demands: Sequence[Demand], hosts: Sequence[Host]) -> dict[str, str]:
     lists it (its volume is attached there mid-copy). A VM whose last sync ran on a host the
     spec lists stays there (sticky: plan after plan a VM keeps its host, its agent's journal
     and the report's lanes) while that host serves its zone and holds no more than its fair
-    share (`_fair`). The others are placed by longest-processing-time-first (Graham, "Bounds on
-    multiprocessing timing anomalies", 1969): largest bytes first (ties by name), each onto the
-    eligible host (its zone) that would finish it earliest, finish = bytes placed / slots, ties
-    to the host with the fewest VMs then volumes placed, then in spec order — so hosts end with
+    share (`_Share`; a VM with nothing to run there stays regardless). The others are placed
+    by longest-processing-time-first (Graham, "Bounds on multiprocessing timing anomalies",
+    1969): largest bytes first (ties by name), each onto the eligible host (its zone) that
+    would finish it earliest, finish = bytes placed / slots, ties to the host with the fewest
+    VMs (with something to run) then volumes placed, then in spec order — so hosts end with
     estimated copy times within one VM's time of each other, and VMs of equal weight (deltas of
     unknown size) spread N/M over M hosts. Forklift's vSphere scheduler
     (kubev2v/forklift pkg/controller/plan/scheduler/vsphere/scheduler.go) only gates: at most
@@ -188,7 +196,7 @@ def _assign(
         host = names.get(d.last or "")
         if host is None or not _eligible(d.zone, [host]):
             continue
-        over[d.name] = share.over(d, host, tally)
+        over[d.name] = "" if d.idle else share.over(d, host, tally)
         if not over[d.name]:
             out[d.name] = host.name
             tally.put(d, host.name)
@@ -223,7 +231,8 @@ class _Share:
     def of(cls, demands: Sequence[Demand], hosts: Sequence[Host]) -> _Share:
         total = sum(d.bytes for d in demands)
         largest = max((d.bytes for d in demands), default=0)
-        return cls(total, largest, len(demands), sum(h.slots for h in hosts) or 1)
+        busy = sum(not d.idle for d in demands)
+        return cls(total, largest, busy, sum(h.slots for h in hosts) or 1)
 
     def over(self, d: Demand, host: Host, tally: _Tally) -> str:
         """Why `host` cannot hold `d` besides what `tally` placed there within its share ("":
@@ -399,7 +408,8 @@ def _copying(name: str, changes: Sequence[Change]) -> list[Change]:
 def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
     prefix = str(Address("vm", vm.name))
     mine = {a: r for a, r in state.resources.items() if str(Address.parse(a).vm) == prefix}
-    copying = [c for c in _copying(vm.name, changes) if c.kind == "volume"]
+    steps = _copying(vm.name, changes)
+    copying = [c for c in steps if c.kind == "volume"]
     size = copied(vm.name, changes) + sum(
         _unknown_weight(vm, c, mine) for c in copying if c.bytes is None
     )
@@ -416,6 +426,7 @@ def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
         next(iter(hosts), None),
         len(copying),
         _last_host(mine),
+        any(c.kind == "conversion" for c in steps),
     )
 
 

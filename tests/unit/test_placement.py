@@ -211,3 +211,14 @@ def test_a_gone_host_is_an_error_only_where_it_would_write() -> None:
     assert [d.severity.value for d in agents.diagnostics] == ["warning"]
     assert {v.conversion_host for v in agents.vms} == {"conv-b", "conv-c"}
     assert "conv-a" not in {h.name for h in agents.hosts}
+
+
+def test_vms_with_nothing_to_run_stay_and_count_in_no_share() -> None:
+    """VMs cut over or in sync (no copy, no conversion) stay where they last ran and weigh
+    nothing: six of them on conv-a neither push three deltas off it nor take its share."""
+    hosts = [Host("conv-a", None, 2), Host("conv-b", None, 2), Host("conv-c", None, 2)]
+    idle = [Demand(f"done{n}", 0, None, None, None, volumes=0, last="conv-a") for n in range(6)]
+    busy = [Demand(f"vm{n}", 0, None, None, None, last="conv-a") for n in range(3)]
+    placed = assign(idle + busy, hosts)
+    assert all(placed[d.name] == "conv-a" for d in idle)
+    assert sorted(placed[d.name] for d in busy) == ["conv-a", "conv-b", "conv-c"], placed
