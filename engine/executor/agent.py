@@ -403,8 +403,8 @@ class Served:
     that it runs, recorded in `<checkpoints>/lineage` (kept across restarts; read at each
     task, so `ferry agent --forget-lineage` takes effect without a restart), in memory for
     the agent's life without a checkpoint directory. An agent serves one state: a second
-    coordinator on another state (`--state`, another schema) would have its copies written
-    beside the first one's, and its journal's checkpoints taken for the other's."""
+    coordinator on another state (`--state`, another schema) would have this host write
+    volumes for two states that each take them for their own."""
 
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
