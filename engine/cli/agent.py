@@ -16,7 +16,7 @@ from engine.cli.apply import host_seams
 from engine.cli.plan import load_spec
 from engine.errors import UserError
 from engine.executor import host
-from engine.executor.agent import Agent, serve
+from engine.executor.agent import Agent, Served, default_checkpoints, serve
 from engine.executor.remote import broker_from_spec, check_broker, make_app
 from engine.planner.make import spec_digest
 from engine.providers.openstack.read import connect_destination
@@ -38,10 +38,22 @@ def agent(
             "agent died resumes there) [default: $XDG_STATE_HOME/ferry/agent/NAME].",
         ),
     ] = None,
+    forget_lineage: Annotated[
+        bool,
+        typer.Option(
+            "--forget-lineage",
+            help="Forget the state lineage this agent serves (recorded in its checkpoint "
+            "directory at its first task; a task of another state is refused) and exit: the "
+            "next task's state is served. Once the other state's applies are over.",
+        ),
+    ] = False,
 ) -> None:
     """Run this conversion host's agent: copies sent to its queue run here, until stopped.
 
     SIGTERM/Ctrl-C: running copies finish first; twice: at once, and they are redelivered."""
+    if forget_lineage:
+        _forget(host_name, checkpoints or default_checkpoints(host_name))
+        return
     spec = dict(load_spec(spec_path).data)
     broker = broker_from_spec(spec, os.environ)
     if broker is None:
@@ -51,11 +63,20 @@ def agent(
         _serve(spec, broker, entry, host_name, si, checkpoints or default_checkpoints(host_name))
 
 
-def default_checkpoints(host_name: str, env: dict[str, str] | None = None) -> Path:
-    """$XDG_STATE_HOME/ferry/agent/<host> (XDG_STATE_HOME defaults to ~/.local/state)."""
-    env = dict(os.environ) if env is None else env
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "ferry" / "agent" / host_name
+def _forget(host_name: str, checkpoints: Path) -> None:
+    """`--forget-lineage`: one line saying what was forgotten. Raises UserError when the
+    record cannot be removed."""
+    try:
+        served = Served.forget(checkpoints)
+    except OSError as exc:
+        raise UserError(f"cannot forget the state lineage in {checkpoints}: {exc}") from exc
+    if served:
+        typer.echo(
+            f"agent {host_name}: forgot state lineage {served} ({checkpoints}); its next "
+            "task's state is the one it serves"
+        )
+    else:
+        typer.echo(f"agent {host_name}: serves no state lineage yet ({checkpoints})")
 
 
 def _serve(

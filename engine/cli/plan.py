@@ -290,10 +290,13 @@ def render(result: Plan, console: Console) -> None:
 
 def host_lines(result: Plan) -> list[str]:
     """One line per conversion host of a plan placed over several: its VMs, bytes to copy and
-    estimated copy time (measured throughput per copy times its slots)."""
+    estimated copy time (measured throughput per copy times its slots), and its delta syncs of
+    unknown size apart (they weigh in neither)."""
     return [
         f"{h.name}{f' ({h.availability_zone})' if h.availability_zone else ''}: {h.vms} VM(s), "
-        f"{human(h.bytes)} to copy, ~{duration(h.seconds)} at {h.slots} copies at once"
+        f"{human(h.bytes)} to copy"
+        + (f" and {h.unknown} delta sync(s) of unknown size" if h.unknown else "")
+        + f", ~{duration(h.seconds)} at {h.slots} copies at once"
         for h in result.hosts
     ]
 

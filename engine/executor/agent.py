@@ -15,9 +15,10 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from amqp import exceptions as amqp_exceptions
 from celery import Celery, signals
@@ -58,6 +59,8 @@ class Agent:
     host: host.Host
     checkpoints: Path | None = None
     log_dir: Path | None = None
+    # the state lineage served, without a checkpoint directory (Served): {"lineage": ...}
+    served: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def logs(self) -> Path:
         """Where the conversions' output goes: <log_dir>, else <checkpoints>/logs."""
@@ -77,16 +80,25 @@ def register(app: Celery, agent: Agent) -> None:
 
 def _register(app: Celery, agent: Agent, name: str) -> None:
     @app.task(name=name, bind=True)  # type: ignore[untyped-decorator]
-    def ferry_step(task: Any, job: dict[str, Any], digest: str) -> dict[str, Any]:
-        return run_task(task, agent, job, digest, step=name)
+    def ferry_step(
+        task: Any, job: dict[str, Any], digest: str, lineage: str = ""
+    ) -> dict[str, Any]:
+        return run_task(task, agent, job, digest, step=name, lineage=lineage)
 
 
 def run_task(
-    task: Any, agent: Agent, job: dict[str, Any], digest: str, step: str = TASK
+    task: Any,
+    agent: Agent,
+    job: dict[str, Any],
+    digest: str,
+    step: str = TASK,
+    *,
+    lineage: str = "",
 ) -> dict[str, Any]:
-    """One task (`step`: TASK, COMPARE_TASK or CONVERT_TASK): refused on a spec digest or
-    server that is not the agent's, else the step run with progress reported; every failure is
-    returned as {"error": {type, message}}.
+    """One task (`step`: TASK, COMPARE_TASK or CONVERT_TASK) of the coordinator whose state
+    has `lineage`: refused on a spec digest, server or state lineage that is not the agent's
+    (`Served`), else the step run with progress reported; every failure is returned as
+    {"error": {type, message}}.
 
     A delivery of a task this agent is running (or ran lately) gets that run's outcome instead
     of a second writer on the same volume: RabbitMQ requeues a late-acknowledged message when
@@ -109,9 +121,9 @@ def run_task(
         return run.outcome
     try:
         if step == TASK:
-            run.outcome = _run_task(task, agent, job, digest)
+            run.outcome = _run_task(task, agent, job, digest, lineage)
         else:
-            run.outcome = _run_step(task, agent, job, digest, step)
+            run.outcome = _run_step(task, agent, job, (digest, lineage), step)
     finally:
         _RUNS.finish(key)
     return run.outcome
@@ -123,19 +135,27 @@ def _run_key(task_id: str, job: dict[str, Any], digest: str) -> str:
     return f"{task_id}:{hashlib.sha256(args).hexdigest()}"
 
 
-def _run_task(task: Any, agent: Agent, job: dict[str, Any], digest: str) -> dict[str, Any]:
+def _run_task(
+    task: Any, agent: Agent, job: dict[str, Any], digest: str, lineage: str
+) -> dict[str, Any]:
     task_id = str(task.request.id)
     journal = Journal(agent.checkpoints, _run_key(task_id, job, digest))
     try:
-        return _run_job(task, agent, job, digest, journal)
+        return _run_job(task, agent, job, (digest, lineage), journal)
     finally:
         journal.drop()  # the outcome goes back to the apply; only a dead agent leaves one
 
 
 def _run_job(
-    task: Any, agent: Agent, job: dict[str, Any], digest: str, journal: Journal
+    task: Any, agent: Agent, job: dict[str, Any], sent: tuple[str, str], journal: Journal
 ) -> dict[str, Any]:
-    refusal = _refusal(agent, job, digest, TASK) or _sender_gone(task, TASK)
+    """A copy of the coordinator whose spec digest and state lineage are `sent`."""
+    digest, lineage = sent
+    refusal = (
+        _refusal(agent, job, digest, TASK)
+        or _sender_gone(task, TASK)
+        or _lineage_refusal(agent, lineage, TASK)
+    )
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
         return {"error": {"type": "AgentError", "message": refusal}}
@@ -165,11 +185,17 @@ def _run_job(
 
 
 def _run_step(
-    task: Any, agent: Agent, job: dict[str, Any], digest: str, step: str
+    task: Any, agent: Agent, job: dict[str, Any], sent: tuple[str, str], step: str
 ) -> dict[str, Any]:
-    """A compare or a conversion: no checkpoint to resume from; one writer per volume still
-    (a conversion holds every volume it converts)."""
-    refusal = _refusal(agent, job, digest, step) or _sender_gone(task, step)
+    """A compare or a conversion (`sent`: the coordinator's spec digest and state lineage): no
+    checkpoint to resume from; one writer per volume still (a conversion holds every volume
+    it converts)."""
+    digest, lineage = sent
+    refusal = (
+        _refusal(agent, job, digest, step)
+        or _sender_gone(task, step)
+        or _lineage_refusal(agent, lineage, step)
+    )
     if refusal:
         log.warning("refused task %s: %s", task.request.id, refusal)
         return {"error": {"type": "AgentError", "message": refusal}}
@@ -345,7 +371,8 @@ def _exit_once_idle(**_: Any) -> None:
 
 
 def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
-    """Why `agent` refuses `task`'s job ("": it runs it), naming the step (STEPS)."""
+    """Why `agent` refuses `task`'s job ("": it runs it, as far as the spec and the server
+    go: the state lineage is `_lineage_refusal`'s, claimed last), naming the step (STEPS)."""
     step = STEPS[task]
     if digest != agent.spec_digest:
         return (
@@ -358,6 +385,77 @@ def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
             f"{job.get('host_id')}"
         )
     return ""
+
+
+LINEAGE_FILE = "lineage"  # in an agent's checkpoint directory: the state lineage it serves
+
+
+def default_checkpoints(host_name: str, env: Mapping[str, str] | None = None) -> Path:
+    """An agent's checkpoint directory unless told: $XDG_STATE_HOME/ferry/agent/<host>
+    (XDG_STATE_HOME defaults to ~/.local/state; `env`: os.environ unless given)."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ferry" / "agent" / host_name
+
+
+class Served:
+    """The state lineage (a UUID, the state's `lineage`) an agent serves: the first task's
+    that it runs, recorded in `<checkpoints>/lineage` (kept across restarts; read at each
+    task, so `ferry agent --forget-lineage` takes effect without a restart), in memory for
+    the agent's life without a checkpoint directory. An agent serves one state: a second
+    coordinator on another state (`--state`, another schema) would have this host write
+    volumes for two states that each take them for their own."""
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def claim(cls, agent: Agent, lineage: str) -> str:
+        """The lineage `agent` serves: `lineage` when it serves none yet (recorded now).
+        Raises OSError when the record cannot be read or written."""
+        with cls._lock:
+            if agent.checkpoints is None:
+                return agent.served.setdefault("lineage", lineage)
+            path = agent.checkpoints / LINEAGE_FILE
+            if path.exists():
+                return path.read_text().strip() or lineage
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(".part")
+            part.write_text(lineage + "\n")
+            os.replace(part, path)
+            return lineage
+
+    @classmethod
+    def forget(cls, checkpoints: Path) -> str:
+        """Forget the lineage the agent of `checkpoints` serves (its next task's is recorded);
+        returns it ("" when none was recorded). Raises OSError."""
+        path = checkpoints / LINEAGE_FILE
+        with cls._lock:
+            served = path.read_text().strip() if path.exists() else ""
+            path.unlink(missing_ok=True)
+        return served
+
+
+def _lineage_refusal(agent: Agent, lineage: str, task: str) -> str:
+    """Why `agent` refuses a task of the coordinator whose state has `lineage` ("": it runs
+    it; the first task's lineage is the one it serves from then on)."""
+    step = STEPS[task]
+    if not lineage:
+        return (
+            f"agent {agent.name} refused the {step}: the coordinator sent no state lineage (an "
+            "older ferry): run the same ferry version on the coordinator and the agents"
+        )
+    try:
+        served = Served.claim(agent, lineage)
+    except OSError as exc:
+        return f"agent {agent.name} refused the {step}: its state lineage record: {brief(exc)}"
+    if served == lineage:
+        return ""
+    return (
+        f"agent {agent.name} refused the {step}: the coordinator's state (lineage {lineage}) "
+        f"is not the one this agent serves (lineage {served}): apply with that state, or, "
+        f"once it is done with, run `ferry agent --host {agent.name} --spec SPEC "
+        "--forget-lineage` on this host"
+    )
 
 
 def _sender_gone(task: Any, name: str) -> str:

@@ -58,6 +58,7 @@ class Context:
     vm_refs: dict[str, Any] = field(default_factory=dict)  # VM name → vim.VirtualMachine
     snapshots: dict[str, tuple[Any, dict[int, DiskInfo]]] = field(default_factory=dict)
     copied: dict[str, CopyStats] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)  # data bytes each running copy read so far
     snapshot_power: dict[str, str] = field(default_factory=dict)  # VM → power state at snapshot
     # volume address → (sha256, what it covers: VERIFIED_WHOLE or VERIFIED_AREAS)
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)

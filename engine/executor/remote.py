@@ -6,11 +6,14 @@ in-process.
 
 The protocol, JSON only (no pickle is ever accepted):
 
-- task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, spec_digest]`:
+- task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, spec_digest,
+  state_lineage]` (the lineage of the coordinator's state, which its plan was made against):
   `job` is `SyncJob.to_json()`; `ferry.compare` (a `--verify` compare: `SyncJob.to_json()`,
   returns a SyncResult) and `ferry.convert` (`ConvertJob.to_json()`, returns a ConvertResult)
   on the same queue, the same way. The agent refuses a job whose spec digest differs from its own
-  spec's, that names another server than its own, or whose apply no longer waits for it (its
+  spec's, that names another server than its own, whose state lineage is not the one it serves
+  (the first it ran a task of, recorded in its checkpoint directory: agent.Served), or whose
+  apply no longer waits for it (its
   reply queue is gone: the apply ended, was killed or gave up; no `expires`, which would also
   drop a redelivery after a long copy);
 - while it runs, the agent sends task states `PROGRESS` with a cumulative meta: {agent,
@@ -50,7 +53,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,6 +205,11 @@ class Remote:
 
     broker: Broker
     spec_digest: str
+    lineage: str = ""  # the coordinator's state's lineage, which the agent checks
+
+    def of_state(self, lineage: str) -> Remote:
+        """This Remote sending tasks of the state whose lineage is `lineage`."""
+        return replace(self, lineage=lineage)
 
     def sync(
         self, host_name: str, job: SyncJob, calls: Callbacks, say: Callable[[str], None]
@@ -253,7 +261,8 @@ class Remote:
         """Send `task` with `job` to `host_name`'s queue and wait for its result (a dict)."""
         app = make_app(self.broker)
         try:
-            sent = app.send_task(task, args=[job, self.spec_digest], queue=queue_name(host_name))
+            args = [job, self.spec_digest, self.lineage]
+            sent = app.send_task(task, args=args, queue=queue_name(host_name))
             waiter = _Waiter(app, sent, host_name, calls, say, self.broker.timeout, STEPS[task])
             return waiter.wait()
         except BROKER_ERRORS as exc:

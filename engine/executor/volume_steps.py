@@ -324,14 +324,7 @@ class VolumeSteps(Placement):
             rewrite=what.rewrite,
         )
         job = replace(job, data=self.job_data(what, job.verify, (vm, snapshot, disk)))
-        try:
-            calls = self._callbacks(change.address, attrs, disk)
-            result = self._run_sync(job, change.address, calls, host_name)
-        except VerifyError as exc:
-            self._taint(change.address, attrs, exc, volume_id)
-        except StoppedError as exc:
-            self.copy_stopped(change.address, attrs, exc)
-            raise
+        result = self._copy(change.address, attrs, disk, job, host_name)
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
             self.ctx.copied[change.address] = result.stats()
@@ -379,6 +372,34 @@ class VolumeSteps(Placement):
             f"written, {human(stats.bytes_zeroed)} zeroed; checkpoint at {human(mark)}",
         )
 
+    def _copy(
+        self, address: str, attrs: dict[str, Any], disk: DiskInfo, job: SyncJob, host_name: str
+    ) -> host.SyncResult:
+        """`job` run on `host_name` (here or on its agent), its failures accounted: a copy that
+        failed verification is tainted, one stopped or failed midway counts what it moved.
+        Raises what the sync raised."""
+        try:
+            calls = self._callbacks(address, attrs, disk)
+            return self._run_sync(job, address, calls, host_name)
+        except VerifyError as exc:
+            self._taint(address, attrs, exc, job.volume_id)
+        except StoppedError as exc:
+            self.copy_stopped(address, attrs, exc)
+            raise
+        except Exception:
+            self._copy_failed(address)
+            raise
+
+    def _copy_failed(self, address: str) -> None:
+        """A copy that failed midway (an agent or the broker lost, a read error): the data its
+        last progress report said it read counts in the apply's totals (break-it 14 F8: a failed
+        apply said "0 B of data copied" while its agents had moved data); a copy that reported
+        none adds nothing."""
+        with self.ctx.lock:
+            read = self.ctx.read.get(address, 0)
+            if read and address not in self.ctx.copied:
+                self.ctx.copied[address] = CopyStats(bytes_read=read, bytes_written=read)
+
     def _run_sync(
         self, job: SyncJob, address: str, calls: host.Callbacks, host_name: str
     ) -> host.SyncResult:
@@ -386,8 +407,12 @@ class VolumeSteps(Placement):
         return self.on_host().sync(host_name, job, calls, self._say(Address.parse(address)))
 
     def on_host(self) -> OnHost:
-        """Where host-bound steps run: here, or on the hosts' agents (execution.broker)."""
-        return OnHost(host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices), self.ctx.remote)
+        """Where host-bound steps run: here, or on the hosts' agents (execution.broker), each
+        task carrying the lineage of this apply's state (an agent serves one state)."""
+        remote = self.ctx.remote
+        if remote is not None:
+            remote = remote.of_state(self.lineage)
+        return OnHost(host.Host(self.ctx.conn, self.ctx.sources, self.ctx.devices), remote)
 
     def _say(self, address: Address) -> Callable[[str], None]:
         """A line about `address` in its VM's log (an agent's: taken, started)."""
@@ -409,6 +434,7 @@ class VolumeSteps(Placement):
         events = self.ctx.events
 
         def progress(covered: int, total: int) -> None:
+            self.ctx.read[address] = covered
             if events is not None:
                 events.emit("copy", address=address, done=covered, total=total)
 

@@ -3,7 +3,10 @@ its own process (own session), on the lab's broker (vhost and user `ferry`, the 
 0600 file: the agents get the file's path in their environment, never the password on argv).
 
 Their PIDs (and start times) are kept in <lab>/agents.json, so `lab agents --stop` and
-`lab down` stop exactly them; each logs to <lab>/logs/agent-<host>.log."""
+`lab down` stop exactly them; each logs to <lab>/logs/agent-<host>.log and keeps its checkpoint
+journal in the lab (<lab>/agent-state/ferry/agent/<host>, by XDG_STATE_HOME: not shared with
+another lab's agents on the machine), where the state lineage it serves is forgotten at each
+start (a lab's states come and go; agent.Served)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LabError, UserError
+from engine.executor.agent import Served, default_checkpoints
 from engine.lab.processes import ProcessRecord, is_running, spawn, stop_all
 
 AGENTS_FILE = "agents.json"
@@ -73,9 +77,11 @@ def start(
         names = ", ".join(f"{a.name} (pid {a.pid})" for a in alive)
         raise UserError(f"the lab's agents run already: {names}; `ferry lab agents --stop` first")
     started: list[ProcessRecord] = []
-    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    state = root / "agent-state"
+    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
     try:
         for host in hosts:
+            Served.forget(default_checkpoints(host, {"XDG_STATE_HOME": str(state)}))
             log = root / "logs" / f"agent-{host}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("")  # this start's lines only: ready is looked for in them

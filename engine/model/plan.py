@@ -92,8 +92,9 @@ class VMPlan:
 @dataclass(frozen=True)
 class HostLoad:
     """One conversion host's share of a plan: the VMs placed on it, the bytes their changes
-    copy, its copy slots (max_parallel, at most 25) and the estimated copy time in seconds
-    (bytes / (measured throughput per copy * slots))."""
+    copy, its copy slots (max_parallel, at most 25), the estimated copy time in seconds
+    (bytes / (measured throughput per copy * slots)) and its delta syncs of unknown size (no
+    delta measured yet: in neither bytes nor seconds; 0: omitted)."""
 
     name: str
     vms: int
@@ -101,9 +102,13 @@ class HostLoad:
     slots: int
     seconds: float
     availability_zone: str | None = None
+    unknown: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.unknown:
+            del out["unknown"]
+        return out
 
 
 @dataclass(frozen=True)

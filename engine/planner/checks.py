@@ -24,6 +24,7 @@ from engine.model.desired import Concern, ConcernLevel, DesiredPort, DesiredVM
 from engine.model.observed import Destination, ObservedPort, ObservedSubnet
 from engine.model.state import State
 from engine.planner.diff.common import CUTOVER_MODES
+from engine.planner.placement import has_broker
 
 ADMIN_ROLE = "admin"  # nova's default policy for creating flavors (context_is_admin)
 
@@ -341,22 +342,47 @@ def flavor_concerns(vm: DesiredVM, destination: Destination) -> list[Concern]:
 
 
 def host_diagnostics(spec: Mapping[str, Any], destination: Destination) -> list[Diagnostic]:
-    """A conversion host the spec names that is not a server in the cloud (and that ferry is not
-    asked to boot), or one ferry boots whose flavor, network or key pair does not exist."""
-    out = []
-    for i, host in enumerate(spec.get("conversion_hosts") or []):
-        name, create = str(host["name"]), host.get("create")
-        if create:
-            out += _host_create_diagnostics(i, name, create, destination)
-        elif name not in destination.server_names | destination.server_ids:
-            out.append(
-                _diagnostic(
-                    f"conversion host {name!r} is not a server in the destination project: "
-                    "name an existing server, or add create: so ferry boots it",
-                    ("conversion_hosts", i, "name"),
-                )
-            )
+    """A conversion host ferry boots whose flavor, network or key pair does not exist, and one
+    error when the VMs have no host to be written on: no host of the spec is a server in the
+    cloud (nor booted by ferry), or, without execution.broker (every volume is written on the
+    first host), the first is not. Other hosts that are gone are placement's warnings
+    (`placement.gone_lines`): the VMs are placed on the hosts left."""
+    hosts = spec.get("conversion_hosts") or []
+    out = _no_host(spec, hosts, gone_hosts(spec, destination))
+    for i, host in enumerate(hosts):
+        if host.get("create"):
+            out += _host_create_diagnostics(i, str(host["name"]), host["create"], destination)
     return out
+
+
+def _no_host(
+    spec: Mapping[str, Any], hosts: list[Mapping[str, Any]], gone: frozenset[str]
+) -> list[Diagnostic]:
+    """host_diagnostics' one error when the VMs have no host to be written on."""
+    fix = "name an existing server, or add create: so ferry boots it"
+    if hosts and len(gone) == len(hosts) > 1:
+        names = ", ".join(repr(str(h["name"])) for h in hosts)
+        summary = f"no conversion host of the spec is a server in the destination project ({names})"
+        return [_diagnostic(f"{summary}: {fix}", ("conversion_hosts",))]
+    if hosts and str(hosts[0]["name"]) in gone and (len(hosts) == 1 or not has_broker(spec)):
+        alone = "" if len(hosts) == 1 else " (without execution.broker it writes every volume)"
+        summary = (
+            f"conversion host {str(hosts[0]['name'])!r} is not a server in the destination "
+            f"project{alone}: {fix}"
+        )
+        return [_diagnostic(summary, ("conversion_hosts", 0, "name"))]
+    return []
+
+
+def gone_hosts(spec: Mapping[str, Any], destination: Destination) -> frozenset[str]:
+    """The spec's conversion hosts that are no server in the cloud (by name or id) and that
+    ferry is not asked to boot (`create:`)."""
+    known = destination.server_names | destination.server_ids
+    return frozenset(
+        str(h["name"])
+        for h in spec.get("conversion_hosts") or []
+        if not h.get("create") and str(h["name"]) not in known
+    )
 
 
 def _host_create_diagnostics(

@@ -21,7 +21,7 @@ from engine.model.plan import Action, Change, HostLoad, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
 from engine.planner import placement
-from engine.planner.checks import destination_checks, host_diagnostics
+from engine.planner.checks import destination_checks, gone_hosts, host_diagnostics
 from engine.planner.desired import desired, lookup
 from engine.planner.diff import DiffInput, diff, said_left_off
 from engine.planner.diff.estimates import measured_throughput
@@ -58,8 +58,9 @@ def make_plan(
     verify = verify and not destroy
     now = time.time() if now is None else now
     vms, diagnostics = desired(spec, inventory, destination)
+    gone = gone_hosts(spec, destination)
     if not destroy:
-        vms = placement.checks(destination_checks(vms, destination, state), spec)
+        vms = placement.checks(destination_checks(vms, destination, state), spec, gone)
         diagnostics += host_diagnostics(spec, destination)
     vm_plans, changes, notes, off = diff(
         DiffInput(
@@ -79,8 +80,10 @@ def make_plan(
     if not destroy:
         throughput = measured_throughput(state)
         vm_plans, hosts = placement.place(
-            spec, vms, vm_plans, changes, state=state, throughput=throughput
+            spec, vms, vm_plans, changes, state=state, throughput=throughput, gone=gone
         )
+        diagnostics += placement.gone_lines(spec, gone, vm_plans, state)
+        diagnostics += placement.first_host_only(spec, gone)
         diagnostics += placement.read_bounds(spec, vms, changes, hosts, throughput)
     changes = host_changes(spec, destination, state, destroy=destroy) + changes
     graph = plan_graph.build(changes)

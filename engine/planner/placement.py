@@ -9,6 +9,7 @@ diff plans to copy, and sums each host's share when the spec lists more than one
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,12 +18,15 @@ from engine.addresses import Address
 from engine.diagnostics import Diagnostic, Severity
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.plan import Action, Change, HostLoad, VMPlan
-from engine.model.state import RECORDED_HOST, State, Status
+from engine.model.state import RECORDED_HOST, ResourceRecord, State, Status
 from engine.units import duration, human
 
 MAX_ATTACHED = 25  # volumes attached to one server at once (virtio-blk's PCI slots; Nova's cap)
 DEFAULT_SLOTS = 2  # conversion_hosts[].max_parallel's default
 ESXI_READS = 10  # source.vcenter.reads_per_esxi_host's default
+# placement's weight of a warm delta before any delta of the VM was measured: this share of a
+# disk's allocated bytes (a busy server's daily change rate is a few percent of its data)
+DELTA_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,16 +50,28 @@ def hosts_of(spec: Mapping[str, Any]) -> list[Host]:
     ]
 
 
-def checks(vms: list[DesiredVM], spec: Mapping[str, Any]) -> list[DesiredVM]:
-    """Each VM with its placement errors added (none when the spec lists no conversion host)."""
+def checks(
+    vms: list[DesiredVM], spec: Mapping[str, Any], gone: frozenset[str] = frozenset()
+) -> list[DesiredVM]:
+    """Each VM with its placement errors added (none when the spec lists no conversion host);
+    `gone`: the hosts that are no server in the cloud (a VM pinned to one is blocked)."""
     hosts = hosts_of(spec)
     if not hosts:
         return vms
-    return [replace(vm, concerns=vm.concerns + _errors(vm, hosts)) for vm in vms]
+    return [replace(vm, concerns=vm.concerns + _errors(vm, hosts, gone)) for vm in vms]
 
 
-def _errors(vm: DesiredVM, hosts: list[Host]) -> tuple[Concern, ...]:
+def _errors(vm: DesiredVM, hosts: list[Host], gone: frozenset[str]) -> tuple[Concern, ...]:
     out = []
+    if vm.conversion_host in gone:
+        out.append(
+            Concern(
+                ConcernLevel.ERROR,
+                "pinned-host-gone",
+                f"pinned to conversion host {vm.conversion_host}, which is not a server in the "
+                "destination project: pin it to another host, or remove the pin",
+            )
+        )
     if len(vm.volumes) > MAX_ATTACHED:
         out.append(
             Concern(
@@ -94,25 +110,62 @@ def _eligible(zone: str | None, hosts: Sequence[Host]) -> list[Host]:
 
 @dataclass(frozen=True)
 class Demand:
-    """What placement knows of one VM: bytes to copy, zone, pin, and the host its copy is in
-    progress on (a volume record's conversion_host; None: no copy in progress)."""
+    """What placement knows of one VM: its weight in bytes (the bytes its changes copy, with an
+    estimate for a delta of unknown size: `_unknown_weight`), zone, pin, the host its copy is in
+    progress on (a volume record's conversion_host; None: no copy in progress), the volumes its
+    changes copy, whether it converts, and the host its last sync ran on (its ready volume
+    records' conversion_host; None: none recorded)."""
 
     name: str
     bytes: int
     zone: str | None
     pin: str | None
     recorded: str | None
+    volumes: int = 1
+    last: str | None = None
+    converts: bool = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to run on a conversion host (a VM cut over, in sync): it costs a host nothing,
+        so it counts in no share and no tie."""
+        return not (self.bytes or self.volumes or self.converts)
+
+
+@dataclass
+class _Tally:
+    """What placement put on each host so far: bytes, VMs and volumes, by host name."""
+
+    bytes: dict[str, int]
+    vms: dict[str, int]
+    volumes: dict[str, int]
+
+    @classmethod
+    def of(cls, hosts: Sequence[Host]) -> _Tally:
+        return cls(
+            {h.name: 0 for h in hosts}, {h.name: 0 for h in hosts}, {h.name: 0 for h in hosts}
+        )
+
+    def put(self, d: Demand, host: str) -> None:
+        self.bytes[host] += d.bytes
+        self.vms[host] += 0 if d.idle else 1
+        self.volumes[host] += d.volumes
 
 
 def assign(demands: Sequence[Demand], hosts: Sequence[Host]) -> dict[str, str]:
     """VM name → host name. Deterministic (the same inputs give the same placement).
 
     A pinned VM goes to its pin; a VM with a copy in progress stays on that host while the spec
-    lists it (its volume is attached there mid-copy). The others are placed by
-    longest-processing-time-first (Graham, "Bounds on multiprocessing timing anomalies", 1969):
-    largest bytes first (ties by name), each onto the eligible host (its zone) that would finish
-    it earliest, finish = bytes placed / slots (ties in spec order) — so hosts end with estimated
-    copy times within one VM's time of each other. Forklift's vSphere scheduler
+    lists it (its volume is attached there mid-copy). A VM whose last sync ran on a host the
+    spec lists stays there (sticky: plan after plan a VM keeps its host, its agent's journal
+    and the report's lanes) while that host serves its zone and holds no more than its fair
+    share (`_Share`; a VM with nothing to run there stays regardless). The others are placed
+    by longest-processing-time-first (Graham, "Bounds on multiprocessing timing anomalies",
+    1969): largest bytes first (ties by name), each onto the eligible host (its zone) that
+    would finish it earliest, finish = bytes placed / slots, ties to the host with the fewest
+    VMs (with something to run) then volumes placed, then in spec order — so hosts end with
+    estimated copy times within one VM's time of each other, and VMs of equal weight (deltas of
+    unknown size) spread N/M over M hosts. Forklift's vSphere scheduler
     (kubev2v/forklift pkg/controller/plan/scheduler/vsphere/scheduler.go) only gates: at most
     MaxInFlight disks per ESXi host at once, a VM costing its disks still to transfer (freed as
     each is written), started in list order — ferry's reads_per_esxi_host, which the walker
@@ -121,28 +174,97 @@ def assign(demands: Sequence[Demand], hosts: Sequence[Host]) -> dict[str, str]:
     `vms[].conversion_host` keeps that choice open.
 
     Demands whose zone no host serves are left out (checks() blocked them)."""
-    names = {h.name for h in hosts}
-    load = {h.name: 0 for h in hosts}
+    return _assign(demands, hosts)[0]
+
+
+def _assign(
+    demands: Sequence[Demand], hosts: Sequence[Host]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """assign's placement, and why each sticky VM left its last host's share (VM name → one
+    phrase; a VM whose last host is not eligible for it is not in it)."""
+    names = {h.name: h for h in hosts}
+    tally = _Tally.of(hosts)
     out: dict[str, str] = {}
+    over: dict[str, str] = {}
     for d in demands:
         fixed = d.pin if d.pin in names else d.recorded if d.recorded in names else None
         if fixed is not None:
             out[d.name] = fixed
-            load[fixed] += d.bytes
-    for d in sorted((d for d in demands if d.name not in out), key=lambda d: (-d.bytes, d.name)):
+            tally.put(d, fixed)
+    share = _Share.of(demands, hosts)
+    for d in sorted((d for d in demands if d.name not in out), key=_largest):
+        host = names.get(d.last or "")
+        if host is None or not _eligible(d.zone, [host]):
+            continue
+        over[d.name] = "" if d.idle else share.over(d, host, tally)
+        if not over[d.name]:
+            out[d.name] = host.name
+            tally.put(d, host.name)
+    for d in sorted((d for d in demands if d.name not in out), key=_largest):
         eligible = _eligible(d.zone, hosts)
         if not eligible:
             continue
-        best = earliest(d.bytes, eligible, load)
+        best = earliest(d.bytes, eligible, tally.bytes, tally)
         out[d.name] = best.name
-        load[best.name] += d.bytes
-    return out
+        tally.put(d, best.name)
+    return out, {name: why for name, why in over.items() if why}
 
 
-def earliest(size: int, hosts: Sequence[Host], load: Mapping[str, int]) -> Host:
+def _largest(d: Demand) -> tuple[int, str]:
+    return -d.bytes, d.name
+
+
+@dataclass(frozen=True)
+class _Share:
+    """A host's fair share of a placement: its slots' part of all the bytes plus the largest VM's
+    (Graham's bound for any list schedule: the average finish plus one job), and its slots' part
+    of all the VMs, rounded up. A sticky VM stays on its last host only within it, so a host
+    that wrote every VM of an earlier, smaller spec does not keep them all when hosts are
+    added."""
+
+    bytes: int
+    largest: int
+    vms: int
+    slots: int
+
+    @classmethod
+    def of(cls, demands: Sequence[Demand], hosts: Sequence[Host]) -> _Share:
+        total = sum(d.bytes for d in demands)
+        largest = max((d.bytes for d in demands), default=0)
+        busy = sum(not d.idle for d in demands)
+        return cls(total, largest, busy, sum(h.slots for h in hosts) or 1)
+
+    def over(self, d: Demand, host: Host, tally: _Tally) -> str:
+        """Why `host` cannot hold `d` besides what `tally` placed there within its share ("":
+        it can)."""
+        part = host.slots / self.slots
+        bound = self.bytes * part + self.largest
+        if tally.bytes[host.name] + d.bytes > bound:
+            return (
+                f"{host.name} would hold {human(tally.bytes[host.name] + d.bytes)}, past its "
+                f"share of {human(round(bound))} (its {host.slots} of {self.slots} slots' part of "
+                f"{human(self.bytes)}, plus the largest VM's {human(self.largest)})"
+            )
+        if tally.vms[host.name] + 1 > math.ceil(self.vms * part):
+            return (
+                f"{host.name} holds {tally.vms[host.name]} VM(s), its share of the {self.vms} "
+                f"(its {host.slots} of {self.slots} slots)"
+            )
+        return ""
+
+
+def earliest(
+    size: int, hosts: Sequence[Host], load: Mapping[str, int], tally: _Tally | None = None
+) -> Host:
     """The host of `hosts` (not empty) that would finish `size` more bytes earliest, finish =
-    (bytes placed on it + size) / its slots; ties in the order of `hosts`."""
-    return min(hosts, key=lambda h: (load[h.name] + size) / h.slots)
+    (bytes placed on it + size) / its slots; ties to the host with the fewest VMs, then volumes,
+    placed (`tally`; None: not counted), then in the order of `hosts`."""
+
+    def key(h: Host) -> tuple[float, int, int]:
+        counted = (tally.vms[h.name], tally.volumes[h.name]) if tally is not None else (0, 0)
+        return ((load[h.name] + size) / h.slots, *counted)
+
+    return min(hosts, key=key)
 
 
 @dataclass(frozen=True)
@@ -234,28 +356,34 @@ def place(
     *,
     state: State,
     throughput: float,
+    gone: frozenset[str] = frozenset(),
 ) -> tuple[list[VMPlan], tuple[HostLoad, ...]]:
-    """Every unblocked VM's plan with its conversion host (and a concern when a VM in the middle
-    of a copy moves to another host), plus each host's share (VMs, bytes, estimated seconds at
-    `throughput` bytes/s per copy) when the spec lists more than one host; () otherwise."""
+    """Every unblocked VM's plan with its conversion host (and a concern when it moves off the
+    host its copy is in progress on or its last sync ran on, saying why), plus each host's
+    share (VMs, bytes, estimated seconds at `throughput` bytes/s per copy) when the spec lists
+    more than one host; () otherwise. `gone`: the spec's hosts that are no server in the cloud
+    (and not booted by the plan): nothing is placed on them while another host is left."""
     hosts = hosts_of(spec)
     if not hosts:
         return plans, ()
+    usable = [h for h in hosts if h.name not in gone] or hosts
     by_name = {vm.name: vm for vm in desired}
     demands = [
         _demand(by_name[p.name], changes, state)
         for p in plans
         if not p.blocked and p.name in by_name
     ]
-    chosen = assign(demands, hosts)
-    recorded = {d.name: d.recorded for d in demands}
+    chosen, over = _assign(demands, usable)
+    facts = {d.name: d for d in demands}
     placed = [
         replace(
             p,
             conversion_host=chosen[p.name],
             availability_zone=by_name[p.name].availability_zone or "",
             pinned=by_name[p.name].conversion_host is not None,
-            concerns=p.concerns + _moved(recorded[p.name], chosen[p.name], hosts),
+            concerns=p.concerns
+            + _moved(facts[p.name].recorded, chosen[p.name], usable)
+            + _left(facts[p.name], chosen[p.name], usable, gone, over.get(p.name, "")),
         )
         if p.name in chosen
         else p
@@ -263,28 +391,79 @@ def place(
     ]
     if len(hosts) < 2:
         return placed, ()
-    return placed, tuple(_load(h, demands, chosen, throughput) for h in hosts)
+    return placed, tuple(_load(h, placed, changes, throughput) for h in usable)
 
 
 def copied(name: str, changes: Sequence[Change]) -> int:
-    """Bytes the changes of VM `name` copy (its no-ops none)."""
+    """Bytes the changes of VM `name` copy (its no-ops none; a delta of unknown size none)."""
+    return sum(c.bytes or 0 for c in _copying(name, changes))
+
+
+def _copying(name: str, changes: Sequence[Change]) -> list[Change]:
     prefix = str(Address("vm", name))
     mine = [c for c in changes if str(Address.parse(c.address).vm) == prefix]
-    return sum(c.bytes or 0 for c in mine if c.action is not Action.NOOP and c.kind != "image")
+    # an image's upload is not a conversion host's copy (it carries bytes to upload)
+    return [c for c in mine if c.action is not Action.NOOP and c.kind != "image"]
 
 
 def _demand(vm: DesiredVM, changes: Sequence[Change], state: State) -> Demand:
     prefix = str(Address("vm", vm.name))
-    size = copied(vm.name, changes)
+    mine = {a: r for a, r in state.resources.items() if str(Address.parse(a).vm) == prefix}
+    steps = _copying(vm.name, changes)
+    copying = [c for c in steps if c.kind == "volume"]
+    size = copied(vm.name, changes) + sum(
+        _unknown_weight(vm, c, mine) for c in copying if c.bytes is None
+    )
     hosts = sorted(
         str(r.attributes[RECORDED_HOST])
-        for a, r in state.resources.items()
-        if r.kind == "volume"
-        and r.status is Status.IN_PROGRESS
-        and r.attributes.get(RECORDED_HOST)
-        and str(Address.parse(a).vm) == prefix
+        for r in mine.values()
+        if r.kind == "volume" and r.status is Status.IN_PROGRESS and r.attributes.get(RECORDED_HOST)
     )
-    return Demand(vm.name, size, vm.availability_zone, vm.conversion_host, next(iter(hosts), None))
+    return Demand(
+        vm.name,
+        size,
+        vm.availability_zone,
+        vm.conversion_host,
+        next(iter(hosts), None),
+        len(copying),
+        _last_host(mine),
+        any(c.kind == "conversion" for c in steps),
+    )
+
+
+def _unknown_weight(vm: DesiredVM, change: Change, mine: Mapping[str, ResourceRecord]) -> int:
+    """Placement's weight of a delta sync whose size the plan does not know (bytes None: no
+    delta measured for that disk yet): the mean of the deltas last measured for the VM's other
+    disks (state), else DELTA_SHARE of the disk's allocated bytes (vSphere's layoutEx), else 0
+    (then the number of VMs and volumes on each host decides: `earliest`). A weight only: the
+    plan still shows the size as unknown."""
+    deltas = [
+        int(last.get("bytes", 0))
+        for r in mine.values()
+        if r.kind == "volume"
+        and isinstance(last := r.attributes.get("last_sync"), dict)
+        and last.get("kind") == "delta"
+    ]
+    if deltas:
+        return sum(deltas) // len(deltas)
+    key = Address.parse(change.address).index
+    disk = next((d for d in vm.source.disks if d.key == key), None)
+    if disk is not None and disk.allocated:
+        return int(disk.allocated * DELTA_SHARE)
+    return 0
+
+
+def _last_host(mine: Mapping[str, ResourceRecord]) -> str | None:
+    """The conversion host the VM's latest sync ran on (its ready volume records', the latest
+    `last_sync.at` first; ties by name), or None when none is recorded."""
+    ran = sorted(
+        (-float((r.attributes.get("last_sync") or {}).get("at") or 0), str(host))
+        for r in mine.values()
+        if r.kind == "volume"
+        and r.status is Status.READY
+        and (host := r.attributes.get(RECORDED_HOST))
+    )
+    return ran[0][1] if ran else None
 
 
 def _moved(recorded: str | None, chosen: str, hosts: Sequence[Host]) -> tuple[Concern, ...]:
@@ -305,13 +484,116 @@ def _moved(recorded: str | None, chosen: str, hosts: Sequence[Host]) -> tuple[Co
     return (Concern(ConcernLevel.WARNING, "re-placed", why + resume),)
 
 
-def _load(
-    host: Host, demands: Sequence[Demand], chosen: Mapping[str, str], rate: float
-) -> HostLoad:
-    mine = [d for d in demands if chosen.get(d.name) == host.name]
-    total = sum(d.bytes for d in mine)
+def _left(
+    d: Demand, chosen: str, hosts: Sequence[Host], gone: frozenset[str], over: str
+) -> tuple[Concern, ...]:
+    """Why a VM whose last sync ran on another host than `chosen` moves (a copy in progress
+    says so in `_moved`; `over`: why that host's share could not hold it): a warning when that
+    host is gone, info otherwise."""
+    if d.last is None or d.last == chosen or d.recorded is not None:
+        return ()
+    head = f"moves to conversion host {chosen} from {d.last}, where its last sync ran: "
+    listed = {h.name: h for h in hosts}
+    if d.last in gone:
+        why = f"{d.last} is not a server in the destination project"
+        return (Concern(ConcernLevel.WARNING, "re-placed", head + why),)
+    host = listed.get(d.last)
+    if host is None:
+        why = f"the spec no longer lists {d.last}"
+    elif d.pin is not None:
+        why = f"it is pinned to {chosen} (vms[].conversion_host)"
+    elif not _eligible(d.zone, [host]):
+        why = f"{d.last} is in availability zone {host.zone}, the VM's is {d.zone}"
+    else:
+        why = over or f"{d.last} cannot hold it"
+    return (Concern(ConcernLevel.INFO, "re-placed", head + why),)
+
+
+def has_broker(spec: Mapping[str, Any]) -> bool:
+    """Whether the spec sets execution.broker: the hosts' agents write the VMs where the plan
+    places them (without it the first host writes every volume)."""
+    execution = spec.get("execution")
+    return isinstance(execution, Mapping) and bool(execution.get("broker"))
+
+
+def first_host_only(spec: Mapping[str, Any], gone: frozenset[str]) -> list[Diagnostic]:
+    """A warning when the spec lists several conversion hosts and no execution.broker: apply
+    writes every volume on the first (in-process), whatever the placement says (break-it 14
+    F8: the plan showed a 3-host placement nothing followed). None when the first is `gone`
+    (checks.host_diagnostics' error says so)."""
+    hosts = hosts_of(spec)
+    if len(hosts) < 2 or has_broker(spec) or hosts[0].name in gone:
+        return []
+    return [
+        Diagnostic(
+            Severity.WARNING,
+            f"the spec lists {len(hosts)} conversion hosts and sets no execution.broker: apply "
+            f"runs every copy and conversion in-process on the first, {hosts[0].name} (the "
+            "placement shown is what the hosts' agents would follow); set execution.broker and "
+            "run an agent on each host to use them all",
+            path=("conversion_hosts",),
+        )
+    ]
+
+
+def gone_lines(
+    spec: Mapping[str, Any], gone: frozenset[str], plans: Sequence[VMPlan], state: State
+) -> list[Diagnostic]:
+    """A warning per conversion host of `gone` (no server in the cloud) while another is left,
+    naming the VMs whose copy is in progress or whose last sync ran there and where they are
+    placed now; none when checks.host_diagnostics' error says it (no host left, or the first
+    host without a broker)."""
+    hosts = hosts_of(spec)
+    if not gone or len(gone) == len(hosts):
+        return []
+    out = []
+    for i, host in enumerate(hosts):
+        if host.name not in gone or (i == 0 and not has_broker(spec)):
+            continue
+        moved = [
+            f"{p.name} → {p.conversion_host}" for p in plans if _ran_on(p.name, state) == host.name
+        ]
+        placed = (
+            f"its VMs are placed on the hosts left ({', '.join(moved)})"
+            if moved
+            else "no VM is placed on it"
+        )
+        out.append(
+            Diagnostic(
+                Severity.WARNING,
+                f"conversion host {host.name!r} is not a server in the destination project: "
+                + placed,
+                path=("conversion_hosts", i, "name"),
+            )
+        )
+    return out
+
+
+def _ran_on(name: str, state: State) -> str | None:
+    """The host VM `name`'s copy is in progress on, else the one its last sync ran on (None)."""
+    prefix = str(Address("vm", name))
+    mine = {a: r for a, r in state.resources.items() if str(Address.parse(a).vm) == prefix}
+    progress = sorted(
+        str(r.attributes[RECORDED_HOST])
+        for r in mine.values()
+        if r.kind == "volume" and r.status is Status.IN_PROGRESS and r.attributes.get(RECORDED_HOST)
+    )
+    return next(iter(progress), None) or _last_host(mine)
+
+
+def _load(host: Host, plans: Sequence[VMPlan], changes: Sequence[Change], rate: float) -> HostLoad:
+    """`host`'s share: its VMs, the bytes their changes copy (a delta of unknown size counted
+    in `unknown`, not in bytes) and the copy time they take at `rate` bytes/s per slot."""
+    mine = [p.name for p in plans if p.conversion_host == host.name]
+    total = sum(copied(name, changes) for name in mine)
+    unknown = sum(
+        1
+        for name in mine
+        for c in _copying(name, changes)
+        if c.kind == "volume" and c.bytes is None
+    )
     seconds = round(total / (rate * host.slots), 1) if rate > 0 else 0.0
-    return HostLoad(host.name, len(mine), total, host.slots, seconds, host.zone)
+    return HostLoad(host.name, len(mine), total, host.slots, seconds, host.zone, unknown)
 
 
 def read_bounds(

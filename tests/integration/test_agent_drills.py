@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from engine.executor.agent import Served, default_checkpoints
 from engine.lab import disks as lab_disks
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
@@ -38,7 +39,15 @@ from engine.lab.openstack.bootstrap import conversion_host
 from engine.statestore import postgres_at
 from tests.integration.cli import ROOT, ferry, ferry_background
 from tests.integration.converge import assert_converged, data_after, records
-from tests.integration.test_agents import EXECUTION, HOST, STARTED, ready, start_agent, stop
+from tests.integration.test_agents import (
+    EXECUTION,
+    HOST,
+    STARTED,
+    agent_state,
+    ready,
+    start_agent,
+    stop,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("new_cloud_objects")]
 VM = "build-old"
@@ -89,7 +98,11 @@ def one_agent(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 
 def coordinator(lab: Lab, spec: Path, state: Path) -> subprocess.Popen[str]:
-    """`ferry apply --json` in the background, its own session."""
+    """`ferry apply --json` in the background, its own session, on a state of its own: the
+    shared agent (its log beside `spec`) forgets the state it served (it serves one, and reads
+    its record at each task), as `ferry agent --forget-lineage` does."""
+    home = {"XDG_STATE_HOME": str(agent_state(spec.parent / "agent.log"))}
+    Served.forget(default_checkpoints(HOST, home))
     args = ("apply", str(spec), "--auto-approve", "--json", "--state", str(state))
     return ferry_background(lab, *args)
 

@@ -49,13 +49,20 @@ def start_agent(
     lab: Lab, spec: Path, log: Path, host: str = HOST, *, wait: bool = True
 ) -> subprocess.Popen[bytes]:
     """`ferry agent --host HOST` as its own process (own session), waited until its worker is
-    ready (unless `wait` is False: then by `ready`)."""
+    ready (unless `wait` is False: then by `ready`). Its checkpoint journal, conversion logs and
+    the state lineage it serves are under `agent_state(log)` (XDG_STATE_HOME): an agent of
+    another test or lab on this machine serves another state."""
     log.write_text((log.read_text() if log.exists() else "") + "\n--- agent start\n")
     with log.open("ab") as out:
         agent = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "agent", "--host", host, "--spec", str(spec)],
             cwd=ROOT,
-            env={**os.environ, **lab.env(), "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                **lab.env(),
+                "PYTHONUNBUFFERED": "1",
+                "XDG_STATE_HOME": str(agent_state(log)),
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -65,6 +72,11 @@ def start_agent(
     if wait:
         ready(agent, log)
     return agent
+
+
+def agent_state(log: Path) -> Path:
+    """The XDG_STATE_HOME of the agents logging beside `log`."""
+    return log.parent / "agent-state"
 
 
 def ready(agent: subprocess.Popen[bytes], log: Path) -> None:

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from engine.cli.plan import render
 from engine.cli.show import markdown
 from engine.errors import UserError
-from engine.model.plan import Plan
+from engine.model.plan import Action, Change, Plan
 from engine.planner import planfile
-from engine.planner.placement import Demand, Host, assign
+from engine.planner.desired import desired
+from engine.planner.make import make_plan
+from engine.planner.placement import DELTA_SHARE, Demand, Host, _unknown_weight, assign
+from engine.spec.validate import validate_text
+from tests.unit.test_planner_cases import hydrate
 
 CASES = Path(__file__).parents[1] / "cases"
 GiB = 1024**3
@@ -98,3 +105,119 @@ def test_zones_pins_and_a_host_in_progress_bound_the_choice() -> None:
     assert placed["gone"] != "conv-old" and "nowhere" not in placed
     assert placed["az2"] == "conv-b"
     assert assign([Demand("any", GiB, "az9", None, None)], [Host("c", None, 1)]) == {"any": "c"}
+
+
+def test_equal_weights_spread_by_the_vms_and_volumes_placed() -> None:
+    """Break-it 14 F2: deltas of unknown size weighed 0 B and every tie went to the first host;
+    N of them over M hosts now spread N/M each, fewer volumes first on a tie of VMs."""
+    hosts = [Host("conv-a", None, 2), Host("conv-b", None, 2), Host("conv-c", None, 2)]
+    demands = [Demand(f"vm{n:02}", 0, None, None, None) for n in range(9)]
+    placed = assign(demands, hosts)
+    assert sorted(Counter(placed.values()).values()) == [3, 3, 3], placed
+    wide = [Demand("wide", 0, None, None, None, volumes=4)]
+    narrow = [Demand(f"n{n}", 0, None, None, None) for n in range(3)]
+    spread = assign(wide + narrow, hosts)
+    assert spread["wide"] == "conv-a" and spread["n2"] != "conv-a", spread
+
+
+def test_a_replan_keeps_every_host_and_stays_balanced() -> None:
+    """Stickiness (F2): the VMs of a balanced placement, each last synced where it was placed,
+    keep their hosts on the next plan, even when the new weights alone would move some."""
+    hosts = [Host("conv-a", None, 2), Host("conv-b", None, 2), Host("conv-c", None, 4)]
+    first = assign([Demand(f"vm{n}", n * GiB, None, None, None) for n in range(1, 41)], hosts)
+    again = [Demand(f"vm{n}", (n * 37 % 23 + 1) * GiB, None, None, None, last=first[f"vm{n}"])
+             for n in range(1, 41)]  # fmt: skip
+    assert assign(again, hosts) == first
+    assert assign([replace(d, last=None) for d in again], hosts) != first  # weights alone move
+    finish = [sum(d.bytes for d in again if first[d.name] == h.name) / h.slots for h in hosts]
+    assert max(finish) - min(finish) <= 40 * GiB / 2  # still within one VM's time
+
+
+def test_a_sticky_vm_moves_for_its_pin_its_zone_or_its_hosts_share() -> None:
+    hosts = [Host("conv-a", "az1", 2), Host("conv-b", "az2", 2), Host("conv-c", None, 2)]
+    placed = assign(
+        [
+            Demand("pinned", GiB, None, "conv-c", None, last="conv-a"),
+            Demand("zoned", GiB, "az2", None, None, last="conv-a"),
+            Demand("huge", 10 * GiB, None, None, None, last="conv-c"),
+            Demand("more", 10 * GiB, None, None, None, last="conv-c"),
+        ],
+        hosts,
+    )
+    # conv-c's share: 22 GiB x 2/6 + 10 GiB (the largest) = 17.3 GiB: one of the two only
+    assert placed == {"pinned": "conv-c", "zoned": "conv-b", "huge": "conv-c", "more": "conv-a"}
+
+
+def test_a_delta_of_unknown_size_weighs_a_share_of_its_disk_or_the_vms_last_deltas() -> None:
+    """The plan shows such a delta without a size; placement weighs it: the mean of the VM's
+    other disks' last deltas (first-delta: web01's disk 2001 moved 50 MiB), else DELTA_SHARE
+    of its allocated bytes, else 0 (the counts decide)."""
+    case = yaml.safe_load((CASES / "first-delta" / "case.yaml").read_text())
+    inventory, destination, state = hydrate(case)
+    spec = validate_text(yaml.safe_dump(case["spec"]), "first-delta", {}).data
+    vm = desired(spec, inventory, destination)[0][0]
+    change = Change("vm.web01.disk[2000]", "volume", Action.UPDATE, "delta", bytes=None)
+    mine = {a: r for a, r in state.resources.items() if a.startswith("vm.web01.")}
+    assert _unknown_weight(vm, change, mine) == 50 * 2**20
+    disk = replace(vm.source.disks[0], allocated=2 * GiB)
+    alone = replace(vm, source=replace(vm.source, disks=(disk, *vm.source.disks[1:])))
+    assert _unknown_weight(alone, change, {}) == int(2 * GiB * DELTA_SHARE)
+    assert _unknown_weight(vm, change, {}) == 0
+
+
+def test_the_host_lines_count_the_deltas_of_unknown_size_apart() -> None:
+    text = _text(_plan("placement-unknown-deltas"))
+    assert "conv-a: 2 VM(s), 0 B to copy and 2 delta sync(s) of unknown size, ~0.0 s at 2" in text
+
+
+def _gone_plan(broker: bool, servers: list[str]) -> Plan:
+    case = yaml.safe_load((CASES / "placement-host-gone" / "case.yaml").read_text())
+    if not broker:
+        del case["spec"]["execution"]
+    case["destination"]["other_servers"] = servers
+    spec = validate_text(yaml.safe_dump(case["spec"]), "placement-host-gone", {}).data
+    inventory, destination, state = hydrate(case)
+    return make_plan(spec, inventory, destination, state)
+
+
+def test_a_gone_host_is_an_error_only_where_it_would_write() -> None:
+    """Break-it 14 F3: a host gone from the cloud blocked every fresh plan. Without a broker the
+    first host writes every volume: its absence stays the error; another host's is a warning
+    (nothing placed there). With agents the first host is like any other."""
+    lines = [
+        (d.severity.value, d.summary) for d in _gone_plan(False, ["conv-a", "conv-b"]).diagnostics
+    ]
+    assert lines == [
+        (
+            "warning",
+            "conversion host 'conv-c' is not a server in the destination project: its VMs are "
+            "placed on the hosts left (db01 → conv-b, web01 → conv-a)",
+        ),
+        (  # break-it 14 F8: the placement is shown, and the plan says nothing follows it
+            "warning",
+            "the spec lists 3 conversion hosts and sets no execution.broker: apply runs every "
+            "copy and conversion in-process on the first, conv-a (the placement shown is what "
+            "the hosts' agents would follow); set execution.broker and run an agent on each "
+            "host to use them all",
+        ),
+    ]
+    first = _gone_plan(False, ["conv-b", "conv-c"])
+    assert [(d.severity.value, d.path) for d in first.diagnostics] == [
+        ("error", ("conversion_hosts", 0, "name"))
+    ]
+    assert "(without execution.broker it writes every volume)" in first.diagnostics[0].summary
+    agents = _gone_plan(True, ["conv-b", "conv-c"])
+    assert [d.severity.value for d in agents.diagnostics] == ["warning"]
+    assert {v.conversion_host for v in agents.vms} == {"conv-b", "conv-c"}
+    assert "conv-a" not in {h.name for h in agents.hosts}
+
+
+def test_vms_with_nothing_to_run_stay_and_count_in_no_share() -> None:
+    """VMs cut over or in sync (no copy, no conversion) stay where they last ran and weigh
+    nothing: six of them on conv-a neither push three deltas off it nor take its share."""
+    hosts = [Host("conv-a", None, 2), Host("conv-b", None, 2), Host("conv-c", None, 2)]
+    idle = [Demand(f"done{n}", 0, None, None, None, volumes=0, last="conv-a") for n in range(6)]
+    busy = [Demand(f"vm{n}", 0, None, None, None, last="conv-a") for n in range(3)]
+    placed = assign(idle + busy, hosts)
+    assert all(placed[d.name] == "conv-a" for d in idle)
+    assert sorted(placed[d.name] for d in busy) == ["conv-a", "conv-b", "conv-c"], placed

@@ -19,6 +19,8 @@ from engine.executor.agent import Agent, Journal, _run_key, resume_from, run_tas
 from engine.executor.host import SyncJob, SyncResult
 from tests.unit.executor.test_remote import RESULT, FakeTask, QuietReporter, waiter
 
+LINEAGE = "6f1d2c3e-0000-4000-8000-000000000001"  # the state the coordinator's tasks are of
+
 MiB = 1024**2
 SOURCE = {"key": 2000, "capacity": 64 * MiB}
 
@@ -77,15 +79,15 @@ def test_a_redelivered_copy_starts_at_the_dead_agents_checkpoint(
     job = SyncJob("vol-1", "server-1", SOURCE, start_at=MiB).to_json()
     Journal(tmp_path, _run_key("task-1", job, "a" * 64)).save(24 * MiB)  # the dead agent's
 
-    assert run_task(FakeTask(), agent, job, "a" * 64) == {"result": RESULT}
+    assert run_task(FakeTask(), agent, job, "a" * 64, lineage=LINEAGE) == {"result": RESULT}
     assert starts == [24 * MiB] and reporters[-1].meta == {"resumed_at": 24 * MiB}
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["lineage"]  # its journal dropped
 
     class Later(FakeTask):
         class request(FakeTask.request):  # noqa: N801 - Celery's attribute name
             id = "task-2"
 
-    run_task(Later(), agent, job, "a" * 64)
+    run_task(Later(), agent, job, "a" * 64, lineage=LINEAGE)
     assert starts == [24 * MiB, MiB] and reporters[-1].meta == {}
 
 
@@ -120,10 +122,14 @@ def test_a_second_copy_into_a_volume_waits_for_the_first_to_stop(
 
     old = SyncJob("vol-7", "server-1", SOURCE).to_json()
     new = SyncJob("vol-7", "server-1", SOURCE, start_at=MiB).to_json()
-    first = threading.Thread(target=run_task, args=(Old(), agent, old, "a" * 64))
+    first = threading.Thread(
+        target=run_task, args=(Old(), agent, old, "a" * 64), kwargs={"lineage": LINEAGE}
+    )
     first.start()
     assert started.wait(10)
-    second = threading.Thread(target=run_task, args=(New(), agent, new, "a" * 64))
+    second = threading.Thread(
+        target=run_task, args=(New(), agent, new, "a" * 64), kwargs={"lineage": LINEAGE}
+    )
     second.start()
     second.join(0.3)
     assert second.is_alive() and events == ["start 0"]

@@ -21,6 +21,8 @@ from engine.executor.remote import COMPARE_TASK, CONVERT_TASK, OnHost, _error
 from engine.model.state import VERIFIED_WHOLE
 from tests.unit.executor.test_remote import FakeTask
 
+LINEAGE = "6f1d2c3e-0000-4000-8000-000000000001"  # the state the coordinator's tasks are of
+
 RESULT = SyncResult(0, 0, 0, 0, 0, 1.5, "ab" * 32, VERIFIED_WHOLE)
 SOURCE = {"vm_moref": "vm-1", "instance_uuid": "u", "snapshot_moref": "snap-1", "key": 2000,
           "capacity": 4096, "file_name": "a.vmdk", "thin": True, "change_id": "c/1"}  # fmt: skip
@@ -44,6 +46,7 @@ class Queues:
 def test_compares_and_conversions_go_to_the_placed_hosts_agent_and_stay_here_without_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+
     here: list[str] = []
     monkeypatch.setattr(remote.host, "compare", lambda job, _h, _c: here.append(job.volume_id))
     monkeypatch.setattr(
@@ -118,18 +121,20 @@ def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(
             id = "task-steps"
 
     volume = compare_job("vol-1", "id-b", SOURCE, None).to_json()
-    assert run_task(Task(), agent, volume, "a" * 64, step=COMPARE_TASK) == {
+    assert run_task(Task(), agent, volume, "a" * 64, lineage=LINEAGE, step=COMPARE_TASK) == {
         "result": RESULT.to_json()
     }
     job = ConvertJob("id-b", ["vol-1"], "web01", {"disks": []}, "web01").to_json()
-    done = run_task(Task(), agent, job, "a" * 64, step=CONVERT_TASK)
+    done = run_task(Task(), agent, job, "a" * 64, lineage=LINEAGE, step=CONVERT_TASK)
     assert done == {"result": {"seconds": 2.0, "log": str(tmp_path / "logs" / "web01.log")}}
     assert QuietReporter.notes[-1].startswith("converting with virt-v2v-in-place (log ")
-    failed = run_task(Task(), agent, {**job, "name": "broken"}, "a" * 64, step=CONVERT_TASK)
+    broken = {**job, "name": "broken"}
+    failed = run_task(Task(), agent, broken, "a" * 64, lineage=LINEAGE, step=CONVERT_TASK)
     error = _error(failed["error"], "conv-b")
     assert type(error).__name__ == "ConversionError" and "exit 1" in str(error)
     logs = str(tmp_path / "logs")
     assert ran == [("compare", ""), ("convert", logs), ("convert", logs)]
-    refused = run_task(Task(), agent, {**job, "host_id": "id-c"}, "a" * 64, step=CONVERT_TASK)
+    elsewhere = {**job, "host_id": "id-c"}
+    refused = run_task(Task(), agent, elsewhere, "a" * 64, lineage=LINEAGE, step=CONVERT_TASK)
     assert "refused a conversion for server id-c" in refused["error"]["message"]
     assert len(ran) == 3

@@ -18,6 +18,7 @@ from engine.executor.host import Callbacks, SyncJob, SyncResult
 from engine.model.plan import Plan
 from engine.model.state import RECORDED_HOST
 from engine.planner import planfile
+from engine.statestore.sqlite import SqliteStateStore
 
 CASES = Path(__file__).parents[2] / "cases"
 
@@ -36,6 +37,10 @@ class Queues:
         """Every host's agent answers the broker's ping."""
         return {"conv-a", "conv-b", "conv-c"}
 
+    def of_state(self, lineage: str) -> Queues:
+        self.lineage = lineage  # what the tasks carry: the apply's state's
+        return self
+
 
 def _plan() -> Plan:
     data = json.loads((CASES / "placement-three-hosts" / "expected.json").read_text())
@@ -45,8 +50,10 @@ def _plan() -> Plan:
     )
 
 
-def _applier(tmp_path: Path, remote: Queues | None, ids: dict[str, str]) -> Applier:
-    ctx = Context(None, None, None, None, None, "id-a", log_dir=tmp_path, host_ids=ids)  # type: ignore[arg-type]
+def _applier(
+    tmp_path: Path, remote: Queues | None, ids: dict[str, str], store: Any = None
+) -> Applier:
+    ctx = Context(None, None, store, None, None, "id-a", log_dir=tmp_path, host_ids=ids)  # type: ignore[arg-type]
     ctx.remote = remote  # type: ignore[assignment]
     ctx.conversion_host_name = "conv-a"
     return Applier(_plan(), ctx)
@@ -56,9 +63,12 @@ def _job(host_id: str) -> SyncJob:
     return SyncJob(volume_id="vol-1", host_id=host_id, source={})
 
 
-def test_with_a_broker_each_vm_goes_to_its_placed_hosts_queue_and_server(tmp_path: Path) -> None:
+def test_with_a_broker_each_vm_goes_to_its_placed_hosts_queue_and_server(
+    tmp_path: Path, store: SqliteStateStore
+) -> None:
     queues = Queues()
-    applier = _applier(tmp_path, queues, {"conv-a": "id-a", "conv-b": "id-b", "conv-c": "id-c"})
+    ids = {"conv-a": "id-a", "conv-b": "id-b", "conv-c": "id-c"}
+    applier = _applier(tmp_path, queues, ids, store)
     assert applier.host_for("web01") == ("conv-c", "id-c")
     assert applier.host_for("db01") == ("conv-b", "id-b")
     assert applier.host_for("web02") == ("conv-a", "id-a")
@@ -70,6 +80,7 @@ def test_with_a_broker_each_vm_goes_to_its_placed_hosts_queue_and_server(tmp_pat
     name, host_id = applier.host_for("web01")
     applier._run_sync(_job(host_id), "vm.web01.disk[2000]", Callbacks(), name)
     assert queues.sent == [("conv-c", "id-c")]
+    assert queues.lineage == store.read().lineage  # the agent serves one state (F5)
 
 
 def test_without_a_broker_or_a_known_server_the_first_host_writes(

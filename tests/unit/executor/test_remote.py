@@ -30,6 +30,8 @@ from engine.executor.remote import Broker, _error, _Waiter, broker_from_spec, ma
 from engine.spec.validate import validate_file
 from tests.unit.spec.test_validate import VALID, errors
 
+LINEAGE = "6f1d2c3e-0000-4000-8000-000000000001"  # the state the coordinator's tasks are of
+
 URL = "amqp://ferry@rabbit.example.com:5672/ferry"
 
 
@@ -145,13 +147,13 @@ class FakeTask:
 def test_an_agent_refuses_a_job_of_another_spec_or_for_another_server() -> None:
     agent = Agent("conv-01", "server-1", "a" * 64, host=None)  # type: ignore[arg-type]
     job = {"host_id": "server-1", "volume_id": "v", "source": {}}
-    refused = run_task(FakeTask(), agent, job, "b" * 64)
+    refused = run_task(FakeTask(), agent, job, "b" * 64, lineage=LINEAGE)
     assert refused["error"]["type"] == "AgentError"
     assert (
         "spec (digest bbbbbbbbbbbb) differs from the agent's (aaaaaaaaaaaa)"
         in (refused["error"]["message"])
     )
-    refused = run_task(FakeTask(), agent, {**job, "host_id": "server-2"}, "a" * 64)
+    refused = run_task(FakeTask(), agent, {**job, "host_id": "server-2"}, "a" * 64, lineage=LINEAGE)
     assert "refused a copy for server server-2" in refused["error"]["message"]
     assert isinstance(_error(refused["error"], "conv-01"), AgentError)
 
@@ -182,10 +184,14 @@ def test_a_delivery_of_a_task_the_agent_runs_waits_for_that_copy(
     agent = Agent("conv-01", "server-1", "a" * 64, host=None)  # type: ignore[arg-type]
     job = SyncJob("vol-1", "server-1", {"key": 2000}).to_json()
     outcomes: list[dict[str, Any]] = []
-    first = threading.Thread(target=lambda: outcomes.append(run_task(Task(), agent, job, "a" * 64)))
+    first = threading.Thread(
+        target=lambda: outcomes.append(run_task(Task(), agent, job, "a" * 64, lineage=LINEAGE))
+    )
     first.start()
     assert started.wait(10)
-    again = threading.Thread(target=lambda: outcomes.append(run_task(Task(), agent, job, "a" * 64)))
+    again = threading.Thread(
+        target=lambda: outcomes.append(run_task(Task(), agent, job, "a" * 64, lineage=LINEAGE))
+    )
     again.start()
     again.join(0.3)
     assert again.is_alive(), "the second delivery must wait for the running copy"
@@ -194,11 +200,13 @@ def test_a_delivery_of_a_task_the_agent_runs_waits_for_that_copy(
     again.join(10)
     assert synced == ["vol-1"]  # one writer
     assert outcomes == [{"result": RESULT}, {"result": RESULT}]
-    assert run_task(Task(), agent, job, "a" * 64) == {"result": RESULT}  # just after: no rerun
+    assert run_task(Task(), agent, job, "a" * 64, lineage=LINEAGE) == {
+        "result": RESULT
+    }  # just after: no rerun
     assert synced == ["vol-1"]
     other = SyncJob("vol-2", "server-1", {"key": 2001}).to_json()  # another task: its own copy
     release.set()
-    run_task(Task(), agent, other, "a" * 64)
+    run_task(Task(), agent, other, "a" * 64, lineage=LINEAGE)
     assert synced == ["vol-1", "vol-2"]
 
 

@@ -28,6 +28,8 @@ from engine.executor.remote import (
 from tests.unit.executor.test_host_steps import QuietReporter
 from tests.unit.executor.test_remote import FakeApp, FakeSent, FakeTask
 
+LINEAGE = "6f1d2c3e-0000-4000-8000-000000000001"  # the state the coordinator's tasks are of
+
 
 def _waiter(step: str, timeout: float = 300) -> _Waiter:
     return _Waiter(FakeApp(), FakeSent(), "conv-01", Callbacks(), lambda _: None, timeout, step)
@@ -81,13 +83,15 @@ def test_an_agent_refuses_and_logs_each_step_by_its_name(
     agent = Agent("conv-b", "id-b", "a" * 64, host=None, checkpoints=tmp_path)  # type: ignore[arg-type]
     job = ConvertJob("id-b", ["vol-1"], "web01", {"disks": []}, "web01").to_json()
     monkeypatch.setattr(agent_module, "_reply_queue_gone", lambda _app, _reply: False)
-    other_spec = run_task(_task("w-1"), agent, job, "b" * 64, step=CONVERT_TASK)
+    other_spec = run_task(_task("w-1"), agent, job, "b" * 64, lineage=LINEAGE, step=CONVERT_TASK)
     assert other_spec["error"]["message"].startswith("agent conv-b refused the conversion: ")
     elsewhere = {**job, "host_id": "id-c"}
-    other_server = run_task(_task("w-2"), agent, elsewhere, "a" * 64, step=COMPARE_TASK)
+    other_server = run_task(
+        _task("w-2"), agent, elsewhere, "a" * 64, lineage=LINEAGE, step=COMPARE_TASK
+    )
     assert "refused a compare for server id-c" in other_server["error"]["message"]
     monkeypatch.setattr(agent_module, "_reply_queue_gone", lambda _app, _reply: True)
-    gone = run_task(_task("w-3"), agent, job, "a" * 64, step=CONVERT_TASK)
+    gone = run_task(_task("w-3"), agent, job, "a" * 64, lineage=LINEAGE, step=CONVERT_TASK)
     assert gone["error"]["message"] == (
         "the apply that sent this conversion no longer waits for it: not run"
     )
@@ -97,5 +101,7 @@ def test_an_agent_refuses_and_logs_each_step_by_its_name(
     monkeypatch.setattr(agent_module, "_Reporter", QuietReporter)
     monkeypatch.setattr(host_module, "convert", lambda *_a: ConvertResult(1.0, "x.log"))
     with caplog.at_level(logging.INFO, logger=agent_module.__name__):
-        assert "result" in run_task(_task("w-4"), agent, job, "a" * 64, step=CONVERT_TASK)
+        assert "result" in run_task(
+            _task("w-4"), agent, job, "a" * 64, lineage=LINEAGE, step=CONVERT_TASK
+        )
     assert any(r.getMessage().endswith(": conversion done") for r in caplog.records), caplog.text
