@@ -246,8 +246,9 @@ class VolumeSteps(Placement):
             "ferry_converted": "false",
             STATE_KEY: self.lineage,
         }
-        if after.get("change_id"):
-            metadata["ferry_change_id"] = str(after["change_id"])
+        # none: the plan does not trust the volume's (a protection snapshot of ferry's holds
+        # it: a cutover may have written it since), nor does a state rebuilt from the cloud
+        metadata["ferry_change_id"] = str(after.get("change_id") or "")
         volumes.set_metadata(self.ctx.conn, str(after["volume_id"]), metadata)
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
         self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")

@@ -146,7 +146,10 @@ class ObservedVolume:
     `lineage`: the lineage of the ferry state that created, adopted or last synced it (its
     `ferry_state` metadata; None: made by a ferry that did not record it, or by os-migrate);
     `attachments`: as the attachments API lists them (None: not read); `image_metadata`: its
-    volume image metadata (Nova boots a server from the volume by it; None: not read)."""
+    volume image metadata (Nova boots a server from the volume by it; None: not read);
+    `protected_by`: a protection snapshot ferry took of it before a conversion (its
+    `ferry_protects` metadata), still in Cinder: a cutover may have written the volume since
+    its changeId."""
 
     id: str
     name: str
@@ -161,6 +164,7 @@ class ObservedVolume:
     lineage: str | None = None
     attachments: tuple[ObservedAttachment, ...] | None = None
     image_metadata: Mapping[str, str] | None = None
+    protected_by: str | None = None  # a ferry protection snapshot of it in Cinder (its id)
 
 
 @dataclass(frozen=True)

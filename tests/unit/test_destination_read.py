@@ -11,6 +11,7 @@ from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
 from engine.diagnostics import json_path, parse_path
+from engine.model.observed import ObservedVolume
 from engine.model.state import ResourceRecord, State, Status
 from engine.planner.checks import mapped_networks
 from engine.planner.refresh import recorded_images
@@ -20,6 +21,7 @@ from engine.providers.openstack.read import (
     parse_image,
     parse_image_volumes,
     parse_port,
+    protected,
     server_image,
     volumes_from_images,
 )
@@ -219,3 +221,20 @@ def test_the_volumes_ferry_made_from_its_images_name_their_image_and_servers() -
 )
 def test_a_server_names_the_image_it_boots_from(image: Any, found: str | None) -> None:
     assert server_image(SimpleNamespace(image=image)) == found
+
+
+def test_a_volume_with_a_protection_snapshot_of_ferrys_says_so() -> None:
+    """break-it 12h F3: the snapshot's `ferry_protects` metadata names the volume it protects;
+    other snapshots (a backup tool's) and unprotected volumes say nothing."""
+
+    def volume(vid: str) -> ObservedVolume:
+        return ObservedVolume(vid, vid, "available", 2, UUID, 2000, "52 aa/9", False)
+
+    snapshots = [
+        SimpleNamespace(id="snap-p", metadata={"ferry_protects": "v1"}),
+        SimpleNamespace(id="backup", metadata={"made_by": "veeam"}),
+        SimpleNamespace(id="bare", metadata=None),
+    ]
+    found = protected([volume("v1"), volume("v2")], snapshots)
+    assert [v.protected_by for v in found] == ["snap-p", None]
+    assert protected([volume("v1")], None)[0].protected_by is None  # snapshots not read

@@ -98,14 +98,7 @@ def volume_change(
         )
     if record is None:
         assert observed is not None
-        return _volume(
-            address,
-            Action.READ,
-            f"found {observed.origin} volume {observed.id} for this disk"
-            f"{f' (of ferry state {observed.lineage})' if observed.lineage else ''}: adopt it",
-            None,
-            {**after, "volume_id": observed.id, "change_id": observed.change_id},
-        )
+        return _adoption(address, observed, after)
     before = dict(record.attributes)
     if record.status is Status.TAINTED:
         why = str(before.get("tainted") or "the last copy failed (tainted)")
@@ -180,6 +173,34 @@ def volume_change(
         return _volume(address, Action.UPDATE, full_reason(vm, reason), before, after, size=full)
     size, how = delta_estimate(before, now)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
+
+
+def _adoption(address: str, observed: ObservedVolume, after: dict[str, Any]) -> Change:
+    """A volume found by metadata for a disk this state has no record of: adopted (read) at
+    its changeId. One Cinder still holds a protection snapshot of ferry's for (and not
+    converted) may have been written since by a cutover's conversion or an unconfirmed server
+    (break-it 12h F3: a lost state's successor adopted it as a replica, deltas went on top of
+    the guest's bytes, "No changes"): adopted without a changeId, so its next sync copies it in
+    full."""
+    found = (
+        f"found {observed.origin} volume {observed.id} for this disk"
+        f"{f' (of ferry state {observed.lineage})' if observed.lineage else ''}"
+    )
+    change_id = observed.change_id
+    if observed.protected_by and not observed.converted:
+        change_id = None
+        found += (
+            f"; Cinder holds ferry's protection snapshot {observed.protected_by} of it: a "
+            "cutover may have written it since its changeId, so it is adopted without one and "
+            "copied in full at its next sync"
+        )
+    return _volume(
+        address,
+        Action.READ,
+        f"{found}: adopt it",
+        None,
+        {**after, "volume_id": observed.id, "change_id": change_id},
+    )
 
 
 def _interrupted_delta(disk: SourceDisk, before: Mapping[str, Any]) -> str:
