@@ -324,7 +324,15 @@ def running_after_cutover(
         by = "an interrupted apply (never confirmed)" if unconfirmed else "its cutover"
         now = "runs again" if running else f"ran since its final sync ({ran})"
         two = "two copies of this machine run with the same MACs, and " if running else ""
-        if unconfirmed:  # protected, never run as production: the cutover can run again
+        if record is None:  # a lost state's (or another's) server: confirmed or not is unknown
+            by = "a cutover this state has no record of (confirmed or not: unknown)"
+            keep = (
+                "ferry does not adopt it. Find out which is production: if the server is, "
+                "power the source off and plan with the state that made it; if the source "
+                f"is, delete the server (openstack server delete {observed.id}) and apply "
+                "again: the cutover runs again (power-off, final sync, boot)"
+            )  # break-it 12h M4: a completed cutover's server was called never confirmed
+        elif unconfirmed:  # protected, never run as production: the cutover can run again
             keep = (
                 "ferry does not adopt it. To keep the source: delete the server (openstack "
                 f"server delete {observed.id}) and apply again: the cutover runs again "
