@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyVmomi import vim
 
+from engine.errors import VSphereError
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
+from engine.providers.vsphere.read import fetch_property, retrieve
 from engine.providers.vsphere.session import session
+from engine.providers.vsphere.tasks import wait_task
 from tests.integration.cli import ROOT, ferry
 from tests.integration.converge import assert_converged, assert_nothing_left
 
@@ -170,6 +174,24 @@ def test_vcenter_ends_the_session_mid_apply(lab: Lab, tmp_path: Path) -> None:
     )
     settle(lab, run, spec, state)
     assert_converged(lab, state, vm("web01"), server=False)
+    assert_reads_after_the_session_ended(lab, "web01")
+
+
+def assert_reads_after_the_session_ended(lab: Lab, name: str) -> None:
+    """Break 15b N1: vCenter answers property reads on an ended session with every property in
+    missingSet (NotAuthenticated), no SOAP fault. A read made then, outside any copy (no cookie
+    keeper runs), logs in again and gives the live answer, never "unset"; a task wait sees the
+    task's end (it read "state None" for 600 s)."""
+    with session(lab.vcenter_target()) as si:
+        found = retrieve(si, vim.VirtualMachine, ["name"])
+        (ref,) = [o.ref for o in found if o.props["name"] == name]
+        power = fetch_property(si, ref, "runtime.powerState")
+        task = ref.PowerOnVM_Task()  # web01 is on: the task fails, nothing changes
+        assert lab.expire_sessions() >= 1
+        assert fetch_property(si, ref, "runtime.powerState") == power == "poweredOn"
+        assert lab.expire_sessions() >= 1
+        with pytest.raises(VSphereError, match="InvalidPowerState"):
+            wait_task(si, task, f"powering on {name}", timeout=30)
 
 
 def test_a_full_conversion_host_device_fails_clearly_then_converges(

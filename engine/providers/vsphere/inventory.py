@@ -16,7 +16,7 @@ from pyVmomi import vim, vmodl
 
 from engine.errors import VSphereError
 from engine.model.observed import Inventory, SourceDisk, SourceNic, SourceSnapshot, SourceVM
-from engine.providers.vsphere.read import ObjectProps, parse_object_contents, retrieve_all
+from engine.providers.vsphere.read import ObjectProps, collect
 
 VM_PATHS = (
     "name",
@@ -88,9 +88,9 @@ def fetch_inventory(
             ],
             propSet=[pc.PropertySpec(type=t, pathSet=list(p)) for t, p in paths.items()],
         )
-        objects = parse_object_contents(retrieve_all(content.propertyCollector, spec, page_size))
+        objects = collect(si, [spec], page_size)
         if devices_for is not None:
-            _add_devices(content.propertyCollector, objects, list(devices_for(objects)), page_size)
+            _add_devices(si, objects, list(devices_for(objects)), page_size)
         return objects
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {getattr(exc, 'msg', '') or exc}") from exc
@@ -98,9 +98,7 @@ def fetch_inventory(
         view.Destroy()
 
 
-def _add_devices(
-    collector: Any, objects: list[ObjectProps], chosen: list[Any], page_size: int
-) -> None:
+def _add_devices(si: Any, objects: list[ObjectProps], chosen: list[Any], page_size: int) -> None:
     if not chosen:
         return
     pc = vmodl.query.PropertyCollector
@@ -108,10 +106,7 @@ def _add_devices(
         objectSet=[pc.ObjectSpec(obj=ref) for ref in chosen],
         propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=list(DETAIL))],
     )
-    found = {
-        _moid(o.ref): o.props
-        for o in parse_object_contents(retrieve_all(collector, spec, page_size))
-    }
+    found = {_moid(o.ref): o.props for o in collect(si, [spec], page_size)}
     for obj in objects:
         if _moid(obj.ref) in found:
             obj.props.update(found[_moid(obj.ref)])

@@ -5,6 +5,7 @@ Each read is split into a fetch (the I/O) and a pure ``parse_*`` over what was f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,9 @@ from pyVmomi import vim, vmodl
 
 from engine.dataplane.cbt import Extent, merge_extents
 from engine.errors import ChangeTrackingError, VSphereError
+from engine.providers.vsphere.session import renew_session
+
+log = logging.getLogger("ferry.vsphere")
 
 
 @dataclass(frozen=True)
@@ -48,17 +52,49 @@ def retrieve(si: Any, obj_type: Any, paths: Sequence[str]) -> list[ObjectProps]:
                 vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths))
             ],
         )
-        return parse_object_contents(retrieve_all(content.propertyCollector, spec))
+        return collect(si, [spec])
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {exc.msg or type(exc).__name__}") from exc
     finally:
         view.Destroy()
 
 
-def retrieve_all(collector: Any, spec: Any, page_size: int = 500) -> list[Any]:
-    """RetrievePropertiesEx, continued while the server pages its answer."""
+def collect(si: Any, specs: Sequence[Any], page_size: int = 500) -> list[ObjectProps]:
+    """Every PropertyCollector read ferry makes: RetrievePropertiesEx of `specs` (FilterSpecs),
+    continued while the server pages (`page_size` objects a page), parsed by
+    `parse_object_contents`.
+
+    vCenter answers a read on a session it ended with HTTP 200 and every property in
+    `missingSet` with a NotAuthenticated fault, no SOAP fault, so pyVmomi's stub does not log
+    in again (vcsim does the same, property_collector.go `retrieveResult.add`). Such an answer
+    is never read as "unset": the session is logged in again (`session.renew_session`, as the
+    https reader's cookie keeper does) and the read made once more. Raises VSphereError when
+    the second answer is still not authenticated or the login fails, and as
+    `parse_object_contents` does; pyVmomi's faults of the call itself pass through.
+    """
+    contents = _retrieve_pages(si, specs, page_size)
+    if _lost_session(contents):
+        log.warning("vCenter answered a property read as not authenticated: logging in again")
+        try:
+            renew_session(si)
+        except vmodl.MethodFault as exc:
+            raise VSphereError(
+                f"vCenter ended ferry's session and logging in again failed: "
+                f"{getattr(exc, 'msg', '') or type(exc).__name__}"
+            ) from exc
+        contents = _retrieve_pages(si, specs, page_size)
+        if _lost_session(contents):
+            raise VSphereError(
+                "vCenter still answers property reads as not authenticated after ferry logged "
+                "in again (NotAuthenticated in missingSet)"
+            )
+    return parse_object_contents(contents)
+
+
+def _retrieve_pages(si: Any, specs: Sequence[Any], page_size: int) -> list[Any]:
+    collector = si.RetrieveContent().propertyCollector
     options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
-    result = collector.RetrievePropertiesEx([spec], options)
+    result = collector.RetrievePropertiesEx(list(specs), options)
     objects: list[Any] = []
     while result is not None:
         objects.extend(result.objects or [])
@@ -68,11 +104,40 @@ def retrieve_all(collector: Any, spec: Any, page_size: int = 500) -> list[Any]:
     return objects
 
 
+def _fault_of(missing: Any) -> Any:
+    """The MethodFault of a MissingProperty (pyVmomi wraps it in a LocalizedMethodFault)."""
+    return getattr(missing.fault, "fault", None) or missing.fault
+
+
+def _lost_session(contents: Iterable[Any]) -> bool:
+    return any(
+        isinstance(_fault_of(m), vim.fault.NotAuthenticated)
+        for c in contents
+        for m in (c.missingSet or [])
+    )
+
+
 def parse_object_contents(contents: Iterable[Any]) -> list[ObjectProps]:
-    """Pure: ObjectContent list → ObjectProps (missing properties simply absent)."""
-    return [
-        ObjectProps(ref=c.obj, props={p.name: p.val for p in (c.propSet or [])}) for c in contents
-    ]
+    """Pure: ObjectContent list → ObjectProps (unset properties simply absent).
+
+    A property in `missingSet` is not unset but unread: raises VSphereError naming the object,
+    the property and the fault (NotAuthenticated included; `collect` logs in again first).
+    """
+    objects = []
+    for c in contents:
+        for missing in c.missingSet or []:
+            raise VSphereError(
+                f"vCenter could not read {missing.path} of {getattr(c.obj, '_moId', c.obj)}: "
+                f"{_describe(_fault_of(missing))}"
+            )
+        objects.append(ObjectProps(ref=c.obj, props={p.name: p.val for p in (c.propSet or [])}))
+    return objects
+
+
+def _describe(fault: Any) -> str:
+    name = type(fault).__name__.rsplit(".", 1)[-1]
+    message = getattr(fault, "msg", None)
+    return f"{name}: {message}" if message else name
 
 
 def parse_change_info(info: Any) -> tuple[int, int, list[Extent]]:
@@ -116,15 +181,15 @@ def changed_areas(
 
 
 def fetch_property(si: Any, obj: Any, path: str) -> Any:
-    """One property of one object in one PropertyCollector call; None when unset (absent)."""
+    """One property of one object in one PropertyCollector call (`collect`); None when unset
+    (absent). Raises VSphereError when the object no longer exists, and as `collect` does."""
     pc = vmodl.query.PropertyCollector
     spec = pc.FilterSpec(
         objectSet=[pc.ObjectSpec(obj=obj)],
         propSet=[pc.PropertySpec(type=type(obj), pathSet=[path])],
     )
     try:
-        contents = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
+        objects = collect(si, [spec])
     except vmodl.fault.ManagedObjectNotFound as exc:
         raise VSphereError(f"{obj._moId} no longer exists") from exc
-    props = contents[0].propSet if contents else []
-    return props[0].val if props else None
+    return objects[0].props.get(path) if objects else None

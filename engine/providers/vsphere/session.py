@@ -6,7 +6,9 @@ Connection and login failures become VSphereError with a one-line cause.
 A session that vCenter ends (a vCenter restart, an idle timeout, an administrator terminating it)
 is not the end of an apply: every call that faults with NotAuthenticated logs in again and is
 retried (pyVmomi's session-oriented stub), and a call that meets a connection error is retried
-for up to RETRIES times RETRY_DELAY seconds. Each re-login is logged as a warning.
+for up to RETRIES times RETRY_DELAY seconds. Each re-login is logged as a warning. A property
+read vCenter answers with NotAuthenticated in `missingSet` (no fault, so the stub does not log
+in) logs in again through `renew_session` (`read.collect`).
 A vCenter that accepts connections and never answers (hung, or a wrong port behind a proxy)
 fails the connect within CONNECT_TIMEOUT seconds, and any later request within REQUEST_TIMEOUT
 (then retried as above), instead of holding ferry forever.

@@ -9,6 +9,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from engine.errors import VSphereError
+from engine.providers.vsphere.read import collect
 
 _PATHS = ["info.state", "info.error", "info.result", "info.descriptionId"]
 
@@ -18,8 +19,8 @@ def _task_props(si: Any, task: Any) -> dict[str, Any]:
         objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
         propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.Task, pathSet=_PATHS)],
     )
-    contents = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
-    return {p.name: p.val for p in (contents[0].propSet or [])} if contents else {}
+    objects = collect(si, [spec])
+    return objects[0].props if objects else {}
 
 
 def describe_fault(error: Any) -> str:
