@@ -144,3 +144,19 @@ def test_a_property_genuinely_unset_stays_absent() -> None:
     vc = FakeVCenter({"name": "db01"})
     assert fetch_property(vc.si(), VM, "snapshot") is None
     assert vc.logins == 1
+
+
+def test_an_object_deleted_during_the_read_is_left_out() -> None:
+    """A VM deleted while the inventory is read (ManagedObjectNotFound on its properties) is
+    not in the answer, as a read a moment later would not list it; the others are."""
+    gone = vim.VirtualMachine("vm-44")
+    contents = [
+        PC.ObjectContent(
+            obj=gone,
+            missingSet=[missing("name", vmodl.fault.ManagedObjectNotFound(obj=gone))],
+        ),
+        PC.ObjectContent(obj=VM, propSet=[vmodl.DynamicProperty(name="name", val="db01")]),
+    ]
+    vc = FakeVCenter({})
+    vc.RetrievePropertiesEx = lambda *_: PC.RetrieveResult(objects=contents)  # type: ignore[method-assign]
+    assert [o.props for o in collect(vc.si(), [])] == [{"name": "db01"}]

@@ -121,10 +121,15 @@ def parse_object_contents(contents: Iterable[Any]) -> list[ObjectProps]:
     """Pure: ObjectContent list → ObjectProps (unset properties simply absent).
 
     A property in `missingSet` is not unset but unread: raises VSphereError naming the object,
-    the property and the fault (NotAuthenticated included; `collect` logs in again first).
+    the property and the fault (NotAuthenticated included; `collect` logs in again first). An
+    object vCenter no longer has (ManagedObjectNotFound: a VM deleted while the inventory was
+    read) is left out, as a read a moment later would not list it.
     """
     objects = []
     for c in contents:
+        faults = [_fault_of(m) for m in c.missingSet or []]
+        if any(isinstance(f, vmodl.fault.ManagedObjectNotFound) for f in faults):
+            continue
         for missing in c.missingSet or []:
             raise VSphereError(
                 f"vCenter could not read {missing.path} of {getattr(c.obj, '_moId', c.obj)}: "
