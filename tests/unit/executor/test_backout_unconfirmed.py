@@ -38,6 +38,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     seen = SimpleNamespace(
         deleted=[], reverted=[], snapshots_deleted=[], detached=[], found=None, gone=set()
     )  # gone: the volume and snapshot ids deleted outside ferry
+    seen.metadata = []  # (volume id, metadata) written
     compute, volumes = module.compute, module.volumes
     monkeypatch.setattr(compute, "delete_server", lambda _c, i: seen.deleted.append(i))
     monkeypatch.setattr(compute, "find_server", lambda _c, _u: seen.found)
@@ -46,6 +47,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     monkeypatch.setattr(volumes, "detach", lambda _c, h, v: seen.detached.append((h, v)))
     monkeypatch.setattr(volumes, "exists", lambda _c, v: v not in seen.gone)
     monkeypatch.setattr(compute, "snapshot_exists", lambda _c, s: s not in seen.gone)
+    monkeypatch.setattr(volumes, "set_metadata", lambda _c, v, m: seen.metadata.append((v, m)))
     return seen
 
 
@@ -199,8 +201,18 @@ def test_a_sync_whose_protection_snapshot_is_gone_is_told_to_copy_in_full(
 def test_a_destroy_deletes_protection_without_reverting_the_volumes_it_deletes(
     store: SqliteStateStore, cloud: SimpleNamespace
 ) -> None:
-    """Break-it 12g F1 (destroy): a volume the plan deletes is never reverted first."""
+    """Break-it 12g F1 (destroy): a volume the plan deletes is never reverted first; the
+    unconfirmed server wrote it, so its record is tainted (12h F1: should the delete fail, no
+    later sync trusts it) and its metadata stops naming a changeId."""
     recorded(store, {"server_id": "srv-1"})
-    cutover = backout(store, [], {"server_id": "srv-1"})
+    said: list[str] = []
+    cutover = backout(store, said, {"server_id": "srv-1"})
     assert cutover.release_protection("web01", "vol-0", deleting=True) is False
     assert cloud.reverted == [] and cloud.snapshots_deleted == ["snap-0"]
+    assert store.read().resources[DISK].status is Status.TAINTED
+    assert cloud.metadata == [("vol-0", {"ferry_change_id": ""})]
+    assert said == [
+        "vm.web01: volume vol-0 protection snapshot deleted without a revert (the volume is "
+        "deleted next): what the unconfirmed server wrote stays in it, so it is marked tainted "
+        "first (copied in full should it stay)"
+    ]  # 12h M5: before, "(no conversion had changed it)"
