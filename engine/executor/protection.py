@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.addresses import Address
-from engine.errors import FerryError
+from engine.errors import FerryError, RevertRefusedError
 from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_epoch
 from engine.model.state import (
     CONVERSION_WROTE,
@@ -89,23 +89,49 @@ class Protection(CutoverBase):
             return "protection snapshot deleted (no conversion had changed it)", False
         if not volumes.exists(self.ctx.conn, volume_id):
             return "is gone (deleted outside ferry): nothing to revert", False
+        who = UNCONFIRMED_SERVER if UNCONFIRMED_SERVER in written else CONVERSION_WROTE
         if not compute.snapshot_exists(self.ctx.conn, snapshot_id):
-            who = UNCONFIRMED_SERVER if UNCONFIRMED_SERVER in written else CONVERSION_WROTE
-            self._taint_unreverted(
-                name,
-                volume_id,
-                f"its protection snapshot {snapshot_id} is gone and what {who} wrote stays in it",
+            gone = ("is gone", "it is gone from Cinder (deleted outside ferry)")
+            return self._unrevertable(name, volume_id, snapshot_id, gone, who)
+        newer = self._reverted_unless_newer(name, volume_id, snapshot_id)
+        if newer:
+            since = f"snapshot(s) {', '.join(newer)} of the volume taken since, outside ferry"
+            refused = f"{since}: Cinder reverts a volume only to its newest snapshot"
+            return self._unrevertable(
+                name, volume_id, snapshot_id, (f"is not its newest ({since})", refused), who
             )
-            return (
-                f"cannot go back to its protection snapshot {snapshot_id}: it is gone from "
-                f"Cinder (deleted outside ferry), and what {who} wrote stays in it: copied in "
-                "full",
-                True,
-            )
-        volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
-        self._revert(name, volume_id, snapshot_id)
         said = f"back to its protection snapshot (undoing {written})"
         return said + (": it converts again" if written == CONVERSION_WROTE else ""), False
+
+    def _reverted_unless_newer(self, name: str, volume_id: str, snapshot_id: str) -> list[str]:
+        """Revert the volume to its protection snapshot unless snapshots of it were taken since
+        (Cinder reverts only to a volume's newest: break-it 12h F2, a backup tool's snapshot
+        made the revert fail at every apply); their ids ([]: reverted)."""
+        newer = compute.newer_snapshots(self.ctx.conn, volume_id, snapshot_id)
+        if newer:
+            return newer
+        volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
+        try:
+            self._revert(name, volume_id, snapshot_id)
+        except RevertRefusedError:  # a snapshot taken between the listing and the revert
+            return ["(one Cinder found newer)"]
+        return []
+
+    def _unrevertable(
+        self, name: str, volume_id: str, snapshot_id: str, why: tuple[str, str], who: str
+    ) -> tuple[str, bool]:
+        """A revert the volume needs cannot happen (`why`: what is recorded, what is said):
+        the volume record tainted (the next plan copies it in full); (what is said, True)."""
+        recorded, said = why
+        stays = f"what {who} wrote stays in it"
+        self._taint_unreverted(
+            name, volume_id, f"its protection snapshot {snapshot_id} {recorded} and {stays}"
+        )
+        return (
+            f"cannot go back to its protection snapshot {snapshot_id}: {said}, and {stays}: "
+            "copied in full",
+            True,
+        )
 
     def _dropped(self, name: str, volume_id: str, snapshot_id: str) -> str:
         """A protection snapshot about to go without a revert (the plan deletes its volume):

@@ -14,7 +14,7 @@ from typing import Any
 
 from openstack import exceptions as os_exc
 
-from engine.errors import OpenStackError, UserError
+from engine.errors import OpenStackError, RevertRefusedError, UserError
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
@@ -358,14 +358,40 @@ def _drop_snapshot(conn: Any, snapshot: Any, timeout: float = 300.0) -> None:
 
 
 def revert(conn: Any, volume_id: str, snapshot_id: str) -> None:
-    """Put the volume back to its protection snapshot (the volume must be detached)."""
+    """Put the volume back to its protection snapshot (the volume must be detached). Raises
+    RevertRefusedError when Cinder refuses it as not the volume's latest snapshot (its 400
+    "Specified snapshot ... is None or not the latest one"), OpenStackError on other
+    failures."""
     wait_volume(conn, volume_id, "available")
     try:
         conn.block_storage.revert_volume_to_snapshot(volume_id, snapshot_id)
+    except os_exc.BadRequestException as exc:
+        error = RevertRefusedError if "not the latest" in str(exc) else OpenStackError
+        raise error(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
     wait_volume(conn, volume_id, "available")
     _wait_snapshot(conn, snapshot_id)
+
+
+def newer_snapshots(conn: Any, volume_id: str, snapshot_id: str) -> list[str]:
+    """Ids of the volume's snapshots taken after `snapshot_id` (by Cinder's created_at: a
+    backup tool's, an operator's), any status; [] when `snapshot_id` is not listed. Cinder
+    reverts a volume only to its newest snapshot (break-it 12h F2: the revert failed with 400
+    "not the latest one" at every apply). Listed and filtered here (as protection snapshots are
+    found). Raises OpenStackError."""
+
+    def listing() -> list[Any]:
+        return [
+            s for s in conn.block_storage.snapshots(details=True) if str(s.volume_id) == volume_id
+        ]
+
+    found = transient(listing, f"listing the snapshots of volume {volume_id}")
+    mine = next((s for s in found if str(s.id) == snapshot_id), None)
+    if mine is None:
+        return []
+    taken = str(mine.created_at or "")
+    return [str(s.id) for s in found if s is not mine and str(s.created_at or "") > taken]
 
 
 def snapshot_exists(conn: Any, snapshot_id: str) -> bool:
