@@ -68,11 +68,6 @@ class OpenStackError(FerryError):
     """An OpenStack call failed or a resource did not reach the expected state."""
 
 
-class RevertRefusedError(OpenStackError):
-    """Cinder refused to revert a volume to a snapshot that is not the volume's newest (one
-    taken since, outside ferry: Cinder reverts a volume only to its latest snapshot)."""
-
-
 class VSphereError(FerryError):
     """A vSphere API call failed."""
 

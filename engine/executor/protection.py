@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.addresses import Address
-from engine.errors import FerryError, RevertRefusedError
+from engine.errors import FerryError
 from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_epoch
 from engine.model.state import (
     CONVERSION_WROTE,
@@ -111,9 +111,7 @@ class Protection(CutoverBase):
         if newer:
             return newer
         volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
-        try:
-            self._revert(name, volume_id, snapshot_id)
-        except RevertRefusedError:  # a snapshot taken between the listing and the revert
+        if not self._revert(name, volume_id, snapshot_id):  # one taken since the listing
             return ["(one Cinder found newer)"]
         return []
 
@@ -167,11 +165,15 @@ class Protection(CutoverBase):
         who = written_since_protection(self._records(), name)
         return f"what {who} may have written" if who == UNCONFIRMED_SERVER else who
 
-    def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
-        compute.revert(self.ctx.conn, volume_id, snapshot_id)
+    def _revert(self, name: str, volume_id: str, snapshot_id: str) -> bool:
+        """compute.revert, the volume's content epoch moved; False: Cinder refused it (not
+        the volume's newest snapshot), nothing done."""
+        if not compute.revert(self.ctx.conn, volume_id, snapshot_id):
+            return False
         key, _ = self._disk_of(name, volume_id)
         if key is not None:
             self._new_epoch(name, key)
+        return True
 
     def _disk_of(self, name: str, volume_id: str) -> tuple[int | None, dict[str, Any]]:
         """The disk key and volume record attributes of one of the VM's volumes."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from openstack import exceptions as os_exc
 
-from engine.errors import OpenStackError, RevertRefusedError, UserError
+from engine.errors import OpenStackError, UserError
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
@@ -357,21 +357,23 @@ def _drop_snapshot(conn: Any, snapshot: Any, timeout: float = 300.0) -> None:
     conn.block_storage.wait_for_delete(snapshot, wait=int(timeout))
 
 
-def revert(conn: Any, volume_id: str, snapshot_id: str) -> None:
-    """Put the volume back to its protection snapshot (the volume must be detached). Raises
-    RevertRefusedError when Cinder refuses it as not the volume's latest snapshot (its 400
-    "Specified snapshot ... is None or not the latest one"), OpenStackError on other
-    failures."""
+def revert(conn: Any, volume_id: str, snapshot_id: str) -> bool:
+    """Put the volume back to its protection snapshot (the volume must be detached); False
+    (nothing done) when Cinder refuses it as not the volume's newest snapshot (its 400
+    "Specified snapshot ... is None or not the latest one": one taken since, outside ferry).
+    Raises OpenStackError on other failures."""
     wait_volume(conn, volume_id, "available")
     try:
         conn.block_storage.revert_volume_to_snapshot(volume_id, snapshot_id)
     except os_exc.BadRequestException as exc:
-        error = RevertRefusedError if "not the latest" in str(exc) else OpenStackError
-        raise error(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
+        if "not the latest" in str(exc):
+            return False
+        raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
     wait_volume(conn, volume_id, "available")
     _wait_snapshot(conn, snapshot_id)
+    return True
 
 
 def newer_snapshots(conn: Any, volume_id: str, snapshot_id: str) -> list[str]:
