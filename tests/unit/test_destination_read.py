@@ -16,6 +16,7 @@ from engine.planner.checks import mapped_networks
 from engine.planner.refresh import recorded_images
 from engine.providers.openstack.read import (
     fetch_images,
+    newer_snapshots,
     parse_destination,
     parse_image,
     parse_image_volumes,
@@ -102,8 +103,10 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     # every volume by id, whatever its metadata: a recorded image volume missing is gone
     assert (found.volumes, found.volume_ids) == ((), {"v9"})
     assert found.snapshot_ids is None  # not read: nothing is taken for gone
-    listed = parse_destination(raw | {"snapshots": [SimpleNamespace(id="s1")]})
-    assert listed.snapshot_ids == {"s1"}
+    snapshot = SimpleNamespace(id="s1", volume_id="v9", created_at="2026-12-01T11:00:00.000000")
+    listed = parse_destination(raw | {"snapshots": [snapshot]})
+    assert listed.snapshot_ids == {"s1"} and listed.newer_snapshots == {"s1": ()}
+    assert found.newer_snapshots is None
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
     unknown = parse_destination(raw | {"key_pairs": None, "roles": None})
     assert (unknown.key_pairs, unknown.roles) == (None, None)  # unknown: not checked
@@ -219,3 +222,23 @@ def test_the_volumes_ferry_made_from_its_images_name_their_image_and_servers() -
 )
 def test_a_server_names_the_image_it_boots_from(image: Any, found: str | None) -> None:
     assert server_image(SimpleNamespace(image=image)) == found
+
+
+def test_each_snapshot_names_its_volumes_snapshots_taken_after_it() -> None:
+    """Break-it 12h F2: Cinder reverts a volume only to its newest snapshot."""
+
+    def snap(i: str, volume: str, at: str) -> Any:
+        return SimpleNamespace(id=i, volume_id=volume, created_at=at)
+
+    listed = [
+        snap("p", "v1", "2026-12-01T11:00:00.000000"),
+        snap("nightly", "v1", "2026-12-01T11:30:00.000000"),
+        snap("old", "v1", "2026-12-01T10:00:00.000000"),
+        snap("q", "v2", "2026-12-01T12:00:00.000000"),
+    ]
+    assert newer_snapshots(listed) == {
+        "p": ("nightly",),
+        "nightly": (),
+        "old": ("p", "nightly"),
+        "q": (),
+    }
