@@ -41,7 +41,13 @@ class Protection(CutoverBase):
         outside ferry): what was written since cannot be undone, so the volume record is marked
         tainted (the next plan copies it in full) and the caller's sync copies it in full now
         (break-it 12g F1, F2: the revert failed on the gone snapshot at every apply, after the
-        power-off, the source left off). A volume gone too has nothing to undo: False."""
+        power-off, the source left off). A volume gone too has nothing to undo: False.
+
+        `deleting`: the snapshot goes without a revert; a volume something wrote since
+        (written_since_protection) is recorded tainted first, before the snapshot delete: should
+        the volume outlive this apply (its delete failed, or the apply was killed before it),
+        no later sync trusts it (break-it 12h F1: a delta went on top of the unconfirmed
+        guest's bytes, then "No changes")."""
         address = str(Address("vm", name, "conversion"))
         with self._revert_lock:  # volume syncs of one VM run in parallel
             record = self._records().get(address)
@@ -53,8 +59,11 @@ class Protection(CutoverBase):
             held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
             _, disk = self._disk_of(name, volume_id)
             fresh = held is not None and held == disk.get("change_id")
-            written = "" if deleting else self._written_since(name)
-            said, lost = self._undo(name, volume_id, str(snapshot_id), fresh, written)
+            if deleting:
+                said, lost = self._dropped(name, volume_id, str(snapshot_id)), False
+            else:
+                written = self._written_since(name)
+                said, lost = self._undo(name, volume_id, str(snapshot_id), fresh, written)
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
             attrs["protection"] = protection
             attrs["protected_change_ids"] = {
@@ -80,29 +89,74 @@ class Protection(CutoverBase):
             return "protection snapshot deleted (no conversion had changed it)", False
         if not volumes.exists(self.ctx.conn, volume_id):
             return "is gone (deleted outside ferry): nothing to revert", False
+        who = UNCONFIRMED_SERVER if UNCONFIRMED_SERVER in written else CONVERSION_WROTE
         if not compute.snapshot_exists(self.ctx.conn, snapshot_id):
-            who = UNCONFIRMED_SERVER if UNCONFIRMED_SERVER in written else CONVERSION_WROTE
-            self._taint_unreverted(name, volume_id, snapshot_id, f"what {who} wrote stays in it")
-            return (
-                f"cannot go back to its protection snapshot {snapshot_id}: it is gone from "
-                f"Cinder (deleted outside ferry), and what {who} wrote stays in it: copied in "
-                "full",
-                True,
+            gone = ("is gone", "it is gone from Cinder (deleted outside ferry)")
+            return self._unrevertable(name, volume_id, snapshot_id, gone, who)
+        newer = self._reverted_unless_newer(name, volume_id, snapshot_id)
+        if newer:
+            since = f"snapshot(s) {', '.join(newer)} of the volume taken since, outside ferry"
+            refused = f"{since}: Cinder reverts a volume only to its newest snapshot"
+            return self._unrevertable(
+                name, volume_id, snapshot_id, (f"is not its newest ({since})", refused), who
             )
-        volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
-        self._revert(name, volume_id, snapshot_id)
         said = f"back to its protection snapshot (undoing {written})"
         return said + (": it converts again" if written == CONVERSION_WROTE else ""), False
 
-    def _taint_unreverted(self, name: str, volume_id: str, snapshot_id: str, stays: str) -> None:
-        """The volume record tainted: a revert it needed cannot happen (its snapshot gone)."""
+    def _reverted_unless_newer(self, name: str, volume_id: str, snapshot_id: str) -> list[str]:
+        """Revert the volume to its protection snapshot unless snapshots of it were taken since
+        (Cinder reverts only to a volume's newest: break-it 12h F2, a backup tool's snapshot
+        made the revert fail at every apply); their ids ([]: reverted)."""
+        newer = compute.newer_snapshots(self.ctx.conn, volume_id, snapshot_id)
+        if newer:
+            return newer
+        volumes.detach(self.ctx.conn, self.a.host_for(name)[1], volume_id)
+        if not self._revert(name, volume_id, snapshot_id):  # one taken since the listing
+            return ["(one Cinder found newer)"]
+        return []
+
+    def _unrevertable(
+        self, name: str, volume_id: str, snapshot_id: str, why: tuple[str, str], who: str
+    ) -> tuple[str, bool]:
+        """A revert the volume needs cannot happen (`why`: what is recorded, what is said):
+        the volume record tainted (the next plan copies it in full); (what is said, True)."""
+        recorded, said = why
+        stays = f"what {who} wrote stays in it"
+        self._taint_unreverted(
+            name, volume_id, f"its protection snapshot {snapshot_id} {recorded} and {stays}"
+        )
+        return (
+            f"cannot go back to its protection snapshot {snapshot_id}: {said}, and {stays}: "
+            "copied in full",
+            True,
+        )
+
+    def _dropped(self, name: str, volume_id: str, snapshot_id: str) -> str:
+        """A protection snapshot about to go without a revert (the plan deletes its volume):
+        the volume record tainted first when something wrote the volume since; what is said."""
+        who = written_since_protection(self._records(), name)
+        if not who:
+            return "protection snapshot deleted (no conversion had changed it)"
+        stays = f"what {who} wrote stays in it"
+        why = f"its protection snapshot {snapshot_id} was deleted, never reverted to (the "
+        self._taint_unreverted(name, volume_id, f"{why}volume was to be deleted), and {stays}")
+        return (
+            f"protection snapshot deleted without a revert (the volume is deleted next): "
+            f"{stays}, so it is marked tainted first (copied in full should it stay)"
+        )
+
+    def _taint_unreverted(self, name: str, volume_id: str, why: str) -> None:
+        """The volume record tainted with `why` (a revert it needed will not happen), and its
+        `ferry_change_id` metadata cleared when it exists: a state rebuilt from the
+        destination must not adopt it as in sync at that changeId either."""
         key, attrs = self._disk_of(name, volume_id)
         if key is None:
             return
-        why = f"its protection snapshot {snapshot_id} is gone and {stays}"
         address = str(Address("vm", name, "disk", key))
         record = ResourceRecord(address, "volume", Status.TAINTED, {**attrs, "tainted": why})
         self.a._write([record], [])
+        if volumes.exists(self.ctx.conn, volume_id):
+            volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": ""})
 
     def _written_since(self, name: str) -> str:
         """What may have written the VM's volumes since their protection snapshots, as said in
@@ -111,11 +165,15 @@ class Protection(CutoverBase):
         who = written_since_protection(self._records(), name)
         return f"what {who} may have written" if who == UNCONFIRMED_SERVER else who
 
-    def _revert(self, name: str, volume_id: str, snapshot_id: str) -> None:
-        compute.revert(self.ctx.conn, volume_id, snapshot_id)
+    def _revert(self, name: str, volume_id: str, snapshot_id: str) -> bool:
+        """compute.revert, the volume's content epoch moved; False: Cinder refused it (not
+        the volume's newest snapshot), nothing done."""
+        if not compute.revert(self.ctx.conn, volume_id, snapshot_id):
+            return False
         key, _ = self._disk_of(name, volume_id)
         if key is not None:
             self._new_epoch(name, key)
+        return True
 
     def _disk_of(self, name: str, volume_id: str) -> tuple[int | None, dict[str, Any]]:
         """The disk key and volume record attributes of one of the VM's volumes."""

@@ -158,19 +158,27 @@ class Placement(ApplierBase):
         a killed copy left it attached (Cinder attaches it to one server at a time). Only that
         server's attachment is touched."""
         old = str(before.get(RECORDED_HOST) or "")
-        if not old or old == host_name:
+        if old == host_name or not self._detach_from(old, volume_id):
             return
-        server = self.ctx.conn.compute.find_server(old, ignore_missing=True)
-        if server is None or str(server.id) not in volumes.attached_servers(
-            self.ctx.conn, volume_id
-        ):
-            return
-        volumes.detach(self.ctx.conn, str(server.id), volume_id)
         self.ctx.say(
             Address.parse(address).name,
             f"{address}: volume {volume_id} detached from conversion host {old} (its copy was "
             f"in progress there), to be written on {host_name}",
         )
+
+    def _detach_from(self, host_name: str, volume_id: str) -> bool:
+        """Detach the volume from conversion host `host_name`'s server when it is attached
+        there (only that server's attachment is touched); whether it was. Raises
+        OpenStackError."""
+        if not host_name:
+            return False
+        server = self.ctx.conn.compute.find_server(host_name, ignore_missing=True)
+        if server is None or str(server.id) not in volumes.attached_servers(
+            self.ctx.conn, volume_id
+        ):
+            return False
+        volumes.detach(self.ctx.conn, str(server.id), volume_id)
+        return True
 
     def slot_pool(self, vm: str) -> str:
         """The walker's pool of copy slots `vm`'s disk copies take: its host's (the placed

@@ -35,6 +35,7 @@ from engine.model.state import (
 from engine.planner.diff.attachments import STALE_KEY, repair_only
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY
+from engine.providers.openstack.retry import transient
 from engine.providers.vsphere.read import changed_areas
 from engine.providers.vsphere.snapshots import DiskInfo
 from engine.units import duration, exact, human, rate
@@ -81,7 +82,7 @@ class VolumeSteps(Placement):
         if change.action in (Action.DELETE, Action.FORGET):
             if change.action is Action.DELETE and before.get("volume_id"):
                 self.check_owned(change.address, str(before["volume_id"]), "deleted")
-                self._delete_volume(str(before["volume_id"]))
+                self._delete_volume(str(before["volume_id"]), of=(change.address, before))
             self._write([], [change.address])
             return
         if before.get("volume_id"):
@@ -253,11 +254,39 @@ class VolumeSteps(Placement):
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
         self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
 
-    def _delete_volume(self, volume_id: str, status: str = "available") -> None:
-        if volumes.exists(self.ctx.conn, volume_id):
-            if status == "available":
-                volumes.wait_volume(self.ctx.conn, volume_id, "available")
-            self.ctx.conn.block_storage.delete_volume(volume_id)
+    def _delete_volume(
+        self,
+        volume_id: str,
+        status: str = "available",
+        *,
+        of: tuple[str, dict[str, Any]] = ("", {}),
+    ) -> None:
+        """Delete the volume (one gone already counts as deleted). Awaiting `available`: first
+        detached from ferry's conversion host its record names (`of`: the address and record
+        attributes; a copy killed mid-way left it attached there, break-it 12h F4: the
+        destroy waited 300 s, then failed; said in the VM's log), and
+        the snapshots ferry deleted gone (Cinder deletes them asynchronously and refuses a
+        volume with snapshots: 12h F1). Raises OpenStackError (a snapshot taken outside ferry
+        named, a wait timed out, Cinder refused)."""
+        if not volumes.exists(self.ctx.conn, volume_id):
+            return
+        if status == "available":
+            self._detach_deleted(of[0], volume_id, str(of[1].get(RECORDED_HOST) or ""))
+            volumes.wait_snapshots_gone(self.ctx.conn, volume_id)
+            volumes.wait_volume(self.ctx.conn, volume_id, "available")
+        transient(
+            lambda: self.ctx.conn.block_storage.delete_volume(volume_id),
+            f"deleting volume {volume_id}",
+        )
+
+    def _detach_deleted(self, address: str, volume_id: str, host_name: str) -> None:
+        """A volume to be deleted, detached from the conversion host `host_name` first."""
+        if address and self._detach_from(host_name, volume_id):
+            self.ctx.say(
+                Address.parse(address).name,
+                f"{address}: volume {volume_id} detached from conversion host {host_name} (a "
+                "copy interrupted there left it attached), to be deleted",
+            )
 
     def _sync(
         self,

@@ -286,3 +286,6 @@ class Destination:
     # every Cinder snapshot of the project by id (a protection snapshot the state records and
     # this lacks is gone: deleted outside ferry); None: not read
     snapshot_ids: frozenset[str] | None = None
+    # each Cinder snapshot's id -> the ids of its volume's snapshots taken after it (by
+    # created_at; Cinder reverts a volume only to its newest snapshot); None: not read
+    newer_snapshots: Mapping[str, tuple[str, ...]] | None = None

@@ -17,6 +17,7 @@ from engine.planner.checks import mapped_networks
 from engine.planner.refresh import recorded_images
 from engine.providers.openstack.read import (
     fetch_images,
+    newer_snapshots,
     parse_destination,
     parse_image,
     parse_image_volumes,
@@ -104,8 +105,10 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     # every volume by id, whatever its metadata: a recorded image volume missing is gone
     assert (found.volumes, found.volume_ids) == ((), {"v9"})
     assert found.snapshot_ids is None  # not read: nothing is taken for gone
-    listed = parse_destination(raw | {"snapshots": [SimpleNamespace(id="s1")]})
-    assert listed.snapshot_ids == {"s1"}
+    snapshot = SimpleNamespace(id="s1", volume_id="v9", created_at="2026-12-01T11:00:00.000000")
+    listed = parse_destination(raw | {"snapshots": [snapshot]})
+    assert listed.snapshot_ids == {"s1"} and listed.newer_snapshots == {"s1": ()}
+    assert found.newer_snapshots is None
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
     unknown = parse_destination(raw | {"key_pairs": None, "roles": None})
     assert (unknown.key_pairs, unknown.roles) == (None, None)  # unknown: not checked
@@ -238,3 +241,23 @@ def test_a_volume_with_a_protection_snapshot_of_ferrys_says_so() -> None:
     found = protected([volume("v1"), volume("v2")], snapshots)
     assert [v.protected_by for v in found] == ["snap-p", None]
     assert protected([volume("v1")], None)[0].protected_by is None  # snapshots not read
+
+
+def test_each_snapshot_names_its_volumes_snapshots_taken_after_it() -> None:
+    """Break-it 12h F2: Cinder reverts a volume only to its newest snapshot."""
+
+    def snap(i: str, volume: str, at: str) -> Any:
+        return SimpleNamespace(id=i, volume_id=volume, created_at=at)
+
+    listed = [
+        snap("p", "v1", "2026-12-01T11:00:00.000000"),
+        snap("nightly", "v1", "2026-12-01T11:30:00.000000"),
+        snap("old", "v1", "2026-12-01T10:00:00.000000"),
+        snap("q", "v2", "2026-12-01T12:00:00.000000"),
+    ]
+    assert newer_snapshots(listed) == {
+        "p": ("nightly",),
+        "nightly": (),
+        "old": ("p", "nightly"),
+        "q": (),
+    }

@@ -134,8 +134,9 @@ def destination(d: dict[str, Any]) -> Destination:
     (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name);
     `images` (Glance's, output: image), `image_volumes` (volume id → image metadata),
     `volumes_from_images` (the volumes ferry made from its images: what a lost state adopts) and
-    `volume_ids` (every volume of the project, by id) and `snapshot_ids` (every Cinder snapshot,
-    by id) are not read unless given."""
+    `volume_ids` (every volume of the project, by id), `snapshot_ids` (every Cinder snapshot,
+    by id) and `newer_snapshots` (snapshot id -> its volume's snapshots taken after it) are not
+    read unless given."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
     names = {
         i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
@@ -178,6 +179,11 @@ def destination(d: dict[str, Any]) -> Destination:
         ),
         volume_ids=frozenset(d["volume_ids"]) if "volume_ids" in d else None,
         snapshot_ids=frozenset(d["snapshot_ids"]) if "snapshot_ids" in d else None,
+        newer_snapshots=(
+            {k: tuple(v) for k, v in d["newer_snapshots"].items()}
+            if "newer_snapshots" in d
+            else None
+        ),
     )
 
 

@@ -147,7 +147,8 @@ def vm_changes(
     ]
     if not is_booted:  # synced in this plan: what a revert cannot undo is copied in full
         snapshots = cloud.snapshot_ids if cloud is not None else None
-        volumes = unprotected_copied_whole(vm, records, volumes, snapshots)
+        newer = cloud.newer_snapshots if cloud is not None else None
+        volumes = unprotected_copied_whole(vm, records, volumes, snapshots, newer)
     if verify and not is_booted:
         volumes = [verify_step(vm, c) for c in volumes]
     if vm.image is not None:

@@ -102,6 +102,7 @@ def unprotected_copied_whole(
     records: Mapping[str, ResourceRecord],
     changes: list[Change],
     snapshot_ids: frozenset[str] | None = None,
+    newer: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[Change]:
     """output: volume: a volume written since its protection snapshot (the conversion ran on
     it, or a server an interrupted apply booted from it may have: written_since_protection) goes
@@ -111,7 +112,10 @@ def unprotected_copied_whole(
     recorded one gone from Cinder: `snapshot_ids`, every snapshot of the project, None when not
     read) cannot be brought back by a delta: it is copied in full (break-it 12g F1, F2: the
     revert failed on the gone snapshot after the power-off at every apply, the guest's bytes
-    stayed, production off). Other changes as given."""
+    stayed, production off). So is one whose protection snapshot is not its volume's newest
+    (`newer`: snapshot id -> the ids of its volume's snapshots taken after it; None when not
+    read): Cinder reverts only to the newest (break-it 12h F2: a backup tool's snapshot made
+    the revert fail at every apply). Other changes as given."""
     who = written_since_protection(records, vm.name)
     if vm.image is not None or not who:
         return changes
@@ -127,15 +131,13 @@ def unprotected_copied_whole(
         snapshot = protection.get(volume_id)
         kept = snapshot and held.get(volume_id) == before.get("change_id")
         gone = snapshot_ids is not None and str(snapshot) not in snapshot_ids
+        since = (newer or {}).get(str(snapshot), ()) if kept and not gone else ()
         movable = change.action in (Action.NOOP, Action.UPDATE)
-        if change.kind != "volume" or not movable or before.get("converted") or (kept and not gone):
+        usable = kept and not gone and not since
+        if change.kind != "volume" or not movable or before.get("converted") or usable:
             out.append(change)
             continue
-        why = (
-            f"its protection snapshot {snapshot} is gone from Cinder (deleted outside ferry)"
-            if kept
-            else "no protection snapshot holds its last sync"
-        )
+        why = _unrevertable(str(snapshot), bool(kept), since)
         disk = disks[int(Address.parse(change.address).index or 0)]
         out.append(
             replace(
@@ -224,3 +226,15 @@ def _unconfirmed_image(
         "set mode: cutover back to finish it, or plan --destroy to delete that server and "
         "power the source back on, then replicate the VM anew",
     )
+
+
+def _unrevertable(snapshot: str, kept: bool, since: tuple[str, ...]) -> str:
+    """Why a volume written since its protection snapshot cannot be reverted to it."""
+    if not kept:
+        return "no protection snapshot holds its last sync"
+    if since:
+        return (
+            f"its protection snapshot {snapshot} is not its newest (snapshot(s) "
+            f"{', '.join(since)} taken since, outside ferry; Cinder reverts only to the newest)"
+        )
+    return f"its protection snapshot {snapshot} is gone from Cinder (deleted outside ferry)"

@@ -357,15 +357,43 @@ def _drop_snapshot(conn: Any, snapshot: Any, timeout: float = 300.0) -> None:
     conn.block_storage.wait_for_delete(snapshot, wait=int(timeout))
 
 
-def revert(conn: Any, volume_id: str, snapshot_id: str) -> None:
-    """Put the volume back to its protection snapshot (the volume must be detached)."""
+def revert(conn: Any, volume_id: str, snapshot_id: str) -> bool:
+    """Put the volume back to its protection snapshot (the volume must be detached); False
+    (nothing done) when Cinder refuses it as not the volume's newest snapshot (its 400
+    "Specified snapshot ... is None or not the latest one": one taken since, outside ferry).
+    Raises OpenStackError on other failures."""
     wait_volume(conn, volume_id, "available")
     try:
         conn.block_storage.revert_volume_to_snapshot(volume_id, snapshot_id)
+    except os_exc.BadRequestException as exc:
+        if "not the latest" in str(exc):
+            return False
+        raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
     except os_exc.SDKException as exc:
         raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
     wait_volume(conn, volume_id, "available")
     _wait_snapshot(conn, snapshot_id)
+    return True
+
+
+def newer_snapshots(conn: Any, volume_id: str, snapshot_id: str) -> list[str]:
+    """Ids of the volume's snapshots taken after `snapshot_id` (by Cinder's created_at: a
+    backup tool's, an operator's), any status; [] when `snapshot_id` is not listed. Cinder
+    reverts a volume only to its newest snapshot (break-it 12h F2: the revert failed with 400
+    "not the latest one" at every apply). Listed and filtered here (as protection snapshots are
+    found). Raises OpenStackError."""
+
+    def listing() -> list[Any]:
+        return [
+            s for s in conn.block_storage.snapshots(details=True) if str(s.volume_id) == volume_id
+        ]
+
+    found = transient(listing, f"listing the snapshots of volume {volume_id}")
+    mine = next((s for s in found if str(s.id) == snapshot_id), None)
+    if mine is None:
+        return []
+    taken = str(mine.created_at or "")
+    return [str(s.id) for s in found if s is not mine and str(s.created_at or "") > taken]
 
 
 def snapshot_exists(conn: Any, snapshot_id: str) -> bool:

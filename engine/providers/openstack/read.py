@@ -400,4 +400,23 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         snapshot_ids=(
             frozenset(str(s.id) for s in raw["snapshots"]) if "snapshots" in raw else None
         ),
+        newer_snapshots=newer_snapshots(raw["snapshots"]) if "snapshots" in raw else None,
     )
+
+
+def newer_snapshots(snapshots: list[Any]) -> dict[str, tuple[str, ...]]:
+    """Each snapshot's id -> the ids of the snapshots of the same volume taken after it (by
+    Cinder's created_at, ISO 8601 text of one format: compared as text). Cinder reverts a
+    volume only to its newest snapshot ("not the latest one", break-it 12h F2)."""
+    by_volume: dict[str, list[Any]] = {}
+    for snapshot in snapshots:
+        by_volume.setdefault(str(snapshot.volume_id), []).append(snapshot)
+    return {
+        str(s.id): tuple(
+            str(o.id)
+            for o in same
+            if o is not s and str(o.created_at or "") > str(s.created_at or "")
+        )
+        for same in by_volume.values()
+        for s in same
+    }

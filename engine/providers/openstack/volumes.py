@@ -10,6 +10,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Collection
+from types import SimpleNamespace
 from typing import Any
 
 from openstack import exceptions as os_exc
@@ -284,6 +285,52 @@ def lineages(conn: Any) -> dict[str, str]:
         }
 
     return transient(listing, "listing volumes")
+
+
+def wait_snapshots_gone(conn: Any, volume_id: str, timeout: float = 300.0) -> None:
+    """Before the volume's delete: Cinder refuses to delete a volume with snapshots (400
+    "must not ... have snapshots"), and deletes snapshots asynchronously (a deleted one stays
+    `deleting` a while: break-it 12h F1, the destroy's volume deletes failed right after its
+    protection snapshots went). Waits until none of the volume's snapshots is left; a
+    protection snapshot of ferry's still `available` (by its `ferry_protects` metadata: left
+    by an interrupted attempt) is deleted too. Snapshots are listed and filtered here (as
+    protection snapshots are found), not by a query filter. Raises OpenStackError at once
+    naming a snapshot not ferry's (Cinder would refuse the delete: someone else's backup), one
+    in error_deleting, and after `timeout` seconds one still deleting."""
+
+    def left() -> SimpleNamespace:  # wait_for's errors read a `status`
+        found = [
+            s for s in conn.block_storage.snapshots(details=True) if str(s.volume_id) == volume_id
+        ]
+        for snapshot in found:
+            ours = (snapshot.metadata or {}).get("ferry_protects") == volume_id
+            if ours and snapshot.status in ("available", "error"):
+                conn.block_storage.delete_snapshot(snapshot.id, ignore_missing=True)
+        return SimpleNamespace(status="being deleted", found=found)
+
+    def blocked(left: SimpleNamespace) -> str | None:
+        others = [s for s in left.found if s.status != "deleting"]
+        theirs = [s for s in others if (s.metadata or {}).get("ferry_protects") != volume_id]
+        if theirs:
+            ids = ", ".join(f"{s.id} ({s.name or 'no name'}, {s.status})" for s in theirs)
+            return (
+                f"volume {volume_id} has snapshot(s) taken outside ferry: {ids}; Cinder deletes "
+                "no volume with snapshots: delete them (openstack volume snapshot delete) "
+                "and apply again"
+            )
+        failed = [str(s.id) for s in others if s.status == "error_deleting"]
+        if failed:
+            return f"volume {volume_id}: Cinder failed to delete snapshot(s) {', '.join(failed)}"
+        return None
+
+    wait_for(
+        left,
+        f"volume {volume_id}'s snapshot(s)",
+        lambda left: not left.found,
+        blocked,
+        timeout=timeout,
+        stuck=lambda left: ": " + ", ".join(f"{s.id} {s.status}" for s in left.found),
+    )
 
 
 def exists(conn: Any, volume_id: str) -> bool:

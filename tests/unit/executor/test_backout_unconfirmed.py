@@ -38,14 +38,18 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     seen = SimpleNamespace(
         deleted=[], reverted=[], snapshots_deleted=[], detached=[], found=None, gone=set()
     )  # gone: the volume and snapshot ids deleted outside ferry
+    seen.metadata = []  # (volume id, metadata) written
+    seen.newer = {}  # snapshot id: the ids of its volume's snapshots taken after it
     compute, volumes = module.compute, module.volumes
     monkeypatch.setattr(compute, "delete_server", lambda _c, i: seen.deleted.append(i))
     monkeypatch.setattr(compute, "find_server", lambda _c, _u: seen.found)
-    monkeypatch.setattr(compute, "revert", lambda _c, v, s: seen.reverted.append((v, s)))
+    monkeypatch.setattr(compute, "revert", lambda _c, v, s: seen.reverted.append((v, s)) or True)
     monkeypatch.setattr(compute, "delete_snapshot", lambda _c, s: seen.snapshots_deleted.append(s))
     monkeypatch.setattr(volumes, "detach", lambda _c, h, v: seen.detached.append((h, v)))
     monkeypatch.setattr(volumes, "exists", lambda _c, v: v not in seen.gone)
     monkeypatch.setattr(compute, "snapshot_exists", lambda _c, s: s not in seen.gone)
+    monkeypatch.setattr(compute, "newer_snapshots", lambda _c, _v, s: seen.newer.get(s, []))
+    monkeypatch.setattr(volumes, "set_metadata", lambda _c, v, m: seen.metadata.append((v, m)))
     return seen
 
 
@@ -199,8 +203,56 @@ def test_a_sync_whose_protection_snapshot_is_gone_is_told_to_copy_in_full(
 def test_a_destroy_deletes_protection_without_reverting_the_volumes_it_deletes(
     store: SqliteStateStore, cloud: SimpleNamespace
 ) -> None:
-    """Break-it 12g F1 (destroy): a volume the plan deletes is never reverted first."""
+    """Break-it 12g F1 (destroy): a volume the plan deletes is never reverted first; the
+    unconfirmed server wrote it, so its record is tainted (12h F1: should the delete fail, no
+    later sync trusts it) and its metadata stops naming a changeId."""
     recorded(store, {"server_id": "srv-1"})
-    cutover = backout(store, [], {"server_id": "srv-1"})
+    said: list[str] = []
+    cutover = backout(store, said, {"server_id": "srv-1"})
     assert cutover.release_protection("web01", "vol-0", deleting=True) is False
     assert cloud.reverted == [] and cloud.snapshots_deleted == ["snap-0"]
+    assert store.read().resources[DISK].status is Status.TAINTED
+    assert cloud.metadata == [("vol-0", {"ferry_change_id": ""})]
+    assert said == [
+        "vm.web01: volume vol-0 protection snapshot deleted without a revert (the volume is "
+        "deleted next): what the unconfirmed server wrote stays in it, so it is marked tainted "
+        "first (copied in full should it stay)"
+    ]  # 12h M5: before, "(no conversion had changed it)"
+
+
+def test_a_snapshot_taken_since_outside_ferry_taints_instead_of_a_refused_revert(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12h F2 A: a backup tool's Cinder snapshot of the volume after the protection
+    snapshot: Cinder refuses the revert ("not the latest one"); before, the back-out failed on
+    it at every apply, the guest's bytes stayed. Now: no revert tried, the source back on, the
+    record tainted (the next plan copies it in full), the back-out ends."""
+    recorded(store, {"server_id": "srv-1"})
+    cloud.newer = {"snap-0": ["snap-backup"]}
+    power = fakes.Power(state="poweredOff").install(monkeypatch)
+    said: list[str] = []
+    cutover = backout(store, said, {"server_id": "srv-1"})
+    for change in cutover.a.changes.values():
+        getattr(cutover, change.kind)(change)
+    assert power.powered_on == ["ref-web01"] and cloud.reverted == []
+    assert cloud.snapshots_deleted == ["snap-0"]  # ferry's own only
+    left = store.read().resources
+    assert set(left) == {DISK} and left[DISK].status is Status.TAINTED
+    assert "snap-0 is not its newest (snapshot(s) snap-backup of the volume taken since" in str(
+        left[DISK].attributes["tainted"]
+    )
+    assert any("Cinder reverts a volume only to its newest snapshot" in line for line in said)
+
+
+def test_a_revert_cinder_refuses_as_not_the_latest_is_told_to_copy_in_full(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12h F2 B: the snapshot taken between the listing and the revert (Cinder's
+    400): the cutover's sync copies the volume in full instead of failing after the
+    power-off at every apply."""
+    recorded(store, {"server_id": "srv-1"})
+
+    monkeypatch.setattr(module.compute, "revert", lambda _c, _v, _s: False)  # Cinder's 400
+    cutover = backout(store, [], {"server_id": "srv-1"})
+    assert cutover.release_protection("web01", "vol-0") is True
+    assert store.read().resources[DISK].status is Status.TAINTED

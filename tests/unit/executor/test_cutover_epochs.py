@@ -32,11 +32,14 @@ def conversion(tool: str | None, held: str) -> ResourceRecord:
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(module.compute, "revert", lambda _c, v, s: seen.append(("revert", s)))
+    monkeypatch.setattr(
+        module.compute, "revert", lambda _c, v, s: seen.append(("revert", s)) or True
+    )
     monkeypatch.setattr(module.compute, "delete_snapshot", lambda _c, s: seen.append(("del", s)))
     monkeypatch.setattr(module.volumes, "detach", lambda _c, _h, _v: None)
     monkeypatch.setattr(module.volumes, "exists", lambda _c, _v: True)
     monkeypatch.setattr(module.compute, "snapshot_exists", lambda _c, _s: True)
+    monkeypatch.setattr(module.compute, "newer_snapshots", lambda _c, _v, _s: [])
     return seen
 
 

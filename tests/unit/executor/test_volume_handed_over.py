@@ -42,6 +42,9 @@ class BlockStorage:
         metadata = {"ferry_state": self.lineages[volume_id]} if self.lineages[volume_id] else {}
         return SimpleNamespace(id=volume_id, status="available", metadata=metadata)
 
+    def snapshots(self, details: bool = True) -> list[Any]:
+        return []  # none: the volume delete does not wait
+
     def delete_volume(self, volume_id: str) -> None:
         self.deleted.append(volume_id)
 
