@@ -88,7 +88,7 @@ def fetch_inventory(
             ],
             propSet=[pc.PropertySpec(type=t, pathSet=list(p)) for t, p in paths.items()],
         )
-        objects = collect(si, [spec], page_size)
+        objects = collect(si, [spec], page_size, collector=content.propertyCollector)
         if devices_for is not None:
             _add_devices(si, objects, list(devices_for(objects)), page_size)
         return objects

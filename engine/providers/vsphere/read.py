@@ -52,17 +52,20 @@ def retrieve(si: Any, obj_type: Any, paths: Sequence[str]) -> list[ObjectProps]:
                 vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths))
             ],
         )
-        return collect(si, [spec])
+        return collect(si, [spec], collector=content.propertyCollector)
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {exc.msg or type(exc).__name__}") from exc
     finally:
         view.Destroy()
 
 
-def collect(si: Any, specs: Sequence[Any], page_size: int = 500) -> list[ObjectProps]:
+def collect(
+    si: Any, specs: Sequence[Any], page_size: int = 500, *, collector: Any = None
+) -> list[ObjectProps]:
     """Every PropertyCollector read ferry makes: RetrievePropertiesEx of `specs` (FilterSpecs),
     continued while the server pages (`page_size` objects a page), parsed by
-    `parse_object_contents`.
+    `parse_object_contents`. `collector`: the session's PropertyCollector when the caller has
+    the ServiceContent already (else read: one more round trip).
 
     vCenter answers a read on a session it ended with HTTP 200 and every property in
     `missingSet` with a NotAuthenticated fault, no SOAP fault, so pyVmomi's stub does not log
@@ -72,7 +75,7 @@ def collect(si: Any, specs: Sequence[Any], page_size: int = 500) -> list[ObjectP
     the second answer is still not authenticated or the login fails, and as
     `parse_object_contents` does; pyVmomi's faults of the call itself pass through.
     """
-    contents = _retrieve_pages(si, specs, page_size)
+    contents = _retrieve_pages(si, specs, page_size, collector)
     if _lost_session(contents):
         log.warning("vCenter answered a property read as not authenticated: logging in again")
         try:
@@ -82,7 +85,7 @@ def collect(si: Any, specs: Sequence[Any], page_size: int = 500) -> list[ObjectP
                 f"vCenter ended ferry's session and logging in again failed: "
                 f"{getattr(exc, 'msg', '') or type(exc).__name__}"
             ) from exc
-        contents = _retrieve_pages(si, specs, page_size)
+        contents = _retrieve_pages(si, specs, page_size, collector)
         if _lost_session(contents):
             raise VSphereError(
                 "vCenter still answers property reads as not authenticated after ferry logged "
@@ -91,8 +94,8 @@ def collect(si: Any, specs: Sequence[Any], page_size: int = 500) -> list[ObjectP
     return parse_object_contents(contents)
 
 
-def _retrieve_pages(si: Any, specs: Sequence[Any], page_size: int) -> list[Any]:
-    collector = si.RetrieveContent().propertyCollector
+def _retrieve_pages(si: Any, specs: Sequence[Any], page_size: int, collector: Any) -> list[Any]:
+    collector = collector or si.RetrieveContent().propertyCollector
     options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
     result = collector.RetrievePropertiesEx(list(specs), options)
     objects: list[Any] = []
