@@ -167,13 +167,8 @@ def test_a_protection_snapshot_or_volume_gone_still_ends_the_back_out(
     ferry: the source goes back on first, the record goes, nothing raises; a volume that needed
     the revert is recorded tainted (the next plan copies it in full). Before: the conversion's
     delete failed on the gone snapshot or volume at every apply, the source stayed off."""
-    recorded(store, {"server_id": "srv-1"})
     cloud.gone = {gone}
-    power = fakes.Power(state="poweredOff").install(monkeypatch)
-    said: list[str] = []
-    cutover = backout(store, said, {"server_id": "srv-1"})
-    for change in cutover.a.changes.values():
-        getattr(cutover, change.kind)(change)
+    power, said = _back_out(store, monkeypatch)
     assert power.powered_on == ["ref-web01"] and cloud.reverted == []
     left = store.read().resources
     assert set(left) == {DISK}
@@ -227,13 +222,8 @@ def test_a_snapshot_taken_since_outside_ferry_taints_instead_of_a_refused_revert
     snapshot: Cinder refuses the revert ("not the latest one"); before, the back-out failed on
     it at every apply, the guest's bytes stayed. Now: no revert tried, the source back on, the
     record tainted (the next plan copies it in full), the back-out ends."""
-    recorded(store, {"server_id": "srv-1"})
     cloud.newer = {"snap-0": ["snap-backup"]}
-    power = fakes.Power(state="poweredOff").install(monkeypatch)
-    said: list[str] = []
-    cutover = backout(store, said, {"server_id": "srv-1"})
-    for change in cutover.a.changes.values():
-        getattr(cutover, change.kind)(change)
+    power, said = _back_out(store, monkeypatch)
     assert power.powered_on == ["ref-web01"] and cloud.reverted == []
     assert cloud.snapshots_deleted == ["snap-0"]  # ferry's own only
     left = store.read().resources
@@ -256,3 +246,15 @@ def test_a_revert_cinder_refuses_as_not_the_latest_is_told_to_copy_in_full(
     cutover = backout(store, [], {"server_id": "srv-1"})
     assert cutover.release_protection("web01", "vol-0") is True
     assert store.read().resources[DISK].status is Status.TAINTED
+
+
+def _back_out(store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    """The back-out of web01 (server srv-1 recorded, never confirmed), each change run in the
+    plan's order, the source powered off; (the power fake, the lines said)."""
+    recorded(store, {"server_id": "srv-1"})
+    power = fakes.Power(state="poweredOff").install(monkeypatch)
+    said: list[str] = []
+    cutover = backout(store, said, {"server_id": "srv-1"})
+    for change in cutover.a.changes.values():
+        getattr(cutover, change.kind)(change)
+    return power, said
