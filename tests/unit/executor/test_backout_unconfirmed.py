@@ -81,12 +81,7 @@ def backout(store: SqliteStateStore, said: list[str], before: dict[str, Any] | N
 def test_the_unconfirmed_server_goes_the_volumes_revert_and_the_source_goes_back_on(
     store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recorded(store, {"server_id": "srv-1"})
-    power = fakes.Power(state="poweredOff").install(monkeypatch)
-    said: list[str] = []
-    cutover = backout(store, said, {"server_id": "srv-1"})
-    for change in cutover.a.changes.values():
-        getattr(cutover, change.kind)(change)
+    power, said = _back_out(store, monkeypatch)
     assert cloud.deleted == ["srv-1"]
     assert cloud.detached == [("host-server", "vol-0")]
     assert cloud.reverted == [("vol-0", "snap-0")]  # convert: false, reverted all the same
