@@ -130,8 +130,9 @@ def deleted_then_cut_over_again(lab: Lab, si: Any, cutover: Path, state: Path, k
     vm = find_vm("web01")
     assert vm is not None
     conn, ref = lab.openstack("ferry-lab"), vm_ref(si, "web01")
+    server = conn.compute.get_server(killed)
     conn.compute.delete_server(killed)
-    conn.compute.wait_for_delete(conn.compute.get_server(killed), wait=300)
+    conn.compute.wait_for_delete(server, wait=300)  # fetched before: it may go at once
     power_off(si, ref, PowerOffPolicy.from_spec({"policy": "hard"}))
     plan = ferry(lab, "plan", str(cutover), "--target", WEB01, "--state", str(state))
     said = " ".join(plan.stdout.split())

@@ -60,9 +60,10 @@ def test_an_interrupted_copy_whose_volume_is_gone_starts_over_on_the_new_volume(
     assert made.returncode == 0, made.stdout + made.stderr
     conn = lab.openstack("ferry-lab")
     gone = str(records(state)[DISK]["volume_id"])
-    conn.block_storage.wait_for_status(conn.block_storage.get_volume(gone), "available")
+    volume = conn.block_storage.get_volume(gone)
+    conn.block_storage.wait_for_status(volume, "available")
     conn.block_storage.delete_volume(gone)
-    conn.block_storage.wait_for_delete(conn.block_storage.get_volume(gone))
+    conn.block_storage.wait_for_delete(volume)  # fetched before: a quick delete left none to get
 
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
     said = " ".join(plan.stdout.replace(",", "").split())
@@ -138,8 +139,9 @@ def test_a_cutover_killed_in_its_boot_then_moved_back_to_replicate_is_undone(
         # break-it 12g F1: disk 2001's protection snapshot deleted by someone (a janitor)
         gone = str(records(state)["vm.web01.conversion"]["protection"][
             records(state)[OTHER_DISK]["volume_id"]])  # fmt: skip
+        snapshot = conn.block_storage.get_snapshot(gone)
         conn.block_storage.delete_snapshot(gone)
-        conn.block_storage.wait_for_delete(conn.block_storage.get_snapshot(gone))
+        conn.block_storage.wait_for_delete(snapshot)  # fetched before: it may go at once
         back = spec_with(tmp_path, "web01", "mode: replicate\nverify: false")
         plan = ferry(lab, "plan", str(back), "--target", WEB01, "--state", str(state))
         said = " ".join(plan.stdout.split())

@@ -31,8 +31,9 @@ def cleanup(conn: Any) -> Iterator[list[tuple[str, str]]]:
     yield made
     for kind, ident in sorted(made, key=lambda m: m[0] != "server"):
         if kind == "server":
+            server = conn.compute.get_server(ident)
             conn.compute.delete_server(ident)
-            conn.compute.wait_for_delete(conn.compute.get_server(ident), wait=120)
+            conn.compute.wait_for_delete(server, wait=120)  # fetched before: it may go at once
         else:
             volumes.wait_volume(conn, ident, "available")
             conn.block_storage.delete_volume(ident)
