@@ -15,8 +15,9 @@ from typing import Any
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
+from engine.providers.openstack.read import newer_snapshots as taken_after
 from engine.providers.openstack.retry import transient
-from engine.providers.openstack.volumes import wait_volume
+from engine.providers.openstack.volumes import snapshots_of, wait_volume
 from engine.providers.openstack.waits import wait_for
 from engine.units import MiB, human
 
@@ -380,20 +381,12 @@ def newer_snapshots(conn: Any, volume_id: str, snapshot_id: str) -> list[str]:
     """Ids of the volume's snapshots taken after `snapshot_id` (by Cinder's created_at: a
     backup tool's, an operator's), any status; [] when `snapshot_id` is not listed. Cinder
     reverts a volume only to its newest snapshot (break-it 12h F2: the revert failed with 400
-    "not the latest one" at every apply). Listed and filtered here (as protection snapshots are
-    found). Raises OpenStackError."""
-
-    def listing() -> list[Any]:
-        return [
-            s for s in conn.block_storage.snapshots(details=True) if str(s.volume_id) == volume_id
-        ]
-
-    found = transient(listing, f"listing the snapshots of volume {volume_id}")
-    mine = next((s for s in found if str(s.id) == snapshot_id), None)
-    if mine is None:
-        return []
-    taken = str(mine.created_at or "")
-    return [str(s.id) for s in found if s is not mine and str(s.created_at or "") > taken]
+    "not the latest one" at every apply). The rule is the refresh's (read.newer_snapshots).
+    Raises OpenStackError."""
+    listed = transient(
+        lambda: snapshots_of(conn, volume_id), f"listing the snapshots of volume {volume_id}"
+    )
+    return list(taken_after(listed).get(snapshot_id, ()))
 
 
 def snapshot_exists(conn: Any, snapshot_id: str) -> bool:

@@ -287,6 +287,12 @@ def lineages(conn: Any) -> dict[str, str]:
     return transient(listing, "listing volumes")
 
 
+def snapshots_of(conn: Any, volume_id: str) -> list[Any]:
+    """The volume's Cinder snapshots (detailed: status, metadata, created_at), any status;
+    listed and filtered here, as protection snapshots are found, not by a query filter."""
+    return [s for s in conn.block_storage.snapshots(details=True) if str(s.volume_id) == volume_id]
+
+
 def wait_snapshots_gone(conn: Any, volume_id: str, timeout: float = 300.0) -> None:
     """Before the volume's delete: Cinder refuses to delete a volume with snapshots (400
     "must not ... have snapshots"), and deletes snapshots asynchronously (a deleted one stays
@@ -299,9 +305,7 @@ def wait_snapshots_gone(conn: Any, volume_id: str, timeout: float = 300.0) -> No
     in error_deleting, and after `timeout` seconds one still deleting."""
 
     def left() -> SimpleNamespace:  # wait_for's errors read a `status`
-        found = [
-            s for s in conn.block_storage.snapshots(details=True) if str(s.volume_id) == volume_id
-        ]
+        found = snapshots_of(conn, volume_id)
         for snapshot in found:
             ours = (snapshot.metadata or {}).get("ferry_protects") == volume_id
             if ours and snapshot.status in ("available", "error"):
