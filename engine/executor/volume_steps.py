@@ -31,6 +31,7 @@ from engine.model.state import (
     VERIFIED_WHOLE,
     ResourceRecord,
     Status,
+    resumable_delta,
 )
 from engine.planner.diff.attachments import STALE_KEY, repair_only
 from engine.providers.openstack import volumes
@@ -505,12 +506,10 @@ class VolumeSteps(Placement):
         done = int(before.get("copied_bytes") or 0)
         began = str(before.get("copy_change_id") or "")
         plain = ToCopy("delta", areas, 0, False)
-        if before.get("copy") != "delta" or before.get("tainted") or not done or not began:
+        if not resumable_delta(before, disk.change_id):
             return plain
         if disk.change_id == began:  # nothing written since that snapshot (the VM is off)
             return ToCopy("delta", areas, done, False, began=began, why=_resumed(done, 0, began))
-        if epoch(began) != epoch(str(disk.change_id)):
-            return plain
         try:
             changed = changed_areas(vm, snapshot, disk.key, disk.capacity, began)
         except ChangeTrackingError:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from engine.model.observed import epoch
+
 # A VM's records carry the instance UUID of their VM (state follows the VM, not its name)
 INSTANCE_UUID = "instance_uuid"
 # What a verified copy's sha256 covers (a volume record's last_sync.verified)
@@ -54,6 +56,18 @@ class State:
 
 UNCONFIRMED_SERVER = "the unconfirmed server"
 CONVERSION_WROTE = "the conversion"
+
+
+def resumable_delta(attrs: Mapping[str, Any], change_id: str | None) -> bool:
+    """Does an interrupted delta sync (a volume or file record's `attrs`) continue from its
+    checkpoint when the disk's changeId is now `change_id`: it recorded `copy: delta`, a
+    checkpoint and the changeId of the snapshot it read, is not tainted, and CBT can say what
+    changed since that snapshot (the same CBT epoch). The one rule of the executor's
+    VolumeSteps._resume_delta and the planner's wording."""
+    began = str(attrs.get("copy_change_id") or "")
+    if attrs.get("copy") != "delta" or attrs.get("tainted") or not attrs.get("copied_bytes"):
+        return False
+    return bool(began and change_id) and epoch(began) == epoch(change_id)
 
 
 def written_since_protection(records: Mapping[str, ResourceRecord], name: str) -> str:

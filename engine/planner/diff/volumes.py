@@ -11,7 +11,7 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status
+from engine.model.state import ResourceRecord, Status, resumable_delta
 from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import duration, exact, human, rate
 
@@ -207,9 +207,8 @@ def _interrupted_delta(disk: SourceDisk, before: Mapping[str, Any]) -> str:
     """Why an interrupted delta sync runs again: resumed at its checkpoint when CBT can say
     what changed since the snapshot it read (the executor's VolumeSteps._resume_delta), else
     redone whole."""
-    began, done = str(before.get("copy_change_id") or ""), int(before.get("copied_bytes") or 0)
-    resumable = before.get("copy") == "delta" and began and done and disk.change_id
-    if resumable and epoch(began) == epoch(str(disk.change_id)):
+    if resumable_delta(before, disk.change_id):
+        done = int(before.get("copied_bytes") or 0)
         return (
             f"resume the interrupted delta since changeId {before.get('change_id')} at "
             f"{human(done)}, after what changed since the snapshot it read"
