@@ -74,7 +74,9 @@ def test_demo_plan_json(lab: Lab, si: Any, tmp_path: Path) -> None:
     assert vms["web01"]["flavor"] == "m1.medium" and vms["db01"]["flavor"] == "m1.large"
     codes = {name: {c["code"] for c in v["concerns"]} for name, v in vms.items()}
     assert "cbt-off" in codes["win-app01"]
-    assert {"existing-snapshot", "snapshot-with-https-reader"} <= codes[BLOCKED]
+    # the refusal only: the replicate warning's "consolidate later" would contradict it (15 F7)
+    assert "snapshot-with-https-reader" in codes[BLOCKED]
+    assert "existing-snapshot" not in codes[BLOCKED]
     (refused,) = [c for c in vms[BLOCKED]["concerns"] if c["code"] == "snapshot-with-https-reader"]
     assert (
         "consolidate (delete) them first, or read this VM with source.reader: vddk"
