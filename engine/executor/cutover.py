@@ -230,7 +230,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             for v in volume_ids
         }
         attrs = {**self._attrs(change.address), **after, "protection": protection}
-        attrs |= {"protected_change_ids": held, "epochs": {}}
+        attrs |= {"protected_change_ids": held, "epochs": {}, "reverted": []}
         attrs[RECORDED_HOST] = self.a.host_for(address.name)[0]  # where it attaches, converts
         self.a._write([ResourceRecord(change.address, "conversion", Status.IN_PROGRESS, attrs)], [])
         self.ctx.say(address.name, f"{change.address}: {len(protection)} volume(s) protected")
@@ -299,9 +299,30 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         self._power_back_on(name, attrs)
         if record is not None and attrs.pop(POWERED_OFF_AT, None) is not None:
             self.a._write([replace(record, attributes=attrs)], [])
-        for volume_id in list(attrs.get("protection") or {}):
-            self.release_protection(name, volume_id, deleting=self._deleted(name, volume_id))
+        lost = [
+            volume_id
+            for volume_id in list(attrs.get("protection") or {})
+            if self.release_protection(name, volume_id, deleting=self._deleted(name, volume_id))
+        ]
         self.a._write([], [change.address])
+        unsynced = [v for v in lost if not self._synced_here(name, v)]
+        if unsynced:  # the source is on, the record gone: only these volumes stay wrong
+            raise FerryError(
+                f"{change.address}: volume(s) {', '.join(unsynced)} keep writes their gone "
+                "protection snapshots cannot undo and this plan syncs them no more: marked "
+                "tainted, the next plan copies them in full"
+            )
+
+    def _synced_here(self, name: str, volume_id: str) -> bool:
+        """This plan syncs (creates or updates) the VM's volume `volume_id`, after the
+        conversion's delete (graph.backout_before_syncs)."""
+        return any(
+            c.kind == "volume"
+            and c.action in (Action.CREATE, Action.UPDATE, Action.REPLACE)
+            and Address.parse(c.address).name == name
+            and volume_id in {(c.before or {}).get("volume_id"), (c.after or {}).get("volume_id")}
+            for c in self.a.changes.values()
+        )
 
     def _deleted(self, name: str, volume_id: str) -> bool:
         """This plan deletes (or forgets) the VM's volume `volume_id` (a destroy)."""

@@ -16,6 +16,7 @@ from engine.model.state import (
     UNCONFIRMED_SERVER,
     ResourceRecord,
     Status,
+    holds_last_sync,
     written_since_protection,
 )
 from engine.providers.openstack import compute, volumes
@@ -56,14 +57,15 @@ class Protection(CutoverBase):
             snapshot_id = protection.pop(volume_id, None)
             if record is None or snapshot_id is None:
                 return False
-            held = dict(attrs.get("protected_change_ids") or {}).pop(volume_id, None)
             _, disk = self._disk_of(name, volume_id)
-            fresh = held is not None and held == disk.get("change_id")
+            fresh = holds_last_sync(attrs, volume_id, disk.get("change_id"))
             if deleting:
                 said, lost = self._dropped(name, volume_id, str(snapshot_id)), False
             else:
                 written = self._written_since(name)
                 said, lost = self._undo(name, volume_id, str(snapshot_id), fresh, written)
+                if fresh and not lost:  # back at its last sync: no full copy for the writer
+                    attrs["reverted"] = [*(attrs.get("reverted") or ()), volume_id]
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
             attrs["protection"] = protection
             attrs["protected_change_ids"] = {
@@ -127,7 +129,7 @@ class Protection(CutoverBase):
         )
         return (
             f"cannot go back to its protection snapshot {snapshot_id}: {said}, and {stays}: "
-            "copied in full",
+            "marked tainted, it is copied in full (never a delta onto it)",
             True,
         )
 
@@ -202,9 +204,11 @@ class Protection(CutoverBase):
         attrs = self._attrs(address)
         written = self._written_since(name) or CONVERSION_WROTE
         for volume_id, snapshot_id in (attrs.pop("protection", None) or {}).items():
-            said, _ = self._undo(name, volume_id, str(snapshot_id), True, written)
+            said, lost = self._undo(name, volume_id, str(snapshot_id), True, written)
             if not said.startswith("back to"):
                 self.ctx.say(name, f"{Address('vm', name)}: volume {volume_id} {said}")
+            if not lost:  # kept below while the source is off: the next plan reads it
+                attrs["reverted"] = [*(attrs.get("reverted") or ()), volume_id]
             compute.delete_snapshot(self.ctx.conn, str(snapshot_id))
         attrs.pop("epochs", None)
         if attrs.get(POWERED_OFF_AT) and record is not None:  # kept until settled

@@ -67,6 +67,12 @@ def _resumed(done: int, rewrite: int, began: str) -> str:
     )
 
 
+def _tainted_since(why: object) -> str:
+    """The line of a volume whose record was marked tainted after the plan was made (a revert
+    it needed failed in this apply's back-out, say): never a delta or a resume onto it."""
+    return f"the volume is marked tainted ({why}): a full copy, not the planned delta"
+
+
 class VolumeSteps(Placement):
     """The Applier's volume steps (see the module)."""
 
@@ -479,6 +485,8 @@ class VolumeSteps(Placement):
         stored = before.get("change_id")
         volume_known = bool(before.get("volume_id"))
         full = (change.after or {}).get("copy") == "full"  # e.g. the disk grew: CBT untrusted
+        if before.get("tainted") and volume_known:
+            return ToCopy("full", None, 0, False, why=_tainted_since(before["tainted"]))
         if change.action is Action.UPDATE and stored and disk.change_id and not full:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))

@@ -70,6 +70,25 @@ def resumable_delta(attrs: Mapping[str, Any], change_id: str | None) -> bool:
     return bool(began and change_id) and epoch(began) == epoch(change_id)
 
 
+def holds_last_sync(conversion: Mapping[str, Any], volume_id: str, change_id: object) -> bool:
+    """Does the protection snapshot of `volume_id` (a conversion record's attributes) hold the
+    volume's last sync: the changeId recorded when it was taken is still the volume record's
+    `change_id` (no sync wrote the volume since; a revert to it erases nothing a sync wrote).
+    The one rule of the executor's release_protection and the planner's back-out wording and
+    full copies (engine.planner.diff.backout)."""
+    held = dict(conversion.get("protected_change_ids") or {}).get(volume_id)
+    return held is not None and held == change_id
+
+
+def reverted_since(conversion: Mapping[str, Any], volume_id: str) -> bool:
+    """Was `volume_id` brought back to its last sync after what wrote it since its protection
+    snapshot (reverted to it, or released with nothing to undo) by an apply that then failed or
+    was killed: the conversion record's `reverted` (emptied by the next protection). Such a
+    volume needs no full copy for what written_since_protection names (break-it 12h M2: a
+    volume reverted and delta-synced was copied in full at every later re-run)."""
+    return volume_id in (conversion.get("reverted") or ())
+
+
 def written_since_protection(records: Mapping[str, ResourceRecord], name: str) -> str:
     """What wrote VM `name`'s volumes since their protection snapshots, by its records ("" when
     nothing did): UNCONFIRMED_SERVER, a server an interrupted apply booted from them (its record

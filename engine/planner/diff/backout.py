@@ -25,7 +25,13 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import ObservedServer
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status, written_since_protection
+from engine.model.state import (
+    ResourceRecord,
+    Status,
+    holds_last_sync,
+    reverted_since,
+    written_since_protection,
+)
 from engine.planner.diff.common import CUTOVER_MODES, UNCONFIRMED, backs_out
 from engine.planner.diff.cutover import moment, server_of, source_left_off
 from engine.planner.diff.volumes import full_bytes, full_reason
@@ -69,10 +75,11 @@ def _reverts(
     the server, its conversion record says server_ran)."""
     if not written_since_protection(records, vm.name):
         return False
-    held = dict(conversion.attributes.get("protected_change_ids") or {})
     prefix = f"vm.{vm.name}.disk["
     return any(
-        held.get(str(r.attributes.get("volume_id"))) == r.attributes.get("change_id")
+        holds_last_sync(
+            conversion.attributes, str(r.attributes.get("volume_id")), r.attributes["change_id"]
+        )
         for address, r in records.items()
         if r.kind == "volume" and address.startswith(prefix) and r.attributes.get("change_id")
     )
@@ -122,18 +129,17 @@ def unprotected_copied_whole(
     conversion = records.get(str(Address("vm", vm.name, "conversion")))
     attrs = conversion.attributes if conversion else {}
     protection = dict(attrs.get("protection") or {})
-    held = dict(attrs.get("protected_change_ids") or {})
     disks = {d.key: d for d in vm.source.disks}
     out = []
     for change in changes:
         before: dict[str, Any] = dict(change.before or {})
-        volume_id = before.get("volume_id")
+        volume_id = str(before.get("volume_id"))
         snapshot = protection.get(volume_id)
-        kept = snapshot and held.get(volume_id) == before.get("change_id")
+        kept = snapshot and holds_last_sync(attrs, volume_id, before.get("change_id"))
         gone = snapshot_ids is not None and str(snapshot) not in snapshot_ids
         since = (newer or {}).get(str(snapshot), ()) if kept and not gone else ()
         movable = change.action in (Action.NOOP, Action.UPDATE)
-        usable = kept and not gone and not since
+        usable = (kept and not gone and not since) or reverted_since(attrs, volume_id)
         if change.kind != "volume" or not movable or before.get("converted") or usable:
             out.append(change)
             continue

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.errors import FerryError
 from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
@@ -140,6 +141,9 @@ def test_a_sync_with_a_server_record_in_progress_reverts_without_a_conversion(
     cutover = backout(store, [], {"server_id": "srv-1"})
     cutover.release_protection("web01", "vol-0")
     assert cloud.reverted == [("vol-0", "snap-0")]
+    # break-it 12h M2: should this apply fail later, the next plan knows the volume is back at
+    # its last sync (no full copy for what the server wrote: model.state.reverted_since)
+    assert store.read().resources[CONVERSION].attributes["reverted"] == ["vol-0"]
 
 
 def test_a_sync_after_a_failed_cutover_without_conversion_does_not_revert(
@@ -160,10 +164,13 @@ def test_a_protection_snapshot_or_volume_gone_still_ends_the_back_out(
 ) -> None:
     """Break-it 12g F1, F4: the protection snapshot (or the volume with it) deleted outside
     ferry: the source goes back on first, the record goes, nothing raises; a volume that needed
-    the revert is recorded tainted (the next plan copies it in full). Before: the conversion's
-    delete failed on the gone snapshot or volume at every apply, the source stayed off."""
+    the revert is recorded tainted (the next plan copies it in full) and, as this plan syncs it
+    no more, the step fails saying so (12h M1: it said "copied in full", exit 0). Before: the
+    conversion's delete failed on the gone snapshot or volume at every apply, the source
+    stayed off."""
     cloud.gone = {gone}
-    power, said = _back_out(store, monkeypatch)
+    failed: list[str] = []
+    power, said = _back_out(store, monkeypatch, failed)
     assert power.powered_on == ["ref-web01"] and cloud.reverted == []
     left = store.read().resources
     assert set(left) == {DISK}
@@ -173,8 +180,13 @@ def test_a_protection_snapshot_or_volume_gone_still_ends_the_back_out(
             left[DISK].attributes["tainted"]
         )
         assert any("cannot go back to its protection snapshot snap-0" in line for line in said)
+        assert failed == [
+            "vm.web01.conversion: volume(s) vol-0 keep writes their gone protection snapshots "
+            "cannot undo and this plan syncs them no more: marked tainted, the next plan "
+            "copies them in full"
+        ]
     else:
-        assert left[DISK].status is Status.READY
+        assert left[DISK].status is Status.READY and failed == []
 
 
 def test_a_sync_whose_protection_snapshot_is_gone_is_told_to_copy_in_full(
@@ -218,7 +230,9 @@ def test_a_snapshot_taken_since_outside_ferry_taints_instead_of_a_refused_revert
     it at every apply, the guest's bytes stayed. Now: no revert tried, the source back on, the
     record tainted (the next plan copies it in full), the back-out ends."""
     cloud.newer = {"snap-0": ["snap-backup"]}
-    power, said = _back_out(store, monkeypatch)
+    failed: list[str] = []
+    power, said = _back_out(store, monkeypatch, failed)
+    assert len(failed) == 1 and "volume(s) vol-0 keep writes" in failed[0]
     assert power.powered_on == ["ref-web01"] and cloud.reverted == []
     assert cloud.snapshots_deleted == ["snap-0"]  # ferry's own only
     left = store.read().resources
@@ -243,13 +257,37 @@ def test_a_revert_cinder_refuses_as_not_the_latest_is_told_to_copy_in_full(
     assert store.read().resources[DISK].status is Status.TAINTED
 
 
-def _back_out(store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+def _back_out(
+    store: Any, monkeypatch: pytest.MonkeyPatch, failed: list[str] | None = None
+) -> tuple[Any, list[str]]:
     """The back-out of web01 (server srv-1 recorded, never confirmed), each change run in the
-    plan's order, the source powered off; (the power fake, the lines said)."""
+    plan's order, the source powered off; (the power fake, the lines said). `failed`: where
+    the FerryErrors of the steps go (None: a step that raises fails the test)."""
     recorded(store, {"server_id": "srv-1"})
     power = fakes.Power(state="poweredOff").install(monkeypatch)
     said: list[str] = []
     cutover = backout(store, said, {"server_id": "srv-1"})
     for change in cutover.a.changes.values():
-        getattr(cutover, change.kind)(change)
+        try:
+            getattr(cutover, change.kind)(change)
+        except FerryError as exc:
+            if failed is None:
+                raise
+            failed.append(str(exc))
     return power, said
+
+
+def test_a_back_out_whose_plan_syncs_the_unrevertable_volume_ends_without_an_error(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same gone snapshot, the plan with a delta sync of the volume after the conversion's
+    delete (the source changed): the record is tainted, the step ends, and the sync (its own
+    test: test_resume_delta) copies the volume in full."""
+    recorded(store, {"server_id": "srv-1"})
+    fakes.Power(state="poweredOff").install(monkeypatch)
+    cloud.gone = {"snap-0"}
+    cutover = backout(store, [], {"server_id": "srv-1"})
+    sync = Change(DISK, "volume", Action.UPDATE, "delta", {"volume_id": "vol-0"}, {})
+    cutover.a.changes[DISK] = sync
+    cutover.conversion(cutover.a.changes[CONVERSION])
+    assert store.read().resources[DISK].status is Status.TAINTED

@@ -62,7 +62,6 @@ def test_nothing_written_since_resumes_without_a_rewrite(tmp_path: Path, cbt: li
     ("changed", "why"),
     [
         ({"copy": None}, "a delta that completed (its record says no copy)"),
-        ({"tainted": "verification failed"}, "a tainted record"),
         ({"copied_bytes": 0}, "no checkpoint yet"),
         ({"copy_change_id": None}, "a record of an older ferry"),
         ({"copy_change_id": "52 bb/3"}, "CBT reset since the killed delta's snapshot"),
@@ -74,3 +73,18 @@ def test_otherwise_the_whole_delta_from_0(
     before = {k: v for k, v in {**INTERRUPTED, **changed}.items() if v is not None}
     what = _what(tmp_path, before)
     assert what == ToCopy("delta", DELTA, 0, False), why
+
+
+def test_a_record_tainted_after_the_plan_is_copied_in_full_not_by_its_delta(
+    tmp_path: Path, cbt: list[str]
+) -> None:
+    """Break-it 12h M1's kind: a saved back-out plan (a delta after the conversion's delete),
+    the protection snapshot deleted by hand before the apply: the revert cannot happen, the
+    conversion's delete marks the volume tainted, and the delta the plan holds would go on
+    top of the unconfirmed guest's writes, then READY. A tainted record is never a delta or a
+    resume: a full copy from 0 onto the volume's bytes (not assumed zero)."""
+    why = "its protection snapshot snap-0 is gone and what the unconfirmed server wrote stays"
+    what = _what(tmp_path, {**INTERRUPTED, "tainted": why})
+    assert (what.kind, what.areas, what.start_at, what.dst_is_zero) == ("full", None, 0, False)
+    assert what.why == (f"the volume is marked tainted ({why}): a full copy, not the planned delta")
+    assert cbt == []
