@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any
 
-from engine.cli.interrupt import STOPPED, Interrupt, ending_on, say_interrupted
+from engine.cli.interrupt import STOPPED, Interrupt, check, ending_on, say_interrupted
 
 # the commands that change nothing before their walk: SIGTERM and SIGHUP end them as Ctrl-C
 # does (a destroy is `plan --destroy`, then apply); every other keeps their default
@@ -49,14 +49,19 @@ def _run(ending: tuple[int, ...] = ()) -> int:
     second signal while it does is ignored (it would cut the unwinding short with a
     traceback)."""
     Interrupt.seen = ""
-    with ending_on(signal.SIGINT, *ending):
-        try:
-            from engine.cli import commands  # noqa: PLC0415 (seconds: after the handlers)
+    try:
+        with ending_on(signal.SIGINT, *ending):
+            try:
+                from engine.cli import commands  # noqa: PLC0415 (seconds: after the handlers)
 
-            code = commands.run()
-        except KeyboardInterrupt:
-            code = STOPPED
-            Interrupt.seen = Interrupt.seen or "Ctrl-C"
+                check()
+                code = commands.run()
+            except KeyboardInterrupt:
+                code = STOPPED
+                Interrupt.seen = Interrupt.seen or "Ctrl-C"
+    except KeyboardInterrupt:  # one came while the handlers were being installed
+        code = STOPPED
+        Interrupt.seen = Interrupt.seen or "Ctrl-C"
     if Interrupt.seen and code == STOPPED:
         say_interrupted(Interrupt.seen)
     return code

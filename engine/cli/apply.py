@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.interrupt import STOPPED, ending_on
+from engine.cli.interrupt import STOPPED, check, ending_on
 from engine.cli.plan import (
     AdoptLineageOption,
     StateOption,
@@ -540,6 +540,7 @@ def run_plan(
         )
         walker = _walker(plan, spec, applier, parallelism)
         walker.run = _observed(applier, events, walker.stop)  # a state lost for good stops it
+        check()  # a signal before the walk that a library swallowed: no step starts
         with _stop_on_signals(
             walker, applier.ctx.stop, events, console, applier.unsettled, applier.cutover.gate
         ):

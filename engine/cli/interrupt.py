@@ -46,8 +46,8 @@ def ending_on(*signums: int) -> Iterator[None]:
     """Within the block, each of `signums` ends the command as Ctrl-C does (Interrupt.handle:
     KeyboardInterrupt). After it, their previous handlers are back, unless one came: then they
     stay ignored while the command exits (a second one would cut the unwinding short)."""
+    Interrupt.handled += signums  # first: one coming while they are installed ignores the rest
     previous = {s: signal.signal(s, Interrupt.handle) for s in signums}
-    Interrupt.handled += signums
     try:
         yield
     finally:
@@ -58,6 +58,16 @@ def ending_on(*signums: int) -> Iterator[None]:
         if not Interrupt.seen:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt again when a signal came (Interrupt.seen) whose KeyboardInterrupt
+    something swallowed (a library's bare `except:` while it was imported, or in a retry
+    loop): the command ends at the next check instead of going on with its signals ignored
+    (break-it 12h M6: a SIGTERM 0.3 s into `ferry plan` not honoured). Called where nothing
+    is changed yet: after the commands' import, before a plan is shown, before the walk."""
+    if Interrupt.seen:
+        raise KeyboardInterrupt
 
 
 def interrupted_line(seen: str) -> str:

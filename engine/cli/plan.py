@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from engine.addresses import Address
 from engine.cli.console import make_console
-from engine.cli.interrupt import ending_on
+from engine.cli.interrupt import check, ending_on
 from engine.diagnostics import Severity, has_errors
 from engine.errors import InvalidSpecError, UserError
 from engine.model.desired import ConcernLevel
@@ -146,6 +146,7 @@ def plan(
             verify=verify,
             adopt_lineages=lineages(adopt_lineage),
         )
+        check()  # a signal in the refresh that a library swallowed: nothing shown or saved
         sealed = ""
         if out is not None and has_errors(result.diagnostics):
             typer.echo(f"error: the plan has errors: not saved to {out}", err=True)
