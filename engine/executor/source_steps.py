@@ -19,8 +19,14 @@ from engine.executor.applier_base import SNAPSHOT_PREFIX
 from engine.executor.seams import LabSources
 from engine.executor.source import nic_differences, planned_nics
 from engine.executor.volume_steps import VolumeSteps
-from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION, SourceNic, ferry_made
-from engine.model.plan import Action, Change
+from engine.model.observed import (
+    CONSOLIDATE,
+    SYNC_SNAPSHOT_DESCRIPTION,
+    SourceNic,
+    consolidation_needed,
+    ferry_made,
+)
+from engine.model.plan import Action, Change, Plan
 from engine.model.state import (
     INSTANCE_UUID,
     ResourceRecord,
@@ -66,9 +72,11 @@ class SourceSteps(VolumeSteps):
         self.host_for(name)  # raises AgentError: the VM cannot be re-placed
         vm = self._vm(name)
         self._remove_leftovers(name, vm)
-        self._check_own_snapshots(name, vm)
+        before = self._check_own_snapshots(name, vm)
         devices = fetch_property(self.ctx.si, vm, "config.hardware.device")
         self._check_source(name, devices)
+        # before the snapshot and any power-off: what the plan saw, or a delta left since
+        self._check_base_disks(name, parse_disks(list(devices or [])), len(before))
         with self.ctx.lock:
             self.ctx.source_checked[name] = None
         power = (change.after or {}).get("power_off")
@@ -104,6 +112,9 @@ class SourceSteps(VolumeSteps):
         # graceful shutdown's minutes say, froze the base extent before ferry's (break-it 15 F1)
         self._check_own_snapshots(name, vm, trees)
         self._check_disks(name, list(disks.values()))  # what changed in between (removed after)
+        # what ferry's snapshot froze is what the reader reads, over the snapshots below it
+        below = [t for t in trees if t.snapshot._moId != snapshot._moId]
+        self._check_base_disks(name, list(disks.values()), len(below))
 
     def _probe_reader(self, name: str, vm: Any, disks: list[DiskInfo]) -> None:
         """The reader can open the cutover's disks (Sources.probe: the https reader's HEAD on
@@ -117,7 +128,29 @@ class SourceSteps(VolumeSteps):
                 "as it was"
             ) from exc
 
-    def _check_own_snapshots(self, name: str, vm: Any, trees: list[Any] | None = None) -> None:
+    def _check_base_disks(self, name: str, disks: list[DiskInfo], snapshots: int) -> None:
+        """A reader of the base extent reads the disk only when no delta disk that no snapshot
+        owns sits above the base disk: `disks` (the VM's, before ferry's snapshot; then those
+        ferry's snapshot froze, which the copy reads) run on at most `snapshots` delta disks
+        (the snapshots below them), the plan's rule (consolidation_needed). A backup that
+        failed since the plan, or an orphaned delta below ferry's leftover snapshot (break-it
+        15b N2), would have the copy read a -delta.vmdk as the disk. Checked before any power-
+        off and before any byte is read. Raises SourceChangedError naming each disk and the
+        delta disk it runs on."""
+        reader = _base_extent_reader(self.plan, self.ctx.sources, name)
+        stale = [d for d in disks if consolidation_needed(len(d.parents), snapshots)]
+        if reader is None or not stale:
+            return
+        found = "; ".join(
+            f"disk {d.key} runs on {d.file_name}, a delta disk over {d.parents[-1]}" for d in stale
+        )
+        raise SourceChangedError(
+            f"{Address('vm', name)}: {found}, which no snapshot owns (vSphere: consolidation "
+            f"needed): the {reader} reader would read a delta file as the disk; {CONSOLIDATE}, "
+            "then run `ferry plan` again"
+        )
+
+    def _check_own_snapshots(self, name: str, vm: Any, trees: list[Any] | None = None) -> list[Any]:
         """A reader of the base extent (https; datastore_path on a real datastore) reads the
         VM's disk at ferry's snapshot only when that snapshot is the VM's only one: a snapshot
         someone took since the plan (a backup job, between `plan --out` and apply) freezes the
@@ -126,11 +159,11 @@ class SourceSteps(VolumeSteps):
         off, and again once ferry's snapshot is taken (`trees`: the VM's snapshots then): one
         taken in between, during a graceful shutdown's minutes, froze the base extent before
         ferry's (break-it 15 F1: a cutover's server booted without the guest's last 4 MiB,
-        verified, exit 0). Raises SourceChangedError naming the snapshots."""
-        reader = next((v.reader for v in self.plan.vms if v.name == name), "")
-        lab_files = isinstance(self.ctx.sources, LabSources)  # each snapshot's own copy
-        if reader != "https" and (reader != "datastore_path" or lab_files):
-            return
+        verified, exit 0). Returns the snapshot trees checked ([] for another reader: none read).
+        Raises SourceChangedError naming the snapshots."""
+        reader = _base_extent_reader(self.plan, self.ctx.sources, name)
+        if reader is None:
+            return []
         if trees is None:
             trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
         other = [
@@ -143,6 +176,7 @@ class SourceSteps(VolumeSteps):
                 "(delete) them, or read this VM with source.reader: vddk, then run `ferry plan` "
                 "again"
             )
+        return trees
 
     def _check_source_once(self, name: str) -> None:
         """The VM's disks and NICs checked against the plan before its first cutover step
@@ -293,6 +327,16 @@ class SourceSteps(VolumeSteps):
             ),
             None,
         )
+
+
+def _base_extent_reader(plan: Plan, sources: Any, name: str) -> str | None:
+    """The reader of VM `name` when it reads its disks' base extents (https; datastore_path on
+    a real datastore, not the lab's per-snapshot files), else None."""
+    reader = next((v.reader for v in plan.vms if v.name == name), "")
+    lab_files = isinstance(sources, LabSources)  # each snapshot's own copy
+    if reader == "https" or (reader == "datastore_path" and not lab_files):
+        return reader
+    return None
 
 
 def _walk_snapshots(info: Any) -> list[Any]:

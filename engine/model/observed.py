@@ -34,6 +34,25 @@ class SourceDisk:
     allocated: int | None = None  # bytes on the datastore (layoutEx); None: unknown
     backing: str | None = None  # flat, sparse, se_sparse, rdm, ... (backing_format); None: unknown
     controller: str | None = None  # its controller type, e.g. ParaVirtualSCSIController
+    deltas: int = 0  # delta disks its backing runs on (backing.parent links); 0: the base disk
+    datastore_type: str | None = None  # its datastore's summary.type: VMFS, NFS, vsan, VVOL...
+
+
+def consolidation_needed(deltas: int, snapshots: int) -> bool:
+    """vSphere's "consolidation needed": a disk runs on more delta disks (`deltas`, the links of
+    its backing's parent chain) than the VM has snapshots (`snapshots`; each snapshot adds one
+    delta to the disks it freezes), so a delta no snapshot owns sits between the base disk and
+    the VM's current state (a failed backup's or snapshot removal's leftover). A reader of the
+    base extent (https, datastore_path) would then read an older disk or a delta file as the
+    disk (break-it 15 F2, 15b N2). The plan checks the live disks against the VM's snapshots,
+    the apply the disks ferry's snapshot froze against the snapshots it was taken on top of."""
+    return deltas > snapshots
+
+
+CONSOLIDATE = (
+    "consolidate the VM's disks (vSphere client: Snapshots > Consolidate), or read this VM "
+    "with source.reader: vddk"
+)
 
 
 @dataclass(frozen=True)

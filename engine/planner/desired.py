@@ -27,12 +27,14 @@ from engine.model.desired import (
     ImageOutput,
 )
 from engine.model.observed import (
+    CONSOLIDATE,
     Destination,
     Flavor,
     Inventory,
     SourceDisk,
     SourceSnapshot,
     SourceVM,
+    consolidation_needed,
 )
 from engine.planner import image_properties as nova
 from engine.spec.validate import reader_of
@@ -641,53 +643,63 @@ READERS = ("vddk", "https", "datastore_path")
 
 
 # backings the base-extent readers read (flat) or that disk_concerns refuses anyway (rdm)
-FLAT_OR_REFUSED = frozenset({None, "flat", "rdm"})
+FLAT_OR_REFUSED = frozenset({None, "flat", "flat_delta", "rdm"})
+# datastores that keep disks as objects, not -flat.vmdk files (summary.type → its name)
+OBJECT_DATASTORES = {"vsan": "vSAN", "VVOL": "vVols"}
 
 
-def _not_flat(disk: SourceDisk, reader: str) -> Concern:
-    """A disk whose bytes are not one flat extent (sparse, SE sparse, a raw disk): the https and
-    datastore_path readers would read the wrong file, so the VM is refused."""
-    who = "the https reader" if reader == "https" else reader
+def _who(reader: str) -> str:
+    return "the https reader" if reader == "https" else reader
+
+
+def _not_flat(disk: SourceDisk, reader: str) -> Concern | None:
+    """A disk whose bytes are not one flat extent file (sparse, SE sparse, a raw disk; any disk
+    on a vSAN or vVols datastore, which has no -flat.vmdk file: break-it 15b N4): the https and
+    datastore_path readers would read the wrong file or none, so the VM is refused. None for
+    a disk they can read."""
+    kind = OBJECT_DATASTORES.get(disk.datastore_type or "")
+    if kind is not None:
+        why = f"disk {disk.key} is on {kind} datastore {disk.datastore}, which has no flat extent"
+    elif disk.backing not in FLAT_OR_REFUSED:
+        why = f"disk {disk.key}'s backing is {disk.backing}, not a flat extent"
+    else:
+        return None
     return _error(
         "https-reader-non-flat-disk" if reader == "https" else "datastore-path-non-flat-disk",
-        f"disk {disk.key}'s backing is {disk.backing}, not a flat extent (-flat.vmdk): {who} "
-        "reads flat extents only; read this VM with source.reader: vddk",
+        f"{why} (-flat.vmdk): {_who(reader)} reads flat extents only; read this VM with "
+        "source.reader: vddk",
     )
 
 
 def _consolidation_needed(keys: list[int], reader: str) -> Concern:
-    """Disks that run on a delta link of a snapshot chain while the VM has no snapshot (a
-    failed backup's leftover: vSphere's "consolidation needed"): the base-extent readers would
-    read the -delta.vmdk (sparse format) as the disk (break-it 15 F2), so the VM is refused."""
-    who = "the https reader" if reader == "https" else reader
+    """Disks that run on more delta disks than the VM has snapshots (`consolidation_needed`: a
+    failed backup's leftover, vSphere's "consolidation needed"), with or without snapshots of
+    ferry's on top (break-it 15b N2): the base-extent readers would read a -delta.vmdk (sparse
+    format) as the disk (break-it 15 F2), so the VM is refused."""
     disks = ", ".join(map(str, keys))
     return _error(
         "consolidation-needed",
-        f"disk(s) {disks} run on a delta disk while the VM has no snapshot (vSphere: "
-        f"consolidation needed): {who} would read the delta file as the disk; consolidate the "
-        "VM's disks first (vSphere client: Snapshots > Consolidate), or read this VM with "
-        "source.reader: vddk",
+        f"disk(s) {disks} run on more delta disks than the VM has snapshots (vSphere: "
+        f"consolidation needed): {_who(reader)} would read a delta file as the disk; "
+        f"{CONSOLIDATE}",
     )
 
 
 def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     """What the way disks are read asks of a VM: the https reader and a datastore mount read
     the disk's base extent, which is the VM's disk at ferry's snapshot only when that snapshot
-    is the VM's only one (the lab's files are each snapshot's own copy: no such limit), and
-    only when the disk is a flat one (not sparse, SE sparse or a raw disk)."""
+    is the VM's only one (the lab's files are each snapshot's own copy: no such limit) and no
+    delta disk no snapshot owns sits above it (consolidation_needed), and only when the disk
+    is a flat one (not sparse, SE sparse or a raw disk, nor on a vSAN or vVols datastore)."""
     reader = reader_of(spec)
     source = spec.get("source") or {}
     base_extent = reader == "https" or (reader == "datastore_path" and not source.get("lab_dir"))
     if not base_extent:
         return []
-    out = [
-        _not_flat(disk, reader)
-        for disk in vm.disks
-        if disk.backing not in FLAT_OR_REFUSED | {"flat_delta"}
-    ]
+    out = [found for disk in vm.disks if (found := _not_flat(disk, reader)) is not None]
     other = [s.name for s in vm.snapshots if not s.ferry_made]
-    deltas = [d.key for d in vm.disks if d.backing == "flat_delta"]
-    if deltas and not vm.snapshots:  # a chain without snapshots: vSphere's consolidation needed
+    deltas = [d.key for d in vm.disks if consolidation_needed(d.deltas, len(vm.snapshots))]
+    if deltas:
         out.append(_consolidation_needed(deltas, reader))
     if not other:
         return out

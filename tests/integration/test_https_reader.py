@@ -112,10 +112,11 @@ def _other_ca(tmp_path: Path) -> Path:
 
 def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     """web01 disk 2001 (1 GiB, thin) with a snapshot taken here: /folder answers 401 without the
-    session cookie, 206 with Content-Range to a range request, 404 for another datacenter's
-    dcPath; a guest write after the snapshot leaves the served extent equal to the snapshot's
-    frozen copy; nbdkit's curl plugin reads it with the cookie on no argv, and refuses a server
-    the CA does not vouch for."""
+    session cookie, 206 with Content-Range to a range request, 404 for a dcPath other than the
+    datacenter's inventory path (break-it 15b N5: any path ending in /DC0 was served); a guest
+    write after the snapshot leaves the served extent equal to the snapshot's frozen copy;
+    nbdkit's curl plugin reads it with the cookie on no argv, and refuses a server the CA does
+    not vouch for."""
     target = target_from_env(lab.env())
     assert target.cafile is not None
     si = connect(target)
@@ -135,8 +136,11 @@ def test_folder_serves_the_frozen_base_extent(lab: Lab, tmp_path: Path) -> None:
     head = _get(url, target.cafile, cookie, tmp_path, ranges="1048576-2097151")
     assert head[0].startswith("http/1.1 206"), head
     assert f"content-range: bytes 1048576-2097151/{disk.capacity}" in head, head
-    elsewhere = url.replace("dcPath=DC0", "dcPath=DC9")
-    assert _get(elsewhere, target.cafile, cookie, tmp_path)[0].startswith("http/1.1 404")
+    for elsewhere in ("DC9", "Wrong%2FPath%2FDC0"):  # DC0's inventory path only
+        wrong_dc = url.replace("dcPath=DC0", f"dcPath={elsewhere}")
+        assert _get(wrong_dc, target.cafile, cookie, tmp_path)[0].startswith("http/1.1 404")
+    rooted = url.replace("dcPath=DC0", "dcPath=%2FDC0")  # as govmomi sends it (InventoryPath)
+    assert _get(rooted, target.cafile, cookie, tmp_path, "0-0")[0].startswith("http/1.1 206")
     _probe_before_a_power_off(lab, si, vm, disk, tmp_path)
 
     task = vm.CreateSnapshot_Task("test-https-reader", "", False, False)

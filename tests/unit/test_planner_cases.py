@@ -67,6 +67,9 @@ def hydrate_vm(v: dict[str, Any]) -> SourceVM:
             allocated=int(d["allocated_mib"] * 2**20) if "allocated_mib" in d else None,
             backing=d.get("backing"),
             controller=d.get("controller"),
+            # delta disks below it: flat_delta runs on one unless the case says how many
+            deltas=d.get("deltas", 1 if d.get("backing") == "flat_delta" else 0),
+            datastore_type=d.get("datastore_type"),
         )
         for i, d in enumerate(v.get("disks", []))
     )

@@ -8,8 +8,8 @@
 // layoutEx lists for backing "[ds] dir/name.vmdk": "[ds] dir/name-flat.vmdk", or the file
 // ferryExtentName says) is served from the lab's disk files
 // with HTTP range requests (206 and Content-Range; http.ServeContent) when dcPath names the VM's
-// datacenter. Any other request is the simulator's datastore folder handler's, as before (404
-// for an unknown dcPath or dsName).
+// datacenter's inventory path (dcMatches; 404 otherwise). Any other request is the simulator's
+// datastore folder handler's, as before (404 for an unknown dcPath or dsName).
 //
 // Which bytes the flat extent holds: on vSphere a snapshot makes the base extent read-only and
 // sends guest writes to a delta disk (dir/name-000001-delta.vmdk, the VM's backing then names
@@ -55,6 +55,10 @@ func ferryServeFolder(s *Service) http.HandlerFunc {
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			if file, ok := FerryCBT.extentFile(r); ok {
+				if file == "" {
+					http.Error(w, "no datacenter at dcPath", http.StatusNotFound)
+					return
+				}
 				ferryServeFile(w, r, file)
 				return
 			}
@@ -80,7 +84,8 @@ func ferryServeFile(w http.ResponseWriter, r *http.Request, file string) {
 	http.ServeContent(w, r, path.Base(r.URL.Path), st.ModTime(), f)
 }
 
-// extentFile is the lab file holding the flat extent the request names, if it names one.
+// extentFile is the lab file holding the flat extent the request names, if it names one ("" when
+// the extent is a lab VM's but dcPath is not its datacenter's inventory path).
 func (c *ferryCBT) extentFile(r *http.Request) (string, bool) {
 	if c.dir == "" {
 		return "", false
@@ -106,7 +111,7 @@ func (c *ferryCBT) extentFile(r *http.Request) (string, bool) {
 				continue
 			}
 			if !dcMatches(Map.getEntityDatacenter(vm), r.URL.Query().Get("dcPath")) {
-				return "", false // the simulator's handler answers 404 to a wrong dcPath
+				return "", true // 404, as vCenter (not the simulator's handler: it may find a file)
 			}
 			return c.baseExtent(c.vmDir(vm.Config.InstanceUuid), disk.Key), true
 		}
@@ -114,12 +119,29 @@ func (c *ferryCBT) extentFile(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// dcMatches says whether dcPath names datacenter dc ("DC0", or a folder path ending in it).
+// dcMatches says whether dcPath names datacenter dc as vSphere's datastore file access takes it:
+// the datacenter's inventory path below the root folder ("DC0", "Region-A/DC0"; govmomi sends it
+// with a leading "/"), not just a path that ends in its name (break-it 15b N5: "Wrong/Path/DC0"
+// was served, vCenter answers 404). The name alone names only a datacenter in the root folder.
 func dcMatches(dc *Datacenter, dcPath string) bool {
 	if dc == nil || dcPath == "" {
 		return false
 	}
-	return dcPath == dc.Name || strings.HasSuffix(dcPath, "/"+dc.Name)
+	return strings.TrimPrefix(dcPath, "/") == dcInventoryPath(dc)
+}
+
+// dcInventoryPath is dc's inventory path below the root folder: its folders' names and its own.
+func dcInventoryPath(dc *Datacenter) string {
+	parts := []string{dc.Name}
+	for ref := dc.Parent; ref != nil; {
+		folder, ok := Map.Get(*ref).(*Folder)
+		if !ok || folder.Parent == nil { // the root folder ("Datacenters") is not in the path
+			break
+		}
+		parts = append([]string{folder.Name}, parts...)
+		ref = folder.Parent
+	}
+	return strings.Join(parts, "/")
 }
 
 // baseExtent is the disk's frozen copy in the VM's oldest snapshot, or its live file.

@@ -21,6 +21,7 @@ from engine.providers.vsphere.read import ObjectProps, collect
 VM_PATHS = (
     "name",
     "parent",
+    "parentVApp",  # a VM in a vApp has no `parent` (break-it 15b N3)
     "config.instanceUuid",
     "config.uuid",
     "config.guestId",
@@ -44,7 +45,8 @@ VM_PATHS = (
 PATHS: dict[Any, tuple[str, ...]] = {
     vim.VirtualMachine: VM_PATHS,
     vim.HostSystem: ("name",),
-    vim.Datastore: ("name",),
+    vim.Datastore: ("name", "summary.type"),
+    vim.VirtualApp: ("name", "parentFolder", "parentVApp"),
     vim.Network: ("name",),
     vim.dvs.DistributedVirtualPortgroup: ("name", "key"),
     vim.Folder: ("name", "parent"),
@@ -125,15 +127,20 @@ def parse_inventory(objects: Iterable[ObjectProps]) -> Inventory:
     names: dict[str, str] = {}
     parents: dict[str, str | None] = {}
     dvpg_names: dict[str, str] = {}
+    ds_types: dict[str, str] = {}
     for obj in objects:
         kind = type(obj.ref).__name__.rsplit(".", 1)[-1]
         by_kind.setdefault(kind, []).append(obj)
         names[_moid(obj.ref)] = str(obj.props.get("name", ""))
-        parent = obj.props.get("parent")
+        parent = container(obj.props)
         parents[_moid(obj.ref)] = _moid(parent) if parent is not None else None
         if "key" in obj.props:
             dvpg_names[str(obj.props["key"])] = str(obj.props.get("name", ""))
-    vms = [parse_vm(o, names, parents, dvpg_names) for o in by_kind.get("VirtualMachine", [])]
+        if "summary.type" in obj.props:
+            ds_types[_moid(obj.ref)] = str(obj.props["summary.type"])
+    vms = [
+        parse_vm(o, names, parents, dvpg_names, ds_types) for o in by_kind.get("VirtualMachine", [])
+    ]
     networks = by_kind.get("Network", []) + by_kind.get("DistributedVirtualPortgroup", [])
     return Inventory(
         vms=tuple(sorted(vms, key=lambda v: (v.name, v.moref))),
@@ -148,6 +155,17 @@ def parse_inventory(objects: Iterable[ObjectProps]) -> Inventory:
             )
         ),
     )
+
+
+def container(props: dict[str, Any]) -> Any | None:
+    """The folder (or vApp) an inventory object sits in: its `parent`; for a VM in a vApp, which
+    vSphere leaves without one, its `parentVApp`; for a vApp, its `parentFolder` (its `parent`
+    is a resource pool), or its `parentVApp` when nested (break-it 15b N3; community.vmware
+    issue #777). None for the root folder."""
+    for path in ("parent", "parentFolder", "parentVApp"):
+        if props.get(path) is not None:
+            return props[path]
+    return None
 
 
 def folder_path(
@@ -171,13 +189,16 @@ def parse_vm(
     names: dict[str, str],
     parents: dict[str, str | None],
     dvpg_names: dict[str, str],
+    ds_types: dict[str, str] | None = None,
 ) -> SourceVM:
+    """Pure: one VM's fetched properties → SourceVM; `ds_types` (datastore moref → summary.type)
+    gives its disks' datastore types (None: unknown)."""
     p = obj.props
     devices = list(p.get("config.hardware.device") or [])
     allocated = disk_allocation(p.get("layoutEx.disk"), p.get("layoutEx.file"))
     controllers = controller_types(devices)
     host = p.get("runtime.host")
-    parent = p.get("parent")
+    parent = container(p)
     return SourceVM(
         moref=_moid(obj.ref),
         name=str(p.get("name", "")),
@@ -201,6 +222,7 @@ def parse_vm(
                 parse_disk(d, names),
                 allocated=allocated.get(int(d.key)),
                 controller=controllers.get(int(d.controllerKey or 0)),
+                datastore_type=datastore_type(d, ds_types or {}),
             )
             for d in devices
             if isinstance(d, vim.vm.device.VirtualDisk)
@@ -268,6 +290,27 @@ def backing_format(backing: Any) -> str:
     return found
 
 
+def delta_files(backing: Any) -> tuple[str, ...]:
+    """The files below a disk backing in its snapshot chain (its `parent`, then that one's, down
+    to the base disk): () for a base disk. vSphere gives each delta disk's backing its parent's."""
+    files: list[str] = []
+    parent = getattr(backing, "parent", None)
+    while parent is not None and len(files) < MAX_CHAIN:
+        files.append(str(getattr(parent, "fileName", "") or ""))
+        parent = getattr(parent, "parent", None)
+    return tuple(files)
+
+
+MAX_CHAIN = 256  # links followed at most (vSphere allows 32 snapshots in a chain)
+
+
+def datastore_type(dev: Any, ds_types: dict[str, str]) -> str | None:
+    """The summary.type of the datastore a VirtualDisk's backing is on (VMFS, NFS, vsan, VVOL,
+    ...); None when unknown."""
+    datastore = getattr(dev.backing, "datastore", None)
+    return ds_types.get(_moid(datastore)) if datastore is not None else None
+
+
 def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:
     backing = dev.backing
     datastore = getattr(backing, "datastore", None)
@@ -292,6 +335,7 @@ def parse_disk(dev: Any, names: dict[str, str]) -> SourceDisk:
         change_id=getattr(backing, "changeId", None) or None,
         encrypted=getattr(backing, "keyId", None) is not None,
         backing=backing_format(backing),
+        deltas=len(delta_files(backing)),
     )
 
 

@@ -11,19 +11,22 @@ from pyVmomi import vim, vmodl
 
 from engine.errors import DataplaneError
 from engine.model.observed import CBT_SNAPSHOT_DESCRIPTION
+from engine.providers.vsphere.inventory import delta_files
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
 
 
 @dataclass(frozen=True)
 class DiskInfo:
-    """A virtual disk as a VM or snapshot config describes it. `change_id` is None without CBT."""
+    """A virtual disk as a VM or snapshot config describes it. `change_id` is None without CBT;
+    `parents` are the files below it in its snapshot chain (delta_files: () for a base disk)."""
 
     key: int
     capacity: int
     file_name: str
     thin: bool
     change_id: str | None
+    parents: tuple[str, ...] = ()
 
 
 def parse_disks(devices: Iterable[Any]) -> list[DiskInfo]:
@@ -41,6 +44,7 @@ def parse_disks(devices: Iterable[Any]) -> list[DiskInfo]:
                 file_name=str(getattr(backing, "fileName", "") or ""),
                 thin=bool(getattr(backing, "thinProvisioned", False)),
                 change_id=getattr(backing, "changeId", None) or None,
+                parents=delta_files(backing),
             )
         )
     return sorted(disks, key=lambda d: d.key)
