@@ -160,7 +160,9 @@ def build(output: Path) -> bool:
             GOFLAGS="",
         )
         output.parent.mkdir(parents=True, exist_ok=True)
-        _run(["go", "build", "-o", str(output), "ferry/vcsim"], env=env)
+        fresh = output.with_name(output.name + ".new")
+        _run(["go", "build", "-o", str(fresh), "ferry/vcsim"], env=env)
+        fresh.replace(output)  # atomic: a lab running the old binary keeps it
     stamp_file.write_text(want)
     return True
 
