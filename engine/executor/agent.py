@@ -101,17 +101,20 @@ def run_task(
     {"error": {type, message}}.
 
     A delivery of a task this agent is running (or ran lately) gets that run's outcome instead
-    of a second writer on the same volume: RabbitMQ requeues a late-acknowledged message when
-    it closes the channel for its consumer_timeout (default 30 min, shorter than a large disk's
-    copy) and delivers it again once the worker reconnects, while the first copy still runs."""
+    of a second writer on the same volume: RabbitMQ requeues an unacknowledged message when
+    the agent's connection drops (a broker restart, a network cut) or when it closes the
+    channel for its consumer_timeout (default 30 min, shorter than a large disk's copy), and
+    delivers it again once the worker reconnects, while the first copy still runs (the cause
+    is not in the delivery: the line names both)."""
     task_id = str(task.request.id)
     key = _run_key(task_id, job, digest)
     owner, run = _RUNS.claim(key)
     if not owner:
         log.warning(
             "task %s was delivered again while this agent runs its %s (the broker took back "
-            "the unacknowledged delivery: its consumer_timeout is shorter than the %s): "
-            "waiting for that %s instead of starting a second one",
+            "the unacknowledged delivery: the agent's connection to it was lost, or its "
+            "consumer_timeout is shorter than the %s): waiting for that %s instead of "
+            "starting a second one",
             task_id,
             STEPS[step],
             STEPS[step],
