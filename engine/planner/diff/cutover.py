@@ -545,7 +545,7 @@ def _unrecorded_server(observed: ObservedServer) -> Concern:
         "replicate: ferry neither syncs into a server's volumes nor takes them for a replica. "
         "Find out which is production: if the server is, set mode: cutover (it is adopted, "
         "nothing copied); if the source is, delete the server (openstack server delete "
-        f"{observed.id}) and plan again",
+        f"{observed.id}), power the source back on and plan again",
     )
 
 
