@@ -282,6 +282,7 @@ def apply_once(lab: Lab, env: dict[str, str], spec: dict[str, Any], tmp: Path) -
         checked(ferry(env, "lab", "agents", "--stop"), "ferry lab agents --stop")
     run = Run(len(spec["conversion_hosts"]), wall)
     run.events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    (tmp / f"apply-{len(spec['conversion_hosts'])}.jsonl").write_text(done.stdout)
     hosts = [str(h["name"]) for h in spec["conversion_hosts"]]
     run.tasks = agent_tasks([lab.root / "logs" / f"agent-{name}.log" for name in hosts])
     destroy = tmp / "destroy.json"
@@ -299,12 +300,13 @@ def report(run: Run, slots: int, rate: float) -> None:
     per_host = {h: [c.read / rate for c in copies if c.host == h] for h in {c.host for c in copies}}
     placed = max(ideal(seconds, slots) for seconds in per_host.values())
     moved = sum(c.read for c in copies)
+    first = min(c.start for c in copies) - min(e["ts"] for e in run.events if "kind" in e)
     print(
-        f"{run.hosts} agent(s): walk {walk:6.2f} s, ideal {best:6.2f} s ({ratio(walk, best)}), "
-        f"the placement's own bound {placed:6.2f} s ({ratio(walk, placed)}); copies alone "
-        f"{span:6.2f} s ({ratio(span, best)}); apply {run.wall:6.1f} s in all; "
-        f"{moved / walk / MB:6.1f} MB/s over the walk; copies per host "
-        f"{dict(sorted((h, len(s)) for h, s in per_host.items()))}"
+        f"{run.hosts} agent(s): makespan (the walk) {walk:6.2f} s vs ideal {best:6.2f} s "
+        f"({ratio(walk, best)}); the copies alone {span:6.2f} s ({ratio(span, best)}), the "
+        f"first after {first:5.2f} s of snapshots; the placement's own bound {placed:6.2f} s; "
+        f"{moved / walk / MB:6.1f} MB/s over the walk; apply {run.wall:6.1f} s in all; copies "
+        f"per host {dict(sorted((h, len(s)) for h, s in per_host.items()))}"
     )
     print("    " + step_line(copies, run.tasks))
 
@@ -345,7 +347,7 @@ def real(args: argparse.Namespace) -> None:
     rate = args.rate_mbs * MB
     with (
         rated_disks(lab, work, args.disk_mib, args.rate_mbs),
-        tempfile.TemporaryDirectory(prefix="ferry-scale-out-") as tmp,
+        tempfile.TemporaryDirectory(prefix="ferry-scale-out-") as scratch,
     ):
         print(
             f"real: {len(work.disks)} disks of lab VMs {', '.join(work.vms)}, {args.disk_mib} "
@@ -356,7 +358,7 @@ def real(args: argparse.Namespace) -> None:
         for count in counts:
             schema = f"scale_out_{count}_{os.getpid()}_{int(time.time())}"
             spec = spec_for(count, args.slots, work.vms, schema)
-            report(apply_once(lab, env, spec, Path(tmp)), args.slots, rate)
+            report(apply_once(lab, env, spec, args.keep or Path(scratch)), args.slots, rate)
 
 
 NO_LAB = 'error: no lab: run `ferry lab up --hosts 3` and `eval "$(ferry lab env)"` first'
@@ -641,6 +643,9 @@ def main() -> None:
     parser.add_argument("--rate-mbs", type=float, default=160.0, help="MB/s per disk read")
     parser.add_argument("--agents", default="1,2,3", help="agent counts to apply on")
     parser.add_argument("--slots", type=int, default=1, help="copies at once per lab host")
+    parser.add_argument(
+        "--keep", type=Path, help="a directory to keep each run's spec and event log in"
+    )
     parser.add_argument("--sim-vms", type=int, default=1000)
     parser.add_argument("--sim-agents", type=int, default=8)
     parser.add_argument("--sim-slots", type=int, default=2, help="copies at once per agent")
