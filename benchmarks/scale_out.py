@@ -9,7 +9,7 @@
    is whole lab VMs (`--disks N`: the first VMs of WORKLOAD_ORDER holding N disks or more),
    `--disk-mib` MiB written at the start of each of their disks (`ferry lab write`), every
    disk read behind nbdkit's rate filter at `--rate-mbs` MB/s (`ferry lab fault
-   --read-rate-mbs`: an NFC stream), `--slots` copies at once per host (max_parallel), no
+   --read-rate-mib`: an NFC stream), `--slots` copies at once per host (max_parallel), no
    verify. Between runs `ferry plan --destroy` + `ferry apply` delete the replicas (each run
    has its own state schema, so each copies in full).
    Prints, from the apply's JSON event log: the walk's makespan (first step's start to last
@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 from engine.addresses import Address  # noqa: E402
 from engine.cli.apply import _graph, _slot_pools, default_parallelism  # noqa: E402
 from engine.dataplane.cbt import total_bytes  # noqa: E402
-from engine.errors import StoppedError  # noqa: E402
+from engine.errors import StoppedError, UserError  # noqa: E402
 from engine.executor import host  # noqa: E402
 from engine.executor.agent import Agent, serve  # noqa: E402
 from engine.executor.host import Callbacks, SyncJob, SyncResult, source_of  # noqa: E402
@@ -137,15 +137,17 @@ def workload(count: int) -> Workload:
 @contextmanager
 def rated_disks(lab: Lab, work: Workload, mib: int, rate_mbs: float) -> Iterator[None]:
     """`mib` MiB of data written at the start of each disk of `work` (ferry lab write), and each
-    read at most `rate_mbs` MB/s (ferry lab fault --read-rate-mbs) until the end; the lab's
+    read at most `rate_mbs` MB/s (ferry lab fault --read-rate-mib) until the end; the lab's
     fault drills as they were after."""
     path = faults_file(lab.root)
     before = path.read_text() if path.exists() else None
-    for vm, key in work.disks:
-        lab.write(vm, key, 0, mib * MiB, seed=SEED)
-        lab.read_rate(vm, key, rate_mbs)
     try:
+        for vm, key in work.disks:
+            lab.write(vm, key, 0, mib * MiB, seed=SEED)
+            lab.read_rate(vm, key, rate_mbs * MB / MiB)
         yield
+    except UserError as exc:  # e.g. --disk-mib beyond a disk's capacity
+        sys.exit(f"error: {exc}")
     finally:
         if before is None:
             path.unlink(missing_ok=True)
@@ -467,6 +469,7 @@ def start_sim_agents(
     """One agent process per name (the password in its environment, never on argv), waited
     until every one answers the broker's ping."""
     env = {**os.environ, PASSWORD_ENV: broker().password}
+    stack.callback(delete_queues, names)  # last: once every agent stopped
     procs = []
     for name in names:
         log = (logs / f"agent-{name}.log").open("w")
@@ -484,7 +487,6 @@ def start_sim_agents(
     while not set(names) <= remote.answering(timeout=1.0):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
             sys.exit(f"error: simulated agents not ready (logs in {logs})")
-    stack.callback(delete_queues, names)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -611,6 +613,11 @@ def simulated(args: argparse.Namespace) -> None:
         f"{args.sim_slots} slots, {args.sim_esxi} ESXi hosts; time compressed "
         f"{args.compress:g}x; planned in {planning:.2f} s CPU (make_plan); walker parallelism "
         f"{walker.parallelism}; {failed} step(s) not done"
+    )
+    print(
+        "  real: make_plan (placement), the walker with the apply's slot pools, Remote.sync, "
+        "the agents' workers (executor.agent.serve), RabbitMQ; simulated: the copies (they "
+        "sleep), the snapshots (no-ops), no state writes, no event log"
     )
     print(
         f"  makespan {makespan:6.2f} s, ideal {best:6.2f} s ({ratio(makespan, best)}), the "

@@ -17,7 +17,7 @@ from engine.errors import UserError
 from engine.lab import agents as lab_agents
 from engine.lab.guest import tiny_debian
 from engine.lab.lab import Lab, default_dir, status_json
-from engine.units import human, parse_size
+from engine.units import MiB, human, parse_size, rate
 
 app = typer.Typer(
     help="The embedded lab: start, stop, inspect it, and write to its disks.", no_args_is_help=True
@@ -217,10 +217,11 @@ def fault(
         int | None,
         typer.Option("--read-delay-ms", help="Every read waits this long (a slow source host)."),
     ] = None,
-    read_rate_mbs: Annotated[
+    read_rate_mib: Annotated[
         float | None,
         typer.Option(
-            "--read-rate-mbs", help="Reads go at most this many MB/s (an NFC stream: 160)."
+            "--read-rate-mib",
+            help="Reads go at most this many MiB/s (an NFC stream: ~150, its 160 MB/s).",
         ),
     ] = None,
     device_full: Annotated[
@@ -239,15 +240,15 @@ def fault(
     delay filter), its reads are capped at a rate (nbdkit's rate filter), or the conversion
     host's device for its volume is full (ENOSPC) or loses its writes."""
     given = [clear, read_error_rate is not None, read_delay_ms is not None, device_full]
-    if [*given, read_rate_mbs is not None, device_lossy].count(True) != 1:
+    if [*given, read_rate_mib is not None, device_lossy].count(True) != 1:
         raise UserError(
-            "give one of --read-error-rate RATE, --read-delay-ms MS, --read-rate-mbs MBS, "
+            "give one of --read-error-rate RATE, --read-delay-ms MS, --read-rate-mib MIBS, "
             "--device-full, --device-lossy or --clear"
         )
     lab = _lab(directory)
-    if read_rate_mbs is not None:
-        lab.read_rate(vm, disk, read_rate_mbs)
-        typer.echo(f"{vm!r} disk {disk}: reads go at most {read_rate_mbs:g} MB/s")
+    if read_rate_mib is not None:
+        lab.read_rate(vm, disk, read_rate_mib)
+        typer.echo(f"{vm!r} disk {disk}: reads go at most {rate(read_rate_mib * MiB)}")
     elif device_lossy:
         lab.device_lossy(vm, disk)
         typer.echo(f"{vm!r} disk {disk}: writes to its volume are acknowledged and lost")

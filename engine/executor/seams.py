@@ -141,7 +141,7 @@ def fault_filters(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The nbdkit filters and their parameters that the lab's fault drills put in front of
     disk `key` of VM `instance_uuid` (`ferry lab fault`: EIO at a rate, a delay per read, a
-    read rate cap in MB/s); none when it has no fault."""
+    read rate cap in MiB/s); none when it has no fault."""
     fault = read_faults(lab_dir).get(f"{instance_uuid}/{key}", {})
     filters: list[str] = []
     args: list[str] = []
@@ -151,9 +151,9 @@ def fault_filters(
     if fault.get("read_delay_ms"):
         filters.append("delay")
         args.append(f"rdelay={int(fault['read_delay_ms'])}ms")
-    if fault.get("read_rate_mbs"):
+    if fault.get("read_rate_mib"):
         filters.append("rate")  # rate= is in bits a second, for all connections together
-        bits = round(float(fault["read_rate_mbs"]) * 8_000_000)
+        bits = round(float(fault["read_rate_mib"]) * 8 * 1024 * 1024)
         args += [f"rate={bits}", f"burstiness={RATE_BURST}"]
     return tuple(filters), tuple(args)
 

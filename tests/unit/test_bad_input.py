@@ -637,15 +637,15 @@ CASES = [
     ),
     Case(
         "lab-fault-read-rate-zero",
-        ("lab", "fault", "web01", "--read-rate-mbs", "0", "--dir", "lab"),
+        ("lab", "fault", "web01", "--read-rate-mib", "0", "--dir", "lab"),
         1,
-        r"error: read rate 0 MB/s is not above 0 and at most 100000 MB/s",
+        r"error: read rate 0 MiB/s is not above 0 and at most 100000 MiB/s",
     ),
     Case(
         "lab-fault-read-rate-and-delay",
-        ("lab", "fault", "web01", "--read-rate-mbs", "160", "--read-delay-ms", "5"),
+        ("lab", "fault", "web01", "--read-rate-mib", "150", "--read-delay-ms", "5"),
         1,
-        r"error: give one of --read-error-rate RATE, --read-delay-ms MS, --read-rate-mbs MBS, ",
+        r"error: give one of --read-error-rate RATE, --read-delay-ms MS, --read-rate-mib MIBS, ",
     ),
     # -- command-line options (usage errors: exit 2) --------------------------------------------
     Case(
