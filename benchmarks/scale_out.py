@@ -78,6 +78,7 @@ from engine.executor.remote import (  # noqa: E402
     queue_name,
 )
 from engine.executor.walker import Outcome, Walker  # noqa: E402
+from engine.lab.disks import data_extents, live_path  # noqa: E402
 from engine.lab.estate import find_vm  # noqa: E402
 from engine.lab.faults import faults_file  # noqa: E402
 from engine.lab.lab import Lab  # noqa: E402
@@ -351,11 +352,15 @@ def real(args: argparse.Namespace) -> None:
         rated_disks(lab, work, args.disk_mib, args.rate_mbs),
         tempfile.TemporaryDirectory(prefix="ferry-scale-out-") as scratch,
     ):
+        held = [
+            total_bytes(data_extents(live_path(lab.disks, lab.vm(v), k))) for v, k in work.disks
+        ]
         print(
             f"real: {len(work.disks)} disks of lab VMs {', '.join(work.vms)}, {args.disk_mib} "
-            f"MiB written at the start of each, read behind nbdkit's rate filter at "
-            f"{args.rate_mbs:g} MB/s; {args.slots} slot(s) per host; ferry apply + ferry agent "
-            "(lab agents) + the lab's Cinder, PostgreSQL, RabbitMQ"
+            f"MiB written at the start of each (they hold {min(held) / MiB:.0f}-"
+            f"{max(held) / MiB:.0f} MiB of data, with the lab's own and earlier writes), read "
+            f"behind nbdkit's rate filter at {args.rate_mbs:g} MB/s; {args.slots} slot(s) per "
+            "host; ferry apply + ferry agent (lab agents) + the lab's Cinder, PostgreSQL, RabbitMQ"
         )
         for count in counts:
             schema = f"scale_out_{count}_{os.getpid()}_{int(time.time())}"
