@@ -331,6 +331,11 @@ class Lab:
         """A fault drill: every read of a disk waits `milliseconds` (a slow source host)."""
         lab_faults.set_read_delay(self.root, self._disk_owner(vm_name, key), key, milliseconds)
 
+    def read_rate(self, vm_name: str, key: int, mib: float) -> None:
+        """A lab disk's reads go at most `mib` MiB/s (an NFC stream; `read_errors(..., None)`
+        clears it). Raises UserError for an unknown disk or a rate out of range."""
+        lab_faults.set_read_rate(self.root, self._disk_owner(vm_name, key), key, mib)
+
     def device_full(self, vm_name: str, key: int) -> None:
         """A fault drill: writes to this disk's volume fail with ENOSPC (`read_errors(..., None)`
         clears it)."""
