@@ -54,11 +54,16 @@ MAX_RATE_MIB = 100_000.0
 def set_read_rate(lab_dir: Path, instance_uuid: str, key: int, mib: float) -> None:
     """This disk's reads go at most `mib` MiB/s, until the faults are cleared. Raises
     UserError for a rate not above 0 or above MAX_RATE_MIB."""
+    check_read_rate(mib)
+    _set(lab_dir, f"{instance_uuid}/{key}", {"read_rate_mib": mib})
+
+
+def check_read_rate(mib: float) -> None:
+    """Raises UserError for a read rate (MiB/s) not above 0 or above MAX_RATE_MIB."""
     if not 0 < mib <= MAX_RATE_MIB:
         raise UserError(
             f"read rate {mib:g} MiB/s is not above 0 and at most {MAX_RATE_MIB:g} MiB/s"
         )
-    _set(lab_dir, f"{instance_uuid}/{key}", {"read_rate_mib": mib})
 
 
 def set_device_full(lab_dir: Path, instance_uuid: str, key: int) -> None:
