@@ -22,6 +22,7 @@ from typing import IO, Any
 from xml.sax.saxutils import quoteattr
 
 from engine.errors import ConversionError, StoppedError
+from engine.proc import child_env
 
 TOOL = "virt-v2v-in-place"
 CUSTOMIZE = "virt-customize"
@@ -170,7 +171,7 @@ def convert(guest: Guest, log: Path, options: Options | None = None) -> float:
     for tool in (TOOL, *([CUSTOMIZE] if options.firstboot else [])):
         if shutil.which(tool) is None:
             raise ConversionError(f"{tool} is not installed on the conversion host")
-    env = dict(os.environ)
+    env = child_env()  # no secret of ferry's in the tool's environment
     env.setdefault("LIBGUESTFS_BACKEND", "direct")
     if options.debug:
         env["LIBGUESTFS_DEBUG"] = "1"

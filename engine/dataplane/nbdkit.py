@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Protocol
 
 from engine.errors import DataplaneError
+from engine.proc import child_env
 
 READY_TIMEOUT = 30.0
 
@@ -296,6 +297,7 @@ class NbdkitServer:
             try:
                 self._proc = subprocess.Popen(
                     argv,
+                    env=child_env(),  # no secret of ferry's in /proc/PID/environ
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,

@@ -32,6 +32,7 @@ from engine.dataplane.nbdkit import (
 from engine.errors import DataplaneError
 from engine.lab.disks import snapshot_file
 from engine.lab.faults import RATE_BURST, read_faults
+from engine.proc import child_env
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.session import (
     COOKIE_CHECK,
@@ -72,6 +73,7 @@ def dump_plugin(plugin: str, *params: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             ["nbdkit", plugin, *params, "--dump-plugin"],
+            env=child_env(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -509,6 +511,8 @@ class ByIdDevices:
 def _settle() -> None:
     """Let udev finish its queue (new links); a host without udevadm just waits."""
     try:
-        subprocess.run(["udevadm", "settle", "--timeout=5"], check=False, capture_output=True)
+        subprocess.run(
+            ["udevadm", "settle", "--timeout=5"], env=child_env(), check=False, capture_output=True
+        )
     except OSError:
         time.sleep(0.3)

@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from engine.errors import StateError, UserError
 from engine.model.state import LockInfo, ResourceRecord, State
+from engine.proc import secret_env
 
 DEFAULT_PATH = Path("state") / "ferry.db"
 LOG_DIR_ENV = "FERRY_LOG_DIR"  # moves the logs and reports of any state
@@ -191,6 +192,7 @@ def _from_env(name: str, env: Mapping[str, str], schema: str, origin: str) -> St
     dsn = env.get(name)
     if not dsn:
         raise UserError(f"the state is in PostgreSQL but ${name} is empty ({origin})")
+    secret_env(name)  # a DSN may hold a password: never passed on to a child process
     return postgres_at(dsn, schema, f"${name}")
 
 

@@ -17,6 +17,7 @@ from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
 from engine.errors import ConversionError, OpenStackError, StoppedError, one_line
+from engine.proc import child_env
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
@@ -58,7 +59,7 @@ def to_qcow2(raw: Path, out: Path, stop: Event | None = None) -> None:
     Raises ConversionError, StoppedError."""
     command = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)]
     with subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     ) as proc:
         while True:
             try:

@@ -42,6 +42,7 @@ from pyVmomi import vim
 
 from engine.dataplane.nbdkit import write_secret
 from engine.errors import UserError, VSphereError, one_line
+from engine.proc import secret_env
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def read_secret(block: dict[str, Any], what: str, env: dict[str, str]) -> str:
         raise UserError(
             f"environment variable {name or '(none)'} holding the {what} password is not set"
         )
+    secret_env(name)  # never passed on to a child process
     return env[name]
 
 
