@@ -160,3 +160,49 @@ def test_an_object_deleted_during_the_read_is_left_out() -> None:
     vc = FakeVCenter({})
     vc.RetrievePropertiesEx = lambda *_: PC.RetrieveResult(objects=contents)  # type: ignore[method-assign]
     assert [o.props for o in collect(vc.si(), [])] == [{"name": "db01"}]
+
+
+class SessionViews(FakeVCenter):
+    """vCenter's ContainerViews belong to the session that made them: once it ended, a read
+    through one, or its Destroy, faults ManagedObjectNotFound (break-it 15c F-A)."""
+
+    def __init__(self, props: dict[str, Any]) -> None:
+        super().__init__(props)
+        self.made: list[str] = []
+
+    def _view(self, *_: Any) -> Any:
+        self.made.append(f"session[{self.logins}]view-{len(self.made) + 1}")
+        return vim.view.ContainerView(self.made[-1], self)
+
+    def _gone(self, view: Any) -> bool:
+        return not view._moId.startswith(f"session[{self.logins}]")
+
+    def RetrievePropertiesEx(self, specs: list[Any], options: Any) -> Any:  # noqa: N802
+        view = specs[0].objectSet[0].obj
+        if self.active and self._gone(view):
+            raise vmodl.fault.ManagedObjectNotFound(obj=view)
+        return super().RetrievePropertiesEx(specs, options)
+
+    def InvokeMethod(self, mo: Any, info: Any, args: Any) -> None:  # noqa: N802 - pyVmomi's name
+        assert info.name == "Destroy", info.name
+        if self._gone(mo):
+            raise vmodl.fault.ManagedObjectNotFound(obj=mo)
+
+    def RetrieveContent(self) -> Any:  # noqa: N802 - pyVmomi's name
+        return SimpleNamespace(
+            propertyCollector=self,
+            viewManager=SimpleNamespace(CreateContainerView=self._view),
+            rootFolder=None,
+        )
+
+
+def test_after_logging_in_again_the_read_goes_through_a_new_view() -> None:
+    """Break-it 15c F-A: the read after the re-login went through the view of the ended
+    session, and its Destroy raised ManagedObjectNotFound: a traceback in `ferry plan`."""
+    vc = SessionViews({"name": "db01"})
+    vc.end()
+    assert [o.props for o in retrieve(vc.si(), vim.VirtualMachine, ["name"])] == [{"name": "db01"}]
+    assert vc.made == ["session[1]view-1", "session[2]view-2"]
+    vc.end()
+    assert [o.props.get("name") for o in fetch_inventory(vc.si())] == ["db01"]
+    assert vc.logins == 3 and len(vc.made) == 4

@@ -16,7 +16,7 @@ from pyVmomi import vim, vmodl
 
 from engine.errors import VSphereError
 from engine.model.observed import Inventory, SourceDisk, SourceNic, SourceSnapshot, SourceVM
-from engine.providers.vsphere.read import ObjectProps, collect
+from engine.providers.vsphere.read import ObjectProps, collect, collect_in_view
 
 VM_PATHS = (
     "name",
@@ -70,34 +70,17 @@ def fetch_inventory(
     selects) and a second single call reads their devices.
     """
     pc = vmodl.query.PropertyCollector
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, list(PATHS), True)
     paths = {
         t: tuple(x for x in p if devices_for is None or x not in DETAIL) for t, p in PATHS.items()
     }
+    propset = [pc.PropertySpec(type=t, pathSet=list(p)) for t, p in paths.items()]
     try:
-        spec = pc.FilterSpec(
-            objectSet=[
-                pc.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[
-                        pc.TraversalSpec(
-                            name="view", path="view", skip=False, type=vim.view.ContainerView
-                        )
-                    ],
-                )
-            ],
-            propSet=[pc.PropertySpec(type=t, pathSet=list(p)) for t, p in paths.items()],
-        )
-        objects = collect(si, [spec], page_size, collector=content.propertyCollector)
+        objects = collect_in_view(si, list(PATHS), propset, page_size)
         if devices_for is not None:
             _add_devices(si, objects, list(devices_for(objects)), page_size)
         return objects
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {getattr(exc, 'msg', '') or exc}") from exc
-    finally:
-        view.Destroy()
 
 
 def _add_devices(si: Any, objects: list[ObjectProps], chosen: list[Any], page_size: int) -> None:

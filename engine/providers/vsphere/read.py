@@ -6,7 +6,8 @@ Each read is split into a fetch (the I/O) and a pure ``parse_*`` over what was f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,41 +32,70 @@ def retrieve(si: Any, obj_type: Any, paths: Sequence[str]) -> list[ObjectProps]:
     """All objects of `obj_type` under the root folder with `paths`, in one collector pass.
 
     Uses a ContainerView and RetrievePropertiesEx (continued while the server pages), never
-    per-object property access.
-    """
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [obj_type], True)
+    per-object property access (collect_in_view). Raises VSphereError."""
+    pc = vmodl.query.PropertyCollector
+    propset = [pc.PropertySpec(type=obj_type, pathSet=list(paths))]
     try:
-        spec = vmodl.query.PropertyCollector.FilterSpec(
-            objectSet=[
-                vmodl.query.PropertyCollector.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[
-                        vmodl.query.PropertyCollector.TraversalSpec(
-                            name="view", path="view", skip=False, type=vim.view.ContainerView
-                        )
-                    ],
-                )
-            ],
-            propSet=[
-                vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths))
-            ],
-        )
-        return collect(si, [spec], collector=content.propertyCollector)
+        return collect_in_view(si, [obj_type], propset)
     except vmodl.MethodFault as exc:
         raise VSphereError(f"inventory read failed: {exc.msg or type(exc).__name__}") from exc
-    finally:
-        view.Destroy()
+
+
+def view_spec(view: Any, propset: Sequence[Any]) -> Any:
+    """The FilterSpec of `propset` (PropertySpecs) over every object of the ContainerView
+    `view`."""
+    pc = vmodl.query.PropertyCollector
+    return pc.FilterSpec(
+        objectSet=[
+            pc.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[
+                    pc.TraversalSpec(
+                        name="view", path="view", skip=False, type=vim.view.ContainerView
+                    )
+                ],
+            )
+        ],
+        propSet=list(propset),
+    )
+
+
+def collect_in_view(
+    si: Any, types: Sequence[Any], propset: Sequence[Any], page_size: int = 500
+) -> list[ObjectProps]:
+    """`collect` of `propset` over a ContainerView of `types` under the root folder, the view
+    made for each attempt and destroyed after it: a view belongs to the session that made it,
+    so when vCenter ended the session (or another thread logged in again) the read after the
+    re-login goes through a new view (break-it 15c F-A: it went through the old one, vCenter
+    had dropped it, and its Destroy raised ManagedObjectNotFound: a traceback in `plan`).
+    Raises VSphereError as `collect` does; pyVmomi's faults of the calls pass through."""
+    content = si.RetrieveContent()
+
+    def read() -> list[Any] | None:
+        view = content.viewManager.CreateContainerView(content.rootFolder, list(types), True)
+        try:
+            spec = view_spec(view, propset)
+            return _retrieve_pages(si, [spec], page_size, content.propertyCollector)
+        except vmodl.fault.ManagedObjectNotFound as exc:
+            if getattr(exc.obj, "_moId", None) != view._moId:
+                raise
+            return None  # the view went with a session ended since it was made
+        finally:
+            with suppress(vmodl.fault.ManagedObjectNotFound, vim.fault.NotAuthenticated):
+                view.Destroy()  # gone already when the session that made it ended
+
+    return _collected(si, read)
 
 
 def collect(
     si: Any, specs: Sequence[Any], page_size: int = 500, *, collector: Any = None
 ) -> list[ObjectProps]:
-    """Every PropertyCollector read ferry makes: RetrievePropertiesEx of `specs` (FilterSpecs),
-    continued while the server pages (`page_size` objects a page), parsed by
-    `parse_object_contents`. `collector`: the session's PropertyCollector when the caller has
-    the ServiceContent already (else read: one more round trip).
+    """Every PropertyCollector read ferry makes of explicit objects: RetrievePropertiesEx of
+    `specs` (FilterSpecs), continued while the server pages (`page_size` objects a page),
+    parsed by `parse_object_contents`. `collector`: the session's PropertyCollector when the
+    caller has the ServiceContent already (else read: one more round trip). A read through a
+    ContainerView is `collect_in_view`'s.
 
     vCenter answers a read on a session it ended with HTTP 200 and every property in
     `missingSet` with a NotAuthenticated fault, no SOAP fault, so pyVmomi's stub does not log
@@ -75,8 +105,15 @@ def collect(
     the second answer is still not authenticated or the login fails, and as
     `parse_object_contents` does; pyVmomi's faults of the call itself pass through.
     """
-    contents = _retrieve_pages(si, specs, page_size, collector)
-    if _lost_session(contents):
+    return _collected(si, lambda: _retrieve_pages(si, specs, page_size, collector))
+
+
+def _collected(si: Any, read: Callable[[], list[Any] | None]) -> list[ObjectProps]:
+    """The objects `read` returns (None: its view was gone), read once more after logging in
+    again when vCenter answered as not authenticated, or after a view that was gone; parsed.
+    Raises VSphereError (see `collect`)."""
+    contents = read()
+    if contents is not None and _lost_session(contents):
         log.warning("vCenter answered a property read as not authenticated: logging in again")
         try:
             renew_session(si)
@@ -85,12 +122,14 @@ def collect(
                 f"vCenter ended ferry's session and logging in again failed: "
                 f"{getattr(exc, 'msg', '') or type(exc).__name__}"
             ) from exc
-        contents = _retrieve_pages(si, specs, page_size, collector)
-        if _lost_session(contents):
-            raise VSphereError(
-                "vCenter still answers property reads as not authenticated after ferry logged "
-                "in again (NotAuthenticated in missingSet)"
-            )
+        contents = None
+    if contents is None:
+        contents = read()
+    if contents is None or _lost_session(contents):
+        raise VSphereError(
+            "vCenter still answers property reads as not authenticated after ferry logged "
+            "in again (NotAuthenticated in missingSet, or a view of the ended session gone)"
+        )
     return parse_object_contents(contents)
 
 
