@@ -16,6 +16,8 @@ from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import duration, exact, human, rate
 
 POWERED_ON = "poweredOn"
+# an adoption step: the lineage its found volume's `ferry_state` names (never a record's)
+FOUND_LINEAGE = "lineage"
 BOOTED = "a server was booted from it: never synced again"
 
 
@@ -187,13 +189,29 @@ def _adoption(address: str, observed: ObservedVolume, after: dict[str, Any]) -> 
             "cutover may have written it since its changeId, so it is adopted without one and "
             "copied in full at its next sync"
         )
+    lineage = {FOUND_LINEAGE: observed.lineage} if observed.lineage else {}
     return _volume(
         address,
         Action.READ,
         f"{found}: adopt it",
         None,
-        {**after, "volume_id": observed.id, "change_id": change_id},
+        {**after, "volume_id": observed.id, "change_id": change_id, **lineage},
     )
+
+
+def adopted_lineage(change: Change, volume_id: str) -> str:
+    """The ferry state lineage (`ferry_state`) the plan found `volume_id` with when `change`
+    adopts it and writes it in the same step (adopt_then_sync: --adopt-lineage's lost state, in
+    cutover mode or with no changeId to trust), "" for any other step or volume. The apply
+    writes such a volume (it stamps this state's lineage on it first); a volume of any other
+    lineage, or of that one for any other step, is another state's (break-it 12i F3: every
+    adopt-and-copy was refused as "taken over since this plan was made")."""
+    before = change.before or {}
+    if change.kind != "volume" or change.action is not Action.UPDATE:
+        return ""
+    if before.get("volume_id") != volume_id:
+        return ""
+    return str(before.get(FOUND_LINEAGE) or "")
 
 
 def _interrupted_delta(
@@ -580,8 +598,8 @@ def adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
         Action.UPDATE,
         f"{change.reason}, then "
         + (f"the final delta since changeId {since}" if since else "a full copy (no changeId)"),
-        {k: found[k] for k in ("volume_id", "change_id") if found.get(k)},
-        {k: v for k, v in found.items() if k not in ("volume_id", "change_id")},
+        {k: found[k] for k in ("volume_id", "change_id", FOUND_LINEAGE) if found.get(k)},
+        {k: v for k, v in found.items() if k not in ("volume_id", "change_id", FOUND_LINEAGE)},
         bytes=None
         if since
         else next(full_bytes(d, vm) for d in vm.source.disks if d.key == found["disk_key"]),
