@@ -2,13 +2,17 @@
 every disk was synced once, so the plan holds N snapshots and 2N delta syncs.
 
 Prints CPU seconds for 1k/5k/10k VMs and the per-VM cost, to show the planner is linear.
-Usage: .venv/bin/python benchmarks/planning.py [--sizes 1000 5000 10000]
+`--hosts N` lists N conversion hosts with a broker (issue 14), so the plan also places every VM
+(engine.planner.placement) and sums each host's share.
+Usage: .venv/bin/python benchmarks/planning.py [--sizes 1000 5000 10000] [--hosts 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+from typing import Any
 
 from engine.model.observed import Destination, Flavor, Inventory, SourceDisk, SourceNic, SourceVM
 from engine.model.state import ResourceRecord, State, Status
@@ -108,15 +112,32 @@ DESTINATION = Destination(
 )
 
 
+def with_hosts(count: int) -> tuple[dict[str, Any], Destination]:
+    """SPEC with `count` conversion hosts and a broker (placement over them), and DESTINATION
+    with their servers; SPEC and DESTINATION as they are for 0."""
+    if not count:
+        return SPEC, DESTINATION
+    names = [f"conv-{n + 1:02d}" for n in range(count)]
+    spec = {
+        **SPEC,
+        "conversion_hosts": [{"name": name} for name in names],
+        "execution": {"broker": "amqp://ferry@broker:5672/ferry"},
+        "state": {"backend": "postgres", "dsn_env": "DSN"},
+    }
+    return spec, replace(DESTINATION, server_names=frozenset(names))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--hosts", type=int, default=0, help="conversion hosts to place on")
     args = parser.parse_args()
+    spec, destination = with_hosts(args.hosts)
     for n in args.sizes:
         vms = [vm(i) for i in range(n)]
         inventory, state = Inventory(tuple(vms), (), (), ()), state_for(vms)
         began = time.process_time()
-        plan = make_plan(SPEC, inventory, DESTINATION, state)
+        plan = make_plan(spec, inventory, destination, state)
         cpu = time.process_time() - began
         print(
             f"{n:>6} VMs: {len(plan.changes):>6} changes, {len(plan.edges):>6} edges, "

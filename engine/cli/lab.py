@@ -17,7 +17,7 @@ from engine.errors import UserError
 from engine.lab import agents as lab_agents
 from engine.lab.guest import tiny_debian
 from engine.lab.lab import Lab, default_dir, status_json
-from engine.units import human, parse_size
+from engine.units import MiB, human, parse_size, rate
 
 app = typer.Typer(
     help="The embedded lab: start, stop, inspect it, and write to its disks.", no_args_is_help=True
@@ -217,6 +217,13 @@ def fault(
         int | None,
         typer.Option("--read-delay-ms", help="Every read waits this long (a slow source host)."),
     ] = None,
+    read_rate_mib: Annotated[
+        float | None,
+        typer.Option(
+            "--read-rate-mib",
+            help="Reads go at most this many MiB/s (an NFC stream: ~150, its 160 MB/s).",
+        ),
+    ] = None,
     device_full: Annotated[
         bool, typer.Option("--device-full", help="Writes to its volume fail with ENOSPC.")
     ] = False,
@@ -230,16 +237,19 @@ def fault(
     """A fault drill: a lab disk's reads fail or are slow, or its volume's device is full or lossy.
 
     A share of its reads fail with EIO (nbdkit's error filter), every read is slow (nbdkit's
-    delay filter), or the conversion host's device for its volume is full (ENOSPC) or loses its
-    writes."""
+    delay filter), its reads are capped at a rate (nbdkit's rate filter), or the conversion
+    host's device for its volume is full (ENOSPC) or loses its writes."""
     given = [clear, read_error_rate is not None, read_delay_ms is not None, device_full]
-    if [*given, device_lossy].count(True) != 1:
+    if [*given, read_rate_mib is not None, device_lossy].count(True) != 1:
         raise UserError(
-            "give one of --read-error-rate RATE, --read-delay-ms MS, --device-full, "
-            "--device-lossy or --clear"
+            "give one of --read-error-rate RATE, --read-delay-ms MS, --read-rate-mib MIBS, "
+            "--device-full, --device-lossy or --clear"
         )
     lab = _lab(directory)
-    if device_lossy:
+    if read_rate_mib is not None:
+        lab.read_rate(vm, disk, read_rate_mib)
+        typer.echo(f"{vm!r} disk {disk}: reads go at most {rate(read_rate_mib * MiB)}")
+    elif device_lossy:
         lab.device_lossy(vm, disk)
         typer.echo(f"{vm!r} disk {disk}: writes to its volume are acknowledged and lost")
     elif device_full:

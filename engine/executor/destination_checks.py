@@ -13,10 +13,10 @@ from engine.executor.cutover_base import CutoverBase
 from engine.executor.host import firstboot_scripts
 from engine.model.desired import Concern
 from engine.model.observed import Quota
-from engine.model.plan import Action
+from engine.model.plan import Action, Change
 from engine.planner.checks import missing_key_pair
 from engine.planner.quota import Budget, after_power_off
-from engine.providers.openstack import compute
+from engine.providers.openstack import compute, volumes
 from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
 
 
@@ -29,14 +29,18 @@ class DestinationChecks(CutoverBase):
         18 s of avoidable downtime in the lab): the ports the server boots with (recorded by
         now: they are made before it), its flavor and key pair exist, and the project's quota
         holds what the cutover adds from the power-off on (the planner's `after_power_off`:
-        protection snapshots, the server's instance, vCPUs and RAM; ports and volumes are made
-        before). Raises OpenStackError, one line (the source stays on)."""
+        protection snapshots, the server's instance, vCPUs and RAM; and the volumes not made
+        yet, which hang on the final snapshot: a cold cutover of a VM never replicated, whose
+        volume type may be gone since the plan: break-it 12i F5, production powered off, then
+        a 404 on the volume create). The ports are made before. Raises OpenStackError, one line
+        (the source stays on)."""
         self._scripts_readable(name)
         conn = self.ctx.conn
         server = self.a.changes.get(str(Address("vm", name, "server")))
         after = (server.after if server else None) or {}
         flavor = str(after.get("flavor") or "")
         missing = [f"port {p}" for p in self._port_ids(name) if not compute.port_exists(conn, p)]
+        missing += [f"volume type {t}" for t in self._missing_volume_types(name)]
         size = compute.flavor_size(conn, flavor) if flavor else None
         if flavor and size is None:
             missing.append(f"flavor {flavor}")
@@ -91,11 +95,35 @@ class DestinationChecks(CutoverBase):
         ]
         cores, ram = size or (0, 0)
         needs = after_power_off(servers, cores, ram, protected)
+        made = [int((c.after or {}).get("size_gib") or 0) for c in self._new_volumes(name)]
+        needs |= {"volumes": len(made), "gigabytes": needs["gigabytes"] + sum(made)}
         quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
         return [
             replace(c, message=c.message.replace(", after the VMs listed before it", ""))
             for c in Budget(quotas).take(needs)
         ]
+
+    def _new_volumes(self, name: str) -> list[Change]:
+        """The VM's volume changes that create a volume this apply has not made yet (no
+        volume recorded): made after the final snapshot, so after the power-off."""
+        return [
+            c
+            for c in self.a.changes.values()
+            if c.kind == "volume"
+            and c.action in (Action.CREATE, Action.REPLACE)
+            and Address.parse(c.address).name == name
+            and not self._attrs(c.address).get("volume_id")
+            and not (c.before or {}).get("volume_id")
+        ]
+
+    def _missing_volume_types(self, name: str) -> list[str]:
+        """The volume types the VM's new volumes name that the cloud no longer has."""
+        wanted = {
+            str((c.after or {}).get("volume_type"))
+            for c in self._new_volumes(name)
+            if (c.after or {}).get("volume_type")
+        }
+        return sorted(wanted - volumes.type_names(self.ctx.conn)) if wanted else []
 
     def _port_ids(self, name: str) -> list[str]:
         """The VM's ports in the source's NIC order."""

@@ -31,7 +31,7 @@ from engine.dataplane.nbdkit import (
 )
 from engine.errors import DataplaneError
 from engine.lab.disks import snapshot_file
-from engine.lab.faults import read_faults
+from engine.lab.faults import RATE_BURST, read_faults
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.session import (
     COOKIE_CHECK,
@@ -140,8 +140,8 @@ def fault_filters(
     lab_dir: Path, instance_uuid: str, key: int
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The nbdkit filters and their parameters that the lab's fault drills put in front of
-    disk `key` of VM `instance_uuid` (`ferry lab fault`: EIO at a rate, a delay per read);
-    none when it has no fault."""
+    disk `key` of VM `instance_uuid` (`ferry lab fault`: EIO at a rate, a delay per read, a
+    read rate cap in MiB/s); none when it has no fault."""
     fault = read_faults(lab_dir).get(f"{instance_uuid}/{key}", {})
     filters: list[str] = []
     args: list[str] = []
@@ -151,6 +151,10 @@ def fault_filters(
     if fault.get("read_delay_ms"):
         filters.append("delay")
         args.append(f"rdelay={int(fault['read_delay_ms'])}ms")
+    if fault.get("read_rate_mib"):
+        filters.append("rate")  # rate= is in bits a second, for all connections together
+        bits = round(float(fault["read_rate_mib"]) * 8 * 1024 * 1024)
+        args += [f"rate={bits}", f"burstiness={RATE_BURST}"]
     return tuple(filters), tuple(args)
 
 

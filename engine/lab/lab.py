@@ -310,7 +310,10 @@ class Lab:
         return lab_disks.guest_write(self.disks, self.vm(vm_name), key, offset, length, seed=seed)
 
     def _disk_owner(self, vm_name: str, key: int) -> str:
-        """The instance UUID of the lab VM that has disk `key` (fault drills are keyed by it)."""
+        """The instance UUID of the lab VM that has disk `key` (fault drills are keyed by it).
+        Raises UserError when the lab is not up (no faults file to write: was a traceback)."""
+        if not self.running():
+            raise UserError(f"the lab in {self.root} is not up: run `ferry lab up`")
         vm = self.vm(vm_name)
         if vm.disk(key) is None:
             raise UserError(f"VM {vm_name!r} has no disk {key}")
@@ -330,6 +333,12 @@ class Lab:
     def read_delay(self, vm_name: str, key: int, milliseconds: int) -> None:
         """A fault drill: every read of a disk waits `milliseconds` (a slow source host)."""
         lab_faults.set_read_delay(self.root, self._disk_owner(vm_name, key), key, milliseconds)
+
+    def read_rate(self, vm_name: str, key: int, mib: float) -> None:
+        """A lab disk's reads go at most `mib` MiB/s (an NFC stream; `read_errors(..., None)`
+        clears it). Raises UserError for a rate out of range, an unknown disk, a lab not up."""
+        lab_faults.check_read_rate(mib)  # the input first, then the lab
+        lab_faults.set_read_rate(self.root, self._disk_owner(vm_name, key), key, mib)
 
     def device_full(self, vm_name: str, key: int) -> None:
         """A fault drill: writes to this disk's volume fail with ENOSPC (`read_errors(..., None)`

@@ -550,6 +550,7 @@ def volumes_for(
     type_map: dict[str, Any] = settings.get("volume_type_map") or {}
     disks = sorted(vm.disks, key=lambda d: (d.controller_key, d.unit_number or 0, d.key))
     volumes, concerns = [], []
+    missing: dict[str, list[str]] = {}  # volume type: its disks (one concern per type)
     for i, disk in enumerate(disks):
         concerns += disk_concerns(disk)
         entry = type_map.get(disk.datastore or "")
@@ -563,7 +564,7 @@ def volumes_for(
                 )
             )
         elif vtype not in destination.volume_types:
-            concerns.append(_error("missing-volume-type", f"volume type {vtype!r} does not exist"))
+            missing.setdefault(vtype, []).append(str(disk.key))
         volumes.append(
             DesiredVolume(
                 disk.key,
@@ -575,6 +576,14 @@ def volumes_for(
                 unzeroed(vtype, entry, destination),
             )
         )
+    concerns += [
+        _error(
+            "missing-volume-type",
+            f"volume type {vtype!r} does not exist (disk{'s' if len(keys) > 1 else ''} "
+            f"{', '.join(keys)})",
+        )
+        for vtype, keys in missing.items()
+    ]
     return volumes, concerns
 
 

@@ -115,10 +115,26 @@ def _check_targets(
     """Every --target names a VM of the spec, a change or a recorded object: a typo is an error
     (with the nearest known address), never a silent "No changes".
 
+    A target of a VM whose records this plan moves (renamed in vCenter: the `moved` change)
+    is an error naming the new address: its old records made it "known", but every change is
+    at the new name, so it selected nothing (break-it 12i F1: "No changes: the destination
+    matches the spec" for a replica behind the source, and for a cutover that never ran).
+
     Raises UserError."""
+    moves = {
+        str((c.before or {}).get("address")): Address.parse(c.address)
+        for c in changes
+        if c.action is Action.MOVE
+    }
     known = {v.address for v in vms} | {c.address for c in changes} | set(state.resources)
     known |= {str(Address.parse(a).vm) for a in list(known) if a.startswith("vm")}
     for target in targets:
+        new = moves.get(str(target.vm))
+        if new is not None:
+            raise UserError(
+                f"--target {target}: {target.vm} has moved to {new} (renamed in vCenter: the "
+                f"same instance UUID): target {replace(target, name=new.name)}"
+            )
         if str(target) in known:
             continue
         near = nearest(str(target), known)

@@ -635,6 +635,24 @@ CASES = [
         r"error: 2 conversion hosts with execution\.broker need the shared PostgreSQL state",
         files={"spec.yaml": spec("defaults:", TWO_HOSTS_BROKER + "defaults:")},
     ),
+    Case(
+        "lab-fault-read-rate-zero",
+        ("lab", "fault", "web01", "--read-rate-mib", "0", "--dir", "lab"),
+        1,
+        r"error: read rate 0 MiB/s is not above 0 and at most 100000 MiB/s",
+    ),
+    Case(  # scale14: a FileNotFoundError traceback on a lab directory that does not exist
+        "lab-fault-lab-not-up",
+        ("lab", "fault", "web01", "--read-delay-ms", "5", "--dir", "nolab"),
+        1,
+        r"error: the lab in .*/nolab is not up: run `ferry lab up`",
+    ),
+    Case(
+        "lab-fault-read-rate-and-delay",
+        ("lab", "fault", "web01", "--read-rate-mib", "150", "--read-delay-ms", "5"),
+        1,
+        r"error: give one of --read-error-rate RATE, --read-delay-ms MS, --read-rate-mib MIBS, ",
+    ),
     # -- command-line options (usage errors: exit 2) --------------------------------------------
     Case(
         "opt-unknown",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from engine.model.observed import (
     SourceSnapshot,
     SourceVM,
 )
-from engine.model.plan import Plan
+from engine.model.plan import Action, Plan
 from engine.model.state import ResourceRecord, State, Status
 from engine.planner.make import make_plan
 from engine.planner.planfile import from_json, to_json
@@ -279,3 +280,18 @@ def test_a_target_typo_is_an_error_with_the_nearest_address() -> None:
         _plan_of("first-delta", (Address.parse("flavor.zzzzzzzzzzzz"),))
     kept = _plan_of("first-delta", (Address.parse("vm.web01"),))
     assert kept.changes and all(c.address.startswith("vm.web01") for c in kept.changes)
+
+
+def test_a_target_of_a_renamed_vm_names_its_new_address() -> None:
+    """Break-it 12i F1: db01 renamed db01-renamed in vCenter; `--target vm.db01` (the wave's
+    runbook) was "known" by its old records, selected none of the changes (all at the new
+    name) and said "No changes: the destination matches the spec" with the replica behind, or
+    with a cutover that never ran. Now one line naming where it moved; the new name plans."""
+    for old, new in (("vm.db01", "vm.db01-renamed"), ("vm.db01.disk[2000]", None)):
+        hint = new or "vm.db01-renamed.disk[2000]"
+        with pytest.raises(
+            UserError, match=rf"has moved to vm\.db01-renamed .*target {re.escape(hint)}$"
+        ):
+            _plan_of("renamed-vm", (Address.parse(old),))
+    kept = _plan_of("renamed-vm", (Address.parse("vm.db01-renamed"),))
+    assert any(c.action is Action.MOVE for c in kept.changes)

@@ -309,6 +309,8 @@ def running_after_cutover(
         return ()
     if observed is not None:
         unconfirmed = record is None or record.status is Status.IN_PROGRESS
+        if record is None and vm.mode not in CUTOVER_MODES and not running:
+            return (_unrecorded_server(observed),)
         if not running and ran and not unconfirmed:  # break-it 12e: never a silent "No changes"
             return (
                 Concern(
@@ -527,6 +529,24 @@ def server_change(
             {**after, "server_id": observed.id},
         )
     return simple(address, "server", record, after, reason)
+
+
+def _unrecorded_server(observed: ObservedServer) -> Concern:
+    """A server ferry booted for a VM (found by its metadata) that this state has no record of,
+    the spec saying replicate and the source off: a lost state's cutover, confirmed or killed
+    in its boot, cannot be told apart from here (break-it 12i F4: a lost state's successor
+    adopted the volumes an unconfirmed server ran from, then said "No changes" with both
+    volumes holding that guest's writes). Blocks the VM until someone decides."""
+    return Concern(
+        ConcernLevel.ERROR,
+        "server-without-record",
+        f"server {observed.id} was booted from this VM's volumes by a cutover this state has no "
+        "record of (a lost state's or another's; confirmed or not: unknown), and the spec says "
+        "replicate: ferry neither syncs into a server's volumes nor takes them for a replica. "
+        "Find out which is production: if the server is, set mode: cutover (it is adopted, "
+        "nothing copied); if the source is, delete the server (openstack server delete "
+        f"{observed.id}), power the source back on and plan again",
+    )
 
 
 def booted(

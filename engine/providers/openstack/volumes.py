@@ -337,6 +337,14 @@ def wait_snapshots_gone(conn: Any, volume_id: str, timeout: float = 300.0) -> No
     )
 
 
+def type_names(conn: Any) -> set[str]:
+    """The names and ids of the project's volume types (a volume create names either)."""
+    return transient(
+        lambda: {n for t in conn.block_storage.types() for n in (t.name, t.id) if n},
+        "volume types",
+    )
+
+
 def exists(conn: Any, volume_id: str) -> bool:
     def found() -> bool:
         try:

@@ -18,9 +18,10 @@ from engine.executor.seams import (
     LabFaultSources,
     LabSources,
     VddkSources,
+    fault_filters,
     folder_url,
 )
-from engine.lab.faults import set_read_delay, set_read_errors
+from engine.lab.faults import set_read_delay, set_read_errors, set_read_rate
 from engine.providers.vsphere.session import VCenterTarget
 from engine.providers.vsphere.snapshots import DiskInfo
 from engine.spec.validate import reader_of
@@ -97,6 +98,32 @@ def test_the_lab_fault_drills_slow_and_fail_the_https_reader(tmp_path: Path) -> 
     ]
     assert "error-pread-rate=10%" in failing and "error=EIO" in failing
     assert "https://vc/folder/x-flat.vmdk?dsName=d" in " ".join(failing)
+
+
+def test_a_read_rate_puts_nbdkit_rate_filter_in_front_of_the_lab_disk(tmp_path: Path) -> None:
+    """`ferry lab fault --read-rate-mib 150` (benchmarks/scale_out.py's NFC stream): the rate
+    filter caps all the disk's connections together at 150 MiB/s, in bits a second, with short
+    bursts; other disks are not slowed; a delay on the same disk is kept beside it."""
+    set_read_rate(tmp_path, "uuid-1", 2000, 150)
+    assert fault_filters(tmp_path, "uuid-1", 2000) == (
+        ("rate",),
+        ("rate=1258291200", "burstiness=0.1"),
+    )
+    assert fault_filters(tmp_path, "uuid-1", 2001) == ((), ())
+    set_read_delay(tmp_path, "uuid-1", 2000, 5)
+    filters, args = fault_filters(tmp_path, "uuid-1", 2000)
+    assert filters == ("delay", "rate") and "rdelay=5ms" in args and "rate=1258291200" in args
+    (tmp_path / "disks").mkdir()
+    disk = DiskInfo(2000, 1 << 30, "[ds] vm/vm.vmdk", True, None)
+    source = LabSources(tmp_path).source("vm-1", "uuid-1", "snapshot-1", disk)
+    assert source.filters == ("delay", "rate") and "rate=1258291200" in source.filter_args
+
+
+@pytest.mark.parametrize("mbs", [0, -1, 1e6])
+def test_a_read_rate_out_of_range_is_one_line(tmp_path: Path, mbs: float) -> None:
+    with pytest.raises(UserError, match=r"read rate .* MiB/s is not above 0"):
+        set_read_rate(tmp_path, "uuid-1", 2000, mbs)
+    assert not (tmp_path / "faults.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,8 @@ def cloud(quotas: dict[str, tuple[int, int]], key_pairs: tuple[str, ...] = ("ops
             get_quota_set=quota_set(("instances", "cores", "ram")),
         ),
         block_storage=SimpleNamespace(
-            get_quota_set=quota_set(("volumes", "gigabytes", "snapshots"))
+            get_quota_set=quota_set(("volumes", "gigabytes", "snapshots")),
+            types=lambda: [SimpleNamespace(name="ssd", id="t-ssd")],
         ),
     )
 
@@ -59,7 +60,10 @@ def cutover(
     records: tuple[ResourceRecord, ...] = (),
     key_pair: str = "ops",
     firstboot: tuple[str, ...] = (),
+    new: tuple[str, ...] = (),
 ) -> Cutover:
+    """web01's cutover: its disks 2000 and 2001 synced before (2 GiB each), and a volume of
+    each volume type in `new` still to be made (a cold cutover's: after the final snapshot)."""
     store = SqliteStateStore(tmp_path / "ferry.db")
     port = ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"})
     store.write([port, *records], [])
@@ -72,6 +76,17 @@ def cutover(
         *(
             Change(f"vm.web01.disk[{k}]", "volume", Action.UPDATE, "", {}, {"size_gib": 2})
             for k in (2000, 2001)
+        ),
+        *(
+            Change(
+                f"vm.web01.disk[{3000 + i}]",
+                "volume",
+                Action.CREATE,
+                "",
+                None,
+                {"size_gib": 8, "volume_type": t},
+            )
+            for i, t in enumerate(new)
         ),
     ]
     return fakes.cutover(store, None, changes, conn=conn)
@@ -130,3 +145,26 @@ def test_a_first_boot_script_gone_since_the_plan_stops_before_the_power_off(
     there.unlink()
     with pytest.raises(ConversionError, match=rf"first-boot script {there}: .*not powered off$"):
         cutover(tmp_path, room, firstboot=(str(there),)).ready_destination("web01")
+
+
+def test_a_volume_type_deleted_since_the_plan_stops_before_the_power_off(tmp_path: Path) -> None:
+    """Break-it 12i F5: a cold cutover of a VM never replicated makes its volumes after the
+    final snapshot; a volume type deleted between the saved plan and its apply powered the
+    source off (hard), then failed the volume creates on a 404. Now checked before (by name or
+    id); a type that exists passes."""
+    conn = cloud({})
+    cutover(tmp_path, conn, new=("ssd", "t-ssd")).ready_destination("web01")
+    with pytest.raises(OpenStackError, match=r"volume type gone-type that its server needs .*"
+                       r"the source was not powered off$"):  # fmt: skip
+        cutover(tmp_path, conn, new=("ssd", "gone-type")).ready_destination("web01")
+
+
+def test_the_volumes_made_after_the_power_off_count_in_the_quota(tmp_path: Path) -> None:
+    """The same volumes against the volume and gigabyte quotas (two 8 GiB volumes, and a
+    protection snapshot of each of the four volumes: 2 + 2 + 8 + 8 GiB)."""
+    room = {"volumes": (10, 8), "gigabytes": (100, 64), "snapshots": (10, 6)}
+    cutover(tmp_path, cloud(room), new=("ssd", "ssd")).ready_destination("web01")
+    with pytest.raises(OpenStackError, match=r"volumes: needs 2, 1 left"):
+        cutover(
+            tmp_path, cloud({**room, "volumes": (10, 9)}), new=("ssd", "ssd")
+        ).ready_destination("web01")
