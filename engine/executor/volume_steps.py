@@ -34,6 +34,7 @@ from engine.model.state import (
     resumable_delta,
 )
 from engine.planner.diff.attachments import STALE_KEY, repair_only
+from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.openstack.retry import transient
@@ -93,7 +94,12 @@ class VolumeSteps(Placement):
             self._write([], [change.address])
             return
         if before.get("volume_id"):
-            self.check_owned(change.address, str(before["volume_id"]), "written")
+            volume_id = str(before["volume_id"])
+            adopts = adopted_lineage(change, volume_id) if record is None else ""
+            self.check_owned(change.address, volume_id, "written", adopts)
+            if adopts:
+                self._take_over(change, address, volume_id, adopts)
+            before.pop(FOUND_LINEAGE, None)  # the found volume's, not a fact of the record
         snapshot, disks = self.ctx.snapshots[address.name]
         disk = disks[address.index or 0]
         if change.action is Action.VERIFY:
@@ -112,14 +118,15 @@ class VolumeSteps(Placement):
             or ""
         )
 
-    def check_owned(self, address: str, volume_id: str, doing: str) -> None:
+    def check_owned(self, address: str, volume_id: str, doing: str, adopts: str = "") -> None:
         """Right before a step deletes or writes a volume this state records (`doing`:
-        "deleted", "written"): its `ferry_state` must still name this state (or nothing). A
-        volume another ferry state took over since the plan was made (--adopt-lineage, or by
+        "deleted", "written"): its `ferry_state` must still name this state (or nothing), or
+        `adopts`, the lineage the plan found it with when the step adopts it (adopted_lineage).
+        A volume another ferry state took over since the plan was made (--adopt-lineage, or by
         hand) is that state's replica: a saved destroy deleted it, a saved delta wrote it and
         stamped it back (break-it 12e item 3). Raises OpenStackError; nothing is done to it."""
         other = volumes.managed_by(self.ctx.conn, volume_id)
-        if other and self.lineage and other != self.lineage:
+        if other and self.lineage and other not in (self.lineage, adopts):
             raise OpenStackError(
                 f"{handed_line(address, volume_id, other, doing)}; plan again (a new plan "
                 "never deletes or writes it)"
@@ -156,8 +163,9 @@ class VolumeSteps(Placement):
             self._repair_attachments(change)
             volume_id = self._volume_id(change)
             if volume_id and change.action is not Action.READ:
+                adopts = adopted_lineage(change, volume_id)
                 try:
-                    self.check_owned(change.address, volume_id, "written")
+                    self.check_owned(change.address, volume_id, "written", adopts)
                 except OpenStackError as exc:
                     raise OpenStackError(f"{exc}; the source was not powered off") from exc
             if volume_id and volumes.exists(self.ctx.conn, volume_id):
@@ -258,8 +266,28 @@ class VolumeSteps(Placement):
         # it: a cutover may have written it since), nor does a state rebuilt from the cloud
         metadata["ferry_change_id"] = str(after.get("change_id") or "")
         volumes.set_metadata(self.ctx.conn, str(after["volume_id"]), metadata)
+        after.pop(FOUND_LINEAGE, None)  # the found volume's lineage: this state's from now on
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
         self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
+
+    def _take_over(self, change: Change, address: Address, volume_id: str, lineage: str) -> None:
+        """The volume an adopt-and-copy step found (of ferry state `lineage`, --adopt-lineage) is
+        stamped as this state's before its copy writes a byte (as `_adopt` stamps one adopted as
+        it is), so an apply stopped in the copy leaves a volume this state records and manages
+        (its next plan resumes the copy), not one its record and metadata disagree on; its
+        changeId is the plan's (none when the plan trusts none: copied in full)."""
+        metadata = {
+            "ferry_vm": self.uuids[address.name] or "",
+            "ferry_disk": str(address.index),
+            "ferry_converted": "false",
+            STATE_KEY: self.lineage,
+            "ferry_change_id": str((change.before or {}).get("change_id") or ""),
+        }
+        volumes.set_metadata(self.ctx.conn, volume_id, metadata)
+        self.ctx.say(
+            address.name,
+            f"{change.address}: adopted volume {volume_id} (of ferry state {lineage}, as planned)",
+        )
 
     def _delete_volume(
         self,
@@ -738,8 +766,9 @@ def handed_line(address: str, volume_id: str, lineage: str, doing: str) -> str:
 
 def handed_since(conn: Any, plan: Plan) -> list[str]:
     """The plan's volume steps that would delete or write a volume another ferry state
-    manages now (its `ferry_state` names another lineage than the plan's state): one line
-    each (handed_line), [] when none. One volume listing when the plan has such steps (a read
+    manages now (its `ferry_state` names another lineage than the plan's state, and than the
+    one a step that adopts it found it with: adopted_lineage): one line each (handed_line), []
+    when none. One volume listing when the plan has such steps (a read
     per step cost a 1,000-VM wave thousands of requests at every apply's start); a volume
     gone since is no one's. Raises OpenStackError."""
     steps = [(c, volume_id) for c in plan.changes if (volume_id := _written_volume(c, plan))]
@@ -749,7 +778,7 @@ def handed_since(conn: Any, plan: Plan) -> list[str]:
     out = []
     for change, volume_id in steps:
         other = managing.get(volume_id)
-        if other and other != plan.state_lineage:
+        if other and other not in (plan.state_lineage, adopted_lineage(change, volume_id)):
             doing = "deleted" if change.action is Action.DELETE else "written"
             out.append(handed_line(change.address, volume_id, other, doing))
     return out

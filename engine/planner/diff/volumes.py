@@ -16,6 +16,8 @@ from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import duration, exact, human, rate
 
 POWERED_ON = "poweredOn"
+# an adoption step: the lineage its found volume's `ferry_state` names (never a record's)
+FOUND_LINEAGE = "lineage"
 BOOTED = "a server was booted from it: never synced again"
 
 
@@ -157,14 +159,7 @@ def volume_change(
             size=full_bytes(disk, vm),
         )
     if record.status is Status.IN_PROGRESS:
-        return _volume(
-            address,
-            Action.UPDATE,
-            _interrupted_delta(disk, before),
-            before,
-            after,
-            size=delta_estimate(before, now)[0],
-        )
+        return _interrupted_delta(vm, disk, before, (address, after), now)
     copy, reason = sync_reason(vm, disk, before)
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
@@ -194,26 +189,59 @@ def _adoption(address: str, observed: ObservedVolume, after: dict[str, Any]) -> 
             "cutover may have written it since its changeId, so it is adopted without one and "
             "copied in full at its next sync"
         )
+    lineage = {FOUND_LINEAGE: observed.lineage} if observed.lineage else {}
     return _volume(
         address,
         Action.READ,
         f"{found}: adopt it",
         None,
-        {**after, "volume_id": observed.id, "change_id": change_id},
+        {**after, "volume_id": observed.id, "change_id": change_id, **lineage},
     )
 
 
-def _interrupted_delta(disk: SourceDisk, before: Mapping[str, Any]) -> str:
-    """Why an interrupted delta sync runs again: resumed at its checkpoint when CBT can say
-    what changed since the snapshot it read (the executor's VolumeSteps._resume_delta), else
-    redone whole."""
-    if resumable_delta(before, disk.change_id):
+def adopted_lineage(change: Change, volume_id: str) -> str:
+    """The ferry state lineage (`ferry_state`) the plan found `volume_id` with when `change`
+    adopts it and writes it in the same step (adopt_then_sync: --adopt-lineage's lost state, in
+    cutover mode or with no changeId to trust), "" for any other step or volume. The apply
+    writes such a volume (it stamps this state's lineage on it first); a volume of any other
+    lineage, or of that one for any other step, is another state's (break-it 12i F3: every
+    adopt-and-copy was refused as "taken over since this plan was made")."""
+    before = change.before or {}
+    if change.kind != "volume" or change.action is not Action.UPDATE:
+        return ""
+    if before.get("volume_id") != volume_id:
+        return ""
+    return str(before.get(FOUND_LINEAGE) or "")
+
+
+def _interrupted_delta(
+    vm: DesiredVM,
+    disk: SourceDisk,
+    before: Mapping[str, Any],
+    at: tuple[str, dict[str, Any]],
+    now: float | None,
+) -> Change:
+    """An interrupted delta sync (`at`: its address and the volume's attributes wanted): resumed
+    at its checkpoint when CBT can say what changed since the snapshot it read (the executor's
+    VolumeSteps._resume_delta, model.state.resumable_delta); else planned as a disk whose last
+    sync completed is (sync_reason): a full copy with its reason and size when CBT is off, was
+    reset since (the changeId's epoch) or no changeId is recorded, else the delta redone whole.
+    The full copy is planned as such (`copy: full`: the executor asks CBT nothing), so a
+    cutover's plan warns of it and counts it in the downtime (break-it 12i F2: "redo the
+    interrupted delta" with no size, then 603 MiB copied in full with the source off)."""
+    address, after = at
+    since = f"the interrupted delta since changeId {before.get('change_id')}"
+    size, how = delta_estimate(before, now)
+    if vm.source.cbt and resumable_delta(before, disk.change_id):
         done = int(before.get("copied_bytes") or 0)
-        return (
-            f"resume the interrupted delta since changeId {before.get('change_id')} at "
-            f"{human(done)}, after what changed since the snapshot it read"
-        )
-    return f"redo the interrupted delta since changeId {before.get('change_id')}"
+        why = f"resume {since} at {human(done)}, after what changed since the snapshot it read"
+        return _volume(address, Action.UPDATE, why, dict(before), after, size=size)
+    copy, reason = sync_reason(vm, disk, before)
+    if copy == "full":
+        why = full_reason(vm, f"{since} cannot be resumed or redone: {reason}")
+        full = {**after, "copy": "full"}
+        return _volume(address, Action.UPDATE, why, dict(before), full, size=full_bytes(disk, vm))
+    return _volume(address, Action.UPDATE, f"redo {since} ({how})", dict(before), after, size=size)
 
 
 def _grown(
@@ -483,7 +511,10 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
 
 
 def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, str]:
-    """How a recorded, ready volume syncs: ('none' | 'delta' | 'full', why)."""
+    """How a recorded, ready volume syncs: ('none' | 'delta' | 'full', why). CBT off on a disk
+    synced at a changeId (turned off since): enable_cbt turns it on again in a new epoch, whose
+    changeIds cannot be compared with the stored one (the apply's changed block query faults
+    and copies in full), so a full copy, planned as one."""
     stored, live = before.get("change_id"), disk.change_id
     if before.get("converted"):
         return "none", "cut over"
@@ -491,6 +522,11 @@ def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> t
         return "full", "CBT is off: full copy"
     if not stored:
         return "full", "no changeId recorded: full copy"
+    if not vm.source.cbt:
+        return "full", (
+            f"CBT is off (turned off since changeId {stored}; enable_cbt turns it on again in "
+            "a new epoch): full copy"
+        )
     if live is not None and epoch(live) != epoch(stored):
         return "full", f"CBT was reset (changeId epoch {epoch(stored)} → {epoch(live)}): full copy"
     if vm.mode in CUTOVER_MODES:
@@ -562,8 +598,8 @@ def adopt_then_sync(vm: DesiredVM, change: Change) -> Change:
         Action.UPDATE,
         f"{change.reason}, then "
         + (f"the final delta since changeId {since}" if since else "a full copy (no changeId)"),
-        {k: found[k] for k in ("volume_id", "change_id") if found.get(k)},
-        {k: v for k, v in found.items() if k not in ("volume_id", "change_id")},
+        {k: found[k] for k in ("volume_id", "change_id", FOUND_LINEAGE) if found.get(k)},
+        {k: v for k, v in found.items() if k not in ("volume_id", "change_id", FOUND_LINEAGE)},
         bytes=None
         if since
         else next(full_bytes(d, vm) for d in vm.source.disks if d.key == found["disk_key"]),

@@ -30,6 +30,7 @@ class BlockStorage:
         self.lineages = lineages
         self.deleted: list[str] = []
         self.stamped: list[str] = []
+        self.metadata: dict[str, dict[str, str]] = {}
         self.listings = 0
 
     def volumes(self, details: bool = True) -> Any:
@@ -50,6 +51,9 @@ class BlockStorage:
 
     def set_volume_metadata(self, volume_id: str, **metadata: str) -> None:
         self.stamped.append(volume_id)
+        self.metadata.setdefault(volume_id, {}).update(metadata)
+        if "ferry_state" in metadata:
+            self.lineages[volume_id] = metadata["ferry_state"]
 
 
 def change(disk: int, action: Action, volume_id: str) -> Change:
@@ -108,4 +112,113 @@ def test_a_step_meeting_a_handed_volume_fails_and_leaves_it(tmp_path: Path, acti
     if action is Action.DELETE:
         applier._volume(step)
         assert storage.deleted == ["vol-a"]
+    store.close()
+
+
+def adoption(disk: int, volume_id: str, found: str) -> Change:
+    """The adopt-and-copy step the planner makes of a volume found with `ferry_state` `found`
+    (adopt_then_sync: --adopt-lineage's lost state, in cutover mode, or with no changeId to
+    trust), in the plan file's own shape."""
+    before = {"volume_id": volume_id, "lineage": found}
+    after = {"size_gib": 1, "volume_type": None, "bootable": False, "disk_key": disk}
+    return Change(
+        f"vm.web01.disk[{disk}]",
+        "volume",
+        Action.UPDATE,
+        "found ferry volume … (of ferry state lost): adopt it, then a full copy (no changeId)",
+        before,
+        after,
+    )
+
+
+def test_a_plan_adopting_a_lineage_writes_its_volumes_and_no_other() -> None:
+    """Break-it 12i F3: `apply --adopt-lineage lost` refused every volume it adopts and copies
+    in the same step ("the plan is stale: … managed by ferry state lost now (taken over since
+    this plan was made …)"), at every apply. The lineage a step found its volume with is the
+    one it adopts; a volume of any other lineage, or one a plain delta writes, is refused."""
+    storage = BlockStorage({"vol-a": "lost", "vol-b": "third", "vol-c": "lost"})
+    plan = Plan(
+        "d",
+        "mine",
+        3,
+        (),
+        (
+            adoption(2000, "vol-a", "lost"),  # the lineage it adopts: written
+            adoption(2001, "vol-b", "lost"),  # taken over by a third state since: refused
+            change(2002, Action.UPDATE, "vol-c"),  # recorded here, not adopted: refused
+        ),
+        (),
+    )
+    lines = handed_since(SimpleNamespace(block_storage=storage), plan)
+    assert [line.split(":")[0] for line in lines] == ["vm.web01.disk[2001]", "vm.web01.disk[2002]"]
+    assert "ferry state third now" in lines[0] and "ferry state lost now" in lines[1]
+
+
+def test_an_adopting_step_stamps_the_volume_before_its_copy(tmp_path: Path) -> None:
+    """The adopt-and-copy step writes the found volume of the lineage it adopts: this state's
+    lineage is stamped on it before the copy (an apply stopped in the copy leaves a volume this
+    state records and manages, its next plan resumes), and the found lineage never enters the
+    record. The same step meeting a volume of another lineage fails, nothing stamped."""
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    store.write([ResourceRecord("vm.other.disk[1]", "volume", Status.READY, {})], [])  # a lineage
+    mine = store.read().lineage
+    storage = BlockStorage({"vol-a": "lost", "vol-b": "third"})
+    ctx: Any = SimpleNamespace(
+        store=store,
+        conn=SimpleNamespace(block_storage=storage),
+        log_names={},
+        snapshots={"web01": (None, {2000: None, 2001: None})},
+        said=[],
+    )
+    ctx.say = lambda _vm, line: ctx.said.append(line)
+    steps = (adoption(2000, "vol-a", "lost"), adoption(2001, "vol-b", "lost"))
+    applier = Applier(Plan("d", mine, 1, (), steps, ()), ctx)
+    applier.uuids = {"web01": "4215-0001"}
+    applier._repair_attachments = lambda _c: None  # type: ignore[method-assign]
+    synced: list[dict[str, Any]] = []
+
+    def sync(_change: Change, _address: Any, before: dict[str, Any], *_rest: Any) -> None:
+        assert storage.metadata["vol-a"]["ferry_state"] == mine  # stamped before any byte
+        synced.append(before)
+
+    applier._sync = sync  # type: ignore[method-assign]
+    applier._volume(steps[0])
+    assert synced == [{"volume_id": "vol-a"}]
+    assert storage.metadata["vol-a"] == {
+        "ferry_vm": "4215-0001",
+        "ferry_disk": "2000",
+        "ferry_converted": "false",
+        "ferry_state": mine,
+        "ferry_change_id": "",  # the plan trusts none: a full copy
+    }
+    assert any("adopted volume vol-a (of ferry state lost" in line for line in ctx.said)
+    with pytest.raises(OpenStackError, match="is managed by ferry state third now"):
+        applier._volume(steps[1])
+    assert "vol-b" not in storage.stamped and len(synced) == 1
+    store.close()
+
+
+def test_a_cutover_adopting_a_lineage_powers_off_only_when_its_volumes_are_writable(
+    tmp_path: Path,
+) -> None:
+    """The cutover-mode adoption (adopt it, then the final delta) is checked before the source
+    is powered off (ready_volumes): the lineage it adopts passes (break-it 12i F3's a3: "failed:
+    vm.web01.snapshot: … taken over since this plan was made", every time), another fails."""
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    storage = BlockStorage({"vol-a": "lost", "vol-b": "third"})
+    storage.attachments = lambda: []  # type: ignore[attr-defined]
+    ctx: Any = SimpleNamespace(
+        store=store,
+        conn=SimpleNamespace(block_storage=storage),
+        log_names={},
+        conversion_host_id="host-1",
+        host_ids={},
+    )
+    lineage = store.read().lineage
+    adopting = Applier(Plan("d", lineage, 1, (), (adoption(2000, "vol-a", "lost"),), ()), ctx)
+    adopting.ready_volumes("web01")
+    other = Applier(Plan("d", lineage, 1, (), (adoption(2000, "vol-b", "lost"),), ()), ctx)
+    with pytest.raises(OpenStackError, match=r"ferry state third now .*not powered off"):
+        other.ready_volumes("web01")
+    assert storage.stamped == []
     store.close()
