@@ -43,7 +43,7 @@ from engine.planner.diff.departed import (
     departed,
     destroy_changes,
     destroy_concerns,
-    handed_volumes,
+    handed_objects,
     recorded_vms,
     said_left_off,
 )
@@ -227,7 +227,7 @@ def diff(
     throughput = measured_throughput(data.state)
     conversions = measured_conversions(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
-    handed = handed_volumes(data.destination, data.state.lineage) if data.destroy else {}
+    handed = handed_objects(data.destination, data.state.lineage) if data.destroy else {}
     observed: dict[tuple[str, Any], ObservedVolume] = {
         (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
     }
@@ -291,6 +291,9 @@ def diff(
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
             + image.unadopted(vm, records, data.destination)
+            + image.other_states(
+                vm, records, data.destination, data.state.lineage, data.adopt_lineages
+            )
             + image.lost_volumes(
                 vm, records, data.destination, image.served_by(vm, data.destination)
             )

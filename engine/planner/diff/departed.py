@@ -194,9 +194,10 @@ def destroy_changes(
     """Changes for a VM whose objects go away; deletes come server first (graph orders them).
     A snapshot ferry left on the source (recorded, or among `snapshots`, the VM's as the
     inventory shows them; None: not read) is removed, even when the VM is only forgotten.
-    A recorded volume another ferry state manages now (`handed`: volume id → that state's
-    lineage, from its `ferry_state` metadata: taken over with --adopt-lineage or by hand) is
-    forgotten, never deleted: deleting it would destroy the other state's replica."""
+    A recorded volume or Glance image another ferry state manages now (`handed`: volume or image
+    id → that state's lineage, from its `ferry_state` metadata or property: taken over with
+    --adopt-lineage or by hand; `handed_objects`) is forgotten, never deleted: deleting it would
+    destroy the other state's replica or image."""
     server = records.get(str(Address("vm", name, "server")))
     cut_over = server is not None and server.status is Status.READY
     action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
@@ -210,15 +211,17 @@ def destroy_changes(
     for address, record in sorted(records.items()):
         if record.kind == "source_snapshot":
             continue
-        other = (handed or {}).get(str(record.attributes.get("volume_id") or ""))
+        what = "image" if record.kind == "image" else "volume"
+        object_id = str(record.attributes.get(f"{what}_id") or "")
+        other = (handed or {}).get(object_id)
         if other is not None:
             out.append(
                 Change(
                     address,
                     record.kind,
                     Action.FORGET,
-                    f"volume {record.attributes['volume_id']} is managed by ferry state {other} "
-                    "now: forgotten here, never deleted",
+                    f"{what} {object_id} is managed by ferry state {other} now: forgotten here, "
+                    "never deleted",
                     dict(record.attributes),
                     None,
                 )
@@ -289,14 +292,18 @@ def destroy_concerns(
     return (Concern(ConcernLevel.WARNING, "source-off", said),)
 
 
-def handed_volumes(destination: Destination, lineage: str) -> dict[str, str]:
-    """Volume id → lineage, for the volumes whose `ferry_state` names a ferry state other than
-    this one (`lineage`); a state not written yet ("") manages none."""
-    return {
-        v.id: v.lineage
-        for v in destination.volumes
-        if v.lineage and v.lineage != lineage and lineage
-    }
+def handed_objects(destination: Destination, lineage: str) -> dict[str, str]:
+    """Volume or image id → lineage, for ferry's volumes (those it copies into and, output:
+    image, those it makes from its images) and Glance images whose `ferry_state` names a ferry
+    state other than this one (`lineage`); a state not written yet ("") manages none."""
+    if not lineage:
+        return {}
+    found = [
+        *((v.id, v.lineage) for v in destination.volumes),
+        *((v.id, v.lineage) for v in destination.volumes_from_images or ()),
+        *((i.id, i.lineage) for i in (destination.images or {}).values()),
+    ]
+    return {i: other for i, other in found if other and other != lineage}
 
 
 def departed(
@@ -311,7 +318,7 @@ def departed(
     notes: list[Diagnostic] = []
     off: dict[int, str] = {}
     blind = data.lookup is not None and not data.lookup.complete  # an error says why
-    handed = handed_volumes(data.destination, data.state.lineage)
+    handed = handed_objects(data.destination, data.state.lineage)
     for group in claims.others:
         if group.name in claims.held or blind:
             continue
