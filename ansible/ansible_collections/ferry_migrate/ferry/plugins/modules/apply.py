@@ -63,14 +63,18 @@ options:
     default: true
 extends_documentation_fragment:
   - ferry_migrate.ferry.state
+  - ansible.builtin.action_common_attributes
 author:
-  - ferry maintainers
+  - ferry maintainers (@ferry-migrate)
 attributes:
   check_mode:
     support: full
     details: Plans only; C(changed) says whether the apply would change anything.
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Exactly one apply runs per state at a time (ferry's state lock); another fails with the
     holder named.
@@ -158,7 +162,8 @@ def run(params: dict, check_mode: bool) -> dict:
         )
     spec = Path(params["spec"]) if params["spec"] else None
     what = Path(params["plan"]) if params["plan"] else spec
-    assert what is not None  # required_one_of
+    if what is None:  # required_one_of (ansible-test sanity's no-assert: never an assert)
+        raise UserError("one of spec or plan is required")
     targets = tuple(Address.parse(t) for t in params["target"])
     plan, data, _saved, location = prepare(
         what,

@@ -57,8 +57,9 @@ options:
     type: path
 extends_documentation_fragment:
   - ferry_migrate.ferry.state
+  - ansible.builtin.action_common_attributes
 author:
-  - ferry maintainers
+  - ferry maintainers (@ferry-migrate)
 attributes:
   check_mode:
     support: full
@@ -66,6 +67,9 @@ attributes:
   diff_mode:
     support: full
     details: The diff is the plan as C(ferry plan) shows it.
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""
