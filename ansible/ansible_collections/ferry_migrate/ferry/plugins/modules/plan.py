@@ -45,9 +45,9 @@ options:
     default: false
   adopt_lineage:
     description:
-      - Lineages of lost ferry states whose volumes this state adopts (the lineage a refused
-        volume's error names), as C(ferry plan --adopt-lineage). Adopting writes this state's
-        lineage on them.
+      - Lineages of lost ferry states whose volumes (and, with output image, Glance images) this
+        state adopts (the lineage a refused volume's or image's error names), as
+        C(ferry plan --adopt-lineage). Adopting writes this state's lineage on them.
     type: list
     elements: str
     default: []
