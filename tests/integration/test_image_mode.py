@@ -1,8 +1,9 @@
 """destination.output: image on the lab (issue 16): no conversion host; the powered-off
 build-old's 2 GiB disk is copied by ferry's copy engine into <work_dir>/<instance uuid>/
 disk-2000.raw (sparse, verified by sha256 against the source), recorded as a disk_file, uploaded
-to Glance, a volume made from the image, the server booted from it; a re-plan is a no-op;
---destroy removes server, volume, image and file. One apply for all of it (CI time). With
+to Glance, a volume made from the image, the server booted from it; a re-plan is a no-op; a
+lost state adopts it only with --adopt-lineage, and the first state's --destroy then forgets
+what that state runs and removes its own file. One apply for all of it (CI time). With
 image: {boot: image}, web01 boots from its boot disk's image and only its data disk becomes a
 volume."""
 
@@ -68,8 +69,8 @@ def test_a_cutover_uploads_the_files_and_boots_from_volumes_made_from_them(
     qcow2 (the default: the holes are not sent) with Nova's properties, a volume made from the
     image holding the file's bytes (Cinder converts it to raw), the server ACTIVE on it; a
     re-plan is a no-op; the image and the volume carry the state's lineage, so a lost state adopts
-    them only with --adopt-lineage, and then the first state's --destroy forgets them (it
-    removes the server and the file)."""
+    them only with --adopt-lineage, and then the first state's --destroy forgets them and the
+    server running on them (it deletes its file)."""
     work, state = tmp_path / "work", tmp_path / "state.db"
     work.mkdir()
     spec = image_spec(tmp_path, work, mode="cutover\n    convert: false")
@@ -135,9 +136,11 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     assert f"image {image_id} {handed}" in " ".join(made.stdout.split())
     gone = ferry(lab, "apply", str(saved), "--auto-approve", "--state", str(state))
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    # the lost state's now (it adopted them): the first state's --destroy leaves them
+    # the lost state's now (it adopted them): the first state's --destroy leaves them, and
+    # the server that runs on them; it deletes its own work_dir file
     assert [str(i.id) for i in images.find_images(conn, uuid)] == [image_id]
     assert metadata_of(conn, volume_id) == lineage_of(lost)
+    assert conn.compute.get_server(server.id).status == "ACTIVE"
     assert not path.exists()
 
 

@@ -255,7 +255,8 @@ def diff(
                 snapshots=vm.source.snapshots,
                 handed=handed,
             )
-            plans.append(_vm_plan(vm, vm.concerns + held + _destroy_concerns(vm, records), None))
+            said = _destroy_concerns(vm, records, vm_list)
+            plans.append(_vm_plan(vm, vm.concerns + held + said, None))
             changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(
@@ -403,6 +404,14 @@ def _vm_plan(
     )
 
 
-def _destroy_concerns(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
-    """destroy_concerns of the VM, with its source's power and guest state as observed."""
-    return destroy_concerns(vm.name, records, vm.source.power_state, vm.source.guest_state)
+def _destroy_concerns(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], changes: list[Change]
+) -> tuple[Concern, ...]:
+    """destroy_concerns of the VM, with its source's power and guest state as observed; a
+    server the destroy forgets (another ferry state runs it: destroy_changes) is not deleted,
+    so no warning says it is."""
+    said = destroy_concerns(vm.name, records, vm.source.power_state, vm.source.guest_state)
+    server = str(Address("vm", vm.name, "server"))
+    if any(c.address == server and c.action is Action.FORGET for c in changes):
+        return tuple(c for c in said if c.code != "destroy-deletes-production")
+    return said
