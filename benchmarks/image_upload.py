@@ -54,7 +54,7 @@ def upload(conn: Any, path: Path, fmt: str, vm: str) -> tuple[str, bool, float, 
     """(image id, uploaded, seconds, bytes Glance holds)."""
     began = time.monotonic()
     props = {"ferry_vm_uuid": vm, "ferry_disk_key": "2000", "hw_firmware_type": "bios"}
-    image_id, sent = upload_image(conn, path, f"bench-{fmt}", fmt, props)
+    image_id, sent = upload_image(conn, path, f"bench-{fmt}", fmt, props, lineage="benchmark")
     seconds = time.monotonic() - began
     return image_id, sent, seconds, int(conn.image.get_image(image_id).size or 0)
 

@@ -60,9 +60,9 @@ AdoptLineageOption = Annotated[
     list[str] | None,
     typer.Option(
         "--adopt-lineage",
-        help="With a spec: adopt the volumes of a lost ferry state, named by its lineage (the "
-        "lineage a refused volume's concern names; repeatable); adopting writes this state's "
-        "lineage on them.",
+        help="With a spec: adopt the volumes (and, with output: image, the Glance images) of a "
+        "lost ferry state, named by its lineage (the lineage a refused volume's or image's "
+        "concern names; repeatable); adopting writes this state's lineage on them.",
     ),
 ]
 

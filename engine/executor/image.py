@@ -18,14 +18,15 @@ from engine.addresses import Address
 from engine.conversion import v2v
 from engine.dataplane.copy import CopyStats
 from engine.dataplane.nbdkit import DiskSource
-from engine.errors import FerryError, StoppedError, VerifyError
+from engine.errors import FerryError, OpenStackError, StoppedError, VerifyError
 from engine.executor import host
 from engine.executor.cutover_base import content_epoch
 from engine.executor.host import SyncJob, source_of
 from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
-from engine.providers.openstack import compute, images
+from engine.providers.openstack import compute, images, volumes
+from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.snapshots import DiskInfo
 from engine.units import duration
 
@@ -376,6 +377,7 @@ class ImageCutover:
         before = self._attrs(change.address) or dict(change.before or {})
         if change.action in (Action.DELETE, Action.FORGET):
             if change.action is Action.DELETE and before.get("image_id"):
+                self.check_image_owned(change.address, str(before["image_id"]))
                 images.delete(conn, [str(before["image_id"])])
             self.a._write([], [change.address])
             return
@@ -407,6 +409,7 @@ class ImageCutover:
                 str(after["name"]),
                 str(after["disk_format"]),
                 after["properties"],
+                lineage=self.a.lineage,
                 stop=stop,
                 replaces=replaces,
             )
@@ -423,15 +426,31 @@ class ImageCutover:
 
     def _adopted(self, change: Change, kind: str, id_key: str) -> None:
         """An image or a volume made from one, found by ferry's metadata beside the server a
-        lost state adopts (engine.planner.diff.image.adopts): recorded as the plan found it,
-        nothing made or uploaded. Raises StateError."""
+        lost state adopts (engine.planner.diff.image.adopts): this state's lineage stamped on it
+        (`ferry_state`: the image's property, the volume's metadata; from then on another
+        state's plan neither adopts nor deletes it, as with volume mode's adopted volumes) and
+        recorded as the plan found it, nothing made or uploaded. Raises OpenStackError,
+        StateError."""
         after = dict(change.after or {})
+        if kind == "image":
+            images.set_properties(self.a.ctx.conn, str(after[id_key]), {STATE_KEY: self.a.lineage})
+        else:
+            volumes.set_metadata(self.a.ctx.conn, str(after[id_key]), {STATE_KEY: self.a.lineage})
         self.a._write([ResourceRecord(change.address, kind, Status.READY, after)], [])
         what = "image" if kind == "image" else "volume"
         self.a.ctx.say(
             Address.parse(change.address).name,
             f"{change.address}: adopted {what} {after[id_key]}",
         )
+
+    def check_image_owned(self, address: str, image_id: str) -> None:
+        """Right before a step deletes an image this state records: its `ferry_state` must
+        still name this state (or nothing). An image another ferry state took over since the
+        plan was made (--adopt-lineage, or by hand) is that state's. Raises OpenStackError;
+        nothing is done to it."""
+        other = images.managed_by(self.a.ctx.conn, image_id)
+        if other and other != self.a.lineage:
+            raise OpenStackError(f"{address}: {images.handed_line(image_id, other, 'deleted')}")
 
     def _check_converted_file(self, address: str, path: Path) -> None:
         """The file an image is uploaded from is the one its conversion left (the disk file
@@ -453,12 +472,15 @@ class ImageCutover:
     def _properties(self, change: Change, before: dict[str, Any], after: dict[str, Any]) -> None:
         """A recorded image's properties set to the plan's (Glance image update); those it no
         longer has removed, and the Nova keys the plan unsets (`unset`: Glance holds them, ferry
-        does not set them: added by hand). Raises OpenStackError."""
+        does not set them: added by hand). An image another ferry state manages now is left as
+        it is. Raises OpenStackError."""
         image_id = str(before["image_id"])
         wanted = {str(k): str(v) for k, v in after["properties"].items()}
         unset = [str(k) for k in after.pop("unset", None) or ()]
         gone = [k for k in before.get("properties") or {} if k not in wanted] + unset
-        changed = images.set_properties(self.a.ctx.conn, image_id, wanted, gone)
+        changed = images.set_properties(
+            self.a.ctx.conn, image_id, wanted, gone, lineage=self.a.lineage
+        )
         attrs = {**before, **after, "image_id": image_id}
         self.a._write([ResourceRecord(change.address, "image", Status.READY, attrs)], [])
         self.a.ctx.say(
@@ -473,6 +495,7 @@ class ImageCutover:
         after = dict(change.after or {})
         unset = [str(k) for k in after.pop("unset", None) or ()]
         volume_id = str(before["volume_id"])
+        self.a.check_owned(change.address, volume_id, "written")
         metadata = {str(k): str(v) for k, v in (after.get("image_metadata") or {}).items()}
         if metadata:
             compute.set_image_metadata(self.a.ctx.conn, volume_id, metadata)
@@ -501,6 +524,7 @@ class ImageCutover:
         old = str(before.get("volume_id") or "")
         if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:
             if old and change.action is not Action.FORGET:
+                self.a.check_owned(change.address, old, "deleted")
                 self.a._delete_volume(old)
             if change.action in (Action.DELETE, Action.FORGET):
                 self.a._write([], [change.address])
@@ -526,6 +550,7 @@ class ImageCutover:
             metadata={
                 "ferry_image_vm": self.a.uuids[address.name] or "",
                 "ferry_image_disk": str(address.index),
+                STATE_KEY: self.a.lineage,  # as every volume ferry makes: whose it is
             },
             created=created,
         )

@@ -785,10 +785,11 @@ def handed_since(conn: Any, plan: Plan) -> list[str]:
 
 
 def _written_volume(change: Change, plan: Plan) -> str:
-    """The id of the recorded volume `change` deletes or writes, "" for any other step (and
-    for a plan of a state not written yet, which manages no volume)."""
+    """The id of the recorded volume `change` deletes or writes (a replica, or output: image's
+    volume made from an image), "" for any other step (and for a plan of a state not written
+    yet, which manages no volume)."""
     volume_id = str((change.before or {}).get("volume_id") or "")
-    if change.kind != "volume" or not volume_id or not plan.state_lineage:
+    if change.kind not in ("volume", "image_volume") or not volume_id or not plan.state_lineage:
         return ""
     return "" if change.action in (Action.NOOP, Action.FORGET, Action.READ) else volume_id
 

@@ -234,7 +234,9 @@ class ObservedImageVolume:
     (the disk's device key): what a lost state adopts for a server still running on it.
 
     `image_id`: the image Cinder made it from (its volume image metadata; None: not said);
-    `server_ids`: the servers it is attached to (its `attachments`; () when none)."""
+    `server_ids`: the servers it is attached to (its `attachments`; () when none); `lineage`:
+    the lineage of the ferry state that made or adopted it (its `ferry_state` metadata, as every
+    volume ferry makes carries; None: made by a ferry that did not record it)."""
 
     id: str
     vm_uuid: str
@@ -243,6 +245,7 @@ class ObservedImageVolume:
     size_gib: int
     image_id: str | None = None
     server_ids: tuple[str, ...] = ()
+    lineage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -251,13 +254,16 @@ class ObservedImage:
 
     `vm_uuid`, `disk_key`: its ferry_vm_uuid / ferry_disk_key properties (None: not set);
     `properties`: every property Glance holds for it ({name: value as a string}: Nova's keys such
-    as hw_disk_bus and anyone's own, ferry's included)."""
+    as hw_disk_bus and anyone's own, ferry's included); `lineage`: the lineage of the ferry state
+    that uploaded or adopted it (its `ferry_state` property; None: uploaded by a ferry that did
+    not record it)."""
 
     id: str
     status: str
     vm_uuid: str | None = None
     disk_key: int | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
+    lineage: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """destination.output: image on the lab (issue 16): no conversion host; the powered-off
 build-old's 2 GiB disk is copied by ferry's copy engine into <work_dir>/<instance uuid>/
 disk-2000.raw (sparse, verified by sha256 against the source), recorded as a disk_file, uploaded
-to Glance, a volume made from the image, the server booted from it; a re-plan is a no-op;
---destroy removes server, volume, image and file. One apply for all of it (CI time). With
+to Glance, a volume made from the image, the server booted from it; a re-plan is a no-op; a
+lost state adopts it only with --adopt-lineage, and the first state's --destroy then forgets
+what that state runs and removes its own file. One apply for all of it (CI time). With
 image: {boot: image}, web01 boots from its boot disk's image and only its data disk becomes a
 volume."""
 
@@ -67,7 +68,9 @@ def test_a_cutover_uploads_the_files_and_boots_from_volumes_made_from_them(
     call as on volumes, 4-5 min under TCG, not repeated here): its file uploaded to Glance as
     qcow2 (the default: the holes are not sent) with Nova's properties, a volume made from the
     image holding the file's bytes (Cinder converts it to raw), the server ACTIVE on it; a
-    re-plan is a no-op; --destroy removes server, volume, image and file."""
+    re-plan is a no-op; the image and the volume carry the state's lineage, so a lost state adopts
+    them only with --adopt-lineage, and then the first state's --destroy forgets them and the
+    server running on them (it deletes its file)."""
     work, state = tmp_path / "work", tmp_path / "state.db"
     work.mkdir()
     spec = image_spec(tmp_path, work, mode="cutover\n    convert: false")
@@ -117,8 +120,11 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
         "--detailed-exitcode",
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
-    adopted_by_a_lost_state(lab, conn, spec, tmp_path / "lost.db", (image_id, volume_id, uuid))
+    lineage = lineage_of(state)  # whose image and volume: this state's, as every ferry volume
+    assert (image.properties["ferry_state"], metadata_of(conn, volume_id)) == (lineage, lineage)
     properties_updated(lab, conn, spec, state, image_id, volume_id)
+    lost = tmp_path / "lost.db"
+    adopted_by_a_lost_state(lab, conn, spec, lost, (image_id, volume_id, uuid), lineage)
 
     saved = tmp_path / "destroy.plan"
     made = ferry(
@@ -126,24 +132,57 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
         "--out", str(saved),
     )  # fmt: skip
     assert made.returncode == 0, made.stdout + made.stderr
+    handed = f"is managed by ferry state {lineage_of(lost)} now: forgotten here, never deleted"
+    assert f"image {image_id} {handed}" in " ".join(made.stdout.split())
     gone = ferry(lab, "apply", str(saved), "--auto-approve", "--state", str(state))
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert images.find_images(conn, uuid) == []
+    # the lost state's now (it adopted them): the first state's --destroy leaves them, and
+    # the server that runs on them; it deletes its own work_dir file
+    assert [str(i.id) for i in images.find_images(conn, uuid)] == [image_id]
+    assert metadata_of(conn, volume_id) == lineage_of(lost)
+    assert conn.compute.get_server(server.id).status == "ACTIVE"
     assert not path.exists()
 
 
+def lineage_of(state: Path) -> str:
+    store = SqliteStateStore(state)
+    try:
+        return store.read().lineage
+    finally:
+        store.close()
+
+
+def metadata_of(conn: Any, volume_id: str) -> str:
+    """The volume's `ferry_state`: the lineage of the state that manages it."""
+    return str((conn.block_storage.get_volume(volume_id).metadata or {}).get("ferry_state"))
+
+
 def adopted_by_a_lost_state(
-    lab: Lab, conn: Any, spec: Path, lost: Path, made: tuple[str, str, str]
+    lab: Lab, conn: Any, spec: Path, lost: Path, made: tuple[str, str, str], lineage: str
 ) -> None:
     """A lost (or a second operator's) state adopts the cut-over VM as it runs: its server,
     the volume attached to it and the image that volume was made from, found by ferry's
     metadata; no upload, no second volume (break-it 16 F2: a duplicate volume, then a KeyError
-    at every apply). Reads only (the cutover's objects are the test's)."""
+    at every apply). They carry the first state's lineage (img16c item 1), so only with
+    --adopt-lineage: without it the plan is blocked, nothing adopted; with it the apply stamps
+    the lost state's lineage on the image and the volume, as volume mode's adoption does."""
     image_id, volume_id, uuid = made
-    done = apply(lab, spec, "vm.build-old", lost)
+    refused = ferry(
+        lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(lost),
+        "--detailed-exitcode",
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    text = " ".join(refused.stdout.split())
+    said = "found beside the server this plan would adopt is managed by another ferry state"
+    for what in (f"image {image_id}", f"volume {volume_id}"):
+        assert f"{what} {said} (lineage {lineage}" in text
+    done = apply(lab, spec, "vm.build-old", lost, "--adopt-lineage", lineage)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"vm.build-old.volume[2000]: adopted volume {volume_id}" in done.stdout
     assert f"vm.build-old.image[2000]: adopted image {image_id}" in done.stdout
+    adopter = lineage_of(lost)
+    assert metadata_of(conn, volume_id) == adopter != lineage
+    assert conn.image.get_image(image_id).properties["ferry_state"] == adopter
     found = records(lost)
     assert found["vm.build-old.volume[2000]"].attributes["volume_id"] == volume_id
     assert found["vm.build-old.server"].status.value == "ready"

@@ -34,6 +34,7 @@ def conn(lab: Lab, new_cloud_objects: None) -> Iterator[Any]:
 
 
 UUID = "4215ffff-0000-4000-8000-00000000image"
+MINE, OTHER = "lineage-of-this-state", "lineage-of-a-rehearsal"
 
 
 def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
@@ -48,31 +49,37 @@ def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
         "hw_disk_bus": "virtio",
         "os_type": "linux",
     }
-    first, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props)
+    first, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props, lineage=MINE)
     assert uploaded
     image = conn.image.get_image(first)
     assert (image.status, image.hash_value) == ("active", images.file_sha512(disk))
     assert (image.hw_disk_bus, image.os_type) == ("virtio", "linux")
     assert image.properties["ferry_disk_key"] == "2000"
+    assert image.properties["ferry_state"] == MINE  # whose it is (img16c item 2)
 
-    again, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props)
+    again, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props, lineage=MINE)
     assert (again, uploaded) == (first, False)  # a restarted apply: no second image
+    # another state (a rehearsal) uploading the same bytes gets its own image, never this
+    # one: its --destroy would delete it under this state's records
+    theirs, uploaded = images.upload(conn, disk, "image16-disk-2000", "raw", props, lineage=OTHER)
+    assert uploaded and theirs != first
+    assert conn.image.get_image(first).status == "active"
 
     # a killed apply's upload: an image record of the same disk with no data (queued), and the
     # file converted again since (other bytes): the new upload replaces both
     partial = conn.image.post(
         "/images",
         json={"name": "image16-disk-2000", "disk_format": "raw", "container_format": "bare",
-              "tags": [images.TAG], **props},
+              "tags": [images.TAG], **props, "ferry_state": MINE},
     ).json()["id"]  # fmt: skip
     disk.write_bytes(os.urandom(MiB) + bytes(3 * MiB))
     last, uploaded = images.upload(  # the state's record named the first (L7: only that)
-        conn, disk, "image16-disk-2000", "raw", props, replaces=[first]
+        conn, disk, "image16-disk-2000", "raw", props, lineage=MINE, replaces=[first]
     )
     assert uploaded and last not in (first, partial)
-    assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [last]
+    assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [theirs, last]
     stopped_mid_upload(conn, tmp_path / "next.raw", props, monkeypatch)
-    assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [last]
+    assert [str(i.id) for i in images.find_images(conn, UUID, 2000)] == [theirs, last]
 
     volume = images.volume_from_image(
         conn, last, name="image16-disk-2000", size_gib=1, volume_type=None, metadata={}
@@ -80,7 +87,7 @@ def test_upload_is_found_again_replaced_when_partial_and_turned_into_a_volume(
     with volume_file(lab, volume).open("rb") as f:
         assert hashlib.sha512(f.read(4 * MiB)).hexdigest() == images.file_sha512(disk)
 
-    images.delete(conn, [last])
+    images.delete(conn, [last, theirs])
     assert images.find_images(conn, UUID) == []
 
 
@@ -106,7 +113,9 @@ def stopped_mid_upload(
     monkeypatch.setattr(images, "CHUNK", MiB)
     disk.write_bytes(os.urandom(4 * MiB))
     with pytest.raises(StoppedError, match=r"stopped after 1\.0 MiB: the partial image deleted"):
-        images.upload(conn, disk, "image16-disk-2000", "raw", props, stop=StopAfter(5 + 1))
+        images.upload(
+            conn, disk, "image16-disk-2000", "raw", props, lineage=MINE, stop=StopAfter(5 + 1)
+        )
     monkeypatch.undo()
 
 
@@ -126,14 +135,17 @@ def test_a_qcow2_upload_sends_no_holes_and_its_volume_holds_the_raw_bytes(
     qcow2 = raw.with_suffix(".qcow2")
     images.to_qcow2(raw, qcow2)
     props = {"ferry_vm_uuid": UUID, "ferry_disk_key": "2001", "hw_firmware_type": "bios"}
-    image_id, uploaded = images.upload(conn, qcow2, "image16-disk-2001", "qcow2", props)
+    image_id, uploaded = images.upload(
+        conn, qcow2, "image16-disk-2001", "qcow2", props, lineage=MINE
+    )
     image = conn.image.get_image(image_id)
     assert uploaded and image.disk_format == "qcow2"
     assert image.size == qcow2.stat().st_size < 2 * MiB  # bytes Glance received
 
     again = tmp_path / "again.qcow2"
     images.to_qcow2(raw, again)
-    assert images.upload(conn, again, "image16-disk-2001", "qcow2", props) == (image_id, False)
+    reused = images.upload(conn, again, "image16-disk-2001", "qcow2", props, lineage=MINE)
+    assert reused == (image_id, False)
 
     volume = images.volume_from_image(
         conn, image_id, name="image16-disk-2001", size_gib=1, volume_type=None, metadata={}

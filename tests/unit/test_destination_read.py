@@ -145,10 +145,12 @@ def test_an_image_lists_every_property_as_glance_names_it() -> None:
         hw_vif_multiqueue_enabled="true",
         ferry_vm_uuid=UUID,
         ferry_disk_key="2000",
+        ferry_state="lineage-1",
         owner_team="payments",
     )
     found = parse_image(listed)
     assert (found.id, found.status, found.vm_uuid, found.disk_key) == ("i-1", "active", UUID, 2000)
+    assert found.lineage == "lineage-1"  # the state that uploaded it (img16c item 2)
     assert {k: found.properties[k] for k in ("hw_disk_bus", "hw_firmware_type", "owner_team")} == {
         "hw_disk_bus": "scsi",
         "hw_firmware_type": "bios",
@@ -208,7 +210,7 @@ def test_the_volumes_ferry_made_from_its_images_name_their_image_and_servers() -
         id="v1",
         status="in-use",
         size=2,
-        metadata={"ferry_image_vm": "u1", "ferry_image_disk": "2000"},
+        metadata={"ferry_image_vm": "u1", "ferry_image_disk": "2000", "ferry_state": "l-1"},
         volume_image_metadata={"image_id": "img-1", "hw_disk_bus": "virtio"},
         attachments=[{"server_id": "srv-1", "device": "/dev/vda"}],
     )
@@ -216,6 +218,7 @@ def test_the_volumes_ferry_made_from_its_images_name_their_image_and_servers() -
     (found,) = volumes_from_images([made, replica])
     assert (found.id, found.vm_uuid, found.disk_key) == ("v1", "u1", 2000)
     assert (found.image_id, found.server_ids, found.size_gib) == ("img-1", ("srv-1",), 2)
+    assert found.lineage == "l-1"  # the state that made it, as on every ferry volume
 
 
 @pytest.mark.parametrize(

@@ -192,8 +192,8 @@ def destination(d: dict[str, Any]) -> Destination:
 
 
 def observed_images(listed: list[dict[str, Any]]) -> dict[str, ObservedImage]:
-    """A case's Glance images (`properties` as Glance holds them), by id; status active unless
-    given."""
+    """A case's Glance images (`properties` as Glance holds them; its lineage their
+    ferry_state), by id; status active unless given."""
     found = (
         ObservedImage(
             i["id"],
@@ -203,6 +203,7 @@ def observed_images(listed: list[dict[str, Any]]) -> dict[str, ObservedImage]:
             if "ferry_disk_key" in i.get("properties", {})
             else None,
             {k: str(v) for k, v in i.get("properties", {}).items()},
+            i.get("properties", {}).get("ferry_state"),
         )
         for i in listed
     )

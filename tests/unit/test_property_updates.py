@@ -217,6 +217,7 @@ def test_the_apply_removes_the_keys_the_plan_unsets() -> None:
             store=SimpleNamespace(read=lambda: SimpleNamespace(resources={})),  # no record
         ),
         _write=lambda records, gone: written.extend(records),
+        lineage="mine",
     )
     before = {"image_id": "i-1", "properties": dict(UPLOADED)}
     after = {**before, "unset": ["hw_scsi_model"]}

@@ -62,7 +62,9 @@ def test_a_stop_ends_the_upload_at_its_next_chunk_and_deletes_the_partial_image(
     disk, stop = _disk(tmp_path, monkeypatch), threading.Event()
     glance = Glance(stop, stop_after=2)
     with pytest.raises(StoppedError) as stopped:
-        images.upload(SimpleNamespace(image=glance), disk, "web01-2000", "raw", PROPS, stop=stop)
+        images.upload(
+            SimpleNamespace(image=glance), disk, "web01-2000", "raw", PROPS, lineage="l1", stop=stop
+        )
     assert glance.received == 2 * 4096  # not the 10 chunks of the whole file
     assert glance.deleted == ["img-new"]
     assert str(stopped.value) == (
@@ -76,7 +78,9 @@ def test_a_partial_image_glance_does_not_delete_is_left_for_the_next_upload(
     disk, stop = _disk(tmp_path, monkeypatch), threading.Event()
     glance = Glance(stop, stop_after=1, refuse=True)
     with pytest.raises(StoppedError, match="the next upload of this disk deletes it"):
-        images.upload(SimpleNamespace(image=glance), disk, "web01-2000", "raw", PROPS, stop=stop)
+        images.upload(
+            SimpleNamespace(image=glance), disk, "web01-2000", "raw", PROPS, lineage="l1", stop=stop
+        )
     assert glance.received == 4096
 
 
@@ -87,7 +91,9 @@ def test_a_stop_before_the_upload_ends_the_hash_and_makes_no_image(
     stop.set()
     glance = Glance(stop, stop_after=0)
     with pytest.raises(StoppedError, match=r"hashing .* stopped after 0 B"):
-        images.upload(SimpleNamespace(image=glance), disk, "web01-2000", "raw", PROPS, stop=stop)
+        images.upload(
+            SimpleNamespace(image=glance), disk, "web01-2000", "raw", PROPS, lineage="l1", stop=stop
+        )
     assert (glance.received, glance.deleted) == (0, [])
 
 

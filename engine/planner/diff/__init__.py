@@ -43,7 +43,7 @@ from engine.planner.diff.departed import (
     departed,
     destroy_changes,
     destroy_concerns,
-    handed_volumes,
+    handed_objects,
     recorded_vms,
     said_left_off,
 )
@@ -227,7 +227,7 @@ def diff(
     throughput = measured_throughput(data.state)
     conversions = measured_conversions(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
-    handed = handed_volumes(data.destination, data.state.lineage) if data.destroy else {}
+    handed = handed_objects(data.destination, data.state.lineage) if data.destroy else {}
     observed: dict[tuple[str, Any], ObservedVolume] = {
         (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
     }
@@ -255,7 +255,8 @@ def diff(
                 snapshots=vm.source.snapshots,
                 handed=handed,
             )
-            plans.append(_vm_plan(vm, vm.concerns + held + _destroy_concerns(vm, records), None))
+            said = _destroy_concerns(vm, records, vm_list)
+            plans.append(_vm_plan(vm, vm.concerns + held + said, None))
             changes += [] if held else move + vm_list
             continue
         vm_list = vm_changes(
@@ -291,6 +292,9 @@ def diff(
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
             + image.unadopted(vm, records, data.destination)
+            + image.other_states(
+                vm, records, data.destination, data.state.lineage, data.adopt_lineages
+            )
             + image.lost_volumes(
                 vm, records, data.destination, image.served_by(vm, data.destination)
             )
@@ -400,6 +404,14 @@ def _vm_plan(
     )
 
 
-def _destroy_concerns(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
-    """destroy_concerns of the VM, with its source's power and guest state as observed."""
-    return destroy_concerns(vm.name, records, vm.source.power_state, vm.source.guest_state)
+def _destroy_concerns(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], changes: list[Change]
+) -> tuple[Concern, ...]:
+    """destroy_concerns of the VM, with its source's power and guest state as observed; a
+    server the destroy forgets (another ferry state runs it: destroy_changes) is not deleted,
+    so no warning says it is."""
+    said = destroy_concerns(vm.name, records, vm.source.power_state, vm.source.guest_state)
+    server = str(Address("vm", vm.name, "server"))
+    if any(c.address == server and c.action is Action.FORGET for c in changes):
+        return tuple(c for c in said if c.code != "destroy-deletes-production")
+    return said

@@ -194,9 +194,12 @@ def destroy_changes(
     """Changes for a VM whose objects go away; deletes come server first (graph orders them).
     A snapshot ferry left on the source (recorded, or among `snapshots`, the VM's as the
     inventory shows them; None: not read) is removed, even when the VM is only forgotten.
-    A recorded volume another ferry state manages now (`handed`: volume id → that state's
-    lineage, from its `ferry_state` metadata: taken over with --adopt-lineage or by hand) is
-    forgotten, never deleted: deleting it would destroy the other state's replica."""
+    A recorded volume or Glance image another ferry state manages now (`handed`: volume or image
+    id → that state's lineage, from its `ferry_state` metadata or property: taken over with
+    --adopt-lineage or by hand; `handed_objects`) is forgotten, never deleted: deleting it would
+    destroy the other state's replica or image; so are, when the VM has a server, the server,
+    its ports and every volume and image of the VM (that state adopted the server with its
+    volumes; the server runs on them, a boot: image one on its image)."""
     server = records.get(str(Address("vm", name, "server")))
     cut_over = server is not None and server.status is Status.READY
     action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
@@ -206,27 +209,43 @@ def destroy_changes(
         else reason
     )
     left = leftover_snapshots(name, snapshots, records.get(str(Address("vm", name, "snapshot"))))
+    taken = next((h[2] for r in records.values() if (h := _handed(r, handed))), None)
+    served = taken if server is not None else None  # its server may run on all of them
     out = []
     for address, record in sorted(records.items()):
         if record.kind == "source_snapshot":
             continue
-        other = (handed or {}).get(str(record.attributes.get("volume_id") or ""))
-        if other is not None:
+        found = _handed(record, handed)
+        if found is not None or (served and record.kind in SERVED_BY):
+            said = (
+                f"{found[0]} {found[1]} is managed by ferry state {found[2]} now"
+                if found
+                else f"ferry state {served} manages this VM's server's volumes now (it runs on "
+                "them)"
+            )
+            said += ": forgotten here, never deleted"
             out.append(
-                Change(
-                    address,
-                    record.kind,
-                    Action.FORGET,
-                    f"volume {record.attributes['volume_id']} is managed by ferry state {other} "
-                    "now: forgotten here, never deleted",
-                    dict(record.attributes),
-                    None,
-                )
+                Change(address, record.kind, Action.FORGET, said, dict(record.attributes), None)
             )
         else:
             said = why + _powered_back_on(record, server) if action is Action.DELETE else why
             out.append(Change(address, record.kind, action, said, dict(record.attributes), None))
     return out + ([left] if left else [])
+
+
+# what a cut-over VM's server runs on or from (forgotten with it: destroy_changes)
+SERVED_BY = ("server", "port", "volume", "image_volume", "image")
+
+
+def _handed(
+    record: ResourceRecord, handed: Mapping[str, str] | None
+) -> tuple[str, str, str] | None:
+    """("image" or "volume", its id, the lineage of the other ferry state that manages it) when
+    `record` names a volume or image in `handed`; else None."""
+    what = "image" if record.kind == "image" else "volume"
+    object_id = str(record.attributes.get(f"{what}_id") or "")
+    other = (handed or {}).get(object_id) if object_id else None
+    return (what, object_id, other) if other is not None else None
 
 
 def _powered_back_on(record: ResourceRecord, server: ResourceRecord | None) -> str:
@@ -289,14 +308,18 @@ def destroy_concerns(
     return (Concern(ConcernLevel.WARNING, "source-off", said),)
 
 
-def handed_volumes(destination: Destination, lineage: str) -> dict[str, str]:
-    """Volume id → lineage, for the volumes whose `ferry_state` names a ferry state other than
-    this one (`lineage`); a state not written yet ("") manages none."""
-    return {
-        v.id: v.lineage
-        for v in destination.volumes
-        if v.lineage and v.lineage != lineage and lineage
-    }
+def handed_objects(destination: Destination, lineage: str) -> dict[str, str]:
+    """Volume or image id → lineage, for ferry's volumes (those it copies into and, output:
+    image, those it makes from its images) and Glance images whose `ferry_state` names a ferry
+    state other than this one (`lineage`); a state not written yet ("") manages none."""
+    if not lineage:
+        return {}
+    found = [
+        *((v.id, v.lineage) for v in destination.volumes),
+        *((v.id, v.lineage) for v in destination.volumes_from_images or ()),
+        *((i.id, i.lineage) for i in (destination.images or {}).values()),
+    ]
+    return {i: other for i, other in found if other and other != lineage}
 
 
 def departed(
@@ -311,7 +334,7 @@ def departed(
     notes: list[Diagnostic] = []
     off: dict[int, str] = {}
     blind = data.lookup is not None and not data.lookup.complete  # an error says why
-    handed = handed_volumes(data.destination, data.state.lineage)
+    handed = handed_objects(data.destination, data.state.lineage)
     for group in claims.others:
         if group.name in claims.held or blind:
             continue

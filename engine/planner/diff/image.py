@@ -26,7 +26,12 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, ImageOutput
-from engine.model.observed import Destination, ObservedImageVolume, ObservedServer
+from engine.model.observed import (
+    Destination,
+    ObservedImage,
+    ObservedImageVolume,
+    ObservedServer,
+)
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
@@ -262,14 +267,11 @@ def _adopt_volume(vm: DesiredVM, key: int, made: Change, cloud: Destination | No
     )
 
 
-def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | None) -> Change:
-    """The upload change of an adopted server's disk (`adopts`, no image record): a read of the
-    Glance image the server's volume was made from (boot: image's boot disk: the image the
-    server boots from), found active with ferry's properties for this disk; when there is none
-    nothing is uploaded (the server runs from its volumes; a later upload would have no file
-    ferry knows as converted to take) and the no-op says so."""
-    if upload.action is not Action.CREATE or upload.before is not None or cloud is None:
-        return upload
+def adopted_image(vm: DesiredVM, n: int, cloud: Destination) -> tuple[ObservedImage | None, str]:
+    """The Glance image an adopted server's `n`th disk was made from (boot: image's boot disk:
+    the image the server boots from; else the image of the volume `adopted_volume` finds),
+    when it is among ferry's active images for this disk; else None. Also its id as Nova or
+    Cinder name it ("" when unknown)."""
     key = vm.volumes[n].disk_key
     server = served_by(vm, cloud)
     assert server is not None and vm.image is not None
@@ -279,6 +281,22 @@ def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | Non
     found = (cloud.images or {}).get(made_from or "")
     mine = found is not None and found.vm_uuid == vm.source.instance_uuid
     if found is None or not mine or found.disk_key != key or found.status != "active":
+        return None, made_from or ""
+    return found, made_from or ""
+
+
+def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | None) -> Change:
+    """The upload change of an adopted server's disk (`adopts`, no image record): a read of the
+    Glance image the server's volume was made from (`adopted_image`); when there is none
+    nothing is uploaded (the server runs from its volumes; a later upload would have no file
+    ferry knows as converted to take) and the no-op says so."""
+    if upload.action is not Action.CREATE or upload.before is not None or cloud is None:
+        return upload
+    key = vm.volumes[n].disk_key
+    server = served_by(vm, cloud)
+    assert server is not None and vm.image is not None
+    found, made_from = adopted_image(vm, n, cloud)
+    if found is None:
         what = f"image {made_from}" if made_from else "the image"
         return Change(
             upload.address,
@@ -289,9 +307,10 @@ def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | Non
             None,
             None,
         )
+    volume, _ = adopted_volume(vm, key, cloud)
     why = (
         f"server {server.id} boots from it"
-        if boot_image
+        if n == 0 and vm.image.boot == "image"
         else f"volume {volume.id if volume else '?'} was made from it"
     )
     return Change(
@@ -301,6 +320,82 @@ def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | Non
         f"found image {found.id} ferry uploaded for this disk ({why}): adopt it",
         None,
         {**(upload.after or {}), "image_id": found.id},
+    )
+
+
+def other_states(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    cloud: Destination,
+    lineage: str,
+    adopt_lineages: frozenset[str] = frozenset(),
+) -> tuple[Concern, ...]:
+    """Error concerns for the images and the volumes made from them (output: image) that another
+    ferry state manages (their `ferry_state` names another lineage), as volume mode's
+    adoption_concerns says of its volumes: one the plan would adopt beside a server it adopts
+    (`adopts`), unless --adopt-lineage names that state (`adopt_lineages`: the apply then
+    stamps this state's lineage on it); and one this state records that another state took
+    over since (this state writes and deletes it no more). `lineage`: this state's ("" for a
+    state not written yet, which manages nothing)."""
+    if vm.image is None:
+        return ()
+    found: list[tuple[str, str, str, bool]] = []  # (what, id, its lineage, recorded here)
+    if adopts(vm, records, cloud):
+        for n, volume in enumerate(vm.volumes):
+            image, _ = adopted_image(vm, n, cloud)
+            if image is not None and image.lineage:
+                found.append(("image", image.id, image.lineage, False))
+            made, _ = adopted_volume(vm, volume.disk_key, cloud)
+            if made is not None and made.lineage and not (n == 0 and vm.image.boot == "image"):
+                found.append(("volume", made.id, made.lineage, False))
+    found += _recorded_lineages(vm, records, cloud)
+    said = {  # one concern per object: recorded here wins
+        (what, object_id): _other_state(what, object_id, other, lineage, recorded)
+        for what, object_id, other, recorded in found
+        if other != lineage and (recorded or other not in adopt_lineages)
+    }
+    return tuple(said.values())
+
+
+def _recorded_lineages(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination
+) -> list[tuple[str, str, str, bool]]:
+    """(what, id, lineage, True) for each image and image volume this state records for `vm`
+    whose `ferry_state` names a state (any: the caller keeps another's)."""
+    lineages = {
+        **{i.id: i.lineage for i in (cloud.images or {}).values() if i.lineage},
+        **{v.id: v.lineage for v in cloud.volumes_from_images or () if v.lineage},
+    }
+    out = []
+    for record in records.values():
+        what = {"image": "image", "image_volume": "volume"}.get(record.kind)
+        object_id = str(record.attributes.get(f"{what}_id") or "") if what else ""
+        if what and object_id in lineages:
+            out.append((what, object_id, lineages[object_id], True))
+    return out
+
+
+def _other_state(what: str, object_id: str, other: str, lineage: str, recorded: bool) -> Concern:
+    """The error concern of an image or image volume another ferry state (`other`) manages."""
+    unset = f"openstack {what} unset --property ferry_state {object_id}"
+    this = f"; this one is {lineage}" if lineage else ""
+    if recorded:
+        return Concern(
+            ConcernLevel.ERROR,
+            f"{what}-handed-over",
+            f"{what} {object_id}, recorded here, is managed by ferry state {other} now (adopted "
+            "with --adopt-lineage, or handed over by hand): this state writes and deletes it no "
+            "more. Drop the VM from this spec (this state forgets its records, deleting nothing "
+            f"of the other state's), or hand the {what} back (openstack {what} set --property "
+            f"ferry_state={lineage} {object_id})",
+        )
+    return Concern(
+        ConcernLevel.ERROR,
+        f"{what}-of-another-state",
+        f"{what} {object_id} found beside the server this plan would adopt is managed by "
+        f"another ferry state (lineage {other}{this}): not adopted. Plan with that state (--state "
+        f"or its DSN); if that state is lost, plan with --adopt-lineage {other} (this state "
+        f"adopts every volume and image of it), or hand this {what} over ({unset})",
     )
 
 

@@ -1,7 +1,9 @@
 """Glance images ferry uploads (destination.output: image): found again by ferry's properties
 (ferry_vm_uuid, ferry_disk_key) and the `ferry` tag, so an upload a killed apply left is reused
-when whole (its sha512 equals the file's) and replaced when not — one image per disk, never a
-duplicate. Volumes are made from them through Cinder.
+when whole (its sha512 equals the file's) and replaced when not — one image per disk and state,
+never a duplicate. Each carries the lineage of the state that uploaded it (`ferry_state`, as
+ferry's volumes do): a state reuses and deletes only its own. Volumes are made from them through
+Cinder.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from openstack import exceptions as os_exc
 
 from engine.errors import ConversionError, OpenStackError, StoppedError, one_line
 from engine.proc import child_env
+from engine.providers.openstack.read import STATE_KEY
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
@@ -106,26 +109,32 @@ def upload(
     disk_format: str,
     properties: Mapping[str, str],
     *,
+    lineage: str,
     timeout: float = 3600.0,
     stop: Event | None = None,
     replaces: Collection[str] = (),
 ) -> tuple[str, bool]:
     """The disk file `path` as an active Glance image carrying `properties` (which must hold
-    ferry_vm_uuid and ferry_disk_key): (image id, uploaded). An active image of that disk with
-    the file's sha512 is reused (uploaded False); the others of that disk are deleted once the
-    new one is active when they are not active (a killed or partial upload) or this state's
-    record named them (`replaces`: the image ids of an older conversion's upload): an active
-    image of another ferry state migrating the same VM (a rehearsal's, which its records and
-    maybe a boot: image server use) stays (break-it 16 L7). `stop` (the apply's
-    Ctrl-C) ends the hash or the upload at its next chunk (CHUNK bytes): the partial image is
-    deleted then (or, when that fails, by the next upload of the disk).
+    ferry_vm_uuid and ferry_disk_key) and `ferry_state` = `lineage` (the uploading state's,
+    as every volume ferry makes carries it): (image id, uploaded). Only this state's images are
+    touched (`owned`): an active one of that disk with the file's sha512 is reused (uploaded
+    False); a partial one (not active: a killed upload's) and those this state's record named
+    (`replaces`: an older conversion's upload) are deleted once the new one is active. Another
+    ferry state's image of the same VM (a rehearsal's, which its records and maybe a boot:
+    image server use) is never reused, since this state's --destroy would delete it, nor
+    deleted (break-it 16 L7). `stop` (the apply's Ctrl-C) ends the hash or the upload at its
+    next chunk (CHUNK bytes): the partial image is deleted then (or, when that fails, by the
+    next upload of the disk).
 
     Raises OpenStackError, OSError (the file), StoppedError."""
     vm_uuid, key = properties["ferry_vm_uuid"], int(properties["ferry_disk_key"])
     want = file_sha512(path, stop)
-    old = find_images(conn, vm_uuid, key)
-    stale = [str(i.id) for i in old if i.status != "active" or str(i.id) in replaces]
-    same = [i for i in old if i.status == "active" and i.hash_value == want]
+    found = find_images(conn, vm_uuid, key)
+    mine = [i for i in found if _prop(i, STATE_KEY) == lineage]
+    others = {str(i.id) for i in found if not owned(i, lineage)}
+    stale = [str(i.id) for i in mine if i.status != "active"]
+    stale += [i for i in replaces if i not in others and i not in stale]
+    same = [i for i in mine if i.status == "active" and i.hash_value == want]
     if same:
         delete(conn, [i for i in stale if i != str(same[0].id)])
         return str(same[0].id), False
@@ -135,6 +144,7 @@ def upload(
         "container_format": "bare",
         "tags": [TAG],
         **{k: str(v) for k, v in properties.items()},
+        STATE_KEY: lineage,
     }
     try:
         image_id = str(conn.image.post("/images", json=body).json()["id"])
@@ -156,6 +166,26 @@ def upload(
         )
     delete(conn, stale)
     return image_id, True
+
+
+def owned(image: Any, lineage: str) -> bool:
+    """Whether ferry state `lineage` may delete or write `image`: its `ferry_state` property
+    names that state, or none (an image uploaded before ferry recorded it on images)."""
+    return _prop(image, STATE_KEY) in (None, "", lineage)
+
+
+def managed_by(conn: Any, image_id: str) -> str | None:
+    """The lineage of the ferry state that manages image `image_id` now (its `ferry_state`
+    property; "" when none is set), or None when the image is gone. Raises OpenStackError."""
+
+    def read() -> str | None:
+        try:
+            image = conn.image.get_image(image_id)
+        except os_exc.NotFoundException:
+            return None
+        return _prop(image, STATE_KEY) or ""
+
+    return transient(read, f"reading image {image_id}")
 
 
 def _send(conn: Any, image_id: str, path: Path, stop: Event | None) -> None:
@@ -190,20 +220,39 @@ PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
 
 
 def set_properties(
-    conn: Any, image_id: str, properties: Mapping[str, str], remove: Iterable[str] = ()
+    conn: Any,
+    image_id: str,
+    properties: Mapping[str, str],
+    remove: Iterable[str] = (),
+    *,
+    lineage: str | None = None,
 ) -> list[str]:
     """Give image `image_id` these properties ({name: value}) and remove those named in `remove`,
     in one JSON patch built from its current properties (Glance's add for a new key, replace for
-    a changed one, remove for a present one); the keys changed (none: no request). Raises
-    OpenStackError."""
+    a changed one, remove for a present one); the keys changed (none: no request). With
+    `lineage` (the writing state's), an image whose `ferry_state` names another ferry state
+    (taken over since the plan was made) is left as it is. Raises OpenStackError."""
     try:
         current = conn.image.get(f"/images/{image_id}").json()
+        other = str(current.get(STATE_KEY) or "")
+        if lineage is not None and other and other != lineage:
+            raise OpenStackError(handed_line(image_id, other, "written"))
         ops = property_ops(current, properties, remove)
         if ops:
             conn.image.patch(f"/images/{image_id}", json=ops, headers=PATCH)
     except (os_exc.SDKException, ksa_exc.ClientException) as exc:
         raise OpenStackError(f"updating the properties of image {image_id}: {exc}") from exc
     return [str(op["path"])[1:] for op in ops]
+
+
+def handed_line(image_id: str, lineage: str, doing: str) -> str:
+    """The one line of an image step refused because another ferry state (`lineage`) manages
+    the image now (`doing`: "deleted" or "written")."""
+    return (
+        f"image {image_id} is managed by ferry state {lineage} now (taken over since this plan "
+        f"was made, with --adopt-lineage or by hand): not {doing}; plan again (a new plan never "
+        "deletes or writes it)"
+    )
 
 
 def property_ops(

@@ -31,7 +31,8 @@ from engine.model.observed import (
 from engine.providers.openstack.retry import unreachable
 
 TAG = "ferry"
-STATE_KEY = "ferry_state"  # a volume's metadata: the lineage of the ferry state that manages it
+# a volume's metadata, an image's property: the lineage of the ferry state that manages it
+STATE_KEY = "ferry_state"
 VM_TAG = "ferry_vm:"  # a port's tag naming the source VM (compute.vm_tag)
 PORT_FIELDS = ("id", "name", "mac_address", "network_id", "tags", "description", "fixed_ips",
                "device_owner")  # fmt: skip
@@ -196,6 +197,7 @@ def parse_image(image: Any) -> ObservedImage:
         found.get("ferry_vm_uuid"),
         int(key) if key.isdigit() else None,
         found,
+        found.get(STATE_KEY) or None,
     )
 
 
@@ -212,7 +214,8 @@ def parse_image_volumes(volumes: Iterable[Any]) -> dict[str, dict[str, str]]:
 
 def volumes_from_images(volumes: Iterable[Any]) -> tuple[ObservedImageVolume, ...]:
     """The volumes ferry made from its images (metadata ferry_image_vm and a numeric
-    ferry_image_disk), with the image Cinder made each from and the servers it is attached to."""
+    ferry_image_disk), with the image Cinder made each from, the servers it is attached to and
+    the lineage of the state that manages it (`ferry_state`)."""
     out = []
     for volume in volumes:
         meta = dict(volume.metadata or {})
@@ -230,6 +233,7 @@ def volumes_from_images(volumes: Iterable[Any]) -> tuple[ObservedImageVolume, ..
                 int(volume.size or 0),
                 made_from,
                 tuple(s for s in servers if s),
+                meta.get(STATE_KEY) or None,
             )
         )
     return tuple(out)

@@ -84,8 +84,9 @@ def fake_applier(
 ) -> Any:
     """The Applier a Cutover calls back: `ctx`, `_write` (the store's own), the VMs' instance
     UUIDs (`uuids`, web01's 'u1' when not given), the plan's `changes` by address, `_vm(name)`
-    answering the reference 'ref-<name>', and `check_owned` passing (the volumes are this
-    state's; test_volume_handed_over tests it). `more` adds attributes (host_for, ...)."""
+    answering the reference 'ref-<name>', `check_owned` passing (the volumes are this
+    state's; test_volume_handed_over tests it) and a state lineage ('fake-lineage'). `more`
+    adds or overrides attributes (host_for, lineage, ...)."""
     return SimpleNamespace(
         ctx=ctx,
         _write=ctx.store.write,
@@ -93,7 +94,7 @@ def fake_applier(
         changes={c.address: c for c in changes},
         _vm=lambda name: f"ref-{name}",
         check_owned=lambda *_: None,
-        **more,
+        **{"lineage": "fake-lineage", **more},
     )
 
 

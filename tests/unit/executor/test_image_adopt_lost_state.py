@@ -1,11 +1,14 @@
 """A lost state adopts an image VM's running server with its images and volumes (break-it 16 F2:
 a second volume beside the attached one, then `failed: vm.X.server: 'vm.X.disk[2000]'` at every
-apply): the reads record what the plan found and touch nothing in the cloud, the server's
-adoption needs no disk file record, and a step's error is never a bare exception repr. A real
-SQLite state; the cloud connection is one that fails on any call."""
+apply): the reads record what the plan found and change nothing in the cloud but this state's
+lineage stamped on the image and the volume (img16c item 1: then another state's plan neither
+adopts nor deletes them), the server's adoption needs no disk file record, and a step's error is
+never a bare exception repr. A real SQLite state; the cloud connection is one that fails on any
+call, or records the lineage stamps."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,14 +28,35 @@ class NoCloud:
         raise AssertionError(f"the cloud was called: {name}")
 
 
-def _images(store: SqliteStateStore, said: list[str]) -> ImageCutover:
-    ctx = fakes.context(store, said, conn=NoCloud())
-    return ImageCutover(fakes.fake_applier(ctx, targets={"web01": "web01"}))
+class Stamps:
+    """Glance and Cinder as an adoption calls them: the image's properties read and patched
+    (`patched`: the JSON patch ops by image id), the volume's metadata set (`metadata`)."""
+
+    def __init__(self) -> None:
+        self.patched: dict[str, list[dict[str, str]]] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.image = SimpleNamespace(get=self._get, patch=self._patch)
+        self.block_storage = SimpleNamespace(set_volume_metadata=self._set)
+
+    def _get(self, url: str) -> Any:
+        return SimpleNamespace(json=lambda: {"id": url, "ferry_state": "lineage-lost"})
+
+    def _patch(self, url: str, json: list[dict[str, str]], headers: dict[str, str]) -> None:
+        self.patched[url.rsplit("/", 1)[1]] = json
+
+    def _set(self, volume_id: str, **metadata: str) -> None:
+        self.metadata[volume_id] = metadata
+
+
+def _images(store: SqliteStateStore, said: list[str], conn: Any = None) -> ImageCutover:
+    ctx = fakes.context(store, said, conn=conn or NoCloud())
+    return ImageCutover(fakes.fake_applier(ctx, targets={"web01": "web01"}, lineage="mine"))
 
 
 def test_an_adopted_image_and_volume_are_recorded_as_found(store: SqliteStateStore) -> None:
     said: list[str] = []
-    images = _images(store, said)
+    cloud = Stamps()
+    images = _images(store, said, cloud)
     image_after = {"disk_key": 2000, "disk_format": "raw", "image_id": "img-2000"}
     images.image(Change("vm.web01.image[2000]", "image", Action.READ, "adopt", None, image_after))
     volume_after = {"disk_key": 2000, "volume_id": "vol-2000", "image_id": "img-2000"}
@@ -48,6 +72,11 @@ def test_an_adopted_image_and_volume_are_recorded_as_found(store: SqliteStateSto
         "vm.web01.image[2000]: adopted image img-2000",
         "vm.web01.volume[2000]: adopted volume vol-2000",
     ]
+    # --adopt-lineage lineage-lost: this state's lineage replaces the lost one's, as on volumes
+    assert cloud.patched == {
+        "img-2000": [{"op": "replace", "path": "/ferry_state", "value": "mine"}]
+    }
+    assert cloud.metadata == {"vol-2000": {"ferry_state": "mine"}}
 
 
 def _server(after: dict[str, Any]) -> Change:

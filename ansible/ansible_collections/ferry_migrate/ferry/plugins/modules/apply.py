@@ -46,9 +46,9 @@ options:
     default: false
   adopt_lineage:
     description:
-      - With O(spec) alone, lineages of lost ferry states whose volumes this state adopts (the
-        lineage a refused volume's error names), as C(ferry apply --adopt-lineage). Adopting
-        writes this state's lineage on them.
+      - With O(spec) alone, lineages of lost ferry states whose volumes (and, with output image,
+        Glance images) this state adopts (the lineage a refused volume's or image's error
+        names), as C(ferry apply --adopt-lineage). Adopting writes this state's lineage on them.
     type: list
     elements: str
     default: []
@@ -63,14 +63,18 @@ options:
     default: true
 extends_documentation_fragment:
   - ferry_migrate.ferry.state
+  - ansible.builtin.action_common_attributes
 author:
-  - ferry maintainers
+  - ferry maintainers (@ferry-migrate)
 attributes:
   check_mode:
     support: full
     details: Plans only; C(changed) says whether the apply would change anything.
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Exactly one apply runs per state at a time (ferry's state lock); another fails with the
     holder named.
@@ -158,7 +162,8 @@ def run(params: dict, check_mode: bool) -> dict:
         )
     spec = Path(params["spec"]) if params["spec"] else None
     what = Path(params["plan"]) if params["plan"] else spec
-    assert what is not None  # required_one_of
+    if what is None:  # required_one_of (ansible-test sanity's no-assert: never an assert)
+        raise UserError("one of spec or plan is required")
     targets = tuple(Address.parse(t) for t in params["target"])
     plan, data, _saved, location = prepare(
         what,

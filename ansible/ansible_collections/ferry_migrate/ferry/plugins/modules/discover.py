@@ -26,13 +26,18 @@ options:
     required: true
 requirements:
   - ferry (its Python library) in the Python the module runs with
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 author:
-  - ferry maintainers
+  - ferry maintainers (@ferry-migrate)
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -45,9 +45,9 @@ options:
     default: false
   adopt_lineage:
     description:
-      - Lineages of lost ferry states whose volumes this state adopts (the lineage a refused
-        volume's error names), as C(ferry plan --adopt-lineage). Adopting writes this state's
-        lineage on them.
+      - Lineages of lost ferry states whose volumes (and, with output image, Glance images) this
+        state adopts (the lineage a refused volume's or image's error names), as
+        C(ferry plan --adopt-lineage). Adopting writes this state's lineage on them.
     type: list
     elements: str
     default: []
@@ -57,8 +57,9 @@ options:
     type: path
 extends_documentation_fragment:
   - ferry_migrate.ferry.state
+  - ansible.builtin.action_common_attributes
 author:
-  - ferry maintainers
+  - ferry maintainers (@ferry-migrate)
 attributes:
   check_mode:
     support: full
@@ -66,6 +67,9 @@ attributes:
   diff_mode:
     support: full
     details: The diff is the plan as C(ferry plan) shows it.
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""
