@@ -51,8 +51,9 @@ def consolidation_needed(deltas: int, snapshots: int) -> bool:
 
 CONSOLIDATE = (
     "consolidate the VM's disks (vSphere client: Snapshots > Consolidate), or read this VM "
-    "with source.reader: vddk"
-)
+    "with source.reader: vddk (a linked clone's disks run on another VM's base disk, which no "
+    "consolidation removes: vddk, or make it a full clone)"
+)  # break-it 15c F-C: vCloud fast-provisioned, Horizon and vRA linked clones
 
 
 @dataclass(frozen=True)

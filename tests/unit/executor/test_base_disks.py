@@ -89,8 +89,9 @@ def test_a_delta_no_snapshot_owns_stops_before_the_snapshot_and_the_power_off(
         "vm.db01: disk 2000 runs on [ds1] db01/db01-000001.vmdk, a delta disk over [ds1] "
         "db01/db01.vmdk, which no snapshot owns (vSphere: consolidation needed): the https "
         "reader would read a delta file as the disk; consolidate the VM's disks (vSphere "
-        "client: Snapshots > Consolidate), or read this VM with source.reader: vddk, then run "
-        "`ferry plan` again"
+        "client: Snapshots > Consolidate), or read this VM with source.reader: vddk (a linked "
+        "clone's disks run on another VM's base disk, which no consolidation removes: vddk, or "
+        "make it a full clone), then run `ferry plan` again"
     )
     assert real.taken == [] and real.powered_off == []  # nothing touched, nothing read
 
