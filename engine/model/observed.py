@@ -315,3 +315,6 @@ class Destination:
     # each Cinder snapshot's id -> the ids of its volume's snapshots taken after it (by
     # created_at; Cinder reverts a volume only to its newest snapshot); None: not read
     newer_snapshots: Mapping[str, tuple[str, ...]] | None = None
+    # volume id -> its Cinder snapshots that are not ferry's protection snapshot of it, each
+    # "id (name)": Cinder deletes no volume with snapshots; None: not read
+    foreign_snapshots: Mapping[str, tuple[str, ...]] | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from engine.addresses import Address
 from engine.diagnostics import Diagnostic, Severity
 from engine.model.desired import Concern, ConcernLevel, DesiredPort, DesiredVM
 from engine.model.observed import Destination, ObservedPort, ObservedSubnet
+from engine.model.plan import Action, Change
 from engine.model.state import State
 from engine.planner.diff.common import CUTOVER_MODES
 from engine.planner.placement import has_broker
@@ -413,3 +414,30 @@ def _diagnostic(summary: str, path: tuple[str | int, ...]) -> Diagnostic:
 
 def _error(code: str, message: str) -> Concern:
     return Concern(ConcernLevel.ERROR, code, message)
+
+
+def blocked_volume_deletes(changes: Sequence[Change], destination: Destination) -> list[Diagnostic]:
+    """A warning per volume the plan deletes that has Cinder snapshots not ferry's (a backup
+    tool's, an operator's: Destination.foreign_snapshots): Cinder refuses to delete a volume
+    with snapshots, so that delete fails at apply until they are deleted (break-it 12i: the
+    destroy said so only when it failed). None when the snapshots were not read."""
+    foreign = destination.foreign_snapshots or {}
+    out = []
+    for change in changes:
+        volume_id = str((change.before or {}).get("volume_id") or "")
+        if (
+            change.kind != "volume"
+            or change.action is not Action.DELETE
+            or volume_id not in foreign
+        ):
+            continue
+        out.append(
+            Diagnostic(
+                Severity.WARNING,
+                f"{change.address}: volume {volume_id} has snapshot(s) taken outside ferry: "
+                f"{', '.join(foreign[volume_id])}; Cinder deletes no volume with snapshots: "
+                "delete them (openstack volume snapshot delete) before the apply, or its "
+                "delete fails",
+            )
+        )
+    return out

@@ -21,7 +21,12 @@ from engine.model.plan import Action, Change, HostLoad, Plan, VMPlan
 from engine.model.state import State
 from engine.planner import graph as plan_graph
 from engine.planner import placement
-from engine.planner.checks import destination_checks, gone_hosts, host_diagnostics
+from engine.planner.checks import (
+    blocked_volume_deletes,
+    destination_checks,
+    gone_hosts,
+    host_diagnostics,
+)
 from engine.planner.desired import desired, lookup
 from engine.planner.diff import DiffInput, diff, said_left_off
 from engine.planner.diff.estimates import measured_throughput
@@ -93,6 +98,7 @@ def make_plan(
         _check_partial_cutover(targets, changes, graph, keep)
         changes = [c for c in changes if c.address in keep]
         graph = graph.subgraph(keep).copy()
+    diagnostics += blocked_volume_deletes(changes, destination)
     return Plan(
         spec_digest=spec_digest(spec),
         state_lineage=state.lineage,

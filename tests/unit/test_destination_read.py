@@ -106,9 +106,23 @@ def test_the_destination_knows_ids_subnets_key_pairs_and_roles() -> None:
     assert (found.volumes, found.volume_ids) == ((), {"v9"})
     assert found.snapshot_ids is None  # not read: nothing is taken for gone
     snapshot = SimpleNamespace(id="s1", volume_id="v9", created_at="2026-12-01T11:00:00.000000")
-    listed = parse_destination(raw | {"snapshots": [snapshot]})
-    assert listed.snapshot_ids == {"s1"} and listed.newer_snapshots == {"s1": ()}
+    ours = SimpleNamespace(
+        id="s2",
+        volume_id="v9",
+        name="ferry-protect-v9",
+        metadata={"ferry_protects": "v9"},
+        created_at="2026-12-01T12:00:00",
+    )
+    snapshot.name, snapshot.metadata = "backup-nightly", {}
+    listed = parse_destination(raw | {"snapshots": [snapshot, ours]})
+    assert listed.snapshot_ids == {"s1", "s2"} and listed.newer_snapshots == {
+        "s1": ("s2",),
+        "s2": (),
+    }
     assert found.newer_snapshots is None
+    # a volume's snapshots not ferry's protection of it: they block its delete (break-it 12i)
+    assert listed.foreign_snapshots == {"v9": ("s1 (backup-nightly)",)}
+    assert found.foreign_snapshots is None
     assert (found.key_pairs, found.roles) == ({"deploy"}, {"member", "reader"})
     unknown = parse_destination(raw | {"key_pairs": None, "roles": None})
     assert (unknown.key_pairs, unknown.roles) == (None, None)  # unknown: not checked

@@ -139,8 +139,8 @@ def destination(d: dict[str, Any]) -> Destination:
     `images` (Glance's, output: image), `image_volumes` (volume id → image metadata),
     `volumes_from_images` (the volumes ferry made from its images: what a lost state adopts) and
     `volume_ids` (every volume of the project, by id), `snapshot_ids` (every Cinder snapshot,
-    by id) and `newer_snapshots` (snapshot id -> its volume's snapshots taken after it) are not
-    read unless given."""
+    by id), `newer_snapshots` (snapshot id -> its volume's snapshots taken after it) and
+    `foreign_snapshots` (volume id -> its snapshots not ferry's) are not read unless given."""
     ids = {n: d.get("network_ids", {}).get(n, n) for n in d.get("networks", [])}
     names = {
         i: n for n, found in ids.items() for i in ([found] if isinstance(found, str) else found)
@@ -186,6 +186,11 @@ def destination(d: dict[str, Any]) -> Destination:
         newer_snapshots=(
             {k: tuple(v) for k, v in d["newer_snapshots"].items()}
             if "newer_snapshots" in d
+            else None
+        ),
+        foreign_snapshots=(
+            {k: tuple(v) for k, v in d["foreign_snapshots"].items()}
+            if "foreign_snapshots" in d
             else None
         ),
     )

@@ -405,7 +405,20 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
             frozenset(str(s.id) for s in raw["snapshots"]) if "snapshots" in raw else None
         ),
         newer_snapshots=newer_snapshots(raw["snapshots"]) if "snapshots" in raw else None,
+        foreign_snapshots=foreign_snapshots(raw["snapshots"]) if "snapshots" in raw else None,
     )
+
+
+def foreign_snapshots(snapshots: list[Any]) -> dict[str, tuple[str, ...]]:
+    """Volume id -> its snapshots that are not a protection snapshot ferry took of it (their
+    `ferry_protects` metadata), each "id (name)": a backup tool's, an operator's. Cinder
+    deletes no volume with snapshots (400 "must not ... have snapshots")."""
+    out: dict[str, list[str]] = {}
+    for s in snapshots:
+        volume = str(s.volume_id)
+        if (getattr(s, "metadata", None) or {}).get("ferry_protects") != volume:
+            out.setdefault(volume, []).append(f"{s.id} ({s.name or 'no name'})")
+    return {v: tuple(found) for v, found in out.items()}
 
 
 def newer_snapshots(snapshots: list[Any]) -> dict[str, tuple[str, ...]]:
