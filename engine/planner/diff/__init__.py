@@ -65,6 +65,7 @@ from engine.planner.diff.volumes import (
     retyped,
     settled,
     shrunk,
+    unmeasured_in_window,
     verify_step,
     volume_change,
 )
@@ -281,6 +282,7 @@ def diff(
             + stuck
             + over_budget(vm, estimate)
             + full_in_window(vm, vm_list)
+            + unmeasured_in_window(vm, vm_list)
             + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
             + running_after_cutover(
                 vm,
