@@ -203,6 +203,7 @@ class ObservedPort:
     ips: tuple[str, ...] = ()
     owner: str = ""  # device_owner: compute:nova, network:dhcp, ...; "" when unbound
     nic: int | None = None  # the source NIC ferry made it for (its description); None: unknown
+    device: str = ""  # device_id: the server it is bound to; "" when unbound
 
 
 @dataclass(frozen=True)

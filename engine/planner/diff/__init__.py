@@ -39,6 +39,7 @@ from engine.planner.diff.cutover import (
     suspended_at_cutover,
 )
 from engine.planner.diff.departed import (
+    bound_ports,
     claim,
     departed,
     destroy_changes,
@@ -255,6 +256,7 @@ def diff(
                 forget_cut_over=False,
                 snapshots=vm.source.snapshots,
                 handed=handed,
+                bound=bound_ports(data.destination),
             )
             said = _destroy_concerns(vm, records, vm_list)
             plans.append(_vm_plan(vm, vm.concerns + held + said, None))

@@ -190,6 +190,7 @@ def destroy_changes(
     *,
     snapshots: Sequence[SourceSnapshot] | None = None,
     handed: Mapping[str, str] | None = None,
+    bound: Mapping[str, str] | None = None,
 ) -> list[Change]:
     """Changes for a VM whose objects go away; deletes come server first (graph orders them).
     A snapshot ferry left on the source (recorded, or among `snapshots`, the VM's as the
@@ -199,7 +200,10 @@ def destroy_changes(
     --adopt-lineage or by hand; `handed_objects`) is forgotten, never deleted: deleting it would
     destroy the other state's replica or image; so are, when the VM has a server, the server,
     its ports and every volume and image of the VM (that state adopted the server with its
-    volumes; the server runs on them, a boot: image one on its image)."""
+    volumes; the server runs on them, a boot: image one on its image). A recorded port bound to
+    a server this state did not make (`bound`: port id → the server it is bound to; another
+    state's cutover found the port by its MAC and reused it: break-it 16b F1, a rehearsal's
+    --destroy left production without its network) is forgotten too."""
     server = records.get(str(Address("vm", name, "server")))
     cut_over = server is not None and server.status is Status.READY
     action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
@@ -216,7 +220,13 @@ def destroy_changes(
         if record.kind == "source_snapshot":
             continue
         found = _handed(record, handed)
-        if found is not None or (served and record.kind in SERVED_BY):
+        serving = _serving(record, bound, server)
+        if serving:
+            said = f"{serving}: forgotten here, never deleted"
+            out.append(
+                Change(address, record.kind, Action.FORGET, said, dict(record.attributes), None)
+            )
+        elif found is not None or (served and record.kind in SERVED_BY):
             said = (
                 f"{found[0]} {found[1]} is managed by ferry state {found[2]} now"
                 if found
@@ -246,6 +256,27 @@ def _handed(
     object_id = str(record.attributes.get(f"{what}_id") or "")
     other = (handed or {}).get(object_id) if object_id else None
     return (what, object_id, other) if other is not None else None
+
+
+def _serving(
+    record: ResourceRecord, bound: Mapping[str, str] | None, server: ResourceRecord | None
+) -> str:
+    """What a port record's port serves when it is bound to a server other than this state's
+    (its `server_id`), said for the forget; "" otherwise."""
+    port_id = str(record.attributes.get("port_id") or "") if record.kind == "port" else ""
+    device = (bound or {}).get(port_id, "") if port_id else ""
+    mine = str(server.attributes.get("server_id") or "") if server is not None else ""
+    if not device or device == mine:
+        return ""
+    return (
+        f"port {port_id} serves server {device}, which this state did not make (another "
+        "state's cutover reused it, found by its MAC)"
+    )
+
+
+def bound_ports(destination: Destination) -> dict[str, str]:
+    """Port id → the server it is bound to, for the ports the refresh read that are bound."""
+    return {p.id: p.device for p in destination.ports if p.device}
 
 
 def _powered_back_on(record: ResourceRecord, server: ResourceRecord | None) -> str:
@@ -349,6 +380,7 @@ def departed(
                 "no longer in the spec: delete ferry's objects (never the source)",
                 forget_cut_over=True,
                 handed=handed,
+                bound=bound_ports(data.destination),
             )
         else:
             notes.append(_kept(group, *entry))

@@ -344,6 +344,7 @@ def parse_port(port: Any) -> ObservedPort:
         tuple(str(ip["ip_address"]) for ip in port.fixed_ips or () if ip.get("ip_address")),
         port.device_owner or "",
         int(described.group(2)) if described and described.group(1) == owner else None,
+        str(getattr(port, "device_id", "") or ""),
     )
 
 
