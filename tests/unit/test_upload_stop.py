@@ -114,3 +114,12 @@ def test_a_stop_ends_qemu_img_and_deletes_its_partial_copy(
         images.to_qcow2(raw, out, stop)
     assert time.monotonic() - began < 5
     assert not out.exists()
+
+
+def test_the_qcow2_copy_of_a_disk_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Break-it 16b F4: qemu-img wrote disk-K.qcow2 0644 (any local user could read the guest's
+    disk during the upload, and after a kill) while ferry makes the raw file 0600."""
+    raw, out = tmp_path / "disk-2000.raw", tmp_path / "disk-2000.qcow2"
+    raw.write_bytes(b"guest" * 1000)
+    images.to_qcow2(raw, out)
+    assert out.stat().st_mode & 0o777 == 0o600

@@ -62,7 +62,12 @@ def to_qcow2(raw: Path, out: Path, stop: Event | None = None) -> None:
     Raises ConversionError, StoppedError."""
     command = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)]
     with subprocess.Popen(
-        command, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        env=child_env(),
+        umask=0o077,  # the guest's disk, as the raw file: 0600, not 0644 (break-it 16b F4)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         while True:
             try:
