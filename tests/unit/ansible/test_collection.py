@@ -331,6 +331,25 @@ def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
         f"'{tmp_path / 'missing.yaml'}'"
     )
     assert "Traceback" not in done.stdout + done.stderr
+    # break-it 16b L1: a parallelism `ferry apply --parallelism` refuses, refused the same
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-m",
+            "ferry_migrate.ferry.apply",
+            "-a",
+            f"spec={tmp_path / 'missing.yaml'} parallelism=0",
+        ],
+        env={**ansible_env(), "ANSIBLE_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert json.loads(done.stdout.split("=>", 1)[1])["msg"] == "parallelism: 0 is not in 1..256"
 
 
 @pytest.mark.skipif(

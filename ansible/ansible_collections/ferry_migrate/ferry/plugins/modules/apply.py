@@ -54,7 +54,8 @@ options:
     default: []
   parallelism:
     description:
-      - Steps run at once (copies are also bounded per conversion host and ESXi host).
+      - Steps run at once (copies are also bounded per conversion host and ESXi host), 1 to
+        256.
       - Default, the slots of the conversion hosts the apply writes on plus 2, at least 4.
     type: int
   report:
@@ -164,6 +165,9 @@ def run(params: dict, check_mode: bool) -> dict:
     what = Path(params["plan"]) if params["plan"] else spec
     if what is None:  # required_one_of (ansible-test sanity's no-assert: never an assert)
         raise UserError("one of spec or plan is required")
+    parallelism = params["parallelism"]
+    if parallelism is not None and not 1 <= parallelism <= 256:  # as ferry apply --parallelism
+        raise UserError(f"parallelism: {parallelism} is not in 1..256")
     targets = tuple(Address.parse(t) for t in params["target"])
     plan, data, _saved, location = prepare(
         what,
