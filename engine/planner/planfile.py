@@ -203,6 +203,8 @@ def load(path: Path, env: Mapping[str, str] = os.environ) -> Saved:
 
     Raises UserError (one line) when the file is not a plan, was changed after it was saved,
     carries no seal, or its HMAC is missing or does not match the key."""
+    if path.is_dir():  # break-it 16b L2: "is not a ferry plan: [Errno 21] Is a directory"
+        raise UserError(f"{path} is a directory, not a saved plan file")
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):

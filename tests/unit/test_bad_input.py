@@ -607,6 +607,13 @@ CASES = [
         LOC + r"unknown key 'nmae'",
         files={"spec.yaml": spec("  - name: web01", "  - nmae: web01")},
     ),
+    Case(  # break-it 16b L2: was "is not a ferry plan: [Errno 21] Is a directory"
+        "apply-a-directory",
+        ("apply", "plans", "--auto-approve"),
+        1,
+        r"error: plans is a directory, not a saved plan file$",
+        files={"plans/wave1.yaml": "version: 1\n"},
+    ),
     Case(
         "apply-spec-missing",
         ("apply", "wave1.yml", "--auto-approve"),
@@ -958,7 +965,7 @@ CASES = [
         "plan-file-directory",
         ("show", "state"),
         1,
-        r"error: state is not a ferry plan: .*Is a directory",
+        r"error: state is a directory, not a saved plan file",
     ),
     Case(
         "tls-ca-corrupt-apply",
