@@ -256,19 +256,24 @@ class VolumeSteps(Placement):
         keys on it so it is found by identity from now on; the next sync is a delta from its
         changeId (or a full copy when it has none)."""
         after = dict(change.after or {})
+        self._stamp(address, str(after["volume_id"]), after.get("change_id"))
+        after.pop(FOUND_LINEAGE, None)  # the found volume's lineage: this state's from now on
+        self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
+        self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
+
+    def _stamp(self, address: Address, volume_id: str, change_id: object) -> None:
+        """Ferry's keys on a volume this state adopts (`_adopt`, `_take_over`), so it is found
+        by identity and as this state's from now on; its `ferry_change_id` the plan's, "" when
+        the plan trusts none (a protection snapshot of ferry's holds it: a cutover may have
+        written it since), nor does a state rebuilt from the cloud then."""
         metadata = {
             "ferry_vm": self.uuids[address.name] or "",
             "ferry_disk": str(address.index),
             "ferry_converted": "false",
             STATE_KEY: self.lineage,
+            "ferry_change_id": str(change_id or ""),
         }
-        # none: the plan does not trust the volume's (a protection snapshot of ferry's holds
-        # it: a cutover may have written it since), nor does a state rebuilt from the cloud
-        metadata["ferry_change_id"] = str(after.get("change_id") or "")
-        volumes.set_metadata(self.ctx.conn, str(after["volume_id"]), metadata)
-        after.pop(FOUND_LINEAGE, None)  # the found volume's lineage: this state's from now on
-        self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
-        self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
+        volumes.set_metadata(self.ctx.conn, volume_id, metadata)
 
     def _take_over(self, change: Change, address: Address, volume_id: str, lineage: str) -> None:
         """The volume an adopt-and-copy step found (of ferry state `lineage`, --adopt-lineage) is
@@ -276,14 +281,7 @@ class VolumeSteps(Placement):
         it is), so an apply stopped in the copy leaves a volume this state records and manages
         (its next plan resumes the copy), not one its record and metadata disagree on; its
         changeId is the plan's (none when the plan trusts none: copied in full)."""
-        metadata = {
-            "ferry_vm": self.uuids[address.name] or "",
-            "ferry_disk": str(address.index),
-            "ferry_converted": "false",
-            STATE_KEY: self.lineage,
-            "ferry_change_id": str((change.before or {}).get("change_id") or ""),
-        }
-        volumes.set_metadata(self.ctx.conn, volume_id, metadata)
+        self._stamp(address, volume_id, (change.before or {}).get("change_id"))
         self.ctx.say(
             address.name,
             f"{change.address}: adopted volume {volume_id} (of ferry state {lineage}, as planned)",
