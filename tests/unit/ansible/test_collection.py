@@ -307,23 +307,7 @@ def ansible_env() -> dict[str, str]:
 )
 def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
     """A spec ferry cannot read: the task fails with ferry's error line as msg, no traceback."""
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-m",
-            "ferry_migrate.ferry.apply",
-            "-a",
-            f"spec={tmp_path / 'missing.yaml'}",
-        ],
-        env={**ansible_env(), "ANSIBLE_HOME": str(tmp_path / "home")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _apply_ad_hoc(tmp_path, f"spec={tmp_path / 'missing.yaml'}")
     assert done.returncode == 2, done.stdout + done.stderr
     result = json.loads(done.stdout.split("=>", 1)[1])
     assert (
@@ -332,7 +316,13 @@ def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
     )
     assert "Traceback" not in done.stdout + done.stderr
     # break-it 16b L1: a parallelism `ferry apply --parallelism` refuses, refused the same
-    done = subprocess.run(
+    done = _apply_ad_hoc(tmp_path, f"spec={tmp_path / 'missing.yaml'} parallelism=0")
+    assert json.loads(done.stdout.split("=>", 1)[1])["msg"] == "parallelism: 0 is not in 1..256"
+
+
+def _apply_ad_hoc(tmp_path: Path, args: str) -> subprocess.CompletedProcess[str]:
+    """`ansible localhost -m ferry_migrate.ferry.apply -a ARGS`, ferry's Python as the module's."""
+    return subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible"),
             "localhost",
@@ -341,7 +331,7 @@ def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
             "-m",
             "ferry_migrate.ferry.apply",
             "-a",
-            f"spec={tmp_path / 'missing.yaml'} parallelism=0",
+            args,
         ],
         env={**ansible_env(), "ANSIBLE_HOME": str(tmp_path / "home")},
         capture_output=True,
@@ -349,7 +339,6 @@ def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
         timeout=120,
         check=False,
     )
-    assert json.loads(done.stdout.split("=>", 1)[1])["msg"] == "parallelism: 0 is not in 1..256"
 
 
 @pytest.mark.skipif(
