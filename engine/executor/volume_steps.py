@@ -36,7 +36,7 @@ from engine.model.state import (
 from engine.planner.diff.attachments import STALE_KEY, repair_only
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
 from engine.providers.openstack import volumes
-from engine.providers.openstack.read import STATE_KEY
+from engine.providers.openstack.read import STATE_KEY, handed
 from engine.providers.openstack.retry import transient
 from engine.providers.vsphere.read import changed_areas
 from engine.providers.vsphere.snapshots import DiskInfo
@@ -756,10 +756,7 @@ class VolumeSteps(Placement):
 def handed_line(address: str, volume_id: str, lineage: str, doing: str) -> str:
     """The one line of a volume step refused because another ferry state manages the volume
     now (`lineage`: that state's; `doing`: "deleted" or "written")."""
-    return (
-        f"{address}: volume {volume_id} is managed by ferry state {lineage} now (taken over "
-        f"since this plan was made, with --adopt-lineage or by hand): not {doing}"
-    )
+    return f"{address}: {handed('volume', volume_id, lineage, doing)}"
 
 
 def handed_since(conn: Any, plan: Plan) -> list[str]:

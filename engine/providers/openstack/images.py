@@ -20,7 +20,7 @@ from openstack import exceptions as os_exc
 
 from engine.errors import ConversionError, OpenStackError, StoppedError, one_line
 from engine.proc import child_env
-from engine.providers.openstack.read import STATE_KEY
+from engine.providers.openstack.read import STATE_KEY, handed
 from engine.providers.openstack.retry import transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
@@ -253,11 +253,8 @@ def set_properties(
 def handed_line(image_id: str, lineage: str, doing: str) -> str:
     """The one line of an image step refused because another ferry state (`lineage`) manages
     the image now (`doing`: "deleted" or "written")."""
-    return (
-        f"image {image_id} is managed by ferry state {lineage} now (taken over since this plan "
-        f"was made, with --adopt-lineage or by hand): not {doing}; plan again (a new plan never "
-        "deletes or writes it)"
-    )
+    never = "plan again (a new plan never deletes or writes it)"
+    return f"{handed('image', image_id, lineage, doing)}; {never}"
 
 
 def property_ops(

@@ -38,6 +38,15 @@ PORT_FIELDS = ("id", "name", "mac_address", "network_id", "tags", "description",
                "device_owner")  # fmt: skip
 
 
+def handed(what: str, object_id: str, lineage: str, doing: str) -> str:
+    """The words of a step refused because another ferry state (`lineage`) manages its `what`
+    ("volume", "image") `object_id` now (its STATE_KEY; `doing`: "deleted" or "written")."""
+    return (
+        f"{what} {object_id} is managed by ferry state {lineage} now (taken over since this "
+        f"plan was made, with --adopt-lineage or by hand): not {doing}"
+    )
+
+
 # A service that is down (connection refused, 503) is retried with backoff 0.5 s doubling to
 # 60 s: 8 retries ride out about two minutes of outage; keystoneauth logs each retry.
 CONNECT_RETRIES = 8
