@@ -16,6 +16,7 @@ from engine.model.state import ResourceRecord, State, Status
 from engine.planner.checks import mapped_networks
 from engine.planner.refresh import recorded_images
 from engine.providers.openstack.read import (
+    PORT_FIELDS,
     fetch_images,
     newer_snapshots,
     parse_destination,
@@ -31,9 +32,19 @@ UUID = "4215aaaa-0000-4000-8000-000000000001"
 
 
 def port(**fields: Any) -> SimpleNamespace:
+    """A port as the refresh lists it: only the PORT_FIELDS it asks Neutron for."""
     base = {"id": "p1", "name": "x", "mac_address": "00:50:56:8F:01:00", "network_id": "n1",
-            "tags": [], "description": "", "fixed_ips": [], "device_owner": None}  # fmt: skip
+            "tags": [], "description": "", "fixed_ips": [], "device_owner": None,
+            "device_id": ""}  # fmt: skip
+    assert set(base) == set(PORT_FIELDS)
     return SimpleNamespace(**(base | fields))
+
+
+def test_a_port_names_the_server_it_is_bound_to() -> None:
+    """break-it 16b F1: a destroy forgets a port bound to a server this state did not make; the
+    listing must ask for device_id (it was read through getattr, never listed: always "")."""
+    assert parse_port(port(device_id="srv-9", device_owner="compute:nova")).device == "srv-9"
+    assert parse_port(port()).device == ""
 
 
 @pytest.mark.parametrize(

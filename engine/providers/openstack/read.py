@@ -35,7 +35,7 @@ TAG = "ferry"
 STATE_KEY = "ferry_state"
 VM_TAG = "ferry_vm:"  # a port's tag naming the source VM (compute.vm_tag)
 PORT_FIELDS = ("id", "name", "mac_address", "network_id", "tags", "description", "fixed_ips",
-               "device_owner")  # fmt: skip
+               "device_owner", "device_id")  # fmt: skip
 
 
 def handed(what: str, object_id: str, lineage: str, doing: str) -> str:
@@ -353,7 +353,7 @@ def parse_port(port: Any) -> ObservedPort:
         tuple(str(ip["ip_address"]) for ip in port.fixed_ips or () if ip.get("ip_address")),
         port.device_owner or "",
         int(described.group(2)) if described and described.group(1) == owner else None,
-        str(getattr(port, "device_id", "") or ""),
+        str(port.device_id or ""),
     )
 
 
