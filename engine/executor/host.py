@@ -76,7 +76,12 @@ class SyncJob:
     def disk(self) -> DiskInfo:
         s = self.source
         return DiskInfo(
-            int(s["key"]), int(s["capacity"]), str(s["file_name"]), bool(s["thin"]), s["change_id"]
+            int(s["key"]),
+            int(s["capacity"]),
+            str(s["file_name"]),
+            bool(s["thin"]),
+            s["change_id"],
+            tuple(str(p) for p in s.get("parents") or ()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -103,12 +108,14 @@ class SyncJob:
 def source_of(
     vm_moref: str, instance_uuid: str, snapshot_moref: str, disk: DiskInfo
 ) -> dict[str, Any]:
-    """A SyncJob's `source` for `disk` of a VM at a snapshot."""
+    """A SyncJob's `source` for `disk` of a VM at a snapshot: plain JSON values (lists, not
+    tuples), so a job equals itself after a trip through the broker."""
     return {
         "vm_moref": vm_moref,
         "instance_uuid": instance_uuid,
         "snapshot_moref": snapshot_moref,
         **asdict(disk),
+        "parents": list(disk.parents),
     }
 
 

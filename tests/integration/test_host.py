@@ -18,7 +18,9 @@ SIZE = 64 * MiB
 
 
 def test_a_sync_job_and_its_result_are_plain_json() -> None:
-    disk = DiskInfo(2000, 2 * 1024**3, "[ds] vm/vm.vmdk", True, "52 aa/7")
+    disk = DiskInfo(
+        2000, 2 * 1024**3, "[ds] vm/vm-000001.vmdk", True, "52 aa/7", ("[ds] vm/vm.vmdk",)
+    )
     job = SyncJob(
         "vol-1",
         "host-1",
