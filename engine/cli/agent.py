@@ -19,6 +19,7 @@ from engine.executor import host
 from engine.executor.agent import Agent, Served, default_checkpoints, serve
 from engine.executor.remote import broker_from_spec, check_broker, make_app
 from engine.planner.make import spec_digest
+from engine.planner.placement import MAX_ATTACHED
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec
 
@@ -102,7 +103,14 @@ def _serve(
     log_with_time()
     seams = host.Host(conn, sources, devices)
     found = Agent(host_name, str(server.id), spec_digest(spec), seams, checkpoints)
-    raise typer.Exit(serve(app, found, concurrency=int(entry.get("max_parallel", 2))))
+    raise typer.Exit(serve(app, found, concurrency=agent_concurrency(entry)))
+
+
+def agent_concurrency(entry: dict[str, Any]) -> int:
+    """Tasks an agent runs at once: twice its host's `max_parallel` (the coordinator gives a
+    copy's slot back once its bytes are written: the next copy is sent while that one detaches),
+    at most MAX_ATTACHED (Nova's cap on volumes attached to one server: a task holds one)."""
+    return min(2 * int(entry.get("max_parallel", 2)), MAX_ATTACHED)
 
 
 AGENT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

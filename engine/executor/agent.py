@@ -515,11 +515,12 @@ class _Reporter:
             "total": None,
             "checkpoint": None,
             "rewritten": False,
+            "written": False,
             "note": None,
         }
 
     def callbacks(self) -> Callbacks:
-        return Callbacks(self.checkpoint, self.rewritten, self.progress, self.cancel)
+        return Callbacks(self.checkpoint, self.rewritten, self.progress, self.cancel, self.written)
 
     def checkpoint(self, mark: int) -> None:
         if self.journal is not None:
@@ -531,6 +532,9 @@ class _Reporter:
 
     def rewritten(self) -> None:
         self._send(rewritten=True)
+
+    def written(self) -> None:
+        self._send(written=True)
 
     def note(self, line: str) -> None:
         """A line for the VM's log on the coordinator (e.g. the conversion's start)."""

@@ -70,6 +70,8 @@ class Context:
     source_checked: dict[str, SourceChangedError | None] = field(default_factory=dict)
     conversion_host_name: str = ""  # the spec's conversion host (its agent's queue)
     host_ids: dict[str, str] = field(default_factory=dict)  # host name → server id (agents')
+    # a step's slots given back before it ends (Walker.release: a copy whose bytes are written)
+    release: Callable[[str], None] = lambda _address: None
 
     def say(self, vm: str, line: str) -> None:
         """Report a step: on the console and in the VM's log file (never a secret in either)."""

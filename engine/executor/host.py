@@ -153,12 +153,15 @@ class SyncResult:
 class Callbacks:
     """How the host reports back: `checkpoint(offset)` (everything below it is on the device),
     `rewritten()` (the rewrite areas are written and flushed), `progress(done, total)` (data
-    bytes), and `cancel` (set: stop at the next flushed checkpoint, StoppedError)."""
+    bytes), `cancel` (set: stop at the next flushed checkpoint, StoppedError) and `written()`
+    (the copy's bytes are on the volume, flushed and verified as asked: what is left is the
+    detach, so the copy's slot may go to the next one)."""
 
     checkpoint: Callable[[int], None] = lambda _: None
     rewritten: Callable[[], None] = lambda: None
     progress: Callable[[int, int], None] = lambda _done, _total: None
     cancel: threading.Event = field(default_factory=threading.Event)
+    written: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
             sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
         except StoppedError as exc:  # copied in full, stopped while verifying
             raise StoppedError(str(exc), stats.moved()) from exc
+        calls.written()
     finally:
         volumes.detach(host.conn, job.host_id, job.volume_id)
     return SyncResult(

@@ -17,7 +17,8 @@ The protocol, JSON only (no pickle is ever accepted):
   reply queue is gone: the apply ended, was killed or gave up; no `expires`, which would also
   drop a redelivery after a long copy);
 - while it runs, the agent sends task states `PROGRESS` with a cumulative meta: {agent,
-  redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool), note
+  redelivered, done, total (data bytes), checkpoint (bytes, or None), rewritten (bool), written
+  (bool: the bytes are on the volume, verified when asked; the detach follows), note
   (a line for the VM's log, e.g. the conversion's start, or None)}, at each copy callback (~2 a
   second) and at least every `BEAT` seconds (a live agent is never silent);
 - its return value is {"result": SyncResult.to_json() (ConvertResult's for ferry.convert)} or
@@ -348,6 +349,7 @@ class _Waiter:
     agent: str | None = None
     mark: int | None = None
     rewritten: bool = False
+    written: bool = False
     done: tuple[int, int] | None = None
     revoked: bool = False
     noticed: bool = False
@@ -377,6 +379,7 @@ class _Waiter:
             queue = queue_name(self.host_name)
             self.say(f"taken{again} by agent {agent} (queue {queue}) for the {self.step}{at}")
             self.agent, self.mark, self.rewritten, self.done = agent, None, False, None
+            self.written = False
         note = meta.get("note")
         if isinstance(note, str) and note != self.note:
             self.note = note
@@ -388,6 +391,9 @@ class _Waiter:
         if isinstance(mark, int) and mark != self.mark:
             self.mark = mark
             self.calls.checkpoint(mark)
+        if meta.get("written") and not self.written:
+            self.written = True
+            self.calls.written()
         done, total = meta.get("done"), meta.get("total")
         if isinstance(done, int) and isinstance(total, int) and (done, total) != self.done:
             self.done = (done, total)  # a beat repeats it: progress is relayed once

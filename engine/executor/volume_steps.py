@@ -501,7 +501,10 @@ class VolumeSteps(Placement):
             if events is not None:
                 events.emit("copy", address=address, done=covered, total=total)
 
-        return host.Callbacks(checkpoint, rewritten, progress, self.ctx.stop)
+        def written() -> None:
+            self.ctx.release(address)  # the detach and the records need no copy slot
+
+        return host.Callbacks(checkpoint, rewritten, progress, self.ctx.stop, written)
 
     def _what_to_copy(
         self, change: Change, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo

@@ -6,6 +6,10 @@ conversion host, an ESXi host) whose limits it must fit in. `stop()` (e.g. on SI
 no new node and lets the running ones end (a copy ends early, at a checkpoint: its own stop
 event is set alongside).
 
+A node may give its pools back before it ends (`release(node)`, from its own thread): a disk
+copy's slot is released when its bytes are written, so the next copy starts while this one
+detaches and records (Forklift's scheduler counts a disk transfer, not its bookkeeping).
+
 A node may need something done before its pools are known (`prepare`: choosing the conversion
 host of a VM whose host is gone asks the agents, seconds). That runs on the walker's own
 preparing thread, one at a time, while the walk goes on: other ready nodes keep starting, and
@@ -15,9 +19,10 @@ would).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -63,9 +68,25 @@ class Walker:
         self.pools_of = pools_of
         self.prepare = prepare
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # in_use and the early releases, asked from any thread
+        self._in_use: dict[str, int] = {}
+        self._holding: dict[Node, list[str]] = {}  # started nodes: the pools they hold
+        self._wake: Future[None] = Future()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def release(self, node: Node) -> None:
+        """`node`, running, gives its pools back now (a copy whose bytes are written); the walk
+        may start what waited for them. Once per node: later calls, and its end, release
+        nothing more."""
+        with self._lock:
+            for name in self._holding.pop(node, ()):
+                self._in_use[name] -= 1
+            wake = self._wake
+        if not wake.done():
+            with contextlib.suppress(InvalidStateError):  # two releases at once: one wakes
+                wake.set_result(None)
 
     def walk(self) -> WalkResult:
         result = WalkResult()
@@ -74,26 +95,30 @@ class Walker:
         ready: list[Node] = []
         running: dict[Future[Any], Node] = {}
         preparing: dict[Future[Any], Node] = {}
-        in_use: dict[str, int] = {}
         with (
             ThreadPoolExecutor(max_workers=self.parallelism) as pool,
             ThreadPoolExecutor(max_workers=1) as preparer,  # its thread starts with a first job
         ):
             while fresh or ready or running or preparing:
                 self._prepare(preparer, fresh, ready, preparing)
-                started = self._start_ready(pool, ready, running, in_use)
+                with self._lock:
+                    if self._wake.done():
+                        self._wake = Future()
+                    wake = self._wake
+                started = self._start_ready(pool, ready, running)
                 if not running and not preparing:
                     if not started:  # nothing can start: pools too small or stopped
                         break
                     continue
-                done, _ = wait([*running, *preparing], return_when=FIRST_COMPLETED)
+                done, _ = wait([*running, *preparing, wake], return_when=FIRST_COMPLETED)
                 for future in done:
+                    if future is wake:
+                        continue
                     if future in preparing:
                         self._prepared(preparing.pop(future), future, result, waiting, ready)
                         continue
                     node = running.pop(future)
-                    for name in self.pools_of(node):
-                        in_use[name] -= 1
+                    self.release(node)
                     self._finish(node, future, result, waiting, fresh)
         for node in self.graph.nodes:
             result.outcomes.setdefault(node, Outcome.NOT_STARTED)
@@ -130,25 +155,27 @@ class Walker:
         else:
             self._finish(node, future, result, waiting, ready)
 
-    def _fits(self, node: Node, in_use: dict[str, int]) -> bool:
-        return all(in_use.get(p, 0) < self.limits.get(p, 1 << 30) for p in self.pools_of(node))
+    def _fits(self, node: Node) -> bool:
+        used = self._in_use
+        return all(used.get(p, 0) < self.limits.get(p, 1 << 30) for p in self.pools_of(node))
 
     def _start_ready(
         self,
         pool: ThreadPoolExecutor,
         ready: list[Node],
         running: dict[Future[Any], Node],
-        in_use: dict[str, int],
     ) -> bool:
         started = False
         for node in list(ready):
             if self._stop.is_set() or len(running) >= self.parallelism:
                 break
-            if not self._fits(node, in_use):
-                continue
+            with self._lock:
+                if not self._fits(node):
+                    continue
+                held = self._holding[node] = list(self.pools_of(node))
+                for name in held:
+                    self._in_use[name] = self._in_use.get(name, 0) + 1
             ready.remove(node)
-            for name in self.pools_of(node):
-                in_use[name] = in_use.get(name, 0) + 1
             running[pool.submit(self.run, node)] = node
             started = True
         return started

@@ -7,10 +7,23 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from engine.dataplane.copy import CopyOptions, copy, file_digest
 from engine.dataplane.nbdkit import FileDiskSource, NbdkitServer
-from engine.executor.host import Callbacks, SyncJob, SyncResult, _copy_job, source_of
+from engine.executor.host import (
+    VERIFIED_WHOLE,
+    Callbacks,
+    Host,
+    SyncJob,
+    SyncResult,
+    _copy_job,
+    source_of,
+    sync,
+)
+from engine.providers.openstack import volumes
 from engine.providers.vsphere.snapshots import DiskInfo
 
 MiB = 1024**2
@@ -63,3 +76,33 @@ def test_a_resume_with_its_rewrite_ends_equal_to_the_newer_source(tmp_path: Path
     assert rewritten == [True]
     assert file_digest(dst) == file_digest(src)
     assert stats.bytes_read <= SIZE - mark + 6 * MiB
+
+
+def test_a_sync_says_its_bytes_are_written_before_it_detaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: the copy's slot goes back when its bytes are written: `written` comes after the
+    copy and its verify, before the detach (real nbdkit, a file as the device)."""
+    src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
+    src.write_bytes(random.Random(3).randbytes(4 * MiB))
+    dst.write_bytes(bytes(4 * MiB))
+    seen: list[str] = []
+    monkeypatch.setattr(volumes, "attach", lambda _c, _h, v: seen.append(f"attach {v}"))
+    monkeypatch.setattr(volumes, "detach", lambda _c, _h, v: seen.append(f"detach {v}"))
+
+    class Seams:
+        def source(self, *_args: Any) -> FileDiskSource:
+            return FileDiskSource(src)
+
+        def device(self, *_args: Any) -> Path:
+            return dst
+
+    disk = DiskInfo(2000, 4 * MiB, "[ds] d.vmdk", True, "52 aa/9")
+    job = SyncJob("vol", "host", source_of("vm", "u", "s", disk), verify=VERIFIED_WHOLE)
+    calls = Callbacks(
+        progress=lambda done, total: seen.append("progress") if done == total else None,
+        written=lambda: seen.append("written"),
+    )
+    result = sync(job, Host(None, Seams(), Seams()), calls)  # type: ignore[arg-type]
+    assert result.sha256 == file_digest(src) and file_digest(dst) == file_digest(src)
+    assert [s for s in seen if s != "progress"] == ["attach vol", "written", "detach vol"]

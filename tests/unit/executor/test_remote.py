@@ -226,6 +226,7 @@ def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None
         rewritten=lambda: seen.append(("rewritten", None)),
         progress=lambda d, t: seen.append(("progress", (d, t))),
         cancel=threading.Event(),
+        written=lambda: seen.append(("written", None)),
     )
     waiter = _Waiter(None, None, "conv-01", calls, said.append, 300)
 
@@ -241,6 +242,8 @@ def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None
     waiter._message(state(rewritten=True, checkpoint=4, done=7, total=10))  # a beat: nothing new
     waiter._message(state(started=True, redelivered=True))
     waiter._message(state(checkpoint=2, done=2, total=10))
+    waiter._message(state(checkpoint=2, done=10, total=10, written=True))
+    waiter._message(state(checkpoint=2, done=10, total=10, written=True))  # a beat: once
     assert seen == [
         ("rewritten", None),
         ("progress", (5, 10)),
@@ -249,6 +252,8 @@ def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None
         ("progress", (7, 10)),
         ("checkpoint", 2),
         ("progress", (2, 10)),
+        ("written", None),  # the bytes are on the volume: the coordinator's slot goes
+        ("progress", (10, 10)),
     ]
     assert said == [
         f"taken by agent a1 (queue {queue_name('conv-01')}) for the copy",

@@ -148,3 +148,51 @@ def test_a_stop_during_a_preparation_leaves_its_node_not_started() -> None:
     rec = Recorder()
     walker = Walker(g, rec, prepare=lambda _n: walker.stop)
     assert walker.walk().outcomes["a"] is Outcome.NOT_STARTED and rec.order == []
+
+
+def test_a_node_that_gives_its_slot_back_lets_the_next_start_before_it_ends() -> None:
+    """Issue 14: a copy's slot is released when its bytes are written. Pool of 1: `a` releases
+    it mid-run and waits until `b` (same pool) has started; `c` waits for `b`'s slot (b never
+    releases), and a second release by `a` (or its end) frees nothing more."""
+    g = graph(nodes=("a", "b", "c"))
+    b_started, order, peak_in_bytes = threading.Event(), [], []
+    walker: Walker
+    in_bytes = [0]
+    lock = threading.Lock()
+
+    def run(node: str) -> None:
+        with lock:
+            order.append(f"{node}+")
+            in_bytes[0] += 1
+            peak_in_bytes.append(in_bytes[0])
+        if node == "b":
+            b_started.set()
+        time.sleep(0.05)
+        with lock:
+            in_bytes[0] -= 1
+        walker.release(node)
+        walker.release(node)  # once per node
+        if node == "a":
+            assert b_started.wait(5), "b did not start once a gave its slot back"
+        with lock:
+            order.append(f"{node}-")
+
+    walker = Walker(g, run, parallelism=3, pools={"p": 1}, pools_of=lambda n: ["p"])
+    result = walker.walk()
+    assert result.ok, result.errors
+    assert order.index("b+") < order.index("a-")  # b ran beside a's tail
+    assert max(peak_in_bytes) == 1  # never two in their slot at once
+    assert walker._in_use == {"p": 0}
+
+
+def test_without_a_release_the_slot_is_held_to_the_end() -> None:
+    g = graph(nodes=("a", "b"))
+    order: list[str] = []
+    result = Walker(
+        g,
+        lambda n: order.extend([f"{n}+", f"{n}-"]),
+        parallelism=2,
+        pools={"p": 1},
+        pools_of=lambda n: ["p"],
+    ).walk()
+    assert result.ok and order in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
