@@ -168,7 +168,7 @@ def _run_job(
         sync_job = resume_from(SyncJob.from_json(job), journal.mark())
         if sync_job.start_at != job.get("start_at", 0):
             reporter.meta["resumed_at"] = sync_job.start_at
-        with _VOLUMES.writer(sync_job.volume_id, task_id), reporter.beating():
+        with reporter.beating(), _VOLUMES.writer(sync_job.volume_id, task_id, reporter):
             log.info(
                 "task %s: copy into volume %s from byte %d (job start %d)",
                 task_id, sync_job.volume_id, sync_job.start_at, job.get("start_at", 0),
@@ -208,15 +208,15 @@ def _run_step(
         with contextlib.ExitStack() as held:
             if step == COMPARE_TASK:
                 compare = SyncJob.from_json(job)
-                held.enter_context(_VOLUMES.writer(compare.volume_id, task_id))
                 held.enter_context(reporter.beating())
+                held.enter_context(_VOLUMES.writer(compare.volume_id, task_id, reporter))
                 log.info("task %s: compare volume %s", task_id, compare.volume_id)
                 outcome = host.compare(compare, agent.host, reporter.cancel).to_json()
             else:
                 convert = ConvertJob.from_json(job)
-                for volume_id in sorted(convert.volume_ids):
-                    held.enter_context(_VOLUMES.writer(volume_id, task_id))
                 held.enter_context(reporter.beating())
+                for volume_id in sorted(convert.volume_ids):
+                    held.enter_context(_VOLUMES.writer(volume_id, task_id, reporter))
                 log.info(
                     "task %s: convert %s on volumes %s",
                     task_id, convert.name, ", ".join(convert.volume_ids),
@@ -286,22 +286,26 @@ class Journal:
 
 class _Volumes:
     """One writer per volume in this agent: a copy into a volume another task still writes
-    (an apply that took over from a killed one, before the old copy stopped) waits for it."""
+    (an apply that took over from a killed one, before the old copy stopped) waits for it,
+    taken (its apply hears it: the waiting is said in the VM's log, no timeout runs out) and
+    stoppable (a revoke or its apply gone end the wait: StoppedError, nothing written)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.locks: dict[str, threading.Lock] = {}
 
     @contextlib.contextmanager
-    def writer(self, volume_id: str, task_id: str) -> Any:
+    def writer(self, volume_id: str, task_id: str, reporter: _Reporter | None = None) -> Any:
         with self.lock:
             lock = self.locks.setdefault(volume_id, threading.Lock())
         if not lock.acquire(blocking=False):
-            log.warning(
-                "task %s waits for the task that still writes volume %s to stop",
-                task_id, volume_id,
-            )  # fmt: skip
-            lock.acquire()
+            line = f"waits for the earlier task that still writes volume {volume_id} to stop"
+            log.warning("task %s %s", task_id, line)
+            if reporter is not None:
+                reporter.note(f"the agent {line} (one writer per volume)")
+            while not lock.acquire(timeout=CHECK):
+                if reporter is not None and reporter.cancel.is_set():
+                    raise StoppedError(f"stopped while it waited to write volume {volume_id}")
         try:
             yield
         finally:

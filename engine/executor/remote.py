@@ -354,6 +354,7 @@ class _Waiter:
     revoked: bool = False
     noticed: bool = False
     note: str | None = None
+    busy_said: bool = False
 
     def wait(self) -> dict[str, Any]:
         while True:
@@ -414,17 +415,36 @@ class _Waiter:
             self.say(waiting_line(self.host_name, self.timeout, self.step))
         if silent < self.timeout:
             return
-        self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
         queue = queue_name(self.host_name)
+        busy = self._busy() if self.agent is None else None
+        if busy:  # alive, every task slot taken by earlier tasks: the step waits its turn
+            self.last = time.monotonic()
+            if not self.busy_said:
+                self.busy_said = True
+                self.say(busy_line(self.host_name, busy, self.step))
+            return
+        self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
         if self.agent is None:
             raise AgentError(
                 f"no agent took the {self.step} from queue {queue} in {self.timeout:.0f} s: is "
                 f"`ferry agent --host {self.host_name}` running with this spec and broker?"
+                + (" (its agent answers but runs nothing: restart it)" if busy == 0 else "")
             )
         raise AgentError(
             f"agent {self.agent} on conversion host {self.host_name} went silent for "
             f"{self.timeout:.0f} s mid-{self.step} (no agent took it again from queue {queue})"
         )
+
+    def _busy(self) -> int | None:
+        """The tasks the host's agent runs now (Celery's `inspect active`, ASK_TIMEOUT
+        seconds), None when no agent of the host answers or the broker cannot be asked."""
+        try:
+            replies = self.app.control.inspect(timeout=ASK_TIMEOUT).active() or {}
+        except BROKER_ERRORS:
+            return None
+        mine = f"{NODE_PREFIX}{self.host_name}@"
+        found = [len(tasks or []) for node, tasks in replies.items() if node.startswith(mine)]
+        return max(found) if found else None
 
     def _outcome(self, envelope: Any) -> dict[str, Any]:
         state = self.sent.state
@@ -458,6 +478,16 @@ def waiting_line(host_name: str, timeout: float, step: str = "copy") -> str:
         f"waiting for an agent on conversion host {host_name} to take the {step} (queue "
         f"{queue_name(host_name)}; "
         f"fails after {timeout:.0f} s without one, execution.timeout)"
+    )
+
+
+def busy_line(host_name: str, tasks: int, step: str = "copy") -> str:
+    """The status of a `step` whose host's agent answers but has not taken it: every task
+    slot of it runs an earlier task (an earlier copy, or one of an apply that is gone, which
+    stops at its next checkpoint). The step waits on, without a timeout, while it answers."""
+    return (
+        f"the agent of conversion host {host_name} runs {tasks} earlier task(s) and has not "
+        f"taken the {step} yet: it waits its turn (queue {queue_name(host_name)})"
     )
 
 

@@ -258,7 +258,8 @@ def test_a_rabbitmq_restart_mid_copy_ends_cleanly_and_a_rerun_converges(
         assert failed and all("\n" not in e["error"].strip() for e in failed), out + err
         rerun = ferry(lab, "apply", str(one_agent["spec"]), "--auto-approve",
                       "--state", str(state))  # fmt: skip
-        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        tail = "\n".join(one_agent["log"].read_text().splitlines()[-40:])
+        assert rerun.returncode == 0, f"{rerun.stdout}{rerun.stderr}\nagent log:\n{tail}"
         outcome = f"failed in one line ({failed[0]['error'][:300]}), re-run converged"
     assert one_agent["agent"].poll() is None, "the agent died with the broker"
     assert_converged(lab, state, vm(), server=False)

@@ -26,7 +26,15 @@ from engine.executor import agent as agent_module
 from engine.executor import remote
 from engine.executor.agent import Agent, run_task
 from engine.executor.host import Callbacks, SyncJob, SyncResult
-from engine.executor.remote import Broker, _error, _Waiter, broker_from_spec, make_app, queue_name
+from engine.executor.remote import (
+    Broker,
+    _error,
+    _Waiter,
+    broker_from_spec,
+    busy_line,
+    make_app,
+    queue_name,
+)
 from engine.spec.validate import validate_file
 from tests.unit.spec.test_validate import VALID, errors
 
@@ -264,9 +272,13 @@ def test_progress_states_are_relayed_in_order_and_a_redelivery_is_said() -> None
 class FakeControl:
     def __init__(self) -> None:
         self.revoked: list[str] = []
+        self.active: dict[str, list[dict[str, Any]]] = {}  # `inspect active`'s replies
 
     def revoke(self, task_id: str) -> None:
         self.revoked.append(task_id)
+
+    def inspect(self, timeout: float) -> Any:
+        return type("Inspect", (), {"active": lambda _self: self.active})()
 
 
 class FakeApp:
@@ -296,6 +308,29 @@ def test_no_agent_or_a_silent_one_fails_naming_the_host_and_revokes_the_task() -
     time.sleep(0.02)
     with pytest.raises(AgentError, match="on conversion host conv-01 went silent for"):
         silent._check()
+
+
+def test_an_agent_busy_with_earlier_tasks_is_waited_for_and_an_idle_one_is_not() -> None:
+    """CI of stop 22: after a RabbitMQ restart the agent's one free prefetch slot held the
+    redelivery of a gone apply's copy (stopping at its checkpoint); the re-run's copy was not
+    taken within execution.timeout and failed "no agent took the copy" while the agent ran.
+    An agent of the host that answers with tasks running: the step waits its turn, said once;
+    one that answers with none running: the line says so."""
+    said: list[str] = []
+    busy = _Waiter(FakeApp(), FakeSent(), "conv-01", Callbacks(), said.append, 0.01)
+    busy.app.control.active = {
+        "ferry-agent-conv-01@m1": [{"id": "old-1"}],
+        "ferry-agent-conv-02@m2": [],  # another host's agent: not this one
+    }
+    for _ in range(3):
+        time.sleep(0.02)
+        busy._check()
+    assert busy.app.control.revoked == [] and said[1:] == [busy_line("conv-01", 1)]
+    busy.app.control.active["ferry-agent-conv-01@m1"] = []
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match=r"its agent answers but runs nothing: restart it"):
+        busy._check()
+    assert busy.app.control.revoked == ["task-9"]
 
 
 def test_a_stop_revokes_the_task_and_ends_at_once_when_no_agent_took_it() -> None:
@@ -382,3 +417,33 @@ def test_a_stopping_agent_ends_once_its_copies_ended(monkeypatch: pytest.MonkeyP
     assert not exited.wait(1.0), "ended while a copy ran"
     runs.finish("copy")
     assert exited.wait(5.0), "did not end once the copy ended"
+
+
+def test_a_second_writer_of_a_volume_says_it_waits_and_stops_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One writer per volume on an agent: the second task waits for the first, says so to its
+    apply (a note: taken, not silent), and a stop (revoke, its apply gone) ends the wait."""
+    monkeypatch.setattr(agent_module, "CHECK", 0.01)
+    volumes = agent_module._Volumes()
+
+    class Reporter:
+        def __init__(self) -> None:
+            self.cancel = threading.Event()
+            self.notes: list[str] = []
+
+        def note(self, line: str) -> None:
+            self.notes.append(line)
+
+    second = Reporter()
+    with volumes.writer("vol-1", "first"):
+        threading.Timer(0.1, second.cancel.set).start()
+        waited = volumes.writer("vol-1", "second", second)  # type: ignore[arg-type]
+        with pytest.raises(StoppedError, match="while it waited to write volume vol-1"), waited:
+            pytest.fail("a second writer ran beside the first")
+    assert second.notes == [
+        "the agent waits for the earlier task that still writes volume vol-1 to stop "
+        "(one writer per volume)"
+    ]
+    with volumes.writer("vol-1", "third", Reporter()):  # type: ignore[arg-type]
+        pass  # the first is done: no wait
