@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.addresses import Address  # noqa: E402
+from engine.cli.agent import agent_concurrency  # noqa: E402
 from engine.cli.apply import _graph, _slot_pools, default_parallelism  # noqa: E402
 from engine.dataplane.cbt import total_bytes  # noqa: E402
 from engine.errors import StoppedError, UserError  # noqa: E402
@@ -453,6 +454,7 @@ def sleeping_sync(rate: float, compress: float) -> Callable[..., SyncResult]:
                 raise StoppedError("stopped (simulated copy)", {})
             calls.progress(int(data * min(1.0, (time.monotonic() - began) / seconds)), data)
         slept = time.monotonic() - began
+        calls.written()  # as host.sync: the bytes are written, the slot goes back
         return SyncResult(data, data, 0, 0, 0, round(slept, 6))
 
     return sync
@@ -465,7 +467,8 @@ def sim_agent(args: argparse.Namespace) -> None:
     name = args.sim_agent
     nothing: Any = None  # no cloud, no disks: the copy sleeps
     agent = Agent(name, server_id(name), args.digest, host.Host(nothing, nothing, nothing))
-    sys.exit(serve(make_app(broker()), agent, concurrency=args.slots))
+    concurrency = agent_concurrency({"max_parallel": args.slots})  # as `ferry agent`'s
+    sys.exit(serve(make_app(broker()), agent, concurrency=concurrency))
 
 
 def start_sim_agents(
@@ -539,9 +542,12 @@ class Dispatch:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def sim_node(plan: Plan, remote: Remote, stopped: threading.Event, seen: Dispatch) -> Any:
+def sim_node(
+    plan: Plan, remote: Remote, stopped: threading.Event, seen: Dispatch, walker: Walker
+) -> Any:
     """The walker's node function: a disk copy goes to its placed host's agent through
-    Remote.sync; the other steps (the VMs' snapshots) are no-ops here."""
+    Remote.sync, its slot given back once the agent says its bytes are written (as the apply's
+    volume step); the other steps (the VMs' snapshots) are no-ops here."""
     changes = {c.address: c for c in plan.changes}
     placement = {v.name: v.conversion_host for v in plan.vms}
 
@@ -561,7 +567,8 @@ def sim_node(plan: Plan, remote: Remote, stopped: threading.Event, seen: Dispatc
             dst_is_zero=True,
         )
         began = time.monotonic()
-        result = remote.sync(name, job, Callbacks(cancel=stopped), lambda _: None)
+        calls = Callbacks(cancel=stopped, written=lambda: walker.release(node))
+        result = remote.sync(name, job, calls, lambda _: None)
         with seen.lock:
             seen.overheads.append(time.monotonic() - began - result.seconds)
 
@@ -596,11 +603,12 @@ def simulated(args: argparse.Namespace) -> None:
     remote = Remote(broker(), digest, lineage="sim-lineage")
     walker = Walker(
         _graph(plan),
-        sim_node(plan, remote, stopped, seen),
+        lambda _: None,
         parallelism=default_parallelism(spec, agents=True),
         pools=pools,
         pools_of=pools_of,
     )
+    walker.run = sim_node(plan, remote, stopped, seen, walker)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ferry-sim-agents-") as logs:
         start_sim_agents(args, names, digest, stack, Path(logs))
         before = resource.getrusage(resource.RUSAGE_SELF)
