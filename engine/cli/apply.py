@@ -595,15 +595,16 @@ def _check_volumes_owned(applier: Applier) -> None:
 
 
 def default_parallelism(spec: dict[str, Any], agents: bool) -> int:
-    """Steps at once when --parallelism is not given: twice every slot of the conversion hosts
-    the apply writes on (each host's `max_parallel`, 2 by default: all hosts with agents, the
-    first one in-process; a copy gives its slot back once its bytes are written, and detaches
-    beside the next one) plus 2 for the steps beside the copies, at least 4 (break-it 14: a
-    fixed 4 ran 4 copies across 3 hosts of 2 slots, one host idle while the plan gave it the
-    biggest VM)."""
+    """Steps at once when --parallelism is not given: every slot of the conversion hosts the
+    apply writes on (each host's `max_parallel`, 2 by default: all hosts with agents, the
+    first one in-process), twice with agents (a copy gives its slot back once its bytes are
+    written and detaches beside the next one: the agent runs 2x max_parallel tasks), plus 2 for
+    the steps beside the copies, at least 4 (break-it 14: a fixed 4 ran 4 copies across 3
+    hosts of 2 slots, one host idle while the plan gave it the biggest VM)."""
     hosts = spec.get("conversion_hosts") or [{}]
-    used = hosts if agents else hosts[:1]
-    return max(4, 2 * sum(int(h.get("max_parallel", 2)) for h in used) + 2)
+    if not agents:
+        return max(4, int(hosts[0].get("max_parallel", 2)) + 2)
+    return max(4, 2 * sum(int(h.get("max_parallel", 2)) for h in hosts) + 2)
 
 
 def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int | None) -> Walker:
