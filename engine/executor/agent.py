@@ -164,6 +164,7 @@ def _run_job(
         return {"error": {"type": "AgentError", "message": refusal}}
     task_id = str(task.request.id)
     reporter = _Reporter(task, agent.name, journal)
+    said = False
     try:
         sync_job = resume_from(SyncJob.from_json(job), journal.mark())
         if sync_job.start_at != job.get("start_at", 0):
@@ -173,9 +174,13 @@ def _run_job(
                 "task %s: copy into volume %s from byte %d (job start %d)",
                 task_id, sync_job.volume_id, sync_job.start_at, job.get("start_at", 0),
             )  # fmt: skip
-            result = host.sync(sync_job, agent.host, reporter.callbacks())
+            try:
+                result = host.sync(sync_job, agent.host, reporter.callbacks())
+            except FerryError as exc:  # said while it holds the volume: before the next writer
+                said = _ended(task_id, exc)
+                raise
     except FerryError as exc:
-        log.info("task %s: ended: %s", task_id, brief(exc))
+        said = said or _ended(task_id, exc)
         error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, StoppedError) and exc.moved:
             error["moved"] = exc.moved  # what the apply reports as read and written
@@ -185,6 +190,11 @@ def _run_job(
         return {"error": {"type": "AgentError", "message": f"{type(exc).__name__}: {exc}"}}
     log.info("task %s: copy into volume %s done", task_id, sync_job.volume_id)
     return {"result": result.to_json()}
+
+
+def _ended(task_id: str, exc: FerryError) -> bool:
+    log.info("task %s: ended: %s", task_id, brief(exc))
+    return True
 
 
 def _run_step(
