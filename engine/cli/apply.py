@@ -50,7 +50,7 @@ from engine.executor.seams import (
     Sources,
     VddkSources,
 )
-from engine.executor.volume_steps import handed_since
+from engine.executor.volume_ownership import handed_since
 from engine.executor.walker import Outcome, Walker, WalkResult
 from engine.model.plan import Action, Plan
 from engine.planner import planfile

@@ -424,11 +424,15 @@ class _Waiter:
                 self.say(busy_line(self.host_name, busy, self.step))
             return
         self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
+        if self.agent is None and busy == 0:
+            raise AgentError(
+                f"the agent of conversion host {self.host_name} answers but took nothing from "
+                f"queue {queue} in {self.timeout:.0f} s and runs no task: restart it"
+            )
         if self.agent is None:
             raise AgentError(
                 f"no agent took the {self.step} from queue {queue} in {self.timeout:.0f} s: is "
                 f"`ferry agent --host {self.host_name}` running with this spec and broker?"
-                + (" (its agent answers but runs nothing: restart it)" if busy == 0 else "")
             )
         raise AgentError(
             f"agent {self.agent} on conversion host {self.host_name} went silent for "

@@ -14,7 +14,6 @@ from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
 from engine.errors import (
     ChangeTrackingError,
-    OpenStackError,
     StoppedError,
     VerifyError,
 )
@@ -22,9 +21,9 @@ from engine.executor import host
 from engine.executor.cutover_base import content_epoch
 from engine.executor.host import SyncJob, source_of
 from engine.executor.remote import OnHost
-from engine.executor.replacement import Placement
+from engine.executor.volume_ownership import VolumeOwnership
 from engine.model.observed import epoch
-from engine.model.plan import Action, Change, Plan
+from engine.model.plan import Action, Change
 from engine.model.state import (
     RECORDED_HOST,
     VERIFIED_AREAS,
@@ -33,11 +32,10 @@ from engine.model.state import (
     Status,
     resumable_delta,
 )
-from engine.planner.diff.attachments import STALE_KEY, repair_only
+from engine.planner.diff.attachments import repair_only
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
 from engine.providers.openstack import volumes
-from engine.providers.openstack.read import STATE_KEY, handed
-from engine.providers.openstack.retry import transient
+from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.read import changed_areas
 from engine.providers.vsphere.snapshots import DiskInfo
 from engine.units import duration, exact, human, rate
@@ -74,7 +72,7 @@ def _tainted_since(why: object) -> str:
     return f"the volume is marked tainted ({why}): a full copy, not the planned delta"
 
 
-class VolumeSteps(Placement):
+class VolumeSteps(VolumeOwnership):
     """The Applier's volume steps (see the module)."""
 
     def _volume(self, change: Change) -> None:
@@ -106,75 +104,6 @@ class VolumeSteps(Placement):
             self._compare(change, address, before, snapshot, disk)
             return
         self._sync(change, address, before, snapshot, disk)
-
-    def _volume_id(self, change: Change) -> str:
-        """The volume a volume change writes: its record's, else the plan's (adopt: found)."""
-        record = self.ctx.store.read().resources.get(change.address)
-        found = dict(record.attributes) if record else {}
-        return str(
-            found.get("volume_id")
-            or (change.before or {}).get("volume_id")
-            or (change.after or {}).get("volume_id")
-            or ""
-        )
-
-    def check_owned(self, address: str, volume_id: str, doing: str, adopts: str = "") -> None:
-        """Right before a step deletes or writes a volume this state records (`doing`:
-        "deleted", "written"): its `ferry_state` must still name this state (or nothing), or
-        `adopts`, the lineage the plan found it with when the step adopts it (adopted_lineage).
-        A volume another ferry state took over since the plan was made (--adopt-lineage, or by
-        hand) is that state's replica: a saved destroy deleted it, a saved delta wrote it and
-        stamped it back (break-it 12e item 3). Raises OpenStackError; nothing is done to it."""
-        other = volumes.managed_by(self.ctx.conn, volume_id)
-        if other and self.lineage and other not in (self.lineage, adopts):
-            raise OpenStackError(
-                f"{handed_line(address, volume_id, other, doing)}; plan again (a new plan "
-                "never deletes or writes it)"
-            )
-
-    def _repair_attachments(self, change: Change) -> None:
-        """Delete the stale Cinder attachments of ferry's the plan found on the change's volume
-        (a failed attach left them `reserved`: the volume cannot be attached again). Idempotent:
-        one gone or completed since is left alone."""
-        ids = [str(i) for i in (change.after or {}).get(STALE_KEY) or ()]
-        volume_id = self._volume_id(change)
-        if not ids or not volume_id:
-            return
-        name = Address.parse(change.address).name
-        for att_id in volumes.delete_attachments(self.ctx.conn, volume_id, ids):
-            self.ctx.say(
-                name,
-                f"{change.address}: attachment {att_id} of volume {volume_id} (left by an "
-                "interrupted apply) deleted",
-            )
-
-    def ready_volumes(self, name: str) -> None:
-        """Before a cutover powers `name`'s source off: the planned repairs of its volumes'
-        stale attachments are done, and every volume its final sync writes can be attached to
-        the conversion host (volumes.check_attachments), so nothing after the power-off waits
-        on a volume that will not move by itself. Raises OpenStackError (the source stays on)."""
-        hosts = {self.ctx.conversion_host_id, *self.ctx.host_ids.values()} - {""}
-        for change in self.plan.changes:
-            parsed = Address.parse(change.address)
-            if change.kind != "volume" or parsed.name != name:
-                continue
-            if change.action in (Action.DELETE, Action.FORGET, Action.NOOP):
-                continue
-            self._repair_attachments(change)
-            volume_id = self._volume_id(change)
-            if volume_id and change.action is not Action.READ:
-                adopts = adopted_lineage(change, volume_id)
-                try:
-                    self.check_owned(change.address, volume_id, "written", adopts)
-                except OpenStackError as exc:
-                    raise OpenStackError(f"{exc}; the source was not powered off") from exc
-            if volume_id and volumes.exists(self.ctx.conn, volume_id):
-                try:
-                    volumes.check_attachments(self.ctx.conn, volume_id, hosts)
-                except OpenStackError as exc:
-                    raise OpenStackError(
-                        f"{change.address}: {exc}; the source was not powered off"
-                    ) from exc
 
     def _compare(
         self,
@@ -250,76 +179,6 @@ class VolumeSteps(Placement):
         self._write([ResourceRecord(address, "volume", Status.TAINTED, tainted)], [])
         volumes.set_metadata(self.ctx.conn, volume_id, {"ferry_change_id": ""})
         raise VerifyError(f"{exc}; marked tainted: the next plan copies it again") from exc
-
-    def _adopt(self, change: Change, address: Address) -> None:
-        """Take over a volume found by metadata (ferry's, or os-migrate's by name): stamp ferry's
-        keys on it so it is found by identity from now on; the next sync is a delta from its
-        changeId (or a full copy when it has none)."""
-        after = dict(change.after or {})
-        self._stamp(address, str(after["volume_id"]), after.get("change_id"))
-        after.pop(FOUND_LINEAGE, None)  # the found volume's lineage: this state's from now on
-        self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
-        self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
-
-    def _stamp(self, address: Address, volume_id: str, change_id: object) -> None:
-        """Ferry's keys on a volume this state adopts (`_adopt`, `_take_over`), so it is found
-        by identity and as this state's from now on; its `ferry_change_id` the plan's, "" when
-        the plan trusts none (a protection snapshot of ferry's holds it: a cutover may have
-        written it since), nor does a state rebuilt from the cloud then."""
-        metadata = {
-            "ferry_vm": self.uuids[address.name] or "",
-            "ferry_disk": str(address.index),
-            "ferry_converted": "false",
-            STATE_KEY: self.lineage,
-            "ferry_change_id": str(change_id or ""),
-        }
-        volumes.set_metadata(self.ctx.conn, volume_id, metadata)
-
-    def _take_over(self, change: Change, address: Address, volume_id: str, lineage: str) -> None:
-        """The volume an adopt-and-copy step found (of ferry state `lineage`, --adopt-lineage) is
-        stamped as this state's before its copy writes a byte (as `_adopt` stamps one adopted as
-        it is), so an apply stopped in the copy leaves a volume this state records and manages
-        (its next plan resumes the copy), not one its record and metadata disagree on; its
-        changeId is the plan's (none when the plan trusts none: copied in full)."""
-        self._stamp(address, volume_id, (change.before or {}).get("change_id"))
-        self.ctx.say(
-            address.name,
-            f"{change.address}: adopted volume {volume_id} (of ferry state {lineage}, as planned)",
-        )
-
-    def _delete_volume(
-        self,
-        volume_id: str,
-        status: str = "available",
-        *,
-        of: tuple[str, dict[str, Any]] = ("", {}),
-    ) -> None:
-        """Delete the volume (one gone already counts as deleted). Awaiting `available`: first
-        detached from ferry's conversion host its record names (`of`: the address and record
-        attributes; a copy killed mid-way left it attached there, break-it 12h F4: the
-        destroy waited 300 s, then failed; said in the VM's log), and
-        the snapshots ferry deleted gone (Cinder deletes them asynchronously and refuses a
-        volume with snapshots: 12h F1). Raises OpenStackError (a snapshot taken outside ferry
-        named, a wait timed out, Cinder refused)."""
-        if not volumes.exists(self.ctx.conn, volume_id):
-            return
-        if status == "available":
-            self._detach_deleted(of[0], volume_id, str(of[1].get(RECORDED_HOST) or ""))
-            volumes.wait_snapshots_gone(self.ctx.conn, volume_id)
-            volumes.wait_volume(self.ctx.conn, volume_id, "available")
-        transient(
-            lambda: self.ctx.conn.block_storage.delete_volume(volume_id),
-            f"deleting volume {volume_id}",
-        )
-
-    def _detach_deleted(self, address: str, volume_id: str, host_name: str) -> None:
-        """A volume to be deleted, detached from the conversion host `host_name` first."""
-        if address and self._detach_from(host_name, volume_id):
-            self.ctx.say(
-                Address.parse(address).name,
-                f"{address}: volume {volume_id} detached from conversion host {host_name} (a "
-                "copy interrupted there left it attached), to be deleted",
-            )
 
     def _sync(
         self,
@@ -754,42 +613,6 @@ class VolumeSteps(Placement):
                 verified=last_sync["verified"],
             )
         self.ctx.say(vm, sync_line(address, kind, stats, step))
-
-
-def handed_line(address: str, volume_id: str, lineage: str, doing: str) -> str:
-    """The one line of a volume step refused because another ferry state manages the volume
-    now (`lineage`: that state's; `doing`: "deleted" or "written")."""
-    return f"{address}: {handed('volume', volume_id, lineage, doing)}"
-
-
-def handed_since(conn: Any, plan: Plan) -> list[str]:
-    """The plan's volume steps that would delete or write a volume another ferry state
-    manages now (its `ferry_state` names another lineage than the plan's state, and than the
-    one a step that adopts it found it with: adopted_lineage): one line each (handed_line), []
-    when none. One volume listing when the plan has such steps (a read
-    per step cost a 1,000-VM wave thousands of requests at every apply's start); a volume
-    gone since is no one's. Raises OpenStackError."""
-    steps = [(c, volume_id) for c in plan.changes if (volume_id := _written_volume(c, plan))]
-    if not steps:
-        return []
-    managing = volumes.lineages(conn)
-    out = []
-    for change, volume_id in steps:
-        other = managing.get(volume_id)
-        if other and other not in (plan.state_lineage, adopted_lineage(change, volume_id)):
-            doing = "deleted" if change.action is Action.DELETE else "written"
-            out.append(handed_line(change.address, volume_id, other, doing))
-    return out
-
-
-def _written_volume(change: Change, plan: Plan) -> str:
-    """The id of the recorded volume `change` deletes or writes (a replica, or output: image's
-    volume made from an image), "" for any other step (and for a plan of a state not written
-    yet, which manages no volume)."""
-    volume_id = str((change.before or {}).get("volume_id") or "")
-    if change.kind not in ("volume", "image_volume") or not volume_id or not plan.state_lineage:
-        return ""
-    return "" if change.action in (Action.NOOP, Action.FORGET, Action.READ) else volume_id
 
 
 def sync_line(address: str, kind: str, stats: CopyStats, step: float) -> str:

@@ -5,7 +5,6 @@ refuses for another server and answers with plain results or an error value."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ from engine.executor.agent import Agent, run_task
 from engine.executor.host import ConvertJob, ConvertResult, SyncJob, SyncResult, compare_job
 from engine.executor.remote import COMPARE_TASK, CONVERT_TASK, OnHost, _error
 from engine.model.state import VERIFIED_WHOLE
-from tests.unit.executor.test_remote import FakeTask
+from tests.unit.executor.test_remote import FakeTask, QuietReporter
 
 LINEAGE = "6f1d2c3e-0000-4000-8000-000000000001"  # the state the coordinator's tasks are of
 
@@ -75,22 +74,6 @@ def test_the_jobs_are_plain_json_both_ways() -> None:
     assert SyncJob.from_json(json.loads(json.dumps(volume.to_json()))) == volume
     job = ConvertJob("id-b", ["vol-1", "vol-2"], "web01", {"disks": [{"key": 2000}]}, "web01")
     assert ConvertJob.from_json(json.loads(json.dumps(job.to_json()))) == job
-
-
-class QuietReporter:
-    """A task's reporter that sends nothing (no broker); keeps the notes it was given."""
-
-    notes: list[str] = []  # noqa: RUF012
-
-    def __init__(self, _task: Any, _agent: str, _journal: Any = None) -> None:
-        self.cancel = threading.Event()
-
-    def note(self, line: str) -> None:
-        self.notes.append(line)
-
-    @contextlib.contextmanager
-    def beating(self) -> Any:
-        yield
 
 
 def test_an_agent_runs_a_compare_and_a_conversion_for_its_server_only(

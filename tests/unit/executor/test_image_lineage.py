@@ -18,7 +18,7 @@ from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
 from engine.executor.apply import Applier
-from engine.executor.volume_steps import handed_since
+from engine.executor.volume_ownership import handed_since
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore

@@ -129,11 +129,16 @@ RESULT: dict[str, Any] = {
 
 
 class QuietReporter:
-    """A task's reporter that sends nothing (no broker)."""
+    """A task's reporter that sends nothing (no broker); keeps the notes it was given."""
+
+    notes: list[str] = []  # noqa: RUF012
 
     def __init__(self, _task: Any, _agent: str, _journal: Any = None) -> None:
         self.cancel = threading.Event()
         self.meta: dict[str, Any] = {}
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
 
     def callbacks(self) -> Callbacks:
         return Callbacks(lambda _m: None, lambda: None, lambda _d, _t: None, self.cancel)
@@ -328,7 +333,7 @@ def test_an_agent_busy_with_earlier_tasks_is_waited_for_and_an_idle_one_is_not()
     assert busy.app.control.revoked == [] and said[1:] == [busy_line("conv-01", 1)]
     busy.app.control.active["ferry-agent-conv-01@m1"] = []
     time.sleep(0.02)
-    with pytest.raises(AgentError, match=r"its agent answers but runs nothing: restart it"):
+    with pytest.raises(AgentError, match=r"conv-01 answers but took nothing from queue "):
         busy._check()
     assert busy.app.control.revoked == ["task-9"]
 

@@ -25,8 +25,7 @@ from engine.executor.remote import (
     lost_broker,
     waiting_line,
 )
-from tests.unit.executor.test_host_steps import QuietReporter
-from tests.unit.executor.test_remote import FakeApp, FakeSent, FakeTask
+from tests.unit.executor.test_remote import FakeApp, FakeSent, FakeTask, QuietReporter
 
 LINEAGE = "6f1d2c3e-0000-4000-8000-000000000001"  # the state the coordinator's tasks are of
 
