@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.addresses import Address  # noqa: E402
-from engine.cli.agent import agent_concurrency  # noqa: E402
 from engine.cli.apply import _graph, _slot_pools, default_parallelism  # noqa: E402
 from engine.dataplane.cbt import total_bytes  # noqa: E402
 from engine.errors import StoppedError, UserError  # noqa: E402
@@ -75,6 +74,7 @@ from engine.executor.remote import (  # noqa: E402
     PASSWORD_ENV,
     Broker,
     Remote,
+    agent_concurrency,
     make_app,
     queue_name,
 )
@@ -445,15 +445,16 @@ def sleeping_sync(rate: float, compress: float) -> Callable[..., SyncResult]:
     bytes / `rate`, over `compress`), reporting progress every 0.5 s as the copy engine does
     ~2 a second; stops at the apply's cancel as a copy does."""
 
-    def sync(job: SyncJob, _host: host.Host, calls: Callbacks) -> SyncResult:
+    def sync(job: SyncJob, seams: host.Host, calls: Callbacks) -> SyncResult:
         data = total_bytes(job.areas or [])
         seconds = data / rate / compress
-        began = time.monotonic()
-        while (left := seconds - (time.monotonic() - began)) > 0:
-            if calls.cancel.wait(min(0.5, left)):
-                raise StoppedError("stopped (simulated copy)", {})
-            calls.progress(int(data * min(1.0, (time.monotonic() - began) / seconds)), data)
-        slept = time.monotonic() - began
+        with host.slot(seams, calls.cancel, "the simulated copy"):  # the agent's slots
+            began = time.monotonic()
+            while (left := seconds - (time.monotonic() - began)) > 0:
+                if calls.cancel.wait(min(0.5, left)):
+                    raise StoppedError("stopped (simulated copy)", {})
+                calls.progress(int(data * min(1.0, (time.monotonic() - began) / seconds)), data)
+            slept = time.monotonic() - began
         calls.written()  # as host.sync: the bytes are written, the slot goes back
         return SyncResult(data, data, 0, 0, 0, round(slept, 6))
 
@@ -466,7 +467,9 @@ def sim_agent(args: argparse.Namespace) -> None:
     host.sync = sleeping_sync(args.rate_mbs * MB, args.compress)
     name = args.sim_agent
     nothing: Any = None  # no cloud, no disks: the copy sleeps
-    agent = Agent(name, server_id(name), args.digest, host.Host(nothing, nothing, nothing))
+    slots = threading.BoundedSemaphore(args.slots)  # as `ferry agent`'s: max_parallel
+    seams = host.Host(nothing, nothing, nothing, slots)
+    agent = Agent(name, server_id(name), args.digest, seams)
     concurrency = agent_concurrency({"max_parallel": args.slots})  # as `ferry agent`'s
     sys.exit(serve(make_app(broker()), agent, concurrency=concurrency))
 
@@ -598,7 +601,7 @@ def simulated(args: argparse.Namespace) -> None:
     placed = placement_bound(plan, copies, rate, args.sim_slots) / args.compress
     digest = spec_digest(spec)
     applier = SimApplier(plan, inventory, names[0])
-    pools, pools_of = _slot_pools(spec, applier)  # type: ignore[arg-type]
+    pools, pools_of = _slot_pools(spec, applier, agents=True)  # type: ignore[arg-type]
     stopped, seen = threading.Event(), Dispatch()
     remote = Remote(broker(), digest, lineage="sim-lineage")
     walker = Walker(

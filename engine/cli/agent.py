@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,9 +18,8 @@ from engine.cli.plan import load_spec
 from engine.errors import UserError
 from engine.executor import host
 from engine.executor.agent import Agent, Served, default_checkpoints, serve
-from engine.executor.remote import broker_from_spec, check_broker, make_app
+from engine.executor.remote import agent_concurrency, broker_from_spec, check_broker, make_app
 from engine.planner.make import spec_digest
-from engine.planner.placement import MAX_ATTACHED
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec
 
@@ -101,16 +101,10 @@ def _serve(
     app = make_app(broker)
     check_broker(app)
     log_with_time()
-    seams = host.Host(conn, sources, devices)
+    slots = threading.BoundedSemaphore(int(entry.get("max_parallel", 2)))
+    seams = host.Host(conn, sources, devices, slots)
     found = Agent(host_name, str(server.id), spec_digest(spec), seams, checkpoints)
     raise typer.Exit(serve(app, found, concurrency=agent_concurrency(entry)))
-
-
-def agent_concurrency(entry: dict[str, Any]) -> int:
-    """Tasks an agent runs at once: twice its host's `max_parallel` (the coordinator gives a
-    copy's slot back once its bytes are written: the next copy is sent while that one detaches),
-    at most MAX_ATTACHED (Nova's cap on volumes attached to one server: a task holds one)."""
-    return min(2 * int(entry.get("max_parallel", 2)), MAX_ATTACHED)
 
 
 AGENT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -38,7 +38,13 @@ from engine.errors import FerryError, StoppedError, UserError, one_line, step_er
 from engine.executor.applier_base import Context
 from engine.executor.apply import Applier, unsupported
 from engine.executor.events import Events, log_path
-from engine.executor.remote import Remote, broker_from_spec, check_broker, make_app
+from engine.executor.remote import (
+    Remote,
+    agent_concurrency,
+    broker_from_spec,
+    check_broker,
+    make_app,
+)
 from engine.executor.seams import (
     ByIdDevices,
     ConnectionInfoDevices,
@@ -613,7 +619,7 @@ def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int
     checks it first) is re-placed before it when its host is gone: on the walk's preparing
     thread (Applier.to_place asks the agents: seconds), neither in its scheduling thread (no
     step would start meanwhile) nor in a step's (it would hold a slot)."""
-    pools, pools_of = _slot_pools(spec, applier)
+    pools, pools_of = _slot_pools(spec, applier, agents=applier.ctx.remote is not None)
 
     def prepare(node: Any) -> Callable[[], object] | None:
         change = applier.changes[str(node)]
@@ -635,15 +641,22 @@ def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int
 
 
 def _slot_pools(
-    spec: dict[str, Any], applier: Applier
+    spec: dict[str, Any], applier: Applier, *, agents: bool
 ) -> tuple[dict[str, int], Callable[[Any], list[str]]]:
     """The walker's slot pools (each conversion host's `max_parallel`, each ESXi host's
     `reads_per_esxi_host`) and which a node holds: a disk copy a slot of its VM's conversion
-    host and one of its ESXi host's reads; a conversion a slot of its VM's conversion host."""
+    host and one of its ESXi host's reads; a conversion a slot of its VM's conversion host.
+    With agents a host's pool is its agent's tasks (agent_concurrency: 2x max_parallel, of
+    which max_parallel move bytes at once, the agent's own slots), so that the next copy's
+    volume create, dispatch and attach run beside the copies that move bytes."""
     hosts = spec.get("conversion_hosts") or [{}]
     esxi = applier.hosts()
-    pools = {"conversion": int(hosts[0].get("max_parallel", 2))}
-    pools |= {f"conversion:{h['name']}": int(h.get("max_parallel", 2)) for h in hosts[1:]}
+
+    def slots(entry: dict[str, Any]) -> int:
+        return agent_concurrency(entry) if agents else int(entry.get("max_parallel", 2))
+
+    pools = {"conversion": slots(hosts[0])}
+    pools |= {f"conversion:{h['name']}": slots(h) for h in hosts[1:]}
     reads = int(spec["source"]["vcenter"].get("reads_per_esxi_host", ESXI_READS))
     pools |= {f"esxi:{h}": reads for h in esxi.values()}
 

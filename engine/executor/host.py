@@ -167,11 +167,33 @@ class Callbacks:
 @dataclass(frozen=True)
 class Host:
     """A conversion host's seams: the cloud connection (attach/detach), where disks are read
-    from, where attached volumes appear."""
+    from, where attached volumes appear, and its slots (an agent's: `max_parallel` copies,
+    compares or conversions move bytes at once; its attaches and detaches run beside them, as
+    Forklift's scheduler counts disk transfers; None: the walker's pool is the only bound)."""
 
     conn: Any
     sources: Sources
     devices: Devices
+    slots: threading.BoundedSemaphore | None = None
+
+
+SLOT_WAIT = 1.0  # seconds between a waiting step's checks that it was asked to stop
+
+
+@contextmanager
+def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
+    """One of `host`'s slots held while `what` (e.g. "the copy into volume V") moves bytes.
+    Raises StoppedError (nothing moved) when `cancel` is set while it waits."""
+    if host.slots is None:
+        yield
+        return
+    while not host.slots.acquire(timeout=SLOT_WAIT):
+        if cancel.is_set():
+            raise StoppedError(f"stopped while {what} waited for a slot on the conversion host")
+    try:
+        yield
+    finally:
+        host.slots.release()
 
 
 def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
@@ -188,11 +210,12 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
-        stats = _copy_job(job, source, device, calls)
-        try:
-            sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
-        except StoppedError as exc:  # copied in full, stopped while verifying
-            raise StoppedError(str(exc), stats.moved()) from exc
+        with slot(host, calls.cancel, f"the copy into volume {job.volume_id}"):
+            stats = _copy_job(job, source, device, calls)
+            try:
+                sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
+            except StoppedError as exc:  # copied in full, stopped while verifying
+                raise StoppedError(str(exc), stats.moved()) from exc
         calls.written()
     finally:
         volumes.detach(host.conn, job.host_id, job.volume_id)
@@ -239,7 +262,8 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
-        sha256 = _verify(whole, source, device, disk, cancel)
+        with slot(host, cancel, f"the compare of volume {job.volume_id}"):
+            sha256 = _verify(whole, source, device, disk, cancel)
     finally:
         volumes.detach(host.conn, job.host_id, job.volume_id)
     seconds = round(time.monotonic() - began, 3)
@@ -374,8 +398,11 @@ def convert(
             attached.append(volume_id)
             paths.append(host.devices.device(host.conn, volume_id, job.host_id))
         guest = v2v.guest_of(job.name, paths, after)
-        started(f"converting with virt-v2v-in-place (log {log})")
-        with written_scripts(job.scripts) as firstboot:
+        with (
+            slot(host, cancel, f"the conversion of {job.name}"),
+            written_scripts(job.scripts) as firstboot,
+        ):
+            started(f"converting with virt-v2v-in-place (log {log})")
             options = v2v.Options(
                 firstboot=firstboot,
                 debug=bool(after.get("debug")),

@@ -68,6 +68,7 @@ from engine import errors
 from engine.errors import AgentError, FerryError, StoppedError, UserError
 from engine.executor import host
 from engine.executor.host import Callbacks, ConvertJob, ConvertResult, SyncJob, SyncResult
+from engine.planner.placement import MAX_ATTACHED
 from engine.providers.vsphere.session import read_secret
 
 TASK = "ferry.sync"
@@ -136,6 +137,14 @@ class _OneLine(logging.Filter):
 
 
 logging.getLogger("celery.backends.rpc").addFilter(_OneLine())
+
+
+def agent_concurrency(entry: dict[str, Any]) -> int:
+    """Tasks an agent runs at once: twice its host's `max_parallel`, at most MAX_ATTACHED
+    (Nova's cap on volumes attached to one server: a task holds one). Only `max_parallel` of
+    them move bytes at once (host.Host.slots); the others attach, detach or wait for a slot,
+    so that a copy's attach and detach run beside the other copies' bytes."""
+    return min(2 * int(entry.get("max_parallel", 2)), MAX_ATTACHED)
 
 
 def make_app(broker: Broker) -> Celery:

@@ -23,6 +23,7 @@ from celery.worker import state as worker_state
 from engine.cli.app import _run
 from engine.errors import AgentError, DataplaneError, StoppedError, UserError, VerifyError
 from engine.executor import agent as agent_module
+from engine.executor import host as host_module
 from engine.executor import remote
 from engine.executor.agent import Agent, run_task
 from engine.executor.host import Callbacks, SyncJob, SyncResult
@@ -452,3 +453,26 @@ def test_a_second_writer_of_a_volume_says_it_waits_and_stops_when_asked(
     ]
     with volumes.writer("vol-1", "third", Reporter()):  # type: ignore[arg-type]
         pass  # the first is done: no wait
+
+
+def test_a_hosts_slots_bound_the_steps_moving_bytes_and_a_stop_ends_a_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent runs 2x max_parallel tasks, of which max_parallel move bytes at once
+    (host.slot); a step waiting for a slot stops when asked, nothing moved; no slots (the
+    in-process apply, bounded by the walker's pool) never waits."""
+    monkeypatch.setattr(host_module, "SLOT_WAIT", 0.01)
+    one = host_module.Host(None, None, None, threading.BoundedSemaphore(1))  # type: ignore[arg-type]
+    cancel = threading.Event()
+    with host_module.slot(one, cancel, "the copy into volume v1"):
+        threading.Timer(0.05, cancel.set).start()
+        with (
+            pytest.raises(StoppedError, match="the copy into volume v2 waited for a slot"),
+            host_module.slot(one, cancel, "the copy into volume v2"),
+        ):
+            pytest.fail("two copies moved bytes on a host of one slot")
+    with host_module.slot(one, threading.Event(), "the copy into volume v3"):
+        pass  # the first gave its slot back
+    free = host_module.Host(None, None, None)  # type: ignore[arg-type]
+    with host_module.slot(free, cancel, "a"), host_module.slot(free, cancel, "b"):
+        pass
