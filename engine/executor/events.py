@@ -11,6 +11,8 @@ Events (every one has `ts`, seconds since the epoch, and `event`):
           host (the conversion host that wrote it)}
   copy_stopped {address, read, written, zeroed, skipped (bytes the stopped copy moved until the
           stop), checkpoint (bytes: where the next apply resumes)}
+  copy_written {address}               (its bytes are written and verified: its slots go to the
+          next copy while it detaches and records)
   replaced {vm, placed (the host the plan placed it on, gone), host (where it goes; null: no host
           can take it: its snapshot step fails with the reason, its disks are skipped), reason}
   state_not_written {message, addresses (records the state did not take: its connection lost

@@ -361,6 +361,8 @@ class VolumeSteps(VolumeOwnership):
                 events.emit("copy", address=address, done=covered, total=total)
 
         def written() -> None:
+            if events is not None:
+                events.emit("copy_written", address=address)
             self.ctx.release(address)  # the detach and the records need no copy slot
 
         return host.Callbacks(checkpoint, rewritten, progress, self.ctx.stop, written)
