@@ -862,8 +862,9 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any], lineage: str) -> list[Co
     return out
 
 
-def image_output(spec: Spec) -> ImageOutput | None:
-    """The spec's destination.output: image settings (defaults filled in); None for volumes."""
+def image_output(spec: Spec, lineage: str) -> ImageOutput | None:
+    """The spec's destination.output: image settings (defaults filled in) for the state of
+    `lineage` (its folder under work_dir); None for volumes."""
     destination = spec.get("destination") or {}
     if destination.get("output", "volume") != "image":
         return None
@@ -872,6 +873,7 @@ def image_output(spec: Spec) -> ImageOutput | None:
         work_dir=str(destination.get("work_dir", "")),
         disk_format=str(image.get("disk_format", "qcow2")),
         boot=str(image.get("boot", "volume")),
+        lineage=lineage,
     )
 
 
@@ -888,7 +890,7 @@ def desired(
         settings = settings_for(spec, entry)
         target = names[vm.moref]
         volumes, volume_concerns = volumes_for(vm, settings, destination)
-        image = image_output(spec)
+        image = image_output(spec, lineage)
         root_gib = volumes[0].size_gib if image and image.boot == "image" and volumes else 0
         flavor, flavor_concerns = choose_flavor(
             settings.get("flavor", "auto"), vm, target, destination.flavors, root_gib
