@@ -59,7 +59,7 @@ class DiskFiles:
         began = time.monotonic()
         snapshot, disks = ctx.snapshots[address.name]
         disk = disks[address.index or 0]
-        path = Path(str((change.after or {})["path"]))
+        path = planned_path(self.a, str((change.after or {})["path"]))
         vm = self.a._vm(address.name)
         if change.action is Action.VERIFY and before.get("change_id") == disk.change_id:
             self._compare(change, before, path, (vm, snapshot, disk))
@@ -252,6 +252,18 @@ class DiskFiles:
         self.a.announce_sync(change.address, stats, step, str(path), record["last_sync"])
 
 
+def planned_path(applier: Applier, planned: str) -> Path:
+    """Where this apply keeps the disk file a change names (`planned`): a plan made before its
+    state existed (the first `ferry apply SPEC`, or `plan --out` on a new state: lineage "",
+    which the apply's first write makes) names `<work_dir>/<uuid>/disk-K.raw`, with no state's
+    folder yet; its file goes under the lineage the state has now, `<work_dir>/<lineage>/<uuid>/
+    disk-K.raw`, where the next plan names it (break-it 16b F2). A plan of an existing state
+    names its files as they are."""
+    path = Path(planned)
+    lineage = "" if applier.plan.state_lineage else applier.lineage
+    return path.parent.parent / lineage / path.parent.name / path.name if lineage else path
+
+
 def _removed(path: Path, uuid: str, lineage: str) -> None:
     """A deleted disk's file gone, with the qcow2 copy a killed upload left beside it, and the
     VM's folder `<work_dir>/[<lineage>/]<uuid>/` once it is empty (the VM's last file: break-it
@@ -422,7 +434,8 @@ class ImageCutover:
         if change.action is Action.READ:  # a lost state adopts a server's image as it is
             self._adopted(change, "image", "image_id")
             return
-        path = Path(str(after["file"]))
+        path = planned_path(self.a, str(after["file"]))
+        after["file"] = str(path)
         self._check_converted_file(change.address, path)
         upload = path
         stop = self.a.ctx.stop

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from engine.cli.apply import check_applicable
 from engine.cli.plan import render
+from engine.executor.image import planned_path
 from engine.model.desired import DesiredVM, FlavorChoice
 from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.image import disk_path, image_properties
@@ -133,3 +134,16 @@ def test_refresh_lists_the_work_dirs_disk_files_as_the_plan_names_them(tmp_path:
     assert work_dir_files({"output": "volume", "work_dir": str(tmp_path)}) is None
     # a work_dir emptied or gone: every recorded file is planned again from 0
     assert work_dir_files({"output": "image", "work_dir": str(tmp_path / "gone")}) == set()
+
+
+def test_a_plan_made_before_its_state_existed_puts_the_files_under_the_new_lineage() -> None:
+    """The first `ferry apply SPEC` plans on no state (lineage "": the apply's first write makes
+    it), so the plan names `<work_dir>/<uuid>/disk-K.raw`; the apply keeps the file under the
+    lineage its state has then, where the next plan names it (break-it 16b F2: the lab's first
+    cutover wrote the shared, state-less path). A plan of an existing state is applied as it
+    names its files, an older ferry's recorded file included."""
+    applier = SimpleNamespace(plan=SimpleNamespace(state_lineage=""), lineage="L1")
+    assert planned_path(applier, "/w/u1/disk-2000.raw") == Path("/w/L1/u1/disk-2000.raw")  # type: ignore[arg-type]
+    applier.plan.state_lineage = "L1"
+    for named in ("/w/L1/u1/disk-2000.raw", "/w/u1/disk-2000.raw"):
+        assert planned_path(applier, named) == Path(named)  # type: ignore[arg-type]
