@@ -25,6 +25,8 @@ from engine.model.observed import (
     SYNC_SNAPSHOT_DESCRIPTION,
     SourceNic,
     consolidation_needed,
+    ferry_made,
+    others_advice,
     own_leftover,
     snapshot_description,
     snapshot_lineage,
@@ -176,16 +178,19 @@ class SourceSteps(VolumeSteps):
             trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
         lineage = self.lineage  # another state's snapshot froze the extent too
         other = [
-            str(t.name)
-            for t in trees
-            if not own_leftover(str(t.name), str(t.description or ""), lineage)
+            t for t in trees if not own_leftover(str(t.name), str(t.description or ""), lineage)
         ]
         if other:
+            names = [str(t.name) for t in other]
+            theirs = [
+                str(t.name) for t in other if ferry_made(str(t.name), str(t.description or ""))
+            ]
+            users = "consolidate (delete) them, or " if len(theirs) < len(names) else ""
             raise SourceChangedError(
-                f"{Address('vm', name)}: has snapshot(s) {', '.join(other)} now: the {reader} "
-                "reader reads the base disk, older than the VM's current state; consolidate "
-                "(delete) them, or read this VM with source.reader: vddk, then run `ferry plan` "
-                "again"
+                f"{Address('vm', name)}: has snapshot(s) {', '.join(names)} now: the {reader} "
+                f"reader reads the base disk, older than the VM's current state; {users}read "
+                "this VM with source.reader: vddk, then run `ferry plan` again"
+                f"{others_advice(theirs)}"
             )
         return trees
 

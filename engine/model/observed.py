@@ -132,6 +132,18 @@ def snapshot_lineage(name: str, description: str) -> str | None:
     return _split_description(description)[1] if ferry_made(name, description) else None
 
 
+def others_advice(names: list[str]) -> str:
+    """What a refusal adds about `names`, snapshots another ferry state took (a base-extent
+    reader refuses them as it does a backup's): not the user's to delete while that state's
+    apply may be reading them; "" when there are none."""
+    if not names:
+        return ""
+    return (
+        f" ({', '.join(names)}: another ferry state's, removed when its apply ends; plan "
+        "again then, do not delete it under a running apply)"
+    )
+
+
 def own_leftover(name: str, description: str, lineage: str) -> bool:
     """Whether the state of `lineage` may remove this snapshot as its interrupted apply's
     leftover: ferry's, and taken by that state or by an older ferry (no lineage written).

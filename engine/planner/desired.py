@@ -35,6 +35,7 @@ from engine.model.observed import (
     SourceSnapshot,
     SourceVM,
     consolidation_needed,
+    others_advice,
 )
 from engine.planner import image_properties as nova
 from engine.spec.validate import reader_of
@@ -708,7 +709,10 @@ def source_concerns(vm: SourceVM, spec: Spec, lineage: str) -> list[Concern]:
     if not base_extent:
         return []
     out = [found for disk in vm.disks if (found := _not_flat(disk, reader)) is not None]
-    other = [s.name for s in vm.snapshots if not s.left_by(lineage)]
+    not_own = [s for s in vm.snapshots if not s.left_by(lineage)]
+    other = [s.name for s in not_own]
+    users = "; consolidate (delete) them first" if any(not s.ferry_made for s in not_own) else ""
+    theirs = others_advice([s.name for s in not_own if s.ferry_made])
     deltas = [d.key for d in vm.disks if consolidation_needed(d.deltas, len(vm.snapshots))]
     if deltas:
         out.append(_consolidation_needed(deltas, reader))
@@ -720,8 +724,8 @@ def source_concerns(vm: SourceVM, spec: Spec, lineage: str) -> list[Concern]:
             _error(
                 "snapshot-with-https-reader",
                 f"has snapshot(s) {', '.join(other)}: the https reader reads the base disk, "
-                "which is older than the VM's current state; consolidate (delete) them first, "
-                "or read this VM with source.reader: vddk",
+                f"which is older than the VM's current state{users}{', or' if users else ';'} "
+                f"read this VM with source.reader: vddk{theirs}",
             ),
         ]
     return [
@@ -729,7 +733,7 @@ def source_concerns(vm: SourceVM, spec: Spec, lineage: str) -> list[Concern]:
         _error(
             "snapshot-with-datastore-path",
             f"has snapshot(s) {', '.join(other)}: datastore_path reads the base disk, which is "
-            "older than the VM's current state; consolidate (delete) them first",
+            f"older than the VM's current state{users}{theirs}",
         ),
     ]
 

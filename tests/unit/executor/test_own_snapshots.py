@@ -110,8 +110,13 @@ def test_another_states_snapshot_stops_a_base_extent_reader(
     theirs = snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, "lineage-b")
     ours = snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, "lineage-a")
     fake = applier("https", object(), tree("ferry-build-old", theirs, tree("ferry-web01", ours)))
-    with pytest.raises(SourceChangedError, match=r"has snapshot\(s\) ferry-build-old now"):
+    with pytest.raises(SourceChangedError, match=r"has snapshot\(s\) ferry-build-old now") as e:
         check(fake, monkeypatch)
+    assert str(e.value).endswith(
+        "older than the VM's current state; read this VM with source.reader: vddk, then run "
+        "`ferry plan` again (ferry-build-old: another ferry state's, removed when its apply "
+        "ends; plan again then, do not delete it under a running apply)"
+    )
     check(applier("https", object(), tree("ferry-build-old", ours)), monkeypatch)
 
 
