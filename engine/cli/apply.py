@@ -702,7 +702,9 @@ def _say_what_did_not_run(result: WalkResult, events: Events, console: Console) 
             console.print(f"[red]failed: {node}: {escape(step_error(error))}[/]")
     for node, cause in result.skipped_because.items():
         events.emit("node_skipped", address=str(node), after=str(cause))
-        console.print(f"[yellow]skipped: {node} (after {cause} failed)[/]")
+        # a step Ctrl-C/SIGTERM stopped did not fail: its dependents say so (break-it 16b L3)
+        ended = "stopped" if isinstance(result.errors.get(cause), StoppedError) else "failed"
+        console.print(f"[yellow]skipped: {node} (after {cause} {ended})[/]")
 
 
 def summary_line(ok: bool, done: int, total: int, moved: tuple[int, int, int]) -> str:

@@ -53,13 +53,13 @@ class DiskFiles:
         if change.action in (Action.DELETE, Action.FORGET):
             path = before.get("path")
             if change.action is Action.DELETE and path:
-                self._removed(Path(str(path)), self.a.uuids.get(address.name) or "")
+                self._delete(change.address, Path(str(path)), before)
             self.a._write([], [change.address])
             return
         began = time.monotonic()
         snapshot, disks = ctx.snapshots[address.name]
         disk = disks[address.index or 0]
-        path = Path(str((change.after or {})["path"]))
+        path = planned_path(self.a, str((change.after or {})["path"]))
         vm = self.a._vm(address.name)
         if change.action is Action.VERIFY and before.get("change_id") == disk.change_id:
             self._compare(change, before, path, (vm, snapshot, disk))
@@ -120,17 +120,16 @@ class DiskFiles:
             digest=digest,
         )
 
-    @staticmethod
-    def _removed(path: Path, uuid: str) -> None:
-        """A deleted disk's file gone, with the qcow2 copy a killed upload left beside it, and
-        the VM's folder `<work_dir>/<uuid>/` once it is empty (the VM's last file: break-it 16
-        L3, --destroy left both). Raises OSError."""
-        path.unlink(missing_ok=True)
-        path.with_suffix(".qcow2").unlink(missing_ok=True)
-        if not uuid or path.parent.name != uuid:
+    def _delete(self, address: str, path: Path, before: dict[str, Any]) -> None:
+        """A deleted disk's file `path` (recorded in `before`) removed when it is this
+        state's (`_not_this_states`), else left in place with a line saying why (its record
+        goes all the same). Raises OSError."""
+        name = Address.parse(address).name
+        why = _not_this_states(path, before, self.a.lineage)
+        if why:
+            self.a.ctx.say(name, f"{address}: {path} left in place: {why}; the record goes")
             return
-        with contextlib.suppress(OSError):  # not empty: another disk's delete removes it
-            path.parent.rmdir()
+        _removed(path, self.a.uuids.get(name) or "", self.a.lineage)
 
     def _compare(
         self, change: Change, before: dict[str, Any], path: Path, at: tuple[Any, Any, DiskInfo]
@@ -251,6 +250,53 @@ class DiskFiles:
         record["file_id"] = file_identity(path)  # the file this sync wrote, as it is now
         self.a._write([ResourceRecord(change.address, KIND, Status.READY, record)], [])
         self.a.announce_sync(change.address, stats, step, str(path), record["last_sync"])
+
+
+def planned_path(applier: Applier, planned: str) -> Path:
+    """Where this apply keeps the disk file a change names (`planned`): a plan made before its
+    state existed (the first `ferry apply SPEC`, or `plan --out` on a new state: lineage "",
+    which the apply's first write makes) names `<work_dir>/<uuid>/disk-K.raw`, with no state's
+    folder yet; its file goes under the lineage the state has now, `<work_dir>/<lineage>/<uuid>/
+    disk-K.raw`, where the next plan names it (break-it 16b F2). A plan of an existing state
+    names its files as they are."""
+    path = Path(planned)
+    lineage = "" if applier.plan.state_lineage else applier.lineage
+    return path.parent.parent / lineage / path.parent.name / path.name if lineage else path
+
+
+def _removed(path: Path, uuid: str, lineage: str) -> None:
+    """A deleted disk's file gone, with the qcow2 copy a killed upload left beside it, and the
+    VM's folder `<work_dir>/[<lineage>/]<uuid>/` once it is empty (the VM's last file: break-it
+    16 L3, --destroy left both), then the state's `<work_dir>/<lineage>/` once empty. Raises
+    OSError."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".qcow2").unlink(missing_ok=True)
+    if not uuid or path.parent.name != uuid:
+        return
+    with contextlib.suppress(OSError):  # not empty: another disk's delete removes it
+        path.parent.rmdir()
+        if lineage and path.parent.parent.name == lineage:
+            path.parent.parent.rmdir()
+
+
+def _not_this_states(path: Path, before: dict[str, Any], lineage: str) -> str:
+    """Why --destroy must not delete the recorded file `path` ("" when it may): a file under
+    the state's own `<work_dir>/<lineage>/` is this state's alone; one elsewhere (an older
+    ferry's `<work_dir>/<uuid>/disk-K.raw`, which two states sharing a work_dir both wrote:
+    break-it 16b F2, a rehearsal's --destroy deleted the real state's replica) only while it
+    is still the file this state's last sync or conversion wrote (`file_id`, `converted_id`)."""
+    if lineage and path.parent.parent.name == lineage:
+        return ""
+    try:
+        found = file_identity(path)
+    except FileNotFoundError:
+        return ""
+    if found in {before.get("file_id"), before.get("converted_id")}:
+        return ""
+    return (
+        f"it is outside this state's folder ({lineage}) and not the file this state last "
+        "wrote (another ferry state sharing the work_dir may have written it since)"
+    )
 
 
 def file_identity(path: Path) -> str:
@@ -388,7 +434,8 @@ class ImageCutover:
         if change.action is Action.READ:  # a lost state adopts a server's image as it is
             self._adopted(change, "image", "image_id")
             return
-        path = Path(str(after["file"]))
+        path = planned_path(self.a, str(after["file"]))
+        after["file"] = str(path)
         self._check_converted_file(change.address, path)
         upload = path
         stop = self.a.ctx.stop

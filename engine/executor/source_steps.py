@@ -20,11 +20,16 @@ from engine.executor.seams import LabSources
 from engine.executor.source import nic_differences, planned_nics
 from engine.executor.volume_steps import VolumeSteps
 from engine.model.observed import (
+    CBT_SNAPSHOT_DESCRIPTION,
     CONSOLIDATE,
     SYNC_SNAPSHOT_DESCRIPTION,
     SourceNic,
     consolidation_needed,
     ferry_made,
+    others_advice,
+    own_leftover,
+    snapshot_description,
+    snapshot_lineage,
 )
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import (
@@ -59,7 +64,12 @@ class SourceSteps(VolumeSteps):
 
     def _enable_cbt(self, change: Change) -> None:
         name = Address.parse(change.address).name
-        enable_cbt(self.ctx.si, self._vm(name), f"{SNAPSHOT_PREFIX}cbt-{self.targets[name]}")
+        enable_cbt(
+            self.ctx.si,
+            self._vm(name),
+            f"{SNAPSHOT_PREFIX}cbt-{self.targets[name]}",
+            snapshot_description(CBT_SNAPSHOT_DESCRIPTION, self.lineage),
+        )
         self.ctx.say(name, f"{Address('vm', name)}: changed block tracking enabled")
 
     def _snapshot(self, change: Change) -> None:
@@ -91,7 +101,7 @@ class SourceSteps(VolumeSteps):
             self.ctx.si,
             vm,
             f"{SNAPSHOT_PREFIX}{self.targets[name]}",
-            SYNC_SNAPSHOT_DESCRIPTION,
+            snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, self.lineage),
         )
         disks = {d.key: d for d in snapshot_disks(self.ctx.si, snapshot)}
         trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
@@ -166,15 +176,21 @@ class SourceSteps(VolumeSteps):
             return []
         if trees is None:
             trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
+        lineage = self.lineage  # another state's snapshot froze the extent too
         other = [
-            str(t.name) for t in trees if not ferry_made(str(t.name), str(t.description or ""))
+            t for t in trees if not own_leftover(str(t.name), str(t.description or ""), lineage)
         ]
         if other:
+            names = [str(t.name) for t in other]
+            theirs = [
+                str(t.name) for t in other if ferry_made(str(t.name), str(t.description or ""))
+            ]
+            users = "consolidate (delete) them, or " if len(theirs) < len(names) else ""
             raise SourceChangedError(
-                f"{Address('vm', name)}: has snapshot(s) {', '.join(other)} now: the {reader} "
-                "reader reads the base disk, older than the VM's current state; consolidate "
-                "(delete) them, or read this VM with source.reader: vddk, then run `ferry plan` "
-                "again"
+                f"{Address('vm', name)}: has snapshot(s) {', '.join(names)} now: the {reader} "
+                f"reader reads the base disk, older than the VM's current state; {users}read "
+                "this VM with source.reader: vddk, then run `ferry plan` again"
+                f"{others_advice(theirs)}"
             )
         return trees
 
@@ -268,13 +284,17 @@ class SourceSteps(VolumeSteps):
             )
 
     def _remove_leftovers(self, name: str, vm: Any, only: set[str] | None = None) -> int:
-        """Remove the snapshots a killed apply left behind: ferry's own (name and description,
-        `ferry_made`; never anyone else's), those whose moref is in `only` when given.
+        """Remove the snapshots a killed apply of this state left behind: ferry's own (name and
+        description, `ferry_made`; never anyone else's) of this state's lineage or of none (an
+        older ferry's), those whose moref is in `only` when given. Another ferry state's stays,
+        said once (`_leave_other_states`: its apply may be reading it, break-it 16b F5).
         Returns how many were removed."""
-        removed = 0
-        for tree in _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot")):
+        removed, lineage = 0, self.lineage
+        trees = _walk_snapshots(fetch_property(self.ctx.si, vm, "snapshot"))
+        self._leave_other_states(name, trees, lineage)
+        for tree in trees:
             moref = str(tree.snapshot._moId)
-            if not ferry_made(str(tree.name), str(tree.description or "")):
+            if not own_leftover(str(tree.name), str(tree.description or ""), lineage):
                 continue
             if only is not None and moref not in only:
                 continue
@@ -286,6 +306,19 @@ class SourceSteps(VolumeSteps):
                 "left by an interrupted apply",
             )
         return removed
+
+    def _leave_other_states(self, name: str, trees: list[Any], lineage: str) -> None:
+        """Say which of `trees` (the VM's snapshots) a ferry state other than this one (of
+        `lineage`) took: left alone."""
+        for tree in trees:
+            theirs = snapshot_lineage(str(tree.name), str(tree.description or ""))
+            if theirs is not None and theirs != lineage:
+                self.ctx.say(
+                    name,
+                    f"{Address('vm', name)}: snapshot {tree.snapshot._moId} ({tree.name}) was "
+                    f"taken by ferry state {theirs}: left alone (an apply of that state may be "
+                    "copying from it)",
+                )
 
     def _snapshot_step(self, change: Change) -> None:
         if change.action is Action.DELETE:

@@ -61,11 +61,14 @@ class DesiredPort:
 class ImageOutput:
     """destination.output: image: disks copied into files under `work_dir`, converted there and
     uploaded to Glance as `disk_format` (raw | qcow2); the server boots from volumes made from
-    the images (`boot` volume) or from the boot disk's image (`boot` image)."""
+    the images (`boot` volume) or from the boot disk's image (`boot` image). The state's
+    files go under `<work_dir>/<lineage>/` (the state's lineage: two states sharing a work_dir
+    never share a file, break-it 16b F2)."""
 
     work_dir: str
     disk_format: str = "qcow2"  # holes are not sent (HTTP has none): 53x faster in the lab
     boot: str = "volume"
+    lineage: str = ""  # the state's; "": files directly under work_dir (a test's, pure)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -70,9 +71,25 @@ class SourceNic:
 
 # What ferry names and describes the vCenter snapshots it takes (a sync's, the CBT activation
 # cycle's): a snapshot is ferry's only with both, so a user's `ferry-backup` is never removed.
+# The description ends with the lineage of the state that took it (snapshot_description): a
+# state removes as leftovers only its own (and those of an older ferry, which wrote none),
+# never another state's a running apply may be reading (break-it 16b F5).
 FERRY_SNAPSHOT_PREFIX = "ferry-"
 SYNC_SNAPSHOT_DESCRIPTION = "taken by ferry for a sync; removed when it ends"
 CBT_SNAPSHOT_DESCRIPTION = "CBT activation cycle (ferry)"
+_LINEAGE = re.compile(r"^(?P<kind>.*) \(ferry state (?P<lineage>[^\s()]+)\)$")
+
+
+def snapshot_description(kind: str, lineage: str) -> str:
+    """The description ferry gives a snapshot it takes: `kind` (SYNC_SNAPSHOT_DESCRIPTION or
+    CBT_SNAPSHOT_DESCRIPTION) and the lineage (a UUID) of the state whose apply takes it."""
+    return f"{kind} (ferry state {lineage})"
+
+
+def _split_description(description: str) -> tuple[str, str | None]:
+    """`description` → (ferry's kind of snapshot, the state lineage; None: none written)."""
+    found = _LINEAGE.match(description)
+    return (found["kind"], found["lineage"]) if found else (description, None)
 
 
 @dataclass(frozen=True)
@@ -85,15 +102,55 @@ class SourceSnapshot:
 
     @property
     def ferry_made(self) -> bool:
-        """Taken by ferry (its name prefix and the mark in its description)."""
+        """Taken by ferry (its name prefix and the mark in its description), by any state."""
         return ferry_made(self.name, self.description)
+
+    @property
+    def lineage(self) -> str | None:
+        """The lineage of the ferry state that took it; None: not ferry's, or an older
+        ferry's (no lineage in its description)."""
+        return snapshot_lineage(self.name, self.description)
+
+    def left_by(self, lineage: str) -> bool:
+        """A snapshot the state of `lineage` may remove as its interrupted apply's leftover
+        (`own_leftover`)."""
+        return own_leftover(self.name, self.description, lineage)
 
 
 def ferry_made(name: str, description: str) -> bool:
-    """Whether a vCenter snapshot named `name`, described `description`, is one ferry took."""
-    return name.startswith(FERRY_SNAPSHOT_PREFIX) and description in (
+    """Whether a vCenter snapshot named `name`, described `description`, is one ferry took
+    (any state's, with or without its lineage)."""
+    return name.startswith(FERRY_SNAPSHOT_PREFIX) and _split_description(description)[0] in (
         SYNC_SNAPSHOT_DESCRIPTION,
         CBT_SNAPSHOT_DESCRIPTION,
+    )
+
+
+def snapshot_lineage(name: str, description: str) -> str | None:
+    """The lineage of the ferry state that took the snapshot; None when ferry did not take
+    it or an older ferry did (it wrote no lineage)."""
+    return _split_description(description)[1] if ferry_made(name, description) else None
+
+
+def others_advice(names: list[str]) -> str:
+    """What a refusal adds about `names`, snapshots another ferry state took (a base-extent
+    reader refuses them as it does a backup's): not the user's to delete while that state's
+    apply may be reading them; "" when there are none."""
+    if not names:
+        return ""
+    return (
+        f" ({', '.join(names)}: another ferry state's, removed when its apply ends; plan "
+        "again then, do not delete it under a running apply)"
+    )
+
+
+def own_leftover(name: str, description: str, lineage: str) -> bool:
+    """Whether the state of `lineage` may remove this snapshot as its interrupted apply's
+    leftover: ferry's, and taken by that state or by an older ferry (no lineage written).
+    Another state's (a rehearsal's, a second state's running copy) is never removed."""
+    return ferry_made(name, description) and snapshot_lineage(name, description) in (
+        None,
+        lineage,
     )
 
 

@@ -35,6 +35,7 @@ from engine.model.observed import (
     SourceSnapshot,
     SourceVM,
     consolidation_needed,
+    others_advice,
 )
 from engine.planner import image_properties as nova
 from engine.spec.validate import reader_of
@@ -694,10 +695,12 @@ def _consolidation_needed(keys: list[int], reader: str) -> Concern:
     )
 
 
-def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
+def source_concerns(vm: SourceVM, spec: Spec, lineage: str) -> list[Concern]:
     """What the way disks are read asks of a VM: the https reader and a datastore mount read
     the disk's base extent, which is the VM's disk at ferry's snapshot only when that snapshot
-    is the VM's only one (the lab's files are each snapshot's own copy: no such limit) and no
+    is the VM's only one (the lab's files are each snapshot's own copy: no such limit; another
+    ferry state's snapshot froze it as much as a backup's: only this state of `lineage` may
+    remove its leftovers first) and no
     delta disk no snapshot owns sits above it (consolidation_needed), and only when the disk
     is a flat one (not sparse, SE sparse or a raw disk, nor on a vSAN or vVols datastore)."""
     reader = reader_of(spec)
@@ -706,7 +709,10 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
     if not base_extent:
         return []
     out = [found for disk in vm.disks if (found := _not_flat(disk, reader)) is not None]
-    other = [s.name for s in vm.snapshots if not s.ferry_made]
+    not_own = [s for s in vm.snapshots if not s.left_by(lineage)]
+    other = [s.name for s in not_own]
+    users = "; consolidate (delete) them first" if any(not s.ferry_made for s in not_own) else ""
+    theirs = others_advice([s.name for s in not_own if s.ferry_made])
     deltas = [d.key for d in vm.disks if consolidation_needed(d.deltas, len(vm.snapshots))]
     if deltas:
         out.append(_consolidation_needed(deltas, reader))
@@ -718,8 +724,8 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
             _error(
                 "snapshot-with-https-reader",
                 f"has snapshot(s) {', '.join(other)}: the https reader reads the base disk, "
-                "which is older than the VM's current state; consolidate (delete) them first, "
-                "or read this VM with source.reader: vddk",
+                f"which is older than the VM's current state{users}{', or' if users else ';'} "
+                f"read this VM with source.reader: vddk{theirs}",
             ),
         ]
     return [
@@ -727,7 +733,7 @@ def source_concerns(vm: SourceVM, spec: Spec) -> list[Concern]:
         _error(
             "snapshot-with-datastore-path",
             f"has snapshot(s) {', '.join(other)}: datastore_path reads the base disk, which is "
-            "older than the VM's current state; consolidate (delete) them first",
+            f"older than the VM's current state{users}{theirs}",
         ),
     ]
 
@@ -765,7 +771,27 @@ def _own_snapshots(other: list[SourceSnapshot], mode: str) -> str:
     )
 
 
-def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
+def _other_states_snapshots(vm: SourceVM, lineage: str) -> list[Concern]:
+    """A warning naming the snapshots another ferry state took (their lineage is not
+    `lineage`, this state's): never removed here, its apply may be reading them (break-it
+    16b F5: a second state's apply removed a rehearsal's snapshot under its running copy)."""
+    theirs = [s for s in vm.snapshots if s.ferry_made and not s.left_by(lineage)]
+    if not theirs:
+        return []
+    names = ", ".join(f"{s.name} ({s.moref}, ferry state {s.lineage})" for s in theirs)
+    return [
+        _warning(
+            "other-state-snapshot",
+            f"snapshot(s) {names} taken by another ferry state: left alone (an apply of that "
+            "state may be copying from it); that state's next plan/apply removes it if its "
+            "apply was interrupted",
+        )
+    ]
+
+
+def vm_concerns(vm: SourceVM, settings: dict[str, Any], lineage: str) -> list[Concern]:
+    """The VM's concerns from its inventory and spec settings; `lineage`: this state's (which
+    ferry snapshots are its own leftovers)."""
     out = []
     mode = settings.get("mode", "replicate")
     if not vm.cbt:
@@ -774,10 +800,11 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
             if settings.get("enable_cbt")
             else _warning("cbt-off", "CBT is off: every sync copies the whole disk")
         )
-    own = [s for s in vm.snapshots if s.ferry_made]
+    own = [s for s in vm.snapshots if s.left_by(lineage)]
     other = [s for s in vm.snapshots if not s.ferry_made]
     if other:
         out.append(_warning("existing-snapshot", _own_snapshots(other, mode)))
+    out += _other_states_snapshots(vm, lineage)
     if own:
         out.append(
             _info(
@@ -839,8 +866,9 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any]) -> list[Concern]:
     return out
 
 
-def image_output(spec: Spec) -> ImageOutput | None:
-    """The spec's destination.output: image settings (defaults filled in); None for volumes."""
+def image_output(spec: Spec, lineage: str) -> ImageOutput | None:
+    """The spec's destination.output: image settings (defaults filled in) for the state of
+    `lineage` (its folder under work_dir); None for volumes."""
     destination = spec.get("destination") or {}
     if destination.get("output", "volume") != "image":
         return None
@@ -849,13 +877,15 @@ def image_output(spec: Spec) -> ImageOutput | None:
         work_dir=str(destination.get("work_dir", "")),
         disk_format=str(image.get("disk_format", "qcow2")),
         boot=str(image.get("boot", "volume")),
+        lineage=lineage,
     )
 
 
 def desired(
-    spec: Spec, inventory: Inventory, destination: Destination
+    spec: Spec, inventory: Inventory, destination: Destination, lineage: str
 ) -> tuple[list[DesiredVM], list[Diagnostic]]:
-    """Every selected VM's desired state with its concerns, plus selection errors."""
+    """Every selected VM's desired state with its concerns, plus selection errors; `lineage`:
+    the state's (which of ferry's snapshots on a VM are its own)."""
     selection = select(spec, inventory)
     names = target_names(selection.vms)
     by_name = Counter(vm.name for vm in inventory.vms)
@@ -864,14 +894,15 @@ def desired(
         settings = settings_for(spec, entry)
         target = names[vm.moref]
         volumes, volume_concerns = volumes_for(vm, settings, destination)
-        image = image_output(spec)
+        image = image_output(spec, lineage)
         root_gib = volumes[0].size_gib if image and image.boot == "image" and volumes else 0
         flavor, flavor_concerns = choose_flavor(
             settings.get("flavor", "auto"), vm, target, destination.flavors, root_gib
         )
         ports, port_concerns = ports_for(vm, settings, destination)
-        concerns = vm_concerns(vm, settings) + flavor_concerns + volume_concerns + port_concerns
-        concerns = _refusals_replace_advice(concerns, source_concerns(vm, spec))
+        concerns = vm_concerns(vm, settings, lineage)
+        concerns += flavor_concerns + volume_concerns + port_concerns
+        concerns = _refusals_replace_advice(concerns, source_concerns(vm, spec, lineage))
         if by_name[vm.name] > 1 and "name" in entry:
             concerns.append(
                 _error(

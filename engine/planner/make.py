@@ -62,7 +62,7 @@ def make_plan(
     Raises UserError (a --target that names nothing known)."""
     verify = verify and not destroy
     now = time.time() if now is None else now
-    vms, diagnostics = desired(spec, inventory, destination)
+    vms, diagnostics = desired(spec, inventory, destination, state.lineage)
     gone = gone_hosts(spec, destination)
     if not destroy:
         vms = placement.checks(destination_checks(vms, destination, state), spec, gone)

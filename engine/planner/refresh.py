@@ -121,14 +121,16 @@ def recorded_images(spec: Mapping[str, Any], state: State) -> list[str] | None:
 
 
 def work_dir_files(destination: Mapping[str, Any]) -> frozenset[str] | None:
-    """The disk files in the spec's work_dir with output: image (`<work_dir>/*/disk-*.raw`, as
-    engine.planner.diff.image.disk_path names them, normalised as a Path: `./w/x` is `w/x`);
-    None with output: volume or when the directory cannot be listed (validation named why)."""
+    """The disk files in the spec's work_dir with output: image (`<work_dir>/<lineage>/*/disk-
+    *.raw`, and an older ferry's `<work_dir>/*/disk-*.raw`, as engine.planner.diff.image.
+    disk_path names them, normalised as a Path: `./w/x` is `w/x`); None with output: volume or
+    when the directory cannot be listed (validation named why)."""
     if destination.get("output") != "image" or not destination.get("work_dir"):
         return None
     root = Path(str(destination["work_dir"]))
     try:  # as the executor records a file's path: str(Path(...)), no resolving
-        return frozenset(str(p) for p in root.glob("*/disk-*.raw") if p.is_file())
+        found = [*root.glob("*/disk-*.raw"), *root.glob("*/*/disk-*.raw")]
+        return frozenset(str(p) for p in found if p.is_file())
     except OSError:
         return None
 

@@ -55,6 +55,7 @@ def validate_file(path: FsPath, env: dict[str, str] | None = None) -> Loaded:
     if isinstance(loaded.data, dict) and not has_errors(loaded.diagnostics):
         _check_firstboot(loaded, loaded.data, path.parent)
         _check_files(loaded, loaded.data)
+        _resolve_work_dir(_dict(loaded.data.get("destination")), path.parent)
         _check_work_dir(loaded, _dict(loaded.data.get("destination")))
     return loaded
 
@@ -346,6 +347,16 @@ def _check_output(loaded: Loaded, data: dict[str, Any]) -> None:
     for key in ("work_dir", "image"):
         if key in destination and output == "volume":
             loaded.error(f"{key} is for output: image (this spec's output is volume)", (*path, key))
+
+
+def _resolve_work_dir(destination: dict[str, Any], base: FsPath) -> None:
+    """A relative work_dir is relative to the spec file's directory `base` (as first-boot
+    scripts are) and made absolute, as the disk files are recorded: the same spec planned from
+    another working directory (an AAP job, cron) names the same files (break-it 16b L5: it
+    planned full copies into a second set). Symlinks are kept (os.path.abspath)."""
+    work_dir = destination.get("work_dir")
+    if isinstance(work_dir, str) and work_dir and not os.path.isabs(work_dir):
+        destination["work_dir"] = os.path.abspath(base / work_dir)
 
 
 def _check_work_dir(loaded: Loaded, destination: dict[str, Any]) -> None:

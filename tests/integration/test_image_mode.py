@@ -1,9 +1,9 @@
 """destination.output: image on the lab (issue 16): no conversion host; the powered-off
-build-old's 2 GiB disk is copied by ferry's copy engine into <work_dir>/<instance uuid>/
-disk-2000.raw (sparse, verified by sha256 against the source), recorded as a disk_file, uploaded
-to Glance, a volume made from the image, the server booted from it; a re-plan is a no-op; a
-lost state adopts it only with --adopt-lineage, and the first state's --destroy then forgets
-what that state runs and removes its own file. One apply for all of it (CI time). With
+build-old's 2 GiB disk is copied by ferry's copy engine into <work_dir>/<lineage>/<instance
+uuid>/disk-2000.raw (sparse, verified by sha256 against the source), recorded as a disk_file,
+uploaded to Glance, a volume made from the image, the server booted from it; a re-plan is a
+no-op; a lost state adopts it only with --adopt-lineage, and the first state's --destroy then
+forgets what that state runs and removes its own file. One apply for all of it (CI time). With
 image: {boot: image}, web01 boots from its boot disk's image and only its data disk becomes a
 volume."""
 
@@ -91,7 +91,9 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     disk = found["vm.build-old.disk[2000]"]
     assert (disk.kind, disk.status.value) == ("disk_file", "ready")
     path = Path(disk.attributes["path"])
-    assert path.parent.parent == tmp_path / "work" and path.name == "disk-2000.raw"
+    # under the state's lineage: a second state sharing work_dir never writes or deletes it
+    assert path.parent.parent == tmp_path / "work" / lineage_of(state)
+    assert path.name == "disk-2000.raw"
     assert path.stat().st_size == 2 * 2**30
     assert path.stat().st_blocks * 512 < path.stat().st_size  # sparse: holes not written
     assert disk.attributes["last_sync"]["sha256"]  # verified against the source (spec verify)
@@ -141,7 +143,7 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     assert [str(i.id) for i in images.find_images(conn, uuid)] == [image_id]
     assert metadata_of(conn, volume_id) == lineage_of(lost)
     assert conn.compute.get_server(server.id).status == "ACTIVE"
-    assert not path.exists()
+    assert not path.exists() and not path.parent.parent.exists()  # the state's folder too
 
 
 def lineage_of(state: Path) -> str:

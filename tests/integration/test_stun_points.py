@@ -15,6 +15,7 @@ from engine.dataplane.copy import file_digest
 from engine.lab import disks as lab_disks
 from engine.lab.estate import MiB, find_vm
 from engine.lab.lab import Lab
+from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION as SYNC
 from engine.providers.vsphere.power import PowerOffPolicy, power_off, power_on
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.snapshots import create_snapshot, remove_snapshot
@@ -113,7 +114,9 @@ def test_a_powered_off_vm_in_sync_is_a_no_op_until_a_snapshot_is_left_on_it(
     build-old synced, before its snapshot was removed, left `ferry-build-old` on the VM; with
     nothing else planned for it, the next plans said "No changes" and the snapshot stayed
     forever. Now the plan removes it as its own step, the apply does, and a user's snapshot
-    (`ferry-backup`: ferry's prefix, not its description) stays."""
+    (`ferry-backup`: ferry's prefix, not its description) stays, as does another ferry
+    state's (its lineage in the description; a warning in the plan, a line in the apply:
+    break-it 16b F5)."""
     state = tmp_path / "ferry.db"
     spec = spec_with(tmp_path, "build-old", "mode: replicate")
     # the lab's snapshot files: the user's snapshot stays on build-old, which the https reader
@@ -128,29 +131,37 @@ def test_a_powered_off_vm_in_sync_is_a_no_op_until_a_snapshot_is_left_on_it(
     assert plan.returncode == 0 and "No changes" in plan.stdout, plan.stdout
     ref = vm_ref(si, "build-old")
     # what the kill -9 leaves in vCenter: ferry's sync snapshot (its name and description)
-    left = create_snapshot(
-        si, ref, "ferry-build-old", "taken by ferry for a sync; removed when it ends"
-    )
+    left = create_snapshot(si, ref, "ferry-build-old", SYNC)
     users = create_snapshot(si, ref, "ferry-backup", "before the migration")
+    # another ferry state's (its lineage in the description), its copy maybe running: it stays
+    # (break-it 16b F5: a second state's apply removed it under the first state's copy)
+    theirs = create_snapshot(
+        si, ref, "ferry-build-old", f"{SYNC} (ferry state 0c0ffee0-0000-4000-8000-000000000000)"
+    )
     try:
         plan = ferry(
             lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state), "--json"
         )
         changes = {c["address"]: c for c in json.loads(plan.stdout)["changes"]}
+        codes = [c["code"] for v in json.loads(plan.stdout)["vms"] for c in v["concerns"]]
+        assert "other-state-snapshot" in codes, codes
         step = changes["vm.build-old.snapshot"]
         assert step["action"] == "delete", step
         assert "left by an interrupted apply" in step["reason"], step
         assert [s["moref"] for s in step["before"]["snapshots"]] == [left._moId], step
         done = apply(lab, spec, "vm.build-old", state)
         assert done.returncode == 0, done.stdout + done.stderr
-        names = [s.name for s in _snapshots(si, ref)]
-        assert names == ["ferry-backup"], names
+        said = f"snapshot {theirs._moId} (ferry-build-old) was taken by ferry state 0c0ffee0"
+        assert said in done.stdout, done.stdout
+        morefs = sorted(s.snapshot._moId for s in _snapshots(si, ref))
+        assert morefs == sorted([users._moId, theirs._moId]), morefs
         plan = ferry(
             lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(state),
             "--detailed-exitcode",
         )  # fmt: skip
         assert plan.returncode == 0 and "No changes" in plan.stdout, plan.stdout
     finally:
+        remove_snapshot(si, theirs)
         remove_snapshot(si, users)
 
 

@@ -8,13 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import yaml
 from rich.console import Console
 
 from engine.cli.apply import check_applicable
 from engine.cli.plan import render
+from engine.executor.image import planned_path
 from engine.model.desired import DesiredVM, FlavorChoice
+from engine.model.state import ResourceRecord, Status
 from engine.planner.diff.image import disk_path, image_properties
 from engine.planner.make import make_plan
 from engine.planner.refresh import work_dir_files
@@ -110,28 +111,39 @@ def test_create_server_names_the_boot_image_as_nova_needs_it() -> None:
 
 
 def test_refresh_lists_the_work_dirs_disk_files_as_the_plan_names_them(tmp_path: Path) -> None:
+    """The state's files under `<work_dir>/<lineage>/<uuid>/` (break-it 16b F2), and an older
+    ferry's under `<work_dir>/<uuid>/`, which a record of it keeps naming."""
+    (tmp_path / "L1" / "4215aaaa").mkdir(parents=True)
+    (tmp_path / "L1" / "4215aaaa" / "disk-2000.raw").write_bytes(b"")
     (tmp_path / "4215aaaa").mkdir()
-    (tmp_path / "4215aaaa" / "disk-2000.raw").write_bytes(b"")
+    (tmp_path / "4215aaaa" / "disk-2001.raw").write_bytes(b"")  # an older ferry's
     (tmp_path / "4215aaaa" / "disk-2001.raw.part").write_bytes(b"")  # not a disk file
     (tmp_path / "4215aaaa" / "disk-2002.raw").mkdir()  # not a file
     found = work_dir_files({"output": "image", "work_dir": f"{tmp_path}/"})
-    assert found == {f"{tmp_path}/4215aaaa/disk-2000.raw"}
-    image = SimpleNamespace(work_dir=f"{tmp_path}/")
-    vm = SimpleNamespace(source=SimpleNamespace(instance_uuid="4215aaaa", moref="vm-1"))
-    assert disk_path(image, vm, 2000) in found  # type: ignore[arg-type]
+    older = f"{tmp_path}/4215aaaa/disk-2001.raw"
+    assert found == {f"{tmp_path}/L1/4215aaaa/disk-2000.raw", older}
+    image = SimpleNamespace(work_dir=f"{tmp_path}/", lineage="L1")
+    vm = SimpleNamespace(
+        name="web01", source=SimpleNamespace(instance_uuid="4215aaaa", moref="vm-1")
+    )
+    assert disk_path(image, vm, 2000, {}) in found  # type: ignore[arg-type]
+    record = ResourceRecord("vm.web01.disk[2001]", "disk_file", Status.READY, {"path": older})
+    kept = disk_path(image, vm, 2001, {record.address: record})  # type: ignore[arg-type]
+    assert kept == older  # an existing state keeps its file
+    assert disk_path(image, vm, 2001, {}) == f"{tmp_path}/L1/4215aaaa/disk-2001.raw"  # type: ignore[arg-type]
     assert work_dir_files({"output": "volume", "work_dir": str(tmp_path)}) is None
     # a work_dir emptied or gone: every recorded file is planned again from 0
     assert work_dir_files({"output": "image", "work_dir": str(tmp_path / "gone")}) == set()
 
 
-def test_a_relative_work_dir_names_the_files_as_the_executor_records_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "work" / "4215aaaa").mkdir(parents=True)
-    (tmp_path / "work" / "4215aaaa" / "disk-2000.raw").write_bytes(b"")
-    found = work_dir_files({"output": "image", "work_dir": "./work/"})
-    image = SimpleNamespace(work_dir="./work/")
-    vm = SimpleNamespace(source=SimpleNamespace(instance_uuid="4215aaaa", moref="vm-1"))
-    recorded = str(Path(disk_path(image, vm, 2000)))  # type: ignore[arg-type]
-    assert found == {recorded} == {"work/4215aaaa/disk-2000.raw"}
+def test_a_plan_made_before_its_state_existed_puts_the_files_under_the_new_lineage() -> None:
+    """The first `ferry apply SPEC` plans on no state (lineage "": the apply's first write makes
+    it), so the plan names `<work_dir>/<uuid>/disk-K.raw`; the apply keeps the file under the
+    lineage its state has then, where the next plan names it (break-it 16b F2: the lab's first
+    cutover wrote the shared, state-less path). A plan of an existing state is applied as it
+    names its files, an older ferry's recorded file included."""
+    applier = SimpleNamespace(plan=SimpleNamespace(state_lineage=""), lineage="L1")
+    assert planned_path(applier, "/w/u1/disk-2000.raw") == Path("/w/L1/u1/disk-2000.raw")  # type: ignore[arg-type]
+    applier.plan.state_lineage = "L1"
+    for named in ("/w/L1/u1/disk-2000.raw", "/w/u1/disk-2000.raw"):
+        assert planned_path(applier, named) == Path(named)  # type: ignore[arg-type]

@@ -155,7 +155,7 @@ def test_a_delta_of_unknown_size_weighs_a_share_of_its_disk_or_the_vms_last_delt
     case = yaml.safe_load((CASES / "first-delta" / "case.yaml").read_text())
     inventory, destination, state = hydrate(case)
     spec = validate_text(yaml.safe_dump(case["spec"]), "first-delta", {}).data
-    vm = desired(spec, inventory, destination)[0][0]
+    vm = desired(spec, inventory, destination, "lineage-1")[0][0]
     change = Change("vm.web01.disk[2000]", "volume", Action.UPDATE, "delta", bytes=None)
     mine = {a: r for a, r in state.resources.items() if a.startswith("vm.web01.")}
     assert _unknown_weight(vm, change, mine) == 50 * 2**20

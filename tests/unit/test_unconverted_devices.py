@@ -62,7 +62,7 @@ def test_a_converted_guest_gets_virtio_and_no_concern() -> None:
     vm = _vm("VirtualNVMEController", "VirtualVmxnet2")
     assert unconverted_concerns(vm, converted=True, mode="cutover") == []
     assert not {"nvme-boot-disk", "nic-no-kvm-model"} & {
-        c.code for c in vm_concerns(vm, {"mode": "cutover"})
+        c.code for c in vm_concerns(vm, {"mode": "cutover"}, "lineage-1")
     }
 
 
@@ -74,5 +74,5 @@ def test_each_concern_says_what_happens_and_what_to_do() -> None:
         assert "convert: true" in concern.message
     assert "no BusLogic emulation" in found[0].message
     assert "an LSI Logic SAS or PVSCSI controller in vSphere" in found[0].message
-    codes = {c.code for c in vm_concerns(vm, {"mode": "cutover", "convert": False})}
+    codes = {c.code for c in vm_concerns(vm, {"mode": "cutover", "convert": False}, "lineage-1")}
     assert {"buslogic-boot-disk", "nic-no-kvm-model"} <= codes

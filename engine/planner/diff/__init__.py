@@ -191,7 +191,10 @@ def vm_changes(
         )
     else:
         left = leftover_snapshots(
-            vm.name, vm.source.snapshots, records.get(str(Address("vm", vm.name, "snapshot")))
+            vm.name,
+            vm.source.snapshots,
+            records.get(str(Address("vm", vm.name, "snapshot"))),
+            state.lineage,
         )
         out += [left] if left else []
     out += volumes
@@ -255,6 +258,7 @@ def diff(
                 "--destroy",
                 forget_cut_over=False,
                 snapshots=vm.source.snapshots,
+                lineage=data.state.lineage,
                 handed=handed,
                 bound=bound_ports(data.destination),
             )

@@ -189,12 +189,14 @@ def destroy_changes(
     forget_cut_over: bool,
     *,
     snapshots: Sequence[SourceSnapshot] | None = None,
+    lineage: str = "",
     handed: Mapping[str, str] | None = None,
     bound: Mapping[str, str] | None = None,
 ) -> list[Change]:
     """Changes for a VM whose objects go away; deletes come server first (graph orders them).
     A snapshot ferry left on the source (recorded, or among `snapshots`, the VM's as the
-    inventory shows them; None: not read) is removed, even when the VM is only forgotten.
+    inventory shows them, those this state of `lineage` left; None: not read) is removed, even
+    when the VM is only forgotten.
     A recorded volume or Glance image another ferry state manages now (`handed`: volume or image
     id → that state's lineage, from its `ferry_state` metadata or property: taken over with
     --adopt-lineage or by hand; `handed_objects`) is forgotten, never deleted: deleting it would
@@ -212,7 +214,9 @@ def destroy_changes(
         if action is Action.FORGET
         else reason
     )
-    left = leftover_snapshots(name, snapshots, records.get(str(Address("vm", name, "snapshot"))))
+    left = leftover_snapshots(
+        name, snapshots, records.get(str(Address("vm", name, "snapshot"))), lineage
+    )
     taken = next((h[2] for r in records.values() if (h := _handed(r, handed))), None)
     served = taken if server is not None else None  # its server may run on all of them
     out = []

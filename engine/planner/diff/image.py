@@ -1,12 +1,12 @@
 """destination.output: image (pure): a VM migrated without a conversion host.
 
 Its disks are copied (the copy engine's full, delta and resumed copies, as for volumes) into files
-`<work_dir>/<instance uuid>/disk-<key>.raw` on the machine running ferry (`disk_file` changes at
-the disks' addresses); at cutover virt-v2v-in-place converts the files, each is uploaded to Glance
-(`vm.X.image[K]`), and a volume is made from each image (`vm.X.volume[K]`) the server boots from;
-with `boot: image` the boot disk stays an image the server boots from and only data disks become
-volumes. The work directory must hold the disks' allocated bytes: a VM that does not fit is an
-error concern.
+`<work_dir>/<state lineage>/<instance uuid>/disk-<key>.raw` on the machine running ferry
+(`disk_file` changes at the disks' addresses); at cutover virt-v2v-in-place converts the files,
+each is uploaded to Glance (`vm.X.image[K]`), and a volume is made from each image
+(`vm.X.volume[K]`) the server boots from; with `boot: image` the boot disk stays an image the
+server boots from and only data disks become volumes. The work directory must hold the disks'
+allocated bytes: a VM that does not fit is an error concern.
 
 Drift after the cutover (objects deleted outside ferry): an image gone from Glance is uploaded
 again from its converted file, but not the boot image of `boot: image` while its server exists
@@ -49,10 +49,22 @@ from engine.units import exact, human
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
 
 
-def disk_path(image: ImageOutput, vm: DesiredVM, disk_key: int) -> str:
-    """The local file a disk is copied into: `<work_dir>/<instance uuid>/disk-<key>.raw`."""
+def disk_path(
+    image: ImageOutput, vm: DesiredVM, disk_key: int, records: Mapping[str, ResourceRecord]
+) -> str:
+    """The local file a disk is copied into: `<work_dir>/<lineage>/<instance uuid>/disk-<key>
+    .raw`, under the state's lineage (two states sharing a work_dir, a rehearsal's and the real
+    one, wrote one file, and one's --destroy deleted the other's replica: break-it 16b F2).
+    A file an older ferry recorded (`records`, the VM's) at `<work_dir>/<instance uuid>/disk-
+    <key>.raw`, without the lineage, stays where it is: read and written as recorded."""
     folder = vm.source.instance_uuid or vm.source.moref
-    return f"{image.work_dir.rstrip('/')}/{folder}/disk-{disk_key}.raw"
+    root = image.work_dir.rstrip("/")
+    record = records.get(str(Address("vm", vm.name, "disk", disk_key)))
+    recorded = str((record.attributes if record else {}).get("path") or "")
+    if recorded and PurePath(recorded) == PurePath(f"{root}/{folder}/disk-{disk_key}.raw"):
+        return recorded
+    state = f"{image.lineage}/" if image.lineage else ""
+    return f"{root}/{state}{folder}/disk-{disk_key}.raw"
 
 
 def as_files(
@@ -79,7 +91,7 @@ def as_files(
         attrs = record.attributes if record else {}
         key = int((change.after or change.before or {}).get("disk_key", -1))
         gone = _gone(attrs, files)
-        moved = _moved(attrs, disk_path(image, vm, key))
+        moved = _moved(attrs, disk_path(image, vm, key, records or {}))
         if (gone or moved) and change.after:
             change = Change(
                 change.address,
@@ -112,7 +124,7 @@ def as_files(
         if change.after is not None:
             after = {
                 k: v for k, v in change.after.items() if k not in ("volume_type", "volume_id")
-            } | {"path": disk_path(image, vm, key)}
+            } | {"path": disk_path(image, vm, key, records or {})}
         size = disks[key].capacity if key in disks else None
         reason = file_wording(change.reason, size)
         out.append(replace(change, kind="disk_file", after=after, reason=reason))
@@ -467,7 +479,7 @@ def _upload(
         "name": f"{vm.target_name}-disk-{key}",
         "disk_format": image.disk_format,
         "container_format": "bare",
-        "file": disk_path(image, vm, key),
+        "file": disk_path(image, vm, key, records),
         "disk_key": key,
         "properties": properties | {"ferry_disk_key": str(key)},
     }
@@ -701,7 +713,7 @@ def lost_images(
         address = str(Address("vm", vm.name, "image", volume.disk_key))
         record, upload = records.get(address), planned.get(address)
         copy = planned.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
-        path = disk_path(vm.image, vm, volume.disk_key)
+        path = disk_path(vm.image, vm, volume.disk_key, records)
         if (
             record is None
             or record.status is not Status.READY
@@ -795,6 +807,6 @@ def served_boot_image(
             "evacuate it from a failed host. ferry does not upload it again: a new upload gets "
             "a new id, which the server would not use (Nova changes a server's image only by a "
             "rebuild, which replaces its disk with the cutover's). To keep an image for a "
-            f"rebuild, upload the converted file {disk_path(vm.image, vm, key)} yourself",
+            f"rebuild, upload the converted file {disk_path(vm.image, vm, key, records)} yourself",
         ),
     )

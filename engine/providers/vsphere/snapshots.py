@@ -10,7 +10,6 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from engine.errors import DataplaneError
-from engine.model.observed import CBT_SNAPSHOT_DESCRIPTION
 from engine.providers.vsphere.inventory import delta_files
 from engine.providers.vsphere.read import fetch_property
 from engine.providers.vsphere.tasks import wait_task
@@ -99,15 +98,16 @@ def create_snapshot(si: Any, vm: Any, name: str, description: str = "") -> Any:
     return wait_task(si, task, f"snapshot {name!r} of {vm._moId}")
 
 
-def enable_cbt(si: Any, vm: Any, cycle_name: str) -> None:
+def enable_cbt(si: Any, vm: Any, cycle_name: str, description: str) -> None:
     """Turn changed block tracking on; a snapshot create/remove cycle (a stun/unstun) makes it
-    take effect on a running VM, as VMware documents."""
+    take effect on a running VM, as VMware documents; the cycle's snapshot is `cycle_name`,
+    described `description` (ferry's mark and its state's lineage)."""
     wait_task(
         si,
         vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=True)),
         f"enabling CBT on {vm._moId}",
     )
-    remove_snapshot(si, create_snapshot(si, vm, cycle_name, CBT_SNAPSHOT_DESCRIPTION))
+    remove_snapshot(si, create_snapshot(si, vm, cycle_name, description))
 
 
 def remove_snapshot(si: Any, snapshot: Any) -> bool:

@@ -320,8 +320,34 @@ def test_module_failure_is_ferry_one_line_error(tmp_path: Path) -> None:
     assert json.loads(done.stdout.split("=>", 1)[1])["msg"] == "parallelism: 0 is not in 1..256"
 
 
-def _apply_ad_hoc(tmp_path: Path, args: str) -> subprocess.CompletedProcess[str]:
-    """`ansible localhost -m ferry_migrate.ferry.apply -a ARGS`, ferry's Python as the module's."""
+@pytest.mark.skipif(
+    not shutil.which("ansible", path=str(Path(sys.executable).parent)),
+    reason="ansible-core is a dev dependency",
+)
+@pytest.mark.parametrize("module", ["plan", "apply"])
+def test_a_state_url_with_a_password_is_refused_and_masked(tmp_path: Path, module: str) -> None:
+    """Break-it 16b F3: a state_location URL with a password was refused, but the task's result
+    echoed it back in invocation.module_args (ansible -vvv; AAP keeps every job event), and the
+    message spoke of "the command line". Now the password is masked there (no_log_values) and
+    the message is for Ansible; nothing is read (the URL's port 1 is never connected to)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\n")  # never read: the refusal comes first
+    url = "postgresql://ferry:s3cret%2Fpw@127.0.0.1:1/ferry"
+    done = _apply_ad_hoc(tmp_path, f"spec={spec} state_location={url}", module, "-vvv")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    result = json.loads(done.stdout.split("=>", 1)[1])
+    masked = result["invocation"]["module_args"]["state_location"]
+    assert masked == "postgresql://ferry:********@127.0.0.1:1/ferry", masked
+    assert result["msg"].startswith("state_location must not carry a password (a task's")
+    assert "command line" not in result["msg"] and "Traceback" not in done.stdout
+
+
+def _apply_ad_hoc(
+    tmp_path: Path, args: str, module: str = "apply", *more: str
+) -> subprocess.CompletedProcess[str]:
+    """`ansible localhost -m ferry_migrate.ferry.MODULE -a ARGS [MORE...]`, ferry's Python as
+    the module's."""
     return subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible"),
@@ -329,9 +355,10 @@ def _apply_ad_hoc(tmp_path: Path, args: str) -> subprocess.CompletedProcess[str]
             "-e",
             f"ansible_python_interpreter={sys.executable}",
             "-m",
-            "ferry_migrate.ferry.apply",
+            f"ferry_migrate.ferry.{module}",
             "-a",
             args,
+            *more,
         ],
         env={**ansible_env(), "ANSIBLE_HOME": str(tmp_path / "home")},
         capture_output=True,

@@ -85,8 +85,9 @@ def fake_applier(
     """The Applier a Cutover calls back: `ctx`, `_write` (the store's own), the VMs' instance
     UUIDs (`uuids`, web01's 'u1' when not given), the plan's `changes` by address, `_vm(name)`
     answering the reference 'ref-<name>', `check_owned` passing (the volumes are this
-    state's; test_volume_handed_over tests it) and a state lineage ('fake-lineage'). `more`
-    adds or overrides attributes (host_for, lineage, ...)."""
+    state's; test_volume_handed_over tests it), a state lineage ('fake-lineage') and a plan
+    made on it (`plan.state_lineage`). `more` adds or overrides attributes (host_for, lineage,
+    plan, ...)."""
     return SimpleNamespace(
         ctx=ctx,
         _write=ctx.store.write,
@@ -94,7 +95,11 @@ def fake_applier(
         changes={c.address: c for c in changes},
         _vm=lambda name: f"ref-{name}",
         check_owned=lambda *_: None,
-        **{"lineage": "fake-lineage", **more},
+        **{
+            "lineage": "fake-lineage",
+            "plan": SimpleNamespace(state_lineage="fake-lineage"),
+            **more,
+        },
     )
 
 

@@ -17,7 +17,11 @@ from engine.errors import SourceChangedError
 from engine.executor import source_steps as module
 from engine.executor.apply import Applier
 from engine.executor.seams import LabSources
-from engine.model.observed import SYNC_SNAPSHOT_DESCRIPTION
+from engine.model.observed import (
+    CBT_SNAPSHOT_DESCRIPTION,
+    SYNC_SNAPSHOT_DESCRIPTION,
+    snapshot_description,
+)
 from engine.model.plan import Action, Change
 from tests.unit.executor.fakes import one_vm_applier
 
@@ -28,7 +32,8 @@ def tree(name: str, description: str = "", *children: Any) -> Any:
 
 def applier(reader: str, sources: Any, *snapshots: Any) -> Any:
     plan = SimpleNamespace(vms=[SimpleNamespace(name="build-old", reader=reader)])
-    fake: Any = SimpleNamespace(plan=plan, ctx=SimpleNamespace(si=None, sources=sources))
+    ctx = SimpleNamespace(si=None, sources=sources)
+    fake: Any = SimpleNamespace(plan=plan, ctx=ctx, lineage="lineage-a")
     fake.snapshots = SimpleNamespace(rootSnapshotList=list(snapshots))
     return fake
 
@@ -95,3 +100,55 @@ def test_a_snapshot_taken_before_ferrys_own_stops_the_step_after_it(
     with pytest.raises(SourceChangedError, match=r"has snapshot\(s\) veeam-backup now"):
         real._snapshot(snapshot)
     assert real.ctx.snapshots["web01"][0] is ours  # the cleanup removes it
+
+
+def test_another_states_snapshot_stops_a_base_extent_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another ferry state's snapshot (break-it 16b F5: a rehearsal's copy running) froze the
+    base extent as much as a backup's: only this state's (lineage-a) is its own."""
+    theirs = snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, "lineage-b")
+    ours = snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, "lineage-a")
+    fake = applier("https", object(), tree("ferry-build-old", theirs, tree("ferry-web01", ours)))
+    with pytest.raises(SourceChangedError, match=r"has snapshot\(s\) ferry-build-old now") as e:
+        check(fake, monkeypatch)
+    assert str(e.value).endswith(
+        "older than the VM's current state; read this VM with source.reader: vddk, then run "
+        "`ferry plan` again (ferry-build-old: another ferry state's, removed when its apply "
+        "ends; plan again then, do not delete it under a running apply)"
+    )
+    check(applier("https", object(), tree("ferry-build-old", ours)), monkeypatch)
+
+
+def test_leftovers_are_this_states_and_an_older_ferrys_never_another_states(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break-it 16b F5: a second state's apply removed a first state's snapshot under its
+    running copy as "left by an interrupted apply". Now: this state's (lineage-a) and an
+    older ferry's (no lineage) go; another state's (lineage-b) stays, said; a user's stays."""
+    found = [
+        tree("ferry-db01", snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, "lineage-b")),
+        tree("ferry-db01", snapshot_description(SYNC_SNAPSHOT_DESCRIPTION, "lineage-a")),
+        tree("ferry-cbt-db01", snapshot_description(CBT_SNAPSHOT_DESCRIPTION, "lineage-a")),
+        tree("ferry-db01", SYNC_SNAPSHOT_DESCRIPTION),
+        tree("ferry-backup", "before the migration (ferry state lineage-a)"),
+    ]
+    for i, t in enumerate(found):
+        t.snapshot = SimpleNamespace(_moId=f"snapshot-{i}")
+    fake = applier("vddk", object(), *found)
+    said: list[str] = []
+    fake.ctx.say = lambda _vm, line: said.append(line)
+    fake._leave_other_states = lambda *a: Applier._leave_other_states(fake, *a)
+    removed: list[str] = []
+    monkeypatch.setattr(module, "fetch_property", lambda _si, _vm, _path: fake.snapshots)
+    monkeypatch.setattr(module, "remove_snapshot", lambda _si, s: removed.append(s._moId))
+    assert Applier._remove_leftovers(fake, "db01", "vm-ref") == 3
+    assert sorted(removed) == ["snapshot-1", "snapshot-2", "snapshot-3"]
+    assert said[0] == (
+        "vm.db01: snapshot snapshot-0 (ferry-db01) was taken by ferry state lineage-b: left "
+        "alone (an apply of that state may be copying from it)"
+    )
+    assert len(said) == 4  # the line above, then one per removed snapshot
+    removed.clear()
+    assert Applier._remove_leftovers(fake, "db01", "vm-ref", {"snapshot-0"}) == 0
+    assert removed == []  # a planned moref of another state's is not removed either

@@ -96,3 +96,27 @@ def test_bad_values_name_the_choices(key: str, value: object, message: str) -> N
         if d.severity is Severity.ERROR
     ]
     assert len(found) == 1 and message in found[0], found
+
+
+def test_a_relative_work_dir_is_the_spec_files_and_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 16b L5: a relative work_dir was read against the process's working directory
+    and recorded relative: the same spec planned from another (an AAP job, cron) said "recorded
+    file ... no longer exists: full copy from 0". Now it is the spec file's directory's, as
+    first-boot scripts are, made absolute (symlinks kept); an absolute one stays as written."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "specs")  # another working directory than the spec's parent
+    spec = tmp_path / "specs" / "spec.yaml"
+    for relative in ("../work", "../work/"):
+        spec.write_text(yaml.safe_dump(_image_spec(Path(relative)), sort_keys=False))
+        monkeypatch.chdir("/")
+        loaded = validate_file(spec, {"VC_PW": "x"})
+        assert loaded.diagnostics == []
+        assert loaded.data["destination"]["work_dir"] == str(tmp_path / "work")
+    absolute = _image_spec(tmp_path)
+    absolute["destination"]["work_dir"] = f"{tmp_path}/work/"  # type: ignore[index]
+    spec.write_text(yaml.safe_dump(absolute, sort_keys=False))
+    loaded = validate_file(spec, {"VC_PW": "x"})
+    assert loaded.data["destination"]["work_dir"] == f"{tmp_path}/work/"

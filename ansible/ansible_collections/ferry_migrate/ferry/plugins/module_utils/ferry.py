@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import traceback
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -20,7 +21,8 @@ else:
     FERRY_IMPORT_ERROR = None
 
 # The options of plan and apply that name the state (never a secret: a PostgreSQL DSN is read
-# from an environment variable, `env:NAME`).
+# from an environment variable, `env:NAME`; a URL with a password is refused, the password
+# masked in the result first: refuse_state_password).
 STATE_OPTION: dict[str, Any] = {"type": "str", "required": False}
 
 
@@ -31,6 +33,30 @@ def require_ferry(module: AnsibleModule) -> None:
             msg=missing_required_lib("ferry", url="https://github.com/ferry-migrate/ferry"),
             exception=FERRY_IMPORT_ERROR,
         )
+
+
+def refuse_state_password(module: AnsibleModule) -> None:
+    """Fail the task when `state_location` is a PostgreSQL URL with a password, the password
+    first registered in `module.no_log_values`: Ansible masks it in the task's result, whose
+    `invocation.module_args` echo every option back to the controller (shown at -vvv, kept by
+    AAP in each job event at any verbosity: break-it 16b F3). Before anything is read."""
+    location = module.params.get("state_location") or ""
+    if not location.startswith(("postgresql://", "postgres://")):
+        return
+    try:
+        password = urlsplit(location).password
+    except ValueError:  # not a URL ferry reads either: its own error says so
+        return
+    if password is None:
+        return
+    if password:
+        module.no_log_values.update({password, unquote(password)})
+    module.fail_json(
+        msg="state_location must not carry a password (a task's arguments go into its result, "
+        "job events and logs): give env:NAME with the DSN in an environment variable (the "
+        "task's environment:, from a vault or an AAP credential), or the URL without its "
+        "password and PGPASSWORD or a passfile (~/.pgpass) on the host the module runs on"
+    )
 
 
 def error_line(exc: BaseException) -> str:

@@ -123,6 +123,7 @@ from ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry import (
     STATE_OPTION,
     error_line,
     ferry_errors,
+    refuse_state_password,
     require_ferry,
 )
 
@@ -209,6 +210,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     require_ferry(module)
+    refuse_state_password(module)
     try:
         result = run(module.params, module.check_mode)
     except ferry_errors() as exc:

@@ -104,6 +104,7 @@ from ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry import (
     STATE_OPTION,
     error_line,
     ferry_errors,
+    refuse_state_password,
     require_ferry,
 )
 
@@ -171,6 +172,7 @@ def run(params: dict, check_mode: bool) -> dict:
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     require_ferry(module)
+    refuse_state_password(module)
     if module.params["verify"] and module.params["destroy"]:
         module.fail_json(msg="verify compares replicas with their source; destroy deletes them")
     try:
