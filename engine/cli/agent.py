@@ -20,6 +20,7 @@ from engine.executor import host
 from engine.executor.agent import Agent, Served, default_checkpoints, serve
 from engine.executor.remote import agent_concurrency, broker_from_spec, check_broker, make_app
 from engine.planner.make import spec_digest
+from engine.providers.openstack import compute
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec
 
@@ -95,7 +96,7 @@ def _serve(
     if found:
         typer.echo(found)
     conn = connect_destination(spec["destination"])
-    server = conn.compute.find_server(host_name, ignore_missing=True)
+    server = compute.conversion_server(conn, host_name)
     if server is None:
         raise UserError(f"conversion host {host_name!r} is not a server in the cloud")
     app = make_app(broker)

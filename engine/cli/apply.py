@@ -63,6 +63,7 @@ from engine.planner import planfile
 from engine.planner.make import make_plan, spec_digest
 from engine.planner.placement import ESXI_READS  # concurrent disk reads per ESXi host (NFC)
 from engine.planner.refresh import read_state, refresh
+from engine.providers.openstack import compute
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import VCenterTarget, session, target_from_spec
 from engine.spec.validate import reader_of
@@ -403,7 +404,7 @@ def _context(
     sources, devices = host_seams(spec, first, si)
     remote = _remote(spec)
     conn = connect_destination(spec["destination"])
-    host = conn.compute.find_server(first["name"], ignore_missing=True) if first else None
+    host = compute.conversion_server(conn, first["name"]) if first else None
     if first and host is None and not first.get("create") and (remote is None or len(hosts) < 2):
         # with agents and other hosts, its VMs are re-placed (Applier.host_for)
         raise UserError(f"conversion host {first['name']!r} is not a server in the cloud")
@@ -426,9 +427,7 @@ def _context(
 def _host_ids(conn: Any, hosts: list[dict[str, Any]]) -> dict[str, str]:
     """Server id of each conversion host that exists (one the plan boots is added by its
     host.<name> node), by name: where the agents' syncs attach volumes."""
-    found = {
-        str(h["name"]): conn.compute.find_server(h["name"], ignore_missing=True) for h in hosts
-    }
+    found = {str(h["name"]): compute.conversion_server(conn, h["name"]) for h in hosts}
     return {name: str(server.id) for name, server in found.items() if server is not None}
 
 

@@ -26,7 +26,7 @@ from engine.planner.placement import (
     placed_bytes,
     replace_vm,
 )
-from engine.providers.openstack import volumes
+from engine.providers.openstack import compute, volumes
 
 ANSWERS_KEPT = 30.0  # seconds a ping's answer stands for the next re-placements (Applier)
 
@@ -172,7 +172,7 @@ class Placement(ApplierBase):
         OpenStackError."""
         if not host_name:
             return False
-        server = self.ctx.conn.compute.find_server(host_name, ignore_missing=True)
+        server = compute.conversion_server(self.ctx.conn, host_name)
         if server is None or str(server.id) not in volumes.attached_servers(
             self.ctx.conn, volume_id
         ):

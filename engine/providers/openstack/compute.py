@@ -8,6 +8,7 @@ a server by its `ferry_vm` metadata (set atomically at create), a protection sna
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -474,6 +475,27 @@ def unset_image_metadata(conn: Any, volume_id: str, keys: Iterable[str]) -> None
         raise OpenStackError(
             f"removing image metadata {names} from volume {volume_id}: {exc}"
         ) from exc
+
+
+def conversion_server(conn: Any, name: str) -> Any | None:
+    """The server of conversion host `name` (the spec names it; volumes are attached to it by
+    its ID), None when none has that name or ID. Raises UserError when several servers have
+    the name (openstacksdk's find raises DuplicateResource: a traceback before), naming their
+    IDs; OpenStackError when the servers cannot be listed."""
+    try:
+        return conn.compute.find_server(name, ignore_missing=True)
+    except os_exc.DuplicateResource as exc:
+        try:
+            ids = sorted(str(s.id) for s in conn.compute.servers(name=f"^{re.escape(name)}$"))
+        except os_exc.SDKException:
+            ids = []
+        raise UserError(
+            f"conversion host {name!r}: {len(ids) or 'several'} servers have this name "
+            f"({', '.join(ids) or exc}): ferry attaches volumes to one, by name; rename or "
+            "delete the others, or give the host's server ID as its name"
+        ) from exc
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"finding conversion host {name!r}: {exc}") from exc
 
 
 def find_server(conn: Any, vm_uuid: str) -> Any | None:
