@@ -178,22 +178,29 @@ def test_a_vm_over_the_projects_quota_is_blocked_and_the_others_planned(
     lab: Lab, tmp_path: Path
 ) -> None:
     """Quotas read from the lab cloud: gigabytes left for web01's volumes (2 + 1 GiB) but not
-    for db01's (1 + 4 + 1 GiB) too."""
+    for db01's (1 + 4 + 1 GiB) too; one more volume of type localds-0 (Cinder's per-type quota,
+    break-it 12j F1: found only by the volume create, after a cutover's power-off): web01's,
+    not win-app01's."""
     admin = lab.openstack("ferry-lab-admin")
     project = lab.openstack("ferry-lab").current_project_id
     current = admin.block_storage.get_quota_set(project, usage=True)
+    typed = "volumes_localds-0"
+    was = current.to_dict(computed=False)
     limit, used = int(current.gigabytes), int((current.usage or {}).get("gigabytes", 0))
-    admin.block_storage.update_quota_set(project, gigabytes=used + 4)
+    used_typed = int((current.usage or {}).get(typed, 0))
+    admin.block_storage.update_quota_set(project, gigabytes=used + 4, **{typed: used_typed + 1})
     try:
         done = ferry(lab, "plan", "plans/demo.yaml", "--json", "--state", str(tmp_path / "s.db"))
     finally:
-        admin.block_storage.update_quota_set(project, gigabytes=limit)
+        admin.block_storage.update_quota_set(project, gigabytes=limit, **{typed: was[typed]})
     assert done.returncode == 1, done.stderr  # a blocked VM
     vms = {v["name"]: v for v in json.loads(done.stdout)["vms"]}
     assert not vms["web01"]["blocked"]
     assert vms["db01"]["blocked"]
     (quota,) = [c for c in vms["db01"]["concerns"] if c["code"] == "quota"]
     assert "GiB of volumes and snapshots: needs 6, 1 left" in quota["message"]
+    (quota,) = [c for c in vms["win-app01"]["concerns"] if c["code"] == "quota"]
+    assert "volumes of type localds-0: needs 1, 0 left" in quota["message"]
 
 
 def test_vms_selected_by_vsphere_tag(lab: Lab, tmp_path: Path) -> None:

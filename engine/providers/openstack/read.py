@@ -88,8 +88,9 @@ def connect_destination(destination: dict[str, Any]) -> Any:
 
 def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
     """The project's quotas with their usage, as far as the user may read them: cinder (volumes,
-    gigabytes, snapshots), nova (instances, cores, ram), neutron (ports, networks, subnets). An
-    unreadable one is left out (the plan then does not check it)."""
+    gigabytes, snapshots, each also per volume type: `<kind>_<type>`, and
+    per_volume_gigabytes), nova (instances, cores, ram), neutron (ports, networks, subnets).
+    An unreadable one is left out (the plan then does not check it)."""
     project = conn.current_project_id
     found: dict[str, tuple[int, int]] = {}
     readers: tuple[tuple[Any, tuple[str, ...]], ...] = (
@@ -103,6 +104,8 @@ def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
             continue
         usage = quota.usage or {}
         found |= {k: (int(getattr(quota, k)), int(usage.get(k, 0))) for k in keys}
+        if service is conn.block_storage:
+            found |= _cinder_extra_quotas(quota, usage)
     try:
         quota = conn.network.get_quota(project, details=True)
         for key in ("ports", "networks", "subnets"):
@@ -110,6 +113,26 @@ def fetch_quotas(conn: Any) -> dict[str, tuple[int, int]]:
     except (os_exc.SDKException, KeyError, TypeError):
         pass
     return found
+
+
+def _cinder_extra_quotas(quota: Any, usage: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Cinder's per-volume-type quotas (`volumes_<type>`, `gigabytes_<type>`,
+    `snapshots_<type>`: keys openstacksdk keeps as unknown body attributes) and
+    per_volume_gigabytes, each (limit, used)."""
+    limits = quota.to_dict(computed=False) if hasattr(quota, "to_dict") else {}
+    return {
+        key: (limit, int(usage.get(key, 0)))
+        for key, limit in limits.items()
+        if isinstance(limit, int) and _cinder_extra(key)
+    }
+
+
+def _cinder_extra(key: str) -> bool:
+    kind, _, volume_type = key.partition("_")
+    return key == "per_volume_gigabytes" or (kind in CINDER_TYPED and bool(volume_type))
+
+
+CINDER_TYPED = ("volumes", "gigabytes", "snapshots")
 
 
 def type_encrypted(conn: Any, volume_type: Any) -> bool:

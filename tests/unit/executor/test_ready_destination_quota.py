@@ -34,7 +34,13 @@ def cloud(quotas: dict[str, tuple[int, int]], key_pairs: tuple[str, ...] = ("ops
         def read(_project: str, usage: bool) -> Any:
             limits = {k: quotas.get(k, (-1, 0))[0] for k in keys}
             used = {k: quotas.get(k, (-1, 0))[1] for k in keys}
-            return SimpleNamespace(usage=used, **limits)
+            if "volumes" in keys:  # Cinder's per-type keys, openstacksdk's unknown attributes
+                extra = {k: v for k, v in quotas.items() if "_" in k}
+                limits |= {k: limit for k, (limit, _) in extra.items()}
+                used |= {k: n for k, (_, n) in extra.items()}
+            return SimpleNamespace(
+                usage=used, to_dict=lambda computed: {**limits, "usage": used}, **limits
+            )
 
         return read
 
@@ -168,3 +174,26 @@ def test_the_volumes_made_after_the_power_off_count_in_the_quota(tmp_path: Path)
         cutover(
             tmp_path, cloud({**room, "volumes": (10, 9)}), new=("ssd", "ssd")
         ).ready_destination("web01")
+
+
+@pytest.mark.parametrize(
+    ("quotas", "said"),
+    [
+        ({"volumes_ssd": (10, 9)}, r"volumes of type ssd: needs 2, 1 left"),
+        ({"gigabytes_ssd": (40, 20)}, r"GiB of type-ssd volumes and snapshots: needs 32, 20 left"),
+        ({"per_volume_gigabytes": (4, 0)}, r"GiB in one volume \(per_volume_gigabytes\): "
+                                           r"needs 8, 4 allowed"),
+    ],
+    ids=["volumes-per-type", "gigabytes-per-type", "per-volume"],
+)  # fmt: skip
+def test_cinders_per_type_quotas_and_its_volume_cap_are_checked_before_the_power_off(
+    tmp_path: Path, quotas: dict[str, tuple[int, int]], said: str
+) -> None:
+    """Break-it 12j F1: a saved cold cutover powered web01 off, copied a disk, then failed its
+    next volume create on gigabytes_<type> (413 VolumeSizeExceedsAvailableQuota): neither the
+    plan nor this check read Cinder's per-type quotas. The two new 8 GiB ssd volumes, and the
+    protection snapshots of the new ones (16 GiB of type ssd: the synced ones carry no type
+    here), against volumes_ssd, gigabytes_ssd and per_volume_gigabytes."""
+    cutover(tmp_path, cloud({}), new=("ssd", "ssd")).ready_destination("web01")
+    with pytest.raises(OpenStackError, match=said + r".*the source was not powered off$"):
+        cutover(tmp_path, cloud(quotas), new=("ssd", "ssd")).ready_destination("web01")
