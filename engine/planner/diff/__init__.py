@@ -35,6 +35,7 @@ from engine.planner.diff.cutover import (
     power_policy,
     running_after_cutover,
     server_made,
+    server_not_on_replica,
     source_ran,
     suspended_at_cutover,
 )
@@ -297,6 +298,9 @@ def diff(
                 ran=source_ran(vm, records),
             )
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
+            + server_not_on_replica(
+                vm, records, servers.get(vm.source.instance_uuid or ""), data.destination.volumes
+            )
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
             + image.unadopted(vm, records, data.destination)

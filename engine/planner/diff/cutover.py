@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredPort, DesiredVM
-from engine.model.observed import ObservedServer
+from engine.model.observed import ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
@@ -276,6 +276,50 @@ def left_off_concerns(
             ),
         )
     return (Concern(ConcernLevel.WARNING, "source-off", source_left_off(since)),)
+
+
+def server_not_on_replica(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    observed: ObservedServer | None,
+    volumes: Sequence[ObservedVolume],
+) -> tuple[Concern, ...]:
+    """An error when a server carries ferry's metadata for this VM (`ferry_vm`), this state has
+    no record of it, and the VM's volumes (recorded, or ferry's found by metadata) are not all
+    attached to it (break-it 12j F2: a server tagged by hand, or restored from a backup, that
+    boots from other volumes was adopted as the VM's cutover: "No changes" after, no final
+    sync ever ran, and plan --destroy would have deleted it). Nothing is said when the
+    volumes' attachments were not read, or for output: image (its server boots from image
+    volumes)."""
+    if observed is None or vm.image is not None:
+        return ()
+    if str(Address("vm", vm.name, "server")) in records:
+        return ()
+    uuid = vm.source.instance_uuid or ""
+    recorded = {
+        str(r.attributes.get("volume_id"))
+        for r in records.values()
+        if r.kind == "volume" and r.attributes.get("volume_id")
+    }
+    mine = [v for v in volumes if v.id in recorded or (v.origin == "ferry" and v.vm_uuid == uuid)]
+    ids = recorded | {v.id for v in mine}
+    if not ids or any(v.attachments is None for v in mine) or len(mine) < len(recorded):
+        return ()  # not read, or a recorded volume gone: other concerns say what to do
+    attached = {v.id for v in mine if any(a.server_id == observed.id for a in v.attachments or ())}
+    missing = sorted(ids - attached)
+    if not missing:
+        return ()
+    return (
+        Concern(
+            ConcernLevel.ERROR,
+            "server-not-from-replica",
+            f"server {observed.id} ({observed.name}) carries ferry's metadata for this VM "
+            f"(ferry_vm) but does not run from its volumes ({', '.join(missing)} not attached "
+            "to it): ferry does not take it for this VM's cutover. If it is not ferry's, "
+            f"remove the metadata (openstack server unset --property ferry_vm {observed.id}) "
+            "or delete it, then plan again",
+        ),
+    )
 
 
 def running_after_cutover(
