@@ -35,6 +35,7 @@ from engine.planner.diff.cutover import (
     power_policy,
     running_after_cutover,
     server_made,
+    server_name_taken,
     server_not_on_replica,
     source_ran,
     suspended_at_cutover,
@@ -300,6 +301,12 @@ def diff(
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + server_not_on_replica(
                 vm, records, servers.get(vm.source.instance_uuid or ""), data.destination.volumes
+            )
+            + server_name_taken(
+                vm,
+                records,
+                servers.get(vm.source.instance_uuid or ""),
+                data.destination.server_names,
             )
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)

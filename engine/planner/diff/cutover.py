@@ -285,12 +285,13 @@ def server_not_on_replica(
     volumes: Sequence[ObservedVolume],
 ) -> tuple[Concern, ...]:
     """An error when a server carries ferry's metadata for this VM (`ferry_vm`), this state has
-    no record of it, and the VM's volumes (recorded, or ferry's found by metadata) are not all
-    attached to it (break-it 12j F2: a server tagged by hand, or restored from a backup, that
-    boots from other volumes was adopted as the VM's cutover: "No changes" after, no final
-    sync ever ran, and plan --destroy would have deleted it). Nothing is said when the
-    volumes' attachments were not read, or for output: image (its server boots from image
-    volumes)."""
+    no record of it, and it does not run from the VM's volumes: one recorded is not attached
+    to it, or (none recorded: a lost state's successor) none of ferry's volumes of the VM is
+    (another state's, a rehearsal's, may be there too) (break-it 12j F2: a server tagged by
+    hand, or restored from a backup, that boots from other volumes was adopted as the VM's
+    cutover: "No changes" after, no final sync ever ran, and plan --destroy would have deleted
+    it). Nothing is said when the volumes' attachments were not read, or for output: image
+    (its server boots from image volumes)."""
     if observed is None or vm.image is not None:
         return ()
     if str(Address("vm", vm.name, "server")) in records:
@@ -306,8 +307,8 @@ def server_not_on_replica(
     if not ids or any(v.attachments is None for v in mine) or len(mine) < len(recorded):
         return ()  # not read, or a recorded volume gone: other concerns say what to do
     attached = {v.id for v in mine if any(a.server_id == observed.id for a in v.attachments or ())}
-    missing = sorted(ids - attached)
-    if not missing:
+    missing = sorted((recorded or ids) - attached)
+    if not missing or (not recorded and attached):
         return ()
     return (
         Concern(
@@ -318,6 +319,31 @@ def server_not_on_replica(
             "to it): ferry does not take it for this VM's cutover. If it is not ferry's, "
             f"remove the metadata (openstack server unset --property ferry_vm {observed.id}) "
             "or delete it, then plan again",
+        ),
+    )
+
+
+def server_name_taken(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    observed: ObservedServer | None,
+    server_names: frozenset[str],
+) -> tuple[Concern, ...]:
+    """An error on a cutover whose server's name (`target_name`) another server of the project
+    has, one ferry did not boot for this VM (no record, no `ferry_vm` of it): the cutover
+    would boot a second server of that name beside it (break-it 12j F4: a hand-made web01, and
+    the source powered off for a duplicate). Rename one, or give the VM another target_name."""
+    if vm.mode not in CUTOVER_MODES or observed is not None:
+        return ()
+    if str(Address("vm", vm.name, "server")) in records or vm.target_name not in server_names:
+        return ()
+    return (
+        Concern(
+            ConcernLevel.ERROR,
+            "server-name-taken",
+            f"a server named {vm.target_name!r} exists in the destination project and ferry did "
+            "not boot it for this VM: the cutover would boot a second one of that name; rename "
+            "or delete it, or set the VM's target_name",
         ),
     )
 
