@@ -25,7 +25,7 @@ from celery import Celery, signals
 from celery.worker import state as worker_state
 
 from engine.errors import AgentError, FerryError, StoppedError
-from engine.executor import host
+from engine.executor import host, watchdog
 from engine.executor.host import Callbacks, ConvertJob, SyncJob
 from engine.executor.remote import (
     COMPARE_TASK,
@@ -634,7 +634,9 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
     running copies finish first; a second signal ends at once, their tasks are redelivered).
     Raises AgentError, before consuming anything, when this host's agent already runs on this
     machine (its worker answers a ping): Celery's worker would fail on its control queue, which
-    RabbitMQ gives one connection only (RESOURCE_LOCKED), with a traceback."""
+    RabbitMQ gives one connection only (RESOURCE_LOCKED), with a traceback. A worker that stops
+    answering its own pings while the broker answers is started again (engine.executor
+    .watchdog)."""
     node = f"{NODE_PREFIX}{agent.name}@{socket.gethostname()}"
     if app.control.ping(destination=[node], timeout=PING_TIMEOUT):
         raise AgentError(
@@ -643,6 +645,10 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
         )
     register(app, agent)
     signals.worker_shutting_down.connect(_exit_once_idle, weak=False)
+    ready, stopping = threading.Event(), threading.Event()
+    signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
+    signals.worker_shutting_down.connect(lambda **_: stopping.set(), weak=False)
+    watchdog.watch(app, node, ready, stopping)  # a worker stuck after a broker loss restarts
     worker = app.Worker(
         hostname=node,
         queues=[queue_name(agent.name)],
