@@ -300,7 +300,11 @@ def diff(
             )
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + server_not_on_replica(
-                vm, records, servers.get(vm.source.instance_uuid or ""), data.destination.volumes
+                vm,
+                records,
+                servers.get(vm.source.instance_uuid or ""),
+                data.destination.volumes,
+                data.destination.volumes_from_images or (),
             )
             + server_name_taken(
                 vm,

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredPort, DesiredVM
-from engine.model.observed import ObservedServer, ObservedVolume
+from engine.model.observed import ObservedImageVolume, ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
@@ -283,6 +283,7 @@ def server_not_on_replica(
     records: Mapping[str, ResourceRecord],
     observed: ObservedServer | None,
     volumes: Sequence[ObservedVolume],
+    image_volumes: Sequence[ObservedImageVolume] = (),
 ) -> tuple[Concern, ...]:
     """An error when a server carries ferry's metadata for this VM (`ferry_vm`), this state has
     no record of it, and it does not run from the VM's volumes: one recorded is not attached
@@ -290,23 +291,31 @@ def server_not_on_replica(
     (another state's, a rehearsal's, may be there too) (break-it 12j F2: a server tagged by
     hand, or restored from a backup, that boots from other volumes was adopted as the VM's
     cutover: "No changes" after, no final sync ever ran, and plan --destroy would have deleted
-    it). Nothing is said when the volumes' attachments were not read, or for output: image
-    (its server boots from image volumes)."""
-    if observed is None or vm.image is not None:
-        return ()
-    if str(Address("vm", vm.name, "server")) in records:
+    it; break-it 16c F2, output: image: a rehearsal state adopted the real state's server with
+    --adopt-lineage and its --destroy deleted it). For output: image the volumes are its
+    volumes made from images. Nothing is said when the volumes' attachments were not read."""
+    if observed is None or str(Address("vm", vm.name, "server")) in records:
         return ()
     uuid = vm.source.instance_uuid or ""
+    kind = "volume" if vm.image is None else "image_volume"
     recorded = {
         str(r.attributes.get("volume_id"))
         for r in records.values()
-        if r.kind == "volume" and r.attributes.get("volume_id")
+        if r.kind == kind and r.attributes.get("volume_id")
     }
-    mine = [v for v in volumes if v.id in recorded or (v.origin == "ferry" and v.vm_uuid == uuid)]
-    ids = recorded | {v.id for v in mine}
-    if not ids or any(v.attachments is None for v in mine) or len(mine) < len(recorded):
+    found: dict[str, tuple[str, ...] | None] = (
+        {
+            v.id: None if v.attachments is None else tuple(a.server_id for a in v.attachments)
+            for v in volumes
+            if v.id in recorded or (v.origin == "ferry" and v.vm_uuid == uuid)
+        }
+        if vm.image is None
+        else {v.id: v.server_ids for v in image_volumes if v.id in recorded or v.vm_uuid == uuid}
+    )
+    ids = recorded | set(found)
+    if not ids or None in found.values() or len(found) < len(recorded):
         return ()  # not read, or a recorded volume gone: other concerns say what to do
-    attached = {v.id for v in mine if any(a.server_id == observed.id for a in v.attachments or ())}
+    attached = {i for i, servers in found.items() if observed.id in (servers or ())}
     missing = sorted((recorded or ids) - attached)
     if not missing or (not recorded and attached):
         return ()
@@ -316,9 +325,10 @@ def server_not_on_replica(
             "server-not-from-replica",
             f"server {observed.id} ({observed.name}) carries ferry's metadata for this VM "
             f"(ferry_vm) but does not run from its volumes ({', '.join(missing)} not attached "
-            "to it): ferry does not take it for this VM's cutover. If it is not ferry's, "
-            f"remove the metadata (openstack server unset --property ferry_vm {observed.id}) "
-            "or delete it, then plan again",
+            "to it): ferry does not take it for this VM's cutover, nor would a destroy delete "
+            "it. Another ferry state's (a rehearsal's or the real one's): plan with that "
+            "state. Made or restored by hand: remove its metadata (openstack server unset "
+            f"--property ferry_vm {observed.id}), then plan again",
         ),
     )
 
