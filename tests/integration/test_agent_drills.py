@@ -35,7 +35,7 @@ from engine.executor.agent import Served, default_checkpoints
 from engine.lab import disks as lab_disks
 from engine.lab.estate import LabVM, find_vm
 from engine.lab.lab import Lab
-from engine.lab.openstack.bootstrap import conversion_host
+from engine.lab.openstack.bootstrap import ensure_conversion_host
 from engine.statestore import postgres_at
 from tests.integration.cli import ROOT, ferry, ferry_background
 from tests.integration.converge import assert_converged, data_after, records
@@ -281,7 +281,7 @@ def test_a_host_whose_agent_never_comes_up_fails_its_vms_only(
     pinned = f"  - name: web01\n    verify: false\n    conversion_host: {other}\n"
     spec = write_spec(tmp_path / "two-hosts.yaml", (HOST, other), state, pinned)
     spec.write_text(spec.read_text().replace("timeout: 120", "timeout: 5"))
-    conversion_host(lab.openstack("ferry-lab"), name=other)  # removed by new_cloud_objects
+    ensure_conversion_host(lab.openstack("ferry-lab"), other)  # new_cloud_objects removes it
     booted = time.monotonic() - began
     stop(one_agent["agent"], signal.SIGKILL)  # idle; one agent per host: this spec's replaces it
     log = tmp_path / "agent.log"
