@@ -57,6 +57,7 @@ def watch(app: Any, node: str, ready: threading.Event, stop: threading.Event) ->
 
 def _run(app: Any, node: str, ready: threading.Event, stop: threading.Event) -> None:
     ready.wait()
+    log.info("watchdog: pinging worker %s every %.0f s", node, WATCH)
     misses = Misses()
     while not stop.wait(WATCH):
         up, answered = _ping(app, node)
