@@ -15,7 +15,7 @@ from engine.model.desired import Concern
 from engine.model.observed import Quota
 from engine.model.plan import Action, Change
 from engine.planner.checks import missing_key_pair
-from engine.planner.quota import Budget, after_power_off, volume_demand
+from engine.planner.quota import Budget, after_power_off, typed_size, volume_demand
 from engine.providers.openstack import compute, volumes
 from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
 
@@ -86,7 +86,7 @@ class DestinationChecks(CutoverBase):
             and not self._attrs(str(Address("vm", name, "conversion"))).get("protection")
         )
         protected = [
-            (c, int((c.after or c.before or {}).get("size_gib") or 0))
+            typed_size(c)
             for c in self.a.changes.values()
             if protects
             and c.kind == "volume"
@@ -95,13 +95,9 @@ class DestinationChecks(CutoverBase):
         ]
         cores, ram = size or (0, 0)
         needs = after_power_off(servers, cores, ram, [gib for _, gib in protected])
-        made = [int((c.after or {}).get("size_gib") or 0) for c in self._new_volumes(name)]
-        needs |= {"volumes": len(made), "gigabytes": needs["gigabytes"] + sum(made)}
-        needs |= volume_demand(
-            [((c.after or {}).get("volume_type"), int((c.after or {}).get("size_gib") or 0))
-             for c in self._new_volumes(name)],
-            [((c.after or c.before or {}).get("volume_type"), gib) for c, gib in protected],
-        )  # fmt: skip
+        made = [typed_size(c) for c in self._new_volumes(name)]
+        needs |= {"volumes": len(made), "gigabytes": needs["gigabytes"] + sum(g for _, g in made)}
+        needs |= volume_demand(made, protected)
         quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
         return [
             replace(c, message=c.message.replace(", after the VMs listed before it", ""))

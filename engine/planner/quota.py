@@ -27,9 +27,9 @@ WHAT = {
     "ram": "MiB of RAM",
     "networks": "networks",
     "subnets": "subnets",
+    "per_volume_gigabytes": "GiB in one volume (per_volume_gigabytes)",
 }
 PER_VOLUME = "per_volume_gigabytes"  # Cinder's cap on one volume's size (GiB), not a usage
-WHAT[PER_VOLUME] = "GiB in one volume (per_volume_gigabytes)"
 ADDRESSES = "addresses:"  # + a network's name or id: ports taking a free address there
 NETWORK = "network:"  # + the name of a network ferry creates (network_map create:) for a port
 
@@ -49,11 +49,9 @@ def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
     cores = flavor.vcpus if flavor else vm.source.cpus or 0
     ram = flavor.ram_mb if flavor else vm.source.memory_mb or 0
     after_off = after_power_off(len(servers), cores, ram, [v.size_gib for v in protected])
-    created = [
-        ((c.after or {}).get("volume_type"), int((c.after or {}).get("size_gib") or 0))
-        for c in volumes
-    ]
-    typed = volume_demand(created, [(v.volume_type, v.size_gib) for v in protected])
+    typed = volume_demand(
+        [typed_size(c) for c in volumes], [(v.volume_type, v.size_gib) for v in protected]
+    )
     return (
         {
             "volumes": len(volumes),
@@ -69,6 +67,12 @@ def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
         | _addresses(ports)
         | _networks(vm, ports)
     )
+
+
+def typed_size(change: Change) -> tuple[object, int]:
+    """A volume change's (volume type, GiB), as volume_demand counts it."""
+    after = change.after or change.before or {}
+    return after.get("volume_type"), int(after.get("size_gib") or 0)
 
 
 def volume_demand(
