@@ -177,10 +177,12 @@ def _run_job(
             try:
                 result = host.sync(sync_job, agent.host, reporter.callbacks())
             except FerryError as exc:  # said while it holds the volume: before the next writer
-                said = _ended(task_id, exc)
+                _ended(task_id, exc)
+                said = True
                 raise
     except FerryError as exc:
-        said = said or _ended(task_id, exc)
+        if not said:
+            _ended(task_id, exc)
         error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, StoppedError) and exc.moved:
             error["moved"] = exc.moved  # what the apply reports as read and written
@@ -192,9 +194,8 @@ def _run_job(
     return {"result": result.to_json()}
 
 
-def _ended(task_id: str, exc: FerryError) -> bool:
+def _ended(task_id: str, exc: FerryError) -> None:
     log.info("task %s: ended: %s", task_id, brief(exc))
-    return True
 
 
 def _run_step(
@@ -313,9 +314,9 @@ class _Volumes:
             log.warning("task %s %s", task_id, line)
             if reporter is not None:
                 reporter.note(f"the agent {line} (one writer per volume)")
-            while not lock.acquire(timeout=CHECK):
-                if reporter is not None and reporter.cancel.is_set():
-                    raise StoppedError(f"stopped while it waited to write volume {volume_id}")
+            cancel = reporter.cancel if reporter is not None else None
+            stopped = f"stopped while it waited to write volume {volume_id}"
+            host.acquire_or_stop(lock, cancel, stopped, CHECK)
         try:
             yield
         finally:

@@ -180,6 +180,19 @@ class Host:
 SLOT_WAIT = 1.0  # seconds between a waiting step's checks that it was asked to stop
 
 
+def acquire_or_stop(
+    lock: threading.Lock | threading.BoundedSemaphore,
+    cancel: threading.Event | None,
+    stopped: str,
+    every: float = SLOT_WAIT,
+) -> None:
+    """Wait for `lock`, checking `cancel` every `every` seconds. Raises StoppedError(`stopped`)
+    (nothing was done yet) when it is set meanwhile."""
+    while not lock.acquire(timeout=every):
+        if cancel is not None and cancel.is_set():
+            raise StoppedError(stopped)
+
+
 @contextmanager
 def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
     """One of `host`'s slots held while `what` (e.g. "the copy into volume V") moves bytes.
@@ -187,9 +200,9 @@ def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
     if host.slots is None:
         yield
         return
-    while not host.slots.acquire(timeout=SLOT_WAIT):
-        if cancel.is_set():
-            raise StoppedError(f"stopped while {what} waited for a slot on the conversion host")
+    acquire_or_stop(
+        host.slots, cancel, f"stopped while {what} waited for a slot on the conversion host"
+    )
     try:
         yield
     finally:
