@@ -104,15 +104,12 @@ def restart(
 
 def own_children(proc: Path = Path("/proc")) -> list[int]:
     """The PIDs of this process's direct children (from /proc/<pid>/stat's ppid field)."""
-    me, found = os.getpid(), []
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == me:
-            found.append(int(stat.parent.name))
-    return found
+    me = os.getpid()
+    return [
+        int(stat.parent.name)
+        for stat in proc.glob("[0-9]*/stat")
+        if (fields := _stat(stat)) and int(fields[1]) == me
+    ]
 
 
 def _signal(pids: list[int], sig: signal.Signals) -> None:
@@ -128,11 +125,14 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return Path(f"/proc/{pid}/stat").exists() and _state(pid) != "Z"
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return bool(fields) and fields[0] != "Z"  # a zombie is gone, not reaped yet
 
 
-def _state(pid: int) -> str:
+def _stat(path: Path) -> list[str]:
+    """A /proc/<pid>/stat's fields after the command name (state, ppid, ...); [] when the
+    process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return path.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
