@@ -11,7 +11,14 @@ import signal
 import sys
 from typing import Any
 
-from engine.cli.interrupt import STOPPED, Interrupt, check, ending_on, say_interrupted
+from engine.cli.interrupt import (
+    STOPPED,
+    Interrupt,
+    check,
+    ending_on,
+    forget_unhandled_mark,
+    say_interrupted,
+)
 
 # the commands that change nothing before their walk: SIGTERM and SIGHUP end them as Ctrl-C
 # does (a destroy is `plan --destroy`, then apply); every other keeps their default
@@ -59,12 +66,32 @@ def _run(ending: tuple[int, ...] = ()) -> int:
             except KeyboardInterrupt:
                 code = STOPPED
                 Interrupt.seen = Interrupt.seen or "Ctrl-C"
+            except Exception as error:
+                if not (Interrupt.seen and _from_interrupt(error)):
+                    raise
+                code = STOPPED  # wrapped by the code it landed in (a class's __set_name__)
     except KeyboardInterrupt:  # one came while the handlers were being installed
         code = STOPPED
         Interrupt.seen = Interrupt.seen or "Ctrl-C"
     if Interrupt.seen and code == STOPPED:
         say_interrupted(Interrupt.seen)
+    if code == STOPPED:
+        forget_unhandled_mark()  # handled: exit 130, not CPython's -2
     return code
+
+
+def _from_interrupt(error: BaseException) -> bool:
+    """The error was raised by a KeyboardInterrupt (its cause or context chain holds one): Python
+    wraps one that lands in a class's `__set_name__` (dataclasses' fields, while ferry imports
+    its commands) as `RuntimeError: Error calling __set_name__ ...`."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def __getattr__(name: str) -> Any:

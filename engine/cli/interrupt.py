@@ -17,6 +17,7 @@ commands (typer, openstacksdk, pyVmomi: seconds).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -81,3 +82,15 @@ def say_interrupted(seen: str) -> None:
         sys.stderr.flush()
     with suppress(OSError):
         os.write(2, (interrupted_line(seen) + "\n").encode())
+
+
+def forget_unhandled_mark() -> None:
+    """Clear CPython's "KeyboardInterrupt unhandled" mark once ferry has handled the signal.
+    CPython 3.11 sets it (`_Py_UnhandledKeyboardInterrupt`, which makes the interpreter kill
+    itself with SIGINT at exit: exit -2 instead of 130) whenever a KeyboardInterrupt leaves
+    code run by `exec()` of a string, even when a caller catches it; dataclasses and
+    namedtuple build their methods that way, so a signal landing while ferry imports its
+    commands ended 8% of the time as -2 (Lib/dataclasses.py `_create_fn`; Python/pythonrun.c
+    `run_eval_code_obj`). Nothing when the interpreter has no such mark."""
+    with suppress(ValueError, AttributeError):
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
