@@ -52,13 +52,30 @@ class DestinationChecks(CutoverBase):
             )
         if server is None or server.action not in (Action.CREATE, Action.REPLACE):
             return
-        found = list(missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn)))
-        found += self._quota_short(name, size)
-        if found:
+        said = [c.message for c in missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn))]
+        said += [c.message for c in self._quota_short(name, size)]
+        said += self._name_taken(name, str(after.get("name") or ""))
+        if said:
             raise OpenStackError(
                 f"{Address('vm', name)}: changed since the plan: "
-                f"{'; '.join(c.message for c in found)}; the source was not powered off"
+                f"{'; '.join(said)}; the source was not powered off"
             )
+
+    def _name_taken(self, name: str, server_name: str) -> list[str]:
+        """The planner's server-name-taken concern against the servers of now: a server of the
+        cutover's name that ferry did not boot for this VM, made since the plan (break-it 12j
+        F4: a hand-made web01, then the source powered off for a second web01). Nothing when
+        the VM's server is recorded (a replace boots over ferry's own)."""
+        if not server_name or str(Address("vm", name, "server")) in self._records():
+            return []
+        taken = compute.others_named(self.ctx.conn, server_name, self.a.uuids[name] or "")
+        if not taken:
+            return []
+        return [
+            f"server {', '.join(taken)} named {server_name!r} exists and ferry did not boot it "
+            "for this VM: the cutover would boot a second one of that name; rename or delete "
+            "it, or set the VM's target_name"
+        ]
 
     def _scripts_readable(self, name: str) -> None:
         """The conversion's first-boot scripts (conversion.firstboot) can still be read here,

@@ -509,6 +509,20 @@ def find_server(conn: Any, vm_uuid: str) -> Any | None:
     return None
 
 
+def others_named(conn: Any, name: str, vm_uuid: str) -> list[str]:
+    """The IDs of the project's servers named `name` (exactly) that ferry did not boot for the
+    VM `vm_uuid` (no `ferry_vm` metadata of it): a cutover booting a server of that name would
+    make a second one beside them. Raises OpenStackError."""
+    try:
+        return [
+            str(s.id)
+            for s in conn.compute.servers(details=True)
+            if s.name == name and (s.metadata or {}).get("ferry_vm") != vm_uuid
+        ]
+    except os_exc.SDKException as exc:
+        raise OpenStackError(f"listing servers: {exc}") from exc
+
+
 def create_server(conn: Any, spec: ServerSpec) -> Any:
     flavor = conn.compute.find_flavor(spec.flavor, ignore_missing=True)
     if flavor is None:

@@ -29,7 +29,14 @@ def unreadable(*_: Any, **__: Any) -> None:
     raise SDKException("forbidden")
 
 
-def cloud(quotas: dict[str, tuple[int, int]], key_pairs: tuple[str, ...] = ("ops",)) -> Any:
+def cloud(
+    quotas: dict[str, tuple[int, int]],
+    key_pairs: tuple[str, ...] = ("ops",),
+    servers: tuple[tuple[str, str, dict[str, str]], ...] = (),
+) -> Any:
+    """The fake cloud: `quotas` by key (limit, used), the key pairs, the servers (id, name,
+    metadata)."""
+
     def quota_set(keys: tuple[str, ...]) -> Any:
         def read(_project: str, usage: bool) -> Any:
             limits = {k: quotas.get(k, (-1, 0))[0] for k in keys}
@@ -51,6 +58,9 @@ def cloud(quotas: dict[str, tuple[int, int]], key_pairs: tuple[str, ...] = ("ops
         compute=SimpleNamespace(
             find_flavor=lambda n, ignore_missing: medium if n == "m1.medium" else None,
             keypairs=lambda: [SimpleNamespace(name=k) for k in key_pairs],
+            servers=lambda details: [
+                SimpleNamespace(id=i, name=n, metadata=m) for i, n, m in servers
+            ],
             get_quota_set=quota_set(("instances", "cores", "ram")),
         ),
         block_storage=SimpleNamespace(
@@ -73,7 +83,7 @@ def cutover(
     store = SqliteStateStore(tmp_path / "ferry.db")
     port = ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"})
     store.write([port, *records], [])
-    after = {"flavor": "m1.medium", "key_pair": key_pair}
+    after = {"name": "web01", "flavor": "m1.medium", "key_pair": key_pair}
     changes = [
         Change("vm.web01.server", "server", Action.CREATE, "", None, after),
         Change(
@@ -197,3 +207,40 @@ def test_cinders_per_type_quotas_and_its_volume_cap_are_checked_before_the_power
     cutover(tmp_path, cloud({}), new=("ssd", "ssd")).ready_destination("web01")
     with pytest.raises(OpenStackError, match=said + r".*the source was not powered off$"):
         cutover(tmp_path, cloud(quotas), new=("ssd", "ssd")).ready_destination("web01")
+
+
+@pytest.mark.parametrize(
+    ("servers", "records", "refused"),
+    [
+        ((("s9", "web01", {}),), (), True),  # made by hand since the plan
+        ((("s9", "web01", {"ferry_vm": "other"}),), (), True),  # another VM's
+        ((("s9", "web01", {"ferry_vm": "u1"}),), (), False),  # ferry's for web01: reused
+        ((("s9", "web01-old", {}),), (), False),
+        (
+            (("s9", "web01", {}),),
+            (ResourceRecord("vm.web01.server", "server", Status.READY, {"server_id": "s9"}),),
+            False,
+        ),
+    ],
+    ids=["by-hand", "other-vm", "ferrys", "other-name", "recorded"],
+)
+def test_a_server_of_the_cutovers_name_made_since_the_plan_stops_before_the_power_off(
+    tmp_path: Path,
+    servers: tuple[tuple[str, str, dict[str, str]], ...],
+    records: tuple[ResourceRecord, ...],
+    refused: bool,
+) -> None:
+    """Break-it 12j F4's concern (server-name-taken) checked again before the power-off: a
+    server named as the VM's new one that ferry did not boot for it fails the cutover with the
+    source on."""
+    quotas = {"instances": (10, 1)}
+    check = cutover(tmp_path, cloud(quotas, servers=servers), records).ready_destination
+    if not refused:
+        check("web01")
+        return
+    with pytest.raises(
+        OpenStackError,
+        match=r"^vm.web01: changed since the plan: server s9 named 'web01' exists and ferry did "
+        r"not boot it for this VM: .* the source was not powered off$",
+    ):
+        check("web01")
