@@ -18,11 +18,12 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -88,51 +89,21 @@ def _ping(app: Any, node: str) -> tuple[bool, bool]:
 
 def restart(
     execv: Callable[[str, list[str]], object] = os.execv,
-    children: Callable[[], list[int]] | None = None,
+    children: Callable[[], list[psutil.Process]] | None = None,
 ) -> None:
-    """Stop this process's children (SIGTERM, then SIGKILL after CHILD_GRACE), then replace the
-    process with the same interpreter and original command line (sys.orig_argv)."""
-    found = (children or own_children)()
+    """Stop this process's children (SIGTERM, then SIGKILL after CHILD_GRACE; psutil checks a
+    PID still names the same process before each signal), then replace the process with the
+    same interpreter and original command line (sys.orig_argv)."""
+    found = (children or psutil.Process().children)()
     _signal(found, signal.SIGTERM)
-    deadline = time.monotonic() + CHILD_GRACE
-    while time.monotonic() < deadline and any(_alive(p) for p in found):
-        time.sleep(0.1)
-    _signal([p for p in found if _alive(p)], signal.SIGKILL)
+    _, alive = psutil.wait_procs(found, timeout=CHILD_GRACE)
+    _signal(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=CHILD_GRACE)
     logging.shutdown()
     execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def own_children(proc: Path = Path("/proc")) -> list[int]:
-    """The PIDs of this process's direct children (from /proc/<pid>/stat's ppid field)."""
-    me = os.getpid()
-    return [
-        int(stat.parent.name)
-        for stat in proc.glob("[0-9]*/stat")
-        if (fields := _stat(stat)) and int(fields[1]) == me
-    ]
-
-
-def _signal(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            continue
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    fields = _stat(Path(f"/proc/{pid}/stat"))
-    return bool(fields) and fields[0] != "Z"  # a zombie is gone, not reaped yet
-
-
-def _stat(path: Path) -> list[str]:
-    """A /proc/<pid>/stat's fields after the command name (state, ppid, ...); [] when the
-    process is gone."""
-    try:
-        return path.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
+def _signal(processes: list[psutil.Process], sig: signal.Signals) -> None:
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            process.send_signal(sig)
