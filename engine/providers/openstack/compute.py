@@ -17,7 +17,7 @@ from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
 from engine.providers.openstack.read import newer_snapshots as taken_after
-from engine.providers.openstack.retry import transient
+from engine.providers.openstack.retry import answer, transient
 from engine.providers.openstack.volumes import snapshots_of, wait_volume
 from engine.providers.openstack.waits import wait_for
 from engine.units import MiB, human
@@ -125,7 +125,7 @@ def ensure_conversion_host(conn: Any, spec: HostSpec) -> tuple[str, str, bool]:
     try:
         server = conn.compute.create_server(**fields)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"booting conversion host {spec.name}: {exc}") from exc
+        raise OpenStackError(f"booting conversion host {spec.name}: {answer(exc)}") from exc
     return str(wait_active(conn, str(server.id)).id), group, True
 
 
@@ -244,7 +244,7 @@ def delete_port(conn: Any, port_id: str) -> None:
     try:
         conn.network.delete_port(port_id, ignore_missing=True)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"deleting port {port_id}: {exc}") from exc
+        raise OpenStackError(f"deleting port {port_id}: {answer(exc)}") from exc
 
 
 def port_exists(conn: Any, port_id: str) -> bool:
@@ -252,7 +252,7 @@ def port_exists(conn: Any, port_id: str) -> bool:
     try:
         return conn.network.find_port(port_id, ignore_missing=True) is not None
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"looking up port {port_id}: {exc}") from exc
+        raise OpenStackError(f"looking up port {port_id}: {answer(exc)}") from exc
 
 
 def flavor_exists(conn: Any, name: str) -> bool:
@@ -260,7 +260,7 @@ def flavor_exists(conn: Any, name: str) -> bool:
     try:
         return conn.compute.find_flavor(name, ignore_missing=True) is not None
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"looking up flavor {name}: {exc}") from exc
+        raise OpenStackError(f"looking up flavor {name}: {answer(exc)}") from exc
 
 
 def flavor_size(conn: Any, name: str) -> tuple[int, int] | None:
@@ -269,7 +269,7 @@ def flavor_size(conn: Any, name: str) -> tuple[int, int] | None:
     try:
         found = conn.compute.find_flavor(name, ignore_missing=True)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"looking up flavor {name}: {exc}") from exc
+        raise OpenStackError(f"looking up flavor {name}: {answer(exc)}") from exc
     return None if found is None else (int(found.vcpus), int(found.ram))
 
 
@@ -299,7 +299,7 @@ def ensure_flavor(
             f"creating flavor {name!r} needs an admin role in the destination: {exc}"
         ) from exc
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"flavor {name!r}: {exc}") from exc
+        raise OpenStackError(f"flavor {name!r}: {answer(exc)}") from exc
     return str(flavor.id), True
 
 
@@ -307,7 +307,7 @@ def delete_flavor(conn: Any, flavor_id: str) -> None:
     try:
         conn.compute.delete_flavor(flavor_id, ignore_missing=True)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"deleting flavor {flavor_id}: {exc}") from exc
+        raise OpenStackError(f"deleting flavor {flavor_id}: {answer(exc)}") from exc
 
 
 # -- protection snapshots -----------------------------------------------------------------------
@@ -345,7 +345,7 @@ def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
             metadata={"ferry_protects": volume_id},
         )
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"protecting volume {volume_id}: {exc}") from exc
+        raise OpenStackError(f"protecting volume {volume_id}: {answer(exc)}") from exc
     _wait_snapshot(conn, snapshot.id)
     return str(snapshot.id)
 
@@ -370,9 +370,13 @@ def revert(conn: Any, volume_id: str, snapshot_id: str) -> bool:
     except os_exc.BadRequestException as exc:
         if "not the latest" in str(exc):
             return False
-        raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
+        raise OpenStackError(
+            f"reverting volume {volume_id} to {snapshot_id}: {answer(exc)}"
+        ) from exc
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"reverting volume {volume_id} to {snapshot_id}: {exc}") from exc
+        raise OpenStackError(
+            f"reverting volume {volume_id} to {snapshot_id}: {answer(exc)}"
+        ) from exc
     wait_volume(conn, volume_id, "available")
     _wait_snapshot(conn, snapshot_id)
     return True
@@ -397,7 +401,7 @@ def snapshot_exists(conn: Any, snapshot_id: str) -> bool:
     except os_exc.NotFoundException:
         return False
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"reading snapshot {snapshot_id}: {exc}") from exc
+        raise OpenStackError(f"reading snapshot {snapshot_id}: {answer(exc)}") from exc
     return True
 
 
@@ -405,7 +409,7 @@ def delete_snapshot(conn: Any, snapshot_id: str) -> None:
     try:
         conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"deleting snapshot {snapshot_id}: {exc}") from exc
+        raise OpenStackError(f"deleting snapshot {snapshot_id}: {answer(exc)}") from exc
 
 
 # -- servers ----------------------------------------------------------------------------------
@@ -495,7 +499,7 @@ def conversion_server(conn: Any, name: str) -> Any | None:
             "delete the others, or give the host's server ID as its name"
         ) from exc
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"finding conversion host {name!r}: {exc}") from exc
+        raise OpenStackError(f"finding conversion host {name!r}: {answer(exc)}") from exc
 
 
 def find_server(conn: Any, vm_uuid: str) -> Any | None:
@@ -505,7 +509,7 @@ def find_server(conn: Any, vm_uuid: str) -> Any | None:
             if (server.metadata or {}).get("ferry_vm") == vm_uuid:
                 return server
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"listing servers: {exc}") from exc
+        raise OpenStackError(f"listing servers: {answer(exc)}") from exc
     return None
 
 
@@ -520,7 +524,7 @@ def others_named(conn: Any, name: str, vm_uuid: str) -> list[str]:
             if s.name == name and (s.metadata or {}).get("ferry_vm") != vm_uuid
         ]
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"listing servers: {exc}") from exc
+        raise OpenStackError(f"listing servers: {answer(exc)}") from exc
 
 
 def create_server(conn: Any, spec: ServerSpec) -> Any:
@@ -541,7 +545,7 @@ def create_server(conn: Any, spec: ServerSpec) -> Any:
     try:
         return conn.compute.create_server(**fields)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"booting server {spec.name}: {exc}") from exc
+        raise OpenStackError(f"booting server {spec.name}: {answer(exc)}") from exc
 
 
 def wait_active(conn: Any, server_id: str, timeout: float = 600.0) -> Any:
@@ -572,4 +576,4 @@ def delete_server(conn: Any, server_id: str, timeout: float = 300.0) -> None:
     except os_exc.NotFoundException:
         return
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"deleting server {server_id}: {exc}") from exc
+        raise OpenStackError(f"deleting server {server_id}: {answer(exc)}") from exc

@@ -21,7 +21,7 @@ from openstack import exceptions as os_exc
 from engine.errors import ConversionError, OpenStackError, StoppedError, one_line
 from engine.proc import child_env
 from engine.providers.openstack.read import STATE_KEY, handed
-from engine.providers.openstack.retry import transient
+from engine.providers.openstack.retry import answer, transient
 from engine.providers.openstack.volumes import wait_volume
 from engine.providers.openstack.waits import wait_for
 from engine.units import human
@@ -155,7 +155,7 @@ def upload(
         image_id = str(conn.image.post("/images", json=body).json()["id"])
         _send(conn, image_id, path, stop)
     except (os_exc.SDKException, ksa_exc.ClientException) as exc:
-        raise OpenStackError(f"uploading {path} to Glance as {name}: {exc}") from exc
+        raise OpenStackError(f"uploading {path} to Glance as {name}: {answer(exc)}") from exc
     active = wait_for(
         lambda: conn.image.get_image(image_id),
         f"image {image_id}",
@@ -246,7 +246,7 @@ def set_properties(
         if ops:
             conn.image.patch(f"/images/{image_id}", json=ops, headers=PATCH)
     except (os_exc.SDKException, ksa_exc.ClientException) as exc:
-        raise OpenStackError(f"updating the properties of image {image_id}: {exc}") from exc
+        raise OpenStackError(f"updating the properties of image {image_id}: {answer(exc)}") from exc
     return [str(op["path"])[1:] for op in ops]
 
 
@@ -306,7 +306,9 @@ def volume_from_image(
             metadata=dict(metadata),
         )
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"creating volume {name} from image {image_id}: {exc}") from exc
+        raise OpenStackError(
+            f"creating volume {name} from image {image_id}: {answer(exc)}"
+        ) from exc
     created(str(volume.id))
     wait_volume(conn, str(volume.id), "available", timeout=timeout)
     return str(volume.id)

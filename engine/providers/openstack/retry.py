@@ -48,15 +48,26 @@ def transient(call: Callable[[], T], what: str, *, attempts: int = ATTEMPTS) -> 
             return call()
         except (os_exc.SDKException, ksa_exc.ClientException) as exc:
             if not is_transient(exc):
-                raise OpenStackError(f"{what}: {_first_line(exc)}") from exc
+                raise OpenStackError(f"{what}: {answer(exc)}") from exc
             if attempt == attempts:
                 raise OpenStackError(
-                    f"{what}: still failing after {attempts} attempts: {_first_line(exc)}"
+                    f"{what}: still failing after {attempts} attempts: {answer(exc)}"
                 ) from exc
-            log.warning("%s: %s; retrying in %.0f s", what, _first_line(exc), delay)
+            log.warning("%s: %s; retrying in %.0f s", what, answer(exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
     raise AssertionError("unreachable")
+
+
+def answer(exc: BaseException) -> str:
+    """The cloud's answer in a user's words: for an HTTP error the service's own message and
+    its status (`VolumeSizeExceedsAvailableQuota: Requested volume ... (HTTP 413)`), not
+    openstacksdk's text, which leads with its class name and the endpoint's internal URL
+    (break-it 12j M3); any other error's first two lines."""
+    said = str(exc.details or "").strip() if isinstance(exc, os_exc.HttpException) else ""
+    if said not in ("", "{}"):  # "{}": an empty JSON body
+        return f"{one_line(said)} (HTTP {getattr(exc, 'status_code', None)})"
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
-from engine.providers.openstack.retry import transient
+from engine.providers.openstack.retry import answer, transient
 from engine.providers.openstack.waits import wait_for
 
 ATTACHMENT_MICROVERSION = "3.27"  # attachments API with connection_info
@@ -240,7 +240,7 @@ def create_volume(
             name=name, size=size_gib, volume_type=volume_type, metadata=metadata
         )
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"creating volume {name}: {exc}") from exc
+        raise OpenStackError(f"creating volume {name}: {answer(exc)}") from exc
     return wait_volume(conn, volume.id, "available") if wait else volume
 
 
@@ -362,7 +362,7 @@ def encrypted(conn: Any, volume_id: str) -> bool:
     try:
         return bool(conn.block_storage.get_volume(volume_id).is_encrypted)
     except os_exc.SDKException as exc:
-        raise OpenStackError(f"reading volume {volume_id} failed: {exc}") from exc
+        raise OpenStackError(f"reading volume {volume_id} failed: {answer(exc)}") from exc
 
 
 def extend(conn: Any, volume_id: str, size_gib: int, attached_to: str | None = None) -> bool:

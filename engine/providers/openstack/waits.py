@@ -13,7 +13,7 @@ from keystoneauth1 import exceptions as ksa_exc
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
-from engine.providers.openstack.retry import is_transient, log
+from engine.providers.openstack.retry import answer, is_transient, log
 
 
 def wait_for(
@@ -36,7 +36,7 @@ def wait_for(
             resource = fetch()
         except (os_exc.SDKException, ksa_exc.ClientException) as exc:
             if not is_transient(exc) or time.monotonic() > deadline:
-                raise OpenStackError(f"{what}: {exc}") from exc
+                raise OpenStackError(f"{what}: {answer(exc)}") from exc
             log.warning("%s: %s; still waiting", what, str(exc).splitlines()[0])
             time.sleep(max_delay)
             continue
