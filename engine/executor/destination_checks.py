@@ -47,8 +47,8 @@ class DestinationChecks(CutoverBase):
         if missing:
             raise OpenStackError(
                 f"{Address('vm', name)}: {', '.join(missing)} that its server needs no longer "
-                "exist (deleted since the plan): run `ferry plan` again; the source was not "
-                "powered off"
+                f"exist{'s' if len(missing) == 1 else ''} (deleted since the plan): run `ferry "
+                "plan` again; the source was not powered off"
             )
         if server is None or server.action not in (Action.CREATE, Action.REPLACE):
             return

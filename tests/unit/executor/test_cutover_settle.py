@@ -151,7 +151,7 @@ def test_a_port_or_flavor_gone_since_the_plan_stops_before_the_power_off(tmp_pat
     )
     server = Change("vm.web01.server", "server", Action.CREATE, "", None, {"flavor": "m1.medium"})
     cut = cutover(store, None, [server], conn=conn)
-    with pytest.raises(OpenStackError, match="port p1 that its server needs no longer exist"):
+    with pytest.raises(OpenStackError, match="port p1 that its server needs no longer exists "):
         cut.ready_destination("web01")
     ports.add("p1")
     cut.ready_destination("web01")
