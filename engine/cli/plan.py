@@ -22,6 +22,7 @@ from engine.errors import InvalidSpecError, UserError
 from engine.model.desired import ConcernLevel
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan, VMPlan
 from engine.planner import planfile
+from engine.planner.diff.lineage import UNLABELED
 from engine.planner.make import make_plan
 from engine.planner.refresh import refresh
 from engine.spec.load import Loaded
@@ -62,24 +63,29 @@ AdoptLineageOption = Annotated[
         "--adopt-lineage",
         help="With a spec: adopt the volumes (and, with output: image, the Glance images) of a "
         "lost ferry state, named by its lineage (the lineage a refused volume's or image's "
-        "concern names; repeatable); adopting writes this state's lineage on them.",
+        "concern names; repeatable), or 'unlabeled': those an older ferry made without a "
+        "lineage beside a running server; adopting writes this state's lineage on them.",
     ),
 ]
 
 
 def lineages(values: list[str] | None) -> tuple[str, ...]:
     """The --adopt-lineage values, each a state lineage (a UUID, as `ferry state list` and a
-    refused volume's concern print it).
+    refused volume's concern print it) or `unlabeled` (objects an older ferry made without a
+    lineage: engine.planner.diff.lineage).
 
-    Raises UserError (one that is not a UUID)."""
+    Raises UserError (one that is neither)."""
     out = []
     for value in values or []:
+        if value.strip().lower() == UNLABELED:
+            out.append(UNLABELED)
+            continue
         try:
             out.append(str(uuid.UUID(value.strip())))
         except ValueError:
             raise UserError(
                 f"--adopt-lineage {value!r} is not a state lineage (a UUID, as the concern of "
-                "a volume of another state names it)"
+                f"a volume of another state names it) nor {UNLABELED!r}"
             ) from None
     return tuple(dict.fromkeys(out))
 

@@ -25,6 +25,7 @@ from engine.executor.host import SyncJob, source_of
 from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
+from engine.planner.diff.lineage import LABEL, label_only
 from engine.providers.openstack import compute, images, volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.snapshots import DiskInfo
@@ -429,7 +430,10 @@ class ImageCutover:
             return
         after = dict(change.after or {})
         if change.action is Action.UPDATE:
-            self._properties(change, before, after)
+            if after.pop(LABEL, None):
+                self._label_image(change.address, str(before["image_id"]))
+            if not label_only(change):
+                self._properties(change, before, after)
             return
         if change.action is Action.READ:  # a lost state adopts a server's image as it is
             self._adopted(change, "image", "image_id")
@@ -490,6 +494,18 @@ class ImageCutover:
             f"{change.address}: adopted {what} {after[id_key]}",
         )
 
+    def _label_image(self, address: str, image_id: str) -> None:
+        """Stamp this state's lineage (`ferry_state`) on an image it records that carries none
+        (uploaded by an older ferry: engine.planner.diff.lineage), metadata only. Raises
+        OpenStackError (another state took it over since the plan)."""
+        images.set_properties(
+            self.a.ctx.conn, image_id, {STATE_KEY: self.a.lineage}, lineage=self.a.lineage
+        )
+        self.a.ctx.say(
+            Address.parse(address).name,
+            f"{address}: image {image_id} labelled with this state's lineage",
+        )
+
     def check_image_owned(self, address: str, image_id: str) -> None:
         """Right before a step deletes an image this state records: its `ferry_state` must
         still name this state (or nothing). An image another ferry state took over since the
@@ -540,6 +556,7 @@ class ImageCutover:
         """The boot volume made from an image: its image metadata set to the plan's, the keys it
         no longer has removed (Cinder). Raises OpenStackError."""
         after = dict(change.after or {})
+        after.pop(LABEL, None)
         unset = [str(k) for k in after.pop("unset", None) or ()]
         volume_id = str(before["volume_id"])
         self.a.check_owned(change.address, volume_id, "written")
@@ -563,7 +580,10 @@ class ImageCutover:
         address = Address.parse(change.address)
         before = self._attrs(change.address) or dict(change.before or {})
         if change.action is Action.UPDATE:
-            self._image_metadata(change, before)
+            if (change.after or {}).get(LABEL):
+                self.a.label_volume(change.address, str(before["volume_id"]))
+            if not label_only(change):
+                self._image_metadata(change, before)
             return
         if change.action is Action.READ:  # a lost state adopts a server's volume as it is
             self._adopted(change, "image_volume", "volume_id")
