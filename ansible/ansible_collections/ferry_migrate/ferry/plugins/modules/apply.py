@@ -121,6 +121,7 @@ stdout:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry import (
     STATE_OPTION,
+    as_options,
     error_line,
     ferry_errors,
     refuse_state_password,
@@ -197,8 +198,9 @@ def run(params: dict, check_mode: bool) -> dict:
     if code:
         lines = [x for x in out["stdout"].splitlines() if x.startswith(("failed:", "stopped:"))]
         out["failed"] = True
-        out["msg"] = (lines[0] if lines else out["stdout"].strip().splitlines()[-1]) + (
-            f" ({len(lines)} steps failed; see log)" if len(lines) > 1 else ""
+        out["msg"] = as_options(
+            (lines[0] if lines else out["stdout"].strip().splitlines()[-1])
+            + (f" ({len(lines)} steps failed; see log)" if len(lines) > 1 else "")
         )
     return out
 

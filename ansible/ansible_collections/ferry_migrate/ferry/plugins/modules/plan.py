@@ -102,6 +102,7 @@ saved:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry import (
     STATE_OPTION,
+    as_options,
     error_line,
     ferry_errors,
     refuse_state_password,
@@ -162,7 +163,7 @@ def run(params: dict, check_mode: bool) -> dict:
         blocked = blocked_reasons([v for v in result.vms if v.blocked])
         said = errors[0] if errors else f"blocked by errors: {'; '.join(blocked)}"
         out["failed"] = True
-        out["msg"] = f"{said}: fix it and plan again ({out['summary']})"
+        out["msg"] = as_options(f"{said}: fix it and plan again ({out['summary']})")
         return out
     if params["out"] and not check_mode:
         out["saved"] = planfile.save(result, Path(params["out"]), spec)
