@@ -48,6 +48,8 @@ options:
       - Lineages of lost ferry states whose volumes (and, with output image, Glance images) this
         state adopts (the lineage a refused volume's or image's error names), as
         C(ferry plan --adopt-lineage). Adopting writes this state's lineage on them.
+      - C(unlabeled) takes over the objects an older ferry made without a lineage beside a
+        running server (the C(unlabeled-beside-server) error names them).
     type: list
     elements: str
     default: []
