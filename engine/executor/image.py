@@ -29,7 +29,7 @@ from engine.planner.diff.lineage import LABEL, label_only
 from engine.providers.openstack import compute, images, volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.units import duration
+from engine.units import duration, human
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -441,11 +441,16 @@ class ImageCutover:
         path = planned_path(self.a, str(after["file"]))
         after["file"] = str(path)
         self._check_converted_file(change.address, path)
-        upload = path
         stop = self.a.ctx.stop
-        if after["disk_format"] == "qcow2":
-            upload = path.with_suffix(".qcow2")
-            images.to_qcow2(path, upload, stop)
+        upload, disk_format = images.upload_file(path, str(after["disk_format"]), stop)
+        if disk_format != after["disk_format"]:
+            self.a.ctx.say(
+                name,
+                f"{change.address}: its qcow2 copy is not smaller than the disk's "
+                f"{human(path.stat().st_size)} (fully allocated): the raw file is uploaded "
+                "(Cinder refuses an image larger than its volume)",
+            )
+            after["disk_format"] = disk_format
         # this state's older upload(s) of the disk, deleted once the new one is active (kept
         # in the record until then: a killed apply's next upload still knows them)
         replaces = [str(i) for i in before.get("replaces") or ()]
