@@ -286,14 +286,15 @@ def diff(
         vm_list, stuck = _attachment_repairs(
             vm, vm_list, records, observed, servers=servers, data=data
         )
-        estimate = downtime(vm, vm_list, throughput, conversions)
+        copies = [c for c in vm_list if not lineage.label_only(c)]  # a label moves no bytes
+        estimate = downtime(vm, copies, throughput, conversions)
         concerns = (
             vm.concerns
             + held
             + stuck
             + over_budget(vm, estimate)
-            + full_in_window(vm, vm_list)
-            + unmeasured_in_window(vm, vm_list)
+            + full_in_window(vm, copies)
+            + unmeasured_in_window(vm, copies)
             + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
             + running_after_cutover(
                 vm,
@@ -353,9 +354,9 @@ def diff(
             + (not_verified(vm, vm_list) if data.verify else ())
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
-            concerns += budget.take(demand(vm, vm_list))
+            concerns += budget.take(demand(vm, copies))
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
-            concerns += work_dir.take(vm, vm_list)
+            concerns += work_dir.take(vm, copies)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate, vm_list))
         if not blocked:
