@@ -28,6 +28,7 @@ from engine.cli.plan import (
     StateOption,
     blocked_reasons,
     check_shared_state,
+    check_state_dir,
     lineages,
     load_spec,
     render,
@@ -164,6 +165,7 @@ def prepare(
     if saved is not None:  # a spec was checked by _plan_for, before its refresh
         check_shared_state(spec, location)
         _check_fresh(plan, spec, location, spec_option)
+        check_state_dir(location)
     return plan, spec, saved, location
 
 
@@ -186,6 +188,7 @@ def _plan_for(
             )
         spec = dict(load_spec(target).data)
         location = state_location(spec, state)
+        check_state_dir(location)
         check_shared_state(spec, location)
         _check_unlocked(location)
         observed = refresh(spec, location, os.environ)

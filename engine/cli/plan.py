@@ -22,11 +22,12 @@ from engine.errors import InvalidSpecError, UserError
 from engine.model.desired import ConcernLevel
 from engine.model.plan import SYMBOLS, VERIFY_PHRASES, Action, Change, Plan, VMPlan
 from engine.planner import planfile
+from engine.planner.diff.lineage import UNLABELED
 from engine.planner.make import make_plan
 from engine.planner.refresh import refresh
 from engine.spec.load import Loaded
 from engine.spec.validate import validate_file
-from engine.statestore import StateLocation, locate
+from engine.statestore import DEFAULT_PATH, StateLocation, locate
 from engine.units import duration, human
 
 COLORS = {
@@ -62,30 +63,71 @@ AdoptLineageOption = Annotated[
         "--adopt-lineage",
         help="With a spec: adopt the volumes (and, with output: image, the Glance images) of a "
         "lost ferry state, named by its lineage (the lineage a refused volume's or image's "
-        "concern names; repeatable); adopting writes this state's lineage on them.",
+        "concern names; repeatable), or 'unlabeled': those an older ferry made without a "
+        "lineage beside a running server; adopting writes this state's lineage on them.",
     ),
 ]
 
 
 def lineages(values: list[str] | None) -> tuple[str, ...]:
     """The --adopt-lineage values, each a state lineage (a UUID, as `ferry state list` and a
-    refused volume's concern print it).
+    refused volume's concern print it) or `unlabeled` (objects an older ferry made without a
+    lineage: engine.planner.diff.lineage).
 
-    Raises UserError (one that is not a UUID)."""
+    Raises UserError (one that is neither)."""
     out = []
     for value in values or []:
+        if value.strip().lower() == UNLABELED:
+            out.append(UNLABELED)
+            continue
         try:
             out.append(str(uuid.UUID(value.strip())))
         except ValueError:
             raise UserError(
                 f"--adopt-lineage {value!r} is not a state lineage (a UUID, as the concern of "
-                "a volume of another state names it)"
+                f"a volume of another state names it) nor {UNLABELED!r}"
             ) from None
     return tuple(dict.fromkeys(out))
 
 
 def state_location(spec: dict[str, Any] | None, option: str | None) -> StateLocation:
     return locate((spec or {}).get("state"), option, os.environ)
+
+
+def missing_state_dir(location: StateLocation) -> Path | None:
+    """The directory of a SQLite state file that does not exist, None when it does (or the
+    state is PostgreSQL's, or ferry's default `state/ferry.db`, whose folder an apply makes): a
+    --state path with a typo made a new state wherever it pointed (break-it 16c L4). Terraform's
+    local backend, too, creates only the state file, never its directory."""
+    path = location.path
+    if location.backend != "sqlite" or path is None or path == DEFAULT_PATH:
+        return None
+    return None if path.parent.is_dir() else path.parent
+
+
+def new_state_line(location: StateLocation) -> str:
+    """What a plan says of a SQLite state file that does not exist yet ("" when it exists):
+    the first apply creates it, or refuses it when its directory does not exist."""
+    if location.backend != "sqlite" or location.exists():
+        return ""
+    missing = missing_state_dir(location)
+    if missing is not None:
+        return (
+            f"new state at {location.display}: no such file, and its directory {missing} does "
+            "not exist: apply refuses it (create the directory, or fix the state's path)"
+        )
+    return f"new state at {location.display} (no such file yet: the first apply creates it)"
+
+
+def check_state_dir(location: StateLocation) -> None:
+    """Refuse a SQLite state whose directory does not exist (missing_state_dir). Raises
+    UserError (one line); nothing is touched."""
+    missing = missing_state_dir(location)
+    if missing is not None and not location.exists():
+        raise UserError(
+            f"state {location.display}: its directory {missing} does not exist (ferry creates "
+            "the state file, not its directory): create it, or fix the state's path"
+        )
 
 
 def check_shared_state(spec: dict[str, Any], location: StateLocation) -> None:
@@ -138,7 +180,7 @@ def plan(
         targets = tuple(Address.parse(t) for t in target or [])
         if out is not None:
             planfile.check_writable(out)  # at once, not after minutes of refresh
-        result = plan_spec(
+        result, location = located_plan(
             spec,
             state,
             targets,
@@ -153,10 +195,15 @@ def plan(
             out = None
         if out is not None:
             sealed = planfile.save(result, out, spec)
+        new = new_state_line(location)
         if as_json:
             typer.echo(json.dumps(planfile.to_json(result), indent=2, ensure_ascii=False))
+            if new:  # stdout holds the JSON only
+                typer.echo(new, err=True)
         else:
             render(result, make_console())
+            if new:
+                typer.echo(new)
             if out is not None:
                 typer.echo(saved_line(out, sealed, os.environ))
         raise typer.Exit(exit_code(result, detailed_exitcode))
@@ -176,6 +223,21 @@ def plan_spec(
     library entry point of `ferry plan` and the Ansible collection's plan module.
 
     Raises InvalidSpecError (the spec's error lines), UserError and the readers' FerryErrors."""
+    return located_plan(
+        spec, state, targets, destroy=destroy, verify=verify, adopt_lineages=adopt_lineages
+    )[0]
+
+
+def located_plan(
+    spec: Path,
+    state: str | None = None,
+    targets: tuple[Address, ...] = (),
+    *,
+    destroy: bool = False,
+    verify: bool = False,
+    adopt_lineages: tuple[str, ...] = (),
+) -> tuple[Plan, StateLocation]:
+    """plan_spec's plan and the location of the state it read. Raises as plan_spec."""
     if verify and destroy:
         raise UserError("--verify compares replicas with their source; --destroy deletes them")
     loaded = load_spec(spec)
@@ -183,7 +245,7 @@ def plan_spec(
     location = state_location(data, state)
     check_shared_state(data, location)
     observed = refresh(data, location, os.environ)
-    return make_plan(
+    made = make_plan(
         data,
         observed.inventory,
         observed.destination,
@@ -194,6 +256,7 @@ def plan_spec(
         verify=verify,
         adopt_lineages=adopt_lineages,
     )
+    return made, location
 
 
 def saved_line(out: Path, sealed: str, env: Mapping[str, str]) -> str:

@@ -25,10 +25,11 @@ from engine.executor.host import SyncJob, source_of
 from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
+from engine.planner.diff.lineage import LABEL, label_only
 from engine.providers.openstack import compute, images, volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.snapshots import DiskInfo
-from engine.units import duration
+from engine.units import duration, human
 
 if TYPE_CHECKING:
     from engine.executor.apply import Applier
@@ -429,7 +430,10 @@ class ImageCutover:
             return
         after = dict(change.after or {})
         if change.action is Action.UPDATE:
-            self._properties(change, before, after)
+            if after.pop(LABEL, None):
+                self._label_image(change.address, str(before["image_id"]))
+            if not label_only(change):
+                self._properties(change, before, after)
             return
         if change.action is Action.READ:  # a lost state adopts a server's image as it is
             self._adopted(change, "image", "image_id")
@@ -437,11 +441,16 @@ class ImageCutover:
         path = planned_path(self.a, str(after["file"]))
         after["file"] = str(path)
         self._check_converted_file(change.address, path)
-        upload = path
         stop = self.a.ctx.stop
-        if after["disk_format"] == "qcow2":
-            upload = path.with_suffix(".qcow2")
-            images.to_qcow2(path, upload, stop)
+        upload, disk_format = images.upload_file(path, str(after["disk_format"]), stop)
+        if disk_format != after["disk_format"]:
+            self.a.ctx.say(
+                name,
+                f"{change.address}: its qcow2 copy is not smaller than the disk's "
+                f"{human(path.stat().st_size)} (fully allocated): the raw file is uploaded "
+                "(Cinder refuses an image larger than its volume)",
+            )
+            after["disk_format"] = disk_format
         # this state's older upload(s) of the disk, deleted once the new one is active (kept
         # in the record until then: a killed apply's next upload still knows them)
         replaces = [str(i) for i in before.get("replaces") or ()]
@@ -488,6 +497,18 @@ class ImageCutover:
         self.a.ctx.say(
             Address.parse(change.address).name,
             f"{change.address}: adopted {what} {after[id_key]}",
+        )
+
+    def _label_image(self, address: str, image_id: str) -> None:
+        """Stamp this state's lineage (`ferry_state`) on an image it records that carries none
+        (uploaded by an older ferry: engine.planner.diff.lineage), metadata only. Raises
+        OpenStackError (another state took it over since the plan)."""
+        images.set_properties(
+            self.a.ctx.conn, image_id, {STATE_KEY: self.a.lineage}, lineage=self.a.lineage
+        )
+        self.a.ctx.say(
+            Address.parse(address).name,
+            f"{address}: image {image_id} labelled with this state's lineage",
         )
 
     def check_image_owned(self, address: str, image_id: str) -> None:
@@ -540,6 +561,7 @@ class ImageCutover:
         """The boot volume made from an image: its image metadata set to the plan's, the keys it
         no longer has removed (Cinder). Raises OpenStackError."""
         after = dict(change.after or {})
+        after.pop(LABEL, None)
         unset = [str(k) for k in after.pop("unset", None) or ()]
         volume_id = str(before["volume_id"])
         self.a.check_owned(change.address, volume_id, "written")
@@ -563,7 +585,10 @@ class ImageCutover:
         address = Address.parse(change.address)
         before = self._attrs(change.address) or dict(change.before or {})
         if change.action is Action.UPDATE:
-            self._image_metadata(change, before)
+            if (change.after or {}).get(LABEL):
+                self.a.label_volume(change.address, str(before["volume_id"]))
+            if not label_only(change):
+                self._image_metadata(change, before)
             return
         if change.action is Action.READ:  # a lost state adopts a server's volume as it is
             self._adopted(change, "image_volume", "volume_id")

@@ -48,6 +48,18 @@ class VolumeOwnership(Placement):
                 "never deletes or writes it)"
             )
 
+    def label_volume(self, address: str, volume_id: str) -> None:
+        """Stamp this state's lineage (`ferry_state`) on a volume it records that carries none
+        (made by an older ferry: engine.planner.diff.lineage), metadata only; from then on
+        another state's plan neither adopts nor deletes it. Raises OpenStackError (another
+        state took it over since the plan)."""
+        self.check_owned(address, volume_id, "written")
+        volumes.set_metadata(self.ctx.conn, volume_id, {STATE_KEY: self.lineage})
+        self.ctx.say(
+            Address.parse(address).name,
+            f"{address}: volume {volume_id} labelled with this state's lineage",
+        )
+
     def _repair_attachments(self, change: Change) -> None:
         """Delete the stale Cinder attachments of ferry's the plan found on the change's volume
         (a failed attach left them `reserved`: the volume cannot be attached again). Idempotent:

@@ -33,6 +33,7 @@ from engine.model.state import (
     resumable_delta,
 )
 from engine.planner.diff.attachments import repair_only
+from engine.planner.diff.lineage import LABEL
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY
@@ -79,6 +80,9 @@ class VolumeSteps(VolumeOwnership):
         address = Address.parse(change.address)
         record = self.ctx.store.read().resources.get(change.address)
         before = dict(record.attributes) if record else dict(change.before or {})
+        if change.action is Action.UPDATE and (change.after or {}).get(LABEL):
+            self.label_volume(change.address, str(before["volume_id"]))  # nothing copied
+            return
         self._repair_attachments(change)
         if repair_only(change):  # nothing to copy: the record stays as it was
             return

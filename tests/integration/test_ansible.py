@@ -96,6 +96,7 @@ def test_playbook_plans_applies_and_is_idempotent(lab: Lab, tmp_path: Path) -> N
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"{head}\nvms:\n  - name: build-old\n    verify: false\n")
     state = tmp_path / "state" / "ferry.db"
+    state.parent.mkdir()  # ferry makes the state file, not its directory (break-it 16c L4)
     (tmp_path / "vars.yml").write_text(
         yaml.safe_dump(
             {

@@ -124,6 +124,7 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     assert again.returncode == 0, again.stdout + again.stderr
     lineage = lineage_of(state)  # whose image and volume: this state's, as every ferry volume
     assert (image.properties["ferry_state"], metadata_of(conn, volume_id)) == (lineage, lineage)
+    labelled_by_its_state(lab, conn, spec, state, (image_id, volume_id), tmp_path / "fresh.db")
     properties_updated(lab, conn, spec, state, image_id, volume_id)
     lost = tmp_path / "lost.db"
     adopted_by_a_lost_state(lab, conn, spec, lost, (image_id, volume_id, uuid), lineage)
@@ -144,6 +145,35 @@ def cut_over(lab: Lab, conn: Any, spec: Path, state: Path, uuid: str, tmp_path: 
     assert metadata_of(conn, volume_id) == lineage_of(lost)
     assert conn.compute.get_server(server.id).status == "ACTIVE"
     assert not path.exists() and not path.parent.parent.exists()  # the state's folder too
+
+
+def labelled_by_its_state(
+    lab: Lab, conn: Any, spec: Path, state: Path, made: tuple[str, str], fresh: Path
+) -> None:
+    """The image and volume as an older ferry left them, without `ferry_state` (break-it 16c
+    F1, high: a fresh state adopted them with the server, and its --destroy deleted it): a
+    fresh state's plan adopts nothing (one error naming them), and their state's next apply
+    labels them in place with its lineage (metadata only)."""
+    image_id, volume_id = made
+    images.set_properties(conn, image_id, {}, ["ferry_state"])
+    conn.block_storage.delete_volume_metadata(volume_id, keys=["ferry_state"])
+    refused = ferry(
+        lab, "plan", str(spec), "--target", "vm.build-old", "--state", str(fresh),
+        "--detailed-exitcode",
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    said = f"carry no ferry state lineage ({image_id}, {volume_id}: made by an older ferry)"
+    assert said in " ".join(refused.stdout.split()), refused.stdout
+    done = apply(lab, spec, "vm.build-old", state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for what, object_id in (("image", image_id), ("volume", volume_id)):
+        assert f"{what} {object_id} labelled with this state's lineage" in done.stdout
+    lineage = lineage_of(state)
+    labels = (
+        conn.image.get_image(image_id).properties.get("ferry_state"),
+        metadata_of(conn, volume_id),
+    )
+    assert labels == (lineage, lineage)
 
 
 def lineage_of(state: Path) -> str:

@@ -30,12 +30,13 @@ from keystoneauth1 import exceptions as ksa_exc
 
 from engine.cli import commands
 from engine.cli.app import _run
+from engine.cli.plan import missing_state_dir, new_state_line
 from engine.model.plan import Plan
 from engine.model.state import ResourceRecord, Status
 from engine.planner import planfile
 from engine.planner.make import spec_digest
 from engine.spec.validate import validate_file
-from engine.statestore import sqlite_at
+from engine.statestore import DEFAULT_PATH, sqlite_at
 
 ROOT = Path(__file__).parents[2]
 PLAN_CASE = ROOT / "tests" / "cases" / "first-delta" / "expected.json"
@@ -981,6 +982,13 @@ CASES = [
         r"error: the vCenter CA file ca\.pem is not a PEM certificate file: ",
     ),
     # -- state ----------------------------------------------------------------------------------
+    Case(  # break-it 16c L4: a typo in --state made its directory and a new state there
+        "state-directory-missing",
+        (*A, "--state", "nodir/s.db"),
+        1,
+        r"error: state nodir/s\.db: its directory nodir does not exist \(ferry creates the "
+        r"state file, not its directory\): create it, or fix the state's path",
+    ),
     Case(
         "state-none",
         ("state", "list", "--state", "nothing.db"),
@@ -1142,6 +1150,22 @@ def test_bad_input(
     assert re.fullmatch(case.line + r".*", lines[0]), lines[0]
     assert code == case.exit, (code, err)
     assert _snapshot(tmp_path) == before
+
+
+def test_a_plan_says_a_new_state_and_a_missing_directory(tmp_path: Path) -> None:
+    """break-it 16c L4: a plan on a state path that does not exist said nothing of it."""
+    (tmp_path / "here").mkdir()
+    new = new_state_line(sqlite_at(tmp_path / "here" / "s.db"))
+    assert (
+        new == f"new state at {tmp_path}/here/s.db (no such file yet: the first apply creates it)"
+    )
+    typo = new_state_line(sqlite_at(tmp_path / "nodir" / "s.db"))
+    assert typo.startswith(f"new state at {tmp_path}/nodir/s.db: no such file, and its directory")
+    assert "apply refuses it" in typo
+    (tmp_path / "here" / "s.db").write_bytes(b"")
+    assert new_state_line(sqlite_at(tmp_path / "here" / "s.db")) == ""
+    # ferry's default state/ferry.db: its folder is made by the first apply, as before
+    assert missing_state_dir(sqlite_at(DEFAULT_PATH)) is None
 
 
 def test_every_case_is_named_once() -> None:

@@ -128,7 +128,39 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
         for tag in {t for v in case["inventory"] for t in v.get("tags", [])}
     }
     inventory = Inventory(vms, (), (), (), tags, tuple(case.get("datacenters", ())))
-    return inventory, destination(case.get("destination", {})), state(case.get("state", {}))
+    recorded = state(case.get("state", {}))
+    return inventory, made_by_this_ferry(case.get("destination", {}), recorded), recorded
+
+
+def made_by_this_ferry(d: dict[str, Any], recorded: State) -> Destination:
+    """A case's destination whose volumes, volumes made from images and images that the state
+    records carry the state's lineage unless the case gives theirs (`lineage`, or an image's
+    `ferry_state` property; `lineage: null`: none, made by an older ferry): this ferry stamps
+    it on every object it makes, so a recorded object without one is an older ferry's, which
+    the plan labels (engine.planner.diff.lineage)."""
+    ids = {
+        str(r.attributes.get(k))
+        for r in recorded.resources.values()
+        for k in ("volume_id", "image_id")
+        if r.attributes.get(k)
+    }
+
+    def stamp(found: dict[str, Any]) -> dict[str, Any]:
+        if found.get("id") not in ids or "lineage" in found:
+            return found
+        if "properties" in found:  # an image: its lineage is its ferry_state property
+            if "ferry_state" in found["properties"]:
+                return found
+            return {**found, "properties": {**found["properties"], "ferry_state": recorded.lineage}}
+        return {**found, "lineage": recorded.lineage}
+
+    d = dict(d)
+    for key in ("volumes", "volumes_from_images", "images"):
+        if key in d:
+            d[key] = [stamp(v) for v in d[key]]
+    if "images" in d:  # `lineage: null` on an image: none (its properties hold no ferry_state)
+        d["images"] = [{k: v for k, v in i.items() if k != "lineage"} for i in d["images"]]
+    return destination(d)
 
 
 def destination(d: dict[str, Any]) -> Destination:

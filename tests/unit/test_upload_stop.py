@@ -6,6 +6,7 @@ reads the streamed body as requests would; real files."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -123,3 +124,24 @@ def test_the_qcow2_copy_of_a_disk_is_readable_by_its_owner_only(tmp_path: Path) 
     raw.write_bytes(b"guest" * 1000)
     images.to_qcow2(raw, out)
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_fully_allocated_disk_is_uploaded_raw_not_as_a_larger_qcow2(tmp_path: Path) -> None:
+    """A fully allocated disk's qcow2 copy is its bytes plus qcow2's tables, so larger than the
+    disk: Cinder rounds an image's size up to GiB and refuses a volume from it ("Size of
+    specified image 2GB is larger than volume size 1GB", with or without Glance's
+    virtual_size). Such a disk is uploaded raw (its file is the disk's capacity, never more
+    than its volume); a sparse one as the smaller qcow2. Real qemu-img."""
+    full = tmp_path / "full" / "disk-2000.raw"
+    full.parent.mkdir()
+    full.write_bytes(os.urandom(4 * 2**20))  # incompressible and every cluster allocated
+    assert images.upload_file(full, "qcow2") == (full, "raw")
+    assert not full.with_suffix(".qcow2").exists()  # the larger copy is not left behind
+    sparse = tmp_path / "disk-2001.raw"
+    with sparse.open("wb") as f:
+        f.write(os.urandom(2**20))
+        f.truncate(64 * 2**20)
+    upload, disk_format = images.upload_file(sparse, "qcow2")
+    assert (upload, disk_format) == (sparse.with_suffix(".qcow2"), "qcow2")
+    assert upload.stat().st_size < 2 * 2**20
+    assert images.upload_file(sparse, "raw") == (sparse, "raw")

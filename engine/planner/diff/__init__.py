@@ -20,7 +20,7 @@ from engine.model.observed import Destination, ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import ResourceRecord, State
 from engine.planner import osmigrate
-from engine.planner.diff import image, properties
+from engine.planner.diff import image, lineage, properties
 from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
 from engine.planner.diff.backout import (
     back_to_replicate,
@@ -222,6 +222,7 @@ def vm_changes(
             for c in cutover
         ]
         out += image.cutover(vm, records, cutover, cloud) if vm.image is not None else cutover
+    out = lineage.labelled(out, records, cloud, state.lineage)
     return out + back_to_replicate(vm, records, server)
 
 
@@ -235,6 +236,8 @@ def diff(
     conversions = measured_conversions(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
     handed = handed_objects(data.destination, data.state.lineage) if data.destroy else {}
+    if data.destroy:  # a server another state's volumes or images run it: that state's
+        handed |= lineage.server_lineages(data.destination, data.state.lineage)
     observed: dict[tuple[str, Any], ObservedVolume] = {
         (v.vm_uuid, v.disk_key): v for v in data.destination.volumes if v.origin == "ferry"
     }
@@ -283,14 +286,15 @@ def diff(
         vm_list, stuck = _attachment_repairs(
             vm, vm_list, records, observed, servers=servers, data=data
         )
-        estimate = downtime(vm, vm_list, throughput, conversions)
+        copies = [c for c in vm_list if not lineage.label_only(c)]  # a label moves no bytes
+        estimate = downtime(vm, copies, throughput, conversions)
         concerns = (
             vm.concerns
             + held
             + stuck
             + over_budget(vm, estimate)
-            + full_in_window(vm, vm_list)
-            + unmeasured_in_window(vm, vm_list)
+            + full_in_window(vm, copies)
+            + unmeasured_in_window(vm, copies)
             + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
             + running_after_cutover(
                 vm,
@@ -340,12 +344,19 @@ def diff(
                 data.state.lineage,
                 data.adopt_lineages,
             )
+            + lineage.unlabeled_beside_server(
+                vm,
+                records,
+                servers.get(vm.source.instance_uuid or ""),
+                _unlabeled(vm, records, found_volumes(vm, observed), data.destination),
+                data.adopt_lineages,
+            )
             + (not_verified(vm, vm_list) if data.verify else ())
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
-            concerns += budget.take(demand(vm, vm_list))
+            concerns += budget.take(demand(vm, copies))
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
-            concerns += work_dir.take(vm, vm_list)
+            concerns += work_dir.take(vm, copies)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate, vm_list))
         if not blocked:
@@ -360,6 +371,20 @@ def diff(
             if r.kind == "flavor"
         ]
     return plans, changes, notes, off
+
+
+def _unlabeled(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    found: Mapping[int, ObservedVolume],
+    cloud: Destination,
+) -> tuple[str, ...]:
+    """The ids of the objects without a lineage the plan would adopt beside the VM's server:
+    output: image, its images and the volumes made from them (image.unlabeled); output: volume,
+    the volumes found for its unrecorded disks."""
+    if vm.image is not None:
+        return image.unlabeled(vm, records, cloud)
+    return lineage.unlabeled_volumes(vm, records, found)
 
 
 def _attachment_repairs(
@@ -432,9 +457,14 @@ def _destroy_concerns(
 ) -> tuple[Concern, ...]:
     """destroy_concerns of the VM, with its source's power and guest state as observed; a
     server the destroy forgets (another ferry state runs it: destroy_changes) is not deleted,
-    so no warning says it is."""
+    so no warning says it is deleted: one says it is forgotten, and why."""
     said = destroy_concerns(vm.name, records, vm.source.power_state, vm.source.guest_state)
     server = str(Address("vm", vm.name, "server"))
-    if any(c.address == server and c.action is Action.FORGET for c in changes):
-        return tuple(c for c in said if c.code != "destroy-deletes-production")
-    return said
+    forgot = next((c for c in changes if c.address == server and c.action is Action.FORGET), None)
+    if forgot is None:
+        return said
+    kept = tuple(c for c in said if c.code != "destroy-deletes-production")
+    server_id = (forgot.before or {}).get("server_id") or "?"
+    reason = forgot.reason
+    line = reason if f"server {server_id}" in reason else f"server {server_id}: {reason}"
+    return (*kept, Concern(ConcernLevel.WARNING, "destroy-forgets-server", line))

@@ -205,7 +205,10 @@ def destroy_changes(
     volumes; the server runs on them, a boot: image one on its image). A recorded port bound to
     a server this state did not make (`bound`: port id → the server it is bound to; another
     state's cutover found the port by its MAC and reused it: break-it 16b F1, a rehearsal's
-    --destroy left production without its network) is forgotten too."""
+    --destroy left production without its network) is forgotten too. A recorded server that
+    runs on another state's volumes or images (`handed` names its id: server_lineages; a
+    rehearsal's records named the real state's server, break-it 16c F2) is forgotten with its
+    ports; the state's own volumes and images are deleted."""
     server = records.get(str(Address("vm", name, "server")))
     cut_over = server is not None and server.status is Status.READY
     action = Action.FORGET if (cut_over and forget_cut_over) else Action.DELETE
@@ -217,15 +220,27 @@ def destroy_changes(
     left = leftover_snapshots(
         name, snapshots, records.get(str(Address("vm", name, "snapshot"))), lineage
     )
-    taken = next((h[2] for r in records.values() if (h := _handed(r, handed))), None)
+    taken = next(
+        (h[2] for r in records.values() if r.kind != "server" and (h := _handed(r, handed))),
+        None,
+    )
     served = taken if server is not None else None  # its server may run on all of them
+    runs = _handed(server, handed) if server is not None and not served else None
     out = []
     for address, record in sorted(records.items()):
         if record.kind == "source_snapshot":
             continue
-        found = _handed(record, handed)
+        found = _handed(record, handed) if record.kind != "server" else None
         serving = _serving(record, bound, server)
-        if serving:
+        if runs is not None and record.kind in ("server", "port"):
+            said = (
+                f"server {runs[1]} runs on volumes or images of ferry state {runs[2]}: "
+                "forgotten here, never deleted"
+            )
+            out.append(
+                Change(address, record.kind, Action.FORGET, said, dict(record.attributes), None)
+            )
+        elif serving:
             said = f"{serving}: forgotten here, never deleted"
             out.append(
                 Change(address, record.kind, Action.FORGET, said, dict(record.attributes), None)
@@ -254,9 +269,10 @@ SERVED_BY = ("server", "port", "volume", "image_volume", "image")
 def _handed(
     record: ResourceRecord, handed: Mapping[str, str] | None
 ) -> tuple[str, str, str] | None:
-    """("image" or "volume", its id, the lineage of the other ferry state that manages it) when
-    `record` names a volume or image in `handed`; else None."""
-    what = "image" if record.kind == "image" else "volume"
+    """("image", "volume" or "server", its id, the lineage of the other ferry state that
+    manages it) when `record` names a volume, image or server in `handed` (a server: one that
+    runs on that state's volumes or images); else None."""
+    what = {"image": "image", "server": "server"}.get(record.kind, "volume")
     object_id = str(record.attributes.get(f"{what}_id") or "")
     other = (handed or {}).get(object_id) if object_id else None
     return (what, object_id, other) if other is not None else None

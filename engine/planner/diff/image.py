@@ -369,6 +369,27 @@ def other_states(
     return tuple(said.values())
 
 
+def unlabeled(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination
+) -> tuple[str, ...]:
+    """The ids of the images and volumes made from them that the plan would adopt beside the
+    server it adopts (`adopts`) and that carry no lineage (an older ferry's: break-it 16c F1,
+    engine.planner.diff.lineage)."""
+    if vm.image is None or not adopts(vm, records, cloud):
+        return ()
+    out = []
+    for n, volume in enumerate(vm.volumes):
+        key = volume.disk_key
+        image, _ = adopted_image(vm, n, cloud)
+        if image is not None and image.lineage is None:
+            out += [] if str(Address("vm", vm.name, "image", key)) in records else [image.id]
+        made, _ = adopted_volume(vm, key, cloud)
+        if made is None or made.lineage is not None or (n == 0 and vm.image.boot == "image"):
+            continue
+        out += [] if str(Address("vm", vm.name, "volume", key)) in records else [made.id]
+    return tuple(out)
+
+
 def _recorded_lineages(
     vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination
 ) -> list[tuple[str, str, str, bool]]:

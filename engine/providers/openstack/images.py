@@ -86,6 +86,26 @@ def to_qcow2(raw: Path, out: Path, stop: Event | None = None) -> None:
         raise ConversionError(f"qemu-img convert {raw} to qcow2: {err.strip()}")
 
 
+def upload_file(raw: Path, disk_format: str, stop: Event | None = None) -> tuple[Path, str]:
+    """The file to upload for the disk file `raw` and its Glance disk_format: `raw` itself for
+    "raw"; for "qcow2" the qemu-img copy (`raw` with suffix .qcow2, to_qcow2) when it is
+    smaller than `raw`'s bytes (the disk's capacity), else `raw` itself as "raw" (the copy
+    deleted): a fully allocated disk's qcow2 is its bytes plus qcow2's tables, and Cinder's
+    volume-from-image check rounds the image's `size` up to GiB and refuses it above the
+    volume's size whether or not Glance set `virtual_size` (cinder volume_utils
+    .check_image_metadata: "Size of specified image 2GB is larger than volume size 1GB").
+    A raw file is never larger than the volume made for its disk (the capacity rounded up
+    to GiB), and a smaller qcow2 is not either. Raises ConversionError, StoppedError, OSError."""
+    if disk_format != "qcow2":
+        return raw, disk_format
+    out = raw.with_suffix(".qcow2")
+    to_qcow2(raw, out, stop)
+    if out.stat().st_size < raw.stat().st_size:
+        return out, "qcow2"
+    out.unlink()
+    return raw, "raw"
+
+
 def find_images(conn: Any, vm_uuid: str, disk_key: int | None = None) -> list[Any]:
     """ferry's images of a VM (of one disk when `disk_key` is given), oldest first."""
 

@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from engine.addresses import Address
+from engine.cli.apply import prepare
+from engine.cli.plan import lineages
 from engine.errors import InvalidSpecError, UserError
 from engine.model.plan import Plan
 from engine.planner.make import make_plan
@@ -290,6 +293,56 @@ def test_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert error_line(InvalidSpecError(["error: cannot read spec: gone"])) == (
         "cannot read spec: gone"
     )
+
+
+def _utils(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(COLLECTIONS))
+    name = "ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry"
+    __import__(name)
+    return sys.modules[name]
+
+
+def _raised(call: Any, *args: Any, **kwargs: Any) -> UserError:
+    with pytest.raises(UserError) as raised:
+        call(*args, **kwargs)
+    return raised.value
+
+
+def test_errors_name_the_modules_options_not_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """break-it 16c F3: a task's msg named ferry's CLI flags (`--adopt-lineage`, `--target`,
+    `--state`, `ferry plan ... --out PLAN`), which a task or an AAP job template does not
+    have: the modules' options instead (adopt_lineage, target, state_location, out/plan)."""
+    error_line = _utils(monkeypatch).error_line
+    said = error_line(_raised(lineages, ["not-a-uuid"]))
+    assert said.startswith("adopt_lineage 'not-a-uuid' is not a state lineage (a UUID"), said
+    said = error_line(_raised(prepare, Path("x.plan"), None, adopt_lineages=("unlabeled",)))
+    assert said == (
+        "adopt_lineage goes with a spec; a saved plan adopts what it was planned to (make it "
+        "with the plan module with adopt_lineage and out, then apply with plan)"
+    )
+    data = yaml.safe_load((CASES / "adopt-found-volumes" / "case.yaml").read_text())
+    loaded = validate_text(yaml.safe_dump(data["spec"]), "case.yaml", {})
+    inventory, destination, state = hydrate(data)
+    typo = _raised(
+        make_plan,
+        loaded.data,
+        inventory,
+        destination,
+        state,
+        targets=(Address.parse("vm.nosuch"),),
+    )
+    assert error_line(typo).startswith("target vm.nosuch is not a VM of the spec"), typo
+
+
+def test_a_blocked_plans_msg_names_the_modules_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """break-it 16c F3: a fresh state's blocked VM said "Plan with that state (--state or its
+    DSN) ... --adopt-lineage ..." in the plan task's msg."""
+    plan = case_plan("image-adopt-other-state")
+    module = load("plan", monkeypatch)
+    monkeypatch.setattr("engine.cli.plan.plan_spec", lambda *_a, **_k: plan)
+    msg = module.run(PLAN_PARAMS, check_mode=True)["msg"]
+    assert "Plan with that state (state_location)" in msg and "adopt_lineage other-lineage" in msg
+    assert not re.search(r"--(adopt-lineage|target|state|out)\b", msg), msg
 
 
 def ansible_env() -> dict[str, str]:

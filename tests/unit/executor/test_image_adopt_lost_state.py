@@ -8,6 +8,7 @@ call, or records the lineage stamps."""
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from engine.errors import FerryError, step_error
 from engine.executor.image import ImageCutover
+from engine.executor.volume_ownership import VolumeOwnership
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.statestore.sqlite import SqliteStateStore
@@ -126,3 +128,54 @@ def test_a_conversion_of_a_disk_adopted_without_a_file_fails_with_a_clear_line(
     change = Change("vm.web01.conversion", "conversion", Action.CREATE, "convert", None, after)
     with pytest.raises(FerryError, match=r"disk\[2000\] has no file in this state"):
         _images(store, []).conversion(change)
+
+
+class Unlabelled(Stamps):
+    """Glance and Cinder holding an older ferry's image and volume: no `ferry_state`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block_storage.get_volume = lambda volume_id: SimpleNamespace(metadata={})
+
+    def _get(self, url: str) -> Any:
+        return SimpleNamespace(json=lambda: {"id": url})
+
+
+def test_a_label_update_stamps_the_lineage_and_changes_nothing_else(
+    store: SqliteStateStore,
+) -> None:
+    """break-it 16c F1: a state that records an older ferry's image and volume (no
+    `ferry_state`) labels them with its lineage in place: metadata only, no upload, no new
+    volume, the records as they were."""
+    said: list[str] = []
+    cloud = Unlabelled()
+    images = _images(store, said, cloud)
+    # the Applier's own label step (VolumeOwnership), its ownership check passing as above
+    images.a.label_volume = partial(VolumeOwnership.label_volume, images.a)
+    image = {"disk_key": 2000, "disk_format": "raw", "image_id": "img-2000", "properties": {}}
+    volume = {"disk_key": 2000, "volume_id": "vol-2000", "image": "vm.web01.image[2000]"}
+    store.write(
+        [
+            ResourceRecord("vm.web01.image[2000]", "image", Status.READY, image),
+            ResourceRecord("vm.web01.volume[2000]", "image_volume", Status.READY, volume),
+        ],
+        [],
+    )
+    label = {"label_lineage": True}
+    images.image(
+        Change("vm.web01.image[2000]", "image", Action.UPDATE, "label", image, image | label)
+    )
+    images.volume(
+        Change(
+            "vm.web01.volume[2000]", "image_volume", Action.UPDATE, "label", volume, volume | label
+        )
+    )
+    assert cloud.patched == {"img-2000": [{"op": "add", "path": "/ferry_state", "value": "mine"}]}
+    assert cloud.metadata == {"vol-2000": {"ferry_state": "mine"}}
+    assert said == [
+        "vm.web01.image[2000]: image img-2000 labelled with this state's lineage",
+        "vm.web01.volume[2000]: volume vol-2000 labelled with this state's lineage",
+    ]
+    records = store.read().resources
+    assert records["vm.web01.image[2000]"].attributes == image
+    assert records["vm.web01.volume[2000]"].attributes == volume

@@ -222,3 +222,40 @@ def test_a_cutover_adopting_a_lineage_powers_off_only_when_its_volumes_are_writa
         other.ready_volumes("web01")
     assert storage.stamped == []
     store.close()
+
+
+def test_a_label_step_stamps_an_older_ferrys_volume_and_copies_nothing(tmp_path: Path) -> None:
+    """break-it 16c F1, output: volume: a recorded volume without `ferry_state` (an older
+    ferry's, cut over: never synced again) is labelled with this state's lineage in place, no
+    snapshot, no copy (`ctx.snapshots` is empty: a sync would fail), the record as it was; one
+    another state took over since is refused, untouched."""
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    before = {"volume_id": "vol-a", "change_id": "52 aa/1", "converted": True}
+    step = Change(
+        "vm.web01.disk[2000]",
+        "volume",
+        Action.UPDATE,
+        "label with this state's lineage (made by an older ferry)",
+        before,
+        {**before, "label_lineage": True},
+    )
+    store.write([ResourceRecord(step.address, "volume", Status.READY, before)], [])
+    storage = BlockStorage({"vol-a": ""})
+    said: list[str] = []
+    ctx: Any = SimpleNamespace(
+        store=store,
+        conn=SimpleNamespace(block_storage=storage),
+        log_names={},
+        snapshots={},
+        say=lambda _name, line: said.append(line),
+    )
+    lineage = store.read().lineage
+    applier = Applier(Plan("d", lineage, 1, (), (step,), ()), ctx)
+    applier._volume(step)
+    assert storage.metadata == {"vol-a": {"ferry_state": lineage}}
+    assert said == ["vm.web01.disk[2000]: volume vol-a labelled with this state's lineage"]
+    assert store.read().resources[step.address].attributes == before
+    storage.lineages["vol-a"] = "other-lineage"  # taken over since the plan: not written
+    with pytest.raises(OpenStackError, match="is managed by ferry state other-lineage now"):
+        applier._volume(step)
+    store.close()

@@ -18,6 +18,8 @@ options:
         in that environment variable) or a C(postgresql://) URL without password.
       - Default is the spec's C(state) block, then C($FERRY_STATE_DSN), C($FERRY_STATE),
         C(./state/ferry.db).
+      - A file's directory must exist (ferry creates the state file, not its directory; only
+        the default's C(./state) is made).
     type: str
 requirements:
   - ferry (its Python library) in the Python the module runs with

@@ -5,6 +5,7 @@ options every module takes."""
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -62,10 +63,39 @@ def refuse_state_password(module: AnsibleModule) -> None:
 def error_line(exc: BaseException) -> str:
     """ferry's one-line error, as `ferry` prints it after `error: ` (an invalid spec: its lines
     joined by '; ', a line without a place in the spec without the CLI's `error: ` prefix,
-    which the task's failure says already)."""
+    which the task's failure says already), in the modules' words (`as_options`)."""
     if isinstance(exc, InvalidSpecError):
-        return "; ".join(_unprefixed(line) for line in exc.lines)
-    return one_line(str(exc))
+        return as_options("; ".join(_unprefixed(line) for line in exc.lines))
+    return as_options(one_line(str(exc)))
+
+
+# ferry's command lines as the modules say them: a task has options, not flags (break-it 16c F3)
+SAVED_PLAN = re.compile(r"`ferry plan ((?:--[\w-]+ (?:[A-Z]+ )?)*)--out(?: PLAN)?`")
+FLAGS = {
+    "adopt-lineage": "adopt_lineage",
+    "spec": "spec",
+    "target": "target",
+    "state": "state_location",
+    "out": "out",
+    "destroy": "destroy",
+    "verify": "verify",
+    "parallelism": "parallelism",
+}
+FLAG = re.compile(r"(?<![\w-])--(" + "|".join(FLAGS) + r")(?![\w-])")
+
+
+def as_options(line: str) -> str:
+    """`line` (a ferry message for the command line) with its commands and flags said as the
+    modules' options: `--adopt-lineage` adopt_lineage, `--target` target, `--state`
+    state_location, `ferry plan ... --out PLAN` the plan module's out."""
+    line = SAVED_PLAN.sub(_saved_plan, line.replace("(--state or its DSN)", "(state_location)"))
+    return FLAG.sub(lambda m: FLAGS[m.group(1)], line)
+
+
+def _saved_plan(found: re.Match[str]) -> str:
+    """`ferry plan --FLAG [VALUE] ... --out PLAN` as the plan module's options that make it."""
+    flags = [FLAGS.get(f, f) for f in re.findall(r"--([\w-]+)", found.group(1))]
+    return f"the plan module with {' and '.join([*flags, 'out'])}, then apply with plan"
 
 
 def _unprefixed(line: str) -> str:

@@ -49,6 +49,8 @@ options:
       - With O(spec) alone, lineages of lost ferry states whose volumes (and, with output image,
         Glance images) this state adopts (the lineage a refused volume's or image's error
         names), as C(ferry apply --adopt-lineage). Adopting writes this state's lineage on them.
+      - C(unlabeled) takes over the objects an older ferry made without a lineage beside a
+        running server (the C(unlabeled-beside-server) error names them).
     type: list
     elements: str
     default: []
@@ -121,6 +123,7 @@ stdout:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry import (
     STATE_OPTION,
+    as_options,
     error_line,
     ferry_errors,
     refuse_state_password,
@@ -197,8 +200,9 @@ def run(params: dict, check_mode: bool) -> dict:
     if code:
         lines = [x for x in out["stdout"].splitlines() if x.startswith(("failed:", "stopped:"))]
         out["failed"] = True
-        out["msg"] = (lines[0] if lines else out["stdout"].strip().splitlines()[-1]) + (
-            f" ({len(lines)} steps failed; see log)" if len(lines) > 1 else ""
+        out["msg"] = as_options(
+            (lines[0] if lines else out["stdout"].strip().splitlines()[-1])
+            + (f" ({len(lines)} steps failed; see log)" if len(lines) > 1 else "")
         )
     return out
 

@@ -48,6 +48,8 @@ options:
       - Lineages of lost ferry states whose volumes (and, with output image, Glance images) this
         state adopts (the lineage a refused volume's or image's error names), as
         C(ferry plan --adopt-lineage). Adopting writes this state's lineage on them.
+      - C(unlabeled) takes over the objects an older ferry made without a lineage beside a
+        running server (the C(unlabeled-beside-server) error names them).
     type: list
     elements: str
     default: []
@@ -102,6 +104,7 @@ saved:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferry_migrate.ferry.plugins.module_utils.ferry import (
     STATE_OPTION,
+    as_options,
     error_line,
     ferry_errors,
     refuse_state_password,
@@ -162,7 +165,7 @@ def run(params: dict, check_mode: bool) -> dict:
         blocked = blocked_reasons([v for v in result.vms if v.blocked])
         said = errors[0] if errors else f"blocked by errors: {'; '.join(blocked)}"
         out["failed"] = True
-        out["msg"] = f"{said}: fix it and plan again ({out['summary']})"
+        out["msg"] = as_options(f"{said}: fix it and plan again ({out['summary']})")
         return out
     if params["out"] and not check_mode:
         out["saved"] = planfile.save(result, Path(params["out"]), spec)
