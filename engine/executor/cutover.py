@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.addresses import Address
-from engine.errors import FerryError
-from engine.executor.cutover_base import POWERED_OFF_AT
+from engine.errors import FerryError, OpenStackError
+from engine.executor.cutover_base import POWERED_OFF_AT, foreign_server
 from engine.executor.destination_checks import DestinationChecks
 from engine.executor.host import ConvertJob, firstboot_scripts
 from engine.executor.protection import Protection
@@ -376,6 +376,8 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
     def _boot(self, change: Change, name: str, after: dict[str, Any]) -> str:
         uuid = self.a.uuids[name] or ""
         existing = compute.find_server(self.ctx.conn, uuid)
+        if existing is not None and not self.runs_from_replica(name, existing):
+            raise OpenStackError(f"{change.address}: {foreign_server(str(existing.id))}")
         if existing is not None and existing.status not in compute.SERVER_FAILED:
             self.booting.add(name)
             # an interrupted apply's: reused only while the source is still off (break-it 12d

@@ -16,6 +16,7 @@ from engine.addresses import Address
 from engine.errors import StoppedError
 from engine.model.state import ResourceRecord
 from engine.planner.diff.cutover import shutting_down_since
+from engine.providers.openstack import compute
 from engine.providers.vsphere.power import POWERED_ON, guest_state, power_state
 
 if TYPE_CHECKING:
@@ -25,6 +26,17 @@ POWERED_OFF_AT = "powered_off_at"  # conversion record: when ferry first powered
 # conversion record: when the guest accepted ferry's graceful shutdown that then timed out (the
 # guest may still be going off: the settle tells that from a source someone powered on)
 SHUTDOWN_ASKED_AT = "shutdown_asked_at"
+
+
+def foreign_server(server_id: str) -> str:
+    """The line for a server carrying ferry_vm of the VM that does not run from this state's
+    volumes (the plan's server-not-from-replica concern): neither taken nor deleted."""
+    return (
+        f"server {server_id} carries ferry's metadata for this VM (ferry_vm) but does "
+        "not run from this state's volumes: ferry neither takes nor deletes it; plan with the "
+        "state that booted it, or remove its metadata (openstack server unset --property "
+        f"ferry_vm {server_id}) and plan again"
+    )
 
 
 def content_epoch() -> str:
@@ -56,6 +68,31 @@ class CutoverBase:
         # is recorded (powered_off, which the handler reads). Reentrant: the handler runs in
         # the main thread, which may hold it.
         self.gate = threading.RLock()
+
+    def runs_from_replica(self, name: str, server: Any) -> bool:
+        """Whether `server` (found by its ferry_vm metadata of the VM `name`) is this state's:
+        it runs from volumes this state recorded for the VM (and only those), or, booted from
+        an image (boot: image) with no data volume, from an image it recorded. A server still
+        being scheduled lists no volume yet: it is this state's only when the state began a
+        boot (its server record, in progress). Break-it 12k F1: a server of another state, or
+        restored by hand, was "found, reused" by a saved cutover: the source powered off, the
+        replica booted by nobody, "Apply complete"."""
+        ids: dict[str, set[str]] = {"volume_id": set(), "image_id": set()}
+        for address, record in self._records().items():
+            parsed = Address.parse(address)
+            if parsed.kind == "vm" and parsed.name == name:
+                for key, found in ids.items():
+                    if record.kind in ("volume", "image_volume", "image") and record.attributes.get(
+                        key
+                    ):
+                        found.add(str(record.attributes[key]))
+        attached = compute.attached_volume_ids(server)
+        if attached:
+            return attached <= ids["volume_id"]
+        image = compute.image_of(server)
+        if image is not None:
+            return image in ids["image_id"]
+        return str(Address("vm", name, "server")) in self._records()
 
     def _records(self) -> Mapping[str, ResourceRecord]:
         return self.ctx.store.read().resources

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from engine.addresses import Address
 from engine.errors import ConversionError, OpenStackError
-from engine.executor.cutover_base import CutoverBase
+from engine.executor.cutover_base import CutoverBase, foreign_server
 from engine.executor.host import firstboot_scripts
 from engine.model.desired import Concern
 from engine.model.observed import Quota
@@ -55,11 +55,25 @@ class DestinationChecks(CutoverBase):
         said = [c.message for c in missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn))]
         said += [c.message for c in self._quota_short(name, size)]
         said += self._name_taken(name, str(after.get("name") or ""))
+        said += self._foreign_server(name)
         if said:
             raise OpenStackError(
                 f"{Address('vm', name)}: changed since the plan: "
                 f"{'; '.join(said)}; the source was not powered off"
             )
+
+    def _foreign_server(self, name: str) -> list[str]:
+        """The planner's server-not-from-replica concern against the servers of now: a server
+        carrying ferry_vm of this VM that does not run from this state's volumes, restored or
+        booted by another state since the plan (break-it 12k F1: "found, reused" by the boot,
+        the source off for a replica nobody boots). Nothing when the VM's server is recorded
+        (a boot this state began: its own)."""
+        if str(Address("vm", name, "server")) in self._records():
+            return []
+        server = compute.find_server(self.ctx.conn, self.a.uuids[name] or "")
+        if server is None or self.runs_from_replica(name, server):
+            return []
+        return [foreign_server(str(server.id))]
 
     def _name_taken(self, name: str, server_name: str) -> list[str]:
         """The planner's server-name-taken concern against the servers of now: a server of the

@@ -513,6 +513,17 @@ def find_server(conn: Any, vm_uuid: str) -> Any | None:
     return None
 
 
+def attached_volume_ids(server: Any) -> frozenset[str]:
+    """The IDs of the volumes Nova lists as attached to `server` (its block device mappings:
+    a server booted from volumes lists them; one still being scheduled may list none yet)."""
+    return frozenset(str(v["id"]) for v in (server.attached_volumes or ()) if v.get("id"))
+
+
+def image_of(server: Any) -> str | None:
+    """The Glance image `server` was booted from (None: booted from a volume)."""
+    return str((server.image or {}).get("id") or "") or None
+
+
 def others_named(conn: Any, name: str, vm_uuid: str) -> list[str]:
     """The IDs of the project's servers named `name` (exactly) that ferry did not boot for the
     VM `vm_uuid` (no `ferry_vm` metadata of it): a cutover booting a server of that name would

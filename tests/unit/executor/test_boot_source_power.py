@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import SourceChangedError
+from engine.errors import OpenStackError, SourceChangedError
 from engine.executor import cutover as module
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
@@ -34,9 +34,16 @@ class Cloud:
     """The calls the boot makes, and the source's power as it is at each of them."""
 
     def __init__(
-        self, found: str | None, power: list[str], change_ids: list[str] | None = None
+        self,
+        found: str | None,
+        power: list[str],
+        change_ids: list[str] | None = None,
+        attached: tuple[str, ...] = ("vol-1",),
+        status: str = "ACTIVE",
     ) -> None:
         self.found = found
+        self.attached = attached  # the found server's volumes
+        self.status = status
         self.power = power  # one per power-state read; the last one repeats
         self.change_ids = change_ids or ["52 aa/3"]  # disk 2000's, one per read; the last repeats
         self.calls: list[str] = []
@@ -51,7 +58,12 @@ class Cloud:
         return self.power.pop(0) if len(self.power) > 1 else self.power[0]
 
     def find_server(self, _conn: Any, uuid: str) -> Any:
-        return SimpleNamespace(id=self.found, status="ACTIVE") if self.found else None
+        if not self.found:
+            return None
+        volumes = [{"id": v} for v in self.attached]
+        return SimpleNamespace(
+            id=self.found, status=self.status, image="", attached_volumes=volumes
+        )
 
     def create_server(self, _conn: Any, spec: Any) -> Any:
         self.calls.append("create_server")
@@ -194,3 +206,20 @@ def test_a_source_power_cycled_while_its_server_boots_gets_it_deleted(
     assert "vm.web01.server" not in store.read().resources
     assert not any("ACTIVE" in line for line in said)
     assert "web01" not in cut.booting  # no server: the settle powers the source back on
+
+
+@pytest.mark.parametrize("status", ["ACTIVE", "SHELVED_OFFLOADED"])
+def test_a_found_server_not_on_this_states_volumes_is_neither_reused_nor_deleted(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    """Break-it 12k F1: a server carrying ferry_vm of web01 but booted from another volume
+    (restored by hand, another state's) was "found, reused" (ACTIVE), or deleted without a word
+    (shelved: a parked production server) and a new one booted. Now the boot refuses it in one
+    line: nothing booted, nothing deleted, nothing recorded."""
+    cloud = Cloud(found="srv-hand", power=["poweredOff"], attached=("hand-boot",), status=status)
+    cut, said = _cutover(store, cloud, monkeypatch)
+    with pytest.raises(OpenStackError, match=r"^vm.web01.server: server srv-hand carries ferry's"):
+        cut.server(SERVER)
+    assert not any("reused" in line for line in said)
+    assert "create_server" not in cloud.calls and "delete_server srv-hand" not in cloud.calls
+    assert "vm.web01.server" not in store.read().resources

@@ -145,6 +145,7 @@ def test_a_port_or_flavor_gone_since_the_plan_stops_before_the_power_off(tmp_pat
             find_flavor=lambda n, ignore_missing: medium if n in flavors else None,
             keypairs=list,
             get_quota_set=unlimited.get_quota_set,
+            servers=lambda details: [],
         ),
         block_storage=unlimited,
         current_project_id="p",

@@ -33,9 +33,10 @@ def cloud(
     quotas: dict[str, tuple[int, int]],
     key_pairs: tuple[str, ...] = ("ops",),
     servers: tuple[tuple[str, str, dict[str, str]], ...] = (),
+    attached: tuple[str, ...] = (),
 ) -> Any:
     """The fake cloud: `quotas` by key (limit, used), the key pairs, the servers (id, name,
-    metadata)."""
+    metadata), each booted from the volumes `attached`."""
 
     def quota_set(keys: tuple[str, ...]) -> Any:
         def read(_project: str, usage: bool) -> Any:
@@ -59,7 +60,14 @@ def cloud(
             find_flavor=lambda n, ignore_missing: medium if n == "m1.medium" else None,
             keypairs=lambda: [SimpleNamespace(name=k) for k in key_pairs],
             servers=lambda details: [
-                SimpleNamespace(id=i, name=n, metadata=m) for i, n, m in servers
+                SimpleNamespace(
+                    id=i,
+                    name=n,
+                    metadata=m,
+                    image="",
+                    attached_volumes=[{"id": a} for a in attached],
+                )
+                for i, n, m in servers
             ],
             get_quota_set=quota_set(("instances", "cores", "ram")),
         ),
@@ -209,12 +217,18 @@ def test_cinders_per_type_quotas_and_its_volume_cap_are_checked_before_the_power
         cutover(tmp_path, cloud(quotas), new=("ssd", "ssd")).ready_destination("web01")
 
 
+DISKS = tuple(
+    ResourceRecord(f"vm.web01.disk[{k}]", "volume", Status.READY, {"volume_id": f"v{k}"})
+    for k in (2000, 2001)
+)
+
+
 @pytest.mark.parametrize(
     ("servers", "records", "refused"),
     [
         ((("s9", "web01", {}),), (), True),  # made by hand since the plan
         ((("s9", "web01", {"ferry_vm": "other"}),), (), True),  # another VM's
-        ((("s9", "web01", {"ferry_vm": "u1"}),), (), False),  # ferry's for web01: reused
+        ((("s9", "web01", {"ferry_vm": "u1"}),), DISKS, False),  # ferry's for web01: reused
         ((("s9", "web01-old", {}),), (), False),
         (
             (("s9", "web01", {}),),
@@ -234,7 +248,8 @@ def test_a_server_of_the_cutovers_name_made_since_the_plan_stops_before_the_powe
     server named as the VM's new one that ferry did not boot for it fails the cutover with the
     source on."""
     quotas = {"instances": (10, 1)}
-    check = cutover(tmp_path, cloud(quotas, servers=servers), records).ready_destination
+    conn = cloud(quotas, servers=servers, attached=("v2000", "v2001"))
+    check = cutover(tmp_path, conn, records).ready_destination
     if not refused:
         check("web01")
         return
@@ -242,5 +257,32 @@ def test_a_server_of_the_cutovers_name_made_since_the_plan_stops_before_the_powe
         OpenStackError,
         match=r"^vm.web01: changed since the plan: server s9 named 'web01' exists and ferry did "
         r"not boot it for this VM: .* the source was not powered off$",
+    ):
+        check("web01")
+
+
+@pytest.mark.parametrize(
+    ("attached", "refused"),
+    [(("v2000", "v2001"), False), (("hand-boot",), True), (("v2000", "hand-boot"), True)],
+    ids=["this-states", "by-hand", "plus-a-foreign-volume"],
+)
+def test_a_server_of_this_vm_not_on_this_states_volumes_stops_before_the_power_off(
+    tmp_path: Path, attached: tuple[str, ...], refused: bool
+) -> None:
+    """Break-it 12k F1: a server carrying ferry_vm of web01, restored by hand or booted by
+    another state after the plan, was "found, reused" by the saved cutover: the source off, the
+    replica booted by nobody, "Apply complete". Checked again before the power-off, as the
+    plan's server-not-from-replica concern: refused unless it runs from this state's volumes."""
+    servers = (("s9", "web01-restored", {"ferry_vm": "u1"}),)
+    conn = cloud({"instances": (10, 1)}, servers=servers, attached=attached)
+    check = cutover(tmp_path, conn, DISKS).ready_destination
+    if not refused:
+        check("web01")
+        return
+    with pytest.raises(
+        OpenStackError,
+        match=r"^vm.web01: changed since the plan: server s9 carries ferry's metadata for this "
+        r"VM \(ferry_vm\) but does not run from this state's volumes: .*the source was not "
+        r"powered off$",
     ):
         check("web01")
