@@ -14,6 +14,7 @@ from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
 from engine.errors import (
     ChangeTrackingError,
+    OpenStackError,
     StoppedError,
     VerifyError,
 )
@@ -512,6 +513,7 @@ class VolumeSteps(VolumeOwnership):
                 return existing
             self.ctx.say(address.name, f"{change.address}: volume {existing} is in error: replaced")
             self._delete_volume(existing, status="error")
+        self._no_other_states(change, address)
         after = change.after or {}
         metadata = {
             "ferry_vm": self.uuids[address.name] or "",
@@ -533,6 +535,24 @@ class VolumeSteps(VolumeOwnership):
         if after.get("bootable"):
             self.ctx.conn.block_storage.set_volume_bootable_status(volume, True)
         return str(volume.id)
+
+    def _no_other_states(self, change: Change, address: Address) -> None:
+        """Before a new volume is made for the disk: no other ferry state manages one of it
+        now (break-it 12k F5: a saved plan made before another state replicated the VM made a
+        second set of volumes, every later sync done twice, neither state saying so). What a
+        fresh plan says as a concern, said here in one line; nothing made. Raises
+        OpenStackError."""
+        uuid = self.uuids[address.name] or ""
+        found = volumes.of_other_states(self.ctx.conn, uuid, int(address.index or 0), self.lineage)
+        if found:
+            listed = ", ".join(
+                f"{v} (ferry state {lineage})" for v, lineage in sorted(found.items())
+            )
+            raise OpenStackError(
+                f"{change.address}: volume {listed} of this disk is managed by another ferry "
+                "state, made since the plan: no second volume made; run `ferry plan` again "
+                "(plan with that state, or delete its volumes)"
+            )
 
     def _verify_scope(self, name: str, kind: str) -> str:
         """What of this copy is verified: the whole disk, the areas a warm delta copied, or

@@ -287,6 +287,28 @@ def lineages(conn: Any) -> dict[str, str]:
     return transient(listing, "listing volumes")
 
 
+def of_other_states(conn: Any, vm_uuid: str, disk_key: int, lineage: str) -> dict[str, str]:
+    """Volume id → lineage of the volumes of the source disk (`ferry_vm`, `ferry_disk`
+    metadata) that another ferry state manages (a `ferry_state` set, not `lineage`), in one
+    listing; a volume being deleted is none. Raises OpenStackError."""
+
+    def listing() -> dict[str, str]:
+        found = {}
+        for volume in conn.block_storage.volumes(details=True):
+            meta = volume.metadata or {}
+            owner = str(meta.get("ferry_state") or "")
+            if (
+                meta.get("ferry_vm") == vm_uuid
+                and meta.get("ferry_disk") == str(disk_key)
+                and owner not in ("", lineage)
+                and volume.status != "deleting"
+            ):
+                found[str(volume.id)] = owner
+        return found
+
+    return transient(listing, "listing volumes")
+
+
 def snapshots_of(conn: Any, volume_id: str) -> list[Any]:
     """The volume's Cinder snapshots (detailed: status, metadata, created_at), any status;
     listed and filtered here, as protection snapshots are found, not by a query filter."""
