@@ -448,6 +448,7 @@ def sleeping_sync(rate: float, compress: float) -> Callable[..., SyncResult]:
     def sync(job: SyncJob, seams: host.Host, calls: Callbacks) -> SyncResult:
         data = total_bytes(job.areas or [])
         seconds = data / rate / compress
+        asked = time.monotonic()
         with host.slot(seams, calls.cancel, "the simulated copy"):  # the agent's slots
             began = time.monotonic()
             while (left := seconds - (time.monotonic() - began)) > 0:
@@ -456,7 +457,7 @@ def sleeping_sync(rate: float, compress: float) -> Callable[..., SyncResult]:
                 calls.progress(int(data * min(1.0, (time.monotonic() - began) / seconds)), data)
             slept = time.monotonic() - began
         calls.written()  # as host.sync: the bytes are written, the slot goes back
-        return SyncResult(data, data, 0, 0, 0, round(slept, 6))
+        return SyncResult(data, data, 0, 0, 0, round(slept, 6), waited=round(began - asked, 6))
 
     return sync
 
@@ -539,9 +540,11 @@ class SimApplier:
 
 @dataclass
 class Dispatch:
-    """Each simulated copy's Remote.sync wall time less the agent's sleep (seconds)."""
+    """Each simulated copy's Remote.sync wall time less the agent's sleep and its wait for a
+    slot on the agent (seconds), and that wait."""
 
     overheads: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -573,7 +576,8 @@ def sim_node(
         calls = Callbacks(cancel=stopped, written=lambda: walker.release(node))
         result = remote.sync(name, job, calls, lambda _: None)
         with seen.lock:
-            seen.overheads.append(time.monotonic() - began - result.seconds)
+            seen.overheads.append(time.monotonic() - began - result.seconds - result.waited)
+            seen.waits.append(result.waited)
 
     return run
 
@@ -639,7 +643,8 @@ def simulated(args: argparse.Namespace) -> None:
         f"  makespan {makespan:6.2f} s, ideal {best:6.2f} s ({ratio(makespan, best)}), the "
         f"placement's own bound {placed:6.2f} s ({ratio(makespan, placed)}); coordinator CPU "
         f"{used:.2f} s for the walk ({used / len(copies) * 1000:.2f} ms a copy); dispatch "
-        f"overhead per copy {overhead * 1000:.0f} ms (Remote.sync's wall less the agent's sleep: "
+        f"overhead per copy {overhead * 1000:.0f} ms (Remote.sync's wall less the agent's sleep "
+        f"and its wait for a slot there, {mean(seen.waits) * 1000:.0f} ms a copy on average: "
         f"{overhead / mean(modelled) * 100:.3f}% of an uncompressed copy of "
         f"{mean(modelled):.0f} s; {serial:.2f} s of the makespan, {len(copies) / slots:.0f} "
         "copies a slot one after the other, compressed copies being that much shorter)"

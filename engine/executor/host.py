@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,8 @@ def source_of(
 class SyncResult:
     """What a sync did: bytes read from the source, written, zeroed explicitly and skipped
     (zeros on a zero destination), reads retried, seconds, the verified sha256 (None when
-    not verified) with what it covers, and where it read."""
+    not verified) with what it covers, where it read, and the seconds it waited for one of
+    the host's slots before it moved a byte (an agent's max_parallel; not in `seconds`)."""
 
     bytes_read: int
     bytes_written: int
@@ -134,6 +135,7 @@ class SyncResult:
     sha256: str | None = None
     verified: str | None = None
     source: str = ""  # where the bytes were read (DiskSource.describe(): no secrets)
+    waited: float = 0.0  # seconds spent waiting for a slot on the host
 
     def stats(self) -> CopyStats:
         return CopyStats(
@@ -147,6 +149,13 @@ class SyncResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SyncResult:
+        """The result an agent sent (`to_json`); fields this ferry does not know (an agent of
+        a newer ferry's) are left out rather than failing the step."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,9 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
+        began = time.monotonic()
         with slot(host, calls.cancel, f"the copy into volume {job.volume_id}"):
+            waited = time.monotonic() - began
             stats = _copy_job(job, source, device, calls)
             try:
                 sha256 = _verify(job, source, device, disk, calls.cancel) if job.verify else None
@@ -242,6 +253,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
         sha256,
         job.verify or None,
         source.describe(),
+        round(waited, 3),
     )
 
 

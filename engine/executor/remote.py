@@ -232,13 +232,15 @@ class Remote:
         Raises what the agent's sync raised (VerifyError, DataplaneError, StoppedError, ...),
         AgentError when no agent takes the job or the agent goes silent for the timeout (naming
         the host), or refuses it."""
-        return SyncResult(**self._run(TASK, host_name, job.to_json(), calls, say))
+        return SyncResult.from_json(self._run(TASK, host_name, job.to_json(), calls, say))
 
     def compare(
         self, host_name: str, job: SyncJob, cancel: threading.Event, say: Callable[[str], None]
     ) -> SyncResult:
         """A `--verify` compare (host.compare) on `host_name`'s agent; raises as `sync`."""
-        return SyncResult(**self._run(COMPARE_TASK, host_name, job.to_json(), _on(cancel), say))
+        return SyncResult.from_json(
+            self._run(COMPARE_TASK, host_name, job.to_json(), _on(cancel), say)
+        )
 
     def convert(
         self, host_name: str, job: ConvertJob, cancel: threading.Event, say: Callable[[str], None]

@@ -125,7 +125,7 @@ def test_the_app_takes_json_only_acks_late_and_verifies_amqps() -> None:
 
 RESULT: dict[str, Any] = {
     "bytes_read": 4096, "bytes_written": 4096, "bytes_zeroed": 0, "bytes_skipped": 0,
-    "retries": 0, "seconds": 0.5, "sha256": None, "verified": None, "source": "file",
+    "retries": 0, "seconds": 0.5, "sha256": None, "verified": None, "source": "file", "waited": 0.0,
 }  # fmt: skip
 
 
