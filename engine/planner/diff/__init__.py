@@ -77,6 +77,27 @@ from engine.planner.quota import Budget, demand
 __all__ = ["DiffInput", "diff", "power_policy", "said_left_off", "vm_changes"]
 
 
+def _found_server_concerns(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    servers: Mapping[str, ObservedServer],
+    data: DiffInput,
+) -> tuple[Concern, ...]:
+    """The server found for the VM (by its ferry_vm) that does not run from its volumes
+    (server-not-from-replica), else what its source running beside it means
+    (source-running-after-cutover): never both, which contradicted each other about one server
+    ("booted from its volumes" and "does not run from its volumes": break-it 12k M5)."""
+    observed = servers.get(vm.source.instance_uuid or "")
+    foreign = server_not_on_replica(
+        vm,
+        records,
+        observed,
+        data.destination.volumes,
+        data.destination.volumes_from_images or (),
+    )
+    return foreign or running_after_cutover(vm, records, observed, ran=source_ran(vm, records))
+
+
 def found_volumes(
     vm: DesiredVM, observed: Mapping[tuple[str, Any], ObservedVolume]
 ) -> dict[int, ObservedVolume]:
@@ -296,20 +317,8 @@ def diff(
             + full_in_window(vm, copies)
             + unmeasured_in_window(vm, copies)
             + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
-            + running_after_cutover(
-                vm,
-                records,
-                servers.get(vm.source.instance_uuid or ""),
-                ran=source_ran(vm, records),
-            )
+            + _found_server_concerns(vm, records, servers, data)
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
-            + server_not_on_replica(
-                vm,
-                records,
-                servers.get(vm.source.instance_uuid or ""),
-                data.destination.volumes,
-                data.destination.volumes_from_images or (),
-            )
             + server_name_taken(
                 vm,
                 records,
