@@ -336,7 +336,7 @@ def diff(
                 if vm.image is None
                 else ()
             )
-            + retyped(vm, records)
+            + retyped(vm, records, found_volumes(vm, observed))
             + adoption_concerns(
                 vm,
                 records,
