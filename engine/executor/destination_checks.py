@@ -121,7 +121,8 @@ class DestinationChecks(CutoverBase):
         flavor's `size` (vCPUs, MiB), and the planner's `volume_demand` of its volume changes:
         the volumes not made yet, the extends not done yet, and a protection snapshot per
         volume (unless they are taken: the conversion record's `protection`), each by the type
-        and size Cinder holds now (read here) and the project's default volume type."""
+        and size Cinder holds now and the project's default volume type (read here, only when
+        a Cinder quota has a limit: an unlimited one is not checked)."""
         records = self._records()
         servers = 0 if str(Address("vm", name, "server")) in records else 1
         conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
@@ -133,7 +134,8 @@ class DestinationChecks(CutoverBase):
         cores, ram = size or (0, 0)
         needs = after_power_off(servers, cores, ram)
         quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
-        if any(k.partition("_")[0] in CINDER_TYPED or k == PER_VOLUME for k in quotas):
+        cinder = [k for k in quotas if k.partition("_")[0] in CINDER_TYPED]
+        if any(quotas[k].limit >= 0 for k in [*cinder, PER_VOLUME] if k in quotas):  # else moot
             changes = [
                 c
                 for c in self.a.changes.values()
