@@ -15,9 +15,21 @@ from engine.model.desired import Concern
 from engine.model.observed import Quota
 from engine.model.plan import Action, Change
 from engine.planner.checks import missing_key_pair
-from engine.planner.quota import Budget, after_power_off, typed_size, volume_demand
+from engine.planner.quota import (
+    PER_VOLUME,
+    Budget,
+    Held,
+    after_power_off,
+    volume_demand,
+    volume_id,
+)
 from engine.providers.openstack import compute, volumes
-from engine.providers.openstack.read import fetch_key_pairs, fetch_quotas
+from engine.providers.openstack.read import (
+    CINDER_TYPED,
+    fetch_default_type,
+    fetch_key_pairs,
+    fetch_quotas,
+)
 
 
 class DestinationChecks(CutoverBase):
@@ -29,11 +41,11 @@ class DestinationChecks(CutoverBase):
         18 s of avoidable downtime in the lab): the ports the server boots with (recorded by
         now: they are made before it), its flavor and key pair exist, and the project's quota
         holds what the cutover adds from the power-off on (the planner's `after_power_off`:
-        protection snapshots, the server's instance, vCPUs and RAM; and the volumes not made
-        yet, which hang on the final snapshot: a cold cutover of a VM never replicated, whose
-        volume type may be gone since the plan: break-it 12i F5, production powered off, then
-        a 404 on the volume create). The ports are made before. Raises OpenStackError, one line
-        (the source stays on)."""
+        the server's instance, vCPUs and RAM; its `volume_demand`: protection snapshots, the
+        extends of grown disks, and the volumes not made yet, which hang on the final
+        snapshot: a cold cutover of a VM never replicated, whose volume type may be gone since
+        the plan: break-it 12i F5, production powered off, then a 404 on the volume create).
+        The ports are made before. Raises OpenStackError, one line (the source stays on)."""
         self._scripts_readable(name)
         conn = self.ctx.conn
         server = self.a.changes.get(str(Address("vm", name, "server")))
@@ -106,8 +118,11 @@ class DestinationChecks(CutoverBase):
     def _quota_short(self, name: str, size: tuple[int, int] | None) -> list[Concern]:
         """The planner's quota concern for what the VM's cutover adds from the power-off on,
         against the quotas read now: a server (unless one may exist: its record) of the
-        flavor's `size` (vCPUs, MiB), and a protection snapshot per volume (unless they are
-        taken: the conversion record's `protection`)."""
+        flavor's `size` (vCPUs, MiB), and the planner's `volume_demand` of its volume changes:
+        the volumes not made yet, the extends not done yet, and a protection snapshot per
+        volume (unless they are taken: the conversion record's `protection`), each by the type
+        and size Cinder holds now and the project's default volume type (read here, only when
+        a Cinder quota has a limit: an unlimited one is not checked)."""
         records = self._records()
         servers = 0 if str(Address("vm", name, "server")) in records else 1
         conversion = self.a.changes.get(str(Address("vm", name, "conversion")))
@@ -116,24 +131,37 @@ class DestinationChecks(CutoverBase):
             and conversion.action in (Action.CREATE, Action.REPLACE)
             and not self._attrs(str(Address("vm", name, "conversion"))).get("protection")
         )
-        protected = [
-            typed_size(c)
-            for c in self.a.changes.values()
-            if protects
-            and c.kind == "volume"
-            and Address.parse(c.address).name == name
-            and c.action not in (Action.DELETE, Action.FORGET)
-        ]
         cores, ram = size or (0, 0)
-        needs = after_power_off(servers, cores, ram, [gib for _, gib in protected])
-        made = [typed_size(c) for c in self._new_volumes(name)]
-        needs |= {"volumes": len(made), "gigabytes": needs["gigabytes"] + sum(g for _, g in made)}
-        needs |= volume_demand(made, protected)
+        needs = after_power_off(servers, cores, ram)
         quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
+        cinder = [k for k in quotas if k.partition("_")[0] in CINDER_TYPED]
+        if any(quotas[k].limit >= 0 for k in [*cinder, PER_VOLUME] if k in quotas):  # else moot
+            changes = [
+                c
+                for c in self.a.changes.values()
+                if c.kind == "volume"
+                and Address.parse(c.address).name == name
+                and c.action not in (Action.DELETE, Action.FORGET)
+            ]
+            default_type = fetch_default_type(self.ctx.conn)
+            needs |= volume_demand(
+                changes, self._held(changes), protects=protects, default_type=default_type
+            )
         return [
             replace(c, message=c.message.replace(", after the VMs listed before it", ""))
             for c in Budget(quotas).take(needs)
         ]
+
+    def _held(self, changes: list[Change]) -> dict[str, Held]:
+        """By change address, the volume Cinder holds for it now (its type and size): the one
+        its record names (made or synced by this apply so far), else the plan's."""
+        out = {}
+        for change in changes:
+            found = str(self._attrs(change.address).get("volume_id") or volume_id(change))
+            there = volumes.type_and_size(self.ctx.conn, found) if found else None
+            if there is not None:
+                out[change.address] = Held(*there)
+        return out
 
     def _new_volumes(self, name: str) -> list[Change]:
         """The VM's volume changes that create a volume this apply has not made yet (no

@@ -341,6 +341,9 @@ class Destination:
     networks: frozenset[str] = frozenset()
     volume_types: frozenset[str] = frozenset()
     encrypted_volume_types: frozenset[str] = frozenset()  # those with an encryption spec
+    # the project's default volume type's name (GET /types/default): what Cinder gives a volume
+    # created without one, whose per-type quotas count it; None: the cloud did not say
+    default_volume_type: str | None = None
     security_groups: frozenset[str] = frozenset()  # names and ids
     volumes: tuple[ObservedVolume, ...] = ()
     ports: tuple[ObservedPort, ...] = ()

@@ -10,13 +10,15 @@ allocation pools have no address left fails (neutron's IpAddressGenerationFailur
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
-from engine.model.observed import Destination, Quota
+from engine.model.observed import Destination, ObservedVolume, Quota
 from engine.model.plan import Action, Change
 
 CREATES = (Action.CREATE, Action.REPLACE)
+SYNCS = (Action.CREATE, Action.REPLACE, Action.UPDATE)  # its volume made, or extended, first
 WHAT = {
     "volumes": "volumes",
     "gigabytes": "GiB of volumes and snapshots",
@@ -34,71 +36,111 @@ ADDRESSES = "addresses:"  # + a network's name or id: ports taking a free addres
 NETWORK = "network:"  # + the name of a network ferry creates (network_map create:) for a port
 
 
-def demand(vm: DesiredVM, changes: Sequence[Change]) -> dict[str, int]:
+class Held(NamedTuple):
+    """A volume Cinder holds: its volume type's name (None: none read) and its size (GiB)."""
+
+    volume_type: str | None
+    size_gib: int
+
+
+def demand(
+    vm: DesiredVM, changes: Sequence[Change], cloud: Destination | None = None
+) -> dict[str, int]:
     """What this VM's changes would add to the project's usage, and per network the ports that
     take a free address there (`addresses:<network as the spec names it>`). A conversion first
     protects every volume with a Cinder snapshot, which counts against snapshots and gigabytes
-    (cinder's default) — after the source's power-off."""
-    volumes = [c for c in changes if c.kind == "volume" and c.action in CREATES]
+    (cinder's default) — after the source's power-off. The volumes count by their actual type
+    and size (`volume_demand`): `cloud`'s volumes (refresh) and default volume type."""
     servers = [c for c in changes if c.kind == "server" and c.action in CREATES]
     ports = [c for c in changes if c.kind == "port" and c.action in CREATES]
-    protected = (
-        vm.volumes if any(c.kind == "conversion" and c.action in CREATES for c in changes) else ()
-    )
+    protects = any(c.kind == "conversion" and c.action in CREATES for c in changes)
     flavor = vm.flavor.flavor
     cores = flavor.vcpus if flavor else vm.source.cpus or 0
     ram = flavor.ram_mb if flavor else vm.source.memory_mb or 0
-    after_off = after_power_off(len(servers), cores, ram, [v.size_gib for v in protected])
-    typed = volume_demand(
-        [typed_size(c) for c in volumes], [(v.volume_type, v.size_gib) for v in protected]
-    )
+    volumes = [c for c in changes if c.kind == "volume"]
+    held = held_volumes(volumes, cloud.volumes if cloud else ())
+    default_type = cloud.default_volume_type if cloud else None
+    cinder = volume_demand(volumes, held, protects=protects, default_type=default_type)
+    totals = {k: cinder.pop(k, 0) for k in ("volumes", "gigabytes", "snapshots")}
     return (
-        {
-            "volumes": len(volumes),
-            "gigabytes": sum(int((c.after or {}).get("size_gib") or 0) for c in volumes)
-            + after_off["gigabytes"],
-            "snapshots": after_off["snapshots"],
-            "ports": len(ports),
-            "instances": after_off["instances"],
-            "cores": after_off["cores"],
-            "ram": after_off["ram"],
-        }
-        | typed
+        totals
+        | {"ports": len(ports)}
+        | after_power_off(len(servers), cores, ram)
+        | cinder
         | _addresses(ports)
         | _networks(vm, ports)
     )
 
 
-def typed_size(change: Change) -> tuple[object, int]:
-    """A volume change's (volume type, GiB), as volume_demand counts it."""
-    after = change.after or change.before or {}
-    return after.get("volume_type"), int(after.get("size_gib") or 0)
+def volume_id(change: Change) -> str:
+    """The volume a volume change's record (`before`) or adoption (`after`) names, "" none."""
+    return str(
+        (change.before or {}).get("volume_id") or (change.after or {}).get("volume_id") or ""
+    )
+
+
+def held_volumes(changes: Iterable[Change], found: Iterable[ObservedVolume]) -> dict[str, Held]:
+    """`volume_demand`'s `held` from what refresh read (`found`): by change address, the volume
+    its record or adoption names, when Cinder has it."""
+    by_id = {v.id: Held(v.volume_type, v.size_gib) for v in found}
+    return {c.address: by_id[volume_id(c)] for c in changes if volume_id(c) in by_id}
 
 
 def volume_demand(
-    created: Sequence[tuple[object, int]], protected: Sequence[tuple[object, int]] = ()
+    changes: Iterable[Change],
+    held: Mapping[str, Held],
+    *,
+    protects: bool,
+    default_type: str | None,
 ) -> dict[str, int]:
-    """Cinder's per-type quotas the new volumes (`created`: (volume type, GiB) each) and the
-    protection snapshots (`protected`: of volumes of (type, GiB)) take, `volumes_<type>`,
-    `gigabytes_<type>` (volumes and snapshots) and `snapshots_<type>` (cinder's quota keys,
-    os-quota-sets), and the largest new volume against `per_volume_gigabytes` (break-it 12j
-    F1: a typed quota full was found only by the volume create, after the power-off). A volume
-    without a type (the cloud's default, not named here) counts in the project's totals only."""
-    out: dict[str, int] = {}
-
-    def add(key: str, n: int) -> None:
-        out[key] = out.get(key, 0) + n
-
-    for volume_type, gib in created:
-        if volume_type:
-            add(f"volumes_{volume_type}", 1)
-            add(f"gigabytes_{volume_type}", gib)
-    for volume_type, gib in protected:
-        if volume_type:
-            add(f"snapshots_{volume_type}", 1)
-            add(f"gigabytes_{volume_type}", gib)
-    largest = max((gib for _, gib in created), default=0)
+    """What one VM's volume changes add to Cinder's quotas, as Cinder counts them (its keys,
+    os-quota-sets: `volumes`, `gigabytes`, `snapshots`, and per volume type `volumes_<type>`,
+    `gigabytes_<type>` (volumes and snapshots), `snapshots_<type>`), and the largest volume
+    made or extended against `per_volume_gigabytes` (break-it 12j F1). `held`: by change
+    address, the volume Cinder holds for the disk now (the planner's from refresh, apply's read
+    before the power-off).
+    - A change that syncs a disk no volume is held for creates one of the change's size and
+      type (`after`).
+    - One that syncs into a held volume smaller than its planned size extends it first (Cinder
+      extend): the GiB added count in `gigabytes` and `gigabytes_<its type>`, its new size
+      against per_volume_gigabytes (break-it 12k F4: not counted, the extend and then the
+      protection snapshot failed 413 after the power-off).
+    - `protects` (a conversion): a snapshot of each volume (not of a DELETE or FORGET), of its
+      size after the plan.
+    A held volume counts in its own type's quotas, not the one the spec maps its disk to now
+    (ferry does not retype: break-it 12k F6); a volume without a type in `default_type`'s
+    (what Cinder gives it, e.g. `__DEFAULT__`: break-it 12k F3), None: the totals only."""
+    out: dict[str, int] = {"volumes": 0, "gigabytes": 0, "snapshots": 0}  # totals first
+    largest = 0
+    for change in changes:
+        if change.kind != "volume" or change.action in (Action.DELETE, Action.FORGET):
+            continue
+        typed, grows, size, new = _counted(change, held.get(change.address), default_type)
+        used = [("volumes", int(new)), ("gigabytes", grows)]
+        used += [("snapshots", 1), ("gigabytes", size)] if protects else []
+        largest = max(largest, size if grows else 0)
+        for key, n in used:
+            for counted in (key, f"{key}_{typed}") if typed else (key,):
+                out[counted] = out.get(counted, 0) + n
+    out = {k: n for k, n in out.items() if n}
     return out | ({PER_VOLUME: largest} if largest else {})
+
+
+def _counted(
+    change: Change, there: Held | None, default_type: str | None
+) -> tuple[str, int, int, bool]:
+    """A volume change as Cinder counts it: (the volume's type, "" none known; the GiB it adds:
+    a new volume's size or an extend's growth; its size after the plan; whether it is new)."""
+    after = change.after or change.before or {}
+    planned = int(after.get("size_gib") or 0)
+    syncs = change.action in SYNCS
+    if there is None:
+        typed = str(after.get("volume_type") or default_type or "")
+        return typed, planned if syncs else 0, planned, syncs
+    typed = str(there.volume_type or default_type or "")
+    if not syncs:
+        return typed, 0, there.size_gib, False
+    return typed, max(planned - there.size_gib, 0), max(planned, there.size_gib), False
 
 
 def what(key: str) -> str:
@@ -113,21 +155,13 @@ def what(key: str) -> str:
     }.get(kind, key)
 
 
-def after_power_off(
-    servers: int, cores: int, ram_mb: int, protected_gib: Sequence[int]
-) -> dict[str, int]:
-    """What a cutover adds to the project's usage from its source's power-off on: a Cinder
-    snapshot per volume it protects (`protected_gib`: their sizes in GiB) and its server(s) of
-    `cores` vCPUs and `ram_mb` MiB each. Part of `demand`; apply checks it again, against the
-    quotas read then, before it powers the source off (a saved plan applied after the quota
-    filled up: break-it 12d item 5)."""
-    return {
-        "gigabytes": sum(protected_gib),
-        "snapshots": len(protected_gib),
-        "instances": servers,
-        "cores": cores * servers,
-        "ram": ram_mb * servers,
-    }
+def after_power_off(servers: int, cores: int, ram_mb: int) -> dict[str, int]:
+    """What a cutover's server(s) of `cores` vCPUs and `ram_mb` MiB each add to the project's
+    usage, from its source's power-off on (its volumes, protection snapshots and extends:
+    `volume_demand`). Part of `demand`; apply checks it again, against the quotas read then,
+    before it powers the source off (a saved plan applied after the quota filled up: break-it
+    12d item 5)."""
+    return {"instances": servers, "cores": cores * servers, "ram": ram_mb * servers}
 
 
 def _networks(vm: DesiredVM, ports: Sequence[Change]) -> dict[str, int]:

@@ -57,3 +57,21 @@ def test_a_volume_create_refused_by_a_quota_says_so_in_one_line() -> None:
     with pytest.raises(OpenStackError) as raised:
         volumes.create_volume(conn, "web01-2000", 2, "localds-0", {})
     assert str(raised.value) == f"creating volume web01-2000: {QUOTA} (HTTP 413)"
+
+
+def test_an_extend_refused_by_the_cap_on_one_volume_says_so_in_one_line() -> None:
+    """Break-it 12k F4: the extend's 413 (per_volume_gigabytes) came out as "internal error
+    (HttpException ...): a fault in ferry ... please report it": its SDK error was not wrapped
+    as the other calls' are."""
+    limit = (
+        "VolumeSizeExceedsLimit: Requested volume size 4G is larger than maximum allowed limit 3G."
+    )
+
+    def extend_volume(*_: Any) -> None:
+        raise refused(413, {"overLimit": {"code": 413, "message": limit}})
+
+    volume = SimpleNamespace(id="v1", size=2, status="available")
+    storage = SimpleNamespace(get_volume=lambda _id: volume, extend_volume=extend_volume)
+    with pytest.raises(OpenStackError) as raised:
+        volumes.extend(SimpleNamespace(block_storage=storage), "v1", 4)
+    assert str(raised.value) == f"extending volume v1 to 4 GiB: {limit} (HTTP 413)"

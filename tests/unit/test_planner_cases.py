@@ -166,8 +166,9 @@ def made_by_this_ferry(d: dict[str, Any], recorded: State) -> Destination:
 def destination(d: dict[str, Any]) -> Destination:
     """A case's destination. Networks are named, their id is their name unless `network_ids`
     gives one (name → id, or a list of ids: several networks of that name); ports name their
-    network by id; key_pairs and roles are unknown
-    (not checked) unless given; `servers` are ferry's, `other_servers` anyone's (by name);
+    network by id; key_pairs, roles and default_volume_type (the project's default volume
+    type's name) are unknown (not checked) unless given; `servers` are ferry's, `other_servers`
+    anyone's (by name);
     `images` (Glance's, output: image), `image_volumes` (volume id → image metadata),
     `volumes_from_images` (the volumes ferry made from its images: what a lost state adopts) and
     `volume_ids` (every volume of the project, by id), `snapshot_ids` (every Cinder snapshot,
@@ -187,6 +188,7 @@ def destination(d: dict[str, Any]) -> Destination:
         volume_types=frozenset(d.get("volume_types", [])),
         security_groups=frozenset(d.get("security_groups", [])),
         encrypted_volume_types=frozenset(d.get("encrypted_volume_types", [])),
+        default_volume_type=d.get("default_volume_type"),
         volumes=tuple(observed_volume(v) for v in d.get("volumes", [])),
         servers=servers,
         ports=tuple(

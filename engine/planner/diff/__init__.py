@@ -345,7 +345,7 @@ def diff(
                 if vm.image is None
                 else ()
             )
-            + retyped(vm, records)
+            + retyped(vm, records, found_volumes(vm, observed))
             + adoption_concerns(
                 vm,
                 records,
@@ -363,7 +363,7 @@ def diff(
             + (not_verified(vm, vm_list) if data.verify else ())
         )
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
-            concerns += budget.take(demand(vm, copies))
+            concerns += budget.take(demand(vm, vm_list, data.destination))
         if not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += work_dir.take(vm, copies)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)

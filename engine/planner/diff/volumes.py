@@ -642,16 +642,25 @@ def verify_step(vm: DesiredVM, change: Change) -> Change:
     )
 
 
-def retyped(vm: DesiredVM, records: Mapping[str, ResourceRecord]) -> tuple[Concern, ...]:
+def retyped(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    found: Mapping[int, ObservedVolume] | None = None,
+) -> tuple[Concern, ...]:
     """A warning per replica volume of a type the spec no longer maps its disk to (break-it
     12c item 14: volume_type_map changed, e.g. to an encrypted type, and the replica silently
-    stayed of the old one): ferry does not retype volumes; the warning says how. A volume a
-    server was booted from (converted) is production's and left out."""
+    stayed of the old one): ferry does not retype volumes; the warning says how. Its type is
+    the one Cinder names (`found`: the VM's volumes found by metadata, by disk key), else its
+    record's: a record names the type the spec mapped at its last sync (break-it 12k F6: one
+    sync under the new map and the warning was gone, the volume still of the old type). A
+    volume a server was booted from (converted) is production's and left out."""
     out = []
     for volume in vm.volumes:
         record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
         attrs = record.attributes if record is not None and record.kind == "volume" else {}
-        had = attrs.get("volume_type")
+        there = (found or {}).get(volume.disk_key)
+        held = there.volume_type if there and there.id == attrs.get("volume_id") else None
+        had = held or attrs.get("volume_type")
         if not had or not volume.volume_type or had == volume.volume_type or attrs.get("converted"):
             continue
         out.append(

@@ -146,6 +146,18 @@ def type_encrypted(conn: Any, volume_type: Any) -> bool:
     return bool(getattr(found, "provider", None) or getattr(found, "encryption_id", None))
 
 
+def fetch_default_type(conn: Any) -> str | None:
+    """The name of the volume type Cinder gives a volume created without one, in this project
+    (GET /v3/types/default: the project's default type, else the cloud's default_volume_type,
+    e.g. `__DEFAULT__`); its per-type quotas count such volumes. None when the cloud does not
+    answer (an older Cinder, no default type, or the call forbidden)."""
+    try:
+        found = conn.block_storage.get_type("default")
+    except os_exc.SDKException:
+        return None
+    return str(getattr(found, "name", None) or "") or None
+
+
 def fetch_destination(
     conn: Any, networks: Collection[str] = (), *, images: Collection[str] | None = None
 ) -> dict[str, Any]:
@@ -163,6 +175,7 @@ def fetch_destination(
             "subnets": list(conn.network.subnets()),
             "volume_types": types,
             "encrypted_volume_types": [t.name for t in types if type_encrypted(conn, t)],
+            "default_volume_type": fetch_default_type(conn),
             "security_groups": list(conn.network.security_groups()),
             "volumes": list(conn.block_storage.volumes(details=True)),
             "attachments": fetch_attachments(conn),
@@ -413,6 +426,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         networks=frozenset(n.name for n in raw["networks"]),
         volume_types=frozenset(t.name for t in raw["volume_types"]),
         encrypted_volume_types=frozenset(raw.get("encrypted_volume_types", ())),
+        default_volume_type=raw.get("default_volume_type"),
         security_groups=frozenset(x for g in raw["security_groups"] for x in (g.name, g.id) if x),
         volumes=tuple(volumes),
         ports=tuple(parse_port(p) for p in raw["ports"]),

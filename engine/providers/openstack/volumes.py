@@ -378,6 +378,20 @@ def exists(conn: Any, volume_id: str) -> bool:
     return transient(found, f"reading volume {volume_id}")
 
 
+def type_and_size(conn: Any, volume_id: str) -> tuple[str | None, int] | None:
+    """The volume's type name (None: Cinder names none) and size (GiB); None when it is gone.
+    Raises OpenStackError when it cannot be read."""
+
+    def read() -> tuple[str | None, int] | None:
+        try:
+            volume = conn.block_storage.get_volume(volume_id)
+        except os_exc.NotFoundException:
+            return None
+        return (getattr(volume, "volume_type", None) or None), int(volume.size or 0)
+
+    return transient(read, f"reading volume {volume_id}")
+
+
 def encrypted(conn: Any, volume_id: str) -> bool:
     """Whether cinder made the volume encrypted (LUKS): it does not read as zeros where nothing
     was written."""
@@ -393,7 +407,8 @@ def extend(conn: Any, volume_id: str, size_gib: int, attached_to: str | None = N
     volume a killed apply left attached is reused as it is. When it must grow it is detached from
     `attached_to` first (Cinder extends only available volumes). A volume never shrinks: a
     smaller size is left alone (the planner refuses a shrunk disk). Raises OpenStackError when
-    cinder fails the extend (status error_extending) or a wait times out."""
+    cinder refuses the extend (its answer: a quota, per_volume_gigabytes' 413
+    VolumeSizeExceedsLimit), fails it (status error_extending) or a wait times out."""
     current = transient(
         lambda: conn.block_storage.get_volume(volume_id), f"reading volume {volume_id}"
     )
@@ -402,7 +417,12 @@ def extend(conn: Any, volume_id: str, size_gib: int, attached_to: str | None = N
     if attached_to:
         detach(conn, attached_to, volume_id)
     volume = wait_volume(conn, volume_id, "available")
-    conn.block_storage.extend_volume(volume, size_gib)
+    try:
+        conn.block_storage.extend_volume(volume, size_gib)
+    except os_exc.SDKException as exc:  # a quota or per_volume_gigabytes (413): the cloud's words
+        raise OpenStackError(
+            f"extending volume {volume_id} to {size_gib} GiB: {answer(exc)}"
+        ) from exc
     wait_for(
         lambda: conn.block_storage.get_volume(volume_id),
         f"volume {volume_id}",

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from openstack.exceptions import SDKException
+from openstack.exceptions import NotFoundException, SDKException
 
 from engine.errors import ConversionError, OpenStackError
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
+from engine.planner.quota import PER_VOLUME
 from engine.statestore.sqlite import SqliteStateStore
 from tests.unit.executor import fakes
 
@@ -29,14 +30,33 @@ def unreadable(*_: Any, **__: Any) -> None:
     raise SDKException("forbidden")
 
 
+SYNCED = {"v2000": (None, 2), "v2001": (None, 2)}  # disks 2000 and 2001's volumes: type, GiB
+
+
 def cloud(
     quotas: dict[str, tuple[int, int]],
     key_pairs: tuple[str, ...] = ("ops",),
     servers: tuple[tuple[str, str, dict[str, str]], ...] = (),
     attached: tuple[str, ...] = (),
+    held: dict[str, tuple[str | None, int]] | None = None,
+    default_type: str | None = None,
 ) -> Any:
     """The fake cloud: `quotas` by key (limit, used), the key pairs, the servers (id, name,
-    metadata), each booted from the volumes `attached`."""
+    metadata), each booted from the volumes `attached`, the volumes Cinder holds (`held`: id →
+    (type, GiB); SYNCED unless given) and the project's default volume type (None: GET
+    /types/default answers 404)."""
+    volumes = SYNCED if held is None else held
+
+    def get_volume(volume_id: str) -> Any:
+        if volume_id not in volumes:
+            raise NotFoundException("no such volume")
+        volume_type, size = volumes[volume_id]
+        return SimpleNamespace(id=volume_id, volume_type=volume_type, size=size)
+
+    def get_type(type_id: str) -> Any:
+        if type_id != "default" or default_type is None:
+            raise NotFoundException("Volume type default could not be found.")
+        return SimpleNamespace(id="t-default", name=default_type)
 
     def quota_set(keys: tuple[str, ...]) -> Any:
         def read(_project: str, usage: bool) -> Any:
@@ -74,6 +94,8 @@ def cloud(
         block_storage=SimpleNamespace(
             get_quota_set=quota_set(("volumes", "gigabytes", "snapshots")),
             types=lambda: [SimpleNamespace(name="ssd", id="t-ssd")],
+            get_volume=get_volume,
+            get_type=get_type,
         ),
     )
 
@@ -84,10 +106,13 @@ def cutover(
     records: tuple[ResourceRecord, ...] = (),
     key_pair: str = "ops",
     firstboot: tuple[str, ...] = (),
-    new: tuple[str, ...] = (),
+    new: tuple[str | None, ...] = (),
+    synced: dict[int, dict[str, Any]] | None = None,
 ) -> Cutover:
-    """web01's cutover: its disks 2000 and 2001 synced before (2 GiB each), and a volume of
-    each volume type in `new` still to be made (a cold cutover's: after the final snapshot)."""
+    """web01's cutover: its disks 2000 and 2001 synced before into 2 GiB volumes v2000 and
+    v2001 (their final delta planned as `synced` says: `after` by disk key, else 2 GiB and no
+    type), and a volume of each volume type in `new` still to be made (a cold cutover's: after
+    the final snapshot)."""
     store = SqliteStateStore(tmp_path / "ferry.db")
     port = ResourceRecord("vm.web01.port[0]", "port", Status.READY, {"port_id": "p0"})
     store.write([port, *records], [])
@@ -98,7 +123,14 @@ def cutover(
             "vm.web01.conversion", "conversion", Action.CREATE, "", None, {"firstboot": firstboot}
         ),
         *(
-            Change(f"vm.web01.disk[{k}]", "volume", Action.UPDATE, "", {}, {"size_gib": 2})
+            Change(
+                f"vm.web01.disk[{k}]",
+                "volume",
+                Action.UPDATE,
+                "",
+                {"volume_id": f"v{k}", "size_gib": 2},
+                (synced or {}).get(k, {"size_gib": 2}),
+            )
             for k in (2000, 2001)
         ),
         *(
@@ -286,3 +318,98 @@ def test_a_server_of_this_vm_not_on_this_states_volumes_stops_before_the_power_o
         r"powered off$",
     ):
         check("web01")
+
+
+GROWN = {2001: {"size_gib": 3}}  # disk 2001 grew from 2 to 3 GiB: its volume is extended
+
+
+@pytest.mark.parametrize(
+    ("key", "needs", "said"),
+    [
+        ("gigabytes_slow", 6, "GiB of type-slow volumes and snapshots: needs 6, 5 left"),
+        ("gigabytes", 6, "GiB of volumes and snapshots: needs 6, 5 left"),
+        ("per_volume_gigabytes", 3, r"GiB in one volume \(per_volume_gigabytes\): needs 3, "
+                                    "2 allowed"),
+    ],
+    ids=["gigabytes-per-type", "gigabytes", "per-volume"],
+)  # fmt: skip
+def test_a_grown_disks_extend_counts_before_the_power_off(
+    tmp_path: Path, key: str, needs: int, said: str
+) -> None:
+    """Break-it 12k F4: a saved cutover of a replicated VM whose disk grew powered the source
+    off, extended the volume, copied it in full, then failed its protection snapshot 413 on
+    gigabytes_<type> (or the extend itself on per_volume_gigabytes): the extend was counted
+    nowhere, the snapshot at the volume's old size. Now the extend's GiB (+1) and the grown
+    volume's snapshot at its new size (2 + 3), of the volume's own type (slow); the cap on one
+    volume against its new size."""
+    held = {"v2000": ("slow", 2), "v2001": ("slow", 2)}
+    room = {key: (needs if key == PER_VOLUME else 50, 0 if key == PER_VOLUME else 50 - needs)}
+    cutover(tmp_path, cloud(room, held=held), synced=GROWN).ready_destination("web01")
+    short = {key: (needs - 1, 0) if key == PER_VOLUME else (50, 51 - needs)}
+    with pytest.raises(OpenStackError, match=said + r".*the source was not powered off$"):
+        cutover(tmp_path, cloud(short, held=held), synced=GROWN).ready_destination("web01")
+
+
+def test_an_extend_done_already_is_not_counted_again(tmp_path: Path) -> None:
+    """A cutover resumed after its extend: Cinder's usage holds it; the snapshots remain."""
+    held = {"v2000": ("slow", 2), "v2001": ("slow", 3)}
+    room = {"gigabytes_slow": (50, 45), "per_volume_gigabytes": (3, 0)}
+    cutover(tmp_path, cloud(room, held=held), synced=GROWN).ready_destination("web01")
+
+
+def test_protection_snapshots_count_in_the_volumes_own_type(tmp_path: Path) -> None:
+    """Break-it 12k F6: the spec maps the disks to type `new` since they were synced into
+    volumes of type `old` (ferry does not retype, it warns): their protection snapshots
+    count in snapshots_old and gigabytes_old, as Cinder counts them, not in `new`'s."""
+    held = {"v2000": ("old", 2), "v2001": ("old", 2)}
+    remapped = {k: {"size_gib": 2, "volume_type": "new"} for k in (2000, 2001)}
+    full_new = {"snapshots_new": (10, 10), "gigabytes_new": (10, 10)}
+    cutover(tmp_path, cloud(full_new, held=held), synced=remapped).ready_destination("web01")
+    for quotas, said in (
+        ({"snapshots_old": (10, 9)}, "snapshots of type-old volumes: needs 2, 1 left"),
+        ({"gigabytes_old": (10, 7)}, "GiB of type-old volumes and snapshots: needs 4, 3 left"),
+    ):
+        with pytest.raises(OpenStackError, match=said + r".*the source was not powered off$"):
+            cloudy = cloud(quotas, held=held)
+            cutover(tmp_path, cloudy, synced=remapped).ready_destination("web01")
+
+
+@pytest.mark.parametrize(
+    ("quotas", "said"),
+    [
+        ({"volumes___DEFAULT__": (10, 9)}, "volumes of type __DEFAULT__: needs 2, 1 left"),
+        (
+            {"gigabytes___DEFAULT__": (40, 10)},
+            "GiB of type-__DEFAULT__ volumes and snapshots: needs 36, 30 left",
+        ),
+        (
+            {"snapshots___DEFAULT__": (10, 7)},
+            "snapshots of type-__DEFAULT__ volumes: needs 4, 3 left",
+        ),
+    ],
+    ids=["volumes", "gigabytes", "snapshots"],
+)
+def test_volumes_without_a_type_count_in_the_default_types_quotas(
+    tmp_path: Path, quotas: dict[str, tuple[int, int]], said: str
+) -> None:
+    """Break-it 12k F3: a spec without volume_type_map (Cinder's default type) powered the
+    source off, then the volume create failed 413 on gigabytes___DEFAULT__. Cinder gives a
+    volume made without a type the project's default type (GET /types/default) and counts it
+    there: the two new 8 GiB volumes, and the protection snapshots of all four (2 + 2 + 8 +
+    8 GiB; the synced ones hold no type here either). A cloud that does not name its default
+    type: the totals only, as before."""
+    unnamed = cloud(quotas)
+    cutover(tmp_path, unnamed, new=(None, None)).ready_destination("web01")
+    named = cloud(quotas, default_type="__DEFAULT__")
+    with pytest.raises(OpenStackError, match=said + r".*the source was not powered off$"):
+        cutover(tmp_path, named, new=(None, None)).ready_destination("web01")
+
+
+def test_a_recorded_volume_gone_since_the_plan_counts_as_a_new_one(tmp_path: Path) -> None:
+    """The final sync makes a volume again whose recorded one is gone (deleted outside
+    ferry): it counts in the volume quotas (it was left out, as a volume recorded)."""
+    only_2000 = {"v2000": (None, 2)}
+    cutover(tmp_path, cloud({"volumes": (10, 9)}, held=only_2000)).ready_destination("web01")
+    with pytest.raises(OpenStackError, match=r"volumes: needs 1, 0 left"):
+        conn = cloud({"volumes": (10, 10)}, held=only_2000)
+        cutover(tmp_path, conn).ready_destination("web01")
