@@ -17,6 +17,7 @@ from engine.model.plan import Action, Change
 from engine.planner.checks import missing_key_pair
 from engine.planner.quota import (
     PER_VOLUME,
+    VOLUME_KINDS,
     Budget,
     Held,
     after_power_off,
@@ -139,7 +140,7 @@ class DestinationChecks(CutoverBase):
             changes = [
                 c
                 for c in self.a.changes.values()
-                if c.kind == "volume"
+                if c.kind in VOLUME_KINDS
                 and Address.parse(c.address).name == name
                 and c.action not in (Action.DELETE, Action.FORGET)
             ]

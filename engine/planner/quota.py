@@ -19,6 +19,9 @@ from engine.model.plan import Action, Change
 
 CREATES = (Action.CREATE, Action.REPLACE)
 SYNCS = (Action.CREATE, Action.REPLACE, Action.UPDATE)  # its volume made, or extended, first
+# the changes that make or hold a Cinder volume: a disk's (output: volume) and one made from a
+# disk's image at an image-mode cutover (after the power-off; no protection snapshot)
+VOLUME_KINDS = ("volume", "image_volume")
 WHAT = {
     "volumes": "volumes",
     "gigabytes": "GiB of volumes and snapshots",
@@ -57,7 +60,7 @@ def demand(
     flavor = vm.flavor.flavor
     cores = flavor.vcpus if flavor else vm.source.cpus or 0
     ram = flavor.ram_mb if flavor else vm.source.memory_mb or 0
-    volumes = [c for c in changes if c.kind == "volume"]
+    volumes = [c for c in changes if c.kind in VOLUME_KINDS]
     held = held_volumes(volumes, cloud.volumes if cloud else ())
     default_type = cloud.default_volume_type if cloud else None
     cinder = volume_demand(volumes, held, protects=protects, default_type=default_type)
@@ -107,17 +110,20 @@ def volume_demand(
       protection snapshot failed 413 after the power-off).
     - `protects` (a conversion): a snapshot of each volume (not of a DELETE or FORGET), of its
       size after the plan.
+    - An image-mode cutover's volume made from a disk's image (`image_volume`, after the
+      power-off) counts as a new volume of its size and type; it is never protected.
     A held volume counts in its own type's quotas, not the one the spec maps its disk to now
     (ferry does not retype: break-it 12k F6); a volume without a type in `default_type`'s
     (what Cinder gives it, e.g. `__DEFAULT__`: break-it 12k F3), None: the totals only."""
     out: dict[str, int] = {"volumes": 0, "gigabytes": 0, "snapshots": 0}  # totals first
     largest = 0
     for change in changes:
-        if change.kind != "volume" or change.action in (Action.DELETE, Action.FORGET):
+        if change.kind not in VOLUME_KINDS or change.action in (Action.DELETE, Action.FORGET):
             continue
         typed, grows, size, new = _counted(change, held.get(change.address), default_type)
         used = [("volumes", int(new)), ("gigabytes", grows)]
-        used += [("snapshots", 1), ("gigabytes", size)] if protects else []
+        protected = protects and change.kind == "volume"  # image mode takes no snapshot
+        used += [("snapshots", 1), ("gigabytes", size)] if protected else []
         largest = max(largest, size if grows else 0)
         for key, n in used:
             for counted in (key, f"{key}_{typed}") if typed else (key,):
