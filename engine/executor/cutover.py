@@ -386,6 +386,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             compute.wait_active(self.ctx.conn, str(existing.id))
             self.check_source_off(name, found=str(existing.id))
             self.ctx.say(name, f"{change.address}: server {existing.id} found, reused")
+            self._release_quota(name)
             return str(existing.id)
         if existing is not None:
             compute.delete_server(self.ctx.conn, str(existing.id))
@@ -441,7 +442,14 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             f"{change.address}: server {server_id} ACTIVE in "
             f"{duration(time.monotonic() - started)}",
         )
+        self._release_quota(name)
         return server_id
+
+    def _release_quota(self, name: str) -> None:
+        """The VM's server is ACTIVE: the quotas read from now on count what its cutover took
+        (see CutoverBase.reserved)."""
+        with self.reserved_lock:
+            self.reserved.pop(name, None)
 
     def _boot_image_id(self, name: str, after: dict[str, Any]) -> str | None:
         """boot: image: the Glance image of the boot disk the server boots from (recorded by

@@ -68,6 +68,13 @@ class CutoverBase:
         # is recorded (powered_off, which the handler reads). Reentrant: the handler runs in
         # the main thread, which may hold it.
         self.gate = threading.RLock()
+        # What each VM's cutover takes of the project's quotas, from its check before the
+        # power-off until its server is ACTIVE (then the quotas read count it): the next VM's
+        # check takes it first (break-it 12k F4: two VMs of one apply each fitted alone, both
+        # were powered off, the second failed 413 after copying with production down). A
+        # failed cutover keeps its share until the apply ends: what it made may stay.
+        self.reserved: dict[str, dict[str, int]] = {}
+        self.reserved_lock = threading.Lock()
 
     def runs_from_replica(self, name: str, server: Any) -> bool:
         """Whether `server` (found by its ferry_vm metadata of the VM `name`) is this state's:

@@ -148,9 +148,18 @@ class DestinationChecks(CutoverBase):
             needs |= volume_demand(
                 changes, self._held(changes), protects=protects, default_type=default_type
             )
+        with self.reserved_lock:
+            budget = Budget(quotas)
+            others = [n for vm, n in self.reserved.items() if vm != name]
+            for taken in others:  # the cutovers this apply runs, checked before this one
+                budget.take(taken)
+            short = budget.take(needs)
+            if not short:
+                self.reserved[name] = dict(needs)
+        after = ", after the other cutovers this apply runs" if others else ""
         return [
-            replace(c, message=c.message.replace(", after the VMs listed before it", ""))
-            for c in Budget(quotas).take(needs)
+            replace(c, message=c.message.replace(", after the VMs listed before it", after))
+            for c in short
         ]
 
     def _held(self, changes: list[Change]) -> dict[str, Held]:

@@ -413,3 +413,33 @@ def test_a_recorded_volume_gone_since_the_plan_counts_as_a_new_one(tmp_path: Pat
     with pytest.raises(OpenStackError, match=r"volumes: needs 1, 0 left"):
         conn = cloud({"volumes": (10, 10)}, held=only_2000)
         cutover(tmp_path, conn).ready_destination("web01")
+
+
+def test_two_cutovers_of_one_apply_share_the_quota_left(tmp_path: Path) -> None:
+    """Break-it 12k F4: one saved plan cut web01 and db01 over with room for one server left;
+    each VM's check before its power-off fitted alone, both sources went off, the second boot
+    failed 403/413 with production down. The first VM's share is taken until its server is
+    ACTIVE: the second is refused with its source on, then fits once the first is booted."""
+    store = SqliteStateStore(tmp_path / "ferry.db")
+    ports = [
+        ResourceRecord(f"vm.{vm}.port[0]", "port", Status.READY, {"port_id": f"p-{vm}"})
+        for vm in ("web01", "db01")
+    ]
+    store.write(ports, [])
+    after = {"flavor": "m1.medium", "key_pair": "ops"}
+    changes = [
+        Change(f"vm.{vm}.server", "server", Action.CREATE, "", None, {**after, "name": vm})
+        for vm in ("web01", "db01")
+    ]
+    conn = cloud({"instances": (10, 9)})
+    cut = fakes.cutover(store, None, changes, conn=conn, uuids={"web01": "u1", "db01": "u2"})
+    cut.ready_destination("web01")
+    with pytest.raises(
+        OpenStackError,
+        match=r"^vm.db01: changed since the plan: .*servers: needs 1, 0 left, after the other "
+        r"cutovers this apply runs\).*the source was not powered off$",
+    ):
+        cut.ready_destination("db01")
+    cut._release_quota("web01")  # web01's server is ACTIVE: the quotas read count it now
+    cut.ready_destination("db01")  # (this fake's usage did not move)
+    assert set(cut.reserved) == {"db01"}
