@@ -390,6 +390,13 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             return str(existing.id)
         if existing is not None:
             compute.delete_server(self.ctx.conn, str(existing.id))
+        taken = compute.others_named(self.ctx.conn, str(after["name"]), uuid)
+        if taken:  # made since the check before the power-off (break-it 12k M7)
+            raise OpenStackError(
+                f"{change.address}: server {', '.join(taken)} named {after['name']!r} was made "
+                "since the plan and ferry did not boot it: no second one booted; rename or "
+                "delete it, or set the VM's target_name, then apply again"
+            )
         ports = self._port_ids(name)
         spec = compute.ServerSpec(
             name=str(after["name"]),

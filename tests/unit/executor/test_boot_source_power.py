@@ -43,6 +43,7 @@ class Cloud:
     ) -> None:
         self.found = found
         self.attached = attached  # the found server's volumes
+        self.named: list[tuple[str, str]] = []  # other servers (id, name) ferry did not boot
         self.status = status
         self.power = power  # one per power-state read; the last one repeats
         self.change_ids = change_ids or ["52 aa/3"]  # disk 2000's, one per read; the last repeats
@@ -64,6 +65,9 @@ class Cloud:
         return SimpleNamespace(
             id=self.found, status=self.status, image="", attached_volumes=volumes
         )
+
+    def others_named(self, _conn: Any, name: str, _uuid: str) -> list[str]:
+        return [server_id for server_id, named in self.named if named == name]
 
     def create_server(self, _conn: Any, spec: Any) -> Any:
         self.calls.append("create_server")
@@ -162,7 +166,14 @@ def test_a_source_powered_on_while_its_server_boots_gets_it_deleted(
 def _cutover(
     store: SqliteStateStore, cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Cutover, list[str]]:
-    for name in ("find_server", "create_server", "wait_active", "delete_server", "delete_snapshot"):
+    for name in (
+        "find_server",
+        "others_named",
+        "create_server",
+        "wait_active",
+        "delete_server",
+        "delete_snapshot",
+    ):
         monkeypatch.setattr(module.compute, name, getattr(cloud, name))
     fakes.patch_vsphere(
         monkeypatch, power_state=cloud.power_state, disk_change_ids=cloud.disk_change_ids
@@ -222,4 +233,19 @@ def test_a_found_server_not_on_this_states_volumes_is_neither_reused_nor_deleted
         cut.server(SERVER)
     assert not any("reused" in line for line in said)
     assert "create_server" not in cloud.calls and "delete_server srv-hand" not in cloud.calls
+    assert "vm.web01.server" not in store.read().resources
+
+
+def test_a_server_of_its_name_made_after_the_power_off_gets_no_twin(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12k M7: a server named web01 made during the final delta (after the check
+    before the power-off) got a twin at the boot. Now the boot refuses in one line; no server
+    is made, nothing is recorded."""
+    cloud = Cloud(found=None, power=["poweredOff"])
+    cloud.named = [("srv-hand", "web01")]
+    cut, _ = _cutover(store, cloud, monkeypatch)
+    with pytest.raises(OpenStackError, match=r"^vm.web01.server: server srv-hand named 'web01'"):
+        cut.server(SERVER)
+    assert "create_server" not in cloud.calls
     assert "vm.web01.server" not in store.read().resources

@@ -94,6 +94,7 @@ def test_a_stop_before_the_boot_makes_no_server(
     cut, said, _ = cutover(store, monkeypatch)
     made: list[Any] = []
     monkeypatch.setattr(module.compute, "find_server", lambda _conn, _uuid: None)
+    monkeypatch.setattr(module.compute, "others_named", lambda _conn, _name, _uuid: [])
     monkeypatch.setattr(module.compute, "create_server", lambda _conn, spec: made.append(spec))
     disk = {"volume_id": "vol-1", "epoch": "e1"}
     store.write(
