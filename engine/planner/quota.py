@@ -266,13 +266,14 @@ class Budget:
             f"{'allowed' if k == PER_VOLUME else 'left'}"
             for k in short
         )
+        # a cap on one volume's size is not shared: no VM before this one takes any of it
+        after = "" if short == [PER_VOLUME] else ", after the VMs listed before it"
         return (
             Concern(
                 ConcernLevel.ERROR,
                 "quota",
-                f"the destination project's quota is too small for this VM ({detail}, after "
-                "the VMs listed before it): raise the quota (openstack quota set) or migrate "
-                "this VM later",
+                f"the destination project's quota is too small for this VM ({detail}{after}): "
+                "raise the quota (openstack quota set) or migrate this VM later",
             ),
         )
 
