@@ -341,6 +341,7 @@ class Destination:
     networks: frozenset[str] = frozenset()
     volume_types: frozenset[str] = frozenset()
     encrypted_volume_types: frozenset[str] = frozenset()  # those with an encryption spec
+    volume_type_ids: Mapping[str, str] = field(default_factory=dict)  # a type's id → its name
     # the project's default volume type's name (GET /types/default): what Cinder gives a volume
     # created without one, whose per-type quotas count it; None: the cloud did not say
     default_volume_type: str | None = None

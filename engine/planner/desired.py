@@ -556,6 +556,9 @@ def volumes_for(
         concerns += disk_concerns(disk)
         entry = type_map.get(disk.datastore or "")
         vtype = entry.get("name") if isinstance(entry, dict) else entry
+        # a type named by its id (Cinder takes either) is planned, counted and shown by its
+        # name: Cinder's per-type quota keys use names (break-it 12k M3: "does not exist")
+        vtype = destination.volume_type_ids.get(vtype, vtype) if vtype is not None else None
         if vtype is None:
             concerns.append(
                 _warning(

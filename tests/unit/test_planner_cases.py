@@ -189,6 +189,7 @@ def destination(d: dict[str, Any]) -> Destination:
         security_groups=frozenset(d.get("security_groups", [])),
         encrypted_volume_types=frozenset(d.get("encrypted_volume_types", [])),
         default_volume_type=d.get("default_volume_type"),
+        volume_type_ids=dict(d.get("volume_type_ids", {})),
         volumes=tuple(observed_volume(v) for v in d.get("volumes", [])),
         servers=servers,
         ports=tuple(

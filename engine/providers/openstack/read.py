@@ -425,6 +425,7 @@ def parse_destination(raw: Mapping[str, Any]) -> Destination:
         ),
         networks=frozenset(n.name for n in raw["networks"]),
         volume_types=frozenset(t.name for t in raw["volume_types"]),
+        volume_type_ids={str(t.id): str(t.name) for t in raw["volume_types"] if t.id},
         encrypted_volume_types=frozenset(raw.get("encrypted_volume_types", ())),
         default_volume_type=raw.get("default_volume_type"),
         security_groups=frozenset(x for g in raw["security_groups"] for x in (g.name, g.id) if x),
