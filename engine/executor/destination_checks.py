@@ -136,7 +136,9 @@ class DestinationChecks(CutoverBase):
         needs = after_power_off(servers, cores, ram)
         quotas = {k: Quota(limit, used) for k, (limit, used) in fetch_quotas(self.ctx.conn).items()}
         cinder = [k for k in quotas if k.partition("_")[0] in CINDER_TYPED]
-        if any(quotas[k].limit >= 0 for k in [*cinder, PER_VOLUME] if k in quotas):  # else moot
+        limited = any(quotas[k].limit >= 0 for k in [*cinder, PER_VOLUME] if k in quotas)
+        default_type: str | None = None
+        if limited:  # else moot
             changes = [
                 c
                 for c in self.a.changes.values()
@@ -151,16 +153,42 @@ class DestinationChecks(CutoverBase):
         with self.reserved_lock:
             budget = Budget(quotas)
             others = [n for vm, n in self.reserved.items() if vm != name]
-            for taken in others:  # the cutovers this apply runs, checked before this one
-                budget.take(taken)
+            if limited:
+                others.append(self._pending_elsewhere(name, default_type))
+            for taken in others:  # the apply's other steps that take the same quotas
+                budget.spend(taken)
             short = budget.take(needs)
             if not short:
                 self.reserved[name] = dict(needs)
-        after = ", after the other cutovers this apply runs" if others else ""
+        after = ", after the apply's other steps" if any(others) else ""
         return [
             replace(c, message=c.message.replace(", after the VMs listed before it", after))
             for c in short
         ]
+
+    def _pending_elsewhere(self, name: str, default_type: str | None) -> dict[str, int]:
+        """What the apply's volume changes of the VMs other than `name` whose cutover holds no
+        share yet (replicate VMs, and cutovers not checked yet) still add to Cinder's quotas:
+        volumes not made yet and extends not done yet, against the volumes Cinder holds now
+        (one listing), so what they made already is counted once, by Cinder (break-it 12l F1:
+        a replicate VM of the same saved plan made its volume after web01's check, web01 was
+        powered off, then 413 on its protection snapshot)."""
+        changes = [
+            c
+            for c in self.a.changes.values()
+            if c.kind in VOLUME_KINDS
+            and Address.parse(c.address).name not in (name, *self.reserved)
+            and c.action not in (Action.DELETE, Action.FORGET)
+        ]
+        if not changes:
+            return {}
+        held_now = volumes.types_and_sizes(self.ctx.conn)
+        held = {}
+        for change in changes:
+            found = str(self._attrs(change.address).get("volume_id") or volume_id(change))
+            if found in held_now:
+                held[change.address] = Held(*held_now[found])
+        return volume_demand(changes, held, protects=False, default_type=default_type)
 
     def _held(self, changes: list[Change]) -> dict[str, Held]:
         """By change address, the volume Cinder holds for it now (its type and size): the one

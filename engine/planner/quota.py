@@ -243,6 +243,13 @@ class Budget:
         self.made |= {k[len(NETWORK) :] for k in needs if k.startswith(NETWORK)}
         return ()
 
+    def spend(self, needs: Mapping[str, int]) -> None:
+        """Take `needs` whether or not they fit (what other steps of an apply will take
+        anyway: left may go below 0)."""
+        for key, n in self._by_id(needs).items():
+            if key in self.left and key != PER_VOLUME:
+                self.left[key] -= n
+
     def _by_id(self, needs: Mapping[str, int]) -> dict[str, int]:
         """A network's ports counted under its id, whether the spec names it or its id; a network
         ferry creates as one network and one subnet, unless it exists or is counted already."""

@@ -392,6 +392,19 @@ def type_and_size(conn: Any, volume_id: str) -> tuple[str | None, int] | None:
     return transient(read, f"reading volume {volume_id}")
 
 
+def types_and_sizes(conn: Any) -> dict[str, tuple[str | None, int]]:
+    """Every volume of the project: id → (its type name, None: none; its size, GiB), in one
+    listing. Raises OpenStackError."""
+
+    def listing() -> dict[str, tuple[str | None, int]]:
+        return {
+            str(v.id): ((getattr(v, "volume_type", None) or None), int(v.size or 0))
+            for v in conn.block_storage.volumes(details=True)
+        }
+
+    return transient(listing, "listing volumes")
+
+
 def encrypted(conn: Any, volume_id: str) -> bool:
     """Whether cinder made the volume encrypted (LUKS): it does not read as zeros where nothing
     was written."""

@@ -96,6 +96,9 @@ def cloud(
             types=lambda: [SimpleNamespace(name="ssd", id="t-ssd")],
             get_volume=get_volume,
             get_type=get_type,
+            volumes=lambda details: [
+                SimpleNamespace(id=i, volume_type=vt, size=gib) for i, (vt, gib) in volumes.items()
+            ],
         ),
     )
 
@@ -436,10 +439,31 @@ def test_two_cutovers_of_one_apply_share_the_quota_left(tmp_path: Path) -> None:
     cut.ready_destination("web01")
     with pytest.raises(
         OpenStackError,
-        match=r"^vm.db01: changed since the plan: .*servers: needs 1, 0 left, after the other "
-        r"cutovers this apply runs\).*the source was not powered off$",
+        match=r"^vm.db01: changed since the plan: .*servers: needs 1, 0 left, after the apply's "
+        r"other steps\).*the source was not powered off$",
     ):
         cut.ready_destination("db01")
     cut._release_quota("web01")  # web01's server is ACTIVE: the quotas read count it now
     cut.ready_destination("db01")  # (this fake's usage did not move)
     assert set(cut.reserved) == {"db01"}
+
+
+def test_a_volume_another_vm_of_the_apply_still_makes_is_counted_first(tmp_path: Path) -> None:
+    """Break-it 12l F1: one saved plan, web01's cutover and db01's replication, whose new volume
+    was made after web01's check: web01 fitted alone, was powered off, then failed 413 on its
+    protection snapshot. The other VMs' volumes not made yet count first; made, Cinder counts
+    them (no second time)."""
+    quotas = {"gigabytes": (100, 96)}  # web01 protects 2 + 2 GiB: fits alone, not beside db01's
+    held = dict(SYNCED)
+    cut = cutover(tmp_path, cloud(quotas, held=held))
+    db01 = Change("vm.db01.disk[2000]", "volume", Action.CREATE, "", None, {"size_gib": 1})
+    cut.a.changes[db01.address] = db01
+    with pytest.raises(
+        OpenStackError,
+        match=r"GiB of volumes and snapshots: needs 4, 3 left, after the apply's other steps\)",
+    ):
+        cut.ready_destination("web01")
+    held["v-db01"] = (None, 1)  # db01's volume is made (Cinder's usage counts it from now)
+    record = ResourceRecord(db01.address, "volume", Status.IN_PROGRESS, {"volume_id": "v-db01"})
+    cut.ctx.store.write([record], [])
+    cut.ready_destination("web01")
