@@ -22,10 +22,12 @@ from engine.errors import FerryError, OpenStackError, StoppedError, VerifyError
 from engine.executor import host
 from engine.executor.cutover_base import content_epoch
 from engine.executor.host import SyncJob, source_of
+from engine.executor.volume_ownership import check_found_lineage
 from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
 from engine.model.state import VERIFIED_WHOLE, ResourceRecord, Status
 from engine.planner.diff.lineage import LABEL, label_only
+from engine.planner.diff.volumes import FOUND_LINEAGE
 from engine.providers.openstack import compute, images, volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.snapshots import DiskInfo
@@ -488,10 +490,14 @@ class ImageCutover:
         recorded as the plan found it, nothing made or uploaded. Raises OpenStackError,
         StateError."""
         after = dict(change.after or {})
+        found = str(after.pop(FOUND_LINEAGE, None) or "")
+        conn, object_id = self.a.ctx.conn, str(after[id_key])
+        now = (images.managed_by if kind == "image" else volumes.managed_by)(conn, object_id)
+        check_found_lineage(change.address, object_id, found, now, self.a.lineage)
         if kind == "image":
-            images.set_properties(self.a.ctx.conn, str(after[id_key]), {STATE_KEY: self.a.lineage})
+            images.set_properties(conn, object_id, {STATE_KEY: self.a.lineage})
         else:
-            volumes.set_metadata(self.a.ctx.conn, str(after[id_key]), {STATE_KEY: self.a.lineage})
+            volumes.set_metadata(conn, object_id, {STATE_KEY: self.a.lineage})
         self.a._write([ResourceRecord(change.address, kind, Status.READY, after)], [])
         what = "image" if kind == "image" else "volume"
         self.a.ctx.say(

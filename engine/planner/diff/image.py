@@ -43,7 +43,7 @@ from engine.planner.diff.properties import (
     recorded_image,
     recorded_image_volume,
 )
-from engine.planner.diff.volumes import full_bytes
+from engine.planner.diff.volumes import FOUND_LINEAGE, full_bytes
 from engine.units import exact, human
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
@@ -275,7 +275,12 @@ def _adopt_volume(vm: DesiredVM, key: int, made: Change, cloud: Destination | No
         f"found volume {found.id} ferry made from image {found.image_id or '?'} for this "
         f"disk, attached to server {server.id}: adopt it",
         None,
-        {**made.after, "volume_id": found.id, "image_id": found.image_id},
+        {
+            **made.after,
+            "volume_id": found.id,
+            "image_id": found.image_id,
+            FOUND_LINEAGE: found.lineage or "",
+        },
     )
 
 
@@ -331,7 +336,7 @@ def _adopt_image(vm: DesiredVM, n: int, upload: Change, cloud: Destination | Non
         Action.READ,
         f"found image {found.id} ferry uploaded for this disk ({why}): adopt it",
         None,
-        {**(upload.after or {}), "image_id": found.id},
+        {**(upload.after or {}), "image_id": found.id, FOUND_LINEAGE: found.lineage or ""},
     )
 
 

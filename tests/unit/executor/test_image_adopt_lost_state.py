@@ -19,6 +19,7 @@ from engine.executor.image import ImageCutover
 from engine.executor.volume_ownership import VolumeOwnership
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
+from engine.planner.diff.volumes import FOUND_LINEAGE
 from engine.statestore.sqlite import SqliteStateStore
 from tests.unit.executor import fakes
 
@@ -37,8 +38,16 @@ class Stamps:
     def __init__(self) -> None:
         self.patched: dict[str, list[dict[str, str]]] = {}
         self.metadata: dict[str, dict[str, str]] = {}
-        self.image = SimpleNamespace(get=self._get, patch=self._patch)
-        self.block_storage = SimpleNamespace(set_volume_metadata=self._set)
+        lost = {"ferry_state": "lineage-lost"}  # as the plan found them (--adopt-lineage)
+        self.image = SimpleNamespace(
+            get=self._get,
+            patch=self._patch,
+            get_image=lambda image_id: SimpleNamespace(id=image_id, properties=lost),
+        )
+        self.block_storage = SimpleNamespace(
+            set_volume_metadata=self._set,
+            get_volume=lambda volume_id: SimpleNamespace(id=volume_id, metadata=lost),
+        )
 
     def _get(self, url: str) -> Any:
         return SimpleNamespace(json=lambda: {"id": url, "ferry_state": "lineage-lost"})
@@ -59,9 +68,10 @@ def test_an_adopted_image_and_volume_are_recorded_as_found(store: SqliteStateSto
     said: list[str] = []
     cloud = Stamps()
     images = _images(store, said, cloud)
-    image_after = {"disk_key": 2000, "disk_format": "raw", "image_id": "img-2000"}
+    found = {FOUND_LINEAGE: "lineage-lost"}  # the plan's: the lineage each was found with
+    image_after = {"disk_key": 2000, "disk_format": "raw", "image_id": "img-2000", **found}
     images.image(Change("vm.web01.image[2000]", "image", Action.READ, "adopt", None, image_after))
-    volume_after = {"disk_key": 2000, "volume_id": "vol-2000", "image_id": "img-2000"}
+    volume_after = {"disk_key": 2000, "volume_id": "vol-2000", "image_id": "img-2000", **found}
     images.volume(
         Change("vm.web01.volume[2000]", "image_volume", Action.READ, "adopt", None, volume_after)
     )
