@@ -284,16 +284,8 @@ def test_a_server_of_the_cutovers_name_made_since_the_plan_stops_before_the_powe
     source on."""
     quotas = {"instances": (10, 1)}
     conn = cloud(quotas, servers=servers, attached=("v2000", "v2001"))
-    check = cutover(tmp_path, conn, records).ready_destination
-    if not refused:
-        check("web01")
-        return
-    with pytest.raises(
-        OpenStackError,
-        match=r"^vm.web01: changed since the plan: server s9 named 'web01' exists and ferry did "
-        r"not boot it for this VM: .* the source was not powered off$",
-    ):
-        check("web01")
+    said = r"server s9 named 'web01' exists and ferry did not boot it for this VM: .* the source"
+    _passes_or_says(cutover(tmp_path, conn, records), refused, said)
 
 
 @pytest.mark.parametrize(
@@ -310,17 +302,24 @@ def test_a_server_of_this_vm_not_on_this_states_volumes_stops_before_the_power_o
     plan's server-not-from-replica concern: refused unless it runs from this state's volumes."""
     servers = (("s9", "web01-restored", {"ferry_vm": "u1"}),)
     conn = cloud({"instances": (10, 1)}, servers=servers, attached=attached)
-    check = cutover(tmp_path, conn, DISKS).ready_destination
+    said = (
+        r"server s9 carries ferry's metadata for this VM \(ferry_vm\) but does not run from "
+        r"this state's volumes: .*the source"
+    )
+    _passes_or_says(cutover(tmp_path, conn, DISKS), refused, said)
+
+
+def _passes_or_says(cut: Cutover, refused: bool, said: str) -> None:
+    """web01's check before the power-off passes, or (`refused`) fails saying `said` (a regex)
+    and that the source was not powered off."""
     if not refused:
-        check("web01")
+        cut.ready_destination("web01")
         return
     with pytest.raises(
         OpenStackError,
-        match=r"^vm.web01: changed since the plan: server s9 carries ferry's metadata for this "
-        r"VM \(ferry_vm\) but does not run from this state's volumes: .*the source was not "
-        r"powered off$",
+        match=rf"^vm.web01: changed since the plan: {said} was not powered off$",
     ):
-        check("web01")
+        cut.ready_destination("web01")
 
 
 GROWN = {2001: {"size_gib": 3}}  # disk 2001 grew from 2 to 3 GiB: its volume is extended
