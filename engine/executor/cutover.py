@@ -377,7 +377,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         uuid = self.a.uuids[name] or ""
         existing = compute.find_server(self.ctx.conn, uuid)
         if existing is not None and not self.runs_from_replica(name, existing):
-            raise OpenStackError(f"{change.address}: {foreign_server(str(existing.id))}")
+            raise OpenStackError(foreign_server(str(existing.id)))  # the step names the address
         if existing is not None and existing.status not in compute.SERVER_FAILED:
             self.booting.add(name)
             # an interrupted apply's: reused only while the source is still off (break-it 12d
@@ -393,7 +393,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         taken = compute.others_named(self.ctx.conn, str(after["name"]), uuid)
         if taken:  # made since the check before the power-off (break-it 12k M7)
             raise OpenStackError(
-                f"{change.address}: server {', '.join(taken)} named {after['name']!r} was made "
+                f"server {', '.join(taken)} named {after['name']!r} was made "
                 "since the plan and ferry did not boot it: no second one booted; rename or "
                 "delete it, or set the VM's target_name, then apply again"
             )

@@ -513,7 +513,7 @@ class VolumeSteps(VolumeOwnership):
                 return existing
             self.ctx.say(address.name, f"{change.address}: volume {existing} is in error: replaced")
             self._delete_volume(existing, status="error")
-        self._no_other_states(change, address)
+        self._no_other_states(address)
         after = change.after or {}
         metadata = {
             "ferry_vm": self.uuids[address.name] or "",
@@ -536,7 +536,7 @@ class VolumeSteps(VolumeOwnership):
             self.ctx.conn.block_storage.set_volume_bootable_status(volume, True)
         return str(volume.id)
 
-    def _no_other_states(self, change: Change, address: Address) -> None:
+    def _no_other_states(self, address: Address) -> None:
         """Before a new volume is made for the disk: no other ferry state manages one of it
         now (break-it 12k F5: a saved plan made before another state replicated the VM made a
         second set of volumes, every later sync done twice, neither state saying so). What a
@@ -549,7 +549,7 @@ class VolumeSteps(VolumeOwnership):
                 f"{v} (ferry state {lineage})" for v, lineage in sorted(found.items())
             )
             raise OpenStackError(
-                f"{change.address}: volume {listed} of this disk is managed by another ferry "
+                f"volume {listed} of this disk is managed by another ferry "
                 "state, made since the plan: no second volume made; run `ferry plan` again "
                 "(plan with that state, or delete its volumes)"
             )

@@ -55,7 +55,7 @@ def test_a_volume_another_state_made_since_the_plan_stops_the_create(tmp_path: P
     cloud = Cloud({"a-2000": meta(2000, "lineage-a")})
     with pytest.raises(
         OpenStackError,
-        match=r"^vm.web01.disk\[2000\]: volume a-2000 \(ferry state lineage-a\) of this disk is "
+        match=r"^volume a-2000 \(ferry state lineage-a\) of this disk is "
         r"managed by another ferry state, made since the plan: no second volume made",
     ):
         _ensure(tmp_path, cloud)
