@@ -336,3 +336,16 @@ def test_a_target_of_a_renamed_vm_names_its_new_address() -> None:
             _plan_of("renamed-vm", (Address.parse(old),))
     kept = _plan_of("renamed-vm", (Address.parse("vm.db01-renamed"),))
     assert any(c.action is Action.MOVE for c in kept.changes)
+
+
+def test_a_target_inside_a_blocked_vm_plans_nothing_and_shows_its_error() -> None:
+    """Break-it 16d L2: `--target vm.web01.volume[2000]` of a VM blocked beside another state's
+    server said "is not a VM of the spec nor a known address" (its changes are not planned, so
+    the address was unknown). Now the plan shows the VM's block; a typo elsewhere still errs."""
+    target = Address.parse("vm.web01.volume[2000]")
+    plan = _plan_of("image-unlabeled-beside-server", (target,))
+    (vm,) = [v for v in plan.vms if v.name == "web01"]
+    assert vm.blocked and any(c.code == "unlabeled-beside-server" for c in vm.concerns)
+    assert not [c for c in plan.changes if c.address.startswith("vm.web01")]
+    with pytest.raises(UserError, match=r"not a VM of the spec nor a known address"):
+        _plan_of("image-unlabeled-beside-server", (Address.parse("vm.web01x.volume[2000]"),))
