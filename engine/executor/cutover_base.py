@@ -84,22 +84,22 @@ class CutoverBase:
         boot (its server record, in progress). Break-it 12k F1: a server of another state, or
         restored by hand, was "found, reused" by a saved cutover: the source powered off, the
         replica booted by nobody, "Apply complete"."""
-        ids: dict[str, set[str]] = {"volume_id": set(), "image_id": set()}
-        for address, record in self._records().items():
-            parsed = Address.parse(address)
-            if parsed.kind == "vm" and parsed.name == name:
-                for key, found in ids.items():
-                    if record.kind in ("volume", "image_volume", "image") and record.attributes.get(
-                        key
-                    ):
-                        found.add(str(record.attributes[key]))
+        records = self._records()
+        mine = [
+            record.attributes
+            for address, record in records.items()
+            if record.kind in ("volume", "image_volume", "image")
+            and Address.parse(address).vm == Address("vm", name)
+        ]
+        volume_ids = {str(a["volume_id"]) for a in mine if a.get("volume_id")}
+        image_ids = {str(a["image_id"]) for a in mine if a.get("image_id")}
         attached = compute.attached_volume_ids(server)
         if attached:
-            return attached <= ids["volume_id"]
+            return attached <= volume_ids
         image = compute.image_of(server)
         if image is not None:
-            return image in ids["image_id"]
-        return str(Address("vm", name, "server")) in self._records()
+            return image in image_ids
+        return str(Address("vm", name, "server")) in records
 
     def _records(self) -> Mapping[str, ResourceRecord]:
         return self.ctx.store.read().resources

@@ -5,7 +5,9 @@ quota for what the cutover adds from the power-off on, the first-boot scripts).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from engine.addresses import Address
 from engine.errors import ConversionError, OpenStackError
@@ -14,6 +16,7 @@ from engine.executor.host import firstboot_scripts
 from engine.model.desired import Concern
 from engine.model.observed import Quota
 from engine.model.plan import Action, Change
+from engine.model.state import ResourceRecord
 from engine.planner.checks import missing_key_pair
 from engine.planner.quota import (
     PER_VOLUME,
@@ -67,36 +70,35 @@ class DestinationChecks(CutoverBase):
             return
         said = [c.message for c in missing_key_pair(after.get("key_pair"), fetch_key_pairs(conn))]
         said += [c.message for c in self._quota_short(name, size)]
-        said += self._name_taken(name, str(after.get("name") or ""))
-        said += self._foreign_server(name)
+        if str(Address("vm", name, "server")) not in self._records():  # else a boot it began
+            listed = compute.project_servers(conn)  # one listing for both checks
+            said += self._name_taken(name, str(after.get("name") or ""), listed)
+            said += self._foreign_server(name, listed)
         if said:
             raise OpenStackError(
                 f"{Address('vm', name)}: changed since the plan: "
                 f"{'; '.join(said)}; the source was not powered off"
             )
 
-    def _foreign_server(self, name: str) -> list[str]:
-        """The planner's server-not-from-replica concern against the servers of now: a server
-        carrying ferry_vm of this VM that does not run from this state's volumes, restored or
-        booted by another state since the plan (break-it 12k F1: "found, reused" by the boot,
-        the source off for a replica nobody boots). Nothing when the VM's server is recorded
-        (a boot this state began: its own)."""
-        if str(Address("vm", name, "server")) in self._records():
-            return []
-        server = compute.find_server(self.ctx.conn, self.a.uuids[name] or "")
+    def _foreign_server(self, name: str, servers: list[Any]) -> list[str]:
+        """The planner's server-not-from-replica concern against the servers of now
+        (`servers`, the project's): a server carrying ferry_vm of this VM that does not run
+        from this state's volumes, restored or booted by another state since the plan
+        (break-it 12k F1: "found, reused" by the boot, the source off for a replica nobody
+        boots). Called when the VM's server is not recorded (else a boot this state began)."""
+        server = compute.vm_server(servers, self.a.uuids[name] or "")
         if server is None or self.runs_from_replica(name, server):
             return []
         return [foreign_server(str(server.id))]
 
-    def _name_taken(self, name: str, server_name: str) -> list[str]:
-        """The planner's server-name-taken concern against the servers of now: a server of the
-        cutover's name that ferry did not boot for this VM, made since the plan (break-it 12j
-        F4: a hand-made web01, then the source powered off for a second web01). Nothing when
-        the VM's server is recorded (a replace boots over ferry's own)."""
-        if not server_name or str(Address("vm", name, "server")) in self._records():
-            return []
-        taken = compute.others_named(self.ctx.conn, server_name, self.a.uuids[name] or "")
-        if not taken:
+    def _name_taken(self, name: str, server_name: str, servers: list[Any]) -> list[str]:
+        """The planner's server-name-taken concern against the servers of now (`servers`, the
+        project's): a server of the cutover's name that ferry did not boot for this VM, made
+        since the plan (break-it 12j F4: a hand-made web01, then the source powered off for a
+        second web01). Called when the VM's server is not recorded (a replace boots over
+        ferry's own)."""
+        taken = compute.named_besides(servers, server_name, self.a.uuids[name] or "")
+        if not server_name or not taken:
             return []
         return [
             f"server {', '.join(taken)} named {server_name!r} exists and ferry did not boot it "
@@ -139,17 +141,10 @@ class DestinationChecks(CutoverBase):
         limited = any(quotas[k].limit >= 0 for k in [*cinder, PER_VOLUME] if k in quotas)
         default_type: str | None = None
         if limited:  # else moot
-            changes = [
-                c
-                for c in self.a.changes.values()
-                if c.kind in VOLUME_KINDS
-                and Address.parse(c.address).name == name
-                and c.action not in (Action.DELETE, Action.FORGET)
-            ]
+            changes = self._volume_changes(lambda vm: vm == name)
             default_type = fetch_default_type(self.ctx.conn)
-            needs |= volume_demand(
-                changes, self._held(changes), protects=protects, default_type=default_type
-            )
+            held = self._held(changes, records, lambda v: volumes.type_and_size(self.ctx.conn, v))
+            needs |= volume_demand(changes, held, protects=protects, default_type=default_type)
         with self.reserved_lock:
             budget = Budget(quotas)
             others = [n for vm, n in self.reserved.items() if vm != name]
@@ -173,30 +168,38 @@ class DestinationChecks(CutoverBase):
         (one listing), so what they made already is counted once, by Cinder (break-it 12l F1:
         a replicate VM of the same saved plan made its volume after web01's check, web01 was
         powered off, then 413 on its protection snapshot)."""
-        changes = [
+        changes = self._volume_changes(lambda vm: vm not in (name, *self.reserved))
+        if not changes:
+            return {}
+        listed = volumes.types_and_sizes(self.ctx.conn)
+        held = self._held(changes, self._records(), listed.get)  # the records as of now
+        return volume_demand(changes, held, protects=False, default_type=default_type)
+
+    def _volume_changes(self, of: Callable[[str], bool]) -> list[Change]:
+        """The plan's changes that make or hold a Cinder volume (VOLUME_KINDS) of the VMs `of`
+        selects (by name), not deleted or forgotten."""
+        return [
             c
             for c in self.a.changes.values()
             if c.kind in VOLUME_KINDS
-            and Address.parse(c.address).name not in (name, *self.reserved)
+            and of(Address.parse(c.address).name)
             and c.action not in (Action.DELETE, Action.FORGET)
         ]
-        if not changes:
-            return {}
-        held_now = volumes.types_and_sizes(self.ctx.conn)
-        held = {}
-        for change in changes:
-            found = str(self._attrs(change.address).get("volume_id") or volume_id(change))
-            if found in held_now:
-                held[change.address] = Held(*held_now[found])
-        return volume_demand(changes, held, protects=False, default_type=default_type)
 
-    def _held(self, changes: list[Change]) -> dict[str, Held]:
-        """By change address, the volume Cinder holds for it now (its type and size): the one
-        its record names (made or synced by this apply so far), else the plan's."""
+    @staticmethod
+    def _held(
+        changes: list[Change],
+        records: Mapping[str, ResourceRecord],
+        held: Callable[[str], tuple[str | None, int] | None],
+    ) -> dict[str, Held]:
+        """By change address, the volume Cinder holds for it now (its type and size, as `held`
+        reads a volume id: None when gone): the one its record names (made or synced by this
+        apply so far), else the plan's."""
         out = {}
         for change in changes:
-            found = str(self._attrs(change.address).get("volume_id") or volume_id(change))
-            there = volumes.type_and_size(self.ctx.conn, found) if found else None
+            record = records.get(change.address)
+            found = str((record.attributes if record else {}).get("volume_id") or volume_id(change))
+            there = held(found) if found else None
             if there is not None:
                 out[change.address] = Held(*there)
         return out

@@ -504,13 +504,20 @@ def conversion_server(conn: Any, name: str) -> Any | None:
 
 def find_server(conn: Any, vm_uuid: str) -> Any | None:
     """The server ferry booted for this source VM (by its metadata), if any."""
+    return vm_server(project_servers(conn), vm_uuid)
+
+
+def project_servers(conn: Any) -> list[Any]:
+    """Every server of the project, with its details. Raises OpenStackError."""
     try:
-        for server in conn.compute.servers(details=True):
-            if (server.metadata or {}).get("ferry_vm") == vm_uuid:
-                return server
+        return list(conn.compute.servers(details=True))
     except os_exc.SDKException as exc:
         raise OpenStackError(f"listing servers: {answer(exc)}") from exc
-    return None
+
+
+def vm_server(servers: list[Any], vm_uuid: str) -> Any | None:
+    """Of `servers`, the one ferry booted for the source VM `vm_uuid` (its `ferry_vm`)."""
+    return next((s for s in servers if (s.metadata or {}).get("ferry_vm") == vm_uuid), None)
 
 
 def attached_volume_ids(server: Any) -> frozenset[str]:
@@ -525,17 +532,20 @@ def image_of(server: Any) -> str | None:
 
 
 def others_named(conn: Any, name: str, vm_uuid: str) -> list[str]:
-    """The IDs of the project's servers named `name` (exactly) that ferry did not boot for the
-    VM `vm_uuid` (no `ferry_vm` metadata of it): a cutover booting a server of that name would
-    make a second one beside them. Raises OpenStackError."""
-    try:
-        return [
-            str(s.id)
-            for s in conn.compute.servers(details=True)
-            if s.name == name and (s.metadata or {}).get("ferry_vm") != vm_uuid
-        ]
-    except os_exc.SDKException as exc:
-        raise OpenStackError(f"listing servers: {answer(exc)}") from exc
+    """The IDs of the project's servers named `name` that ferry did not boot for the VM
+    `vm_uuid` (see `named_besides`). Raises OpenStackError."""
+    return named_besides(project_servers(conn), name, vm_uuid)
+
+
+def named_besides(servers: list[Any], name: str, vm_uuid: str) -> list[str]:
+    """The IDs of `servers` named `name` (exactly) that ferry did not boot for the VM
+    `vm_uuid` (no `ferry_vm` metadata of it): a cutover booting a server of that name would
+    make a second one beside them."""
+    return [
+        str(s.id)
+        for s in servers
+        if s.name == name and (s.metadata or {}).get("ferry_vm") != vm_uuid
+    ]
 
 
 def create_server(conn: Any, spec: ServerSpec) -> Any:
