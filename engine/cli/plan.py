@@ -122,8 +122,8 @@ def new_state_line(location: StateLocation) -> str:
 def check_state_dir(location: StateLocation) -> None:
     """Refuse a SQLite state whose directory does not exist (missing_state_dir). Raises
     UserError (one line); nothing is touched."""
-    missing = missing_state_dir(location)
-    if missing is not None and not location.exists():
+    missing = missing_state_dir(location)  # then the file cannot exist either
+    if missing is not None:
         raise UserError(
             f"state {location.display}: its directory {missing} does not exist (ferry creates "
             "the state file, not its directory): create it, or fix the state's path"

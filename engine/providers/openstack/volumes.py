@@ -273,40 +273,37 @@ def managed_by(conn: Any, volume_id: str) -> str | None:
     return transient(read, f"reading volume {volume_id}")
 
 
+def project_volumes(conn: Any) -> list[Any]:
+    """Every volume of the project, with its details (type, size, status, metadata), in one
+    listing (paginated by Cinder, 1000 a page by default) instead of a read per volume. Raises
+    OpenStackError."""
+    return transient(lambda: list(conn.block_storage.volumes(details=True)), "listing volumes")
+
+
 def lineages(conn: Any) -> dict[str, str]:
     """Volume id → the lineage of the ferry state that manages it (its `ferry_state`
-    metadata; "" when none is set), for every volume of the project: one listing (paginated by
-    Cinder, 1000 a page by default) instead of a read per volume. Raises OpenStackError."""
-
-    def listing() -> dict[str, str]:
-        return {
-            str(v.id): str((v.metadata or {}).get("ferry_state") or "")
-            for v in conn.block_storage.volumes(details=True)
-        }
-
-    return transient(listing, "listing volumes")
+    metadata; "" when none is set), for every volume of the project. Raises OpenStackError."""
+    return {
+        str(v.id): str((v.metadata or {}).get("ferry_state") or "") for v in project_volumes(conn)
+    }
 
 
 def of_other_states(conn: Any, vm_uuid: str, disk_key: int, lineage: str) -> dict[str, str]:
     """Volume id → lineage of the volumes of the source disk (`ferry_vm`, `ferry_disk`
-    metadata) that another ferry state manages (a `ferry_state` set, not `lineage`), in one
-    listing; a volume being deleted is none. Raises OpenStackError."""
-
-    def listing() -> dict[str, str]:
-        found = {}
-        for volume in conn.block_storage.volumes(details=True):
-            meta = volume.metadata or {}
-            owner = str(meta.get("ferry_state") or "")
-            if (
-                meta.get("ferry_vm") == vm_uuid
-                and meta.get("ferry_disk") == str(disk_key)
-                and owner not in ("", lineage)
-                and volume.status != "deleting"
-            ):
-                found[str(volume.id)] = owner
-        return found
-
-    return transient(listing, "listing volumes")
+    metadata) that another ferry state manages (a `ferry_state` set, not `lineage`); a
+    volume being deleted is none. Raises OpenStackError."""
+    found = {}
+    for volume in project_volumes(conn):
+        meta = volume.metadata or {}
+        owner = str(meta.get("ferry_state") or "")
+        if (
+            meta.get("ferry_vm") == vm_uuid
+            and meta.get("ferry_disk") == str(disk_key)
+            and owner not in ("", lineage)
+            and volume.status != "deleting"
+        ):
+            found[str(volume.id)] = owner
+    return found
 
 
 def snapshots_of(conn: Any, volume_id: str) -> list[Any]:
@@ -393,16 +390,12 @@ def type_and_size(conn: Any, volume_id: str) -> tuple[str | None, int] | None:
 
 
 def types_and_sizes(conn: Any) -> dict[str, tuple[str | None, int]]:
-    """Every volume of the project: id → (its type name, None: none; its size, GiB), in one
-    listing. Raises OpenStackError."""
-
-    def listing() -> dict[str, tuple[str | None, int]]:
-        return {
-            str(v.id): ((getattr(v, "volume_type", None) or None), int(v.size or 0))
-            for v in conn.block_storage.volumes(details=True)
-        }
-
-    return transient(listing, "listing volumes")
+    """Every volume of the project: id → (its type name, None: none; its size, GiB). Raises
+    OpenStackError."""
+    return {
+        str(v.id): ((getattr(v, "volume_type", None) or None), int(v.size or 0))
+        for v in project_volumes(conn)
+    }
 
 
 def encrypted(conn: Any, volume_id: str) -> bool:
