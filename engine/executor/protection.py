@@ -14,12 +14,16 @@ from engine.executor.cutover_base import POWERED_OFF_AT, CutoverBase, content_ep
 from engine.model.state import (
     CONVERSION_WROTE,
     UNCONFIRMED_SERVER,
+    UPDATED_AT,
     ResourceRecord,
     Status,
+    changed_outside,
     holds_last_sync,
     written_since_protection,
 )
 from engine.providers.openstack import compute, volumes
+
+CHANGED_OUTSIDE = "what was written outside ferry"
 
 
 class Protection(CutoverBase):
@@ -29,6 +33,16 @@ class Protection(CutoverBase):
         """Does VM `name`'s conversion record hold a protection snapshot of `volume_id`?"""
         record = self._records().get(str(Address("vm", name, "conversion")))
         return record is not None and volume_id in dict(record.attributes.get("protection") or {})
+
+    def reverts(self, name: str, volume_id: str) -> bool:
+        """Does releasing `volume_id`'s protection snapshot revert the volume to its last sync
+        when something wrote it since (the snapshot is held and holds that sync:
+        holds_last_sync)? Then what was written since, by anything, is undone."""
+        record = self._records().get(str(Address("vm", name, "conversion")))
+        if record is None or volume_id not in dict(record.attributes.get("protection") or {}):
+            return False
+        _, disk = self._disk_of(name, volume_id)
+        return holds_last_sync(record.attributes, volume_id, disk.get("change_id"))
 
     def release_protection(self, name: str, volume_id: str, *, deleting: bool = False) -> bool:
         """Before a volume is written again (a sync, or a new protection) or deleted
@@ -62,7 +76,7 @@ class Protection(CutoverBase):
             if deleting:
                 said, lost = self._dropped(name, volume_id, str(snapshot_id)), False
             else:
-                written = self._written_since(name)
+                written = self._written_since(name) or self._outside(volume_id, disk)
                 said, lost = self._undo(name, volume_id, str(snapshot_id), fresh, written)
                 if fresh and not lost:  # back at its last sync: no full copy for the writer
                     attrs["reverted"] = [*(attrs.get("reverted") or ()), volume_id]
@@ -167,6 +181,12 @@ class Protection(CutoverBase):
         who = written_since_protection(self._records(), name)
         return f"what {who} may have written" if who == UNCONFIRMED_SERVER else who
 
+    def _outside(self, volume_id: str, disk: dict[str, Any]) -> str:
+        """What wrote the volume since ferry last did, as said in a revert's line, when its
+        Cinder `updated_at` moved since (model.state.changed_outside; "" when it did not)."""
+        now = volumes.updated_at(self.ctx.conn, volume_id)
+        return CHANGED_OUTSIDE if changed_outside(disk, volume_id, now) else ""
+
     def _revert(self, name: str, volume_id: str, snapshot_id: str) -> bool:
         """compute.revert, the volume's content epoch moved; False: Cinder refused it (not
         the volume's newest snapshot), nothing done."""
@@ -193,6 +213,9 @@ class Protection(CutoverBase):
         if record is None:
             raise FerryError(f"{address} has no record in this state: plan again")
         attrs = {**record.attributes, "epoch": content_epoch()}
+        volume_id = str(attrs.get("volume_id") or "")
+        if volume_id:  # ferry's own write: the volume's updated_at after it
+            attrs[UPDATED_AT] = volumes.updated_at(self.ctx.conn, volume_id)
         self.a._write([ResourceRecord(address, "volume", record.status, attrs)], [])
 
     def restore(self, name: str) -> None:

@@ -27,10 +27,12 @@ from engine.model.observed import epoch
 from engine.model.plan import Action, Change
 from engine.model.state import (
     RECORDED_HOST,
+    UPDATED_AT,
     VERIFIED_AREAS,
     VERIFIED_WHOLE,
     ResourceRecord,
     Status,
+    changed_outside,
     resumable_delta,
 )
 from engine.planner.diff.attachments import repair_only
@@ -160,7 +162,10 @@ class VolumeSteps(VolumeOwnership):
             self.ctx.digests[address] = (result.sha256, VERIFIED_WHOLE)
         checked = host.last_verify(job.source.get("change_id"), result)
         kind = self.changes[address].kind
-        record = ResourceRecord(address, kind, Status.READY, {**before, "last_verify": checked})
+        attrs = {**before, "last_verify": checked}
+        if kind == "volume":  # equal to the source now, whatever touched it before
+            attrs[UPDATED_AT] = volumes.updated_at(self.ctx.conn, job.volume_id)
+        record = ResourceRecord(address, kind, Status.READY, attrs)
         self._write([record], [])
         name = Address.parse(address).name
         if self.ctx.events is not None:
@@ -222,6 +227,7 @@ class VolumeSteps(VolumeOwnership):
         attrs = {**before, "volume_id": volume_id, "copy": what.kind, "copied_bytes": what.start_at}
         attrs[RECORDED_HOST] = self.host_for(address.name)[0]  # where a resume finds it attached
         attrs.pop("tainted", None)  # a replace starts afresh: the old failure is not its state
+        attrs.pop(UPDATED_AT, None)  # ferry's own attach moves it now: re-read when synced
         # what a resume needs: which snapshot the bytes written are from
         attrs["copy_change_id"] = what.began if what.rewrite else disk.change_id
         if what.kind == "full":
@@ -382,6 +388,9 @@ class VolumeSteps(VolumeOwnership):
         full = (change.after or {}).get("copy") == "full"  # e.g. the disk grew: CBT untrusted
         if before.get("tainted") and volume_known:
             return ToCopy("full", None, 0, False, why=_tainted_since(before["tainted"]))
+        outside = self._changed_outside(change.address, before)
+        if outside:
+            return ToCopy("full", None, 0, False, why=outside)
         if change.action is Action.UPDATE and stored and disk.change_id and not full:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
@@ -394,6 +403,21 @@ class VolumeSteps(VolumeOwnership):
             return self._resume(before, vm, snapshot, disk)
         zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
+
+    def _changed_outside(self, address: str, before: dict[str, Any]) -> str:
+        """Why the recorded volume is copied in full now, "" when nothing says so: something
+        other than ferry attached or changed it since ferry last wrote it (its Cinder
+        `updated_at` moved: model.state.changed_outside), also when that happened after the
+        plan was made. Not for one the cutover's protection revert brings back to its last
+        sync first (Protection.reverts: that undoes whatever was written since)."""
+        volume_id = str(before.get("volume_id") or "")
+        if not volume_id or not before.get(UPDATED_AT):
+            return ""
+        name = Address.parse(address).name
+        why = changed_outside(before, volume_id, volumes.updated_at(self.ctx.conn, volume_id))
+        if not why or self.cutover.reverts(name, volume_id):
+            return ""
+        return f"{why}: a full copy, holes written as zeros (never a delta onto its writes)"
 
     def _resume_delta(
         self, before: dict[str, Any], areas: list[Extent], at: tuple[Any, Any, DiskInfo]
@@ -530,6 +554,7 @@ class VolumeSteps(VolumeOwnership):
             wait=False,
         )
         attrs = {**before, "volume_id": volume.id, "copy": "full", "copied_bytes": 0}
+        attrs.pop(UPDATED_AT, None)  # the old volume's
         self._write([ResourceRecord(change.address, "volume", Status.IN_PROGRESS, attrs)], [])
         volume = volumes.wait_volume(self.ctx.conn, str(volume.id), "available")
         if after.get("bootable"):
@@ -584,6 +609,7 @@ class VolumeSteps(VolumeOwnership):
         if disk.change_id:
             metadata["ferry_change_id"] = disk.change_id
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)
+        stamp = volumes.updated_at(self.ctx.conn, volume_id)  # after ferry's last write of it
         after, before = change.after or {}, change.before or {}
         host = self.host_for(address.name)[0]  # the conversion host that wrote it
         record = {
@@ -595,6 +621,7 @@ class VolumeSteps(VolumeOwnership):
             "volume_type": after.get("volume_type"),
             "bootable": after.get("bootable", False),
             "epoch": content_epoch(),  # every write a new one: a conversion is of one epoch
+            UPDATED_AT: stamp,
             "last_sync": {
                 "kind": kind,
                 "bytes": stats.bytes_read + stats.bytes_zeroed,

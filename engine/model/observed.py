@@ -226,7 +226,7 @@ class ObservedVolume:
     volume image metadata (Nova boots a server from the volume by it; None: not read);
     `protected_by`: a protection snapshot ferry took of it before a conversion (its
     `ferry_protects` metadata), still in Cinder: a cutover may have written the volume since
-    its changeId."""
+    its changeId; `updated_at`: Cinder's, None when not read."""
 
     id: str
     name: str
@@ -242,6 +242,7 @@ class ObservedVolume:
     attachments: tuple[ObservedAttachment, ...] | None = None
     image_metadata: Mapping[str, str] | None = None
     protected_by: str | None = None  # a ferry protection snapshot of it in Cinder (its id)
+    updated_at: str | None = None  # Cinder's (ISO 8601): model.state.changed_outside reads it
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ RECORDED_HOST = "conversion_host"
 # it means the guest ran (the executor's boot checks and the planner's refresh read it)
 VCENTER_OFF_AT = "vcenter_off_at"
 
+# A volume record's Cinder `updated_at` of its volume (ISO 8601, Cinder's text) right after
+# ferry last wrote it (a sync, a compare that found it equal, a revert, an adoption): a later
+# value means something else attached or changed it since (a test boot of the replica)
+UPDATED_AT = "volume_updated_at"
+
 
 class Status(StrEnum):
     READY = "ready"
@@ -102,3 +107,25 @@ def written_since_protection(records: Mapping[str, ResourceRecord], name: str) -
     if attrs.get("server_ran") or (server is not None and server.status is Status.IN_PROGRESS):
         return UNCONFIRMED_SERVER
     return CONVERSION_WROTE if attrs.get("tool") else ""
+
+
+def changed_outside(attrs: Mapping[str, Any], volume_id: str, now: str | None) -> str:
+    """Why a volume this record holds may have been written by something other than ferry
+    since ferry last wrote it ("" when nothing says so): Cinder's `updated_at` of `volume_id`
+    (`now`) is not the one ferry recorded after its last write (UPDATED_AT). Cinder moves it at
+    every attach and detach, so a server booted from the replica and deleted since (a "test
+    boot", break-it 12l F2: with verify off the next delta went on top of the guest's writes,
+    then "No changes") shows here whatever it wrote. Nothing is said for a record of another
+    volume, one without a recorded value (an older ferry's, an interrupted copy's: ferry's own
+    attach moved it), or a converted volume (production's, or a conversion's: never a replica
+    synced again)."""
+    was = attrs.get(UPDATED_AT)
+    if not was or not now or was == now or attrs.get("converted"):
+        return ""
+    if str(attrs.get("volume_id") or "") != volume_id:
+        return ""
+    return (
+        f"volume {volume_id} changed outside ferry since its last sync (Cinder updated_at "
+        f"{was} → {now}: attached, written or changed by something else, e.g. a server booted "
+        "from it)"
+    )

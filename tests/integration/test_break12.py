@@ -17,6 +17,7 @@ from pyVmomi import vim
 from engine.lab.estate import GiB, find_vm
 from engine.lab.lab import Lab
 from engine.model.state import INSTANCE_UUID, VCENTER_OFF_AT, ResourceRecord, Status
+from engine.providers.openstack import volumes
 from engine.providers.vsphere.power import (
     PowerOffPolicy,
     power_off,
@@ -312,3 +313,48 @@ def test_a_saved_cutover_plan_applied_after_a_nic_was_added_is_refused_before_an
         if power_state(si, ref) != was:
             power_on(si, ref)
     print(f"refused in {time.monotonic() - began:.1f} s")
+
+
+def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Break-it 12l F2: web01 replicated, verify off; then a server that is not ferry's attaches
+    disk 2000's volume, writes a MiB at offset 0 and one where the source has a hole, and lets
+    it go (a "test boot" of the replica). A plan made before the touch (saved) and one made
+    after: the new plan copies the volume in full, saying it changed outside ferry (Cinder's
+    updated_at moved); the saved plan's apply does the same (checked right before its copy),
+    holes written as zeros: the volume equals the source disk again. Before: neither plan
+    saw it, the delta went on top of the guest's bytes, then "No changes"."""
+    spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
+    lab.write("web01", 2000, 0, 4 * MiB, seed=1221)
+    first = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert records(state)[DISK].get("volume_updated_at"), records(state)[DISK]
+    saved = tmp_path / "before-the-touch.plan"
+    made = ferry(lab, "plan", str(spec), "--out", str(saved), "--state", str(state))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "changed outside ferry" not in made.stdout, made.stdout  # ferry's own writes
+
+    conn = lab.openstack("ferry-lab")
+    volume_id = str(records(state)[DISK]["volume_id"])
+    host = conn.compute.find_server("ferry-conversion-01", ignore_missing=False)
+    volumes.attach(conn, host.id, volume_id)
+    with volume_file(lab, volume_id).open("r+b") as f:
+        f.write(os.urandom(MiB))  # over the source's data
+        f.seek(512 * MiB)
+        f.write(os.urandom(MiB))  # where the source has a hole
+    volumes.detach(conn, host.id, volume_id)
+    assert not volume_equals_disk(lab, state)
+
+    plan = ferry(lab, "plan", str(spec), "--state", str(state))
+    said = " ".join(plan.stdout.split())
+    assert f"volume {volume_id} changed outside ferry since its last sync" in said, plan.stdout
+    assert "copy it in full, holes written as zeros" in said, plan.stdout
+
+    done = ferry(lab, "apply", str(saved), "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = " ".join((tmp_path / "logs" / "web01.log").read_text().split())
+    assert f"volume {volume_id} changed outside ferry since its last sync" in log, log
+    assert volume_equals_disk(lab, state), "the test boot's bytes stayed"
+    again = ferry(lab, "plan", str(spec), "--state", str(state))
+    assert "changed outside ferry" not in again.stdout, again.stdout

@@ -11,7 +11,7 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status, resumable_delta
+from engine.model.state import ResourceRecord, Status, changed_outside, resumable_delta
 from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import duration, exact, human, rate
 
@@ -147,13 +147,13 @@ def volume_change(
             )
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
-    grown, extend_from = _grown(volume, disk, before)
-    if grown:  # before an interrupted delta's redo too: that delta would span the extend
-        extend = {} if extend_from is None else {"extend_from_gib": extend_from}
+    again = _full_again(volume, disk, record, observed)
+    if again is not None:
+        why, extend = again
         return _volume(
             address,
             Action.UPDATE,
-            full_reason(vm, grown),
+            full_reason(vm, why),
             before,
             {**after, "copy": "full", **extend},
             size=full_bytes(disk, vm),
@@ -168,6 +168,34 @@ def volume_change(
         return _volume(address, Action.UPDATE, full_reason(vm, reason), before, after, size=full)
     size, how = delta_estimate(before, now)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
+
+
+def _full_again(
+    volume: DesiredVolume,
+    disk: SourceDisk,
+    record: ResourceRecord,
+    observed: ObservedVolume | None,
+) -> tuple[str, dict[str, int]] | None:
+    """Why a synced volume is copied in full again, and what its after gains (the GiB to
+    extend from), or None: its disk grew (before an interrupted delta's redo too: that delta
+    would span the extend), or something other than ferry changed it since its last sync."""
+    before = record.attributes
+    grown, extend_from = _grown(volume, disk, before)
+    if grown:
+        return grown, ({} if extend_from is None else {"extend_from_gib": extend_from})
+    outside = _changed_outside(before, observed) if record.status is Status.READY else ""
+    if outside:
+        return f"{outside}: copy it in full, holes written as zeros", {}
+    return None
+
+
+def _changed_outside(before: Mapping[str, Any], observed: ObservedVolume | None) -> str:
+    """Why the recorded volume may hold writes that are not ferry's (model.state.
+    changed_outside), "" when nothing says so. Not for one Cinder holds a protection snapshot
+    of ferry's for: the cutover's revert undoes what was written since (Protection)."""
+    if observed is None or observed.protected_by:
+        return ""
+    return changed_outside(before, observed.id, observed.updated_at)
 
 
 def _adoption(address: str, observed: ObservedVolume, after: dict[str, Any]) -> Change:

@@ -362,6 +362,7 @@ def parse_volume(
             lineage=meta.get(STATE_KEY) or None,
             attachments=found,
             image_metadata=image_metadata(volume),
+            updated_at=str(volume.updated_at) if getattr(volume, "updated_at", None) else None,
         )
     return None
 

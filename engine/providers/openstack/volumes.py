@@ -375,6 +375,24 @@ def exists(conn: Any, volume_id: str) -> bool:
     return transient(found, f"reading volume {volume_id}")
 
 
+def updated_at(conn: Any, volume_id: str) -> str | None:
+    """Cinder's `updated_at` of the volume (its ISO 8601 text, as Cinder gives it), None when
+    the volume is gone or Cinder gives none. Cinder moves it with every change of the volume's
+    row: each status change of an attach or detach (a server booted from it, a host writing
+    it), an extend, a revert, a retype, a rename. ferry records it after each of its own writes
+    (model.state.UPDATED_AT): a later value means something else may have written the volume.
+    Raises OpenStackError when it cannot be read."""
+
+    def read() -> str | None:
+        try:
+            volume = conn.block_storage.get_volume(volume_id)
+        except os_exc.NotFoundException:
+            return None
+        return str(volume.updated_at) if getattr(volume, "updated_at", None) else None
+
+    return transient(read, f"reading volume {volume_id}")
+
+
 def type_and_size(conn: Any, volume_id: str) -> tuple[str | None, int] | None:
     """The volume's type name (None: Cinder names none) and size (GiB); None when it is gone.
     Raises OpenStackError when it cannot be read."""

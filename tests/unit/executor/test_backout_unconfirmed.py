@@ -41,6 +41,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     )  # gone: the volume and snapshot ids deleted outside ferry
     seen.metadata = []  # (volume id, metadata) written
     seen.newer = {}  # snapshot id: the ids of its volume's snapshots taken after it
+    seen.updated = {}  # volume id: its Cinder updated_at now (none: Cinder gives none)
     compute, volumes = module.compute, module.volumes
     monkeypatch.setattr(compute, "delete_server", lambda _c, i: seen.deleted.append(i))
     monkeypatch.setattr(compute, "find_server", lambda _c, _u: seen.found)
@@ -48,6 +49,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     monkeypatch.setattr(compute, "delete_snapshot", lambda _c, s: seen.snapshots_deleted.append(s))
     monkeypatch.setattr(volumes, "detach", lambda _c, h, v: seen.detached.append((h, v)))
     monkeypatch.setattr(volumes, "exists", lambda _c, v: v not in seen.gone)
+    monkeypatch.setattr(volumes, "updated_at", lambda _c, v: seen.updated.get(v))
     monkeypatch.setattr(compute, "snapshot_exists", lambda _c, s: s not in seen.gone)
     monkeypatch.setattr(compute, "newer_snapshots", lambda _c, _v, s: seen.newer.get(s, []))
     monkeypatch.setattr(volumes, "set_metadata", lambda _c, v, m: seen.metadata.append((v, m)))
@@ -156,6 +158,35 @@ def test_a_sync_after_a_failed_cutover_without_conversion_does_not_revert(
     cutover.release_protection("web01", "vol-0")
     assert cloud.reverted == []
     assert cloud.snapshots_deleted == ["snap-0"]
+
+
+@pytest.mark.parametrize("now", ["2026-12-02T04:00:00.000000", "2026-12-02T05:00:00.000000"])
+def test_a_protected_volume_changed_outside_ferry_is_reverted(
+    store: SqliteStateStore, cloud: SimpleNamespace, now: str
+) -> None:
+    """Break-it 12l F2's kind under a protection snapshot: no conversion, no server of ferry's,
+    but something else attached and wrote the volume since ferry last did (its Cinder
+    updated_at moved: a test boot): the release reverts it to its last sync, which undoes
+    those writes, rather than deleting the snapshot and letting a delta go on top of them.
+    Unmoved: nothing to undo, as before."""
+    recorded(store, {})
+    store.write([], [SERVER])
+    attrs = {
+        "volume_id": "vol-0",
+        "change_id": C,
+        "volume_updated_at": "2026-12-02T04:00:00.000000",
+    }
+    store.write([ResourceRecord(DISK, "volume", Status.READY, attrs)], [])
+    cloud.updated = {"vol-0": now}
+    said: list[str] = []
+    cutover = backout(store, said, {})
+    assert cutover.reverts("web01", "vol-0")
+    cutover.release_protection("web01", "vol-0")
+    moved = now != attrs["volume_updated_at"]
+    assert cloud.reverted == ([("vol-0", "snap-0")] if moved else [])
+    assert cloud.snapshots_deleted == ["snap-0"]
+    if moved:
+        assert any("undoing what was written outside ferry" in line for line in said), said
 
 
 @pytest.mark.parametrize("gone", ["snap-0", "vol-0"])

@@ -38,6 +38,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     monkeypatch.setattr(module.compute, "delete_snapshot", lambda _c, s: seen.append(("del", s)))
     monkeypatch.setattr(module.volumes, "detach", lambda _c, _h, _v: None)
     monkeypatch.setattr(module.volumes, "exists", lambda _c, _v: True)
+    monkeypatch.setattr(module.volumes, "updated_at", lambda _c, _v: None)
     monkeypatch.setattr(module.compute, "snapshot_exists", lambda _c, _s: True)
     monkeypatch.setattr(module.compute, "newer_snapshots", lambda _c, _v, _s: [])
     return seen
