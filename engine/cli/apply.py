@@ -60,6 +60,7 @@ from engine.executor.seams import (
 from engine.executor.volume_ownership import handed_since
 from engine.executor.walker import Outcome, Walker, WalkResult
 from engine.model.plan import Action, Plan
+from engine.model.state import State
 from engine.planner import planfile
 from engine.planner.make import make_plan, spec_digest
 from engine.planner.placement import ESXI_READS  # concurrent disk reads per ESXi host (NFC)
@@ -266,7 +267,17 @@ def _check_fresh(
                 "pass that spec, or plan again"
             )
         raise UserError("the spec changed since this plan was made: run `ferry plan` again")
-    current = read_state(location)
+    check_state_unchanged(plan, read_state(location), location)
+
+
+def check_state_unchanged(plan: Plan, current: State, location: StateLocation) -> None:
+    """The state (`current`) is the one `plan` was made from, at the serial it read: run again
+    under the state's lock, right after taking it, so an apply that refreshed while another
+    one ran does not then apply what it planned from the state before that other apply's
+    writes (break-it 12k M1; Terraform takes its lock before the refresh). A plan made on an
+    empty state applies to one still empty (the apply's store made it). Raises UserError."""
+    if plan.state_serial == 0 == current.serial:
+        return
     if current.lineage != plan.state_lineage and not (plan.state_serial == 0 < current.serial):
         raise UserError(
             f"the state {location.display or location.identity} is not the one this plan was "
@@ -523,6 +534,7 @@ def run_plan(
         view,
     ):
         store = ctx.store
+        check_state_unchanged(plan, store.read(), location)  # now that no one else writes it
         applier = Applier(plan, ctx)
         _check_volumes_owned(applier)
         changes = _changes_per_vm(plan)
