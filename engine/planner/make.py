@@ -78,6 +78,7 @@ def make_plan(
             verify,
             frozenset(str(h["name"]) for h in spec.get("conversion_hosts") or ()),
             frozenset(adopt_lineages),
+            frozenset(t.name for t in targets if t.kind == "vm") if targets else None,
         )
     )
     diagnostics = said_left_off(diagnostics, off) + notes

@@ -349,3 +349,15 @@ def test_a_target_inside_a_blocked_vm_plans_nothing_and_shows_its_error() -> Non
     assert not [c for c in plan.changes if c.address.startswith("vm.web01")]
     with pytest.raises(UserError, match=r"not a VM of the spec nor a known address"):
         _plan_of("image-unlabeled-beside-server", (Address.parse("vm.web01x.volume[2000]"),))
+
+
+def test_a_targeted_plan_counts_only_the_targeted_vms_against_the_quota() -> None:
+    """Break-it 12k: `--target vm.db01` was blocked for quota by web01's demand (listed before
+    it), which this plan does not apply; targeted alone, db01's 4 GiB fit the 10 GiB left.
+    Untargeted, the same case still blocks db01 after web01."""
+    whole = _plan_of("quota-short", ())
+    assert any(c.code == "quota" for v in whole.vms if v.name == "db01" for c in v.concerns)
+    plan = _plan_of("quota-short", (Address.parse("vm.db01"),))
+    (db01,) = [v for v in plan.vms if v.name == "db01"]
+    assert not db01.blocked, db01.concerns
+    assert plan.changes and all(c.address.startswith("vm.db01") for c in plan.changes)

@@ -362,9 +362,10 @@ def diff(
             )
             + (not_verified(vm, vm_list) if data.verify else ())
         )
-        if not any(c.level is ConcernLevel.ERROR for c in concerns):
+        spends = data.targeted is None or vm.name in data.targeted
+        if spends and not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list, data.destination))
-        if not any(c.level is ConcernLevel.ERROR for c in concerns):
+        if spends and not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += work_dir.take(vm, copies)
         blocked = any(c.level is ConcernLevel.ERROR for c in concerns)
         plans.append(_vm_plan(vm, concerns, estimate, vm_list))

@@ -30,6 +30,9 @@ class DiffInput:
     conversion_hosts: frozenset[str] = frozenset()  # the spec's conversion hosts, by name
     # --adopt-lineage: lineages of lost ferry states whose volumes this state adopts
     adopt_lineages: frozenset[str] = frozenset()
+    # --target: the VMs it names (None: every VM); only theirs spend the cloud's quota and the
+    # work directory's space, as only their changes are applied
+    targeted: frozenset[str] | None = None
 
 
 def simple(
