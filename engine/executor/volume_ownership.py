@@ -12,9 +12,9 @@ from engine.addresses import Address
 from engine.errors import OpenStackError
 from engine.executor.replacement import Placement
 from engine.model.plan import Action, Change, Plan
-from engine.model.state import RECORDED_HOST, ResourceRecord, Status
+from engine.model.state import RECORDED_HOST, UPDATED_AT, ResourceRecord, Status, changed_outside
 from engine.planner.diff.attachments import STALE_KEY
-from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
+from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage, full_copy
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY, handed
 from engine.providers.openstack.retry import transient
@@ -70,6 +70,21 @@ class VolumeOwnership(Placement):
                 "never deletes or writes it)"
             )
 
+    def changed_outside(self, address: str, before: dict[str, Any]) -> str:
+        """Why the recorded volume is copied in full now, "" when nothing says so: something
+        other than ferry attached or changed it since ferry last wrote it (its Cinder
+        `updated_at` moved: model.state.changed_outside), also when that happened after the
+        plan was made. Not for one the cutover's protection revert brings back to its last
+        sync first (Protection.reverts: that undoes whatever was written since)."""
+        volume_id = str(before.get("volume_id") or "")
+        if not volume_id or not before.get(UPDATED_AT):
+            return ""
+        name = Address.parse(address).name
+        why = changed_outside(before, volume_id, volumes.updated_at(self.ctx.conn, volume_id))
+        if not why or self.cutover.reverts(name, volume_id):
+            return ""
+        return why
+
     def label_volume(self, address: str, volume_id: str) -> None:
         """Stamp this state's lineage (`ferry_state`) on a volume it records that carries none
         (made by an older ferry: engine.planner.diff.lineage), metadata only; from then on
@@ -104,6 +119,7 @@ class VolumeOwnership(Placement):
         the conversion host (volumes.check_attachments), so nothing after the power-off waits
         on a volume that will not move by itself. Raises OpenStackError (the source stays on)."""
         hosts = {self.ctx.conversion_host_id, *self.ctx.host_ids.values()} - {""}
+        records = self.ctx.store.read().resources
         for change in self.plan.changes:
             parsed = Address.parse(change.address)
             if change.kind != "volume" or parsed.name != name:
@@ -118,6 +134,7 @@ class VolumeOwnership(Placement):
                     self.check_owned(change.address, volume_id, "written", adopts)
                 except OpenStackError as exc:
                     raise OpenStackError(f"{exc}; the source was not powered off") from exc
+            self._unplanned_full_copy(change, records.get(change.address))
             if volume_id and volumes.exists(self.ctx.conn, volume_id):
                 try:
                     volumes.check_attachments(self.ctx.conn, volume_id, hosts)
@@ -125,6 +142,22 @@ class VolumeOwnership(Placement):
                     raise OpenStackError(
                         f"{change.address}: {exc}; the source was not powered off"
                     ) from exc
+
+    def _unplanned_full_copy(self, change: Change, record: ResourceRecord | None) -> None:
+        """Before a cutover's power-off: a volume the plan syncs as a delta that something
+        other than ferry attached or changed since ferry last wrote it (changed_outside: a test
+        boot after the plan was made) would be copied in full while the source is off, a
+        window the plan did not announce nor count in its downtime estimate. Raises
+        OpenStackError (the source stays on: a new plan shows the full copy)."""
+        if record is None or change.action is not Action.UPDATE or full_copy(change):
+            return
+        why = self.changed_outside(change.address, dict(record.attributes))
+        if why:
+            raise OpenStackError(
+                f"{change.address}: {why}: its final sync would be a "
+                "full copy, which this plan did not count in the downtime; the source was not "
+                "powered off: run `ferry plan` again (it shows the full copy and its downtime)"
+            )
 
     def _adopt(self, change: Change, address: Address) -> None:
         """Take over a volume found by metadata (ferry's, or os-migrate's by name): stamp ferry's

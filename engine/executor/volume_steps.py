@@ -32,7 +32,6 @@ from engine.model.state import (
     VERIFIED_WHOLE,
     ResourceRecord,
     Status,
-    changed_outside,
     resumable_delta,
 )
 from engine.planner.diff.attachments import repair_only
@@ -317,11 +316,28 @@ class VolumeSteps(VolumeOwnership):
         except VerifyError as exc:
             self._taint(address, attrs, exc, job.volume_id)
         except StoppedError as exc:
+            self._detached(address, attrs, job.volume_id)
             self.copy_stopped(address, attrs, exc)
             raise
         except Exception:
+            self._detached(address, attrs, job.volume_id)
             self._copy_failed(address)
             raise
+
+    def _detached(self, address: str, attrs: dict[str, Any], volume_id: str) -> None:
+        """A copy stopped or failed midway, its volume detached by the host (sync's finally):
+        its record in progress keeps the volume's Cinder updated_at after that detach, so the
+        resume knows whether anything attached the volume in between (model.state.
+        changed_outside: then it starts over from 0). Nothing recorded when it cannot be read
+        (the resume then trusts its checkpoint, as before)."""
+        try:
+            stamp = volumes.updated_at(self.ctx.conn, volume_id)
+            if stamp:
+                attrs[UPDATED_AT] = stamp
+                record = ResourceRecord(address, "volume", Status.IN_PROGRESS, dict(attrs))
+                self._write([record], [])
+        except Exception:  # whatever this fails on, the copy's own error is what is said
+            return
 
     def _copy_failed(self, address: str) -> None:
         """A copy that failed midway (an agent or the broker lost, a read error): the data its
@@ -388,9 +404,10 @@ class VolumeSteps(VolumeOwnership):
         full = (change.after or {}).get("copy") == "full"  # e.g. the disk grew: CBT untrusted
         if before.get("tainted") and volume_known:
             return ToCopy("full", None, 0, False, why=_tainted_since(before["tainted"]))
-        outside = self._changed_outside(change.address, before)
-        if outside:
-            return ToCopy("full", None, 0, False, why=outside)
+        outside = self.changed_outside(change.address, before)
+        if outside:  # also when it happened after the plan was made
+            why = f"{outside}: a full copy, holes written as zeros (never a delta onto its writes)"
+            return ToCopy("full", None, 0, False, why=why)
         if change.action is Action.UPDATE and stored and disk.change_id and not full:
             try:
                 areas = changed_areas(vm, snapshot, disk.key, disk.capacity, str(stored))
@@ -403,21 +420,6 @@ class VolumeSteps(VolumeOwnership):
             return self._resume(before, vm, snapshot, disk)
         zeroed = (change.after or {}).get("zeroed", True)  # the plan: its type reads as zeros
         return ToCopy("full", None, 0, not volume_known and bool(zeroed))
-
-    def _changed_outside(self, address: str, before: dict[str, Any]) -> str:
-        """Why the recorded volume is copied in full now, "" when nothing says so: something
-        other than ferry attached or changed it since ferry last wrote it (its Cinder
-        `updated_at` moved: model.state.changed_outside), also when that happened after the
-        plan was made. Not for one the cutover's protection revert brings back to its last
-        sync first (Protection.reverts: that undoes whatever was written since)."""
-        volume_id = str(before.get("volume_id") or "")
-        if not volume_id or not before.get(UPDATED_AT):
-            return ""
-        name = Address.parse(address).name
-        why = changed_outside(before, volume_id, volumes.updated_at(self.ctx.conn, volume_id))
-        if not why or self.cutover.reverts(name, volume_id):
-            return ""
-        return f"{why}: a full copy, holes written as zeros (never a delta onto its writes)"
 
     def _resume_delta(
         self, before: dict[str, Any], areas: list[Extent], at: tuple[Any, Any, DiskInfo]

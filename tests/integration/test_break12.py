@@ -315,8 +315,21 @@ def test_a_saved_cutover_plan_applied_after_a_nic_was_added_is_refused_before_an
     print(f"refused in {time.monotonic() - began:.1f} s")
 
 
+def test_boot(lab: Lab, volume_id: str) -> None:
+    """A server that is not ferry's attaches the volume, writes a MiB at offset 0 and one at
+    512 MiB (where web01's disk 2000 has a hole), and lets it go."""
+    conn = lab.openstack("ferry-lab")
+    host = conn.compute.find_server("ferry-conversion-01", ignore_missing=False)
+    volumes.attach(conn, host.id, volume_id)
+    with volume_file(lab, volume_id).open("r+b") as f:
+        f.write(os.urandom(MiB))  # over the source's data
+        f.seek(512 * MiB)
+        f.write(os.urandom(MiB))  # where the source has a hole
+    volumes.detach(conn, host.id, volume_id)
+
+
 def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
-    lab: Lab, tmp_path: Path
+    lab: Lab, si: Any, tmp_path: Path
 ) -> None:
     """Break-it 12l F2: web01 replicated, verify off; then a server that is not ferry's attaches
     disk 2000's volume, writes a MiB at offset 0 and one where the source has a hole, and lets
@@ -324,7 +337,9 @@ def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
     after: the new plan copies the volume in full, saying it changed outside ferry (Cinder's
     updated_at moved); the saved plan's apply does the same (checked right before its copy),
     holes written as zeros: the volume equals the source disk again. Before: neither plan
-    saw it, the delta went on top of the guest's bytes, then "No changes"."""
+    saw it, the delta went on top of the guest's bytes, then "No changes". A cutover saved
+    before another test boot is refused before the power-off (its final sync would be a full
+    copy the plan did not announce nor count in the downtime)."""
     spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
     lab.write("web01", 2000, 0, 4 * MiB, seed=1221)
     first = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
@@ -335,15 +350,8 @@ def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
     assert made.returncode == 0, made.stdout + made.stderr
     assert "changed outside ferry" not in made.stdout, made.stdout  # ferry's own writes
 
-    conn = lab.openstack("ferry-lab")
     volume_id = str(records(state)[DISK]["volume_id"])
-    host = conn.compute.find_server("ferry-conversion-01", ignore_missing=False)
-    volumes.attach(conn, host.id, volume_id)
-    with volume_file(lab, volume_id).open("r+b") as f:
-        f.write(os.urandom(MiB))  # over the source's data
-        f.seek(512 * MiB)
-        f.write(os.urandom(MiB))  # where the source has a hole
-    volumes.detach(conn, host.id, volume_id)
+    test_boot(lab, volume_id)
     assert not volume_equals_disk(lab, state)
 
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
@@ -358,3 +366,41 @@ def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
     assert volume_equals_disk(lab, state), "the test boot's bytes stayed"
     again = ferry(lab, "plan", str(spec), "--state", str(state))
     assert "changed outside ferry" not in again.stdout, again.stdout
+
+    # a cutover planned (delta) before another test boot: refused before the power-off, as its
+    # final sync would be a full copy the plan did not count in the downtime
+    cut = tmp_path / "cut.yaml"
+    cut.write_text(spec.read_text() + "    mode: cutover\n    convert: false\n")
+    saved = tmp_path / "cutover.plan"
+    made = ferry(lab, "plan", str(cut), "--out", str(saved), "--state", str(state))
+    assert made.returncode == 0 and "changed outside ferry" not in made.stdout, made.stdout
+    test_boot(lab, volume_id)
+    refused = ferry(lab, "apply", str(saved), "--state", str(state))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert "its final sync would be a full copy" in said, said
+    assert "the source was not powered off" in said, said
+    assert power_state(si, vm_ref(si, "web01")) == "poweredOn"
+
+
+def test_a_copy_stopped_then_its_volume_attached_elsewhere_starts_over(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Break-it 12l F2's kind in an interrupted copy: web01's full copy stopped (Ctrl-C) past
+    16 MiB, then a server that is not ferry's attaches its volume, writes below the checkpoint
+    and where the source has a hole, and lets it go. The resume would keep those bytes (it
+    copies only from the checkpoint, and what CBT says changed since): the plan and the apply
+    start the copy over from 0, holes written as zeros; the volume equals the source disk."""
+    spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
+    lab.write("web01", 2000, 0, 64 * MiB, seed=1222)
+    stop_mid_copy(lab, spec, state, 16 * MiB)
+    assert records(state)[DISK].get("volume_updated_at"), "the stop's detach not recorded"
+    volume_id = str(records(state)[DISK]["volume_id"])
+    test_boot(lab, volume_id)
+    plan = ferry(lab, "plan", str(spec), "--state", str(state))
+    said = " ".join(plan.stdout.split())
+    assert "the interrupted copy starts over from 0" in said, plan.stdout
+    assert f"volume {volume_id} changed outside ferry" in said, plan.stdout
+    done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert volume_equals_disk(lab, state), "the foreign bytes stayed under the resume"

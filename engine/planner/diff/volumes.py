@@ -134,7 +134,9 @@ def volume_change(
             size=full_bytes(disk, vm),
         )
     if record.status is Status.IN_PROGRESS and before.get("copy") != "delta":
-        grew = grown_since_copy(volume, disk, before, observed)
+        grew = grown_since_copy(volume, disk, before, observed) or _changed_outside(
+            before, observed
+        )
         if grew:  # its resume would ask CBT what changed across the extend: start over
             why = f"the interrupted copy starts over from 0: {grew}"
             return _volume(
@@ -183,7 +185,7 @@ def _full_again(
     grown, extend_from = _grown(volume, disk, before)
     if grown:
         return grown, ({} if extend_from is None else {"extend_from_gib": extend_from})
-    outside = _changed_outside(before, observed) if record.status is Status.READY else ""
+    outside = _changed_outside(before, observed)  # READY, or an interrupted delta's record
     if outside:
         return f"{outside}: copy it in full, holes written as zeros", {}
     return None
@@ -738,7 +740,7 @@ def full_in_window(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
         return ()
     out = []
     for change in changes:
-        if change.kind != "volume" or change.before is None or not _full_copy(change):
+        if change.kind != "volume" or change.before is None or not full_copy(change):
             continue  # a disk never synced before: a cold migration's copy, as planned
         key = Address.parse(change.address).index
         size = "its size unknown" if change.bytes is None else f"~{human(change.bytes)} to read"
@@ -764,7 +766,7 @@ def unmeasured_in_window(vm: DesiredVM, changes: list[Change]) -> tuple[Concern,
         str(Address.parse(c.address).index)
         for c in changes
         if c.kind == "volume" and c.action is Action.UPDATE and c.bytes is None
-        and not _full_copy(c)
+        and not full_copy(c)
     ]  # fmt: skip
     if not keys:
         return ()
@@ -779,7 +781,7 @@ def unmeasured_in_window(vm: DesiredVM, changes: list[Change]) -> tuple[Concern,
     )
 
 
-def _full_copy(change: Change) -> bool:
+def full_copy(change: Change) -> bool:
     """A volume change that copies (the rest of) a whole disk, not what changed."""
     if change.action in (Action.CREATE, Action.REPLACE):
         return True
