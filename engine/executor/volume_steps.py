@@ -37,7 +37,7 @@ from engine.model.state import (
 from engine.planner.diff.attachments import repair_only
 from engine.planner.diff.lineage import LABEL
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
-from engine.providers.openstack import volumes
+from engine.providers.openstack import compute, volumes
 from engine.providers.openstack.read import STATE_KEY
 from engine.providers.vsphere.read import changed_areas
 from engine.providers.vsphere.snapshots import DiskInfo
@@ -273,7 +273,14 @@ class VolumeSteps(VolumeOwnership):
         name = Address.parse(address).name
         if what.kind == "delta" and what.start_at and self.cutover.protects(name, volume_id):
             what = ToCopy("delta", what.areas, 0, False)  # a revert would undo the checkpoint
-        if not self.cutover.release_protection(name, volume_id) or what.kind != "delta":
+        lost = self.cutover.release_protection(name, volume_id)
+        for snapshot_id in compute.drop_unrecorded_protection(self.ctx.conn, volume_id):
+            self.ctx.say(
+                name,
+                f"{address}: protection snapshot {snapshot_id} of volume {volume_id} (left "
+                "unrecorded by an interrupted cutover) deleted: the sync writes the volume",
+            )
+        if not lost or what.kind != "delta":
             return what
         why = "its protection snapshot is gone: what was written since stays, so a full copy"
         self.ctx.say(name, f"{address}: {why}")

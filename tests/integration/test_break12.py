@@ -390,7 +390,9 @@ def test_a_copy_stopped_then_its_volume_attached_elsewhere_starts_over(
     16 MiB, then a server that is not ferry's attaches its volume, writes below the checkpoint
     and where the source has a hole, and lets it go. The resume would keep those bytes (it
     copies only from the checkpoint, and what CBT says changed since): the plan and the apply
-    start the copy over from 0, holes written as zeros; the volume equals the source disk."""
+    start the copy over from 0, holes written as zeros; the volume equals the source disk. A
+    protection snapshot of ferry's left unrecorded (a cutover killed between its create and its
+    record) is deleted by the sync that writes the volume (break-it 12k M2: it stayed)."""
     spec, state = spec_for(tmp_path, "web01", "    verify: false\n"), tmp_path / "ferry.db"
     lab.write("web01", 2000, 0, 64 * MiB, seed=1222)
     stop_mid_copy(lab, spec, state, 16 * MiB)
@@ -401,6 +403,15 @@ def test_a_copy_stopped_then_its_volume_attached_elsewhere_starts_over(
     said = " ".join(plan.stdout.split())
     assert "the interrupted copy starts over from 0" in said, plan.stdout
     assert f"volume {volume_id} changed outside ferry" in said, plan.stdout
+    # break-it 12k M2: a protection snapshot an interrupted cutover made and never recorded
+    conn = lab.openstack("ferry-lab")
+    left = conn.block_storage.create_snapshot(
+        volume_id=volume_id, name="ferry-protect-left", metadata={"ferry_protects": volume_id}
+    )
+    conn.block_storage.wait_for_status(left, "available")
     done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
     assert volume_equals_disk(lab, state), "the foreign bytes stayed under the resume"
+    log = " ".join((tmp_path / "logs" / "web01.log").read_text().split())
+    assert f"protection snapshot {left.id} of volume {volume_id} (left unrecorded" in log, log
+    assert list(conn.block_storage.snapshots()) == []

@@ -334,10 +334,8 @@ def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
     and is deleted first, never reused: it may be older than a later sync, whose writes a
     revert to it would erase (break-it 12c item 1: 5 MiB lost, then "No changes"), and Cinder
     reverts a volume only to its latest snapshot. Raises OpenStackError."""
+    drop_unrecorded_protection(conn, volume_id)
     try:
-        for snapshot in conn.block_storage.snapshots(details=True):
-            if (snapshot.metadata or {}).get("ferry_protects") == volume_id:
-                _drop_snapshot(conn, snapshot)
         snapshot = conn.block_storage.create_snapshot(
             volume_id=volume_id,
             name=name,
@@ -348,6 +346,25 @@ def protection_snapshot(conn: Any, volume_id: str, name: str) -> str:
         raise OpenStackError(f"protecting volume {volume_id}: {answer(exc)}") from exc
     _wait_snapshot(conn, snapshot.id)
     return str(snapshot.id)
+
+
+def drop_unrecorded_protection(conn: Any, volume_id: str) -> list[str]:
+    """Delete the protection snapshots of ferry's (`ferry_protects` metadata) of the volume that
+    are still in Cinder and not already being deleted, and wait until they are gone; their ids.
+    The caller has released every one its state records: these were left by an attempt killed
+    between the snapshot's create and its record (break-it 12k M2). Never reused: one may be
+    older than a later sync, whose writes a revert to it would erase. Raises OpenStackError."""
+    dropped = []
+    try:
+        for snapshot in conn.block_storage.snapshots(details=True):
+            ours = (snapshot.metadata or {}).get("ferry_protects") == volume_id
+            if ours and snapshot.status != "deleting":
+                _drop_snapshot(conn, snapshot)
+                dropped.append(str(snapshot.id))
+    except os_exc.SDKException as exc:
+        what = f"deleting the protection snapshots of {volume_id}"
+        raise OpenStackError(f"{what}: {answer(exc)}") from exc
+    return dropped
 
 
 def _drop_snapshot(conn: Any, snapshot: Any, timeout: float = 300.0) -> None:
