@@ -80,7 +80,9 @@ DEFAULT_OPS = ("write", "apply", "stop", "cbt_reset", "foreign_snapshot", "power
 # uncutover: a VM in cutover mode put back to replicate before its server booted (its ports,
 # protection snapshots and conversion record must go); server_delete: a cut-over VM's server
 # deleted by hand while its source stays off (the next apply boots it again from the volumes).
-EXTRA_OPS = ("stop_full", "rename", "grow", "cutover", "uncutover", "server_delete")
+# test_boot: a replica volume attached by a server that is not ferry's, written (a MiB at a
+# random offset), let go: the next apply copies it in full (its Cinder updated_at moved).
+EXTRA_OPS = ("stop_full", "rename", "grow", "cutover", "uncutover", "server_delete", "test_boot")
 ALL_OPS = DEFAULT_OPS + EXTRA_OPS
 WEIGHTS = {
     "write": 30,
@@ -95,6 +97,7 @@ WEIGHTS = {
     "cutover": 6,
     "uncutover": 4,
     "server_delete": 4,
+    "test_boot": 5,
 }
 # Where a stop lands (matched on the apply's --json events); the cutover points only arise when
 # a VM is in cutover mode.
@@ -182,9 +185,11 @@ def _draw(
     if op in ("uncutover", "server_delete"):
         cut = [m for m in model.values() if m.cutover]
         return {"op": op, "vm": rng.choice(cut).name} if cut else None
-    if not live:
-        return None
-    vm = rng.choice(live)
+    return _draw_on(rng, op, rng.choice(live)) if live else None
+
+
+def _draw_on(rng: random.Random, op: str, vm: VMModel) -> dict[str, Any] | None:
+    """A step of `op` on `vm` (a VM not in cutover mode), or None when it does not fit."""
     if op == "cbt_reset":
         return {"op": "cbt_reset", "vm": vm.name}
     if op == "foreign_snapshot":
@@ -201,6 +206,10 @@ def _draw(
         )
     if op == "cutover":
         return {"op": "cutover", "vm": vm.name}
+    if op == "test_boot":
+        disk = rng.choice(_vm(vm.name).disks)
+        offset = rng.randrange(0, disk.capacity - MiB, 4096)
+        return {"op": "test_boot", "vm": vm.name, "disk": disk.key, "offset": offset}
     raise ValueError(op)
 
 
@@ -492,6 +501,30 @@ class World:
             if record.get("volume_id"):
                 _wait_detached(conn, record["volume_id"])
         return {"deleted": [s.id for s in servers]}
+
+    def _test_boot(self, step: dict[str, Any]) -> dict[str, Any]:
+        """A server that is not ferry's attaches the disk's replica volume, writes a MiB at
+        `offset` and lets it go. Only where ferry recorded the volume's Cinder updated_at after
+        its last write (a sync, a Ctrl-C's detach): after a kill -9 mid-copy nothing says what
+        the volume held after ferry's own attach (a documented gap), and a volume still
+        attached (such a kill's) is left alone."""
+        name, key = step["vm"], step["disk"]
+        record = self._records().get(self.address(name, key)) or {}
+        if self.modes[name] == "cutover" or not record.get("volume_updated_at"):
+            return {"skipped": "no volume ferry recorded after its last write"}
+        conn = self.lab.openstack("ferry-lab")
+        volume_id = str(record["volume_id"])
+        if conn.block_storage.get_volume(volume_id).status != "available":
+            return {"skipped": f"volume {volume_id} is attached"}
+        host = conn.compute.find_server("ferry-conversion-01", ignore_missing=False)
+        conn.compute.create_volume_attachment(host.id, volume=volume_id)
+        conn.block_storage.wait_for_status(conn.block_storage.get_volume(volume_id), "in-use")
+        with volume_file(self.lab, volume_id).open("r+b") as f:
+            f.seek(step["offset"])
+            f.write(random.Random(step["offset"]).randbytes(MiB))
+        conn.compute.delete_volume_attachment(host.id, volume_id)
+        _wait_detached(conn, volume_id)
+        return {"volume": volume_id}
 
     def _apply(self, step: dict[str, Any]) -> dict[str, Any]:
         writes = step.get("write_after_snapshot", False)
