@@ -139,10 +139,15 @@ class VolumeSteps(VolumeOwnership):
         source = source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk)
         data = self.data_areas(VERIFIED_WHOLE, vm, snapshot, disk)
         job = host.compare_job(str(before["volume_id"]), host_id, source, data)
+        untouched = not self.changed_outside(change.address, before)
         try:
             result = self.on_host().compare(host_name, job, self.ctx.stop, self._say(address))
         except VerifyError as exc:
             self._taint(change.address, before, exc, job.volume_id)
+        except Exception:
+            if untouched:  # only ferry's attach and detach moved it: the next plan trusts it
+                self._stamped(change.address, dict(before), job.volume_id, Status.READY)
+            raise
         self.compared(change.address, before, job, result, f"volume {job.volume_id}")
 
     def compared(
@@ -323,27 +328,27 @@ class VolumeSteps(VolumeOwnership):
         except VerifyError as exc:
             self._taint(address, attrs, exc, job.volume_id)
         except StoppedError as exc:
-            self._detached(address, attrs, job.volume_id)
+            self._stamped(address, attrs, job.volume_id, Status.IN_PROGRESS)
             self.copy_stopped(address, attrs, exc)
             raise
         except Exception:
-            self._detached(address, attrs, job.volume_id)
+            self._stamped(address, attrs, job.volume_id, Status.IN_PROGRESS)
             self._copy_failed(address)
             raise
 
-    def _detached(self, address: str, attrs: dict[str, Any], volume_id: str) -> None:
-        """A copy stopped or failed midway, its volume detached by the host (sync's finally):
-        its record in progress keeps the volume's Cinder updated_at after that detach, so the
-        resume knows whether anything attached the volume in between (model.state.
-        changed_outside: then it starts over from 0). Nothing recorded when it cannot be read
-        (the resume then trusts its checkpoint, as before)."""
+    def _stamped(self, address: str, attrs: dict[str, Any], volume_id: str, status: Status) -> None:
+        """A copy or compare stopped or failed midway, its volume detached by the host (its
+        finally): the record (`attrs`, `status`: in progress for a copy, ready for a compare)
+        keeps the volume's Cinder updated_at after that detach, so the next plan and the resume
+        know whether anything attached the volume in between (model.state.changed_outside). Not
+        recorded when it cannot be read or written: the step's own error is what is said (a
+        resume then trusts its checkpoint, as before; a compared volume is copied in full)."""
         try:
             stamp = volumes.updated_at(self.ctx.conn, volume_id)
             if stamp:
                 attrs[UPDATED_AT] = stamp
-                record = ResourceRecord(address, "volume", Status.IN_PROGRESS, dict(attrs))
-                self._write([record], [])
-        except Exception:  # whatever this fails on, the copy's own error is what is said
+                self._write([ResourceRecord(address, "volume", status, dict(attrs))], [])
+        except Exception:  # whatever this fails on, the step's own error is what is said
             return
 
     def _copy_failed(self, address: str) -> None:

@@ -1,0 +1,74 @@
+"""A replica volume touched outside ferry (break-it 12l F2: a "test boot"), as the executor sees
+it: each step that writes or reads a volume leaves its Cinder updated_at in the record, so only
+what something else did moves it. A real Applier on a real SQLite state; the host's compare and
+Cinder's updated_at are fakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.errors import StoppedError
+from engine.executor import volume_steps
+from engine.model.plan import Action, Change
+from engine.model.state import UPDATED_AT, ResourceRecord, Status
+from engine.providers.vsphere.snapshots import DiskInfo
+from tests.unit.executor import fakes
+
+DISK = "vm.web01.disk[2000]"
+SYNCED = "2026-12-02T04:00:00.000000"  # after ferry's last sync
+ATTRS = {"volume_id": "vol-0", "change_id": "52 aa/10", UPDATED_AT: SYNCED}
+
+
+def applier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamps: list[str]) -> Any:
+    """web01's verify step; Cinder answers the `stamps` in turn (the last one for ever)."""
+    change = Change(DISK, "volume", Action.VERIFY, "verify", dict(ATTRS), dict(ATTRS))
+    a = fakes.one_vm_applier(tmp_path, "web01", "replicate", (change,))
+    a.ctx.store.write([ResourceRecord(DISK, "volume", Status.READY, dict(ATTRS))], [])
+    answers = list(stamps)
+    monkeypatch.setattr(
+        volume_steps.volumes, "updated_at", lambda _c, _v: answers.pop(0) if len(answers) > 1
+        else answers[0]
+    )  # fmt: skip
+    monkeypatch.setattr(a, "_vm", lambda _n: SimpleNamespace(_moId="vm-1"))
+    monkeypatch.setattr(a, "host_for", lambda _n: ("conv-a", "srv-a"))
+    monkeypatch.setattr(a, "data_areas", lambda *_: None)
+
+    def stopped(*_: Any) -> Any:
+        raise StoppedError("stopped")
+
+    monkeypatch.setattr(a, "on_host", lambda: SimpleNamespace(compare=stopped))
+    return a
+
+
+def compare(a: Any) -> None:
+    disk = DiskInfo(2000, 2 * 1024**3, "[ds] web01/web01.vmdk", True, "52 aa/10")
+    with pytest.raises(StoppedError):
+        a._compare(
+            a.changes[DISK], volume_steps.Address.parse(DISK), dict(ATTRS), SimpleNamespace(
+                _moId="snap-1"), disk
+        )  # fmt: skip
+
+
+def test_a_compare_stopped_keeps_ferry_s_own_attach_out_of_the_next_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `--verify` compare stopped (Ctrl-C) after its host attached and detached the volume:
+    the record takes the updated_at after that detach, so the next plan does not copy the
+    volume in full for ferry's own attach."""
+    a = applier(tmp_path, monkeypatch, [SYNCED, "2026-12-02T05:00:00.000000"])
+    compare(a)
+    assert a.ctx.store.read().resources[DISK].attributes[UPDATED_AT] == "2026-12-02T05:00:00.000000"
+
+
+def test_a_compare_stopped_on_a_volume_touched_before_keeps_it_untrusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Touched outside ferry before the compare began: the stop records nothing new, the next
+    plan still copies the volume in full."""
+    a = applier(tmp_path, monkeypatch, ["2026-12-02T04:30:00.000000", "2026-12-02T05:00:00.000000"])
+    compare(a)
+    assert a.ctx.store.read().resources[DISK].attributes[UPDATED_AT] == SYNCED
