@@ -315,7 +315,7 @@ def test_a_saved_cutover_plan_applied_after_a_nic_was_added_is_refused_before_an
     print(f"refused in {time.monotonic() - began:.1f} s")
 
 
-def test_boot(lab: Lab, volume_id: str) -> None:
+def touch_from_a_test_server(lab: Lab, volume_id: str) -> None:
     """A server that is not ferry's attaches the volume, writes a MiB at offset 0 and one at
     512 MiB (where web01's disk 2000 has a hole), and lets it go."""
     conn = lab.openstack("ferry-lab")
@@ -351,7 +351,7 @@ def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
     assert "changed outside ferry" not in made.stdout, made.stdout  # ferry's own writes
 
     volume_id = str(records(state)[DISK]["volume_id"])
-    test_boot(lab, volume_id)
+    touch_from_a_test_server(lab, volume_id)
     assert not volume_equals_disk(lab, state)
 
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
@@ -374,7 +374,7 @@ def test_a_test_boot_of_the_replica_is_seen_and_the_volume_copied_in_full(
     saved = tmp_path / "cutover.plan"
     made = ferry(lab, "plan", str(cut), "--out", str(saved), "--state", str(state))
     assert made.returncode == 0 and "changed outside ferry" not in made.stdout, made.stdout
-    test_boot(lab, volume_id)
+    touch_from_a_test_server(lab, volume_id)
     refused = ferry(lab, "apply", str(saved), "--state", str(state))
     assert refused.returncode == 1, refused.stdout + refused.stderr
     said = " ".join((refused.stdout + refused.stderr).split())
@@ -398,7 +398,7 @@ def test_a_copy_stopped_then_its_volume_attached_elsewhere_starts_over(
     stop_mid_copy(lab, spec, state, 16 * MiB)
     assert records(state)[DISK].get("volume_updated_at"), "the stop's detach not recorded"
     volume_id = str(records(state)[DISK]["volume_id"])
-    test_boot(lab, volume_id)
+    touch_from_a_test_server(lab, volume_id)
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
     said = " ".join(plan.stdout.split())
     assert "the interrupted copy starts over from 0" in said, plan.stdout
