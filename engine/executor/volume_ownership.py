@@ -134,7 +134,6 @@ class VolumeOwnership(Placement):
                     self.check_owned(change.address, volume_id, "written", adopts)
                 except OpenStackError as exc:
                     raise OpenStackError(f"{exc}; the source was not powered off") from exc
-            self._unplanned_full_copy(change, records.get(change.address))
             if volume_id and volumes.exists(self.ctx.conn, volume_id):
                 try:
                     volumes.check_attachments(self.ctx.conn, volume_id, hosts)
@@ -142,6 +141,7 @@ class VolumeOwnership(Placement):
                     raise OpenStackError(
                         f"{change.address}: {exc}; the source was not powered off"
                     ) from exc
+            self._unplanned_full_copy(change, records.get(change.address))
 
     def _unplanned_full_copy(self, change: Change, record: ResourceRecord | None) -> None:
         """Before a cutover's power-off: a volume the plan syncs as a delta that something
