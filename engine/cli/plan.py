@@ -64,7 +64,8 @@ AdoptLineageOption = Annotated[
         help="With a spec: adopt the volumes (and, with output: image, the Glance images) of a "
         "lost ferry state, named by its lineage (the lineage a refused volume's or image's "
         "concern names; repeatable), or 'unlabeled': those an older ferry made without a "
-        "lineage beside a running server; adopting writes this state's lineage on them.",
+        "lineage (beside a running server, or replica volumes of a VM no server runs); "
+        "adopting writes this state's lineage on them.",
     ),
 ]
 

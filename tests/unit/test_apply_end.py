@@ -24,8 +24,8 @@ def test_a_blocked_apply_with_no_changes_says_how_many_vms_were_blocked() -> Non
     data.setdefault("spec_digest", "0" * 64)
     plan = from_json(data)
     blocked = sum(v.blocked for v in plan.vms)
-    assert blocked == 1
+    assert blocked == 2  # web01 and app01
     event = nothing_applied(replace(plan, changes=()), blocked=True)
     assert set(event) == FIELDS
     assert event["event"] == "apply_end" and event["ok"] is False
-    assert (event["blocked"], event["failed"], event["done"]) == (1, 0, 0)
+    assert (event["blocked"], event["failed"], event["done"]) == (2, 0, 0)

@@ -360,6 +360,13 @@ def diff(
                 _unlabeled(vm, records, found_volumes(vm, observed), data.destination),
                 data.adopt_lineages,
             )
+            + lineage.unlabeled_volume(
+                vm,
+                records,
+                servers.get(vm.source.instance_uuid or ""),
+                found_volumes(vm, observed),
+                data.adopt_lineages,
+            )
             + (not_verified(vm, vm_list) if data.verify else ())
         )
         spends = data.targeted is None or vm.name in data.targeted

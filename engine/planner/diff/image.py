@@ -43,7 +43,7 @@ from engine.planner.diff.properties import (
     recorded_image,
     recorded_image_volume,
 )
-from engine.planner.diff.volumes import FOUND_LINEAGE, full_bytes
+from engine.planner.diff.volumes import FOUND_LINEAGE, full_bytes, hand_over
 from engine.units import exact, human
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
@@ -415,7 +415,6 @@ def _recorded_lineages(
 
 def _other_state(what: str, object_id: str, other: str, lineage: str, recorded: bool) -> Concern:
     """The error concern of an image or image volume another ferry state (`other`) manages."""
-    unset = f"openstack {what} unset --property ferry_state {object_id}"
     this = f"; this one is {lineage}" if lineage else ""
     if recorded:
         return Concern(
@@ -433,7 +432,8 @@ def _other_state(what: str, object_id: str, other: str, lineage: str, recorded: 
         f"{what} {object_id} found beside the server this plan would adopt is managed by "
         f"another ferry state (lineage {other}{this}): not adopted. Plan with that state (--state "
         f"or its DSN); if that state is lost, plan with --adopt-lineage {other} (this state "
-        f"adopts every volume and image of it), or hand this {what} over ({unset})",
+        f"adopts every volume and image of it), or hand this {what} over "
+        f"({hand_over(what, object_id, lineage)})",
     )
 
 

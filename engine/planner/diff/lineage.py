@@ -6,9 +6,11 @@ metadata only), so from its next apply on any other state's plan is refused by t
 ferry state X" concerns. A state with no record of a VM whose server runs does not adopt the
 unlabelled objects beside that server (`unlabeled_beside_server`): an older ferry's state may
 manage them (break-it 16c F1, high: a fresh state, a rehearsal or a typo in --state, adopted a
-live state's server, images and volumes, and its --destroy deleted the production server).
-Taking them over is explicit: `--adopt-lineage unlabeled` (UNLABELED).
-"""
+live state's server, images and volumes, and its --destroy deleted the production server);
+nor, output: volume, the unlabelled volumes ferry made for a VM no server runs
+(`unlabeled_volume`, break-it 16d F2: a fresh state took an older ferry's replicas silently).
+Taking them over is explicit: `--adopt-lineage unlabeled` (UNLABELED). os-migrate's volumes
+(found by name, no server) are adopted as before."""
 
 from __future__ import annotations
 
@@ -98,29 +100,74 @@ def unlabeled_beside_server(
         return ()
     if str(Address("vm", vm.name, "server")) in records:
         return ()
-    things = "object beside it carries" if len(found) == 1 else "objects beside it carry"
+    one = len(found) == 1
+    things = "object beside it carries" if one else "objects beside it carry"
+    them, adopted = ("it", "it is not adopted") if one else ("them", "none is adopted")
     return (
         Concern(
             ConcernLevel.ERROR,
             "unlabeled-beside-server",
             f"server {server.id} runs this VM, and {len(found)} {things} no ferry state "
-            f"lineage ({', '.join(found)}: made by an older ferry): the "
-            "state that made them may still manage them, so none is adopted. Plan with that "
-            "state (its next apply labels them with its lineage); if no state does, take them "
-            f"over with --adopt-lineage {UNLABELED}",
+            f"lineage ({', '.join(found)}: made by an older ferry): the state that made "
+            f"{them} may still manage {them}, so {adopted}. Plan with that state (its next "
+            f"apply labels {them} with its lineage); if no state does, take {them} over with "
+            f"--adopt-lineage {UNLABELED}",
         ),
     )
 
 
 def unlabeled_volumes(
-    vm: DesiredVM, records: Mapping[str, ResourceRecord], found: Mapping[int, ObservedVolume]
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    found: Mapping[int, ObservedVolume],
+    origins: tuple[str, ...] = ("ferry", "os-migrate"),
 ) -> tuple[str, ...]:
     """The ids of the volumes found by metadata for the VM's disks (output: volume; `found`:
-    by disk key) that this state does not record and that carry no lineage."""
+    by disk key) that this state does not record and that carry no lineage; `origins`: the
+    makers counted (ferry's, by ferry_vm and ferry_disk; os-migrate's, by name)."""
     return tuple(
         observed.id
         for key, observed in sorted(found.items())
-        if observed.lineage is None and str(Address("vm", vm.name, "disk", key)) not in records
+        if observed.lineage is None
+        and observed.origin in origins
+        and str(Address("vm", vm.name, "disk", key)) not in records
+    )
+
+
+def unlabeled_volume(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    server: ObservedServer | None,
+    found: Mapping[int, ObservedVolume],
+    adopt_lineages: frozenset[str],
+) -> tuple[Concern, ...]:
+    """An error when the plan would adopt volumes ferry made for the VM's disks (output:
+    volume; `found`: by disk key, origin "ferry") that this state does not record and that
+    carry no lineage, and no ferry server runs the VM (`server`: `unlabeled_beside_server`
+    says it then, once): an older ferry's state may still manage them, and a fresh state (a
+    rehearsal, a typo in --state) must not take them over without saying so (break-it 16d
+    F2). os-migrate's volumes (found by name) are adopted as before; with `--adopt-lineage
+    unlabeled` ferry's are too. Output: image adopts nothing without a server (its copies are
+    files under the state's lineage; images and their volumes only beside an adopted server:
+    `engine.planner.diff.image.unlabeled`)."""
+    if vm.image is not None or server is not None or UNLABELED in adopt_lineages:
+        return ()
+    ids = unlabeled_volumes(vm, records, found, origins=("ferry",))
+    if not ids:
+        return ()
+    one = len(ids) == 1
+    them, they = ("it", "it is") if one else ("them", "they are")
+    volumes = f"volume {ids[0]} carries" if one else f"volumes {', '.join(ids)} carry"
+    return (
+        Concern(
+            ConcernLevel.ERROR,
+            "unlabeled-volume",
+            f"{volumes} ferry's metadata for this VM but no ferry state lineage (made by an "
+            f"older ferry), and this state has no record of {them}: the state that made {them} "
+            f"may still manage {them}, so {they} not adopted. Plan with that state (its next "
+            f"apply labels {them} with its lineage); if no state does, take {them} over with "
+            f"--adopt-lineage {UNLABELED}",
+        ),
     )
 
 

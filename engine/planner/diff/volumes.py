@@ -385,8 +385,9 @@ def adoption_concerns(
     another state's lineage (another ferry state manages it: two states writing one volume
     would each take the other's writes for their own), or its volume type is not the one the
     spec maps the disk's datastore to (adopted, the replica would live on the wrong backend
-    for good). What can be checked is checked; a volume without a recorded lineage (an older
-    ferry's, os-migrate's) or a type the spec leaves to the cloud's default is adopted as before.
+    for good). What can be checked is checked; a volume os-migrate made (no lineage) or a type
+    the spec leaves to the cloud's default is adopted as before (an older ferry's volume, without
+    a lineage: engine.planner.diff.lineage's unlabeled-volume).
     `lineage`: this state's ("" for a state not written yet, which manages nothing);
     `adopt_lineages` (--adopt-lineage): lost states whose volumes this one takes over, as
     Terraform's `import` takes over what another state made; adopting writes this state's
@@ -409,8 +410,8 @@ def adoption_concerns(
                     f"{'' if not lineage else f'; this one is {lineage}'}): not adopted. Plan "
                     "with that state (--state or its DSN); if that state is lost, plan with "
                     f"--adopt-lineage {observed.lineage} (this state adopts every volume of "
-                    "it), hand this volume over (openstack volume unset --property ferry_state "
-                    f"{observed.id}) or delete it (this state then copies the disk in full)",
+                    f"it), hand this volume over ({hand_over('volume', observed.id, lineage)}) "
+                    "or delete it (this state then copies the disk in full)",
                 )
             )
         elif volume.volume_type and observed.volume_type not in (None, volume.volume_type):
@@ -426,6 +427,19 @@ def adoption_concerns(
                 )
             )
     return tuple(out)
+
+
+def hand_over(what: str, object_id: str, lineage: str) -> str:
+    """How to hand another state's volume or image (`what`) over to this state by hand: stamp
+    this state's lineage on it; a state not written yet ("") has none, so its `ferry_state` is
+    unset and the plan takes it over with --adopt-lineage unlabeled (an unlabelled object is
+    not adopted without it: engine.planner.diff.lineage)."""
+    if lineage:
+        return f"openstack {what} set --property ferry_state={lineage} {object_id}"
+    return (
+        f"openstack {what} unset --property ferry_state {object_id}, then plan with "
+        "--adopt-lineage unlabeled"
+    )
 
 
 def _handed_over(

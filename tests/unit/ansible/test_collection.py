@@ -155,11 +155,13 @@ def test_ansible_doc_renders_each_module() -> None:
 
 
 def case_plan(case: str) -> Plan:
-    """The plan of a planner case, as plan_spec would make it from the lab."""
+    """The plan of a planner case (with its adopt_lineages), as plan_spec would make it from
+    the lab."""
     data = yaml.safe_load((CASES / case / "case.yaml").read_text())
     loaded = validate_text(yaml.safe_dump(data["spec"]), "case.yaml", {})
     inventory, destination, state = hydrate(data)
-    return make_plan(loaded.data, inventory, destination, state)
+    adopt = tuple(data.get("adopt_lineages", ()))
+    return make_plan(loaded.data, inventory, destination, state, adopt_lineages=adopt)
 
 
 PLAN_PARAMS = {
@@ -173,7 +175,7 @@ PLAN_PARAMS = {
 
 
 @pytest.mark.parametrize(
-    ("case", "changed"), [("adopt-found-volumes", True), ("running-in-sync", None)]
+    ("case", "changed"), [("adopt-unlabeled-volume", True), ("running-in-sync", None)]
 )
 def test_plan_module_result(
     case: str, changed: bool | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -249,7 +251,7 @@ def test_apply_module_returns_the_log_and_report_as_absolute_paths(
 ) -> None:
     """break-it 16 L4: `log` came back relative to the state's directory, not the task's cwd.
     ferry's apply itself is not run (run_plan writes the log as the real one does)."""
-    plan = case_plan("adopt-found-volumes")
+    plan = case_plan("adopt-unlabeled-volume")
     monkeypatch.chdir(tmp_path)
     location = SimpleNamespace(log_dir=Path("logs"))  # as a relative state path gives
     location.log_dir.mkdir()

@@ -49,7 +49,8 @@ options:
         state adopts (the lineage a refused volume's or image's error names), as
         C(ferry plan --adopt-lineage). Adopting writes this state's lineage on them.
       - C(unlabeled) takes over the objects an older ferry made without a lineage beside a
-        running server (the C(unlabeled-beside-server) error names them).
+        running server (the C(unlabeled-beside-server) error names them), and the replica
+        volumes it made of a VM no server runs (the C(unlabeled-volume) error names them).
     type: list
     elements: str
     default: []
