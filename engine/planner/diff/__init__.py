@@ -309,6 +309,11 @@ def diff(
         )
         copies = [c for c in vm_list if not lineage.label_only(c)]  # a label moves no bytes
         estimate = downtime(vm, copies, throughput, conversions)
+        found_server = _found_server_concerns(vm, records, servers, data)
+        # a server ferry does not take (server-not-from-replica) has no objects "beside the
+        # server this plan would adopt": its one error says it (break-it 16d L3)
+        refused = any(c.code == "server-not-from-replica" for c in found_server)
+        server = None if refused else servers.get(vm.source.instance_uuid or "")
         concerns = (
             vm.concerns
             + held
@@ -317,7 +322,7 @@ def diff(
             + full_in_window(vm, copies)
             + unmeasured_in_window(vm, copies)
             + left_off_concerns(records, vm.source.power_state, vm.source.guest_state)
-            + _found_server_concerns(vm, records, servers, data)
+            + found_server
             + replicate_after_cutover(vm, records, servers.get(vm.source.instance_uuid or ""))
             + server_name_taken(
                 vm,
@@ -327,9 +332,14 @@ def diff(
             )
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
-            + image.unadopted(vm, records, data.destination)
+            + (() if refused else image.unadopted(vm, records, data.destination))
             + image.other_states(
-                vm, records, data.destination, data.state.lineage, data.adopt_lineages
+                vm,
+                records,
+                data.destination,
+                data.state.lineage,
+                data.adopt_lineages,
+                beside=not refused,
             )
             + image.lost_volumes(
                 vm, records, data.destination, image.served_by(vm, data.destination)
@@ -356,16 +366,12 @@ def diff(
             + lineage.unlabeled_beside_server(
                 vm,
                 records,
-                servers.get(vm.source.instance_uuid or ""),
+                server,
                 _unlabeled(vm, records, found_volumes(vm, observed), data.destination),
                 data.adopt_lineages,
             )
             + lineage.unlabeled_volume(
-                vm,
-                records,
-                servers.get(vm.source.instance_uuid or ""),
-                found_volumes(vm, observed),
-                data.adopt_lineages,
+                vm, records, server, found_volumes(vm, observed), data.adopt_lineages
             )
             + (not_verified(vm, vm_list) if data.verify else ())
         )

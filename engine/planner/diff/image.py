@@ -346,6 +346,8 @@ def other_states(
     cloud: Destination,
     lineage: str,
     adopt_lineages: frozenset[str] = frozenset(),
+    *,
+    beside: bool = True,
 ) -> tuple[Concern, ...]:
     """Error concerns for the images and the volumes made from them (output: image) that another
     ferry state manages (their `ferry_state` names another lineage), as volume mode's
@@ -353,11 +355,12 @@ def other_states(
     (`adopts`), unless --adopt-lineage names that state (`adopt_lineages`: the apply then
     stamps this state's lineage on it); and one this state records that another state took
     over since (this state writes and deletes it no more). `lineage`: this state's ("" for a
-    state not written yet, which manages nothing)."""
+    state not written yet, which manages nothing). `beside` False: the server is not taken
+    (server-not-from-replica says so), so nothing beside it is adopted or said."""
     if vm.image is None:
         return ()
     found: list[tuple[str, str, str, bool]] = []  # (what, id, its lineage, recorded here)
-    if adopts(vm, records, cloud):
+    if beside and adopts(vm, records, cloud):
         for n, volume in enumerate(vm.volumes):
             image, _ = adopted_image(vm, n, cloud)
             if image is not None and image.lineage:
@@ -365,13 +368,17 @@ def other_states(
             made, _ = adopted_volume(vm, volume.disk_key, cloud)
             if made is not None and made.lineage and not (n == 0 and vm.image.boot == "image"):
                 found.append(("volume", made.id, made.lineage, False))
-    found += _recorded_lineages(vm, records, cloud)
-    said = {  # one concern per object: recorded here wins
-        (what, object_id): _other_state(what, object_id, other, lineage, recorded)
-        for what, object_id, other, recorded in found
-        if other != lineage and (recorded or other not in adopt_lineages)
-    }
-    return tuple(said.values())
+    recorded = _recorded_lineages(vm, records, cloud)
+    here = {(what, object_id) for what, object_id, _, _ in recorded}  # recorded here wins
+    theirs: dict[str, list[tuple[str, str]]] = {}  # other lineage -> (what, id) beside
+    for what, object_id, other, _ in found:
+        if (what, object_id) not in here and other not in (lineage, *adopt_lineages):
+            theirs.setdefault(other, []).append((what, object_id))
+    return tuple(_beside(other, held, lineage) for other, held in theirs.items()) + tuple(
+        _handed(what, object_id, other, lineage)
+        for what, object_id, other, _ in recorded
+        if other != lineage
+    )
 
 
 def unlabeled(
@@ -413,27 +420,44 @@ def _recorded_lineages(
     return out
 
 
-def _other_state(what: str, object_id: str, other: str, lineage: str, recorded: bool) -> Concern:
-    """The error concern of an image or image volume another ferry state (`other`) manages."""
-    this = f"; this one is {lineage}" if lineage else ""
-    if recorded:
-        return Concern(
-            ConcernLevel.ERROR,
-            f"{what}-handed-over",
-            f"{what} {object_id}, recorded here, is managed by ferry state {other} now (adopted "
-            "with --adopt-lineage, or handed over by hand): this state writes and deletes it no "
-            "more. Drop the VM from this spec (this state forgets its records, deleting nothing "
-            f"of the other state's), or hand the {what} back (openstack {what} set --property "
-            f"ferry_state={lineage} {object_id})",
-        )
+def _handed(what: str, object_id: str, other: str, lineage: str) -> Concern:
+    """The error concern of an image or image volume this state records that another ferry
+    state (`other`) manages now."""
     return Concern(
         ConcernLevel.ERROR,
-        f"{what}-of-another-state",
-        f"{what} {object_id} found beside the server this plan would adopt is managed by "
-        f"another ferry state (lineage {other}{this}): not adopted. Plan with that state (--state "
-        f"or its DSN); if that state is lost, plan with --adopt-lineage {other} (this state "
-        f"adopts every volume and image of it), or hand this {what} over "
-        f"({hand_over(what, object_id, lineage)})",
+        f"{what}-handed-over",
+        f"{what} {object_id}, recorded here, is managed by ferry state {other} now (adopted "
+        "with --adopt-lineage, or handed over by hand): this state writes and deletes it no "
+        "more. Drop the VM from this spec (this state forgets its records, deleting nothing "
+        f"of the other state's), or hand the {what} back (openstack {what} set --property "
+        f"ferry_state={lineage} {object_id})",
+    )
+
+
+def _beside(other: str, held: list[tuple[str, str]], lineage: str) -> Concern:
+    """The error concern of the images and image volumes (`held`: what, id) beside the server
+    the plan would adopt that another ferry state (`other`) manages: one line for them all
+    (one error per cause, not one per object: break-it 16d L3); its code names images when
+    there are any (image-of-another-state), else volumes."""
+    images = [i for what, i in held if what == "image"]
+    volumes = [i for what, i in held if what == "volume"]
+    named = " and ".join(
+        f"{what}{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+        for what, ids in (("image", images), ("volume", volumes))
+        if ids
+    )
+    one = len(held) == 1
+    this = f"this {held[0][0]}" if one else "them"
+    hand = hand_over([("image", i) for i in images] + [("volume", i) for i in volumes], lineage)
+    this_one = f"; this one is {lineage}" if lineage else ""
+    return Concern(
+        ConcernLevel.ERROR,
+        "image-of-another-state" if images else "volume-of-another-state",
+        f"{named} found beside the server this plan would adopt {'is' if one else 'are'} "
+        f"managed by another ferry state (lineage {other}{this_one}): not adopted. Plan with "
+        "that state (--state or its DSN); if that state is lost, plan with --adopt-lineage "
+        f"{other} (this state adopts every volume and image of it), or hand {this} over "
+        f"({hand})",
     )
 
 

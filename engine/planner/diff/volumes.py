@@ -380,10 +380,11 @@ def adoption_concerns(
     lineage: str,
     adopt_lineages: frozenset[str] = frozenset(),
 ) -> tuple[Concern, ...]:
-    """An error concern per volume found by metadata for a disk this state has no record of
-    (`found`: by disk key) that cannot be adopted as it is: its `ferry_state` metadata names
-    another state's lineage (another ferry state manages it: two states writing one volume
-    would each take the other's writes for their own), or its volume type is not the one the
+    """Error concerns for the volumes found by metadata for disks this state has no record of
+    (`found`: by disk key) that cannot be adopted as they are: one per other state whose
+    lineage their `ferry_state` metadata names (another ferry state manages them: two states
+    writing one volume would each take the other's writes for their own; one error per cause,
+    not one per volume: break-it 16d L3), and one per volume whose volume type is not the one the
     spec maps the disk's datastore to (adopted, the replica would live on the wrong backend
     for good). What can be checked is checked; a volume os-migrate made (no lineage) or a type
     the spec leaves to the cloud's default is adopted as before (an older ferry's volume, without
@@ -393,6 +394,7 @@ def adoption_concerns(
     Terraform's `import` takes over what another state made; adopting writes this state's
     lineage on the volume, so one apply hands it over."""
     out: list[Concern] = []
+    theirs: dict[str, list[tuple[int, str]]] = {}  # other lineage -> (disk key, volume id)
     for volume in vm.volumes:
         observed = found.get(volume.disk_key)
         record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
@@ -402,18 +404,7 @@ def adoption_concerns(
             continue
         what = f"volume {observed.id} found for disk {volume.disk_key}"
         if observed.lineage and observed.lineage not in (lineage, *adopt_lineages):
-            out.append(
-                Concern(
-                    ConcernLevel.ERROR,
-                    "volume-of-another-state",
-                    f"{what} is managed by another ferry state (lineage {observed.lineage}"
-                    f"{'' if not lineage else f'; this one is {lineage}'}): not adopted. Plan "
-                    "with that state (--state or its DSN); if that state is lost, plan with "
-                    f"--adopt-lineage {observed.lineage} (this state adopts every volume of "
-                    f"it), hand this volume over ({hand_over('volume', observed.id, lineage)}) "
-                    "or delete it (this state then copies the disk in full)",
-                )
-            )
+            theirs.setdefault(observed.lineage, []).append((volume.disk_key, observed.id))
         elif volume.volume_type and observed.volume_type not in (None, volume.volume_type):
             out.append(
                 Concern(
@@ -426,20 +417,49 @@ def adoption_concerns(
                     f"{observed.volume_type}",
                 )
             )
-    return tuple(out)
-
-
-def hand_over(what: str, object_id: str, lineage: str) -> str:
-    """How to hand another state's volume or image (`what`) over to this state by hand: stamp
-    this state's lineage on it; a state not written yet ("") has none, so its `ferry_state` is
-    unset and the plan takes it over with --adopt-lineage unlabeled (an unlabelled object is
-    not adopted without it: engine.planner.diff.lineage)."""
-    if lineage:
-        return f"openstack {what} set --property ferry_state={lineage} {object_id}"
-    return (
-        f"openstack {what} unset --property ferry_state {object_id}, then plan with "
-        "--adopt-lineage unlabeled"
+    return tuple(_of_another_state(other, held, lineage) for other, held in theirs.items()) + (
+        tuple(out)
     )
+
+
+def _of_another_state(other: str, held: list[tuple[int, str]], lineage: str) -> Concern:
+    """The error concern of the found volumes (`held`: disk key, volume id) another ferry
+    state (`other`) manages: one line for them all."""
+    ids = [volume_id for _, volume_id in held]
+    one = len(held) == 1
+    what = (
+        f"volume {ids[0]} found for disk {held[0][0]} is"
+        if one
+        else f"volumes {', '.join(ids)} found for disks "
+        f"{', '.join(str(key) for key, _ in held)} are"
+    )
+    this, them = ("this volume", "it") if one else ("them", "them")
+    disks = "the disk" if one else "the disks"
+    return Concern(
+        ConcernLevel.ERROR,
+        "volume-of-another-state",
+        f"{what} managed by another ferry state (lineage {other}"
+        f"{'' if not lineage else f'; this one is {lineage}'}): not adopted. Plan with that "
+        "state (--state or its DSN); if that state is lost, plan with --adopt-lineage "
+        f"{other} (this state adopts every volume of it), hand {this} over "
+        f"({hand_over([('volume', i) for i in ids], lineage)}) or delete {them} (this state "
+        f"then copies {disks} in full)",
+    )
+
+
+def hand_over(objects: list[tuple[str, str]], lineage: str) -> str:
+    """How to hand another state's volumes or images (`objects`: "volume" or "image", id) over
+    to this state by hand: stamp this state's lineage on each; a state not written yet ("")
+    has none, so their `ferry_state` is unset and the plan takes them over with
+    --adopt-lineage unlabeled (an unlabelled object is not adopted without it:
+    engine.planner.diff.lineage). One command per object (the openstack client sets one at a
+    time)."""
+    if lineage:
+        return "; ".join(
+            f"openstack {what} set --property ferry_state={lineage} {i}" for what, i in objects
+        )
+    unset = "; ".join(f"openstack {what} unset --property ferry_state {i}" for what, i in objects)
+    return f"{unset}, then plan with --adopt-lineage unlabeled"
 
 
 def _handed_over(
