@@ -28,6 +28,8 @@ LABEL = "label_lineage"
 # --adopt-lineage's value that takes over objects carrying no lineage (an older ferry's)
 UNLABELED = "unlabeled"
 LABEL_REASON = "label with this state's lineage (made by an older ferry)"
+# a volume copy labels what it writes: its sync stamps the lineage (nothing more to plan)
+SYNC_LABELS = "the sync labels it with this state's lineage (made by an older ferry)"
 # record kind → the id key of the cloud object it names
 LABELLED_KINDS = {"image": "image_id", "image_volume": "volume_id", "volume": "volume_id"}
 
@@ -51,8 +53,9 @@ def labelled(
     """`changes` with each recorded, ready image, image volume or volume (`LABELLED_KINDS`)
     whose cloud object carries no lineage (`cloud_lineages`: None) labelled with this state's
     `lineage`: a no-op becomes an update (after: the record, and LABEL), an update of an
-    image's properties or a boot volume's image metadata labels too. A volume copy (its sync
-    stamps the lineage) and a state not written yet ("") are left as they are."""
+    image's properties or a boot volume's image metadata labels too; a volume copy (its sync
+    stamps the lineage) says so in its reason. A state not written yet ("") is left as it
+    is."""
     if cloud is None or not lineage:
         return changes
     found = cloud_lineages(cloud)
@@ -74,6 +77,8 @@ def _label(
     if change.action is Action.UPDATE and change.kind != "volume":
         after = {**(change.after or {}), LABEL: True}
         return replace(change, reason=f"{change.reason}; {LABEL_REASON}", after=after)
+    if change.action is Action.UPDATE and change.after is not None:  # a volume's sync
+        return replace(change, reason=f"{change.reason}; {SYNC_LABELS}")
     return change
 
 
