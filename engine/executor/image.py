@@ -493,7 +493,7 @@ class ImageCutover:
         found = str(after.pop(FOUND_LINEAGE, None) or "")
         conn, object_id = self.a.ctx.conn, str(after[id_key])
         now = (images.managed_by if kind == "image" else volumes.managed_by)(conn, object_id)
-        check_found_lineage(change.address, object_id, found, now, self.a.lineage)
+        check_found_lineage(object_id, found, now, self.a.lineage)
         if kind == "image":
             images.set_properties(conn, object_id, {STATE_KEY: self.a.lineage})
         else:

@@ -20,23 +20,20 @@ from engine.providers.openstack.read import STATE_KEY, handed
 from engine.providers.openstack.retry import transient
 
 
-def check_found_lineage(
-    address: str, object_id: str, found: str, now: str | None, mine: str
-) -> None:
+def check_found_lineage(object_id: str, found: str, now: str | None, mine: str) -> None:
     """Right before an apply adopts an image or volume as its plan found it: it must still be
     managed by the state it was found with (`found`, its `ferry_state` then; "" unlabelled), or
     by this one (`mine`: an interrupted adoption). One another state labelled or took over
     since (`now`) is that state's: a saved `--adopt-lineage unlabeled` plan applied after the
     real state labelled its objects took them, and its destroy deleted production (break-it
-    16d F1). Raises OpenStackError; nothing is changed."""
+    16d F1). Raises OpenStackError (without the address: the failed step names it); nothing
+    is changed."""
     if now is None:
-        raise OpenStackError(
-            f"{address}: {object_id} is gone since the plan: run `ferry plan` again"
-        )
+        raise OpenStackError(f"{object_id} is gone since the plan: run `ferry plan` again")
     if now in (found, mine):
         return
     raise OpenStackError(
-        f"{address}: {object_id} is managed by ferry state {now} since this plan was made "
+        f"{object_id} is managed by ferry state {now} since this plan was made "
         f"(found {'unlabelled' if not found else f'of ferry state {found}'}): not adopted; "
         "run `ferry plan` again"
     )
@@ -167,7 +164,7 @@ class VolumeOwnership(Placement):
         found = str(after.pop(FOUND_LINEAGE, None) or "")  # this state's from now on
         volume_id = str(after["volume_id"])
         now = volumes.managed_by(self.ctx.conn, volume_id)
-        check_found_lineage(change.address, volume_id, found, now, self.lineage)
+        check_found_lineage(volume_id, found, now, self.lineage)
         self._stamp(address, volume_id, after.get("change_id"))
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
         self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
