@@ -374,10 +374,12 @@ def other_states(
     for what, object_id, other, _ in found:
         if (what, object_id) not in here and other not in (lineage, *adopt_lineages):
             theirs.setdefault(other, []).append((what, object_id))
+    handed: dict[str, list[tuple[str, str]]] = {}  # other lineage -> (what, id) recorded here
+    for what, object_id, other, _ in recorded:
+        if other != lineage:
+            handed.setdefault(other, []).append((what, object_id))
     return tuple(_beside(other, held, lineage) for other, held in theirs.items()) + tuple(
-        _handed(what, object_id, other, lineage)
-        for what, object_id, other, _ in recorded
-        if other != lineage
+        _handed(other, held, lineage) for other, held in handed.items()
     )
 
 
@@ -420,25 +422,28 @@ def _recorded_lineages(
     return out
 
 
-def _handed(what: str, object_id: str, other: str, lineage: str) -> Concern:
-    """The error concern of an image or image volume this state records that another ferry
-    state (`other`) manages now."""
+def _handed(other: str, held: list[tuple[str, str]], lineage: str) -> Concern:
+    """The error concern of the images and image volumes this state records (`held`: what, id)
+    that another ferry state (`other`) manages now: one line for them all (one error per
+    cause: break-it 16d L3); its code names images when there are any (image-handed-over),
+    else volumes."""
+    named, one, images = _named(held)
+    it = "it" if one else "them"
+    the = f"the {held[0][0]}" if one else "them"
     return Concern(
         ConcernLevel.ERROR,
-        f"{what}-handed-over",
-        f"{what} {object_id}, recorded here, is managed by ferry state {other} now (adopted "
-        "with --adopt-lineage, or handed over by hand): this state writes and deletes it no "
-        "more. Drop the VM from this spec (this state forgets its records, deleting nothing "
-        f"of the other state's), or hand the {what} back (openstack {what} set --property "
-        f"ferry_state={lineage} {object_id})",
+        "image-handed-over" if images else "volume-handed-over",
+        f"{named}, recorded here, {'is' if one else 'are'} managed by ferry state {other} now "
+        "(adopted with --adopt-lineage, or handed over by hand): this state writes and "
+        f"deletes {it} no more. Drop the VM from this spec (this state forgets its records, "
+        f"deleting nothing of the other state's), or hand {the} back "
+        f"({hand_over(_ordered(held), lineage)})",
     )
 
 
-def _beside(other: str, held: list[tuple[str, str]], lineage: str) -> Concern:
-    """The error concern of the images and image volumes (`held`: what, id) beside the server
-    the plan would adopt that another ferry state (`other`) manages: one line for them all
-    (one error per cause, not one per object: break-it 16d L3); its code names images when
-    there are any (image-of-another-state), else volumes."""
+def _named(held: list[tuple[str, str]]) -> tuple[str, bool, bool]:
+    """`held` (what, id) named by kind ("images A, B and volume C"), whether it is one
+    object, and whether any is an image."""
     images = [i for what, i in held if what == "image"]
     volumes = [i for what, i in held if what == "volume"]
     named = " and ".join(
@@ -446,9 +451,22 @@ def _beside(other: str, held: list[tuple[str, str]], lineage: str) -> Concern:
         for what, ids in (("image", images), ("volume", volumes))
         if ids
     )
-    one = len(held) == 1
+    return named, len(held) == 1, bool(images)
+
+
+def _ordered(held: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`held` (what, id), images first, as `_named` names them."""
+    return [h for h in held if h[0] == "image"] + [h for h in held if h[0] != "image"]
+
+
+def _beside(other: str, held: list[tuple[str, str]], lineage: str) -> Concern:
+    """The error concern of the images and image volumes (`held`: what, id) beside the server
+    the plan would adopt that another ferry state (`other`) manages: one line for them all
+    (one error per cause, not one per object: break-it 16d L3); its code names images when
+    there are any (image-of-another-state), else volumes."""
+    named, one, images = _named(held)
     this = f"this {held[0][0]}" if one else "them"
-    hand = hand_over([("image", i) for i in images] + [("volume", i) for i in volumes], lineage)
+    hand = hand_over(_ordered(held), lineage)
     this_one = f"; this one is {lineage}" if lineage else ""
     return Concern(
         ConcernLevel.ERROR,

@@ -395,11 +395,14 @@ def adoption_concerns(
     lineage on the volume, so one apply hands it over."""
     out: list[Concern] = []
     theirs: dict[str, list[tuple[int, str]]] = {}  # other lineage -> (disk key, volume id)
+    handed: dict[str, list[tuple[int, str]]] = {}  # the same, of volumes recorded here
     for volume in vm.volumes:
         observed = found.get(volume.disk_key)
         record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
         if observed is not None and record is not None:
-            out += _handed_over(volume.disk_key, record, observed, lineage)
+            other = _handed_over(volume.disk_key, record, observed, lineage)
+            if other is not None:
+                handed.setdefault(other, []).append((volume.disk_key, observed.id))
         if observed is None or record is not None:
             continue
         what = f"volume {observed.id} found for disk {volume.disk_key}"
@@ -417,8 +420,10 @@ def adoption_concerns(
                     f"{observed.volume_type}",
                 )
             )
-    return tuple(_of_another_state(other, held, lineage) for other, held in theirs.items()) + (
-        tuple(out)
+    return (
+        tuple(_handed_over_concern(other, held, lineage) for other, held in handed.items())
+        + tuple(_of_another_state(other, held, lineage) for other, held in theirs.items())
+        + tuple(out)
     )
 
 
@@ -464,26 +469,38 @@ def hand_over(objects: list[tuple[str, str]], lineage: str) -> str:
 
 def _handed_over(
     key: int, record: ResourceRecord, observed: ObservedVolume, lineage: str
-) -> tuple[Concern, ...]:
-    """An error when the volume this state records for a disk is managed by another ferry state
-    now (its `ferry_state` names another lineage: that state adopted it with --adopt-lineage,
-    or someone handed it over): two states writing one volume would each take the other's
-    writes for their own, so this one writes it no more."""
+) -> str | None:
+    """The lineage of the other ferry state that manages the volume this state records for a
+    disk now (its `ferry_state` names another lineage: that state adopted it with
+    --adopt-lineage, or someone handed it over), else None."""
     if record.attributes.get("volume_id") != observed.id or not lineage:
-        return ()
+        return None
     if not observed.lineage or observed.lineage == lineage:
-        return ()
-    return (
-        Concern(
-            ConcernLevel.ERROR,
-            "volume-handed-over",
-            f"volume {observed.id}, recorded here for disk {key}, "
-            f"is managed by ferry state {observed.lineage} now (adopted with --adopt-lineage, "
-            "or handed over by hand): this state writes it no more. Drop the VM from this "
-            "spec (this state forgets its records, deleting nothing of the other state's), or "
-            f"hand the volume back (openstack volume set --property ferry_state={lineage} "
-            f"{observed.id})",
-        ),
+        return None
+    return observed.lineage
+
+
+def _handed_over_concern(other: str, held: list[tuple[int, str]], lineage: str) -> Concern:
+    """The error concern of the recorded volumes (`held`: disk key, volume id) another ferry
+    state (`other`) manages now: two states writing one volume would each take the other's
+    writes for their own, so this one writes them no more. One line for them all (one error
+    per cause: break-it 16d L3)."""
+    ids = [volume_id for _, volume_id in held]
+    one = len(held) == 1
+    what = (
+        f"volume {ids[0]}, recorded here for disk {held[0][0]}, is"
+        if one
+        else f"volumes {', '.join(ids)}, recorded here for disks "
+        f"{', '.join(str(key) for key, _ in held)}, are"
+    )
+    them, the = ("it", "the volume") if one else ("them", "them")
+    return Concern(
+        ConcernLevel.ERROR,
+        "volume-handed-over",
+        f"{what} managed by ferry state {other} now (adopted with --adopt-lineage, or handed "
+        f"over by hand): this state writes {them} no more. Drop the VM from this spec (this "
+        "state forgets its records, deleting nothing of the other state's), or hand "
+        f"{the} back ({hand_over([('volume', i) for i in ids], lineage)})",
     )
 
 
