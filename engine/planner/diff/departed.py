@@ -324,26 +324,29 @@ def destroy_concerns(
     stopped in the boot made and never confirmed: break-it 12e item 5, the destroy deleted it
     and left the source off without a word) the source is production and is powered back on;
     after a confirmed cutover the server is production: the destroy deletes it and the source
-    stays off, so afterwards nothing runs until someone powers the source on. A source still
-    going off from ferry's graceful shutdown (`power`, `guest` as observed: see
+    stays off, so afterwards nothing runs until someone powers the source on (said too when
+    this state did not power the source off: it adopted the cut-over VM, break-it 16d L5). A
+    source still going off from ferry's graceful shutdown (`power`, `guest` as observed: see
     shutting_down_since) is said so: the destroy waits for it, then powers it back on."""
     conversion = records.get(str(Address("vm", name, "conversion")))
     since = conversion.attributes.get("powered_off_at") if conversion is not None else None
-    if not since:
-        return ()
     server = records.get(str(Address("vm", name, "server")))
     server_id = (server.attributes.get("server_id") if server else None) or "(id not recorded)"
     if server is not None and server.status is Status.READY:
-        at = moment(since)
+        if since:
+            after = f"its source stays powered off (by ferry since {moment(since)})"
+        else:  # a state that adopted the cut-over VM (--adopt-lineage): break-it 16d L5
+            after = "its source is left as it is (no record here says ferry powered it off)"
         return (
             Concern(
                 ConcernLevel.WARNING,
                 "destroy-deletes-production",
-                f"the destroy deletes server {server_id}, which runs the cut-over VM; its "
-                f"source stays powered off (by ferry since {at}): afterwards neither runs "
-                "until the source is powered on",
+                f"the destroy deletes server {server_id}, which runs the cut-over VM; {after}: "
+                "afterwards neither runs until the source is powered on",
             ),
         )
+    if not since:
+        return ()
     going = shutting_down_since(conversion.attributes if conversion else {}, power, guest)
     if server is None and going:
         said = f"{source_going_off(going, guest)}: the destroy waits for it to go off, then "
