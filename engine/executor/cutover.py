@@ -296,6 +296,15 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         a volume this plan deletes), then the record."""
         record = self._records().get(change.address)
         attrs = dict(record.attributes) if record is not None else {}
+        taken = self._taken_over(name) if change.action is Action.FORGET else ""
+        if taken:
+            self.a._write([], [change.address])
+            self.ctx.say(
+                name,
+                f"{change.address}: forgotten; ferry state {taken} manages the VM's volumes now: "
+                "the source's power and the protection snapshots are left to it",
+            )
+            return
         self._power_back_on(name, attrs)
         if record is not None and attrs.pop(POWERED_OFF_AT, None) is not None:
             self.a._write([replace(record, attributes=attrs)], [])
@@ -312,6 +321,23 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
                 "protection snapshots cannot undo and this plan syncs them no more: marked "
                 "tainted, the next plan copies them in full"
             )
+
+    def _taken_over(self, name: str) -> str:
+        """The lineage of the other ferry state that manages one of VM `name`'s recorded
+        volumes now (their `ferry_state`: it adopted the VM with --adopt-lineage), "" when none
+        does. Such a state's cutover owns the source's power and the volumes' protection
+        snapshots: this state's forget of the conversion record touches neither (break-it
+        16d: the old state's destroy powered the source back on beside the other state's
+        server, and deleted that state's snapshots). Raises OpenStackError."""
+        for address, record in self._records().items():
+            parsed = Address.parse(address)
+            volume_id = str(record.attributes.get("volume_id") or "")
+            if parsed.name != name or parsed.part != "disk" or not volume_id:
+                continue
+            other = volumes.managed_by(self.ctx.conn, volume_id)
+            if other and other != self.a.lineage:
+                return other
+        return ""
 
     def _synced_here(self, name: str, volume_id: str) -> bool:
         """This plan syncs (creates or updates) the VM's volume `volume_id`, after the

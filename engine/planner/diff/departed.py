@@ -201,8 +201,10 @@ def destroy_changes(
     id → that state's lineage, from its `ferry_state` metadata or property: taken over with
     --adopt-lineage or by hand; `handed_objects`) is forgotten, never deleted: deleting it would
     destroy the other state's replica or image; so are, when the VM has a server, the server,
-    its ports and every volume and image of the VM (that state adopted the server with its
-    volumes; the server runs on them, a boot: image one on its image). A recorded port bound to
+    its ports, its conversion record (the source's power and the protection snapshots are that
+    state's: the executor's forget touches neither) and every volume and image of the VM (that
+    state adopted the server with its volumes; the server runs on them, a boot: image one on its
+    image). A recorded port bound to
     a server this state did not make (`bound`: port id → the server it is bound to; another
     state's cutover found the port by its MAC and reused it: break-it 16b F1, a rehearsal's
     --destroy left production without its network) is forgotten too. A recorded server that
@@ -245,7 +247,7 @@ def destroy_changes(
             out.append(
                 Change(address, record.kind, Action.FORGET, said, dict(record.attributes), None)
             )
-        elif found is not None or (served and record.kind in SERVED_BY):
+        elif found is not None or (served and record.kind in (*SERVED_BY, "conversion")):
             said = (
                 f"{found[0]} {found[1]} is managed by ferry state {found[2]} now"
                 if found

@@ -322,3 +322,32 @@ def test_a_back_out_whose_plan_syncs_the_unrevertable_volume_ends_without_an_err
     cutover.a.changes[DISK] = sync
     cutover.conversion(cutover.a.changes[CONVERSION])
     assert store.read().resources[DISK].status is Status.TAINTED
+
+
+@pytest.mark.parametrize("manager", ["other-lineage", ""])
+def test_a_forgotten_conversion_of_a_vm_another_state_took_over_touches_nothing(
+    store: SqliteStateStore, cloud: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, manager: str
+) -> None:
+    """Break-it 16d: the old state's --destroy of a VM another ferry state adopted (its volumes'
+    ferry_state names that state) planned `- conversion delete`, which powers the source back on
+    (the old state's server record never confirmed) beside the other state's server and deletes
+    the protection snapshots of its volumes. Now the plan forgets the record and the forget,
+    finding the volumes managed by another state, only drops it. A volume still this state's
+    (no other manager): the forget undoes the conversion as before."""
+    recorded(store, {"server_id": "srv-1"})
+    store.write([], [SERVER])
+    power = fakes.Power(state="poweredOff").install(monkeypatch)
+    monkeypatch.setattr(module.volumes, "managed_by", lambda _c, _v: manager)
+    said: list[str] = []
+    forget = Change(CONVERSION, "conversion", Action.FORGET, "taken over", dict(PROTECTED), None)
+    ctx = fakes.context(store, said)
+    cutover = Cutover(
+        fakes.fake_applier(ctx, [forget], host_for=lambda _n: ("conv-1", "host-server"))
+    )
+    cutover.conversion(forget)
+    assert CONVERSION not in store.read().resources
+    if manager:
+        assert power.powered_on == [] and cloud.snapshots_deleted == [] and cloud.reverted == []
+        assert any("ferry state other-lineage manages the VM's volumes now" in s for s in said)
+    else:
+        assert power.powered_on == ["ref-web01"] and cloud.snapshots_deleted == ["snap-0"]
