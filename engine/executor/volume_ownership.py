@@ -141,12 +141,14 @@ class VolumeOwnership(Placement):
             self._unplanned_full_copy(change, records.get(change.address))
 
     def _unplanned_full_copy(self, change: Change, record: ResourceRecord | None) -> None:
-        """Before a cutover's power-off: a volume the plan syncs as a delta that something
-        other than ferry attached or changed since ferry last wrote it (changed_outside: a test
-        boot after the plan was made) would be copied in full while the source is off, a
+        """Before a cutover's power-off: a volume the plan syncs as a delta, or whose
+        interrupted full copy it resumes (break-it 12m F5: that one starts over from 0), that
+        something other than ferry attached or changed since ferry last wrote it (changed_outside:
+        a test boot after the plan was made) would be copied in full while the source is off, a
         window the plan did not announce nor count in its downtime estimate. Raises
         OpenStackError (the source stays on: a new plan shows the full copy)."""
-        if record is None or change.action is not Action.UPDATE or full_copy(change):
+        delta = change.action is Action.UPDATE and not full_copy(change)
+        if record is None or not (delta or _resumes(change)):
             return
         why = self.changed_outside(change.address, dict(record.attributes))
         if why:
@@ -166,6 +168,8 @@ class VolumeOwnership(Placement):
         now = volumes.managed_by(self.ctx.conn, volume_id)
         check_found_lineage(volume_id, found, now, self.lineage)
         self._stamp(address, volume_id, after.get("change_id"))
+        # adopted as it is now: what touches it from here on is seen (break-it 12m F1)
+        after[UPDATED_AT] = volumes.updated_at(self.ctx.conn, volume_id)
         self._write([ResourceRecord(change.address, "volume", Status.READY, after)], [])
         self.ctx.say(address.name, f"{change.address}: adopted volume {after['volume_id']}")
 
@@ -264,3 +268,11 @@ def _written_volume(change: Change, plan: Plan) -> str:
     if change.kind not in ("volume", "image_volume") or not volume_id or not plan.state_lineage:
         return ""
     return "" if change.action in (Action.NOOP, Action.FORGET, Action.READ) else volume_id
+
+
+def _resumes(change: Change) -> bool:
+    """Does `change` resume an interrupted full copy from its checkpoint (the plan counted only
+    the rest of the disk), rather than copy from 0?"""
+    before, after = change.before or {}, change.after or {}
+    started = before.get("copy") == "full" and int(before.get("copied_bytes") or 0) > 0
+    return change.action is Action.CREATE and started and after.get("copy") != "full"

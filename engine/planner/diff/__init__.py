@@ -66,6 +66,7 @@ from engine.planner.diff.volumes import (
     not_verified,
     removed_disks,
     retyped,
+    reverts_first,
     settled,
     shrunk,
     unmeasured_in_window,
@@ -133,7 +134,8 @@ def _disk_change(
     record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
     wanted = "disk_file" if vm.image is not None else "volume"
     if record is None or record.kind == wanted or record.kind not in COPY_KINDS:
-        return volume_change(vm, volume, disk, record, found, now=now)
+        reverts = record is not None and reverts_first(records, vm.name, record)
+        return volume_change(vm, volume, disk, record, found, now=now, reverts=reverts)
     change = volume_change(vm, volume, disk, None, found, now=now)
     held = record.attributes.get("volume_id") or record.attributes.get("path") or "?"
     output = "image" if vm.image is not None else "volume"

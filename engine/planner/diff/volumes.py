@@ -11,7 +11,13 @@ from engine.addresses import Address
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import ObservedVolume, SourceDisk, epoch
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, Status, changed_outside, resumable_delta
+from engine.model.state import (
+    ResourceRecord,
+    Status,
+    changed_outside,
+    holds_last_sync,
+    resumable_delta,
+)
 from engine.planner.diff.common import CUTOVER_MODES
 from engine.units import duration, exact, human, rate
 
@@ -74,9 +80,12 @@ def volume_change(
     observed: ObservedVolume | None,
     *,
     now: float | None = None,
+    reverts: bool = False,
 ) -> Change:
     """The change of one disk's volume; `now` (epoch seconds) dates a running VM's delta
-    estimate (None: no time-based estimate)."""
+    estimate (None: no time-based estimate); `reverts`: this state's conversion record holds a
+    protection snapshot of the recorded volume that holds its last sync (reverts_first): the
+    executor reverts the volume to it before its next write, undoing whatever wrote it since."""
     address = str(Address("vm", vm.name, "disk", volume.disk_key))
     after: dict[str, Any] = {
         "size_gib": volume.size_gib,
@@ -135,7 +144,7 @@ def volume_change(
         )
     if record.status is Status.IN_PROGRESS and before.get("copy") != "delta":
         grew = grown_since_copy(volume, disk, before, observed) or _changed_outside(
-            before, observed
+            before, observed, reverts
         )
         if grew:  # its resume would ask CBT what changed across the extend: start over
             why = f"the interrupted copy starts over from 0: {grew}"
@@ -149,7 +158,7 @@ def volume_change(
             )
         why, rest = _resume(vm, disk, before)
         return _volume(address, Action.CREATE, why, before, after, size=rest)
-    again = _full_again(volume, disk, record, observed)
+    again = _full_again(volume, disk, record, (observed, reverts))
     if again is not None:
         why, extend = again
         return _volume(
@@ -176,26 +185,33 @@ def _full_again(
     volume: DesiredVolume,
     disk: SourceDisk,
     record: ResourceRecord,
-    observed: ObservedVolume | None,
+    seen: tuple[ObservedVolume | None, bool],
 ) -> tuple[str, dict[str, int]] | None:
     """Why a synced volume is copied in full again, and what its after gains (the GiB to
     extend from), or None: its disk grew (before an interrupted delta's redo too: that delta
-    would span the extend), or something other than ferry changed it since its last sync."""
+    would span the extend), or something other than ferry changed it since its last sync
+    (`seen`: the volume found, and whether a protection revert undoes that first)."""
     before = record.attributes
     grown, extend_from = _grown(volume, disk, before)
     if grown:
         return grown, ({} if extend_from is None else {"extend_from_gib": extend_from})
-    outside = _changed_outside(before, observed)  # READY, or an interrupted delta's record
+    outside = _changed_outside(before, *seen)  # READY, or an interrupted delta's record
     if outside:
         return f"{outside}: copy it in full, holes written as zeros", {}
     return None
 
 
-def _changed_outside(before: Mapping[str, Any], observed: ObservedVolume | None) -> str:
+def _changed_outside(
+    before: Mapping[str, Any], observed: ObservedVolume | None, reverts: bool
+) -> str:
     """Why the recorded volume may hold writes that are not ferry's (model.state.
-    changed_outside), "" when nothing says so. Not for one Cinder holds a protection snapshot
-    of ferry's for: the cutover's revert undoes what was written since (Protection)."""
-    if observed is None or observed.protected_by:
+    changed_outside), "" when nothing says so. Not when this state's protection snapshot of
+    it (`reverts`) brings it back to its last sync first: that undoes what was written since
+    (the executor's Protection.reverts). A protection snapshot of ferry's this state does not
+    record (left by a cutover killed before its record) is dropped, never reverted to: the
+    volume is copied in full (break-it 12m F2: the plan showed a delta, the cutover was
+    refused at every apply)."""
+    if observed is None or reverts:
         return ""
     return changed_outside(before, observed.id, observed.updated_at)
 
@@ -839,3 +855,16 @@ def full_copy(change: Change) -> bool:
     if change.action is not Action.UPDATE:
         return False
     return (change.after or {}).get("copy") == "full" or "full copy" in change.reason
+
+
+def reverts_first(records: Mapping[str, ResourceRecord], name: str, record: ResourceRecord) -> bool:
+    """Does VM `name`'s conversion record hold a protection snapshot of the volume `record`
+    names that holds its last sync (model.state.holds_last_sync)? Then its next write first
+    reverts the volume to it (the executor's Protection.reverts, the same rule)."""
+    conversion = records.get(str(Address("vm", name, "conversion")))
+    volume_id = str(record.attributes.get("volume_id") or "")
+    if conversion is None or not volume_id:
+        return False
+    if volume_id not in dict(conversion.attributes.get("protection") or {}):
+        return False
+    return holds_last_sync(conversion.attributes, volume_id, record.attributes.get("change_id"))

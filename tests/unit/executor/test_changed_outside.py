@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import StoppedError
+from engine.errors import OpenStackError, StoppedError
 from engine.executor import volume_steps
 from engine.model.plan import Action, Change
 from engine.model.state import UPDATED_AT, ResourceRecord, Status
@@ -72,3 +72,41 @@ def test_a_compare_stopped_on_a_volume_touched_before_keeps_it_untrusted(
     a = applier(tmp_path, monkeypatch, ["2026-12-02T04:30:00.000000", "2026-12-02T05:00:00.000000"])
     compare(a)
     assert a.ctx.store.read().resources[DISK].attributes[UPDATED_AT] == SYNCED
+
+
+def test_an_adopted_volume_keeps_its_updated_at_so_a_later_touch_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12m F1: an adoption recorded no updated_at, so a test boot after it was never
+    seen (build-old: "No changes" with a foreign server's bytes in the replica)."""
+    after = {"volume_id": "vol-0", "change_id": "52 aa/10", "disk_key": 2000}
+    change = Change(DISK, "volume", Action.READ, "adopt", None, after)
+    a = fakes.one_vm_applier(tmp_path, "web01", "replicate", (change,))
+    monkeypatch.setattr(volume_steps.volumes, "managed_by", lambda _c, _v: "")
+    monkeypatch.setattr(volume_steps.volumes, "set_metadata", lambda *_: None)
+    monkeypatch.setattr(volume_steps.volumes, "updated_at", lambda _c, _v: SYNCED)
+    a._adopt(change, volume_steps.Address.parse(DISK))
+    assert a.ctx.store.read().resources[DISK].attributes[UPDATED_AT] == SYNCED
+
+
+@pytest.mark.parametrize("copied", [0, 182 * 1024**2])
+def test_a_saved_cutover_resuming_a_copy_of_a_touched_volume_is_refused_before_the_power_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copied: int
+) -> None:
+    """Break-it 12m F5: a saved cutover whose final sync resumes an interrupted full copy (the
+    plan counts only the rest) was not refused when the volume was touched after the plan: the
+    source went off, then the copy started over from 0. A copy from 0 (nothing written yet)
+    was counted whole by the plan: not refused."""
+    before = {"volume_id": "vol-0", "copy": "full", "copied_bytes": copied, UPDATED_AT: SYNCED}
+    change = Change(DISK, "volume", Action.CREATE, "resume", dict(before), {"size_gib": 2})
+    a = fakes.one_vm_applier(tmp_path, "web01", "cutover", (change,))
+    a.ctx.store.write([ResourceRecord(DISK, "volume", Status.IN_PROGRESS, dict(before))], [])
+    monkeypatch.setattr(
+        volume_steps.volumes, "updated_at", lambda _c, _v: "2026-12-02T05:44:29.000000"
+    )
+    record = a.ctx.store.read().resources[DISK]
+    if copied:
+        with pytest.raises(OpenStackError, match="the source was not powered off"):
+            a._unplanned_full_copy(change, record)
+    else:
+        a._unplanned_full_copy(change, record)
