@@ -10,6 +10,7 @@ an InvalidSpecError prints its diagnostics, one line per problem::
     │   └── InvalidSpecError      the spec has errors: one `file:line:col: error: ...` line each
     ├── LabError           the embedded lab: build, start, stop, state of its services
     ├── OpenStackError     an OpenStack call failed or a resource did not reach its state
+    │   └── ChangedOutsideError   a volume changed outside ferry after it was checked: unwritten
     ├── VSphereError       a vCenter/ESXi call failed (connection, login, fault)
     │   ├── ChangeTrackingError   CBT off, reset or changeId invalid: copy in full, never skip
     │   └── SourceChangedError    the VM's disks or NICs are not those the plan was for: plan again
@@ -66,6 +67,12 @@ class LabError(FerryError):
 
 class OpenStackError(FerryError):
     """An OpenStack call failed or a resource did not reach the expected state."""
+
+
+class ChangedOutsideError(OpenStackError):
+    """A volume was attached or changed by something other than ferry after ferry checked it
+    (its Cinder updated_at moved, e.g. while its copy waited in a host's queue): nothing was
+    written to it; the next plan copies it in full (model.state.changed_outside)."""
 
 
 class VSphereError(FerryError):

@@ -38,7 +38,7 @@ from engine.dataplane.copy import (
     first_difference,
 )
 from engine.dataplane.nbdkit import DiskSource, NbdkitServer
-from engine.errors import ConversionError, StoppedError, VerifyError
+from engine.errors import ChangedOutsideError, ConversionError, StoppedError, VerifyError
 from engine.executor.seams import Devices, Sources
 from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.providers.openstack import volumes
@@ -60,7 +60,10 @@ class SyncJob:
     - data: where the disk holds data at the snapshot, for a whole-disk copy or verify through a
       reader without block status (the https reader: CBT's allocated areas, changeId "*"); the
       source is read only there, elsewhere copied and hashed as zeros, unread (None: read where
-      block status says, or everything).
+      block status says, or everything);
+    - unchanged_since: the volume's Cinder updated_at when the coordinator sent the job (None:
+      not checked): the host writes nothing into a volume changed since (break-it 12m F7: a
+      test boot while the copy waited in an agent's queue), ChangedOutsideError.
     """
 
     volume_id: str
@@ -72,6 +75,7 @@ class SyncJob:
     verify: str = ""
     rewrite: list[Extent] = field(default_factory=list)
     data: list[Extent] | None = None
+    unchanged_since: str | None = None
 
     def disk(self) -> DiskInfo:
         s = self.source
@@ -102,6 +106,7 @@ class SyncJob:
             verify=str(data.get("verify", "")),
             rewrite=extents(data.get("rewrite") or []),
             data=None if data.get("data") is None else extents(data["data"]),
+            unchanged_since=data.get("unchanged_since"),
         )
 
 
@@ -218,6 +223,22 @@ def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
         host.slots.release()
 
 
+def unchanged(conn: Any, job: SyncJob) -> None:
+    """Right before the host attaches the job's volume: it is as the coordinator saw it when it
+    sent the job (`unchanged_since`, Cinder's updated_at). Raises ChangedOutsideError (nothing
+    written), OpenStackError (not readable)."""
+    if job.unchanged_since is None:
+        return
+    now = volumes.updated_at(conn, job.volume_id)
+    if now != job.unchanged_since:
+        raise ChangedOutsideError(
+            f"volume {job.volume_id} changed outside ferry after its copy was sent (Cinder "
+            f"updated_at {job.unchanged_since} → {now}: attached or written by something else "
+            "while the copy waited for its host): nothing written; plan again (it copies the "
+            "volume in full)"
+        )
+
+
 def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     """Attach `job.volume_id` to `job.host_id`, copy (rewrite areas first, then the areas from
     `start_at`), verify as asked, detach (also after a failure).
@@ -229,6 +250,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     source = host.sources.source(
         str(s["vm_moref"]), str(s["instance_uuid"]), str(s["snapshot_moref"]), disk
     )
+    unchanged(host.conn, job)
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)

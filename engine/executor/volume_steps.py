@@ -13,6 +13,7 @@ from engine.addresses import Address
 from engine.dataplane.cbt import Extent, total_bytes
 from engine.dataplane.copy import CopyStats
 from engine.errors import (
+    ChangedOutsideError,
     ChangeTrackingError,
     OpenStackError,
     StoppedError,
@@ -264,6 +265,8 @@ class VolumeSteps(VolumeOwnership):
             rewrite=what.rewrite,
         )
         job = replace(job, data=self.job_data(what, job.verify, (vm, snapshot, disk)))
+        # as it is now, after ferry's own steps on it: the host writes it only if still so
+        job = replace(job, unchanged_since=volumes.updated_at(self.ctx.conn, volume_id))
         result = self._copy(change.address, attrs, disk, job, host_name)
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
@@ -330,6 +333,12 @@ class VolumeSteps(VolumeOwnership):
             return self._run_sync(job, address, calls, host_name)
         except VerifyError as exc:
             self._taint(address, attrs, exc, job.volume_id)
+        except ChangedOutsideError:  # nothing written: the record keeps what was seen before
+            if job.unchanged_since:
+                attrs[UPDATED_AT] = job.unchanged_since
+                kept = ResourceRecord(address, "volume", Status.IN_PROGRESS, dict(attrs))
+                self._write([kept], [])
+            raise
         except StoppedError as exc:
             self._stamped(address, attrs, job.volume_id, Status.IN_PROGRESS)
             self.copy_stopped(address, attrs, exc)

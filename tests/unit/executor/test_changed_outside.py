@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import OpenStackError, StoppedError
-from engine.executor import volume_steps
+from engine.errors import ChangedOutsideError, OpenStackError, StoppedError
+from engine.executor import host, volume_steps
 from engine.model.plan import Action, Change
 from engine.model.state import UPDATED_AT, ResourceRecord, Status
 from engine.providers.vsphere.snapshots import DiskInfo
@@ -110,3 +110,19 @@ def test_a_saved_cutover_resuming_a_copy_of_a_touched_volume_is_refused_before_t
             a._unplanned_full_copy(change, record)
     else:
         a._unplanned_full_copy(change, record)
+
+
+def test_a_volume_touched_while_its_copy_waited_for_its_host_is_not_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break-it 12m F7: the coordinator checks the volume, then the job may wait in an agent's
+    queue; a test boot meanwhile would be absorbed by the delta. The host checks again right
+    before its attach: nothing attached, nothing written (ChangedOutsideError)."""
+    job = host.SyncJob("vol-0", "srv-a", {}, unchanged_since=SYNCED)
+    assert host.SyncJob.from_json(job.to_json()).unchanged_since == SYNCED  # across the broker
+    monkeypatch.setattr(host.volumes, "updated_at", lambda _c, _v: SYNCED)
+    host.unchanged(None, job)
+    monkeypatch.setattr(host.volumes, "updated_at", lambda _c, _v: "2026-12-02T05:00:00.000000")
+    with pytest.raises(ChangedOutsideError, match="nothing written; plan again"):
+        host.unchanged(None, job)
+    host.unchanged(None, host.SyncJob("vol-0", "srv-a", {}))  # an older coordinator's: unchecked
