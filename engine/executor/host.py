@@ -225,9 +225,11 @@ def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
 
 def unchanged(conn: Any, job: SyncJob) -> None:
     """Right before the host attaches the job's volume: it is as the coordinator saw it when it
-    sent the job (`unchanged_since`, Cinder's updated_at). Raises ChangedOutsideError (nothing
-    written), OpenStackError (not readable)."""
-    if job.unchanged_since is None:
+    sent the job (`unchanged_since`, Cinder's updated_at), unless it is attached to this host
+    already (an earlier delivery of the job attached it, then its agent was killed: a
+    redelivery resumes; attached here, nothing else could attach it). Raises
+    ChangedOutsideError (nothing written), OpenStackError (not readable)."""
+    if job.unchanged_since is None or job.host_id in volumes.attached_servers(conn, job.volume_id):
         return
     now = volumes.updated_at(conn, job.volume_id)
     if now != job.unchanged_since:

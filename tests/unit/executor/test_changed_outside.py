@@ -120,9 +120,13 @@ def test_a_volume_touched_while_its_copy_waited_for_its_host_is_not_written(
     before its attach: nothing attached, nothing written (ChangedOutsideError)."""
     job = host.SyncJob("vol-0", "srv-a", {}, unchanged_since=SYNCED)
     assert host.SyncJob.from_json(job.to_json()).unchanged_since == SYNCED  # across the broker
+    attached: list[str] = []
+    monkeypatch.setattr(host.volumes, "attached_servers", lambda _c, _v: attached)
     monkeypatch.setattr(host.volumes, "updated_at", lambda _c, _v: SYNCED)
     host.unchanged(None, job)
     monkeypatch.setattr(host.volumes, "updated_at", lambda _c, _v: "2026-12-02T05:00:00.000000")
     with pytest.raises(ChangedOutsideError, match="nothing written; plan again"):
         host.unchanged(None, job)
     host.unchanged(None, host.SyncJob("vol-0", "srv-a", {}))  # an older coordinator's: unchecked
+    attached.append("srv-a")  # a redelivered job: its first delivery attached it here
+    host.unchanged(None, job)
