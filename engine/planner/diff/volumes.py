@@ -213,7 +213,11 @@ def _changed_outside(
     refused at every apply)."""
     if observed is None or reverts:
         return ""
-    return changed_outside(before, observed.id, observed.updated_at)
+    why = changed_outside(before, observed.id, observed.updated_at)
+    was = before.get("volume_type")
+    if why and was and observed.volume_type and observed.volume_type != was:
+        why += f"; it was retyped from {was} to {observed.volume_type} since"
+    return why
 
 
 def _adoption(address: str, observed: ObservedVolume, after: dict[str, Any]) -> Change:
@@ -766,8 +770,10 @@ def retyped(
                 "volume-type-changed",
                 f"disk {volume.disk_key}'s volume {attrs.get('volume_id')} is of type {had}, the "
                 f"spec now maps it to {volume.volume_type}: ferry does not retype a volume; "
-                f"`openstack volume retype {attrs.get('volume_id')} {volume.volume_type}`, or "
-                "delete it and plan again (a full copy)",
+                f"`openstack volume retype {attrs.get('volume_id')} {volume.volume_type}` (its "
+                "next sync is then a full copy: a retype moves the volume's Cinder updated_at, "
+                "and ferry cannot tell a retype's migration from other writes), or delete it and "
+                "plan again (a full copy too)",
             )
         )
     return tuple(out)
