@@ -177,7 +177,7 @@ def volume_change(
     if copy == "full":
         full = full_bytes(disk, vm)
         return _volume(address, Action.UPDATE, full_reason(vm, reason), before, after, size=full)
-    size, how = delta_estimate(before, now)
+    size, how = delta_estimate(before, now, disk.capacity)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
 
 
@@ -281,7 +281,7 @@ def _interrupted_delta(
     interrupted delta" with no size, then 603 MiB copied in full with the source off)."""
     address, after = at
     since = f"the interrupted delta since changeId {before.get('change_id')}"
-    size, how = delta_estimate(before, now)
+    size, how = delta_estimate(before, now, disk.capacity)
     if vm.source.cbt and resumable_delta(before, disk.change_id):
         done = int(before.get("copied_bytes") or 0)
         why = f"resume {since} at {human(done)}, after what changed since the snapshot it read"
@@ -642,12 +642,15 @@ def sync_reason(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> t
     return "delta", f"delta sync since changeId {stored}"
 
 
-def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | None, str]:
+def delta_estimate(
+    before: Mapping[str, Any], now: float | None, capacity: int | None = None
+) -> tuple[int | None, str]:
     """Bytes the next delta will likely move, and how that was estimated.
 
     With the last delta's bytes and the seconds between the sync before it and it (`at` and
     `previous_at`, epoch seconds), and `now`: that change rate (bytes/s) times the seconds since the
-    last sync. Else what the last delta moved, labelled as such ("last delta: 3.0 MiB"), not as
+    last sync, never more than the disk's `capacity` (bytes; break-it 12m F4: ~8.1 GiB for a
+    4 GiB disk). Else what the last delta moved, labelled as such ("last delta: 3.0 MiB"), not as
     a prediction; None (unknown, shown without a size) before any delta was measured."""
     last = before.get("last_sync") or {}
     if last.get("kind") != "delta":
@@ -659,10 +662,13 @@ def delta_estimate(before: Mapping[str, Any], now: float | None) -> tuple[int | 
         if interval > 0:
             per_second = moved / interval
             size = round(per_second * max(now - float(at), 0.0))
-            return size, (
+            how = (
                 f"estimate: {rate(per_second)} changed between the last syncs, times "
                 f"{duration(max(now - float(at), 0.0))} since the last sync"
             )
+            if capacity is not None and size > capacity:
+                return capacity, f"{how}, at most the disk's {human(capacity)}"
+            return size, how
     return moved, f"last delta: {human(moved)}; no change rate measured yet, so shown as its size"
 
 
