@@ -35,7 +35,7 @@ from engine.model.state import (
     Status,
     resumable_delta,
 )
-from engine.planner.diff.attachments import repair_only
+from engine.planner.diff.attachments import SETTLE_SECONDS, repair_only
 from engine.planner.diff.lineage import LABEL
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage
 from engine.providers.openstack import compute, volumes
@@ -140,6 +140,7 @@ class VolumeSteps(VolumeOwnership):
         source = source_of(vm._moId, self.uuids[address.name] or "", snapshot._moId, disk)
         data = self.data_areas(VERIFIED_WHOLE, vm, snapshot, disk)
         job = host.compare_job(str(before["volume_id"]), host_id, source, data)
+        self._settle(change.address, job.volume_id)
         untouched = not self.changed_outside(change.address, before)
         if untouched and before.get(UPDATED_AT):  # ferry's own attach moves it now
             unstamped = {k: v for k, v in before.items() if k != UPDATED_AT}
@@ -354,8 +355,14 @@ class VolumeSteps(VolumeOwnership):
         keeps the volume's Cinder updated_at after that detach, so the next plan and the resume
         know whether anything attached the volume in between (model.state.changed_outside). Not
         recorded when it cannot be read or written: the step's own error is what is said (a
-        resume then trusts its checkpoint, as before; a compared volume is copied in full)."""
+        resume then trusts its checkpoint, as before; a compared volume is copied in full). Nor
+        while the volume is still attached (its host killed or silent, its agent still going:
+        break-it 14c F2): a stamp then is not after ferry's own detach, which would move it and
+        turn the resume into a copy from 0; like a kill -9, nothing recorded, the checkpoint
+        trusted."""
         try:
+            if volumes.attached_servers(self.ctx.conn, volume_id):
+                return
             stamp = volumes.updated_at(self.ctx.conn, volume_id)
             if stamp:
                 attrs[UPDATED_AT] = stamp
@@ -553,12 +560,24 @@ class VolumeSteps(VolumeOwnership):
                 address.name, f"{change.address}: volume {volume_id} extended to {size} GiB"
             )
 
+    def _settle(self, address: str, volume_id: str) -> None:
+        """Before a step attaches the volume: wait while Cinder attaches or detaches it (bounded:
+        attachments.SETTLE_SECONDS), said in the VM's log when it had to."""
+        waited = volumes.settle(self.ctx.conn, volume_id, SETTLE_SECONDS)
+        if waited:
+            self.ctx.say(
+                Address.parse(address).name,
+                f"{address}: volume {volume_id} was '{waited}' (Cinder at work, e.g. the host of "
+                "an interrupted apply letting it go): waited for it to settle",
+            )
+
     def _ensure_volume(self, change: Change, address: Address, before: dict[str, Any]) -> str:
         """The disk's volume, available: the recorded one, or a new one — recorded as soon as
         cinder names it, so an apply killed (or a cloud that loses the request) while it is being
         created finds it again instead of making another."""
         existing = str(before.get("volume_id") or "")
         if existing and volumes.exists(self.ctx.conn, existing):
+            self._settle(change.address, existing)
             if volumes.usable(self.ctx.conn, existing):
                 return existing
             self.ctx.say(address.name, f"{change.address}: volume {existing} is in error: replaced")

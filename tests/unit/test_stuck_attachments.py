@@ -116,3 +116,42 @@ def test_a_cloud_that_forbids_listing_attachments_is_not_checked() -> None:
 
     conn.block_storage.attachments = forbidden  # type: ignore[method-assign]
     volumes.check_attachments(conn, "vol-1", ("host-1",))
+
+
+class Detaching(BlockStorage):
+    """A volume Cinder is detaching: 'detaching' for the first `reads` reads, then available."""
+
+    def __init__(self, reads: int) -> None:
+        super().__init__(Vol(status="detaching"), [])
+        self.reads = reads
+
+    def get_volume(self, _volume_id: str) -> Vol:
+        self.reads -= 1
+        if self.reads < 0:
+            self.volume.status = "available"
+        return self.volume
+
+
+def test_settle_waits_while_cinder_detaches_the_volume() -> None:
+    """break-it 14c F1: a volume an interrupted apply's host is still detaching as the user
+    re-runs is waited for (it settles by itself), not taken for stuck."""
+    conn = Conn(Vol(), [])
+    conn.block_storage = Detaching(reads=2)
+    assert volumes.settle(conn, "vol-1", timeout=30) == "detaching"
+    assert conn.block_storage.volume.status == "available"
+
+
+def test_settle_returns_at_once_on_a_settled_volume() -> None:
+    conn = Conn(Vol(status="in-use"), [])
+    assert volumes.settle(conn, "vol-1", timeout=30) == ""
+
+
+def test_settle_is_bounded_and_names_no_state_reset() -> None:
+    conn = Conn(Vol(), [])
+    conn.block_storage = Detaching(reads=10**6)
+    began = time.monotonic()
+    with pytest.raises(OpenStackError) as err:
+        volumes.settle(conn, "vol-1", timeout=0.5)
+    assert time.monotonic() - began < 10
+    assert "still detaching after" in str(err.value)
+    assert "--state" not in str(err.value)

@@ -18,7 +18,7 @@ from engine.diagnostics import Diagnostic
 from engine.model.desired import Concern, ConcernLevel, DesiredVM, DesiredVolume
 from engine.model.observed import Destination, ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
-from engine.model.state import ResourceRecord, State
+from engine.model.state import RECORDED_HOST, ResourceRecord, State
 from engine.planner import osmigrate
 from engine.planner.diff import image, lineage, properties
 from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
@@ -436,7 +436,12 @@ def _attachment_repairs(
         for r in data.state.resources.values()
         if r.kind == "conversion_host"
     ]
-    ferry = ferry_servers(data.conversion_hosts, host_ids, server_id)
+    recorded_hosts = [
+        str(r.attributes.get(RECORDED_HOST) or "")
+        for r in data.state.resources.values()
+        if r.kind == "volume"
+    ]
+    ferry = ferry_servers(data.conversion_hosts, host_ids, server_id, recorded_hosts)
     out: list[Change] = []
     concerns: tuple[Concern, ...] = ()
     for change in changes:

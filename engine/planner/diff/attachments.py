@@ -4,10 +4,17 @@ A sync attaches a volume to a conversion host and detaches it after; a conversio
 a cut-over server keeps its volumes. An attachment a cloud outage left half made (Cinder's
 `reserved`: created by nova's reserve, never completed; or `attaching`, `detaching`, `error_*`)
 does not change by itself: the volume cannot be attached again, and a cutover that powered the
-source off would wait on it. One for a server of ferry's (a conversion host, the VM's own
-server) is ferry's leftover: the volume's step deletes it first (before the source's power-off
-in a cutover). One for any other server, or a volume stuck in such a status with no attachment
-ferry left, is not ferry's to touch: an error concern blocks the VM until someone acts.
+source off would wait on it. One for a server of ferry's (a conversion host, listed in the spec
+or recorded: a volume record's conversion_host, a host record's server; the VM's own server) is
+ferry's leftover: the volume's step deletes it first (before the source's power-off in a
+cutover). One for any other server, or a volume `reserved` with no attachment ferry left, is not
+ferry's to touch: an error concern blocks the VM until someone acts.
+
+A volume `attaching` or `detaching` with nothing but ferry's attached attachments (or none) is
+Cinder at work, e.g. the host of an interrupted apply letting it go while the user re-runs
+(break-it 14c F1): it settles by itself in seconds. The apply waits for it before the volume's
+step (bounded: executor's wait_settled); a cutover is not planned on it (the source would be
+powered off first): plan again in a minute. Never a state reset for it.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ ATTACHED = "attached"
 # volume statuses that need an attachment to move on: stuck without one (a volume in an error
 # status is replaced by its sync, as before)
 STUCK_STATUSES = ("reserved", "attaching", "detaching")
+# of those, Cinder's own transitions under way: they settle by themselves (seconds)
+SETTLING_STATUSES = ("attaching", "detaching")
 STALE_KEY = "stale_attachments"  # a volume change's after: the attachment ids its step deletes
 REPAIR_ONLY = "repair_only"  # a volume change's after: nothing to copy, only the repair
+SETTLE_SECONDS = 180  # the apply's wait for a volume Cinder is attaching or detaching
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,9 @@ def repaired(
     stale = [a for a in observed.attachments if a.status != ATTACHED and ferry.owns(a)]
     foreign = [a for a in observed.attachments if not ferry.owns(a)]
     concerns = tuple(_foreign(key, observed, a) for a in foreign)
-    if not stale and not foreign and observed.status in STUCK_STATUSES:
+    if not stale and not foreign and observed.status in SETTLING_STATUSES:
+        concerns += _settling(key, observed, change, cutover=cutover)
+    elif not stale and not foreign and observed.status in STUCK_STATUSES:
         concerns += (
             Concern(
                 ConcernLevel.ERROR,
@@ -94,6 +106,36 @@ def repaired(
     ), concerns
 
 
+def _settling(
+    key: int | None, volume: ObservedVolume, change: Change, *, cutover: bool
+) -> tuple[Concern, ...]:
+    """A volume Cinder is attaching or detaching now (for ferry's servers only): a cutover is not
+    planned on it (error: plan again in a minute); a step that writes or reads it waits for it
+    (warning); a no-op says nothing."""
+    doing = "attaching" if volume.status == "attaching" else "detaching"
+    now = (
+        f"disk {key}'s volume {volume.id} is '{volume.status}': Cinder is {doing} it now "
+        "(e.g. the conversion host of an interrupted apply letting it go)"
+    )
+    if cutover:
+        return (
+            Concern(
+                ConcernLevel.ERROR,
+                "volume-settling",
+                f"{now}: the source is not powered off while it settles; plan again in a minute",
+            ),
+        )
+    if change.action is Action.NOOP:
+        return ()
+    return (
+        Concern(
+            ConcernLevel.WARNING,
+            "volume-settling",
+            f"{now}: the apply waits for it to settle (up to {SETTLE_SECONDS} s) before its step",
+        ),
+    )
+
+
 def _foreign(key: int | None, volume: ObservedVolume, attachment: ObservedAttachment) -> Concern:
     server = attachment.server_name or attachment.server_id
     to = f"server {server}" if server else "no server"
@@ -117,8 +159,14 @@ def repair_only(change: Change) -> bool:
 
 
 def ferry_servers(
-    host_names: Collection[str], host_ids: Collection[str], server_id: str | None
+    host_names: Collection[str],
+    host_ids: Collection[str],
+    server_id: str | None,
+    recorded_hosts: Collection[str] = (),
 ) -> FerryServers:
-    """ferry's servers for one VM: the conversion hosts and the VM's own server."""
+    """ferry's servers for one VM: the conversion hosts (the spec's, and those its records name:
+    a host the spec no longer lists where a copy was in progress, break-it 14c F2) and the VM's
+    own server."""
     ids = {i for i in host_ids if i} | ({server_id} if server_id else set())
-    return FerryServers(frozenset(n for n in host_names if n), frozenset(ids))
+    names = {n for n in host_names if n} | {n for n in recorded_hosts if n}
+    return FerryServers(frozenset(names), frozenset(ids))

@@ -244,6 +244,35 @@ def create_volume(
     return wait_volume(conn, volume.id, "available") if wait else volume
 
 
+SETTLING = ("attaching", "detaching")  # Cinder's transitions under way: they end by themselves
+
+
+def settle(conn: Any, volume_id: str, timeout: float = 180.0) -> str:
+    """Wait while Cinder attaches or detaches the volume (the host of an interrupted apply
+    letting it go as the user re-runs: break-it 14c F1), bounded; the status it waited through
+    ("" when it was not settling; at once then). Raises OpenStackError when it is still
+    attaching or detaching after `timeout`, or cannot be read."""
+    first = transient(
+        lambda: getattr(conn.block_storage.get_volume(volume_id), "status", None),
+        f"reading volume {volume_id}",
+    )
+    if first not in SETTLING:
+        return ""
+    wait_for(
+        lambda: conn.block_storage.get_volume(volume_id),
+        f"volume {volume_id}",
+        lambda volume: volume.status not in SETTLING,
+        lambda _: None,
+        timeout=timeout,
+        goal="Cinder to finish attaching or detaching it",
+        stuck=lambda volume: (
+            f": it did not settle by itself; see what holds it (openstack volume show "
+            f"{volume_id}), then apply again"
+        ),
+    )
+    return str(first)
+
+
 def usable(conn: Any, volume_id: str) -> bool:
     """False for a volume in an error status (cinder failed it: replace it)."""
     status = transient(

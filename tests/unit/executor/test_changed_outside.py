@@ -23,8 +23,11 @@ SYNCED = "2026-12-02T04:00:00.000000"  # after ferry's last sync
 ATTRS = {"volume_id": "vol-0", "change_id": "52 aa/10", UPDATED_AT: SYNCED}
 
 
-def applier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamps: list[str]) -> Any:
-    """web01's verify step; Cinder answers the `stamps` in turn (the last one for ever)."""
+def applier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamps: list[str], attached: bool = False
+) -> Any:
+    """web01's verify step; Cinder answers the `stamps` in turn (the last one for ever), and
+    the volume is settled, attached to conv-a's server when `attached` (else detached)."""
     change = Change(DISK, "volume", Action.VERIFY, "verify", dict(ATTRS), dict(ATTRS))
     a = fakes.one_vm_applier(tmp_path, "web01", "replicate", (change,))
     a.ctx.store.write([ResourceRecord(DISK, "volume", Status.READY, dict(ATTRS))], [])
@@ -33,6 +36,10 @@ def applier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamps: list[str]) 
         volume_steps.volumes, "updated_at", lambda _c, _v: answers.pop(0) if len(answers) > 1
         else answers[0]
     )  # fmt: skip
+    monkeypatch.setattr(volume_steps.volumes, "settle", lambda _c, _v, _t: "")
+    monkeypatch.setattr(
+        volume_steps.volumes, "attached_servers", lambda _c, _v: ["srv-a"] if attached else []
+    )
     monkeypatch.setattr(a, "_vm", lambda _n: SimpleNamespace(_moId="vm-1"))
     monkeypatch.setattr(a, "host_for", lambda _n: ("conv-a", "srv-a"))
     monkeypatch.setattr(a, "data_areas", lambda *_: None)
@@ -130,3 +137,59 @@ def test_a_volume_touched_while_its_copy_waited_for_its_host_is_not_written(
     host.unchanged(None, host.SyncJob("vol-0", "srv-a", {}))  # an older coordinator's: unchecked
     attached.append("srv-a")  # a redelivered job: its first delivery attached it here
     host.unchanged(None, job)
+
+
+def test_a_compare_failed_with_its_volume_still_attached_stamps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """break-it 14c F2: the host went silent (its agent killed -9), the volume stays attached
+    to it: no updated_at is recorded then (ferry's own detach later moves it), as after a kill
+    -9: the next plan trusts the volume, it is not taken for touched outside ferry."""
+    a = applier(tmp_path, monkeypatch, [SYNCED, "2026-12-02T05:00:00.000000"], attached=True)
+    compare(a)
+    assert UPDATED_AT not in a.ctx.store.read().resources[DISK].attributes
+
+
+def test_a_copy_failed_with_its_volume_still_attached_keeps_its_checkpoint_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a copy: the agent went silent mid-copy, the volume is still attached to its
+    host: the in-progress record gets no updated_at, so the re-placed copy resumes from its
+    checkpoint after ferry detaches the volume from that host (before: the stamp taken while
+    attached, that detach moved it, the copy started over from 0)."""
+    a = applier(tmp_path, monkeypatch, ["2026-12-02T05:00:00.000000"], attached=True)
+    attrs = {"volume_id": "vol-0", "copy": "full", "copied_bytes": 1024**3}
+    a.ctx.store.write([ResourceRecord(DISK, "volume", Status.IN_PROGRESS, dict(attrs))], [])
+
+    def silent(*_: Any) -> Any:
+        raise RuntimeError("agent ferry-conversion-03 went silent for 20 s mid-copy")
+
+    monkeypatch.setattr(a, "_callbacks", lambda *_: None)
+    monkeypatch.setattr(a, "_run_sync", silent)
+    disk = DiskInfo(2000, 2 * 1024**3, "[ds] web01/web01.vmdk", True, "52 aa/10")
+    job = SimpleNamespace(volume_id="vol-0")
+    with pytest.raises(RuntimeError):
+        a._copy(DISK, dict(attrs), disk, job, "conv-a")
+    record = a.ctx.store.read().resources[DISK]
+    assert UPDATED_AT not in record.attributes
+    assert record.attributes["copied_bytes"] == 1024**3
+
+
+def test_a_compare_waits_first_for_a_volume_cinder_is_detaching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """break-it 14c F1: the step waits (bounded) for a volume an interrupted apply's host is
+    still detaching before its host attaches it, and says so in the VM's log."""
+    a = applier(tmp_path, monkeypatch, [SYNCED])
+    waited: list[tuple[str, float]] = []
+
+    def settle(_c: Any, volume_id: str, timeout: float) -> str:
+        waited.append((volume_id, timeout))
+        return "detaching"
+
+    monkeypatch.setattr(volume_steps.volumes, "settle", settle)
+    said: list[str] = []
+    monkeypatch.setattr(a.ctx, "say", lambda _vm, line: said.append(line))
+    compare(a)
+    assert waited == [("vol-0", volume_steps.SETTLE_SECONDS)]
+    assert any("was 'detaching'" in line and "waited for it to settle" in line for line in said)
