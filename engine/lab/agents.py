@@ -79,17 +79,17 @@ def start(
     started: list[ProcessRecord] = []
     state = root / "agent-state"
     full = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
+    begins: dict[str, int] = {}  # each log's offset where this start's lines begin
     try:
         for host in hosts:
             Served.forget(default_checkpoints(host, {"XDG_STATE_HOME": str(state)}))
             log = root / "logs" / f"agent-{host}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text("")  # this start's lines only: ready is looked for in them
+            begins[str(log)] = _mark_start(log, host)
             started.append(spawn(f"agent {host}", argv(host, spec), log, env=full, cwd=CHECKOUT))
             _record(root, started, spec)
         deadline = time.monotonic() + timeout
         for agent in started:
-            _wait_ready(agent, deadline)
+            _wait_ready(agent, deadline, begins.get(agent.log, 0))
             say(f"{agent.name} ready (pid {agent.pid}, log {agent.log})")
     except BaseException:
         stop_all(started)
@@ -98,13 +98,30 @@ def start(
     return started
 
 
-def _wait_ready(agent: ProcessRecord, deadline: float) -> None:
-    """Until the agent's log says its worker is ready; LabError with its last line when it
-    exits first or the deadline passes."""
+def _mark_start(log: Path, host: str) -> int:
+    """Append a start line to the agent's log (its earlier starts' lines stay: the evidence of
+    past incidents, break-it 14c F3) and return the offset where this start's lines begin."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"--- ferry lab agents: agent {host} started {stamp} ---\n")
+    return log.stat().st_size
+
+
+def _since(log: Path, offset: int) -> str:
+    """The log's text from `offset` on (this start's lines)."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _wait_ready(agent: ProcessRecord, deadline: float, offset: int = 0) -> None:
+    """Until the agent's log says its worker is ready (in its lines from `offset` on: this
+    start's); LabError with its last line when it exits first or the deadline passes."""
     log = Path(agent.log)
-    while READY not in log.read_text(errors="replace"):
+    while READY not in _since(log, offset):
         if not is_running(agent) or time.monotonic() > deadline:
-            lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+            lines = _since(log, offset).strip().splitlines() or ["(no output)"]
             why = "exited" if not is_running(agent) else "is not ready in time"
             raise LabError(f"{agent.name} {why}: {lines[-1]} (log {log})")
         time.sleep(0.2)

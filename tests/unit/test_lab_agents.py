@@ -157,3 +157,29 @@ def test_lab_agents_stop_with_none_running(
     assert capsys.readouterr().out == f"no agent of the lab in {tmp_path.resolve()} runs\n"
     assert ferry(monkeypatch, "lab", "agents", "--dir", str(tmp_path)) == 1
     assert "no lab is running in" in capsys.readouterr().err
+
+
+def test_a_start_appends_to_the_agent_log_and_waits_for_its_own_ready(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """break-it 14c F3: the earlier starts' lines stay in the agent's log (they were emptied at
+    each start, and the evidence of an incident with them); an old 'ready.' does not count for
+    the new start: one that exits is still one line with its own last line."""
+    log = tmp_path / "logs" / "agent-ferry-conversion-01.log"
+    log.parent.mkdir()
+    log.write_text("watchdog: starting the agent again\nready.\n")
+    monkeypatch.setattr(
+        lab_agents, "argv", lambda host, spec: [sys.executable, "-c", "print('error: no broker')"]
+    )
+    with pytest.raises(LabError, match="agent ferry-conversion-01 exited: error: no broker"):
+        lab_agents.start(tmp_path, tmp_path / "s.yaml", ["ferry-conversion-01"], {}, timeout=20)
+    text = log.read_text()
+    assert text.startswith("watchdog: starting the agent again\nready.\n")
+    assert "--- ferry lab agents: agent ferry-conversion-01 started " in text
+    monkeypatch.setattr(lab_agents, "argv", lambda host, spec: [sys.executable, "-c", READY])
+    (agent,) = lab_agents.start(tmp_path, tmp_path / "s.yaml", ["ferry-conversion-01"], {})
+    try:
+        assert text in log.read_text() and log.read_text().count("started ") == 2
+    finally:
+        lab_agents.stop(tmp_path)
+    assert not is_running(agent)
