@@ -171,13 +171,16 @@ def spec_for(hosts: int, slots: int, vms: list[str], schema: str) -> dict[str, A
     return dict(spec)
 
 
-def ferry(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`ferry ARGS` of this checkout (`python -m engine.cli` here: the venv's `ferry` script
-    may be another checkout's editable install), its output captured."""
+def ferry(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ferry ARGS` of this checkout (`python -m engine.cli` with the checkout first on
+    PYTHONPATH: the venv's `ferry` script may be another checkout's editable install), its
+    output captured, run in `cwd`: the run's own directory, where its state/logs go (break-it
+    14c F7: in the checkout they mixed with other sessions' logs)."""
+    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
-        env=env,
-        cwd=ROOT,
+        env={**env, "PYTHONPATH": path},
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
@@ -273,26 +276,28 @@ COPY_SECONDS = re.compile(r"'seconds': ([0-9.]+)")
 
 
 def apply_once(lab: Lab, env: dict[str, str], spec: dict[str, Any], tmp: Path) -> Run:
-    """`ferry apply` of `spec` with one `ferry agent` per host, then its replicas destroyed."""
+    """`ferry apply` of `spec` with one `ferry agent` per host, then its replicas destroyed; all
+    run in `tmp` (its state/logs there)."""
+    tmp = tmp.resolve()
     path = tmp / f"scale-out-{len(spec['conversion_hosts'])}.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
-    checked(ferry(env, "lab", "agents", "--spec", str(path)), "ferry lab agents")
+    checked(ferry(env, tmp, "lab", "agents", "--spec", str(path)), "ferry lab agents")
     try:
         began = time.monotonic()
-        done = ferry(env, "apply", str(path), "--auto-approve", "--json")
+        done = ferry(env, tmp, "apply", str(path), "--auto-approve", "--json")
         wall = time.monotonic() - began
         checked(done, "ferry apply")
     finally:
-        checked(ferry(env, "lab", "agents", "--stop"), "ferry lab agents --stop")
+        checked(ferry(env, tmp, "lab", "agents", "--stop"), "ferry lab agents --stop")
     run = Run(len(spec["conversion_hosts"]), wall)
     run.events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     (tmp / f"apply-{len(spec['conversion_hosts'])}.jsonl").write_text(done.stdout)
     hosts = [str(h["name"]) for h in spec["conversion_hosts"]]
     run.tasks = agent_tasks([lab.root / "logs" / f"agent-{name}.log" for name in hosts])
     destroy = tmp / "destroy.json"
-    plan = ferry(env, "plan", str(path), "--destroy", "--out", str(destroy))
+    plan = ferry(env, tmp, "plan", str(path), "--destroy", "--out", str(destroy))
     checked(plan, "ferry plan --destroy")
-    checked(ferry(env, "apply", str(destroy)), "ferry apply (destroy)")
+    checked(ferry(env, tmp, "apply", str(destroy)), "ferry apply (destroy)")
     return run
 
 
