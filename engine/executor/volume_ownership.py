@@ -13,7 +13,7 @@ from engine.errors import OpenStackError
 from engine.executor.replacement import Placement
 from engine.model.plan import Action, Change, Plan
 from engine.model.state import RECORDED_HOST, UPDATED_AT, ResourceRecord, Status, changed_outside
-from engine.planner.diff.attachments import STALE_KEY
+from engine.planner.diff.attachments import SETTLE_SECONDS, STALE_KEY
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage, full_copy
 from engine.providers.openstack import volumes
 from engine.providers.openstack.read import STATE_KEY, handed
@@ -132,7 +132,16 @@ class VolumeOwnership(Placement):
                 except OpenStackError as exc:
                     raise OpenStackError(f"{exc}; the source was not powered off") from exc
             if volume_id and volumes.exists(self.ctx.conn, volume_id):
+                record = records.get(change.address)
                 try:
+                    # Cinder still attaching or detaching it (an interrupted apply's host letting
+                    # it go): waited for, bounded, the source still on (break-it 14c F1)
+                    volumes.settle(self.ctx.conn, volume_id, SETTLE_SECONDS)
+                    if record is not None:  # a copy re-placed from a host the spec dropped (F2)
+                        here = self.host_of(change)
+                        self._release_elsewhere(
+                            change.address, dict(record.attributes), volume_id, here
+                        )
                     volumes.check_attachments(self.ctx.conn, volume_id, hosts)
                 except OpenStackError as exc:
                     raise OpenStackError(

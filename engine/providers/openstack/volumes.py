@@ -30,6 +30,7 @@ ATTACHED = "attached"  # an attachment's status once complete
 RESERVED_GRACE = 60.0
 # statuses only an attachment moves on: stuck without one (an error status is replaced instead)
 STUCK_STATUSES = ("reserved", "attaching", "detaching")
+SETTLING = ("attaching", "detaching")  # Cinder's transitions under way: they end by themselves
 
 
 def _failed(volume_id: str, status: str) -> Any:
@@ -140,6 +141,11 @@ def check_attachments(conn: Any, volume_id: str, servers: Collection[str]) -> No
     status = transient(
         lambda: conn.block_storage.get_volume(volume_id).status, f"reading volume {volume_id}"
     )
+    if status in SETTLING:
+        raise OpenStackError(
+            f"volume {volume_id} is '{status}': Cinder is still at it (e.g. an interrupted "
+            "apply's host letting it go); apply again in a minute"
+        )
     if status in STUCK_STATUSES:
         raise OpenStackError(
             f"volume {volume_id} is '{status}' with no attachment to explain it: it does not "
@@ -242,9 +248,6 @@ def create_volume(
     except os_exc.SDKException as exc:
         raise OpenStackError(f"creating volume {name}: {answer(exc)}") from exc
     return wait_volume(conn, volume.id, "available") if wait else volume
-
-
-SETTLING = ("attaching", "detaching")  # Cinder's transitions under way: they end by themselves
 
 
 def settle(conn: Any, volume_id: str, timeout: float = 180.0) -> str:
