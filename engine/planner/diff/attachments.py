@@ -12,9 +12,9 @@ ferry's to touch: an error concern blocks the VM until someone acts.
 
 A volume `attaching` or `detaching` with nothing but ferry's attached attachments (or none) is
 Cinder at work, e.g. the host of an interrupted apply letting it go while the user re-runs
-(break-it 14c F1): it settles by itself in seconds. The apply waits for it before the volume's
-step (bounded: executor's wait_settled); a cutover is not planned on it (the source would be
-powered off first): plan again in a minute. Never a state reset for it.
+(break-it 14c F1): it settles by itself in seconds. A warning, and the apply waits for it
+(bounded: volumes.settle) before the volume's step, in a cutover before the source's power-off.
+Never a state reset for it.
 """
 
 from __future__ import annotations
@@ -109,29 +109,20 @@ def repaired(
 def _settling(
     key: int | None, volume: ObservedVolume, change: Change, *, cutover: bool
 ) -> tuple[Concern, ...]:
-    """A volume Cinder is attaching or detaching now (for ferry's servers only): a cutover is not
-    planned on it (error: plan again in a minute); a step that writes or reads it waits for it
-    (warning); a no-op says nothing."""
-    doing = "attaching" if volume.status == "attaching" else "detaching"
-    now = (
-        f"disk {key}'s volume {volume.id} is '{volume.status}': Cinder is {doing} it now "
-        "(e.g. the conversion host of an interrupted apply letting it go)"
-    )
-    if cutover:
-        return (
-            Concern(
-                ConcernLevel.ERROR,
-                "volume-settling",
-                f"{now}: the source is not powered off while it settles; plan again in a minute",
-            ),
-        )
-    if change.action is Action.NOOP:
+    """A volume Cinder is attaching or detaching now (for ferry's servers only): a warning that
+    the apply waits for it (bounded) before the step that attaches it, and in a cutover before
+    the source is powered off (ready_volumes); a no-op outside a cutover says nothing."""
+    if change.action is Action.NOOP and not cutover:
         return ()
+    doing = "attaching" if volume.status == "attaching" else "detaching"
+    when = "before the source is powered off" if cutover else "before its step"
     return (
         Concern(
             ConcernLevel.WARNING,
             "volume-settling",
-            f"{now}: the apply waits for it to settle (up to {SETTLE_SECONDS} s) before its step",
+            f"disk {key}'s volume {volume.id} is '{volume.status}': Cinder is {doing} it now "
+            "(e.g. the conversion host of an interrupted apply letting it go): the apply waits "
+            f"for it to settle (up to {SETTLE_SECONDS} s) {when}",
         ),
     )
 
