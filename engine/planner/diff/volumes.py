@@ -452,12 +452,7 @@ def _of_another_state(other: str, held: list[tuple[int, str]], lineage: str) -> 
     state (`other`) manages: one line for them all."""
     ids = [volume_id for _, volume_id in held]
     one = len(held) == 1
-    what = (
-        f"volume {ids[0]} found for disk {held[0][0]} is"
-        if one
-        else f"volumes {', '.join(ids)} found for disks "
-        f"{', '.join(str(key) for key, _ in held)} are"
-    )
+    what = _volumes_of_disks(held, " found for", "")
     this, them = ("this volume", "it") if one else ("them", "them")
     disks = "the disk" if one else "the disks"
     return Concern(
@@ -470,6 +465,16 @@ def _of_another_state(other: str, held: list[tuple[int, str]], lineage: str) -> 
         f"({hand_over([('volume', i) for i in ids], lineage)}) or delete {them} (this state "
         f"then copies {disks} in full)",
     )
+
+
+def _volumes_of_disks(held: list[tuple[int, str]], how: str, after: str) -> str:
+    """The subject of a line on volumes (`held`: disk key, volume id): "volume V<how> disk
+    K<after> is", or "volumes V1, V2<how> disks K1, K2<after> are"."""
+    ids = ", ".join(volume_id for _, volume_id in held)
+    keys = ", ".join(str(key) for key, _ in held)
+    if len(held) == 1:
+        return f"volume {ids}{how} disk {keys}{after} is"
+    return f"volumes {ids}{how} disks {keys}{after} are"
 
 
 def hand_over(objects: list[tuple[str, str]], lineage: str) -> str:
@@ -507,12 +512,7 @@ def _handed_over_concern(other: str, held: list[tuple[int, str]], lineage: str) 
     per cause: break-it 16d L3)."""
     ids = [volume_id for _, volume_id in held]
     one = len(held) == 1
-    what = (
-        f"volume {ids[0]}, recorded here for disk {held[0][0]}, is"
-        if one
-        else f"volumes {', '.join(ids)}, recorded here for disks "
-        f"{', '.join(str(key) for key, _ in held)}, are"
-    )
+    what = _volumes_of_disks(held, ", recorded here for", ",")
     them, the = ("it", "the volume") if one else ("them", "them")
     return Concern(
         ConcernLevel.ERROR,
