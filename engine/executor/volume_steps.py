@@ -266,8 +266,7 @@ class VolumeSteps(VolumeOwnership):
             rewrite=what.rewrite,
         )
         job = replace(job, data=self.job_data(what, job.verify, (vm, snapshot, disk)))
-        # as it is now, after ferry's own steps on it: the host writes it only if still so
-        job = replace(job, unchanged_since=volumes.updated_at(self.ctx.conn, volume_id))
+        job = replace(job, unchanged_since=self._as_sent(volume_id, host_id))
         result = self._copy(change.address, attrs, disk, job, host_name)
         self.ctx.say(address.name, f"{change.address}: read from {result.source}")
         with self.ctx.lock:
@@ -276,6 +275,16 @@ class VolumeSteps(VolumeOwnership):
                 self.ctx.digests[change.address] = (result.sha256, result.verified)
         step = time.monotonic() - began
         self._synced(change, attrs, disk, kind=what.kind, stats=result.stats(), step=step)
+
+    def _as_sent(self, volume_id: str, host_id: str) -> str | None:
+        """The volume's Cinder updated_at as the copy is sent, after ferry's own steps on it:
+        the host writes it only if still so (host.unchanged). None (not checked) while it is
+        attached to that host: an earlier task of ours holds it (an agent finishing the copy
+        of an apply that was killed or lost its broker) and moves it when it lets go; attached
+        there, nothing else could attach it."""
+        if host_id in volumes.attached_servers(self.ctx.conn, volume_id):
+            return None
+        return volumes.updated_at(self.ctx.conn, volume_id)
 
     def _released(self, address: str, volume_id: str, what: ToCopy) -> ToCopy:
         """The volume's protection snapshot released (reverted to where a conversion or an
