@@ -58,9 +58,9 @@ from engine.planner.diff.estimates import (
 )
 from engine.planner.diff.leftovers import leftover_snapshots
 from engine.planner.diff.networks import network_changes
+from engine.planner.diff.ownership import adoption_concerns
 from engine.planner.diff.volumes import (
     adopt_then_sync,
-    adoption_concerns,
     converted_gone,
     full_in_window,
     not_verified,

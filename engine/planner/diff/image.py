@@ -36,6 +36,7 @@ from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
 from engine.planner import image_properties as nova
 from engine.planner.diff.common import simple
+from engine.planner.diff.ownership import hand_over
 from engine.planner.diff.properties import (
     gone_image,
     image_lost,
@@ -43,7 +44,7 @@ from engine.planner.diff.properties import (
     recorded_image,
     recorded_image_volume,
 )
-from engine.planner.diff.volumes import FOUND_LINEAGE, full_bytes, hand_over
+from engine.planner.diff.volumes import FOUND_LINEAGE, full_bytes
 from engine.units import exact, human
 
 WRITES = (Action.CREATE, Action.UPDATE, Action.REPLACE)
