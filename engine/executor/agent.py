@@ -23,11 +23,13 @@ from typing import Any, ClassVar
 from amqp import exceptions as amqp_exceptions
 from celery import Celery, signals
 from celery.worker import state as worker_state
+from celery.worker.control import control_command
 
 from engine.errors import AgentError, FerryError, StoppedError
 from engine.executor import host, watchdog
 from engine.executor.host import Callbacks, ConvertJob, SyncJob
 from engine.executor.remote import (
+    ACCEPTS,
     COMPARE_TASK,
     CONVERT_TASK,
     NODE_PREFIX,
@@ -73,9 +75,40 @@ class Agent:
 
 def register(app: Celery, agent: Agent) -> None:
     """Register the host-bound tasks (`ferry.sync`, `ferry.compare`, `ferry.convert`) on
-    `app`, running on `agent`'s host."""
+    `app`, running on `agent`'s host, and the remote-control command ACCEPTS (Celery's
+    registry of control commands is the process's: one agent per process)."""
     for name in (TASK, COMPARE_TASK, CONVERT_TASK):
         _register(app, agent, name)
+
+    def ferry_accepts(_state: Any, digest: str = "", lineage: str = "") -> dict[str, str]:
+        return {"ok": refusal_of(agent, digest, lineage)}
+
+    control_command(
+        name=ACCEPTS,
+        args=[("digest", str), ("lineage", str)],
+        signature="<spec digest> <state lineage>",
+        help="why this agent would refuse the tasks of a coordinator (empty: it takes them)",
+    )(ferry_accepts)
+
+
+def refusal_of(agent: Agent, digest: str, lineage: str) -> str:
+    """Why `agent` would refuse a cutover's final sync from the coordinator whose spec digest
+    and state lineage are `digest` and `lineage` ("": it would take it), without claiming the
+    lineage: what a coordinator asks before it powers a source off (remote.Remote.refusal),
+    so a spec edited since the agents started is refused with the source still on (break-it
+    12m F6), not by the agent after the power-off."""
+    step = "cutover's final sync"
+    if digest != agent.spec_digest:
+        return _spec_refusal(agent, digest, step)
+    if not lineage:
+        return _no_lineage(agent, step)
+    try:
+        served = Served.serving(agent)
+    except OSError as exc:
+        return f"agent {agent.name} refused the {step}: its state lineage record: {brief(exc)}"
+    if served in ("", lineage):
+        return ""
+    return _other_lineage(agent, lineage, served, step)
 
 
 def _register(app: Celery, agent: Agent, name: str) -> None:
@@ -393,10 +426,7 @@ def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
     go: the state lineage is `_lineage_refusal`'s, claimed last), naming the step (STEPS)."""
     step = STEPS[task]
     if digest != agent.spec_digest:
-        return (
-            f"agent {agent.name} refused the {step}: the coordinator's spec (digest {digest[:12]}) "
-            f"differs from the agent's ({agent.spec_digest[:12]}): start both with the same spec"
-        )
+        return _spec_refusal(agent, digest, step)
     if job.get("host_id") != agent.host_id:
         return (
             f"agent {agent.name} (server {agent.host_id}) refused a {step} for server "
@@ -406,6 +436,13 @@ def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
 
 
 LINEAGE_FILE = "lineage"  # in an agent's checkpoint directory: the state lineage it serves
+
+
+def _spec_refusal(agent: Agent, digest: str, step: str) -> str:
+    return (
+        f"agent {agent.name} refused the {step}: the coordinator's spec (digest {digest[:12]}) "
+        f"differs from the agent's ({agent.spec_digest[:12]}): start both with the same spec"
+    )
 
 
 def default_checkpoints(host_name: str, env: Mapping[str, str] | None = None) -> Path:
@@ -443,6 +480,15 @@ class Served:
             return lineage
 
     @classmethod
+    def serving(cls, agent: Agent) -> str:
+        """The lineage `agent` serves, "" when none yet (nothing recorded). Raises OSError."""
+        with cls._lock:
+            if agent.checkpoints is None:
+                return agent.served.get("lineage", "")
+            path = agent.checkpoints / LINEAGE_FILE
+            return path.read_text().strip() if path.exists() else ""
+
+    @classmethod
     def forget(cls, checkpoints: Path) -> str:
         """Forget the lineage the agent of `checkpoints` serves (its next task's is recorded);
         returns it ("" when none was recorded). Raises OSError."""
@@ -458,16 +504,24 @@ def _lineage_refusal(agent: Agent, lineage: str, task: str) -> str:
     it; the first task's lineage is the one it serves from then on)."""
     step = STEPS[task]
     if not lineage:
-        return (
-            f"agent {agent.name} refused the {step}: the coordinator sent no state lineage (an "
-            "older ferry): run the same ferry version on the coordinator and the agents"
-        )
+        return _no_lineage(agent, step)
     try:
         served = Served.claim(agent, lineage)
     except OSError as exc:
         return f"agent {agent.name} refused the {step}: its state lineage record: {brief(exc)}"
     if served == lineage:
         return ""
+    return _other_lineage(agent, lineage, served, step)
+
+
+def _no_lineage(agent: Agent, step: str) -> str:
+    return (
+        f"agent {agent.name} refused the {step}: the coordinator sent no state lineage (an "
+        "older ferry): run the same ferry version on the coordinator and the agents"
+    )
+
+
+def _other_lineage(agent: Agent, lineage: str, served: str, step: str) -> str:
     return (
         f"agent {agent.name} refused the {step}: the coordinator's state (lineage {lineage}) "
         f"is not the one this agent serves (lineage {served}): apply with that state, or, "

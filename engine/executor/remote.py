@@ -79,6 +79,9 @@ STEPS = {TASK: "copy", COMPARE_TASK: "compare", CONVERT_TASK: "conversion"}  # w
 PASSWORD_ENV = "FERRY_BROKER_PASSWORD"
 TIMEOUT = 300.0  # seconds an agent may be silent (default of execution.timeout)
 ASK_TIMEOUT = 2.0  # seconds a coordinator re-placing a VM waits for the agents' answers
+# the agents' remote-control command a coordinator asks before a cutover's power-off
+# (agent.refusal_of): {"ok": why the agent would refuse this coordinator's tasks, "" if not}
+ACCEPTS = "ferry_accepts"
 NODE_PREFIX = "ferry-agent-"  # an agent's Celery node name: ferry-agent-<HOST>@<machine>
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
 WAIT_NOTICE = 5.0  # seconds a copy waits for an agent before the apply says it waits
@@ -261,6 +264,38 @@ class Remote:
             raise AgentError(f"cannot ask the agents on the broker: {brief(exc)}") from exc
         finally:
             app.close()
+
+    def refusal(self, host_name: str, timeout: float = ASK_TIMEOUT) -> str | None:
+        """Why the agent of `host_name` would refuse this coordinator's tasks (its spec digest
+        or the state lineage it serves differ: agent.refusal_of), "" when it would take them,
+        None when no agent of the host answers within `timeout` seconds (Celery's remote
+        control, one broadcast to that host's nodes). An agent of an older ferry, which does
+        not know the command, is refused with a line. Raises AgentError when the broker cannot
+        be reached."""
+        app = make_app(self.broker)
+        try:
+            replies = app.control.broadcast(
+                ACCEPTS,
+                arguments={"digest": self.spec_digest, "lineage": self.lineage},
+                reply=True,
+                timeout=timeout,
+                limit=1,
+                pattern=f"{NODE_PREFIX}{host_name}@*",
+                matcher="glob",
+            )
+        except BROKER_ERRORS as exc:
+            raise AgentError(f"cannot ask the agents on the broker: {brief(exc)}") from exc
+        finally:
+            app.close()
+        for reply in replies or ():
+            for node, answer in reply.items():
+                if isinstance(answer, dict) and isinstance(answer.get("ok"), str):
+                    return str(answer["ok"])
+                return (
+                    f"agent {node} does not answer ferry's checks ({brief(Exception(answer))}): "
+                    "run the same ferry version on the coordinator and the agents"
+                )
+        return None
 
     def _run(
         self,

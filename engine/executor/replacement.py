@@ -12,6 +12,7 @@ from engine.addresses import Address
 from engine.errors import (
     AgentError,
     FerryError,
+    StoppedError,
     one_line,
 )
 from engine.executor.applier_base import ApplierBase
@@ -138,6 +139,42 @@ class Placement(ApplierBase):
         if self.answered is None or now - self.answered[0] > ANSWERS_KEPT:
             self.answered = (now, self.ctx.remote.answering())
         return self.answered[1]
+
+    def ready_agent(self, vm: str) -> None:
+        """Before a cutover powers `vm`'s source off (agents only: execution.broker): the agent
+        of the host that runs its final sync and conversion takes this apply's tasks (the same
+        spec digest, the state lineage it serves or none yet), so a spec edited since the
+        agents started (break-it 12m F6) or another state's agent is refused with the source
+        on, not by the agent after the power-off. An agent that does not answer (restarting) is
+        waited for up to execution.timeout seconds, said once. Raises AgentError (nothing was
+        powered off) or StoppedError (Ctrl-C while waiting)."""
+        if self.ctx.remote is None:
+            return
+        remote = self.ctx.remote.of_state(self.lineage)  # as each of its tasks carries it
+        host_name = self.host_for(vm)[0]
+        deadline = time.monotonic() + remote.broker.timeout
+        said = False
+        while (why := remote.refusal(host_name)) is None:
+            if self.ctx.stop.is_set():
+                raise StoppedError(f"{Address('vm', vm)}: stopped before the power-off")
+            if time.monotonic() >= deadline:
+                raise AgentError(
+                    f"{Address('vm', vm)}: the agent of conversion host {host_name} did not "
+                    f"answer for {remote.broker.timeout:.0f} s (execution.timeout): nothing was "
+                    f"powered off, the source is left as it was; is `ferry agent --host "
+                    f"{host_name}` running with this spec and broker?"
+                )
+            if not said:
+                said = True
+                self.ctx.say(
+                    vm,
+                    f"{Address('vm', vm)}: waiting for the agent of conversion host {host_name} "
+                    "to answer before the power-off",
+                )
+        if why:
+            raise AgentError(
+                f"{Address('vm', vm)}: {why}; nothing was powered off, the source is left as it was"
+            )
 
     def host_of(self, change: Change) -> str:
         """The conversion host a change runs on: a copy's, compare's (volume) or conversion's

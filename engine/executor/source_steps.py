@@ -94,6 +94,7 @@ class SourceSteps(VolumeSteps):
             left = "nothing was powered off, the source is left as it was"
             self.cutover.go_ahead(name, "the power-off", left)  # and again right before it
             self.ready_volumes(name)  # nothing after the power-off may wait on a stuck volume
+            self.ready_agent(name)  # nor be refused by its agent (another spec or state)
             self.cutover.ready_destination(name)  # nor fail on a port or flavor gone since
             self._probe_reader(name, vm, parse_disks(list(devices or [])))  # nor on the reader
             self.cutover.power_off_source(name, vm, power)

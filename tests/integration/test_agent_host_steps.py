@@ -75,7 +75,11 @@ def test_a_compare_and_a_conversion_run_on_the_agent_of_the_vms_placed_host(
         record = store.read().resources[DISK].attributes  # the compare's record
         store.close()
         assert record["last_verify"]["change_id"] == record["change_id"], record
-        stop(STARTED.pop())  # the cutover's spec has another digest: its own agent
+        # the cutover's spec has another digest: the agent still running would refuse its
+        # final sync, so the apply stops before the power-off (break-it 12m F6)
+        refused_before_the_power_off(ferry(lab, "apply", str(cutover), "--auto-approve", "--json"))
+        marks["refused cutover"] = time.monotonic() - began - sum(marks.values())
+        stop(STARTED.pop())  # its own agent
         start_agent(lab, cutover, log, host=HOSTS[1])
         converted = stopped_mid_conversion(lab, cutover)
         marks["agent + cutover"] = time.monotonic() - began - sum(marks.values())
@@ -105,6 +109,20 @@ def compared_on_the_agent(events: list[dict[str, Any]], agent_log: str, volume_i
     assert [e["address"] for e in events if e["event"] == "verified"] == [DISK]
     assert f"compare volume {volume_id}" in agent_log, agent_log[-3000:]
     assert len(re.findall(r"Task ferry\.compare\[[^]]+\] succeeded", agent_log)) == 1
+
+
+def refused_before_the_power_off(refused: Any) -> None:
+    """The cutover asked the placed host's agent, started with the replicate spec, before the
+    power-off: refused in one line naming both digests, no snapshot taken, nothing powered
+    off."""
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    said = steps(events_of(refused.stdout))
+    assert not any("snapshot" in m or "powered off" in m for m in said), said
+    assert (
+        f"vm.{VM}: agent {HOSTS[1]} refused the cutover's final sync: the coordinator's spec "
+        "(digest " in refused.stdout + refused.stderr
+    ), refused.stdout[-3000:] + refused.stderr
+    assert "nothing was powered off, the source is left as it was" in refused.stdout
 
 
 def stopped_mid_conversion(lab: Lab, spec: Path) -> list[dict[str, Any]]:

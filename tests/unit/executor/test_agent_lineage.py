@@ -132,3 +132,55 @@ def test_the_coordinator_sends_its_states_lineage(monkeypatch: pytest.MonkeyPatc
     coordinator = Remote(broker, "a" * 64, lineage=A)
     coordinator.sync("conv-01", SyncJob("vol-1", "server-1", {}), remote.Callbacks(), print)
     assert sent == [[SyncJob("vol-1", "server-1", {}).to_json(), "a" * 64, A]]
+
+
+def test_asked_before_a_power_off_the_agent_says_why_it_would_refuse_and_claims_nothing(
+    tmp_path: Path,
+) -> None:
+    """Break-it 12m F6: the coordinator asks the placed host's agent (remote.Remote.refusal, a
+    Celery control command) before a cutover's power-off; the answer is the refusal its task
+    would get, and asking binds no lineage."""
+    agent = _agent(tmp_path)
+    assert agent_module.refusal_of(agent, "a" * 64, A) == ""
+    assert not (tmp_path / LINEAGE_FILE).exists()  # asked, not claimed
+    assert agent_module.refusal_of(agent, "b" * 64, A) == (
+        "agent conv-01 refused the cutover's final sync: the coordinator's spec (digest "
+        "bbbbbbbbbbbb) differs from the agent's (aaaaaaaaaaaa): start both with the same spec"
+    )
+    assert "sent no state lineage" in agent_module.refusal_of(agent, "a" * 64, "")
+    (tmp_path / LINEAGE_FILE).write_text(A + "\n")
+    assert agent_module.refusal_of(agent, "a" * 64, A) == ""
+    assert f"is not the one this agent serves (lineage {A})" in agent_module.refusal_of(
+        agent, "a" * 64, B
+    )
+    memory = _agent(None)  # no checkpoint directory: the lineage served in memory
+    assert agent_module.refusal_of(memory, "a" * 64, B) == "" and memory.served == {}
+
+
+def test_the_coordinator_reads_the_agents_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[dict[str, Any]] = []
+    replies: list[list[dict[str, Any]]] = [
+        [{"ferry-agent-conv-01@box": {"ok": ""}}],
+        [{"ferry-agent-conv-01@box": {"ok": "agent conv-01 refused the cutover's final sync"}}],
+        [],
+        [{"ferry-agent-conv-01@box": {"error": "No such command"}}],
+    ]
+
+    class App:
+        class control:  # noqa: N801 - Celery's attribute name
+            @staticmethod
+            def broadcast(command: str, **kwargs: Any) -> list[dict[str, Any]]:
+                asked.append({"command": command, **kwargs})
+                return replies.pop(0)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(remote, "make_app", lambda _broker: App())
+    coordinator = Remote(Broker("amqp://ferry@localhost/ferry", "pw"), "a" * 64, lineage=A)
+    assert coordinator.refusal("conv-01") == ""
+    assert asked[0]["arguments"] == {"digest": "a" * 64, "lineage": A}
+    assert asked[0]["pattern"] == "ferry-agent-conv-01@*" and asked[0]["limit"] == 1
+    assert coordinator.refusal("conv-01") == "agent conv-01 refused the cutover's final sync"
+    assert coordinator.refusal("conv-01") is None  # no agent of the host answered
+    assert "run the same ferry version" in str(coordinator.refusal("conv-01"))
