@@ -3,47 +3,75 @@ code 1. Imported by engine.cli.app once its signal handlers are in place (this t
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Annotated
 
 import typer
-from keystoneauth1 import exceptions as ksa_exc
 from typer import Abort
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from engine import __version__
-from engine.cli.agent import agent
-from engine.cli.apply import apply
-from engine.cli.discover import discover
-from engine.cli.graph import graph
-from engine.cli.lab import app as lab_app
-from engine.cli.plan import plan
-from engine.cli.report import report
-from engine.cli.show import show
-from engine.cli.spec import validate
-from engine.cli.state import app as state_app
 from engine.errors import FerryError, InvalidSpecError, one_line
-from engine.providers.openstack.retry import unreachable
 
-app = typer.Typer(
+_app = typer.Typer(
     name="ferry",
     help="Declarative plan-and-apply migration of VMware vSphere VMs to OpenStack.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(lab_app, name="lab")
-app.add_typer(state_app, name="state")
-app.command()(validate)
-app.command()(discover)
-app.command()(plan)
-app.command()(apply)
-app.command()(show)
-app.command()(graph)
-app.command()(report)
-app.command()(agent)
+# name → (module, attribute, whether it is a group of commands), in `ferry --help`'s order. A
+# command line naming one imports only that one's module: `ferry plan` does not import the
+# agent's Celery nor the lab's tooling (about a third of the CLI's start-up).
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "lab": ("engine.cli.lab", "app", True),
+    "state": ("engine.cli.state", "app", True),
+    "validate": ("engine.cli.spec", "validate", False),
+    "discover": ("engine.cli.discover", "discover", False),
+    "plan": ("engine.cli.plan", "plan", False),
+    "apply": ("engine.cli.apply", "apply", False),
+    "show": ("engine.cli.show", "show", False),
+    "graph": ("engine.cli.graph", "graph", False),
+    "report": ("engine.cli.report", "report", False),
+    "agent": ("engine.cli.agent", "agent", False),
+    "version": ("engine.cli.commands", "version", False),
+}
+_registered: set[str] = set()
 
 
-@app.command()
+def register(names: list[str] | None = None) -> typer.Typer:
+    """The application with the commands `names` registered (None: all of them, as `ferry
+    --help` lists them); each is imported and registered once. Returns it."""
+    for name in COMMANDS if names is None else names:
+        if name in _registered:
+            continue
+        module, attribute, group = COMMANDS[name]
+        command = getattr(importlib.import_module(module), attribute)
+        if group:
+            _app.add_typer(command, name=name)
+        else:
+            _app.command()(command)
+        _registered.add(name)
+    return _app
+
+
+def _named(args: list[str]) -> list[str] | None:
+    """The one command a command line names (its first argument), none for `--version`, None
+    when it names none of them (`--help`, a mistyped name: every command registered, so help
+    and errors list all)."""
+    if args[:1] == ["--version"]:
+        return []
+    return [args[0]] if args[:1] and args[0] in COMMANDS else None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`app`: the application with every command (the tests, the CLI's reference docs)."""
+    if name == "app":
+        return register()
+    raise AttributeError(name)
+
+
 def version() -> None:
     """Print ferry's version."""
     typer.echo(__version__)
@@ -55,7 +83,7 @@ def _print_version(given: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _options(
     _version: Annotated[
         bool,
@@ -73,7 +101,7 @@ def _options(
 def run() -> int:
     """The command `sys.argv` names; its exit code (see engine.cli.app.main)."""
     try:
-        code = app(standalone_mode=False, prog_name="ferry")
+        code = register(_named(sys.argv[1:]))(standalone_mode=False, prog_name="ferry")
     except NoArgsIsHelpError as exc:
         exc.show()  # `ferry` alone, or a group without its command: the help
         return exc.exit_code
@@ -90,10 +118,28 @@ def run() -> int:
     except FerryError as exc:
         typer.echo(f"error: {one_line(str(exc))}", err=True)
         return 1
-    except ksa_exc.ConnectionError as exc:  # a cloud API down where no step wraps the call
-        typer.echo(f"error: {unreachable(exc)}", err=True)
+    except Exception as exc:
+        if not _cloud_unreachable(exc):
+            raise
+        typer.echo(f"error: {_unreachable_line(exc)}", err=True)
         return 1
     return code if isinstance(code, int) else 0
+
+
+def _cloud_unreachable(exc: Exception) -> bool:
+    """A cloud API down where no step wraps the call (keystoneauth's ConnectionError); not
+    imported for a command that never loaded keystoneauth (its exception cannot be one)."""
+    if "keystoneauth1" not in sys.modules:
+        return False
+    from keystoneauth1 import exceptions as ksa_exc  # noqa: PLC0415 (loaded: see above)
+
+    return isinstance(exc, ksa_exc.ConnectionError)
+
+
+def _unreachable_line(exc: Exception) -> str:
+    from engine.providers.openstack.retry import unreachable  # noqa: PLC0415 (the error path)
+
+    return unreachable(exc)
 
 
 def _usage(exc: ClickException) -> str:

@@ -1190,7 +1190,7 @@ def test_a_cloud_api_refusing_connections_is_one_line(
     def down(**_: object) -> int:
         raise ksa_exc.ConnectFailure(refused)
 
-    monkeypatch.setattr(commands, "app", down)
+    monkeypatch.setattr(commands, "register", lambda _names=None: down)
     monkeypatch.setattr(sys, "argv", ["ferry", "plan", "spec.yaml"])
     assert _run() == 1
     _, err = capsys.readouterr()
