@@ -29,9 +29,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from engine.errors import StateError, UserError
 from engine.model.state import LockInfo, ResourceRecord, State
 from engine.proc import secret_env
@@ -130,6 +127,8 @@ class StateLocation:
             assert self.path is not None
             return SqliteStateStore(self.path, create=create)
         assert self.dsn is not None
+        from engine.statestore.postgres import PostgresStateStore  # noqa: PLC0415 (psycopg)
+
         return PostgresStateStore(self.dsn, schema=self.schema, display=self.display, create=create)
 
 
@@ -152,6 +151,8 @@ def locate(
     a bad FERRY_STATE_RETRY_SECONDS: said before anything is read or touched)."""
     where = _locate(spec_state, option, env)
     if where.backend == "postgres":
+        from engine.statestore.postgres import retry_seconds  # noqa: PLC0415 (psycopg)
+
         retry_seconds(env)
     return where
 
@@ -198,6 +199,9 @@ def _from_env(name: str, env: Mapping[str, str], schema: str, origin: str) -> St
 
 def describe_dsn(dsn: str, schema: str, origin: str = "") -> str:
     """user@host:port/dbname, schema — the DSN without its secrets."""
+    import psycopg  # noqa: PLC0415 (imported by a PostgreSQL state only: 0.2 s)
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
     try:
         parts = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:  # a malformed DSN: reported when connecting
@@ -213,7 +217,7 @@ def default_location(env: Mapping[str, str]) -> StateLocation:
     return locate(None, None, env)
 
 
-# The backends import this module's siblings only; importing them here, after the definitions,
-# keeps `from engine.statestore import locate` free of a cycle.
-from engine.statestore.postgres import PostgresStateStore, retry_seconds  # noqa: E402
+# The SQLite backend imports this module's siblings only; importing it here, after the
+# definitions, keeps `from engine.statestore import locate` free of a cycle. The PostgreSQL
+# backend (psycopg) is imported by a PostgreSQL state only.
 from engine.statestore.sqlite import SqliteStateStore  # noqa: E402
