@@ -148,14 +148,18 @@ def unlabeled_volume(
 ) -> tuple[Concern, ...]:
     """An error when the plan would adopt volumes ferry made for the VM's disks (output:
     volume; `found`: by disk key, origin "ferry") that this state does not record and that
-    carry no lineage, and no ferry server runs the VM (`server`: `unlabeled_beside_server`
-    says it then, once): an older ferry's state may still manage them, and a fresh state (a
-    rehearsal, a typo in --state) must not take them over without saying so (break-it 16d
-    F2). os-migrate's volumes (found by name) are adopted as before; with `--adopt-lineage
-    unlabeled` ferry's are too. Output: image adopts nothing without a server (its copies are
-    files under the state's lineage; images and their volumes only beside an adopted server:
+    carry no lineage, and no ferry server runs the VM that this state does not record
+    (`server`: `unlabeled_beside_server` says it then, once): an older ferry's state may still
+    manage them, and a fresh state (a rehearsal, a typo in --state) must not take them over
+    without saying so (break-it 16d F2); nor a state that records the VM's server but not one
+    of its disks (its record lost, or the disk added since). os-migrate's volumes (found by
+    name) are adopted as before; with `--adopt-lineage unlabeled` ferry's are too. Output:
+    image adopts nothing but beside an adopted server (its copies are files under the state's
+    lineage; images and their volumes only beside an adopted server:
     `engine.planner.diff.image.unlabeled`)."""
-    if vm.image is not None or server is not None or UNLABELED in adopt_lineages:
+    if vm.image is not None or UNLABELED in adopt_lineages:
+        return ()
+    if server is not None and str(Address("vm", vm.name, "server")) not in records:
         return ()
     ids = unlabeled_volumes(vm, records, found, origins=("ferry",))
     if not ids:
