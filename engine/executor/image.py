@@ -482,6 +482,58 @@ class ImageCutover:
             f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
         )
 
+    def _made_before(self, address: str, image_id: str, recorded: str) -> str:
+        """The volume an interrupted apply of this state made from image `image_id` for this
+        disk, to be used instead of a new one (break-it 16g L1: a re-run after Ctrl-C or a kill
+        deleted the recorded one and made it again, or made a second one beside the one it had
+        not recorded yet): `recorded` (an in-progress record's) when it is one, else the oldest
+        found by ferry's metadata (images.volumes_made) that no record names; not in error, not
+        attached. The others of this state for the disk that no other record names and nothing
+        attaches (made from an older image, in error, duplicates) are deleted. "" when there is
+        none. Raises OpenStackError."""
+        parsed = Address.parse(address)
+        uuid = self.a.uuids[parsed.name] or ""
+        found = images.volumes_made(self.a.ctx.conn, uuid, parsed.index or 0, self.a.lineage)
+        named = {
+            str(r.attributes.get("volume_id"))
+            for a, r in self._records().items()
+            if a != address and r.attributes.get("volume_id")
+        }
+        free = [v for v in found if str(v.id) not in named and not (v.attachments or [])]
+        usable = [
+            v
+            for v in free
+            if images.made_from(v) == image_id and v.status not in volumes.VOLUME_FAILED
+        ]
+        chosen = next((v for v in usable if str(v.id) == recorded), None) or next(
+            iter(usable), None
+        )
+        for left in (v for v in free if v is not chosen):
+            self.a.ctx.say(
+                parsed.name,
+                f"{address}: volume {left.id} an interrupted apply made ({left.status}, from image "
+                f"{images.made_from(left) or '?'}) is deleted",
+            )
+            failed = left.status in volumes.VOLUME_FAILED  # else awaited: Cinder deletes no
+            self.a._delete_volume(str(left.id), "error" if failed else "available")  # copying one
+        return str(chosen.id) if chosen is not None else ""
+
+    def _resumed(self, address: str, after: dict[str, Any], volume_id: str, image_id: str) -> None:
+        """The volume an interrupted apply made from the image (`_made_before`) recorded, then
+        waited for until Cinder has copied the image into it (available), and recorded made.
+        Raises OpenStackError (it went to error: the next apply deletes it, makes a new one)."""
+        attrs = {**after, "volume_id": volume_id}
+        self.a._write([ResourceRecord(address, "image_volume", Status.IN_PROGRESS, attrs)], [])
+        began = time.monotonic()
+        volumes.wait_volume(self.a.ctx.conn, volume_id, "available", timeout=3600.0)
+        attrs["image_id"] = image_id
+        self.a._write([ResourceRecord(address, "image_volume", Status.READY, attrs)], [])
+        self.a.ctx.say(
+            Address.parse(address).name,
+            f"{address}: volume {volume_id} an interrupted apply made from image {image_id} "
+            f"found and used (not made again; waited {duration(time.monotonic() - began)})",
+        )
+
     def _adopted(self, change: Change, kind: str, id_key: str) -> None:
         """An image or a volume made from one, found by ferry's metadata beside the server a
         lost state adopts (engine.planner.diff.image.adopts): this state's lineage stamped on it
@@ -584,9 +636,10 @@ class ImageCutover:
         )
 
     def volume(self, change: Change) -> None:
-        """A volume made from the disk's image (recorded as soon as Cinder names it: a killed
-        apply's half-made one is deleted and made again); an update sets the boot volume's image
-        metadata. Raises OpenStackError."""
+        """A volume made from the disk's image (recorded as soon as Cinder names it); one a
+        killed apply made from that image, recorded or not (`_made_before`), is waited for and
+        used instead of a second one; an update sets the boot volume's image metadata. Raises
+        OpenStackError."""
         conn = self.a.ctx.conn
         address = Address.parse(change.address)
         before = self._attrs(change.address) or dict(change.before or {})
@@ -600,17 +653,22 @@ class ImageCutover:
             self._adopted(change, "image_volume", "volume_id")
             return
         old = str(before.get("volume_id") or "")
-        if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE) or old:
+        if change.action in (Action.DELETE, Action.FORGET, Action.REPLACE):
             if old and change.action is not Action.FORGET:
                 self.a.check_owned(change.address, old, "deleted")
                 self.a._delete_volume(old)
             if change.action in (Action.DELETE, Action.FORGET):
                 self.a._write([], [change.address])
                 return
+            old = ""
         after = dict(change.after or {})
         image = self._attrs(str(after["image"]))
         if not image.get("image_id"):
             raise FerryError(f"{change.address}: {after['image']} is not uploaded")
+        found = self._made_before(change.address, str(image["image_id"]), old)
+        if found:
+            self._resumed(change.address, after, found, str(image["image_id"]))
+            return
 
         def created(volume_id: str) -> None:
             attrs = {**after, "volume_id": volume_id}

@@ -211,6 +211,7 @@ def image_changes(
         record = records.get(address)
         made = _again(simple(address, "image_volume", record, after, reason), reconvert, after)
         made = _remade(made, record, after, cloud, server)
+        made = _interrupted(vm, key, made, record, cloud)
         if adopting and record is None:
             made = _adopt_volume(vm, key, made, cloud)
         if n == 0:  # Nova boots by the boot volume's image metadata
@@ -219,6 +220,42 @@ def image_changes(
             made = recorded_image_volume(made, record, image_record, image_properties(vm), cinder)
         out.append(made)
     return out
+
+
+def _interrupted(
+    vm: DesiredVM,
+    key: int,
+    made: Change,
+    record: ResourceRecord | None,
+    cloud: Destination | None,
+) -> Change:
+    """A volume to make from disk `key`'s image that an interrupted apply of this state began
+    (its record in progress, or a volume of this state's lineage for the disk found by ferry's
+    metadata that nothing records nor attaches: killed before the record): the reason says it
+    is used when it was made from the image this apply uses, not made again (the apply:
+    engine.executor.image, break-it 16g L1)."""
+    if made.action is not Action.CREATE or vm.image is None or not vm.image.lineage:
+        return made
+    recorded = record is not None and record.status is Status.IN_PROGRESS
+    began = str(record.attributes.get("volume_id") or "") if recorded and record else ""
+    listed = (cloud.volumes_from_images or ()) if cloud is not None else ()
+    found = [
+        v.id
+        for v in listed
+        if v.vm_uuid == vm.source.instance_uuid
+        and v.disk_key == key
+        and v.lineage == vm.image.lineage
+        and not v.server_ids
+    ]
+    ids = ([began] if began else []) + [i for i in found if i != began]
+    if not ids:
+        return made
+    what = f"volume {ids[0]}" if len(ids) == 1 else f"volumes {', '.join(ids)}"
+    return replace(
+        made,
+        reason=f"{made.reason}: an interrupted apply began {what}; one made from the image this "
+        "apply uses is waited for and used, not made again (others are deleted)",
+    )
 
 
 def adopts(vm: DesiredVM, records: Mapping[str, ResourceRecord], cloud: Destination | None) -> bool:

@@ -304,6 +304,41 @@ def delete(conn: Any, image_ids: list[str]) -> None:
         transient(gone, f"deleting image {image_id}")
 
 
+# a volume made from one of ferry's images names the image it was made from (its own metadata:
+# Cinder sets the volume's image metadata only once the image is copied into it)
+IMAGE_KEY = "ferry_image_id"
+GOING = ("deleting", "error_deleting")  # a volume on its way out: never found as made
+
+
+def volumes_made(conn: Any, vm_uuid: str, disk_key: int, lineage: str) -> list[Any]:
+    """The volumes ferry state `lineage` made from its images for one disk of a VM (metadata
+    ferry_image_vm, ferry_image_disk and ferry_state), whatever their status but those being
+    deleted, oldest first. Raises OpenStackError."""
+
+    def listed() -> list[Any]:
+        return list(conn.block_storage.volumes(details=True))
+
+    found = [
+        v
+        for v in transient(listed, f"listing the volumes made for VM {vm_uuid}")
+        if (v.metadata or {}).get("ferry_image_vm") == vm_uuid
+        and str((v.metadata or {}).get("ferry_image_disk")) == str(disk_key)
+        and (v.metadata or {}).get(STATE_KEY) == lineage
+        and v.status not in GOING
+    ]
+    return sorted(found, key=lambda v: str(getattr(v, "created_at", "") or ""))
+
+
+def made_from(volume: Any) -> str | None:
+    """The id of the Glance image a volume ferry made was made from: its ferry_image_id
+    metadata (set at its creation), else Cinder's image metadata (set once the copy is done:
+    a volume an older ferry made); None when neither says."""
+    meta = getattr(volume, "metadata", None) or {}
+    copied = getattr(volume, "volume_image_metadata", None) or {}
+    found = meta.get(IMAGE_KEY) or copied.get("image_id")
+    return str(found) if found else None
+
+
 def volume_from_image(
     conn: Any,
     image_id: str,
@@ -315,15 +350,16 @@ def volume_from_image(
     created: Callable[[str], None] = lambda _: None,
     timeout: float = 3600.0,
 ) -> str:
-    """A new volume holding the image, available; its id (given to `created` as soon as Cinder
-    names it, before the copy). Raises OpenStackError."""
+    """A new volume holding the image, available, its metadata `metadata` and IMAGE_KEY (the
+    image's id: what a killed apply's next run finds it by, `volumes_made`); its id (given to
+    `created` as soon as Cinder names it, before the copy). Raises OpenStackError."""
     try:
         volume = conn.block_storage.create_volume(
             name=name,
             size=size_gib,
             volume_type=volume_type,
             image_id=image_id,
-            metadata=dict(metadata),
+            metadata={**metadata, IMAGE_KEY: image_id},
         )
     except os_exc.SDKException as exc:
         raise OpenStackError(

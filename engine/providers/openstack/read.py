@@ -267,7 +267,8 @@ def volumes_from_images(volumes: Iterable[Any]) -> tuple[ObservedImageVolume, ..
         key = str(meta.get("ferry_image_disk", ""))
         if not meta.get("ferry_image_vm") or not key.isdigit():
             continue
-        made_from = (image_metadata(volume) or {}).get("image_id")
+        # Cinder's image metadata once the image is copied in; ferry's own from the create on
+        made_from = (image_metadata(volume) or {}).get("image_id") or meta.get("ferry_image_id")
         servers = [str(a.get("server_id") or "") for a in volume.attachments or ()]
         out.append(
             ObservedImageVolume(

@@ -97,7 +97,12 @@ def test_a_volume_made_from_an_image_carries_this_states_lineage(tmp_path: Path)
     applier.images.volume(Change(VOLUME.address, "image_volume", Action.CREATE, "", None, after))
     lineage = applier.ctx.store.read().lineage
     assert cloud.created == [
-        {"ferry_image_vm": "u1", "ferry_image_disk": "2000", "ferry_state": lineage}
+        {
+            "ferry_image_vm": "u1",
+            "ferry_image_disk": "2000",
+            "ferry_state": lineage,
+            "ferry_image_id": "img-1",  # what a killed apply's next run finds it by
+        }
     ]
 
 
