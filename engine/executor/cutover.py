@@ -32,7 +32,10 @@ from engine.executor.settle import Settle
 from engine.executor.source_off import SourceOff
 from engine.model.plan import Action, Change
 from engine.model.state import RECORDED_HOST, ResourceRecord, Status
+from engine.planner.diff.lineage import LABEL
+from engine.planner.diff.volumes import FOUND_LINEAGE
 from engine.providers.openstack import compute, volumes
+from engine.providers.openstack.read import handed
 from engine.units import duration
 
 
@@ -77,10 +80,21 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
     # -- ports ----------------------------------------------------------------------------------
 
     def port(self, change: Change) -> None:
+        """The NIC's port: made (or this state's own, a killed apply's, reused; one the plan
+        adopts, found unlabelled or of a state --adopt-lineage names, relabelled), labelled with
+        this state's lineage (an older ferry's recorded port), or deleted. A recorded port that
+        another ferry state manages now is not deleted. Raises OpenStackError."""
         address = Address.parse(change.address)
+        before = self._attrs(change.address) or dict(change.before or {})
+        if change.action in (Action.DELETE, Action.REPLACE) and before.get("port_id"):
+            self._check_port_owned(change.address, str(before["port_id"]))
         if self._torn_down(change, "port_id", compute.delete_port):
             return
         after = dict(change.after or {})
+        if change.action is Action.UPDATE and after.pop(LABEL, None):
+            self._label_port(change.address, before)
+            return
+        adopts = after.pop(FOUND_LINEAGE, None)
         port, created = compute.ensure_port(
             self.ctx.conn,
             compute.PortSpec(
@@ -92,6 +106,8 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
                 subnet=after.get("subnet"),
                 fixed_ip=after.get("fixed_ip"),
                 security_groups=tuple(after.get("security_groups") or ()),
+                lineage=self.a.lineage,
+                adopts=None if adopts is None else str(adopts),
             ),
         )
         self.a._write(
@@ -102,6 +118,27 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
             address.name,
             f"{change.address}: port {port.id} with MAC {after['mac']} "
             + ("created" if created else "found and reused"),
+        )
+
+    def _check_port_owned(self, address: str, port_id: str) -> None:
+        """Right before a step deletes a port this state records: its description's ferry_state
+        must name this state (or none). Raises OpenStackError; nothing is deleted."""
+        other = compute.port_lineage(self.ctx.conn, port_id)
+        if other and self.a.lineage and other != self.a.lineage:
+            raise OpenStackError(
+                f"{address}: {handed('port', port_id, other, 'deleted')}; plan again (a new "
+                "plan never deletes it)"
+            )
+
+    def _label_port(self, address: str, before: dict[str, Any]) -> None:
+        """Stamp this state's lineage on a port it records that carries none (made by an older
+        ferry: engine.planner.diff.lineage), description only. Raises OpenStackError."""
+        port_id = str(before["port_id"])
+        compute.label_port(self.ctx.conn, port_id, self.a.lineage)
+        self.a._write([ResourceRecord(address, "port", Status.READY, before)], [])
+        self.ctx.say(
+            Address.parse(address).name,
+            f"{address}: port {port_id} labelled with this state's lineage",
         )
 
     # -- flavor ---------------------------------------------------------------------------------

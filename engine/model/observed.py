@@ -262,6 +262,9 @@ class ObservedPort:
     owner: str = ""  # device_owner: compute:nova, network:dhcp, ...; "" when unbound
     nic: int | None = None  # the source NIC ferry made it for (its description); None: unknown
     device: str = ""  # device_id: the server it is bound to; "" when unbound
+    # the ferry state that manages it (its description's ferry_state); None: none said (made by
+    # an older ferry, or not ferry's)
+    lineage: str | None = None
 
 
 @dataclass(frozen=True)

@@ -133,15 +133,15 @@ def hydrate(case: dict[str, Any]) -> tuple[Inventory, Destination, State]:
 
 
 def made_by_this_ferry(d: dict[str, Any], recorded: State) -> Destination:
-    """A case's destination whose volumes, volumes made from images and images that the state
-    records carry the state's lineage unless the case gives theirs (`lineage`, or an image's
-    `ferry_state` property; `lineage: null`: none, made by an older ferry): this ferry stamps
-    it on every object it makes, so a recorded object without one is an older ferry's, which
-    the plan labels (engine.planner.diff.lineage)."""
+    """A case's destination whose volumes, volumes made from images, images and ports that the
+    state records carry the state's lineage unless the case gives theirs (`lineage`, or an
+    image's `ferry_state` property; `lineage: null`: none, made by an older ferry): this ferry
+    stamps it on every object it makes, so a recorded object without one is an older ferry's,
+    which the plan labels (engine.planner.diff.lineage)."""
     ids = {
         str(r.attributes.get(k))
         for r in recorded.resources.values()
-        for k in ("volume_id", "image_id")
+        for k in ("volume_id", "image_id", "port_id")
         if r.attributes.get(k)
     }
 
@@ -155,7 +155,7 @@ def made_by_this_ferry(d: dict[str, Any], recorded: State) -> Destination:
         return {**found, "lineage": recorded.lineage}
 
     d = dict(d)
-    for key in ("volumes", "volumes_from_images", "images"):
+    for key in ("volumes", "volumes_from_images", "images", "ports"):
         if key in d:
             d[key] = [stamp(v) for v in d[key]]
     if "images" in d:  # `lineage: null` on an image: none (its properties hold no ferry_state)

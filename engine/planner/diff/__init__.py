@@ -20,7 +20,7 @@ from engine.model.observed import Destination, ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import RECORDED_HOST, ResourceRecord, State
 from engine.planner import osmigrate
-from engine.planner.diff import image, lineage, properties
+from engine.planner.diff import image, lineage, ports, properties
 from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
 from engine.planner.diff.backout import (
     back_to_replicate,
@@ -245,6 +245,7 @@ def vm_changes(
             for c in cutover
         ]
         out += image.cutover(vm, records, cutover, cloud) if vm.image is not None else cutover
+        out = ports.adopted(vm, out, records, cloud, state.lineage)
     out = lineage.labelled(out, records, cloud, state.lineage)
     return out + back_to_replicate(vm, records, server)
 
@@ -369,14 +370,21 @@ def diff(
                 vm,
                 records,
                 server,
-                _unlabeled(vm, records, found_volumes(vm, observed), data.destination),
+                _unlabeled(vm, records, found_volumes(vm, observed), data.destination)
+                + _bare_ports(vm, records, data, refused),
                 data.adopt_lineages,
             )
             + lineage.unlabeled_volume(
-                vm, records, server, found_volumes(vm, observed), data.adopt_lineages
+                vm,
+                records,
+                server,
+                found_volumes(vm, observed),
+                data.adopt_lineages,
+                ports=_bare_ports(vm, records, data, refused),
             )
             + (not_verified(vm, vm_list) if data.verify else ())
         )
+        concerns = _other_states_ports(vm, records, data, refused, concerns)
         spends = data.targeted is None or vm.name in data.targeted
         if spends and not any(c.level is ConcernLevel.ERROR for c in concerns):
             concerns += budget.take(demand(vm, vm_list, data.destination))
@@ -410,6 +418,39 @@ def _unlabeled(
     if vm.image is not None:
         return image.unlabeled(vm, records, cloud)
     return lineage.unlabeled_volumes(vm, records, found)
+
+
+def _bare_ports(
+    vm: DesiredVM, records: Mapping[str, ResourceRecord], data: DiffInput, refused: bool
+) -> tuple[str, ...]:
+    """The ids of the ports ferry made for the VM's NICs that this state does not record and
+    that carry no lineage (ports.unlabeled): a cutover VM's (a replicate one makes none), and
+    none beside a server ferry does not take (`refused`: server-not-from-replica says it)."""
+    if vm.mode not in CUTOVER_MODES or refused:
+        return ()
+    return ports.unlabeled(vm, records, data.destination)
+
+
+def _other_states_ports(
+    vm: DesiredVM,
+    records: Mapping[str, ResourceRecord],
+    data: DiffInput,
+    refused: bool,
+    concerns: tuple[Concern, ...],
+) -> tuple[Concern, ...]:
+    """`concerns` with the found ports of the VM's NICs another ferry state manages
+    (ports.of_other_states: they join that state's volume or image error, or have their own),
+    for a cutover VM whose found server ferry takes (`refused`: not)."""
+    if vm.mode not in CUTOVER_MODES or refused:
+        return concerns
+    return ports.of_other_states(
+        vm,
+        records,
+        data.destination,
+        data.state.lineage,
+        data.adopt_lineages,
+        concerns=concerns,
+    )
 
 
 def _attachment_repairs(

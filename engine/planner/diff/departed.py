@@ -274,7 +274,7 @@ def _handed(
     """("image", "volume" or "server", its id, the lineage of the other ferry state that
     manages it) when `record` names a volume, image or server in `handed` (a server: one that
     runs on that state's volumes or images); else None."""
-    what = {"image": "image", "server": "server"}.get(record.kind, "volume")
+    what = {"image": "image", "server": "server", "port": "port"}.get(record.kind, "volume")
     object_id = str(record.attributes.get(f"{what}_id") or "")
     other = (handed or {}).get(object_id) if object_id else None
     return (what, object_id, other) if other is not None else None
@@ -365,15 +365,17 @@ def destroy_concerns(
 
 
 def handed_objects(destination: Destination, lineage: str) -> dict[str, str]:
-    """Volume or image id → lineage, for ferry's volumes (those it copies into and, output:
-    image, those it makes from its images) and Glance images whose `ferry_state` names a ferry
-    state other than this one (`lineage`); a state not written yet ("") manages none."""
+    """Volume, image or port id → lineage, for ferry's volumes (those it copies into and,
+    output: image, those it makes from its images), Glance images and ports (their
+    description's) whose `ferry_state` names a ferry state other than this one (`lineage`); a
+    state not written yet ("") manages none."""
     if not lineage:
         return {}
     found = [
         *((v.id, v.lineage) for v in destination.volumes),
         *((v.id, v.lineage) for v in destination.volumes_from_images or ()),
         *((i.id, i.lineage) for i in (destination.images or {}).values()),
+        *((p.id, p.lineage) for p in destination.ports if p.vm_uuid),  # break-it 16g L4
     ]
     return {i: other for i, other in found if other and other != lineage}
 

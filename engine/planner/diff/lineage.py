@@ -31,13 +31,20 @@ LABEL_REASON = "label with this state's lineage (made by an older ferry)"
 # a volume copy labels what it writes: its sync stamps the lineage (nothing more to plan)
 SYNC_LABELS = "the sync labels it with this state's lineage (made by an older ferry)"
 # record kind → the id key of the cloud object it names
-LABELLED_KINDS = {"image": "image_id", "image_volume": "volume_id", "volume": "volume_id"}
+LABELLED_KINDS = {
+    "image": "image_id",
+    "image_volume": "volume_id",
+    "volume": "volume_id",
+    "port": "port_id",  # its description's ferry_state (break-it 16g L4)
+}
 
 
 def cloud_lineages(cloud: Destination) -> dict[str, str | None]:
     """Object id → its `ferry_state` (None: none set) for ferry's images, volumes made from
-    them and volumes, as refresh read them (an object not read is not listed)."""
+    them, volumes and ports (those its description says ferry made), as refresh read them (an
+    object not read is not listed)."""
     return {
+        **{p.id: p.lineage for p in cloud.ports if p.vm_uuid},
         **{v.id: v.lineage for v in cloud.volumes},
         **{v.id: v.lineage for v in cloud.volumes_from_images or ()},
         **{i.id: i.lineage for i in (cloud.images or {}).values() if i.status == "active"},
@@ -145,6 +152,8 @@ def unlabeled_volume(
     server: ObservedServer | None,
     found: Mapping[int, ObservedVolume],
     adopt_lineages: frozenset[str],
+    *,
+    ports: tuple[str, ...] = (),
 ) -> tuple[Concern, ...]:
     """An error when the plan would adopt volumes ferry made for the VM's disks (output:
     volume; `found`: by disk key, origin "ferry") that this state does not record and that
@@ -156,22 +165,30 @@ def unlabeled_volume(
     name) are adopted as before; with `--adopt-lineage unlabeled` ferry's are too. Output:
     image adopts nothing but beside an adopted server (its copies are files under the state's
     lineage; images and their volumes only beside an adopted server:
-    `engine.planner.diff.image.unlabeled`)."""
-    if vm.image is not None or UNLABELED in adopt_lineages:
+    `engine.planner.diff.image.unlabeled`). `ports`: the ids of the ports ferry made for the
+    VM's NICs that this state does not record and that carry no lineage (either output; break-it
+    16g L4): named in the same line (unlabeled-port when there are only ports)."""
+    if UNLABELED in adopt_lineages:
         return ()
     if server is not None and str(Address("vm", vm.name, "server")) not in records:
         return ()
-    ids = unlabeled_volumes(vm, records, found, origins=("ferry",))
+    volumes = () if vm.image is not None else unlabeled_volumes(vm, records, found, ("ferry",))
+    ids = (*volumes, *ports)
     if not ids:
         return ()
     one = len(ids) == 1
     them, they = ("it", "it is") if one else ("them", "they are")
-    volumes = f"volume {ids[0]} carries" if one else f"volumes {', '.join(ids)} carry"
+    named = " and ".join(
+        f"{what}{'' if len(those) == 1 else 's'} {', '.join(those)}"
+        for what, those in (("volume", volumes), ("port", ports))
+        if those
+    )
     return (
         Concern(
             ConcernLevel.ERROR,
-            "unlabeled-volume",
-            f"{volumes} ferry's metadata for this VM but no ferry state lineage (made by an "
+            "unlabeled-volume" if volumes else "unlabeled-port",
+            f"{named} {'carries' if one else 'carry'} ferry's metadata for this VM but no ferry "
+            "state lineage (made by an "
             f"older ferry), and this state has no record of {them}: the state that made {them} "
             f"may still manage {them}, so {they} not adopted. Plan with that state (its next "
             f"apply labels {them} with its lineage); if no state does, take {them} over with "

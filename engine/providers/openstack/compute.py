@@ -3,7 +3,10 @@ spec asks for one, Cinder protection snapshots, and the server booted from the v
 
 Everything is found again without state: a port by its MAC on its network (neutron allows one),
 a server by its `ferry_vm` metadata (set atomically at create), a protection snapshot by its
-`ferry_protects` metadata. Tags are added for humans and for refresh's single listing.
+`ferry_protects` metadata. Tags are added for humans and for refresh's single listing. A port's
+description names the VM, the NIC and the ferry state that made it (`ferry_state`, the state's
+lineage, as every volume and image ferry makes carries): set atomically at its create, so a state
+reuses only its own port (break-it 16g L4: a fresh state reused another state's ports by MAC).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError, UserError
+from engine.providers.openstack.read import PORT_DESCRIBED, handed
 from engine.providers.openstack.read import newer_snapshots as taken_after
 from engine.providers.openstack.retry import answer, transient
 from engine.providers.openstack.volumes import snapshots_of, wait_volume
@@ -43,6 +47,10 @@ class PortSpec:
     subnet: str | None
     fixed_ip: str | None
     security_groups: tuple[str, ...]
+    lineage: str = ""  # the ferry state making it (its description's ferry_state)
+    # a port found for this NIC the plan adopts: the ferry_state it was found with ("": none, an
+    # older ferry's); None: the plan adopts none (only this state's own is reused)
+    adopts: str | None = None
 
 
 def _network_id(conn: Any, name: str) -> str:
@@ -196,14 +204,27 @@ def _security_group_ids(conn: Any, names: tuple[str, ...]) -> list[str]:
     return ids
 
 
-def description(vm_uuid: str, index: int) -> str:
-    return f"ferry_vm={vm_uuid} nic={index}"
+def description(vm_uuid: str, index: int, lineage: str = "") -> str:
+    """A port's description: the VM and NIC ferry made it for, and the ferry state that manages
+    it (`lineage`; none: "")."""
+    state = f" ferry_state={lineage}" if lineage else ""
+    return f"ferry_vm={vm_uuid} nic={index}{state}"
+
+
+def described(text: str | None) -> tuple[str, int, str | None] | None:
+    """(VM instance UUID, NIC index, ferry state lineage or None) of a port description ferry
+    wrote (`description`); None for any other."""
+    found = PORT_DESCRIBED.match(text or "")
+    return (found.group(1), int(found.group(2)), found.group(3) or None) if found else None
 
 
 def ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
     """The port with the source MAC on its network: (port, created). One left by a killed apply
-    (ours by its description) is reused; a foreign port holding the MAC is an error. Safe to
-    repeat while neutron is briefly down: each attempt looks for the port before creating it."""
+    of this state (ours by its description) is reused, and one the plan adopts (`spec.adopts`,
+    relabelled with this state's lineage); a port ferry made for the NIC that another ferry
+    state manages (or an older ferry's the plan does not adopt), and a foreign port holding the
+    MAC, are errors. Safe to repeat while neutron is briefly down: each attempt looks for the
+    port before creating it."""
     return transient(lambda: _ensure_port(conn, spec), f"port {spec.name} (MAC {spec.mac})")
 
 
@@ -212,10 +233,17 @@ def _ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
     found = list(conn.network.ports(mac_address=spec.mac, network_id=network_id))
     if found:
         port = found[0]
-        if port.description != description(spec.vm_uuid, spec.index):
+        said = described(port.description)
+        if said is None or said[:2] != (spec.vm_uuid, spec.index):
             raise OpenStackError(
                 f"MAC {spec.mac} is already used on {spec.network!r} by port {port.id} "
                 f"({port.name or 'unnamed'}), which ferry did not create"
+            )
+        owner = said[2] or ""
+        _owned(port, spec, owner)
+        if spec.lineage and owner != spec.lineage:  # adopted: this state's from now on
+            port = conn.network.update_port(
+                port, description=description(spec.vm_uuid, spec.index, spec.lineage)
             )
         _tag(conn, port, spec.vm_uuid)
         return port, False
@@ -224,7 +252,7 @@ def _ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
         "network_id": network_id,
         "mac_address": spec.mac,
         "security_group_ids": _security_group_ids(conn, spec.security_groups),
-        "description": description(spec.vm_uuid, spec.index),
+        "description": description(spec.vm_uuid, spec.index, spec.lineage),
     }
     fixed_ips = _fixed_ips(conn, spec, network_id)
     if fixed_ips is not None:
@@ -232,6 +260,55 @@ def _ensure_port(conn: Any, spec: PortSpec) -> tuple[Any, bool]:
     port = conn.network.create_port(**fields)
     _tag(conn, port, spec.vm_uuid)
     return port, True
+
+
+def _owned(port: Any, spec: PortSpec, owner: str) -> None:
+    """The port ferry made for this NIC (`owner`: the lineage its description names, "" none)
+    may be reused by the state making `spec`: it is that state's, or the one the plan adopts
+    (spec.adopts: the lineage it was found with). Raises OpenStackError naming whose it is;
+    nothing is changed. Without a lineage to compare (a state not written yet) any is."""
+    if not spec.lineage or owner in (spec.lineage, spec.adopts):
+        return
+    whose = f"ferry state {owner}" if owner else "an older ferry (no ferry_state: unlabelled)"
+    raise OpenStackError(
+        f"MAC {spec.mac} is used on {spec.network!r} by port {port.id}, which ferry made for "
+        f"this NIC and {whose} manages{' since the plan' if spec.adopts is not None else ''}: "
+        "not reused; run `ferry plan` again"
+    )
+
+
+def label_port(conn: Any, port_id: str, lineage: str, *, adopts: str | None = None) -> None:
+    """Stamp ferry state `lineage` on port `port_id` ferry made (its description's
+    ferry_state), leaving its VM and NIC: a port an older ferry made (none set), or one this
+    state adopts (`adopts`: the lineage the plan found it with). Raises OpenStackError: the
+    port is gone, not ferry's, or another ferry state manages it now (nothing changed)."""
+
+    def once() -> None:
+        port = conn.network.get_port(port_id)
+        said = described(port.description)
+        if said is None:
+            raise OpenStackError(f"port {port_id} carries no ferry description: not labelled")
+        owner = said[2] or ""
+        if owner not in ("", lineage, adopts or ""):
+            raise OpenStackError(f"{handed('port', port_id, owner, 'labelled')}")
+        if owner != lineage:
+            conn.network.update_port(port, description=description(said[0], said[1], lineage))
+
+    transient(once, f"labelling port {port_id}")
+
+
+def port_lineage(conn: Any, port_id: str) -> str | None:
+    """The lineage of the ferry state that manages port `port_id` (its description's
+    ferry_state; "" when none or not ferry's), None when it is gone. Raises OpenStackError."""
+
+    def read() -> str | None:
+        port = conn.network.find_port(port_id, ignore_missing=True)
+        if port is None:
+            return None
+        said = described(port.description)
+        return (said[2] or "") if said else ""
+
+    return transient(read, f"reading port {port_id}")
 
 
 def _tag(conn: Any, port: Any, vm_uuid: str) -> None:

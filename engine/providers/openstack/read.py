@@ -376,11 +376,16 @@ def image_metadata(volume: Any) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in (volume.volume_image_metadata or {}).items()}
 
 
+# the description ferry gives the ports it makes (compute.description)
+PORT_DESCRIBED = re.compile(r"ferry_vm=(\S+) nic=(\d+)(?: ferry_state=(\S+))?$")
+
+
 def parse_port(port: Any) -> ObservedPort:
     """A port; its `vm_uuid` is the VM ferry made it for (tag `ferry_vm:<uuid>` or description
-    `ferry_vm=<uuid> nic=<n>`), None when ferry did not make it; `nic` that n."""
+    `ferry_vm=<uuid> nic=<n> [ferry_state=<lineage>]`), None when ferry did not make it; `nic`
+    that n; `lineage` the ferry state that manages it (None: none said, an older ferry's)."""
     tagged = [t[len(VM_TAG) :] for t in port.tags or [] if t.startswith(VM_TAG)]
-    described = re.match(r"ferry_vm=(\S+) nic=(\d+)$", port.description or "")
+    described = PORT_DESCRIBED.match(port.description or "")
     owner = tagged[0] if tagged else described.group(1) if described else None
     return ObservedPort(
         port.id,
@@ -392,6 +397,7 @@ def parse_port(port: Any) -> ObservedPort:
         port.device_owner or "",
         int(described.group(2)) if described and described.group(1) == owner else None,
         str(port.device_id or ""),
+        (described.group(3) or None) if described else None,
     )
 
 
