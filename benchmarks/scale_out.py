@@ -75,6 +75,7 @@ from engine.executor.remote import (  # noqa: E402
     Broker,
     Remote,
     agent_concurrency,
+    agent_digests,
     make_app,
     queue_name,
 )
@@ -94,7 +95,7 @@ from engine.model.observed import (  # noqa: E402
 )
 from engine.model.plan import Action, Plan  # noqa: E402
 from engine.model.state import State  # noqa: E402
-from engine.planner.make import make_plan, spec_digest  # noqa: E402
+from engine.planner.make import make_plan  # noqa: E402
 from engine.providers.vsphere.snapshots import DiskInfo  # noqa: E402
 
 MiB, GiB, MB = 1024**2, 1024**3, 1000**2
@@ -481,7 +482,11 @@ def sim_agent(args: argparse.Namespace) -> None:
 
 
 def start_sim_agents(
-    args: argparse.Namespace, names: list[str], digest: str, stack: ExitStack, logs: Path
+    args: argparse.Namespace,
+    names: list[str],
+    digests: dict[str, str],
+    stack: ExitStack,
+    logs: Path,
 ) -> None:
     """One agent process per name (the password in its environment, never on argv), waited
     until every one answers the broker's ping."""
@@ -492,14 +497,14 @@ def start_sim_agents(
         log = (logs / f"agent-{name}.log").open("w")
         stack.callback(log.close)
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--sim-agent", name, "--digest", digest,
+            [sys.executable, __file__, "--sim-agent", name, "--digest", digests[name],
              "--slots", str(args.sim_slots), "--rate-mbs", str(args.rate_mbs),
              "--compress", str(args.compress)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         stack.callback(stop, proc)
         procs.append(proc)
-    remote = Remote(broker(), digest)
+    remote = Remote(broker(), digests)
     deadline = time.monotonic() + 180
     while not set(names) <= remote.answering(timeout=1.0):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -608,11 +613,11 @@ def simulated(args: argparse.Namespace) -> None:
     slots = args.sim_agents * args.sim_slots
     best = ideal(modelled, slots) / args.compress
     placed = placement_bound(plan, copies, rate, args.sim_slots) / args.compress
-    digest = spec_digest(spec)
+    digests = agent_digests(spec)  # as `ferry apply` and `ferry agent` compute them
     applier = SimApplier(plan, inventory, names[0])
     pools, pools_of = _slot_pools(spec, applier, agents=True)  # type: ignore[arg-type]
     stopped, seen = threading.Event(), Dispatch()
-    remote = Remote(broker(), digest, lineage="sim-lineage")
+    remote = Remote(broker(), digests, lineage="sim-lineage")
     walker = Walker(
         _graph(plan),
         lambda _: None,
@@ -622,7 +627,7 @@ def simulated(args: argparse.Namespace) -> None:
     )
     walker.run = sim_node(plan, remote, stopped, seen, walker)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ferry-sim-agents-") as logs:
-        start_sim_agents(args, names, digest, stack, Path(logs))
+        start_sim_agents(args, names, digests, stack, Path(logs))
         before = resource.getrusage(resource.RUSAGE_SELF)
         began = time.monotonic()
         result = walker.walk()

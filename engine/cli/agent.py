@@ -18,8 +18,13 @@ from engine.cli.plan import load_spec
 from engine.errors import UserError
 from engine.executor import host
 from engine.executor.agent import Agent, Served, default_checkpoints, serve
-from engine.executor.remote import agent_concurrency, broker_from_spec, check_broker, make_app
-from engine.planner.make import spec_digest
+from engine.executor.remote import (
+    agent_concurrency,
+    agent_digest,
+    broker_from_spec,
+    check_broker,
+    make_app,
+)
 from engine.providers.openstack import compute
 from engine.providers.openstack.read import connect_destination
 from engine.providers.vsphere.session import session, target_from_spec
@@ -30,7 +35,11 @@ def agent(
         str, typer.Option("--host", help="This conversion host: its name in the spec.")
     ],
     spec_path: Annotated[
-        Path, typer.Option("--spec", help="The spec the coordinator applies (same digest).")
+        Path,
+        typer.Option(
+            "--spec",
+            help="The spec the coordinator applies (the same in what an agent uses of it).",
+        ),
     ],
     checkpoints: Annotated[
         Path | None,
@@ -104,7 +113,7 @@ def _serve(
     log_with_time()
     slots = threading.BoundedSemaphore(int(entry.get("max_parallel", 2)))
     seams = host.Host(conn, sources, devices, slots)
-    found = Agent(host_name, str(server.id), spec_digest(spec), seams, checkpoints)
+    found = Agent(host_name, str(server.id), agent_digest(spec, host_name), seams, checkpoints)
     raise typer.Exit(serve(app, found, concurrency=agent_concurrency(entry)))
 
 

@@ -42,6 +42,7 @@ from engine.executor.events import Events, log_path
 from engine.executor.remote import (
     Remote,
     agent_concurrency,
+    agent_digests,
     broker_from_spec,
     check_broker,
     make_app,
@@ -471,7 +472,7 @@ def _remote(spec: dict[str, Any]) -> Remote | None:
         check_broker(app)
     finally:
         app.close()
-    return Remote(broker, spec_digest(spec))
+    return Remote(broker, agent_digests(spec))
 
 
 def _sources(spec: dict[str, Any], target: VCenterTarget, si: Any) -> Sources:

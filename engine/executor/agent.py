@@ -30,6 +30,7 @@ from engine.executor import host, watchdog
 from engine.executor.host import Callbacks, ConvertJob, SyncJob
 from engine.executor.remote import (
     ACCEPTS,
+    AGENT_USES,
     COMPARE_TASK,
     CONVERT_TASK,
     NODE_PREFIX,
@@ -50,14 +51,15 @@ CHECK = 1.0  # seconds between an agent's checks that a copy's apply still waits
 @dataclass(frozen=True)
 class Agent:
     """One conversion host's agent: its name (the Nova server's, as the spec lists it), the
-    server's ID, the digest of the spec it was started with, the host's seams, the
+    server's ID, its agent digest (remote.agent_digest of the spec it was started with: what
+    it uses of it), the host's seams, the
     directory of its checkpoint journal (None: none kept, a redelivered copy starts over) and
     the directory its conversions' logs go to (None: the journal's `logs`, else a temporary
     one)."""
 
     name: str
     host_id: str
-    spec_digest: str
+    digest: str
     host: host.Host
     checkpoints: Path | None = None
     log_dir: Path | None = None
@@ -86,19 +88,20 @@ def register(app: Celery, agent: Agent) -> None:
     control_command(
         name=ACCEPTS,
         args=[("digest", str), ("lineage", str)],
-        signature="<spec digest> <state lineage>",
+        signature="<agent digest> <state lineage>",
         help="why this agent would refuse the tasks of a coordinator (empty: it takes them)",
     )(ferry_accepts)
 
 
 def refusal_of(agent: Agent, digest: str, lineage: str) -> str:
-    """Why `agent` would refuse a cutover's final sync from the coordinator whose spec digest
-    and state lineage are `digest` and `lineage` ("": it would take it), without claiming the
-    lineage: what a coordinator asks before it powers a source off (remote.Remote.refusal),
-    so a spec edited since the agents started is refused with the source still on (break-it
+    """Why `agent` would refuse a cutover's final sync from the coordinator whose agent digest
+    (for this host) and state lineage are `digest` and `lineage` ("": it would take it),
+    without claiming the lineage: what a coordinator asks before it powers a source off
+    (remote.Remote.refusal), so a spec whose agent fields were edited since the agents
+    started is refused with the source still on (break-it
     12m F6), not by the agent after the power-off."""
     step = "cutover's final sync"
-    if digest != agent.spec_digest:
+    if digest != agent.digest:
         return _spec_refusal(agent, digest, step)
     if not lineage:
         return _no_lineage(agent, step)
@@ -129,7 +132,7 @@ def run_task(
     lineage: str = "",
 ) -> dict[str, Any]:
     """One task (`step`: TASK, COMPARE_TASK or CONVERT_TASK) of the coordinator whose state
-    has `lineage`: refused on a spec digest, server or state lineage that is not the agent's
+    has `lineage`: refused on an agent digest, server or state lineage that is not the agent's
     (`Served`), else the step run with progress reported; every failure is returned as
     {"error": {type, message}}.
 
@@ -185,7 +188,7 @@ def _run_task(
 def _run_job(
     task: Any, agent: Agent, job: dict[str, Any], sent: tuple[str, str], journal: Journal
 ) -> dict[str, Any]:
-    """A copy of the coordinator whose spec digest and state lineage are `sent`."""
+    """A copy of the coordinator whose agent digest and state lineage are `sent`."""
     digest, lineage = sent
     refusal = (
         _refusal(agent, job, digest, TASK)
@@ -234,7 +237,7 @@ def _ended(task_id: str, exc: FerryError) -> None:
 def _run_step(
     task: Any, agent: Agent, job: dict[str, Any], sent: tuple[str, str], step: str
 ) -> dict[str, Any]:
-    """A compare or a conversion (`sent`: the coordinator's spec digest and state lineage): no
+    """A compare or a conversion (`sent`: the coordinator's agent digest and state lineage): no
     checkpoint to resume from; one writer per volume still (a conversion holds every volume
     it converts)."""
     digest, lineage = sent
@@ -425,7 +428,7 @@ def _refusal(agent: Agent, job: dict[str, Any], digest: str, task: str) -> str:
     """Why `agent` refuses `task`'s job ("": it runs it, as far as the spec and the server
     go: the state lineage is `_lineage_refusal`'s, claimed last), naming the step (STEPS)."""
     step = STEPS[task]
-    if digest != agent.spec_digest:
+    if digest != agent.digest:
         return _spec_refusal(agent, digest, step)
     if job.get("host_id") != agent.host_id:
         return (
@@ -439,9 +442,18 @@ LINEAGE_FILE = "lineage"  # in an agent's checkpoint directory: the state lineag
 
 
 def _spec_refusal(agent: Agent, digest: str, step: str) -> str:
+    """The line of a task whose agent digest is not `agent`'s: what the agent uses of the spec
+    differs between the coordinator's spec and its own (or the coordinator's lists no such
+    host: no digest)."""
+    if not digest:
+        return (
+            f"agent {agent.name} refused the {step}: the coordinator's spec does not list "
+            f"conversion host {agent.name}: apply with the spec this agent was started with"
+        )
     return (
-        f"agent {agent.name} refused the {step}: the coordinator's spec (digest {digest[:12]}) "
-        f"differs from the agent's ({agent.spec_digest[:12]}): start both with the same spec"
+        f"agent {agent.name} refused the {step}: the coordinator's spec differs from the "
+        f"agent's in what an agent uses (agent digest {digest[:12]}, the agent's "
+        f"{agent.digest[:12]}: {AGENT_USES}): restart the agent with the coordinator's spec"
     )
 
 

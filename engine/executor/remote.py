@@ -6,12 +6,14 @@ in-process.
 
 The protocol, JSON only (no pickle is ever accepted):
 
-- task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, spec_digest,
-  state_lineage]` (the lineage of the coordinator's state, which its plan was made against):
+- task `ferry.sync` on the queue `ferry.host.<NAME>` (durable), args `[job, agent_digest,
+  state_lineage]` (the digest of what the host's agent uses of the spec, `agent_digest`; the
+  lineage of the coordinator's state, which its plan was made against):
   `job` is `SyncJob.to_json()`; `ferry.compare` (a `--verify` compare: `SyncJob.to_json()`,
   returns a SyncResult) and `ferry.convert` (`ConvertJob.to_json()`, returns a ConvertResult)
-  on the same queue, the same way. The agent refuses a job whose spec digest differs from its own
-  spec's, that names another server than its own, whose state lineage is not the one it serves
+  on the same queue, the same way. The agent refuses a job whose agent digest differs from its
+  own spec's (an edit of what only the coordinator uses, a VM's mode or a timeout, is not
+  one), that names another server than its own, whose state lineage is not the one it serves
   (the first it ran a task of, recorded in its checkpoint directory: agent.Served), or whose
   apply no longer waits for it (its
   reply queue is gone: the apply ended, was killed or gave up; no `expires`, which would also
@@ -49,6 +51,8 @@ the old one stopped and detached: one writer per volume.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import ssl
 import threading
@@ -150,6 +154,70 @@ def agent_concurrency(entry: dict[str, Any]) -> int:
     return min(2 * int(entry.get("max_parallel", 2)), MAX_ATTACHED)
 
 
+# What an agent reads of the spec, and all of it (engine/cli/agent.py and what it calls:
+# broker_from_spec, target_from_spec, cli.apply.host_seams with spec.validate.reader_of,
+# connect_destination, agent_concurrency; executor.host reads no spec field: a job carries what
+# its step needs, conversion settings and first-boot scripts included). A key maps to None for
+# its whole value, to a dict for the keys of its mapping that are read.
+VCENTER_FIELDS = (
+    "host", "port", "username", "password_file", "password_env", "tls", "vddk_libdir",
+    "datastore_path",
+)  # fmt: skip
+AGENT_FIELDS: dict[str, Any] = {
+    "source": {
+        "reader": None,
+        "lab_dir": None,
+        "vcenter": dict.fromkeys(VCENTER_FIELDS),
+    },
+    "destination": dict.fromkeys(("cloud", "region", "project")),
+    "execution": dict.fromkeys(("broker", "broker_password_file", "broker_password_env", "tls")),
+}
+HOST_FIELDS = ("name", "max_parallel", "devices")  # of the agent's own conversion_hosts entry
+AGENT_USES = (
+    "source.vcenter's connection, source.reader and lab_dir, destination, execution's broker "
+    "and this host's conversion_hosts entry"
+)  # the agent digest's fields, for people
+
+
+def agent_view(spec: Mapping[str, Any], host_name: str) -> dict[str, Any]:
+    """What the agent of conversion host `host_name` uses of the validated `spec` (after
+    ${NAME} interpolation): AGENT_FIELDS, and HOST_FIELDS of its conversion_hosts entry (None
+    when the spec lists no such host)."""
+    view = _picked(spec, AGENT_FIELDS)
+    entries = [h for h in spec.get("conversion_hosts") or () if isinstance(h, Mapping)]
+    entry = next((h for h in entries if h.get("name") == host_name), None)
+    own = None if entry is None else {k: entry[k] for k in HOST_FIELDS if k in entry}
+    view["conversion_host"] = own
+    return view
+
+
+def _picked(data: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, inner in fields.items():
+        if key not in data:
+            continue
+        value = data[key]
+        out[key] = _picked(value, inner) if inner and isinstance(value, Mapping) else value
+    return out
+
+
+def agent_digest(spec: Mapping[str, Any], host_name: str) -> str:
+    """The agent digest of conversion host `host_name`: sha256 (hex, 64 characters) of
+    `agent_view` as canonical JSON. The coordinator sends it with each task and each
+    ACCEPTS question, the agent compares it with its own: they agree exactly when what the
+    agent uses of the spec is the same on both sides; a plan keeps the whole spec's digest."""
+    canonical = json.dumps(
+        agent_view(spec, host_name), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def agent_digests(spec: Mapping[str, Any]) -> dict[str, str]:
+    """{conversion host name: its agent digest} for every host the spec lists."""
+    names = [h.get("name") for h in spec.get("conversion_hosts") or () if isinstance(h, Mapping)]
+    return {str(n): agent_digest(spec, str(n)) for n in names if n}
+
+
 def make_app(broker: Broker) -> Celery:
     """A Celery app on `broker`: JSON only, late acknowledgement, one prefetched message per
     slot, results (task states) over rpc://; amqps:// verifies the broker's certificate (the
@@ -217,8 +285,13 @@ class Remote:
     parallel syncs in the walker's threads share no connection."""
 
     broker: Broker
-    spec_digest: str
+    digests: Mapping[str, str]  # {conversion host: its agent digest} (agent_digests)
     lineage: str = ""  # the coordinator's state's lineage, which the agent checks
+
+    def digest(self, host_name: str) -> str:
+        """The agent digest sent to `host_name`'s agent ("" for a host the spec does not list:
+        its agent refuses it, saying so)."""
+        return self.digests.get(host_name, "")
 
     def of_state(self, lineage: str) -> Remote:
         """This Remote sending tasks of the state whose lineage is `lineage`."""
@@ -266,7 +339,7 @@ class Remote:
             app.close()
 
     def refusal(self, host_name: str, timeout: float = ASK_TIMEOUT) -> str | None:
-        """Why the agent of `host_name` would refuse this coordinator's tasks (its spec digest
+        """Why the agent of `host_name` would refuse this coordinator's tasks (its agent digest
         or the state lineage it serves differ: agent.refusal_of), "" when it would take them,
         None when no agent of the host answers within `timeout` seconds (Celery's remote
         control, one broadcast to that host's nodes). An agent of an older ferry, which does
@@ -276,7 +349,7 @@ class Remote:
         try:
             replies = app.control.broadcast(
                 ACCEPTS,
-                arguments={"digest": self.spec_digest, "lineage": self.lineage},
+                arguments={"digest": self.digest(host_name), "lineage": self.lineage},
                 reply=True,
                 timeout=timeout,
                 limit=1,
@@ -308,7 +381,7 @@ class Remote:
         """Send `task` with `job` to `host_name`'s queue and wait for its result (a dict)."""
         app = make_app(self.broker)
         try:
-            args = [job, self.spec_digest, self.lineage]
+            args = [job, self.digest(host_name), self.lineage]
             sent = app.send_task(task, args=args, queue=queue_name(host_name))
             waiter = _Waiter(app, sent, host_name, calls, say, self.broker.timeout, STEPS[task])
             return waiter.wait()

@@ -143,11 +143,11 @@ class Placement(ApplierBase):
     def ready_agent(self, vm: str) -> None:
         """Before a cutover powers `vm`'s source off (agents only: execution.broker): the agent
         of the host that runs its final sync and conversion takes this apply's tasks (the same
-        spec digest, the state lineage it serves or none yet), so a spec edited since the
-        agents started (break-it 12m F6) or another state's agent is refused with the source
-        on, not by the agent after the power-off. An agent that does not answer (restarting) is
-        waited for up to execution.timeout seconds, said once. Raises AgentError (nothing was
-        powered off) or StoppedError (Ctrl-C while waiting)."""
+        agent digest, the state lineage it serves or none yet), so a spec whose agent fields
+        were edited since the agents started (break-it 12m F6) or another state's agent is
+        refused with the source on, not by the agent after the power-off. An agent that does
+        not answer (restarting) is waited for up to execution.timeout seconds, said once.
+        Raises AgentError (nothing was powered off) or StoppedError (Ctrl-C while waiting)."""
         if self.ctx.remote is None:
             return
         remote = self.ctx.remote.of_state(self.lineage)  # as each of its tasks carries it

@@ -35,9 +35,12 @@ VM, DISK = "build-old", "vm.build-old.disk[2000]"
 
 def spec_for(tmp_path: Path, schema: str, mode: str) -> Path:
     """The demo spec for build-old alone (`mode`, not verified on copy), pinned to the second
-    of two conversion hosts, the lab's broker, state in PostgreSQL (`schema`)."""
+    of two conversion hosts, the lab's broker, state in PostgreSQL (`schema`). The cutover's
+    gives that host max_parallel 1, not 2: what its agent uses of the spec differs (its agent
+    digest), as a mode alone would not."""
     vm = f"name: {VM}\n    mode: {mode}\n    verify: false\n    conversion_host: {HOSTS[1]}\n"
-    return agents_spec(tmp_path / f"{mode}.yaml", schema, [(h, 2) for h in HOSTS], [vm])
+    hosts = [(HOSTS[0], 2), (HOSTS[1], 1 if mode == "cutover" else 2)]
+    return agents_spec(tmp_path / f"{mode}.yaml", schema, hosts, [vm])
 
 
 def events_of(stdout: str) -> list[dict[str, Any]]:
@@ -75,8 +78,9 @@ def test_a_compare_and_a_conversion_run_on_the_agent_of_the_vms_placed_host(
         record = store.read().resources[DISK].attributes  # the compare's record
         store.close()
         assert record["last_verify"]["change_id"] == record["change_id"], record
-        # the cutover's spec has another digest: the agent still running would refuse its
-        # final sync, so the apply stops before the power-off (break-it 12m F6)
+        # the cutover's spec differs in what the agent uses (another agent digest): the agent
+        # still running would refuse its final sync, so the apply stops before the power-off
+        # (break-it 12m F6)
         refused_before_the_power_off(ferry(lab, "apply", str(cutover), "--auto-approve", "--json"))
         marks["refused cutover"] = time.monotonic() - began - sum(marks.values())
         stop(STARTED.pop())  # its own agent
@@ -120,7 +124,9 @@ def refused_before_the_power_off(refused: Any) -> None:
     assert not any("snapshot" in m or "powered off" in m for m in said), said
     assert (
         f"vm.{VM}: agent {HOSTS[1]} refused the cutover's final sync: the coordinator's spec "
-        "(digest " in refused.stdout + refused.stderr
+        "differs from the agent's in what an agent uses (agent digest "
+        in refused.stdout
+        + refused.stderr
     ), refused.stdout[-3000:] + refused.stderr
     assert "nothing was powered off, the source is left as it was" in refused.stdout
 

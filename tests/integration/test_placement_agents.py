@@ -88,7 +88,7 @@ def test_each_vm_is_copied_by_the_agent_of_the_host_the_plan_placed_it_on(
     expected = {f"vm.{vm}.disk[{k}]": ends[vm] for vm, keys in DISKS.items() for k in keys}
     assert taken == expected, taken
     for h in HOSTS:  # each agent ran its own VM's disks, no other (a task an earlier test's
-        # coordinator left on the durable queue is refused, its spec digest another: not run)
+        # coordinator left on the durable queue is refused, its apply gone: not run)
         lines = logs[h].read_text().splitlines()
         ran = sum(1 for line in lines if ": copy into volume " in line and line.endswith(" done"))
         assert ran == sum(1 for a in expected.values() if a == h), logs[h].read_text()[-2000:]

@@ -129,9 +129,13 @@ def test_the_coordinator_sends_its_states_lineage(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(remote, "make_app", lambda _broker: App())
     monkeypatch.setattr(remote._Waiter, "wait", lambda _self: RESULT)
     broker = Broker("amqp://ferry@localhost/ferry", "pw")
-    coordinator = Remote(broker, "a" * 64, lineage=A)
+    coordinator = Remote(broker, {"conv-01": "a" * 64, "conv-02": "c" * 64}, lineage=A)
     coordinator.sync("conv-01", SyncJob("vol-1", "server-1", {}), remote.Callbacks(), print)
-    assert sent == [[SyncJob("vol-1", "server-1", {}).to_json(), "a" * 64, A]]
+    coordinator.sync("conv-02", SyncJob("vol-2", "server-2", {}), remote.Callbacks(), print)
+    assert sent == [  # each host's own agent digest
+        [SyncJob("vol-1", "server-1", {}).to_json(), "a" * 64, A],
+        [SyncJob("vol-2", "server-2", {}).to_json(), "c" * 64, A],
+    ]
 
 
 def test_asked_before_a_power_off_the_agent_says_why_it_would_refuse_and_claims_nothing(
@@ -144,8 +148,15 @@ def test_asked_before_a_power_off_the_agent_says_why_it_would_refuse_and_claims_
     assert agent_module.refusal_of(agent, "a" * 64, A) == ""
     assert not (tmp_path / LINEAGE_FILE).exists()  # asked, not claimed
     assert agent_module.refusal_of(agent, "b" * 64, A) == (
-        "agent conv-01 refused the cutover's final sync: the coordinator's spec (digest "
-        "bbbbbbbbbbbb) differs from the agent's (aaaaaaaaaaaa): start both with the same spec"
+        "agent conv-01 refused the cutover's final sync: the coordinator's spec differs from "
+        "the agent's in what an agent uses (agent digest bbbbbbbbbbbb, the agent's aaaaaaaaaaaa: "
+        "source.vcenter's connection, source.reader and lab_dir, destination, execution's "
+        "broker and this host's conversion_hosts entry): restart the agent with the "
+        "coordinator's spec"
+    )
+    assert agent_module.refusal_of(agent, "", A) == (
+        "agent conv-01 refused the cutover's final sync: the coordinator's spec does not list "
+        "conversion host conv-01: apply with the spec this agent was started with"
     )
     assert "sent no state lineage" in agent_module.refusal_of(agent, "a" * 64, "")
     (tmp_path / LINEAGE_FILE).write_text(A + "\n")
@@ -177,7 +188,8 @@ def test_the_coordinator_reads_the_agents_answer(monkeypatch: pytest.MonkeyPatch
             pass
 
     monkeypatch.setattr(remote, "make_app", lambda _broker: App())
-    coordinator = Remote(Broker("amqp://ferry@localhost/ferry", "pw"), "a" * 64, lineage=A)
+    broker = Broker("amqp://ferry@localhost/ferry", "pw")
+    coordinator = Remote(broker, {"conv-01": "a" * 64}, lineage=A)
     assert coordinator.refusal("conv-01") == ""
     assert asked[0]["arguments"] == {"digest": "a" * 64, "lineage": A}
     assert asked[0]["pattern"] == "ferry-agent-conv-01@*" and asked[0]["limit"] == 1

@@ -163,9 +163,9 @@ def test_an_agent_refuses_a_job_of_another_spec_or_for_another_server() -> None:
     job = {"host_id": "server-1", "volume_id": "v", "source": {}}
     refused = run_task(FakeTask(), agent, job, "b" * 64, lineage=LINEAGE)
     assert refused["error"]["type"] == "AgentError"
-    assert (
-        "spec (digest bbbbbbbbbbbb) differs from the agent's (aaaaaaaaaaaa)"
-        in (refused["error"]["message"])
+    assert refused["error"]["message"].startswith(
+        "agent conv-01 refused the copy: the coordinator's spec differs from the agent's in what "
+        "an agent uses (agent digest bbbbbbbbbbbb, the agent's aaaaaaaaaaaa: "
     )
     refused = run_task(FakeTask(), agent, {**job, "host_id": "server-2"}, "a" * 64, lineage=LINEAGE)
     assert "refused a copy for server server-2" in refused["error"]["message"]
