@@ -229,15 +229,17 @@ def unchanged(conn: Any, job: SyncJob) -> None:
     already (an earlier delivery of the job attached it, then its agent was killed: a
     redelivery resumes; attached here, nothing else could attach it). Raises
     ChangedOutsideError (nothing written), OpenStackError (not readable)."""
-    if job.unchanged_since is None or job.host_id in volumes.attached_servers(conn, job.volume_id):
+    if job.unchanged_since is None:
         return
-    now = volumes.updated_at(conn, job.volume_id)
-    if now != job.unchanged_since:
+    now = volumes.seen(conn, job.volume_id)  # one GET for both
+    if job.host_id in now.servers:
+        return
+    if now.updated_at != job.unchanged_since:
         raise ChangedOutsideError(
             f"volume {job.volume_id} changed outside ferry after its copy was sent (Cinder "
-            f"updated_at {job.unchanged_since} → {now}: attached or written by something else "
-            "while the copy waited for its host): nothing written; plan again (it copies the "
-            "volume in full)"
+            f"updated_at {job.unchanged_since} → {now.updated_at}: attached or written by "
+            "something else while the copy waited for its host): nothing written; plan again "
+            "(it copies the volume in full)"
         )
 
 

@@ -282,9 +282,8 @@ class VolumeSteps(VolumeOwnership):
         attached to that host: an earlier task of ours holds it (an agent finishing the copy
         of an apply that was killed or lost its broker) and moves it when it lets go; attached
         there, nothing else could attach it."""
-        if host_id in volumes.attached_servers(self.ctx.conn, volume_id):
-            return None
-        return volumes.updated_at(self.ctx.conn, volume_id)
+        now = volumes.seen(self.ctx.conn, volume_id)  # one GET for both
+        return None if host_id in now.servers else now.updated_at
 
     def _released(self, address: str, volume_id: str, what: ToCopy) -> ToCopy:
         """The volume's protection snapshot released (reverted to where a conversion or an
@@ -370,11 +369,11 @@ class VolumeSteps(VolumeOwnership):
         turn the resume into a copy from 0; like a kill -9, nothing recorded, the checkpoint
         trusted."""
         try:
-            if volumes.attached_servers(self.ctx.conn, volume_id):
+            now = volumes.seen(self.ctx.conn, volume_id)  # one GET for both
+            if now.servers:
                 return
-            stamp = volumes.updated_at(self.ctx.conn, volume_id)
-            if stamp:
-                attrs[UPDATED_AT] = stamp
+            if now.updated_at:
+                attrs[UPDATED_AT] = now.updated_at
                 self._write([ResourceRecord(address, "volume", status, dict(attrs))], [])
         except Exception:  # whatever this fails on, the step's own error is what is said
             return

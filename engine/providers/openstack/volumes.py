@@ -11,7 +11,7 @@ import functools
 import time
 from collections.abc import Collection
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from openstack import exceptions as os_exc
 
@@ -179,10 +179,28 @@ def delete_attachments(conn: Any, volume_id: str, ids: Collection[str]) -> list[
     return done
 
 
-def attached_servers(conn: Any, volume_id: str) -> list[str]:
-    """Ids of the servers `volume_id` is attached to (none: [])"""
+class Seen(NamedTuple):
+    """A volume as one read of it found it: the IDs of the servers it is attached to (none:
+    []) and Cinder's updated_at (its ISO 8601 text; None when Cinder gives none)."""
+
+    servers: list[str]
+    updated_at: str | None
+
+
+def seen(conn: Any, volume_id: str) -> Seen:
+    """`volume_id`'s attachments and updated_at (`updated_at`'s meaning) from one GET of the
+    volume: what a copy checks as it is sent, on its host before the attach, and after it
+    stopped, each once per copy. Raises OpenStackError when it cannot be read (a volume gone
+    included)."""
     volume = transient(lambda: conn.block_storage.get_volume(volume_id), f"reading {volume_id}")
-    return [str(a["server_id"]) for a in volume.attachments or [] if a.get("server_id")]
+    servers = [str(a["server_id"]) for a in volume.attachments or [] if a.get("server_id")]
+    stamp = getattr(volume, "updated_at", None)
+    return Seen(servers, str(stamp) if stamp else None)
+
+
+def attached_servers(conn: Any, volume_id: str) -> list[str]:
+    """Ids of the servers `volume_id` is attached to (none: []). Raises OpenStackError."""
+    return seen(conn, volume_id).servers
 
 
 def attached_count(conn: Any, server_id: str) -> int:

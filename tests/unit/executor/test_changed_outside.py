@@ -10,11 +10,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from openstack import exceptions as os_exc
 
 from engine.errors import ChangedOutsideError, OpenStackError, StoppedError
 from engine.executor import host, volume_steps
 from engine.model.plan import Action, Change
 from engine.model.state import UPDATED_AT, ResourceRecord, Status
+from engine.providers.openstack import volumes
 from engine.providers.vsphere.snapshots import DiskInfo
 from tests.unit.executor import fakes
 
@@ -32,14 +34,16 @@ def applier(
     a = fakes.one_vm_applier(tmp_path, "web01", "replicate", (change,))
     a.ctx.store.write([ResourceRecord(DISK, "volume", Status.READY, dict(ATTRS))], [])
     answers = list(stamps)
-    monkeypatch.setattr(
-        volume_steps.volumes, "updated_at", lambda _c, _v: answers.pop(0) if len(answers) > 1
-        else answers[0]
-    )  # fmt: skip
+
+    def stamp(_conn: Any, _volume: str) -> str:
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def seen(conn: Any, volume: str) -> volumes.Seen:  # one GET: attachments and updated_at
+        return volumes.Seen(["srv-a"] if attached else [], stamp(conn, volume))
+
+    monkeypatch.setattr(volume_steps.volumes, "updated_at", stamp)
+    monkeypatch.setattr(volume_steps.volumes, "seen", seen)
     monkeypatch.setattr(volume_steps.volumes, "settle", lambda _c, _v, _t: "")
-    monkeypatch.setattr(
-        volume_steps.volumes, "attached_servers", lambda _c, _v: ["srv-a"] if attached else []
-    )
     monkeypatch.setattr(a, "_vm", lambda _n: SimpleNamespace(_moId="vm-1"))
     monkeypatch.setattr(a, "host_for", lambda _n: ("conv-a", "srv-a"))
     monkeypatch.setattr(a, "data_areas", lambda *_: None)
@@ -128,10 +132,17 @@ def test_a_volume_touched_while_its_copy_waited_for_its_host_is_not_written(
     job = host.SyncJob("vol-0", "srv-a", {}, unchanged_since=SYNCED)
     assert host.SyncJob.from_json(job.to_json()).unchanged_since == SYNCED  # across the broker
     attached: list[str] = []
-    monkeypatch.setattr(host.volumes, "attached_servers", lambda _c, _v: attached)
-    monkeypatch.setattr(host.volumes, "updated_at", lambda _c, _v: SYNCED)
+    stamps = [SYNCED]
+    reads: list[str] = []
+
+    def seen(_conn: Any, volume: str) -> volumes.Seen:
+        reads.append(volume)
+        return volumes.Seen(attached, stamps[-1])
+
+    monkeypatch.setattr(host.volumes, "seen", seen)
     host.unchanged(None, job)
-    monkeypatch.setattr(host.volumes, "updated_at", lambda _c, _v: "2026-12-02T05:00:00.000000")
+    assert reads == ["vol-0"]  # one GET: its attachments and updated_at
+    stamps.append("2026-12-02T05:00:00.000000")
     with pytest.raises(ChangedOutsideError, match="nothing written; plan again"):
         host.unchanged(None, job)
     host.unchanged(None, host.SyncJob("vol-0", "srv-a", {}))  # an older coordinator's: unchecked
@@ -193,3 +204,41 @@ def test_a_compare_waits_first_for_a_volume_cinder_is_detaching(
     compare(a)
     assert waited == [("vol-0", volume_steps.SETTLE_SECONDS)]
     assert any("was 'detaching'" in line and "waited for it to settle" in line for line in said)
+
+
+class _Cinder:
+    """block_storage with one volume (or none: gone), counting its GETs."""
+
+    def __init__(self, volume: Any) -> None:
+        self.volume, self.gets = volume, 0
+
+    def get_volume(self, volume_id: str) -> Any:
+        self.gets += 1
+        if self.volume is None:
+            raise os_exc.NotFoundException(f"Volume {volume_id} could not be found.")
+        return self.volume
+
+
+def test_a_copy_reads_its_volumes_attachments_and_updated_at_in_one_get(
+    tmp_path: Path,
+) -> None:
+    """Per copy, the check as it is sent (`_as_sent`), the host's before its attach
+    (`host.unchanged`) and the stamp after a stop (`_stamped`) each GET the volume once, not
+    once for its attachments and once for its updated_at."""
+    attached = SimpleNamespace(attachments=[{"server_id": "srv-a"}], updated_at=SYNCED)
+    cinder = _Cinder(attached)
+    conn = SimpleNamespace(block_storage=cinder)
+    assert volumes.seen(conn, "vol-0") == volumes.Seen(["srv-a"], SYNCED) and cinder.gets == 1
+    cinder.volume = SimpleNamespace(attachments=[], updated_at=SYNCED)
+    a = fakes.one_vm_applier(tmp_path, "web01", "replicate", ())
+    a.ctx.conn = conn
+    assert a._as_sent("vol-0", "srv-a") == SYNCED and cinder.gets == 2
+    cinder.volume = attached
+    assert a._as_sent("vol-0", "srv-a") is None and cinder.gets == 3  # held by a task of ours
+    host.unchanged(conn, host.SyncJob("vol-0", "srv-b", {}, unchanged_since=SYNCED))
+    assert cinder.gets == 4
+    a._stamped(DISK, dict(ATTRS), "vol-0", Status.IN_PROGRESS)  # attached: nothing recorded
+    assert cinder.gets == 5 and DISK not in a.ctx.store.read().resources
+    cinder.volume = None  # gone: one line, as the two reads said it before
+    with pytest.raises(OpenStackError, match="reading vol-0: "):
+        volumes.seen(conn, "vol-0")
