@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 
 from amqp import exceptions as amqp_exceptions
 from celery import Celery, signals
+from celery.exceptions import CPendingDeprecationWarning, SecurityWarning
 from celery.worker import state as worker_state
 from celery.worker.control import control_command
 
@@ -574,6 +576,45 @@ def _queue_missing(conn: Any, queue: str | None) -> bool:
     return False
 
 
+class _Outage:
+    """A task's view of the broker: the first failure to reach it (a progress state not sent,
+    the apply's reply queue not asked: every CHECK seconds and at each progress while it is
+    down) is one warning, the next ones are silent, and the first success after them says
+    how long it lasted (INFO): one pair of lines per outage, not one line a second."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.lock = threading.Lock()
+        self.since: float | None = None  # monotonic seconds of the outage's first failure
+        self.failures = 0
+
+    def lost(self, exc: BaseException) -> None:
+        with self.lock:
+            self.failures += 1
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+        log.warning(
+            "task %s: the broker does not answer (%s): the copy goes on; its progress is sent "
+            "again once the broker answers",
+            self.task_id,
+            brief(exc),
+        )
+
+    def back(self) -> None:
+        with self.lock:
+            if self.since is None:
+                return
+            lasted, failures = time.monotonic() - self.since, self.failures
+            self.since, self.failures = None, 0
+        log.info(
+            "task %s: the broker answers again after %.0f s (%d attempt(s) to reach it failed)",
+            self.task_id,
+            lasted,
+            failures,
+        )
+
+
 class _Reporter:
     """A task's PROGRESS states, sent from whichever thread reports (the request is taken once:
     Celery keeps it per thread) and at least every BEAT seconds; a revoke of the task sets the
@@ -587,6 +628,7 @@ class _Reporter:
         self.task_id = str(task.request.id)
         self.cancel = threading.Event()
         self.lock = threading.Lock()
+        self.outage = _Outage(self.task_id)
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         self.meta: dict[str, Any] = {
             "agent": agent,
@@ -634,8 +676,9 @@ class _Reporter:
                     self.task_id, dict(self.meta), "PROGRESS", request=self.request
                 )
             except Exception as exc:  # kombu/amqp/socket errors: the broker's, not the copy's
-                log.warning("task %s: progress not sent: %s", self.task_id, brief(exc))
+                self.outage.lost(exc)
                 return
+            self.outage.back()
             self.meta["started"] = False
 
     @contextlib.contextmanager
@@ -676,9 +719,10 @@ class _Reporter:
                 self.conn = self.task.app.connection_for_read()
             gone = _queue_missing(self.conn, self.request.reply_to)
         except Exception as exc:  # the broker restarting: ask again at the next check
-            log.warning("task %s: cannot ask the broker: %s", self.task_id, brief(exc))
+            self.outage.lost(exc)
             self._close()
             return False
+        self.outage.back()
         if gone:
             log.warning(
                 "task %s: the apply that sent it is gone (its reply queue was deleted): "
@@ -692,6 +736,45 @@ class _Reporter:
             with contextlib.suppress(Exception):
                 self.conn.release()
             self.conn = None
+
+
+ROOT_LINE = (
+    "the agent runs as root (uid 0): docs/production.md runs it as its own user (User=ferry, "
+    "groups disk and kvm); tasks are JSON only, never pickle"
+)
+
+
+def quiet_celery() -> None:
+    """Celery's lines that are no warnings for an agent, dropped (break-it 14c: a lab agent's
+    log): its advice on `worker_cancel_long_running_tasks_on_connection_loss` (a
+    CPendingDeprecationWarning of 8 lines at every broker connection loss; ferry sets it False
+    on purpose: make_app), its root warning (7 lines at each start advising a `--uid` option
+    `ferry agent` has not; one INFO line of ferry's says it instead) and "Failed to mark task
+    … as revoked in backend: RPC backend missing task request" (a revoke of a task the agent
+    never received: the rpc:// backend keeps no state to mark, the worker's revoked set is
+    what counts)."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss",
+        category=CPendingDeprecationWarning,
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"(?s).*superuser privileges", category=SecurityWarning
+    )
+    logging.getLogger("celery.worker.control").addFilter(_NoRpcRevokeMark())
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        log.info(ROOT_LINE)
+
+
+class _NoRpcRevokeMark(logging.Filter):
+    """Drops celery.worker.control's warning that the rpc:// backend cannot mark a revoked
+    task (it stores no task states: nothing to mark; the revoke itself took effect)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said = record.getMessage()
+        return not (
+            said.startswith("Failed to mark task ") and "RPC backend missing task request" in said
+        )
 
 
 def serve(app: Celery, agent: Agent, concurrency: int) -> int:
@@ -711,6 +794,7 @@ def serve(app: Celery, agent: Agent, concurrency: int) -> int:
             f"{node} answered on the broker): one agent per host; stop it first"
         )
     register(app, agent)
+    quiet_celery()
     signals.worker_shutting_down.connect(_exit_once_idle, weak=False)
     ready, stopping = threading.Event(), threading.Event()
     signals.worker_ready.connect(lambda **_: ready.set(), weak=False)
