@@ -221,3 +221,34 @@ def test_vms_with_nothing_to_run_stay_and_count_in_no_share() -> None:
     placed = assign(idle + busy, hosts)
     assert all(placed[d.name] == "conv-a" for d in idle)
     assert sorted(placed[d.name] for d in busy) == ["conv-a", "conv-b", "conv-c"], placed
+
+
+def test_each_hosts_share_counts_the_plans_own_copy_estimates_not_capacities() -> None:
+    """Break-it 14c F5 (db01's disk 2000 shown at 1.0 GiB in its host's share, 20.5 MiB read):
+    a host's bytes are the sum of its VMs' copy estimates as the plan shows them: a thin
+    disk's allocated bytes, not its capacity; a thick disk's allocated bytes are its capacity
+    on the datastore, and its estimate with them (the lab freezes a thick disk's snapshot as a
+    sparse file: only there are its holes skipped)."""
+    case = yaml.safe_load((CASES / "placement-three-hosts" / "case.yaml").read_text())
+    for vm in case["inventory"]:
+        disk = vm["disks"][0]
+        if vm["name"] == "db01":  # thick: allocated on the datastore as a whole
+            disk |= {"thin": False, "allocated_mib": disk["gib"] * 1024}
+        else:  # thin: 20.5 MiB of data each
+            disk["allocated_mib"] = 20.5
+    spec = validate_text(yaml.safe_dump(case["spec"]), "placement-three-hosts", {}).data
+    plan = make_plan(spec, *hydrate(case))
+    placed = {vm.name: vm.conversion_host for vm in plan.vms}
+    estimates = {
+        c.address.split(".")[1]: int(c.bytes or 0)
+        for c in plan.changes
+        if c.kind == "volume" and c.action is Action.CREATE
+    }
+    assert estimates["db01"] == 6 * GiB and estimates["web01"] == int(20.5 * 2**20)
+    shares = {h.name: h.bytes for h in plan.hosts}
+    assert shares == {
+        host: sum(b for vm, b in estimates.items() if placed[vm] == host) for host in shares
+    }
+    assert sum(shares.values()) == 6 * GiB + 6 * int(20.5 * 2**20)
+    line = next(line for line in _text(plan).splitlines() if "vm.web01.disk[2000]" in line)
+    assert "create ~20.5 MiB" in line, line
