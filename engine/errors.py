@@ -81,7 +81,8 @@ class VSphereError(FerryError):
 
 class AgentError(FerryError):
     """A host-bound step sent to a conversion host's agent (through the broker) did not run:
-    no agent took it in time, the agent went silent, or it refused it (spec digest, host)."""
+    no agent took it in time, the agent went silent, or it refused it (agent digest, host,
+    state lineage)."""
 
 
 class DataplaneError(FerryError):
