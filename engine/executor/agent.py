@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -752,29 +753,32 @@ def quiet_celery() -> None:
     `ferry agent` has not; one INFO line of ferry's says it instead) and "Failed to mark task
     … as revoked in backend: RPC backend missing task request" (a revoke of a task the agent
     never received: the rpc:// backend keeps no state to mark, the worker's revoked set is
-    what counts)."""
-    warnings.filterwarnings(
-        "ignore",
-        message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss",
-        category=CPendingDeprecationWarning,
-    )
-    warnings.filterwarnings(
-        "ignore", message=r"(?s).*superuser privileges", category=SecurityWarning
-    )
-    logging.getLogger("celery.worker.control").addFilter(_NoRpcRevokeMark())
+    what counts). Called before the worker is made (its root check runs then); the worker's
+    logging setup puts its own `always` filter for CPendingDeprecationWarning first and routes
+    warnings to the logger py.warnings, so the advice is also dropped there."""
+    warnings.filterwarnings("ignore", message=CANCEL_ADVICE, category=CPendingDeprecationWarning)
+    warnings.filterwarnings("ignore", message=ROOT_ADVICE, category=SecurityWarning)
+    logging.getLogger("celery.worker.control").addFilter(_NotWarnings(RPC_REVOKE_MARK))
+    logging.getLogger("py.warnings").addFilter(_NotWarnings(CANCEL_ADVICE))
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         log.info(ROOT_LINE)
 
 
-class _NoRpcRevokeMark(logging.Filter):
-    """Drops celery.worker.control's warning that the rpc:// backend cannot mark a revoked
-    task (it stores no task states: nothing to mark; the revoke itself took effect)."""
+# what Celery says that is no warning for an agent (quiet_celery), as regular expressions
+CANCEL_ADVICE = r"(?s).*worker_cancel_long_running_tasks_on_connection_loss"
+ROOT_ADVICE = r"(?s).*superuser privileges"
+RPC_REVOKE_MARK = r"Failed to mark task .* as revoked in backend: RPC backend missing task"
+
+
+class _NotWarnings(logging.Filter):
+    """Drops a logger's records whose message matches `said` (re.match)."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__()
+        self.said = re.compile(said)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        said = record.getMessage()
-        return not (
-            said.startswith("Failed to mark task ") and "RPC backend missing task request" in said
-        )
+        return self.said.match(record.getMessage()) is None
 
 
 def serve(app: Celery, agent: Agent, concurrency: int) -> int:

@@ -65,13 +65,20 @@ def test_celerys_lines_that_are_no_warnings_for_an_agent_are_dropped(
             missing = "RPC backend missing task request for 't-1'"
             control.warning("Failed to mark task %s as revoked in backend: %s", "t-1", missing)
             control.warning("Failed to mark task %s as revoked in backend: %s", "t-2", "timeout")
+            captured = logging.getLogger("py.warnings")  # Celery's logging setup routes them here
+            captured.warning(
+                "%s", f"consumer.py:427: CPendingDeprecationWarning: \n{CANCEL_TASKS_BY_DEFAULT}"
+            )
+            captured.warning("%s", "x.py:1: CPendingDeprecationWarning: another")
         finally:
             control.filters.clear()
+            logging.getLogger("py.warnings").filters.clear()
     assert [str(w.message) for w in shown] == ["another pending deprecation"]
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         agent.ROOT_LINE,
         "Failed to mark task t-2 as revoked in backend: timeout",
+        "x.py:1: CPendingDeprecationWarning: another",
     ], lines
 
 
