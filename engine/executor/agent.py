@@ -753,13 +753,16 @@ def quiet_celery() -> None:
     `ferry agent` has not; one INFO line of ferry's says it instead) and "Failed to mark task
     … as revoked in backend: RPC backend missing task request" (a revoke of a task the agent
     never received: the rpc:// backend keeps no state to mark, the worker's revoked set is
-    what counts). Called before the worker is made (its root check runs then); the worker's
+    what counts); kombu's CRITICAL "Couldn't ack" with its traceback, for a delivery whose
+    connection the broker closed, is one WARNING line saying what follows. Called before the
+    worker is made (its root check runs then); the worker's
     logging setup puts its own `always` filter for CPendingDeprecationWarning first and routes
     warnings to the logger py.warnings, so the advice is also dropped there."""
     warnings.filterwarnings("ignore", message=CANCEL_ADVICE, category=CPendingDeprecationWarning)
     warnings.filterwarnings("ignore", message=ROOT_ADVICE, category=SecurityWarning)
     logging.getLogger("celery.worker.control").addFilter(_NotWarnings(RPC_REVOKE_MARK))
     logging.getLogger("py.warnings").addFilter(_NotWarnings(CANCEL_ADVICE))
+    logging.getLogger("celery.worker.request").addFilter(_AckLost())
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         log.info(ROOT_LINE)
 
@@ -768,6 +771,25 @@ def quiet_celery() -> None:
 CANCEL_ADVICE = r"(?s).*worker_cancel_long_running_tasks_on_connection_loss"
 ROOT_ADVICE = r"(?s).*superuser privileges"
 RPC_REVOKE_MARK = r"Failed to mark task .* as revoked in backend: RPC backend missing task"
+
+
+class _AckLost(logging.Filter):
+    """kombu's "Couldn't ack N, reason: RecoverableConnectionError(... 'connection already
+    closed' ...)" (CRITICAL, a traceback of 12 lines) after a broker restart: one WARNING
+    line saying what follows. Nothing is lost: RabbitMQ delivers the unacknowledged message
+    again and the agent gives that delivery the outcome of the run it acknowledged
+    (run_task), never a second copy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said = record.getMessage()
+        if said.startswith("Couldn't ack ") and "connection already closed" in said:
+            record.msg = (
+                f"{said}: the broker connection it came on is gone; RabbitMQ delivers it again "
+                "and the agent answers that delivery with this run's outcome (no second copy)"
+            )
+            record.args, record.exc_info, record.exc_text = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class _NotWarnings(logging.Filter):

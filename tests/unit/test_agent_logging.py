@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from amqp.exceptions import RecoverableConnectionError
 from celery.exceptions import CPendingDeprecationWarning, SecurityWarning
 from celery.platforms import ROOT_DISCOURAGED
 from celery.worker.consumer.consumer import CANCEL_TASKS_BY_DEFAULT
@@ -70,16 +71,31 @@ def test_celerys_lines_that_are_no_warnings_for_an_agent_are_dropped(
                 "%s", f"consumer.py:427: CPendingDeprecationWarning: \n{CANCEL_TASKS_BY_DEFAULT}"
             )
             captured.warning("%s", "x.py:1: CPendingDeprecationWarning: another")
+            request = logging.getLogger("celery.worker.request")
+            closed = RecoverableConnectionError("connection already closed")  # as amqp raises it
+            try:
+                raise closed
+            except RecoverableConnectionError as exc:  # as kombu's ack_log_error logs it
+                request.critical("Couldn't ack %r, reason:%r", 1, exc, exc_info=True)
+                request.critical("Couldn't ack %r, reason:%r", 2, OSError("disk"), exc_info=True)
         finally:
-            control.filters.clear()
-            logging.getLogger("py.warnings").filters.clear()
+            for name in ("celery.worker.control", "py.warnings", "celery.worker.request"):
+                logging.getLogger(name).filters.clear()
     assert [str(w.message) for w in shown] == ["another pending deprecation"]
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == [
+    assert lines[:3] == [
         agent.ROOT_LINE,
         "Failed to mark task t-2 as revoked in backend: timeout",
         "x.py:1: CPendingDeprecationWarning: another",
     ], lines
+    lost, other = caplog.records[3:]
+    assert (lost.levelname, lost.exc_info) == ("WARNING", None)
+    assert lost.getMessage() == (
+        "Couldn't ack 1, reason:RecoverableConnectionError(None, 'connection already closed', "
+        "None, ''): the broker connection it came on is gone; RabbitMQ delivers it again and "
+        "the agent answers that delivery with this run's outcome (no second copy)"
+    )
+    assert other.levelname == "CRITICAL" and other.exc_info is not None  # another cause: kept
 
 
 def test_a_broker_outage_is_one_warning_and_one_line_when_it_answers_again(
