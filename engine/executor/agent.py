@@ -770,6 +770,7 @@ def quiet_celery() -> None:
 # what Celery says that is no warning for an agent (quiet_celery), as regular expressions
 CANCEL_ADVICE = r"(?s).*worker_cancel_long_running_tasks_on_connection_loss"
 ROOT_ADVICE = r"(?s).*superuser privileges"
+ACK_LOST_SUFFIX = "this run's outcome (no second copy)"
 RPC_REVOKE_MARK = r"Failed to mark task .* as revoked in backend: RPC backend missing task"
 
 
@@ -782,10 +783,14 @@ class _AckLost(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         said = record.getMessage()
-        if said.startswith("Couldn't ack ") and "connection already closed" in said:
+        if (
+            said.startswith("Couldn't ack ")
+            and "connection already closed" in said
+            and not said.endswith(ACK_LOST_SUFFIX)  # once, however often quiet_celery ran
+        ):
             record.msg = (
                 f"{said}: the broker connection it came on is gone; RabbitMQ delivers it again "
-                "and the agent answers that delivery with this run's outcome (no second copy)"
+                f"and the agent answers that delivery with {ACK_LOST_SUFFIX}"
             )
             record.args, record.exc_info, record.exc_text = None, None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
