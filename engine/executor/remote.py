@@ -87,6 +87,7 @@ ASK_TIMEOUT = 2.0  # seconds a coordinator re-placing a VM waits for the agents'
 # (agent.refusal_of): {"ok": why the agent would refuse this coordinator's tasks, "" if not}
 ACCEPTS = "ferry_accepts"
 NODE_PREFIX = "ferry-agent-"  # an agent's Celery node name: ferry-agent-<HOST>@<machine>
+URGENT_SILENCE = 15.0  # seconds a step silent while its source is off waits before asking
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
 WAIT_NOTICE = 5.0  # seconds a copy waits for an agent before the apply says it waits
 CONNECT_RETRIES = 2
@@ -287,6 +288,9 @@ class Remote:
     broker: Broker
     digests: Mapping[str, str]  # {conversion host: its agent digest} (agent_digests)
     lineage: str = ""  # the coordinator's state's lineage, which the agent checks
+    # the VM's source is powered off (a cutover's final sync): a host whose agent answers no
+    # ping for URGENT_SILENCE seconds fails the step then, not after execution.timeout
+    urgent: bool = False
 
     def digest(self, host_name: str) -> str:
         """The agent digest sent to `host_name`'s agent ("" for a host the spec does not list:
@@ -384,6 +388,7 @@ class Remote:
             args = [job, self.digest(host_name), self.lineage]
             sent = app.send_task(task, args=args, queue=queue_name(host_name))
             waiter = _Waiter(app, sent, host_name, calls, say, self.broker.timeout, STEPS[task])
+            waiter.urgent = self.urgent
             return waiter.wait()
         except BROKER_ERRORS as exc:
             raise AgentError(lost_broker(host_name, exc, STEPS[task])) from exc
@@ -474,6 +479,8 @@ class _Waiter:
     noticed: bool = False
     note: str | None = None
     busy_said: bool = False
+    urgent: bool = False  # Remote.urgent
+    asked: float = 0.0  # when the host's agents were last asked (urgent only), monotonic s
 
     def wait(self) -> dict[str, Any]:
         while True:
@@ -532,6 +539,7 @@ class _Waiter:
         if self.agent is None and not self.noticed and silent >= min(WAIT_NOTICE, self.timeout / 2):
             self.noticed = True
             self.say(waiting_line(self.host_name, self.timeout, self.step))
+        self._check_urgent(silent)
         if silent < self.timeout:
             return
         queue = queue_name(self.host_name)
@@ -556,6 +564,26 @@ class _Waiter:
         raise AgentError(
             f"agent {self.agent} on conversion host {self.host_name} went silent for "
             f"{self.timeout:.0f} s mid-{self.step} (no agent took it again from queue {queue})"
+        )
+
+    def _check_urgent(self, silent: float) -> None:
+        """While the VM's source is off (`urgent`): a step silent for URGENT_SILENCE seconds
+        whose host has no agent answering (`_busy` None: died after the pre-power-off check,
+        or stopped) fails now, revoked, so the cutover puts the source back on at once instead
+        of after execution.timeout (break-it 12n M1: 69 s, 5 min at the default). An agent that
+        answers (busy with earlier tasks, or copying between its beats) is waited for."""
+        now = time.monotonic()
+        if not self.urgent or silent < URGENT_SILENCE or now - self.asked < URGENT_SILENCE:
+            return
+        self.asked = now
+        if self._busy() is not None:
+            return
+        self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
+        where = f"taken by agent {self.agent}, then silent" if self.agent else "not taken"
+        raise AgentError(
+            f"no agent of conversion host {self.host_name} answers while the source is powered "
+            f"off (the {self.step} {where} for {silent:.0f} s): not waiting the "
+            f"{self.timeout:.0f} s of execution.timeout"
         )
 
     def _busy(self) -> int | None:

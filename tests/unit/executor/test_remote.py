@@ -476,3 +476,35 @@ def test_a_hosts_slots_bound_the_steps_moving_bytes_and_a_stop_ends_a_wait(
     free = host_module.Host(None, None, None)  # type: ignore[arg-type]
     with host_module.slot(free, cancel, "a"), host_module.slot(free, cancel, "b"):
         pass
+
+
+def test_with_the_source_off_a_host_whose_agent_stops_answering_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break-it 12n M1: an agent killed right after the pre-power-off check kept production
+    off for the whole execution.timeout (69 s at 60 s; 5 min at the default). A cutover's
+    final sync (urgent) silent for URGENT_SILENCE seconds asks the host's agents: none
+    answering fails it then, revoked; one answering (busy) is waited for, asked again only
+    URGENT_SILENCE later; a replicate sync (not urgent) waits out its timeout as before."""
+    monkeypatch.setattr(remote, "URGENT_SILENCE", 0.01)
+    calm = waiter(300)  # not urgent: no agent answering changes nothing before the timeout
+    time.sleep(0.02)
+    calm._check()
+    assert calm.app.control.revoked == []
+    busy = waiter(300)
+    busy.urgent = True
+    busy.app.control.active = {"ferry-agent-conv-01@m1": [{"id": "old-1"}]}
+    time.sleep(0.02)
+    busy._check()
+    assert busy.app.control.revoked == []
+    busy.app.control.active = {}  # the agent died: nothing answers
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match=r"no agent of conversion host conv-01 answers while "
+                       r"the source is powered off \(the copy not taken for "):  # fmt: skip
+        busy._check()
+    assert busy.app.control.revoked == ["task-9"]
+    taken = waiter(300)
+    taken.urgent, taken.agent = True, "a1"
+    time.sleep(0.02)
+    with pytest.raises(AgentError, match="taken by agent a1, then silent for"):
+        taken._check()
