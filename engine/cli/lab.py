@@ -86,6 +86,14 @@ DEMO_3_HOSTS = lab_agents.CHECKOUT / "plans" / "demo-3-hosts.yaml"
 
 @app.command()
 def agents(
+    spec_argument: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="SPEC",
+            help="The spec, as `plan` and `apply` take it (the same as --spec).",
+            show_default=False,
+        ),
+    ] = None,
     directory: DirOption = None,
     spec: Annotated[
         Path,
@@ -99,6 +107,10 @@ def agents(
 
     Each on the lab's broker (its password in a 0600 file, never on argv), its PID in the lab
     directory (agents.json) so `lab agents --stop` and `lab down` stop exactly these."""
+    if spec_argument is not None:
+        if spec not in (DEMO_3_HOSTS, spec_argument):
+            raise UserError(f"two specs given ({spec_argument} and --spec {spec}): give one")
+        spec = spec_argument
     lab = _lab(directory)
     if stop:
         stopped = lab_agents.stop(lab.root)

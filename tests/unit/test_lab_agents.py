@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from engine.cli import lab as lab_cli
 from engine.cli.app import _run
 from engine.errors import LabError, UserError
 from engine.lab import agents as lab_agents
@@ -183,3 +184,26 @@ def test_a_start_appends_to_the_agent_log_and_waits_for_its_own_ready(
     finally:
         lab_agents.stop(tmp_path)
     assert not is_running(agent)
+
+
+def test_lab_agents_takes_the_spec_as_plan_does_and_refuses_two(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Break-it 12n L4: `ferry lab agents SPEC` (as `plan SPEC`) was refused ("unexpected extra
+    argument"). The spec given twice, differently, is one line that starts nothing."""
+    started: list[Path] = []
+    monkeypatch.setattr(Lab, "running", lambda _self: True)
+    monkeypatch.setattr(Lab, "env", lambda _self: {})
+    monkeypatch.setattr(lab_agents, "spec_hosts", lambda _data: ["h1"])
+    monkeypatch.setattr(lab_cli, "load_spec", lambda _path: SimpleNamespace(data={}))
+    monkeypatch.setattr(
+        lab_agents, "start", lambda _root, spec, *_a, **_k: started.append(spec) or []
+    )
+    spec = Path("plans/demo-3-hosts.yaml").resolve()
+    assert ferry(monkeypatch, "lab", "agents", str(spec), "--dir", str(tmp_path)) == 0
+    assert started == [spec]
+    capsys.readouterr()
+    assert ferry(monkeypatch, "lab", "agents", "a.yaml", "--spec", "b.yaml") == 1
+    said = capsys.readouterr().err
+    assert said == "error: two specs given (a.yaml and --spec b.yaml): give one\n"
+    assert started == [spec]
