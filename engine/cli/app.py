@@ -35,6 +35,10 @@ def main() -> None:
     # keystoneauth's "Failed to discover available identity versions ... Attempting to parse
     # version from URL" precedes every log-in failure (and many successes): noise to a user
     logging.getLogger("keystoneauth.identity").setLevel(logging.ERROR)
+    # Celery's "RPC result consumer: connection lost, attempting to reconnect..." (with a
+    # traceback) while RabbitMQ restarts under a coordinator: ferry's own line says what it
+    # means, or nothing is lost (break-it 12n L3)
+    logging.getLogger("celery.backends.rpc").setLevel(logging.ERROR)
     ending = _ended_as_ctrl_c(sys.argv[1:])
     code = _run(ending)
     if ending:  # the command has ended: a signal now would only cut its exit short (-15)
