@@ -406,7 +406,7 @@ def place(
             availability_zone=by_name[p.name].availability_zone or "",
             pinned=by_name[p.name].conversion_host is not None,
             concerns=p.concerns
-            + _moved(facts[p.name].recorded, chosen[p.name], usable)
+            + _moved(facts[p.name].recorded, chosen[p.name], usable, gone)
             + _left(facts[p.name], chosen[p.name], usable, gone, over.get(p.name, "")),
         )
         if p.name in chosen
@@ -491,20 +491,28 @@ def _last_host(mine: Mapping[str, ResourceRecord]) -> str | None:
     return ran[0][1] if ran else None
 
 
-def _moved(recorded: str | None, chosen: str, hosts: Sequence[Host]) -> tuple[Concern, ...]:
-    """Why a VM whose copy is in progress on one host is placed on another."""
+def _moved(
+    recorded: str | None, chosen: str, hosts: Sequence[Host], gone: frozenset[str] = frozenset()
+) -> tuple[Concern, ...]:
+    """Why a VM whose copy is in progress on one host is placed on another (`gone`: the
+    spec's hosts that are no server in the destination project)."""
     if recorded is None or recorded == chosen:
         return ()
     resume = (
-        f"its volume is detached there and attached to {chosen}, and the copy resumes from its "
-        "checkpoint"
+        f"its volume is detached there if still attached, attached to {chosen}, and the copy "
+        "resumes from its checkpoint"
     )
     if recorded in {h.name for h in hosts}:
         why = f"pinned to conversion host {chosen}: its copy in progress on {recorded} moves; "
         return (Concern(ConcernLevel.INFO, "re-placed", why + resume),)
+    where = (
+        "is not a server in the destination project"
+        if recorded in gone
+        else "the spec no longer lists"
+    )
     why = (
         f"re-placed on conversion host {chosen}: its copy was in progress on {recorded}, which "
-        f"the spec no longer lists; "
+        f"{where}; "
     )
     return (Concern(ConcernLevel.WARNING, "re-placed", why + resume),)
 

@@ -252,3 +252,16 @@ def test_each_hosts_share_counts_the_plans_own_copy_estimates_not_capacities() -
     assert sum(shares.values()) == 6 * GiB + 6 * int(20.5 * 2**20)
     line = next(line for line in _text(plan).splitlines() if "vm.web01.disk[2000]" in line)
     assert "create ~20.5 MiB" in line, line
+
+
+def test_a_copy_re_placed_from_a_listed_host_whose_server_is_gone_says_so() -> None:
+    """Break-it 12n L1: a copy in progress on a host the spec still lists but whose server was
+    deleted was said to be on a host "which the spec no longer lists"."""
+    from engine.planner.placement import _moved  # noqa: PLC0415 (the one helper under test)
+
+    hosts = [Host("conv-b", None, 2)]
+    (gone,) = _moved("conv-a", "conv-b", hosts, frozenset({"conv-a"}))
+    assert "on conv-a, which is not a server in the destination project;" in gone.message
+    (dropped,) = _moved("conv-a", "conv-b", hosts)
+    assert "on conv-a, which the spec no longer lists;" in dropped.message
+    assert "detached there if still attached" in dropped.message
