@@ -2,7 +2,8 @@
 (../shared/DESIGN.md §8), and the coordinator runs in-process when no broker is configured.
 
 - `sync`: attach the volume to the conversion host, find its device, copy the source disk
-  into it, verify, detach (`SyncJob` → `SyncResult`);
+  into it, verify, detach (`SyncJob` → `SyncResult`); the volume's `ferry_updated_at` stamp
+  is cleared before the attach and set after the detach (`detach_stamped`);
 - `compare`: a volume (attached and detached here) or a local file (image mode) compared whole
   with the source disk, nothing copied: `--verify` (`SyncJob` → `SyncResult`);
 - `convert`: a guest's volumes attached, converted in place by virt-v2v-in-place, detached
@@ -40,7 +41,7 @@ from engine.dataplane.copy import (
 from engine.dataplane.nbdkit import DiskSource, NbdkitServer
 from engine.errors import ChangedOutsideError, ConversionError, StoppedError, VerifyError
 from engine.executor.seams import Devices, Sources
-from engine.model.state import VERIFIED_AREAS, VERIFIED_WHOLE
+from engine.model.state import STAMP_KEY, VERIFIED_AREAS, VERIFIED_WHOLE
 from engine.providers.openstack import volumes
 from engine.providers.vsphere.snapshots import DiskInfo
 from engine.units import duration, human
@@ -225,22 +226,34 @@ def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
 
 def unchanged(conn: Any, job: SyncJob) -> None:
     """Right before the host attaches the job's volume: it is as the coordinator saw it when it
-    sent the job (`unchanged_since`, Cinder's updated_at), unless it is attached to this host
-    already (an earlier delivery of the job attached it, then its agent was killed: a
-    redelivery resumes; attached here, nothing else could attach it). Raises
-    ChangedOutsideError (nothing written), OpenStackError (not readable)."""
-    if job.unchanged_since is None:
-        return
-    now = volumes.seen(conn, job.volume_id)  # one GET for both
+    sent the job (`unchanged_since`, Cinder's updated_at; None: it was attached to this host
+    then, and the volume's own stamp after that task's detach is checked, when it has one),
+    unless it is attached to this host already (an earlier delivery of the job attached it,
+    then its agent was killed: a redelivery resumes; attached here, nothing else could attach
+    it). Raises ChangedOutsideError (nothing written), OpenStackError (not readable)."""
+    now = volumes.seen(conn, job.volume_id)  # one GET for all
     if job.host_id in now.servers:
         return
-    if now.updated_at != job.unchanged_since:
+    # sent while attached here (an earlier task of ours held it): since then that task let go,
+    # its stamp says the value right after its own detach ("" or none: unknown, trusted)
+    since = job.unchanged_since or now.metadata.get(STAMP_KEY) or None
+    if since is not None and now.updated_at != since:
         raise ChangedOutsideError(
             f"volume {job.volume_id} changed outside ferry after its copy was sent (Cinder "
-            f"updated_at {job.unchanged_since} → {now.updated_at}: attached or written by "
+            f"updated_at {since} → {now.updated_at}: attached or written by "
             "something else while the copy waited for its host): nothing written; plan again "
             "(it copies the volume in full)"
         )
+
+
+def detach_stamped(conn: Any, host_id: str, volume_id: str) -> None:
+    """A sync's or compare's own detach, then the volume's Cinder updated_at right after it
+    stamped on the volume (volumes.stamp, model.state.STAMP_KEY): whoever plans next knows it
+    even when the coordinator recorded nothing (it lost the broker or was killed while this
+    host still held the volume: break-it 12n H1), stopped, failed or done alike. Raises
+    OpenStackError (the detach; no stamp then)."""
+    volumes.detach(conn, host_id, volume_id)
+    volumes.stamp(conn, volume_id)
 
 
 def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
@@ -255,6 +268,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
         str(s["vm_moref"]), str(s["instance_uuid"]), str(s["snapshot_moref"]), disk
     )
     unchanged(host.conn, job)
+    volumes.unstamp(host.conn, job.volume_id)  # cut off before the detach: no stamp vouches
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
@@ -268,7 +282,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
                 raise StoppedError(str(exc), stats.moved()) from exc
         calls.written()
     finally:
-        volumes.detach(host.conn, job.host_id, job.volume_id)
+        detach_stamped(host.conn, job.host_id, job.volume_id)
     return SyncResult(
         stats.bytes_read,
         stats.bytes_written,
@@ -310,13 +324,14 @@ def compare(job: SyncJob, host: Host, cancel: threading.Event) -> SyncResult:
     if not job.host_id:  # a local file
         sha256 = _verify(whole, source, Path(job.volume_id), disk, cancel)
         return SyncResult(0, 0, 0, 0, 0, round(time.monotonic() - began, 3), sha256, VERIFIED_WHOLE)
+    volumes.unstamp(host.conn, job.volume_id)
     volumes.attach(host.conn, job.host_id, job.volume_id)
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
         with slot(host, cancel, f"the compare of volume {job.volume_id}"):
             sha256 = _verify(whole, source, device, disk, cancel)
     finally:
-        volumes.detach(host.conn, job.host_id, job.volume_id)
+        detach_stamped(host.conn, job.host_id, job.volume_id)
     seconds = round(time.monotonic() - began, 3)
     return SyncResult(0, 0, 0, 0, 0, seconds, sha256, VERIFIED_WHOLE)
 

@@ -12,7 +12,15 @@ from engine.addresses import Address
 from engine.errors import OpenStackError
 from engine.executor.replacement import Placement
 from engine.model.plan import Action, Change, Plan
-from engine.model.state import RECORDED_HOST, UPDATED_AT, ResourceRecord, Status, changed_outside
+from engine.model.state import (
+    RECORDED_HOST,
+    STAMP_KEY,
+    UPDATED_AT,
+    ResourceRecord,
+    Status,
+    changed_outside,
+    own_stamp,
+)
 from engine.planner.diff.attachments import SETTLE_SECONDS, STALE_KEY
 from engine.planner.diff.volumes import FOUND_LINEAGE, adopted_lineage, full_copy
 from engine.providers.openstack import volumes
@@ -72,12 +80,22 @@ class VolumeOwnership(Placement):
         other than ferry attached or changed it since ferry last wrote it (its Cinder
         `updated_at` moved: model.state.changed_outside), also when that happened after the
         plan was made. Not for one the cutover's protection revert brings back to its last
-        sync first (Protection.reverts: that undoes whatever was written since)."""
+        sync first (Protection.reverts: that undoes whatever was written since). With no value
+        recorded, the one the volume's own stamp keeps (model.state.last_known: an agent that
+        detached it after the coordinator let go). Raises OpenStackError (not readable)."""
         volume_id = str(before.get("volume_id") or "")
-        if not volume_id or not before.get(UPDATED_AT):
+        if not volume_id:
             return ""
+        if before.get(UPDATED_AT):
+            now, stamp = volumes.updated_at(self.ctx.conn, volume_id), None
+        else:  # none recorded: the volume's own stamp of this state's, if any (break-it 12n H1)
+            seen = volumes.seen_if_found(self.ctx.conn, volume_id)
+            stamp = None if seen is None else own_stamp(seen.metadata, self.lineage)
+            if seen is None or stamp is None:
+                return ""
+            now = seen.updated_at
         name = Address.parse(address).name
-        why = changed_outside(before, volume_id, volumes.updated_at(self.ctx.conn, volume_id))
+        why = changed_outside(before, volume_id, now, stamp)
         if not why or self.cutover.reverts(name, volume_id):
             return ""
         return why
@@ -186,13 +204,16 @@ class VolumeOwnership(Placement):
         """Ferry's keys on a volume this state adopts (`_adopt`, `_take_over`), so it is found
         by identity and as this state's from now on; its `ferry_change_id` the plan's, "" when
         the plan trusts none (a protection snapshot of ferry's holds it: a cutover may have
-        written it since), nor does a state rebuilt from the cloud then."""
+        written it since), nor does a state rebuilt from the cloud then. Its `ferry_updated_at`
+        stamp is cleared: one of the state it was found with vouches for nothing of this one's
+        (the adoption records the value from now on)."""
         metadata = {
             "ferry_vm": self.uuids[address.name] or "",
             "ferry_disk": str(address.index),
             "ferry_converted": "false",
             STATE_KEY: self.lineage,
             "ferry_change_id": str(change_id or ""),
+            STAMP_KEY: "",
         }
         volumes.set_metadata(self.ctx.conn, volume_id, metadata)
 

@@ -243,6 +243,9 @@ class ObservedVolume:
     image_metadata: Mapping[str, str] | None = None
     protected_by: str | None = None  # a ferry protection snapshot of it in Cinder (its id)
     updated_at: str | None = None  # Cinder's (ISO 8601): model.state.changed_outside reads it
+    # its `ferry_updated_at` metadata (model.state.STAMP_KEY; None: none, or cleared), kept by
+    # the planner only for a volume of this state's lineage
+    stamp: str | None = None
 
 
 @dataclass(frozen=True)

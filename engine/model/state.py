@@ -24,6 +24,12 @@ VCENTER_OFF_AT = "vcenter_off_at"
 # ferry last wrote it (a sync, a compare that found it equal, a revert, an adoption): a later
 # value means something else attached or changed it since (a test boot of the replica)
 UPDATED_AT = "volume_updated_at"
+# The same value stamped on the volume itself (its metadata) by whoever ran ferry's host-bound
+# step on it (engine.executor.host: in-process or an agent), right after that step's own detach,
+# and cleared ("") right before its attach: seen even when the coordinator recorded nothing (it
+# lost the broker, or was killed, while an agent still held the volume: break-it 12n H1).
+# Setting metadata does not move Cinder's updated_at.
+STAMP_KEY = "ferry_updated_at"
 
 
 class Status(StrEnum):
@@ -109,7 +115,25 @@ def written_since_protection(records: Mapping[str, ResourceRecord], name: str) -
     return CONVERSION_WROTE if attrs.get("tool") else ""
 
 
-def changed_outside(attrs: Mapping[str, Any], volume_id: str, now: str | None) -> str:
+def own_stamp(metadata: Mapping[str, Any], lineage: str) -> str | None:
+    """A volume's STAMP_KEY from its `metadata` when the volume is this state's (its
+    `ferry_state` is `lineage`), else None: an adopted volume's stamp is of another state's
+    steps, and one cleared ("") means a host step was cut off between its attach and detach."""
+    if not lineage or str(metadata.get("ferry_state") or "") != lineage:
+        return None
+    return str(metadata.get(STAMP_KEY) or "") or None
+
+
+def last_known(attrs: Mapping[str, Any], stamp: str | None) -> str | None:
+    """Cinder's updated_at of the recorded volume right after ferry's last write that ferry
+    knows: the record's (UPDATED_AT), else the volume's own stamp (`stamp`: own_stamp), else
+    None (unknown: nothing is said)."""
+    return str(attrs.get(UPDATED_AT) or "") or stamp or None
+
+
+def changed_outside(
+    attrs: Mapping[str, Any], volume_id: str, now: str | None, stamp: str | None = None
+) -> str:
     """Why a volume this record holds may have been written by something other than ferry
     since ferry last wrote it ("" when nothing says so): Cinder's `updated_at` of `volume_id`
     (`now`) is not the one ferry recorded after its last write (UPDATED_AT). Cinder moves it at
@@ -118,8 +142,9 @@ def changed_outside(attrs: Mapping[str, Any], volume_id: str, now: str | None) -
     then "No changes") shows here whatever it wrote. Nothing is said for a record of another
     volume, one without a recorded value (an older ferry's, an interrupted copy's: ferry's own
     attach moved it), or a converted volume (production's, or a conversion's: never a replica
-    synced again)."""
-    was = attrs.get(UPDATED_AT)
+    synced again). `stamp`: the volume's own stamp of this state's (own_stamp), used when the
+    record holds no value (last_known)."""
+    was = last_known(attrs, stamp)
     if not was or not now or was == now or attrs.get("converted"):
         return ""
     if str(attrs.get("volume_id") or "") != volume_id:

@@ -114,6 +114,14 @@ def found_volumes(
     return out
 
 
+def own_stamped(volume: ObservedVolume, lineage: str) -> ObservedVolume:
+    """`volume` with its `stamp` (ferry_updated_at) kept only when it is this state's (its
+    `ferry_state` is `lineage`): an adopted volume's stamp is of another state's steps."""
+    if volume.stamp and volume.lineage != lineage:
+        return replace(volume, stamp=None)
+    return volume
+
+
 # (no "volume" in the first: image.as_files rewrites "volume" to "file" in reasons)
 COPY_KINDS = {"volume": "Cinder", "disk_file": "a local file"}
 
@@ -168,6 +176,7 @@ def vm_changes(
     served = server_made(vm, records, server)  # a server was (maybe) booted
     # output: image copies into files: a volume found by metadata is no base for them
     found = found_volumes(vm, observed) if vm.image is None else {}
+    found = {key: own_stamped(v, state.lineage) for key, v in found.items()}
     volumes = [
         settled(c) if is_booted else adopt_then_sync(vm, c)
         for c in (_disk_change(vm, v, records, found.get(v.disk_key), now) for v in vm.volumes)

@@ -213,7 +213,7 @@ def _changed_outside(
     refused at every apply)."""
     if observed is None or reverts:
         return ""
-    why = changed_outside(before, observed.id, observed.updated_at)
+    why = changed_outside(before, observed.id, observed.updated_at, observed.stamp)
     was = before.get("volume_type")
     if why and was and observed.volume_type and observed.volume_type != was:
         why += f"; it was retyped from {was} to {observed.volume_type} since"

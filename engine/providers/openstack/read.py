@@ -28,6 +28,7 @@ from engine.model.observed import (
     ObservedVolume,
     Quota,
 )
+from engine.model.state import STAMP_KEY
 from engine.providers.openstack.retry import unreachable
 
 TAG = "ferry"
@@ -364,6 +365,7 @@ def parse_volume(
             attachments=found,
             image_metadata=image_metadata(volume),
             updated_at=str(volume.updated_at) if getattr(volume, "updated_at", None) else None,
+            stamp=meta.get(STAMP_KEY) or None,
         )
     return None
 

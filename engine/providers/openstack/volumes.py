@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from openstack import exceptions as os_exc
 
 from engine.errors import OpenStackError
+from engine.model.state import STAMP_KEY
 from engine.providers.openstack.retry import answer, transient
 from engine.providers.openstack.waits import wait_for
 
@@ -181,10 +182,12 @@ def delete_attachments(conn: Any, volume_id: str, ids: Collection[str]) -> list[
 
 class Seen(NamedTuple):
     """A volume as one read of it found it: the IDs of the servers it is attached to (none:
-    []) and Cinder's updated_at (its ISO 8601 text; None when Cinder gives none)."""
+    []), Cinder's updated_at (its ISO 8601 text; None when Cinder gives none) and its metadata
+    ({} when none)."""
 
     servers: list[str]
     updated_at: str | None
+    metadata: dict[str, str] = {}  # noqa: RUF012 (a NamedTuple's default: never mutated)
 
 
 def seen(conn: Any, volume_id: str) -> Seen:
@@ -193,9 +196,27 @@ def seen(conn: Any, volume_id: str) -> Seen:
     stopped, each once per copy. Raises OpenStackError when it cannot be read (a volume gone
     included)."""
     volume = transient(lambda: conn.block_storage.get_volume(volume_id), f"reading {volume_id}")
+    return _seen(volume)
+
+
+def seen_if_found(conn: Any, volume_id: str) -> Seen | None:
+    """`seen`, or None when the volume is gone. Raises OpenStackError (not readable)."""
+
+    def read() -> Any:
+        try:
+            return conn.block_storage.get_volume(volume_id)
+        except os_exc.NotFoundException:
+            return None
+
+    volume = transient(read, f"reading {volume_id}")
+    return None if volume is None else _seen(volume)
+
+
+def _seen(volume: Any) -> Seen:
     servers = [str(a["server_id"]) for a in volume.attachments or [] if a.get("server_id")]
-    stamp = getattr(volume, "updated_at", None)
-    return Seen(servers, str(stamp) if stamp else None)
+    at = getattr(volume, "updated_at", None)
+    metadata = {str(k): str(v) for k, v in (getattr(volume, "metadata", None) or {}).items()}
+    return Seen(servers, str(at) if at else None, metadata)
 
 
 def attached_servers(conn: Any, volume_id: str) -> list[str]:
@@ -303,6 +324,8 @@ def usable(conn: Any, volume_id: str) -> bool:
 
 
 def set_metadata(conn: Any, volume_id: str, metadata: dict[str, str]) -> None:
+    """Set `metadata`'s keys on the volume, merged with the others it has (Cinder's POST: keys
+    not named are kept; "" empties one). Does not move its updated_at. Raises OpenStackError."""
     transient(
         lambda: conn.block_storage.set_volume_metadata(volume_id, **metadata),
         f"setting metadata of volume {volume_id}",
@@ -423,6 +446,24 @@ def exists(conn: Any, volume_id: str) -> bool:
         return True
 
     return transient(found, f"reading volume {volume_id}")
+
+
+def stamp(conn: Any, volume_id: str) -> None:
+    """After a host step's own detach: the volume's Cinder updated_at now stamped on it
+    (model.state.STAMP_KEY), so whoever plans next knows the value right after ferry's last
+    write even when no record of it was written. Best effort: a stamp that cannot be read or
+    written stays cleared (unknown, as after a kill -9), never failing the step."""
+    with contextlib.suppress(Exception):
+        now = updated_at(conn, volume_id)
+        if now:
+            set_metadata(conn, volume_id, {STAMP_KEY: now})
+
+
+def unstamp(conn: Any, volume_id: str) -> None:
+    """Right before a host step's own attach: the volume's stamp cleared (""), so a step cut
+    off before its detach leaves none that would vouch for what it wrote. Raises
+    OpenStackError (nothing attached or written)."""
+    set_metadata(conn, volume_id, {STAMP_KEY: ""})
 
 
 def updated_at(conn: Any, volume_id: str) -> str | None:
