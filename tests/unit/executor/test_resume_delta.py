@@ -14,8 +14,19 @@ import pytest
 from engine.executor.apply import Applier
 from engine.executor.volume_steps import ToCopy
 from engine.model.plan import Action, Change
+from engine.providers.openstack import volumes
 from engine.providers.vsphere.snapshots import DiskInfo
 from tests.unit.executor.fakes import one_vm_applier
+
+
+@pytest.fixture(autouse=True)
+def unstamped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The volume carries no `ferry_updated_at` stamp (nothing known of it: the checkpoint is
+    trusted, as before)."""
+    monkeypatch.setattr(
+        "engine.providers.openstack.volumes.seen_if_found", lambda _c, _v: volumes.Seen([], None)
+    )
+
 
 MiB = 1024**2
 STORED, KILLED, NOW = "52 aa/10", "52 aa/14", "52 aa/20"
