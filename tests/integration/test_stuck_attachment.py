@@ -24,6 +24,7 @@ from engine.lab import disks as lab_disks
 from engine.lab.estate import find_vm
 from engine.lab.lab import Lab
 from engine.model.state import UPDATED_AT
+from engine.providers.openstack import volumes
 from engine.providers.vsphere.power import power_on, power_state
 from engine.providers.vsphere.tasks import wait_task
 from engine.statestore.sqlite import SqliteStateStore
@@ -80,11 +81,12 @@ def same_bytes(a: Path, b: Path, size: int) -> bool:
     return True
 
 
-def unstamped(state: Path, address: str) -> None:
-    """The record as the interrupted apply that left the attachment leaves it: a sync or a
-    compare drops the volume's recorded Cinder updated_at before its host attaches the volume
-    (ferry's own attach moves it), so a volume attached since is not taken for one changed
-    outside ferry (model.state.changed_outside)."""
+def unstamped(state: Path, address: str, conn: Any) -> None:
+    """The record and volume as the interrupted apply that left the attachment leaves them: a
+    sync or a compare drops the volume's recorded Cinder updated_at before its host attaches
+    the volume (ferry's own attach moves it), and that host clears the volume's own stamp
+    (ferry_updated_at), so a volume attached since is not taken for one changed outside ferry
+    (model.state.changed_outside)."""
     store = SqliteStateStore(state)
     try:
         record = store.read().resources[address]
@@ -92,6 +94,7 @@ def unstamped(state: Path, address: str) -> None:
         store.write([replace(record, attributes=attrs)], [])
     finally:
         store.close()
+    volumes.unstamp(conn, str(attrs["volume_id"]))
 
 
 def test_a_reserved_attachment_is_repaired_before_the_power_off(
@@ -118,12 +121,12 @@ def test_a_reserved_attachment_is_repaired_before_the_power_off(
         )
     )
     saved = tmp_path / "cutover.plan"
-    unstamped(state, f"vm.{VM}.disk[2000]")  # before the plan: a write moves the serial
+    conn = lab.openstack("ferry-lab")
+    unstamped(state, f"vm.{VM}.disk[2000]", conn)  # before the plan: a write moves the serial
     planned = ferry(lab, "plan", str(cutover), "--state", str(state), "--out", str(saved))
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert "left 'reserved'" not in planned.stdout
 
-    conn = lab.openstack("ferry-lab")
     host = conn.compute.find_server("ferry-conversion-01", ignore_missing=False)
     stuck = conn.block_storage.create_attachment(volume_id, instance=host.id)
     request.addfinalizer(lambda: conn.block_storage.delete_attachment(stuck.id))  # a failed run
