@@ -137,6 +137,22 @@ def test_a_copy_sent_while_our_task_held_the_volume_checks_that_tasks_stamp(
     assert cinder.log == []
 
 
+def test_a_redelivery_after_its_agent_detached_then_died_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delivery sent at SENT ran, its agent detached and stamped the volume, then was killed
+    before its ack (a lab run of test_agents: the redelivery refused its own volume as changed
+    outside ferry). The value equals that stamp: taken, copied; touched after it: refused."""
+    sent = "2026-12-02T10:59:00.000000"
+    cinder = _Cinder(DETACHED, {STAMP_KEY: DETACHED})
+    host.sync(_job(sent), _host(monkeypatch, cinder, _copied(cinder)), host.Callbacks())
+    assert ("copy", "") in cinder.log
+    touched = _Cinder(BOOTED, {STAMP_KEY: DETACHED})
+    with pytest.raises(ChangedOutsideError, match=f"updated_at {sent} → {BOOTED}"):
+        host.sync(_job(sent), _host(monkeypatch, touched, _copied(touched)), host.Callbacks())
+    assert touched.log == []
+
+
 def test_the_record_comes_first_then_this_states_stamp() -> None:
     mine = {"ferry_state": "lin-a", STAMP_KEY: DETACHED}
     assert own_stamp(mine, "lin-a") == DETACHED
