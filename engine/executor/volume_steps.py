@@ -394,11 +394,11 @@ class VolumeSteps(VolumeOwnership):
         """In this process, or on `host_name`'s agent (its queue) when a broker is configured;
         a cutover's final sync, its source off, gives up on a host whose agent stops answering
         (Remote.urgent)."""
-        name = Address.parse(address).name
+        parsed = Address.parse(address)
         on = self.on_host()
-        if on.remote is not None and name in self.cutover.powered_off:
+        if on.remote is not None and parsed.name in self.cutover.powered_off:
             on = replace(on, remote=replace(on.remote, urgent=True))
-        return on.sync(host_name, job, calls, self._say(Address.parse(address)))
+        return on.sync(host_name, job, calls, self._say(parsed))
 
     def on_host(self) -> OnHost:
         """Where host-bound steps run: here, or on the hosts' agents (execution.broker), each
