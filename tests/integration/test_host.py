@@ -89,6 +89,11 @@ def test_a_sync_says_its_bytes_are_written_before_it_detaches(
     seen: list[str] = []
     monkeypatch.setattr(volumes, "attach", lambda _c, _h, v: seen.append(f"attach {v}"))
     monkeypatch.setattr(volumes, "detach", lambda _c, _h, v: seen.append(f"detach {v}"))
+    monkeypatch.setattr(
+        volumes, "seen", lambda _c, v: seen.append(f"check {v}") or volumes.Seen([], None)
+    )
+    monkeypatch.setattr(volumes, "unstamp", lambda _c, v: seen.append(f"unstamp {v}"))
+    monkeypatch.setattr(volumes, "stamp", lambda _c, v: seen.append(f"stamp {v}"))
 
     class Seams:
         def source(self, *_args: Any) -> FileDiskSource:
@@ -105,4 +110,11 @@ def test_a_sync_says_its_bytes_are_written_before_it_detaches(
     )
     result = sync(job, Host(None, Seams(), Seams()), calls)  # type: ignore[arg-type]
     assert result.sha256 == file_digest(src) and file_digest(dst) == file_digest(src)
-    assert [s for s in seen if s != "progress"] == ["attach vol", "written", "detach vol"]
+    assert [s for s in seen if s != "progress"] == [
+        "check vol",
+        "unstamp vol",
+        "attach vol",
+        "written",
+        "detach vol",
+        "stamp vol",
+    ]
