@@ -127,12 +127,24 @@ def agents(
         os.environ.setdefault(name, value)
     hosts = lab_agents.spec_hosts(dict(load_spec(spec).data))
     started = lab_agents.start(
-        lab.root, spec.resolve(), hosts, env, say=lambda line: typer.echo(f"  {line}")
+        lab.root,
+        spec.resolve(),
+        hosts,
+        env,
+        say=lambda line: typer.echo(f"  {line}"),
+        warn=lambda line: typer.echo(f"warning: {line}", err=True),
+    )
+    count = (
+        f"{len(started)} agents"
+        if len(started) == len(hosts)
+        else (f"{len(started)} of {len(hosts)} agents")
     )
     typer.echo(
-        f"{len(started)} agents run for {spec} (logs in {lab.root / 'logs'}); "
+        f"{count} run for {spec} (logs in {lab.root / 'logs'}); "
         "`ferry lab agents --stop` stops them"
     )
+    if len(started) < len(hosts):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -67,11 +67,15 @@ def start(
     *,
     timeout: float = 120.0,
     say: Callable[[str], None] = lambda _: None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> list[ProcessRecord]:
     """Start one agent per host in `hosts` for `spec` with `env` added to this environment
     (the lab's), each recorded in agents.json as soon as it runs; wait until each consumes
-    its queue (`timeout` seconds in all). UserError when agents of this lab run already;
-    LabError naming the host when one exits or is not ready in time (all are stopped then)."""
+    its queue (`timeout` seconds in all) and return those that do. One that exits or is not
+    ready in time is stopped and named through `warn` (its last log line) while the others run
+    (a host whose server is gone: the plan re-places its VMs onto the others, break-it 12n L2).
+    UserError when agents of this lab run already; LabError naming the first host that failed
+    when none is ready (all are stopped then)."""
     alive = [a for a in recorded(root) if is_running(a)]
     if alive:
         names = ", ".join(f"{a.name} (pid {a.pid})" for a in alive)
@@ -87,15 +91,39 @@ def start(
             begins[str(log)] = _mark_start(log, host)
             started.append(spawn(f"agent {host}", argv(host, spec), log, env=full, cwd=CHECKOUT))
             _record(root, started, spec)
-        deadline = time.monotonic() + timeout
-        for agent in started:
-            _wait_ready(agent, deadline, begins.get(agent.log, 0))
-            say(f"{agent.name} ready (pid {agent.pid}, log {agent.log})")
+        ready, failures = _ready(started, time.monotonic() + timeout, begins, say)
+        if not ready:
+            raise failures[0]
     except BaseException:
         stop_all(started)
         (root / AGENTS_FILE).unlink(missing_ok=True)
         raise
-    return started
+    if failures:
+        stop_all([a for a in started if a not in ready])
+        _record(root, ready, spec)
+        for failure in failures:
+            warn(f"{failure}: not started; the other agents run")
+    return ready
+
+
+def _ready(
+    started: list[ProcessRecord],
+    deadline: float,
+    begins: Mapping[str, int],
+    say: Callable[[str], None],
+) -> tuple[list[ProcessRecord], list[LabError]]:
+    """The agents of `started` ready by `deadline` (each said), and a LabError per other."""
+    ready: list[ProcessRecord] = []
+    failures: list[LabError] = []
+    for agent in started:
+        try:
+            _wait_ready(agent, deadline, begins.get(agent.log, 0))
+        except LabError as exc:
+            failures.append(exc)
+            continue
+        ready.append(agent)
+        say(f"{agent.name} ready (pid {agent.pid}, log {agent.log})")
+    return ready, failures
 
 
 def _mark_start(log: Path, host: str) -> int:
