@@ -280,6 +280,8 @@ def _change_line(change: Change) -> str:
     size = ""
     if change.bytes is not None and change.action is not Action.NOOP:
         size = f" [bold]{'~' if change.estimate else ''}{human(change.bytes)}[/]"
+        if change.zeros:
+            size += f" [bold]+ {human(change.zeros)} zeros[/]"
     symbol = escape(SYMBOLS[change.action])
     return (
         f"  [{color}]{symbol:>3} {escape(change.address)}[/] {change.action.value}{size}"
@@ -289,8 +291,8 @@ def _change_line(change: Change) -> str:
 
 def downtime_label(seconds: float) -> str:
     """A VM's cutover downtime as the plan shows it: an estimate, and said to be one (final
-    delta at the measured or assumed throughput, plus conversion and boot), e.g. 'estimated
-    cutover downtime ~6 min 5 s'."""
+    delta at the measured or assumed throughput, zeros written at the measured rate, plus
+    conversion and boot), e.g. 'estimated cutover downtime ~6 min 5 s'."""
     return f"estimated cutover downtime ~{duration(seconds)}"
 
 

@@ -51,6 +51,8 @@ def _row(change: Change) -> str:
     size = ""
     if change.bytes is not None:
         size = f"{'~' if change.estimate else ''}{human(change.bytes)}"
+        if change.zeros:
+            size += f" + {human(change.zeros)} zeros"
     return (
         f"| `{SYMBOLS[change.action]}` | `{_cell(change.address)}` | {change.action.value} "
         f"| {size} | {_cell(change.reason)} |"

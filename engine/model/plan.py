@@ -47,10 +47,15 @@ class Change:
     after: Mapping[str, Any] | None = None
     bytes: int | None = None  # bytes to copy (volume copies) or to upload (images)
     estimate: bool = False  # `bytes` is an estimate (delta from the recorded change rate)
+    # a full copy onto a volume not known to read as zeros: the bytes of its holes it writes as
+    # zeros (capacity minus what it reads; None: none, or not such a copy)
+    zeros: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["action"] = self.action.value
+        if self.zeros is None:  # plans without zero writes stay as they were
+            del out["zeros"]
         return out
 
 

@@ -116,6 +116,7 @@ def _change(c: dict[str, Any]) -> Change:
         c["after"],
         c["bytes"],
         c["estimate"],
+        c.get("zeros"),  # absent: no zero writes (and in plans saved before it was shown)
     )
 
 

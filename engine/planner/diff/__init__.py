@@ -54,6 +54,7 @@ from engine.planner.diff.estimates import (
     downtime,
     measured_conversions,
     measured_throughput,
+    measured_zero_rate,
     over_budget,
 )
 from engine.planner.diff.leftovers import leftover_snapshots
@@ -267,6 +268,7 @@ def diff(
     errors must add about a kept VM's source ferry left powered off (`said_left_off`)."""
     throughput = measured_throughput(data.state)
     conversions = measured_conversions(data.state)
+    zero_rate = measured_zero_rate(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
     handed = handed_objects(data.destination, data.state.lineage) if data.destroy else {}
     if data.destroy:  # a server another state's volumes or images run it: that state's
@@ -320,7 +322,7 @@ def diff(
             vm, vm_list, records, observed, servers=servers, data=data
         )
         copies = [c for c in vm_list if not lineage.label_only(c)]  # a label moves no bytes
-        estimate = downtime(vm, copies, throughput, conversions)
+        estimate = downtime(vm, copies, throughput, conversions, zero_rate)
         found_server = _found_server_concerns(vm, records, servers, data)
         # a server ferry does not take (server-not-from-replica) has no objects "beside the
         # server this plan would adopt": its one error says it (break-it 16d L3)

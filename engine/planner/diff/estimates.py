@@ -24,16 +24,22 @@ def downtime(
     changes: list[Change],
     throughput: float,
     conversions: Mapping[str, float] | None = None,
+    zero_rate: float | None = None,
 ) -> float | None:
-    """Estimated cutover downtime: final delta / throughput + conversion (measured mean per guest
-    family, else a default) + boot."""
+    """Estimated cutover downtime in seconds: final delta / throughput (bytes/s) + the zeros
+    full copies write onto volumes not known to read as zeros (Change.zeros) / `zero_rate`
+    (bytes/s; None: `throughput`) + conversion (measured mean per guest family, else a
+    default) + boot. None when `vm` is not cut over."""
     if vm.mode not in CUTOVER_MODES:
         return None
-    delta = sum(c.bytes or 0 for c in changes if c.kind == "volume" and c.action is not Action.NOOP)
+    moving = [c for c in changes if c.kind == "volume" and c.action is not Action.NOOP]
+    delta = sum(c.bytes or 0 for c in moving)
+    zeros = sum(c.zeros or 0 for c in moving)
     kind = family(vm.source.guest_id)
     measured = (conversions or {}).get(kind)
     convert = (measured or CONVERSION_SECONDS[kind]) if vm.convert else 0.0
-    return round(delta / throughput + convert + BOOT_SECONDS, 1)
+    zeroing = zeros / (zero_rate or throughput)
+    return round(delta / throughput + zeroing + convert + BOOT_SECONDS, 1)
 
 
 def measured_conversions(state: State) -> dict[str, float]:
@@ -56,6 +62,22 @@ def measured_throughput(state: State) -> float:
             moved += float(last["read"] if "read" in last else last.get("bytes", 0))
             seconds += float(last["seconds"])
     return moved / seconds if seconds > 0 and moved > 0 else float(DEFAULT_THROUGHPUT)
+
+
+def measured_zero_rate(state: State) -> float | None:
+    """Bytes/s of zeros written over the copy seconds of every recorded sync that wrote some
+    (last_sync's bytes minus its data read); None when none did. A lower bound: those seconds
+    also read and wrote the syncs' data, so a plan never counts zeros faster than seen."""
+    zeroed = seconds = 0.0
+    for record in state.resources.values():
+        last = record.attributes.get("last_sync") if record.kind == "volume" else None
+        if not isinstance(last, dict) or not last.get("seconds") or "read" not in last:
+            continue
+        wrote = float(last.get("bytes", 0)) - float(last["read"])
+        if wrote > 0:
+            zeroed += wrote
+            seconds += float(last["seconds"])
+    return zeroed / seconds if seconds > 0 else None
 
 
 def over_budget(vm: DesiredVM, estimate: float | None) -> tuple[Concern, ...]:

@@ -128,7 +128,8 @@ def as_files(
             } | {"path": disk_path(image, vm, key, records or {})}
         size = disks[key].capacity if key in disks else None
         reason = file_wording(change.reason, size)
-        out.append(replace(change, kind="disk_file", after=after, reason=reason))
+        # a file's holes are punched, not written: no zero writes to count
+        out.append(replace(change, kind="disk_file", after=after, reason=reason, zeros=None))
     return out
 
 

@@ -35,9 +35,18 @@ def _volume(
     after: dict[str, Any] | None,
     *,
     size: int | None = None,
+    zeros: int | None = None,
 ) -> Change:
     return Change(
-        address, "volume", action, reason, before, after, bytes=size, estimate=size is not None
+        address,
+        "volume",
+        action,
+        reason,
+        before,
+        after,
+        bytes=size,
+        estimate=size is not None,
+        zeros=zeros,
     )
 
 
@@ -62,6 +71,17 @@ def full_bytes(disk: SourceDisk, vm: DesiredVM | None = None) -> int:
     if disk.allocated is None or (vm is not None and reads_whole_extent(vm)):
         return disk.capacity
     return min(disk.allocated, disk.capacity)
+
+
+def holes(vm: DesiredVM, disk: SourceDisk, *, at: int = 0) -> int | None:
+    """The bytes of `disk`'s holes a full copy from offset `at` writes as zeros onto a volume
+    not known to read as zeros (one holding older bytes, or of a type not assumed zeroed): what
+    it does not read of [at, capacity) (full_bytes bounds what it reads); None when that is
+    nothing. They take time with the source off too (break-it 12n M2: a final full copy's
+    ~1.9 TB of zeros on a 2 TB disk holding 100 GB were not in the downtime estimate)."""
+    read = min(full_bytes(disk, vm), max(disk.capacity - at, 0))
+    left = disk.capacity - at - read
+    return left if left > 0 else None
 
 
 def full_reason(vm: DesiredVM, reason: str) -> str:
@@ -106,6 +126,7 @@ def volume_change(
             None,
             after,
             size=full_bytes(disk, vm),
+            zeros=holes(vm, disk) if volume.unzeroed else None,
         )
     if record is None:
         assert observed is not None
@@ -120,6 +141,7 @@ def volume_change(
             before,
             after,
             size=full_bytes(disk, vm),
+            zeros=holes(vm, disk) if observed is not None or volume.unzeroed else None,
         )
     if observed is None and before.get("volume_id") and before.get("converted"):
         return _volume(  # production's since its cutover: never a new, unconverted copy
@@ -141,6 +163,7 @@ def volume_change(
             before,
             after,
             size=full_bytes(disk, vm),
+            zeros=holes(vm, disk) if volume.unzeroed else None,
         )
     if record.status is Status.IN_PROGRESS and before.get("copy") != "delta":
         grew = grown_since_copy(volume, disk, before, observed) or _changed_outside(
@@ -155,9 +178,13 @@ def volume_change(
                 before,
                 {**after, "copy": "full"},
                 size=full_bytes(disk, vm),
+                zeros=holes(vm, disk) if observed is not None or volume.unzeroed else None,
             )
-        why, rest = _resume(vm, disk, before)
-        return _volume(address, Action.CREATE, why, before, after, size=rest)
+        why, rest, at = _resume(vm, disk, before)
+        zeroed = at > 0 and bool(before.get("dst_is_zero"))  # as the copy it resumes began
+        new = observed is None and not volume.unzeroed
+        left = None if zeroed or new else holes(vm, disk, at=at)
+        return _volume(address, Action.CREATE, why, before, after, size=rest, zeros=left)
     again = _full_again(volume, disk, record, (observed, reverts))
     if again is not None:
         why, extend = again
@@ -168,6 +195,7 @@ def volume_change(
             before,
             {**after, "copy": "full", **extend},
             size=full_bytes(disk, vm),
+            zeros=holes(vm, disk),
         )
     if record.status is Status.IN_PROGRESS:
         return _interrupted_delta(vm, disk, before, (address, after), now)
@@ -175,8 +203,8 @@ def volume_change(
     if copy == "none":
         return _volume(address, Action.NOOP, reason, before, before)
     if copy == "full":
-        full = full_bytes(disk, vm)
-        return _volume(address, Action.UPDATE, full_reason(vm, reason), before, after, size=full)
+        full, why = full_bytes(disk, vm), full_reason(vm, reason)
+        return _volume(address, Action.UPDATE, why, before, after, size=full, zeros=holes(vm, disk))
     size, how = delta_estimate(before, now, disk.capacity)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
 
@@ -289,8 +317,9 @@ def _interrupted_delta(
     copy, reason = sync_reason(vm, disk, before)
     if copy == "full":
         why = full_reason(vm, f"{since} cannot be resumed or redone: {reason}")
-        full = {**after, "copy": "full"}
-        return _volume(address, Action.UPDATE, why, dict(before), full, size=full_bytes(disk, vm))
+        full, size = {**after, "copy": "full"}, full_bytes(disk, vm)
+        zeros = holes(vm, disk)
+        return _volume(address, Action.UPDATE, why, dict(before), full, size=size, zeros=zeros)
     return _volume(address, Action.UPDATE, f"redo {since} ({how})", dict(before), after, size=size)
 
 
@@ -441,8 +470,9 @@ def grown_since_copy(
     )
 
 
-def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int]:
-    """An interrupted full copy: (why, bytes estimate). It resumes from its checkpoint when CBT
+def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple[str, int, int]:
+    """An interrupted full copy: (why, bytes estimate, the offset it copies from: 0 when it
+    starts over). It resumes from its checkpoint when CBT
     can say what changed since the snapshot it began from (copy_change_id), and copies that too;
     otherwise it starts over from 0 (DESIGN §5.7). A running VM's changeId moves only at stun
     points (a snapshot), so an unchanged live changeId proves nothing for it: what changed is
@@ -452,13 +482,14 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
     over = "the interrupted copy starts over from 0"
     unknown = "so what changed since it began is unknown"
     if not vm.source.cbt:
-        return full_reason(vm, f"{over}: CBT is off, {unknown}"), full_bytes(disk, vm)
+        return full_reason(vm, f"{over}: CBT is off, {unknown}"), full_bytes(disk, vm), 0
     if not began:
-        return f"{over}: it recorded no changeId, {unknown}", full_bytes(disk, vm)
+        return f"{over}: it recorded no changeId, {unknown}", full_bytes(disk, vm), 0
     if live is not None and epoch(live) != epoch(began):
         return (
             f"{over}: CBT was reset (changeId epoch {epoch(began)} → {epoch(live)})",
             full_bytes(disk, vm),
+            0,
         )
     rest = min(full_bytes(disk, vm), max(disk.capacity - done, 0))
     # vSphere reports a disk's allocated bytes as one number (layoutEx), not where they lie:
@@ -471,12 +502,13 @@ def _resume(vm: DesiredVM, disk: SourceDisk, before: Mapping[str, Any]) -> tuple
         else ""
     )
     if live == began and vm.source.power_state != POWERED_ON:
-        return f"resume the interrupted copy ({human(done)} already written){bound}", rest
+        return f"resume the interrupted copy ({human(done)} already written){bound}", rest, done
     measured = "" if live != began else " (the VM is running: measured at the new snapshot)"
     return (
         f"resume the interrupted copy ({human(done)} already written) and copy what changed "
         f"since changeId {began}, where it began{measured}{bound}",
         rest,
+        done,
     )
 
 
@@ -681,9 +713,9 @@ def full_in_window(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
     """A warning per replicated disk a cutover's final sync copies in full (tainted, CBT off or
     reset, grown, its volume gone, an interrupted full copy's rest) rather than as a delta: it
     is read while the source is off, and the plan says how much and why (counted in the
-    downtime estimate). A tainted
-    disk's re-copy in the window was announced as a delta-sized step only (break-it 12d item
-    7b: "~46.9 MiB", "downtime ~1 min", a 2 TB disk would be hours unannounced)."""
+    downtime estimate, zeros written too). A tainted disk's re-copy in the window was announced
+    as a delta-sized step only (break-it 12d item 7b: "~46.9 MiB", "downtime ~1 min", a 2 TB
+    disk would be hours unannounced)."""
     if vm.mode not in CUTOVER_MODES:
         return ()
     out = []
@@ -692,6 +724,8 @@ def full_in_window(vm: DesiredVM, changes: list[Change]) -> tuple[Concern, ...]:
             continue  # a disk never synced before: a cold migration's copy, as planned
         key = Address.parse(change.address).index
         size = "its size unknown" if change.bytes is None else f"~{human(change.bytes)} to read"
+        if change.zeros:
+            size += f" and {human(change.zeros)} of holes to write as zeros"
         out.append(
             Concern(
                 ConcernLevel.WARNING,
