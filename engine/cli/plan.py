@@ -291,8 +291,9 @@ def _change_line(change: Change) -> str:
 
 def downtime_label(seconds: float) -> str:
     """A VM's cutover downtime as the plan shows it: an estimate, and said to be one (final
-    delta at the measured or assumed throughput, zeros written at the measured rate, plus
-    conversion and boot), e.g. 'estimated cutover downtime ~6 min 5 s'."""
+    delta at the measured or assumed throughput, zeros written, uploads and volumes made from
+    images at their measured rates, plus conversion and boot: estimates.downtime), e.g.
+    'estimated cutover downtime ~6 min 5 s'."""
     return f"estimated cutover downtime ~{duration(seconds)}"
 
 

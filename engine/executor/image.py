@@ -459,7 +459,7 @@ class ImageCutover:
         replaces += [str(before["image_id"])] if before.get("image_id") else []
         attrs = {**after, "replaces": replaces}
         self.a._write([ResourceRecord(change.address, "image", Status.IN_PROGRESS, attrs)], [])
-        began = time.monotonic()
+        began, size = time.monotonic(), upload.stat().st_size
         try:
             image_id, uploaded = images.upload(
                 conn,
@@ -474,13 +474,13 @@ class ImageCutover:
         finally:
             if upload != path:
                 upload.unlink(missing_ok=True)
+        took = time.monotonic() - began
         attrs = {**after, "image_id": image_id}
+        if uploaded:  # the plan's upload rate (estimates.measured)
+            attrs["upload"] = {"bytes": size, "seconds": round(took, 3)}
         self.a._write([ResourceRecord(change.address, "image", Status.READY, attrs)], [])
         how = "uploaded" if uploaded else "found (same sha512) and reused"
-        self.a.ctx.say(
-            name,
-            f"{change.address}: image {image_id} {how} in {duration(time.monotonic() - began)}",
-        )
+        self.a.ctx.say(name, f"{change.address}: image {image_id} {how} in {duration(took)}")
 
     def _made_before(self, address: str, image_id: str, recorded: str) -> str:
         """The volume an interrupted apply of this state made from image `image_id` for this
@@ -690,10 +690,13 @@ class ImageCutover:
             },
             created=created,
         )
+        took = time.monotonic() - began
         attrs = {**after, "volume_id": volume_id, "image_id": image["image_id"]}
+        # the plan's rate of volumes made from images (estimates.measured): GiB per second
+        attrs["made"] = {"bytes": int(after["size_gib"]) * 1024**3, "seconds": round(took, 3)}
         self.a._write([ResourceRecord(change.address, "image_volume", Status.READY, attrs)], [])
         self.a.ctx.say(
             address.name,
             f"{change.address}: volume {volume_id} made from image {image['image_id']} in "
-            f"{duration(time.monotonic() - began)}",
+            f"{duration(took)}",
         )

@@ -9,7 +9,13 @@ from engine.model.desired import DesiredVM, FlavorChoice
 from engine.model.observed import SourceVM
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, State, Status
-from engine.planner.diff.estimates import downtime, measured_throughput, measured_zero_rate
+from engine.planner.diff.estimates import (
+    Rates,
+    downtime,
+    measured,
+    measured_throughput,
+    measured_zero_rate,
+)
 
 MiB, GiB = 1024**2, 1024**3
 
@@ -46,7 +52,7 @@ def _web01() -> DesiredVM:
 
 
 def _cutover(changes: list[Change]) -> float | None:
-    return downtime(_web01(), changes, 10 * MiB, None, 100 * MiB)
+    return downtime(_web01(), changes, Rates(10 * MiB, 100 * MiB))
 
 
 def test_the_downtime_counts_a_full_copys_zeros_at_the_zero_rate() -> None:
@@ -56,4 +62,46 @@ def test_the_downtime_counts_a_full_copys_zeros_at_the_zero_rate() -> None:
     zeros = replace(full, zeros=8 * GiB - 100 * MiB)
     assert _cutover([full]) == 70.0
     assert _cutover([zeros]) == round(10 + (8 * GiB - 100 * MiB) / (100 * MiB) + 60, 1)
-    assert downtime(_web01(), [zeros], 10 * MiB) == round((8 * GiB) / (10 * MiB) + 60, 1)
+    assert downtime(_web01(), [zeros], Rates(10 * MiB)) == round((8 * GiB) / (10 * MiB) + 60, 1)
+
+
+def test_an_image_mode_downtime_counts_files_uploads_and_volumes_made() -> None:
+    """output: image: the final sync into local files, the uploads to Glance and the volumes
+    Cinder makes from the images all happen with the source off (the estimate counted only
+    the conversion and the boot: 360 s for 300 MiB to copy and 1 GiB to upload)."""
+    files = Change("vm.web01.disk[2000]", "disk_file", Action.UPDATE, "delta", {}, {}, 300 * MiB)
+    image = Change("vm.web01.image[2000]", "image", Action.CREATE, "upload", None, {}, GiB)
+    made = Change(
+        "vm.web01.volume[2000]", "image_volume", Action.CREATE, "made", None, {"size_gib": 2}
+    )
+    rates = Rates(10 * MiB, upload=50 * MiB, made=200 * MiB)
+    assert downtime(_web01(), [files, image, made], rates) == 30 + 20.5 + 10.2 + 60
+    adopted = replace(made, action=Action.READ)
+    assert downtime(_web01(), [adopted], rates) == 60.0
+
+
+def test_the_rates_are_measured_from_the_records() -> None:
+    records = {
+        "vm.a.disk[2000]": ResourceRecord(
+            "vm.a.disk[2000]",
+            "disk_file",
+            Status.READY,
+            {"last_sync": {"bytes": 40 * MiB, "read": 40 * MiB, "seconds": 4.0}},
+        ),
+        "vm.a.image[2000]": ResourceRecord(
+            "vm.a.image[2000]",
+            "image",
+            Status.READY,
+            {"upload": {"bytes": 60 * MiB, "seconds": 2.0}},
+        ),
+        "vm.a.volume[2000]": ResourceRecord(
+            "vm.a.volume[2000]",
+            "image_volume",
+            Status.READY,
+            {"made": {"bytes": 2 * GiB, "seconds": 8.0}},
+        ),
+    }
+    rates = measured(State(1, "l", 1, records))
+    assert (rates.data, rates.upload, rates.made) == (10 * MiB, 30 * MiB, GiB / 4)
+    assert rates.zeros is None and rates.conversions == {}
+    assert measured(State(1, "l", 1, {})) == Rates()

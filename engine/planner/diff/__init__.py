@@ -52,9 +52,7 @@ from engine.planner.diff.departed import (
 )
 from engine.planner.diff.estimates import (
     downtime,
-    measured_conversions,
-    measured_throughput,
-    measured_zero_rate,
+    measured,
     over_budget,
 )
 from engine.planner.diff.leftovers import leftover_snapshots
@@ -266,9 +264,7 @@ def diff(
     """Every VM's plan entry, every change (blocked VMs have none), what the diff found about
     recorded VMs (kept because the spec still selects them), and vms entry index → what its
     errors must add about a kept VM's source ferry left powered off (`said_left_off`)."""
-    throughput = measured_throughput(data.state)
-    conversions = measured_conversions(data.state)
-    zero_rate = measured_zero_rate(data.state)
+    rates = measured(data.state)
     claims = claim(data.desired, recorded_vms(data.state, data.destination))
     handed = handed_objects(data.destination, data.state.lineage) if data.destroy else {}
     if data.destroy:  # a server another state's volumes or images run it: that state's
@@ -322,7 +318,7 @@ def diff(
             vm, vm_list, records, observed, servers=servers, data=data
         )
         copies = [c for c in vm_list if not lineage.label_only(c)]  # a label moves no bytes
-        estimate = downtime(vm, copies, throughput, conversions, zero_rate)
+        estimate = downtime(vm, copies, rates)
         found_server = _found_server_concerns(vm, records, servers, data)
         # a server ferry does not take (server-not-from-replica) has no objects "beside the
         # server this plan would adopt": its one error says it (break-it 16d L3)
