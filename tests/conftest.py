@@ -333,14 +333,17 @@ def remove_new_objects(conn: Any, before: dict[str, set[str]]) -> None:
 
 def _delete_server(conn: Any, server: Any) -> None:
     conn.compute.delete_server(server.id)
-    conn.compute.wait_for_delete(server, wait=120)
+    conn.compute.wait_for_delete(server, interval=DELETE_POLL, wait=120)
 
 
 def _delete_snapshot(conn: Any, snapshot: Any) -> None:
     conn.block_storage.delete_snapshot(snapshot.id)
-    conn.block_storage.wait_for_delete(snapshot, wait=120)
+    conn.block_storage.wait_for_delete(snapshot, interval=DELETE_POLL, wait=120)
 
 
+# seconds between the teardown's reads of a deleted object (openstacksdk's default is 2: each
+# deletion waited whole 2 s steps, about 2 s of every lab test)
+DELETE_POLL = 0.25
 BUSY = ("creating", "attaching", "detaching", "extending", "reserved", "downloading")
 
 
@@ -356,7 +359,7 @@ def _delete_volume(conn: Any, volume_id: str) -> None:
         volume = _settled(conn, volume_id, also=("in-use",))
     if volume.status != "deleting":
         conn.block_storage.delete_volume(volume_id)
-    conn.block_storage.wait_for_delete(volume, wait=120)
+    conn.block_storage.wait_for_delete(volume, interval=DELETE_POLL, wait=120)
 
 
 def _settled(conn: Any, volume_id: str, also: tuple[str, ...] = ()) -> Any:
@@ -366,4 +369,4 @@ def _settled(conn: Any, volume_id: str, also: tuple[str, ...] = ()) -> Any:
         volume = conn.block_storage.get_volume(volume_id)
         if volume.status not in (*BUSY, *also) or time.monotonic() > deadline:
             return volume
-        time.sleep(1)
+        time.sleep(DELETE_POLL)

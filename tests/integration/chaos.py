@@ -495,7 +495,7 @@ class World:
         conn = self.lab.openstack("ferry-lab")
         for server in servers:
             conn.compute.delete_server(server)
-            conn.compute.wait_for_delete(server, wait=120)
+            conn.compute.wait_for_delete(server, wait=120, interval=0.25)
         for disk in _vm(name).disks:  # the volumes detach as the server goes
             record = self._records().get(self.address(name, disk.key)) or {}
             if record.get("volume_id"):
@@ -518,7 +518,9 @@ class World:
             return {"skipped": f"volume {volume_id} is attached"}
         host = conn.compute.find_server("ferry-conversion-01", ignore_missing=False)
         conn.compute.create_volume_attachment(host.id, volume=volume_id)
-        conn.block_storage.wait_for_status(conn.block_storage.get_volume(volume_id), "in-use")
+        conn.block_storage.wait_for_status(
+            conn.block_storage.get_volume(volume_id), "in-use", interval=0.25
+        )
         with volume_file(self.lab, volume_id).open("r+b") as f:
             f.seek(step["offset"])
             f.write(random.Random(step["offset"]).randbytes(MiB))
@@ -1021,7 +1023,7 @@ def _clean_cloud(lab: Lab) -> None:
     for server in conn.compute.servers():
         if (server.metadata or {}).get("ferry_vm") in uuids:
             conn.compute.delete_server(server.id)
-            conn.compute.wait_for_delete(server, wait=120)
+            conn.compute.wait_for_delete(server, wait=120, interval=0.25)
     for port in conn.network.ports():
         if port.mac_address in macs:
             conn.network.delete_port(port.id)
@@ -1033,14 +1035,14 @@ def _clean_cloud(lab: Lab) -> None:
     for snapshot in conn.block_storage.snapshots():
         if snapshot.volume_id in {v.id for v in ours}:
             conn.block_storage.delete_snapshot(snapshot.id)
-            conn.block_storage.wait_for_delete(snapshot, wait=120)
+            conn.block_storage.wait_for_delete(snapshot, wait=120, interval=0.25)
     for volume in ours:
         for attachment in volume.attachments or []:
             with suppress(Exception):
                 conn.compute.delete_volume_attachment(attachment["server_id"], volume.id)
         _wait_detached(conn, volume.id)
         conn.block_storage.delete_volume(volume.id)
-        conn.block_storage.wait_for_delete(volume, wait=120)
+        conn.block_storage.wait_for_delete(volume, wait=120, interval=0.25)
 
 
 def _wait_detached(conn: Any, volume_id: str) -> None:

@@ -41,7 +41,9 @@ def booting(state: Path, proc: Any, deadline: float = 300) -> str:
 
 
 def wait_status(conn: Any, server_id: str, status: str) -> None:
-    conn.compute.wait_for_server(conn.compute.get_server(server_id), status=status, wait=300)
+    conn.compute.wait_for_server(
+        conn.compute.get_server(server_id), status=status, wait=300, interval=0.25
+    )
 
 
 def test_the_source_running_around_its_boot_is_never_left_beside_a_server_or_out_of_the_volumes(
@@ -132,7 +134,9 @@ def deleted_then_cut_over_again(lab: Lab, si: Any, cutover: Path, state: Path, k
     conn, ref = lab.openstack("ferry-lab"), vm_ref(si, "web01")
     server = conn.compute.get_server(killed)
     conn.compute.delete_server(killed)
-    conn.compute.wait_for_delete(server, wait=300)  # fetched before: it may go at once
+    conn.compute.wait_for_delete(
+        server, wait=300, interval=0.25
+    )  # fetched before: it may go at once
     power_off(si, ref, PowerOffPolicy.from_spec({"policy": "hard"}))
     plan = ferry(lab, "plan", str(cutover), "--target", WEB01, "--state", str(state))
     said = " ".join(plan.stdout.split())

@@ -62,9 +62,11 @@ def test_an_interrupted_copy_whose_volume_is_gone_starts_over_on_the_new_volume(
     conn = lab.openstack("ferry-lab")
     gone = str(records(state)[DISK]["volume_id"])
     volume = conn.block_storage.get_volume(gone)
-    conn.block_storage.wait_for_status(volume, "available")
+    conn.block_storage.wait_for_status(volume, "available", interval=0.25)
     conn.block_storage.delete_volume(gone)
-    conn.block_storage.wait_for_delete(volume)  # fetched before: a quick delete left none to get
+    conn.block_storage.wait_for_delete(
+        volume, interval=0.25
+    )  # fetched before: a quick delete left none to get
 
     plan = ferry(lab, "plan", str(spec), "--state", str(state))
     said = " ".join(plan.stdout.replace(",", "").split())
@@ -151,7 +153,9 @@ def test_a_cutover_killed_in_its_boot_then_moved_back_to_replicate_is_undone(
             records(state)[OTHER_DISK]["volume_id"]])  # fmt: skip
         snapshot = conn.block_storage.get_snapshot(gone)
         conn.block_storage.delete_snapshot(gone)
-        conn.block_storage.wait_for_delete(snapshot)  # fetched before: it may go at once
+        conn.block_storage.wait_for_delete(
+            snapshot, interval=0.25
+        )  # fetched before: it may go at once
         done = ferry(lab, "apply", str(saved), "--state", str(state))
         out = " ".join((done.stdout + done.stderr).split())
         assert done.returncode == 1, out  # not "Apply complete" with the guest's bytes left
@@ -408,7 +412,7 @@ def test_a_copy_stopped_then_its_volume_attached_elsewhere_starts_over(
     left = conn.block_storage.create_snapshot(
         volume_id=volume_id, name="ferry-protect-left", metadata={"ferry_protects": volume_id}
     )
-    conn.block_storage.wait_for_status(left, "available")
+    conn.block_storage.wait_for_status(left, "available", interval=0.25)
     done = ferry(lab, "apply", str(spec), "--auto-approve", "--state", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
     assert volume_equals_disk(lab, state), "the foreign bytes stayed under the resume"

@@ -413,7 +413,7 @@ def test_a_server_and_port_deleted_outside_ferry_are_reported_as_drift_and_recre
     conn = lab.openstack("ferry-lab")
     server = conn.compute.get_server(found["vm.build-old.server"]["server_id"])
     conn.compute.delete_server(server)
-    conn.compute.wait_for_delete(server, wait=120)
+    conn.compute.wait_for_delete(server, wait=120, interval=0.25)
     conn.network.delete_port(found["vm.build-old.port[0]"]["port_id"])
 
     plan = ferry(

@@ -33,7 +33,9 @@ def cleanup(conn: Any) -> Iterator[list[tuple[str, str]]]:
         if kind == "server":
             server = conn.compute.get_server(ident)
             conn.compute.delete_server(ident)
-            conn.compute.wait_for_delete(server, wait=120)  # fetched before: it may go at once
+            conn.compute.wait_for_delete(
+                server, wait=120, interval=0.25
+            )  # fetched before: it may go at once
         else:
             volumes.wait_volume(conn, ident, "available")
             conn.block_storage.delete_volume(ident)
@@ -89,7 +91,7 @@ def test_volume_on_conversion_host_carries_bytes_to_a_booted_server(
         ],
     )
     cleanup.append(("server", server.id))
-    server = conn.compute.wait_for_server(server, status="ACTIVE", wait=300)
+    server = conn.compute.wait_for_server(server, status="ACTIVE", wait=300, interval=0.25)
     booted = volumes.connection_info(conn, volume.id, server.id)
     with Path(booted["device_path"]).open("rb") as dev:
         dev.seek(1024 * 1024)

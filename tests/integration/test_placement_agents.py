@@ -184,7 +184,7 @@ def placed_by_plan(lab: Lab, spec: Path, saved: Path) -> tuple[str, dict[str, st
 def delete_server(cloud: Any, server: Any) -> None:
     """Delete `server` and wait until the cloud has no server of its name."""
     cloud.compute.delete_server(server)
-    cloud.compute.wait_for_delete(server, wait=120)
+    cloud.compute.wait_for_delete(server, wait=120, interval=0.25)
 
 
 def said_moved(events: list[dict[str, Any]], moved: str) -> None:

@@ -36,7 +36,7 @@ def _drop_volumes(lab: Lab, instance_uuid: str) -> None:
     for volume in list(conn.block_storage.volumes()):
         if (volume.metadata or {}).get("ferry_vm") == instance_uuid:
             conn.block_storage.delete_volume(volume)
-            conn.block_storage.wait_for_delete(volume, wait=120)
+            conn.block_storage.wait_for_delete(volume, wait=120, interval=0.25)
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ def lab_resources(conn: Any, project: Any) -> None:
         visibility="public",
         data=b"\0" * (1024 * 1024),
     )
-    conn.image.wait_for_status(image, status="active", wait=120)
+    conn.image.wait_for_status(image, status="active", interval=0.5, wait=120)
 
 
 def host_name(number: int) -> str:
@@ -189,7 +189,7 @@ def conversion_host(user_conn: Any, name: str = CONVERSION_HOST) -> Any:
         metadata={"ferry_role": "conversion-host"},
     )
     try:
-        return user_conn.compute.wait_for_server(server, status="ACTIVE", wait=300)
+        return user_conn.compute.wait_for_server(server, status="ACTIVE", interval=0.5, wait=300)
     except os_exc.ResourceFailure as exc:
         fault = user_conn.compute.get_server(server.id).fault
         raise LabError(f"conversion host went to ERROR: {fault}") from exc

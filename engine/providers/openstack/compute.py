@@ -27,6 +27,7 @@ from engine.providers.openstack.waits import wait_for
 from engine.units import MiB, human
 
 TAG = "ferry"
+POLL = 0.5  # seconds between reads while a delete is awaited (openstacksdk's default: 2)
 SERVER_FAILED = ("ERROR", "DELETED", "SOFT_DELETED", "SHELVED", "SHELVED_OFFLOADED")
 
 
@@ -450,7 +451,7 @@ def _drop_snapshot(conn: Any, snapshot: Any, timeout: float = 300.0) -> None:
         if snapshot.status == "creating":
             _wait_snapshot(conn, snapshot.id, timeout)
         conn.block_storage.delete_snapshot(snapshot.id, ignore_missing=True)
-    conn.block_storage.wait_for_delete(snapshot, wait=int(timeout))
+    conn.block_storage.wait_for_delete(snapshot, interval=POLL, wait=int(timeout))
 
 
 def revert(conn: Any, volume_id: str, snapshot_id: str) -> bool:
@@ -687,7 +688,7 @@ def delete_server(conn: Any, server_id: str, timeout: float = 300.0) -> None:
     try:
         server = conn.compute.get_server(server_id)
         conn.compute.delete_server(server_id)
-        conn.compute.wait_for_delete(server, wait=int(timeout))
+        conn.compute.wait_for_delete(server, interval=POLL, wait=int(timeout))
     except os_exc.NotFoundException:
         return
     except os_exc.SDKException as exc:
