@@ -25,7 +25,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import hashlib
 import math
 import os
 import stat
@@ -41,6 +40,7 @@ from typing import Any
 import nbd
 
 from engine.dataplane import nbd as nbd_client
+from engine.dataplane.blkhash import Cancel, Hasher
 from engine.dataplane.cbt import Extent, merge_extents
 from engine.errors import DataplaneError, StoppedError
 from engine.units import human
@@ -570,22 +570,22 @@ def digest(
     *,
     areas: Sequence[Extent] | None = None,
     data: Sequence[Extent] | None = None,
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
 ) -> str:
-    """sha256 of an NBD export (or its first `length` bytes; or of its `areas`' bytes, merged
-    and in order — what `file_digest` with the same areas gives for a file holding the same).
+    """The digest (engine.dataplane.blkhash: a hash list of 4 MiB pieces) of an NBD export (or
+    its first `length` bytes; or of its `areas`' bytes, merged and in order — what
+    `file_digest` with the same areas gives for a file holding the same).
 
-    Holes and zero runs (block status) are hashed as zeros without being read; `data` (byte
+    Holes and zero runs (block status) are neither read nor hashed; `data` (byte
     extents) says instead where the export holds data, for a reader without block status (the
-    https reader: CBT's allocated areas), the rest hashed as zeros unread. Data is read
+    https reader: CBT's allocated areas), the rest taken as zeros unread. Data is read
     `in_flight` chunks ahead with aio and hashed in order, into `in_flight` + 1 buffers reused
     round-robin: python3-libnbd 1.14 (Debian 12) keeps a reference to every Buffer given to
     aio_pread, so a new buffer per read held the whole disk (a verify of 1 GiB peaked at 1.1 GiB
     of memory). A failed read is read again synchronously, with the copy's retries and backoff.
     `cancel` set: StoppedError.
     """
-    h = _Hash(cancel)
-    zeros = bytes(chunk)
+    h = Hasher(cancel)
     slots = [memoryview(bytearray(chunk)) for _ in range(in_flight + 1)]
     with nbd_client.connect(uri) as handle:
         handle.set_pread_initialize(False)
@@ -604,29 +604,13 @@ def digest(
             else:
                 ahead.append((offset, n, None, 0))
             while len(ahead) > in_flight or (ahead and ahead[0][2] is None):
-                hashed += _hash_next(handle, h, ahead, zeros)
+                hashed += _hash_next(handle, h, ahead)
         while ahead:
-            hashed += _hash_next(handle, h, ahead, zeros)
+            hashed += _hash_next(handle, h, ahead)
         expected = sum(n for _, n in wanted)
         if hashed != expected:
             raise DataplaneError(f"block status covered {human(hashed)} of {human(expected)}")
     return h.hexdigest()
-
-
-class _Hash:
-    """sha256 that raises StoppedError when `cancel` is set (checked every update): a verify
-    of a big disk takes minutes, a stop must not wait for it."""
-
-    def __init__(self, cancel: threading.Event | None) -> None:
-        self.h, self.cancel = hashlib.sha256(), cancel
-
-    def update(self, data: Any) -> None:
-        if self.cancel is not None and self.cancel.is_set():
-            raise StoppedError("stopped while verifying: the next apply verifies again")
-        self.h.update(data)
-
-    def hexdigest(self) -> str:
-        return self.h.hexdigest()
 
 
 def data_runs(wanted: Sequence[Extent], data: Sequence[Extent]) -> list[nbd_client.Run]:
@@ -655,12 +639,11 @@ def _within(areas: Sequence[Extent] | None, size: int) -> list[Extent]:
     return [(o, min(o + n, size) - o) for o, n in merged if o < size]
 
 
-def _hash_next(handle: Any, h: _Hash, ahead: deque[tuple[int, int, Any, int]], zeros: bytes) -> int:
+def _hash_next(handle: Any, h: Hasher, ahead: deque[tuple[int, int, Any, int]]) -> int:
     """Hash the oldest request (waiting for its read); the bytes hashed."""
     offset, n, buf, cookie = ahead.popleft()
     if buf is None:
-        for start in range(0, n, len(zeros)):
-            h.update(memoryview(zeros)[: min(len(zeros), n - start)])
+        h.zeros(n)
         return n
     try:
         while not handle.aio_command_completed(cookie):
@@ -692,24 +675,62 @@ def file_digest(
     chunk: int = 8 * MiB,
     *,
     areas: Sequence[Extent] | None = None,
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
 ) -> str:
-    """sha256 of a file or device (or its first `length` bytes; or of its `areas`' bytes,
-    merged and in order, as `digest`). Stops early at the end of a shorter file. `cancel`
-    set: StoppedError."""
-    h = _Hash(cancel)
+    """The digest (engine.dataplane.blkhash) of a file or device (or its first `length` bytes;
+    or of its `areas`' bytes, merged and in order, as `digest`). A regular file's holes
+    (SEEK_HOLE) are not read. Stops early at the end of a shorter file. `cancel` set:
+    StoppedError."""
+    h = Hasher(cancel)
     with path.open("rb") as f:
-        size = length if length is not None else f.seek(0, os.SEEK_END)
-        for offset, n in _within(areas, size):
-            f.seek(offset)
-            remaining = n
-            while remaining > 0:
-                data = f.read(min(chunk, remaining))
-                if not data:
-                    return h.hexdigest()
-                h.update(data)
-                remaining -= len(data)
+        end = f.seek(0, os.SEEK_END)  # a shorter file: the digest of what it holds
+        end = end if length is None else min(length, end)
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+        for offset, n in _within(areas, end):
+            for at, count, is_data in _file_runs(f.fileno(), offset, n, regular):
+                if is_data:
+                    _hash_read(f, h, (at, count), chunk)
+                else:
+                    h.zeros(count)
     return h.hexdigest()
+
+
+def _hash_read(f: Any, h: Hasher, extent: Extent, chunk: int) -> None:
+    """Read `extent` of the open file `f` in reads of at most `chunk` bytes into `h`."""
+    at, left = extent
+    f.seek(at)
+    while left > 0:
+        data = f.read(min(chunk, left))
+        if not data:
+            return
+        h.update(data)
+        left -= len(data)
+
+
+def _file_runs(fd: int, offset: int, length: int, regular: bool) -> list[tuple[int, int, bool]]:
+    """[offset, offset+length) as (offset, length, is_data) runs: a regular file's holes by
+    SEEK_DATA/SEEK_HOLE, else (a device, or a file system without them) one data run."""
+    end = offset + length
+    if not regular:
+        return [(offset, length, True)]
+    runs: list[tuple[int, int, bool]] = []
+    at = offset
+    while at < end:
+        try:
+            data = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data from here to the file's end
+                runs.append((at, end - at, False))
+                break
+            return [(offset, length, True)]  # SEEK_DATA not supported
+        if data > at:
+            runs.append((at, min(data, end) - at, False))
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        runs.append((data, hole - data, True))
+        at = hole
+    return runs
 
 
 def first_difference(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
 import mmap
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.dataplane.blkhash import bytes_digest
 from engine.dataplane.cbt import merge_extents
 from engine.dataplane.copy import CopyOptions, copy, digest, file_digest
 from engine.dataplane.nbdkit import FileDiskSource, NbdkitServer
@@ -317,7 +317,7 @@ def test_digest_of_areas_covers_their_bytes_only(tmp_path: Path) -> None:
     areas += [(SIZE - 4096, 8192), (5 * MiB, MiB), (5 * MiB + 4096, MiB)]  # past the end, overlaps
     merged = merge_extents(areas)
     data = src.read_bytes()
-    want = hashlib.sha256(b"".join(data[o : o + n] for o, n in merged)).hexdigest()
+    want = bytes_digest(b"".join(data[o : o + n] for o, n in merged))
     with NbdkitServer(FileDiskSource(src)) as server:
         assert digest(server.uri, areas=areas, chunk=256 * 1024) == want
     assert file_digest(src, areas=areas) == want

@@ -41,7 +41,7 @@ class BlockStorage:
         self.deleted.append(snapshot_id)
         self.items[snapshot_id].status = "deleting"
 
-    def wait_for_delete(self, snapshot: Snapshot, wait: int = 0) -> None:
+    def wait_for_delete(self, snapshot: Snapshot, interval: float = 2, wait: int = 0) -> None:
         assert self.items[snapshot.id].status == "deleting"
         del self.items[snapshot.id]
 
