@@ -31,9 +31,11 @@ from engine.model.state import (
     UPDATED_AT,
     VERIFIED_AREAS,
     VERIFIED_WHOLE,
+    ZERO_RATE,
     ResourceRecord,
     Status,
     resumable_delta,
+    zero_rate,
 )
 from engine.planner.diff.attachments import SETTLE_SECONDS, repair_only
 from engine.planner.diff.lineage import LABEL
@@ -697,6 +699,9 @@ class VolumeSteps(VolumeOwnership):
                 "host": host,
             },
         }
+        zeroing = zero_rate(stats.bytes_zeroed, stats.seconds) or before.get(ZERO_RATE)
+        if zeroing:
+            record[ZERO_RATE] = zeroing
         self._write([ResourceRecord(change.address, "volume", Status.READY, record)], [])
         self.announce_sync(change.address, stats, step, volume_id, record["last_sync"])
 

@@ -30,6 +30,19 @@ UPDATED_AT = "volume_updated_at"
 # lost the broker, or was killed, while an agent still held the volume: break-it 12n H1).
 # Setting metadata does not move Cinder's updated_at.
 STAMP_KEY = "ferry_updated_at"
+# A volume record's measured zero writes, {"bytes": B, "seconds": S}: the last sync of it that
+# wrote at least ZERO_RATE_MIN bytes of zeros (S: that copy's seconds, data included: a lower
+# bound of the rate), kept across later syncs that wrote fewer (a delta writes none): the plan's
+# downtime estimate counts a final full copy's zeros at it (break-it 12o M1)
+ZERO_RATE = "zero_rate"
+ZERO_RATE_MIN = 64 * 1024**2
+
+
+def zero_rate(bytes_zeroed: int, seconds: float) -> dict[str, float] | None:
+    """A sync's ZERO_RATE measurement, None when it wrote too few zeros to measure."""
+    if bytes_zeroed < ZERO_RATE_MIN or seconds <= 0:
+        return None
+    return {"bytes": bytes_zeroed, "seconds": round(seconds, 3)}
 
 
 class Status(StrEnum):

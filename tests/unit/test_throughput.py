@@ -8,7 +8,7 @@ from dataclasses import replace
 from engine.model.desired import DesiredVM, FlavorChoice
 from engine.model.observed import SourceVM
 from engine.model.plan import Action, Change
-from engine.model.state import ResourceRecord, State, Status
+from engine.model.state import ZERO_RATE, ResourceRecord, State, Status, zero_rate
 from engine.planner.diff.estimates import (
     Rates,
     downtime,
@@ -62,7 +62,23 @@ def test_the_downtime_counts_a_full_copys_zeros_at_the_zero_rate() -> None:
     zeros = replace(full, zeros=8 * GiB - 100 * MiB)
     assert _cutover([full]) == 70.0
     assert _cutover([zeros]) == round(10 + (8 * GiB - 100 * MiB) / (100 * MiB) + 60, 1)
-    assert downtime(_web01(), [zeros], Rates(10 * MiB)) == round((8 * GiB) / (10 * MiB) + 60, 1)
+    # never measured: zeros at the assumed 100 MiB/s, not the source's read rate (break-it 12o
+    # M1: 622 s estimated at 3 MiB/s of reads, 15.5 s measured)
+    unmeasured = downtime(_web01(), [zeros], Rates(10 * MiB))
+    assert unmeasured == round(10 + (8 * GiB - 100 * MiB) / (100 * MiB) + 60, 1)
+
+
+def test_a_measured_zero_rate_outlives_later_deltas() -> None:
+    """Break-it 12o M1: the zero rate came from each volume's last sync only; one delta later
+    it was gone. Kept in the record (ZERO_RATE) from the last sync that zeroed enough."""
+    assert zero_rate(10 * MiB, 1.0) is None  # too few zeros to measure
+    kept = zero_rate(GiB, 4.0)
+    assert kept == {"bytes": GiB, "seconds": 4.0}
+    delta = {"kind": "delta", "bytes": 4 * MiB, "read": 4 * MiB, "seconds": 1.0}
+    record = ResourceRecord(
+        "vm.web01.disk[2000]", "volume", Status.READY, {"last_sync": delta, ZERO_RATE: kept}
+    )
+    assert measured_zero_rate(State(1, "l", 1, {record.address: record})) == GiB / 4
 
 
 def test_an_image_mode_downtime_counts_files_uploads_and_volumes_made() -> None:

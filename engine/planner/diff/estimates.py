@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.plan import Action, Change
-from engine.model.state import State
+from engine.model.state import ZERO_RATE, State
 from engine.planner.diff.common import CUTOVER_MODES
 
 DEFAULT_THROUGHPUT = 100 * 1024**2  # bytes/s assumed before any copy was measured
@@ -21,7 +21,8 @@ COPIES = ("volume", "disk_file")  # the kinds of changes that copy a disk's data
 
 @dataclass(frozen=True)
 class Rates:
-    """What the downtime estimate divides by, in bytes/s (None: measured never, `data` then),
+    """What the downtime estimate divides by, in bytes/s (None: measured never: `data` then,
+    but zeros at DEFAULT_THROUGHPUT: zero writes do not read the source, whose rate `data` is),
     and the mean seconds of a conversion per guest family ("linux", "windows"), as measured
     from the state's records (`measured`)."""
 
@@ -39,7 +40,8 @@ def family(guest_id: str | None) -> str:
 def downtime(vm: DesiredVM, changes: list[Change], rates: Rates | None = None) -> float | None:
     """Estimated cutover downtime in seconds, None when `vm` is not cut over: its final syncs'
     data (volumes or, with output: image, local files) at `rates.data`, the zeros full copies
-    write onto volumes not known to read as zeros (Change.zeros) at `rates.zeros`, with
+    write onto volumes not known to read as zeros (Change.zeros) at `rates.zeros` (else
+    DEFAULT_THROUGHPUT: zeroing reads nothing from the source), with
     output: image the uploads to Glance (the image changes' bytes) at `rates.upload` and the
     volumes Cinder makes from them (their GiB) at `rates.made`, then the conversion (the
     measured mean per guest family, else a default) and the boot."""
@@ -49,7 +51,7 @@ def downtime(vm: DesiredVM, changes: list[Change], rates: Rates | None = None) -
     moving = [c for c in changes if c.action is not Action.NOOP]
     copies = [c for c in moving if c.kind in COPIES]
     seconds = sum(c.bytes or 0 for c in copies) / rates.data
-    seconds += sum(c.zeros or 0 for c in copies) / (rates.zeros or rates.data)
+    seconds += sum(c.zeros or 0 for c in copies) / (rates.zeros or DEFAULT_THROUGHPUT)
     seconds += sum(c.bytes or 0 for c in moving if c.kind == "image") / (rates.upload or rates.data)
     made = sum(_made_bytes(c) for c in moving if c.kind == "image_volume")
     seconds += made / (rates.made or rates.data)
@@ -108,9 +110,13 @@ def measured_throughput(state: State) -> float:
 
 
 def measured_zero_rate(state: State) -> float | None:
-    """Bytes/s of zeros written over the copy seconds of every recorded sync that wrote some
-    (last_sync's bytes minus its data read); None when none did. A lower bound: those seconds
-    also read and wrote the syncs' data, so a plan never counts zeros faster than seen."""
+    """Bytes/s of zeros written over the copy seconds of the volumes' measured zero writes
+    (model.state.ZERO_RATE: kept across later deltas), else of the recorded last syncs that
+    wrote some (last_sync's bytes minus its data read); None when none did. A lower bound:
+    those seconds also read and wrote the syncs' data."""
+    kept = _rate(state, "volume", ZERO_RATE)
+    if kept is not None:
+        return kept
     zeroed = seconds = 0.0
     for last in _syncs(state):
         wrote = float(last.get("bytes", 0)) - float(last.get("read", last.get("bytes", 0)))
