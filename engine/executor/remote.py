@@ -88,6 +88,7 @@ ASK_TIMEOUT = 2.0  # seconds a coordinator re-placing a VM waits for the agents'
 ACCEPTS = "ferry_accepts"
 NODE_PREFIX = "ferry-agent-"  # an agent's Celery node name: ferry-agent-<HOST>@<machine>
 URGENT_SILENCE = 15.0  # seconds a step silent while its source is off waits before asking
+URGENT_ASKS = 2  # asks in a row, URGENT_SILENCE apart, no agent answers before such a step fails
 POLL = 1.0  # seconds the coordinator waits for a message before checking stop and silence
 WAIT_NOTICE = 5.0  # seconds a copy waits for an agent before the apply says it waits
 CONNECT_RETRIES = 2
@@ -326,9 +327,13 @@ class Remote:
         self, host_name: str, job: ConvertJob, cancel: threading.Event, say: Callable[[str], None]
     ) -> ConvertResult:
         """A guest's conversion (host.convert) on `host_name`'s agent, its output in the agent's
-        log directory; `say` also gets the agent's line when the tool starts. Raises as `sync`
-        (ConversionError when the tool failed)."""
-        return ConvertResult(**self._run(CONVERT_TASK, host_name, job.to_json(), _on(cancel), say))
+        log directory; `say` also gets the agent's line when the tool starts; urgent (Remote.
+        urgent): the source is off. Raises as `sync` (ConversionError when the tool failed)."""
+        # a guest is converted with its source off: a silent host fails it in ~URGENT_SILENCE
+        # x URGENT_ASKS seconds, not execution.timeout (break-it 12o H2: 5 min 24 s down)
+        urgent = replace(self, urgent=True)
+        job_data = job.to_json()
+        return ConvertResult(**urgent._run(CONVERT_TASK, host_name, job_data, _on(cancel), say))
 
     def answering(self, timeout: float = ASK_TIMEOUT) -> set[str]:
         """The conversion hosts whose agent answers a ping on the broker within `timeout`
@@ -481,6 +486,7 @@ class _Waiter:
     busy_said: bool = False
     urgent: bool = False  # Remote.urgent
     asked: float = 0.0  # when the host's agents were last asked (urgent only), monotonic s
+    unanswered: int = 0  # the asks in a row no agent of the host answered (urgent only)
 
     def wait(self) -> dict[str, Any]:
         while True:
@@ -538,7 +544,7 @@ class _Waiter:
         silent = time.monotonic() - self.last
         if self.agent is None and not self.noticed and silent >= min(WAIT_NOTICE, self.timeout / 2):
             self.noticed = True
-            self.say(waiting_line(self.host_name, self.timeout, self.step))
+            self.say(waiting_line(self.host_name, self.timeout, self.step, self.urgent))
         self._check_urgent(silent)
         if silent < self.timeout:
             return
@@ -569,14 +575,19 @@ class _Waiter:
     def _check_urgent(self, silent: float) -> None:
         """While the VM's source is off (`urgent`): a step silent for URGENT_SILENCE seconds
         whose host has no agent answering (`_busy` None: died after the pre-power-off check,
-        or stopped) fails now, revoked, so the cutover puts the source back on at once instead
-        of after execution.timeout (break-it 12n M1: 69 s, 5 min at the default). An agent that
+        or stopped) URGENT_ASKS times in a row, URGENT_SILENCE seconds apart, fails then,
+        revoked, so the cutover puts the source back on at once instead of after
+        execution.timeout (break-it 12n M1: 69 s, 5 min at the default). An agent that
         answers (busy with earlier tasks, or copying between its beats) is waited for."""
         now = time.monotonic()
         if not self.urgent or silent < URGENT_SILENCE or now - self.asked < URGENT_SILENCE:
             return
         self.asked = now
         if self._busy() is not None:
+            self.unanswered = 0
+            return
+        self.unanswered += 1
+        if self.unanswered < URGENT_ASKS:  # one lost answer (a busy broker) is not a death
             return
         self.app.control.revoke(self.sent.id)  # a late agent must not run it after we gave up
         where = f"taken by agent {self.agent}, then silent" if self.agent else "not taken"
@@ -622,13 +633,20 @@ def lost_broker(host_name: str, exc: BaseException, step: str = "copy") -> str:
     )
 
 
-def waiting_line(host_name: str, timeout: float, step: str = "copy") -> str:
+def waiting_line(host_name: str, timeout: float, step: str = "copy", urgent: bool = False) -> str:
     """The status of a `step` (copy, compare, conversion) no agent took yet: names the step,
-    the host, its queue and the timeout."""
+    the host, its queue and when it fails (`urgent`: its source is off, so after
+    URGENT_ASKS asks URGENT_SILENCE seconds apart without an agent answering, break-it 12o
+    L1)."""
+    fails = (
+        f"fails after ~{URGENT_SILENCE * URGENT_ASKS:.0f} s without an agent answering: the "
+        "source is powered off"
+        if urgent
+        else f"fails after {timeout:.0f} s without one, execution.timeout"
+    )
     return (
         f"waiting for an agent on conversion host {host_name} to take the {step} (queue "
-        f"{queue_name(host_name)}; "
-        f"fails after {timeout:.0f} s without one, execution.timeout)"
+        f"{queue_name(host_name)}; {fails})"
     )
 
 

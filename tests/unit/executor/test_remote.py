@@ -26,7 +26,7 @@ from engine.executor import agent as agent_module
 from engine.executor import host as host_module
 from engine.executor import remote
 from engine.executor.agent import Agent, run_task
-from engine.executor.host import Callbacks, SyncJob, SyncResult
+from engine.executor.host import Callbacks, ConvertJob, SyncJob, SyncResult
 from engine.executor.remote import (
     Broker,
     _error,
@@ -499,6 +499,9 @@ def test_with_the_source_off_a_host_whose_agent_stops_answering_fails_at_once(
     assert busy.app.control.revoked == []
     busy.app.control.active = {}  # the agent died: nothing answers
     time.sleep(0.02)
+    busy._check()  # one ask unanswered: a lost answer is not a death (break-it 12o)
+    assert busy.app.control.revoked == []
+    time.sleep(0.02)
     with pytest.raises(AgentError, match=r"no agent of conversion host conv-01 answers while "
                        r"the source is powered off \(the copy not taken for "):  # fmt: skip
         busy._check()
@@ -506,5 +509,25 @@ def test_with_the_source_off_a_host_whose_agent_stops_answering_fails_at_once(
     taken = waiter(300)
     taken.urgent, taken.agent = True, "a1"
     time.sleep(0.02)
+    taken._check()
+    time.sleep(0.02)
     with pytest.raises(AgentError, match="taken by agent a1, then silent for"):
         taken._check()
+
+
+def test_a_conversion_is_urgent_its_source_being_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break-it 12o H2: an agent killed mid-conversion kept production off for the whole
+    execution.timeout (5 min 24 s): a conversion's waiter is urgent, as a final sync's."""
+    seen: list[bool] = []
+
+    def run(self: remote.Remote, *_args: object) -> dict[str, object]:
+        seen.append(self.urgent)
+        return {"seconds": 1.0, "log": "l"}
+
+    monkeypatch.setattr(remote.Remote, "_run", run)
+    plain = remote.Remote(remote.Broker("amqp://h", "", None, 60.0), {})
+    job = ConvertJob("srv", ["v1"], "t", {}, "log")
+    plain.convert("conv-01", job, threading.Event(), lambda _line: None)
+    assert seen == [True] and plain.urgent is False
+    said = remote.waiting_line("h", 300, urgent=True)
+    assert "fails after ~30 s without an agent answering" in said
