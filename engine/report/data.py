@@ -93,6 +93,9 @@ class VMReport:
     conversion_seconds: float | None = None
     downtime_seconds: float | None = None  # source off → server ACTIVE, as measured
     source_off_since: float | None = None  # ferry powered the source off; no server yet
+    # seconds the source was off in each cutover attempt that failed and powered it back on
+    # (break-it 12o M3: three power-offs, the report showed only the last one's downtime)
+    outages: list[float] = field(default_factory=list)
     # each re-placement an apply made (its conversion host gone): 'HH:MM:SS UTC: re-placed from
     # conversion host A to B: why' or '...: not re-placed from A: why', oldest first
     replacements: list[str] = field(default_factory=list)
@@ -316,7 +319,10 @@ def _history(
         elif kind == "source_off":  # `since`: the first power-off, maybe an earlier apply's
             off.setdefault(event["vm"], float(event.get("since") or event["ts"]))
         elif kind == "source_on":
-            off.pop(event["vm"], None)
+            since = off.pop(event["vm"], None)
+            if since is not None:
+                vm = vms.setdefault(event["vm"], VMReport(event["vm"]))
+                vm.outages.append(round(float(event["ts"]) - since, 1))
 
 
 def _replacement(event: dict[str, Any]) -> str:

@@ -182,12 +182,23 @@ def summary_rows(report: Report) -> list[list[str]]:
                 str(len(vm.disks)),
                 human(copied),
                 _seconds(vm.conversion_seconds),
-                "off, no server yet" if vm.source_off_since else _seconds(vm.downtime_seconds),
+                downtime_cell(vm),
                 str((vm.server or {}).get("server_id") or "—"),
                 ", ".join(hosts_of(vm)) or "—",
             ]
         )
     return rows
+
+
+def downtime_cell(vm: VMReport) -> str:
+    """The VM's measured downtime: source off → server ACTIVE ("off, no server yet" while it
+    is off), then each failed attempt's time off before ferry powered it back on, e.g.
+    '49.8 s (+ 21.0 s, 24.0 s off in failed attempts)'."""
+    now = "off, no server yet" if vm.source_off_since else _seconds(vm.downtime_seconds)
+    if not vm.outages:
+        return now
+    failed = ", ".join(_seconds(s) for s in vm.outages)
+    return f"{now} (+ {failed} off in failed attempts)"
 
 
 def host_rows(report: Report) -> list[list[str]]:

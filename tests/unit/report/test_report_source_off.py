@@ -56,3 +56,24 @@ def test_a_source_left_off_with_no_server_is_reported(tmp_path: Path) -> None:
     text, _ = markdown(report, tmp_path / "report")
     assert said in text and "off, no server yet" in text
     assert said in html(report)
+
+
+def test_each_failed_attempts_time_off_is_reported_beside_the_downtime(tmp_path: Path) -> None:
+    """Break-it 12o M3: web01 powered off three times (two attempts failed and powered it back
+    on); the report showed only the last attempt's downtime."""
+    failed = [
+        ev(10.0, "source_off", vm="web01", how="graceful", since=10.0),
+        ev(31.0, "source_on", vm="web01"),
+        ev(50.0, "source_off", vm="web01", how="graceful", since=50.0),
+        ev(74.0, "source_on", vm="web01"),
+    ]
+    last = [
+        ev(100.0, "source_off", vm="web01", how="graceful", since=100.0),
+        ev(130.0, "node_start", address="vm.web01.server", kind="server"),
+        ev(149.8, "node_end", address="vm.web01.server", outcome="done", seconds=19.8),
+    ]
+    report = collect({DISK.address: DISK}, [failed, last])
+    (vm,) = report.vms
+    assert (vm.downtime_seconds, vm.outages) == (49.8, [21.0, 24.0])
+    text, _ = markdown(report, tmp_path / "report")
+    assert "49.8 s (+ 21.0 s, 24.0 s off in failed attempts)" in text, text
