@@ -854,18 +854,7 @@ def vm_concerns(vm: SourceVM, settings: dict[str, Any], lineage: str) -> list[Co
         and vm.tools != "guestToolsRunning"
         and vm.power_state == "poweredOn"
     ):
-        out.append(
-            _warning(
-                "no-tools",
-                "VMware Tools not running: a graceful shutdown will "
-                "time out"
-                + (
-                    " then power off"
-                    if (settings.get("power_off") or {}).get("force_after")
-                    else ""
-                ),
-            )
-        )
+        out.append(_warning("no-tools", _no_tools(settings)))
     return out
 
 
@@ -946,3 +935,20 @@ def _unique_addresses(vms: list[DesiredVM]) -> list[DesiredVM]:
     """VMs sharing a name get their target name as address name, so addresses stay unique."""
     counts = Counter(vm.name for vm in vms)
     return [vm if counts[vm.name] == 1 else replace(vm, name=vm.target_name) for vm in vms]
+
+
+def _no_tools(settings: Mapping[str, Any]) -> str:
+    """What a graceful power-off does to a guest whose VMware Tools do not run: vSphere refuses
+    ShutdownGuest (ToolsUnavailable), so power_off.force_after powers it off hard at once, and
+    without it the cutover fails at the power-off with the VM on (break-it 12o L4: the plan
+    said "will time out then power off")."""
+    if (settings.get("power_off") or {}).get("force_after"):
+        return (
+            "VMware Tools not running: a graceful shutdown cannot run (vSphere refuses it), so "
+            "the source is powered off hard at once (power_off.force_after)"
+        )
+    return (
+        "VMware Tools not running: a graceful shutdown cannot run (vSphere refuses it) and the "
+        "spec does not allow a hard power-off (power_off.force_after): the cutover fails at "
+        "the power-off, the VM stays on"
+    )
