@@ -298,7 +298,8 @@ def copy(
     if options.cancel is not None and options.cancel.is_set() and progress.low() != math.inf:
         progress.emit(int(progress.low()))  # flushed above: everything below it is on the device
         raise StoppedError(
-            f"stopped at {human(progress.low())} of {human(size)}; resumes from there",
+            f"stopped at {human(progress.low())} of the {human(size)} disk (every byte to copy "
+            "below that offset is written); resumes from there",
             _merge(results, progress.emitted).moved(),
         )
     if requests:
