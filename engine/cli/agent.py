@@ -19,8 +19,8 @@ from engine.errors import UserError
 from engine.executor import host
 from engine.executor.agent import Agent, Served, default_checkpoints, serve
 from engine.executor.remote import (
-    agent_concurrency,
     agent_digest,
+    agent_threads,
     broker_from_spec,
     check_broker,
     make_app,
@@ -112,9 +112,10 @@ def _serve(
     check_broker(app)
     log_with_time()
     slots = threading.BoundedSemaphore(int(entry.get("max_parallel", 2)))
-    seams = host.Host(conn, sources, devices, slots)
+    urgent = threading.BoundedSemaphore(int(entry.get("max_parallel", 2)))
+    seams = host.Host(conn, sources, devices, slots, urgent)
     found = Agent(host_name, str(server.id), agent_digest(spec, host_name), seams, checkpoints)
-    raise typer.Exit(serve(app, found, concurrency=agent_concurrency(entry)))
+    raise typer.Exit(serve(app, found, concurrency=agent_threads(entry)))
 
 
 AGENT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

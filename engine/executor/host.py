@@ -66,7 +66,9 @@ class SyncJob:
       block status says, or everything);
     - unchanged_since: the volume's Cinder updated_at when the coordinator sent the job (None:
       not checked): the host writes nothing into a volume changed since (break-it 12m F7: a
-      test boot while the copy waited in an agent's queue), ChangedOutsideError.
+      test boot while the copy waited in an agent's queue), ChangedOutsideError;
+    - urgent: its VM's source is off (a cutover's final sync): it takes one of the host's urgent
+      slots, never waiting behind other VMs' copies (break-it 12o H1).
     """
 
     volume_id: str
@@ -79,6 +81,7 @@ class SyncJob:
     rewrite: list[Extent] = field(default_factory=list)
     data: list[Extent] | None = None
     unchanged_since: str | None = None
+    urgent: bool = False
 
     def disk(self) -> DiskInfo:
         s = self.source
@@ -110,6 +113,7 @@ class SyncJob:
             rewrite=extents(data.get("rewrite") or []),
             data=None if data.get("data") is None else extents(data["data"]),
             unchanged_since=data.get("unchanged_since"),
+            urgent=bool(data.get("urgent", False)),  # absent: sent by an older coordinator
         )
 
 
@@ -192,6 +196,9 @@ class Host:
     sources: Sources
     devices: Devices
     slots: threading.BoundedSemaphore | None = None
+    # the slots of urgent steps (a cutover's, its source off: SyncJob.urgent, conversions), as
+    # many, used by them only: they never wait behind other VMs' copies (break-it 12o H1)
+    urgent_slots: threading.BoundedSemaphore | None = None
 
 
 SLOT_WAIT = 1.0  # seconds between a waiting step's checks that it was asked to stop
@@ -211,19 +218,19 @@ def acquire_or_stop(
 
 
 @contextmanager
-def slot(host: Host, cancel: threading.Event, what: str) -> Iterator[None]:
-    """One of `host`'s slots held while `what` (e.g. "the copy into volume V") moves bytes.
-    Raises StoppedError (nothing moved) when `cancel` is set while it waits."""
-    if host.slots is None:
+def slot(host: Host, cancel: threading.Event, what: str, urgent: bool = False) -> Iterator[None]:
+    """One of `host`'s slots (`urgent`: of its urgent slots) held while `what` (e.g. "the copy
+    into volume V") moves bytes. Raises StoppedError (nothing moved) when `cancel` is set while
+    it waits."""
+    slots = host.urgent_slots if urgent else host.slots
+    if slots is None:
         yield
         return
-    acquire_or_stop(
-        host.slots, cancel, f"stopped while {what} waited for a slot on the conversion host"
-    )
+    acquire_or_stop(slots, cancel, f"stopped while {what} waited for a slot on the conversion host")
     try:
         yield
     finally:
-        host.slots.release()
+        slots.release()
 
 
 def unchanged(conn: Any, job: SyncJob) -> None:
@@ -281,7 +288,7 @@ def sync(job: SyncJob, host: Host, calls: Callbacks) -> SyncResult:
     try:
         device = host.devices.device(host.conn, job.volume_id, job.host_id)
         began = time.monotonic()
-        with slot(host, calls.cancel, f"the copy into volume {job.volume_id}"):
+        with slot(host, calls.cancel, f"the copy into volume {job.volume_id}", job.urgent):
             waited = time.monotonic() - began
             stats = _copy_job(job, source, device, calls)
             try:
@@ -473,7 +480,7 @@ def convert(
             paths.append(host.devices.device(host.conn, volume_id, job.host_id))
         guest = v2v.guest_of(job.name, paths, after)
         with (
-            slot(host, cancel, f"the conversion of {job.name}"),
+            slot(host, cancel, f"the conversion of {job.name}", urgent=True),  # source off
             written_scripts(job.scripts) as firstboot,
         ):
             started(f"converting with virt-v2v-in-place (log {log})")

@@ -148,6 +148,13 @@ class _OneLine(logging.Filter):
 logging.getLogger("celery.backends.rpc").addFilter(_OneLine())
 
 
+def agent_threads(entry: dict[str, Any]) -> int:
+    """Tasks an agent's worker runs at once: agent_concurrency, and as many more for urgent
+    steps (a cutover's, its source off: the walker's urgent share of the host's pool), at most
+    MAX_ATTACHED (each holds an attached volume)."""
+    return min(2 * agent_concurrency(entry), MAX_ATTACHED)
+
+
 def agent_concurrency(entry: dict[str, Any]) -> int:
     """Tasks an agent runs at once: twice its host's `max_parallel`, at most MAX_ATTACHED
     (Nova's cap on volumes attached to one server: a task holds one). Only `max_parallel` of

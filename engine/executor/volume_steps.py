@@ -395,11 +395,13 @@ class VolumeSteps(VolumeOwnership):
     ) -> host.SyncResult:
         """In this process, or on `host_name`'s agent (its queue) when a broker is configured;
         a cutover's final sync, its source off, gives up on a host whose agent stops answering
-        (Remote.urgent)."""
+        (Remote.urgent) and takes an urgent slot there (SyncJob.urgent: break-it 12o H1)."""
         parsed = Address.parse(address)
         on = self.on_host()
-        if on.remote is not None and parsed.name in self.cutover.powered_off:
-            on = replace(on, remote=replace(on.remote, urgent=True))
+        if parsed.name in self.cutover.powered_off:
+            job = replace(job, urgent=True)
+            if on.remote is not None:
+                on = replace(on, remote=replace(on.remote, urgent=True))
         return on.sync(host_name, job, calls, self._say(parsed))
 
     def on_host(self) -> OnHost:

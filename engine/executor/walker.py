@@ -48,6 +48,12 @@ class WalkResult:
         return all(o is Outcome.DONE for o in self.outcomes.values())
 
 
+# threads for urgent nodes (a cutover's disks and conversions with the source off) beyond
+# `parallelism`: more wait for one of these, never for the other VMs' copies
+URGENT_THREADS = 16
+URGENT = "!urgent"  # a pool's urgent share: the pool's name and this
+
+
 class Walker:
     def __init__(
         self,
@@ -58,15 +64,22 @@ class Walker:
         pools: Mapping[str, int] | None = None,
         pools_of: Callable[[Node], Iterable[str]] = lambda _: (),
         prepare: Callable[[Node], Callable[[], object] | None] = lambda _: None,
+        urgent: Callable[[Node], bool] = lambda _: False,
     ) -> None:
         """`prepare(node)`, called once when the node is ready: None, or what must run (off the
-        scheduling thread) before `pools_of(node)` is asked; `pools_of` must then be quick."""
+        scheduling thread) before `pools_of(node)` is asked; `pools_of` must then be quick.
+        `urgent(node)`, asked when a ready node could start: such a node runs on threads of its
+        own, outside `parallelism`, and takes the urgent share of its pools (each as large as
+        the pool, used by urgent nodes only): a cutover's steps with the source off never wait
+        for other VMs' copies (break-it 12o H1), and the urgent ones are still bounded."""
         self.graph = graph
         self.run = run
         self.parallelism = max(1, parallelism)
         self.limits = dict(pools or {})
         self.pools_of = pools_of
         self.prepare = prepare
+        self.urgent = urgent
+        self._hurried: set[Node] = set()  # urgent nodes running: not counted in parallelism
         self._stop = threading.Event()
         self._lock = threading.Lock()  # in_use and the early releases, asked from any thread
         self._in_use: dict[str, int] = {}
@@ -97,6 +110,7 @@ class Walker:
         preparing: dict[Future[Any], Node] = {}
         with (
             ThreadPoolExecutor(max_workers=self.parallelism) as pool,
+            ThreadPoolExecutor(max_workers=URGENT_THREADS) as hurry,
             ThreadPoolExecutor(max_workers=1) as preparer,  # its thread starts with a first job
         ):
             while fresh or ready or running or preparing:
@@ -105,7 +119,7 @@ class Walker:
                     if self._wake.done():
                         self._wake = Future()
                     wake = self._wake
-                started = self._start_ready(pool, ready, running)
+                started = self._start_ready((pool, hurry), ready, running)
                 if not running and not preparing:
                     if not started:  # nothing can start: pools too small or stopped
                         break
@@ -118,6 +132,7 @@ class Walker:
                         self._prepared(preparing.pop(future), future, result, waiting, ready)
                         continue
                     node = running.pop(future)
+                    self._hurried.discard(node)
                     self.release(node)
                     self._finish(node, future, result, waiting, fresh)
         for node in self.graph.nodes:
@@ -155,28 +170,40 @@ class Walker:
         else:
             self._finish(node, future, result, waiting, ready)
 
-    def _fits(self, node: Node) -> bool:
+    def _held(self, node: Node, hurry: bool) -> list[str]:
+        """The pools `node` takes: its own, or their urgent shares (URGENT after the name)."""
+        return [f"{p}{URGENT}" if hurry else p for p in self.pools_of(node)]
+
+    def _fits(self, held: list[str]) -> bool:
         used = self._in_use
-        return all(used.get(p, 0) < self.limits.get(p, 1 << 30) for p in self.pools_of(node))
+        return all(used.get(p, 0) < self.limits.get(p.removesuffix(URGENT), 1 << 30) for p in held)
 
     def _start_ready(
         self,
-        pool: ThreadPoolExecutor,
+        pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
         ready: list[Node],
         running: dict[Future[Any], Node],
     ) -> bool:
+        """Start what can start: urgent nodes at once on their own threads (`pools`[1]), the
+        others within `parallelism` and their pools (`pools`[0])."""
         started = False
-        for node in list(ready):
-            if self._stop.is_set() or len(running) >= self.parallelism:
+        for node in sorted(ready, key=lambda n: not self.urgent(n)):  # urgent ones first
+            if self._stop.is_set():
                 break
+            hurry = self.urgent(node)
+            if not hurry and len(running) - len(self._hurried) >= self.parallelism:
+                continue
             with self._lock:
-                if not self._fits(node):
+                held = self._held(node, hurry)
+                if not self._fits(held):
                     continue
-                held = self._holding[node] = list(self.pools_of(node))
+                self._holding[node] = held
                 for name in held:
                     self._in_use[name] = self._in_use.get(name, 0) + 1
             ready.remove(node)
-            running[pool.submit(self.run, node)] = node
+            if hurry:
+                self._hurried.add(node)
+            running[pools[1 if hurry else 0].submit(self.run, node)] = node
             started = True
         return started
 

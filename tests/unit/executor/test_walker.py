@@ -196,3 +196,47 @@ def test_without_a_release_the_slot_is_held_to_the_end() -> None:
         pools_of=lambda n: ["p"],
     ).walk()
     assert result.ok and order in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
+
+
+def test_an_urgent_node_starts_beside_full_pools_and_parallelism() -> None:
+    """Break-it 12o H1: db01's source was powered off while the host's two slots copied other
+    VMs' replicas; its final syncs (0 B) waited 101 s for them. Urgent nodes (a cutover's steps
+    with the source off) start at once, outside the pools and `parallelism`."""
+    release = threading.Event()
+    started: list[str] = []
+
+    def run(node: str) -> None:
+        started.append(node)
+        if node.startswith("replica"):
+            assert release.wait(10), "the urgent node never ran beside the replicas"
+        if node == "db01-disk":
+            release.set()  # ran while both replicas still held the host's slots
+
+    g = graph(("db01-off", "db01-disk"), nodes=("replica-1", "replica-2"))
+    walker = Walker(
+        g,
+        run,
+        parallelism=3,  # the power-off takes a thread, no slot; the replicas both slots
+        pools={"host": 2},
+        pools_of=lambda n: [] if n == "db01-off" else ["host"],
+        urgent=lambda n: n == "db01-disk",
+    )
+    result = walker.walk()
+    assert result.ok, result.errors
+    assert started.index("db01-disk") < 4 and release.is_set()
+
+
+def test_urgent_nodes_are_bounded_by_their_share_of_the_pool() -> None:
+    """A wave of cutovers: the urgent steps of one host run at most its pool's size at once,
+    beside (not instead of) what the pool runs."""
+    rec = Recorder(delay=0.05)
+    g = graph(nodes=tuple(f"u{i}" for i in range(6)))
+    result = Walker(
+        g,
+        rec,
+        parallelism=1,
+        pools={"host": 2},
+        pools_of=lambda n: ["host"],
+        urgent=lambda n: True,
+    ).walk()
+    assert result.ok and rec.peak == 2
