@@ -562,9 +562,9 @@ def _verify(
     job: SyncJob, source: DiskSource, device: Path, disk: DiskInfo, stop: threading.Event
 ) -> str:
     """The digest (engine.dataplane.blkhash) of the source and the device over the whole disk
-    or the job's areas, read at once; a stop
-    mid-verify raises StoppedError (the copy stays unrecorded and is verified next time). When
-    they differ, both are read again to name the first differing offset."""
+    or the job's areas, read at once; a stop mid-verify raises StoppedError (the copy stays
+    unrecorded and is verified next time). When they differ, both are read again to name the
+    first differing offset."""
     areas = job.areas if job.verify == VERIFIED_AREAS else None
     assert job.verify in (VERIFIED_WHOLE, VERIFIED_AREAS), job.verify
     with NbdkitServer(source) as server:
@@ -585,11 +585,11 @@ def _digests(
     device: tuple[Path, int, list[Extent] | None],
     stop: threading.Event,
 ) -> tuple[str, str]:
-    """(the source's sha256 at `uri`, the device's) over the same bytes (`device`: its path,
+    """(the source's digest at `uri`, the device's) over the same bytes (`device`: its path,
     the disk's capacity in bytes, the areas or None for the whole disk), both read at once:
     the source over the network, the volume from its device, each its own resource, so a
-    verify lasts the longer of the two, not their sum (a lab sync's 2 GiB disk: ~10 s → ~6 s).
-    Either failing stops the other; `stop` set: StoppedError. Raises DataplaneError."""
+    verify lasts the longer of the two, not their sum. Either failing stops the other; `stop`
+    set: StoppedError. Raises DataplaneError, OSError (the device)."""
     path, capacity, areas = device
     halt = threading.Event()
     either = AnyOf(stop, halt)
