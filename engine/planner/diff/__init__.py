@@ -131,18 +131,26 @@ def _disk_change(
     records: Mapping[str, ResourceRecord],
     found: ObservedVolume | None,
     now: float | None,
+    *,
+    volume_ids: frozenset[str] | None = None,
 ) -> Change:
     """A disk's copy change from its record, unless the record is of the other output (a
     volume's for output: image, a file's for output: volume): that record says what the other
     target holds, not what this one does, so no delta starts from it (break-it 12c item 7: a
     switch of destination.output made new volumes of the 1 MiB delta, then "No changes"). Then
-    it is a full copy into a new target, and its reason says why."""
+    it is a full copy into a new target, and its reason says why. `volume_ids`: every volume
+    of the project (None: not read), which tells a recorded volume that lost ferry's metadata
+    from one that is gone."""
     disk = next(d for d in vm.source.disks if d.key == volume.disk_key)
     record = records.get(str(Address("vm", vm.name, "disk", volume.disk_key)))
     wanted = "disk_file" if vm.image is not None else "volume"
     if record is None or record.kind == wanted or record.kind not in COPY_KINDS:
         reverts = record is not None and reverts_first(records, vm.name, record)
-        return volume_change(vm, volume, disk, record, found, now=now, reverts=reverts)
+        held = str(record.attributes.get("volume_id") or "") if record is not None else ""
+        unlabeled = found is None and bool(held) and held in (volume_ids or ())
+        return volume_change(
+            vm, volume, disk, record, found, now=now, reverts=reverts, unlabeled=unlabeled
+        )
     change = volume_change(vm, volume, disk, None, found, now=now)
     held = record.attributes.get("volume_id") or record.attributes.get("path") or "?"
     output = "image" if vm.image is not None else "volume"
@@ -176,9 +184,13 @@ def vm_changes(
     # output: image copies into files: a volume found by metadata is no base for them
     found = found_volumes(vm, observed) if vm.image is None else {}
     found = {key: own_stamped(v, state.lineage) for key, v in found.items()}
+    ids = cloud.volume_ids if cloud is not None and vm.image is None else None
     volumes = [
         settled(c) if is_booted else adopt_then_sync(vm, c)
-        for c in (_disk_change(vm, v, records, found.get(v.disk_key), now) for v in vm.volumes)
+        for c in (
+            _disk_change(vm, v, records, found.get(v.disk_key), now, volume_ids=ids)
+            for v in vm.volumes
+        )
     ]
     if not is_booted:  # synced in this plan: what a revert cannot undo is copied in full
         snapshots = cloud.snapshot_ids if cloud is not None else None

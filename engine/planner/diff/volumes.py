@@ -101,11 +101,14 @@ def volume_change(
     *,
     now: float | None = None,
     reverts: bool = False,
+    unlabeled: bool = False,
 ) -> Change:
     """The change of one disk's volume; `now` (epoch seconds) dates a running VM's delta
     estimate (None: no time-based estimate); `reverts`: this state's conversion record holds a
     protection snapshot of the recorded volume that holds its last sync (reverts_first): the
-    executor reverts the volume to it before its next write, undoing whatever wrote it since."""
+    executor reverts the volume to it before its next write, undoing whatever wrote it since;
+    `unlabeled`: the recorded volume exists but was not found by ferry's metadata (removed
+    outside ferry): copied in full onto it (nothing says what it holds), said as such."""
     address = str(Address("vm", vm.name, "disk", volume.disk_key))
     after: dict[str, Any] = {
         "size_gib": volume.size_gib,
@@ -153,18 +156,7 @@ def volume_change(
             before,
         )
     if observed is None and before.get("volume_id"):
-        return _volume(
-            address,
-            Action.CREATE,
-            full_reason(
-                vm,
-                f"recorded volume {before['volume_id']} no longer exists: full copy from 0{zeros}",
-            ),
-            before,
-            after,
-            size=full_bytes(disk, vm),
-            zeros=holes(vm, disk) if volume.unzeroed else None,
-        )
+        return _recorded_gone(vm, disk, (address, before, after), zeros, unlabeled)
     if record.status is Status.IN_PROGRESS and before.get("copy") != "delta":
         grew = grown_since_copy(volume, disk, before, observed) or _changed_outside(
             before, observed, reverts
@@ -207,6 +199,37 @@ def volume_change(
         return _volume(address, Action.UPDATE, why, before, after, size=full, zeros=holes(vm, disk))
     size, how = delta_estimate(before, now, disk.capacity)
     return _volume(address, Action.UPDATE, f"{reason} ({how})", before, after, size=size)
+
+
+def _recorded_gone(
+    vm: DesiredVM,
+    disk: SourceDisk,
+    change: tuple[str, dict[str, Any], dict[str, Any]],
+    zeros: str,
+    unlabeled: bool,
+) -> Change:
+    """A recorded volume not found by ferry's metadata (`change`: the address, the record's
+    attributes, the volume wanted; `zeros`: what the reason says of a type not assumed to read
+    as zeros, "" for one that is): gone, so a full copy into a new one, or (`unlabeled`) there
+    without ferry's metadata, so a full copy onto it (break-it 12o M2: it was said gone)."""
+    address, before, after = change
+    held = before["volume_id"]
+    why = f"recorded volume {held} no longer exists: full copy from 0{zeros}"
+    if unlabeled:
+        why = (
+            f"recorded volume {held} exists without ferry's metadata (ferry_vm, ferry_disk: "
+            "removed outside ferry), so nothing says what it holds: full copy onto it from 0, "
+            "holes written as zeros, its metadata set again"
+        )
+    return _volume(
+        address,
+        Action.CREATE,
+        full_reason(vm, why),
+        before,
+        after,
+        size=full_bytes(disk, vm),
+        zeros=holes(vm, disk) if zeros or unlabeled else None,
+    )
 
 
 def _full_again(
