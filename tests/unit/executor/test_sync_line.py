@@ -4,7 +4,7 @@ its rate, zeros and holes apart, in binary units."""
 from __future__ import annotations
 
 from engine.dataplane.copy import CopyStats
-from engine.executor.volume_steps import sync_line
+from engine.executor.volume_steps import sync_line, verify_line
 
 MiB, GiB = 1024**2, 1024**3
 
@@ -21,3 +21,12 @@ def test_a_sparse_full_copy_says_the_steps_time_and_counts_no_hole_as_moved() ->
 def test_a_delta_of_nothing_has_no_rate() -> None:
     line = sync_line("vm.db01.disk[2001]", "delta", CopyStats(seconds=0.01), step=75)
     assert line == "vm.db01.disk[2001]: delta copy in 1 min 15 s: 0 B read, 0 B zeroed"
+
+
+def test_a_verified_sync_says_it_was_found_equal() -> None:
+    """Break-it 12o L5: `apply --verify` printed no verify outcome per disk."""
+    line = verify_line("vm.web01.disk[2000]", "whole disk", "9f2c04d1e2ab" + "0" * 52)
+    assert line == (
+        "vm.web01.disk[2000]: verified: equal to the source disk at its snapshot over the whole "
+        "disk (sha256 hash list 9f2c04d1e2ab…)"
+    )
