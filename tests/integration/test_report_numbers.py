@@ -21,6 +21,7 @@ from tests.integration.cli import ferry
 from tests.integration.converge import records
 from tests.integration.test_cutover import apply, spec_with
 
+pytestmark = pytest.mark.lab
 DISK = "vm.build-old.disk[2000]"
 LINE = re.compile(
     re.escape(DISK) + r": full copy in (?P<step>[^:]+): (?P<read>[\d.]+ \w+) read"
@@ -72,7 +73,7 @@ def test_a_full_copy_reports_its_step_time_data_moved_and_holes(
     assert last["read"] + zeroed + last["skipped"] == capacity  # the whole disk, each byte once
     assert "read from https https://" in done.stdout, done.stdout
     assert last["seconds"] < last["step_seconds"] < wall  # the copy is a part of the step
-    assert abs(parse_duration(said["step"]) - last["step_seconds"]) <= 0.05
+    assert abs(parse_duration(said["step"]) - last["step_seconds"]) <= 0.05 + 1e-9  # shown to 0.1 s
     assert said["read"] == human(last["read"]) and said["zeroed"] == human(zeroed)
     assert said["skipped"] == (human(last["skipped"]) if last["skipped"] else None)
     if said["rate"]:
