@@ -105,6 +105,7 @@ def agents(
 ) -> None:
     """Start one `ferry agent --host NAME` process per conversion host of the spec.
 
+    Those running already for the spec are kept: after one was killed, this starts it alone.
     Each on the lab's broker (its password in a 0600 file, never on argv), its PID in the lab
     directory (agents.json) so `lab agents --stop` and `lab down` stop exactly these."""
     if spec_argument is not None:
@@ -134,16 +135,13 @@ def agents(
         say=lambda line: typer.echo(f"  {line}"),
         warn=lambda line: typer.echo(f"warning: {line}", err=True),
     )
-    count = (
-        f"{len(started)} agents"
-        if len(started) == len(hosts)
-        else (f"{len(started)} of {len(hosts)} agents")
-    )
+    serving = len({a.name for a in started} & {f"agent {h}" for h in hosts})
+    count = f"{serving} agents" if serving == len(hosts) else f"{serving} of {len(hosts)} agents"
     typer.echo(
         f"{count} run for {spec} (logs in {lab.root / 'logs'}); "
         "`ferry lab agents --stop` stops them"
     )
-    if len(started) < len(hosts):
+    if serving < len(hosts):
         raise typer.Exit(1)
 
 

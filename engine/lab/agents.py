@@ -74,12 +74,15 @@ def start(
     its queue (`timeout` seconds in all) and return those that do. One that exits or is not
     ready in time is stopped and named through `warn` (its last log line) while the others run
     (a host whose server is gone: the plan re-places its VMs onto the others, break-it 12n L2).
-    UserError when agents of this lab run already; LabError naming the first host that failed
-    when none is ready (all are stopped then)."""
-    alive = [a for a in recorded(root) if is_running(a)]
-    if alive:
-        names = ", ".join(f"{a.name} (pid {a.pid})" for a in alive)
-        raise UserError(f"the lab's agents run already: {names}; `ferry lab agents --stop` first")
+    Agents of this lab that run already for the same spec are kept (said through `say`) and
+    only the others are started: one killed agent is started again alone (break-it 12o L2).
+    UserError when every host's agent runs already, or some run for another spec; LabError
+    naming the first host that failed when none is ready (those started are stopped then)."""
+    alive = _alive_for(root, spec, hosts)
+    for agent in alive:
+        say(f"{agent.name} runs already (pid {agent.pid}, log {agent.log}): kept")
+    running = {a.name for a in alive}
+    hosts = [h for h in hosts if f"agent {h}" not in running]
     started: list[ProcessRecord] = []
     state = root / "agent-state"
     full = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
@@ -90,20 +93,53 @@ def start(
             log = root / "logs" / f"agent-{host}.log"
             begins[str(log)] = _mark_start(log, host)
             started.append(spawn(f"agent {host}", argv(host, spec), log, env=full, cwd=CHECKOUT))
-            _record(root, started, spec)
+            _record(root, alive + started, spec)
         ready, failures = _ready(started, time.monotonic() + timeout, begins, say)
-        if not ready:
+        if not ready and not alive:
             raise failures[0]
     except BaseException:
         stop_all(started)
-        (root / AGENTS_FILE).unlink(missing_ok=True)
+        _record_or_forget(root, alive, spec)
         raise
     if failures:
         stop_all([a for a in started if a not in ready])
-        _record(root, ready, spec)
+        _record(root, alive + ready, spec)
         for failure in failures:
             warn(f"{failure}: not started; the other agents run")
-    return ready
+    return alive + ready
+
+
+def _alive_for(root: Path, spec: Path, hosts: list[str]) -> list[ProcessRecord]:
+    """The lab's running agents when they serve `spec` and some host of `hosts` has none;
+    UserError when they serve another spec or every host's agent runs."""
+    alive = [a for a in recorded(root) if is_running(a)]
+    if not alive:
+        return []
+    names = ", ".join(f"{a.name} (pid {a.pid})" for a in alive)
+    served = _recorded_spec(root)
+    if served != str(spec):
+        raise UserError(
+            f"the lab's agents run already for {served}: {names}; `ferry lab agents --stop` first"
+        )
+    if {f"agent {h}" for h in hosts} <= {a.name for a in alive}:
+        raise UserError(f"the lab's agents run already: {names}; `ferry lab agents --stop` first")
+    return alive
+
+
+def _recorded_spec(root: Path) -> str:
+    """The spec agents.json says the lab's agents serve ('' when it says none)."""
+    try:
+        return str(json.loads((root / AGENTS_FILE).read_text()).get("spec", ""))
+    except (OSError, json.JSONDecodeError):
+        return ""
+
+
+def _record_or_forget(root: Path, agents: list[ProcessRecord], spec: Path) -> None:
+    """Record `agents` in agents.json, or remove the file when there is none."""
+    if agents:
+        _record(root, agents, spec)
+    else:
+        (root / AGENTS_FILE).unlink(missing_ok=True)
 
 
 def _ready(

@@ -7,6 +7,8 @@ stop exactly them and no other process, and an agent that exits is one line nami
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,6 +119,33 @@ def test_agents_are_recorded_and_stopped_exactly(
         other.wait()
 
 
+def test_a_dead_agent_is_started_again_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Break-it 12o L2: with one agent killed (a drill), `lab agents` refused ('run already')
+    until every agent was stopped; it now starts that one and keeps the others, and refuses
+    while agents of another spec run."""
+    monkeypatch.setattr(lab_agents, "argv", lambda host, spec: [sys.executable, "-c", READY])
+    hosts = ["ferry-conversion-01", "ferry-conversion-02", "ferry-conversion-03"]
+    first = lab_agents.start(tmp_path, tmp_path / "spec.yaml", hosts, {})
+    try:
+        os.kill(first[1].pid, signal.SIGKILL)
+        while is_running(first[1]):
+            time.sleep(0.05)
+        said: list[str] = []
+        again = lab_agents.start(tmp_path, tmp_path / "spec.yaml", hosts, {}, say=said.append)
+        assert again[:2] == [first[0], first[2]] and again[2].name == "agent ferry-conversion-02"
+        assert again[2].pid != first[1].pid and all(is_running(a) for a in again)
+        assert said[0].startswith("agent ferry-conversion-01 runs already (pid ")
+        assert said[2].startswith("agent ferry-conversion-02 ready (pid ")
+        assert lab_agents.recorded(tmp_path) == again
+        with pytest.raises(UserError, match=r"run already for .*spec\.yaml: agent ferry-conv"):
+            lab_agents.start(tmp_path, tmp_path / "other.yaml", hosts, {})
+        assert lab_agents.recorded(tmp_path) == again
+    finally:
+        lab_agents.stop(tmp_path)
+
+
 def test_lab_down_stops_the_agents_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(lab_agents, "argv", lambda host, spec: [sys.executable, "-c", READY])
     (agent,) = lab_agents.start(tmp_path, tmp_path / "s.yaml", ["ferry-conversion-01"], {})
@@ -220,7 +249,9 @@ def test_lab_agents_takes_the_spec_as_plan_does_and_refuses_two(
     monkeypatch.setattr(lab_agents, "spec_hosts", lambda _data: ["h1"])
     monkeypatch.setattr(lab_cli, "load_spec", lambda _path: SimpleNamespace(data={}))
     monkeypatch.setattr(
-        lab_agents, "start", lambda _root, spec, *_a, **_k: started.append(spec) or ["agent h1"]
+        lab_agents,
+        "start",
+        lambda _root, spec, *_a, **_k: started.append(spec) or [SimpleNamespace(name="agent h1")],
     )
     spec = Path("plans/demo-3-hosts.yaml").resolve()
     assert ferry(monkeypatch, "lab", "agents", str(spec), "--dir", str(tmp_path)) == 0
