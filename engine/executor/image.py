@@ -536,10 +536,10 @@ class ImageCutover:
 
     def _adopted(self, change: Change, kind: str, id_key: str) -> None:
         """An image or a volume made from one, found by ferry's metadata beside the server a
-        lost state adopts (engine.planner.diff.image.adopts): this state's lineage stamped on it
-        (`ferry_state`: the image's property, the volume's metadata; from then on another
-        state's plan neither adopts nor deletes it, as with volume mode's adopted volumes) and
-        recorded as the plan found it, nothing made or uploaded. Raises OpenStackError,
+        lost state adopts (engine.planner.diff.image_adoption.adopts): this state's lineage
+        stamped on it (`ferry_state`: the image's property, the volume's metadata; from then on
+        another state's plan neither adopts nor deletes it, as with volume mode's adopted
+        volumes) and recorded as the plan found it, nothing made or uploaded. Raises OpenStackError,
         StateError."""
         after = dict(change.after or {})
         found = str(after.pop(FOUND_LINEAGE, None) or "")

@@ -20,7 +20,7 @@ from engine.model.observed import Destination, ObservedServer, ObservedVolume
 from engine.model.plan import Action, Change, VMPlan
 from engine.model.state import RECORDED_HOST, ResourceRecord, State
 from engine.planner import osmigrate
-from engine.planner.diff import image, lineage, ports, properties
+from engine.planner.diff import image, image_adoption, lineage, ports, properties
 from engine.planner.diff.attachments import ferry_servers, repair_only, repaired
 from engine.planner.diff.backout import (
     back_to_replicate,
@@ -354,8 +354,8 @@ def diff(
             )
             + suspended_at_cutover(vm, records)
             + image.lost_images(vm, records, data.destination, vm_list)
-            + (() if refused else image.unadopted(vm, records, data.destination))
-            + image.other_states(
+            + (() if refused else image_adoption.unadopted(vm, records, data.destination))
+            + image_adoption.other_states(
                 vm,
                 records,
                 data.destination,
@@ -364,10 +364,10 @@ def diff(
                 beside=not refused,
             )
             + image.lost_volumes(
-                vm, records, data.destination, image.served_by(vm, data.destination)
+                vm, records, data.destination, image_adoption.served_by(vm, data.destination)
             )
             + image.served_boot_image(
-                vm, records, data.destination, image.served_by(vm, data.destination)
+                vm, records, data.destination, image_adoption.served_by(vm, data.destination)
             )
             + shrunk(vm, records)
             + (
@@ -432,10 +432,10 @@ def _unlabeled(
     cloud: Destination,
 ) -> tuple[str, ...]:
     """The ids of the objects without a lineage the plan would adopt beside the VM's server:
-    output: image, its images and the volumes made from them (image.unlabeled); output: volume,
-    the volumes found for its unrecorded disks."""
+    output: image, its images and the volumes made from them (image_adoption.unlabeled);
+    output: volume, the volumes found for its unrecorded disks."""
     if vm.image is not None:
-        return image.unlabeled(vm, records, cloud)
+        return image_adoption.unlabeled(vm, records, cloud)
     return lineage.unlabeled_volumes(vm, records, found)
 
 

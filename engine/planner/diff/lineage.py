@@ -165,9 +165,9 @@ def unlabeled_volume(
     name) are adopted as before; with `--adopt-lineage unlabeled` ferry's are too. Output:
     image adopts nothing but beside an adopted server (its copies are files under the state's
     lineage; images and their volumes only beside an adopted server:
-    `engine.planner.diff.image.unlabeled`). `ports`: the ids of the ports ferry made for the
-    VM's NICs that this state does not record and that carry no lineage (either output; break-it
-    16g L4): named in the same line (unlabeled-port when there are only ports)."""
+    `engine.planner.diff.image_adoption.unlabeled`). `ports`: the ids of the ports ferry made
+    for the VM's NICs that this state does not record and that carry no lineage (either output;
+    break-it 16g L4): named in the same line (unlabeled-port when there are only ports)."""
     if UNLABELED in adopt_lineages:
         return ()
     if server is not None and str(Address("vm", vm.name, "server")) not in records:
