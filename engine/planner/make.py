@@ -27,10 +27,11 @@ from engine.planner.checks import (
     gone_hosts,
     host_diagnostics,
 )
-from engine.planner.desired import desired, lookup
+from engine.planner.desired import desired
 from engine.planner.diff import DiffInput, diff, said_left_off
 from engine.planner.diff.estimates import measured_throughput
 from engine.planner.hosts import host_changes
+from engine.planner.selection import lookup
 
 Locator = Callable[[Path], Location | None]
 

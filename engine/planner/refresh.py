@@ -14,7 +14,7 @@ from engine.errors import NoStateError
 from engine.model.observed import Destination, Inventory
 from engine.model.state import INSTANCE_UUID, VCENTER_OFF_AT, State
 from engine.planner.checks import mapped_networks
-from engine.planner.desired import select, wanted_tags
+from engine.planner.selection import select, wanted_tags
 from engine.providers.openstack.read import (
     connect_destination,
     fetch_destination,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyVmomi import vim
 
 from engine.diagnostics import Diagnostic, Severity
-from engine.planner.desired import datacenter_path
+from engine.planner.selection import datacenter_path
 from engine.providers.vsphere.inventory import parse_inventory
 from engine.providers.vsphere.read import ObjectProps
 

@@ -10,8 +10,9 @@ import yaml
 
 from engine.diagnostics import Severity
 from engine.model.observed import Destination, Inventory, SourceNic, SourceVM
-from engine.planner.desired import ports_for, select
+from engine.planner.desired import ports_for
 from engine.planner.make import make_plan
+from engine.planner.selection import select
 from engine.spec.validate import validate_text
 from tests.unit.test_planner_cases import CASES, hydrate
 

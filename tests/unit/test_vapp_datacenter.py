@@ -12,7 +12,7 @@ from typing import Any
 from pyVmomi import vim
 
 from engine.executor.seams import datacenter_path
-from engine.planner.desired import in_datacenter
+from engine.planner.selection import in_datacenter
 from engine.providers.vsphere.inventory import PATHS, parse_inventory
 from engine.providers.vsphere.read import ObjectProps
 

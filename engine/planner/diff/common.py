@@ -12,7 +12,7 @@ from engine.model.desired import DesiredVM
 from engine.model.observed import Destination
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, State, Status
-from engine.planner.desired import Lookup
+from engine.planner.selection import Lookup
 
 CUTOVER_MODES = ("cutover", "cold")
 UNCONFIRMED = "never confirmed (an apply stopped during its boot)"

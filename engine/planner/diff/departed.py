@@ -20,7 +20,6 @@ from engine.model.desired import Concern, ConcernLevel, DesiredVM
 from engine.model.observed import Destination, SourceSnapshot
 from engine.model.plan import Action, Change
 from engine.model.state import INSTANCE_UUID, ResourceRecord, State, Status
-from engine.planner.desired import SELECTS_NOTHING
 from engine.planner.diff.common import DiffInput
 from engine.planner.diff.cutover import (
     left_off_since,
@@ -30,6 +29,7 @@ from engine.planner.diff.cutover import (
     source_left_off,
 )
 from engine.planner.diff.leftovers import leftover_snapshots
+from engine.planner.selection import SELECTS_NOTHING
 
 # a record's attribute naming a destination object → that object's `ferry_vm`
 _IDS = ("volume_id", "port_id", "server_id")

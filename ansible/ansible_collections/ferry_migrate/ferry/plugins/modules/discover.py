@@ -83,7 +83,7 @@ def selected(spec_path: str) -> tuple[list[dict], list[str], list[str]]:
     from engine.cli.discover import read_inventory
     from engine.cli.plan import load_spec
     from engine.diagnostics import Severity
-    from engine.planner.desired import select
+    from engine.planner.selection import select
 
     loaded = load_spec(Path(spec_path))
     inventory = read_inventory(Path(spec_path))
