@@ -382,9 +382,11 @@ def _observed(
             **({"host": host} if host else {}),
         )
         began = time.monotonic()
+        applier.cutover.step_began(change.address)  # StoppedError: its VM's cutover failed
         try:
             applier.run(node)
         except BaseException as exc:
+            applier.cutover.step_ended(change.address, exc)
             seconds = round(time.monotonic() - began, 3)
             events.emit(
                 "node_end",
@@ -396,6 +398,7 @@ def _observed(
             if applier.ctx.store.outage is not None:
                 state_lost()
             raise
+        applier.cutover.step_ended(change.address, None)
         seconds = round(time.monotonic() - began, 3)
         events.emit("node_end", address=change.address, outcome="done", seconds=seconds)
 

@@ -303,7 +303,7 @@ class Cutover(Settle, SourceOff, DestinationChecks, Protection):
         job = ConvertJob(host_id, volume_ids, target, after, log_name, scripts)
         say = self.a._say(Address("vm", name))
         on = self.a.on_host()
-        return on.convert(host_name, job, self.ctx.log_dir, self.ctx.stop, say).seconds
+        return on.convert(host_name, job, self.ctx.log_dir, self.ctx.stop.of(name), say).seconds
 
     # -- server ---------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,12 @@ class CutoverBase:
         # by the signal handler, without locks), and what _settle_unrecorded powers back on.
         self.powered_off: dict[str, float] = {}
         self.booting: set[str] = set()  # VMs whose server may have been booted by this apply
+        # Settle.step_began/step_ended: the steps of each VM running now, the VMs whose
+        # cutover failed with the source off (→ the step that failed), those settled already
+        self.running: Counter[str] = Counter()
+        self.abandoned: dict[str, str] = {}
+        self.settled_early: set[str] = set()
+        self._steps_lock = threading.Lock()
         # VMs whose server record this apply deleted while it was still in progress (booted by
         # an interrupted apply, never confirmed): not a cutover, the source is production
         self.unconfirmed: set[str] = set()
@@ -136,7 +143,7 @@ class CutoverBase:
 
         Raises StoppedError when the stop came first (nothing of `action` was done)."""
         with self.gate:
-            stopped = self.ctx.stop.is_set()
+            stopped = self.ctx.stop.of(name).is_set()  # the apply's, or the VM's own
             if not stopped:
                 commit()
         if stopped:

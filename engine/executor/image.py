@@ -151,7 +151,7 @@ class DiskFiles:
         try:
             if why:
                 raise VerifyError(f"verify: disk {disk.key}: {why}")
-            result = self.a.on_host().compare("", job, ctx.stop, lambda _: None)
+            result = self.a.on_host().compare("", job, ctx.stop.of(address.name), lambda _: None)
         except VerifyError as exc:
             self._taint(change.address, before, exc)
         self.a.compared(change.address, known, job, result, str(path))
@@ -180,7 +180,8 @@ class DiskFiles:
             if events is not None:
                 events.emit("copy", address=address, done=covered, total=total)
 
-        return host.Callbacks(checkpoint, rewritten, progress, self.a.ctx.stop)
+        stop = self.a.ctx.stop.of(Address.parse(address).name)
+        return host.Callbacks(checkpoint, rewritten, progress, stop)
 
     def _copy_and_verify(
         self,
@@ -203,7 +204,9 @@ class DiskFiles:
         if not job.verify:
             return stats, None
         try:
-            digest = host.verify_copy(job, source, path, disk, ctx.stop)
+            digest = host.verify_copy(
+                job, source, path, disk, ctx.stop.of(Address.parse(address).name)
+            )
         except StoppedError as exc:  # copied in full, stopped while verifying
             self.a.copy_stopped(address, attrs, StoppedError(str(exc), stats.moved()))
             raise
@@ -400,7 +403,7 @@ class ImageCutover:
             options = v2v.Options(
                 firstboot=tuple(Path(p) for p in after.get("firstboot") or ()),
                 debug=bool(after.get("debug")),
-                cancel=self.a.ctx.stop,
+                cancel=self.a.ctx.stop.of(name),
             )
             attrs["seconds"] = round(v2v.convert(guest, log, options), 1)
             for key in keys:
@@ -443,7 +446,7 @@ class ImageCutover:
         path = planned_path(self.a, str(after["file"]))
         after["file"] = str(path)
         self._check_converted_file(change.address, path)
-        stop = self.a.ctx.stop
+        stop = self.a.ctx.stop.of(name)
         upload, disk_format = images.upload_file(path, str(after["disk_format"]), stop)
         if disk_format != after["disk_format"]:
             self.a.ctx.say(

@@ -148,7 +148,8 @@ class VolumeSteps(VolumeOwnership):
             unstamped = {k: v for k, v in before.items() if k != UPDATED_AT}
             self._write([ResourceRecord(change.address, "volume", Status.READY, unstamped)], [])
         try:
-            result = self.on_host().compare(host_name, job, self.ctx.stop, self._say(address))
+            stop = self.ctx.stop.of(address.name)
+            result = self.on_host().compare(host_name, job, stop, self._say(address))
         except VerifyError as exc:
             self._taint(change.address, before, exc, job.volume_id)
         except Exception:
@@ -441,7 +442,8 @@ class VolumeSteps(VolumeOwnership):
                 events.emit("copy_written", address=address)
             self.ctx.release(address)  # the detach and the records need no copy slot
 
-        return host.Callbacks(checkpoint, rewritten, progress, self.ctx.stop, written)
+        stop = self.ctx.stop.of(Address.parse(address).name)
+        return host.Callbacks(checkpoint, rewritten, progress, stop, written)
 
     def _what_to_copy(
         self, change: Change, before: dict[str, Any], vm: Any, snapshot: Any, disk: DiskInfo

@@ -30,8 +30,13 @@ def walk(outage: StateError | None) -> dict[Any, Outcome]:
 
     changes = {n: SimpleNamespace(address=n, kind="k", action=SimpleNamespace(value="create"))
                for n in ("vm.a.snapshot", "vm.b.snapshot", "vm.c.snapshot")}  # fmt: skip
+    steps = SimpleNamespace(step_began=lambda _a: None, step_ended=lambda _a, _e: None)
     applier: Any = SimpleNamespace(
-        changes=changes, host_of=lambda _c: "", run=run, ctx=SimpleNamespace(store=store)
+        changes=changes,
+        host_of=lambda _c: "",
+        run=run,
+        ctx=SimpleNamespace(store=store),
+        cutover=steps,
     )
     graph = nx.DiGraph()
     graph.add_nodes_from(changes)  # independent steps, one at a time: a's first

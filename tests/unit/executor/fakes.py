@@ -19,7 +19,6 @@ each fake stands in for one peer and records what it was asked:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import pytest
 
 from engine.executor import cutover_base, settle, source_off
-from engine.executor.applier_base import Context
+from engine.executor.applier_base import Context, Stop
 from engine.executor.apply import Applier
 from engine.executor.cutover import Cutover
 from engine.model.plan import Action, Change, Plan, VMPlan
@@ -46,14 +45,14 @@ def context(
 ) -> Any:
     """A Cutover's context: the state `store`, a `VCenter` as its session (the power calls are
     patched), the cloud connection `conn`, `say(vm, line)` appending each line to `said`
-    (when given), the `events` sink (None: no events), and a stop Event not set."""
+    (when given), the `events` sink (None: no events), and a Stop not set."""
 
     def say(_vm: str, line: str) -> None:
         if said is not None:
             said.append(line)
 
     return SimpleNamespace(
-        store=store, si=VCenter(), conn=conn, say=say, events=events, stop=threading.Event()
+        store=store, si=VCenter(), conn=conn, say=say, events=events, stop=Stop()
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from openstack.exceptions import SDKException
 
-from engine.errors import OpenStackError, SourceChangedError
+from engine.errors import OpenStackError, SourceChangedError, StoppedError
 from engine.executor import cutover as module
 from engine.model.plan import Action, Change
 from engine.model.state import ResourceRecord, Status
@@ -160,3 +160,51 @@ def test_a_port_or_flavor_gone_since_the_plan_stops_before_the_power_off(tmp_pat
     with pytest.raises(OpenStackError, match=r"flavor m1\.medium .*source was not powered off"):
         cut.ready_destination("web01")
     store.close()
+
+
+def test_a_failed_cutover_settles_its_source_once_its_steps_end(
+    store: SqliteStateStore, power: Power
+) -> None:
+    """Break-it 16e H1: a cutover step that failed with the source off (Glance down: its
+    volume from image) left the source off until the whole walk ended: 105 s behind the
+    VM's other upload, and behind another VM's replica copy (hours for a big disk). The
+    VM's other steps are stopped (its own stop), none begins, and once none runs the source
+    is powered back on; the apply's stop and other VMs are untouched; the settle after the
+    walk does not do it twice."""
+    said: list[str] = []
+    cut = cutover(store, said, [snapshot("web01", "power_on")], uuids={"web01": "u1", "db01": "u2"})
+    cut.powered_off["web01"] = 40.0
+    cut.step_began("vm.web01.image[2000]")
+    cut.step_began("vm.web01.volume[2001]")
+    cut.step_began("vm.db01.disk[2000]")
+    stop = cut.ctx.stop
+    assert not stop.of("web01").is_set()
+    cut.step_ended("vm.web01.volume[2001]", OpenStackError("Invalid image identifier"))
+    assert stop.of("web01").is_set() and not stop.is_set() and not stop.of("db01").is_set()
+    assert power.powered_on == []  # its upload still runs (it is stopping)
+    assert said[-1].startswith(
+        "vm.web01: its cutover failed at vm.web01.volume[2001] with the source off by ferry "
+        "(its other steps end now): the source is powered back on as soon as none runs"
+    )
+    with pytest.raises(StoppedError, match=r"not begun: vm\.web01's cutover failed at vm\.web01"):
+        cut.step_began("vm.web01.server")
+    cut.step_ended("vm.web01.image[2000]", StoppedError("stopped at 8 MiB"))
+    assert power.powered_on == ["ref-web01"]  # at once, while db01's copy still runs
+    assert "vm.web01.conversion" not in store.read().resources
+    cut.step_ended("vm.db01.disk[2000]", None)
+    assert cut.settle_sources() == [] and power.powered_on == ["ref-web01"]
+
+
+def test_a_stopped_step_or_a_source_on_abandons_nothing(
+    store: SqliteStateStore, power: Power
+) -> None:
+    """A step stopped by the apply's stop (Ctrl-C: settled after the walk, as before), and a
+    failure of a VM whose source this apply does not hold off, stop no other step."""
+    cut = cutover(store, None, [snapshot("web01", "power_on")], uuids={"web01": "u1", "db01": "u2"})
+    cut.powered_off["web01"] = 40.0
+    cut.step_began("vm.web01.disk[2000]")
+    cut.step_ended("vm.web01.disk[2000]", StoppedError("stopped"))
+    cut.step_began("vm.db01.disk[2000]")
+    cut.step_ended("vm.db01.disk[2000]", OpenStackError("boom"))
+    assert cut.abandoned == {} and power.powered_on == []
+    assert not cut.ctx.stop.of("web01").is_set() and not cut.ctx.stop.of("db01").is_set()
