@@ -649,14 +649,15 @@ def _walker(plan: Plan, spec: dict[str, Any], applier: Applier, parallelism: int
     if parallelism is None:
         parallelism = default_parallelism(spec, applier.ctx.remote is not None)
 
+    left_off = applier.cutover.left_off_before()
+
     def urgent(node: Any) -> bool:
-        """A disk's copy or the conversion of a VM whose source this apply powered off: it
-        runs at once, never behind other VMs' copies (break-it 12o H1: 101 s of db01's
-        downtime waiting for two replicas' slots; a 2 TB initial copy would be hours)."""
-        text = str(node)
-        if ".disk[" not in text and not text.endswith(".conversion"):
-            return False
-        return Address.parse(text).name in applier.cutover.powered_off
+        """Every step of a VM whose source is off by ferry (this apply powered it off, or an
+        earlier one left it off): it runs at once, never behind other VMs' copies (break-it
+        12o H1: 101 s of db01's downtime waiting for two replicas' slots; 12p F1: its disks
+        and conversion were urgent, then its server boot waited 6 min for replicas)."""
+        name = Address.parse(str(node)).name
+        return name in applier.cutover.powered_off or name in left_off
 
     return Walker(
         _graph(plan),

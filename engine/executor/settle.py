@@ -74,10 +74,32 @@ class Settle(CutoverBase):
                 left_off.append(line)
         return left_off
 
+    def left_off_before(self) -> frozenset[str]:
+        """The cutover VMs of this plan whose source an earlier apply powered off and left off
+        (their conversion record's powered_off_at): none when the state cannot be read (the
+        walk's first step says why)."""
+        cutovers = [name for name in self.a.uuids if self._power_off_planned(name)]
+        if not cutovers:
+            return frozenset()
+        try:
+            records = self._records()
+        except StateError:
+            return frozenset()
+        off = set()
+        for name in cutovers:
+            record = records.get(str(Address("vm", name, "conversion")))
+            if record is not None and record.attributes.get(POWERED_OFF_AT):
+                off.add(name)
+        return frozenset(off)
+
+    def _power_off_planned(self, name: str) -> bool:
+        """This plan may power VM `name`'s source off (its snapshot step's power_off)."""
+        snapshot = self.a.changes.get(str(Address("vm", name, "snapshot")))
+        return snapshot is not None and bool((snapshot.after or {}).get("power_off"))
+
     def _settle_vm(self, name: str, records: Mapping[str, ResourceRecord]) -> str:
         """settle_sources for VM `name`: its line when its source is left off, else ''."""
-        snapshot = self.a.changes.get(str(Address("vm", name, "snapshot")))
-        if snapshot is None or not (snapshot.after or {}).get("power_off"):
+        if not self._power_off_planned(name):
             return ""  # this apply could not power it off: another's, left as it is
         record = records.get(str(Address("vm", name, "conversion")))
         if record is None or not record.attributes.get(POWERED_OFF_AT):

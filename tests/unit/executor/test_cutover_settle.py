@@ -208,3 +208,14 @@ def test_a_stopped_step_or_a_source_on_abandons_nothing(
     cut.step_ended("vm.db01.disk[2000]", OpenStackError("boom"))
     assert cut.abandoned == {} and power.powered_on == []
     assert not cut.ctx.stop.of("web01").is_set() and not cut.ctx.stop.of("db01").is_set()
+
+
+def test_a_source_an_earlier_apply_left_off_is_known_before_the_walk(
+    store: SqliteStateStore,
+) -> None:
+    """Break-it 12p F1 (C): a source left off by an earlier apply (kill -9, leave_off) is
+    not in powered_off until its snapshot step runs: its steps are urgent from the start."""
+    cut = cutover(
+        store, None, [snapshot("web01", "leave_off")], uuids={"web01": "u1", "db01": "u2"}
+    )
+    assert cut.left_off_before() == {"web01"}  # db01: recorded off, not cut over by this plan

@@ -366,3 +366,18 @@ def test_a_vm_no_host_can_take_fails_once_before_its_source_is_touched(
     ends = [(e["address"], e.get("error")) for e in seen if e["event"] == "node_end"]
     assert ends == [("vm.web01.snapshot", line)]
     assert [e["host"] for e in seen if e["event"] == "replaced"] == [None]
+
+
+def test_every_step_of_a_vm_whose_source_is_off_is_urgent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break-it 12p F1: a cutover's disks and conversion were urgent once ferry powered its
+    source off, but its server boot (and image mode's uploads, volumes from images) waited
+    in the queue behind replicas' copies: 6 min of downtime. Every step of such a VM is."""
+    applier = routing_applier(tmp_path, Asking({"conv-a", "conv-b"}), {"conv-a": "id-a"})
+    monkeypatch.setattr(applier, "hosts", dict)
+    walker = apply_cli._walker(applier.plan, SPEC, applier, 1)
+    assert not walker.urgent("vm.web01.server") and not walker.urgent("vm.web01.disk[2000]")
+    applier.cutover.powered_off["web01"] = 1.0
+    assert walker.urgent("vm.web01.server") and walker.urgent("vm.web01.image[2000]")
+    assert walker.urgent("vm.web01.disk[2000]") and not walker.urgent("vm.db01.disk[2000]")
