@@ -144,7 +144,7 @@ class Settle(CutoverBase):
         if settle:
             try:
                 self._settle_vm(name, self._records())
-            except StateError:  # settle_sources does it after the walk, as it can
+            except FerryError:  # settle_sources does it after the walk, as it can
                 self.settled_early.discard(name)
 
     def _abandon(self, name: str, address: str) -> None:
