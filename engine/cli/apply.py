@@ -372,6 +372,8 @@ def _observed(
 
     def run(node: Any) -> None:
         change = applier.changes[str(node)]
+        # StoppedError when its VM's cutover failed: not begun, so neither node_start nor end
+        applier.cutover.step_began(change.address)
         host = applier.host_of(change)
         events.emit(
             "node_start",
@@ -382,7 +384,6 @@ def _observed(
             **({"host": host} if host else {}),
         )
         began = time.monotonic()
-        applier.cutover.step_began(change.address)  # StoppedError: its VM's cutover failed
         try:
             applier.run(node)
         except BaseException as exc:

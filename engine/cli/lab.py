@@ -135,7 +135,7 @@ def agents(
         say=lambda line: typer.echo(f"  {line}"),
         warn=lambda line: typer.echo(f"warning: {line}", err=True),
     )
-    serving = len({a.name for a in started} & {f"agent {h}" for h in hosts})
+    serving = len({a.name for a in started} & {lab_agents.agent_name(h) for h in hosts})
     count = f"{serving} agents" if serving == len(hosts) else f"{serving} of {len(hosts)} agents"
     typer.echo(
         f"{count} run for {spec} (logs in {lab.root / 'logs'}); "

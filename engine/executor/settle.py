@@ -110,8 +110,8 @@ class Settle(CutoverBase):
         return self._settle(name, record)
 
     def step_began(self, address: str) -> None:
-        """A step of the walk begins (Abandon, below). Raises StoppedError when its VM's
-        cutover failed with the source off: the step does nothing."""
+        """A step of the walk begins (counted until step_ended). Raises StoppedError when its
+        VM's cutover failed with the source off (step_ended): the step does nothing."""
         name = Address.parse(address).name
         with self._steps_lock:
             failed = self.abandoned.get(name)

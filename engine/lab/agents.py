@@ -27,15 +27,26 @@ READY = "ready."  # what Celery's worker logs when it consumes its queue
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def recorded(root: Path) -> list[ProcessRecord]:
-    """The agents <root>/agents.json records (running or not); [] when there is none."""
+def _read(root: Path) -> dict[str, Any]:
+    """<root>/agents.json as written by _record; {} when there is none. LabError when it is
+    unreadable."""
     try:
-        data = json.loads((root / AGENTS_FILE).read_text())
+        data: dict[str, Any] = json.loads((root / AGENTS_FILE).read_text())
     except FileNotFoundError:
-        return []
+        return {}
     except (OSError, json.JSONDecodeError) as exc:
         raise LabError(f"{root / AGENTS_FILE} is unreadable: {exc}") from exc
-    return [ProcessRecord.from_json(p) for p in data.get("agents", [])]
+    return data
+
+
+def recorded(root: Path) -> list[ProcessRecord]:
+    """The agents <root>/agents.json records (running or not); [] when there is none."""
+    return [ProcessRecord.from_json(p) for p in _read(root).get("agents", [])]
+
+
+def agent_name(host: str) -> str:
+    """The name an agent of conversion host `host` is recorded and said under."""
+    return f"agent {host}"
 
 
 def _record(root: Path, agents: list[ProcessRecord], spec: Path) -> None:
@@ -82,7 +93,7 @@ def start(
     for agent in alive:
         say(f"{agent.name} runs already (pid {agent.pid}, log {agent.log}): kept")
     running = {a.name for a in alive}
-    hosts = [h for h in hosts if f"agent {h}" not in running]
+    hosts = [h for h in hosts if agent_name(h) not in running]
     started: list[ProcessRecord] = []
     state = root / "agent-state"
     full = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "XDG_STATE_HOME": str(state)}
@@ -92,7 +103,7 @@ def start(
             Served.forget(default_checkpoints(host, {"XDG_STATE_HOME": str(state)}))
             log = root / "logs" / f"agent-{host}.log"
             begins[str(log)] = _mark_start(log, host)
-            started.append(spawn(f"agent {host}", argv(host, spec), log, env=full, cwd=CHECKOUT))
+            started.append(spawn(agent_name(host), argv(host, spec), log, env=full, cwd=CHECKOUT))
             _record(root, alive + started, spec)
         ready, failures = _ready(started, time.monotonic() + timeout, begins, say)
         if not ready and not alive:
@@ -116,22 +127,14 @@ def _alive_for(root: Path, spec: Path, hosts: list[str]) -> list[ProcessRecord]:
     if not alive:
         return []
     names = ", ".join(f"{a.name} (pid {a.pid})" for a in alive)
-    served = _recorded_spec(root)
+    served = str(_read(root).get("spec", ""))
     if served != str(spec):
         raise UserError(
             f"the lab's agents run already for {served}: {names}; `ferry lab agents --stop` first"
         )
-    if {f"agent {h}" for h in hosts} <= {a.name for a in alive}:
+    if {agent_name(h) for h in hosts} <= {a.name for a in alive}:
         raise UserError(f"the lab's agents run already: {names}; `ferry lab agents --stop` first")
     return alive
-
-
-def _recorded_spec(root: Path) -> str:
-    """The spec agents.json says the lab's agents serve ('' when it says none)."""
-    try:
-        return str(json.loads((root / AGENTS_FILE).read_text()).get("spec", ""))
-    except (OSError, json.JSONDecodeError):
-        return ""
 
 
 def _record_or_forget(root: Path, agents: list[ProcessRecord], spec: Path) -> None:
